@@ -1,0 +1,74 @@
+# Makefile - sluice's top-level build (committed; runs ./configure when needed)
+#
+#   make                 build bin/ and libexec/
+#   make check           unit tests (cmocka) and system tests (pytest)
+#   make check SANITIZE=1   the same, built with ASan + UBSan
+#   make run             build, create an instance under ./run, start it in
+#                        the foreground
+#   make install DESTDIR=... PREFIX=...
+
+SHELL = /bin/sh
+PYTHON = /usr/bin/python3
+SANITIZE ?=
+export SANITIZE CI
+
+# Libraries first, then every folder that has a Makefile.in.
+LIBDIRS = util global
+PROGDIRS = $(filter-out $(LIBDIRS),$(patsubst %/Makefile.in,%,$(sort $(wildcard */Makefile.in))))
+SUBDIRS = $(LIBDIRS) $(PROGDIRS)
+
+RUN_DIR = $(CURDIR)/run
+RUN_PORT ?= 2525
+
+.PHONY: all deps check unit-check system-check run install clean distclean
+
+all: config.mk flavor
+	@for d in $(SUBDIRS); do $(MAKE) --no-print-directory -C $$d -f Makefile.in all || exit 1; done
+
+deps:
+	@./install-deps.sh --check
+
+config.mk: configure
+	@./install-deps.sh --check
+	./configure $(CONFIGURE_FLAGS)
+
+# A change of SANITIZE rebuilds everything: objects of both kinds never mix.
+flavor: config.mk
+	@want="SANITIZE=$(SANITIZE)"; have=$$(cat .flavor 2>/dev/null); \
+	if [ "$$want" != "$$have" ]; then \
+		for d in $(SUBDIRS); do $(MAKE) --no-print-directory -s -C $$d -f Makefile.in clean; done; \
+		echo "$$want" > .flavor; \
+	fi
+
+check: deps all
+	@$(MAKE) --no-print-directory unit-check
+	@$(MAKE) --no-print-directory system-check
+
+ifeq ($(SANITIZE),1)
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+endif
+
+unit-check: all
+	@for d in $(SUBDIRS); do $(SAN_ENV) $(MAKE) --no-print-directory -C $$d -f Makefile.in check || exit 1; done
+
+system-check: all
+	$(SAN_ENV) SLUICE_TOP=$(CURDIR) $(PYTHON) -m pytest -q -p no:cacheprovider tests $(PYTEST_FLAGS)
+
+run: deps all
+	@if [ ! -f $(RUN_DIR)/main.cf ]; then bin/sluice init $(RUN_DIR) --smtp-port $(RUN_PORT); fi
+	@echo
+	@echo "sluice is starting in the foreground (Ctrl-C stops it). In another shell:"
+	@echo "  swaks --server 127.0.0.1:$(RUN_PORT) --to user@localhost --from you@example.test"
+	@echo "  bin/sluice -c $(RUN_DIR) queue;  tail -f $(RUN_DIR)/log/maillog"
+	@echo
+	bin/sluice -c $(RUN_DIR) start -f
+
+install: all
+	@for d in $(SUBDIRS); do $(MAKE) --no-print-directory -C $$d -f Makefile.in install || exit 1; done
+
+clean:
+	@for d in $(SUBDIRS); do [ ! -f config.mk ] || $(MAKE) --no-print-directory -C $$d -f Makefile.in clean; done
+	rm -rf bin libexec .flavor
+
+distclean: clean
+	rm -f config.mk

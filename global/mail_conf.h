@@ -1,0 +1,65 @@
+/*
+ * mail_conf - main.cf: the parameter table, reading, expansion, editing
+ *
+ * Every parameter sluice knows has a row in the table (mail_params.c): name,
+ * type, default (which may use $name), one-line description. main.cf may set
+ * parameters that are not in the table (they expand like any other, and
+ * `sluice conf` warns about them). Reading validates every typed value once,
+ * so a bad value is reported with its file line before any program starts
+ * work, and the typed getters below never fail.
+ *
+ * Programs read the configuration once at start into a const struct of their
+ * own, through the getters.
+ */
+#ifndef MAIL_CONF_H
+#define MAIL_CONF_H
+
+#include "sys_defs.h"
+#include "argv.h"
+#include "vstr.h"
+
+typedef enum MAIL_PARAM_TYPE {
+    MAIL_PARAM_STR,                     /* any text */
+    MAIL_PARAM_INT,                     /* decimal integer */
+    MAIL_PARAM_BOOL,                    /* yes|no */
+    MAIL_PARAM_TIME,                    /* number + s m h d w (default unit given) */
+    MAIL_PARAM_SIZE,                    /* number + k m g (bytes) */
+    MAIL_PARAM_LIST,                    /* comma/space separated words */
+} MAIL_PARAM_TYPE;
+
+typedef struct MAIL_PARAM {
+    const char *name;
+    MAIL_PARAM_TYPE type;
+    const char *def;                    /* default, may contain $name */
+    const char *desc;                   /* one line, for `sluice conf -d` */
+} MAIL_PARAM;
+
+extern const MAIL_PARAM *mail_param_find(const char *name);
+extern const MAIL_PARAM *mail_param_table(size_t *count);
+
+typedef struct MAIL_CONF MAIL_CONF;
+
+/* mail_conf_read - read config_dir/main.cf; NULL with the reason in why
+   ("/etc/sluice/main.cf line 12: message_size_limit: bad size \"x\"") */
+extern MAIL_CONF *mail_conf_read(const char *config_dir, VSTR *why);
+extern MAIL_CONF *mail_conf_free(MAIL_CONF *conf);
+
+/* The value as written in main.cf, unexpanded; NULL when not set there. */
+extern const char *mail_conf_raw(const MAIL_CONF *conf, const char *name);
+/* Names set in main.cf, in file order. */
+extern const ARGV *mail_conf_names(const MAIL_CONF *conf);
+/* Expanded value (main.cf, else the default); "" for an unknown name. */
+extern const char *mail_conf_str(const MAIL_CONF *conf, const char *name);
+extern long long mail_conf_int(const MAIL_CONF *conf, const char *name);
+extern bool mail_conf_bool(const MAIL_CONF *conf, const char *name);
+extern long long mail_conf_time(const MAIL_CONF *conf, const char *name); /* s */
+extern long long mail_conf_size(const MAIL_CONF *conf, const char *name); /* bytes */
+extern ARGV *mail_conf_list(const MAIL_CONF *conf, const char *name); /* caller frees */
+
+/* mail_conf_edit - set name = value in config_dir/main.cf in place, keeping
+   comments and other lines; written through a temporary file and rename.
+   0, or -1 with the reason in why. */
+extern int mail_conf_edit(const char *config_dir, const char *name,
+                          const char *value, VSTR *why);
+
+#endif

@@ -1,0 +1,77 @@
+# rules.mk - the make rules every folder's Makefile.in includes
+#
+# A folder's Makefile.in sets TOP, then any of:
+#   LIB        archive built from SRCS (util/libutil.a, global/libglobal.a)
+#   PROGS      programs; each PROG is built from PROG_SRCS-<name> (default
+#              <name>.c) and installed in PROG_DIR ($(TOP)/bin or libexec)
+#   TESTS      cmocka unit tests: each X_test is built from X_test.c
+#   EXTRA_CFLAGS, EXTRA_LIBS   what the folder's code needs beyond util
+# and then includes this file.
+
+include $(TOP)/config.mk
+
+SANITIZE ?=
+ifeq ($(SANITIZE),1)
+OPT = -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer \
+      -fno-sanitize-recover=undefined
+else
+OPT = -O2 -g
+endif
+ifneq ($(CI),)
+WERROR = -Werror
+endif
+
+CFLAGS_ALL = -std=gnu11 $(OPT) $(WARN) $(WERROR) $(DEFS) \
+	-I$(TOP)/util -I$(TOP)/global -I. $(EXTRA_CFLAGS) $(CFLAGS)
+LDFLAGS_ALL = $(OPT) $(LDFLAGS)
+LIBUTIL = $(TOP)/util/libutil.a
+LIBGLOBAL = $(TOP)/global/libglobal.a
+
+OBJS = $(SRCS:.c=.o)
+TEST_BINS = $(TESTS)
+
+.PHONY: all check clean
+all: $(LIB) $(addprefix $(PROG_DIR)/,$(PROGS))
+
+%.o: %.c
+	$(CC) $(CFLAGS_ALL) -MMD -MP -c -o $@ $<
+
+ifneq ($(LIB),)
+$(LIB): $(OBJS)
+	rm -f $@
+	ar rcs $@ $(OBJS)
+endif
+
+# Programs: PROG_SRCS-name lists the sources of program name.
+define prog_rule
+$(PROG_DIR)/$(1): $$(patsubst %.c,%.o,$$(or $$(PROG_SRCS-$(1)),$(1).c)) $(PROG_DEPS)
+	@mkdir -p $(PROG_DIR)
+	$$(CC) $$(LDFLAGS_ALL) -o $$@ $$(filter %.o,$$^) $(PROG_DEPS) $$(EXTRA_LIBS)
+endef
+$(foreach p,$(PROGS),$(eval $(call prog_rule,$(p))))
+
+ifeq ($(WITH_CMOCKA),yes)
+$(TEST_BINS): %: %.o $(LIB) $(TEST_DEPS)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_OBJS) $(LIB) $(TEST_DEPS) \
+		$(EXTRA_LIBS) $(CMOCKA_LIBS)
+
+check: all $(TEST_BINS)
+	@set -e; cd . && for t in $(TEST_BINS); do \
+		echo "== $(notdir $(CURDIR))/$$t"; ./$$t; done
+else
+check: all
+	@echo "cmocka not configured: unit tests skipped"
+endif
+
+clean:
+	rm -f *.o *.d *.a $(TEST_BINS) $(addprefix $(PROG_DIR)/,$(PROGS))
+
+-include $(SRCS:.c=.d) $(addsuffix .d,$(TESTS))
+
+# install: programs go to INSTALL_DIR (set by the folder's Makefile.in).
+.PHONY: install
+install: all
+ifneq ($(PROGS),)
+	install -d $(DESTDIR)$(INSTALL_DIR)
+	for p in $(PROGS); do install -m 755 $(PROG_DIR)/$$p $(DESTDIR)$(INSTALL_DIR)/$$p || exit 1; done
+endif

@@ -1,0 +1,112 @@
+/*
+ * msg_test - unit tests for logging: the line format and the file target
+ */
+#include "sys_defs.h"
+
+#include <fcntl.h>
+#include <setjmp.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "msg.h"
+
+static jmp_buf fatal_jmp;
+
+static void fatal_hook(int status)
+{
+    longjmp(fatal_jmp, status);
+}
+
+static void test_line_format(void **state)
+{
+    char buf[256];
+    struct tm tm = { .tm_year = 126, .tm_mon = 10, .tm_mday = 8,
+                     .tm_hour = 10, .tm_min = 0, .tm_sec = 5, .tm_isdst = -1 };
+    time_t when = mktime(&tm);
+    size_t len;
+
+    len = msg_format_line(buf, sizeof(buf), when, "host", "sluice/smtpd", 123,
+                          MSG_WARN, "bad thing");
+    assert_string_equal(buf,
+                        "Nov  8 10:00:05 host sluice/smtpd[123]: warning: bad thing\n");
+    assert_int_equal(len, strlen(buf));
+}
+
+static void test_line_truncated(void **state)
+{
+    char buf[40];
+    char text[200];
+
+    memset(text, 'a', sizeof(text) - 1);
+    text[sizeof(text) - 1] = 0;
+    msg_format_line(buf, sizeof(buf), 0, "h", "t", 1, MSG_INFO, text);
+    assert_int_equal(strlen(buf), sizeof(buf) - 1);
+    assert_int_equal(buf[sizeof(buf) - 2], '\n');
+}
+
+static void test_file_target(void **state)
+{
+    char path[] = "/tmp/msg_test.XXXXXX";
+    int fd = mkstemp(path);
+    char buf[1024];
+    ssize_t len;
+    char expect[64];
+
+    assert_true(fd >= 0);
+    msg_init("sluice", "/some/dir/tester");
+    msg_log_stderr(false);
+    assert_int_equal(msg_log_file(path), 0);
+    errno = ENOENT;
+    msg_info("hello %s", "world");
+    msg_warn("open %s: %m", "x");
+    msg_exit_hook(fatal_hook);
+    if (setjmp(fatal_jmp) == 0) {
+        msg_fatal("cannot go on");
+        fail();
+    }
+    len = read(fd, buf, sizeof(buf) - 1);
+    assert_true(len > 0);
+    buf[len] = 0;
+    snprintf(expect, sizeof(expect), " sluice/tester[%ld]: hello world\n",
+             (long) getpid());
+    assert_non_null(strstr(buf, expect));
+    assert_non_null(strstr(buf, "]: warning: open x: No such file or directory\n"));
+    assert_non_null(strstr(buf, "]: fatal: cannot go on\n"));
+    assert_string_equal(msg_progname(), "tester");
+    close(fd);
+    unlink(path);
+}
+
+static void test_no_newline_injection(void **state)
+{
+    char path[] = "/tmp/msg_test.XXXXXX";
+    int fd = mkstemp(path);
+    char buf[1024];
+    ssize_t len;
+    int lines = 0;
+
+    assert_true(fd >= 0);
+    msg_log_stderr(false);
+    assert_int_equal(msg_log_file(path), 0);
+    msg_info("a\nfake line\r\n");
+    len = read(fd, buf, sizeof(buf) - 1);
+    assert_true(len > 0);
+    buf[len] = 0;
+    for (char *cp = buf; *cp; cp++)
+        lines += (*cp == '\n');
+    assert_int_equal(lines, 1);
+    close(fd);
+    unlink(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_line_format),
+        cmocka_unit_test(test_line_truncated),
+        cmocka_unit_test(test_file_target),
+        cmocka_unit_test(test_no_newline_injection),
+    };
+
+    return cmocka_run_group_tests_name("msg", tests, NULL, NULL);
+}
