@@ -20,7 +20,7 @@ SUBDIRS = $(LIBDIRS) $(PROGDIRS)
 RUN_DIR = $(CURDIR)/run
 RUN_PORT ?= 2525
 
-.PHONY: all deps check unit-check system-check run install clean distclean
+.PHONY: all deps check lint unit-check system-check run install clean distclean
 
 all: config.mk flavor
 	@for d in $(SUBDIRS); do $(MAKE) --no-print-directory -C $$d -f Makefile.in all || exit 1; done
@@ -41,8 +41,16 @@ flavor: config.mk
 	fi
 
 check: deps all
+	@$(MAKE) --no-print-directory lint
 	@$(MAKE) --no-print-directory unit-check
 	@$(MAKE) --no-print-directory system-check
+
+# STYLE.md: these functions never appear in our code.
+BANNED = strcpy|strcat|sprintf|vsprintf|gets|strtok|atoi|atol
+lint:
+	@if grep -nE '\b($(BANNED))[[:space:]]*\(' $$(find . -name '*.[ch]' -not -path './run/*' -not -path './.git/*'); then \
+		echo "lint: banned function used (see STYLE.md)"; exit 1; \
+	else echo "lint: no banned functions"; fi
 
 ifeq ($(SANITIZE),1)
 SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
