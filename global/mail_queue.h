@@ -1,0 +1,44 @@
+/*
+ * mail_queue - the queue directories and where a queue file lives
+ *
+ * queue_directory holds maildrop/ incoming/ active/ deferred/ hold/
+ * corrupt/ defer/ bounce/ private/ public/ pid/. deferred/, defer/ and
+ * bounce/ are hashed one level deep by qid_hash_char(), so a million files
+ * never sit in one directory: deferred/K/QID.
+ */
+#ifndef MAIL_QUEUE_H
+#define MAIL_QUEUE_H
+
+#include "sys_defs.h"
+#include "vstr.h"
+
+#define MAIL_QUEUE_MAILDROP "maildrop"
+#define MAIL_QUEUE_INCOMING "incoming"
+#define MAIL_QUEUE_ACTIVE "active"
+#define MAIL_QUEUE_DEFERRED "deferred"
+#define MAIL_QUEUE_HOLD "hold"
+#define MAIL_QUEUE_CORRUPT "corrupt"
+#define MAIL_QUEUE_DEFER "defer"
+#define MAIL_QUEUE_BOUNCE "bounce"
+#define MAIL_QUEUE_PRIVATE "private"
+#define MAIL_QUEUE_PUBLIC "public"
+#define MAIL_QUEUE_PID "pid"
+
+/* Every queue subdirectory, NULL-terminated, in creation order. */
+extern const char *const mail_queue_names[];
+
+/* mail_queue_hashed - is this queue hashed one level deep? */
+extern bool mail_queue_hashed(const char *queue_name);
+/* mail_queue_path - buf = queue_dir/queue_name[/H]/qid; returns buf */
+extern VSTR *mail_queue_path(VSTR *buf, const char *queue_dir,
+                             const char *queue_name, const char *qid);
+/* mail_queue_move - durably rename qid from one queue to another (creating
+   the hash subdirectory when needed); 0 or -1 with errno */
+extern int mail_queue_move(const char *queue_dir, const char *from_queue,
+                           const char *to_queue, const char *qid);
+/* mail_queue_create_dirs - make every queue subdirectory (and the hash
+   subdirectories) under queue_dir with mode; 0 or -1 with the reason in why */
+extern int mail_queue_create_dirs(const char *queue_dir, mode_t mode,
+                                  VSTR *why);
+
+#endif

@@ -1,0 +1,36 @@
+/*
+ * safe_file - file operations that survive a crash
+ *
+ * The durable way to publish a file: write it under a temporary name in the
+ * same directory, fsync it, rename it into place, fsync the directory. Only
+ * then may anyone be told it exists. Every function returns -1 with errno
+ * set (and logs nothing) on failure, so the caller decides what it means.
+ */
+#ifndef SAFE_FILE_H
+#define SAFE_FILE_H
+
+#include "sys_defs.h"
+
+/* safe_file_write_all - write(2) all of data, retrying EINTR and short writes */
+extern int safe_file_write_all(int fd, const void *data, size_t len);
+/* safe_file_fsync - fdatasync (or fsync) a descriptor */
+extern int safe_file_fsync(int fd);
+/* safe_file_fsync_dir - fsync the directory dir itself */
+extern int safe_file_fsync_dir(const char *dir);
+/* safe_file_fsync_parent - fsync the directory that holds path */
+extern int safe_file_fsync_parent(const char *path);
+/* safe_file_rename - rename(2), then fsync the directory of to (and of from
+   when that is another directory) */
+extern int safe_file_rename(const char *from, const char *to);
+/* safe_file_write - replace path with data durably: temporary file beside
+   it (same directory), write, fsync, rename, fsync directory. The temporary
+   file is removed on failure. */
+extern int safe_file_write(const char *path, const void *data, size_t len,
+                           mode_t mode);
+/* safe_file_read - read a whole file of at most max_len bytes into a new
+   NUL-terminated buffer (*len_out gets the length; may be NULL). NULL with
+   errno set (EFBIG when larger than max_len). */
+extern char *safe_file_read(const char *path, size_t max_len,
+                            size_t *len_out);
+
+#endif
