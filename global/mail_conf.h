@@ -56,6 +56,18 @@ extern long long mail_conf_time(const MAIL_CONF *conf, const char *name); /* s *
 extern long long mail_conf_size(const MAIL_CONF *conf, const char *name); /* bytes */
 extern ARGV *mail_conf_list(const MAIL_CONF *conf, const char *name); /* caller frees */
 
+/* mail_conf_check_value - check a value for a typed parameter before it is
+   written to main.cf; 0, or -1 with "name: bad size \"x\"" in why. Unknown
+   names, STR and LIST parameters, and values that use $name (checked when
+   main.cf is read) are accepted. */
+extern int mail_conf_check_value(const char *name, const char *value,
+                                 VSTR *why);
+/* mail_conf_parse_time - "90", "90s", "5m", "1h", "2d", "1w" in seconds;
+   *ok false (and 0 returned) for anything else or on overflow */
+extern long long mail_conf_parse_time(const char *value, bool *ok);
+/* mail_conf_parse_size - "1000", "64k", "10m", "1g" in bytes (k = 1024) */
+extern long long mail_conf_parse_size(const char *value, bool *ok);
+
 /* mail_conf_edit - set name = value in config_dir/main.cf in place, keeping
    comments and other lines; written through a temporary file and rename.
    0, or -1 with the reason in why. */

@@ -1,0 +1,815 @@
+/*
+ * mail_conf - main.cf: reading, expansion, typed values, editing
+ *
+ * main.cf holds `name = value` lines. A line whose first non-blank byte is
+ * '#' is a comment (a '#' later in a value is part of the value, as in
+ * Postfix); a line that starts with white space continues the previous
+ * logical line (joined with one space); blank and comment lines are skipped
+ * and do not end a logical line. A later setting of a name wins.
+ *
+ * Values expand $name and ${name} recursively, $$ is a literal '$', and an
+ * unknown name expands to "". Everything is expanded and every typed value
+ * checked once, in mail_conf_read(), so a loop or a bad value is reported
+ * with its file and line before a program starts work, and the getters
+ * never fail (a getter on a name that is not in the table, or of another
+ * type, is our bug).
+ *
+ * Editing rewrites main.cf through a temporary file, fsync and rename
+ * (safe_file_write), keeping every other byte as it was.
+ */
+#include "sys_defs.h"
+
+#include <ctype.h>
+#include <pwd.h>
+#include <sys/stat.h>
+
+#include "argv.h"
+#include "mail_conf.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "safe_file.h"
+#include "vstr.h"
+
+#define MAIL_CONF_FILE_MAX (4 * 1024 * 1024) /* main.cf larger: an error */
+#define MAIL_CONF_VALUE_MAX (1024 * 1024) /* one expanded value */
+
+typedef enum MAIL_CONF_STATE {
+    MAIL_CONF_TODO, /* not expanded yet */
+    MAIL_CONF_BUSY, /* being expanded: seen again = loop */
+    MAIL_CONF_DONE, /* value is set */
+} MAIL_CONF_STATE;
+
+typedef struct MAIL_CONF_ENT {
+    char *name;
+    const MAIL_PARAM *param; /* NULL: not in the table */
+    char *raw; /* as in main.cf; NULL: not set */
+    int line; /* of raw */
+    size_t seq; /* first setting in the file */
+    char *def; /* default (table or run time) */
+    char *value; /* expanded */
+    bool domain_of; /* default: drop the first label */
+    MAIL_CONF_STATE state;
+} MAIL_CONF_ENT;
+
+struct MAIL_CONF {
+    char *path; /* config_dir/main.cf */
+    MAIL_CONF_ENT *ents; /* sorted by name */
+    size_t count;
+    ARGV *names; /* set in main.cf, file order */
+};
+
+/* mail_conf_name_char - may this byte be part of a parameter name */
+static bool mail_conf_name_char(int ch)
+{
+    return isalnum((unsigned char) ch) || ch == '_';
+}
+
+/* mail_conf_name_ok - a non-empty name of name characters only */
+static bool mail_conf_name_ok(const char *name, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!mail_conf_name_char(name[i]))
+            return false;
+    return true;
+}
+
+/* mail_conf_blank_or_comment - a line that neither sets nor continues */
+static bool mail_conf_blank_or_comment(const char *line, size_t len)
+{
+    size_t skip = 0;
+
+    while (skip < len && isspace((unsigned char) line[skip]))
+        skip++;
+    return skip == len || line[skip] == '#';
+}
+
+/* mail_conf_parse_unit - number with an optional one-letter unit */
+static long long mail_conf_parse_unit(const char *value, const char *units,
+                                      const long long *factors, bool *ok)
+{
+    const char *cp = value;
+    long long number = 0;
+    long long factor = 1;
+
+    *ok = false;
+    if (!isdigit((unsigned char) *cp))
+        return 0;
+    for (; isdigit((unsigned char) *cp); cp++)
+        if (__builtin_mul_overflow(number, 10LL, &number) ||
+            __builtin_add_overflow(number, (long long) (*cp - '0'), &number))
+            return 0;
+    if (*cp != 0) {
+        const char *unit = strchr(units, *cp);
+
+        if (unit == NULL || cp[1] != 0)
+            return 0;
+        factor = factors[unit - units];
+    }
+    if (__builtin_mul_overflow(number, factor, &number))
+        return 0;
+    *ok = true;
+    return number;
+}
+
+/* mail_conf_parse_time - seconds, with an optional unit s m h d w */
+long long mail_conf_parse_time(const char *value, bool *ok)
+{
+    static const long long factors[] = {1, 60, 3600, 86400, 7 * 86400};
+
+    return mail_conf_parse_unit(value, "smhdw", factors, ok);
+}
+
+/* mail_conf_parse_size - bytes, with an optional unit k m g (1024) */
+long long mail_conf_parse_size(const char *value, bool *ok)
+{
+    static const long long factors[] = {1024LL, 1024LL * 1024,
+                                        1024LL * 1024 * 1024};
+
+    return mail_conf_parse_unit(value, "kmg", factors, ok);
+}
+
+/* mail_conf_parse_int - a non-negative decimal number */
+static long long mail_conf_parse_int(const char *value, bool *ok)
+{
+    return mail_conf_parse_unit(value, "", NULL, ok);
+}
+
+/* mail_conf_parse_bool - yes|no|true|false, any case */
+static bool mail_conf_parse_bool(const char *value, bool *ok)
+{
+    *ok = true;
+    if (strcasecmp(value, "yes") == 0 || strcasecmp(value, "true") == 0)
+        return true;
+    if (strcasecmp(value, "no") == 0 || strcasecmp(value, "false") == 0)
+        return false;
+    *ok = false;
+    return false;
+}
+
+/* mail_conf_type_check - is value good for type; the complaint if not */
+static const char *mail_conf_type_check(MAIL_PARAM_TYPE type, const char *value)
+{
+    bool ok = true;
+
+    switch (type) {
+    case MAIL_PARAM_STR:
+    case MAIL_PARAM_LIST:
+        return NULL;
+    case MAIL_PARAM_INT:
+        (void) mail_conf_parse_int(value, &ok);
+        return ok ? NULL : "bad number";
+    case MAIL_PARAM_BOOL:
+        (void) mail_conf_parse_bool(value, &ok);
+        return ok ? NULL : "bad boolean (use yes or no)";
+    case MAIL_PARAM_TIME:
+        (void) mail_conf_parse_time(value, &ok);
+        return ok ? NULL : "bad time";
+    case MAIL_PARAM_SIZE:
+        (void) mail_conf_parse_size(value, &ok);
+        return ok ? NULL : "bad size";
+    }
+    msg_panic("%s: unknown type %d", __func__, (int) type);
+}
+
+/* mail_conf_check_value - check a value before it is written */
+int mail_conf_check_value(const char *name, const char *value, VSTR *why)
+{
+    const MAIL_PARAM *param = mail_param_find(name);
+    const char *complaint;
+
+    if (param == NULL || strchr(value, '$') != NULL)
+        return 0;
+    if ((complaint = mail_conf_type_check(param->type, value)) != NULL) {
+        vstr_sprintf(why, "%s: %s \"%s\"", name, complaint, value);
+        return -1;
+    }
+    return 0;
+}
+
+/* mail_conf_ent_cmp - qsort by name, then by place in the file */
+static int mail_conf_ent_cmp(const void *a, const void *b)
+{
+    const MAIL_CONF_ENT *ea = a;
+    const MAIL_CONF_ENT *eb = b;
+    int diff = strcmp(ea->name, eb->name);
+
+    if (diff != 0)
+        return diff;
+    return ea->seq < eb->seq ? -1 : ea->seq > eb->seq;
+}
+
+/* mail_conf_find - the entry of name[0..len); NULL when none */
+static MAIL_CONF_ENT *mail_conf_find(const MAIL_CONF *conf, const char *name,
+                                     size_t len)
+{
+    size_t low = 0;
+    size_t high = conf->count;
+
+    while (low < high) {
+        size_t mid = low + (high - low) / 2;
+        const char *mid_name = conf->ents[mid].name;
+        int diff = strncmp(mid_name, name, len);
+
+        if (diff == 0 && mid_name[len] != 0)
+            diff = 1;
+        if (diff == 0)
+            return conf->ents + mid;
+        if (diff < 0)
+            low = mid + 1;
+        else
+            high = mid;
+    }
+    return NULL;
+}
+
+/* mail_conf_where - "PATH line N: name: " or "PATH: name: " into why */
+static void mail_conf_where(const MAIL_CONF *conf, const MAIL_CONF_ENT *ent,
+                            VSTR *why)
+{
+    if (ent->raw != NULL)
+        vstr_sprintf(why, "%s line %d: %s: ", conf->path, ent->line, ent->name);
+    else
+        vstr_sprintf(why, "%s: %s: ", conf->path, ent->name);
+}
+
+/* mail_conf_expand - expand one entry (and what it refers to) */
+static int mail_conf_expand(MAIL_CONF *conf, MAIL_CONF_ENT *ent,
+                            MAIL_CONF_ENT **stack, size_t depth, VSTR *why)
+{
+    const char *src;
+    const char *cp;
+    VSTR *out;
+
+    if (ent->state == MAIL_CONF_DONE)
+        return 0;
+    if (ent->state == MAIL_CONF_BUSY) {
+        size_t start = 0;
+
+        while (start < depth && stack[start] != ent)
+            start++;
+        mail_conf_where(conf, ent, why);
+        vstr_cat(why, "parameter expansion loop: ");
+        for (size_t i = start; i < depth; i++)
+            vstr_sprintf_append(why, "$%s -> ", stack[i]->name);
+        vstr_sprintf_append(why, "$%s", ent->name);
+        return -1;
+    }
+    if (depth >= conf->count)
+        msg_panic("%s: stack overflow", __func__);
+    ent->state = MAIL_CONF_BUSY;
+    stack[depth++] = ent;
+    src = ent->raw ? ent->raw : ent->def ? ent->def : "";
+    out = vstr_alloc(strlen(src));
+    for (cp = src; *cp; cp++) {
+        const char *ref;
+        size_t ref_len;
+        MAIL_CONF_ENT *ref_ent;
+
+        if (cp[0] != '$') {
+            vstr_addch(out, *cp);
+            continue;
+        }
+        if (cp[1] == '$') {
+            vstr_addch(out, '$');
+            cp++;
+            continue;
+        }
+        if (cp[1] == '{') {
+            const char *close = strchr(cp + 2, '}');
+
+            ref = cp + 2;
+            ref_len = close ? (size_t) (close - ref) : 0;
+            if (close == NULL || !mail_conf_name_ok(ref, ref_len)) {
+                mail_conf_where(conf, ent, why);
+                vstr_sprintf_append(
+                    why, "bad parameter reference \"%.*s\"",
+                    close ? (int) (close - cp + 1) : (int) strlen(cp), cp);
+                vstr_free(out);
+                return -1;
+            }
+            cp = close;
+        } else if (mail_conf_name_char(cp[1])) {
+            ref = cp + 1;
+            for (ref_len = 0; mail_conf_name_char(ref[ref_len]); ref_len++)
+                /* void */;
+            cp = ref + ref_len - 1;
+        } else {
+            /* A lone '$' stays as it is. */
+            vstr_addch(out, '$');
+            continue;
+        }
+        if ((ref_ent = mail_conf_find(conf, ref, ref_len)) == NULL)
+            continue; /* unknown: expands to "" */
+        if (mail_conf_expand(conf, ref_ent, stack, depth, why) < 0) {
+            vstr_free(out);
+            return -1;
+        }
+        vstr_cat(out, ref_ent->value);
+        if (vstr_len(out) > MAIL_CONF_VALUE_MAX) {
+            mail_conf_where(conf, ent, why);
+            vstr_sprintf_append(why,
+                                "value longer than %d bytes after "
+                                "expansion",
+                                MAIL_CONF_VALUE_MAX);
+            vstr_free(out);
+            return -1;
+        }
+    }
+    if (ent->domain_of && ent->raw == NULL) {
+        /* mydomain: the (configured) myhostname minus its first label. */
+        const char *dot = strchr(vstr_str(out), '.');
+        char *domain = mystrdup(dot && dot[1] ? dot + 1 : "localdomain");
+
+        vstr_cpy(out, domain);
+        myfree(domain);
+    }
+    ent->value = vstr_export(out);
+    ent->state = MAIL_CONF_DONE;
+    return 0;
+}
+
+/* mail_conf_runtime_defaults - values of the parameters with NULL default */
+static void mail_conf_runtime_defaults(MAIL_CONF *conf)
+{
+    char host[256 + 16];
+    struct passwd *pw;
+    MAIL_CONF_ENT *ent;
+
+    if (gethostname(host, sizeof(host) - 16) < 0)
+        snprintf(host, sizeof(host), "localhost");
+    host[sizeof(host) - 16] = 0;
+    if (host[0] == 0)
+        snprintf(host, sizeof(host), "localhost");
+    if (strchr(host, '.') == NULL) {
+        size_t len = strlen(host);
+
+        /* Room was kept above: this cannot truncate. */
+        snprintf(host + len, sizeof(host) - len, ".localdomain");
+    }
+    if ((ent = mail_conf_find(conf, "myhostname", 10)) != NULL)
+        ent->def = mystrdup(host);
+    if ((ent = mail_conf_find(conf, "mydomain", 8)) != NULL) {
+        ent->def = mystrdup("$myhostname");
+        ent->domain_of = true;
+    }
+    if ((ent = mail_conf_find(conf, "mail_owner", 10)) != NULL) {
+        errno = 0;
+        if ((pw = getpwuid(geteuid())) != NULL) {
+            ent->def = mystrdup(pw->pw_name);
+        } else {
+            char uid[32];
+
+            snprintf(uid, sizeof(uid), "%ld", (long) geteuid());
+            ent->def = mystrdup(uid);
+        }
+    }
+}
+
+/* mail_conf_add - append an entry to the unsorted array */
+static MAIL_CONF_ENT *mail_conf_add(MAIL_CONF *conf, size_t *cap,
+                                    const char *name, size_t name_len)
+{
+    MAIL_CONF_ENT *ent;
+
+    if (conf->count >= *cap) {
+        *cap = *cap ? *cap * 2 : 128;
+        conf->ents = myrealloc_array(conf->ents, *cap, sizeof(*conf->ents));
+    }
+    ent = conf->ents + conf->count++;
+    memset(ent, 0, sizeof(*ent));
+    ent->name = mystrndup(name, name_len);
+    ent->seq = SIZE_MAX;
+    return ent;
+}
+
+/* mail_conf_setting - one logical line "name = value"; -1 when bad */
+static int mail_conf_setting(MAIL_CONF *conf, size_t *cap, VSTR *logical,
+                             int line, VSTR *why)
+{
+    char *text = vstr_str(vstr_trim(logical));
+    char *eq = strchr(text, '=');
+    size_t name_len;
+    const char *value;
+    MAIL_CONF_ENT *ent;
+
+    if (eq == NULL) {
+        vstr_sprintf(why, "%s line %d: missing '=' in \"%.100s\"", conf->path,
+                     line, text);
+        return -1;
+    }
+    name_len = (size_t) (eq - text);
+    while (name_len > 0 && isspace((unsigned char) text[name_len - 1]))
+        name_len--;
+    if (!mail_conf_name_ok(text, name_len)) {
+        vstr_sprintf(why, "%s line %d: bad parameter name \"%.*s\"", conf->path,
+                     line, (int) name_len, text);
+        return -1;
+    }
+    value = eq + 1 + strspn(eq + 1, " \t\r\n\v\f");
+    ent = mail_conf_add(conf, cap, text, name_len);
+    ent->raw = mystrdup(value);
+    ent->line = line;
+    ent->seq = (size_t) line;
+    return 0;
+}
+
+/* mail_conf_parse - split main.cf text into settings (unsorted) */
+static int mail_conf_parse(MAIL_CONF *conf, size_t *cap, const char *text,
+                           size_t len, VSTR *why)
+{
+    VSTR *logical = vstr_alloc(100);
+    const char *cp = text;
+    const char *end = text + len;
+    int line = 0;
+    int logical_line = 0; /* 0: none pending */
+    int status = 0;
+
+    while (cp < end && status == 0) {
+        const char *eol = memchr(cp, '\n', (size_t) (end - cp));
+        size_t line_len = eol ? (size_t) (eol - cp) : (size_t) (end - cp);
+
+        line++;
+        if (memchr(cp, 0, line_len) != NULL) {
+            vstr_sprintf(why, "%s line %d: NUL byte in line", conf->path, line);
+            status = -1;
+        } else if (mail_conf_blank_or_comment(cp, line_len)) {
+            /* Skipped; a logical line may continue after it. */
+        } else if (isspace((unsigned char) *cp)) {
+            if (logical_line == 0) {
+                vstr_sprintf(why,
+                             "%s line %d: continuation line without "
+                             "a setting before it",
+                             conf->path, line);
+                status = -1;
+            } else {
+                vstr_trim(logical);
+                vstr_addch(logical, ' ');
+                vstr_ncat(logical, cp + strspn(cp, " \t\r\v\f"),
+                          line_len - strspn(cp, " \t\r\v\f"));
+            }
+        } else {
+            if (logical_line != 0)
+                status =
+                    mail_conf_setting(conf, cap, logical, logical_line, why);
+            vstr_ncpy(logical, cp, line_len);
+            logical_line = line;
+        }
+        cp = eol ? eol + 1 : end;
+    }
+    if (status == 0 && logical_line != 0)
+        status = mail_conf_setting(conf, cap, logical, logical_line, why);
+    vstr_free(logical);
+    return status;
+}
+
+/* mail_conf_merge - sort entries and fold each name into one entry */
+static void mail_conf_merge(MAIL_CONF *conf)
+{
+    size_t out = 0;
+    ARGV *order;
+    MAIL_CONF_ENT **by_seq;
+    size_t set = 0;
+
+    qsort(conf->ents, conf->count, sizeof(*conf->ents), mail_conf_ent_cmp);
+    for (size_t in = 0; in < conf->count; in++) {
+        MAIL_CONF_ENT *ent = conf->ents + in;
+        MAIL_CONF_ENT *prev = out > 0 ? conf->ents + out - 1 : NULL;
+
+        if (prev != NULL && strcmp(prev->name, ent->name) == 0) {
+            /* Table row first (seq SIZE_MAX sorts last): keep first seq. */
+            if (ent->param != NULL) {
+                prev->param = ent->param;
+                myfree(prev->def);
+                prev->def = ent->def;
+                ent->def = NULL;
+            }
+            if (ent->raw != NULL) {
+                myfree(prev->raw);
+                prev->raw = ent->raw;
+                prev->line = ent->line;
+                if (prev->seq == SIZE_MAX)
+                    prev->seq = ent->seq;
+            } else {
+                myfree(ent->raw);
+            }
+            myfree(ent->name);
+            continue;
+        }
+        conf->ents[out++] = *ent;
+    }
+    conf->count = out;
+
+    /* Names set in main.cf, in the order of their first setting. */
+    by_seq = mymalloc_array(conf->count + 1, sizeof(*by_seq));
+    for (size_t i = 0; i < conf->count; i++)
+        if (conf->ents[i].raw != NULL)
+            by_seq[set++] = conf->ents + i;
+    for (size_t i = 1; i < set; i++) {
+        MAIL_CONF_ENT *key = by_seq[i];
+        size_t j = i;
+
+        /* Insertion sort: main.cf files are short and mostly sorted. */
+        while (j > 0 && by_seq[j - 1]->seq > key->seq) {
+            by_seq[j] = by_seq[j - 1];
+            j--;
+        }
+        by_seq[j] = key;
+    }
+    order = argv_alloc(set);
+    for (size_t i = 0; i < set; i++)
+        argv_add(order, by_seq[i]->name);
+    myfree(by_seq);
+    conf->names = order;
+}
+
+/* mail_conf_check_ent - expand an entry and check its type */
+static int mail_conf_check_ent(MAIL_CONF *conf, MAIL_CONF_ENT *ent,
+                               MAIL_CONF_ENT **stack, VSTR *why)
+{
+    const char *complaint;
+
+    if (mail_conf_expand(conf, ent, stack, 0, why) < 0)
+        return -1;
+    if (ent->param != NULL && (complaint = mail_conf_type_check(
+                                   ent->param->type, ent->value)) != NULL) {
+        mail_conf_where(conf, ent, why);
+        vstr_sprintf_append(why, "%s \"%s\"", complaint, ent->value);
+        return -1;
+    }
+    return 0;
+}
+
+/* mail_conf_read - read, expand and check config_dir/main.cf */
+MAIL_CONF *mail_conf_read(const char *config_dir, VSTR *why)
+{
+    MAIL_CONF *conf = mymalloc(sizeof(*conf));
+    VSTR *path = vstr_alloc(100);
+    size_t cap = 0;
+    size_t table_count;
+    const MAIL_PARAM *table = mail_param_table(&table_count);
+    char *text;
+    size_t text_len;
+    MAIL_CONF_ENT **stack;
+    MAIL_CONF_ENT *ent;
+    int status = 0;
+
+    vstr_sprintf(path, "%s/main.cf", config_dir);
+    conf->path = vstr_export(path);
+    conf->ents = NULL;
+    conf->count = 0;
+    conf->names = NULL;
+    for (size_t i = 0; i < table_count; i++) {
+        ent = mail_conf_add(conf, &cap, table[i].name, strlen(table[i].name));
+        ent->param = table + i;
+        ent->def = table[i].def ? mystrdup(table[i].def) : NULL;
+    }
+    if ((text = safe_file_read(conf->path, MAIL_CONF_FILE_MAX, &text_len)) ==
+        NULL) {
+        vstr_sprintf(why, "open %s: %s", conf->path, strerror(errno));
+        mail_conf_merge(conf);
+        return mail_conf_free(conf);
+    }
+    status = mail_conf_parse(conf, &cap, text, text_len, why);
+    myfree(text);
+    mail_conf_merge(conf);
+    if (status < 0)
+        return mail_conf_free(conf);
+    mail_conf_runtime_defaults(conf);
+
+    /* config_directory is always the directory that was read. */
+    if ((ent = mail_conf_find(conf, "config_directory", 16)) != NULL) {
+        myfree(ent->def);
+        ent->def = mystrdup(config_dir);
+        ent->value = mystrdup(config_dir);
+        ent->state = MAIL_CONF_DONE;
+    }
+
+    /* main.cf settings in file order first, so errors follow the file. */
+    stack = mymalloc_array(conf->count + 1, sizeof(*stack));
+    for (size_t i = 0; status == 0 && i < conf->names->argc; i++) {
+        ent = mail_conf_find(conf, conf->names->argv[i],
+                             strlen(conf->names->argv[i]));
+        status = mail_conf_check_ent(conf, ent, stack, why);
+    }
+    for (size_t i = 0; status == 0 && i < conf->count; i++)
+        status = mail_conf_check_ent(conf, conf->ents + i, stack, why);
+    myfree(stack);
+    if (status < 0)
+        return mail_conf_free(conf);
+    return conf;
+}
+
+/* mail_conf_free - release everything; returns NULL */
+MAIL_CONF *mail_conf_free(MAIL_CONF *conf)
+{
+    if (conf == NULL)
+        return NULL;
+    for (size_t i = 0; i < conf->count; i++) {
+        myfree(conf->ents[i].name);
+        myfree(conf->ents[i].raw);
+        myfree(conf->ents[i].def);
+        myfree(conf->ents[i].value);
+    }
+    myfree(conf->ents);
+    argv_free(conf->names);
+    myfree(conf->path);
+    myfree(conf);
+    return NULL;
+}
+
+/* mail_conf_raw - the value as written in main.cf; NULL when not set */
+const char *mail_conf_raw(const MAIL_CONF *conf, const char *name)
+{
+    const MAIL_CONF_ENT *ent = mail_conf_find(conf, name, strlen(name));
+
+    return ent ? ent->raw : NULL;
+}
+
+/* mail_conf_names - names set in main.cf, in file order */
+const ARGV *mail_conf_names(const MAIL_CONF *conf)
+{
+    return conf->names;
+}
+
+/* mail_conf_str - the expanded value; "" for an unknown name */
+const char *mail_conf_str(const MAIL_CONF *conf, const char *name)
+{
+    const MAIL_CONF_ENT *ent = mail_conf_find(conf, name, strlen(name));
+
+    return ent && ent->value ? ent->value : "";
+}
+
+/* mail_conf_typed - the entry of a table parameter of the given type */
+static const MAIL_CONF_ENT *mail_conf_typed(const MAIL_CONF *conf,
+                                            const char *name,
+                                            MAIL_PARAM_TYPE type,
+                                            const char *caller)
+{
+    const MAIL_CONF_ENT *ent = mail_conf_find(conf, name, strlen(name));
+
+    if (ent == NULL || ent->param == NULL)
+        msg_panic("%s: unknown parameter \"%s\"", caller, name);
+    if (ent->param->type != type)
+        msg_panic("%s: parameter \"%s\" has another type", caller, name);
+    if (ent->value == NULL)
+        msg_panic("%s: parameter \"%s\" not expanded", caller, name);
+    return ent;
+}
+
+/* mail_conf_int - a checked INT parameter */
+long long mail_conf_int(const MAIL_CONF *conf, const char *name)
+{
+    const MAIL_CONF_ENT *ent =
+        mail_conf_typed(conf, name, MAIL_PARAM_INT, __func__);
+    bool ok;
+    long long value = mail_conf_parse_int(ent->value, &ok);
+
+    if (!ok)
+        msg_panic("%s: %s: unchecked value \"%s\"", __func__, name, ent->value);
+    return value;
+}
+
+/* mail_conf_bool - a checked BOOL parameter */
+bool mail_conf_bool(const MAIL_CONF *conf, const char *name)
+{
+    const MAIL_CONF_ENT *ent =
+        mail_conf_typed(conf, name, MAIL_PARAM_BOOL, __func__);
+    bool ok;
+    bool value = mail_conf_parse_bool(ent->value, &ok);
+
+    if (!ok)
+        msg_panic("%s: %s: unchecked value \"%s\"", __func__, name, ent->value);
+    return value;
+}
+
+/* mail_conf_time - a checked TIME parameter, in seconds */
+long long mail_conf_time(const MAIL_CONF *conf, const char *name)
+{
+    const MAIL_CONF_ENT *ent =
+        mail_conf_typed(conf, name, MAIL_PARAM_TIME, __func__);
+    bool ok;
+    long long value = mail_conf_parse_time(ent->value, &ok);
+
+    if (!ok)
+        msg_panic("%s: %s: unchecked value \"%s\"", __func__, name, ent->value);
+    return value;
+}
+
+/* mail_conf_size - a checked SIZE parameter, in bytes */
+long long mail_conf_size(const MAIL_CONF *conf, const char *name)
+{
+    const MAIL_CONF_ENT *ent =
+        mail_conf_typed(conf, name, MAIL_PARAM_SIZE, __func__);
+    bool ok;
+    long long value = mail_conf_parse_size(ent->value, &ok);
+
+    if (!ok)
+        msg_panic("%s: %s: unchecked value \"%s\"", __func__, name, ent->value);
+    return value;
+}
+
+/* mail_conf_list - a LIST parameter split at commas and white space */
+ARGV *mail_conf_list(const MAIL_CONF *conf, const char *name)
+{
+    const MAIL_CONF_ENT *ent =
+        mail_conf_typed(conf, name, MAIL_PARAM_LIST, __func__);
+
+    return argv_split(ent->value, ", \t\r\n");
+}
+
+/* mail_conf_edit_name - the name a physical line sets; NULL when none */
+static const char *mail_conf_edit_name(const char *line, size_t line_len,
+                                       size_t *name_len)
+{
+    size_t len = 0;
+
+    if (line_len == 0 || isspace((unsigned char) line[0]) ||
+        mail_conf_blank_or_comment(line, line_len))
+        return NULL;
+    while (len < line_len && mail_conf_name_char(line[len]))
+        len++;
+    *name_len = len;
+    return line;
+}
+
+/* mail_conf_edit - set name = value in main.cf, keeping everything else */
+int mail_conf_edit(const char *config_dir, const char *name, const char *value,
+                   VSTR *why)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *out = NULL;
+    struct stat st;
+    char *text = NULL;
+    size_t text_len;
+    size_t name_len = strlen(name);
+    bool replacing = false;
+    bool found = false;
+    int status = -1;
+
+    if (!mail_conf_name_ok(name, name_len)) {
+        vstr_sprintf(why, "bad parameter name \"%s\"", name);
+        goto out;
+    }
+    if (strpbrk(value, "\r\n") != NULL) {
+        vstr_sprintf(why, "%s: a value may not contain a line break", name);
+        goto out;
+    }
+    vstr_sprintf(path, "%s/main.cf", config_dir);
+    if (stat(vstr_str(path), &st) < 0 ||
+        (text = safe_file_read(vstr_str(path), MAIL_CONF_FILE_MAX,
+                               &text_len)) == NULL) {
+        vstr_sprintf(why, "open %s: %s", vstr_str(path), strerror(errno));
+        goto out;
+    }
+    out = vstr_alloc(text_len + name_len + strlen(value) + 8);
+    for (const char *cp = text, *end = text + text_len; cp < end;) {
+        const char *eol = memchr(cp, '\n', (size_t) (end - cp));
+        size_t line_len = eol ? (size_t) (eol - cp) : (size_t) (end - cp);
+        size_t full_len = eol ? line_len + 1 : line_len;
+        const char *line_name;
+        size_t line_name_len;
+
+        if (mail_conf_blank_or_comment(cp, line_len)) {
+            /* Comments and blank lines stay, even inside a setting. */
+            vstr_ncat(out, cp, full_len);
+        } else if (isspace((unsigned char) *cp)) {
+            /* A continuation line goes with the setting it continues. */
+            if (!replacing)
+                vstr_ncat(out, cp, full_len);
+        } else if ((line_name = mail_conf_edit_name(cp, line_len,
+                                                    &line_name_len)) != NULL &&
+                   line_name_len == name_len &&
+                   memcmp(line_name, name, name_len) == 0 &&
+                   (line_name_len == line_len ||
+                    line_name[line_name_len] == '=' ||
+                    isspace((unsigned char) line_name[line_name_len]))) {
+            /* Every setting of name gets the new value (later ones win). */
+            vstr_sprintf_append(out, "%s =%s%s\n", name, *value ? " " : "",
+                                value);
+            replacing = true;
+            found = true;
+        } else {
+            replacing = false;
+            vstr_ncat(out, cp, full_len);
+        }
+        cp += full_len;
+    }
+    if (!found) {
+        if (vstr_len(out) > 0 && vstr_str(out)[vstr_len(out) - 1] != '\n')
+            vstr_addch(out, '\n');
+        vstr_sprintf_append(out, "%s =%s%s\n", name, *value ? " " : "", value);
+    }
+    if (safe_file_write(vstr_str(path), vstr_str(out), vstr_len(out),
+                        st.st_mode & 07777) < 0) {
+        vstr_sprintf(why, "write %s: %s", vstr_str(path), strerror(errno));
+        goto out;
+    }
+    status = 0;
+out:
+    myfree(text);
+    vstr_free(out);
+    vstr_free(path);
+    return status;
+}

@@ -1,0 +1,598 @@
+/*
+ * mail_conf_test - unit tests for main.cf reading, expansion and editing
+ *
+ * Every test writes a real main.cf into a fresh directory under /tmp and
+ * removes it afterwards.
+ */
+#include "sys_defs.h"
+
+#include <dirent.h>
+#include <limits.h>
+#include <pwd.h>
+#include <setjmp.h>
+#include <sys/stat.h>
+#include <cmocka.h>
+
+#include "argv.h"
+#include "mail_conf.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "vstr.h"
+
+#ifndef DEF_QUEUE_DIR
+#define DEF_QUEUE_DIR "/var/spool/sluice"
+#endif
+
+typedef struct TEST_DIR {
+    char dir[64];
+    char path[128]; /* dir/main.cf */
+    VSTR *why;
+} TEST_DIR;
+
+/* test_setup - a fresh directory */
+static int test_setup(void **state)
+{
+    TEST_DIR *td = mymalloc(sizeof(*td));
+
+    snprintf(td->dir, sizeof(td->dir), "/tmp/mail_conf_test.XXXXXX");
+    if (mkdtemp(td->dir) == NULL)
+        return -1;
+    snprintf(td->path, sizeof(td->path), "%s/main.cf", td->dir);
+    td->why = vstr_alloc(100);
+    *state = td;
+    return 0;
+}
+
+/* test_teardown - remove the directory and what is in it */
+static int test_teardown(void **state)
+{
+    TEST_DIR *td = *state;
+    DIR *dir = opendir(td->dir);
+    struct dirent *de;
+    char path[512];
+
+    if (dir != NULL) {
+        while ((de = readdir(dir)) != NULL) {
+            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+                continue;
+            snprintf(path, sizeof(path), "%s/%s", td->dir, de->d_name);
+            unlink(path);
+        }
+        closedir(dir);
+    }
+    rmdir(td->dir);
+    vstr_free(td->why);
+    myfree(td);
+    return 0;
+}
+
+/* write_main_cf - replace main.cf with text */
+static void write_main_cf(TEST_DIR *td, const char *text)
+{
+    FILE *fp = fopen(td->path, "w");
+
+    assert_non_null(fp);
+    assert_int_equal(fputs(text, fp) >= 0, 1);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* read_main_cf - the whole of main.cf (caller frees) */
+static char *read_main_cf(TEST_DIR *td)
+{
+    FILE *fp = fopen(td->path, "r");
+    VSTR *vs = vstr_alloc(100);
+    char buf[256];
+    size_t got;
+
+    assert_non_null(fp);
+    while ((got = fread(buf, 1, sizeof(buf), fp)) > 0)
+        vstr_ncat(vs, buf, got);
+    fclose(fp);
+    return vstr_export(vs);
+}
+
+/* read_ok - read main.cf that must be good */
+static MAIL_CONF *read_ok(TEST_DIR *td, const char *text)
+{
+    MAIL_CONF *conf;
+
+    write_main_cf(td, text);
+    conf = mail_conf_read(td->dir, td->why);
+    if (conf == NULL)
+        fail_msg("unexpected error: %s", vstr_str(td->why));
+    return conf;
+}
+
+/* expect_error - read main.cf that must fail with "DIR/main.cf" + rest */
+static void expect_error(TEST_DIR *td, const char *text, const char *rest)
+{
+    char want[512];
+
+    write_main_cf(td, text);
+    vstr_reset(td->why);
+    assert_null(mail_conf_read(td->dir, td->why));
+    snprintf(want, sizeof(want), "%s%s", td->path, rest);
+    assert_string_equal(vstr_str(td->why), want);
+}
+
+static void test_parse(void **state)
+{
+    TEST_DIR *td = *state;
+    MAIL_CONF *conf = read_ok(td, "# comment line\n"
+                                  "   # indented comment\n"
+                                  "relayhost = [mail.example.com]:587\n"
+                                  "\n"
+                                  "smtpd_banner = hello # not a comment\n"
+                                  "mydestination = a,\n"
+                                  "    b,\n"
+                                  "# comment inside\n"
+                                  "\n"
+                                  "\tc\n"
+                                  "my_own=x   \n"
+                                  "relayhost =   later.example.com  \n"
+                                  "empty_one =\n"
+                                  "no_newline = last");
+    const ARGV *names;
+    ARGV *list;
+
+    assert_string_equal(mail_conf_str(conf, "relayhost"), "later.example.com");
+    assert_string_equal(mail_conf_raw(conf, "relayhost"), "later.example.com");
+    assert_string_equal(mail_conf_str(conf, "smtpd_banner"),
+                        "hello # not a comment");
+    assert_string_equal(mail_conf_raw(conf, "mydestination"), "a, b, c");
+    assert_string_equal(mail_conf_str(conf, "my_own"), "x");
+    assert_string_equal(mail_conf_str(conf, "empty_one"), "");
+    assert_string_equal(mail_conf_str(conf, "no_newline"), "last");
+    assert_string_equal(mail_conf_str(conf, "not_anywhere"), "");
+    assert_null(mail_conf_raw(conf, "not_anywhere"));
+    assert_null(mail_conf_raw(conf, "queue_directory"));
+    list = mail_conf_list(conf, "mydestination");
+    assert_int_equal(list->argc, 3);
+    assert_string_equal(list->argv[0], "a");
+    assert_string_equal(list->argv[2], "c");
+    argv_free(list);
+
+    /* File order of first setting, each name once. */
+    names = mail_conf_names(conf);
+    assert_int_equal(names->argc, 6);
+    assert_string_equal(names->argv[0], "relayhost");
+    assert_string_equal(names->argv[1], "smtpd_banner");
+    assert_string_equal(names->argv[2], "mydestination");
+    assert_string_equal(names->argv[3], "my_own");
+    assert_string_equal(names->argv[4], "empty_one");
+    assert_string_equal(names->argv[5], "no_newline");
+    mail_conf_free(conf);
+}
+
+static void test_expansion(void **state)
+{
+    TEST_DIR *td = *state;
+    MAIL_CONF *conf = read_ok(
+        td, "myhostname = mx.example.org\n"
+            "a = [$b] [${b}] $$b $$${b} $ ${unknown_name}$unknown_too.\n"
+            "b = $c-x\n"
+            "c = deep\n"
+            "mail_name = Sluice\n");
+
+    assert_string_equal(mail_conf_str(conf, "a"),
+                        "[deep-x] [deep-x] $b $deep-x $ .");
+    assert_string_equal(mail_conf_raw(conf, "b"), "$c-x");
+    /* Defaults expand with main.cf values. */
+    assert_string_equal(mail_conf_str(conf, "smtpd_banner"),
+                        "mx.example.org ESMTP Sluice");
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "mx.example.org");
+    assert_string_equal(mail_conf_str(conf, "mydomain"), "example.org");
+    assert_string_equal(mail_conf_str(conf, "mydestination"),
+                        "mx.example.org, localhost.example.org, localhost");
+    mail_conf_free(conf);
+
+    /* mydomain follows a configured myhostname, unless set itself. */
+    conf = read_ok(td, "myhostname = nodots\n");
+    assert_string_equal(mail_conf_str(conf, "mydomain"), "localdomain");
+    mail_conf_free(conf);
+    conf = read_ok(td, "myhostname = a.b.c\nmydomain = x.y\n");
+    assert_string_equal(mail_conf_str(conf, "mydomain"), "x.y");
+    assert_string_equal(mail_conf_str(conf, "mydestination"),
+                        "a.b.c, localhost.x.y, localhost");
+    mail_conf_free(conf);
+
+    /* Typed values are checked after expansion. */
+    conf = read_ok(td, "big = 64\nmessage_size_limit = ${big}m\n");
+    assert_int_equal(mail_conf_size(conf, "message_size_limit"),
+                     64LL * 1024 * 1024);
+    mail_conf_free(conf);
+}
+
+static void test_loops(void **state)
+{
+    TEST_DIR *td = *state;
+
+    expect_error(td, "# loop\nx = 1\na = $b\nb = ${c}\nc = $a\n",
+                 " line 3: a: parameter expansion loop: $a -> $b -> $c -> $a");
+    expect_error(td, "self = x$self\n",
+                 " line 1: self: parameter expansion loop: $self -> $self");
+    /* Through a default: smtpd_banner's default uses $myhostname. */
+    expect_error(td, "myhostname = $smtpd_banner\n",
+                 " line 1: myhostname: parameter expansion loop: "
+                 "$myhostname -> $smtpd_banner -> $myhostname");
+    expect_error(td, "myhostname = mx.$mydomain\n",
+                 " line 1: myhostname: parameter expansion loop: "
+                 "$myhostname -> $mydomain -> $myhostname");
+    expect_error(td, "a = ${b\n",
+                 " line 1: a: bad parameter reference \"${b\"");
+    expect_error(td, "a = ok\n\nb = ${b:x}\n",
+                 " line 3: b: bad parameter reference \"${b:x}\"");
+    /* Doubling twenty-five times: refused, not a gigabyte. */
+    {
+        VSTR *text = vstr_alloc(1000);
+
+        vstr_cat(text, "p0 = xxxxxxxx\n");
+        for (int i = 1; i <= 25; i++)
+            vstr_sprintf_append(text, "p%d = $p%d$p%d\n", i, i - 1, i - 1);
+        write_main_cf(td, vstr_str(text));
+        assert_null(mail_conf_read(td->dir, td->why));
+        assert_non_null(strstr(vstr_str(td->why), "after expansion"));
+        vstr_free(text);
+    }
+}
+
+static void test_units(void **state)
+{
+    static const struct {
+        const char *text;
+        bool ok;
+        long long value;
+    } times[] =
+        {
+            {"0", true, 0},
+            {"90", true, 90},
+            {"90s", true, 90},
+            {"5m", true, 300},
+            {"1h", true, 3600},
+            {"2d", true, 172800},
+            {"1w", true, 604800},
+            {"18000s", true, 18000},
+            {"", false, 0},
+            {"h", false, 0},
+            {"1x", false, 0},
+            {"1hh", false, 0},
+            {"-1", false, 0},
+            {" 1", false, 0},
+            {"1 h", false, 0},
+            {"1.5h", false, 0},
+            {"9223372036854775807", true, LLONG_MAX},
+            {"9223372036854775808", false, 0},
+            {"99999999999999999999w", false, 0},
+            {"15250284452471w", true, 15250284452471LL * 604800},
+            {"15250284452472w", false, 0},
+        },
+      sizes[] = {
+          {"0", true, 0},
+          {"10240000", true, 10240000},
+          {"1k", true, 1024},
+          {"64k", true, 65536},
+          {"10m", true, 10485760},
+          {"1g", true, 1073741824LL},
+          {"8589934591g", true, 8589934591LL << 30},
+          {"8589934592g", false, 0},
+          {"99999999999999g", false, 0},
+          {"lots", false, 0},
+          {"1K", false, 0},
+          {"1kb", false, 0},
+          {"", false, 0},
+          {"-5", false, 0},
+      };
+
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(times); i++) {
+        bool ok = !times[i].ok;
+        long long value = mail_conf_parse_time(times[i].text, &ok);
+
+        if (ok != times[i].ok || (ok && value != times[i].value))
+            fail_msg("time \"%s\": ok %d value %lld", times[i].text, ok, value);
+    }
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(sizes); i++) {
+        bool ok = !sizes[i].ok;
+        long long value = mail_conf_parse_size(sizes[i].text, &ok);
+
+        if (ok != sizes[i].ok || (ok && value != sizes[i].value))
+            fail_msg("size \"%s\": ok %d value %lld", sizes[i].text, ok, value);
+    }
+}
+
+static void test_errors(void **state)
+{
+    TEST_DIR *td = *state;
+    char want[256];
+
+    expect_error(td,
+                 "# a\n\nmyhostname = x.y\n\n"
+                 "message_size_limit = lots\n",
+                 " line 5: message_size_limit: bad size \"lots\"");
+    expect_error(td,
+                 "smtpd_recipient_limit = 10\n"
+                 "smtpd_recipient_limit = 1e3\n",
+                 " line 2: smtpd_recipient_limit: bad number \"1e3\"");
+    expect_error(td, "soft_bounce = maybe\n",
+                 " line 1: soft_bounce: bad boolean (use yes or no) "
+                 "\"maybe\"");
+    expect_error(td, "x = 1\nsmtpd_timeout =\n  5 minutes\n",
+                 " line 2: smtpd_timeout: bad time \"5 minutes\"");
+    expect_error(td, "queue_minfree = 99999999999999g\n",
+                 " line 1: queue_minfree: bad size \"99999999999999g\"");
+    expect_error(td, "a = 1\njust words\n",
+                 " line 2: missing '=' in \"just words\"");
+    expect_error(td, "bad-name = 1\n",
+                 " line 1: bad parameter name \"bad-name\"");
+    expect_error(td, " = 1\n",
+                 " line 1: continuation line without a setting before it");
+    expect_error(td, "= 1\n", " line 1: bad parameter name \"\"");
+    /* A typed value is checked after expansion. */
+    expect_error(td, "n = x\ndefault_process_limit = $n\n",
+                 " line 2: default_process_limit: bad number \"x\"");
+
+    /* Good typed values in all spellings. */
+    {
+        MAIL_CONF *conf =
+            read_ok(td, "soft_bounce = TRUE\ndisable_vrfy_command = No\n"
+                        "smtpd_timeout = 2m\nmessage_size_limit = 1g\n"
+                        "default_process_limit = 7\n");
+
+        assert_true(mail_conf_bool(conf, "soft_bounce"));
+        assert_false(mail_conf_bool(conf, "disable_vrfy_command"));
+        assert_int_equal(mail_conf_time(conf, "smtpd_timeout"), 120);
+        assert_int_equal(mail_conf_size(conf, "message_size_limit"),
+                         1073741824LL);
+        assert_int_equal(mail_conf_int(conf, "default_process_limit"), 7);
+        mail_conf_free(conf);
+    }
+
+    /* A missing main.cf is an error that names it. */
+    unlink(td->path);
+    assert_null(mail_conf_read(td->dir, td->why));
+    snprintf(want, sizeof(want), "open %s: %s", td->path, strerror(ENOENT));
+    assert_string_equal(vstr_str(td->why), want);
+}
+
+static void test_defaults(void **state)
+{
+    TEST_DIR *td = *state;
+    MAIL_CONF *conf = read_ok(td, "config_directory = /elsewhere\n");
+    char host[300];
+    char want_host[320];
+    struct passwd *pw = getpwuid(geteuid());
+    ARGV *list;
+    size_t count;
+    const MAIL_PARAM *table = mail_param_table(&count);
+
+    /* config_directory is always the directory read. */
+    assert_string_equal(mail_conf_str(conf, "config_directory"), td->dir);
+    assert_string_equal(mail_conf_str(conf, "queue_directory"), DEF_QUEUE_DIR);
+
+    assert_int_equal(gethostname(host, sizeof(host)), 0);
+    snprintf(want_host, sizeof(want_host), "%s%s", host,
+             strchr(host, '.') ? "" : ".localdomain");
+    assert_string_equal(mail_conf_str(conf, "myhostname"), want_host);
+    assert_string_equal(mail_conf_str(conf, "mydomain"),
+                        strchr(want_host, '.') + 1);
+    assert_non_null(pw);
+    assert_string_equal(mail_conf_str(conf, "mail_owner"), pw->pw_name);
+
+    assert_int_equal(mail_conf_size(conf, "message_size_limit"), 10240000);
+    assert_int_equal(mail_conf_time(conf, "daemon_timeout"), 18000);
+    assert_int_equal(mail_conf_time(conf, "maximal_queue_lifetime"), 86400);
+    assert_int_equal(mail_conf_time(conf, "delay_warning_time"), 0);
+    assert_int_equal(mail_conf_int(conf, "default_process_limit"), 100);
+    assert_int_equal(mail_conf_int(conf, "smtpd_process_connection_limit"),
+                     1000);
+    assert_true(mail_conf_bool(conf, "smtpd_forbid_bare_newline"));
+    assert_false(mail_conf_bool(conf, "soft_bounce"));
+    assert_string_equal(mail_conf_str(conf, "maillog_file"), "");
+    assert_string_equal(mail_conf_str(conf, "2bounce_notice_recipient"),
+                        "postmaster");
+    list = mail_conf_list(conf, "retry_schedule");
+    assert_int_equal(list->argc, 4);
+    assert_string_equal(list->argv[3], "1h");
+    argv_free(list);
+    list = mail_conf_list(conf, "dns_servers");
+    assert_int_equal(list->argc, 0);
+    argv_free(list);
+
+    /* The table: unique names, a description each, runtime NULLs only
+       where mail_conf computes them. */
+    assert_true(count >= 60);
+    for (size_t i = 0; i < count; i++) {
+        assert_non_null(table[i].desc);
+        assert_true(strlen(table[i].desc) > 10);
+        assert_ptr_equal(mail_param_find(table[i].name), table + i);
+        if (table[i].def == NULL)
+            assert_true(strcmp(table[i].name, "myhostname") == 0 ||
+                        strcmp(table[i].name, "mydomain") == 0 ||
+                        strcmp(table[i].name, "mail_owner") == 0);
+    }
+    assert_null(mail_param_find("no_such_parameter"));
+    mail_conf_free(conf);
+}
+
+static jmp_buf panic_jmp;
+
+/* panic_hook - turn msg_panic() into a longjmp for the test */
+static void panic_hook(int status)
+{
+    longjmp(panic_jmp, status);
+}
+
+static void test_getter_panics(void **state)
+{
+    TEST_DIR *td = *state;
+    MAIL_CONF *volatile conf = read_ok(td, "mine = 5\n");
+    volatile int panics = 0;
+
+    msg_log_stderr(false);
+    msg_exit_hook(panic_hook);
+    if (setjmp(panic_jmp) == 0)
+        (void) mail_conf_int(conf, "mine"); /* not in the table */
+    else
+        panics++;
+    if (setjmp(panic_jmp) == 0)
+        (void) mail_conf_int(conf, "message_size_limit"); /* a SIZE */
+    else
+        panics++;
+    if (setjmp(panic_jmp) == 0)
+        (void) mail_conf_list(conf, "myhostname"); /* a STR */
+    else
+        panics++;
+    if (setjmp(panic_jmp) == 0)
+        (void) mail_conf_bool(conf, "nothing_at_all");
+    else
+        panics++;
+    msg_exit_hook(NULL);
+    msg_log_stderr(true);
+    assert_int_equal(panics, 4);
+    /* mail_conf_str takes any name. */
+    assert_string_equal(mail_conf_str(conf, "mine"), "5");
+    mail_conf_free(conf);
+}
+
+static void test_check_value(void **state)
+{
+    VSTR *why = vstr_alloc(10);
+
+    assert_int_equal(mail_conf_check_value("message_size_limit", "10m", why),
+                     0);
+    assert_int_equal(mail_conf_check_value("message_size_limit", "lots", why),
+                     -1);
+    assert_string_equal(vstr_str(why), "message_size_limit: bad size \"lots\"");
+    assert_int_equal(mail_conf_check_value("soft_bounce", "yes", why), 0);
+    assert_int_equal(mail_conf_check_value("soft_bounce", "2", why), -1);
+    assert_int_equal(mail_conf_check_value("smtpd_timeout", "1q", why), -1);
+    assert_string_equal(vstr_str(why), "smtpd_timeout: bad time \"1q\"");
+    assert_int_equal(mail_conf_check_value("line_length_limit", "", why), -1);
+    assert_int_equal(mail_conf_check_value("line_length_limit", "$x", why), 0);
+    assert_int_equal(mail_conf_check_value("anything_else", "lots", why), 0);
+    assert_int_equal(mail_conf_check_value("relayhost", "[h]:25", why), 0);
+    vstr_free(why);
+}
+
+/* count_files - entries in the test directory, . and .. excluded */
+static int count_files(TEST_DIR *td)
+{
+    DIR *dir = opendir(td->dir);
+    struct dirent *de;
+    int count = 0;
+
+    assert_non_null(dir);
+    while ((de = readdir(dir)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            count++;
+    closedir(dir);
+    return count;
+}
+
+static void test_edit(void **state)
+{
+    TEST_DIR *td = *state;
+    char *text;
+    struct stat st;
+    MAIL_CONF *conf;
+
+    write_main_cf(td, "# header comment\n"
+                      "#mydestination = commented out\n"
+                      "mydestination_extra = keep me\n"
+                      "mydestination = a,\n"
+                      "    b,\n"
+                      "# comment between\n"
+                      "\n"
+                      "\tc\n"
+                      "relayhost = [x]\t# trailing\r\n"
+                      "  \n"
+                      "mydestination=again\n"
+                      "  continued\n"
+                      "last = 1");
+    assert_int_equal(chmod(td->path, 0640), 0);
+    assert_int_equal(
+        mail_conf_edit(td->dir, "mydestination", "new, value", td->why), 0);
+    text = read_main_cf(td);
+    assert_string_equal(text, "# header comment\n"
+                              "#mydestination = commented out\n"
+                              "mydestination_extra = keep me\n"
+                              "mydestination = new, value\n"
+                              "# comment between\n"
+                              "\n"
+                              "relayhost = [x]\t# trailing\r\n"
+                              "  \n"
+                              "mydestination = new, value\n"
+                              "last = 1");
+    myfree(text);
+    assert_int_equal(stat(td->path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    assert_int_equal(count_files(td), 1);
+
+    /* Absent: appended, after a newline the file lacked. */
+    assert_int_equal(mail_conf_edit(td->dir, "soft_bounce", "yes", td->why), 0);
+    assert_int_equal(mail_conf_edit(td->dir, "maillog_file", "", td->why), 0);
+    assert_int_equal(mail_conf_edit(td->dir, "last", "2", td->why), 0);
+    text = read_main_cf(td);
+    assert_string_equal(text, "# header comment\n"
+                              "#mydestination = commented out\n"
+                              "mydestination_extra = keep me\n"
+                              "mydestination = new, value\n"
+                              "# comment between\n"
+                              "\n"
+                              "relayhost = [x]\t# trailing\r\n"
+                              "  \n"
+                              "mydestination = new, value\n"
+                              "last = 2\n"
+                              "soft_bounce = yes\n"
+                              "maillog_file =\n");
+    myfree(text);
+
+    conf = mail_conf_read(td->dir, td->why);
+    assert_non_null(conf);
+    assert_string_equal(mail_conf_str(conf, "mydestination"), "new, value");
+    assert_string_equal(mail_conf_str(conf, "mydestination_extra"), "keep me");
+    assert_true(mail_conf_bool(conf, "soft_bounce"));
+    assert_string_equal(mail_conf_str(conf, "last"), "2");
+    mail_conf_free(conf);
+
+    /* Refusals leave the file alone. */
+    text = read_main_cf(td);
+    assert_int_equal(mail_conf_edit(td->dir, "a b", "1", td->why), -1);
+    assert_int_equal(mail_conf_edit(td->dir, "x", "1\ny = 2", td->why), -1);
+    {
+        char *after = read_main_cf(td);
+
+        assert_string_equal(after, text);
+        myfree(after);
+    }
+    myfree(text);
+
+    /* Empty file and missing file. */
+    write_main_cf(td, "");
+    assert_int_equal(mail_conf_edit(td->dir, "a", "b", td->why), 0);
+    text = read_main_cf(td);
+    assert_string_equal(text, "a = b\n");
+    myfree(text);
+    unlink(td->path);
+    assert_int_equal(mail_conf_edit(td->dir, "a", "b", td->why), -1);
+    assert_non_null(strstr(vstr_str(td->why), td->path));
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_parse, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_expansion, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_loops, test_setup, test_teardown),
+        cmocka_unit_test(test_units),
+        cmocka_unit_test_setup_teardown(test_errors, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_defaults, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_getter_panics, test_setup,
+                                        test_teardown),
+        cmocka_unit_test(test_check_value),
+        cmocka_unit_test_setup_teardown(test_edit, test_setup, test_teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

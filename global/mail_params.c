@@ -1,0 +1,182 @@
+/*
+ * mail_params - the table of every main.cf parameter sluice knows
+ *
+ * One row per parameter: name, type, default, one-line description. A
+ * default may refer to other parameters as $name. A NULL default is
+ * computed at run time by mail_conf (myhostname, mydomain, mail_owner).
+ * Names follow Postfix wherever the meaning is the same.
+ */
+#include "sys_defs.h"
+
+#include "mail_conf.h"
+
+/* The installation directories come from ./configure (config.mk). */
+#ifndef DEF_CONFIG_DIR
+#define DEF_CONFIG_DIR "/etc/sluice"
+#endif
+#ifndef DEF_QUEUE_DIR
+#define DEF_QUEUE_DIR "/var/spool/sluice"
+#endif
+#ifndef DEF_DATA_DIR
+#define DEF_DATA_DIR "/var/lib/sluice"
+#endif
+#ifndef DEF_DAEMON_DIR
+#define DEF_DAEMON_DIR "/usr/local/libexec/sluice"
+#endif
+#ifndef DEF_COMMAND_DIR
+#define DEF_COMMAND_DIR "/usr/local/sbin"
+#endif
+
+#define STR MAIL_PARAM_STR
+#define INT MAIL_PARAM_INT
+#define BOOL MAIL_PARAM_BOOL
+#define TIME MAIL_PARAM_TIME
+#define SIZE MAIL_PARAM_SIZE
+#define LIST MAIL_PARAM_LIST
+
+static const MAIL_PARAM mail_param_tab[] = {
+    /* Where things live. */
+    {"config_directory", STR, DEF_CONFIG_DIR,
+     "directory of main.cf and master.cf (always the one read)"},
+    {"queue_directory", STR, DEF_QUEUE_DIR, "top of the mail queue"},
+    {"data_directory", STR, DEF_DATA_DIR,
+     "directory for caches and other data that is not mail"},
+    {"daemon_directory", STR, DEF_DAEMON_DIR,
+     "directory of the programs that master runs"},
+    {"command_directory", STR, DEF_COMMAND_DIR,
+     "directory of the sluice and sendmail commands"},
+
+    /* Who we are. */
+    {"mail_owner", STR, NULL,
+     "unprivileged user the daemons run as (default: the invoking user)"},
+    {"myhostname", STR, NULL,
+     "fully qualified name of this host (default: the system host name)"},
+    {"mydomain", STR, NULL,
+     "domain of this host (default: myhostname minus its first label)"},
+    {"myorigin", STR, "$myhostname",
+     "domain appended to unqualified sender addresses"},
+    {"mydestination", LIST, "$myhostname, localhost.$mydomain, localhost",
+     "domains delivered locally on this host"},
+    {"mynetworks", LIST, "127.0.0.0/8 [::1]/128",
+     "client networks that may relay through this host"},
+    {"relay_domains", LIST, "",
+     "remote domains this host accepts mail for and relays"},
+    {"relayhost", STR, "",
+     "host that receives all outbound mail (empty: deliver directly)"},
+    {"inet_interfaces", LIST, "all", "addresses the inet services listen on"},
+    {"mail_name", STR, "sluice",
+     "name of the mail system in banners and bounces"},
+    {"mail_version", STR, "0.1", "version of the mail system"},
+
+    /* Logging. */
+    {"maillog_file", STR, "", "file to log to (empty: syslog)"},
+    {"syslog_name", STR, "sluice",
+     "prefix of the syslog tag, as in sluice/smtpd"},
+    {"syslog_facility", STR, "mail", "syslog facility"},
+
+    /* master and daemons. */
+    {"default_process_limit", INT, "100",
+     "maxproc of a master.cf service that says '-'"},
+    {"daemon_timeout", TIME, "18000s",
+     "time after which a daemon stuck in one request gives up"},
+    {"ipc_timeout", TIME, "3600s",
+     "time limit for one exchange between two daemons"},
+    {"master_backoff_initial", TIME, "1s",
+     "first delay before master restarts a service that died"},
+    {"master_backoff_max", TIME, "60s",
+     "longest delay before master restarts a service that keeps dying"},
+
+    /* Message limits. */
+    {"message_size_limit", SIZE, "10240000",
+     "largest message accepted, in bytes"},
+    {"header_size_limit", SIZE, "102400",
+     "largest message header kept, in bytes"},
+    {"queue_minfree", SIZE, "0",
+     "free space the queue file system must keep for mail to be accepted"},
+    {"line_length_limit", INT, "2048",
+     "longest line kept whole; longer lines are split"},
+
+    /* smtpd. */
+    {"smtpd_banner", STR, "$myhostname ESMTP $mail_name",
+     "text after 220 in the SMTP greeting"},
+    {"smtpd_timeout", TIME, "300s",
+     "time smtpd waits for a client to send a command or data"},
+    {"smtpd_recipient_limit", INT, "1000",
+     "most recipients accepted in one message"},
+    {"smtpd_hard_error_limit", INT, "20",
+     "errors after which smtpd disconnects a client"},
+    {"smtpd_soft_error_limit", INT, "10",
+     "errors after which smtpd slows down its replies to a client"},
+    {"smtpd_client_connection_count_limit", INT, "50",
+     "connections one client may hold at once (0: no limit)"},
+    {"smtpd_client_connection_rate_limit", INT, "0",
+     "connections one client may open per time unit (0: no limit)"},
+    {"smtpd_client_connection_rate_time_unit", TIME, "60s",
+     "time unit of smtpd_client_connection_rate_limit"},
+    {"smtpd_process_connection_limit", INT, "1000",
+     "connections one smtpd process serves at once"},
+    {"smtpd_forbid_bare_newline", BOOL, "yes",
+     "reject a message line that ends in LF without CR"},
+    {"smtpd_peername_lookup", BOOL, "yes", "look up the client's host name"},
+    {"disable_vrfy_command", BOOL, "yes", "refuse the VRFY command"},
+    {"dns_servers", LIST, "",
+     "resolvers to ask (empty: no DNS lookups at all)"},
+
+    /* Queue manager and delivery. */
+    {"queue_run_delay", TIME, "300s",
+     "time between scans of the deferred queue"},
+    {"retry_schedule", LIST, "1m 5m 15m 1h",
+     "delays between delivery attempts; the last one repeats"},
+    {"maximal_queue_lifetime", TIME, "24h",
+     "time after which an undeliverable message is bounced"},
+    {"bounce_queue_lifetime", TIME, "24h",
+     "time after which an undeliverable bounce is discarded"},
+    {"delay_warning_time", TIME, "0",
+     "time after which the sender is told of a delay (0: never)"},
+    {"default_destination_concurrency_limit", INT, "20",
+     "parallel deliveries to one destination"},
+    {"default_destination_recipient_limit", INT, "50",
+     "recipients per delivery to one destination"},
+    {"qmgr_message_active_limit", INT, "20000",
+     "messages the queue manager holds in memory at once"},
+    {"recipient_delimiter", STR, "",
+     "characters that separate a user name from an address extension"},
+    {"alias_maps", LIST, "", "tables of local aliases"},
+    {"alias_database", LIST, "", "alias tables that `sluice map` rebuilds"},
+    {"transport_maps", LIST, "",
+     "tables that route a domain or address to a transport"},
+
+    /* smtp client. */
+    {"smtp_connect_timeout", TIME, "30s",
+     "time limit for connecting to a remote SMTP server"},
+    {"smtp_helo_timeout", TIME, "300s",
+     "time limit for the remote greeting and the EHLO reply"},
+    {"smtp_data_done_timeout", TIME, "600s",
+     "time limit for the reply to the end of the message"},
+    {"smtp_bind_address", STR, "",
+     "local address for outgoing connections (empty: any)"},
+
+    /* Bounces and notices. */
+    {"notify_classes", LIST, "resource, software",
+     "problems reported to the postmaster"},
+    {"2bounce_notice_recipient", STR, "postmaster",
+     "recipient of bounces that could not be delivered"},
+    {"soft_bounce", BOOL, "no",
+     "turn permanent delivery errors into temporary ones (testing)"},
+};
+
+/* mail_param_find - the table row of a parameter; NULL when unknown */
+const MAIL_PARAM *mail_param_find(const char *name)
+{
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(mail_param_tab); i++)
+        if (strcmp(mail_param_tab[i].name, name) == 0)
+            return mail_param_tab + i;
+    return NULL;
+}
+
+/* mail_param_table - the whole table, in its order */
+const MAIL_PARAM *mail_param_table(size_t *count)
+{
+    *count = SLUICE_ARRAY_LEN(mail_param_tab);
+    return mail_param_tab;
+}

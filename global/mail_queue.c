@@ -1,0 +1,201 @@
+/*
+ * mail_queue - the queue directories and where a queue file lives
+ *
+ * Moving a file between queues is how its state changes, so a move is
+ * durable before it returns: a missing hash subdirectory is created and its
+ * parent fsynced, then safe_file_rename() renames and fsyncs both
+ * directories. A move takes only known queue names and well-formed queue
+ * IDs, so no caller can be talked into a path outside queue_directory.
+ */
+#include "sys_defs.h"
+
+#include <sys/stat.h>
+
+#include "mail_queue.h"
+#include "msg.h"
+#include "qid.h"
+#include "safe_file.h"
+#include "vstr.h"
+
+/* The 32 hash subdirectory names: the queue ID alphabet. */
+static const char mail_queue_hash_chars[] = "0123456789ABCDEFGHJKLMNPQRSTVWXY";
+
+const char *const mail_queue_names[] = {
+    MAIL_QUEUE_MAILDROP, MAIL_QUEUE_INCOMING, MAIL_QUEUE_ACTIVE,
+    MAIL_QUEUE_DEFERRED, MAIL_QUEUE_HOLD,     MAIL_QUEUE_CORRUPT,
+    MAIL_QUEUE_DEFER,    MAIL_QUEUE_BOUNCE,   MAIL_QUEUE_PRIVATE,
+    MAIL_QUEUE_PUBLIC,   MAIL_QUEUE_PID,      NULL,
+};
+
+/* mail_queue_hashed - is this queue hashed one level deep? */
+bool mail_queue_hashed(const char *queue_name)
+{
+    return strcmp(queue_name, MAIL_QUEUE_DEFERRED) == 0 ||
+           strcmp(queue_name, MAIL_QUEUE_DEFER) == 0 ||
+           strcmp(queue_name, MAIL_QUEUE_BOUNCE) == 0;
+}
+
+/* mail_queue_known - is this one of mail_queue_names? */
+static bool mail_queue_known(const char *queue_name)
+{
+    for (const char *const *name = mail_queue_names; *name; name++)
+        if (strcmp(*name, queue_name) == 0)
+            return true;
+    return false;
+}
+
+/* mail_queue_path - buf = queue_dir/queue_name[/H]/qid; returns buf */
+VSTR *mail_queue_path(VSTR *buf, const char *queue_dir, const char *queue_name,
+                      const char *qid)
+{
+    if (mail_queue_hashed(queue_name))
+        return vstr_sprintf(buf, "%s/%s/%c/%s", queue_dir, queue_name,
+                            qid_hash_char(qid), qid);
+    return vstr_sprintf(buf, "%s/%s/%s", queue_dir, queue_name, qid);
+}
+
+/* mail_queue_make_hash_dir - create queue_dir/queue_name/H if missing */
+static int mail_queue_make_hash_dir(const char *queue_dir,
+                                    const char *queue_name, char hash)
+{
+    VSTR *parent = vstr_alloc(100);
+    VSTR *dir = vstr_alloc(100);
+    struct stat st;
+    int ret = -1;
+    int saved_errno;
+
+    vstr_sprintf(parent, "%s/%s", queue_dir, queue_name);
+    vstr_sprintf(dir, "%s/%c", vstr_str(parent), hash);
+    if (stat(vstr_str(parent), &st) < 0)
+        goto done;
+    if (mkdir(vstr_str(dir), st.st_mode & 07777) < 0) {
+        if (errno == EEXIST)
+            ret = 0;
+        goto done;
+    }
+    /* Same mode as its parent, whatever the umask; then make it durable. */
+    if (chmod(vstr_str(dir), st.st_mode & 07777) < 0 ||
+        safe_file_fsync_dir(vstr_str(parent)) < 0)
+        goto done;
+    ret = 0;
+
+done:
+    saved_errno = errno;
+    vstr_free(parent);
+    vstr_free(dir);
+    errno = saved_errno;
+    return ret;
+}
+
+/* mail_queue_move - durably rename qid from one queue to another */
+int mail_queue_move(const char *queue_dir, const char *from_queue,
+                    const char *to_queue, const char *qid)
+{
+    VSTR *from_path;
+    VSTR *to_path;
+    int ret;
+    int saved_errno;
+
+    if (!qid_valid(qid) || !mail_queue_known(from_queue) ||
+        !mail_queue_known(to_queue)) {
+        errno = EINVAL;
+        return -1;
+    }
+    if (mail_queue_hashed(to_queue) &&
+        mail_queue_make_hash_dir(queue_dir, to_queue, qid_hash_char(qid)) < 0)
+        return -1;
+    from_path = mail_queue_path(vstr_alloc(100), queue_dir, from_queue, qid);
+    to_path = mail_queue_path(vstr_alloc(100), queue_dir, to_queue, qid);
+    ret = safe_file_rename(vstr_str(from_path), vstr_str(to_path));
+    saved_errno = errno;
+    vstr_free(from_path);
+    vstr_free(to_path);
+    errno = saved_errno;
+    return ret;
+}
+
+/* mail_queue_make_dir - create one directory with exactly mode, or accept
+   an existing one; *created tells which */
+static int mail_queue_make_dir(const char *path, mode_t mode, bool *created,
+                               VSTR *why)
+{
+    struct stat st;
+
+    *created = false;
+    if (mkdir(path, mode) == 0) {
+        *created = true;
+        if (chmod(path, mode) < 0) {
+            vstr_sprintf(why, "chmod %s: %m", path);
+            return -1;
+        }
+        return 0;
+    }
+    if (errno != EEXIST) {
+        vstr_sprintf(why, "mkdir %s: %m", path);
+        return -1;
+    }
+    if (stat(path, &st) < 0) {
+        vstr_sprintf(why, "stat %s: %m", path);
+        return -1;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        vstr_sprintf(why, "%s exists and is not a directory", path);
+        return -1;
+    }
+    return 0;
+}
+
+/* mail_queue_sync_dir - fsync a directory whose entries changed */
+static int mail_queue_sync_dir(const char *dir, VSTR *why)
+{
+    if (safe_file_fsync_dir(dir) < 0) {
+        vstr_sprintf(why, "fsync directory %s: %m", dir);
+        return -1;
+    }
+    return 0;
+}
+
+/* mail_queue_create_dirs - make every queue subdirectory (and the hash
+   subdirectories) under queue_dir with mode */
+int mail_queue_create_dirs(const char *queue_dir, mode_t mode, VSTR *why)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *hash_path = vstr_alloc(100);
+    bool created;
+    bool queue_dir_changed = false;
+    int ret = -1;
+
+    if (mail_queue_make_dir(queue_dir, mode, &created, why) < 0)
+        goto done;
+    if (created && safe_file_fsync_parent(queue_dir) < 0) {
+        vstr_sprintf(why, "fsync the parent of %s: %m", queue_dir);
+        goto done;
+    }
+    for (const char *const *name = mail_queue_names; *name; name++) {
+        bool hash_changed = false;
+
+        vstr_sprintf(path, "%s/%s", queue_dir, *name);
+        if (mail_queue_make_dir(vstr_str(path), mode, &created, why) < 0)
+            goto done;
+        queue_dir_changed |= created;
+        if (!mail_queue_hashed(*name))
+            continue;
+        for (const char *hash = mail_queue_hash_chars; *hash; hash++) {
+            vstr_sprintf(hash_path, "%s/%c", vstr_str(path), *hash);
+            if (mail_queue_make_dir(vstr_str(hash_path), mode, &created, why) <
+                0)
+                goto done;
+            hash_changed |= created;
+        }
+        if (hash_changed && mail_queue_sync_dir(vstr_str(path), why) < 0)
+            goto done;
+    }
+    if (queue_dir_changed && mail_queue_sync_dir(queue_dir, why) < 0)
+        goto done;
+    ret = 0;
+
+done:
+    vstr_free(path);
+    vstr_free(hash_path);
+    return ret;
+}

@@ -1,0 +1,427 @@
+/*
+ * mail_server - the skeleton every daemon that master starts runs on
+ *
+ * The contract with master is in mail_server.h. In short: configuration in
+ * SLUICE_CONFIG, listeners from fd 4 on, a status socket to master on fd 3
+ * ('A' available / 'B' busy; EOF means master is gone), SIGHUP retires,
+ * SIGTERM ends. Everything the program does happens in callbacks from one
+ * libevent loop.
+ */
+#include "sys_defs.h"
+
+#include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/socket.h>
+
+#include <event2/event.h>
+
+#include "mail_conf.h"
+#include "mail_server.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "vstr.h"
+
+#define MAIL_SERVER_STATUS_FD 3
+#define MAIL_SERVER_LISTEN_FD 4
+#define MAIL_SERVER_MAX_LISTEN 64
+#define MAIL_SERVER_TRIGGER_MAX 64      /* bytes read per trigger connection */
+
+typedef struct MAIL_SERVER_LISTENER {
+    int fd;
+    struct event *ev;
+} MAIL_SERVER_LISTENER;
+
+/* One trigger connection: a few bytes, then EOF. */
+typedef struct MAIL_SERVER_TRIGGER {
+    MAIL_SERVER *server;
+    int fd;
+    int count;
+    struct event *ev;
+} MAIL_SERVER_TRIGGER;
+
+struct MAIL_SERVER {
+    const MAIL_SERVER_OPS *ops;
+    void *ctx;
+    char *config_dir;
+    char *service;
+    MAIL_CONF *conf;
+    struct event_base *base;
+    MAIL_SERVER_LISTENER listeners[MAIL_SERVER_MAX_LISTEN];
+    int listen_count;
+    struct event *status_ev;            /* EOF from master */
+    struct event *sighup_ev;
+    struct event *sigterm_ev;
+    struct event *tick_ev;
+    bool busy;
+    bool retiring;
+    int exit_status;
+};
+
+/* mail_server_base - the event base of the daemon */
+struct event_base *mail_server_base(MAIL_SERVER *server)
+{
+    return server->base;
+}
+
+/* mail_server_conf - main.cf as read at start */
+const MAIL_CONF *mail_server_conf(MAIL_SERVER *server)
+{
+    return server->conf;
+}
+
+/* mail_server_config_dir - the instance's configuration directory */
+const char *mail_server_config_dir(MAIL_SERVER *server)
+{
+    return server->config_dir;
+}
+
+/* mail_server_service - the master.cf service name */
+const char *mail_server_service(MAIL_SERVER *server)
+{
+    return server->service;
+}
+
+/* mail_server_retiring - has master asked this process to go? */
+bool mail_server_retiring(MAIL_SERVER *server)
+{
+    return server->retiring;
+}
+
+/* mail_server_status - tell master one status byte; master may be gone */
+static void mail_server_status(MAIL_SERVER *server, char byte)
+{
+    if (server->status_ev == NULL)
+        return;
+    if (send(MAIL_SERVER_STATUS_FD, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0
+        && errno != EAGAIN && msg_verbose_get())
+        msg_info("status to master: %m");
+}
+
+/* mail_server_busy - tell master whether this process is at capacity */
+void mail_server_busy(MAIL_SERVER *server, bool busy)
+{
+    if (busy == server->busy || server->retiring)
+        return;
+    server->busy = busy;
+    /* A busy process leaves new connections to its siblings. */
+    for (int i = 0; i < server->listen_count; i++) {
+        struct event *ev = server->listeners[i].ev;
+
+        if (ev && (busy ? event_del(ev) : event_add(ev, NULL)) < 0)
+            msg_warn("cannot %s listener", busy ? "pause" : "resume");
+    }
+    mail_server_status(server, busy ? 'B' : 'A');
+}
+
+/* mail_server_exit - leave the event loop; main returns status */
+void mail_server_exit(MAIL_SERVER *server, int status)
+{
+    server->exit_status = status;
+    event_base_loopbreak(server->base);
+}
+
+/* mail_server_close_listeners - stop taking new work */
+static void mail_server_close_listeners(MAIL_SERVER *server)
+{
+    for (int i = 0; i < server->listen_count; i++) {
+        MAIL_SERVER_LISTENER *lsn = &server->listeners[i];
+
+        if (lsn->ev) {
+            event_free(lsn->ev);
+            lsn->ev = NULL;
+        }
+        if (lsn->fd >= 0) {
+            (void) close(lsn->fd);
+            lsn->fd = -1;
+        }
+    }
+}
+
+/* mail_server_retire - stop accepting, let the program finish its work */
+static void mail_server_retire(MAIL_SERVER *server, const char *why)
+{
+    if (server->retiring)
+        return;
+    if (msg_verbose_get())
+        msg_info("retiring: %s", why);
+    server->retiring = true;
+    mail_server_close_listeners(server);
+    if (server->ops->on_retire)
+        server->ops->on_retire(server, server->ctx);
+    else
+        mail_server_exit(server, 0);
+}
+
+/* mail_server_trigger_event - bytes (or EOF) on a trigger connection */
+static void mail_server_trigger_event(evutil_socket_t fd, short what, void *arg)
+{
+    MAIL_SERVER_TRIGGER *trig = arg;
+    MAIL_SERVER *server = trig->server;
+    unsigned char buf[MAIL_SERVER_TRIGGER_MAX];
+    ssize_t got;
+    bool done = false;
+
+    if (what & EV_TIMEOUT) {
+        done = true;
+    } else {
+        got = read(fd, buf, sizeof(buf));
+        if (got < 0 && (errno == EAGAIN || errno == EINTR))
+            return;
+        if (got <= 0) {
+            done = true;
+        } else {
+            for (ssize_t i = 0; i < got; i++)
+                server->ops->on_trigger(server, buf[i], server->ctx);
+            trig->count += (int) got;
+            done = trig->count >= MAIL_SERVER_TRIGGER_MAX;
+        }
+    }
+    if (done) {
+        event_free(trig->ev);
+        (void) close(trig->fd);
+        myfree(trig);
+    }
+}
+
+/* mail_server_accept_event - take every pending connection on a listener */
+static void mail_server_accept_event(evutil_socket_t lfd, short what,
+                                     void *arg)
+{
+    MAIL_SERVER *server = arg;
+    int fd;
+
+    while (!server->retiring) {
+#ifdef HAVE_ACCEPT4
+        fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+#else
+        fd = accept(lfd, NULL, NULL);
+        if (fd >= 0) {
+            (void) fcntl(fd, F_SETFD, FD_CLOEXEC);
+            (void) fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        }
+#endif
+        if (fd < 0) {
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                msg_warn("accept: %m");
+            return;
+        }
+        if (server->ops->on_trigger) {
+            MAIL_SERVER_TRIGGER *trig = mycalloc(1, sizeof(*trig));
+            struct timeval timeout = {10, 0};
+
+            trig->server = server;
+            trig->fd = fd;
+            trig->ev = event_new(server->base, fd, EV_READ | EV_PERSIST,
+                                 mail_server_trigger_event, trig);
+            if (trig->ev == NULL || event_add(trig->ev, &timeout) < 0)
+                msg_fatal("cannot add a trigger event");
+        } else if (server->ops->on_accept) {
+            server->ops->on_accept(server, fd, server->ctx);
+        } else {
+            (void) close(fd);
+        }
+        /* The program may have gone busy: leave the rest to a sibling. */
+        if (server->busy)
+            return;
+    }
+}
+
+/* mail_server_status_event - master closed its end: it is gone */
+static void mail_server_status_event(evutil_socket_t fd, short what,
+                                     void *arg)
+{
+    MAIL_SERVER *server = arg;
+    char buf[64];
+    ssize_t got = read(fd, buf, sizeof(buf));
+
+    if (got < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (got > 0)
+        return;                         /* master sends nothing today */
+    event_free(server->status_ev);
+    server->status_ev = NULL;
+    mail_server_retire(server, "master is gone");
+}
+
+/* mail_server_signal_event - SIGHUP retires, SIGTERM ends */
+static void mail_server_signal_event(evutil_socket_t sig, short what,
+                                     void *arg)
+{
+    MAIL_SERVER *server = arg;
+
+    if (sig == SIGHUP) {
+        mail_server_retire(server, "SIGHUP");
+    } else {
+        if (msg_verbose_get())
+            msg_info("terminating on signal %d", (int) sig);
+        mail_server_exit(server, 0);
+    }
+}
+
+/* mail_server_tick_event - the program's periodic work */
+static void mail_server_tick_event(evutil_socket_t fd, short what, void *arg)
+{
+    MAIL_SERVER *server = arg;
+
+    server->ops->on_tick(server, server->ctx);
+}
+
+/* mail_server_drop_privileges - a root-started daemon runs as mail_owner */
+static void mail_server_drop_privileges(const MAIL_CONF *conf)
+{
+    const char *owner = mail_conf_str(conf, "mail_owner");
+    struct passwd *pw;
+
+    if (geteuid() != 0)
+        return;
+    if ((pw = getpwnam(owner)) == NULL)
+        msg_fatal("mail_owner %s: no such user", owner);
+    if (pw->pw_uid == 0)
+        return;                         /* an instance that root made */
+    if (setgroups(0, NULL) < 0 && errno != EPERM)
+        msg_fatal("setgroups: %m");
+    if (setgid(pw->pw_gid) < 0)
+        msg_fatal("setgid %ld: %m", (long) pw->pw_gid);
+    if (setuid(pw->pw_uid) < 0)
+        msg_fatal("setuid %ld: %m", (long) pw->pw_uid);
+}
+
+/* mail_server_listen_count - how many listeners master passed */
+static int mail_server_listen_count(void)
+{
+    const char *text = getenv("SLUICE_LISTEN_FDS");
+    char *end;
+    long count;
+
+    if (text == NULL || *text == 0)
+        return 0;
+    errno = 0;
+    count = strtol(text, &end, 10);
+    if (errno || *end || count < 0 || count > MAIL_SERVER_MAX_LISTEN)
+        msg_fatal("bad SLUICE_LISTEN_FDS \"%s\"", text);
+    return (int) count;
+}
+
+/* mail_server_free - release everything (leak checkers watch us) */
+static void mail_server_free(MAIL_SERVER *server)
+{
+    mail_server_close_listeners(server);
+    if (server->status_ev)
+        event_free(server->status_ev);
+    if (server->sighup_ev)
+        event_free(server->sighup_ev);
+    if (server->sigterm_ev)
+        event_free(server->sigterm_ev);
+    if (server->tick_ev)
+        event_free(server->tick_ev);
+    if (server->base)
+        event_base_free(server->base);
+    mail_conf_free(server->conf);
+    myfree(server->config_dir);
+    myfree(server->service);
+    myfree(server);
+}
+
+/* mail_server_main - run the daemon; returns the process exit status */
+int mail_server_main(int argc, char **argv, const char *progname,
+                     const MAIL_SERVER_OPS *ops, void *ctx)
+{
+    MAIL_SERVER *server = mycalloc(1, sizeof(*server));
+    const char *config_dir = getenv("SLUICE_CONFIG");
+    const char *service = getenv("SLUICE_SERVICE");
+    VSTR *why = vstr_alloc(100);
+    int ch;
+    int status;
+
+    msg_init("sluice", progname);
+    if (getenv("SLUICE_LOG_STDERR"))
+        msg_log_stderr(true);
+    while ((ch = getopt(argc, argv, "c:v")) != -1) {
+        switch (ch) {
+        case 'c':
+            config_dir = optarg;
+            break;
+        case 'v':
+            msg_verbose_set(msg_verbose_get() + 1);
+            break;
+        default:
+            msg_fatal("usage: %s [-c config_dir] [-v]", progname);
+        }
+    }
+    if (config_dir == NULL || *config_dir == 0)
+        config_dir = DEF_CONFIG_DIR;
+    server->ops = ops;
+    server->ctx = ctx;
+    server->config_dir = mystrdup(config_dir);
+    server->service = mystrdup(service ? service : progname);
+    if ((server->conf = mail_conf_read(config_dir, why)) == NULL)
+        msg_fatal("%s", vstr_str(why));
+    why = vstr_free(why);
+    msg_init(mail_conf_str(server->conf, "syslog_name"), progname);
+    if (msg_log_file(mail_conf_str(server->conf, "maillog_file")) < 0)
+        msg_fatal("cannot open maillog_file %s: %m",
+                  mail_conf_str(server->conf, "maillog_file"));
+    mail_server_drop_privileges(server->conf);
+
+    if ((server->base = event_base_new()) == NULL)
+        msg_fatal("cannot create an event base");
+    signal(SIGPIPE, SIG_IGN);
+    server->sighup_ev = evsignal_new(server->base, SIGHUP,
+                                     mail_server_signal_event, server);
+    server->sigterm_ev = evsignal_new(server->base, SIGTERM,
+                                      mail_server_signal_event, server);
+    if (server->sighup_ev == NULL || server->sigterm_ev == NULL
+        || event_add(server->sighup_ev, NULL) < 0
+        || event_add(server->sigterm_ev, NULL) < 0)
+        msg_fatal("cannot set up signal events");
+
+    /* Master's status socket: present only when master started us. */
+    if (fcntl(MAIL_SERVER_STATUS_FD, F_GETFD) >= 0) {
+        (void) fcntl(MAIL_SERVER_STATUS_FD, F_SETFD, FD_CLOEXEC);
+        (void) fcntl(MAIL_SERVER_STATUS_FD, F_SETFL,
+                     fcntl(MAIL_SERVER_STATUS_FD, F_GETFL) | O_NONBLOCK);
+        server->status_ev = event_new(server->base, MAIL_SERVER_STATUS_FD,
+                                      EV_READ | EV_PERSIST,
+                                      mail_server_status_event, server);
+        if (server->status_ev == NULL || event_add(server->status_ev, NULL) < 0)
+            msg_fatal("cannot watch the status socket");
+    }
+    server->listen_count = mail_server_listen_count();
+    for (int i = 0; i < server->listen_count; i++) {
+        MAIL_SERVER_LISTENER *lsn = &server->listeners[i];
+
+        lsn->fd = MAIL_SERVER_LISTEN_FD + i;
+        (void) fcntl(lsn->fd, F_SETFD, FD_CLOEXEC);
+        (void) fcntl(lsn->fd, F_SETFL, fcntl(lsn->fd, F_GETFL) | O_NONBLOCK);
+        lsn->ev = event_new(server->base, lsn->fd, EV_READ | EV_PERSIST,
+                            mail_server_accept_event, server);
+        if (lsn->ev == NULL)
+            msg_fatal("cannot watch listener %d", lsn->fd);
+    }
+    if (ops->tick_seconds > 0 && ops->on_tick) {
+        struct timeval tick = {ops->tick_seconds, 0};
+
+        server->tick_ev = event_new(server->base, -1, EV_PERSIST,
+                                    mail_server_tick_event, server);
+        if (server->tick_ev == NULL || event_add(server->tick_ev, &tick) < 0)
+            msg_fatal("cannot add the tick timer");
+    }
+    if (ops->pre_loop)
+        ops->pre_loop(server, ctx);
+    for (int i = 0; i < server->listen_count; i++)
+        if (server->listeners[i].ev && event_add(server->listeners[i].ev, NULL) < 0)
+            msg_fatal("cannot add listener event");
+    if (msg_verbose_get())
+        msg_info("daemon started, %d listener(s)", server->listen_count);
+    mail_server_status(server, 'A');
+
+    if (event_base_dispatch(server->base) < 0)
+        msg_fatal("event loop failed");
+    status = server->exit_status;
+    mail_server_free(server);
+    return status;
+}

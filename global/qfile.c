@@ -1,0 +1,866 @@
+/*
+ * qfile - queue file records: the writer, the strict reader, in-place marks
+ *
+ * The format is documented in qfile.h. The writer buffers records and
+ * makes the file durable in qfile_writer_finish(); naming, renaming and the
+ * directory fsync belong to the caller (cleanup). The reader trusts nothing
+ * it reads: every length is checked against the limit and the file, every
+ * record against its place, and the file must end in exactly one END.
+ */
+#include "sys_defs.h"
+
+#include <time.h>
+
+#include "msg.h"
+#include "mymalloc.h"
+#include "qfile.h"
+#include "vstr.h"
+
+#define QFILE_WRITE_BUF (64 * 1024)
+#define QFILE_READ_BUF (64 * 1024)
+#define QFILE_ATTR_NAME_MAX 64
+
+struct QFILE_WRITER {
+    int fd;
+    VSTR *buf; /* records not yet written */
+    off_t flushed; /* bytes already written */
+    int error; /* sticky errno */
+    off_t content_offset; /* 0 until the M record */
+    long long content_size;
+    int rcpt_count;
+};
+
+/* qfile_put_len - the 4-byte big-endian length */
+static void qfile_put_len(unsigned char *hdr, size_t len)
+{
+    hdr[0] = (unsigned char) (len >> 24);
+    hdr[1] = (unsigned char) (len >> 16);
+    hdr[2] = (unsigned char) (len >> 8);
+    hdr[3] = (unsigned char) len;
+}
+
+/* qfile_get_len - decode the 4-byte big-endian length */
+static size_t qfile_get_len(const unsigned char *hdr)
+{
+    return ((size_t) hdr[0] << 24) | ((size_t) hdr[1] << 16) |
+           ((size_t) hdr[2] << 8) | (size_t) hdr[3];
+}
+
+/* qfile_write_all - write(2) everything, retrying short writes and EINTR */
+static int qfile_write_all(int fd, const char *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t n = write(fd, data, len);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0) {
+            errno = EIO;
+            return -1;
+        }
+        data += n;
+        len -= (size_t) n;
+    }
+    return 0;
+}
+
+/* qfile_pwrite_all - pwrite(2) everything at offset */
+static int qfile_pwrite_all(int fd, const char *data, size_t len, off_t off)
+{
+    while (len > 0) {
+        ssize_t n = pwrite(fd, data, len, off);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0) {
+            errno = EIO;
+            return -1;
+        }
+        data += n;
+        len -= (size_t) n;
+        off += n;
+    }
+    return 0;
+}
+
+/* qfile_writer_flush - write out the buffer; records the first error */
+static void qfile_writer_flush(QFILE_WRITER *writer)
+{
+    if (writer->error == 0 && vstr_len(writer->buf) > 0) {
+        if (qfile_write_all(writer->fd, vstr_str(writer->buf),
+                            vstr_len(writer->buf)) < 0)
+            writer->error = errno ? errno : EIO;
+        else
+            writer->flushed += (off_t) vstr_len(writer->buf);
+    }
+    vstr_reset(writer->buf);
+}
+
+/* qfile_size_text - format the S record data */
+static void qfile_size_text(char *buf, size_t size, long long content_size,
+                            long long content_offset, long long rcpt_count)
+{
+    int n = snprintf(buf, size, "%3d %15lld %15lld %15lld", QFILE_VERSION,
+                     content_size, content_offset, rcpt_count);
+
+    if (n != QFILE_SIZE_LEN)
+        msg_panic("%s: size record is %d bytes, not %d", __func__, n,
+                  QFILE_SIZE_LEN);
+}
+
+/* qfile_writer_alloc - start a queue file on fd (writes the S placeholder) */
+QFILE_WRITER *qfile_writer_alloc(int fd)
+{
+    QFILE_WRITER *writer = mymalloc(sizeof(*writer));
+    char size_text[QFILE_SIZE_LEN + 1];
+
+    writer->fd = fd;
+    writer->buf = vstr_alloc(QFILE_WRITE_BUF);
+    writer->flushed = 0;
+    writer->error = 0;
+    writer->content_offset = 0;
+    writer->content_size = 0;
+    writer->rcpt_count = 0;
+    qfile_size_text(size_text, sizeof(size_text), 0, 0, 0);
+    qfile_put_rec(writer, QFILE_REC_SIZE, size_text, QFILE_SIZE_LEN);
+    return writer;
+}
+
+/* qfile_writer_free - release the writer; fd stays open */
+QFILE_WRITER *qfile_writer_free(QFILE_WRITER *writer)
+{
+    if (writer) {
+        vstr_free(writer->buf);
+        myfree(writer);
+    }
+    return NULL;
+}
+
+/* qfile_put_rec - append one raw record */
+void qfile_put_rec(QFILE_WRITER *writer, int type, const void *data, size_t len)
+{
+    unsigned char hdr[QFILE_HDR_LEN];
+
+    if (len > QFILE_REC_MAX)
+        msg_panic("%s: record of %zu bytes", __func__, len);
+    if (writer->error)
+        return;
+    hdr[0] = (unsigned char) type;
+    qfile_put_len(hdr + 1, len);
+    vstr_ncat(writer->buf, (const char *) hdr, sizeof(hdr));
+    if (len > 0)
+        vstr_ncat(writer->buf, data, len);
+    if (vstr_len(writer->buf) >= QFILE_WRITE_BUF)
+        qfile_writer_flush(writer);
+}
+
+/* qfile_put_time - the arrival time record */
+void qfile_put_time(QFILE_WRITER *writer, const struct timeval *tv)
+{
+    char buf[64];
+    int n = snprintf(buf, sizeof(buf), "%lld.%06ld", (long long) tv->tv_sec,
+                     (long) tv->tv_usec);
+
+    if (n < 0 || (size_t) n >= sizeof(buf))
+        msg_panic("%s: time does not fit", __func__);
+    qfile_put_rec(writer, QFILE_REC_TIME, buf, (size_t) n);
+}
+
+/* qfile_put_sender - the envelope sender record */
+void qfile_put_sender(QFILE_WRITER *writer, const char *sender)
+{
+    qfile_put_rec(writer, QFILE_REC_FROM, sender, strlen(sender));
+}
+
+/* qfile_put_attr - one name=value attribute record */
+void qfile_put_attr(QFILE_WRITER *writer, const char *name, const char *value)
+{
+    VSTR *buf = vstr_alloc(64);
+
+    vstr_sprintf(buf, "%s=%s", name, value);
+    qfile_put_rec(writer, QFILE_REC_ATTR, vstr_str(buf), vstr_len(buf));
+    vstr_free(buf);
+}
+
+/* qfile_put_rcpt - one recipient record, not yet done */
+void qfile_put_rcpt(QFILE_WRITER *writer, const char *address,
+                    const char *orcpt, const char *notify)
+{
+    VSTR *buf = vstr_alloc(64);
+
+    vstr_cat(buf, address);
+    vstr_addch(buf, 0);
+    vstr_cat(buf, orcpt ? orcpt : "");
+    vstr_addch(buf, 0);
+    vstr_cat(buf, notify ? notify : "");
+    qfile_put_rec(writer, QFILE_REC_RCPT, vstr_str(buf), vstr_len(buf));
+    writer->rcpt_count++;
+    vstr_free(buf);
+}
+
+/* qfile_put_content_begin - the M record: envelope ends, content starts */
+void qfile_put_content_begin(QFILE_WRITER *writer)
+{
+    qfile_put_rec(writer, QFILE_REC_MESG, "", 0);
+    writer->content_offset = qfile_writer_offset(writer);
+}
+
+/* qfile_put_content - content bytes, split into records of at most
+   QFILE_REC_MAX */
+void qfile_put_content(QFILE_WRITER *writer, const void *data, size_t len)
+{
+    const char *cp = data;
+
+    while (len > 0) {
+        size_t part = len > QFILE_REC_MAX ? QFILE_REC_MAX : len;
+
+        qfile_put_rec(writer, QFILE_REC_CONT, cp, part);
+        writer->content_size += (long long) part;
+        cp += part;
+        len -= part;
+    }
+}
+
+/* qfile_writer_finish - write END, flush, rewrite the S record, fsync */
+int qfile_writer_finish(QFILE_WRITER *writer)
+{
+    char size_text[QFILE_SIZE_LEN + 1];
+
+    if (writer->content_offset == 0)
+        msg_panic("%s: no content begin record", __func__);
+    qfile_put_rec(writer, QFILE_REC_END, "", 0);
+    qfile_writer_flush(writer);
+    if (writer->error == 0) {
+        qfile_size_text(size_text, sizeof(size_text), writer->content_size,
+                        (long long) writer->content_offset,
+                        (long long) writer->rcpt_count);
+        if (qfile_pwrite_all(writer->fd, size_text, QFILE_SIZE_LEN,
+                             QFILE_HDR_LEN) < 0 ||
+            fsync(writer->fd) < 0)
+            writer->error = errno ? errno : EIO;
+    }
+    if (writer->error) {
+        errno = writer->error;
+        return -1;
+    }
+    return 0;
+}
+
+/* qfile_writer_error - the sticky errno */
+int qfile_writer_error(const QFILE_WRITER *writer)
+{
+    return writer->error;
+}
+
+/* qfile_writer_offset - bytes written so far, buffered included */
+off_t qfile_writer_offset(const QFILE_WRITER *writer)
+{
+    return writer->flushed + (off_t) vstr_len(writer->buf);
+}
+
+/* qfile_writer_content_size - content bytes so far */
+long long qfile_writer_content_size(const QFILE_WRITER *writer)
+{
+    return writer->content_size;
+}
+
+/* qfile_writer_rcpt_count - recipient records so far */
+int qfile_writer_rcpt_count(const QFILE_WRITER *writer)
+{
+    return writer->rcpt_count;
+}
+
+/*
+ * The reader.
+ */
+typedef enum QFILE_READ_STATE {
+    QFILE_RS_SIZE, /* expect S */
+    QFILE_RS_ENV, /* envelope records or M */
+    QFILE_RS_CONTENT, /* C records or E */
+    QFILE_RS_DONE, /* END seen, file whole */
+    QFILE_RS_ERROR,
+} QFILE_READ_STATE;
+
+struct QFILE_READER {
+    int fd;
+    char *buf; /* buf[pos..len) unread */
+    size_t pos;
+    size_t len;
+    size_t cap;
+    bool eof;
+    off_t buf_offset; /* file offset of buf[0] */
+    VSTR *rec_data; /* the current record, NUL added */
+    VSTR *error; /* the reason, once failed */
+    QFILE_READ_STATE state;
+    bool seen_time;
+    bool seen_from;
+    long long rcpt_count;
+    long long content_size;
+    off_t content_offset;
+    long long size_content; /* from the S record */
+    long long size_offset;
+    long long size_rcpts;
+};
+
+/* qfile_reader_alloc - read the queue file on fd */
+QFILE_READER *qfile_reader_alloc(int fd)
+{
+    QFILE_READER *reader = mycalloc(1, sizeof(*reader));
+    off_t start = lseek(fd, 0, SEEK_CUR);
+
+    reader->fd = fd;
+    reader->cap = QFILE_READ_BUF;
+    reader->buf = mymalloc(reader->cap);
+    reader->buf_offset = start < 0 ? 0 : start;
+    reader->rec_data = vstr_alloc(256);
+    reader->error = vstr_alloc(64);
+    reader->state = QFILE_RS_SIZE;
+    return reader;
+}
+
+/* qfile_reader_free - release the reader; fd stays open */
+QFILE_READER *qfile_reader_free(QFILE_READER *reader)
+{
+    if (reader) {
+        myfree(reader->buf);
+        vstr_free(reader->rec_data);
+        vstr_free(reader->error);
+        myfree(reader);
+    }
+    return NULL;
+}
+
+/* qfile_fill - make at least want bytes available unless EOF; -1 on a read
+   error */
+static int qfile_fill(QFILE_READER *reader, size_t want)
+{
+    if (reader->len - reader->pos >= want)
+        return 0;
+    if (reader->pos > 0) {
+        memmove(reader->buf, reader->buf + reader->pos,
+                reader->len - reader->pos);
+        reader->len -= reader->pos;
+        reader->buf_offset += (off_t) reader->pos;
+        reader->pos = 0;
+    }
+    if (want > reader->cap) {
+        reader->cap = want;
+        reader->buf = myrealloc(reader->buf, reader->cap);
+    }
+    while (reader->len < want && !reader->eof) {
+        ssize_t n = read(reader->fd, reader->buf + reader->len,
+                         reader->cap - reader->len);
+
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (n == 0)
+            reader->eof = true;
+        else
+            reader->len += (size_t) n;
+    }
+    return 0;
+}
+
+/* qfile_fail - enter the error state with a reason */
+static int qfile_fail(QFILE_READER *reader, off_t offset, const char *fmt, ...)
+    SLUICE_PRINTF(3, 4);
+
+static int qfile_fail(QFILE_READER *reader, off_t offset, const char *fmt, ...)
+{
+    va_list ap;
+
+    vstr_sprintf(reader->error, "offset %lld: ", (long long) offset);
+    va_start(ap, fmt);
+    vstr_vsprintf_append(reader->error, fmt, ap);
+    va_end(ap);
+    reader->state = QFILE_RS_ERROR;
+    return -1;
+}
+
+/* qfile_parse_num - a decimal field, leading spaces allowed; -1 if bad */
+static long long qfile_parse_num(const char *cp, size_t len)
+{
+    long long val = 0;
+    size_t i = 0;
+
+    while (i < len && cp[i] == ' ')
+        i++;
+    if (i == len)
+        return -1;
+    for (; i < len; i++) {
+        if (cp[i] < '0' || cp[i] > '9')
+            return -1;
+        if (__builtin_mul_overflow(val, 10, &val) ||
+            __builtin_add_overflow(val, cp[i] - '0', &val))
+            return -1;
+    }
+    return val;
+}
+
+/* qfile_check_size - parse and check the S record data */
+static int qfile_check_size(QFILE_READER *reader, const char *data, size_t len,
+                            off_t offset)
+{
+    long long version;
+
+    if (len != QFILE_SIZE_LEN || data[3] != ' ' || data[19] != ' ' ||
+        data[35] != ' ')
+        return qfile_fail(reader, offset, "malformed size record");
+    version = qfile_parse_num(data, 3);
+    reader->size_content = qfile_parse_num(data + 4, 15);
+    reader->size_offset = qfile_parse_num(data + 20, 15);
+    reader->size_rcpts = qfile_parse_num(data + 36, 15);
+    if (version < 0 || reader->size_content < 0 || reader->size_offset < 0 ||
+        reader->size_rcpts < 0)
+        return qfile_fail(reader, offset, "malformed size record");
+    if (version != QFILE_VERSION)
+        return qfile_fail(reader, offset, "unsupported queue file version %lld",
+                          version);
+    return 0;
+}
+
+/* qfile_check_time - "SECONDS.MICROSECONDS" */
+static bool qfile_check_time(const char *data, size_t len)
+{
+    const char *dot = memchr(data, '.', len);
+    size_t sec_len, usec_len;
+
+    if (dot == NULL)
+        return false;
+    sec_len = (size_t) (dot - data);
+    usec_len = len - sec_len - 1;
+    return sec_len >= 1 && sec_len <= 18 && usec_len >= 1 && usec_len <= 6 &&
+           qfile_parse_num(data, sec_len) >= 0 && data[0] != ' ' &&
+           qfile_parse_num(dot + 1, usec_len) >= 0 && dot[1] != ' ';
+}
+
+/* qfile_check_attr - "name=value", name [a-z0-9_]{1,64}, no NUL */
+static bool qfile_check_attr(const char *data, size_t len)
+{
+    size_t i;
+
+    if (memchr(data, 0, len))
+        return false;
+    for (i = 0; i < len && data[i] != '='; i++) {
+        char ch = data[i];
+
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') ||
+              ch == '_'))
+            return false;
+    }
+    return i >= 1 && i <= QFILE_ATTR_NAME_MAX && i < len;
+}
+
+/* qfile_check_rcpt - "address\0orcpt\0notify", address not empty */
+static bool qfile_check_rcpt(const char *data, size_t len)
+{
+    size_t nuls = 0;
+
+    for (size_t i = 0; i < len; i++)
+        if (data[i] == 0)
+            nuls++;
+    return nuls == 2 && len > 2 && data[0] != 0;
+}
+
+/* qfile_check_end - END: the S record must agree and nothing may follow */
+static int qfile_check_end(QFILE_READER *reader, off_t offset)
+{
+    if (reader->size_content != reader->content_size)
+        return qfile_fail(reader, offset,
+                          "size record says %lld content bytes, found %lld",
+                          reader->size_content, reader->content_size);
+    if (reader->size_offset != (long long) reader->content_offset)
+        return qfile_fail(
+            reader, offset, "size record says content at %lld, found at %lld",
+            reader->size_offset, (long long) reader->content_offset);
+    if (reader->size_rcpts != reader->rcpt_count)
+        return qfile_fail(reader, offset,
+                          "size record says %lld recipients, found %lld",
+                          reader->size_rcpts, reader->rcpt_count);
+    if (qfile_fill(reader, 1) < 0)
+        return qfile_fail(reader, offset, "read: %s", strerror(errno));
+    if (reader->len > reader->pos)
+        return qfile_fail(reader, offset + QFILE_HDR_LEN,
+                          "data after END record");
+    reader->state = QFILE_RS_DONE;
+    return 0;
+}
+
+/* qfile_read_rec - the next record, strictly checked */
+int qfile_read_rec(QFILE_READER *reader, QFILE_REC *rec, VSTR *why)
+{
+    const unsigned char *hdr;
+    off_t offset;
+    size_t len;
+    int type;
+    const char *data;
+
+    if (reader->state == QFILE_RS_DONE)
+        return 0;
+    if (reader->state == QFILE_RS_ERROR)
+        goto failed;
+
+    offset = reader->buf_offset + (off_t) reader->pos;
+    if (qfile_fill(reader, QFILE_HDR_LEN) < 0) {
+        qfile_fail(reader, offset, "read: %s", strerror(errno));
+        goto failed;
+    }
+    if (reader->len - reader->pos < QFILE_HDR_LEN) {
+        if (reader->len == reader->pos)
+            qfile_fail(reader, offset,
+                       reader->state == QFILE_RS_SIZE ? "empty queue file"
+                                                      : "missing END record");
+        else
+            qfile_fail(reader, offset, "truncated record header");
+        goto failed;
+    }
+    hdr = (const unsigned char *) reader->buf + reader->pos;
+    type = hdr[0];
+    len = qfile_get_len(hdr + 1);
+    if (strchr("STFARDMCE", type) == NULL || type == 0) {
+        qfile_fail(reader, offset, "unknown record type 0x%02x", type);
+        goto failed;
+    }
+    if (len > QFILE_REC_MAX) {
+        qfile_fail(reader, offset, "record length %zu over the limit", len);
+        goto failed;
+    }
+    if (qfile_fill(reader, QFILE_HDR_LEN + len) < 0) {
+        qfile_fail(reader, offset, "read: %s", strerror(errno));
+        goto failed;
+    }
+    if (reader->len - reader->pos < QFILE_HDR_LEN + len) {
+        qfile_fail(reader, offset, "truncated record (%zu bytes, type %c)", len,
+                   type);
+        goto failed;
+    }
+    vstr_ncpy(reader->rec_data, reader->buf + reader->pos + QFILE_HDR_LEN, len);
+    reader->pos += QFILE_HDR_LEN + len;
+    data = vstr_str(reader->rec_data);
+
+    /* Each record in its place. */
+    switch (reader->state) {
+    case QFILE_RS_SIZE:
+        if (type != QFILE_REC_SIZE) {
+            qfile_fail(reader, offset, "first record is not a size record");
+            goto failed;
+        }
+        if (qfile_check_size(reader, data, len, offset) < 0)
+            goto failed;
+        reader->state = QFILE_RS_ENV;
+        break;
+    case QFILE_RS_ENV:
+        switch (type) {
+        case QFILE_REC_TIME:
+            if (reader->seen_time || !qfile_check_time(data, len)) {
+                qfile_fail(reader, offset, "bad or repeated time record");
+                goto failed;
+            }
+            reader->seen_time = true;
+            break;
+        case QFILE_REC_FROM:
+            if (reader->seen_from || memchr(data, 0, len)) {
+                qfile_fail(reader, offset, "bad or repeated sender record");
+                goto failed;
+            }
+            reader->seen_from = true;
+            break;
+        case QFILE_REC_ATTR:
+            if (!qfile_check_attr(data, len)) {
+                qfile_fail(reader, offset, "malformed attribute record");
+                goto failed;
+            }
+            break;
+        case QFILE_REC_RCPT:
+        case QFILE_REC_DONE:
+            if (!qfile_check_rcpt(data, len)) {
+                qfile_fail(reader, offset, "malformed recipient record");
+                goto failed;
+            }
+            reader->rcpt_count++;
+            break;
+        case QFILE_REC_MESG:
+            if (len != 0 || !reader->seen_time || !reader->seen_from) {
+                qfile_fail(reader, offset,
+                           len ? "malformed message record"
+                               : "time or sender record missing");
+                goto failed;
+            }
+            reader->content_offset = offset + QFILE_HDR_LEN;
+            reader->state = QFILE_RS_CONTENT;
+            break;
+        default:
+            qfile_fail(reader, offset, "record type %c in the envelope", type);
+            goto failed;
+        }
+        break;
+    case QFILE_RS_CONTENT:
+        if (type == QFILE_REC_CONT) {
+            reader->content_size += (long long) len;
+        } else if (type == QFILE_REC_END && len == 0) {
+            if (qfile_check_end(reader, offset) < 0)
+                goto failed;
+            return 0;
+        } else {
+            qfile_fail(reader, offset, "record type %c in the content", type);
+            goto failed;
+        }
+        break;
+    default:
+        msg_panic("%s: bad state %d", __func__, (int) reader->state);
+    }
+    rec->type = type;
+    rec->data = data;
+    rec->len = len;
+    rec->offset = offset;
+    return 1;
+
+failed:
+    if (why)
+        vstr_cpy(why, vstr_str(reader->error));
+    return -1;
+}
+
+/* qfile_info_read - read and check the whole file */
+QFILE_INFO *qfile_info_read(int fd, VSTR *why)
+{
+    QFILE_READER *reader = qfile_reader_alloc(fd);
+    QFILE_INFO *info = mycalloc(1, sizeof(*info));
+    size_t attr_cap = 0, rcpt_cap = 0;
+    QFILE_REC rec;
+    int status;
+
+    info->version = QFILE_VERSION;
+    while ((status = qfile_read_rec(reader, &rec, why)) > 0) {
+        switch (rec.type) {
+        case QFILE_REC_TIME: {
+            const char *dot = strchr(rec.data, '.');
+            long long usec = qfile_parse_num(dot + 1, strlen(dot + 1));
+
+            for (size_t n = strlen(dot + 1); n < 6; n++)
+                usec *= 10;
+            info->arrival.tv_sec =
+                (time_t) qfile_parse_num(rec.data, (size_t) (dot - rec.data));
+            info->arrival.tv_usec = (suseconds_t) usec;
+            break;
+        }
+        case QFILE_REC_FROM:
+            info->sender = mystrdup(rec.data);
+            break;
+        case QFILE_REC_ATTR: {
+            const char *eq = strchr(rec.data, '=');
+
+            if (info->attr_count == attr_cap) {
+                attr_cap = attr_cap ? attr_cap * 2 : 8;
+                info->attrs = myrealloc_array(info->attrs, attr_cap,
+                                              sizeof(*info->attrs));
+            }
+            info->attrs[info->attr_count].name =
+                mystrndup(rec.data, (size_t) (eq - rec.data));
+            info->attrs[info->attr_count].value = mystrdup(eq + 1);
+            info->attr_count++;
+            break;
+        }
+        case QFILE_REC_RCPT:
+        case QFILE_REC_DONE: {
+            const char *orcpt = rec.data + strlen(rec.data) + 1;
+            const char *notify = orcpt + strlen(orcpt) + 1;
+            QFILE_RCPT *rcpt;
+
+            if (info->rcpt_count == rcpt_cap) {
+                rcpt_cap = rcpt_cap ? rcpt_cap * 2 : 8;
+                info->rcpts = myrealloc_array(info->rcpts, rcpt_cap,
+                                              sizeof(*info->rcpts));
+            }
+            rcpt = info->rcpts + info->rcpt_count++;
+            rcpt->address = mystrdup(rec.data);
+            rcpt->orcpt = mystrdup(orcpt);
+            rcpt->notify = mystrdup(notify);
+            rcpt->done = rec.type == QFILE_REC_DONE;
+            rcpt->offset = rec.offset;
+            if (rcpt->done)
+                info->rcpt_done++;
+            break;
+        }
+        case QFILE_REC_MESG:
+            info->content_offset = rec.offset + QFILE_HDR_LEN;
+            break;
+        case QFILE_REC_CONT:
+            info->content_size += (long long) rec.len;
+            break;
+        default:
+            break;
+        }
+    }
+    reader = qfile_reader_free(reader);
+    if (status < 0)
+        return qfile_info_free(info);
+    return info;
+}
+
+/* qfile_info_free - release what qfile_info_read() returned */
+QFILE_INFO *qfile_info_free(QFILE_INFO *info)
+{
+    if (info) {
+        for (size_t i = 0; i < info->attr_count; i++) {
+            myfree(info->attrs[i].name);
+            myfree(info->attrs[i].value);
+        }
+        for (size_t i = 0; i < info->rcpt_count; i++) {
+            myfree(info->rcpts[i].address);
+            myfree(info->rcpts[i].orcpt);
+            myfree(info->rcpts[i].notify);
+        }
+        myfree(info->attrs);
+        myfree(info->rcpts);
+        myfree(info->sender);
+        myfree(info);
+    }
+    return NULL;
+}
+
+/* qfile_info_attr - the value of attribute name, NULL when absent */
+const char *qfile_info_attr(const QFILE_INFO *info, const char *name)
+{
+    for (size_t i = 0; i < info->attr_count; i++)
+        if (strcmp(info->attrs[i].name, name) == 0)
+            return info->attrs[i].value;
+    return NULL;
+}
+
+/* qfile_mark_done - turn the R record at offset into D in place */
+int qfile_mark_done(int fd, off_t offset, VSTR *why)
+{
+    unsigned char hdr[QFILE_HDR_LEN];
+    ssize_t n;
+    char done = QFILE_REC_DONE;
+
+    do {
+        n = pread(fd, hdr, sizeof(hdr), offset);
+    } while (n < 0 && errno == EINTR);
+    if (n < 0) {
+        vstr_sprintf(why, "read at offset %lld: %m", (long long) offset);
+        return -1;
+    }
+    if (n != (ssize_t) sizeof(hdr) ||
+        (hdr[0] != QFILE_REC_RCPT && hdr[0] != QFILE_REC_DONE)) {
+        vstr_sprintf(why, "offset %lld: not a recipient record",
+                     (long long) offset);
+        return -1;
+    }
+    if (hdr[0] == QFILE_REC_DONE)
+        return 0;
+#ifdef HAVE_FDATASYNC
+#define QFILE_DATASYNC fdatasync
+#else
+#define QFILE_DATASYNC fsync
+#endif
+    if (qfile_pwrite_all(fd, &done, 1, offset) < 0 || QFILE_DATASYNC(fd) < 0) {
+        vstr_sprintf(why, "mark done at offset %lld: %m", (long long) offset);
+        return -1;
+    }
+    return 0;
+}
+
+/* qfile_dump_text - print text, showing NUL and control bytes escaped */
+static void qfile_dump_text(FILE *out, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char) data[i];
+
+        if (ch < 0x20 || ch == 0x7f)
+            fprintf(out, "\\x%02x", ch);
+        else
+            fputc(ch, out);
+    }
+}
+
+/* qfile_dump - print the queue file in readable form, like postcat */
+int qfile_dump(int fd, FILE *out)
+{
+    QFILE_READER *reader = qfile_reader_alloc(fd);
+    VSTR *why = vstr_alloc(64);
+    QFILE_REC rec;
+    int status;
+    bool at_line_start = true;
+
+    fprintf(out, "*** ENVELOPE RECORDS ***\n");
+    while ((status = qfile_read_rec(reader, &rec, why)) > 0) {
+        switch (rec.type) {
+        case QFILE_REC_SIZE:
+            fprintf(out, "message_size: %.*s\n", (int) rec.len, rec.data);
+            break;
+        case QFILE_REC_TIME: {
+            time_t when = (time_t) strtoll(rec.data, NULL, 10);
+            char tbuf[64];
+            struct tm tm;
+
+            if (localtime_r(&when, &tm) &&
+                strftime(tbuf, sizeof(tbuf), "%a %b %e %H:%M:%S %Y", &tm))
+                fprintf(out, "message_arrival_time: %s\n", tbuf);
+            else
+                fprintf(out, "message_arrival_time: %s\n", rec.data);
+            break;
+        }
+        case QFILE_REC_FROM:
+            fprintf(out, "sender: ");
+            qfile_dump_text(out, rec.data, rec.len);
+            fputc('\n', out);
+            break;
+        case QFILE_REC_ATTR:
+            fprintf(out, "named_attribute: ");
+            qfile_dump_text(out, rec.data, rec.len);
+            fputc('\n', out);
+            break;
+        case QFILE_REC_RCPT:
+        case QFILE_REC_DONE: {
+            const char *orcpt = rec.data + strlen(rec.data) + 1;
+            const char *notify = orcpt + strlen(orcpt) + 1;
+
+            fprintf(out, "%s: ",
+                    rec.type == QFILE_REC_RCPT ? "recipient"
+                                               : "done_recipient");
+            qfile_dump_text(out, rec.data, strlen(rec.data));
+            if (*orcpt) {
+                fprintf(out, " orcpt=");
+                qfile_dump_text(out, orcpt, strlen(orcpt));
+            }
+            if (*notify) {
+                fprintf(out, " notify=");
+                qfile_dump_text(out, notify, strlen(notify));
+            }
+            fputc('\n', out);
+            break;
+        }
+        case QFILE_REC_MESG:
+            fprintf(out, "*** MESSAGE CONTENTS ***\n");
+            break;
+        case QFILE_REC_CONT:
+            fwrite(rec.data, 1, rec.len, out);
+            if (rec.len > 0)
+                at_line_start = rec.data[rec.len - 1] == '\n';
+            break;
+        default:
+            break;
+        }
+    }
+    if (!at_line_start)
+        fputc('\n', out);
+    if (status == 0)
+        fprintf(out, "*** MESSAGE FILE END ***\n");
+    else
+        fprintf(out, "*** CORRUPT QUEUE FILE: %s ***\n", vstr_str(why));
+    fflush(out);
+    qfile_reader_free(reader);
+    vstr_free(why);
+    return status;
+}

@@ -1,0 +1,178 @@
+/*
+ * qfile - queue file records: the writer, the strict reader, in-place marks
+ *
+ * A queue file is a sequence of typed records. Each record is
+ *
+ *     TYPE    one byte, a letter (the table below)
+ *     LENGTH  four bytes, big-endian unsigned, at most QFILE_REC_MAX
+ *     DATA    LENGTH bytes, any byte allowed (8-bit clean, NUL included)
+ *
+ * and the records come in this order (anything else is corrupt):
+ *
+ *   S  SIZE      always first, fixed QFILE_SIZE_LEN bytes of ASCII:
+ *                "%3d %15lld %15lld %15lld" = format version (1), content
+ *                size in bytes (sum of the C records), file offset of the
+ *                first C record (just after the M record), recipient count
+ *                (R and D records). Written as a placeholder and rewritten
+ *                in place when the writer finishes; the reader checks all
+ *                four against what it found.
+ *   envelope     in any order:
+ *   T  TIME      arrival time, "SECONDS.MICROSECONDS"; exactly one
+ *   F  FROM      envelope sender, "" for the null sender <>; exactly one
+ *   A  ATTR      "name=value", name in [a-z0-9_]{1,64}; any number. Names
+ *                in use: client_name client_addr helo_name protocol origin
+ *                ret envid sasl_username size (SIZE=) body_type
+ *                (8BITMIME) smtputf8 (yes)
+ *   R  RCPT      a recipient not yet done: "address\0orcpt\0notify" (three
+ *                fields separated by exactly two NULs; orcpt is the DSN
+ *                ORCPT= value "type;xtext" or empty, notify the DSN
+ *                NOTIFY= list or empty)
+ *   D  DONE      a recipient that is finished (delivered, bounced with its
+ *                DSN queued, or expired): the same data as R. A recipient
+ *                becomes done by overwriting the one type byte of its R
+ *                record with 'D' in place (qfile_mark_done), so a crash
+ *                can never leave half a mark behind.
+ *   M  MESSAGE   empty; the content starts after it; exactly one
+ *   C  CONTENT   a chunk of the message content, any length 0..REC_MAX:
+ *                header lines, an empty line, the body; lines end in LF
+ *                (no CR), no dot stuffing; concatenate all C records to get
+ *                the message
+ *   E  END       empty; must be the very last bytes of the file
+ *
+ * A file that is cut anywhere, has an unknown type, a length over the limit
+ * or past the end of file, a misplaced or missing record, bytes after END,
+ * or a SIZE record that disagrees with the rest is rejected with a reason,
+ * so qmgr can move it to corrupt/.
+ */
+#ifndef QFILE_H
+#define QFILE_H
+
+#include "sys_defs.h"
+
+#include <sys/time.h>
+
+#include "vstr.h"
+
+#define QFILE_VERSION 1
+#define QFILE_REC_MAX (1024 * 1024) /* largest record data */
+#define QFILE_HDR_LEN 5 /* type byte + 4 length bytes */
+#define QFILE_SIZE_LEN 51 /* data of the S record */
+
+#define QFILE_REC_SIZE 'S'
+#define QFILE_REC_TIME 'T'
+#define QFILE_REC_FROM 'F'
+#define QFILE_REC_ATTR 'A'
+#define QFILE_REC_RCPT 'R'
+#define QFILE_REC_DONE 'D'
+#define QFILE_REC_MESG 'M'
+#define QFILE_REC_CONT 'C'
+#define QFILE_REC_END 'E'
+
+/*
+ * Writer: appends records to a descriptor opened for writing at offset 0,
+ * buffering them. Errors are sticky: after the first failed write every
+ * call is a no-op and qfile_writer_finish() returns -1 with that errno.
+ */
+typedef struct QFILE_WRITER QFILE_WRITER;
+
+/* qfile_writer_alloc - start a queue file on fd (writes the S placeholder) */
+extern QFILE_WRITER *qfile_writer_alloc(int fd);
+/* qfile_writer_free - release the writer; fd stays open; returns NULL */
+extern QFILE_WRITER *qfile_writer_free(QFILE_WRITER *writer);
+/* qfile_put_rec - append one raw record (data longer than QFILE_REC_MAX is
+   a bug: panic) */
+extern void qfile_put_rec(QFILE_WRITER *writer, int type, const void *data,
+                          size_t len);
+extern void qfile_put_time(QFILE_WRITER *writer, const struct timeval *tv);
+extern void qfile_put_sender(QFILE_WRITER *writer, const char *sender);
+extern void qfile_put_attr(QFILE_WRITER *writer, const char *name,
+                           const char *value);
+/* orcpt and notify may be NULL */
+extern void qfile_put_rcpt(QFILE_WRITER *writer, const char *address,
+                           const char *orcpt, const char *notify);
+/* qfile_put_content_begin - the M record: envelope ends, content starts */
+extern void qfile_put_content_begin(QFILE_WRITER *writer);
+/* qfile_put_content - content bytes (split into records as needed) */
+extern void qfile_put_content(QFILE_WRITER *writer, const void *data,
+                              size_t len);
+/* qfile_writer_finish - write END, flush, rewrite the S record, fsync the
+   file. 0, or -1 with errno (the first error seen, e.g. ENOSPC). */
+extern int qfile_writer_finish(QFILE_WRITER *writer);
+/* qfile_writer_error - the sticky errno, 0 when all went well so far */
+extern int qfile_writer_error(const QFILE_WRITER *writer);
+/* qfile_writer_offset - bytes written so far (buffered included) */
+extern off_t qfile_writer_offset(const QFILE_WRITER *writer);
+extern long long qfile_writer_content_size(const QFILE_WRITER *writer);
+extern int qfile_writer_rcpt_count(const QFILE_WRITER *writer);
+
+/*
+ * Strict reader: one record at a time, checking order and lengths as it
+ * goes, and the S record and the END at the end.
+ */
+typedef struct QFILE_READER QFILE_READER;
+
+typedef struct QFILE_REC {
+    int type; /* QFILE_REC_* */
+    const char *data; /* valid until the next read; a NUL
+                         follows the data */
+    size_t len;
+    off_t offset; /* where the record starts */
+} QFILE_REC;
+
+/* qfile_reader_alloc - read the queue file on fd from its current offset
+   (normally 0); the reader does its own buffering */
+extern QFILE_READER *qfile_reader_alloc(int fd);
+extern QFILE_READER *qfile_reader_free(QFILE_READER *reader);
+/* qfile_read_rec - the next record: 1 and *rec set; 0 after the END record
+   when the file is whole; -1 when the file is corrupt or cannot be read,
+   with the reason in why ("offset 123: unknown record type 0x51"). After
+   0 or -1 every further call returns the same. */
+extern int qfile_read_rec(QFILE_READER *reader, QFILE_REC *rec, VSTR *why);
+
+/*
+ * The whole envelope, for qmgr, `sluice queue` and delivery agents.
+ */
+typedef struct QFILE_RCPT {
+    char *address;
+    char *orcpt; /* "" when absent */
+    char *notify; /* "" when absent */
+    bool done;
+    off_t offset; /* for qfile_mark_done() */
+} QFILE_RCPT;
+
+typedef struct QFILE_ATTR {
+    char *name;
+    char *value;
+} QFILE_ATTR;
+
+typedef struct QFILE_INFO {
+    int version;
+    struct timeval arrival;
+    char *sender;
+    QFILE_ATTR *attrs;
+    size_t attr_count;
+    QFILE_RCPT *rcpts;
+    size_t rcpt_count;
+    size_t rcpt_done; /* how many are done */
+    off_t content_offset; /* first C record */
+    long long content_size;
+} QFILE_INFO;
+
+/* qfile_info_read - read and check the whole file from fd's current offset
+   (the content is checked, not kept); NULL with the reason in why */
+extern QFILE_INFO *qfile_info_read(int fd, VSTR *why);
+extern QFILE_INFO *qfile_info_free(QFILE_INFO *info);
+/* qfile_info_attr - the value of attribute name, NULL when absent */
+extern const char *qfile_info_attr(const QFILE_INFO *info, const char *name);
+
+/* qfile_mark_done - turn the R record at offset into D in place and
+   fdatasync; 0 (also when it was already D), or -1 with the reason in why
+   (no R/D record there, I/O error). */
+extern int qfile_mark_done(int fd, off_t offset, VSTR *why);
+
+/* qfile_dump - print the queue file on fd in readable form (envelope,
+   content, done marks), like postcat; 0, or -1 after printing what it
+   could and the reason the file is corrupt */
+extern int qfile_dump(int fd, FILE *out);
+
+#endif
