@@ -1,0 +1,274 @@
+/*
+ * sluice - the administrator's command
+ *
+ *   sluice init DIR [--smtp-port N] [--relayhost HOST:PORT]
+ *   sluice [-c DIR] start [-f] | stop | reload | status
+ *   sluice [-c DIR] conf [-n] [-d] [name ...] [name=value ...]
+ *
+ * -c DIR may also be given as SLUICE_CONFIG=DIR; the default is
+ * /etc/sluice. Whether master runs is decided by the lock on
+ * queue_directory/pid/master.pid, not by the pid alone (pids are reused).
+ * Every failure exits non-zero with one line on stderr.
+ */
+#include "sys_defs.h"
+
+#include <fcntl.h>
+#include <libgen.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <time.h>
+
+#include "mail_conf.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "sluice.h"
+#include "vstr.h"
+
+#define SLUICE_STOP_WAIT 60             /* seconds stop waits for master */
+
+static const char sluice_usage[] =
+    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf ...";
+
+/* sluice_fail - print "sluice: text" on stderr; returns 1 */
+int sluice_fail(const char *fmt, ...)
+{
+    VSTR *line = vstr_alloc(100);
+    va_list ap;
+
+    vstr_cpy(line, "sluice: ");
+    va_start(ap, fmt);
+    vstr_vsprintf_append(line, fmt, ap);
+    va_end(ap);
+    /* One line, whatever the text held. */
+    for (char *cp = vstr_str(line); *cp; cp++)
+        if (*cp == '\n')
+            *cp = ' ';
+    (void) fprintf(stderr, "%s\n", vstr_str(line));
+    vstr_free(line);
+    return 1;
+}
+
+/* sluice_exe_dir - the folder of the running sluice binary */
+const char *sluice_exe_dir(void)
+{
+    static char dir[4096];
+    ssize_t len;
+
+    if (dir[0] == 0) {
+        if ((len = readlink("/proc/self/exe", dir, sizeof(dir) - 1)) < 0
+            || (size_t) len >= sizeof(dir) - 1)
+            msg_fatal("cannot find my own program: %m");
+        dir[len] = 0;
+        *strrchr(dir, '/') = 0;
+        if (dir[0] == 0)
+            dir[0] = '/', dir[1] = 0;
+    }
+    return dir;
+}
+
+/* sluice_read_conf - main.cf of the instance, or one line and NULL */
+static MAIL_CONF *sluice_read_conf(const char *config_dir)
+{
+    VSTR *why = vstr_alloc(100);
+    MAIL_CONF *conf = mail_conf_read(config_dir, why);
+
+    if (conf == NULL)
+        sluice_fail("%s", vstr_str(why));
+    vstr_free(why);
+    return conf;
+}
+
+/* sluice_master_pid - pid of the running master, 0 when none, -1 error */
+static long sluice_master_pid(const MAIL_CONF *conf)
+{
+    VSTR *path = vstr_alloc(100);
+    char buf[32];
+    ssize_t got;
+    long pid = 0;
+    int fd;
+
+    vstr_sprintf(path, "%s/pid/master.pid",
+                 mail_conf_str(conf, "queue_directory"));
+    if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0) {
+        if (errno != ENOENT) {
+            sluice_fail("open %s: %s", vstr_str(path), strerror(errno));
+            pid = -1;
+        }
+    } else if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
+        pid = 0;                        /* nobody holds it: not running */
+    } else if (errno != EWOULDBLOCK) {
+        sluice_fail("lock %s: %s", vstr_str(path), strerror(errno));
+        pid = -1;
+    } else {
+        got = pread(fd, buf, sizeof(buf) - 1, 0);
+        buf[got > 0 ? got : 0] = 0;
+        pid = strtol(buf, NULL, 10);
+        if (pid <= 0) {
+            /* Locked but not yet written: master is starting. */
+            pid = -1;
+            sluice_fail("master is starting or stopping; try again");
+        }
+    }
+    if (fd >= 0)
+        (void) close(fd);
+    vstr_free(path);
+    return pid;
+}
+
+/* sluice_start - run master (it detaches unless -f) */
+static int sluice_start(const char *config_dir, int argc, char **argv)
+{
+    MAIL_CONF *conf;
+    VSTR *master;
+    bool foreground = false;
+    char *master_argv[5];
+    int n = 0;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-f") == 0)
+            foreground = true;
+        else
+            return sluice_fail("start: unknown argument \"%s\"", argv[i]);
+    }
+    if ((conf = sluice_read_conf(config_dir)) == NULL)
+        return 1;
+    master = vstr_alloc(100);
+    vstr_sprintf(master, "%s/master", mail_conf_str(conf, "daemon_directory"));
+    mail_conf_free(conf);
+    if (access(vstr_str(master), X_OK) < 0)
+        return sluice_fail("start: %s: %s", vstr_str(master), strerror(errno));
+    master_argv[n++] = "master";
+    master_argv[n++] = "-c";
+    master_argv[n++] = (char *) config_dir;
+    if (foreground)
+        master_argv[n++] = "-f";
+    master_argv[n] = NULL;
+    (void) unsetenv("SLUICE_LOG_STDERR");
+    execv(vstr_str(master), master_argv);
+    return sluice_fail("start: exec %s: %s", vstr_str(master), strerror(errno));
+}
+
+/* sluice_signal - send master a signal; 0, or 1 after one line */
+static int sluice_signal(const char *config_dir, const char *cmd, int sig,
+                         long *pid_out)
+{
+    MAIL_CONF *conf;
+    long pid;
+
+    if ((conf = sluice_read_conf(config_dir)) == NULL)
+        return 1;
+    pid = sluice_master_pid(conf);
+    mail_conf_free(conf);
+    if (pid < 0)
+        return 1;
+    if (pid == 0)
+        return sluice_fail("%s: the mail system is not running", cmd);
+    if (kill((pid_t) pid, sig) < 0)
+        return sluice_fail("%s: kill %ld: %s", cmd, pid, strerror(errno));
+    *pid_out = pid;
+    return 0;
+}
+
+/* sluice_stop - SIGTERM to master, then wait until it (and so every
+   daemon: master exits only after its children) has gone */
+static int sluice_stop(const char *config_dir)
+{
+    struct timespec pause = {0, 20 * 1000 * 1000};
+    long pid;
+    int status;
+
+    if ((status = sluice_signal(config_dir, "stop", SIGTERM, &pid)) != 0)
+        return status;
+    for (int i = 0; i < SLUICE_STOP_WAIT * 50; i++) {
+        if (kill((pid_t) pid, 0) < 0 && errno == ESRCH) {
+            printf("sluice: the mail system has stopped\n");
+            return 0;
+        }
+        nanosleep(&pause, NULL);
+    }
+    return sluice_fail("stop: master pid %ld is still running after %d seconds",
+                       pid, SLUICE_STOP_WAIT);
+}
+
+/* sluice_reload - SIGHUP to master */
+static int sluice_reload(const char *config_dir)
+{
+    MAIL_CONF *conf;
+    long pid;
+    int status;
+
+    /* Refuse a main.cf that master would refuse. */
+    if ((conf = sluice_read_conf(config_dir)) == NULL)
+        return 1;
+    mail_conf_free(conf);
+    if ((status = sluice_signal(config_dir, "reload", SIGHUP, &pid)) != 0)
+        return status;
+    printf("sluice: reloading the mail system (master pid %ld)\n", pid);
+    return 0;
+}
+
+/* sluice_status - exit 0 only when master runs */
+static int sluice_status(const char *config_dir)
+{
+    MAIL_CONF *conf;
+    long pid;
+
+    if ((conf = sluice_read_conf(config_dir)) == NULL)
+        return 1;
+    pid = sluice_master_pid(conf);
+    mail_conf_free(conf);
+    if (pid < 0)
+        return 1;
+    if (pid == 0)
+        return sluice_fail("the mail system is not running");
+    printf("sluice: the mail system is running: master pid %ld\n", pid);
+    return 0;
+}
+
+/* main - parse the global options and run a subcommand */
+int main(int argc, char **argv)
+{
+    const char *config_dir = getenv("SLUICE_CONFIG");
+    const char *cmd;
+    int ch;
+
+    msg_init("sluice", "sluice");
+    msg_log_stderr(true);
+    while ((ch = getopt(argc, argv, "+c:h")) != -1) {
+        switch (ch) {
+        case 'c':
+            config_dir = optarg;
+            break;
+        default:
+            return sluice_fail("%s", sluice_usage);
+        }
+    }
+    if (optind >= argc)
+        return sluice_fail("%s", sluice_usage);
+    if (config_dir == NULL || *config_dir == 0)
+        config_dir = DEF_CONFIG_DIR;
+    cmd = argv[optind];
+    argc -= optind;
+    argv += optind;
+    if (strcmp(cmd, "init") == 0)
+        return sluice_init(argc, argv);
+    if (strcmp(cmd, "start") == 0)
+        return sluice_start(config_dir, argc, argv);
+    if (strcmp(cmd, "stop") == 0 || strcmp(cmd, "reload") == 0
+        || strcmp(cmd, "status") == 0) {
+        if (argc > 1)
+            return sluice_fail("%s: unexpected argument \"%s\"", cmd, argv[1]);
+        if (strcmp(cmd, "stop") == 0)
+            return sluice_stop(config_dir);
+        if (strcmp(cmd, "reload") == 0)
+            return sluice_reload(config_dir);
+        return sluice_status(config_dir);
+    }
+    if (strcmp(cmd, "conf") == 0)
+        return sluice_conf(config_dir, argc, argv);
+    if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
+        printf("sluice %s\n", SLUICE_VERSION);
+        return 0;
+    }
+    return sluice_fail("unknown command \"%s\" (%s)", cmd, sluice_usage);
+}

@@ -1,0 +1,22 @@
+/*
+ * sluice - the admin command's shared internals
+ *
+ * Each subcommand is a function that returns the process exit status and
+ * reports a failure as one line on stderr through sluice_fail().
+ */
+#ifndef SLUICE_H
+#define SLUICE_H
+
+#include "sys_defs.h"
+
+#define SLUICE_VERSION "0.1"
+
+/* sluice_fail - print "sluice: text" on stderr; returns 1 */
+extern int sluice_fail(const char *fmt, ...) SLUICE_PRINTF(1, 2);
+/* sluice_exe_dir - the folder of the running sluice binary (static) */
+extern const char *sluice_exe_dir(void);
+
+extern int sluice_init(int argc, char **argv);
+extern int sluice_conf(const char *config_dir, int argc, char **argv);
+
+#endif

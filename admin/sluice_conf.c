@@ -1,0 +1,195 @@
+/*
+ * sluice_conf - `sluice conf`: show or set main.cf parameters, as postconf
+ *
+ *   sluice conf                 every parameter: main.cf's value, else the default
+ *   sluice conf -n              only those set in main.cf
+ *   sluice conf -d              the defaults
+ *   sluice conf name ...        just those
+ *   sluice conf name=value ...  edit main.cf in place (comments kept)
+ *
+ * Values are shown as written ($name not expanded), one "name = value" per
+ * line. Every value is checked before anything is written, so a bad one
+ * changes nothing.
+ */
+#include "sys_defs.h"
+
+#include "argv.h"
+#include "mail_conf.h"
+#include "mymalloc.h"
+#include "sluice.h"
+#include "vstr.h"
+
+/* sluice_conf_name_ok - a parameter name: letters, digits, '_' */
+static bool sluice_conf_name_ok(const char *name, size_t len)
+{
+    if (len == 0)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!(name[i] == '_' || (name[i] >= 'a' && name[i] <= 'z')
+              || (name[i] >= 'A' && name[i] <= 'Z')
+              || (name[i] >= '0' && name[i] <= '9')))
+            return false;
+    return true;
+}
+
+/* sluice_conf_edit - apply name=value arguments, all checked first */
+static int sluice_conf_edit(const char *config_dir, int argc, char **argv)
+{
+    VSTR *why = vstr_alloc(100);
+    MAIL_CONF *conf;
+    int status = 0;
+
+    /* The instance must be readable as it is, before we touch it. */
+    if ((conf = mail_conf_read(config_dir, why)) == NULL) {
+        status = sluice_fail("%s", vstr_str(why));
+        goto out;
+    }
+    conf = mail_conf_free(conf);
+    for (int i = 0; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        size_t len = (size_t) (eq - argv[i]);
+        const char *value = eq + 1;
+
+        while (len > 0 && (argv[i][len - 1] == ' ' || argv[i][len - 1] == '\t'))
+            len--;
+        value += strspn(value, " \t");
+        if (!sluice_conf_name_ok(argv[i], len)) {
+            status = sluice_fail("conf: bad parameter name in \"%s\"", argv[i]);
+            goto out;
+        }
+        if (strchr(value, '\n') != NULL) {
+            status = sluice_fail("conf: a value may not contain a newline");
+            goto out;
+        }
+        char *name = mystrndup(argv[i], len);
+        int bad = mail_conf_check_value(name, value, why);
+
+        myfree(name);
+        if (bad < 0) {
+            status = sluice_fail("conf: %s", vstr_str(why));
+            goto out;
+        }
+    }
+    for (int i = 0; i < argc; i++) {
+        const char *eq = strchr(argv[i], '=');
+        size_t len = (size_t) (eq - argv[i]);
+        char *name;
+
+        while (len > 0 && (argv[i][len - 1] == ' ' || argv[i][len - 1] == '\t'))
+            len--;
+        name = mystrndup(argv[i], len);
+        if (mail_conf_edit(config_dir, name, eq + 1 + strspn(eq + 1, " \t"),
+                           why) < 0)
+            status = sluice_fail("conf: %s", vstr_str(why));
+        myfree(name);
+        if (status)
+            goto out;
+    }
+out:
+    vstr_free(why);
+    return status;
+}
+
+/* sluice_conf_cmp - qsort by name */
+static int sluice_conf_cmp(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* sluice_conf_show_one - print "name = value" for one parameter */
+static int sluice_conf_show_one(const MAIL_CONF *conf, const char *name,
+                                bool defaults)
+{
+    const MAIL_PARAM *param = mail_param_find(name);
+    const char *raw = defaults ? NULL : mail_conf_raw(conf, name);
+
+    if (raw != NULL) {
+        printf("%s = %s\n", name, raw);
+    } else if (param == NULL) {
+        return sluice_fail("conf: unknown parameter \"%s\"", name);
+    } else if (param->def != NULL) {
+        printf("%s = %s\n", name, param->def);
+    } else {
+        /* Computed at run time (myhostname, mail_owner ...). */
+        printf("%s = %s\n", name, mail_conf_str(conf, name));
+    }
+    return 0;
+}
+
+/* sluice_conf - `sluice conf [-n] [-d] [name ...] [name=value ...]` */
+int sluice_conf(const char *config_dir, int argc, char **argv)
+{
+    bool only_set = false;
+    bool defaults = false;
+    int edits = 0;
+    int names = 0;
+    int first = 1;
+    int status = 0;
+    VSTR *why;
+    MAIL_CONF *conf;
+    ARGV *show;
+
+    for (; first < argc && argv[first][0] == '-'; first++) {
+        if (strcmp(argv[first], "-n") == 0)
+            only_set = true;
+        else if (strcmp(argv[first], "-d") == 0)
+            defaults = true;
+        else if (strcmp(argv[first], "--") == 0) {
+            first++;
+            break;
+        } else
+            return sluice_fail("conf: unknown option \"%s\" (usage: sluice conf "
+                               "[-n] [-d] [name ...] [name=value ...])", argv[first]);
+    }
+    for (int i = first; i < argc; i++) {
+        if (strchr(argv[i], '=') != NULL)
+            edits++;
+        else
+            names++;
+    }
+    if (edits > 0) {
+        if (names > 0 || only_set || defaults)
+            return sluice_fail("conf: give either names to show or name=value "
+                               "to set, not both");
+        return sluice_conf_edit(config_dir, argc - first, argv + first);
+    }
+    if (only_set && defaults)
+        return sluice_fail("conf: -n and -d do not go together");
+
+    why = vstr_alloc(100);
+    if ((conf = mail_conf_read(config_dir, why)) == NULL) {
+        status = sluice_fail("%s", vstr_str(why));
+        vstr_free(why);
+        return status;
+    }
+    vstr_free(why);
+    show = argv_alloc(200);
+    if (names > 0) {
+        for (int i = first; i < argc; i++)
+            argv_add(show, argv[i]);
+    } else {
+        const ARGV *set = mail_conf_names(conf);
+
+        if (!defaults)
+            for (size_t i = 0; i < set->argc; i++)
+                argv_add(show, set->argv[i]);
+        if (!only_set) {
+            size_t count;
+            const MAIL_PARAM *table = mail_param_table(&count);
+
+            for (size_t i = 0; i < count; i++)
+                if (defaults || mail_conf_raw(conf, table[i].name) == NULL)
+                    argv_add(show, table[i].name);
+        }
+        qsort(show->argv, show->argc, sizeof(char *), sluice_conf_cmp);
+    }
+    for (size_t i = 0; i < show->argc; i++) {
+        if (i > 0 && names == 0 && strcmp(show->argv[i], show->argv[i - 1]) == 0)
+            continue;
+        if (sluice_conf_show_one(conf, show->argv[i], defaults) != 0)
+            status = 1;
+    }
+    argv_free(show);
+    mail_conf_free(conf);
+    return status;
+}

@@ -1,0 +1,288 @@
+/*
+ * sluice_init - `sluice init DIR`: a self-contained instance
+ *
+ * DIR gets main.cf, master.cf, queue/ (every queue directory), log/ and
+ * data/. The instance runs entirely as the user who made it, listens on
+ * 127.0.0.1:PORT (default 2525), does no DNS (dns_servers is empty) and runs
+ * the daemons that stand beside this sluice binary (../libexec of a build
+ * tree), so a build that was never installed works. master.cf lists only
+ * the daemons that exist there. DIR must be missing or empty: init never
+ * overwrites anything.
+ */
+#include "sys_defs.h"
+
+#include <dirent.h>
+#include <limits.h>
+#include <pwd.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "mail_queue.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "safe_file.h"
+#include "sluice.h"
+#include "vstr.h"
+
+#define SLUICE_DEF_SMTP_PORT 2525
+
+/* The services an instance runs, when their program exists. */
+typedef struct SLUICE_INIT_SERV {
+    const char *program;
+    const char *fields;                 /* the rest of its master.cf line */
+} SLUICE_INIT_SERV;
+
+static const SLUICE_INIT_SERV sluice_init_servs[] = {
+    {"smtpd", "inet  n       -       n       -       -       smtpd"},
+    {"cleanup", "unix  -       -       n       -       0       cleanup"},
+    {"qmgr", "unix  n       -       n       300     1       qmgr"},
+    {"pickup", "unix  n       -       n       60      1       pickup"},
+    {"smtp", "unix  -       -       n       -       -       smtp"},
+    {"bounce", "unix  -       -       n       -       0       bounce"},
+    {"local", "unix  -       n       n       -       -       local"},
+};
+
+/* sluice_init_dir_empty - is dir missing or empty? */
+static int sluice_init_dir_state(const char *dir)
+{
+    DIR *dp;
+    struct dirent *de;
+    int state = 0;                      /* 0 empty, 1 busy, -1 missing */
+
+    if ((dp = opendir(dir)) == NULL)
+        return errno == ENOENT ? -1 : -2;
+    while ((de = readdir(dp)) != NULL)
+        if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+            state = 1;
+    closedir(dp);
+    return state;
+}
+
+/* sluice_init_daemon_dir - where the daemons stand: beside us, or installed */
+static char *sluice_init_daemon_dir(void)
+{
+    VSTR *path = vstr_alloc(100);
+    char real[PATH_MAX];
+
+    vstr_sprintf(path, "%s/../libexec", sluice_exe_dir());
+    if (realpath(vstr_str(path), real) != NULL) {
+        vstr_sprintf(path, "%s/master", real);
+        if (access(vstr_str(path), X_OK) == 0) {
+            vstr_free(path);
+            return mystrdup(real);
+        }
+    }
+    vstr_free(path);
+    return mystrdup(DEF_DAEMON_DIR);
+}
+
+/* sluice_init_port - parse a TCP port */
+static int sluice_init_port(const char *text)
+{
+    char *end;
+    long port;
+
+    errno = 0;
+    port = strtol(text, &end, 10);
+    if (errno || end == text || *end || port < 1 || port > 65535)
+        return -1;
+    return (int) port;
+}
+
+/* sluice_init_relayhost - HOST:PORT as Postfix writes it: [HOST]:PORT */
+static int sluice_init_relayhost(VSTR *out, const char *arg)
+{
+    const char *colon = strrchr(arg, ':');
+    const char *host = arg;
+    size_t host_len;
+
+    if (colon == NULL || sluice_init_port(colon + 1) < 0)
+        return -1;
+    host_len = (size_t) (colon - arg);
+    if (host_len >= 2 && host[0] == '[' && host[host_len - 1] == ']') {
+        host++;
+        host_len -= 2;
+    }
+    if (host_len == 0 || memchr(host, '[', host_len) || memchr(host, ']', host_len)
+        || strcspn(host, " \t,") < host_len)
+        return -1;
+    vstr_cpy(out, "[");
+    vstr_ncat(out, host, host_len);
+    vstr_sprintf_append(out, "]:%s", colon + 1);
+    return 0;
+}
+
+/* sluice_init_write - write one file of the instance */
+static int sluice_init_write(const char *dir, const char *name, VSTR *text)
+{
+    VSTR *path = vstr_alloc(100);
+    int status;
+
+    vstr_sprintf(path, "%s/%s", dir, name);
+    status = safe_file_write(vstr_str(path), vstr_str(text), vstr_len(text),
+                             0644);
+    if (status < 0)
+        sluice_fail("init: write %s: %s", vstr_str(path), strerror(errno));
+    vstr_free(path);
+    return status;
+}
+
+/* sluice_init_mkdir - mkdir that accepts an existing folder */
+static int sluice_init_mkdir(const char *dir, const char *sub)
+{
+    VSTR *path = vstr_alloc(100);
+    int status = 0;
+
+    vstr_sprintf(path, "%s/%s", dir, sub);
+    if (mkdir(vstr_str(path), 0755) < 0 && errno != EEXIST) {
+        sluice_fail("init: mkdir %s: %s", vstr_str(path), strerror(errno));
+        status = -1;
+    }
+    vstr_free(path);
+    return status;
+}
+
+/* sluice_init - `sluice init DIR [--smtp-port N] [--relayhost HOST:PORT]` */
+int sluice_init(int argc, char **argv)
+{
+    const char *target = NULL;
+    int port = SLUICE_DEF_SMTP_PORT;
+    VSTR *relayhost = vstr_alloc(40);
+    VSTR *text = vstr_alloc(2000);
+    VSTR *queue = vstr_alloc(100);
+    VSTR *listener = vstr_alloc(40);
+    VSTR *why = vstr_alloc(100);
+    struct passwd *pw;
+    char dir[PATH_MAX];
+    char *daemon_dir = NULL;
+    char stamp[64];
+    time_t now = time(NULL);
+    int status = 1;
+    int state;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--smtp-port") == 0 && i + 1 < argc) {
+            if ((port = sluice_init_port(argv[++i])) < 0) {
+                sluice_fail("init: bad --smtp-port \"%s\"", argv[i]);
+                goto out;
+            }
+        } else if (strcmp(argv[i], "--relayhost") == 0 && i + 1 < argc) {
+            if (sluice_init_relayhost(relayhost, argv[++i]) < 0) {
+                sluice_fail("init: bad --relayhost \"%s\" (want HOST:PORT)",
+                            argv[i]);
+                goto out;
+            }
+        } else if (argv[i][0] == '-' || target != NULL) {
+            sluice_fail("init: unexpected argument \"%s\" (usage: sluice init "
+                        "DIR [--smtp-port N] [--relayhost HOST:PORT])", argv[i]);
+            goto out;
+        } else {
+            target = argv[i];
+        }
+    }
+    if (target == NULL) {
+        sluice_fail("usage: sluice init DIR [--smtp-port N] [--relayhost HOST:PORT]");
+        goto out;
+    }
+    if ((pw = getpwuid(geteuid())) == NULL) {
+        sluice_fail("init: who am I? no passwd entry for uid %ld", (long) geteuid());
+        goto out;
+    }
+    state = sluice_init_dir_state(target);
+    if (state == 1) {
+        sluice_fail("init: %s exists and is not empty; refusing to touch it", target);
+        goto out;
+    }
+    if (state == -2) {
+        sluice_fail("init: %s: %s", target, strerror(errno));
+        goto out;
+    }
+    if (state == -1 && mkdir(target, 0755) < 0) {
+        sluice_fail("init: mkdir %s: %s", target, strerror(errno));
+        goto out;
+    }
+    if (realpath(target, dir) == NULL) {
+        sluice_fail("init: %s: %s", target, strerror(errno));
+        goto out;
+    }
+    daemon_dir = sluice_init_daemon_dir();
+    vstr_sprintf(queue, "%s/queue", dir);
+    if (sluice_init_mkdir(dir, "log") < 0 || sluice_init_mkdir(dir, "data") < 0)
+        goto out;
+    if (mail_queue_create_dirs(vstr_str(queue), 0700, why) < 0) {
+        sluice_fail("init: %s", vstr_str(why));
+        goto out;
+    }
+
+    strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime(&now));
+    vstr_sprintf(text,
+                 "# main.cf - a sluice instance, made by `sluice init` on %s.\n"
+                 "#\n"
+                 "# Parameter names follow Postfix. `sluice -c %s conf` shows\n"
+                 "# every value, `conf -d` the defaults, `conf name=value` edits\n"
+                 "# this file in place. The SMTP listener is in master.cf.\n"
+                 "\n"
+                 "# Everything of this instance lives under its folder.\n"
+                 "queue_directory = %s/queue\n"
+                 "data_directory = %s/data\n"
+                 "maillog_file = %s/log/maillog\n"
+                 "\n"
+                 "# The programs of the build that made it.\n"
+                 "daemon_directory = %s\n"
+                 "command_directory = %s\n"
+                 "\n"
+                 "# It runs entirely as the user who made it.\n"
+                 "mail_owner = %s\n"
+                 "\n"
+                 "# Mail for these domains is ours; clients on loopback may relay.\n"
+                 "mydestination = $myhostname, localhost\n"
+                 "mynetworks = 127.0.0.0/8 [::1]/128\n"
+                 "inet_interfaces = 127.0.0.1\n"
+                 "\n"
+                 "# No DNS: empty means lookups are off. Tests point this at a\n"
+                 "# resolver of their own on loopback.\n"
+                 "dns_servers =\n",
+                 stamp, dir, dir, dir, dir, daemon_dir, sluice_exe_dir(),
+                 pw->pw_name);
+    if (vstr_len(relayhost) > 0)
+        vstr_sprintf_append(text,
+                            "\n# Every message goes to this host ([] means no MX lookup).\n"
+                            "relayhost = %s\n", vstr_str(relayhost));
+    if (sluice_init_write(dir, "main.cf", text) < 0)
+        goto out;
+
+    vstr_sprintf(listener, "127.0.0.1:%d", port);
+    vstr_sprintf(text,
+                 "# master.cf - the services of this instance, one per line.\n"
+                 "# A line that starts with white space continues the previous one.\n"
+                 "# '-' takes the default. Programs come from daemon_directory.\n"
+                 "#\n"
+                 "# service          type  private unpriv  chroot  wakeup  maxproc command + args\n");
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(sluice_init_servs); i++) {
+        const SLUICE_INIT_SERV *sp = &sluice_init_servs[i];
+        VSTR *prog = vstr_alloc(100);
+
+        vstr_sprintf(prog, "%s/%s", daemon_dir, sp->program);
+        if (access(vstr_str(prog), X_OK) == 0)
+            vstr_sprintf_append(text, "%-18s %s\n",
+                                strcmp(sp->program, "smtpd") == 0
+                                    ? vstr_str(listener) : sp->program,
+                                sp->fields);
+        vstr_free(prog);
+    }
+    if (sluice_init_write(dir, "master.cf", text) < 0)
+        goto out;
+    printf("sluice: created an instance in %s (SMTP on %s)\n"
+           "sluice: start it with: %s/sluice -c %s start\n",
+           dir, vstr_str(listener), sluice_exe_dir(), dir);
+    status = 0;
+
+out:
+    myfree(daemon_dir);
+    vstr_free(relayhost);
+    vstr_free(text);
+    vstr_free(queue);
+    vstr_free(listener);
+    vstr_free(why);
+    return status;
+}

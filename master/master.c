@@ -1,0 +1,303 @@
+/*
+ * master - the supervisor of one sluice instance
+ *
+ * Usage: master [-c config_dir] [-f] [-v]
+ *
+ * Reads main.cf and master.cf, locks pid/master.pid under queue_directory
+ * (a second master on the same queue is refused), binds every listener,
+ * and then starts and watches the daemons (master_service.c).
+ *
+ * Without -f it detaches, and the command that started it returns only
+ * when the listeners are open and the first processes started, with exit
+ * status 0; or with status 1 and the reason as one line on stderr. With -f
+ * it stays in the foreground and logs to stderr as well.
+ *
+ * Signals: SIGHUP re-reads main.cf and master.cf; SIGTERM (and SIGINT)
+ * stops every daemon and exits once they are gone.
+ */
+#include "sys_defs.h"
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include <event2/event.h>
+
+#include "mail_conf.h"
+#include "master.h"
+#include "master_cf.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "vstr.h"
+
+#define MASTER_VERSION "0.1"
+
+/* master_configure - read main.cf into ctx; NULL reason or -1 */
+static int master_configure(MASTER_CTX *ctx, VSTR *why)
+{
+    MAIL_CONF *conf;
+
+    if ((conf = mail_conf_read(ctx->config_dir, why)) == NULL)
+        return -1;
+    mail_conf_free(ctx->conf);
+    ctx->conf = conf;
+    myfree(ctx->queue_dir);
+    ctx->queue_dir = mystrdup(mail_conf_str(conf, "queue_directory"));
+    myfree(ctx->daemon_dir);
+    ctx->daemon_dir = mystrdup(mail_conf_str(conf, "daemon_directory"));
+    ctx->backoff_initial = mail_conf_time(conf, "master_backoff_initial");
+    ctx->backoff_max = mail_conf_time(conf, "master_backoff_max");
+    if (ctx->backoff_initial < 1)
+        ctx->backoff_initial = 1;
+    if (ctx->backoff_initial > 3600)
+        ctx->backoff_initial = 3600;
+    if (ctx->backoff_max < ctx->backoff_initial)
+        ctx->backoff_max = ctx->backoff_initial;
+    if (ctx->backoff_max > 86400)
+        ctx->backoff_max = 86400;
+    ctx->default_maxproc = (int) mail_conf_int(conf, "default_process_limit");
+    return 0;
+}
+
+/* master_read_cf - read master.cf of the instance */
+static MASTER_CF *master_read_cf(MASTER_CTX *ctx, VSTR *why)
+{
+    VSTR *path = vstr_alloc(100);
+    MASTER_CF *cf;
+
+    vstr_sprintf(path, "%s/master.cf", ctx->config_dir);
+    cf = master_cf_read(vstr_str(path), ctx->default_maxproc, why);
+    vstr_free(path);
+    return cf;
+}
+
+/* master_lock - lock pid/master.pid, or say who holds it */
+static int master_lock(MASTER_CTX *ctx)
+{
+    VSTR *path = vstr_alloc(100);
+    char buf[32];
+    ssize_t got;
+    int fd;
+
+    vstr_sprintf(path, "%s/pid/master.pid", ctx->queue_dir);
+    if ((fd = open(vstr_str(path), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+        msg_fatal("open %s: %m", vstr_str(path));
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        if (errno != EWOULDBLOCK)
+            msg_fatal("lock %s: %m", vstr_str(path));
+        got = pread(fd, buf, sizeof(buf) - 1, 0);
+        buf[got > 0 ? got : 0] = 0;
+        buf[strcspn(buf, "\n")] = 0;
+        msg_fatal("the mail system is already running (pid %s, queue %s)",
+                  buf + strspn(buf, " "), ctx->queue_dir);
+    }
+    vstr_free(path);
+    return fd;
+}
+
+/* master_write_pid - record our pid in the locked pid file */
+static void master_write_pid(int fd)
+{
+    char buf[32];
+    int len = snprintf(buf, sizeof(buf), "%10ld\n", (long) getpid());
+
+    if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t) len, 0) != len)
+        msg_fatal("write pid file: %m");
+}
+
+/* master_detach - fork; the parent waits for the child's word and exits */
+static int master_detach(void)
+{
+    int pipefd[2];
+    char buf[1024];
+    VSTR *said;
+    ssize_t got;
+    int null_fd;
+
+    if (pipe2(pipefd, O_CLOEXEC) < 0)
+        msg_fatal("pipe: %m");
+    switch (fork()) {
+    case -1:
+        msg_fatal("fork: %m");
+    case 0:
+        (void) close(pipefd[0]);
+        if (setsid() < 0)
+            msg_warn("setsid: %m");
+        if ((null_fd = open("/dev/null", O_RDWR)) >= 0) {
+            (void) dup2(null_fd, 0);
+            (void) dup2(null_fd, 1);
+            (void) dup2(null_fd, 2);
+            if (null_fd > 2)
+                (void) close(null_fd);
+        }
+        msg_log_stderr(false);
+        msg_copy_fd(pipefd[1]);
+        return pipefd[1];
+    default:
+        break;
+    }
+    /* The parent: exit 0 on "ready", else repeat what went wrong. */
+    (void) close(pipefd[1]);
+    said = vstr_alloc(100);
+    while ((got = read(pipefd[0], buf, sizeof(buf))) > 0 || (got < 0 && errno == EINTR))
+        if (got > 0)
+            vstr_ncat(said, buf, (size_t) got);
+    if (strstr(vstr_str(said), "ready\n") != NULL)
+        _exit(0);
+    if (vstr_len(said) == 0)
+        vstr_cpy(said, "fatal: master exited without saying why\n");
+    (void) fprintf(stderr, "sluice/master: %s", vstr_str(said));
+    _exit(1);
+}
+
+/* master_reload - SIGHUP: re-read main.cf and master.cf */
+static void master_reload(MASTER_CTX *ctx)
+{
+    VSTR *why = vstr_alloc(100);
+    MASTER_CF *cf;
+
+    if (master_configure(ctx, why) < 0) {
+        msg_warn("reload: %s; keeping the old configuration", vstr_str(why));
+    } else if ((cf = master_read_cf(ctx, why)) == NULL) {
+        msg_warn("reload: %s; keeping the old services", vstr_str(why));
+    } else {
+        msg_info("reload -- version %s, configuration %s", MASTER_VERSION,
+                 ctx->config_dir);
+        master_services_reload(ctx, cf);
+        master_cf_free(cf);
+    }
+    vstr_free(why);
+}
+
+/* master_kill_event - stop took too long: SIGKILL the rest */
+static void master_kill_event(evutil_socket_t fd, short what, void *arg)
+{
+    master_services_kill(arg);
+}
+
+/* master_signal_event - HUP reloads, TERM/INT stop, CHLD reaps */
+static void master_signal_event(evutil_socket_t sig, short what, void *arg)
+{
+    MASTER_CTX *ctx = arg;
+    struct timeval grace = {MASTER_STOP_GRACE, 0};
+
+    switch (sig) {
+    case SIGHUP:
+        if (!ctx->stopping)
+            master_reload(ctx);
+        break;
+    case SIGTERM:
+    case SIGINT:
+        if (ctx->stopping)
+            break;
+        msg_info("terminating on signal %d", (int) sig);
+        ctx->stopping = true;
+        master_services_stop(ctx);
+        ctx->kill_ev = evtimer_new(ctx->base, master_kill_event, ctx);
+        if (ctx->kill_ev == NULL || evtimer_add(ctx->kill_ev, &grace) < 0)
+            msg_fatal("cannot add the stop timer");
+        break;
+    case SIGCHLD:
+        master_services_reap(ctx);
+        break;
+    }
+    if (ctx->stopping && master_services_idle(ctx))
+        event_base_loopbreak(ctx->base);
+}
+
+/* main - start the supervisor */
+int main(int argc, char **argv)
+{
+    static const int signals[] = {SIGHUP, SIGTERM, SIGINT, SIGCHLD};
+    struct event *sig_evs[SLUICE_ARRAY_LEN(signals)];
+    MASTER_CTX ctx;
+    MASTER_CF *cf;
+    VSTR *why = vstr_alloc(100);
+    VSTR *pid_path = vstr_alloc(100);
+    int ready_fd = -1;
+    int pid_fd;
+    int ch;
+
+    memset(&ctx, 0, sizeof(ctx));
+    msg_init("sluice", "master");
+    msg_log_stderr(true);
+    ctx.config_dir = getenv("SLUICE_CONFIG");
+    while ((ch = getopt(argc, argv, "c:fv")) != -1) {
+        switch (ch) {
+        case 'c':
+            ctx.config_dir = optarg;
+            break;
+        case 'f':
+            ctx.foreground = true;
+            break;
+        case 'v':
+            msg_verbose_set(msg_verbose_get() + 1);
+            break;
+        default:
+            msg_fatal("usage: master [-c config_dir] [-f] [-v]");
+        }
+    }
+    if (optind != argc)
+        msg_fatal("usage: master [-c config_dir] [-f] [-v]");
+    if (ctx.config_dir == NULL || *ctx.config_dir == 0)
+        ctx.config_dir = DEF_CONFIG_DIR;
+    ctx.config_dir = mystrdup(ctx.config_dir);
+    if (master_configure(&ctx, why) < 0)
+        msg_fatal("%s", vstr_str(why));
+    msg_init(mail_conf_str(ctx.conf, "syslog_name"), "master");
+    if (msg_log_file(mail_conf_str(ctx.conf, "maillog_file")) < 0)
+        msg_fatal("open maillog_file %s: %m",
+                  mail_conf_str(ctx.conf, "maillog_file"));
+    if ((cf = master_read_cf(&ctx, why)) == NULL)
+        msg_fatal("%s", vstr_str(why));
+    umask(022);
+    pid_fd = master_lock(&ctx);
+    vstr_sprintf(pid_path, "%s/pid/master.pid", ctx.queue_dir);
+    if (master_services_open(&ctx, cf, why) < 0)
+        msg_fatal("%s", vstr_str(why));
+    master_cf_free(cf);
+
+    if (!ctx.foreground)
+        ready_fd = master_detach();
+    master_write_pid(pid_fd);
+    signal(SIGPIPE, SIG_IGN);
+    if ((ctx.base = event_base_new()) == NULL)
+        msg_fatal("cannot create an event base");
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(signals); i++) {
+        sig_evs[i] = evsignal_new(ctx.base, signals[i], master_signal_event, &ctx);
+        if (sig_evs[i] == NULL || event_add(sig_evs[i], NULL) < 0)
+            msg_fatal("cannot watch signal %d", signals[i]);
+    }
+    master_services_start(&ctx);
+    msg_info("daemon started -- version %s, configuration %s", MASTER_VERSION,
+             ctx.config_dir);
+    if (ready_fd >= 0) {
+        if (write(ready_fd, "ready\n", 6) != 6)
+            msg_warn("cannot tell the starting command: %m");
+        msg_copy_fd(-1);
+        (void) close(ready_fd);
+    }
+
+    if (event_base_dispatch(ctx.base) < 0)
+        msg_fatal("event loop failed");
+
+    /* Every child has gone: the instance is down. */
+    if (unlink(vstr_str(pid_path)) < 0)
+        msg_warn("remove %s: %m", vstr_str(pid_path));
+    (void) close(pid_fd);
+    msg_info("stopped");
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(signals); i++)
+        event_free(sig_evs[i]);
+    if (ctx.kill_ev)
+        event_free(ctx.kill_ev);
+    master_services_free(&ctx);
+    event_base_free(ctx.base);
+    mail_conf_free(ctx.conf);
+    myfree(ctx.queue_dir);
+    myfree(ctx.daemon_dir);
+    myfree(ctx.config_dir);
+    vstr_free(why);
+    vstr_free(pid_path);
+    return 0;
+}

@@ -1,0 +1,580 @@
+/*
+ * master_service - services, their listeners and their processes
+ *
+ * Each master.cf line is a service. Master binds its listener (an inet
+ * address, or a UNIX socket under private/ or public/), keeps at least one
+ * process running, and starts more (up to maxproc) while every process says
+ * it is busy. A process that dies is reaped and logged; one that dies within
+ * MASTER_STABLE_SECONDS of its start throttles the service for a delay that
+ * doubles each time (master_backoff_initial .. master_backoff_max), so a
+ * daemon that crashes at start cannot spin. On reload, removed services are
+ * closed and their processes retired, new ones opened, and every remaining
+ * service gets a fresh process while the old ones retire (SIGHUP).
+ */
+#include "sys_defs.h"
+
+#include <fcntl.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#include <event2/event.h>
+
+#include "master.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "sock.h"
+#include "trigger.h"
+#include "vstr.h"
+
+#define MASTER_LISTEN_BACKLOG 1024
+#define MASTER_FD_LISTEN 4
+#define MASTER_FD_STATUS 3
+
+static void master_serv_check(MASTER_SERV *serv);
+
+/* master_elapsed - seconds since a monotonic time stamp */
+static double master_elapsed(const struct timespec *since)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double) (now.tv_sec - since->tv_sec)
+           + (now.tv_nsec - since->tv_nsec) / 1e9;
+}
+
+/* master_inet_addr - the address to bind for an inet service name */
+static int master_inet_addr(VSTR *addr, const char *name, VSTR *why)
+{
+    struct servent *se;
+
+    if (strchr(name, ':') != NULL) {
+        vstr_cpy(addr, name);
+    } else if (name[strspn(name, "0123456789")] == 0) {
+        vstr_sprintf(addr, "*:%s", name);
+    } else if ((se = getservbyname(name, "tcp")) != NULL) {
+        vstr_sprintf(addr, "*:%d", ntohs((uint16_t) se->s_port));
+    } else {
+        vstr_sprintf(why, "service %s: unknown port name", name);
+        return -1;
+    }
+    return 0;
+}
+
+/* master_serv_listen - bind the service's listener */
+static int master_serv_listen(MASTER_SERV *serv, VSTR *why)
+{
+    MASTER_CTX *ctx = serv->ctx;
+    VSTR *addr = vstr_alloc(64);
+    int status = 0;
+
+    if (serv->type == MASTER_SERV_INET) {
+        if (master_inet_addr(addr, serv->name, why) < 0) {
+            status = -1;
+        } else if ((serv->listen_fd = sock_inet_listen(vstr_str(addr),
+                                                       MASTER_LISTEN_BACKLOG)) < 0) {
+            vstr_sprintf(why, "bind %s: %s", vstr_str(addr), strerror(errno));
+            status = -1;
+        }
+    } else {
+        vstr_sprintf(addr, "%s/%s/%s", ctx->queue_dir,
+                     serv->private_service ? "private" : "public", serv->name);
+        serv->sock_path = mystrdup(vstr_str(addr));
+        if ((serv->listen_fd = sock_unix_listen(serv->sock_path,
+                                                MASTER_LISTEN_BACKLOG,
+                                                serv->private_service ? 0600
+                                                                      : 0666)) < 0) {
+            vstr_sprintf(why, "bind %s: %s", serv->sock_path, strerror(errno));
+            status = -1;
+        }
+    }
+    vstr_free(addr);
+    return status;
+}
+
+/* master_serv_path - the program a service runs */
+static char *master_serv_path(const MASTER_CTX *ctx, const char *command)
+{
+    VSTR *path;
+
+    if (command[0] == '/')
+        return mystrdup(command);
+    path = vstr_alloc(100);
+    vstr_sprintf(path, "%s/%s", ctx->daemon_dir, command);
+    return vstr_export(path);
+}
+
+/* master_serv_same - does a master.cf entry name this service? */
+static bool master_serv_same(const MASTER_SERV *serv, const MASTER_ENT *ent)
+{
+    return serv->type == ent->type && strcmp(serv->name, ent->name) == 0
+           && (serv->type == MASTER_SERV_INET
+               || serv->private_service == ent->private_service);
+}
+
+/* master_serv_update - take a master.cf entry's settings */
+static void master_serv_update(MASTER_SERV *serv, MASTER_ENT *ent)
+{
+    serv->wakeup = ent->wakeup;
+    serv->maxproc = ent->maxproc;
+    argv_free(serv->argv);
+    serv->argv = ent->argv;             /* taken over */
+    ent->argv = NULL;
+    myfree(serv->path);
+    serv->path = master_serv_path(serv->ctx, serv->argv->argv[0]);
+}
+
+/* master_wakeup_event - send a service its periodic wake-up */
+static void master_wakeup_event(evutil_socket_t fd, short what, void *arg)
+{
+    MASTER_SERV *serv = arg;
+
+    if (serv->sock_path && trigger_send(serv->sock_path, TRIGGER_WAKEUP) < 0
+        && msg_verbose_get())
+        msg_info("wakeup %s: %m", serv->sock_path);
+}
+
+/* master_serv_wakeup_arm - (re)start the wake-up timer */
+static void master_serv_wakeup_arm(MASTER_SERV *serv)
+{
+    struct timeval tv = {serv->wakeup, 0};
+
+    if (serv->wakeup_ev) {
+        event_free(serv->wakeup_ev);
+        serv->wakeup_ev = NULL;
+    }
+    if (serv->wakeup <= 0 || serv->type != MASTER_SERV_UNIX)
+        return;
+    serv->wakeup_ev = event_new(serv->ctx->base, -1, EV_PERSIST,
+                                master_wakeup_event, serv);
+    if (serv->wakeup_ev == NULL || event_add(serv->wakeup_ev, &tv) < 0)
+        msg_fatal("cannot add a wakeup timer");
+}
+
+/* master_serv_create - a new service from a master.cf entry */
+static MASTER_SERV *master_serv_create(MASTER_CTX *ctx, MASTER_ENT *ent)
+{
+    MASTER_SERV *serv = mycalloc(1, sizeof(*serv));
+
+    serv->ctx = ctx;
+    serv->name = mystrdup(ent->name);
+    serv->type = ent->type;
+    serv->private_service = ent->private_service;
+    serv->listen_fd = -1;
+    serv->backoff = (int) ctx->backoff_initial;
+    master_serv_update(serv, ent);
+    return serv;
+}
+
+/* master_serv_close - stop listening (and remove the socket file) */
+static void master_serv_close(MASTER_SERV *serv)
+{
+    if (serv->listen_fd >= 0) {
+        (void) close(serv->listen_fd);
+        serv->listen_fd = -1;
+    }
+    if (serv->sock_path) {
+        if (unlink(serv->sock_path) < 0 && errno != ENOENT)
+            msg_warn("remove %s: %m", serv->sock_path);
+        serv->sock_path = myfree(serv->sock_path);
+    }
+    if (serv->wakeup_ev) {
+        event_free(serv->wakeup_ev);
+        serv->wakeup_ev = NULL;
+    }
+    if (serv->restart_ev) {
+        event_free(serv->restart_ev);
+        serv->restart_ev = NULL;
+    }
+}
+
+/* master_serv_free - release a service that has no processes left */
+static void master_serv_free(MASTER_SERV *serv)
+{
+    master_serv_close(serv);
+    myfree(serv->name);
+    argv_free(serv->argv);
+    myfree(serv->path);
+    myfree(serv);
+}
+
+/* master_proc_status_event - a child says available or busy (or dies) */
+static void master_proc_status_event(evutil_socket_t fd, short what,
+                                     void *arg)
+{
+    MASTER_PROC *proc = arg;
+    MASTER_SERV *serv = proc->serv;
+    char buf[64];
+    ssize_t got = read(fd, buf, sizeof(buf));
+    bool busy = proc->busy;
+
+    if (got < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (got <= 0) {
+        /* Dying: SIGCHLD does the rest. */
+        event_del(proc->status_ev);
+        busy = false;
+    } else {
+        for (ssize_t i = 0; i < got; i++) {
+            if (buf[i] == 'B')
+                busy = true;
+            else if (buf[i] == 'A')
+                busy = false;
+        }
+    }
+    if (busy != proc->busy) {
+        proc->busy = busy;
+        if (!proc->retired)
+            serv->busy += busy ? 1 : -1;
+        master_serv_check(serv);
+    }
+}
+
+/* master_child_setup - in the child: descriptors, environment, then exec */
+static void master_child_exec(MASTER_SERV *serv, int status_fd)
+{
+    MASTER_CTX *ctx = serv->ctx;
+    sigset_t none;
+    int fds[2] = {status_fd, serv->listen_fd};
+    int count = serv->listen_fd >= 0 ? 2 : 1;
+    char listen_count[8];
+
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    signal(SIGPIPE, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGCHLD, SIG_DFL);
+
+    /* Move the descriptors out of the way, then into place (dup2 leaves the
+       copies without close-on-exec; everything else of ours has it). */
+    for (int i = 0; i < count; i++)
+        if ((fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 64)) < 0)
+            msg_fatal("dup: %m");
+    for (int i = 0; i < count; i++)
+        if (dup2(fds[i], MASTER_FD_STATUS + i) < 0)
+            msg_fatal("dup2: %m");
+    snprintf(listen_count, sizeof(listen_count), "%d", count - 1);
+    if (setenv("SLUICE_CONFIG", ctx->config_dir, 1) < 0
+        || setenv("SLUICE_SERVICE", serv->name, 1) < 0
+        || setenv("SLUICE_SERVICE_TYPE", master_serv_type_name(serv->type), 1) < 0
+        || setenv("SLUICE_LISTEN_FDS", listen_count, 1) < 0)
+        msg_fatal("setenv: %m");
+    if (ctx->foreground)
+        (void) setenv("SLUICE_LOG_STDERR", "1", 1);
+    else
+        (void) unsetenv("SLUICE_LOG_STDERR");
+    execv(serv->path, serv->argv->argv);
+    msg_fatal("exec %s: %m", serv->path);
+}
+
+/* master_spawn - start one process of a service */
+static void master_spawn(MASTER_SERV *serv)
+{
+    MASTER_PROC *proc;
+    int pair[2];
+    pid_t pid;
+
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0) {
+        msg_warn("socketpair: %m");
+        return;
+    }
+    switch (pid = fork()) {
+    case -1:
+        msg_warn("fork: %m");
+        (void) close(pair[0]);
+        (void) close(pair[1]);
+        return;
+    case 0:
+        (void) close(pair[0]);
+        master_child_exec(serv, pair[1]);
+        _exit(1);
+    default:
+        break;
+    }
+    (void) close(pair[1]);
+    proc = mycalloc(1, sizeof(*proc));
+    proc->pid = pid;
+    proc->serv = serv;
+    proc->status_fd = pair[0];
+    clock_gettime(CLOCK_MONOTONIC, &proc->started);
+    (void) fcntl(pair[0], F_SETFL, fcntl(pair[0], F_GETFL) | O_NONBLOCK);
+    proc->status_ev = event_new(serv->ctx->base, pair[0], EV_READ | EV_PERSIST,
+                                master_proc_status_event, proc);
+    if (proc->status_ev == NULL || event_add(proc->status_ev, NULL) < 0)
+        msg_fatal("cannot watch a child's status");
+    proc->next = serv->procs;
+    serv->procs = proc;
+    serv->live++;
+    if (msg_verbose_get())
+        msg_info("started %s pid %ld for service %s", serv->path, (long) pid,
+                 serv->name);
+}
+
+/* master_restart_event - a service's back-off is over */
+static void master_restart_event(evutil_socket_t fd, short what, void *arg)
+{
+    MASTER_SERV *serv = arg;
+
+    serv->throttled = false;
+    master_serv_check(serv);
+}
+
+/* master_serv_throttle - wait before starting the service again */
+static void master_serv_throttle(MASTER_SERV *serv)
+{
+    MASTER_CTX *ctx = serv->ctx;
+    struct timeval tv = {serv->backoff, 0};
+
+    msg_warn("service %s: process died too quickly, restarting in %d second%s",
+             serv->name, serv->backoff, serv->backoff == 1 ? "" : "s");
+    serv->throttled = true;
+    if (serv->restart_ev == NULL)
+        serv->restart_ev = evtimer_new(ctx->base, master_restart_event, serv);
+    if (serv->restart_ev == NULL || evtimer_add(serv->restart_ev, &tv) < 0)
+        msg_fatal("cannot add a restart timer");
+    if (serv->backoff < ctx->backoff_max)
+        serv->backoff = serv->backoff * 2 > ctx->backoff_max
+                            ? (int) ctx->backoff_max : serv->backoff * 2;
+}
+
+/* master_serv_check - start processes the service needs */
+static void master_serv_check(MASTER_SERV *serv)
+{
+    MASTER_CTX *ctx = serv->ctx;
+
+    if (ctx->stopping || serv->throttled || !serv->seen)
+        return;
+    if (serv->live == 0
+        || (serv->busy >= serv->live
+            && (serv->maxproc == 0 || serv->live < serv->maxproc)))
+        master_spawn(serv);
+}
+
+/* master_services_open - bind every service of master.cf (at start) */
+int master_services_open(MASTER_CTX *ctx, const MASTER_CF *cf, VSTR *why)
+{
+    MASTER_SERV **tail = &ctx->servs;
+
+    for (size_t i = 0; i < cf->count; i++) {
+        MASTER_SERV *serv = master_serv_create(ctx, &cf->ents[i]);
+
+        serv->seen = true;
+        *tail = serv;
+        tail = &serv->next;
+        if (master_serv_listen(serv, why) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* master_services_start - start the first process of every service */
+void master_services_start(MASTER_CTX *ctx)
+{
+    for (MASTER_SERV *serv = ctx->servs; serv; serv = serv->next) {
+        master_serv_wakeup_arm(serv);
+        master_serv_check(serv);
+    }
+}
+
+/* master_serv_retire - ask every process of a service to finish and go */
+static void master_serv_retire(MASTER_SERV *serv)
+{
+    for (MASTER_PROC *proc = serv->procs; proc; proc = proc->next) {
+        if (proc->retired)
+            continue;
+        proc->retired = true;
+        serv->live--;
+        if (proc->busy)
+            serv->busy--;
+        if (kill(proc->pid, SIGHUP) < 0 && errno != ESRCH)
+            msg_warn("kill %ld: %m", (long) proc->pid);
+    }
+}
+
+/* master_services_reload - apply a new master.cf */
+void master_services_reload(MASTER_CTX *ctx, const MASTER_CF *cf)
+{
+    MASTER_SERV **tail;
+    VSTR *why = vstr_alloc(100);
+
+    for (MASTER_SERV *serv = ctx->servs; serv; serv = serv->next)
+        serv->seen = false;
+    for (size_t i = 0; i < cf->count; i++) {
+        MASTER_ENT *ent = &cf->ents[i];
+        MASTER_SERV *serv;
+
+        for (serv = ctx->servs; serv; serv = serv->next)
+            if (serv->listen_fd >= 0 && master_serv_same(serv, ent))
+                break;
+        if (serv != NULL) {
+            master_serv_update(serv, ent);
+            serv->seen = true;
+            serv->backoff = (int) ctx->backoff_initial;
+            master_serv_retire(serv);
+            continue;
+        }
+        serv = master_serv_create(ctx, ent);
+        if (master_serv_listen(serv, why) < 0) {
+            msg_warn("%s", vstr_str(why));
+            master_serv_free(serv);
+            continue;
+        }
+        serv->seen = true;
+        for (tail = &ctx->servs; *tail; tail = &(*tail)->next)
+             /* void */ ;
+        *tail = serv;
+    }
+    /* Services no longer in master.cf: close, retire, free when empty. */
+    for (tail = &ctx->servs; *tail;) {
+        MASTER_SERV *serv = *tail;
+
+        if (serv->seen) {
+            master_serv_wakeup_arm(serv);
+            serv->throttled = false;
+            if (serv->restart_ev)
+                evtimer_del(serv->restart_ev);
+            master_serv_check(serv);
+            tail = &serv->next;
+            continue;
+        }
+        master_serv_close(serv);
+        master_serv_retire(serv);
+        if (serv->procs == NULL) {
+            *tail = serv->next;
+            master_serv_free(serv);
+        } else {
+            tail = &serv->next;
+        }
+    }
+    vstr_free(why);
+}
+
+/* master_proc_find - the process record of pid, and its service */
+static MASTER_PROC *master_proc_unlink(MASTER_CTX *ctx, pid_t pid)
+{
+    for (MASTER_SERV *serv = ctx->servs; serv; serv = serv->next) {
+        for (MASTER_PROC **pp = &serv->procs; *pp; pp = &(*pp)->next) {
+            MASTER_PROC *proc = *pp;
+
+            if (proc->pid == pid) {
+                *pp = proc->next;
+                return proc;
+            }
+        }
+    }
+    return NULL;
+}
+
+/* master_proc_gone - account for a reaped child */
+static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
+{
+    MASTER_SERV *serv = proc->serv;
+    double lived = master_elapsed(&proc->started);
+    bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+
+    if (!proc->retired) {
+        serv->live--;
+        if (proc->busy)
+            serv->busy--;
+    }
+    if (!proc->retired && !ctx->stopping) {
+        if (WIFSIGNALED(status))
+            msg_warn("process %s pid %ld killed by signal %d", serv->path,
+                     (long) proc->pid, WTERMSIG(status));
+        else if (failed)
+            msg_warn("process %s pid %ld exit status %d", serv->path,
+                     (long) proc->pid, WEXITSTATUS(status));
+        if (lived < MASTER_STABLE_SECONDS && serv->seen && !serv->throttled)
+            master_serv_throttle(serv);
+        else if (lived >= MASTER_STABLE_SECONDS)
+            serv->backoff = (int) ctx->backoff_initial;
+    }
+    event_free(proc->status_ev);
+    (void) close(proc->status_fd);
+    myfree(proc);
+    master_serv_check(serv);
+}
+
+/* master_services_reap - collect every child that has exited */
+void master_services_reap(MASTER_CTX *ctx)
+{
+    MASTER_SERV **tail;
+    pid_t pid;
+    int status;
+
+    while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+        MASTER_PROC *proc = master_proc_unlink(ctx, pid);
+
+        if (proc == NULL) {
+            if (msg_verbose_get())
+                msg_info("reaped unknown pid %ld", (long) pid);
+            continue;
+        }
+        master_proc_gone(ctx, proc, status);
+    }
+    /* Free removed services whose last process has gone. */
+    for (tail = &ctx->servs; *tail;) {
+        MASTER_SERV *serv = *tail;
+
+        if (!serv->seen && serv->procs == NULL) {
+            *tail = serv->next;
+            master_serv_free(serv);
+        } else {
+            tail = &serv->next;
+        }
+    }
+}
+
+/* master_services_stop - close every listener and SIGTERM every child */
+void master_services_stop(MASTER_CTX *ctx)
+{
+    for (MASTER_SERV *serv = ctx->servs; serv; serv = serv->next) {
+        master_serv_close(serv);
+        for (MASTER_PROC *proc = serv->procs; proc; proc = proc->next)
+            if (kill(proc->pid, SIGTERM) < 0 && errno != ESRCH)
+                msg_warn("kill %ld: %m", (long) proc->pid);
+    }
+}
+
+/* master_services_kill - SIGKILL whatever still runs (stop took too long) */
+void master_services_kill(MASTER_CTX *ctx)
+{
+    for (MASTER_SERV *serv = ctx->servs; serv; serv = serv->next)
+        for (MASTER_PROC *proc = serv->procs; proc; proc = proc->next) {
+            msg_warn("process %s pid %ld did not stop: killing it", serv->path,
+                     (long) proc->pid);
+            (void) kill(proc->pid, SIGKILL);
+        }
+}
+
+/* master_services_idle - no child left */
+bool master_services_idle(const MASTER_CTX *ctx)
+{
+    for (const MASTER_SERV *serv = ctx->servs; serv; serv = serv->next)
+        if (serv->procs)
+            return false;
+    return true;
+}
+
+/* master_services_free - release every service (at exit) */
+void master_services_free(MASTER_CTX *ctx)
+{
+    while (ctx->servs) {
+        MASTER_SERV *serv = ctx->servs;
+
+        ctx->servs = serv->next;
+        while (serv->procs) {
+            MASTER_PROC *proc = serv->procs;
+
+            serv->procs = proc->next;
+            event_free(proc->status_ev);
+            (void) close(proc->status_fd);
+            myfree(proc);
+        }
+        master_serv_free(serv);
+    }
+}
