@@ -1,0 +1,414 @@
+/*
+ * cleanup - the daemon that turns a message source's stream into a queue file
+ *
+ * smtpd, pickup and later the HTTP API connect to private/cleanup and speak
+ * the protocol of global/cleanup_proto.h. Each connection is a libevent
+ * bufferevent; the attribute lists it carries drive one message at a time
+ * (cleanup_message.c). The answer to END is written only after the queue
+ * file and incoming/ are on stable storage; then qmgr gets a wake-up
+ * trigger (which may be lost: qmgr also scans). A protocol violation or a
+ * lost connection drops the connection and removes the partial file.
+ */
+#include "sys_defs.h"
+
+#include <signal.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "attr.h"
+#include "cleanup.h"
+#include "cleanup_proto.h"
+#include "mail_conf.h"
+#include "mail_server.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "trigger.h"
+#include "vstr.h"
+
+#define CLEANUP_STALE_AGE (24 * 3600) /* crash leftovers older than this */
+#define CLEANUP_DEF_TIMEOUT 3600 /* idle client, seconds */
+#define CLEANUP_DEF_HEADER_LIMIT 102400
+
+/* The filter seam: header/body checks and DKIM signing go here. */
+static const CLEANUP_FILTER *const cleanup_filters[] = {
+    NULL,
+};
+
+typedef struct CLEANUP_CTX {
+    CLEANUP_CONF conf;
+    MAIL_SERVER *server;
+    char *trigger_path; /* queue_dir/public/qmgr */
+    int timeout; /* seconds */
+    int conn_count;
+    bool trigger_pending;
+} CLEANUP_CTX;
+
+typedef enum CLEANUP_STATE {
+    CLEANUP_STATE_IDLE, /* expect BEGIN */
+    CLEANUP_STATE_ENVELOPE, /* RCPT, DATA or END */
+    CLEANUP_STATE_CONTENT, /* DATA or END */
+} CLEANUP_STATE;
+
+typedef struct CLEANUP_CONN {
+    CLEANUP_CTX *ctx;
+    struct bufferevent *bev;
+    CLEANUP_MSG *msg;
+    CLEANUP_STATE state;
+    VSTR *why;
+} CLEANUP_CONN;
+
+/* cleanup_conn_free - close the connection; a message in hand is removed */
+static void cleanup_conn_free(CLEANUP_CONN *conn)
+{
+    CLEANUP_CTX *ctx = conn->ctx;
+
+    bufferevent_free(conn->bev);
+    conn->msg = cleanup_msg_free(conn->msg);
+    vstr_free(conn->why);
+    myfree(conn);
+    ctx->conn_count--;
+    if (ctx->conn_count == 0 && mail_server_retiring(ctx->server))
+        mail_server_exit(ctx->server, 0);
+}
+
+/* cleanup_reply - send a STATUS list */
+static void cleanup_reply(CLEANUP_CONN *conn, int status, const char *reason,
+                          const char *qid)
+{
+    ATTR_LIST *list = attr_list_alloc();
+    VSTR *wire = vstr_alloc(128);
+
+    attr_add_int(list, "status", status);
+    if (status != 0 && reason != NULL)
+        attr_add_str(list, "reason", reason);
+    if (qid != NULL)
+        attr_add_str(list, "queue_id", qid);
+    attr_list_encode(list, wire);
+    if (bufferevent_write(conn->bev, vstr_str(wire), vstr_len(wire)) < 0)
+        msg_warn("cannot queue a reply to the client");
+    vstr_free(wire);
+    attr_list_free(list);
+}
+
+/* cleanup_trigger_event - wake qmgr, after the reply went out */
+static void cleanup_trigger_event(evutil_socket_t fd, short what, void *arg)
+{
+    CLEANUP_CTX *ctx = arg;
+
+    ctx->trigger_pending = false;
+    if (trigger_send(ctx->trigger_path, TRIGGER_WAKEUP) < 0 &&
+        msg_verbose_get())
+        msg_info("trigger %s: %m (qmgr will scan)", ctx->trigger_path);
+}
+
+/* cleanup_wake_qmgr - schedule one wake-up for any number of commits */
+static void cleanup_wake_qmgr(CLEANUP_CTX *ctx)
+{
+    static const struct timeval now = {0, 0};
+
+    if (ctx->trigger_pending)
+        return;
+    if (event_base_once(mail_server_base(ctx->server), -1, EV_TIMEOUT,
+                        cleanup_trigger_event, ctx, &now) == 0)
+        ctx->trigger_pending = true;
+}
+
+/* cleanup_check - strict check of a list against its table */
+static bool cleanup_check(CLEANUP_CONN *conn, const ATTR_LIST *list,
+                          const ATTR_SPEC *spec, size_t count)
+{
+    return attr_list_check(list, spec, count, conn->why) == 0;
+}
+
+/* cleanup_begin - BEGIN: a new message, answered with its queue ID */
+static bool cleanup_begin(CLEANUP_CONN *conn, const ATTR_LIST *list)
+{
+    CLEANUP_BEGIN req;
+
+    if (!cleanup_check(conn, list, cleanup_begin_spec,
+                       SLUICE_ARRAY_LEN(cleanup_begin_spec)))
+        return false;
+    if (conn->state != CLEANUP_STATE_IDLE) {
+        /* A client may give up on a message whose BEGIN failed. */
+        if (conn->msg == NULL || conn->msg->status == 0) {
+            vstr_cpy(conn->why, "begin inside a message");
+            return false;
+        }
+        conn->msg = cleanup_msg_free(conn->msg);
+    }
+    memset(&req, 0, sizeof(req));
+    (void) attr_get_int(list, "flags", &req.flags);
+    req.sender = attr_get_str(list, "sender");
+    req.origin = attr_get_str(list, "origin");
+    req.client_name = attr_get_str(list, "client_name");
+    req.client_addr = attr_get_str(list, "client_addr");
+    req.helo_name = attr_get_str(list, "helo_name");
+    req.protocol = attr_get_str(list, "protocol");
+    if (!attr_get_int(list, "size", &req.size))
+        req.size = -1;
+    req.ret = attr_get_str(list, "ret");
+    req.envid = attr_get_str(list, "envid");
+    req.sasl_username = attr_get_str(list, "sasl_username");
+    conn->msg = cleanup_msg_begin(&conn->ctx->conf, &req, cleanup_filters);
+    conn->state = CLEANUP_STATE_ENVELOPE;
+    cleanup_reply(conn, conn->msg->status, vstr_str(conn->msg->reason),
+                  conn->msg->qid);
+    return true;
+}
+
+/* cleanup_rcpt - RCPT: one recipient */
+static bool cleanup_rcpt(CLEANUP_CONN *conn, const ATTR_LIST *list)
+{
+    if (!cleanup_check(conn, list, cleanup_rcpt_spec,
+                       SLUICE_ARRAY_LEN(cleanup_rcpt_spec)))
+        return false;
+    if (conn->state != CLEANUP_STATE_ENVELOPE) {
+        vstr_cpy(conn->why, conn->state == CLEANUP_STATE_IDLE
+                                ? "rcpt outside a message"
+                                : "rcpt after data");
+        return false;
+    }
+    cleanup_msg_rcpt(conn->msg, attr_get_str(list, "address"),
+                     attr_get_str(list, "orcpt"), attr_get_str(list, "notify"));
+    return true;
+}
+
+/* cleanup_data - DATA: a chunk of the content */
+static bool cleanup_data(CLEANUP_CONN *conn, const ATTR_LIST *list)
+{
+    const char *data;
+    size_t len;
+
+    if (!cleanup_check(conn, list, cleanup_data_spec,
+                       SLUICE_ARRAY_LEN(cleanup_data_spec)))
+        return false;
+    if (conn->state == CLEANUP_STATE_IDLE) {
+        vstr_cpy(conn->why, "data outside a message");
+        return false;
+    }
+    data = attr_get_data(list, "data", &len);
+    if (len > CLEANUP_CHUNK_MAX) {
+        vstr_sprintf(conn->why, "data chunk of %zu bytes", len);
+        return false;
+    }
+    conn->state = CLEANUP_STATE_CONTENT;
+    cleanup_msg_data(conn->msg, data, len);
+    return true;
+}
+
+/* cleanup_end - END: commit or abort, then answer */
+static bool cleanup_end(CLEANUP_CONN *conn, const ATTR_LIST *list)
+{
+    long long abort = 0;
+    int status;
+
+    if (!cleanup_check(conn, list, cleanup_end_spec,
+                       SLUICE_ARRAY_LEN(cleanup_end_spec)))
+        return false;
+    if (conn->state == CLEANUP_STATE_IDLE) {
+        vstr_cpy(conn->why, "end outside a message");
+        return false;
+    }
+    (void) attr_get_int(list, "abort", &abort);
+    status = cleanup_msg_end(conn->msg, abort != 0);
+    cleanup_reply(conn, status, vstr_str(conn->msg->reason), conn->msg->qid);
+    if (conn->msg->committed)
+        cleanup_wake_qmgr(conn->ctx);
+    conn->msg = cleanup_msg_free(conn->msg);
+    conn->state = CLEANUP_STATE_IDLE;
+    return true;
+}
+
+/* cleanup_request - dispatch one list; false: drop the connection */
+static bool cleanup_request(CLEANUP_CONN *conn, const ATTR_LIST *list)
+{
+    const char *request = attr_get_str(list, "request");
+
+    if (request == NULL) {
+        vstr_cpy(conn->why, "list without request");
+        return false;
+    }
+    if (strcmp(request, CLEANUP_REQ_BEGIN) == 0)
+        return cleanup_begin(conn, list);
+    if (strcmp(request, CLEANUP_REQ_RCPT) == 0)
+        return cleanup_rcpt(conn, list);
+    if (strcmp(request, CLEANUP_REQ_DATA) == 0)
+        return cleanup_data(conn, list);
+    if (strcmp(request, CLEANUP_REQ_END) == 0)
+        return cleanup_end(conn, list);
+    vstr_cpy(conn->why, "unknown request");
+    return false;
+}
+
+/* cleanup_protocol_error - log, drop the connection and the message */
+static void cleanup_protocol_error(CLEANUP_CONN *conn)
+{
+    msg_warn("%s%sprotocol error: %s; connection dropped",
+             conn->msg ? conn->msg->qid : "", conn->msg ? ": " : "",
+             vstr_str(conn->why));
+    cleanup_conn_free(conn);
+}
+
+/* cleanup_read_event - decode and handle every complete list */
+static void cleanup_read_event(struct bufferevent *bev, void *arg)
+{
+    CLEANUP_CONN *conn = arg;
+    struct evbuffer *input = bufferevent_get_input(bev);
+    size_t avail;
+
+    while ((avail = evbuffer_get_length(input)) > 0) {
+        size_t want =
+            avail > CLEANUP_LIST_MAX + 1 ? CLEANUP_LIST_MAX + 1 : avail;
+        const char *buf = (const char *) evbuffer_pullup(input, (ssize_t) want);
+        ATTR_LIST *list = NULL;
+        size_t used = 0;
+        int ret;
+
+        vstr_reset(conn->why);
+        ret = attr_list_decode(buf, want, CLEANUP_LIST_MAX, &used, &list,
+                               conn->why);
+        if (ret == 0 && want > CLEANUP_LIST_MAX) {
+            vstr_cpy(conn->why, "request too large");
+            ret = -1;
+        }
+        if (ret < 0) {
+            cleanup_protocol_error(conn);
+            return;
+        }
+        if (ret == 0)
+            return; /* the rest comes later */
+        evbuffer_drain(input, used);
+        if (!cleanup_request(conn, list)) {
+            attr_list_free(list);
+            cleanup_protocol_error(conn);
+            return;
+        }
+        attr_list_free(list);
+    }
+}
+
+/* cleanup_event - EOF, error or timeout: the message in hand is lost */
+static void cleanup_event(struct bufferevent *bev, short what, void *arg)
+{
+    CLEANUP_CONN *conn = arg;
+
+    if (conn->msg != NULL)
+        msg_info("%s: %s with client while receiving the message;"
+                 " message discarded",
+                 conn->msg->qid,
+                 (what & BEV_EVENT_TIMEOUT) ? "timeout" : "lost connection");
+    cleanup_conn_free(conn);
+}
+
+/* cleanup_accept - a new client connection */
+static void cleanup_accept(MAIL_SERVER *server, int fd, void *arg)
+{
+    CLEANUP_CTX *ctx = arg;
+    CLEANUP_CONN *conn = mycalloc(1, sizeof(*conn));
+    struct timeval timeout = {ctx->timeout, 0};
+
+    conn->ctx = ctx;
+    conn->state = CLEANUP_STATE_IDLE;
+    conn->why = vstr_alloc(64);
+    conn->bev = bufferevent_socket_new(mail_server_base(server), fd,
+                                       BEV_OPT_CLOSE_ON_FREE);
+    if (conn->bev == NULL) {
+        msg_warn("cannot create a bufferevent for a client");
+        (void) close(fd);
+        vstr_free(conn->why);
+        myfree(conn);
+        return;
+    }
+    ctx->conn_count++;
+    bufferevent_setcb(conn->bev, cleanup_read_event, NULL, cleanup_event, conn);
+    bufferevent_set_timeouts(conn->bev, &timeout, &timeout);
+    bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+}
+
+/* cleanup_conf_size - a size parameter, or def when unset or unknown */
+static long long cleanup_conf_size(const MAIL_CONF *conf, const char *name,
+                                   long long def)
+{
+    if (*mail_conf_str(conf, name) == 0)
+        return def;
+    return mail_conf_size(conf, name);
+}
+
+/* cleanup_pre_loop - read main.cf once; clear what a crash left */
+static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
+{
+    CLEANUP_CTX *ctx = arg;
+    const MAIL_CONF *conf = mail_server_conf(server);
+    VSTR *path = vstr_alloc(100);
+    char host[256];
+    long long timeout;
+
+    ctx->server = server;
+    /* A client that goes away must not kill us while we answer it. */
+    signal(SIGPIPE, SIG_IGN);
+    ctx->conf.queue_dir = mystrdup(mail_conf_str(conf, "queue_directory"));
+    if (*ctx->conf.queue_dir == 0)
+        msg_fatal("queue_directory is not set");
+    ctx->conf.myhostname = mystrdup(mail_conf_str(conf, "myhostname"));
+    if (*ctx->conf.myhostname == 0) {
+        myfree(ctx->conf.myhostname);
+        if (gethostname(host, sizeof(host)) < 0)
+            msg_fatal("gethostname: %m");
+        host[sizeof(host) - 1] = 0;
+        ctx->conf.myhostname = mystrdup(host);
+    }
+    ctx->conf.myorigin = mystrdup(mail_conf_str(conf, "myorigin"));
+    if (*ctx->conf.myorigin == 0) {
+        myfree(ctx->conf.myorigin);
+        ctx->conf.myorigin = mystrdup(ctx->conf.myhostname);
+    }
+    ctx->conf.message_size_limit =
+        cleanup_conf_size(conf, "message_size_limit", 10240000);
+    ctx->conf.header_size_limit =
+        cleanup_conf_size(conf, "header_size_limit", CLEANUP_DEF_HEADER_LIMIT);
+    timeout = *mail_conf_str(conf, "daemon_timeout")
+                  ? mail_conf_time(conf, "daemon_timeout")
+                  : CLEANUP_DEF_TIMEOUT;
+    ctx->timeout = timeout > 0 && timeout < INT32_MAX ? (int) timeout
+                                                      : CLEANUP_DEF_TIMEOUT;
+    vstr_sprintf(path, "%s/public/qmgr", ctx->conf.queue_dir);
+    ctx->trigger_path = vstr_export(path);
+    cleanup_remove_stale(&ctx->conf, CLEANUP_STALE_AGE);
+}
+
+/* cleanup_retire - finish the messages in hand, then exit */
+static void cleanup_retire(MAIL_SERVER *server, void *arg)
+{
+    CLEANUP_CTX *ctx = arg;
+
+    if (ctx->conn_count == 0)
+        mail_server_exit(server, 0);
+}
+
+/* cleanup_ctx_release - free what pre_loop read (ASan leak reports) */
+static void cleanup_ctx_release(CLEANUP_CTX *ctx)
+{
+    ctx->conf.queue_dir = myfree(ctx->conf.queue_dir);
+    ctx->conf.myhostname = myfree(ctx->conf.myhostname);
+    ctx->conf.myorigin = myfree(ctx->conf.myorigin);
+    ctx->trigger_path = myfree(ctx->trigger_path);
+}
+
+/* main - the cleanup daemon */
+int main(int argc, char **argv)
+{
+    static const MAIL_SERVER_OPS ops = {
+        .pre_loop = cleanup_pre_loop,
+        .on_accept = cleanup_accept,
+        .on_retire = cleanup_retire,
+    };
+    CLEANUP_CTX ctx;
+    int status;
+
+    memset(&ctx, 0, sizeof(ctx));
+    status = mail_server_main(argc, argv, "cleanup", &ops, &ctx);
+    cleanup_ctx_release(&ctx);
+    return status;
+}

@@ -1,0 +1,141 @@
+/*
+ * cleanup - internals shared by the cleanup daemon's modules
+ *
+ * cleanup.c         the daemon: configuration, connections, the protocol of
+ *                   global/cleanup_proto.h, waking qmgr
+ * cleanup_message.c one message: the queue file under a temporary name in
+ *                   incoming/, envelope records, commit (fsync, rename,
+ *                   fsync incoming/) or removal
+ * cleanup_content.c the content: header block parsing and fixes (missing
+ *                   Message-ID, Date, From), the filter seam, body records
+ *
+ * Filters are the seam for header/body checks and later DKIM signing: a
+ * table of CLEANUP_FILTER, each called for every header (which it may
+ * rewrite or drop), for every body chunk, and at the end of the message;
+ * any may reject the message with an SMTP status.
+ */
+#ifndef CLEANUP_H
+#define CLEANUP_H
+
+#include "sys_defs.h"
+
+#include <sys/time.h>
+
+#include "qfile.h"
+#include "vstr.h"
+
+#define CLEANUP_TMP_PREFIX ".tmp." /* incoming/.tmp.QID until commit */
+
+/* What the daemon reads from main.cf once. */
+typedef struct CLEANUP_CONF {
+    char *queue_dir;
+    char *myhostname;
+    char *myorigin;
+    long long message_size_limit; /* bytes of content; 0: none */
+    long long header_size_limit; /* header block beyond: body */
+} CLEANUP_CONF;
+
+/* The envelope of BEGIN, as received (strings may be NULL when absent). */
+typedef struct CLEANUP_BEGIN {
+    long long flags; /* CLEANUP_FLAG_* */
+    const char *sender;
+    const char *origin;
+    const char *client_name;
+    const char *client_addr;
+    const char *helo_name;
+    const char *protocol;
+    long long size; /* SIZE=, -1 when absent */
+    const char *ret;
+    const char *envid;
+    const char *sasl_username;
+} CLEANUP_BEGIN;
+
+typedef struct CLEANUP_MSG CLEANUP_MSG;
+
+/* A filter's answer for a header. */
+typedef enum CLEANUP_FILTER_ACT {
+    CLEANUP_FILTER_KEEP, /* keep the (maybe rewritten) header */
+    CLEANUP_FILTER_DROP, /* remove the header */
+} CLEANUP_FILTER_ACT;
+
+typedef struct CLEANUP_FILTER {
+    const char *name;
+    /* A message begins: per-message state, or NULL. */
+    void *(*begin)(CLEANUP_MSG *msg);
+    /* One header, all its lines, each ending in LF; may rewrite it. */
+    CLEANUP_FILTER_ACT (*header)(void *state, CLEANUP_MSG *msg, VSTR *header);
+    /* The header block is complete (missing headers added). */
+    void (*end_headers)(void *state, CLEANUP_MSG *msg);
+    /* A chunk of the body, as it is written. */
+    void (*body)(void *state, CLEANUP_MSG *msg, const char *data, size_t len);
+    /* The content is complete, before commit (a DKIM signer signs here). */
+    void (*end)(void *state, CLEANUP_MSG *msg);
+    void (*free)(void *state);
+} CLEANUP_FILTER;
+
+/*
+ * One message. Every failure is recorded in the message (status, reason)
+ * and later calls do nothing more than count, so the protocol code only
+ * asks for the status at BEGIN and END.
+ */
+struct CLEANUP_MSG {
+    const CLEANUP_CONF *conf;
+    const CLEANUP_FILTER *const *filters; /* NULL-terminated */
+    void **filter_state;
+    size_t filter_count;
+    char qid[64];
+    char *tmp_path; /* incoming/.tmp.QID */
+    char *final_path; /* incoming/QID */
+    int fd; /* -1 when closed */
+    QFILE_WRITER *writer;
+    int status; /* 0 or an SMTP reply code */
+    VSTR *reason; /* "4.3.0 queue file write error" */
+    bool committed;
+    long long flags;
+    char *sender; /* qualified */
+    struct timeval arrival;
+    int rcpt_count;
+    long long received; /* content bytes received */
+    /* Content state (cleanup_content.c). */
+    bool in_content; /* M record written */
+    bool in_body;
+    VSTR *line; /* partial line while in headers */
+    VSTR *header; /* current header, with its lines */
+    long long header_bytes;
+    bool seen_message_id;
+    bool seen_date;
+    bool seen_from;
+    char *message_id; /* for the log */
+    int last_byte; /* of the content written, or -1 */
+};
+
+/* cleanup_message.c */
+extern CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
+                                      const CLEANUP_BEGIN *req,
+                                      const CLEANUP_FILTER *const *filters);
+extern void cleanup_msg_rcpt(CLEANUP_MSG *msg, const char *address,
+                             const char *orcpt, const char *notify);
+extern void cleanup_msg_data(CLEANUP_MSG *msg, const char *data, size_t len);
+/* cleanup_msg_end - commit (or abort): the status to send */
+extern int cleanup_msg_end(CLEANUP_MSG *msg, bool abort);
+/* cleanup_msg_free - remove the file unless committed; returns NULL */
+extern CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg);
+/* cleanup_msg_fail - record a failure (the first one wins) and remove the
+   partial file at once */
+extern void cleanup_msg_fail(CLEANUP_MSG *msg, int status, const char *reason);
+/* cleanup_qualify - addr, or addr@myorigin when addr has no @ */
+extern char *cleanup_qualify(const CLEANUP_CONF *conf, const char *addr);
+/* cleanup_remove_stale - remove temporary files older than max_age */
+extern void cleanup_remove_stale(const CLEANUP_CONF *conf, time_t max_age);
+
+/* cleanup_content.c */
+extern void cleanup_content_init(CLEANUP_MSG *msg);
+extern void cleanup_content_data(CLEANUP_MSG *msg, const char *data,
+                                 size_t len);
+extern void cleanup_content_end(CLEANUP_MSG *msg);
+extern void cleanup_content_free(CLEANUP_MSG *msg);
+/* cleanup_content_write - content bytes into the queue file */
+extern void cleanup_content_write(CLEANUP_MSG *msg, const char *data,
+                                  size_t len);
+
+#endif

@@ -1,0 +1,250 @@
+/*
+ * cleanup_content - the message content: headers, fixes, filters, body
+ *
+ * Content arrives in chunks that split lines anywhere. While in the header
+ * block, chunks are cut into lines and lines into headers (a header is its
+ * first line and its continuation lines); each header goes through the
+ * filters and is written. The header block ends at an empty line, at a line
+ * that is no header (an empty line is then inserted, as Postfix does), or
+ * when it grows past header_size_limit (the rest is body). Then the missing
+ * Message-ID:, Date: and, for local submissions, From: are added, and the
+ * body is streamed to the queue file chunk by chunk as it comes, 8-bit
+ * clean. A message whose last line lacks its newline gets one.
+ */
+#include "sys_defs.h"
+
+#include <time.h>
+
+#include "cleanup.h"
+#include "cleanup_proto.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "qfile.h"
+#include "vstr.h"
+
+/* cleanup_content_init - content state of a new message */
+void cleanup_content_init(CLEANUP_MSG *msg)
+{
+    msg->line = vstr_alloc(256);
+    msg->header = vstr_alloc(256);
+}
+
+/* cleanup_content_free - release the content state */
+void cleanup_content_free(CLEANUP_MSG *msg)
+{
+    msg->line = vstr_free(msg->line);
+    msg->header = vstr_free(msg->header);
+    msg->message_id = myfree(msg->message_id);
+}
+
+/* cleanup_content_write - content bytes into the queue file */
+void cleanup_content_write(CLEANUP_MSG *msg, const char *data, size_t len)
+{
+    if (msg->status || len == 0)
+        return;
+    qfile_put_content(msg->writer, data, len);
+    msg->last_byte = (unsigned char) data[len - 1];
+}
+
+/* cleanup_header_name_len - length of the header name before ':', 0 when
+   the line is no header (RFC 5322: printable ASCII but ':') */
+static size_t cleanup_header_name_len(const char *line, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char) line[i];
+
+        if (ch == ':')
+            return i;
+        if (ch < 33 || ch > 126)
+            return 0;
+    }
+    return 0;
+}
+
+/* cleanup_header_is - does the header have this name (any case) */
+static bool cleanup_header_is(const VSTR *header, const char *name)
+{
+    size_t len = strlen(name);
+
+    return vstr_len(header) > len && vstr_str(header)[len] == ':' &&
+           strncasecmp(vstr_str(header), name, len) == 0;
+}
+
+/* cleanup_header_value - the value of a header, unfolded and trimmed */
+static char *cleanup_header_value(const VSTR *header)
+{
+    const char *cp = strchr(vstr_str(header), ':') + 1;
+    VSTR *value = vstr_alloc(64);
+
+    for (; *cp; cp++) {
+        if (*cp == '\r' || *cp == '\n')
+            continue;
+        if ((*cp == ' ' || *cp == '\t') && vstr_len(value) == 0)
+            continue;
+        vstr_addch(value, *cp == '\t' ? ' ' : *cp);
+    }
+    vstr_trim(value);
+    return vstr_export(value);
+}
+
+/* cleanup_header_flush - the current header through the filters, out */
+static void cleanup_header_flush(CLEANUP_MSG *msg)
+{
+    VSTR *header = msg->header;
+
+    if (vstr_len(header) == 0)
+        return;
+    for (size_t i = 0; i < msg->filter_count; i++) {
+        if (msg->filters[i]->header == NULL)
+            continue;
+        if (msg->filters[i]->header(msg->filter_state[i], msg, header) ==
+            CLEANUP_FILTER_DROP) {
+            vstr_reset(header);
+            return;
+        }
+    }
+    if (cleanup_header_is(header, "message-id")) {
+        if (!msg->seen_message_id) {
+            msg->message_id = cleanup_header_value(header);
+            msg_info("%s: message-id=%s", msg->qid, msg->message_id);
+        }
+        msg->seen_message_id = true;
+    } else if (cleanup_header_is(header, "date")) {
+        msg->seen_date = true;
+    } else if (cleanup_header_is(header, "from")) {
+        msg->seen_from = true;
+    }
+    cleanup_content_write(msg, vstr_str(header), vstr_len(header));
+    vstr_reset(header);
+}
+
+/* cleanup_headers_end - add what is missing; the body starts */
+static void cleanup_headers_end(CLEANUP_MSG *msg)
+{
+    VSTR *buf = vstr_alloc(128);
+
+    cleanup_header_flush(msg);
+    if (!msg->seen_message_id) {
+        vstr_sprintf(buf, "<%s@%s>", msg->qid, msg->conf->myhostname);
+        msg->message_id = mystrdup(vstr_str(buf));
+        msg_info("%s: message-id=%s", msg->qid, msg->message_id);
+        vstr_sprintf(buf, "Message-Id: %s\n", msg->message_id);
+        cleanup_content_write(msg, vstr_str(buf), vstr_len(buf));
+    }
+    if (!msg->seen_date) {
+        char date[64];
+        struct tm tm;
+        time_t when = msg->arrival.tv_sec;
+
+        if (localtime_r(&when, &tm) == NULL ||
+            strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z", &tm) == 0)
+            msg_panic("%s: cannot format the date", __func__);
+        vstr_sprintf(buf, "Date: %s\n", date);
+        cleanup_content_write(msg, vstr_str(buf), vstr_len(buf));
+    }
+    if (!msg->seen_from && (msg->flags & CLEANUP_FLAG_LOCAL)) {
+        vstr_sprintf(buf, "From: %s\n",
+                     *msg->sender ? msg->sender : "MAILER-DAEMON");
+        cleanup_content_write(msg, vstr_str(buf), vstr_len(buf));
+    }
+    vstr_free(buf);
+    msg->in_body = true;
+    for (size_t i = 0; i < msg->filter_count; i++)
+        if (msg->filters[i]->end_headers)
+            msg->filters[i]->end_headers(msg->filter_state[i], msg);
+}
+
+/* cleanup_body - body bytes: filters, then the file */
+static void cleanup_body(CLEANUP_MSG *msg, const char *data, size_t len)
+{
+    if (len == 0)
+        return;
+    for (size_t i = 0; i < msg->filter_count; i++)
+        if (msg->filters[i]->body)
+            msg->filters[i]->body(msg->filter_state[i], msg, data, len);
+    cleanup_content_write(msg, data, len);
+}
+
+/* cleanup_header_line - one complete line (with its LF) of the header
+   block; returns true when the line ended the header block */
+static bool cleanup_header_line(CLEANUP_MSG *msg, const char *line, size_t len)
+{
+    msg->header_bytes += (long long) len;
+    if (line[0] == '\n') {
+        cleanup_headers_end(msg);
+        cleanup_body(msg, "\n", 1);
+        return true;
+    }
+    if ((line[0] == ' ' || line[0] == '\t') && vstr_len(msg->header) > 0 &&
+        msg->header_bytes <= msg->conf->header_size_limit) {
+        vstr_ncat(msg->header, line, len);
+        return false;
+    }
+    if (cleanup_header_name_len(line, len) > 0 &&
+        msg->header_bytes <= msg->conf->header_size_limit) {
+        cleanup_header_flush(msg);
+        vstr_ncat(msg->header, line, len);
+        return false;
+    }
+    /* No header (or too many): the body starts with this line. */
+    cleanup_headers_end(msg);
+    cleanup_body(msg, "\n", 1);
+    cleanup_body(msg, line, len);
+    return true;
+}
+
+/* cleanup_content_data - a chunk of the content */
+void cleanup_content_data(CLEANUP_MSG *msg, const char *data, size_t len)
+{
+    while (len > 0 && !msg->in_body) {
+        const char *nl = memchr(data, '\n', len);
+        size_t part = nl ? (size_t) (nl - data) + 1 : len;
+
+        if (nl == NULL) {
+            /* A partial line waits for the rest, within the limit. */
+            vstr_ncat(msg->line, data, part);
+            if ((long long) vstr_len(msg->line) + msg->header_bytes >
+                msg->conf->header_size_limit) {
+                cleanup_headers_end(msg);
+                cleanup_body(msg, "\n", 1);
+                cleanup_body(msg, vstr_str(msg->line), vstr_len(msg->line));
+                vstr_reset(msg->line);
+            }
+            return;
+        }
+        if (vstr_len(msg->line) > 0) {
+            vstr_ncat(msg->line, data, part);
+            cleanup_header_line(msg, vstr_str(msg->line), vstr_len(msg->line));
+            vstr_reset(msg->line);
+        } else {
+            cleanup_header_line(msg, data, part);
+        }
+        data += part;
+        len -= part;
+    }
+    if (len > 0)
+        cleanup_body(msg, data, len);
+}
+
+/* cleanup_content_end - finish the content: partial line, headers, LF */
+void cleanup_content_end(CLEANUP_MSG *msg)
+{
+    if (!msg->in_body) {
+        if (vstr_len(msg->line) > 0) {
+            vstr_addch(msg->line, '\n');
+            cleanup_header_line(msg, vstr_str(msg->line), vstr_len(msg->line));
+            vstr_reset(msg->line);
+        }
+        if (!msg->in_body) {
+            cleanup_headers_end(msg);
+            cleanup_body(msg, "\n", 1);
+        }
+    }
+    if (msg->last_byte != '\n')
+        cleanup_body(msg, "\n", 1);
+    for (size_t i = 0; i < msg->filter_count; i++)
+        if (msg->filters[i]->end && msg->status == 0)
+            msg->filters[i]->end(msg->filter_state[i], msg);
+}

@@ -1,0 +1,321 @@
+/*
+ * cleanup_message - one message: create, fill, commit or remove its file
+ *
+ * The queue file is created as incoming/.tmp.QID, which qmgr never takes
+ * for a queue file (not a valid queue ID). On commit the file is fsynced,
+ * renamed to incoming/QID and incoming/ is fsynced; only then does the
+ * caller answer. Every failure removes the file at once, so nothing
+ * half-written is ever visible, and is remembered in the message so the
+ * caller answers it at END.
+ */
+#include "sys_defs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cleanup.h"
+#include "cleanup_proto.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "qfile.h"
+#include "qid.h"
+#include "safe_file.h"
+#include "vstr.h"
+
+#define CLEANUP_WRITE_ERROR "4.3.0 queue file write error"
+
+/* cleanup_qualify - addr, or addr@myorigin when addr has no @ */
+char *cleanup_qualify(const CLEANUP_CONF *conf, const char *addr)
+{
+    VSTR *buf;
+
+    if (*addr == 0 || strchr(addr, '@') != NULL || *conf->myorigin == 0)
+        return mystrdup(addr);
+    buf = vstr_alloc(64);
+    vstr_sprintf(buf, "%s@%s", addr, conf->myorigin);
+    return vstr_export(buf);
+}
+
+/* cleanup_msg_close - close and remove the partial file */
+static void cleanup_msg_close(CLEANUP_MSG *msg)
+{
+    msg->writer = qfile_writer_free(msg->writer);
+    if (msg->fd >= 0) {
+        (void) close(msg->fd);
+        msg->fd = -1;
+        if (unlink(msg->tmp_path) < 0 && errno != ENOENT)
+            msg_warn("%s: remove %s: %m", msg->qid, msg->tmp_path);
+    }
+}
+
+/* cleanup_msg_fail - record a failure (the first one wins), remove the file */
+void cleanup_msg_fail(CLEANUP_MSG *msg, int status, const char *reason)
+{
+    if (msg->status == 0) {
+        msg->status = status;
+        vstr_cpy(msg->reason, reason);
+    }
+    cleanup_msg_close(msg);
+}
+
+/* cleanup_msg_check_write - turn a writer error into a failure */
+static void cleanup_msg_check_write(CLEANUP_MSG *msg)
+{
+    int err;
+
+    if (msg->writer && (err = qfile_writer_error(msg->writer)) != 0) {
+        msg_warn("%s: write queue file %s: %s", msg->qid, msg->tmp_path,
+                 strerror(err));
+        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
+    }
+}
+
+/* cleanup_msg_attr - one envelope attribute, when present */
+static void cleanup_msg_attr(CLEANUP_MSG *msg, const char *name,
+                             const char *value)
+{
+    if (value != NULL && msg->writer != NULL)
+        qfile_put_attr(msg->writer, name, value);
+}
+
+/* cleanup_msg_begin - start a message: queue ID, file, envelope records */
+CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
+                               const CLEANUP_BEGIN *req,
+                               const CLEANUP_FILTER *const *filters)
+{
+    CLEANUP_MSG *msg = mycalloc(1, sizeof(*msg));
+    char qid[QID_SIZE];
+    VSTR *path = vstr_alloc(100);
+
+    msg->conf = conf;
+    msg->filters = filters;
+    msg->fd = -1;
+    msg->reason = vstr_alloc(40);
+    msg->flags = req->flags;
+    msg->last_byte = -1;
+    gettimeofday(&msg->arrival, NULL);
+    qid_new(qid);
+    if (snprintf(msg->qid, sizeof(msg->qid), "%s", qid) >=
+        (int) sizeof(msg->qid))
+        msg_panic("%s: queue ID too long", __func__);
+    vstr_sprintf(path, "%s/incoming/%s%s", conf->queue_dir, CLEANUP_TMP_PREFIX,
+                 msg->qid);
+    msg->tmp_path = mystrdup(vstr_str(path));
+    vstr_sprintf(path, "%s/incoming/%s", conf->queue_dir, msg->qid);
+    msg->final_path = mystrdup(vstr_str(path));
+    vstr_free(path);
+    msg->sender = cleanup_qualify(conf, req->sender ? req->sender : "");
+    cleanup_content_init(msg);
+
+    for (msg->filter_count = 0; filters && filters[msg->filter_count];)
+        msg->filter_count++;
+    msg->filter_state = mycalloc(msg->filter_count + 1, sizeof(void *));
+    for (size_t i = 0; i < msg->filter_count; i++)
+        if (filters[i]->begin)
+            msg->filter_state[i] = filters[i]->begin(msg);
+
+    if (conf->message_size_limit > 0 && req->size > conf->message_size_limit) {
+        cleanup_msg_fail(msg, 552, "5.3.4 Message size exceeds fixed limit");
+        return msg;
+    }
+    msg->fd =
+        open(msg->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (msg->fd < 0) {
+        msg_warn("%s: create %s: %m", msg->qid, msg->tmp_path);
+        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
+        return msg;
+    }
+    msg->writer = qfile_writer_alloc(msg->fd);
+    qfile_put_time(msg->writer, &msg->arrival);
+    qfile_put_sender(msg->writer, msg->sender);
+    cleanup_msg_attr(msg, "origin", req->origin);
+    cleanup_msg_attr(msg, "client_name", req->client_name);
+    cleanup_msg_attr(msg, "client_addr", req->client_addr);
+    cleanup_msg_attr(msg, "helo_name", req->helo_name);
+    cleanup_msg_attr(msg, "protocol", req->protocol);
+    cleanup_msg_attr(msg, "ret", req->ret);
+    cleanup_msg_attr(msg, "envid", req->envid);
+    cleanup_msg_attr(msg, "sasl_username", req->sasl_username);
+    if (req->flags & CLEANUP_FLAG_8BIT)
+        cleanup_msg_attr(msg, "body_type", "8BITMIME");
+    if (req->flags & CLEANUP_FLAG_SMTPUTF8)
+        cleanup_msg_attr(msg, "smtputf8", "yes");
+    if (req->size >= 0) {
+        char size_text[32];
+
+        (void) snprintf(size_text, sizeof(size_text), "%lld", req->size);
+        cleanup_msg_attr(msg, "size", size_text);
+    }
+    cleanup_msg_check_write(msg);
+    return msg;
+}
+
+/* cleanup_msg_rcpt - one recipient record */
+void cleanup_msg_rcpt(CLEANUP_MSG *msg, const char *address, const char *orcpt,
+                      const char *notify)
+{
+    char *qualified;
+
+    if (msg->in_content)
+        msg_panic("%s: recipient after content", __func__);
+    msg->rcpt_count++;
+    if (msg->status)
+        return;
+    if (*address == 0) {
+        cleanup_msg_fail(msg, 550, "5.1.3 Bad recipient address syntax");
+        return;
+    }
+    qualified = cleanup_qualify(msg->conf, address);
+    qfile_put_rcpt(msg->writer, qualified, orcpt, notify);
+    myfree(qualified);
+    cleanup_msg_check_write(msg);
+}
+
+/* cleanup_msg_start_content - the M record, once */
+static void cleanup_msg_start_content(CLEANUP_MSG *msg)
+{
+    if (!msg->in_content) {
+        msg->in_content = true;
+        if (msg->status == 0)
+            qfile_put_content_begin(msg->writer);
+    }
+}
+
+/* cleanup_msg_data - a chunk of the content */
+void cleanup_msg_data(CLEANUP_MSG *msg, const char *data, size_t len)
+{
+    cleanup_msg_start_content(msg);
+    msg->received += (long long) len;
+    if (msg->conf->message_size_limit > 0 &&
+        msg->received > msg->conf->message_size_limit) {
+        if (msg->status == 0)
+            msg_info("%s: reject: message size %lld exceeds limit %lld",
+                     msg->qid, msg->received, msg->conf->message_size_limit);
+        cleanup_msg_fail(msg, 552, "5.3.4 Message size exceeds fixed limit");
+    }
+    if (msg->status)
+        return;
+    cleanup_content_data(msg, data, len);
+    cleanup_msg_check_write(msg);
+}
+
+/* cleanup_msg_dir - the directory part of path */
+static char *cleanup_msg_dir(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    return slash ? mystrndup(path, (size_t) (slash - path)) : mystrdup(".");
+}
+
+/* cleanup_msg_end - commit or abort; the status to send */
+int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
+{
+    char *dir;
+    long long size;
+
+    if (abort) {
+        cleanup_msg_close(msg);
+        return 0;
+    }
+    if (msg->status == 0 && msg->rcpt_count == 0)
+        cleanup_msg_fail(msg, 554, "5.5.1 Error: no recipients specified");
+    if (msg->status)
+        return msg->status;
+    cleanup_msg_start_content(msg);
+    cleanup_content_end(msg);
+    cleanup_msg_check_write(msg);
+    if (msg->status)
+        return msg->status;
+
+    /* Durability: file, rename, directory -- and only then the answer. */
+    if (qfile_writer_finish(msg->writer) < 0) {
+        msg_warn("%s: write queue file %s: %m", msg->qid, msg->tmp_path);
+        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
+        return msg->status;
+    }
+    size = qfile_writer_content_size(msg->writer);
+    msg->writer = qfile_writer_free(msg->writer);
+    if (close(msg->fd) < 0) {
+        msg->fd = -1;
+        msg_warn("%s: close queue file %s: %m", msg->qid, msg->tmp_path);
+        (void) unlink(msg->tmp_path);
+        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
+        return msg->status;
+    }
+    msg->fd = -1;
+    if (rename(msg->tmp_path, msg->final_path) < 0) {
+        msg_warn("%s: rename %s to %s: %m", msg->qid, msg->tmp_path,
+                 msg->final_path);
+        (void) unlink(msg->tmp_path);
+        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
+        return msg->status;
+    }
+    dir = cleanup_msg_dir(msg->final_path);
+    if (safe_file_fsync_dir(dir) < 0) {
+        /* Not known to be durable: take it back, the client will retry. */
+        msg_warn("%s: fsync %s: %m", msg->qid, dir);
+        (void) unlink(msg->final_path);
+        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
+        myfree(dir);
+        return msg->status;
+    }
+    myfree(dir);
+    msg->committed = true;
+    msg_info("%s: from=<%s>, size=%lld, nrcpt=%d (queue active)", msg->qid,
+             msg->sender, size, msg->rcpt_count);
+    return 0;
+}
+
+/* cleanup_msg_free - remove the file unless committed; returns NULL */
+CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg)
+{
+    if (msg == NULL)
+        return NULL;
+    if (!msg->committed)
+        cleanup_msg_close(msg);
+    for (size_t i = 0; i < msg->filter_count; i++)
+        if (msg->filters[i]->free)
+            msg->filters[i]->free(msg->filter_state[i]);
+    myfree(msg->filter_state);
+    cleanup_content_free(msg);
+    vstr_free(msg->reason);
+    myfree(msg->tmp_path);
+    myfree(msg->final_path);
+    myfree(msg->sender);
+    myfree(msg);
+    return NULL;
+}
+
+/* cleanup_remove_stale - remove temporary files a crash left behind */
+void cleanup_remove_stale(const CLEANUP_CONF *conf, time_t max_age)
+{
+    VSTR *path = vstr_alloc(100);
+    time_t now = time(NULL);
+    struct dirent *entry;
+    struct stat st;
+    DIR *dir;
+
+    vstr_sprintf(path, "%s/incoming", conf->queue_dir);
+    if ((dir = opendir(vstr_str(path))) == NULL) {
+        msg_warn("open directory %s: %m", vstr_str(path));
+        vstr_free(path);
+        return;
+    }
+    while ((entry = readdir(dir)) != NULL) {
+        if (strncmp(entry->d_name, CLEANUP_TMP_PREFIX,
+                    sizeof(CLEANUP_TMP_PREFIX) - 1) != 0)
+            continue;
+        vstr_sprintf(path, "%s/incoming/%s", conf->queue_dir, entry->d_name);
+        if (lstat(vstr_str(path), &st) == 0 && S_ISREG(st.st_mode) &&
+            st.st_mtime + max_age < now) {
+            if (unlink(vstr_str(path)) == 0)
+                msg_info("removed stale temporary file %s", vstr_str(path));
+            else if (errno != ENOENT)
+                msg_warn("remove %s: %m", vstr_str(path));
+        }
+    }
+    closedir(dir);
+    vstr_free(path);
+}

@@ -1,0 +1,814 @@
+/*
+ * smtpd - the SMTP server: one process, many clients, each message streamed
+ * to cleanup
+ *
+ * Each client is a libevent bufferevent. Every complete command line in
+ * the input is handed to the protocol module in order (PIPELINING), and
+ * the replies are appended to the output in the same order. After DATA's
+ * 354 the bytes that follow are content: they go through the DATA decoder
+ * and on to cleanup in chunks of at most CLEANUP_CHUNK_MAX bytes as they
+ * arrive, so a large message is never held in memory.
+ *
+ * Each transaction has its own connection to cleanup, opened at the first
+ * recipient (BEGIN, then wait for the queue ID). While smtpd waits for
+ * cleanup (BEGIN, END) it stops reading that client, so input stays in
+ * order and replies cannot overtake one another. The 250 reply to DATA is
+ * sent only after cleanup's final STATUS, which cleanup sends only after
+ * the queue file and incoming/ are on stable storage. A transaction that
+ * ends any other way (RSET, EHLO, QUIT, a lost client, a refused message)
+ * just closes its cleanup connection, and cleanup removes the partial file.
+ */
+#include "sys_defs.h"
+
+#include <netdb.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "argv.h"
+#include "attr.h"
+#include "cleanup_proto.h"
+#include "mail_conf.h"
+#include "mail_server.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "mynetworks.h"
+#include "smtpd.h"
+#include "sock.h"
+#include "vstr.h"
+
+/* Stop reading a client while this much waits to go out to it or to
+   cleanup; resume when it has drained. */
+#define SMTPD_OUTPUT_HIGH (256 * 1024)
+#define SMTPD_CLEANUP_HIGH (4 * CLEANUP_CHUNK_MAX)
+#define SMTPD_CHUNK_FILL (CLEANUP_CHUNK_MAX - 2) /* decoder may add 2 */
+#define SMTPD_STATUS_MAX 4096 /* a cleanup STATUS list */
+
+typedef struct SMTPD_CTX {
+    SMTPD_CONF conf;
+    MAIL_SERVER *server;
+    char *cleanup_path; /* queue_dir/private/cleanup */
+    int conn_count;
+} SMTPD_CTX;
+
+/* What the session waits for from cleanup; while it waits it reads no
+   client input. */
+typedef enum SMTPD_WAIT {
+    SMTPD_WAIT_NONE,
+    SMTPD_WAIT_BEGIN, /* STATUS with the queue ID */
+    SMTPD_WAIT_END, /* STATUS after commit */
+} SMTPD_WAIT;
+
+typedef struct SMTPD_SESS {
+    SMTPD_CTX *ctx;
+    struct bufferevent *bev; /* the client */
+    SMTPD_PROTO *proto;
+    /* The transaction's connection to cleanup, NULL when none. */
+    struct bufferevent *cleanup;
+    SMTPD_WAIT wait;
+    char qid[64]; /* "" until BEGIN succeeded */
+    /* Content. */
+    bool in_data;
+    SMTPD_DATA data;
+    VSTR *chunk; /* decoded content not yet sent */
+    /* Reading. */
+    bool skipping; /* discarding an overlong command line */
+    bool output_full; /* reading stopped: the client reads no replies */
+    bool cleanup_full; /* reading stopped: cleanup is behind */
+    bool closing; /* last reply queued: close when it is out */
+    VSTR *wire; /* scratch for attribute lists */
+    VSTR *why;
+} SMTPD_SESS;
+
+static void smtpd_process(SMTPD_SESS *sess);
+static void smtpd_cleanup_read_event(struct bufferevent *bev, void *arg);
+static void smtpd_cleanup_write_event(struct bufferevent *bev, void *arg);
+static void smtpd_cleanup_event(struct bufferevent *bev, short what, void *arg);
+
+/* smtpd_flush_reply - queue the protocol's reply text for the client */
+static void smtpd_flush_reply(SMTPD_SESS *sess)
+{
+    VSTR *reply = sess->proto->reply;
+
+    if (vstr_len(reply) == 0)
+        return;
+    if (bufferevent_write(sess->bev, vstr_str(reply), vstr_len(reply)) < 0)
+        msg_warn("cannot queue a reply to %s[%s]", sess->proto->client_name,
+                 sess->proto->client_addr);
+    vstr_reset(reply);
+}
+
+/* smtpd_cleanup_close - drop the cleanup connection (cleanup then removes
+   any partial file) */
+static void smtpd_cleanup_close(SMTPD_SESS *sess)
+{
+    if (sess->cleanup != NULL) {
+        bufferevent_free(sess->cleanup);
+        sess->cleanup = NULL;
+    }
+    sess->wait = SMTPD_WAIT_NONE;
+    sess->qid[0] = 0;
+}
+
+/* smtpd_cleanup_send - encode and queue one list to cleanup */
+static void smtpd_cleanup_send(SMTPD_SESS *sess, ATTR_LIST *list)
+{
+    vstr_reset(sess->wire);
+    attr_list_encode(list, sess->wire);
+    if (sess->cleanup != NULL &&
+        bufferevent_write(sess->cleanup, vstr_str(sess->wire),
+                          vstr_len(sess->wire)) < 0) {
+        msg_warn("cannot queue a request to cleanup");
+        smtpd_cleanup_close(sess);
+    }
+    attr_list_free(list);
+}
+
+/* smtpd_session_free - close the client and whatever it had in hand */
+static void smtpd_session_free(SMTPD_SESS *sess)
+{
+    SMTPD_CTX *ctx = sess->ctx;
+    VSTR *counts = vstr_alloc(100);
+
+    smtpd_cleanup_close(sess);
+    smtpd_proto_counts(sess->proto, counts);
+    msg_info("disconnect from %s[%s]%s", sess->proto->client_name,
+             sess->proto->client_addr, vstr_str(counts));
+    vstr_free(counts);
+    bufferevent_free(sess->bev);
+    smtpd_proto_free(sess->proto);
+    vstr_free(sess->chunk);
+    vstr_free(sess->wire);
+    vstr_free(sess->why);
+    myfree(sess);
+    if (ctx->conn_count-- == ctx->conf.process_connection_limit)
+        mail_server_busy(ctx->server, false);
+    if (ctx->conn_count == 0 && mail_server_retiring(ctx->server))
+        mail_server_exit(ctx->server, 0);
+}
+
+/* smtpd_close - send what is queued, then close. The session is freed
+   from the write callback, never here, so callers may still use it. */
+static void smtpd_close(SMTPD_SESS *sess)
+{
+    sess->closing = true;
+    smtpd_cleanup_close(sess);
+    bufferevent_disable(sess->bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(sess->bev)) == 0)
+        bufferevent_trigger(sess->bev, EV_WRITE,
+                            BEV_TRIG_IGNORE_WATERMARKS |
+                                BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* smtpd_read_on - read and process again unless something still stops it */
+static void smtpd_read_on(SMTPD_SESS *sess)
+{
+    if (sess->closing || sess->wait != SMTPD_WAIT_NONE || sess->output_full ||
+        sess->cleanup_full)
+        return;
+    bufferevent_enable(sess->bev, EV_READ);
+    smtpd_process(sess);
+}
+
+/* smtpd_wait - stop reading the client until cleanup answers */
+static void smtpd_wait(SMTPD_SESS *sess, SMTPD_WAIT what)
+{
+    struct timeval timeout = {sess->ctx->conf.timeout, 0};
+
+    sess->wait = what;
+    bufferevent_disable(sess->bev, EV_READ);
+    bufferevent_set_timeouts(sess->cleanup, &timeout, &timeout);
+    bufferevent_enable(sess->cleanup, EV_READ);
+}
+
+/* smtpd_resume - cleanup answered: go on with the input in hand */
+static void smtpd_resume(SMTPD_SESS *sess, SMTPD_ACT act)
+{
+    struct timeval timeout = {sess->ctx->conf.timeout, 0};
+
+    sess->wait = SMTPD_WAIT_NONE;
+    if (sess->cleanup != NULL)
+        bufferevent_set_timeouts(sess->cleanup, NULL, &timeout);
+    smtpd_flush_reply(sess);
+    if (act == SMTPD_ACT_CLOSE) {
+        smtpd_close(sess);
+        return;
+    }
+    smtpd_read_on(sess);
+}
+
+/* smtpd_cleanup_begin - connect to cleanup and send BEGIN; false when
+   cleanup cannot be reached */
+static bool smtpd_cleanup_begin(SMTPD_SESS *sess)
+{
+    SMTPD_CTX *ctx = sess->ctx;
+    SMTPD_PROTO *proto = sess->proto;
+    ATTR_LIST *list;
+    struct timeval timeout = {ctx->conf.timeout, 0};
+    int fd;
+
+    /* A local stream connect: it completes or fails at once. */
+    if ((fd = sock_unix_connect(ctx->cleanup_path)) < 0) {
+        msg_warn("connect to %s: %m", ctx->cleanup_path);
+        return false;
+    }
+    if (sock_nonblock(fd, true) < 0) {
+        msg_warn("cannot make the cleanup connection non-blocking: %m");
+        (void) close(fd);
+        return false;
+    }
+    sess->cleanup = bufferevent_socket_new(mail_server_base(ctx->server), fd,
+                                           BEV_OPT_CLOSE_ON_FREE);
+    if (sess->cleanup == NULL) {
+        msg_warn("cannot create a bufferevent for cleanup");
+        (void) close(fd);
+        return false;
+    }
+    bufferevent_setcb(sess->cleanup, smtpd_cleanup_read_event,
+                      smtpd_cleanup_write_event, smtpd_cleanup_event, sess);
+    /* The write callback fires when cleanup has taken our backlog. */
+    bufferevent_setwatermark(sess->cleanup, EV_WRITE, CLEANUP_CHUNK_MAX, 0);
+    bufferevent_set_timeouts(sess->cleanup, NULL, &timeout);
+    bufferevent_enable(sess->cleanup, EV_READ | EV_WRITE);
+    list = attr_list_alloc();
+    attr_add_str(list, "request", CLEANUP_REQ_BEGIN);
+    attr_add_int(list, "flags", proto->body_8bit ? CLEANUP_FLAG_8BIT : 0);
+    attr_add_str(list, "sender", vstr_str(proto->sender));
+    attr_add_str(list, "origin", "smtp");
+    attr_add_str(list, "client_name", proto->client_name);
+    attr_add_str(list, "client_addr", proto->client_addr);
+    if (proto->helo_name != NULL)
+        attr_add_str(list, "helo_name", proto->helo_name);
+    attr_add_str(list, "protocol", proto->esmtp ? "ESMTP" : "SMTP");
+    if (proto->size >= 0)
+        attr_add_int(list, "size", proto->size);
+    if (proto->ret != NULL)
+        attr_add_str(list, "ret", proto->ret);
+    if (proto->envid != NULL)
+        attr_add_str(list, "envid", proto->envid);
+    smtpd_cleanup_send(sess, list);
+    return sess->cleanup != NULL;
+}
+
+/* smtpd_cleanup_rcpt - send the recipient the protocol just accepted */
+static void smtpd_cleanup_rcpt(SMTPD_SESS *sess)
+{
+    SMTPD_PROTO *proto = sess->proto;
+    ATTR_LIST *list = attr_list_alloc();
+
+    attr_add_str(list, "request", CLEANUP_REQ_RCPT);
+    attr_add_str(list, "address", vstr_str(proto->rcpt));
+    if (vstr_len(proto->orcpt) > 0)
+        attr_add_str(list, "orcpt", vstr_str(proto->orcpt));
+    if (vstr_len(proto->notify) > 0)
+        attr_add_str(list, "notify", vstr_str(proto->notify));
+    smtpd_cleanup_send(sess, list);
+}
+
+/* smtpd_content_refused - the content will not be queued, whatever comes */
+static bool smtpd_content_refused(const SMTPD_SESS *sess)
+{
+    return sess->data.too_big ||
+           (sess->data.bare_lf && sess->ctx->conf.forbid_bare_newline);
+}
+
+/* smtpd_chunk_flush - send the decoded content in hand to cleanup */
+static void smtpd_chunk_flush(SMTPD_SESS *sess)
+{
+    ATTR_LIST *list;
+
+    if (smtpd_content_refused(sess))
+        smtpd_cleanup_close(sess); /* nothing more to keep */
+    if (vstr_len(sess->chunk) > 0 && sess->cleanup != NULL) {
+        list = attr_list_alloc();
+        attr_add_str(list, "request", CLEANUP_REQ_DATA);
+        attr_add_data(list, "data", vstr_str(sess->chunk),
+                      vstr_len(sess->chunk));
+        smtpd_cleanup_send(sess, list);
+    }
+    vstr_reset(sess->chunk);
+}
+
+/* smtpd_data_start - 354 was queued: the Received: header goes first */
+static void smtpd_data_start(SMTPD_SESS *sess)
+{
+    sess->in_data = true;
+    smtpd_data_init(&sess->data, sess->ctx->conf.message_size_limit);
+    vstr_reset(sess->chunk);
+    smtpd_proto_received(sess->proto, sess->qid, time(NULL), sess->chunk);
+}
+
+/* smtpd_data_end - CR LF . CR LF: commit, or refuse and go on */
+static void smtpd_data_end(SMTPD_SESS *sess)
+{
+    SMTPD_DATA_STATUS status = SMTPD_DATA_OK;
+    ATTR_LIST *list;
+    SMTPD_ACT act;
+
+    sess->in_data = false;
+    smtpd_chunk_flush(sess);
+    if (sess->data.too_big) {
+        status = SMTPD_DATA_TOO_BIG;
+        msg_info("%s: reject: message size exceeds limit from %s[%s]",
+                 sess->qid, sess->proto->client_name, sess->proto->client_addr);
+    } else if (smtpd_content_refused(sess)) {
+        status = SMTPD_DATA_BARE_LF;
+        msg_info("%s: reject: bare <LF> received from %s[%s]", sess->qid,
+                 sess->proto->client_name, sess->proto->client_addr);
+    } else if (sess->cleanup == NULL) {
+        status = SMTPD_DATA_CLEANUP;
+    }
+    if (status != SMTPD_DATA_OK) {
+        smtpd_cleanup_close(sess);
+        act = smtpd_proto_data_done(sess->proto, status, NULL, 0, NULL);
+        smtpd_flush_reply(sess);
+        if (act == SMTPD_ACT_CLOSE)
+            smtpd_close(sess);
+        return;
+    }
+    list = attr_list_alloc();
+    attr_add_str(list, "request", CLEANUP_REQ_END);
+    attr_add_int(list, "abort", 0);
+    smtpd_cleanup_send(sess, list);
+    if (sess->cleanup == NULL) {
+        act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_CLEANUP, NULL, 0,
+                                    NULL);
+        smtpd_flush_reply(sess);
+        if (act == SMTPD_ACT_CLOSE)
+            smtpd_close(sess);
+        return;
+    }
+    smtpd_wait(sess, SMTPD_WAIT_END);
+}
+
+/* smtpd_content - decode the content in the input; false: stop for now */
+static bool smtpd_content(SMTPD_SESS *sess)
+{
+    struct evbuffer *input = bufferevent_get_input(sess->bev);
+    struct evbuffer_iovec vec;
+
+    while (sess->in_data) {
+        size_t used;
+
+        if (sess->cleanup != NULL && evbuffer_get_length(bufferevent_get_output(
+                                         sess->cleanup)) > SMTPD_CLEANUP_HIGH) {
+            sess->cleanup_full = true; /* cleanup's write callback resumes */
+            bufferevent_disable(sess->bev, EV_READ);
+            return false;
+        }
+        if (evbuffer_peek(input, -1, NULL, &vec, 1) < 1 || vec.iov_len == 0)
+            return false;
+        used = smtpd_data_feed(&sess->data, vec.iov_base, vec.iov_len,
+                               sess->chunk, SMTPD_CHUNK_FILL);
+        evbuffer_drain(input, used);
+        if (vstr_len(sess->chunk) >= SMTPD_CHUNK_FILL ||
+            smtpd_content_refused(sess))
+            smtpd_chunk_flush(sess);
+        if (sess->data.done)
+            smtpd_data_end(sess);
+    }
+    return true;
+}
+
+/* smtpd_rcpt - the protocol accepted a recipient: hand it to cleanup */
+static void smtpd_rcpt(SMTPD_SESS *sess)
+{
+    SMTPD_ACT act;
+
+    if (sess->cleanup == NULL) {
+        /* A transaction that lost cleanup cannot get it back. */
+        if (sess->proto->rcpt_count > 0 || !smtpd_cleanup_begin(sess)) {
+            act = smtpd_proto_rcpt_done(sess->proto, false);
+            smtpd_flush_reply(sess);
+            if (act == SMTPD_ACT_CLOSE)
+                smtpd_close(sess);
+            return;
+        }
+        smtpd_wait(sess, SMTPD_WAIT_BEGIN);
+        return;
+    }
+    smtpd_cleanup_rcpt(sess);
+    act = smtpd_proto_rcpt_done(sess->proto, sess->cleanup != NULL);
+    smtpd_flush_reply(sess);
+    if (act == SMTPD_ACT_CLOSE)
+        smtpd_close(sess);
+}
+
+/* smtpd_command - one complete command line from the input */
+static void smtpd_command(SMTPD_SESS *sess, const char *line, size_t len)
+{
+    SMTPD_ACT act;
+
+    if (len > 0 && line[len - 1] == '\r')
+        len--;
+    act = smtpd_proto_command(sess->proto, line, len);
+    switch (act) {
+    case SMTPD_ACT_RCPT:
+        smtpd_flush_reply(sess);
+        smtpd_rcpt(sess);
+        return;
+    case SMTPD_ACT_DATA:
+        smtpd_flush_reply(sess);
+        smtpd_data_start(sess);
+        return;
+    case SMTPD_ACT_CLOSE:
+        smtpd_flush_reply(sess);
+        smtpd_close(sess);
+        return;
+    case SMTPD_ACT_REPLY:
+        smtpd_flush_reply(sess);
+        /* RSET, EHLO or a failed command ended the transaction. */
+        if (!sess->proto->have_sender && sess->cleanup != NULL)
+            smtpd_cleanup_close(sess);
+        return;
+    }
+}
+
+/* smtpd_process - handle every complete command line and content byte in
+   the input, in order, until the session must wait */
+static void smtpd_process(SMTPD_SESS *sess)
+{
+    struct evbuffer *input = bufferevent_get_input(sess->bev);
+    size_t limit = (size_t) sess->ctx->conf.line_length_limit;
+
+    while (!sess->closing && sess->wait == SMTPD_WAIT_NONE &&
+           !sess->output_full && !sess->cleanup_full) {
+        struct evbuffer_ptr eol;
+        size_t avail = evbuffer_get_length(input);
+        size_t len;
+
+        if (evbuffer_get_length(bufferevent_get_output(sess->bev)) >
+            SMTPD_OUTPUT_HIGH) {
+            sess->output_full = true; /* the write callback resumes */
+            bufferevent_disable(sess->bev, EV_READ);
+            return;
+        }
+        if (sess->in_data) {
+            if (!smtpd_content(sess))
+                return;
+            continue;
+        }
+        if (avail == 0)
+            return;
+        eol = evbuffer_search(input, "\n", 1, NULL);
+        if (sess->skipping) {
+            if (eol.pos < 0) {
+                evbuffer_drain(input, avail);
+                return;
+            }
+            evbuffer_drain(input, (size_t) eol.pos + 1);
+            sess->skipping = false;
+            continue;
+        }
+        if (eol.pos < 0 && avail <= limit)
+            return; /* the rest of the line comes later */
+        if (eol.pos < 0 || (size_t) eol.pos > limit) {
+            /* Too long: answer now, discard through the end of line. */
+            if (smtpd_proto_line_too_long(sess->proto) == SMTPD_ACT_CLOSE) {
+                smtpd_flush_reply(sess);
+                smtpd_close(sess);
+                return;
+            }
+            smtpd_flush_reply(sess);
+            sess->skipping = true;
+            continue;
+        }
+        len = (size_t) eol.pos;
+        /* The protocol copies the line; nothing after QUIT is read. */
+        smtpd_command(sess,
+                      (const char *) evbuffer_pullup(input, (ssize_t) len + 1),
+                      len);
+        evbuffer_drain(input, len + 1);
+    }
+}
+
+/* smtpd_read_event - client input */
+static void smtpd_read_event(struct bufferevent *bev, void *arg)
+{
+    smtpd_process(arg);
+}
+
+/* smtpd_write_event - client output drained */
+static void smtpd_write_event(struct bufferevent *bev, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+
+    if (sess->closing) {
+        smtpd_session_free(sess);
+        return;
+    }
+    if (sess->output_full) {
+        sess->output_full = false;
+        smtpd_read_on(sess);
+    }
+}
+
+/* smtpd_state_name - what the client was doing, for the log */
+static const char *smtpd_state_name(const SMTPD_SESS *sess)
+{
+    static const char *const names[SMTPD_CMD_COUNT] = {
+        "HELO", "EHLO", "MAIL", "RCPT", "DATA",    "RSET",
+        "NOOP", "VRFY", "HELP", "QUIT", "UNKNOWN",
+    };
+
+    if (sess->in_data)
+        return "DATA";
+    return names[sess->proto->last_cmd];
+}
+
+/* smtpd_event - client EOF, error or timeout */
+static void smtpd_event(struct bufferevent *bev, short what, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+    SMTPD_PROTO *proto = sess->proto;
+
+    if (sess->closing) {
+        smtpd_session_free(sess);
+        return;
+    }
+    if ((what & BEV_EVENT_TIMEOUT) && (what & BEV_EVENT_READING)) {
+        msg_info("timeout after %s from %s[%s]", smtpd_state_name(sess),
+                 proto->client_name, proto->client_addr);
+        vstr_sprintf(proto->reply, "421 4.4.2 %s Error: timeout exceeded\r\n",
+                     sess->ctx->conf.myhostname);
+        smtpd_flush_reply(sess);
+        smtpd_close(sess);
+        return;
+    }
+    if (sess->in_data || proto->have_sender || (what & BEV_EVENT_ERROR) ||
+        (what & BEV_EVENT_TIMEOUT))
+        msg_info("lost connection after %s from %s[%s]", smtpd_state_name(sess),
+                 proto->client_name, proto->client_addr);
+    smtpd_session_free(sess);
+}
+
+/* smtpd_cleanup_status - a STATUS list from cleanup */
+static void smtpd_cleanup_status(SMTPD_SESS *sess, const ATTR_LIST *list)
+{
+    long long status = -1;
+    const char *qid = attr_get_str(list, "queue_id");
+    const char *reason = attr_get_str(list, "reason");
+    SMTPD_ACT act;
+
+    (void) attr_get_int(list, "status", &status);
+    if (sess->wait == SMTPD_WAIT_BEGIN) {
+        bool ok = status == 0 && qid != NULL && *qid != 0 &&
+                  strlen(qid) < sizeof(sess->qid);
+
+        if (ok) {
+            snprintf(sess->qid, sizeof(sess->qid), "%s", qid);
+            msg_info("%s: client=%s[%s]", sess->qid, sess->proto->client_name,
+                     sess->proto->client_addr);
+            smtpd_cleanup_rcpt(sess);
+            ok = sess->cleanup != NULL;
+        } else {
+            msg_warn("cleanup refused a new message: %lld %s", status,
+                     reason ? reason : "");
+            smtpd_cleanup_close(sess);
+        }
+        act = smtpd_proto_rcpt_done(sess->proto, ok);
+    } else {
+        if (status == 0 && sess->qid[0] != 0) {
+            act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_OK, sess->qid,
+                                        0, NULL);
+        } else {
+            msg_info("%s: cleanup: %lld %s", sess->qid, status,
+                     reason ? reason : "");
+            act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_REJECT, NULL,
+                                        (int) status, reason);
+        }
+        smtpd_cleanup_close(sess); /* one connection per message */
+    }
+    smtpd_resume(sess, act);
+}
+
+/* smtpd_cleanup_fail - cleanup broke the protocol or went away */
+static void smtpd_cleanup_fail(SMTPD_SESS *sess, const char *why)
+{
+    SMTPD_WAIT wait = sess->wait;
+    SMTPD_ACT act;
+
+    msg_warn("%s%scleanup connection: %s", sess->qid, sess->qid[0] ? ": " : "",
+             why);
+    smtpd_cleanup_close(sess);
+    if (wait == SMTPD_WAIT_BEGIN) {
+        act = smtpd_proto_rcpt_done(sess->proto, false);
+    } else if (wait == SMTPD_WAIT_END) {
+        act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_CLEANUP, NULL, 0,
+                                    NULL);
+    } else {
+        /* Not waiting: the transaction learns at its next step. */
+        if (sess->cleanup_full) {
+            sess->cleanup_full = false;
+            smtpd_read_on(sess);
+        }
+        return;
+    }
+    smtpd_resume(sess, act);
+}
+
+/* smtpd_cleanup_read_event - STATUS lists from cleanup */
+static void smtpd_cleanup_read_event(struct bufferevent *bev, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+    struct evbuffer *input = bufferevent_get_input(bev);
+    size_t avail = evbuffer_get_length(input);
+    ATTR_LIST *list = NULL;
+    size_t used = 0;
+    int ret;
+
+    if (avail == 0)
+        return;
+    vstr_reset(sess->why);
+    ret = attr_list_decode((const char *) evbuffer_pullup(input, -1), avail,
+                           SMTPD_STATUS_MAX, &used, &list, sess->why);
+    if (ret == 0 && avail <= SMTPD_STATUS_MAX)
+        return; /* more to come */
+    if (ret <= 0) {
+        smtpd_cleanup_fail(sess,
+                           ret == 0 ? "reply too large" : vstr_str(sess->why));
+        return;
+    }
+    evbuffer_drain(input, used);
+    if (attr_list_check(list, cleanup_status_spec,
+                        SLUICE_ARRAY_LEN(cleanup_status_spec), sess->why) < 0) {
+        attr_list_free(list);
+        smtpd_cleanup_fail(sess, vstr_str(sess->why));
+        return;
+    }
+    if (sess->wait == SMTPD_WAIT_NONE || evbuffer_get_length(input) > 0) {
+        attr_list_free(list);
+        smtpd_cleanup_fail(sess, "unexpected reply");
+        return;
+    }
+    smtpd_cleanup_status(sess, list);
+    attr_list_free(list);
+}
+
+/* smtpd_cleanup_write_event - cleanup took our backlog: read on */
+static void smtpd_cleanup_write_event(struct bufferevent *bev, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+
+    if (sess->cleanup_full) {
+        sess->cleanup_full = false;
+        smtpd_read_on(sess);
+    }
+}
+
+/* smtpd_cleanup_event - cleanup EOF, error or timeout */
+static void smtpd_cleanup_event(struct bufferevent *bev, short what, void *arg)
+{
+    smtpd_cleanup_fail(arg, (what & BEV_EVENT_TIMEOUT) ? "timeout"
+                            : (what & BEV_EVENT_EOF)   ? "lost connection"
+                                                       : "I/O error");
+}
+
+/* smtpd_peer - the client's numeric address ("unknown" when none) */
+static void smtpd_peer(int fd, char *addr, size_t len)
+{
+    struct sockaddr_storage ss;
+    socklen_t sslen = sizeof(ss);
+
+    snprintf(addr, len, "unknown");
+    if (getpeername(fd, (struct sockaddr *) &ss, &sslen) < 0)
+        return;
+    if (ss.ss_family != AF_INET && ss.ss_family != AF_INET6)
+        return;
+    /* Numeric only: no DNS in this process without dns_servers. */
+    if (getnameinfo((struct sockaddr *) &ss, sslen, addr, (socklen_t) len, NULL,
+                    0, NI_NUMERICHOST) != 0) {
+        snprintf(addr, len, "unknown");
+        return;
+    }
+    if (strncasecmp(addr, "::ffff:", 7) == 0 && strchr(addr + 7, '.'))
+        memmove(addr, addr + 7, strlen(addr + 7) + 1);
+}
+
+/* smtpd_accept - a new client */
+static void smtpd_accept(MAIL_SERVER *server, int fd, void *arg)
+{
+    SMTPD_CTX *ctx = arg;
+    SMTPD_SESS *sess;
+    char addr[NI_MAXHOST];
+    struct timeval timeout = {ctx->conf.timeout, 0};
+
+    smtpd_peer(fd, addr, sizeof(addr));
+    sess = mycalloc(1, sizeof(*sess));
+    sess->ctx = ctx;
+    sess->bev = bufferevent_socket_new(mail_server_base(server), fd,
+                                       BEV_OPT_CLOSE_ON_FREE);
+    if (sess->bev == NULL) {
+        msg_warn("cannot create a bufferevent for %s", addr);
+        (void) close(fd);
+        myfree(sess);
+        return;
+    }
+    sess->proto = smtpd_proto_alloc(&ctx->conf, "unknown", addr);
+    sess->chunk = vstr_alloc(CLEANUP_CHUNK_MAX);
+    sess->wire = vstr_alloc(CLEANUP_CHUNK_MAX + 64);
+    sess->why = vstr_alloc(64);
+    msg_info("connect from %s[%s]", sess->proto->client_name, addr);
+    if (++ctx->conn_count == ctx->conf.process_connection_limit)
+        mail_server_busy(server, true);
+    bufferevent_setcb(sess->bev, smtpd_read_event, smtpd_write_event,
+                      smtpd_event, sess);
+    bufferevent_set_timeouts(sess->bev, &timeout, &timeout);
+    bufferevent_enable(sess->bev, EV_READ | EV_WRITE);
+    vstr_sprintf(sess->proto->reply, "220 %s\r\n", ctx->conf.banner);
+    smtpd_flush_reply(sess);
+}
+
+/* smtpd_pre_loop - read main.cf once */
+static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
+{
+    SMTPD_CTX *ctx = arg;
+    const MAIL_CONF *conf = mail_server_conf(server);
+    SMTPD_CONF *sc = &ctx->conf;
+    VSTR *why = vstr_alloc(64);
+    VSTR *path = vstr_alloc(100);
+    long long timeout;
+
+    ctx->server = server;
+    signal(SIGPIPE, SIG_IGN);
+    sc->myhostname = mystrdup(mail_conf_str(conf, "myhostname"));
+    sc->mail_name = mystrdup(mail_conf_str(conf, "mail_name"));
+    if (*sc->mail_name == 0) {
+        myfree((char *) sc->mail_name);
+        sc->mail_name = mystrdup("sluice");
+    }
+    sc->banner = mystrdup(mail_conf_str(conf, "smtpd_banner"));
+    sc->queue_dir = mystrdup(mail_conf_str(conf, "queue_directory"));
+    if (*sc->queue_dir == 0)
+        msg_fatal("queue_directory is not set");
+    sc->mydestination = mail_conf_list(conf, "mydestination");
+    sc->relay_domains = mail_conf_list(conf, "relay_domains");
+    if ((sc->mynetworks =
+             mynetworks_parse(mail_conf_str(conf, "mynetworks"), why)) == NULL)
+        msg_fatal("mynetworks: %s", vstr_str(why));
+    sc->message_size_limit = mail_conf_size(conf, "message_size_limit");
+    sc->queue_minfree = mail_conf_size(conf, "queue_minfree");
+    sc->line_length_limit = mail_conf_int(conf, "line_length_limit");
+    if (sc->line_length_limit < 512)
+        sc->line_length_limit = 512; /* RFC 5321 4.5.3.1.4 */
+    timeout = mail_conf_time(conf, "smtpd_timeout");
+    sc->timeout = timeout > 0 && timeout < INT32_MAX ? (int) timeout : 300;
+    sc->recipient_limit = (int) mail_conf_int(conf, "smtpd_recipient_limit");
+    sc->hard_error_limit = (int) mail_conf_int(conf, "smtpd_hard_error_limit");
+    sc->process_connection_limit =
+        (int) mail_conf_int(conf, "smtpd_process_connection_limit");
+    if (sc->process_connection_limit <= 0)
+        sc->process_connection_limit = 1;
+    sc->forbid_bare_newline = mail_conf_bool(conf, "smtpd_forbid_bare_newline");
+    sc->disable_vrfy = mail_conf_bool(conf, "disable_vrfy_command");
+    vstr_sprintf(path, "%s/%s/%s", sc->queue_dir, "private", CLEANUP_SERVICE);
+    ctx->cleanup_path = vstr_export(path);
+    vstr_free(why);
+}
+
+/* smtpd_retire - finish the sessions in hand, then exit */
+static void smtpd_retire(MAIL_SERVER *server, void *arg)
+{
+    SMTPD_CTX *ctx = arg;
+
+    if (ctx->conn_count == 0)
+        mail_server_exit(server, 0);
+}
+
+/* smtpd_ctx_release - free what pre_loop read (ASan leak reports) */
+static void smtpd_ctx_release(SMTPD_CTX *ctx)
+{
+    SMTPD_CONF *sc = &ctx->conf;
+
+    myfree((char *) sc->myhostname);
+    myfree((char *) sc->mail_name);
+    myfree((char *) sc->banner);
+    myfree((char *) sc->queue_dir);
+    if (sc->mydestination)
+        argv_free(sc->mydestination);
+    if (sc->relay_domains)
+        argv_free(sc->relay_domains);
+    mynetworks_free(sc->mynetworks);
+    myfree(ctx->cleanup_path);
+}
+
+/* main - the SMTP server */
+int main(int argc, char **argv)
+{
+    static const MAIL_SERVER_OPS ops = {
+        .pre_loop = smtpd_pre_loop,
+        .on_accept = smtpd_accept,
+        .on_retire = smtpd_retire,
+    };
+    SMTPD_CTX ctx;
+    int status;
+
+    memset(&ctx, 0, sizeof(ctx));
+    status = mail_server_main(argc, argv, "smtpd", &ops, &ctx);
+    smtpd_ctx_release(&ctx);
+    return status;
+}

@@ -1,0 +1,166 @@
+/*
+ * smtpd - internals shared by the SMTP server's modules
+ *
+ * smtpd.c        the daemon: configuration, client connections (libevent
+ *                bufferevents), reading command lines and message content,
+ *                the connection to cleanup, logging
+ * smtpd_proto.c  the protocol without I/O: the command parser and the
+ *                session state machine (SMTPD_PROTO), and the DATA content
+ *                decoder (SMTPD_DATA); unit tested by smtpd_proto_test.c
+ *
+ * The I/O layer hands smtpd_proto_command() one command line at a time
+ * (without its line ending) and gets back the reply text and an action.
+ * Actions that need cleanup (a recipient, the end of DATA) are completed
+ * later with smtpd_proto_rcpt_done() / smtpd_proto_data_done(), which
+ * write the reply that the client then sees, so replies stay in order.
+ */
+#ifndef SMTPD_H
+#define SMTPD_H
+
+#include "sys_defs.h"
+
+#include "argv.h"
+#include "mynetworks.h"
+#include "vstr.h"
+
+/* What the daemon reads from main.cf once. */
+typedef struct SMTPD_CONF {
+    const char *myhostname;
+    const char *mail_name; /* "sluice", for the Received: header */
+    const char *banner; /* smtpd_banner, expanded */
+    const char *queue_dir;
+    ARGV *mydestination; /* domains we are the final destination for */
+    ARGV *relay_domains; /* domains (and subdomains) we relay to */
+    MYNETWORKS *mynetworks;
+    long long message_size_limit; /* bytes; 0: none */
+    long long queue_minfree; /* bytes; 0: no check */
+    long long line_length_limit; /* command line bytes */
+    int timeout; /* smtpd_timeout, seconds */
+    int recipient_limit; /* smtpd_recipient_limit; 0: none */
+    int hard_error_limit; /* smtpd_hard_error_limit */
+    int process_connection_limit; /* connections one process serves */
+    bool forbid_bare_newline; /* refuse content with bare LF */
+    bool disable_vrfy; /* disable_vrfy_command */
+} SMTPD_CONF;
+
+/* What the I/O layer must do after smtpd_proto_command(). */
+typedef enum SMTPD_ACT {
+    SMTPD_ACT_REPLY, /* send the reply, go on */
+    SMTPD_ACT_RCPT, /* hand proto->rcpt to cleanup, then rcpt_done() */
+    SMTPD_ACT_DATA, /* send the 354 reply, then read content */
+    SMTPD_ACT_CLOSE, /* send the reply, then close (QUIT, 421) */
+} SMTPD_ACT;
+
+/* Per-command counters for the "disconnect from" log line. */
+typedef enum SMTPD_CMD {
+    SMTPD_CMD_HELO,
+    SMTPD_CMD_EHLO,
+    SMTPD_CMD_MAIL,
+    SMTPD_CMD_RCPT,
+    SMTPD_CMD_DATA,
+    SMTPD_CMD_RSET,
+    SMTPD_CMD_NOOP,
+    SMTPD_CMD_VRFY,
+    SMTPD_CMD_HELP,
+    SMTPD_CMD_QUIT,
+    SMTPD_CMD_UNKNOWN,
+    SMTPD_CMD_COUNT,
+} SMTPD_CMD;
+
+/*
+ * One SMTP session, as the protocol sees it. The I/O layer reads the
+ * envelope fields (sender, rcpt, ...) when it talks to cleanup.
+ */
+typedef struct SMTPD_PROTO {
+    const SMTPD_CONF *conf;
+    char *client_name; /* "unknown" until DNS lookups exist */
+    char *client_addr; /* numeric */
+    bool client_trusted; /* client_addr is in mynetworks */
+    char *helo_name; /* NULL before HELO/EHLO */
+    bool esmtp;
+    /* The transaction. */
+    bool have_sender;
+    VSTR *sender; /* "" for <> */
+    long long size; /* SIZE=, -1 when absent */
+    bool body_8bit; /* BODY=8BITMIME */
+    char *ret; /* RET=FULL|HDRS or NULL */
+    char *envid; /* ENVID=, xtext decoded, or NULL */
+    int rcpt_count; /* recipients cleanup accepted */
+    char *first_rcpt; /* for the Received: header */
+    /* The recipient of the last SMTPD_ACT_RCPT. */
+    VSTR *rcpt;
+    VSTR *orcpt; /* "" when absent */
+    VSTR *notify; /* "" when absent */
+    /* Session counters. */
+    int error_count;
+    int cmd_total[SMTPD_CMD_COUNT];
+    int cmd_ok[SMTPD_CMD_COUNT];
+    SMTPD_CMD last_cmd; /* the command being answered */
+    VSTR *reply; /* the reply text, CRLF after each line */
+    VSTR *why; /* scratch */
+} SMTPD_PROTO;
+
+extern SMTPD_PROTO *smtpd_proto_alloc(const SMTPD_CONF *conf,
+                                      const char *client_name,
+                                      const char *client_addr);
+extern SMTPD_PROTO *smtpd_proto_free(SMTPD_PROTO *proto);
+/* smtpd_proto_command - one command line (no CR LF; may hold NUL bytes) */
+extern SMTPD_ACT smtpd_proto_command(SMTPD_PROTO *proto, const char *line,
+                                     size_t len);
+/* smtpd_proto_line_too_long - the reply to an overlong command line */
+extern SMTPD_ACT smtpd_proto_line_too_long(SMTPD_PROTO *proto);
+/* smtpd_proto_rcpt_done - cleanup took the recipient (ok) or failed */
+extern SMTPD_ACT smtpd_proto_rcpt_done(SMTPD_PROTO *proto, bool ok);
+
+/* How a message's content ended, for smtpd_proto_data_done(). */
+typedef enum SMTPD_DATA_STATUS {
+    SMTPD_DATA_OK, /* committed: queue_id is set */
+    SMTPD_DATA_TOO_BIG, /* over message_size_limit */
+    SMTPD_DATA_BARE_LF, /* bare LF and smtpd_forbid_bare_newline */
+    SMTPD_DATA_CLEANUP, /* cleanup failed or went away */
+    SMTPD_DATA_REJECT, /* cleanup refused: reason holds "5.x.y text" */
+} SMTPD_DATA_STATUS;
+
+/* smtpd_proto_data_done - the reply to the end of DATA; resets the
+   transaction. status_code and reason are cleanup's (SMTPD_DATA_REJECT). */
+extern SMTPD_ACT smtpd_proto_data_done(SMTPD_PROTO *proto,
+                                       SMTPD_DATA_STATUS status,
+                                       const char *queue_id, int status_code,
+                                       const char *reason);
+/* smtpd_proto_reset - forget the transaction (RSET, EHLO, after DATA) */
+extern void smtpd_proto_reset(SMTPD_PROTO *proto);
+/* smtpd_proto_received - the Received: header, LF line endings */
+extern void smtpd_proto_received(const SMTPD_PROTO *proto, const char *queue_id,
+                                 time_t when, VSTR *out);
+/* smtpd_proto_counts - " ehlo=1 mail=1 ... commands=5" for the log */
+extern void smtpd_proto_counts(const SMTPD_PROTO *proto, VSTR *out);
+/* smtpd_proto_relay_ok - may this session send to address? */
+extern bool smtpd_proto_relay_ok(const SMTPD_PROTO *proto, const char *address);
+
+/*
+ * The DATA content decoder: bytes as they come from the client in, the
+ * content cleanup wants out (CR LF and bare LF both become LF, dot
+ * stuffing undone). Only CR LF . CR LF ends the content, where the CR LF
+ * before the dot may be the one that ended the DATA command.
+ */
+typedef struct SMTPD_DATA {
+    bool bol; /* at the start of a line */
+    bool last_crlf; /* the last line ended in CR LF */
+    bool after_dot; /* the line so far is "." */
+    bool dot_cr; /* the line so far is ".\r" */
+    bool pending_cr; /* a CR, not yet known to end the line */
+    bool bare_lf; /* a bare LF was seen */
+    bool done; /* the end marker was seen */
+    long long size; /* content bytes decoded */
+    long long limit; /* 0: none */
+    bool too_big; /* size passed limit: output stops */
+} SMTPD_DATA;
+
+/* smtpd_data_init - ready for a message of at most limit bytes (0: any) */
+extern void smtpd_data_init(SMTPD_DATA *data, long long limit);
+/* smtpd_data_feed - decode buf[0..len) into out; stops at the end marker
+   (data->done) or when out holds max bytes; returns the bytes consumed */
+extern size_t smtpd_data_feed(SMTPD_DATA *data, const char *buf, size_t len,
+                              VSTR *out, size_t max);
+
+#endif
