@@ -107,10 +107,11 @@ static int sluice_conf_show_one(const MAIL_CONF *conf, const char *name,
         printf("%s = %s\n", name, raw);
     } else if (param == NULL) {
         return sluice_fail("conf: unknown parameter \"%s\"", name);
-    } else if (param->def != NULL) {
+    } else if (param->def != NULL && strcmp(name, "config_directory") != 0) {
         printf("%s = %s\n", name, param->def);
     } else {
-        /* Computed at run time (myhostname, mail_owner ...). */
+        /* Computed at run time (myhostname, mail_owner ...), and
+           config_directory, which is always the folder read. */
         printf("%s = %s\n", name, mail_conf_str(conf, name));
     }
     return 0;

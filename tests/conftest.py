@@ -1,0 +1,468 @@
+"""conftest - shared fixtures and helpers for sluice's system tests
+
+An Instance is one `sluice init` folder on a free loopback port. The
+`make_instance` fixture creates as many as a test wants and ALWAYS stops them
+afterwards: `sluice -c DIR stop`, then kill -9 of anything of the instance
+that still runs (found through the pid file, the process tree under master,
+and /proc/*/environ SLUICE_CONFIG=DIR or /proc/*/cmdline). When a test fails,
+the tail of each of its instances' maillog is added to the failure report.
+
+Nothing here waits by sleeping and hoping: wait_until() polls a condition
+with a deadline. No instance does DNS: `sluice init` leaves dns_servers empty
+(lookups off) and the fixture checks that.
+
+Environment: SLUICE_TOP is the build tree (default: the folder above this
+one); the programs are $SLUICE_TOP/bin/sluice and $SLUICE_TOP/libexec/*.
+"""
+
+import os
+import re
+import shutil
+import signal
+import smtplib
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+TOP = Path(os.environ.get("SLUICE_TOP", Path(__file__).resolve().parents[1])).resolve()
+BIN = TOP / "bin"
+LIBEXEC = TOP / "libexec"
+SLUICE = BIN / "sluice"
+MASTER = LIBEXEC / "master"
+
+CMD_TIMEOUT = 60          # seconds any one sluice command may take
+LOG_TAIL_LINES = 40       # maillog lines shown for a failed test
+
+
+# --- small helpers --------------------------------------------------------
+
+def require(*paths):
+    """Skip (fail under CI) unless every program in paths is built."""
+    missing = [str(p) for p in paths if not os.access(p, os.X_OK)]
+    if missing:
+        why = "not built: " + ", ".join(missing)
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def require_daemon(name):
+    require(LIBEXEC / name)
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout=10.0, interval=0.05, what=None):
+    """Poll predicate until it returns something true; return that value.
+    Raises AssertionError after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError("timed out after %.1fs waiting for %s"
+                                 % (timeout, what or getattr(predicate, "__name__", predicate)))
+        time.sleep(interval)
+
+
+def smtp_banner(port, host="127.0.0.1", timeout=10):
+    """Connect to an SMTP server and return (code, text) of its greeting."""
+    client = smtplib.SMTP(timeout=timeout)
+    try:
+        code, msg = client.connect(host, port)
+        try:
+            client.quit()
+        except (smtplib.SMTPException, OSError):
+            pass
+        return code, msg.decode(errors="replace")
+    finally:
+        client.close()
+
+
+def one_line(text):
+    """The lines of text, without empty trailing ones."""
+    return [line for line in text.splitlines() if line.strip()]
+
+
+# --- /proc ----------------------------------------------------------------
+
+def proc_stat(pid):
+    """(state, ppid) of pid, or None when it is gone."""
+    try:
+        data = Path("/proc/%d/stat" % pid).read_text()
+    except OSError:
+        return None
+    rest = data[data.rindex(")") + 2:].split()
+    return rest[0], int(rest[1])
+
+
+def pid_alive(pid):
+    """True when pid exists and is not a zombie."""
+    st = proc_stat(pid)
+    return st is not None and st[0] not in ("Z", "X")
+
+
+def proc_cmdline(pid):
+    try:
+        raw = Path("/proc/%d/cmdline" % pid).read_bytes()
+    except OSError:
+        return []
+    return [a.decode(errors="replace") for a in raw.split(b"\0") if a]
+
+
+def proc_environ(pid):
+    try:
+        raw = Path("/proc/%d/environ" % pid).read_bytes()
+    except OSError:
+        return {}
+    env = {}
+    for item in raw.split(b"\0"):
+        if b"=" in item:
+            k, v = item.split(b"=", 1)
+            env[k.decode(errors="replace")] = v.decode(errors="replace")
+    return env
+
+
+def proc_uids(pid):
+    """(real, effective, saved, fs) uids of pid, or None when it is gone."""
+    try:
+        for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+            if line.startswith("Uid:"):
+                return tuple(int(x) for x in line.split()[1:5])
+    except OSError:
+        return None
+    return None
+
+
+def proc_name(pid):
+    """The program a process runs: basename of argv[0], else of its exe."""
+    argv = proc_cmdline(pid)
+    if argv:
+        return os.path.basename(argv[0])
+    try:
+        return os.path.basename(os.readlink("/proc/%d/exe" % pid))
+    except OSError:
+        return ""
+
+
+def all_pids():
+    return [int(p) for p in os.listdir("/proc") if p.isdigit()]
+
+
+def child_pids(ppid):
+    """{pid: program name} of the live children of ppid."""
+    out = {}
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st and st[1] == ppid and st[0] not in ("Z", "X"):
+            out[pid] = proc_name(pid)
+    return out
+
+
+def descendants(ppid):
+    """Every live process below ppid."""
+    found, todo = set(), [ppid]
+    parents = {}
+    for pid in all_pids():
+        st = proc_stat(pid)
+        if st and st[0] not in ("Z", "X"):
+            parents.setdefault(st[1], []).append(pid)
+    while todo:
+        for kid in parents.get(todo.pop(), []):
+            if kid not in found:
+                found.add(kid)
+                todo.append(kid)
+    return found
+
+
+# --- instances ------------------------------------------------------------
+
+class Instance:
+    """One `sluice init` folder and the commands to drive it."""
+
+    def __init__(self, path, port, relayhost=None, user=None, sluice=None):
+        self.sluice = Path(sluice) if sluice else SLUICE
+        self.dir = Path(path)
+        self.port = port
+        self.relayhost = relayhost
+        self.user = user            # run commands as this user (runuser)
+        self._queue_dir = None
+
+    # commands
+
+    def _wrap(self, argv):
+        if self.user:
+            return ["runuser", "-u", self.user, "--"] + argv
+        return argv
+
+    def _env(self):
+        env = dict(os.environ)
+        env.pop("SLUICE_CONFIG", None)
+        return env
+
+    def command(self, *args, timeout=CMD_TIMEOUT):
+        """Run `sluice -c DIR args...`; returns the CompletedProcess."""
+        argv = self._wrap([str(self.sluice), "-c", str(self.dir)] + [str(a) for a in args])
+        return subprocess.run(argv, capture_output=True, text=True,
+                              timeout=timeout, env=self._env())
+
+    def init(self):
+        argv = [str(self.sluice), "init", str(self.dir), "--smtp-port", str(self.port)]
+        if self.relayhost:
+            argv += ["--relayhost", self.relayhost]
+        r = subprocess.run(self._wrap(argv), capture_output=True, text=True,
+                           timeout=CMD_TIMEOUT, env=self._env())
+        assert r.returncode == 0, "sluice init failed: %s" % (r.stderr or r.stdout)
+        return r
+
+    def check(self, *args, timeout=CMD_TIMEOUT):
+        """Run a sluice command that must succeed; returns its stdout."""
+        r = self.command(*args, timeout=timeout)
+        assert r.returncode == 0, "sluice %s: exit %d: %s" % (
+            " ".join(map(str, args)), r.returncode, (r.stderr or r.stdout).strip())
+        return r.stdout
+
+    def start(self):
+        self.check("start")
+
+    def stop(self, timeout=CMD_TIMEOUT):
+        return self.command("stop", timeout=timeout)
+
+    def reload(self):
+        self.check("reload")
+
+    def status(self):
+        return self.command("status").returncode
+
+    # configuration
+
+    def conf_set(self, **params):
+        """Set main.cf parameters through `sluice conf name=value`."""
+        self.check("conf", *("%s=%s" % kv for kv in params.items()))
+
+    def conf_get(self, name):
+        """The value `sluice conf name` shows."""
+        out = self.check("conf", name)
+        for line in out.splitlines():
+            key, sep, value = line.partition("=")
+            if sep and key.strip() == name:
+                return value.strip()
+        raise AssertionError("sluice conf %s printed no value: %r" % (name, out))
+
+    @property
+    def main_cf(self):
+        return self.dir / "main.cf"
+
+    @property
+    def master_cf(self):
+        return self.dir / "master.cf"
+
+    def add_service(self, line):
+        """Append one service line to master.cf."""
+        text = self.master_cf.read_text()
+        if not text.endswith("\n"):
+            text += "\n"
+        self.master_cf.write_text(text + line + "\n")
+
+    def remove_service(self, name):
+        """Drop the master.cf lines whose service name is name."""
+        lines = self.master_cf.read_text().splitlines(keepends=True)
+        keep = [l for l in lines if not (l.split() and l.split()[0] == name)]
+        assert len(keep) < len(lines), "no service %s in master.cf" % name
+        self.master_cf.write_text("".join(keep))
+
+    @property
+    def queue_dir(self):
+        if self._queue_dir is None:
+            try:
+                self._queue_dir = Path(self.conf_get("queue_directory"))
+            except AssertionError:
+                self._queue_dir = self.dir / "queue"
+        return self._queue_dir
+
+    # logs
+
+    @property
+    def maillog(self):
+        return self.dir / "log" / "maillog"
+
+    def log(self):
+        try:
+            return self.maillog.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def log_tail(self, n=LOG_TAIL_LINES):
+        return "\n".join(self.log().splitlines()[-n:])
+
+    def wait_log(self, pattern, timeout=10.0, count=1):
+        """Wait until maillog has count lines matching regex pattern; returns
+        the list of match objects."""
+        rx = re.compile(pattern)
+
+        def found():
+            hits = [m for m in map(rx.search, self.log().splitlines()) if m]
+            return hits if len(hits) >= count else None
+        return wait_until(found, timeout, what="maillog line /%s/ x%d in %s"
+                          % (pattern, count, self.maillog))
+
+    # processes
+
+    def master_pid(self):
+        """The pid in pid/master.pid when that process lives, else None."""
+        try:
+            pid = int((self.queue_dir / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if pid_alive(pid) else None
+
+    def children(self):
+        """{pid: name} of master's live children ({} when master is down)."""
+        pid = self.master_pid()
+        return child_pids(pid) if pid else {}
+
+    def child(self, name, timeout=10.0):
+        """The pid of a child of master running program name (waits)."""
+        def find():
+            pids = [p for p, n in self.children().items() if n == name]
+            return pids[0] if pids else None
+        return wait_until(find, timeout, what="a %s process under master" % name)
+
+    def pids(self):
+        """Every live process of this instance, however found."""
+        found = set()
+        mpid = self.master_pid()
+        if mpid:
+            found.add(mpid)
+            found |= descendants(mpid)
+        dirs = {str(self.dir), str(self.dir.resolve())}
+        me = os.getpid()
+        for pid in all_pids():
+            if pid == me or pid in found or not pid_alive(pid):
+                continue
+            if proc_environ(pid).get("SLUICE_CONFIG", "").rstrip("/") in dirs:
+                found.add(pid)
+                continue
+            argv = proc_cmdline(pid)
+            if any(a.rstrip("/") in dirs for a in argv) and \
+                    os.path.basename(argv[0]) not in ("runuser", "pytest"):
+                found.add(pid)
+        return {p for p in found if pid_alive(p)}
+
+    def kill_leftovers(self):
+        """kill -9 whatever of the instance still runs; returns those pids."""
+        left = self.pids()
+        for pid in left:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if left:
+            wait_until(lambda: not any(pid_alive(p) for p in left), 10,
+                       what="killed processes to go away")
+        return left
+
+    def shutdown(self):
+        """Stop the instance whatever state it is in; returns a complaint
+        (string) when stop left processes behind, else None."""
+        complaint = None
+        try:
+            r = self.stop(timeout=30)
+        except subprocess.TimeoutExpired:
+            r = None
+            complaint = "sluice stop timed out"
+        left = self.kill_leftovers()
+        if left and r is not None and r.returncode == 0:
+            complaint = "sluice stop returned 0 but these still ran: %s" % sorted(left)
+        return complaint
+
+
+# --- fixtures -------------------------------------------------------------
+
+def _short_tmpdir():
+    """A short folder for instances: unix socket paths must stay < 108
+    bytes, which pytest's tmp_path does not promise."""
+    return Path(tempfile.mkdtemp(prefix="sluice-", dir="/tmp"))
+
+
+@pytest.fixture
+def make_instance(request):
+    """Factory: make_instance(relayhost=None, start=False, params={},
+    services=[]) -> Instance, created with `sluice init` on a free port.
+    params are set in main.cf and services appended to master.cf before an
+    optional start. Every instance is stopped after the test."""
+    require(SLUICE, MASTER)
+    made = []
+    request.node._sluice_instances = made
+    base = _short_tmpdir()
+
+    def make(relayhost=None, start=False, params=None, services=(), user=None,
+             path=None, sluice=None):
+        path = Path(path) if path else base / ("i%d" % len(made))
+        inst = Instance(path, free_port(), relayhost=relayhost, user=user,
+                        sluice=sluice)
+        made.append(inst)
+        inst.init()
+        dns = inst.conf_get("dns_servers")
+        assert dns == "" or all(s.startswith(("127.", "[::1]", "::1"))
+                                for s in re.split(r"[\s,]+", dns)), \
+            "instance would use DNS servers %r" % dns
+        if params:
+            inst.conf_set(**params)
+        for line in services:
+            inst.add_service(line)
+        if start:
+            inst.start()
+        return inst
+
+    yield make
+
+    complaints = []
+    for inst in made:
+        c = inst.shutdown()
+        if c:
+            complaints.append("%s: %s" % (inst.dir, c))
+    failed = any(getattr(request.node, "_sluice_rep_" + w, None) is not None and
+                 getattr(request.node, "_sluice_rep_" + w).failed
+                 for w in ("setup", "call"))
+    if failed:
+        print("instance folders kept for inspection under %s" % base)
+    else:
+        shutil.rmtree(base, ignore_errors=True)
+    if complaints:
+        pytest.fail("; ".join(complaints))
+
+
+@pytest.fixture
+def instance(make_instance):
+    """An instance made by `sluice init`, not started."""
+    return make_instance()
+
+
+@pytest.fixture
+def running(make_instance):
+    """A started instance."""
+    return make_instance(start=True)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Remember each phase's outcome and, for a failure, add the tail of
+    every instance's maillog to the report."""
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "_sluice_rep_" + rep.when, rep)
+    if rep.failed:
+        for inst in getattr(item, "_sluice_instances", []):
+            rep.sections.append(("maillog tail %s" % inst.maillog,
+                                 inst.log_tail() or "(empty)"))
