@@ -52,15 +52,25 @@ lint:
 		echo "lint: banned function used (see STYLE.md)"; exit 1; \
 	else echo "lint: no banned functions"; fi
 
+# Sanitizer reports of detached daemons (stderr is /dev/null there) go to
+# files under .sanitizer/; system-check fails when any was written.
+SAN_DIR = $(CURDIR)/.sanitizer
 ifeq ($(SANITIZE),1)
-SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+SAN_UNIT_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+SAN_ENV = ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:log_path=$(SAN_DIR)/asan \
+	UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1:log_path=$(SAN_DIR)/ubsan
 endif
 
 unit-check: all
-	@for d in $(SUBDIRS); do $(SAN_ENV) $(MAKE) --no-print-directory -C $$d -f Makefile.in check || exit 1; done
+	@for d in $(SUBDIRS); do $(SAN_UNIT_ENV) $(MAKE) --no-print-directory -C $$d -f Makefile.in check || exit 1; done
 
 system-check: all
+	@rm -rf $(SAN_DIR); mkdir -p $(SAN_DIR)
 	$(SAN_ENV) SLUICE_TOP=$(CURDIR) $(PYTHON) -m pytest -q -p no:cacheprovider tests $(PYTEST_FLAGS)
+	@if [ -n "$$(ls -A $(SAN_DIR))" ]; then \
+		echo "sanitizer reports from daemons:"; cat $(SAN_DIR)/*; exit 1; \
+	else echo "sanitizers: no reports"; fi
 
 run: deps all
 	@if [ ! -f $(RUN_DIR)/main.cf ]; then bin/sluice init $(RUN_DIR) --smtp-port $(RUN_PORT); fi
