@@ -18,5 +18,7 @@ extern const char *sluice_exe_dir(void);
 
 extern int sluice_init(int argc, char **argv);
 extern int sluice_conf(const char *config_dir, int argc, char **argv);
+extern int sluice_queue(const char *config_dir, int argc, char **argv);
+extern int sluice_cat(const char *config_dir, int argc, char **argv);
 
 #endif
