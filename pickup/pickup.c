@@ -1,0 +1,405 @@
+/*
+ * pickup - feed the files that sendmail(1) leaves in maildrop/ to cleanup
+ *
+ * One pickup runs per instance (maxproc 1), woken through public/pickup by
+ * sendmail and scanning maildrop/ at start and every PICKUP_TICK seconds, so
+ * a lost trigger only delays a message. Each maildrop file (named by its
+ * queue ID; sendmail's ".tmp.QID" files are not finished and are skipped) is
+ * read with the strict queue-file reader and handed to cleanup over
+ * private/cleanup (global/cleanup_proto.h) with the local-submission flag.
+ * The file is removed only after cleanup has answered that the new queue
+ * file is committed, so a crash anywhere means at worst a duplicate, never
+ * a loss.
+ *
+ *   corrupt file            moved to corrupt/ with a warning; scan goes on
+ *   cleanup unreachable,    the file stays; the scan stops (the next tick
+ *   4xx or I/O trouble      or trigger retries, in arrival order)
+ *   5xx from cleanup        moved to hold/ with a warning (there is no
+ *                           bounce service yet to tell the sender)
+ *
+ * The conversation with cleanup is blocking with a timeout: pickup has
+ * nothing else to do meanwhile.
+ */
+#include "sys_defs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
+#include "attr.h"
+#include "cleanup_proto.h"
+#include "mail_conf.h"
+#include "mail_queue.h"
+#include "mail_server.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "qfile.h"
+#include "qid.h"
+#include "safe_file.h"
+#include "sock.h"
+#include "trigger.h"
+#include "vstr.h"
+
+#define PICKUP_TICK 60 /* seconds between periodic scans */
+#define PICKUP_TIMEOUT_MS (300 * 1000) /* per cleanup read or write */
+#define PICKUP_STATUS_MAX 4096 /* a cleanup STATUS list */
+
+typedef struct PICKUP_CTX {
+    char *queue_dir;
+    char *cleanup_path; /* queue_dir/private/cleanup */
+} PICKUP_CTX;
+
+typedef enum PICKUP_RESULT {
+    PICKUP_DONE, /* taken, moved away or gone: go on */
+    PICKUP_RETRY, /* left in place: stop this scan */
+} PICKUP_RESULT;
+
+/* pickup_move - move a maildrop file elsewhere, with the reason logged */
+static PICKUP_RESULT pickup_move(PICKUP_CTX *ctx, const char *qid,
+                                 const char *to_queue, const char *why)
+{
+    if (mail_queue_move(ctx->queue_dir, MAIL_QUEUE_MAILDROP, to_queue,
+                        qid) < 0) {
+        /* Skip it rather than block every message behind it. */
+        msg_warn("%s: %s; cannot move it to %s/: %m", qid, why, to_queue);
+        return PICKUP_DONE;
+    }
+    msg_warn("%s: %s; moved to %s/", qid, why, to_queue);
+    return PICKUP_DONE;
+}
+
+/* pickup_status - read one STATUS list from cleanup; the status, or -1 with
+   the reason in why */
+static long long pickup_status(ATTR_STREAM *stream, VSTR *why, VSTR *reason,
+                               VSTR *queue_id)
+{
+    ATTR_LIST *list = NULL;
+    long long status = -1;
+    const char *value;
+
+    if (attr_stream_read(stream, &list, why) < 0)
+        return -1;
+    if (attr_list_check(list, cleanup_status_spec,
+                        SLUICE_ARRAY_LEN(cleanup_status_spec), why) < 0) {
+        attr_list_free(list);
+        return -1;
+    }
+    (void) attr_get_int(list, "status", &status);
+    if (reason != NULL)
+        vstr_cpy(reason, (value = attr_get_str(list, "reason")) ? value : "");
+    if (queue_id != NULL && (value = attr_get_str(list, "queue_id")) != NULL)
+        vstr_cpy(queue_id, value);
+    attr_list_free(list);
+    return status;
+}
+
+/* pickup_send - write one list and free it; 0 or -1 (why) */
+static int pickup_send(ATTR_STREAM *stream, ATTR_LIST *list, VSTR *why)
+{
+    int ret = attr_stream_write(stream, list, why);
+
+    attr_list_free(list);
+    return ret;
+}
+
+/* pickup_send_data - one DATA list with len bytes of content */
+static int pickup_send_data(ATTR_STREAM *stream, const char *data, size_t len,
+                            VSTR *why)
+{
+    ATTR_LIST *list = attr_list_alloc();
+
+    attr_add_str(list, "request", CLEANUP_REQ_DATA);
+    attr_add_data(list, "data", data, len);
+    return pickup_send(stream, list, why);
+}
+
+/* pickup_send_content - the C records of the file as DATA chunks of at
+   most CLEANUP_CHUNK_MAX bytes; 0, or -1 (why; *corrupt when the file is to
+   blame) */
+static int pickup_send_content(ATTR_STREAM *stream, int fd, VSTR *why,
+                               bool *corrupt)
+{
+    QFILE_READER *reader;
+    QFILE_REC rec;
+    VSTR *chunk = vstr_alloc(CLEANUP_CHUNK_MAX);
+    int ret = 0;
+    int got;
+
+    *corrupt = false;
+    if (lseek(fd, 0, SEEK_SET) < 0) {
+        vstr_sprintf(why, "seek: %s", strerror(errno));
+        vstr_free(chunk);
+        return -1;
+    }
+    reader = qfile_reader_alloc(fd);
+    while (ret == 0 && (got = qfile_read_rec(reader, &rec, why)) != 0) {
+        const char *data = rec.data;
+        size_t left = rec.len;
+
+        if (got < 0) {
+            *corrupt = true;
+            ret = -1;
+            break;
+        }
+        if (rec.type != QFILE_REC_CONT)
+            continue;
+        while (ret == 0 && left > 0) {
+            size_t room = CLEANUP_CHUNK_MAX - vstr_len(chunk);
+            size_t take = left < room ? left : room;
+
+            vstr_ncat(chunk, data, take);
+            data += take;
+            left -= take;
+            if (vstr_len(chunk) == CLEANUP_CHUNK_MAX) {
+                ret = pickup_send_data(stream, vstr_str(chunk),
+                                       vstr_len(chunk), why);
+                vstr_reset(chunk);
+            }
+        }
+    }
+    if (ret == 0 && vstr_len(chunk) > 0)
+        ret = pickup_send_data(stream, vstr_str(chunk), vstr_len(chunk), why);
+    qfile_reader_free(reader);
+    vstr_free(chunk);
+    return ret;
+}
+
+/* pickup_cleanup - hand one message to cleanup; the cleanup status (0:
+   committed) or -1 with the reason in why */
+static long long pickup_cleanup(PICKUP_CTX *ctx, int fd,
+                                const QFILE_INFO *info, VSTR *why,
+                                VSTR *reason, VSTR *queue_id, bool *corrupt)
+{
+    ATTR_STREAM *stream;
+    ATTR_LIST *list;
+    long long status;
+    size_t i;
+    int sock;
+
+    *corrupt = false;
+    if ((sock = sock_unix_connect(ctx->cleanup_path)) < 0) {
+        vstr_sprintf(why, "connect to %s: %s", ctx->cleanup_path,
+                     strerror(errno));
+        return -1;
+    }
+    stream = attr_stream_open(sock, PICKUP_STATUS_MAX, PICKUP_TIMEOUT_MS);
+
+    list = attr_list_alloc();
+    attr_add_str(list, "request", CLEANUP_REQ_BEGIN);
+    attr_add_int(list, "flags", CLEANUP_FLAG_LOCAL);
+    attr_add_str(list, "sender", info->sender);
+    attr_add_str(list, "origin", "local");
+    if (pickup_send(stream, list, why) < 0 ||
+        (status = pickup_status(stream, why, reason, queue_id)) < 0)
+        goto fail;
+    if (status != 0)
+        goto done;
+
+    for (i = 0; i < info->rcpt_count; i++) {
+        const QFILE_RCPT *rcpt = info->rcpts + i;
+
+        if (rcpt->done)
+            continue;
+        list = attr_list_alloc();
+        attr_add_str(list, "request", CLEANUP_REQ_RCPT);
+        attr_add_str(list, "address", rcpt->address);
+        if (*rcpt->orcpt)
+            attr_add_str(list, "orcpt", rcpt->orcpt);
+        if (*rcpt->notify)
+            attr_add_str(list, "notify", rcpt->notify);
+        if (pickup_send(stream, list, why) < 0)
+            goto fail;
+    }
+    if (pickup_send_content(stream, fd, why, corrupt) < 0)
+        goto fail;
+    list = attr_list_alloc();
+    attr_add_str(list, "request", CLEANUP_REQ_END);
+    attr_add_int(list, "abort", 0);
+    if (pickup_send(stream, list, why) < 0 ||
+        (status = pickup_status(stream, why, reason, queue_id)) < 0)
+        goto fail;
+
+done:
+    attr_stream_close(stream);
+    return status;
+
+fail:
+    /* Closing the connection makes cleanup drop the partial file. */
+    attr_stream_close(stream);
+    return -1;
+}
+
+/* pickup_file - hand maildrop/qid to cleanup and remove it once committed */
+static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
+{
+    VSTR *path = mail_queue_path(vstr_alloc(100), ctx->queue_dir,
+                                 MAIL_QUEUE_MAILDROP, qid);
+    VSTR *why = vstr_alloc(100);
+    VSTR *reason = vstr_alloc(100);
+    VSTR *queue_id = vstr_alloc(QID_SIZE);
+    PICKUP_RESULT result = PICKUP_DONE;
+    QFILE_INFO *info = NULL;
+    struct stat st;
+    long long status;
+    bool corrupt;
+    int fd;
+
+    if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
+        if (errno == ELOOP)
+            result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT,
+                                 "not a regular file");
+        else if (errno != ENOENT) {
+            msg_warn("open %s: %m", vstr_str(path));
+            result = PICKUP_RETRY;
+        }
+        goto out;
+    }
+    if (fstat(fd, &st) < 0) {
+        msg_warn("fstat %s: %m", vstr_str(path));
+        result = PICKUP_RETRY;
+        goto out;
+    }
+    if (!S_ISREG(st.st_mode)) {
+        result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT,
+                             "not a regular file");
+        goto out;
+    }
+    if ((info = qfile_info_read(fd, why)) == NULL) {
+        vstr_sprintf(reason, "corrupt maildrop file: %s", vstr_str(why));
+        result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, vstr_str(reason));
+        goto out;
+    }
+    if (info->rcpt_count == info->rcpt_done) {
+        result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT,
+                             "maildrop file without recipients");
+        goto out;
+    }
+    status = pickup_cleanup(ctx, fd, info, why, reason, queue_id, &corrupt);
+    if (status < 0 && corrupt) {
+        vstr_sprintf(reason, "corrupt maildrop file: %s", vstr_str(why));
+        result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, vstr_str(reason));
+    } else if (status < 0) {
+        msg_warn("%s: cannot hand the message to cleanup: %s; will retry",
+                 qid, vstr_str(why));
+        result = PICKUP_RETRY;
+    } else if (status >= 500) {
+        vstr_sprintf(why, "rejected by cleanup: %lld %s", status,
+                     vstr_str(reason));
+        result = pickup_move(ctx, qid, MAIL_QUEUE_HOLD, vstr_str(why));
+    } else if (status != 0) {
+        msg_warn("%s: cleanup: %lld %s; will retry", qid, status,
+                 vstr_str(reason));
+        result = PICKUP_RETRY;
+    } else {
+        /* Committed: the maildrop copy is no longer needed. A crash before
+           the unlink reaches the disk means a duplicate, never a loss. */
+        msg_info("%s: uid=%ld from=<%s>", vstr_str(queue_id),
+                 (long) st.st_uid, info->sender);
+        if (unlink(vstr_str(path)) < 0 && errno != ENOENT)
+            msg_warn("%s: remove %s: %m", vstr_str(queue_id), vstr_str(path));
+        else if (safe_file_fsync_parent(vstr_str(path)) < 0)
+            msg_warn("fsync the directory of %s: %m", vstr_str(path));
+    }
+
+out:
+    if (fd >= 0)
+        (void) close(fd);
+    if (info != NULL)
+        qfile_info_free(info);
+    vstr_free(path);
+    vstr_free(why);
+    vstr_free(reason);
+    vstr_free(queue_id);
+    return result;
+}
+
+/* pickup_compare - queue IDs in arrival order */
+static int pickup_compare(const void *a, const void *b)
+{
+    return strcmp(*(char *const *) a, *(char *const *) b);
+}
+
+/* pickup_scan - take every finished file in maildrop/, oldest first */
+static void pickup_scan(PICKUP_CTX *ctx)
+{
+    VSTR *dir = vstr_alloc(100);
+    struct dirent *de;
+    char **names = NULL;
+    size_t count = 0;
+    size_t cap = 0;
+    size_t i;
+    DIR *dp;
+
+    vstr_sprintf(dir, "%s/%s", ctx->queue_dir, MAIL_QUEUE_MAILDROP);
+    if ((dp = opendir(vstr_str(dir))) == NULL) {
+        msg_warn("open %s: %m", vstr_str(dir));
+        vstr_free(dir);
+        return;
+    }
+    while ((de = readdir(dp)) != NULL) {
+        if (!qid_valid(de->d_name))
+            continue;
+        if (count == cap) {
+            cap = cap ? cap * 2 : 16;
+            names = myrealloc_array(names, cap, sizeof(*names));
+        }
+        names[count++] = mystrdup(de->d_name);
+    }
+    closedir(dp);
+    if (count > 0)
+        qsort(names, count, sizeof(*names), pickup_compare);
+    for (i = 0; i < count; i++)
+        if (pickup_file(ctx, names[i]) == PICKUP_RETRY)
+            break;
+    for (i = 0; i < count; i++)
+        myfree(names[i]);
+    myfree(names);
+    vstr_free(dir);
+}
+
+/* pickup_pre_loop - read the configuration, take what waits */
+static void pickup_pre_loop(MAIL_SERVER *server, void *arg)
+{
+    PICKUP_CTX *ctx = arg;
+    VSTR *path = vstr_alloc(100);
+
+    ctx->queue_dir = mystrdup(mail_conf_str(mail_server_conf(server),
+                                            "queue_directory"));
+    vstr_sprintf(path, "%s/%s/%s", ctx->queue_dir, MAIL_QUEUE_PRIVATE,
+                 CLEANUP_SERVICE);
+    ctx->cleanup_path = vstr_export(path);
+    pickup_scan(ctx);
+}
+
+/* pickup_trigger - sendmail dropped a file */
+static void pickup_trigger(MAIL_SERVER *server, int byte, void *arg)
+{
+    if (byte == TRIGGER_WAKEUP || byte == TRIGGER_SCAN_ALL)
+        pickup_scan(arg);
+    else if (msg_verbose_get())
+        msg_info("ignoring trigger byte %d", byte);
+}
+
+/* pickup_tick - the periodic scan that catches any lost trigger */
+static void pickup_tick(MAIL_SERVER *server, void *arg)
+{
+    pickup_scan(arg);
+}
+
+/* main - the maildrop pickup daemon */
+int main(int argc, char **argv)
+{
+    static const MAIL_SERVER_OPS ops = {
+        .pre_loop = pickup_pre_loop,
+        .on_trigger = pickup_trigger,
+        .on_tick = pickup_tick,
+        .tick_seconds = PICKUP_TICK,
+    };
+    PICKUP_CTX ctx = {0};
+    int status;
+
+    status = mail_server_main(argc, argv, "pickup", &ops, &ctx);
+    myfree(ctx.queue_dir);
+    myfree(ctx.cleanup_path);
+    return status;
+}

@@ -1,0 +1,644 @@
+/*
+ * sendmail - the sendmail(1) command: local submission into maildrop/
+ *
+ *   sendmail [-C DIR] [-t] [-i] [-oi] [-f SENDER] [-F NAME] [-bp] [-bi]
+ *            [-bs] [-bm] [-q] [-o... | -O... ignored] [--] RCPT...
+ *   mailq      = sendmail -bp
+ *   newaliases = sendmail -bi
+ *
+ * The message comes on standard input (LF or CRLF line ends, stored as LF;
+ * a line with a lone "." ends it unless -i or -oi). It is written as a
+ * queue file (global/qfile.h: T F [A] R... M C... E) under the temporary
+ * name maildrop/.tmp.QID, fsynced, renamed to maildrop/QID and the
+ * directory fsynced; only then does sendmail wake pickup (a lost trigger is
+ * fine: pickup also scans) and exit 0. pickup hands the file to cleanup,
+ * which adds the missing headers and writes the real queue file.
+ *
+ * Exit codes are those of sysexits.h: 0, EX_USAGE for bad usage or no
+ * recipients, EX_DATAERR for a message over message_size_limit, EX_CONFIG
+ * for newaliases (not built yet), EX_TEMPFAIL when the message could not be
+ * stored (nothing is left behind: the temporary file is removed).
+ */
+#include "sys_defs.h"
+
+#include <fcntl.h>
+#include <limits.h>
+#include <pwd.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sysexits.h>
+
+#include "argv.h"
+#include "mail_conf.h"
+#include "mail_queue.h"
+#include "mymalloc.h"
+#include "qfile.h"
+#include "qid.h"
+#include "safe_file.h"
+#include "trigger.h"
+#include "vstr.h"
+
+#define SENDMAIL_READ_SIZE 65536
+
+static const char sendmail_usage[] =
+    "usage: sendmail [-C DIR] [-t] [-i] [-f SENDER] [-F NAME] [-bp|-bi|-bs|-q]"
+    " [--] recipient...";
+
+typedef enum SENDMAIL_MODE {
+    SENDMAIL_MODE_DELIVER, /* -bm: read a message */
+    SENDMAIL_MODE_MAILQ, /* -bp */
+    SENDMAIL_MODE_NEWALIASES, /* -bi */
+    SENDMAIL_MODE_SMTP, /* -bs */
+    SENDMAIL_MODE_FLUSH, /* -q */
+} SENDMAIL_MODE;
+
+typedef struct SENDMAIL_OPTS {
+    SENDMAIL_MODE mode;
+    const char *config_dir;
+    const char *sender; /* -f, NULL: the login name */
+    const char *full_name; /* -F */
+    bool extract; /* -t */
+    bool ignore_dots; /* -i, -oi */
+    ARGV *rcpts; /* command line recipients */
+} SENDMAIL_OPTS;
+
+/* The temporary file, removed by the signal handler when set. */
+static char sendmail_tmp_path[PATH_MAX];
+
+/* sendmail_fail - one line on stderr, then exit with status */
+static void SLUICE_PRINTF(2, 3) sendmail_fail(int status, const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("sendmail: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+    if (sendmail_tmp_path[0] != 0)
+        (void) unlink(sendmail_tmp_path);
+    exit(status);
+}
+
+/* sendmail_signal - interrupted while writing: leave nothing behind */
+static void sendmail_signal(int sig)
+{
+    if (sendmail_tmp_path[0] != 0)
+        (void) unlink(sendmail_tmp_path);
+    _exit(EX_TEMPFAIL);
+}
+
+/* sendmail_option_arg - the value of -Xvalue or -X value */
+static const char *sendmail_option_arg(int argc, char **argv, int *i)
+{
+    const char *arg = argv[*i];
+
+    if (arg[2] != 0)
+        return arg + 2;
+    if (*i + 1 >= argc)
+        sendmail_fail(EX_USAGE, "option %s needs a value\n%s", arg,
+                      sendmail_usage);
+    return argv[++*i];
+}
+
+/* sendmail_parse_args - the command line into opts */
+static void sendmail_parse_args(int argc, char **argv, SENDMAIL_OPTS *opts)
+{
+    int i;
+
+    for (i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+
+        if (strcmp(arg, "--") == 0) {
+            i++;
+            break;
+        }
+        if (arg[0] != '-' || arg[1] == 0)
+            break;
+        switch (arg[1]) {
+        case 'C':
+            opts->config_dir = sendmail_option_arg(argc, argv, &i);
+            break;
+        case 'f':
+        case 'r':
+            opts->sender = sendmail_option_arg(argc, argv, &i);
+            break;
+        case 'F':
+            opts->full_name = sendmail_option_arg(argc, argv, &i);
+            break;
+        case 't':
+        case 'i':
+            if (arg[2] != 0)
+                sendmail_fail(EX_USAGE, "unknown option %s\n%s", arg,
+                              sendmail_usage);
+            if (arg[1] == 't')
+                opts->extract = true;
+            else
+                opts->ignore_dots = true;
+            break;
+        case 'o':
+        case 'O':
+            /* -oi matters; other -oX and -O option=value are ignored as
+               Postfix does. A bare -o or -O takes the next word. */
+            if (strcmp(arg, "-oi") == 0)
+                opts->ignore_dots = true;
+            else
+                (void) sendmail_option_arg(argc, argv, &i);
+            break;
+        case 'b':
+            if (strcmp(arg, "-bm") == 0)
+                opts->mode = SENDMAIL_MODE_DELIVER;
+            else if (strcmp(arg, "-bp") == 0)
+                opts->mode = SENDMAIL_MODE_MAILQ;
+            else if (strcmp(arg, "-bi") == 0)
+                opts->mode = SENDMAIL_MODE_NEWALIASES;
+            else if (strcmp(arg, "-bs") == 0)
+                opts->mode = SENDMAIL_MODE_SMTP;
+            else
+                sendmail_fail(EX_USAGE, "unsupported mode %s\n%s", arg,
+                              sendmail_usage);
+            break;
+        case 'q':
+            /* -q and -qINTERVAL: both just flush once. */
+            opts->mode = SENDMAIL_MODE_FLUSH;
+            break;
+        case 'B':
+        case 'h':
+        case 'N':
+        case 'R':
+        case 'V':
+            /* Accepted for compatibility; not used yet. */
+            (void) sendmail_option_arg(argc, argv, &i);
+            break;
+        case 'm':
+        case 'n':
+        case 'U':
+        case 'v':
+            break;
+        default:
+            sendmail_fail(EX_USAGE, "unknown option %s\n%s", arg,
+                          sendmail_usage);
+        }
+    }
+    for (; i < argc; i++)
+        argv_add(opts->rcpts, argv[i]);
+}
+
+/* sendmail_strip_address - an address without white space, comments and
+   angle brackets; NULL when nothing is left */
+static char *sendmail_strip_address(const char *text, size_t len)
+{
+    const char *lt = NULL;
+    const char *gt = NULL;
+    const char *cp;
+    const char *end = text + len;
+    VSTR *buf;
+    int depth = 0;
+    bool quoted = false;
+
+    for (cp = text; cp < end; cp++) {
+        if (*cp == '"')
+            quoted = !quoted;
+        else if (!quoted && *cp == '<')
+            lt = cp;
+        else if (!quoted && *cp == '>' && lt != NULL && gt == NULL)
+            gt = cp;
+    }
+    if (lt != NULL && gt != NULL && gt > lt) {
+        text = lt + 1;
+        end = gt;
+    }
+    buf = vstr_alloc(len + 1);
+    quoted = false;
+    for (cp = text; cp < end; cp++) {
+        if (*cp == '"')
+            quoted = !quoted;
+        if (!quoted && *cp == '(')
+            depth++;
+        else if (!quoted && *cp == ')' && depth > 0)
+            depth--;
+        else if (depth == 0 && (quoted || (*cp != ' ' && *cp != '\t' &&
+                                           *cp != '\r' && *cp != '\n')))
+            vstr_addch(buf, *cp);
+    }
+    if (vstr_len(buf) == 0) {
+        vstr_free(buf);
+        return NULL;
+    }
+    return vstr_export(buf);
+}
+
+/* sendmail_split_addresses - the addresses of a To:/Cc:/Bcc: value: split
+   at commas outside quotes, angle brackets and comments; a group name
+   ("team: a, b;") is dropped */
+static void sendmail_split_addresses(const char *value, ARGV *out)
+{
+    const char *start = value;
+    const char *cp;
+    bool quoted = false;
+    bool angle = false;
+    int depth = 0;
+
+    for (cp = value;; cp++) {
+        char ch = *cp;
+
+        if (ch == '"' && depth == 0)
+            quoted = !quoted;
+        else if (!quoted && ch == '(')
+            depth++;
+        else if (!quoted && ch == ')' && depth > 0)
+            depth--;
+        else if (!quoted && depth == 0 && ch == '<')
+            angle = true;
+        else if (!quoted && depth == 0 && ch == '>')
+            angle = false;
+        else if (!quoted && depth == 0 && !angle && ch == ':')
+            start = cp + 1; /* a group name */
+        if (ch == 0 || (!quoted && depth == 0 && !angle &&
+                        (ch == ',' || ch == ';'))) {
+            char *addr = sendmail_strip_address(start, (size_t) (cp - start));
+
+            if (addr != NULL) {
+                argv_add(out, addr);
+                myfree(addr);
+            }
+            if (ch == 0)
+                break;
+            start = cp + 1;
+        }
+    }
+}
+
+/* sendmail_header_name - is name (case-insensitive) the header at line? */
+static bool sendmail_header_is(const char *line, size_t len, const char *name)
+{
+    size_t name_len = strlen(name);
+
+    if (len <= name_len || strncasecmp(line, name, name_len) != 0)
+        return false;
+    for (line += name_len, len -= name_len; len > 0 && (*line == ' ' ||
+                                                        *line == '\t');
+         line++, len--)
+        ;
+    return len > 0 && *line == ':';
+}
+
+/* sendmail_header_start - does this line start a header field ("Name:")? */
+static bool sendmail_header_start(const char *line, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char) line[i];
+
+        if (ch == ':')
+            return i > 0;
+        if (ch <= ' ' || ch > '~')
+            return false;
+    }
+    return false;
+}
+
+typedef struct SENDMAIL_INPUT {
+    VSTR *buf; /* stdin bytes not yet used */
+    size_t pos;
+    bool eof;
+    bool done; /* the end of the message was seen */
+    bool ignore_dots;
+} SENDMAIL_INPUT;
+
+/* sendmail_get_line - the next message line into line, ending in LF (CRLF
+   and a missing final LF become LF); false at the end of the message */
+static bool sendmail_get_line(SENDMAIL_INPUT *in, VSTR *line)
+{
+    char chunk[SENDMAIL_READ_SIZE];
+    char *nl;
+
+    vstr_reset(line);
+    if (in->done)
+        return false;
+    for (;;) {
+        size_t avail = vstr_len(in->buf) - in->pos;
+        const char *start = vstr_str(in->buf) + in->pos;
+        size_t got;
+
+        if ((nl = memchr(start, '\n', avail)) != NULL) {
+            vstr_ncat(line, start, (size_t) (nl - start) + 1);
+            in->pos += (size_t) (nl - start) + 1;
+            break;
+        }
+        if (in->eof) {
+            if (avail == 0) {
+                in->done = true;
+                return false;
+            }
+            vstr_ncat(line, start, avail);
+            vstr_addch(line, '\n');
+            in->pos += avail;
+            break;
+        }
+        /* Keep the partial line, read more. */
+        if (in->pos > 0) {
+            memmove(vstr_str(in->buf), start, avail);
+            vstr_truncate(in->buf, avail);
+            in->pos = 0;
+        }
+        got = fread(chunk, 1, sizeof(chunk), stdin);
+        if (got > 0)
+            vstr_ncat(in->buf, chunk, got);
+        if (got < sizeof(chunk)) {
+            if (ferror(stdin))
+                sendmail_fail(EX_TEMPFAIL, "read standard input: %s",
+                              strerror(errno));
+            in->eof = true;
+        }
+    }
+    /* CRLF -> LF */
+    if (vstr_len(line) >= 2 && vstr_str(line)[vstr_len(line) - 2] == '\r') {
+        vstr_truncate(line, vstr_len(line) - 2);
+        vstr_addch(line, '\n');
+    }
+    if (!in->ignore_dots && vstr_len(line) == 2 && vstr_str(line)[0] == '.') {
+        in->done = true;
+        vstr_reset(line);
+        return false;
+    }
+    return true;
+}
+
+/* sendmail_read_headers - the header block (and the first body line, when
+   there is one) into headers; with -t the recipients of To:, Cc: and Bcc:
+   go into rcpts and Bcc: is dropped. Returns where the body starts. */
+static size_t sendmail_read_headers(SENDMAIL_INPUT *in, VSTR *headers,
+                                    bool extract, ARGV *rcpts)
+{
+    VSTR *line = vstr_alloc(200);
+    VSTR *field = vstr_alloc(200); /* the current header, unfolded */
+    bool in_header = false;
+    bool drop = false; /* the current header is Bcc: */
+    size_t body_start;
+
+    for (;;) {
+        bool more = sendmail_get_line(in, line);
+        const char *text = vstr_str(line);
+        size_t len = vstr_len(line);
+        bool continuation = more && in_header && len > 1 &&
+                            (text[0] == ' ' || text[0] == '\t');
+
+        /* A header is complete when the next line does not continue it. */
+        if (!continuation && vstr_len(field) > 0) {
+            const char *value = strchr(vstr_str(field), ':') + 1;
+
+            if (extract && (sendmail_header_is(vstr_str(field),
+                                               vstr_len(field), "To") ||
+                            sendmail_header_is(vstr_str(field),
+                                               vstr_len(field), "Cc") ||
+                            sendmail_header_is(vstr_str(field),
+                                               vstr_len(field), "Bcc")))
+                sendmail_split_addresses(value, rcpts);
+            vstr_reset(field);
+        }
+        if (!more) {
+            body_start = vstr_len(headers);
+            break;
+        }
+        if (continuation) {
+            vstr_ncat(field, text, len - 1);
+        } else if (sendmail_header_start(text, len - 1)) {
+            in_header = true;
+            drop = extract && sendmail_header_is(text, len, "Bcc");
+            vstr_ncat(field, text, len - 1);
+        } else {
+            /* The empty line, or a body without headers. */
+            body_start = vstr_len(headers);
+            vstr_ncat(headers, text, len);
+            break;
+        }
+        if (!drop)
+            vstr_ncat(headers, text, len);
+    }
+    vstr_free(line);
+    vstr_free(field);
+    return body_start;
+}
+
+/* sendmail_default_sender - the invoking user's login name */
+static char *sendmail_default_sender(void)
+{
+    struct passwd *pw;
+
+    errno = 0;
+    if ((pw = getpwuid(getuid())) == NULL)
+        sendmail_fail(EX_TEMPFAIL, "cannot find the login name of uid %ld",
+                      (long) getuid());
+    return mystrdup(pw->pw_name);
+}
+
+/* sendmail_clean_sender - "<addr>" -> "addr", "<>" -> "" */
+static char *sendmail_clean_sender(const char *sender)
+{
+    size_t len = strlen(sender);
+
+    if (len >= 2 && sender[0] == '<' && sender[len - 1] == '>')
+        return mystrndup(sender + 1, len - 2);
+    return mystrdup(sender);
+}
+
+/* sendmail_write_content - append data, refusing more than limit bytes */
+static void sendmail_write_content(QFILE_WRITER *writer, const char *data,
+                                   size_t len, long long limit)
+{
+    qfile_put_content(writer, data, len);
+    if (limit > 0 && qfile_writer_content_size(writer) > limit)
+        sendmail_fail(EX_DATAERR, "message is larger than message_size_limit"
+                                  " (%lld bytes); not sent", limit);
+}
+
+/* sendmail_deliver - read the message and store it in maildrop/ */
+static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
+{
+    const char *queue_dir = mail_conf_str(conf, "queue_directory");
+    long long limit = mail_conf_size(conf, "message_size_limit");
+    SENDMAIL_INPUT in = {.buf = vstr_alloc(SENDMAIL_READ_SIZE),
+                         .ignore_dots = opts->ignore_dots};
+    VSTR *headers = vstr_alloc(1024);
+    VSTR *line = vstr_alloc(200);
+    VSTR *path = vstr_alloc(100);
+    VSTR *dir = vstr_alloc(100);
+    QFILE_WRITER *writer;
+    struct timeval now;
+    char qid[QID_SIZE];
+    char *sender;
+    size_t i;
+    int fd;
+
+    (void) sendmail_read_headers(&in, headers, opts->extract, opts->rcpts);
+    if (opts->rcpts->argc == 0)
+        sendmail_fail(EX_USAGE, "no recipients specified");
+    sender = opts->sender ? sendmail_clean_sender(opts->sender)
+                          : sendmail_default_sender();
+
+    /* The temporary file: maildrop/.tmp.QID. */
+    qid_new(qid);
+    vstr_sprintf(dir, "%s/%s", queue_dir, MAIL_QUEUE_MAILDROP);
+    vstr_sprintf(path, "%s/.tmp.%s", vstr_str(dir), qid);
+    if (vstr_len(path) >= sizeof(sendmail_tmp_path))
+        sendmail_fail(EX_TEMPFAIL, "queue path too long: %s", vstr_str(path));
+    /* The directory's mode guards the content; the file is readable so
+       pickup can take it whoever submitted it. */
+    if ((fd = open(vstr_str(path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                   0644)) < 0)
+        sendmail_fail(EX_TEMPFAIL, "create %s: %s", vstr_str(path),
+                      strerror(errno));
+    memcpy(sendmail_tmp_path, vstr_str(path), vstr_len(path) + 1);
+
+    writer = qfile_writer_alloc(fd);
+    gettimeofday(&now, NULL);
+    qfile_put_time(writer, &now);
+    qfile_put_sender(writer, sender);
+    if (opts->full_name != NULL)
+        qfile_put_attr(writer, "full_name", opts->full_name);
+    for (i = 0; i < opts->rcpts->argc; i++)
+        qfile_put_rcpt(writer, opts->rcpts->argv[i], NULL, NULL);
+    qfile_put_content_begin(writer);
+    sendmail_write_content(writer, vstr_str(headers), vstr_len(headers), limit);
+    while (sendmail_get_line(&in, line))
+        sendmail_write_content(writer, vstr_str(line), vstr_len(line), limit);
+    if (qfile_writer_finish(writer) < 0)
+        sendmail_fail(EX_TEMPFAIL, "write %s: %s", vstr_str(path),
+                      strerror(qfile_writer_error(writer)));
+    writer = qfile_writer_free(writer);
+    if (close(fd) < 0)
+        sendmail_fail(EX_TEMPFAIL, "close %s: %s", vstr_str(path),
+                      strerror(errno));
+
+    /* Publish it: rename, then fsync maildrop/ (safe_file_rename). */
+    vstr_sprintf(path, "%s/%s", vstr_str(dir), qid);
+    if (rename(sendmail_tmp_path, vstr_str(path)) < 0)
+        sendmail_fail(EX_TEMPFAIL, "rename to %s: %s", vstr_str(path),
+                      strerror(errno));
+    /* From here the file to remove on failure has its final name. */
+    memcpy(sendmail_tmp_path, vstr_str(path), vstr_len(path) + 1);
+    if (safe_file_fsync_dir(vstr_str(dir)) < 0)
+        sendmail_fail(EX_TEMPFAIL, "fsync %s: %s", vstr_str(dir),
+                      strerror(errno));
+    sendmail_tmp_path[0] = 0;
+
+    /* Wake pickup; it also scans, so a failure here is harmless. */
+    vstr_sprintf(path, "%s/%s/pickup", queue_dir, MAIL_QUEUE_PUBLIC);
+    (void) trigger_send(vstr_str(path), TRIGGER_WAKEUP);
+
+    myfree(sender);
+    vstr_free(in.buf);
+    vstr_free(headers);
+    vstr_free(line);
+    vstr_free(path);
+    vstr_free(dir);
+    return 0;
+}
+
+/* sendmail_mailq - run `sluice -c DIR queue` (bin/sluice beside us) */
+static int sendmail_mailq(const char *config_dir)
+{
+    char self[PATH_MAX];
+    char *argv[5];
+    VSTR *path = vstr_alloc(100);
+    ssize_t len;
+    char *slash;
+
+    argv[0] = "sluice";
+    argv[1] = "-c";
+    argv[2] = (char *) config_dir;
+    argv[3] = "queue";
+    argv[4] = NULL;
+    fflush(stdout);
+    if ((len = readlink("/proc/self/exe", self, sizeof(self) - 1)) > 0) {
+        self[len] = 0;
+        if ((slash = strrchr(self, '/')) != NULL) {
+            *slash = 0;
+            /* bin/sluice beside us in the build tree. */
+            vstr_sprintf(path, "%s/sluice", self);
+            if (access(vstr_str(path), X_OK) == 0)
+                execv(vstr_str(path), argv);
+        }
+    }
+    /* Installed: sendmail in BINDIR, sluice in the command directory. */
+    vstr_sprintf(path, "%s/sluice", DEF_COMMAND_DIR);
+    if (access(vstr_str(path), X_OK) == 0)
+        execv(vstr_str(path), argv);
+    execvp("sluice", argv);
+    sendmail_fail(EX_UNAVAILABLE, "cannot run sluice queue: %s",
+                  strerror(errno));
+    return EX_UNAVAILABLE;
+}
+
+/* sendmail_flush - -q: ask qmgr to try everything now */
+static int sendmail_flush(const MAIL_CONF *conf)
+{
+    VSTR *path = vstr_alloc(100);
+
+    vstr_sprintf(path, "%s/%s/qmgr", mail_conf_str(conf, "queue_directory"),
+                 MAIL_QUEUE_PUBLIC);
+    if (trigger_send(vstr_str(path), TRIGGER_SCAN_ALL) < 0)
+        sendmail_fail(EX_UNAVAILABLE, "cannot reach qmgr at %s: %s",
+                      vstr_str(path), strerror(errno));
+    vstr_free(path);
+    return 0;
+}
+
+/* main - sendmail, mailq or newaliases, by name and options */
+int main(int argc, char **argv)
+{
+    SENDMAIL_OPTS opts = {.mode = SENDMAIL_MODE_DELIVER};
+    const char *name;
+    MAIL_CONF *conf;
+    VSTR *why;
+    int status;
+
+    signal(SIGPIPE, SIG_IGN);
+    signal(SIGHUP, sendmail_signal);
+    signal(SIGINT, sendmail_signal);
+    signal(SIGTERM, sendmail_signal);
+    signal(SIGQUIT, sendmail_signal);
+    umask(022);
+
+    name = argc > 0 && argv[0] != NULL ? argv[0] : "sendmail";
+    if (strrchr(name, '/') != NULL)
+        name = strrchr(name, '/') + 1;
+    if (strcmp(name, "mailq") == 0)
+        opts.mode = SENDMAIL_MODE_MAILQ;
+    else if (strcmp(name, "newaliases") == 0)
+        opts.mode = SENDMAIL_MODE_NEWALIASES;
+    opts.rcpts = argv_alloc(4);
+    opts.config_dir = getenv("SLUICE_CONFIG");
+    sendmail_parse_args(argc, argv, &opts);
+    if (opts.config_dir == NULL || *opts.config_dir == 0)
+        opts.config_dir = DEF_CONFIG_DIR;
+
+    switch (opts.mode) {
+    case SENDMAIL_MODE_NEWALIASES:
+        sendmail_fail(EX_CONFIG, "newaliases: aliases are not supported yet");
+        break;
+    case SENDMAIL_MODE_SMTP:
+        sendmail_fail(EX_USAGE, "-bs: SMTP on standard input is not supported"
+                                " yet");
+        break;
+    case SENDMAIL_MODE_MAILQ:
+        return sendmail_mailq(opts.config_dir);
+    default:
+        break;
+    }
+
+    why = vstr_alloc(100);
+    if ((conf = mail_conf_read(opts.config_dir, why)) == NULL)
+        sendmail_fail(EX_TEMPFAIL, "%s", vstr_str(why));
+    if (opts.mode == SENDMAIL_MODE_FLUSH)
+        status = sendmail_flush(conf);
+    else
+        status = sendmail_deliver(&opts, conf);
+    mail_conf_free(conf);
+    vstr_free(why);
+    argv_free(opts.rcpts);
+    return status;
+}
