@@ -229,7 +229,7 @@ int sluice_queue(const char *config_dir, int argc, char **argv)
 /* sluice_cat - `sluice cat QID`: one queue file, readable */
 int sluice_cat(const char *config_dir, int argc, char **argv)
 {
-    VSTR *path = vstr_alloc(100);
+    VSTR *path;
     char *queue_dir;
     int status = 1;
     int fd = -1;
@@ -240,6 +240,7 @@ int sluice_cat(const char *config_dir, int argc, char **argv)
         return sluice_fail("cat: \"%s\" is not a queue ID", argv[1]);
     if ((queue_dir = sluice_queue_dir(config_dir)) == NULL)
         return 1;
+    path = vstr_alloc(100);
     for (size_t q = 0; q < SLUICE_ARRAY_LEN(sluice_queues) && fd < 0; q++) {
         mail_queue_path(path, queue_dir, sluice_queues[q].name, argv[1]);
         fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC);
