@@ -77,7 +77,7 @@ run: deps all
 	@echo
 	@echo "sluice is starting in the foreground (Ctrl-C stops it). In another shell:"
 	@echo "  swaks --server 127.0.0.1:$(RUN_PORT) --to user@localhost --from you@example.test"
-	@echo "  ls $(RUN_DIR)/queue/incoming;  tail -f $(RUN_DIR)/log/maillog"
+	@echo "  bin/sluice -c $(RUN_DIR) queue;  tail -f $(RUN_DIR)/log/maillog"
 	@echo
 	bin/sluice -c $(RUN_DIR) start -f
 
