@@ -29,7 +29,6 @@
 
 #define CLEANUP_STALE_AGE (24 * 3600) /* crash leftovers older than this */
 #define CLEANUP_DEF_TIMEOUT 3600 /* idle client, seconds */
-#define CLEANUP_DEF_HEADER_LIMIT 102400
 
 /* The filter seam: header/body checks and DKIM signing go here. */
 static const CLEANUP_FILTER *const cleanup_filters[] = {
@@ -327,15 +326,6 @@ static void cleanup_accept(MAIL_SERVER *server, int fd, void *arg)
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 }
 
-/* cleanup_conf_size - a size parameter, or def when unset or unknown */
-static long long cleanup_conf_size(const MAIL_CONF *conf, const char *name,
-                                   long long def)
-{
-    if (*mail_conf_str(conf, name) == 0)
-        return def;
-    return mail_conf_size(conf, name);
-}
-
 /* cleanup_pre_loop - read main.cf once; clear what a crash left */
 static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -364,13 +354,10 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
         myfree(ctx->conf.myorigin);
         ctx->conf.myorigin = mystrdup(ctx->conf.myhostname);
     }
-    ctx->conf.message_size_limit =
-        cleanup_conf_size(conf, "message_size_limit", 10240000);
-    ctx->conf.header_size_limit =
-        cleanup_conf_size(conf, "header_size_limit", CLEANUP_DEF_HEADER_LIMIT);
-    timeout = *mail_conf_str(conf, "daemon_timeout")
-                  ? mail_conf_time(conf, "daemon_timeout")
-                  : CLEANUP_DEF_TIMEOUT;
+    /* mail_conf_read() has validated these and supplies the defaults. */
+    ctx->conf.message_size_limit = mail_conf_size(conf, "message_size_limit");
+    ctx->conf.header_size_limit = mail_conf_size(conf, "header_size_limit");
+    timeout = mail_conf_time(conf, "daemon_timeout");
     ctx->timeout = timeout > 0 && timeout < INT32_MAX ? (int) timeout
                                                       : CLEANUP_DEF_TIMEOUT;
     vstr_sprintf(path, "%s/public/qmgr", ctx->conf.queue_dir);
