@@ -32,11 +32,34 @@ static bool sluice_conf_name_ok(const char *name, size_t len)
     return true;
 }
 
+/* sluice_conf_split - "name = value" into its name and value (caller frees
+   the name); NULL after one line when the argument is not a setting */
+static char *sluice_conf_split(const char *arg, const char **value)
+{
+    const char *eq = strchr(arg, '=');
+    size_t len = (size_t) (eq - arg);
+
+    while (len > 0 && (arg[len - 1] == ' ' || arg[len - 1] == '\t'))
+        len--;
+    *value = eq + 1 + strspn(eq + 1, " \t");
+    if (!sluice_conf_name_ok(arg, len)) {
+        sluice_fail("conf: bad parameter name in \"%s\"", arg);
+        return NULL;
+    }
+    if (strchr(*value, '\n') != NULL) {
+        sluice_fail("conf: a value may not contain a newline");
+        return NULL;
+    }
+    return mystrndup(arg, len);
+}
+
 /* sluice_conf_edit - apply name=value arguments, all checked first */
 static int sluice_conf_edit(const char *config_dir, int argc, char **argv)
 {
     VSTR *why = vstr_alloc(100);
     MAIL_CONF *conf;
+    const char *value;
+    char *name;
     int status = 0;
 
     /* The instance must be readable as it is, before we touch it. */
@@ -45,45 +68,18 @@ static int sluice_conf_edit(const char *config_dir, int argc, char **argv)
         goto out;
     }
     conf = mail_conf_free(conf);
-    for (int i = 0; i < argc; i++) {
-        const char *eq = strchr(argv[i], '=');
-        size_t len = (size_t) (eq - argv[i]);
-        const char *value = eq + 1;
-
-        while (len > 0 && (argv[i][len - 1] == ' ' || argv[i][len - 1] == '\t'))
-            len--;
-        value += strspn(value, " \t");
-        if (!sluice_conf_name_ok(argv[i], len)) {
-            status = sluice_fail("conf: bad parameter name in \"%s\"", argv[i]);
-            goto out;
-        }
-        if (strchr(value, '\n') != NULL) {
-            status = sluice_fail("conf: a value may not contain a newline");
-            goto out;
-        }
-        char *name = mystrndup(argv[i], len);
-        int bad = mail_conf_check_value(name, value, why);
-
-        myfree(name);
-        if (bad < 0) {
+    for (int i = 0; i < argc && status == 0; i++) {
+        if ((name = sluice_conf_split(argv[i], &value)) == NULL)
+            status = 1;
+        else if (mail_conf_check_value(name, value, why) < 0)
             status = sluice_fail("conf: %s", vstr_str(why));
-            goto out;
-        }
+        myfree(name);
     }
-    for (int i = 0; i < argc; i++) {
-        const char *eq = strchr(argv[i], '=');
-        size_t len = (size_t) (eq - argv[i]);
-        char *name;
-
-        while (len > 0 && (argv[i][len - 1] == ' ' || argv[i][len - 1] == '\t'))
-            len--;
-        name = mystrndup(argv[i], len);
-        if (mail_conf_edit(config_dir, name, eq + 1 + strspn(eq + 1, " \t"),
-                           why) < 0)
+    for (int i = 0; i < argc && status == 0; i++) {
+        name = sluice_conf_split(argv[i], &value);
+        if (mail_conf_edit(config_dir, name, value, why) < 0)
             status = sluice_fail("conf: %s", vstr_str(why));
         myfree(name);
-        if (status)
-            goto out;
     }
 out:
     vstr_free(why);
