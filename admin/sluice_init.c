@@ -3,7 +3,7 @@
  *
  * DIR gets main.cf, master.cf, queue/ (every queue directory), log/ and
  * data/. The instance runs entirely as the user who made it, listens on
- * 127.0.0.1:PORT (default 2525), does no DNS (dns_servers is empty) and runs
+ * 127.0.0.1:PORT (default 2525), does no DNS (disable_dns_lookups) and runs
  * the daemons that stand beside this sluice binary (../libexec of a build
  * tree), so a build that was never installed works. master.cf lists only
  * the daemons that exist there. DIR must be missing or empty: init never
@@ -239,8 +239,10 @@ int sluice_init(int argc, char **argv)
                  "mynetworks = 127.0.0.0/8 [::1]/128\n"
                  "inet_interfaces = 127.0.0.1\n"
                  "\n"
-                 "# No DNS: empty means lookups are off. Tests point this at a\n"
-                 "# resolver of their own on loopback.\n"
+                 "# No DNS at all until you say so: then set disable_dns_lookups\n"
+                 "# to no, and dns_servers to your resolvers (empty: the system's).\n"
+                 "# Tests point dns_servers at a resolver of their own on loopback.\n"
+                 "disable_dns_lookups = yes\n"
                  "dns_servers =\n",
                  stamp, dir, dir, dir, dir, daemon_dir, sluice_exe_dir(),
                  pw->pw_name);

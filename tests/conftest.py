@@ -8,8 +8,9 @@ and /proc/*/environ SLUICE_CONFIG=DIR or /proc/*/cmdline). When a test fails,
 the tail of each of its instances' maillog is added to the failure report.
 
 Nothing here waits by sleeping and hoping: wait_until() polls a condition
-with a deadline. No instance does DNS: `sluice init` leaves dns_servers empty
-(lookups off) and the fixture checks that.
+with a deadline. No instance asks this machine's resolver anything: `sluice
+init` sets disable_dns_lookups = yes, and the fixture checks that an instance
+either keeps lookups off or names only loopback resolvers in dns_servers.
 
 Environment: SLUICE_TOP is the build tree (default: the folder above this
 one); the programs are $SLUICE_TOP/bin/sluice and $SLUICE_TOP/libexec/*.
@@ -389,6 +390,17 @@ class Instance:
 
 # --- fixtures -------------------------------------------------------------
 
+def check_no_outside_dns(inst):
+    """Fail unless inst makes no DNS query or asks only loopback servers."""
+    if inst.conf_get("disable_dns_lookups") == "yes":
+        return
+    dns = inst.conf_get("dns_servers")
+    servers = [s for s in re.split(r"[\s,]+", dns) if s]
+    assert servers and all(s.startswith(("127.", "[::1]", "::1"))
+                           for s in servers), \
+        "instance would ask DNS servers %r (empty is the system's)" % dns
+
+
 def _short_tmpdir():
     """A short folder for instances: unix socket paths must stay < 108
     bytes, which pytest's tmp_path does not promise."""
@@ -413,12 +425,9 @@ def make_instance(request):
                         sluice=sluice)
         made.append(inst)
         inst.init()
-        dns = inst.conf_get("dns_servers")
-        assert dns == "" or all(s.startswith(("127.", "[::1]", "::1"))
-                                for s in re.split(r"[\s,]+", dns)), \
-            "instance would use DNS servers %r" % dns
         if params:
             inst.conf_set(**params)
+        check_no_outside_dns(inst)
         for line in services:
             inst.add_service(line)
         if start:
