@@ -175,6 +175,8 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"smtp_data_xfer_timeout", TIME, "180s",
      "time limit for sending each piece of the message"},
     {"smtp_quit_timeout", TIME, "300s", "time limit for the reply to QUIT"},
+    {"smtp_rset_timeout", TIME, "20s", "time limit for the reply to RSET"},
+    {"smtp_mx_host_limit", INT, "10", "MX hosts resolved per delivery"},
     {"smtp_dns_timeout", TIME, "30s", "time limit for the DNS lookups of a delivery"},
     {"smtp_connection_cache_time_limit", TIME, "2s",
      "how long an idle connection is kept for the next message (0: never)"},

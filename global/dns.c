@@ -1,0 +1,735 @@
+/*
+ * dns - asynchronous mail exchanger and address lookups on libunbound
+ *
+ * libunbound runs its resolver in a thread (ub_ctx_async); answers wait in
+ * a pipe whose read end (ub_fd) an event watches, and ub_process() runs the
+ * callbacks from the event loop. A lookup is a small state machine: the MX
+ * query, then one A (and AAAA) query per MX host, all in flight at once,
+ * and a timer that bounds the whole. When the last query is answered (or
+ * the timer fires) the addresses are put in MX order and handed over.
+ */
+#include "sys_defs.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
+#include <event2/event.h>
+#include <unbound.h>
+
+#include "argv.h"
+#include "dns.h"
+#include "mail_conf.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "vstr.h"
+
+#define DNS_TYPE_A 1
+#define DNS_TYPE_MX 15
+#define DNS_TYPE_AAAA 28
+#define DNS_CLASS_IN 1
+#define DNS_RCODE_NXDOMAIN 3
+struct DNS_CTX {
+    struct event_base *base;
+    struct ub_ctx *ub; /* NULL when lookups are disabled */
+    struct event *readable; /* ub_fd watch */
+    bool ipv6; /* ask AAAA too */
+    size_t mx_host_limit; /* smtp_mx_host_limit: MX hosts resolved */
+    uint32_t rnd_state; /* shuffle of equal preferences */
+    DNS_LOOKUP *lookups; /* in flight, for dns_ctx_free */
+};
+
+/* One host of a lookup: the MX host, or the name itself. */
+typedef struct DNS_HOST {
+    char *name;
+    int pref;
+    DNS_ADDR *addrs;
+    size_t count;
+    bool temp_fail; /* an address query failed temporarily */
+    bool asked; /* address queries were sent */
+} DNS_HOST;
+
+/* One libunbound query in flight. */
+typedef struct DNS_QUERY {
+    DNS_LOOKUP *lookup;
+    int type;
+    size_t host; /* index into hosts (A/AAAA) */
+    int async_id;
+    struct DNS_QUERY *next;
+} DNS_QUERY;
+
+struct DNS_LOOKUP {
+    DNS_CTX *ctx;
+    char *name;
+    bool mx;
+    int timeout;
+    DNS_CALLBACK callback;
+    void *arg;
+    struct event *timer; /* the deadline, or "answer now" */
+    DNS_QUERY *queries; /* in flight */
+    DNS_HOST *hosts;
+    size_t host_count;
+    DNS_REPLY reply;
+    bool decided; /* reply.status/dsn/reason are final */
+    DNS_LOOKUP *prev, *next; /* ctx->lookups */
+};
+
+/* dns_server_parse - "ip", "ip:port", "[ip]", "[ip]:port" to "ip@port" */
+int dns_server_parse(const char *text, VSTR *out, VSTR *why)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *port = NULL;
+    const char *end;
+    size_t len;
+    unsigned char buf[sizeof(struct in6_addr)];
+
+    if (text[0] == '[') {
+        if ((end = strchr(text, ']')) == NULL)
+            goto bad;
+        len = (size_t) (end - text - 1);
+        if (len == 0 || len >= sizeof(host))
+            goto bad;
+        memcpy(host, text + 1, len);
+        host[len] = 0;
+        if (end[1] == ':')
+            port = end + 2;
+        else if (end[1] != 0)
+            goto bad;
+    } else {
+        const char *colon = strchr(text, ':');
+
+        if (colon != NULL && strchr(colon + 1, ':') == NULL) {
+            len = (size_t) (colon - text); /* ipv4:port */
+            port = colon + 1;
+        } else {
+            len = strlen(text); /* ipv4, or a bare ipv6 address */
+        }
+        if (len == 0 || len >= sizeof(host))
+            goto bad;
+        memcpy(host, text, len);
+        host[len] = 0;
+    }
+    if (inet_pton(AF_INET, host, buf) != 1 &&
+        inet_pton(AF_INET6, host, buf) != 1)
+        goto bad;
+    if (port != NULL) {
+        char *stop;
+        long num;
+
+        errno = 0;
+        num = strtol(port, &stop, 10);
+        if (errno || stop == port || *stop || num < 1 || num > 65535)
+            goto bad;
+        vstr_sprintf(out, "%s@%ld", host, num);
+    } else {
+        vstr_cpy(out, host);
+    }
+    return 0;
+
+bad:
+    vstr_sprintf(why, "bad DNS server \"%s\" (want ip, ip:port or [ip]:port)",
+                 text);
+    return -1;
+}
+
+/* dns_name_parse - wire-format name to dotted text */
+int dns_name_parse(const unsigned char *data, size_t len, VSTR *out)
+{
+    size_t pos = 0;
+
+    vstr_reset(out);
+    for (;;) {
+        size_t label;
+
+        if (pos >= len)
+            return -1;
+        label = data[pos++];
+        if (label == 0)
+            break;
+        if (label > 63 || pos + label > len)
+            return -1; /* compression or garbage */
+        if (vstr_len(out) > 0)
+            vstr_addch(out, '.');
+        for (size_t i = 0; i < label; i++) {
+            int ch = data[pos + i];
+
+            if (ch == '.' || ch <= ' ' || ch >= 0x7f)
+                return -1; /* no host name has these */
+            vstr_addch(out, ch);
+        }
+        pos += label;
+        if (vstr_len(out) > 253)
+            return -1;
+    }
+    if (vstr_len(out) == 0)
+        vstr_cpy(out, ".");
+    return (int) pos;
+}
+
+/* dns_mx_parse - preference and host of one MX rdata */
+int dns_mx_parse(const unsigned char *data, size_t len, DNS_MX *mx)
+{
+    VSTR *host;
+
+    if (len < 3)
+        return -1;
+    host = vstr_alloc(64);
+    if (dns_name_parse(data + 2, len - 2, host) < 0) {
+        vstr_free(host);
+        return -1;
+    }
+    mx->pref = (data[0] << 8) | data[1];
+    mx->host = vstr_export(host);
+    return 0;
+}
+
+/* dns_mx_null - is this the null MX of RFC 7505? */
+bool dns_mx_null(const DNS_MX *mx, size_t count)
+{
+    return count == 1 && strcmp(mx[0].host, ".") == 0;
+}
+
+/* dns_mx_sort - by preference; equal preferences shuffled */
+void dns_mx_sort(DNS_MX *mx, size_t count, unsigned (*rnd)(void *rnd_arg),
+                 void *rnd_arg)
+{
+    DNS_MX tmp;
+
+    /* Fisher-Yates, then a stable insertion sort by preference. */
+    for (size_t i = count; i > 1; i--) {
+        size_t j = rnd(rnd_arg) % i;
+
+        tmp = mx[i - 1];
+        mx[i - 1] = mx[j];
+        mx[j] = tmp;
+    }
+    for (size_t i = 1; i < count; i++) {
+        size_t j = i;
+
+        tmp = mx[i];
+        while (j > 0 && mx[j - 1].pref > tmp.pref) {
+            mx[j] = mx[j - 1];
+            j--;
+        }
+        mx[j] = tmp;
+    }
+}
+
+/* dns_rnd - xorshift32, good enough for shuffling MX hosts */
+static unsigned dns_rnd(void *arg)
+{
+    uint32_t *state = arg;
+    uint32_t x = *state;
+
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    *state = x;
+    return x;
+}
+
+/* dns_have_ipv6 - does this machine have a global IPv6 address? */
+static bool dns_have_ipv6(void)
+{
+    struct ifaddrs *list, *ifa;
+    bool found = false;
+
+    if (getifaddrs(&list) < 0)
+        return false;
+    for (ifa = list; ifa != NULL && !found; ifa = ifa->ifa_next) {
+        const struct sockaddr_in6 *sin6;
+
+        if (ifa->ifa_addr == NULL || ifa->ifa_addr->sa_family != AF_INET6 ||
+            (ifa->ifa_flags & IFF_LOOPBACK))
+            continue;
+        sin6 = (const struct sockaddr_in6 *) ifa->ifa_addr;
+        if (IN6_IS_ADDR_LINKLOCAL(&sin6->sin6_addr) ||
+            IN6_IS_ADDR_LOOPBACK(&sin6->sin6_addr))
+            continue;
+        found = true;
+    }
+    freeifaddrs(list);
+    return found;
+}
+
+/* dns_readable - libunbound has answers: run their callbacks */
+static void dns_readable(evutil_socket_t fd, short what, void *arg)
+{
+    DNS_CTX *ctx = arg;
+    int err;
+
+    if ((err = ub_process(ctx->ub)) != 0)
+        msg_warn("DNS: ub_process: %s", ub_strerror(err));
+}
+
+/* dns_ctx_create - libunbound set up from main.cf */
+DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
+                        VSTR *why)
+{
+    DNS_CTX *ctx = mycalloc(1, sizeof(*ctx));
+    ARGV *servers = NULL;
+    VSTR *fwd = vstr_alloc(64);
+    struct timeval now;
+    int err;
+
+    ctx->base = base;
+    ctx->mx_host_limit = (size_t) mail_conf_int(conf, "smtp_mx_host_limit");
+    if (ctx->mx_host_limit == 0)
+        ctx->mx_host_limit = 1;
+    gettimeofday(&now, NULL);
+    ctx->rnd_state = (uint32_t) (now.tv_usec ^ (now.tv_sec << 8) ^ getpid());
+    if (ctx->rnd_state == 0)
+        ctx->rnd_state = 1;
+    if (mail_conf_bool(conf, "disable_dns_lookups")) {
+        vstr_free(fwd);
+        return ctx;
+    }
+    ctx->ipv6 = dns_have_ipv6();
+    if ((ctx->ub = ub_ctx_create()) == NULL) {
+        vstr_cpy(why, "cannot create a libunbound context");
+        goto fail;
+    }
+    /* Tests and local caches run on loopback; no trust anchor is set, so
+       answers are taken without DNSSEC validation. */
+    if ((err = ub_ctx_set_option(ctx->ub, "do-not-query-localhost:", "no"))
+        != 0) {
+        vstr_sprintf(why, "libunbound do-not-query-localhost: %s",
+                     ub_strerror(err));
+        goto fail;
+    }
+    /* libunbound answers the RFC 6761 name "test." itself (NXDOMAIN);
+       let the forwarders answer it, so a resolver on loopback can serve
+       test domains. Real resolvers answer NXDOMAIN for it anyway. */
+    if ((err = ub_ctx_set_option(ctx->ub, "local-zone:", "test. transparent"))
+        != 0) {
+        vstr_sprintf(why, "libunbound local-zone: %s", ub_strerror(err));
+        goto fail;
+    }
+    servers = mail_conf_list(conf, "dns_servers");
+    for (size_t i = 0; i < servers->argc; i++) {
+        if (dns_server_parse(servers->argv[i], fwd, why) < 0)
+            goto fail;
+        if ((err = ub_ctx_set_fwd(ctx->ub, vstr_str(fwd))) != 0) {
+            vstr_sprintf(why, "dns_servers: %s: %s", servers->argv[i],
+                         ub_strerror(err));
+            goto fail;
+        }
+    }
+    if (servers->argc == 0 && (err = ub_ctx_resolvconf(ctx->ub, NULL)) != 0) {
+        vstr_sprintf(why, "cannot read /etc/resolv.conf: %s", ub_strerror(err));
+        goto fail;
+    }
+    if ((err = ub_ctx_async(ctx->ub, 1)) != 0) {
+        vstr_sprintf(why, "libunbound async mode: %s", ub_strerror(err));
+        goto fail;
+    }
+    ctx->readable = event_new(base, ub_fd(ctx->ub), EV_READ | EV_PERSIST,
+                              dns_readable, ctx);
+    if (ctx->readable == NULL || event_add(ctx->readable, NULL) < 0) {
+        vstr_cpy(why, "cannot watch the libunbound descriptor");
+        goto fail;
+    }
+    argv_free(servers);
+    vstr_free(fwd);
+    return ctx;
+
+fail:
+    if (servers)
+        argv_free(servers);
+    vstr_free(fwd);
+    dns_ctx_free(ctx);
+    return NULL;
+}
+
+/* dns_lookup_free - release a lookup and its queries (no callback) */
+static void dns_lookup_free(DNS_LOOKUP *lookup)
+{
+    DNS_CTX *ctx = lookup->ctx;
+    DNS_QUERY *query;
+
+    while ((query = lookup->queries) != NULL) {
+        lookup->queries = query->next;
+        (void) ub_cancel(ctx->ub, query->async_id);
+        myfree(query);
+    }
+    if (lookup->prev)
+        lookup->prev->next = lookup->next;
+    else
+        ctx->lookups = lookup->next;
+    if (lookup->next)
+        lookup->next->prev = lookup->prev;
+    event_free(lookup->timer);
+    for (size_t i = 0; i < lookup->host_count; i++) {
+        for (size_t j = 0; j < lookup->hosts[i].count; j++)
+            myfree(lookup->hosts[i].addrs[j].host);
+        myfree(lookup->hosts[i].addrs);
+        myfree(lookup->hosts[i].name);
+    }
+    myfree(lookup->hosts);
+    for (size_t i = 0; i < lookup->reply.count; i++)
+        myfree(lookup->reply.addrs[i].host);
+    myfree(lookup->reply.addrs);
+    vstr_free(lookup->reply.reason);
+    myfree(lookup->name);
+    myfree(lookup);
+}
+
+/* dns_ctx_free - cancel everything and free */
+DNS_CTX *dns_ctx_free(DNS_CTX *ctx)
+{
+    while (ctx->lookups != NULL)
+        dns_lookup_free(ctx->lookups);
+    if (ctx->readable)
+        event_free(ctx->readable);
+    if (ctx->ub)
+        ub_ctx_delete(ctx->ub);
+    myfree(ctx);
+    return NULL;
+}
+
+/* dns_lookup_cancel - forget a lookup */
+void dns_lookup_cancel(DNS_LOOKUP *lookup)
+{
+    dns_lookup_free(lookup);
+}
+
+/* dns_decide - set the outcome (the first decision wins) */
+static void dns_decide(DNS_LOOKUP *lookup, DNS_STATUS status, const char *dsn,
+                       const char *fmt, ...) SLUICE_PRINTF(4, 5);
+
+static void dns_decide(DNS_LOOKUP *lookup, DNS_STATUS status, const char *dsn,
+                       const char *fmt, ...)
+{
+    va_list ap;
+
+    if (lookup->decided)
+        return;
+    lookup->decided = true;
+    lookup->reply.status = status;
+    snprintf(lookup->reply.dsn, sizeof(lookup->reply.dsn), "%s", dsn);
+    vstr_reset(lookup->reply.reason);
+    va_start(ap, fmt);
+    vstr_vsprintf_append(lookup->reply.reason, fmt, ap);
+    va_end(ap);
+}
+
+/* dns_type_name - for messages */
+static const char *dns_type_name(int type)
+{
+    return type == DNS_TYPE_MX ? "MX" : type == DNS_TYPE_A ? "A" : "AAAA";
+}
+
+/* dns_finish - hand the outcome over soon, from the loop */
+static void dns_finish(DNS_LOOKUP *lookup)
+{
+    static const struct timeval now = {0, 0};
+    DNS_QUERY *query;
+
+    while ((query = lookup->queries) != NULL) {
+        lookup->queries = query->next;
+        (void) ub_cancel(lookup->ctx->ub, query->async_id);
+        myfree(query);
+    }
+    event_del(lookup->timer);
+    event_add(lookup->timer, &now);
+}
+
+/* dns_assemble - the addresses of every host, in host order */
+static void dns_assemble(DNS_LOOKUP *lookup)
+{
+    bool temp = false;
+    size_t total = 0;
+    size_t pos = 0;
+
+    for (size_t i = 0; i < lookup->host_count; i++) {
+        total += lookup->hosts[i].count;
+        temp |= lookup->hosts[i].temp_fail || !lookup->hosts[i].asked;
+    }
+    if (total == 0) {
+        const char *name =
+            lookup->host_count > 0 ? lookup->hosts[0].name : lookup->name;
+
+        if (temp)
+            dns_decide(lookup, DNS_TEMP, "4.4.3",
+                       "Host or domain name not found. Name service error "
+                       "for name=%s type=A: Host not found, try again",
+                       name);
+        else
+            dns_decide(lookup, DNS_PERM, "5.4.4",
+                       "Host or domain name not found. Name service error "
+                       "for name=%s type=A: No address record", name);
+        return;
+    }
+    lookup->reply.addrs = mymalloc_array(total, sizeof(DNS_ADDR));
+    for (size_t i = 0; i < lookup->host_count; i++) {
+        for (size_t j = 0; j < lookup->hosts[i].count; j++) {
+            lookup->reply.addrs[pos] = lookup->hosts[i].addrs[j];
+            lookup->hosts[i].addrs[j].host = NULL; /* moved */
+            pos++;
+        }
+    }
+    lookup->reply.count = total;
+    dns_decide(lookup, DNS_OK, "2.0.0", "%zu addresses", total);
+}
+
+/* dns_timer - deadline reached, or an outcome to deliver */
+static void dns_timer(evutil_socket_t fd, short what, void *arg)
+{
+    DNS_LOOKUP *lookup = arg;
+
+    if (!lookup->decided) {
+        DNS_QUERY *query;
+        bool have = false;
+
+        while ((query = lookup->queries) != NULL) {
+            lookup->queries = query->next;
+            (void) ub_cancel(lookup->ctx->ub, query->async_id);
+            myfree(query);
+        }
+        for (size_t i = 0; i < lookup->host_count; i++)
+            have |= lookup->hosts[i].count > 0;
+        if (have)
+            dns_assemble(lookup);
+        else
+            dns_decide(lookup, DNS_TEMP, "4.4.3",
+                       "Host or domain name not found. Name service error "
+                       "for name=%s type=%s: Host not found, try again "
+                       "(DNS lookup timed out after %ds)",
+                       lookup->name, lookup->mx ? "MX" : "A", lookup->timeout);
+    }
+    lookup->callback(&lookup->reply, lookup->arg);
+    dns_lookup_free(lookup);
+}
+
+static void dns_answer(void *arg, int err, struct ub_result *result);
+
+/* dns_ask - send one query; false when libunbound refused it */
+static bool dns_ask(DNS_LOOKUP *lookup, const char *name, int type,
+                    size_t host)
+{
+    DNS_QUERY *query = mycalloc(1, sizeof(*query));
+    int err;
+
+    query->lookup = lookup;
+    query->type = type;
+    query->host = host;
+    if ((err = ub_resolve_async(lookup->ctx->ub, name, type, DNS_CLASS_IN,
+                                query, dns_answer, &query->async_id)) != 0) {
+        myfree(query);
+        dns_decide(lookup, DNS_TEMP, "4.4.3",
+                   "Name service error for name=%s type=%s: %s", name,
+                   dns_type_name(type), ub_strerror(err));
+        return false;
+    }
+    query->next = lookup->queries;
+    lookup->queries = query;
+    return true;
+}
+
+/* dns_ask_hosts - A (and AAAA) of every host */
+static void dns_ask_hosts(DNS_LOOKUP *lookup)
+{
+    for (size_t i = 0; i < lookup->host_count; i++) {
+        if (!dns_ask(lookup, lookup->hosts[i].name, DNS_TYPE_A, i))
+            return;
+        if (lookup->ctx->ipv6 &&
+            !dns_ask(lookup, lookup->hosts[i].name, DNS_TYPE_AAAA, i))
+            return;
+        lookup->hosts[i].asked = true;
+    }
+}
+
+/* dns_add_host - one more host to resolve */
+static void dns_add_host(DNS_LOOKUP *lookup, const char *name, int pref)
+{
+    DNS_HOST *host;
+
+    lookup->hosts = myrealloc_array(lookup->hosts, lookup->host_count + 1,
+                                    sizeof(DNS_HOST));
+    host = lookup->hosts + lookup->host_count++;
+    memset(host, 0, sizeof(*host));
+    host->name = mystrdup(name);
+    host->pref = pref;
+}
+
+/* dns_mx_answer - the MX records are in: which hosts to resolve */
+static void dns_mx_answer(DNS_LOOKUP *lookup, struct ub_result *result)
+{
+    DNS_MX *mx;
+    size_t count = 0;
+    size_t n = 0;
+
+    while (result->havedata && result->data[count] != NULL)
+        count++;
+    if (count == 0) {
+        /* No MX: the name's own addresses (RFC 5321 5.1). */
+        dns_add_host(lookup, lookup->name, 0);
+        dns_ask_hosts(lookup);
+        return;
+    }
+    mx = mymalloc_array(count, sizeof(DNS_MX));
+    for (size_t i = 0; i < count; i++) {
+        if (dns_mx_parse((const unsigned char *) result->data[i],
+                         (size_t) result->len[i], mx + n) == 0)
+            n++;
+        else
+            msg_warn("DNS: %s: malformed MX record ignored", lookup->name);
+    }
+    if (dns_mx_null(mx, n)) {
+        dns_decide(lookup, DNS_PERM, "5.1.10",
+                   "%s: null MX: domain accepts no mail", lookup->name);
+    } else {
+        dns_mx_sort(mx, n, dns_rnd, &lookup->ctx->rnd_state);
+        for (size_t i = 0; i < n && lookup->host_count < lookup->ctx->mx_host_limit; i++)
+            if (strcmp(mx[i].host, ".") != 0)
+                dns_add_host(lookup, mx[i].host, mx[i].pref);
+        if (lookup->host_count == 0)
+            dns_decide(lookup, DNS_PERM, "5.4.4",
+                       "%s: MX records name no host", lookup->name);
+        else
+            dns_ask_hosts(lookup);
+    }
+    for (size_t i = 0; i < n; i++)
+        myfree(mx[i].host);
+    myfree(mx);
+}
+
+/* dns_addr_answer - A or AAAA records of one host */
+static void dns_addr_answer(DNS_LOOKUP *lookup, const DNS_QUERY *query,
+                            struct ub_result *result)
+{
+    DNS_HOST *host = lookup->hosts + query->host;
+    int family = query->type == DNS_TYPE_A ? AF_INET : AF_INET6;
+    size_t want = family == AF_INET ? 4 : 16;
+
+    for (size_t i = 0; result->havedata && result->data[i] != NULL; i++) {
+        DNS_ADDR *addr;
+
+        if ((size_t) result->len[i] != want)
+            continue;
+        host->addrs =
+            myrealloc_array(host->addrs, host->count + 1, sizeof(DNS_ADDR));
+        addr = host->addrs + host->count++;
+        addr->host = mystrdup(host->name);
+        addr->pref = host->pref;
+        addr->family = family;
+        if (inet_ntop(family, result->data[i], addr->ip, sizeof(addr->ip)) ==
+            NULL)
+            msg_panic("%s: inet_ntop: %m", __func__);
+    }
+}
+
+/* dns_answer - libunbound callback for one query */
+static void dns_answer(void *arg, int err, struct ub_result *result)
+{
+    DNS_QUERY *query = arg;
+    DNS_LOOKUP *lookup = query->lookup;
+    DNS_QUERY **qp;
+
+    for (qp = &lookup->queries; *qp != NULL; qp = &(*qp)->next) {
+        if (*qp == query) {
+            *qp = query->next;
+            break;
+        }
+    }
+    if (err != 0) {
+        if (query->type == DNS_TYPE_MX)
+            dns_decide(lookup, DNS_TEMP, "4.4.3",
+                       "Host or domain name not found. Name service error "
+                       "for name=%s type=MX: %s",
+                       lookup->name, ub_strerror(err));
+        else
+            lookup->hosts[query->host].temp_fail = true;
+    } else if (query->type == DNS_TYPE_MX) {
+        if (result->nxdomain || result->rcode == DNS_RCODE_NXDOMAIN)
+            dns_decide(lookup, DNS_PERM, "5.1.2",
+                       "Host or domain name not found. Name service error "
+                       "for name=%s type=MX: Host not found",
+                       lookup->name);
+        else if (result->rcode != 0)
+            dns_decide(lookup, DNS_TEMP, "4.4.3",
+                       "Host or domain name not found. Name service error "
+                       "for name=%s type=MX: Host not found, try again",
+                       lookup->name);
+        else
+            dns_mx_answer(lookup, result);
+    } else {
+        if (result->rcode != 0 && !result->nxdomain &&
+            result->rcode != DNS_RCODE_NXDOMAIN)
+            lookup->hosts[query->host].temp_fail = true;
+        else if (!lookup->mx && (result->nxdomain ||
+                                 result->rcode == DNS_RCODE_NXDOMAIN))
+            dns_decide(lookup, DNS_PERM, "5.1.2",
+                       "Host or domain name not found. Name service error "
+                       "for name=%s type=%s: Host not found",
+                       lookup->name, dns_type_name(query->type));
+        else
+            dns_addr_answer(lookup, query, result);
+    }
+    if (result)
+        ub_resolve_free(result);
+    myfree(query);
+    if (lookup->decided) {
+        dns_finish(lookup);
+    } else if (lookup->queries == NULL) {
+        dns_assemble(lookup);
+        dns_finish(lookup);
+    }
+}
+
+/* dns_lookup - start a lookup */
+DNS_LOOKUP *dns_lookup(DNS_CTX *ctx, const char *name, bool mx, int timeout,
+                       DNS_CALLBACK callback, void *arg)
+{
+    DNS_LOOKUP *lookup = mycalloc(1, sizeof(*lookup));
+    unsigned char buf[sizeof(struct in6_addr)];
+    struct timeval deadline = {timeout > 0 ? timeout : 1, 0};
+
+    lookup->ctx = ctx;
+    lookup->name = mystrdup(name);
+    lookup->mx = mx;
+    lookup->timeout = (int) deadline.tv_sec;
+    lookup->callback = callback;
+    lookup->arg = arg;
+    lookup->reply.reason = vstr_alloc(100);
+    lookup->timer = evtimer_new(ctx->base, dns_timer, lookup);
+    if (lookup->timer == NULL)
+        msg_fatal("cannot create a DNS timer");
+    if ((lookup->next = ctx->lookups) != NULL)
+        lookup->next->prev = lookup;
+    ctx->lookups = lookup;
+
+    if (inet_pton(AF_INET, name, buf) == 1 ||
+        inet_pton(AF_INET6, name, buf) == 1) {
+        /* An address needs no DNS. */
+        lookup->reply.addrs = mycalloc(1, sizeof(DNS_ADDR));
+        lookup->reply.addrs[0].host = mystrdup(name);
+        lookup->reply.addrs[0].family = strchr(name, ':') ? AF_INET6 : AF_INET;
+        snprintf(lookup->reply.addrs[0].ip, sizeof(lookup->reply.addrs[0].ip),
+                 "%s", name);
+        lookup->reply.count = 1;
+        dns_decide(lookup, DNS_OK, "2.0.0", "address literal");
+        dns_finish(lookup);
+    } else if (ctx->ub == NULL) {
+        dns_decide(lookup, DNS_TEMP, "4.4.3",
+                   "%s: DNS lookups are disabled (disable_dns_lookups = yes)",
+                   name);
+        dns_finish(lookup);
+    } else if (mx) {
+        if (dns_ask(lookup, name, DNS_TYPE_MX, 0))
+            event_add(lookup->timer, &deadline);
+        else
+            dns_finish(lookup);
+    } else {
+        dns_add_host(lookup, name, 0);
+        dns_ask_hosts(lookup);
+        if (lookup->decided)
+            dns_finish(lookup);
+        else
+            event_add(lookup->timer, &deadline);
+    }
+    return lookup;
+}

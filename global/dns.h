@@ -1,0 +1,102 @@
+/*
+ * dns - asynchronous mail exchanger and address lookups on libunbound
+ *
+ * One DNS_CTX per process, tied to its libevent base: libunbound resolves
+ * in a thread of its own and its descriptor (ub_fd) is watched by an event,
+ * so a lookup never blocks the loop. The configuration is read once:
+ *   dns_servers           ip, ip:port, [ip]:port or [ip] per entry: the
+ *                         forwarders asked (empty: /etc/resolv.conf)
+ *   disable_dns_lookups   yes: every lookup of a name fails at once with a
+ *                         temporary "DNS lookups are disabled" error
+ * Loopback forwarders are allowed (tests run their own server) and no
+ * DNSSEC trust anchor is needed.
+ *
+ * dns_lookup() finds where mail for a name goes: with mx set, the MX
+ * records sorted by preference (equal preferences shuffled), each MX host
+ * resolved to A (and AAAA when this machine has IPv6), or the name's own
+ * A/AAAA when it has no MX (RFC 5321 5.1); without mx, the name's own
+ * addresses. An IP address is answered without DNS. The outcome:
+ *   DNS_OK    the ordered address list
+ *   DNS_PERM  NXDOMAIN (5.1.2), null MX (RFC 7505, 5.1.10), no address
+ *             record at all (5.4.4): return the mail to its sender
+ *   DNS_TEMP  SERVFAIL, timeout, lookups disabled (4.4.3): try again later
+ * The callback always runs later from the event loop, never inside
+ * dns_lookup(); the lookup is freed after it returns.
+ */
+#ifndef DNS_H
+#define DNS_H
+
+#include "sys_defs.h"
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+
+#include "mail_conf.h"
+#include "vstr.h"
+
+struct event_base;
+
+typedef enum DNS_STATUS {
+    DNS_OK,
+    DNS_TEMP,
+    DNS_PERM,
+} DNS_STATUS;
+
+typedef struct DNS_ADDR {
+    char *host; /* the MX host (or the name itself) */
+    int pref; /* MX preference; 0 without MX */
+    int family; /* AF_INET or AF_INET6 */
+    char ip[INET6_ADDRSTRLEN]; /* numeric */
+} DNS_ADDR;
+
+typedef struct DNS_REPLY {
+    DNS_STATUS status;
+    char dsn[16]; /* "4.4.3", "5.1.2", "2.0.0" */
+    VSTR *reason; /* for the log and the bounce */
+    DNS_ADDR *addrs; /* in the order to try */
+    size_t count;
+} DNS_REPLY;
+
+typedef void (*DNS_CALLBACK)(const DNS_REPLY *reply, void *arg);
+
+typedef struct DNS_CTX DNS_CTX;
+typedef struct DNS_LOOKUP DNS_LOOKUP;
+
+/* dns_ctx_create - read dns_servers and disable_dns_lookups; NULL with the
+   reason in why when libunbound cannot be set up that way */
+extern DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
+                               VSTR *why);
+/* dns_ctx_free - cancel every lookup (no callbacks) and free; NULL */
+extern DNS_CTX *dns_ctx_free(DNS_CTX *ctx);
+
+/* dns_lookup - start a lookup of name (MX first when mx is set), bounded
+   by timeout seconds; the callback gets the outcome */
+extern DNS_LOOKUP *dns_lookup(DNS_CTX *ctx, const char *name, bool mx,
+                              int timeout, DNS_CALLBACK callback, void *arg);
+/* dns_lookup_cancel - forget a lookup; its callback will not run */
+extern void dns_lookup_cancel(DNS_LOOKUP *lookup);
+
+/*
+ * The pure parts, exposed for unit tests.
+ */
+typedef struct DNS_MX {
+    int pref;
+    char *host; /* "." for the root (null MX) */
+} DNS_MX;
+
+/* dns_server_parse - "1.2.3.4", "1.2.3.4:53", "[::1]:53", "::1" into
+   libunbound's "ip" or "ip@port"; 0, or -1 with the reason in why */
+extern int dns_server_parse(const char *text, VSTR *out, VSTR *why);
+/* dns_name_parse - a wire-format name (no compression) into dotted text
+   without the final dot ("." for the root); bytes used, or -1 */
+extern int dns_name_parse(const unsigned char *data, size_t len, VSTR *out);
+/* dns_mx_parse - one MX rdata; 0 with mx->host allocated, or -1 */
+extern int dns_mx_parse(const unsigned char *data, size_t len, DNS_MX *mx);
+/* dns_mx_null - RFC 7505: one MX, the root name (preference ignored) */
+extern bool dns_mx_null(const DNS_MX *mx, size_t count);
+/* dns_mx_sort - order by preference, equal preferences in random order
+   (rnd returns a random number) */
+extern void dns_mx_sort(DNS_MX *mx, size_t count,
+                        unsigned (*rnd)(void *rnd_arg), void *rnd_arg);
+
+#endif

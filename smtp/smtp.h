@@ -1,0 +1,81 @@
+/*
+ * smtp - internals shared by the SMTP delivery agent's modules
+ *
+ * smtp.c        the daemon: requests from qmgr (global/deliver_proto.h),
+ *               DNS (global/dns.h), connections to servers (libevent
+ *               bufferevents), the SMTP conversation, the connection cache,
+ *               results and log lines
+ * smtp_proto.c  the parts without I/O: reply parsing, EHLO keywords,
+ *               enhanced status codes, next-hop syntax, the content encoder
+ *               (LF to CRLF, dot stuffing), delay formatting; unit tested
+ *               by smtp_proto_test.c
+ */
+#ifndef SMTP_H
+#define SMTP_H
+
+#include "sys_defs.h"
+
+#include "vstr.h"
+
+#define SMTP_REPLY_LINE_MAX 4096 /* longer reply lines are cut */
+#define SMTP_REPLY_LINES_MAX 100 /* more lines: malformed */
+
+/* One server reply, possibly multi-line, as it is being read. */
+typedef struct SMTP_REPLY {
+    int code; /* 0 until the first line */
+    VSTR *text; /* every line, without CRLF, joined by " " */
+    VSTR *ehlo; /* the keyword part of each line, "\n" separated */
+    int lines;
+    bool done;
+} SMTP_REPLY;
+
+extern SMTP_REPLY *smtp_reply_alloc(void);
+extern SMTP_REPLY *smtp_reply_free(SMTP_REPLY *reply);
+extern void smtp_reply_reset(SMTP_REPLY *reply);
+/* smtp_reply_line - add one line (no CRLF); 1 when the reply is complete,
+   0 when more lines follow, -1 when the line is not a reply line */
+extern int smtp_reply_line(SMTP_REPLY *reply, const char *line, size_t len);
+
+/* Features from the EHLO reply. */
+#define SMTP_FEATURE_PIPELINING 0x01
+#define SMTP_FEATURE_SIZE 0x02
+#define SMTP_FEATURE_8BITMIME 0x04
+#define SMTP_FEATURE_DSN 0x08
+
+/* smtp_ehlo_features - parse the keywords; *size_limit is the SIZE value
+   (0: none announced) */
+extern int smtp_ehlo_features(const SMTP_REPLY *reply, long long *size_limit);
+
+/* smtp_reply_dsn - the enhanced status code of a reply text ("550 5.1.1
+   no"), or one derived from the code (4xx: 4.0.0, 5xx: 5.0.0, 2xx:
+   2.0.0) */
+extern void smtp_reply_dsn(int code, const char *text, char *dsn, size_t len);
+
+/* smtp_nexthop_parse - "domain", "host:port", "[host]", "[host]:port";
+   host gets the name, *port the port (default_port when none), *mx whether
+   MX records are looked up. 0, or -1 with the reason in why. */
+extern int smtp_nexthop_parse(const char *nexthop, int default_port,
+                              VSTR *host, int *port, bool *mx, VSTR *why);
+
+/* The content encoder: queue file content (LF lines) to SMTP DATA. */
+typedef struct SMTP_ENC {
+    bool bol; /* at the beginning of a line */
+} SMTP_ENC;
+
+extern void smtp_enc_init(SMTP_ENC *enc);
+/* smtp_enc_feed - append the wire form of data to out */
+extern void smtp_enc_feed(SMTP_ENC *enc, const char *data, size_t len,
+                          VSTR *out);
+/* smtp_enc_finish - end an unfinished line, then ".\r\n" */
+extern void smtp_enc_finish(SMTP_ENC *enc, VSTR *out);
+
+/* smtp_has_8bit - any byte with the high bit set? */
+extern bool smtp_has_8bit(const char *data, size_t len);
+
+/* smtp_delay_format - seconds as Postfix logs them ("0.41", "12", "0") */
+extern void smtp_delay_format(double seconds, char *buf, size_t len);
+
+/* smtp_soft_dsn - with soft_bounce: "5.x.y" becomes "4.x.y" */
+extern void smtp_soft_dsn(char *dsn);
+
+#endif

@@ -1,0 +1,202 @@
+/*
+ * smtp_proto_test - unit tests for the SMTP client's protocol pieces:
+ * replies, EHLO keywords, enhanced status codes, next hops, the content
+ * encoder, delay formatting
+ */
+#include "sys_defs.h"
+
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "smtp.h"
+#include "vstr.h"
+
+/* feed - one reply line as a C string */
+static int feed(SMTP_REPLY *reply, const char *line)
+{
+    return smtp_reply_line(reply, line, strlen(line));
+}
+
+static void test_reply_lines(void **state)
+{
+    SMTP_REPLY *reply = smtp_reply_alloc();
+    long long size = -1;
+    int features;
+
+    assert_int_equal(feed(reply, "250-sink.test\r"), 0);
+    assert_int_equal(feed(reply, "250-SIZE 1000"), 0);
+    assert_int_equal(feed(reply, "250-pipelining"), 0);
+    assert_int_equal(feed(reply, "250-8BITMIME"), 0);
+    assert_int_equal(feed(reply, "250-DSNX"), 0);
+    assert_int_equal(feed(reply, "250 HELP"), 1);
+    assert_int_equal(reply->code, 250);
+    features = smtp_ehlo_features(reply, &size);
+    assert_int_equal(features, SMTP_FEATURE_SIZE | SMTP_FEATURE_PIPELINING |
+                                   SMTP_FEATURE_8BITMIME);
+    assert_int_equal(size, 1000);
+
+    /* the next reply starts afresh */
+    assert_int_equal(feed(reply, "250-x"), 0);
+    assert_int_equal(feed(reply, "250 DSN"), 1);
+    assert_int_equal(smtp_ehlo_features(reply, &size), SMTP_FEATURE_DSN);
+    assert_int_equal(size, 0);
+    assert_string_equal(vstr_str(reply->text), "250-x 250 DSN");
+
+    assert_int_equal(feed(reply, "550"), 1);
+    assert_int_equal(reply->code, 550);
+    assert_int_equal(feed(reply, "55"), -1);
+    assert_int_equal(feed(reply, "hello"), -1);
+    assert_int_equal(feed(reply, "250x"), -1);
+    assert_int_equal(feed(reply, "199 no"), -1);
+    assert_int_equal(feed(reply, "600 no"), -1);
+    /* control characters never reach logs */
+    assert_int_equal(feed(reply, "550 a\tb"), 1);
+    assert_string_equal(vstr_str(reply->text), "550 a?b");
+    smtp_reply_free(reply);
+}
+
+static void test_reply_dsn(void **state)
+{
+    char dsn[16];
+
+    smtp_reply_dsn(550, "550 5.1.1 no such user", dsn, sizeof(dsn));
+    assert_string_equal(dsn, "5.1.1");
+    smtp_reply_dsn(451, "451 4.3.0 try later", dsn, sizeof(dsn));
+    assert_string_equal(dsn, "4.3.0");
+    smtp_reply_dsn(550, "550-5.7.1 multi", dsn, sizeof(dsn));
+    assert_string_equal(dsn, "5.7.1");
+    smtp_reply_dsn(250, "250 2.0.0 Ok: queued", dsn, sizeof(dsn));
+    assert_string_equal(dsn, "2.0.0");
+    /* no code, a class that disagrees, malformed: derived */
+    smtp_reply_dsn(550, "550 no such user", dsn, sizeof(dsn));
+    assert_string_equal(dsn, "5.0.0");
+    smtp_reply_dsn(451, "451 5.1.1 mixed up", dsn, sizeof(dsn));
+    assert_string_equal(dsn, "4.0.0");
+    smtp_reply_dsn(550, "550 5.1 short", dsn, sizeof(dsn));
+    assert_string_equal(dsn, "5.0.0");
+    smtp_reply_dsn(550, "550 5..1 empty", dsn, sizeof(dsn));
+    assert_string_equal(dsn, "5.0.0");
+    smtp_reply_dsn(421, "421", dsn, sizeof(dsn));
+    assert_string_equal(dsn, "4.0.0");
+    smtp_reply_dsn(250, "250 ok", dsn, sizeof(dsn));
+    assert_string_equal(dsn, "2.0.0");
+}
+
+/* check_nexthop - parse and compare */
+static void check_nexthop(const char *nexthop, const char *host, int port,
+                          bool mx)
+{
+    VSTR *out = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+    int got_port = 0;
+    bool got_mx = !mx;
+
+    if (host == NULL) {
+        assert_int_equal(smtp_nexthop_parse(nexthop, 25, out, &got_port,
+                                            &got_mx, why),
+                         -1);
+        assert_non_null(strstr(vstr_str(why), "bad next hop"));
+    } else {
+        assert_int_equal(smtp_nexthop_parse(nexthop, 25, out, &got_port,
+                                            &got_mx, why),
+                         0);
+        assert_string_equal(vstr_str(out), host);
+        assert_int_equal(got_port, port);
+        assert_int_equal(got_mx, mx);
+    }
+    vstr_free(out);
+    vstr_free(why);
+}
+
+static void test_nexthop(void **state)
+{
+    check_nexthop("example.test", "example.test", 25, true);
+    check_nexthop("mx.example.test:2525", "mx.example.test", 2525, true);
+    check_nexthop("[127.0.0.1]:2526", "127.0.0.1", 2526, false);
+    check_nexthop("[relay.test]", "relay.test", 25, false);
+    check_nexthop("[ipv6:::1]:26", "::1", 26, false);
+    check_nexthop("[::1]:26", "::1", 26, false);
+    check_nexthop("[]:25", NULL, 0, false);
+    check_nexthop("[127.0.0.1", NULL, 0, false);
+    check_nexthop("[127.0.0.1]x", NULL, 0, false);
+    check_nexthop("host:0", NULL, 0, false);
+    check_nexthop("host:99999", NULL, 0, false);
+    check_nexthop("host:", NULL, 0, false);
+    check_nexthop("", NULL, 0, false);
+    check_nexthop("a b", NULL, 0, false);
+}
+
+/* encode - run the encoder over chunks (NULL-terminated) */
+static void encode(const char *const *chunks, const char *want,
+                   size_t want_len)
+{
+    SMTP_ENC enc;
+    VSTR *out = vstr_alloc(10);
+
+    smtp_enc_init(&enc);
+    for (; *chunks; chunks++)
+        smtp_enc_feed(&enc, *chunks, strlen(*chunks), out);
+    smtp_enc_finish(&enc, out);
+    assert_int_equal(vstr_len(out), want_len);
+    assert_memory_equal(vstr_str(out), want, want_len);
+    vstr_free(out);
+}
+
+#define ENCODE(want, ...)                                                      \
+    do {                                                                       \
+        static const char *const chunks[] = {__VA_ARGS__, NULL};               \
+        encode(chunks, want, sizeof(want) - 1);                                \
+    } while (0)
+
+static void test_encoder(void **state)
+{
+    ENCODE("a\r\nb\r\n.\r\n", "a\nb\n");
+    /* no final newline: one is added */
+    ENCODE("a\r\nb\r\n.\r\n", "a\nb");
+    /* dots at line starts doubled, also across chunks */
+    ENCODE("..\r\n..x\r\nx.\r\n..\r\n.\r\n", ".\n.x\nx.\n", ".");
+    ENCODE("ab\r\nc.d\r\n.\r\n", "a", "b\nc", ".d\n");
+    ENCODE("x\r\n..y\r\n.\r\n", "x\n", ".y\n");
+    /* empty lines and an empty message */
+    ENCODE("\r\n\r\n.\r\n", "\n\n");
+    ENCODE(".\r\n", "");
+    /* 8-bit bytes pass untouched */
+    ENCODE("caf\xc3\xa9\r\n.\r\n", "caf\xc3\xa9\n");
+}
+
+static void test_8bit_delay_soft(void **state)
+{
+    char buf[32];
+    char dsn[16] = "5.1.1";
+
+    assert_false(smtp_has_8bit("plain\n", 6));
+    assert_true(smtp_has_8bit("caf\xc3\xa9", 5));
+    assert_true(smtp_has_8bit("\x80", 1));
+    smtp_delay_format(0.001, buf, sizeof(buf));
+    assert_string_equal(buf, "0");
+    smtp_delay_format(0.0082, buf, sizeof(buf));
+    assert_string_equal(buf, "0.01");
+    smtp_delay_format(0.412, buf, sizeof(buf));
+    assert_string_equal(buf, "0.41");
+    smtp_delay_format(3.14159, buf, sizeof(buf));
+    assert_string_equal(buf, "3.1");
+    smtp_delay_format(123.4, buf, sizeof(buf));
+    assert_string_equal(buf, "123");
+    smtp_soft_dsn(dsn);
+    assert_string_equal(dsn, "4.1.1");
+    smtp_soft_dsn(dsn);
+    assert_string_equal(dsn, "4.1.1");
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_reply_lines),
+        cmocka_unit_test(test_reply_dsn),
+        cmocka_unit_test(test_nexthop),
+        cmocka_unit_test(test_encoder),
+        cmocka_unit_test(test_8bit_delay_soft),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

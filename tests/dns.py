@@ -1,0 +1,123 @@
+"""dns - a real DNS server on loopback for tests (Debian's dnsmasq)
+
+DnsServer serves only what a test gives it, for .test names, and asks
+nobody else (--no-resolv --no-hosts --local=/test/): MX records, A/AAAA
+records, and raw records in hex (a null MX is "nullmx.test", 15, "000000":
+preference 0, the root name). A name it does not know gets NXDOMAIN.
+Point an instance at it with
+    params={"disable_dns_lookups": "no", "dns_servers": dns.server}
+
+Silent is a UDP socket that never answers: a resolver that times out.
+"""
+
+import os
+import random
+import shutil
+import socket
+import struct
+import subprocess
+import time
+
+DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+
+
+def _free_udp_tcp_port():
+    """A port free for both UDP and TCP on 127.0.0.1."""
+    for _ in range(50):
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
+            u.bind(("127.0.0.1", 0))
+            port = u.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
+                try:
+                    t.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+    raise RuntimeError("no free port for DNS")
+
+
+def query(port, name, qtype=1, timeout=1.0):
+    """Ask 127.0.0.1:port for name; return the rcode, or None on timeout."""
+    qid = random.randrange(65536)
+    packet = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0)
+    for label in name.rstrip(".").split("."):
+        packet += bytes([len(label)]) + label.encode()
+    packet += b"\0" + struct.pack(">HH", qtype, 1)
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(timeout)
+        s.sendto(packet, ("127.0.0.1", port))
+        try:
+            data, _ = s.recvfrom(4096)
+        except socket.timeout:
+            return None
+    return struct.unpack(">H", data[2:4])[0] & 0xF
+
+
+class DnsServer:
+    """dnsmasq on 127.0.0.1:port serving mx, a and raw records."""
+
+    def __init__(self, mx=(), a=(), rr=(), logfile=None):
+        require_dnsmasq()
+        self.port = _free_udp_tcp_port()
+        self.server = "127.0.0.1:%d" % self.port
+        user = _user_name()
+        argv = [DNSMASQ, "--no-daemon", "--conf-file=/dev/null",
+                "--port=%d" % self.port, "--listen-address=127.0.0.1",
+                "--bind-interfaces", "--no-resolv", "--no-hosts",
+                "--pid-file=", "--local=/test/", "--user=" + user,
+                "--log-queries" if logfile else "--quiet-dhcp"]
+        for domain, host, pref in mx:
+            argv.append("--mx-host=%s,%s,%d" % (domain, host, pref))
+        for host, ip in a:
+            argv.append("--host-record=%s,%s" % (host, ip))
+        for name, rtype, hexdata in rr:
+            argv.append("--dns-rr=%s,%d,%s" % (name, rtype, hexdata))
+        self.log = open(logfile, "wb") if logfile else subprocess.DEVNULL
+        self.proc = subprocess.Popen(argv, stdout=self.log,
+                                     stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while query(self.port, "ready.test", timeout=0.2) is None:
+            if self.proc.poll() is not None:
+                raise RuntimeError("dnsmasq exited with %d" % self.proc.returncode)
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("dnsmasq did not answer within 10s")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.log is not subprocess.DEVNULL:
+            self.log.close()
+
+
+class Silent:
+    """A UDP (and TCP) port on loopback that takes DNS queries and never
+    answers them."""
+
+    def __init__(self):
+        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.udp.bind(("127.0.0.1", 0))
+        self.port = self.udp.getsockname()[1]
+        self.server = "127.0.0.1:%d" % self.port
+
+    def stop(self):
+        self.udp.close()
+
+
+def require_dnsmasq():
+    if not os.access(DNSMASQ, os.X_OK):
+        import pytest
+        why = "dnsmasq is not installed (Debian package dnsmasq-base)"
+        if os.environ.get("CI"):
+            pytest.fail(why)
+        pytest.skip(why)
+
+
+def _user_name():
+    import pwd
+    return pwd.getpwuid(os.getuid()).pw_name
