@@ -475,3 +475,35 @@ def pytest_runtest_makereport(item, call):
         for inst in getattr(item, "_sluice_instances", []):
             rep.sections.append(("maillog tail %s" % inst.maillog,
                                  inst.log_tail() or "(empty)"))
+
+
+# --- peers: SMTP sinks and DNS servers, always stopped afterwards ----------
+
+@pytest.fixture
+def make_sink():
+    """make_sink(**kw) -> a started sink.Sink (see tests/sink.py)."""
+    import sink
+    made = []
+
+    def make(**kw):
+        s = sink.Sink(**kw)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.stop()
+
+
+@pytest.fixture
+def make_dns():
+    """make_dns(mx=..., a=..., rr=...) -> a started dns.DnsServer."""
+    import dns
+    made = []
+
+    def make(**kw):
+        d = dns.DnsServer(**kw)
+        made.append(d)
+        return d
+    yield make
+    for d in made:
+        d.stop()

@@ -10,6 +10,7 @@ DeadPort: a loopback port where nobody listens.
 Every wait here has a deadline; nothing sleeps and hopes.
 """
 
+import asyncio
 import itertools
 import socket
 import threading
@@ -51,6 +52,8 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):
         sink = self.sink
+        if sink.data_delay:
+            await asyncio.sleep(sink.data_delay)
         with sink.lock:
             if sink.data_reply:
                 return sink.data_reply
@@ -85,16 +88,18 @@ class Sink:
 
     rcpt_replies: {address or local part: "550 5.1.1 no such user"}; an
     address not listed gets 250. data_reply: a reply to DATA's end instead
-    of 250 (the message is not kept). Both may be changed while it runs.
+    of 250 (the message is not kept). data_delay: seconds to wait before
+    answering DATA's end (a slow server). All may be changed while it runs.
     """
 
     def __init__(self, host="127.0.0.1", port=0, eight_bit=True,
-                 rcpt_replies=None, data_reply=None):
+                 rcpt_replies=None, data_reply=None, data_delay=0):
         self.host = host
         self.port = port or _free_port(host)
         self.eight_bit = eight_bit
         self.rcpt_replies = dict(rcpt_replies or {})
         self.data_reply = data_reply
+        self.data_delay = data_delay
         self.messages = []
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
