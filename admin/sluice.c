@@ -4,7 +4,7 @@
  *   sluice init DIR [--smtp-port N] [--relayhost HOST:PORT]
  *   sluice [-c DIR] start [-f] | stop | reload | status
  *   sluice [-c DIR] conf [-n] [-d] [name ...] [name=value ...]
- *   sluice [-c DIR] queue [--json] | cat QID
+ *   sluice [-c DIR] queue [--json] | cat QID | flush
  *
  * -c DIR may also be given as SLUICE_CONFIG=DIR; the default is
  * /etc/sluice. Whether master runs is decided by the lock on
@@ -28,7 +28,7 @@
 #define SLUICE_STOP_WAIT 60             /* seconds stop waits for master */
 
 static const char sluice_usage[] =
-    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|queue|cat ...";
+    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|queue|cat|flush ...";
 
 /* sluice_fail - print "sluice: text" on stderr; returns 1 */
 int sluice_fail(const char *fmt, ...)
@@ -267,6 +267,8 @@ int main(int argc, char **argv)
         return sluice_queue(config_dir, argc, argv);
     if (strcmp(cmd, "cat") == 0)
         return sluice_cat(config_dir, argc, argv);
+    if (strcmp(cmd, "flush") == 0)
+        return sluice_flush(config_dir, argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("sluice %s\n", SLUICE_VERSION);
         return 0;

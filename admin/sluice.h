@@ -20,5 +20,6 @@ extern int sluice_init(int argc, char **argv);
 extern int sluice_conf(const char *config_dir, int argc, char **argv);
 extern int sluice_queue(const char *config_dir, int argc, char **argv);
 extern int sluice_cat(const char *config_dir, int argc, char **argv);
+extern int sluice_flush(const char *config_dir, int argc, char **argv);
 
 #endif

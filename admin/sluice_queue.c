@@ -1,12 +1,15 @@
 /*
- * sluice_queue - `sluice queue [--json]` and `sluice cat QID`
+ * sluice_queue - `sluice queue [--json]`, `sluice cat QID`, `sluice flush`
  *
  * queue lists every message in incoming/, active/, deferred/ and hold/ as
  * mailq does: queue ID (with '*' when active, '!' when on hold), size,
- * arrival time, sender, then each recipient not yet done. With --json it
+ * arrival time, sender, then each recipient not yet done, after the reason
+ * of its last temporary failure (the latest "delayed" record of the
+ * message's defer log, global/dsn_log.h) when it has one. With --json it
  * prints one JSON object per message per line with postqueue -j's fields.
  * cat prints one queue file in readable form. Both only read the queue: a
- * file that cannot be parsed is reported, never touched.
+ * file that cannot be parsed is reported, never touched. flush asks qmgr
+ * (public/qmgr) to treat every deferred message as due now.
  */
 #include "sys_defs.h"
 
@@ -17,12 +20,14 @@
 #include <jansson.h>
 
 #include "argv.h"
+#include "dsn_log.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
 #include "mymalloc.h"
 #include "qfile.h"
 #include "qid.h"
 #include "sluice.h"
+#include "trigger.h"
 #include "vstr.h"
 
 /* The queues mailq shows, and the mark after an ID in each. */
@@ -88,12 +93,24 @@ static int sluice_queue_cmp(const void *a, const void *b)
     return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
+/* sluice_queue_reason - the delay reason of a recipient, or NULL */
+static const char *sluice_queue_reason(const DSN_LOG *dlog, const char *address)
+{
+    const DSN_LOG_REC *rec;
+
+    if (dlog == NULL
+        || (rec = dsn_log_latest(dlog, DSN_ACTION_DELAYED, address)) == NULL)
+        return NULL;
+    return rec->reason;
+}
+
 /* sluice_queue_json - one message as a line of JSON */
 static void sluice_queue_json(const char *queue, const char *qid,
-                              const QFILE_INFO *info)
+                              const QFILE_INFO *info, const DSN_LOG *dlog)
 {
     json_t *obj = json_object();
     json_t *rcpts = json_array();
+    const char *reason;
     char *text;
 
     json_object_set_new(obj, "queue_name", json_string(queue));
@@ -111,6 +128,8 @@ static void sluice_queue_json(const char *queue, const char *qid,
             continue;
         rcpt = json_object();
         json_object_set_new(rcpt, "address", json_string(info->rcpts[i].address));
+        if ((reason = sluice_queue_reason(dlog, info->rcpts[i].address)) != NULL)
+            json_object_set_new(rcpt, "delay_reason", json_string(reason));
         json_array_append_new(rcpts, rcpt);
     }
     json_object_set_new(obj, "recipients", rcpts);
@@ -123,18 +142,23 @@ static void sluice_queue_json(const char *queue, const char *qid,
 
 /* sluice_queue_text - one message as mailq shows it */
 static void sluice_queue_text(const char *mark, const char *qid,
-                              const QFILE_INFO *info)
+                              const QFILE_INFO *info, const DSN_LOG *dlog)
 {
+    int indent = QID_LEN + 1 + 8 + 1 + 19 + 2;
     char when[64];
     time_t arrival = info->arrival.tv_sec;
+    const char *reason;
 
     strftime(when, sizeof(when), "%a %b %e %H:%M:%S", localtime(&arrival));
     printf("%s%s %8lld %s  %s\n", qid, mark, info->content_size, when,
            *info->sender ? info->sender : "MAILER-DAEMON");
-    for (size_t i = 0; i < info->rcpt_count; i++)
-        if (!info->rcpts[i].done)
-            printf("%*s%s\n", QID_LEN + 1 + 8 + 1 + 19 + 2, "",
-                   info->rcpts[i].address);
+    for (size_t i = 0; i < info->rcpt_count; i++) {
+        if (info->rcpts[i].done)
+            continue;
+        if ((reason = sluice_queue_reason(dlog, info->rcpts[i].address)) != NULL)
+            printf("%*s(%s)\n", indent - 6, "", reason);
+        printf("%*s%s\n", indent, "", info->rcpts[i].address);
+    }
     printf("\n");
 }
 
@@ -146,6 +170,7 @@ static void sluice_queue_one(const char *queue_dir, const char *queue,
     VSTR *path = vstr_alloc(100);
     VSTR *why = vstr_alloc(100);
     QFILE_INFO *info = NULL;
+    DSN_LOG *dlog;
     int fd;
 
     mail_queue_path(path, queue_dir, queue, qid);
@@ -156,10 +181,16 @@ static void sluice_queue_one(const char *queue_dir, const char *queue,
     } else if ((info = qfile_info_read(fd, why)) == NULL) {
         fprintf(stderr, "sluice: queue: %s: %s\n", vstr_str(path), vstr_str(why));
     } else {
+        /* The reasons are a help, not the listing: a log that cannot be
+           read only loses them. */
+        if ((dlog = dsn_log_read(queue_dir, DSN_LOG_DEFER, qid, why)) == NULL)
+            fprintf(stderr, "sluice: queue: %s: defer log: %s\n", qid,
+                    vstr_str(why));
         if (json)
-            sluice_queue_json(queue, qid, info);
+            sluice_queue_json(queue, qid, info, dlog);
         else
-            sluice_queue_text(mark, qid, info);
+            sluice_queue_text(mark, qid, info, dlog);
+        dsn_log_free(dlog);
         total->count++;
         total->bytes += info->content_size;
     }
@@ -255,6 +286,30 @@ int sluice_cat(const char *config_dir, int argc, char **argv)
             sluice_fail("cat: %s: the queue file is corrupt", vstr_str(path));
         (void) close(fd);
     }
+    myfree(queue_dir);
+    vstr_free(path);
+    return status;
+}
+
+/* sluice_flush - `sluice flush`: every deferred message is due now */
+int sluice_flush(const char *config_dir, int argc, char **argv)
+{
+    VSTR *path;
+    char *queue_dir;
+    int status = 0;
+
+    if (argc > 1)
+        return sluice_fail("flush: unexpected argument \"%s\" (flushing "
+                           "single messages is not built yet; `sluice flush` "
+                           "flushes all)", argv[1]);
+    if ((queue_dir = sluice_queue_dir(config_dir)) == NULL)
+        return 1;
+    path = vstr_alloc(100);
+    vstr_sprintf(path, "%s/%s/qmgr", queue_dir, MAIL_QUEUE_PUBLIC);
+    if (trigger_send(vstr_str(path), TRIGGER_SCAN_ALL) < 0)
+        status = sluice_fail("flush: cannot reach the queue manager at %s: %s "
+                             "(is sluice running?)", vstr_str(path),
+                             strerror(errno));
     myfree(queue_dir);
     vstr_free(path);
     return status;
