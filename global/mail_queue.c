@@ -1,11 +1,14 @@
 /*
  * mail_queue - the queue directories and where a queue file lives
  *
- * Moving a file between queues is how its state changes, so a move is
- * durable before it returns: a missing hash subdirectory is created and its
- * parent fsynced, then safe_file_rename() renames and fsyncs both
- * directories. A move takes only known queue names and well-formed queue
- * IDs, so no caller can be talked into a path outside queue_directory.
+ * Moving a file between queues is how its state changes, so
+ * mail_queue_move() is durable before it returns: a missing hash
+ * subdirectory is created and its parent fsynced, then safe_file_rename()
+ * renames and fsyncs both directories. mail_queue_rename() skips the
+ * fsyncs, for the moves a crash may undo harmlessly (incoming -> active,
+ * active -> deferred: the file is found again where it was). A move takes
+ * only known queue names and well-formed queue IDs, so no caller can be
+ * talked into a path outside queue_directory.
  */
 #include "sys_defs.h"
 
@@ -18,7 +21,7 @@
 #include "vstr.h"
 
 /* The 32 hash subdirectory names: the queue ID alphabet. */
-static const char mail_queue_hash_chars[] = "0123456789ABCDEFGHJKLMNPQRSTVWXY";
+const char mail_queue_hash_chars[] = "0123456789ABCDEFGHJKLMNPQRSTVWXY";
 
 const char *const mail_queue_names[] = {
     MAIL_QUEUE_MAILDROP, MAIL_QUEUE_INCOMING, MAIL_QUEUE_ACTIVE,
@@ -87,9 +90,19 @@ done:
     return ret;
 }
 
-/* mail_queue_move - durably rename qid from one queue to another */
-int mail_queue_move(const char *queue_dir, const char *from_queue,
-                    const char *to_queue, const char *qid)
+/* mail_queue_do_rename - rename(2), with the directory fsyncs or not */
+static int mail_queue_do_rename(const VSTR *from_path, const VSTR *to_path,
+                                bool durable)
+{
+    if (durable)
+        return safe_file_rename(vstr_str(from_path), vstr_str(to_path));
+    return rename(vstr_str(from_path), vstr_str(to_path));
+}
+
+/* mail_queue_rename_how - rename qid between queues, durably or not */
+static int mail_queue_rename_how(const char *queue_dir, const char *from_queue,
+                                 const char *to_queue, const char *qid,
+                                 bool durable)
 {
     VSTR *from_path;
     VSTR *to_path;
@@ -101,17 +114,33 @@ int mail_queue_move(const char *queue_dir, const char *from_queue,
         errno = EINVAL;
         return -1;
     }
-    if (mail_queue_hashed(to_queue) &&
-        mail_queue_make_hash_dir(queue_dir, to_queue, qid_hash_char(qid)) < 0)
-        return -1;
     from_path = mail_queue_path(vstr_alloc(100), queue_dir, from_queue, qid);
     to_path = mail_queue_path(vstr_alloc(100), queue_dir, to_queue, qid);
-    ret = safe_file_rename(vstr_str(from_path), vstr_str(to_path));
+    ret = mail_queue_do_rename(from_path, to_path, durable);
+    /* A hash subdirectory is made only when missing: rarely. */
+    if (ret < 0 && errno == ENOENT && mail_queue_hashed(to_queue) &&
+        access(vstr_str(from_path), F_OK) == 0 &&
+        mail_queue_make_hash_dir(queue_dir, to_queue, qid_hash_char(qid)) == 0)
+        ret = mail_queue_do_rename(from_path, to_path, durable);
     saved_errno = errno;
     vstr_free(from_path);
     vstr_free(to_path);
     errno = saved_errno;
     return ret;
+}
+
+/* mail_queue_move - durably rename qid from one queue to another */
+int mail_queue_move(const char *queue_dir, const char *from_queue,
+                    const char *to_queue, const char *qid)
+{
+    return mail_queue_rename_how(queue_dir, from_queue, to_queue, qid, true);
+}
+
+/* mail_queue_rename - rename qid between queues, no fsync */
+int mail_queue_rename(const char *queue_dir, const char *from_queue,
+                      const char *to_queue, const char *qid)
+{
+    return mail_queue_rename_how(queue_dir, from_queue, to_queue, qid, false);
 }
 
 /* mail_queue_make_dir - create one directory with exactly mode, or accept

@@ -24,6 +24,10 @@
 #define MAIL_QUEUE_PUBLIC "public"
 #define MAIL_QUEUE_PID "pid"
 
+/* The names of the hash subdirectories, in order (32 of them). */
+#define MAIL_QUEUE_HASH_COUNT 32
+extern const char mail_queue_hash_chars[];
+
 /* Every queue subdirectory, NULL-terminated, in creation order. */
 extern const char *const mail_queue_names[];
 
@@ -36,6 +40,12 @@ extern VSTR *mail_queue_path(VSTR *buf, const char *queue_dir,
    the hash subdirectory when needed); 0 or -1 with errno */
 extern int mail_queue_move(const char *queue_dir, const char *from_queue,
                            const char *to_queue, const char *qid);
+/* mail_queue_rename - rename qid from one queue to another without any
+   fsync (a missing hash subdirectory is still created durably). For moves
+   whose loss in a crash only means the file is found again where it was:
+   incoming -> active, active -> deferred. 0 or -1 with errno */
+extern int mail_queue_rename(const char *queue_dir, const char *from_queue,
+                             const char *to_queue, const char *qid);
 /* mail_queue_create_dirs - make every queue subdirectory (and the hash
    subdirectories) under queue_dir with mode; 0 or -1 with the reason in why */
 extern int mail_queue_create_dirs(const char *queue_dir, mode_t mode,

@@ -1,17 +1,29 @@
 /*
- * qmgr - the queue manager, first cut
+ * qmgr - the queue manager: the one scheduler of an instance
  *
- * Exactly one qmgr runs per instance (maxproc 1), listening on
- * public/qmgr for one-byte wake-ups from cleanup, master (every `wakeup`
- * seconds) and later `sluice flush`. This first cut only takes the
- * triggers and looks at incoming/: it counts what waits and logs that.
- * Scheduling and delivery (moving incoming/ to active/, retries, agents)
- * are issue #4; nothing here moves or removes a queue file, so nothing can
- * be lost by it.
+ * Exactly one qmgr runs per instance (maxproc 1), listening on public/qmgr
+ * for one-byte wake-ups: 'W' from cleanup (something arrived) and master
+ * (every `wakeup` seconds), 'A' from `sluice flush` and `sendmail -q`
+ * (every deferred message is due now, and no destination is left alone).
+ *
+ * Files move into active/ by a non-durable rename (a crash only leaves the
+ * file where it was, or in active/, which is taken back at start). At most
+ * qmgr_message_active_limit messages are in memory; the rest wait where
+ * they are until room frees. Scans are resumable and bounded: a pass moves
+ * at most QMGR_SCAN_BATCH files, then yields to the event loop, and a
+ * burst of triggers while a scan runs asks for one more scan, not one per
+ * trigger. On start qmgr first takes back active/, then incoming/, then
+ * the due part of deferred/. deferred/ is scanned every queue_run_delay and
+ * at the earliest next try qmgr knows of (a file's mtime is its next try).
  */
 #include "sys_defs.h"
 
-#include <dirent.h>
+#include <ctype.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <event2/event.h>
 
 #include "mail_conf.h"
 #include "mail_queue.h"
@@ -19,49 +31,282 @@
 #include "msg.h"
 #include "mymalloc.h"
 #include "qid.h"
+#include "qmgr.h"
 #include "trigger.h"
 #include "vstr.h"
 
-#define QMGR_TICK 60                    /* seconds between periodic scans */
+#define QMGR_TICK 60 /* seconds between incoming/ scans */
+#define QMGR_SCAN_BATCH 100 /* files moved per loop pass */
 
-typedef struct QMGR_CTX {
-    char *queue_dir;
-    size_t last_count;                  /* incoming/ at the last scan */
-} QMGR_CTX;
-
-/* qmgr_scan_incoming - count the committed queue files in incoming/ */
-static void qmgr_scan_incoming(QMGR_CTX *ctx, const char *why)
+/* qmgr_scan_want - ask for a scan of this queue (again, if it runs);
+   all: deferred/ files are due whatever their time */
+static void qmgr_scan_want(QMGR_SCAN *scan, bool all)
 {
-    VSTR *path = vstr_alloc(100);
-    struct dirent *de;
-    size_t count = 0;
-    DIR *dp;
-
-    vstr_sprintf(path, "%s/%s", ctx->queue_dir, MAIL_QUEUE_INCOMING);
-    if ((dp = opendir(vstr_str(path))) == NULL) {
-        msg_warn("open %s: %m", vstr_str(path));
-    } else {
-        /* Temporary files of cleanup (".tmp.QID") are not queue files. */
-        while ((de = readdir(dp)) != NULL)
-            if (qid_valid(de->d_name))
-                count++;
-        closedir(dp);
-        if (count != ctx->last_count || msg_verbose_get())
-            msg_info("%s: %zu message%s in incoming (delivery is not built yet)",
-                     why, count, count == 1 ? "" : "s");
-        ctx->last_count = count;
+    if (scan->running) {
+        scan->again = true;
+        scan->all_next |= all;
+        return;
     }
-    vstr_free(path);
+    scan->pending = true;
+    scan->all |= all;
 }
 
-/* qmgr_pre_loop - read the configuration once */
+/* qmgr_scan_kick - run a scan pass soon, when one is wanted and fits */
+void qmgr_scan_kick(QMGR_CTX *ctx)
+{
+    if (ctx->scan_ev == NULL)
+        return;
+    if (!(ctx->active_scan.pending || ctx->incoming_scan.pending ||
+          ctx->deferred_scan.pending))
+        return;
+    if ((long long) ctx->active_count >= ctx->conf.active_limit)
+        return;
+    /* One pass per loop pass, however many wake-ups came. */
+    event_active(ctx->scan_ev, EV_TIMEOUT, 0);
+}
+
+/* qmgr_deferred_arm - set the timer of the next deferred/ scan */
+static void qmgr_deferred_arm(QMGR_CTX *ctx)
+{
+    time_t now = time(NULL);
+    time_t when = ctx->deferred_last + (time_t) ctx->conf.queue_run_delay;
+    struct timeval tv;
+
+    if (ctx->deferred_next != 0 && ctx->deferred_next < when)
+        when = ctx->deferred_next;
+    /* At least a second: a due file blocked by the active limit must not
+       spin the timer; the scan resumes when room frees anyway. */
+    tv.tv_sec = when > now ? when - now : 1;
+    tv.tv_usec = 0;
+    if (evtimer_add(ctx->deferred_ev, &tv) < 0)
+        msg_fatal("cannot add the deferred scan timer");
+}
+
+/* qmgr_deferred_note - a message waits in deferred/ until next_try */
+void qmgr_deferred_note(QMGR_CTX *ctx, time_t next_try)
+{
+    if (ctx->deferred_next == 0 || next_try < ctx->deferred_next) {
+        ctx->deferred_next = next_try;
+        if (!ctx->deferred_scan.pending)
+            qmgr_deferred_arm(ctx);
+    }
+}
+
+/* qmgr_scan_due - deferred/: is this file due now? Else note its time. */
+static bool qmgr_scan_due(QMGR_CTX *ctx, QMGR_SCAN *scan, const char *name)
+{
+    struct stat st;
+    time_t now = time(NULL);
+
+    if (fstatat(dirfd(scan->dir), name, &st, 0) < 0)
+        return false;
+    if (st.st_mtime <= now)
+        return true;
+    /* A flush takes every file that was there when it began. */
+    if (scan->all && (st.st_ctim.tv_sec < scan->started.tv_sec ||
+                      (st.st_ctim.tv_sec == scan->started.tv_sec &&
+                       st.st_ctim.tv_nsec < scan->started.tv_nsec)))
+        return true;
+    if (ctx->deferred_next == 0 || st.st_mtime < ctx->deferred_next)
+        ctx->deferred_next = st.st_mtime;
+    return false;
+}
+
+/* qmgr_scan_open - open the directory (or hash subdirectory) in turn;
+   false when the scan has none left */
+static bool qmgr_scan_open(QMGR_CTX *ctx, QMGR_SCAN *scan)
+{
+    bool hashed = mail_queue_hashed(scan->queue_name);
+    int count = hashed ? MAIL_QUEUE_HASH_COUNT : 1;
+    VSTR *path = vstr_alloc(100);
+
+    while (scan->dir == NULL && scan->hash_index < count) {
+        if (hashed)
+            vstr_sprintf(path, "%s/%s/%c", ctx->conf.queue_dir,
+                         scan->queue_name,
+                         mail_queue_hash_chars[scan->hash_index]);
+        else
+            vstr_sprintf(path, "%s/%s", ctx->conf.queue_dir, scan->queue_name);
+        if ((scan->dir = opendir(vstr_str(path))) == NULL) {
+            if (errno != ENOENT)
+                msg_warn("open %s: %m", vstr_str(path));
+            scan->hash_index++;
+        }
+    }
+    vstr_free(path);
+    return scan->dir != NULL;
+}
+
+/* qmgr_scan_done - the scan saw every entry: finished, or once more */
+static void qmgr_scan_done(QMGR_CTX *ctx, QMGR_SCAN *scan)
+{
+    scan->running = false;
+    scan->hash_index = 0;
+    scan->all = false;
+    if (scan->again) {
+        scan->again = false;
+        scan->all = scan->all_next;
+        scan->all_next = false;
+    } else {
+        scan->pending = false;
+    }
+    if (strcmp(scan->queue_name, MAIL_QUEUE_DEFERRED) == 0 && !scan->pending)
+        qmgr_deferred_arm(ctx);
+}
+
+/* qmgr_scan_run - move files of one queue into active/ within budget;
+   true when the scan has finished */
+static bool qmgr_scan_run(QMGR_CTX *ctx, QMGR_SCAN *scan, int *budget)
+{
+    bool deferred = strcmp(scan->queue_name, MAIL_QUEUE_DEFERRED) == 0;
+    struct dirent *de;
+
+    if (!scan->pending)
+        return true;
+    while (*budget > 0 &&
+           (long long) ctx->active_count < ctx->conf.active_limit) {
+        if (!scan->running) {
+            scan->running = true;
+            scan->hash_index = 0;
+            clock_gettime(CLOCK_REALTIME, &scan->started);
+            if (deferred)
+                ctx->deferred_next = 0; /* this scan finds it again */
+        }
+        if (scan->dir == NULL && !qmgr_scan_open(ctx, scan)) {
+            qmgr_scan_done(ctx, scan);
+            if (!scan->pending)
+                return true;
+            continue;
+        }
+        if ((de = readdir(scan->dir)) == NULL) {
+            closedir(scan->dir);
+            scan->dir = NULL;
+            scan->hash_index++;
+            continue;
+        }
+        /* Temporary files of cleanup (".tmp.QID") are not queue files. */
+        if (!qid_valid(de->d_name))
+            continue;
+        if (deferred && !qmgr_scan_due(ctx, scan, de->d_name))
+            continue;
+        qmgr_message_activate(ctx, scan->queue_name, de->d_name);
+        (*budget)--;
+    }
+    return false;
+}
+
+/* qmgr_scan_event - one scan pass: active/ first, then the others */
+static void qmgr_scan_event(evutil_socket_t fd, short what, void *arg)
+{
+    QMGR_CTX *ctx = arg;
+    int budget = QMGR_SCAN_BATCH;
+
+    /* What a crash left in active/ comes first, and alone: nothing else
+       enters active/ until that scan is over. */
+    if (qmgr_scan_run(ctx, &ctx->active_scan, &budget)) {
+        /* Turns about, so a flood of new mail cannot starve retries. */
+        QMGR_SCAN *first = &ctx->incoming_scan;
+        QMGR_SCAN *second = &ctx->deferred_scan;
+
+        ctx->scan_turn = !ctx->scan_turn;
+        if (ctx->scan_turn) {
+            first = &ctx->deferred_scan;
+            second = &ctx->incoming_scan;
+        }
+        (void) qmgr_scan_run(ctx, first, &budget);
+        (void) qmgr_scan_run(ctx, second, &budget);
+    }
+    qmgr_dest_schedule(ctx);
+    /* More to do: yield to the loop (results, triggers), then go on. */
+    if (budget == 0)
+        qmgr_scan_kick(ctx);
+}
+
+/* qmgr_deferred_event - time for a deferred/ scan */
+static void qmgr_deferred_event(evutil_socket_t fd, short what, void *arg)
+{
+    QMGR_CTX *ctx = arg;
+
+    ctx->deferred_last = time(NULL);
+    ctx->deferred_next = 0;
+    qmgr_scan_want(&ctx->deferred_scan, false);
+    qmgr_deferred_arm(ctx);
+    qmgr_scan_kick(ctx);
+}
+
+/* qmgr_conf_read - the configuration, once */
+static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
+{
+    ARGV *steps;
+
+    conf->queue_dir = mystrdup(mail_conf_str(mc, "queue_directory"));
+    conf->mydestination = mail_conf_list(mc, "mydestination");
+    conf->relayhost = mystrdup(mail_conf_str(mc, "relayhost"));
+    conf->myhostname = mystrdup(mail_conf_str(mc, "myhostname"));
+    conf->default_transport = mystrdup(mail_conf_str(mc, "default_transport"));
+    conf->local_transport = mystrdup(mail_conf_str(mc, "local_transport"));
+    conf->active_limit = mail_conf_int(mc, "qmgr_message_active_limit");
+    conf->rcpt_limit = mail_conf_int(mc, "default_destination_recipient_limit");
+    conf->initial_concurrency =
+        mail_conf_int(mc, "initial_destination_concurrency");
+    conf->concurrency_limit =
+        mail_conf_int(mc, "default_destination_concurrency_limit");
+    conf->dead_time = mail_conf_time(mc, "destination_dead_time");
+    conf->queue_run_delay = mail_conf_time(mc, "queue_run_delay");
+    conf->max_lifetime = mail_conf_time(mc, "maximal_queue_lifetime");
+    conf->bounce_lifetime = mail_conf_time(mc, "bounce_queue_lifetime");
+    conf->delay_warning = mail_conf_time(mc, "delay_warning_time");
+    conf->job_timeout = mail_conf_time(mc, "daemon_timeout");
+    conf->ipc_timeout = mail_conf_time(mc, "ipc_timeout");
+    if (conf->active_limit < 1)
+        msg_fatal("qmgr_message_active_limit must be at least 1");
+    if (conf->rcpt_limit < 1)
+        msg_fatal("default_destination_recipient_limit must be at least 1");
+    if (conf->concurrency_limit < 1)
+        msg_fatal("default_destination_concurrency_limit must be at least 1");
+    if (conf->initial_concurrency < 1)
+        msg_fatal("initial_destination_concurrency must be at least 1");
+    if (conf->queue_run_delay < 1)
+        conf->queue_run_delay = 1;
+    steps = mail_conf_list(mc, "retry_schedule");
+    conf->retry_steps =
+        mymalloc_array(steps->argc ? steps->argc : 1, sizeof(long long));
+    for (size_t i = 0; i < steps->argc; i++) {
+        bool ok;
+        long long step = mail_conf_parse_time(steps->argv[i], &ok);
+
+        if (!ok || step < 1)
+            msg_fatal("retry_schedule: bad time \"%s\"", steps->argv[i]);
+        conf->retry_steps[i] = step;
+    }
+    conf->retry_count = steps->argc;
+    argv_free(steps);
+    for (size_t i = 0; i < conf->mydestination->argc; i++)
+        for (char *cp = conf->mydestination->argv[i]; *cp; cp++)
+            *cp = (char) tolower((unsigned char) *cp);
+}
+
+/* qmgr_pre_loop - read the configuration, take back active/, start */
 static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
 {
     QMGR_CTX *ctx = arg;
 
-    ctx->queue_dir = mystrdup(mail_conf_str(mail_server_conf(server),
-                                            "queue_directory"));
-    qmgr_scan_incoming(ctx, "start");
+    ctx->server = server;
+    ctx->base = mail_server_base(server);
+    qmgr_conf_read(&ctx->conf, mail_server_conf(server));
+    ctx->active_scan.queue_name = MAIL_QUEUE_ACTIVE;
+    ctx->incoming_scan.queue_name = MAIL_QUEUE_INCOMING;
+    ctx->deferred_scan.queue_name = MAIL_QUEUE_DEFERRED;
+    ctx->scan_ev = event_new(ctx->base, -1, 0, qmgr_scan_event, ctx);
+    ctx->deferred_ev = evtimer_new(ctx->base, qmgr_deferred_event, ctx);
+    if (ctx->scan_ev == NULL || ctx->deferred_ev == NULL)
+        msg_fatal("cannot create the scan events");
+    /* Invariant 4: what a crash left in active/ is taken back first. */
+    qmgr_scan_want(&ctx->active_scan, false);
+    qmgr_scan_want(&ctx->incoming_scan, false);
+    qmgr_scan_want(&ctx->deferred_scan, false);
+    ctx->deferred_last = time(NULL);
+    qmgr_scan_kick(ctx);
 }
 
 /* qmgr_trigger - a wake-up arrived */
@@ -69,16 +314,27 @@ static void qmgr_trigger(MAIL_SERVER *server, int byte, void *arg)
 {
     QMGR_CTX *ctx = arg;
 
-    if (byte == TRIGGER_WAKEUP || byte == TRIGGER_SCAN_ALL)
-        qmgr_scan_incoming(ctx, "wakeup");
-    else if (msg_verbose_get())
-        msg_info("ignoring trigger byte %d", byte);
+    if (byte == TRIGGER_WAKEUP) {
+        qmgr_scan_want(&ctx->incoming_scan, false);
+    } else if (byte == TRIGGER_SCAN_ALL) {
+        qmgr_dest_revive_all(ctx);
+        qmgr_scan_want(&ctx->incoming_scan, false);
+        qmgr_scan_want(&ctx->deferred_scan, true);
+    } else {
+        if (msg_verbose_get())
+            msg_info("ignoring trigger byte %d", byte);
+        return;
+    }
+    qmgr_scan_kick(ctx);
 }
 
 /* qmgr_tick - the periodic scan that catches any lost trigger */
 static void qmgr_tick(MAIL_SERVER *server, void *arg)
 {
-    qmgr_scan_incoming(arg, "scan");
+    QMGR_CTX *ctx = arg;
+
+    qmgr_scan_want(&ctx->incoming_scan, false);
+    qmgr_scan_kick(ctx);
 }
 
 /* main - the queue manager */
@@ -90,10 +346,13 @@ int main(int argc, char **argv)
         .on_tick = qmgr_tick,
         .tick_seconds = QMGR_TICK,
     };
-    QMGR_CTX ctx = {0};
-    int status;
 
-    status = mail_server_main(argc, argv, "qmgr", &ops, &ctx);
-    myfree(ctx.queue_dir);
-    return status;
+    /*
+     * Static, not on the stack: at exit the messages, destinations and
+     * deliveries in flight stay reachable from here (the event base is
+     * gone by then, so they cannot be freed one by one).
+     */
+    static QMGR_CTX ctx;
+
+    return mail_server_main(argc, argv, "qmgr", &ops, &ctx);
 }

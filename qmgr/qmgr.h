@@ -1,0 +1,198 @@
+/*
+ * qmgr - the queue manager's shared internals
+ *
+ * One process, one libevent loop. qmgr.c reads the configuration, takes
+ * the wake-ups and runs the scans that move files into active/;
+ * qmgr_message.c loads a message, routes its recipients, records results
+ * and decides where the file goes when it is complete; qmgr_dest.c keeps
+ * the destinations (transport, next hop) with their queues and windows and
+ * starts deliveries round-robin; qmgr_deliver.c runs one delivery with an
+ * agent; qmgr_bounce.c asks the bounce daemon for a DSN; qmgr_conn.c is
+ * the non-blocking attribute-list client both use.
+ */
+#ifndef QMGR_H
+#define QMGR_H
+
+#include "sys_defs.h"
+
+#include <dirent.h>
+
+#include "argv.h"
+#include "attr.h"
+#include "mail_server.h"
+#include "qfile.h"
+#include "qid.h"
+#include "vstr.h"
+
+struct event;
+struct event_base;
+
+typedef struct QMGR_CTX QMGR_CTX;
+typedef struct QMGR_MESSAGE QMGR_MESSAGE;
+typedef struct QMGR_DEST QMGR_DEST;
+typedef struct QMGR_ENTRY QMGR_ENTRY;
+typedef struct QMGR_CONN QMGR_CONN;
+
+/* Configuration, read once at start. */
+typedef struct QMGR_CONF {
+    char *queue_dir;
+    ARGV *mydestination; /* lowercase */
+    char *relayhost; /* "" when none */
+    char *myhostname; /* next hop of local mail */
+    char *default_transport;
+    char *local_transport;
+    long long active_limit; /* qmgr_message_active_limit */
+    long long rcpt_limit; /* default_destination_recipient_limit */
+    long long initial_concurrency; /* initial_destination_concurrency */
+    long long concurrency_limit; /* default_destination_concurrency_limit */
+    long long dead_time; /* destination_dead_time, seconds */
+    long long queue_run_delay; /* seconds */
+    long long max_lifetime; /* maximal_queue_lifetime */
+    long long bounce_lifetime; /* bounce_queue_lifetime */
+    long long delay_warning; /* delay_warning_time, 0: off */
+    long long job_timeout; /* daemon_timeout: one delivery */
+    long long ipc_timeout; /* ipc_timeout: one bounce request */
+    long long *retry_steps; /* retry_schedule, seconds */
+    size_t retry_count;
+} QMGR_CONF;
+
+/* A resumable scan of one queue directory (hashed ones: all 32 subdirs). */
+typedef struct QMGR_SCAN {
+    const char *queue_name;
+    bool pending; /* a scan is wanted or running */
+    bool running; /* it has begun */
+    bool again; /* asked again while running */
+    bool all_next; /* ... with all */
+    DIR *dir; /* open while running */
+    int hash_index; /* hashed queues: subdir in hand */
+    bool all; /* deferred: everything is due */
+    struct timespec started; /* when this scan began */
+} QMGR_SCAN;
+
+struct QMGR_CTX {
+    QMGR_CONF conf;
+    MAIL_SERVER *server;
+    struct event_base *base;
+    QMGR_SCAN active_scan; /* once, at start */
+    QMGR_SCAN incoming_scan;
+    QMGR_SCAN deferred_scan;
+    struct event *scan_ev; /* one scan pass per loop pass */
+    struct event *deferred_ev; /* next deferred scan */
+    bool scan_turn; /* which of incoming/deferred goes first */
+    time_t deferred_next; /* earliest next try known, 0: none */
+    time_t deferred_last; /* last deferred scan began */
+    size_t active_count; /* messages in memory */
+    QMGR_MESSAGE *messages; /* every message in memory */
+    QMGR_DEST *dests; /* every destination */
+    size_t dest_count;
+    QMGR_DEST *dest_rr; /* round-robin position */
+    size_t jobs_running;
+    struct event *resume_ev; /* paused destinations go on */
+    bool scheduling; /* qmgr_dest_schedule runs */
+    bool schedule_again; /* ... and was asked again */
+};
+
+/* qmgr.c */
+extern void qmgr_scan_kick(QMGR_CTX *ctx);
+extern void qmgr_deferred_note(QMGR_CTX *ctx, time_t next_try);
+
+/* Recipient states in memory. */
+typedef enum QMGR_RCPT_STATE {
+    QMGR_RCPT_DONE_BEFORE, /* D record when loaded */
+    QMGR_RCPT_PENDING, /* waiting or in flight */
+    QMGR_RCPT_FINISHED, /* sent or bounced this round */
+    QMGR_RCPT_DEFERRED, /* try again later */
+} QMGR_RCPT_STATE;
+
+typedef struct QMGR_RCPT_MEM {
+    QMGR_RCPT_STATE state;
+    bool marked; /* D on disk */
+    char *defer_dsn; /* last defer this round */
+    char *defer_reason;
+} QMGR_RCPT_MEM;
+
+struct QMGR_MESSAGE {
+    QMGR_CTX *ctx;
+    char qid[QID_SIZE];
+    QFILE_INFO *info;
+    QMGR_RCPT_MEM *rcpts; /* parallel to info->rcpts */
+    size_t outstanding; /* recipients without a result */
+    size_t refs; /* entries (and a load) using it */
+    long long active_usec; /* when it entered active/ */
+    int finish_step; /* qmgr_message.c */
+    bool bounce_failed; /* keep it: the DSN is not out */
+    struct QMGR_BOUNCE *bounce_req; /* a bounce request in flight */
+    QMGR_CONN *bounce_conn; /* ... and its connection */
+    QMGR_MESSAGE *prev;
+    QMGR_MESSAGE *next;
+};
+
+/* qmgr_message.c */
+extern void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
+                                  const char *qid);
+extern void qmgr_message_result(QMGR_MESSAGE *msg, size_t index,
+                                const char *action, const char *dsn,
+                                const char *reason, const char *diagnostic,
+                                const char *remote_mta);
+extern void qmgr_message_defer_self(QMGR_MESSAGE *msg, size_t index,
+                                    const char *dsn, const char *reason);
+extern void qmgr_message_check(QMGR_MESSAGE *msg);
+
+/* One delivery's worth: a message and up to rcpt_limit recipients. */
+struct QMGR_ENTRY {
+    QMGR_MESSAGE *msg;
+    QMGR_DEST *dest;
+    size_t *index; /* into msg->info->rcpts */
+    size_t count;
+    QMGR_ENTRY *next;
+};
+
+struct QMGR_DEST {
+    QMGR_CTX *ctx;
+    char *transport;
+    char *nexthop;
+    QMGR_ENTRY *head; /* pending entries */
+    QMGR_ENTRY *tail;
+    size_t busy; /* deliveries in flight */
+    long long window; /* concurrency allowed now */
+    bool cohort_ok; /* a success since busy was 0 */
+    time_t dead_until; /* 0: alive */
+    time_t paused_until; /* agent busy: 0, or wait until */
+    char *last_reason; /* of the last site failure */
+    QMGR_DEST *next;
+};
+
+/* qmgr_dest.c */
+extern void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
+                          const char *nexthop, size_t index);
+extern void qmgr_dest_schedule(QMGR_CTX *ctx);
+extern void qmgr_dest_job_done(QMGR_DEST *dest, bool attempted,
+                               bool site_failed, const char *reason);
+extern void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry);
+extern void qmgr_dest_revive_all(QMGR_CTX *ctx);
+extern QMGR_ENTRY *qmgr_entry_free(QMGR_ENTRY *entry);
+
+/* qmgr_deliver.c */
+extern void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry);
+
+/* qmgr_bounce.c: done(msg, ok) is called once, later, never from inside */
+typedef void (*QMGR_BOUNCE_DONE)(QMGR_MESSAGE *msg, bool ok);
+extern void qmgr_bounce_request(QMGR_MESSAGE *msg, const char *kind,
+                                QMGR_BOUNCE_DONE done);
+
+/* qmgr_conn.c: a non-blocking client of a private/ service */
+typedef void (*QMGR_CONN_LIST_FN)(QMGR_CONN *conn, ATTR_LIST *list, void *arg);
+typedef void (*QMGR_CONN_END_FN)(QMGR_CONN *conn, const char *why, void *arg);
+extern QMGR_CONN *qmgr_conn_open(struct event_base *base, const char *path,
+                                 long long timeout, size_t max_len,
+                                 QMGR_CONN_LIST_FN on_list,
+                                 QMGR_CONN_END_FN on_end, void *arg, VSTR *why);
+extern void qmgr_conn_send(QMGR_CONN *conn, const ATTR_LIST *list);
+extern QMGR_CONN *qmgr_conn_free(QMGR_CONN *conn);
+
+/* qmgr_log.c-like helpers live in qmgr_message.c */
+extern void qmgr_log_status(const QMGR_MESSAGE *msg, const char *address,
+                            const char *dsn, const char *status,
+                            const char *reason);
+
+#endif

@@ -1,0 +1,219 @@
+/*
+ * qmgr_deliver - one delivery: an entry handed to a delivery agent
+ *
+ * The protocol is global/deliver_proto.h: DELIVER and the RCPT lists go
+ * out at once, then each RESULT is recorded the moment it arrives (so the
+ * done marks and logs are on disk before the agent is even finished), and
+ * DONE says whether the destination itself failed. A recipient without a
+ * RESULT when the connection ends, for whatever reason, is deferred here,
+ * never lost: the queue file still holds it.
+ */
+#include "sys_defs.h"
+
+#include <sys/time.h>
+
+#include "attr.h"
+#include "deliver_proto.h"
+#include "mail_queue.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "qmgr.h"
+#include "vstr.h"
+
+#define QMGR_SPEC_LEN(spec) (sizeof(spec) / sizeof((spec)[0]))
+
+typedef struct QMGR_JOB {
+    QMGR_CTX *ctx;
+    QMGR_ENTRY *entry;
+    QMGR_CONN *conn;
+    bool *answered; /* per entry recipient */
+    bool done_seen;
+    long long done_status;
+    long long site_failed;
+    char *done_reason;
+} QMGR_JOB;
+
+/* qmgr_job_finish - defer what has no result, free the job, schedule */
+static void qmgr_job_finish(QMGR_JOB *job, const char *why)
+{
+    QMGR_ENTRY *entry = job->entry;
+    QMGR_DEST *dest = entry->dest;
+    QMGR_CTX *ctx = job->ctx;
+    VSTR *reason = vstr_alloc(100);
+    bool site_failed = false;
+    bool attempted;
+
+    job->conn = qmgr_conn_free(job->conn);
+    if (job->done_seen) {
+        site_failed = job->site_failed != 0;
+        vstr_sprintf(reason, "delivery agent failed: %s",
+                     job->done_reason ? job->done_reason : "no reason given");
+    } else {
+        vstr_sprintf(reason, "delivery agent died: %s", why);
+    }
+    /* Only an agent that reported counts as an attempt on the site. */
+    attempted = job->done_seen && job->done_status == 0;
+    for (size_t i = 0; i < entry->count; i++)
+        if (!job->answered[i])
+            qmgr_message_defer_self(entry->msg, entry->index[i], "4.3.0",
+                                    vstr_str(reason));
+    ctx->jobs_running--;
+    qmgr_dest_job_done(dest, attempted || site_failed, site_failed,
+                       job->done_reason ? job->done_reason : vstr_str(reason));
+    qmgr_entry_free(entry);
+    myfree(job->answered);
+    myfree(job->done_reason);
+    myfree(job);
+    vstr_free(reason);
+    qmgr_dest_schedule(ctx);
+}
+
+/* qmgr_job_result - one RESULT list */
+static void qmgr_job_result(QMGR_JOB *job, ATTR_LIST *list)
+{
+    QMGR_ENTRY *entry = job->entry;
+    long long offset;
+    const char *action;
+
+    (void) attr_get_int(list, "offset", &offset);
+    action = attr_get_str(list, "action");
+    if (strcmp(action, DELIVER_ACTION_SENT) != 0 &&
+        strcmp(action, DELIVER_ACTION_DEFERRED) != 0 &&
+        strcmp(action, DELIVER_ACTION_BOUNCED) != 0) {
+        msg_warn("%s: %s agent: unknown action \"%s\": ignored",
+                 entry->msg->qid, entry->dest->transport, action);
+        return;
+    }
+    for (size_t i = 0; i < entry->count; i++) {
+        QFILE_RCPT *rcpt = &entry->msg->info->rcpts[entry->index[i]];
+
+        if (rcpt->offset != (off_t) offset)
+            continue;
+        if (job->answered[i]) {
+            msg_warn("%s: %s agent: second result for offset %lld: ignored",
+                     entry->msg->qid, entry->dest->transport, offset);
+            return;
+        }
+        job->answered[i] = true;
+        qmgr_message_result(
+            entry->msg, entry->index[i], action, attr_get_str(list, "dsn"),
+            attr_get_str(list, "reason"), attr_get_str(list, "diagnostic"),
+            attr_get_str(list, "remote_mta"));
+        return;
+    }
+    msg_warn("%s: %s agent: result for unknown offset %lld: ignored",
+             entry->msg->qid, entry->dest->transport, offset);
+}
+
+/* qmgr_job_list - a list from the agent: RESULT or DONE */
+static void qmgr_job_list(QMGR_CONN *conn, ATTR_LIST *list, void *arg)
+{
+    QMGR_JOB *job = arg;
+    const char *request = attr_get_str(list, "request");
+    VSTR *why = vstr_alloc(100);
+
+    if (request && strcmp(request, DELIVER_REQ_RESULT) == 0) {
+        if (attr_list_check(list, deliver_result_spec,
+                            QMGR_SPEC_LEN(deliver_result_spec), why) < 0)
+            msg_warn("%s: %s agent: bad result: %s", job->entry->msg->qid,
+                     job->entry->dest->transport, vstr_str(why));
+        else
+            qmgr_job_result(job, list);
+    } else if (request && strcmp(request, DELIVER_REQ_DONE) == 0) {
+        if (attr_list_check(list, deliver_done_spec,
+                            QMGR_SPEC_LEN(deliver_done_spec), why) < 0) {
+            msg_warn("%s: %s agent: bad done: %s", job->entry->msg->qid,
+                     job->entry->dest->transport, vstr_str(why));
+            qmgr_job_finish(job, "malformed DONE");
+        } else {
+            const char *reason = attr_get_str(list, "reason");
+
+            job->done_seen = true;
+            (void) attr_get_int(list, "status", &job->done_status);
+            (void) attr_get_int(list, "site_failed", &job->site_failed);
+            if (reason && *reason)
+                job->done_reason = mystrdup(reason);
+            qmgr_job_finish(job, "done");
+        }
+    } else {
+        msg_warn("%s: %s agent: unexpected request \"%s\"",
+                 job->entry->msg->qid, job->entry->dest->transport,
+                 request ? request : "(none)");
+        qmgr_job_finish(job, "protocol error");
+    }
+    vstr_free(why);
+}
+
+/* qmgr_job_end - the connection ended before DONE */
+static void qmgr_job_end(QMGR_CONN *conn, const char *why, void *arg)
+{
+    qmgr_job_finish(arg, why);
+}
+
+/* qmgr_deliver_start - hand entry to its transport's agent */
+void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
+{
+    QMGR_MESSAGE *msg = entry->msg;
+    QMGR_JOB *job = mycalloc(1, sizeof(*job));
+    VSTR *path = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    ATTR_LIST *list;
+
+    job->ctx = ctx;
+    job->entry = entry;
+    job->answered = mycalloc(entry->count, sizeof(bool));
+    ctx->jobs_running++;
+    vstr_sprintf(path, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                 entry->dest->transport);
+    job->conn =
+        qmgr_conn_open(ctx->base, vstr_str(path), ctx->conf.job_timeout,
+                       DELIVER_LIST_MAX, qmgr_job_list, qmgr_job_end, job, why);
+    if (job->conn == NULL) {
+        bool busy = errno == EAGAIN;
+
+        ctx->jobs_running--;
+        myfree(job->answered);
+        myfree(job);
+        if (busy) {
+            /* The agent's listen queue is full: not a failure, wait. */
+            qmgr_dest_push_back(entry->dest, entry);
+        } else {
+            msg_warn("%s: %s", msg->qid, vstr_str(why));
+            /* Not the destination's fault: no site failure, no attempt. */
+            for (size_t i = 0; i < entry->count; i++)
+                qmgr_message_defer_self(msg, entry->index[i], "4.3.0",
+                                        "mail transport unavailable");
+            qmgr_dest_job_done(entry->dest, false, false, NULL);
+            qmgr_entry_free(entry);
+        }
+        vstr_free(path);
+        vstr_free(why);
+        return;
+    }
+    list = attr_list_alloc();
+    attr_add_str(list, "request", DELIVER_REQ_DELIVER);
+    attr_add_str(list, "queue_name", MAIL_QUEUE_ACTIVE);
+    attr_add_str(list, "queue_id", msg->qid);
+    attr_add_str(list, "nexthop", entry->dest->nexthop);
+    attr_add_str(list, "sender", msg->info->sender);
+    attr_add_int(list, "active_usec", msg->active_usec);
+    attr_add_int(list, "rcpt_count", (long long) entry->count);
+    qmgr_conn_send(job->conn, list);
+    attr_list_free(list);
+    for (size_t i = 0; i < entry->count; i++) {
+        QFILE_RCPT *rcpt = &msg->info->rcpts[entry->index[i]];
+
+        list = attr_list_alloc();
+        attr_add_str(list, "request", DELIVER_REQ_RCPT);
+        attr_add_int(list, "offset", (long long) rcpt->offset);
+        attr_add_str(list, "address", rcpt->address);
+        if (*rcpt->orcpt)
+            attr_add_str(list, "orcpt", rcpt->orcpt);
+        if (*rcpt->notify)
+            attr_add_str(list, "notify", rcpt->notify);
+        qmgr_conn_send(job->conn, list);
+        attr_list_free(list);
+    }
+    vstr_free(path);
+    vstr_free(why);
+}

@@ -1,0 +1,303 @@
+/*
+ * qmgr_dest - destinations: a queue, a window and a verdict per next hop
+ *
+ * A destination is (transport, next hop). Its pending entries wait in
+ * arrival order; at most `window` of them are in flight. The window starts
+ * at initial_destination_concurrency, grows by one per success up to
+ * default_destination_concurrency_limit and shrinks by one per site
+ * failure (never below 1). When a whole cohort fails (every delivery that
+ * was in flight reported a site failure and none succeeded, or the window
+ * was 1 and it failed) the destination is dead for destination_dead_time:
+ * its entries, and any that arrive meanwhile, are deferred at once without
+ * contacting it. Deliveries start round-robin over the destinations so one
+ * slow domain cannot starve the others.
+ */
+#include "sys_defs.h"
+
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "msg.h"
+#include "mymalloc.h"
+#include "qmgr.h"
+#include "vstr.h"
+
+#define QMGR_DEST_NO_REASON "destination failed"
+#define QMGR_DEST_PAUSE 1 /* seconds to wait for a busy agent */
+
+/* qmgr_entry_free - drop an entry; its message may complete; NULL */
+QMGR_ENTRY *qmgr_entry_free(QMGR_ENTRY *entry)
+{
+    QMGR_MESSAGE *msg = entry->msg;
+
+    myfree(entry->index);
+    myfree(entry);
+    if (msg->refs == 0)
+        msg_panic("%s: %s: no references", __func__, msg->qid);
+    msg->refs--;
+    qmgr_message_check(msg);
+    return NULL;
+}
+
+/* qmgr_dest_initial_window - where slow start begins */
+static long long qmgr_dest_initial_window(const QMGR_CTX *ctx)
+{
+    if (ctx->conf.initial_concurrency > ctx->conf.concurrency_limit)
+        return ctx->conf.concurrency_limit;
+    return ctx->conf.initial_concurrency;
+}
+
+/* qmgr_dest_find - the destination for (transport, nexthop), made if new */
+static QMGR_DEST *qmgr_dest_find(QMGR_CTX *ctx, const char *transport,
+                                 const char *nexthop)
+{
+    QMGR_DEST *dest;
+
+    for (dest = ctx->dests; dest; dest = dest->next)
+        if (strcmp(dest->nexthop, nexthop) == 0 &&
+            strcmp(dest->transport, transport) == 0)
+            return dest;
+    dest = mycalloc(1, sizeof(*dest));
+    dest->transport = mystrdup(transport);
+    dest->nexthop = mystrdup(nexthop);
+    dest->ctx = ctx;
+    dest->window = qmgr_dest_initial_window(ctx);
+    dest->next = ctx->dests;
+    ctx->dests = dest;
+    ctx->dest_count++;
+    return dest;
+}
+
+/* qmgr_dest_dead - is the destination left alone right now? */
+static bool qmgr_dest_dead(QMGR_CTX *ctx, QMGR_DEST *dest)
+{
+    if (dest->dead_until == 0)
+        return false;
+    if (time(NULL) < dest->dead_until)
+        return true;
+    /* Its dead time is over: try again, from the start. */
+    dest->dead_until = 0;
+    dest->window = qmgr_dest_initial_window(ctx);
+    msg_info("%s:%s: delivery resumed", dest->transport, dest->nexthop);
+    return false;
+}
+
+/* qmgr_dest_suspended - defer one recipient of a dead destination */
+static void qmgr_dest_suspended(QMGR_DEST *dest, QMGR_MESSAGE *msg,
+                                size_t index)
+{
+    VSTR *reason = vstr_alloc(100);
+
+    vstr_sprintf(reason, "delivery temporarily suspended: %s",
+                 dest->last_reason ? dest->last_reason : QMGR_DEST_NO_REASON);
+    qmgr_message_defer_self(msg, index, "4.4.1", vstr_str(reason));
+    vstr_free(reason);
+}
+
+/* qmgr_dest_add - queue one recipient of msg for a destination */
+void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
+                   const char *nexthop, size_t index)
+{
+    QMGR_CTX *ctx = msg->ctx;
+    QMGR_DEST *dest = qmgr_dest_find(ctx, transport, nexthop);
+    QMGR_ENTRY *entry = dest->tail;
+
+    if (qmgr_dest_dead(ctx, dest)) {
+        qmgr_dest_suspended(dest, msg, index);
+        return;
+    }
+    if (entry == NULL || entry->msg != msg ||
+        (long long) entry->count >= ctx->conf.rcpt_limit) {
+        entry = mycalloc(1, sizeof(*entry));
+        entry->msg = msg;
+        entry->dest = dest;
+        entry->index =
+            mymalloc_array((size_t) ctx->conf.rcpt_limit, sizeof(size_t));
+        msg->refs++;
+        if (dest->tail)
+            dest->tail->next = entry;
+        else
+            dest->head = entry;
+        dest->tail = entry;
+    }
+    entry->index[entry->count++] = index;
+}
+
+/* qmgr_dest_pop - take the first pending entry */
+static QMGR_ENTRY *qmgr_dest_pop(QMGR_DEST *dest)
+{
+    QMGR_ENTRY *entry = dest->head;
+
+    if ((dest->head = entry->next) == NULL)
+        dest->tail = NULL;
+    entry->next = NULL;
+    return entry;
+}
+
+/* qmgr_dest_kill - a whole cohort failed: leave the destination alone */
+static void qmgr_dest_kill(QMGR_CTX *ctx, QMGR_DEST *dest)
+{
+    dest->dead_until = time(NULL) + (time_t) ctx->conf.dead_time;
+    msg_warn("%s:%s: delivery temporarily suspended for %llds: %s",
+             dest->transport, dest->nexthop, ctx->conf.dead_time,
+             dest->last_reason ? dest->last_reason : QMGR_DEST_NO_REASON);
+    while (dest->head) {
+        QMGR_ENTRY *entry = qmgr_dest_pop(dest);
+
+        for (size_t i = 0; i < entry->count; i++)
+            qmgr_dest_suspended(dest, entry->msg, entry->index[i]);
+        qmgr_entry_free(entry);
+    }
+}
+
+/* qmgr_dest_job_done - a delivery to dest ended; attempted: the agent
+   reported on the destination (site_failed says how it went) */
+void qmgr_dest_job_done(QMGR_DEST *dest, bool attempted, bool site_failed,
+                        const char *reason)
+{
+    QMGR_CTX *ctx = dest->ctx;
+    long long window_before = dest->window;
+    bool whole_cohort;
+
+    if (dest->busy == 0)
+        msg_panic("%s: %s: not busy", __func__, dest->nexthop);
+    dest->busy--;
+    if (!attempted) {
+        if (dest->busy == 0)
+            dest->cohort_ok = false;
+        return;
+    }
+    if (!site_failed) {
+        dest->cohort_ok = true;
+        if (dest->window < ctx->conf.concurrency_limit)
+            dest->window++;
+        if (dest->busy == 0)
+            dest->cohort_ok = false;
+        return;
+    }
+    if (dest->window > 1)
+        dest->window--;
+    myfree(dest->last_reason);
+    dest->last_reason =
+        mystrdup(reason && *reason ? reason : QMGR_DEST_NO_REASON);
+    whole_cohort = (dest->busy == 0 && !dest->cohort_ok) || window_before == 1;
+    if (dest->busy == 0)
+        dest->cohort_ok = false;
+    if (whole_cohort && dest->dead_until == 0)
+        qmgr_dest_kill(ctx, dest);
+}
+
+/* qmgr_dest_paused - is the agent of dest too busy to connect to now? */
+static bool qmgr_dest_paused(QMGR_CTX *ctx, QMGR_DEST *dest)
+{
+    if (dest->paused_until == 0)
+        return false;
+    if (time(NULL) < dest->paused_until)
+        return true;
+    dest->paused_until = 0;
+    return false;
+}
+
+/* qmgr_dest_resume_event - paused destinations may go on */
+static void qmgr_dest_resume_event(evutil_socket_t fd, short what, void *arg)
+{
+    qmgr_dest_schedule(arg);
+}
+
+/* qmgr_dest_push_back - an entry could not start (the agent is at its
+   limit): back to the head of its queue, the destination paused briefly */
+void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry)
+{
+    QMGR_CTX *ctx = dest->ctx;
+    struct timeval tv = {QMGR_DEST_PAUSE, 0};
+
+    if (dest->busy == 0)
+        msg_panic("%s: %s: not busy", __func__, dest->nexthop);
+    dest->busy--;
+    if ((entry->next = dest->head) == NULL)
+        dest->tail = entry;
+    dest->head = entry;
+    dest->paused_until = time(NULL) + QMGR_DEST_PAUSE;
+    if (ctx->resume_ev == NULL &&
+        (ctx->resume_ev =
+             evtimer_new(ctx->base, qmgr_dest_resume_event, ctx)) == NULL)
+        msg_fatal("cannot create a timer");
+    if (!evtimer_pending(ctx->resume_ev, NULL) &&
+        evtimer_add(ctx->resume_ev, &tv) < 0)
+        msg_fatal("cannot add a timer");
+}
+
+/* qmgr_dest_sweep - forget idle destinations (memory stays bounded by
+   what is queued; a dead one is kept until its dead time is over) */
+static void qmgr_dest_sweep(QMGR_CTX *ctx)
+{
+    QMGR_DEST **link = &ctx->dests;
+    QMGR_DEST *dest;
+    time_t now = time(NULL);
+
+    while ((dest = *link) != NULL) {
+        if (dest->head || dest->busy || dest->dead_until > now ||
+            dest->paused_until > now) {
+            link = &dest->next;
+            continue;
+        }
+        *link = dest->next;
+        if (ctx->dest_rr == dest)
+            ctx->dest_rr = dest->next;
+        myfree(dest->transport);
+        myfree(dest->nexthop);
+        myfree(dest->last_reason);
+        myfree(dest);
+        ctx->dest_count--;
+    }
+}
+
+/* qmgr_dest_schedule - start deliveries, round-robin over destinations */
+void qmgr_dest_schedule(QMGR_CTX *ctx)
+{
+    bool progress;
+
+    /* Starting a delivery may end one at once and call back here. */
+    if (ctx->scheduling) {
+        ctx->schedule_again = true;
+        return;
+    }
+    ctx->scheduling = true;
+    qmgr_dest_sweep(ctx);
+    do {
+        ctx->schedule_again = false;
+        do {
+            QMGR_DEST *start = ctx->dest_rr ? ctx->dest_rr : ctx->dests;
+            QMGR_DEST *dest = start;
+
+            progress = false;
+            if (dest == NULL)
+                break;
+            do {
+                QMGR_DEST *next = dest->next ? dest->next : ctx->dests;
+
+                if (dest->head && (long long) dest->busy < dest->window &&
+                    !qmgr_dest_dead(ctx, dest) &&
+                    !qmgr_dest_paused(ctx, dest)) {
+                    dest->busy++;
+                    ctx->dest_rr = next;
+                    qmgr_deliver_start(ctx, qmgr_dest_pop(dest));
+                    progress = true;
+                }
+                dest = next;
+            } while (dest != start);
+        } while (progress);
+    } while (ctx->schedule_again);
+    ctx->scheduling = false;
+}
+
+/* qmgr_dest_revive_all - a flush: every destination may be tried now */
+void qmgr_dest_revive_all(QMGR_CTX *ctx)
+{
+    for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
+        if (dest->dead_until) {
+            dest->dead_until = 0;
+            dest->window = qmgr_dest_initial_window(ctx);
+        }
+}

@@ -1,0 +1,604 @@
+/*
+ * qmgr_message - one message in memory: load, route, results, completion
+ *
+ * A message enters active/, its envelope is read (a corrupt file goes to
+ * corrupt/), and each recipient not yet done is routed to a destination.
+ * Results come back one recipient at a time: a bounce or a success that
+ * asked NOTIFY=SUCCESS is appended (fsynced) to the bounce log before the
+ * recipient is marked done; a deferral is appended to the defer log. While
+ * other recipients are outstanding the finished ones are marked done in
+ * the queue file at once (invariant 3).
+ *
+ * When nothing is pending or in flight the message is complete:
+ *   1. deferred recipients older than the queue lifetime become "failed"
+ *      bounce-log records (expired);
+ *   2. a bounce log is turned into a DSN by the bounce daemon (async);
+ *      when that fails the log stays and the message waits in deferred/;
+ *   3. nothing deferred and no DSN waiting: the file and the defer log
+ *      are removed ("removed");
+ *   4. else maybe a delay warning (once), then an "attempt" record, the
+ *      next try as the file's mtime (retry_schedule step k for the k-th
+ *      attempt, the last step repeating), and a rename into deferred/.
+ */
+#include "sys_defs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+
+#include "bounce_proto.h"
+#include "deliver_proto.h"
+#include "dsn_log.h"
+#include "mail_queue.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "qmgr.h"
+#include "vstr.h"
+
+/* finish_step values */
+#define QMGR_FINISH_NONE 0 /* not complete yet */
+#define QMGR_FINISH_RUNNING 1 /* completion under way */
+
+/* qmgr_now_usec - wall clock in microseconds */
+static long long qmgr_now_usec(void)
+{
+    struct timeval tv;
+
+    gettimeofday(&tv, NULL);
+    return (long long) tv.tv_sec * 1000000 + tv.tv_usec;
+}
+
+/* qmgr_delay_format - a delay in seconds the way Postfix prints it */
+static void qmgr_delay_format(VSTR *out, double seconds)
+{
+    char buf[64];
+    size_t len;
+
+    if (seconds < 0)
+        seconds = 0;
+    if (seconds >= 10)
+        (void) snprintf(buf, sizeof(buf), "%.0f", seconds);
+    else if (seconds >= 1)
+        (void) snprintf(buf, sizeof(buf), "%.1f", seconds);
+    else
+        (void) snprintf(buf, sizeof(buf), "%.2f", seconds);
+    /* "0.10" -> "0.1", "0.00" -> "0" */
+    len = strlen(buf);
+    if (strchr(buf, '.')) {
+        while (len > 0 && buf[len - 1] == '0')
+            buf[--len] = 0;
+        if (len > 0 && buf[len - 1] == '.')
+            buf[--len] = 0;
+    }
+    vstr_cat(out, buf);
+}
+
+/* qmgr_log_status - a recipient line qmgr itself writes, Postfix style */
+void qmgr_log_status(const QMGR_MESSAGE *msg, const char *address,
+                     const char *dsn, const char *status, const char *reason)
+{
+    long long now = qmgr_now_usec();
+    long long arrival = (long long) msg->info->arrival.tv_sec * 1000000 +
+                        msg->info->arrival.tv_usec;
+    VSTR *delays = vstr_alloc(64);
+    VSTR *delay = vstr_alloc(16);
+
+    qmgr_delay_format(delay, (double) (now - arrival) / 1e6);
+    qmgr_delay_format(delays, (double) (msg->active_usec - arrival) / 1e6);
+    vstr_cat(delays, "/");
+    qmgr_delay_format(delays, (double) (now - msg->active_usec) / 1e6);
+    vstr_cat(delays, "/0/0");
+    msg_info("%s: to=<%s>, relay=none, delay=%s, delays=%s, dsn=%s, "
+             "status=%s (%s)",
+             msg->qid, address, vstr_str(delay), vstr_str(delays), dsn, status,
+             reason);
+    vstr_free(delays);
+    vstr_free(delay);
+}
+
+/* qmgr_notify_has - does a NOTIFY= list hold word? */
+static bool qmgr_notify_has(const char *notify, const char *word)
+{
+    size_t len = strlen(word);
+
+    for (const char *cp = notify; *cp;) {
+        size_t n = strcspn(cp, ",");
+
+        if (n == len && strncasecmp(cp, word, len) == 0)
+            return true;
+        cp += n;
+        if (*cp == ',')
+            cp++;
+    }
+    return false;
+}
+
+/* qmgr_message_path - buf = where the message is now: active/QID */
+static VSTR *qmgr_message_path(VSTR *buf, const QMGR_MESSAGE *msg)
+{
+    return mail_queue_path(buf, msg->ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE,
+                           msg->qid);
+}
+
+/* qmgr_message_mark - turn recipient index's R record into D on disk */
+static int qmgr_message_mark(QMGR_MESSAGE *msg, size_t index)
+{
+    QMGR_RCPT_MEM *mem = &msg->rcpts[index];
+    VSTR *path;
+    VSTR *why;
+    int fd;
+    int ret = -1;
+
+    if (mem->marked)
+        return 0;
+    path = qmgr_message_path(vstr_alloc(100), msg);
+    why = vstr_alloc(100);
+    if ((fd = open(vstr_str(path), O_RDWR | O_CLOEXEC)) < 0) {
+        msg_warn("%s: open %s: %m", msg->qid, vstr_str(path));
+    } else {
+        if (qfile_mark_done(fd, msg->info->rcpts[index].offset, why) < 0)
+            msg_warn("%s: mark %s done: %s", msg->qid,
+                     msg->info->rcpts[index].address, vstr_str(why));
+        else
+            ret = 0;
+        (void) close(fd);
+    }
+    if (ret == 0)
+        mem->marked = true;
+    vstr_free(path);
+    vstr_free(why);
+    return ret;
+}
+
+/* qmgr_message_log_rec - fill a dsn_log record for recipient index */
+static void qmgr_message_log_rec(DSN_LOG_REC *rec, const QMGR_MESSAGE *msg,
+                                 size_t index, const char *action,
+                                 const char *status, const char *reason,
+                                 const char *diagnostic, const char *remote_mta)
+{
+    const QFILE_RCPT *rcpt = &msg->info->rcpts[index];
+
+    memset(rec, 0, sizeof(*rec));
+    rec->action = action;
+    rec->address = rcpt->address;
+    rec->orcpt = rcpt->orcpt;
+    rec->notify = rcpt->notify;
+    rec->offset = (long long) rcpt->offset;
+    rec->status = status ? status : "";
+    rec->reason = reason ? reason : "";
+    rec->diagnostic = diagnostic ? diagnostic : "";
+    rec->remote_mta = remote_mta ? remote_mta : "";
+    rec->time = (long long) time(NULL);
+}
+
+/* qmgr_message_result - record one recipient's result */
+void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
+                         const char *dsn, const char *reason,
+                         const char *diagnostic, const char *remote_mta)
+{
+    QMGR_CTX *ctx = msg->ctx;
+    QMGR_RCPT_MEM *mem = &msg->rcpts[index];
+    const QFILE_RCPT *rcpt = &msg->info->rcpts[index];
+    VSTR *why = vstr_alloc(100);
+    VSTR *text = NULL;
+    DSN_LOG_REC rec;
+
+    if (mem->state != QMGR_RCPT_PENDING)
+        msg_panic("%s: %s: %s has its result already", __func__, msg->qid,
+                  rcpt->address);
+    if (strcmp(action, DELIVER_ACTION_SENT) == 0) {
+        mem->state = QMGR_RCPT_FINISHED;
+        if (qmgr_notify_has(rcpt->notify, "SUCCESS")) {
+            qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_DELIVERED, dsn,
+                                 reason, diagnostic, remote_mta);
+            /* Delivered is delivered: a lost success notice is no reason
+               to deliver twice. */
+            if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid,
+                               &rec, true, why) < 0)
+                msg_warn("%s: success notice for %s lost: %s", msg->qid,
+                         rcpt->address, vstr_str(why));
+        }
+    } else if (strcmp(action, DELIVER_ACTION_BOUNCED) == 0) {
+        qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_FAILED, dsn, reason,
+                             diagnostic, remote_mta);
+        if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid, &rec,
+                           true, why) == 0) {
+            mem->state = QMGR_RCPT_FINISHED;
+        } else {
+            /* Without its bounce record the recipient must stay. */
+            msg_warn("%s: bounce log for %s: %s: deferred instead", msg->qid,
+                     rcpt->address, vstr_str(why));
+            text = vstr_alloc(100);
+            vstr_sprintf(text, "cannot write the bounce log: %s",
+                         vstr_str(why));
+            action = DELIVER_ACTION_DEFERRED;
+            dsn = "4.3.0";
+            reason = vstr_str(text);
+        }
+    }
+    if (strcmp(action, DELIVER_ACTION_DEFERRED) == 0) {
+        mem->state = QMGR_RCPT_DEFERRED;
+        myfree(mem->defer_dsn);
+        myfree(mem->defer_reason);
+        mem->defer_dsn = mystrdup(dsn && *dsn ? dsn : "4.0.0");
+        mem->defer_reason = mystrdup(reason ? reason : "");
+        qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_DELAYED, dsn, reason,
+                             diagnostic, remote_mta);
+        if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,
+                           false, why) < 0)
+            msg_warn("%s: defer log for %s: %s", msg->qid, rcpt->address,
+                     vstr_str(why));
+    } else if (mem->state != QMGR_RCPT_FINISHED) {
+        msg_panic("%s: unknown action %s", __func__, action);
+    }
+    if (msg->outstanding == 0)
+        msg_panic("%s: %s: nothing outstanding", __func__, msg->qid);
+    msg->outstanding--;
+    /* Invariant 3; when the message is complete, completion does it. */
+    if (mem->state == QMGR_RCPT_FINISHED && msg->outstanding > 0)
+        (void) qmgr_message_mark(msg, index);
+    vstr_free(why);
+    vstr_free(text);
+}
+
+/* qmgr_message_defer_self - a deferral qmgr decided: log it, record it */
+void qmgr_message_defer_self(QMGR_MESSAGE *msg, size_t index, const char *dsn,
+                             const char *reason)
+{
+    qmgr_log_status(msg, msg->info->rcpts[index].address, dsn,
+                    DELIVER_ACTION_DEFERRED, reason);
+    qmgr_message_result(msg, index, DELIVER_ACTION_DEFERRED, dsn, reason, "",
+                        "");
+}
+
+/* qmgr_message_free - forget the message; there is room for another */
+static void qmgr_message_free(QMGR_MESSAGE *msg)
+{
+    QMGR_CTX *ctx = msg->ctx;
+
+    if (msg->prev)
+        msg->prev->next = msg->next;
+    else
+        ctx->messages = msg->next;
+    if (msg->next)
+        msg->next->prev = msg->prev;
+    for (size_t i = 0; i < msg->info->rcpt_count; i++) {
+        myfree(msg->rcpts[i].defer_dsn);
+        myfree(msg->rcpts[i].defer_reason);
+    }
+    myfree(msg->rcpts);
+    qfile_info_free(msg->info);
+    myfree(msg);
+    ctx->active_count--;
+    qmgr_scan_kick(ctx);
+}
+
+/* qmgr_message_count - recipients in a state */
+static size_t qmgr_message_count(const QMGR_MESSAGE *msg, QMGR_RCPT_STATE state)
+{
+    size_t count = 0;
+
+    for (size_t i = 0; i < msg->info->rcpt_count; i++)
+        if (msg->rcpts[i].state == state)
+            count++;
+    return count;
+}
+
+/* qmgr_message_age - seconds since arrival */
+static long long qmgr_message_age(const QMGR_MESSAGE *msg)
+{
+    return (long long) time(NULL) - (long long) msg->info->arrival.tv_sec;
+}
+
+/* qmgr_message_retry_step - the wait after the k-th attempt (k >= 1) */
+static long long qmgr_message_retry_step(const QMGR_CTX *ctx, size_t k)
+{
+    if (ctx->conf.retry_count == 0)
+        return ctx->conf.queue_run_delay;
+    if (k < 1)
+        k = 1;
+    if (k > ctx->conf.retry_count)
+        k = ctx->conf.retry_count;
+    return ctx->conf.retry_steps[k - 1];
+}
+
+/* qmgr_message_to_deferred - record the attempt, set the next try, move */
+static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
+{
+    QMGR_CTX *ctx = msg->ctx;
+    VSTR *path = qmgr_message_path(vstr_alloc(100), msg);
+    VSTR *why = vstr_alloc(100);
+    DSN_LOG_REC rec;
+    DSN_LOG *dlog;
+    size_t attempts = 1;
+    struct timeval times[2];
+    time_t next_try;
+
+    /* The file outlives this round: what finished must say so on disk. */
+    for (size_t i = 0; i < msg->info->rcpt_count; i++)
+        if (msg->rcpts[i].state == QMGR_RCPT_FINISHED)
+            (void) qmgr_message_mark(msg, i);
+    memset(&rec, 0, sizeof(rec));
+    rec.action = DSN_ACTION_ATTEMPT;
+    rec.address = rec.orcpt = rec.notify = rec.status = "";
+    rec.reason = rec.diagnostic = rec.remote_mta = "";
+    rec.offset = -1;
+    rec.time = (long long) time(NULL);
+    if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,
+                       false, why) < 0)
+        msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
+    if ((dlog = dsn_log_read(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
+                             why)) == NULL) {
+        msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
+    } else {
+        attempts = dsn_log_count(dlog, DSN_ACTION_ATTEMPT);
+        dsn_log_free(dlog);
+    }
+    next_try = time(NULL) + (time_t) qmgr_message_retry_step(ctx, attempts);
+    times[0].tv_sec = times[1].tv_sec = next_try;
+    times[0].tv_usec = times[1].tv_usec = 0;
+    if (utimes(vstr_str(path), times) < 0)
+        msg_warn("%s: set the next try of %s: %m", msg->qid, vstr_str(path));
+    if (mail_queue_rename(ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE,
+                          MAIL_QUEUE_DEFERRED, msg->qid) < 0)
+        msg_warn("%s: move to %s: %m", msg->qid, MAIL_QUEUE_DEFERRED);
+    else
+        qmgr_deferred_note(ctx, next_try);
+    vstr_free(path);
+    vstr_free(why);
+    qmgr_message_free(msg);
+}
+
+/* qmgr_message_warned - the delay DSN request came back */
+static void qmgr_message_warned(QMGR_MESSAGE *msg, bool ok)
+{
+    VSTR *why = vstr_alloc(100);
+    DSN_LOG_REC rec;
+
+    if (ok) {
+        memset(&rec, 0, sizeof(rec));
+        rec.action = DSN_ACTION_WARNED;
+        rec.address = rec.orcpt = rec.notify = rec.status = "";
+        rec.reason = rec.diagnostic = rec.remote_mta = "";
+        rec.offset = -1;
+        rec.time = (long long) time(NULL);
+        if (dsn_log_append(msg->ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
+                           &rec, true, why) < 0)
+            msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
+    }
+    vstr_free(why);
+    qmgr_message_to_deferred(msg);
+}
+
+/* qmgr_message_want_warning - is a delay warning due now? */
+static bool qmgr_message_want_warning(QMGR_MESSAGE *msg)
+{
+    QMGR_CTX *ctx = msg->ctx;
+    VSTR *why;
+    DSN_LOG *dlog;
+    bool want = false;
+
+    if (ctx->conf.delay_warning <= 0 ||
+        qmgr_message_age(msg) <= ctx->conf.delay_warning ||
+        qmgr_message_count(msg, QMGR_RCPT_DEFERRED) == 0)
+        return false;
+    why = vstr_alloc(100);
+    if ((dlog = dsn_log_read(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
+                             why)) == NULL) {
+        msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
+    } else {
+        want = dsn_log_count(dlog, DSN_ACTION_WARNED) == 0;
+        dsn_log_free(dlog);
+    }
+    vstr_free(why);
+    return want;
+}
+
+/* qmgr_message_settle - after any DSN: remove, or back to deferred/ */
+static void qmgr_message_settle(QMGR_MESSAGE *msg)
+{
+    QMGR_CTX *ctx = msg->ctx;
+    VSTR *path;
+
+    if (qmgr_message_count(msg, QMGR_RCPT_DEFERRED) > 0 || msg->bounce_failed) {
+        if (qmgr_message_want_warning(msg))
+            qmgr_bounce_request(msg, BOUNCE_KIND_DELAY, qmgr_message_warned);
+        else
+            qmgr_message_to_deferred(msg);
+        return;
+    }
+    /* Invariant 2: every recipient is delivered, or bounced with its DSN
+       queued. The unlink stands in for the done marks. */
+    path = qmgr_message_path(vstr_alloc(100), msg);
+    if (unlink(vstr_str(path)) < 0 && errno != ENOENT) {
+        msg_warn("%s: remove %s: %m", msg->qid, vstr_str(path));
+    } else {
+        if (dsn_log_remove(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid) < 0)
+            msg_warn("%s: remove defer log: %m", msg->qid);
+        msg_info("%s: removed", msg->qid);
+    }
+    vstr_free(path);
+    qmgr_message_free(msg);
+}
+
+/* qmgr_message_bounced - the DSN request came back */
+static void qmgr_message_bounced(QMGR_MESSAGE *msg, bool ok)
+{
+    if (ok) {
+        if (dsn_log_remove(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid) <
+            0)
+            msg_warn("%s: remove bounce log: %m", msg->qid);
+    } else {
+        msg->bounce_failed = true;
+    }
+    qmgr_message_settle(msg);
+}
+
+/* qmgr_message_expire - deferred recipients past the lifetime fail */
+static void qmgr_message_expire(QMGR_MESSAGE *msg)
+{
+    QMGR_CTX *ctx = msg->ctx;
+    long long age = qmgr_message_age(msg);
+    long long lifetime =
+        *msg->info->sender ? ctx->conf.max_lifetime : ctx->conf.bounce_lifetime;
+    VSTR *reason;
+    VSTR *why;
+    bool expired = false;
+
+    if (age <= lifetime || qmgr_message_count(msg, QMGR_RCPT_DEFERRED) == 0)
+        return;
+    reason = vstr_alloc(100);
+    why = vstr_alloc(100);
+    for (size_t i = 0; i < msg->info->rcpt_count; i++) {
+        QMGR_RCPT_MEM *mem = &msg->rcpts[i];
+        DSN_LOG_REC rec;
+
+        if (mem->state != QMGR_RCPT_DEFERRED)
+            continue;
+        vstr_sprintf(reason, "message expired after %lld seconds: %s", age,
+                     mem->defer_reason ? mem->defer_reason : "");
+        qmgr_message_log_rec(&rec, msg, i, DSN_ACTION_FAILED,
+                             mem->defer_dsn ? mem->defer_dsn : "4.0.0",
+                             vstr_str(reason), "", "");
+        if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid, &rec,
+                           true, why) < 0) {
+            msg_warn("%s: bounce log for %s: %s", msg->qid,
+                     msg->info->rcpts[i].address, vstr_str(why));
+            continue;
+        }
+        mem->state = QMGR_RCPT_FINISHED;
+        expired = true;
+    }
+    if (expired)
+        msg_info("%s: from=<%s>, status=expired, returned to sender", msg->qid,
+                 msg->info->sender);
+    vstr_free(reason);
+    vstr_free(why);
+}
+
+/* qmgr_message_check - start completion when nothing is left to wait for */
+void qmgr_message_check(QMGR_MESSAGE *msg)
+{
+    if (msg->outstanding > 0 || msg->refs > 0 ||
+        msg->finish_step != QMGR_FINISH_NONE)
+        return;
+    msg->finish_step = QMGR_FINISH_RUNNING;
+    qmgr_message_expire(msg);
+    if (dsn_log_exists(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid))
+        qmgr_bounce_request(msg, BOUNCE_KIND_BOUNCE, qmgr_message_bounced);
+    else
+        qmgr_message_settle(msg);
+}
+
+/* qmgr_message_route - transport and next hop of one recipient */
+static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
+{
+    QMGR_CTX *ctx = msg->ctx;
+    const char *address = msg->info->rcpts[index].address;
+    const char *at = strrchr(address, '@');
+    VSTR *domain = vstr_alloc(64);
+    VSTR *sock = vstr_alloc(100);
+    const char *transport = NULL;
+    const char *nexthop;
+    struct stat st;
+
+    if (at == NULL) {
+        transport = ctx->conf.local_transport;
+        vstr_cpy(domain, ctx->conf.myhostname);
+    } else {
+        vstr_lower(vstr_cpy(domain, at + 1));
+        for (size_t i = 0; i < ctx->conf.mydestination->argc; i++)
+            if (strcasecmp(ctx->conf.mydestination->argv[i],
+                           vstr_str(domain)) == 0) {
+                transport = ctx->conf.local_transport;
+                break;
+            }
+    }
+    if (transport) {
+        nexthop = vstr_str(domain);
+    } else {
+        transport = ctx->conf.default_transport;
+        nexthop = *ctx->conf.relayhost ? ctx->conf.relayhost : vstr_str(domain);
+    }
+    vstr_sprintf(sock, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                 transport);
+    if (stat(vstr_str(sock), &st) < 0)
+        qmgr_message_defer_self(msg, index, "4.3.0",
+                                "mail transport unavailable");
+    else
+        qmgr_dest_add(msg, transport, nexthop, index);
+    vstr_free(domain);
+    vstr_free(sock);
+}
+
+/* qmgr_message_activate - take qid into active/ and schedule it */
+void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
+                           const char *qid)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    QFILE_INFO *info = NULL;
+    QMGR_MESSAGE *msg;
+    int fd;
+
+    if (strcmp(from_queue, MAIL_QUEUE_ACTIVE) != 0 &&
+        mail_queue_rename(ctx->conf.queue_dir, from_queue, MAIL_QUEUE_ACTIVE,
+                          qid) < 0) {
+        if (errno != ENOENT)
+            msg_warn("%s: move from %s to %s: %m", qid, from_queue,
+                     MAIL_QUEUE_ACTIVE);
+        goto out;
+    }
+    mail_queue_path(path, ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE, qid);
+    if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0) {
+        if (errno != ENOENT)
+            msg_warn("%s: open %s: %m", qid, vstr_str(path));
+        goto out;
+    }
+    info = qfile_info_read(fd, why);
+    (void) close(fd);
+    if (info == NULL) {
+        /* Invariant 5: set it aside, keep the queue flowing. */
+        msg_warn("%s: corrupt queue file: %s: moved to %s", qid, vstr_str(why),
+                 MAIL_QUEUE_CORRUPT);
+        if (mail_queue_move(ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE,
+                            MAIL_QUEUE_CORRUPT, qid) < 0)
+            msg_warn("%s: move to %s: %m", qid, MAIL_QUEUE_CORRUPT);
+        goto out;
+    }
+    msg = mycalloc(1, sizeof(*msg));
+    msg->ctx = ctx;
+    memcpy(msg->qid, qid, QID_SIZE);
+    msg->info = info;
+    msg->rcpts =
+        mycalloc(info->rcpt_count ? info->rcpt_count : 1, sizeof(*msg->rcpts));
+    msg->active_usec = qmgr_now_usec();
+    if ((msg->next = ctx->messages) != NULL)
+        msg->next->prev = msg;
+    ctx->messages = msg;
+    ctx->active_count++;
+    msg_info("%s: from=<%s>, size=%lld, nrcpt=%zu (queue active)", qid,
+             info->sender, info->content_size, info->rcpt_count);
+
+    /* The load holds a reference so nothing completes half-way. */
+    msg->refs = 1;
+    for (size_t i = 0; i < info->rcpt_count; i++) {
+        if (info->rcpts[i].done) {
+            msg->rcpts[i].state = QMGR_RCPT_DONE_BEFORE;
+            msg->rcpts[i].marked = true;
+        } else {
+            msg->rcpts[i].state = QMGR_RCPT_PENDING;
+            msg->outstanding++;
+        }
+    }
+    for (size_t i = 0; i < info->rcpt_count; i++)
+        if (msg->rcpts[i].state == QMGR_RCPT_PENDING)
+            qmgr_message_route(msg, i);
+    msg->refs--;
+    qmgr_message_check(msg);
+
+out:
+    vstr_free(path);
+    vstr_free(why);
+}
