@@ -422,6 +422,8 @@ int mail_server_main(int argc, char **argv, const char *progname,
     if (event_base_dispatch(server->base) < 0)
         msg_fatal("event loop failed");
     status = server->exit_status;
+    if (ops->post_loop)
+        ops->post_loop(server, ctx);
     mail_server_free(server);
     return status;
 }

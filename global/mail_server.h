@@ -47,6 +47,10 @@ typedef struct MAIL_SERVER_OPS {
     /* Retire asked (SIGHUP) or master gone: the program finishes its work
        and calls mail_server_exit(). NULL: exit at once. */
     void (*on_retire)(MAIL_SERVER *server, void *ctx);
+    /* The loop has ended; the event base still exists: free what the
+       program built on it (events, bufferevents, DNS) so leak checkers see
+       a clean exit. */
+    void (*post_loop)(MAIL_SERVER *server, void *ctx);
 } MAIL_SERVER_OPS;
 
 /* mail_server_main - run the daemon; returns the process exit status */
