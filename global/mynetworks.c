@@ -87,16 +87,19 @@ static int mynetworks_add(MYNETWORKS *nets, const char *word, VSTR *why)
     buf[host_len] = 0;
     if (mynetworks_addr(buf, &entry.family, entry.net) < 0)
         goto bad;
-    max_bits = entry.family == AF_INET ? 32 : 128;
-    entry.prefix = max_bits;
+    /* a mapped IPv4 network written as IPv6 takes an IPv6 prefix length */
+    max_bits = strchr(buf, ':') != NULL ? 128 : 32;
+    entry.prefix = entry.family == AF_INET ? 32 : 128;
     if (slash) {
         char *end;
         long bits;
 
+        /* digits only: strtol would take a sign or leading space */
+        if (slash[1] < '0' || slash[1] > '9')
+            goto bad;
         errno = 0;
         bits = strtol(slash + 1, &end, 10);
-        if (errno != 0 || end == slash + 1 || *end != 0 || bits < 0 ||
-            bits > max_bits)
+        if (errno != 0 || *end != 0 || bits > max_bits)
             goto bad;
         /* a mapped IPv4 network given as IPv6 keeps its IPv4 bits */
         if (entry.family == AF_INET && strchr(buf, ':') != NULL) {

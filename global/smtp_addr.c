@@ -65,8 +65,8 @@ bool smtp_addr_domain_ok(const char *domain, size_t len)
         int ch = (unsigned char) domain[i];
 
         if (ch == '.') {
-            if (label == 0)
-                return false;
+            if (label == 0 || domain[i - 1] == '-')
+                return false;               /* empty label, trailing '-' */
             label = 0;
         } else if (smtp_addr_ldh(ch)) {
             if (label == 0 && ch == '-')
@@ -77,7 +77,7 @@ bool smtp_addr_domain_ok(const char *domain, size_t len)
             return false;
         }
     }
-    return label > 0;
+    return label > 0 && domain[len - 1] != '-';
 }
 
 /* smtp_addr_local_end - length of a valid local part at addr, or 0 */
