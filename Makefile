@@ -6,6 +6,10 @@
 #   make run             build, create an instance under ./run, start it in
 #                        the foreground
 #   make install DESTDIR=... PREFIX=...
+#   make fuzz [FUZZ_SECONDS=60]   libFuzzer targets (clang) run for
+#                        FUZZ_SECONDS each (fuzz/Makefile.in)
+#   make fuzz-replay     each fuzz target once over its committed corpus
+#                        (unit-check does it too when clang is installed)
 
 SHELL = /bin/sh
 PYTHON = /usr/bin/python3
@@ -20,7 +24,8 @@ SUBDIRS = $(LIBDIRS) $(PROGDIRS)
 RUN_DIR = $(CURDIR)/run
 RUN_PORT ?= 2525
 
-.PHONY: all deps check lint unit-check system-check run install clean distclean
+.PHONY: all deps check lint unit-check system-check run install clean distclean \
+	fuzz fuzz-replay
 
 all: config.mk flavor
 	@for d in $(SUBDIRS); do $(MAKE) --no-print-directory -C $$d -f Makefile.in all || exit 1; done
@@ -87,6 +92,13 @@ install: all
 clean:
 	@for d in $(SUBDIRS); do [ ! -f config.mk ] || $(MAKE) --no-print-directory -C $$d -f Makefile.in clean; done
 	rm -rf bin libexec .flavor
+
+FUZZ_SECONDS ?= 60
+fuzz: config.mk
+	@$(MAKE) --no-print-directory -C fuzz -f Makefile.in fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
+
+fuzz-replay: config.mk
+	@$(MAKE) --no-print-directory -C fuzz -f Makefile.in fuzz-replay
 
 distclean: clean
 	rm -f config.mk
