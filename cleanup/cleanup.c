@@ -5,8 +5,9 @@
  * the protocol of global/cleanup_proto.h. Each connection is a libevent
  * bufferevent; the attribute lists it carries drive one message at a time
  * (cleanup_message.c). The answer to END is written only after the queue
- * file and incoming/ are on stable storage; then qmgr gets a wake-up
- * trigger (which may be lost: qmgr also scans). A protocol violation or a
+ * file and incoming/ are on stable storage; once that answer has left our
+ * output buffer (or the client is gone), qmgr gets a wake-up trigger (which
+ * may be lost: qmgr also scans), so qmgr never races the client's 250. A protocol violation or a
  * lost connection drops the connection and removes the partial file.
  */
 #include "sys_defs.h"
@@ -55,14 +56,20 @@ typedef struct CLEANUP_CONN {
     struct bufferevent *bev;
     CLEANUP_MSG *msg;
     CLEANUP_STATE state;
+    bool wake_qmgr; /* committed: wake qmgr when the reply is out */
     VSTR *why;
 } CLEANUP_CONN;
+
+static void cleanup_wake_qmgr(CLEANUP_CTX *ctx);
 
 /* cleanup_conn_free - close the connection; a message in hand is removed */
 static void cleanup_conn_free(CLEANUP_CONN *conn)
 {
     CLEANUP_CTX *ctx = conn->ctx;
 
+    /* A committed message whose client left before the reply went out. */
+    if (conn->wake_qmgr)
+        cleanup_wake_qmgr(ctx);
     bufferevent_free(conn->bev);
     conn->msg = cleanup_msg_free(conn->msg);
     vstr_free(conn->why);
@@ -150,6 +157,7 @@ static bool cleanup_begin(CLEANUP_CONN *conn, const ATTR_LIST *list)
     req.ret = attr_get_str(list, "ret");
     req.envid = attr_get_str(list, "envid");
     req.sasl_username = attr_get_str(list, "sasl_username");
+    req.full_name = attr_get_str(list, "full_name");
     conn->msg = cleanup_msg_begin(&conn->ctx->conf, &req, cleanup_filters);
     conn->state = CLEANUP_STATE_ENVELOPE;
     cleanup_reply(conn, conn->msg->status, vstr_str(conn->msg->reason),
@@ -214,7 +222,7 @@ static bool cleanup_end(CLEANUP_CONN *conn, const ATTR_LIST *list)
     status = cleanup_msg_end(conn->msg, abort != 0);
     cleanup_reply(conn, status, vstr_str(conn->msg->reason), conn->msg->qid);
     if (conn->msg->committed)
-        cleanup_wake_qmgr(conn->ctx);
+        conn->wake_qmgr = true; /* cleanup_write_event, after the reply */
     conn->msg = cleanup_msg_free(conn->msg);
     conn->state = CLEANUP_STATE_IDLE;
     return true;
@@ -288,6 +296,17 @@ static void cleanup_read_event(struct bufferevent *bev, void *arg)
     }
 }
 
+/* cleanup_write_event - the output buffer is empty: replies are out */
+static void cleanup_write_event(struct bufferevent *bev, void *arg)
+{
+    CLEANUP_CONN *conn = arg;
+
+    if (conn->wake_qmgr) {
+        conn->wake_qmgr = false;
+        cleanup_wake_qmgr(conn->ctx);
+    }
+}
+
 /* cleanup_event - EOF, error or timeout: the message in hand is lost */
 static void cleanup_event(struct bufferevent *bev, short what, void *arg)
 {
@@ -321,7 +340,8 @@ static void cleanup_accept(MAIL_SERVER *server, int fd, void *arg)
         return;
     }
     ctx->conn_count++;
-    bufferevent_setcb(conn->bev, cleanup_read_event, NULL, cleanup_event, conn);
+    bufferevent_setcb(conn->bev, cleanup_read_event, cleanup_write_event,
+                      cleanup_event, conn);
     bufferevent_set_timeouts(conn->bev, &timeout, &timeout);
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 }

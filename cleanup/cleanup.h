@@ -48,6 +48,7 @@ typedef struct CLEANUP_BEGIN {
     const char *ret;
     const char *envid;
     const char *sasl_username;
+    const char *full_name; /* sendmail -F, for the From: we add */
 } CLEANUP_BEGIN;
 
 typedef struct CLEANUP_MSG CLEANUP_MSG;
@@ -93,6 +94,7 @@ struct CLEANUP_MSG {
     bool committed;
     long long flags;
     char *sender; /* qualified */
+    char *full_name; /* sendmail -F, or NULL */
     struct timeval arrival;
     int rcpt_count;
     long long received; /* content bytes received */
@@ -134,6 +136,10 @@ extern void cleanup_content_data(CLEANUP_MSG *msg, const char *data,
                                  size_t len);
 extern void cleanup_content_end(CLEANUP_MSG *msg);
 extern void cleanup_content_free(CLEANUP_MSG *msg);
+/* cleanup_from_header - append "From: ...\n" for sender (qualified, "" for
+   the null sender) and an optional full name, quoted per RFC 5322 */
+extern void cleanup_from_header(VSTR *out, const char *sender,
+                                const char *full_name);
 /* cleanup_content_write - content bytes into the queue file */
 extern void cleanup_content_write(CLEANUP_MSG *msg, const char *data,
                                   size_t len);

@@ -106,10 +106,8 @@ static void cleanup_header_flush(CLEANUP_MSG *msg)
         }
     }
     if (cleanup_header_is(header, "message-id")) {
-        if (!msg->seen_message_id) {
-            msg->message_id = cleanup_header_value(header);
-            msg_info("%s: message-id=%s", msg->qid, msg->message_id);
-        }
+        if (!msg->seen_message_id)
+            msg->message_id = cleanup_header_value(header); /* logged at commit */
         msg->seen_message_id = true;
     } else if (cleanup_header_is(header, "date")) {
         msg->seen_date = true;
@@ -118,6 +116,69 @@ static void cleanup_header_flush(CLEANUP_MSG *msg)
     }
     cleanup_content_write(msg, vstr_str(header), vstr_len(header));
     vstr_reset(header);
+}
+
+/* cleanup_phrase_atext - a byte that may stand unquoted in a phrase */
+static bool cleanup_phrase_atext(int ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch >= '0' && ch <= '9') ||
+           (ch != 0 && strchr("!#$%&'*+-/=?^_`{|}~", ch) != NULL);
+}
+
+/* cleanup_from_header - the From: header of a local submission
+ *
+ * The full name comes from the command line of whoever ran sendmail, so it
+ * is cleaned before it goes into a header: control characters (CR and LF
+ * above all: no header injection) become spaces, runs of white space one
+ * space, and the ends are trimmed. A name of atoms separated by single
+ * spaces is written as it is ("Some One <u@h>"), anything else as an RFC
+ * 5322 quoted-string with '"' and '\\' escaped ("\"Doe, John\" <u@h>").
+ * 8-bit bytes are kept as they are (no RFC 2047 encoding yet). */
+void cleanup_from_header(VSTR *out, const char *sender, const char *full_name)
+{
+    const char *addr = *sender ? sender : "MAILER-DAEMON";
+    VSTR *name = vstr_alloc(64);
+    bool plain = true;
+
+    for (const char *cp = full_name ? full_name : ""; *cp; cp++) {
+        int ch = (unsigned char) *cp;
+
+        if (ch < 32 || ch == 127)
+            ch = ' ';
+        if (ch == ' ' && (vstr_len(name) == 0 ||
+                          vstr_str(name)[vstr_len(name) - 1] == ' '))
+            continue;
+        vstr_addch(name, ch);
+    }
+    vstr_trim(name);
+    for (size_t i = 0; i < vstr_len(name); i++) {
+        int ch = (unsigned char) vstr_str(name)[i];
+
+        if (ch != ' ' && !cleanup_phrase_atext(ch))
+            plain = false;
+    }
+    vstr_cat(out, "From: ");
+    if (vstr_len(name) == 0) {
+        vstr_cat(out, addr);
+    } else {
+        if (plain) {
+            vstr_ncat(out, vstr_str(name), vstr_len(name));
+        } else {
+            vstr_addch(out, '"');
+            for (size_t i = 0; i < vstr_len(name); i++) {
+                int ch = (unsigned char) vstr_str(name)[i];
+
+                if (ch == '"' || ch == '\\')
+                    vstr_addch(out, '\\');
+                vstr_addch(out, ch);
+            }
+            vstr_addch(out, '"');
+        }
+        vstr_sprintf_append(out, " <%s>", addr);
+    }
+    vstr_addch(out, '\n');
+    vstr_free(name);
 }
 
 /* cleanup_headers_end - add what is missing; the body starts */
@@ -129,7 +190,6 @@ static void cleanup_headers_end(CLEANUP_MSG *msg)
     if (!msg->seen_message_id) {
         vstr_sprintf(buf, "<%s@%s>", msg->qid, msg->conf->myhostname);
         msg->message_id = mystrdup(vstr_str(buf));
-        msg_info("%s: message-id=%s", msg->qid, msg->message_id);
         vstr_sprintf(buf, "Message-Id: %s\n", msg->message_id);
         cleanup_content_write(msg, vstr_str(buf), vstr_len(buf));
     }
@@ -145,8 +205,8 @@ static void cleanup_headers_end(CLEANUP_MSG *msg)
         cleanup_content_write(msg, vstr_str(buf), vstr_len(buf));
     }
     if (!msg->seen_from && (msg->flags & CLEANUP_FLAG_LOCAL)) {
-        vstr_sprintf(buf, "From: %s\n",
-                     *msg->sender ? msg->sender : "MAILER-DAEMON");
+        vstr_reset(buf);
+        cleanup_from_header(buf, msg->sender, msg->full_name);
         cleanup_content_write(msg, vstr_str(buf), vstr_len(buf));
     }
     vstr_free(buf);

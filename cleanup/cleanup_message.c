@@ -107,6 +107,8 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
     msg->final_path = mystrdup(vstr_str(path));
     vstr_free(path);
     msg->sender = cleanup_qualify(conf, req->sender ? req->sender : "");
+    if (req->full_name != NULL && *req->full_name != 0)
+        msg->full_name = mystrdup(req->full_name);
     cleanup_content_init(msg);
 
     for (msg->filter_count = 0; filters && filters[msg->filter_count];)
@@ -263,8 +265,13 @@ int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
     }
     myfree(dir);
     msg->committed = true;
-    msg_info("%s: from=<%s>, size=%lld, nrcpt=%d (queue active)", msg->qid,
-             msg->sender, size, msg->rcpt_count);
+    /* Postfix's cleanup line; qmgr logs from=, size=, nrcpt= when it takes
+       the file. */
+    msg_info("%s: message-id=%s", msg->qid,
+             msg->message_id ? msg->message_id : "<>");
+    if (msg_verbose_get())
+        msg_info("%s: committed, size=%lld, nrcpt=%d", msg->qid, size,
+                 msg->rcpt_count);
     return 0;
 }
 
@@ -284,6 +291,7 @@ CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg)
     myfree(msg->tmp_path);
     myfree(msg->final_path);
     myfree(msg->sender);
+    myfree(msg->full_name);
     myfree(msg);
     return NULL;
 }

@@ -58,6 +58,9 @@ static const ATTR_SPEC cleanup_begin_spec[] = {
     {"ret", ATTR_TYPE_STR, false, false, "DSN RET= FULL | HDRS"},
     {"envid", ATTR_TYPE_STR, false, false, "DSN ENVID= (xtext decoded)"},
     {"sasl_username", ATTR_TYPE_STR, false, false, "later: SMTP AUTH"},
+    {"full_name", ATTR_TYPE_STR, false, false,
+     "sender's full name (sendmail -F): the From: cleanup adds for a local"
+     " submission becomes \"Full Name <sender>\""},
 };
 
 static const ATTR_SPEC cleanup_rcpt_spec[] = {

@@ -113,6 +113,8 @@ static const MAIL_PARAM mail_param_tab[] = {
      "connections one client may open per time unit (0: no limit)"},
     {"smtpd_client_connection_rate_time_unit", TIME, "60s",
      "time unit of smtpd_client_connection_rate_limit"},
+    {"smtpd_client_event_limit_exceptions", LIST, "$mynetworks",
+     "clients exempt from the smtpd_client_* connection limits"},
     {"smtpd_process_connection_limit", INT, "1000",
      "connections one smtpd process serves at once"},
     {"smtpd_forbid_bare_newline", BOOL, "yes",

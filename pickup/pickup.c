@@ -172,6 +172,7 @@ static long long pickup_cleanup(PICKUP_CTX *ctx, int fd,
 {
     ATTR_STREAM *stream;
     ATTR_LIST *list;
+    const char *full_name;
     long long status;
     size_t i;
     int sock;
@@ -189,6 +190,9 @@ static long long pickup_cleanup(PICKUP_CTX *ctx, int fd,
     attr_add_int(list, "flags", CLEANUP_FLAG_LOCAL);
     attr_add_str(list, "sender", info->sender);
     attr_add_str(list, "origin", "local");
+    if ((full_name = qfile_info_attr(info, "full_name")) != NULL &&
+        *full_name != 0)
+        attr_add_str(list, "full_name", full_name);
     if (pickup_send(stream, list, why) < 0 ||
         (status = pickup_status(stream, why, reason, queue_id)) < 0)
         goto fail;

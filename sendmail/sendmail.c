@@ -14,6 +14,13 @@
  * fine: pickup also scans) and exit 0. pickup hands the file to cleanup,
  * which adds the missing headers and writes the real queue file.
  *
+ * With -bs, sendmail speaks SMTP on standard input and output: it runs
+ * $daemon_directory/smtpd -S (stand-alone: one local, trusted session,
+ * talking to cleanup as usual) on one end of a socket pair and copies
+ * standard input to it and its replies to standard output until smtpd
+ * closes the socket. smtpd needs one socket for both directions, which
+ * pipes from the caller are not; hence the copy.
+ *
  * Exit codes are those of sysexits.h: 0, EX_USAGE for bad usage or no
  * recipients, EX_DATAERR for a message over message_size_limit, EX_CONFIG
  * for newaliases (not built yet), EX_TEMPFAIL when the message could not be
@@ -23,10 +30,13 @@
 
 #include <fcntl.h>
 #include <limits.h>
+#include <poll.h>
 #include <pwd.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/time.h>
+#include <sys/wait.h>
 #include <sysexits.h>
 
 #include "argv.h"
@@ -538,6 +548,152 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     return 0;
 }
 
+/* A one-way copy from one descriptor to another (sendmail -bs). */
+typedef struct SENDMAIL_PIPE {
+    int from;
+    int to;
+    char buf[SENDMAIL_READ_SIZE];
+    size_t len; /* bytes in buf not yet written */
+    size_t off; /* where they start */
+    bool eof; /* from is at its end */
+} SENDMAIL_PIPE;
+
+/* sendmail_pipe_read - read from p->from when its buffer is empty; false
+   on EOF or error */
+static bool sendmail_pipe_read(SENDMAIL_PIPE *p)
+{
+    ssize_t got = read(p->from, p->buf, sizeof(p->buf));
+
+    if (got < 0 && (errno == EINTR || errno == EAGAIN))
+        return true;
+    if (got <= 0) {
+        p->eof = true;
+        return false;
+    }
+    p->len = (size_t) got;
+    p->off = 0;
+    return true;
+}
+
+/* sendmail_pipe_write - write what is buffered; false on error */
+static bool sendmail_pipe_write(SENDMAIL_PIPE *p)
+{
+    ssize_t put = write(p->to, p->buf + p->off, p->len);
+
+    if (put < 0)
+        return errno == EINTR || errno == EAGAIN;
+    p->off += (size_t) put;
+    p->len -= (size_t) put;
+    return true;
+}
+
+/* sendmail_smtp - -bs: run smtpd -S and copy stdin/stdout to and from it */
+static int sendmail_smtp(const char *config_dir, const MAIL_CONF *conf)
+{
+    static SENDMAIL_PIPE in; /* stdin -> smtpd */
+    static SENDMAIL_PIPE out; /* smtpd -> stdout */
+    VSTR *path = vstr_alloc(100);
+    int sv[2];
+    pid_t pid;
+    int status;
+
+    vstr_sprintf(path, "%s/smtpd", mail_conf_str(conf, "daemon_directory"));
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        sendmail_fail(EX_OSERR, "socketpair: %s", strerror(errno));
+    fflush(stdout);
+    if ((pid = fork()) < 0)
+        sendmail_fail(EX_OSERR, "fork: %s", strerror(errno));
+    if (pid == 0) {
+        char *argv[5];
+
+        argv[0] = "smtpd";
+        argv[1] = "-S";
+        argv[2] = "-c";
+        argv[3] = (char *) config_dir;
+        argv[4] = NULL;
+        /* smtpd -S: the socket is fds 0 and 1; nothing at fd 3 (master's
+           status socket) and above. */
+        if (dup2(sv[1], 0) < 0 || dup2(sv[1], 1) < 0)
+            _exit(EX_OSERR);
+        for (int fd = 3; fd < 1024; fd++)
+            (void) close(fd);
+        (void) unsetenv("SLUICE_LISTEN_FDS");
+        signal(SIGPIPE, SIG_DFL);
+        execv(vstr_str(path), argv);
+        fprintf(stderr, "sendmail: cannot run %s: %s\n", vstr_str(path),
+                strerror(errno));
+        _exit(EX_UNAVAILABLE);
+    }
+    (void) close(sv[1]);
+    (void) fcntl(sv[0], F_SETFL, fcntl(sv[0], F_GETFL) | O_NONBLOCK);
+    in.from = 0;
+    in.to = sv[0];
+    out.from = sv[0];
+    out.to = 1;
+
+    /* Until smtpd closes its end and its last reply is out. */
+    while (!(out.eof && out.len == 0)) {
+        struct pollfd fds[3];
+        int count = 0;
+        int stdin_at = -1;
+        int sock_at = -1;
+        int stdout_at = -1;
+        short sock_events = 0;
+
+        if (!in.eof && in.len == 0) {
+            fds[count] = (struct pollfd){.fd = 0, .events = POLLIN};
+            stdin_at = count++;
+        }
+        if (in.len > 0)
+            sock_events |= POLLOUT;
+        if (!out.eof && out.len == 0)
+            sock_events |= POLLIN;
+        /* Not polled when idle: a hang-up would be reported at once. */
+        if (sock_events != 0) {
+            fds[count] = (struct pollfd){.fd = sv[0], .events = sock_events};
+            sock_at = count++;
+        }
+        if (out.len > 0) {
+            fds[count] = (struct pollfd){.fd = 1, .events = POLLOUT};
+            stdout_at = count++;
+        }
+        if (poll(fds, (nfds_t) count, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            sendmail_fail(EX_OSERR, "poll: %s", strerror(errno));
+        }
+        if (stdin_at >= 0 && fds[stdin_at].revents &&
+            !sendmail_pipe_read(&in))
+            (void) shutdown(sv[0], SHUT_WR); /* client EOF: smtpd sees it */
+        if (sock_at >= 0 && (fds[sock_at].revents & (POLLOUT | POLLERR)) &&
+            in.len > 0 &&
+            !sendmail_pipe_write(&in)) {
+            in.len = 0;
+            in.eof = true; /* smtpd is gone; read what it said */
+        }
+        if (sock_at >= 0 &&
+            (fds[sock_at].revents & (POLLIN | POLLHUP | POLLERR)) &&
+            !out.eof && out.len == 0)
+            (void) sendmail_pipe_read(&out);
+        if (stdout_at >= 0 && fds[stdout_at].revents &&
+            !sendmail_pipe_write(&out))
+            break; /* the client went away */
+    }
+    (void) close(sv[0]);
+    vstr_free(path);
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            sendmail_fail(EX_OSERR, "waitpid: %s", strerror(errno));
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 0)
+        return 0;
+    if (WIFEXITED(status) && WEXITSTATUS(status) == EX_UNAVAILABLE)
+        return EX_UNAVAILABLE;
+    fprintf(stderr, "sendmail: smtpd -S ended with %s %d\n",
+            WIFEXITED(status) ? "status" : "signal",
+            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
+    return EX_TEMPFAIL;
+}
+
 /* sendmail_mailq - run `sluice -c DIR queue` (bin/sluice beside us) */
 static int sendmail_mailq(const char *config_dir)
 {
@@ -587,6 +743,16 @@ static int sendmail_flush(const MAIL_CONF *conf)
     return 0;
 }
 
+/* sendmail_drop_setgid - give up a setgid group for good */
+static void sendmail_drop_setgid(void)
+{
+    gid_t gid = getgid();
+
+    if (getegid() != gid && setresgid(gid, gid, gid) < 0)
+        sendmail_fail(EX_OSERR, "cannot drop the setgid group: %s",
+                      strerror(errno));
+}
+
 /* main - sendmail, mailq or newaliases, by name and options */
 int main(int argc, char **argv)
 {
@@ -615,14 +781,17 @@ int main(int argc, char **argv)
     sendmail_parse_args(argc, argv, &opts);
     if (opts.config_dir == NULL || *opts.config_dir == 0)
         opts.config_dir = DEF_CONFIG_DIR;
+    /* Installed setgid to the maildrop group (INSTALL), the group is only
+       for writing the default instance's maildrop/: a configuration the
+       caller names (its queue_directory, its daemon_directory) and every
+       other mode (-bs runs smtpd, -bp runs sluice) run without it. */
+    if (opts.mode != SENDMAIL_MODE_DELIVER ||
+        strcmp(opts.config_dir, DEF_CONFIG_DIR) != 0)
+        sendmail_drop_setgid();
 
     switch (opts.mode) {
     case SENDMAIL_MODE_NEWALIASES:
         sendmail_fail(EX_CONFIG, "newaliases: aliases are not supported yet");
-        break;
-    case SENDMAIL_MODE_SMTP:
-        sendmail_fail(EX_USAGE, "-bs: SMTP on standard input is not supported"
-                                " yet");
         break;
     case SENDMAIL_MODE_MAILQ:
         return sendmail_mailq(opts.config_dir);
@@ -635,6 +804,8 @@ int main(int argc, char **argv)
         sendmail_fail(EX_TEMPFAIL, "%s", vstr_str(why));
     if (opts.mode == SENDMAIL_MODE_FLUSH)
         status = sendmail_flush(conf);
+    else if (opts.mode == SENDMAIL_MODE_SMTP)
+        status = sendmail_smtp(opts.config_dir, conf);
     else
         status = sendmail_deliver(&opts, conf);
     mail_conf_free(conf);

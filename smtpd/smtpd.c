@@ -17,12 +17,31 @@
  * the queue file and incoming/ are on stable storage. A transaction that
  * ends any other way (RSET, EHLO, QUIT, a lost client, a refused message)
  * just closes its cleanup connection, and cleanup removes the partial file.
+ *
+ * Per-client limits (smtpd_client_connection_count_limit, concurrent
+ * sessions from one IP address, and smtpd_client_connection_rate_limit,
+ * connection attempts per smtpd_client_connection_rate_time_unit) answer
+ * 421 4.7.0 and close; clients in smtpd_client_event_limit_exceptions
+ * (default $mynetworks, as in Postfix) are exempt. The counts are kept PER
+ * SMTPD PROCESS: with several smtpd processes a client may get up to the
+ * limit from each. Postfix shares them through its anvil service; a
+ * shared counter service is for later.
+ *
+ * Stand-alone mode (smtpd -S, which sendmail -bs runs): no master, no
+ * listeners; one session on the socket at fd 0 (which is also the output),
+ * a local submission (trusted, may relay, origin local, no client
+ * address), talking to cleanup as usual; the process exits when the
+ * session ends (QUIT or EOF).
  */
 #include "sys_defs.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <netdb.h>
 #include <signal.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -48,11 +67,26 @@
 #define SMTPD_CHUNK_FILL (CLEANUP_CHUNK_MAX - 2) /* decoder may add 2 */
 #define SMTPD_STATUS_MAX 4096 /* a cleanup STATUS list */
 
+/* One client IP address, for the per-client limits. */
+typedef struct SMTPD_CLIENT {
+    char *addr;
+    int count; /* sessions open now */
+    int rate_count; /* connection attempts in the current window */
+    time_t window_start;
+} SMTPD_CLIENT;
+
 typedef struct SMTPD_CTX {
     SMTPD_CONF conf;
+    /* Per-client counts of this process (linear: the clients of one
+       process; entries without sessions are dropped when their window
+       ends). */
+    SMTPD_CLIENT *clients;
+    size_t client_count;
+    size_t client_cap;
     MAIL_SERVER *server;
     char *cleanup_path; /* queue_dir/private/cleanup */
     int conn_count;
+    bool stand_alone; /* smtpd -S: one session on fd 0, then exit */
 } SMTPD_CTX;
 
 /* What the session waits for from cleanup; while it waits it reads no
@@ -80,6 +114,7 @@ typedef struct SMTPD_SESS {
     bool output_full; /* reading stopped: the client reads no replies */
     bool cleanup_full; /* reading stopped: cleanup is behind */
     bool closing; /* last reply queued: close when it is out */
+    bool counted; /* holds one count in its SMTPD_CLIENT */
     VSTR *wire; /* scratch for attribute lists */
     VSTR *why;
 } SMTPD_SESS;
@@ -128,6 +163,101 @@ static void smtpd_cleanup_send(SMTPD_SESS *sess, ATTR_LIST *list)
     attr_list_free(list);
 }
 
+/* smtpd_client_find - the entry of addr, made when absent; stale entries
+   (no session, window over) are dropped on the way */
+static SMTPD_CLIENT *smtpd_client_find(SMTPD_CTX *ctx, const char *addr,
+                                       time_t now)
+{
+    time_t unit = ctx->conf.client_connection_rate_time_unit;
+    SMTPD_CLIENT *found = NULL;
+    size_t i = 0;
+
+    while (i < ctx->client_count) {
+        SMTPD_CLIENT *client = ctx->clients + i;
+
+        if (strcmp(client->addr, addr) == 0) {
+            found = client;
+            i++;
+        } else if (client->count == 0 && now - client->window_start >= unit) {
+            myfree(client->addr);
+            *client = ctx->clients[--ctx->client_count];
+            if (found == ctx->clients + ctx->client_count)
+                found = client; /* it moved into this slot */
+        } else {
+            i++;
+        }
+    }
+    if (found != NULL)
+        return found;
+    if (ctx->client_count == ctx->client_cap) {
+        ctx->client_cap = ctx->client_cap ? ctx->client_cap * 2 : 16;
+        ctx->clients = myrealloc_array(ctx->clients, ctx->client_cap,
+                                       sizeof(*ctx->clients));
+    }
+    found = ctx->clients + ctx->client_count++;
+    found->addr = mystrdup(addr);
+    found->count = 0;
+    found->rate_count = 0;
+    found->window_start = now;
+    return found;
+}
+
+/* smtpd_client_admit - count a new connection from addr; NULL, or the
+   421 reply text when it is over a limit */
+static const char *smtpd_client_admit(SMTPD_CTX *ctx, const char *addr,
+                                      VSTR *reply)
+{
+    const SMTPD_CONF *sc = &ctx->conf;
+    SMTPD_CLIENT *client;
+    time_t now = time(NULL);
+
+    if (sc->client_connection_count_limit <= 0 &&
+        sc->client_connection_rate_limit <= 0)
+        return NULL;
+    if (sc->event_limit_exceptions != NULL &&
+        mynetworks_match(sc->event_limit_exceptions, addr))
+        return NULL;
+    client = smtpd_client_find(ctx, addr, now);
+    if (now - client->window_start >= sc->client_connection_rate_time_unit) {
+        client->window_start = now;
+        client->rate_count = 0;
+    }
+    client->rate_count++; /* attempts: a refused one counts too */
+    if (sc->client_connection_count_limit > 0 &&
+        client->count >= sc->client_connection_count_limit) {
+        msg_warn("Connection concurrency limit exceeded: %d from unknown[%s]"
+                 " for service %s", client->count + 1, addr,
+                 mail_server_service(ctx->server));
+        vstr_sprintf(reply, "421 4.7.0 %s Error: too many connections from"
+                            " %s\r\n", sc->myhostname, addr);
+        return vstr_str(reply);
+    }
+    if (sc->client_connection_rate_limit > 0 &&
+        client->rate_count > sc->client_connection_rate_limit) {
+        msg_warn("Connection rate limit exceeded: %d from unknown[%s] for"
+                 " service %s", client->rate_count, addr,
+                 mail_server_service(ctx->server));
+        vstr_sprintf(reply, "421 4.7.0 %s Error: too many connections from"
+                            " %s in %d seconds\r\n", sc->myhostname, addr,
+                     sc->client_connection_rate_time_unit);
+        return vstr_str(reply);
+    }
+    client->count++;
+    return NULL;
+}
+
+/* smtpd_client_release - a counted session from addr ended */
+static void smtpd_client_release(SMTPD_CTX *ctx, const char *addr)
+{
+    for (size_t i = 0; i < ctx->client_count; i++) {
+        if (strcmp(ctx->clients[i].addr, addr) == 0) {
+            if (ctx->clients[i].count > 0)
+                ctx->clients[i].count--;
+            return;
+        }
+    }
+}
+
 /* smtpd_session_free - close the client and whatever it had in hand */
 static void smtpd_session_free(SMTPD_SESS *sess)
 {
@@ -135,6 +265,8 @@ static void smtpd_session_free(SMTPD_SESS *sess)
     VSTR *counts = vstr_alloc(100);
 
     smtpd_cleanup_close(sess);
+    if (sess->counted)
+        smtpd_client_release(ctx, sess->proto->client_addr);
     smtpd_proto_counts(sess->proto, counts);
     msg_info("disconnect from %s[%s]%s", sess->proto->client_name,
              sess->proto->client_addr, vstr_str(counts));
@@ -147,7 +279,8 @@ static void smtpd_session_free(SMTPD_SESS *sess)
     myfree(sess);
     if (ctx->conn_count-- == ctx->conf.process_connection_limit)
         mail_server_busy(ctx->server, false);
-    if (ctx->conn_count == 0 && mail_server_retiring(ctx->server))
+    if (ctx->conn_count == 0 &&
+        (ctx->stand_alone || mail_server_retiring(ctx->server)))
         mail_server_exit(ctx->server, 0);
 }
 
@@ -236,11 +369,14 @@ static bool smtpd_cleanup_begin(SMTPD_SESS *sess)
     bufferevent_enable(sess->cleanup, EV_READ | EV_WRITE);
     list = attr_list_alloc();
     attr_add_str(list, "request", CLEANUP_REQ_BEGIN);
-    attr_add_int(list, "flags", proto->body_8bit ? CLEANUP_FLAG_8BIT : 0);
+    attr_add_int(list, "flags", (proto->body_8bit ? CLEANUP_FLAG_8BIT : 0) |
+                                    (proto->local ? CLEANUP_FLAG_LOCAL : 0));
     attr_add_str(list, "sender", vstr_str(proto->sender));
-    attr_add_str(list, "origin", "smtp");
-    attr_add_str(list, "client_name", proto->client_name);
-    attr_add_str(list, "client_addr", proto->client_addr);
+    attr_add_str(list, "origin", proto->local ? "local" : "smtp");
+    if (!proto->local) {
+        attr_add_str(list, "client_name", proto->client_name);
+        attr_add_str(list, "client_addr", proto->client_addr);
+    }
     if (proto->helo_name != NULL)
         attr_add_str(list, "helo_name", proto->helo_name);
     attr_add_str(list, "protocol", proto->esmtp ? "ESMTP" : "SMTP");
@@ -689,15 +825,14 @@ static void smtpd_peer(int fd, char *addr, size_t len)
         memmove(addr, addr + 7, strlen(addr + 7) + 1);
 }
 
-/* smtpd_accept - a new client */
-static void smtpd_accept(MAIL_SERVER *server, int fd, void *arg)
+/* smtpd_session_new - serve a client on fd: the 220 greeting goes out */
+static void smtpd_session_new(SMTPD_CTX *ctx, int fd, const char *name,
+                              const char *addr, bool local)
 {
-    SMTPD_CTX *ctx = arg;
+    MAIL_SERVER *server = ctx->server;
     SMTPD_SESS *sess;
-    char addr[NI_MAXHOST];
     struct timeval timeout = {ctx->conf.timeout, 0};
 
-    smtpd_peer(fd, addr, sizeof(addr));
     sess = mycalloc(1, sizeof(*sess));
     sess->ctx = ctx;
     sess->bev = bufferevent_socket_new(mail_server_base(server), fd,
@@ -706,9 +841,13 @@ static void smtpd_accept(MAIL_SERVER *server, int fd, void *arg)
         msg_warn("cannot create a bufferevent for %s", addr);
         (void) close(fd);
         myfree(sess);
+        if (ctx->stand_alone)
+            mail_server_exit(server, 1);
         return;
     }
-    sess->proto = smtpd_proto_alloc(&ctx->conf, "unknown", addr);
+    sess->proto = smtpd_proto_alloc(&ctx->conf, name, addr);
+    if (local)
+        smtpd_proto_set_local(sess->proto, (long) getuid());
     sess->chunk = vstr_alloc(CLEANUP_CHUNK_MAX);
     sess->wire = vstr_alloc(CLEANUP_CHUNK_MAX + 64);
     sess->why = vstr_alloc(64);
@@ -719,8 +858,46 @@ static void smtpd_accept(MAIL_SERVER *server, int fd, void *arg)
                       smtpd_event, sess);
     bufferevent_set_timeouts(sess->bev, &timeout, &timeout);
     bufferevent_enable(sess->bev, EV_READ | EV_WRITE);
+    if (!local && smtpd_client_admit(ctx, addr, sess->proto->reply) != NULL) {
+        smtpd_flush_reply(sess);
+        smtpd_close(sess);
+        return;
+    }
+    sess->counted = !local;
     vstr_sprintf(sess->proto->reply, "220 %s\r\n", ctx->conf.banner);
     smtpd_flush_reply(sess);
+}
+
+/* smtpd_accept - a new client from a listener */
+static void smtpd_accept(MAIL_SERVER *server, int fd, void *arg)
+{
+    SMTPD_CTX *ctx = arg;
+    char addr[NI_MAXHOST];
+    int on = 1;
+
+    smtpd_peer(fd, addr, sizeof(addr));
+    /* Replies to a pipelined group go out as they are made: without
+       TCP_NODELAY the second small write of a group waits for the client's
+       delayed ACK (about 40 ms a message, measured by make bench). */
+    (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    smtpd_session_new(ctx, fd, "unknown", addr, false);
+}
+
+/* smtpd_stand_alone - smtpd -S: the one session on fd 0 */
+static void smtpd_stand_alone(SMTPD_CTX *ctx)
+{
+    struct stat st;
+    int fd;
+
+    /* fd 0 is both input and output: a socket (sendmail -bs makes one). */
+    if (fstat(0, &st) < 0 || !S_ISSOCK(st.st_mode))
+        msg_fatal("-S: standard input must be a socket"
+                  " (run it through sendmail -bs)");
+    if ((fd = fcntl(0, F_DUPFD_CLOEXEC, 3)) < 0)
+        msg_fatal("-S: dup standard input: %m");
+    if (sock_nonblock(fd, true) < 0)
+        msg_fatal("-S: cannot make standard input non-blocking: %m");
+    smtpd_session_new(ctx, fd, "localhost", "local", true);
 }
 
 /* smtpd_pre_loop - read main.cf once */
@@ -763,11 +940,24 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
         (int) mail_conf_int(conf, "smtpd_process_connection_limit");
     if (sc->process_connection_limit <= 0)
         sc->process_connection_limit = 1;
+    sc->client_connection_count_limit =
+        (int) mail_conf_int(conf, "smtpd_client_connection_count_limit");
+    sc->client_connection_rate_limit =
+        (int) mail_conf_int(conf, "smtpd_client_connection_rate_limit");
+    timeout = mail_conf_time(conf, "smtpd_client_connection_rate_time_unit");
+    sc->client_connection_rate_time_unit =
+        timeout > 0 && timeout < INT32_MAX ? (int) timeout : 60;
+    if ((sc->event_limit_exceptions = mynetworks_parse(
+             mail_conf_str(conf, "smtpd_client_event_limit_exceptions"),
+             why)) == NULL)
+        msg_fatal("smtpd_client_event_limit_exceptions: %s", vstr_str(why));
     sc->forbid_bare_newline = mail_conf_bool(conf, "smtpd_forbid_bare_newline");
     sc->disable_vrfy = mail_conf_bool(conf, "disable_vrfy_command");
     vstr_sprintf(path, "%s/%s/%s", sc->queue_dir, "private", CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
     vstr_free(why);
+    if (ctx->stand_alone)
+        smtpd_stand_alone(ctx);
 }
 
 /* smtpd_retire - finish the sessions in hand, then exit */
@@ -792,8 +982,12 @@ static void smtpd_ctx_release(SMTPD_CTX *ctx)
         argv_free(sc->mydestination);
     if (sc->relay_domains)
         argv_free(sc->relay_domains);
+    sc->event_limit_exceptions = mynetworks_free(sc->event_limit_exceptions);
     mynetworks_free(sc->mynetworks);
     myfree(ctx->cleanup_path);
+    for (size_t i = 0; i < ctx->client_count; i++)
+        myfree(ctx->clients[i].addr);
+    myfree(ctx->clients);
 }
 
 /* main - the SMTP server */
@@ -808,6 +1002,30 @@ int main(int argc, char **argv)
     int status;
 
     memset(&ctx, 0, sizeof(ctx));
+    /* -S (first): stand-alone for sendmail -bs. No master and no
+       listeners. mail_server takes any valid fd 3 for master's status
+       socket (and the log file would land there if it were free), so fd 3
+       becomes a socket whose peer we keep and never read: a master that
+       says nothing and never goes away. */
+    if (argc > 1 && strcmp(argv[1], "-S") == 0) {
+        int pair[2];
+        int ours;
+
+        ctx.stand_alone = true;
+        memmove(argv + 1, argv + 2, (size_t) (argc - 1) * sizeof(*argv));
+        argc--;
+        (void) unsetenv("SLUICE_LISTEN_FDS");
+        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0 ||
+            (ours = fcntl(pair[1], F_DUPFD_CLOEXEC, 10)) < 0)
+            msg_fatal("-S: socketpair: %m");
+        if (pair[1] != 3)
+            (void) close(pair[1]);
+        if (pair[0] != 3 && dup2(pair[0], 3) < 0)
+            msg_fatal("-S: dup2: %m");
+        if (pair[0] != 3)
+            (void) close(pair[0]);
+        (void) ours; /* our end stays open until exit */
+    }
     status = mail_server_main(argc, argv, "smtpd", &ops, &ctx);
     smtpd_ctx_release(&ctx);
     return status;

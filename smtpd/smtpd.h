@@ -39,6 +39,11 @@ typedef struct SMTPD_CONF {
     int recipient_limit; /* smtpd_recipient_limit; 0: none */
     int hard_error_limit; /* smtpd_hard_error_limit */
     int process_connection_limit; /* connections one process serves */
+    /* Per-client limits (0: off), counted per smtpd process. */
+    int client_connection_count_limit; /* concurrent sessions per IP */
+    int client_connection_rate_limit; /* connects per IP per time unit */
+    int client_connection_rate_time_unit; /* seconds */
+    MYNETWORKS *event_limit_exceptions; /* exempt; may be mynetworks */
     bool forbid_bare_newline; /* refuse content with bare LF */
     bool disable_vrfy; /* disable_vrfy_command */
 } SMTPD_CONF;
@@ -74,8 +79,10 @@ typedef enum SMTPD_CMD {
 typedef struct SMTPD_PROTO {
     const SMTPD_CONF *conf;
     char *client_name; /* "unknown" until DNS lookups exist */
-    char *client_addr; /* numeric */
+    char *client_addr; /* numeric; "local" for sendmail -bs */
+    long local_uid; /* sendmail -bs: the submitting user */
     bool client_trusted; /* client_addr is in mynetworks */
+    bool local; /* sendmail -bs: local submission, no client address */
     char *helo_name; /* NULL before HELO/EHLO */
     bool esmtp;
     /* The transaction. */
@@ -104,6 +111,9 @@ extern SMTPD_PROTO *smtpd_proto_alloc(const SMTPD_CONF *conf,
                                       const char *client_name,
                                       const char *client_addr);
 extern SMTPD_PROTO *smtpd_proto_free(SMTPD_PROTO *proto);
+/* smtpd_proto_set_local - a sendmail -bs session: trusted, may relay, no
+   client address (Received: names the user ID instead) */
+extern void smtpd_proto_set_local(SMTPD_PROTO *proto, long uid);
 /* smtpd_proto_command - one command line (no CR LF; may hold NUL bytes) */
 extern SMTPD_ACT smtpd_proto_command(SMTPD_PROTO *proto, const char *line,
                                      size_t len);

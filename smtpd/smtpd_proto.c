@@ -104,6 +104,14 @@ SMTPD_PROTO *smtpd_proto_alloc(const SMTPD_CONF *conf, const char *client_name,
     return proto;
 }
 
+/* smtpd_proto_set_local - a sendmail -bs session */
+void smtpd_proto_set_local(SMTPD_PROTO *proto, long uid)
+{
+    proto->local = true;
+    proto->client_trusted = true;
+    proto->local_uid = uid;
+}
+
 /* smtpd_proto_reset - forget the transaction */
 void smtpd_proto_reset(SMTPD_PROTO *proto)
 {
@@ -697,6 +705,18 @@ void smtpd_proto_received(const SMTPD_PROTO *proto, const char *queue_id,
     if (localtime_r(&when, &tm) == NULL ||
         strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm) == 0)
         date[0] = 0;
+    if (proto->local) {
+        /* sendmail -bs: no client host, the user ID instead */
+        vstr_sprintf_append(out, "Received: by %s (%s, from userid %ld)\n",
+                            proto->conf->myhostname, proto->conf->mail_name,
+                            proto->local_uid);
+        vstr_sprintf_append(out, "\twith %s id %s",
+                            proto->esmtp ? "ESMTP" : "SMTP", queue_id);
+        if (proto->rcpt_count == 1 && proto->first_rcpt != NULL)
+            vstr_sprintf_append(out, "\n\tfor <%s>", proto->first_rcpt);
+        vstr_sprintf_append(out, "; %s\n", date);
+        return;
+    }
     vstr_sprintf_append(
         out, "Received: from %s (%s [%s%s])\n",
         proto->helo_name ? proto->helo_name : proto->client_name,

@@ -485,6 +485,31 @@ static void test_received_header(void **state)
     vstr_free(out);
 }
 
+/* test_local_session - sendmail -bs: trusted, relays, Received: by uid */
+static void test_local_session(void **state)
+{
+    TEST_ENV *env = *state;
+    VSTR *out = vstr_alloc(10);
+
+    smtpd_proto_free(env->proto);
+    env->proto = smtpd_proto_alloc(&env->conf, "localhost", "local");
+    assert_false(env->proto->client_trusted);
+    smtpd_proto_set_local(env->proto, 1234);
+    assert_true(env->proto->local && env->proto->client_trusted);
+    expect(env, "EHLO me", "250-", SMTPD_ACT_REPLY);
+    expect(env, "MAIL FROM:<a@example.com>", "250 ", SMTPD_ACT_REPLY);
+    rcpt_ok(env, "RCPT TO:<far@elsewhere.test>"); /* may relay */
+    smtpd_proto_received(env->proto, "QID1", 100000000, out);
+    assert_true(strncmp(vstr_str(out),
+                        "Received: by mx.example.org (sluice, from userid 1234)\n"
+                        "\twith ESMTP id QID1\n\tfor <far@elsewhere.test>; ",
+                        strlen("Received: by mx.example.org (sluice, from userid"
+                               " 1234)\n\twith ESMTP id QID1\n\tfor "
+                               "<far@elsewhere.test>; ")) == 0);
+    assert_null(strstr(vstr_str(out), "local]"));
+    vstr_free(out);
+}
+
 /* decode - feed text to a fresh decoder in pieces of step bytes */
 static void decode(const char *in, size_t len, size_t step, long long limit,
                    SMTPD_DATA *data, VSTR *out)
@@ -623,6 +648,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_data_done_replies, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_received_header, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_local_session, test_setup,
                                         test_teardown),
         cmocka_unit_test(test_data_decode),
         cmocka_unit_test(test_data_smuggling),

@@ -46,9 +46,13 @@ def maildrop(inst):
 
 
 def wait_queued(inst, count=1):
-    """Wait until incoming/ holds count messages and maildrop/ is empty."""
+    """Wait until the queue (incoming/, or wherever qmgr has moved them
+    since) holds count messages and maildrop/ is empty."""
     def done():
-        msgs = [m for m in queue(inst) if m["queue_name"] == "incoming"]
+        # A file that qmgr moves while `sluice queue` walks the queue may be
+        # listed twice (incoming/ then active/): one entry per queue ID.
+        msgs = list({m["queue_id"]: m for m in queue(inst)
+                     if m["queue_name"] != "maildrop"}.values())
         return msgs if len(msgs) >= count and not maildrop(inst) else None
     return wait_until(done, 10, what="%d message(s) picked up" % count)
 
@@ -110,6 +114,39 @@ def test_sender_and_full_name(make_instance):
     assert msg["sender"] == "bounce@example.org"
     inst.wait_log(r"pickup\[\d+\]: %s: uid=\d+ from=<bounce@example.org>"
                   % msg["queue_id"])
+    # cleanup adds the From: with the full name
+    assert "\nFrom: Some One <bounce@example.org>\n" in \
+        "\n" + content(inst, msg["queue_id"])
+
+
+@pytest.mark.parametrize("name,header", [
+    ("Doe, John", 'From: "Doe, John" <bounce@example.org>'),
+    ('a "b" \\c', 'From: "a \\"b\\" \\\\c" <bounce@example.org>'),
+    ("Evil\nBcc: x@example.org", 'From: "Evil Bcc: x@example.org"'
+                                 ' <bounce@example.org>'),
+    ("  ", "From: bounce@example.org"),
+])
+def test_full_name_quoted(make_instance, name, header):
+    inst = make_instance(start=True)
+    r = sendmail(inst, "-f", "bounce@example.org", "-F", name,
+                 "to@example.org", data=b"Subject: s\n\nbody\n")
+    assert r.returncode == 0, r.stderr
+    [msg] = wait_queued(inst)
+    text = content(inst, msg["queue_id"])
+    headers = text[:text.index("\n\n")].split("\n")
+    assert header in headers
+    assert not any(h.startswith("Bcc") for h in headers)
+
+
+def test_full_name_not_used_with_from_header(make_instance):
+    inst = make_instance(start=True)
+    r = sendmail(inst, "-F", "Some One", "to@example.org",
+                 data=b"From: me@example.org\nSubject: s\n\nbody\n")
+    assert r.returncode == 0, r.stderr
+    [msg] = wait_queued(inst)
+    text = content(inst, msg["queue_id"])
+    assert "From: me@example.org\n" in text
+    assert "Some One" not in text
 
 
 def test_null_sender(make_instance):
@@ -163,9 +200,9 @@ def test_bad_usage_and_unsupported_modes(make_instance):
     inst = make_instance()
     r = sendmail(inst, "-X", "to@example.org")
     assert r.returncode == 64
-    r = sendmail(inst, "-bs")
+    assert len(r.stderr.decode().strip().splitlines()) == 2  # and usage
+    r = sendmail(inst, "-bx")
     assert r.returncode == 64
-    assert len(r.stderr.decode().strip().splitlines()) == 1
     for prog, args in ((SENDMAIL, ["-bi"]), (NEWALIASES, [])):
         r = sendmail(inst, *args, prog=prog)
         assert r.returncode == 78
@@ -240,3 +277,111 @@ def test_corrupt_maildrop_file(make_instance):
     assert r.returncode == 0, r.stderr
     wait_queued(inst, 2)
     assert (inst.queue_dir / "corrupt" / bad).exists()
+
+
+def incoming(inst):
+    """Queue IDs in incoming/ and wherever qmgr may have moved them."""
+    names = []
+    for sub in ("incoming", "active", "deferred", "hold"):
+        d = inst.queue_dir / sub
+        if d.is_dir():
+            for root, _, files in os.walk(d):
+                names += [n for n in files if not n.startswith(".")]
+    return sorted(names)
+
+
+def bs_session(inst, data, *args):
+    """Run sendmail -bs with data on stdin; (returncode, stdout, stderr)."""
+    r = sendmail(inst, "-bs", *args, data=data)
+    return r.returncode, r.stdout.decode("ascii", "replace"), r.stderr
+
+
+def test_bs_pipelined_session(make_instance):
+    inst = make_instance(start=True)
+    session = (b"EHLO me.example.org\r\n"
+               b"MAIL FROM:<local@example.org>\r\n"
+               b"RCPT TO:<one@example.org>\r\n"
+               b"RCPT TO:<two@remote.example.net>\r\n"
+               b"DATA\r\n"
+               b"Subject: bs\r\n\r\nline\r\n..dot\r\n.\r\n"
+               b"QUIT\r\n")
+    code, out, err = bs_session(inst, session)
+    assert code == 0, err
+    lines = out.split("\r\n")
+    assert lines[0].startswith("220 ")
+    assert "250-PIPELINING" in lines
+    # a local submission may relay anywhere
+    assert sum(1 for x in lines if x.startswith("250 2.1.5")) == 2
+    assert any(x.startswith("354 ") for x in lines)
+    [queued] = [x for x in lines if x.startswith("250 2.0.0 Ok: queued as ")]
+    qid = queued.split()[-1]
+    assert lines[-2].startswith("221 ") and lines[-1] == ""
+    # durable in incoming/ before the 250 went out
+    assert qid in incoming(inst)
+    text = content(inst, qid)
+    assert "\nline\n.dot\n" in text
+    assert "Received: by " in text and "from userid %d" % os.getuid() in text
+    assert "From: local@example.org\n" in text  # added: local submission
+    dump = inst.check("cat", qid)
+    assert "origin=local" in dump
+    assert "client_addr" not in dump
+    assert "protocol=ESMTP" in dump
+
+
+def test_bs_eof_without_quit(make_instance):
+    inst = make_instance(start=True)
+    code, out, err = bs_session(inst, b"HELO me\r\nMAIL FROM:<a@example.org>\r\n"
+                                      b"RCPT TO:<b@example.org>\r\nDATA\r\n"
+                                      b"Subject: cut\r\n\r\nno dot\r\n")
+    assert out.startswith("220 ")
+    assert "Ok: queued" not in out
+    assert code == 0, err
+    wait_until(lambda: not any(n.startswith(".tmp") for n in
+                               os.listdir(inst.queue_dir / "incoming")), 5)
+    assert incoming(inst) == []
+
+
+def test_bs_interactive(make_instance):
+    """Reply by reply, as a program would drive it over pipes."""
+    inst = make_instance(start=True)
+    environ = dict(os.environ)
+    environ.pop("SLUICE_CONFIG", None)
+    proc = subprocess.Popen([str(SENDMAIL), "-C", str(inst.dir), "-bs"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            env=environ)
+    try:
+        def reply():
+            lines = []
+            while True:
+                line = proc.stdout.readline().decode()
+                assert line, "EOF from sendmail -bs"
+                lines.append(line)
+                if line[3:4] == " ":
+                    return "".join(lines)
+
+        def cmd(text):
+            proc.stdin.write(text.encode() + b"\r\n")
+            proc.stdin.flush()
+            return reply()
+
+        assert reply().startswith("220 ")
+        assert cmd("HELO me").startswith("250 ")
+        assert cmd("MAIL FROM:<>").startswith("250 ")
+        assert cmd("RCPT TO:<x@example.org>").startswith("250 ")
+        assert cmd("DATA").startswith("354 ")
+        r = cmd("Subject: i\r\n\r\nbody\r\n.")
+        assert r.startswith("250 2.0.0 Ok: queued as ")
+        assert r.split()[-1] in incoming(inst)
+        assert cmd("QUIT").startswith("221 ")
+        assert proc.wait(timeout=CMD_TIMEOUT) == 0
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def test_bs_smtpd_missing(make_instance, tmp_path):
+    inst = make_instance()
+    inst.conf_set(daemon_directory=str(tmp_path))
+    code, out, err = bs_session(inst, b"QUIT\r\n")
+    assert code == 69
+    assert b"cannot run" in err

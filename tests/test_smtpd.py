@@ -153,11 +153,17 @@ def queue_files(server):
 
 
 def queued(server, qid):
-    """Parse the queue file named qid."""
-    path = wait_until(lambda: next((p for p in queue_files(server)
-                                    if p.name == qid), None),
-                      10, what="queue file %s" % qid)
-    return qfile_parse(path.read_bytes())
+    """Parse the queue file named qid (qmgr may move it from queue to queue
+    while we look: read it wherever it is now)."""
+    def read():
+        for p in queue_files(server):
+            if p.name == qid:
+                try:
+                    return p.read_bytes()
+                except FileNotFoundError:
+                    return None
+        return None
+    return qfile_parse(wait_until(read, 10, what="queue file %s" % qid))
 
 
 def qid_of(reply):
@@ -481,3 +487,83 @@ def test_large_message_streams_through(mta):
         assert code == 250, text
     content = queued(server, qid_of(text.decode()))[3]
     assert content.endswith(b"\n\n" + body.replace(b"\r\n", b"\n"))
+
+
+# --- per-client connection limits (counted per smtpd process) ---------------
+
+def test_client_connection_count_limit(mta):
+    server = mta(mynetworks="127.0.0.1/32",
+                 smtpd_client_connection_count_limit=2)
+    held = []
+    for _ in range(2):
+        c = Raw(server.port, source="127.0.0.2")
+        assert c.reply().startswith("220 ")
+        held.append(c)
+    third = Raw(server.port, source="127.0.0.2")
+    assert third.reply() == \
+        "421 4.7.0 mx.test Error: too many connections from 127.0.0.2"
+    assert third.closed()
+    wait_log(server, r"warning: Connection concurrency limit exceeded: 3 from"
+                     r" unknown\[127\.0\.0\.2\] for service \S+")
+    # mynetworks (smtpd_client_event_limit_exceptions) is exempt
+    inside = [Raw(server.port) for _ in range(4)]
+    for c in inside:
+        assert c.reply().startswith("220 ")
+    # a session that ends frees its place
+    assert held[0].cmd("QUIT").startswith("221 ")
+    assert held[0].closed()
+    again = wait_until(lambda: _fresh_greeting(server.port, "127.0.0.2"), 5,
+                       what="a place for 127.0.0.2")
+    assert again.startswith("220 ")
+    for c in held[1:] + inside:
+        c.close()
+
+
+def _fresh_greeting(port, source):
+    """The greeting a new connection from source gets, or None on 421."""
+    c = Raw(port, source=source)
+    try:
+        reply = c.reply()
+        return reply if reply.startswith("220 ") else None
+    finally:
+        c.close()
+
+
+def test_client_connection_rate_limit(mta):
+    server = mta(mynetworks="127.0.0.1/32",
+                 smtpd_client_connection_rate_limit=3,
+                 smtpd_client_connection_rate_time_unit="60s")
+    for _ in range(3):
+        c = Raw(server.port, source="127.0.0.2")
+        assert c.reply().startswith("220 ")
+        assert c.cmd("QUIT").startswith("221 ")
+        c.close()
+    c = Raw(server.port, source="127.0.0.2")
+    assert c.reply() == ("421 4.7.0 mx.test Error: too many connections from"
+                         " 127.0.0.2 in 60 seconds")
+    assert c.closed()
+    wait_log(server, r"warning: Connection rate limit exceeded: 4 from"
+                     r" unknown\[127\.0\.0\.2\] for service \S+")
+    # another outside client has its own count; mynetworks is exempt
+    c = Raw(server.port, source="127.0.0.3")
+    assert c.reply().startswith("220 ")
+    c.close()
+    for _ in range(5):
+        c = Raw(server.port)
+        assert c.reply().startswith("220 ")
+        c.close()
+
+
+def test_client_limit_exceptions_parameter(mta):
+    server = mta(mynetworks="127.0.0.1/32",
+                 smtpd_client_connection_count_limit=1,
+                 smtpd_client_event_limit_exceptions="127.0.0.2")
+    held = [Raw(server.port, source="127.0.0.2") for _ in range(3)]
+    for c in held:
+        assert c.reply().startswith("220 ")
+    first = Raw(server.port)
+    assert first.reply().startswith("220 ")
+    second = Raw(server.port)   # mynetworks is no longer exempt
+    assert second.reply().startswith("421 4.7.0 ")
+    for c in held + [first, second]:
+        c.close()
