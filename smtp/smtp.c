@@ -26,6 +26,7 @@
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/time.h>
@@ -1445,6 +1446,14 @@ static bool smtp_sess_connect(SMTP_REQ *req, const DNS_ADDR *addr, VSTR *why)
                      0)) < 0) {
         vstr_sprintf(why, "socket: %s", strerror(errno));
         return false;
+    }
+    /* Every write here is a whole command group or the end of the
+       message, followed by a wait for the reply: Nagle would only hold the
+       last small segment back until the server's delayed ACK. */
+    {
+        int on = 1;
+
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     }
     if (*ctx->conf.bind_address) {
         struct sockaddr_storage bs;
