@@ -3,8 +3,10 @@
 #   make                 build bin/ and libexec/
 #   make check           unit tests (cmocka) and system tests (pytest)
 #   make check SANITIZE=1   the same, built with ASan + UBSan
-#   make run             build, create an instance under ./run, start it in
-#                        the foreground
+#   make run [RUN_RELAYHOST='[127.0.0.1]:2526']   build, create an instance
+#                        under ./run, start it in the foreground (with
+#                        RUN_RELAYHOST every message goes to that server)
+#   make bench           sluice against Postfix on the same load (bench/README)
 #   make install DESTDIR=... PREFIX=...
 #   make fuzz [FUZZ_SECONDS=60]   libFuzzer targets (clang) run for
 #                        FUZZ_SECONDS each (fuzz/Makefile.in)
@@ -23,9 +25,10 @@ SUBDIRS = $(LIBDIRS) $(PROGDIRS)
 
 RUN_DIR = $(CURDIR)/run
 RUN_PORT ?= 2525
+RUN_RELAYHOST ?=
 
 .PHONY: all deps check lint unit-check system-check run install clean distclean \
-	fuzz fuzz-replay
+	fuzz fuzz-replay bench
 
 all: config.mk flavor
 	@for d in $(SUBDIRS); do $(MAKE) --no-print-directory -C $$d -f Makefile.in all || exit 1; done
@@ -79,9 +82,10 @@ system-check: all
 
 run: deps all
 	@if [ ! -f $(RUN_DIR)/main.cf ]; then bin/sluice init $(RUN_DIR) --smtp-port $(RUN_PORT); fi
+	@if [ -n "$(RUN_RELAYHOST)" ]; then bin/sluice -c $(RUN_DIR) conf 'relayhost=$(RUN_RELAYHOST)'; fi
 	@echo
 	@echo "sluice is starting in the foreground (Ctrl-C stops it). In another shell:"
-	@echo "  swaks --server 127.0.0.1:$(RUN_PORT) --to user@localhost --from you@example.test"
+	@echo "  swaks --server 127.0.0.1:$(RUN_PORT) --to someone@example.test --from you@example.test"
 	@echo "  bin/sluice -c $(RUN_DIR) queue;  tail -f $(RUN_DIR)/log/maillog"
 	@echo
 	bin/sluice -c $(RUN_DIR) start -f
@@ -92,6 +96,9 @@ install: all
 clean:
 	@for d in $(SUBDIRS); do [ ! -f config.mk ] || $(MAKE) --no-print-directory -C $$d -f Makefile.in clean; done
 	rm -rf bin libexec .flavor
+
+bench: all
+	$(PYTHON) bench/bench.py
 
 FUZZ_SECONDS ?= 60
 fuzz: config.mk

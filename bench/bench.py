@@ -1,0 +1,975 @@
+#!/usr/bin/python3
+"""bench - `make bench`: sluice against Postfix, side by side, on one load
+
+One run on this machine:
+  1. installs Postfix's Debian package when it is missing (never as the
+     system MTA: no configuration, no service started);
+  2. measures the ceilings: the generator against smtp-sink with no MTA
+     between (the protocol ceiling, and the generator's own CPU per
+     message), and create+write+fsync+rename+directory fsync of
+     BENCH_SIZE-byte files on the queue's filesystem (the durability
+     ceiling for one file per message), with one and with BENCH_SESSIONS
+     threads;
+  3. runs a private Postfix instance and a sluice instance (`sluice init`)
+     in a temporary folder, both relaying everything to one smtp-sink on
+     loopback, both with their default durability (each fsyncs the queue
+     file before its 250), and feeds them the same load from smtpgen.py,
+     BENCH_ROUNDS rounds, the two MTAs alternating; prints the medians as
+     one markdown table with a sluice/postfix ratio row;
+  4. the queue under pressure: BENCH_PRESSURE_MESSAGES accepted with qmgr
+     paused (its master.cf line taken out in both MTAs), qmgr's peak memory
+     once released, and the time to drain;
+  5. appends one dated line to bench/results.md.
+
+Environment: BENCH_MESSAGES (2000) BENCH_SESSIONS (10) BENCH_SIZE (2048)
+BENCH_ROUNDS (3) BENCH_PRESSURE (auto: run the pressure table only when its
+estimated time keeps the whole run under BENCH_BUDGET seconds, default 300;
+1 always, 0 never) BENCH_PRESSURE_MESSAGES (100000) BENCH_MTAS
+(postfix,sluice) BENCH_KEEP=1 (keep the temporary folder) SLUICE_TOP (the
+build tree whose bin/sluice and libexec/ run; default: the folder above
+this one) BENCH_RESULTS (the results file; default bench/results.md,
+empty: do not record).
+
+Measures: accepted msg/s = messages / time from the generator's first
+connect to its last 250; delivered msg/s = messages / time from the same
+start until smtp-sink has counted them all; p50/p99 accept ms = end of
+DATA to 250, per message; cpu ms/msg = utime+stime of every process of the
+instance (the master's tree, live ones plus reaped ones through cutime and
+cstime) over the round, accept and delivery, divided by messages; peak RSS =
+largest sum of VmHWM over the instance's processes, sampled 4 times a
+second. Postfix needs root (its master runs as root, children as postfix).
+"""
+
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+TOP = Path(os.environ.get("SLUICE_TOP", HERE.parent)).resolve()
+PYTHON = "/usr/bin/python3"
+SMTPGEN = HERE / "smtpgen.py"
+POSTFIX = "/usr/sbin/postfix"
+SMTP_SINK = "/usr/sbin/smtp-sink"
+SMTP_SOURCE = "/usr/sbin/smtp-source"
+TICK = os.sysconf("SC_CLK_TCK")
+SENDER, RCPT = "from@bench.test", "to@bench.test"
+
+
+def env_int(name, default):
+    v = os.environ.get(name, "")
+    try:
+        return int(v) if v.strip() else default
+    except ValueError:
+        sys.exit("bench: %s=%r is not a number" % (name, v))
+
+
+MESSAGES = env_int("BENCH_MESSAGES", 2000)
+SESSIONS = env_int("BENCH_SESSIONS", 10)
+SIZE = env_int("BENCH_SIZE", 2048)
+ROUNDS = max(1, env_int("BENCH_ROUNDS", 3))
+PRESSURE = os.environ.get("BENCH_PRESSURE", "auto").strip() or "auto"
+PRESSURE_MESSAGES = env_int("BENCH_PRESSURE_MESSAGES", 100000)
+BUDGET = env_int("BENCH_BUDGET", 300)
+MTAS = [m.strip() for m in os.environ.get("BENCH_MTAS", "postfix,sluice").split(",") if m.strip()]
+KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
+RESULTS = os.environ.get("BENCH_RESULTS", str(HERE / "results.md"))
+STALL = 20.0        # seconds without progress before delivery counts as stuck
+
+
+def say(*args):
+    print(*args, flush=True)
+
+
+def free_port():
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20.0):
+    """True once something accepts TCP connections on 127.0.0.1:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def run(argv, timeout=120, check=True, **kw):
+    r = subprocess.run([str(a) for a in argv], capture_output=True, text=True,
+                       timeout=timeout, stdin=subprocess.DEVNULL, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError("%s: exit %d: %s" % (" ".join(map(str, argv)), r.returncode,
+                                                (r.stderr or r.stdout).strip()[-500:]))
+    return r
+
+
+# --- Postfix package ------------------------------------------------------
+
+def ensure_postfix():
+    """Install Debian's postfix when missing, without making it the system
+    MTA: 'No configuration' leaves /etc/postfix/main.cf absent, so nothing
+    listens on port 25; a default instance the package may have started is
+    stopped. Returns None when usable, else why not."""
+    if all(os.access(p, os.X_OK) for p in (POSTFIX, SMTP_SINK, SMTP_SOURCE)):
+        return None
+    if os.geteuid() != 0:
+        return "postfix is not installed and bench is not root"
+    say("bench: installing postfix (no configuration, not the system MTA)")
+    subprocess.run(["debconf-set-selections"], input="postfix postfix/main_mailer_type "
+                   "select No configuration\n", text=True, check=False)
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    r = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "postfix"],
+                       env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True)
+    if r.returncode != 0:
+        subprocess.run(["apt-get", "update", "-q"], env=env, capture_output=True)
+        r = subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends",
+                            "postfix"], env=env, stdin=subprocess.DEVNULL,
+                           capture_output=True, text=True)
+    if os.path.exists("/etc/postfix/main.cf"):
+        subprocess.run([POSTFIX, "stop"], capture_output=True, stdin=subprocess.DEVNULL)
+    if r.returncode != 0:
+        return "apt-get install postfix failed: " + r.stderr.strip()[-300:]
+    return None
+
+
+# --- processes ------------------------------------------------------------
+
+def read_stat(pid):
+    """(ppid, own cpu ticks, reaped children's cpu ticks) or None."""
+    try:
+        data = Path("/proc/%d/stat" % pid).read_text()
+    except OSError:
+        return None
+    f = data[data.rindex(")") + 2:].split()
+    if f[0] in ("Z", "X"):
+        return None
+    return int(f[1]), int(f[11]) + int(f[12]), int(f[13]) + int(f[14])
+
+
+def proc_status(pid, key):
+    """A kB value of /proc/PID/status (VmHWM, VmRSS), 0 when gone."""
+    try:
+        for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+            if line.startswith(key + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def proc_pss(pid):
+    """Pss of pid in kB (/proc/PID/smaps_rollup), 0 when gone."""
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def proc_name(pid):
+    try:
+        raw = Path("/proc/%d/cmdline" % pid).read_bytes().split(b"\0")[0]
+        return os.path.basename(raw.decode(errors="replace")) if raw else ""
+    except OSError:
+        return ""
+
+
+def tree(root):
+    """{pid: stat} of root and every live process below it."""
+    stats = {}
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            st = read_stat(int(p))
+            if st:
+                stats[int(p)] = st
+    if root not in stats:
+        return {}
+    kids = {}
+    for pid, st in stats.items():
+        kids.setdefault(st[0], []).append(pid)
+    out, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        out[pid] = stats[pid]
+        todo.extend(k for k in kids.get(pid, []) if k not in out)
+    return out
+
+
+def tree_cpu(root):
+    """Seconds of CPU used by root's tree so far, reaped children included."""
+    return sum(own + reaped for _, own, reaped in tree(root).values()) / TICK
+
+
+class Sampler:
+    """Samples the memory of an instance's tree in a thread: peak of the
+    sum of VmHWM (which counts shared pages once per process), peak of the
+    sum of Pss (shared pages split among their users), and the peak VmHWM
+    of processes named qmgr."""
+
+    def __init__(self, mta, interval=0.25):
+        self.mta, self.interval = mta, interval
+        self.peak_kb, self.pss_kb, self.qmgr_kb = 0, 0, 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _sample(self):
+        root = self.mta.master_pid()
+        if not root:
+            return
+        total = pss = 0
+        for pid in tree(root):
+            hwm = proc_status(pid, "VmHWM")
+            total += hwm
+            pss += proc_pss(pid)
+            if proc_name(pid) == "qmgr":
+                self.qmgr_kb = max(self.qmgr_kb, hwm)
+        self.peak_kb = max(self.peak_kb, total)
+        self.pss_kb = max(self.pss_kb, pss)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self._sample()
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+
+
+def kill_tree(root):
+    """SIGKILL whatever still runs under (and including) root."""
+    for pid in tree(root) if root else {}:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+
+
+# --- the sink -------------------------------------------------------------
+
+class Sink:
+    """Postfix's smtp-sink on 127.0.0.1:port; counts what it receives by
+    reading the running counter (-c: 'sess=N quit=N mesg=N' + CR) and
+    remembers when each count was first reached."""
+
+    def __init__(self, port):
+        self.port = port
+        self.count = 0
+        self.times = {}
+        self.cond = threading.Condition()
+        argv = [SMTP_SINK, "-c"]
+        if os.geteuid() == 0:
+            argv += ["-u", "nobody"]
+        argv += ["127.0.0.1:%d" % port, "1000"]
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        self.thread = threading.Thread(target=self._read, daemon=True)
+        self.thread.start()
+        if not wait_port(port):
+            self.stop()
+            raise RuntimeError("smtp-sink did not listen on port %d" % port)
+
+    def _read(self):
+        buf = b""
+        rx = re.compile(rb"mesg=(\d+)")
+        while True:
+            chunk = self.proc.stdout.read1(65536)
+            if not chunk:
+                return
+            buf += chunk
+            *parts, buf = re.split(rb"[\r\n]", buf)
+            now = time.monotonic()
+            for part in parts:
+                m = rx.search(part)
+                if m:
+                    n = int(m.group(1))
+                    with self.cond:
+                        if n > self.count:
+                            for k in range(self.count + 1, n + 1):
+                                self.times.setdefault(k, now)
+                            self.count = n
+                            self.cond.notify_all()
+
+    def wait_for(self, n, progress=None, stall=STALL):
+        """The monotonic time the count first reached n, or None when neither
+        it nor progress() (e.g. the MTA's queue length) changed for stall
+        seconds."""
+        last, last_change = (self.count, progress() if progress else None), time.monotonic()
+        while True:
+            with self.cond:
+                if self.count >= n:
+                    return self.times[n]
+                self.cond.wait(0.5)
+                if self.count >= n:
+                    return self.times[n]
+            now_state = (self.count, progress() if progress else None)
+            if now_state != last:
+                last, last_change = now_state, time.monotonic()
+            elif time.monotonic() - last_change > stall:
+                return None
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# --- the generator --------------------------------------------------------
+
+def generate(port, messages, sessions=SESSIONS, size=SIZE):
+    """Run smtpgen.py against 127.0.0.1:port; its JSON result plus
+    'start' (monotonic time just before it ran)."""
+    argv = [PYTHON, str(SMTPGEN), "-s", str(sessions), "-m", str(messages),
+            "-l", str(size), "-f", SENDER, "-t", RCPT, "127.0.0.1:%d" % port]
+    start = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    out, err = proc.communicate()
+    try:
+        res = json.loads(out.decode())
+    except ValueError:
+        raise RuntimeError("smtpgen failed: %s" % err.decode(errors="replace")[-500:])
+    res["start"] = start
+    return res
+
+
+def generate_timed(port, messages, **kw):
+    """generate() with its CPU taken from RUSAGE_CHILDREN around it."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res = generate(port, messages, **kw)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    res["cpu"] = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return res
+
+
+# --- ceilings -------------------------------------------------------------
+
+def fsync_ceiling(folder, threads, seconds=2.0):
+    """Files/s of create + write SIZE bytes + fsync + close + rename +
+    fsync of the directory, in folder, with threads writers at once."""
+    tmp, done = Path(folder) / "tmp", Path(folder) / "done"
+    tmp.mkdir(parents=True, exist_ok=True)
+    done.mkdir(parents=True, exist_ok=True)
+    data = b"x" * SIZE
+    counts = [0] * threads
+    stop_at = time.monotonic() + seconds
+
+    def writer(k):
+        dfd = os.open(str(done), os.O_RDONLY | os.O_DIRECTORY)
+        n = 0
+        try:
+            while time.monotonic() < stop_at:
+                name = "%d.%d" % (k, n)
+                fd = os.open(str(tmp / name), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.write(fd, data)
+                os.fsync(fd)
+                os.close(fd)
+                os.rename(str(tmp / name), str(done / name))
+                os.fsync(dfd)
+                n += 1
+        finally:
+            os.close(dfd)
+        counts[k] = n
+
+    start = time.monotonic()
+    ts = [threading.Thread(target=writer, args=(k,)) for k in range(threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    elapsed = time.monotonic() - start
+    shutil.rmtree(str(folder), ignore_errors=True)
+    return sum(counts) / elapsed
+
+
+def source_ceiling(port, messages):
+    """msg/s of Postfix's smtp-source (connections reused, -d) into the sink."""
+    start = time.monotonic()
+    run([SMTP_SOURCE, "-d", "-s", SESSIONS, "-m", messages, "-l", SIZE, "-f", SENDER,
+         "-t", RCPT, "127.0.0.1:%d" % port], timeout=600)
+    return messages / (time.monotonic() - start)
+
+
+# --- the MTAs -------------------------------------------------------------
+
+def count_files(folder):
+    n = 0
+    for _, _, files in os.walk(str(folder)):
+        n += len(files)
+    return n
+
+
+class Postfix:
+    """A private Postfix instance: DIR/etc (main.cf, master.cf), DIR/queue,
+    DIR/data, DIR/maillog; smtpd on 127.0.0.1:port, everything relayed to
+    [127.0.0.1]:sink_port, no local delivery, no DNS, default durability."""
+
+    name = "postfix"
+
+    def __init__(self, folder, port, sink_port, extra=None):
+        self.dir = Path(folder)
+        self.port, self.sink_port = port, sink_port
+        self.etc, self.queue = self.dir / "etc", self.dir / "queue"
+        self.data, self.maillog = self.dir / "data", self.dir / "maillog"
+        for d in (self.etc, self.queue, self.data):
+            d.mkdir(parents=True, exist_ok=True)
+        os.chmod(str(self.dir), 0o755)
+        shutil.chown(str(self.data), "postfix")
+        params = {
+            "compatibility_level": "3.6",
+            "config_directory": self.etc,
+            "queue_directory": self.queue,
+            "data_directory": self.data,
+            "mail_owner": "postfix",
+            "setgid_group": "postdrop",
+            "myhostname": "postfix.bench.test",
+            "mydomain": "bench.test",
+            "mydestination": "",
+            "local_transport": "error:local delivery is disabled",
+            "alias_maps": "",
+            "alias_database": "",
+            "inet_interfaces": "127.0.0.1",
+            "inet_protocols": "ipv4",
+            "mynetworks": "127.0.0.0/8",
+            "smtpd_relay_restrictions": "permit_mynetworks, reject",
+            "relayhost": "[127.0.0.1]:%d" % sink_port,
+            "disable_dns_lookups": "yes",
+            "smtp_dns_support_level": "disabled",
+            "smtp_host_lookup": "native",
+            "biff": "no",
+            "maillog_file": self.maillog,
+            "maillog_file_prefixes": self.dir,
+        }
+        params.update(extra or {})
+        (self.etc / "main.cf").write_text(
+            "".join("%s = %s\n" % kv for kv in params.items()))
+        lines = []
+        for line in Path("/etc/postfix/master.cf").read_text().splitlines():
+            f = line.split()
+            if line[:1] not in ("#", " ", "\t", "") and len(f) >= 8:
+                if f[0] == "smtp" and f[1] == "inet":
+                    f[0] = "127.0.0.1:%d" % port
+                f[4] = "n"          # no chroot: it would need /etc copied in
+                line = " ".join(f)
+            lines.append(line)
+        self.master_cf_text = "\n".join(lines) + "\n"
+        (self.etc / "master.cf").write_text(self.master_cf_text)
+        run([POSTFIX, "-c", self.etc, "check"])
+
+    def _postfix(self, *args, check=True):
+        return run([POSTFIX, "-c", self.etc] + list(args), check=check)
+
+    def start(self):
+        self._postfix("start")
+        if not wait_port(self.port):
+            raise RuntimeError("postfix did not listen on %d; maillog:\n%s"
+                               % (self.port, self.log_tail()))
+
+    def stop(self):
+        root = self.master_pid()
+        self._postfix("stop", check=False)
+        deadline = time.monotonic() + 15
+        while root and read_stat(root) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        kill_tree(root)
+
+    def master_pid(self):
+        try:
+            pid = int((self.queue / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if read_stat(pid) else None
+
+    def queued(self):
+        return sum(count_files(self.queue / d) for d in
+                   ("maildrop", "incoming", "active", "deferred", "hold"))
+
+    def pause_qmgr(self):
+        """Take qmgr out of master.cf (applied at start or reload)."""
+        text = "".join(l + "\n" for l in self.master_cf_text.splitlines()
+                       if not (l.split() and l.split()[0] == "qmgr"))
+        (self.etc / "master.cf").write_text(text)
+
+    def resume_qmgr(self):
+        (self.etc / "master.cf").write_text(self.master_cf_text)
+        self._postfix("reload")
+
+    def log_tail(self, n=15):
+        try:
+            return "\n".join(self.maillog.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+class Sluice:
+    """A `sluice init` instance relaying everything to [127.0.0.1]:sink_port."""
+
+    name = "sluice"
+
+    def __init__(self, folder, port, sink_port, extra=None):
+        self.sluice = TOP / "bin" / "sluice"
+        self.dir = Path(folder)
+        self.port, self.sink_port = port, sink_port
+        run([self.sluice, "init", self.dir, "--smtp-port", port,
+             "--relayhost", "[127.0.0.1]:%d" % sink_port])
+        if extra:
+            self._sluice("conf", *("%s=%s" % kv for kv in extra.items()))
+        self.queue = Path(self._conf("queue_directory") or self.dir / "queue")
+        self.maillog = self.dir / "log" / "maillog"
+        self.master_cf = self.dir / "master.cf"
+        self.master_cf_text = self.master_cf.read_text()
+
+    def _sluice(self, *args, check=True, timeout=120):
+        env = dict(os.environ)
+        env.pop("SLUICE_CONFIG", None)
+        return run([self.sluice, "-c", self.dir] + list(args), check=check,
+                   timeout=timeout, env=env)
+
+    def _conf(self, name):
+        r = self._sluice("conf", name, check=False)
+        for line in r.stdout.splitlines():
+            k, sep, v = line.partition("=")
+            if sep and k.strip() == name:
+                return v.strip()
+        return None
+
+    def start(self):
+        self._sluice("start")
+        if not wait_port(self.port):
+            raise RuntimeError("sluice did not listen on %d; maillog:\n%s"
+                               % (self.port, self.log_tail()))
+
+    def stop(self):
+        root = self.master_pid()
+        try:
+            self._sluice("stop", check=False, timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
+        kill_tree(root)
+
+    def master_pid(self):
+        try:
+            pid = int((self.queue / "pid" / "master.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        return pid if read_stat(pid) else None
+
+    def queued(self):
+        return sum(count_files(self.queue / d) for d in
+                   ("maildrop", "incoming", "active", "deferred", "hold"))
+
+    def pause_qmgr(self):
+        text = "".join(l + "\n" for l in self.master_cf_text.splitlines()
+                       if not (l.split() and l.split()[0] == "qmgr"))
+        self.master_cf.write_text(text)
+
+    def resume_qmgr(self):
+        """Put qmgr back and reload; when no qmgr shows up within 10 s
+        (a master that does not add services on reload), restart."""
+        self.master_cf.write_text(self.master_cf_text)
+        self._sluice("reload", check=False)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            root = self.master_pid()
+            if root and any(proc_name(p) == "qmgr" for p in tree(root)):
+                return
+            time.sleep(0.1)
+        self.stop()
+        self.start()
+
+    def log_tail(self, n=15):
+        try:
+            return "\n".join(self.maillog.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+# --- one measurement ------------------------------------------------------
+
+def wait_empty(mta, stall=STALL):
+    """Wait until mta's queue is empty; False when it stops shrinking."""
+    last, since = mta.queued(), time.monotonic()
+    while last:
+        time.sleep(0.1)
+        n = mta.queued()
+        if n != last:
+            last, since = n, time.monotonic()
+        elif time.monotonic() - since > stall:
+            return False
+    return True
+
+
+def measure(mta, sink, messages, delivers):
+    """One round: the generator sends messages to mta; returns a dict of
+    the figures (delivered None when the sink did not get them all)."""
+    if delivers:
+        wait_empty(mta)
+    root = mta.master_pid()
+    if not root:
+        raise RuntimeError("%s is not running; maillog:\n%s" % (mta.name, mta.log_tail()))
+    cpu0 = tree_cpu(root)
+    base = sink.count
+    with Sampler(mta) as mem:
+        g = generate_timed(mta.port, messages)
+        done_at = None
+        if delivers and g["messages"]:
+            done_at = sink.wait_for(base + g["messages"], progress=mta.queued)
+        else:
+            time.sleep(1.0)         # let cleanup/qmgr settle before the CPU count
+    cpu1 = tree_cpu(mta.master_pid() or root)
+    n = g["messages"]
+    return {
+        "accepted": n / g["elapsed"] if g["elapsed"] else 0.0,
+        "delivered": n / (done_at - g["start"]) if done_at else None,
+        "p50": g["p50"], "p99": g["p99"],
+        "cpu": (cpu1 - cpu0) * 1000.0 / n if n else None,
+        "rss": mem.peak_kb / 1024.0,
+        "pss": mem.pss_kb / 1024.0,
+        "env_p50": g["env_p50"],
+        "errors": g["errors"], "last_error": g["last_error"],
+        "gen_cpu": g["cpu"] * 1000.0 / n if n else None,
+    }
+
+
+def median(values):
+    vals = [v for v in values if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, digits=1):
+    if v is None:
+        return "n/a"
+    return "%.*f" % (digits, v)
+
+
+def unit(v, u):
+    return "n/a" if v is None else fmt(v) + u
+
+
+# --- the run --------------------------------------------------------------
+
+class Bench:
+    def __init__(self):
+        self.base = Path(tempfile.mkdtemp(prefix="sluice-bench-", dir="/tmp"))
+        os.chmod(str(self.base), 0o755)
+        self.started = time.monotonic()
+        self.sink = None
+        self.mtas = {}
+        self.notes = []
+        self.why_not = {}
+
+    def make(self, kind, tag, extra=None):
+        folder = self.base / ("%s-%s" % (kind, tag))
+        port = free_port()
+        cls = Postfix if kind == "postfix" else Sluice
+        return cls(folder, port, self.sink.port, extra)
+
+    def usable(self):
+        """Which MTAs can run here; fills self.why_not for the others."""
+        out = []
+        for m in MTAS:
+            if m == "postfix":
+                why = ensure_postfix() or (None if os.geteuid() == 0 else
+                                           "a private Postfix instance needs root")
+            elif m == "sluice":
+                missing = [str(p) for p in (TOP / "bin" / "sluice", TOP / "libexec" / "master")
+                           if not os.access(str(p), os.X_OK)]
+                why = "not built: " + ", ".join(missing) if missing else None
+            else:
+                why = "unknown MTA"
+            if why:
+                self.why_not[m] = why
+            else:
+                out.append(m)
+        return out
+
+    def ceilings(self):
+        say("## ceilings\n")
+        f1 = fsync_ceiling(self.base / "fsync1", 1)
+        fn = fsync_ceiling(self.base / "fsyncN", SESSIONS)
+        g = generate_timed(self.sink.port, MESSAGES)
+        src = source_ceiling(self.sink.port, MESSAGES)
+        self.ceil = {"fsync1": f1, "fsyncN": fn, "gen": g["rate"], "gen_p50": g["p50"], "gen_p99": g["p99"],
+                     "gen_cpu": g["cpu"] * 1000.0 / max(1, g["messages"]), "source": src}
+        say("| ceiling | figure |")
+        say("|---|---|")
+        say("| smtpgen -> smtp-sink, no MTA (%d sessions) | %s msg/s, p50 %s ms, p99 %s ms |"
+            % (SESSIONS, fmt(self.ceil["gen"], 0), fmt(g["p50"], 2), fmt(g["p99"], 2)))
+        say("| smtpgen's own CPU | %s ms/msg |" % fmt(self.ceil["gen_cpu"], 3))
+        say("| smtp-source -d -> smtp-sink, no MTA | %s msg/s |" % fmt(src, 0))
+        say("| create+write+fsync+rename+dir fsync, %d B files on %s, 1 writer | %s files/s |"
+            % (SIZE, self.base, fmt(f1, 0)))
+        say("| the same, %d writers at once | %s files/s |" % (SESSIONS, fmt(fn, 0)))
+        say("")
+
+    def main_table(self, names):
+        for kind in names:
+            mta = self.make(kind, "main")
+            mta.start()
+            self.mtas[kind] = mta
+        # Warm-up: a few messages each; tells whether the MTA delivers at all.
+        delivers = {}
+        for kind, mta in self.mtas.items():
+            base = self.sink.count
+            g = generate(mta.port, 20)
+            delivers[kind] = bool(g["messages"]) and \
+                sink_wait(self.sink, base + g["messages"], mta) is not None
+            if not g["messages"]:
+                raise RuntimeError("%s accepted nothing: %s" % (kind, g["last_error"]))
+            if not delivers[kind]:
+                self.notes.append("%s did not deliver the warm-up messages to the sink "
+                                  "within %.0f s: delivered msg/s is n/a, and its cpu "
+                                  "ms/msg counts accepting only" % (kind, STALL))
+        rows = {k: [] for k in self.mtas}
+        order = list(self.mtas)
+        for r in range(ROUNDS):
+            for kind in (order if r % 2 == 0 else order[::-1]):
+                res = measure(self.mtas[kind], self.sink, MESSAGES, delivers[kind])
+                rows[kind].append(res)
+                say("round %d %-7s accepted %7s msg/s  delivered %7s msg/s  p50 %s ms  "
+                    "p99 %s ms  cpu %s ms/msg  rss %s MiB (pss %s)  envelope p50 %s ms%s" % (
+                        r + 1, kind, fmt(res["accepted"]), fmt(res["delivered"]),
+                        fmt(res["p50"], 2), fmt(res["p99"], 2), fmt(res["cpu"], 3),
+                        fmt(res["rss"]), fmt(res["pss"]), fmt(res["env_p50"], 2), "  errors %d (%s)" % (res["errors"], res["last_error"])
+                        if res["errors"] else ""))
+        self.med = {}
+        for kind in MTAS:
+            if kind in rows:
+                self.med[kind] = {k: median([x[k] for x in rows[kind]]) for k in
+                                  ("accepted", "delivered", "p50", "p99", "cpu", "rss",
+                                   "pss", "env_p50", "gen_cpu")}
+        say("\n## %d messages of %d bytes, %d sessions, median of %d rounds\n"
+            % (MESSAGES, SIZE, SESSIONS, ROUNDS))
+        say("both MTAs fsync each message before 250\n")
+        say("| mta | accepted msg/s | delivered msg/s | p50 accept ms | p99 accept ms "
+            "| cpu ms/msg | peak RSS MiB |")
+        say("|---|---|---|---|---|---|---|")
+        for kind in MTAS:
+            m = self.med.get(kind)
+            if m is None:
+                say("| %s | n/a | n/a | n/a | n/a | n/a | n/a |" % kind)
+                continue
+            say("| %s | %s | %s | %s | %s | %s | %s |" % (
+                kind, fmt(m["accepted"]), fmt(m["delivered"]), fmt(m["p50"], 2),
+                fmt(m["p99"], 2), fmt(m["cpu"], 3), fmt(m["rss"])))
+        s, p = self.med.get("sluice"), self.med.get("postfix")
+        self.ratio = {}
+        if s and p:
+            for k in ("accepted", "delivered", "p50", "p99", "cpu", "rss"):
+                self.ratio[k] = s[k] / p[k] if s[k] is not None and p[k] else None
+            say("| sluice/postfix | %s | %s | %s | %s | %s | %s |" % tuple(
+                fmt(self.ratio[k], 2) for k in ("accepted", "delivered", "p50", "p99",
+                                                "cpu", "rss")))
+        say("")
+        for kind, why in self.why_not.items():
+            say("- %s: n/a, %s" % (kind, why))
+        for note in self.notes:
+            say("- " + note)
+        say("- peak RSS is the sum of VmHWM over the instance's processes, as asked; "
+            "the sum of Pss (shared pages divided among processes) peaked at %s MiB"
+            % " / ".join("%s %s" % (k, fmt(m["pss"])) for k, m in self.med.items()))
+        say("- envelope p50 (MAIL+RCPT+DATA written at once, to the 354): %s ms"
+            % " / ".join("%s %s" % (k, fmt(m["env_p50"], 2)) for k, m in self.med.items()))
+        say("- the generator (smtpgen.py, Python asyncio, pipelined MAIL/RCPT/DATA) used "
+            "%s ms of CPU per message against the MTAs (%s against the bare sink); the "
+            "machine has %d CPUs" % (
+                "/".join(fmt(self.med[k]["gen_cpu"], 3) for k in self.med),
+                fmt(self.ceil["gen_cpu"], 3), os.cpu_count()))
+        for mta in self.mtas.values():
+            mta.stop()
+        self.delivers = delivers
+        say("")
+
+    def pressure_estimate(self):
+        """Seconds the pressure table would take, from the main table's rates."""
+        total = 0.0
+        for kind, m in self.med.items():
+            acc = m["accepted"] or 1.0
+            dlv = m["delivered"] or acc
+            total += PRESSURE_MESSAGES / acc + PRESSURE_MESSAGES / dlv + 10
+        return total
+
+    def pressure_table(self):
+        n = PRESSURE_MESSAGES
+        say("## queue under pressure: %d messages accepted with qmgr paused, then released\n"
+            % n)
+        say("qmgr paused = its line taken out of master.cf before start (both MTAs); "
+            "released = the line put back and a reload. Postfix runs with "
+            "in_flow_delay = 0s here: its flow control waits for tokens that only qmgr "
+            "hands out.\n")
+        self.press = {}
+        for kind in list(self.med):
+            extra = {"in_flow_delay": "0s"} if kind == "postfix" else None
+            mta = self.make(kind, "pressure", extra)
+            mta.pause_qmgr()
+            mta.start()
+            try:
+                root = mta.master_pid()
+                g = generate_timed(mta.port, n)
+                depth = mta.queued()
+                base = self.sink.count
+                with Sampler(mta) as mem:
+                    t0 = time.monotonic()
+                    mta.resume_qmgr()
+                    done_at = None
+                    if self.delivers.get(kind):
+                        done_at = sink_wait(self.sink, base + g["messages"], mta,
+                                            stall=60.0)
+                    else:
+                        time.sleep(3.0)
+                self.press[kind] = {
+                    "accept_s": g["elapsed"], "accepted": g["messages"], "depth": depth,
+                    "qmgr": mem.qmgr_kb / 1024.0 if mem.qmgr_kb else None,
+                    "drain_s": (done_at - t0) if done_at else None,
+                }
+                say("%s: accepted %d in %.1f s (queue %d), drain %s, qmgr peak %s"
+                    % (kind, g["messages"], g["elapsed"], depth,
+                       unit(self.press[kind]["drain_s"], " s"),
+                       unit(self.press[kind]["qmgr"], " MiB")))
+            finally:
+                mta.stop()
+        say("\n| mta | accept %d s | accepted msg/s | queue depth | qmgr peak RSS MiB "
+            "| drain s | drained msg/s |" % n)
+        say("|---|---|---|---|---|---|---|")
+        for kind, p in self.press.items():
+            say("| %s | %s | %s | %d | %s | %s | %s |" % (
+                kind, fmt(p["accept_s"]), fmt(p["accepted"] / p["accept_s"]), p["depth"],
+                fmt(p["qmgr"]), fmt(p["drain_s"]),
+                fmt(p["accepted"] / p["drain_s"] if p["drain_s"] else None)))
+        say("")
+
+    def record(self, pressure_line):
+        if not RESULTS:
+            return
+        parts = [time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                 "sluice " + tree_revision(),
+                 "m=%d s=%d l=%d rounds=%d cpus=%d" % (MESSAGES, SESSIONS, SIZE, ROUNDS,
+                                                        os.cpu_count())]
+        for kind in MTAS:
+            m = self.med.get(kind)
+            if m:
+                parts.append("%s acc %s del %s p50 %s p99 %s cpu %s rss %s" % (
+                    kind, fmt(m["accepted"], 0), fmt(m["delivered"], 0), fmt(m["p50"], 2),
+                    fmt(m["p99"], 2), fmt(m["cpu"], 3), fmt(m["rss"])))
+            else:
+                parts.append("%s n/a" % kind)
+        if self.ratio:
+            parts.append("ratio acc %s del %s" % (fmt(self.ratio["accepted"], 2),
+                                                  fmt(self.ratio["delivered"], 2)))
+        parts.append("ceil gen %s fsync %s/%s" % (fmt(self.ceil["gen"], 0),
+                                                  fmt(self.ceil["fsync1"], 0),
+                                                  fmt(self.ceil["fsyncN"], 0)))
+        if pressure_line:
+            parts.append(pressure_line)
+        path = Path(RESULTS)
+        if not path.exists():
+            path.write_text("# bench results\n\nOne line per recorded `make bench` "
+                            "run (bench/bench.py appends it); see bench/README.\n\n")
+        with path.open("a") as f:
+            f.write("- " + " | ".join(parts) + "\n")
+        say("recorded in %s" % path)
+
+    def run(self):
+        say("# sluice bench: %s, %d CPUs, kernel %s" % (
+            time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(),
+            os.uname().release))
+        say("sluice from %s (%s); temporary folder %s\n" % (TOP, tree_revision(), self.base))
+        names = self.usable()
+        if "postfix" not in names and not os.access(SMTP_SINK, os.X_OK):
+            sys.exit("bench: smtp-sink is needed (Debian's postfix package): %s"
+                     % self.why_not.get("postfix"))
+        self.sink = Sink(free_port())
+        self.ceilings()
+        self.med, self.ratio, self.delivers = {}, {}, {}
+        if names:
+            self.main_table(names)
+        else:
+            say("no MTA can run: %s" % self.why_not)
+        pressure_line = None
+        spent = time.monotonic() - self.started
+        if PRESSURE != "0" and self.med:
+            est = self.pressure_estimate()
+            if PRESSURE == "auto" and spent + est > BUDGET:
+                say("## queue under pressure: skipped (about %.0f s for %d messages would "
+                    "take the run past BENCH_BUDGET=%d s; BENCH_PRESSURE=1 runs it, "
+                    "BENCH_PRESSURE_MESSAGES=N sizes it)\n" % (est, PRESSURE_MESSAGES,
+                                                               BUDGET))
+            else:
+                self.pressure_table()
+                pressure_line = "pressure n=%d " % PRESSURE_MESSAGES + " ".join(
+                    "%s acc %s qmgr %s drain %s" % (
+                        k, unit(p["accept_s"], "s"), unit(p["qmgr"], "MiB"),
+                        unit(p["drain_s"], "s"))
+                    for k, p in self.press.items())
+        self.record(pressure_line)
+        say("bench took %.0f s" % (time.monotonic() - self.started))
+
+    def cleanup(self):
+        for mta in self.mtas.values():
+            try:
+                mta.stop()
+            except Exception as e:      # keep cleaning up
+                say("bench: stopping %s: %s" % (mta.name, e))
+        if self.sink:
+            self.sink.stop()
+        if KEEP:
+            say("kept %s" % self.base)
+        else:
+            shutil.rmtree(str(self.base), ignore_errors=True)
+
+
+def tree_revision():
+    """The sluice tree's commit (short, '+dirty' when changed), or '?'."""
+    try:
+        r = subprocess.run(["git", "-C", str(TOP), "describe", "--always", "--dirty=+dirty"],
+                           capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "?"
+
+
+def sink_wait(sink, n, mta, stall=STALL):
+    return sink.wait_for(n, progress=mta.queued, stall=stall)
+
+
+def main():
+    bench = Bench()
+    try:
+        bench.run()
+    except (RuntimeError, subprocess.SubprocessError, OSError) as e:
+        say("bench: %s" % e)
+        return 1
+    finally:
+        bench.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
