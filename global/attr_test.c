@@ -197,8 +197,10 @@ static void test_malformed(void **state)
         test_decode_str("name=99999999999999999999", TEST_MAX, why), -1);
     assert_non_null(strstr(vstr_str(why), "overflow"));
 
-    /* Leading zeros are fine. */
-    assert_int_equal(test_decode_str("name=0001:x\n\n", TEST_MAX, why), 1);
+    /* One spelling per length: leading zeros are refused, "0" is not. */
+    assert_int_equal(test_decode_str("name=0001:x\n\n", TEST_MAX, why), -1);
+    assert_int_equal(test_decode_str("name=01:x\n\n", TEST_MAX, why), -1);
+    assert_int_equal(test_decode_str("name=0:\n\n", TEST_MAX, why), 1);
 
     /* Names up to 64 bytes, not 65. */
     memset(long_name, 'a', 64);
