@@ -10,6 +10,7 @@
 #include "sys_defs.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <grp.h>
 #include <pwd.h>
 #include <signal.h>
@@ -39,6 +40,8 @@ typedef struct MAIL_SERVER_TRIGGER {
     int fd;
     int count;
     struct event *ev;
+    struct MAIL_SERVER_TRIGGER *prev;   /* open trigger connections */
+    struct MAIL_SERVER_TRIGGER *next;
 } MAIL_SERVER_TRIGGER;
 
 struct MAIL_SERVER {
@@ -54,6 +57,7 @@ struct MAIL_SERVER {
     struct event *sighup_ev;
     struct event *sigterm_ev;
     struct event *tick_ev;
+    MAIL_SERVER_TRIGGER *triggers;      /* open trigger connections */
     bool busy;
     bool retiring;
     int exit_status;
@@ -154,6 +158,23 @@ static void mail_server_retire(MAIL_SERVER *server, const char *why)
         mail_server_exit(server, 0);
 }
 
+/* mail_server_trigger_free - close one trigger connection */
+static void mail_server_trigger_free(MAIL_SERVER_TRIGGER *trig)
+{
+    MAIL_SERVER *server = trig->server;
+
+    if (trig->prev)
+        trig->prev->next = trig->next;
+    else
+        server->triggers = trig->next;
+    if (trig->next)
+        trig->next->prev = trig->prev;
+    if (trig->ev)
+        event_free(trig->ev);
+    (void) close(trig->fd);
+    myfree(trig);
+}
+
 /* mail_server_trigger_event - bytes (or EOF) on a trigger connection */
 static void mail_server_trigger_event(evutil_socket_t fd, short what, void *arg)
 {
@@ -178,11 +199,8 @@ static void mail_server_trigger_event(evutil_socket_t fd, short what, void *arg)
             done = trig->count >= MAIL_SERVER_TRIGGER_MAX;
         }
     }
-    if (done) {
-        event_free(trig->ev);
-        (void) close(trig->fd);
-        myfree(trig);
-    }
+    if (done)
+        mail_server_trigger_free(trig);
 }
 
 /* mail_server_accept_event - take every pending connection on a listener */
@@ -215,6 +233,10 @@ static void mail_server_accept_event(evutil_socket_t lfd, short what,
 
             trig->server = server;
             trig->fd = fd;
+            trig->next = server->triggers;
+            if (trig->next)
+                trig->next->prev = trig;
+            server->triggers = trig;
             trig->ev = event_new(server->base, fd, EV_READ | EV_PERSIST,
                                  mail_server_trigger_event, trig);
             if (trig->ev == NULL || event_add(trig->ev, &timeout) < 0)
@@ -306,10 +328,20 @@ static int mail_server_listen_count(void)
     return (int) count;
 }
 
+/* mail_server_fd_is_socket - is fd open and a socket? */
+static bool mail_server_fd_is_socket(int fd)
+{
+    struct stat st;
+
+    return fstat(fd, &st) == 0 && S_ISSOCK(st.st_mode);
+}
+
 /* mail_server_free - release everything (leak checkers watch us) */
 static void mail_server_free(MAIL_SERVER *server)
 {
     mail_server_close_listeners(server);
+    while (server->triggers)
+        mail_server_trigger_free(server->triggers);
     if (server->status_ev)
         event_free(server->status_ev);
     if (server->sighup_ev)
@@ -379,8 +411,10 @@ int mail_server_main(int argc, char **argv, const char *progname,
         || event_add(server->sigterm_ev, NULL) < 0)
         msg_fatal("cannot set up signal events");
 
-    /* Master's status socket: present only when master started us. */
-    if (fcntl(MAIL_SERVER_STATUS_FD, F_GETFD) >= 0) {
+    /* Master's status socket: present only when master started us (it
+       names the service); a program run by hand (smtpd -S) may have
+       anything on fd 3, the log file included. */
+    if (getenv("SLUICE_SERVICE") != NULL && mail_server_fd_is_socket(MAIL_SERVER_STATUS_FD)) {
         (void) fcntl(MAIL_SERVER_STATUS_FD, F_SETFD, FD_CLOEXEC);
         (void) fcntl(MAIL_SERVER_STATUS_FD, F_SETFL,
                      fcntl(MAIL_SERVER_STATUS_FD, F_GETFL) | O_NONBLOCK);

@@ -1003,28 +1003,14 @@ int main(int argc, char **argv)
 
     memset(&ctx, 0, sizeof(ctx));
     /* -S (first): stand-alone for sendmail -bs. No master and no
-       listeners. mail_server takes any valid fd 3 for master's status
-       socket (and the log file would land there if it were free), so fd 3
-       becomes a socket whose peer we keep and never read: a master that
-       says nothing and never goes away. */
+       listeners: without SLUICE_SERVICE, mail_server takes nothing on fd 3
+       for master's status socket. */
     if (argc > 1 && strcmp(argv[1], "-S") == 0) {
-        int pair[2];
-        int ours;
-
         ctx.stand_alone = true;
         memmove(argv + 1, argv + 2, (size_t) (argc - 1) * sizeof(*argv));
         argc--;
         (void) unsetenv("SLUICE_LISTEN_FDS");
-        if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) < 0 ||
-            (ours = fcntl(pair[1], F_DUPFD_CLOEXEC, 10)) < 0)
-            msg_fatal("-S: socketpair: %m");
-        if (pair[1] != 3)
-            (void) close(pair[1]);
-        if (pair[0] != 3 && dup2(pair[0], 3) < 0)
-            msg_fatal("-S: dup2: %m");
-        if (pair[0] != 3)
-            (void) close(pair[0]);
-        (void) ours; /* our end stays open until exit */
+        (void) unsetenv("SLUICE_SERVICE");
     }
     status = mail_server_main(argc, argv, "smtpd", &ops, &ctx);
     smtpd_ctx_release(&ctx);
