@@ -162,8 +162,8 @@ static void sluice_queue_text(const char *mark, const char *qid,
     printf("\n");
 }
 
-/* sluice_queue_one - read and show one queue file */
-static void sluice_queue_one(const char *queue_dir, const char *queue,
+/* sluice_queue_one - read and show one queue file; was it shown? */
+static bool sluice_queue_one(const char *queue_dir, const char *queue,
                              const char *mark, const char *qid, bool json,
                              SLUICE_QUEUE_TOTAL *total)
 {
@@ -171,6 +171,7 @@ static void sluice_queue_one(const char *queue_dir, const char *queue,
     VSTR *why = vstr_alloc(100);
     QFILE_INFO *info = NULL;
     DSN_LOG *dlog;
+    bool shown = false;
     int fd;
 
     mail_queue_path(path, queue_dir, queue, qid);
@@ -191,6 +192,7 @@ static void sluice_queue_one(const char *queue_dir, const char *queue,
         else
             sluice_queue_text(mark, qid, info, dlog);
         dsn_log_free(dlog);
+        shown = true;
         total->count++;
         total->bytes += info->content_size;
     }
@@ -199,6 +201,7 @@ static void sluice_queue_one(const char *queue_dir, const char *queue,
     qfile_info_free(info);
     vstr_free(path);
     vstr_free(why);
+    return shown;
 }
 
 /* sluice_queue_conf - main.cf's queue_directory, or NULL after one line */
@@ -221,6 +224,7 @@ static char *sluice_queue_dir(const char *config_dir)
 int sluice_queue(const char *config_dir, int argc, char **argv)
 {
     SLUICE_QUEUE_TOTAL total = {0, 0};
+    ARGV *shown[SLUICE_ARRAY_LEN(sluice_queues)];
     bool json = false;
     char *queue_dir;
 
@@ -239,12 +243,25 @@ int sluice_queue(const char *config_dir, int argc, char **argv)
     for (size_t q = 0; q < SLUICE_ARRAY_LEN(sluice_queues); q++) {
         ARGV *ids = sluice_queue_ids(queue_dir, sluice_queues[q].name);
 
+        shown[q] = argv_alloc(ids->argc + 1);
         qsort(ids->argv, ids->argc, sizeof(char *), sluice_queue_cmp);
-        for (size_t i = 0; i < ids->argc; i++)
-            sluice_queue_one(queue_dir, sluice_queues[q].name,
-                             sluice_queues[q].mark, ids->argv[i], json, &total);
+        for (size_t i = 0; i < ids->argc; i++) {
+            /* qmgr moves files while we read: one that went from incoming/
+               to active/ between two directory reads is shown once. */
+            bool seen = false;
+
+            for (size_t p = 0; p < q && !seen; p++)
+                seen = bsearch(&ids->argv[i], shown[p]->argv, shown[p]->argc,
+                               sizeof(char *), sluice_queue_cmp) != NULL;
+            if (!seen && sluice_queue_one(queue_dir, sluice_queues[q].name,
+                                          sluice_queues[q].mark, ids->argv[i],
+                                          json, &total))
+                argv_add(shown[q], ids->argv[i]);
+        }
         argv_free(ids);
     }
+    for (size_t q = 0; q < SLUICE_ARRAY_LEN(sluice_queues); q++)
+        argv_free(shown[q]);
     if (!json) {
         if (total.count == 0)
             printf("Mail queue is empty\n");
