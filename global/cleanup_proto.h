@@ -49,7 +49,7 @@ static const ATTR_SPEC cleanup_begin_spec[] = {
     {"request", ATTR_TYPE_STR, true, false, "\"begin\""},
     {"flags", ATTR_TYPE_INT, true, false, "CLEANUP_FLAG_* bits"},
     {"sender", ATTR_TYPE_STR, true, false, "envelope sender, \"\" for <>"},
-    {"origin", ATTR_TYPE_STR, true, false, "smtp | local | api"},
+    {"origin", ATTR_TYPE_STR, true, false, "smtp | local | api | bounce"},
     {"client_name", ATTR_TYPE_STR, false, false, "client host name"},
     {"client_addr", ATTR_TYPE_STR, false, false, "client IP address"},
     {"helo_name", ATTR_TYPE_STR, false, false, "HELO/EHLO argument"},

@@ -60,17 +60,12 @@ static void qmgr_bounce_list(QMGR_CONN *conn, ATTR_LIST *list, void *arg)
         msg_warn("%s: bounce: bad reply: %s", req->msg->qid, vstr_str(why));
     } else {
         const char *reason = attr_get_str(list, "reason");
-        const char *dsn_qid = attr_get_str(list, "dsn_queue_id");
 
         (void) attr_get_int(list, "status", &status);
+        /* bounce logs the notice it sent, in Postfix's words. */
         if (status != 0)
             msg_warn("%s: %s notice failed: %s", req->msg->qid, req->kind,
                      reason ? reason : "no reason given");
-        else if (dsn_qid && *dsn_qid)
-            msg_info("%s: sender %s notification: %s", req->msg->qid,
-                     strcmp(req->kind, BOUNCE_KIND_DELAY) == 0 ? "delay"
-                                                               : "non-delivery",
-                     dsn_qid);
     }
     req->ok = status == 0;
     vstr_free(why);
