@@ -24,7 +24,8 @@ class Received:
     """One message as the sink got it."""
 
     def __init__(self, envelope, session, connection):
-        self.mail_from = envelope.mail_from
+        # aiosmtpd keeps the null sender as "<>"; tests say "".
+        self.mail_from = "" if envelope.mail_from == "<>" else envelope.mail_from
         self.rcpt_tos = list(envelope.rcpt_tos)
         self.mail_options = list(envelope.mail_options)
         self.rcpt_options = list(envelope.rcpt_options)
