@@ -120,12 +120,58 @@ def _describe(ev):
 def check_cleanup_order(events, qid):
     """Assert invariant 1's order in cleanup's trace for queue ID qid;
     returns {step: Event} of open, file_sync, rename, dir_sync, reply."""
+    steps = check_publish_order(events, qid)
+    op, dsync = steps["open"], steps["dir_sync"]
+
+    # The answer to END: the first write on the connection after cleanup
+    # read the END request; it must follow the directory fsync.
+    ends = [e for e in events[op.index:] if e.name in READS and
+            any("request=3:end" in s for s in _strings(e))]
+    assert len(ends) == 1, "want one END request read, saw %d" % len(ends)
+    end = ends[0]
+    replies = [e for e in events[end.index + 1:] if e.name in WRITES and
+               e.pid == end.pid and e.fd == end.fd]
+    assert replies, "no answer to END on fd %s" % end.fd
+    reply = replies[0]
+    assert any("status=" in s for s in _strings(reply)), \
+        "first write after END is no status: %s" % _describe(reply)
+    assert dsync.index < reply.index and _done(dsync) <= reply.ts, \
+        "END answered %s before the directory fsync %s" % (
+            _describe(reply), _describe(dsync))
+    assert any("status=1:0" in s and qid in s for s in _strings(reply)), \
+        "END answer is not a success for %s: %s" % (qid, _describe(reply))
+    steps["reply"] = reply
+    return steps
+
+
+def check_sendmail_order(events, qid):
+    """Assert the same order for sendmail's maildrop/.tmp.QID, and that
+    the process exits 0 only after the directory fsync returned; returns
+    {step: Event} of open, file_sync, rename, dir_sync, exit."""
+    steps = check_publish_order(events, qid)
+    dsync = steps["dir_sync"]
+    exits = [e for e in events if e.name in ("exit_group", "exit") and
+             e.pid == steps["open"].pid]
+    assert len(exits) == 1, "want one exit of sendmail, saw %d" % len(exits)
+    ex = exits[0]
+    assert ex.args.strip() == "0", "sendmail exited %s" % ex.args
+    assert dsync.index < ex.index and _done(dsync) <= ex.ts, \
+        "sendmail exited %s before the directory fsync %s" % (
+            _describe(ex), _describe(dsync))
+    steps["exit"] = ex
+    return steps
+
+
+def check_publish_order(events, qid):
+    """Assert DIR/.tmp.QID was opened, written, fsynced, renamed to DIR/QID
+    and DIR fsynced, in that order; returns {step: Event} of open,
+    file_sync, rename, dir_sync."""
     tmp_tail, final_tail = "/.tmp." + qid, "/" + qid
 
     opens = [e for e in events if e.name in ("open", "openat") and
              _strings(e) and _strings(e)[0].endswith(tmp_tail) and
              e.ret != "?" and int(e.ret) >= 0]
-    assert len(opens) == 1, "want one open of incoming/.tmp.%s, saw %d" % (
+    assert len(opens) == 1, "want one open of DIR/.tmp.%s, saw %d" % (
         qid, len(opens))
     op = opens[0]
     tmp_path, tmp_fd = _strings(op)[0], int(op.ret)
@@ -139,7 +185,7 @@ def check_cleanup_order(events, qid):
     assert rn.ret == "0", "rename failed: %s" % _describe(rn)
     assert final.endswith(final_tail) and \
         os.path.dirname(final) == os.path.dirname(tmp_path), \
-        "rename target %r is not incoming/%s" % (final, qid)
+        "rename target %r is not DIR/%s" % (final, qid)
     incoming = os.path.normpath(os.path.dirname(final))
 
     # The queue file's fd: fsynced after its last write, before the rename.
@@ -169,26 +215,8 @@ def check_cleanup_order(events, qid):
     assert dir_syncs, "no fsync of %s after the rename %s" % (
         incoming, _describe(rn))
     dsync = dir_syncs[0]
-
-    # The answer to END: the first write on the connection after cleanup
-    # read the END request; it must follow the directory fsync.
-    ends = [e for e in events[op.index:] if e.name in READS and
-            any("request=3:end" in s for s in _strings(e))]
-    assert len(ends) == 1, "want one END request read, saw %d" % len(ends)
-    end = ends[0]
-    replies = [e for e in events[end.index + 1:] if e.name in WRITES and
-               e.pid == end.pid and e.fd == end.fd]
-    assert replies, "no answer to END on fd %s" % end.fd
-    reply = replies[0]
-    assert any("status=" in s for s in _strings(reply)), \
-        "first write after END is no status: %s" % _describe(reply)
-    assert dsync.index < reply.index and _done(dsync) <= reply.ts, \
-        "END answered %s before the directory fsync %s" % (
-            _describe(reply), _describe(dsync))
-    assert any("status=1:0" in s and qid in s for s in _strings(reply)), \
-        "END answer is not a success for %s: %s" % (qid, _describe(reply))
     return {"open": op, "file_sync": file_sync, "rename": rn,
-            "dir_sync": dsync, "reply": reply}
+            "dir_sync": dsync}
 
 
 def check_smtpd_after(events, qid, dir_sync):
@@ -446,3 +474,65 @@ def test_checker_rejects_an_early_smtpd_ack():
     failed = GOOD_SMTPD.replace("status=1:0", "status=3:451")
     with pytest.raises(AssertionError, match="no success answer"):
         check_smtpd_after(parse_trace(failed), _Q, steps["dir_sync"])
+
+
+# --- sendmail: maildrop file durable before exit 0 --------------------------
+
+SENDMAIL = LIBEXEC.parent / "bin" / "sendmail"
+
+
+def test_sendmail_exits_0_only_after_stable_storage(make_instance, tmp_path):
+    """strace -f of the real bin/sendmail: maildrop/.tmp.QID written,
+    fsynced, renamed to maildrop/QID, maildrop/ fsynced, then exit 0."""
+    require(SENDMAIL)
+    _strace_usable()
+    inst = make_instance(params={"myhostname": "mx.test"})
+    out = tmp_path / "sendmail.trace"
+    env = dict(os.environ)
+    env.pop("SLUICE_CONFIG", None)
+    r = subprocess.run(
+        ["strace", "-f", "-ttt", "-T", "-y", "-s", "256", "-e",
+         "trace=" + TRACE_SET + ",exit_group,exit", "-o", str(out),
+         str(SENDMAIL), "-C", str(inst.dir), "-f", "sender@example.test",
+         "rcpt@example.test"],
+        input=b"Subject: durable\n\nmaildrop must be on disk\n",
+        capture_output=True, timeout=60, env=env)
+    assert r.returncode == 0, "sendmail failed: %r" % r.stderr
+    maildrop = inst.queue_dir / "maildrop"
+    files = [f for f in os.listdir(maildrop) if not f.startswith(".")]
+    assert len(files) == 1, "maildrop holds %r" % files
+    qid = files[0]
+    steps = check_sendmail_order(parse_trace(out.read_text(errors="replace")),
+                                 qid)
+    published = os.path.realpath(os.path.dirname(_strings(steps["rename"])[-1]))
+    assert published == os.path.realpath(str(maildrop))
+
+
+GOOD_SENDMAIL = """\
+300 10.000100 openat(AT_FDCWD</>, "/q/maildrop/.tmp.{q}", O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0600) = 3</q/maildrop/.tmp.{q}> <0.000010>
+300 10.000200 write(3</q/maildrop/.tmp.{q}>, "S\\0\\0", 505) = 505 <0.000010>
+300 10.000300 fsync(3</q/maildrop/.tmp.{q}>) = 0 <0.000300>
+300 10.000700 close(3</q/maildrop/.tmp.{q}>) = 0 <0.000010>
+300 10.000800 rename("/q/maildrop/.tmp.{q}", "/q/maildrop/{q}") = 0 <0.000010>
+300 10.000900 openat(AT_FDCWD</>, "/q/maildrop", O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 3</q/maildrop> <0.000010>
+300 10.001000 fsync(3</q/maildrop>) = 0 <0.000400>
+300 10.001500 close(3</q/maildrop>) = 0 <0.000010>
+300 10.001600 exit_group(0) = ?
+""".format(q=_Q)
+
+
+def test_sendmail_checker():
+    steps = check_sendmail_order(parse_trace(GOOD_SENDMAIL), _Q)
+    assert steps["dir_sync"].index == 6 and steps["exit"].index == 8
+    bad = {
+        "exit_before_dir_sync": _move(GOOD_SENDMAIL, 8, 6),
+        "no_dir_sync": _drop(GOOD_SENDMAIL, 6),
+        "no_file_sync": _drop(GOOD_SENDMAIL, 2),
+        "rename_before_sync": _move(GOOD_SENDMAIL, 4, 2),
+        "exit_75": GOOD_SENDMAIL.replace("exit_group(0)", "exit_group(75)"),
+        "no_exit": _drop(GOOD_SENDMAIL, 8),
+    }
+    for case, text in bad.items():
+        with pytest.raises(AssertionError):
+            check_sendmail_order(parse_trace(text), _Q)
+            print("checker accepted", case)
