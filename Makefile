@@ -7,6 +7,8 @@
 #                        under ./run, start it in the foreground (with
 #                        RUN_RELAYHOST every message goes to that server)
 #   make bench           sluice against Postfix on the same load (bench/README)
+#   make torture [SOAK_SECONDS=3600 SOAK_RATE=20 KILLSTORM_LONG_MESSAGES=20000]
+#                        long runs CI does not do: a kill storm and a soak (tests/torture/)
 #   make install DESTDIR=... PREFIX=...
 #   make fuzz [FUZZ_SECONDS=60]   libFuzzer targets (clang) run for
 #                        FUZZ_SECONDS each (fuzz/Makefile.in)
@@ -28,7 +30,7 @@ RUN_PORT ?= 2525
 RUN_RELAYHOST ?=
 
 .PHONY: all deps check lint unit-check system-check run install clean distclean \
-	fuzz fuzz-replay bench
+	fuzz fuzz-replay bench torture
 
 all: config.mk flavor
 	@for d in $(SUBDIRS); do $(MAKE) --no-print-directory -C $$d -f Makefile.in all || exit 1; done
@@ -99,6 +101,10 @@ clean:
 
 bench: all
 	$(PYTHON) bench/bench.py
+
+torture: all
+	SLUICE_TOP=$(CURDIR) $(PYTHON) -m pytest -q -s -p no:cacheprovider \
+		tests/torture/killstorm_long.py tests/torture/soak.py $(PYTEST_FLAGS)
 
 FUZZ_SECONDS ?= 60
 fuzz: config.mk

@@ -11,7 +11,7 @@ BUILD="gcc make pkg-config libc6-dev libevent-dev libssl-dev libunbound-dev
 libdb5.3-dev libpcre2-dev libsasl2-dev libspf2-dev libopendkim-dev
 libjansson-dev libcmocka-dev"
 TEST="python3 python3-pytest python3-aiosmtpd dnsmasq-base swaks strace
-procps passwd util-linux clang libclang-rt-14-dev"
+procps passwd util-linux clang libclang-rt-14-dev valgrind"
 PACKAGES="$BUILD $TEST"
 
 missing=
