@@ -1304,8 +1304,13 @@ static void smtp_sess_read_event(struct bufferevent *bev, void *arg)
 
         if (eol.pos < 0) {
             if (evbuffer_get_length(input) > SMTP_LINE_MAX) {
+                VSTR *why = vstr_alloc(100);
+
                 sess->broken = true;
-                smtp_sess_lost(sess, "server reply line too long");
+                vstr_sprintf(why, "reply line from %s too long",
+                             vstr_str(sess->label));
+                smtp_sess_lost(sess, vstr_str(why));
+                vstr_free(why);
             }
             return;
         }
