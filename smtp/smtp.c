@@ -1343,6 +1343,15 @@ static void smtp_sess_write_event(struct bufferevent *bev, void *arg)
         smtp_content_push(sess);
 }
 
+/* smtp_sess_phase - what the session was doing, for a failure reason */
+static const char *smtp_sess_phase(const SMTP_SESS *sess)
+{
+    if (sess->in_content)
+        return "sending message content";
+    return smtp_cmd_phase(sess->expect_count
+                              ? sess->expect[sess->expect_head].cmd
+                              : SMTP_CMD_QUIT);
+}
 /* smtp_sess_event - connected, EOF, error */
 static void smtp_sess_event(struct bufferevent *bev, short what, void *arg)
 {
@@ -1368,12 +1377,7 @@ static void smtp_sess_event(struct bufferevent *bev, short what, void *arg)
         sess->broken = true;
         vstr_sprintf(why, "lost connection with %s while %s",
                      vstr_str(sess->label),
-                     sess->in_content
-                         ? "sending message content"
-                         : smtp_cmd_phase(sess->expect_count
-                                              ? sess->expect[sess->expect_head]
-                                                    .cmd
-                                              : SMTP_CMD_QUIT));
+                     smtp_sess_phase(sess));
         smtp_sess_lost(sess, vstr_str(why));
     }
     vstr_free(why);
@@ -1408,12 +1412,7 @@ static void smtp_sess_timer_event(evutil_socket_t fd, short what, void *arg)
         sess->broken = true;
         vstr_sprintf(why, "conversation with %s timed out while %s",
                      vstr_str(sess->label),
-                     sess->in_content
-                         ? "sending message content"
-                         : smtp_cmd_phase(sess->expect_count
-                                              ? sess->expect[sess->expect_head]
-                                                    .cmd
-                                              : SMTP_CMD_QUIT));
+                     smtp_sess_phase(sess));
         smtp_sess_lost(sess, vstr_str(why));
     }
     vstr_free(why);
