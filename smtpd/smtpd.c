@@ -86,6 +86,7 @@ typedef struct SMTPD_CTX {
     MAIL_SERVER *server;
     char *cleanup_path; /* queue_dir/private/cleanup */
     int conn_count;
+    struct SMTPD_SESS *sessions; /* every open session, for post_loop */
     bool stand_alone; /* smtpd -S: one session on fd 0, then exit */
 } SMTPD_CTX;
 
@@ -99,6 +100,8 @@ typedef enum SMTPD_WAIT {
 
 typedef struct SMTPD_SESS {
     SMTPD_CTX *ctx;
+    struct SMTPD_SESS *prev; /* ctx->sessions */
+    struct SMTPD_SESS *next;
     struct bufferevent *bev; /* the client */
     SMTPD_PROTO *proto;
     /* The transaction's connection to cleanup, NULL when none. */
@@ -271,6 +274,12 @@ static void smtpd_session_free(SMTPD_SESS *sess)
     msg_info("disconnect from %s[%s]%s", sess->proto->client_name,
              sess->proto->client_addr, vstr_str(counts));
     vstr_free(counts);
+    if (sess->prev)
+        sess->prev->next = sess->next;
+    else
+        ctx->sessions = sess->next;
+    if (sess->next)
+        sess->next->prev = sess->prev;
     bufferevent_free(sess->bev);
     smtpd_proto_free(sess->proto);
     vstr_free(sess->chunk);
@@ -845,6 +854,10 @@ static void smtpd_session_new(SMTPD_CTX *ctx, int fd, const char *name,
             mail_server_exit(server, 1);
         return;
     }
+    sess->next = ctx->sessions;
+    if (sess->next)
+        sess->next->prev = sess;
+    ctx->sessions = sess;
     sess->proto = smtpd_proto_alloc(&ctx->conf, name, addr);
     if (local)
         smtpd_proto_set_local(sess->proto, (long) getuid());
@@ -969,6 +982,15 @@ static void smtpd_retire(MAIL_SERVER *server, void *arg)
         mail_server_exit(server, 0);
 }
 
+/* smtpd_post_loop - the loop ended (SIGTERM): close what is still open */
+static void smtpd_post_loop(MAIL_SERVER *server, void *arg)
+{
+    SMTPD_CTX *ctx = arg;
+
+    while (ctx->sessions)
+        smtpd_session_free(ctx->sessions);
+}
+
 /* smtpd_ctx_release - free what pre_loop read (ASan leak reports) */
 static void smtpd_ctx_release(SMTPD_CTX *ctx)
 {
@@ -997,6 +1019,7 @@ int main(int argc, char **argv)
         .pre_loop = smtpd_pre_loop,
         .on_accept = smtpd_accept,
         .on_retire = smtpd_retire,
+        .post_loop = smtpd_post_loop,
     };
     SMTPD_CTX ctx;
     int status;
