@@ -515,9 +515,14 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     sendmail_write_content(writer, vstr_str(headers), vstr_len(headers), limit);
     while (sendmail_get_line(&in, line))
         sendmail_write_content(writer, vstr_str(line), vstr_len(line), limit);
-    if (qfile_writer_finish(writer) < 0)
-        sendmail_fail(EX_TEMPFAIL, "write %s: %s", vstr_str(path),
-                      strerror(qfile_writer_error(writer)));
+    if (qfile_writer_finish(writer) < 0) {
+        int err = qfile_writer_error(writer);
+
+        writer = qfile_writer_free(writer);
+        /* The writer's first error: a write, or the fsync that ends it. */
+        sendmail_fail(EX_TEMPFAIL, "write or fsync %s: %s", vstr_str(path),
+                      strerror(err));
+    }
     writer = qfile_writer_free(writer);
     if (close(fd) < 0)
         sendmail_fail(EX_TEMPFAIL, "close %s: %s", vstr_str(path),
