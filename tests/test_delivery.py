@@ -225,6 +225,10 @@ def test_mixed_recipients(make_instance, make_sink):
                ["ok@dest.test", "gone@dest.test", "busy@dest.test"])
     wait_until(lambda: qid in queue_files(inst, "deferred"), timeout=20,
                what="the message in deferred/")
+    # The DSN is queued before the message goes to deferred/, and travels
+    # on its own from there.
+    wait_until(lambda: [m for m in sink.received() if m.mail_from == ""],
+               timeout=20, what="the DSN at the sink")
     got = sink.received()
     delivered = [m for m in got if m.mail_from == "alice@example.test"]
     dsns = [m for m in got if m.mail_from == ""]

@@ -27,7 +27,7 @@ from collections import namedtuple
 
 import pytest
 
-from conftest import LIBEXEC, require, wait_until
+from conftest import LIBEXEC, require, traced_env, wait_until
 
 SMTPD = LIBEXEC / "smtpd"
 CLEANUP = LIBEXEC / "cleanup"
@@ -488,7 +488,7 @@ def test_sendmail_exits_0_only_after_stable_storage(make_instance, tmp_path):
     _strace_usable()
     inst = make_instance(params={"myhostname": "mx.test"})
     out = tmp_path / "sendmail.trace"
-    env = dict(os.environ)
+    env = traced_env()
     env.pop("SLUICE_CONFIG", None)
     r = subprocess.run(
         ["strace", "-f", "-ttt", "-T", "-y", "-s", "256", "-e",

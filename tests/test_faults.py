@@ -38,7 +38,22 @@ def shim(tmp_path_factory):
     subprocess.run([cc, "-std=gnu11", "-Wall", "-Wextra", "-Werror", "-shared",
                     "-fPIC", "-o", str(out), str(SHIM_SRC), "-ldl"],
                    check=True, timeout=120)
-    return out
+    return _preload_list(cc, out)
+
+
+def _preload_list(cc, shim_path):
+    """What LD_PRELOAD names: the shim, after the sanitizer runtimes when the
+    programs are a SANITIZE=1 build (ASan insists on coming first)."""
+    libs = []
+    ldd = subprocess.run(["ldd", str(SENDMAIL)], capture_output=True,
+                         text=True, timeout=30).stdout
+    for runtime in ("libasan.so", "libubsan.so"):
+        if runtime.split(".")[0] + "." in ldd:
+            path = subprocess.run([cc, "-print-file-name=" + runtime],
+                                  capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+            libs.append(os.path.realpath(path))
+    return " ".join(libs + [str(shim_path)])
 
 
 def _sendmail(inst, env_extra):
@@ -97,7 +112,7 @@ def _faulty_cleanup(inst, shim, tmp_path, op, err):
     incoming = inst.queue_dir / "incoming"
     wrapper.write_text(
         "#!/bin/sh\n"
-        "LD_PRELOAD=%s FAULT_DIR=%s FAULT_OP=%s FAULT_ERRNO=%s FAULT_FILE=%s\n"
+        "LD_PRELOAD='%s' FAULT_DIR=%s FAULT_OP=%s FAULT_ERRNO=%s FAULT_FILE=%s\n"
         "export LD_PRELOAD FAULT_DIR FAULT_OP FAULT_ERRNO FAULT_FILE\n"
         "exec %s \"$@\"\n" % (shim, incoming, op, err, switch, CLEANUP))
     wrapper.chmod(0o755)

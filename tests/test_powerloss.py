@@ -54,7 +54,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LIBEXEC, SLUICE, require, wait_until
+from conftest import LIBEXEC, SLUICE, require, traced_env, wait_until
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "powerloss"))
 import spooltrace  # noqa: E402
@@ -218,7 +218,7 @@ def test_power_loss_at_every_point(make_instance, make_sink, tmp_path):
         ["strace"] + spooltrace.STRACE_ARGS +
         ["-o", str(trace_file), str(SLUICE), "-c", str(inst.dir), "start"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE)
+        stderr=subprocess.PIPE, env=traced_env())
     try:
         wait_until(lambda: _listening(inst.port), 20, what="smtpd to listen")
         subjects = {}
