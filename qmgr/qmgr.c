@@ -92,6 +92,17 @@ void qmgr_deferred_note(QMGR_CTX *ctx, time_t next_try)
     }
 }
 
+/* qmgr_retry_step_max - the longest step of retry_schedule, seconds */
+static long long qmgr_retry_step_max(const QMGR_CTX *ctx)
+{
+    long long max = 0;
+
+    for (size_t i = 0; i < ctx->conf.retry_count; i++)
+        if (ctx->conf.retry_steps[i] > max)
+            max = ctx->conf.retry_steps[i];
+    return max;
+}
+
 /* qmgr_scan_due - deferred/: is this file due now? Else note its time. */
 static bool qmgr_scan_due(QMGR_CTX *ctx, QMGR_SCAN *scan, const char *name)
 {
@@ -101,6 +112,11 @@ static bool qmgr_scan_due(QMGR_CTX *ctx, QMGR_SCAN *scan, const char *name)
     if (fstatat(dirfd(scan->dir), name, &st, 0) < 0)
         return false;
     if (st.st_mtime <= now)
+        return true;
+    /* No next try is ever set further ahead than the longest retry step
+       (plus slack): a file beyond that was stamped before the clock went
+       back, and would otherwise wait for the clock to catch up. */
+    if (st.st_mtime - now > 2 * qmgr_retry_step_max(ctx) + 60)
         return true;
     /* A flush takes every file that was there when it began. */
     if (scan->all && (st.st_ctim.tv_sec < scan->started.tv_sec ||

@@ -355,3 +355,26 @@ def test_kill_mid_delivery_loses_nothing(make_instance, make_sink, victim):
         inst.wait_log(r"%s: removed" % qid, timeout=20)
     dups = len(sink.recipients()) - 5
     print("kill -9 %s: 5 messages, %d duplicate deliveries" % (victim, dups))
+
+
+def test_clock_went_back(make_instance, make_sink):
+    """A deferred file whose next try lies years ahead (stamped before the
+    clock was set back) is due at the next scan; one an hour ahead, as
+    retry_schedule set it, still waits."""
+    need_daemons()
+    sink = make_sink(rcpt_replies={"slow": "451 4.3.2 try again later"})
+    inst = relay_instance(make_instance, sink, retry_schedule="1h")
+    far = send(inst, "alice@example.test", ["slow@dest.test"])
+    near = send(inst, "alice@example.test", ["slow@dest.test"])
+    for qid in (far, near):
+        wait_until(lambda: qid in queue_files(inst, "deferred"), timeout=20,
+                   what="%s in deferred/" % qid)
+    (path,) = [p for p in (inst.queue_dir / "deferred").rglob(far)]
+    ten_years = time.time() + 10 * 365 * 86400
+    os.utime(path, (ten_years, ten_years))
+    sink.set_rcpt_reply("slow", None)
+    inst.stop()
+    inst.start()                        # qmgr scans deferred/ at start
+    (got,) = sink.wait_messages(1, timeout=20)
+    inst.wait_log(r"%s: removed" % far)
+    assert near in queue_files(inst, "deferred"), "the near one must wait"
