@@ -162,18 +162,19 @@ class Sink:
 
 
 class RawServer:
-    """Accepts connections on loopback and answers each with greeting
-    (bytes; None: say nothing and hold the connection until stop)."""
+    """Accepts connections on loopback (host:port; port 0 picks one) and
+    answers each with greeting (bytes; None: say nothing and hold the
+    connection until stop)."""
 
     def __init__(self, greeting=b"421 4.3.2 busy, try later\r\n",
-                 host="127.0.0.1"):
+                 host="127.0.0.1", port=0):
         self.greeting = greeting
         self.connections = 0
         self._held = []
         self._stop = threading.Event()
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, 0))
+        self.sock.bind((host, port))
         self.sock.listen(64)
         self.sock.settimeout(0.2)
         self.port = self.sock.getsockname()[1]

@@ -140,46 +140,6 @@ def peers():
         p.stop()
 
 
-class Greeter:
-    """A listener on host:port that answers each connection with greeting
-    and hangs up (RawServer, but on a port we choose)."""
-
-    def __init__(self, host, port, greeting):
-        self.greeting = greeting
-        self.connections = 0
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind((host, port))
-        self.sock.listen(16)
-        self.sock.settimeout(0.2)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-
-    def _run(self):
-        while not self._stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.connections += 1
-            try:
-                conn.sendall(self.greeting)
-                conn.shutdown(socket.SHUT_WR)
-                conn.settimeout(1.0)
-                conn.recv(1024)
-            except OSError:
-                pass
-            conn.close()
-
-    def stop(self):
-        self._stop.set()
-        self.sock.close()
-        self._thread.join(timeout=5)
-
-
 class PipeServer:
     """A small ESMTP server that offers PIPELINING and DSN (aiosmtpd offers
     neither), records every command line and message, and notes whether
@@ -523,7 +483,8 @@ def test_connection_refused_then_next_mx(make_agent, make_dns, peers):
 def test_421_greeting_then_next_mx(make_agent, make_dns, peers):
     sink = Sink()
     peers.append(sink)
-    busy = Greeter("127.0.0.3", sink.port, b"421 4.3.2 busy, try later\r\n")
+    busy = RawServer(b"421 4.3.2 busy, try later\r\n", host="127.0.0.3",
+                     port=sink.port)
     peers.append(busy)
     dns = make_dns(mx=[("b.test", "mx1.b.test", 5), ("b.test", "mx2.b.test", 50)],
                    a=[("mx1.b.test", "127.0.0.3"), ("mx2.b.test", "127.0.0.1")])
