@@ -6,6 +6,8 @@
 #              <name>.c) and installed in PROG_DIR ($(TOP)/bin or libexec)
 #   TESTS      cmocka unit tests: each X_test is built from X_test.c
 #   EXTRA_CFLAGS, EXTRA_LIBS   what the folder's code needs beyond util
+# Lookup tables (global/maps.c) need PCRE2 and Berkeley DB: every link gets
+# MAP_LIBS, so any program may use libglobal's tables.
 # and then includes this file.
 
 include $(TOP)/config.mk
@@ -22,10 +24,12 @@ WERROR = -Werror
 endif
 
 CFLAGS_ALL = -std=gnu11 $(OPT) $(WARN) $(WERROR) $(DEFS) \
-	-I$(TOP)/util -I$(TOP)/global -I. $(EXTRA_CFLAGS) $(CFLAGS)
+	-I$(TOP)/util -I$(TOP)/global -I. $(EXTRA_CFLAGS) $(PCRE2_CFLAGS) \
+	$(DB_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(OPT) $(LDFLAGS)
 LIBUTIL = $(TOP)/util/libutil.a
 LIBGLOBAL = $(TOP)/global/libglobal.a
+MAP_LIBS = $(PCRE2_LIBS) $(DB_LIBS)
 
 OBJS = $(SRCS:.c=.o)
 TEST_BINS = $(TESTS)
@@ -46,14 +50,14 @@ endif
 define prog_rule
 $(PROG_DIR)/$(1): $$(patsubst %.c,%.o,$$(or $$(PROG_SRCS-$(1)),$(1).c)) $(PROG_DEPS)
 	@mkdir -p $(PROG_DIR)
-	$$(CC) $$(LDFLAGS_ALL) -o $$@ $$(filter %.o,$$^) $(PROG_DEPS) $$(EXTRA_LIBS)
+	$$(CC) $$(LDFLAGS_ALL) -o $$@ $$(filter %.o,$$^) $(PROG_DEPS) $$(EXTRA_LIBS) $$(MAP_LIBS)
 endef
 $(foreach p,$(PROGS),$(eval $(call prog_rule,$(p))))
 
 ifeq ($(WITH_CMOCKA),yes)
 $(TEST_BINS): %: %.o $(LIB) $(TEST_DEPS)
 	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_OBJS) $(LIB) $(TEST_DEPS) \
-		$(EXTRA_LIBS) $(CMOCKA_LIBS)
+		$(EXTRA_LIBS) $(MAP_LIBS) $(CMOCKA_LIBS)
 
 check: all $(TEST_BINS)
 	@set -e; cd . && for t in $(TEST_BINS); do \
