@@ -4,6 +4,7 @@
  *   sluice init DIR [--smtp-port N] [--relayhost HOST:PORT]
  *   sluice [-c DIR] start [-f] | stop | reload | status
  *   sluice [-c DIR] conf [-n] [-d] [name ...] [name=value ...]
+ *   sluice [-c DIR] check
  *   sluice [-c DIR] queue [--json] | cat QID | flush
  *
  * -c DIR may also be given as SLUICE_CONFIG=DIR; the default is
@@ -28,7 +29,7 @@
 #define SLUICE_STOP_WAIT 60             /* seconds stop waits for master */
 
 static const char sluice_usage[] =
-    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|queue|cat|flush ...";
+    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|check|queue|cat|flush|map ...";
 
 /* sluice_fail - print "sluice: text" on stderr; returns 1 */
 int sluice_fail(const char *fmt, ...)
@@ -263,12 +264,16 @@ int main(int argc, char **argv)
     }
     if (strcmp(cmd, "conf") == 0)
         return sluice_conf(config_dir, argc, argv);
+    if (strcmp(cmd, "check") == 0)
+        return sluice_check(config_dir, argc, argv);
     if (strcmp(cmd, "queue") == 0)
         return sluice_queue(config_dir, argc, argv);
     if (strcmp(cmd, "cat") == 0)
         return sluice_cat(config_dir, argc, argv);
     if (strcmp(cmd, "flush") == 0)
         return sluice_flush(config_dir, argc, argv);
+    if (strcmp(cmd, "map") == 0)
+        return sluice_map(config_dir, argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("sluice %s\n", SLUICE_VERSION);
         return 0;

@@ -18,8 +18,11 @@ extern const char *sluice_exe_dir(void);
 
 extern int sluice_init(int argc, char **argv);
 extern int sluice_conf(const char *config_dir, int argc, char **argv);
+extern int sluice_check(const char *config_dir, int argc, char **argv);
 extern int sluice_queue(const char *config_dir, int argc, char **argv);
 extern int sluice_cat(const char *config_dir, int argc, char **argv);
 extern int sluice_flush(const char *config_dir, int argc, char **argv);
+/* sluice_map.c: argv[0] is map */
+extern int sluice_map(const char *config_dir, int argc, char **argv);
 
 #endif

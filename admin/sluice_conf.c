@@ -5,11 +5,14 @@
  *   sluice conf -n              only those set in main.cf
  *   sluice conf -d              the defaults
  *   sluice conf name ...        just those
+ *   sluice conf -d name ...     their defaults, each followed by a line
+ *                               "# TYPE: description"
  *   sluice conf name=value ...  edit main.cf in place (comments kept)
  *
  * Values are shown as written ($name not expanded), one "name = value" per
- * line. Every value is checked before anything is written, so a bad one
- * changes nothing.
+ * line. A name set in main.cf that nothing uses gets a warning on stderr
+ * ("sluice: warning: PATH line N: unknown parameter NAME"). Every value is
+ * checked before anything is written, so a bad one changes nothing.
  */
 #include "sys_defs.h"
 
@@ -18,6 +21,26 @@
 #include "mymalloc.h"
 #include "sluice.h"
 #include "vstr.h"
+
+/* sluice_conf_type_name - the word for a parameter type */
+static const char *sluice_conf_type_name(MAIL_PARAM_TYPE type)
+{
+    switch (type) {
+    case MAIL_PARAM_STR:
+        return "string";
+    case MAIL_PARAM_INT:
+        return "integer";
+    case MAIL_PARAM_BOOL:
+        return "boolean (yes or no)";
+    case MAIL_PARAM_TIME:
+        return "time (number + s, m, h, d or w; default s)";
+    case MAIL_PARAM_SIZE:
+        return "size in bytes (number + k, m or g)";
+    case MAIL_PARAM_LIST:
+        return "list (comma or space separated)";
+    }
+    return "unknown";
+}
 
 /* sluice_conf_name_ok - a parameter name: letters, digits, '_' */
 static bool sluice_conf_name_ok(const char *name, size_t len)
@@ -92,9 +115,10 @@ static int sluice_conf_cmp(const void *a, const void *b)
     return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
-/* sluice_conf_show_one - print "name = value" for one parameter */
+/* sluice_conf_show_one - print "name = value" for one parameter (and,
+   with describe, its type and description) */
 static int sluice_conf_show_one(const MAIL_CONF *conf, const char *name,
-                                bool defaults)
+                                bool defaults, bool describe)
 {
     const MAIL_PARAM *param = mail_param_find(name);
     const char *raw = defaults ? NULL : mail_conf_raw(conf, name);
@@ -110,6 +134,8 @@ static int sluice_conf_show_one(const MAIL_CONF *conf, const char *name,
            config_directory, which is always the folder read. */
         printf("%s = %s\n", name, mail_conf_str(conf, name));
     }
+    if (describe && param != NULL)
+        printf("# %s: %s\n", sluice_conf_type_name(param->type), param->desc);
     return 0;
 }
 
@@ -124,6 +150,7 @@ int sluice_conf(const char *config_dir, int argc, char **argv)
     int status = 0;
     VSTR *why;
     MAIL_CONF *conf;
+    const ARGV *warnings;
     ARGV *show;
 
     for (; first < argc && argv[first][0] == '-'; first++) {
@@ -160,6 +187,9 @@ int sluice_conf(const char *config_dir, int argc, char **argv)
         return status;
     }
     vstr_free(why);
+    warnings = mail_conf_warnings(conf);
+    for (size_t i = 0; i < warnings->argc; i++)
+        (void) fprintf(stderr, "sluice: warning: %s\n", warnings->argv[i]);
     show = argv_alloc(200);
     if (names > 0) {
         for (int i = first; i < argc; i++)
@@ -183,7 +213,8 @@ int sluice_conf(const char *config_dir, int argc, char **argv)
     for (size_t i = 0; i < show->argc; i++) {
         if (i > 0 && names == 0 && strcmp(show->argv[i], show->argv[i - 1]) == 0)
             continue;
-        if (sluice_conf_show_one(conf, show->argv[i], defaults) != 0)
+        if (sluice_conf_show_one(conf, show->argv[i], defaults,
+                                 defaults && names > 0) != 0)
             status = 1;
     }
     argv_free(show);

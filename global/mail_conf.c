@@ -14,6 +14,13 @@
  * never fail (a getter on a name that is not in the table, or of another
  * type, is our bug).
  *
+ * A name set in main.cf that is not in the table is kept (it expands like
+ * any other) but earns a warning, unless it is used: referred to as $name by
+ * another value (Postfix's rule for user-defined parameters), or the
+ * per-service form SERVICE_PARAM of a master.cf service and a parameter of
+ * the table (relay_destination_concurrency_limit: SERVICE_P where P or
+ * default_P is in the table).
+ *
  * Editing rewrites main.cf through a temporary file, fsync and rename
  * (safe_file_write), keeping every other byte as it was.
  */
@@ -25,6 +32,7 @@
 
 #include "argv.h"
 #include "mail_conf.h"
+#include "master_cf.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "safe_file.h"
@@ -48,6 +56,7 @@ typedef struct MAIL_CONF_ENT {
     char *def; /* default (table or run time) */
     char *value; /* expanded */
     bool domain_of; /* default: drop the first label */
+    bool referenced; /* another value uses $name */
     MAIL_CONF_STATE state;
 } MAIL_CONF_ENT;
 
@@ -56,6 +65,7 @@ struct MAIL_CONF {
     MAIL_CONF_ENT *ents; /* sorted by name */
     size_t count;
     ARGV *names; /* set in main.cf, file order */
+    ARGV *warnings; /* "PATH line N: unknown parameter NAME" */
 };
 
 /* mail_conf_name_char - may this byte be part of a parameter name */
@@ -302,6 +312,7 @@ static int mail_conf_expand(MAIL_CONF *conf, MAIL_CONF_ENT *ent,
         }
         if ((ref_ent = mail_conf_find(conf, ref, ref_len)) == NULL)
             continue; /* unknown: expands to "" */
+        ref_ent->referenced = true;
         if (mail_conf_expand(conf, ref_ent, stack, depth, why) < 0) {
             vstr_free(out);
             return -1;
@@ -541,6 +552,69 @@ static int mail_conf_check_ent(MAIL_CONF *conf, MAIL_CONF_ENT *ent,
     return 0;
 }
 
+/* mail_conf_service_param - is name SERVICE_P for a master.cf service,
+   with P or default_P a parameter of the table? */
+static bool mail_conf_service_param(const MASTER_CF *services, const char *name)
+{
+    VSTR *def_name;
+    bool found = false;
+
+    if (services == NULL)
+        return false;
+    def_name = vstr_alloc(100);
+    for (size_t i = 0; i < services->count && !found; i++) {
+        const char *service = services->ents[i].name;
+        size_t len = strlen(service);
+        const char *rest = name + len + 1;
+
+        if (strncmp(name, service, len) != 0 || name[len] != '_' || !*rest)
+            continue;
+        vstr_sprintf(def_name, "default_%s", rest);
+        found = mail_param_find(rest) != NULL ||
+                mail_param_find(vstr_str(def_name)) != NULL;
+    }
+    vstr_free(def_name);
+    return found;
+}
+
+/* mail_conf_find_unknown - a warning for each name set in main.cf that no
+   one uses; master.cf, when it can be read, names the services */
+static void mail_conf_find_unknown(MAIL_CONF *conf, const char *config_dir)
+{
+    MASTER_CF *services = NULL;
+    VSTR *text = vstr_alloc(100);
+
+    for (size_t i = 0; i < conf->names->argc; i++) {
+        const char *name = conf->names->argv[i];
+        const MAIL_CONF_ENT *ent = mail_conf_find(conf, name, strlen(name));
+
+        if (ent->param != NULL || ent->referenced)
+            continue;
+        if (services == NULL) {
+            /* Read only when needed; a broken master.cf names nothing. */
+            vstr_sprintf(text, "%s/master.cf", config_dir);
+            services = master_cf_read(vstr_str(text), 1, text);
+            if (services == NULL)
+                services = master_cf_parse("", "master.cf", 1, text);
+        }
+        if (mail_conf_service_param(services, name))
+            continue;
+        vstr_sprintf(text, "%s line %d: unknown parameter %s", conf->path,
+                     ent->line, name);
+        argv_add(conf->warnings, vstr_str(text));
+    }
+    master_cf_free(services);
+    vstr_free(text);
+}
+
+/* mail_conf_warnings - one line per name set in main.cf that no one uses,
+   "PATH line N: unknown parameter NAME", in file order; programs log them
+   once at start, `sluice conf` and `sluice check` print them */
+const ARGV *mail_conf_warnings(const MAIL_CONF *conf)
+{
+    return conf->warnings;
+}
+
 /* mail_conf_read - read, expand and check config_dir/main.cf */
 MAIL_CONF *mail_conf_read(const char *config_dir, VSTR *why)
 {
@@ -560,6 +634,7 @@ MAIL_CONF *mail_conf_read(const char *config_dir, VSTR *why)
     conf->ents = NULL;
     conf->count = 0;
     conf->names = NULL;
+    conf->warnings = argv_alloc(1);
     for (size_t i = 0; i < table_count; i++) {
         ent = mail_conf_add(conf, &cap, table[i].name, strlen(table[i].name));
         ent->param = table + i;
@@ -598,6 +673,7 @@ MAIL_CONF *mail_conf_read(const char *config_dir, VSTR *why)
     myfree(stack);
     if (status < 0)
         return mail_conf_free(conf);
+    mail_conf_find_unknown(conf, config_dir);
     return conf;
 }
 
@@ -614,6 +690,7 @@ MAIL_CONF *mail_conf_free(MAIL_CONF *conf)
     }
     myfree(conf->ents);
     argv_free(conf->names);
+    argv_free(conf->warnings);
     myfree(conf->path);
     myfree(conf);
     return NULL;

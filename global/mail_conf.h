@@ -44,6 +44,11 @@ typedef struct MAIL_CONF MAIL_CONF;
 extern MAIL_CONF *mail_conf_read(const char *config_dir, VSTR *why);
 extern MAIL_CONF *mail_conf_free(MAIL_CONF *conf);
 
+/* mail_conf_warnings - "PATH line N: unknown parameter NAME" for each name
+   set in main.cf that nothing uses (not in the table, not used as $NAME,
+   not SERVICE_PARAM of a master.cf service), in file order */
+extern const ARGV *mail_conf_warnings(const MAIL_CONF *conf);
+
 /* The value as written in main.cf, unexpanded; NULL when not set there. */
 extern const char *mail_conf_raw(const MAIL_CONF *conf, const char *name);
 /* Names set in main.cf, in file order. */

@@ -577,6 +577,129 @@ static void test_edit(void **state)
     assert_non_null(strstr(vstr_str(td->why), td->path));
 }
 
+/* write_file - replace dir/name with text */
+static void write_file(TEST_DIR *td, const char *name, const char *text)
+{
+    char path[256];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", td->dir, name);
+    assert_non_null(fp = fopen(path, "w"));
+    assert_true(fputs(text, fp) >= 0);
+    assert_int_equal(fclose(fp), 0);
+}
+
+/* test_table - every row: a good unique name, a one-line description, a
+   known type, and a default that is good for its type once expanded with
+   an empty main.cf */
+static void test_table(void **state)
+{
+    TEST_DIR *td = *state;
+    size_t count;
+    const MAIL_PARAM *table = mail_param_table(&count);
+    MAIL_CONF *conf = read_ok(td, "");
+
+    for (size_t i = 0; i < count; i++) {
+        const char *name = table[i].name;
+        const char *value = mail_conf_str(conf, name);
+        bool ok = true;
+
+        if (name == NULL || *name == 0 ||
+            strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_") !=
+                strlen(name))
+            fail_msg("row %zu: bad name \"%s\"", i, name ? name : "(null)");
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(table[j].name, name) == 0)
+                fail_msg("%s: duplicate name (rows %zu and %zu)", name, j, i);
+        if (table[i].desc == NULL || strlen(table[i].desc) < 10 ||
+            strchr(table[i].desc, '\n') != NULL)
+            fail_msg("%s: missing or not a one-line description", name);
+        if (table[i].def == NULL && strcmp(name, "myhostname") != 0 &&
+            strcmp(name, "mydomain") != 0 && strcmp(name, "mail_owner") != 0)
+            fail_msg("%s: no default, and none is computed at run time", name);
+        switch (table[i].type) {
+        case MAIL_PARAM_STR:
+        case MAIL_PARAM_LIST:
+            break;
+        case MAIL_PARAM_INT:
+            (void) mail_conf_int(conf, name);
+            ok = strspn(value, "0123456789") == strlen(value) && *value;
+            break;
+        case MAIL_PARAM_BOOL:
+            (void) mail_conf_bool(conf, name);
+            ok = strcmp(value, "yes") == 0 || strcmp(value, "no") == 0;
+            break;
+        case MAIL_PARAM_TIME:
+            (void) mail_conf_parse_time(value, &ok);
+            break;
+        case MAIL_PARAM_SIZE:
+            (void) mail_conf_parse_size(value, &ok);
+            break;
+        default:
+            fail_msg("%s: unknown type %d", name, (int) table[i].type);
+        }
+        if (!ok)
+            fail_msg("%s: default \"%s\" is bad for its type", name, value);
+        vstr_reset(td->why);
+        if (mail_conf_check_value(name, value, td->why) < 0)
+            fail_msg("%s: default refused: %s", name, vstr_str(td->why));
+    }
+    assert_int_equal(mail_conf_warnings(conf)->argc, 0);
+    mail_conf_free(conf);
+}
+
+/* test_unknown - a name nothing uses is a warning with its line; one used
+   as $name, or SERVICE_PARAM for a master.cf service, is not */
+static void test_unknown(void **state)
+{
+    TEST_DIR *td = *state;
+    MAIL_CONF *conf;
+    const ARGV *warnings;
+    char want[512];
+
+    write_file(td, "master.cf",
+               "# service type private unpriv chroot wakeup maxproc command\n"
+               "relay unix - - n - - smtp\n"
+               "qmgr unix n - n 300 1 qmgr\n");
+    conf = read_ok(td, "# comment\n"
+                       "myhostname = a.test\n"
+                       "\n"
+                       "mine = x\n"
+                       "smtpd_banner = $myhostname $mine\n"
+                       "smtpd_bogus = 1\n"
+                       "relay_destination_concurrency_limit = 2\n"
+                       "relay_initial_destination_concurrency = 2\n"
+                       "relay_bogus = 3\n"
+                       "nosuchservice_destination_concurrency_limit = 2\n"
+                       "also_bogus =\n"
+                       "  continued\n");
+    warnings = mail_conf_warnings(conf);
+    assert_int_equal(warnings->argc, 4);
+    snprintf(want, sizeof(want), "%s line 6: unknown parameter smtpd_bogus",
+             td->path);
+    assert_string_equal(warnings->argv[0], want);
+    snprintf(want, sizeof(want), "%s line 9: unknown parameter relay_bogus",
+             td->path);
+    assert_string_equal(warnings->argv[1], want);
+    snprintf(want, sizeof(want),
+             "%s line 10: unknown parameter "
+             "nosuchservice_destination_concurrency_limit",
+             td->path);
+    assert_string_equal(warnings->argv[2], want);
+    snprintf(want, sizeof(want), "%s line 11: unknown parameter also_bogus",
+             td->path);
+    assert_string_equal(warnings->argv[3], want);
+    /* The unknown value still expands and reads. */
+    assert_string_equal(mail_conf_str(conf, "smtpd_banner"), "a.test x");
+    mail_conf_free(conf);
+
+    /* Without a readable master.cf no name is a service's. */
+    write_file(td, "master.cf", "relay unix - - n - - smtp\nbroken\n");
+    conf = read_ok(td, "relay_destination_concurrency_limit = 2\n");
+    assert_int_equal(mail_conf_warnings(conf)->argc, 1);
+    mail_conf_free(conf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -592,6 +715,9 @@ int main(void)
                                         test_teardown),
         cmocka_unit_test(test_check_value),
         cmocka_unit_test_setup_teardown(test_edit, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_table, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_unknown, test_setup,
+                                        test_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

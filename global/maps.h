@@ -67,6 +67,12 @@ extern const char *map_spec(const MAP *map);
    old or the new table, never a partial one. Other types: -1, "cannot
    build". 0, or -1 with the file and line in why. */
 extern int map_build(const char *spec, int flags, VSTR *why);
+/* map_delete - `sluice map -d KEY`: remove key (folded unless
+   MAP_FLAG_NOFOLD) from FILE.db of a hash:/btree: table, again through a
+   temporary copy and rename (the text FILE is not touched). 0 removed,
+   1 no such key, -1 error with why. */
+extern int map_delete(const char *spec, const char *key, int flags,
+                      VSTR *why);
 
 /*
  * MAPS: a parameter's list of tables ("hash:/etc/aliases, pcre:/x"),

@@ -249,6 +249,10 @@ int main(int argc, char **argv)
     if (msg_log_file(mail_conf_str(ctx.conf, "maillog_file")) < 0)
         msg_fatal("open maillog_file %s: %m",
                   mail_conf_str(ctx.conf, "maillog_file"));
+    /* Unknown parameters are said once per start, by master alone. */
+    const ARGV *unknown = mail_conf_warnings(ctx.conf);
+    for (size_t i = 0; i < unknown->argc; i++)
+        msg_warn("%s", unknown->argv[i]);
     if ((cf = master_read_cf(&ctx, why)) == NULL)
         msg_fatal("%s", vstr_str(why));
     umask(022);

@@ -1,9 +1,9 @@
 """test_foundation - the foundation issue's system tests (issue 2, item 7)
 
-The `sluice` command (init, start, status, stop, reload, conf) and master's
-supervision: restart after kill -9, back-off for a daemon that dies at once,
-reload of a changed master.cf, one master per queue, and an instance run by an
-ordinary user. Every instance comes from the make_instance fixture
+The `sluice` command (init, start, status, stop, reload; conf is in
+test_conf.py) and master's supervision: restart after kill -9, back-off for a
+daemon that dies at once, reload of a changed master.cf, one master per
+queue, and an instance run by an ordinary user. Every instance comes from the make_instance fixture
 (conftest.py), which always stops it.
 """
 
@@ -120,51 +120,6 @@ def test_unknown_command(instance):
     lines = one_line(r.stderr)
     assert len(lines) == 1, r.stderr
     assert "frobnicate" in lines[0]
-
-
-# --- conf -----------------------------------------------------------------
-
-def test_conf_show_and_edit(instance):
-    before = instance.main_cf.read_text()
-    comments = [l for l in before.splitlines() if l.lstrip().startswith("#")]
-    assert comments, "sluice init should write a commented main.cf"
-
-    assert instance.conf_get("queue_directory") == str(instance.dir / "queue")
-    instance.conf_set(message_size_limit="20480000")
-    assert instance.conf_get("message_size_limit") == "20480000"
-    after = instance.main_cf.read_text()
-    assert re.search(r"^message_size_limit\s*=\s*20480000\s*$", after, re.M)
-    assert [l for l in after.splitlines() if l.lstrip().startswith("#")] == comments
-
-    # editing again changes the line, it does not add a second one
-    instance.conf_set(message_size_limit="10m")
-    after = instance.main_cf.read_text()
-    assert len(re.findall(r"^message_size_limit\s*=", after, re.M)) == 1
-
-
-def test_conf_n_shows_only_set_parameters(instance):
-    out = instance.check("conf", "-n")
-    shown = {l.split("=")[0].strip() for l in one_line(out)}
-    assert "queue_directory" in shown
-    set_in_file = set()
-    for line in instance.main_cf.read_text().splitlines():
-        m = re.match(r"^([A-Za-z0-9_]+)\s*=", line)
-        if m:
-            set_in_file.add(m.group(1))
-    assert shown == set_in_file
-    # everything (without -n) is a strict superset: defaults are shown too
-    everything = {l.split("=")[0].strip() for l in one_line(instance.check("conf"))}
-    assert shown < everything
-    assert "smtpd_timeout" in everything - shown
-
-
-def test_conf_refuses_a_bad_value(instance):
-    before = instance.main_cf.read_text()
-    r = instance.command("conf", "message_size_limit=lots")
-    assert r.returncode != 0
-    lines = one_line(r.stderr)
-    assert len(lines) == 1 and "message_size_limit" in lines[0], r.stderr
-    assert instance.main_cf.read_text() == before
 
 
 # --- supervision ----------------------------------------------------------

@@ -1,0 +1,421 @@
+/*
+ * sluice_check - `sluice check`: validate the instance and repair the queue
+ *
+ * Postfix's `postfix check` is the model. In order:
+ *
+ *   main.cf     read and checked as every program reads it (a bad value is
+ *               an error naming the parameter and the line); a name that
+ *               nothing uses is a warning; every table named by a
+ *               table-valued parameter is opened (a missing .db is a
+ *               warning that says to run `sluice map`)
+ *   master.cf   parsed as master parses it; a service whose program is not
+ *               an executable in daemon_directory is an error
+ *   queue       queue_directory and every queue directory (hash
+ *               subdirectories too) exist, belong to mail_owner and have
+ *               mode 0700, as `sluice init` makes them: what is missing is
+ *               created and a wrong owner or mode fixed, one "fixed:" line
+ *               each; a file whose name is not a queue ID is reported and
+ *               left where it is
+ *
+ * Errors and warnings go to stderr ("sluice: error: ...", "sluice:
+ * warning: ..."), repairs to stdout ("sluice: fixed: ..."). Nothing is
+ * printed when all is well. The exit status is 1 when there was an error
+ * (repairs and warnings do not count), else 0.
+ */
+#include "sys_defs.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <limits.h>
+#include <pwd.h>
+#include <sys/stat.h>
+
+#include "argv.h"
+#include "mail_conf.h"
+#include "mail_queue.h"
+#include "maps.h"
+#include "master_cf.h"
+#include "mymalloc.h"
+#include "qid.h"
+#include "safe_file.h"
+#include "sluice.h"
+#include "vstr.h"
+
+#define SLUICE_CHECK_QUEUE_MODE 0700 /* as sluice init makes them */
+#define SLUICE_CHECK_TMP_PREFIX ".tmp." /* a queue file being written */
+
+/* The parameters whose values are lists of type:name tables. */
+typedef struct SLUICE_CHECK_TABLE {
+    const char *param;
+    int flags;
+} SLUICE_CHECK_TABLE;
+
+static const SLUICE_CHECK_TABLE sluice_check_tables[] = {
+    {"alias_maps", MAP_FLAG_ALIAS},
+    {"local_recipient_maps", MAP_FLAG_NONE},
+    {"transport_maps", MAP_FLAG_NONE},
+    {"canonical_maps", MAP_FLAG_NONE},
+    {"sender_canonical_maps", MAP_FLAG_NONE},
+    {"recipient_canonical_maps", MAP_FLAG_NONE},
+    {"header_checks", MAP_FLAG_NONE},
+    {"body_checks", MAP_FLAG_NONE},
+};
+
+typedef struct SLUICE_CHECK {
+    int errors;
+    const char *queue_dir;
+    uid_t owner;
+    const char *owner_name;
+} SLUICE_CHECK;
+
+/* sluice_check_report - one line "sluice: WHAT: text" to fp */
+static void SLUICE_PRINTF(3, 0)
+    sluice_check_report(FILE *fp, const char *what, const char *fmt, va_list ap)
+{
+    VSTR *line = vstr_alloc(100);
+
+    vstr_vsprintf_append(line, fmt, ap);
+    for (char *cp = vstr_str(line); *cp; cp++)
+        if (*cp == '\n')
+            *cp = ' ';
+    (void) fprintf(fp, "sluice: %s: %s\n", what, vstr_str(line));
+    (void) fflush(fp);
+    vstr_free(line);
+}
+
+/* sluice_check_error - report an error (the exit status will be 1) */
+static void SLUICE_PRINTF(2, 3)
+    sluice_check_error(SLUICE_CHECK *chk, const char *fmt, ...)
+{
+    va_list ap;
+
+    chk->errors++;
+    va_start(ap, fmt);
+    sluice_check_report(stderr, "error", fmt, ap);
+    va_end(ap);
+}
+
+/* sluice_check_warn - report a warning */
+static void SLUICE_PRINTF(1, 2) sluice_check_warn(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    sluice_check_report(stderr, "warning", fmt, ap);
+    va_end(ap);
+}
+
+/* sluice_check_fixed - report a repair */
+static void SLUICE_PRINTF(1, 2) sluice_check_fixed(const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    sluice_check_report(stdout, "fixed", fmt, ap);
+    va_end(ap);
+}
+
+/* sluice_check_split - the entries of a table list; a {...} group (as in
+   inline:{ a=b, c=d }) stays whole; NULL when a brace is unbalanced */
+static ARGV *sluice_check_split(const char *value)
+{
+    ARGV *words = argv_alloc(4);
+    const char *cp = value;
+
+    while (*cp) {
+        const char *start;
+        int depth = 0;
+
+        if (*cp == ',' || isspace((unsigned char) *cp)) {
+            cp++;
+            continue;
+        }
+        for (start = cp; *cp; cp++) {
+            if (*cp == '{')
+                depth++;
+            else if (*cp == '}' && depth > 0)
+                depth--;
+            else if (depth == 0 && (*cp == ',' || isspace((unsigned char) *cp)))
+                break;
+        }
+        if (depth > 0)
+            return argv_free(words);
+        argv_addn(words, start, (size_t) (cp - start));
+    }
+    return words;
+}
+
+/* sluice_check_tables - open every table of the table-valued parameters */
+static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    ARGV *seen = argv_alloc(10);
+    VSTR *why = vstr_alloc(100);
+
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(sluice_check_tables); i++) {
+        const SLUICE_CHECK_TABLE *tp = sluice_check_tables + i;
+        const char *value = mail_conf_str(conf, tp->param);
+        ARGV *specs = sluice_check_split(value);
+
+        if (specs == NULL) {
+            sluice_check_error(chk, "%s: unbalanced '{' in \"%s\"", tp->param,
+                               value);
+            continue;
+        }
+        for (size_t j = 0; j < specs->argc; j++) {
+            const char *spec = specs->argv[j];
+            bool done = false;
+            MAPS *maps;
+
+            /* local_recipient_maps repeats $alias_maps: say it once. */
+            for (size_t k = 0; k < seen->argc && !done; k++)
+                done = strcmp(seen->argv[k], spec) == 0;
+            if (done)
+                continue;
+            argv_add(seen, spec);
+            vstr_reset(why);
+            if ((maps = maps_create(tp->param, spec, tp->flags, why)) != NULL) {
+                maps_free(maps);
+            } else if (strncasecmp(spec, "hash:", 5) == 0 ||
+                       strncasecmp(spec, "btree:", 6) == 0) {
+                sluice_check_warn("%s (run: sluice map %s)", vstr_str(why),
+                                  spec);
+            } else {
+                sluice_check_warn("%s", vstr_str(why));
+            }
+        }
+        argv_free(specs);
+    }
+    vstr_free(why);
+    argv_free(seen);
+}
+
+/* sluice_check_master_cf - parse master.cf; every program must exist */
+static void sluice_check_master_cf(SLUICE_CHECK *chk, const char *config_dir,
+                                   const MAIL_CONF *conf)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    VSTR *program = vstr_alloc(100);
+    const char *daemon_dir = mail_conf_str(conf, "daemon_directory");
+    MASTER_CF *cf;
+
+    vstr_sprintf(path, "%s/master.cf", config_dir);
+    cf =
+        master_cf_read(vstr_str(path),
+                       (int) mail_conf_int(conf, "default_process_limit"), why);
+    if (cf == NULL) {
+        sluice_check_error(chk, "%s", vstr_str(why));
+    } else {
+        for (size_t i = 0; i < cf->count; i++) {
+            const MASTER_ENT *ent = cf->ents + i;
+            const char *command = ent->argv->argv[0];
+
+            if (command[0] == '/')
+                vstr_cpy(program, command);
+            else
+                vstr_sprintf(program, "%s/%s", daemon_dir, command);
+            if (access(vstr_str(program), X_OK) < 0)
+                sluice_check_error(chk,
+                                   "%s line %d: service %s: program %s: %s",
+                                   vstr_str(path), ent->line, ent->name,
+                                   vstr_str(program), strerror(errno));
+        }
+        master_cf_free(cf);
+    }
+    vstr_free(program);
+    vstr_free(why);
+    vstr_free(path);
+}
+
+/* sluice_check_owner - uid of mail_owner (a name, or a number when the
+   user has no passwd entry); -1 when unknown */
+static int sluice_check_owner(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    const char *name = mail_conf_str(conf, "mail_owner");
+    struct passwd *pw;
+    char *end;
+    long uid;
+
+    chk->owner_name = name;
+    if ((pw = getpwnam(name)) != NULL) {
+        chk->owner = pw->pw_uid;
+        return 0;
+    }
+    errno = 0;
+    uid = strtol(name, &end, 10);
+    if (*name && *end == 0 && errno == 0 && uid >= 0 && uid < INT_MAX) {
+        chk->owner = (uid_t) uid;
+        return 0;
+    }
+    sluice_check_error(chk, "mail_owner: unknown user \"%s\"", name);
+    return -1;
+}
+
+/* sluice_check_dir - make path a directory of mail_owner with the queue
+   mode: create it when missing, fix owner and mode; -1 when it cannot be */
+static int sluice_check_dir(SLUICE_CHECK *chk, const char *path)
+{
+    struct stat st;
+    mode_t mode;
+
+    if (lstat(path, &st) < 0) {
+        if (errno != ENOENT) {
+            sluice_check_error(chk, "lstat %s: %s", path, strerror(errno));
+            return -1;
+        }
+        if (mkdir(path, SLUICE_CHECK_QUEUE_MODE) < 0 ||
+            chmod(path, SLUICE_CHECK_QUEUE_MODE) < 0 ||
+            (geteuid() != chk->owner && chown(path, chk->owner, -1) < 0) ||
+            safe_file_fsync_parent(path) < 0) {
+            sluice_check_error(chk, "create %s: %s", path, strerror(errno));
+            return -1;
+        }
+        sluice_check_fixed("%s: created (owner %s, mode %04o)", path,
+                           chk->owner_name, SLUICE_CHECK_QUEUE_MODE);
+        return 0;
+    }
+    if (!S_ISDIR(st.st_mode)) {
+        sluice_check_error(chk, "%s: not a directory%s", path,
+                           S_ISLNK(st.st_mode) ? " (a symbolic link)" : "");
+        return -1;
+    }
+    if (st.st_uid != chk->owner) {
+        if (chown(path, chk->owner, -1) < 0) {
+            sluice_check_error(chk, "%s: owner uid %ld, not %s; chown: %s",
+                               path, (long) st.st_uid, chk->owner_name,
+                               strerror(errno));
+            return -1;
+        }
+        sluice_check_fixed("%s: owner uid %ld -> %s", path, (long) st.st_uid,
+                           chk->owner_name);
+    }
+    mode = st.st_mode & 07777;
+    if (mode != SLUICE_CHECK_QUEUE_MODE) {
+        if (chmod(path, SLUICE_CHECK_QUEUE_MODE) < 0) {
+            sluice_check_error(chk, "%s: mode %04o, not %04o; chmod: %s", path,
+                               (unsigned) mode, SLUICE_CHECK_QUEUE_MODE,
+                               strerror(errno));
+            return -1;
+        }
+        sluice_check_fixed("%s: mode %04o -> %04o", path, (unsigned) mode,
+                           SLUICE_CHECK_QUEUE_MODE);
+    }
+    return 0;
+}
+
+/* sluice_check_queue_id - the queue ID of a queue file's name (QID or
+   .tmp.QID, one being written); NULL when name is no queue file */
+static const char *sluice_check_queue_id(const char *name)
+{
+    size_t prefix = strlen(SLUICE_CHECK_TMP_PREFIX);
+
+    if (strncmp(name, SLUICE_CHECK_TMP_PREFIX, prefix) == 0)
+        name += prefix;
+    return qid_valid(name) ? name : NULL;
+}
+
+/* sluice_check_strays - report what in dir is not a queue file; hash is
+   the hash subdirectory dir is (0: not one); hashed: dir holds the hash
+   subdirectories rather than files */
+static void sluice_check_strays(SLUICE_CHECK *chk, const char *dir, char hash,
+                                bool hashed)
+{
+    DIR *dp;
+    struct dirent *de;
+    VSTR *path = vstr_alloc(100);
+
+    if ((dp = opendir(dir)) == NULL) {
+        sluice_check_error(chk, "open %s: %s", dir, strerror(errno));
+        vstr_free(path);
+        return;
+    }
+    while ((de = readdir(dp)) != NULL) {
+        const char *name = de->d_name;
+        const char *qid;
+
+        if (strcmp(name, ".") == 0 || strcmp(name, "..") == 0)
+            continue;
+        vstr_sprintf(path, "%s/%s", dir, name);
+        if (hashed) {
+            if (name[1] == 0 && strchr(mail_queue_hash_chars, name[0]))
+                continue;
+            sluice_check_warn("%s: not a hash directory (left alone)",
+                              vstr_str(path));
+        } else if ((qid = sluice_check_queue_id(name)) == NULL) {
+            sluice_check_warn("%s: not a queue file (left alone)",
+                              vstr_str(path));
+        } else if (hash != 0 && qid_hash_char(qid) != hash) {
+            sluice_check_warn("%s: in the wrong hash directory (left alone)",
+                              vstr_str(path));
+        }
+    }
+    closedir(dp);
+    vstr_free(path);
+}
+
+/* sluice_check_queue - queue_directory and every queue directory */
+static void sluice_check_queue(SLUICE_CHECK *chk)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *hash_path = vstr_alloc(100);
+
+    if (sluice_check_dir(chk, chk->queue_dir) < 0)
+        goto out;
+    for (const char *const *name = mail_queue_names; *name; name++) {
+        bool hashed = mail_queue_hashed(*name);
+        bool files = strcmp(*name, MAIL_QUEUE_PRIVATE) != 0 &&
+                     strcmp(*name, MAIL_QUEUE_PUBLIC) != 0 &&
+                     strcmp(*name, MAIL_QUEUE_PID) != 0;
+
+        vstr_sprintf(path, "%s/%s", chk->queue_dir, *name);
+        if (sluice_check_dir(chk, vstr_str(path)) < 0)
+            continue;
+        if (hashed) {
+            for (const char *hash = mail_queue_hash_chars; *hash; hash++) {
+                vstr_sprintf(hash_path, "%s/%c", vstr_str(path), *hash);
+                if (sluice_check_dir(chk, vstr_str(hash_path)) == 0)
+                    sluice_check_strays(chk, vstr_str(hash_path), *hash, false);
+            }
+        }
+        /* Sockets and pid files are not queue files. */
+        if (files)
+            sluice_check_strays(chk, vstr_str(path), 0, hashed);
+    }
+out:
+    vstr_free(hash_path);
+    vstr_free(path);
+}
+
+/* sluice_check - `sluice [-c DIR] check` */
+int sluice_check(const char *config_dir, int argc, char **argv)
+{
+    SLUICE_CHECK chk;
+    VSTR *why;
+    MAIL_CONF *conf;
+    const ARGV *warnings;
+
+    if (argc > 1)
+        return sluice_fail("check: unexpected argument \"%s\" (usage: sluice "
+                           "[-c DIR] check)",
+                           argv[1]);
+    memset(&chk, 0, sizeof(chk));
+    why = vstr_alloc(100);
+    conf = mail_conf_read(config_dir, why);
+    if (conf == NULL) {
+        /* Nothing else can be checked without main.cf. */
+        sluice_check_error(&chk, "%s", vstr_str(why));
+        vstr_free(why);
+        return 1;
+    }
+    vstr_free(why);
+    warnings = mail_conf_warnings(conf);
+    for (size_t i = 0; i < warnings->argc; i++)
+        sluice_check_warn("%s", warnings->argv[i]);
+    sluice_check_open_tables(&chk, conf);
+    sluice_check_master_cf(&chk, config_dir, conf);
+    chk.queue_dir = mail_conf_str(conf, "queue_directory");
+    if (sluice_check_owner(&chk, conf) == 0)
+        sluice_check_queue(&chk);
+    mail_conf_free(conf);
+    return chk.errors > 0;
+}

@@ -1,0 +1,249 @@
+"""test_conf - `sluice conf` and `sluice check` (issue 5, item 4)
+
+conf: show (all, -n, -d with type and description), edit in place, refuse a
+bad value; main.cf errors and warnings name the file line. check: a fresh
+instance passes; a broken queue directory is repaired and each repair
+reported; stray files are reported and left alone; a bad master.cf line
+fails with its line; a table that cannot be opened is reported. None of
+these instances is started: everything here is the admin command on files.
+"""
+
+import os
+import re
+import stat
+
+import pytest
+
+from conftest import one_line
+
+
+def main_cf_append(inst, text):
+    """Append lines to main.cf; returns the line number of the first."""
+    before = inst.main_cf.read_text()
+    if not before.endswith("\n"):
+        before += "\n"
+    inst.main_cf.write_text(before + text)
+    return before.count("\n") + 1
+
+
+def mode(path):
+    return stat.S_IMODE(os.lstat(path).st_mode)
+
+
+# --- conf -----------------------------------------------------------------
+
+def test_conf_show_and_edit(instance):
+    before = instance.main_cf.read_text()
+    comments = [l for l in before.splitlines() if l.lstrip().startswith("#")]
+    assert comments, "sluice init should write a commented main.cf"
+
+    assert instance.conf_get("queue_directory") == str(instance.dir / "queue")
+    instance.conf_set(message_size_limit="20480000")
+    assert instance.conf_get("message_size_limit") == "20480000"
+    after = instance.main_cf.read_text()
+    assert re.search(r"^message_size_limit\s*=\s*20480000\s*$", after, re.M)
+    assert [l for l in after.splitlines() if l.lstrip().startswith("#")] == comments
+
+    # editing again changes the line, it does not add a second one
+    instance.conf_set(message_size_limit="10m")
+    after = instance.main_cf.read_text()
+    assert len(re.findall(r"^message_size_limit\s*=", after, re.M)) == 1
+
+
+def test_conf_n_shows_only_set_parameters(instance):
+    out = instance.check("conf", "-n")
+    shown = {l.split("=")[0].strip() for l in one_line(out)}
+    assert "queue_directory" in shown
+    set_in_file = set()
+    for line in instance.main_cf.read_text().splitlines():
+        m = re.match(r"^([A-Za-z0-9_]+)\s*=", line)
+        if m:
+            set_in_file.add(m.group(1))
+    assert shown == set_in_file
+    # everything (without -n) is a strict superset: defaults are shown too
+    everything = {l.split("=")[0].strip() for l in one_line(instance.check("conf"))}
+    assert shown < everything
+    assert "smtpd_timeout" in everything - shown
+    assert len(everything) >= 60
+    # main.cf wins over the default in the full listing
+    full = dict(l.split(" = ", 1) for l in one_line(instance.check("conf")))
+    assert full["queue_directory"] == str(instance.dir / "queue")
+    assert full["smtpd_timeout"] == "300s"
+
+
+@pytest.mark.parametrize("name, default, type_word, words", [
+    ("smtpd_timeout", "300s", "time", "smtpd waits for a client"),
+    ("message_size_limit", "10240000", "size", "largest message accepted"),
+    ("soft_bounce", "no", "boolean", "permanent delivery errors"),
+    ("default_process_limit", "100", "integer", "maxproc"),
+    ("alias_maps", "hash:/etc/aliases", "list", "local aliases"),
+    ("mail_name", "sluice", "string", "name of the mail system"),
+])
+def test_conf_d_shows_default_type_and_description(instance, name, default,
+                                                   type_word, words):
+    # main.cf's own setting must not hide the default
+    instance.conf_set(**{name: "yes" if type_word == "boolean" else "1"})
+    lines = one_line(instance.check("conf", "-d", name))
+    assert len(lines) == 2, lines
+    assert lines[0] == "%s = %s" % (name, default)
+    m = re.match(r"^# (.+?): (.+)$", lines[1])
+    assert m, lines[1]
+    assert m.group(1).startswith(type_word)
+    assert words in m.group(2)
+
+
+def test_conf_d_unknown_name_fails(instance):
+    r = instance.command("conf", "-d", "smtpd_no_such_thing")
+    assert r.returncode != 0
+    assert "smtpd_no_such_thing" in r.stderr
+
+
+def test_unknown_parameter_is_a_warning_with_its_line(instance):
+    line = main_cf_append(instance,
+                          "# my own\n"
+                          "my_helo = hello.test\n"
+                          "smtp_helo_name = $my_helo\n"
+                          "smtp_destination_concurrency_limit = 3\n"
+                          "smtpd_bogus = 1\n")
+    want = "main.cf line %d: unknown parameter smtpd_bogus" % (line + 4)
+    for args in (("conf",), ("conf", "-n"), ("check",)):
+        r = instance.command(*args)
+        assert r.returncode == 0, (args, r.stderr)
+        warnings = [l for l in one_line(r.stderr) if "unknown parameter" in l]
+        assert len(warnings) == 1, (args, r.stderr)
+        assert want in warnings[0]
+        assert "warning" in warnings[0]
+    # the user-defined parameter is used through $my_helo
+    assert instance.conf_get("my_helo") == "hello.test"
+
+
+@pytest.mark.parametrize("name, bad, complaint", [
+    ("smtpd_recipient_limit", "lots", "bad number"),
+    ("soft_bounce", "maybe", "bad boolean"),
+    ("smtpd_timeout", "5 minutes", "bad time"),
+    ("message_size_limit", "10x", "bad size"),
+])
+def test_bad_value_names_parameter_and_line(instance, name, bad, complaint):
+    line = main_cf_append(instance, "\n# broken\n%s = %s\n" % (name, bad))
+    want = "main.cf line %d: %s: %s" % (line + 2, name, complaint)
+    for args in (("conf",), ("check",), ("start",)):
+        r = instance.command(*args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert want in r.stderr, (args, r.stderr)
+    assert instance.master_pid() is None
+
+
+@pytest.mark.parametrize("name, bad", [
+    ("smtpd_recipient_limit", "-3"),
+    ("disable_vrfy_command", "sometimes"),
+    ("queue_run_delay", "5x"),
+    ("header_size_limit", "big"),
+])
+def test_conf_set_refuses_bad_value(instance, name, bad):
+    before = instance.main_cf.read_text()
+    r = instance.command("conf", "%s=%s" % (name, bad))
+    assert r.returncode != 0
+    lines = one_line(r.stderr)
+    assert len(lines) == 1 and name in lines[0] and bad in lines[0], r.stderr
+    assert instance.main_cf.read_text() == before
+
+
+# --- check ----------------------------------------------------------------
+
+def table_warning(line):
+    """A warning about a table that cannot be opened (the system's
+    /etc/aliases may have no .db on a test machine)."""
+    return "warning:" in line and "_maps:" in line
+
+
+def test_check_fresh_instance(instance):
+    r = instance.command("check")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() in ("", "ok"), r.stdout
+    others = [l for l in one_line(r.stderr) if not table_warning(l)]
+    assert others == [], r.stderr
+
+
+def test_check_repairs_the_queue(instance):
+    q = instance.queue_dir
+    os.chmod(q / "deferred", 0o777)
+    os.rmdir(q / "hold")
+    os.chmod(q / "defer" / "A", 0o755)
+    os.chown(q / "incoming", 65534, -1)
+    r = instance.command("check")
+    assert r.returncode == 0, r.stderr
+    fixed = one_line(r.stdout)
+    assert any("%s: mode 0777 -> 0700" % (q / "deferred") in l for l in fixed), fixed
+    assert any("%s: mode 0755 -> 0700" % (q / "defer" / "A") in l for l in fixed), fixed
+    assert any("%s: created" % (q / "hold") in l for l in fixed), fixed
+    assert any("%s: owner uid 65534 ->" % (q / "incoming") in l for l in fixed), fixed
+    assert all(l.startswith("sluice: fixed: ") for l in fixed), fixed
+    assert len(fixed) == 4, fixed
+
+    for sub in ("deferred", "hold", "incoming", "defer/A"):
+        assert mode(q / sub) == 0o700, sub
+        assert os.lstat(q / sub).st_uid == os.geteuid(), sub
+    assert stat.S_ISDIR(os.lstat(q / "hold").st_mode)
+
+    # repaired: a second run has nothing to fix
+    r = instance.command("check")
+    assert r.returncode == 0 and r.stdout.strip() in ("", "ok"), r.stdout
+
+
+def test_check_reports_stray_files(instance):
+    q = instance.queue_dir
+    (q / "incoming" / "junk").write_text("x")
+    (q / "deferred" / "notahash").write_text("x")
+    # a queue file being written is no stray
+    (q / "incoming" / ".tmp.0000000000000001").write_text("x")
+    r = instance.command("check")
+    assert r.returncode == 0, r.stderr
+    strays = [l for l in one_line(r.stderr) if not table_warning(l)]
+    assert len(strays) == 2, r.stderr
+    assert any(str(q / "incoming" / "junk") in l and "not a queue file" in l
+               for l in strays), strays
+    assert any(str(q / "deferred" / "notahash") in l for l in strays), strays
+    # reported, not removed
+    assert (q / "incoming" / "junk").exists()
+    assert (q / "deferred" / "notahash").exists()
+
+
+def master_cf_line_of(inst, text):
+    lines = inst.master_cf.read_text().splitlines()
+    return lines.index(text) + 1
+
+
+@pytest.mark.parametrize("service", [
+    "bogus      unix  -       -       n       -       -       nosuchprogram",
+    "bogus      unix  maybe   -       n       -       -       smtp",
+    "bogus      unix  -       -       n       -       lots    smtp",
+    "bogus      tcp   -       -       n       -       -       smtp",
+])
+def test_check_bad_master_cf_line(instance, service):
+    instance.add_service(service)
+    line = master_cf_line_of(instance, service)
+    r = instance.command("check")
+    assert r.returncode == 1, r.stderr
+    errors = [l for l in one_line(r.stderr) if "error:" in l]
+    assert len(errors) == 1, r.stderr
+    assert "master.cf line %d:" % line in errors[0]
+
+
+def test_check_reports_a_missing_hash_table(instance):
+    aliases = instance.dir / "more-aliases"   # init built its own aliases.db
+    aliases.write_text("postmaster: root\n")
+    spec = "hash:%s" % aliases
+    instance.conf_set(alias_maps=spec)
+    r = instance.command("check")
+    assert r.returncode == 0, r.stderr
+    warnings = [l for l in one_line(r.stderr) if spec in l]
+    assert len(warnings) == 1, r.stderr
+    assert "alias_maps" in warnings[0]
+    assert "%s.db" % aliases in warnings[0]
+    assert "sluice map %s" % spec in warnings[0]
+
+    # once built, the table opens
+    r = instance.command("map", "-a", spec)
+    assert r.returncode == 0, r.stderr
+    r = instance.command("check")
+    assert r.returncode == 0 and spec not in r.stderr, r.stderr
