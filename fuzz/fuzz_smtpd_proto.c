@@ -14,7 +14,8 @@
 
 #include "argv.h"
 #include "fuzz_common.h"
-#include "mynetworks.h"
+#include "maps.h"
+#include "match_list.h"
 #include "smtpd.h"
 #include "vstr.h"
 
@@ -31,9 +32,40 @@ static void fuzz_conf_init(void)
     fuzz_conf.mail_name = "sluice";
     fuzz_conf.banner = "mx.example.test ESMTP sluice";
     fuzz_conf.queue_dir = "/nonexistent";
-    fuzz_conf.mydestination = argv_split("mx.example.test, localhost", ", ");
-    fuzz_conf.relay_domains = argv_split("relay.test", ", ");
-    fuzz_conf.mynetworks = mynetworks_parse("127.0.0.0/8 [::1]/128", why);
+    fuzz_conf.mydestination = match_list_create(
+        "mydestination", "mx.example.test, localhost", MATCH_LIST_DOMAIN, why);
+    fuzz_conf.relay_domains =
+        match_list_create("relay_domains", "relay.test",
+                          MATCH_LIST_DOMAIN | MATCH_LIST_PARENT, why);
+    fuzz_conf.mynetworks =
+        match_list_create("mynetworks", "127.0.0.0/8 [::1]/128",
+                          MATCH_LIST_ADDR | MATCH_LIST_PARENT, why);
+    /* Access restrictions with inline tables, so the checks run too. */
+    fuzz_conf.restrictions[SMTPD_LIST_SENDER] = smtpd_check_parse(
+        "smtpd_sender_restrictions",
+        "check_sender_access inline:{ bad.test=REJECT,"
+        " { x@y.test = 553 5.7.9 no }, { <> = DEFER later }, user@=OK }",
+        why);
+    fuzz_conf.restrictions[SMTPD_LIST_RELAY] = smtpd_check_parse(
+        "smtpd_relay_restrictions",
+        "permit_mynetworks, check_recipient_access inline:{ ok.test=OK },"
+        " reject_unauth_destination",
+        why);
+    fuzz_conf.restrictions[SMTPD_LIST_RECIPIENT] = smtpd_check_parse(
+        "smtpd_recipient_restrictions",
+        "check_recipient_access inline:{ { d.test = 450 4.1.1 later } },"
+        " check_helo_access inline:{ evil.test=REJECT }",
+        why);
+    fuzz_conf.local_recipient_maps =
+        maps_create("local_recipient_maps",
+                    "inline:{ alice=yes, postmaster=yes }", MAP_FLAG_NONE, why);
+    fuzz_conf.recipient_delimiter = "+";
+    for (int i = 0; i < SMTPD_LIST_COUNT; i++)
+        if (i != SMTPD_LIST_CLIENT && i != SMTPD_LIST_HELO &&
+            fuzz_conf.restrictions[i] == NULL)
+            abort();
+    if (fuzz_conf.local_recipient_maps == NULL)
+        abort();
     fuzz_conf.message_size_limit = 1000;
     fuzz_conf.queue_minfree = 0; /* no statvfs */
     fuzz_conf.line_length_limit = 2048;

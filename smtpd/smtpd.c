@@ -27,6 +27,13 @@
  * limit from each. Postfix shares them through its anvil service; a
  * shared counter service is for later.
  *
+ * Access control (smtpd_check.c) is configured here once: mydestination,
+ * relay_domains, mynetworks and smtpd_client_event_limit_exceptions are
+ * match lists (global/match_list.h, so they may hold tables), the five
+ * smtpd_*_restrictions lists are compiled and their tables opened, and
+ * local_recipient_maps is opened. A bad word or a table that cannot be
+ * opened is fatal at start, naming the parameter, so master logs it.
+ *
  * Stand-alone mode (smtpd -S, which sendmail -bs runs): no master, no
  * listeners; one session on the socket at fd 0 (which is also the output),
  * a local submission (trusted, may relay, origin local, no client
@@ -55,7 +62,8 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
-#include "mynetworks.h"
+#include "maps.h"
+#include "match_list.h"
 #include "smtpd.h"
 #include "sock.h"
 #include "vstr.h"
@@ -218,7 +226,7 @@ static const char *smtpd_client_admit(SMTPD_CTX *ctx, const char *addr,
         sc->client_connection_rate_limit <= 0)
         return NULL;
     if (sc->event_limit_exceptions != NULL &&
-        mynetworks_match(sc->event_limit_exceptions, addr))
+        match_list_match(sc->event_limit_exceptions, addr) == 1)
         return NULL;
     client = smtpd_client_find(ctx, addr, now);
     if (now - client->window_start >= sc->client_connection_rate_time_unit) {
@@ -913,13 +921,63 @@ static void smtpd_stand_alone(SMTPD_CTX *ctx)
     smtpd_session_new(ctx, fd, "localhost", "local", true);
 }
 
+/* smtpd_match_list - compile a domain or address list parameter; a bad
+   word or a table that cannot be opened is fatal */
+static MATCH_LIST *smtpd_match_list(const MAIL_CONF *conf, const char *param,
+                                    int flags)
+{
+    ARGV *parent = mail_conf_list(conf, "parent_domain_matches_subdomains");
+    VSTR *why = vstr_alloc(64);
+    MATCH_LIST *list;
+
+    for (size_t i = 0; i < parent->argc; i++)
+        if (strcmp(parent->argv[i], param) == 0)
+            flags |= MATCH_LIST_PARENT;
+    argv_free(parent);
+    if ((list = match_list_create(param, mail_conf_str(conf, param), flags,
+                                  why)) == NULL)
+        msg_fatal("%s", vstr_str(why));
+    vstr_free(why);
+    return list;
+}
+
+/* smtpd_access_init - the lists and tables of access control, opened once;
+   a bad restriction word or a table that cannot be opened is fatal (master
+   logs it and backs off) */
+static void smtpd_access_init(SMTPD_CONF *sc, const MAIL_CONF *conf)
+{
+    static const char *const params[SMTPD_LIST_COUNT] = {
+        "smtpd_client_restrictions",    "smtpd_helo_restrictions",
+        "smtpd_sender_restrictions",    "smtpd_relay_restrictions",
+        "smtpd_recipient_restrictions",
+    };
+    VSTR *why = vstr_alloc(64);
+
+    sc->mydestination =
+        smtpd_match_list(conf, "mydestination", MATCH_LIST_DOMAIN);
+    sc->relay_domains =
+        smtpd_match_list(conf, "relay_domains", MATCH_LIST_DOMAIN);
+    sc->mynetworks = smtpd_match_list(conf, "mynetworks", MATCH_LIST_ADDR);
+    for (int i = 0; i < SMTPD_LIST_COUNT; i++)
+        if ((sc->restrictions[i] = smtpd_check_parse(
+                 params[i], mail_conf_str(conf, params[i]), why)) == NULL)
+            msg_fatal("%s", vstr_str(why));
+    if ((sc->local_recipient_maps =
+             maps_create("local_recipient_maps",
+                         mail_conf_str(conf, "local_recipient_maps"),
+                         MAP_FLAG_NONE, why)) == NULL)
+        msg_fatal("%s", vstr_str(why));
+    sc->recipient_delimiter =
+        mystrdup(mail_conf_str(conf, "recipient_delimiter"));
+    vstr_free(why);
+}
+
 /* smtpd_pre_loop - read main.cf once */
 static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
 {
     SMTPD_CTX *ctx = arg;
     const MAIL_CONF *conf = mail_server_conf(server);
     SMTPD_CONF *sc = &ctx->conf;
-    VSTR *why = vstr_alloc(64);
     VSTR *path = vstr_alloc(100);
     long long timeout;
 
@@ -935,11 +993,7 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
     sc->queue_dir = mystrdup(mail_conf_str(conf, "queue_directory"));
     if (*sc->queue_dir == 0)
         msg_fatal("queue_directory is not set");
-    sc->mydestination = mail_conf_list(conf, "mydestination");
-    sc->relay_domains = mail_conf_list(conf, "relay_domains");
-    if ((sc->mynetworks =
-             mynetworks_parse(mail_conf_str(conf, "mynetworks"), why)) == NULL)
-        msg_fatal("mynetworks: %s", vstr_str(why));
+    smtpd_access_init(sc, conf);
     sc->message_size_limit = mail_conf_size(conf, "message_size_limit");
     sc->queue_minfree = mail_conf_size(conf, "queue_minfree");
     sc->line_length_limit = mail_conf_int(conf, "line_length_limit");
@@ -960,15 +1014,12 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
     timeout = mail_conf_time(conf, "smtpd_client_connection_rate_time_unit");
     sc->client_connection_rate_time_unit =
         timeout > 0 && timeout < INT32_MAX ? (int) timeout : 60;
-    if ((sc->event_limit_exceptions = mynetworks_parse(
-             mail_conf_str(conf, "smtpd_client_event_limit_exceptions"),
-             why)) == NULL)
-        msg_fatal("smtpd_client_event_limit_exceptions: %s", vstr_str(why));
+    sc->event_limit_exceptions = smtpd_match_list(
+        conf, "smtpd_client_event_limit_exceptions", MATCH_LIST_ADDR);
     sc->forbid_bare_newline = mail_conf_bool(conf, "smtpd_forbid_bare_newline");
     sc->disable_vrfy = mail_conf_bool(conf, "disable_vrfy_command");
     vstr_sprintf(path, "%s/%s/%s", sc->queue_dir, "private", CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
-    vstr_free(why);
     if (ctx->stand_alone)
         smtpd_stand_alone(ctx);
 }
@@ -1000,12 +1051,15 @@ static void smtpd_ctx_release(SMTPD_CTX *ctx)
     myfree((char *) sc->mail_name);
     myfree((char *) sc->banner);
     myfree((char *) sc->queue_dir);
-    if (sc->mydestination)
-        argv_free(sc->mydestination);
-    if (sc->relay_domains)
-        argv_free(sc->relay_domains);
-    sc->event_limit_exceptions = mynetworks_free(sc->event_limit_exceptions);
-    mynetworks_free(sc->mynetworks);
+    sc->mydestination = match_list_free(sc->mydestination);
+    sc->relay_domains = match_list_free(sc->relay_domains);
+    sc->mynetworks = match_list_free(sc->mynetworks);
+    sc->event_limit_exceptions = match_list_free(sc->event_limit_exceptions);
+    for (int i = 0; i < SMTPD_LIST_COUNT; i++)
+        sc->restrictions[i] = smtpd_check_free(sc->restrictions[i]);
+    if (sc->local_recipient_maps != NULL)
+        sc->local_recipient_maps = maps_free(sc->local_recipient_maps);
+    myfree((char *) sc->recipient_delimiter);
     myfree(ctx->cleanup_path);
     for (size_t i = 0; i < ctx->client_count; i++)
         myfree(ctx->clients[i].addr);

@@ -7,6 +7,9 @@
  * smtpd_proto.c  the protocol without I/O: the command parser and the
  *                session state machine (SMTPD_PROTO), and the DATA content
  *                decoder (SMTPD_DATA); unit tested by smtpd_proto_test.c
+ * smtpd_check.c  the access restrictions (smtpd_*_restrictions, access
+ *                tables, local_recipient_maps), evaluated at RCPT; also
+ *                unit tested by smtpd_proto_test.c
  *
  * The I/O layer hands smtpd_proto_command() one command line at a time
  * (without its line ending) and gets back the reply text and an action.
@@ -20,8 +23,23 @@
 #include "sys_defs.h"
 
 #include "argv.h"
-#include "mynetworks.h"
+#include "maps.h"
+#include "match_list.h"
 #include "vstr.h"
+
+/* The restriction lists, in the order they are evaluated at RCPT TO (as
+   Postfix does with smtpd_delay_reject = yes). */
+typedef enum SMTPD_LIST {
+    SMTPD_LIST_CLIENT, /* smtpd_client_restrictions */
+    SMTPD_LIST_HELO, /* smtpd_helo_restrictions */
+    SMTPD_LIST_SENDER, /* smtpd_sender_restrictions */
+    SMTPD_LIST_RELAY, /* smtpd_relay_restrictions */
+    SMTPD_LIST_RECIPIENT, /* smtpd_recipient_restrictions */
+    SMTPD_LIST_COUNT,
+} SMTPD_LIST;
+
+/* One compiled restriction list (smtpd_check.c). */
+typedef struct SMTPD_RESTRICTIONS SMTPD_RESTRICTIONS;
 
 /* What the daemon reads from main.cf once. */
 typedef struct SMTPD_CONF {
@@ -29,9 +47,13 @@ typedef struct SMTPD_CONF {
     const char *mail_name; /* "sluice", for the Received: header */
     const char *banner; /* smtpd_banner, expanded */
     const char *queue_dir;
-    ARGV *mydestination; /* domains we are the final destination for */
-    ARGV *relay_domains; /* domains (and subdomains) we relay to */
-    MYNETWORKS *mynetworks;
+    MATCH_LIST *mydestination; /* domains we are the final destination for */
+    MATCH_LIST *relay_domains; /* domains (and subdomains) we relay to */
+    MATCH_LIST *mynetworks;
+    /* Access control (smtpd_check.c); NULL lists are empty. */
+    SMTPD_RESTRICTIONS *restrictions[SMTPD_LIST_COUNT];
+    MAPS *local_recipient_maps; /* NULL or empty: every local user */
+    const char *recipient_delimiter; /* "" for none */
     long long message_size_limit; /* bytes; 0: none */
     long long queue_minfree; /* bytes; 0: no check */
     long long line_length_limit; /* command line bytes */
@@ -43,7 +65,7 @@ typedef struct SMTPD_CONF {
     int client_connection_count_limit; /* concurrent sessions per IP */
     int client_connection_rate_limit; /* connects per IP per time unit */
     int client_connection_rate_time_unit; /* seconds */
-    MYNETWORKS *event_limit_exceptions; /* exempt; may be mynetworks */
+    MATCH_LIST *event_limit_exceptions; /* exempt from the limits */
     bool forbid_bare_newline; /* refuse content with bare LF */
     bool disable_vrfy; /* disable_vrfy_command */
 } SMTPD_CONF;
@@ -144,8 +166,33 @@ extern void smtpd_proto_received(const SMTPD_PROTO *proto, const char *queue_id,
                                  time_t when, VSTR *out);
 /* smtpd_proto_counts - " ehlo=1 mail=1 ... commands=5" for the log */
 extern void smtpd_proto_counts(const SMTPD_PROTO *proto, VSTR *out);
-/* smtpd_proto_relay_ok - may this session send to address? */
-extern bool smtpd_proto_relay_ok(const SMTPD_PROTO *proto, const char *address);
+/* smtpd_proto_relay_ok - may this session send to address (a trusted
+   client, or a destination of ours)? 1 yes, 0 no, -1 a table failed */
+extern int smtpd_proto_relay_ok(const SMTPD_PROTO *proto, const char *address);
+
+/*
+ * Access restrictions (smtpd_check.c). A list holds the words permit,
+ * reject, defer, permit_mynetworks, reject_unauth_destination,
+ * permit_auth_destination, reject_unlisted_recipient, and
+ * check_{client,helo,sender,recipient}_access type:table. Access tables
+ * answer as Postfix's access(5): OK, REJECT [text], DEFER [text], DUNNO,
+ * 4NN/5NN text.
+ */
+/* smtpd_check_parse - compile param's value (the words above); NULL with
+   why naming the parameter and the bad word or table */
+extern SMTPD_RESTRICTIONS *smtpd_check_parse(const char *param,
+                                             const char *value, VSTR *why);
+extern SMTPD_RESTRICTIONS *smtpd_check_free(SMTPD_RESTRICTIONS *list);
+/* smtpd_check_rcpt - every restriction list, then local_recipient_maps,
+   for recipient rcpt of the session's transaction: 0 accept, or the reply
+   code with the whole reply line ("554 5.7.1 <a@b>: Relay access
+   denied") in reply */
+extern int smtpd_check_rcpt(const SMTPD_PROTO *proto, const char *rcpt,
+                            VSTR *reply);
+/* smtpd_check_auth_destination - address's domain is in mydestination or
+   relay_domains (no domain: local); 1 yes, 0 no, -1 a table failed */
+extern int smtpd_check_auth_destination(const SMTPD_CONF *conf,
+                                        const char *address);
 
 /*
  * The DATA content decoder: bytes as they come from the client in, the

@@ -4,7 +4,11 @@
  * Nothing here reads or writes a socket, so every reply can be unit
  * tested. The session state is small: a sender once MAIL succeeded, the
  * count of recipients cleanup accepted, and the error count that ends a
- * session at smtpd_hard_error_limit. Every reply carries an enhanced
+ * session at smtpd_hard_error_limit. RCPT TO asks smtpd_check.c (the
+ * access restrictions) before the recipient goes to cleanup; a refusal
+ * is logged as Postfix logs it ("NOQUEUE: reject: RCPT from ..."), and a
+ * local submission (sendmail -bs) is not subject to the restrictions, as
+ * in Postfix's stand-alone mode. Every reply carries an enhanced
  * status code (RFC 2034) except the greeting and 354, as Postfix does.
  *
  * The DATA decoder is a byte-level state machine so that no line, however
@@ -92,8 +96,9 @@ SMTPD_PROTO *smtpd_proto_alloc(const SMTPD_CONF *conf, const char *client_name,
     proto->conf = conf;
     proto->client_name = mystrdup(client_name);
     proto->client_addr = mystrdup(client_addr);
-    proto->client_trusted = conf->mynetworks != NULL &&
-                            mynetworks_match(conf->mynetworks, client_addr);
+    proto->client_trusted =
+        conf->mynetworks != NULL &&
+        match_list_match(conf->mynetworks, client_addr) == 1;
     proto->sender = vstr_alloc(64);
     proto->rcpt = vstr_alloc(64);
     proto->orcpt = vstr_alloc(64);
@@ -366,39 +371,12 @@ static SMTPD_ACT smtpd_proto_mail(SMTPD_PROTO *proto, char *arg)
     return SMTPD_ACT_REPLY;
 }
 
-/* smtpd_proto_domain_in - domain is in list (or a subdomain, if allowed) */
-static bool smtpd_proto_domain_in(const ARGV *list, const char *domain,
-                                  bool subdomains)
-{
-    size_t len = strlen(domain);
-
-    if (list == NULL)
-        return false;
-    for (size_t i = 0; i < list->argc; i++) {
-        const char *entry = list->argv[i];
-        size_t elen = strlen(entry);
-
-        if (strcasecmp(entry, domain) == 0)
-            return true;
-        if (subdomains && elen > 0 && len > elen + 1 &&
-            domain[len - elen - 1] == '.' &&
-            strcasecmp(domain + len - elen, entry) == 0)
-            return true;
-    }
-    return false;
-}
-
 /* smtpd_proto_relay_ok - may this session send to address? */
-bool smtpd_proto_relay_ok(const SMTPD_PROTO *proto, const char *address)
+int smtpd_proto_relay_ok(const SMTPD_PROTO *proto, const char *address)
 {
-    const char *domain;
-
     if (proto->client_trusted)
-        return true;
-    if ((domain = smtp_addr_domain(address)) == NULL)
-        return true; /* "postmaster": local */
-    return smtpd_proto_domain_in(proto->conf->mydestination, domain, false) ||
-           smtpd_proto_domain_in(proto->conf->relay_domains, domain, true);
+        return 1;
+    return smtpd_check_auth_destination(proto->conf, address);
 }
 
 /* smtpd_proto_notify_ok - NEVER, or a list of SUCCESS FAILURE DELAY */
@@ -504,12 +482,14 @@ static SMTPD_ACT smtpd_proto_rcpt(SMTPD_PROTO *proto, char *arg)
         smtpd_proto_reply(proto, "452 4.5.3 Error: too many recipients");
         return SMTPD_ACT_REPLY;
     }
-    if (!smtpd_proto_relay_ok(proto, vstr_str(proto->rcpt))) {
-        smtpd_proto_reply(proto, "554 5.7.1 <%s>: Relay access denied",
-                          vstr_str(proto->rcpt));
-        msg_info("NOQUEUE: reject: RCPT from %s[%s]: 554 5.7.1 <%s>: Relay"
-                 " access denied; from=<%s> to=<%s> proto=%s helo=<%s>",
-                 proto->client_name, proto->client_addr, vstr_str(proto->rcpt),
+    /* The access restrictions; a local submission (sendmail -bs) is not
+       subject to them, as in Postfix's stand-alone mode. */
+    if (!proto->local &&
+        smtpd_check_rcpt(proto, vstr_str(proto->rcpt), proto->why) != 0) {
+        smtpd_proto_reply(proto, "%s", vstr_str(proto->why));
+        msg_info("NOQUEUE: reject: RCPT from %s[%s]: %s; from=<%s> to=<%s>"
+                 " proto=%s helo=<%s>",
+                 proto->client_name, proto->client_addr, vstr_str(proto->why),
                  vstr_str(proto->sender), vstr_str(proto->rcpt),
                  proto->esmtp ? "ESMTP" : "SMTP",
                  proto->helo_name ? proto->helo_name : "");

@@ -4,14 +4,17 @@
  */
 #include "sys_defs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
 #include "argv.h"
 #include "msg.h"
 #include "mymalloc.h"
-#include "mynetworks.h"
+#include "maps.h"
+#include "match_list.h"
 #include "smtpd.h"
 #include "vstr.h"
 
@@ -41,9 +44,21 @@ static int test_setup(void **state)
     env->conf.mail_name = "sluice";
     env->conf.banner = "mx.example.org ESMTP sluice";
     env->conf.queue_dir = env->dir;
-    env->conf.mydestination = argv_split("mx.example.org, localhost", ", ");
-    env->conf.relay_domains = argv_split("relay.test", ", ");
-    env->conf.mynetworks = mynetworks_parse("127.0.0.0/8 [::1]/128", why);
+    env->conf.mydestination = match_list_create(
+        "mydestination", "mx.example.org, localhost", MATCH_LIST_DOMAIN, why);
+    env->conf.relay_domains =
+        match_list_create("relay_domains", "relay.test",
+                          MATCH_LIST_DOMAIN | MATCH_LIST_PARENT, why);
+    env->conf.mynetworks =
+        match_list_create("mynetworks", "127.0.0.0/8 [::1]/128",
+                          MATCH_LIST_ADDR | MATCH_LIST_PARENT, why);
+    if (env->conf.mydestination == NULL || env->conf.relay_domains == NULL ||
+        env->conf.mynetworks == NULL)
+        return -1;
+    env->conf.restrictions[SMTPD_LIST_RELAY] =
+        smtpd_check_parse("smtpd_relay_restrictions",
+                          "permit_mynetworks, reject_unauth_destination", why);
+    env->conf.recipient_delimiter = "+";
     env->conf.message_size_limit = 1000;
     env->conf.queue_minfree = 0;
     env->conf.line_length_limit = 2048;
@@ -59,17 +74,48 @@ static int test_setup(void **state)
     return 0;
 }
 
+/* __lsan_default_suppressions - LeakSanitizer (SANITIZE=1): Berkeley DB
+   does not free a handle whose file it found corrupt (DB_RUNRECOVERY),
+   which test_lookup_failure does on purpose */
+const char *__lsan_default_suppressions(void);
+const char *__lsan_default_suppressions(void)
+{
+    return "leak:libdb-5.3.so\n";
+}
+
+/* remove_files - empty the test folder (the log, tables) */
+static void remove_files(const char *dir)
+{
+    DIR *dp = opendir(dir);
+    struct dirent *de;
+    char path[512];
+
+    if (dp == NULL)
+        return;
+    while ((de = readdir(dp)) != NULL) {
+        if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+        (void) unlink(path);
+    }
+    closedir(dp);
+}
+
 /* test_teardown - free it all and remove the folder */
 static int test_teardown(void **state)
 {
     TEST_ENV *env = *state;
 
     smtpd_proto_free(env->proto);
-    argv_free(env->conf.mydestination);
-    argv_free(env->conf.relay_domains);
-    mynetworks_free(env->conf.mynetworks);
+    match_list_free(env->conf.mydestination);
+    match_list_free(env->conf.relay_domains);
+    match_list_free(env->conf.mynetworks);
+    for (int i = 0; i < SMTPD_LIST_COUNT; i++)
+        smtpd_check_free(env->conf.restrictions[i]);
+    if (env->conf.local_recipient_maps != NULL)
+        maps_free(env->conf.local_recipient_maps);
     msg_log_file("");
-    (void) unlink(env->log);
+    remove_files(env->dir);
     if (rmdir(env->dir) < 0)
         return -1;
     myfree(env);
@@ -333,12 +379,13 @@ static void test_relay_control(void **state)
     SMTPD_PROTO *trusted =
         smtpd_proto_alloc(&env->conf, "unknown", "127.0.0.2");
 
-    assert_true(smtpd_proto_relay_ok(trusted, "x@elsewhere.example"));
+    assert_int_equal(smtpd_proto_relay_ok(trusted, "x@elsewhere.example"), 1);
     smtpd_proto_free(trusted);
     trusted = smtpd_proto_alloc(&env->conf, "unknown", "::1");
-    assert_true(smtpd_proto_relay_ok(trusted, "x@elsewhere.example"));
+    assert_int_equal(smtpd_proto_relay_ok(trusted, "x@elsewhere.example"), 1);
     smtpd_proto_free(trusted);
-    assert_false(smtpd_proto_relay_ok(env->proto, "x@elsewhere.example"));
+    assert_int_equal(smtpd_proto_relay_ok(env->proto, "x@elsewhere.example"),
+                     0);
 }
 
 static void test_nul_and_long_line(void **state)
@@ -613,6 +660,474 @@ static void test_data_limit_and_chunks(void **state)
     vstr_free(out);
 }
 
+/* set_list - compile one restriction list into the configuration */
+static void set_list(TEST_ENV *env, SMTPD_LIST list, const char *value)
+{
+    VSTR *why = vstr_alloc(64);
+
+    smtpd_check_free(env->conf.restrictions[list]);
+    env->conf.restrictions[list] = smtpd_check_parse("test_list", value, why);
+    if (env->conf.restrictions[list] == NULL)
+        fail_msg("%s: %s", value, vstr_str(why));
+    vstr_free(why);
+}
+
+/* session - a new session from client addr, EHLO helo (unless NULL) and
+   MAIL FROM:<sender> */
+static void session(TEST_ENV *env, const char *addr, const char *helo,
+                    const char *sender)
+{
+    char line[512];
+
+    smtpd_proto_free(env->proto);
+    env->proto = smtpd_proto_alloc(&env->conf, "unknown", addr);
+    if (helo != NULL) {
+        snprintf(line, sizeof(line), "EHLO %s", helo);
+        expect(env, line, "250-", SMTPD_ACT_REPLY);
+    }
+    snprintf(line, sizeof(line), "MAIL FROM:<%s>", sender);
+    expect(env, line, "250 2.1.0 Ok\r\n", SMTPD_ACT_REPLY);
+}
+
+/* expect_rcpt - RCPT TO:<rcpt> gets exactly reply (CR LF added), or is
+   accepted (handed to cleanup) when reply is NULL */
+static void expect_rcpt(TEST_ENV *env, const char *rcpt, const char *reply)
+{
+    char line[512];
+    char want[512];
+    SMTPD_ACT act;
+    const char *got;
+
+    snprintf(line, sizeof(line), "RCPT TO:<%s>", rcpt);
+    got = cmd(env, line, &act);
+    if (reply == NULL) {
+        if (act != SMTPD_ACT_RCPT || *got != 0)
+            fail_msg("%s: got \"%s\", want acceptance", line, got);
+        return;
+    }
+    snprintf(want, sizeof(want), "%s\r\n", reply);
+    if (act != SMTPD_ACT_REPLY || strcmp(got, want) != 0)
+        fail_msg("%s: got \"%s\", want \"%s\"", line, got, reply);
+}
+
+/* write_file - a table's text in the test folder; returns its path */
+static const char *write_file(TEST_ENV *env, const char *name, const char *text)
+{
+    static char path[256];
+    FILE *fp;
+
+    snprintf(path, sizeof(path), "%s/%s", env->dir, name);
+    fp = fopen(path, "w");
+    assert_non_null(fp);
+    assert_true(fputs(text, fp) >= 0);
+    assert_int_equal(fclose(fp), 0);
+    return path;
+}
+
+/* read_log - the maillog so far */
+static const char *read_log(TEST_ENV *env)
+{
+    static char log[16384];
+    ssize_t got;
+    int fd = open(env->log, O_RDONLY);
+
+    assert_true(fd >= 0);
+    got = read(fd, log, sizeof(log) - 1);
+    close(fd);
+    log[got > 0 ? got : 0] = 0;
+    return log;
+}
+
+static void test_check_parse(void **state)
+{
+    VSTR *why = vstr_alloc(10);
+    SMTPD_RESTRICTIONS *list;
+    static const struct {
+        const char *value;
+        const char *why;
+    } bad[] = {
+        {"permit_mynetworks, reject_bogus",
+         "test_list: unknown restriction \"reject_bogus\""},
+        {"check_sender_access", "test_list: check_sender_access needs a"
+                                " type:table argument"},
+        {"check_client_access permit", "test_list: check_client_access needs"
+                                       " a type:table argument"},
+        {"check_helo_access inline:{ a=b", "test_list: unbalanced braces"},
+        {"permit }", "test_list: unbalanced braces"},
+        {"check_recipient_access hash:/nonexistent/table", "test_list: "},
+        {"check_recipient_access nosuchtype:x", "test_list: "},
+    };
+
+    (void) state;
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(bad); i++) {
+        vstr_reset(why);
+        list = smtpd_check_parse("test_list", bad[i].value, why);
+        if (list != NULL)
+            fail_msg("\"%s\" was accepted", bad[i].value);
+        if (strncmp(vstr_str(why), bad[i].why, strlen(bad[i].why)) != 0)
+            fail_msg("\"%s\": got \"%s\", want \"%s...\"", bad[i].value,
+                     vstr_str(why), bad[i].why);
+    }
+    /* An unopenable table names itself. */
+    list = smtpd_check_parse(
+        "test_list", "check_recipient_access hash:/nonexistent/table", why);
+    assert_null(list);
+    assert_non_null(strstr(vstr_str(why), "/nonexistent/table"));
+    /* Commas, white space, a table with braces, an empty list. */
+    list = smtpd_check_parse(
+        "test_list",
+        " permit_mynetworks,check_client_access inline:{ a=OK, { b = REJECT"
+        " x, y } }\n\treject_unauth_destination , permit ",
+        why);
+    assert_non_null(list);
+    smtpd_check_free(list);
+    list = smtpd_check_parse("test_list", "", why);
+    assert_non_null(list);
+    smtpd_check_free(list);
+    vstr_free(why);
+}
+
+static void test_sender_access(void **state)
+{
+    TEST_ENV *env = *state;
+
+    set_list(env, SMTPD_LIST_SENDER,
+             "check_sender_access inline:{ { spam@bad.test = REJECT Go away },"
+             " bad.test=REJECT, { defer.test = DEFER busy now },"
+             " ok@bad.test=OK, dunno@bad.test=DUNNO,"
+             " { <> = 550 5.7.9 no bounces here }, { user@ = 451 try later },"
+             " odd.test=FROBNICATE, num.test=12345,"
+             " { nodsn.test = 553 no dsn here }, { ext@ext.test = REJECT ext },"
+             " { code.test = 450 } }");
+    session(env, "10.0.0.1", "c.test", "spam@bad.test");
+    expect_rcpt(env, "b@localhost",
+                "554 5.7.1 <spam@bad.test>: Sender address rejected: Go away");
+    /* The reject is logged as Postfix logs it. */
+    assert_non_null(strstr(read_log(env),
+                           "NOQUEUE: reject: RCPT from unknown[10.0.0.1]: 554"
+                           " 5.7.1 <spam@bad.test>: Sender address rejected:"
+                           " Go away; from=<spam@bad.test> to=<b@localhost>"
+                           " proto=ESMTP helo=<c.test>"));
+    /* The domain, its parents; the case of the address does not matter. */
+    session(env, "10.0.0.1", "c.test", "Someone@Sub.BAD.test");
+    expect_rcpt(env, "b@localhost",
+                "554 5.7.1 <Someone@Sub.BAD.test>: Sender address rejected:"
+                " Access denied");
+    /* OK ends the sender list only: relay control still applies. */
+    session(env, "10.0.0.1", "c.test", "ok@bad.test");
+    expect_rcpt(env, "b@localhost", NULL);
+    expect_rcpt(env, "b@elsewhere.test",
+                "554 5.7.1 <b@elsewhere.test>: Relay access denied");
+    /* DUNNO stops the search: bad.test does not apply. */
+    session(env, "10.0.0.1", "c.test", "dunno@bad.test");
+    expect_rcpt(env, "b@localhost", NULL);
+    session(env, "10.0.0.1", "c.test", "");
+    expect_rcpt(env, "b@localhost",
+                "550 5.7.9 <>: Sender address rejected: no bounces here");
+    session(env, "10.0.0.1", "c.test", "user@other.test");
+    expect_rcpt(env, "b@localhost",
+                "451 4.7.1 <user@other.test>: Sender address rejected: try"
+                " later");
+    session(env, "10.0.0.1", "c.test", "a@defer.test");
+    expect_rcpt(env, "b@localhost",
+                "450 4.7.1 <a@defer.test>: Sender address rejected: busy now");
+    session(env, "10.0.0.1", "c.test", "a@nodsn.test");
+    expect_rcpt(env, "b@localhost",
+                "553 5.7.1 <a@nodsn.test>: Sender address rejected: no dsn"
+                " here");
+    session(env, "10.0.0.1", "c.test", "a@code.test");
+    expect_rcpt(env, "b@localhost",
+                "450 4.7.1 <a@code.test>: Sender address rejected: Access"
+                " denied");
+    /* recipient_delimiter: ext+tag@ext.test finds ext@ext.test */
+    session(env, "10.0.0.1", "c.test", "ext+tag@ext.test");
+    expect_rcpt(env, "b@localhost",
+                "554 5.7.1 <ext+tag@ext.test>: Sender address rejected: ext");
+    /* An all-numerical value is OK; an unknown one is logged and ignored. */
+    session(env, "10.0.0.1", "c.test", "a@num.test");
+    expect_rcpt(env, "b@localhost", NULL);
+    session(env, "10.0.0.1", "c.test", "a@odd.test");
+    expect_rcpt(env, "b@localhost", NULL);
+    assert_non_null(strstr(read_log(env), "unknown access table result"
+                                          " \"FROBNICATE\""));
+    session(env, "10.0.0.1", "c.test", "a@fine.test");
+    expect_rcpt(env, "b@localhost", NULL);
+}
+
+static void test_recipient_access(void **state)
+{
+    TEST_ENV *env = *state;
+
+    /* OK before reject_unauth_destination lets a foreign domain through. */
+    set_list(env, SMTPD_LIST_RELAY,
+             "permit_mynetworks, check_recipient_access"
+             " inline:{ outside.test=OK }, reject_unauth_destination");
+    set_list(env, SMTPD_LIST_RECIPIENT,
+             "check_recipient_access inline:{ { bad@localhost = REJECT no such"
+             " mailbox }, { outside.test = 521 5.7.0 second list } }");
+    session(env, "10.0.0.1", NULL, "a@example.com");
+    expect_rcpt(env, "x@other.test",
+                "554 5.7.1 <x@other.test>: Relay access denied");
+    expect_rcpt(env, "bad@localhost",
+                "554 5.7.1 <bad@localhost>: Recipient address rejected: no"
+                " such mailbox");
+    expect_rcpt(env, "good@localhost", NULL);
+    /* A permit in the relay list does not skip the recipient list. */
+    expect_rcpt(env, "x@sub.outside.test",
+                "521 5.7.0 <x@sub.outside.test>: Recipient address rejected:"
+                " second list");
+    set_list(env, SMTPD_LIST_RECIPIENT, "");
+    expect_rcpt(env, "x@sub.outside.test", NULL);
+    expect_rcpt(env, "x@outside.test", NULL);
+}
+
+static void test_client_access(void **state)
+{
+    TEST_ENV *env = *state;
+
+    set_list(env, SMTPD_LIST_CLIENT,
+             "check_client_access inline:{ 10.0.0.1=REJECT, 10.0.1=DEFER,"
+             " { 10.1 = 521 go away }, 10.2.0.3=DUNNO, 10.2=REJECT }");
+    session(env, "10.0.0.1", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost",
+                "554 5.7.1 <unknown[10.0.0.1]>: Client host rejected: Access"
+                " denied");
+    session(env, "10.0.1.7", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost",
+                "450 4.7.1 <unknown[10.0.1.7]>: Client host rejected: Access"
+                " denied");
+    session(env, "10.1.2.3", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost",
+                "521 5.7.1 <unknown[10.1.2.3]>: Client host rejected: go away");
+    session(env, "10.2.0.3", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost", NULL);
+    session(env, "10.2.0.4", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost",
+                "554 5.7.1 <unknown[10.2.0.4]>: Client"
+                " host rejected: Access denied");
+    session(env, "10.3.0.1", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost", NULL);
+    session(env, "::2", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost", NULL);
+    /* A permit ends the client list; a plain reject names the client. */
+    set_list(env, SMTPD_LIST_CLIENT,
+             "check_client_access inline:{ 192.168.1.1=OK }, reject");
+    session(env, "192.168.1.1", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost", NULL);
+    expect_rcpt(env, "b@elsewhere.test",
+                "554 5.7.1 <b@elsewhere.test>: Relay access denied");
+    session(env, "192.168.1.2", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost",
+                "554 5.7.1 <unknown[192.168.1.2]>: Client"
+                " host rejected: Access denied");
+}
+
+static void test_helo_and_plain_words(void **state)
+{
+    TEST_ENV *env = *state;
+
+    set_list(env, SMTPD_LIST_HELO,
+             "check_helo_access inline:{ { bad.test = REJECT fake name } }");
+    session(env, "10.0.0.1", "X.Bad.Test", "a@example.com");
+    expect_rcpt(env, "b@localhost",
+                "554 5.7.1 <X.Bad.Test>: Helo command"
+                " rejected: fake name");
+    session(env, "10.0.0.1", "good.test", "a@example.com");
+    expect_rcpt(env, "b@localhost", NULL);
+    session(env, "10.0.0.1", NULL, "a@example.com"); /* no HELO: no check */
+    expect_rcpt(env, "b@localhost", NULL);
+    set_list(env, SMTPD_LIST_HELO, "");
+    /* Each list's reject and defer name what the list is about. */
+    set_list(env, SMTPD_LIST_SENDER, "reject");
+    session(env, "10.0.0.1", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost",
+                "554 5.7.1 <a@example.com>: Sender address"
+                " rejected: Access denied");
+    set_list(env, SMTPD_LIST_SENDER, "permit_mynetworks, defer");
+    expect_rcpt(env, "b@localhost",
+                "450 4.7.1 <a@example.com>: Sender address"
+                " rejected: Access denied");
+    session(env, "127.0.0.1", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost", NULL);
+    set_list(env, SMTPD_LIST_SENDER, "");
+    set_list(env, SMTPD_LIST_RECIPIENT, "defer");
+    expect_rcpt(env, "b@localhost",
+                "450 4.7.1 <b@localhost>: Recipient address"
+                " rejected: Access denied");
+    /* permit in the relay list: an open relay, as configured */
+    set_list(env, SMTPD_LIST_RECIPIENT, "");
+    set_list(env, SMTPD_LIST_RELAY, "permit");
+    session(env, "10.0.0.1", "c.test", "a@example.com");
+    expect_rcpt(env, "b@elsewhere.test", NULL);
+    /* The end of all lists accepts. */
+    set_list(env, SMTPD_LIST_RELAY, "");
+    expect_rcpt(env, "b@elsewhere.test", NULL);
+    set_list(env, SMTPD_LIST_RELAY, "permit_auth_destination, reject");
+    expect_rcpt(env, "b@relay.test", NULL);
+    expect_rcpt(env, "b@elsewhere.test",
+                "554 5.7.1 <b@elsewhere.test>:"
+                " Recipient address rejected:"
+                " Access denied");
+    /* A local submission (sendmail -bs) is not subject to the lists. */
+    set_list(env, SMTPD_LIST_CLIENT, "reject");
+    smtpd_proto_free(env->proto);
+    env->proto = smtpd_proto_alloc(&env->conf, "localhost", "local");
+    smtpd_proto_set_local(env->proto, 1234);
+    expect(env, "MAIL FROM:<a@example.com>", "250 ", SMTPD_ACT_REPLY);
+    expect_rcpt(env, "b@elsewhere.test", NULL);
+}
+
+static void test_local_recipient_maps(void **state)
+{
+    TEST_ENV *env = *state;
+    VSTR *why = vstr_alloc(10);
+
+    env->conf.local_recipient_maps =
+        maps_create("local_recipient_maps",
+                    "inline:{ alice=yes } inline:{ bob@localhost=yes }",
+                    MAP_FLAG_NONE, why);
+    assert_non_null(env->conf.local_recipient_maps);
+    session(env, "10.0.0.1", "c.test", "a@example.com");
+    expect_rcpt(env, "nobody@localhost",
+                "550 5.1.1 <nobody@localhost>: Recipient address rejected:"
+                " User unknown in local recipient table");
+    expect_rcpt(env, "alice@localhost", NULL);
+    expect_rcpt(env, "Alice+tag@MX.Example.org", NULL);
+    expect_rcpt(env, "bob@localhost", NULL);
+    expect_rcpt(env, "bob@mx.example.org",
+                "550 5.1.1 <bob@mx.example.org>: Recipient address rejected:"
+                " User unknown in local recipient table");
+    expect_rcpt(env, "postmaster",
+                "550 5.1.1 <postmaster>: Recipient address rejected: User"
+                " unknown in local recipient table");
+    /* Not a local domain: not this table's business. */
+    expect_rcpt(env, "nobody@relay.test", NULL);
+    /* Done even when a list said OK; reject_unlisted_recipient as a word. */
+    set_list(env, SMTPD_LIST_RELAY,
+             "check_recipient_access inline:{ localhost=OK }"
+             " reject_unauth_destination");
+    expect_rcpt(env, "nobody@localhost",
+                "550 5.1.1 <nobody@localhost>: Recipient address rejected:"
+                " User unknown in local recipient table");
+    set_list(env, SMTPD_LIST_RELAY,
+             "reject_unlisted_recipient, reject_unauth_destination");
+    expect_rcpt(env, "nobody@localhost",
+                "550 5.1.1 <nobody@localhost>: Recipient address rejected:"
+                " User unknown in local recipient table");
+    expect_rcpt(env, "alice@localhost", NULL);
+    /* An empty list accepts every local user. */
+    maps_free(env->conf.local_recipient_maps);
+    env->conf.local_recipient_maps =
+        maps_create("local_recipient_maps", "", MAP_FLAG_NONE, why);
+    assert_non_null(env->conf.local_recipient_maps);
+    expect_rcpt(env, "nobody@localhost", NULL);
+    vstr_free(why);
+}
+
+static void test_lists_with_tables(void **state)
+{
+    TEST_ENV *env = *state;
+    VSTR *why = vstr_alloc(10);
+    VSTR *spec = vstr_alloc(10);
+
+    /* mynetworks and relay_domains from tables */
+    match_list_free(env->conf.mynetworks);
+    vstr_sprintf(spec, "127.0.0.0/8 texthash:%s",
+                 write_file(env, "nets", "10.9 ok\n192.168.7.7 yes\n"));
+    env->conf.mynetworks = match_list_create(
+        "mynetworks", vstr_str(spec), MATCH_LIST_ADDR | MATCH_LIST_PARENT, why);
+    if (env->conf.mynetworks == NULL)
+        fail_msg("mynetworks: %s", vstr_str(why));
+    match_list_free(env->conf.relay_domains);
+    vstr_sprintf(spec, "texthash:%s",
+                 write_file(env, "relay", "tablerelay.test OK\n"));
+    env->conf.relay_domains =
+        match_list_create("relay_domains", vstr_str(spec),
+                          MATCH_LIST_DOMAIN | MATCH_LIST_PARENT, why);
+    if (env->conf.relay_domains == NULL)
+        fail_msg("relay_domains: %s", vstr_str(why));
+    session(env, "10.9.1.2", "c.test", "a@example.com");
+    expect_rcpt(env, "b@elsewhere.test", NULL);
+    session(env, "192.168.7.7", "c.test", "a@example.com");
+    expect_rcpt(env, "b@elsewhere.test", NULL);
+    session(env, "10.8.1.2", "c.test", "a@example.com");
+    expect_rcpt(env, "b@elsewhere.test",
+                "554 5.7.1 <b@elsewhere.test>: Relay access denied");
+    expect_rcpt(env, "b@tablerelay.test", NULL);
+    expect_rcpt(env, "b@sub.tablerelay.test", NULL);
+    expect_rcpt(env, "b@relay.test",
+                "554 5.7.1 <b@relay.test>: Relay access denied");
+    vstr_free(spec);
+    vstr_free(why);
+}
+
+/* corrupt_db - overwrite every page of path but the first (the meta page):
+   the table opens, and every lookup fails */
+static void corrupt_db(const char *path)
+{
+    char junk[4096];
+    struct stat st;
+    int fd = open(path, O_WRONLY);
+
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_true(st.st_size > 4096);
+    memset(junk, 0xa5, sizeof(junk));
+    for (off_t off = 4096; off < st.st_size; off += sizeof(junk))
+        assert_int_equal(pwrite(fd, junk, sizeof(junk), off), sizeof(junk));
+    assert_int_equal(close(fd), 0);
+}
+
+static void test_lookup_failure(void **state)
+{
+    TEST_ENV *env = *state;
+    VSTR *why = vstr_alloc(10);
+    VSTR *spec = vstr_alloc(10);
+    VSTR *list = vstr_alloc(10);
+    char db[256];
+
+    vstr_sprintf(spec, "hash:%s",
+                 write_file(env, "table",
+                            "a@example.com OK\nlocalhost OK\n"
+                            "10.0.0.1 OK\n"));
+    if (map_build(vstr_str(spec), MAP_FLAG_NONE, why) < 0)
+        fail_msg("%s: %s", vstr_str(spec), vstr_str(why));
+    snprintf(db, sizeof(db), "%s/table.db", env->dir);
+    corrupt_db(db);
+    /* Every kind of lookup answers 451 and never lets the client pass. */
+    vstr_sprintf(list, "check_sender_access %s, permit", vstr_str(spec));
+    set_list(env, SMTPD_LIST_SENDER, vstr_str(list));
+    session(env, "10.0.0.1", "c.test", "a@example.com");
+    expect_rcpt(env, "b@localhost",
+                "451 4.3.0 <a@example.com>: Temporary lookup failure");
+    assert_non_null(strstr(read_log(env), "lookup of \"a@example.com\""
+                                          " failed"));
+    set_list(env, SMTPD_LIST_SENDER, "");
+    vstr_sprintf(list, "check_client_access %s", vstr_str(spec));
+    set_list(env, SMTPD_LIST_CLIENT, vstr_str(list));
+    expect_rcpt(env, "b@localhost",
+                "451 4.3.0 <unknown[10.0.0.1]>: Temporary lookup failure");
+    set_list(env, SMTPD_LIST_CLIENT, "");
+    env->conf.local_recipient_maps =
+        maps_create("local_recipient_maps", vstr_str(spec), MAP_FLAG_NONE, why);
+    assert_non_null(env->conf.local_recipient_maps);
+    expect_rcpt(env, "b@localhost",
+                "451 4.3.0 <b@localhost>: Temporary lookup failure");
+    maps_free(env->conf.local_recipient_maps);
+    env->conf.local_recipient_maps = NULL;
+    /* A failing relay_domains table: neither relayed nor refused for good */
+    match_list_free(env->conf.relay_domains);
+    env->conf.relay_domains = match_list_create("relay_domains", vstr_str(spec),
+                                                MATCH_LIST_DOMAIN, why);
+    assert_non_null(env->conf.relay_domains);
+    expect_rcpt(env, "b@elsewhere.test",
+                "451 4.3.0 <b@elsewhere.test>: Temporary lookup failure");
+    expect_rcpt(env, "b@localhost", NULL); /* mydestination decided */
+    vstr_free(list);
+    vstr_free(spec);
+    vstr_free(why);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -650,6 +1165,21 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_received_header, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_local_session, test_setup,
+                                        test_teardown),
+        cmocka_unit_test(test_check_parse),
+        cmocka_unit_test_setup_teardown(test_sender_access, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_recipient_access, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_client_access, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_helo_and_plain_words, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_local_recipient_maps, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_lists_with_tables, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_lookup_failure, test_setup,
                                         test_teardown),
         cmocka_unit_test(test_data_decode),
         cmocka_unit_test(test_data_smuggling),

@@ -1,0 +1,648 @@
+/*
+ * smtpd_check - access restrictions: who may send what to whom
+ *
+ * Postfix's restriction lists are the model. The five lists
+ * (smtpd_client_restrictions, smtpd_helo_restrictions,
+ * smtpd_sender_restrictions, smtpd_relay_restrictions,
+ * smtpd_recipient_restrictions) are all evaluated at RCPT TO, in that
+ * order, as Postfix does with smtpd_delay_reject = yes: by then the
+ * client, the HELO name, the sender and the recipient are all known, and
+ * a client that is refused still sees why (and for which recipient).
+ *
+ * Within a list the first word that decides wins: a permit ends that list
+ * (evaluation goes on with the next list), a reject or defer ends them
+ * all. A list that ends without a decision goes on with the next list;
+ * reaching the end of all lists accepts. After the lists the recipient of
+ * a local domain (mydestination) must be in local_recipient_maps when that
+ * is not empty, whatever the lists decided (Postfix does the same).
+ *
+ * Access tables answer as access(5): OK or PERMIT, REJECT [text],
+ * DEFER [text], DUNNO, "4NN text" / "5NN text" (an all-numerical value is
+ * OK, for compatibility with Postfix), anything else is logged and
+ * ignored. A key that is found ends the search of that table, whatever
+ * its value: "DUNNO" for 1.2.3.4 keeps the entry for 1.2.3 from applying. A
+ * table that cannot be read never lets a client pass: the answer is 451 4.3.0,
+ * try again later.
+ *
+ * Lookup keys, as Postfix asks them (pattern tables, pcre: and regexp:,
+ * get only the whole string):
+ *   client     the address, its shorter IPv4 forms 1.2.3, 1.2, 1, then
+ *              the client name unless it is "unknown"
+ *   helo       the name, then its parent domains (sub.a.test: a.test, test)
+ *   sender,    the address, then without its extension (recipient_
+ *   recipient  delimiter), the domain and its parents, then "user+ext@"
+ *              and "user@"; the null sender is looked up as "<>"
+ */
+#include "sys_defs.h"
+
+#include <ctype.h>
+#include <strings.h>
+
+#include "maps.h"
+#include "match_list.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "smtp_addr.h"
+#include "smtpd.h"
+#include "vstr.h"
+
+/* Postfix's smtpd_null_access_lookup_key: how "MAIL FROM:<>" is asked. */
+#define SMTPD_NULL_SENDER_KEY "<>"
+
+/* Postfix's default reply codes (reject_code, defer_code,
+   access_map_reject_code, access_map_defer_code, relay_domains_reject_code,
+   unknown_local_recipient_reject_code). */
+#define SMTPD_REJECT_CODE 554
+#define SMTPD_DEFER_CODE 450
+#define SMTPD_RELAY_REJECT_CODE 554
+#define SMTPD_UNKNOWN_LOCAL_CODE 550
+
+typedef enum SMTPD_WORD {
+    SMTPD_WORD_PERMIT,
+    SMTPD_WORD_REJECT,
+    SMTPD_WORD_DEFER,
+    SMTPD_WORD_PERMIT_MYNETWORKS,
+    SMTPD_WORD_REJECT_UNAUTH_DESTINATION,
+    SMTPD_WORD_PERMIT_AUTH_DESTINATION,
+    SMTPD_WORD_REJECT_UNLISTED_RECIPIENT,
+    SMTPD_WORD_CHECK_CLIENT_ACCESS,
+    SMTPD_WORD_CHECK_HELO_ACCESS,
+    SMTPD_WORD_CHECK_SENDER_ACCESS,
+    SMTPD_WORD_CHECK_RECIPIENT_ACCESS,
+} SMTPD_WORD;
+
+static const struct {
+    const char *name;
+    SMTPD_WORD word;
+    bool table; /* the next word is a type:table */
+} smtpd_words[] = {
+    {"permit", SMTPD_WORD_PERMIT, false},
+    {"reject", SMTPD_WORD_REJECT, false},
+    {"defer", SMTPD_WORD_DEFER, false},
+    {"permit_mynetworks", SMTPD_WORD_PERMIT_MYNETWORKS, false},
+    {"reject_unauth_destination", SMTPD_WORD_REJECT_UNAUTH_DESTINATION, false},
+    {"permit_auth_destination", SMTPD_WORD_PERMIT_AUTH_DESTINATION, false},
+    {"reject_unlisted_recipient", SMTPD_WORD_REJECT_UNLISTED_RECIPIENT, false},
+    {"check_client_access", SMTPD_WORD_CHECK_CLIENT_ACCESS, true},
+    {"check_helo_access", SMTPD_WORD_CHECK_HELO_ACCESS, true},
+    {"check_sender_access", SMTPD_WORD_CHECK_SENDER_ACCESS, true},
+    {"check_recipient_access", SMTPD_WORD_CHECK_RECIPIENT_ACCESS, true},
+};
+
+typedef struct SMTPD_RESTRICTION {
+    SMTPD_WORD word;
+    MAP *table; /* check_*_access, else NULL */
+} SMTPD_RESTRICTION;
+
+struct SMTPD_RESTRICTIONS {
+    char *param; /* for messages */
+    SMTPD_RESTRICTION *items;
+    size_t count;
+};
+
+/* What one word (or one table answer) decided. */
+typedef enum SMTPD_DECISION {
+    SMTPD_DUNNO, /* go on */
+    SMTPD_PERMIT, /* this list passes */
+    SMTPD_REJECT, /* refused (or deferred): reply holds the reply */
+} SMTPD_DECISION;
+
+/* The evaluation of one recipient. */
+typedef struct SMTPD_CHECK {
+    const SMTPD_PROTO *proto;
+    const char *rcpt;
+    const char *param; /* the list being evaluated */
+    SMTPD_LIST list;
+    VSTR *reply;
+    VSTR *key; /* scratch for lookup keys */
+    VSTR *name; /* scratch: "unknown[1.2.3.4]" */
+} SMTPD_CHECK;
+
+/* smtpd_check_next_word - the next word of *cp into word (a table's
+   "{...}" kept whole); 0 at the end, 1 a word, -1 unbalanced braces */
+static int smtpd_check_next_word(const char **cp, VSTR *word)
+{
+    const char *p = *cp;
+    const char *start;
+    int depth = 0;
+
+    p += strspn(p, ", \t\r\n");
+    if (*p == 0) {
+        *cp = p;
+        return 0;
+    }
+    start = p;
+    for (; *p; p++) {
+        if (*p == '{') {
+            depth++;
+        } else if (*p == '}') {
+            if (--depth < 0)
+                return -1;
+        } else if (depth == 0 && strchr(", \t\r\n", *p) != NULL) {
+            break;
+        }
+    }
+    if (depth != 0)
+        return -1;
+    vstr_ncpy(word, start, (size_t) (p - start));
+    *cp = p;
+    return 1;
+}
+
+/* smtpd_check_parse - compile a restriction list */
+SMTPD_RESTRICTIONS *smtpd_check_parse(const char *param, const char *value,
+                                      VSTR *why)
+{
+    SMTPD_RESTRICTIONS *list = mycalloc(1, sizeof(*list));
+    VSTR *word = vstr_alloc(64);
+    VSTR *map_why = vstr_alloc(64);
+    const char *cp = value;
+    size_t cap = 0;
+    int ret;
+
+    list->param = mystrdup(param);
+    while ((ret = smtpd_check_next_word(&cp, word)) > 0) {
+        SMTPD_RESTRICTION *item;
+        size_t i;
+
+        for (i = 0; i < SLUICE_ARRAY_LEN(smtpd_words); i++)
+            if (strcasecmp(vstr_str(word), smtpd_words[i].name) == 0)
+                break;
+        if (i == SLUICE_ARRAY_LEN(smtpd_words)) {
+            vstr_sprintf(why, "%s: unknown restriction \"%s\"", param,
+                         vstr_str(word));
+            goto fail;
+        }
+        if (list->count == cap) {
+            cap = cap ? cap * 2 : 8;
+            list->items = myrealloc_array(list->items, cap, sizeof(*item));
+        }
+        item = list->items + list->count;
+        item->word = smtpd_words[i].word;
+        item->table = NULL;
+        if (smtpd_words[i].table) {
+            if ((ret = smtpd_check_next_word(&cp, word)) < 0)
+                break;
+            if (ret == 0 || strchr(vstr_str(word), ':') == NULL) {
+                vstr_sprintf(why, "%s: %s needs a type:table argument", param,
+                             smtpd_words[i].name);
+                goto fail;
+            }
+            vstr_reset(map_why);
+            if ((item->table = map_open(vstr_str(word), MAP_FLAG_NONE,
+                                        map_why)) == NULL) {
+                vstr_sprintf(why, "%s: %s", param, vstr_str(map_why));
+                goto fail;
+            }
+        }
+        list->count++;
+    }
+    if (ret < 0) {
+        vstr_sprintf(why, "%s: unbalanced braces in \"%s\"", param, value);
+        goto fail;
+    }
+    vstr_free(word);
+    vstr_free(map_why);
+    return list;
+
+fail:
+    vstr_free(word);
+    vstr_free(map_why);
+    return smtpd_check_free(list);
+}
+
+/* smtpd_check_free - release a list and close its tables; returns NULL */
+SMTPD_RESTRICTIONS *smtpd_check_free(SMTPD_RESTRICTIONS *list)
+{
+    if (list == NULL)
+        return NULL;
+    for (size_t i = 0; i < list->count; i++)
+        if (list->items[i].table != NULL)
+            map_close(list->items[i].table);
+    myfree(list->items);
+    myfree(list->param);
+    myfree(list);
+    return NULL;
+}
+
+/* smtpd_check_reply - set the reply "code dsn <name>: what text" and
+   return SMTPD_REJECT */
+static SMTPD_DECISION smtpd_check_reply(SMTPD_CHECK *chk, int code,
+                                        const char *dsn, const char *name,
+                                        const char *what, const char *text)
+{
+    vstr_sprintf(chk->reply, "%d %s <%s>: %s", code, dsn, name, what);
+    if (text != NULL)
+        vstr_sprintf_append(chk->reply, ": %s", text);
+    return SMTPD_REJECT;
+}
+
+/* smtpd_check_fail - a table could not be read: 451, try again later */
+static SMTPD_DECISION smtpd_check_fail(SMTPD_CHECK *chk, const char *name,
+                                       const char *table, const char *key)
+{
+    msg_warn("%s: %s lookup of \"%s\" failed: answering 451", chk->param, table,
+             key);
+    vstr_sprintf(chk->reply, "451 4.3.0 <%s>: Temporary lookup failure", name);
+    return SMTPD_REJECT;
+}
+
+/* smtpd_check_dsn_len - the length of an enhanced status code "c.d.d" at
+   text whose class is cls, followed by white space or the end; 0 if none */
+static size_t smtpd_check_dsn_len(const char *text, char cls)
+{
+    const char *p = text;
+
+    if (*p++ != cls || *p++ != '.')
+        return 0;
+    for (int part = 0; part < 2; part++) {
+        size_t digits = strspn(p, "0123456789");
+
+        if (digits < 1 || digits > 3)
+            return 0;
+        p += digits;
+        if (part == 0 && *p++ != '.')
+            return 0;
+    }
+    return (*p == 0 || *p == ' ' || *p == '\t') ? (size_t) (p - text) : 0;
+}
+
+/* smtpd_check_result - what an access table's value means (access(5));
+   name and what make the reply ("<a@b>", "Sender address rejected") */
+static SMTPD_DECISION smtpd_check_result(SMTPD_CHECK *chk, const MAP *table,
+                                         const char *value, const char *name,
+                                         const char *what)
+{
+    size_t len;
+    const char *text;
+    char dsn[16];
+
+    value += strspn(value, " \t");
+    len = strcspn(value, " \t");
+    text = value + len;
+    text += strspn(text, " \t");
+    if (len == 0) {
+        /* an empty value: nothing to act on */
+    } else if ((len == 2 && strncasecmp(value, "OK", 2) == 0) ||
+               (len == 6 && strncasecmp(value, "PERMIT", 6) == 0)) {
+        return SMTPD_PERMIT;
+    } else if (len == 5 && strncasecmp(value, "DUNNO", 5) == 0) {
+        return SMTPD_DUNNO;
+    } else if (len == 6 && strncasecmp(value, "REJECT", 6) == 0) {
+        return smtpd_check_reply(chk, SMTPD_REJECT_CODE, "5.7.1", name, what,
+                                 *text ? text : "Access denied");
+    } else if (len == 5 && strncasecmp(value, "DEFER", 5) == 0) {
+        return smtpd_check_reply(chk, SMTPD_DEFER_CODE, "4.7.1", name, what,
+                                 *text ? text : "Access denied");
+    } else if (len == 3 && (value[0] == '4' || value[0] == '5') &&
+               isdigit((unsigned char) value[1]) &&
+               isdigit((unsigned char) value[2])) {
+        int code =
+            (value[0] - '0') * 100 + (value[1] - '0') * 10 + (value[2] - '0');
+        size_t dsn_len = smtpd_check_dsn_len(text, value[0]);
+
+        if (dsn_len > 0 && dsn_len < sizeof(dsn)) {
+            snprintf(dsn, sizeof(dsn), "%.*s", (int) dsn_len, text);
+            text += dsn_len;
+            text += strspn(text, " \t");
+        } else {
+            snprintf(dsn, sizeof(dsn), "%c.7.1", value[0]);
+        }
+        return smtpd_check_reply(chk, code, dsn, name, what,
+                                 *text ? text : "Access denied");
+    } else if (strspn(value, "0123456789") == len && *text == 0) {
+        return SMTPD_PERMIT; /* all-numerical: OK, as Postfix */
+    }
+    msg_warn("%s: %s: unknown access table result \"%s\": ignored", chk->param,
+             map_spec(table), value);
+    return SMTPD_DUNNO;
+}
+
+/* smtpd_check_key - look key up in table; true when the key was found
+   (DUNNO too: it stops the search for shorter keys, as in Postfix) or the
+   table failed, with the decision in *decision */
+static bool smtpd_check_key(SMTPD_CHECK *chk, MAP *table, const char *key,
+                            const char *name, const char *what,
+                            SMTPD_DECISION *decision)
+{
+    int error = MAP_OK;
+    const char *value = map_get(table, key, &error);
+
+    if (value != NULL) {
+        *decision = smtpd_check_result(chk, table, value, name, what);
+        return true;
+    }
+    if (error == MAP_FAIL) {
+        *decision = smtpd_check_fail(chk, name, map_spec(table), key);
+        return true;
+    }
+    return false;
+}
+
+/* smtpd_check_domain - domain, then its parent domains (plain names, as
+   Postfix's default parent_domain_matches_subdomains asks access maps) */
+static bool smtpd_check_domain(SMTPD_CHECK *chk, MAP *table, const char *domain,
+                               const char *name, const char *what,
+                               SMTPD_DECISION *decision)
+{
+    const char *cp = domain;
+
+    while (cp != NULL && *cp != 0) {
+        if (smtpd_check_key(chk, table, cp, name, what, decision))
+            return true;
+        if (map_is_pattern(table) || *domain == '[')
+            return false; /* a whole string only; no parents of a literal */
+        if ((cp = strchr(cp, '.')) != NULL)
+            cp++;
+    }
+    return false;
+}
+
+/* smtpd_check_client_access - check_client_access: address, its shorter
+   IPv4 forms, then the client name */
+static SMTPD_DECISION smtpd_check_client_access(SMTPD_CHECK *chk, MAP *table)
+{
+    const SMTPD_PROTO *proto = chk->proto;
+    const char *addr = proto->client_addr;
+    const char *name;
+    SMTPD_DECISION decision = SMTPD_DUNNO;
+    char *dot;
+
+    vstr_sprintf(chk->name, "%s[%s]", proto->client_name, addr);
+    name = vstr_str(chk->name);
+    if (smtpd_check_key(chk, table, addr, name, "Client host rejected",
+                        &decision))
+        return decision;
+    if (!map_is_pattern(table) && strchr(addr, ':') == NULL) {
+        vstr_cpy(chk->key, addr);
+        while ((dot = strrchr(vstr_str(chk->key), '.')) != NULL) {
+            vstr_truncate(chk->key, (size_t) (dot - vstr_str(chk->key)));
+            if (smtpd_check_key(chk, table, vstr_str(chk->key), name,
+                                "Client host rejected", &decision))
+                return decision;
+        }
+    }
+    if (strcmp(proto->client_name, "unknown") != 0 &&
+        smtpd_check_domain(chk, table, proto->client_name, name,
+                           "Client host rejected", &decision))
+        return decision;
+    return SMTPD_DUNNO;
+}
+
+/* smtpd_check_addr_access - check_sender_access, check_recipient_access */
+static SMTPD_DECISION smtpd_check_addr_access(SMTPD_CHECK *chk, MAP *table,
+                                              const char *addr,
+                                              const char *what)
+{
+    const char *delim = chk->proto->conf->recipient_delimiter;
+    const char *domain = smtp_addr_domain(addr);
+    size_t local_len = domain ? (size_t) (domain - 1 - addr) : strlen(addr);
+    size_t base_len = local_len;
+    SMTPD_DECISION decision = SMTPD_DUNNO;
+
+    if (*addr == 0)
+        return smtpd_check_key(chk, table, SMTPD_NULL_SENDER_KEY, "", what,
+                               &decision)
+                   ? decision
+                   : SMTPD_DUNNO;
+    if (smtpd_check_key(chk, table, addr, addr, what, &decision))
+        return decision;
+    if (map_is_pattern(table))
+        return SMTPD_DUNNO;
+    /* user+ext@domain: user@domain */
+    if (delim != NULL && *delim != 0) {
+        size_t cut = strcspn(addr, delim);
+
+        if (cut > 0 && cut < local_len)
+            base_len = cut;
+    }
+    if (base_len < local_len) {
+        vstr_ncpy(chk->key, addr, base_len);
+        if (domain != NULL)
+            vstr_sprintf_append(chk->key, "@%s", domain);
+        if (smtpd_check_key(chk, table, vstr_str(chk->key), addr, what,
+                            &decision))
+            return decision;
+    }
+    if (domain != NULL &&
+        smtpd_check_domain(chk, table, domain, addr, what, &decision))
+        return decision;
+    /* user+ext@, user@ */
+    vstr_ncpy(chk->key, addr, local_len);
+    vstr_addch(chk->key, '@');
+    if (smtpd_check_key(chk, table, vstr_str(chk->key), addr, what, &decision))
+        return decision;
+    if (base_len < local_len) {
+        vstr_ncpy(chk->key, addr, base_len);
+        vstr_addch(chk->key, '@');
+        if (smtpd_check_key(chk, table, vstr_str(chk->key), addr, what,
+                            &decision))
+            return decision;
+    }
+    return SMTPD_DUNNO;
+}
+
+/* smtpd_check_auth_destination - is address's domain ours (mydestination)
+   or one we relay to (relay_domains)? An address without a domain is
+   local. 1 yes, 0 no, -1 a table failed */
+int smtpd_check_auth_destination(const SMTPD_CONF *conf, const char *address)
+{
+    const char *domain = smtp_addr_domain(address);
+    int match = 0;
+
+    if (domain == NULL)
+        return 1; /* "postmaster": local */
+    if (conf->mydestination != NULL &&
+        (match = match_list_match(conf->mydestination, domain)) != 0)
+        return match;
+    if (conf->relay_domains != NULL)
+        match = match_list_match(conf->relay_domains, domain);
+    return match;
+}
+
+/* smtpd_check_rcptmap - a recipient in mydestination must be in
+   local_recipient_maps (when that is not empty) */
+static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
+{
+    const SMTPD_CONF *conf = chk->proto->conf;
+    const char *domain = smtp_addr_domain(chk->rcpt);
+    int error = MAP_OK;
+    int local;
+
+    if (conf->local_recipient_maps == NULL ||
+        maps_count(conf->local_recipient_maps) == 0)
+        return SMTPD_DUNNO;
+    if (domain != NULL) {
+        local = conf->mydestination != NULL
+                    ? match_list_match(conf->mydestination, domain)
+                    : 0;
+        if (local < 0)
+            return smtpd_check_fail(chk, chk->rcpt, "mydestination", domain);
+        if (local == 0)
+            return SMTPD_DUNNO;
+    }
+    if (maps_find_addr(conf->local_recipient_maps, chk->rcpt,
+                       conf->recipient_delimiter ? conf->recipient_delimiter
+                                                 : "",
+                       MAPS_ADDR_LOCAL, &error) != NULL)
+        return SMTPD_DUNNO;
+    if (error == MAP_FAIL)
+        return smtpd_check_fail(chk, chk->rcpt, "local_recipient_maps",
+                                chk->rcpt);
+    return smtpd_check_reply(chk, SMTPD_UNKNOWN_LOCAL_CODE, "5.1.1", chk->rcpt,
+                             "Recipient address rejected",
+                             "User unknown in local recipient table");
+}
+
+/* smtpd_check_list_name - who a plain reject/defer in the list names:
+   (the client, the HELO name, the sender or the recipient) */
+static const char *smtpd_check_list_name(SMTPD_CHECK *chk, const char **what)
+{
+    const SMTPD_PROTO *proto = chk->proto;
+
+    switch (chk->list) {
+    case SMTPD_LIST_CLIENT:
+        *what = "Client host rejected";
+        vstr_sprintf(chk->name, "%s[%s]", proto->client_name,
+                     proto->client_addr);
+        return vstr_str(chk->name);
+    case SMTPD_LIST_HELO:
+        if (proto->helo_name != NULL) {
+            *what = "Helo command rejected";
+            return proto->helo_name;
+        }
+        *what = "Client host rejected";
+        vstr_sprintf(chk->name, "%s[%s]", proto->client_name,
+                     proto->client_addr);
+        return vstr_str(chk->name);
+    case SMTPD_LIST_SENDER:
+        *what = "Sender address rejected";
+        return vstr_str(proto->sender);
+    default:
+        *what = "Recipient address rejected";
+        return chk->rcpt;
+    }
+}
+
+/* smtpd_check_word - evaluate one restriction */
+static SMTPD_DECISION smtpd_check_word(SMTPD_CHECK *chk,
+                                       const SMTPD_RESTRICTION *item)
+{
+    const SMTPD_PROTO *proto = chk->proto;
+    const SMTPD_CONF *conf = proto->conf;
+    SMTPD_DECISION decision = SMTPD_DUNNO;
+    const char *what;
+    const char *name;
+    int match;
+
+    switch (item->word) {
+    case SMTPD_WORD_PERMIT:
+        return SMTPD_PERMIT;
+    case SMTPD_WORD_REJECT:
+        name = smtpd_check_list_name(chk, &what);
+        return smtpd_check_reply(chk, SMTPD_REJECT_CODE, "5.7.1", name, what,
+                                 "Access denied");
+    case SMTPD_WORD_DEFER:
+        name = smtpd_check_list_name(chk, &what);
+        return smtpd_check_reply(chk, SMTPD_DEFER_CODE, "4.7.1", name, what,
+                                 "Access denied");
+    case SMTPD_WORD_PERMIT_MYNETWORKS:
+        if (proto->local)
+            return SMTPD_PERMIT;
+        match = conf->mynetworks != NULL
+                    ? match_list_match(conf->mynetworks, proto->client_addr)
+                    : 0;
+        if (match < 0) {
+            vstr_sprintf(chk->name, "%s[%s]", proto->client_name,
+                         proto->client_addr);
+            return smtpd_check_fail(chk, vstr_str(chk->name), "mynetworks",
+                                    proto->client_addr);
+        }
+        return match ? SMTPD_PERMIT : SMTPD_DUNNO;
+    case SMTPD_WORD_REJECT_UNAUTH_DESTINATION:
+    case SMTPD_WORD_PERMIT_AUTH_DESTINATION:
+        match = smtpd_check_auth_destination(conf, chk->rcpt);
+        if (match < 0)
+            return smtpd_check_fail(
+                chk, chk->rcpt, "mydestination or relay_domains", chk->rcpt);
+        if (item->word == SMTPD_WORD_PERMIT_AUTH_DESTINATION)
+            return match ? SMTPD_PERMIT : SMTPD_DUNNO;
+        if (match)
+            return SMTPD_DUNNO;
+        vstr_sprintf(chk->reply, "%d 5.7.1 <%s>: Relay access denied",
+                     SMTPD_RELAY_REJECT_CODE, chk->rcpt);
+        return SMTPD_REJECT;
+    case SMTPD_WORD_REJECT_UNLISTED_RECIPIENT:
+        return smtpd_check_rcptmap(chk);
+    case SMTPD_WORD_CHECK_CLIENT_ACCESS:
+        return smtpd_check_client_access(chk, item->table);
+    case SMTPD_WORD_CHECK_HELO_ACCESS:
+        if (proto->helo_name == NULL)
+            return SMTPD_DUNNO;
+        (void) smtpd_check_domain(chk, item->table, proto->helo_name,
+                                  proto->helo_name, "Helo command rejected",
+                                  &decision);
+        return decision;
+    case SMTPD_WORD_CHECK_SENDER_ACCESS:
+        if (!proto->have_sender)
+            return SMTPD_DUNNO;
+        return smtpd_check_addr_access(chk, item->table,
+                                       vstr_str(proto->sender),
+                                       "Sender address rejected");
+    case SMTPD_WORD_CHECK_RECIPIENT_ACCESS:
+        return smtpd_check_addr_access(chk, item->table, chk->rcpt,
+                                       "Recipient address rejected");
+    }
+    msg_panic("%s: unknown restriction %d", __func__, (int) item->word);
+}
+
+/* smtpd_check_rcpt - every restriction list, then local_recipient_maps */
+int smtpd_check_rcpt(const SMTPD_PROTO *proto, const char *rcpt, VSTR *reply)
+{
+    static const char *const params[SMTPD_LIST_COUNT] = {
+        "smtpd_client_restrictions",    "smtpd_helo_restrictions",
+        "smtpd_sender_restrictions",    "smtpd_relay_restrictions",
+        "smtpd_recipient_restrictions",
+    };
+    SMTPD_CHECK chk = {
+        .proto = proto,
+        .rcpt = rcpt,
+        .reply = reply,
+        .key = vstr_alloc(100),
+        .name = vstr_alloc(100),
+    };
+    SMTPD_DECISION decision = SMTPD_DUNNO;
+    int code = 0;
+
+    vstr_reset(reply);
+    for (int list = 0; list < SMTPD_LIST_COUNT; list++) {
+        const SMTPD_RESTRICTIONS *items = proto->conf->restrictions[list];
+
+        if (items == NULL)
+            continue;
+        chk.list = (SMTPD_LIST) list;
+        chk.param = params[list];
+        for (size_t i = 0; i < items->count; i++) {
+            decision = smtpd_check_word(&chk, items->items + i);
+            if (decision != SMTPD_DUNNO)
+                break;
+        }
+        if (decision == SMTPD_REJECT)
+            break;
+    }
+    if (decision != SMTPD_REJECT) {
+        chk.param = "local_recipient_maps";
+        decision = smtpd_check_rcptmap(&chk);
+    }
+    if (decision == SMTPD_REJECT) {
+        const char *text = vstr_str(reply);
+
+        code = (text[0] - '0') * 100 + (text[1] - '0') * 10 + (text[2] - '0');
+        if (code < 400 || code > 599 || !isdigit((unsigned char) text[1]) ||
+            !isdigit((unsigned char) text[2]))
+            msg_panic("%s: bad reply \"%s\"", __func__, text);
+    }
+    vstr_free(chk.key);
+    vstr_free(chk.name);
+    return code;
+}
