@@ -84,11 +84,16 @@ system-check: all
 
 run: deps all
 	@if [ ! -f $(RUN_DIR)/main.cf ]; then bin/sluice init $(RUN_DIR) --smtp-port $(RUN_PORT); fi
+	@if ! grep -q '^mail_spool_directory' $(RUN_DIR)/main.cf; then \
+		echo "note: $(RUN_DIR) predates local delivery (no Maildirs there); rm -rf it for a fresh instance"; fi
 	@if [ -n "$(RUN_RELAYHOST)" ]; then bin/sluice -c $(RUN_DIR) conf 'relayhost=$(RUN_RELAYHOST)'; fi
 	@echo
 	@echo "sluice is starting in the foreground (Ctrl-C stops it). In another shell:"
-	@echo "  swaks --server 127.0.0.1:$(RUN_PORT) --to someone@example.test --from you@example.test"
+	@echo "  swaks --server 127.0.0.1:$(RUN_PORT) --to user@localhost --from you@example.test"
+	@echo "  echo hello | bin/sendmail -C $(RUN_DIR) user@localhost"
+	@echo "  ls $(RUN_DIR)/mail/user/new/     # the message, one file per message (Maildir)"
 	@echo "  bin/sluice -c $(RUN_DIR) queue;  tail -f $(RUN_DIR)/log/maillog"
+	@echo "Mail to other domains goes out by DNS (off in this instance) or RUN_RELAYHOST."
 	@echo
 	bin/sluice -c $(RUN_DIR) start -f
 

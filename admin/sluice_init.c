@@ -8,6 +8,10 @@
  * tree), so a build that was never installed works. master.cf lists only
  * the daemons that exist there. DIR must be missing or empty: init never
  * overwrites anything.
+ *
+ * Local delivery works at once: DIR/aliases (built into DIR/aliases.db)
+ * sends postmaster to root, and mail to any user@localhost lands in the
+ * Maildir DIR/mail/user/ (every local part is a user of the instance).
  */
 #include "sys_defs.h"
 
@@ -18,6 +22,7 @@
 #include <time.h>
 
 #include "mail_queue.h"
+#include "maps.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "safe_file.h"
@@ -207,7 +212,8 @@ int sluice_init(int argc, char **argv)
     }
     daemon_dir = sluice_init_daemon_dir();
     vstr_sprintf(queue, "%s/queue", dir);
-    if (sluice_init_mkdir(dir, "log") < 0 || sluice_init_mkdir(dir, "data") < 0)
+    if (sluice_init_mkdir(dir, "log") < 0 || sluice_init_mkdir(dir, "data") < 0 ||
+        sluice_init_mkdir(dir, "mail") < 0)
         goto out;
     if (mail_queue_create_dirs(vstr_str(queue), 0700, why) < 0) {
         sluice_fail("init: %s", vstr_str(why));
@@ -243,15 +249,40 @@ int sluice_init(int argc, char **argv)
                  "# to no, and dns_servers to your resolvers (empty: the system's).\n"
                  "# Tests point dns_servers at a resolver of their own on loopback.\n"
                  "disable_dns_lookups = yes\n"
-                 "dns_servers =\n",
+                 "dns_servers =\n"
+                 "\n"
+                 "# Local delivery: every local part is a user of this instance;\n"
+                 "# mail to user@localhost lands in the Maildir mail/user/.\n"
+                 "# newaliases (or `sluice map -a hash:%s/aliases`) rebuilds them.\n"
+                 "alias_maps = hash:%s/aliases\n"
+                 "alias_database = hash:%s/aliases\n"
+                 "local_recipient_maps =\n"
+                 "mail_spool_directory = %s/mail/\n",
                  stamp, dir, dir, dir, dir, daemon_dir, sluice_exe_dir(),
-                 pw->pw_name);
+                 pw->pw_name, dir, dir, dir, dir);
     if (vstr_len(relayhost) > 0)
         vstr_sprintf_append(text,
                             "\n# Every message goes to this host ([] means no MX lookup).\n"
                             "relayhost = %s\n", vstr_str(relayhost));
     if (sluice_init_write(dir, "main.cf", text) < 0)
         goto out;
+
+    vstr_cpy(text,
+             "# aliases - local aliases of this instance: \"name: destination, ...\"\n"
+             "#\n"
+             "# A destination is an address, \"|command\", /file, or\n"
+             "# :include:/file. After a change: newaliases (or\n"
+             "# sluice map -a hash:THIS_FILE).\n"
+             "\n"
+             "postmaster: root\n"
+             "mailer-daemon: postmaster\n");
+    if (sluice_init_write(dir, "aliases", text) < 0)
+        goto out;
+    vstr_sprintf(text, "hash:%s/aliases", dir);
+    if (map_build(vstr_str(text), MAP_FLAG_ALIAS, why) < 0) {
+        sluice_fail("init: %s", vstr_str(why));
+        goto out;
+    }
 
     vstr_sprintf(listener, "127.0.0.1:%d", port);
     vstr_sprintf(text,

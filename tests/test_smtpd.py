@@ -79,6 +79,7 @@ def mta(make_instance):
         inst = make_instance(params={k: str(v) for k, v in params.items()})
         if not cleanup:
             inst.remove_service("cleanup")
+        inst.remove_service("local")    # mail for localhost stays queued
         inst.start()
         server = InstanceMTA(inst)
         wait_until(lambda: _can_connect(server.port), 10,

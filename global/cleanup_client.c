@@ -1,0 +1,209 @@
+/*
+ * cleanup_client - a blocking client of private/cleanup
+ *
+ * BEGIN, RCPT..., DATA chunks, END over one connection, each reply read
+ * with a time limit (attr streams). Content is collected into chunks of
+ * CLEANUP_CHUNK_MAX so a caller may write it in pieces of any size. A
+ * failure anywhere leaves the client good only for abort: the connection
+ * is closed before END and cleanup removes its partial file.
+ */
+#include "sys_defs.h"
+
+#include "attr.h"
+#include "cleanup_client.h"
+#include "cleanup_proto.h"
+#include "mymalloc.h"
+#include "sock.h"
+#include "vstr.h"
+
+#define CLEANUP_CLIENT_STATUS_MAX 4096  /* a STATUS list */
+
+struct CLEANUP_CLIENT {
+    ATTR_STREAM *stream;
+    VSTR *queue_id;
+    VSTR *chunk;                        /* content not yet sent */
+    bool failed;                        /* sticky */
+};
+
+/* cleanup_client_send - write one list and free it; 0 or -1 (why) */
+static int cleanup_client_send(CLEANUP_CLIENT *client, ATTR_LIST *list,
+                               VSTR *why)
+{
+    int ret = attr_stream_write(client->stream, list, why);
+
+    attr_list_free(list);
+    if (ret < 0)
+        client->failed = true;
+    return ret;
+}
+
+/* cleanup_client_status - read one STATUS list: 0, or -1 with the reason
+   in why (also for a status that is not 0); the queue ID goes to
+   queue_id when asked for */
+static int cleanup_client_status(CLEANUP_CLIENT *client, VSTR *queue_id,
+                                 VSTR *why)
+{
+    ATTR_LIST *list = NULL;
+    long long status = -1;
+    const char *value;
+
+    if (attr_stream_read(client->stream, &list, why) < 0) {
+        client->failed = true;
+        return -1;
+    }
+    if (attr_list_check(list, cleanup_status_spec,
+                        SLUICE_ARRAY_LEN(cleanup_status_spec), why) < 0) {
+        attr_list_free(list);
+        client->failed = true;
+        return -1;
+    }
+    (void) attr_get_int(list, "status", &status);
+    if (status != 0) {
+        value = attr_get_str(list, "reason");
+        vstr_sprintf(why, "cleanup: %lld %s", status,
+                     value ? value : "no reason given");
+    } else if (queue_id != NULL &&
+               (value = attr_get_str(list, "queue_id")) != NULL) {
+        vstr_cpy(queue_id, value);
+    }
+    attr_list_free(list);
+    if (status != 0)
+        client->failed = true;
+    return status == 0 ? 0 : -1;
+}
+
+/* cleanup_client_flush - send what the chunk holds as one DATA list */
+static int cleanup_client_flush(CLEANUP_CLIENT *client, VSTR *why)
+{
+    ATTR_LIST *list;
+
+    if (vstr_len(client->chunk) == 0)
+        return 0;
+    list = attr_list_alloc();
+    attr_add_str(list, "request", CLEANUP_REQ_DATA);
+    attr_add_data(list, "data", vstr_str(client->chunk),
+                  vstr_len(client->chunk));
+    vstr_reset(client->chunk);
+    return cleanup_client_send(client, list, why);
+}
+
+/* cleanup_client_free - close the connection, release the client */
+static void cleanup_client_free(CLEANUP_CLIENT *client)
+{
+    attr_stream_close(client->stream);
+    vstr_free(client->queue_id);
+    vstr_free(client->chunk);
+    myfree(client);
+}
+
+/* cleanup_client_open - connect and send BEGIN; see cleanup_client.h */
+CLEANUP_CLIENT *cleanup_client_open(const char *path, int timeout_ms,
+                                    int flags, const char *sender,
+                                    const char *origin, VSTR *why)
+{
+    CLEANUP_CLIENT *client;
+    ATTR_LIST *list;
+    int sock;
+
+    if ((sock = sock_unix_connect(path)) < 0) {
+        vstr_sprintf(why, "connect to %s: %s", path, strerror(errno));
+        return NULL;
+    }
+    client = mycalloc(1, sizeof(*client));
+    client->stream = attr_stream_open(sock, CLEANUP_CLIENT_STATUS_MAX,
+                                      timeout_ms);
+    client->queue_id = vstr_alloc(32);
+    client->chunk = vstr_alloc(8192);
+    list = attr_list_alloc();
+    attr_add_str(list, "request", CLEANUP_REQ_BEGIN);
+    attr_add_int(list, "flags", flags);
+    attr_add_str(list, "sender", sender);
+    attr_add_str(list, "origin", origin);
+    if (cleanup_client_send(client, list, why) < 0 ||
+        cleanup_client_status(client, client->queue_id, why) < 0) {
+        cleanup_client_free(client);
+        return NULL;
+    }
+    if (vstr_len(client->queue_id) == 0) {
+        vstr_cpy(why, "cleanup: no queue ID in its reply");
+        cleanup_client_free(client);
+        return NULL;
+    }
+    return client;
+}
+
+/* cleanup_client_queue_id - the ID cleanup gave the message */
+const char *cleanup_client_queue_id(const CLEANUP_CLIENT *client)
+{
+    return vstr_str(client->queue_id);
+}
+
+/* cleanup_client_rcpt - send one RCPT list */
+int cleanup_client_rcpt(CLEANUP_CLIENT *client, const char *address,
+                        const char *orcpt, const char *notify, VSTR *why)
+{
+    ATTR_LIST *list;
+
+    if (client->failed) {
+        vstr_cpy(why, "cleanup client: earlier error");
+        return -1;
+    }
+    list = attr_list_alloc();
+    attr_add_str(list, "request", CLEANUP_REQ_RCPT);
+    attr_add_str(list, "address", address);
+    if (orcpt != NULL && *orcpt)
+        attr_add_str(list, "orcpt", orcpt);
+    if (notify != NULL && *notify)
+        attr_add_str(list, "notify", notify);
+    return cleanup_client_send(client, list, why);
+}
+
+/* cleanup_client_write - buffer content, sending whole chunks */
+int cleanup_client_write(CLEANUP_CLIENT *client, const char *data, size_t len,
+                         VSTR *why)
+{
+    if (client->failed) {
+        vstr_cpy(why, "cleanup client: earlier error");
+        return -1;
+    }
+    while (len > 0) {
+        size_t room = CLEANUP_CHUNK_MAX - vstr_len(client->chunk);
+        size_t take = len < room ? len : room;
+
+        vstr_ncat(client->chunk, data, take);
+        data += take;
+        len -= take;
+        if (vstr_len(client->chunk) == CLEANUP_CHUNK_MAX &&
+            cleanup_client_flush(client, why) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* cleanup_client_commit - END and its STATUS; frees the client */
+int cleanup_client_commit(CLEANUP_CLIENT *client, VSTR *why)
+{
+    ATTR_LIST *list;
+    int ret = -1;
+
+    if (client->failed) {
+        vstr_cpy(why, "cleanup client: earlier error");
+    } else if (cleanup_client_flush(client, why) == 0) {
+        list = attr_list_alloc();
+        attr_add_str(list, "request", CLEANUP_REQ_END);
+        attr_add_int(list, "abort", 0);
+        if (cleanup_client_send(client, list, why) == 0 &&
+            cleanup_client_status(client, NULL, why) == 0)
+            ret = 0;
+    }
+    cleanup_client_free(client);
+    return ret;
+}
+
+/* cleanup_client_abort - hang up before END */
+CLEANUP_CLIENT *cleanup_client_abort(CLEANUP_CLIENT *client)
+{
+    if (client != NULL)
+        cleanup_client_free(client);
+    return NULL;
+}

@@ -1,0 +1,184 @@
+/*
+ * local - internals shared by the local delivery agent's modules
+ *
+ * local.c          the daemon: requests from qmgr (global/deliver_proto.h),
+ *                  alias and .forward expansion, privileges, forwarding
+ *                  through cleanup, results and log lines
+ * local_proto.c    the parts without I/O: address splitting, alias value
+ *                  parsing, forward_path expansion, mbox quoting, the
+ *                  Delivered-To loop check, exit status meanings, Maildir
+ *                  names, the privilege rules; unit tested by
+ *                  local_proto_test.c
+ * local_mbox.c     mbox files (locks, From_ lines) and Maildirs; unit
+ *                  tested by local_mbox_test.c (concurrent writers)
+ * local_command.c  |command destinations: a shell with the message on
+ *                  stdin, a time limit, the output kept for the reason
+ */
+#ifndef LOCAL_H
+#define LOCAL_H
+
+#include "sys_defs.h"
+
+#include <sys/time.h>
+
+#include "argv.h"
+#include "vstr.h"
+
+#define LOCAL_EXPAND_DEPTH_MAX 100     /* nested aliases and includes */
+
+/* What one delivery attempt came to. */
+typedef enum LOCAL_STAT {
+    LOCAL_STAT_SENT,
+    LOCAL_STAT_DEFER,
+    LOCAL_STAT_BOUNCE,
+} LOCAL_STAT;
+
+typedef struct LOCAL_RESULT {
+    LOCAL_STAT stat;
+    char dsn[16];
+    VSTR *text; /* the reason, or what was delivered ("mailbox") */
+} LOCAL_RESULT;
+
+extern void local_result_set(LOCAL_RESULT *res, LOCAL_STAT stat,
+                             const char *dsn, const char *fmt, ...)
+    SLUICE_PRINTF(4, 5);
+
+/* --- local_proto.c --------------------------------------------------- */
+
+/* local_addr_split - "User+Ext@Domain": user "user", ext "ext" (after the
+   first character of delims found; "" without), domain "domain"; all
+   folded to lower case. The local part is what precedes the last '@'. */
+extern void local_addr_split(const char *addr, const char *delims,
+                             VSTR *user, VSTR *ext, VSTR *domain);
+
+/* local_name_safe - may this local part (or extension) name a mailbox or
+   fill $user in a path? No '/', no leading '.', no control characters */
+extern bool local_name_safe(const char *name);
+
+/* Kinds of alias / .forward / :include: destinations. */
+typedef enum LOCAL_DEST_TYPE {
+    LOCAL_DEST_ADDR, /* an address: local ones expand again */
+    LOCAL_DEST_MAILBOX, /* \user: that user's mailbox, no expansion */
+    LOCAL_DEST_COMMAND, /* |command */
+    LOCAL_DEST_FILE, /* /path */
+    LOCAL_DEST_INCLUDE, /* :include:/path */
+} LOCAL_DEST_TYPE;
+
+/* local_dest_split - the destinations of an alias value or a file:
+   separated by commas or newlines, white space trimmed, a destination in
+   double quotes kept whole (commas included) and unquoted, lines starting
+   with '#' skipped */
+extern ARGV *local_dest_split(const char *value);
+/* local_dest_type - classify dest; *arg is what follows the marker (the
+   command, the path, the address without <>) */
+extern LOCAL_DEST_TYPE local_dest_type(const char *dest, const char **arg);
+
+/* local_allowed - does list (allow_mail_to_commands / _files, split)
+   name class ("alias", "forward", "include")? */
+extern bool local_allowed(const ARGV *list, const char *class_name);
+
+/* Values for $home $user $local $extension $domain $recipient. NULL:
+   unknown (an entry that uses it is skipped). */
+typedef struct LOCAL_VARS {
+    const char *home;
+    const char *user;
+    const char *local;
+    const char *extension;
+    const char *domain;
+    const char *recipient;
+} LOCAL_VARS;
+
+/* local_expand_path - expand $name and ${name} in one forward_path entry;
+   0, or -1 when it uses a variable that is NULL or unknown */
+extern int local_expand_path(const char *tmpl, const LOCAL_VARS *vars,
+                             VSTR *out);
+
+/* local_header_len - length of the header block (through its empty line,
+   or all of content when there is none) */
+extern size_t local_header_len(const char *content, size_t len);
+/* local_delivered_to_seen - has the header block a Delivered-To: whose
+   value is addr (without case)? */
+extern bool local_delivered_to_seen(const char *content, size_t len,
+                                    const char *addr);
+
+/* local_mbox_quote - append data to out with ">" before each line that
+   starts with "From "; *bol carries "at the beginning of a line" between
+   calls (start it true) */
+extern void local_mbox_quote(const char *data, size_t len, bool *bol,
+                             VSTR *out);
+/* local_from_line - "From sender Sun Nov 29 09:33:57 2026\n" (sender ""
+   becomes MAILER-DAEMON) */
+extern void local_from_line(VSTR *out, const char *sender, time_t when);
+
+/* local_exit_result - what a command's wait status means: 0 sent;
+   EX_TEMPFAIL, EX_OSERR and signals deferred; other sysexits and unknown
+   codes bounced, with the sysexits text */
+extern void local_exit_result(int wait_status, LOCAL_RESULT *res);
+
+/* local_maildir_name - "SECONDS.MUSECP<pid>Q<n>.host" ('/' and ':' in
+   host written as \057 and \072) */
+extern void local_maildir_name(VSTR *out, const struct timeval *tv, long pid,
+                               unsigned long count, const char *host);
+
+/* local_delay_format - seconds as Postfix logs them ("0.41", "12", "0") */
+extern void local_delay_format(double seconds, char *buf, size_t len);
+
+/* Privilege modes. */
+typedef enum LOCAL_MODE {
+    LOCAL_MODE_SYSTEM, /* started as root, mail_owner is not root: each
+                          delivery runs as the recipient */
+    LOCAL_MODE_INSTANCE, /* everything runs as ourselves; every local part
+                            is a user */
+} LOCAL_MODE;
+
+/* local_mode - the mode for our euid and mail_owner's uid */
+extern LOCAL_MODE local_mode(uid_t euid, uid_t owner_uid);
+/* local_user_check - may a local part with (or without) a passwd entry
+   get mail? true, or false with the bounce in res (SYSTEM mode, no
+   entry: 5.1.1 unknown user) */
+extern bool local_user_check(LOCAL_MODE mode, const char *user, bool found,
+                             LOCAL_RESULT *res);
+
+/* --- local_mbox.c ---------------------------------------------------- */
+
+/* What a mailbox, file or command delivery writes. */
+typedef struct LOCAL_MSG {
+    const char *sender; /* envelope sender, "" for <> */
+    const char *recipient; /* for Delivered-To */
+    const char *content; /* headers, empty line, body; LF lines */
+    size_t len;
+    time_t arrival;
+    bool delivered_to; /* prepend Delivered-To and Return-Path */
+} LOCAL_MSG;
+
+/* local_mbox_deliver - append msg in mbox format to path under an fcntl
+   lock and a dot lock (path.lock); create the file (mode 0600, owner
+   uid/gid when they are not -1) when missing; fsync; truncate back on a
+   write error. size_limit 0: none. */
+extern void local_mbox_deliver(const char *path, const LOCAL_MSG *msg,
+                               long long size_limit, uid_t uid, gid_t gid,
+                               LOCAL_RESULT *res);
+/* local_maildir_deliver - msg into dir/new/ through dir/tmp/, creating the
+   Maildir (and dir's parent) when missing */
+extern void local_maildir_deliver(const char *dir, const LOCAL_MSG *msg,
+                                  long long size_limit, LOCAL_RESULT *res);
+
+/* --- local_command.c ------------------------------------------------- */
+
+typedef struct LOCAL_CMD {
+    const char *shell; /* local_command_shell */
+    const char *command;
+    const char *home; /* cwd, may be NULL */
+    const char *const *env; /* "NAME=value" list, NULL-terminated */
+    int time_limit; /* seconds */
+} LOCAL_CMD;
+
+/* local_command_deliver - run cmd with msg on stdin (no From_ line) */
+extern void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
+                                  LOCAL_RESULT *res);
+
+/* local_msg_text - the message as a command or forward gets it: the
+   optional Delivered-To/Return-Path headers, then the content */
+extern void local_msg_text(const LOCAL_MSG *msg, VSTR *out);
+
+#endif

@@ -1,0 +1,293 @@
+/*
+ * local_mbox_test - mbox files, Maildirs and commands, on real files
+ *
+ * Everything happens under a fresh mkdtemp() folder that is removed
+ * afterwards. The locking test has several processes append to one mbox
+ * at once and then checks that every message is there whole.
+ */
+#include "sys_defs.h"
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <sys/wait.h>
+
+#include "local.h"
+#include "mymalloc.h"
+#include "safe_file.h"
+#include "vstr.h"
+
+#define TEST_WRITERS 8
+#define TEST_PER_WRITER 5
+
+static char test_dir[64];
+
+/* test_path - a file in the test folder */
+static const char *test_path(VSTR *buf, const char *name)
+{
+    vstr_sprintf(buf, "%s/%s", test_dir, name);
+    return vstr_str(buf);
+}
+
+/* test_msg - a message with a body line that needs quoting */
+static void test_msg(LOCAL_MSG *msg, const char *content)
+{
+    memset(msg, 0, sizeof(*msg));
+    msg->sender = "a@remote.test";
+    msg->recipient = "bob@localhost";
+    msg->content = content;
+    msg->len = strlen(content);
+    msg->arrival = 0;
+    msg->delivered_to = true;
+}
+
+/* test_mbox_format - From_ line, delivery headers, quoting, empty line */
+static void test_mbox_format(void **state)
+{
+    LOCAL_RESULT res = {.text = vstr_alloc(10)};
+    VSTR *path = vstr_alloc(10);
+    LOCAL_MSG msg;
+    char *data;
+
+    test_msg(&msg, "Subject: s\n\nFrom here\nbody");    /* no final LF */
+    local_mbox_deliver(test_path(path, "mbox"), &msg, 0, (uid_t) -1,
+                       (gid_t) -1, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_SENT);
+    data = safe_file_read(vstr_str(path), 100000, NULL);
+    assert_non_null(data);
+    assert_string_equal(data, "From a@remote.test  Thu Jan  1 00:00:00 1970\n"
+                              "Delivered-To: bob@localhost\n"
+                              "Return-Path: <a@remote.test>\n"
+                              "Subject: s\n\n>From here\nbody\n\n");
+    myfree(data);
+    /* The lock file is gone afterwards. */
+    assert_int_equal(access(test_path(path, "mbox.lock"), F_OK), -1);
+
+    /* Over mailbox_size_limit: bounced, the file untouched. */
+    local_mbox_deliver(test_path(path, "mbox"), &msg, 100, (uid_t) -1,
+                       (gid_t) -1, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_BOUNCE);
+    assert_string_equal(res.dsn, "5.2.2");
+    unlink(test_path(path, "mbox"));
+    vstr_free(path);
+    vstr_free(res.text);
+}
+
+/* test_mbox_stale_lock - a dot lock older than 5 minutes is taken over */
+static void test_mbox_stale_lock(void **state)
+{
+    LOCAL_RESULT res = {.text = vstr_alloc(10)};
+    VSTR *path = vstr_alloc(10);
+    struct timeval old[2] = {{time(NULL) - 3600, 0}, {time(NULL) - 3600, 0}};
+    LOCAL_MSG msg;
+
+    assert_int_equal(safe_file_write(test_path(path, "st.lock"), "", 0, 0600),
+                     0);
+    assert_int_equal(utimes(vstr_str(path), old), 0);
+    test_msg(&msg, "Subject: s\n\nbody\n");
+    local_mbox_deliver(test_path(path, "st"), &msg, 0, (uid_t) -1, (gid_t) -1,
+                       &res);
+    assert_int_equal(res.stat, LOCAL_STAT_SENT);
+    unlink(vstr_str(path));
+    vstr_free(path);
+    vstr_free(res.text);
+}
+
+/* test_mbox_concurrent - writers at once: every message whole */
+static void test_mbox_concurrent(void **state)
+{
+    VSTR *path = vstr_alloc(10);
+    pid_t pids[TEST_WRITERS];
+    char *data;
+    char *line;
+    char *save = NULL;
+    int messages = 0;
+    int body_lines = 0;
+    int current = -1;
+    bool whole = true;
+
+    test_path(path, "shared");
+    for (int w = 0; w < TEST_WRITERS; w++) {
+        if ((pids[w] = fork()) == 0) {
+            LOCAL_RESULT res = {.text = vstr_alloc(10)};
+            VSTR *content = vstr_alloc(100000);
+            LOCAL_MSG msg;
+
+            for (int m = 0; m < TEST_PER_WRITER; m++) {
+                vstr_sprintf(content, "Subject: %d\n\n", w * 100 + m);
+                for (int l = 0; l < 2000; l++)
+                    vstr_sprintf_append(content, "line %d of %d\n", l,
+                                        w * 100 + m);
+                test_msg(&msg, vstr_str(content));
+                local_mbox_deliver(vstr_str(path), &msg, 0, (uid_t) -1,
+                                   (gid_t) -1, &res);
+                if (res.stat != LOCAL_STAT_SENT)
+                    _exit(1);
+            }
+            _exit(0);
+        }
+        assert_true(pids[w] > 0);
+    }
+    for (int w = 0; w < TEST_WRITERS; w++) {
+        int status;
+
+        assert_int_equal(waitpid(pids[w], &status, 0), pids[w]);
+        assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
+    data = safe_file_read(vstr_str(path), 100 * 1024 * 1024, NULL);
+    assert_non_null(data);
+    /* Every body line must name the message of the From_ block it is in,
+       and every block must have all its lines. */
+    for (line = strtok_r(data, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
+        int l, id;
+
+        if (strncmp(line, "From ", 5) == 0) {
+            if (current >= 0 && body_lines != 2000)
+                whole = false;
+            messages++;
+            body_lines = 0;
+            current = -1;
+        } else if (strncmp(line, "Subject: ", 9) == 0) {
+            current = (int) strtol(line + 9, NULL, 10);
+        } else if (sscanf(line, "line %d of %d", &l, &id) == 2) {
+            if (id != current || l != body_lines)
+                whole = false;
+            body_lines++;
+        }
+    }
+    if (body_lines != 2000)
+        whole = false;
+    assert_int_equal(messages, TEST_WRITERS * TEST_PER_WRITER);
+    assert_true(whole);
+    myfree(data);
+    unlink(vstr_str(path));
+    vstr_free(path);
+}
+
+/* test_maildir - created when missing; the file lands in new/ */
+static void test_maildir(void **state)
+{
+    LOCAL_RESULT res = {.text = vstr_alloc(10)};
+    VSTR *path = vstr_alloc(10);
+    VSTR *file = vstr_alloc(10);
+    LOCAL_MSG msg;
+    DIR *dp;
+    struct dirent *de;
+    int found = 0;
+    char *data;
+
+    test_msg(&msg, "Subject: s\n\nFrom here\n");
+    local_maildir_deliver(test_path(path, "md/bob"), &msg, 0, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_SENT);
+    assert_string_equal(vstr_str(res.text), "maildir");
+    vstr_sprintf(file, "%s/new", vstr_str(path));
+    dp = opendir(vstr_str(file));
+    assert_non_null(dp);
+    while ((de = readdir(dp)) != NULL) {
+        if (de->d_name[0] == '.')
+            continue;
+        found++;
+        vstr_sprintf(file, "%s/new/%s", vstr_str(path), de->d_name);
+        data = safe_file_read(vstr_str(file), 10000, NULL);
+        assert_non_null(data);
+        /* Maildir: no From_ line, no quoting. */
+        assert_string_equal(data, "Delivered-To: bob@localhost\n"
+                                  "Return-Path: <a@remote.test>\n"
+                                  "Subject: s\n\nFrom here\n");
+        myfree(data);
+        unlink(vstr_str(file));
+    }
+    closedir(dp);
+    assert_int_equal(found, 1);
+    local_maildir_deliver(vstr_str(path), &msg, 10, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_BOUNCE);
+    for (const char *sub = "tmp"; sub; sub = strcmp(sub, "tmp") == 0 ? "new"
+                                     : strcmp(sub, "new") == 0 ? "cur" : NULL) {
+        vstr_sprintf(file, "%s/%s", vstr_str(path), sub);
+        assert_int_equal(rmdir(vstr_str(file)), 0);
+    }
+    assert_int_equal(rmdir(vstr_str(path)), 0);
+    assert_int_equal(rmdir(test_path(path, "md")), 0);
+    vstr_free(path);
+    vstr_free(file);
+    vstr_free(res.text);
+}
+
+/* test_command - stdin, environment, exit codes, the time limit */
+static void test_command(void **state)
+{
+    LOCAL_RESULT res = {.text = vstr_alloc(10)};
+    VSTR *path = vstr_alloc(10);
+    VSTR *command = vstr_alloc(10);
+    const char *env[] = {"RECIPIENT=bob@localhost", "PATH=/usr/bin:/bin", NULL};
+    LOCAL_CMD cmd = {.shell = "/bin/sh", .env = env, .time_limit = 30};
+    LOCAL_MSG msg;
+    char *data;
+
+    test_msg(&msg, "Subject: s\n\nbody\n");
+    vstr_sprintf(command, "(echo \"$RECIPIENT\"; cat) > %s",
+                 test_path(path, "out"));
+    cmd.command = vstr_str(command);
+    local_command_deliver(&cmd, &msg, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_SENT);
+    data = safe_file_read(vstr_str(path), 10000, NULL);
+    assert_non_null(data);
+    assert_string_equal(data, "bob@localhost\nDelivered-To: bob@localhost\n"
+                              "Return-Path: <a@remote.test>\nSubject: s\n\n"
+                              "body\n");
+    myfree(data);
+    unlink(vstr_str(path));
+
+    cmd.command = "echo over quota; exit 75";
+    local_command_deliver(&cmd, &msg, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_DEFER);
+    assert_non_null(strstr(vstr_str(res.text), "over quota"));
+
+    cmd.command = "echo no such user >&2; exit 67";
+    local_command_deliver(&cmd, &msg, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_BOUNCE);
+    assert_string_equal(res.dsn, "5.1.1");
+    assert_non_null(strstr(vstr_str(res.text), "no such user"));
+
+    cmd.command = "exec sleep 30";
+    cmd.time_limit = 1;
+    local_command_deliver(&cmd, &msg, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_DEFER);
+    assert_non_null(strstr(vstr_str(res.text), "time limit"));
+    vstr_free(path);
+    vstr_free(command);
+    vstr_free(res.text);
+}
+
+/* setup - a fresh folder */
+static int setup(void **state)
+{
+    snprintf(test_dir, sizeof(test_dir), "/tmp/local_mbox_test.XXXXXX");
+    return mkdtemp(test_dir) ? 0 : -1;
+}
+
+/* teardown - remove it (every test cleans up after itself) */
+static int teardown(void **state)
+{
+    return rmdir(test_dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_mbox_format),
+        cmocka_unit_test(test_mbox_stale_lock),
+        cmocka_unit_test(test_mbox_concurrent),
+        cmocka_unit_test(test_maildir),
+        cmocka_unit_test(test_command),
+    };
+
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
