@@ -8,6 +8,11 @@
  *                   fsync incoming/) or removal
  * cleanup_content.c the content: header block parsing and fixes (missing
  *                   Message-ID, Date, From), the filter seam, body records
+ * cleanup_checks.c  header_checks and body_checks: REJECT, DISCARD, HOLD,
+ *                   WARN, INFO, REPLACE, PREPEND, IGNORE, DUNNO/OK
+ * cleanup_rewrite.c canonical_maps, sender_canonical_maps and
+ *                   recipient_canonical_maps on the envelope and on the
+ *                   address headers
  *
  * Filters are the seam for header/body checks and later DKIM signing: a
  * table of CLEANUP_FILTER, each called for every header (which it may
@@ -21,6 +26,8 @@
 
 #include <sys/time.h>
 
+#include "maps.h"
+#include "match_list.h"
 #include "qfile.h"
 #include "vstr.h"
 
@@ -33,6 +40,14 @@ typedef struct CLEANUP_CONF {
     char *myorigin;
     long long message_size_limit; /* bytes of content; 0: none */
     long long header_size_limit; /* header block beyond: body */
+    /* Tables; NULL (or empty) when the parameter is empty. */
+    MAPS *canonical_maps;
+    MAPS *sender_canonical_maps;
+    MAPS *recipient_canonical_maps;
+    MAPS *header_checks;
+    MAPS *body_checks;
+    MATCH_LIST *mydestination; /* NULL: only myorigin is ours */
+    char *recipient_delimiter; /* NULL or "": none */
 } CLEANUP_CONF;
 
 /* The envelope of BEGIN, as received (strings may be NULL when absent). */
@@ -109,6 +124,18 @@ struct CLEANUP_MSG {
     bool seen_from;
     char *message_id; /* for the log */
     int last_byte; /* of the content written, or -1 */
+    /* For the log lines of the content checks. */
+    char *client_info; /* "name[addr]" or "local" */
+    char *protocol; /* or NULL */
+    char *helo_name; /* or NULL */
+    char *first_rcpt; /* as queued, or NULL */
+    /* Content checks (cleanup_checks.c). */
+    bool hold; /* commit into hold/, do not wake qmgr */
+    bool discard; /* answer success, queue nothing */
+    bool sender_rewrite_failed; /* reported at the first recipient */
+    VSTR *body_line; /* partial body line while body_checks run */
+    VSTR *prepend; /* PREPEND text of the current header or line */
+    long long body_checked; /* body bytes seen by body_checks */
 };
 
 /* cleanup_message.c */
@@ -129,6 +156,30 @@ extern void cleanup_msg_fail(CLEANUP_MSG *msg, int status, const char *reason);
 extern char *cleanup_qualify(const CLEANUP_CONF *conf, const char *addr);
 /* cleanup_remove_stale - remove temporary files older than max_age */
 extern void cleanup_remove_stale(const CLEANUP_CONF *conf, time_t max_age);
+
+/* cleanup_checks.c: each returns false when the item is to be dropped;
+   text for before the item goes into prepend (which the caller resets) */
+extern bool cleanup_check_header(CLEANUP_MSG *msg, VSTR *header, VSTR *prepend);
+extern bool cleanup_check_body(CLEANUP_MSG *msg, VSTR *line, VSTR *prepend);
+/* cleanup_check_action - apply one table value (exported for tests) */
+extern bool cleanup_check_action(CLEANUP_MSG *msg, const char *class_name,
+                                 const char *what, const char *value,
+                                 VSTR *item, VSTR *prepend);
+
+/* cleanup_rewrite.c */
+/* cleanup_rewrite_sender - the envelope sender through sender_canonical_maps
+   and canonical_maps: a new string, or NULL when a table failed */
+extern char *cleanup_rewrite_sender(CLEANUP_MSG *msg, const char *sender);
+/* cleanup_rewrite_recipient - the same with recipient_canonical_maps */
+extern char *cleanup_rewrite_recipient(CLEANUP_MSG *msg, const char *rcpt);
+/* cleanup_rewrite_header - rewrite the addresses of a sender or recipient
+   header in place; false when a table failed (the message has failed) */
+extern bool cleanup_rewrite_header(CLEANUP_MSG *msg, VSTR *header);
+/* cleanup_rewrite_addr_spans - parse an address header's value: start and
+   end offsets (pairs, into spans) of the addresses it can rewrite; -1 when
+   the header cannot be parsed (group syntax, unbalanced quotes) */
+extern ssize_t cleanup_rewrite_addr_spans(const char *value, size_t *spans,
+                                          size_t max_pairs);
 
 /* cleanup_content.c */
 extern void cleanup_content_init(CLEANUP_MSG *msg);

@@ -10,6 +10,12 @@
  * Message-ID:, Date: and, for local submissions, From: are added, and the
  * body is streamed to the queue file chunk by chunk as it comes, 8-bit
  * clean. A message whose last line lacks its newline gets one.
+ *
+ * Each header goes through header_checks (cleanup_checks.c), then canonical
+ * address rewriting (cleanup_rewrite.c), then the filters. When
+ * body_checks is set, the first CLEANUP_BODY_CHECKS_LIMIT bytes of the body
+ * are cut into lines (pieces of at most CLEANUP_BODY_LINE_MAX bytes) for it;
+ * the rest of the body streams as before.
  */
 #include "sys_defs.h"
 
@@ -22,11 +28,18 @@
 #include "qfile.h"
 #include "vstr.h"
 
+/* Postfix's body_checks_size_limit (no parameter yet): body bytes checked. */
+#define CLEANUP_BODY_CHECKS_LIMIT 51200
+/* Postfix's line_length_limit: longer body lines are checked in pieces. */
+#define CLEANUP_BODY_LINE_MAX 2048
+
 /* cleanup_content_init - content state of a new message */
 void cleanup_content_init(CLEANUP_MSG *msg)
 {
     msg->line = vstr_alloc(256);
     msg->header = vstr_alloc(256);
+    msg->body_line = vstr_alloc(256);
+    msg->prepend = vstr_alloc(64);
 }
 
 /* cleanup_content_free - release the content state */
@@ -34,13 +47,15 @@ void cleanup_content_free(CLEANUP_MSG *msg)
 {
     msg->line = vstr_free(msg->line);
     msg->header = vstr_free(msg->header);
+    msg->body_line = vstr_free(msg->body_line);
+    msg->prepend = vstr_free(msg->prepend);
     msg->message_id = myfree(msg->message_id);
 }
 
 /* cleanup_content_write - content bytes into the queue file */
 void cleanup_content_write(CLEANUP_MSG *msg, const char *data, size_t len)
 {
-    if (msg->status || len == 0)
+    if (msg->status || msg->discard || len == 0)
         return;
     qfile_put_content(msg->writer, data, len);
     msg->last_byte = (unsigned char) data[len - 1];
@@ -89,25 +104,20 @@ static char *cleanup_header_value(const VSTR *header)
     return vstr_export(value);
 }
 
-/* cleanup_header_flush - the current header through the filters, out */
-static void cleanup_header_flush(CLEANUP_MSG *msg)
+/* cleanup_header_out - one header through the filters, into the file */
+static void cleanup_header_out(CLEANUP_MSG *msg, VSTR *header)
 {
-    VSTR *header = msg->header;
-
-    if (vstr_len(header) == 0)
-        return;
     for (size_t i = 0; i < msg->filter_count; i++) {
         if (msg->filters[i]->header == NULL)
             continue;
         if (msg->filters[i]->header(msg->filter_state[i], msg, header) ==
-            CLEANUP_FILTER_DROP) {
-            vstr_reset(header);
+            CLEANUP_FILTER_DROP)
             return;
-        }
     }
     if (cleanup_header_is(header, "message-id")) {
         if (!msg->seen_message_id)
-            msg->message_id = cleanup_header_value(header); /* logged at commit */
+            msg->message_id =
+                cleanup_header_value(header); /* logged at commit */
         msg->seen_message_id = true;
     } else if (cleanup_header_is(header, "date")) {
         msg->seen_date = true;
@@ -115,6 +125,23 @@ static void cleanup_header_flush(CLEANUP_MSG *msg)
         msg->seen_from = true;
     }
     cleanup_content_write(msg, vstr_str(header), vstr_len(header));
+}
+
+/* cleanup_header_flush - the current header through header_checks, address
+   rewriting and the filters, out */
+static void cleanup_header_flush(CLEANUP_MSG *msg)
+{
+    VSTR *header = msg->header;
+    bool keep;
+
+    if (vstr_len(header) == 0)
+        return;
+    vstr_reset(msg->prepend);
+    keep = cleanup_check_header(msg, header, msg->prepend);
+    if (vstr_len(msg->prepend) > 0)
+        cleanup_header_out(msg, msg->prepend);
+    if (keep && cleanup_rewrite_header(msg, header))
+        cleanup_header_out(msg, header);
     vstr_reset(header);
 }
 
@@ -146,8 +173,8 @@ void cleanup_from_header(VSTR *out, const char *sender, const char *full_name)
 
         if (ch < 32 || ch == 127)
             ch = ' ';
-        if (ch == ' ' && (vstr_len(name) == 0 ||
-                          vstr_str(name)[vstr_len(name) - 1] == ' '))
+        if (ch == ' ' &&
+            (vstr_len(name) == 0 || vstr_str(name)[vstr_len(name) - 1] == ' '))
             continue;
         vstr_addch(name, ch);
     }
@@ -216,15 +243,66 @@ static void cleanup_headers_end(CLEANUP_MSG *msg)
             msg->filters[i]->end_headers(msg->filter_state[i], msg);
 }
 
-/* cleanup_body - body bytes: filters, then the file */
-static void cleanup_body(CLEANUP_MSG *msg, const char *data, size_t len)
+/* cleanup_body_out - body bytes: filters, then the file */
+static void cleanup_body_out(CLEANUP_MSG *msg, const char *data, size_t len)
 {
-    if (len == 0)
+    if (len == 0 || msg->status || msg->discard)
         return;
     for (size_t i = 0; i < msg->filter_count; i++)
         if (msg->filters[i]->body)
             msg->filters[i]->body(msg->filter_state[i], msg, data, len);
     cleanup_content_write(msg, data, len);
+}
+
+/* cleanup_body_line_flush - the body line in hand through body_checks */
+static void cleanup_body_line_flush(CLEANUP_MSG *msg)
+{
+    VSTR *line = msg->body_line;
+    bool keep;
+
+    if (vstr_len(line) == 0)
+        return;
+    msg->body_checked += (long long) vstr_len(line);
+    vstr_reset(msg->prepend);
+    keep = cleanup_check_body(msg, line, msg->prepend);
+    cleanup_body_out(msg, vstr_str(msg->prepend), vstr_len(msg->prepend));
+    if (keep)
+        cleanup_body_out(msg, vstr_str(line), vstr_len(line));
+    vstr_reset(line);
+}
+
+/* cleanup_body_checking - do body_checks still look at the body */
+static bool cleanup_body_checking(const CLEANUP_MSG *msg)
+{
+    return msg->conf->body_checks != NULL &&
+           maps_count(msg->conf->body_checks) > 0 && msg->status == 0 &&
+           !msg->discard && msg->body_checked < CLEANUP_BODY_CHECKS_LIMIT;
+}
+
+/* cleanup_body - body bytes: line by line through body_checks while they
+   look, else straight out */
+static void cleanup_body(CLEANUP_MSG *msg, const char *data, size_t len)
+{
+    while (len > 0 && cleanup_body_checking(msg)) {
+        const char *nl = memchr(data, '\n', len);
+        size_t part = nl ? (size_t) (nl - data) + 1 : len;
+        size_t room = CLEANUP_BODY_LINE_MAX - vstr_len(msg->body_line);
+
+        if (part > room)
+            part = room;
+        vstr_ncat(msg->body_line, data, part);
+        data += part;
+        len -= part;
+        if (vstr_str(msg->body_line)[vstr_len(msg->body_line) - 1] == '\n' ||
+            vstr_len(msg->body_line) >= CLEANUP_BODY_LINE_MAX)
+            cleanup_body_line_flush(msg);
+    }
+    if (len == 0)
+        return;
+    /* Past the limit: a partial line in hand goes first, unchecked. */
+    cleanup_body_out(msg, vstr_str(msg->body_line), vstr_len(msg->body_line));
+    vstr_reset(msg->body_line);
+    cleanup_body_out(msg, data, len);
 }
 
 /* cleanup_header_line - one complete line (with its LF) of the header
@@ -234,7 +312,7 @@ static bool cleanup_header_line(CLEANUP_MSG *msg, const char *line, size_t len)
     msg->header_bytes += (long long) len;
     if (line[0] == '\n') {
         cleanup_headers_end(msg);
-        cleanup_body(msg, "\n", 1);
+        cleanup_body_out(msg, "\n", 1);
         return true;
     }
     if ((line[0] == ' ' || line[0] == '\t') && vstr_len(msg->header) > 0 &&
@@ -250,7 +328,7 @@ static bool cleanup_header_line(CLEANUP_MSG *msg, const char *line, size_t len)
     }
     /* No header (or too many): the body starts with this line. */
     cleanup_headers_end(msg);
-    cleanup_body(msg, "\n", 1);
+    cleanup_body_out(msg, "\n", 1);
     cleanup_body(msg, line, len);
     return true;
 }
@@ -268,7 +346,7 @@ void cleanup_content_data(CLEANUP_MSG *msg, const char *data, size_t len)
             if ((long long) vstr_len(msg->line) + msg->header_bytes >
                 msg->conf->header_size_limit) {
                 cleanup_headers_end(msg);
-                cleanup_body(msg, "\n", 1);
+                cleanup_body_out(msg, "\n", 1);
                 cleanup_body(msg, vstr_str(msg->line), vstr_len(msg->line));
                 vstr_reset(msg->line);
             }
@@ -299,12 +377,15 @@ void cleanup_content_end(CLEANUP_MSG *msg)
         }
         if (!msg->in_body) {
             cleanup_headers_end(msg);
-            cleanup_body(msg, "\n", 1);
+            cleanup_body_out(msg, "\n", 1);
         }
     }
+    /* A last body line without its newline is still checked. */
+    if (cleanup_body_checking(msg))
+        cleanup_body_line_flush(msg);
     if (msg->last_byte != '\n')
-        cleanup_body(msg, "\n", 1);
+        cleanup_body_out(msg, "\n", 1);
     for (size_t i = 0; i < msg->filter_count; i++)
-        if (msg->filters[i]->end && msg->status == 0)
+        if (msg->filters[i]->end && msg->status == 0 && !msg->discard)
             msg->filters[i]->end(msg->filter_state[i], msg);
 }

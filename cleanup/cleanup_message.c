@@ -7,6 +7,10 @@
  * caller answer. Every failure removes the file at once, so nothing
  * half-written is ever visible, and is remembered in the message so the
  * caller answers it at END.
+ *
+ * Addresses go through the canonical tables (cleanup_rewrite.c) before they
+ * are written; a message that header_checks or body_checks put on hold is
+ * committed into hold/ the same way, and a discarded one is removed.
  */
 #include "sys_defs.h"
 
@@ -18,6 +22,7 @@
 #include "cleanup.h"
 #include "cleanup_proto.h"
 #include "msg.h"
+#include "mail_queue.h"
 #include "mymalloc.h"
 #include "qfile.h"
 #include "qid.h"
@@ -25,6 +30,7 @@
 #include "vstr.h"
 
 #define CLEANUP_WRITE_ERROR "4.3.0 queue file write error"
+#define CLEANUP_REWRITE_ERROR "4.3.0 address rewriting table lookup failed"
 
 /* cleanup_qualify - addr, or addr@myorigin when addr has no @ */
 char *cleanup_qualify(const CLEANUP_CONF *conf, const char *addr)
@@ -80,6 +86,22 @@ static void cleanup_msg_attr(CLEANUP_MSG *msg, const char *name,
         qfile_put_attr(msg->writer, name, value);
 }
 
+/* cleanup_msg_rewrite_sender - the sender through the canonical tables; a
+   failure is told at the first recipient, so the client sees it at END as
+   every other failure of the message (smtpd answers a failed BEGIN with
+   "queue file write error") */
+static void cleanup_msg_rewrite_sender(CLEANUP_MSG *msg)
+{
+    char *rewritten = cleanup_rewrite_sender(msg, msg->sender);
+
+    if (rewritten == NULL) {
+        msg->sender_rewrite_failed = true;
+    } else {
+        myfree(msg->sender);
+        msg->sender = rewritten;
+    }
+}
+
 /* cleanup_msg_begin - start a message: queue ID, file, envelope records */
 CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
                                const CLEANUP_BEGIN *req,
@@ -107,6 +129,22 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
     msg->final_path = mystrdup(vstr_str(path));
     vstr_free(path);
     msg->sender = cleanup_qualify(conf, req->sender ? req->sender : "");
+    if (req->client_addr != NULL && *req->client_addr != 0) {
+        VSTR *info = vstr_alloc(64);
+
+        vstr_sprintf(info, "%s[%s]",
+                     req->client_name && *req->client_name ? req->client_name
+                                                           : "unknown",
+                     req->client_addr);
+        msg->client_info = vstr_export(info);
+    } else {
+        msg->client_info = mystrdup("local");
+    }
+    if (req->protocol != NULL && *req->protocol != 0)
+        msg->protocol = mystrdup(req->protocol);
+    if (req->helo_name != NULL && *req->helo_name != 0)
+        msg->helo_name = mystrdup(req->helo_name);
+    cleanup_msg_rewrite_sender(msg);
     if (req->full_name != NULL && *req->full_name != 0)
         msg->full_name = mystrdup(req->full_name);
     cleanup_content_init(msg);
@@ -159,10 +197,13 @@ void cleanup_msg_rcpt(CLEANUP_MSG *msg, const char *address, const char *orcpt,
                       const char *notify)
 {
     char *qualified;
+    char *rewritten;
 
     if (msg->in_content)
         msg_panic("%s: recipient after content", __func__);
     msg->rcpt_count++;
+    if (msg->sender_rewrite_failed)
+        cleanup_msg_fail(msg, 451, CLEANUP_REWRITE_ERROR);
     if (msg->status)
         return;
     if (*address == 0) {
@@ -170,8 +211,18 @@ void cleanup_msg_rcpt(CLEANUP_MSG *msg, const char *address, const char *orcpt,
         return;
     }
     qualified = cleanup_qualify(msg->conf, address);
-    qfile_put_rcpt(msg->writer, qualified, orcpt, notify);
+    rewritten = cleanup_rewrite_recipient(msg, qualified);
     myfree(qualified);
+    if (rewritten == NULL) {
+        cleanup_msg_fail(msg, 451, CLEANUP_REWRITE_ERROR);
+        return;
+    }
+    /* No original-recipient field in the queue file (global/qfile.h): the
+       rewritten address is all that is kept (orcpt is the client's). */
+    qfile_put_rcpt(msg->writer, rewritten, orcpt, notify);
+    if (msg->first_rcpt == NULL)
+        msg->first_rcpt = mystrdup(rewritten);
+    myfree(rewritten);
     cleanup_msg_check_write(msg);
 }
 
@@ -197,7 +248,7 @@ void cleanup_msg_data(CLEANUP_MSG *msg, const char *data, size_t len)
                      msg->qid, msg->received, msg->conf->message_size_limit);
         cleanup_msg_fail(msg, 552, "5.3.4 Message size exceeds fixed limit");
     }
-    if (msg->status)
+    if (msg->status || msg->discard)
         return;
     cleanup_content_data(msg, data, len);
     cleanup_msg_check_write(msg);
@@ -225,11 +276,26 @@ int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
         cleanup_msg_fail(msg, 554, "5.5.1 Error: no recipients specified");
     if (msg->status)
         return msg->status;
-    cleanup_msg_start_content(msg);
-    cleanup_content_end(msg);
-    cleanup_msg_check_write(msg);
+    if (!msg->discard) {
+        cleanup_msg_start_content(msg);
+        cleanup_content_end(msg);
+        cleanup_msg_check_write(msg);
+    }
     if (msg->status)
         return msg->status;
+    if (msg->discard) {
+        /* DISCARD: success for the client, nothing queued (logged). */
+        cleanup_msg_close(msg);
+        return 0;
+    }
+    if (msg->hold) {
+        /* HOLD: the same commit, into hold/; qmgr is not told. */
+        VSTR *path = vstr_alloc(100);
+
+        mail_queue_path(path, msg->conf->queue_dir, MAIL_QUEUE_HOLD, msg->qid);
+        myfree(msg->final_path);
+        msg->final_path = vstr_export(path);
+    }
 
     /* Durability: file, rename, directory -- and only then the answer. */
     if (qfile_writer_finish(msg->writer) < 0) {
@@ -292,6 +358,10 @@ CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg)
     myfree(msg->final_path);
     myfree(msg->sender);
     myfree(msg->full_name);
+    myfree(msg->client_info);
+    myfree(msg->protocol);
+    myfree(msg->helo_name);
+    myfree(msg->first_rcpt);
     myfree(msg);
     return NULL;
 }
