@@ -6,6 +6,7 @@
  *   sluice [-c DIR] conf [-n] [-d] [name ...] [name=value ...]
  *   sluice [-c DIR] check
  *   sluice [-c DIR] queue [--json] | cat QID | flush
+ *   sluice [-c DIR] hold|release|delete|requeue QID... | ALL | -
  *
  * -c DIR may also be given as SLUICE_CONFIG=DIR; the default is
  * /etc/sluice. Whether master runs is decided by the lock on
@@ -29,7 +30,7 @@
 #define SLUICE_STOP_WAIT 60             /* seconds stop waits for master */
 
 static const char sluice_usage[] =
-    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|check|queue|cat|flush|map ...";
+    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|check|queue|cat|flush|hold|release|delete|requeue|map ...";
 
 /* sluice_fail - print "sluice: text" on stderr; returns 1 */
 int sluice_fail(const char *fmt, ...)
@@ -274,6 +275,9 @@ int main(int argc, char **argv)
         return sluice_flush(config_dir, argc, argv);
     if (strcmp(cmd, "map") == 0)
         return sluice_map(config_dir, argc, argv);
+    if (strcmp(cmd, "hold") == 0 || strcmp(cmd, "release") == 0
+        || strcmp(cmd, "delete") == 0 || strcmp(cmd, "requeue") == 0)
+        return sluice_admin(config_dir, argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("sluice %s\n", SLUICE_VERSION);
         return 0;

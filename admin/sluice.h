@@ -24,5 +24,13 @@ extern int sluice_cat(const char *config_dir, int argc, char **argv);
 extern int sluice_flush(const char *config_dir, int argc, char **argv);
 /* sluice_map.c: argv[0] is map */
 extern int sluice_map(const char *config_dir, int argc, char **argv);
+/* sluice_admin.c: argv[0] is hold, release, delete or requeue */
+extern int sluice_admin(const char *config_dir, int argc, char **argv);
+/* sluice_admin_locate - the queue a message is in now, or NULL */
+extern const char *sluice_admin_locate(const char *queue_dir, const char *qid);
+/* sluice_queue.c: main.cf's queue_directory (caller frees), or NULL after
+   one line; every queue ID of one queue (caller frees) */
+extern char *sluice_queue_dir(const char *config_dir);
+extern struct ARGV *sluice_queue_ids(const char *queue_dir, const char *queue);
 
 #endif

@@ -15,10 +15,11 @@
  * trigger. On start qmgr first takes back active/, then incoming/, then
  * the due part of deferred/. deferred/ is scanned every queue_run_delay and
  * at the earliest next try qmgr knows of (a file's mtime is its next try).
+ * private/qmgr-admin takes the administrator's requests about messages in
+ * active/ (qmgr_admin.c).
  */
 #include "sys_defs.h"
 
-#include <ctype.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -28,6 +29,8 @@
 #include "mail_conf.h"
 #include "mail_queue.h"
 #include "mail_server.h"
+#include "maps.h"
+#include "match_list.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "qid.h"
@@ -254,9 +257,19 @@ static void qmgr_deferred_event(evutil_socket_t fd, short what, void *arg)
 static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
 {
     ARGV *steps;
+    VSTR *why = vstr_alloc(100);
 
     conf->queue_dir = mystrdup(mail_conf_str(mc, "queue_directory"));
-    conf->mydestination = mail_conf_list(mc, "mydestination");
+    if ((conf->mydestination = match_list_create(
+             "mydestination", mail_conf_str(mc, "mydestination"),
+             MATCH_LIST_DOMAIN, why)) == NULL)
+        msg_fatal("%s", vstr_str(why));
+    if ((conf->transport_maps =
+             maps_create("transport_maps", mail_conf_str(mc, "transport_maps"),
+                         MAP_FLAG_NONE, why)) == NULL)
+        msg_fatal("%s", vstr_str(why));
+    conf->recipient_delimiter =
+        mystrdup(mail_conf_str(mc, "recipient_delimiter"));
     conf->relayhost = mystrdup(mail_conf_str(mc, "relayhost"));
     conf->myhostname = mystrdup(mail_conf_str(mc, "myhostname"));
     conf->default_transport = mystrdup(mail_conf_str(mc, "default_transport"));
@@ -297,9 +310,7 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
     }
     conf->retry_count = steps->argc;
     argv_free(steps);
-    for (size_t i = 0; i < conf->mydestination->argc; i++)
-        for (char *cp = conf->mydestination->argv[i]; *cp; cp++)
-            *cp = (char) tolower((unsigned char) *cp);
+    vstr_free(why);
 }
 
 /* qmgr_pre_loop - read the configuration, take back active/, start */
@@ -322,6 +333,7 @@ static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
     qmgr_scan_want(&ctx->incoming_scan, false);
     qmgr_scan_want(&ctx->deferred_scan, false);
     ctx->deferred_last = time(NULL);
+    qmgr_admin_init(ctx);
     qmgr_scan_kick(ctx);
 }
 

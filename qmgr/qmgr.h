@@ -8,7 +8,16 @@
  * the destinations (transport, next hop) with their queues and windows and
  * starts deliveries round-robin; qmgr_deliver.c runs one delivery with an
  * agent; qmgr_bounce.c asks the bounce daemon for a DSN; qmgr_conn.c is
- * the non-blocking attribute-list client both use.
+ * the non-blocking attribute-list client both use; qmgr_admin.c answers
+ * `sluice hold|delete|requeue` about messages in active/ on
+ * private/qmgr-admin (the protocol: global/qmgr_admin_proto.h).
+ *
+ * Administrative requests on a message in memory (qmgr_message_admin):
+ * delete drops it at once (file and logs removed, pending recipients
+ * withdrawn, results of deliveries in flight ignored); hold withdraws the
+ * pending recipients and, once the deliveries in flight are over, moves
+ * the file to hold/ instead of deferred/; requeue makes what is left due
+ * at once.
  */
 #ifndef QMGR_H
 #define QMGR_H
@@ -26,6 +35,8 @@
 
 struct event;
 struct event_base;
+struct MAPS;
+struct MATCH_LIST;
 
 typedef struct QMGR_CTX QMGR_CTX;
 typedef struct QMGR_MESSAGE QMGR_MESSAGE;
@@ -36,7 +47,9 @@ typedef struct QMGR_CONN QMGR_CONN;
 /* Configuration, read once at start. */
 typedef struct QMGR_CONF {
     char *queue_dir;
-    ARGV *mydestination; /* lowercase */
+    struct MATCH_LIST *mydestination; /* domains delivered locally */
+    struct MAPS *transport_maps; /* recipient -> transport:nexthop */
+    char *recipient_delimiter; /* "" when none */
     char *relayhost; /* "" when none */
     char *myhostname; /* next hop of local mail */
     char *default_transport;
@@ -90,19 +103,32 @@ struct QMGR_CTX {
     struct event *resume_ev; /* paused destinations go on */
     bool scheduling; /* qmgr_dest_schedule runs */
     bool schedule_again; /* ... and was asked again */
+    int admin_fd; /* private/qmgr-admin listener, -1: none */
+    struct event *admin_ev; /* ... its accept event */
 };
 
 /* qmgr.c */
 extern void qmgr_scan_kick(QMGR_CTX *ctx);
 extern void qmgr_deferred_note(QMGR_CTX *ctx, time_t next_try);
 
+/* qmgr_admin.c */
+extern void qmgr_admin_init(QMGR_CTX *ctx);
+
 /* Recipient states in memory. */
 typedef enum QMGR_RCPT_STATE {
     QMGR_RCPT_DONE_BEFORE, /* D record when loaded */
     QMGR_RCPT_PENDING, /* waiting or in flight */
     QMGR_RCPT_FINISHED, /* sent or bounced this round */
-    QMGR_RCPT_DEFERRED, /* try again later */
+    QMGR_RCPT_DEFERRED, /* try again later (or withdrawn: hold) */
 } QMGR_RCPT_STATE;
+
+/* What the administrator asked of a message in memory. */
+typedef enum QMGR_ADMIN_OP {
+    QMGR_ADMIN_NONE,
+    QMGR_ADMIN_REQUEUE, /* what is left is due at once */
+    QMGR_ADMIN_HOLD, /* to hold/ when the deliveries in flight end */
+    QMGR_ADMIN_DELETE, /* gone: results are ignored */
+} QMGR_ADMIN_OP;
 
 typedef struct QMGR_RCPT_MEM {
     QMGR_RCPT_STATE state;
@@ -123,6 +149,7 @@ struct QMGR_MESSAGE {
     bool bounce_failed; /* keep it: the DSN is not out */
     struct QMGR_BOUNCE *bounce_req; /* a bounce request in flight */
     QMGR_CONN *bounce_conn; /* ... and its connection */
+    QMGR_ADMIN_OP admin_op; /* qmgr_message_admin */
     QMGR_MESSAGE *prev;
     QMGR_MESSAGE *next;
 };
@@ -137,6 +164,13 @@ extern void qmgr_message_result(QMGR_MESSAGE *msg, size_t index,
 extern void qmgr_message_defer_self(QMGR_MESSAGE *msg, size_t index,
                                     const char *dsn, const char *reason);
 extern void qmgr_message_check(QMGR_MESSAGE *msg);
+/* qmgr_message_find - the message qid in memory, or NULL */
+extern QMGR_MESSAGE *qmgr_message_find(QMGR_CTX *ctx, const char *qid);
+/* qmgr_message_admin - apply an administrative request (delete, hold,
+   requeue) to a message in memory; msg may be freed before it returns */
+extern void qmgr_message_admin(QMGR_MESSAGE *msg, QMGR_ADMIN_OP op);
+/* qmgr_message_withdrawn - a pending recipient taken back unstarted */
+extern void qmgr_message_withdrawn(QMGR_MESSAGE *msg, size_t index);
 
 /* One delivery's worth: a message and up to rcpt_limit recipients. */
 struct QMGR_ENTRY {
@@ -170,6 +204,9 @@ extern void qmgr_dest_job_done(QMGR_DEST *dest, bool attempted,
                                bool site_failed, const char *reason);
 extern void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry);
 extern void qmgr_dest_revive_all(QMGR_CTX *ctx);
+/* qmgr_dest_withdraw - take msg's pending (unstarted) entries back; each
+   recipient goes to qmgr_message_withdrawn; the caller holds a reference */
+extern void qmgr_dest_withdraw(QMGR_MESSAGE *msg);
 extern QMGR_ENTRY *qmgr_entry_free(QMGR_ENTRY *entry);
 
 /* qmgr_deliver.c */

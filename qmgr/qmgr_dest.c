@@ -301,3 +301,29 @@ void qmgr_dest_revive_all(QMGR_CTX *ctx)
             dest->window = qmgr_dest_initial_window(ctx);
         }
 }
+
+/* qmgr_dest_withdraw - take msg's pending (unstarted) entries back */
+void qmgr_dest_withdraw(QMGR_MESSAGE *msg)
+{
+    if (msg->refs == 0)
+        msg_panic("%s: %s: the caller holds no reference", __func__, msg->qid);
+    for (QMGR_DEST *dest = msg->ctx->dests; dest; dest = dest->next) {
+        QMGR_ENTRY **link = &dest->head;
+        QMGR_ENTRY *prev = NULL;
+        QMGR_ENTRY *entry;
+
+        while ((entry = *link) != NULL) {
+            if (entry->msg != msg) {
+                prev = entry;
+                link = &entry->next;
+                continue;
+            }
+            *link = entry->next;
+            if (dest->tail == entry)
+                dest->tail = prev;
+            for (size_t i = 0; i < entry->count; i++)
+                qmgr_message_withdrawn(msg, entry->index[i]);
+            qmgr_entry_free(entry);
+        }
+    }
+}

@@ -2,7 +2,14 @@
  * qmgr_message - one message in memory: load, route, results, completion
  *
  * A message enters active/, its envelope is read (a corrupt file goes to
- * corrupt/), and each recipient not yet done is routed to a destination.
+ * corrupt/), and each recipient not yet done is routed to a destination:
+ * local_transport for a domain in mydestination (a match list, tables
+ * allowed), else default_transport to relayhost or the domain; then
+ * transport_maps may override either part, looked up as transport(5)
+ * says: the full address (user+ext@domain, user@domain), the domain, its
+ * parents as ".parent", then "*". A value is "transport:nexthop"; an
+ * empty part keeps the default (":[host]:port" keeps the transport). A
+ * table that fails defers the recipient.
  * Results come back one recipient at a time: a bounce or a success that
  * asked NOTIFY=SUCCESS is appended (fsynced) to the bounce log before the
  * recipient is marked done; a deferral is appended to the defer log. While
@@ -31,6 +38,8 @@
 #include "deliver_proto.h"
 #include "dsn_log.h"
 #include "mail_queue.h"
+#include "maps.h"
+#include "match_list.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "qmgr.h"
@@ -130,7 +139,7 @@ static int qmgr_message_mark(QMGR_MESSAGE *msg, size_t index)
     int fd;
     int ret = -1;
 
-    if (mem->marked)
+    if (mem->marked || msg->admin_op == QMGR_ADMIN_DELETE)
         return 0;
     path = qmgr_message_path(vstr_alloc(100), msg);
     why = vstr_alloc(100);
@@ -187,6 +196,15 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
     if (mem->state != QMGR_RCPT_PENDING)
         msg_panic("%s: %s: %s has its result already", __func__, msg->qid,
                   rcpt->address);
+    /* Deleted: nothing more is written for it, anywhere. */
+    if (msg->admin_op == QMGR_ADMIN_DELETE) {
+        mem->state = QMGR_RCPT_FINISHED;
+        if (msg->outstanding == 0)
+            msg_panic("%s: %s: nothing outstanding", __func__, msg->qid);
+        msg->outstanding--;
+        vstr_free(why);
+        return;
+    }
     if (strcmp(action, DELIVER_ACTION_SENT) == 0) {
         mem->state = QMGR_RCPT_FINISHED;
         if (qmgr_notify_has(rcpt->notify, "SUCCESS")) {
@@ -246,8 +264,9 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
 void qmgr_message_defer_self(QMGR_MESSAGE *msg, size_t index, const char *dsn,
                              const char *reason)
 {
-    qmgr_log_status(msg, msg->info->rcpts[index].address, dsn,
-                    DELIVER_ACTION_DEFERRED, reason);
+    if (msg->admin_op != QMGR_ADMIN_DELETE)
+        qmgr_log_status(msg, msg->info->rcpts[index].address, dsn,
+                        DELIVER_ACTION_DEFERRED, reason);
     qmgr_message_result(msg, index, DELIVER_ACTION_DEFERRED, dsn, reason, "",
                         "");
 }
@@ -315,10 +334,28 @@ static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
     struct timeval times[2];
     time_t next_try;
 
+    if (msg->admin_op == QMGR_ADMIN_DELETE) {
+        vstr_free(path);
+        vstr_free(why);
+        qmgr_message_free(msg);
+        return;
+    }
     /* The file outlives this round: what finished must say so on disk. */
     for (size_t i = 0; i < msg->info->rcpt_count; i++)
         if (msg->rcpts[i].state == QMGR_RCPT_FINISHED)
             (void) qmgr_message_mark(msg, i);
+    if (msg->admin_op == QMGR_ADMIN_HOLD) {
+        /* Durable: a crash must not bring a held message back to life. */
+        if (mail_queue_move(ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE,
+                            MAIL_QUEUE_HOLD, msg->qid) < 0)
+            msg_warn("%s: move to %s: %m", msg->qid, MAIL_QUEUE_HOLD);
+        else
+            msg_info("%s: placed on hold", msg->qid);
+        vstr_free(path);
+        vstr_free(why);
+        qmgr_message_free(msg);
+        return;
+    }
     memset(&rec, 0, sizeof(rec));
     rec.action = DSN_ACTION_ATTEMPT;
     rec.address = rec.orcpt = rec.notify = rec.status = "";
@@ -335,7 +372,9 @@ static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
         attempts = dsn_log_count(dlog, DSN_ACTION_ATTEMPT);
         dsn_log_free(dlog);
     }
-    next_try = time(NULL) + (time_t) qmgr_message_retry_step(ctx, attempts);
+    next_try = time(NULL);
+    if (msg->admin_op != QMGR_ADMIN_REQUEUE)
+        next_try += (time_t) qmgr_message_retry_step(ctx, attempts);
     times[0].tv_sec = times[1].tv_sec = next_try;
     times[0].tv_usec = times[1].tv_usec = 0;
     if (utimes(vstr_str(path), times) < 0)
@@ -356,7 +395,8 @@ static void qmgr_message_warned(QMGR_MESSAGE *msg, bool ok)
     VSTR *why = vstr_alloc(100);
     DSN_LOG_REC rec;
 
-    if (ok) {
+    /* Deleted meanwhile: the log is gone and must stay gone. */
+    if (ok && msg->admin_op != QMGR_ADMIN_DELETE) {
         memset(&rec, 0, sizeof(rec));
         rec.action = DSN_ACTION_WARNED;
         rec.address = rec.orcpt = rec.notify = rec.status = "";
@@ -401,8 +441,12 @@ static void qmgr_message_settle(QMGR_MESSAGE *msg)
     QMGR_CTX *ctx = msg->ctx;
     VSTR *path;
 
+    if (msg->admin_op == QMGR_ADMIN_DELETE) {
+        qmgr_message_free(msg);
+        return;
+    }
     if (qmgr_message_count(msg, QMGR_RCPT_DEFERRED) > 0 || msg->bounce_failed) {
-        if (qmgr_message_want_warning(msg))
+        if (msg->admin_op != QMGR_ADMIN_HOLD && qmgr_message_want_warning(msg))
             qmgr_bounce_request(msg, BOUNCE_KIND_DELAY, qmgr_message_warned);
         else
             qmgr_message_to_deferred(msg);
@@ -484,11 +528,123 @@ void qmgr_message_check(QMGR_MESSAGE *msg)
         msg->finish_step != QMGR_FINISH_NONE)
         return;
     msg->finish_step = QMGR_FINISH_RUNNING;
+    if (msg->admin_op == QMGR_ADMIN_DELETE) {
+        qmgr_message_free(msg);
+        return;
+    }
+    /* Held with work left: straight to hold/; expiry and the DSN of what
+       bounced wait for the release (the bounce log stays with the file). */
+    if (msg->admin_op == QMGR_ADMIN_HOLD &&
+        qmgr_message_count(msg, QMGR_RCPT_DEFERRED) > 0) {
+        qmgr_message_to_deferred(msg);
+        return;
+    }
     qmgr_message_expire(msg);
     if (dsn_log_exists(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid))
         qmgr_bounce_request(msg, BOUNCE_KIND_BOUNCE, qmgr_message_bounced);
     else
         qmgr_message_settle(msg);
+}
+
+/* qmgr_message_find - the message qid in memory, or NULL */
+QMGR_MESSAGE *qmgr_message_find(QMGR_CTX *ctx, const char *qid)
+{
+    for (QMGR_MESSAGE *msg = ctx->messages; msg; msg = msg->next)
+        if (strcmp(msg->qid, qid) == 0)
+            return msg;
+    return NULL;
+}
+
+/* qmgr_message_withdrawn - a pending recipient taken back unstarted: it
+   waits, with nothing logged (it was not tried) */
+void qmgr_message_withdrawn(QMGR_MESSAGE *msg, size_t index)
+{
+    QMGR_RCPT_MEM *mem = &msg->rcpts[index];
+
+    if (mem->state != QMGR_RCPT_PENDING)
+        msg_panic("%s: %s: %s is not pending", __func__, msg->qid,
+                  msg->info->rcpts[index].address);
+    if (msg->outstanding == 0)
+        msg_panic("%s: %s: nothing outstanding", __func__, msg->qid);
+    mem->state = QMGR_RCPT_DEFERRED;
+    msg->outstanding--;
+}
+
+/* qmgr_message_admin - the administrator's delete, hold or requeue */
+void qmgr_message_admin(QMGR_MESSAGE *msg, QMGR_ADMIN_OP op)
+{
+    QMGR_CTX *ctx = msg->ctx;
+    VSTR *path;
+
+    if (msg->admin_op == QMGR_ADMIN_DELETE)
+        return;
+    msg->admin_op = op;
+    if (op == QMGR_ADMIN_DELETE) {
+        /* The file goes now; nothing written later may bring it back
+           (marks open without O_CREAT, logs are skipped). */
+        path = qmgr_message_path(vstr_alloc(100), msg);
+        if (unlink(vstr_str(path)) < 0 && errno != ENOENT)
+            msg_warn("%s: remove %s: %m", msg->qid, vstr_str(path));
+        if (dsn_log_remove(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid) < 0)
+            msg_warn("%s: remove defer log: %m", msg->qid);
+        if (dsn_log_remove(ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid) < 0)
+            msg_warn("%s: remove bounce log: %m", msg->qid);
+        msg_info("%s: removed by the administrator", msg->qid);
+        vstr_free(path);
+    }
+    if (op == QMGR_ADMIN_DELETE || op == QMGR_ADMIN_HOLD) {
+        /* Deliveries in flight end on their own; the rest never start. */
+        msg->refs++;
+        qmgr_dest_withdraw(msg);
+        msg->refs--;
+    }
+    qmgr_message_check(msg);
+}
+
+/* qmgr_message_nexthop_parse - a transport_maps value "transport:nexthop"
+   (either part may be empty: the default stays) over *transport and
+   *nexthop; the parts live in buf */
+static void qmgr_message_nexthop_parse(const char *value, VSTR *buf,
+                                       const char **transport,
+                                       const char **nexthop)
+{
+    char *colon;
+
+    vstr_cpy(buf, value);
+    if ((colon = strchr(vstr_str(buf), ':')) != NULL) {
+        *colon = 0;
+        if (colon[1])
+            *nexthop = colon + 1;
+    }
+    if (*vstr_str(buf))
+        *transport = vstr_str(buf);
+}
+
+/* qmgr_message_transport - transport_maps as transport(5) says: the full
+   address, then the domain, then its parents as ".parent", then "*";
+   NULL when nothing matched, *error MAP_FAIL when a table failed */
+static const char *qmgr_message_transport(QMGR_CTX *ctx, const char *address,
+                                          const char *domain, int *error)
+{
+    const char *value;
+
+    *error = MAP_OK;
+    if (maps_count(ctx->conf.transport_maps) == 0)
+        return NULL;
+    if ((value = maps_find_addr(ctx->conf.transport_maps, address,
+                                ctx->conf.recipient_delimiter,
+                                MAPS_ADDR_NO_AT_DOMAIN, error)) != NULL ||
+        *error == MAP_FAIL)
+        return value;
+    if (domain == NULL)
+        return NULL;
+    for (const char *name = domain; name; name = strchr(name + 1, '.')) {
+        if ((value = maps_find(ctx->conf.transport_maps, name, error)) !=
+                NULL ||
+            *error == MAP_FAIL)
+            return value;
+    }
+    return maps_find(ctx->conf.transport_maps, "*", error);
 }
 
 /* qmgr_message_route - transport and next hop of one recipient */
@@ -499,28 +655,42 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
     const char *at = strrchr(address, '@');
     VSTR *domain = vstr_alloc(64);
     VSTR *sock = vstr_alloc(100);
+    VSTR *table_value = vstr_alloc(64);
     const char *transport = NULL;
     const char *nexthop;
+    const char *value;
     struct stat st;
+    int error;
+    int local = 1;
 
     if (at == NULL) {
-        transport = ctx->conf.local_transport;
         vstr_cpy(domain, ctx->conf.myhostname);
     } else {
         vstr_lower(vstr_cpy(domain, at + 1));
-        for (size_t i = 0; i < ctx->conf.mydestination->argc; i++)
-            if (strcasecmp(ctx->conf.mydestination->argv[i],
-                           vstr_str(domain)) == 0) {
-                transport = ctx->conf.local_transport;
-                break;
-            }
+        local = match_list_match(ctx->conf.mydestination, vstr_str(domain));
     }
-    if (transport) {
+    if (local < 0) {
+        qmgr_message_defer_self(msg, index, "4.3.0",
+                                "mydestination lookup failed");
+        goto out;
+    }
+    if (local) {
+        transport = ctx->conf.local_transport;
         nexthop = vstr_str(domain);
     } else {
         transport = ctx->conf.default_transport;
         nexthop = *ctx->conf.relayhost ? ctx->conf.relayhost : vstr_str(domain);
     }
+    /* The table overrides what it names; an empty part keeps the default. */
+    value = qmgr_message_transport(ctx, address, at ? vstr_str(domain) : NULL,
+                                   &error);
+    if (error == MAP_FAIL) {
+        qmgr_message_defer_self(msg, index, "4.3.0",
+                                "transport table lookup failed");
+        goto out;
+    }
+    if (value)
+        qmgr_message_nexthop_parse(value, table_value, &transport, &nexthop);
     vstr_sprintf(sock, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
                  transport);
     if (stat(vstr_str(sock), &st) < 0)
@@ -528,8 +698,10 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
                                 "mail transport unavailable");
     else
         qmgr_dest_add(msg, transport, nexthop, index);
+out:
     vstr_free(domain);
     vstr_free(sock);
+    vstr_free(table_value);
 }
 
 /* qmgr_message_activate - take qid into active/ and schedule it */

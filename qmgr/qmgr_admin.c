@@ -1,0 +1,210 @@
+/*
+ * qmgr_admin - the administrator's requests about messages in active/
+ *
+ * `sluice hold|delete|requeue` moves files in incoming/, deferred/ and
+ * hold/ itself, but a file in active/ belongs to qmgr, so for those it
+ * asks here, on queue_directory/private/qmgr-admin, a socket qmgr makes
+ * itself (global/qmgr_admin_proto.h is the protocol). A message in memory
+ * gets the request through qmgr_message_admin(), which acts at a safe
+ * point. A file in active/ that is not in memory (the scan that takes
+ * back active/ at start has not reached it, or a move out of active/
+ * failed) has nothing in flight: it is moved or removed here at once.
+ * Anything else is "not in active/", and the admin command looks again.
+ */
+#include "sys_defs.h"
+
+#include <sys/socket.h>
+#include <sys/stat.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "attr.h"
+#include "dsn_log.h"
+#include "mail_queue.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "qid.h"
+#include "qmgr.h"
+#include "qmgr_admin_proto.h"
+#include "sock.h"
+#include "vstr.h"
+
+#define QMGR_ADMIN_BACKLOG 16
+#define QMGR_ADMIN_IDLE 60 /* seconds an idle admin connection may stay */
+#define QMGR_SPEC_LEN(spec) (sizeof(spec) / sizeof((spec)[0]))
+
+/* qmgr_admin_reply - queue one REPLY */
+static void qmgr_admin_reply(struct bufferevent *bev, int status,
+                             const char *reason)
+{
+    ATTR_LIST *list = attr_list_alloc();
+    VSTR *wire = vstr_alloc(100);
+
+    attr_add_int(list, "status", status);
+    if (reason)
+        attr_add_str(list, "reason", reason);
+    attr_list_encode(list, wire);
+    if (bufferevent_write(bev, vstr_str(wire), vstr_len(wire)) < 0)
+        msg_fatal("cannot buffer %zu bytes", vstr_len(wire));
+    attr_list_free(list);
+    vstr_free(wire);
+}
+
+/* qmgr_admin_unloaded - act on a file in active/ that is not in memory;
+   the reply status */
+static int qmgr_admin_unloaded(QMGR_CTX *ctx, const char *qid, QMGR_ADMIN_OP op,
+                               VSTR *reason)
+{
+    VSTR *path = mail_queue_path(vstr_alloc(100), ctx->conf.queue_dir,
+                                 MAIL_QUEUE_ACTIVE, qid);
+    struct stat st;
+    int status = QMGR_ADMIN_STAT_OK;
+
+    if (lstat(vstr_str(path), &st) < 0) {
+        status = QMGR_ADMIN_STAT_NOTHERE;
+    } else if (op == QMGR_ADMIN_DELETE) {
+        if (unlink(vstr_str(path)) < 0) {
+            status = errno == ENOENT ? QMGR_ADMIN_STAT_NOTHERE
+                                     : QMGR_ADMIN_STAT_FAIL;
+            vstr_sprintf(reason, "remove %s: %m", vstr_str(path));
+        } else {
+            (void) dsn_log_remove(ctx->conf.queue_dir, DSN_LOG_DEFER, qid);
+            (void) dsn_log_remove(ctx->conf.queue_dir, DSN_LOG_BOUNCE, qid);
+            msg_info("%s: removed by the administrator", qid);
+        }
+    } else if (op == QMGR_ADMIN_HOLD) {
+        if (mail_queue_move(ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE,
+                            MAIL_QUEUE_HOLD, qid) < 0) {
+            status = errno == ENOENT ? QMGR_ADMIN_STAT_NOTHERE
+                                     : QMGR_ADMIN_STAT_FAIL;
+            vstr_sprintf(reason, "move %s to %s: %m", vstr_str(path),
+                         MAIL_QUEUE_HOLD);
+        } else {
+            msg_info("%s: placed on hold", qid);
+        }
+    }
+    /* requeue: the scan of active/ delivers it as soon as it gets there. */
+    vstr_free(path);
+    return status;
+}
+
+/* qmgr_admin_request - one REQUEST; the reply status */
+static int qmgr_admin_request(QMGR_CTX *ctx, const ATTR_LIST *list,
+                              VSTR *reason)
+{
+    const char *request = attr_get_str(list, "request");
+    const char *qid = attr_get_str(list, "queue_id");
+    QMGR_MESSAGE *msg;
+    QMGR_ADMIN_OP op;
+
+    if (strcmp(request, QMGR_ADMIN_REQ_HOLD) == 0) {
+        op = QMGR_ADMIN_HOLD;
+    } else if (strcmp(request, QMGR_ADMIN_REQ_DELETE) == 0) {
+        op = QMGR_ADMIN_DELETE;
+    } else if (strcmp(request, QMGR_ADMIN_REQ_REQUEUE) == 0) {
+        op = QMGR_ADMIN_REQUEUE;
+    } else {
+        vstr_sprintf(reason, "unknown request \"%s\"", request);
+        return QMGR_ADMIN_STAT_FAIL;
+    }
+    if (!qid_valid(qid)) {
+        vstr_sprintf(reason, "\"%s\" is not a queue ID", qid);
+        return QMGR_ADMIN_STAT_FAIL;
+    }
+    if ((msg = qmgr_message_find(ctx, qid)) == NULL)
+        return qmgr_admin_unloaded(ctx, qid, op, reason);
+    qmgr_message_admin(msg, op);
+    qmgr_dest_schedule(ctx);
+    return QMGR_ADMIN_STAT_OK;
+}
+
+/* qmgr_admin_read - answer every whole REQUEST that arrived */
+static void qmgr_admin_read(struct bufferevent *bev, void *arg)
+{
+    QMGR_CTX *ctx = arg;
+    struct evbuffer *input = bufferevent_get_input(bev);
+    VSTR *why = vstr_alloc(100);
+
+    for (;;) {
+        size_t len = evbuffer_get_length(input);
+        ATTR_LIST *list = NULL;
+        size_t used = 0;
+        int ret;
+        int status;
+
+        if (len == 0)
+            break;
+        ret = attr_list_decode((const char *) evbuffer_pullup(input, -1), len,
+                               QMGR_ADMIN_LIST_MAX, &used, &list, why);
+        if (ret == 0)
+            break;
+        if (ret < 0) {
+            msg_warn("%s: malformed request: %s", QMGR_ADMIN_SERVICE,
+                     vstr_str(why));
+            bufferevent_free(bev);
+            break;
+        }
+        evbuffer_drain(input, used);
+        if (attr_list_check(list, qmgr_admin_request_spec,
+                            QMGR_SPEC_LEN(qmgr_admin_request_spec), why) < 0) {
+            status = QMGR_ADMIN_STAT_FAIL;
+        } else {
+            vstr_cpy(why, "");
+            status = qmgr_admin_request(ctx, list, why);
+        }
+        qmgr_admin_reply(bev, status, *vstr_str(why) ? vstr_str(why) : NULL);
+        attr_list_free(list);
+    }
+    vstr_free(why);
+}
+
+/* qmgr_admin_event - EOF, error or idle timeout: close */
+static void qmgr_admin_event(struct bufferevent *bev, short what, void *arg)
+{
+    bufferevent_free(bev);
+}
+
+/* qmgr_admin_accept - a new admin connection */
+static void qmgr_admin_accept(evutil_socket_t fd, short what, void *arg)
+{
+    QMGR_CTX *ctx = arg;
+    struct bufferevent *bev;
+    struct timeval idle = {QMGR_ADMIN_IDLE, 0};
+    int conn;
+
+    if ((conn = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0) {
+        if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
+            msg_warn("accept on %s: %m", QMGR_ADMIN_SERVICE);
+        return;
+    }
+    if ((bev = bufferevent_socket_new(ctx->base, conn,
+                                      BEV_OPT_CLOSE_ON_FREE)) == NULL)
+        msg_fatal("cannot create a connection event");
+    bufferevent_setcb(bev, qmgr_admin_read, NULL, qmgr_admin_event, ctx);
+    bufferevent_set_timeouts(bev, &idle, &idle);
+    if (bufferevent_enable(bev, EV_READ | EV_WRITE) < 0)
+        msg_fatal("cannot add a connection event");
+}
+
+/* qmgr_admin_init - listen on private/qmgr-admin (a failure only costs
+   the admin command its way to qmgr: it says so) */
+void qmgr_admin_init(QMGR_CTX *ctx)
+{
+    VSTR *path = vstr_alloc(100);
+
+    ctx->admin_fd = -1;
+    vstr_sprintf(path, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                 QMGR_ADMIN_SERVICE);
+    if ((ctx->admin_fd =
+             sock_unix_listen(vstr_str(path), QMGR_ADMIN_BACKLOG, 0600)) < 0) {
+        msg_warn("cannot listen on %s: %m", vstr_str(path));
+    } else if ((ctx->admin_ev =
+                    event_new(ctx->base, ctx->admin_fd, EV_READ | EV_PERSIST,
+                              qmgr_admin_accept, ctx)) == NULL ||
+               event_add(ctx->admin_ev, NULL) < 0) {
+        msg_fatal("cannot add the %s event", QMGR_ADMIN_SERVICE);
+    }
+    vstr_free(path);
+}
