@@ -16,19 +16,25 @@ One run on this machine:
      file before its 250), and feeds them the same load from smtpgen.py,
      BENCH_ROUNDS rounds, the two MTAs alternating; prints the medians as
      one markdown table with a sluice/postfix ratio row;
-  4. the queue under pressure: BENCH_PRESSURE_MESSAGES accepted with qmgr
-     paused (its master.cf line taken out in both MTAs), qmgr's peak memory
-     once released, and the time to drain;
-  5. appends one dated line to bench/results.md.
+  4. the queue under pressure: BENCH_PRESSURE_MESSAGES accepted from
+     smtp-source (BENCH_PRESSURE_SESSIONS sessions) with qmgr paused (its
+     master.cf line taken out in both MTAs), then the line put back and a
+     reload: qmgr's peak memory while it drains, and the time to drain;
+  5. with BENCH_PROFILE=1, one round per MTA under perf record -g and one
+     under strace -c -w -f, summarised per daemon (bench/PROFILE.md);
+  6. appends one dated line to bench/results.md, then runs
+     bench/map_bench.py when it exists (BENCH_MAPS=0 skips it).
 
 Environment: BENCH_MESSAGES (2000) BENCH_SESSIONS (10) BENCH_SIZE (2048)
-BENCH_ROUNDS (3) BENCH_PRESSURE (auto: run the pressure table only when its
-estimated time keeps the whole run under BENCH_BUDGET seconds, default 300;
-1 always, 0 never) BENCH_PRESSURE_MESSAGES (100000) BENCH_MTAS
-(postfix,sluice) BENCH_KEEP=1 (keep the temporary folder) SLUICE_TOP (the
-build tree whose bin/sluice and libexec/ run; default: the folder above
-this one) BENCH_RESULTS (the results file; default bench/results.md,
-empty: do not record).
+BENCH_ROUNDS (3) BENCH_PRESSURE (1 always, the default; 0 never; auto: only
+when its estimated time keeps the whole run under BENCH_BUDGET seconds,
+default 720) BENCH_PRESSURE_MESSAGES (100000) BENCH_PRESSURE_SESSIONS (50)
+BENCH_PROFILE (0) BENCH_PROFILE_MESSAGES (1000) BENCH_PROFILE_DIR
+BENCH_MAPS (1) BENCH_MTAS (postfix,sluice) BENCH_KEEP=1 (keep the
+temporary folder) SLUICE_TOP (the build tree whose bin/sluice and libexec/
+run; default: the folder above this one) SLUICE_REVISION (its name in
+results.md when it is not a git checkout) BENCH_RESULTS (the results file;
+default bench/results.md, empty: do not record).
 
 Measures: accepted msg/s = messages / time from the generator's first
 connect to its last 250; delivered msg/s = messages / time from the same
@@ -78,11 +84,17 @@ MESSAGES = env_int("BENCH_MESSAGES", 2000)
 SESSIONS = env_int("BENCH_SESSIONS", 10)
 SIZE = env_int("BENCH_SIZE", 2048)
 ROUNDS = max(1, env_int("BENCH_ROUNDS", 3))
-PRESSURE = os.environ.get("BENCH_PRESSURE", "auto").strip() or "auto"
+PRESSURE = os.environ.get("BENCH_PRESSURE", "1").strip() or "1"
 PRESSURE_MESSAGES = env_int("BENCH_PRESSURE_MESSAGES", 100000)
-BUDGET = env_int("BENCH_BUDGET", 300)
+PRESSURE_SESSIONS = env_int("BENCH_PRESSURE_SESSIONS", 50)
+BUDGET = env_int("BENCH_BUDGET", 720)
 MTAS = [m.strip() for m in os.environ.get("BENCH_MTAS", "postfix,sluice").split(",") if m.strip()]
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
+MAPS = os.environ.get("BENCH_MAPS", "1").strip() not in ("0",)
+PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+PROFILE_MESSAGES = env_int("BENCH_PROFILE_MESSAGES", 1000)
+PROFILE_DIR = os.environ.get("BENCH_PROFILE_DIR", "") or \
+    "/tmp/sluice-bench-profile-" + time.strftime("%Y%m%d-%H%M%S")
 RESULTS = os.environ.get("BENCH_RESULTS", str(HERE / "results.md"))
 STALL = 20.0        # seconds without progress before delivery counts as stuck
 
@@ -325,6 +337,12 @@ class Sink:
                 self.cond.wait(0.5)
                 if self.count >= n:
                     return self.times[n]
+            if self.count != last[0]:
+                # The sink moves: no need to walk a deep queue to know it.
+                last, last_change = (self.count, last[1]), time.monotonic()
+                continue
+            if time.monotonic() - last_change < 2.0:
+                continue
             now_state = (self.count, progress() if progress else None)
             if now_state != last:
                 last, last_change = now_state, time.monotonic()
@@ -407,6 +425,23 @@ def fsync_ceiling(folder, threads, seconds=2.0):
     elapsed = time.monotonic() - start
     shutil.rmtree(str(folder), ignore_errors=True)
     return sum(counts) / elapsed
+
+
+def source_load(port, messages, sessions):
+    """Postfix's smtp-source -d: sessions connections, each sending
+    messages back to back, messages in all. Cheaper per message than
+    smtpgen (C, no latency bookkeeping), so it feeds the pressure table.
+    Returns {elapsed, rc, err, cpu}: cpu is smtp-source's own seconds."""
+    argv = [SMTP_SOURCE, "-d", "-s", sessions, "-m", messages, "-l", SIZE, "-f", SENDER,
+            "-t", RCPT, "-M", "gen.bench.test", "127.0.0.1:%d" % port]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    start = time.monotonic()
+    r = run(argv, timeout=3600, check=False)
+    elapsed = time.monotonic() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {"elapsed": elapsed, "rc": r.returncode, "err": (r.stderr or "").strip()[-300:],
+            "start": start,
+            "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)}
 
 
 def source_ceiling(port, messages):
@@ -673,6 +708,235 @@ def unit(v, u):
     return "n/a" if v is None else fmt(v) + u
 
 
+# --- profiles (BENCH_PROFILE=1) -------------------------------------------
+
+PERF = "/usr/bin/perf"
+STRACE = "/usr/bin/strace"
+DAEMONS = ("master", "smtpd", "cleanup", "qmgr", "smtp", "trivial-rewrite", "anvil",
+           "pickup", "bounce", "tlsmgr", "scache", "proxymap", "showq", "postlogd")
+
+
+def stop_tool(proc, timeout=60):
+    """SIGINT a perf or strace we started (both then write their summary
+    and detach), and wait for it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def profile_round(mta, sink, messages, delivers):
+    """One round with the instance's processes sampled by perf: [pids]
+    seen during it (with their names), and the round's figures."""
+    pids = {}
+
+    def seen():
+        root = mta.master_pid()
+        for pid in tree(root) if root else {}:
+            pids.setdefault(pid, proc_name(pid))
+    seen()
+    stop = threading.Event()
+
+    def loop():
+        while not stop.wait(0.1):
+            seen()
+    t = threading.Thread(target=loop, daemon=True)
+    t.start()
+    try:
+        res = measure(mta, sink, messages, delivers)
+    finally:
+        stop.set()
+        t.join()
+    return pids, res
+
+
+def parse_strace_c(path):
+    """{syscall: (calls, errors, seconds)} from one `strace -c` output."""
+    out = {}
+    try:
+        text = Path(path).read_text()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        f = line.split()
+        if len(f) < 5 or not re.match(r"^[0-9.]+$", f[0]) or f[-1] == "total":
+            continue
+        try:
+            secs, calls = float(f[1]), int(f[3])
+            errors = int(f[4]) if len(f) == 6 else 0
+        except ValueError:
+            continue
+        out[f[-1]] = (calls, errors, secs)
+    return out
+
+
+def perf_lines(data, *args):
+    """Rows of `perf report --stdio` as lists of fields (comments dropped)."""
+    r = run([PERF, "report", "-i", data, "--stdio", "-g", "none"] + list(args),
+            check=False, timeout=600)
+    return r.stdout, [l.split() for l in r.stdout.splitlines()
+                      if l.strip() and not l.lstrip().startswith("#")]
+
+
+def pct(field):
+    try:
+        return float(field.rstrip("%"))
+    except ValueError:
+        return None
+
+
+def perf_summary(data, folder, kind, res):
+    """Print, per process name, its share of the CPU samples, how much of
+    it is in the kernel, the system calls that cost it most (children
+    time under __x64_sys_*), and its top user-space functions."""
+    cpu = res["cpu"] or 0.0
+    ms = lambda share: fmt(share / 100.0 * cpu, 3)
+    text, rows = perf_lines(data, "--no-children", "--sort", "comm,dso")
+    (folder / ("perf.%s.dso.txt" % kind)).write_text(text)
+    share, kernel = {}, {}
+    for f in rows:
+        if len(f) >= 3 and pct(f[0]) is not None:
+            share[f[1]] = share.get(f[1], 0.0) + pct(f[0])
+            if f[2] == "[kernel.kallsyms]":
+                kernel[f[1]] = kernel.get(f[1], 0.0) + pct(f[0])
+    text, rows = perf_lines(data, "--children", "--sort", "comm,sym")
+    (folder / ("perf.%s.children.txt" % kind)).write_text(text)
+    calls = {}
+    for f in rows:
+        if len(f) >= 5 and f[4].startswith("__x64_sys_") and pct(f[0]):
+            calls.setdefault(f[2], []).append((pct(f[0]), f[4][len("__x64_sys_"):]))
+    text, rows = perf_lines(data, "--no-children", "--sort", "comm,dso,sym",
+                            "--percent-limit", "0.2")
+    (folder / ("perf.%s.sym.txt" % kind)).write_text(text)
+    user = {}
+    for f in rows:
+        if len(f) >= 5 and f[2] != "[kernel.kallsyms]" and pct(f[0]):
+            user.setdefault(f[1], []).append((pct(f[0]), "%s (%s)" % (f[-1], f[2])))
+    say("perf: %% of the instance's CPU samples (cpu-clock) and, from the round's "
+        "%s ms/msg of CPU, ms per message\n" % fmt(cpu, 3))
+    say("| process | cpu % (ms/msg) | in kernel % | costliest system calls, % incl. "
+        "children | top user-space functions, self % |")
+    say("|---|---|---|---|---|")
+    for name, sh in sorted(share.items(), key=lambda kv: -kv[1]):
+        if sh < 0.5:
+            continue
+        say("| %s | %s (%s) | %s | %s | %s |" % (
+            name, fmt(sh), ms(sh), fmt(kernel.get(name, 0.0)),
+            ", ".join("%s %s" % (c, fmt(p)) for p, c in sorted(calls.get(name, []),
+                                                              reverse=True)[:5]),
+            ", ".join("%s %s" % (u, fmt(p, 2)) for p, u in sorted(user.get(name, []),
+                                                                 reverse=True)[:4])))
+    say("")
+    say("top symbols, self time (kernel [k] and user [.]):\n")
+    say("```")
+    for line in text.splitlines():
+        if line.strip() and not line.lstrip().startswith("#"):
+            if pct(line.split()[0]) is not None and pct(line.split()[0]) >= 1.0:
+                say(line.rstrip())
+    say("```\n")
+
+
+def daemon_of(name):
+    return name if name in DAEMONS else (name or "?")
+
+
+def profile(mta, sink, messages, delivers, folder):
+    """BENCH_PROFILE=1: one round under `perf record -g` (every process of
+    the instance, children forked during the round included), then one
+    under `strace -c -w -f` (each process traced on its own, so the
+    summary is per daemon; -w: wall time in the call, which for fsync is
+    the wait for the disk). Prints the summaries; raw files stay in folder."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    kind = mta.name
+    say("### %s: perf record -g, one round of %d messages\n" % (kind, messages))
+    root = mta.master_pid()
+    if delivers:
+        wait_empty(mta)
+    data = folder / ("perf.%s.data" % kind)
+    pids = ",".join(str(p) for p in tree(root))
+    perf = subprocess.Popen([PERF, "record", "-q", "-e", "cpu-clock", "-F", "2000", "-g",
+                             "-p", pids, "-o", str(data)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    try:
+        seen, res = profile_round(mta, sink, messages, delivers)
+    finally:
+        stop_tool(perf)
+    err = perf.stderr.read().decode(errors="replace").strip()
+    if perf.returncode not in (0, -signal.SIGINT, 130) or not data.exists():
+        say("perf failed (exit %s): %s\n" % (perf.returncode, err[-300:]))
+    else:
+        perf_summary(data, folder, kind, res)
+    say("round under perf: %s msg/s accepted, %s delivered, cpu %s ms/msg; %d processes "
+        "seen (%s)\n" % (fmt(res["accepted"]), fmt(res["delivered"]), fmt(res["cpu"], 3),
+                         len(seen), ", ".join("%s %d" % (n, c) for n, c in sorted(
+                             count_names(seen.values()).items()))))
+
+    say("### %s: strace -c -w -f, one round of %d messages\n" % (kind, messages))
+    if delivers:
+        wait_empty(mta)
+    procs = []
+    for pid in tree(mta.master_pid()):
+        name = daemon_of(proc_name(pid))
+        out = folder / ("strace.%s.%s.%d" % (kind, name, pid))
+        procs.append((name, out, subprocess.Popen(
+            [STRACE, "-c", "-w", "-f", "-q", "-o", str(out), "-p", str(pid)],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)))
+    time.sleep(1.5)
+    try:
+        seen, res = profile_round(mta, sink, messages, delivers)
+    finally:
+        for _, _, proc in procs:
+            stop_tool(proc)
+    n = max(1, messages)
+    per = {}
+    for name, out, _ in procs:
+        agg = per.setdefault(name, {})
+        for sc, (calls, errors, secs) in parse_strace_c(out).items():
+            c0, e0, s0 = agg.get(sc, (0, 0, 0.0))
+            agg[sc] = (c0 + calls, e0 + errors, s0 + secs)
+    total_calls = sum(c for agg in per.values() for c, _, _ in agg.values())
+    say("%s syscalls per message in all (%d processes at the start, %d seen; master's "
+        "line counts the children it forked during the round); round under strace: %s "
+        "msg/s accepted, %s delivered\n" % (fmt(total_calls / n), len(procs), len(seen),
+                                            fmt(res["accepted"]), fmt(res["delivered"])))
+    say("| process | processes | syscalls/msg | fsync calls/msg (wall ms/msg) | most "
+        "frequent: calls/msg (wall ms/msg; waits such as epoll_wait, poll, flock are "
+        "idle time) |")
+    say("|---|---|---|---|---|")
+    nproc = count_names(name for name, _, _ in procs)
+    for name, agg in sorted(per.items(), key=lambda kv: -sum(c for c, _, _ in kv[1].values())):
+        calls = sum(c for c, _, _ in agg.values())
+        if not calls:
+            continue
+        top = sorted(agg.items(), key=lambda kv: -kv[1][0])[:7]
+        fc = sum(agg.get(sc, (0, 0, 0.0))[0] for sc in ("fsync", "fdatasync"))
+        fw = sum(agg.get(sc, (0, 0, 0.0))[2] for sc in ("fsync", "fdatasync"))
+        say("| %s | %d | %s | %s (%s) | %s |" % (
+            name, nproc.get(name, 0), fmt(calls / n), fmt(fc / n, 2),
+            fmt(fw * 1000.0 / n, 3), ", ".join(
+                "%s %s (%s)" % (sc, fmt(c / n, 2), fmt(sec * 1000.0 / n, 3))
+                for sc, (c, _, sec) in top)))
+    fs = {sc: sum(agg.get(sc, (0, 0, 0.0))[2] for agg in per.values())
+          for sc in ("fsync", "fdatasync", "sync_file_range")}
+    say("\nwall time inside fsync/fdatasync, all processes: %s ms/msg (summed over "
+        "processes, so parallel waits add up); the MTA's cpu: %s ms/msg\n"
+        % (fmt((fs["fsync"] + fs["fdatasync"]) * 1000.0 / n, 3), fmt(res["cpu"], 3)))
+    say("raw files: %s\n" % folder)
+
+
+def count_names(names):
+    out = {}
+    for nm in names:
+        nm = daemon_of(nm)
+        out[nm] = out.get(nm, 0) + 1
+    return out
+
+
 # --- the run --------------------------------------------------------------
 
 class Bench:
@@ -802,6 +1066,10 @@ class Bench:
             "machine has %d CPUs" % (
                 "/".join(fmt(self.med[k]["gen_cpu"], 3) for k in self.med),
                 fmt(self.ceil["gen_cpu"], 3), os.cpu_count()))
+        if PROFILE:
+            say("## profiles (BENCH_PROFILE=1), %d messages per round\n" % PROFILE_MESSAGES)
+            for kind, mta in self.mtas.items():
+                profile(mta, self.sink, PROFILE_MESSAGES, delivers[kind], PROFILE_DIR)
         for mta in self.mtas.values():
             mta.stop()
         self.delivers = delivers
@@ -820,49 +1088,79 @@ class Bench:
         n = PRESSURE_MESSAGES
         say("## queue under pressure: %d messages accepted with qmgr paused, then released\n"
             % n)
-        say("qmgr paused = its line taken out of master.cf before start (both MTAs); "
-            "released = the line put back and a reload. Postfix runs with "
+        say("Load: smtp-source -d, %d sessions, %d-byte messages. qmgr paused = its line "
+            "taken out of master.cf before start (both MTAs); released = the line put back "
+            "and a reload (`postfix reload`, `sluice reload`). Postfix runs with "
             "in_flow_delay = 0s here: its flow control waits for tokens that only qmgr "
-            "hands out.\n")
+            "hands out.\n" % (PRESSURE_SESSIONS, SIZE))
         self.press = {}
         for kind in list(self.med):
             extra = {"in_flow_delay": "0s"} if kind == "postfix" else None
             mta = self.make(kind, "pressure", extra)
+            self.mtas[kind + "-pressure"] = mta
             mta.pause_qmgr()
             mta.start()
             try:
                 root = mta.master_pid()
-                g = generate_timed(mta.port, n)
+                cpu0 = tree_cpu(root)
+                g = source_load(mta.port, n, PRESSURE_SESSIONS)
+                cpu1 = tree_cpu(mta.master_pid() or root)
                 depth = mta.queued()
+                if g["rc"] != 0:
+                    self.notes.append("%s pressure load: smtp-source exit %d: %s"
+                                      % (kind, g["rc"], g["err"]))
                 base = self.sink.count
+                done_at = None
                 with Sampler(mta) as mem:
                     t0 = time.monotonic()
                     mta.resume_qmgr()
-                    done_at = None
-                    if self.delivers.get(kind):
-                        done_at = sink_wait(self.sink, base + g["messages"], mta,
-                                            stall=60.0)
+                    if self.delivers.get(kind) and depth:
+                        done_at = sink_wait(self.sink, base + depth, mta, stall=60.0)
                     else:
                         time.sleep(3.0)
-                self.press[kind] = {
-                    "accept_s": g["elapsed"], "accepted": g["messages"], "depth": depth,
+                cpu2 = tree_cpu(mta.master_pid() or root)
+                p = self.press[kind] = {
+                    "accept_s": g["elapsed"], "depth": depth,
                     "qmgr": mem.qmgr_kb / 1024.0 if mem.qmgr_kb else None,
                     "drain_s": (done_at - t0) if done_at else None,
+                    "acc_cpu": (cpu1 - cpu0) * 1000.0 / depth if depth else None,
+                    "drain_cpu": (cpu2 - cpu1) * 1000.0 / depth if depth and done_at else None,
+                    "gen_cpu": g["cpu"] * 1000.0 / depth if depth else None,
                 }
-                say("%s: accepted %d in %.1f s (queue %d), drain %s, qmgr peak %s"
-                    % (kind, g["messages"], g["elapsed"], depth,
-                       unit(self.press[kind]["drain_s"], " s"),
-                       unit(self.press[kind]["qmgr"], " MiB")))
+                if not done_at:
+                    self.notes.append("%s: the pressure queue did not drain (sink at %d of "
+                                      "%d, queue %d)" % (kind, self.sink.count - base,
+                                                         depth, mta.queued()))
+                say("%s: accepted %d in %.1f s, drain %s, qmgr peak %s, cpu ms/msg "
+                    "accept %s drain %s (smtp-source %s)"
+                    % (kind, depth, g["elapsed"], unit(p["drain_s"], " s"),
+                       unit(p["qmgr"], " MiB"), fmt(p["acc_cpu"], 3),
+                       fmt(p["drain_cpu"], 3), fmt(p["gen_cpu"], 3)))
             finally:
                 mta.stop()
+                del self.mtas[kind + "-pressure"]
         say("\n| mta | accept %d s | accepted msg/s | queue depth | qmgr peak RSS MiB "
             "| drain s | drained msg/s |" % n)
         say("|---|---|---|---|---|---|---|")
         for kind, p in self.press.items():
             say("| %s | %s | %s | %d | %s | %s | %s |" % (
-                kind, fmt(p["accept_s"]), fmt(p["accepted"] / p["accept_s"]), p["depth"],
+                kind, fmt(p["accept_s"]), fmt(p["depth"] / p["accept_s"]), p["depth"],
                 fmt(p["qmgr"]), fmt(p["drain_s"]),
-                fmt(p["accepted"] / p["drain_s"] if p["drain_s"] else None)))
+                fmt(p["depth"] / p["drain_s"] if p["drain_s"] else None)))
+        s, q = self.press.get("sluice"), self.press.get("postfix")
+        if s and q:
+            r = lambda a, b: fmt(a / b, 2) if a is not None and b else "n/a"
+            say("| sluice/postfix | %s | %s | %s | %s | %s | %s |" % (
+                r(s["accept_s"], q["accept_s"]),
+                r(s["depth"] / s["accept_s"], q["depth"] / q["accept_s"]),
+                r(s["depth"], q["depth"]), r(s["qmgr"], q["qmgr"]),
+                r(s["drain_s"], q["drain_s"]),
+                r(s["depth"] / s["drain_s"] if s["drain_s"] else None,
+                  q["depth"] / q["drain_s"] if q["drain_s"] else None)))
+        say("")
+        say("- queue depth = queue files after the load (what was accepted); drain = "
+            "from the reload to the sink counting the last message; qmgr peak RSS = "
+            "qmgr's VmHWM while it drains the whole queue")
         say("")
 
     def record(self, pressure_line):
@@ -906,12 +1204,18 @@ class Bench:
             sys.exit("bench: smtp-sink is needed (Debian's postfix package): %s"
                      % self.why_not.get("postfix"))
         self.sink = Sink(free_port())
+        took = {}
+        t = time.monotonic()
         self.ceilings()
+        took["ceilings"] = time.monotonic() - t
         self.med, self.ratio, self.delivers = {}, {}, {}
+        t = time.monotonic()
         if names:
             self.main_table(names)
         else:
             say("no MTA can run: %s" % self.why_not)
+        took["main table" + (" and profiles" if PROFILE else "")] = time.monotonic() - t
+        t = time.monotonic()
         pressure_line = None
         spent = time.monotonic() - self.started
         if PRESSURE != "0" and self.med:
@@ -928,8 +1232,33 @@ class Bench:
                         k, unit(p["accept_s"], "s"), unit(p["qmgr"], "MiB"),
                         unit(p["drain_s"], "s"))
                     for k, p in self.press.items())
+        if pressure_line:
+            took["pressure"] = time.monotonic() - t
         self.record(pressure_line)
-        say("bench took %.0f s" % (time.monotonic() - self.started))
+        t = time.monotonic()
+        if self.map_table():
+            took["lookup tables"] = time.monotonic() - t
+        say("bench took %.0f s (%s)" % (time.monotonic() - self.started, ", ".join(
+            "%s %.0f s" % kv for kv in took.items())))
+
+    def map_table(self):
+        """bench/map_bench.py (lookup tables: a 1,000,000-key build), when it
+        exists and BENCH_MAPS is not 0: run it and print what it prints."""
+        script = HERE / "map_bench.py"
+        if not MAPS or not script.exists():
+            return False
+        say("## lookup tables (bench/map_bench.py)\n")
+        env = dict(os.environ, SLUICE_TOP=str(TOP))
+        try:
+            r = subprocess.run([PYTHON, str(script)], capture_output=True, text=True,
+                               timeout=1800, stdin=subprocess.DEVNULL, env=env)
+        except subprocess.TimeoutExpired:
+            say("map_bench.py: no result within 1800 s\n")
+            return True
+        say(r.stdout.rstrip() + "\n")
+        if r.returncode != 0:
+            say("map_bench.py: exit %d: %s\n" % (r.returncode, r.stderr.strip()[-500:]))
+        return True
 
     def cleanup(self):
         for mta in self.mtas.values():
@@ -946,7 +1275,10 @@ class Bench:
 
 
 def tree_revision():
-    """The sluice tree's commit (short, '+dirty' when changed), or '?'."""
+    """The sluice tree's commit (short, '+dirty' when changed), or '?';
+    SLUICE_REVISION names it for a tree copied out of git."""
+    if os.environ.get("SLUICE_REVISION"):
+        return os.environ["SLUICE_REVISION"]
     try:
         r = subprocess.run(["git", "-C", str(TOP), "describe", "--always", "--dirty=+dirty"],
                            capture_output=True, text=True, timeout=10)
