@@ -443,6 +443,8 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
     /* mail_conf_read() has validated these and supplies the defaults. */
     ctx->conf.message_size_limit = mail_conf_size(conf, "message_size_limit");
     ctx->conf.header_size_limit = mail_conf_size(conf, "header_size_limit");
+    ctx->conf.body_checks_size_limit =
+        mail_conf_size(conf, "body_checks_size_limit");
     timeout = mail_conf_time(conf, "daemon_timeout");
     ctx->timeout = timeout > 0 && timeout < INT32_MAX ? (int) timeout
                                                       : CLEANUP_DEF_TIMEOUT;

@@ -40,6 +40,7 @@ typedef struct CLEANUP_CONF {
     char *myorigin;
     long long message_size_limit; /* bytes of content; 0: none */
     long long header_size_limit; /* header block beyond: body */
+    long long body_checks_size_limit; /* body bytes body_checks see */
     /* Tables; NULL (or empty) when the parameter is empty. */
     MAPS *canonical_maps;
     MAPS *sender_canonical_maps;

@@ -60,6 +60,7 @@ static int test_setup(void **state)
     env->conf.myorigin = "example.org";
     env->conf.message_size_limit = 10000000;
     env->conf.header_size_limit = 102400;
+    env->conf.body_checks_size_limit = 51200;
     *state = env;
     return 0;
 }

@@ -13,7 +13,7 @@
  *
  * Each header goes through header_checks (cleanup_checks.c), then canonical
  * address rewriting (cleanup_rewrite.c), then the filters. When
- * body_checks is set, the first CLEANUP_BODY_CHECKS_LIMIT bytes of the body
+ * body_checks is set, the first body_checks_size_limit bytes of the body
  * are cut into lines (pieces of at most CLEANUP_BODY_LINE_MAX bytes) for it;
  * the rest of the body streams as before.
  */
@@ -29,7 +29,6 @@
 #include "vstr.h"
 
 /* Postfix's body_checks_size_limit (no parameter yet): body bytes checked. */
-#define CLEANUP_BODY_CHECKS_LIMIT 51200
 /* Postfix's line_length_limit: longer body lines are checked in pieces. */
 #define CLEANUP_BODY_LINE_MAX 2048
 
@@ -276,7 +275,7 @@ static bool cleanup_body_checking(const CLEANUP_MSG *msg)
 {
     return msg->conf->body_checks != NULL &&
            maps_count(msg->conf->body_checks) > 0 && msg->status == 0 &&
-           !msg->discard && msg->body_checked < CLEANUP_BODY_CHECKS_LIMIT;
+           !msg->discard && msg->body_checked < msg->conf->body_checks_size_limit;
 }
 
 /* cleanup_body - body bytes: line by line through body_checks while they

@@ -198,6 +198,8 @@ static const MAIL_PARAM mail_param_tab[] = {
      "REPLACE, PREPEND, IGNORE"},
     {"body_checks", LIST, "",
      "tables matched against each body line, with the same actions"},
+    {"body_checks_size_limit", SIZE, "51200",
+     "how much of a message body body_checks inspect"},
 
     /* Access control (smtpd). */
     {"smtpd_client_restrictions", LIST, "",

@@ -822,6 +822,24 @@ const char *maps_find(MAPS *maps, const char *key, int *error)
     return NULL;
 }
 
+/* maps_find_fixed - maps_find, asking only the tables that are not
+   pattern tables (for the partial keys of an address: domain, parents) */
+const char *maps_find_fixed(MAPS *maps, const char *key, int *error)
+{
+    const char *value;
+
+    for (size_t i = 0; i < maps->count; i++) {
+        if (map_is_pattern(maps->maps[i]))
+            continue;
+        if ((value = map_get(maps->maps[i], key, error)) != NULL)
+            return value;
+        if (*error == MAP_FAIL)
+            return NULL;
+    }
+    *error = MAP_NOTFOUND;
+    return NULL;
+}
+
 /* maps_try - one candidate key; true when the search ends (hit or fail) */
 static bool maps_try(MAP *map, VSTR *key, const char **value, int *error)
 {

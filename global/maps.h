@@ -88,6 +88,10 @@ extern MAPS *maps_create(const char *param, const char *value, int flags,
                          VSTR *why);
 extern MAPS *maps_free(MAPS *maps);
 extern const char *maps_find(MAPS *maps, const char *key, int *error);
+/* maps_find_fixed - the same, skipping pattern tables: for keys that are
+   parts of what a pattern table would be asked whole (domains of an
+   address, parent domains, "*") */
+extern const char *maps_find_fixed(MAPS *maps, const char *key, int *error);
 extern size_t maps_count(const MAPS *maps);
 
 /*

@@ -663,6 +663,17 @@ static void test_pattern_addr(void **state)
     assert_string_equal(maps_find_addr(maps, "u@d.test", "+", 0, &error),
                         "STRIPPED");
     maps_free(maps);
+
+    /* maps_find_fixed skips the pattern table and asks the next one. */
+    test_file(ctx, "dom", "/\\.test$/ PATTERN\n");
+    vstr_sprintf(list, "pcre:%s/dom inline:{d.test=FIXED}", ctx->dir);
+    maps = maps_create("t", vstr_str(list), 0, ctx->why);
+    assert_non_null(maps);
+    assert_string_equal(maps_find(maps, "d.test", &error), "PATTERN");
+    assert_string_equal(maps_find_fixed(maps, "d.test", &error), "FIXED");
+    assert_null(maps_find_fixed(maps, "e.test", &error));
+    assert_int_equal(error, MAP_NOTFOUND);
+    maps_free(maps);
     vstr_free(list);
 }
 

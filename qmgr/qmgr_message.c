@@ -639,12 +639,12 @@ static const char *qmgr_message_transport(QMGR_CTX *ctx, const char *address,
     if (domain == NULL)
         return NULL;
     for (const char *name = domain; name; name = strchr(name + 1, '.')) {
-        if ((value = maps_find(ctx->conf.transport_maps, name, error)) !=
-                NULL ||
+        if ((value = maps_find_fixed(ctx->conf.transport_maps, name,
+                                     error)) != NULL ||
             *error == MAP_FAIL)
             return value;
     }
-    return maps_find(ctx->conf.transport_maps, "*", error);
+    return maps_find_fixed(ctx->conf.transport_maps, "*", error);
 }
 
 /* qmgr_message_route - transport and next hop of one recipient */
