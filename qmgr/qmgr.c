@@ -54,6 +54,13 @@ static void qmgr_scan_want(QMGR_SCAN *scan, bool all)
     scan->all |= all;
 }
 
+/* qmgr_scan_incoming - something was put in incoming/: scan it soon */
+void qmgr_scan_incoming(QMGR_CTX *ctx)
+{
+    qmgr_scan_want(&ctx->incoming_scan, false);
+    qmgr_scan_kick(ctx);
+}
+
 /* qmgr_scan_kick - run a scan pass soon, when one is wanted and fits */
 void qmgr_scan_kick(QMGR_CTX *ctx)
 {

@@ -109,6 +109,7 @@ struct QMGR_CTX {
 
 /* qmgr.c */
 extern void qmgr_scan_kick(QMGR_CTX *ctx);
+extern void qmgr_scan_incoming(QMGR_CTX *ctx);
 extern void qmgr_deferred_note(QMGR_CTX *ctx, time_t next_try);
 
 /* qmgr_admin.c */

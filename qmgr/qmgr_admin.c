@@ -84,8 +84,21 @@ static int qmgr_admin_unloaded(QMGR_CTX *ctx, const char *qid, QMGR_ADMIN_OP op,
         } else {
             msg_info("%s: placed on hold", qid);
         }
+    } else if (op == QMGR_ADMIN_REQUEUE && !ctx->active_scan.pending) {
+        /* Not in memory and the start-up scan of active/ is over: nothing
+           would ever take it, so it goes through incoming/ again. */
+        if (mail_queue_move(ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE,
+                            MAIL_QUEUE_INCOMING, qid) < 0) {
+            status = errno == ENOENT ? QMGR_ADMIN_STAT_NOTHERE
+                                     : QMGR_ADMIN_STAT_FAIL;
+            vstr_sprintf(reason, "move %s to %s: %m", vstr_str(path),
+                         MAIL_QUEUE_INCOMING);
+        } else {
+            msg_info("%s: requeued", qid);
+            qmgr_scan_incoming(ctx);
+        }
     }
-    /* requeue: the scan of active/ delivers it as soon as it gets there. */
+    /* requeue during the start-up scan: that scan takes it soon. */
     vstr_free(path);
     return status;
 }
