@@ -15,6 +15,9 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
 
 #include <event2/event.h>
 
@@ -292,6 +295,35 @@ static void mail_server_tick_event(evutil_socket_t fd, short what, void *arg)
     server->ops->on_tick(server, server->ctx);
 }
 
+/* What a program that kept root as its saved uid runs as otherwise. */
+typedef struct MAIL_SERVER_IDS {
+    bool active;                        /* root was taken back */
+    uid_t euid;
+    gid_t egid;
+} MAIL_SERVER_IDS;
+
+/* mail_server_saved_root - a program that runs as mail_owner but kept
+   root as its real and saved uid (local, which becomes each recipient)
+   reads main.cf and opens the log as root, as every other daemon does
+   before it drops privileges: take root back (enter) or give it up again
+   (leave) */
+static void mail_server_saved_root(MAIL_SERVER_IDS *ids, bool enter)
+{
+    if (enter) {
+        ids->active = getuid() == 0 && geteuid() != 0;
+        if (!ids->active)
+            return;
+        ids->euid = geteuid();
+        ids->egid = getegid();
+        if (seteuid(0) < 0)
+            msg_fatal("seteuid 0: %m");
+    } else if (ids->active) {
+        if (setegid(ids->egid) < 0 || seteuid(ids->euid) < 0)
+            msg_fatal("back to uid %ld: %m", (long) ids->euid);
+        ids->active = false;
+    }
+}
+
 /* mail_server_drop_privileges - a root-started daemon runs as mail_owner */
 static void mail_server_drop_privileges(const MAIL_CONF *conf)
 {
@@ -310,6 +342,36 @@ static void mail_server_drop_privileges(const MAIL_CONF *conf)
         msg_fatal("setgid %ld: %m", (long) pw->pw_gid);
     if (setuid(pw->pw_uid) < 0)
         msg_fatal("setuid %ld: %m", (long) pw->pw_uid);
+}
+
+#if defined(__SANITIZE_ADDRESS__)
+#define MAIL_SERVER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define MAIL_SERVER_ASAN 1
+#endif
+#endif
+
+/* mail_server_sanitizer_leak_check - in a sanitizer build, let
+   LeakSanitizer check a process that changed its uids: it stops the
+   process at exit through ptrace from a thread of its own, which the
+   kernel allows only to a process that is "dumpable" (lost at a uid
+   change) and whose uids all match, or to root. at_exit: a program that
+   kept root as its real and saved uid (local) takes it back for the check;
+   else the process is made dumpable again. Other builds keep the kernel's
+   protection. */
+static void mail_server_sanitizer_leak_check(bool at_exit)
+{
+#if defined(MAIL_SERVER_ASAN) && defined(PR_SET_DUMPABLE)
+    if (at_exit) {
+        if (getuid() == 0 && geteuid() != 0 && seteuid(0) < 0)
+            msg_warn("seteuid 0 for the leak check: %m");
+    } else if (prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) < 0) {
+        msg_warn("prctl PR_SET_DUMPABLE: %m");
+    }
+#else
+    (void) at_exit;
+#endif
 }
 
 /* mail_server_listen_count - how many listeners master passed */
@@ -366,6 +428,7 @@ int mail_server_main(int argc, char **argv, const char *progname,
     const char *config_dir = getenv("SLUICE_CONFIG");
     const char *service = getenv("SLUICE_SERVICE");
     VSTR *why = vstr_alloc(100);
+    MAIL_SERVER_IDS saved;
     int ch;
     int status;
 
@@ -390,6 +453,7 @@ int mail_server_main(int argc, char **argv, const char *progname,
     server->ctx = ctx;
     server->config_dir = mystrdup(config_dir);
     server->service = mystrdup(service ? service : progname);
+    mail_server_saved_root(&saved, true);
     if ((server->conf = mail_conf_read(config_dir, why)) == NULL)
         msg_fatal("%s", vstr_str(why));
     why = vstr_free(why);
@@ -397,7 +461,9 @@ int mail_server_main(int argc, char **argv, const char *progname,
     if (msg_log_file(mail_conf_str(server->conf, "maillog_file")) < 0)
         msg_fatal("cannot open maillog_file %s: %m",
                   mail_conf_str(server->conf, "maillog_file"));
+    mail_server_saved_root(&saved, false);
     mail_server_drop_privileges(server->conf);
+    mail_server_sanitizer_leak_check(false);
 
     if ((server->base = event_base_new()) == NULL)
         msg_fatal("cannot create an event base");
@@ -459,5 +525,6 @@ int mail_server_main(int argc, char **argv, const char *progname,
     if (ops->post_loop)
         ops->post_loop(server, ctx);
     mail_server_free(server);
+    mail_server_sanitizer_leak_check(true);
     return status;
 }

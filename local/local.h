@@ -153,8 +153,9 @@ typedef struct LOCAL_MSG {
 
 /* local_mbox_deliver - append msg in mbox format to path under an fcntl
    lock and a dot lock (path.lock); create the file (mode 0600, owner
-   uid/gid when they are not -1) when missing; fsync; truncate back on a
-   write error. size_limit 0: none. */
+   uid/gid when they are not -1) when missing; with a uid, an existing
+   file must be uid's (or an empty one of root's) with one link, else
+   DEFER; fsync; truncate back on a write error. size_limit 0: none. */
 extern void local_mbox_deliver(const char *path, const LOCAL_MSG *msg,
                                long long size_limit, uid_t uid, gid_t gid,
                                LOCAL_RESULT *res);

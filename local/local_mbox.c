@@ -1,11 +1,13 @@
 /*
  * local_mbox - mbox files and Maildirs
  *
- * mbox: the file is opened for append (never through a symlink), locked
- * with a dot lock (path.lock, created O_EXCL, taken over when older than
- * LOCAL_DOTLOCK_STALE seconds) and an fcntl lock, then one message is
- * written: a From_ line, Delivered-To and Return-Path, the content with
- * ">From " quoting, an empty line. The file is fsynced before the result
+ * mbox: the file is opened for append (never through a symlink); when
+ * root writes it for a user (uid given), a file that was there already
+ * must be that user's, with one link (else the delivery is deferred). It
+ * is locked with a dot lock (path.lock, created O_EXCL, taken over when
+ * older than LOCAL_DOTLOCK_STALE seconds) and an fcntl lock, then one
+ * message is written: a From_ line, Delivered-To and Return-Path, the
+ * content with ">From " quoting, an empty line. The file is fsynced before the result
  * says "sent"; after a failed write it is truncated back to its old size,
  * so a reader never sees half a message.
  *
@@ -85,14 +87,21 @@ void local_mbox_deliver(const char *path, const LOCAL_MSG *msg,
     struct flock fl;
     struct stat st;
     bool bol = true;
+    bool created;
     int dotlock;
     int fd;
 
     vstr_sprintf(lock, "%s.lock", path);
     if ((dotlock = local_dotlock_take(vstr_str(lock), res)) < 0)
         goto out;
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+    /* Made here, or there before us: root must not append to (or chown)
+       a file that someone else put in a shared spool for the user. */
+    fd = open(path,
+              O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
               0600);
+    created = fd >= 0;
+    if (fd < 0 && errno == EEXIST)
+        fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) {
         local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
                          "cannot open mailbox %s: %s", path, strerror(errno));
@@ -112,6 +121,17 @@ void local_mbox_deliver(const char *path, const LOCAL_MSG *msg,
     if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
         local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
                          "mailbox %s is not a regular file", path);
+        goto close;
+    }
+    /* An empty file of root's is one an earlier delivery made and could
+       not give away: take it over. */
+    if (uid != (uid_t) -1 && !created &&
+        (st.st_nlink != 1 ||
+         (st.st_uid != uid && !(st.st_uid == 0 && st.st_size == 0)))) {
+        local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
+                         "mailbox %s: owner uid %ld, not %ld, or %ld links",
+                         path, (long) st.st_uid, (long) uid,
+                         (long) st.st_nlink);
         goto close;
     }
     if (st.st_size == 0 && (uid != (uid_t) -1 || gid != (gid_t) -1) &&

@@ -79,6 +79,65 @@ static void test_mbox_format(void **state)
     vstr_free(res.text);
 }
 
+/* test_mbox_owner - root writing for a user: a new file is given to the
+   user; an existing one must be the user's (or root's and empty) with one
+   link, else the delivery is deferred and the file left alone */
+static void test_mbox_owner(void **state)
+{
+    LOCAL_RESULT res = {.text = vstr_alloc(10)};
+    VSTR *path = vstr_alloc(10);
+    VSTR *link_path = vstr_alloc(10);
+    LOCAL_MSG msg;
+    struct stat st;
+    off_t size;
+
+    if (geteuid() != 0) {
+        vstr_free(path);
+        vstr_free(link_path);
+        vstr_free(res.text);
+        skip();
+    }
+    test_msg(&msg, "Subject: s\n\nbody\n");
+    local_mbox_deliver(test_path(path, "own"), &msg, 0, 1, 1, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_SENT);
+    assert_int_equal(stat(vstr_str(path), &st), 0);
+    assert_int_equal(st.st_uid, 1);
+    assert_int_equal(st.st_gid, 1);
+    local_mbox_deliver(vstr_str(path), &msg, 0, 1, 1, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_SENT);
+    assert_int_equal(stat(vstr_str(path), &st), 0);
+    size = st.st_size;
+
+    /* Someone else's mailbox: not ours to write for uid 2. */
+    local_mbox_deliver(vstr_str(path), &msg, 0, 2, 2, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_DEFER);
+    assert_string_equal(res.dsn, "4.2.0");
+    assert_int_equal(stat(vstr_str(path), &st), 0);
+    assert_int_equal(st.st_size, size);
+    assert_int_equal(st.st_uid, 1);
+
+    /* A second link to it: deferred for its own user too. */
+    assert_int_equal(link(vstr_str(path), test_path(link_path, "hard")), 0);
+    local_mbox_deliver(vstr_str(link_path), &msg, 0, 1, 1, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_DEFER);
+    assert_int_equal(stat(vstr_str(path), &st), 0);
+    assert_int_equal(st.st_size, size);
+    unlink(vstr_str(link_path));
+    unlink(vstr_str(path));
+
+    /* An empty file of root's (a delivery that died before its chown). */
+    assert_int_equal(safe_file_write(test_path(path, "empty"), "", 0, 0600),
+                     0);
+    local_mbox_deliver(vstr_str(path), &msg, 0, 1, 1, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_SENT);
+    assert_int_equal(stat(vstr_str(path), &st), 0);
+    assert_int_equal(st.st_uid, 1);
+    unlink(vstr_str(path));
+    vstr_free(path);
+    vstr_free(link_path);
+    vstr_free(res.text);
+}
+
 /* test_mbox_stale_lock - a dot lock older than 5 minutes is taken over */
 static void test_mbox_stale_lock(void **state)
 {
@@ -283,6 +342,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mbox_format),
+        cmocka_unit_test(test_mbox_owner),
         cmocka_unit_test(test_mbox_stale_lock),
         cmocka_unit_test(test_mbox_concurrent),
         cmocka_unit_test(test_maildir),

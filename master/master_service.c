@@ -2,9 +2,10 @@
  * master_service - services, their listeners and their processes
  *
  * Each master.cf line is a service. Master binds its listener (an inet
- * address, or a UNIX socket under private/ or public/), keeps at least one
- * process running, and starts more (up to maxproc) while every process says
- * it is busy. A process that dies is reaped and logged; one that dies within
+ * address, or a UNIX socket under private/ or public/, which a root master
+ * gives to mail_owner, as the daemons that connect run as it), keeps at
+ * least one process running, and starts more (up to maxproc) while every
+ * process says it is busy. A process that dies is reaped and logged; one that dies within
  * MASTER_STABLE_SECONDS of its start throttles the service for a delay that
  * doubles each time (master_backoff_initial .. master_backoff_max), so a
  * daemon that crashes at start cannot spin. On reload, removed services are
@@ -15,6 +16,7 @@
 
 #include <fcntl.h>
 #include <netdb.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -63,6 +65,28 @@ static int master_inet_addr(VSTR *addr, const char *name, VSTR *why)
     return 0;
 }
 
+/* master_sock_owner - a root master gives a UNIX socket to mail_owner:
+   the daemons that connect to it run as mail_owner, and connecting needs
+   write permission on the socket file; -1 (why) when it cannot */
+static int master_sock_owner(const MASTER_CTX *ctx, const char *path,
+                             VSTR *why)
+{
+    const char *owner = mail_conf_str(ctx->conf, "mail_owner");
+    struct passwd *pw;
+
+    if (geteuid() != 0)
+        return 0;                       /* the socket is ours already */
+    if ((pw = getpwnam(owner)) == NULL) {
+        vstr_sprintf(why, "mail_owner %s: no such user", owner);
+        return -1;
+    }
+    if (pw->pw_uid != 0 && chown(path, pw->pw_uid, pw->pw_gid) < 0) {
+        vstr_sprintf(why, "chown %s to %s: %s", path, owner, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
 /* master_serv_listen - bind the service's listener */
 static int master_serv_listen(MASTER_SERV *serv, VSTR *why)
 {
@@ -87,6 +111,11 @@ static int master_serv_listen(MASTER_SERV *serv, VSTR *why)
                                                 serv->private_service ? 0600
                                                                       : 0666)) < 0) {
             vstr_sprintf(why, "bind %s: %s", serv->sock_path, strerror(errno));
+            status = -1;
+        } else if (master_sock_owner(ctx, serv->sock_path, why) < 0) {
+            (void) close(serv->listen_fd);
+            serv->listen_fd = -1;
+            (void) unlink(serv->sock_path);
             status = -1;
         }
     }
