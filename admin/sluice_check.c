@@ -10,12 +10,17 @@
  *               warning that says to run `sluice map`)
  *   master.cf   parsed as master parses it; a service whose program is not
  *               an executable in daemon_directory is an error
- *   queue       queue_directory and every queue directory (hash
- *               subdirectories too) exist, belong to mail_owner and have
- *               mode 0700, as `sluice init` makes them: what is missing is
- *               created and a wrong owner or mode fixed, one "fixed:" line
- *               each; a file whose name is not a queue ID is reported and
- *               left where it is
+ *   queue       every queue directory (hash subdirectories too) exists,
+ *               belongs to mail_owner and has mode 0700, as `sluice init`
+ *               makes them, except maildrop/ (1730) and public/ (0710)
+ *               when the group setgid_group exists: they belong to that
+ *               group, through which a setgid sendmail drops mail and
+ *               reaches qmgr (INSTALL). queue_directory itself may belong
+ *               to root or mail_owner and must not be writable by group or
+ *               others (users must be able to reach maildrop/ through
+ *               it). What is missing is created and a wrong owner, group
+ *               or mode fixed, one "fixed:" line each; a file whose name
+ *               is not a queue ID is reported and left where it is
  *
  * Errors and warnings go to stderr ("sluice: error: ...", "sluice:
  * warning: ..."), repairs to stdout ("sluice: fixed: ..."). Nothing is
@@ -26,6 +31,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <grp.h>
 #include <limits.h>
 #include <pwd.h>
 #include <sys/stat.h>
@@ -66,7 +72,17 @@ typedef struct SLUICE_CHECK {
     const char *queue_dir;
     uid_t owner;
     const char *owner_name;
+    gid_t drop_gid;                     /* setgid_group, when it exists */
+    const char *drop_group;             /* its name; NULL: none */
 } SLUICE_CHECK;
+
+/* What one queue directory should be. */
+typedef struct SLUICE_CHECK_WANT {
+    mode_t mode;
+    bool any_owner;                     /* root or mail_owner */
+    bool top;                           /* queue_directory: mode is a mask */
+    gid_t gid;                          /* (gid_t) -1: any group */
+} SLUICE_CHECK_WANT;
 
 /* sluice_check_report - one line "sluice: WHAT: text" to fp */
 static void SLUICE_PRINTF(3, 0)
@@ -251,27 +267,29 @@ static int sluice_check_owner(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     return -1;
 }
 
-/* sluice_check_dir - make path a directory of mail_owner with the queue
-   mode: create it when missing, fix owner and mode; -1 when it cannot be */
-static int sluice_check_dir(SLUICE_CHECK *chk, const char *path)
+/* sluice_check_dir - make path a directory as want says: create it when
+   missing, fix owner, group and mode; -1 when it cannot be */
+static int sluice_check_dir(SLUICE_CHECK *chk, const char *path,
+                            const SLUICE_CHECK_WANT *want)
 {
     struct stat st;
     mode_t mode;
+    mode_t wanted;
 
     if (lstat(path, &st) < 0) {
         if (errno != ENOENT) {
             sluice_check_error(chk, "lstat %s: %s", path, strerror(errno));
             return -1;
         }
-        if (mkdir(path, SLUICE_CHECK_QUEUE_MODE) < 0 ||
-            chmod(path, SLUICE_CHECK_QUEUE_MODE) < 0 ||
-            (geteuid() != chk->owner && chown(path, chk->owner, -1) < 0) ||
+        if (mkdir(path, want->mode) < 0 || chmod(path, want->mode) < 0 ||
+            ((geteuid() != chk->owner || want->gid != (gid_t) -1) &&
+             chown(path, chk->owner, want->gid) < 0) ||
             safe_file_fsync_parent(path) < 0) {
             sluice_check_error(chk, "create %s: %s", path, strerror(errno));
             return -1;
         }
         sluice_check_fixed("%s: created (owner %s, mode %04o)", path,
-                           chk->owner_name, SLUICE_CHECK_QUEUE_MODE);
+                           chk->owner_name, (unsigned) want->mode);
         return 0;
     }
     if (!S_ISDIR(st.st_mode)) {
@@ -279,7 +297,7 @@ static int sluice_check_dir(SLUICE_CHECK *chk, const char *path)
                            S_ISLNK(st.st_mode) ? " (a symbolic link)" : "");
         return -1;
     }
-    if (st.st_uid != chk->owner) {
+    if (st.st_uid != chk->owner && !(want->any_owner && st.st_uid == 0)) {
         if (chown(path, chk->owner, -1) < 0) {
             sluice_check_error(chk, "%s: owner uid %ld, not %s; chown: %s",
                                path, (long) st.st_uid, chk->owner_name,
@@ -289,18 +307,43 @@ static int sluice_check_dir(SLUICE_CHECK *chk, const char *path)
         sluice_check_fixed("%s: owner uid %ld -> %s", path, (long) st.st_uid,
                            chk->owner_name);
     }
+    if (want->gid != (gid_t) -1 && st.st_gid != want->gid) {
+        if (chown(path, -1, want->gid) < 0) {
+            sluice_check_error(chk, "%s: group gid %ld, not %s; chown: %s",
+                               path, (long) st.st_gid, chk->drop_group,
+                               strerror(errno));
+            return -1;
+        }
+        sluice_check_fixed("%s: group gid %ld -> %s", path, (long) st.st_gid,
+                           chk->drop_group);
+    }
     mode = st.st_mode & 07777;
-    if (mode != SLUICE_CHECK_QUEUE_MODE) {
-        if (chmod(path, SLUICE_CHECK_QUEUE_MODE) < 0) {
+    wanted = want->top ? (mode & ~(mode_t) 022) : want->mode;
+    if (mode != wanted) {
+        if (chmod(path, wanted) < 0) {
             sluice_check_error(chk, "%s: mode %04o, not %04o; chmod: %s", path,
-                               (unsigned) mode, SLUICE_CHECK_QUEUE_MODE,
+                               (unsigned) mode, (unsigned) wanted,
                                strerror(errno));
             return -1;
         }
         sluice_check_fixed("%s: mode %04o -> %04o", path, (unsigned) mode,
-                           SLUICE_CHECK_QUEUE_MODE);
+                           (unsigned) wanted);
     }
     return 0;
+}
+
+/* sluice_check_drop_group - setgid_group, when that group exists */
+static void sluice_check_drop_group(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    const char *name = mail_conf_str(conf, "setgid_group");
+    struct group *gr;
+
+    chk->drop_group = NULL;
+    chk->drop_gid = (gid_t) -1;
+    if (*name && (gr = getgrnam(name)) != NULL) {
+        chk->drop_group = name;
+        chk->drop_gid = gr->gr_gid;
+    }
 }
 
 /* sluice_check_queue_id - the queue ID of a queue file's name (QID or
@@ -359,21 +402,33 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
     VSTR *path = vstr_alloc(100);
     VSTR *hash_path = vstr_alloc(100);
 
-    if (sluice_check_dir(chk, chk->queue_dir) < 0)
+    static const SLUICE_CHECK_WANT top = {0755, true, true, (gid_t) -1};
+    static const SLUICE_CHECK_WANT plain = {SLUICE_CHECK_QUEUE_MODE, false,
+                                            false, (gid_t) -1};
+
+    if (sluice_check_dir(chk, chk->queue_dir, &top) < 0)
         goto out;
     for (const char *const *name = mail_queue_names; *name; name++) {
         bool hashed = mail_queue_hashed(*name);
         bool files = strcmp(*name, MAIL_QUEUE_PRIVATE) != 0 &&
                      strcmp(*name, MAIL_QUEUE_PUBLIC) != 0 &&
                      strcmp(*name, MAIL_QUEUE_PID) != 0;
+        SLUICE_CHECK_WANT want = plain;
 
+        if (chk->drop_group && strcmp(*name, MAIL_QUEUE_MAILDROP) == 0) {
+            want.mode = 01730;
+            want.gid = chk->drop_gid;
+        } else if (chk->drop_group && strcmp(*name, MAIL_QUEUE_PUBLIC) == 0) {
+            want.mode = 0710;
+            want.gid = chk->drop_gid;
+        }
         vstr_sprintf(path, "%s/%s", chk->queue_dir, *name);
-        if (sluice_check_dir(chk, vstr_str(path)) < 0)
+        if (sluice_check_dir(chk, vstr_str(path), &want) < 0)
             continue;
         if (hashed) {
             for (const char *hash = mail_queue_hash_chars; *hash; hash++) {
                 vstr_sprintf(hash_path, "%s/%c", vstr_str(path), *hash);
-                if (sluice_check_dir(chk, vstr_str(hash_path)) == 0)
+                if (sluice_check_dir(chk, vstr_str(hash_path), &plain) == 0)
                     sluice_check_strays(chk, vstr_str(hash_path), *hash, false);
             }
         }
@@ -414,6 +469,7 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_open_tables(&chk, conf);
     sluice_check_master_cf(&chk, config_dir, conf);
     chk.queue_dir = mail_conf_str(conf, "queue_directory");
+    sluice_check_drop_group(&chk, conf);
     if (sluice_check_owner(&chk, conf) == 0)
         sluice_check_queue(&chk);
     mail_conf_free(conf);

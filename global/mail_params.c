@@ -49,6 +49,9 @@ static const MAIL_PARAM mail_param_tab[] = {
     /* Who we are. */
     {"mail_owner", STR, NULL,
      "unprivileged user the daemons run as (default: the invoking user)"},
+    {"setgid_group", STR, "sluicedrop",
+     "group of maildrop/ and public/ through which a setgid sendmail submits"
+     " (INSTALL); when it does not exist, both are mode 0700"},
     {"myhostname", STR, NULL,
      "fully qualified name of this host (default: the system host name)"},
     {"mydomain", STR, NULL,

@@ -8,6 +8,7 @@ fails with its line; a table that cannot be opened is reported. None of
 these instances is started: everything here is the admin command on files.
 """
 
+import grp
 import os
 import re
 import stat
@@ -188,6 +189,35 @@ def test_check_repairs_the_queue(instance):
     # repaired: a second run has nothing to fix
     r = instance.command("check")
     assert r.returncode == 0 and r.stdout.strip() in ("", "ok"), r.stdout
+
+
+def test_check_setgid_group_folders(instance):
+    """With setgid_group naming a group that exists, maildrop/ and public/
+    are that group's (1730 and 0710: a setgid sendmail submits through
+    them, INSTALL); queue_directory itself must only not be writable by
+    others, so users can reach maildrop/ through it."""
+    group = grp.getgrnam("mail")            # in every Debian base system
+    q = instance.queue_dir
+    os.chmod(q, 0o777)
+    instance.conf_set(setgid_group="mail")
+    r = instance.command("check")
+    assert r.returncode == 0, r.stderr
+    fixed = one_line(r.stdout)
+    assert "sluice: fixed: %s: mode 0777 -> 0755" % q in fixed, fixed
+    for sub, want in (("maildrop", 0o1730), ("public", 0o710)):
+        assert mode(q / sub) == want, sub
+        assert os.lstat(q / sub).st_gid == group.gr_gid, sub
+        assert "sluice: fixed: %s: mode 0700 -> %04o" % (q / sub, want) in fixed, fixed
+    assert mode(q / "incoming") == 0o700
+    r = instance.command("check")
+    assert r.returncode == 0 and r.stdout.strip() == "", r.stdout
+
+    # a group that does not exist: both are private again
+    instance.conf_set(setgid_group="no-such-group-here")
+    r = instance.command("check")
+    assert r.returncode == 0, r.stderr
+    assert mode(q / "maildrop") == 0o700 and mode(q / "public") == 0o700
+    assert mode(q) == 0o755, "a queue top of 0755 is left alone"
 
 
 def test_check_reports_stray_files(instance):
