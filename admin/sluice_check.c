@@ -16,9 +16,9 @@
  *               when the group setgid_group exists: they belong to that
  *               group, through which a setgid sendmail drops mail and
  *               reaches qmgr (INSTALL). queue_directory itself may belong
- *               to root or mail_owner and must not be writable by group or
- *               others (users must be able to reach maildrop/ through
- *               it). What is missing is created and a wrong owner, group
+ *               to root (then mode 0755, as Postfix has it, so mail_owner
+ *               and users reach what is inside) or to mail_owner, and must
+ *               not be writable by group or others. What is missing is created and a wrong owner, group
  *               or mode fixed, one "fixed:" line each; a file whose name
  *               is not a queue ID is reported and left where it is
  *
@@ -318,7 +318,13 @@ static int sluice_check_dir(SLUICE_CHECK *chk, const char *path,
                            chk->drop_group);
     }
     mode = st.st_mode & 07777;
-    wanted = want->top ? (mode & ~(mode_t) 022) : want->mode;
+    wanted = want->mode;
+    if (want->top) {
+        /* root's queue_directory must let mail_owner and users through */
+        wanted = mode & ~(mode_t) 022;
+        if (st.st_uid == 0 && chk->owner != 0)
+            wanted = 0755;
+    }
     if (mode != wanted) {
         if (chmod(path, wanted) < 0) {
             sluice_check_error(chk, "%s: mode %04o, not %04o; chmod: %s", path,

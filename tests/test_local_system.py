@@ -111,7 +111,9 @@ def env():
                       mail_spool_directory="%s/" % (base / "spool"))
         assert inst.conf_get("disable_dns_lookups") == "yes"
         inst.check("check")             # the queue becomes nobody's
-        assert inst.queue_dir.stat().st_uid == uid_of(OWNER)
+        # the queue's top stays root's, opened to mail_owner (0755)
+        top = inst.queue_dir.stat()
+        assert top.st_uid == 0 and stat.S_IMODE(top.st_mode) == 0o755
         assert (inst.queue_dir / "incoming").stat().st_uid == uid_of(OWNER)
         inst.start()
         yield inst, sink, base
