@@ -291,6 +291,24 @@ def test_all_stdin_and_unknown(env):
     assert "does not run them through cleanup" in r.stderr
 
 
+def test_requeue_of_a_file_qmgr_never_loaded(env):
+    """A file in active/ that qmgr does not have in memory (put there
+    behind its back, after its start-up scan) is requeued through incoming/
+    at once, not left until qmgr restarts."""
+    inst = env.inst
+    qid = send(inst, ["later-stray@stray.test"])
+    wait_deferred(env, [qid])
+    attempts = len(read_log(inst.queue_dir, "defer", qid))
+    os.rename(find(inst, "deferred", qid), inst.queue_dir / "active" / qid)
+    r = admin(inst, "requeue", qid)
+    assert r.returncode == 0 and "sluice: Requeued: 1 message" in r.stderr, r.stderr
+    wait_until(lambda: len(read_log(inst.queue_dir, "defer", qid)) > attempts,
+               10, what="another attempt of the requeued message")
+    wait_deferred(env, [qid])
+    assert find(inst, "active", qid) is None
+    inst.wait_log(r"%s: requeued" % qid)
+
+
 def test_cat_headers_body_and_flush_one(env):
     inst, agent = env.inst, env.agent
     body = b"Subject: cat me\r\nX-Test: yes\r\n\r\nline one\r\nline two\r\n"
