@@ -6,7 +6,8 @@
  *   main.cf     read and checked as every program reads it (a bad value is
  *               an error naming the parameter and the line); a name that
  *               nothing uses is a warning; every table named by a
- *               table-valued parameter is opened (a missing .db is a
+ *               table-valued parameter, or by a check_*_access word of
+ *               smtpd's restriction lists, is opened (a missing .db is a
  *               warning that says to run `sluice map`)
  *   master.cf   parsed as master parses it; a service whose program is not
  *               an executable in daemon_directory is an error
@@ -161,7 +162,37 @@ static ARGV *sluice_check_split(const char *value)
     return words;
 }
 
-/* sluice_check_tables - open every table of the table-valued parameters */
+/* sluice_check_table - open one table spec of param (each spec once) */
+static void sluice_check_table(const char *param, const char *spec, int flags,
+                               ARGV *seen, VSTR *why)
+{
+    MAPS *maps;
+
+    /* local_recipient_maps repeats $alias_maps: say it once. */
+    for (size_t k = 0; k < seen->argc; k++)
+        if (strcmp(seen->argv[k], spec) == 0)
+            return;
+    argv_add(seen, spec);
+    vstr_reset(why);
+    if ((maps = maps_create(param, spec, flags, why)) != NULL) {
+        maps_free(maps);
+    } else if (strncasecmp(spec, "hash:", 5) == 0 ||
+               strncasecmp(spec, "btree:", 6) == 0) {
+        sluice_check_warn("%s (run: sluice map %s)", vstr_str(why), spec);
+    } else {
+        sluice_check_warn("%s", vstr_str(why));
+    }
+}
+
+/* The smtpd restriction lists: check_*_access words take a table. */
+static const char *const sluice_check_restrictions[] = {
+    "smtpd_client_restrictions", "smtpd_helo_restrictions",
+    "smtpd_sender_restrictions", "smtpd_relay_restrictions",
+    "smtpd_recipient_restrictions",
+};
+
+/* sluice_check_tables - open every table of the table-valued parameters
+   and of the access checks in smtpd's restriction lists */
 static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
 {
     ARGV *seen = argv_alloc(10);
@@ -177,29 +208,35 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
                                value);
             continue;
         }
-        for (size_t j = 0; j < specs->argc; j++) {
-            const char *spec = specs->argv[j];
-            bool done = false;
-            MAPS *maps;
-
-            /* local_recipient_maps repeats $alias_maps: say it once. */
-            for (size_t k = 0; k < seen->argc && !done; k++)
-                done = strcmp(seen->argv[k], spec) == 0;
-            if (done)
-                continue;
-            argv_add(seen, spec);
-            vstr_reset(why);
-            if ((maps = maps_create(tp->param, spec, tp->flags, why)) != NULL) {
-                maps_free(maps);
-            } else if (strncasecmp(spec, "hash:", 5) == 0 ||
-                       strncasecmp(spec, "btree:", 6) == 0) {
-                sluice_check_warn("%s (run: sluice map %s)", vstr_str(why),
-                                  spec);
-            } else {
-                sluice_check_warn("%s", vstr_str(why));
-            }
-        }
+        for (size_t j = 0; j < specs->argc; j++)
+            sluice_check_table(tp->param, specs->argv[j], tp->flags, seen, why);
         argv_free(specs);
+    }
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(sluice_check_restrictions); i++) {
+        const char *param = sluice_check_restrictions[i];
+        const char *value = mail_conf_str(conf, param);
+        ARGV *words = sluice_check_split(value);
+
+        if (words == NULL) {
+            sluice_check_error(chk, "%s: unbalanced '{' in \"%s\"", param,
+                               value);
+            continue;
+        }
+        for (size_t j = 0; j < words->argc; j++) {
+            const char *word = words->argv[j];
+            size_t len = strlen(word);
+
+            if (strncasecmp(word, "check_", 6) != 0 || len < 13 ||
+                strcasecmp(word + len - 7, "_access") != 0)
+                continue;
+            if (j + 1 >= words->argc) {
+                sluice_check_error(chk, "%s: %s needs a table", param, word);
+                break;
+            }
+            sluice_check_table(param, words->argv[++j], MAP_FLAG_NONE, seen,
+                               why);
+        }
+        argv_free(words);
     }
     vstr_free(why);
     argv_free(seen);

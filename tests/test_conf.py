@@ -277,3 +277,25 @@ def test_check_reports_a_missing_hash_table(instance):
     assert r.returncode == 0, r.stderr
     r = instance.command("check")
     assert r.returncode == 0 and spec not in r.stderr, r.stderr
+
+
+def test_check_opens_the_access_tables_of_smtpd(instance):
+    """check_*_access tables in smtpd's restriction lists are opened too:
+    smtpd would refuse to start without them."""
+    senders = instance.dir / "senders"
+    senders.write_text("spam@bad.test REJECT\n")
+    spec = "hash:%s" % senders
+    instance.conf_set(smtpd_sender_restrictions="check_sender_access %s, permit" % spec,
+                      smtpd_recipient_restrictions="check_recipient_access")
+    r = instance.command("check")
+    assert r.returncode == 1, r.stderr
+    lines = one_line(r.stderr)
+    assert any("smtpd_sender_restrictions" in l and "sluice map %s" % spec in l
+               for l in lines), lines
+    assert any(l.startswith("sluice: error:") and "smtpd_recipient_restrictions" in l
+               and "check_recipient_access needs a table" in l for l in lines), lines
+
+    instance.conf_set(smtpd_recipient_restrictions="")
+    assert instance.command("map", spec).returncode == 0
+    r = instance.command("check")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
