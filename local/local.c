@@ -8,11 +8,17 @@
  *   aliases   alias_maps, key = the local part without its extension;
  *             the value's destinations (addresses, |command, /file,
  *             :include:/file) are expanded again, up to
- *             LOCAL_EXPAND_DEPTH_MAX deep; a name already expanded for
- *             this recipient is not expanded again (a: b, b: a ends in
- *             a's mailbox)
+ *             LOCAL_EXPAND_DEPTH_MAX deep and LOCAL_DEST_MAX
+ *             destinations in all (then 5.3.0); a name met again while
+ *             it is being expanded is a loop or a self reference and
+ *             goes on to its .forward and mailbox (a: b, b: a ends in
+ *             a's mailbox); a name met again after its expansion is
+ *             skipped, and each mailbox, file, command, forward address
+ *             and :include: file is used once per original recipient
  *   .forward  each forward_path entry, as the user; a missing file is
- *             skipped
+ *             skipped, and so is one that is not a regular file owned
+ *             by the user (or root) and writable by no one else; in
+ *             INSTANCE mode $home is known for our own user only
  *   mailbox   home_mailbox under the home, else mail_spool_directory/USER;
  *             a Maildir when the value ends in '/'
  *
@@ -37,10 +43,12 @@
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <poll.h>
 #include <signal.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "argv.h"
 #include "attr.h"
@@ -61,6 +69,8 @@
 
 #define LOCAL_FILE_MAX (1024 * 1024) /* a .forward or :include: file */
 #define LOCAL_TIMEOUT_MAX_MS (3600 * 1000)
+#define LOCAL_CHILD_MARGIN (2 * LOCAL_LOCK_WAIT + 60) /* seconds past
+                                                    command_time_limit */
 
 /* What main.cf says, read once. */
 typedef struct LOCAL_CONF {
@@ -139,7 +149,14 @@ typedef struct LOCAL_STATE {
     LOCAL_REQ *req;
     LOCAL_RCPT *rcpt;
     VSTR *domain; /* of the original recipient */
-    ARGV *seen; /* "a:name" aliases, "f:name" .forward files expanded */
+    ARGV *path; /* "a:name" aliases, "f:name" .forward files being
+                   expanded (a name met again here is a loop) */
+    ARGV *done; /* names fully expanded: met again, they are skipped */
+    ARGV *delivered; /* final deliveries made: "m:user" mailbox, "f:path"
+                        file, "c:command" (Postfix's been_here) */
+    ARGV *includes; /* :include: files read */
+    size_t dest_count; /* destinations handled, up to LOCAL_DEST_MAX */
+    bool too_many;
     ARGV *forward; /* addresses to forward to */
     char *owner_sender; /* owner-NAME@myorigin, or NULL */
     int sent;
@@ -187,7 +204,10 @@ static bool local_priv_user(LOCAL_CTX *ctx, const char *user,
         priv->uid = ctx->self.uid;
         priv->gid = ctx->self.gid;
         priv->name = mystrdup(ctx->self.name);
-        priv->home = pw ? mystrdup(pw->pw_dir) : NULL;
+        /* Only our own home: someone else's .forward is not ours to obey
+           (its |commands would run as us). */
+        priv->home = pw && pw->pw_uid == ctx->self.uid ? mystrdup(pw->pw_dir)
+                                                       : NULL;
     }
     return true;
 }
@@ -201,6 +221,15 @@ static void local_priv_copy(LOCAL_PRIV *to, const LOCAL_PRIV *from)
 }
 
 typedef void (*LOCAL_ACTION)(void *arg, LOCAL_RESULT *res);
+
+/* local_now_ms - monotonic milliseconds */
+static long long local_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 /* local_as_child - in the child: become priv, act, report through fd */
 static void local_as_child(const LOCAL_PRIV *priv, LOCAL_ACTION action,
@@ -231,6 +260,8 @@ static void local_as(LOCAL_CTX *ctx, const LOCAL_PRIV *priv,
                      LOCAL_ACTION action, void *arg, LOCAL_RESULT *res)
 {
     VSTR *wire;
+    long long deadline;
+    bool timed_out = false;
     int fds[2];
     int status;
     pid_t pid;
@@ -259,18 +290,46 @@ static void local_as(LOCAL_CTX *ctx, const LOCAL_PRIV *priv,
     }
     close(fds[1]);
     wire = vstr_alloc(200);
-    while ((got = read(fds[0], buf, sizeof(buf))) != 0) {
+    /* The child's own limits (command_time_limit, LOCAL_LOCK_WAIT) should
+       end it first; this one keeps a stuck child from stalling us. */
+    deadline = local_now_ms() +
+               ((long long) ctx->conf.command_time_limit +
+                LOCAL_CHILD_MARGIN) * 1000;
+    for (;;) {
+        struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
+        long long left = deadline - local_now_ms();
+        int n;
+
+        if (left <= 0) {
+            timed_out = true;
+            break;
+        }
+        n = poll(&pfd, 1, left > 1000 ? 1000 : (int) left);
+        if (n < 0 && errno != EINTR)
+            break;
+        if (n <= 0)
+            continue;
+        if ((got = read(fds[0], buf, sizeof(buf))) == 0)
+            break;
         if (got < 0) {
-            if (errno == EINTR)
+            if (errno == EINTR || errno == EAGAIN)
                 continue;
             break;
         }
         vstr_ncat(wire, buf, (size_t) got);
     }
     close(fds[0]);
+    if (timed_out) {
+        msg_warn("delivery process %ld ran out of time: killed", (long) pid);
+        (void) kill(pid, SIGKILL);
+        vstr_reset(wire);
+    }
     while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
         ;
-    {
+    if (timed_out) {
+        local_result_set(res, LOCAL_STAT_DEFER, "4.3.0",
+                         "delivery process ran out of time");
+    } else {
         int stat_code;
         char dsn[16];
         int used = 0;
@@ -293,26 +352,35 @@ static void local_as(LOCAL_CTX *ctx, const LOCAL_PRIV *priv,
 
 typedef struct LOCAL_READ_ARG {
     const char *path;
+    uid_t owner; /* whose file it must be (or root's) */
 } LOCAL_READ_ARG;
 
+#define LOCAL_READ_MISSING "5.0.0" /* dsn of a missing file */
+#define LOCAL_READ_UNSAFE "5.7.1" /* dsn of a file not to be obeyed */
+
 /* local_read_action - a .forward or :include: file into res->text: SENT
-   read, BOUNCE missing (skip it), DEFER unreadable */
+   read, BOUNCE missing or unsafe (skip it; dsn LOCAL_READ_MISSING or
+   LOCAL_READ_UNSAFE), DEFER unreadable */
 static void local_read_action(void *arg, LOCAL_RESULT *res)
 {
     LOCAL_READ_ARG *ra = arg;
-    size_t len;
-    char *data = safe_file_read(ra->path, LOCAL_FILE_MAX, &len);
+    LOCAL_FILE_STAT stat;
+    VSTR *why = vstr_alloc(100);
+    char *data = local_file_read(ra->path, ra->owner, LOCAL_FILE_MAX, &stat,
+                                 why);
 
-    if (data == NULL) {
-        if (errno == ENOENT || errno == ENOTDIR)
-            local_result_set(res, LOCAL_STAT_BOUNCE, "5.0.0", "missing");
-        else
-            local_result_set(res, LOCAL_STAT_DEFER, "4.3.0",
-                             "cannot read %s: %s", ra->path, strerror(errno));
-        return;
-    }
-    local_result_set(res, LOCAL_STAT_SENT, "2.0.0", "%s", data);
+    if (data != NULL)
+        local_result_set(res, LOCAL_STAT_SENT, "2.0.0", "%s", data);
+    else if (stat == LOCAL_FILE_MISSING)
+        local_result_set(res, LOCAL_STAT_BOUNCE, LOCAL_READ_MISSING,
+                         "missing");
+    else if (stat == LOCAL_FILE_UNSAFE)
+        local_result_set(res, LOCAL_STAT_BOUNCE, LOCAL_READ_UNSAFE, "%s",
+                         vstr_str(why));
+    else
+        local_result_set(res, LOCAL_STAT_DEFER, "4.3.0", "%s", vstr_str(why));
     myfree(data);
+    vstr_free(why);
 }
 
 /* --- results ----------------------------------------------------------- */
@@ -426,6 +494,45 @@ static int local_send_result(LOCAL_REQ *req, LOCAL_RCPT *rcpt,
     return ret;
 }
 
+/* --- per-recipient sets -------------------------------------------- */
+
+/* local_key_has - does set hold "kind:name"? */
+static bool local_key_has(const ARGV *set, const char *kind, const char *name)
+{
+    size_t kind_len = strlen(kind);
+
+    for (size_t i = 0; i < set->argc; i++)
+        if (strncmp(set->argv[i], kind, kind_len) == 0 &&
+            set->argv[i][kind_len] == ':' &&
+            strcmp(set->argv[i] + kind_len + 1, name) == 0)
+            return true;
+    return false;
+}
+
+/* local_key_add - add "kind:name" to set; false when it was there */
+static bool local_key_add(ARGV *set, const char *kind, const char *name)
+{
+    VSTR *key;
+
+    if (local_key_has(set, kind, name))
+        return false;
+    key = vstr_alloc(64);
+    vstr_sprintf(key, "%s:%s", kind, name);
+    argv_add(set, vstr_str(key));
+    vstr_free(key);
+    return true;
+}
+
+/* local_key_pop - drop the last entries of set down to count */
+static void local_key_pop(ARGV *set, size_t count)
+{
+    while (set->argc > count) {
+        set->argc--;
+        myfree(set->argv[set->argc]);
+        set->argv[set->argc] = NULL;
+    }
+}
+
 /* --- final deliveries -------------------------------------------------- */
 
 /* local_address - "user@domain" of the recipient being handled */
@@ -475,7 +582,8 @@ static void local_mailbox_action(void *arg, LOCAL_RESULT *res)
     if (ma->maildir)
         local_maildir_deliver(ma->path, ma->msg, limit, res);
     else
-        local_mbox_deliver(ma->path, ma->msg, limit, ma->uid, ma->gid, res);
+        local_mbox_deliver(ma->path, ma->msg, limit, ma->uid, ma->gid,
+                           LOCAL_LOCK_WAIT, res);
 }
 
 /* local_mailbox - deliver to user's own mailbox */
@@ -495,6 +603,8 @@ static void local_mailbox(LOCAL_STATE *state, const char *user,
     bool spool;
 
     local_address(state, user, ext, to);
+    if (!local_key_add(state->delivered, "m", user))
+        goto out;                       /* this mailbox has its copy */
     if (!local_priv_user(ctx, user, &priv, res)) {
         local_outcome(state, vstr_str(to), res, NULL);
         goto out;
@@ -546,7 +656,7 @@ static void local_file_action(void *arg, LOCAL_RESULT *res)
     LOCAL_FILE_ARG *fa = arg;
 
     local_mbox_deliver(fa->path, fa->msg, fa->limit, (uid_t) -1, (gid_t) -1,
-                       res);
+                       LOCAL_LOCK_WAIT, res);
 }
 
 /* local_file - a /file destination */
@@ -631,23 +741,6 @@ static void local_command(LOCAL_STATE *state, const char *to,
 
 /* --- expansion --------------------------------------------------------- */
 
-/* local_seen - was key expanded already? If not, remember it. */
-static bool local_seen(LOCAL_STATE *state, const char *kind,
-                       const char *name)
-{
-    VSTR *key = vstr_alloc(64);
-    bool found = false;
-
-    vstr_sprintf(key, "%s:%s", kind, name);
-    for (size_t i = 0; i < state->seen->argc; i++)
-        if (strcmp(state->seen->argv[i], vstr_str(key)) == 0)
-            found = true;
-    if (!found)
-        argv_add(state->seen, vstr_str(key));
-    vstr_free(key);
-    return found;
-}
-
 /* local_is_ours - is domain one of mydestination? -1: the list failed */
 static int local_is_ours(LOCAL_CTX *ctx, const char *domain)
 {
@@ -670,11 +763,23 @@ static void local_dests(LOCAL_STATE *state, const char *to, const char *user,
     VSTR *dext = vstr_alloc(16);
     VSTR *ddomain = vstr_alloc(64);
 
-    for (size_t i = 0; i < dests->argc; i++) {
+    for (size_t i = 0; i < dests->argc && !state->too_many; i++) {
         const char *arg;
         LOCAL_DEST_TYPE type = local_dest_type(dests->argv[i], &arg);
         const char *cls_name = local_class_names[cls];
 
+        /* A bound on the work one recipient can cause, whatever the
+           tables and files say; a permanent condition, so a bounce
+           (a deferral would repeat the deliveries made so far). */
+        if (++state->dest_count > LOCAL_DEST_MAX) {
+            local_result_set(res, LOCAL_STAT_BOUNCE, "5.3.0",
+                             "alias expansion of %s: more than %d "
+                             "destinations", state->rcpt->address,
+                             LOCAL_DEST_MAX);
+            local_outcome(state, to, res, NULL);
+            state->too_many = true;
+            break;
+        }
         switch (type) {
         case LOCAL_DEST_COMMAND:
             if (!local_allowed(conf->allow_commands, cls_name)) {
@@ -683,7 +788,7 @@ static void local_dests(LOCAL_STATE *state, const char *to, const char *user,
                                  "destination \"|%s\"; see "
                                  "allow_mail_to_commands)", cls_name, arg);
                 local_outcome(state, to, res, NULL);
-            } else {
+            } else if (local_key_add(state->delivered, "c", arg)) {
                 local_command(state, to, user, ext, arg, priv);
             }
             break;
@@ -694,12 +799,12 @@ static void local_dests(LOCAL_STATE *state, const char *to, const char *user,
                                  "destination \"%s\"; see "
                                  "allow_mail_to_files)", cls_name, arg);
                 local_outcome(state, to, res, NULL);
-            } else {
+            } else if (local_key_add(state->delivered, "f", arg)) {
                 local_file(state, to, arg, priv);
             }
             break;
         case LOCAL_DEST_INCLUDE: {
-            LOCAL_READ_ARG ra = {.path = arg};
+            LOCAL_READ_ARG ra = {.path = arg, .owner = priv->uid};
 
             if (depth >= LOCAL_EXPAND_DEPTH_MAX) {
                 local_result_set(res, LOCAL_STAT_BOUNCE, "5.4.6",
@@ -715,6 +820,8 @@ static void local_dests(LOCAL_STATE *state, const char *to, const char *user,
                 local_outcome(state, to, res, NULL);
                 break;
             }
+            if (!local_key_add(state->includes, "i", arg))
+                break;                  /* read once per recipient */
             local_as(ctx, priv, local_read_action, &ra, res);
             if (res->stat == LOCAL_STAT_SENT) {
                 char *text = mystrdup(vstr_str(res->text));
@@ -723,9 +830,17 @@ static void local_dests(LOCAL_STATE *state, const char *to, const char *user,
                             priv, depth + 1);
                 myfree(text);
             } else {
-                if (res->stat == LOCAL_STAT_BOUNCE)
+                if (res->stat == LOCAL_STAT_BOUNCE &&
+                    strcmp(res->dsn, LOCAL_READ_UNSAFE) == 0) {
+                    msg_warn("%s: ignoring :include: file: %s",
+                             state->req->qid, vstr_str(res->text));
+                    local_result_set(res, LOCAL_STAT_BOUNCE, "5.3.5",
+                                     ":include: file %s is not safe to use",
+                                     arg);
+                } else if (res->stat == LOCAL_STAT_BOUNCE) {
                     local_result_set(res, LOCAL_STAT_BOUNCE, "5.3.5",
                                      ":include: file %s is missing", arg);
+                }
                 local_outcome(state, to, res, NULL);
             }
             break;
@@ -877,9 +992,14 @@ static bool local_dotforward(LOCAL_STATE *state, const char *user,
         if (local_expand_path(conf->forward_path->argv[i], &vars, path) < 0)
             continue;
         ra.path = vstr_str(path);
+        ra.owner = priv.uid;
         local_as(ctx, &priv, local_read_action, &ra, res);
+        if (res->stat == LOCAL_STAT_BOUNCE &&
+            strcmp(res->dsn, LOCAL_READ_UNSAFE) == 0)
+            msg_warn("%s: ignoring .forward file: %s", state->req->qid,
+                     vstr_str(res->text));
         if (res->stat == LOCAL_STAT_BOUNCE)
-            continue;                   /* no such file */
+            continue;                   /* no such file, or not to obey */
         used = true;
         if (res->stat == LOCAL_STAT_DEFER) {
             local_outcome(state, to, res, NULL);
@@ -925,14 +1045,24 @@ static void local_resolve(LOCAL_STATE *state, const char *user,
                          "alias expansion loop (deeper than %d)",
                          LOCAL_EXPAND_DEPTH_MAX);
         local_outcome(state, vstr_str(to), &state->scratch, NULL);
-    } else if (!local_seen(state, "a", user) &&
-               local_alias(state, user, ext, vstr_str(to), depth)) {
-        /* expanded */
-    } else if (!local_seen(state, "f", user) &&
-               local_dotforward(state, user, ext, vstr_str(to), depth)) {
-        /* forwarded by the user */
+    } else if (local_key_has(state->done, "u", user)) {
+        /* reached before by another path: its deliveries are made */
     } else {
-        local_mailbox(state, user, ext);
+        size_t mark = state->path->argc;
+
+        /* A name on the path being expanded is a loop or a self
+           reference: it goes on to its .forward, then its mailbox. */
+        if (local_key_add(state->path, "a", user) &&
+            local_alias(state, user, ext, vstr_str(to), depth)) {
+            /* expanded */
+        } else if (local_key_add(state->path, "f", user) &&
+                   local_dotforward(state, user, ext, vstr_str(to), depth)) {
+            /* forwarded by the user */
+        } else {
+            local_mailbox(state, user, ext);
+        }
+        local_key_pop(state->path, mark);
+        (void) local_key_add(state->done, "u", user);
     }
     vstr_free(to);
 }
@@ -993,7 +1123,10 @@ static void local_deliver_rcpt(LOCAL_REQ *req, LOCAL_RCPT *rcpt)
     VSTR *ext = vstr_alloc(16);
 
     state.domain = vstr_alloc(64);
-    state.seen = argv_alloc(8);
+    state.path = argv_alloc(8);
+    state.done = argv_alloc(8);
+    state.delivered = argv_alloc(8);
+    state.includes = argv_alloc(4);
     state.forward = argv_alloc(4);
     state.outcome.text = vstr_alloc(100);
     state.scratch.text = vstr_alloc(100);
@@ -1020,7 +1153,10 @@ static void local_deliver_rcpt(LOCAL_REQ *req, LOCAL_RCPT *rcpt)
     vstr_free(user);
     vstr_free(ext);
     vstr_free(state.domain);
-    argv_free(state.seen);
+    argv_free(state.path);
+    argv_free(state.done);
+    argv_free(state.delivered);
+    argv_free(state.includes);
     argv_free(state.forward);
     myfree(state.owner_sender);
     vstr_free(state.outcome.text);

@@ -13,6 +13,8 @@
  *                  tested by local_mbox_test.c (concurrent writers)
  * local_command.c  |command destinations: a shell with the message on
  *                  stdin, a time limit, the output kept for the reason
+ * local_file.c     reading a .forward or :include: file only when it is
+ *                  safe to obey (regular, owner, mode)
  */
 #ifndef LOCAL_H
 #define LOCAL_H
@@ -25,6 +27,7 @@
 #include "vstr.h"
 
 #define LOCAL_EXPAND_DEPTH_MAX 100     /* nested aliases and includes */
+#define LOCAL_DEST_MAX 1000             /* destinations per recipient */
 
 /* What one delivery attempt came to. */
 typedef enum LOCAL_STAT {
@@ -151,14 +154,22 @@ typedef struct LOCAL_MSG {
     bool delivered_to; /* prepend Delivered-To and Return-Path */
 } LOCAL_MSG;
 
+/* Seconds local_mbox_deliver waits for a mailbox's locks (dot lock and
+   fcntl lock together) before it defers "mailbox is locked": Postfix
+   waits deliver_lock_attempts (20) x deliver_lock_delay (1s); a little
+   more here for many writers on a slow disk. */
+#define LOCAL_LOCK_WAIT 30
+
 /* local_mbox_deliver - append msg in mbox format to path under an fcntl
-   lock and a dot lock (path.lock); create the file (mode 0600, owner
-   uid/gid when they are not -1) when missing; with a uid, an existing
-   file must be uid's (or an empty one of root's) with one link, else
-   DEFER; fsync; truncate back on a write error. size_limit 0: none. */
+   lock and a dot lock (path.lock), both taken within lock_wait seconds;
+   path must be a regular file (opened without blocking); create the file
+   (mode 0600, owner uid/gid when they are not -1) when missing, fsyncing
+   its folder; with a uid, an existing file must be uid's (or an empty one
+   of root's) with one link, else DEFER; fsync; truncate back on a write
+   error. size_limit 0: none. */
 extern void local_mbox_deliver(const char *path, const LOCAL_MSG *msg,
                                long long size_limit, uid_t uid, gid_t gid,
-                               LOCAL_RESULT *res);
+                               int lock_wait, LOCAL_RESULT *res);
 /* local_maildir_deliver - msg into dir/new/ through dir/tmp/, creating the
    Maildir (and dir's parent) when missing */
 extern void local_maildir_deliver(const char *dir, const LOCAL_MSG *msg,
@@ -174,9 +185,26 @@ typedef struct LOCAL_CMD {
     int time_limit; /* seconds */
 } LOCAL_CMD;
 
-/* local_command_deliver - run cmd with msg on stdin (no From_ line) */
+/* local_command_deliver - run cmd with msg on stdin (no From_ line); the
+   caller ignores SIGPIPE */
 extern void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
                                   LOCAL_RESULT *res);
+
+/* --- local_file.c ---------------------------------------------------- */
+
+typedef enum LOCAL_FILE_STAT {
+    LOCAL_FILE_OK,
+    LOCAL_FILE_MISSING, /* no such file: skip it */
+    LOCAL_FILE_UNSAFE, /* not regular, foreign owner, writable by others */
+    LOCAL_FILE_ERROR, /* cannot read it now, or too large */
+} LOCAL_FILE_STAT;
+
+/* local_file_read - the text of a .forward or :include: file: a regular
+   file owned by owner or root, not group- or world-writable, at most
+   max_len bytes; opened without blocking. NULL with *why_stat and the
+   reason in why otherwise. */
+extern char *local_file_read(const char *path, uid_t owner, size_t max_len,
+                             LOCAL_FILE_STAT *why_stat, VSTR *why);
 
 /* local_msg_text - the message as a command or forward gets it: the
    optional Delivered-To/Return-Path headers, then the content */

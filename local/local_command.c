@@ -4,15 +4,20 @@
  * The command runs as local_command_shell -c "command" in a process group
  * of its own, with the message on stdin (no From_ line) and only the
  * environment the caller gives. Its stdout and stderr are read while the
- * message is written (so a chatty command cannot block us), the first
- * line kept for the reason. After time_limit seconds the whole group is
- * killed and the delivery deferred.
+ * whole message is written (so a chatty command cannot block us, and one
+ * that closes its output early still gets all of stdin), the first line
+ * kept for the reason. A command that exits 0 without reading all of its
+ * input (EPIPE) has the mail: that is its choice, as in Postfix. After
+ * time_limit seconds the whole group is killed and the delivery deferred.
+ * The child closes every descriptor above 2 (close_range where the kernel
+ * has it).
  */
 #include "sys_defs.h"
 
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -29,8 +34,11 @@ static void local_command_child(const LOCAL_CMD *cmd, int in_fd, int out_fd)
     (void) setsid();
     if (dup2(in_fd, 0) < 0 || dup2(out_fd, 1) < 0 || dup2(out_fd, 2) < 0)
         _exit(71); /* EX_OSERR */
-    for (int fd = 3; fd < 256; fd++)
-        (void) close(fd);
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, 3U, ~0U, 0U) < 0)
+#endif
+        for (int fd = 3; fd < 1024; fd++)
+            (void) close(fd);
     signal(SIGPIPE, SIG_DFL);
     if (cmd->home == NULL || chdir(cmd->home) < 0)
         (void) chdir("/");
@@ -105,9 +113,12 @@ void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
     (void) fcntl(in_pipe[1], F_SETFL, O_NONBLOCK);
     deadline = local_now_ms() + (long long) cmd->time_limit * 1000;
 
-    /* Feed stdin and drain stdout until the command closes its output. */
-    while (out_open) {
+    /* Feed stdin until all of it is written or the command stopped
+       reading (EPIPE), and drain its output until it closes: a command
+       that closes its output early still gets the whole message. */
+    while (in_pipe[1] >= 0 || out_open) {
         struct pollfd pfd[2];
+        int out_slot = -1, in_slot = -1;
         int nfds = 0;
         long long left = deadline - local_now_ms();
         int n;
@@ -116,18 +127,24 @@ void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
             timed_out = true;
             break;
         }
-        pfd[nfds].fd = out_pipe[0];
-        pfd[nfds++].events = POLLIN;
+        if (out_open) {
+            out_slot = nfds;
+            pfd[nfds].fd = out_pipe[0];
+            pfd[nfds++].events = POLLIN;
+        }
         if (in_pipe[1] >= 0) {
+            in_slot = nfds;
             pfd[nfds].fd = in_pipe[1];
             pfd[nfds++].events = POLLOUT;
         }
         n = poll(pfd, (nfds_t) nfds, left > 1000 ? 1000 : (int) left);
-        if (n < 0 && errno != EINTR)
+        if (n < 0 && errno != EINTR) {
+            timed_out = true;           /* cannot watch it: give up */
             break;
+        }
         if (n <= 0)
             continue;
-        if (pfd[0].revents) {
+        if (out_slot >= 0 && pfd[out_slot].revents) {
             char buf[4096];
             ssize_t got = read(out_pipe[0], buf, sizeof(buf));
 
@@ -137,15 +154,17 @@ void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
                                   errno != EAGAIN))
                 out_open = false;
         }
-        if (nfds > 1 && pfd[1].revents) {
+        if (in_slot >= 0 && pfd[in_slot].revents) {
             ssize_t put = write(in_pipe[1], vstr_str(text) + written,
                                 vstr_len(text) - written);
 
             if (put > 0)
                 written += (size_t) put;
+            /* EPIPE: it exited or closed stdin; its exit status says
+               whether that was fine (Postfix does the same). */
             if ((put < 0 && errno != EAGAIN && errno != EINTR) ||
                 written == vstr_len(text)) {
-                close(in_pipe[1]);      /* done, or it stopped reading */
+                close(in_pipe[1]);
                 in_pipe[1] = -1;
             }
         }
@@ -155,7 +174,7 @@ void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
     close(out_pipe[0]);
     if (timed_out)
         (void) kill(-pid, SIGKILL);
-    /* The output is closed: the shell is ending (or killed). */
+    /* Its input and output are closed: the shell is ending (or killed). */
     for (;;) {
         pid_t got = waitpid(pid, &wait_status, timed_out ? 0 : WNOHANG);
 

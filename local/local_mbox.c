@@ -4,15 +4,20 @@
  * mbox: the file is opened for append (never through a symlink); when
  * root writes it for a user (uid given), a file that was there already
  * must be that user's, with one link (else the delivery is deferred). It
- * is locked with a dot lock (path.lock, created O_EXCL, taken over when
- * older than LOCAL_DOTLOCK_STALE seconds) and an fcntl lock, then one
- * message is written: a From_ line, Delivered-To and Return-Path, the
- * content with ">From " quoting, an empty line. The file is fsynced before the result
- * says "sent"; after a failed write it is truncated back to its old size,
- * so a reader never sees half a message.
+ * is opened O_NONBLOCK and must be a regular file (a FIFO or a device
+ * never blocks us: the delivery is deferred). It is locked with a dot lock
+ * (path.lock, created O_EXCL; a lock older than LOCAL_DOTLOCK_STALE
+ * seconds is renamed aside and removed) and an fcntl lock, both within
+ * lock_wait seconds (else deferred: "mailbox is locked"), then one message
+ * is written: a From_ line, Delivered-To and Return-Path, the content with
+ * ">From " quoting, an empty line. The file (and its folder, when the file
+ * is new) is fsynced before the result says "sent"; after a failed write
+ * it is truncated back to its old size, so a reader never sees half a
+ * message.
  *
  * Maildir: the message is written to tmp/UNIQUE, fsynced, renamed into
- * new/, and new/ is fsynced.
+ * new/, and new/ is fsynced; folders made on the way are fsynced into
+ * their parents.
  */
 #include "sys_defs.h"
 
@@ -27,7 +32,6 @@
 #include "vstr.h"
 
 #define LOCAL_DOTLOCK_STALE 300         /* seconds: a dead writer's lock */
-#define LOCAL_LOCK_WAIT 120             /* seconds we wait for a dot lock */
 #define LOCAL_LOCK_POLL_USEC 20000
 
 /* local_msg_text - the optional delivery headers, then the content */
@@ -40,11 +44,40 @@ void local_msg_text(const LOCAL_MSG *msg, VSTR *out)
     vstr_ncat(out, msg->content, msg->len);
 }
 
-/* local_dotlock_take - create path.lock; 0, 1 when the folder does not let
-   us (the fcntl lock alone then), or -1 with the reason in res */
-static int local_dotlock_take(const char *lock, LOCAL_RESULT *res)
+/* local_now - CLOCK_MONOTONIC seconds, for lock deadlines */
+static double local_now(void)
 {
-    time_t deadline = time(NULL) + LOCAL_LOCK_WAIT;
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
+}
+
+/* local_dotlock_break - remove a stale dot lock without removing a fresh
+   one that replaced it meanwhile: rename it aside, make sure the inode
+   moved is the one judged stale, then unlink it (else put it back) */
+static void local_dotlock_break(const char *lock, const struct stat *stale)
+{
+    static unsigned long count;
+    VSTR *aside = vstr_alloc(100);
+    struct stat st;
+
+    vstr_sprintf(aside, "%s.stale.%ld.%lu", lock, (long) getpid(), ++count);
+    if (rename(lock, vstr_str(aside)) == 0) {
+        if (lstat(vstr_str(aside), &st) == 0 &&
+            (st.st_dev != stale->st_dev || st.st_ino != stale->st_ino))
+            (void) link(vstr_str(aside), lock);     /* not ours to break */
+        (void) unlink(vstr_str(aside));
+    }
+    vstr_free(aside);
+}
+
+/* local_dotlock_take - create path.lock before deadline; 0, 1 when the
+   folder does not let us (the fcntl lock alone then), or -1 with the
+   reason in res */
+static int local_dotlock_take(const char *lock, double deadline,
+                              LOCAL_RESULT *res)
+{
     int fd;
 
     for (;;) {
@@ -63,64 +96,122 @@ static int local_dotlock_take(const char *lock, LOCAL_RESULT *res)
                              strerror(errno));
             return -1;
         }
-        if (stat(lock, &st) == 0 &&
+        if (lstat(lock, &st) == 0 &&
             st.st_mtime + LOCAL_DOTLOCK_STALE < time(NULL)) {
-            (void) unlink(lock);        /* stale: its writer is gone */
+            local_dotlock_break(lock, &st);     /* its writer is gone */
             continue;
         }
-        if (time(NULL) > deadline) {
+        if (local_now() > deadline) {
             local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
-                             "cannot lock %s: the lock file is held", lock);
+                             "mailbox is locked: cannot lock %s: the lock "
+                             "file is held", lock);
             return -1;
         }
         usleep(LOCAL_LOCK_POLL_USEC);
     }
 }
 
+/* local_fcntl_lock - an fcntl write lock on fd before deadline; 0, or -1
+   with the reason in res */
+static int local_fcntl_lock(int fd, const char *path, double deadline,
+                            LOCAL_RESULT *res)
+{
+    struct flock fl;
+
+    memset(&fl, 0, sizeof(fl));
+    fl.l_type = F_WRLCK;
+    fl.l_whence = SEEK_SET;
+    while (fcntl(fd, F_SETLK, &fl) < 0) {
+        if (errno != EINTR && errno != EAGAIN && errno != EACCES) {
+            local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
+                             "cannot lock mailbox %s: %s", path,
+                             strerror(errno));
+            return -1;
+        }
+        if (local_now() > deadline) {
+            local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
+                             "mailbox is locked: %s", path);
+            return -1;
+        }
+        usleep(LOCAL_LOCK_POLL_USEC);
+    }
+    return 0;
+}
+
+/* local_open_regular - open path for append without blocking on a FIFO
+   or a device: O_NONBLOCK, fstat, then blocking again. Creates the file
+   (O_EXCL) when missing; *created says so. -1 with the reason in res. */
+static int local_open_regular(const char *path, struct stat *st,
+                              bool *created, LOCAL_RESULT *res)
+{
+    int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
+    int fd;
+
+    /* Made here, or there before us: root must not append to (or chown)
+       a file that someone else put in a shared spool for the user. */
+    fd = open(path, flags | O_CREAT | O_EXCL, 0600);
+    *created = fd >= 0;
+    if (fd < 0 && errno == EEXIST)
+        fd = open(path, flags);
+    if (fd < 0 && errno == ENXIO) {             /* a FIFO with no reader */
+        local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
+                         "mailbox %s is not a regular file", path);
+        return -1;
+    }
+    if (fd < 0) {
+        local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
+                         "cannot open mailbox %s: %s", path, strerror(errno));
+        return -1;
+    }
+    if (fstat(fd, st) < 0 || !S_ISREG(st->st_mode)) {
+        local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
+                         "mailbox %s is not a regular file", path);
+        (void) close(fd);
+        return -1;
+    }
+    if (fcntl(fd, F_SETFL, O_WRONLY | O_APPEND) < 0) {
+        local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
+                         "cannot open mailbox %s: fcntl: %s", path,
+                         strerror(errno));
+        (void) close(fd);
+        return -1;
+    }
+    /* A new name in the folder must survive a crash once we say "sent". */
+    if (*created && safe_file_fsync_parent(path) < 0) {
+        local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
+                         "cannot fsync the folder of %s: %s", path,
+                         strerror(errno));
+        (void) close(fd);
+        return -1;
+    }
+    return fd;
+}
+
 /* local_mbox_deliver - append one message to an mbox file */
 void local_mbox_deliver(const char *path, const LOCAL_MSG *msg,
                         long long size_limit, uid_t uid, gid_t gid,
-                        LOCAL_RESULT *res)
+                        int lock_wait, LOCAL_RESULT *res)
 {
     VSTR *lock = vstr_alloc(100);
     VSTR *text = vstr_alloc(msg->len + 512);
-    struct flock fl;
     struct stat st;
+    double deadline;
     bool bol = true;
     bool created;
     int dotlock;
     int fd;
 
     vstr_sprintf(lock, "%s.lock", path);
-    if ((dotlock = local_dotlock_take(vstr_str(lock), res)) < 0)
+    deadline = local_now() + lock_wait;
+    if ((dotlock = local_dotlock_take(vstr_str(lock), deadline, res)) < 0)
         goto out;
-    /* Made here, or there before us: root must not append to (or chown)
-       a file that someone else put in a shared spool for the user. */
-    fd = open(path,
-              O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
-              0600);
-    created = fd >= 0;
-    if (fd < 0 && errno == EEXIST)
-        fd = open(path, O_WRONLY | O_APPEND | O_NOFOLLOW | O_CLOEXEC);
-    if (fd < 0) {
-        local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
-                         "cannot open mailbox %s: %s", path, strerror(errno));
+    if ((fd = local_open_regular(path, &st, &created, res)) < 0)
         goto unlock;
-    }
-    memset(&fl, 0, sizeof(fl));
-    fl.l_type = F_WRLCK;
-    fl.l_whence = SEEK_SET;
-    while (fcntl(fd, F_SETLKW, &fl) < 0) {
-        if (errno != EINTR) {
-            local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
-                             "cannot lock mailbox %s: %s", path,
-                             strerror(errno));
-            goto close;
-        }
-    }
-    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    if (local_fcntl_lock(fd, path, deadline, res) < 0)
+        goto close;
+    if (fstat(fd, &st) < 0) {                   /* its size under the lock */
         local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
-                         "mailbox %s is not a regular file", path);
+                         "cannot stat mailbox %s: %s", path, strerror(errno));
         goto close;
     }
     /* An empty file of root's is one an earlier delivery made and could
@@ -181,7 +272,8 @@ out:
     vstr_free(text);
 }
 
-/* local_mkdir_p - mkdir with parents (mode 0700) */
+/* local_mkdir_p - mkdir with parents (mode 0700), each new folder made
+   durable in its parent */
 static int local_mkdir_p(const char *dir)
 {
     char *copy = mystrdup(dir);
@@ -192,7 +284,12 @@ static int local_mkdir_p(const char *dir)
             char saved = *cp;
 
             *cp = 0;
-            if (mkdir(copy, 0700) < 0 && errno != EEXIST) {
+            if (mkdir(copy, 0700) == 0) {
+                if (safe_file_fsync_parent(copy) < 0) {
+                    ret = -1;
+                    break;
+                }
+            } else if (errno != EEXIST) {
                 ret = -1;
                 break;
             }

@@ -13,6 +13,8 @@
 #include <cmocka.h>
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -57,7 +59,7 @@ static void test_mbox_format(void **state)
 
     test_msg(&msg, "Subject: s\n\nFrom here\nbody");    /* no final LF */
     local_mbox_deliver(test_path(path, "mbox"), &msg, 0, (uid_t) -1,
-                       (gid_t) -1, &res);
+                       (gid_t) -1, LOCAL_LOCK_WAIT, &res);
     assert_int_equal(res.stat, LOCAL_STAT_SENT);
     data = safe_file_read(vstr_str(path), 100000, NULL);
     assert_non_null(data);
@@ -71,7 +73,7 @@ static void test_mbox_format(void **state)
 
     /* Over mailbox_size_limit: bounced, the file untouched. */
     local_mbox_deliver(test_path(path, "mbox"), &msg, 100, (uid_t) -1,
-                       (gid_t) -1, &res);
+                       (gid_t) -1, LOCAL_LOCK_WAIT, &res);
     assert_int_equal(res.stat, LOCAL_STAT_BOUNCE);
     assert_string_equal(res.dsn, "5.2.2");
     unlink(test_path(path, "mbox"));
@@ -98,18 +100,21 @@ static void test_mbox_owner(void **state)
         skip();
     }
     test_msg(&msg, "Subject: s\n\nbody\n");
-    local_mbox_deliver(test_path(path, "own"), &msg, 0, 1, 1, &res);
+    local_mbox_deliver(test_path(path, "own"), &msg, 0, 1, 1, LOCAL_LOCK_WAIT,
+                       &res);
     assert_int_equal(res.stat, LOCAL_STAT_SENT);
     assert_int_equal(stat(vstr_str(path), &st), 0);
     assert_int_equal(st.st_uid, 1);
     assert_int_equal(st.st_gid, 1);
-    local_mbox_deliver(vstr_str(path), &msg, 0, 1, 1, &res);
+    local_mbox_deliver(vstr_str(path), &msg, 0, 1, 1, LOCAL_LOCK_WAIT,
+                       &res);
     assert_int_equal(res.stat, LOCAL_STAT_SENT);
     assert_int_equal(stat(vstr_str(path), &st), 0);
     size = st.st_size;
 
     /* Someone else's mailbox: not ours to write for uid 2. */
-    local_mbox_deliver(vstr_str(path), &msg, 0, 2, 2, &res);
+    local_mbox_deliver(vstr_str(path), &msg, 0, 2, 2, LOCAL_LOCK_WAIT,
+                       &res);
     assert_int_equal(res.stat, LOCAL_STAT_DEFER);
     assert_string_equal(res.dsn, "4.2.0");
     assert_int_equal(stat(vstr_str(path), &st), 0);
@@ -118,7 +123,8 @@ static void test_mbox_owner(void **state)
 
     /* A second link to it: deferred for its own user too. */
     assert_int_equal(link(vstr_str(path), test_path(link_path, "hard")), 0);
-    local_mbox_deliver(vstr_str(link_path), &msg, 0, 1, 1, &res);
+    local_mbox_deliver(vstr_str(link_path), &msg, 0, 1, 1, LOCAL_LOCK_WAIT,
+                       &res);
     assert_int_equal(res.stat, LOCAL_STAT_DEFER);
     assert_int_equal(stat(vstr_str(path), &st), 0);
     assert_int_equal(st.st_size, size);
@@ -128,7 +134,8 @@ static void test_mbox_owner(void **state)
     /* An empty file of root's (a delivery that died before its chown). */
     assert_int_equal(safe_file_write(test_path(path, "empty"), "", 0, 0600),
                      0);
-    local_mbox_deliver(vstr_str(path), &msg, 0, 1, 1, &res);
+    local_mbox_deliver(vstr_str(path), &msg, 0, 1, 1, LOCAL_LOCK_WAIT,
+                       &res);
     assert_int_equal(res.stat, LOCAL_STAT_SENT);
     assert_int_equal(stat(vstr_str(path), &st), 0);
     assert_int_equal(st.st_uid, 1);
@@ -151,8 +158,101 @@ static void test_mbox_stale_lock(void **state)
     assert_int_equal(utimes(vstr_str(path), old), 0);
     test_msg(&msg, "Subject: s\n\nbody\n");
     local_mbox_deliver(test_path(path, "st"), &msg, 0, (uid_t) -1, (gid_t) -1,
+                       LOCAL_LOCK_WAIT, &res);
+    assert_int_equal(res.stat, LOCAL_STAT_SENT);
+    unlink(vstr_str(path));
+    /* The stale lock went, and nothing was left aside. */
+    assert_int_equal(access(test_path(path, "st.lock"), F_OK), -1);
+    {
+        DIR *dir = opendir(test_dir);
+        struct dirent *ent;
+
+        assert_non_null(dir);
+        while ((ent = readdir(dir)) != NULL)
+            assert_null(strstr(ent->d_name, "stale"));
+        closedir(dir);
+    }
+    vstr_free(path);
+    vstr_free(res.text);
+}
+
+/* test_mbox_fifo - a FIFO mailbox defers at once, with or without a
+   reader; an alarm fails the test if the open blocks */
+static void test_mbox_fifo(void **state)
+{
+    LOCAL_RESULT res = {.text = vstr_alloc(10)};
+    VSTR *path = vstr_alloc(10);
+    LOCAL_MSG msg;
+    int reader;
+
+    test_msg(&msg, "Subject: s\n\nbody\n");
+    assert_int_equal(mkfifo(test_path(path, "fifo"), 0600), 0);
+    alarm(10);
+    local_mbox_deliver(vstr_str(path), &msg, 0, (uid_t) -1, (gid_t) -1,
+                       LOCAL_LOCK_WAIT, &res);
+    alarm(0);
+    assert_int_equal(res.stat, LOCAL_STAT_DEFER);
+    assert_non_null(strstr(vstr_str(res.text), "not a regular file"));
+
+    reader = open(vstr_str(path), O_RDONLY | O_NONBLOCK);
+    assert_true(reader >= 0);
+    alarm(10);
+    local_mbox_deliver(vstr_str(path), &msg, 0, (uid_t) -1, (gid_t) -1,
+                       LOCAL_LOCK_WAIT, &res);
+    alarm(0);
+    assert_int_equal(res.stat, LOCAL_STAT_DEFER);
+    assert_non_null(strstr(vstr_str(res.text), "not a regular file"));
+    close(reader);
+    unlink(vstr_str(path));
+    vstr_free(path);
+    vstr_free(res.text);
+}
+
+/* test_mbox_locked - an fcntl lock held by another process: deferred
+   after lock_wait seconds, delivered once it is let go */
+static void test_mbox_locked(void **state)
+{
+    LOCAL_RESULT res = {.text = vstr_alloc(10)};
+    VSTR *path = vstr_alloc(10);
+    LOCAL_MSG msg;
+    int ready[2], release[2];
+    time_t start;
+    pid_t pid;
+    char byte;
+
+    test_msg(&msg, "Subject: s\n\nbody\n");
+    test_path(path, "locked");
+    assert_int_equal(safe_file_write(vstr_str(path), "", 0, 0600), 0);
+    assert_int_equal(pipe(ready), 0);
+    assert_int_equal(pipe(release), 0);
+    if ((pid = fork()) == 0) {
+        struct flock fl = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+        int fd = open(vstr_str(path), O_WRONLY);
+
+        if (fd < 0 || fcntl(fd, F_SETLK, &fl) < 0)
+            _exit(1);
+        (void) write(ready[1], "x", 1);
+        (void) read(release[0], &byte, 1);
+        _exit(0);
+    }
+    assert_true(pid > 0);
+    assert_int_equal(read(ready[0], &byte, 1), 1);
+    start = time(NULL);
+    local_mbox_deliver(vstr_str(path), &msg, 0, (uid_t) -1, (gid_t) -1, 1,
+                       &res);
+    assert_int_equal(res.stat, LOCAL_STAT_DEFER);
+    assert_string_equal(res.dsn, "4.2.0");
+    assert_non_null(strstr(vstr_str(res.text), "mailbox is locked"));
+    assert_true(time(NULL) - start < 10);
+    assert_int_equal(write(release[1], "x", 1), 1);
+    assert_int_equal(waitpid(pid, NULL, 0), pid);
+    local_mbox_deliver(vstr_str(path), &msg, 0, (uid_t) -1, (gid_t) -1, 1,
                        &res);
     assert_int_equal(res.stat, LOCAL_STAT_SENT);
+    close(ready[0]);
+    close(ready[1]);
+    close(release[0]);
+    close(release[1]);
     unlink(vstr_str(path));
     vstr_free(path);
     vstr_free(res.text);
@@ -185,7 +285,7 @@ static void test_mbox_concurrent(void **state)
                                         w * 100 + m);
                 test_msg(&msg, vstr_str(content));
                 local_mbox_deliver(vstr_str(path), &msg, 0, (uid_t) -1,
-                                   (gid_t) -1, &res);
+                                   (gid_t) -1, LOCAL_LOCK_WAIT, &res);
                 if (res.stat != LOCAL_STAT_SENT)
                     _exit(1);
             }
@@ -315,6 +415,34 @@ static void test_command(void **state)
     assert_string_equal(res.dsn, "5.1.1");
     assert_non_null(strstr(vstr_str(res.text), "no such user"));
 
+    /* A command that closes its output at once still gets all of a
+       large message (it used to get one pipe's worth). */
+    {
+        VSTR *big = vstr_alloc(4 * 1024 * 1024 + 100);
+        struct stat st;
+
+        vstr_cpy(big, "Subject: big\n\n");
+        while (vstr_len(big) < 4 * 1024 * 1024)
+            vstr_cat(big, "a line of a large message, to be kept whole\n");
+        test_msg(&msg, vstr_str(big));
+        msg.delivered_to = false;
+        vstr_sprintf(command, "exec cat > %s 2>/dev/null",
+                     test_path(path, "big"));
+        cmd.command = vstr_str(command);
+        local_command_deliver(&cmd, &msg, &res);
+        assert_int_equal(res.stat, LOCAL_STAT_SENT);
+        assert_int_equal(stat(vstr_str(path), &st), 0);
+        assert_int_equal((long long) st.st_size, (long long) vstr_len(big));
+        unlink(vstr_str(path));
+
+        /* Exit 0 without reading: EPIPE, and the mail is its. */
+        cmd.command = "exec >&- 2>&-; exit 0";
+        local_command_deliver(&cmd, &msg, &res);
+        assert_int_equal(res.stat, LOCAL_STAT_SENT);
+        vstr_free(big);
+        test_msg(&msg, "Subject: s\n\nbody\n");
+    }
+
     cmd.command = "exec sleep 30";
     cmd.time_limit = 1;
     local_command_deliver(&cmd, &msg, &res);
@@ -340,10 +468,13 @@ static int teardown(void **state)
 
 int main(void)
 {
+    signal(SIGPIPE, SIG_IGN);           /* as local does */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mbox_format),
         cmocka_unit_test(test_mbox_owner),
         cmocka_unit_test(test_mbox_stale_lock),
+        cmocka_unit_test(test_mbox_fifo),
+        cmocka_unit_test(test_mbox_locked),
         cmocka_unit_test(test_mbox_concurrent),
         cmocka_unit_test(test_maildir),
         cmocka_unit_test(test_command),

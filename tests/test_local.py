@@ -7,8 +7,17 @@ delivers to mbox files (mail_spool_directory without a trailing '/'), for
 the mbox format and for many local processes appending to one mbox at once.
 Each test uses its own local parts, so the tests do not see each other's
 mail.
+
+The review fixes of issue 5 have tests here too: .forward files that are
+not safe to obey (world-writable, another user's, another user's home in
+an instance), alias duplicates reached by two paths, a command that closes
+its output early and must still get a large message whole, a FIFO as a
+/file destination and as a mailbox (deferred, no hang), a self-including
+:include: file and the cap on destinations per recipient.
 """
 
+import os
+import pwd
 import re
 import shutil
 import smtplib
@@ -39,7 +48,22 @@ filer: {base}/file.mbox
 loopa: loopb
 loopb: loopa
 selfish: selfish, selfcopy@remote.test
+all1: tom1, team1
+team1: tom1
+all2: staff2, ops2
+ops2: staff2
+staff2: bob2@remote.test
+bigcmd: "|exec cat > {base}/big.out 2>/dev/null"
+fifofile: {base}/fifo
+selfinc: :include:{base}/selfinc.inc
+capper: :include:{base}/cap.inc
 """
+
+# forward_path's second entry climbs from $home to / (extra ".." stay at
+# /), so it names a file under base only when $home is known.
+HOME_FORWARD = "$home" + "/.." * 8 + "{base}/fwd/home-$user"
+ME = pwd.getpwuid(os.getuid()).pw_name
+OTHER = "daemon"                        # a passwd user that is not us
 
 
 def start_instance(base, name, sink, params, setup=None):
@@ -73,10 +97,25 @@ def env():
         (base / "bad.inc").write_text('"|touch %s/bad.out"\n' % base)
         (base / "fwd").mkdir()
         (base / "fwd" / "frank").write_text("frank-away@remote.test, \\frank\n")
+        (base / "fwd" / "wwuser").write_text("ww-away@remote.test\n")
+        (base / "fwd" / "wwuser").chmod(0o666)
+        (base / "fwd" / "foreigner").write_text("foreign-away@remote.test\n")
+        if os.getuid() == 0:
+            os.chown(base / "fwd" / "foreigner", 65534, 65534)
+        (base / "fwd" / ("home-" + OTHER)).write_text(
+            "other-away@remote.test\n")
+        (base / "fwd" / ("home-" + ME)).write_text("me-away@remote.test\n")
+        os.mkfifo(base / "fifo")
+        (base / "selfinc.inc").write_text(
+            ":include:{0}/selfinc.inc\n:include:{0}/selfinc.inc\nsam\n"
+            .format(base))
+        (base / "cap.inc").write_text("capper-far@remote.test\n" * 1001)
         made.append(start_instance(base, "md", sink, {
             "mynetworks": "127.0.0.0/8",
-            "forward_path": "%s/fwd/$user" % base}, setup=aliases))
+            "forward_path": "%s/fwd/$user, %s" % (
+                base, HOME_FORWARD.format(base=base))}, setup=aliases))
         (base / "spool").mkdir()
+        os.mkfifo(base / "spool" / "fifouser")
         made.append(start_instance(base, "mb", sink, {
             "mynetworks": "127.0.0.0/8",
             "mail_spool_directory": str(base / "spool")}))
@@ -280,3 +319,95 @@ def test_mbox_concurrent_deliveries(env):
     assert text.count("\nFrom ") + text.startswith("From ") == CROWD
     pids = {h.group(1) for h in hits}
     print("crowd delivered by %d local process(es)" % len(pids))
+
+
+def removed(inst, rcpt, orig=None):
+    """Wait until the message delivered to rcpt (orig_to orig) is removed
+    from the queue: every delivery for it is then made and logged."""
+    pattern = r"local\[\d+\]: (\w+): to=<%s>" % re.escape(rcpt)
+    if orig:
+        pattern += r", orig_to=<%s>" % re.escape(orig)
+    [hit] = inst.wait_log(pattern, timeout=20)
+    inst.wait_log(r"%s: removed$" % hit.group(1), timeout=20)
+
+
+def test_unsafe_dotforward_ignored(env):
+    """A world-writable .forward, or another user's, is not obeyed."""
+    inst, _, _, _ = env
+    send(inst, ["wwuser@localhost", "foreigner@localhost"],
+         "Subject: unsafe\n\nnot through that file\n")
+    maildir_files(inst, "wwuser", 1)
+    inst.wait_log(r"ignoring \.forward file: .*/fwd/wwuser is group or world "
+                  r"writable")
+    if os.getuid() == 0:
+        maildir_files(inst, "foreigner", 1)
+        inst.wait_log(r"ignoring \.forward file: .*/fwd/foreigner is owned by "
+                      r"uid 65534")
+
+
+def test_home_of_others_unknown(env):
+    """In an instance $home is ours only: another user's home is not
+    looked into (its .forward would run |commands as us)."""
+    inst, _, sink, _ = env
+    send(inst, [OTHER + "@localhost"], "Subject: other\n\nyours\n")
+    maildir_files(inst, OTHER, 1)
+    send(inst, [ME + "@localhost"], "Subject: me\n\nmine\n")
+    sink_for(sink, "me-away@remote.test")
+
+
+def test_alias_duplicate_paths(env):
+    """all1: tom1, team1; team1: tom1 -> one copy for tom1. all2: staff2,
+    ops2; ops2: staff2; staff2: remote -> no mailbox for staff2."""
+    inst, _, sink, _ = env
+    send(inst, ["all1@localhost"], "Subject: once\n\none copy\n")
+    removed(inst, "tom1@localhost", "all1@localhost")
+    assert len(maildir_files(inst, "tom1", 1)) == 1
+    send(inst, ["all2@localhost"], "Subject: staff\n\nto staff\n")
+    [fwd] = sink_for(sink, "bob2@remote.test")
+    assert fwd.rcpt_tos == ["bob2@remote.test"]
+    removed(inst, "all2@localhost")
+    assert not (inst.dir / "mail" / "staff2").exists()
+    assert not re.search(r"to=<staff2@localhost>.*status=(bounced|deferred)",
+                         inst.log())
+
+
+def test_command_gets_whole_message(env):
+    """A command that redirects its output at once still reads it all."""
+    inst, _, _, base = env
+    line = "a line of a message larger than any pipe buffer\n"
+    body = line * (1536 * 1024 // len(line))
+    send(inst, ["bigcmd@localhost"], "Subject: big\n\n" + body)
+    inst.wait_log(r"to=<bigcmd@localhost>, relay=local.*status=sent",
+                  timeout=30)
+    out = (base / "big.out").read_text()
+    assert out.endswith(body)
+    assert len(out) > len(body)
+
+
+def test_fifo_destinations_defer(env):
+    """A FIFO as a /file destination or as a mailbox: deferred, no hang."""
+    inst, mb, _, _ = env
+    send(inst, ["fifofile@localhost"], "Subject: fifo\n\npipe dream\n")
+    inst.wait_log(r"to=<fifofile@localhost>, relay=local.*status=deferred "
+                  r"\(mailbox .*/fifo is not a regular file\)", timeout=20)
+    send(mb, ["fifouser@localhost"], "Subject: fifo\n\npipe dream\n")
+    mb.wait_log(r"to=<fifouser@localhost>, relay=local.*status=deferred "
+                r"\(mailbox .*/spool/fifouser is not a regular file\)",
+                timeout=20)
+    # local is not stuck: the next message still arrives.
+    send(mb, ["after@localhost"], "Subject: after\n\nstill here\n")
+    mb.wait_log(r"to=<after@localhost>, relay=local.*status=sent", timeout=20)
+
+
+def test_include_once_and_cap(env):
+    """A file including itself twice is read once; more than 1000
+    destinations for one recipient bounce 5.3.0."""
+    inst, _, sink, _ = env
+    send(inst, ["selfinc@localhost"], "Subject: inc\n\nincluded\n")
+    removed(inst, "sam@localhost", "selfinc@localhost")
+    assert len(maildir_files(inst, "sam", 1)) == 1
+    send(inst, ["capper@localhost"], "Subject: cap\n\ntoo many\n")
+    inst.wait_log(r"to=<capper@localhost>, relay=local.*dsn=5\.3\.0, "
+                  r"status=bounced \(alias expansion of capper@localhost: "
+                  r"more than 1000 destinations\)", timeout=20)
+    dsn_for(sink, "more than 1000 destinations")

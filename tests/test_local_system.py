@@ -14,6 +14,10 @@ administrator would after setting mail_owner. Then:
 - an unknown user (no passwd entry) bounces 5.1.1, with a DSN to the sender;
 - an alias |command runs as default_privs (nobody) since root owns the
   alias table;
+- a .forward (forward_path under the test folder) is obeyed when it is the
+  recipient's own and writable by no one else (man), and ignored, with
+  delivery to the mailbox, when another user owns it (lp) or it is
+  world-writable (uucp);
 - with local_recipient_maps = unix:passwd.byname $alias_maps (Postfix's
   default) smtpd refuses the unknown user at RCPT with 550 5.1.1 and takes
   known users and aliases.
@@ -39,6 +43,7 @@ OWNER = "nobody"                        # mail_owner and default_privs
 USERS = ("daemon", "games")             # recipients with their own uid
 STRANGER = "news"                       # owns nothing here; see test_mbox
 UNKNOWN = "nosuchuser-sluice"           # getpwnam finds nothing
+FWD_OWN, FWD_FOREIGN, FWD_WRITABLE = "man", "lp", "uucp"   # .forward tests
 SENDER = "sender@remote.test"
 
 ALIASES = """\
@@ -86,7 +91,7 @@ def env():
     if os.geteuid() != 0:
         pytest.skip("needs root: master runs as root, local becomes users")
     require(*(LIBEXEC / d for d in DAEMONS))
-    for name in (OWNER, STRANGER) + USERS:
+    for name in (OWNER, STRANGER, FWD_OWN, FWD_FOREIGN, FWD_WRITABLE) + USERS:
         pwd.getpwnam(name)              # a stock Debian account; never made
     with pytest.raises(KeyError):
         pwd.getpwnam(UNKNOWN)
@@ -98,9 +103,17 @@ def env():
         # A system install's folders (/etc/sluice, /var/spool/sluice) can
         # be traversed by mail_owner; mkdtemp's 0700 cannot.
         os.chmod(base, 0o755)
-        for name, mode in (("spool", 0o1777), ("mbox", 0o755), ("out", 0o1777)):
+        for name, mode in (("spool", 0o1777), ("mbox", 0o755), ("out", 0o1777),
+                           ("fwd", 0o755)):
             (base / name).mkdir()
             os.chmod(base / name, mode)
+        for user, owner, mode in ((FWD_OWN, FWD_OWN, 0o644),
+                                  (FWD_FOREIGN, FWD_OWN, 0o644),
+                                  (FWD_WRITABLE, FWD_WRITABLE, 0o666)):
+            path = base / "fwd" / user
+            path.write_text("%s-away@remote.test\n" % user)
+            os.chown(path, uid_of(owner), -1)
+            os.chmod(path, mode)
         inst = Instance(base / "i", free_port(),
                         relayhost="[127.0.0.1]:%d" % sink.port)
         inst.init()
@@ -108,6 +121,7 @@ def env():
         inst.check("map", "-a", "hash:%s" % (inst.dir / "aliases"))
         inst.conf_set(mail_owner=OWNER, default_privs=OWNER,
                       mynetworks="127.0.0.0/8",
+                      forward_path="%s/$user" % (base / "fwd"),
                       mail_spool_directory="%s/" % (base / "spool"))
         assert inst.conf_get("disable_dns_lookups") == "yes"
         inst.check("check")             # the queue becomes nobody's
@@ -200,6 +214,25 @@ def test_alias_command_runs_as_default_privs(env):
     assert out.stat().st_uid == uid_of(OWNER)
     inst.wait_log(r"to=<runid@localhost>, relay=local, .*status=sent "
                   r"\(delivered to command: id -u")
+
+
+def test_dotforward_owner_and_mode(env):
+    inst, sink, base = env
+    send(inst, ["%s@localhost" % u for u in (FWD_OWN, FWD_FOREIGN,
+                                             FWD_WRITABLE)],
+         "Subject: fwd\n\nforward me\n")
+    wait_until(lambda: [m for m in sink.received()
+                        if "%s-away@remote.test" % FWD_OWN in m.rcpt_tos],
+               20, what="the forwarded copy at the sink")
+    for user, why in ((FWD_FOREIGN, "is owned by uid %d, not by uid %d or "
+                       "root" % (uid_of(FWD_OWN), uid_of(FWD_FOREIGN))),
+                      (FWD_WRITABLE, "is group or world writable")):
+        path = maildir_message(base, user)
+        assert path.stat().st_uid == uid_of(user)
+        inst.wait_log(r"ignoring \.forward file: .*/fwd/%s %s" % (user, why))
+    assert not [m for m in sink.received()
+                if any(r.endswith("-away@remote.test") and
+                       not r.startswith(FWD_OWN) for r in m.rcpt_tos)]
 
 
 @pytest.fixture(scope="module")
