@@ -5,7 +5,9 @@ a small wrapper script that execs valgrind with the real program (master
 hands its children fd 3, the status socket, and fd 4, the listener, and the
 SLUICE_* environment; valgrind keeps both: its own descriptors live above
 the soft limit). Twenty messages go through smtpd, cleanup, qmgr and smtp to
-the sink, two more through sendmail and pickup; then the instance stops and every valgrind log must show no error
+the sink, two more through sendmail and pickup, and three to local users
+(one of them an alias that local also forwards through cleanup to the
+sink); then the instance stops and every valgrind log must show no error
 and no definite leak.
 
 Skips (fails under CI) when valgrind is not installed; skips when the
@@ -22,7 +24,7 @@ import pytest
 
 from conftest import BIN, LIBEXEC, TOP, require, wait_until
 
-DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "pickup", "bounce")
+DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "pickup", "bounce", "local")
 VALGRIND = shutil.which("valgrind") or "/usr/bin/valgrind"
 MESSAGES = 20
 ERROR_EXIT = 97
@@ -90,7 +92,8 @@ def log_problems(text):
 
 def test_daemons_under_valgrind(make_instance, make_sink, tmp_path):
     need_valgrind()
-    require(*(LIBEXEC / d for d in ("smtpd", "cleanup", "qmgr", "smtp", "pickup")),
+    require(*(LIBEXEC / d for d in ("smtpd", "cleanup", "qmgr", "smtp", "pickup",
+                                    "local")),
             BIN / "sendmail")
     sink = make_sink()
     inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
@@ -100,6 +103,9 @@ def test_daemons_under_valgrind(make_instance, make_sink, tmp_path):
     logs = inst.dir / "valgrind"
     logs.mkdir()
     wrap_services(inst, logs)
+    aliases = inst.dir / "aliases"
+    aliases.write_text(aliases.read_text() + "fwd: carol9@dest.test, dora\n")
+    inst.check("map", "-a", "hash:%s" % aliases)
     inst.start()
 
     for i in range(MESSAGES):
@@ -122,9 +128,17 @@ def test_daemons_under_valgrind(make_instance, make_sink, tmp_path):
                            input=b"Subject: via sendmail\n\nhello\n",
                            capture_output=True, timeout=60, env=env)
         assert r.returncode == 0, r.stderr
-    sink.wait_messages(MESSAGES + 2, timeout=60)
+    # three to local users, one of them forwarded on to the sink
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        for rcpt in ("erin@localhost", "frank@localhost", "fwd@localhost"):
+            client.sendmail("alice@example.test", [rcpt],
+                            b"Subject: local\r\n\r\nfor a mailbox\r\n")
+    sink.wait_messages(MESSAGES + 3, timeout=60)
+    for user in ("erin", "frank", "dora"):
+        wait_until(lambda: list((inst.dir / "mail" / user / "new").glob("*")),
+                   60, what="a Maildir message for %s" % user)
     # Let qmgr write back the last results before the stop.
-    inst.wait_log(r": removed", timeout=30, count=MESSAGES + 2)
+    inst.wait_log(r": removed", timeout=30, count=MESSAGES + 6)
 
     r = inst.stop(timeout=60)
     assert r.returncode == 0, r.stderr or r.stdout
@@ -136,7 +150,7 @@ def test_daemons_under_valgrind(make_instance, make_sink, tmp_path):
 
     files = sorted(logs.glob("*.log"))
     seen = {f.name.split(".")[0] for f in files}
-    for d in ("smtpd", "cleanup", "qmgr", "smtp", "pickup"):
+    for d in ("smtpd", "cleanup", "qmgr", "smtp", "pickup", "local"):
         assert d in seen, "no valgrind log of %s (have %s)" % (d, sorted(seen))
     bad = {}
     for f in files:
