@@ -19,6 +19,13 @@
  * not name a group its regex does not have: both are errors when the
  * table is opened, with the file and line, like a regex that does not
  * compile. regexp: is the same engine.
+ *
+ * A match may backtrack MAP_PCRE_MATCH_LIMIT times (PCRE2's default is 100
+ * times more): a rule with nested quantifiers such as /^(a+)+$/ or
+ * /^(.*)*x/ would otherwise cost some 200 ms per lookup on a key a client
+ * wrote (a header), for every header. Ordinary patterns stay far below the
+ * limit even on 20 KB keys; a rule that reaches it is skipped, with a
+ * warning, as PCRE2's own limit would skip it later.
  */
 #include "sys_defs.h"
 
@@ -31,6 +38,9 @@
 #include "msg.h"
 #include "mymalloc.h"
 #include "vstr.h"
+
+#define MAP_PCRE_MATCH_LIMIT 100000 /* pcre2_set_match_limit */
+#define MAP_PCRE_LOG_KEY 100 /* bytes of a key in a warning */
 
 typedef enum MAP_PCRE_KIND {
     MAP_PCRE_MATCH, /* /re/ result */
@@ -55,6 +65,7 @@ typedef struct MAP_PCRE {
     size_t *open_ifs; /* while parsing: IFs not closed */
     size_t depth;
     pcre2_match_data *match;
+    pcre2_match_context *context; /* the match limit */
     uint32_t max_groups;
 } MAP_PCRE;
 
@@ -285,6 +296,7 @@ static void map_pcre_close(void *context)
     myfree(table->rules);
     myfree(table->open_ifs);
     pcre2_match_data_free(table->match);
+    pcre2_match_context_free(table->context);
     myfree(table->path);
     myfree(table);
 }
@@ -307,8 +319,10 @@ static void *map_pcre_open(const char *name, int flags, VSTR *why, char **watch,
         return NULL;
     }
     table->match = pcre2_match_data_create(table->max_groups + 1, NULL);
-    if (table->match == NULL)
+    table->context = pcre2_match_context_create(NULL);
+    if (table->match == NULL || table->context == NULL)
         msg_fatal("%s: out of memory", __func__);
+    (void) pcre2_set_match_limit(table->context, MAP_PCRE_MATCH_LIMIT);
     *watch = mystrdup(name);
     return table;
 }
@@ -318,7 +332,7 @@ static bool map_pcre_matches(MAP_PCRE *table, const MAP_PCRE_RULE *rule,
                              const char *key, int *groups)
 {
     int rc = pcre2_match(rule->code, (PCRE2_SPTR) key, strlen(key), 0, 0,
-                         table->match, NULL);
+                         table->match, table->context);
 
     *groups = rc;
     if (rc >= 0)
@@ -327,8 +341,10 @@ static bool map_pcre_matches(MAP_PCRE *table, const MAP_PCRE_RULE *rule,
         PCRE2_UCHAR message[256];
 
         (void) pcre2_get_error_message(rc, message, sizeof(message));
-        msg_warn("%s line %d: matching \"%s\": %s: rule skipped", table->path,
-                 rule->lineno, key, (char *) message);
+        msg_warn("%s line %d: matching \"%.*s%s\": %s: rule skipped",
+                 table->path, rule->lineno, MAP_PCRE_LOG_KEY, key,
+                 strlen(key) > MAP_PCRE_LOG_KEY ? "..." : "",
+                 (char *) message);
     }
     return false;
 }

@@ -639,6 +639,32 @@ static void test_pcre(void **state)
     assert_int_equal(map_build(spec, 0, ctx->why), -1);
 }
 
+/* test_pcre_match_limit - a rule that backtracks without end is skipped
+   early (fuzz_maps found /^(.*)*x/ costing 200 ms a lookup), the next rule
+   still answers, and the warning does not copy a whole long key */
+static void test_pcre_match_limit(void **state)
+{
+    TEST_CTX *ctx = *state;
+    VSTR *key = vstr_alloc(100);
+    MAP *map;
+
+    test_file(ctx, "slow", "/^(a+)+$/ SLOW\n/!$/ NEXT\n");
+    map = map_open(test_spec(ctx, "pcre", "slow"), 0, ctx->why);
+    if (map == NULL)
+        fail_msg("%s", vstr_str(ctx->why));
+    /* 2^20 steps: under PCRE2's default limit, over ours. */
+    assert_string_equal(test_get(map, "aaaaaaaaaaaaaaaaaaa!"), "NEXT");
+    assert_true(test_log_has(ctx, "match limit exceeded: rule skipped"));
+    assert_string_equal(test_get(map, "aaaa"), "SLOW");
+    for (int i = 0; i < 2000; i++)
+        vstr_addch(key, i % 2 ? 'a' : 'A');
+    vstr_cat(key, "!");
+    assert_string_equal(test_get(map, vstr_str(key)), "NEXT");
+    assert_true(test_log_has(ctx, "AaAa...\": match limit exceeded"));
+    map_close(map);
+    vstr_free(key);
+}
+
 static void test_pattern_addr(void **state)
 {
     TEST_CTX *ctx = *state;
@@ -692,6 +718,7 @@ int main(void)
         cmocka_unit_test(test_find_addr),
         cmocka_unit_test(test_fail),
         cmocka_unit_test(test_pcre),
+        cmocka_unit_test(test_pcre_match_limit),
         cmocka_unit_test(test_pattern_addr),
     };
 
