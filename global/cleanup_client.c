@@ -38,10 +38,10 @@ static int cleanup_client_send(CLEANUP_CLIENT *client, ATTR_LIST *list,
 }
 
 /* cleanup_client_status - read one STATUS list: 0, or -1 with the reason
-   in why (also for a status that is not 0); the queue ID goes to
-   queue_id when asked for */
+   in why (also for a status that is not 0, which then goes to *code when
+   code is not NULL); the queue ID goes to queue_id when asked for */
 static int cleanup_client_status(CLEANUP_CLIENT *client, VSTR *queue_id,
-                                 VSTR *why)
+                                 int *code, VSTR *why)
 {
     ATTR_LIST *list = NULL;
     long long status = -1;
@@ -58,6 +58,8 @@ static int cleanup_client_status(CLEANUP_CLIENT *client, VSTR *queue_id,
         return -1;
     }
     (void) attr_get_int(list, "status", &status);
+    if (code != NULL && status > 0 && status < 1000)
+        *code = (int) status;
     if (status != 0) {
         value = attr_get_str(list, "reason");
         vstr_sprintf(why, "cleanup: %lld %s", status,
@@ -101,9 +103,23 @@ CLEANUP_CLIENT *cleanup_client_open(const char *path, int timeout_ms,
                                     int flags, const char *sender,
                                     const char *origin, VSTR *why)
 {
+    return cleanup_client_begin(path, timeout_ms, flags, sender, origin, NULL,
+                                NULL, why);
+}
+
+/* cleanup_client_begin - cleanup_client_open with a full name and the
+   refusal code; see cleanup_client.h */
+CLEANUP_CLIENT *cleanup_client_begin(const char *path, int timeout_ms,
+                                     int flags, const char *sender,
+                                     const char *origin, const char *full_name,
+                                     int *code, VSTR *why)
+{
     CLEANUP_CLIENT *client;
     ATTR_LIST *list;
     int sock;
+
+    if (code != NULL)
+        *code = 0;
 
     if ((sock = sock_unix_connect(path)) < 0) {
         vstr_sprintf(why, "connect to %s: %s", path, strerror(errno));
@@ -119,8 +135,10 @@ CLEANUP_CLIENT *cleanup_client_open(const char *path, int timeout_ms,
     attr_add_int(list, "flags", flags);
     attr_add_str(list, "sender", sender);
     attr_add_str(list, "origin", origin);
+    if (full_name != NULL && *full_name)
+        attr_add_str(list, "full_name", full_name);
     if (cleanup_client_send(client, list, why) < 0 ||
-        cleanup_client_status(client, client->queue_id, why) < 0) {
+        cleanup_client_status(client, client->queue_id, code, why) < 0) {
         cleanup_client_free(client);
         return NULL;
     }
@@ -183,9 +201,17 @@ int cleanup_client_write(CLEANUP_CLIENT *client, const char *data, size_t len,
 /* cleanup_client_commit - END and its STATUS; frees the client */
 int cleanup_client_commit(CLEANUP_CLIENT *client, VSTR *why)
 {
+    return cleanup_client_end(client, NULL, why);
+}
+
+/* cleanup_client_end - cleanup_client_commit with the refusal code */
+int cleanup_client_end(CLEANUP_CLIENT *client, int *code, VSTR *why)
+{
     ATTR_LIST *list;
     int ret = -1;
 
+    if (code != NULL)
+        *code = 0;
     if (client->failed) {
         vstr_cpy(why, "cleanup client: earlier error");
     } else if (cleanup_client_flush(client, why) == 0) {
@@ -193,7 +219,7 @@ int cleanup_client_commit(CLEANUP_CLIENT *client, VSTR *why)
         attr_add_str(list, "request", CLEANUP_REQ_END);
         attr_add_int(list, "abort", 0);
         if (cleanup_client_send(client, list, why) == 0 &&
-            cleanup_client_status(client, NULL, why) == 0)
+            cleanup_client_status(client, NULL, code, why) == 0)
             ret = 0;
     }
     cleanup_client_free(client);

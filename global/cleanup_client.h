@@ -2,13 +2,14 @@
  * cleanup_client - a blocking client of private/cleanup
  *
  * For programs that hand cleanup one message at a time and may wait for
- * it: local (forwarding), later bounce and pickup. The protocol is
- * global/cleanup_proto.h: BEGIN (answered with the queue ID), RCPT lists,
- * the content in DATA chunks, END. Every read has a time limit. The
- * message counts as queued only when cleanup_client_commit() returns 0:
- * cleanup has then fsynced the queue file and incoming/. Closing in any
- * other way (cleanup_client_abort, an error) makes cleanup remove the
- * partial file, so nothing half-sent is ever queued.
+ * it: local (forwarding), bounce (notices) and pickup (maildrop files).
+ * The protocol is global/cleanup_proto.h: BEGIN (answered with the queue
+ * ID), RCPT lists, the content in DATA chunks, END. Every read has a
+ * time limit. The message counts as queued only when
+ * cleanup_client_commit() returns 0: cleanup has then fsynced the queue
+ * file and incoming/. Closing in any other way (cleanup_client_abort, an
+ * error) makes cleanup remove the partial file, so nothing half-sent is
+ * ever queued.
  */
 #ifndef CLEANUP_CLIENT_H
 #define CLEANUP_CLIENT_H
@@ -24,6 +25,14 @@ typedef struct CLEANUP_CLIENT CLEANUP_CLIENT;
 extern CLEANUP_CLIENT *cleanup_client_open(const char *path, int timeout_ms,
                                            int flags, const char *sender,
                                            const char *origin, VSTR *why);
+/* cleanup_client_begin - the same, with the sender's full name (sendmail
+   -F; NULL or "": none) in BEGIN; when cleanup itself refuses, *code (when
+   code is not NULL) gets its status (4xx, 5xx), else 0 */
+extern CLEANUP_CLIENT *cleanup_client_begin(const char *path, int timeout_ms,
+                                            int flags, const char *sender,
+                                            const char *origin,
+                                            const char *full_name, int *code,
+                                            VSTR *why);
 extern const char *cleanup_client_queue_id(const CLEANUP_CLIENT *client);
 /* cleanup_client_rcpt - one recipient; orcpt and notify may be NULL */
 extern int cleanup_client_rcpt(CLEANUP_CLIENT *client, const char *address,
@@ -38,6 +47,9 @@ extern int cleanup_client_write(CLEANUP_CLIENT *client, const char *data,
 /* cleanup_client_commit - END; 0 when cleanup has queued the message, -1
    with the reason in why ("cleanup: 451 4.3.0 ..."). Frees the client. */
 extern int cleanup_client_commit(CLEANUP_CLIENT *client, VSTR *why);
+/* cleanup_client_end - the same; when cleanup refuses the message, *code
+   (when code is not NULL) gets its status (4xx, 5xx), else 0 */
+extern int cleanup_client_end(CLEANUP_CLIENT *client, int *code, VSTR *why);
 /* cleanup_client_abort - hang up without END: cleanup drops the message.
    Frees the client; returns NULL. */
 extern CLEANUP_CLIENT *cleanup_client_abort(CLEANUP_CLIENT *client);

@@ -26,6 +26,7 @@
 
 static char test_dir[64];
 static char test_sock[128];
+static const char *test_full_name;      /* BEGIN must carry it, when set */
 
 /* test_content - the message the tests send */
 static void test_content(VSTR *out)
@@ -68,7 +69,10 @@ static void test_server(int lsock, int end_status)
     if (attr_stream_read(stream, &list, why) < 0 ||
         attr_list_check(list, cleanup_begin_spec,
                         SLUICE_ARRAY_LEN(cleanup_begin_spec), why) < 0 ||
-        strcmp(attr_get_str(list, "sender"), "a@test") != 0) {
+        strcmp(attr_get_str(list, "sender"), "a@test") != 0 ||
+        (test_full_name != NULL &&
+         (attr_get_str(list, "full_name") == NULL ||
+          strcmp(attr_get_str(list, "full_name"), test_full_name) != 0))) {
         fprintf(stderr, "fake cleanup: BEGIN: %s\n", vstr_str(why));
         _exit(2);
     }
@@ -180,6 +184,44 @@ static void test_refused(void **state)
     vstr_free(why);
 }
 
+/* test_refused_code - begin with a full name; END refused with 554:
+   cleanup_client_end says the code */
+static void test_refused_code(void **state)
+{
+    VSTR *why = vstr_alloc(100);
+    VSTR *content = vstr_alloc(TEST_CONTENT_LEN);
+    CLEANUP_CLIENT *client;
+    pid_t pid;
+    int code = -1;
+
+    test_full_name = "Ann Example";
+    pid = test_start(554);
+    client = cleanup_client_begin(test_sock, 10000, 0, "a@test", "local",
+                                  test_full_name, &code, why);
+    if (client == NULL)
+        fail_msg("begin: %s", vstr_str(why));
+    assert_int_equal(code, 0);
+    assert_int_equal(cleanup_client_rcpt(client, "b@test", NULL, NULL, why), 0);
+    assert_int_equal(cleanup_client_rcpt(client, "c@test", NULL, NULL, why), 0);
+    test_content(content);
+    assert_int_equal(cleanup_client_write(client, vstr_str(content),
+                                          vstr_len(content), why), 0);
+    assert_int_equal(cleanup_client_end(client, &code, why), -1);
+    assert_int_equal(code, 554);
+    assert_non_null(strstr(vstr_str(why), "cleanup: 554 "));
+    test_full_name = NULL;
+    assert_int_equal(test_wait(pid), 0);
+
+    /* no server: not cleanup's answer, so no code */
+    (void) unlink(test_sock);
+    code = -1;
+    assert_null(cleanup_client_begin(test_sock, 1000, 0, "a@test", "local",
+                                     NULL, &code, why));
+    assert_int_equal(code, 0);
+    vstr_free(content);
+    vstr_free(why);
+}
+
 /* test_abort - hanging up before END: cleanup sees EOF, nothing queued */
 static void test_abort(void **state)
 {
@@ -225,6 +267,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_commit),
         cmocka_unit_test(test_refused),
+        cmocka_unit_test(test_refused_code),
         cmocka_unit_test(test_abort),
         cmocka_unit_test(test_no_server),
     };

@@ -6,7 +6,7 @@
  * a lost trigger only delays a message. Each maildrop file (named by its
  * queue ID; sendmail's ".tmp.QID" files are not finished and are skipped) is
  * read with the strict queue-file reader and handed to cleanup over
- * private/cleanup (global/cleanup_proto.h) with the local-submission flag.
+ * private/cleanup (global/cleanup_client.h) with the local-submission flag.
  * The file is removed only after cleanup has answered that the new queue
  * file is committed, so a crash anywhere means at worst a duplicate, never
  * a loss.
@@ -26,7 +26,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
-#include "attr.h"
+#include "cleanup_client.h"
 #include "cleanup_proto.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
@@ -36,13 +36,11 @@
 #include "qfile.h"
 #include "qid.h"
 #include "safe_file.h"
-#include "sock.h"
 #include "trigger.h"
 #include "vstr.h"
 
 #define PICKUP_TICK 60 /* seconds between periodic scans */
 #define PICKUP_TIMEOUT_MS (300 * 1000) /* per cleanup read or write */
-#define PICKUP_STATUS_MAX 4096 /* a cleanup STATUS list */
 
 typedef struct PICKUP_CTX {
     char *queue_dir;
@@ -68,169 +66,68 @@ static PICKUP_RESULT pickup_move(PICKUP_CTX *ctx, const char *qid,
     return PICKUP_DONE;
 }
 
-/* pickup_status - read one STATUS list from cleanup; the status, or -1 with
-   the reason in why */
-static long long pickup_status(ATTR_STREAM *stream, VSTR *why, VSTR *reason,
-                               VSTR *queue_id)
-{
-    ATTR_LIST *list = NULL;
-    long long status = -1;
-    const char *value;
-
-    if (attr_stream_read(stream, &list, why) < 0)
-        return -1;
-    if (attr_list_check(list, cleanup_status_spec,
-                        SLUICE_ARRAY_LEN(cleanup_status_spec), why) < 0) {
-        attr_list_free(list);
-        return -1;
-    }
-    (void) attr_get_int(list, "status", &status);
-    if (reason != NULL)
-        vstr_cpy(reason, (value = attr_get_str(list, "reason")) ? value : "");
-    if (queue_id != NULL && (value = attr_get_str(list, "queue_id")) != NULL)
-        vstr_cpy(queue_id, value);
-    attr_list_free(list);
-    return status;
-}
-
-/* pickup_send - write one list and free it; 0 or -1 (why) */
-static int pickup_send(ATTR_STREAM *stream, ATTR_LIST *list, VSTR *why)
-{
-    int ret = attr_stream_write(stream, list, why);
-
-    attr_list_free(list);
-    return ret;
-}
-
-/* pickup_send_data - one DATA list with len bytes of content */
-static int pickup_send_data(ATTR_STREAM *stream, const char *data, size_t len,
-                            VSTR *why)
-{
-    ATTR_LIST *list = attr_list_alloc();
-
-    attr_add_str(list, "request", CLEANUP_REQ_DATA);
-    attr_add_data(list, "data", data, len);
-    return pickup_send(stream, list, why);
-}
-
-/* pickup_send_content - the C records of the file as DATA chunks of at
-   most CLEANUP_CHUNK_MAX bytes; 0, or -1 (why; *corrupt when the file is to
-   blame) */
-static int pickup_send_content(ATTR_STREAM *stream, int fd, VSTR *why,
+/* pickup_send_content - the C records of the file, through the client;
+   0, or -1 (why; *corrupt when the file is to blame) */
+static int pickup_send_content(CLEANUP_CLIENT *client, int fd, VSTR *why,
                                bool *corrupt)
 {
     QFILE_READER *reader;
     QFILE_REC rec;
-    VSTR *chunk = vstr_alloc(CLEANUP_CHUNK_MAX);
     int ret = 0;
     int got;
 
     *corrupt = false;
     if (lseek(fd, 0, SEEK_SET) < 0) {
         vstr_sprintf(why, "seek: %s", strerror(errno));
-        vstr_free(chunk);
         return -1;
     }
     reader = qfile_reader_alloc(fd);
     while (ret == 0 && (got = qfile_read_rec(reader, &rec, why)) != 0) {
-        const char *data = rec.data;
-        size_t left = rec.len;
-
         if (got < 0) {
             *corrupt = true;
             ret = -1;
-            break;
-        }
-        if (rec.type != QFILE_REC_CONT)
-            continue;
-        while (ret == 0 && left > 0) {
-            size_t room = CLEANUP_CHUNK_MAX - vstr_len(chunk);
-            size_t take = left < room ? left : room;
-
-            vstr_ncat(chunk, data, take);
-            data += take;
-            left -= take;
-            if (vstr_len(chunk) == CLEANUP_CHUNK_MAX) {
-                ret = pickup_send_data(stream, vstr_str(chunk),
-                                       vstr_len(chunk), why);
-                vstr_reset(chunk);
-            }
+        } else if (rec.type == QFILE_REC_CONT) {
+            ret = cleanup_client_write(client, rec.data, rec.len, why);
         }
     }
-    if (ret == 0 && vstr_len(chunk) > 0)
-        ret = pickup_send_data(stream, vstr_str(chunk), vstr_len(chunk), why);
     qfile_reader_free(reader);
-    vstr_free(chunk);
     return ret;
 }
 
 /* pickup_cleanup - hand one message to cleanup; the cleanup status (0:
-   committed) or -1 with the reason in why */
-static long long pickup_cleanup(PICKUP_CTX *ctx, int fd,
-                                const QFILE_INFO *info, VSTR *why,
-                                VSTR *reason, VSTR *queue_id, bool *corrupt)
+   committed; 4xx or 5xx: refused, with its text in why) or -1 with the
+   reason in why */
+static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const QFILE_INFO *info,
+                          VSTR *why, VSTR *queue_id, bool *corrupt)
 {
-    ATTR_STREAM *stream;
-    ATTR_LIST *list;
-    const char *full_name;
-    long long status;
-    size_t i;
-    int sock;
+    CLEANUP_CLIENT *client;
+    int code;
 
     *corrupt = false;
-    if ((sock = sock_unix_connect(ctx->cleanup_path)) < 0) {
-        vstr_sprintf(why, "connect to %s: %s", ctx->cleanup_path,
-                     strerror(errno));
-        return -1;
-    }
-    stream = attr_stream_open(sock, PICKUP_STATUS_MAX, PICKUP_TIMEOUT_MS);
-
-    list = attr_list_alloc();
-    attr_add_str(list, "request", CLEANUP_REQ_BEGIN);
-    attr_add_int(list, "flags", CLEANUP_FLAG_LOCAL);
-    attr_add_str(list, "sender", info->sender);
-    attr_add_str(list, "origin", "local");
-    if ((full_name = qfile_info_attr(info, "full_name")) != NULL &&
-        *full_name != 0)
-        attr_add_str(list, "full_name", full_name);
-    if (pickup_send(stream, list, why) < 0 ||
-        (status = pickup_status(stream, why, reason, queue_id)) < 0)
-        goto fail;
-    if (status != 0)
-        goto done;
-
-    for (i = 0; i < info->rcpt_count; i++) {
+    if ((client = cleanup_client_begin(
+             ctx->cleanup_path, PICKUP_TIMEOUT_MS, CLEANUP_FLAG_LOCAL,
+             info->sender, "local", qfile_info_attr(info, "full_name"), &code,
+             why)) == NULL)
+        return code > 0 ? code : -1;
+    vstr_cpy(queue_id, cleanup_client_queue_id(client));
+    for (size_t i = 0; i < info->rcpt_count; i++) {
         const QFILE_RCPT *rcpt = info->rcpts + i;
 
-        if (rcpt->done)
-            continue;
-        list = attr_list_alloc();
-        attr_add_str(list, "request", CLEANUP_REQ_RCPT);
-        attr_add_str(list, "address", rcpt->address);
-        if (*rcpt->orcpt)
-            attr_add_str(list, "orcpt", rcpt->orcpt);
-        if (*rcpt->notify)
-            attr_add_str(list, "notify", rcpt->notify);
-        if (pickup_send(stream, list, why) < 0)
-            goto fail;
+        if (!rcpt->done && cleanup_client_rcpt(client, rcpt->address,
+                                               rcpt->orcpt, rcpt->notify,
+                                               why) < 0) {
+            cleanup_client_abort(client);
+            return -1;
+        }
     }
-    if (pickup_send_content(stream, fd, why, corrupt) < 0)
-        goto fail;
-    list = attr_list_alloc();
-    attr_add_str(list, "request", CLEANUP_REQ_END);
-    attr_add_int(list, "abort", 0);
-    if (pickup_send(stream, list, why) < 0 ||
-        (status = pickup_status(stream, why, reason, queue_id)) < 0)
-        goto fail;
-
-done:
-    attr_stream_close(stream);
-    return status;
-
-fail:
-    /* Closing the connection makes cleanup drop the partial file. */
-    attr_stream_close(stream);
-    return -1;
+    /* Hanging up before END makes cleanup drop the partial file. */
+    if (pickup_send_content(client, fd, why, corrupt) < 0) {
+        cleanup_client_abort(client);
+        return -1;
+    }
+    if (cleanup_client_end(client, &code, why) < 0)
+        return code > 0 ? code : -1;
+    return 0;
 }
 
 /* pickup_file - hand maildrop/qid to cleanup and remove it once committed */
@@ -244,7 +141,7 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
     PICKUP_RESULT result = PICKUP_DONE;
     QFILE_INFO *info = NULL;
     struct stat st;
-    long long status;
+    int status;
     bool corrupt;
     int fd;
 
@@ -278,7 +175,7 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
                              "maildrop file without recipients");
         goto out;
     }
-    status = pickup_cleanup(ctx, fd, info, why, reason, queue_id, &corrupt);
+    status = pickup_cleanup(ctx, fd, info, why, queue_id, &corrupt);
     if (status < 0 && corrupt) {
         vstr_sprintf(reason, "corrupt maildrop file: %s", vstr_str(why));
         result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, vstr_str(reason));
@@ -287,12 +184,10 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
                  qid, vstr_str(why));
         result = PICKUP_RETRY;
     } else if (status >= 500) {
-        vstr_sprintf(why, "rejected by cleanup: %lld %s", status,
-                     vstr_str(reason));
-        result = pickup_move(ctx, qid, MAIL_QUEUE_HOLD, vstr_str(why));
+        vstr_sprintf(reason, "rejected: %s", vstr_str(why));
+        result = pickup_move(ctx, qid, MAIL_QUEUE_HOLD, vstr_str(reason));
     } else if (status != 0) {
-        msg_warn("%s: cleanup: %lld %s; will retry", qid, status,
-                 vstr_str(reason));
+        msg_warn("%s: %s; will retry", qid, vstr_str(why));
         result = PICKUP_RETRY;
     } else {
         /* Committed: the maildrop copy is no longer needed. A crash before

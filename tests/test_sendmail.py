@@ -275,6 +275,29 @@ def test_corrupt_maildrop_file(make_instance):
     assert (inst.queue_dir / "corrupt" / bad).exists()
 
 
+def test_message_refused_by_cleanup_goes_to_hold(make_instance):
+    """A 5xx from cleanup (here header_checks REJECT) cannot be told to a
+    sendmail that has already exited: pickup keeps the maildrop file, in
+    hold/, with a warning; the next message still goes through."""
+    inst = make_instance()
+    checks = inst.dir / "header_checks"
+    checks.write_text("/^Subject: refuse me/ REJECT not this one\n")
+    inst.conf_set(header_checks="pcre:%s" % checks)
+    r = sendmail(inst, "a@example.org", data=b"Subject: refuse me\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    [bad] = maildrop(inst)
+    r = sendmail(inst, "b@example.org", data=b"Subject: fine\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    inst.start()
+    inst.wait_log(r"pickup\[\d+\]: warning: %s: rejected: cleanup: 550 "
+                  r"5\.7\.1 not this one; moved to hold/" % bad)
+    assert (inst.queue_dir / "hold" / bad).exists()
+    msgs = {m["queue_name"]: m for m in wait_queued(inst, 2)}
+    assert msgs["hold"]["queue_id"] == bad
+    [other] = [m for q, m in msgs.items() if q != "hold"]
+    assert [x["address"] for x in other["recipients"]] == ["b@example.org"]
+
+
 def incoming(inst):
     """Queue IDs in incoming/ and wherever qmgr may have moved them."""
     names = []
