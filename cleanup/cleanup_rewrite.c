@@ -375,6 +375,16 @@ ssize_t cleanup_rewrite_addr_spans(const char *value, size_t *spans,
     return (ssize_t) pairs;
 }
 
+/* cleanup_rewrite_hit - s[0..len) is one of the names (any case) */
+static bool cleanup_rewrite_hit(const char *const *names, const char *s,
+                                size_t len)
+{
+    for (size_t i = 0; names[i]; i++)
+        if (strlen(names[i]) == len && strncasecmp(s, names[i], len) == 0)
+            return true;
+    return false;
+}
+
 /* cleanup_rewrite_header_class - the tables for this header, or false when
    it is no address header */
 static bool cleanup_rewrite_header_class(CLEANUP_MSG *msg, const VSTR *header,
@@ -386,20 +396,16 @@ static bool cleanup_rewrite_header_class(CLEANUP_MSG *msg, const VSTR *header,
     if (colon == NULL)
         return false;
     name_len = (size_t) (colon - vstr_str(header));
-    for (size_t i = 0; cleanup_sender_headers[i]; i++)
-        if (strlen(cleanup_sender_headers[i]) == name_len &&
-            strncasecmp(vstr_str(header), cleanup_sender_headers[i],
-                        name_len) == 0) {
-            *specific = msg->conf->sender_canonical_maps;
-            return true;
-        }
-    for (size_t i = 0; cleanup_recipient_headers[i]; i++)
-        if (strlen(cleanup_recipient_headers[i]) == name_len &&
-            strncasecmp(vstr_str(header), cleanup_recipient_headers[i],
-                        name_len) == 0) {
-            *specific = msg->conf->recipient_canonical_maps;
-            return true;
-        }
+    if (cleanup_rewrite_hit(cleanup_sender_headers, vstr_str(header),
+                            name_len)) {
+        *specific = msg->conf->sender_canonical_maps;
+        return true;
+    }
+    if (cleanup_rewrite_hit(cleanup_recipient_headers, vstr_str(header),
+                            name_len)) {
+        *specific = msg->conf->recipient_canonical_maps;
+        return true;
+    }
     return false;
 }
 
