@@ -54,6 +54,7 @@
 #include "attr.h"
 #include "cleanup_client.h"
 #include "cleanup_proto.h"
+#include "delay_format.h"
 #include "deliver_proto.h"
 #include "local.h"
 #include "mail_conf.h"
@@ -408,11 +409,11 @@ static void local_log(LOCAL_REQ *req, const char *to, const char *orig_to,
     active.tv_sec = (time_t) (req->active_usec / 1000000);
     active.tv_usec = (suseconds_t) (req->active_usec % 1000000);
     arrival = req->info ? &req->info->arrival : &active;
-    local_delay_format(local_tv_diff(arrival, &now), total, sizeof(total));
-    local_delay_format(local_tv_diff(arrival, &active), d0, sizeof(d0));
-    local_delay_format(local_tv_diff(&active, &req->t_request), d1,
+    delay_format(local_tv_diff(arrival, &now), total, sizeof(total));
+    delay_format(local_tv_diff(arrival, &active), d0, sizeof(d0));
+    delay_format(local_tv_diff(&active, &req->t_request), d1,
                        sizeof(d1));
-    local_delay_format(local_tv_diff(&req->t_request, &now), d3, sizeof(d3));
+    delay_format(local_tv_diff(&req->t_request, &now), d3, sizeof(d3));
     if (orig_to != NULL && strcasecmp(orig_to, to) != 0)
         vstr_sprintf(orig, ", orig_to=<%s>", orig_to);
     msg_info("%s: to=<%s>%s, relay=local, delay=%s, delays=%s/%s/0/%s, "

@@ -123,8 +123,6 @@ extern void local_exit_result(int wait_status, LOCAL_RESULT *res);
 extern void local_maildir_name(VSTR *out, const struct timeval *tv, long pid,
                                unsigned long count, const char *host);
 
-/* local_delay_format - seconds as Postfix logs them ("0.41", "12", "0") */
-extern void local_delay_format(double seconds, char *buf, size_t len);
 
 /* Privilege modes. */
 typedef enum LOCAL_MODE {

@@ -406,19 +406,6 @@ bool local_user_check(LOCAL_MODE mode, const char *user, bool found,
     return false;
 }
 
-/* local_delay_format - seconds as Postfix logs them ("0.41", "12", "0") */
-void local_delay_format(double seconds, char *buf, size_t len)
-{
-    if (seconds < 0.005)
-        snprintf(buf, len, "0");
-    else if (seconds < 0.1)
-        snprintf(buf, len, "%.2f", seconds);
-    else if (seconds < 10)
-        snprintf(buf, len, "%.2g", seconds);
-    else
-        snprintf(buf, len, "%.0f", seconds);
-}
-
 /* local_name_safe - may this local part (or extension) name a mailbox or
    fill $user in a path? No '/', no leading '.', no control characters */
 bool local_name_safe(const char *name)

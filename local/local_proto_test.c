@@ -210,19 +210,6 @@ static void test_name_safe(void **state)
     assert_false(local_name_safe("a\nb"));
 }
 
-/* test_delay_format - Postfix's delay numbers */
-static void test_delay_format(void **state)
-{
-    char buf[32];
-
-    local_delay_format(0.001, buf, sizeof(buf));
-    assert_string_equal(buf, "0");
-    local_delay_format(0.05, buf, sizeof(buf));
-    assert_string_equal(buf, "0.05");
-    local_delay_format(12.4, buf, sizeof(buf));
-    assert_string_equal(buf, "12");
-}
-
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -237,7 +224,6 @@ int main(void)
         cmocka_unit_test(test_maildir_name),
         cmocka_unit_test(test_privileges),
         cmocka_unit_test(test_name_safe),
-        cmocka_unit_test(test_delay_format),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -36,6 +36,7 @@
 #include <event2/event.h>
 
 #include "attr.h"
+#include "delay_format.h"
 #include "deliver_proto.h"
 #include "dns.h"
 #include "mail_conf.h"
@@ -389,13 +390,13 @@ static void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
         setup = smtp_tv_diff(&req->t_request, &now);
         xfer = 0;
     }
-    smtp_delay_format(smtp_tv_diff(&arrival, &now), total, sizeof(total));
-    smtp_delay_format(smtp_tv_diff(&arrival, &active), delay[0],
+    delay_format(smtp_tv_diff(&arrival, &now), total, sizeof(total));
+    delay_format(smtp_tv_diff(&arrival, &active), delay[0],
                       sizeof(delay[0]));
-    smtp_delay_format(smtp_tv_diff(&active, &req->t_request), delay[1],
+    delay_format(smtp_tv_diff(&active, &req->t_request), delay[1],
                       sizeof(delay[1]));
-    smtp_delay_format(setup, delay[2], sizeof(delay[2]));
-    smtp_delay_format(xfer, delay[3], sizeof(delay[3]));
+    delay_format(setup, delay[2], sizeof(delay[2]));
+    delay_format(xfer, delay[3], sizeof(delay[3]));
     msg_info("%s: to=<%s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, "
              "status=%s (%s)",
              req->qid, rcpt->address, relay ? relay : "none", total, delay[0],

@@ -72,8 +72,6 @@ extern void smtp_enc_finish(SMTP_ENC *enc, VSTR *out);
 /* smtp_has_8bit - any byte with the high bit set? */
 extern bool smtp_has_8bit(const char *data, size_t len);
 
-/* smtp_delay_format - seconds as Postfix logs them ("0.41", "12", "0") */
-extern void smtp_delay_format(double seconds, char *buf, size_t len);
 
 /* smtp_soft_dsn - with soft_bounce: "5.x.y" becomes "4.x.y" */
 extern void smtp_soft_dsn(char *dsn);

@@ -252,19 +252,6 @@ bool smtp_has_8bit(const char *data, size_t len)
     return false;
 }
 
-/* smtp_delay_format - two significant digits, no exponent, "0" for tiny */
-void smtp_delay_format(double seconds, char *buf, size_t len)
-{
-    if (seconds < 0.005)
-        snprintf(buf, len, "0");
-    else if (seconds < 0.1)
-        snprintf(buf, len, "%.2f", seconds);
-    else if (seconds < 10)
-        snprintf(buf, len, "%.2g", seconds);
-    else
-        snprintf(buf, len, "%.0f", seconds);
-}
-
 /* smtp_soft_dsn - permanent to temporary */
 void smtp_soft_dsn(char *dsn)
 {

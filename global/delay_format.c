@@ -1,0 +1,22 @@
+/*
+ * delay_format - a delay in seconds as Postfix's log lines print it
+ *
+ * Shared by the delivery agents (smtp, local), whose log lines must read
+ * the same.
+ */
+#include "sys_defs.h"
+
+#include "delay_format.h"
+
+/* delay_format - two significant digits, no exponent, "0" for tiny */
+void delay_format(double seconds, char *buf, size_t len)
+{
+    if (seconds < 0.005)
+        snprintf(buf, len, "0");
+    else if (seconds < 0.1)
+        snprintf(buf, len, "%.2f", seconds);
+    else if (seconds < 10)
+        snprintf(buf, len, "%.2g", seconds);
+    else
+        snprintf(buf, len, "%.0f", seconds);
+}
