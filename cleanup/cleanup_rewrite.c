@@ -222,6 +222,27 @@ static bool cleanup_rewrite_is_addr(const char *text, size_t len)
     return at_count == 0 || (at_pos > 0 && at_pos + 1 < len);
 }
 
+/* cleanup_rewrite_skip_text - inside a quoted string or a comment, step
+   over value[*i] (and the character a backslash quotes); false when *i is
+   in neither, so the caller looks at it */
+static bool cleanup_rewrite_skip_text(const char *value, size_t *i, size_t end,
+                                      bool *in_quote, size_t *depth)
+{
+    char ch = value[*i];
+
+    if (!*in_quote && *depth == 0)
+        return false;
+    if (ch == '\\' && *i + 1 < end)
+        (*i)++;
+    else if (*in_quote && ch == '"')
+        *in_quote = false;
+    else if (!*in_quote && ch == '(')
+        (*depth)++;
+    else if (!*in_quote && ch == ')')
+        (*depth)--;
+    return true;
+}
+
 /* cleanup_rewrite_element - the address span of one list element
    value[start..end), or false when there is none we can rewrite */
 static bool cleanup_rewrite_element(const char *value, size_t start, size_t end,
@@ -234,22 +255,8 @@ static bool cleanup_rewrite_element(const char *value, size_t start, size_t end,
     for (size_t i = start; i < end; i++) {
         char ch = value[i];
 
-        if (in_quote) {
-            if (ch == '\\' && i + 1 < end)
-                i++;
-            else if (ch == '"')
-                in_quote = false;
+        if (cleanup_rewrite_skip_text(value, &i, end, &in_quote, &depth))
             continue;
-        }
-        if (depth > 0) {
-            if (ch == '\\' && i + 1 < end)
-                i++;
-            else if (ch == '(')
-                depth++;
-            else if (ch == ')')
-                depth--;
-            continue;
-        }
         if (ch == '<') {
             angle_open = i;
             angle_count++;
@@ -257,11 +264,9 @@ static bool cleanup_rewrite_element(const char *value, size_t start, size_t end,
         }
         if (ch == '"' || ch == '(') {
             if (ch == '"')
-                quoted_word = true;
+                quoted_word = in_quote = true;
             else
                 depth = 1;
-            if (ch == '"')
-                in_quote = true;
             if (in_word) {
                 in_word = false;
                 word_end = i;
@@ -322,22 +327,10 @@ ssize_t cleanup_rewrite_addr_spans(const char *value, size_t *spans,
     for (size_t i = 0; i <= len; i++) {
         char ch = i < len ? value[i] : ',';
 
-        if (in_quote) {
-            if (ch == '\\' && i + 1 < len)
-                i++;
-            else if (ch == '"')
-                in_quote = false;
+        /* at i == len (the closing ','), an open quote or comment stays
+           open, and the check after the loop refuses it */
+        if (cleanup_rewrite_skip_text(value, &i, len, &in_quote, &depth))
             continue;
-        }
-        if (depth > 0) {
-            if (ch == '\\' && i + 1 < len)
-                i++;
-            else if (ch == '(')
-                depth++;
-            else if (ch == ')')
-                depth--;
-            continue;
-        }
         if (in_angle) {
             if (ch == '>')
                 in_angle = false;
