@@ -132,36 +132,6 @@ static void SLUICE_PRINTF(1, 2) sluice_check_fixed(const char *fmt, ...)
     va_end(ap);
 }
 
-/* sluice_check_split - the entries of a table list; a {...} group (as in
-   inline:{ a=b, c=d }) stays whole; NULL when a brace is unbalanced */
-static ARGV *sluice_check_split(const char *value)
-{
-    ARGV *words = argv_alloc(4);
-    const char *cp = value;
-
-    while (*cp) {
-        const char *start;
-        int depth = 0;
-
-        if (*cp == ',' || isspace((unsigned char) *cp)) {
-            cp++;
-            continue;
-        }
-        for (start = cp; *cp; cp++) {
-            if (*cp == '{')
-                depth++;
-            else if (*cp == '}' && depth > 0)
-                depth--;
-            else if (depth == 0 && (*cp == ',' || isspace((unsigned char) *cp)))
-                break;
-        }
-        if (depth > 0)
-            return argv_free(words);
-        argv_addn(words, start, (size_t) (cp - start));
-    }
-    return words;
-}
-
 /* sluice_check_table - open one table spec of param (each spec once) */
 static void sluice_check_table(const char *param, const char *spec, int flags,
                                ARGV *seen, VSTR *why)
@@ -201,7 +171,7 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(sluice_check_tables); i++) {
         const SLUICE_CHECK_TABLE *tp = sluice_check_tables + i;
         const char *value = mail_conf_str(conf, tp->param);
-        ARGV *specs = sluice_check_split(value);
+        ARGV *specs = maps_split(value, why);
 
         if (specs == NULL) {
             sluice_check_error(chk, "%s: unbalanced '{' in \"%s\"", tp->param,
@@ -215,7 +185,7 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(sluice_check_restrictions); i++) {
         const char *param = sluice_check_restrictions[i];
         const char *value = mail_conf_str(conf, param);
-        ARGV *words = sluice_check_split(value);
+        ARGV *words = maps_split(value, why);
 
         if (words == NULL) {
             sluice_check_error(chk, "%s: unbalanced '{' in \"%s\"", param,

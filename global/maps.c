@@ -728,7 +728,7 @@ int map_delete(const char *spec, const char *key, int flags, VSTR *why)
  */
 
 /* maps_split - the entries of a list; inline:{...} stays whole */
-static ARGV *maps_split(const char *value, VSTR *why)
+ARGV *maps_split(const char *value, VSTR *why)
 {
     ARGV *words = argv_alloc(4);
     const char *cp = value;

@@ -39,6 +39,7 @@
 #define MAPS_H
 
 #include "sys_defs.h"
+#include "argv.h"
 #include "vstr.h"
 
 #define MAP_FLAG_NONE 0
@@ -81,6 +82,11 @@ extern int map_delete(const char *spec, const char *key, int flags,
  * braces whole. A table that fails to open makes maps_create fail.
  */
 typedef struct MAPS MAPS;
+
+/* maps_split - the words of a list (separated by commas or white space),
+   a "{...}" group (inline:{ a=b, c=d }) kept whole with what it holds;
+   NULL with the reason in why when a '{' is not closed */
+extern ARGV *maps_split(const char *value, VSTR *why);
 
 /* maps_create - param names the parameter, for messages; value may be ""
    (an empty list: every lookup is MAP_NOTFOUND) */

@@ -161,40 +161,16 @@ static int match_list_word(MATCH_LIST *list, const char *word, bool negate,
 static int match_list_parse(MATCH_LIST *list, const char *value, bool negate,
                             int depth, VSTR *why)
 {
-    const char *cp = value;
-    const char *start;
-    char *word;
-    int status;
+    ARGV *words;
+    int status = 0;
 
-    while (*cp) {
-        if (*cp == ',' || isspace((unsigned char) *cp)) {
-            cp++;
-            continue;
-        }
-        /* inline:{ a, b } keeps its braces (and what is in them) whole */
-        for (start = cp; *cp && *cp != ',' && !isspace((unsigned char) *cp);
-             cp++) {
-            if (*cp == '{') {
-                int level = 0;
-
-                for (; *cp; cp++)
-                    if (*cp == '{')
-                        level++;
-                    else if (*cp == '}' && --level == 0)
-                        break;
-                if (*cp == 0) {
-                    vstr_sprintf(why, "unbalanced '{' in \"%s\"", start);
-                    return -1;
-                }
-            }
-        }
-        word = mystrndup(start, (size_t) (cp - start));
-        status = match_list_word(list, word, negate, depth, why);
-        myfree(word);
-        if (status < 0)
-            return -1;
-    }
-    return 0;
+    /* inline:{ a, b } keeps its braces (and what is in them) whole */
+    if ((words = maps_split(value, why)) == NULL)
+        return -1;
+    for (size_t i = 0; i < words->argc && status >= 0; i++)
+        status = match_list_word(list, words->argv[i], negate, depth, why);
+    argv_free(words);
+    return status < 0 ? -1 : 0;
 }
 
 /* match_list_create - compile param's value */
