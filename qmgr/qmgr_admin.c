@@ -52,6 +52,20 @@ static void qmgr_admin_reply(struct bufferevent *bev, int status,
     vstr_free(wire);
 }
 
+/* qmgr_admin_move - move active/qid (at path) to queue; the reply status */
+static int qmgr_admin_move(QMGR_CTX *ctx, const char *qid, const char *queue,
+                           const VSTR *path, VSTR *reason)
+{
+    if (mail_queue_move(ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE, queue, qid) ==
+        0)
+        return QMGR_ADMIN_STAT_OK;
+    int status = errno == ENOENT ? QMGR_ADMIN_STAT_NOTHERE
+                                 : QMGR_ADMIN_STAT_FAIL;
+
+    vstr_sprintf(reason, "move %s to %s: %m", vstr_str(path), queue);
+    return status;
+}
+
 /* qmgr_admin_unloaded - act on a file in active/ that is not in memory;
    the reply status */
 static int qmgr_admin_unloaded(QMGR_CTX *ctx, const char *qid, QMGR_ADMIN_OP op,
@@ -75,25 +89,14 @@ static int qmgr_admin_unloaded(QMGR_CTX *ctx, const char *qid, QMGR_ADMIN_OP op,
             msg_info("%s: removed by the administrator", qid);
         }
     } else if (op == QMGR_ADMIN_HOLD) {
-        if (mail_queue_move(ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE,
-                            MAIL_QUEUE_HOLD, qid) < 0) {
-            status = errno == ENOENT ? QMGR_ADMIN_STAT_NOTHERE
-                                     : QMGR_ADMIN_STAT_FAIL;
-            vstr_sprintf(reason, "move %s to %s: %m", vstr_str(path),
-                         MAIL_QUEUE_HOLD);
-        } else {
+        if ((status = qmgr_admin_move(ctx, qid, MAIL_QUEUE_HOLD, path,
+                                      reason)) == QMGR_ADMIN_STAT_OK)
             msg_info("%s: placed on hold", qid);
-        }
     } else if (op == QMGR_ADMIN_REQUEUE && !ctx->active_scan.pending) {
         /* Not in memory and the start-up scan of active/ is over: nothing
            would ever take it, so it goes through incoming/ again. */
-        if (mail_queue_move(ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE,
-                            MAIL_QUEUE_INCOMING, qid) < 0) {
-            status = errno == ENOENT ? QMGR_ADMIN_STAT_NOTHERE
-                                     : QMGR_ADMIN_STAT_FAIL;
-            vstr_sprintf(reason, "move %s to %s: %m", vstr_str(path),
-                         MAIL_QUEUE_INCOMING);
-        } else {
+        if ((status = qmgr_admin_move(ctx, qid, MAIL_QUEUE_INCOMING, path,
+                                      reason)) == QMGR_ADMIN_STAT_OK) {
             msg_info("%s: requeued", qid);
             qmgr_scan_incoming(ctx);
         }
