@@ -95,6 +95,27 @@ def one_line(text):
     return [line for line in text.splitlines() if line.strip()]
 
 
+def smtp_submit(inst, sender, rcpts, body, mail_options=(), rcpt_options=()):
+    """One message into inst over SMTP on loopback: MAIL and every RCPT
+    must get 250; (code, text) of the reply to the end of DATA."""
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as client:
+        client.ehlo("client.test")
+        code, text = client.mail(sender, list(mail_options))
+        assert code == 250, text
+        for r in rcpts:
+            code, text = client.rcpt(r, list(rcpt_options))
+            assert code == 250, (r, text)
+        return client.data(body)
+
+
+def smtp_queue(inst, sender, rcpts, body, mail_options=(), rcpt_options=()):
+    """smtp_submit, and the message must be queued; its queue ID."""
+    code, text = smtp_submit(inst, sender, rcpts, body, mail_options,
+                             rcpt_options)
+    assert code == 250, text
+    return re.search(rb"queued as ([0-9A-Z]+)", text).group(1).decode()
+
+
 # --- /proc ----------------------------------------------------------------
 
 def proc_stat(pid):

@@ -11,14 +11,12 @@ email package.
 
 import email
 import email.policy
-import re
-import smtplib
 import struct
 import time
 
 import pytest
 
-from conftest import LIBEXEC, require, wait_until
+from conftest import LIBEXEC, require, smtp_queue, wait_until
 from proto import Conn, encode
 
 HOST = "mx.here.test"
@@ -44,16 +42,7 @@ def send(inst, sender, rcpts, body=None, mail_options=(), rcpt_options=()):
         body = (b"Subject: original subject\r\n"
                 b"Message-ID: <%d@src.test>\r\n\r\nthe original body\r\n"
                 % time.monotonic_ns())
-    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as client:
-        client.ehlo("client.test")
-        code, text = client.mail(sender, list(mail_options))
-        assert code == 250, text
-        for r in rcpts:
-            code, text = client.rcpt(r, list(rcpt_options))
-            assert code == 250, text
-        code, text = client.data(body)
-        assert code == 250, text
-    return re.search(rb"queued as ([0-9A-Z]+)", text).group(1).decode()
+    return smtp_queue(inst, sender, rcpts, body, mail_options, rcpt_options)
 
 
 def incoming(inst):

@@ -17,14 +17,14 @@ table's .db.
 import os
 import re
 import shutil
-import smtplib
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import Instance, LIBEXEC, free_port, require, wait_until
+from conftest import (Instance, LIBEXEC, free_port, require, smtp_submit,
+                      wait_until)
 
 DAEMONS = ("master", "smtpd", "cleanup", "qmgr", "smtp", "bounce")
 
@@ -97,15 +97,8 @@ def env(request):
 
 def smtp_send(inst, sender, rcpts, body):
     """Send one message; (code, text) of the reply to the end of DATA."""
-    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as client:
-        client.ehlo("client.test")
-        code, text = client.mail(sender)
-        assert code == 250, text
-        for r in rcpts:
-            code, text = client.rcpt(r)
-            assert code == 250, text
-        code, text = client.data(body)
-        return code, text.decode(errors="replace")
+    code, text = smtp_submit(inst, sender, rcpts, body)
+    return code, text.decode(errors="replace")
 
 
 def queued_id(text):

@@ -10,14 +10,12 @@ can be watched without waiting minutes.
 import email
 import email.policy
 import os
-import re
 import signal
-import smtplib
 import time
 
 import pytest
 
-from conftest import LIBEXEC, require, wait_until
+from conftest import LIBEXEC, require, smtp_queue, wait_until
 
 DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "bounce")
 
@@ -50,16 +48,7 @@ def send(inst, sender, rcpts, body=None, mail_options=(), rcpt_options=()):
     """Send one message into inst over SMTP; return its queue ID."""
     if body is None:
         body = b"Subject: test\r\nMessage-ID: <%d@example.test>\r\n\r\nhello\r\n" % time.monotonic_ns()
-    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as client:
-        client.ehlo("client.test")
-        code, text = client.mail(sender, list(mail_options))
-        assert code == 250, text
-        for r in rcpts:
-            code, text = client.rcpt(r, list(rcpt_options))
-            assert code == 250, text
-        code, text = client.data(body)
-        assert code == 250, text
-    return re.search(rb"queued as ([0-9A-Z]+)", text).group(1).decode()
+    return smtp_queue(inst, sender, rcpts, body, mail_options, rcpt_options)
 
 
 def relay_instance(make_instance, sink, **params):

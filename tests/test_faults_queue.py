@@ -19,7 +19,6 @@ Every peer listens on loopback; nothing here asks this machine's resolver.
 """
 
 import re
-import smtplib
 import socket
 import struct
 import threading
@@ -27,7 +26,7 @@ import time
 
 import pytest
 
-from conftest import LIBEXEC, require, wait_until
+from conftest import LIBEXEC, require, smtp_queue, wait_until
 from sink import RawServer
 
 DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "bounce")
@@ -46,16 +45,7 @@ def send(inst, rcpts, sender="alice@example.test", body=None):
     if body is None:
         body = (b"Subject: fault\r\nMessage-ID: <%d@example.test>\r\n\r\n"
                 b"hello\r\n" % time.monotonic_ns())
-    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as client:
-        client.ehlo("client.test")
-        code, text = client.mail(sender)
-        assert code == 250, text
-        for r in rcpts:
-            code, text = client.rcpt(r)
-            assert code == 250, text
-        code, text = client.data(body)
-        assert code == 250, text
-    return re.search(rb"queued as ([0-9A-Z]+)", text).group(1).decode()
+    return smtp_queue(inst, sender, rcpts, body)
 
 
 def queue_files(inst, queue):

@@ -26,7 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import Instance, LIBEXEC, free_port, require, wait_until
+from conftest import (Instance, LIBEXEC, free_port, require, smtp_queue,
+                      wait_until)
 
 DAEMONS = ("master", "smtpd", "cleanup", "qmgr", "smtp", "bounce", "local")
 SENDER = "sender@remote.test"
@@ -131,15 +132,7 @@ def env():
 
 def send(inst, rcpts, body, sender=SENDER):
     """One message over SMTP; every recipient must be accepted."""
-    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as client:
-        client.ehlo("client.test")
-        code, text = client.mail(sender)
-        assert code == 250, text
-        for r in rcpts:
-            code, text = client.rcpt(r)
-            assert code == 250, text
-        code, text = client.data(body)
-        assert code == 250, text
+    smtp_queue(inst, sender, rcpts, body)
 
 
 def maildir_files(inst, user, count, timeout=20):

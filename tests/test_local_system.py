@@ -36,7 +36,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (Instance, LIBEXEC, free_port, pid_alive, proc_uids,
-                      require, wait_until)
+                      require, smtp_queue, wait_until)
 
 DAEMONS = ("master", "smtpd", "cleanup", "qmgr", "smtp", "bounce", "local")
 OWNER = "nobody"                        # mail_owner and default_privs
@@ -58,15 +58,7 @@ def uid_of(name):
 
 def send(inst, rcpts, body, sender=SENDER):
     """One message over SMTP; every recipient must be accepted."""
-    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as client:
-        client.ehlo("client.test")
-        code, text = client.mail(sender)
-        assert code == 250, text
-        for r in rcpts:
-            code, text = client.rcpt(r)
-            assert code == 250, (r, text)
-        code, text = client.data(body)
-        assert code == 250, text
+    smtp_queue(inst, sender, rcpts, body)
 
 
 def rcpt_reply(inst, rcpt):

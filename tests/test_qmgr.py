@@ -13,14 +13,13 @@ and the maillog.
 
 import os
 import re
-import smtplib
 import socket
 import threading
 import time
 
 import pytest
 
-from conftest import LIBEXEC, require, wait_until
+from conftest import LIBEXEC, require, smtp_queue, wait_until
 from proto import Conn, decode_all, as_dict
 
 DOMAIN = "example.test"
@@ -201,15 +200,7 @@ def start_instance(make_instance, params=None, bounce=True, relayhost=None,
 
 
 def send(inst, rcpts, sender="alice@sender.test", body=b"Subject: t\r\n\r\nhello\r\n"):
-    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as client:
-        client.ehlo("client.test")
-        client.mail(sender)
-        for r in rcpts:
-            code, text = client.rcpt(r)
-            assert code == 250, text
-        code, text = client.data(body)
-        assert code == 250, text
-    return re.search(rb"queued as ([0-9A-Z]+)", text).group(1).decode()
+    return smtp_queue(inst, sender, rcpts, body)
 
 
 def files(inst, queue):

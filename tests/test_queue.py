@@ -5,21 +5,12 @@ from the queue files on disk.
 """
 
 import json
-import re
-import smtplib
 
-from conftest import LIBEXEC, one_line, require
+from conftest import LIBEXEC, one_line, require, smtp_queue
 
 
 def send(inst, sender, rcpts, body=b"Subject: q\r\n\r\nhello\r\n"):
-    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as client:
-        client.ehlo("client.test")
-        client.mail(sender)
-        for r in rcpts:
-            assert client.rcpt(r)[0] == 250
-        code, text = client.data(body)
-        assert code == 250, text
-    return re.search(rb"queued as ([0-9A-Z]+)", text).group(1).decode()
+    return smtp_queue(inst, sender, rcpts, body)
 
 
 def test_queue_lists_messages(make_instance):
