@@ -100,6 +100,8 @@ struct QMGR_CTX {
     size_t dest_count;
     QMGR_DEST *dest_rr; /* round-robin position */
     size_t jobs_running;
+    struct QMGR_JOB *jobs; /* deliveries in flight, so that they stay
+                              reachable from ctx when qmgr exits */
     struct event *resume_ev; /* paused destinations go on */
     bool scheduling; /* qmgr_dest_schedule runs */
     bool schedule_again; /* ... and was asked again */

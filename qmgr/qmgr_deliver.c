@@ -23,6 +23,8 @@
 #define QMGR_SPEC_LEN(spec) (sizeof(spec) / sizeof((spec)[0]))
 
 typedef struct QMGR_JOB {
+    struct QMGR_JOB *prev; /* ctx->jobs */
+    struct QMGR_JOB *next;
     QMGR_CTX *ctx;
     QMGR_ENTRY *entry;
     QMGR_CONN *conn;
@@ -58,6 +60,12 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why)
             qmgr_message_defer_self(entry->msg, entry->index[i], "4.3.0",
                                     vstr_str(reason));
     ctx->jobs_running--;
+    if (job->prev)
+        job->prev->next = job->next;
+    else
+        ctx->jobs = job->next;
+    if (job->next)
+        job->next->prev = job->prev;
     qmgr_dest_job_done(dest, attempted || site_failed, site_failed,
                        job->done_reason ? job->done_reason : vstr_str(reason));
     qmgr_entry_free(entry);
@@ -190,6 +198,9 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
         vstr_free(why);
         return;
     }
+    if ((job->next = ctx->jobs) != NULL)
+        job->next->prev = job;
+    ctx->jobs = job;
     list = attr_list_alloc();
     attr_add_str(list, "request", DELIVER_REQ_DELIVER);
     attr_add_str(list, "queue_name", MAIL_QUEUE_ACTIVE);
