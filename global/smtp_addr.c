@@ -220,13 +220,14 @@ int smtp_addr_parse_path(const char *arg, int flags, VSTR *addr,
     return 0;
 }
 
-/* smtp_addr_domain - the domain part, or NULL */
-const char *smtp_addr_domain(const char *addr)
+/* smtp_addr_split - the domain (or NULL) and the local part's length */
+const char *smtp_addr_split(const char *addr, size_t *local_len)
 {
     const char *at = NULL;
+    const char *p;
     bool quoted = false;
 
-    for (const char *p = addr; *p; p++) {
+    for (p = addr; *p; p++) {
         if (quoted && *p == '\\' && p[1] != 0)
             p++;
         else if (*p == '"')
@@ -234,7 +235,15 @@ const char *smtp_addr_domain(const char *addr)
         else if (*p == '@' && !quoted)
             at = p;
     }
+    if (local_len != NULL)
+        *local_len = at ? (size_t) (at - addr) : (size_t) (p - addr);
     return at ? at + 1 : NULL;
+}
+
+/* smtp_addr_domain - the domain part, or NULL */
+const char *smtp_addr_domain(const char *addr)
+{
+    return smtp_addr_split(addr, NULL);
 }
 
 /* smtp_addr_quote - append the external form of local@domain to out */

@@ -9,7 +9,9 @@
  * lenient where Postfix is (spaces after the colon, an address without
  * angle brackets) and strict about what could hurt downstream: control
  * characters, NUL, 8-bit bytes (SMTPUTF8 is not offered), bad domains.
- * An address without a domain ("postmaster") is allowed; callers decide.
+ * An address without a domain ("postmaster") is allowed; callers decide
+ * (cleanup qualifies it with @$myorigin, and smtpd judges it by that
+ * domain).
  */
 #ifndef SMTP_ADDR_H
 #define SMTP_ADDR_H
@@ -30,8 +32,16 @@ extern int smtp_addr_parse_path(const char *arg, int flags, VSTR *addr,
 /* smtp_addr_check - validate a bare address (no angle brackets); 0 or -1 */
 extern int smtp_addr_check(const char *addr, size_t len, VSTR *why);
 
-/* smtp_addr_domain - the domain part (after the last '@' outside quotes),
-   or NULL when the address has none */
+/* smtp_addr_split - the one rule every program uses to tell an envelope
+   address's local part from its domain: the domain starts after the last
+   '@' that is outside a quoted string. Returns the domain, or NULL when the
+   address has none, and the length of the local part in *local_len (when
+   local_len is not NULL). Nothing in a local part is ever a route: a quoted
+   '@' ("v@outside.example" has no domain), a '%' (v%outside.example@host is
+   local to host) and a '!' stay part of the local part. */
+extern const char *smtp_addr_split(const char *addr, size_t *local_len);
+
+/* smtp_addr_domain - smtp_addr_split without the local part's length */
 extern const char *smtp_addr_domain(const char *addr);
 
 /* smtp_addr_domain_ok - a valid domain or address literal */

@@ -169,6 +169,102 @@ static void test_domain(void **state)
     assert_null(smtp_addr_domain(""));
 }
 
+/* The relay-control cases: what RCPT TO: argument gives which local part
+   and domain. The path parser and smtp_addr_split together decide; smtpd
+   (relay check), cleanup (qualification) and qmgr (routing) all ask
+   smtp_addr_split, so they cannot disagree. domain NULL: no domain (cleanup
+   appends @$myorigin, so it is local wherever myorigin is). */
+typedef struct SPLIT_CASE {
+    const char *arg; /* RCPT TO: argument */
+    int want; /* smtp_addr_parse_path: 0 or -1 */
+    const char *local; /* local part */
+    const char *domain; /* NULL: none */
+} SPLIT_CASE;
+
+static const SPLIT_CASE split_cases[] = {
+    {"<user@example.test>", 0, "user", "example.test"},
+    {"<postmaster>", 0, "postmaster", NULL},
+    /* a quoted '@' is never a route: no domain at all */
+    {"<\"v@outside.example\">", 0, "\"v@outside.example\"", NULL},
+    {"<\"v@outside.example\"@localhost>", 0, "\"v@outside.example\"",
+     "localhost"},
+    {"<\"a\\\"@b.test\">", 0, "\"a\\\"@b.test\"", NULL},
+    {"<\"a\\\\\"@b.test>", 0, "\"a\\\\\"", "b.test"},
+    {"<\"@\"@localhost>", 0, "\"@\"", "localhost"},
+    /* the percent hack and bang paths are local parts, not routes */
+    {"<v%outside.example@localhost>", 0, "v%outside.example", "localhost"},
+    {"<v%outside.example>", 0, "v%outside.example", NULL},
+    {"<outside.example!v@localhost>", 0, "outside.example!v", "localhost"},
+    /* a source route is dropped: the final domain decides */
+    {"<@localhost:v@outside.example>", 0, "v", "outside.example"},
+    {"<@a.test,@localhost:v@outside.example>", 0, "v", "outside.example"},
+    {"<@outside.example:v@localhost>", 0, "v", "localhost"},
+    {"<@outside.example:\"v@other.example\">", 0, "\"v@other.example\"", NULL},
+    /* an unquoted '@' in the local part is a syntax error */
+    {"<v@outside.example@localhost>", -1, NULL, NULL},
+    {"<\"v@outside.example\"@>", -1, NULL, NULL},
+    {"<\"v@outside.example>", -1, NULL, NULL},
+    {"<v\\@outside.example@localhost>", -1, NULL, NULL},
+    {"<\"v\"@outside.example\"@localhost>", -1, NULL, NULL},
+};
+
+/* test_split_cases - the relay-control table */
+static void test_split_cases(void **state)
+{
+    VSTR *addr = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+
+    for (size_t i = 0; i < sizeof(split_cases) / sizeof(split_cases[0]); i++) {
+        const SPLIT_CASE *c = split_cases + i;
+        const char *rest = NULL;
+        const char *domain;
+        size_t local_len = 12345;
+        int ret;
+
+        ret = smtp_addr_parse_path(c->arg, 0, addr, &rest, why);
+        if (ret != c->want)
+            fail_msg("case %zu %s: got %d (%s), want %d", i, c->arg, ret,
+                     ret ? vstr_str(why) : vstr_str(addr), c->want);
+        if (ret < 0)
+            continue;
+        domain = smtp_addr_split(vstr_str(addr), &local_len);
+        if (local_len != strlen(c->local) ||
+            strncmp(vstr_str(addr), c->local, local_len) != 0)
+            fail_msg("case %zu %s: local part \"%.*s\", want \"%s\"", i, c->arg,
+                     (int) local_len, vstr_str(addr), c->local);
+        if (c->domain == NULL ? domain != NULL
+                              : domain == NULL || strcmp(domain, c->domain))
+            fail_msg("case %zu %s: domain %s, want %s", i, c->arg,
+                     domain ? domain : "(none)",
+                     c->domain ? c->domain : "(none)");
+        if (smtp_addr_domain(vstr_str(addr)) != domain)
+            fail_msg("case %zu %s: smtp_addr_domain disagrees", i, c->arg);
+    }
+    vstr_free(addr);
+    vstr_free(why);
+}
+
+/* test_split_any_string - split is total: strings no parser accepted
+   (queue files written by sendmail, table values) split the same way */
+static void test_split_any_string(void **state)
+{
+    size_t len = 99;
+
+    assert_null(smtp_addr_split("", &len));
+    assert_int_equal(len, 0);
+    assert_string_equal(smtp_addr_split("a@b@c.test", &len), "c.test");
+    assert_int_equal(len, 3);
+    /* an unbalanced quote runs to the end: nothing after it is a domain,
+       so appending "@origin" (cleanup) still gives no domain */
+    assert_null(smtp_addr_split("a\"b@c.test", &len));
+    assert_int_equal(len, 10);
+    assert_null(smtp_addr_split("a\"b@c.test@origin.test", NULL));
+    assert_string_equal(smtp_addr_split("user@", &len), "");
+    assert_int_equal(len, 4);
+    assert_null(smtp_addr_split("\"trailing\\", &len));
+    assert_int_equal(len, 10);
+}
+
 /* test_quote - dot-strings stay plain, anything else is quoted */
 static void test_quote(void **state)
 {
@@ -217,6 +313,8 @@ int main(void)
         cmocka_unit_test(test_check_embedded_nul),
         cmocka_unit_test(test_lengths),
         cmocka_unit_test(test_domain),
+        cmocka_unit_test(test_split_cases),
+        cmocka_unit_test(test_split_any_string),
         cmocka_unit_test(test_quote),
     };
 
