@@ -153,7 +153,8 @@ extern CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg);
 /* cleanup_msg_fail - record a failure (the first one wins) and remove the
    partial file at once */
 extern void cleanup_msg_fail(CLEANUP_MSG *msg, int status, const char *reason);
-/* cleanup_qualify - addr, or addr@myorigin when addr has no @ */
+/* cleanup_qualify - addr, or addr@myorigin when addr has no domain
+   (smtp_addr_split: a quoted '@' is not one) */
 extern char *cleanup_qualify(const CLEANUP_CONF *conf, const char *addr);
 /* cleanup_remove_stale - remove temporary files older than max_age */
 extern void cleanup_remove_stale(const CLEANUP_CONF *conf, time_t max_age);

@@ -27,17 +27,21 @@
 #include "qfile.h"
 #include "qid.h"
 #include "safe_file.h"
+#include "smtp_addr.h"
 #include "vstr.h"
 
 #define CLEANUP_WRITE_ERROR "4.3.0 queue file write error"
 #define CLEANUP_REWRITE_ERROR "4.3.0 address rewriting table lookup failed"
 
-/* cleanup_qualify - addr, or addr@myorigin when addr has no @ */
+/* cleanup_qualify - addr, or addr@myorigin when addr has no domain: an
+   '@' inside a quoted local part ("v@outside.example") is not one, so that
+   address becomes "v@outside.example"@myorigin and is routed as ours */
 char *cleanup_qualify(const CLEANUP_CONF *conf, const char *addr)
 {
     VSTR *buf;
 
-    if (*addr == 0 || strchr(addr, '@') != NULL || *conf->myorigin == 0)
+    if (*addr == 0 || smtp_addr_split(addr, NULL) != NULL ||
+        *conf->myorigin == 0)
         return mystrdup(addr);
     buf = vstr_alloc(64);
     vstr_sprintf(buf, "%s@%s", addr, conf->myorigin);

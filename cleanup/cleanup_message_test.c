@@ -618,6 +618,13 @@ static void test_qualify(void **state)
     addr = cleanup_qualify(&env->conf, "a@b");
     assert_string_equal(addr, "a@b");
     myfree(addr);
+    /* a quoted '@' is not a domain: the address is ours */
+    addr = cleanup_qualify(&env->conf, "\"v@outside.example\"");
+    assert_string_equal(addr, "\"v@outside.example\"@example.org");
+    myfree(addr);
+    addr = cleanup_qualify(&env->conf, "\"v@outside.example\"@localhost");
+    assert_string_equal(addr, "\"v@outside.example\"@localhost");
+    myfree(addr);
     addr = cleanup_qualify(&env->conf, "");
     assert_string_equal(addr, "");
     myfree(addr);

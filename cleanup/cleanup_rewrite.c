@@ -28,6 +28,7 @@
 #include "match_list.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "smtp_addr.h"
 #include "vstr.h"
 
 #define CLEANUP_REWRITE_FAILED "4.3.0 address rewriting table lookup failed"
@@ -52,9 +53,9 @@ static bool cleanup_rewrite_active(MAPS *maps)
    delimiter), or NULL: the first delimiter in the local part, not first */
 static const char *cleanup_rewrite_ext(const char *addr, const char *delim)
 {
-    const char *at = strrchr(addr, '@');
-    size_t local_len = at ? (size_t) (at - addr) : strlen(addr);
+    size_t local_len;
 
+    (void) smtp_addr_split(addr, &local_len);
     if (delim == NULL || *delim == 0 || local_len < 2)
         return NULL;
     for (size_t i = 1; i < local_len; i++)
@@ -67,11 +68,10 @@ static const char *cleanup_rewrite_ext(const char *addr, const char *delim)
    (mydestination or myorigin); -1 when mydestination's table failed */
 static int cleanup_rewrite_flags(CLEANUP_MSG *msg, const char *addr)
 {
-    const char *at = strrchr(addr, '@');
-    const char *domain = at ? at + 1 : "";
+    const char *domain = smtp_addr_split(addr, NULL);
     int match;
 
-    if (at == NULL || strcasecmp(domain, msg->conf->myorigin) == 0)
+    if (domain == NULL || strcasecmp(domain, msg->conf->myorigin) == 0)
         return MAPS_ADDR_LOCAL;
     if (msg->conf->mydestination == NULL)
         return 0;
@@ -88,7 +88,9 @@ static char *cleanup_rewrite_map(CLEANUP_MSG *msg, MAPS *maps, const char *addr,
 {
     const char *delim = msg->conf->recipient_delimiter;
     const char *ext = cleanup_rewrite_ext(addr, delim);
-    const char *at = strrchr(addr, '@');
+    size_t addr_local_len;
+    const char *at =
+        smtp_addr_split(addr, &addr_local_len) ? addr + addr_local_len : NULL;
     const char *value = NULL;
     bool propagate = false;
     char *found;
@@ -124,17 +126,17 @@ static char *cleanup_rewrite_map(CLEANUP_MSG *msg, MAPS *maps, const char *addr,
     result = vstr_alloc(64);
     if (found[0] == '@') {
         /* "@domain": keep the local part (its extension included). */
-        vstr_ncpy(result, addr, at ? (size_t) (at - addr) : strlen(addr));
+        vstr_ncpy(result, addr, addr_local_len);
         vstr_cat(result, found);
     } else {
         char *qualified = cleanup_qualify(msg->conf, found);
-        const char *new_at = strrchr(qualified, '@');
 
         if (propagate && ext != NULL &&
             cleanup_rewrite_ext(qualified, delim) == NULL) {
             size_t ext_len = at ? (size_t) (at - ext) : strlen(ext);
-            size_t local_len =
-                new_at ? (size_t) (new_at - qualified) : strlen(qualified);
+            size_t local_len;
+
+            (void) smtp_addr_split(qualified, &local_len);
 
             vstr_ncpy(result, qualified, local_len);
             vstr_ncat(result, ext, ext_len);

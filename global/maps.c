@@ -24,6 +24,7 @@
 #include "maps_priv.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "smtp_addr.h"
 #include "vstr.h"
 
 struct MAP {
@@ -851,8 +852,9 @@ static bool maps_try(MAP *map, VSTR *key, const char **value, int *error)
 const char *maps_find_addr(MAPS *maps, const char *addr, const char *delim,
                            int flags, int *error)
 {
-    const char *at = strrchr(addr, '@');
-    size_t local_len = at ? (size_t) (at - addr) : strlen(addr);
+    size_t local_len;
+    const char *at =
+        smtp_addr_split(addr, &local_len) ? addr + local_len : NULL;
     size_t user_len = local_len;
     const char *value;
     VSTR *key = maps->key;

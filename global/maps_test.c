@@ -521,6 +521,34 @@ static void test_find_addr(void **state)
         "plus");
 }
 
+/* test_find_addr_quoted - a quoted '@' is not the domain separator: the
+   whole quoted string is the local part (smtp_addr_split) */
+static void test_find_addr_quoted(void **state)
+{
+    TEST_CTX *ctx = *state;
+    VSTR *list = vstr_alloc(100);
+    MAPS *maps;
+    int error;
+
+    test_file(ctx, "quoted",
+              "\"v prefix\n@outside.example\" route\n"
+              "\"w@outside.example\" whole\n");
+    vstr_sprintf(list, "texthash:%s/quoted", ctx->dir);
+    maps = maps_create("t", vstr_str(list), 0, ctx->why);
+    assert_non_null(maps);
+    /* no domain: only the whole address is a key */
+    assert_null(maps_find_addr(maps, "\"v@outside.example\"", "",
+                               MAPS_ADDR_LOCAL, &error));
+    assert_int_equal(error, MAP_NOTFOUND);
+    assert_null(maps_find_addr(maps, "\"v@outside.example\"@d.test", "",
+                               MAPS_ADDR_LOCAL, &error));
+    assert_string_equal(maps_find_addr(maps, "\"w@outside.example\"@d.test", "",
+                                       MAPS_ADDR_LOCAL, &error),
+                        "whole");
+    maps_free(maps);
+    vstr_free(list);
+}
+
 static void test_fail(void **state)
 {
     TEST_CTX *ctx = *state;
@@ -716,6 +744,7 @@ int main(void)
         cmocka_unit_test(test_unix),
         cmocka_unit_test(test_maps_list),
         cmocka_unit_test(test_find_addr),
+        cmocka_unit_test(test_find_addr_quoted),
         cmocka_unit_test(test_fail),
         cmocka_unit_test(test_pcre),
         cmocka_unit_test(test_pcre_match_limit),

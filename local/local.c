@@ -66,6 +66,7 @@
 #include "mymalloc.h"
 #include "qfile.h"
 #include "safe_file.h"
+#include "smtp_addr.h"
 #include "vstr.h"
 
 #define LOCAL_FILE_MAX (1024 * 1024) /* a .forward or :include: file */
@@ -708,9 +709,10 @@ static void local_command(LOCAL_STATE *state, const char *to,
                      .time_limit = conf->command_time_limit};
     LOCAL_CMD_ARG ca = {.cmd = &cmd};
     LOCAL_MSG msg;
-    const char *at = strrchr(to, '@');
+    size_t local_len;
 
-    vstr_ncpy(local_part, to, at ? (size_t) (at - to) : strlen(to));
+    (void) smtp_addr_split(to, &local_len);
+    vstr_ncpy(local_part, to, local_len);
 #define LOCAL_ENV(name, value)                                             \
     do {                                                                   \
         vstr_sprintf(buf, "%s=%s", (name), (value));                       \
@@ -970,6 +972,7 @@ static bool local_dotforward(LOCAL_STATE *state, const char *user,
     VSTR *local_part = vstr_alloc(64);
     LOCAL_PRIV priv;
     LOCAL_VARS vars;
+    size_t local_len;
     bool used = false;
 
     if (conf->forward_path->argc == 0 || !local_priv_user(ctx, user, &priv,
@@ -978,9 +981,8 @@ static bool local_dotforward(LOCAL_STATE *state, const char *user,
         vstr_free(local_part);
         return false;                   /* an unknown user bounces later */
     }
-    vstr_cpy(local_part, to);
-    if (strrchr(to, '@'))
-        vstr_truncate(local_part, (size_t) (strrchr(to, '@') - to));
+    (void) smtp_addr_split(to, &local_len);
+    vstr_ncpy(local_part, to, local_len);
     vars.home = priv.home;
     vars.user = user;
     vars.local = vstr_str(local_part);

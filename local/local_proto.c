@@ -18,6 +18,7 @@
 #include "argv.h"
 #include "local.h"
 #include "mymalloc.h"
+#include "smtp_addr.h"
 #include "vstr.h"
 
 /* local_result_set - fill in one result */
@@ -38,11 +39,11 @@ void local_result_set(LOCAL_RESULT *res, LOCAL_STAT stat, const char *dsn,
 void local_addr_split(const char *addr, const char *delims, VSTR *user,
                       VSTR *ext, VSTR *domain)
 {
-    const char *at = strrchr(addr, '@');
-    size_t local_len = at ? (size_t) (at - addr) : strlen(addr);
+    size_t local_len;
+    const char *at_domain = smtp_addr_split(addr, &local_len);
     size_t user_len = local_len;
 
-    vstr_cpy(domain, at ? at + 1 : "");
+    vstr_cpy(domain, at_domain ? at_domain : "");
     vstr_lower(domain);
     vstr_reset(ext);
     if (delims != NULL && *delims) {

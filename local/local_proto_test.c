@@ -15,7 +15,8 @@
 #include "local.h"
 #include "vstr.h"
 
-/* test_addr_split - local part before the last '@', extension, folding */
+/* test_addr_split - local part before the last '@' outside quotes,
+   extension, folding */
 static void test_addr_split(void **state)
 {
     VSTR *user = vstr_alloc(10), *ext = vstr_alloc(10), *dom = vstr_alloc(10);
@@ -27,6 +28,10 @@ static void test_addr_split(void **state)
     local_addr_split("\"a@b\"@localhost", "", user, ext, dom);
     assert_string_equal(vstr_str(user), "\"a@b\"");
     assert_string_equal(vstr_str(dom), "localhost");
+    /* a quoted '@' is not the domain separator (smtp_addr_split) */
+    local_addr_split("\"a@b.test\"", "", user, ext, dom);
+    assert_string_equal(vstr_str(user), "\"a@b.test\"");
+    assert_string_equal(vstr_str(dom), "");
     local_addr_split("joe-x+y", "-+", user, ext, dom);
     assert_string_equal(vstr_str(user), "joe");
     assert_string_equal(vstr_str(ext), "x+y");

@@ -4,7 +4,9 @@
  * A message enters active/, its envelope is read (a corrupt file goes to
  * corrupt/), and each recipient not yet done is routed to a destination:
  * local_transport for a domain in mydestination (a match list, tables
- * allowed), else default_transport to relayhost or the domain; then
+ * allowed) or for an address without a domain (the domain is what
+ * smtp_addr_split says, as in smtpd and cleanup: "a@b.test" has none),
+ * else default_transport to relayhost or the domain; then
  * transport_maps may override either part, looked up as transport(5)
  * says: the full address (user+ext@domain, user@domain), the domain, its
  * parents as ".parent", then "*". A value is "transport:nexthop"; an
@@ -43,6 +45,7 @@
 #include "msg.h"
 #include "mymalloc.h"
 #include "qmgr.h"
+#include "smtp_addr.h"
 #include "vstr.h"
 
 /* finish_step values */
@@ -652,7 +655,8 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
 {
     QMGR_CTX *ctx = msg->ctx;
     const char *address = msg->info->rcpts[index].address;
-    const char *at = strrchr(address, '@');
+    /* The split smtpd and cleanup use: a quoted '@' is never a route. */
+    const char *rcpt_domain = smtp_addr_split(address, NULL);
     VSTR *domain = vstr_alloc(64);
     VSTR *sock = vstr_alloc(100);
     VSTR *table_value = vstr_alloc(64);
@@ -663,10 +667,10 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
     int error;
     int local = 1;
 
-    if (at == NULL) {
+    if (rcpt_domain == NULL) {
         vstr_cpy(domain, ctx->conf.myhostname);
     } else {
-        vstr_lower(vstr_cpy(domain, at + 1));
+        vstr_lower(vstr_cpy(domain, rcpt_domain));
         local = match_list_match(ctx->conf.mydestination, vstr_str(domain));
     }
     if (local < 0) {
@@ -682,8 +686,8 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
         nexthop = *ctx->conf.relayhost ? ctx->conf.relayhost : vstr_str(domain);
     }
     /* The table overrides what it names; an empty part keeps the default. */
-    value = qmgr_message_transport(ctx, address, at ? vstr_str(domain) : NULL,
-                                   &error);
+    value = qmgr_message_transport(
+        ctx, address, rcpt_domain ? vstr_str(domain) : NULL, &error);
     if (error == MAP_FAIL) {
         qmgr_message_defer_self(msg, index, "4.3.0",
                                 "transport table lookup failed");

@@ -953,6 +953,7 @@ static void smtpd_access_init(SMTPD_CONF *sc, const MAIL_CONF *conf)
     };
     VSTR *why = vstr_alloc(64);
 
+    sc->myorigin = mystrdup(mail_conf_str(conf, "myorigin"));
     sc->mydestination =
         smtpd_match_list(conf, "mydestination", MATCH_LIST_DOMAIN);
     sc->relay_domains =
@@ -1051,6 +1052,7 @@ static void smtpd_ctx_release(SMTPD_CTX *ctx)
     myfree((char *) sc->mail_name);
     myfree((char *) sc->banner);
     myfree((char *) sc->queue_dir);
+    myfree((char *) sc->myorigin);
     sc->mydestination = match_list_free(sc->mydestination);
     sc->relay_domains = match_list_free(sc->relay_domains);
     sc->mynetworks = match_list_free(sc->mynetworks);

@@ -47,6 +47,7 @@ typedef struct SMTPD_CONF {
     const char *mail_name; /* "sluice", for the Received: header */
     const char *banner; /* smtpd_banner, expanded */
     const char *queue_dir;
+    const char *myorigin; /* cleanup's domain for an address without one */
     MATCH_LIST *mydestination; /* domains we are the final destination for */
     MATCH_LIST *relay_domains; /* domains (and subdomains) we relay to */
     MATCH_LIST *mynetworks;
@@ -189,8 +190,9 @@ extern SMTPD_RESTRICTIONS *smtpd_check_free(SMTPD_RESTRICTIONS *list);
    denied") in reply */
 extern int smtpd_check_rcpt(const SMTPD_PROTO *proto, const char *rcpt,
                             VSTR *reply);
-/* smtpd_check_auth_destination - address's domain is in mydestination or
-   relay_domains (no domain: local); 1 yes, 0 no, -1 a table failed */
+/* smtpd_check_auth_destination - address's domain ($myorigin when it has
+   none) is in mydestination or relay_domains; 1 yes, 0 no, -1 a table
+   failed */
 extern int smtpd_check_auth_destination(const SMTPD_CONF *conf,
                                         const char *address);
 

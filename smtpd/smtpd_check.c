@@ -395,8 +395,8 @@ static SMTPD_DECISION smtpd_check_addr_access(SMTPD_CHECK *chk, MAP *table,
                                               const char *what)
 {
     const char *delim = chk->proto->conf->recipient_delimiter;
-    const char *domain = smtp_addr_domain(addr);
-    size_t local_len = domain ? (size_t) (domain - 1 - addr) : strlen(addr);
+    size_t local_len;
+    const char *domain = smtp_addr_split(addr, &local_len);
     size_t base_len = local_len;
     SMTPD_DECISION decision = SMTPD_DUNNO;
 
@@ -442,16 +442,33 @@ static SMTPD_DECISION smtpd_check_addr_access(SMTPD_CHECK *chk, MAP *table,
     return SMTPD_DUNNO;
 }
 
+/* smtpd_check_dest_domain - the domain that decides where address goes:
+   its own (smtp_addr_split: a quoted '@' is not one), else $myorigin, which
+   cleanup appends to an address without a domain; NULL (local) when both
+   are missing, and for a bare "postmaster", which RFC 5321 4.5.1 says
+   MUST be accepted (Postfix does the same) */
+static const char *smtpd_check_dest_domain(const SMTPD_CONF *conf,
+                                           const char *address)
+{
+    const char *domain = smtp_addr_split(address, NULL);
+
+    if (domain == NULL && conf->myorigin != NULL && *conf->myorigin != 0 &&
+        strcasecmp(address, "postmaster") != 0)
+        domain = conf->myorigin;
+    return domain;
+}
+
 /* smtpd_check_auth_destination - is address's domain ours (mydestination)
    or one we relay to (relay_domains)? An address without a domain is
-   local. 1 yes, 0 no, -1 a table failed */
+   judged by $myorigin, as cleanup will qualify it. 1 yes, 0 no, -1 a table
+   failed */
 int smtpd_check_auth_destination(const SMTPD_CONF *conf, const char *address)
 {
-    const char *domain = smtp_addr_domain(address);
+    const char *domain = smtpd_check_dest_domain(conf, address);
     int match = 0;
 
     if (domain == NULL)
-        return 1; /* "postmaster": local */
+        return 1; /* no myorigin, or "postmaster": local */
     if (conf->mydestination != NULL &&
         (match = match_list_match(conf->mydestination, domain)) != 0)
         return match;
@@ -461,11 +478,13 @@ int smtpd_check_auth_destination(const SMTPD_CONF *conf, const char *address)
 }
 
 /* smtpd_check_rcptmap - a recipient in mydestination must be in
-   local_recipient_maps (when that is not empty) */
+   local_recipient_maps (when that is not empty); one without a domain is
+   looked up as cleanup will write it, with @$myorigin */
 static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
 {
     const SMTPD_CONF *conf = chk->proto->conf;
-    const char *domain = smtp_addr_domain(chk->rcpt);
+    const char *domain = smtpd_check_dest_domain(conf, chk->rcpt);
+    const char *key = chk->rcpt;
     int error = MAP_OK;
     int local;
 
@@ -480,15 +499,18 @@ static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
             return smtpd_check_fail(chk, chk->rcpt, "mydestination", domain);
         if (local == 0)
             return SMTPD_DUNNO;
+        if (smtp_addr_split(chk->rcpt, NULL) == NULL) {
+            vstr_sprintf(chk->key, "%s@%s", chk->rcpt, domain);
+            key = vstr_str(chk->key);
+        }
     }
-    if (maps_find_addr(conf->local_recipient_maps, chk->rcpt,
+    if (maps_find_addr(conf->local_recipient_maps, key,
                        conf->recipient_delimiter ? conf->recipient_delimiter
                                                  : "",
                        MAPS_ADDR_LOCAL, &error) != NULL)
         return SMTPD_DUNNO;
     if (error == MAP_FAIL)
-        return smtpd_check_fail(chk, chk->rcpt, "local_recipient_maps",
-                                chk->rcpt);
+        return smtpd_check_fail(chk, chk->rcpt, "local_recipient_maps", key);
     return smtpd_check_reply(chk, SMTPD_UNKNOWN_LOCAL_CODE, "5.1.1", chk->rcpt,
                              "Recipient address rejected",
                              "User unknown in local recipient table");
