@@ -20,6 +20,7 @@
 #include "fuzz_common.h"
 #include "local.h"
 #include "mymalloc.h"
+#include "smtp_addr.h"
 #include "vstr.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -90,13 +91,14 @@ static void fuzz_local_path(const char *text)
     vstr_free(out);
 }
 
-/* fuzz_local_addr - user + delimiter + extension is the local part */
+/* fuzz_local_addr - user + delimiter + extension is the local part (as
+   smtp_addr_split cuts it: a quoted '@' stays in it) */
 static void fuzz_local_addr(const char *text)
 {
     static const char *const delims[] = {"", "+", "+-", "@"};
     VSTR *user = vstr_alloc(10), *ext = vstr_alloc(10), *dom = vstr_alloc(10);
-    const char *at = strrchr(text, '@');
-    size_t local_len = at ? (size_t) (at - text) : strlen(text);
+    size_t local_len;
+    const char *domain = smtp_addr_split(text, &local_len);
 
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(delims); i++) {
         size_t total;
@@ -105,7 +107,7 @@ static void fuzz_local_addr(const char *text)
         total = vstr_len(user) + vstr_len(ext) +
                 (vstr_len(user) < local_len ? 1 : 0);
         if (total != local_len ||
-            strlen(vstr_str(dom)) != (at ? strlen(at + 1) : 0))
+            strlen(vstr_str(dom)) != (domain ? strlen(domain) : 0))
             abort();
         for (const char *cp = vstr_str(user); *cp; cp++)
             if (strchr(delims[i], *cp) != NULL && *delims[i])
