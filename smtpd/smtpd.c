@@ -31,8 +31,10 @@
  * relay_domains, mynetworks and smtpd_client_event_limit_exceptions are
  * match lists (global/match_list.h, so they may hold tables), the five
  * smtpd_*_restrictions lists are compiled and their tables opened, and
- * local_recipient_maps is opened. A bad word or a table that cannot be
- * opened is fatal at start, naming the parameter, so master logs it.
+ * local_recipient_maps is opened. A bad restriction word or an access or
+ * local_recipient_maps table that cannot be opened is logged and answered
+ * with 451 where it matters, never fatal: a crash loop would leave every
+ * client without a greeting.
  *
  * Stand-alone mode (smtpd -S, which sendmail -bs runs): no master, no
  * listeners; one session on the socket at fd 0 (which is also the output),
@@ -941,9 +943,11 @@ static MATCH_LIST *smtpd_match_list(const MAIL_CONF *conf, const char *param,
     return list;
 }
 
-/* smtpd_access_init - the lists and tables of access control, opened once;
-   a bad restriction word or a table that cannot be opened is fatal (master
-   logs it and backs off) */
+/* smtpd_access_init - the lists and tables of access control, opened once.
+   A bad restriction word or a table that cannot be opened is logged, not
+   fatal: smtpd keeps greeting clients and answers 451 for what depends on
+   it (smtpd_check.c). A bad mydestination, relay_domains or mynetworks is
+   still fatal (every recipient depends on them). */
 static void smtpd_access_init(SMTPD_CONF *sc, const MAIL_CONF *conf)
 {
     static const char *const params[SMTPD_LIST_COUNT] = {
@@ -958,14 +962,15 @@ static void smtpd_access_init(SMTPD_CONF *sc, const MAIL_CONF *conf)
     sc->relay_domains =
         smtpd_match_list(conf, "relay_domains", MATCH_LIST_DOMAIN);
     sc->mynetworks = smtpd_match_list(conf, "mynetworks", MATCH_LIST_ADDR);
-    for (int i = 0; i < SMTPD_LIST_COUNT; i++)
-        if ((sc->restrictions[i] = smtpd_check_parse(
-                 params[i], mail_conf_str(conf, params[i]), why)) == NULL)
-            msg_fatal("%s", vstr_str(why));
-    if ((sc->local_recipient_maps =
-             maps_create("local_recipient_maps",
-                         mail_conf_str(conf, "local_recipient_maps"),
-                         MAP_FLAG_NONE, why)) == NULL)
+    for (int i = 0; i < SMTPD_LIST_COUNT; i++) {
+        sc->restrictions[i] =
+            smtpd_check_parse(params[i], mail_conf_str(conf, params[i]), why);
+        if (vstr_len(why) > 0)
+            msg_warn("%s: answering 451 for what depends on it", vstr_str(why));
+    }
+    if ((sc->local_recipient_maps = smtpd_maps_create(
+             "local_recipient_maps",
+             mail_conf_str(conf, "local_recipient_maps"), why)) == NULL)
         msg_fatal("%s", vstr_str(why));
     sc->recipient_delimiter =
         mystrdup(mail_conf_str(conf, "recipient_delimiter"));
@@ -1057,8 +1062,7 @@ static void smtpd_ctx_release(SMTPD_CTX *ctx)
     sc->event_limit_exceptions = match_list_free(sc->event_limit_exceptions);
     for (int i = 0; i < SMTPD_LIST_COUNT; i++)
         sc->restrictions[i] = smtpd_check_free(sc->restrictions[i]);
-    if (sc->local_recipient_maps != NULL)
-        sc->local_recipient_maps = maps_free(sc->local_recipient_maps);
+    sc->local_recipient_maps = smtpd_maps_free(sc->local_recipient_maps);
     myfree((char *) sc->recipient_delimiter);
     myfree(ctx->cleanup_path);
     for (size_t i = 0; i < ctx->client_count; i++)

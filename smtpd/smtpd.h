@@ -40,6 +40,9 @@ typedef enum SMTPD_LIST {
 
 /* One compiled restriction list (smtpd_check.c). */
 typedef struct SMTPD_RESTRICTIONS SMTPD_RESTRICTIONS;
+/* A list of tables opened one by one, each opened again later when it
+   cannot be now (smtpd_check.c). */
+typedef struct SMTPD_MAPS SMTPD_MAPS;
 
 /* What the daemon reads from main.cf once. */
 typedef struct SMTPD_CONF {
@@ -52,7 +55,7 @@ typedef struct SMTPD_CONF {
     MATCH_LIST *mynetworks;
     /* Access control (smtpd_check.c); NULL lists are empty. */
     SMTPD_RESTRICTIONS *restrictions[SMTPD_LIST_COUNT];
-    MAPS *local_recipient_maps; /* NULL or empty: every local user */
+    SMTPD_MAPS *local_recipient_maps; /* NULL or empty: every local user */
     const char *recipient_delimiter; /* "" for none */
     long long message_size_limit; /* bytes; 0: none */
     long long queue_minfree; /* bytes; 0: no check */
@@ -178,11 +181,22 @@ extern int smtpd_proto_relay_ok(const SMTPD_PROTO *proto, const char *address);
  * answer as Postfix's access(5): OK, REJECT [text], DEFER [text], DUNNO,
  * 4NN/5NN text.
  */
-/* smtpd_check_parse - compile param's value (the words above); NULL with
-   why naming the parameter and the bad word or table */
+/* smtpd_check_parse - compile param's value (the words above). Never
+   NULL: a bad word becomes an item that answers 451 4.3.5 when reached, a
+   table that cannot be opened is tried again at lookup (451 4.3.0 until
+   it opens); why is then set, naming the parameter and the first bad word
+   or table, for the caller to log, and is empty otherwise */
 extern SMTPD_RESTRICTIONS *smtpd_check_parse(const char *param,
                                              const char *value, VSTR *why);
 extern SMTPD_RESTRICTIONS *smtpd_check_free(SMTPD_RESTRICTIONS *list);
+/* smtpd_maps_create - local_recipient_maps: each table opened alone; one
+   that cannot be opened is logged, opened again at most once a second by
+   lookups, and fails them (451) until then. NULL only for unbalanced
+   braces, with why */
+extern SMTPD_MAPS *smtpd_maps_create(const char *param, const char *value,
+                                     VSTR *why);
+extern SMTPD_MAPS *smtpd_maps_free(SMTPD_MAPS *maps);
+extern size_t smtpd_maps_count(const SMTPD_MAPS *maps);
 /* smtpd_check_rcpt - every restriction list, then local_recipient_maps,
    for recipient rcpt of the session's transaction: 0 accept, or the reply
    code with the whole reply line ("554 5.7.1 <a@b>: Relay access
