@@ -58,11 +58,16 @@ typedef struct SMTPD_CONF {
     SMTPD_MAPS *local_recipient_maps; /* NULL or empty: every local user */
     const char *recipient_delimiter; /* "" for none */
     long long message_size_limit; /* bytes; 0: none */
-    long long queue_minfree; /* bytes; 0: no check */
+    long long queue_minfree; /* bytes; 0: no check (smtpd keeps at least
+                                1.5 x message_size_limit) */
     long long line_length_limit; /* command line bytes */
     int timeout; /* smtpd_timeout, seconds */
     int recipient_limit; /* smtpd_recipient_limit; 0: none */
     int hard_error_limit; /* smtpd_hard_error_limit */
+    int soft_error_limit; /* smtpd_soft_error_limit */
+    int junk_command_limit; /* smtpd_junk_command_limit; 0: none */
+    int error_sleep_ms; /* smtpd_error_sleep_time, milliseconds */
+    int session_deadline; /* smtpd_session_deadline, seconds; 0: none */
     int process_connection_limit; /* connections one process serves */
     /* Per-client limits (0: off), counted per smtpd process. */
     int client_connection_count_limit; /* concurrent sessions per IP */
@@ -123,8 +128,10 @@ typedef struct SMTPD_PROTO {
     VSTR *rcpt;
     VSTR *orcpt; /* "" when absent */
     VSTR *notify; /* "" when absent */
-    /* Session counters. */
+    /* Session counters; error_count and junk_count restart when a message
+       is accepted (Postfix: "errors ... without delivering mail"). */
     int error_count;
+    int junk_count; /* NOOP, VRFY, RSET */
     int cmd_total[SMTPD_CMD_COUNT];
     int cmd_ok[SMTPD_CMD_COUNT];
     SMTPD_CMD last_cmd; /* the command being answered */
@@ -167,6 +174,9 @@ extern void smtpd_proto_reset(SMTPD_PROTO *proto);
 /* smtpd_proto_received - the Received: header, LF line endings */
 extern void smtpd_proto_received(const SMTPD_PROTO *proto, const char *queue_id,
                                  time_t when, VSTR *out);
+/* smtpd_proto_slow - past smtpd_soft_error_limit: the next reply waits
+   smtpd_error_sleep_time */
+extern bool smtpd_proto_slow(const SMTPD_PROTO *proto);
 /* smtpd_proto_counts - " ehlo=1 mail=1 ... commands=5" for the log */
 extern void smtpd_proto_counts(const SMTPD_PROTO *proto, VSTR *out);
 /* smtpd_proto_relay_ok - may this session send to address (a trusted

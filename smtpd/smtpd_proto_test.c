@@ -121,6 +121,8 @@ static int test_teardown(void **state)
     return 0;
 }
 
+static const char *read_log(TEST_ENV *env);
+
 /* cmd - run one command, return the reply text (and reset it) */
 static const char *cmd(TEST_ENV *env, const char *line, SMTPD_ACT *act)
 {
@@ -295,6 +297,14 @@ static void test_queue_minfree(void **state)
     expect(env, "MAIL FROM:<a@example.com>",
            "452 4.3.1 Insufficient system storage", SMTPD_ACT_REPLY);
     assert_false(env->proto->have_sender);
+    /* A message announced with SIZE= must fit above queue_minfree. */
+    env->conf.queue_minfree = 1;
+    env->conf.message_size_limit = 0;
+    expect(env, "MAIL FROM:<a@example.com> SIZE=100", "250 2.1.0 ",
+           SMTPD_ACT_REPLY);
+    expect(env, "RSET", "250 ", SMTPD_ACT_REPLY);
+    expect(env, "MAIL FROM:<a@example.com> SIZE=9000000000000000000",
+           "452 4.3.1 Insufficient system storage", SMTPD_ACT_REPLY);
 }
 
 static void test_rcpt_params_and_syntax(void **state)
@@ -440,6 +450,50 @@ static void test_hard_error_limit(void **state)
     }
     assert_int_equal(act, SMTPD_ACT_CLOSE);
     assert_int_equal(i, 1);
+    assert_non_null(strstr(read_log(env), "too many errors after UNKNOWN from"
+                                          " unknown[10.0.0.1]"));
+}
+
+static void test_junk_limit_and_soft_limit(void **state)
+{
+    TEST_ENV *env = *state;
+    SMTPD_ACT act;
+    const char *reply;
+
+    env->conf.junk_command_limit = 3;
+    env->conf.soft_error_limit = 1;
+    env->conf.error_sleep_ms = 200;
+    env->conf.hard_error_limit = 4;
+    /* Three junk commands are free; from the fourth on each is an error. */
+    for (int i = 0; i < 3; i++)
+        expect(env, i == 1 ? "RSET" : "NOOP", "250 ", SMTPD_ACT_REPLY);
+    assert_int_equal(env->proto->error_count, 0);
+    expect(env, "VRFY <a@b.test>", "252 ", SMTPD_ACT_REPLY);
+    assert_int_equal(env->proto->error_count, 1);
+    assert_false(smtpd_proto_slow(env->proto)); /* not more than soft */
+    expect(env, "NOOP", "250 ", SMTPD_ACT_REPLY);
+    assert_true(smtpd_proto_slow(env->proto));
+    /* A delivered message starts the counts again. */
+    expect(env, "MAIL FROM:<a@example.com>", "250 ", SMTPD_ACT_REPLY);
+    rcpt_ok(env, "RCPT TO:<b@localhost>");
+    expect(env, "DATA", "354 ", SMTPD_ACT_DATA);
+    assert_int_equal(
+        smtpd_proto_data_done(env->proto, SMTPD_DATA_OK, "Q1", 0, NULL),
+        SMTPD_ACT_REPLY);
+    vstr_reset(env->proto->reply);
+    assert_int_equal(env->proto->error_count, 0);
+    assert_false(smtpd_proto_slow(env->proto));
+    for (int i = 0; i < 3; i++)
+        expect(env, "NOOP", "250 ", SMTPD_ACT_REPLY);
+    assert_int_equal(env->proto->error_count, 0);
+    /* Junk alone reaches the hard limit. */
+    for (int i = 0; i < 3; i++)
+        expect(env, "NOOP", "250 ", SMTPD_ACT_REPLY);
+    reply = cmd(env, "NOOP", &act);
+    assert_int_equal(act, SMTPD_ACT_CLOSE);
+    assert_string_equal(reply, "250 2.0.0 Ok\r\n421 4.7.0 mx.example.org"
+                               " Error: too many errors\r\n");
+    assert_non_null(strstr(read_log(env), "too many errors after NOOP from"));
 }
 
 static void test_counts(void **state)
@@ -1158,6 +1212,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_nul_and_long_line, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_control_bytes_not_echoed,
+                                        test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_junk_limit_and_soft_limit,
                                         test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_hard_error_limit, test_setup,
                                         test_teardown),
