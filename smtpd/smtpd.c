@@ -1000,6 +1000,22 @@ static void smtpd_accept(MAIL_SERVER *server, int fd, void *arg)
     smtpd_session_new(ctx, fd, "unknown", addr, false);
 }
 
+/* smtpd_shed - at the descriptor limit a waiting client is turned away
+   (mail_server closes fd): tell it to come back later */
+static void smtpd_shed(MAIL_SERVER *server, int fd, void *arg)
+{
+    SMTPD_CTX *ctx = arg;
+    char reply[512];
+    int len;
+
+    len = snprintf(reply, sizeof(reply),
+                   "421 4.3.2 %s Service temporarily unavailable, try again"
+                   " later\r\n",
+                   ctx->conf.myhostname);
+    if (len > 0 && (size_t) len < sizeof(reply))
+        (void) send(fd, reply, (size_t) len, MSG_DONTWAIT | MSG_NOSIGNAL);
+}
+
 /* smtpd_stand_alone - smtpd -S: the one session on fd 0 */
 static void smtpd_stand_alone(SMTPD_CTX *ctx)
 {
@@ -1219,6 +1235,7 @@ int main(int argc, char **argv)
     static const MAIL_SERVER_OPS ops = {
         .pre_loop = smtpd_pre_loop,
         .on_accept = smtpd_accept,
+        .on_shed = smtpd_shed,
         .on_retire = smtpd_retire,
         .post_loop = smtpd_post_loop,
     };
