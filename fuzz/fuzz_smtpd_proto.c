@@ -56,9 +56,8 @@ static void fuzz_conf_init(void)
         "check_recipient_access inline:{ { d.test = 450 4.1.1 later } },"
         " check_helo_access inline:{ evil.test=REJECT }",
         why);
-    fuzz_conf.local_recipient_maps =
-        maps_create("local_recipient_maps",
-                    "inline:{ alice=yes, postmaster=yes }", MAP_FLAG_NONE, why);
+    fuzz_conf.local_recipient_maps = smtpd_maps_create(
+        "local_recipient_maps", "inline:{ alice=yes, postmaster=yes }", why);
     fuzz_conf.recipient_delimiter = "+";
     for (int i = 0; i < SMTPD_LIST_COUNT; i++)
         if (i != SMTPD_LIST_CLIENT && i != SMTPD_LIST_HELO &&

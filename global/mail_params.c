@@ -95,7 +95,8 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"header_size_limit", SIZE, "102400",
      "largest message header kept, in bytes"},
     {"queue_minfree", SIZE, "0",
-     "free space the queue file system must keep for mail to be accepted"},
+     "free space the queue file system must keep for mail to be accepted"
+     " (at least 1.5 x message_size_limit is kept whatever this says)"},
     {"line_length_limit", INT, "2048",
      "longest line kept whole; longer lines are split"},
 
@@ -110,6 +111,13 @@ static const MAIL_PARAM mail_param_tab[] = {
      "errors after which smtpd disconnects a client"},
     {"smtpd_soft_error_limit", INT, "10",
      "errors after which smtpd slows down its replies to a client"},
+    {"smtpd_error_sleep_time", STR, "1s",
+     "delay of each reply past smtpd_soft_error_limit (\"0.2s\", \"1s\")"},
+    {"smtpd_junk_command_limit", INT, "100",
+     "NOOP, VRFY and RSET a client may send before each counts as an error"},
+    {"smtpd_session_deadline", TIME, "3600s",
+     "time limit of an SMTP session, restarted by each message accepted"
+     " (0: none)"},
     {"smtpd_client_connection_count_limit", INT, "50",
      "connections one client may hold at once (0: no limit)"},
     {"smtpd_client_connection_rate_limit", INT, "0",

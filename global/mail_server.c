@@ -15,6 +15,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
+#include <time.h>
 #ifdef __linux__
 #include <sys/prctl.h>
 #endif
@@ -31,6 +32,9 @@
 #define MAIL_SERVER_LISTEN_FD 4
 #define MAIL_SERVER_MAX_LISTEN 64
 #define MAIL_SERVER_TRIGGER_MAX 64      /* bytes read per trigger connection */
+#define MAIL_SERVER_FULL_PAUSE 1        /* s without accept at the fd limit */
+#define MAIL_SERVER_FULL_WARN 10        /* s between two warnings of it */
+#define MAIL_SERVER_SHED_MAX 64         /* clients turned away per pause */
 
 typedef struct MAIL_SERVER_LISTENER {
     int fd;
@@ -64,6 +68,11 @@ struct MAIL_SERVER {
     bool busy;
     bool retiring;
     int exit_status;
+    /* At the descriptor limit (mail_server_accept_full). */
+    int spare_fd;                       /* closed to make room to shed one */
+    struct event *full_ev;              /* ends the pause of the listeners */
+    time_t full_warned;                 /* last warning */
+    long full_shed;                     /* clients shed since then */
 };
 
 /* mail_server_base - the event base of the daemon */
@@ -206,6 +215,64 @@ static void mail_server_trigger_event(evutil_socket_t fd, short what, void *arg)
         mail_server_trigger_free(trig);
 }
 
+/* mail_server_full_event - the pause is over: listen again */
+static void mail_server_full_event(evutil_socket_t fd, short what, void *arg)
+{
+    MAIL_SERVER *server = arg;
+
+    if (server->spare_fd < 0)
+        server->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+    if (server->busy || server->retiring)
+        return;                         /* mail_server_busy() resumes */
+    for (int i = 0; i < server->listen_count; i++)
+        if (server->listeners[i].ev && event_add(server->listeners[i].ev, NULL) < 0)
+            msg_warn("cannot resume listener");
+}
+
+/* mail_server_accept_full - accept failed for want of a descriptor
+   (errno err). Retrying at once would spin (the listener stays readable):
+   turn the waiting clients away, each through the spare descriptor (close
+   it, accept, let the program answer, close, open the spare again), pause
+   the listeners for MAIL_SERVER_FULL_PAUSE seconds, and warn at most once
+   every MAIL_SERVER_FULL_WARN seconds. Sessions in hand go on. */
+static void mail_server_accept_full(MAIL_SERVER *server, int lfd, int err)
+{
+    struct timeval pause = {MAIL_SERVER_FULL_PAUSE, 0};
+    time_t now = time(NULL);
+
+    for (int i = 0; i < MAIL_SERVER_SHED_MAX && server->spare_fd >= 0; i++) {
+        int fd;
+
+        (void) close(server->spare_fd);
+        fd = accept(lfd, NULL, NULL);
+        if (fd >= 0) {
+            if (server->ops->on_shed)
+                server->ops->on_shed(server, fd, server->ctx);
+            (void) close(fd);
+            server->full_shed++;
+        }
+        server->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+        if (fd < 0)
+            break;                      /* none waiting (or another error) */
+    }
+    if (now - server->full_warned >= MAIL_SERVER_FULL_WARN || now < server->full_warned) {
+        msg_warn("accept: %s: new connections paused %ds at a time, those"
+                 " waiting turned away (%ld since the last warning)",
+                 strerror(err), MAIL_SERVER_FULL_PAUSE, server->full_shed);
+        server->full_warned = now;
+        server->full_shed = 0;
+    }
+    if (server->full_ev == NULL
+        && (server->full_ev = evtimer_new(server->base, mail_server_full_event,
+                                          server)) == NULL)
+        return;                         /* no pause: better than no service */
+    for (int i = 0; i < server->listen_count; i++)
+        if (server->listeners[i].ev)
+            (void) event_del(server->listeners[i].ev);
+    if (evtimer_add(server->full_ev, &pause) < 0)
+        mail_server_full_event(-1, 0, server);
+}
+
 /* mail_server_accept_event - take every pending connection on a listener */
 static void mail_server_accept_event(evutil_socket_t lfd, short what,
                                      void *arg)
@@ -226,7 +293,10 @@ static void mail_server_accept_event(evutil_socket_t lfd, short what,
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
+                || errno == ENOMEM)
+                mail_server_accept_full(server, lfd, errno);
+            else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 msg_warn("accept: %m");
             return;
         }
@@ -404,6 +474,10 @@ static void mail_server_free(MAIL_SERVER *server)
     mail_server_close_listeners(server);
     while (server->triggers)
         mail_server_trigger_free(server->triggers);
+    if (server->full_ev)
+        event_free(server->full_ev);
+    if (server->spare_fd >= 0)
+        (void) close(server->spare_fd);
     if (server->status_ev)
         event_free(server->status_ev);
     if (server->sighup_ev)
@@ -491,6 +565,8 @@ int mail_server_main(int argc, char **argv, const char *progname,
             msg_fatal("cannot watch the status socket");
     }
     server->listen_count = mail_server_listen_count();
+    server->spare_fd = server->listen_count > 0
+        ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
     for (int i = 0; i < server->listen_count; i++) {
         MAIL_SERVER_LISTENER *lsn = &server->listeners[i];
 

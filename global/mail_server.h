@@ -39,6 +39,10 @@ typedef struct MAIL_SERVER_OPS {
     /* A connection was accepted; fd is non-blocking and close-on-exec, and
        now belongs to the program. NULL for trigger-only services. */
     void (*on_accept)(MAIL_SERVER *server, int fd, void *ctx);
+    /* At the descriptor limit a waiting client is accepted only to be
+       turned away: the program may write it a short reply on fd (which
+       mail_server then closes). NULL: closed without a word. */
+    void (*on_shed)(MAIL_SERVER *server, int fd, void *ctx);
     /* A trigger byte arrived (when set, connections are read as triggers). */
     void (*on_trigger)(MAIL_SERVER *server, int byte, void *ctx);
     /* Periodic tick every tick_seconds (0: none). */

@@ -31,8 +31,10 @@
  * relay_domains, mynetworks and smtpd_client_event_limit_exceptions are
  * match lists (global/match_list.h, so they may hold tables), the five
  * smtpd_*_restrictions lists are compiled and their tables opened, and
- * local_recipient_maps is opened. A bad word or a table that cannot be
- * opened is fatal at start, naming the parameter, so master logs it.
+ * local_recipient_maps is opened. A bad restriction word or an access or
+ * local_recipient_maps table that cannot be opened is logged and answered
+ * with 451 where it matters, never fatal: a crash loop would leave every
+ * client without a greeting.
  *
  * Stand-alone mode (smtpd -S, which sendmail -bs runs): no master, no
  * listeners; one session on the socket at fd 0 (which is also the output),
@@ -126,11 +128,19 @@ typedef struct SMTPD_SESS {
     bool cleanup_full; /* reading stopped: cleanup is behind */
     bool closing; /* last reply queued: close when it is out */
     bool counted; /* holds one count in its SMTPD_CLIENT */
+    /* Past smtpd_soft_error_limit each command waits before it is
+       answered: reading stops while sleep_ev runs (sleeping), and the
+       command in hand is then processed without waiting again (slept). */
+    struct event *sleep_ev;
+    bool sleeping;
+    bool slept;
+    struct event *deadline_ev; /* smtpd_session_deadline */
     VSTR *wire; /* scratch for attribute lists */
     VSTR *why;
 } SMTPD_SESS;
 
 static void smtpd_process(SMTPD_SESS *sess);
+static const char *smtpd_state_name(const SMTPD_SESS *sess);
 static void smtpd_cleanup_read_event(struct bufferevent *bev, void *arg);
 static void smtpd_cleanup_write_event(struct bufferevent *bev, void *arg);
 static void smtpd_cleanup_event(struct bufferevent *bev, short what, void *arg);
@@ -288,6 +298,10 @@ static void smtpd_session_free(SMTPD_SESS *sess)
         ctx->sessions = sess->next;
     if (sess->next)
         sess->next->prev = sess->prev;
+    if (sess->sleep_ev != NULL)
+        event_free(sess->sleep_ev);
+    if (sess->deadline_ev != NULL)
+        event_free(sess->deadline_ev);
     bufferevent_free(sess->bev);
     smtpd_proto_free(sess->proto);
     vstr_free(sess->chunk);
@@ -318,7 +332,7 @@ static void smtpd_close(SMTPD_SESS *sess)
 static void smtpd_read_on(SMTPD_SESS *sess)
 {
     if (sess->closing || sess->wait != SMTPD_WAIT_NONE || sess->output_full ||
-        sess->cleanup_full)
+        sess->cleanup_full || sess->sleeping)
         return;
     bufferevent_enable(sess->bev, EV_READ);
     smtpd_process(sess);
@@ -581,6 +595,78 @@ static void smtpd_command(SMTPD_SESS *sess, const char *line, size_t len)
     }
 }
 
+/* smtpd_sleep_event - the error delay is over: answer the command */
+static void smtpd_sleep_event(evutil_socket_t fd, short what, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+
+    sess->sleeping = false;
+    sess->slept = true;
+    smtpd_read_on(sess);
+}
+
+/* smtpd_error_sleep - past smtpd_soft_error_limit: wait
+   smtpd_error_sleep_time before the command in hand is answered (without
+   blocking the other sessions); true while it waits */
+static bool smtpd_error_sleep(SMTPD_SESS *sess)
+{
+    int ms = sess->ctx->conf.error_sleep_ms;
+    struct timeval delay = {ms / 1000, (ms % 1000) * 1000};
+
+    if (sess->slept) {
+        sess->slept = false;
+        return false;
+    }
+    if (!smtpd_proto_slow(sess->proto))
+        return false;
+    if (sess->sleep_ev == NULL &&
+        (sess->sleep_ev = evtimer_new(mail_server_base(sess->ctx->server),
+                                      smtpd_sleep_event, sess)) == NULL) {
+        msg_warn("cannot create a timer: no error delay");
+        return false;
+    }
+    if (evtimer_add(sess->sleep_ev, &delay) < 0) {
+        msg_warn("cannot add a timer: no error delay");
+        return false;
+    }
+    sess->sleeping = true;
+    bufferevent_disable(sess->bev, EV_READ);
+    return true;
+}
+
+/* smtpd_deadline_arm - (re)start the session deadline */
+static void smtpd_deadline_arm(SMTPD_SESS *sess)
+{
+    struct timeval limit = {sess->ctx->conf.session_deadline, 0};
+
+    if (sess->deadline_ev != NULL && evtimer_add(sess->deadline_ev, &limit) < 0)
+        msg_warn("cannot add the session deadline timer");
+}
+
+/* smtpd_deadline_event - smtpd_session_deadline passed: 421 and close. A
+   message that cleanup is committing is answered first. */
+static void smtpd_deadline_event(evutil_socket_t fd, short what, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+    SMTPD_PROTO *proto = sess->proto;
+    struct timeval again = {1, 0};
+
+    if (sess->closing)
+        return;
+    if (sess->wait != SMTPD_WAIT_NONE) {
+        (void) evtimer_add(sess->deadline_ev, &again);
+        return;
+    }
+    msg_info("timeout after %s from %s[%s]: smtpd_session_deadline %ds"
+             " exceeded",
+             smtpd_state_name(sess), proto->client_name, proto->client_addr,
+             sess->ctx->conf.session_deadline);
+    vstr_sprintf(proto->reply, "421 4.4.2 %s Error: timeout exceeded\r\n",
+                 sess->ctx->conf.myhostname);
+    smtpd_flush_reply(sess);
+    smtpd_close(sess);
+}
+
 /* smtpd_process - handle every complete command line and content byte in
    the input, in order, until the session must wait */
 static void smtpd_process(SMTPD_SESS *sess)
@@ -589,7 +675,7 @@ static void smtpd_process(SMTPD_SESS *sess)
     size_t limit = (size_t) sess->ctx->conf.line_length_limit;
 
     while (!sess->closing && sess->wait == SMTPD_WAIT_NONE &&
-           !sess->output_full && !sess->cleanup_full) {
+           !sess->output_full && !sess->cleanup_full && !sess->sleeping) {
         struct evbuffer_ptr eol;
         size_t avail = evbuffer_get_length(input);
         size_t len;
@@ -630,6 +716,8 @@ static void smtpd_process(SMTPD_SESS *sess)
             sess->skipping = true;
             continue;
         }
+        if (smtpd_error_sleep(sess))
+            return; /* the timer processes this line */
         len = (size_t) eol.pos;
         /* The protocol copies the line; nothing after QUIT is read. */
         smtpd_command(sess,
@@ -728,6 +816,7 @@ static void smtpd_cleanup_status(SMTPD_SESS *sess, const ATTR_LIST *list)
         if (status == 0 && sess->qid[0] != 0) {
             act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_OK, sess->qid,
                                         0, NULL);
+            smtpd_deadline_arm(sess); /* a new session deadline per message */
         } else {
             msg_info("%s: cleanup: %lld %s", sess->qid, status,
                      reason ? reason : "");
@@ -885,6 +974,13 @@ static void smtpd_session_new(SMTPD_CTX *ctx, int fd, const char *name,
         return;
     }
     sess->counted = !local;
+    if (!local && ctx->conf.session_deadline > 0) {
+        sess->deadline_ev =
+            evtimer_new(mail_server_base(server), smtpd_deadline_event, sess);
+        if (sess->deadline_ev == NULL)
+            msg_warn("cannot create the session deadline timer");
+        smtpd_deadline_arm(sess);
+    }
     vstr_sprintf(sess->proto->reply, "220 %s\r\n", ctx->conf.banner);
     smtpd_flush_reply(sess);
 }
@@ -902,6 +998,22 @@ static void smtpd_accept(MAIL_SERVER *server, int fd, void *arg)
        delayed ACK (about 40 ms a message, measured by make bench). */
     (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     smtpd_session_new(ctx, fd, "unknown", addr, false);
+}
+
+/* smtpd_shed - at the descriptor limit a waiting client is turned away
+   (mail_server closes fd): tell it to come back later */
+static void smtpd_shed(MAIL_SERVER *server, int fd, void *arg)
+{
+    SMTPD_CTX *ctx = arg;
+    char reply[512];
+    int len;
+
+    len = snprintf(reply, sizeof(reply),
+                   "421 4.3.2 %s Service temporarily unavailable, try again"
+                   " later\r\n",
+                   ctx->conf.myhostname);
+    if (len > 0 && (size_t) len < sizeof(reply))
+        (void) send(fd, reply, (size_t) len, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
 
 /* smtpd_stand_alone - smtpd -S: the one session on fd 0 */
@@ -941,9 +1053,11 @@ static MATCH_LIST *smtpd_match_list(const MAIL_CONF *conf, const char *param,
     return list;
 }
 
-/* smtpd_access_init - the lists and tables of access control, opened once;
-   a bad restriction word or a table that cannot be opened is fatal (master
-   logs it and backs off) */
+/* smtpd_access_init - the lists and tables of access control, opened once.
+   A bad restriction word or a table that cannot be opened is logged, not
+   fatal: smtpd keeps greeting clients and answers 451 for what depends on
+   it (smtpd_check.c). A bad mydestination, relay_domains or mynetworks is
+   still fatal (every recipient depends on them). */
 static void smtpd_access_init(SMTPD_CONF *sc, const MAIL_CONF *conf)
 {
     static const char *const params[SMTPD_LIST_COUNT] = {
@@ -959,18 +1073,50 @@ static void smtpd_access_init(SMTPD_CONF *sc, const MAIL_CONF *conf)
     sc->relay_domains =
         smtpd_match_list(conf, "relay_domains", MATCH_LIST_DOMAIN);
     sc->mynetworks = smtpd_match_list(conf, "mynetworks", MATCH_LIST_ADDR);
-    for (int i = 0; i < SMTPD_LIST_COUNT; i++)
-        if ((sc->restrictions[i] = smtpd_check_parse(
-                 params[i], mail_conf_str(conf, params[i]), why)) == NULL)
-            msg_fatal("%s", vstr_str(why));
-    if ((sc->local_recipient_maps =
-             maps_create("local_recipient_maps",
-                         mail_conf_str(conf, "local_recipient_maps"),
-                         MAP_FLAG_NONE, why)) == NULL)
+    for (int i = 0; i < SMTPD_LIST_COUNT; i++) {
+        sc->restrictions[i] =
+            smtpd_check_parse(params[i], mail_conf_str(conf, params[i]), why);
+        if (vstr_len(why) > 0)
+            msg_warn("%s: answering 451 for what depends on it", vstr_str(why));
+    }
+    if ((sc->local_recipient_maps = smtpd_maps_create(
+             "local_recipient_maps",
+             mail_conf_str(conf, "local_recipient_maps"), why)) == NULL)
         msg_fatal("%s", vstr_str(why));
     sc->recipient_delimiter =
         mystrdup(mail_conf_str(conf, "recipient_delimiter"));
     vstr_free(why);
+}
+
+/* smtpd_conf_ms - a delay "1", "1s", "0.2s", "200ms" in milliseconds;
+   -1 when it is not one (at most a minute) */
+static int smtpd_conf_ms(const char *value)
+{
+    long long whole = 0;
+    long long frac = 0;
+    long long scale = 1000;
+    long long ms;
+    const char *cp = value;
+    int digits = 0;
+
+    for (; *cp >= '0' && *cp <= '9' && digits < 6; cp++, digits++)
+        whole = whole * 10 + (*cp - '0');
+    if (*cp == '.') {
+        for (cp++; *cp >= '0' && *cp <= '9'; cp++, digits++)
+            if (scale > 1) {
+                scale /= 10;
+                frac += (*cp - '0') * scale;
+            }
+    }
+    if (digits == 0)
+        return -1;
+    if (strcmp(cp, "ms") == 0)
+        ms = whole + (frac >= 500 ? 1 : 0);
+    else if (*cp == 0 || strcmp(cp, "s") == 0)
+        ms = whole * 1000 + frac;
+    else
+        return -1;
+    return ms <= 60000 ? (int) ms : -1;
 }
 
 /* smtpd_pre_loop - read main.cf once */
@@ -997,6 +1143,11 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
     smtpd_access_init(sc, conf);
     sc->message_size_limit = mail_conf_size(conf, "message_size_limit");
     sc->queue_minfree = mail_conf_size(conf, "queue_minfree");
+    /* Room for one more message of the largest size, and then some
+       (Postfix's rule), whatever queue_minfree says; 0 said "no check". */
+    if (sc->message_size_limit > 0 &&
+        sc->queue_minfree < sc->message_size_limit / 2 * 3)
+        sc->queue_minfree = sc->message_size_limit / 2 * 3;
     sc->line_length_limit = mail_conf_int(conf, "line_length_limit");
     if (sc->line_length_limit < 512)
         sc->line_length_limit = 512; /* RFC 5321 4.5.3.1.4 */
@@ -1004,6 +1155,19 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
     sc->timeout = timeout > 0 && timeout < INT32_MAX ? (int) timeout : 300;
     sc->recipient_limit = (int) mail_conf_int(conf, "smtpd_recipient_limit");
     sc->hard_error_limit = (int) mail_conf_int(conf, "smtpd_hard_error_limit");
+    sc->soft_error_limit = (int) mail_conf_int(conf, "smtpd_soft_error_limit");
+    sc->junk_command_limit =
+        (int) mail_conf_int(conf, "smtpd_junk_command_limit");
+    if ((sc->error_sleep_ms = smtpd_conf_ms(
+             mail_conf_str(conf, "smtpd_error_sleep_time"))) < 0) {
+        msg_warn("smtpd_error_sleep_time: bad delay \"%s\" (use \"1s\","
+                 " \"0.5s\", at most 60s): using 1s",
+                 mail_conf_str(conf, "smtpd_error_sleep_time"));
+        sc->error_sleep_ms = 1000;
+    }
+    timeout = mail_conf_time(conf, "smtpd_session_deadline");
+    sc->session_deadline =
+        timeout > 0 && timeout < INT32_MAX ? (int) timeout : 0;
     sc->process_connection_limit =
         (int) mail_conf_int(conf, "smtpd_process_connection_limit");
     if (sc->process_connection_limit <= 0)
@@ -1059,8 +1223,7 @@ static void smtpd_ctx_release(SMTPD_CTX *ctx)
     sc->event_limit_exceptions = match_list_free(sc->event_limit_exceptions);
     for (int i = 0; i < SMTPD_LIST_COUNT; i++)
         sc->restrictions[i] = smtpd_check_free(sc->restrictions[i]);
-    if (sc->local_recipient_maps != NULL)
-        sc->local_recipient_maps = maps_free(sc->local_recipient_maps);
+    sc->local_recipient_maps = smtpd_maps_free(sc->local_recipient_maps);
     myfree((char *) sc->recipient_delimiter);
     myfree(ctx->cleanup_path);
     for (size_t i = 0; i < ctx->client_count; i++)
@@ -1074,6 +1237,7 @@ int main(int argc, char **argv)
     static const MAIL_SERVER_OPS ops = {
         .pre_loop = smtpd_pre_loop,
         .on_accept = smtpd_accept,
+        .on_shed = smtpd_shed,
         .on_retire = smtpd_retire,
         .post_loop = smtpd_post_loop,
     };

@@ -40,6 +40,9 @@ typedef enum SMTPD_LIST {
 
 /* One compiled restriction list (smtpd_check.c). */
 typedef struct SMTPD_RESTRICTIONS SMTPD_RESTRICTIONS;
+/* A list of tables opened one by one, each opened again later when it
+   cannot be now (smtpd_check.c). */
+typedef struct SMTPD_MAPS SMTPD_MAPS;
 
 /* What the daemon reads from main.cf once. */
 typedef struct SMTPD_CONF {
@@ -53,14 +56,19 @@ typedef struct SMTPD_CONF {
     MATCH_LIST *mynetworks;
     /* Access control (smtpd_check.c); NULL lists are empty. */
     SMTPD_RESTRICTIONS *restrictions[SMTPD_LIST_COUNT];
-    MAPS *local_recipient_maps; /* NULL or empty: every local user */
+    SMTPD_MAPS *local_recipient_maps; /* NULL or empty: every local user */
     const char *recipient_delimiter; /* "" for none */
     long long message_size_limit; /* bytes; 0: none */
-    long long queue_minfree; /* bytes; 0: no check */
+    long long queue_minfree; /* bytes; 0: no check (smtpd keeps at least
+                                1.5 x message_size_limit) */
     long long line_length_limit; /* command line bytes */
     int timeout; /* smtpd_timeout, seconds */
     int recipient_limit; /* smtpd_recipient_limit; 0: none */
     int hard_error_limit; /* smtpd_hard_error_limit */
+    int soft_error_limit; /* smtpd_soft_error_limit */
+    int junk_command_limit; /* smtpd_junk_command_limit; 0: none */
+    int error_sleep_ms; /* smtpd_error_sleep_time, milliseconds */
+    int session_deadline; /* smtpd_session_deadline, seconds; 0: none */
     int process_connection_limit; /* connections one process serves */
     /* Per-client limits (0: off), counted per smtpd process. */
     int client_connection_count_limit; /* concurrent sessions per IP */
@@ -121,8 +129,10 @@ typedef struct SMTPD_PROTO {
     VSTR *rcpt;
     VSTR *orcpt; /* "" when absent */
     VSTR *notify; /* "" when absent */
-    /* Session counters. */
+    /* Session counters; error_count and junk_count restart when a message
+       is accepted (Postfix: "errors ... without delivering mail"). */
     int error_count;
+    int junk_count; /* NOOP, VRFY, RSET */
     int cmd_total[SMTPD_CMD_COUNT];
     int cmd_ok[SMTPD_CMD_COUNT];
     SMTPD_CMD last_cmd; /* the command being answered */
@@ -165,6 +175,9 @@ extern void smtpd_proto_reset(SMTPD_PROTO *proto);
 /* smtpd_proto_received - the Received: header, LF line endings */
 extern void smtpd_proto_received(const SMTPD_PROTO *proto, const char *queue_id,
                                  time_t when, VSTR *out);
+/* smtpd_proto_slow - past smtpd_soft_error_limit: the next reply waits
+   smtpd_error_sleep_time */
+extern bool smtpd_proto_slow(const SMTPD_PROTO *proto);
 /* smtpd_proto_counts - " ehlo=1 mail=1 ... commands=5" for the log */
 extern void smtpd_proto_counts(const SMTPD_PROTO *proto, VSTR *out);
 /* smtpd_proto_relay_ok - may this session send to address (a trusted
@@ -179,11 +192,22 @@ extern int smtpd_proto_relay_ok(const SMTPD_PROTO *proto, const char *address);
  * answer as Postfix's access(5): OK, REJECT [text], DEFER [text], DUNNO,
  * 4NN/5NN text.
  */
-/* smtpd_check_parse - compile param's value (the words above); NULL with
-   why naming the parameter and the bad word or table */
+/* smtpd_check_parse - compile param's value (the words above). Never
+   NULL: a bad word becomes an item that answers 451 4.3.5 when reached, a
+   table that cannot be opened is tried again at lookup (451 4.3.0 until
+   it opens); why is then set, naming the parameter and the first bad word
+   or table, for the caller to log, and is empty otherwise */
 extern SMTPD_RESTRICTIONS *smtpd_check_parse(const char *param,
                                              const char *value, VSTR *why);
 extern SMTPD_RESTRICTIONS *smtpd_check_free(SMTPD_RESTRICTIONS *list);
+/* smtpd_maps_create - local_recipient_maps: each table opened alone; one
+   that cannot be opened is logged, opened again at most once a second by
+   lookups, and fails them (451) until then. NULL only for unbalanced
+   braces, with why */
+extern SMTPD_MAPS *smtpd_maps_create(const char *param, const char *value,
+                                     VSTR *why);
+extern SMTPD_MAPS *smtpd_maps_free(SMTPD_MAPS *maps);
+extern size_t smtpd_maps_count(const SMTPD_MAPS *maps);
 /* smtpd_check_rcpt - every restriction list, then local_recipient_maps,
    for recipient rcpt of the session's transaction: 0 accept, or the reply
    code with the whole reply line ("554 5.7.1 <a@b>: Relay access

@@ -24,6 +24,15 @@
  * table that cannot be read never lets a client pass: the answer is 451 4.3.0,
  * try again later.
  *
+ * A configuration error never stops smtpd (master would restart it in a
+ * loop while clients get no greeting): a table that cannot be opened (a
+ * missing .db) is logged and opened again at most once a second when a
+ * lookup needs it, and until then what depends on it answers 451 4.3.0; an
+ * unknown restriction word (or a table word without its table) is logged
+ * and, when evaluation reaches it, answers 451 4.3.5 Server configuration
+ * error, as Postfix does. local_recipient_maps is opened table by table, so
+ * a recipient found in a table before the missing one still passes.
+ *
  * Lookup keys, as Postfix asks them (pattern tables, pcre: and regexp:,
  * get only the whole string):
  *   client     the address, its shorter IPv4 forms 1.2.3, 1.2, 1, then
@@ -37,7 +46,9 @@
 
 #include <ctype.h>
 #include <strings.h>
+#include <time.h>
 
+#include "argv.h"
 #include "maps.h"
 #include "match_list.h"
 #include "msg.h"
@@ -69,7 +80,11 @@ typedef enum SMTPD_WORD {
     SMTPD_WORD_CHECK_HELO_ACCESS,
     SMTPD_WORD_CHECK_SENDER_ACCESS,
     SMTPD_WORD_CHECK_RECIPIENT_ACCESS,
+    SMTPD_WORD_CONFIG_ERROR, /* a bad word: 451 4.3.5 when reached */
 } SMTPD_WORD;
+
+/* How often a table that could not be opened is tried again. */
+#define SMTPD_TABLE_RETRY 1
 
 static const struct {
     const char *name;
@@ -91,8 +106,23 @@ static const struct {
 
 typedef struct SMTPD_RESTRICTION {
     SMTPD_WORD word;
-    MAP *table; /* check_*_access, else NULL */
+    MAP *table; /* check_*_access; NULL while it cannot be opened */
+    char *spec; /* its type:table; the bad word of a CONFIG_ERROR */
+    time_t tried; /* last attempt to open table */
 } SMTPD_RESTRICTION;
+
+/* One table of local_recipient_maps, opened alone. */
+typedef struct SMTPD_MAPS_ENTRY {
+    char *spec;
+    MAPS *maps; /* NULL while it cannot be opened */
+    time_t tried;
+} SMTPD_MAPS_ENTRY;
+
+struct SMTPD_MAPS {
+    char *param;
+    SMTPD_MAPS_ENTRY *entries;
+    size_t count;
+};
 
 struct SMTPD_RESTRICTIONS {
     char *param; /* for messages */
@@ -149,6 +179,24 @@ static int smtpd_check_next_word(const char **cp, VSTR *word)
     return 1;
 }
 
+/* smtpd_check_add - append one item to list */
+static SMTPD_RESTRICTION *smtpd_check_add(SMTPD_RESTRICTIONS *list, size_t *cap,
+                                          SMTPD_WORD word, const char *spec)
+{
+    SMTPD_RESTRICTION *item;
+
+    if (list->count == *cap) {
+        *cap = *cap ? *cap * 2 : 8;
+        list->items = myrealloc_array(list->items, *cap, sizeof(*item));
+    }
+    item = list->items + list->count++;
+    item->word = word;
+    item->table = NULL;
+    item->spec = spec ? mystrdup(spec) : NULL;
+    item->tried = 0;
+    return item;
+}
+
 /* smtpd_check_parse - compile a restriction list */
 SMTPD_RESTRICTIONS *smtpd_check_parse(const char *param, const char *value,
                                       VSTR *why)
@@ -161,6 +209,7 @@ SMTPD_RESTRICTIONS *smtpd_check_parse(const char *param, const char *value,
     int ret;
 
     list->param = mystrdup(param);
+    vstr_reset(why);
     while ((ret = smtpd_check_next_word(&cp, word)) > 0) {
         SMTPD_RESTRICTION *item;
         size_t i;
@@ -171,44 +220,38 @@ SMTPD_RESTRICTIONS *smtpd_check_parse(const char *param, const char *value,
         if (i == SLUICE_ARRAY_LEN(smtpd_words)) {
             vstr_sprintf(why, "%s: unknown restriction \"%s\"", param,
                          vstr_str(word));
-            goto fail;
+            smtpd_check_add(list, &cap, SMTPD_WORD_CONFIG_ERROR,
+                            vstr_str(word));
+            break; /* nothing after it is reached */
         }
-        if (list->count == cap) {
-            cap = cap ? cap * 2 : 8;
-            list->items = myrealloc_array(list->items, cap, sizeof(*item));
+        if (!smtpd_words[i].table) {
+            smtpd_check_add(list, &cap, smtpd_words[i].word, NULL);
+            continue;
         }
-        item = list->items + list->count;
-        item->word = smtpd_words[i].word;
-        item->table = NULL;
-        if (smtpd_words[i].table) {
-            if ((ret = smtpd_check_next_word(&cp, word)) < 0)
-                break;
-            if (ret == 0 || strchr(vstr_str(word), ':') == NULL) {
-                vstr_sprintf(why, "%s: %s needs a type:table argument", param,
-                             smtpd_words[i].name);
-                goto fail;
-            }
-            vstr_reset(map_why);
-            if ((item->table = map_open(vstr_str(word), MAP_FLAG_NONE,
-                                        map_why)) == NULL) {
-                vstr_sprintf(why, "%s: %s", param, vstr_str(map_why));
-                goto fail;
-            }
+        if ((ret = smtpd_check_next_word(&cp, word)) < 0)
+            break;
+        if (ret == 0 || strchr(vstr_str(word), ':') == NULL) {
+            vstr_sprintf(why, "%s: %s needs a type:table argument", param,
+                         smtpd_words[i].name);
+            smtpd_check_add(list, &cap, SMTPD_WORD_CONFIG_ERROR,
+                            smtpd_words[i].name);
+            break;
         }
-        list->count++;
+        item = smtpd_check_add(list, &cap, smtpd_words[i].word, vstr_str(word));
+        item->tried = time(NULL);
+        vstr_reset(map_why);
+        if ((item->table = map_open(item->spec, MAP_FLAG_NONE, map_why)) ==
+                NULL &&
+            vstr_len(why) == 0)
+            vstr_sprintf(why, "%s: %s", param, vstr_str(map_why));
     }
     if (ret < 0) {
         vstr_sprintf(why, "%s: unbalanced braces in \"%s\"", param, value);
-        goto fail;
+        smtpd_check_add(list, &cap, SMTPD_WORD_CONFIG_ERROR, "{");
     }
     vstr_free(word);
     vstr_free(map_why);
     return list;
-
-fail:
-    vstr_free(word);
-    vstr_free(map_why);
-    return smtpd_check_free(list);
 }
 
 /* smtpd_check_free - release a list and close its tables; returns NULL */
@@ -216,12 +259,127 @@ SMTPD_RESTRICTIONS *smtpd_check_free(SMTPD_RESTRICTIONS *list)
 {
     if (list == NULL)
         return NULL;
-    for (size_t i = 0; i < list->count; i++)
+    for (size_t i = 0; i < list->count; i++) {
         if (list->items[i].table != NULL)
             map_close(list->items[i].table);
+        myfree(list->items[i].spec);
+    }
     myfree(list->items);
     myfree(list->param);
     myfree(list);
+    return NULL;
+}
+
+/* smtpd_check_table - the table of a check_*_access item, opened again
+   (at most once every SMTPD_TABLE_RETRY seconds) when it could not be;
+   NULL while it still cannot */
+static MAP *smtpd_check_table(const char *param, SMTPD_RESTRICTION *item)
+{
+    time_t now;
+    VSTR *why;
+
+    if (item->table != NULL)
+        return item->table;
+    now = time(NULL);
+    if (now - item->tried < SMTPD_TABLE_RETRY && now >= item->tried)
+        return NULL;
+    item->tried = now;
+    why = vstr_alloc(64);
+    if ((item->table = map_open(item->spec, MAP_FLAG_NONE, why)) == NULL)
+        msg_warn("%s: %s", param, vstr_str(why));
+    else
+        msg_info("%s: %s: opened", param, item->spec);
+    vstr_free(why);
+    return item->table;
+}
+
+/* smtpd_maps_entry_open - open one local_recipient_maps table */
+static MAPS *smtpd_maps_entry_open(const char *param, SMTPD_MAPS_ENTRY *entry)
+{
+    VSTR *why = vstr_alloc(64);
+
+    entry->tried = time(NULL);
+    if ((entry->maps = maps_create(param, entry->spec, MAP_FLAG_NONE, why)) ==
+        NULL)
+        msg_warn("%s: %s: lookups answer 451 until it can be opened", param,
+                 vstr_str(why));
+    vstr_free(why);
+    return entry->maps;
+}
+
+/* smtpd_maps_create - a list of tables, each opened alone */
+SMTPD_MAPS *smtpd_maps_create(const char *param, const char *value, VSTR *why)
+{
+    SMTPD_MAPS *maps;
+    ARGV *words;
+
+    if ((words = maps_split(value, why)) == NULL)
+        return NULL;
+    maps = mycalloc(1, sizeof(*maps));
+    maps->param = mystrdup(param);
+    maps->count = words->argc;
+    maps->entries =
+        mycalloc(words->argc ? words->argc : 1, sizeof(*maps->entries));
+    for (size_t i = 0; i < words->argc; i++) {
+        maps->entries[i].spec = mystrdup(words->argv[i]);
+        (void) smtpd_maps_entry_open(param, maps->entries + i);
+    }
+    argv_free(words);
+    return maps;
+}
+
+/* smtpd_maps_free - close the tables; returns NULL */
+SMTPD_MAPS *smtpd_maps_free(SMTPD_MAPS *maps)
+{
+    if (maps == NULL)
+        return NULL;
+    for (size_t i = 0; i < maps->count; i++) {
+        if (maps->entries[i].maps != NULL)
+            maps_free(maps->entries[i].maps);
+        myfree(maps->entries[i].spec);
+    }
+    myfree(maps->entries);
+    myfree(maps->param);
+    myfree(maps);
+    return NULL;
+}
+
+/* smtpd_maps_count - how many tables the list names */
+size_t smtpd_maps_count(const SMTPD_MAPS *maps)
+{
+    return maps ? maps->count : 0;
+}
+
+/* smtpd_maps_find_addr - maps_find_addr() over the tables in order; a
+   table that cannot be opened (or read) fails the lookup with *error
+   MAP_FAIL and *failed naming it, unless an earlier table found addr */
+static const char *smtpd_maps_find_addr(SMTPD_MAPS *maps, const char *addr,
+                                        const char *delim, int flags,
+                                        int *error, const char **failed)
+{
+    for (size_t i = 0; i < maps->count; i++) {
+        SMTPD_MAPS_ENTRY *entry = maps->entries + i;
+        const char *value;
+        time_t now = time(NULL);
+
+        if (entry->maps == NULL &&
+            (now - entry->tried < SMTPD_TABLE_RETRY && now >= entry->tried
+                 ? NULL
+                 : smtpd_maps_entry_open(maps->param, entry)) == NULL) {
+            *error = MAP_FAIL;
+            *failed = entry->spec;
+            return NULL;
+        }
+        *error = MAP_OK;
+        if ((value = maps_find_addr(entry->maps, addr, delim, flags, error)) !=
+            NULL)
+            return value;
+        if (*error == MAP_FAIL) {
+            *failed = entry->spec;
+            return NULL;
+        }
+    }
+    *error = MAP_NOTFOUND;
     return NULL;
 }
 
@@ -485,11 +643,11 @@ static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
     const SMTPD_CONF *conf = chk->proto->conf;
     const char *domain = smtpd_check_dest_domain(conf, chk->rcpt);
     const char *key = chk->rcpt;
+    const char *failed = "local_recipient_maps";
     int error = MAP_OK;
     int local;
 
-    if (conf->local_recipient_maps == NULL ||
-        maps_count(conf->local_recipient_maps) == 0)
+    if (smtpd_maps_count(conf->local_recipient_maps) == 0)
         return SMTPD_DUNNO;
     if (domain != NULL) {
         local = conf->mydestination != NULL
@@ -504,13 +662,13 @@ static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
             key = vstr_str(chk->key);
         }
     }
-    if (maps_find_addr(conf->local_recipient_maps, key,
-                       conf->recipient_delimiter ? conf->recipient_delimiter
-                                                 : "",
-                       MAPS_ADDR_LOCAL, &error) != NULL)
+    if (smtpd_maps_find_addr(
+            conf->local_recipient_maps, key,
+            conf->recipient_delimiter ? conf->recipient_delimiter : "",
+            MAPS_ADDR_LOCAL, &error, &failed) != NULL)
         return SMTPD_DUNNO;
     if (error == MAP_FAIL)
-        return smtpd_check_fail(chk, chk->rcpt, "local_recipient_maps", key);
+        return smtpd_check_fail(chk, chk->rcpt, failed, key);
     return smtpd_check_reply(chk, SMTPD_UNKNOWN_LOCAL_CODE, "5.1.1", chk->rcpt,
                              "Recipient address rejected",
                              "User unknown in local recipient table");
@@ -546,18 +704,67 @@ static const char *smtpd_check_list_name(SMTPD_CHECK *chk, const char **what)
     }
 }
 
+/* smtpd_check_unopened - a check_*_access table that cannot be opened:
+   451 4.3.0 naming who the lookup was for */
+static SMTPD_DECISION smtpd_check_unopened(SMTPD_CHECK *chk,
+                                           const SMTPD_RESTRICTION *item)
+{
+    const SMTPD_PROTO *proto = chk->proto;
+    const char *name;
+
+    switch (item->word) {
+    case SMTPD_WORD_CHECK_CLIENT_ACCESS:
+        vstr_sprintf(chk->name, "%s[%s]", proto->client_name,
+                     proto->client_addr);
+        name = vstr_str(chk->name);
+        break;
+    case SMTPD_WORD_CHECK_HELO_ACCESS:
+        name = proto->helo_name;
+        break;
+    case SMTPD_WORD_CHECK_SENDER_ACCESS:
+        name = vstr_str(proto->sender);
+        break;
+    default:
+        name = chk->rcpt;
+        break;
+    }
+    return smtpd_check_fail(chk, name, item->spec, name);
+}
+
 /* smtpd_check_word - evaluate one restriction */
 static SMTPD_DECISION smtpd_check_word(SMTPD_CHECK *chk,
-                                       const SMTPD_RESTRICTION *item)
+                                       SMTPD_RESTRICTION *item)
 {
     const SMTPD_PROTO *proto = chk->proto;
     const SMTPD_CONF *conf = proto->conf;
     SMTPD_DECISION decision = SMTPD_DUNNO;
     const char *what;
     const char *name;
+    MAP *table = NULL;
     int match;
 
     switch (item->word) {
+    case SMTPD_WORD_CHECK_CLIENT_ACCESS:
+    case SMTPD_WORD_CHECK_SENDER_ACCESS:
+    case SMTPD_WORD_CHECK_RECIPIENT_ACCESS:
+        if ((table = smtpd_check_table(chk->param, item)) == NULL)
+            return smtpd_check_unopened(chk, item);
+        break;
+    case SMTPD_WORD_CHECK_HELO_ACCESS:
+        if (proto->helo_name == NULL)
+            return SMTPD_DUNNO;
+        if ((table = smtpd_check_table(chk->param, item)) == NULL)
+            return smtpd_check_unopened(chk, item);
+        break;
+    default:
+        break;
+    }
+    switch (item->word) {
+    case SMTPD_WORD_CONFIG_ERROR:
+        msg_warn("%s: unknown restriction \"%s\": answering 451 4.3.5",
+                 chk->param, item->spec);
+        vstr_cpy(chk->reply, "451 4.3.5 Server configuration error");
+        return SMTPD_REJECT;
     case SMTPD_WORD_PERMIT:
         return SMTPD_PERMIT;
     case SMTPD_WORD_REJECT:
@@ -597,22 +804,19 @@ static SMTPD_DECISION smtpd_check_word(SMTPD_CHECK *chk,
     case SMTPD_WORD_REJECT_UNLISTED_RECIPIENT:
         return smtpd_check_rcptmap(chk);
     case SMTPD_WORD_CHECK_CLIENT_ACCESS:
-        return smtpd_check_client_access(chk, item->table);
+        return smtpd_check_client_access(chk, table);
     case SMTPD_WORD_CHECK_HELO_ACCESS:
-        if (proto->helo_name == NULL)
-            return SMTPD_DUNNO;
-        (void) smtpd_check_domain(chk, item->table, proto->helo_name,
+        (void) smtpd_check_domain(chk, table, proto->helo_name,
                                   proto->helo_name, "Helo command rejected",
                                   &decision);
         return decision;
     case SMTPD_WORD_CHECK_SENDER_ACCESS:
         if (!proto->have_sender)
             return SMTPD_DUNNO;
-        return smtpd_check_addr_access(chk, item->table,
-                                       vstr_str(proto->sender),
+        return smtpd_check_addr_access(chk, table, vstr_str(proto->sender),
                                        "Sender address rejected");
     case SMTPD_WORD_CHECK_RECIPIENT_ACCESS:
-        return smtpd_check_addr_access(chk, item->table, chk->rcpt,
+        return smtpd_check_addr_access(chk, table, chk->rcpt,
                                        "Recipient address rejected");
     }
     msg_panic("%s: unknown restriction %d", __func__, (int) item->word);
@@ -638,7 +842,7 @@ int smtpd_check_rcpt(const SMTPD_PROTO *proto, const char *rcpt, VSTR *reply)
 
     vstr_reset(reply);
     for (int list = 0; list < SMTPD_LIST_COUNT; list++) {
-        const SMTPD_RESTRICTIONS *items = proto->conf->restrictions[list];
+        SMTPD_RESTRICTIONS *items = proto->conf->restrictions[list];
 
         if (items == NULL)
             continue;

@@ -3,12 +3,17 @@
  *
  * Nothing here reads or writes a socket, so every reply can be unit
  * tested. The session state is small: a sender once MAIL succeeded, the
- * count of recipients cleanup accepted, and the error count that ends a
- * session at smtpd_hard_error_limit. RCPT TO asks smtpd_check.c (the
- * access restrictions) before the recipient goes to cleanup; a refusal
- * is logged as Postfix logs it ("NOQUEUE: reject: RCPT from ..."), and a
- * local submission (sendmail -bs) is not subject to the restrictions, as
- * in Postfix's stand-alone mode. Every reply carries an enhanced
+ * count of recipients cleanup accepted, and the error count that slows a
+ * session past smtpd_soft_error_limit (the I/O layer delays each reply by
+ * smtpd_error_sleep_time) and ends it at smtpd_hard_error_limit; past
+ * smtpd_junk_command_limit each NOOP, VRFY and RSET counts as an error.
+ * Both counts restart when a message is accepted, as in Postfix.
+ *
+ * RCPT TO asks smtpd_check.c (the access restrictions) before the
+ * recipient goes to cleanup; a refusal is logged as Postfix logs it
+ * ("NOQUEUE: reject: RCPT from ..."), and a local submission (sendmail
+ * -bs) is not subject to the restrictions, as in Postfix's stand-alone
+ * mode. Every reply carries an enhanced
  * status code (RFC 2034) except the greeting and 354, as Postfix does.
  *
  * The DATA decoder is a byte-level state machine so that no line, however
@@ -77,14 +82,39 @@ static void smtpd_proto_reply(SMTPD_PROTO *proto, const char *fmt, ...)
 /* smtpd_proto_finish - the action, or 421 and close at the error limit */
 static SMTPD_ACT smtpd_proto_finish(SMTPD_PROTO *proto, SMTPD_ACT act)
 {
+    char name[16];
+
     if (proto->conf->hard_error_limit > 0 &&
         proto->error_count >= proto->conf->hard_error_limit &&
         act != SMTPD_ACT_CLOSE) {
+        snprintf(name, sizeof(name), "%s", smtpd_cmd_names[proto->last_cmd]);
+        for (char *cp = name; *cp; cp++)
+            *cp = (char) toupper((unsigned char) *cp);
+        msg_info("too many errors after %s from %s[%s]", name,
+                 proto->client_name, proto->client_addr);
         smtpd_proto_reply(proto, "421 4.7.0 %s Error: too many errors",
                           proto->conf->myhostname);
         return SMTPD_ACT_CLOSE;
     }
     return act;
+}
+
+/* smtpd_proto_slow - past the soft error limit: delay the next reply */
+bool smtpd_proto_slow(const SMTPD_PROTO *proto)
+{
+    const SMTPD_CONF *conf = proto->conf;
+
+    return conf->error_sleep_ms > 0 && conf->soft_error_limit >= 0 &&
+           proto->error_count > conf->soft_error_limit;
+}
+
+/* smtpd_proto_junk - NOOP, VRFY, RSET past smtpd_junk_command_limit count
+   as errors */
+static void smtpd_proto_junk(SMTPD_PROTO *proto)
+{
+    if (proto->conf->junk_command_limit > 0 &&
+        ++proto->junk_count > proto->conf->junk_command_limit)
+        proto->error_count++;
 }
 
 /* smtpd_proto_alloc - a new session */
@@ -265,6 +295,14 @@ static int smtpd_proto_space_ok(SMTPD_PROTO *proto)
         msg_warn("not enough free space in %s: %llu bytes, queue_minfree"
                  " is %lld",
                  conf->queue_dir, avail, conf->queue_minfree);
+        return 0;
+    }
+    /* A message announced with SIZE= must fit above the minimum. */
+    if (proto->size > 0 && avail - (unsigned long long) conf->queue_minfree <
+                               (unsigned long long) proto->size) {
+        msg_warn("not enough free space in %s for a message of %lld bytes:"
+                 " %llu bytes, queue_minfree is %lld",
+                 conf->queue_dir, proto->size, avail, conf->queue_minfree);
         return 0;
     }
     return 1;
@@ -540,6 +578,8 @@ SMTPD_ACT smtpd_proto_data_done(SMTPD_PROTO *proto, SMTPD_DATA_STATUS status,
     switch (status) {
     case SMTPD_DATA_OK:
         smtpd_proto_reply(proto, "250 2.0.0 Ok: queued as %s", queue_id);
+        proto->error_count = 0; /* the limits count errors without mail */
+        proto->junk_count = 0;
         break;
     case SMTPD_DATA_TOO_BIG:
         smtpd_proto_reply(proto, "552 5.3.4 Error: message file too big");
@@ -622,6 +662,7 @@ static SMTPD_ACT smtpd_proto_dispatch(SMTPD_PROTO *proto, char *line)
     case SMTPD_CMD_DATA:
         return smtpd_proto_data(proto, arg);
     case SMTPD_CMD_RSET:
+        smtpd_proto_junk(proto);
         if (*smtpd_proto_trim(arg) != 0) {
             smtpd_proto_reply(proto, "501 5.5.4 Syntax: RSET");
             return SMTPD_ACT_REPLY;
@@ -630,9 +671,11 @@ static SMTPD_ACT smtpd_proto_dispatch(SMTPD_PROTO *proto, char *line)
         smtpd_proto_reply(proto, "250 2.0.0 Ok");
         return SMTPD_ACT_REPLY;
     case SMTPD_CMD_NOOP:
+        smtpd_proto_junk(proto);
         smtpd_proto_reply(proto, "250 2.0.0 Ok");
         return SMTPD_ACT_REPLY;
     case SMTPD_CMD_VRFY:
+        smtpd_proto_junk(proto);
         return smtpd_proto_vrfy(proto, arg);
     case SMTPD_CMD_HELP:
         smtpd_proto_reply(proto, "214 2.0.0 Commands: HELO EHLO MAIL RCPT"
