@@ -987,6 +987,12 @@ static bool smtp_content_push(SMTP_SESS *sess)
         }
         if (ret == 0) {
             smtp_enc_finish(&sess->enc, sess->out);
+            if (sess->enc.nul_count > 0 || sess->enc.cr_count > 0)
+                msg_info("%s: content to %s: %zu NUL byte(s) removed, %zu "
+                         "bare CR(s) sent as a line break (body) or a space "
+                         "(headers)",
+                         req->qid, vstr_str(sess->label), sess->enc.nul_count,
+                         sess->enc.cr_count);
             smtp_sess_write(sess, vstr_str(sess->out), vstr_len(sess->out));
             sess->in_content = false;
             smtp_sess_expect(sess, SMTP_CMD_DOT, 0);

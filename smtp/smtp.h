@@ -86,9 +86,29 @@ extern void smtp_reply_dsn(int code, const char *text, char *dsn, size_t len);
 extern int smtp_nexthop_parse(const char *nexthop, int default_port,
                               VSTR *host, int *port, bool *mx, VSTR *why);
 
-/* The content encoder: queue file content (LF lines) to SMTP DATA. */
+/*
+ * The content encoder: queue file content (LF lines) to SMTP DATA. An
+ * SMTP client sends CR and LF only as the CRLF line end (RFC 5321 2.3.8)
+ * and no NUL (RFC 5321 4.5.2, RFC 6152), whatever path put them in the
+ * queue file:
+ * - LF ends a line: CRLF (the queue file's line end; smtpd and sendmail
+ *   store a bare LF of their input as one).
+ * - CR right before LF: part of that line end (one CRLF, not two).
+ * - any other CR, in the header block (up to the first empty line): a
+ *   space, so no header line appears that cleanup never saw; in the body:
+ *   CRLF, so the line break the sender meant stays one and the text is
+ *   not glued together. The next line is dot-stuffed like any other, so
+ *   "<CR>.<CR>" cannot end the data early at the next hop.
+ * - NUL: removed and counted, for a log line. It has no meaning in mail
+ *   text, and bouncing would not reach the sender either (the bounce
+ *   quotes the same content).
+ */
 typedef struct SMTP_ENC {
     bool bol; /* at the beginning of a line */
+    bool header; /* still in the header block */
+    bool pending_cr; /* a CR whose fate the next byte decides */
+    size_t nul_count; /* NUL bytes removed */
+    size_t cr_count; /* bare CRs rewritten */
 } SMTP_ENC;
 
 extern void smtp_enc_init(SMTP_ENC *enc);

@@ -5,9 +5,10 @@
  * whose code is followed by a space (or nothing); every line of a reply
  * carries the same code. smtp_reply_verdict() says what a reply means
  * for the command it answers, from one table, so no state of the client
- * takes an unexpected code for success. The content encoder keeps one bit
- * of state between chunks (at the start of a line or not), so the queue
- * file's C records can be sent as they are read.
+ * takes an unexpected code for success. The content encoder keeps a few
+ * bits of state between chunks (start of a line, header block, a CR
+ * waiting for its next byte), so the queue file's C records can be sent as
+ * they are read.
  */
 #include "sys_defs.h"
 
@@ -246,9 +247,23 @@ bad:
 void smtp_enc_init(SMTP_ENC *enc)
 {
     enc->bol = true;
+    enc->header = true;
+    enc->pending_cr = false;
+    enc->nul_count = 0;
+    enc->cr_count = 0;
 }
 
-/* smtp_enc_feed - LF to CRLF, a '.' at a line start doubled */
+/* smtp_enc_line_end - CRLF; an empty line ends the header block */
+static void smtp_enc_line_end(SMTP_ENC *enc, VSTR *out)
+{
+    if (enc->bol)
+        enc->header = false;
+    vstr_ncat(out, "\r\n", 2);
+    enc->bol = true;
+}
+
+/* smtp_enc_feed - lines to CRLF, a '.' at a line start doubled, a bare
+   CR rewritten, NUL removed (see smtp.h) */
 void smtp_enc_feed(SMTP_ENC *enc, const char *data, size_t len, VSTR *out)
 {
     const char *cp = data;
@@ -256,30 +271,59 @@ void smtp_enc_feed(SMTP_ENC *enc, const char *data, size_t len, VSTR *out)
 
     vstr_reserve(out, len + len / 32 + 8);
     while (cp < end) {
-        const char *nl;
-        size_t span;
+        const char *span_end;
 
+        if (enc->pending_cr) {
+            enc->pending_cr = false;
+            if (*cp != '\n') {
+                /* A bare CR; this byte is looked at afresh below. */
+                enc->cr_count++;
+                if (enc->header) {
+                    vstr_addch(out, ' ');
+                    enc->bol = false;
+                } else {
+                    vstr_ncat(out, "\r\n", 2);
+                    enc->bol = true;
+                }
+                continue;
+            }
+            /* CR LF: the LF below ends the line. */
+        }
+        if (*cp == 0) {
+            enc->nul_count++;
+            cp++;
+            continue;
+        }
+        if (*cp == '\r') {
+            enc->pending_cr = true;
+            cp++;
+            continue;
+        }
+        if (*cp == '\n') {
+            smtp_enc_line_end(enc, out);
+            cp++;
+            continue;
+        }
         if (enc->bol && *cp == '.')
             vstr_addch(out, '.');
-        nl = memchr(cp, '\n', (size_t) (end - cp));
-        span = nl ? (size_t) (nl - cp) : (size_t) (end - cp);
-        vstr_ncat(out, cp, span);
-        cp += span;
-        if (nl) {
-            vstr_ncat(out, "\r\n", 2);
-            cp++;
-            enc->bol = true;
-        } else if (span > 0) {
-            enc->bol = false;
-        }
+        for (span_end = cp; span_end < end && *span_end != '\n' &&
+                            *span_end != '\r' && *span_end != 0;
+             span_end++)
+            ;
+        vstr_ncat(out, cp, (size_t) (span_end - cp));
+        cp = span_end;
+        enc->bol = false;
     }
 }
 
 /* smtp_enc_finish - the end of the content */
 void smtp_enc_finish(SMTP_ENC *enc, VSTR *out)
 {
-    if (!enc->bol)
-        vstr_ncat(out, "\r\n", 2);
+    /* A CR at the very end ends the last line, as CR LF would. */
+    if (enc->pending_cr || !enc->bol) {
+        enc->pending_cr = false;
+        smtp_enc_line_end(enc, out);
+    }
     vstr_ncat(out, ".\r\n", 3);
     enc->bol = true;
 }

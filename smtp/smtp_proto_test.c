@@ -299,6 +299,55 @@ static void test_encoder(void **state)
     ENCODE("caf\xc3\xa9\r\n.\r\n", "caf\xc3\xa9\n");
 }
 
+/* encode_split - the input in two chunks, split at every place, always
+   gives want; the counts of removed NULs and rewritten CRs too */
+static void encode_split(const char *in, size_t in_len, const char *want,
+                         size_t want_len, size_t nuls, size_t crs)
+{
+    for (size_t cut = 0; cut <= in_len; cut++) {
+        SMTP_ENC enc;
+        VSTR *out = vstr_alloc(10);
+
+        smtp_enc_init(&enc);
+        smtp_enc_feed(&enc, in, cut, out);
+        smtp_enc_feed(&enc, in + cut, in_len - cut, out);
+        smtp_enc_finish(&enc, out);
+        if (vstr_len(out) != want_len ||
+            memcmp(vstr_str(out), want, want_len) != 0)
+            fail_msg("input split at %zu: got \"%s\"", cut, vstr_str(out));
+        assert_int_equal(enc.nul_count, nuls);
+        assert_int_equal(enc.cr_count, crs);
+        vstr_free(out);
+    }
+}
+
+#define ENCODE_BIN(in, want, nuls, crs)                                        \
+    encode_split(in, sizeof(in) - 1, want, sizeof(want) - 1, nuls, crs)
+
+/* No CR or LF leaves the encoder but as CRLF, no NUL at all. */
+static void test_encoder_cr_nul(void **state)
+{
+    /* CR LF in the queue file is one line end */
+    ENCODE_BIN("S: a\r\n\r\nb\r\n", "S: a\r\n\r\nb\r\n.\r\n", 0, 0);
+    /* a bare CR in the body is a line break, and the line after it is
+       dot-stuffed: <CR>.<CR> cannot end the data early */
+    ENCODE_BIN("S: a\n\nx\r.\rMAIL FROM:<e@vil>\n",
+               "S: a\r\n\r\nx\r\n..\r\nMAIL FROM:<e@vil>\r\n.\r\n", 0, 2);
+    ENCODE_BIN("S: a\n\nx\r\r\ny\n", "S: a\r\n\r\nx\r\n\r\ny\r\n.\r\n", 0,
+               1);
+    /* in the headers a space: no header line that cleanup did not see */
+    ENCODE_BIN("Subject: a\rBcc: b@x\n\nbody\n",
+               "Subject: a Bcc: b@x\r\n\r\nbody\r\n.\r\n", 0, 1);
+    ENCODE_BIN("Subject: a\r\r\n\r.\r\n", "Subject: a \r\n .\r\n.\r\n", 0,
+               2);
+    /* NUL goes, the line stays; a line of NULs is an empty line */
+    ENCODE_BIN("From: a\0@b\n\0\nb\0o\0dy\n\0.\n",
+               "From: a@b\r\n\r\nbody\r\n..\r\n.\r\n", 5, 0);
+    /* a CR at the very end ends the last line */
+    ENCODE_BIN("S: a\n\nend\r", "S: a\r\n\r\nend\r\n.\r\n", 0, 0);
+    ENCODE_BIN("S: a\n\n\r", "S: a\r\n\r\n\r\n.\r\n", 0, 0);
+}
+
 static void test_8bit_soft(void **state)
 {
     char dsn[16] = "5.1.1";
@@ -321,6 +370,7 @@ int main(void)
         cmocka_unit_test(test_reply_dsn),
         cmocka_unit_test(test_nexthop),
         cmocka_unit_test(test_encoder),
+        cmocka_unit_test(test_encoder_cr_nul),
         cmocka_unit_test(test_8bit_soft),
     };
 

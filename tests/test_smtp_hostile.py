@@ -14,14 +14,17 @@ instance (smtpd or sendmail -> cleanup -> qmgr -> smtp) and watch the log
 and the queue.
 """
 
+import os
 import re
 import socket
+import subprocess
 import threading
 
 import pytest
 
-from conftest import LIBEXEC, require, wait_until
-from test_smtp_agent import Agent, make_agent  # noqa: F401 (a fixture)
+from conftest import (BIN, CMD_TIMEOUT, LIBEXEC, require, smtp_queue,
+                      wait_until)
+from test_smtp_agent import make_agent  # noqa: F401 (a fixture)
 
 DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "bounce")
 
@@ -186,7 +189,7 @@ HOSTILE = [
     ("end of data answered ahead of the content", None,
      {"DATA": b"354 go\r\n250 2.0.0 Ok: queued\r\n"},
      "reply ahead of its command"),
-    ("a stray reply after the greeting shifts every later one", 
+    ("a stray reply after the greeting shifts every later one",
      b"220 hostile.test ESMTP\r\n250 stray\r\n", {},
      "reply ahead of its command"),
     ("code out of range", None,
@@ -226,7 +229,6 @@ def test_data_250_message_stays_queued(make_instance, script_server):
     inst = make_instance(relayhost="[127.0.0.1]:%d" % server.port, start=True,
                          params={"mynetworks": "127.0.0.0/8",
                                  "retry_schedule": "1h"})
-    from conftest import smtp_queue
     qid = smtp_queue(inst, "alice@example.test", ["bob@dest.test"],
                      b"Subject: x\r\n\r\nhello\r\n")
     inst.wait_log(r"%s: to=<bob@dest\.test>, .*dsn=4\.5\.0, status=deferred "
@@ -240,3 +242,82 @@ def test_data_250_message_stays_queued(make_instance, script_server):
     assert not re.search(r"%s: to=<bob@dest\.test>.*status=sent" % qid, log), log
     assert not re.search(r"%s: removed" % qid, log), log
     assert server.messages == []
+
+
+# --- bare CR and NUL in queued content ---------------------------------------
+
+def wire_ok(data):
+    """data has CR and LF only as CRLF and no NUL."""
+    return (b"\0" not in data and
+            data.count(b"\r") == data.count(b"\n") == data.count(b"\r\n"))
+
+
+def put_in_queue_file(path, placeholders):
+    """Rewrite bytes of the C records of a queue file in place, one for
+    one ({b"~": b"\\r"}): a queue file with content that some path into
+    the queue (an older smtpd or sendmail, another tool) let through,
+    whatever today's input side refuses. Lengths and sizes stay valid."""
+    data = bytearray(path.read_bytes())
+    pos = 0
+    while pos < len(data):
+        length = int.from_bytes(data[pos + 1:pos + 5], "big")
+        if data[pos:pos + 1] == b"C":
+            for i in range(pos + 5, pos + 5 + length):
+                data[i:i + 1] = placeholders.get(bytes(data[i:i + 1]),
+                                                 data[i:i + 1])
+        pos += 5 + length
+    path.write_bytes(bytes(data))
+
+
+def test_bare_cr_and_nul_never_reach_the_next_hop(make_agent, script_server):
+    """A queued bare CR goes out as a line break in the body and as a
+    space in the headers, a NUL not at all (smtp.h says why)."""
+    server = script_server()
+    agent = make_agent()
+    body = (b"Subject: one~Bcc: injected@evil.test\n"
+            b"X-Nul: a^b\n"
+            b"\n"
+            b"old mac~line~.~MAIL FROM:<x@evil.test>\n"
+            b"nul^byte\n")
+    qid, offsets = agent.queue(["a@dest.test"], body)
+    put_in_queue_file(agent.inst.queue_dir / "active" / qid,
+                      {b"~": b"\r", b"^": b"\0"})
+    content = agent.content(qid)
+    assert content.count(b"\r") == 4 and content.count(b"\0") == 2, content
+    results, _ = agent.deliver(qid, offsets, "[127.0.0.1]:%d" % server.port)
+    assert results["a@dest.test"]["action"] == "sent"
+    (got,) = server.messages
+    assert wire_ok(b"".join(server.received())), server.received()
+    lines = got.split(b"\r\n")
+    assert b"Subject: one Bcc: injected@evil.test" in lines
+    assert not any(l.startswith(b"Bcc:") for l in lines)
+    assert b"X-Nul: ab" in lines
+    assert [b"old mac", b"line", b"..", b"MAIL FROM:<x@evil.test>",
+            b"nulbyte"] == lines[-6:-1]
+    agent.inst.wait_log(r"%s: content to 127\.0\.0\.1\[127\.0\.0\.1\]: 2 NUL "
+                        r"byte\(s\) removed, 4 bare CR\(s\)" % qid)
+
+
+def test_bare_cr_and_nul_from_sendmail(make_instance, script_server):
+    """The other way in: sendmail -> maildrop -> pickup -> cleanup -> qmgr ->
+    smtp. Whatever sendmail lets into the queue, the next hop gets CRLF
+    lines without NUL."""
+    require(BIN / "sendmail", LIBEXEC / "pickup")
+    server = script_server()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % server.port, start=True)
+    env = dict(os.environ)
+    env.pop("SLUICE_CONFIG", None)
+    r = subprocess.run([str(BIN / "sendmail"), "-C", str(inst.dir),
+                        "bob@dest.test"],
+                       input=(b"Subject: cron\r\n\r\nout\rput\0 here\r\n"
+                              b"bare lf\nend\r\r\n"),
+                       capture_output=True, timeout=CMD_TIMEOUT, env=env)
+    if r.returncode != 0:
+        # The input side refuses such content now: it must say so.
+        assert r.stderr.strip(), r
+        return
+    wait_until(lambda: server.messages, 30, what="the message at the next hop")
+    (got,) = server.messages
+    assert wire_ok(b"".join(server.received())), server.received()
+    text = got.split(b"\r\n\r\n", 1)[1]
+    assert re.fullmatch(rb"out\W*put\W*here\r\nbare lf\r\nend\r\n", text), got
