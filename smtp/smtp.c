@@ -1327,6 +1327,19 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
     return true;
 }
 
+/* smtp_bad_line - the start of a line that is no reply, for the log and
+   the DSN: no control characters, at most SMTP_BAD_LINE_SHOWN bytes */
+static void smtp_bad_line(VSTR *out, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len && i < SMTP_BAD_LINE_SHOWN; i++) {
+        int ch = (unsigned char) data[i];
+
+        vstr_addch(out, ch < ' ' || ch == 0x7f ? '?' : ch);
+    }
+    if (len > SMTP_BAD_LINE_SHOWN)
+        vstr_cat(out, "...");
+}
+
 /* smtp_sess_read_event - reply lines from the server. Whatever is in the
    input buffer was sent before the server could see a command written
    during this call, so it holds at most as many replies as commands were
@@ -1351,13 +1364,15 @@ static void smtp_sess_read_event(struct bufferevent *bev, void *arg)
 
         if (eol.pos < 0) {
             if (evbuffer_get_length(input) > SMTP_LINE_MAX) {
-                VSTR *why = vstr_alloc(100);
+                VSTR *line = vstr_alloc(SMTP_BAD_LINE_SHOWN + 4);
 
-                sess->broken = true;
-                vstr_sprintf(why, "reply line from %s too long",
-                             vstr_str(sess->label));
-                smtp_sess_lost(sess, "4.5.0", vstr_str(why));
-                vstr_free(why);
+                smtp_bad_line(line,
+                              (const char *) evbuffer_pullup(
+                                  input, SMTP_BAD_LINE_SHOWN),
+                              evbuffer_get_length(input));
+                smtp_sess_proto_error(sess, "reply line too long",
+                                      vstr_str(line));
+                vstr_free(line);
             }
             return;
         }
@@ -1366,14 +1381,9 @@ static void smtp_sess_read_event(struct bufferevent *bev, void *arg)
         first = sess->reply->lines == 0 || sess->reply->done;
         ret = smtp_reply_line(sess->reply, data, len);
         if (ret < 0) {
-            VSTR *line = vstr_alloc(100);
+            VSTR *line = vstr_alloc(SMTP_BAD_LINE_SHOWN + 4);
 
-            /* The text goes into logs and DSNs: no control characters. */
-            for (size_t i = 0; i < len && i < SMTP_BAD_LINE_SHOWN; i++) {
-                int ch = (unsigned char) data[i];
-
-                vstr_addch(line, ch < ' ' || ch == 0x7f ? '?' : ch);
-            }
+            smtp_bad_line(line, data, len);
             evbuffer_drain(input, len + 1);
             smtp_sess_proto_error(sess, "malformed reply", vstr_str(line));
             vstr_free(line);

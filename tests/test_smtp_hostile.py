@@ -43,7 +43,8 @@ class ScriptServer:
     """An SMTP server on 127.0.0.1 that answers as told.
 
     greeting: bytes sent on connect. replies: {"EHLO"|"MAIL"|"RCPT"|"DATA"|
-    "DOT"|"RSET"|"QUIT": bytes} instead of the ordinary reply. After a
+    "DOT"|"RSET"|"QUIT": bytes} instead of the ordinary reply; a list of
+    bytes is sent a piece every 0.2s (a reply that trickles). After a
     reply to DATA that starts with 354 the content is read up to the
     ".\\r\\n" line and kept (messages); then DOT's reply. Every byte
     received on each connection is kept (raw)."""
@@ -120,6 +121,12 @@ class ScriptServer:
                 verb = raw.decode(errors="replace").split(" ")[0] \
                     .split(":")[0].strip().upper()
                 reply = self.replies.get(verb, b"502 5.5.2 what?\r\n")
+                if isinstance(reply, list):
+                    for piece in reply:
+                        if self._stop.wait(0.2):
+                            return
+                        conn.sendall(piece)
+                    continue
                 conn.sendall(reply)
                 if verb == "DATA" and reply.startswith(b"354"):
                     data = bytearray()
@@ -198,6 +205,9 @@ HOSTILE = [
     ("code not a number", None,
      {"MAIL": b"2x0 2.1.0 Ok\r\n"},
      "malformed reply"),
+    ("reply line without an end", None,
+     {"MAIL": b"250 " + b"x" * 10000},
+     "reply line too long"),
 ]
 
 
@@ -220,6 +230,18 @@ def test_hostile_reply_defers(make_agent, script_server, name, greeting,
     assert "status=sent" not in agent.inst.log()
     agent.inst.wait_log(r"%s: to=<a@dest\.test>, .*dsn=4\.5\.0, "
                         r"status=deferred \(protocol error: " % qid)
+
+
+def test_reply_that_never_ends_times_out(make_agent, script_server):
+    """A reply whose lines keep coming, each before the last one ends,
+    does not hold the delivery beyond the command's time limit."""
+    server = script_server(replies={"MAIL": [b"250-still going\r\n"] * 60})
+    agent = make_agent(smtp_mail_timeout="2s")
+    qid, offsets = agent.queue(["a@dest.test"], BODY)
+    results, _ = agent.deliver(qid, offsets, "[127.0.0.1]:%d" % server.port)
+    r = results["a@dest.test"]
+    assert r["action"] == "deferred", r
+    assert "timed out while sending MAIL FROM" in r["reason"], r
 
 
 def test_data_250_message_stays_queued(make_instance, script_server):
