@@ -54,6 +54,7 @@
 #define SMTP_CONTENT_HIGH (256 * 1024) /* content queued to a server */
 #define SMTP_CONTENT_LOW (64 * 1024) /* refill below this */
 #define SMTP_LINE_MAX (2 * SMTP_REPLY_LINE_MAX) /* unterminated reply line */
+#define SMTP_BAD_LINE_SHOWN 100 /* of a malformed reply line, in the log */
 
 /* What main.cf says, read once. */
 typedef struct SMTP_CONF {
@@ -88,19 +89,6 @@ typedef struct SMTP_CTX {
     bool busy;
     SMTP_SESS *cache; /* idle connections */
 } SMTP_CTX;
-
-/* The commands whose replies a session waits for. */
-typedef enum SMTP_CMD {
-    SMTP_CMD_GREETING,
-    SMTP_CMD_EHLO,
-    SMTP_CMD_HELO,
-    SMTP_CMD_MAIL,
-    SMTP_CMD_RCPT,
-    SMTP_CMD_DATA,
-    SMTP_CMD_DOT,
-    SMTP_CMD_RSET,
-    SMTP_CMD_QUIT,
-} SMTP_CMD;
 
 typedef struct SMTP_EXPECT {
     SMTP_CMD cmd;
@@ -831,8 +819,11 @@ static void smtp_sess_site_fail(SMTP_SESS *sess, const char *dsn,
     smtp_req_try_next(req);
 }
 
-/* smtp_sess_lost - the connection broke or timed out mid-conversation */
-static void smtp_sess_lost(SMTP_SESS *sess, const char *reason)
+/* smtp_sess_lost - the connection broke, timed out or the server broke
+   the protocol: before the transaction another address is tried, in it
+   whoever has no result yet is deferred with dsn */
+static void smtp_sess_lost(SMTP_SESS *sess, const char *dsn,
+                           const char *reason)
 {
     SMTP_REQ *req = sess->req;
     VSTR *relay;
@@ -844,7 +835,7 @@ static void smtp_sess_lost(SMTP_SESS *sess, const char *reason)
     }
     if (!sess->greeted || (req->from_cache && !sess->txn_reply)) {
         sess->broken = true;
-        smtp_sess_site_fail(sess, "4.4.2", reason, true);
+        smtp_sess_site_fail(sess, dsn, reason, true);
         return;
     }
     /* Mid-transaction: whoever has no result yet is deferred. */
@@ -853,10 +844,30 @@ static void smtp_sess_lost(SMTP_SESS *sess, const char *reason)
     sess->req = NULL;
     req->sess = NULL;
     smtp_sess_free(sess);
-    smtp_req_fail_all(req, DELIVER_ACTION_DEFERRED, "4.4.2", reason,
+    smtp_req_fail_all(req, DELIVER_ACTION_DEFERRED, dsn, reason,
                       vstr_str(relay), NULL, NULL);
     vstr_free(relay);
     smtp_req_done(req, 0, false, NULL);
+}
+
+/* smtp_sess_proto_error - the server broke the protocol: the connection
+   is closed without another word (after a reply nobody can explain,
+   whatever is sent next may be taken as message content) and nothing of
+   this transaction counts as delivered */
+static void smtp_sess_proto_error(SMTP_SESS *sess, const char *what,
+                                  const char *text)
+{
+    VSTR *why = vstr_alloc(200);
+
+    if (sess->req == NULL) /* else the reason goes into the log with the
+                              request's queue ID */
+        msg_info("protocol error: host %s said: %s (%s)",
+                 vstr_str(sess->label), text, what);
+    sess->broken = true;
+    vstr_sprintf(why, "protocol error: host %s said: %s (%s)",
+                 vstr_str(sess->label), text, what);
+    smtp_sess_lost(sess, "4.5.0", vstr_str(why));
+    vstr_free(why);
 }
 
 /* smtp_sess_reply_result - a server reply decides recipient i */
@@ -874,6 +885,8 @@ static void smtp_sess_reply_result(SMTP_SESS *sess, size_t index, int code,
     smtp_sess_relay(sess, relay);
     vstr_sprintf(mta, "dns; %s", sess->host);
     vstr_sprintf(diag, "smtp; %s", text);
+    /* Callers pass the positive reply of the command (2xx; never the 2xx
+       of DATA) or a 4xx/5xx: smtp_reply_verdict() sorted out the rest. */
     if (code / 100 == 2) {
         smtp_req_result(req, index, DELIVER_ACTION_SENT, dsn, text,
                         vstr_str(relay), vstr_str(diag), vstr_str(mta));
@@ -881,8 +894,8 @@ static void smtp_sess_reply_result(SMTP_SESS *sess, size_t index, int code,
         vstr_sprintf(reason, "host %s said: %s (in reply to %s command)",
                      vstr_str(sess->label), text, smtp_cmd_name(cmd));
         smtp_req_result(req, index,
-                        code / 100 == 4 ? DELIVER_ACTION_DEFERRED
-                                        : DELIVER_ACTION_BOUNCED,
+                        code / 100 == 5 ? DELIVER_ACTION_BOUNCED
+                                        : DELIVER_ACTION_DEFERRED,
                         dsn, vstr_str(reason), vstr_str(relay),
                         vstr_str(diag), vstr_str(mta));
     }
@@ -968,11 +981,18 @@ static bool smtp_content_push(SMTP_SESS *sess)
             msg_warn("%s: cannot read the content at offset %lld", req->qid,
                      (long long) sess->content_pos);
             sess->broken = true; /* never send "." after half a message */
-            smtp_sess_lost(sess, "queue file read error during content");
+            smtp_sess_lost(sess, "4.4.2",
+                           "queue file read error during content");
             return false;
         }
         if (ret == 0) {
             smtp_enc_finish(&sess->enc, sess->out);
+            if (sess->enc.nul_count > 0 || sess->enc.cr_count > 0)
+                msg_info("%s: content to %s: %zu NUL byte(s) removed, %zu "
+                         "bare CR(s) sent as a line break (body) or a space "
+                         "(headers)",
+                         req->qid, vstr_str(sess->label), sess->enc.nul_count,
+                         sess->enc.cr_count);
             smtp_sess_write(sess, vstr_str(sess->out), vstr_len(sess->out));
             sess->in_content = false;
             smtp_sess_expect(sess, SMTP_CMD_DOT, 0);
@@ -1145,7 +1165,21 @@ static void smtp_sess_greet_fail(SMTP_SESS *sess, int code, const char *text,
     smtp_sess_site_fail(sess, dsn, reason, true);
 }
 
-/* smtp_sess_reply - one complete reply; false when sess is gone */
+/* smtp_sess_unexpected - "unexpected reply to X command" */
+static void smtp_sess_unexpected(SMTP_SESS *sess, SMTP_CMD cmd,
+                                 const char *text)
+{
+    VSTR *what = vstr_alloc(64);
+
+    vstr_sprintf(what, "unexpected reply to %s command", smtp_cmd_name(cmd));
+    smtp_sess_proto_error(sess, vstr_str(what), text);
+    vstr_free(what);
+}
+
+/* smtp_sess_reply - one complete reply; false when sess is gone. What the
+   reply means comes from smtp_reply_verdict() alone: only its OK is
+   success, 4xx/5xx are failures, anything else is a protocol error that
+   ends the connection and defers what is not decided. */
 static bool smtp_sess_reply(SMTP_SESS *sess)
 {
     SMTP_REPLY *reply = sess->reply;
@@ -1153,16 +1187,11 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
     SMTP_EXPECT exp;
     const char *text = vstr_str(reply->text);
     int code = reply->code;
-    int cls = code / 100;
+    SMTP_VERDICT verdict;
     VSTR *why;
 
     if (sess->expect_count == 0) {
-        msg_info("unexpected reply from %s: %s", vstr_str(sess->label), text);
-        sess->broken = true;
-        if (sess->req)
-            smtp_sess_lost(sess, "unexpected server reply");
-        else
-            smtp_sess_free(sess);
+        smtp_sess_proto_error(sess, "reply without a command", text);
         return false;
     }
     exp = sess->expect[sess->expect_head];
@@ -1180,13 +1209,18 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
         exp.cmd != SMTP_CMD_HELO && exp.cmd != SMTP_CMD_RSET &&
         exp.cmd != SMTP_CMD_QUIT)
         sess->txn_reply = true;
+    verdict = smtp_reply_verdict(exp.cmd, code);
+    if (verdict == SMTP_VERDICT_PROTO && exp.cmd != SMTP_CMD_QUIT) {
+        smtp_sess_unexpected(sess, exp.cmd, text);
+        return false;
+    }
 
     switch (exp.cmd) {
     case SMTP_CMD_QUIT:
         smtp_sess_free(sess);
         return false;
     case SMTP_CMD_GREETING:
-        if (cls != 2) {
+        if (verdict != SMTP_VERDICT_OK) {
             why = vstr_alloc(100);
             vstr_sprintf(why, "host %s refused to talk to me: %s",
                          vstr_str(sess->label), text);
@@ -1201,7 +1235,7 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
         return true;
     case SMTP_CMD_EHLO:
     case SMTP_CMD_HELO:
-        if (cls == 2) {
+        if (verdict == SMTP_VERDICT_OK) {
             sess->features = exp.cmd == SMTP_CMD_EHLO
                                  ? smtp_ehlo_features(reply, &sess->size_limit)
                                  : 0;
@@ -1212,7 +1246,7 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
             smtp_sess_greeted(sess);
             return true;
         }
-        if (exp.cmd == SMTP_CMD_EHLO && cls == 5) {
+        if (exp.cmd == SMTP_CMD_EHLO && verdict == SMTP_VERDICT_PERM) {
             why = vstr_alloc(100);
             vstr_sprintf(why, "HELO %s", sess->ctx->conf.helo_name);
             smtp_sess_cmd(sess, SMTP_CMD_HELO, 0, vstr_str(why));
@@ -1226,7 +1260,7 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
         vstr_free(why);
         return false;
     case SMTP_CMD_RSET:
-        if (cls != 2) {
+        if (verdict != SMTP_VERDICT_OK) {
             sess->broken = true;
             if (req != NULL) {
                 why = vstr_alloc(100);
@@ -1245,7 +1279,7 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
             smtp_sess_timer_set(sess, sess->ctx->conf.cache_time); /* idle */
         return true;
     case SMTP_CMD_MAIL:
-        if (cls != 2) {
+        if (verdict != SMTP_VERDICT_OK) {
             sess->mail_failed = true;
             smtp_sess_fail_pending(sess, code, text, SMTP_CMD_MAIL,
                                    SMTP_RCPT_PENDING);
@@ -1258,7 +1292,7 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
         return true;
     case SMTP_CMD_RCPT:
         if (!sess->mail_failed) {
-            if (cls == 2) {
+            if (verdict == SMTP_VERDICT_OK) {
                 req->rcpts[exp.rcpt].state = SMTP_RCPT_ACCEPTED;
                 sess->accepted++;
             } else {
@@ -1270,13 +1304,14 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
             smtp_txn_next_rcpt(sess, exp.rcpt + 1);
         return true;
     case SMTP_CMD_DATA:
-        if (code == 354 && sess->accepted > 0 && !sess->mail_failed) {
+        if (verdict == SMTP_VERDICT_OK && sess->accepted > 0 &&
+            !sess->mail_failed) {
             sess->in_content = true;
             sess->content_pos = req->info->content_offset;
             smtp_enc_init(&sess->enc);
             return smtp_content_push(sess);
         }
-        if (code == 354)
+        if (verdict == SMTP_VERDICT_OK)
             sess->broken = true; /* DATA without anyone: cannot end it */
         else if (sess->accepted > 0)
             smtp_sess_fail_pending(sess, code, text, SMTP_CMD_DATA,
@@ -1292,43 +1327,78 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
     return true;
 }
 
-/* smtp_sess_read_event - reply lines from the server */
+/* smtp_bad_line - the start of a line that is no reply, for the log and
+   the DSN: no control characters, at most SMTP_BAD_LINE_SHOWN bytes */
+static void smtp_bad_line(VSTR *out, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len && i < SMTP_BAD_LINE_SHOWN; i++) {
+        int ch = (unsigned char) data[i];
+
+        vstr_addch(out, ch < ' ' || ch == 0x7f ? '?' : ch);
+    }
+    if (len > SMTP_BAD_LINE_SHOWN)
+        vstr_cat(out, "...");
+}
+
+/* smtp_sess_read_event - reply lines from the server. Whatever is in the
+   input buffer was sent before the server could see a command written
+   during this call, so it holds at most as many replies as commands were
+   waiting when the call began: a reply beyond that was sent ahead of its
+   command (a server that answers DATA with "354" and "250" in one go, or
+   a stray line that would shift every later reply by one) and is a
+   protocol error. */
 static void smtp_sess_read_event(struct bufferevent *bev, void *arg)
 {
     SMTP_SESS *sess = arg;
     struct evbuffer *input = bufferevent_get_input(bev);
+    size_t budget = sess->expect_count;
 
+    if (budget > 0 && sess->reply->lines > 0 && !sess->reply->done)
+        budget--; /* a reply begun by an earlier call */
     for (;;) {
         struct evbuffer_ptr eol = evbuffer_search(input, "\n", 1, NULL);
+        const char *data;
         size_t len;
         int ret;
+        bool first;
 
         if (eol.pos < 0) {
             if (evbuffer_get_length(input) > SMTP_LINE_MAX) {
-                VSTR *why = vstr_alloc(100);
+                VSTR *line = vstr_alloc(SMTP_BAD_LINE_SHOWN + 4);
 
-                sess->broken = true;
-                vstr_sprintf(why, "reply line from %s too long",
-                             vstr_str(sess->label));
-                smtp_sess_lost(sess, vstr_str(why));
-                vstr_free(why);
+                smtp_bad_line(line,
+                              (const char *) evbuffer_pullup(
+                                  input, SMTP_BAD_LINE_SHOWN),
+                              evbuffer_get_length(input));
+                smtp_sess_proto_error(sess, "reply line too long",
+                                      vstr_str(line));
+                vstr_free(line);
             }
             return;
         }
         len = (size_t) eol.pos;
-        ret = smtp_reply_line(sess->reply,
-                              (const char *) evbuffer_pullup(input,
-                                                             (ssize_t) len + 1),
-                              len);
-        evbuffer_drain(input, len + 1);
+        data = (const char *) evbuffer_pullup(input, (ssize_t) len + 1);
+        first = sess->reply->lines == 0 || sess->reply->done;
+        ret = smtp_reply_line(sess->reply, data, len);
         if (ret < 0) {
-            VSTR *why = vstr_alloc(100);
+            VSTR *line = vstr_alloc(SMTP_BAD_LINE_SHOWN + 4);
 
-            sess->broken = true;
-            vstr_sprintf(why, "malformed reply from %s", vstr_str(sess->label));
-            smtp_sess_lost(sess, vstr_str(why));
-            vstr_free(why);
+            smtp_bad_line(line, data, len);
+            evbuffer_drain(input, len + 1);
+            smtp_sess_proto_error(sess, "malformed reply", vstr_str(line));
+            vstr_free(line);
             return;
+        }
+        evbuffer_drain(input, len + 1);
+        if (first) {
+            if (budget == 0) {
+                smtp_sess_proto_error(sess, sess->expect_count > 0
+                                                ? "reply ahead of its command"
+                                                : "reply without a command",
+                                      vstr_str(sess->reply->text));
+                return;
+            }
+            budget--;
         }
         if (ret == 1 && !smtp_sess_reply(sess))
             return;
@@ -1379,7 +1449,7 @@ static void smtp_sess_event(struct bufferevent *bev, short what, void *arg)
         vstr_sprintf(why, "lost connection with %s while %s",
                      vstr_str(sess->label),
                      smtp_sess_phase(sess));
-        smtp_sess_lost(sess, vstr_str(why));
+        smtp_sess_lost(sess, "4.4.2", vstr_str(why));
     }
     vstr_free(why);
 }
@@ -1414,7 +1484,7 @@ static void smtp_sess_timer_event(evutil_socket_t fd, short what, void *arg)
         vstr_sprintf(why, "conversation with %s timed out while %s",
                      vstr_str(sess->label),
                      smtp_sess_phase(sess));
-        smtp_sess_lost(sess, vstr_str(why));
+        smtp_sess_lost(sess, "4.4.2", vstr_str(why));
     }
     vstr_free(why);
 }

@@ -33,8 +33,37 @@ extern SMTP_REPLY *smtp_reply_alloc(void);
 extern SMTP_REPLY *smtp_reply_free(SMTP_REPLY *reply);
 extern void smtp_reply_reset(SMTP_REPLY *reply);
 /* smtp_reply_line - add one line (no CRLF); 1 when the reply is complete,
-   0 when more lines follow, -1 when the line is not a reply line */
+   0 when more lines follow, -1 when the line is not a reply line (no
+   three-digit code 200..599 followed by space, '-' or nothing; a code
+   that differs from the first line's; more than SMTP_REPLY_LINES_MAX
+   lines) */
 extern int smtp_reply_line(SMTP_REPLY *reply, const char *line, size_t len);
+
+/* The commands whose replies a session waits for. */
+typedef enum SMTP_CMD {
+    SMTP_CMD_GREETING,
+    SMTP_CMD_EHLO,
+    SMTP_CMD_HELO,
+    SMTP_CMD_MAIL,
+    SMTP_CMD_RCPT,
+    SMTP_CMD_DATA,
+    SMTP_CMD_DOT,
+    SMTP_CMD_RSET,
+    SMTP_CMD_QUIT,
+} SMTP_CMD;
+
+/* What a complete reply means for the command it answers. */
+typedef enum SMTP_VERDICT {
+    SMTP_VERDICT_OK, /* the positive reply the command expects */
+    SMTP_VERDICT_TEMP, /* 4xx */
+    SMTP_VERDICT_PERM, /* 5xx */
+    SMTP_VERDICT_PROTO, /* a code this command cannot get: protocol error */
+} SMTP_VERDICT;
+
+/* smtp_reply_verdict - the meaning of code after cmd: 2xx is the positive
+   reply of every command but DATA, whose only one is 354; any other 2xx or
+   3xx is a protocol error (RFC 5321 4.3.2) */
+extern SMTP_VERDICT smtp_reply_verdict(SMTP_CMD cmd, int code);
 
 /* Features from the EHLO reply. */
 #define SMTP_FEATURE_PIPELINING 0x01
@@ -57,9 +86,29 @@ extern void smtp_reply_dsn(int code, const char *text, char *dsn, size_t len);
 extern int smtp_nexthop_parse(const char *nexthop, int default_port,
                               VSTR *host, int *port, bool *mx, VSTR *why);
 
-/* The content encoder: queue file content (LF lines) to SMTP DATA. */
+/*
+ * The content encoder: queue file content (LF lines) to SMTP DATA. An
+ * SMTP client sends CR and LF only as the CRLF line end (RFC 5321 2.3.8)
+ * and no NUL (RFC 5321 4.5.2, RFC 6152), whatever path put them in the
+ * queue file:
+ * - LF ends a line: CRLF (the queue file's line end; smtpd and sendmail
+ *   store a bare LF of their input as one).
+ * - CR right before LF: part of that line end (one CRLF, not two).
+ * - any other CR, in the header block (up to the first empty line): a
+ *   space, so no header line appears that cleanup never saw; in the body:
+ *   CRLF, so the line break the sender meant stays one and the text is
+ *   not glued together. The next line is dot-stuffed like any other, so
+ *   "<CR>.<CR>" cannot end the data early at the next hop.
+ * - NUL: removed and counted, for a log line. It has no meaning in mail
+ *   text, and bouncing would not reach the sender either (the bounce
+ *   quotes the same content).
+ */
 typedef struct SMTP_ENC {
     bool bol; /* at the beginning of a line */
+    bool header; /* still in the header block */
+    bool pending_cr; /* a CR whose fate the next byte decides */
+    size_t nul_count; /* NUL bytes removed */
+    size_t cr_count; /* bare CRs rewritten */
 } SMTP_ENC;
 
 extern void smtp_enc_init(SMTP_ENC *enc);

@@ -2,9 +2,13 @@
  * smtp_proto - the SMTP client's protocol pieces that need no I/O
  *
  * Replies are read a line at a time into an SMTP_REPLY until the line
- * whose code is followed by a space (or nothing). The content encoder
- * keeps one bit of state between chunks (at the start of a line or not),
- * so the queue file's C records can be sent as they are read.
+ * whose code is followed by a space (or nothing); every line of a reply
+ * carries the same code. smtp_reply_verdict() says what a reply means
+ * for the command it answers, from one table, so no state of the client
+ * takes an unexpected code for success. The content encoder keeps a few
+ * bits of state between chunks (start of a line, header block, a CR
+ * waiting for its next byte), so the queue file's C records can be sent as
+ * they are read.
  */
 #include "sys_defs.h"
 
@@ -61,6 +65,8 @@ int smtp_reply_line(SMTP_REPLY *reply, const char *line, size_t len)
     code = (line[0] - '0') * 100 + (line[1] - '0') * 10 + (line[2] - '0');
     if (code < 200 || code > 599)
         return -1;
+    if (reply->code != 0 && code != reply->code)
+        return -1; /* RFC 5321 4.2.1: one code for every line */
     if (++reply->lines > SMTP_REPLY_LINES_MAX)
         return -1;
     last = len == 3 || line[3] == ' ';
@@ -82,6 +88,42 @@ int smtp_reply_line(SMTP_REPLY *reply, const char *line, size_t len)
     if (last)
         reply->done = true;
     return last ? 1 : 0;
+}
+
+/* The positive replies of each command; 4xx and 5xx are failures, any
+   other code a protocol error. */
+static const struct {
+    SMTP_CMD cmd;
+    int ok_min;
+    int ok_max;
+} smtp_verdict_table[] = {
+    {SMTP_CMD_GREETING, 200, 299}, /* 220 expected */
+    {SMTP_CMD_EHLO, 200, 299},
+    {SMTP_CMD_HELO, 200, 299},
+    {SMTP_CMD_MAIL, 200, 299},
+    {SMTP_CMD_RCPT, 200, 299}, /* 250, 251, 252 */
+    {SMTP_CMD_DATA, 354, 354}, /* a 2xx here never means the mail is sent */
+    {SMTP_CMD_DOT, 200, 299},
+    {SMTP_CMD_RSET, 200, 299},
+    {SMTP_CMD_QUIT, 200, 299}, /* 221 expected */
+};
+
+/* smtp_reply_verdict - what code means after cmd */
+SMTP_VERDICT smtp_reply_verdict(SMTP_CMD cmd, int code)
+{
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(smtp_verdict_table); i++) {
+        if (smtp_verdict_table[i].cmd != cmd)
+            continue;
+        if (code >= smtp_verdict_table[i].ok_min &&
+            code <= smtp_verdict_table[i].ok_max)
+            return SMTP_VERDICT_OK;
+        break;
+    }
+    if (code >= 400 && code <= 499)
+        return SMTP_VERDICT_TEMP;
+    if (code >= 500 && code <= 599)
+        return SMTP_VERDICT_PERM;
+    return SMTP_VERDICT_PROTO;
 }
 
 /* smtp_ehlo_features - the ESMTP keywords we use */
@@ -205,9 +247,23 @@ bad:
 void smtp_enc_init(SMTP_ENC *enc)
 {
     enc->bol = true;
+    enc->header = true;
+    enc->pending_cr = false;
+    enc->nul_count = 0;
+    enc->cr_count = 0;
 }
 
-/* smtp_enc_feed - LF to CRLF, a '.' at a line start doubled */
+/* smtp_enc_line_end - CRLF; an empty line ends the header block */
+static void smtp_enc_line_end(SMTP_ENC *enc, VSTR *out)
+{
+    if (enc->bol)
+        enc->header = false;
+    vstr_ncat(out, "\r\n", 2);
+    enc->bol = true;
+}
+
+/* smtp_enc_feed - lines to CRLF, a '.' at a line start doubled, a bare
+   CR rewritten, NUL removed (see smtp.h) */
 void smtp_enc_feed(SMTP_ENC *enc, const char *data, size_t len, VSTR *out)
 {
     const char *cp = data;
@@ -215,30 +271,59 @@ void smtp_enc_feed(SMTP_ENC *enc, const char *data, size_t len, VSTR *out)
 
     vstr_reserve(out, len + len / 32 + 8);
     while (cp < end) {
-        const char *nl;
-        size_t span;
+        const char *span_end;
 
+        if (enc->pending_cr) {
+            enc->pending_cr = false;
+            if (*cp != '\n') {
+                /* A bare CR; this byte is looked at afresh below. */
+                enc->cr_count++;
+                if (enc->header) {
+                    vstr_addch(out, ' ');
+                    enc->bol = false;
+                } else {
+                    vstr_ncat(out, "\r\n", 2);
+                    enc->bol = true;
+                }
+                continue;
+            }
+            /* CR LF: the LF below ends the line. */
+        }
+        if (*cp == 0) {
+            enc->nul_count++;
+            cp++;
+            continue;
+        }
+        if (*cp == '\r') {
+            enc->pending_cr = true;
+            cp++;
+            continue;
+        }
+        if (*cp == '\n') {
+            smtp_enc_line_end(enc, out);
+            cp++;
+            continue;
+        }
         if (enc->bol && *cp == '.')
             vstr_addch(out, '.');
-        nl = memchr(cp, '\n', (size_t) (end - cp));
-        span = nl ? (size_t) (nl - cp) : (size_t) (end - cp);
-        vstr_ncat(out, cp, span);
-        cp += span;
-        if (nl) {
-            vstr_ncat(out, "\r\n", 2);
-            cp++;
-            enc->bol = true;
-        } else if (span > 0) {
-            enc->bol = false;
-        }
+        for (span_end = cp; span_end < end && *span_end != '\n' &&
+                            *span_end != '\r' && *span_end != 0;
+             span_end++)
+            ;
+        vstr_ncat(out, cp, (size_t) (span_end - cp));
+        cp = span_end;
+        enc->bol = false;
     }
 }
 
 /* smtp_enc_finish - the end of the content */
 void smtp_enc_finish(SMTP_ENC *enc, VSTR *out)
 {
-    if (!enc->bol)
-        vstr_ncat(out, "\r\n", 2);
+    /* A CR at the very end ends the last line, as CR LF would. */
+    if (enc->pending_cr || !enc->bol) {
+        enc->pending_cr = false;
+        smtp_enc_line_end(enc, out);
+    }
     vstr_ncat(out, ".\r\n", 3);
     enc->bol = true;
 }

@@ -55,6 +55,141 @@ static void test_reply_lines(void **state)
     smtp_reply_free(reply);
 }
 
+/* What a test reply comes to: a verdict, or the parser's refusal. */
+enum {
+    OK = SMTP_VERDICT_OK,
+    TEMP = SMTP_VERDICT_TEMP,
+    PERM = SMTP_VERDICT_PERM,
+    PROTO = SMTP_VERDICT_PROTO,
+    MALFORMED, /* smtp_reply_line() said -1: protocol error */
+    UNFINISHED, /* no last line yet: the command's timer decides */
+};
+
+/* Hostile and ordinary replies, per command; lines split at "\n". */
+static const struct {
+    SMTP_CMD cmd;
+    const char *reply;
+    int want;
+} reply_table[] = {
+    /* the greeting: 2xx, 220 expected */
+    {SMTP_CMD_GREETING, "220 mx.test ESMTP", OK},
+    {SMTP_CMD_GREETING, "220-mx.test\n220 ESMTP", OK},
+    {SMTP_CMD_GREETING, "421 4.3.2 busy", TEMP},
+    {SMTP_CMD_GREETING, "554 go away", PERM},
+    {SMTP_CMD_GREETING, "354 go ahead", PROTO},
+    {SMTP_CMD_GREETING, "ESMTP ready", MALFORMED},
+    {SMTP_CMD_GREETING, "", MALFORMED},
+    {SMTP_CMD_GREETING, "220-mx.test", UNFINISHED},
+    /* EHLO and HELO: 2xx */
+    {SMTP_CMD_EHLO, "250-mx.test\n250 PIPELINING", OK},
+    {SMTP_CMD_EHLO, "502 5.5.2 no", PERM},
+    {SMTP_CMD_EHLO, "354 what", PROTO},
+    {SMTP_CMD_EHLO, "250-mx.test\n550 PIPELINING", MALFORMED},
+    {SMTP_CMD_HELO, "250 mx.test", OK},
+    {SMTP_CMD_HELO, "334 VXNlcm5hbWU6", PROTO},
+    /* MAIL: 2xx */
+    {SMTP_CMD_MAIL, "250 2.1.0 Ok", OK},
+    {SMTP_CMD_MAIL, "452 4.3.1 full", TEMP},
+    {SMTP_CMD_MAIL, "553 5.1.8 bad sender", PERM},
+    {SMTP_CMD_MAIL, "354 go ahead", PROTO},
+    {SMTP_CMD_MAIL, "334 x", PROTO},
+    {SMTP_CMD_MAIL, "2x0 ok", MALFORMED},
+    {SMTP_CMD_MAIL, "199 ok", MALFORMED},
+    {SMTP_CMD_MAIL, "600 ok", MALFORMED},
+    {SMTP_CMD_MAIL, "25", MALFORMED},
+    {SMTP_CMD_MAIL, "250ok", MALFORMED},
+    {SMTP_CMD_MAIL, "250\tok", MALFORMED},
+    {SMTP_CMD_MAIL, " 250 ok", MALFORMED},
+    /* RCPT: 2xx accepts, 4xx/5xx per recipient */
+    {SMTP_CMD_RCPT, "250 2.1.5 Ok", OK},
+    {SMTP_CMD_RCPT, "251 2.1.5 will forward", OK},
+    {SMTP_CMD_RCPT, "252 2.1.5 cannot verify", OK},
+    {SMTP_CMD_RCPT, "450 4.2.0 greylisted", TEMP},
+    {SMTP_CMD_RCPT, "550 5.1.1 no such user", PERM},
+    {SMTP_CMD_RCPT, "354 go ahead", PROTO},
+    {SMTP_CMD_RCPT, "300 what", PROTO},
+    {SMTP_CMD_RCPT, "250-ok\n450 later", MALFORMED},
+    /* DATA: 354 and nothing else */
+    {SMTP_CMD_DATA, "354 End data with <CR><LF>.<CR><LF>", OK},
+    {SMTP_CMD_DATA, "354", OK},
+    {SMTP_CMD_DATA, "250 2.0.0 Ok: queued", PROTO},
+    {SMTP_CMD_DATA, "220 hello again", PROTO},
+    {SMTP_CMD_DATA, "235 ok", PROTO},
+    {SMTP_CMD_DATA, "350 almost", PROTO},
+    {SMTP_CMD_DATA, "399 x", PROTO},
+    {SMTP_CMD_DATA, "451 4.3.0 not now", TEMP},
+    {SMTP_CMD_DATA, "554 5.5.1 no valid recipients", PERM},
+    {SMTP_CMD_DATA, "354-go\n250 ahead", MALFORMED},
+    /* end of data: 2xx */
+    {SMTP_CMD_DOT, "250 2.0.0 Ok: queued as X", OK},
+    {SMTP_CMD_DOT, "354 more", PROTO},
+    {SMTP_CMD_DOT, "451 4.3.0 try later", TEMP},
+    {SMTP_CMD_DOT, "552 5.3.4 too big", PERM},
+    {SMTP_CMD_DOT, "250-2.0.0 Ok\n550 5.7.1 no", MALFORMED},
+    {SMTP_CMD_DOT, "550-5.7.1 no\n250 2.0.0 Ok", MALFORMED},
+    {SMTP_CMD_DOT, "250-2.0.0 Ok", UNFINISHED},
+    /* RSET and QUIT */
+    {SMTP_CMD_RSET, "250 2.0.0 Ok", OK},
+    {SMTP_CMD_RSET, "354 go", PROTO},
+    {SMTP_CMD_RSET, "421 4.4.2 bye", TEMP},
+    {SMTP_CMD_QUIT, "221 2.0.0 Bye", OK},
+    {SMTP_CMD_QUIT, "354 no", PROTO},
+};
+
+/* reply_outcome - feed the lines of text, then the verdict */
+static int reply_outcome(SMTP_REPLY *reply, SMTP_CMD cmd, const char *text)
+{
+    const char *cp = text;
+    int ret = 0;
+
+    smtp_reply_reset(reply);
+    for (;;) {
+        size_t len = strcspn(cp, "\n");
+
+        ret = smtp_reply_line(reply, cp, len);
+        if (ret < 0)
+            return MALFORMED;
+        if (cp[len] == 0)
+            break;
+        assert_int_equal(ret, 0); /* a last line before the end of text */
+        cp += len + 1;
+    }
+    if (ret == 0)
+        return UNFINISHED;
+    return (int) smtp_reply_verdict(cmd, reply->code);
+}
+
+static void test_reply_table(void **state)
+{
+    SMTP_REPLY *reply = smtp_reply_alloc();
+
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(reply_table); i++) {
+        int got = reply_outcome(reply, reply_table[i].cmd,
+                                reply_table[i].reply);
+
+        if (got != reply_table[i].want)
+            fail_msg("command %d, reply \"%s\": got %d, want %d",
+                     (int) reply_table[i].cmd, reply_table[i].reply, got,
+                     reply_table[i].want);
+    }
+    smtp_reply_free(reply);
+}
+
+/* A reply can never take more lines than SMTP_REPLY_LINES_MAX. */
+static void test_reply_endless(void **state)
+{
+    SMTP_REPLY *reply = smtp_reply_alloc();
+    int ret = 0;
+    int lines = 0;
+
+    while (lines < 10 * SMTP_REPLY_LINES_MAX &&
+           (ret = smtp_reply_line(reply, "250-more", 8)) == 0)
+        lines++;
+    assert_int_equal(ret, -1);
+    assert_int_equal(lines, SMTP_REPLY_LINES_MAX);
+    smtp_reply_free(reply);
+}
+
 static void test_reply_dsn(void **state)
 {
     char dsn[16];
@@ -164,6 +299,55 @@ static void test_encoder(void **state)
     ENCODE("caf\xc3\xa9\r\n.\r\n", "caf\xc3\xa9\n");
 }
 
+/* encode_split - the input in two chunks, split at every place, always
+   gives want; the counts of removed NULs and rewritten CRs too */
+static void encode_split(const char *in, size_t in_len, const char *want,
+                         size_t want_len, size_t nuls, size_t crs)
+{
+    for (size_t cut = 0; cut <= in_len; cut++) {
+        SMTP_ENC enc;
+        VSTR *out = vstr_alloc(10);
+
+        smtp_enc_init(&enc);
+        smtp_enc_feed(&enc, in, cut, out);
+        smtp_enc_feed(&enc, in + cut, in_len - cut, out);
+        smtp_enc_finish(&enc, out);
+        if (vstr_len(out) != want_len ||
+            memcmp(vstr_str(out), want, want_len) != 0)
+            fail_msg("input split at %zu: got \"%s\"", cut, vstr_str(out));
+        assert_int_equal(enc.nul_count, nuls);
+        assert_int_equal(enc.cr_count, crs);
+        vstr_free(out);
+    }
+}
+
+#define ENCODE_BIN(in, want, nuls, crs)                                        \
+    encode_split(in, sizeof(in) - 1, want, sizeof(want) - 1, nuls, crs)
+
+/* No CR or LF leaves the encoder but as CRLF, no NUL at all. */
+static void test_encoder_cr_nul(void **state)
+{
+    /* CR LF in the queue file is one line end */
+    ENCODE_BIN("S: a\r\n\r\nb\r\n", "S: a\r\n\r\nb\r\n.\r\n", 0, 0);
+    /* a bare CR in the body is a line break, and the line after it is
+       dot-stuffed: <CR>.<CR> cannot end the data early */
+    ENCODE_BIN("S: a\n\nx\r.\rMAIL FROM:<e@vil>\n",
+               "S: a\r\n\r\nx\r\n..\r\nMAIL FROM:<e@vil>\r\n.\r\n", 0, 2);
+    ENCODE_BIN("S: a\n\nx\r\r\ny\n", "S: a\r\n\r\nx\r\n\r\ny\r\n.\r\n", 0,
+               1);
+    /* in the headers a space: no header line that cleanup did not see */
+    ENCODE_BIN("Subject: a\rBcc: b@x\n\nbody\n",
+               "Subject: a Bcc: b@x\r\n\r\nbody\r\n.\r\n", 0, 1);
+    ENCODE_BIN("Subject: a\r\r\n\r.\r\n", "Subject: a \r\n .\r\n.\r\n", 0,
+               2);
+    /* NUL goes, the line stays; a line of NULs is an empty line */
+    ENCODE_BIN("From: a\0@b\n\0\nb\0o\0dy\n\0.\n",
+               "From: a@b\r\n\r\nbody\r\n..\r\n.\r\n", 5, 0);
+    /* a CR at the very end ends the last line */
+    ENCODE_BIN("S: a\n\nend\r", "S: a\r\n\r\nend\r\n.\r\n", 0, 0);
+    ENCODE_BIN("S: a\n\n\r", "S: a\r\n\r\n\r\n.\r\n", 0, 0);
+}
+
 static void test_8bit_soft(void **state)
 {
     char dsn[16] = "5.1.1";
@@ -181,9 +365,12 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_reply_lines),
+        cmocka_unit_test(test_reply_table),
+        cmocka_unit_test(test_reply_endless),
         cmocka_unit_test(test_reply_dsn),
         cmocka_unit_test(test_nexthop),
         cmocka_unit_test(test_encoder),
+        cmocka_unit_test(test_encoder_cr_nul),
         cmocka_unit_test(test_8bit_soft),
     };
 
