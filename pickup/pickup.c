@@ -11,7 +11,9 @@
  * file is committed, so a crash anywhere means at worst a duplicate, never
  * a loss.
  *
- *   corrupt file            moved to corrupt/ with a warning; scan goes on
+ *   corrupt file, or one    moved to corrupt/ with a warning; scan goes on
+ *   whose envelope breaks
+ *   global/submit_check.h
  *   cleanup unreachable,    the file stays; the scan stops (the next tick
  *   4xx or I/O trouble      or trigger retries, in arrival order)
  *   5xx from cleanup        moved to hold/ with a warning (there is no
@@ -36,6 +38,7 @@
 #include "qfile.h"
 #include "qid.h"
 #include "safe_file.h"
+#include "submit_check.h"
 #include "trigger.h"
 #include "vstr.h"
 
@@ -64,6 +67,67 @@ static PICKUP_RESULT pickup_move(PICKUP_CTX *ctx, const char *qid,
     }
     msg_warn("%s: %s; moved to %s/", qid, why, to_queue);
     return PICKUP_DONE;
+}
+
+/* pickup_check_value - false, with the reason in why, when value breaks
+   the rule for what (global/submit_check.h) */
+static bool pickup_check_value(const char *what, const char *value,
+                               int (*check)(const char *, VSTR *), VSTR *why)
+{
+    VSTR *problem = vstr_alloc(64);
+    bool ok = check(value, problem) == 0;
+
+    if (!ok) {
+        vstr_sprintf(why, "%s ", what);
+        submit_check_quote(why, value, SUBMIT_CHECK_QUOTE_MAX);
+        vstr_sprintf_append(why, " %s", vstr_str(problem));
+    }
+    vstr_free(problem);
+    return ok;
+}
+
+/* pickup_check_sender - submit_check_address for a sender ("" is <>) */
+static int pickup_check_sender(const char *addr, VSTR *why)
+{
+    return submit_check_address(addr, true, why);
+}
+
+/* pickup_check_rcpt - submit_check_address for a recipient */
+static int pickup_check_rcpt(const char *addr, VSTR *why)
+{
+    return submit_check_address(addr, false, why);
+}
+
+/* pickup_check_envelope - the rules sendmail applies before it writes a
+   maildrop file, applied again to what is in the file: an older or a
+   foreign sendmail may have written it, and cleanup would pass on (or
+   drop the connection over) what breaks them. false with why */
+static bool pickup_check_envelope(const QFILE_INFO *info, VSTR *why)
+{
+    const char *full_name = qfile_info_attr(info, "full_name");
+
+    if (!pickup_check_value("sender", info->sender, pickup_check_sender, why))
+        return false;
+    if (full_name != NULL &&
+        !pickup_check_value("full name", full_name, submit_check_full_name,
+                            why))
+        return false;
+    for (size_t i = 0; i < info->rcpt_count; i++) {
+        const QFILE_RCPT *rcpt = info->rcpts + i;
+
+        if (rcpt->done)
+            continue;
+        if (!pickup_check_value("recipient", rcpt->address, pickup_check_rcpt,
+                                why) ||
+            (rcpt->orcpt != NULL &&
+             !pickup_check_value("original recipient", rcpt->orcpt,
+                                 pickup_check_sender, why)) ||
+            (rcpt->notify != NULL &&
+             !pickup_check_value("notify", rcpt->notify, pickup_check_sender,
+                                 why)))
+            return false;
+    }
+    return true;
 }
 
 /* pickup_send_content - the C records of the file, through the client;
@@ -173,6 +237,11 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
     if (info->rcpt_count == info->rcpt_done) {
         result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT,
                              "maildrop file without recipients");
+        goto out;
+    }
+    if (!pickup_check_envelope(info, why)) {
+        vstr_sprintf(reason, "bad maildrop file: %s", vstr_str(why));
+        result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, vstr_str(reason));
         goto out;
     }
     status = pickup_cleanup(ctx, fd, info, why, queue_id, &corrupt);

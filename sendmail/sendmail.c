@@ -53,6 +53,7 @@
 #include "qfile.h"
 #include "qid.h"
 #include "safe_file.h"
+#include "submit_check.h"
 #include "trigger.h"
 #include "vstr.h"
 
@@ -84,7 +85,8 @@ typedef struct SENDMAIL_OPTS {
 static char sendmail_tmp_path[PATH_MAX];
 
 /* sendmail_fail - one line on stderr, then exit with status */
-static void SLUICE_PRINTF(2, 3) sendmail_fail(int status, const char *fmt, ...)
+static void SLUICE_NORETURN SLUICE_PRINTF(2, 3)
+    sendmail_fail(int status, const char *fmt, ...)
 {
     va_list ap;
 
@@ -287,6 +289,44 @@ static void sendmail_split_addresses(const char *value, ARGV *out)
     }
 }
 
+/* sendmail_refuse - fail with EX_USAGE or EX_DATAERR: what (the quoted
+   value) why; nothing has been written yet */
+static void SLUICE_NORETURN sendmail_refuse(int status, const char *what,
+                                            const char *value, const char *why)
+{
+    VSTR *quoted = vstr_alloc(100);
+
+    submit_check_quote(quoted, value, SUBMIT_CHECK_QUOTE_MAX);
+    sendmail_fail(status, "%s %s %s; not sent", what, vstr_str(quoted), why);
+}
+
+/* sendmail_no_control - refuse a value with a control byte other than the
+   tabs allowed (folded header values) */
+static void sendmail_no_control(int status, const char *what,
+                                const char *value, bool tabs_ok)
+{
+    for (const char *cp = value; *cp; cp++) {
+        int ch = (unsigned char) *cp;
+        char why[64];
+
+        if ((ch < 0x20 && !(ch == '\t' && tabs_ok)) || ch == 0x7f) {
+            (void) snprintf(why, sizeof(why),
+                            "contains a control character (\\x%02x)", ch);
+            sendmail_refuse(status, what, value, why);
+        }
+    }
+}
+
+/* sendmail_extract - -t: the recipients of one To:/Cc:/Bcc: field (the
+   unfolded "Name: value" line); a control byte in it refuses the message,
+   before splitting could drop it (a CR LF is white space there) */
+static void sendmail_extract(const char *field, const char *value,
+                             ARGV *rcpts)
+{
+    sendmail_no_control(EX_DATAERR, "header", field, true);
+    sendmail_split_addresses(value, rcpts);
+}
+
 /* sendmail_header_name - is name (case-insensitive) the header at line? */
 static bool sendmail_header_is(const char *line, size_t len, const char *name)
 {
@@ -413,7 +453,7 @@ static size_t sendmail_read_headers(SENDMAIL_INPUT *in, VSTR *headers,
                                                vstr_len(field), "Cc") ||
                             sendmail_header_is(vstr_str(field),
                                                vstr_len(field), "Bcc")))
-                sendmail_split_addresses(value, rcpts);
+                sendmail_extract(vstr_str(field), value, rcpts);
             vstr_reset(field);
         }
         if (!more) {
@@ -452,14 +492,55 @@ static char *sendmail_default_sender(void)
     return mystrdup(pw->pw_name);
 }
 
-/* sendmail_clean_sender - "<addr>" -> "addr", "<>" -> "" */
-static char *sendmail_clean_sender(const char *sender)
+/* sendmail_check_address - refuse an address that cleanup or pickup
+   would refuse (global/submit_check.h) */
+static void sendmail_check_address(int status, const char *what,
+                                   const char *addr, bool sender)
 {
-    size_t len = strlen(sender);
+    VSTR *why = vstr_alloc(64);
 
-    if (len >= 2 && sender[0] == '<' && sender[len - 1] == '>')
-        return mystrndup(sender + 1, len - 2);
-    return mystrdup(sender);
+    if (submit_check_address(addr, sender, why) < 0)
+        sendmail_refuse(status, what, addr, vstr_str(why));
+    vstr_free(why);
+}
+
+/* sendmail_sender - the envelope sender: -f as an address ("Name <a@b>"
+   -> "a@b", "<>" -> "" the null sender), else the login name; refused
+   (EX_USAGE) when it holds what no sender may */
+static char *sendmail_sender(const SENDMAIL_OPTS *opts)
+{
+    char *sender;
+
+    if (opts->sender == NULL) {
+        sender = sendmail_default_sender();
+        sendmail_check_address(EX_USAGE, "sender (login name)", sender, true);
+        return sender;
+    }
+    sendmail_no_control(EX_USAGE, "sender (-f)", opts->sender, false);
+    if ((sender = sendmail_strip_address(opts->sender,
+                                         strlen(opts->sender))) == NULL)
+        sender = mystrdup("");
+    sendmail_check_address(EX_USAGE, "sender (-f)", sender, true);
+    return sender;
+}
+
+/* sendmail_rcpt_args - the command line recipients: each argument is an
+   address list as in a To: header ("a@b, Name <c@d>"); an argument with a
+   control byte or without any address refuses the message (EX_USAGE) */
+static ARGV *sendmail_rcpt_args(const ARGV *args)
+{
+    ARGV *rcpts = argv_alloc(args->argc + 1);
+
+    for (size_t i = 0; i < args->argc; i++) {
+        size_t before = rcpts->argc;
+
+        sendmail_no_control(EX_USAGE, "recipient", args->argv[i], false);
+        sendmail_split_addresses(args->argv[i], rcpts);
+        if (rcpts->argc == before)
+            sendmail_refuse(EX_USAGE, "recipient", args->argv[i],
+                            "has no address");
+    }
+    return rcpts;
 }
 
 /* sendmail_write_content - append data, refusing more than limit bytes */
@@ -487,14 +568,31 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     struct timeval now;
     char qid[QID_SIZE];
     char *sender;
+    ARGV *rcpts;
+    size_t cmdline_rcpts;
     size_t i;
     int fd;
 
-    (void) sendmail_read_headers(&in, headers, opts->extract, opts->rcpts);
-    if (opts->rcpts->argc == 0)
+    /* What the command line says is checked before stdin is read. */
+    sender = sendmail_sender(opts);
+    if (opts->full_name != NULL) {
+        VSTR *why = vstr_alloc(64);
+
+        if (submit_check_full_name(opts->full_name, why) < 0)
+            sendmail_refuse(EX_USAGE, "full name (-F)", opts->full_name,
+                            vstr_str(why));
+        vstr_free(why);
+    }
+    rcpts = sendmail_rcpt_args(opts->rcpts);
+    cmdline_rcpts = rcpts->argc;
+    if (cmdline_rcpts == 0 && !opts->extract)
         sendmail_fail(EX_USAGE, "no recipients specified");
-    sender = opts->sender ? sendmail_clean_sender(opts->sender)
-                          : sendmail_default_sender();
+    (void) sendmail_read_headers(&in, headers, opts->extract, rcpts);
+    if (rcpts->argc == 0)
+        sendmail_fail(EX_USAGE, "no recipients specified");
+    for (i = 0; i < rcpts->argc; i++)
+        sendmail_check_address(i < cmdline_rcpts ? EX_USAGE : EX_DATAERR,
+                               "recipient", rcpts->argv[i], false);
 
     /* The temporary file: maildrop/.tmp.QID. */
     qid_new(qid);
@@ -516,8 +614,8 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     qfile_put_sender(writer, sender);
     if (opts->full_name != NULL)
         qfile_put_attr(writer, "full_name", opts->full_name);
-    for (i = 0; i < opts->rcpts->argc; i++)
-        qfile_put_rcpt(writer, opts->rcpts->argv[i], NULL, NULL);
+    for (i = 0; i < rcpts->argc; i++)
+        qfile_put_rcpt(writer, rcpts->argv[i], NULL, NULL);
     qfile_put_content_begin(writer);
     sendmail_write_content(writer, vstr_str(headers), vstr_len(headers), limit);
     while (sendmail_get_line(&in, line))
@@ -552,6 +650,7 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     (void) trigger_send(vstr_str(path), TRIGGER_WAKEUP);
 
     myfree(sender);
+    argv_free(rcpts);
     vstr_free(in.buf);
     vstr_free(headers);
     vstr_free(line);
