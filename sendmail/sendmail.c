@@ -10,8 +10,16 @@
  * a line with a lone "." ends it unless -i or -oi). It is written as a
  * queue file (global/qfile.h: T F [A] R... M C... E) under the temporary
  * name maildrop/.tmp.QID, fsynced, renamed to maildrop/QID and the
- * directory fsynced; only then does sendmail wake pickup (a lost trigger is
- * fine: pickup also scans) and exit 0. pickup hands the file to cleanup,
+ * directory fsynced (or, for a user of the setgid sendmail, who may not
+ * read maildrop/, the file system synced: sendmail_sync_dir); only then
+ * does sendmail wake pickup (a lost trigger is fine: pickup also scans)
+ * and exit 0.
+ *
+ * The envelope is checked before anything is read or written, with the
+ * rules pickup applies again (global/submit_check.h): a control character
+ * in -f, -F or a recipient, a value over its length limit, or a recipient
+ * argument without an address is refused (EX_USAGE). Each recipient
+ * argument is an address list, as a To: value is for -t. pickup hands the file to cleanup,
  * which adds the missing headers and writes the real queue file.
  *
  * With -bs, sendmail speaks SMTP on standard input and output: it runs
@@ -25,8 +33,9 @@
  * from its text file in alias syntax ("name: value"), as `sluice map -a`
  * does; other table types need no building and are skipped.
  *
- * Exit codes are those of sysexits.h: 0, EX_USAGE for bad usage or no
- * recipients, EX_DATAERR for a message over message_size_limit, EX_CONFIG
+ * Exit codes are those of sysexits.h: 0, EX_USAGE for bad usage, a bad
+ * envelope or no recipients, EX_DATAERR for a message over
+ * message_size_limit or a bad -t recipient header, EX_CONFIG
  * for a bad main.cf or alias file, EX_TEMPFAIL when the message (or an
  * alias table) could not be stored (nothing is left behind: the temporary
  * file is removed).
@@ -553,6 +562,31 @@ static void sendmail_write_content(QFILE_WRITER *writer, const char *data,
                                   " (%lld bytes); not sent", limit);
 }
 
+/* sendmail_sync_dir - make a rename into dir durable; fd is the renamed
+   file. A user running the setgid sendmail has -wx on maildrop/ (mode
+   1730) but no read, so cannot open the directory to fsync it: then
+   syncfs(2) on the file's own descriptor commits the file system the
+   directory lives on, rename included. 0, or -1 with errno */
+static int sendmail_sync_dir(const char *dir, int fd)
+{
+    int ret;
+
+    if (safe_file_fsync_dir(dir) == 0)
+        return 0;
+    if (errno != EACCES && errno != EPERM)
+        return -1;
+#ifdef HAVE_SYNCFS
+    do {
+        ret = syncfs(fd);
+    } while (ret < 0 && errno == EINTR);
+#else
+    /* POSIX sync() may return before the writes are done; Linux waits. */
+    sync();
+    ret = 0;
+#endif
+    return ret;
+}
+
 /* sendmail_deliver - read the message and store it in maildrop/ */
 static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
 {
@@ -629,19 +663,19 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
                       strerror(err));
     }
     writer = qfile_writer_free(writer);
-    if (close(fd) < 0)
-        sendmail_fail(EX_TEMPFAIL, "close %s: %s", vstr_str(path),
-                      strerror(errno));
 
-    /* Publish it: rename, then fsync maildrop/ (safe_file_rename). */
+    /* Publish it: rename, then make the new name durable. */
     vstr_sprintf(path, "%s/%s", vstr_str(dir), qid);
     if (rename(sendmail_tmp_path, vstr_str(path)) < 0)
         sendmail_fail(EX_TEMPFAIL, "rename to %s: %s", vstr_str(path),
                       strerror(errno));
     /* From here the file to remove on failure has its final name. */
     memcpy(sendmail_tmp_path, vstr_str(path), vstr_len(path) + 1);
-    if (safe_file_fsync_dir(vstr_str(dir)) < 0)
+    if (sendmail_sync_dir(vstr_str(dir), fd) < 0)
         sendmail_fail(EX_TEMPFAIL, "fsync %s: %s", vstr_str(dir),
+                      strerror(errno));
+    if (close(fd) < 0)
+        sendmail_fail(EX_TEMPFAIL, "close %s: %s", vstr_str(path),
                       strerror(errno));
     sendmail_tmp_path[0] = 0;
 
@@ -898,13 +932,53 @@ static void sendmail_drop_setgid(void)
                       strerror(errno));
 }
 
+/* sendmail_root_only - root owns it and no one else may write it */
+static bool sendmail_root_only(const struct stat *st)
+{
+    return st->st_uid == 0 && (st->st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
+/* sendmail_trusted_config - an open descriptor of config_dir when root
+   owns it and its main.cf and no one else may write either (an
+   administrator's configuration, as the default one is), else -1. The
+   configuration is then read through /proc/self/fd/N, this very
+   directory, so a caller who controls a folder above it cannot swap it
+   between the check and the read. */
+static int sendmail_trusted_config(const char *config_dir)
+{
+    struct stat st;
+    int dir_fd;
+    int fd;
+    bool trusted;
+
+    if ((dir_fd = open(config_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return -1;
+    if (fstat(dir_fd, &st) < 0 || !sendmail_root_only(&st) ||
+        (fd = openat(dir_fd, "main.cf", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) <
+            0) {
+        (void) close(dir_fd);
+        return -1;
+    }
+    trusted = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+              sendmail_root_only(&st);
+    (void) close(fd);
+    if (!trusted) {
+        (void) close(dir_fd);
+        return -1;
+    }
+    return dir_fd;
+}
+
 /* main - sendmail, mailq or newaliases, by name and options */
 int main(int argc, char **argv)
 {
     SENDMAIL_OPTS opts = {.mode = SENDMAIL_MODE_DELIVER};
     const char *name;
+    const char *read_dir; /* where main.cf is read from */
+    VSTR *trusted_path = NULL; /* "/proc/self/fd/N" */
     MAIL_CONF *conf;
     VSTR *why;
+    int trusted_fd;
     int status;
 
     signal(SIGPIPE, SIG_IGN);
@@ -927,12 +1001,23 @@ int main(int argc, char **argv)
     if (opts.config_dir == NULL || *opts.config_dir == 0)
         opts.config_dir = DEF_CONFIG_DIR;
     /* Installed setgid to the maildrop group (INSTALL), the group is only
-       for writing the default instance's maildrop/: a configuration the
-       caller names (its queue_directory, its daemon_directory) and every
-       other mode (-bs runs smtpd, -bp runs sluice) run without it. */
-    if (opts.mode != SENDMAIL_MODE_DELIVER ||
-        strcmp(opts.config_dir, DEF_CONFIG_DIR) != 0)
+       for writing an administrator's instance's maildrop/: every mode but
+       delivery (-bs runs smtpd, -bp runs sluice) and a configuration the
+       caller names that is not root's alone (its queue_directory could
+       point anywhere) run without it. */
+    read_dir = opts.config_dir;
+    if (opts.mode != SENDMAIL_MODE_DELIVER) {
         sendmail_drop_setgid();
+    } else if (getegid() != getgid() &&
+               strcmp(opts.config_dir, DEF_CONFIG_DIR) != 0) {
+        if ((trusted_fd = sendmail_trusted_config(opts.config_dir)) < 0) {
+            sendmail_drop_setgid();
+        } else {
+            trusted_path = vstr_alloc(32);
+            vstr_sprintf(trusted_path, "/proc/self/fd/%d", trusted_fd);
+            read_dir = vstr_str(trusted_path);
+        }
+    }
 
     switch (opts.mode) {
     case SENDMAIL_MODE_NEWALIASES:
@@ -944,7 +1029,7 @@ int main(int argc, char **argv)
     }
 
     why = vstr_alloc(100);
-    if ((conf = mail_conf_read(opts.config_dir, why)) == NULL)
+    if ((conf = mail_conf_read(read_dir, why)) == NULL)
         sendmail_fail(EX_TEMPFAIL, "%s", vstr_str(why));
     if (opts.mode == SENDMAIL_MODE_FLUSH)
         status = sendmail_flush(conf);
@@ -954,6 +1039,8 @@ int main(int argc, char **argv)
         status = sendmail_deliver(&opts, conf);
     mail_conf_free(conf);
     vstr_free(why);
+    if (trusted_path != NULL)
+        vstr_free(trusted_path);
     argv_free(opts.rcpts);
     return status;
 }
