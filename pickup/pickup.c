@@ -14,8 +14,12 @@
  *   corrupt file, or one    moved to corrupt/ with a warning; scan goes on
  *   whose envelope breaks
  *   global/submit_check.h
- *   cleanup unreachable,    the file stays; the scan stops (the next tick
- *   4xx or I/O trouble      or trigger retries, in arrival order)
+ *   cleanup unreachable,    the file stays, and the next scans try it
+ *   4xx or I/O trouble      after every file that has not failed, so one
+ *                           that cleanup keeps refusing (4xx) or cannot
+ *                           take holds up nothing behind it; two files in
+ *                           a row without an answer from cleanup end a
+ *                           scan (cleanup is likely down)
  *   5xx from cleanup        moved to hold/ with a warning (there is no
  *                           bounce service yet to tell the sender)
  *
@@ -27,6 +31,8 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+
+#include "argv.h"
 
 #include "cleanup_client.h"
 #include "cleanup_proto.h"
@@ -44,15 +50,19 @@
 
 #define PICKUP_TICK 60 /* seconds between periodic scans */
 #define PICKUP_TIMEOUT_MS (300 * 1000) /* per cleanup read or write */
+#define PICKUP_FAIL_STREAK 2 /* failures in a row that end a scan */
 
 typedef struct PICKUP_CTX {
     char *queue_dir;
     char *cleanup_path; /* queue_dir/private/cleanup */
+    ARGV *failing; /* queue IDs whose last try failed: tried last */
 } PICKUP_CTX;
 
 typedef enum PICKUP_RESULT {
     PICKUP_DONE, /* taken, moved away or gone: go on */
-    PICKUP_RETRY, /* left in place: stop this scan */
+    PICKUP_RETRY, /* left in place, cleanup said 4xx: try it later */
+    PICKUP_STALL, /* left in place, no answer from cleanup (or the file
+                     system): try it later; cleanup may be down */
 } PICKUP_RESULT;
 
 /* pickup_move - move a maildrop file elsewhere, with the reason logged */
@@ -215,13 +225,13 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
                                  "not a regular file");
         else if (errno != ENOENT) {
             msg_warn("open %s: %m", vstr_str(path));
-            result = PICKUP_RETRY;
+            result = PICKUP_STALL;
         }
         goto out;
     }
     if (fstat(fd, &st) < 0) {
         msg_warn("fstat %s: %m", vstr_str(path));
-        result = PICKUP_RETRY;
+        result = PICKUP_STALL;
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -251,7 +261,7 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
     } else if (status < 0) {
         msg_warn("%s: cannot hand the message to cleanup: %s; will retry",
                  qid, vstr_str(why));
-        result = PICKUP_RETRY;
+        result = PICKUP_STALL;
     } else if (status >= 500) {
         vstr_sprintf(reason, "rejected: %s", vstr_str(why));
         result = pickup_move(ctx, qid, MAIL_QUEUE_HOLD, vstr_str(reason));
@@ -287,6 +297,15 @@ static int pickup_compare(const void *a, const void *b)
     return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
+/* pickup_failing - did the last try of qid fail? */
+static bool pickup_failing(const PICKUP_CTX *ctx, const char *qid)
+{
+    for (size_t i = 0; i < ctx->failing->argc; i++)
+        if (strcmp(ctx->failing->argv[i], qid) == 0)
+            return true;
+    return false;
+}
+
 /* pickup_scan - take every finished file in maildrop/, oldest first */
 static void pickup_scan(PICKUP_CTX *ctx)
 {
@@ -296,6 +315,8 @@ static void pickup_scan(PICKUP_CTX *ctx)
     size_t count = 0;
     size_t cap = 0;
     size_t i;
+    ARGV *failing;
+    int streak = 0; /* files in a row that failed */
     DIR *dp;
 
     vstr_sprintf(dir, "%s/%s", ctx->queue_dir, MAIL_QUEUE_MAILDROP);
@@ -316,9 +337,29 @@ static void pickup_scan(PICKUP_CTX *ctx)
     closedir(dp);
     if (count > 0)
         qsort(names, count, sizeof(*names), pickup_compare);
-    for (i = 0; i < count; i++)
-        if (pickup_file(ctx, names[i]) == PICKUP_RETRY)
-            break;
+    /* Pass 0 takes the files not known to fail, pass 1 the others. */
+    failing = argv_alloc(ctx->failing->argc + 1);
+    for (int pass = 0; pass < 2; pass++) {
+        for (i = 0; i < count; i++) {
+            bool failed_before = pickup_failing(ctx, names[i]);
+
+            if (failed_before != (pass == 1))
+                continue;
+            if (streak >= PICKUP_FAIL_STREAK) {
+                if (failed_before)
+                    argv_add(failing, names[i]); /* not tried this time */
+            } else {
+                PICKUP_RESULT result = pickup_file(ctx, names[i]);
+
+                if (result != PICKUP_DONE)
+                    argv_add(failing, names[i]);
+                /* A 4xx is an answer: cleanup is up. */
+                streak = result == PICKUP_STALL ? streak + 1 : 0;
+            }
+        }
+    }
+    argv_free(ctx->failing);
+    ctx->failing = failing;
     for (i = 0; i < count; i++)
         myfree(names[i]);
     myfree(names);
@@ -336,6 +377,7 @@ static void pickup_pre_loop(MAIL_SERVER *server, void *arg)
     vstr_sprintf(path, "%s/%s/%s", ctx->queue_dir, MAIL_QUEUE_PRIVATE,
                  CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
+    ctx->failing = argv_alloc(4);
     pickup_scan(ctx);
 }
 
@@ -369,5 +411,7 @@ int main(int argc, char **argv)
     status = mail_server_main(argc, argv, "pickup", &ops, &ctx);
     myfree(ctx.queue_dir);
     myfree(ctx.cleanup_path);
+    if (ctx.failing != NULL)
+        argv_free(ctx.failing);
     return status;
 }

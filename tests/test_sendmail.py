@@ -543,3 +543,37 @@ def test_pickup_sets_bad_files_aside(make_instance):
                       r" moved to corrupt/$" % (name, said))
         assert (inst.queue_dir / "corrupt" / name).exists()
     assert "X-Injected" not in inst.log().replace("\\x0aX-Injected", "")
+
+
+def test_message_cleanup_defers_does_not_block_the_rest(make_instance):
+    """cleanup answers 4xx for one maildrop file (here header_checks
+    REJECT 4.7.1): that file stays in maildrop/ for a later try, with a
+    warning, and every message behind it is picked up meanwhile, both at
+    start and when sendmail wakes a running pickup."""
+    inst = make_instance()
+    inst.remove_service("local")
+    checks = inst.dir / "header_checks"
+    checks.write_text("/^Subject: not now/ REJECT 4.7.1 try later\n")
+    inst.conf_set(header_checks="pcre:%s" % checks)
+    for subject in (b"not now", b"not now"):
+        r = sendmail(inst, "a@localhost", data=b"Subject: " + subject +
+                     b"\n\nb\n")
+        assert r.returncode == 0, r.stderr
+    waiting = maildrop(inst)
+    r = sendmail(inst, "b@localhost", data=b"Subject: fine\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    inst.start()
+
+    def queued():
+        return [m for m in queue(inst) if m["queue_name"] != "maildrop"]
+    [msg] = wait_until(queued, 10, what="the message behind the refused ones")
+    assert [x["address"] for x in msg["recipients"]] == ["b@localhost"]
+    for qid in waiting:
+        inst.wait_log(r"pickup\[\d+\]: warning: %s: cleanup: 451 4\.7\.1 try"
+                      r" later; will retry" % qid)
+
+    # Running: the refused files are tried after the new one.
+    r = sendmail(inst, "c@localhost", data=b"Subject: also fine\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: len(queued()) == 2, 10, what="the second good message")
+    assert maildrop(inst) == waiting
