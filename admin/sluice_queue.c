@@ -21,8 +21,8 @@
  * cat prints one queue file in readable form (-h the headers only, -b the
  * body only). Both only read the queue: a file that cannot be parsed is
  * reported, never touched. flush (or flush ALL) asks qmgr (public/qmgr) to
- * treat every deferred message as due now; flush QID... moves those messages from
- * deferred/ to incoming/ (due at once) and wakes qmgr.
+ * treat every deferred message as due now; flush QID... moves those messages
+ * from deferred/ to incoming/ (due at once) and wakes qmgr.
  */
 #include "sys_defs.h"
 

@@ -15,8 +15,11 @@
 static void test_good(void **state)
 {
     static const char *good[] = {
-        "user", "user@example.test", "\"a b\"@example.test",
-        "user+ext@[127.0.0.1]", "\xc3\xa9t\xc3\xa9@example.test",
+        "user",
+        "user@example.test",
+        "\"a b\"@example.test",
+        "user+ext@[127.0.0.1]",
+        "\xc3\xa9t\xc3\xa9@example.test",
     };
     VSTR *why = vstr_alloc(10);
 

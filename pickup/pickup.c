@@ -118,9 +118,8 @@ static bool pickup_check_envelope(const QFILE_INFO *info, VSTR *why)
 
     if (!pickup_check_value("sender", info->sender, pickup_check_sender, why))
         return false;
-    if (full_name != NULL &&
-        !pickup_check_value("full name", full_name, submit_check_full_name,
-                            why))
+    if (full_name != NULL && !pickup_check_value("full name", full_name,
+                                                 submit_check_full_name, why))
         return false;
     for (size_t i = 0; i < info->rcpt_count; i++) {
         const QFILE_RCPT *rcpt = info->rcpts + i;

@@ -13,14 +13,14 @@
  * directory fsynced (or, for a user of the setgid sendmail, who may not
  * read maildrop/, the file system synced: sendmail_sync_dir); only then
  * does sendmail wake pickup (a lost trigger is fine: pickup also scans)
- * and exit 0.
+ * and exit 0. pickup hands the file to cleanup, which adds the missing
+ * headers and writes the real queue file.
  *
  * The envelope is checked before anything is read or written, with the
  * rules pickup applies again (global/submit_check.h): a control character
  * in -f, -F or a recipient, a value over its length limit, or a recipient
  * argument without an address is refused (EX_USAGE). Each recipient
- * argument is an address list, as a To: value is for -t. pickup hands the file to cleanup,
- * which adds the missing headers and writes the real queue file.
+ * argument is an address list, as a To: value is for -t.
  *
  * With -bs, sendmail speaks SMTP on standard input and output: it runs
  * $daemon_directory/smtpd -S (stand-alone: one local, trusted session,
@@ -311,8 +311,8 @@ static void SLUICE_NORETURN sendmail_refuse(int status, const char *what,
 
 /* sendmail_no_control - refuse a value with a control byte other than the
    tabs allowed (folded header values) */
-static void sendmail_no_control(int status, const char *what,
-                                const char *value, bool tabs_ok)
+static void sendmail_no_control(int status, const char *what, const char *value,
+                                bool tabs_ok)
 {
     for (const char *cp = value; *cp; cp++) {
         int ch = (unsigned char) *cp;
@@ -329,8 +329,7 @@ static void sendmail_no_control(int status, const char *what,
 /* sendmail_extract - -t: the recipients of one To:/Cc:/Bcc: field (the
    unfolded "Name: value" line); a control byte in it refuses the message,
    before splitting could drop it (a CR LF is white space there) */
-static void sendmail_extract(const char *field, const char *value,
-                             ARGV *rcpts)
+static void sendmail_extract(const char *field, const char *value, ARGV *rcpts)
 {
     sendmail_no_control(EX_DATAERR, "header", field, true);
     sendmail_split_addresses(value, rcpts);
@@ -526,8 +525,8 @@ static char *sendmail_sender(const SENDMAIL_OPTS *opts)
         return sender;
     }
     sendmail_no_control(EX_USAGE, "sender (-f)", opts->sender, false);
-    if ((sender = sendmail_strip_address(opts->sender,
-                                         strlen(opts->sender))) == NULL)
+    if ((sender = sendmail_strip_address(opts->sender, strlen(opts->sender))) ==
+        NULL)
         sender = mystrdup("");
     sendmail_check_address(EX_USAGE, "sender (-f)", sender, true);
     return sender;
@@ -959,8 +958,8 @@ static int sendmail_trusted_config(const char *config_dir)
         (void) close(dir_fd);
         return -1;
     }
-    trusted = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
-              sendmail_root_only(&st);
+    trusted =
+        fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && sendmail_root_only(&st);
     (void) close(fd);
     if (!trusted) {
         (void) close(dir_fd);
