@@ -1,9 +1,10 @@
 /*
  * sluice_queue - `sluice queue`, `sluice cat QID`, `sluice flush [QID...]`
  *
- * queue lists every message in incoming/, active/, deferred/ and hold/ as
- * mailq does: queue ID (with '*' when active, '!' when on hold), size,
- * arrival time, sender, then each recipient not yet done, after the reason
+ * queue lists every message in maildrop/, incoming/, active/, deferred/
+ * and hold/ as mailq does: queue ID (with '*' when active, '!' when on
+ * hold), size, arrival time, sender, then each recipient not yet done,
+ * after the reason
  * of its last temporary failure (the latest "delayed" record of the
  * message's defer log, global/dsn_log.h) when it has one; a control byte
  * in an address or a reason is shown as \xHH, as cat shows it. With
@@ -49,6 +50,8 @@ static const struct {
     const char *name;
     const char *mark;
 } sluice_queues[] = {
+    {MAIL_QUEUE_MAILDROP, " "}, /* not yet picked up (pickup stopped or
+                                   cleanup refusing it for now) */
     {MAIL_QUEUE_INCOMING, " "},
     {MAIL_QUEUE_ACTIVE, "*"},
     {MAIL_QUEUE_DEFERRED, " "},

@@ -577,3 +577,23 @@ def test_message_cleanup_defers_does_not_block_the_rest(make_instance):
     assert r.returncode == 0, r.stderr
     wait_until(lambda: len(queued()) == 2, 10, what="the second good message")
     assert maildrop(inst) == waiting
+
+
+def test_mailq_shows_what_waits_in_maildrop(make_instance):
+    """A message that pickup has not taken (stopped, or cleanup refusing
+    it for now) is in the queue: mailq lists it, not "Mail queue is
+    empty", and --json names its queue maildrop."""
+    inst = make_instance()
+    r = sendmail(inst, "-f", "early@example.org", "waiting@example.org",
+                 data=b"Subject: w\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    [qid] = maildrop(inst)
+    r = sendmail(inst, "-bp", prog=SENDMAIL)
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr
+    assert "Mail queue is empty" not in out
+    assert qid in out and "early@example.org" in out
+    assert "waiting@example.org" in out and "in 1 Request." in out
+    [msg] = queue(inst)
+    assert (msg["queue_name"], msg["queue_id"]) == ("maildrop", qid)
+    assert "Subject: w" in inst.check("cat", qid)
