@@ -1,12 +1,15 @@
 /*
  * sluice_queue - `sluice queue`, `sluice cat QID`, `sluice flush [QID...]`
  *
- * queue lists every message in incoming/, active/, deferred/ and hold/ as
- * mailq does: queue ID (with '*' when active, '!' when on hold), size,
- * arrival time, sender, then each recipient not yet done, after the reason
+ * queue lists every message in maildrop/, incoming/, active/, deferred/
+ * and hold/ as mailq does: queue ID (with '*' when active, '!' when on
+ * hold), size, arrival time, sender, then each recipient not yet done,
+ * after the reason
  * of its last temporary failure (the latest "delayed" record of the
- * message's defer log, global/dsn_log.h) when it has one. With --json it
- * prints one JSON object per message per line with postqueue -j's fields.
+ * message's defer log, global/dsn_log.h) when it has one; a control byte
+ * in an address or a reason is shown as \xHH, as cat shows it. With
+ * --json it prints one JSON object per message per line with postqueue
+ * -j's fields (a value that is not UTF-8 has its 8-bit bytes as \xHH).
  * Filters, combinable: --sender ADDR (the envelope sender, "<>" for the
  * null sender), and per pending recipient --recipient ADDR, --domain
  * DOMAIN and --reason TEXT (a substring of its delay reason): a message is
@@ -19,8 +22,8 @@
  * cat prints one queue file in readable form (-h the headers only, -b the
  * body only). Both only read the queue: a file that cannot be parsed is
  * reported, never touched. flush (or flush ALL) asks qmgr (public/qmgr) to
- * treat every deferred message as due now; flush QID... moves those messages from
- * deferred/ to incoming/ (due at once) and wakes qmgr.
+ * treat every deferred message as due now; flush QID... moves those messages
+ * from deferred/ to incoming/ (due at once) and wakes qmgr.
  */
 #include "sys_defs.h"
 
@@ -47,6 +50,8 @@ static const struct {
     const char *name;
     const char *mark;
 } sluice_queues[] = {
+    {MAIL_QUEUE_MAILDROP, " "}, /* not yet picked up (pickup stopped or
+                                   cleanup refusing it for now) */
     {MAIL_QUEUE_INCOMING, " "},
     {MAIL_QUEUE_ACTIVE, "*"},
     {MAIL_QUEUE_DEFERRED, " "},
@@ -227,6 +232,47 @@ static int sluice_shape_cmp(const void *a, const void *b)
     return strcmp(ra->domain, rb->domain);
 }
 
+/* sluice_queue_printable - text for a terminal: each control byte as
+   \xHH, as `sluice cat` shows them, so an address or a reason with a CR
+   or LF in it (written by an older sendmail, say) stays on its line */
+static const char *sluice_queue_printable(VSTR *out, const char *text)
+{
+    vstr_reset(out);
+    for (const char *cp = text; *cp; cp++) {
+        unsigned char ch = (unsigned char) *cp;
+
+        if (ch < 0x20 || ch == 0x7f)
+            vstr_sprintf_append(out, "\\x%02x", (unsigned) ch);
+        else
+            vstr_addch(out, ch);
+    }
+    return vstr_str(out);
+}
+
+/* sluice_queue_json_str - a JSON string of text (jansson escapes control
+   bytes); text that is not UTF-8, which json_string() refuses, with each
+   8-bit byte as \xHH instead, so no field goes missing */
+static json_t *sluice_queue_json_str(const char *text)
+{
+    json_t *str;
+    VSTR *ascii;
+
+    if ((str = json_string(text)) != NULL)
+        return str;
+    ascii = vstr_alloc(strlen(text) + 16);
+    for (const char *cp = text; *cp; cp++) {
+        unsigned char ch = (unsigned char) *cp;
+
+        if (ch >= 0x80)
+            vstr_sprintf_append(ascii, "\\x%02x", (unsigned) ch);
+        else
+            vstr_addch(ascii, ch);
+    }
+    str = json_string(vstr_str(ascii));
+    vstr_free(ascii);
+    return str;
+}
+
 /* sluice_shape_row - print one row */
 static void sluice_shape_row(const SLUICE_SHAPE_ROW *row, int width, bool json)
 {
@@ -245,7 +291,7 @@ static void sluice_shape_row(const SLUICE_SHAPE_ROW *row, int width, bool json)
                                 sluice_shape_buckets[c - 1]);
             json_object_set_new(buckets, name, json_integer(row->count[c]));
         }
-        json_object_set_new(obj, "domain", json_string(row->domain));
+        json_object_set_new(obj, "domain", sluice_queue_json_str(row->domain));
         json_object_set_new(obj, "total", json_integer(row->total));
         json_object_set_new(obj, "buckets", buckets);
         if ((text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII |
@@ -256,7 +302,11 @@ static void sluice_shape_row(const SLUICE_SHAPE_ROW *row, int width, bool json)
         json_decref(obj);
         return;
     }
-    printf("%*s %5ld", width, row->domain, row->total);
+    VSTR *shown = vstr_alloc(64);
+
+    printf("%*s %5ld", width, sluice_queue_printable(shown, row->domain),
+           row->total);
+    vstr_free(shown);
     for (size_t c = 0; c < SLUICE_SHAPE_COLS; c++)
         printf(" %*ld", c + 1 < SLUICE_SHAPE_COLS ? 4 : 5, row->count[c]);
     printf("\n");
@@ -306,7 +356,7 @@ static void sluice_queue_json(const char *queue, const char *qid,
     json_object_set_new(obj, "message_size",
                         json_integer((json_int_t) info->content_size));
     json_object_set_new(obj, "forced_expire", json_false());
-    json_object_set_new(obj, "sender", json_string(info->sender));
+    json_object_set_new(obj, "sender", sluice_queue_json_str(info->sender));
     for (size_t i = 0; i < info->rcpt_count; i++) {
         json_t *rcpt;
 
@@ -314,10 +364,11 @@ static void sluice_queue_json(const char *queue, const char *qid,
             continue;
         rcpt = json_object();
         json_object_set_new(rcpt, "address",
-                            json_string(info->rcpts[i].address));
+                            sluice_queue_json_str(info->rcpts[i].address));
         if ((reason = sluice_queue_reason(dlog, info->rcpts[i].address)) !=
             NULL)
-            json_object_set_new(rcpt, "delay_reason", json_string(reason));
+            json_object_set_new(rcpt, "delay_reason",
+                                sluice_queue_json_str(reason));
         json_array_append_new(rcpts, rcpt);
     }
     json_object_set_new(obj, "recipients", rcpts);
@@ -337,18 +388,24 @@ static void sluice_queue_text(const char *mark, const char *qid,
     time_t arrival = info->arrival.tv_sec;
     const char *reason;
 
+    VSTR *shown = vstr_alloc(100);
+
     strftime(when, sizeof(when), "%a %b %e %H:%M:%S", localtime(&arrival));
     printf("%s%s %8lld %s  %s\n", qid, mark, info->content_size, when,
-           *info->sender ? info->sender : "MAILER-DAEMON");
+           *info->sender ? sluice_queue_printable(shown, info->sender)
+                         : "MAILER-DAEMON");
     for (size_t i = 0; i < info->rcpt_count; i++) {
         if (info->rcpts[i].done)
             continue;
         if ((reason = sluice_queue_reason(dlog, info->rcpts[i].address)) !=
             NULL)
-            printf("%*s(%s)\n", indent - 6, "", reason);
-        printf("%*s%s\n", indent, "", info->rcpts[i].address);
+            printf("%*s(%s)\n", indent - 6, "",
+                   sluice_queue_printable(shown, reason));
+        printf("%*s%s\n", indent, "",
+               sluice_queue_printable(shown, info->rcpts[i].address));
     }
     printf("\n");
+    vstr_free(shown);
 }
 
 /* What one listing shows and counts. */

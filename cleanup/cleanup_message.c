@@ -106,6 +106,17 @@ static void cleanup_msg_rewrite_sender(CLEANUP_MSG *msg)
     }
 }
 
+/* cleanup_msg_control - does an envelope address hold a control byte?
+   Every producer refuses them (smtpd, sendmail, pickup); this is the last
+   guard: a CR LF must never reach a queue file, an SMTP command or a DSN */
+static bool cleanup_msg_control(const char *addr)
+{
+    for (const char *cp = addr; *cp; cp++)
+        if ((unsigned char) *cp < 0x20 || *cp == 0x7f)
+            return true;
+    return false;
+}
+
 /* cleanup_msg_begin - start a message: queue ID, file, envelope records */
 CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
                                const CLEANUP_BEGIN *req,
@@ -164,6 +175,10 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
         cleanup_msg_fail(msg, 552, "5.3.4 Message size exceeds fixed limit");
         return msg;
     }
+    if (req->sender != NULL && cleanup_msg_control(req->sender)) {
+        cleanup_msg_fail(msg, 550, "5.1.7 Bad sender address syntax");
+        return msg;
+    }
     msg->fd =
         open(msg->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (msg->fd < 0) {
@@ -210,7 +225,7 @@ void cleanup_msg_rcpt(CLEANUP_MSG *msg, const char *address, const char *orcpt,
         cleanup_msg_fail(msg, 451, CLEANUP_REWRITE_ERROR);
     if (msg->status)
         return;
-    if (*address == 0) {
+    if (*address == 0 || cleanup_msg_control(address)) {
         cleanup_msg_fail(msg, 550, "5.1.3 Bad recipient address syntax");
         return;
     }

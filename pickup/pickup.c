@@ -11,9 +11,15 @@
  * file is committed, so a crash anywhere means at worst a duplicate, never
  * a loss.
  *
- *   corrupt file            moved to corrupt/ with a warning; scan goes on
- *   cleanup unreachable,    the file stays; the scan stops (the next tick
- *   4xx or I/O trouble      or trigger retries, in arrival order)
+ *   corrupt file, or one    moved to corrupt/ with a warning; scan goes on
+ *   whose envelope breaks
+ *   global/submit_check.h
+ *   cleanup unreachable,    the file stays, and the next scans try it
+ *   4xx or I/O trouble      after every file that has not failed, so one
+ *                           that cleanup keeps refusing (4xx) or cannot
+ *                           take holds up nothing behind it; two files in
+ *                           a row without an answer from cleanup end a
+ *                           scan (cleanup is likely down)
  *   5xx from cleanup        moved to hold/ with a warning (there is no
  *                           bounce service yet to tell the sender)
  *
@@ -26,6 +32,8 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include "argv.h"
+
 #include "cleanup_client.h"
 #include "cleanup_proto.h"
 #include "mail_conf.h"
@@ -36,20 +44,25 @@
 #include "qfile.h"
 #include "qid.h"
 #include "safe_file.h"
+#include "submit_check.h"
 #include "trigger.h"
 #include "vstr.h"
 
 #define PICKUP_TICK 60 /* seconds between periodic scans */
 #define PICKUP_TIMEOUT_MS (300 * 1000) /* per cleanup read or write */
+#define PICKUP_FAIL_STREAK 2 /* failures in a row that end a scan */
 
 typedef struct PICKUP_CTX {
     char *queue_dir;
     char *cleanup_path; /* queue_dir/private/cleanup */
+    ARGV *failing; /* queue IDs whose last try failed: tried last */
 } PICKUP_CTX;
 
 typedef enum PICKUP_RESULT {
     PICKUP_DONE, /* taken, moved away or gone: go on */
-    PICKUP_RETRY, /* left in place: stop this scan */
+    PICKUP_RETRY, /* left in place, cleanup said 4xx: try it later */
+    PICKUP_STALL, /* left in place, no answer from cleanup (or the file
+                     system): try it later; cleanup may be down */
 } PICKUP_RESULT;
 
 /* pickup_move - move a maildrop file elsewhere, with the reason logged */
@@ -64,6 +77,66 @@ static PICKUP_RESULT pickup_move(PICKUP_CTX *ctx, const char *qid,
     }
     msg_warn("%s: %s; moved to %s/", qid, why, to_queue);
     return PICKUP_DONE;
+}
+
+/* pickup_check_value - false, with the reason in why, when value breaks
+   the rule for what (global/submit_check.h) */
+static bool pickup_check_value(const char *what, const char *value,
+                               int (*check)(const char *, VSTR *), VSTR *why)
+{
+    VSTR *problem = vstr_alloc(64);
+    bool ok = check(value, problem) == 0;
+
+    if (!ok) {
+        vstr_sprintf(why, "%s ", what);
+        submit_check_quote(why, value, SUBMIT_CHECK_QUOTE_MAX);
+        vstr_sprintf_append(why, " %s", vstr_str(problem));
+    }
+    vstr_free(problem);
+    return ok;
+}
+
+/* pickup_check_sender - submit_check_address for a sender ("" is <>) */
+static int pickup_check_sender(const char *addr, VSTR *why)
+{
+    return submit_check_address(addr, true, why);
+}
+
+/* pickup_check_rcpt - submit_check_address for a recipient */
+static int pickup_check_rcpt(const char *addr, VSTR *why)
+{
+    return submit_check_address(addr, false, why);
+}
+
+/* pickup_check_envelope - the rules sendmail applies before it writes a
+   maildrop file, applied again to what is in the file: an older or a
+   foreign sendmail may have written it, and cleanup would pass on (or
+   drop the connection over) what breaks them. false with why */
+static bool pickup_check_envelope(const QFILE_INFO *info, VSTR *why)
+{
+    const char *full_name = qfile_info_attr(info, "full_name");
+
+    if (!pickup_check_value("sender", info->sender, pickup_check_sender, why))
+        return false;
+    if (full_name != NULL && !pickup_check_value("full name", full_name,
+                                                 submit_check_full_name, why))
+        return false;
+    for (size_t i = 0; i < info->rcpt_count; i++) {
+        const QFILE_RCPT *rcpt = info->rcpts + i;
+
+        if (rcpt->done)
+            continue;
+        if (!pickup_check_value("recipient", rcpt->address, pickup_check_rcpt,
+                                why) ||
+            (rcpt->orcpt != NULL &&
+             !pickup_check_value("original recipient", rcpt->orcpt,
+                                 pickup_check_sender, why)) ||
+            (rcpt->notify != NULL &&
+             !pickup_check_value("notify", rcpt->notify, pickup_check_sender,
+                                 why)))
+            return false;
+    }
+    return true;
 }
 
 /* pickup_send_content - the C records of the file, through the client;
@@ -151,13 +224,13 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
                                  "not a regular file");
         else if (errno != ENOENT) {
             msg_warn("open %s: %m", vstr_str(path));
-            result = PICKUP_RETRY;
+            result = PICKUP_STALL;
         }
         goto out;
     }
     if (fstat(fd, &st) < 0) {
         msg_warn("fstat %s: %m", vstr_str(path));
-        result = PICKUP_RETRY;
+        result = PICKUP_STALL;
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
@@ -175,6 +248,11 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
                              "maildrop file without recipients");
         goto out;
     }
+    if (!pickup_check_envelope(info, why)) {
+        vstr_sprintf(reason, "bad maildrop file: %s", vstr_str(why));
+        result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, vstr_str(reason));
+        goto out;
+    }
     status = pickup_cleanup(ctx, fd, info, why, queue_id, &corrupt);
     if (status < 0 && corrupt) {
         vstr_sprintf(reason, "corrupt maildrop file: %s", vstr_str(why));
@@ -182,7 +260,7 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
     } else if (status < 0) {
         msg_warn("%s: cannot hand the message to cleanup: %s; will retry",
                  qid, vstr_str(why));
-        result = PICKUP_RETRY;
+        result = PICKUP_STALL;
     } else if (status >= 500) {
         vstr_sprintf(reason, "rejected: %s", vstr_str(why));
         result = pickup_move(ctx, qid, MAIL_QUEUE_HOLD, vstr_str(reason));
@@ -218,6 +296,15 @@ static int pickup_compare(const void *a, const void *b)
     return strcmp(*(char *const *) a, *(char *const *) b);
 }
 
+/* pickup_failing - did the last try of qid fail? */
+static bool pickup_failing(const PICKUP_CTX *ctx, const char *qid)
+{
+    for (size_t i = 0; i < ctx->failing->argc; i++)
+        if (strcmp(ctx->failing->argv[i], qid) == 0)
+            return true;
+    return false;
+}
+
 /* pickup_scan - take every finished file in maildrop/, oldest first */
 static void pickup_scan(PICKUP_CTX *ctx)
 {
@@ -227,6 +314,8 @@ static void pickup_scan(PICKUP_CTX *ctx)
     size_t count = 0;
     size_t cap = 0;
     size_t i;
+    ARGV *failing;
+    int streak = 0; /* files in a row that failed */
     DIR *dp;
 
     vstr_sprintf(dir, "%s/%s", ctx->queue_dir, MAIL_QUEUE_MAILDROP);
@@ -247,9 +336,29 @@ static void pickup_scan(PICKUP_CTX *ctx)
     closedir(dp);
     if (count > 0)
         qsort(names, count, sizeof(*names), pickup_compare);
-    for (i = 0; i < count; i++)
-        if (pickup_file(ctx, names[i]) == PICKUP_RETRY)
-            break;
+    /* Pass 0 takes the files not known to fail, pass 1 the others. */
+    failing = argv_alloc(ctx->failing->argc + 1);
+    for (int pass = 0; pass < 2; pass++) {
+        for (i = 0; i < count; i++) {
+            bool failed_before = pickup_failing(ctx, names[i]);
+
+            if (failed_before != (pass == 1))
+                continue;
+            if (streak >= PICKUP_FAIL_STREAK) {
+                if (failed_before)
+                    argv_add(failing, names[i]); /* not tried this time */
+            } else {
+                PICKUP_RESULT result = pickup_file(ctx, names[i]);
+
+                if (result != PICKUP_DONE)
+                    argv_add(failing, names[i]);
+                /* A 4xx is an answer: cleanup is up. */
+                streak = result == PICKUP_STALL ? streak + 1 : 0;
+            }
+        }
+    }
+    argv_free(ctx->failing);
+    ctx->failing = failing;
     for (i = 0; i < count; i++)
         myfree(names[i]);
     myfree(names);
@@ -267,6 +376,7 @@ static void pickup_pre_loop(MAIL_SERVER *server, void *arg)
     vstr_sprintf(path, "%s/%s/%s", ctx->queue_dir, MAIL_QUEUE_PRIVATE,
                  CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
+    ctx->failing = argv_alloc(4);
     pickup_scan(ctx);
 }
 
@@ -300,5 +410,7 @@ int main(int argc, char **argv)
     status = mail_server_main(argc, argv, "pickup", &ops, &ctx);
     myfree(ctx.queue_dir);
     myfree(ctx.cleanup_path);
+    if (ctx.failing != NULL)
+        argv_free(ctx.failing);
     return status;
 }

@@ -10,9 +10,17 @@
  * a line with a lone "." ends it unless -i or -oi). It is written as a
  * queue file (global/qfile.h: T F [A] R... M C... E) under the temporary
  * name maildrop/.tmp.QID, fsynced, renamed to maildrop/QID and the
- * directory fsynced; only then does sendmail wake pickup (a lost trigger is
- * fine: pickup also scans) and exit 0. pickup hands the file to cleanup,
- * which adds the missing headers and writes the real queue file.
+ * directory fsynced (or, for a user of the setgid sendmail, who may not
+ * read maildrop/, the file system synced: sendmail_sync_dir); only then
+ * does sendmail wake pickup (a lost trigger is fine: pickup also scans)
+ * and exit 0. pickup hands the file to cleanup, which adds the missing
+ * headers and writes the real queue file.
+ *
+ * The envelope is checked before anything is read or written, with the
+ * rules pickup applies again (global/submit_check.h): a control character
+ * in -f, -F or a recipient, a value over its length limit, or a recipient
+ * argument without an address is refused (EX_USAGE). Each recipient
+ * argument is an address list, as a To: value is for -t.
  *
  * With -bs, sendmail speaks SMTP on standard input and output: it runs
  * $daemon_directory/smtpd -S (stand-alone: one local, trusted session,
@@ -25,8 +33,9 @@
  * from its text file in alias syntax ("name: value"), as `sluice map -a`
  * does; other table types need no building and are skipped.
  *
- * Exit codes are those of sysexits.h: 0, EX_USAGE for bad usage or no
- * recipients, EX_DATAERR for a message over message_size_limit, EX_CONFIG
+ * Exit codes are those of sysexits.h: 0, EX_USAGE for bad usage, a bad
+ * envelope or no recipients, EX_DATAERR for a message over
+ * message_size_limit or a bad -t recipient header, EX_CONFIG
  * for a bad main.cf or alias file, EX_TEMPFAIL when the message (or an
  * alias table) could not be stored (nothing is left behind: the temporary
  * file is removed).
@@ -53,6 +62,7 @@
 #include "qfile.h"
 #include "qid.h"
 #include "safe_file.h"
+#include "submit_check.h"
 #include "trigger.h"
 #include "vstr.h"
 
@@ -80,11 +90,24 @@ typedef struct SENDMAIL_OPTS {
     ARGV *rcpts; /* command line recipients */
 } SENDMAIL_OPTS;
 
+/* __asan_default_options - AddressSanitizer's hook (SANITIZE=1 builds):
+   run setgid, sendmail is not dumpable, so LeakSanitizer can neither stop
+   it at exit nor read ASAN_OPTIONS from /proc/self/environ; leak checking
+   is off then, and only then */
+const char *__asan_default_options(void);
+
+/* __asan_default_options - AddressSanitizer's hook */
+const char *__asan_default_options(void)
+{
+    return getegid() != getgid() ? "detect_leaks=0" : "";
+}
+
 /* The temporary file, removed by the signal handler when set. */
 static char sendmail_tmp_path[PATH_MAX];
 
 /* sendmail_fail - one line on stderr, then exit with status */
-static void SLUICE_PRINTF(2, 3) sendmail_fail(int status, const char *fmt, ...)
+static void SLUICE_NORETURN SLUICE_PRINTF(2, 3)
+    sendmail_fail(int status, const char *fmt, ...)
 {
     va_list ap;
 
@@ -287,6 +310,48 @@ static void sendmail_split_addresses(const char *value, ARGV *out)
     }
 }
 
+/* sendmail_refuse - fail with EX_USAGE or EX_DATAERR: what (the quoted
+   value) why; nothing has been written yet */
+static void SLUICE_NORETURN sendmail_refuse(int status, const char *what,
+                                            const char *value, const char *why)
+{
+    VSTR *quoted = vstr_alloc(100);
+    char text[512];
+
+    /* Nothing left on the heap at exit (a sanitizer build checks). */
+    submit_check_quote(quoted, value, SUBMIT_CHECK_QUOTE_MAX);
+    (void) snprintf(text, sizeof(text), "%s %s %s", what, vstr_str(quoted),
+                    why);
+    vstr_free(quoted);
+    sendmail_fail(status, "%s; not sent", text);
+}
+
+/* sendmail_no_control - refuse a value with a control byte other than the
+   tabs allowed (folded header values) */
+static void sendmail_no_control(int status, const char *what, const char *value,
+                                bool tabs_ok)
+{
+    for (const char *cp = value; *cp; cp++) {
+        int ch = (unsigned char) *cp;
+        char why[64];
+
+        if ((ch < 0x20 && !(ch == '\t' && tabs_ok)) || ch == 0x7f) {
+            (void) snprintf(why, sizeof(why),
+                            "contains a control character (\\x%02x)", ch);
+            sendmail_refuse(status, what, value, why);
+        }
+    }
+}
+
+/* sendmail_extract - -t: the recipients of one To:/Cc:/Bcc: field (the
+   unfolded "Name: value" line); a control byte in it refuses the message,
+   before splitting could drop it (a CR LF is white space there) */
+static void sendmail_extract(const char *field, const char *value, ARGV *rcpts)
+{
+    sendmail_no_control(EX_DATAERR, "header", field, true);
+    sendmail_split_addresses(value, rcpts);
+}
+
 /* sendmail_header_name - is name (case-insensitive) the header at line? */
 static bool sendmail_header_is(const char *line, size_t len, const char *name)
 {
@@ -413,7 +478,7 @@ static size_t sendmail_read_headers(SENDMAIL_INPUT *in, VSTR *headers,
                                                vstr_len(field), "Cc") ||
                             sendmail_header_is(vstr_str(field),
                                                vstr_len(field), "Bcc")))
-                sendmail_split_addresses(value, rcpts);
+                sendmail_extract(vstr_str(field), value, rcpts);
             vstr_reset(field);
         }
         if (!more) {
@@ -452,14 +517,71 @@ static char *sendmail_default_sender(void)
     return mystrdup(pw->pw_name);
 }
 
-/* sendmail_clean_sender - "<addr>" -> "addr", "<>" -> "" */
-static char *sendmail_clean_sender(const char *sender)
+/* sendmail_check_address - refuse an address that cleanup or pickup
+   would refuse (global/submit_check.h) */
+static void sendmail_check_address(int status, const char *what,
+                                   const char *addr, bool sender)
 {
-    size_t len = strlen(sender);
+    VSTR *why = vstr_alloc(64);
+    char text[100];
+    int ret = submit_check_address(addr, sender, why);
 
-    if (len >= 2 && sender[0] == '<' && sender[len - 1] == '>')
-        return mystrndup(sender + 1, len - 2);
-    return mystrdup(sender);
+    (void) snprintf(text, sizeof(text), "%s", vstr_str(why));
+    vstr_free(why);
+    if (ret < 0)
+        sendmail_refuse(status, what, addr, text);
+}
+
+/* sendmail_check_full_name - refuse a -F full name the same way */
+static void sendmail_check_full_name(const char *name)
+{
+    VSTR *why = vstr_alloc(64);
+    char text[100];
+    int ret = submit_check_full_name(name, why);
+
+    (void) snprintf(text, sizeof(text), "%s", vstr_str(why));
+    vstr_free(why);
+    if (ret < 0)
+        sendmail_refuse(EX_USAGE, "full name (-F)", name, text);
+}
+
+/* sendmail_sender - the envelope sender: -f as an address ("Name <a@b>"
+   -> "a@b", "<>" -> "" the null sender), else the login name; refused
+   (EX_USAGE) when it holds what no sender may */
+static char *sendmail_sender(const SENDMAIL_OPTS *opts)
+{
+    char *sender;
+
+    if (opts->sender == NULL) {
+        sender = sendmail_default_sender();
+        sendmail_check_address(EX_USAGE, "sender (login name)", sender, true);
+        return sender;
+    }
+    sendmail_no_control(EX_USAGE, "sender (-f)", opts->sender, false);
+    if ((sender = sendmail_strip_address(opts->sender, strlen(opts->sender))) ==
+        NULL)
+        sender = mystrdup("");
+    sendmail_check_address(EX_USAGE, "sender (-f)", sender, true);
+    return sender;
+}
+
+/* sendmail_rcpt_args - the command line recipients: each argument is an
+   address list as in a To: header ("a@b, Name <c@d>"); an argument with a
+   control byte or without any address refuses the message (EX_USAGE) */
+static ARGV *sendmail_rcpt_args(const ARGV *args)
+{
+    ARGV *rcpts = argv_alloc(args->argc + 1);
+
+    for (size_t i = 0; i < args->argc; i++) {
+        size_t before = rcpts->argc;
+
+        sendmail_no_control(EX_USAGE, "recipient", args->argv[i], false);
+        sendmail_split_addresses(args->argv[i], rcpts);
+        if (rcpts->argc == before)
+            sendmail_refuse(EX_USAGE, "recipient", args->argv[i],
+                            "has no address");
+    }
+    return rcpts;
 }
 
 /* sendmail_write_content - append data, refusing more than limit bytes */
@@ -470,6 +592,31 @@ static void sendmail_write_content(QFILE_WRITER *writer, const char *data,
     if (limit > 0 && qfile_writer_content_size(writer) > limit)
         sendmail_fail(EX_DATAERR, "message is larger than message_size_limit"
                                   " (%lld bytes); not sent", limit);
+}
+
+/* sendmail_sync_dir - make a rename into dir durable; fd is the renamed
+   file. A user running the setgid sendmail has -wx on maildrop/ (mode
+   1730) but no read, so cannot open the directory to fsync it: then
+   syncfs(2) on the file's own descriptor commits the file system the
+   directory lives on, rename included. 0, or -1 with errno */
+static int sendmail_sync_dir(const char *dir, int fd)
+{
+    int ret;
+
+    if (safe_file_fsync_dir(dir) == 0)
+        return 0;
+    if (errno != EACCES && errno != EPERM)
+        return -1;
+#ifdef HAVE_SYNCFS
+    do {
+        ret = syncfs(fd);
+    } while (ret < 0 && errno == EINTR);
+#else
+    /* POSIX sync() may return before the writes are done; Linux waits. */
+    sync();
+    ret = 0;
+#endif
+    return ret;
 }
 
 /* sendmail_deliver - read the message and store it in maildrop/ */
@@ -487,14 +634,25 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     struct timeval now;
     char qid[QID_SIZE];
     char *sender;
+    ARGV *rcpts;
+    size_t cmdline_rcpts;
     size_t i;
     int fd;
 
-    (void) sendmail_read_headers(&in, headers, opts->extract, opts->rcpts);
-    if (opts->rcpts->argc == 0)
+    /* What the command line says is checked before stdin is read. */
+    sender = sendmail_sender(opts);
+    if (opts->full_name != NULL)
+        sendmail_check_full_name(opts->full_name);
+    rcpts = sendmail_rcpt_args(opts->rcpts);
+    cmdline_rcpts = rcpts->argc;
+    if (cmdline_rcpts == 0 && !opts->extract)
         sendmail_fail(EX_USAGE, "no recipients specified");
-    sender = opts->sender ? sendmail_clean_sender(opts->sender)
-                          : sendmail_default_sender();
+    (void) sendmail_read_headers(&in, headers, opts->extract, rcpts);
+    if (rcpts->argc == 0)
+        sendmail_fail(EX_USAGE, "no recipients specified");
+    for (i = 0; i < rcpts->argc; i++)
+        sendmail_check_address(i < cmdline_rcpts ? EX_USAGE : EX_DATAERR,
+                               "recipient", rcpts->argv[i], false);
 
     /* The temporary file: maildrop/.tmp.QID. */
     qid_new(qid);
@@ -516,8 +674,8 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     qfile_put_sender(writer, sender);
     if (opts->full_name != NULL)
         qfile_put_attr(writer, "full_name", opts->full_name);
-    for (i = 0; i < opts->rcpts->argc; i++)
-        qfile_put_rcpt(writer, opts->rcpts->argv[i], NULL, NULL);
+    for (i = 0; i < rcpts->argc; i++)
+        qfile_put_rcpt(writer, rcpts->argv[i], NULL, NULL);
     qfile_put_content_begin(writer);
     sendmail_write_content(writer, vstr_str(headers), vstr_len(headers), limit);
     while (sendmail_get_line(&in, line))
@@ -531,19 +689,19 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
                       strerror(err));
     }
     writer = qfile_writer_free(writer);
-    if (close(fd) < 0)
-        sendmail_fail(EX_TEMPFAIL, "close %s: %s", vstr_str(path),
-                      strerror(errno));
 
-    /* Publish it: rename, then fsync maildrop/ (safe_file_rename). */
+    /* Publish it: rename, then make the new name durable. */
     vstr_sprintf(path, "%s/%s", vstr_str(dir), qid);
     if (rename(sendmail_tmp_path, vstr_str(path)) < 0)
         sendmail_fail(EX_TEMPFAIL, "rename to %s: %s", vstr_str(path),
                       strerror(errno));
     /* From here the file to remove on failure has its final name. */
     memcpy(sendmail_tmp_path, vstr_str(path), vstr_len(path) + 1);
-    if (safe_file_fsync_dir(vstr_str(dir)) < 0)
+    if (sendmail_sync_dir(vstr_str(dir), fd) < 0)
         sendmail_fail(EX_TEMPFAIL, "fsync %s: %s", vstr_str(dir),
+                      strerror(errno));
+    if (close(fd) < 0)
+        sendmail_fail(EX_TEMPFAIL, "close %s: %s", vstr_str(path),
                       strerror(errno));
     sendmail_tmp_path[0] = 0;
 
@@ -552,6 +710,7 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     (void) trigger_send(vstr_str(path), TRIGGER_WAKEUP);
 
     myfree(sender);
+    argv_free(rcpts);
     vstr_free(in.buf);
     vstr_free(headers);
     vstr_free(line);
@@ -799,13 +958,53 @@ static void sendmail_drop_setgid(void)
                       strerror(errno));
 }
 
+/* sendmail_root_only - root owns it and no one else may write it */
+static bool sendmail_root_only(const struct stat *st)
+{
+    return st->st_uid == 0 && (st->st_mode & (S_IWGRP | S_IWOTH)) == 0;
+}
+
+/* sendmail_trusted_config - an open descriptor of config_dir when root
+   owns it and its main.cf and no one else may write either (an
+   administrator's configuration, as the default one is), else -1. The
+   configuration is then read through /proc/self/fd/N, this very
+   directory, so a caller who controls a folder above it cannot swap it
+   between the check and the read. */
+static int sendmail_trusted_config(const char *config_dir)
+{
+    struct stat st;
+    int dir_fd;
+    int fd;
+    bool trusted;
+
+    if ((dir_fd = open(config_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        return -1;
+    if (fstat(dir_fd, &st) < 0 || !sendmail_root_only(&st) ||
+        (fd = openat(dir_fd, "main.cf", O_RDONLY | O_NOFOLLOW | O_CLOEXEC)) <
+            0) {
+        (void) close(dir_fd);
+        return -1;
+    }
+    trusted =
+        fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && sendmail_root_only(&st);
+    (void) close(fd);
+    if (!trusted) {
+        (void) close(dir_fd);
+        return -1;
+    }
+    return dir_fd;
+}
+
 /* main - sendmail, mailq or newaliases, by name and options */
 int main(int argc, char **argv)
 {
     SENDMAIL_OPTS opts = {.mode = SENDMAIL_MODE_DELIVER};
     const char *name;
+    const char *read_dir; /* where main.cf is read from */
+    VSTR *trusted_path = NULL; /* "/proc/self/fd/N" */
     MAIL_CONF *conf;
     VSTR *why;
+    int trusted_fd;
     int status;
 
     signal(SIGPIPE, SIG_IGN);
@@ -828,12 +1027,23 @@ int main(int argc, char **argv)
     if (opts.config_dir == NULL || *opts.config_dir == 0)
         opts.config_dir = DEF_CONFIG_DIR;
     /* Installed setgid to the maildrop group (INSTALL), the group is only
-       for writing the default instance's maildrop/: a configuration the
-       caller names (its queue_directory, its daemon_directory) and every
-       other mode (-bs runs smtpd, -bp runs sluice) run without it. */
-    if (opts.mode != SENDMAIL_MODE_DELIVER ||
-        strcmp(opts.config_dir, DEF_CONFIG_DIR) != 0)
+       for writing an administrator's instance's maildrop/: every mode but
+       delivery (-bs runs smtpd, -bp runs sluice) and a configuration the
+       caller names that is not root's alone (its queue_directory could
+       point anywhere) run without it. */
+    read_dir = opts.config_dir;
+    if (opts.mode != SENDMAIL_MODE_DELIVER) {
         sendmail_drop_setgid();
+    } else if (getegid() != getgid() &&
+               strcmp(opts.config_dir, DEF_CONFIG_DIR) != 0) {
+        if ((trusted_fd = sendmail_trusted_config(opts.config_dir)) < 0) {
+            sendmail_drop_setgid();
+        } else {
+            trusted_path = vstr_alloc(32);
+            vstr_sprintf(trusted_path, "/proc/self/fd/%d", trusted_fd);
+            read_dir = vstr_str(trusted_path);
+        }
+    }
 
     switch (opts.mode) {
     case SENDMAIL_MODE_NEWALIASES:
@@ -845,7 +1055,7 @@ int main(int argc, char **argv)
     }
 
     why = vstr_alloc(100);
-    if ((conf = mail_conf_read(opts.config_dir, why)) == NULL)
+    if ((conf = mail_conf_read(read_dir, why)) == NULL)
         sendmail_fail(EX_TEMPFAIL, "%s", vstr_str(why));
     if (opts.mode == SENDMAIL_MODE_FLUSH)
         status = sendmail_flush(conf);
@@ -855,6 +1065,8 @@ int main(int argc, char **argv)
         status = sendmail_deliver(&opts, conf);
     mail_conf_free(conf);
     vstr_free(why);
+    if (trusted_path != NULL)
+        vstr_free(trusted_path);
     argv_free(opts.rcpts);
     return status;
 }

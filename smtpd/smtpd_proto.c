@@ -308,6 +308,20 @@ static int smtpd_proto_space_ok(SMTPD_PROTO *proto)
     return 1;
 }
 
+/* smtpd_proto_printable - decoded xtext without NUL or other control
+   bytes (RFC 3461: ENVID and ORCPT values are printable US-ASCII; a CR LF
+   must not reach a queue file, a DSN or `sluice queue`) */
+static bool smtpd_proto_printable(const VSTR *text)
+{
+    for (size_t i = 0; i < vstr_len(text); i++) {
+        unsigned char ch = (unsigned char) vstr_str(text)[i];
+
+        if (ch < 0x20 || ch == 0x7f)
+            return false;
+    }
+    return true;
+}
+
 /* smtpd_proto_mail_params - SIZE= BODY= RET= ENVID=; false after a reply */
 static bool smtpd_proto_mail_params(SMTPD_PROTO *proto, char *rest)
 {
@@ -352,7 +366,7 @@ static bool smtpd_proto_mail_params(SMTPD_PROTO *proto, char *rest)
                    proto->envid == NULL) {
             if (*value == 0 || strlen(value) > 100 ||
                 xtext_decode(proto->why, value) < 0 ||
-                memchr(vstr_str(proto->why), 0, vstr_len(proto->why))) {
+                !smtpd_proto_printable(proto->why)) {
                 smtpd_proto_reply(proto,
                                   "501 5.5.4 Bad ENVID parameter syntax");
                 return false;
@@ -455,7 +469,8 @@ static bool smtpd_proto_orcpt_ok(SMTPD_PROTO *proto, const char *value)
               (ch >= '0' && ch <= '9') || ch == '-'))
             return false;
     }
-    return semi[1] != 0 && xtext_decode(proto->why, semi + 1) == 0;
+    return semi[1] != 0 && xtext_decode(proto->why, semi + 1) == 0 &&
+           smtpd_proto_printable(proto->why);
 }
 
 /* smtpd_proto_rcpt - RCPT TO:<recipient> [params] */

@@ -5,8 +5,10 @@ from the queue files on disk.
 """
 
 import json
+import subprocess
 
-from conftest import LIBEXEC, one_line, require, smtp_queue
+from conftest import LIBEXEC, SLUICE, one_line, require, smtp_queue
+from test_sendmail import maildrop_file
 
 
 def send(inst, sender, rcpts, body=b"Subject: q\r\n\r\nhello\r\n"):
@@ -79,3 +81,42 @@ def test_queue_reports_a_corrupt_file_and_goes_on(make_instance):
     assert "0000000000000000" in r.stderr
     assert bad.read_bytes() == b"not a queue file", "queue only reads"
     bad.unlink()
+
+
+def test_queue_quotes_control_characters(make_instance):
+    """A queue file with CR, LF and other control bytes and non-UTF-8 bytes
+    in its envelope (as an older sendmail let through): the text listing
+    shows each control byte as \\xHH (as `sluice cat` does), so every
+    address stays on its own line, and --json stays one valid line per
+    message with every field present."""
+    inst = make_instance()
+    sender = b"a@example.test\nX-Injected: 1"
+    rcpts = [b"b@example.test\r\nRCPT TO:<evil@example.test>",
+             b"c\x01\x7f@example.test", b"d\xff\xfe@example.test"]
+    (inst.queue_dir / "hold" / "1MH0000000000009").write_bytes(
+        maildrop_file(sender, rcpts))
+
+    r = subprocess.run([str(SLUICE), "-c", str(inst.dir), "queue"],
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    text = r.stdout.decode("latin-1")      # 8-bit bytes are shown as they are
+    lines = text.splitlines()
+    assert not any(line.startswith(("X-Injected", "RCPT")) for line in lines)
+    assert any(line.startswith("1MH0000000000009!") and
+               line.endswith("  a@example.test\\x0aX-Injected: 1")
+               for line in lines), text
+    stripped = [line.strip() for line in lines]
+    assert "b@example.test\\x0d\\x0aRCPT TO:<evil@example.test>" in stripped
+    assert "c\\x01\\x7f@example.test" in stripped
+    assert "d\xff\xfe@example.test" in stripped
+    assert "in 1 Request." in text
+
+    [line] = one_line(inst.check("queue", "--json"))
+    row = json.loads(line)
+    assert row["sender"] == sender.decode()
+    assert [r["address"] for r in row["recipients"]] == [
+        rcpts[0].decode(), rcpts[1].decode(), "d\\xff\\xfe@example.test"]
+
+    domains = [json.loads(row)["domain"] for row in
+               one_line(inst.check("queue", "--by-domain", "--json"))]
+    assert "example.test" in domains

@@ -6,11 +6,12 @@ watches the message go maildrop/ -> pickup -> cleanup -> incoming/.
 
 import json
 import os
+import struct
 import subprocess
 
 import pytest
 
-from conftest import BIN, LIBEXEC, CMD_TIMEOUT, require, wait_until
+from conftest import BIN, LIBEXEC, CMD_TIMEOUT, require, smtp_queue, wait_until
 
 SENDMAIL = BIN / "sendmail"
 MAILQ = BIN / "mailq"
@@ -123,8 +124,6 @@ def test_sender_and_full_name(make_instance):
 @pytest.mark.parametrize("name,header", [
     ("Doe, John", 'From: "Doe, John" <bounce@example.org>'),
     ('a "b" \\c', 'From: "a \\"b\\" \\\\c" <bounce@example.org>'),
-    ("Evil\nBcc: x@example.org", 'From: "Evil Bcc: x@example.org"'
-                                 ' <bounce@example.org>'),
     ("  ", "From: bounce@example.org"),
 ])
 def test_full_name_quoted(make_instance, name, header):
@@ -404,3 +403,197 @@ def test_bs_smtpd_missing(make_instance, tmp_path):
     code, out, err = bs_session(inst, b"QUIT\r\n")
     assert code == 69
     assert b"cannot run" in err
+
+
+# --- what sendmail refuses, and what pickup does with it when an older or
+# a foreign sendmail wrote it anyway ----------------------------------------
+
+INJECTIONS = [
+    # (argv before the recipient, recipients, what stderr must name)
+    (["-f", "a@example.org\nX-Injected: 1"], ["to@example.org"],
+     'sender (-f) "a@example.org\\x0aX-Injected: 1" contains a control'
+     ' character (\\x0a)'),
+    (["-f", "a@example.org\r\nRCPT TO:<evil@example.org>"], ["to@example.org"],
+     "sender (-f) "),
+    ([], ["to@example.org\r\nRCPT TO:<evil@example.org>"],
+     'recipient "to@example.org\\x0d\\x0aRCPT TO:<evil@example.org>" contains'
+     ' a control character (\\x0d)'),
+    ([], ["ok@example.org", "to@example.org\x01"], "recipient "),
+    ([], ["to@example.org\x7f"], "(\\x7f)"),
+    (["-F", "Evil\nBcc: x@example.org"], ["to@example.org"],
+     'full name (-F) "Evil\\x0aBcc: x@example.org" contains a control'
+     ' character (\\x0a)'),
+    (["-F", "Tab\there"], ["to@example.org"], "(\\x09)"),
+    # longer than smtpd or cleanup would take
+    (["-f", "a" * 100000 + "@example.org"], ["to@example.org"],
+     "is 100012 bytes long; the limit is 1000"),
+    ([], ["b" * 990 + "@example.org"], "is 1002 bytes long; the limit is 1000"),
+    (["-F", "n" * 1001], ["to@example.org"],
+     "is 1001 bytes long; the limit is 1000"),
+    # empty recipients (item 14): no address in the argument
+    ([], [""], 'recipient "" has no address'),
+    ([], ["ok@example.org", "<>"], 'recipient "<>" has no address'),
+    ([], [" , "], 'recipient " , " has no address'),
+]
+
+
+@pytest.mark.parametrize("args,rcpts,said", INJECTIONS)
+def test_refused_envelope(make_instance, args, rcpts, said):
+    """CR, LF and other control bytes, overlong values and empty recipients
+    in -f, -F and the recipients: exit 64 (EX_USAGE), one line naming the
+    value (escaped, cut), and nothing in maildrop/."""
+    inst = make_instance()
+    r = sendmail(inst, *args, "--", *rcpts, data=b"Subject: s\n\nbody\n")
+    err = r.stderr.decode()
+    assert r.returncode == 64, err
+    assert len(err.splitlines()) == 1 and err.endswith("; not sent\n"), err
+    assert len(err) < 300, err
+    assert said in err
+    assert maildrop(inst) == []
+
+
+def test_refused_header_recipient(make_instance):
+    """-t: a control byte in a To:/Cc:/Bcc: value is bad data (exit 65,
+    EX_DATAERR), not turned into white space or another recipient."""
+    inst = make_instance()
+    r = sendmail(inst, "-t", data=b"To: a@example.org,\n b\x01@example.org\n"
+                                  b"Subject: s\n\nbody\n")
+    err = r.stderr.decode()
+    assert r.returncode == 65, err
+    assert 'header "To: a@example.org, b\\x01@example.org" contains a' \
+        ' control character (\\x01)' in err
+    r = sendmail(inst, "-t", data=b"To: " + b"c" * 1000 + b"@example.org\n"
+                                  b"\nbody\n")
+    assert r.returncode == 65 and b"the limit is 1000" in r.stderr
+    assert maildrop(inst) == []
+
+
+def test_recipient_arguments_are_address_lists(make_instance):
+    """Each recipient argument is read as an address list, as a To: value
+    is with -t: a display name and comments are dropped, commas split."""
+    inst = make_instance()
+    inst.remove_service("local")        # mail for localhost stays queued
+    inst.start()
+    r = sendmail(inst, "-f", "Me <me@example.org>",
+                 "Joe <joe@localhost>", "a@localhost (A), b@localhost",
+                 data=b"Subject: s\n\nbody\n")
+    assert r.returncode == 0, r.stderr
+    [msg] = wait_queued(inst)
+    assert msg["sender"] == "me@example.org"
+    assert sorted(x["address"] for x in msg["recipients"]) == [
+        "a@localhost", "b@localhost", "joe@localhost"]
+
+
+def qfile_record(kind, data):
+    return kind + struct.pack(">I", len(data)) + data
+
+
+def maildrop_file(sender, rcpts, content=b"Subject: s\n\nbody\n", attrs=()):
+    """The bytes of a maildrop file as an older sendmail wrote it (any
+    sender, recipients and attributes): global/qfile.h's records."""
+    env = qfile_record(b"T", b"1700000000.000000")
+    env += qfile_record(b"F", sender)
+    for a in attrs:
+        env += qfile_record(b"A", a)
+    for r in rcpts:
+        env += qfile_record(b"R", r + b"\0\0")
+    env += qfile_record(b"M", b"")
+    size_len = 5 + 51
+    offset = size_len + len(env)
+    size = b"%3d %15d %15d %15d" % (1, len(content), offset, len(rcpts))
+    assert len(size) == 51
+    return (qfile_record(b"S", size) + env + qfile_record(b"C", content) +
+            qfile_record(b"E", b""))
+
+
+BAD_DROPS = [
+    # (file name, sender, recipients, attributes, what the log names)
+    ("1MH0000000000001", b"a@example.org\nX-Injected: 1", [b"to@example.org"],
+     (), r'sender "a@example\.org\\x0aX-Injected: 1" contains a control'
+         r' character \(\\x0a\)'),
+    ("1MH0000000000002", b"a@example.org",
+     [b"to@example.org\r\nRCPT TO:<evil@example.org>"], (),
+     r'recipient "to@example\.org\\x0d\\x0aRCPT TO:<evil@example\.org>"'
+     r' contains a control character \(\\x0d\)'),
+    ("1MH0000000000003", b"a" * 100000 + b"@example.org", [b"to@example.org"],
+     (), r'sender "a{60}"\.\.\. is 100012 bytes long; the limit is 1000'),
+    ("1MH0000000000004", b"a@example.org", [b"to@example.org"],
+     (b"full_name=" + b"n" * 100000,),
+     r'full name "n{60}"\.\.\. is 100000 bytes long'),
+]
+
+
+def test_pickup_sets_bad_files_aside(make_instance):
+    """maildrop files that sendmail now refuses to write (control bytes,
+    a 100 KB sender or full name that cleanup drops the connection over)
+    go to corrupt/ with one warning each, and the message behind them is
+    picked up."""
+    inst = make_instance()
+    inst.remove_service("local")
+    drop = inst.queue_dir / "maildrop"
+    for name, sender, rcpts, attrs, _ in BAD_DROPS:
+        (drop / name).write_bytes(maildrop_file(sender, rcpts, attrs=attrs))
+    r = sendmail(inst, "after@localhost", data=b"Subject: after\n\nbody\n")
+    assert r.returncode == 0, r.stderr
+    inst.start()
+    [msg] = wait_queued(inst)
+    assert [x["address"] for x in msg["recipients"]] == ["after@localhost"]
+    for name, _, _, _, said in BAD_DROPS:
+        inst.wait_log(r"pickup\[\d+\]: warning: %s: bad maildrop file: %s.*;"
+                      r" moved to corrupt/$" % (name, said))
+        assert (inst.queue_dir / "corrupt" / name).exists()
+    assert "X-Injected" not in inst.log().replace("\\x0aX-Injected", "")
+
+
+def test_message_cleanup_defers_does_not_block_the_rest(make_instance):
+    """cleanup answers 4xx for one maildrop file (here header_checks
+    REJECT 4.7.1): that file stays in maildrop/ for a later try, with a
+    warning, and every message behind it is picked up meanwhile, both at
+    start and when sendmail wakes a running pickup."""
+    inst = make_instance()
+    inst.remove_service("local")
+    checks = inst.dir / "header_checks"
+    checks.write_text("/^Subject: not now/ REJECT 4.7.1 try later\n")
+    inst.conf_set(header_checks="pcre:%s" % checks)
+    for subject in (b"not now", b"not now"):
+        r = sendmail(inst, "a@localhost", data=b"Subject: " + subject +
+                     b"\n\nb\n")
+        assert r.returncode == 0, r.stderr
+    waiting = maildrop(inst)
+    r = sendmail(inst, "b@localhost", data=b"Subject: fine\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    inst.start()
+
+    def queued():
+        return [m for m in queue(inst) if m["queue_name"] != "maildrop"]
+    [msg] = wait_until(queued, 10, what="the message behind the refused ones")
+    assert [x["address"] for x in msg["recipients"]] == ["b@localhost"]
+    for qid in waiting:
+        inst.wait_log(r"pickup\[\d+\]: warning: %s: cleanup: 451 4\.7\.1 try"
+                      r" later; will retry" % qid)
+
+    # Running: the refused files are tried after the new one.
+    r = sendmail(inst, "c@localhost", data=b"Subject: also fine\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: len(queued()) == 2, 10, what="the second good message")
+    assert maildrop(inst) == waiting
+
+
+def test_mailq_shows_what_waits_in_maildrop(make_instance):
+    """A message that pickup has not taken (stopped, or cleanup refusing
+    it for now) is in the queue: mailq lists it, not "Mail queue is
+    empty", and --json names its queue maildrop."""
+    inst = make_instance()
+    r = sendmail(inst, "-f", "early@example.org", "waiting@example.org",
+                 data=b"Subject: w\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    [qid] = maildrop(inst)
+    r = sendmail(inst, "-bp", prog=SENDMAIL)
+    out = r.stdout.decode()
+    assert r.returncode == 0, r.stderr
+    assert "Mail queue is empty" not in out
+    assert qid in out and "early@example.org" in out
+    assert "waiting@example.org" in out and "in 1 Request." in out
+    [msg] = queue(inst)
+    assert (msg["queue_name"], msg["queue_id"]) == ("maildrop", qid)
+    assert "Subject: w" in inst.check("cat", qid)
