@@ -32,6 +32,7 @@ typedef struct MASTER_PROC {
     int status_fd;                      /* our end of the socketpair */
     struct event *status_ev;
     bool busy;                          /* said 'B' last */
+    bool ready;                         /* said anything: it started serving */
     bool retired;                       /* sent SIGHUP: not counted */
     struct timespec started;            /* CLOCK_MONOTONIC */
     struct MASTER_PROC *next;

@@ -5,10 +5,17 @@
  * address, or a UNIX socket under private/ or public/, which a root master
  * gives to mail_owner, as the daemons that connect run as it), keeps at
  * least one process running, and starts more (up to maxproc) while every
- * process says it is busy. A process that dies is reaped and logged; one that dies within
- * MASTER_STABLE_SECONDS of its start throttles the service for a delay that
- * doubles each time (master_backoff_initial .. master_backoff_max), so a
- * daemon that crashes at start cannot spin. On reload, removed services are
+ * process says it is busy. A process that dies is reaped and logged, and
+ * one that was healthy is replaced at once. A process is healthy once it
+ * has said anything on its status socket (mail_server sends its first
+ * byte when it is set up and starts serving): a daemon killed from outside
+ * after that, at whatever age, is not throttled. A process throttles the
+ * service for a delay that doubles each time (master_backoff_initial ..
+ * master_backoff_max) when it dies within MASTER_STABLE_SECONDS of its
+ * start and either never said it was ready (it failed while starting, or
+ * was killed before it could serve) or failed by itself (a non-zero exit,
+ * msg_fatal, or a crash signal such as SIGSEGV or SIGABRT), so a daemon
+ * that crashes at start, or right after it, cannot spin. On reload, removed services are
  * closed and their processes retired, new ones opened, and every remaining
  * service gets a fresh process while the old ones retire (SIGHUP).
  */
@@ -229,23 +236,27 @@ static void master_serv_free(MASTER_SERV *serv)
     myfree(serv);
 }
 
-/* master_proc_status_event - a child says available or busy (or dies) */
-static void master_proc_status_event(evutil_socket_t fd, short what,
-                                     void *arg)
+/* master_proc_status_read - read what a child said; its busy state after
+   that (false at EOF); *eof true when the child closed its end */
+static bool master_proc_status_read(MASTER_PROC *proc, bool *eof)
 {
-    MASTER_PROC *proc = arg;
-    MASTER_SERV *serv = proc->serv;
     char buf[64];
-    ssize_t got = read(fd, buf, sizeof(buf));
+    ssize_t got;
     bool busy = proc->busy;
 
-    if (got < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (got <= 0) {
-        /* Dying: SIGCHLD does the rest. */
-        event_del(proc->status_ev);
-        busy = false;
-    } else {
+    *eof = false;
+    for (;;) {
+        got = read(proc->status_fd, buf, sizeof(buf));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 && errno == EAGAIN)
+            return busy;
+        if (got <= 0) {
+            *eof = true;
+            return false;
+        }
+        /* Any byte at all: the process got through its start. */
+        proc->ready = true;
         for (ssize_t i = 0; i < got; i++) {
             if (buf[i] == 'B')
                 busy = true;
@@ -253,6 +264,20 @@ static void master_proc_status_event(evutil_socket_t fd, short what,
                 busy = false;
         }
     }
+}
+
+/* master_proc_status_event - a child says available or busy (or dies) */
+static void master_proc_status_event(evutil_socket_t fd, short what,
+                                     void *arg)
+{
+    MASTER_PROC *proc = arg;
+    MASTER_SERV *serv = proc->serv;
+    bool eof;
+    bool busy = master_proc_status_read(proc, &eof);
+
+    /* Dying: SIGCHLD does the rest. */
+    if (eof)
+        event_del(proc->status_ev);
     if (busy != proc->busy) {
         proc->busy = busy;
         if (!proc->retired)
@@ -498,13 +523,35 @@ static MASTER_PROC *master_proc_unlink(MASTER_CTX *ctx, pid_t pid)
     return NULL;
 }
 
+/* master_killed_from_outside - a signal that someone sent the process
+   (an administrator, a script, stop), as opposed to one that says the
+   process itself went wrong (SIGSEGV, SIGABRT from msg_panic, ...) */
+static bool master_killed_from_outside(int status)
+{
+    if (!WIFSIGNALED(status))
+        return false;
+    switch (WTERMSIG(status)) {
+    case SIGKILL:
+    case SIGTERM:
+    case SIGINT:
+    case SIGHUP:
+    case SIGQUIT:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* master_proc_gone - account for a reaped child */
 static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
 {
     MASTER_SERV *serv = proc->serv;
     double lived = master_elapsed(&proc->started);
     bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    bool eof;
 
+    /* What it said before it died counts: a ready byte may still wait. */
+    (void) master_proc_status_read(proc, &eof);
     if (!proc->retired) {
         serv->live--;
         if (proc->busy)
@@ -517,10 +564,15 @@ static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
         else if (failed)
             msg_warn("process %s pid %ld exit status %d", serv->path,
                      (long) proc->pid, WEXITSTATUS(status));
-        if (lived < MASTER_STABLE_SECONDS && serv->seen && !serv->throttled)
-            master_serv_throttle(serv);
-        else if (lived >= MASTER_STABLE_SECONDS)
+        if (lived < MASTER_STABLE_SECONDS
+            && (!proc->ready || (failed && !master_killed_from_outside(status)))) {
+            if (serv->seen && !serv->throttled)
+                master_serv_throttle(serv);
+        } else {
+            /* It started well (or lived long): the next failure starts
+               the back-off over. */
             serv->backoff = (int) ctx->backoff_initial;
+        }
     }
     event_free(proc->status_ev);
     (void) close(proc->status_fd);
