@@ -49,7 +49,8 @@ struct MASTER_SERV {
     ARGV *argv;                         /* as in master.cf */
     char *path;                         /* the program to exec */
     char *sock_path;                    /* unix: the socket file */
-    int listen_fd;                      /* -1: none */
+    int *listen_fds;                    /* inet: one per address */
+    int listen_count;                   /* 0: closed */
     MASTER_PROC *procs;
     int live;                           /* processes not retired */
     int busy;                           /* live processes at capacity */
