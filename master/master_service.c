@@ -519,7 +519,8 @@ static void master_child_exec(MASTER_SERV *serv, int status_fd)
     /* Move the descriptors out of the way, then into place (dup2 leaves the
        copies without close-on-exec; everything else of ours has it). */
     for (int i = 0; i < count; i++)
-        if ((fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 64)) < 0)
+        if ((fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC,
+                            MASTER_FD_LISTEN + MASTER_LISTEN_MAX)) < 0)
             msg_fatal("dup: %m");
     for (int i = 0; i < count; i++)
         if (dup2(fds[i], MASTER_FD_STATUS + i) < 0)

@@ -57,6 +57,7 @@ MIN_AGE = float(os.environ.get("KILLSTORM_MIN_AGE", "0"))
 INTERVAL = float(os.environ.get("KILLSTORM_INTERVAL", "0.3"))
 ANY_MSGID_RX = re.compile(rb"<(ks-\d+\.\d+)@killstorm\.test>")
 QUEUED_AS_RX = re.compile(rb"queued as ([0-9A-Za-z]+)")
+LOGGED_MSGID_RX = re.compile(r"\]: ([0-9A-Za-z]+): message-id=<(ks-\d+\.\d+)@killstorm\.test>")
 QID_RX = re.compile(rb"\swith E?SMTP id ([0-9A-Za-z]+)")
 SINK_DELAY = float(os.environ.get("KILLSTORM_SINK_DELAY", "0"))
 DRAIN_TIMEOUT = float(os.environ.get("KILLSTORM_DRAIN_SECONDS", "120"))
@@ -325,12 +326,13 @@ def queue_json(inst):
 
 
 def whereabouts(inst, missing, qids):
-    """{Message-ID: one line saying where that message is}: the queue
-    file that holds it (found by its content: sendmail's messages have no
-    queue ID the client saw), its next attempt and last reason, and what
-    the log says last of its queue ID; or that no file holds it (gone)."""
-    files = {}                                  # Message-ID -> [(queue, path)]
+    """{Message-ID: one line saying where that message is}: each queue
+    file that holds it (found by its content, and by the queue IDs that
+    cleanup logged with its message-id or smtpd's reply named), with its
+    next attempt and last reason, and what the log says last of each
+    queue ID; or that no file holds it (gone)."""
     want = set(missing)
+    files = {}                                  # Message-ID -> {qid: (queue, path)}
     for queue in QUEUES:
         top = inst.queue_dir / queue
         if not top.exists():
@@ -342,37 +344,49 @@ def whereabouts(inst, missing, qids):
                 continue
             for hit in set(ANY_MSGID_RX.findall(data)):
                 if hit.decode() in want:
-                    files.setdefault(hit.decode(), []).append((queue, path))
-    listed = queue_json(inst)
+                    files.setdefault(hit.decode(), {})[path.name] = (queue, path)
     log = inst.log().splitlines()
+    logged = {}                                 # Message-ID -> [qid]
+    for line in log:
+        hit = LOGGED_MSGID_RX.search(line)
+        if hit and hit.group(2) in want:
+            logged.setdefault(hit.group(2), []).append(hit.group(1))
+    listed = queue_json(inst)
     now = time.time()
     out = {}
     for msgid in missing:
+        ids = list(dict.fromkeys(logged.get(msgid, []) +
+                                 ([qids[msgid]] if msgid in qids else []) +
+                                 list(files.get(msgid, {}))))
         parts = []
-        for queue, path in files.get(msgid, []):
-            qid = path.name
-            part = "in %s/ as %s" % (queue, path.relative_to(inst.queue_dir))
-            try:
-                mtime = path.stat().st_mtime
-            except OSError:
-                mtime = None
-            if queue == "deferred" and mtime is not None:
-                part += ", next attempt in %+.0fs" % (mtime - now)
-            reasons = [r.get("delay_reason") for r in
-                       listed.get(qid, {}).get("recipients", [])
-                       if r.get("delay_reason")]
-            if reasons:
-                part += ", last reason: %s" % reasons[-1]
-            parts.append(part)
-            qids.setdefault(msgid, qid)
-        qid = qids.get(msgid)
-        if not parts:
-            parts.append("GONE: no queue file holds it")
-        if qid:
+        if not ids:
+            out[msgid] = "GONE: no queue file holds it, and no log line " \
+                         "names a queue ID for it"
+            continue
+        for qid in ids:
+            where = files.get(msgid, {}).get(qid)
             said = [line for line in log if qid + ":" in line]
-            parts.append("queue ID %s, %d log lines, last: %s" % (
-                qid, len(said), said[-1] if said else "(none)"))
-        out[msgid] = "; ".join(parts)
+            if where is None:
+                part = "%s: no queue file holds it" % qid
+            else:
+                queue, path = where
+                part = "%s in %s/" % (qid, queue)
+                try:
+                    if queue == "deferred":
+                        part += ", next attempt in %+.0fs" % (
+                            path.stat().st_mtime - now)
+                except OSError:
+                    pass
+                reasons = [r.get("delay_reason") for r in
+                           listed.get(qid, {}).get("recipients", [])
+                           if r.get("delay_reason")]
+                if reasons:
+                    part += ", last reason: %s" % reasons[-1]
+            part += " (%d log lines, last: %s)" % (
+                len(said), said[-1] if said else "none")
+            parts.append(part)
+        gone = not any(q in files.get(msgid, {}) for q in ids)
+        out[msgid] = ("GONE: " if gone else "") + "; ".join(parts)
     return out
 
 
@@ -472,8 +486,8 @@ def run_storm(make_instance, make_sink, total, send_seconds=None, clients=4,
     report("attempts not acknowledged: %s" % (
         ", ".join("%s %d" % kv for kv in storm.refused.most_common(8)) or "none"))
     if late:
-        kinds = Counter(re.sub(r"[+-]\d+s|[0-9A-Za-z]{10,}|/[^ ;,]+", "*",
-                               w.split("; queue ID")[0])
+        kinds = Counter(re.sub(r"[+-]\d+s|[0-9A-Z]{12,}", "*",
+                               w.split(" (")[0])
                         for w in late.values())
         report("%d messages late (not at the sink %ds after the restart): %s"
                % (len(late), LATE_SECONDS,
