@@ -217,13 +217,19 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
         qmgr_conn_open(ctx->base, vstr_str(path), ctx->conf.job_timeout,
                        DELIVER_LIST_MAX, qmgr_job_list, qmgr_job_end, job, why);
     if (job->conn == NULL) {
-        bool busy = errno == EAGAIN;
+        /* EAGAIN: the agent's listen queue is full. ECONNREFUSED: the
+           socket is there but nobody listens right now (master is being
+           restarted; when it is gone, qmgr goes too and the next one
+           takes active/ back at once). Neither is a failure: wait. */
+        int conn_errno = errno;
+        bool busy = conn_errno == EAGAIN || conn_errno == ECONNREFUSED;
 
         ctx->jobs_running--;
         myfree(job->answered);
         myfree(job);
         if (busy) {
-            /* The agent's listen queue is full: not a failure, wait. */
+            if (conn_errno == ECONNREFUSED)
+                msg_warn("%s: %s: waiting", msg->qid, vstr_str(why));
             qmgr_dest_push_back(entry->dest, entry);
         } else {
             msg_warn("%s: %s", msg->qid, vstr_str(why));

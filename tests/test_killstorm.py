@@ -38,6 +38,7 @@ import os
 import random
 import re
 import signal
+import socket
 import smtplib
 import subprocess
 import threading
@@ -566,3 +567,34 @@ def test_killed_agent_delivery_is_retried_at_once(make_instance):
                    what="the message in deferred/")
     finally:
         relay.stop()
+
+
+def test_agent_socket_refusing_is_waited_out(make_instance, make_sink):
+    """The agent's socket refuses connections for a while (what qmgr sees
+    when master and smtp are gone a moment before it, as in the storm's
+    final kill): qmgr keeps the message in active/ and tries again every
+    second, instead of deferring it for retry_schedule's first step (1m)
+    as "mail transport unavailable"."""
+    require(LIBEXEC / "smtp", LIBEXEC / "qmgr")
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, start=True,
+                         params=STORM_PARAMS)
+    real = inst.queue_dir / "private" / "smtp"
+    away = real.with_name("smtp.away")
+    real.rename(away)
+    fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    fake.bind(str(real))               # a socket file nobody listens on
+    fake.close()
+    try:
+        qid = smtp_queue(inst, "a@client.test", ["b@dest.test"],
+                         "Subject: refused\r\n\r\nbody\r\n")
+        inst.wait_log(r"%s: connect to \S+/private/smtp: Connection refused: "
+                      r"waiting" % qid, timeout=20)
+    finally:
+        real.unlink()
+        away.rename(real)
+    wait_until(lambda: any(b"Subject: refused" in m.data
+                           for m in sink.received()), 20,
+               what="the message at the sink")
+    assert not re.search(r"%s: to=<b@dest.test>.*status=deferred" % qid,
+                         inst.log()), inst.log_tail()
