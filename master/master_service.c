@@ -18,9 +18,11 @@
  * start and either never said it was ready (it failed while starting, or
  * was killed before it could serve) or failed by itself (a non-zero exit,
  * msg_fatal, or a crash signal such as SIGSEGV or SIGABRT), so a daemon
- * that crashes at start, or right after it, cannot spin. On reload, removed services are
- * closed and their processes retired, new ones opened, and every remaining
- * service gets a fresh process while the old ones retire (SIGHUP).
+ * that crashes at start, or right after it, cannot spin. On reload, removed
+ * services are closed and their processes retired, new ones opened, and
+ * every remaining service gets a fresh process while the old ones retire
+ * (SIGHUP). Listeners stay as they are on reload: a changed inet_interfaces
+ * or inet_protocols takes a restart, as in Postfix.
  */
 #include "sys_defs.h"
 
@@ -762,6 +764,7 @@ static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
     MASTER_SERV *serv = proc->serv;
     double lived = master_elapsed(&proc->started);
     bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    bool own_failure = failed && !master_killed_from_outside(status);
     bool eof;
 
     /* What it said before it died counts: a ready byte may still wait. */
@@ -778,8 +781,7 @@ static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
         else if (failed)
             msg_warn("process %s pid %ld exit status %d", serv->path,
                      (long) proc->pid, WEXITSTATUS(status));
-        if (lived < MASTER_STABLE_SECONDS
-            && (!proc->ready || (failed && !master_killed_from_outside(status)))) {
+        if (lived < MASTER_STABLE_SECONDS && (!proc->ready || own_failure)) {
             if (serv->seen && !serv->throttled)
                 master_serv_throttle(serv);
         } else {

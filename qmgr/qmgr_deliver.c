@@ -192,8 +192,9 @@ static void qmgr_job_list(QMGR_CONN *conn, ATTR_LIST *list, void *arg)
    it was lost (EOF or an error), not when it timed out or talked nonsense */
 static void qmgr_job_end(QMGR_CONN *conn, const char *why, void *arg)
 {
+    size_t error_len = strlen(QMGR_CONN_ERROR);
     bool agent_died = strcmp(why, QMGR_CONN_LOST) == 0 ||
-                      strncmp(why, QMGR_CONN_ERROR, strlen(QMGR_CONN_ERROR)) == 0;
+                      strncmp(why, QMGR_CONN_ERROR, error_len) == 0;
 
     qmgr_job_finish(arg, why, agent_died);
 }
