@@ -14,7 +14,7 @@
  *                also says the process is set up and serving: master
  *                replaces such a process at once when it is killed, and
  *                throttles the service only for one that dies before it
- *                (or that fails by itself soon after its start). When
+ *                (or that ends by itself soon after its start). When
  *                master dies the child reads EOF here and exits.
  *   SIGHUP       retire: stop accepting, finish the work in hand, exit 0.
  *                Master has already started a successor that reads the new

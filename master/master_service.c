@@ -9,15 +9,16 @@
  * gives to mail_owner, as the daemons that connect run as it), keeps at
  * least one process running, and starts more (up to maxproc) while every
  * process says it is busy. A process that dies is reaped and logged, and
- * one that was healthy is replaced at once. A process is healthy once it
+ * one that was healthy and was killed is replaced at once. A process is
+ * healthy once it
  * has said anything on its status socket (mail_server sends its first
  * byte when it is set up and starts serving): a daemon killed from outside
  * after that, at whatever age, is not throttled. A process throttles the
  * service for a delay that doubles each time (master_backoff_initial ..
  * master_backoff_max) when it dies within MASTER_STABLE_SECONDS of its
  * start and either never said it was ready (it failed while starting, or
- * was killed before it could serve) or failed by itself (a non-zero exit,
- * msg_fatal, or a crash signal such as SIGSEGV or SIGABRT), so a daemon
+ * was killed before it could serve) or ended by itself (an exit, msg_fatal,
+ * or a crash signal such as SIGSEGV or SIGABRT from msg_panic), so a daemon
  * that crashes at start, or right after it, cannot spin. On reload, removed
  * services are closed and their processes retired, new ones opened, and
  * every remaining service gets a fresh process while the old ones retire
@@ -764,7 +765,7 @@ static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
     MASTER_SERV *serv = proc->serv;
     double lived = master_elapsed(&proc->started);
     bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
-    bool own_failure = failed && !master_killed_from_outside(status);
+    bool killed = master_killed_from_outside(status);
     bool eof;
 
     /* What it said before it died counts: a ready byte may still wait. */
@@ -781,7 +782,7 @@ static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
         else if (failed)
             msg_warn("process %s pid %ld exit status %d", serv->path,
                      (long) proc->pid, WEXITSTATUS(status));
-        if (lived < MASTER_STABLE_SECONDS && (!proc->ready || own_failure)) {
+        if (lived < MASTER_STABLE_SECONDS && (!proc->ready || !killed)) {
             if (serv->seen && !serv->throttled)
                 master_serv_throttle(serv);
         } else {
