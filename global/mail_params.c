@@ -66,7 +66,11 @@ static const MAIL_PARAM mail_param_tab[] = {
      "remote domains this host accepts mail for and relays"},
     {"relayhost", STR, "",
      "host that receives all outbound mail (empty: deliver directly)"},
-    {"inet_interfaces", LIST, "all", "addresses the inet services listen on"},
+    {"inet_interfaces", LIST, "all",
+     "addresses an inet service without one in master.cf listens on: all, "
+     "loopback-only, or numeric addresses"},
+    {"inet_protocols", LIST, "all",
+     "address families of inet_interfaces: all, ipv4, ipv6"},
     {"mail_name", STR, "sluice",
      "name of the mail system in banners and bounces"},
     {"mail_version", STR, "0.1", "version of the mail system"},

@@ -10,8 +10,12 @@
  *                'A' (available: can take more connections) once it is ready
  *                and whenever it drops below capacity; 'B' (busy: at
  *                capacity). Master starts another process (up to maxproc)
- *                while every process of a service is busy. When master dies
- *                the child reads EOF here and exits.
+ *                while every process of a service is busy. The first byte
+ *                also says the process is set up and serving: master
+ *                replaces such a process at once when it is killed, and
+ *                throttles the service only for one that dies before it
+ *                (or that ends by itself soon after its start). When
+ *                master dies the child reads EOF here and exits.
  *   SIGHUP       retire: stop accepting, finish the work in hand, exit 0.
  *                Master has already started a successor that reads the new
  *                configuration.

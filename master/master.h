@@ -32,6 +32,7 @@ typedef struct MASTER_PROC {
     int status_fd;                      /* our end of the socketpair */
     struct event *status_ev;
     bool busy;                          /* said 'B' last */
+    bool ready;                         /* said anything: it started serving */
     bool retired;                       /* sent SIGHUP: not counted */
     struct timespec started;            /* CLOCK_MONOTONIC */
     struct MASTER_PROC *next;
@@ -48,7 +49,8 @@ struct MASTER_SERV {
     ARGV *argv;                         /* as in master.cf */
     char *path;                         /* the program to exec */
     char *sock_path;                    /* unix: the socket file */
-    int listen_fd;                      /* -1: none */
+    int *listen_fds;                    /* inet: one per address */
+    int listen_count;                   /* 0: closed */
     MASTER_PROC *procs;
     int live;                           /* processes not retired */
     int busy;                           /* live processes at capacity */

@@ -1,21 +1,36 @@
 /*
  * master_service - services, their listeners and their processes
  *
- * Each master.cf line is a service. Master binds its listener (an inet
- * address, or a UNIX socket under private/ or public/, which a root master
+ * Each master.cf line is a service. Master binds its listeners (for an
+ * inet service named host:port that address; for one named by a bare port
+ * or service name each address of inet_interfaces -- all, loopback-only,
+ * or a list of numeric addresses -- of a family inet_protocols allows; or
+ * a UNIX socket under private/ or public/, which a root master
  * gives to mail_owner, as the daemons that connect run as it), keeps at
  * least one process running, and starts more (up to maxproc) while every
- * process says it is busy. A process that dies is reaped and logged; one that dies within
- * MASTER_STABLE_SECONDS of its start throttles the service for a delay that
- * doubles each time (master_backoff_initial .. master_backoff_max), so a
- * daemon that crashes at start cannot spin. On reload, removed services are
- * closed and their processes retired, new ones opened, and every remaining
- * service gets a fresh process while the old ones retire (SIGHUP).
+ * process says it is busy. A process that dies is reaped and logged, and
+ * one that was healthy and was killed is replaced at once. A process is
+ * healthy once it
+ * has said anything on its status socket (mail_server sends its first
+ * byte when it is set up and starts serving): a daemon killed from outside
+ * after that, at whatever age, is not throttled. A process throttles the
+ * service for a delay that doubles each time (master_backoff_initial ..
+ * master_backoff_max) when it dies within MASTER_STABLE_SECONDS of its
+ * start and either never said it was ready (it failed while starting, or
+ * was killed before it could serve) or ended by itself (an exit, msg_fatal,
+ * or a crash signal such as SIGSEGV or SIGABRT from msg_panic), so a daemon
+ * that crashes at start, or right after it, cannot spin. On reload, removed
+ * services are closed and their processes retired, new ones opened, and
+ * every remaining service gets a fresh process while the old ones retire
+ * (SIGHUP). Listeners stay as they are on reload: a changed inet_interfaces
+ * or inet_protocols takes a restart, as in Postfix.
  */
 #include "sys_defs.h"
 
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
@@ -34,8 +49,14 @@
 #define MASTER_LISTEN_BACKLOG 1024
 #define MASTER_FD_LISTEN 4
 #define MASTER_FD_STATUS 3
+#define MASTER_LISTEN_MAX 64            /* mail_server takes no more */
+
+/* inet_protocols, as bits */
+#define MASTER_PROTO_IPV4 (1 << 0)
+#define MASTER_PROTO_IPV6 (1 << 1)
 
 static void master_serv_check(MASTER_SERV *serv);
+static void master_serv_close(MASTER_SERV *serv);
 
 /* master_elapsed - seconds since a monotonic time stamp */
 static double master_elapsed(const struct timespec *since)
@@ -47,22 +68,200 @@ static double master_elapsed(const struct timespec *since)
            + (now.tv_nsec - since->tv_nsec) / 1e9;
 }
 
-/* master_inet_addr - the address to bind for an inet service name */
-static int master_inet_addr(VSTR *addr, const char *name, VSTR *why)
+/* master_inet_port - the port of an inet service named by a bare port
+   or a service name; -1 (why) when unknown */
+static int master_inet_port(const char *name, VSTR *why)
 {
     struct servent *se;
+    char *end;
+    long port;
 
-    if (strchr(name, ':') != NULL) {
-        vstr_cpy(addr, name);
-    } else if (name[strspn(name, "0123456789")] == 0) {
-        vstr_sprintf(addr, "*:%s", name);
-    } else if ((se = getservbyname(name, "tcp")) != NULL) {
-        vstr_sprintf(addr, "*:%d", ntohs((uint16_t) se->s_port));
-    } else {
-        vstr_sprintf(why, "service %s: unknown port name", name);
+    if (name[strspn(name, "0123456789")] == 0) {
+        errno = 0;
+        port = strtol(name, &end, 10);
+        if (errno == 0 && *end == 0 && port > 0 && port <= 65535)
+            return (int) port;
+        vstr_sprintf(why, "service %s: bad port number", name);
         return -1;
     }
-    return 0;
+    if ((se = getservbyname(name, "tcp")) != NULL)
+        return ntohs((uint16_t) se->s_port);
+    vstr_sprintf(why, "service %s: unknown port name", name);
+    return -1;
+}
+
+/* master_inet_protocols - inet_protocols as MASTER_PROTO_ bits; -1 (why)
+   for a bad value */
+static int master_inet_protocols(const MASTER_CTX *ctx, VSTR *why)
+{
+    ARGV *words = mail_conf_list(ctx->conf, "inet_protocols");
+    int protos = 0;
+    int status = 0;
+
+    for (size_t i = 0; i < words->argc && status == 0; i++) {
+        const char *word = words->argv[i];
+
+        if (strcasecmp(word, "all") == 0) {
+            protos |= MASTER_PROTO_IPV4 | MASTER_PROTO_IPV6;
+        } else if (strcasecmp(word, "ipv4") == 0) {
+            protos |= MASTER_PROTO_IPV4;
+        } else if (strcasecmp(word, "ipv6") == 0) {
+            protos |= MASTER_PROTO_IPV6;
+        } else {
+            vstr_sprintf(why, "inet_protocols: unknown protocol \"%s\" "
+                         "(all, ipv4, ipv6)", word);
+            status = -1;
+        }
+    }
+    if (status == 0 && protos == 0) {
+        vstr_cpy(why, "inet_protocols is empty (all, ipv4, ipv6)");
+        status = -1;
+    }
+    argv_free(words);
+    return status < 0 ? -1 : protos;
+}
+
+/* master_inet_addrs - the host:port addresses to bind for an inet
+   service: its own address when master.cf names one, else inet_interfaces
+   on the families of inet_protocols; -1 (why) when there is none */
+static int master_inet_addrs(const MASTER_CTX *ctx, const char *name,
+                             ARGV *addrs, VSTR *why)
+{
+    VSTR *addr = vstr_alloc(64);
+    ARGV *words = NULL;
+    unsigned char bin[sizeof(struct in6_addr)];
+    char host[INET6_ADDRSTRLEN + 2];
+    int protos;
+    int port;
+    int status = 0;
+
+    if (strchr(name, ':') != NULL) {
+        argv_add(addrs, name);          /* explicit: inet_interfaces aside */
+        goto out;
+    }
+    if ((port = master_inet_port(name, why)) < 0
+        || (protos = master_inet_protocols(ctx, why)) < 0) {
+        status = -1;
+        goto out;
+    }
+    words = mail_conf_list(ctx->conf, "inet_interfaces");
+    for (size_t i = 0; i < words->argc && status == 0; i++) {
+        const char *word = words->argv[i];
+        size_t len = strlen(word);
+
+        if (strcasecmp(word, "all") == 0) {
+            if (words->argc > 1) {
+                vstr_cpy(why, "inet_interfaces: \"all\" stands alone");
+                status = -1;
+            } else if (protos == (MASTER_PROTO_IPV4 | MASTER_PROTO_IPV6)) {
+                vstr_sprintf(addr, "*:%d", port);   /* dual stack, or IPv4 */
+                argv_add(addrs, vstr_str(addr));
+            } else {
+                vstr_sprintf(addr, "%s:%d", protos & MASTER_PROTO_IPV4
+                             ? "0.0.0.0" : "[::]", port);
+                argv_add(addrs, vstr_str(addr));
+            }
+            continue;
+        }
+        if (strcasecmp(word, "loopback-only") == 0
+            || strcasecmp(word, "localhost") == 0) {
+            if (protos & MASTER_PROTO_IPV4) {
+                vstr_sprintf(addr, "127.0.0.1:%d", port);
+                argv_add(addrs, vstr_str(addr));
+            }
+            if (protos & MASTER_PROTO_IPV6) {
+                vstr_sprintf(addr, "[::1]:%d", port);
+                argv_add(addrs, vstr_str(addr));
+            }
+            continue;
+        }
+        /* A numeric address, IPv6 with or without brackets. */
+        if (len >= 2 && word[0] == '[' && word[len - 1] == ']')
+            word++, len -= 2;
+        if (len >= sizeof(host)) {
+            vstr_sprintf(why, "inet_interfaces: \"%s\" is not a numeric "
+                         "IP address", words->argv[i]);
+            status = -1;
+            continue;
+        }
+        memcpy(host, word, len);
+        host[len] = 0;
+        if (inet_pton(AF_INET, host, bin) == 1) {
+            /* An address of a family inet_protocols leaves out is not
+               used (the error below says so when none is left). */
+            if (protos & MASTER_PROTO_IPV4) {
+                vstr_sprintf(addr, "%s:%d", host, port);
+                argv_add(addrs, vstr_str(addr));
+            }
+        } else if (inet_pton(AF_INET6, host, bin) == 1) {
+            if (protos & MASTER_PROTO_IPV6) {
+                vstr_sprintf(addr, "[%s]:%d", host, port);
+                argv_add(addrs, vstr_str(addr));
+            }
+        } else {
+            vstr_sprintf(why, "inet_interfaces: \"%s\" is not a numeric "
+                         "IP address (nor all, loopback-only)", words->argv[i]);
+            status = -1;
+        }
+    }
+    if (status == 0 && addrs->argc == 0) {
+        vstr_sprintf(why, "service %s: inet_interfaces (%s) and "
+                     "inet_protocols (%s) leave no address to listen on", name,
+                     mail_conf_str(ctx->conf, "inet_interfaces"),
+                     mail_conf_str(ctx->conf, "inet_protocols"));
+        status = -1;
+    }
+out:
+    argv_free(words);
+    vstr_free(addr);
+    return status;
+}
+
+/* master_inet_listen_v6only - a listener on the IPv6 wildcard that does
+   not take IPv4 (inet_protocols = ipv6) */
+static int master_inet_listen_v6only(int port)
+{
+    struct sockaddr_in6 sin6;
+    int on = 1;
+    int fd;
+
+    if ((fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                     0)) < 0)
+        return -1;
+    memset(&sin6, 0, sizeof(sin6));
+    sin6.sin6_family = AF_INET6;
+    sin6.sin6_addr = in6addr_any;
+    sin6.sin6_port = htons((uint16_t) port);
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0
+        || setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) < 0
+        || bind(fd, (struct sockaddr *) &sin6, sizeof(sin6)) < 0
+        || listen(fd, MASTER_LISTEN_BACKLOG) < 0) {
+        int saved_errno = errno;
+
+        (void) close(fd);
+        errno = saved_errno;
+        return -1;
+    }
+    return fd;
+}
+
+/* master_inet_listen - bind one inet address of a service: "[::]:port"
+   is the IPv6 wildcard alone, "*:port" every address of both families */
+static int master_inet_listen(const char *addr)
+{
+    char *end;
+    long port;
+
+    if (strncmp(addr, "[::]:", 5) == 0) {
+        errno = 0;
+        port = strtol(addr + 5, &end, 10);
+        if (errno || *end || port <= 0 || port > 65535) {
+            errno = EINVAL;
+            return -1;
+        }
+        return master_inet_listen_v6only((int) port);
+    }
+    return sock_inet_listen(addr, MASTER_LISTEN_BACKLOG);
 }
 
 /* master_sock_owner - a root master gives a UNIX socket to mail_owner:
@@ -87,36 +286,59 @@ static int master_sock_owner(const MASTER_CTX *ctx, const char *path,
     return 0;
 }
 
-/* master_serv_listen - bind the service's listener */
+/* master_serv_add_listener - keep one more listening socket */
+static void master_serv_add_listener(MASTER_SERV *serv, int fd)
+{
+    serv->listen_fds = myrealloc_array(serv->listen_fds,
+                                       (size_t) serv->listen_count + 1,
+                                       sizeof(int));
+    serv->listen_fds[serv->listen_count++] = fd;
+}
+
+/* master_serv_listen - bind the service's listeners */
 static int master_serv_listen(MASTER_SERV *serv, VSTR *why)
 {
     MASTER_CTX *ctx = serv->ctx;
     VSTR *addr = vstr_alloc(64);
+    ARGV *addrs;
     int status = 0;
+    int fd;
 
     if (serv->type == MASTER_SERV_INET) {
-        if (master_inet_addr(addr, serv->name, why) < 0) {
+        addrs = argv_alloc(2);
+        if (master_inet_addrs(ctx, serv->name, addrs, why) < 0) {
             status = -1;
-        } else if ((serv->listen_fd = sock_inet_listen(vstr_str(addr),
-                                                       MASTER_LISTEN_BACKLOG)) < 0) {
-            vstr_sprintf(why, "bind %s: %s", vstr_str(addr), strerror(errno));
+        } else if (addrs->argc > MASTER_LISTEN_MAX) {
+            vstr_sprintf(why, "service %s: more than %d addresses to listen on",
+                         serv->name, MASTER_LISTEN_MAX);
             status = -1;
         }
+        for (size_t i = 0; status == 0 && i < addrs->argc; i++) {
+            if ((fd = master_inet_listen(addrs->argv[i])) < 0) {
+                vstr_sprintf(why, "bind %s: %s", addrs->argv[i],
+                             strerror(errno));
+                status = -1;
+            } else {
+                master_serv_add_listener(serv, fd);
+            }
+        }
+        argv_free(addrs);
+        if (status < 0)
+            master_serv_close(serv);
     } else {
         vstr_sprintf(addr, "%s/%s/%s", ctx->queue_dir,
                      serv->private_service ? "private" : "public", serv->name);
         serv->sock_path = mystrdup(vstr_str(addr));
-        if ((serv->listen_fd = sock_unix_listen(serv->sock_path,
-                                                MASTER_LISTEN_BACKLOG,
-                                                serv->private_service ? 0600
-                                                                      : 0666)) < 0) {
+        if ((fd = sock_unix_listen(serv->sock_path, MASTER_LISTEN_BACKLOG,
+                                   serv->private_service ? 0600 : 0666)) < 0) {
             vstr_sprintf(why, "bind %s: %s", serv->sock_path, strerror(errno));
             status = -1;
         } else if (master_sock_owner(ctx, serv->sock_path, why) < 0) {
-            (void) close(serv->listen_fd);
-            serv->listen_fd = -1;
+            (void) close(fd);
             (void) unlink(serv->sock_path);
             status = -1;
+        } else {
+            master_serv_add_listener(serv, fd);
         }
     }
     vstr_free(addr);
@@ -191,7 +413,6 @@ static MASTER_SERV *master_serv_create(MASTER_CTX *ctx, MASTER_ENT *ent)
     serv->name = mystrdup(ent->name);
     serv->type = ent->type;
     serv->private_service = ent->private_service;
-    serv->listen_fd = -1;
     serv->backoff = (int) ctx->backoff_initial;
     master_serv_update(serv, ent);
     return serv;
@@ -200,10 +421,10 @@ static MASTER_SERV *master_serv_create(MASTER_CTX *ctx, MASTER_ENT *ent)
 /* master_serv_close - stop listening (and remove the socket file) */
 static void master_serv_close(MASTER_SERV *serv)
 {
-    if (serv->listen_fd >= 0) {
-        (void) close(serv->listen_fd);
-        serv->listen_fd = -1;
-    }
+    for (int i = 0; i < serv->listen_count; i++)
+        (void) close(serv->listen_fds[i]);
+    serv->listen_count = 0;
+    serv->listen_fds = myfree(serv->listen_fds);
     if (serv->sock_path) {
         if (unlink(serv->sock_path) < 0 && errno != ENOENT)
             msg_warn("remove %s: %m", serv->sock_path);
@@ -229,23 +450,27 @@ static void master_serv_free(MASTER_SERV *serv)
     myfree(serv);
 }
 
-/* master_proc_status_event - a child says available or busy (or dies) */
-static void master_proc_status_event(evutil_socket_t fd, short what,
-                                     void *arg)
+/* master_proc_status_read - read what a child said; its busy state after
+   that (false at EOF); *eof true when the child closed its end */
+static bool master_proc_status_read(MASTER_PROC *proc, bool *eof)
 {
-    MASTER_PROC *proc = arg;
-    MASTER_SERV *serv = proc->serv;
     char buf[64];
-    ssize_t got = read(fd, buf, sizeof(buf));
+    ssize_t got;
     bool busy = proc->busy;
 
-    if (got < 0 && (errno == EAGAIN || errno == EINTR))
-        return;
-    if (got <= 0) {
-        /* Dying: SIGCHLD does the rest. */
-        event_del(proc->status_ev);
-        busy = false;
-    } else {
+    *eof = false;
+    for (;;) {
+        got = read(proc->status_fd, buf, sizeof(buf));
+        if (got < 0 && errno == EINTR)
+            continue;
+        if (got < 0 && errno == EAGAIN)
+            return busy;
+        if (got <= 0) {
+            *eof = true;
+            return false;
+        }
+        /* Any byte at all: the process got through its start. */
+        proc->ready = true;
         for (ssize_t i = 0; i < got; i++) {
             if (buf[i] == 'B')
                 busy = true;
@@ -253,6 +478,20 @@ static void master_proc_status_event(evutil_socket_t fd, short what,
                 busy = false;
         }
     }
+}
+
+/* master_proc_status_event - a child says available or busy (or dies) */
+static void master_proc_status_event(evutil_socket_t fd, short what,
+                                     void *arg)
+{
+    MASTER_PROC *proc = arg;
+    MASTER_SERV *serv = proc->serv;
+    bool eof;
+    bool busy = master_proc_status_read(proc, &eof);
+
+    /* Dying: SIGCHLD does the rest. */
+    if (eof)
+        event_del(proc->status_ev);
     if (busy != proc->busy) {
         proc->busy = busy;
         if (!proc->retired)
@@ -266,8 +505,8 @@ static void master_child_exec(MASTER_SERV *serv, int status_fd)
 {
     MASTER_CTX *ctx = serv->ctx;
     sigset_t none;
-    int fds[2] = {status_fd, serv->listen_fd};
-    int count = serv->listen_fd >= 0 ? 2 : 1;
+    int fds[1 + MASTER_LISTEN_MAX] = {status_fd};
+    int count = 1 + serv->listen_count;
     char listen_count[8];
 
     sigemptyset(&none);
@@ -278,10 +517,13 @@ static void master_child_exec(MASTER_SERV *serv, int status_fd)
     signal(SIGINT, SIG_DFL);
     signal(SIGCHLD, SIG_DFL);
 
+    for (int i = 0; i < serv->listen_count; i++)
+        fds[1 + i] = serv->listen_fds[i];
     /* Move the descriptors out of the way, then into place (dup2 leaves the
        copies without close-on-exec; everything else of ours has it). */
     for (int i = 0; i < count; i++)
-        if ((fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, 64)) < 0)
+        if ((fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC,
+                            MASTER_FD_LISTEN + MASTER_LISTEN_MAX)) < 0)
             msg_fatal("dup: %m");
     for (int i = 0; i < count; i++)
         if (dup2(fds[i], MASTER_FD_STATUS + i) < 0)
@@ -437,7 +679,7 @@ void master_services_reload(MASTER_CTX *ctx, const MASTER_CF *cf)
         MASTER_SERV *serv;
 
         for (serv = ctx->servs; serv; serv = serv->next)
-            if (serv->listen_fd >= 0 && master_serv_same(serv, ent))
+            if (serv->listen_count > 0 && master_serv_same(serv, ent))
                 break;
         if (serv != NULL) {
             master_serv_update(serv, ent);
@@ -498,13 +740,36 @@ static MASTER_PROC *master_proc_unlink(MASTER_CTX *ctx, pid_t pid)
     return NULL;
 }
 
+/* master_killed_from_outside - a signal that someone sent the process
+   (an administrator, a script, stop), as opposed to one that says the
+   process itself went wrong (SIGSEGV, SIGABRT from msg_panic, ...) */
+static bool master_killed_from_outside(int status)
+{
+    if (!WIFSIGNALED(status))
+        return false;
+    switch (WTERMSIG(status)) {
+    case SIGKILL:
+    case SIGTERM:
+    case SIGINT:
+    case SIGHUP:
+    case SIGQUIT:
+        return true;
+    default:
+        return false;
+    }
+}
+
 /* master_proc_gone - account for a reaped child */
 static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
 {
     MASTER_SERV *serv = proc->serv;
     double lived = master_elapsed(&proc->started);
     bool failed = !WIFEXITED(status) || WEXITSTATUS(status) != 0;
+    bool killed = master_killed_from_outside(status);
+    bool eof;
 
+    /* What it said before it died counts: a ready byte may still wait. */
+    (void) master_proc_status_read(proc, &eof);
     if (!proc->retired) {
         serv->live--;
         if (proc->busy)
@@ -517,10 +782,14 @@ static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
         else if (failed)
             msg_warn("process %s pid %ld exit status %d", serv->path,
                      (long) proc->pid, WEXITSTATUS(status));
-        if (lived < MASTER_STABLE_SECONDS && serv->seen && !serv->throttled)
-            master_serv_throttle(serv);
-        else if (lived >= MASTER_STABLE_SECONDS)
+        if (lived < MASTER_STABLE_SECONDS && (!proc->ready || !killed)) {
+            if (serv->seen && !serv->throttled)
+                master_serv_throttle(serv);
+        } else {
+            /* It started well (or lived long): the next failure starts
+               the back-off over. */
             serv->backoff = (int) ctx->backoff_initial;
+        }
     }
     event_free(proc->status_ev);
     (void) close(proc->status_fd);

@@ -153,6 +153,7 @@ struct QMGR_MESSAGE {
     struct QMGR_BOUNCE *bounce_req; /* a bounce request in flight */
     QMGR_CONN *bounce_conn; /* ... and its connection */
     QMGR_ADMIN_OP admin_op; /* qmgr_message_admin */
+    int agent_deaths; /* agents that died with it in flight */
     QMGR_MESSAGE *prev;
     QMGR_MESSAGE *next;
 };
@@ -220,7 +221,11 @@ typedef void (*QMGR_BOUNCE_DONE)(QMGR_MESSAGE *msg, bool ok);
 extern void qmgr_bounce_request(QMGR_MESSAGE *msg, const char *kind,
                                 QMGR_BOUNCE_DONE done);
 
-/* qmgr_conn.c: a non-blocking client of a private/ service */
+/* qmgr_conn.c: a non-blocking client of a private/ service; on_end's why
+   is QMGR_CONN_LOST (EOF), QMGR_CONN_ERROR ": ...", "timeout" or
+   "malformed reply: ..." */
+#define QMGR_CONN_LOST "lost connection"
+#define QMGR_CONN_ERROR "connection error"
 typedef void (*QMGR_CONN_LIST_FN)(QMGR_CONN *conn, ATTR_LIST *list, void *arg);
 typedef void (*QMGR_CONN_END_FN)(QMGR_CONN *conn, const char *why, void *arg);
 extern QMGR_CONN *qmgr_conn_open(struct event_base *base, const char *path,

@@ -123,11 +123,11 @@ static void qmgr_conn_event(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_EOF) {
         /* Lists that came with the EOF were read first by libevent. */
-        (void) qmgr_conn_end(conn, "lost connection");
+        (void) qmgr_conn_end(conn, QMGR_CONN_LOST);
     } else if (what & BEV_EVENT_ERROR) {
         VSTR *text = vstr_alloc(100);
 
-        vstr_sprintf(text, "connection error: %s",
+        vstr_sprintf(text, QMGR_CONN_ERROR ": %s",
                      evutil_socket_error_to_string(EVUTIL_SOCKET_ERROR()));
         (void) qmgr_conn_end(conn, vstr_str(text));
         vstr_free(text);

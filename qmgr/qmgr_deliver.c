@@ -5,8 +5,13 @@
  * out at once, then each RESULT is recorded the moment it arrives (so the
  * done marks and logs are on disk before the agent is even finished), and
  * DONE says whether the destination itself failed. A recipient without a
- * RESULT when the connection ends, for whatever reason, is deferred here,
- * never lost: the queue file still holds it.
+ * RESULT when the connection ends is never lost: the queue file still
+ * holds it. When the agent died (the connection was lost before DONE: it
+ * was killed, or crashed) the recipient is queued again at once, up to
+ * QMGR_AGENT_DEATH_RETRIES times per message, so a killed agent does not
+ * cost a retry_schedule step, while a message that kills its agent every
+ * time still ends in deferred/; for any other end (a timeout, a protocol
+ * error) it is deferred here.
  */
 #include "sys_defs.h"
 
@@ -21,6 +26,7 @@
 #include "vstr.h"
 
 #define QMGR_SPEC_LEN(spec) (sizeof(spec) / sizeof((spec)[0]))
+#define QMGR_AGENT_DEATH_RETRIES 3 /* per message, then deferred/ */
 
 typedef struct QMGR_JOB {
     struct QMGR_JOB *prev; /* ctx->jobs */
@@ -35,8 +41,23 @@ typedef struct QMGR_JOB {
     char *done_reason;
 } QMGR_JOB;
 
-/* qmgr_job_finish - defer what has no result, free the job, schedule */
-static void qmgr_job_finish(QMGR_JOB *job, const char *why)
+/* qmgr_job_retry_now - the agent died before DONE: queue what has no
+   result again at once, rather than defer it? */
+static bool qmgr_job_retry_now(QMGR_JOB *job, bool agent_died)
+{
+    QMGR_MESSAGE *msg = job->entry->msg;
+
+    if (!agent_died || job->done_seen || msg->admin_op == QMGR_ADMIN_HOLD ||
+        msg->admin_op == QMGR_ADMIN_DELETE ||
+        msg->agent_deaths >= QMGR_AGENT_DEATH_RETRIES)
+        return false;
+    msg->agent_deaths++;
+    return true;
+}
+
+/* qmgr_job_finish - defer what has no result (or, when the agent died,
+   queue it again), free the job, schedule */
+static void qmgr_job_finish(QMGR_JOB *job, const char *why, bool agent_died)
 {
     QMGR_ENTRY *entry = job->entry;
     QMGR_DEST *dest = entry->dest;
@@ -44,6 +65,8 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why)
     VSTR *reason = vstr_alloc(100);
     bool site_failed = false;
     bool attempted;
+    bool retry = qmgr_job_retry_now(job, agent_died);
+    size_t unanswered = 0;
 
     job->conn = qmgr_conn_free(job->conn);
     if (job->done_seen) {
@@ -55,10 +78,23 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why)
     }
     /* Only an agent that reported counts as an attempt on the site. */
     attempted = job->done_seen && job->done_status == 0;
-    for (size_t i = 0; i < entry->count; i++)
-        if (!job->answered[i])
+    for (size_t i = 0; i < entry->count; i++) {
+        if (job->answered[i])
+            continue;
+        unanswered++;
+        /* The entry holds its message until it is freed below. */
+        if (retry)
+            qmgr_dest_add(entry->msg, dest->transport, dest->nexthop,
+                          entry->index[i]);
+        else
             qmgr_message_defer_self(entry->msg, entry->index[i], "4.3.0",
                                     vstr_str(reason));
+    }
+    if (retry && unanswered > 0)
+        msg_warn("%s: %s, %zu recipient%s queued again at once (%d of %d)",
+                 entry->msg->qid, vstr_str(reason), unanswered,
+                 unanswered == 1 ? "" : "s", entry->msg->agent_deaths,
+                 QMGR_AGENT_DEATH_RETRIES);
     ctx->jobs_running--;
     if (job->prev)
         job->prev->next = job->next;
@@ -132,7 +168,7 @@ static void qmgr_job_list(QMGR_CONN *conn, ATTR_LIST *list, void *arg)
                             QMGR_SPEC_LEN(deliver_done_spec), why) < 0) {
             msg_warn("%s: %s agent: bad done: %s", job->entry->msg->qid,
                      job->entry->dest->transport, vstr_str(why));
-            qmgr_job_finish(job, "malformed DONE");
+            qmgr_job_finish(job, "malformed DONE", false);
         } else {
             const char *reason = attr_get_str(list, "reason");
 
@@ -141,21 +177,26 @@ static void qmgr_job_list(QMGR_CONN *conn, ATTR_LIST *list, void *arg)
             (void) attr_get_int(list, "site_failed", &job->site_failed);
             if (reason && *reason)
                 job->done_reason = mystrdup(reason);
-            qmgr_job_finish(job, "done");
+            qmgr_job_finish(job, "done", false);
         }
     } else {
         msg_warn("%s: %s agent: unexpected request \"%s\"",
                  job->entry->msg->qid, job->entry->dest->transport,
                  request ? request : "(none)");
-        qmgr_job_finish(job, "protocol error");
+        qmgr_job_finish(job, "protocol error", false);
     }
     vstr_free(why);
 }
 
-/* qmgr_job_end - the connection ended before DONE */
+/* qmgr_job_end - the connection ended before DONE: the agent died when
+   it was lost (EOF or an error), not when it timed out or talked nonsense */
 static void qmgr_job_end(QMGR_CONN *conn, const char *why, void *arg)
 {
-    qmgr_job_finish(arg, why);
+    size_t error_len = strlen(QMGR_CONN_ERROR);
+    bool agent_died = strcmp(why, QMGR_CONN_LOST) == 0 ||
+                      strncmp(why, QMGR_CONN_ERROR, error_len) == 0;
+
+    qmgr_job_finish(arg, why, agent_died);
 }
 
 /* qmgr_deliver_start - hand entry to its transport's agent */
@@ -177,13 +218,19 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
         qmgr_conn_open(ctx->base, vstr_str(path), ctx->conf.job_timeout,
                        DELIVER_LIST_MAX, qmgr_job_list, qmgr_job_end, job, why);
     if (job->conn == NULL) {
-        bool busy = errno == EAGAIN;
+        /* EAGAIN: the agent's listen queue is full. ECONNREFUSED: the
+           socket is there but nobody listens right now (master is being
+           restarted; when it is gone, qmgr goes too and the next one
+           takes active/ back at once). Neither is a failure: wait. */
+        int conn_errno = errno;
+        bool busy = conn_errno == EAGAIN || conn_errno == ECONNREFUSED;
 
         ctx->jobs_running--;
         myfree(job->answered);
         myfree(job);
         if (busy) {
-            /* The agent's listen queue is full: not a failure, wait. */
+            if (conn_errno == ECONNREFUSED)
+                msg_warn("%s: %s: waiting", msg->qid, vstr_str(why));
             qmgr_dest_push_back(entry->dest, entry);
         } else {
             msg_warn("%s: %s", msg->qid, vstr_str(why));
