@@ -162,6 +162,11 @@ static void master_reload(MASTER_CTX *ctx)
     } else if ((cf = master_read_cf(ctx, why)) == NULL) {
         msg_warn("reload: %s; keeping the old services", vstr_str(why));
     } else {
+        /* After a log rotation the file is new: write to it from now on
+           (the daemons started by this reload open it themselves). */
+        if (msg_log_file(mail_conf_str(ctx->conf, "maillog_file")) < 0)
+            msg_warn("reload: open maillog_file %s: %m; logging on to the "
+                     "old one", mail_conf_str(ctx->conf, "maillog_file"));
         msg_info("reload -- version %s, configuration %s", MASTER_VERSION,
                  ctx->config_dir);
         master_services_reload(ctx, cf);

@@ -9,7 +9,7 @@ against the parameter table the programs read, the unit with
 systemd-analyze verify when it is installed. The two promises the unit and
 the logrotate snippet rest on are tested on a running instance: `sluice
 start` returns with the PID file naming the live master (Type=forking), and
-a copytruncate rotation leaves every process logging to the fresh file.
+a rotation (rename, create, `sluice reload`) moves every process to the new file.
 """
 
 import os
@@ -90,7 +90,8 @@ def test_install_puts_pages_unit_logrotate_and_aliases_in_place(staged):
     assert "Type=forking\n" in text
     assert "PIDFile=%s/pid/master.pid\n" % config_mk("QUEUEDIR") in text
     assert re.search(r"^/var/log/sluice\.log \{$", logrotate.read_text(), re.M)
-    assert re.search(r"^\s*copytruncate$", logrotate.read_text(), re.M)
+    assert re.search(r"^\s*create$", logrotate.read_text(), re.M)
+    assert re.search(r"^\s*/usr/sbin/sluice reload", logrotate.read_text(), re.M)
     assert re.search(r"^postmaster:\s*root$", aliases.read_text(), re.M)
 
 
@@ -199,30 +200,38 @@ def test_start_returns_with_the_pid_file_of_the_live_master(instance):
     assert not pid_alive(pid)
 
 
-def test_logrotate_copytruncate_keeps_every_process_logging(staged, make_instance, tmp_path):
-    """The installed snippet, aimed at an instance's log: after a forced
-    rotation, the old lines are in maillog.1 and master's and a fresh
-    smtpd's new lines land in maillog, from its start (O_APPEND: no hole
-    of NUL bytes where the old end was)."""
+def test_logrotate_rotation_moves_every_process_to_the_new_file(staged, make_instance, tmp_path):
+    """The installed snippet, aimed at an instance's log and its sluice: after
+    a forced rotation (rename, create, postrotate `sluice reload`), the old
+    lines are in maillog.1, and master's own next lines as well as a fresh
+    smtpd's land in the new maillog. Before master reopened its log on
+    reload, its lines went on into maillog.1."""
     tool = shutil.which("logrotate")
     if tool is None:
         pytest.skip("logrotate not installed")
     inst = make_instance(start=True)
     inst.wait_log(r"master.*daemon started")
     snippet = (staged / "etc/logrotate.d/sluice").read_text()
+    snippet = snippet.replace("/var/log/sluice.log", str(inst.maillog))
+    snippet = snippet.replace("/usr/sbin/sluice reload",
+                              "%s -c %s reload" % (BIN / "sluice", inst.dir))
+    assert str(inst.dir) in snippet
     conf = tmp_path / "logrotate.conf"
-    conf.write_text(snippet.replace("/var/log/sluice.log", str(inst.maillog)))
+    conf.write_text(snippet)
     conf.chmod(0o644)
+    mode = inst.maillog.stat().st_mode & 0o777
     r = subprocess.run([tool, "-f", "-s", str(tmp_path / "state"), str(conf)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     rotated = Path(str(inst.maillog) + ".1")
     assert "daemon started" in rotated.read_text()
-    inst.reload()
-    inst.wait_log(r"master\[\d+\]: reload")
+    assert inst.maillog.stat().st_mode & 0o777 == mode
+    wait_until(lambda: re.search(rb"master\[\d+\]: reload",
+                                 inst.maillog.read_bytes()),
+               timeout=20, what="master's reload line in the new maillog")
     with smtplib.SMTP("127.0.0.1", inst.port, timeout=10) as s:
         s.noop()
-    inst.wait_log(r"smtpd\[\d+\]: connect from")
-    data = inst.maillog.read_bytes()
-    assert not data.startswith(b"\0"), "the log has a hole where the old end was"
-    assert b"daemon started" not in data
+    wait_until(lambda: re.search(rb"smtpd\[\d+\]: connect from",
+                                 inst.maillog.read_bytes()),
+               timeout=20, what="a new smtpd's line in the new maillog")
+    assert b"daemon started" not in inst.maillog.read_bytes()
