@@ -13,7 +13,9 @@
  *               an executable in daemon_directory is an error
  *   queue       every queue directory (hash subdirectories too) exists,
  *               belongs to mail_owner and has mode 0700, as `sluice init`
- *               makes them, except maildrop/ (1730) and public/ (0710)
+ *               makes them, except pid/ when root checks an instance of
+ *               another mail_owner (root's master keeps its pid file
+ *               there: root's, 0755), maildrop/ (1730) and public/ (0710)
  *               when the group setgid_group exists: they belong to that
  *               group, through which a setgid sendmail drops mail and
  *               reaches qmgr (INSTALL). queue_directory itself may belong
@@ -90,6 +92,7 @@ typedef struct SLUICE_CHECK_WANT {
     bool any_owner;                     /* root or mail_owner */
     bool top;                           /* queue_directory: mode is a mask */
     gid_t gid;                          /* (gid_t) -1: any group */
+    bool root;                          /* root's, not mail_owner's */
 } SLUICE_CHECK_WANT;
 
 /* sluice_check_report - one line "sluice: WHAT: text" to fp */
@@ -331,7 +334,8 @@ static int sluice_check_dir(SLUICE_CHECK *chk, int parent_fd, const char *name,
             return -1;
         }
         if (fchmod(fd, want->mode) < 0 ||
-            ((geteuid() != chk->owner || want->gid != (gid_t) -1) &&
+            (!want->root &&
+             (geteuid() != chk->owner || want->gid != (gid_t) -1) &&
              fchown(fd, chk->owner, want->gid) < 0) ||
             (parent_fd == AT_FDCWD ? safe_file_fsync_parent(path)
                                    : fsync(parent_fd)) < 0) {
@@ -340,7 +344,8 @@ static int sluice_check_dir(SLUICE_CHECK *chk, int parent_fd, const char *name,
             return -1;
         }
         sluice_check_fixed("%s: created (owner %s, mode %04o)", path,
-                           chk->owner_name, (unsigned) want->mode);
+                           want->root ? "root" : chk->owner_name,
+                           (unsigned) want->mode);
         return fd;
     }
     if (fd < 0) {
@@ -352,16 +357,19 @@ static int sluice_check_dir(SLUICE_CHECK *chk, int parent_fd, const char *name,
         (void) close(fd);
         return -1;
     }
-    if (st.st_uid != chk->owner && !(want->any_owner && st.st_uid == 0)) {
-        if (fchown(fd, chk->owner, -1) < 0) {
+    if (want->root ? st.st_uid != 0
+                   : st.st_uid != chk->owner &&
+                         !(want->any_owner && st.st_uid == 0)) {
+        if (fchown(fd, want->root ? 0 : chk->owner, -1) < 0) {
             sluice_check_error(chk, "%s: owner uid %ld, not %s; chown: %s",
-                               path, (long) st.st_uid, chk->owner_name,
+                               path, (long) st.st_uid,
+                               want->root ? "root" : chk->owner_name,
                                strerror(errno));
             (void) close(fd);
             return -1;
         }
         sluice_check_fixed("%s: owner uid %ld -> %s", path, (long) st.st_uid,
-                           chk->owner_name);
+                           want->root ? "root" : chk->owner_name);
     }
     if (want->gid != (gid_t) -1 && st.st_gid != want->gid) {
         if (fchown(fd, -1, want->gid) < 0) {
@@ -477,9 +485,10 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
     int dir_fd;
     int hash_fd;
 
-    static const SLUICE_CHECK_WANT top = {0755, true, true, (gid_t) -1};
+    static const SLUICE_CHECK_WANT top = {0755, true, true, (gid_t) -1,
+                                          false};
     static const SLUICE_CHECK_WANT plain = {SLUICE_CHECK_QUEUE_MODE, false,
-                                            false, (gid_t) -1};
+                                            false, (gid_t) -1, false};
 
     if ((top_fd = sluice_check_dir(chk, AT_FDCWD, chk->queue_dir,
                                    chk->queue_dir, &top)) < 0)
@@ -497,6 +506,11 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
         } else if (chk->drop_group && strcmp(*name, MAIL_QUEUE_PUBLIC) == 0) {
             want.mode = 0710;
             want.gid = chk->drop_gid;
+        } else if (strcmp(*name, MAIL_QUEUE_PID) == 0 && geteuid() == 0 &&
+                   chk->owner != 0) {
+            /* root's master keeps its pid file there (master.c) */
+            want.mode = 0755;
+            want.root = true;
         }
         vstr_sprintf(path, "%s/%s", chk->queue_dir, *name);
         if ((dir_fd = sluice_check_dir(chk, top_fd, *name, vstr_str(path),

@@ -11,6 +11,13 @@ directories it owns, and must not be able to steer root with that:
   between root's look and root's change (tests/raceshim.c does the swap
   at the first chown or chmod call) does not get that file chowned or
   chmodded, and the next check reports the link and changes nothing.
+- a pid file that nobody planted (and holds locked, as master would),
+  naming a process of root's, is not signalled by root's `sluice stop` or
+  `sluice reload`: they signal only a process that runs this instance's
+  master program and holds the pid file open.
+- a master run as root keeps pid/ and master.pid root's (0755, 0644),
+  replacing a master.pid that nobody planted there; nobody can write
+  neither; stop and reload still reach the real master.
 
 The tests need root.
 """
@@ -21,11 +28,13 @@ import shutil
 import stat
 import subprocess
 import tempfile
+import fcntl
 from pathlib import Path
 
 import pytest
 
-from conftest import Instance, LIBEXEC, SLUICE, free_port, one_line, require
+from conftest import (Instance, LIBEXEC, SLUICE, free_port, one_line,
+                      pid_alive, require, wait_until)
 
 OWNER = "nobody"
 ROOT = LIBEXEC.parent
@@ -140,3 +149,91 @@ def test_check_leaves_a_symlinked_hash_directory(system):
     st = os.lstat(victim)
     assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
     assert os.lstat(victim / "file").st_uid == 0
+
+
+def as_owner(*argv, **kw):
+    """Run argv as mail_owner (nobody)."""
+    return subprocess.run(["runuser", "-u", OWNER, "--"] + list(argv),
+                          capture_output=True, text=True, timeout=60, **kw)
+
+
+def locked(path):
+    """Does some process hold a lock on path?"""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def test_stop_and_reload_do_not_signal_a_planted_pid(system):
+    inst, base = system
+    pid_dir = inst.queue_dir / "pid"
+    pid_file = pid_dir / "master.pid"
+    # the layout before the fix, or a queue top that nobody owns: pid/ is
+    # nobody's, and nobody plants a locked master.pid naming root's sleep
+    os.chown(pid_dir, uid_of(OWNER), -1)
+    os.chmod(pid_dir, 0o700)
+    victim = subprocess.Popen(["sleep", "300"])
+    holder = None
+    try:
+        holder = subprocess.Popen(["runuser", "-u", OWNER, "--", "flock",
+                                   str(pid_file), "sleep", "300"])
+        wait_until(lambda: locked(pid_file), 10, what="nobody's lock")
+        r = as_owner("sh", "-c", 'printf "%%10d\\n" %d > %s'
+                     % (victim.pid, pid_file))
+        assert r.returncode == 0, r.stderr
+        assert int(pid_file.read_text()) == victim.pid
+
+        for cmd in ("stop", "reload"):
+            r = inst.command(cmd)
+            assert r.returncode == 1, (cmd, r.stdout, r.stderr)
+            assert one_line(r.stderr) == [
+                "sluice: %s: the pid file names pid %d, which does not run "
+                "%s/master; not signalling it" % (cmd, victim.pid, LIBEXEC)
+            ], r.stderr
+            assert victim.poll() is None and pid_alive(victim.pid), \
+                "sluice %s signalled root's process" % cmd
+    finally:
+        for proc in (holder, victim):
+            if proc is not None:
+                proc.kill()
+                proc.wait(timeout=30)
+
+
+def test_root_master_keeps_the_pid_file_roots(system):
+    inst, base = system
+    pid_dir = inst.queue_dir / "pid"
+    pid_file = pid_dir / "master.pid"
+    # nobody had pid/ and left a master.pid of its own there
+    os.chown(pid_dir, uid_of(OWNER), -1)
+    os.chmod(pid_dir, 0o700)
+    r = as_owner("sh", "-c", "echo 1 > %s" % pid_file)
+    assert r.returncode == 0, r.stderr
+    inst.start()
+    mpid = inst.master_pid()
+    assert mpid and int(pid_file.read_text()) == mpid
+    st = os.lstat(pid_dir)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o755)
+    st = os.lstat(pid_file)
+    assert stat.S_ISREG(st.st_mode)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (0, 0o644)
+    assert as_owner("sh", "-c", "echo 1 > %s" % pid_file).returncode != 0
+    assert as_owner("touch", str(pid_dir / "other.pid")).returncode != 0
+    assert int(pid_file.read_text()) == mpid
+    # `sluice check` as root leaves pid/ root's
+    r = inst.command("check")
+    assert r.returncode == 0 and "pid" not in r.stdout, (r.stdout, r.stderr)
+    assert os.lstat(pid_dir).st_uid == 0
+    # the real master passes stop's and reload's checks
+    r = inst.command("reload")
+    assert r.returncode == 0, r.stderr
+    r = inst.command("stop")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: not pid_alive(mpid), 30, what="master to stop")
