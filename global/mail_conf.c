@@ -704,6 +704,16 @@ const char *mail_conf_raw(const MAIL_CONF *conf, const char *name)
     return ent ? ent->raw : NULL;
 }
 
+/* mail_conf_default - the default as written ($name unexpanded): the
+   table's, or the one computed at run time (myhostname, mail_owner ...);
+   NULL for an unknown name */
+const char *mail_conf_default(const MAIL_CONF *conf, const char *name)
+{
+    const MAIL_CONF_ENT *ent = mail_conf_find(conf, name, strlen(name));
+
+    return ent ? ent->def : NULL;
+}
+
 /* mail_conf_names - names set in main.cf, in file order */
 const ARGV *mail_conf_names(const MAIL_CONF *conf)
 {

@@ -93,6 +93,20 @@ def test_conf_d_shows_default_type_and_description(instance, name, default,
     assert words in m.group(2)
 
 
+@pytest.mark.parametrize("name,setting", [
+    ("myhostname", "host.example.test"),
+    ("mydomain", "example.test"),
+])
+def test_conf_d_runtime_default_is_not_main_cf(instance, name, setting):
+    """A default computed at run time is shown as the default, not as
+    what main.cf sets."""
+    before = one_line(instance.check("conf", "-d", name))[0]
+    assert before != "%s = %s" % (name, setting)
+    instance.conf_set(**{name: setting})
+    assert instance.conf_get(name) == setting
+    assert one_line(instance.check("conf", "-d", name))[0] == before
+
+
 def test_conf_d_unknown_name_fails(instance):
     r = instance.command("conf", "-d", "smtpd_no_such_thing")
     assert r.returncode != 0
