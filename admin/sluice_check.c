@@ -8,7 +8,9 @@
  *               nothing uses is a warning; every table named by a
  *               table-valued parameter, or by a check_*_access word of
  *               smtpd's restriction lists, is opened (a missing .db is a
- *               warning that says to run `sluice map`)
+ *               warning that says to run `sluice map`); a word in a
+ *               restriction list that smtpd does not know is an error
+ *               naming the main.cf line
  *   master.cf   parsed as master parses it; a service whose program is not
  *               an executable in daemon_directory is an error
  *   queue       every queue directory (hash subdirectories too) exists,
@@ -171,6 +173,36 @@ static const char *const sluice_check_restrictions[] = {
     "smtpd_recipient_restrictions",
 };
 
+/* The restriction words smtpd knows (smtpd/smtpd_check.c, smtpd_words:
+   keep the two in step); table: the next word is a type:table. A word
+   smtpd does not know (Debian's permit_sasl_authenticated, say) makes
+   smtpd answer 451 where it is met, so check refuses it. */
+static const struct {
+    const char *name;
+    bool table;
+} sluice_check_words[] = {
+    {"permit", false},
+    {"reject", false},
+    {"defer", false},
+    {"permit_mynetworks", false},
+    {"reject_unauth_destination", false},
+    {"permit_auth_destination", false},
+    {"reject_unlisted_recipient", false},
+    {"check_client_access", true},
+    {"check_helo_access", true},
+    {"check_sender_access", true},
+    {"check_recipient_access", true},
+};
+
+/* sluice_check_word - the index of a restriction word, or -1 */
+static int sluice_check_word(const char *word)
+{
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(sluice_check_words); i++)
+        if (strcasecmp(word, sluice_check_words[i].name) == 0)
+            return (int) i;
+    return -1;
+}
+
 /* sluice_check_tables - open every table of the table-valued parameters
    and of the access checks in smtpd's restriction lists */
 static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
@@ -204,14 +236,24 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
         }
         for (size_t j = 0; j < words->argc; j++) {
             const char *word = words->argv[j];
-            size_t len = strlen(word);
+            int known = sluice_check_word(word);
 
-            if (strncasecmp(word, "check_", 6) != 0 || len < 13 ||
-                strcasecmp(word + len - 7, "_access") != 0)
+            if (known < 0) {
+                mail_conf_origin(conf, param, why);
+                sluice_check_error(chk,
+                                   "%s: unknown restriction \"%s\" (smtpd "
+                                   "does not implement it and would answer "
+                                   "451 where it is met)",
+                                   vstr_str(why), word);
                 continue;
-            if (j + 1 >= words->argc) {
-                sluice_check_error(chk, "%s: %s needs a table", param, word);
-                break;
+            }
+            if (!sluice_check_words[known].table)
+                continue;
+            if (j + 1 >= words->argc || strchr(words->argv[j + 1], ':') == NULL) {
+                mail_conf_origin(conf, param, why);
+                sluice_check_error(chk, "%s: %s needs a table (type:name)",
+                                   vstr_str(why), word);
+                continue;
             }
             sluice_check_table(param, words->argv[++j], MAP_FLAG_NONE, seen,
                                why);

@@ -704,6 +704,18 @@ const char *mail_conf_raw(const MAIL_CONF *conf, const char *name)
     return ent ? ent->raw : NULL;
 }
 
+/* mail_conf_origin - where name's value comes from, for a message:
+   "PATH line N: name" when main.cf sets it, else "PATH: name" */
+void mail_conf_origin(const MAIL_CONF *conf, const char *name, VSTR *out)
+{
+    const MAIL_CONF_ENT *ent = mail_conf_find(conf, name, strlen(name));
+
+    if (ent != NULL && ent->raw != NULL)
+        vstr_sprintf(out, "%s line %d: %s", conf->path, ent->line, name);
+    else
+        vstr_sprintf(out, "%s: %s", conf->path, name);
+}
+
 /* mail_conf_default - the default as written ($name unexpanded): the
    table's, or the one computed at run time (myhostname, mail_owner ...);
    NULL for an unknown name */

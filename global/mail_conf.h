@@ -51,6 +51,9 @@ extern const ARGV *mail_conf_warnings(const MAIL_CONF *conf);
 
 /* The value as written in main.cf, unexpanded; NULL when not set there. */
 extern const char *mail_conf_raw(const MAIL_CONF *conf, const char *name);
+/* "PATH line N: name" (main.cf sets it) or "PATH: name", into out. */
+extern void mail_conf_origin(const MAIL_CONF *conf, const char *name,
+                             VSTR *out);
 /* The default as written, also one computed at run time; NULL: unknown. */
 extern const char *mail_conf_default(const MAIL_CONF *conf, const char *name);
 /* Names set in main.cf, in file order. */
