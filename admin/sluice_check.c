@@ -84,6 +84,7 @@ typedef struct SLUICE_CHECK {
     const char *queue_dir;
     uid_t owner;
     const char *owner_name;
+    bool root_master;                   /* root runs master for mail_owner */
     gid_t drop_gid;                     /* setgid_group, when it exists */
     const char *drop_group;             /* its name; NULL: none */
 } SLUICE_CHECK;
@@ -311,19 +312,28 @@ static int sluice_check_owner(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     char *end;
     long uid;
 
+    VSTR *why = vstr_alloc(100);
+    int status = 0;
+
     chk->owner_name = name;
-    if ((pw = getpwnam(name)) != NULL) {
-        chk->owner = pw->pw_uid;
-        return 0;
-    }
     errno = 0;
     uid = strtol(name, &end, 10);
-    if (*name && *end == 0 && errno == 0 && uid >= 0 && uid < INT_MAX) {
+    if ((pw = getpwnam(name)) != NULL) {
+        chk->owner = pw->pw_uid;
+    } else if (*name && *end == 0 && errno == 0 && uid >= 0 && uid < INT_MAX) {
         chk->owner = (uid_t) uid;
-        return 0;
+    } else {
+        (void) mail_conf_owner(conf, why);
+        sluice_check_error(chk, "%s", vstr_str(why));
+        status = -1;
     }
-    sluice_check_error(chk, "mail_owner: unknown user \"%s\"", name);
-    return -1;
+    /* No daemon runs as root (master refuses to start). */
+    if (status == 0 && chk->owner == 0) {
+        (void) mail_conf_owner(conf, why);
+        sluice_check_error(chk, "%s", vstr_str(why));
+    }
+    vstr_free(why);
+    return status;
 }
 
 /* sluice_check_open_dir - open name in parent_fd as a directory without
@@ -548,8 +558,7 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
         } else if (chk->drop_group && strcmp(*name, MAIL_QUEUE_PUBLIC) == 0) {
             want.mode = 0710;
             want.gid = chk->drop_gid;
-        } else if (strcmp(*name, MAIL_QUEUE_PID) == 0 && geteuid() == 0 &&
-                   chk->owner != 0) {
+        } else if (strcmp(*name, MAIL_QUEUE_PID) == 0 && chk->root_master) {
             /* root's master keeps its pid file there (master.c) */
             want.mode = 0755;
             want.root = true;
@@ -586,6 +595,7 @@ out:
 int sluice_check(const char *config_dir, int argc, char **argv)
 {
     SLUICE_CHECK chk;
+    struct stat st;
     VSTR *why;
     MAIL_CONF *conf;
     const ARGV *warnings;
@@ -610,9 +620,14 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_open_tables(&chk, conf);
     sluice_check_master_cf(&chk, config_dir, conf);
     chk.queue_dir = mail_conf_str(conf, "queue_directory");
+    /* root runs master (master.c) only from a configuration of root's */
+    chk.root_master = geteuid() == 0 && stat(config_dir, &st) == 0 &&
+                      st.st_uid == 0;
     sluice_check_drop_group(&chk, conf);
-    if (sluice_check_owner(&chk, conf) == 0)
+    if (sluice_check_owner(&chk, conf) == 0) {
+        chk.root_master &= chk.owner != 0;
         sluice_check_queue(&chk);
+    }
     mail_conf_free(conf);
     return chk.errors > 0;
 }

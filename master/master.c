@@ -42,6 +42,11 @@ static int master_configure(MASTER_CTX *ctx, VSTR *why)
 
     if ((conf = mail_conf_read(ctx->config_dir, why)) == NULL)
         return -1;
+    /* No daemon runs as root: as root, mail_owner must be someone else. */
+    if (geteuid() == 0 && mail_conf_owner(conf, why) == NULL) {
+        mail_conf_free(conf);
+        return -1;
+    }
     mail_conf_free(ctx->conf);
     ctx->conf = conf;
     myfree(ctx->queue_dir);
@@ -60,6 +65,25 @@ static int master_configure(MASTER_CTX *ctx, VSTR *why)
         ctx->backoff_max = 86400;
     ctx->default_maxproc = (int) mail_conf_int(conf, "default_process_limit");
     return 0;
+}
+
+/* master_check_owner - root runs only an instance whose configuration
+   directory is root's: whoever can change main.cf (daemon_directory, the
+   programs of master.cf) decides what master runs. `sluice start` runs
+   an instance of another user as that user. */
+static void master_check_owner(const char *config_dir)
+{
+    struct stat st;
+
+    if (geteuid() != 0)
+        return;
+    if (stat(config_dir, &st) < 0)
+        msg_fatal("configuration directory %s: %m", config_dir);
+    if (st.st_uid != 0)
+        msg_fatal("configuration directory %s belongs to uid %ld, not root: "
+                  "root runs no instance that another user controls (start "
+                  "it as that user; sluice start does)",
+                  config_dir, (long) st.st_uid);
 }
 
 /* master_read_cf - read master.cf of the instance */
@@ -315,6 +339,7 @@ int main(int argc, char **argv)
     if (ctx.config_dir == NULL || *ctx.config_dir == 0)
         ctx.config_dir = DEF_CONFIG_DIR;
     ctx.config_dir = mystrdup(ctx.config_dir);
+    master_check_owner(ctx.config_dir);
     if (master_configure(&ctx, why) < 0)
         msg_fatal("%s", vstr_str(why));
     msg_init(mail_conf_str(ctx.conf, "syslog_name"), "master");

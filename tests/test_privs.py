@@ -18,6 +18,13 @@ directories it owns, and must not be able to steer root with that:
 - a master run as root keeps pid/ and master.pid root's (0755, 0644),
   replacing a master.pid that nobody planted there; nobody can write
   neither; stop and reload still reach the real master.
+- no daemon runs as root: with mail_owner root, `sluice start` (master)
+  refuses with one line and `sluice check` says why; a daemon started by
+  hand as root with that main.cf exits with a fatal log line; without
+  mail_owner in main.cf, root's default is the user sluice, and start and
+  check name the useradd command when it does not exist.
+- an instance that root makes with `sluice init` runs every daemon (local
+  too) as nobody, master as root, and its alias |commands as nobody.
 
 The tests need root.
 """
@@ -34,7 +41,7 @@ from pathlib import Path
 import pytest
 
 from conftest import (Instance, LIBEXEC, SLUICE, free_port, one_line,
-                      pid_alive, require, wait_until)
+                      pid_alive, proc_uids, require, smtp_queue, wait_until)
 
 OWNER = "nobody"
 ROOT = LIBEXEC.parent
@@ -237,3 +244,94 @@ def test_root_master_keeps_the_pid_file_roots(system):
     r = inst.command("stop")
     assert r.returncode == 0, r.stderr
     wait_until(lambda: not pid_alive(mpid), 30, what="master to stop")
+
+
+def test_start_refuses_mail_owner_root(system):
+    inst, base = system
+    inst.conf_set(mail_owner="root")
+    r = inst.command("start")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    lines = one_line(r.stderr)
+    assert len(lines) == 1, r.stderr
+    assert "mail_owner root is root (uid 0): no sluice daemon runs as root" \
+        in lines[0], r.stderr
+    assert inst.master_pid() is None and inst.status() != 0
+    r = inst.command("check")
+    assert r.returncode == 1
+    assert any(l.startswith("sluice: error: mail_owner root is root")
+               for l in one_line(r.stderr)), r.stderr
+
+
+def test_daemon_refuses_to_stay_root(system):
+    """A daemon started by hand as root with mail_owner = root: a fatal
+    log line, no service."""
+    inst, base = system
+    inst.conf_set(mail_owner="root")
+    env = dict(os.environ, SLUICE_CONFIG=str(inst.dir), SLUICE_LOG_STDERR="1")
+    r = subprocess.run([str(LIBEXEC / "cleanup")], capture_output=True,
+                       text=True, timeout=30, env=env, stdin=subprocess.DEVNULL)
+    assert r.returncode != 0, r.stderr
+    assert "fatal: refusing to run as root: mail_owner root is root" \
+        in r.stderr, r.stderr
+    inst.wait_log(r"sluice/cleanup\[\d+\]: fatal: refusing to run as root")
+
+
+def test_root_default_mail_owner_is_sluice(system):
+    inst, base = system
+    try:
+        pwd.getpwnam("sluice")
+        pytest.skip("this machine has a user sluice")
+    except KeyError:
+        pass
+    text = inst.main_cf.read_text()
+    inst.main_cf.write_text("".join(l for l in text.splitlines(True)
+                                    if not l.startswith("mail_owner")))
+    assert inst.conf_get("mail_owner") == "sluice"
+    assert one_line(inst.check("conf", "-d", "mail_owner"))[0] == \
+        "mail_owner = sluice"
+    useradd = ("create it with: useradd --system --user-group --home-dir "
+               "/var/spool/sluice --no-create-home --shell /usr/sbin/nologin "
+               "sluice")
+    r = inst.command("start")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert len(one_line(r.stderr)) == 1, r.stderr
+    assert "mail_owner sluice: no such user; " + useradd in r.stderr
+    assert inst.master_pid() is None
+    r = inst.command("check")
+    assert r.returncode == 1
+    assert "sluice: error: mail_owner sluice: no such user; " + useradd \
+        in r.stderr, r.stderr
+
+
+def test_root_made_instance_runs_daemons_as_nobody(make_instance):
+    """`sluice init` as root: master as root, every daemon as nobody, an
+    alias |command as nobody, Maildir delivery as nobody."""
+    needs_root()
+    require(*(LIBEXEC / d for d in ("smtpd", "cleanup", "qmgr", "local")))
+    inst = make_instance()
+    assert inst.conf_get("mail_owner") == OWNER
+    out = inst.dir / "out"
+    out.mkdir()
+    os.chown(out, uid_of(OWNER), -1)
+    (inst.dir / "aliases").write_text(
+        "postmaster: root\nrunid: \"|id -u > %s/runid.uid\"\n" % out)
+    inst.check("map", "-a", "hash:%s" % (inst.dir / "aliases"))
+    inst.start()
+    owner = uid_of(OWNER)
+    assert proc_uids(inst.master_pid()) == (0, 0, 0, 0)
+    smtp_queue(inst, "sender@remote.test", ["runid@localhost",
+                                            "someone@localhost"],
+               "Subject: who\n\nam I\n")
+    text = wait_until(lambda: (out / "runid.uid").exists() and
+                      (out / "runid.uid").read_text(), 20,
+                      what="the alias command's output")
+    assert int(text) == owner
+    new = inst.dir / "mail" / "someone" / "new"
+    files = wait_until(lambda: new.is_dir() and list(new.iterdir()), 20,
+                       what="a message in %s" % new)
+    assert files[0].stat().st_uid == owner
+    for name in ("smtpd", "cleanup", "qmgr", "local"):
+        pid = inst.child(name)
+        wait_until(lambda: proc_uids(pid) != (0, 0, 0, 0) or
+                   not pid_alive(pid), 20, what="%s to drop root" % name)
+        assert proc_uids(pid) == (owner,) * 4, name
