@@ -250,7 +250,8 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
             }
             if (!sluice_check_words[known].table)
                 continue;
-            if (j + 1 >= words->argc || strchr(words->argv[j + 1], ':') == NULL) {
+            if (j + 1 >= words->argc ||
+                strchr(words->argv[j + 1], ':') == NULL) {
                 mail_conf_origin(conf, param, why);
                 sluice_check_error(chk, "%s: %s needs a table (type:name)",
                                    vstr_str(why), word);
