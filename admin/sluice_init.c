@@ -296,7 +296,8 @@ int sluice_init(int argc, char **argv)
         sluice_fail("init: %s: %s", target, strerror(errno));
         goto out;
     }
-    if (owner_uid != geteuid() && !sluice_init_reach(dir, owner_uid, owner_gid)) {
+    if (owner_uid != geteuid() &&
+        !sluice_init_reach(dir, owner_uid, owner_gid)) {
         sluice_fail("init: %s, the user the daemons of an instance made by "
                     "root run as, cannot reach %s: a folder above it is closed "
                     "to other users (open it with chmod o+x, or make the "
