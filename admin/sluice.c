@@ -10,15 +10,22 @@
  *
  * -c DIR may also be given as SLUICE_CONFIG=DIR; the default is
  * /etc/sluice. Whether master runs is decided by the lock on
- * queue_directory/pid/master.pid, not by the pid alone (pids are reused).
+ * queue_directory/pid/master.pid, not by the pid alone (pids are reused);
+ * stop and reload signal the pid it names only when that process runs
+ * daemon_directory/master and holds the pid file open.
  * Every failure exits non-zero with one line on stderr.
  */
 #include "sys_defs.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
 #include <libgen.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/file.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "mail_conf.h"
@@ -81,8 +88,9 @@ static MAIL_CONF *sluice_read_conf(const char *config_dir)
     return conf;
 }
 
-/* sluice_master_pid - pid of the running master, 0 when none, -1 error */
-static long sluice_master_pid(const MAIL_CONF *conf)
+/* sluice_master_pid - pid of the running master, 0 when none, -1 error;
+   pid_st (may be NULL): the pid file's status, for sluice_master_verify */
+static long sluice_master_pid(const MAIL_CONF *conf, struct stat *pid_st)
 {
     VSTR *path = vstr_alloc(100);
     char buf[32];
@@ -102,11 +110,14 @@ static long sluice_master_pid(const MAIL_CONF *conf)
     } else if (errno != EWOULDBLOCK) {
         sluice_fail("lock %s: %s", vstr_str(path), strerror(errno));
         pid = -1;
+    } else if (pid_st != NULL && fstat(fd, pid_st) < 0) {
+        sluice_fail("fstat %s: %s", vstr_str(path), strerror(errno));
+        pid = -1;
     } else {
         got = pread(fd, buf, sizeof(buf) - 1, 0);
         buf[got > 0 ? got : 0] = 0;
         pid = strtol(buf, NULL, 10);
-        if (pid <= 0) {
+        if (pid <= 0 || pid > INT_MAX) {
             /* Locked but not yet written: master is starting. */
             pid = -1;
             sluice_fail("master is starting or stopping; try again");
@@ -116,6 +127,104 @@ static long sluice_master_pid(const MAIL_CONF *conf)
         (void) close(fd);
     vstr_free(path);
     return pid;
+}
+
+/* sluice_proc_holds - does process pid have the file st open? */
+static bool sluice_proc_holds(long pid, const struct stat *st)
+{
+    VSTR *path = vstr_alloc(100);
+    struct dirent *de;
+    struct stat fd_st;
+    bool found = false;
+    DIR *dp;
+
+    vstr_sprintf(path, "/proc/%ld/fd", pid);
+    if ((dp = opendir(vstr_str(path))) != NULL) {
+        while (!found && (de = readdir(dp)) != NULL) {
+            if (de->d_name[0] == '.')
+                continue;
+            vstr_sprintf(path, "/proc/%ld/fd/%s", pid, de->d_name);
+            found = stat(vstr_str(path), &fd_st) == 0 &&
+                    fd_st.st_dev == st->st_dev && fd_st.st_ino == st->st_ino;
+        }
+        closedir(dp);
+    }
+    vstr_free(path);
+    return found;
+}
+
+/* sluice_master_verify - is pid the master of this instance: does it run
+   daemon_directory/master and hold the pid file open (master keeps it
+   open, locked, as long as it runs)? A pid file names a process, and
+   whoever can write it could name any process: stop and reload signal
+   only after this says yes. 0, or 1 after one line */
+static int sluice_master_verify(const MAIL_CONF *conf, const char *cmd,
+                                long pid, const struct stat *pid_st)
+{
+    VSTR *master = vstr_alloc(100);
+    VSTR *link = vstr_alloc(100);
+    char exe[PATH_MAX];
+    char real[PATH_MAX];
+    struct stat exe_st;
+    struct stat master_st;
+    ssize_t len;
+    bool same = false;
+    int status = 0;
+
+    vstr_sprintf(master, "%s/master", mail_conf_str(conf, "daemon_directory"));
+    vstr_sprintf(link, "/proc/%ld/exe", pid);
+    if (stat(vstr_str(master), &master_st) == 0 &&
+        stat(vstr_str(link), &exe_st) == 0)
+        same = exe_st.st_dev == master_st.st_dev &&
+               exe_st.st_ino == master_st.st_ino;
+    /* A master whose program was rebuilt or reinstalled since it started
+       runs a deleted file of the same name. */
+    if (!same && (len = readlink(vstr_str(link), exe, sizeof(exe) - 1)) > 0 &&
+        realpath(vstr_str(master), real) != NULL) {
+        static const char deleted[] = " (deleted)";
+        size_t real_len = strlen(real);
+
+        exe[len] = 0;
+        same = strncmp(exe, real, real_len) == 0 &&
+               (exe[real_len] == 0 || strcmp(exe + real_len, deleted) == 0);
+    }
+    if (!same)
+        status = sluice_fail("%s: the pid file names pid %ld, which does not "
+                             "run %s; not signalling it",
+                             cmd, pid, vstr_str(master));
+    else if (!sluice_proc_holds(pid, pid_st))
+        status = sluice_fail("%s: the pid file names pid %ld, which does not "
+                             "hold the pid file open: not the master of this "
+                             "instance; not signalling it",
+                             cmd, pid);
+    vstr_free(link);
+    vstr_free(master);
+    return status;
+}
+
+/* sluice_start_as_owner - root starting an instance whose configuration
+   directory another user owns runs it as that user: that user decides
+   what master runs (main.cf, master.cf), so root must not run it (master
+   refuses). 0, or 1 after one line */
+static int sluice_start_as_owner(const char *config_dir)
+{
+    struct stat st;
+    struct passwd *pw;
+    gid_t gid;
+
+    if (geteuid() != 0)
+        return 0;
+    if (stat(config_dir, &st) < 0)
+        return sluice_fail("start: %s: %s", config_dir, strerror(errno));
+    if (st.st_uid == 0)
+        return 0;
+    pw = getpwuid(st.st_uid);
+    gid = pw ? pw->pw_gid : st.st_gid;
+    if ((pw ? initgroups(pw->pw_name, gid) : setgroups(0, NULL)) < 0 ||
+        setgid(gid) < 0 || setuid(st.st_uid) < 0)
+        return sluice_fail("start: cannot become uid %ld, the owner of %s: %s",
+                           (long) st.st_uid, config_dir, strerror(errno));
+    return 0;
 }
 
 /* sluice_start - run master (it detaches unless -f) */
@@ -138,6 +247,8 @@ static int sluice_start(const char *config_dir, int argc, char **argv)
     master = vstr_alloc(100);
     vstr_sprintf(master, "%s/master", mail_conf_str(conf, "daemon_directory"));
     mail_conf_free(conf);
+    if (sluice_start_as_owner(config_dir) != 0)
+        return 1;
     if (access(vstr_str(master), X_OK) < 0)
         return sluice_fail("start: %s: %s", vstr_str(master), strerror(errno));
     master_argv[n++] = "master";
@@ -156,11 +267,14 @@ static int sluice_signal(const char *config_dir, const char *cmd, int sig,
                          long *pid_out)
 {
     MAIL_CONF *conf;
+    struct stat pid_st;
     long pid;
 
     if ((conf = sluice_read_conf(config_dir)) == NULL)
         return 1;
-    pid = sluice_master_pid(conf);
+    pid = sluice_master_pid(conf, &pid_st);
+    if (pid > 0 && sluice_master_verify(conf, cmd, pid, &pid_st) != 0)
+        pid = -1;
     mail_conf_free(conf);
     if (pid < 0)
         return 1;
@@ -214,7 +328,7 @@ static int sluice_status(const char *config_dir)
 
     if ((conf = sluice_read_conf(config_dir)) == NULL)
         return 1;
-    pid = sluice_master_pid(conf);
+    pid = sluice_master_pid(conf, NULL);
     mail_conf_free(conf);
     if (pid < 0)
         return 1;

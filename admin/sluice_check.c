@@ -8,12 +8,16 @@
  *               nothing uses is a warning; every table named by a
  *               table-valued parameter, or by a check_*_access word of
  *               smtpd's restriction lists, is opened (a missing .db is a
- *               warning that says to run `sluice map`)
+ *               warning that says to run `sluice map`); a word in a
+ *               restriction list that smtpd does not know is an error
+ *               naming the main.cf line
  *   master.cf   parsed as master parses it; a service whose program is not
  *               an executable in daemon_directory is an error
  *   queue       every queue directory (hash subdirectories too) exists,
  *               belongs to mail_owner and has mode 0700, as `sluice init`
- *               makes them, except maildrop/ (1730) and public/ (0710)
+ *               makes them, except pid/ when root checks an instance of
+ *               another mail_owner (root's master keeps its pid file
+ *               there: root's, 0755), maildrop/ (1730) and public/ (0710)
  *               when the group setgid_group exists: they belong to that
  *               group, through which a setgid sendmail drops mail and
  *               reaches qmgr (INSTALL). queue_directory itself may belong
@@ -21,7 +25,13 @@
  *               and users reach what is inside) or to mail_owner, and must
  *               not be writable by group or others. What is missing is created and a wrong owner, group
  *               or mode fixed, one "fixed:" line each; a file whose name
- *               is not a queue ID is reported and left where it is
+ *               is not a queue ID is reported and left where it is.
+ *               mail_owner may rename anything in the directories it
+ *               owns at any moment, so the queue is walked from
+ *               queue_directory down by descriptor (openat with
+ *               O_NOFOLLOW) and changed only through those descriptors
+ *               (fchown, fchmod): a symbolic link or a non-directory
+ *               where a directory should be is an error, left alone
  *
  * Errors and warnings go to stderr ("sluice: error: ...", "sluice:
  * warning: ..."), repairs to stdout ("sluice: fixed: ..."). Nothing is
@@ -32,6 +42,7 @@
 
 #include <ctype.h>
 #include <dirent.h>
+#include <fcntl.h>
 #include <grp.h>
 #include <limits.h>
 #include <pwd.h>
@@ -73,6 +84,7 @@ typedef struct SLUICE_CHECK {
     const char *queue_dir;
     uid_t owner;
     const char *owner_name;
+    bool root_master;                   /* root runs master for mail_owner */
     gid_t drop_gid;                     /* setgid_group, when it exists */
     const char *drop_group;             /* its name; NULL: none */
 } SLUICE_CHECK;
@@ -83,6 +95,7 @@ typedef struct SLUICE_CHECK_WANT {
     bool any_owner;                     /* root or mail_owner */
     bool top;                           /* queue_directory: mode is a mask */
     gid_t gid;                          /* (gid_t) -1: any group */
+    bool root;                          /* root's, not mail_owner's */
 } SLUICE_CHECK_WANT;
 
 /* sluice_check_report - one line "sluice: WHAT: text" to fp */
@@ -161,6 +174,36 @@ static const char *const sluice_check_restrictions[] = {
     "smtpd_recipient_restrictions",
 };
 
+/* The restriction words smtpd knows (smtpd/smtpd_check.c, smtpd_words:
+   keep the two in step); table: the next word is a type:table. A word
+   smtpd does not know (Debian's permit_sasl_authenticated, say) makes
+   smtpd answer 451 where it is met, so check refuses it. */
+static const struct {
+    const char *name;
+    bool table;
+} sluice_check_words[] = {
+    {"permit", false},
+    {"reject", false},
+    {"defer", false},
+    {"permit_mynetworks", false},
+    {"reject_unauth_destination", false},
+    {"permit_auth_destination", false},
+    {"reject_unlisted_recipient", false},
+    {"check_client_access", true},
+    {"check_helo_access", true},
+    {"check_sender_access", true},
+    {"check_recipient_access", true},
+};
+
+/* sluice_check_word - the index of a restriction word, or -1 */
+static int sluice_check_word(const char *word)
+{
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(sluice_check_words); i++)
+        if (strcasecmp(word, sluice_check_words[i].name) == 0)
+            return (int) i;
+    return -1;
+}
+
 /* sluice_check_tables - open every table of the table-valued parameters
    and of the access checks in smtpd's restriction lists */
 static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
@@ -194,14 +237,25 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
         }
         for (size_t j = 0; j < words->argc; j++) {
             const char *word = words->argv[j];
-            size_t len = strlen(word);
+            int known = sluice_check_word(word);
 
-            if (strncasecmp(word, "check_", 6) != 0 || len < 13 ||
-                strcasecmp(word + len - 7, "_access") != 0)
+            if (known < 0) {
+                mail_conf_origin(conf, param, why);
+                sluice_check_error(chk,
+                                   "%s: unknown restriction \"%s\" (smtpd "
+                                   "does not implement it and would answer "
+                                   "451 where it is met)",
+                                   vstr_str(why), word);
                 continue;
-            if (j + 1 >= words->argc) {
-                sluice_check_error(chk, "%s: %s needs a table", param, word);
-                break;
+            }
+            if (!sluice_check_words[known].table)
+                continue;
+            if (j + 1 >= words->argc ||
+                strchr(words->argv[j + 1], ':') == NULL) {
+                mail_conf_origin(conf, param, why);
+                sluice_check_error(chk, "%s: %s needs a table (type:name)",
+                                   vstr_str(why), word);
+                continue;
             }
             sluice_check_table(param, words->argv[++j], MAP_FLAG_NONE, seen,
                                why);
@@ -259,66 +313,123 @@ static int sluice_check_owner(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     char *end;
     long uid;
 
+    VSTR *why = vstr_alloc(100);
+    int status = 0;
+
     chk->owner_name = name;
-    if ((pw = getpwnam(name)) != NULL) {
-        chk->owner = pw->pw_uid;
-        return 0;
-    }
     errno = 0;
     uid = strtol(name, &end, 10);
-    if (*name && *end == 0 && errno == 0 && uid >= 0 && uid < INT_MAX) {
+    if ((pw = getpwnam(name)) != NULL) {
+        chk->owner = pw->pw_uid;
+    } else if (*name && *end == 0 && errno == 0 && uid >= 0 && uid < INT_MAX) {
         chk->owner = (uid_t) uid;
-        return 0;
+    } else {
+        (void) mail_conf_owner(conf, why);
+        sluice_check_error(chk, "%s", vstr_str(why));
+        status = -1;
     }
-    sluice_check_error(chk, "mail_owner: unknown user \"%s\"", name);
-    return -1;
+    /* No daemon runs as root (master refuses to start). */
+    if (status == 0 && chk->owner == 0) {
+        (void) mail_conf_owner(conf, why);
+        sluice_check_error(chk, "%s", vstr_str(why));
+    }
+    vstr_free(why);
+    return status;
 }
 
-/* sluice_check_dir - make path a directory as want says: create it when
-   missing, fix owner, group and mode; -1 when it cannot be */
-static int sluice_check_dir(SLUICE_CHECK *chk, const char *path,
-                            const SLUICE_CHECK_WANT *want)
+/* sluice_check_open_dir - open name in parent_fd as a directory without
+   following a symbolic link; -1 with errno. A directory that mail_owner
+   owns may be swapped for a symbolic link at any moment: every change is
+   made through the descriptor (fchown, fchmod), never through a path.
+   Only queue_directory itself, the administrator's own name for it, may
+   be a symbolic link (follow). */
+static int sluice_check_open_dir(int parent_fd, const char *name, bool follow)
+{
+    return openat(parent_fd, name,
+                  O_RDONLY | O_DIRECTORY | O_CLOEXEC |
+                      (follow ? 0 : O_NOFOLLOW));
+}
+
+/* sluice_check_not_dir - report what name in parent_fd is, when it cannot
+   be opened as a directory (open_errno); nothing is changed */
+static void sluice_check_not_dir(SLUICE_CHECK *chk, int parent_fd,
+                                 const char *name, const char *path,
+                                 int open_errno)
+{
+    struct stat st;
+
+    if (fstatat(parent_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+        !S_ISDIR(st.st_mode))
+        sluice_check_error(chk, "%s: not a directory%s; left alone", path,
+                           S_ISLNK(st.st_mode) ? " (a symbolic link)" : "");
+    else
+        sluice_check_error(chk, "open %s: %s", path, strerror(open_errno));
+}
+
+/* sluice_check_dir - make name in parent_fd (path: its full name, for
+   messages) a directory as want says: create it when missing, fix owner,
+   group and mode. Returns the open directory (caller closes), or -1 when
+   it is not what it should be (a symbolic link, not a directory) or
+   cannot be fixed */
+static int sluice_check_dir(SLUICE_CHECK *chk, int parent_fd, const char *name,
+                            const char *path, const SLUICE_CHECK_WANT *want)
 {
     struct stat st;
     mode_t mode;
     mode_t wanted;
+    int fd;
 
-    if (lstat(path, &st) < 0) {
-        if (errno != ENOENT) {
-            sluice_check_error(chk, "lstat %s: %s", path, strerror(errno));
-            return -1;
-        }
-        if (mkdir(path, want->mode) < 0 || chmod(path, want->mode) < 0 ||
-            ((geteuid() != chk->owner || want->gid != (gid_t) -1) &&
-             chown(path, chk->owner, want->gid) < 0) ||
-            safe_file_fsync_parent(path) < 0) {
+    if ((fd = sluice_check_open_dir(parent_fd, name, want->top)) < 0 &&
+        errno == ENOENT) {
+        if (mkdirat(parent_fd, name, want->mode) < 0 ||
+            (fd = sluice_check_open_dir(parent_fd, name, want->top)) < 0) {
             sluice_check_error(chk, "create %s: %s", path, strerror(errno));
             return -1;
         }
+        if (fchmod(fd, want->mode) < 0 ||
+            (!want->root &&
+             (geteuid() != chk->owner || want->gid != (gid_t) -1) &&
+             fchown(fd, chk->owner, want->gid) < 0) ||
+            (parent_fd == AT_FDCWD ? safe_file_fsync_parent(path)
+                                   : fsync(parent_fd)) < 0) {
+            sluice_check_error(chk, "create %s: %s", path, strerror(errno));
+            (void) close(fd);
+            return -1;
+        }
         sluice_check_fixed("%s: created (owner %s, mode %04o)", path,
-                           chk->owner_name, (unsigned) want->mode);
-        return 0;
+                           want->root ? "root" : chk->owner_name,
+                           (unsigned) want->mode);
+        return fd;
     }
-    if (!S_ISDIR(st.st_mode)) {
-        sluice_check_error(chk, "%s: not a directory%s", path,
-                           S_ISLNK(st.st_mode) ? " (a symbolic link)" : "");
+    if (fd < 0) {
+        sluice_check_not_dir(chk, parent_fd, name, path, errno);
         return -1;
     }
-    if (st.st_uid != chk->owner && !(want->any_owner && st.st_uid == 0)) {
-        if (chown(path, chk->owner, -1) < 0) {
+    if (fstat(fd, &st) < 0) {
+        sluice_check_error(chk, "fstat %s: %s", path, strerror(errno));
+        (void) close(fd);
+        return -1;
+    }
+    if (want->root ? st.st_uid != 0
+                   : st.st_uid != chk->owner &&
+                         !(want->any_owner && st.st_uid == 0)) {
+        if (fchown(fd, want->root ? 0 : chk->owner, -1) < 0) {
             sluice_check_error(chk, "%s: owner uid %ld, not %s; chown: %s",
-                               path, (long) st.st_uid, chk->owner_name,
+                               path, (long) st.st_uid,
+                               want->root ? "root" : chk->owner_name,
                                strerror(errno));
+            (void) close(fd);
             return -1;
         }
         sluice_check_fixed("%s: owner uid %ld -> %s", path, (long) st.st_uid,
-                           chk->owner_name);
+                           want->root ? "root" : chk->owner_name);
     }
     if (want->gid != (gid_t) -1 && st.st_gid != want->gid) {
-        if (chown(path, -1, want->gid) < 0) {
+        if (fchown(fd, -1, want->gid) < 0) {
             sluice_check_error(chk, "%s: group gid %ld, not %s; chown: %s",
                                path, (long) st.st_gid, chk->drop_group,
                                strerror(errno));
+            (void) close(fd);
             return -1;
         }
         sluice_check_fixed("%s: group gid %ld -> %s", path, (long) st.st_gid,
@@ -333,16 +444,17 @@ static int sluice_check_dir(SLUICE_CHECK *chk, const char *path,
             wanted = 0755;
     }
     if (mode != wanted) {
-        if (chmod(path, wanted) < 0) {
+        if (fchmod(fd, wanted) < 0) {
             sluice_check_error(chk, "%s: mode %04o, not %04o; chmod: %s", path,
                                (unsigned) mode, (unsigned) wanted,
                                strerror(errno));
+            (void) close(fd);
             return -1;
         }
         sluice_check_fixed("%s: mode %04o -> %04o", path, (unsigned) mode,
                            (unsigned) wanted);
     }
-    return 0;
+    return fd;
 }
 
 /* sluice_check_drop_group - setgid_group, when that group exists */
@@ -370,21 +482,26 @@ static const char *sluice_check_queue_id(const char *name)
     return qid_valid(name) ? name : NULL;
 }
 
-/* sluice_check_strays - report what in dir is not a queue file; hash is
-   the hash subdirectory dir is (0: not one); hashed: dir holds the hash
-   subdirectories rather than files */
-static void sluice_check_strays(SLUICE_CHECK *chk, const char *dir, char hash,
-                                bool hashed)
+/* sluice_check_strays - report what in the directory dir_fd (path: its
+   name) is not a queue file; hash is the hash subdirectory it is (0: not
+   one); hashed: it holds the hash subdirectories rather than files. Only
+   reports: nothing is changed */
+static void sluice_check_strays(SLUICE_CHECK *chk, int dir_fd, const char *dir,
+                                char hash, bool hashed)
 {
     DIR *dp;
     struct dirent *de;
     VSTR *path = vstr_alloc(100);
+    int fd;
 
-    if ((dp = opendir(dir)) == NULL) {
+    if ((fd = dup(dir_fd)) < 0 || (dp = fdopendir(fd)) == NULL) {
         sluice_check_error(chk, "open %s: %s", dir, strerror(errno));
+        if (fd >= 0)
+            (void) close(fd);
         vstr_free(path);
         return;
     }
+    rewinddir(dp);
     while ((de = readdir(dp)) != NULL) {
         const char *name = de->d_name;
         const char *qid;
@@ -409,17 +526,25 @@ static void sluice_check_strays(SLUICE_CHECK *chk, const char *dir, char hash,
     vstr_free(path);
 }
 
-/* sluice_check_queue - queue_directory and every queue directory */
+/* sluice_check_queue - queue_directory and every queue directory, walked
+   from queue_directory down by descriptor (openat, no symbolic link
+   followed): what mail_owner can rename cannot steer root elsewhere */
 static void sluice_check_queue(SLUICE_CHECK *chk)
 {
     VSTR *path = vstr_alloc(100);
     VSTR *hash_path = vstr_alloc(100);
+    char hash_name[2] = {0, 0};
+    int top_fd;
+    int dir_fd;
+    int hash_fd;
 
-    static const SLUICE_CHECK_WANT top = {0755, true, true, (gid_t) -1};
+    static const SLUICE_CHECK_WANT top = {0755, true, true, (gid_t) -1,
+                                          false};
     static const SLUICE_CHECK_WANT plain = {SLUICE_CHECK_QUEUE_MODE, false,
-                                            false, (gid_t) -1};
+                                            false, (gid_t) -1, false};
 
-    if (sluice_check_dir(chk, chk->queue_dir, &top) < 0)
+    if ((top_fd = sluice_check_dir(chk, AT_FDCWD, chk->queue_dir,
+                                   chk->queue_dir, &top)) < 0)
         goto out;
     for (const char *const *name = mail_queue_names; *name; name++) {
         bool hashed = mail_queue_hashed(*name);
@@ -434,21 +559,34 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
         } else if (chk->drop_group && strcmp(*name, MAIL_QUEUE_PUBLIC) == 0) {
             want.mode = 0710;
             want.gid = chk->drop_gid;
+        } else if (strcmp(*name, MAIL_QUEUE_PID) == 0 && chk->root_master) {
+            /* root's master keeps its pid file there (master.c) */
+            want.mode = 0755;
+            want.root = true;
         }
         vstr_sprintf(path, "%s/%s", chk->queue_dir, *name);
-        if (sluice_check_dir(chk, vstr_str(path), &want) < 0)
+        if ((dir_fd = sluice_check_dir(chk, top_fd, *name, vstr_str(path),
+                                       &want)) < 0)
             continue;
         if (hashed) {
             for (const char *hash = mail_queue_hash_chars; *hash; hash++) {
+                hash_name[0] = *hash;
                 vstr_sprintf(hash_path, "%s/%c", vstr_str(path), *hash);
-                if (sluice_check_dir(chk, vstr_str(hash_path), &plain) == 0)
-                    sluice_check_strays(chk, vstr_str(hash_path), *hash, false);
+                if ((hash_fd = sluice_check_dir(chk, dir_fd, hash_name,
+                                                vstr_str(hash_path),
+                                                &plain)) >= 0) {
+                    sluice_check_strays(chk, hash_fd, vstr_str(hash_path),
+                                        *hash, false);
+                    (void) close(hash_fd);
+                }
             }
         }
         /* Sockets and pid files are not queue files. */
         if (files)
-            sluice_check_strays(chk, vstr_str(path), 0, hashed);
+            sluice_check_strays(chk, dir_fd, vstr_str(path), 0, hashed);
+        (void) close(dir_fd);
     }
+    (void) close(top_fd);
 out:
     vstr_free(hash_path);
     vstr_free(path);
@@ -458,6 +596,7 @@ out:
 int sluice_check(const char *config_dir, int argc, char **argv)
 {
     SLUICE_CHECK chk;
+    struct stat st;
     VSTR *why;
     MAIL_CONF *conf;
     const ARGV *warnings;
@@ -482,9 +621,14 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_open_tables(&chk, conf);
     sluice_check_master_cf(&chk, config_dir, conf);
     chk.queue_dir = mail_conf_str(conf, "queue_directory");
+    /* root runs master (master.c) only from a configuration of root's */
+    chk.root_master = geteuid() == 0 && stat(config_dir, &st) == 0 &&
+                      st.st_uid == 0;
     sluice_check_drop_group(&chk, conf);
-    if (sluice_check_owner(&chk, conf) == 0)
+    if (sluice_check_owner(&chk, conf) == 0) {
+        chk.root_master &= chk.owner != 0;
         sluice_check_queue(&chk);
+    }
     mail_conf_free(conf);
     return chk.errors > 0;
 }

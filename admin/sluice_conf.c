@@ -129,9 +129,11 @@ static int sluice_conf_show_one(const MAIL_CONF *conf, const char *name,
         return sluice_fail("conf: unknown parameter \"%s\"", name);
     } else if (param->def != NULL && strcmp(name, "config_directory") != 0) {
         printf("%s = %s\n", name, param->def);
-    } else {
+    } else if (defaults && mail_conf_default(conf, name) != NULL) {
         /* Computed at run time (myhostname, mail_owner ...), and
            config_directory, which is always the folder read. */
+        printf("%s = %s\n", name, mail_conf_default(conf, name));
+    } else {
         printf("%s = %s\n", name, mail_conf_str(conf, name));
     }
     if (describe && param != NULL)

@@ -9,6 +9,11 @@
  * the daemons that exist there. DIR must be missing or empty: init never
  * overwrites anything.
  *
+ * No sluice daemon runs as root. An instance that root makes runs its
+ * daemons as SLUICE_INIT_ROOT_OWNER (mail_owner): master stays root's, and
+ * so do DIR and its files, but the queue and the Maildirs are that user's,
+ * and that user must be able to reach DIR (init checks).
+ *
  * Local delivery works at once: DIR/aliases (built into DIR/aliases.db)
  * sends postmaster to root, and mail to any user@localhost lands in the
  * Maildir DIR/mail/user/ (every local part is a user of the instance).
@@ -16,9 +21,11 @@
 #include "sys_defs.h"
 
 #include <dirent.h>
+#include <grp.h>
 #include <limits.h>
 #include <pwd.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #include "mail_queue.h"
@@ -30,6 +37,7 @@
 #include "vstr.h"
 
 #define SLUICE_DEF_SMTP_PORT 2525
+#define SLUICE_INIT_ROOT_OWNER "nobody" /* mail_owner when root makes one */
 
 /* The services an instance runs, when their program exists. */
 typedef struct SLUICE_INIT_SERV {
@@ -147,6 +155,70 @@ static int sluice_init_mkdir(const char *dir, const char *sub)
     return status;
 }
 
+/* sluice_init_reach - can uid/gid search dir (every folder above it)? */
+static bool sluice_init_reach(const char *dir, uid_t uid, gid_t gid)
+{
+    int status;
+    pid_t pid;
+
+    if ((pid = fork()) < 0)
+        return false;
+    if (pid == 0) {
+        if (setgroups(0, NULL) < 0 || setgid(gid) < 0 || setuid(uid) < 0)
+            _exit(2);
+        _exit(access(dir, X_OK) == 0 ? 0 : 1);
+    }
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR)
+            return false;
+    return WIFEXITED(status) && WEXITSTATUS(status) == 0;
+}
+
+/* sluice_init_give - chown path to uid/gid; 0, or -1 after one line */
+static int sluice_init_give(const char *path, uid_t uid, gid_t gid)
+{
+    if (lchown(path, uid, gid) < 0) {
+        sluice_fail("init: chown %s: %s", path, strerror(errno));
+        return -1;
+    }
+    return 0;
+}
+
+/* sluice_init_give_queue - every queue folder to uid/gid, as `sluice
+   check` would make them */
+static int sluice_init_give_queue(const char *queue, uid_t uid, gid_t gid)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *hash_path = vstr_alloc(100);
+    int status = 0;
+
+    for (const char *const *name = mail_queue_names; *name && status == 0;
+         name++) {
+        vstr_sprintf(path, "%s/%s", queue, *name);
+        /* root's master keeps its pid file in a folder of root's */
+        if (strcmp(*name, MAIL_QUEUE_PID) == 0) {
+            if (chmod(vstr_str(path), 0755) < 0)
+                status = sluice_fail("init: chmod %s: %s", vstr_str(path),
+                                     strerror(errno));
+            continue;
+        }
+        status = sluice_init_give(vstr_str(path), uid, gid);
+        if (!mail_queue_hashed(*name))
+            continue;
+        for (const char *hash = mail_queue_hash_chars; *hash && status == 0;
+             hash++) {
+            vstr_sprintf(hash_path, "%s/%c", vstr_str(path), *hash);
+            status = sluice_init_give(vstr_str(hash_path), uid, gid);
+        }
+    }
+    /* queue_directory itself stays root's, open to mail_owner (0755) */
+    if (status == 0 && chmod(queue, 0755) < 0)
+        status = sluice_fail("init: chmod %s: %s", queue, strerror(errno));
+    vstr_free(hash_path);
+    vstr_free(path);
+    return status;
+}
+
 /* sluice_init - `sluice init DIR [--smtp-port N] [--relayhost HOST:PORT]` */
 int sluice_init(int argc, char **argv)
 {
@@ -158,6 +230,9 @@ int sluice_init(int argc, char **argv)
     VSTR *listener = vstr_alloc(40);
     VSTR *why = vstr_alloc(100);
     struct passwd *pw;
+    char *owner = NULL;
+    uid_t owner_uid;
+    gid_t owner_gid;
     char dir[PATH_MAX];
     char *daemon_dir = NULL;
     char stamp[64];
@@ -189,10 +264,21 @@ int sluice_init(int argc, char **argv)
         sluice_fail("usage: sluice init DIR [--smtp-port N] [--relayhost HOST:PORT]");
         goto out;
     }
-    if ((pw = getpwuid(geteuid())) == NULL) {
+    if (geteuid() == 0) {
+        /* No daemon runs as root: root's instance gets a stand-in. */
+        if ((pw = getpwnam(SLUICE_INIT_ROOT_OWNER)) == NULL || pw->pw_uid == 0) {
+            sluice_fail("init: run as root, the instance needs the "
+                        "unprivileged user " SLUICE_INIT_ROOT_OWNER
+                        " for its daemons, and there is none");
+            goto out;
+        }
+    } else if ((pw = getpwuid(geteuid())) == NULL) {
         sluice_fail("init: who am I? no passwd entry for uid %ld", (long) geteuid());
         goto out;
     }
+    owner = mystrdup(pw->pw_name);
+    owner_uid = pw->pw_uid;
+    owner_gid = pw->pw_gid;
     state = sluice_init_dir_state(target);
     if (state == 1) {
         sluice_fail("init: %s exists and is not empty; refusing to touch it", target);
@@ -210,6 +296,14 @@ int sluice_init(int argc, char **argv)
         sluice_fail("init: %s: %s", target, strerror(errno));
         goto out;
     }
+    if (owner_uid != geteuid() &&
+        !sluice_init_reach(dir, owner_uid, owner_gid)) {
+        sluice_fail("init: %s, the user the daemons of an instance made by "
+                    "root run as, cannot reach %s: a folder above it is closed "
+                    "to other users (open it with chmod o+x, or make the "
+                    "instance elsewhere)", owner, dir);
+        goto out;
+    }
     daemon_dir = sluice_init_daemon_dir();
     vstr_sprintf(queue, "%s/queue", dir);
     if (sluice_init_mkdir(dir, "log") < 0 || sluice_init_mkdir(dir, "data") < 0 ||
@@ -218,6 +312,12 @@ int sluice_init(int argc, char **argv)
     if (mail_queue_create_dirs(vstr_str(queue), 0700, why) < 0) {
         sluice_fail("init: %s", vstr_str(why));
         goto out;
+    }
+    if (owner_uid != geteuid()) {
+        vstr_sprintf(why, "%s/mail", dir);
+        if (sluice_init_give_queue(vstr_str(queue), owner_uid, owner_gid) < 0 ||
+            sluice_init_give(vstr_str(why), owner_uid, owner_gid) < 0)
+            goto out;
     }
 
     strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime(&now));
@@ -237,8 +337,10 @@ int sluice_init(int argc, char **argv)
                  "daemon_directory = %s\n"
                  "command_directory = %s\n"
                  "\n"
-                 "# It runs entirely as the user who made it.\n"
+                 "%s"
                  "mail_owner = %s\n"
+                 "# Every local part is a user of this instance (see below).\n"
+                 "local_system_users = no\n"
                  "\n"
                  "# Mail for these domains is ours; clients on loopback may relay.\n"
                  "mydestination = $myhostname, localhost\n"
@@ -259,7 +361,11 @@ int sluice_init(int argc, char **argv)
                  "local_recipient_maps =\n"
                  "mail_spool_directory = %s/mail/\n",
                  stamp, dir, dir, dir, dir, daemon_dir, sluice_exe_dir(),
-                 pw->pw_name, dir, dir, dir, dir);
+                 owner_uid == geteuid()
+                     ? "# It runs entirely as the user who made it.\n"
+                     : "# Made by root: master runs as root, every daemon as\n"
+                       "# mail_owner (no sluice daemon runs as root).\n",
+                 owner, dir, dir, dir, dir);
     if (vstr_len(relayhost) > 0)
         vstr_sprintf_append(text,
                             "\n# Every message goes to this host ([] means no MX lookup).\n"
@@ -311,6 +417,7 @@ int sluice_init(int argc, char **argv)
     status = 0;
 
 out:
+    myfree(owner);
     myfree(daemon_dir);
     vstr_free(relayhost);
     vstr_free(text);

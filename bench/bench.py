@@ -942,6 +942,7 @@ def count_names(names):
 class Bench:
     def __init__(self):
         self.base = Path(tempfile.mkdtemp(prefix="sluice-bench-", dir="/tmp"))
+        os.chmod(self.base, 0o755)  # the daemons run as nobody under root
         os.chmod(str(self.base), 0o755)
         self.started = time.monotonic()
         self.sink = None

@@ -27,6 +27,7 @@
 #include "sys_defs.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <pwd.h>
 #include <sys/stat.h>
 
@@ -367,7 +368,10 @@ static void mail_conf_runtime_defaults(MAIL_CONF *conf)
     }
     if ((ent = mail_conf_find(conf, "mail_owner", 10)) != NULL) {
         errno = 0;
-        if ((pw = getpwuid(geteuid())) != NULL) {
+        if (geteuid() == 0) {
+            /* A system instance: its daemons never run as root. */
+            ent->def = mystrdup(MAIL_OWNER_SYSTEM);
+        } else if ((pw = getpwuid(geteuid())) != NULL) {
             ent->def = mystrdup(pw->pw_name);
         } else {
             char uid[32];
@@ -702,6 +706,59 @@ const char *mail_conf_raw(const MAIL_CONF *conf, const char *name)
     const MAIL_CONF_ENT *ent = mail_conf_find(conf, name, strlen(name));
 
     return ent ? ent->raw : NULL;
+}
+
+/* mail_conf_origin - where name's value comes from, for a message:
+   "PATH line N: name" when main.cf sets it, else "PATH: name" */
+void mail_conf_origin(const MAIL_CONF *conf, const char *name, VSTR *out)
+{
+    const MAIL_CONF_ENT *ent = mail_conf_find(conf, name, strlen(name));
+
+    if (ent != NULL && ent->raw != NULL)
+        vstr_sprintf(out, "%s line %d: %s", conf->path, ent->line, name);
+    else
+        vstr_sprintf(out, "%s: %s", conf->path, name);
+}
+
+/* mail_conf_owner - mail_owner's passwd entry; NULL and why when there
+   is no such user or it is root */
+const struct passwd *mail_conf_owner(const MAIL_CONF *conf, VSTR *why)
+{
+    const char *name = mail_conf_str(conf, "mail_owner");
+    struct passwd *pw;
+    char *end;
+    long uid;
+
+    errno = 0;
+    if ((pw = getpwnam(name)) == NULL) {
+        uid = strtol(name, &end, 10);
+        if (*name && *end == 0 && uid >= 0 && uid < INT_MAX)
+            pw = getpwuid((uid_t) uid);
+    }
+    if (pw == NULL) {
+        vstr_sprintf(why, "mail_owner %s: no such user; create it with: "
+                     MAIL_OWNER_USERADD " %s (or set mail_owner to an "
+                     "unprivileged user that exists)", name, name);
+        return NULL;
+    }
+    if (pw->pw_uid == 0) {
+        vstr_sprintf(why, "mail_owner %s is root (uid 0): no sluice daemon "
+                     "runs as root; set mail_owner to an unprivileged user "
+                     "(INSTALL: " MAIL_OWNER_USERADD " " MAIL_OWNER_SYSTEM ")",
+                     name);
+        return NULL;
+    }
+    return pw;
+}
+
+/* mail_conf_default - the default as written ($name unexpanded): the
+   table's, or the one computed at run time (myhostname, mail_owner ...);
+   NULL for an unknown name */
+const char *mail_conf_default(const MAIL_CONF *conf, const char *name)
+{
+    const MAIL_CONF_ENT *ent = mail_conf_find(conf, name, strlen(name));
+
+    return ent ? ent->def : NULL;
 }
 
 /* mail_conf_names - names set in main.cf, in file order */

@@ -27,6 +27,13 @@ typedef enum MAIL_PARAM_TYPE {
     MAIL_PARAM_LIST,                    /* comma/space separated words */
 } MAIL_PARAM_TYPE;
 
+/* mail_owner's default when root runs a program: the dedicated user of a
+   system instance, which INSTALL says how to create. */
+#define MAIL_OWNER_SYSTEM "sluice"
+#define MAIL_OWNER_USERADD                                                    \
+    "useradd --system --user-group --home-dir /var/spool/sluice "            \
+    "--no-create-home --shell /usr/sbin/nologin"
+
 typedef struct MAIL_PARAM {
     const char *name;
     MAIL_PARAM_TYPE type;
@@ -51,6 +58,17 @@ extern const ARGV *mail_conf_warnings(const MAIL_CONF *conf);
 
 /* The value as written in main.cf, unexpanded; NULL when not set there. */
 extern const char *mail_conf_raw(const MAIL_CONF *conf, const char *name);
+/* "PATH line N: name" (main.cf sets it) or "PATH: name", into out. */
+extern void mail_conf_origin(const MAIL_CONF *conf, const char *name,
+                             VSTR *out);
+/* mail_conf_owner - mail_owner's passwd entry (a name, or a uid without
+   one); NULL with the reason in why when there is no such user (the reason
+   names the useradd command) or it is root: no daemon runs as root. The
+   entry is getpwnam's static one. */
+struct passwd;
+extern const struct passwd *mail_conf_owner(const MAIL_CONF *conf, VSTR *why);
+/* The default as written, also one computed at run time; NULL: unknown. */
+extern const char *mail_conf_default(const MAIL_CONF *conf, const char *name);
 /* Names set in main.cf, in file order. */
 extern const ARGV *mail_conf_names(const MAIL_CONF *conf);
 /* Expanded value (main.cf, else the default); "" for an unknown name. */

@@ -48,7 +48,8 @@ static const MAIL_PARAM mail_param_tab[] = {
 
     /* Who we are. */
     {"mail_owner", STR, NULL,
-     "unprivileged user the daemons run as (default: the invoking user)"},
+     "unprivileged user the daemons run as (default: the invoking user; for"
+     " root, " MAIL_OWNER_SYSTEM ", which must exist: INSTALL); never root"},
     {"setgid_group", STR, "sluicedrop",
      "group of maildrop/ and public/ through which a setgid sendmail submits"
      " (INSTALL); when it does not exist, both are mode 0700"},
@@ -193,7 +194,12 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"command_time_limit", TIME, "1000s",
      "longest a |command delivery may run before it is killed"},
     {"default_privs", STR, "nobody",
-     "user that alias commands and files run as when root owns the alias table"},
+     "user that alias commands and files run as when root owns the alias table"
+     " (and root's own commands)"},
+    {"local_system_users", BOOL, "yes",
+     "local parts are this system's users, delivered as each user when root"
+     " runs sluice; no: every local part is a user of the instance, delivered"
+     " as mail_owner (sluice init writes no)"},
     {"mailbox_size_limit", SIZE, "51200000",
      "largest mbox file or message local writes (0: no limit)"},
     {"local_destination_recipient_limit", INT, "1",

@@ -394,18 +394,19 @@ static void mail_server_saved_root(MAIL_SERVER_IDS *ids, bool enter)
     }
 }
 
-/* mail_server_drop_privileges - a root-started daemon runs as mail_owner */
+/* mail_server_drop_privileges - a root-started daemon runs as mail_owner,
+   which is never root: a daemon that would stay root does not start */
 static void mail_server_drop_privileges(const MAIL_CONF *conf)
 {
-    const char *owner = mail_conf_str(conf, "mail_owner");
-    struct passwd *pw;
+    const struct passwd *pw;
+    VSTR *why;
 
     if (geteuid() != 0)
         return;
-    if ((pw = getpwnam(owner)) == NULL)
-        msg_fatal("mail_owner %s: no such user", owner);
-    if (pw->pw_uid == 0)
-        return;                         /* an instance that root made */
+    why = vstr_alloc(100);
+    if ((pw = mail_conf_owner(conf, why)) == NULL)
+        msg_fatal("refusing to run as root: %s", vstr_str(why));
+    vstr_free(why);
     if (setgroups(0, NULL) < 0 && errno != EPERM)
         msg_fatal("setgroups: %m");
     if (setgid(pw->pw_gid) < 0)

@@ -35,8 +35,10 @@
  * mode), local keeps root only as its saved uid and delivers in a child
  * that becomes the recipient (mailbox, .forward, its commands and files)
  * or the owner of the alias table (alias commands and files; default_privs
- * when root owns it). Otherwise (an `sluice init` instance: INSTANCE mode)
- * every local part is a user and everything runs as ourselves.
+ * when root owns it). Otherwise (an `sluice init` instance, or
+ * local_system_users = no: INSTANCE mode) every local part is a user and
+ * everything runs as ourselves. No |command ever runs as root: root's own
+ * run as default_privs.
  */
 #include "sys_defs.h"
 
@@ -700,6 +702,18 @@ static void local_command(LOCAL_STATE *state, const char *to,
 {
     LOCAL_REQ *req = state->req;
     LOCAL_CONF *conf = &req->ctx->conf;
+
+    /* No command runs as root: root's own .forward commands run as
+       default_privs, as the commands of a root-owned alias table do. */
+    if (priv->uid == 0 && req->ctx->mode == LOCAL_MODE_SYSTEM)
+        priv = &req->ctx->alias_owner;
+    if (priv->uid == 0) {
+        local_result_set(&state->scratch, LOCAL_STAT_DEFER, "4.3.0",
+                         "refusing to run command %s as root", command);
+        local_outcome(state, to, &state->scratch, "");
+        return;
+    }
+
     ARGV *env = argv_alloc(12);
     VSTR *buf = vstr_alloc(100);
     VSTR *local_part = vstr_alloc(64);
@@ -1503,6 +1517,10 @@ static LOCAL_MODE local_choose_mode(int argc, char **argv)
         msg_fatal("mail_owner %s: no such user",
                   mail_conf_str(conf, "mail_owner"));
     mode = local_mode(geteuid(), pw->pw_uid);
+    /* An instance whose local parts are its own, not the system's users:
+       nothing to become, so it runs as mail_owner like every daemon. */
+    if (!mail_conf_bool(conf, "local_system_users"))
+        mode = LOCAL_MODE_INSTANCE;
     if (mode == LOCAL_MODE_SYSTEM &&
         (setgroups(0, NULL) < 0 || setegid(pw->pw_gid) < 0 ||
          seteuid(pw->pw_uid) < 0))

@@ -4,7 +4,9 @@
  * Usage: master [-c config_dir] [-f] [-v]
  *
  * Reads main.cf and master.cf, locks pid/master.pid under queue_directory
- * (a second master on the same queue is refused), binds every listener,
+ * (a second master on the same queue is refused; a master run as root
+ * keeps pid/ root's, mode 0755, so that no other user can name a process
+ * there for root's `sluice stop`), binds every listener,
  * and then starts and watches the daemons (master_service.c).
  *
  * Without -f it detaches, and the command that started it returns only
@@ -40,6 +42,11 @@ static int master_configure(MASTER_CTX *ctx, VSTR *why)
 
     if ((conf = mail_conf_read(ctx->config_dir, why)) == NULL)
         return -1;
+    /* No daemon runs as root: as root, mail_owner must be someone else. */
+    if (geteuid() == 0 && mail_conf_owner(conf, why) == NULL) {
+        mail_conf_free(conf);
+        return -1;
+    }
     mail_conf_free(ctx->conf);
     ctx->conf = conf;
     myfree(ctx->queue_dir);
@@ -60,6 +67,25 @@ static int master_configure(MASTER_CTX *ctx, VSTR *why)
     return 0;
 }
 
+/* master_check_owner - root runs only an instance whose configuration
+   directory is root's: whoever can change main.cf (daemon_directory, the
+   programs of master.cf) decides what master runs. `sluice start` runs
+   an instance of another user as that user. */
+static void master_check_owner(const char *config_dir)
+{
+    struct stat st;
+
+    if (geteuid() != 0)
+        return;
+    if (stat(config_dir, &st) < 0)
+        msg_fatal("configuration directory %s: %m", config_dir);
+    if (st.st_uid != 0)
+        msg_fatal("configuration directory %s belongs to uid %ld, not root: "
+                  "root runs no instance that another user controls (start "
+                  "it as that user; sluice start does)",
+                  config_dir, (long) st.st_uid);
+}
+
 /* master_read_cf - read master.cf of the instance */
 static MASTER_CF *master_read_cf(MASTER_CTX *ctx, VSTR *why)
 {
@@ -72,26 +98,96 @@ static MASTER_CF *master_read_cf(MASTER_CTX *ctx, VSTR *why)
     return cf;
 }
 
-/* master_lock - lock pid/master.pid, or say who holds it */
+/* master_pid_dir - open queue_directory/pid. A master run as root keeps
+   its pid file where only root writes: pid/ is made root's, mode 0755,
+   through a descriptor opened without following a symbolic link (what
+   `sluice stop` reads there names a process that root signals) */
+static int master_pid_dir(MASTER_CTX *ctx, const char *path)
+{
+    struct stat st;
+    int queue_fd;
+    int fd;
+
+    if (geteuid() != 0) {
+        if ((fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+            msg_fatal("open %s: %m", path);
+        return fd;
+    }
+    if ((queue_fd = open(ctx->queue_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+        msg_fatal("open %s: %m", ctx->queue_dir);
+    if (mkdirat(queue_fd, "pid", 0755) < 0 && errno != EEXIST)
+        msg_fatal("mkdir %s: %m", path);
+    fd = openat(queue_fd, "pid", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0)
+        msg_fatal("open %s: %m (it must be a directory, not a symbolic link)",
+                  path);
+    if (fstat(fd, &st) < 0)
+        msg_fatal("fstat %s: %m", path);
+    if ((st.st_uid != 0 || st.st_gid != 0) && fchown(fd, 0, 0) < 0)
+        msg_fatal("chown %s to root: %m", path);
+    if ((st.st_mode & 07777) != 0755 && fchmod(fd, 0755) < 0)
+        msg_fatal("chmod %s: %m", path);
+    (void) close(queue_fd);
+    return fd;
+}
+
+/* master_running - fatal: another master holds the pid file fd */
+static void master_running(MASTER_CTX *ctx, int fd)
+{
+    char buf[32];
+    ssize_t got;
+
+    got = pread(fd, buf, sizeof(buf) - 1, 0);
+    buf[got > 0 ? got : 0] = 0;
+    buf[strcspn(buf, "\n")] = 0;
+    msg_fatal("the mail system is already running (pid %s, queue %s)",
+              buf + strspn(buf, " "), ctx->queue_dir);
+}
+
+/* master_lock - lock pid/master.pid, or say who holds it. As root, a
+   master.pid that is not root's own plain file (another user put it there
+   while pid/ was theirs) is replaced, never written through */
 static int master_lock(MASTER_CTX *ctx)
 {
     VSTR *path = vstr_alloc(100);
-    char buf[32];
-    ssize_t got;
+    VSTR *dir = vstr_alloc(100);
+    struct stat st;
+    int dir_fd;
     int fd;
 
-    vstr_sprintf(path, "%s/pid/master.pid", ctx->queue_dir);
-    if ((fd = open(vstr_str(path), O_RDWR | O_CREAT | O_CLOEXEC, 0644)) < 0)
+    vstr_sprintf(dir, "%s/pid", ctx->queue_dir);
+    vstr_sprintf(path, "%s/master.pid", vstr_str(dir));
+    dir_fd = master_pid_dir(ctx, vstr_str(dir));
+    fd = openat(dir_fd, "master.pid",
+                O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
+    if (geteuid() == 0 &&
+        (fd < 0 ? errno == ELOOP
+                : fstat(fd, &st) == 0 &&
+                      (!S_ISREG(st.st_mode) || st.st_uid != 0 ||
+                       st.st_nlink != 1))) {
+        if (fd >= 0) {
+            /* A master of the instance's own user may hold it. */
+            if (flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK)
+                master_running(ctx, fd);
+            (void) close(fd);
+        }
+        msg_warn("%s was not root's own file; replacing it", vstr_str(path));
+        if (unlinkat(dir_fd, "master.pid", 0) < 0 && errno != ENOENT)
+            msg_fatal("remove %s: %m", vstr_str(path));
+        fd = openat(dir_fd, "master.pid",
+                    O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
+    }
+    if (fd < 0)
         msg_fatal("open %s: %m", vstr_str(path));
+    (void) close(dir_fd);
     if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
         if (errno != EWOULDBLOCK)
             msg_fatal("lock %s: %m", vstr_str(path));
-        got = pread(fd, buf, sizeof(buf) - 1, 0);
-        buf[got > 0 ? got : 0] = 0;
-        buf[strcspn(buf, "\n")] = 0;
-        msg_fatal("the mail system is already running (pid %s, queue %s)",
-                  buf + strspn(buf, " "), ctx->queue_dir);
+        master_running(ctx, fd);
     }
+    if (geteuid() == 0 && fchmod(fd, 0644) < 0)
+        msg_fatal("chmod %s: %m", vstr_str(path));
+    vstr_free(dir);
     vstr_free(path);
     return fd;
 }
@@ -248,6 +344,7 @@ int main(int argc, char **argv)
     if (ctx.config_dir == NULL || *ctx.config_dir == 0)
         ctx.config_dir = DEF_CONFIG_DIR;
     ctx.config_dir = mystrdup(ctx.config_dir);
+    master_check_owner(ctx.config_dir);
     if (master_configure(&ctx, why) < 0)
         msg_fatal("%s", vstr_str(why));
     msg_init(mail_conf_str(ctx.conf, "syslog_name"), "master");

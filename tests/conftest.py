@@ -424,8 +424,32 @@ def check_no_outside_dns(inst):
 
 def _short_tmpdir():
     """A short folder for instances: unix socket paths must stay < 108
-    bytes, which pytest's tmp_path does not promise."""
-    return Path(tempfile.mkdtemp(prefix="sluice-", dir="/tmp"))
+    bytes, which pytest's tmp_path does not promise. Open to other users
+    (0755): the daemons of an instance that root makes run as nobody."""
+    base = Path(tempfile.mkdtemp(prefix="sluice-", dir="/tmp"))
+    os.chmod(base, 0o755)
+    return base
+
+
+def open_to_others(path):
+    """Let other users search path and the folders above it up to /tmp
+    (root's tests: the daemons of an instance that root makes run as
+    nobody, and must reach the instance and the files a test names)."""
+    path = Path(path)
+    for folder in [path] + list(path.parents):
+        if str(folder) in ("/", "/tmp"):
+            break
+        st = folder.stat()
+        if st.st_uid == os.geteuid() and not st.st_mode & 0o001:
+            os.chmod(folder, (st.st_mode & 0o7777) | 0o055)
+
+
+@pytest.fixture(autouse=True)
+def _tmp_path_open_to_others(request):
+    """A test's tmp_path is open to other users (see open_to_others)."""
+    if "tmp_path" in request.fixturenames and os.geteuid() == 0:
+        open_to_others(request.getfixturevalue("tmp_path"))
+    yield
 
 
 @pytest.fixture

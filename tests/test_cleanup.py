@@ -8,6 +8,7 @@ small strict parser of the format in global/qfile.h.
 """
 
 import os
+import pwd
 import re
 import select
 import shutil
@@ -157,12 +158,19 @@ class Cleanup:
         for d in ("incoming", "private", "public"):
             (self.queue / d).mkdir(parents=True, exist_ok=True)
         self.conf.mkdir(exist_ok=True)
+        # no daemon runs as root: root's cleanup runs as nobody
+        owner = pwd.getpwnam("nobody") if os.geteuid() == 0 else \
+            pwd.getpwuid(os.geteuid())
+        for d in ("", "incoming", "private", "public"):
+            os.chown(self.queue / d, owner.pw_uid, owner.pw_gid)
         (self.conf / "main.cf").write_text(
             "queue_directory = %s\n"
+            "mail_owner = %s\n"
             "myhostname = mx.test\n"
             "myorigin = origin.test\n"
             "message_size_limit = %d\n"
-            "maillog_file = %s\n" % (self.queue, size_limit, self.log))
+            "maillog_file = %s\n" % (self.queue, owner.pw_name, size_limit,
+                                      self.log))
         self.path = self.queue / "private" / "cleanup"
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(str(self.path))
@@ -438,6 +446,7 @@ def test_write_error_answers_451(cleanup):
 def test_commit_wakes_qmgr(cleanup):
     qmgr = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     qmgr.bind(str(cleanup.queue / "public" / "qmgr"))
+    os.chmod(cleanup.queue / "public" / "qmgr", 0o666)   # cleanup may run as nobody
     qmgr.listen(5)
     qmgr.settimeout(5)
     conn = cleanup.connect()
@@ -491,6 +500,7 @@ def test_qmgr_trigger_after_the_reply(tmp_path):
     daemon = Cleanup(tmp_path / "inst", strace=trace)
     qmgr = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     qmgr.bind(str(daemon.queue / "public" / "qmgr"))
+    os.chmod(daemon.queue / "public" / "qmgr", 0o666)   # cleanup may run as nobody
     qmgr.listen(5)
     qmgr.settimeout(5)
     try:

@@ -63,6 +63,7 @@ def env(request):
     import sink as sink_mod
     sink = sink_mod.Sink()
     base = Path(tempfile.mkdtemp(prefix="sluice-cc-", dir="/tmp"))
+    os.chmod(base, 0o755)             # the daemons run as nobody under root
     tables = base / "tables"
     tables.mkdir()
     (tables / "header_checks").write_text(HEADER_CHECKS)

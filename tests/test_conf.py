@@ -10,6 +10,7 @@ these instances is started: everything here is the admin command on files.
 
 import grp
 import os
+import pwd
 import re
 import stat
 
@@ -93,6 +94,20 @@ def test_conf_d_shows_default_type_and_description(instance, name, default,
     assert words in m.group(2)
 
 
+@pytest.mark.parametrize("name,setting", [
+    ("myhostname", "host.example.test"),
+    ("mydomain", "example.test"),
+])
+def test_conf_d_runtime_default_is_not_main_cf(instance, name, setting):
+    """A default computed at run time is shown as the default, not as
+    what main.cf sets."""
+    before = one_line(instance.check("conf", "-d", name))[0]
+    assert before != "%s = %s" % (name, setting)
+    instance.conf_set(**{name: setting})
+    assert instance.conf_get(name) == setting
+    assert one_line(instance.check("conf", "-d", name))[0] == before
+
+
 def test_conf_d_unknown_name_fails(instance):
     r = instance.command("conf", "-d", "smtpd_no_such_thing")
     assert r.returncode != 0
@@ -167,23 +182,27 @@ def test_check_fresh_instance(instance):
 
 def test_check_repairs_the_queue(instance):
     q = instance.queue_dir
+    # mail_owner: ourselves, or nobody for an instance that root made
+    owner = pwd.getpwnam(instance.conf_get("mail_owner")).pw_uid
+    stranger = 65534 if owner != 65534 else 1
     os.chmod(q / "deferred", 0o777)
     os.rmdir(q / "hold")
     os.chmod(q / "defer" / "A", 0o755)
-    os.chown(q / "incoming", 65534, -1)
+    os.chown(q / "incoming", stranger, -1)
     r = instance.command("check")
     assert r.returncode == 0, r.stderr
     fixed = one_line(r.stdout)
     assert any("%s: mode 0777 -> 0700" % (q / "deferred") in l for l in fixed), fixed
     assert any("%s: mode 0755 -> 0700" % (q / "defer" / "A") in l for l in fixed), fixed
     assert any("%s: created" % (q / "hold") in l for l in fixed), fixed
-    assert any("%s: owner uid 65534 ->" % (q / "incoming") in l for l in fixed), fixed
+    assert any("%s: owner uid %d ->" % (q / "incoming", stranger) in l
+               for l in fixed), fixed
     assert all(l.startswith("sluice: fixed: ") for l in fixed), fixed
     assert len(fixed) == 4, fixed
 
     for sub in ("deferred", "hold", "incoming", "defer/A"):
         assert mode(q / sub) == 0o700, sub
-        assert os.lstat(q / sub).st_uid == os.geteuid(), sub
+        assert os.lstat(q / sub).st_uid == owner, sub
     assert stat.S_ISDIR(os.lstat(q / "hold").st_mode)
 
     # repaired: a second run has nothing to fix
@@ -299,3 +318,27 @@ def test_check_opens_the_access_tables_of_smtpd(instance):
     assert instance.command("map", spec).returncode == 0
     r = instance.command("check")
     assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_check_refuses_an_unknown_restriction(instance):
+    """A restriction word smtpd does not implement (Debian's main.cf has
+    permit_sasl_authenticated) is an error naming the main.cf line, where
+    smtpd would answer 451 to every client that reaches it."""
+    line = main_cf_append(
+        instance,
+        "smtpd_relay_restrictions = permit_mynetworks,\n"
+        "    permit_sasl_authenticated, defer_unauth_destination\n"
+        "smtpd_recipient_restrictions = Permit_MyNetworks, reject\n")
+    r = instance.command("check")
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    errors = [l for l in one_line(r.stderr) if l.startswith("sluice: error:")]
+    want = ("sluice: error: %s line %d: smtpd_relay_restrictions: unknown "
+            "restriction \"%%s\" (smtpd does not implement it and would "
+            "answer 451 where it is met)" % (instance.main_cf, line))
+    assert errors == [want % "permit_sasl_authenticated",
+                      want % "defer_unauth_destination"], r.stderr
+    # known words in any case pass; nothing else was wrong
+    instance.conf_set(smtpd_relay_restrictions="permit_mynetworks, "
+                      "reject_unauth_destination")
+    r = instance.command("check")
+    assert r.returncode == 0, r.stderr

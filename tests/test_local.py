@@ -63,8 +63,11 @@ capper: :include:{base}/cap.inc
 # forward_path's second entry climbs from $home to / (extra ".." stay at
 # /), so it names a file under base only when $home is known.
 HOME_FORWARD = "$home" + "/.." * 8 + "{base}/fwd/home-$user"
-ME = pwd.getpwuid(os.getuid()).pw_name
+# Who the instance runs as: we, or nobody for an instance that root makes
+# (no sluice daemon runs as root).
+ME = "nobody" if os.getuid() == 0 else pwd.getpwuid(os.getuid()).pw_name
 OTHER = "daemon"                        # a passwd user that is not us
+FOREIGN_UID = 1                         # daemon: owns the foreign .forward
 
 
 def start_instance(base, name, sink, params, setup=None):
@@ -87,6 +90,7 @@ def env():
     import sink as sink_mod
     sink = sink_mod.Sink()
     base = Path(tempfile.mkdtemp(prefix="sluice-lo-", dir="/tmp"))
+    os.chmod(base, 0o1777)            # the daemons run as nobody under root
     made = []
 
     def aliases(inst):
@@ -102,11 +106,12 @@ def env():
         (base / "fwd" / "wwuser").chmod(0o666)
         (base / "fwd" / "foreigner").write_text("foreign-away@remote.test\n")
         if os.getuid() == 0:
-            os.chown(base / "fwd" / "foreigner", 65534, 65534)
+            os.chown(base / "fwd" / "foreigner", FOREIGN_UID, FOREIGN_UID)
         (base / "fwd" / ("home-" + OTHER)).write_text(
             "other-away@remote.test\n")
         (base / "fwd" / ("home-" + ME)).write_text("me-away@remote.test\n")
         os.mkfifo(base / "fifo")
+        os.chmod(base / "fifo", 0o666)   # local may run as nobody
         (base / "selfinc.inc").write_text(
             ":include:{0}/selfinc.inc\n:include:{0}/selfinc.inc\nsam\n"
             .format(base))
@@ -116,7 +121,9 @@ def env():
             "forward_path": "%s/fwd/$user, %s" % (
                 base, HOME_FORWARD.format(base=base))}, setup=aliases))
         (base / "spool").mkdir()
+        os.chmod(base / "spool", 0o1777)
         os.mkfifo(base / "spool" / "fifouser")
+        os.chmod(base / "spool" / "fifouser", 0o666)   # local may run as nobody
         made.append(start_instance(base, "mb", sink, {
             "mynetworks": "127.0.0.0/8",
             "mail_spool_directory": str(base / "spool")}))
@@ -335,7 +342,7 @@ def test_unsafe_dotforward_ignored(env):
     if os.getuid() == 0:
         maildir_files(inst, "foreigner", 1)
         inst.wait_log(r"ignoring \.forward file: .*/fwd/foreigner is owned by "
-                      r"uid 65534")
+                      r"uid %d" % FOREIGN_UID)
 
 
 def test_home_of_others_unknown(env):
@@ -344,8 +351,10 @@ def test_home_of_others_unknown(env):
     inst, _, sink, _ = env
     send(inst, [OTHER + "@localhost"], "Subject: other\n\nyours\n")
     maildir_files(inst, OTHER, 1)
-    send(inst, [ME + "@localhost"], "Subject: me\n\nmine\n")
-    sink_for(sink, "me-away@remote.test")
+    if os.getuid() != 0:
+        # (nobody, who runs root's instance, has no home to climb out of)
+        send(inst, [ME + "@localhost"], "Subject: me\n\nmine\n")
+        sink_for(sink, "me-away@remote.test")
 
 
 def test_alias_duplicate_paths(env):

@@ -13,7 +13,8 @@ administrator would after setting mail_owner. Then:
   to the user); a mailbox someone else put there is not written;
 - an unknown user (no passwd entry) bounces 5.1.1, with a DSN to the sender;
 - an alias |command runs as default_privs (nobody) since root owns the
-  alias table;
+  alias table, and so does a |command in root's own .forward (no command
+  runs as root);
 - a .forward (forward_path under the test folder) is obeyed when it is the
   recipient's own and writable by no one else (man), and ignored, with
   delivery to the mailbox, when another user owns it (lp) or it is
@@ -99,6 +100,8 @@ def env():
                            ("fwd", 0o755)):
             (base / name).mkdir()
             os.chmod(base / name, mode)
+        (base / "fwd" / "root").write_text(
+            '"|id -u > %s/rootfwd.uid"\n' % (base / "out"))
         for user, owner, mode in ((FWD_OWN, FWD_OWN, 0o644),
                                   (FWD_FOREIGN, FWD_OWN, 0o644),
                                   (FWD_WRITABLE, FWD_WRITABLE, 0o666)):
@@ -112,6 +115,7 @@ def env():
         (inst.dir / "aliases").write_text(ALIASES.format(out=base / "out"))
         inst.check("map", "-a", "hash:%s" % (inst.dir / "aliases"))
         inst.conf_set(mail_owner=OWNER, default_privs=OWNER,
+                      local_system_users="yes",
                       mynetworks="127.0.0.0/8",
                       forward_path="%s/$user" % (base / "fwd"),
                       mail_spool_directory="%s/" % (base / "spool"))
@@ -206,6 +210,17 @@ def test_alias_command_runs_as_default_privs(env):
     assert out.stat().st_uid == uid_of(OWNER)
     inst.wait_log(r"to=<runid@localhost>, relay=local, .*status=sent "
                   r"\(delivered to command: id -u")
+
+
+def test_root_forward_command_not_as_root(env):
+    """root's own .forward |command runs as default_privs, not as root."""
+    inst, _, base = env
+    send(inst, ["root@localhost"], "Subject: root\n\nfor root\n")
+    out = base / "out" / "rootfwd.uid"
+    text = wait_until(lambda: out.exists() and out.read_text(), 20,
+                      what="the .forward command's output")
+    assert int(text) == uid_of(OWNER)
+    assert out.stat().st_uid == uid_of(OWNER)
 
 
 def test_dotforward_owner_and_mode(env):

@@ -45,6 +45,7 @@ including wrong orders, so that the checker is known to fail.
 """
 
 import hashlib
+import os
 import re
 import shutil
 import smtplib
@@ -173,9 +174,13 @@ def _recover(inst, sink, state, due, subjects):
               "corrupt", "maildrop"):
         shutil.rmtree(qdir / q, ignore_errors=True)
     spooltrace.write_state(state, str(qdir))
+    # the spool is mail_owner's (nobody, when root made the instance)
+    owner = (qdir / "private").stat()
     for q in ("incoming", "active", "deferred", "hold", "defer", "bounce",
               "corrupt", "maildrop"):
         (qdir / q).mkdir(exist_ok=True)
+        for path in [qdir / q] + list((qdir / q).rglob("*")):
+            os.lchown(path, owner.st_uid, owner.st_gid)
     before = len(sink.received())
     listing = inst.command("queue")
     assert listing.returncode == 0, "sluice queue: %s" % listing.stderr

@@ -38,6 +38,8 @@ class FakeService:
             os.unlink(self.path)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(self.path)
+        # qmgr of an instance that root made runs as nobody
+        os.chmod(self.path, 0o666)
         self.sock.listen(backlog)
         self.sock.settimeout(0.2)
         self.stopped = False

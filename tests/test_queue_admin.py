@@ -66,6 +66,7 @@ class Env:
 def shared():
     require(SLUICE, MASTER, LIBEXEC / "smtpd", LIBEXEC / "cleanup", LIBEXEC / "qmgr")
     base = Path(tempfile.mkdtemp(prefix="sluice-", dir="/tmp"))
+    os.chmod(base, 0o755)             # the daemons run as nobody under root
     inst = Instance(base / "i0", free_port())
     inst.init()
     # One recipient per delivery and a window of one for a new destination

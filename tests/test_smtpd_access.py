@@ -14,6 +14,7 @@ texthash:, hash: built by `sluice map`) and by local_recipient_maps.
 Clients are smtplib, as real clients are.
 """
 
+import os
 import shutil
 import smtplib
 import tempfile
@@ -52,6 +53,7 @@ def inst():
     """The instance, started, for the whole module."""
     require(*(LIBEXEC / d for d in DAEMONS))
     base = Path(tempfile.mkdtemp(prefix="sluice-ac-", dir="/tmp"))
+    os.chmod(base, 0o755)  # the daemons run as nobody under root
     tables = base / "tables"
     tables.mkdir()
     (tables / "nets").write_text("127.0.1.3 ok\n")

@@ -64,7 +64,8 @@ int msg_log_file(const char *path)
         }
         return 0;
     }
-    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+    /* It names clients, senders and recipients: not for every user. */
+    fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
     if (fd < 0)
         return -1;
     if (msg_state.log_fd >= 0)

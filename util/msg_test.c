@@ -8,6 +8,8 @@
 #include <time.h>
 #include <cmocka.h>
 
+#include <sys/stat.h>
+
 #include "msg.h"
 
 static jmp_buf fatal_jmp;
@@ -99,6 +101,25 @@ static void test_no_newline_injection(void **state)
     unlink(path);
 }
 
+/* The log names clients, senders and recipients: not for every user. */
+static void test_file_mode(void **state)
+{
+    char dir[] = "/tmp/msg_test.XXXXXX";
+    char path[64];
+    struct stat st;
+    mode_t old_mask;
+
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof(path), "%s/maillog", dir);
+    old_mask = umask(0);
+    assert_int_equal(msg_log_file(path), 0);
+    umask(old_mask);
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 07777, 0640);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -106,6 +127,7 @@ int main(void)
         cmocka_unit_test(test_line_truncated),
         cmocka_unit_test(test_file_target),
         cmocka_unit_test(test_no_newline_injection),
+        cmocka_unit_test(test_file_mode),
     };
 
     return cmocka_run_group_tests_name("msg", tests, NULL, NULL);
