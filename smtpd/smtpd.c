@@ -98,6 +98,7 @@ typedef struct SMTPD_CTX {
     int conn_count;
     struct SMTPD_SESS *sessions; /* every open session, for post_loop */
     bool stand_alone; /* smtpd -S: one session on fd 0, then exit */
+    long local_uid;   /* smtpd -S: who ran us, before privileges dropped */
 } SMTPD_CTX;
 
 /* What the session waits for from cleanup; while it waits it reads no
@@ -957,7 +958,7 @@ static void smtpd_session_new(SMTPD_CTX *ctx, int fd, const char *name,
     ctx->sessions = sess;
     sess->proto = smtpd_proto_alloc(&ctx->conf, name, addr);
     if (local)
-        smtpd_proto_set_local(sess->proto, (long) getuid());
+        smtpd_proto_set_local(sess->proto, ctx->local_uid);
     sess->chunk = vstr_alloc(CLEANUP_CHUNK_MAX);
     sess->wire = vstr_alloc(CLEANUP_CHUNK_MAX + 64);
     sess->why = vstr_alloc(64);
@@ -1250,6 +1251,7 @@ int main(int argc, char **argv)
        for master's status socket. */
     if (argc > 1 && strcmp(argv[1], "-S") == 0) {
         ctx.stand_alone = true;
+        ctx.local_uid = (long) getuid();
         memmove(argv + 1, argv + 2, (size_t) (argc - 1) * sizeof(*argv));
         argc--;
         (void) unsetenv("SLUICE_LISTEN_FDS");
