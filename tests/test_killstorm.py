@@ -585,6 +585,7 @@ def test_agent_socket_refusing_is_waited_out(make_instance, make_sink):
     fake = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     fake.bind(str(real))               # a socket file nobody listens on
     fake.close()
+    os.chmod(real, 0o666)              # qmgr (mail_owner) may try it
     try:
         qid = smtp_queue(inst, "a@client.test", ["b@dest.test"],
                          "Subject: refused\r\n\r\nbody\r\n")

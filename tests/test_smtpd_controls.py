@@ -6,6 +6,7 @@ in a quoted local part) and in the xtext-decoded ENVID= and ORCPT= values
 `sluice queue` through SMTP; well-formed values are still taken.
 """
 
+import os
 import shutil
 import socket
 import tempfile
@@ -43,6 +44,7 @@ def inst():
     """One started instance for every case here."""
     require(SLUICE, MASTER)
     base = Path(tempfile.mkdtemp(prefix="sluice-ctl-", dir="/tmp"))
+    os.chmod(base, 0o755)   # a root-made instance's daemons run as nobody
     it = Instance(base / "i", free_port())
     try:
         it.init()
