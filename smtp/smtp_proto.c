@@ -15,7 +15,7 @@
 #include <ctype.h>
 
 #include "mymalloc.h"
-#include "smtp.h"
+#include "smtp_proto.h"
 #include "vstr.h"
 
 /* smtp_reply_alloc - an empty reply */

@@ -8,7 +8,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "smtp.h"
+#include "smtp_proto.h"
 #include "vstr.h"
 
 /* feed - one reply line as a C string */
