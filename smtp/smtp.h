@@ -11,9 +11,11 @@
  *                 of each phase, the content read from the queue file;
  *                 it feeds server replies to the conversation and does
  *                 what it says
- * smtp_proto.c    everything without I/O (smtp_proto.h): reply parsing,
- *                 the verdict table, EHLO keywords, enhanced status codes,
- *                 next-hop syntax, the content encoder
+ * smtp_proto.c    everything without I/O (smtp_proto.h): the conversation
+ *                 (SMTP_PROTO: states, commands, per-recipient outcomes),
+ *                 reply parsing, the verdict table, EHLO keywords,
+ *                 enhanced status codes, next-hop syntax, the content
+ *                 encoder
  */
 #ifndef SMTP_H
 #define SMTP_H
@@ -74,13 +76,8 @@ typedef struct SMTP_CTX {
     SMTP_SESS *cache; /* idle connections */
 } SMTP_CTX;
 
-typedef struct SMTP_EXPECT {
-    SMTP_CMD cmd;
-    size_t rcpt; /* RCPT: which recipient */
-} SMTP_EXPECT;
-
-#define SMTP_EXPECT_MAX 4 /* beyond RCPTs: RSET, MAIL, DATA, DOT */
-
+/* One connection to a server. What the conversation stands at is in
+   proto (smtp_proto.h); the rest is I/O. */
 struct SMTP_SESS {
     SMTP_CTX *ctx;
     SMTP_REQ *req; /* NULL when idle or closing */
@@ -92,22 +89,12 @@ struct SMTP_SESS {
     int port;
     VSTR *label; /* "host[ip]" */
     bool connected;
-    bool greeted; /* EHLO/HELO done */
-    int features;
-    long long size_limit;
     int uses; /* transactions started */
-    SMTP_REPLY *reply;
-    SMTP_EXPECT *expect; /* replies awaited, in order */
-    size_t expect_head;
-    size_t expect_count;
-    size_t expect_cap;
+    SMTP_REPLY *reply; /* the reply being read */
+    SMTP_PROTO *proto; /* the conversation */
+    SMTP_PROTO_TXN txn; /* the transaction, for proto */
+    SMTP_PROTO_RCPT *txn_rcpts;
     bool broken; /* never reuse */
-    bool quitting; /* QUIT sent: free at its reply */
-    bool txn_started;
-    bool txn_reply; /* a reply to this transaction arrived */
-    bool mail_failed;
-    size_t accepted; /* recipients accepted by RCPT */
-    bool in_content;
     off_t content_pos;
     SMTP_ENC enc;
     VSTR *out;
@@ -115,9 +102,8 @@ struct SMTP_SESS {
 };
 
 typedef enum SMTP_RCPT_STATE {
-    SMTP_RCPT_PENDING,
-    SMTP_RCPT_ACCEPTED,
-    SMTP_RCPT_DONE,
+    SMTP_RCPT_PENDING, /* no RESULT sent yet */
+    SMTP_RCPT_DONE, /* RESULT sent */
 } SMTP_RCPT_STATE;
 
 typedef struct SMTP_RCPT {

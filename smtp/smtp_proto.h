@@ -76,6 +76,138 @@ extern int smtp_ehlo_features(const SMTP_REPLY *reply, long long *size_limit);
    2.0.0) */
 extern void smtp_reply_dsn(int code, const char *text, char *dsn, size_t len);
 
+/*
+ * The conversation: an SMTP client session as a state machine without
+ * I/O, in the manner of smtpd's smtpd_proto. The session (smtp_session.c)
+ * feeds it each complete server reply and gets back
+ * - the commands to send next, in proto->out (CRLF-ended; a whole
+ *   pipelined group at once when the server offered PIPELINING),
+ * - the recipients the reply decided, in proto->decided (indexes into the
+ *   transaction's recipients; all decided by that one reply: its code,
+ *   text and command; a 2xx is "sent", 4xx deferred, 5xx bounced),
+ * - what happens to the session as a whole, as the return value.
+ * The machine remembers which command each awaited reply answers, so a
+ * pipelined group's replies are matched in order, and what the server
+ * offered in its EHLO reply (proto->caps). A later extension (STARTTLS,
+ * AUTH) is a new state between EHLO and READY.
+ */
+typedef enum SMTP_PROTO_STATE {
+    SMTP_PROTO_ST_CONNECTING, /* nothing due yet */
+    SMTP_PROTO_ST_GREETING, /* connected, the greeting is due */
+    SMTP_PROTO_ST_EHLO, /* EHLO sent */
+    SMTP_PROTO_ST_HELO, /* EHLO refused with 5xx: HELO sent */
+    SMTP_PROTO_ST_READY, /* greeted, no transaction */
+    SMTP_PROTO_ST_TXN, /* MAIL, RCPT..., DATA sent or being sent */
+    SMTP_PROTO_ST_CONTENT, /* 354: the caller sends the content */
+    SMTP_PROTO_ST_DOT, /* end of data sent */
+    SMTP_PROTO_ST_RSET, /* RSET sent after a transaction */
+    SMTP_PROTO_ST_QUIT, /* QUIT sent */
+    SMTP_PROTO_ST_CLOSED, /* QUIT answered, or a protocol error */
+} SMTP_PROTO_STATE;
+
+/* What a step means for the session as a whole. */
+typedef enum SMTP_PROTO_EVENT {
+    SMTP_PROTO_EV_NONE, /* send proto->out, wait for more replies */
+    SMTP_PROTO_EV_REFUSED, /* 4xx/5xx greeting, EHLO or HELO: next MX */
+    SMTP_PROTO_EV_GREETED, /* ready for a transaction */
+    SMTP_PROTO_EV_CONTENT, /* 354: send the content, then
+                              smtp_proto_data_end() */
+    SMTP_PROTO_EV_TXN_DONE, /* the transaction is over; proto->reusable */
+    SMTP_PROTO_EV_RSET_OK, /* RSET answered: ready for a transaction */
+    SMTP_PROTO_EV_RSET_FAILED, /* RSET refused: not reusable */
+    SMTP_PROTO_EV_ERROR, /* protocol error (proto->error): close now,
+                            defer whoever is undecided with 4.5.0 */
+    SMTP_PROTO_EV_CLOSED, /* QUIT answered */
+} SMTP_PROTO_EVENT;
+
+/* Why smtp_proto_mail() refused a transaction before sending anything. */
+typedef enum SMTP_PROTO_REFUSAL {
+    SMTP_PROTO_REFUSE_NONE,
+    SMTP_PROTO_REFUSE_8BIT, /* 8-bit content, no 8BITMIME: 5.6.3 */
+    SMTP_PROTO_REFUSE_SIZE, /* over the server's SIZE: 5.3.4 */
+} SMTP_PROTO_REFUSAL;
+
+/* One recipient of a transaction. */
+typedef struct SMTP_PROTO_RCPT {
+    const char *address;
+    const char *notify; /* DSN NOTIFY, "" when none */
+    const char *orcpt; /* DSN ORCPT, "" when none */
+    bool done; /* decided already: not sent */
+} SMTP_PROTO_RCPT;
+
+/* One mail transaction; the caller keeps it alive until it is over. */
+typedef struct SMTP_PROTO_TXN {
+    const char *sender;
+    long long size; /* content size, for SIZE= */
+    bool body_8bit; /* BODY=8BITMIME in the queue file */
+    bool content_8bit; /* 8-bit bytes in the content (the caller need
+                          only look when neither 8BITMIME nor body_8bit) */
+    const char *ret; /* DSN RET, "" or NULL when none */
+    const char *envid; /* DSN ENVID, decoded; "" or NULL when none */
+    const SMTP_PROTO_RCPT *rcpts;
+    size_t rcpt_count;
+} SMTP_PROTO_TXN;
+
+typedef struct SMTP_PROTO_EXPECT {
+    SMTP_CMD cmd;
+    size_t rcpt; /* RCPT: which recipient */
+} SMTP_PROTO_EXPECT;
+
+typedef struct SMTP_PROTO {
+    SMTP_PROTO_STATE state;
+    char *helo_name;
+    int caps; /* SMTP_FEATURE_* from EHLO; 0 after HELO */
+    long long size_limit; /* SIZE value, 0: none */
+    bool greeted; /* EHLO or HELO accepted */
+    bool reusable; /* no reason yet not to reuse the connection */
+    /* The transaction. */
+    const SMTP_PROTO_TXN *txn;
+    unsigned char *rcpt_state; /* per recipient: SMTP_PROTO_RCPT_* */
+    size_t rcpt_cap;
+    size_t accepted; /* recipients RCPT accepted */
+    bool mail_failed;
+    bool txn_reply; /* a reply to MAIL, RCPT, DATA or end of data came */
+    /* Replies awaited, in order. */
+    SMTP_PROTO_EXPECT *expect;
+    size_t expect_head;
+    size_t expect_count;
+    size_t expect_cap;
+    /* The output of the last step. */
+    VSTR *out; /* commands to send; the caller empties it */
+    size_t *decided; /* recipients the last reply decided */
+    size_t decided_count;
+    size_t decided_cap;
+    int code; /* the last reply's code */
+    SMTP_CMD cmd; /* the command it answered */
+    SMTP_PROTO_REFUSAL refusal; /* smtp_proto_mail() said no */
+    VSTR *error; /* EV_ERROR: what was wrong */
+} SMTP_PROTO;
+
+extern SMTP_PROTO *smtp_proto_alloc(const char *helo_name);
+extern SMTP_PROTO *smtp_proto_free(SMTP_PROTO *proto);
+/* smtp_proto_connected - the connection is up: the greeting is due */
+extern void smtp_proto_connected(SMTP_PROTO *proto);
+/* smtp_proto_reply - one complete reply: the next step */
+extern SMTP_PROTO_EVENT smtp_proto_reply(SMTP_PROTO *proto,
+                                         const SMTP_REPLY *reply);
+/* smtp_proto_mail - start a transaction (state READY): MAIL, and with
+   PIPELINING every RCPT and DATA; EV_NONE, or EV_TXN_DONE with every
+   recipient decided by proto->refusal */
+extern SMTP_PROTO_EVENT smtp_proto_mail(SMTP_PROTO *proto,
+                                        const SMTP_PROTO_TXN *txn);
+/* smtp_proto_data_end - the caller sent the content and its end */
+extern void smtp_proto_data_end(SMTP_PROTO *proto);
+/* smtp_proto_rset - after a transaction: RSET, to keep the connection */
+extern void smtp_proto_rset(SMTP_PROTO *proto);
+/* smtp_proto_quit - QUIT; replies still awaited are forgotten */
+extern void smtp_proto_quit(SMTP_PROTO *proto);
+/* smtp_proto_waiting - the command whose reply is awaited n-th (0: the
+   next), or -1 */
+extern int smtp_proto_waiting(const SMTP_PROTO *proto, size_t n);
+/* smtp_proto_cmd_name - for "(in reply to X command)" */
+extern const char *smtp_proto_cmd_name(SMTP_CMD cmd);
+
+
 /* smtp_nexthop_parse - "domain", "host:port", "[host]", "[host]:port";
    host gets the name, *port the port (default_port when none), *mx whether
    MX records are looked up. 0, or -1 with the reason in why. */

@@ -2,12 +2,15 @@
  * smtp_session - one connection to a server: its I/O
  *
  * A libevent bufferevent carries the conversation; a timer bounds each
- * phase (smtp_*_timeout). Reply lines are parsed as they arrive
- * (smtp_proto.c), commands are written, pipelined when the server offers
- * PIPELINING, and the content is read from the queue file a record at a
- * time and encoded, so no message is ever held in memory whole. Whatever
- * a reply decides for a recipient goes to smtp_request.c; a server that
- * will not do goes back to smtp_connect.c for the next address.
+ * phase (smtp_*_timeout). Reply lines are parsed as they arrive and each
+ * complete reply is fed to the conversation (SMTP_PROTO, smtp_proto.c),
+ * which decides everything SMTP: the session writes the commands it
+ * produces, reports the recipients it decided to smtp_request.c, sends
+ * the content when it says so (read from the queue file a record at a
+ * time and encoded, so no message is ever held in memory whole), and
+ * hands a server that will not do back to smtp_connect.c for the next
+ * address. What stays here is what depends on I/O: timers, a reply that
+ * arrived ahead of its command, a line too long, the connection lost.
  *
  * Nothing here blocks except reading the local queue file.
  */
@@ -24,7 +27,6 @@
 #include "qfile.h"
 #include "smtp.h"
 #include "vstr.h"
-#include "xtext.h"
 
 static void smtp_sess_timer_set(SMTP_SESS *sess, int seconds);
 static void smtp_txn_start(SMTP_SESS *sess);
@@ -80,32 +82,6 @@ static const char *smtp_cmd_phase(SMTP_CMD cmd)
     return "talking";
 }
 
-/* smtp_cmd_name - for "(in reply to X command)" */
-static const char *smtp_cmd_name(SMTP_CMD cmd)
-{
-    switch (cmd) {
-    case SMTP_CMD_GREETING:
-        return "initial greeting";
-    case SMTP_CMD_EHLO:
-        return "EHLO";
-    case SMTP_CMD_HELO:
-        return "HELO";
-    case SMTP_CMD_MAIL:
-        return "MAIL FROM";
-    case SMTP_CMD_RCPT:
-        return "RCPT TO";
-    case SMTP_CMD_DATA:
-        return "DATA";
-    case SMTP_CMD_DOT:
-        return "end of DATA";
-    case SMTP_CMD_RSET:
-        return "RSET";
-    case SMTP_CMD_QUIT:
-        return "QUIT";
-    }
-    return "unknown";
-}
-
 /* smtp_sess_relay - "host[ip]:port" */
 static void smtp_sess_relay(const SMTP_SESS *sess, VSTR *out)
 {
@@ -122,7 +98,8 @@ void smtp_sess_free(SMTP_SESS *sess)
         bufferevent_free(sess->bev);
     event_free(sess->timer);
     smtp_reply_free(sess->reply);
-    myfree(sess->expect);
+    smtp_proto_free(sess->proto);
+    myfree(sess->txn_rcpts);
     myfree(sess->nexthop);
     myfree(sess->host);
     vstr_free(sess->label);
@@ -139,26 +116,6 @@ static void smtp_sess_timer_set(SMTP_SESS *sess, int seconds)
     evtimer_add(sess->timer, &tv);
 }
 
-/* smtp_sess_expect - remember that cmd's reply is due */
-static void smtp_sess_expect(SMTP_SESS *sess, SMTP_CMD cmd, size_t rcpt)
-{
-    if (sess->expect_head + sess->expect_count == sess->expect_cap) {
-        if (sess->expect_head > 0) {
-            memmove(sess->expect, sess->expect + sess->expect_head,
-                    sess->expect_count * sizeof(SMTP_EXPECT));
-            sess->expect_head = 0;
-        } else {
-            sess->expect_cap = sess->expect_cap ? 2 * sess->expect_cap : 8;
-            sess->expect = myrealloc_array(sess->expect, sess->expect_cap,
-                                           sizeof(SMTP_EXPECT));
-        }
-    }
-    sess->expect[sess->expect_head + sess->expect_count].cmd = cmd;
-    sess->expect[sess->expect_head + sess->expect_count].rcpt = rcpt;
-    if (sess->expect_count++ == 0)
-        smtp_sess_timer_set(sess, smtp_cmd_timeout(&sess->ctx->conf, cmd));
-}
-
 /* smtp_sess_write - queue text for the server */
 static void smtp_sess_write(SMTP_SESS *sess, const char *data, size_t len)
 {
@@ -166,13 +123,27 @@ static void smtp_sess_write(SMTP_SESS *sess, const char *data, size_t len)
         sess->broken = true; /* the write error event follows */
 }
 
-/* smtp_sess_cmd - send one command line and wait for its reply */
-static void smtp_sess_cmd(SMTP_SESS *sess, SMTP_CMD cmd, size_t rcpt,
-                          const char *line)
+/* smtp_sess_flush - write the commands the conversation produced; when
+   none was awaited before (waiting_before), the timer of the first reply
+   now due starts */
+static void smtp_sess_flush(SMTP_SESS *sess, size_t waiting_before)
 {
-    smtp_sess_write(sess, line, strlen(line));
-    smtp_sess_write(sess, "\r\n", 2);
-    smtp_sess_expect(sess, cmd, rcpt);
+    SMTP_PROTO *proto = sess->proto;
+    int cmd;
+
+    if (vstr_len(proto->out) > 0) {
+        smtp_sess_write(sess, vstr_str(proto->out), vstr_len(proto->out));
+        vstr_reset(proto->out);
+    }
+    if (waiting_before == 0 && (cmd = smtp_proto_waiting(proto, 0)) >= 0)
+        smtp_sess_timer_set(sess,
+                            smtp_cmd_timeout(&sess->ctx->conf, (SMTP_CMD) cmd));
+}
+
+/* smtp_sess_in_content - is the content being sent? */
+static bool smtp_sess_in_content(const SMTP_SESS *sess)
+{
+    return sess->proto->state == SMTP_PROTO_ST_CONTENT;
 }
 
 /* smtp_sess_site_fail - this address did not work out: the next one */
@@ -219,7 +190,7 @@ static void smtp_sess_lost(SMTP_SESS *sess, const char *dsn,
         smtp_sess_free(sess);
         return;
     }
-    if (!sess->greeted || (req->from_cache && !sess->txn_reply)) {
+    if (!sess->proto->greeted || (req->from_cache && !sess->proto->txn_reply)) {
         sess->broken = true;
         smtp_sess_site_fail(sess, dsn, reason, true);
         return;
@@ -278,7 +249,7 @@ static void smtp_sess_reply_result(SMTP_SESS *sess, size_t index, int code,
                         vstr_str(relay), vstr_str(diag), vstr_str(mta));
     } else {
         vstr_sprintf(reason, "host %s said: %s (in reply to %s command)",
-                     vstr_str(sess->label), text, smtp_cmd_name(cmd));
+                     vstr_str(sess->label), text, smtp_proto_cmd_name(cmd));
         smtp_req_result(req, index,
                         code / 100 == 5 ? DELIVER_ACTION_BOUNCED
                                         : DELIVER_ACTION_DEFERRED,
@@ -291,16 +262,14 @@ static void smtp_sess_reply_result(SMTP_SESS *sess, size_t index, int code,
     vstr_free(mta);
 }
 
-/* smtp_sess_fail_pending - a reply decides every recipient still open */
-static void smtp_sess_fail_pending(SMTP_SESS *sess, int code,
-                                   const char *text, SMTP_CMD cmd,
-                                   SMTP_RCPT_STATE which)
+/* smtp_sess_decided - the recipients the last reply decided */
+static void smtp_sess_decided(SMTP_SESS *sess, const char *text)
 {
-    SMTP_REQ *req = sess->req;
+    SMTP_PROTO *proto = sess->proto;
 
-    for (size_t i = 0; i < req->rcpt_count; i++)
-        if (req->rcpts[i].state == which)
-            smtp_sess_reply_result(sess, i, code, text, cmd);
+    for (size_t i = 0; i < proto->decided_count; i++)
+        smtp_sess_reply_result(sess, proto->decided[i], proto->code, text,
+                               proto->cmd);
 }
 
 /* smtp_content_record - read the content record at pos: 1 data, 0 end,
@@ -356,7 +325,7 @@ static bool smtp_content_push(SMTP_SESS *sess)
     struct evbuffer *output = bufferevent_get_output(sess->bev);
     VSTR *buf = vstr_alloc(4096);
 
-    while (sess->in_content &&
+    while (smtp_sess_in_content(sess) &&
            evbuffer_get_length(output) < SMTP_CONTENT_HIGH) {
         size_t rec_len = 0;
         int ret = smtp_content_record(req, sess->content_pos, buf, &rec_len);
@@ -380,114 +349,78 @@ static bool smtp_content_push(SMTP_SESS *sess)
                          req->qid, vstr_str(sess->label), sess->enc.nul_count,
                          sess->enc.cr_count);
             smtp_sess_write(sess, vstr_str(sess->out), vstr_len(sess->out));
-            sess->in_content = false;
-            smtp_sess_expect(sess, SMTP_CMD_DOT, 0);
+            smtp_proto_data_end(sess->proto);
+            smtp_sess_flush(sess, 0);
             break;
         }
         smtp_enc_feed(&sess->enc, vstr_str(buf), vstr_len(buf), sess->out);
         smtp_sess_write(sess, vstr_str(sess->out), vstr_len(sess->out));
         sess->content_pos += (off_t) rec_len;
     }
-    if (sess->in_content)
+    if (smtp_sess_in_content(sess))
         smtp_sess_timer_set(sess, sess->ctx->conf.data_xfer_timeout);
     vstr_free(buf);
     return true;
-}
-
-/* smtp_txn_next_rcpt - send the next RCPT (every RCPT and DATA when
-   pipelining), or DATA after the last */
-static void smtp_txn_next_rcpt(SMTP_SESS *sess, size_t from)
-{
-    SMTP_REQ *req = sess->req;
-    VSTR *line = vstr_alloc(200);
-    bool dsn = (sess->features & SMTP_FEATURE_DSN) != 0;
-    bool pipelining = (sess->features & SMTP_FEATURE_PIPELINING) != 0;
-
-    for (size_t i = from; i < req->rcpt_count; i++) {
-        SMTP_RCPT *rcpt = req->rcpts + i;
-
-        if (rcpt->state != SMTP_RCPT_PENDING)
-            continue;
-        vstr_sprintf(line, "RCPT TO:<%s>", rcpt->address);
-        if (dsn && *rcpt->notify)
-            vstr_sprintf_append(line, " NOTIFY=%s", rcpt->notify);
-        if (dsn && *rcpt->orcpt)
-            vstr_sprintf_append(line, " ORCPT=%s", rcpt->orcpt);
-        smtp_sess_cmd(sess, SMTP_CMD_RCPT, i, vstr_str(line));
-        if (!pipelining) {
-            vstr_free(line);
-            return;
-        }
-    }
-    vstr_free(line);
-    if (pipelining || sess->accepted > 0)
-        smtp_sess_cmd(sess, SMTP_CMD_DATA, 0, "DATA");
-    else
-        smtp_txn_end(sess); /* nobody accepted: no DATA */
 }
 
 /* smtp_txn_start - greeted (or reused): one mail transaction */
 static void smtp_txn_start(SMTP_SESS *sess)
 {
     SMTP_REQ *req = sess->req;
+    SMTP_PROTO *proto = sess->proto;
     QFILE_INFO *info = req->info;
+    SMTP_PROTO_TXN *txn = &sess->txn;
     const char *body_type = qfile_info_attr(info, "body_type");
-    const char *ret = qfile_info_attr(info, "ret");
-    const char *envid = qfile_info_attr(info, "envid");
-    bool body_8bit = body_type && strcasecmp(body_type, "8BITMIME") == 0;
-    VSTR *line = vstr_alloc(200);
-    VSTR *relay = vstr_alloc(64);
+    VSTR *line;
+    VSTR *relay;
 
     if (req->t_conn.tv_sec == 0)
         gettimeofday(&req->t_conn, NULL);
-    sess->txn_started = true;
-    sess->txn_reply = false;
-    sess->mail_failed = false;
-    sess->accepted = 0;
     sess->uses++;
-    smtp_sess_relay(sess, relay);
-    if (!(sess->features & SMTP_FEATURE_8BITMIME) &&
-        (body_8bit || smtp_content_8bit(req))) {
-        vstr_sprintf(line, "message has 8-bit content but the server %s does "
-                     "not announce 8BITMIME", vstr_str(sess->label));
-        smtp_req_fail_all(req, DELIVER_ACTION_BOUNCED, "5.6.3", vstr_str(line),
-                          vstr_str(relay), NULL, NULL);
-        vstr_free(line);
-        vstr_free(relay);
-        smtp_txn_end(sess);
+    sess->txn_rcpts = myrealloc_array(sess->txn_rcpts, req->rcpt_count,
+                                      sizeof(*sess->txn_rcpts));
+    for (size_t i = 0; i < req->rcpt_count; i++) {
+        sess->txn_rcpts[i].address = req->rcpts[i].address;
+        sess->txn_rcpts[i].notify = req->rcpts[i].notify;
+        sess->txn_rcpts[i].orcpt = req->rcpts[i].orcpt;
+        sess->txn_rcpts[i].done = req->rcpts[i].state == SMTP_RCPT_DONE;
+    }
+    txn->sender = req->sender;
+    txn->size = info->content_size;
+    txn->body_8bit = body_type && strcasecmp(body_type, "8BITMIME") == 0;
+    /* Reading the content for 8-bit bytes only when it matters. */
+    txn->content_8bit = !(proto->caps & SMTP_FEATURE_8BITMIME) &&
+                        !txn->body_8bit && smtp_content_8bit(req);
+    txn->ret = qfile_info_attr(info, "ret");
+    txn->envid = qfile_info_attr(info, "envid");
+    txn->rcpts = sess->txn_rcpts;
+    txn->rcpt_count = req->rcpt_count;
+    if (smtp_proto_mail(proto, txn) == SMTP_PROTO_EV_NONE) {
+        smtp_sess_flush(sess, 0);
         return;
     }
-    if ((sess->features & SMTP_FEATURE_SIZE) && sess->size_limit > 0 &&
-        info->content_size > sess->size_limit) {
-        vstr_sprintf(line, "message size %lld exceeds size limit %lld of "
-                     "server %s", info->content_size, sess->size_limit,
-                     vstr_str(sess->label));
-        smtp_req_fail_all(req, DELIVER_ACTION_BOUNCED, "5.3.4", vstr_str(line),
-                          vstr_str(relay), NULL, NULL);
-        vstr_free(line);
-        vstr_free(relay);
-        smtp_txn_end(sess);
-        return;
-    }
-    vstr_free(relay);
-    vstr_sprintf(line, "MAIL FROM:<%s>", req->sender);
-    if (sess->features & SMTP_FEATURE_SIZE)
-        vstr_sprintf_append(line, " SIZE=%lld", info->content_size);
-    if ((sess->features & SMTP_FEATURE_8BITMIME) && body_8bit)
-        vstr_cat(line, " BODY=8BITMIME");
-    if (sess->features & SMTP_FEATURE_DSN) {
-        if (ret && *ret)
-            vstr_sprintf_append(line, " RET=%s", ret);
-        if (envid && *envid) {
-            /* The queue file holds it decoded (RFC 3461 4.4). */
-            vstr_cat(line, " ENVID=");
-            xtext_encode(line, envid, strlen(envid));
+    /* Refused before a word was sent, or nobody to send to. */
+    if (proto->refusal != SMTP_PROTO_REFUSE_NONE) {
+        line = vstr_alloc(200);
+        relay = vstr_alloc(64);
+        smtp_sess_relay(sess, relay);
+        if (proto->refusal == SMTP_PROTO_REFUSE_8BIT) {
+            vstr_sprintf(line, "message has 8-bit content but the server %s "
+                         "does not announce 8BITMIME", vstr_str(sess->label));
+            smtp_req_fail_all(req, DELIVER_ACTION_BOUNCED, "5.6.3",
+                              vstr_str(line), vstr_str(relay), NULL, NULL);
+        } else {
+            vstr_sprintf(line, "message size %lld exceeds size limit %lld of "
+                         "server %s", info->content_size, proto->size_limit,
+                         vstr_str(sess->label));
+            smtp_req_fail_all(req, DELIVER_ACTION_BOUNCED, "5.3.4",
+                              vstr_str(line), vstr_str(relay), NULL, NULL);
         }
+        vstr_free(line);
+        vstr_free(relay);
     }
-    smtp_sess_cmd(sess, SMTP_CMD_MAIL, 0, vstr_str(line));
-    vstr_free(line);
-    if (sess->features & SMTP_FEATURE_PIPELINING)
-        smtp_txn_next_rcpt(sess, 0);
+    smtp_sess_flush(sess, 0);
+    smtp_txn_end(sess);
 }
 
 /* smtp_sess_quit - say goodbye and close when the server answers */
@@ -495,11 +428,8 @@ void smtp_sess_quit(SMTP_SESS *sess)
 {
     smtp_cache_remove(sess);
     sess->req = NULL;
-    sess->quitting = true;
-    sess->in_content = false;
-    sess->expect_count = 0;
-    sess->expect_head = 0;
-    smtp_sess_cmd(sess, SMTP_CMD_QUIT, 0, "QUIT");
+    smtp_proto_quit(sess->proto);
+    smtp_sess_flush(sess, 0);
 }
 
 /* smtp_txn_end - the transaction is over: DONE, then cache or QUIT */
@@ -510,7 +440,6 @@ static void smtp_txn_end(SMTP_SESS *sess)
     const SMTP_CONF *conf = &ctx->conf;
 
     sess->req = NULL;
-    sess->txn_started = false;
     if (req != NULL) {
         req->sess = NULL;
         smtp_req_fail_all(req, DELIVER_ACTION_DEFERRED, "4.3.0",
@@ -518,6 +447,8 @@ static void smtp_txn_end(SMTP_SESS *sess)
                           NULL, NULL);
         smtp_req_done(req, 0, false, NULL);
     }
+    if (!sess->proto->reusable)
+        sess->broken = true;
     if (sess->broken || conf->cache_time <= 0 ||
         (conf->reuse_limit > 0 && sess->uses >= conf->reuse_limit) ||
         mail_server_retiring(ctx->server)) {
@@ -525,17 +456,11 @@ static void smtp_txn_end(SMTP_SESS *sess)
         return;
     }
     /* RSET now, so a dead connection shows before anyone needs it. */
-    smtp_sess_cmd(sess, SMTP_CMD_RSET, 0, "RSET");
+    smtp_proto_rset(sess->proto);
+    smtp_sess_flush(sess, sess->proto->expect_count - 1);
     sess->next = ctx->cache;
     ctx->cache = sess;
     smtp_sess_timer_set(sess, conf->cache_time);
-}
-
-/* smtp_sess_greeted - EHLO or HELO worked: the transaction */
-static void smtp_sess_greeted(SMTP_SESS *sess)
-{
-    sess->greeted = true;
-    smtp_txn_start(sess);
 }
 
 /* smtp_sess_greet_fail - a 4xx/5xx greeting or HELO/EHLO reply: this
@@ -551,164 +476,91 @@ static void smtp_sess_greet_fail(SMTP_SESS *sess, int code, const char *text,
     smtp_sess_site_fail(sess, dsn, reason, true);
 }
 
-/* smtp_sess_unexpected - "unexpected reply to X command" */
-static void smtp_sess_unexpected(SMTP_SESS *sess, SMTP_CMD cmd,
-                                 const char *text)
-{
-    VSTR *what = vstr_alloc(64);
-
-    vstr_sprintf(what, "unexpected reply to %s command", smtp_cmd_name(cmd));
-    smtp_sess_proto_error(sess, vstr_str(what), text);
-    vstr_free(what);
-}
-
-/* smtp_sess_reply - one complete reply; false when sess is gone. What the
-   reply means comes from smtp_reply_verdict() alone: only its OK is
-   success, 4xx/5xx are failures, anything else is a protocol error that
-   ends the connection and defers what is not decided. */
+/* smtp_sess_reply - one complete reply, through the conversation; false
+   when sess is gone or going */
 static bool smtp_sess_reply(SMTP_SESS *sess)
 {
-    SMTP_REPLY *reply = sess->reply;
+    SMTP_PROTO *proto = sess->proto;
     SMTP_REQ *req = sess->req;
-    SMTP_EXPECT exp;
-    const char *text = vstr_str(reply->text);
-    int code = reply->code;
-    SMTP_VERDICT verdict;
+    const char *text = vstr_str(sess->reply->text);
+    size_t waiting;
+    int next_cmd;
+    SMTP_PROTO_EVENT event;
     VSTR *why;
 
-    if (sess->expect_count == 0) {
-        smtp_sess_proto_error(sess, "reply without a command", text);
-        return false;
-    }
-    exp = sess->expect[sess->expect_head];
-    sess->expect_head++;
-    if (--sess->expect_count == 0) {
-        evtimer_del(sess->timer);
-        sess->expect_head = 0;
+    /* The timer now runs for the reply after this one, if any. */
+    if (proto->expect_count > 0) {
+        waiting = proto->expect_count - 1;
+        if ((next_cmd = smtp_proto_waiting(proto, 1)) < 0)
+            evtimer_del(sess->timer);
+        else
+            smtp_sess_timer_set(
+                sess, smtp_cmd_timeout(&sess->ctx->conf, (SMTP_CMD) next_cmd));
     } else {
-        smtp_sess_timer_set(
-            sess,
-            smtp_cmd_timeout(&sess->ctx->conf,
-                             sess->expect[sess->expect_head].cmd));
+        waiting = 0;
     }
-    if (exp.cmd != SMTP_CMD_GREETING && exp.cmd != SMTP_CMD_EHLO &&
-        exp.cmd != SMTP_CMD_HELO && exp.cmd != SMTP_CMD_RSET &&
-        exp.cmd != SMTP_CMD_QUIT)
-        sess->txn_reply = true;
-    verdict = smtp_reply_verdict(exp.cmd, code);
-    if (verdict == SMTP_VERDICT_PROTO && exp.cmd != SMTP_CMD_QUIT) {
-        smtp_sess_unexpected(sess, exp.cmd, text);
+    event = smtp_proto_reply(proto, sess->reply);
+    if (event == SMTP_PROTO_EV_ERROR) {
+        smtp_sess_proto_error(sess, vstr_str(proto->error), text);
         return false;
     }
-
-    switch (exp.cmd) {
-    case SMTP_CMD_QUIT:
+    if (event == SMTP_PROTO_EV_CLOSED) {
         smtp_sess_free(sess);
         return false;
-    case SMTP_CMD_GREETING:
-        if (verdict != SMTP_VERDICT_OK) {
-            why = vstr_alloc(100);
+    }
+    if (req != NULL)
+        smtp_sess_decided(sess, text);
+    smtp_sess_flush(sess, waiting);
+
+    switch (event) {
+    case SMTP_PROTO_EV_NONE:
+    case SMTP_PROTO_EV_ERROR:
+    case SMTP_PROTO_EV_CLOSED:
+        return true;
+    case SMTP_PROTO_EV_REFUSED:
+        why = vstr_alloc(100);
+        if (proto->cmd == SMTP_CMD_GREETING)
             vstr_sprintf(why, "host %s refused to talk to me: %s",
                          vstr_str(sess->label), text);
-            smtp_sess_greet_fail(sess, code, text, vstr_str(why));
+        else
+            vstr_sprintf(why, "host %s said: %s (in reply to %s command)",
+                         vstr_str(sess->label), text,
+                         smtp_proto_cmd_name(proto->cmd));
+        smtp_sess_greet_fail(sess, proto->code, text, vstr_str(why));
+        vstr_free(why);
+        return false;
+    case SMTP_PROTO_EV_GREETED:
+        if (req == NULL)
+            smtp_sess_quit(sess);
+        else
+            smtp_txn_start(sess);
+        return true;
+    case SMTP_PROTO_EV_RSET_FAILED:
+        sess->broken = true;
+        if (req != NULL) {
+            why = vstr_alloc(100);
+            vstr_sprintf(why, "host %s said: %s (in reply to RSET command)",
+                         vstr_str(sess->label), text);
+            smtp_sess_site_fail(sess, "4.4.2", vstr_str(why), true);
             vstr_free(why);
             return false;
         }
-        why = vstr_alloc(100);
-        vstr_sprintf(why, "EHLO %s", sess->ctx->conf.helo_name);
-        smtp_sess_cmd(sess, SMTP_CMD_EHLO, 0, vstr_str(why));
-        vstr_free(why);
+        smtp_sess_quit(sess);
         return true;
-    case SMTP_CMD_EHLO:
-    case SMTP_CMD_HELO:
-        if (verdict == SMTP_VERDICT_OK) {
-            sess->features = exp.cmd == SMTP_CMD_EHLO
-                                 ? smtp_ehlo_features(reply, &sess->size_limit)
-                                 : 0;
-            if (req == NULL) {
-                smtp_sess_quit(sess);
-                return true;
-            }
-            smtp_sess_greeted(sess);
-            return true;
-        }
-        if (exp.cmd == SMTP_CMD_EHLO && verdict == SMTP_VERDICT_PERM) {
-            why = vstr_alloc(100);
-            vstr_sprintf(why, "HELO %s", sess->ctx->conf.helo_name);
-            smtp_sess_cmd(sess, SMTP_CMD_HELO, 0, vstr_str(why));
-            vstr_free(why);
-            return true;
-        }
-        why = vstr_alloc(100);
-        vstr_sprintf(why, "host %s said: %s (in reply to %s command)",
-                     vstr_str(sess->label), text, smtp_cmd_name(exp.cmd));
-        smtp_sess_greet_fail(sess, code, text, vstr_str(why));
-        vstr_free(why);
-        return false;
-    case SMTP_CMD_RSET:
-        if (verdict != SMTP_VERDICT_OK) {
-            sess->broken = true;
-            if (req != NULL) {
-                why = vstr_alloc(100);
-                vstr_sprintf(why, "host %s said: %s (in reply to RSET command)",
-                             vstr_str(sess->label), text);
-                smtp_sess_site_fail(sess, "4.4.2", vstr_str(why), true);
-                vstr_free(why);
-                return false;
-            }
-            smtp_sess_quit(sess);
-            return true;
-        }
-        if (req != NULL && sess->expect_count == 0 && !sess->txn_started)
+    case SMTP_PROTO_EV_RSET_OK:
+        if (req != NULL && proto->expect_count == 0 &&
+            proto->state == SMTP_PROTO_ST_READY)
             smtp_txn_start(sess);
-        else if (req == NULL && !sess->quitting)
+        else if (req == NULL && proto->state != SMTP_PROTO_ST_QUIT)
             smtp_sess_timer_set(sess, sess->ctx->conf.cache_time); /* idle */
         return true;
-    case SMTP_CMD_MAIL:
-        if (verdict != SMTP_VERDICT_OK) {
-            sess->mail_failed = true;
-            smtp_sess_fail_pending(sess, code, text, SMTP_CMD_MAIL,
-                                   SMTP_RCPT_PENDING);
-            if (!(sess->features & SMTP_FEATURE_PIPELINING))
-                smtp_txn_end(sess);
-            return true;
-        }
-        if (!(sess->features & SMTP_FEATURE_PIPELINING))
-            smtp_txn_next_rcpt(sess, 0);
-        return true;
-    case SMTP_CMD_RCPT:
-        if (!sess->mail_failed) {
-            if (verdict == SMTP_VERDICT_OK) {
-                req->rcpts[exp.rcpt].state = SMTP_RCPT_ACCEPTED;
-                sess->accepted++;
-            } else {
-                smtp_sess_reply_result(sess, exp.rcpt, code, text,
-                                       SMTP_CMD_RCPT);
-            }
-        }
-        if (!(sess->features & SMTP_FEATURE_PIPELINING))
-            smtp_txn_next_rcpt(sess, exp.rcpt + 1);
-        return true;
-    case SMTP_CMD_DATA:
-        if (verdict == SMTP_VERDICT_OK && sess->accepted > 0 &&
-            !sess->mail_failed) {
-            sess->in_content = true;
-            sess->content_pos = req->info->content_offset;
-            smtp_enc_init(&sess->enc);
-            return smtp_content_push(sess);
-        }
-        if (verdict == SMTP_VERDICT_OK)
-            sess->broken = true; /* DATA without anyone: cannot end it */
-        else if (sess->accepted > 0)
-            smtp_sess_fail_pending(sess, code, text, SMTP_CMD_DATA,
-                                   SMTP_RCPT_ACCEPTED);
+    case SMTP_PROTO_EV_CONTENT:
+        sess->content_pos = req->info->content_offset;
+        smtp_enc_init(&sess->enc);
+        return smtp_content_push(sess);
+    case SMTP_PROTO_EV_TXN_DONE:
         smtp_txn_end(sess);
         return !sess->broken;
-    case SMTP_CMD_DOT:
-        smtp_sess_fail_pending(sess, code, text, SMTP_CMD_DOT,
-                               SMTP_RCPT_ACCEPTED);
-        smtp_txn_end(sess);
-        return true;
     }
     return true;
 }
@@ -737,7 +589,7 @@ static void smtp_sess_read_event(struct bufferevent *bev, void *arg)
 {
     SMTP_SESS *sess = arg;
     struct evbuffer *input = bufferevent_get_input(bev);
-    size_t budget = sess->expect_count;
+    size_t budget = sess->proto->expect_count;
 
     if (budget > 0 && sess->reply->lines > 0 && !sess->reply->done)
         budget--; /* a reply begun by an earlier call */
@@ -778,7 +630,7 @@ static void smtp_sess_read_event(struct bufferevent *bev, void *arg)
         evbuffer_drain(input, len + 1);
         if (first) {
             if (budget == 0) {
-                smtp_sess_proto_error(sess, sess->expect_count > 0
+                smtp_sess_proto_error(sess, sess->proto->expect_count > 0
                                                 ? "reply ahead of its command"
                                                 : "reply without a command",
                                       vstr_str(sess->reply->text));
@@ -796,18 +648,18 @@ static void smtp_sess_write_event(struct bufferevent *bev, void *arg)
 {
     SMTP_SESS *sess = arg;
 
-    if (sess->in_content && sess->req != NULL)
+    if (smtp_sess_in_content(sess) && sess->req != NULL)
         smtp_content_push(sess);
 }
 
 /* smtp_sess_phase - what the session was doing, for a failure reason */
 static const char *smtp_sess_phase(const SMTP_SESS *sess)
 {
-    if (sess->in_content)
+    int cmd = smtp_proto_waiting(sess->proto, 0);
+
+    if (smtp_sess_in_content(sess))
         return "sending message content";
-    return smtp_cmd_phase(sess->expect_count
-                              ? sess->expect[sess->expect_head].cmd
-                              : SMTP_CMD_QUIT);
+    return smtp_cmd_phase(cmd >= 0 ? (SMTP_CMD) cmd : SMTP_CMD_QUIT);
 }
 /* smtp_sess_event - connected, EOF, error */
 static void smtp_sess_event(struct bufferevent *bev, short what, void *arg)
@@ -817,7 +669,8 @@ static void smtp_sess_event(struct bufferevent *bev, short what, void *arg)
 
     if (what & BEV_EVENT_CONNECTED) {
         sess->connected = true;
-        smtp_sess_expect(sess, SMTP_CMD_GREETING, 0);
+        smtp_proto_connected(sess->proto);
+        smtp_sess_flush(sess, 0);
         bufferevent_enable(sess->bev, EV_READ | EV_WRITE);
         return;
     }
@@ -828,7 +681,7 @@ static void smtp_sess_event(struct bufferevent *bev, short what, void *arg)
         vstr_sprintf(why, "connect to %s:%d: %s", vstr_str(sess->label),
                      sess->port, err ? strerror(err) : "Connection refused");
         smtp_sess_site_fail(sess, "4.4.1", vstr_str(why), false);
-    } else if (sess->quitting || sess->req == NULL) {
+    } else if (sess->proto->state == SMTP_PROTO_ST_QUIT || sess->req == NULL) {
         smtp_sess_free(sess);
     } else {
         sess->broken = true;
@@ -846,13 +699,13 @@ static void smtp_sess_timer_event(evutil_socket_t fd, short what, void *arg)
     SMTP_SESS *sess = arg;
     VSTR *why;
 
-    if (sess->quitting) {
+    if (sess->proto->state == SMTP_PROTO_ST_QUIT) {
         smtp_sess_free(sess);
         return;
     }
     if (sess->req == NULL) {
         /* Idle in the cache long enough. */
-        if (sess->expect_count > 0) {
+        if (sess->proto->expect_count > 0) {
             smtp_sess_free(sess); /* not even RSET came back */
             return;
         }
@@ -894,6 +747,7 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
     sess->label = vstr_alloc(64);
     vstr_sprintf(sess->label, "%s[%s]", sess->host, sess->ip);
     sess->reply = smtp_reply_alloc();
+    sess->proto = smtp_proto_alloc(ctx->conf.helo_name);
     sess->out = vstr_alloc(8192);
     sess->timer = evtimer_new(mail_server_base(ctx->server),
                               smtp_sess_timer_event, sess);
@@ -926,7 +780,7 @@ void smtp_sess_reuse(SMTP_SESS *sess, SMTP_REQ *req)
     sess->req = req;
     req->from_cache = true;
     gettimeofday(&req->t_conn, NULL);
-    if (sess->expect_count == 0)
+    if (sess->proto->expect_count == 0)
         smtp_txn_start(sess);
     else /* the RSET reply starts the transaction */
         smtp_sess_timer_set(sess, sess->ctx->conf.rset_timeout);
