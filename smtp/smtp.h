@@ -152,7 +152,6 @@ struct SMTP_REQ {
     VSTR *wire;
 };
 
-
 /* smtp_request.c */
 extern void smtp_accept(MAIL_SERVER *server, int fd, void *arg);
 extern void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
@@ -173,8 +172,8 @@ extern void smtp_req_try_next(SMTP_REQ *req);
 extern void smtp_cache_remove(SMTP_SESS *sess);
 
 /* smtp_session.c */
-extern SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr,
-                                 int fd, VSTR *why);
+extern SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
+                                 VSTR *why);
 extern void smtp_sess_reuse(SMTP_SESS *sess, SMTP_REQ *req);
 extern void smtp_sess_free(SMTP_SESS *sess);
 extern void smtp_sess_quit(SMTP_SESS *sess);

@@ -109,9 +109,8 @@ static void test_pipelining(void **state)
 {
     SMTP_PROTO *proto = greeted(ehlo_all);
 
-    assert_int_equal(proto->caps,
-                     SMTP_FEATURE_PIPELINING | SMTP_FEATURE_SIZE |
-                         SMTP_FEATURE_8BITMIME | SMTP_FEATURE_DSN);
+    assert_int_equal(proto->caps, SMTP_FEATURE_PIPELINING | SMTP_FEATURE_SIZE |
+                                      SMTP_FEATURE_8BITMIME | SMTP_FEATURE_DSN);
     assert_int_equal(proto->size_limit, 1000000);
     assert_int_equal(smtp_proto_mail(proto, &two_txn), SMTP_PROTO_EV_NONE);
     sent(proto, "MAIL FROM:<s@x.test> SIZE=1234 RET=HDRS ENVID=id+2B1\r\n"
@@ -129,8 +128,7 @@ static void test_pipelining(void **state)
     decided(proto, "");
     assert_int_equal(feed(proto, "250 2.1.5 ok"), SMTP_PROTO_EV_NONE);
     decided(proto, "");
-    assert_int_equal(feed(proto, "550 5.1.1 no such user"),
-                     SMTP_PROTO_EV_NONE);
+    assert_int_equal(feed(proto, "550 5.1.1 no such user"), SMTP_PROTO_EV_NONE);
     decided(proto, "1");
     assert_int_equal(proto->code, 550);
     assert_int_equal(proto->cmd, SMTP_CMD_RCPT);
@@ -424,11 +422,10 @@ static void test_refusals(void **state)
 
 /* Replies a command cannot get are protocol errors: the conversation is
    over, nothing more is awaited, and the connection is not reused. */
-static void check_hostile(const char *ehlo, int replies_before,
-                          const char *bad, const char *what)
+static void check_hostile(const char *ehlo, int replies_before, const char *bad,
+                          const char *what)
 {
-    static const char *const good[] = {"250 ok", "250 ok", "250 ok",
-                                       "354 go"};
+    static const char *const good[] = {"250 ok", "250 ok", "250 ok", "354 go"};
     SMTP_PROTO *proto = greeted(ehlo);
 
     assert_int_equal(smtp_proto_mail(proto, &two_txn), SMTP_PROTO_EV_NONE);
@@ -449,7 +446,8 @@ static void test_hostile(void **state)
 {
     SMTP_PROTO *proto;
 
-    check_hostile(ehlo_all, 0, "354 go", "unexpected reply to MAIL FROM command");
+    check_hostile(ehlo_all, 0, "354 go",
+                  "unexpected reply to MAIL FROM command");
     check_hostile(ehlo_all, 1, "354 go", "unexpected reply to RCPT TO command");
     check_hostile(ehlo_all, 3, "250 2.0.0 queued",
                   "unexpected reply to DATA command");

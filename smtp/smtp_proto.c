@@ -655,9 +655,8 @@ SMTP_PROTO_EVENT smtp_proto_reply(SMTP_PROTO *proto, const SMTP_REPLY *reply)
                      smtp_proto_cmd_name(exp.cmd));
         return smtp_proto_error(proto);
     }
-    if (code == 421 &&
-        (exp.cmd == SMTP_CMD_MAIL || exp.cmd == SMTP_CMD_RCPT ||
-         exp.cmd == SMTP_CMD_DATA || exp.cmd == SMTP_CMD_DOT)) {
+    if (code == 421 && (exp.cmd == SMTP_CMD_MAIL || exp.cmd == SMTP_CMD_RCPT ||
+                        exp.cmd == SMTP_CMD_DATA || exp.cmd == SMTP_CMD_DOT)) {
         proto->reusable = false;
         proto->expect_count = 0;
         proto->expect_head = 0;

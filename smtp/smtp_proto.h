@@ -207,12 +207,11 @@ extern int smtp_proto_waiting(const SMTP_PROTO *proto, size_t n);
 /* smtp_proto_cmd_name - for "(in reply to X command)" */
 extern const char *smtp_proto_cmd_name(SMTP_CMD cmd);
 
-
 /* smtp_nexthop_parse - "domain", "host:port", "[host]", "[host]:port";
    host gets the name, *port the port (default_port when none), *mx whether
    MX records are looked up. 0, or -1 with the reason in why. */
-extern int smtp_nexthop_parse(const char *nexthop, int default_port,
-                              VSTR *host, int *port, bool *mx, VSTR *why);
+extern int smtp_nexthop_parse(const char *nexthop, int default_port, VSTR *host,
+                              int *port, bool *mx, VSTR *why);
 
 /*
  * The content encoder: queue file content (LF lines) to SMTP DATA. An
@@ -248,7 +247,6 @@ extern void smtp_enc_finish(SMTP_ENC *enc, VSTR *out);
 
 /* smtp_has_8bit - any byte with the high bit set? */
 extern bool smtp_has_8bit(const char *data, size_t len);
-
 
 /* smtp_soft_dsn - with soft_bounce: "5.x.y" becomes "4.x.y" */
 extern void smtp_soft_dsn(char *dsn);

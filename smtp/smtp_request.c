@@ -43,8 +43,8 @@ static void smtp_req_send(SMTP_REQ *req, ATTR_LIST *list)
 {
     vstr_reset(req->wire);
     attr_list_encode(list, req->wire);
-    if (bufferevent_write(req->qmgr, vstr_str(req->wire),
-                          vstr_len(req->wire)) < 0)
+    if (bufferevent_write(req->qmgr, vstr_str(req->wire), vstr_len(req->wire)) <
+        0)
         msg_warn("%s: cannot queue a reply to qmgr", req->qid);
     attr_list_free(list);
 }
@@ -94,9 +94,8 @@ static void smtp_req_free(SMTP_REQ *req)
 
 /* smtp_req_result - one recipient's outcome: RESULT to qmgr, log line */
 void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
-                            const char *dsn_in, const char *reason,
-                            const char *relay, const char *diagnostic,
-                            const char *remote_mta)
+                     const char *dsn_in, const char *reason, const char *relay,
+                     const char *diagnostic, const char *remote_mta)
 {
     SMTP_RCPT *rcpt = req->rcpts + index;
     ATTR_LIST *list;
@@ -140,10 +139,9 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
         xfer = 0;
     }
     delay_format(smtp_tv_diff(&arrival, &now), total, sizeof(total));
-    delay_format(smtp_tv_diff(&arrival, &active), delay[0],
-                      sizeof(delay[0]));
+    delay_format(smtp_tv_diff(&arrival, &active), delay[0], sizeof(delay[0]));
     delay_format(smtp_tv_diff(&active, &req->t_request), delay[1],
-                      sizeof(delay[1]));
+                 sizeof(delay[1]));
     delay_format(setup, delay[2], sizeof(delay[2]));
     delay_format(xfer, delay[3], sizeof(delay[3]));
     msg_info("%s: to=<%s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, "
@@ -153,10 +151,9 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
 }
 
 /* smtp_req_fail_all - every recipient without a result gets this one */
-void smtp_req_fail_all(SMTP_REQ *req, const char *action,
-                              const char *dsn, const char *reason,
-                              const char *relay, const char *diagnostic,
-                              const char *remote_mta)
+void smtp_req_fail_all(SMTP_REQ *req, const char *action, const char *dsn,
+                       const char *reason, const char *relay,
+                       const char *diagnostic, const char *remote_mta)
 {
     for (size_t i = 0; i < req->rcpt_count; i++)
         smtp_req_result(req, i, action, dsn, reason, relay, diagnostic,
@@ -165,7 +162,7 @@ void smtp_req_fail_all(SMTP_REQ *req, const char *action,
 
 /* smtp_req_done - send DONE; the request is freed once it is out */
 void smtp_req_done(SMTP_REQ *req, int status, bool site_failed,
-                          const char *reason)
+                   const char *reason)
 {
     ATTR_LIST *list = attr_list_alloc();
 
@@ -282,7 +279,8 @@ static bool smtp_req_list(SMTP_REQ *req, ATTR_LIST *list)
 
         if (request == NULL || strcmp(request, DELIVER_REQ_RCPT) != 0 ||
             attr_list_check(list, deliver_rcpt_spec,
-                            SLUICE_ARRAY_LEN(deliver_rcpt_spec), req->why) < 0) {
+                            SLUICE_ARRAY_LEN(deliver_rcpt_spec),
+                            req->why) < 0) {
             if (request && strcmp(request, DELIVER_REQ_RCPT) != 0)
                 vstr_sprintf(req->why, "expected RCPT, got \"%s\"", request);
             return false;
@@ -317,14 +315,13 @@ static void smtp_req_read_event(struct bufferevent *bev, void *arg)
 
         if (avail == 0)
             return;
-        ret = attr_list_decode((const char *) evbuffer_pullup(input, -1),
-                               avail, DELIVER_LIST_MAX, &used, &list,
-                               req->why);
+        ret = attr_list_decode((const char *) evbuffer_pullup(input, -1), avail,
+                               DELIVER_LIST_MAX, &used, &list, req->why);
         if (ret == 0 && avail <= DELIVER_LIST_MAX)
             return;
         if (ret <= 0) {
-            smtp_req_fail(req, ret == 0 ? "request too large"
-                                        : vstr_str(req->why));
+            smtp_req_fail(req,
+                          ret == 0 ? "request too large" : vstr_str(req->why));
             return;
         }
         evbuffer_drain(input, used);
@@ -403,4 +400,3 @@ void smtp_accept(MAIL_SERVER *server, int fd, void *arg)
     bufferevent_set_timeouts(req->qmgr, &timeout, &timeout);
     bufferevent_enable(req->qmgr, EV_READ | EV_WRITE);
 }
-

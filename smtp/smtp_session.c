@@ -52,7 +52,7 @@ static int smtp_cmd_timeout(const SMTP_CONF *conf, SMTP_CMD cmd)
         return conf->rset_timeout;
     case SMTP_CMD_QUIT:
         return conf->quit_timeout < SMTP_QUIT_WAIT_MAX ? conf->quit_timeout
-                                                        : SMTP_QUIT_WAIT_MAX;
+                                                       : SMTP_QUIT_WAIT_MAX;
     }
     return conf->helo_timeout;
 }
@@ -179,8 +179,7 @@ static void smtp_sess_site_fail(SMTP_SESS *sess, const char *dsn,
 /* smtp_sess_lost - the connection broke, timed out or the server broke
    the protocol: before the transaction another address is tried, in it
    whoever has no result yet is deferred with dsn */
-static void smtp_sess_lost(SMTP_SESS *sess, const char *dsn,
-                           const char *reason)
+static void smtp_sess_lost(SMTP_SESS *sess, const char *dsn, const char *reason)
 {
     SMTP_REQ *req = sess->req;
     VSTR *relay;
@@ -218,8 +217,8 @@ static void smtp_sess_proto_error(SMTP_SESS *sess, const char *what,
 
     if (sess->req == NULL) /* else the reason goes into the log with the
                               request's queue ID */
-        msg_info("protocol error: host %s said: %s (%s)",
-                 vstr_str(sess->label), text, what);
+        msg_info("protocol error: host %s said: %s (%s)", vstr_str(sess->label),
+                 text, what);
     sess->broken = true;
     vstr_sprintf(why, "protocol error: host %s said: %s (%s)",
                  vstr_str(sess->label), text, what);
@@ -253,8 +252,8 @@ static void smtp_sess_reply_result(SMTP_SESS *sess, size_t index, int code,
         smtp_req_result(req, index,
                         code / 100 == 5 ? DELIVER_ACTION_BOUNCED
                                         : DELIVER_ACTION_DEFERRED,
-                        dsn, vstr_str(reason), vstr_str(relay),
-                        vstr_str(diag), vstr_str(mta));
+                        dsn, vstr_str(reason), vstr_str(relay), vstr_str(diag),
+                        vstr_str(mta));
     }
     vstr_free(reason);
     vstr_free(relay);
@@ -291,9 +290,8 @@ static int smtp_content_record(SMTP_REQ *req, off_t pos, VSTR *buf,
         return -1;
     vstr_reset(buf);
     vstr_reserve(buf, len);
-    if (len > 0 &&
-        (got = pread(req->fd, vstr_str(buf), len, pos + QFILE_HDR_LEN)) !=
-            (ssize_t) len)
+    if (len > 0 && (got = pread(req->fd, vstr_str(buf), len,
+                                pos + QFILE_HDR_LEN)) != (ssize_t) len)
         return -1;
     buf->len = len;
     buf->data[len] = 0;
@@ -405,13 +403,17 @@ static void smtp_txn_start(SMTP_SESS *sess)
         relay = vstr_alloc(64);
         smtp_sess_relay(sess, relay);
         if (proto->refusal == SMTP_PROTO_REFUSE_8BIT) {
-            vstr_sprintf(line, "message has 8-bit content but the server %s "
-                         "does not announce 8BITMIME", vstr_str(sess->label));
+            vstr_sprintf(line,
+                         "message has 8-bit content but the server %s "
+                         "does not announce 8BITMIME",
+                         vstr_str(sess->label));
             smtp_req_fail_all(req, DELIVER_ACTION_BOUNCED, "5.6.3",
                               vstr_str(line), vstr_str(relay), NULL, NULL);
         } else {
-            vstr_sprintf(line, "message size %lld exceeds size limit %lld of "
-                         "server %s", info->content_size, proto->size_limit,
+            vstr_sprintf(line,
+                         "message size %lld exceeds size limit %lld of "
+                         "server %s",
+                         info->content_size, proto->size_limit,
                          vstr_str(sess->label));
             smtp_req_fail_all(req, DELIVER_ACTION_BOUNCED, "5.3.4",
                               vstr_str(line), vstr_str(relay), NULL, NULL);
@@ -604,10 +606,10 @@ static void smtp_sess_read_event(struct bufferevent *bev, void *arg)
             if (evbuffer_get_length(input) > SMTP_LINE_MAX) {
                 VSTR *line = vstr_alloc(SMTP_BAD_LINE_SHOWN + 4);
 
-                smtp_bad_line(line,
-                              (const char *) evbuffer_pullup(
-                                  input, SMTP_BAD_LINE_SHOWN),
-                              evbuffer_get_length(input));
+                smtp_bad_line(
+                    line,
+                    (const char *) evbuffer_pullup(input, SMTP_BAD_LINE_SHOWN),
+                    evbuffer_get_length(input));
                 smtp_sess_proto_error(sess, "reply line too long",
                                       vstr_str(line));
                 vstr_free(line);
@@ -630,9 +632,10 @@ static void smtp_sess_read_event(struct bufferevent *bev, void *arg)
         evbuffer_drain(input, len + 1);
         if (first) {
             if (budget == 0) {
-                smtp_sess_proto_error(sess, sess->proto->expect_count > 0
-                                                ? "reply ahead of its command"
-                                                : "reply without a command",
+                smtp_sess_proto_error(sess,
+                                      sess->proto->expect_count > 0
+                                          ? "reply ahead of its command"
+                                          : "reply without a command",
                                       vstr_str(sess->reply->text));
                 return;
             }
@@ -686,8 +689,7 @@ static void smtp_sess_event(struct bufferevent *bev, short what, void *arg)
     } else {
         sess->broken = true;
         vstr_sprintf(why, "lost connection with %s while %s",
-                     vstr_str(sess->label),
-                     smtp_sess_phase(sess));
+                     vstr_str(sess->label), smtp_sess_phase(sess));
         smtp_sess_lost(sess, "4.4.2", vstr_str(why));
     }
     vstr_free(why);
@@ -721,13 +723,11 @@ static void smtp_sess_timer_event(evutil_socket_t fd, short what, void *arg)
     } else {
         sess->broken = true;
         vstr_sprintf(why, "conversation with %s timed out while %s",
-                     vstr_str(sess->label),
-                     smtp_sess_phase(sess));
+                     vstr_str(sess->label), smtp_sess_phase(sess));
         smtp_sess_lost(sess, "4.4.2", vstr_str(why));
     }
     vstr_free(why);
 }
-
 
 /* smtp_sess_open - a session on fd, a socket connecting to addr; NULL
    (fd closed, the reason in why) when it cannot even start */
@@ -749,8 +749,8 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
     sess->reply = smtp_reply_alloc();
     sess->proto = smtp_proto_alloc(ctx->conf.helo_name);
     sess->out = vstr_alloc(8192);
-    sess->timer = evtimer_new(mail_server_base(ctx->server),
-                              smtp_sess_timer_event, sess);
+    sess->timer =
+        evtimer_new(mail_server_base(ctx->server), smtp_sess_timer_event, sess);
     sess->bev = bufferevent_socket_new(mail_server_base(ctx->server), fd,
                                        BEV_OPT_CLOSE_ON_FREE);
     if (sess->timer == NULL || sess->bev == NULL)
