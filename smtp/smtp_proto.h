@@ -97,7 +97,9 @@ typedef enum SMTP_PROTO_STATE {
     SMTP_PROTO_ST_EHLO, /* EHLO sent */
     SMTP_PROTO_ST_HELO, /* EHLO refused with 5xx: HELO sent */
     SMTP_PROTO_ST_READY, /* greeted, no transaction */
-    SMTP_PROTO_ST_TXN, /* MAIL, RCPT..., DATA sent or being sent */
+    SMTP_PROTO_ST_TXN, /* MAIL, RCPT..., DATA: with PIPELINING all of
+                          them at once, so which reply comes next is the
+                          head of the expect queue, not a state */
     SMTP_PROTO_ST_CONTENT, /* 354: the caller sends the content */
     SMTP_PROTO_ST_DOT, /* end of data sent */
     SMTP_PROTO_ST_RSET, /* RSET sent after a transaction */
