@@ -1,128 +1,181 @@
 /*
  * smtp - internals shared by the SMTP delivery agent's modules
  *
- * smtp.c        the daemon: requests from qmgr (global/deliver_proto.h),
- *               DNS (global/dns.h), connections to servers (libevent
- *               bufferevents), the SMTP conversation, the connection cache,
- *               results and log lines
- * smtp_proto.c  the parts without I/O: reply parsing, EHLO keywords,
- *               enhanced status codes, next-hop syntax, the content encoder
- *               (LF to CRLF, dot stuffing), delay formatting; unit tested
- *               by smtp_proto_test.c
+ * smtp.c          main: main.cf, the server skeleton's callbacks
+ * smtp_request.c  the qmgr side: reading a delivery request (DELIVER, its
+ *                 RCPT lists; global/deliver_proto.h), each recipient's
+ *                 RESULT with its log line, then DONE
+ * smtp_connect.c  where to: the next hop's addresses (global/dns.h),
+ *                 trying them in order (next MX), the connection cache
+ * smtp_session.c  one connection's I/O: a libevent bufferevent, the timer
+ *                 of each phase, the content read from the queue file;
+ *                 it feeds server replies to the conversation and does
+ *                 what it says
+ * smtp_proto.c    everything without I/O (smtp_proto.h): the conversation
+ *                 (SMTP_PROTO: states, commands, per-recipient outcomes),
+ *                 reply parsing, the verdict table, EHLO keywords,
+ *                 enhanced status codes, next-hop syntax, the content
+ *                 encoder
  */
 #ifndef SMTP_H
 #define SMTP_H
 
 #include "sys_defs.h"
 
+#include <arpa/inet.h>
+#include <sys/time.h>
+
+#include "attr.h"
+#include "dns.h"
+#include "mail_server.h"
+#include "qfile.h"
+#include "smtp_proto.h"
 #include "vstr.h"
 
-#define SMTP_REPLY_LINE_MAX 4096 /* longer reply lines are cut */
-#define SMTP_REPLY_LINES_MAX 100 /* more lines: malformed */
+struct bufferevent;
+struct event;
 
-/* One server reply, possibly multi-line, as it is being read. */
-typedef struct SMTP_REPLY {
-    int code; /* 0 until the first line */
-    VSTR *text; /* every line, without CRLF, joined by " " */
-    VSTR *ehlo; /* the keyword part of each line, "\n" separated */
-    int lines;
-    bool done;
-} SMTP_REPLY;
+#define SMTP_BUSY_REQUESTS 500 /* requests in hand: tell master busy */
+#define SMTP_QUIT_WAIT_MAX 5 /* at most this long for a reply to QUIT */
+#define SMTP_CONTENT_HIGH (256 * 1024) /* content queued to a server */
+#define SMTP_CONTENT_LOW (64 * 1024) /* refill below this */
+#define SMTP_LINE_MAX (2 * SMTP_REPLY_LINE_MAX) /* unterminated reply line */
+#define SMTP_BAD_LINE_SHOWN 100 /* of a malformed reply line, in the log */
 
-extern SMTP_REPLY *smtp_reply_alloc(void);
-extern SMTP_REPLY *smtp_reply_free(SMTP_REPLY *reply);
-extern void smtp_reply_reset(SMTP_REPLY *reply);
-/* smtp_reply_line - add one line (no CRLF); 1 when the reply is complete,
-   0 when more lines follow, -1 when the line is not a reply line (no
-   three-digit code 200..599 followed by space, '-' or nothing; a code
-   that differs from the first line's; more than SMTP_REPLY_LINES_MAX
-   lines) */
-extern int smtp_reply_line(SMTP_REPLY *reply, const char *line, size_t len);
+/* What main.cf says, read once. */
+typedef struct SMTP_CONF {
+    char *queue_dir;
+    char *helo_name;
+    char *bind_address;
+    int tcp_port;
+    int connect_timeout;
+    int helo_timeout;
+    int mail_timeout;
+    int rcpt_timeout;
+    int data_init_timeout;
+    int data_xfer_timeout;
+    int data_done_timeout;
+    int quit_timeout;
+    int rset_timeout;
+    int dns_timeout;
+    int ipc_timeout;
+    int cache_time;
+    int reuse_limit;
+    bool soft_bounce;
+} SMTP_CONF;
 
-/* The commands whose replies a session waits for. */
-typedef enum SMTP_CMD {
-    SMTP_CMD_GREETING,
-    SMTP_CMD_EHLO,
-    SMTP_CMD_HELO,
-    SMTP_CMD_MAIL,
-    SMTP_CMD_RCPT,
-    SMTP_CMD_DATA,
-    SMTP_CMD_DOT,
-    SMTP_CMD_RSET,
-    SMTP_CMD_QUIT,
-} SMTP_CMD;
+typedef struct SMTP_SESS SMTP_SESS;
+typedef struct SMTP_REQ SMTP_REQ;
 
-/* What a complete reply means for the command it answers. */
-typedef enum SMTP_VERDICT {
-    SMTP_VERDICT_OK, /* the positive reply the command expects */
-    SMTP_VERDICT_TEMP, /* 4xx */
-    SMTP_VERDICT_PERM, /* 5xx */
-    SMTP_VERDICT_PROTO, /* a code this command cannot get: protocol error */
-} SMTP_VERDICT;
+typedef struct SMTP_CTX {
+    SMTP_CONF conf;
+    MAIL_SERVER *server;
+    DNS_CTX *dns;
+    int req_count;
+    bool busy;
+    SMTP_SESS *cache; /* idle connections */
+} SMTP_CTX;
 
-/* smtp_reply_verdict - the meaning of code after cmd: 2xx is the positive
-   reply of every command but DATA, whose only one is 354; any other 2xx or
-   3xx is a protocol error (RFC 5321 4.3.2) */
-extern SMTP_VERDICT smtp_reply_verdict(SMTP_CMD cmd, int code);
+/* One connection to a server. What the conversation stands at is in
+   proto (smtp_proto.h); the rest is I/O. */
+struct SMTP_SESS {
+    SMTP_CTX *ctx;
+    SMTP_REQ *req; /* NULL when idle or closing */
+    struct bufferevent *bev;
+    struct event *timer;
+    char *nexthop; /* the cache key */
+    char *host;
+    char ip[INET6_ADDRSTRLEN];
+    int port;
+    VSTR *label; /* "host[ip]" */
+    bool connected;
+    int uses; /* transactions started */
+    SMTP_REPLY *reply; /* the reply being read */
+    SMTP_PROTO *proto; /* the conversation */
+    SMTP_PROTO_TXN txn; /* the transaction, for proto */
+    SMTP_PROTO_RCPT *txn_rcpts;
+    bool broken; /* never reuse */
+    off_t content_pos;
+    SMTP_ENC enc;
+    VSTR *out;
+    SMTP_SESS *next; /* the cache */
+};
 
-/* Features from the EHLO reply. */
-#define SMTP_FEATURE_PIPELINING 0x01
-#define SMTP_FEATURE_SIZE 0x02
-#define SMTP_FEATURE_8BITMIME 0x04
-#define SMTP_FEATURE_DSN 0x08
+typedef enum SMTP_RCPT_STATE {
+    SMTP_RCPT_PENDING, /* no RESULT sent yet */
+    SMTP_RCPT_DONE, /* RESULT sent */
+} SMTP_RCPT_STATE;
 
-/* smtp_ehlo_features - parse the keywords; *size_limit is the SIZE value
-   (0: none announced) */
-extern int smtp_ehlo_features(const SMTP_REPLY *reply, long long *size_limit);
+typedef struct SMTP_RCPT {
+    long long offset;
+    char *address;
+    char *orcpt;
+    char *notify;
+    SMTP_RCPT_STATE state;
+} SMTP_RCPT;
 
-/* smtp_reply_dsn - the enhanced status code of a reply text ("550 5.1.1
-   no"), or one derived from the code (4xx: 4.0.0, 5xx: 5.0.0, 2xx:
-   2.0.0) */
-extern void smtp_reply_dsn(int code, const char *text, char *dsn, size_t len);
+typedef enum SMTP_REQ_STAGE {
+    SMTP_REQ_READ_DELIVER,
+    SMTP_REQ_READ_RCPT,
+    SMTP_REQ_WORKING,
+    SMTP_REQ_DONE, /* DONE queued: free when it is out */
+} SMTP_REQ_STAGE;
 
-/* smtp_nexthop_parse - "domain", "host:port", "[host]", "[host]:port";
-   host gets the name, *port the port (default_port when none), *mx whether
-   MX records are looked up. 0, or -1 with the reason in why. */
-extern int smtp_nexthop_parse(const char *nexthop, int default_port,
-                              VSTR *host, int *port, bool *mx, VSTR *why);
+struct SMTP_REQ {
+    SMTP_CTX *ctx;
+    struct bufferevent *qmgr;
+    SMTP_REQ_STAGE stage;
+    char *queue_name;
+    char *qid;
+    char *nexthop;
+    char *sender;
+    long long active_usec;
+    long long rcpt_want;
+    SMTP_RCPT *rcpts;
+    size_t rcpt_count;
+    int fd; /* the queue file, -1 */
+    QFILE_INFO *info;
+    VSTR *host;
+    int port;
+    bool mx;
+    DNS_LOOKUP *lookup;
+    DNS_ADDR *addrs;
+    size_t addr_count;
+    size_t addr_next;
+    SMTP_SESS *sess;
+    bool from_cache; /* sess came from the cache */
+    struct timeval t_request;
+    struct timeval t_conn; /* setup done; 0 until then */
+    VSTR *site_reason; /* the last address's failure */
+    char site_dsn[16];
+    VSTR *why;
+    VSTR *wire;
+};
 
-/*
- * The content encoder: queue file content (LF lines) to SMTP DATA. An
- * SMTP client sends CR and LF only as the CRLF line end (RFC 5321 2.3.8)
- * and no NUL (RFC 5321 4.5.2, RFC 6152), whatever path put them in the
- * queue file:
- * - LF ends a line: CRLF (the queue file's line end; smtpd and sendmail
- *   store a bare LF of their input as one).
- * - CR right before LF: part of that line end (one CRLF, not two).
- * - any other CR, in the header block (up to the first empty line): a
- *   space, so no header line appears that cleanup never saw; in the body:
- *   CRLF, so the line break the sender meant stays one and the text is
- *   not glued together. The next line is dot-stuffed like any other, so
- *   "<CR>.<CR>" cannot end the data early at the next hop.
- * - NUL: removed and counted, for a log line. It has no meaning in mail
- *   text, and bouncing would not reach the sender either (the bounce
- *   quotes the same content).
- */
-typedef struct SMTP_ENC {
-    bool bol; /* at the beginning of a line */
-    bool header; /* still in the header block */
-    bool pending_cr; /* a CR whose fate the next byte decides */
-    size_t nul_count; /* NUL bytes removed */
-    size_t cr_count; /* bare CRs rewritten */
-} SMTP_ENC;
+/* smtp_request.c */
+extern void smtp_accept(MAIL_SERVER *server, int fd, void *arg);
+extern void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
+                            const char *dsn_in, const char *reason,
+                            const char *relay, const char *diagnostic,
+                            const char *remote_mta);
+extern void smtp_req_fail_all(SMTP_REQ *req, const char *action,
+                              const char *dsn, const char *reason,
+                              const char *relay, const char *diagnostic,
+                              const char *remote_mta);
+extern void smtp_req_done(SMTP_REQ *req, int status, bool site_failed,
+                          const char *reason);
+extern void smtp_req_site_failed(SMTP_REQ *req);
 
-extern void smtp_enc_init(SMTP_ENC *enc);
-/* smtp_enc_feed - append the wire form of data to out */
-extern void smtp_enc_feed(SMTP_ENC *enc, const char *data, size_t len,
-                          VSTR *out);
-/* smtp_enc_finish - end an unfinished line, then ".\r\n" */
-extern void smtp_enc_finish(SMTP_ENC *enc, VSTR *out);
+/* smtp_connect.c */
+extern void smtp_req_route(SMTP_REQ *req);
+extern void smtp_req_try_next(SMTP_REQ *req);
+extern void smtp_cache_remove(SMTP_SESS *sess);
 
-/* smtp_has_8bit - any byte with the high bit set? */
-extern bool smtp_has_8bit(const char *data, size_t len);
-
-
-/* smtp_soft_dsn - with soft_bounce: "5.x.y" becomes "4.x.y" */
-extern void smtp_soft_dsn(char *dsn);
+/* smtp_session.c */
+extern SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
+                                 VSTR *why);
+extern void smtp_sess_reuse(SMTP_SESS *sess, SMTP_REQ *req);
+extern void smtp_sess_free(SMTP_SESS *sess);
+extern void smtp_sess_quit(SMTP_SESS *sess);
 
 #endif

@@ -9,14 +9,26 @@
  * bits of state between chunks (start of a line, header block, a CR
  * waiting for its next byte), so the queue file's C records can be sent as
  * they are read.
+ *
+ * The conversation (SMTP_PROTO, at the end) is the client session as a
+ * state machine in the manner of smtpd's smtpd_proto: it is fed one
+ * complete reply at a time and answers with the commands to send, the
+ * recipients that reply decided, and what it means for the session
+ * (next MX, content, transaction over, reusable or not, closed). It
+ * keeps the queue of replies still awaited, so pipelined replies are
+ * matched to their commands in order, and the capability set from EHLO.
+ * smtp_session.c does the I/O; smtp_machine_test.c drives it with
+ * scripted replies.
  */
 #include "sys_defs.h"
 
 #include <ctype.h>
 
+#include "msg.h"
 #include "mymalloc.h"
-#include "smtp.h"
+#include "smtp_proto.h"
 #include "vstr.h"
+#include "xtext.h"
 
 /* smtp_reply_alloc - an empty reply */
 SMTP_REPLY *smtp_reply_alloc(void)
@@ -342,4 +354,393 @@ void smtp_soft_dsn(char *dsn)
 {
     if (dsn[0] == '5')
         dsn[0] = '4';
+}
+
+/* --- the conversation ------------------------------------------------ */
+
+/* Where each recipient of the transaction stands. */
+enum {
+    SMTP_PROTO_RCPT_PENDING, /* no verdict yet */
+    SMTP_PROTO_RCPT_ACCEPTED, /* RCPT accepted: the end of data decides */
+    SMTP_PROTO_RCPT_DECIDED, /* a reply (or the caller) decided */
+};
+
+/* smtp_proto_alloc - a conversation on a connection being made */
+SMTP_PROTO *smtp_proto_alloc(const char *helo_name)
+{
+    SMTP_PROTO *proto = mycalloc(1, sizeof(*proto));
+
+    proto->state = SMTP_PROTO_ST_CONNECTING;
+    proto->helo_name = mystrdup(helo_name);
+    proto->reusable = true;
+    proto->out = vstr_alloc(512);
+    proto->error = vstr_alloc(64);
+    proto->expect_cap = 8;
+    proto->expect = mymalloc_array(proto->expect_cap, sizeof(*proto->expect));
+    return proto;
+}
+
+/* smtp_proto_free - release a conversation; NULL */
+SMTP_PROTO *smtp_proto_free(SMTP_PROTO *proto)
+{
+    myfree(proto->helo_name);
+    myfree(proto->rcpt_state);
+    myfree(proto->expect);
+    myfree(proto->decided);
+    vstr_free(proto->out);
+    vstr_free(proto->error);
+    myfree(proto);
+    return NULL;
+}
+
+/* smtp_proto_cmd_name - for "(in reply to X command)" */
+const char *smtp_proto_cmd_name(SMTP_CMD cmd)
+{
+    switch (cmd) {
+    case SMTP_CMD_GREETING:
+        return "initial greeting";
+    case SMTP_CMD_EHLO:
+        return "EHLO";
+    case SMTP_CMD_HELO:
+        return "HELO";
+    case SMTP_CMD_MAIL:
+        return "MAIL FROM";
+    case SMTP_CMD_RCPT:
+        return "RCPT TO";
+    case SMTP_CMD_DATA:
+        return "DATA";
+    case SMTP_CMD_DOT:
+        return "end of DATA";
+    case SMTP_CMD_RSET:
+        return "RSET";
+    case SMTP_CMD_QUIT:
+        return "QUIT";
+    }
+    return "unknown";
+}
+
+/* smtp_proto_expect - remember that cmd's reply is due */
+static void smtp_proto_expect(SMTP_PROTO *proto, SMTP_CMD cmd, size_t rcpt)
+{
+    if (proto->expect_head + proto->expect_count == proto->expect_cap) {
+        if (proto->expect_head > 0) {
+            memmove(proto->expect, proto->expect + proto->expect_head,
+                    proto->expect_count * sizeof(*proto->expect));
+            proto->expect_head = 0;
+        } else {
+            proto->expect_cap *= 2;
+            proto->expect = myrealloc_array(proto->expect, proto->expect_cap,
+                                            sizeof(*proto->expect));
+        }
+    }
+    proto->expect[proto->expect_head + proto->expect_count].cmd = cmd;
+    proto->expect[proto->expect_head + proto->expect_count].rcpt = rcpt;
+    proto->expect_count++;
+}
+
+/* smtp_proto_send - one command line, and its reply is due */
+static void smtp_proto_send(SMTP_PROTO *proto, SMTP_CMD cmd, size_t rcpt,
+                            const char *line)
+{
+    vstr_cat(proto->out, line);
+    vstr_ncat(proto->out, "\r\n", 2);
+    smtp_proto_expect(proto, cmd, rcpt);
+}
+
+/* smtp_proto_connected - the greeting is the reply to connecting */
+void smtp_proto_connected(SMTP_PROTO *proto)
+{
+    if (proto->state != SMTP_PROTO_ST_CONNECTING)
+        msg_panic("%s: connected in state %d", __func__, proto->state);
+    proto->state = SMTP_PROTO_ST_GREETING;
+    smtp_proto_expect(proto, SMTP_CMD_GREETING, 0);
+}
+
+/* smtp_proto_waiting - the n-th awaited reply's command, or -1 */
+int smtp_proto_waiting(const SMTP_PROTO *proto, size_t n)
+{
+    if (n >= proto->expect_count)
+        return -1;
+    return (int) proto->expect[proto->expect_head + n].cmd;
+}
+
+/* smtp_proto_decide - the last reply decides recipient index */
+static void smtp_proto_decide(SMTP_PROTO *proto, size_t index)
+{
+    if (proto->decided_count == proto->decided_cap) {
+        proto->decided_cap = proto->decided_cap ? 2 * proto->decided_cap : 8;
+        proto->decided = myrealloc_array(proto->decided, proto->decided_cap,
+                                         sizeof(*proto->decided));
+    }
+    proto->rcpt_state[index] = SMTP_PROTO_RCPT_DECIDED;
+    proto->decided[proto->decided_count++] = index;
+}
+
+/* smtp_proto_decide_all - the last reply decides every recipient in
+   state which (or, with which < 0, every undecided one) */
+static void smtp_proto_decide_all(SMTP_PROTO *proto, int which)
+{
+    for (size_t i = 0; i < proto->txn->rcpt_count; i++)
+        if (which < 0 ? proto->rcpt_state[i] != SMTP_PROTO_RCPT_DECIDED
+                      : proto->rcpt_state[i] == which)
+            smtp_proto_decide(proto, i);
+}
+
+/* smtp_proto_txn_over - the transaction has ended */
+static SMTP_PROTO_EVENT smtp_proto_txn_over(SMTP_PROTO *proto)
+{
+    proto->state = SMTP_PROTO_ST_READY;
+    return SMTP_PROTO_EV_TXN_DONE;
+}
+
+/* smtp_proto_rcpts - the next RCPT (every RCPT and DATA when pipelining),
+   DATA after the last, or the end when nobody was accepted */
+static SMTP_PROTO_EVENT smtp_proto_rcpts(SMTP_PROTO *proto, size_t from)
+{
+    const SMTP_PROTO_TXN *txn = proto->txn;
+    VSTR *line = vstr_alloc(200);
+    bool dsn = (proto->caps & SMTP_FEATURE_DSN) != 0;
+    bool pipelining = (proto->caps & SMTP_FEATURE_PIPELINING) != 0;
+
+    for (size_t i = from; i < txn->rcpt_count; i++) {
+        const SMTP_PROTO_RCPT *rcpt = txn->rcpts + i;
+
+        if (proto->rcpt_state[i] != SMTP_PROTO_RCPT_PENDING)
+            continue;
+        vstr_sprintf(line, "RCPT TO:<%s>", rcpt->address);
+        if (dsn && rcpt->notify && *rcpt->notify)
+            vstr_sprintf_append(line, " NOTIFY=%s", rcpt->notify);
+        if (dsn && rcpt->orcpt && *rcpt->orcpt)
+            vstr_sprintf_append(line, " ORCPT=%s", rcpt->orcpt);
+        smtp_proto_send(proto, SMTP_CMD_RCPT, i, vstr_str(line));
+        if (!pipelining) {
+            vstr_free(line);
+            return SMTP_PROTO_EV_NONE;
+        }
+    }
+    vstr_free(line);
+    if (pipelining || proto->accepted > 0) {
+        smtp_proto_send(proto, SMTP_CMD_DATA, 0, "DATA");
+        return SMTP_PROTO_EV_NONE;
+    }
+    return smtp_proto_txn_over(proto); /* nobody accepted: no DATA */
+}
+
+/* smtp_proto_mail - a transaction: MAIL, and RCPTs and DATA pipelined */
+SMTP_PROTO_EVENT smtp_proto_mail(SMTP_PROTO *proto, const SMTP_PROTO_TXN *txn)
+{
+    VSTR *line;
+
+    if (proto->state != SMTP_PROTO_ST_READY)
+        msg_panic("%s: transaction in state %d", __func__, proto->state);
+    proto->txn = txn;
+    if (txn->rcpt_count > proto->rcpt_cap) {
+        proto->rcpt_cap = txn->rcpt_count;
+        proto->rcpt_state = myrealloc_array(proto->rcpt_state, proto->rcpt_cap,
+                                            sizeof(*proto->rcpt_state));
+    }
+    for (size_t i = 0; i < txn->rcpt_count; i++)
+        proto->rcpt_state[i] = txn->rcpts[i].done ? SMTP_PROTO_RCPT_DECIDED
+                                                  : SMTP_PROTO_RCPT_PENDING;
+    proto->accepted = 0;
+    proto->mail_failed = false;
+    proto->txn_reply = false;
+    proto->decided_count = 0;
+    proto->refusal = SMTP_PROTO_REFUSE_NONE;
+    if (!(proto->caps & SMTP_FEATURE_8BITMIME) &&
+        (txn->body_8bit || txn->content_8bit))
+        proto->refusal = SMTP_PROTO_REFUSE_8BIT;
+    else if ((proto->caps & SMTP_FEATURE_SIZE) && proto->size_limit > 0 &&
+             txn->size > proto->size_limit)
+        proto->refusal = SMTP_PROTO_REFUSE_SIZE;
+    if (proto->refusal != SMTP_PROTO_REFUSE_NONE) {
+        smtp_proto_decide_all(proto, -1);
+        return SMTP_PROTO_EV_TXN_DONE; /* still READY: nothing was sent */
+    }
+    proto->state = SMTP_PROTO_ST_TXN;
+    line = vstr_alloc(200);
+    vstr_sprintf(line, "MAIL FROM:<%s>", txn->sender);
+    if (proto->caps & SMTP_FEATURE_SIZE)
+        vstr_sprintf_append(line, " SIZE=%lld", txn->size);
+    if ((proto->caps & SMTP_FEATURE_8BITMIME) && txn->body_8bit)
+        vstr_cat(line, " BODY=8BITMIME");
+    if (proto->caps & SMTP_FEATURE_DSN) {
+        if (txn->ret && *txn->ret)
+            vstr_sprintf_append(line, " RET=%s", txn->ret);
+        if (txn->envid && *txn->envid) {
+            /* The queue file holds it decoded (RFC 3461 4.4). */
+            vstr_cat(line, " ENVID=");
+            xtext_encode(line, txn->envid, strlen(txn->envid));
+        }
+    }
+    smtp_proto_send(proto, SMTP_CMD_MAIL, 0, vstr_str(line));
+    vstr_free(line);
+    if (proto->caps & SMTP_FEATURE_PIPELINING)
+        return smtp_proto_rcpts(proto, 0);
+    return SMTP_PROTO_EV_NONE;
+}
+
+/* smtp_proto_data_end - the content is out: its reply is due */
+void smtp_proto_data_end(SMTP_PROTO *proto)
+{
+    if (proto->state != SMTP_PROTO_ST_CONTENT)
+        msg_panic("%s: end of data in state %d", __func__, proto->state);
+    proto->state = SMTP_PROTO_ST_DOT;
+    /* The encoder wrote the final ".\r\n" with the content. */
+    smtp_proto_expect(proto, SMTP_CMD_DOT, 0);
+}
+
+/* smtp_proto_rset - keep the connection: RSET */
+void smtp_proto_rset(SMTP_PROTO *proto)
+{
+    proto->state = SMTP_PROTO_ST_RSET;
+    smtp_proto_send(proto, SMTP_CMD_RSET, 0, "RSET");
+}
+
+/* smtp_proto_quit - say goodbye */
+void smtp_proto_quit(SMTP_PROTO *proto)
+{
+    proto->state = SMTP_PROTO_ST_QUIT;
+    proto->reusable = false;
+    proto->expect_count = 0;
+    proto->expect_head = 0;
+    smtp_proto_send(proto, SMTP_CMD_QUIT, 0, "QUIT");
+}
+
+/* smtp_proto_error - the server broke the protocol; what is in
+   proto->error */
+static SMTP_PROTO_EVENT smtp_proto_error(SMTP_PROTO *proto)
+{
+    proto->state = SMTP_PROTO_ST_CLOSED;
+    proto->reusable = false;
+    proto->expect_count = 0;
+    proto->expect_head = 0;
+    return SMTP_PROTO_EV_ERROR;
+}
+
+/* smtp_proto_reply - one complete reply. What it means comes from
+   smtp_reply_verdict() alone: only its OK is success, 4xx/5xx are
+   failures, anything else is a protocol error that ends the connection.
+   A 421 in a transaction ends it (the server is closing the channel, RFC
+   5321 3.8): whoever is undecided is deferred with it, and the connection
+   is not reused. */
+SMTP_PROTO_EVENT smtp_proto_reply(SMTP_PROTO *proto, const SMTP_REPLY *reply)
+{
+    SMTP_PROTO_EXPECT exp;
+    SMTP_VERDICT verdict;
+    int code = reply->code;
+
+    proto->decided_count = 0;
+    proto->refusal = SMTP_PROTO_REFUSE_NONE;
+    if (proto->expect_count == 0) {
+        vstr_cpy(proto->error, "reply without a command");
+        return smtp_proto_error(proto);
+    }
+    exp = proto->expect[proto->expect_head];
+    proto->expect_head++;
+    if (--proto->expect_count == 0)
+        proto->expect_head = 0;
+    proto->code = code;
+    proto->cmd = exp.cmd;
+    if (exp.cmd == SMTP_CMD_MAIL || exp.cmd == SMTP_CMD_RCPT ||
+        exp.cmd == SMTP_CMD_DATA || exp.cmd == SMTP_CMD_DOT)
+        proto->txn_reply = true;
+    verdict = smtp_reply_verdict(exp.cmd, code);
+    if (exp.cmd == SMTP_CMD_QUIT) {
+        proto->state = SMTP_PROTO_ST_CLOSED;
+        return SMTP_PROTO_EV_CLOSED;
+    }
+    if (verdict == SMTP_VERDICT_PROTO) {
+        vstr_sprintf(proto->error, "unexpected reply to %s command",
+                     smtp_proto_cmd_name(exp.cmd));
+        return smtp_proto_error(proto);
+    }
+    if (code == 421 && (exp.cmd == SMTP_CMD_MAIL || exp.cmd == SMTP_CMD_RCPT ||
+                        exp.cmd == SMTP_CMD_DATA || exp.cmd == SMTP_CMD_DOT)) {
+        proto->reusable = false;
+        proto->expect_count = 0;
+        proto->expect_head = 0;
+        smtp_proto_decide_all(proto, -1);
+        return smtp_proto_txn_over(proto);
+    }
+
+    switch (exp.cmd) {
+    case SMTP_CMD_QUIT: /* above */
+        break;
+    case SMTP_CMD_GREETING:
+        if (verdict != SMTP_VERDICT_OK) {
+            proto->reusable = false;
+            return SMTP_PROTO_EV_REFUSED;
+        }
+        vstr_sprintf(proto->error, "EHLO %s", proto->helo_name);
+        smtp_proto_send(proto, SMTP_CMD_EHLO, 0, vstr_str(proto->error));
+        vstr_reset(proto->error);
+        proto->state = SMTP_PROTO_ST_EHLO;
+        return SMTP_PROTO_EV_NONE;
+    case SMTP_CMD_EHLO:
+    case SMTP_CMD_HELO:
+        if (verdict == SMTP_VERDICT_OK) {
+            proto->caps = exp.cmd == SMTP_CMD_EHLO
+                              ? smtp_ehlo_features(reply, &proto->size_limit)
+                              : 0;
+            proto->greeted = true;
+            proto->state = SMTP_PROTO_ST_READY;
+            return SMTP_PROTO_EV_GREETED;
+        }
+        if (exp.cmd == SMTP_CMD_EHLO && verdict == SMTP_VERDICT_PERM) {
+            vstr_sprintf(proto->error, "HELO %s", proto->helo_name);
+            smtp_proto_send(proto, SMTP_CMD_HELO, 0, vstr_str(proto->error));
+            vstr_reset(proto->error);
+            proto->state = SMTP_PROTO_ST_HELO;
+            return SMTP_PROTO_EV_NONE;
+        }
+        proto->reusable = false;
+        return SMTP_PROTO_EV_REFUSED;
+    case SMTP_CMD_RSET:
+        if (verdict != SMTP_VERDICT_OK) {
+            proto->reusable = false;
+            return SMTP_PROTO_EV_RSET_FAILED;
+        }
+        if (proto->state == SMTP_PROTO_ST_RSET)
+            proto->state = SMTP_PROTO_ST_READY;
+        return SMTP_PROTO_EV_RSET_OK;
+    case SMTP_CMD_MAIL:
+        if (verdict != SMTP_VERDICT_OK) {
+            proto->mail_failed = true;
+            smtp_proto_decide_all(proto, SMTP_PROTO_RCPT_PENDING);
+            if (!(proto->caps & SMTP_FEATURE_PIPELINING))
+                return smtp_proto_txn_over(proto);
+            return SMTP_PROTO_EV_NONE;
+        }
+        if (!(proto->caps & SMTP_FEATURE_PIPELINING))
+            return smtp_proto_rcpts(proto, 0);
+        return SMTP_PROTO_EV_NONE;
+    case SMTP_CMD_RCPT:
+        if (!proto->mail_failed) {
+            if (verdict == SMTP_VERDICT_OK) {
+                proto->rcpt_state[exp.rcpt] = SMTP_PROTO_RCPT_ACCEPTED;
+                proto->accepted++;
+            } else {
+                smtp_proto_decide(proto, exp.rcpt);
+            }
+        }
+        if (!(proto->caps & SMTP_FEATURE_PIPELINING))
+            return smtp_proto_rcpts(proto, exp.rcpt + 1);
+        return SMTP_PROTO_EV_NONE;
+    case SMTP_CMD_DATA:
+        if (verdict == SMTP_VERDICT_OK && proto->accepted > 0 &&
+            !proto->mail_failed) {
+            proto->state = SMTP_PROTO_ST_CONTENT;
+            return SMTP_PROTO_EV_CONTENT;
+        }
+        if (verdict == SMTP_VERDICT_OK)
+            proto->reusable = false; /* DATA without anyone: cannot end it */
+        else if (proto->accepted > 0)
+            smtp_proto_decide_all(proto, SMTP_PROTO_RCPT_ACCEPTED);
+        return smtp_proto_txn_over(proto);
+    case SMTP_CMD_DOT:
+        smtp_proto_decide_all(proto, SMTP_PROTO_RCPT_ACCEPTED);
+        return smtp_proto_txn_over(proto);
+    }
+    return SMTP_PROTO_EV_NONE;
 }

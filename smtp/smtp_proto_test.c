@@ -8,7 +8,7 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
-#include "smtp.h"
+#include "smtp_proto.h"
 #include "vstr.h"
 
 /* feed - one reply line as a C string */
@@ -164,8 +164,8 @@ static void test_reply_table(void **state)
     SMTP_REPLY *reply = smtp_reply_alloc();
 
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(reply_table); i++) {
-        int got = reply_outcome(reply, reply_table[i].cmd,
-                                reply_table[i].reply);
+        int got =
+            reply_outcome(reply, reply_table[i].cmd, reply_table[i].reply);
 
         if (got != reply_table[i].want)
             fail_msg("command %d, reply \"%s\": got %d, want %d",
@@ -227,14 +227,12 @@ static void check_nexthop(const char *nexthop, const char *host, int port,
     bool got_mx = !mx;
 
     if (host == NULL) {
-        assert_int_equal(smtp_nexthop_parse(nexthop, 25, out, &got_port,
-                                            &got_mx, why),
-                         -1);
+        assert_int_equal(
+            smtp_nexthop_parse(nexthop, 25, out, &got_port, &got_mx, why), -1);
         assert_non_null(strstr(vstr_str(why), "bad next hop"));
     } else {
-        assert_int_equal(smtp_nexthop_parse(nexthop, 25, out, &got_port,
-                                            &got_mx, why),
-                         0);
+        assert_int_equal(
+            smtp_nexthop_parse(nexthop, 25, out, &got_port, &got_mx, why), 0);
         assert_string_equal(vstr_str(out), host);
         assert_int_equal(got_port, port);
         assert_int_equal(got_mx, mx);
@@ -262,8 +260,7 @@ static void test_nexthop(void **state)
 }
 
 /* encode - run the encoder over chunks (NULL-terminated) */
-static void encode(const char *const *chunks, const char *want,
-                   size_t want_len)
+static void encode(const char *const *chunks, const char *want, size_t want_len)
 {
     SMTP_ENC enc;
     VSTR *out = vstr_alloc(10);
@@ -333,13 +330,11 @@ static void test_encoder_cr_nul(void **state)
        dot-stuffed: <CR>.<CR> cannot end the data early */
     ENCODE_BIN("S: a\n\nx\r.\rMAIL FROM:<e@vil>\n",
                "S: a\r\n\r\nx\r\n..\r\nMAIL FROM:<e@vil>\r\n.\r\n", 0, 2);
-    ENCODE_BIN("S: a\n\nx\r\r\ny\n", "S: a\r\n\r\nx\r\n\r\ny\r\n.\r\n", 0,
-               1);
+    ENCODE_BIN("S: a\n\nx\r\r\ny\n", "S: a\r\n\r\nx\r\n\r\ny\r\n.\r\n", 0, 1);
     /* in the headers a space: no header line that cleanup did not see */
     ENCODE_BIN("Subject: a\rBcc: b@x\n\nbody\n",
                "Subject: a Bcc: b@x\r\n\r\nbody\r\n.\r\n", 0, 1);
-    ENCODE_BIN("Subject: a\r\r\n\r.\r\n", "Subject: a \r\n .\r\n.\r\n", 0,
-               2);
+    ENCODE_BIN("Subject: a\r\r\n\r.\r\n", "Subject: a \r\n .\r\n.\r\n", 0, 2);
     /* NUL goes, the line stays; a line of NULs is an empty line */
     ENCODE_BIN("From: a\0@b\n\0\nb\0o\0dy\n\0.\n",
                "From: a@b\r\n\r\nbody\r\n..\r\n.\r\n", 5, 0);

@@ -1,0 +1,188 @@
+/*
+ * smtp_connect - where a delivery goes: routes, next MX, connection cache
+ *
+ * The next hop names a domain (MX lookup), a host, or an [address]
+ * (global/dns.h; an IP literal needs no DNS). Its addresses are tried in
+ * order until one completes the greeting and EHLO: a refused connection,
+ * a 4xx/5xx greeting, a broken EHLO or a timeout there moves on to the
+ * next address (smtp_session.c reports it back here).
+ *
+ * A connection that delivered is kept: RSET, then it waits idle in the
+ * cache (keyed by next hop) for smtp_connection_cache_time_limit, and the
+ * next request for that next hop takes it instead of looking up and
+ * connecting again, at most smtp_connection_reuse_count_limit times. A
+ * cached connection found dead before its first reply is dropped and the
+ * request starts afresh, so reuse never fails a delivery.
+ */
+#include "sys_defs.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
+#include "deliver_proto.h"
+#include "dns.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "smtp.h"
+#include "vstr.h"
+
+/* smtp_req_dns - the addresses of the next hop are known */
+static void smtp_req_dns(const DNS_REPLY *reply, void *arg)
+{
+    SMTP_REQ *req = arg;
+
+    req->lookup = NULL;
+    if (reply->status != DNS_OK) {
+        msg_info("%s: %s", req->qid, vstr_str(reply->reason));
+        smtp_req_fail_all(req,
+                          reply->status == DNS_PERM ? DELIVER_ACTION_BOUNCED
+                                                    : DELIVER_ACTION_DEFERRED,
+                          reply->dsn, vstr_str(reply->reason), NULL, NULL,
+                          NULL);
+        smtp_req_done(req, 0, true, vstr_str(reply->reason));
+        return;
+    }
+    req->addrs = mymalloc_array(reply->count, sizeof(DNS_ADDR));
+    for (size_t i = 0; i < reply->count; i++) {
+        req->addrs[i] = reply->addrs[i];
+        req->addrs[i].host = mystrdup(reply->addrs[i].host);
+    }
+    req->addr_count = reply->count;
+    req->addr_next = 0;
+    smtp_req_try_next(req);
+}
+
+/* smtp_cache_take - an idle connection to nexthop, or NULL */
+static SMTP_SESS *smtp_cache_take(SMTP_CTX *ctx, const char *nexthop)
+{
+    for (SMTP_SESS **sp = &ctx->cache; *sp != NULL; sp = &(*sp)->next) {
+        SMTP_SESS *sess = *sp;
+
+        if (!sess->broken && strcmp(sess->nexthop, nexthop) == 0) {
+            *sp = sess->next;
+            sess->next = NULL;
+            return sess;
+        }
+    }
+    return NULL;
+}
+
+/* smtp_cache_remove - take sess out of the cache if it is there */
+void smtp_cache_remove(SMTP_SESS *sess)
+{
+    for (SMTP_SESS **sp = &sess->ctx->cache; *sp != NULL; sp = &(*sp)->next) {
+        if (*sp == sess) {
+            *sp = sess->next;
+            sess->next = NULL;
+            return;
+        }
+    }
+}
+
+/* smtp_req_route - a cached connection, else DNS and a new one */
+void smtp_req_route(SMTP_REQ *req)
+{
+    SMTP_SESS *sess = smtp_cache_take(req->ctx, req->nexthop);
+
+    if (sess != NULL) {
+        smtp_sess_reuse(sess, req);
+        return;
+    }
+    req->from_cache = false;
+    req->lookup = dns_lookup(req->ctx->dns, vstr_str(req->host), req->mx,
+                             req->ctx->conf.dns_timeout, smtp_req_dns, req);
+}
+
+/* smtp_connect_addr - start a connection to one address; false (with the
+   reason in why) when it cannot even start */
+static bool smtp_connect_addr(SMTP_REQ *req, const DNS_ADDR *addr, VSTR *why)
+{
+    SMTP_CTX *ctx = req->ctx;
+    struct sockaddr_storage ss;
+    socklen_t sslen;
+    int fd;
+
+    memset(&ss, 0, sizeof(ss));
+    if (addr->family == AF_INET6) {
+        struct sockaddr_in6 *sin6 = (struct sockaddr_in6 *) &ss;
+
+        sin6->sin6_family = AF_INET6;
+        sin6->sin6_port = htons((uint16_t) req->port);
+        if (inet_pton(AF_INET6, addr->ip, &sin6->sin6_addr) != 1)
+            goto bad_addr;
+        sslen = sizeof(*sin6);
+    } else {
+        struct sockaddr_in *sin = (struct sockaddr_in *) &ss;
+
+        sin->sin_family = AF_INET;
+        sin->sin_port = htons((uint16_t) req->port);
+        if (inet_pton(AF_INET, addr->ip, &sin->sin_addr) != 1)
+            goto bad_addr;
+        sslen = sizeof(*sin);
+    }
+    if ((fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                     0)) < 0) {
+        vstr_sprintf(why, "socket: %s", strerror(errno));
+        return false;
+    }
+    /* Every write here is a whole command group or the end of the
+       message, followed by a wait for the reply: Nagle would only hold the
+       last small segment back until the server's delayed ACK. */
+    {
+        int on = 1;
+
+        (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
+    }
+    if (*ctx->conf.bind_address) {
+        struct sockaddr_storage bs;
+        socklen_t bslen = 0;
+
+        memset(&bs, 0, sizeof(bs));
+        if (ss.ss_family == AF_INET &&
+            inet_pton(AF_INET, ctx->conf.bind_address,
+                      &((struct sockaddr_in *) &bs)->sin_addr) == 1) {
+            bs.ss_family = AF_INET;
+            bslen = sizeof(struct sockaddr_in);
+        } else if (ss.ss_family == AF_INET6 &&
+                   inet_pton(AF_INET6, ctx->conf.bind_address,
+                             &((struct sockaddr_in6 *) &bs)->sin6_addr) == 1) {
+            bs.ss_family = AF_INET6;
+            bslen = sizeof(struct sockaddr_in6);
+        }
+        if (bslen > 0 && bind(fd, (struct sockaddr *) &bs, bslen) < 0) {
+            vstr_sprintf(why, "bind %s: %s", ctx->conf.bind_address,
+                         strerror(errno));
+            (void) close(fd);
+            return false;
+        }
+    }
+    if (connect(fd, (struct sockaddr *) &ss, sslen) < 0 &&
+        errno != EINPROGRESS) {
+        vstr_sprintf(why, "connect to %s[%s]:%d: %s", addr->host, addr->ip,
+                     req->port, strerror(errno));
+        (void) close(fd);
+        return false;
+    }
+    return smtp_sess_open(req, addr, fd, why) != NULL;
+
+bad_addr:
+    vstr_sprintf(why, "bad address %s", addr->ip);
+    return false;
+}
+
+/* smtp_req_try_next - connect to the next address, or give up */
+void smtp_req_try_next(SMTP_REQ *req)
+{
+    while (req->addr_next < req->addr_count) {
+        const DNS_ADDR *addr = req->addrs + req->addr_next++;
+
+        if (smtp_connect_addr(req, addr, req->why))
+            return;
+        msg_info("%s", vstr_str(req->why));
+        vstr_cpy(req->site_reason, vstr_str(req->why));
+        snprintf(req->site_dsn, sizeof(req->site_dsn), "4.4.1");
+    }
+    smtp_req_site_failed(req);
+}

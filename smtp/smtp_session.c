@@ -1,0 +1,787 @@
+/*
+ * smtp_session - one connection to a server: its I/O
+ *
+ * A libevent bufferevent carries the conversation; a timer bounds each
+ * phase (smtp_*_timeout). Reply lines are parsed as they arrive and each
+ * complete reply is fed to the conversation (SMTP_PROTO, smtp_proto.c),
+ * which decides everything SMTP: the session writes the commands it
+ * produces, reports the recipients it decided to smtp_request.c, sends
+ * the content when it says so (read from the queue file a record at a
+ * time and encoded, so no message is ever held in memory whole), and
+ * hands a server that will not do back to smtp_connect.c for the next
+ * address. What stays here is what depends on I/O: timers, a reply that
+ * arrived ahead of its command, a line too long, the connection lost.
+ *
+ * Nothing here blocks except reading the local queue file.
+ */
+#include "sys_defs.h"
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "deliver_proto.h"
+#include "mail_server.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "qfile.h"
+#include "smtp.h"
+#include "vstr.h"
+
+static void smtp_sess_timer_set(SMTP_SESS *sess, int seconds);
+static void smtp_txn_start(SMTP_SESS *sess);
+static void smtp_txn_end(SMTP_SESS *sess);
+
+/* smtp_cmd_timeout - how long to wait for the reply to cmd */
+static int smtp_cmd_timeout(const SMTP_CONF *conf, SMTP_CMD cmd)
+{
+    switch (cmd) {
+    case SMTP_CMD_GREETING:
+    case SMTP_CMD_EHLO:
+    case SMTP_CMD_HELO:
+        return conf->helo_timeout;
+    case SMTP_CMD_MAIL:
+        return conf->mail_timeout;
+    case SMTP_CMD_RCPT:
+        return conf->rcpt_timeout;
+    case SMTP_CMD_DATA:
+        return conf->data_init_timeout;
+    case SMTP_CMD_DOT:
+        return conf->data_done_timeout;
+    case SMTP_CMD_RSET:
+        return conf->rset_timeout;
+    case SMTP_CMD_QUIT:
+        return conf->quit_timeout < SMTP_QUIT_WAIT_MAX ? conf->quit_timeout
+                                                       : SMTP_QUIT_WAIT_MAX;
+    }
+    return conf->helo_timeout;
+}
+
+/* smtp_cmd_phase - what we were doing, as Postfix says it */
+static const char *smtp_cmd_phase(SMTP_CMD cmd)
+{
+    switch (cmd) {
+    case SMTP_CMD_GREETING:
+        return "receiving the initial server greeting";
+    case SMTP_CMD_EHLO:
+    case SMTP_CMD_HELO:
+        return "performing the EHLO handshake";
+    case SMTP_CMD_MAIL:
+        return "sending MAIL FROM";
+    case SMTP_CMD_RCPT:
+        return "sending RCPT TO";
+    case SMTP_CMD_DATA:
+        return "sending DATA command";
+    case SMTP_CMD_DOT:
+        return "sending end of data -- message may be sent more than once";
+    case SMTP_CMD_RSET:
+        return "sending RSET";
+    case SMTP_CMD_QUIT:
+        return "sending QUIT";
+    }
+    return "talking";
+}
+
+/* smtp_sess_relay - "host[ip]:port" */
+static void smtp_sess_relay(const SMTP_SESS *sess, VSTR *out)
+{
+    vstr_sprintf(out, "%s:%d", vstr_str(sess->label), sess->port);
+}
+
+/* smtp_sess_free - close a connection and forget it */
+void smtp_sess_free(SMTP_SESS *sess)
+{
+    if (sess->req != NULL && sess->req->sess == sess)
+        sess->req->sess = NULL;
+    smtp_cache_remove(sess);
+    if (sess->bev)
+        bufferevent_free(sess->bev);
+    event_free(sess->timer);
+    smtp_reply_free(sess->reply);
+    smtp_proto_free(sess->proto);
+    myfree(sess->txn_rcpts);
+    myfree(sess->nexthop);
+    myfree(sess->host);
+    vstr_free(sess->label);
+    vstr_free(sess->out);
+    myfree(sess);
+}
+
+/* smtp_sess_timer_set - wait at most seconds for what comes next */
+static void smtp_sess_timer_set(SMTP_SESS *sess, int seconds)
+{
+    struct timeval tv = {seconds > 0 ? seconds : 1, 0};
+
+    evtimer_del(sess->timer);
+    evtimer_add(sess->timer, &tv);
+}
+
+/* smtp_sess_write - queue text for the server */
+static void smtp_sess_write(SMTP_SESS *sess, const char *data, size_t len)
+{
+    if (bufferevent_write(sess->bev, data, len) < 0)
+        sess->broken = true; /* the write error event follows */
+}
+
+/* smtp_sess_flush - write the commands the conversation produced; when
+   none was awaited before (waiting_before), the timer of the first reply
+   now due starts */
+static void smtp_sess_flush(SMTP_SESS *sess, size_t waiting_before)
+{
+    SMTP_PROTO *proto = sess->proto;
+    int cmd;
+
+    if (vstr_len(proto->out) > 0) {
+        smtp_sess_write(sess, vstr_str(proto->out), vstr_len(proto->out));
+        vstr_reset(proto->out);
+    }
+    if (waiting_before == 0 && (cmd = smtp_proto_waiting(proto, 0)) >= 0)
+        smtp_sess_timer_set(sess,
+                            smtp_cmd_timeout(&sess->ctx->conf, (SMTP_CMD) cmd));
+}
+
+/* smtp_sess_in_content - is the content being sent? */
+static bool smtp_sess_in_content(const SMTP_SESS *sess)
+{
+    return sess->proto->state == SMTP_PROTO_ST_CONTENT;
+}
+
+/* smtp_sess_site_fail - this address did not work out: the next one */
+static void smtp_sess_site_fail(SMTP_SESS *sess, const char *dsn,
+                                const char *reason, bool log_qid)
+{
+    SMTP_REQ *req = sess->req;
+
+    sess->req = NULL;
+    if (sess->connected && !sess->broken)
+        smtp_sess_quit(sess);
+    else
+        smtp_sess_free(sess);
+    if (req == NULL)
+        return;
+    req->sess = NULL;
+    if (log_qid)
+        msg_info("%s: %s", req->qid, reason);
+    else
+        msg_info("%s", reason);
+    vstr_cpy(req->site_reason, reason);
+    snprintf(req->site_dsn, sizeof(req->site_dsn), "%s", dsn);
+    if (req->from_cache) {
+        /* A cached connection went bad: look up and connect afresh. */
+        req->from_cache = false;
+        req->t_conn.tv_sec = 0;
+        smtp_req_route(req);
+        return;
+    }
+    smtp_req_try_next(req);
+}
+
+/* smtp_sess_lost - the connection broke, timed out or the server broke
+   the protocol: before the transaction another address is tried, in it
+   whoever has no result yet is deferred with dsn */
+static void smtp_sess_lost(SMTP_SESS *sess, const char *dsn, const char *reason)
+{
+    SMTP_REQ *req = sess->req;
+    VSTR *relay;
+
+    if (req == NULL) {
+        /* Idle, or closing: nobody waits for it. */
+        smtp_sess_free(sess);
+        return;
+    }
+    if (!sess->proto->greeted || (req->from_cache && !sess->proto->txn_reply)) {
+        sess->broken = true;
+        smtp_sess_site_fail(sess, dsn, reason, true);
+        return;
+    }
+    /* Mid-transaction: whoever has no result yet is deferred. */
+    relay = vstr_alloc(64);
+    smtp_sess_relay(sess, relay);
+    sess->req = NULL;
+    req->sess = NULL;
+    smtp_sess_free(sess);
+    smtp_req_fail_all(req, DELIVER_ACTION_DEFERRED, dsn, reason,
+                      vstr_str(relay), NULL, NULL);
+    vstr_free(relay);
+    smtp_req_done(req, 0, false, NULL);
+}
+
+/* smtp_sess_proto_error - the server broke the protocol: the connection
+   is closed without another word (after a reply nobody can explain,
+   whatever is sent next may be taken as message content) and nothing of
+   this transaction counts as delivered */
+static void smtp_sess_proto_error(SMTP_SESS *sess, const char *what,
+                                  const char *text)
+{
+    VSTR *why = vstr_alloc(200);
+
+    if (sess->req == NULL) /* else the reason goes into the log with the
+                              request's queue ID */
+        msg_info("protocol error: host %s said: %s (%s)", vstr_str(sess->label),
+                 text, what);
+    sess->broken = true;
+    vstr_sprintf(why, "protocol error: host %s said: %s (%s)",
+                 vstr_str(sess->label), text, what);
+    smtp_sess_lost(sess, "4.5.0", vstr_str(why));
+    vstr_free(why);
+}
+
+/* smtp_sess_reply_result - a server reply decides recipient i */
+static void smtp_sess_reply_result(SMTP_SESS *sess, size_t index, int code,
+                                   const char *text, SMTP_CMD cmd)
+{
+    SMTP_REQ *req = sess->req;
+    VSTR *reason = vstr_alloc(200);
+    VSTR *relay = vstr_alloc(64);
+    VSTR *diag = vstr_alloc(200);
+    VSTR *mta = vstr_alloc(64);
+    char dsn[16];
+
+    smtp_reply_dsn(code, text, dsn, sizeof(dsn));
+    smtp_sess_relay(sess, relay);
+    vstr_sprintf(mta, "dns; %s", sess->host);
+    vstr_sprintf(diag, "smtp; %s", text);
+    /* Callers pass the positive reply of the command (2xx; never the 2xx
+       of DATA) or a 4xx/5xx: smtp_reply_verdict() sorted out the rest. */
+    if (code / 100 == 2) {
+        smtp_req_result(req, index, DELIVER_ACTION_SENT, dsn, text,
+                        vstr_str(relay), vstr_str(diag), vstr_str(mta));
+    } else {
+        vstr_sprintf(reason, "host %s said: %s (in reply to %s command)",
+                     vstr_str(sess->label), text, smtp_proto_cmd_name(cmd));
+        smtp_req_result(req, index,
+                        code / 100 == 5 ? DELIVER_ACTION_BOUNCED
+                                        : DELIVER_ACTION_DEFERRED,
+                        dsn, vstr_str(reason), vstr_str(relay), vstr_str(diag),
+                        vstr_str(mta));
+    }
+    vstr_free(reason);
+    vstr_free(relay);
+    vstr_free(diag);
+    vstr_free(mta);
+}
+
+/* smtp_sess_decided - the recipients the last reply decided */
+static void smtp_sess_decided(SMTP_SESS *sess, const char *text)
+{
+    SMTP_PROTO *proto = sess->proto;
+
+    for (size_t i = 0; i < proto->decided_count; i++)
+        smtp_sess_reply_result(sess, proto->decided[i], proto->code, text,
+                               proto->cmd);
+}
+
+/* smtp_content_record - read the content record at pos: 1 data, 0 end,
+   -1 error */
+static int smtp_content_record(SMTP_REQ *req, off_t pos, VSTR *buf,
+                               size_t *rec_len)
+{
+    unsigned char hdr[QFILE_HDR_LEN];
+    size_t len;
+    ssize_t got;
+
+    if (pread(req->fd, hdr, sizeof(hdr), pos) != (ssize_t) sizeof(hdr))
+        return -1;
+    len = ((size_t) hdr[1] << 24) | ((size_t) hdr[2] << 16) |
+          ((size_t) hdr[3] << 8) | hdr[4];
+    if (hdr[0] == QFILE_REC_END)
+        return 0;
+    if (hdr[0] != QFILE_REC_CONT || len > QFILE_REC_MAX)
+        return -1;
+    vstr_reset(buf);
+    vstr_reserve(buf, len);
+    if (len > 0 && (got = pread(req->fd, vstr_str(buf), len,
+                                pos + QFILE_HDR_LEN)) != (ssize_t) len)
+        return -1;
+    buf->len = len;
+    buf->data[len] = 0;
+    *rec_len = QFILE_HDR_LEN + len;
+    return 1;
+}
+
+/* smtp_content_8bit - does the content hold 8-bit bytes? */
+static bool smtp_content_8bit(SMTP_REQ *req)
+{
+    VSTR *buf = vstr_alloc(4096);
+    off_t pos = req->info->content_offset;
+    size_t rec_len;
+    bool found = false;
+
+    while (!found && smtp_content_record(req, pos, buf, &rec_len) == 1) {
+        found = smtp_has_8bit(vstr_str(buf), vstr_len(buf));
+        pos += (off_t) rec_len;
+    }
+    vstr_free(buf);
+    return found;
+}
+
+/* smtp_content_push - send content until enough is queued; false when
+   the session is gone */
+static bool smtp_content_push(SMTP_SESS *sess)
+{
+    SMTP_REQ *req = sess->req;
+    struct evbuffer *output = bufferevent_get_output(sess->bev);
+    VSTR *buf = vstr_alloc(4096);
+
+    while (smtp_sess_in_content(sess) &&
+           evbuffer_get_length(output) < SMTP_CONTENT_HIGH) {
+        size_t rec_len = 0;
+        int ret = smtp_content_record(req, sess->content_pos, buf, &rec_len);
+
+        vstr_reset(sess->out);
+        if (ret < 0) {
+            vstr_free(buf);
+            msg_warn("%s: cannot read the content at offset %lld", req->qid,
+                     (long long) sess->content_pos);
+            sess->broken = true; /* never send "." after half a message */
+            smtp_sess_lost(sess, "4.4.2",
+                           "queue file read error during content");
+            return false;
+        }
+        if (ret == 0) {
+            smtp_enc_finish(&sess->enc, sess->out);
+            if (sess->enc.nul_count > 0 || sess->enc.cr_count > 0)
+                msg_info("%s: content to %s: %zu NUL byte(s) removed, %zu "
+                         "bare CR(s) sent as a line break (body) or a space "
+                         "(headers)",
+                         req->qid, vstr_str(sess->label), sess->enc.nul_count,
+                         sess->enc.cr_count);
+            smtp_sess_write(sess, vstr_str(sess->out), vstr_len(sess->out));
+            smtp_proto_data_end(sess->proto);
+            smtp_sess_flush(sess, 0);
+            break;
+        }
+        smtp_enc_feed(&sess->enc, vstr_str(buf), vstr_len(buf), sess->out);
+        smtp_sess_write(sess, vstr_str(sess->out), vstr_len(sess->out));
+        sess->content_pos += (off_t) rec_len;
+    }
+    if (smtp_sess_in_content(sess))
+        smtp_sess_timer_set(sess, sess->ctx->conf.data_xfer_timeout);
+    vstr_free(buf);
+    return true;
+}
+
+/* smtp_txn_start - greeted (or reused): one mail transaction */
+static void smtp_txn_start(SMTP_SESS *sess)
+{
+    SMTP_REQ *req = sess->req;
+    SMTP_PROTO *proto = sess->proto;
+    QFILE_INFO *info = req->info;
+    SMTP_PROTO_TXN *txn = &sess->txn;
+    const char *body_type = qfile_info_attr(info, "body_type");
+    VSTR *line;
+    VSTR *relay;
+
+    if (req->t_conn.tv_sec == 0)
+        gettimeofday(&req->t_conn, NULL);
+    sess->uses++;
+    sess->txn_rcpts = myrealloc_array(sess->txn_rcpts, req->rcpt_count,
+                                      sizeof(*sess->txn_rcpts));
+    for (size_t i = 0; i < req->rcpt_count; i++) {
+        sess->txn_rcpts[i].address = req->rcpts[i].address;
+        sess->txn_rcpts[i].notify = req->rcpts[i].notify;
+        sess->txn_rcpts[i].orcpt = req->rcpts[i].orcpt;
+        sess->txn_rcpts[i].done = req->rcpts[i].state == SMTP_RCPT_DONE;
+    }
+    txn->sender = req->sender;
+    txn->size = info->content_size;
+    txn->body_8bit = body_type && strcasecmp(body_type, "8BITMIME") == 0;
+    /* Reading the content for 8-bit bytes only when it matters. */
+    txn->content_8bit = !(proto->caps & SMTP_FEATURE_8BITMIME) &&
+                        !txn->body_8bit && smtp_content_8bit(req);
+    txn->ret = qfile_info_attr(info, "ret");
+    txn->envid = qfile_info_attr(info, "envid");
+    txn->rcpts = sess->txn_rcpts;
+    txn->rcpt_count = req->rcpt_count;
+    if (smtp_proto_mail(proto, txn) == SMTP_PROTO_EV_NONE) {
+        smtp_sess_flush(sess, 0);
+        return;
+    }
+    /* Refused before a word was sent, or nobody to send to. */
+    if (proto->refusal != SMTP_PROTO_REFUSE_NONE) {
+        line = vstr_alloc(200);
+        relay = vstr_alloc(64);
+        smtp_sess_relay(sess, relay);
+        if (proto->refusal == SMTP_PROTO_REFUSE_8BIT) {
+            vstr_sprintf(line,
+                         "message has 8-bit content but the server %s "
+                         "does not announce 8BITMIME",
+                         vstr_str(sess->label));
+            smtp_req_fail_all(req, DELIVER_ACTION_BOUNCED, "5.6.3",
+                              vstr_str(line), vstr_str(relay), NULL, NULL);
+        } else {
+            vstr_sprintf(line,
+                         "message size %lld exceeds size limit %lld of "
+                         "server %s",
+                         info->content_size, proto->size_limit,
+                         vstr_str(sess->label));
+            smtp_req_fail_all(req, DELIVER_ACTION_BOUNCED, "5.3.4",
+                              vstr_str(line), vstr_str(relay), NULL, NULL);
+        }
+        vstr_free(line);
+        vstr_free(relay);
+    }
+    smtp_sess_flush(sess, 0);
+    smtp_txn_end(sess);
+}
+
+/* smtp_sess_quit - say goodbye and close when the server answers */
+void smtp_sess_quit(SMTP_SESS *sess)
+{
+    smtp_cache_remove(sess);
+    sess->req = NULL;
+    smtp_proto_quit(sess->proto);
+    smtp_sess_flush(sess, 0);
+}
+
+/* smtp_txn_end - the transaction is over: DONE, then cache or QUIT */
+static void smtp_txn_end(SMTP_SESS *sess)
+{
+    SMTP_CTX *ctx = sess->ctx;
+    SMTP_REQ *req = sess->req;
+    const SMTP_CONF *conf = &ctx->conf;
+
+    sess->req = NULL;
+    if (req != NULL) {
+        req->sess = NULL;
+        smtp_req_fail_all(req, DELIVER_ACTION_DEFERRED, "4.3.0",
+                          "delivery agent lost track of this recipient", NULL,
+                          NULL, NULL);
+        smtp_req_done(req, 0, false, NULL);
+    }
+    if (!sess->proto->reusable)
+        sess->broken = true;
+    if (sess->broken || conf->cache_time <= 0 ||
+        (conf->reuse_limit > 0 && sess->uses >= conf->reuse_limit) ||
+        mail_server_retiring(ctx->server)) {
+        smtp_sess_quit(sess);
+        return;
+    }
+    /* RSET now, so a dead connection shows before anyone needs it. */
+    smtp_proto_rset(sess->proto);
+    smtp_sess_flush(sess, sess->proto->expect_count - 1);
+    sess->next = ctx->cache;
+    ctx->cache = sess;
+    smtp_sess_timer_set(sess, conf->cache_time);
+}
+
+/* smtp_sess_greet_fail - a 4xx/5xx greeting or HELO/EHLO reply: this
+   server will not do, another one may (so the status is temporary) */
+static void smtp_sess_greet_fail(SMTP_SESS *sess, int code, const char *text,
+                                 const char *reason)
+{
+    char dsn[16];
+
+    smtp_reply_dsn(code, text, dsn, sizeof(dsn));
+    smtp_soft_dsn(dsn);
+    sess->broken = true;
+    smtp_sess_site_fail(sess, dsn, reason, true);
+}
+
+/* smtp_sess_reply - one complete reply, through the conversation; false
+   when sess is gone or going */
+static bool smtp_sess_reply(SMTP_SESS *sess)
+{
+    SMTP_PROTO *proto = sess->proto;
+    SMTP_REQ *req = sess->req;
+    const char *text = vstr_str(sess->reply->text);
+    size_t waiting;
+    int next_cmd;
+    SMTP_PROTO_EVENT event;
+    VSTR *why;
+
+    /* The timer now runs for the reply after this one, if any. */
+    if (proto->expect_count > 0) {
+        waiting = proto->expect_count - 1;
+        if ((next_cmd = smtp_proto_waiting(proto, 1)) < 0)
+            evtimer_del(sess->timer);
+        else
+            smtp_sess_timer_set(
+                sess, smtp_cmd_timeout(&sess->ctx->conf, (SMTP_CMD) next_cmd));
+    } else {
+        waiting = 0;
+    }
+    event = smtp_proto_reply(proto, sess->reply);
+    if (event == SMTP_PROTO_EV_ERROR) {
+        smtp_sess_proto_error(sess, vstr_str(proto->error), text);
+        return false;
+    }
+    if (event == SMTP_PROTO_EV_CLOSED) {
+        smtp_sess_free(sess);
+        return false;
+    }
+    if (req != NULL)
+        smtp_sess_decided(sess, text);
+    smtp_sess_flush(sess, waiting);
+
+    switch (event) {
+    case SMTP_PROTO_EV_NONE:
+    case SMTP_PROTO_EV_ERROR:
+    case SMTP_PROTO_EV_CLOSED:
+        return true;
+    case SMTP_PROTO_EV_REFUSED:
+        why = vstr_alloc(100);
+        if (proto->cmd == SMTP_CMD_GREETING)
+            vstr_sprintf(why, "host %s refused to talk to me: %s",
+                         vstr_str(sess->label), text);
+        else
+            vstr_sprintf(why, "host %s said: %s (in reply to %s command)",
+                         vstr_str(sess->label), text,
+                         smtp_proto_cmd_name(proto->cmd));
+        smtp_sess_greet_fail(sess, proto->code, text, vstr_str(why));
+        vstr_free(why);
+        return false;
+    case SMTP_PROTO_EV_GREETED:
+        if (req == NULL)
+            smtp_sess_quit(sess);
+        else
+            smtp_txn_start(sess);
+        return true;
+    case SMTP_PROTO_EV_RSET_FAILED:
+        sess->broken = true;
+        if (req != NULL) {
+            why = vstr_alloc(100);
+            vstr_sprintf(why, "host %s said: %s (in reply to RSET command)",
+                         vstr_str(sess->label), text);
+            smtp_sess_site_fail(sess, "4.4.2", vstr_str(why), true);
+            vstr_free(why);
+            return false;
+        }
+        smtp_sess_quit(sess);
+        return true;
+    case SMTP_PROTO_EV_RSET_OK:
+        if (req != NULL && proto->expect_count == 0 &&
+            proto->state == SMTP_PROTO_ST_READY)
+            smtp_txn_start(sess);
+        else if (req == NULL && proto->state != SMTP_PROTO_ST_QUIT)
+            smtp_sess_timer_set(sess, sess->ctx->conf.cache_time); /* idle */
+        return true;
+    case SMTP_PROTO_EV_CONTENT:
+        sess->content_pos = req->info->content_offset;
+        smtp_enc_init(&sess->enc);
+        return smtp_content_push(sess);
+    case SMTP_PROTO_EV_TXN_DONE:
+        smtp_txn_end(sess);
+        return !sess->broken;
+    }
+    return true;
+}
+
+/* smtp_bad_line - the start of a line that is no reply, for the log and
+   the DSN: no control characters, at most SMTP_BAD_LINE_SHOWN bytes */
+static void smtp_bad_line(VSTR *out, const char *data, size_t len)
+{
+    for (size_t i = 0; i < len && i < SMTP_BAD_LINE_SHOWN; i++) {
+        int ch = (unsigned char) data[i];
+
+        vstr_addch(out, ch < ' ' || ch == 0x7f ? '?' : ch);
+    }
+    if (len > SMTP_BAD_LINE_SHOWN)
+        vstr_cat(out, "...");
+}
+
+/* smtp_sess_read_event - reply lines from the server. Whatever is in the
+   input buffer was sent before the server could see a command written
+   during this call, so it holds at most as many replies as commands were
+   waiting when the call began: a reply beyond that was sent ahead of its
+   command (a server that answers DATA with "354" and "250" in one go, or
+   a stray line that would shift every later reply by one) and is a
+   protocol error. */
+static void smtp_sess_read_event(struct bufferevent *bev, void *arg)
+{
+    SMTP_SESS *sess = arg;
+    struct evbuffer *input = bufferevent_get_input(bev);
+    size_t budget = sess->proto->expect_count;
+
+    if (budget > 0 && sess->reply->lines > 0 && !sess->reply->done)
+        budget--; /* a reply begun by an earlier call */
+    for (;;) {
+        struct evbuffer_ptr eol = evbuffer_search(input, "\n", 1, NULL);
+        const char *data;
+        size_t len;
+        int ret;
+        bool first;
+
+        if (eol.pos < 0) {
+            if (evbuffer_get_length(input) > SMTP_LINE_MAX) {
+                VSTR *line = vstr_alloc(SMTP_BAD_LINE_SHOWN + 4);
+
+                smtp_bad_line(
+                    line,
+                    (const char *) evbuffer_pullup(input, SMTP_BAD_LINE_SHOWN),
+                    evbuffer_get_length(input));
+                smtp_sess_proto_error(sess, "reply line too long",
+                                      vstr_str(line));
+                vstr_free(line);
+            }
+            return;
+        }
+        len = (size_t) eol.pos;
+        data = (const char *) evbuffer_pullup(input, (ssize_t) len + 1);
+        first = sess->reply->lines == 0 || sess->reply->done;
+        ret = smtp_reply_line(sess->reply, data, len);
+        if (ret < 0) {
+            VSTR *line = vstr_alloc(SMTP_BAD_LINE_SHOWN + 4);
+
+            smtp_bad_line(line, data, len);
+            evbuffer_drain(input, len + 1);
+            smtp_sess_proto_error(sess, "malformed reply", vstr_str(line));
+            vstr_free(line);
+            return;
+        }
+        evbuffer_drain(input, len + 1);
+        if (first) {
+            if (budget == 0) {
+                smtp_sess_proto_error(sess,
+                                      sess->proto->expect_count > 0
+                                          ? "reply ahead of its command"
+                                          : "reply without a command",
+                                      vstr_str(sess->reply->text));
+                return;
+            }
+            budget--;
+        }
+        if (ret == 1 && !smtp_sess_reply(sess))
+            return;
+    }
+}
+
+/* smtp_sess_write_event - the server took some content: send more */
+static void smtp_sess_write_event(struct bufferevent *bev, void *arg)
+{
+    SMTP_SESS *sess = arg;
+
+    if (smtp_sess_in_content(sess) && sess->req != NULL)
+        smtp_content_push(sess);
+}
+
+/* smtp_sess_phase - what the session was doing, for a failure reason */
+static const char *smtp_sess_phase(const SMTP_SESS *sess)
+{
+    int cmd = smtp_proto_waiting(sess->proto, 0);
+
+    if (smtp_sess_in_content(sess))
+        return "sending message content";
+    return smtp_cmd_phase(cmd >= 0 ? (SMTP_CMD) cmd : SMTP_CMD_QUIT);
+}
+/* smtp_sess_event - connected, EOF, error */
+static void smtp_sess_event(struct bufferevent *bev, short what, void *arg)
+{
+    SMTP_SESS *sess = arg;
+    VSTR *why;
+
+    if (what & BEV_EVENT_CONNECTED) {
+        sess->connected = true;
+        smtp_proto_connected(sess->proto);
+        smtp_sess_flush(sess, 0);
+        bufferevent_enable(sess->bev, EV_READ | EV_WRITE);
+        return;
+    }
+    why = vstr_alloc(100);
+    if (!sess->connected) {
+        int err = EVUTIL_SOCKET_ERROR();
+
+        vstr_sprintf(why, "connect to %s:%d: %s", vstr_str(sess->label),
+                     sess->port, err ? strerror(err) : "Connection refused");
+        smtp_sess_site_fail(sess, "4.4.1", vstr_str(why), false);
+    } else if (sess->proto->state == SMTP_PROTO_ST_QUIT || sess->req == NULL) {
+        smtp_sess_free(sess);
+    } else {
+        sess->broken = true;
+        vstr_sprintf(why, "lost connection with %s while %s",
+                     vstr_str(sess->label), smtp_sess_phase(sess));
+        smtp_sess_lost(sess, "4.4.2", vstr_str(why));
+    }
+    vstr_free(why);
+}
+
+/* smtp_sess_timer_event - a phase took too long, or the idle time is up */
+static void smtp_sess_timer_event(evutil_socket_t fd, short what, void *arg)
+{
+    SMTP_SESS *sess = arg;
+    VSTR *why;
+
+    if (sess->proto->state == SMTP_PROTO_ST_QUIT) {
+        smtp_sess_free(sess);
+        return;
+    }
+    if (sess->req == NULL) {
+        /* Idle in the cache long enough. */
+        if (sess->proto->expect_count > 0) {
+            smtp_sess_free(sess); /* not even RSET came back */
+            return;
+        }
+        smtp_sess_quit(sess);
+        return;
+    }
+    why = vstr_alloc(100);
+    if (!sess->connected) {
+        vstr_sprintf(why, "connect to %s:%d: Connection timed out",
+                     vstr_str(sess->label), sess->port);
+        sess->broken = true;
+        smtp_sess_site_fail(sess, "4.4.1", vstr_str(why), false);
+    } else {
+        sess->broken = true;
+        vstr_sprintf(why, "conversation with %s timed out while %s",
+                     vstr_str(sess->label), smtp_sess_phase(sess));
+        smtp_sess_lost(sess, "4.4.2", vstr_str(why));
+    }
+    vstr_free(why);
+}
+
+/* smtp_sess_open - a session on fd, a socket connecting to addr; NULL
+   (fd closed, the reason in why) when it cannot even start */
+SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
+                          VSTR *why)
+{
+    SMTP_CTX *ctx = req->ctx;
+    SMTP_SESS *sess;
+
+    sess = mycalloc(1, sizeof(*sess));
+    sess->ctx = ctx;
+    sess->req = req;
+    sess->nexthop = mystrdup(req->nexthop);
+    sess->host = mystrdup(addr->host);
+    snprintf(sess->ip, sizeof(sess->ip), "%s", addr->ip);
+    sess->port = req->port;
+    sess->label = vstr_alloc(64);
+    vstr_sprintf(sess->label, "%s[%s]", sess->host, sess->ip);
+    sess->reply = smtp_reply_alloc();
+    sess->proto = smtp_proto_alloc(ctx->conf.helo_name);
+    sess->out = vstr_alloc(8192);
+    sess->timer =
+        evtimer_new(mail_server_base(ctx->server), smtp_sess_timer_event, sess);
+    sess->bev = bufferevent_socket_new(mail_server_base(ctx->server), fd,
+                                       BEV_OPT_CLOSE_ON_FREE);
+    if (sess->timer == NULL || sess->bev == NULL)
+        msg_fatal("cannot create events for a connection");
+    req->sess = sess;
+    bufferevent_setcb(sess->bev, smtp_sess_read_event, smtp_sess_write_event,
+                      smtp_sess_event, sess);
+    bufferevent_setwatermark(sess->bev, EV_WRITE, SMTP_CONTENT_LOW, 0);
+    smtp_sess_timer_set(sess, ctx->conf.connect_timeout);
+    /* Already connecting: libevent reports the outcome to smtp_sess_event. */
+    if (bufferevent_socket_connect(sess->bev, NULL, 0) < 0) {
+        vstr_sprintf(why, "connect to %s:%d: %s", vstr_str(sess->label),
+                     sess->port, strerror(errno));
+        req->sess = NULL;
+        sess->req = NULL;
+        smtp_sess_free(sess);
+        return NULL;
+    }
+    return sess;
+}
+
+/* smtp_sess_reuse - req takes sess from the cache */
+void smtp_sess_reuse(SMTP_SESS *sess, SMTP_REQ *req)
+{
+    evtimer_del(sess->timer);
+    req->sess = sess;
+    sess->req = req;
+    req->from_cache = true;
+    gettimeofday(&req->t_conn, NULL);
+    if (sess->proto->expect_count == 0)
+        smtp_txn_start(sess);
+    else /* the RSET reply starts the transaction */
+        smtp_sess_timer_set(sess, sess->ctx->conf.rset_timeout);
+}
