@@ -103,8 +103,8 @@ struct CLEANUP_MSG {
     char qid[64];
     char *tmp_path; /* incoming/.tmp.QID */
     char *final_path; /* incoming/QID */
-    int fd; /* -1 when closed */
-    QFILE_WRITER *writer;
+    QFILE_OUT *out; /* the file being written, NULL when none */
+    QFILE_WRITER *writer; /* out's writer, NULL with it */
     int status; /* 0 or an SMTP reply code */
     VSTR *reason; /* "4.3.0 queue file write error" */
     bool committed;

@@ -2,11 +2,11 @@
  * cleanup_message - one message: create, fill, commit or remove its file
  *
  * The queue file is created as incoming/.tmp.QID, which qmgr never takes
- * for a queue file (not a valid queue ID). On commit the file is fsynced,
- * renamed to incoming/QID and incoming/ is fsynced; only then does the
- * caller answer. Every failure removes the file at once, so nothing
- * half-written is ever visible, and is remembered in the message so the
- * caller answers it at END.
+ * for a queue file (not a valid queue ID). On commit (qfile_commit) the
+ * file is fsynced, renamed to incoming/QID and incoming/ is fsynced; only
+ * then does the caller answer. Every failure removes the file at once, so
+ * nothing half-written is ever visible, and is remembered in the message so
+ * the caller answers it at END.
  *
  * Addresses go through the canonical tables (cleanup_rewrite.c) before they
  * are written; a message that header_checks or body_checks put on hold is
@@ -26,7 +26,6 @@
 #include "mymalloc.h"
 #include "qfile.h"
 #include "qid.h"
-#include "safe_file.h"
 #include "smtp_addr.h"
 #include "vstr.h"
 
@@ -51,13 +50,8 @@ char *cleanup_qualify(const CLEANUP_CONF *conf, const char *addr)
 /* cleanup_msg_close - close and remove the partial file */
 static void cleanup_msg_close(CLEANUP_MSG *msg)
 {
-    msg->writer = qfile_writer_free(msg->writer);
-    if (msg->fd >= 0) {
-        (void) close(msg->fd);
-        msg->fd = -1;
-        if (unlink(msg->tmp_path) < 0 && errno != ENOENT)
-            msg_warn("%s: remove %s: %m", msg->qid, msg->tmp_path);
-    }
+    msg->writer = NULL;
+    msg->out = qfile_abort(msg->out);
 }
 
 /* cleanup_msg_fail - record a failure (the first one wins), remove the file */
@@ -128,7 +122,6 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
 
     msg->conf = conf;
     msg->filters = filters;
-    msg->fd = -1;
     msg->reason = vstr_alloc(40);
     msg->flags = req->flags;
     msg->last_byte = -1;
@@ -179,14 +172,12 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
         cleanup_msg_fail(msg, 550, "5.1.7 Bad sender address syntax");
         return msg;
     }
-    msg->fd =
-        open(msg->tmp_path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (msg->fd < 0) {
+    if ((msg->out = qfile_create(msg->tmp_path, 0600, 0)) == NULL) {
         msg_warn("%s: create %s: %m", msg->qid, msg->tmp_path);
         cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
         return msg;
     }
-    msg->writer = qfile_writer_alloc(msg->fd);
+    msg->writer = qfile_out_writer(msg->out);
     qfile_put_time(msg->writer, &msg->arrival);
     qfile_put_sender(msg->writer, msg->sender);
     cleanup_msg_attr(msg, "origin", req->origin);
@@ -273,18 +264,10 @@ void cleanup_msg_data(CLEANUP_MSG *msg, const char *data, size_t len)
     cleanup_msg_check_write(msg);
 }
 
-/* cleanup_msg_dir - the directory part of path */
-static char *cleanup_msg_dir(const char *path)
-{
-    const char *slash = strrchr(path, '/');
-
-    return slash ? mystrndup(path, (size_t) (slash - path)) : mystrdup(".");
-}
-
 /* cleanup_msg_end - commit or abort; the status to send */
 int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
 {
-    char *dir;
+    QFILE_STEP step;
     long long size;
 
     if (abort) {
@@ -316,39 +299,18 @@ int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
         msg->final_path = vstr_export(path);
     }
 
-    /* Durability: file, rename, directory -- and only then the answer. */
-    if (qfile_writer_finish(msg->writer) < 0) {
-        msg_warn("%s: write queue file %s: %m", msg->qid, msg->tmp_path);
-        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
-        return msg->status;
-    }
+    /* Durability: file, rename, directory -- and only then the answer. A
+       failure leaves nothing behind (the renamed file included, when only
+       the directory fsync failed), so the client's retry is no duplicate. */
     size = qfile_writer_content_size(msg->writer);
-    msg->writer = qfile_writer_free(msg->writer);
-    if (close(msg->fd) < 0) {
-        msg->fd = -1;
-        msg_warn("%s: close queue file %s: %m", msg->qid, msg->tmp_path);
-        (void) unlink(msg->tmp_path);
+    msg->writer = NULL;
+    if (qfile_commit(msg->out, msg->final_path, &step) < 0) {
+        msg->out = NULL;
+        msg_warn("commit %s: %s: %m", msg->qid, qfile_step_name(step));
         cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
         return msg->status;
     }
-    msg->fd = -1;
-    if (rename(msg->tmp_path, msg->final_path) < 0) {
-        msg_warn("%s: rename %s to %s: %m", msg->qid, msg->tmp_path,
-                 msg->final_path);
-        (void) unlink(msg->tmp_path);
-        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
-        return msg->status;
-    }
-    dir = cleanup_msg_dir(msg->final_path);
-    if (safe_file_fsync_dir(dir) < 0) {
-        /* Not known to be durable: take it back, the client will retry. */
-        msg_warn("%s: fsync %s: %m", msg->qid, dir);
-        (void) unlink(msg->final_path);
-        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
-        myfree(dir);
-        return msg->status;
-    }
-    myfree(dir);
+    msg->out = NULL;
     msg->committed = true;
     /* Postfix's cleanup line; qmgr logs from=, size=, nrcpt= when it takes
        the file. */

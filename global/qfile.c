@@ -1,19 +1,22 @@
 /*
  * qfile - queue file records: the writer, the strict reader, in-place marks
  *
- * The format is documented in qfile.h. The writer buffers records and
- * makes the file durable in qfile_writer_finish(); naming, renaming and the
- * directory fsync belong to the caller (cleanup). The reader trusts nothing
- * it reads: every length is checked against the limit and the file, every
- * record against its place, and the file must end in exactly one END.
+ * The format is documented in qfile.h. The writer buffers records; the
+ * producer (qfile_create, qfile_commit, qfile_abort) is the one place that
+ * makes a queue file durable and visible: write, fsync, rename, directory
+ * fsync, in that order, with util/safe_file doing each. The reader trusts
+ * nothing it reads: every length is checked against the limit and the file,
+ * every record against its place, and the file must end in exactly one END.
  */
 #include "sys_defs.h"
 
+#include <fcntl.h>
 #include <time.h>
 
 #include "msg.h"
 #include "mymalloc.h"
 #include "qfile.h"
+#include "safe_file.h"
 #include "vstr.h"
 
 #define QFILE_WRITE_BUF (64 * 1024)
@@ -46,55 +49,12 @@ static size_t qfile_get_len(const unsigned char *hdr)
            ((size_t) hdr[2] << 8) | (size_t) hdr[3];
 }
 
-/* qfile_write_all - write(2) everything, retrying short writes and EINTR */
-static int qfile_write_all(int fd, const char *data, size_t len)
-{
-    while (len > 0) {
-        ssize_t n = write(fd, data, len);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (n == 0) {
-            errno = EIO;
-            return -1;
-        }
-        data += n;
-        len -= (size_t) n;
-    }
-    return 0;
-}
-
-/* qfile_pwrite_all - pwrite(2) everything at offset */
-static int qfile_pwrite_all(int fd, const char *data, size_t len, off_t off)
-{
-    while (len > 0) {
-        ssize_t n = pwrite(fd, data, len, off);
-
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (n == 0) {
-            errno = EIO;
-            return -1;
-        }
-        data += n;
-        len -= (size_t) n;
-        off += n;
-    }
-    return 0;
-}
-
 /* qfile_writer_flush - write out the buffer; records the first error */
 static void qfile_writer_flush(QFILE_WRITER *writer)
 {
     if (writer->error == 0 && vstr_len(writer->buf) > 0) {
-        if (qfile_write_all(writer->fd, vstr_str(writer->buf),
-                            vstr_len(writer->buf)) < 0)
+        if (safe_file_write_all(writer->fd, vstr_str(writer->buf),
+                                vstr_len(writer->buf)) < 0)
             writer->error = errno ? errno : EIO;
         else
             writer->flushed += (off_t) vstr_len(writer->buf);
@@ -227,8 +187,9 @@ void qfile_put_content(QFILE_WRITER *writer, const void *data, size_t len)
     }
 }
 
-/* qfile_writer_finish - write END, flush, rewrite the S record, fsync */
-int qfile_writer_finish(QFILE_WRITER *writer)
+/* qfile_writer_end - write END, flush, rewrite the S record; 0, or -1 with
+   errno (the sticky error) */
+static int qfile_writer_end(QFILE_WRITER *writer)
 {
     char size_text[QFILE_SIZE_LEN + 1];
 
@@ -240,13 +201,24 @@ int qfile_writer_finish(QFILE_WRITER *writer)
         qfile_size_text(size_text, sizeof(size_text), writer->content_size,
                         (long long) writer->content_offset,
                         (long long) writer->rcpt_count);
-        if (qfile_pwrite_all(writer->fd, size_text, QFILE_SIZE_LEN,
-                             QFILE_HDR_LEN) < 0 ||
-            fsync(writer->fd) < 0)
+        if (safe_file_pwrite_all(writer->fd, size_text, QFILE_SIZE_LEN,
+                                 QFILE_HDR_LEN) < 0)
             writer->error = errno ? errno : EIO;
     }
     if (writer->error) {
         errno = writer->error;
+        return -1;
+    }
+    return 0;
+}
+
+/* qfile_writer_finish - write END, flush, rewrite the S record, fsync */
+int qfile_writer_finish(QFILE_WRITER *writer)
+{
+    if (qfile_writer_end(writer) < 0)
+        return -1;
+    if (safe_file_fsync(writer->fd) < 0) {
+        writer->error = errno ? errno : EIO;
         return -1;
     }
     return 0;
@@ -274,6 +246,124 @@ long long qfile_writer_content_size(const QFILE_WRITER *writer)
 int qfile_writer_rcpt_count(const QFILE_WRITER *writer)
 {
     return writer->rcpt_count;
+}
+
+/*
+ * The producer.
+ */
+struct QFILE_OUT {
+    int fd;
+    char *path; /* the temporary name */
+    int flags; /* QFILE_CREATE_* */
+    QFILE_WRITER *writer;
+};
+
+/* qfile_create - create path exclusively and start its records */
+QFILE_OUT *qfile_create(const char *path, mode_t mode, int flags)
+{
+    QFILE_OUT *out;
+    int fd;
+
+    if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)) < 0)
+        return NULL;
+    out = mymalloc(sizeof(*out));
+    out->fd = fd;
+    out->path = mystrdup(path);
+    out->flags = flags;
+    out->writer = qfile_writer_alloc(fd);
+    return out;
+}
+
+/* qfile_out_writer - the writer for the records */
+QFILE_WRITER *qfile_out_writer(QFILE_OUT *out)
+{
+    return out->writer;
+}
+
+/* qfile_out_path - the temporary name */
+const char *qfile_out_path(const QFILE_OUT *out)
+{
+    return out->path;
+}
+
+/* qfile_out_free - close the file (errno kept) and release out */
+static void qfile_out_free(QFILE_OUT *out)
+{
+    int saved_errno = errno;
+
+    /*
+     * Nothing to learn from close() here: after a successful fsync it has
+     * nothing left to report, and after a failure the file is gone anyway.
+     */
+    (void) close(out->fd);
+    qfile_writer_free(out->writer);
+    myfree(out->path);
+    myfree(out);
+    errno = saved_errno;
+}
+
+/* qfile_remove - unlink path, errno kept */
+static void qfile_remove(const char *path)
+{
+    int saved_errno = errno;
+
+    if (unlink(path) < 0 && errno != ENOENT)
+        msg_warn("remove %s: %m", path);
+    errno = saved_errno;
+}
+
+/* qfile_commit - write, fsync, rename, fsync the directory */
+int qfile_commit(QFILE_OUT *out, const char *path, QFILE_STEP *failed_step)
+{
+    QFILE_STEP step = QFILE_STEP_NONE;
+    int sync_fd = (out->flags & QFILE_CREATE_SYNCFS) ? out->fd : -1;
+
+    /* Each step only after the one before it succeeded. */
+    if (qfile_writer_end(out->writer) < 0) {
+        step = QFILE_STEP_WRITE;
+    } else if (safe_file_fsync(out->fd) < 0) {
+        step = QFILE_STEP_FSYNC;
+    } else if (rename(out->path, path) < 0) {
+        step = QFILE_STEP_RENAME;
+    } else if (safe_file_fsync_parent_or_fs(path, sync_fd) < 0) {
+        /* Visible but not known to be durable: take it back. */
+        step = QFILE_STEP_DIR_FSYNC;
+        qfile_remove(path);
+    }
+    if (step != QFILE_STEP_NONE && step != QFILE_STEP_DIR_FSYNC)
+        qfile_remove(out->path);
+    qfile_out_free(out);
+    if (failed_step)
+        *failed_step = step;
+    return step == QFILE_STEP_NONE ? 0 : -1;
+}
+
+/* qfile_abort - close and remove the temporary file */
+QFILE_OUT *qfile_abort(QFILE_OUT *out)
+{
+    if (out) {
+        qfile_remove(out->path);
+        qfile_out_free(out);
+    }
+    return NULL;
+}
+
+/* qfile_step_name - a step's name for log lines */
+const char *qfile_step_name(QFILE_STEP step)
+{
+    switch (step) {
+    case QFILE_STEP_NONE:
+        return "none";
+    case QFILE_STEP_WRITE:
+        return "write";
+    case QFILE_STEP_FSYNC:
+        return "fsync";
+    case QFILE_STEP_RENAME:
+        return "rename";
+    case QFILE_STEP_DIR_FSYNC:
+        return "directory fsync";
+    }
+    return "unknown step";
 }
 
 /*
@@ -759,12 +849,8 @@ int qfile_mark_done(int fd, off_t offset, VSTR *why)
     }
     if (hdr[0] == QFILE_REC_DONE)
         return 0;
-#ifdef HAVE_FDATASYNC
-#define QFILE_DATASYNC fdatasync
-#else
-#define QFILE_DATASYNC fsync
-#endif
-    if (qfile_pwrite_all(fd, &done, 1, offset) < 0 || QFILE_DATASYNC(fd) < 0) {
+    if (safe_file_pwrite_all(fd, &done, 1, offset) < 0 ||
+        safe_file_fsync(fd) < 0) {
         vstr_sprintf(why, "mark done at offset %lld: %m", (long long) offset);
         return -1;
     }

@@ -106,6 +106,53 @@ extern long long qfile_writer_content_size(const QFILE_WRITER *writer);
 extern int qfile_writer_rcpt_count(const QFILE_WRITER *writer);
 
 /*
+ * Producer: the one way to make a queue file. qfile_create() opens a new
+ * file exclusively under a temporary name (one that no reader takes for a
+ * queue file, in the target directory or a staging one on the same file
+ * system); the records go through its writer; qfile_commit() then does,
+ * in this order and nothing else: write out the records (END, the S
+ * record), fsync the file, rename it into place, fsync the directory.
+ * Only after it returns 0 may anyone be told the file exists. A failure
+ * names its step and leaves nothing behind: the temporary file is removed
+ * (and the renamed file, when only the directory fsync failed: it is not
+ * known to be durable, so the caller answers 4xx and the client retries).
+ */
+typedef struct QFILE_OUT QFILE_OUT;
+
+typedef enum QFILE_STEP {
+    QFILE_STEP_NONE, /* nothing failed */
+    QFILE_STEP_WRITE, /* writing the records out */
+    QFILE_STEP_FSYNC, /* fsync of the file */
+    QFILE_STEP_RENAME, /* rename into place */
+    QFILE_STEP_DIR_FSYNC, /* fsync of the directory (or syncfs) */
+} QFILE_STEP;
+
+/* qfile_create() flag: when the directory cannot be opened (EACCES,
+   EPERM), syncfs(2) the file's file system instead of fsyncing it */
+#define QFILE_CREATE_SYNCFS (1 << 0)
+
+/* qfile_create - create path exclusively (O_EXCL) with mode (less the
+   umask) and start its records; NULL with errno when the open fails */
+extern QFILE_OUT *qfile_create(const char *path, mode_t mode, int flags);
+/* qfile_out_writer - the writer for the records (qfile_put_*); it belongs
+   to out and goes with it */
+extern QFILE_WRITER *qfile_out_writer(QFILE_OUT *out);
+/* qfile_out_path - the temporary name */
+extern const char *qfile_out_path(const QFILE_OUT *out);
+/* qfile_commit - make the file durable and visible as path (any directory
+   on the same file system). Always releases out. 0, or -1 with errno and
+   the failed step in *failed_step (may be NULL; QFILE_STEP_NONE on
+   success) */
+extern int qfile_commit(QFILE_OUT *out, const char *path,
+                        QFILE_STEP *failed_step);
+/* qfile_abort - close and remove the temporary file, release out; NULL.
+   NULL is a no-op. */
+extern QFILE_OUT *qfile_abort(QFILE_OUT *out);
+/* qfile_step_name - "write", "fsync", "rename", "directory fsync", for
+   log lines */
+extern const char *qfile_step_name(QFILE_STEP step);
+
+/*
  * Strict reader: one record at a time, checking order and lengths as it
  * goes, and the S record and the END at the end.
  */

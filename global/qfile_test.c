@@ -1,12 +1,23 @@
 /*
  * qfile_test - unit tests for queue file records: round trip, strictness
  * (a file cut at every byte, corrupt records), in-place done marks, write
- * errors, the dump
+ * errors, the dump; and the producer: the order of its steps, a failure
+ * injected at each step, what it leaves behind.
+ *
+ * The producer's system calls are seen and failed by this program's own
+ * open, write, pwrite, fsync, fdatasync, rename and syncfs, which stand in
+ * front of the C library's (as tests/faultshim.c does with LD_PRELOAD for
+ * the system tests): they record each call on a file under the test's
+ * directory and fail the one a test names, then call the real one.
  */
 #include "sys_defs.h"
 
+#include <dirent.h>
+#include <dlfcn.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
@@ -359,6 +370,519 @@ static void test_dump(void **state)
     close(fd);
 }
 
+/*
+ * System calls seen by the producer tests.
+ */
+typedef struct TEST_SYS {
+    bool on; /* record and inject only while set */
+    char dir[PATH_MAX]; /* only paths under here count */
+    char trace[512]; /* "create write pwrite fsync ..." */
+    char dir_opened[PATH_MAX]; /* the last directory opened */
+    const char *fail_op; /* the call to fail, NULL: none */
+    int fail_errno;
+    const char *fail_op2; /* and a second one */
+    int fail_errno2;
+    int file_fd; /* the queue file, -1 */
+    int dir_fd; /* the directory being synced, -1 */
+} TEST_SYS;
+
+static TEST_SYS test_sys = {.file_fd = -1, .dir_fd = -1};
+
+/* test_real - the C library's function name */
+static void *test_real(const char *name)
+{
+    void *real = dlsym(RTLD_NEXT, name);
+
+    if (real == NULL)
+        abort();
+    return real;
+}
+
+#define TEST_REAL(name)                                                        \
+    static __typeof__(&name) real;                                             \
+    real = real ? real : (__typeof__(&name)) test_real(#name)
+
+/* test_sys_under - is path under the test directory */
+static bool test_sys_under(const char *path)
+{
+    size_t len = strlen(test_sys.dir);
+
+    return test_sys.on && len > 0 && strncmp(path, test_sys.dir, len) == 0 &&
+           (path[len] == '/' || path[len] == 0);
+}
+
+/* test_sys_call - record call op; true when it is to fail (errno set) */
+static bool test_sys_call(const char *op)
+{
+    size_t used = strlen(test_sys.trace);
+
+    snprintf(test_sys.trace + used, sizeof(test_sys.trace) - used, "%s%s",
+             used ? " " : "", op);
+    if (test_sys.fail_op && strcmp(test_sys.fail_op, op) == 0) {
+        test_sys.fail_op = NULL;
+        errno = test_sys.fail_errno;
+        return true;
+    }
+    if (test_sys.fail_op2 && strcmp(test_sys.fail_op2, op) == 0) {
+        test_sys.fail_op2 = NULL;
+        errno = test_sys.fail_errno2;
+        return true;
+    }
+    return false;
+}
+
+int open(const char *path, int flags, ...)
+{
+    mode_t mode = 0;
+    va_list ap;
+    int fd;
+
+    TEST_REAL(open);
+    if (flags & O_CREAT) {
+        va_start(ap, flags);
+        mode = (mode_t) va_arg(ap, int);
+        va_end(ap);
+    }
+    if (test_sys_under(path)) {
+        if (test_sys_call((flags & O_DIRECTORY) ? "open-dir" : "create"))
+            return -1;
+        fd = real(path, flags, mode);
+        if (flags & O_DIRECTORY) {
+            test_sys.dir_fd = fd;
+            snprintf(test_sys.dir_opened, sizeof(test_sys.dir_opened), "%s",
+                     path);
+        } else {
+            test_sys.file_fd = fd;
+        }
+        return fd;
+    }
+    return real(path, flags, mode);
+}
+
+ssize_t write(int fd, const void *buf, size_t len)
+{
+    TEST_REAL(write);
+    if (test_sys.on && fd >= 0 && fd == test_sys.file_fd &&
+        test_sys_call("write"))
+        return -1;
+    return real(fd, buf, len);
+}
+
+ssize_t pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    TEST_REAL(pwrite);
+    if (test_sys.on && fd >= 0 && fd == test_sys.file_fd &&
+        test_sys_call("pwrite"))
+        return -1;
+    return real(fd, buf, len, off);
+}
+
+/* test_sys_sync - one fsync or fdatasync; true when it is to fail */
+static bool test_sys_sync(int fd)
+{
+    if (!test_sys.on || fd < 0)
+        return false;
+    if (fd == test_sys.file_fd)
+        return test_sys_call("fsync");
+    if (fd == test_sys.dir_fd)
+        return test_sys_call("dir-fsync");
+    return false;
+}
+
+int fsync(int fd)
+{
+    TEST_REAL(fsync);
+    return test_sys_sync(fd) ? -1 : real(fd);
+}
+
+int fdatasync(int fd)
+{
+    TEST_REAL(fdatasync);
+    return test_sys_sync(fd) ? -1 : real(fd);
+}
+
+int rename(const char *from, const char *to)
+{
+    TEST_REAL(rename);
+    if (test_sys_under(from) && test_sys_call("rename"))
+        return -1;
+    return real(from, to);
+}
+
+int syncfs(int fd)
+{
+    TEST_REAL(syncfs);
+    if (test_sys.on && fd >= 0 && fd == test_sys.file_fd &&
+        test_sys_call("syncfs"))
+        return -1;
+    return real(fd);
+}
+
+/* test_out_setup - a fresh directory; record calls under it */
+static int test_out_setup(void **state)
+{
+    char templ[] = "/tmp/qfile_test.XXXXXX";
+
+    assert_non_null(mkdtemp(templ));
+    memset(&test_sys, 0, sizeof(test_sys));
+    snprintf(test_sys.dir, sizeof(test_sys.dir), "%s", templ);
+    test_sys.file_fd = test_sys.dir_fd = -1;
+    test_sys.on = true;
+    return 0;
+}
+
+/* test_out_teardown - stop recording, remove the directory and its files */
+static int test_out_teardown(void **state)
+{
+    VSTR *cmd = vstr_alloc(100);
+
+    test_sys.on = false;
+    vstr_sprintf(cmd, "rm -rf '%s'", test_sys.dir);
+    assert_int_equal(system(vstr_str(cmd)), 0);
+    vstr_free(cmd);
+    return 0;
+}
+
+/* test_out_path - "DIR/name" in a static buffer */
+static const char *test_out_path(const char *name)
+{
+    static char path[PATH_MAX + 64];
+
+    snprintf(path, sizeof(path), "%s/%s", test_sys.dir, name);
+    return path;
+}
+
+/* test_out_entries - the names in the test directory (subdirectories
+   walked), sorted, space-separated; "" when empty */
+static void test_out_entries(const char *dir, const char *prefix, VSTR *out)
+{
+    struct dirent **names;
+    int count = scandir(dir, &names, NULL, alphasort);
+
+    assert_true(count >= 0);
+    for (int i = 0; i < count; i++) {
+        const char *name = names[i]->d_name;
+
+        if (strcmp(name, ".") != 0 && strcmp(name, "..") != 0) {
+            VSTR *sub = vstr_alloc(100);
+            struct stat st;
+
+            vstr_sprintf(sub, "%s/%s", dir, name);
+            assert_int_equal(lstat(vstr_str(sub), &st), 0);
+            if (S_ISDIR(st.st_mode)) {
+                VSTR *sub_prefix = vstr_alloc(100);
+
+                vstr_sprintf(sub_prefix, "%s%s/", prefix, name);
+                test_out_entries(vstr_str(sub), vstr_str(sub_prefix), out);
+                vstr_free(sub_prefix);
+            } else {
+                vstr_sprintf_append(out, "%s%s%s", vstr_len(out) ? " " : "",
+                                    prefix, name);
+            }
+            vstr_free(sub);
+        }
+        free(names[i]);
+    }
+    free(names);
+}
+
+/* test_out_files - what the test directory holds, as one string */
+static const char *test_out_files(void)
+{
+    static char text[1024];
+    VSTR *out = vstr_alloc(100);
+
+    test_out_entries(test_sys.dir, "", out);
+    snprintf(text, sizeof(text), "%s", vstr_str(out));
+    vstr_free(out);
+    return text;
+}
+
+/* test_out_fill - the records of a small message, content_len bytes */
+static void test_out_fill(QFILE_OUT *out, size_t content_len)
+{
+    QFILE_WRITER *writer = qfile_out_writer(out);
+    struct timeval tv = {1700000000, 7};
+    char *content = mymalloc(content_len + 1);
+
+    memset(content, 'x', content_len);
+    if (content_len > 0)
+        content[content_len - 1] = '\n';
+    qfile_put_time(writer, &tv);
+    qfile_put_sender(writer, "sender@example.test");
+    qfile_put_rcpt(writer, "rcpt@example.test", NULL, NULL);
+    qfile_put_content_begin(writer);
+    qfile_put_content(writer, content, content_len);
+    myfree(content);
+}
+
+/* test_out_check - path holds a whole queue file of content_len bytes */
+static void test_out_check(const char *path, size_t content_len)
+{
+    VSTR *why = vstr_alloc(64);
+    int fd = open(path, O_RDONLY);
+    QFILE_INFO *info;
+
+    assert_true(fd >= 0);
+    info = qfile_info_read(fd, why);
+    assert_non_null(info);
+    assert_string_equal(info->sender, "sender@example.test");
+    assert_int_equal(info->rcpt_count, 1);
+    assert_int_equal(info->content_size, (long long) content_len);
+    qfile_info_free(info);
+    close(fd);
+    vstr_free(why);
+}
+
+/* The steps in their order, each after the one before it: create, write,
+   the S record, fsync, rename, open and fsync the directory. */
+static void test_commit_order(void **state)
+{
+    QFILE_OUT *out = qfile_create(test_out_path(".tmp.A1"), 0600, 0);
+    QFILE_STEP step = QFILE_STEP_WRITE;
+
+    assert_non_null(out);
+    assert_string_equal(qfile_out_path(out), test_out_path(".tmp.A1"));
+    test_out_fill(out, 100);
+    assert_int_equal(qfile_commit(out, test_out_path("A1"), &step), 0);
+    assert_int_equal(step, QFILE_STEP_NONE);
+    assert_string_equal(test_sys.trace, "create write pwrite fsync rename "
+                                        "open-dir dir-fsync");
+    assert_string_equal(test_sys.dir_opened, test_sys.dir);
+    assert_string_equal(test_out_files(), "A1");
+    test_out_check(test_out_path("A1"), 100);
+}
+
+/* Content over the write buffer goes out while the records are written,
+   before the commit; the order holds. */
+static void test_commit_order_big(void **state)
+{
+    QFILE_OUT *out = qfile_create(test_out_path(".tmp.B1"), 0600, 0);
+
+    assert_non_null(out);
+    test_out_fill(out, 200 * 1024);
+    assert_true(strncmp(test_sys.trace, "create write", 12) == 0);
+    assert_int_equal(qfile_commit(out, test_out_path("B1"), NULL), 0);
+    assert_non_null(strstr(test_sys.trace,
+                           " write pwrite fsync rename open-dir dir-fsync"));
+    assert_null(strstr(test_sys.trace, "dir-fsync "));
+    test_out_check(test_out_path("B1"), 200 * 1024);
+}
+
+/* A failure at each step: reported with its step and errno, no later step
+   attempted, and nothing left in the directory. */
+static void test_commit_fails_at_each_step(void **state)
+{
+    static const struct {
+        const char *fail_op;
+        int fail_errno;
+        QFILE_STEP step;
+        const char *trace;
+    } cases[] = {
+        {"write", ENOSPC, QFILE_STEP_WRITE, "create write"},
+        {"pwrite", EIO, QFILE_STEP_WRITE, "create write pwrite"},
+        {"fsync", EIO, QFILE_STEP_FSYNC, "create write pwrite fsync"},
+        {"rename", EXDEV, QFILE_STEP_RENAME,
+         "create write pwrite fsync rename"},
+        {"open-dir", EMFILE, QFILE_STEP_DIR_FSYNC,
+         "create write pwrite fsync rename open-dir"},
+        {"dir-fsync", EIO, QFILE_STEP_DIR_FSYNC,
+         "create write pwrite fsync rename open-dir dir-fsync"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        QFILE_OUT *out;
+        QFILE_STEP step = QFILE_STEP_NONE;
+
+        test_sys.trace[0] = 0;
+        test_sys.file_fd = test_sys.dir_fd = -1;
+        test_sys.fail_op = cases[i].fail_op;
+        test_sys.fail_errno = cases[i].fail_errno;
+        out = qfile_create(test_out_path(".tmp.C1"), 0600, 0);
+        assert_non_null(out);
+        test_out_fill(out, 100);
+        errno = 0;
+        assert_int_equal(qfile_commit(out, test_out_path("C1"), &step), -1);
+        assert_int_equal(errno, cases[i].fail_errno);
+        assert_int_equal(step, cases[i].step);
+        assert_string_equal(test_sys.trace, cases[i].trace);
+        assert_string_equal(test_out_files(), "");
+    }
+}
+
+/* A write error while the records are written (the buffer flushed early)
+   is sticky: the commit reports the write and goes no further. */
+static void test_commit_after_write_error(void **state)
+{
+    QFILE_OUT *out = qfile_create(test_out_path(".tmp.D1"), 0600, 0);
+    QFILE_STEP step = QFILE_STEP_NONE;
+
+    assert_non_null(out);
+    test_sys.fail_op = "write";
+    test_sys.fail_errno = ENOSPC;
+    test_out_fill(out, 200 * 1024);
+    assert_int_equal(qfile_writer_error(qfile_out_writer(out)), ENOSPC);
+    assert_int_equal(qfile_commit(out, test_out_path("D1"), &step), -1);
+    assert_int_equal(errno, ENOSPC);
+    assert_int_equal(step, QFILE_STEP_WRITE);
+    assert_string_equal(test_sys.trace, "create write");
+    assert_string_equal(test_out_files(), "");
+}
+
+/* Into another directory (cleanup's hold/): that directory is the one
+   synced; the temporary name is gone from the first. */
+static void test_commit_other_dir(void **state)
+{
+    QFILE_OUT *out;
+    char hold[PATH_MAX + 64];
+
+    assert_int_equal(mkdir(test_out_path("incoming"), 0700), 0);
+    assert_int_equal(mkdir(test_out_path("hold"), 0700), 0);
+    snprintf(hold, sizeof(hold), "%s", test_out_path("hold"));
+    out = qfile_create(test_out_path("incoming/.tmp.E1"), 0600, 0);
+    assert_non_null(out);
+    test_out_fill(out, 10);
+    assert_int_equal(qfile_commit(out, test_out_path("hold/E1"), NULL), 0);
+    assert_string_equal(test_sys.dir_opened, hold);
+    assert_string_equal(test_out_files(), "hold/E1");
+}
+
+/* A directory that cannot be opened for want of permission: with
+   QFILE_CREATE_SYNCFS the file's file system is synced instead, after the
+   rename; without it, or for another error, the commit fails. */
+static void test_commit_syncfs_fallback(void **state)
+{
+    QFILE_OUT *out;
+    QFILE_STEP step = QFILE_STEP_NONE;
+
+    test_sys.fail_op = "open-dir";
+    test_sys.fail_errno = EACCES;
+    out = qfile_create(test_out_path(".tmp.F1"), 0644, QFILE_CREATE_SYNCFS);
+    assert_non_null(out);
+    test_out_fill(out, 10);
+    assert_int_equal(qfile_commit(out, test_out_path("F1"), &step), 0);
+    assert_int_equal(step, QFILE_STEP_NONE);
+    assert_string_equal(test_sys.trace, "create write pwrite fsync rename "
+                                        "open-dir syncfs");
+    assert_string_equal(test_out_files(), "F1");
+    test_out_check(test_out_path("F1"), 10);
+
+    assert_int_equal(unlink(test_out_path("F1")), 0);
+
+    /* EPERM counts as well. */
+    test_sys.trace[0] = 0;
+    test_sys.file_fd = -1;
+    out = qfile_create(test_out_path(".tmp.F2"), 0644, QFILE_CREATE_SYNCFS);
+    assert_non_null(out);
+    test_out_fill(out, 10);
+    test_sys.fail_op = "open-dir";
+    test_sys.fail_errno = EPERM;
+    assert_int_equal(qfile_commit(out, test_out_path("F2"), &step), 0);
+    assert_non_null(strstr(test_sys.trace, "rename open-dir syncfs"));
+    assert_string_equal(test_out_files(), "F2");
+
+    /* Without the flag: a failure, and the file taken back. */
+    test_sys.trace[0] = 0;
+    test_sys.file_fd = -1;
+    out = qfile_create(test_out_path(".tmp.F4"), 0600, 0);
+    assert_non_null(out);
+    test_out_fill(out, 10);
+    test_sys.fail_op = "open-dir";
+    test_sys.fail_errno = EACCES;
+    assert_int_equal(qfile_commit(out, test_out_path("F4"), &step), -1);
+    assert_int_equal(errno, EACCES);
+    assert_int_equal(step, QFILE_STEP_DIR_FSYNC);
+    assert_string_equal(test_sys.trace, "create write pwrite fsync rename "
+                                        "open-dir");
+    assert_string_equal(test_out_files(), "F2");
+
+    /* With the flag, an error other than permission is no reason to
+       sync everything: a failure. */
+    test_sys.trace[0] = 0;
+    test_sys.file_fd = -1;
+    out = qfile_create(test_out_path(".tmp.F5"), 0600, QFILE_CREATE_SYNCFS);
+    assert_non_null(out);
+    test_out_fill(out, 10);
+    test_sys.fail_op = "open-dir";
+    test_sys.fail_errno = EIO;
+    assert_int_equal(qfile_commit(out, test_out_path("F5"), &step), -1);
+    assert_int_equal(errno, EIO);
+    assert_int_equal(step, QFILE_STEP_DIR_FSYNC);
+    assert_null(strstr(test_sys.trace, "syncfs"));
+    assert_string_equal(test_out_files(), "F2");
+}
+
+/* The fallback's own failure: syncfs failing fails the commit. */
+static void test_commit_syncfs_fails(void **state)
+{
+    QFILE_OUT *out =
+        qfile_create(test_out_path(".tmp.G1"), 0600, QFILE_CREATE_SYNCFS);
+    QFILE_STEP step = QFILE_STEP_NONE;
+
+    assert_non_null(out);
+    test_out_fill(out, 10);
+    test_sys.fail_op = "open-dir";
+    test_sys.fail_errno = EACCES;
+    test_sys.fail_op2 = "syncfs";
+    test_sys.fail_errno2 = EIO;
+    assert_int_equal(qfile_commit(out, test_out_path("G1"), &step), -1);
+    assert_int_equal(errno, EIO);
+    assert_int_equal(step, QFILE_STEP_DIR_FSYNC);
+    assert_string_equal(test_sys.trace, "create write pwrite fsync rename "
+                                        "open-dir syncfs");
+    assert_string_equal(test_out_files(), "");
+}
+
+/* Abort removes the temporary file, whatever was written; NULL is fine. */
+static void test_abort(void **state)
+{
+    QFILE_OUT *out = qfile_create(test_out_path(".tmp.H1"), 0600, 0);
+
+    assert_non_null(out);
+    assert_string_equal(test_out_files(), ".tmp.H1");
+    test_out_fill(out, 200 * 1024);
+    assert_null(qfile_abort(out));
+    assert_string_equal(test_out_files(), "");
+    assert_null(strstr(test_sys.trace, "rename"));
+    assert_null(qfile_abort(NULL));
+
+    /* Right after the create, too. */
+    out = qfile_create(test_out_path(".tmp.H2"), 0600, 0);
+    assert_non_null(out);
+    assert_null(qfile_abort(out));
+    assert_string_equal(test_out_files(), "");
+}
+
+/* The create is exclusive: an existing file is neither reused nor hurt. */
+static void test_create_exclusive(void **state)
+{
+    int fd = open(test_out_path(".tmp.I1"), O_WRONLY | O_CREAT, 0600);
+
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "keep", 4), 4);
+    close(fd);
+    errno = 0;
+    assert_null(qfile_create(test_out_path(".tmp.I1"), 0600, 0));
+    assert_int_equal(errno, EEXIST);
+    assert_string_equal(test_out_files(), ".tmp.I1");
+    {
+        struct stat st;
+
+        assert_int_equal(stat(test_out_path(".tmp.I1"), &st), 0);
+        assert_int_equal(st.st_size, 4);
+    }
+}
+
+/* The names callers put in their log lines. */
+static void test_step_names(void **state)
+{
+    assert_string_equal(qfile_step_name(QFILE_STEP_WRITE), "write");
+    assert_string_equal(qfile_step_name(QFILE_STEP_FSYNC), "fsync");
+    assert_string_equal(qfile_step_name(QFILE_STEP_RENAME), "rename");
+    assert_string_equal(qfile_step_name(QFILE_STEP_DIR_FSYNC),
+                        "directory fsync");
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -370,6 +894,25 @@ int main(void)
         cmocka_unit_test(test_mark_done),
         cmocka_unit_test(test_write_error),
         cmocka_unit_test(test_dump),
+        cmocka_unit_test_setup_teardown(test_commit_order, test_out_setup,
+                                        test_out_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_order_big, test_out_setup,
+                                        test_out_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_fails_at_each_step,
+                                        test_out_setup, test_out_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_after_write_error,
+                                        test_out_setup, test_out_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_other_dir, test_out_setup,
+                                        test_out_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_syncfs_fallback,
+                                        test_out_setup, test_out_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_syncfs_fails,
+                                        test_out_setup, test_out_teardown),
+        cmocka_unit_test_setup_teardown(test_abort, test_out_setup,
+                                        test_out_teardown),
+        cmocka_unit_test_setup_teardown(test_create_exclusive, test_out_setup,
+                                        test_out_teardown),
+        cmocka_unit_test(test_step_names),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -10,10 +10,10 @@
  * a line with a lone "." ends it unless -i or -oi). It is written as a
  * queue file (global/qfile.h: T F [A] R... M C... E) under the temporary
  * name maildrop/.tmp.QID, fsynced, renamed to maildrop/QID and the
- * directory fsynced (or, for a user of the setgid sendmail, who may not
- * read maildrop/, the file system synced: sendmail_sync_dir); only then
- * does sendmail wake pickup (a lost trigger is fine: pickup also scans)
- * and exit 0. pickup hands the file to cleanup, which adds the missing
+ * directory fsynced by qfile_commit (or, for a user of the setgid sendmail,
+ * who may not read maildrop/, the file system synced: QFILE_CREATE_SYNCFS);
+ * only then does sendmail wake pickup (a lost trigger is fine: pickup also
+ * scans) and exit 0. pickup hands the file to cleanup, which adds the missing
  * headers and writes the real queue file.
  *
  * The envelope is checked before anything is read or written, with the
@@ -61,7 +61,6 @@
 #include "mymalloc.h"
 #include "qfile.h"
 #include "qid.h"
-#include "safe_file.h"
 #include "submit_check.h"
 #include "trigger.h"
 #include "vstr.h"
@@ -594,31 +593,6 @@ static void sendmail_write_content(QFILE_WRITER *writer, const char *data,
                                   " (%lld bytes); not sent", limit);
 }
 
-/* sendmail_sync_dir - make a rename into dir durable; fd is the renamed
-   file. A user running the setgid sendmail has -wx on maildrop/ (mode
-   1730) but no read, so cannot open the directory to fsync it: then
-   syncfs(2) on the file's own descriptor commits the file system the
-   directory lives on, rename included. 0, or -1 with errno */
-static int sendmail_sync_dir(const char *dir, int fd)
-{
-    int ret;
-
-    if (safe_file_fsync_dir(dir) == 0)
-        return 0;
-    if (errno != EACCES && errno != EPERM)
-        return -1;
-#ifdef HAVE_SYNCFS
-    do {
-        ret = syncfs(fd);
-    } while (ret < 0 && errno == EINTR);
-#else
-    /* POSIX sync() may return before the writes are done; Linux waits. */
-    sync();
-    ret = 0;
-#endif
-    return ret;
-}
-
 /* sendmail_deliver - read the message and store it in maildrop/ */
 static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
 {
@@ -630,14 +604,16 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     VSTR *line = vstr_alloc(200);
     VSTR *path = vstr_alloc(100);
     VSTR *dir = vstr_alloc(100);
+    QFILE_OUT *out;
     QFILE_WRITER *writer;
+    QFILE_STEP step;
+    sigset_t block;
     struct timeval now;
     char qid[QID_SIZE];
     char *sender;
     ARGV *rcpts;
     size_t cmdline_rcpts;
     size_t i;
-    int fd;
 
     /* What the command line says is checked before stdin is read. */
     sender = sendmail_sender(opts);
@@ -661,14 +637,17 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     if (vstr_len(path) >= sizeof(sendmail_tmp_path))
         sendmail_fail(EX_TEMPFAIL, "queue path too long: %s", vstr_str(path));
     /* The directory's mode guards the content; the file is readable so
-       pickup can take it whoever submitted it. */
-    if ((fd = open(vstr_str(path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                   0644)) < 0)
+       pickup can take it whoever submitted it. A user running the setgid
+       sendmail has -wx on maildrop/ (mode 1730) but no read, so cannot
+       open the directory to fsync it: then syncfs(2) on the file's own
+       descriptor commits the file system the directory lives on, rename
+       included (QFILE_CREATE_SYNCFS). */
+    if ((out = qfile_create(vstr_str(path), 0644, QFILE_CREATE_SYNCFS)) == NULL)
         sendmail_fail(EX_TEMPFAIL, "create %s: %s", vstr_str(path),
                       strerror(errno));
     memcpy(sendmail_tmp_path, vstr_str(path), vstr_len(path) + 1);
 
-    writer = qfile_writer_alloc(fd);
+    writer = qfile_out_writer(out);
     gettimeofday(&now, NULL);
     qfile_put_time(writer, &now);
     qfile_put_sender(writer, sender);
@@ -680,29 +659,28 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     sendmail_write_content(writer, vstr_str(headers), vstr_len(headers), limit);
     while (sendmail_get_line(&in, line))
         sendmail_write_content(writer, vstr_str(line), vstr_len(line), limit);
-    if (qfile_writer_finish(writer) < 0) {
-        int err = qfile_writer_error(writer);
 
-        writer = qfile_writer_free(writer);
-        /* The writer's first error: a write, or the fsync that ends it. */
-        sendmail_fail(EX_TEMPFAIL, "write or fsync %s: %s", vstr_str(path),
-                      strerror(err));
-    }
-    writer = qfile_writer_free(writer);
-
-    /* Publish it: rename, then make the new name durable. */
+    /*
+     * Publish it: write, fsync, rename, fsync the directory. A signal in
+     * the middle must not remove a file that is about to be, or already
+     * is, committed, so the signals that remove the temporary file wait;
+     * once the commit succeeded the message is accepted and they wait
+     * until the exit (0). A failed commit leaves nothing behind.
+     */
     vstr_sprintf(path, "%s/%s", vstr_str(dir), qid);
-    if (rename(sendmail_tmp_path, vstr_str(path)) < 0)
-        sendmail_fail(EX_TEMPFAIL, "rename to %s: %s", vstr_str(path),
-                      strerror(errno));
-    /* From here the file to remove on failure has its final name. */
-    memcpy(sendmail_tmp_path, vstr_str(path), vstr_len(path) + 1);
-    if (sendmail_sync_dir(vstr_str(dir), fd) < 0)
-        sendmail_fail(EX_TEMPFAIL, "fsync %s: %s", vstr_str(dir),
-                      strerror(errno));
-    if (close(fd) < 0)
-        sendmail_fail(EX_TEMPFAIL, "close %s: %s", vstr_str(path),
-                      strerror(errno));
+    sigemptyset(&block);
+    sigaddset(&block, SIGHUP);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGQUIT);
+    sigprocmask(SIG_BLOCK, &block, NULL);
+    if (qfile_commit(out, vstr_str(path), &step) < 0) {
+        int err = errno;
+
+        sendmail_tmp_path[0] = 0;
+        sendmail_fail(EX_TEMPFAIL, "commit %s: %s: %s", vstr_str(path),
+                      qfile_step_name(step), strerror(err));
+    }
     sendmail_tmp_path[0] = 0;
 
     /* Wake pickup; it also scans, so a failure here is harmless. */

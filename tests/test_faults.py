@@ -10,7 +10,9 @@ client gets 451 4.3.0, incoming/ holds nothing (no temporary file either),
 and after the fault clears (FAULT_FILE removed) the next message is taken.
 """
 
+import errno
 import os
+import re
 import shutil
 import smtplib
 import socket
@@ -80,6 +82,9 @@ def test_sendmail_maildrop_fault(make_instance, shim, op, err):
             op, err, r.returncode, r.stderr)
     assert os.listdir(maildrop) == [], \
         "maildrop/ after a failed %s: %r" % (op, os.listdir(maildrop))
+    # The message names the step that failed (global/qfile.c).
+    assert ": %s: %s" % (op, os.strerror(getattr(errno, err))) in \
+        r.stderr.decode(), r.stderr
     # The fault cleared: the next message is stored.
     r = _sendmail(inst, {})
     assert r.returncode == 0, r.stderr
@@ -97,6 +102,7 @@ def test_sendmail_directory_fsync_fault(make_instance, shim):
                          "FAULT_ERRNO": "EIO"})
     assert r.returncode == EX_TEMPFAIL, r.stderr
     assert os.listdir(maildrop) == []
+    assert b": directory fsync: Input/output error" in r.stderr, r.stderr
 
 
 # --- cleanup: queue file write/fsync fails -> 451, nothing visible ----------
@@ -154,6 +160,9 @@ def test_cleanup_queue_file_fault(make_instance, shim, tmp_path, op, err):
             op, err, code, text)
         assert os.listdir(incoming) == [], \
             "incoming/ after the fault: %r" % os.listdir(incoming)
+    # The log names the step that failed (global/qfile.c).
+    inst.wait_log(r"cleanup.*: warning: commit \w+: %s: %s" % (
+        op, re.escape(os.strerror(getattr(errno, err)))))
     switch.unlink()
     with smtplib.SMTP("127.0.0.1", inst.port, timeout=20) as smtp:
         smtp.sendmail("s@example.test", ["r@example.test"], body)

@@ -6,6 +6,9 @@ watches the message go maildrop/ -> pickup -> cleanup -> incoming/.
 
 import json
 import os
+import re
+import shutil
+import signal
 import struct
 import subprocess
 
@@ -211,6 +214,44 @@ def test_temporary_failure_leaves_nothing(tmp_path):
                  env={"SLUICE_CONFIG": str(missing)})
     assert r.returncode == 75
     assert len(r.stderr.decode().strip().splitlines()) == 1
+
+
+@pytest.mark.skipif(shutil.which("strace") is None, reason="no strace")
+def test_signal_during_commit_is_all_or_nothing(make_instance, tmp_path):
+    """A SIGTERM that arrives while the maildrop file is being committed
+    (here: after the rename, during the directory fsync, which strace holds
+    back) must not leave the message queued behind a failure status:
+    either exit 0 with the file in maildrop/, or exit 75 with nothing."""
+    inst = make_instance()
+    trace = tmp_path / "trace"
+    environ = dict(os.environ)
+    environ.pop("SLUICE_CONFIG", None)
+    proc = subprocess.Popen(
+        ["strace", "-f", "-o", str(trace), "-e", "trace=rename,fsync",
+         "-e", "inject=fsync:delay_enter=3000000",
+         str(SENDMAIL), "-C", str(inst.dir), "rcpt@example.test"],
+        stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE, env=environ)
+    try:
+        proc.stdin.write(b"Subject: s\n\nbody\n")
+        proc.stdin.close()
+
+        def renamed():
+            text = trace.read_text() if trace.exists() else ""
+            m = re.search(r"^(\d+) +rename\(.*/maildrop/.* = 0", text, re.M)
+            return int(m.group(1)) if m else None
+        pid = wait_until(renamed, 10, what="sendmail's rename in the trace")
+        os.kill(pid, signal.SIGTERM)
+        rc = proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    err = proc.stderr.read()
+    files = [f for f in maildrop(inst) if not f.startswith(".")]
+    assert (rc, len(files)) in ((0, 1), (75, 0)), (rc, files, err,
+                                                   trace.read_text())
+    assert [f for f in maildrop(inst) if f.startswith(".")] == []
 
 
 def test_queue_missing_maildrop(make_instance):

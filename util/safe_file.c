@@ -51,6 +51,30 @@ int safe_file_write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
+/* safe_file_pwrite_all - pwrite all of data at offset despite EINTR and
+   short writes */
+int safe_file_pwrite_all(int fd, const void *data, size_t len, off_t offset)
+{
+    const char *cp = data;
+    ssize_t count;
+
+    while (len > 0) {
+        if ((count = pwrite(fd, cp, len, offset)) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (count == 0) {
+            errno = EIO;
+            return -1;
+        }
+        cp += count;
+        len -= (size_t) count;
+        offset += count;
+    }
+    return 0;
+}
+
 /* safe_file_fsync - fdatasync (or fsync) a descriptor */
 int safe_file_fsync(int fd)
 {
@@ -91,6 +115,35 @@ int safe_file_fsync_dir(const char *dir)
     return close(fd) < 0 && errno != EINTR ? -1 : 0;
 }
 
+/* safe_file_fsync_dir_or_fs - fsync dir, or the file system of fd when
+   dir cannot be opened for want of permission */
+int safe_file_fsync_dir_or_fs(const char *dir, int fd)
+{
+    int ret;
+
+    if (safe_file_fsync_dir(dir) == 0)
+        return 0;
+
+    /*
+     * Only the open can fail so (fsync never says EACCES). Syncing the
+     * whole file system that holds the file commits the directory entry
+     * too: more work than needed, but the only durable way left.
+     */
+    if (fd < 0 || (errno != EACCES && errno != EPERM))
+        return -1;
+#ifdef HAVE_SYNCFS
+    do {
+        ret = syncfs(fd);
+    } while (ret < 0 && errno == EINTR);
+#else
+    /* POSIX sync() may return before the writes are done; Linux waits. */
+    (void) fd;
+    sync();
+    ret = 0;
+#endif
+    return ret;
+}
+
 /* safe_file_dir_of - new string: the directory that holds path */
 static char *safe_file_dir_of(const char *path)
 {
@@ -111,6 +164,19 @@ int safe_file_fsync_parent(const char *path)
 {
     char *dir = safe_file_dir_of(path);
     int ret = safe_file_fsync_dir(dir);
+    int saved_errno = errno;
+
+    myfree(dir);
+    errno = saved_errno;
+    return ret;
+}
+
+/* safe_file_fsync_parent_or_fs - fsync the directory that holds path, or
+   the file system of fd when that directory cannot be opened */
+int safe_file_fsync_parent_or_fs(const char *path, int fd)
+{
+    char *dir = safe_file_dir_of(path);
+    int ret = safe_file_fsync_dir_or_fs(dir, fd);
     int saved_errno = errno;
 
     myfree(dir);

@@ -13,10 +13,23 @@
 
 /* safe_file_write_all - write(2) all of data, retrying EINTR and short writes */
 extern int safe_file_write_all(int fd, const void *data, size_t len);
+/* safe_file_pwrite_all - pwrite(2) all of data at offset, retrying EINTR
+   and short writes */
+extern int safe_file_pwrite_all(int fd, const void *data, size_t len,
+                                off_t offset);
 /* safe_file_fsync - fdatasync (or fsync) a descriptor */
 extern int safe_file_fsync(int fd);
 /* safe_file_fsync_dir - fsync the directory dir itself */
 extern int safe_file_fsync_dir(const char *dir);
+/* safe_file_fsync_dir_or_fs - fsync the directory dir; when dir cannot be
+   opened for want of permission (EACCES, EPERM: a setgid program may write
+   a directory it cannot read), syncfs(2) the file system of fd, a file in
+   that directory, instead (sync(2) where there is no syncfs). With fd < 0,
+   just safe_file_fsync_dir(). */
+extern int safe_file_fsync_dir_or_fs(const char *dir, int fd);
+/* safe_file_fsync_parent_or_fs - the same for the directory that holds
+   path */
+extern int safe_file_fsync_parent_or_fs(const char *path, int fd);
 /* safe_file_fsync_parent - fsync the directory that holds path */
 extern int safe_file_fsync_parent(const char *path);
 /* safe_file_rename - rename(2), then fsync the directory of to (and of from

@@ -407,6 +407,82 @@ static void test_rename_and_sync(void **state)
     assert_int_equal(errno, EBADF);
 }
 
+static void test_pwrite_all(void **state)
+{
+    SAFE_TEST *t = *state;
+    int fd;
+
+    assert_int_equal(safe_file_write(t->path, "0123456789", 10, 0600), 0);
+    fd = open(t->path, O_WRONLY | O_CLOEXEC);
+    assert_true(fd >= 0);
+    /* At the offset, without moving the file offset. */
+    assert_int_equal(safe_file_pwrite_all(fd, "abc", 3, 4), 0);
+    assert_int_equal(lseek(fd, 0, SEEK_CUR), 0);
+    assert_int_equal(safe_file_pwrite_all(fd, "XY", 2, 10), 0);
+    assert_int_equal(safe_file_pwrite_all(fd, "", 0, 0), 0);
+    close(fd);
+    assert_file(t->path, "0123abc789XY", 0600);
+    errno = 0;
+    assert_int_equal(safe_file_pwrite_all(fd, "x", 1, 0), -1);
+    assert_int_equal(errno, EBADF);
+}
+
+/* sync_unreadable_dir - in a child without root, create a file in dir
+   (writable, not readable) and sync the directory every way; 0, or the
+   number of the check that failed */
+static int sync_unreadable_dir(const char *dir, const char *path)
+{
+    pid_t pid;
+    int status;
+
+    if ((pid = fork()) < 0)
+        fail_msg("fork: %s", strerror(errno));
+    if (pid == 0) {
+        int fd;
+
+        if (setgroups(0, NULL) < 0 || setgid(TEST_UID_NOBODY) < 0 ||
+            setuid(TEST_UID_NOBODY) < 0)
+            _exit(200);
+        if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0600)) < 0)
+            _exit(1);
+        /* The plain directory fsync cannot open it. */
+        if (safe_file_fsync_dir(dir) != -1 || errno != EACCES)
+            _exit(2);
+        /* Without a descriptor there is no fallback. */
+        if (safe_file_fsync_dir_or_fs(dir, -1) != -1 || errno != EACCES)
+            _exit(3);
+        /* With one, its file system is synced instead. */
+        if (safe_file_fsync_dir_or_fs(dir, fd) != 0)
+            _exit(4);
+        if (safe_file_fsync_parent_or_fs(path, fd) != 0)
+            _exit(5);
+        /* Another error is not papered over. */
+        if (safe_file_fsync_parent_or_fs("/nonexistent/x", fd) != -1 ||
+            errno != ENOENT)
+            _exit(6);
+        _exit(0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+/* A directory a program may write but not read (maildrop/ for the setgid
+   sendmail): syncfs on the file stands in for the directory fsync. */
+static void test_sync_unreadable_dir(void **state)
+{
+    SAFE_TEST *t = *state;
+
+    if (geteuid() != 0)
+        skip();
+    assert_int_equal(chmod(t->dir, 0733), 0);
+    assert_int_equal(sync_unreadable_dir(t->dir, t->path), 0);
+    assert_int_equal(chmod(t->dir, 0700), 0);
+    /* Root reads it: the ordinary way works, fallback or not. */
+    assert_int_equal(safe_file_fsync_dir_or_fs(t->dir, -1), 0);
+    assert_int_equal(safe_file_fsync_parent_or_fs(t->path, -1), 0);
+}
+
 int main(void)
 {
 #define SAFE_TEST_CASE(fn)                                                     \
@@ -419,6 +495,8 @@ int main(void)
         SAFE_TEST_CASE(test_read_limit),
         SAFE_TEST_CASE(test_read_sizeless),
         SAFE_TEST_CASE(test_rename_and_sync),
+        SAFE_TEST_CASE(test_pwrite_all),
+        SAFE_TEST_CASE(test_sync_unreadable_dir),
         cmocka_unit_test(test_write_all_pipe),
     };
 
