@@ -146,6 +146,8 @@ struct QMGR_MESSAGE {
     QMGR_CONN *bounce_conn; /* ... and its connection */
     QMGR_ADMIN_OP admin_op; /* qmgr_message_admin */
     int agent_deaths; /* agents that died with it in flight */
+    size_t attempts; /* rounds that ended in deferred/ (qmgr_message.c) */
+    bool warned; /* the delay warning went out */
     QMGR_MESSAGE *prev;
     QMGR_MESSAGE *next;
 };

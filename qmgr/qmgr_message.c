@@ -28,6 +28,11 @@
  *   4. else maybe a delay warning (once), then an "attempt" record, the
  *      next try as the file's mtime (retry_schedule step k for the k-th
  *      attempt, the last step repeating), and a rename into deferred/.
+ *
+ * The attempts so far and whether the delay warning went out are on disk
+ * as "attempt" and "warned" records of the defer log, so they survive a
+ * restart. They are counted once, when the message is loaded, and kept
+ * in memory from then on; nothing reads the log again in that round.
  */
 #include "sys_defs.h"
 
@@ -313,8 +318,6 @@ static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
     VSTR *path = qmgr_message_path(vstr_alloc(100), msg);
     VSTR *why = vstr_alloc(100);
     DSN_LOG_REC rec;
-    DSN_LOG *dlog;
-    size_t attempts = 1;
     struct timeval times[2];
     time_t next_try;
 
@@ -349,15 +352,12 @@ static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
     if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,
                        false, why) < 0)
         msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
-    if ((dlog = dsn_log_read(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
-                             why)) == NULL) {
-        msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
-    } else {
-        attempts = dsn_log_count(dlog, DSN_ACTION_ATTEMPT);
-        dsn_log_free(dlog);
-    }
-    next_try = qmgr_sched_retry_next(&ctx->conf.sched, attempts, time(NULL),
-                                     msg->admin_op == QMGR_ADMIN_REQUEUE);
+    /* Counted even when the record was not written: this round's step is
+       still right; only the next load counts one attempt fewer. */
+    msg->attempts++;
+    next_try =
+        qmgr_sched_retry_next(&ctx->conf.sched, msg->attempts, time(NULL),
+                              msg->admin_op == QMGR_ADMIN_REQUEUE);
     times[0].tv_sec = times[1].tv_sec = next_try;
     times[0].tv_usec = times[1].tv_usec = 0;
     if (utimes(vstr_str(path), times) < 0)
@@ -389,36 +389,20 @@ static void qmgr_message_warned(QMGR_MESSAGE *msg, bool ok)
         if (dsn_log_append(msg->ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
                            &rec, true, why) < 0)
             msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
+        else
+            msg->warned = true;
     }
     vstr_free(why);
     qmgr_message_to_deferred(msg);
 }
 
 /* qmgr_message_want_warning - is a delay warning due now? */
-static bool qmgr_message_want_warning(QMGR_MESSAGE *msg)
+static bool qmgr_message_want_warning(const QMGR_MESSAGE *msg)
 {
-    QMGR_CTX *ctx = msg->ctx;
-    VSTR *why;
-    DSN_LOG *dlog;
-    bool want = false;
-
-    /* The log says whether it was sent before; ask it only when the rest
-       says the warning would be due. */
-    if (!qmgr_sched_warn_due(&ctx->conf.sched, msg->info->arrival.tv_sec,
-                             time(NULL),
-                             qmgr_message_count(msg, QMGR_RCPT_DEFERRED), false,
-                             msg->admin_op == QMGR_ADMIN_HOLD))
-        return false;
-    why = vstr_alloc(100);
-    if ((dlog = dsn_log_read(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
-                             why)) == NULL) {
-        msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
-    } else {
-        want = dsn_log_count(dlog, DSN_ACTION_WARNED) == 0;
-        dsn_log_free(dlog);
-    }
-    vstr_free(why);
-    return want;
+    return qmgr_sched_warn_due(&msg->ctx->conf.sched, msg->info->arrival.tv_sec,
+                               time(NULL),
+                               qmgr_message_count(msg, QMGR_RCPT_DEFERRED),
+                               msg->warned, msg->admin_op == QMGR_ADMIN_HOLD);
 }
 
 /* qmgr_message_settle - after any DSN: remove, or back to deferred/ */
@@ -675,6 +659,27 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
     vstr_free(sock);
 }
 
+/* qmgr_message_history - what the defer log says of earlier rounds: the
+   attempts made and whether the delay warning went out. A log that cannot
+   be read counts no attempt (the retry step starts over) and no warning
+   is sent on it (one may have gone out already). */
+static void qmgr_message_history(QMGR_MESSAGE *msg)
+{
+    VSTR *why = vstr_alloc(100);
+    DSN_LOG *dlog;
+
+    if ((dlog = dsn_log_read(msg->ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
+                             why)) == NULL) {
+        msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
+        msg->warned = true;
+    } else {
+        msg->attempts = dsn_log_count(dlog, DSN_ACTION_ATTEMPT);
+        msg->warned = dsn_log_count(dlog, DSN_ACTION_WARNED) > 0;
+        dsn_log_free(dlog);
+    }
+    vstr_free(why);
+}
+
 /* qmgr_message_activate - take qid into active/ and schedule it */
 void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
                            const char *qid)
@@ -717,6 +722,7 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
     msg->rcpts =
         mycalloc(info->rcpt_count ? info->rcpt_count : 1, sizeof(*msg->rcpts));
     msg->active_usec = qmgr_now_usec();
+    qmgr_message_history(msg);
     if ((msg->next = ctx->messages) != NULL)
         msg->next->prev = msg;
     ctx->messages = msg;

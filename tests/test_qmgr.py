@@ -368,6 +368,53 @@ def test_flush_makes_deferred_due(make_instance):
     assert len(agent.requests) == 2
 
 
+def next_try_ahead(inst, qid):
+    """Seconds from now to the next try of qid in deferred/, or None."""
+    path = find(inst, "deferred", qid)
+    try:
+        return os.stat(path).st_mtime - time.time() if path else None
+    except FileNotFoundError:
+        return None
+
+
+def test_attempts_survive_a_qmgr_restart(make_instance):
+    """The retry step and the one delay warning go on where they were after
+    qmgr is killed and started again: both come from the defer log when a
+    message is loaded, not from anything qmgr only keeps in memory."""
+    inst, agent, fake_bounce = start_instance(make_instance, {
+        "retry_schedule": "1s 2s 1h 2h", "delay_warning_time": "2s"})
+    agent.outcome = lambda r: DEFERRED
+    qid = send(inst, ["later@" + DOMAIN])
+    # Attempts 1 and 2 come back within seconds; the third waits step 3.
+    wait_until(lambda: (next_try_ahead(inst, qid) or 0) > 1800, 20,
+               what="the third attempt, then an hour's wait")
+    assert len(agent.requests) == 3
+    assert [req["kind"] for req, _ in fake_bounce.requests] == ["delay"]
+    defer = read_log(inst.queue_dir, "defer", qid)
+    assert [r["action"] for r in defer].count("attempt") == 3
+
+    pid = inst.child("qmgr")
+    os.kill(pid, 9)
+    wait_until(lambda: inst.child("qmgr") != pid, 20, what="a new qmgr")
+    # A flush: the fourth attempt, and then step 4 (two hours), not step 1.
+    for _ in range(20):
+        trigger(inst, b"A")
+        try:
+            wait_until(lambda: len(agent.requests) >= 4, 1)
+            break
+        except AssertionError:
+            pass
+    ahead = wait_until(lambda: len(agent.requests) == 4 and
+                       (next_try_ahead(inst, qid) or 0) > 60 and
+                       next_try_ahead(inst, qid), 10,
+                       what="the fourth attempt deferred")
+    assert 7200 - 60 < ahead <= 7200 + 1, ahead
+    assert [r["action"] for r in read_log(inst.queue_dir, "defer", qid)
+            ].count("attempt") == 4
+    # The warning went out before the restart: not again.
+    assert [req["kind"] for req, _ in fake_bounce.requests] == ["delay"]
+
+
 def test_kill_qmgr_with_files_in_active(make_instance):
     inst, agent, _ = start_instance(make_instance)
     agent.mode = "hold"
