@@ -89,7 +89,7 @@ struct QMGR_CTX {
     size_t active_count; /* messages in memory */
     QMGR_MESSAGE *messages; /* every message in memory */
     QMGR_DEST *dests; /* every destination, in round-robin order */
-    struct HTABLE *dest_table; /* "transport:nexthop" -> destination */
+    struct HTABLE *dest_table; /* "len:transport:nexthop" -> destination */
     QMGR_DEST *dest_rr; /* round-robin position */
     size_t jobs_running;
     struct QMGR_JOB *jobs; /* deliveries in flight, so that they stay

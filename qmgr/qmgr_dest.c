@@ -51,8 +51,8 @@ static QMGR_DEST *qmgr_dest_find(QMGR_CTX *ctx, const char *transport,
     VSTR *key = vstr_alloc(100);
     QMGR_DEST *dest;
 
-    /* A transport name has no ':' (transport_maps splits at the first). */
-    vstr_sprintf(key, "%s:%s", transport, nexthop);
+    /* The length makes the key unambiguous whatever the names hold. */
+    vstr_sprintf(key, "%zu:%s:%s", strlen(transport), transport, nexthop);
     if (ctx->dest_table == NULL)
         ctx->dest_table = htable_alloc(0);
     if ((dest = htable_find(ctx->dest_table, vstr_str(key))) != NULL) {
