@@ -6,7 +6,10 @@
  * qmgr_message.c loads a message, routes its recipients, records results
  * and decides where the file goes when it is complete; qmgr_dest.c keeps
  * the destinations (transport, next hop) with their queues and windows and
- * starts deliveries round-robin; qmgr_deliver.c runs one delivery with an
+ * starts deliveries round-robin. The decisions themselves (windows, dead
+ * destinations, retry steps, expiry, delay warnings, routing) are pure
+ * functions in qmgr_sched.c and qmgr_route.c, unit-tested; the files
+ * above only apply what they return. qmgr_deliver.c runs one delivery with an
  * agent; qmgr_bounce.c asks the bounce daemon for a DSN; qmgr_conn.c is
  * the non-blocking attribute-list client both use; qmgr_admin.c answers
  * `sluice hold|delete|requeue` about messages in active/ on

@@ -442,6 +442,31 @@ def test_recipient_limit_splits_a_message(make_instance):
     assert sorted(sum(agent.addresses(), [])) == rcpts
 
 
+def test_many_destinations_each_found_by_name(make_instance):
+    """Recipients meet their destination by (transport, next hop) however
+    many destinations there are: per message, the two recipients of a
+    domain go out in one delivery to that domain, and no delivery mixes
+    domains."""
+    inst, agent, _ = start_instance(make_instance)
+    domains = ["d%02d.test" % i for i in range(60)]
+    qids = []
+    for m in range(2):
+        rcpts = ["u%d%s@%s" % (m, k, d) for d in domains for k in "ab"]
+        qids.append(send(inst, rcpts))
+    for qid in qids:
+        inst.wait_log(r"%s: removed" % qid, timeout=30)
+    with agent.lock:
+        requests = list(agent.requests)
+    assert len(requests) == 2 * len(domains)
+    seen = set()
+    for req, rcpts in requests:
+        addrs = sorted(r["address"] for r in rcpts)
+        assert len(addrs) == 2 and {a.split("@")[1] for a in addrs} == \
+            {req["nexthop"]}, (req["nexthop"], addrs)
+        seen.add((req["queue_id"], req["nexthop"]))
+    assert len(seen) == 2 * len(domains)
+
+
 def test_concurrency_starts_at_the_initial_window(make_instance):
     inst, agent, _ = start_instance(make_instance, {"initial_destination_concurrency": "2"})
     agent.mode = "hold"
