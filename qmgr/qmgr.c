@@ -79,7 +79,7 @@ void qmgr_scan_kick(QMGR_CTX *ctx)
 static void qmgr_deferred_arm(QMGR_CTX *ctx)
 {
     time_t now = time(NULL);
-    time_t when = ctx->deferred_last + (time_t) ctx->conf.queue_run_delay;
+    time_t when = ctx->deferred_last + (time_t) ctx->conf.sched.queue_run_delay;
     struct timeval tv;
 
     if (ctx->deferred_next != 0 && ctx->deferred_next < when)
@@ -102,17 +102,6 @@ void qmgr_deferred_note(QMGR_CTX *ctx, time_t next_try)
     }
 }
 
-/* qmgr_retry_step_max - the longest step of retry_schedule, seconds */
-static long long qmgr_retry_step_max(const QMGR_CTX *ctx)
-{
-    long long max = 0;
-
-    for (size_t i = 0; i < ctx->conf.retry_count; i++)
-        if (ctx->conf.retry_steps[i] > max)
-            max = ctx->conf.retry_steps[i];
-    return max;
-}
-
 /* qmgr_scan_due - deferred/: is this file due now? Else note its time. */
 static bool qmgr_scan_due(QMGR_CTX *ctx, QMGR_SCAN *scan, const char *name)
 {
@@ -126,7 +115,7 @@ static bool qmgr_scan_due(QMGR_CTX *ctx, QMGR_SCAN *scan, const char *name)
     /* No next try is ever set further ahead than the longest retry step
        (plus slack): a file beyond that was stamped before the clock went
        back, and would otherwise wait for the clock to catch up. */
-    if (st.st_mtime - now > 2 * qmgr_retry_step_max(ctx) + 60)
+    if (st.st_mtime - now > 2 * qmgr_sched_retry_max(&ctx->conf.sched) + 60)
         return true;
     /* A flush takes every file that was there when it began. */
     if (scan->all && (st.st_ctim.tv_sec < scan->started.tv_sec ||
@@ -277,35 +266,37 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
         msg_fatal("%s", vstr_str(why));
     conf->recipient_delimiter =
         mystrdup(mail_conf_str(mc, "recipient_delimiter"));
-    conf->relayhost = mystrdup(mail_conf_str(mc, "relayhost"));
-    conf->myhostname = mystrdup(mail_conf_str(mc, "myhostname"));
-    conf->default_transport = mystrdup(mail_conf_str(mc, "default_transport"));
-    conf->local_transport = mystrdup(mail_conf_str(mc, "local_transport"));
+    conf->route.relayhost = mystrdup(mail_conf_str(mc, "relayhost"));
+    conf->route.myhostname = mystrdup(mail_conf_str(mc, "myhostname"));
+    conf->route.default_transport =
+        mystrdup(mail_conf_str(mc, "default_transport"));
+    conf->route.local_transport =
+        mystrdup(mail_conf_str(mc, "local_transport"));
     conf->active_limit = mail_conf_int(mc, "qmgr_message_active_limit");
     conf->rcpt_limit = mail_conf_int(mc, "default_destination_recipient_limit");
-    conf->initial_concurrency =
+    conf->sched.initial_concurrency =
         mail_conf_int(mc, "initial_destination_concurrency");
-    conf->concurrency_limit =
+    conf->sched.concurrency_limit =
         mail_conf_int(mc, "default_destination_concurrency_limit");
-    conf->dead_time = mail_conf_time(mc, "destination_dead_time");
-    conf->queue_run_delay = mail_conf_time(mc, "queue_run_delay");
-    conf->max_lifetime = mail_conf_time(mc, "maximal_queue_lifetime");
-    conf->bounce_lifetime = mail_conf_time(mc, "bounce_queue_lifetime");
-    conf->delay_warning = mail_conf_time(mc, "delay_warning_time");
+    conf->sched.dead_time = mail_conf_time(mc, "destination_dead_time");
+    conf->sched.queue_run_delay = mail_conf_time(mc, "queue_run_delay");
+    conf->sched.max_lifetime = mail_conf_time(mc, "maximal_queue_lifetime");
+    conf->sched.bounce_lifetime = mail_conf_time(mc, "bounce_queue_lifetime");
+    conf->sched.delay_warning = mail_conf_time(mc, "delay_warning_time");
     conf->job_timeout = mail_conf_time(mc, "daemon_timeout");
     conf->ipc_timeout = mail_conf_time(mc, "ipc_timeout");
     if (conf->active_limit < 1)
         msg_fatal("qmgr_message_active_limit must be at least 1");
     if (conf->rcpt_limit < 1)
         msg_fatal("default_destination_recipient_limit must be at least 1");
-    if (conf->concurrency_limit < 1)
+    if (conf->sched.concurrency_limit < 1)
         msg_fatal("default_destination_concurrency_limit must be at least 1");
-    if (conf->initial_concurrency < 1)
+    if (conf->sched.initial_concurrency < 1)
         msg_fatal("initial_destination_concurrency must be at least 1");
-    if (conf->queue_run_delay < 1)
-        conf->queue_run_delay = 1;
+    if (conf->sched.queue_run_delay < 1)
+        conf->sched.queue_run_delay = 1;
     steps = mail_conf_list(mc, "retry_schedule");
-    conf->retry_steps =
+    conf->sched.retry_steps =
         mymalloc_array(steps->argc ? steps->argc : 1, sizeof(long long));
     for (size_t i = 0; i < steps->argc; i++) {
         bool ok;
@@ -313,9 +304,9 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
 
         if (!ok || step < 1)
             msg_fatal("retry_schedule: bad time \"%s\"", steps->argv[i]);
-        conf->retry_steps[i] = step;
+        conf->sched.retry_steps[i] = step;
     }
-    conf->retry_count = steps->argc;
+    conf->sched.retry_count = steps->argc;
     argv_free(steps);
     vstr_free(why);
 }

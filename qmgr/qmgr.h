@@ -6,7 +6,10 @@
  * qmgr_message.c loads a message, routes its recipients, records results
  * and decides where the file goes when it is complete; qmgr_dest.c keeps
  * the destinations (transport, next hop) with their queues and windows and
- * starts deliveries round-robin; qmgr_deliver.c runs one delivery with an
+ * starts deliveries round-robin. The decisions themselves (windows, dead
+ * destinations, retry steps, expiry, delay warnings, routing) are pure
+ * functions in qmgr_sched.c and qmgr_route.c, unit-tested; the files
+ * above only apply what they return. qmgr_deliver.c runs one delivery with an
  * agent; qmgr_bounce.c asks the bounce daemon for a DSN; qmgr_conn.c is
  * the non-blocking attribute-list client both use; qmgr_admin.c answers
  * `sluice hold|delete|requeue` about messages in active/ on
@@ -31,12 +34,15 @@
 #include "mail_server.h"
 #include "qfile.h"
 #include "qid.h"
+#include "qmgr_route.h"
+#include "qmgr_sched.h"
 #include "vstr.h"
 
 struct event;
 struct event_base;
 struct MAPS;
 struct MATCH_LIST;
+struct HTABLE;
 
 typedef struct QMGR_CTX QMGR_CTX;
 typedef struct QMGR_MESSAGE QMGR_MESSAGE;
@@ -50,23 +56,12 @@ typedef struct QMGR_CONF {
     struct MATCH_LIST *mydestination; /* domains delivered locally */
     struct MAPS *transport_maps; /* recipient -> transport:nexthop */
     char *recipient_delimiter; /* "" when none */
-    char *relayhost; /* "" when none */
-    char *myhostname; /* next hop of local mail */
-    char *default_transport;
-    char *local_transport;
+    QMGR_ROUTE_CONF route; /* transports, relayhost, myhostname */
+    QMGR_SCHED_CONF sched; /* windows, retries, lifetimes */
     long long active_limit; /* qmgr_message_active_limit */
     long long rcpt_limit; /* default_destination_recipient_limit */
-    long long initial_concurrency; /* initial_destination_concurrency */
-    long long concurrency_limit; /* default_destination_concurrency_limit */
-    long long dead_time; /* destination_dead_time, seconds */
-    long long queue_run_delay; /* seconds */
-    long long max_lifetime; /* maximal_queue_lifetime */
-    long long bounce_lifetime; /* bounce_queue_lifetime */
-    long long delay_warning; /* delay_warning_time, 0: off */
     long long job_timeout; /* daemon_timeout: one delivery */
     long long ipc_timeout; /* ipc_timeout: one bounce request */
-    long long *retry_steps; /* retry_schedule, seconds */
-    size_t retry_count;
 } QMGR_CONF;
 
 /* A resumable scan of one queue directory (hashed ones: all 32 subdirs). */
@@ -96,8 +91,8 @@ struct QMGR_CTX {
     time_t deferred_last; /* last deferred scan began */
     size_t active_count; /* messages in memory */
     QMGR_MESSAGE *messages; /* every message in memory */
-    QMGR_DEST *dests; /* every destination */
-    size_t dest_count;
+    QMGR_DEST *dests; /* every destination, in round-robin order */
+    struct HTABLE *dest_table; /* "len:transport:nexthop" -> destination */
     QMGR_DEST *dest_rr; /* round-robin position */
     size_t jobs_running;
     struct QMGR_JOB *jobs; /* deliveries in flight, so that they stay
@@ -154,6 +149,8 @@ struct QMGR_MESSAGE {
     QMGR_CONN *bounce_conn; /* ... and its connection */
     QMGR_ADMIN_OP admin_op; /* qmgr_message_admin */
     int agent_deaths; /* agents that died with it in flight */
+    size_t attempts; /* rounds that ended in deferred/ (qmgr_message.c) */
+    bool warned; /* the delay warning went out */
     QMGR_MESSAGE *prev;
     QMGR_MESSAGE *next;
 };
@@ -189,13 +186,10 @@ struct QMGR_DEST {
     QMGR_CTX *ctx;
     char *transport;
     char *nexthop;
+    char *key; /* in ctx->dest_table */
     QMGR_ENTRY *head; /* pending entries */
     QMGR_ENTRY *tail;
-    size_t busy; /* deliveries in flight */
-    long long window; /* concurrency allowed now */
-    bool cohort_ok; /* a success since busy was 0 */
-    time_t dead_until; /* 0: alive */
-    time_t paused_until; /* agent busy: 0, or wait until */
+    QMGR_SCHED_DEST sched; /* window, deliveries in flight, dead, paused */
     char *last_reason; /* of the last site failure */
     QMGR_DEST *next;
 };
@@ -204,8 +198,8 @@ struct QMGR_DEST {
 extern void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
                           const char *nexthop, size_t index);
 extern void qmgr_dest_schedule(QMGR_CTX *ctx);
-extern void qmgr_dest_job_done(QMGR_DEST *dest, bool attempted,
-                               bool site_failed, const char *reason);
+extern void qmgr_dest_job_done(QMGR_DEST *dest, QMGR_SCHED_OUTCOME outcome,
+                               const char *reason);
 extern void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry);
 extern void qmgr_dest_revive_all(QMGR_CTX *ctx);
 /* qmgr_dest_withdraw - take msg's pending (unstarted) entries back; each

@@ -46,10 +46,11 @@ typedef struct QMGR_JOB {
 static bool qmgr_job_retry_now(QMGR_JOB *job, bool agent_died)
 {
     QMGR_MESSAGE *msg = job->entry->msg;
+    bool withdrawn =
+        msg->admin_op == QMGR_ADMIN_HOLD || msg->admin_op == QMGR_ADMIN_DELETE;
 
-    if (!agent_died || job->done_seen || msg->admin_op == QMGR_ADMIN_HOLD ||
-        msg->admin_op == QMGR_ADMIN_DELETE ||
-        msg->agent_deaths >= QMGR_AGENT_DEATH_RETRIES)
+    if (!qmgr_sched_agent_retry(agent_died, job->done_seen, withdrawn,
+                                msg->agent_deaths, QMGR_AGENT_DEATH_RETRIES))
         return false;
     msg->agent_deaths++;
     return true;
@@ -63,21 +64,19 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why, bool agent_died)
     QMGR_DEST *dest = entry->dest;
     QMGR_CTX *ctx = job->ctx;
     VSTR *reason = vstr_alloc(100);
-    bool site_failed = false;
-    bool attempted;
+    QMGR_SCHED_OUTCOME outcome;
     bool retry = qmgr_job_retry_now(job, agent_died);
     size_t unanswered = 0;
 
     job->conn = qmgr_conn_free(job->conn);
     if (job->done_seen) {
-        site_failed = job->site_failed != 0;
         vstr_sprintf(reason, "delivery agent failed: %s",
                      job->done_reason ? job->done_reason : "no reason given");
     } else {
         vstr_sprintf(reason, "delivery agent died: %s", why);
     }
-    /* Only an agent that reported counts as an attempt on the site. */
-    attempted = job->done_seen && job->done_status == 0;
+    outcome = qmgr_sched_outcome(job->done_seen, job->done_status,
+                                 job->site_failed != 0);
     for (size_t i = 0; i < entry->count; i++) {
         if (job->answered[i])
             continue;
@@ -102,7 +101,7 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why, bool agent_died)
         ctx->jobs = job->next;
     if (job->next)
         job->next->prev = job->prev;
-    qmgr_dest_job_done(dest, attempted || site_failed, site_failed,
+    qmgr_dest_job_done(dest, outcome,
                        job->done_reason ? job->done_reason : vstr_str(reason));
     qmgr_entry_free(entry);
     myfree(job->answered);
@@ -238,7 +237,7 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
             for (size_t i = 0; i < entry->count; i++)
                 qmgr_message_defer_self(msg, entry->index[i], "4.3.0",
                                         "mail transport unavailable");
-            qmgr_dest_job_done(entry->dest, false, false, NULL);
+            qmgr_dest_job_done(entry->dest, QMGR_SCHED_NOT_ATTEMPTED, NULL);
             qmgr_entry_free(entry);
         }
         vstr_free(path);

@@ -10,7 +10,10 @@
  * was 1 and it failed) the destination is dead for destination_dead_time:
  * its entries, and any that arrive meanwhile, are deferred at once without
  * contacting it. Deliveries start round-robin over the destinations so one
- * slow domain cannot starve the others.
+ * slow domain cannot starve the others. The decisions are qmgr_sched.c's;
+ * this file applies them (logs, defers, starts deliveries). Destinations
+ * are found by name in a hash table and kept in a list for the
+ * round-robin.
  */
 #include "sys_defs.h"
 
@@ -18,6 +21,7 @@
 
 #include <event2/event.h>
 
+#include "htable.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "qmgr.h"
@@ -40,47 +44,50 @@ QMGR_ENTRY *qmgr_entry_free(QMGR_ENTRY *entry)
     return NULL;
 }
 
-/* qmgr_dest_initial_window - where slow start begins */
-static long long qmgr_dest_initial_window(const QMGR_CTX *ctx)
-{
-    if (ctx->conf.initial_concurrency > ctx->conf.concurrency_limit)
-        return ctx->conf.concurrency_limit;
-    return ctx->conf.initial_concurrency;
-}
-
 /* qmgr_dest_find - the destination for (transport, nexthop), made if new */
 static QMGR_DEST *qmgr_dest_find(QMGR_CTX *ctx, const char *transport,
                                  const char *nexthop)
 {
+    VSTR *key = vstr_alloc(100);
     QMGR_DEST *dest;
 
-    for (dest = ctx->dests; dest; dest = dest->next)
-        if (strcmp(dest->nexthop, nexthop) == 0 &&
-            strcmp(dest->transport, transport) == 0)
-            return dest;
+    /* The length makes the key unambiguous whatever the names hold. */
+    vstr_sprintf(key, "%zu:%s:%s", strlen(transport), transport, nexthop);
+    if (ctx->dest_table == NULL)
+        ctx->dest_table = htable_alloc(0);
+    if ((dest = htable_find(ctx->dest_table, vstr_str(key))) != NULL) {
+        vstr_free(key);
+        return dest;
+    }
     dest = mycalloc(1, sizeof(*dest));
     dest->transport = mystrdup(transport);
     dest->nexthop = mystrdup(nexthop);
+    dest->key = vstr_export(key);
     dest->ctx = ctx;
-    dest->window = qmgr_dest_initial_window(ctx);
+    qmgr_sched_dest_init(&dest->sched, &ctx->conf.sched);
+    if (!htable_enter(ctx->dest_table, dest->key, dest))
+        msg_panic("%s: %s: entered twice", __func__, dest->key);
     dest->next = ctx->dests;
     ctx->dests = dest;
-    ctx->dest_count++;
     return dest;
+}
+
+/* qmgr_dest_apply - log what a decision on dest says happened */
+static void qmgr_dest_apply(QMGR_DEST *dest, QMGR_SCHED_VERDICT verdict)
+{
+    if (verdict == QMGR_SCHED_REVIVED)
+        msg_info("%s:%s: delivery resumed", dest->transport, dest->nexthop);
 }
 
 /* qmgr_dest_dead - is the destination left alone right now? */
 static bool qmgr_dest_dead(QMGR_CTX *ctx, QMGR_DEST *dest)
 {
-    if (dest->dead_until == 0)
-        return false;
-    if (time(NULL) < dest->dead_until)
-        return true;
-    /* Its dead time is over: try again, from the start. */
-    dest->dead_until = 0;
-    dest->window = qmgr_dest_initial_window(ctx);
-    msg_info("%s:%s: delivery resumed", dest->transport, dest->nexthop);
-    return false;
+    QMGR_SCHED_VERDICT verdict;
+    bool alive = qmgr_sched_dest_alive(&dest->sched, &ctx->conf.sched,
+                                       time(NULL), &verdict);
+
+    qmgr_dest_apply(dest, verdict);
+    return !alive;
 }
 
 /* qmgr_dest_suspended - defer one recipient of a dead destination */
@@ -138,9 +145,8 @@ static QMGR_ENTRY *qmgr_dest_pop(QMGR_DEST *dest)
 /* qmgr_dest_kill - a whole cohort failed: leave the destination alone */
 static void qmgr_dest_kill(QMGR_CTX *ctx, QMGR_DEST *dest)
 {
-    dest->dead_until = time(NULL) + (time_t) ctx->conf.dead_time;
     msg_warn("%s:%s: delivery temporarily suspended for %llds: %s",
-             dest->transport, dest->nexthop, ctx->conf.dead_time,
+             dest->transport, dest->nexthop, ctx->conf.sched.dead_time,
              dest->last_reason ? dest->last_reason : QMGR_DEST_NO_REASON);
     while (dest->head) {
         QMGR_ENTRY *entry = qmgr_dest_pop(dest);
@@ -151,52 +157,23 @@ static void qmgr_dest_kill(QMGR_CTX *ctx, QMGR_DEST *dest)
     }
 }
 
-/* qmgr_dest_job_done - a delivery to dest ended; attempted: the agent
-   reported on the destination (site_failed says how it went) */
-void qmgr_dest_job_done(QMGR_DEST *dest, bool attempted, bool site_failed,
+/* qmgr_dest_job_done - a delivery to dest ended with outcome (reason: why
+   the site failed, when it did) */
+void qmgr_dest_job_done(QMGR_DEST *dest, QMGR_SCHED_OUTCOME outcome,
                         const char *reason)
 {
     QMGR_CTX *ctx = dest->ctx;
-    long long window_before = dest->window;
-    bool whole_cohort;
 
-    if (dest->busy == 0)
+    if (dest->sched.busy == 0)
         msg_panic("%s: %s: not busy", __func__, dest->nexthop);
-    dest->busy--;
-    if (!attempted) {
-        if (dest->busy == 0)
-            dest->cohort_ok = false;
-        return;
+    if (outcome == QMGR_SCHED_SITE_FAILED) {
+        myfree(dest->last_reason);
+        dest->last_reason =
+            mystrdup(reason && *reason ? reason : QMGR_DEST_NO_REASON);
     }
-    if (!site_failed) {
-        dest->cohort_ok = true;
-        if (dest->window < ctx->conf.concurrency_limit)
-            dest->window++;
-        if (dest->busy == 0)
-            dest->cohort_ok = false;
-        return;
-    }
-    if (dest->window > 1)
-        dest->window--;
-    myfree(dest->last_reason);
-    dest->last_reason =
-        mystrdup(reason && *reason ? reason : QMGR_DEST_NO_REASON);
-    whole_cohort = (dest->busy == 0 && !dest->cohort_ok) || window_before == 1;
-    if (dest->busy == 0)
-        dest->cohort_ok = false;
-    if (whole_cohort && dest->dead_until == 0)
+    if (qmgr_sched_dest_result(&dest->sched, &ctx->conf.sched, outcome,
+                               time(NULL)) == QMGR_SCHED_KILLED)
         qmgr_dest_kill(ctx, dest);
-}
-
-/* qmgr_dest_paused - is the agent of dest too busy to connect to now? */
-static bool qmgr_dest_paused(QMGR_CTX *ctx, QMGR_DEST *dest)
-{
-    if (dest->paused_until == 0)
-        return false;
-    if (time(NULL) < dest->paused_until)
-        return true;
-    dest->paused_until = 0;
-    return false;
 }
 
 /* qmgr_dest_resume_event - paused destinations may go on */
@@ -212,13 +189,12 @@ void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry)
     QMGR_CTX *ctx = dest->ctx;
     struct timeval tv = {QMGR_DEST_PAUSE, 0};
 
-    if (dest->busy == 0)
+    if (dest->sched.busy == 0)
         msg_panic("%s: %s: not busy", __func__, dest->nexthop);
-    dest->busy--;
+    qmgr_sched_dest_pause(&dest->sched, time(NULL), QMGR_DEST_PAUSE);
     if ((entry->next = dest->head) == NULL)
         dest->tail = entry;
     dest->head = entry;
-    dest->paused_until = time(NULL) + QMGR_DEST_PAUSE;
     if (ctx->resume_ev == NULL &&
         (ctx->resume_ev =
              evtimer_new(ctx->base, qmgr_dest_resume_event, ctx)) == NULL)
@@ -237,19 +213,20 @@ static void qmgr_dest_sweep(QMGR_CTX *ctx)
     time_t now = time(NULL);
 
     while ((dest = *link) != NULL) {
-        if (dest->head || dest->busy || dest->dead_until > now ||
-            dest->paused_until > now) {
+        if (dest->head || !qmgr_sched_dest_idle(&dest->sched, now)) {
             link = &dest->next;
             continue;
         }
         *link = dest->next;
         if (ctx->dest_rr == dest)
             ctx->dest_rr = dest->next;
+        if (htable_delete(ctx->dest_table, dest->key) != dest)
+            msg_panic("%s: %s: not in the table", __func__, dest->key);
+        myfree(dest->key);
         myfree(dest->transport);
         myfree(dest->nexthop);
         myfree(dest->last_reason);
         myfree(dest);
-        ctx->dest_count--;
     }
 }
 
@@ -276,11 +253,15 @@ void qmgr_dest_schedule(QMGR_CTX *ctx)
                 break;
             do {
                 QMGR_DEST *next = dest->next ? dest->next : ctx->dests;
+                QMGR_SCHED_VERDICT verdict = QMGR_SCHED_NONE;
+                bool may_start =
+                    dest->head &&
+                    qmgr_sched_dest_may_start(&dest->sched, &ctx->conf.sched,
+                                              time(NULL), &verdict);
 
-                if (dest->head && (long long) dest->busy < dest->window &&
-                    !qmgr_dest_dead(ctx, dest) &&
-                    !qmgr_dest_paused(ctx, dest)) {
-                    dest->busy++;
+                qmgr_dest_apply(dest, verdict);
+                if (may_start) {
+                    dest->sched.busy++;
                     ctx->dest_rr = next;
                     qmgr_deliver_start(ctx, qmgr_dest_pop(dest));
                     progress = true;
@@ -296,10 +277,7 @@ void qmgr_dest_schedule(QMGR_CTX *ctx)
 void qmgr_dest_revive_all(QMGR_CTX *ctx)
 {
     for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
-        if (dest->dead_until) {
-            dest->dead_until = 0;
-            dest->window = qmgr_dest_initial_window(ctx);
-        }
+        qmgr_sched_dest_revive(&dest->sched, &ctx->conf.sched);
 }
 
 /* qmgr_dest_withdraw - take msg's pending (unstarted) entries back */

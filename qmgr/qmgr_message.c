@@ -28,6 +28,11 @@
  *   4. else maybe a delay warning (once), then an "attempt" record, the
  *      next try as the file's mtime (retry_schedule step k for the k-th
  *      attempt, the last step repeating), and a rename into deferred/.
+ *
+ * The attempts so far and whether the delay warning went out are on disk
+ * as "attempt" and "warned" records of the defer log, so they survive a
+ * restart. They are counted once, when the message is loaded, and kept
+ * in memory from then on; nothing reads the log again in that round.
  */
 #include "sys_defs.h"
 
@@ -45,7 +50,6 @@
 #include "msg.h"
 #include "mymalloc.h"
 #include "qmgr.h"
-#include "smtp_addr.h"
 #include "vstr.h"
 
 /* finish_step values */
@@ -307,24 +311,6 @@ static size_t qmgr_message_count(const QMGR_MESSAGE *msg, QMGR_RCPT_STATE state)
     return count;
 }
 
-/* qmgr_message_age - seconds since arrival */
-static long long qmgr_message_age(const QMGR_MESSAGE *msg)
-{
-    return (long long) time(NULL) - (long long) msg->info->arrival.tv_sec;
-}
-
-/* qmgr_message_retry_step - the wait after the k-th attempt (k >= 1) */
-static long long qmgr_message_retry_step(const QMGR_CTX *ctx, size_t k)
-{
-    if (ctx->conf.retry_count == 0)
-        return ctx->conf.queue_run_delay;
-    if (k < 1)
-        k = 1;
-    if (k > ctx->conf.retry_count)
-        k = ctx->conf.retry_count;
-    return ctx->conf.retry_steps[k - 1];
-}
-
 /* qmgr_message_to_deferred - record the attempt, set the next try, move */
 static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
 {
@@ -332,8 +318,6 @@ static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
     VSTR *path = qmgr_message_path(vstr_alloc(100), msg);
     VSTR *why = vstr_alloc(100);
     DSN_LOG_REC rec;
-    DSN_LOG *dlog;
-    size_t attempts = 1;
     struct timeval times[2];
     time_t next_try;
 
@@ -368,16 +352,12 @@ static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
     if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,
                        false, why) < 0)
         msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
-    if ((dlog = dsn_log_read(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
-                             why)) == NULL) {
-        msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
-    } else {
-        attempts = dsn_log_count(dlog, DSN_ACTION_ATTEMPT);
-        dsn_log_free(dlog);
-    }
-    next_try = time(NULL);
-    if (msg->admin_op != QMGR_ADMIN_REQUEUE)
-        next_try += (time_t) qmgr_message_retry_step(ctx, attempts);
+    /* Counted even when the record was not written: this round's step is
+       still right; only the next load counts one attempt fewer. */
+    msg->attempts++;
+    next_try =
+        qmgr_sched_retry_next(&ctx->conf.sched, msg->attempts, time(NULL),
+                              msg->admin_op == QMGR_ADMIN_REQUEUE);
     times[0].tv_sec = times[1].tv_sec = next_try;
     times[0].tv_usec = times[1].tv_usec = 0;
     if (utimes(vstr_str(path), times) < 0)
@@ -409,33 +389,20 @@ static void qmgr_message_warned(QMGR_MESSAGE *msg, bool ok)
         if (dsn_log_append(msg->ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
                            &rec, true, why) < 0)
             msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
+        else
+            msg->warned = true;
     }
     vstr_free(why);
     qmgr_message_to_deferred(msg);
 }
 
 /* qmgr_message_want_warning - is a delay warning due now? */
-static bool qmgr_message_want_warning(QMGR_MESSAGE *msg)
+static bool qmgr_message_want_warning(const QMGR_MESSAGE *msg)
 {
-    QMGR_CTX *ctx = msg->ctx;
-    VSTR *why;
-    DSN_LOG *dlog;
-    bool want = false;
-
-    if (ctx->conf.delay_warning <= 0 ||
-        qmgr_message_age(msg) <= ctx->conf.delay_warning ||
-        qmgr_message_count(msg, QMGR_RCPT_DEFERRED) == 0)
-        return false;
-    why = vstr_alloc(100);
-    if ((dlog = dsn_log_read(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
-                             why)) == NULL) {
-        msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
-    } else {
-        want = dsn_log_count(dlog, DSN_ACTION_WARNED) == 0;
-        dsn_log_free(dlog);
-    }
-    vstr_free(why);
-    return want;
+    return qmgr_sched_warn_due(&msg->ctx->conf.sched, msg->info->arrival.tv_sec,
+                               time(NULL),
+                               qmgr_message_count(msg, QMGR_RCPT_DEFERRED),
+                               msg->warned, msg->admin_op == QMGR_ADMIN_HOLD);
 }
 
 /* qmgr_message_settle - after any DSN: remove, or back to deferred/ */
@@ -449,7 +416,7 @@ static void qmgr_message_settle(QMGR_MESSAGE *msg)
         return;
     }
     if (qmgr_message_count(msg, QMGR_RCPT_DEFERRED) > 0 || msg->bounce_failed) {
-        if (msg->admin_op != QMGR_ADMIN_HOLD && qmgr_message_want_warning(msg))
+        if (qmgr_message_want_warning(msg))
             qmgr_bounce_request(msg, BOUNCE_KIND_DELAY, qmgr_message_warned);
         else
             qmgr_message_to_deferred(msg);
@@ -486,14 +453,15 @@ static void qmgr_message_bounced(QMGR_MESSAGE *msg, bool ok)
 static void qmgr_message_expire(QMGR_MESSAGE *msg)
 {
     QMGR_CTX *ctx = msg->ctx;
-    long long age = qmgr_message_age(msg);
-    long long lifetime =
-        *msg->info->sender ? ctx->conf.max_lifetime : ctx->conf.bounce_lifetime;
+    time_t now = time(NULL);
+    long long age = (long long) now - (long long) msg->info->arrival.tv_sec;
     VSTR *reason;
     VSTR *why;
     bool expired = false;
 
-    if (age <= lifetime || qmgr_message_count(msg, QMGR_RCPT_DEFERRED) == 0)
+    if (!qmgr_sched_expired(&ctx->conf.sched, msg->info->arrival.tv_sec, now,
+                            *msg->info->sender == 0) ||
+        qmgr_message_count(msg, QMGR_RCPT_DEFERRED) == 0)
         return;
     reason = vstr_alloc(100);
     why = vstr_alloc(100);
@@ -604,108 +572,112 @@ void qmgr_message_admin(QMGR_MESSAGE *msg, QMGR_ADMIN_OP op)
     qmgr_message_check(msg);
 }
 
-/* qmgr_message_nexthop_parse - a transport_maps value "transport:nexthop"
-   (either part may be empty: the default stays) over *transport and
-   *nexthop; the parts live in buf */
-static void qmgr_message_nexthop_parse(const char *value, VSTR *buf,
-                                       const char **transport,
-                                       const char **nexthop)
+/* qmgr_message_is_local - mydestination, for qmgr_route */
+static int qmgr_message_is_local(void *context, const char *domain)
 {
-    char *colon;
+    QMGR_CTX *ctx = context;
 
-    vstr_cpy(buf, value);
-    if ((colon = strchr(vstr_str(buf), ':')) != NULL) {
-        *colon = 0;
-        if (colon[1])
-            *nexthop = colon + 1;
-    }
-    if (*vstr_str(buf))
-        *transport = vstr_str(buf);
+    return match_list_match(ctx->conf.mydestination, domain);
 }
 
-/* qmgr_message_transport - transport_maps as transport(5) says: the full
-   address, then the domain, then its parents as ".parent", then "*";
-   NULL when nothing matched, *error MAP_FAIL when a table failed */
-static const char *qmgr_message_transport(QMGR_CTX *ctx, const char *address,
-                                          const char *domain, int *error)
+/* qmgr_message_map_result - a maps answer as qmgr_route wants it */
+static int qmgr_message_map_result(const char *found, int error,
+                                   const char **value)
 {
-    const char *value;
-
-    *error = MAP_OK;
-    if (maps_count(ctx->conf.transport_maps) == 0)
-        return NULL;
-    if ((value = maps_find_addr(ctx->conf.transport_maps, address,
-                                ctx->conf.recipient_delimiter,
-                                MAPS_ADDR_NO_AT_DOMAIN, error)) != NULL ||
-        *error == MAP_FAIL)
-        return value;
-    if (domain == NULL)
-        return NULL;
-    for (const char *name = domain; name; name = strchr(name + 1, '.')) {
-        if ((value = maps_find_fixed(ctx->conf.transport_maps, name,
-                                     error)) != NULL ||
-            *error == MAP_FAIL)
-            return value;
+    if (found) {
+        *value = found;
+        return 1;
     }
-    return maps_find_fixed(ctx->conf.transport_maps, "*", error);
+    return error == MAP_FAIL ? -1 : 0;
 }
 
-/* qmgr_message_route - transport and next hop of one recipient */
+/* qmgr_message_find_addr - transport_maps by address, for qmgr_route */
+static int qmgr_message_find_addr(void *context, const char *address,
+                                  const char **value)
+{
+    QMGR_CTX *ctx = context;
+    int error = MAP_OK;
+    const char *found = maps_find_addr(ctx->conf.transport_maps, address,
+                                       ctx->conf.recipient_delimiter,
+                                       MAPS_ADDR_NO_AT_DOMAIN, &error);
+
+    return qmgr_message_map_result(found, error, value);
+}
+
+/* qmgr_message_find_fixed - transport_maps by key, for qmgr_route */
+static int qmgr_message_find_fixed(void *context, const char *key,
+                                   const char **value)
+{
+    QMGR_CTX *ctx = context;
+    int error = MAP_OK;
+    const char *found = maps_find_fixed(ctx->conf.transport_maps, key, &error);
+
+    return qmgr_message_map_result(found, error, value);
+}
+
+/* qmgr_message_route - route one recipient (qmgr_route decides) and queue
+   it, or defer it when that cannot be done now */
 static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
 {
     QMGR_CTX *ctx = msg->ctx;
     const char *address = msg->info->rcpts[index].address;
-    /* The split smtpd and cleanup use: a quoted '@' is never a route. */
-    const char *rcpt_domain = smtp_addr_split(address, NULL);
-    VSTR *domain = vstr_alloc(64);
+    QMGR_ROUTE_TABLES tables = {
+        .is_local = qmgr_message_is_local,
+        .context = ctx,
+    };
+    VSTR *transport = vstr_alloc(32);
+    VSTR *nexthop = vstr_alloc(64);
     VSTR *sock = vstr_alloc(100);
-    VSTR *table_value = vstr_alloc(64);
-    const char *transport = NULL;
-    const char *nexthop;
-    const char *value;
     struct stat st;
-    int error;
-    int local = 1;
 
-    if (rcpt_domain == NULL) {
-        vstr_cpy(domain, ctx->conf.myhostname);
-    } else {
-        vstr_lower(vstr_cpy(domain, rcpt_domain));
-        local = match_list_match(ctx->conf.mydestination, vstr_str(domain));
+    if (maps_count(ctx->conf.transport_maps) > 0) {
+        tables.find_addr = qmgr_message_find_addr;
+        tables.find_fixed = qmgr_message_find_fixed;
     }
-    if (local < 0) {
+    switch (
+        qmgr_route(&ctx->conf.route, &tables, address, transport, nexthop)) {
+    case QMGR_ROUTE_LOCAL_FAILED:
         qmgr_message_defer_self(msg, index, "4.3.0",
                                 "mydestination lookup failed");
-        goto out;
-    }
-    if (local) {
-        transport = ctx->conf.local_transport;
-        nexthop = vstr_str(domain);
-    } else {
-        transport = ctx->conf.default_transport;
-        nexthop = *ctx->conf.relayhost ? ctx->conf.relayhost : vstr_str(domain);
-    }
-    /* The table overrides what it names; an empty part keeps the default. */
-    value = qmgr_message_transport(
-        ctx, address, rcpt_domain ? vstr_str(domain) : NULL, &error);
-    if (error == MAP_FAIL) {
+        break;
+    case QMGR_ROUTE_TABLE_FAILED:
         qmgr_message_defer_self(msg, index, "4.3.0",
                                 "transport table lookup failed");
-        goto out;
+        break;
+    case QMGR_ROUTE_OK:
+        vstr_sprintf(sock, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                     vstr_str(transport));
+        if (stat(vstr_str(sock), &st) < 0)
+            qmgr_message_defer_self(msg, index, "4.3.0",
+                                    "mail transport unavailable");
+        else
+            qmgr_dest_add(msg, vstr_str(transport), vstr_str(nexthop), index);
+        break;
     }
-    if (value)
-        qmgr_message_nexthop_parse(value, table_value, &transport, &nexthop);
-    vstr_sprintf(sock, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
-                 transport);
-    if (stat(vstr_str(sock), &st) < 0)
-        qmgr_message_defer_self(msg, index, "4.3.0",
-                                "mail transport unavailable");
-    else
-        qmgr_dest_add(msg, transport, nexthop, index);
-out:
-    vstr_free(domain);
+    vstr_free(transport);
+    vstr_free(nexthop);
     vstr_free(sock);
-    vstr_free(table_value);
+}
+
+/* qmgr_message_history - what the defer log says of earlier rounds: the
+   attempts made and whether the delay warning went out. A log that cannot
+   be read counts no attempt (the retry step starts over) and no warning
+   is sent on it (one may have gone out already). */
+static void qmgr_message_history(QMGR_MESSAGE *msg)
+{
+    VSTR *why = vstr_alloc(100);
+    DSN_LOG *dlog;
+
+    if ((dlog = dsn_log_read(msg->ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
+                             why)) == NULL) {
+        msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
+        msg->warned = true;
+    } else {
+        msg->attempts = dsn_log_count(dlog, DSN_ACTION_ATTEMPT);
+        msg->warned = dsn_log_count(dlog, DSN_ACTION_WARNED) > 0;
+        dsn_log_free(dlog);
+    }
+    vstr_free(why);
 }
 
 /* qmgr_message_activate - take qid into active/ and schedule it */
@@ -750,6 +722,7 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
     msg->rcpts =
         mycalloc(info->rcpt_count ? info->rcpt_count : 1, sizeof(*msg->rcpts));
     msg->active_usec = qmgr_now_usec();
+    qmgr_message_history(msg);
     if ((msg->next = ctx->messages) != NULL)
         msg->next->prev = msg;
     ctx->messages = msg;

@@ -370,6 +370,53 @@ def test_flush_makes_deferred_due(make_instance):
     assert len(agent.requests) == 2
 
 
+def next_try_ahead(inst, qid):
+    """Seconds from now to the next try of qid in deferred/, or None."""
+    path = find(inst, "deferred", qid)
+    try:
+        return os.stat(path).st_mtime - time.time() if path else None
+    except FileNotFoundError:
+        return None
+
+
+def test_attempts_survive_a_qmgr_restart(make_instance):
+    """The retry step and the one delay warning go on where they were after
+    qmgr is killed and started again: both come from the defer log when a
+    message is loaded, not from anything qmgr only keeps in memory."""
+    inst, agent, fake_bounce = start_instance(make_instance, {
+        "retry_schedule": "1s 2s 1h 2h", "delay_warning_time": "2s"})
+    agent.outcome = lambda r: DEFERRED
+    qid = send(inst, ["later@" + DOMAIN])
+    # Attempts 1 and 2 come back within seconds; the third waits step 3.
+    wait_until(lambda: (next_try_ahead(inst, qid) or 0) > 1800, 20,
+               what="the third attempt, then an hour's wait")
+    assert len(agent.requests) == 3
+    assert [req["kind"] for req, _ in fake_bounce.requests] == ["delay"]
+    defer = read_log(inst.queue_dir, "defer", qid)
+    assert [r["action"] for r in defer].count("attempt") == 3
+
+    pid = inst.child("qmgr")
+    os.kill(pid, 9)
+    wait_until(lambda: inst.child("qmgr") != pid, 20, what="a new qmgr")
+    # A flush: the fourth attempt, and then step 4 (two hours), not step 1.
+    for _ in range(20):
+        trigger(inst, b"A")
+        try:
+            wait_until(lambda: len(agent.requests) >= 4, 1)
+            break
+        except AssertionError:
+            pass
+    ahead = wait_until(lambda: len(agent.requests) == 4 and
+                       (next_try_ahead(inst, qid) or 0) > 60 and
+                       next_try_ahead(inst, qid), 10,
+                       what="the fourth attempt deferred")
+    assert 7200 - 60 < ahead <= 7200 + 1, ahead
+    assert [r["action"] for r in read_log(inst.queue_dir, "defer", qid)
+            ].count("attempt") == 4
+    # The warning went out before the restart: not again.
+    assert [req["kind"] for req, _ in fake_bounce.requests] == ["delay"]
+
+
 def test_kill_qmgr_with_files_in_active(make_instance):
     inst, agent, _ = start_instance(make_instance)
     agent.mode = "hold"
@@ -395,6 +442,31 @@ def test_recipient_limit_splits_a_message(make_instance):
     sizes = sorted(len(a) for a in agent.addresses())
     assert sizes == [20, 50, 50]
     assert sorted(sum(agent.addresses(), [])) == rcpts
+
+
+def test_many_destinations_each_found_by_name(make_instance):
+    """Recipients meet their destination by (transport, next hop) however
+    many destinations there are: per message, the two recipients of a
+    domain go out in one delivery to that domain, and no delivery mixes
+    domains."""
+    inst, agent, _ = start_instance(make_instance)
+    domains = ["d%02d.test" % i for i in range(60)]
+    qids = []
+    for m in range(2):
+        rcpts = ["u%d%s@%s" % (m, k, d) for d in domains for k in "ab"]
+        qids.append(send(inst, rcpts))
+    for qid in qids:
+        inst.wait_log(r"%s: removed" % qid, timeout=30)
+    with agent.lock:
+        requests = list(agent.requests)
+    assert len(requests) == 2 * len(domains)
+    seen = set()
+    for req, rcpts in requests:
+        addrs = sorted(r["address"] for r in rcpts)
+        assert len(addrs) == 2 and {a.split("@")[1] for a in addrs} == \
+            {req["nexthop"]}, (req["nexthop"], addrs)
+        seen.add((req["queue_id"], req["nexthop"]))
+    assert len(seen) == 2 * len(domains)
 
 
 def test_concurrency_starts_at_the_initial_window(make_instance):

@@ -1,0 +1,83 @@
+/*
+ * qmgr_route - which transport and next hop an address goes to
+ *
+ * See qmgr_route.h for the rules. The tables answer through callbacks, so
+ * the decision itself reads no file and keeps no state.
+ */
+#include "sys_defs.h"
+
+#include "qmgr_route.h"
+#include "smtp_addr.h"
+#include "vstr.h"
+
+/* qmgr_route_transport - transport_maps as transport(5) says: the full
+   address, then (with a domain) the domain, its parents as ".parent", and
+   "*"; 1 with *value, 0 when nothing matched, -1 when a table failed */
+static int qmgr_route_transport(const QMGR_ROUTE_TABLES *tables,
+                                const char *address, const char *domain,
+                                const char **value)
+{
+    int found;
+
+    if (tables->find_addr == NULL)
+        return 0;
+    if ((found = tables->find_addr(tables->context, address, value)) != 0)
+        return found;
+    if (domain == NULL)
+        return 0;
+    for (const char *name = domain; name; name = strchr(name + 1, '.'))
+        if ((found = tables->find_fixed(tables->context, name, value)) != 0)
+            return found;
+    return tables->find_fixed(tables->context, "*", value);
+}
+
+/* qmgr_route - transport and next hop of address, or why not now */
+QMGR_ROUTE_STATUS qmgr_route(const QMGR_ROUTE_CONF *conf,
+                             const QMGR_ROUTE_TABLES *tables,
+                             const char *address, VSTR *transport,
+                             VSTR *nexthop)
+{
+    /* The split smtpd and cleanup use: a quoted '@' is never a route. */
+    const char *rcpt_domain = smtp_addr_split(address, NULL);
+    VSTR *domain = vstr_alloc(64);
+    const char *value = NULL;
+    const char *colon;
+    int local = 1;
+    int found;
+
+    if (rcpt_domain == NULL) {
+        vstr_cpy(domain, conf->myhostname);
+    } else {
+        vstr_lower(vstr_cpy(domain, rcpt_domain));
+        local = tables->is_local(tables->context, vstr_str(domain));
+    }
+    if (local < 0) {
+        vstr_free(domain);
+        return QMGR_ROUTE_LOCAL_FAILED;
+    }
+    if (local) {
+        vstr_cpy(transport, conf->local_transport);
+        vstr_cpy(nexthop, vstr_str(domain));
+    } else {
+        vstr_cpy(transport, conf->default_transport);
+        vstr_cpy(nexthop,
+                 *conf->relayhost ? conf->relayhost : vstr_str(domain));
+    }
+    /* The table overrides what it names; an empty part keeps the default. */
+    found = qmgr_route_transport(tables, address,
+                                 rcpt_domain ? vstr_str(domain) : NULL, &value);
+    vstr_free(domain);
+    if (found < 0)
+        return QMGR_ROUTE_TABLE_FAILED;
+    if (found > 0) {
+        if ((colon = strchr(value, ':')) != NULL) {
+            if (colon[1])
+                vstr_cpy(nexthop, colon + 1);
+            if (colon > value)
+                vstr_ncpy(transport, value, (size_t) (colon - value));
+        } else if (*value) {
+            vstr_cpy(transport, value);
+        }
+    }
+    return QMGR_ROUTE_OK;
+}

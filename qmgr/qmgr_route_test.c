@@ -1,0 +1,213 @@
+/*
+ * qmgr_route_test - a table of routing cases
+ *
+ * The tables are given as data: mydestination a list of domains (or
+ * "FAIL": the lookup fails), transport_maps pairs of key and value (a key
+ * "FAIL" makes every lookup fail). The full-address lookup is exact here;
+ * the address forms of the real tables (user+ext@domain, user@domain) are
+ * global/maps.c's and tested there.
+ */
+#include "sys_defs.h"
+
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "qmgr_route.h"
+#include "vstr.h"
+
+typedef struct TEST_TABLES {
+    const char *mydestination; /* space-separated, or "FAIL" */
+    const char *const *transport; /* key, value, ..., NULL; NULL: none */
+    VSTR *lookups; /* every key looked up, space-separated */
+} TEST_TABLES;
+
+/* test_is_local - mydestination of the case */
+static int test_is_local(void *context, const char *domain)
+{
+    TEST_TABLES *tables = context;
+    size_t len = strlen(domain);
+
+    if (strcmp(tables->mydestination, "FAIL") == 0)
+        return -1;
+    for (const char *cp = tables->mydestination; *cp;) {
+        size_t n = strcspn(cp, " ");
+
+        if (n == len && strncmp(cp, domain, n) == 0)
+            return 1;
+        cp += n;
+        cp += strspn(cp, " ");
+    }
+    return 0;
+}
+
+/* test_find - transport_maps of the case */
+static int test_find(void *context, const char *key, const char **value)
+{
+    TEST_TABLES *tables = context;
+
+    vstr_sprintf_append(tables->lookups, "%s%s",
+                        *vstr_str(tables->lookups) ? " " : "", key);
+    for (const char *const *kv = tables->transport; kv[0]; kv += 2) {
+        if (strcmp(kv[0], "FAIL") == 0)
+            return -1;
+        if (strcmp(kv[0], key) == 0) {
+            *value = kv[1];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static const QMGR_ROUTE_CONF conf_direct = {
+    .local_transport = "local",
+    .default_transport = "smtp",
+    .relayhost = "",
+    .myhostname = "mx.sluice.test",
+};
+
+static const QMGR_ROUTE_CONF conf_relay = {
+    .local_transport = "local",
+    .default_transport = "smtp",
+    .relayhost = "[relay.test]:2525",
+    .myhostname = "mx.sluice.test",
+};
+
+static const char *const no_table[] = {NULL};
+static const char *const table_wild[] = {"*", "relay:[smart.test]", NULL};
+static const char *const table_mixed[] = {
+    "vip@example.test",
+    "fast:", /* transport only */
+    "example.test",
+    ":[mx9.test]:26", /* next hop only */
+    ".sub.test",
+    "error:", /* parents */
+    "a.sub.test",
+    "", /* empty: keeps both */
+    "deep.a.sub.test",
+    "smtp:[x.test]", /* exact before parent */
+    "user@local.test",
+    "lmtp:unix:/s", /* a colon in the next hop */
+    "postmaster",
+    "bulk:", /* an address without domain */
+    NULL,
+};
+static const char *const table_fail[] = {"FAIL", "", NULL};
+
+typedef struct ROUTE_CASE {
+    const QMGR_ROUTE_CONF *conf;
+    const char *mydestination;
+    const char *const *transport; /* NULL: no transport_maps */
+    const char *address;
+    QMGR_ROUTE_STATUS status;
+    const char *want_transport; /* when OK */
+    const char *want_nexthop;
+    const char *want_lookups; /* transport_maps keys tried, in order */
+} ROUTE_CASE;
+
+static const ROUTE_CASE route_cases[] = {
+    /* The defaults. */
+    {&conf_direct, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
+     "remote.test", ""},
+    {&conf_direct, "local.test", NULL, "u@Remote.TEST", QMGR_ROUTE_OK, "smtp",
+     "remote.test", ""},
+    {&conf_direct, "local.test", NULL, "u@LOCAL.test", QMGR_ROUTE_OK, "local",
+     "local.test", ""},
+    {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
+     "[relay.test]:2525", ""},
+    /* relayhost is for remote mail only. */
+    {&conf_relay, "local.test", NULL, "u@local.test", QMGR_ROUTE_OK, "local",
+     "local.test", ""},
+    /* No domain: local, next hop myhostname, even with a relayhost. */
+    {&conf_relay, "local.test", NULL, "postmaster", QMGR_ROUTE_OK, "local",
+     "mx.sluice.test", ""},
+    /* A quoted '@' is never a route; the last unquoted one is. */
+    {&conf_direct, "local.test", NULL, "\"v@outside.test\"", QMGR_ROUTE_OK,
+     "local", "mx.sluice.test", ""},
+    {&conf_direct, "local.test", NULL, "\"v@outside.test\"@local.test",
+     QMGR_ROUTE_OK, "local", "local.test", ""},
+    {&conf_direct, "local.test", NULL, "v%outside.test@local.test",
+     QMGR_ROUTE_OK, "local", "local.test", ""},
+    /* A failed mydestination lookup defers; with no domain it is not
+       asked. */
+    {&conf_direct, "FAIL", NULL, "u@remote.test", QMGR_ROUTE_LOCAL_FAILED, NULL,
+     NULL, ""},
+    {&conf_direct, "FAIL", NULL, "postmaster", QMGR_ROUTE_OK, "local",
+     "mx.sluice.test", ""},
+
+    /* transport_maps: the lookup order and what a value overrides. */
+    {&conf_direct, "local.test", table_wild, "u@remote.test", QMGR_ROUTE_OK,
+     "relay", "[smart.test]", "u@remote.test remote.test .test *"},
+    {&conf_direct, "local.test", table_wild, "u@local.test", QMGR_ROUTE_OK,
+     "relay", "[smart.test]", "u@local.test local.test .test *"},
+    /* No domain: the full address only, never "*". */
+    {&conf_direct, "local.test", table_wild, "postmaster", QMGR_ROUTE_OK,
+     "local", "mx.sluice.test", "postmaster"},
+    {&conf_direct, "local.test", table_mixed, "postmaster", QMGR_ROUTE_OK,
+     "bulk", "mx.sluice.test", "postmaster"},
+    {&conf_direct, "local.test", table_mixed, "vip@example.test", QMGR_ROUTE_OK,
+     "fast", "example.test", "vip@example.test"},
+    {&conf_relay, "local.test", table_mixed, "other@example.test",
+     QMGR_ROUTE_OK, "smtp", "[mx9.test]:26", "other@example.test example.test"},
+    {&conf_direct, "local.test", table_mixed, "u@b.sub.test", QMGR_ROUTE_OK,
+     "error", "b.sub.test", "u@b.sub.test b.sub.test .sub.test"},
+    {&conf_direct, "local.test", table_mixed, "u@a.sub.test", QMGR_ROUTE_OK,
+     "smtp", "a.sub.test", "u@a.sub.test a.sub.test"},
+    {&conf_direct, "local.test", table_mixed, "u@deep.a.sub.test",
+     QMGR_ROUTE_OK, "smtp", "[x.test]", "u@deep.a.sub.test deep.a.sub.test"},
+    {&conf_direct, "local.test", table_mixed, "user@local.test", QMGR_ROUTE_OK,
+     "lmtp", "unix:/s", "user@local.test"},
+    {&conf_direct, "local.test", table_mixed, "u@nowhere.test", QMGR_ROUTE_OK,
+     "smtp", "nowhere.test", "u@nowhere.test nowhere.test .test *"},
+    /* A table that fails defers the recipient. */
+    {&conf_direct, "local.test", table_fail, "u@remote.test",
+     QMGR_ROUTE_TABLE_FAILED, NULL, NULL, "u@remote.test"},
+    /* An empty table is asked, and changes nothing. */
+    {&conf_direct, "local.test", no_table, "u@x.test", QMGR_ROUTE_OK, "smtp",
+     "x.test", "u@x.test x.test .test *"},
+};
+
+static void test_route_cases(void **state)
+{
+    (void) state;
+    VSTR *transport = vstr_alloc(10);
+    VSTR *nexthop = vstr_alloc(10);
+
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(route_cases); i++) {
+        const ROUTE_CASE *rc = &route_cases[i];
+        TEST_TABLES data = {rc->mydestination, rc->transport, vstr_alloc(10)};
+        QMGR_ROUTE_TABLES tables = {test_is_local, NULL, NULL, &data};
+        QMGR_ROUTE_STATUS status;
+
+        if (rc->transport) {
+            tables.find_addr = test_find;
+            tables.find_fixed = test_find;
+        }
+        vstr_cpy(transport, "junk");
+        vstr_cpy(nexthop, "junk");
+        status = qmgr_route(rc->conf, &tables, rc->address, transport, nexthop);
+        if (status != rc->status)
+            fail_msg("case %zu (%s): status %d, want %d", i, rc->address,
+                     (int) status, (int) rc->status);
+        if (status == QMGR_ROUTE_OK &&
+            (strcmp(vstr_str(transport), rc->want_transport) != 0 ||
+             strcmp(vstr_str(nexthop), rc->want_nexthop) != 0))
+            fail_msg("case %zu (%s): %s:%s, want %s:%s", i, rc->address,
+                     vstr_str(transport), vstr_str(nexthop), rc->want_transport,
+                     rc->want_nexthop);
+        if (strcmp(vstr_str(data.lookups), rc->want_lookups) != 0)
+            fail_msg("case %zu (%s): looked up \"%s\", want \"%s\"", i,
+                     rc->address, vstr_str(data.lookups), rc->want_lookups);
+        vstr_free(data.lookups);
+    }
+    vstr_free(transport);
+    vstr_free(nexthop);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_route_cases),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
