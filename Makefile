@@ -86,7 +86,7 @@ endif
 unit-check: all
 	@for d in $(SUBDIRS); do $(SAN_UNIT_ENV) $(MAKE) --no-print-directory -C $$d -f Makefile.in check || exit 1; done
 
-system-check: all
+system-check: deps all
 	@rm -rf $(SAN_DIR); mkdir -p $(SAN_DIR)
 	$(SAN_ENV) SLUICE_TOP=$(CURDIR) $(PYTHON) -m pytest -q -p no:cacheprovider tests $(PYTEST_FLAGS)
 	@if [ -n "$$(ls -A $(SAN_DIR))" ]; then \

@@ -22,9 +22,9 @@
 # It needs root, debootstrap (installed when missing), network access to a
 # Debian mirror (the one apt uses here: /etc/apt/sources.list*), and about
 # 3 GB under the work folder. It runs in a mount namespace of its own, so the
-# chroot's mounts (/proc, a minimal /dev with /dev/pts and /dev/shm, the apt
-# cache) never show outside and disappear with it; a trap also unmounts them
-# and ends whatever still runs inside the chroot on every exit.
+# chroot's mounts (/proc, a minimal /dev with /dev/pts and /dev/shm) never
+# show outside and disappear with it; a trap also unmounts them and ends
+# whatever still runs inside the chroot on every exit. Two runs at once work.
 #
 # Environment:
 #   SLUICE_FRESH_CACHE=DIR   cache (default /var/cache/sluice-fresh): the
@@ -40,6 +40,9 @@
 # Logs go to $WORK/logs and the last lines of a failed step to stderr.
 set -euo pipefail
 
+# All of it in one block: bash reads the block whole before running it, so
+# editing this file while a run goes on cannot change what that run does.
+{
 SUITE=bookworm
 TOP=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE=${SLUICE_FRESH_CACHE:-/var/cache/sluice-fresh}
@@ -141,6 +144,15 @@ safe_rm() {
     rm -rf --one-file-system "$1"
 }
 
+# The .debs this run downloaded go to the cache for the next run.
+save_debs() {
+    local d
+    for d in "$ROOT"/var/cache/apt/archives/*.deb; do
+        [ -f "$d" ] && [ ! -e "$CACHE/apt-archives/${d##*/}" ] || continue
+        cp "$d" "$CACHE/apt-archives/.${d##*/}.tmp" && mv "$CACHE/apt-archives/.${d##*/}.tmp" "$CACHE/apt-archives/${d##*/}"
+    done
+}
+
 cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
@@ -151,6 +163,7 @@ cleanup() {
     if [ -n "$ROOT" ] && [ -d "$ROOT" ]; then
         kill_chroot_procs "$ROOT"
         umount_under "$ROOT"
+        save_debs
     fi
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         if [ "${SLUICE_FRESH_KEEP:-}" = 1 ]; then
@@ -220,13 +233,18 @@ build_base() {
     safe_rm "$tmp"
 }
 
-mkdir -p "$CACHE" "$CACHE/apt-archives/partial"
+mkdir -p "$CACHE" "$CACHE/apt-archives"
+# One run at a time makes the tarball; the others wait for it.
+exec 9>"$CACHE/base.lock"
+flock 9
 if [ "${SLUICE_FRESH_REFRESH:-}" = 1 ] || [ ! -s "$BASE" ] ||
    [ -n "$(find "$BASE" -mtime +$BASE_MAX_AGE_DAYS)" ]; then
     build_base
 else
     say "cached $SUITE minbase: $BASE"
 fi
+flock -u 9
+exec 9>&-
 
 # --- unpack, copy the tree in, mount -------------------------------------
 mkdir -p "$WORKBASE"
@@ -268,8 +286,10 @@ if mount -t devpts -o newinstance,ptmxmode=0666,mode=620 devpts "$ROOT/dev/pts" 
 fi
 mount -t tmpfs -o mode=1777,nosuid,nodev shm "$ROOT/dev/shm"
 # apt's downloads are kept between runs (only the downloading is saved:
-# install-deps.sh still has to ask for every package).
-mount --bind "$CACHE/apt-archives" "$ROOT/var/cache/apt/archives"
+# install-deps.sh still has to ask for every package). Copied in and out,
+# not shared, so that two runs at once do not fight over apt's lock.
+cp -l "$CACHE"/apt-archives/*.deb "$ROOT/var/cache/apt/archives/" 2>/dev/null ||
+    cp "$CACHE"/apt-archives/*.deb "$ROOT/var/cache/apt/archives/" 2>/dev/null || true
 
 # --- 1. make run ----------------------------------------------------------
 step install-deps-build "./install-deps.sh --build"
@@ -350,3 +370,5 @@ if grep -q '^SKIPPED' "$WORK/logs/make-check.log"; then
     say "make check passed, but pytest skipped tests (above): check whether a package is missing"
 fi
 say "passed: make run and make check on a fresh Debian $SUITE minbase, in $(elapsed)"
+exit 0
+}
