@@ -108,6 +108,20 @@ MIRROR=${MIRROR:-http://deb.debian.org/debian}
 WORK=
 ROOT=
 RUN_PID=
+CHILD=
+BUILD_TMP=
+
+# Run "$@" in the background and wait for it. bash runs a trap only between
+# foreground commands, but at once during `wait`: so a SIGTERM or SIGINT to
+# this script stops a long step (debootstrap, make check) right away.
+fg_wait() {
+    local rc=0
+    "$@" &
+    CHILD=$!
+    wait "$CHILD" || rc=$?
+    CHILD=
+    return "$rc"
+}
 
 # Mount points at or below $1, deepest first.
 mounts_under() {
@@ -157,8 +171,13 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM HUP
     set +e
-    if [ -n "$RUN_PID" ] && kill -0 "$RUN_PID" 2>/dev/null; then
-        kill "$RUN_PID" 2>/dev/null
+    local p
+    for p in $RUN_PID $CHILD; do
+        kill "$p" 2>/dev/null
+    done
+    if [ -n "$BUILD_TMP" ] && [ -d "$BUILD_TMP" ]; then
+        kill_chroot_procs "$BUILD_TMP/root"
+        safe_rm "$BUILD_TMP"
     fi
     if [ -n "$ROOT" ] && [ -d "$ROOT" ]; then
         kill_chroot_procs "$ROOT"
@@ -197,7 +216,7 @@ in_root() {
 step() {
     local name=$1 cmd=$2 log="$WORK/logs/$1.log" rc=0
     say "$name: $cmd  (log: $log)"
-    in_root "$cmd" >"$log" 2>&1 || rc=$?
+    fg_wait in_root "$cmd" >"$log" 2>&1 || rc=$?
     if [ "$rc" -ne 0 ]; then
         tail -n 60 "$log" >&2
         die "$name failed (exit $rc): $cmd"
@@ -217,11 +236,12 @@ build_base() {
     }
     local tmp
     tmp=$(mktemp -d "$CACHE/build.XXXXXX")
+    BUILD_TMP=$tmp
     say "debootstrap --variant=minbase $SUITE from $MIRROR (log: $tmp/debootstrap.log)"
-    if ! debootstrap --variant=minbase "$SUITE" "$tmp/root" "$MIRROR" >"$tmp/debootstrap.log" 2>&1; then
+    if ! fg_wait debootstrap --variant=minbase "$SUITE" "$tmp/root" "$MIRROR" >"$tmp/debootstrap.log" 2>&1; then
         tail -n 30 "$tmp/debootstrap.log" >&2
-        safe_rm "$tmp/root"
-        die "debootstrap failed; its log: $tmp/debootstrap.log"
+        cp "$tmp/debootstrap.log" "$CACHE/debootstrap.log"
+        die "debootstrap failed; its log: $CACHE/debootstrap.log"
     fi
     umount_under "$tmp/root"
     # What a machine just installed has: no downloaded .debs, no package lists.
@@ -231,6 +251,7 @@ build_base() {
     mv "$BASE.tmp" "$BASE"
     cp "$tmp/debootstrap.log" "$CACHE/"
     safe_rm "$tmp"
+    BUILD_TMP=
 }
 
 mkdir -p "$CACHE" "$CACHE/apt-archives"
@@ -359,10 +380,9 @@ say "install-deps --build: none of the test-only packages ($TEST_ONLY_PROBES) in
 
 # --- 2. make check --------------------------------------------------------
 say "make-check: make check PYTEST_FLAGS=-rs ${SLUICE_FRESH_MAKEFLAGS:-} (log: $WORK/logs/make-check.log)"
-set +e
-in_root "make check PYTEST_FLAGS=-rs ${SLUICE_FRESH_MAKEFLAGS:-}" 2>&1 | tee "$WORK/logs/make-check.log"
-rc=${PIPESTATUS[0]}
-set -e
+rc=0
+fg_wait in_root "make check PYTEST_FLAGS=-rs ${SLUICE_FRESH_MAKEFLAGS:-}" \
+    > >(tee "$WORK/logs/make-check.log") 2>&1 || rc=$?
 if [ "$rc" -ne 0 ]; then
     die "make check failed in the fresh chroot (exit $rc) after $(elapsed)"
 fi
