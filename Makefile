@@ -14,6 +14,14 @@
 #                        FUZZ_SECONDS each (fuzz/Makefile.in)
 #   make fuzz-replay     each fuzz target once over its committed corpus
 #                        (unit-check does it too when clang is installed)
+#   make fresh-check     as root: the README's commands (make run with one
+#                        message sent, then make check) in a fresh minbase
+#                        Debian 12 chroot, so a package install-deps.sh
+#                        forgets fails here (slow; CI does not run it;
+#                        tests/fresh/fresh-check.sh says more)
+#
+# Packages: make, make install and make run install (as root) or name what
+# `./install-deps.sh --build` lists; make check, torture and fuzz the full set.
 
 SHELL = /bin/sh
 PYTHON = /usr/bin/python3
@@ -30,7 +38,7 @@ RUN_PORT ?= 2525
 RUN_RELAYHOST ?=
 
 .PHONY: all deps check lint unit-check system-check run install clean distclean \
-	fuzz fuzz-replay bench torture
+	fuzz fuzz-replay bench torture deps-build fresh-check
 
 all: config.mk flavor
 	@for d in $(SUBDIRS); do $(MAKE) --no-print-directory -C $$d -f Makefile.in all || exit 1; done
@@ -38,8 +46,11 @@ all: config.mk flavor
 deps:
 	@./install-deps.sh --check
 
+deps-build:
+	@./install-deps.sh --build --check
+
 config.mk: configure
-	@./install-deps.sh --check
+	@./install-deps.sh --build --check
 	./configure $(CONFIGURE_FLAGS)
 
 # A change of SANITIZE rebuilds everything: objects of both kinds never mix.
@@ -75,14 +86,14 @@ endif
 unit-check: all
 	@for d in $(SUBDIRS); do $(SAN_UNIT_ENV) $(MAKE) --no-print-directory -C $$d -f Makefile.in check || exit 1; done
 
-system-check: all
+system-check: deps all
 	@rm -rf $(SAN_DIR); mkdir -p $(SAN_DIR)
 	$(SAN_ENV) SLUICE_TOP=$(CURDIR) $(PYTHON) -m pytest -q -p no:cacheprovider tests $(PYTEST_FLAGS)
 	@if [ -n "$$(ls -A $(SAN_DIR))" ]; then \
 		echo "sanitizer reports from daemons:"; cat $(SAN_DIR)/*; exit 1; \
 	else echo "sanitizers: no reports"; fi
 
-run: deps all
+run: deps-build all
 	@if [ ! -f $(RUN_DIR)/main.cf ]; then bin/sluice init $(RUN_DIR) --smtp-port $(RUN_PORT); fi
 	@if ! grep -q '^mail_spool_directory' $(RUN_DIR)/main.cf; then \
 		echo "note: $(RUN_DIR) predates local delivery (no Maildirs there); rm -rf it for a fresh instance"; fi
@@ -107,16 +118,19 @@ clean:
 bench: all
 	$(PYTHON) bench/bench.py
 
-torture: all
+torture: deps all
 	SLUICE_TOP=$(CURDIR) $(PYTHON) -m pytest -q -s -p no:cacheprovider \
 		tests/torture/killstorm_long.py tests/torture/soak.py $(PYTEST_FLAGS)
 
 FUZZ_SECONDS ?= 60
-fuzz: config.mk
+fuzz: deps config.mk
 	@$(MAKE) --no-print-directory -C fuzz -f Makefile.in fuzz FUZZ_SECONDS=$(FUZZ_SECONDS)
 
-fuzz-replay: config.mk
+fuzz-replay: deps config.mk
 	@$(MAKE) --no-print-directory -C fuzz -f Makefile.in fuzz-replay
+
+fresh-check:
+	./tests/fresh/fresh-check.sh
 
 distclean: clean
 	rm -f config.mk

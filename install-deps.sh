@@ -1,18 +1,66 @@
 #!/bin/sh
-# install-deps.sh - install every Debian package sluice's build and tests need
+# install-deps.sh - install the Debian 12 packages sluice needs
 #
-#   ./install-deps.sh          install what is missing (as root)
-#   ./install-deps.sh --check  exit 0 when nothing is missing; otherwise, as
-#                              root install it, else print the exact
-#                              apt-get line and exit 1
+#   ./install-deps.sh                  everything: the build and the tests
+#                                      (what `make check` needs)
+#   ./install-deps.sh --build          only what `make`, `make install` and
+#                                      `make run` need: a production box gets
+#                                      no clang, valgrind, swaks or pytest
+#   ./install-deps.sh [--build] --check
+#                                      exit 0 when nothing of that set is
+#                                      missing; otherwise, as root, install
+#                                      it, else print the exact apt-get line
+#                                      and exit 1 (the Makefile uses this)
+#   ./install-deps.sh [--build] --list print the set's package names
+#
+# `make fresh-check` (tests/fresh/fresh-check.sh) proves these lists on a
+# freshly installed Debian 12: a package missing here fails it.
 set -u
 
+# The compiler and the -dev packages ./configure looks for with pkg-config,
+# with what their .pc files require in turn: libunbound.pc names nettle and
+# hogweed (Requires.private), so pkg-config reports libunbound as missing
+# without nettle-dev.
 BUILD="gcc make pkg-config libc6-dev libevent-dev libssl-dev libunbound-dev
-libdb5.3-dev libpcre2-dev libsasl2-dev libspf2-dev libopendkim-dev
+nettle-dev libdb5.3-dev libpcre2-dev libsasl2-dev libspf2-dev libopendkim-dev
 libjansson-dev libcmocka-dev"
+
+# The tests: pytest and its SMTP sinks, the loopback DNS server, the tools the
+# system tests run (strace, valgrind, the sanitizers' runtime for clang), and
+# the ordinary commands a test may call that a minimal Debian lacks: ps/pgrep
+# (procps), ip/ss (iproute2), runuser/su/setpriv/prlimit (util-linux),
+# useradd (passwd), fuser (psmisc), openssl, file, lsof, socat.
 TEST="python3 python3-pytest python3-aiosmtpd dnsmasq-base swaks strace
-procps passwd util-linux clang libclang-rt-14-dev valgrind"
-PACKAGES="$BUILD $TEST"
+valgrind clang libclang-rt-14-dev procps iproute2 util-linux passwd login
+psmisc openssl ca-certificates file lsof socat netcat-openbsd"
+
+usage() {
+    echo "usage: $0 [--build] [--check | --list]" >&2
+    exit 2
+}
+
+set_=full
+mode=install
+for arg in "$@"; do
+    case $arg in
+    --build) set_=build ;;
+    --check) mode=check ;;
+    --list) mode=list ;;
+    -h|--help) sed -n '2,/^$/s/^# \{0,1\}//p' "$0"; exit 0 ;;
+    *) usage ;;
+    esac
+done
+
+if [ $set_ = build ]; then
+    PACKAGES=$BUILD
+else
+    PACKAGES="$BUILD $TEST"
+fi
+
+if [ $mode = list ]; then
+    echo $PACKAGES
+    exit 0
+fi
 
 missing=
 for p in $PACKAGES; do
