@@ -4,11 +4,11 @@
  * local.c          the daemon: requests from qmgr (global/deliver_proto.h),
  *                  alias and .forward expansion, privileges, forwarding
  *                  through cleanup, results and log lines
- * local_proto.c    the parts without I/O: address splitting, alias value
+ * local_rules.c    the rules without I/O: address splitting, alias value
  *                  parsing, forward_path expansion, mbox quoting, the
  *                  Delivered-To loop check, exit status meanings, Maildir
  *                  names, the privilege rules; unit tested by
- *                  local_proto_test.c
+ *                  local_rules_test.c, fuzzed by fuzz/fuzz_local_rules.c
  * local_mbox.c     mbox files (locks, From_ lines) and Maildirs; unit
  *                  tested by local_mbox_test.c (concurrent writers)
  * local_command.c  |command destinations: a shell with the message on
@@ -46,7 +46,7 @@ extern void local_result_set(LOCAL_RESULT *res, LOCAL_STAT stat,
                              const char *dsn, const char *fmt, ...)
     SLUICE_PRINTF(4, 5);
 
-/* --- local_proto.c --------------------------------------------------- */
+/* --- local_rules.c --------------------------------------------------- */
 
 /* local_addr_split - "User+Ext@Domain": user "user", ext "ext" (after the
    first character of delims found; "" without), domain "domain"; all
