@@ -16,7 +16,8 @@
  *                  forwarding through cleanup
  * local_priv.c     who a delivery runs as: SYSTEM vs INSTANCE mode,
  *                  the delivery child that becomes the recipient (or the
- *                  alias table's owner, default_privs), no command as root
+ *                  alias table's owner, default_privs), no command as
+ *                  root; unit tested by local_priv_test.c
  * local_rules.c    the rules without I/O: address splitting, alias value
  *                  parsing, forward_path expansion, mbox quoting, the
  *                  Delivered-To loop check, exit status meanings, Maildir
