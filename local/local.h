@@ -1,14 +1,28 @@
 /*
  * local - internals shared by the local delivery agent's modules
  *
- * local.c          the daemon: requests from qmgr (global/deliver_proto.h),
- *                  alias and .forward expansion, privileges, forwarding
- *                  through cleanup, results and log lines
- * local_proto.c    the parts without I/O: address splitting, alias value
+ * local.c          main: main.cf read once, the server skeleton's
+ *                  callbacks
+ * local_request.c  the qmgr side: reading a delivery request (DELIVER, its
+ *                  RCPT lists; global/deliver_proto.h) and the queue
+ *                  file's content, the Delivered-To loop check, each
+ *                  final delivery's log line, each recipient's outcome
+ *                  and RESULT, then DONE
+ * local_expand.c   aliases, .forward and :include: files: the expansion
+ *                  tree of one recipient (LOCAL_STATE), loop and duplicate
+ *                  detection, the depth and destination limits
+ * local_deliver.c  the final deliveries as the daemon makes them: the
+ *                  mailbox path, a /file, a |command's environment, and
+ *                  forwarding through cleanup
+ * local_priv.c     who a delivery runs as: SYSTEM vs INSTANCE mode,
+ *                  the delivery child that becomes the recipient (or the
+ *                  alias table's owner, default_privs), no command as
+ *                  root; unit tested by local_priv_test.c
+ * local_rules.c    the rules without I/O: address splitting, alias value
  *                  parsing, forward_path expansion, mbox quoting, the
  *                  Delivered-To loop check, exit status meanings, Maildir
  *                  names, the privilege rules; unit tested by
- *                  local_proto_test.c
+ *                  local_rules_test.c, fuzzed by fuzz/fuzz_local_rules.c
  * local_mbox.c     mbox files (locks, From_ lines) and Maildirs; unit
  *                  tested by local_mbox_test.c (concurrent writers)
  * local_command.c  |command destinations: a shell with the message on
@@ -24,6 +38,12 @@
 #include <sys/time.h>
 
 #include "argv.h"
+#include "attr.h"
+#include "mail_conf.h"
+#include "mail_server.h"
+#include "maps.h"
+#include "match_list.h"
+#include "qfile.h"
 #include "vstr.h"
 
 #define LOCAL_EXPAND_DEPTH_MAX 100     /* nested aliases and includes */
@@ -46,7 +66,7 @@ extern void local_result_set(LOCAL_RESULT *res, LOCAL_STAT stat,
                              const char *dsn, const char *fmt, ...)
     SLUICE_PRINTF(4, 5);
 
-/* --- local_proto.c --------------------------------------------------- */
+/* --- local_rules.c --------------------------------------------------- */
 
 /* local_addr_split - "User+Ext@Domain": user "user", ext "ext" (after the
    first character of delims found; "" without), domain "domain"; all
@@ -207,5 +227,161 @@ extern char *local_file_read(const char *path, uid_t owner, size_t max_len,
 /* local_msg_text - the message as a command or forward gets it: the
    optional Delivered-To/Return-Path headers, then the content */
 extern void local_msg_text(const LOCAL_MSG *msg, VSTR *out);
+
+/* --- the daemon: local.c, local_request.c, local_expand.c,
+   local_deliver.c, local_priv.c ----------------------------------------- */
+
+/* What main.cf says, read once. */
+typedef struct LOCAL_CONF {
+    char *queue_dir;
+    char *cleanup_path;
+    char *myorigin;
+    char *delims; /* recipient_delimiter */
+    char *spool_dir;
+    char *home_mailbox;
+    ARGV *forward_path; /* unexpanded entries */
+    ARGV *allow_commands;
+    ARGV *allow_files;
+    ARGV *prepend_delivered;
+    char *shell;
+    int command_time_limit;
+    char *default_privs;
+    long long mailbox_size_limit;
+    bool soft_bounce;
+    int timeout_ms; /* ipc_timeout */
+    MAPS *aliases; /* NULL: alias_error says why */
+    VSTR *alias_error;
+    MATCH_LIST *mydestination;
+} LOCAL_CONF;
+
+/* Who an action runs as. */
+typedef struct LOCAL_PRIV {
+    uid_t uid;
+    gid_t gid;
+    char *name;
+    char *home; /* NULL: none known */
+} LOCAL_PRIV;
+
+typedef struct LOCAL_CTX {
+    LOCAL_CONF conf;
+    MAIL_SERVER *server;
+    LOCAL_MODE mode;
+    LOCAL_PRIV self; /* INSTANCE: ourselves */
+    LOCAL_PRIV alias_owner; /* SYSTEM: alias commands and files */
+} LOCAL_CTX;
+
+typedef struct LOCAL_RCPT {
+    long long offset;
+    char *address;
+    char *orcpt;
+    char *notify;
+} LOCAL_RCPT;
+
+typedef struct LOCAL_REQ {
+    LOCAL_CTX *ctx;
+    ATTR_STREAM *stream;
+    char *queue_name;
+    char *qid;
+    char *nexthop;
+    char *sender;
+    long long active_usec;
+    LOCAL_RCPT *rcpts;
+    size_t rcpt_count;
+    QFILE_INFO *info;
+    VSTR *content;
+    struct timeval t_request;
+    VSTR *why;
+} LOCAL_REQ;
+
+/* One original recipient being expanded. */
+typedef struct LOCAL_STATE {
+    LOCAL_REQ *req;
+    LOCAL_RCPT *rcpt;
+    VSTR *domain; /* of the original recipient */
+    ARGV *path; /* "a:name" aliases, "f:name" .forward files being
+                   expanded (a name met again here is a loop) */
+    ARGV *done; /* names fully expanded: met again, they are skipped */
+    ARGV *delivered; /* final deliveries made: "m:user" mailbox, "f:path"
+                        file, "c:command" (Postfix's been_here) */
+    ARGV *includes; /* :include: files read */
+    size_t dest_count; /* destinations handled, up to LOCAL_DEST_MAX */
+    bool too_many;
+    ARGV *forward; /* addresses to forward to */
+    char *owner_sender; /* owner-NAME@myorigin, or NULL */
+    int sent;
+    bool deferred;
+    bool bounced;
+    LOCAL_RESULT outcome; /* the worst so far */
+    LOCAL_RESULT scratch;
+} LOCAL_STATE;
+
+/* local_request.c */
+
+/* local_serve - one connection from qmgr: one request */
+extern void local_serve(LOCAL_CTX *ctx, int fd);
+/* local_outcome - one final delivery's result: log it, fold it into the
+   recipient's outcome. what is the log text of a success
+   ("delivered to mailbox"). */
+extern void local_outcome(LOCAL_STATE *state, const char *to,
+                          LOCAL_RESULT *res, const char *what);
+
+/* local_expand.c */
+
+/* local_resolve - one local name: alias, .forward, mailbox */
+extern void local_resolve(LOCAL_STATE *state, const char *user,
+                          const char *ext, int depth);
+/* local_key_add - add "kind:name" to set; false when it was there */
+extern bool local_key_add(ARGV *set, const char *kind, const char *name);
+
+/* local_deliver.c */
+
+/* local_address - "user@domain" of the recipient being handled */
+extern void local_address(LOCAL_STATE *state, const char *user,
+                          const char *ext, VSTR *out);
+/* local_mailbox - deliver to user's own mailbox */
+extern void local_mailbox(LOCAL_STATE *state, const char *user,
+                          const char *ext);
+/* local_file - a /file destination */
+extern void local_file(LOCAL_STATE *state, const char *to, const char *path,
+                       const LOCAL_PRIV *priv);
+/* local_command - a |command destination */
+extern void local_command(LOCAL_STATE *state, const char *to,
+                          const char *user, const char *ext,
+                          const char *command, const LOCAL_PRIV *priv);
+/* local_forward - one new message to every non-local destination */
+extern void local_forward(LOCAL_STATE *state);
+
+/* local_priv.c */
+
+struct passwd;
+
+/* local_priv_set - fill priv from a passwd entry */
+extern void local_priv_set(LOCAL_PRIV *priv, const struct passwd *pw);
+/* local_priv_free - release what local_priv_set made */
+extern void local_priv_free(LOCAL_PRIV *priv);
+/* local_priv_user - the privileges for delivering to user; false with the
+   result set (unknown user in SYSTEM mode) */
+extern bool local_priv_user(LOCAL_CTX *ctx, const char *user,
+                            LOCAL_PRIV *priv, LOCAL_RESULT *res);
+/* local_priv_copy - a copy of priv */
+extern void local_priv_copy(LOCAL_PRIV *to, const LOCAL_PRIV *from);
+/* local_priv_command - who a |command given priv runs as; NULL: it would
+   run as root, refuse it */
+extern const LOCAL_PRIV *local_priv_command(const LOCAL_CTX *ctx,
+                                            const LOCAL_PRIV *priv);
+
+typedef void (*LOCAL_ACTION)(void *arg, LOCAL_RESULT *res);
+
+/* local_as - run action as priv: SYSTEM mode in a child that changes uid,
+   INSTANCE mode right here */
+extern void local_as(LOCAL_CTX *ctx, const LOCAL_PRIV *priv,
+                     LOCAL_ACTION action, void *arg, LOCAL_RESULT *res);
+/* local_alias_owner - SYSTEM mode: who alias commands and files run as:
+   the owner of the first alias table's file, default_privs for root */
+extern void local_alias_owner(LOCAL_CTX *ctx, const MAIL_CONF *conf);
+/* local_choose_mode - before the skeleton drops privileges: in SYSTEM
+   mode keep root as the saved uid and run as mail_owner, so the skeleton
+   leaves us alone and a delivery child can become the recipient */
+extern LOCAL_MODE local_choose_mode(int argc, char **argv);
 
 #endif

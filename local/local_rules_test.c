@@ -1,5 +1,5 @@
 /*
- * local_proto_test - the I/O-free parts of local delivery
+ * local_rules_test - the I/O-free parts of local delivery
  */
 #include "sys_defs.h"
 

@@ -1,11 +1,12 @@
 /*
- * local_proto - the parts of local delivery that do no I/O
+ * local_rules - the rules of local delivery, without I/O
  *
  * Address splitting, alias and .forward syntax, forward_path expansion,
  * mbox quoting and From_ lines, the Delivered-To loop check, what a
  * command's exit status means (sysexits.h, as Postfix reads it), Maildir
- * file names and the privilege rules. Everything here is unit tested in
- * local_proto_test.c.
+ * file names and the privilege rules (which mode, who may get mail).
+ * Everything here is unit tested in local_rules_test.c and fuzzed by
+ * fuzz/fuzz_local_rules.c.
  */
 #include "sys_defs.h"
 

@@ -1,6 +1,6 @@
 /*
- * fuzz_local_proto - the I/O-free parsing of local delivery
- * (local/local_proto.c)
+ * fuzz_local_rules - the I/O-free rules of local delivery
+ * (local/local_rules.c)
  *
  * The input is an alias value or a .forward / :include: file: it is split
  * into destinations and each is classified; it is also a forward_path
@@ -175,7 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *text;
 
-    fuzz_init("fuzz_local_proto");
+    fuzz_init("fuzz_local_rules");
     text = mystrndup((const char *) data, size);
     fuzz_local_dests(text);
     fuzz_local_path(text);
