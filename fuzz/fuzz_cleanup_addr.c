@@ -110,7 +110,6 @@ static CLEANUP_MSG *fuzz_cleanup_msg(void)
 
     msg->conf = &fuzz_cleanup_conf;
     snprintf(msg->qid, sizeof(msg->qid), "FUZZQID");
-    msg->fd = -1;
     msg->reason = vstr_alloc(64);
     msg->sender = mystrdup("sender@example.org");
     msg->client_info = mystrdup("local");
