@@ -42,6 +42,7 @@
 #include "qfile.h"
 #include "qid.h"
 #include "sluice.h"
+#include "smtp_addr.h"
 #include "trigger.h"
 #include "vstr.h"
 
@@ -147,12 +148,13 @@ typedef struct SLUICE_SHAPE {
     SLUICE_SHAPE_ROW total;
 } SLUICE_SHAPE;
 
-/* sluice_queue_domain - the domain of an address ("" when none) */
+/* sluice_queue_domain - the domain of an address ("" when none), by the
+   rule every program routes by: "a@b"@host is host's, "a@b" has none */
 static const char *sluice_queue_domain(const char *address)
 {
-    const char *at = strrchr(address, '@');
+    const char *domain = smtp_addr_domain(address);
 
-    return at ? at + 1 : "";
+    return domain ? domain : "";
 }
 
 /* sluice_queue_rcpt_match - does a pending recipient meet the filter? */

@@ -365,9 +365,9 @@ extern bool local_priv_user(LOCAL_CTX *ctx, const char *user,
                             LOCAL_PRIV *priv, LOCAL_RESULT *res);
 /* local_priv_copy - a copy of priv */
 extern void local_priv_copy(LOCAL_PRIV *to, const LOCAL_PRIV *from);
-/* local_priv_command - who a |command given priv runs as; NULL: it would
-   run as root, refuse it */
-extern const LOCAL_PRIV *local_priv_command(const LOCAL_CTX *ctx,
+/* local_priv_unroot - who a |command or /file given priv runs as;
+   NULL: it would run as root, refuse it */
+extern const LOCAL_PRIV *local_priv_unroot(const LOCAL_CTX *ctx,
                                             const LOCAL_PRIV *priv);
 
 typedef void (*LOCAL_ACTION)(void *arg, LOCAL_RESULT *res);

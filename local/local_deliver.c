@@ -144,12 +144,20 @@ void local_file(LOCAL_STATE *state, const char *to, const char *path,
     LOCAL_CONF *conf = &state->req->ctx->conf;
     LOCAL_FILE_ARG fa = {.path = path, .limit = conf->mailbox_size_limit};
     LOCAL_MSG msg;
-    VSTR *what = vstr_alloc(100);
+    VSTR *what;
+    const LOCAL_PRIV *run_as = local_priv_unroot(state->req->ctx, priv);
 
+    if (run_as == NULL) {
+        local_result_set(&state->scratch, LOCAL_STAT_DEFER, "4.3.0",
+                         "refusing to write file %s as root", path);
+        local_outcome(state, to, &state->scratch, "");
+        return;
+    }
+    what = vstr_alloc(100);
     local_msg_init(state, &msg, to,
                    local_allowed(conf->prepend_delivered, "file"));
     fa.msg = &msg;
-    local_as(state->req->ctx, priv, local_file_action, &fa, &state->scratch);
+    local_as(state->req->ctx, run_as, local_file_action, &fa, &state->scratch);
     vstr_sprintf(what, "delivered to file: %s", path);
     local_outcome(state, to, &state->scratch, vstr_str(what));
     vstr_free(what);
@@ -175,7 +183,7 @@ void local_command(LOCAL_STATE *state, const char *to, const char *user,
     LOCAL_REQ *req = state->req;
     LOCAL_CONF *conf = &req->ctx->conf;
 
-    const LOCAL_PRIV *run_as = local_priv_command(req->ctx, priv);
+    const LOCAL_PRIV *run_as = local_priv_unroot(req->ctx, priv);
 
     if (run_as == NULL) {
         local_result_set(&state->scratch, LOCAL_STAT_DEFER, "4.3.0",

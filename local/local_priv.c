@@ -9,7 +9,7 @@
  * it; local_alias_owner). Otherwise (an `sluice init` instance, or
  * local_system_users = no: INSTANCE mode) every local part is a user and
  * everything runs as ourselves (local_as runs the action in-process). No
- * |command ever runs as root (local_priv_command). The I/O-free rules
+ * |command or /file delivery ever runs as root (local_priv_unroot). The I/O-free rules
  * (local_mode, local_user_check) are in local_rules.c.
  */
 #include "sys_defs.h"
@@ -84,11 +84,11 @@ void local_priv_copy(LOCAL_PRIV *to, const LOCAL_PRIV *from)
     to->home = from->home ? mystrdup(from->home) : NULL;
 }
 
-/* local_priv_command - who a |command runs as: no command runs as root;
-   in SYSTEM mode root's own .forward commands run as alias_owner (the
-   alias table's owner, default_privs when root owns it), as alias
-   commands do */
-const LOCAL_PRIV *local_priv_command(const LOCAL_CTX *ctx,
+/* local_priv_unroot - who a |command or /file destination runs as:
+   neither ever runs as root; in SYSTEM mode root's own .forward commands
+   and files run as alias_owner (the alias table's owner, default_privs
+   when root owns it), as alias commands and files do */
+const LOCAL_PRIV *local_priv_unroot(const LOCAL_CTX *ctx,
                                      const LOCAL_PRIV *priv)
 {
     if (priv->uid == 0 && ctx->mode == LOCAL_MODE_SYSTEM)

@@ -1,7 +1,7 @@
 /*
  * local_priv_test - who a local delivery runs as
  *
- * local_priv_command: no |command runs as root (root's own go to the
+ * local_priv_unroot: no |command runs as root (root's own go to the
  * alias owner in SYSTEM mode; none at all when that would be root too).
  * local_as: INSTANCE mode runs the action right here; SYSTEM mode runs it
  * in a real child that becomes the user (when the test runs as root:
@@ -37,7 +37,7 @@ static void test_die(void *arg, LOCAL_RESULT *res)
     _exit(3);
 }
 
-/* test_command_never_root - local_priv_command's choices */
+/* test_command_never_root - local_priv_unroot's choices */
 static void test_command_never_root(void **state)
 {
     LOCAL_CTX ctx;
@@ -48,14 +48,14 @@ static void test_command_never_root(void **state)
     ctx.mode = LOCAL_MODE_SYSTEM;
     ctx.alias_owner.uid = 65534;
     ctx.alias_owner.name = "nobody";
-    assert_ptr_equal(local_priv_command(&ctx, &user), &user);
-    assert_ptr_equal(local_priv_command(&ctx, &root), &ctx.alias_owner);
+    assert_ptr_equal(local_priv_unroot(&ctx, &user), &user);
+    assert_ptr_equal(local_priv_unroot(&ctx, &root), &ctx.alias_owner);
     ctx.alias_owner.uid = 0;
-    assert_null(local_priv_command(&ctx, &root));
+    assert_null(local_priv_unroot(&ctx, &root));
     ctx.mode = LOCAL_MODE_INSTANCE;
     ctx.alias_owner.uid = 65534;
-    assert_null(local_priv_command(&ctx, &root));
-    assert_ptr_equal(local_priv_command(&ctx, &user), &user);
+    assert_null(local_priv_unroot(&ctx, &root));
+    assert_ptr_equal(local_priv_unroot(&ctx, &user), &user);
 }
 
 /* test_as_instance - INSTANCE mode: the action runs in this process */

@@ -101,7 +101,8 @@ def env():
             (base / name).mkdir()
             os.chmod(base / name, mode)
         (base / "fwd" / "root").write_text(
-            '"|id -u > %s/rootfwd.uid"\n' % (base / "out"))
+            '"|id -u > %s/rootfwd.uid"\n%s/rootfwd.mbox\n'
+            % (base / "out", base / "out"))
         for user, owner, mode in ((FWD_OWN, FWD_OWN, 0o644),
                                   (FWD_FOREIGN, FWD_OWN, 0o644),
                                   (FWD_WRITABLE, FWD_WRITABLE, 0o666)):
@@ -213,7 +214,8 @@ def test_alias_command_runs_as_default_privs(env):
 
 
 def test_root_forward_command_not_as_root(env):
-    """root's own .forward |command runs as default_privs, not as root."""
+    """root's own .forward |command and /file run as default_privs, not as
+    root (the file was written as root before)."""
     inst, _, base = env
     send(inst, ["root@localhost"], "Subject: root\n\nfor root\n")
     out = base / "out" / "rootfwd.uid"
@@ -221,6 +223,10 @@ def test_root_forward_command_not_as_root(env):
                       what="the .forward command's output")
     assert int(text) == uid_of(OWNER)
     assert out.stat().st_uid == uid_of(OWNER)
+    mbox = base / "out" / "rootfwd.mbox"
+    wait_until(lambda: mbox.exists() and b"for root" in mbox.read_bytes(), 20,
+               what="the .forward file's mbox")
+    assert mbox.stat().st_uid == uid_of(OWNER)
 
 
 def test_dotforward_owner_and_mode(env):

@@ -206,3 +206,22 @@ def test_qmgr_routes_quoted_at_to_local(make_instance):
     finally:
         smtp.stop()
         local.stop()
+
+
+def test_queue_by_domain_uses_the_same_split(make_instance):
+    """`sluice queue --by-domain` and `--domain` file a recipient under the
+    domain qmgr routes it by: "a@b.test" (a file from an older cleanup that
+    did not qualify it) has no domain, so it is not counted under a domain
+    `b.test"` that does not exist."""
+    inst = make_instance(params={"myhostname": HOST})
+    qid = qid_new()
+    tmp = inst.queue_dir / "hold" / (".tmp." + qid)
+    tmp.write_bytes(qfile_bytes(
+        SENDER, ['"a@b.test"', '"x@y.test"@dest.test'],
+        b"Subject: by hand\n\nhello\n"))
+    os.rename(tmp, inst.queue_dir / "hold" / qid)
+    table = inst.check("queue", "--by-domain")
+    assert 'b.test"' not in table and 'y.test"' not in table, table
+    assert "dest.test" in table, table
+    assert qid in inst.check("queue", "--domain", "dest.test")
+    assert qid not in inst.check("queue", "--domain", 'b.test"')
