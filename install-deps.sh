@@ -29,10 +29,12 @@ libjansson-dev libcmocka-dev"
 # system tests run (strace, valgrind, the sanitizers' runtime for clang), and
 # the ordinary commands a test may call that a minimal Debian lacks: ps/pgrep
 # (procps), ip/ss (iproute2), runuser/su/setpriv/prlimit (util-linux),
-# useradd (passwd), fuser (psmisc), openssl, file, lsof, socat.
+# useradd (passwd), fuser (psmisc), openssl, file, lsof, socat; mandoc (the
+# man pages' lint and html/) and logrotate (the shipped snippet is tried).
 TEST="python3 python3-pytest python3-aiosmtpd dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev procps iproute2 util-linux passwd login
-psmisc openssl ca-certificates file lsof socat netcat-openbsd"
+psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
+logrotate"
 
 usage() {
     echo "usage: $0 [--build] [--check | --list]" >&2
