@@ -33,7 +33,12 @@ LIBDIRS = util global
 PROGDIRS = $(filter-out $(LIBDIRS),$(patsubst %/Makefile.in,%,$(sort $(wildcard */Makefile.in))))
 SUBDIRS = $(LIBDIRS) $(PROGDIRS)
 
-RUN_DIR = $(CURDIR)/run
+# A root-made instance runs its daemons as nobody (sluice init), who must
+# reach the instance's folder: a tree under /root cannot be, so make run
+# then puts the instance under /var/tmp and says so.
+RUN_UNREACHABLE = $(shell if [ "$$(id -u)" = 0 ] && ! setpriv --reuid=nobody \
+	--regid=nogroup --clear-groups test -x "$(CURDIR)" 2>/dev/null; then echo yes; fi)
+RUN_DIR = $(if $(RUN_UNREACHABLE),/var/tmp/sluice-run,$(CURDIR)/run)
 RUN_PORT ?= 2525
 RUN_RELAYHOST ?=
 
@@ -94,6 +99,9 @@ system-check: deps all
 	else echo "sanitizers: no reports"; fi
 
 run: deps-build all
+	@if [ -n "$(RUN_UNREACHABLE)" ]; then \
+		echo "note: the instance's daemons run as nobody, who cannot reach $(CURDIR):"; \
+		echo "      the instance is $(RUN_DIR) instead of ./run"; fi
 	@if [ ! -f $(RUN_DIR)/main.cf ]; then bin/sluice init $(RUN_DIR) --smtp-port $(RUN_PORT); fi
 	@if ! grep -q '^mail_spool_directory' $(RUN_DIR)/main.cf; then \
 		echo "note: $(RUN_DIR) predates local delivery (no Maildirs there); rm -rf it for a fresh instance"; fi
