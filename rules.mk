@@ -9,6 +9,8 @@
 #              writer, log capture: testlib/testlib.h), TEST_OBJS and
 #              TEST_DEPS (archives beyond the folder's LIB)
 #   EXTRA_CFLAGS, EXTRA_LIBS   what the folder's code needs beyond util
+#   INCLUDES   where headers are looked for (default util/ and global/;
+#              util/ and testlib/ see only util/: STYLE.md's layers)
 # Lookup tables (global/maps.c) need PCRE2 and Berkeley DB: every link gets
 # MAP_LIBS, so any program may use libglobal's tables.
 # and then includes this file.
@@ -26,8 +28,9 @@ ifneq ($(CI),)
 WERROR = -Werror
 endif
 
+INCLUDES ?= -I$(TOP)/util -I$(TOP)/global
 CFLAGS_ALL = -std=gnu11 $(OPT) $(WARN) $(WERROR) $(DEFS) \
-	-I$(TOP)/util -I$(TOP)/global -I. $(EXTRA_CFLAGS) $(PCRE2_CFLAGS) \
+	$(INCLUDES) -I. $(EXTRA_CFLAGS) $(PCRE2_CFLAGS) \
 	$(DB_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(OPT) $(LDFLAGS)
 LIBUTIL = $(TOP)/util/libutil.a
