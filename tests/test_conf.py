@@ -205,6 +205,19 @@ def test_master_refuses_out_of_range_value(instance):
     assert instance.master_pid() is None
 
 
+@pytest.mark.parametrize("name, bounds", [
+    ("smtp_tcp_port", "integer, from 1 to 65535"),
+    ("smtpd_timeout", "time (number + s, m, h, d or w; default s), at least 1s"),
+    ("master_backoff_initial", "from 1s to 3600s"),
+    ("smtpd_client_connection_count_limit", "integer"),
+])
+def test_conf_d_shows_bounds(instance, name, bounds):
+    lines = one_line(instance.check("conf", "-d", name))
+    m = re.match(r"^# (.+?): (.+)$", lines[1])
+    assert m, lines
+    assert m.group(1).endswith(bounds), lines[1]
+
+
 @pytest.mark.parametrize("name, bad, complaint", OUT_OF_RANGE)
 def test_conf_set_refuses_out_of_range_value(instance, name, bad, complaint):
     before = instance.main_cf.read_text()
