@@ -17,6 +17,7 @@
 #include "mail_conf.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "testlib.h"
 #include "vstr.h"
 
 #ifndef DEF_QUEUE_DIR
@@ -24,7 +25,8 @@
 #endif
 
 typedef struct TEST_DIR {
-    char dir[64];
+    TESTLIB_DIR *tmp;
+    const char *dir; /* tmp->path */
     char path[128]; /* dir/main.cf */
     VSTR *why;
 } TEST_DIR;
@@ -34,9 +36,11 @@ static int test_setup(void **state)
 {
     TEST_DIR *td = mymalloc(sizeof(*td));
 
-    snprintf(td->dir, sizeof(td->dir), "/tmp/mail_conf_test.XXXXXX");
-    if (mkdtemp(td->dir) == NULL)
+    if ((td->tmp = testlib_dir_create("mail_conf_test")) == NULL) {
+        myfree(td);
         return -1;
+    }
+    td->dir = td->tmp->path;
     snprintf(td->path, sizeof(td->path), "%s/main.cf", td->dir);
     td->why = vstr_alloc(100);
     *state = td;
@@ -47,48 +51,26 @@ static int test_setup(void **state)
 static int test_teardown(void **state)
 {
     TEST_DIR *td = *state;
-    DIR *dir = opendir(td->dir);
-    struct dirent *de;
-    char path[512];
+    int ret = testlib_dir_remove(td->tmp);
 
-    if (dir != NULL) {
-        while ((de = readdir(dir)) != NULL) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            snprintf(path, sizeof(path), "%s/%s", td->dir, de->d_name);
-            unlink(path);
-        }
-        closedir(dir);
-    }
-    rmdir(td->dir);
     vstr_free(td->why);
     myfree(td);
-    return 0;
+    return ret;
 }
 
 /* write_main_cf - replace main.cf with text */
 static void write_main_cf(TEST_DIR *td, const char *text)
 {
-    FILE *fp = fopen(td->path, "w");
-
-    assert_non_null(fp);
-    assert_int_equal(fputs(text, fp) >= 0, 1);
-    assert_int_equal(fclose(fp), 0);
+    (void) testlib_write(td->tmp, "main.cf", text);
 }
 
 /* read_main_cf - the whole of main.cf (caller frees) */
 static char *read_main_cf(TEST_DIR *td)
 {
-    FILE *fp = fopen(td->path, "r");
-    VSTR *vs = vstr_alloc(100);
-    char buf[256];
-    size_t got;
+    char *text = testlib_read(td->path, NULL);
 
-    assert_non_null(fp);
-    while ((got = fread(buf, 1, sizeof(buf), fp)) > 0)
-        vstr_ncat(vs, buf, got);
-    fclose(fp);
-    return vstr_export(vs);
+    assert_non_null(text);
+    return text;
 }
 
 /* read_ok - read main.cf that must be good */
@@ -699,13 +681,7 @@ static void test_edit(void **state)
 /* write_file - replace dir/name with text */
 static void write_file(TEST_DIR *td, const char *name, const char *text)
 {
-    char path[256];
-    FILE *fp;
-
-    snprintf(path, sizeof(path), "%s/%s", td->dir, name);
-    assert_non_null(fp = fopen(path, "w"));
-    assert_true(fputs(text, fp) >= 0);
-    assert_int_equal(fclose(fp), 0);
+    (void) testlib_write(td->tmp, name, text);
 }
 
 /* test_table - every row: a good unique name, a one-line description, a
