@@ -4,8 +4,13 @@
 #   LIB        archive built from SRCS (util/libutil.a, global/libglobal.a)
 #   PROGS      programs; each PROG is built from PROG_SRCS-<name> (default
 #              <name>.c) and installed in PROG_DIR ($(TOP)/bin or libexec)
-#   TESTS      cmocka unit tests: each X_test is built from X_test.c
+#   TESTS      cmocka unit tests: each X_test is built from X_test.c and
+#              linked with testlib/libtestlib.a (temporary folder, file
+#              writer, log capture: testlib/testlib.h), TEST_OBJS and
+#              TEST_DEPS (archives beyond the folder's LIB)
 #   EXTRA_CFLAGS, EXTRA_LIBS   what the folder's code needs beyond util
+#   INCLUDES   where headers are looked for (default util/ and global/;
+#              util/ and testlib/ see only util/: STYLE.md's layers)
 # Lookup tables (global/maps.c) need PCRE2 and Berkeley DB: every link gets
 # MAP_LIBS, so any program may use libglobal's tables.
 # and then includes this file.
@@ -23,12 +28,14 @@ ifneq ($(CI),)
 WERROR = -Werror
 endif
 
+INCLUDES ?= -I$(TOP)/util -I$(TOP)/global
 CFLAGS_ALL = -std=gnu11 $(OPT) $(WARN) $(WERROR) $(DEFS) \
-	-I$(TOP)/util -I$(TOP)/global -I. $(EXTRA_CFLAGS) $(PCRE2_CFLAGS) \
+	$(INCLUDES) -I. $(EXTRA_CFLAGS) $(PCRE2_CFLAGS) \
 	$(DB_CFLAGS) $(CFLAGS)
 LDFLAGS_ALL = $(OPT) $(LDFLAGS)
 LIBUTIL = $(TOP)/util/libutil.a
 LIBGLOBAL = $(TOP)/global/libglobal.a
+LIBTEST = $(TOP)/testlib/libtestlib.a
 MAP_LIBS = $(PCRE2_LIBS) $(DB_LIBS)
 
 OBJS = $(SRCS:.c=.o)
@@ -55,9 +62,16 @@ endef
 $(foreach p,$(PROGS),$(eval $(call prog_rule,$(p))))
 
 ifeq ($(WITH_CMOCKA),yes)
-$(TEST_BINS): %: %.o $(LIB) $(TEST_DEPS)
-	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_OBJS) $(LIB) $(TEST_DEPS) \
-		$(EXTRA_LIBS) $(MAP_LIBS) $(CMOCKA_LIBS)
+ifneq ($(TESTS),)
+# The tests see testlib.h; testlib/ builds its archive (its code calls
+# util/, so every test links libutil.a after it).
+$(addsuffix .o,$(TESTS)): CFLAGS_ALL += -I$(TOP)/testlib $(CMOCKA_CFLAGS)
+$(LIBTEST): $(wildcard $(TOP)/testlib/*.[ch])
+	@$(MAKE) --no-print-directory -C $(TOP)/testlib -f Makefile.in all
+$(TEST_BINS): %: %.o $(LIB) $(TEST_DEPS) $(LIBTEST)
+	$(CC) $(LDFLAGS_ALL) -o $@ $< $(TEST_OBJS) $(LIBTEST) $(LIB) \
+		$(TEST_DEPS) $(LIBUTIL) $(EXTRA_LIBS) $(MAP_LIBS) $(CMOCKA_LIBS)
+endif
 
 check: all $(TEST_BINS)
 	@set -e; cd . && for t in $(TEST_BINS); do \

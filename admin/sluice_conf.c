@@ -42,6 +42,24 @@ static const char *sluice_conf_type_name(MAIL_PARAM_TYPE type)
     return "unknown";
 }
 
+/* sluice_conf_bounds - ", from 1 to 65535" or ", at least 1s" into out:
+   the table's bounds of a number, "" when it takes any (a maximum that only
+   keeps a value inside an int is not worth saying) */
+static void sluice_conf_bounds(const MAIL_PARAM *param, VSTR *out)
+{
+    const char *unit = param->type == MAIL_PARAM_TIME ? "s" : "";
+
+    vstr_reset(out);
+    if (param->type != MAIL_PARAM_INT && param->type != MAIL_PARAM_TIME &&
+        param->type != MAIL_PARAM_SIZE)
+        return;
+    if (param->max < INT32_MAX)
+        vstr_sprintf(out, ", from %lld%s to %lld%s", param->min, unit,
+                     param->max, unit);
+    else if (param->min > 0)
+        vstr_sprintf(out, ", at least %lld%s", param->min, unit);
+}
+
 /* sluice_conf_name_ok - a parameter name: letters, digits, '_' */
 static bool sluice_conf_name_ok(const char *name, size_t len)
 {
@@ -136,8 +154,14 @@ static int sluice_conf_show_one(const MAIL_CONF *conf, const char *name,
     } else {
         printf("%s = %s\n", name, mail_conf_str(conf, name));
     }
-    if (describe && param != NULL)
-        printf("# %s: %s\n", sluice_conf_type_name(param->type), param->desc);
+    if (describe && param != NULL) {
+        VSTR *bounds = vstr_alloc(40);
+
+        sluice_conf_bounds(param, bounds);
+        printf("# %s%s: %s\n", sluice_conf_type_name(param->type),
+               vstr_str(bounds), param->desc);
+        vstr_free(bounds);
+    }
     return 0;
 }
 

@@ -423,7 +423,8 @@ static void bounce_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->double_bounce = mystrdup(vstr_str(buf));
     ctx->size_limit = mail_conf_size(conf, "bounce_size_limit");
     ctx->max_lifetime = mail_conf_time(conf, "maximal_queue_lifetime");
-    if (timeout <= 0 || timeout > BOUNCE_TIMEOUT_MAX_MS)
+    /* ipc_timeout is at least 1s (mail_params.c); the cap is ours. */
+    if (timeout > BOUNCE_TIMEOUT_MAX_MS)
         timeout = BOUNCE_TIMEOUT_MAX_MS;
     ctx->timeout_ms = (int) timeout;
     vstr_free(buf);

@@ -6,7 +6,6 @@
 #include "sys_defs.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <setjmp.h>
 #include <cmocka.h>
@@ -14,45 +13,27 @@
 #include "dsn_log.h"
 #include "mail_queue.h"
 #include "qid.h"
+#include "testlib.h"
 #include "vstr.h"
-
-/* test_rm_one - nftw callback: remove one entry */
-static int test_rm_one(const char *path, const struct stat *st, int flag,
-                       struct FTW *ftw)
-{
-    return remove(path);
-}
 
 /* test_setup - a fresh queue directory with defer/ and bounce/ */
 static int test_setup(void **state)
 {
-    char *dir = strdup("/tmp/dsn_log_test.XXXXXX");
-    VSTR *sub = vstr_alloc(100);
-    int ret = 0;
+    TESTLIB_DIR *tmp = testlib_dir_create("dsn_log_test");
 
-    if (dir == NULL || mkdtemp(dir) == NULL) {
-        vstr_free(sub);
+    if (tmp == NULL)
         return -1;
-    }
-    vstr_sprintf(sub, "%s/%s", dir, DSN_LOG_DEFER);
-    if (mkdir(vstr_str(sub), 0700) < 0)
-        ret = -1;
-    vstr_sprintf(sub, "%s/%s", dir, DSN_LOG_BOUNCE);
-    if (mkdir(vstr_str(sub), 0700) < 0)
-        ret = -1;
-    vstr_free(sub);
-    *state = dir;
-    return ret;
+    *state = tmp;
+    if (mkdir(testlib_path(tmp, DSN_LOG_DEFER), 0700) < 0 ||
+        mkdir(testlib_path(tmp, DSN_LOG_BOUNCE), 0700) < 0)
+        return -1;
+    return 0;
 }
 
 /* test_teardown - remove the temp directory and all below it */
 static int test_teardown(void **state)
 {
-    char *dir = *state;
-    int ret = nftw(dir, test_rm_one, 16, FTW_DEPTH | FTW_PHYS);
-
-    free(dir);
-    return ret;
+    return testlib_dir_remove(*state);
 }
 
 /* test_rec - a record with the fields that vary between tests */
@@ -77,7 +58,7 @@ static DSN_LOG_REC test_rec(const char *action, const char *address,
 
 static void test_round_trip(void **state)
 {
-    const char *dir = *state;
+    const char *dir = ((TESTLIB_DIR *) *state)->path;
     VSTR *why = vstr_alloc(100);
     VSTR *path = vstr_alloc(100);
     char qid[QID_SIZE];
@@ -135,7 +116,7 @@ static void test_round_trip(void **state)
 
 static void test_cut_record_ignored(void **state)
 {
-    const char *dir = *state;
+    const char *dir = ((TESTLIB_DIR *) *state)->path;
     VSTR *why = vstr_alloc(100);
     VSTR *path = vstr_alloc(100);
     char qid[QID_SIZE];
@@ -174,7 +155,7 @@ static void test_cut_record_ignored(void **state)
 
 static void test_latest_and_count(void **state)
 {
-    const char *dir = *state;
+    const char *dir = ((TESTLIB_DIR *) *state)->path;
     VSTR *why = vstr_alloc(100);
     char qid[QID_SIZE];
     DSN_LOG_REC recs[] = {
@@ -211,7 +192,7 @@ static void test_latest_and_count(void **state)
 
 static void test_long_reason_cut(void **state)
 {
-    const char *dir = *state;
+    const char *dir = ((TESTLIB_DIR *) *state)->path;
     VSTR *why = vstr_alloc(100);
     char qid[QID_SIZE];
     char *big = malloc(DSN_LOG_REC_MAX * 2);
@@ -237,7 +218,7 @@ static void test_long_reason_cut(void **state)
 
 static void test_remove_and_bad_names(void **state)
 {
-    const char *dir = *state;
+    const char *dir = ((TESTLIB_DIR *) *state)->path;
     VSTR *why = vstr_alloc(100);
     char qid[QID_SIZE];
     DSN_LOG_REC rec = test_rec(DSN_ACTION_FAILED, "a@dest.test", "x", 1);

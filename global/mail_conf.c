@@ -9,7 +9,8 @@
  *
  * Values expand $name and ${name} recursively, $$ is a literal '$', and an
  * unknown name expands to "". Everything is expanded and every typed value
- * checked once, in mail_conf_read(), so a loop or a bad value is reported
+ * checked once (its syntax, and a number against the table's bounds), in
+ * mail_conf_read(), so a loop or a bad or out-of-range value is reported
  * with its file and line before a program starts work, and the getters
  * never fail (a getter on a name that is not in the table, or of another
  * type, is our bug).
@@ -160,42 +161,80 @@ static bool mail_conf_parse_bool(const char *value, bool *ok)
 }
 
 /* mail_conf_type_check - is value good for type; the complaint if not */
-static const char *mail_conf_type_check(MAIL_PARAM_TYPE type, const char *value)
+static const char *mail_conf_type_check(MAIL_PARAM_TYPE type, const char *value,
+                                        long long *number)
 {
     bool ok = true;
 
+    *number = 0;
     switch (type) {
     case MAIL_PARAM_STR:
     case MAIL_PARAM_LIST:
         return NULL;
     case MAIL_PARAM_INT:
-        (void) mail_conf_parse_int(value, &ok);
+        *number = mail_conf_parse_int(value, &ok);
         return ok ? NULL : "bad number";
     case MAIL_PARAM_BOOL:
         (void) mail_conf_parse_bool(value, &ok);
         return ok ? NULL : "bad boolean (use yes or no)";
     case MAIL_PARAM_TIME:
-        (void) mail_conf_parse_time(value, &ok);
+        *number = mail_conf_parse_time(value, &ok);
         return ok ? NULL : "bad time";
     case MAIL_PARAM_SIZE:
-        (void) mail_conf_parse_size(value, &ok);
+        *number = mail_conf_parse_size(value, &ok);
         return ok ? NULL : "bad size";
     }
     msg_panic("%s: unknown type %d", __func__, (int) type);
+}
+
+/* mail_conf_bounded - does the type of param carry bounds */
+static bool mail_conf_bounded(const MAIL_PARAM *param)
+{
+    return param->type == MAIL_PARAM_INT || param->type == MAIL_PARAM_TIME ||
+           param->type == MAIL_PARAM_SIZE;
+}
+
+/* mail_conf_value_check - is value good for param (type and bounds); -1
+   with the complaint appended to why ("bad size \"x\"", "0 is below the
+   minimum 1", times in seconds "1s") */
+static int mail_conf_value_check(const MAIL_PARAM *param, const char *value,
+                                 VSTR *why)
+{
+    const char *complaint;
+    const char *unit = param->type == MAIL_PARAM_TIME ? "s" : "";
+    long long number;
+
+    if ((complaint = mail_conf_type_check(param->type, value, &number)) !=
+        NULL) {
+        vstr_sprintf_append(why, "%s \"%s\"", complaint, value);
+        return -1;
+    }
+    if (!mail_conf_bounded(param))
+        return 0;
+    if (number < param->min) {
+        vstr_sprintf_append(why, "%s is below the minimum %lld%s", value,
+                            param->min, unit);
+        return -1;
+    }
+    if (number > param->max) {
+        vstr_sprintf_append(why, "%s is above the maximum %lld%s", value,
+                            param->max, unit);
+        return -1;
+    }
+    return 0;
 }
 
 /* mail_conf_check_value - check a value before it is written */
 int mail_conf_check_value(const char *name, const char *value, VSTR *why)
 {
     const MAIL_PARAM *param = mail_param_find(name);
-    const char *complaint;
 
     if (param == NULL || strchr(value, '$') != NULL)
         return 0;
-    if ((complaint = mail_conf_type_check(param->type, value)) != NULL) {
-        vstr_sprintf(why, "%s: %s \"%s\"", name, complaint, value);
+    vstr_sprintf(why, "%s: ", name);
+    if (mail_conf_value_check(param, value, why) < 0)
         return -1;
-    }
+    vstr_reset(why);
     return 0;
 }
 
@@ -539,20 +578,18 @@ static void mail_conf_merge(MAIL_CONF *conf)
     conf->names = order;
 }
 
-/* mail_conf_check_ent - expand an entry and check its type */
+/* mail_conf_check_ent - expand an entry and check its type and bounds */
 static int mail_conf_check_ent(MAIL_CONF *conf, MAIL_CONF_ENT *ent,
                                MAIL_CONF_ENT **stack, VSTR *why)
 {
-    const char *complaint;
-
     if (mail_conf_expand(conf, ent, stack, 0, why) < 0)
         return -1;
-    if (ent->param != NULL && (complaint = mail_conf_type_check(
-                                   ent->param->type, ent->value)) != NULL) {
-        mail_conf_where(conf, ent, why);
-        vstr_sprintf_append(why, "%s \"%s\"", complaint, ent->value);
+    if (ent->param == NULL)
+        return 0;
+    mail_conf_where(conf, ent, why);
+    if (mail_conf_value_check(ent->param, ent->value, why) < 0)
         return -1;
-    }
+    vstr_reset(why);
     return 0;
 }
 

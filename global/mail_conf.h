@@ -2,7 +2,9 @@
  * mail_conf - main.cf: the parameter table, reading, expansion, editing
  *
  * Every parameter sluice knows has a row in the table (mail_params.c): name,
- * type, default (which may use $name), one-line description. main.cf may set
+ * type, the bounds of a number (min, max), default (which may use $name),
+ * one-line description. A value outside the bounds is refused like a value
+ * of the wrong type, so programs do not range-check by hand. main.cf may set
  * parameters that are not in the table (they expand like any other, and
  * `sluice conf` warns about them). Reading validates every typed value once,
  * so a bad value is reported with its file line before any program starts
@@ -15,6 +17,9 @@
 #define MAIL_CONF_H
 
 #include "sys_defs.h"
+
+#include <limits.h>
+
 #include "argv.h"
 #include "vstr.h"
 
@@ -34,9 +39,16 @@ typedef enum MAIL_PARAM_TYPE {
     "useradd --system --user-group --home-dir /var/spool/sluice "            \
     "--no-create-home --shell /usr/sbin/nologin"
 
+/* Bounds of an INT, TIME (seconds) or SIZE (bytes) value, both included;
+   reading main.cf and `sluice conf name=value` refuse a value outside them.
+   STR, BOOL and LIST parameters have none (0, 0). */
+#define MAIL_PARAM_NOMAX LLONG_MAX
+
 typedef struct MAIL_PARAM {
     const char *name;
     MAIL_PARAM_TYPE type;
+    long long min;                      /* smallest value allowed */
+    long long max;                      /* largest; MAIL_PARAM_NOMAX: none */
     const char *def;                    /* default, may contain $name */
     const char *desc;                   /* one line, for `sluice conf -d` */
 } MAIL_PARAM;
@@ -80,7 +92,8 @@ extern long long mail_conf_size(const MAIL_CONF *conf, const char *name); /* byt
 extern ARGV *mail_conf_list(const MAIL_CONF *conf, const char *name); /* caller frees */
 
 /* mail_conf_check_value - check a value for a typed parameter before it is
-   written to main.cf; 0, or -1 with "name: bad size \"x\"" in why. Unknown
+   written to main.cf; 0, or -1 with "name: bad size \"x\"" or "name: 0 is
+   below the minimum 1" in why. Unknown
    names, STR and LIST parameters, and values that use $name (checked when
    main.cf is read) are accepted. */
 extern int mail_conf_check_value(const char *name, const char *value,

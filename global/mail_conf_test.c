@@ -17,6 +17,7 @@
 #include "mail_conf.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "testlib.h"
 #include "vstr.h"
 
 #ifndef DEF_QUEUE_DIR
@@ -24,7 +25,8 @@
 #endif
 
 typedef struct TEST_DIR {
-    char dir[64];
+    TESTLIB_DIR *tmp;
+    const char *dir; /* tmp->path */
     char path[128]; /* dir/main.cf */
     VSTR *why;
 } TEST_DIR;
@@ -34,9 +36,11 @@ static int test_setup(void **state)
 {
     TEST_DIR *td = mymalloc(sizeof(*td));
 
-    snprintf(td->dir, sizeof(td->dir), "/tmp/mail_conf_test.XXXXXX");
-    if (mkdtemp(td->dir) == NULL)
+    if ((td->tmp = testlib_dir_create("mail_conf_test")) == NULL) {
+        myfree(td);
         return -1;
+    }
+    td->dir = td->tmp->path;
     snprintf(td->path, sizeof(td->path), "%s/main.cf", td->dir);
     td->why = vstr_alloc(100);
     *state = td;
@@ -47,48 +51,26 @@ static int test_setup(void **state)
 static int test_teardown(void **state)
 {
     TEST_DIR *td = *state;
-    DIR *dir = opendir(td->dir);
-    struct dirent *de;
-    char path[512];
+    int ret = testlib_dir_remove(td->tmp);
 
-    if (dir != NULL) {
-        while ((de = readdir(dir)) != NULL) {
-            if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
-                continue;
-            snprintf(path, sizeof(path), "%s/%s", td->dir, de->d_name);
-            unlink(path);
-        }
-        closedir(dir);
-    }
-    rmdir(td->dir);
     vstr_free(td->why);
     myfree(td);
-    return 0;
+    return ret;
 }
 
 /* write_main_cf - replace main.cf with text */
 static void write_main_cf(TEST_DIR *td, const char *text)
 {
-    FILE *fp = fopen(td->path, "w");
-
-    assert_non_null(fp);
-    assert_int_equal(fputs(text, fp) >= 0, 1);
-    assert_int_equal(fclose(fp), 0);
+    (void) testlib_write(td->tmp, "main.cf", text);
 }
 
 /* read_main_cf - the whole of main.cf (caller frees) */
 static char *read_main_cf(TEST_DIR *td)
 {
-    FILE *fp = fopen(td->path, "r");
-    VSTR *vs = vstr_alloc(100);
-    char buf[256];
-    size_t got;
+    char *text = testlib_read(td->path, NULL);
 
-    assert_non_null(fp);
-    while ((got = fread(buf, 1, sizeof(buf), fp)) > 0)
-        vstr_ncat(vs, buf, got);
-    fclose(fp);
-    return vstr_export(vs);
+    assert_non_null(text);
+    return text;
 }
 
 /* read_ok - read main.cf that must be good */
@@ -472,7 +454,124 @@ static void test_check_value(void **state)
     assert_int_equal(mail_conf_check_value("line_length_limit", "$x", why), 0);
     assert_int_equal(mail_conf_check_value("anything_else", "lots", why), 0);
     assert_int_equal(mail_conf_check_value("relayhost", "[h]:25", why), 0);
+
+    /* Bounds: refused with the value as written and the bound. */
+    assert_int_equal(
+        mail_conf_check_value("smtpd_process_connection_limit", "0", why), -1);
+    assert_string_equal(vstr_str(why), "smtpd_process_connection_limit: 0 is "
+                                       "below the minimum 1");
+    assert_int_equal(mail_conf_check_value("smtp_tcp_port", "65536", why), -1);
+    assert_string_equal(vstr_str(why),
+                        "smtp_tcp_port: 65536 is above the maximum 65535");
+    assert_int_equal(mail_conf_check_value("smtp_tcp_port", "65535", why), 0);
+    assert_int_equal(mail_conf_check_value("smtpd_timeout", "0s", why), -1);
+    assert_string_equal(vstr_str(why),
+                        "smtpd_timeout: 0s is below the minimum 1s");
+    assert_int_equal(mail_conf_check_value("master_backoff_initial", "2h", why),
+                     -1);
+    assert_string_equal(vstr_str(why), "master_backoff_initial: 2h is above "
+                                       "the maximum 3600s");
+    assert_int_equal(mail_conf_check_value("master_backoff_initial", "1h", why),
+                     0);
+    assert_int_equal(mail_conf_check_value("line_length_limit", "511", why),
+                     -1);
+    /* 0 is allowed where it means "none". */
+    assert_int_equal(
+        mail_conf_check_value("smtpd_session_deadline", "0", why), 0);
     vstr_free(why);
+}
+
+/* test_bounds_read - main.cf with a value out of bounds is refused with
+   its line, like a value of the wrong type */
+static void test_bounds_read(void **state)
+{
+    TEST_DIR *td = *state;
+
+    expect_error(td, "# comment\nsmtpd_recipient_limit = 0\n",
+                 " line 2: smtpd_recipient_limit: 0 is below the minimum 1");
+    expect_error(td, "smtp_tcp_port = 99999\n",
+                 " line 1: smtp_tcp_port: 99999 is above the maximum 65535");
+    expect_error(td, "smtpd_timeout = 0m\n",
+                 " line 1: smtpd_timeout: 0m is below the minimum 1s");
+    /* The expanded value is checked: $zero is 0. */
+    expect_error(td, "zero = 0\nipc_timeout = $zero\n",
+                 " line 2: ipc_timeout: 0 is below the minimum 1s");
+    /* Under a maximum is checked too. */
+    expect_error(td, "master_backoff_initial = 7200\n",
+                 " line 1: master_backoff_initial: 7200 is above the maximum "
+                 "3600s");
+    mail_conf_free(read_ok(td, "smtpd_recipient_limit = 1\n"
+                               "smtp_tcp_port = 65535\n"
+                               "smtpd_session_deadline = 0\n"));
+}
+
+/* test_bounds_table - every row's bounds make sense and every default (as
+   expanded, with an empty main.cf) lies within them; each bound is
+   enforced: one below the minimum and one above the maximum are refused */
+static void test_bounds_table(void **state)
+{
+    TEST_DIR *td = *state;
+    size_t count;
+    const MAIL_PARAM *table = mail_param_table(&count);
+    MAIL_CONF *conf = read_ok(td, "");
+    char text[256];
+    int bounded = 0;
+
+    for (size_t i = 0; i < count; i++) {
+        const MAIL_PARAM *param = table + i;
+        long long value;
+
+        switch (param->type) {
+        case MAIL_PARAM_STR:
+        case MAIL_PARAM_LIST:
+        case MAIL_PARAM_BOOL:
+            if (param->min != 0 || param->max != 0)
+                fail_msg("%s: bounds on a parameter that is not a number",
+                         param->name);
+            continue;
+        case MAIL_PARAM_INT:
+            value = mail_conf_int(conf, param->name);
+            break;
+        case MAIL_PARAM_TIME:
+            value = mail_conf_time(conf, param->name);
+            break;
+        case MAIL_PARAM_SIZE:
+            value = mail_conf_size(conf, param->name);
+            break;
+        default:
+            fail_msg("%s: unknown type", param->name);
+        }
+        if (param->min < 0 || param->min > param->max)
+            fail_msg("%s: bad bounds %lld..%lld", param->name, param->min,
+                     param->max);
+        if (value < param->min || value > param->max)
+            fail_msg("%s: default %lld outside %lld..%lld", param->name, value,
+                     param->min, param->max);
+        if (param->min > 0) {
+            bounded++;
+            snprintf(text, sizeof(text), "%s = %lld\n", param->name,
+                     param->min - 1);
+            write_main_cf(td, text);
+            assert_null(mail_conf_read(td->dir, td->why));
+            if (strstr(vstr_str(td->why), "below the minimum") == NULL)
+                fail_msg("%s: %s", param->name, vstr_str(td->why));
+        }
+        if (param->max < MAIL_PARAM_NOMAX) {
+            bounded++;
+            snprintf(text, sizeof(text), "%s = %lld\n", param->name,
+                     param->max + 1);
+            write_main_cf(td, text);
+            assert_null(mail_conf_read(td->dir, td->why));
+            if (strstr(vstr_str(td->why), "above the maximum") == NULL)
+                fail_msg("%s: %s", param->name, vstr_str(td->why));
+        }
+    }
+    /* The table does bound things (a table without bounds passes the
+       loop above). */
+    assert_true(bounded > 20);
+    assert_non_null(mail_param_find("smtp_tcp_port"));
+    assert_int_equal(mail_param_find("smtp_tcp_port")->max, 65535);
+    mail_conf_free(conf);
 }
 
 /* count_files - entries in the test directory, . and .. excluded */
@@ -582,13 +681,7 @@ static void test_edit(void **state)
 /* write_file - replace dir/name with text */
 static void write_file(TEST_DIR *td, const char *name, const char *text)
 {
-    char path[256];
-    FILE *fp;
-
-    snprintf(path, sizeof(path), "%s/%s", td->dir, name);
-    assert_non_null(fp = fopen(path, "w"));
-    assert_true(fputs(text, fp) >= 0);
-    assert_int_equal(fclose(fp), 0);
+    (void) testlib_write(td->tmp, name, text);
 }
 
 /* test_table - every row: a good unique name, a one-line description, a
@@ -718,6 +811,10 @@ int main(void)
         cmocka_unit_test(test_check_value),
         cmocka_unit_test_setup_teardown(test_edit, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_table, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_bounds_read, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_bounds_table, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_unknown, test_setup,
                                         test_teardown),
     };

@@ -1,7 +1,8 @@
 /*
  * mail_params - the table of every main.cf parameter sluice knows
  *
- * One row per parameter: name, type, default, one-line description. A
+ * One row per parameter: name, type (with the bounds of a number),
+ * default, one-line description. A
  * default may refer to other parameters as $name. A NULL default is
  * computed at run time by mail_conf (myhostname, mydomain, mail_owner).
  * Names follow Postfix wherever the meaning is the same.
@@ -27,12 +28,25 @@
 #define DEF_COMMAND_DIR "/usr/local/sbin"
 #endif
 
-#define STR MAIL_PARAM_STR
-#define INT MAIL_PARAM_INT
-#define BOOL MAIL_PARAM_BOOL
-#define TIME MAIL_PARAM_TIME
-#define SIZE MAIL_PARAM_SIZE
-#define LIST MAIL_PARAM_LIST
+/*
+ * A row's type expands to the type and its bounds (MAIL_PARAM's min, max):
+ * a bare INT, TIME or SIZE takes any value its syntax allows (0 and up);
+ * INT_RANGE(1, NOMAX) and the like bound it. Bound a number wherever a
+ * value outside would be a mistake: counts that must be at least 1,
+ * timeouts that must be positive, values a program keeps in an int (INTMAX,
+ * so no program clamps by hand). Keep the default inside the bounds.
+ */
+#define NOMAX MAIL_PARAM_NOMAX
+#define INTMAX ((long long) INT32_MAX)
+#define STR MAIL_PARAM_STR, 0, 0
+#define INT MAIL_PARAM_INT, 0, NOMAX
+#define BOOL MAIL_PARAM_BOOL, 0, 0
+#define TIME MAIL_PARAM_TIME, 0, NOMAX
+#define SIZE MAIL_PARAM_SIZE, 0, NOMAX
+#define LIST MAIL_PARAM_LIST, 0, 0
+#define INT_RANGE(lo, hi) MAIL_PARAM_INT, (lo), (hi)
+#define TIME_RANGE(lo, hi) MAIL_PARAM_TIME, (lo), (hi)
+#define SIZE_RANGE(lo, hi) MAIL_PARAM_SIZE, (lo), (hi)
 
 static const MAIL_PARAM mail_param_tab[] = {
     /* Where things live. */
@@ -83,55 +97,55 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"syslog_facility", STR, "mail", "syslog facility"},
 
     /* master and daemons. */
-    {"default_process_limit", INT, "100",
+    {"default_process_limit", INT_RANGE(1, INTMAX), "100",
      "maxproc of a master.cf service that says '-'"},
-    {"daemon_timeout", TIME, "18000s",
+    {"daemon_timeout", TIME_RANGE(1, INTMAX), "18000s",
      "time after which a daemon stuck in one request gives up"},
-    {"ipc_timeout", TIME, "3600s",
+    {"ipc_timeout", TIME_RANGE(1, INTMAX), "3600s",
      "time limit for one exchange between two daemons"},
-    {"master_backoff_initial", TIME, "1s",
+    {"master_backoff_initial", TIME_RANGE(1, 3600), "1s",
      "first delay before master restarts a service that died"},
-    {"master_backoff_max", TIME, "60s",
+    {"master_backoff_max", TIME_RANGE(1, 86400), "60s",
      "longest delay before master restarts a service that keeps dying"},
 
     /* Message limits. */
     {"message_size_limit", SIZE, "10240000",
      "largest message accepted, in bytes"},
-    {"header_size_limit", SIZE, "102400",
+    {"header_size_limit", SIZE_RANGE(1, NOMAX), "102400",
      "largest message header kept, in bytes"},
     {"queue_minfree", SIZE, "0",
      "free space the queue file system must keep for mail to be accepted"
      " (at least 1.5 x message_size_limit is kept whatever this says)"},
-    {"line_length_limit", INT, "2048",
+    {"line_length_limit", INT_RANGE(512, NOMAX), "2048",
      "longest line kept whole; longer lines are split"},
 
     /* smtpd. */
     {"smtpd_banner", STR, "$myhostname ESMTP $mail_name",
      "text after 220 in the SMTP greeting"},
-    {"smtpd_timeout", TIME, "300s",
+    {"smtpd_timeout", TIME_RANGE(1, INTMAX), "300s",
      "time smtpd waits for a client to send a command or data"},
-    {"smtpd_recipient_limit", INT, "1000",
+    {"smtpd_recipient_limit", INT_RANGE(1, INTMAX), "1000",
      "most recipients accepted in one message"},
-    {"smtpd_hard_error_limit", INT, "20",
+    {"smtpd_hard_error_limit", INT_RANGE(1, INTMAX), "20",
      "errors after which smtpd disconnects a client"},
-    {"smtpd_soft_error_limit", INT, "10",
+    {"smtpd_soft_error_limit", INT_RANGE(0, INTMAX), "10",
      "errors after which smtpd slows down its replies to a client"},
     {"smtpd_error_sleep_time", STR, "1s",
      "delay of each reply past smtpd_soft_error_limit (\"0.2s\", \"1s\")"},
-    {"smtpd_junk_command_limit", INT, "100",
+    {"smtpd_junk_command_limit", INT_RANGE(0, INTMAX), "100",
      "NOOP, VRFY and RSET a client may send before each counts as an error"},
-    {"smtpd_session_deadline", TIME, "3600s",
+    {"smtpd_session_deadline", TIME_RANGE(0, INTMAX), "3600s",
      "time limit of an SMTP session, restarted by each message accepted"
      " (0: none)"},
-    {"smtpd_client_connection_count_limit", INT, "50",
+    {"smtpd_client_connection_count_limit", INT_RANGE(0, INTMAX), "50",
      "connections one client may hold at once (0: no limit)"},
-    {"smtpd_client_connection_rate_limit", INT, "0",
+    {"smtpd_client_connection_rate_limit", INT_RANGE(0, INTMAX), "0",
      "connections one client may open per time unit (0: no limit)"},
-    {"smtpd_client_connection_rate_time_unit", TIME, "60s",
+    {"smtpd_client_connection_rate_time_unit", TIME_RANGE(1, INTMAX), "60s",
      "time unit of smtpd_client_connection_rate_limit"},
     {"smtpd_client_event_limit_exceptions", LIST, "$mynetworks",
      "clients exempt from the smtpd_client_* connection limits"},
-    {"smtpd_process_connection_limit", INT, "1000",
+    {"smtpd_process_connection_limit", INT_RANGE(1, INTMAX), "1000",
      "connections one smtpd process serves at once"},
     {"smtpd_forbid_bare_newline", BOOL, "yes",
      "reject a message line that ends in LF without CR"},
@@ -143,7 +157,7 @@ static const MAIL_PARAM mail_param_tab[] = {
      "make no DNS query at all (next hops must be [ip] literals)"},
 
     /* Queue manager and delivery. */
-    {"queue_run_delay", TIME, "300s",
+    {"queue_run_delay", TIME_RANGE(1, NOMAX), "300s",
      "time between scans of the deferred queue"},
     {"retry_schedule", LIST, "1m 5m 15m 1h",
      "delays between delivery attempts; the last one repeats"},
@@ -153,13 +167,13 @@ static const MAIL_PARAM mail_param_tab[] = {
      "time after which an undeliverable bounce is discarded"},
     {"delay_warning_time", TIME, "0",
      "time after which the sender is told of a delay (0: never)"},
-    {"default_destination_concurrency_limit", INT, "20",
+    {"default_destination_concurrency_limit", INT_RANGE(1, NOMAX), "20",
      "parallel deliveries to one destination"},
-    {"default_destination_recipient_limit", INT, "50",
+    {"default_destination_recipient_limit", INT_RANGE(1, NOMAX), "50",
      "recipients per delivery to one destination"},
-    {"qmgr_message_active_limit", INT, "20000",
+    {"qmgr_message_active_limit", INT_RANGE(1, NOMAX), "20000",
      "messages the queue manager holds in memory at once"},
-    {"initial_destination_concurrency", INT, "5",
+    {"initial_destination_concurrency", INT_RANGE(1, NOMAX), "5",
      "parallel deliveries to a destination before slow start raises it"},
     {"destination_dead_time", TIME, "60s",
      "how long a destination that failed a whole cohort is left alone"},
@@ -191,7 +205,7 @@ static const MAIL_PARAM mail_param_tab[] = {
      "where /file destinations are allowed: alias, forward, include"},
     {"local_command_shell", STR, "/bin/sh",
      "shell that runs |command destinations (as shell -c command)"},
-    {"command_time_limit", TIME, "1000s",
+    {"command_time_limit", TIME_RANGE(1, INTMAX), "1000s",
      "longest a |command delivery may run before it is killed"},
     {"default_privs", STR, "nobody",
      "user that alias commands and files run as when root owns the alias table"
@@ -202,7 +216,7 @@ static const MAIL_PARAM mail_param_tab[] = {
      " as mail_owner (sluice init writes no)"},
     {"mailbox_size_limit", SIZE, "51200000",
      "largest mbox file or message local writes (0: no limit)"},
-    {"local_destination_recipient_limit", INT, "1",
+    {"local_destination_recipient_limit", INT_RANGE(1, NOMAX), "1",
      "recipients per local delivery request"},
     {"prepend_delivered_header", LIST, "command, file, forward",
      "deliveries that get a Delivered-To: header (mailbox ones always do)"},
@@ -238,30 +252,30 @@ static const MAIL_PARAM mail_param_tab[] = {
      "lists in which example.test also matches sub.example.test"},
 
     /* smtp client. */
-    {"smtp_connect_timeout", TIME, "30s",
+    {"smtp_connect_timeout", TIME_RANGE(1, INTMAX), "30s",
      "time limit for connecting to a remote SMTP server"},
-    {"smtp_helo_timeout", TIME, "300s",
+    {"smtp_helo_timeout", TIME_RANGE(1, INTMAX), "300s",
      "time limit for the remote greeting and the EHLO reply"},
-    {"smtp_data_done_timeout", TIME, "600s",
+    {"smtp_data_done_timeout", TIME_RANGE(1, INTMAX), "600s",
      "time limit for the reply to the end of the message"},
     {"smtp_bind_address", STR, "",
      "local address for outgoing connections (empty: any)"},
-    {"smtp_tcp_port", INT, "25", "port of the SMTP servers MX records name"},
+    {"smtp_tcp_port", INT_RANGE(1, 65535), "25", "port of the SMTP servers MX records name"},
     {"smtp_helo_name", STR, "$myhostname",
      "name the smtp client sends in EHLO/HELO"},
-    {"smtp_mail_timeout", TIME, "300s", "time limit for the reply to MAIL"},
-    {"smtp_rcpt_timeout", TIME, "300s", "time limit for the reply to RCPT"},
-    {"smtp_data_init_timeout", TIME, "120s",
+    {"smtp_mail_timeout", TIME_RANGE(1, INTMAX), "300s", "time limit for the reply to MAIL"},
+    {"smtp_rcpt_timeout", TIME_RANGE(1, INTMAX), "300s", "time limit for the reply to RCPT"},
+    {"smtp_data_init_timeout", TIME_RANGE(1, INTMAX), "120s",
      "time limit for the reply to DATA"},
-    {"smtp_data_xfer_timeout", TIME, "180s",
+    {"smtp_data_xfer_timeout", TIME_RANGE(1, INTMAX), "180s",
      "time limit for sending each piece of the message"},
-    {"smtp_quit_timeout", TIME, "300s", "time limit for the reply to QUIT"},
-    {"smtp_rset_timeout", TIME, "20s", "time limit for the reply to RSET"},
-    {"smtp_mx_host_limit", INT, "10", "MX hosts resolved per delivery"},
-    {"smtp_dns_timeout", TIME, "30s", "time limit for the DNS lookups of a delivery"},
-    {"smtp_connection_cache_time_limit", TIME, "2s",
+    {"smtp_quit_timeout", TIME_RANGE(1, INTMAX), "300s", "time limit for the reply to QUIT"},
+    {"smtp_rset_timeout", TIME_RANGE(1, INTMAX), "20s", "time limit for the reply to RSET"},
+    {"smtp_mx_host_limit", INT_RANGE(1, NOMAX), "10", "MX hosts resolved per delivery"},
+    {"smtp_dns_timeout", TIME_RANGE(1, INTMAX), "30s", "time limit for the DNS lookups of a delivery"},
+    {"smtp_connection_cache_time_limit", TIME_RANGE(0, INTMAX), "2s",
      "how long an idle connection is kept for the next message (0: never)"},
-    {"smtp_connection_reuse_count_limit", INT, "100",
+    {"smtp_connection_reuse_count_limit", INT_RANGE(0, INTMAX), "100",
      "deliveries over one connection before it is closed (0: no limit)"},
 
     /* Bounces and notices. */

@@ -5,43 +5,32 @@
 #include "sys_defs.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
 #include "mail_queue.h"
 #include "qid.h"
+#include "testlib.h"
 #include "vstr.h"
 
 static const char test_hash_chars[] = "0123456789ABCDEFGHJKLMNPQRSTVWXY";
 
-/* test_rm_one - nftw callback: remove one entry */
-static int test_rm_one(const char *path, const struct stat *st, int flag,
-                       struct FTW *ftw)
-{
-    return remove(path);
-}
-
 /* test_setup - a fresh temp directory in *state */
 static int test_setup(void **state)
 {
-    char *dir = strdup("/tmp/mail_queue_test.XXXXXX");
+    TESTLIB_DIR *tmp = testlib_dir_create("mail_queue_test");
 
-    if (dir == NULL || mkdtemp(dir) == NULL)
+    if (tmp == NULL)
         return -1;
-    *state = dir;
+    *state = tmp;
     return 0;
 }
 
 /* test_teardown - remove the temp directory and all below it */
 static int test_teardown(void **state)
 {
-    char *dir = *state;
-    int ret = nftw(dir, test_rm_one, 16, FTW_DEPTH | FTW_PHYS);
-
-    free(dir);
-    return ret;
+    return testlib_dir_remove(*state);
 }
 
 /* test_is_dir_mode - is path a directory with exactly mode? */
@@ -87,7 +76,7 @@ static void test_names_and_paths(void **state)
 
 static void test_create_dirs(void **state)
 {
-    const char *tmp = *state;
+    const char *tmp = ((TESTLIB_DIR *) *state)->path;
     VSTR *queue_dir = vstr_alloc(0);
     VSTR *path = vstr_alloc(0);
     VSTR *why = vstr_alloc(0);
@@ -167,7 +156,7 @@ static bool test_file_is(const char *path, const char *content)
 
 static void test_move(void **state)
 {
-    const char *tmp = *state;
+    const char *tmp = ((TESTLIB_DIR *) *state)->path;
     VSTR *queue_dir = vstr_alloc(0);
     VSTR *path = vstr_alloc(0);
     VSTR *why = vstr_alloc(0);

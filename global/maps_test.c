@@ -7,7 +7,6 @@
 #include "sys_defs.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <pwd.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -17,6 +16,7 @@
 #include "maps.h"
 #include "maps_priv.h"
 #include "msg.h"
+#include "testlib.h"
 #include "vstr.h"
 
 /* Berkeley DB cannot free all of a handle that hit a corrupted page
@@ -31,33 +31,23 @@ const char *__lsan_default_suppressions(void)
 }
 
 typedef struct TEST_CTX {
-    char dir[64];
+    TESTLIB_DIR *tmp;
+    const char *dir; /* tmp->path */
     VSTR *path; /* scratch */
     VSTR *why;
 } TEST_CTX;
-
-/* test_rm_one - nftw callback: remove one entry */
-static int test_rm_one(const char *path, const struct stat *st, int flag,
-                       struct FTW *ftw)
-{
-    return remove(path);
-}
 
 /* test_setup - a fresh folder, the log in it */
 static int test_setup(void **state)
 {
     TEST_CTX *ctx = calloc(1, sizeof(*ctx));
 
-    if (ctx == NULL)
+    if (ctx == NULL || (ctx->tmp = testlib_dir_create("maps_test")) == NULL)
         return -1;
-    snprintf(ctx->dir, sizeof(ctx->dir), "/tmp/maps_test.XXXXXX");
-    if (mkdtemp(ctx->dir) == NULL)
-        return -1;
+    ctx->dir = ctx->tmp->path;
     ctx->path = vstr_alloc(100);
     ctx->why = vstr_alloc(100);
-    vstr_sprintf(ctx->path, "%s/log", ctx->dir);
-    msg_init("sluice", "maps_test");
-    if (msg_log_file(vstr_str(ctx->path)) < 0)
+    if (testlib_log_capture(ctx->tmp, "maps_test") < 0)
         return -1;
     *state = ctx;
     return 0;
@@ -67,10 +57,8 @@ static int test_setup(void **state)
 static int test_teardown(void **state)
 {
     TEST_CTX *ctx = *state;
-    int ret;
+    int ret = testlib_dir_remove(ctx->tmp);
 
-    (void) msg_log_file("/dev/null");
-    ret = nftw(ctx->dir, test_rm_one, 16, FTW_DEPTH | FTW_PHYS);
     vstr_free(ctx->path);
     vstr_free(ctx->why);
     free(ctx);
@@ -80,14 +68,7 @@ static int test_teardown(void **state)
 /* test_file - write dir/name with text; returns the path (scratch) */
 static const char *test_file(TEST_CTX *ctx, const char *name, const char *text)
 {
-    FILE *fp;
-
-    vstr_sprintf(ctx->path, "%s/%s", ctx->dir, name);
-    fp = fopen(vstr_str(ctx->path), "w");
-    assert_non_null(fp);
-    assert_int_equal(fputs(text, fp) >= 0, 1);
-    assert_int_equal(fclose(fp), 0);
-    return vstr_str(ctx->path);
+    return testlib_write(ctx->tmp, name, text);
 }
 
 /* test_spec - "type:dir/name" in a static buffer */
@@ -99,30 +80,10 @@ static const char *test_spec(TEST_CTX *ctx, const char *type, const char *name)
     return buf;
 }
 
-/* test_log_has - the log file mentions text */
+/* test_log_has - the log mentions text (and is emptied then) */
 static bool test_log_has(TEST_CTX *ctx, const char *text)
 {
-    static char buf[65536];
-    VSTR *log = vstr_alloc(100);
-    FILE *fp;
-    size_t got;
-    bool found;
-
-    vstr_sprintf(log, "%s/log", ctx->dir);
-    fp = fopen(vstr_str(log), "r");
-    if (fp == NULL) {
-        vstr_free(log);
-        return false;
-    }
-    got = fread(buf, 1, sizeof(buf) - 1, fp);
-    buf[got] = 0;
-    fclose(fp);
-    found = strstr(buf, text) != NULL;
-    /* Each check sees only what was logged since the last one. */
-    if (found && truncate(vstr_str(log), 0) < 0)
-        found = false;
-    vstr_free(log);
-    return found;
+    return testlib_log_has(ctx->tmp, text);
 }
 
 /* test_get - lookup, checking the error code agrees */

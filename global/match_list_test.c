@@ -7,7 +7,6 @@
 #include "sys_defs.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <sys/stat.h>
 #include <setjmp.h>
 #include <cmocka.h>
@@ -15,6 +14,7 @@
 #include "maps.h"
 #include "match_list.h"
 #include "msg.h"
+#include "testlib.h"
 #include "vstr.h"
 
 /* Berkeley DB cannot free all of a handle that hit a corrupted page
@@ -29,33 +29,23 @@ const char *__lsan_default_suppressions(void)
 }
 
 typedef struct TEST_CTX {
-    char dir[64];
-    VSTR *path;
+    TESTLIB_DIR *tmp;
+    const char *dir; /* tmp->path */
+    VSTR *path; /* scratch */
     VSTR *why;
 } TEST_CTX;
 
-/* test_rm_one - nftw callback: remove one entry */
-static int test_rm_one(const char *path, const struct stat *st, int flag,
-                       struct FTW *ftw)
-{
-    return remove(path);
-}
-
-/* test_setup - a fresh folder */
+/* test_setup - a fresh folder, the log in it */
 static int test_setup(void **state)
 {
     TEST_CTX *ctx = calloc(1, sizeof(*ctx));
 
-    if (ctx == NULL)
+    if (ctx == NULL || (ctx->tmp = testlib_dir_create("match_list_test")) == NULL)
         return -1;
-    snprintf(ctx->dir, sizeof(ctx->dir), "/tmp/match_list_test.XXXXXX");
-    if (mkdtemp(ctx->dir) == NULL)
-        return -1;
+    ctx->dir = ctx->tmp->path;
     ctx->path = vstr_alloc(100);
     ctx->why = vstr_alloc(100);
-    vstr_sprintf(ctx->path, "%s/log", ctx->dir);
-    msg_init("sluice", "match_list_test");
-    if (msg_log_file(vstr_str(ctx->path)) < 0)
+    if (testlib_log_capture(ctx->tmp, "match_list_test") < 0)
         return -1;
     *state = ctx;
     return 0;
@@ -65,27 +55,18 @@ static int test_setup(void **state)
 static int test_teardown(void **state)
 {
     TEST_CTX *ctx = *state;
-    int ret;
+    int ret = testlib_dir_remove(ctx->tmp);
 
-    (void) msg_log_file("/dev/null");
-    ret = nftw(ctx->dir, test_rm_one, 16, FTW_DEPTH | FTW_PHYS);
     vstr_free(ctx->path);
     vstr_free(ctx->why);
     free(ctx);
     return ret;
 }
 
-/* test_file - write dir/name; returns its path (scratch) */
+/* test_file - write dir/name with text; returns the path (scratch) */
 static const char *test_file(TEST_CTX *ctx, const char *name, const char *text)
 {
-    FILE *fp;
-
-    vstr_sprintf(ctx->path, "%s/%s", ctx->dir, name);
-    fp = fopen(vstr_str(ctx->path), "w");
-    assert_non_null(fp);
-    assert_true(fputs(text, fp) >= 0);
-    assert_int_equal(fclose(fp), 0);
-    return vstr_str(ctx->path);
+    return testlib_write(ctx->tmp, name, text);
 }
 
 /* test_list - compile value, failing the test if it does not */

@@ -55,14 +55,9 @@ static int master_configure(MASTER_CTX *ctx, VSTR *why)
     ctx->daemon_dir = mystrdup(mail_conf_str(conf, "daemon_directory"));
     ctx->backoff_initial = mail_conf_time(conf, "master_backoff_initial");
     ctx->backoff_max = mail_conf_time(conf, "master_backoff_max");
-    if (ctx->backoff_initial < 1)
-        ctx->backoff_initial = 1;
-    if (ctx->backoff_initial > 3600)
-        ctx->backoff_initial = 3600;
+    /* Each is within its bounds (mail_params.c); together they may not be. */
     if (ctx->backoff_max < ctx->backoff_initial)
         ctx->backoff_max = ctx->backoff_initial;
-    if (ctx->backoff_max > 86400)
-        ctx->backoff_max = 86400;
     ctx->default_maxproc = (int) mail_conf_int(conf, "default_process_limit");
     return 0;
 }

@@ -1127,7 +1127,6 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
     const MAIL_CONF *conf = mail_server_conf(server);
     SMTPD_CONF *sc = &ctx->conf;
     VSTR *path = vstr_alloc(100);
-    long long timeout;
 
     ctx->server = server;
     signal(SIGPIPE, SIG_IGN);
@@ -1149,11 +1148,11 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
     if (sc->message_size_limit > 0 &&
         sc->queue_minfree < sc->message_size_limit / 2 * 3)
         sc->queue_minfree = sc->message_size_limit / 2 * 3;
+    /* mail_conf_read() has checked the bounds of mail_params.c: at least
+       512 bytes a line (RFC 5321 4.5.3.1.4), timeouts and counts that fit
+       an int, and limits of at least 1 where 0 means nothing. */
     sc->line_length_limit = mail_conf_int(conf, "line_length_limit");
-    if (sc->line_length_limit < 512)
-        sc->line_length_limit = 512; /* RFC 5321 4.5.3.1.4 */
-    timeout = mail_conf_time(conf, "smtpd_timeout");
-    sc->timeout = timeout > 0 && timeout < INT32_MAX ? (int) timeout : 300;
+    sc->timeout = (int) mail_conf_time(conf, "smtpd_timeout");
     sc->recipient_limit = (int) mail_conf_int(conf, "smtpd_recipient_limit");
     sc->hard_error_limit = (int) mail_conf_int(conf, "smtpd_hard_error_limit");
     sc->soft_error_limit = (int) mail_conf_int(conf, "smtpd_soft_error_limit");
@@ -1166,20 +1165,15 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
                  mail_conf_str(conf, "smtpd_error_sleep_time"));
         sc->error_sleep_ms = 1000;
     }
-    timeout = mail_conf_time(conf, "smtpd_session_deadline");
-    sc->session_deadline =
-        timeout > 0 && timeout < INT32_MAX ? (int) timeout : 0;
+    sc->session_deadline = (int) mail_conf_time(conf, "smtpd_session_deadline");
     sc->process_connection_limit =
         (int) mail_conf_int(conf, "smtpd_process_connection_limit");
-    if (sc->process_connection_limit <= 0)
-        sc->process_connection_limit = 1;
     sc->client_connection_count_limit =
         (int) mail_conf_int(conf, "smtpd_client_connection_count_limit");
     sc->client_connection_rate_limit =
         (int) mail_conf_int(conf, "smtpd_client_connection_rate_limit");
-    timeout = mail_conf_time(conf, "smtpd_client_connection_rate_time_unit");
     sc->client_connection_rate_time_unit =
-        timeout > 0 && timeout < INT32_MAX ? (int) timeout : 60;
+        (int) mail_conf_time(conf, "smtpd_client_connection_rate_time_unit");
     sc->event_limit_exceptions = smtpd_match_list(
         conf, "smtpd_client_event_limit_exceptions", MATCH_LIST_ADDR);
     sc->forbid_bare_newline = mail_conf_bool(conf, "smtpd_forbid_bare_newline");

@@ -84,8 +84,7 @@ static SMTPD_ACT smtpd_proto_finish(SMTPD_PROTO *proto, SMTPD_ACT act)
 {
     char name[16];
 
-    if (proto->conf->hard_error_limit > 0 &&
-        proto->error_count >= proto->conf->hard_error_limit &&
+    if (proto->error_count >= proto->conf->hard_error_limit &&
         act != SMTPD_ACT_CLOSE) {
         snprintf(name, sizeof(name), "%s", smtpd_cmd_names[proto->last_cmd]);
         for (char *cp = name; *cp; cp++)
@@ -104,7 +103,7 @@ bool smtpd_proto_slow(const SMTPD_PROTO *proto)
 {
     const SMTPD_CONF *conf = proto->conf;
 
-    return conf->error_sleep_ms > 0 && conf->soft_error_limit >= 0 &&
+    return conf->error_sleep_ms > 0 &&
            proto->error_count > conf->soft_error_limit;
 }
 

@@ -11,11 +11,11 @@ email package.
 
 import email
 import email.policy
-import struct
 import time
 
 import pytest
 
+import qfile_reader
 from conftest import LIBEXEC, require, smtp_queue, wait_until
 from proto import Conn, encode
 
@@ -54,26 +54,9 @@ def incoming(inst):
 
 def read_qfile(path):
     """The envelope and content of a queue file (global/qfile.h)."""
-    data = path.read_bytes()
-    pos, out = 0, {"attrs": {}, "rcpts": [], "content": b""}
-    while pos < len(data):
-        kind = chr(data[pos])
-        (length,) = struct.unpack(">I", data[pos + 1:pos + 5])
-        value = data[pos + 5:pos + 5 + length]
-        pos += 5 + length
-        if kind == "F":
-            out["sender"] = value.decode()
-        elif kind == "A":
-            name, _, val = value.decode().partition("=")
-            out["attrs"][name] = val
-        elif kind in "RD":
-            out["rcpts"].append(value.split(b"\0\0")[0].decode())
-        elif kind == "C":
-            out["content"] += value
-        elif kind == "E":
-            break
-    assert kind == "E", "queue file %s has no END record" % path
-    return out
+    qf = qfile_reader.read(path)
+    return {"sender": qf.sender, "attrs": qf.attrs,
+            "rcpts": qf.addresses(), "content": qf.content}
 
 
 def log_record(action, address, notify="", orcpt="", status="",

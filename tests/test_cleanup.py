@@ -13,12 +13,13 @@ import re
 import select
 import shutil
 import socket
-import struct
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+import qfile_reader
 
 TOP = Path(os.environ.get("SLUICE_TOP", Path(__file__).resolve().parents[1]))
 CLEANUP = TOP / "libexec" / "cleanup"
@@ -104,45 +105,11 @@ class AttrConn:
 
 def qfile_parse(data):
     """Strictly parse a queue file: envelope dict and content bytes."""
-    pos = 0
-    recs = []
-    while pos < len(data):
-        assert pos + 5 <= len(data), "truncated record header"
-        rtype = chr(data[pos])
-        (length,) = struct.unpack(">I", data[pos + 1:pos + 5])
-        assert pos + 5 + length <= len(data), "truncated record"
-        recs.append((rtype, data[pos + 5:pos + 5 + length], pos))
-        pos += 5 + length
-    assert recs and recs[0][0] == "S", "no size record first"
-    assert recs[-1] == ("E", b"", len(data) - 5), "no END record last"
-    env = {"sender": None, "rcpts": [], "attrs": {}, "time": None}
-    content = bytearray()
-    in_content = False
-    for rtype, rdata, _ in recs[1:-1]:
-        if in_content:
-            assert rtype == "C", "record %s in content" % rtype
-            content += rdata
-            continue
-        if rtype == "T":
-            env["time"] = float(rdata)
-        elif rtype == "F":
-            env["sender"] = rdata.decode()
-        elif rtype == "A":
-            name, _, value = rdata.decode().partition("=")
-            env["attrs"][name] = value
-        elif rtype in "RD":
-            addr, orcpt, notify = rdata.decode().split("\0")
-            env["rcpts"].append((addr, orcpt, notify, rtype == "D"))
-        elif rtype == "M":
-            in_content = True
-        else:
-            raise AssertionError("record %s in envelope" % rtype)
-    assert in_content, "no content"
-    version, size, offset, nrcpt = recs[0][1].split()
-    assert int(version) == 1
-    assert int(size) == len(content)
-    assert int(nrcpt) == len(env["rcpts"])
-    return env, bytes(content)
+    qf = qfile_reader.parse(data)
+    env = {"sender": qf.sender, "attrs": qf.attrs, "time": qf.time,
+           "rcpts": [(r.address, r.orcpt, r.notify, r.done)
+                     for r in qf.rcpts]}
+    return env, qf.content
 
 
 # --- an instance: the queue, main.cf, the daemon ---------------------------

@@ -1,7 +1,9 @@
 """test_conf - `sluice conf` and `sluice check` (issue 5, item 4)
 
 conf: show (all, -n, -d with type and description), edit in place, refuse a
-bad value; main.cf errors and warnings name the file line. check: a fresh
+bad value or one outside the table's bounds; main.cf errors (a bad or
+out-of-range value, also for master run by hand) and warnings name the file
+line. check: a fresh
 instance passes; a broken queue directory is repaired and each repair
 reported; stray files are reported and left alone; a bad master.cf line
 fails with its line; a table that cannot be opened is reported. None of
@@ -13,6 +15,7 @@ import os
 import pwd
 import re
 import stat
+import subprocess
 
 import pytest
 
@@ -162,6 +165,74 @@ def test_conf_set_refuses_bad_value(instance, name, bad):
     lines = one_line(r.stderr)
     assert len(lines) == 1 and name in lines[0] and bad in lines[0], r.stderr
     assert instance.main_cf.read_text() == before
+
+
+# Bounds of the parameter table (mail_params.c): a number outside them is
+# refused like a value of the wrong type, by every reader of main.cf.
+OUT_OF_RANGE = [
+    ("smtpd_process_connection_limit", "0", "0 is below the minimum 1"),
+    ("smtp_tcp_port", "70000", "70000 is above the maximum 65535"),
+    ("smtpd_timeout", "0s", "0s is below the minimum 1s"),
+    ("master_backoff_initial", "2h", "2h is above the maximum 3600s"),
+    ("line_length_limit", "100", "100 is below the minimum 512"),
+]
+
+
+@pytest.mark.parametrize("name, bad, complaint", OUT_OF_RANGE)
+def test_out_of_range_value_names_parameter_and_line(instance, name, bad,
+                                                     complaint):
+    line = main_cf_append(instance, "# too far\n%s = %s\n" % (name, bad))
+    want = "main.cf line %d: %s: %s" % (line + 1, name, complaint)
+    for args in (("conf",), ("check",), ("start",)):
+        r = instance.command(*args)
+        assert r.returncode == 1, (args, r.stdout, r.stderr)
+        assert want in r.stderr, (args, r.stderr)
+    assert instance.master_pid() is None
+
+
+def test_master_refuses_out_of_range_value(instance):
+    """master itself, run without `sluice start`, refuses to start and
+    names the line (it reads main.cf on its own)."""
+    master = os.path.join(instance.conf_get("daemon_directory"), "master")
+    line = main_cf_append(instance, "default_process_limit = 0\n")
+    r = subprocess.run(instance._wrap([master, "-c", str(instance.dir), "-f"]),
+                       capture_output=True, text=True, timeout=30,
+                       env=instance._env())
+    assert r.returncode != 0, r.stderr
+    want = ("main.cf line %d: default_process_limit: 0 is below the minimum 1"
+            % line)
+    assert want in r.stderr, r.stderr
+    assert instance.master_pid() is None
+
+
+@pytest.mark.parametrize("name, bounds", [
+    ("smtp_tcp_port", "integer, from 1 to 65535"),
+    ("smtpd_timeout", "time (number + s, m, h, d or w; default s), at least 1s"),
+    ("master_backoff_initial", "from 1s to 3600s"),
+    ("smtpd_client_connection_count_limit", "integer"),
+])
+def test_conf_d_shows_bounds(instance, name, bounds):
+    lines = one_line(instance.check("conf", "-d", name))
+    m = re.match(r"^# (.+?): (.+)$", lines[1])
+    assert m, lines
+    assert m.group(1).endswith(bounds), lines[1]
+
+
+@pytest.mark.parametrize("name, bad, complaint", OUT_OF_RANGE)
+def test_conf_set_refuses_out_of_range_value(instance, name, bad, complaint):
+    before = instance.main_cf.read_text()
+    r = instance.command("conf", "%s=%s" % (name, bad))
+    assert r.returncode != 0
+    lines = one_line(r.stderr)
+    assert len(lines) == 1 and "%s: %s" % (name, complaint) in lines[0], r.stderr
+    assert instance.main_cf.read_text() == before
+    # the bound itself is allowed
+    good = {"smtpd_process_connection_limit": "1", "smtp_tcp_port": "65535",
+            "smtpd_timeout": "1s", "master_backoff_initial": "1h",
+            "line_length_limit": "512"}[name]
+    instance.conf_set(**{name: good})
+    assert instance.conf_get(name) == good
+    instance.check("check")
 
 
 # --- check ----------------------------------------------------------------

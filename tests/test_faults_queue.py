@@ -26,6 +26,7 @@ import time
 
 import pytest
 
+import qfile_reader
 from conftest import LIBEXEC, require, smtp_queue, wait_until
 from sink import RawServer
 
@@ -72,14 +73,7 @@ def no_deaths(inst):
 
 def qfile_boundaries(data):
     """Offsets where each record of a queue file starts, and its end."""
-    pos, out = 0, []
-    while pos < len(data):
-        out.append(pos)
-        assert pos + 5 <= len(data), "record header cut at %d" % pos
-        (length,) = struct.unpack(">I", data[pos + 1:pos + 5])
-        pos += 5 + length
-    assert pos == len(data)
-    return out + [pos]
+    return qfile_reader.boundaries(data)
 
 
 def qid_variant(qid, n):

@@ -19,6 +19,7 @@ import time
 
 import pytest
 
+import qfile_reader
 from conftest import LIBEXEC, require, smtp_queue, wait_until
 from proto import Conn, decode_all, as_dict
 
@@ -232,19 +233,10 @@ def read_log(queue_dir, log, qid):
 
 def rcpt_marks(path):
     """address -> 'R' or 'D' from a queue file."""
-    data = open(path, "rb").read()
-    marks = {}
-    pos = 0
-    while pos + 5 <= len(data):
-        kind = chr(data[pos])
-        length = int.from_bytes(data[pos + 1:pos + 5], "big")
-        body = data[pos + 5:pos + 5 + length]
-        if kind in "RD":
-            marks[body.split(b"\0")[0].decode()] = kind
-        if kind == "E":
-            break
-        pos += 5 + length
-    return marks
+    with open(path, "rb") as f:
+        data = f.read()
+    return {qfile_reader.split_rcpt(rec.data)[0]: rec.type
+            for rec in qfile_reader.records(data) if rec.type in "RD"}
 
 
 def marks_in(inst, queue, qid):

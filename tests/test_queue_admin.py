@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+import qfile_reader
 from conftest import (BIN, LIBEXEC, MASTER, SLUICE, Instance, free_port,
                       one_line, require, wait_until)
 from test_qmgr import (DEFERRED, SENT, FakeAgent, FakeBounce, drop_service,
@@ -371,18 +372,14 @@ def age_message(path, seconds):
     """Move the arrival time (T record) of a queue file back, in place
     (same length: the file stays valid)."""
     data = bytearray(open(path, "rb").read())
-    pos = 0
-    while pos + 5 <= len(data):
-        kind = chr(data[pos])
-        length = int.from_bytes(data[pos + 1:pos + 5], "big")
-        if kind == "T":
-            text = data[pos + 5:pos + 5 + length].decode()
-            secs, _, usec = text.partition(".")
+    for rec in qfile_reader.records(data):
+        if rec.type == "T":
+            secs, _, usec = rec.data.decode().partition(".")
             new = "%d.%s" % (int(secs) - seconds, usec)
-            assert len(new) == length
-            data[pos + 5:pos + 5 + length] = new.encode()
+            assert len(new) == len(rec.data)
+            start = rec.offset + qfile_reader.HDR_LEN
+            data[start:start + len(new)] = new.encode()
             break
-        pos += 5 + length
     open(path, "wb").write(bytes(data))
 
 

@@ -22,6 +22,7 @@ import smtplib
 import socket
 import time
 
+import qfile_reader
 from conftest import LIBEXEC, require, wait_until
 
 DAEMONS = ("master", "smtpd", "cleanup", "qmgr", "smtp", "bounce", "local")
@@ -155,17 +156,8 @@ def qid_new():
 
 def qfile_bytes(sender, rcpts, content):
     """A queue file as global/qfile.h describes it."""
-    def rec(kind, data=b""):
-        return kind + len(data).to_bytes(4, "big") + data
-
-    envelope = rec(b"T", b"%.6f" % time.time()) + rec(b"F", sender.encode())
-    for r in rcpts:
-        envelope += rec(b"R", r.encode() + b"\0\0")
-    envelope += rec(b"M")
-    # the S record's data has a fixed length (51 bytes)
-    offset = len(rec(b"S", b"x" * 51)) + len(envelope)
-    size = b"%3d %15d %15d %15d" % (1, len(content), offset, len(rcpts))
-    return rec(b"S", size) + envelope + rec(b"C", content) + rec(b"E")
+    return qfile_reader.build(sender.encode(), [r.encode() for r in rcpts],
+                              content, arrival=b"%.6f" % time.time())
 
 
 def test_qmgr_routes_quoted_at_to_local(make_instance):

@@ -9,11 +9,11 @@ import os
 import re
 import shutil
 import signal
-import struct
 import subprocess
 
 import pytest
 
+import qfile_reader
 from conftest import BIN, LIBEXEC, CMD_TIMEOUT, require, smtp_queue, wait_until
 
 SENDMAIL = BIN / "sendmail"
@@ -525,26 +525,10 @@ def test_recipient_arguments_are_address_lists(make_instance):
         "a@localhost", "b@localhost", "joe@localhost"]
 
 
-def qfile_record(kind, data):
-    return kind + struct.pack(">I", len(data)) + data
-
-
 def maildrop_file(sender, rcpts, content=b"Subject: s\n\nbody\n", attrs=()):
     """The bytes of a maildrop file as an older sendmail wrote it (any
     sender, recipients and attributes): global/qfile.h's records."""
-    env = qfile_record(b"T", b"1700000000.000000")
-    env += qfile_record(b"F", sender)
-    for a in attrs:
-        env += qfile_record(b"A", a)
-    for r in rcpts:
-        env += qfile_record(b"R", r + b"\0\0")
-    env += qfile_record(b"M", b"")
-    size_len = 5 + 51
-    offset = size_len + len(env)
-    size = b"%3d %15d %15d %15d" % (1, len(content), offset, len(rcpts))
-    assert len(size) == 51
-    return (qfile_record(b"S", size) + env + qfile_record(b"C", content) +
-            qfile_record(b"E", b""))
+    return qfile_reader.build(sender, rcpts, content, attrs=attrs)
 
 
 BAD_DROPS = [

@@ -12,12 +12,12 @@ import os
 import re
 import smtplib
 import socket
-import struct
 import threading
 import time
 
 import pytest
 
+import qfile_reader
 import proto
 from conftest import LIBEXEC, require, wait_until
 from sink import RawServer, Sink
@@ -34,12 +34,7 @@ def _built():
 
 def qfile_records(data):
     """[(type, offset, data)] of a queue file."""
-    pos, recs = 0, []
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos + 1:pos + 5])
-        recs.append((chr(data[pos]), pos, data[pos + 5:pos + 5 + length]))
-        pos += 5 + length
-    return recs
+    return qfile_reader.records(data)
 
 
 def qfile_content(data):

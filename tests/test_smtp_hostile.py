@@ -22,6 +22,7 @@ import threading
 
 import pytest
 
+import qfile_reader
 from conftest import (BIN, CMD_TIMEOUT, LIBEXEC, require, smtp_queue,
                       wait_until)
 from test_smtp_agent import make_agent  # noqa: F401 (a fixture)
@@ -280,14 +281,12 @@ def put_in_queue_file(path, placeholders):
     the queue (an older smtpd or sendmail, another tool) let through,
     whatever today's input side refuses. Lengths and sizes stay valid."""
     data = bytearray(path.read_bytes())
-    pos = 0
-    while pos < len(data):
-        length = int.from_bytes(data[pos + 1:pos + 5], "big")
-        if data[pos:pos + 1] == b"C":
-            for i in range(pos + 5, pos + 5 + length):
+    for rec in qfile_reader.records(data):
+        if rec.type == "C":
+            start = rec.offset + qfile_reader.HDR_LEN
+            for i in range(start, start + len(rec.data)):
                 data[i:i + 1] = placeholders.get(bytes(data[i:i + 1]),
                                                  data[i:i + 1])
-        pos += 5 + length
     path.write_bytes(bytes(data))
 
 

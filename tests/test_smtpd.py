@@ -10,10 +10,10 @@ strict parser of the format in global/qfile.h.
 import re
 import smtplib
 import socket
-import struct
 
 import pytest
 
+import qfile_reader
 from conftest import LIBEXEC, require, wait_until
 
 SMTPD = LIBEXEC / "smtpd"
@@ -28,30 +28,9 @@ def _built():
 
 def qfile_parse(data):
     """Strictly parse a queue file: (sender, [recipients], attrs, content)."""
-    pos, recs = 0, []
-    while pos < len(data):
-        assert pos + 5 <= len(data), "truncated record header"
-        (length,) = struct.unpack(">I", data[pos + 1:pos + 5])
-        assert pos + 5 + length <= len(data), "truncated record"
-        recs.append((chr(data[pos]), data[pos + 5:pos + 5 + length]))
-        pos += 5 + length
-    assert recs[0][0] == "S" and recs[-1] == ("E", b""), "bad file frame"
-    sender, rcpts, attrs, content, in_content = None, [], {}, bytearray(), False
-    for rtype, rdata in recs[1:-1]:
-        if in_content:
-            assert rtype == "C"
-            content += rdata
-        elif rtype == "F":
-            sender = rdata.decode()
-        elif rtype in "RD":
-            rcpts.append(tuple(rdata.decode().split("\0")))
-        elif rtype == "A":
-            name, _, value = rdata.decode().partition("=")
-            attrs[name] = value
-        elif rtype == "M":
-            in_content = True
-    assert in_content, "no content"
-    return sender, rcpts, attrs, bytes(content)
+    qf = qfile_reader.parse(data)
+    return (qf.sender, [(r.address, r.orcpt, r.notify) for r in qf.rcpts],
+            qf.attrs, qf.content)
 
 
 # --- the server under test -------------------------------------------------

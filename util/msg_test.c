@@ -11,6 +11,7 @@
 #include <sys/stat.h>
 
 #include "msg.h"
+#include "testlib.h"
 
 static jmp_buf fatal_jmp;
 
@@ -104,20 +105,19 @@ static void test_no_newline_injection(void **state)
 /* The log names clients, senders and recipients: not for every user. */
 static void test_file_mode(void **state)
 {
-    char dir[] = "/tmp/msg_test.XXXXXX";
-    char path[64];
+    TESTLIB_DIR *tmp = testlib_dir_create("msg_test");
+    const char *path;
     struct stat st;
     mode_t old_mask;
 
-    assert_non_null(mkdtemp(dir));
-    snprintf(path, sizeof(path), "%s/maillog", dir);
+    assert_non_null(tmp);
+    path = testlib_path(tmp, "maillog");
     old_mask = umask(0);
     assert_int_equal(msg_log_file(path), 0);
     umask(old_mask);
     assert_int_equal(stat(path, &st), 0);
     assert_int_equal(st.st_mode & 07777, 0640);
-    unlink(path);
-    rmdir(dir);
+    assert_int_equal(testlib_dir_remove(tmp), 0);
 }
 
 int main(void)

@@ -9,7 +9,6 @@
 
 #include <dirent.h>
 #include <fcntl.h>
-#include <ftw.h>
 #include <grp.h>
 #include <limits.h>
 #include <signal.h>
@@ -21,46 +20,37 @@
 #include <cmocka.h>
 
 #include "safe_file.h"
+#include "testlib.h"
 
 #define TEST_UID_NOBODY 65534
 
 typedef struct SAFE_TEST {
-    char dir[64]; /* fresh temporary directory */
+    TESTLIB_DIR *tmp;
+    const char *dir; /* fresh temporary directory: tmp->path */
     char path[PATH_MAX]; /* "dir/file" */
 } SAFE_TEST;
-
-/* safe_test_rm - nftw callback: remove one entry */
-static int safe_test_rm(const char *path, const struct stat *st, int type,
-                        struct FTW *ftw)
-{
-    if (type == FTW_DP)
-        (void) chmod(path, 0700);
-    return remove(path);
-}
 
 static int safe_test_setup(void **state)
 {
     SAFE_TEST *t = calloc(1, sizeof(*t));
 
-    if (t == NULL)
-        return -1;
-    snprintf(t->dir, sizeof(t->dir), "/tmp/safe_file_test.XXXXXX");
-    if (mkdtemp(t->dir) == NULL) {
+    if (t == NULL || (t->tmp = testlib_dir_create("safe_file_test")) == NULL) {
         free(t);
         return -1;
     }
+    t->dir = t->tmp->path;
     snprintf(t->path, sizeof(t->path), "%s/file", t->dir);
     *state = t;
     return 0;
 }
 
+/* safe_test_teardown - remove the folder (testlib opens a folder a test
+   made read-only first) */
 static int safe_test_teardown(void **state)
 {
     SAFE_TEST *t = *state;
-    int ret;
+    int ret = testlib_dir_remove(t->tmp);
 
-    (void) chmod(t->dir, 0700);
-    ret = nftw(t->dir, safe_test_rm, 16, FTW_DEPTH | FTW_PHYS);
     free(t);
     return ret;
 }

@@ -7,7 +7,6 @@
 #include "sys_defs.h"
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -20,31 +19,24 @@
 #include <cmocka.h>
 
 #include "sock.h"
+#include "testlib.h"
 #include "trigger.h"
 
 typedef struct SOCK_TEST {
-    char dir[64]; /* fresh temporary directory */
+    TESTLIB_DIR *tmp;
+    const char *dir; /* fresh temporary directory: tmp->path */
     char path[PATH_MAX]; /* a socket file inside it */
 } SOCK_TEST;
-
-/* sock_test_rm - nftw callback: remove one entry */
-static int sock_test_rm(const char *path, const struct stat *st, int type,
-                        struct FTW *ftw)
-{
-    return remove(path);
-}
 
 static int sock_test_setup(void **state)
 {
     SOCK_TEST *t = calloc(1, sizeof(*t));
 
-    if (t == NULL)
-        return -1;
-    snprintf(t->dir, sizeof(t->dir), "/tmp/sock_test.XXXXXX");
-    if (mkdtemp(t->dir) == NULL) {
+    if (t == NULL || (t->tmp = testlib_dir_create("sock_test")) == NULL) {
         free(t);
         return -1;
     }
+    t->dir = t->tmp->path;
     snprintf(t->path, sizeof(t->path), "%s/sock", t->dir);
     *state = t;
     return 0;
@@ -53,7 +45,7 @@ static int sock_test_setup(void **state)
 static int sock_test_teardown(void **state)
 {
     SOCK_TEST *t = *state;
-    int ret = nftw(t->dir, sock_test_rm, 16, FTW_DEPTH | FTW_PHYS);
+    int ret = testlib_dir_remove(t->tmp);
 
     free(t);
     return ret;
