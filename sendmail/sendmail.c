@@ -1023,13 +1023,13 @@ int main(int argc, char **argv)
         }
     }
 
-    switch (opts.mode) {
-    case SENDMAIL_MODE_NEWALIASES:
-        return sendmail_newaliases(opts.config_dir);
-    case SENDMAIL_MODE_MAILQ:
-        return sendmail_mailq(opts.config_dir);
-    default:
-        break;
+    if (opts.mode == SENDMAIL_MODE_NEWALIASES ||
+        opts.mode == SENDMAIL_MODE_MAILQ) {
+        status = opts.mode == SENDMAIL_MODE_MAILQ
+                     ? sendmail_mailq(opts.config_dir)
+                     : sendmail_newaliases(opts.config_dir);
+        argv_free(opts.rcpts);
+        return status;
     }
 
     why = vstr_alloc(100);

@@ -14,7 +14,8 @@ import subprocess
 import pytest
 
 import qfile_reader
-from conftest import BIN, LIBEXEC, CMD_TIMEOUT, require, smtp_queue, wait_until
+from conftest import (BIN, LIBEXEC, CMD_TIMEOUT, require, smtp_queue,
+                      traced_env, wait_until)
 
 SENDMAIL = BIN / "sendmail"
 MAILQ = BIN / "mailq"
@@ -224,7 +225,7 @@ def test_signal_during_commit_is_all_or_nothing(make_instance, tmp_path):
     either exit 0 with the file in maildrop/, or exit 75 with nothing."""
     inst = make_instance()
     trace = tmp_path / "trace"
-    environ = dict(os.environ)
+    environ = traced_env()
     environ.pop("SLUICE_CONFIG", None)
     proc = subprocess.Popen(
         ["strace", "-f", "-o", str(trace), "-e", "trace=rename,fsync",
