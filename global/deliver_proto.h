@@ -7,12 +7,19 @@
  * One connection carries one request; either side closes it afterwards.
  * Attribute lists (global/attr.h), in order:
  *
+ *   agent -> qmgr    HELLO    (deliver_hello_spec), at once on accept
+ *   qmgr -> agent    HELLO    first, before DELIVER (it need not wait for
+ *                             the agent's)
  *   qmgr -> agent    DELIVER  (deliver_request_spec): the message and the
  *                             next hop; rcpt_count recipients follow
  *   qmgr -> agent    RCPT     (deliver_rcpt_spec), rcpt_count times
  *   agent -> qmgr    RESULT   (deliver_result_spec), once per recipient, in
  *                             any order, as soon as each is known
  *   agent -> qmgr    DONE     (deliver_done_spec): the request is finished
+ *
+ * HELLO names the protocol and its version; each side checks the other's
+ * before anything else and, on a mismatch, logs both and gives up on the
+ * connection (qmgr defers the recipients: nothing is lost).
  *
  * The agent opens queue_directory/queue_name/queue_id read-only for the
  * envelope attributes and the content; it never writes the queue file.
@@ -21,7 +28,8 @@
  * file as it was: a recipient without a RESULT when the connection ends is
  * deferred by qmgr ("delivery agent died"), and tried again.
  *
- * The agent writes the per-recipient log line itself, in Postfix's format:
+ * The agent writes the per-recipient log line itself (global/deliver_log.h,
+ * as qmgr does for what it defers itself), in Postfix's format:
  *   QID: to=<rcpt>, relay=host[ip]:port, delay=D, delays=a/b/c/d,
  *   dsn=X.Y.Z, status=sent|deferred|bounced (reason)
  * with a = arrival to active_usec, b = active_usec to the request, c =
@@ -39,6 +47,10 @@
 
 #define DELIVER_LIST_MAX 65536          /* largest list either side sends */
 
+#define DELIVER_PROTO_NAME "deliver"   /* HELLO protocol= */
+#define DELIVER_PROTO_VERSION 1         /* HELLO version=: bump on any change */
+
+#define DELIVER_REQ_HELLO "hello"
 #define DELIVER_REQ_DELIVER "deliver"
 #define DELIVER_REQ_RCPT "rcpt"
 #define DELIVER_REQ_RESULT "result"
@@ -50,6 +62,8 @@
 
 /* Attribute names: call sites use these, never the strings. */
 #define DELIVER_ATTR_REQUEST "request"
+#define DELIVER_ATTR_PROTOCOL "protocol"
+#define DELIVER_ATTR_VERSION "version"
 #define DELIVER_ATTR_QUEUE_NAME "queue_name"
 #define DELIVER_ATTR_QUEUE_ID "queue_id"
 #define DELIVER_ATTR_NEXTHOP "nexthop"
@@ -70,6 +84,13 @@
 #define DELIVER_ATTR_SITE_FAILED "site_failed"
 
 #define DELIVER_RCPT_MAX 100000         /* most recipients in one request */
+
+static const ATTR_SPEC deliver_hello_spec[] = {
+    {DELIVER_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"hello\""},
+    {DELIVER_ATTR_PROTOCOL, ATTR_TYPE_STR, true, false, "\"deliver\""},
+    {DELIVER_ATTR_VERSION, ATTR_TYPE_INT, true, false,
+     "DELIVER_PROTO_VERSION of the sender"},
+};
 
 static const ATTR_SPEC deliver_request_spec[] = {
     {DELIVER_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"deliver\""},
@@ -169,6 +190,12 @@ typedef struct DELIVER_DONE {
     bool    site_failed;
     const char *reason;                 /* NULL when none */
 } DELIVER_DONE;
+
+/* deliver_hello_take - the peer's HELLO: -1 with a reason naming both
+   sides' protocol and version when it is not ours */
+extern int deliver_hello_take(const ATTR_LIST *list, VSTR *why);
+/* deliver_hello_list - our HELLO */
+extern ATTR_LIST *deliver_hello_list(void);
 
 /* deliver_req_take - a DELIVER list into a new request (no recipients
    yet); NULL with the reason in why */

@@ -240,6 +240,46 @@ static void test_result_done(void **state)
     vstr_free(why);
 }
 
+static void test_hello(void **state)
+{
+    VSTR *why = vstr_alloc(100);
+    ATTR_LIST *list = wire(deliver_hello_list());
+
+    assert_int_equal(deliver_hello_take(list, why), 0);
+    attr_list_free(list);
+    /* another version: both named */
+    list = attr_list_alloc();
+    attr_add_str(list, DELIVER_ATTR_REQUEST, DELIVER_REQ_HELLO);
+    attr_add_str(list, DELIVER_ATTR_PROTOCOL, DELIVER_PROTO_NAME);
+    attr_add_int(list, DELIVER_ATTR_VERSION, DELIVER_PROTO_VERSION + 1);
+    attr_add_str(list, "newer", "x");
+    assert_int_equal(deliver_hello_take(list, why), -1);
+    assert_string_equal(vstr_str(why),
+                        "protocol mismatch: peer speaks deliver version 2; "
+                        "this side speaks deliver version 1");
+    attr_list_free(list);
+    /* another protocol */
+    list = attr_list_alloc();
+    attr_add_str(list, DELIVER_ATTR_REQUEST, DELIVER_REQ_HELLO);
+    attr_add_str(list, DELIVER_ATTR_PROTOCOL, "bounce");
+    attr_add_int(list, DELIVER_ATTR_VERSION, 1);
+    assert_int_equal(deliver_hello_take(list, why), -1);
+    assert_non_null(strstr(vstr_str(why), "peer speaks bounce version 1"));
+    attr_list_free(list);
+    /* no greeting at all: an older peer */
+    list = deliver_list(NULL, NULL);
+    assert_int_equal(deliver_hello_take(list, why), -1);
+    assert_non_null(strstr(vstr_str(why), "no greeting"));
+    attr_list_free(list);
+    /* the right version, an unknown attribute: strict */
+    list = deliver_hello_list();
+    attr_add_str(list, "bogus", "1");
+    assert_int_equal(deliver_hello_take(list, why), -1);
+    assert_non_null(strstr(vstr_str(why), "bogus"));
+    attr_list_free(list);
+    vstr_free(why);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -247,6 +287,7 @@ int main(void)
         cmocka_unit_test(test_request_strict),
         cmocka_unit_test(test_rcpt_strict),
         cmocka_unit_test(test_result_done),
+        cmocka_unit_test(test_hello),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
