@@ -38,6 +38,7 @@ typedef struct QMGR_JOB {
     QMGR_CONN *conn;
     bool *answered; /* per entry recipient */
     bool greeted; /* the agent's HELLO passed */
+    bool mismatch; /* it named another protocol version */
     bool done_seen;
     long long done_status;
     long long site_failed;
@@ -76,7 +77,8 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why, bool agent_died)
         vstr_sprintf(reason, "delivery agent failed: %s",
                      job->done_reason ? job->done_reason : "no reason given");
     } else {
-        vstr_sprintf(reason, "delivery agent died: %s", why);
+        vstr_sprintf(reason, "delivery agent %s: %s",
+                     job->mismatch ? "failed" : "died", why);
     }
     outcome = qmgr_sched_outcome(job->done_seen, job->done_status,
                                  job->site_failed != 0);
@@ -150,6 +152,7 @@ static void qmgr_job_list(QMGR_CONN *conn, ATTR_LIST *list, void *arg)
         if (deliver_hello_take(list, why) < 0) {
             msg_warn("%s: %s agent: %s", job->entry->msg->qid,
                      job->entry->dest->transport, vstr_str(why));
+            job->mismatch = true;
             qmgr_job_finish(job, vstr_str(why), false);
         } else {
             job->greeted = true;

@@ -359,7 +359,7 @@ def test_protocol_version_mismatch(make_instance):
                   r"version 2; this side speaks deliver version 1"
                   % (qid, "smtp"))
     inst.wait_log(r"%s: to=<bob@example\.test>, relay=none, .*dsn=4\.3\.0, "
-                  r"status=deferred \(delivery agent died: protocol mismatch"
+                  r"status=deferred \(delivery agent failed: protocol mismatch"
                   % qid)
     wait_until(lambda: find(inst, "deferred", qid), 10, what="file in deferred/")
     assert agent.hellos[0] == {"request": "hello", "protocol": "deliver",
