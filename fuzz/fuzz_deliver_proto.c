@@ -4,9 +4,9 @@
  *
  * The input is a stream of lists as qmgr (or something pretending to be
  * it) would send an agent: HELLO, DELIVER, RCPTs. Each list goes through
- * the agent's request reader and through the RESULT and DONE readers; a request the reader
- * accepts must hold a valid queue ID and a queue of messages, and must
- * come back unchanged through deliver_req_list/deliver_rcpt_list.
+ * the agent's request reader and through the RESULT and DONE readers; a request
+ * the reader accepts must hold a valid queue ID and a queue of messages, and
+ * must come back unchanged through deliver_req_list/deliver_rcpt_list.
  */
 #include "sys_defs.h"
 
@@ -31,8 +31,7 @@ static void fuzz_same(const DELIVER_REQ *req, VSTR *why)
     DELIVER_REQ *again = deliver_req_take(list, why);
 
     attr_list_free(list);
-    if (again == NULL ||
-        strcmp(again->queue_id, req->queue_id) != 0 ||
+    if (again == NULL || strcmp(again->queue_id, req->queue_id) != 0 ||
         strcmp(again->queue_name, req->queue_name) != 0 ||
         strcmp(again->nexthop, req->nexthop) != 0 ||
         strcmp(again->sender, req->sender) != 0 ||

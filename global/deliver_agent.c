@@ -14,8 +14,7 @@
 #include "vstr.h"
 
 /* deliver_agent_feed - one list from qmgr */
-int deliver_agent_feed(DELIVER_READER *reader, const ATTR_LIST *list,
-                       VSTR *why)
+int deliver_agent_feed(DELIVER_READER *reader, const ATTR_LIST *list, VSTR *why)
 {
     if (!reader->greeted) {
         if (deliver_hello_take(list, why) < 0)
@@ -45,8 +44,7 @@ void deliver_agent_reader_free(DELIVER_READER *reader)
 }
 
 /* deliver_agent_read - a whole request off a blocking stream */
-DELIVER_REQ *deliver_agent_read(ATTR_STREAM *stream, VSTR *why,
-                                char **qid_seen)
+DELIVER_REQ *deliver_agent_read(ATTR_STREAM *stream, VSTR *why, char **qid_seen)
 {
     DELIVER_READER reader = {.greeted = false, .req = NULL};
     ATTR_LIST *list = NULL;

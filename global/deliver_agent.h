@@ -18,8 +18,8 @@
 
 /* Where a request being read stands; zero it to start. */
 typedef struct DELIVER_READER {
-    bool    greeted;                    /* qmgr's HELLO passed */
-    DELIVER_REQ *req;                   /* DELIVER taken: RCPTs follow */
+    bool greeted; /* qmgr's HELLO passed */
+    DELIVER_REQ *req; /* DELIVER taken: RCPTs follow */
 } DELIVER_READER;
 
 /* deliver_agent_feed - one list from qmgr: 1 when reader->req is

@@ -21,20 +21,20 @@
 /* The moments a delivery passed; each no earlier than the one before it
    (a later one that is not is taken as equal). */
 typedef struct DELIVER_TIMES {
-    struct timeval arrival;             /* the message arrived */
-    struct timeval active;              /* qmgr took it into active/ */
-    struct timeval request;             /* the agent got the request */
-    struct timeval conn;                /* the connection was set up */
-    struct timeval now;                 /* the outcome is known */
+    struct timeval arrival; /* the message arrived */
+    struct timeval active; /* qmgr took it into active/ */
+    struct timeval request; /* the agent got the request */
+    struct timeval conn; /* the connection was set up */
+    struct timeval now; /* the outcome is known */
 } DELIVER_TIMES;
 
 typedef struct DELIVER_LOG {
     const char *qid;
     const char *to;
-    const char *orig_to;                /* NULL or same as to: not logged */
-    const char *relay;                  /* NULL: "none" */
+    const char *orig_to; /* NULL or same as to: not logged */
+    const char *relay; /* NULL: "none" */
     const char *dsn;
-    const char *status;                 /* sent, deferred, bounced */
+    const char *status; /* sent, deferred, bounced */
     const char *reason;
 } DELIVER_LOG;
 

@@ -14,9 +14,9 @@
 #define BASE 1700000000000000LL
 
 /* check - the line for times given in microseconds after BASE */
-static void check(const DELIVER_LOG *entry, long long arrival,
-                  long long active, long long request, long long conn,
-                  long long now, const char *want)
+static void check(const DELIVER_LOG *entry, long long arrival, long long active,
+                  long long request, long long conn, long long now,
+                  const char *want)
 {
     DELIVER_TIMES times = {
         .arrival = deliver_log_usec(BASE + arrival),
@@ -34,9 +34,12 @@ static void check(const DELIVER_LOG *entry, long long arrival,
 
 static void test_line(void **state)
 {
-    DELIVER_LOG entry = {.qid = "0123456789ABCDEF", .to = "a@b.test",
-                         .orig_to = "A@B.test", .relay = "mx.test[192.0.2.1]:25",
-                         .dsn = "2.0.0", .status = "sent",
+    DELIVER_LOG entry = {.qid = "0123456789ABCDEF",
+                         .to = "a@b.test",
+                         .orig_to = "A@B.test",
+                         .relay = "mx.test[192.0.2.1]:25",
+                         .dsn = "2.0.0",
+                         .status = "sent",
                          .reason = "250 2.0.0 Ok"};
 
     check(&entry, 0, 1200000, 1210000, 1620000, 4720000,

@@ -45,10 +45,10 @@
 
 #include "attr.h"
 
-#define DELIVER_LIST_MAX 65536          /* largest list either side sends */
+#define DELIVER_LIST_MAX 65536 /* largest list either side sends */
 
-#define DELIVER_PROTO_NAME "deliver"   /* HELLO protocol= */
-#define DELIVER_PROTO_VERSION 1         /* HELLO version=: bump on any change */
+#define DELIVER_PROTO_NAME "deliver" /* HELLO protocol= */
+#define DELIVER_PROTO_VERSION 1 /* HELLO version=: bump on any change */
 
 #define DELIVER_REQ_HELLO "hello"
 #define DELIVER_REQ_DELIVER "deliver"
@@ -83,7 +83,7 @@
 #define DELIVER_ATTR_STATUS "status"
 #define DELIVER_ATTR_SITE_FAILED "site_failed"
 
-#define DELIVER_RCPT_MAX 100000         /* most recipients in one request */
+#define DELIVER_RCPT_MAX 100000 /* most recipients in one request */
 
 static const ATTR_SPEC deliver_hello_spec[] = {
     {DELIVER_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"hello\""},
@@ -157,38 +157,38 @@ static const ATTR_SPEC deliver_done_spec[] = {
  * Readers return 0, or -1 with the reason in why.
  */
 typedef struct DELIVER_RCPT {
-    long long offset;                   /* key of the RESULT */
-    char   *address;
-    char   *orcpt;                      /* "" when absent */
-    char   *notify;                     /* "" when absent */
+    long long offset; /* key of the RESULT */
+    char *address;
+    char *orcpt; /* "" when absent */
+    char *notify; /* "" when absent */
 } DELIVER_RCPT;
 
 typedef struct DELIVER_REQ {
-    char   *queue_name;                 /* a known queue */
-    char   *queue_id;                   /* qid_valid() */
-    char   *nexthop;
-    char   *sender;                     /* "" for <> */
+    char *queue_name; /* a known queue */
+    char *queue_id; /* qid_valid() */
+    char *nexthop;
+    char *sender; /* "" for <> */
     long long active_usec;
-    size_t  rcpt_want;                  /* rcpt_count of DELIVER */
-    size_t  rcpt_count;                 /* RCPT lists taken so far */
-    DELIVER_RCPT *rcpts;                /* rcpt_want of them */
+    size_t rcpt_want; /* rcpt_count of DELIVER */
+    size_t rcpt_count; /* RCPT lists taken so far */
+    DELIVER_RCPT *rcpts; /* rcpt_want of them */
 } DELIVER_REQ;
 
 /* Strings borrowed from the list taken (or lent by the caller to *_list). */
 typedef struct DELIVER_RESULT {
     long long offset;
-    const char *action;                 /* DELIVER_ACTION_* */
+    const char *action; /* DELIVER_ACTION_* */
     const char *dsn;
     const char *reason;
-    const char *relay;                  /* NULL: "none" */
-    const char *diagnostic;             /* NULL when none */
-    const char *remote_mta;             /* NULL when none */
+    const char *relay; /* NULL: "none" */
+    const char *diagnostic; /* NULL when none */
+    const char *remote_mta; /* NULL when none */
 } DELIVER_RESULT;
 
 typedef struct DELIVER_DONE {
-    int     status;                     /* 0: every recipient answered, 1 not */
-    bool    site_failed;
-    const char *reason;                 /* NULL when none */
+    int status; /* 0: every recipient answered, 1 not */
+    bool site_failed;
+    const char *reason; /* NULL when none */
 } DELIVER_DONE;
 
 /* deliver_hello_take - the peer's HELLO: -1 with a reason naming both

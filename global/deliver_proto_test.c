@@ -63,13 +63,18 @@ static ATTR_LIST *deliver_list(const char *name, const char *value)
 static void test_request_round_trip(void **state)
 {
     DELIVER_RCPT rcpts[2] = {
-        {.offset = 120, .address = "x@y.test", .orcpt = "rfc822;x@y.test",
+        {.offset = 120,
+         .address = "x@y.test",
+         .orcpt = "rfc822;x@y.test",
          .notify = "FAILURE"},
         {.offset = 200, .address = "z\nQ@y.test", .orcpt = "", .notify = ""},
     };
-    DELIVER_REQ out = {.queue_name = "active", .queue_id = TEST_QID,
-                       .nexthop = "dest.test", .sender = "",
-                       .active_usec = 1700000000123456LL, .rcpt_want = 2,
+    DELIVER_REQ out = {.queue_name = "active",
+                       .queue_id = TEST_QID,
+                       .nexthop = "dest.test",
+                       .sender = "",
+                       .active_usec = 1700000000123456LL,
+                       .rcpt_want = 2,
                        .rcpts = rcpts};
     VSTR *why = vstr_alloc(100);
     ATTR_LIST *list = wire(deliver_req_list(&out));
@@ -120,8 +125,14 @@ static void refused(ATTR_LIST *list, const char *expect)
 static void test_request_strict(void **state)
 {
     static const char *const bad_qids[] = {
-        "..", ".", "../../etc/passwd", "0123456789ABCDE", "0123456789ABCDEF0",
-        "0123456789ABCDEI", "0123456789ABCDE/", "",
+        "..",
+        ".",
+        "../../etc/passwd",
+        "0123456789ABCDE",
+        "0123456789ABCDEF0",
+        "0123456789ABCDEI",
+        "0123456789ABCDE/",
+        "",
     };
     static const char *const bad_queues[] = {
         "..", "private", "pid", "../active", "active/..", "ACTIVE", "",
@@ -200,8 +211,8 @@ static void test_result_done(void **state)
                           .diagnostic = "smtp; 550 no",
                           .remote_mta = NULL};
     DELIVER_RESULT in;
-    DELIVER_DONE done_out = {.status = 0, .site_failed = true,
-                             .reason = "no server"};
+    DELIVER_DONE done_out = {
+        .status = 0, .site_failed = true, .reason = "no server"};
     DELIVER_DONE done_in;
     VSTR *why = vstr_alloc(100);
     ATTR_LIST *list = wire(deliver_result_list(&out));

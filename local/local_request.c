@@ -223,8 +223,8 @@ static int local_req_read(LOCAL_REQ *req)
 /* local_req_done - the DONE list */
 static void local_req_done(LOCAL_REQ *req, int status, const char *reason)
 {
-    DELIVER_DONE done = {.status = status, .site_failed = false,
-                         .reason = reason};
+    DELIVER_DONE done = {
+        .status = status, .site_failed = false, .reason = reason};
     ATTR_LIST *list = deliver_done_list(&done);
 
     if (attr_stream_write(req->stream, list, req->why) < 0)

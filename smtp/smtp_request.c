@@ -103,13 +103,13 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
         action = DELIVER_ACTION_DEFERRED;
         smtp_soft_dsn(dsn);
     }
-    result = (DELIVER_RESULT) {.offset = rcpt->offset,
-                               .action = action,
-                               .dsn = dsn,
-                               .reason = reason,
-                               .relay = relay,
-                               .diagnostic = diagnostic,
-                               .remote_mta = remote_mta};
+    result = (DELIVER_RESULT){.offset = rcpt->offset,
+                              .action = action,
+                              .dsn = dsn,
+                              .reason = reason,
+                              .relay = relay,
+                              .diagnostic = diagnostic,
+                              .remote_mta = remote_mta};
     deliver_agent_result_wire(&result, req->wire);
     smtp_req_send(req);
 
@@ -120,13 +120,13 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
     times.arrival = req->info ? req->info->arrival : times.active;
     times.request = req->t_request;
     times.conn = req->t_conn.tv_sec != 0 ? req->t_conn : times.now;
-    entry = (DELIVER_LOG) {.qid = req->qid,
-                           .to = rcpt->address,
-                           .orig_to = NULL,
-                           .relay = relay,
-                           .dsn = dsn,
-                           .status = action,
-                           .reason = reason};
+    entry = (DELIVER_LOG){.qid = req->qid,
+                          .to = rcpt->address,
+                          .orig_to = NULL,
+                          .relay = relay,
+                          .dsn = dsn,
+                          .status = action,
+                          .reason = reason};
     deliver_log(&entry, &times);
 }
 
@@ -144,8 +144,8 @@ void smtp_req_fail_all(SMTP_REQ *req, const char *action, const char *dsn,
 void smtp_req_done(SMTP_REQ *req, int status, bool site_failed,
                    const char *reason)
 {
-    DELIVER_DONE done = {.status = status, .site_failed = site_failed,
-                         .reason = reason};
+    DELIVER_DONE done = {
+        .status = status, .site_failed = site_failed, .reason = reason};
 
     if (req->lookup) {
         dns_lookup_cancel(req->lookup);
