@@ -1,8 +1,8 @@
 /*
  * delay_format - a delay in seconds as Postfix's log lines print it
  *
- * Shared by the delivery agents (smtp, local), whose log lines must read
- * the same.
+ * The numbers of the one delivery log line (global/deliver_log.c), which
+ * smtp, local and qmgr all write, so they read the same.
  */
 #include "sys_defs.h"
 

@@ -7,12 +7,19 @@
  * One connection carries one request; either side closes it afterwards.
  * Attribute lists (global/attr.h), in order:
  *
+ *   agent -> qmgr    HELLO    (deliver_hello_spec), at once on accept
+ *   qmgr -> agent    HELLO    first, before DELIVER (it need not wait for
+ *                             the agent's)
  *   qmgr -> agent    DELIVER  (deliver_request_spec): the message and the
  *                             next hop; rcpt_count recipients follow
  *   qmgr -> agent    RCPT     (deliver_rcpt_spec), rcpt_count times
  *   agent -> qmgr    RESULT   (deliver_result_spec), once per recipient, in
  *                             any order, as soon as each is known
  *   agent -> qmgr    DONE     (deliver_done_spec): the request is finished
+ *
+ * HELLO names the protocol and its version; each side checks the other's
+ * before anything else and, on a mismatch, logs both and gives up on the
+ * connection (qmgr defers the recipients: nothing is lost).
  *
  * The agent opens queue_directory/queue_name/queue_id read-only for the
  * envelope attributes and the content; it never writes the queue file.
@@ -21,7 +28,8 @@
  * file as it was: a recipient without a RESULT when the connection ends is
  * deferred by qmgr ("delivery agent died"), and tried again.
  *
- * The agent writes the per-recipient log line itself, in Postfix's format:
+ * The agent writes the per-recipient log line itself (global/deliver_log.h,
+ * as qmgr does for what it defers itself), in Postfix's format:
  *   QID: to=<rcpt>, relay=host[ip]:port, delay=D, delays=a/b/c/d,
  *   dsn=X.Y.Z, status=sent|deferred|bounced (reason)
  * with a = arrival to active_usec, b = active_usec to the request, c =
@@ -37,8 +45,12 @@
 
 #include "attr.h"
 
-#define DELIVER_LIST_MAX 65536          /* largest list either side sends */
+#define DELIVER_LIST_MAX 65536 /* largest list either side sends */
 
+#define DELIVER_PROTO_NAME "deliver" /* HELLO protocol= */
+#define DELIVER_PROTO_VERSION 1 /* HELLO version=: bump on any change */
+
+#define DELIVER_REQ_HELLO "hello"
 #define DELIVER_REQ_DELIVER "deliver"
 #define DELIVER_REQ_RCPT "rcpt"
 #define DELIVER_REQ_RESULT "result"
@@ -48,53 +60,168 @@
 #define DELIVER_ACTION_DEFERRED "deferred"
 #define DELIVER_ACTION_BOUNCED "bounced"
 
+/* Attribute names: call sites use these, never the strings. */
+#define DELIVER_ATTR_REQUEST "request"
+#define DELIVER_ATTR_PROTOCOL "protocol"
+#define DELIVER_ATTR_VERSION "version"
+#define DELIVER_ATTR_QUEUE_NAME "queue_name"
+#define DELIVER_ATTR_QUEUE_ID "queue_id"
+#define DELIVER_ATTR_NEXTHOP "nexthop"
+#define DELIVER_ATTR_SENDER "sender"
+#define DELIVER_ATTR_ACTIVE_USEC "active_usec"
+#define DELIVER_ATTR_RCPT_COUNT "rcpt_count"
+#define DELIVER_ATTR_OFFSET "offset"
+#define DELIVER_ATTR_ADDRESS "address"
+#define DELIVER_ATTR_ORCPT "orcpt"
+#define DELIVER_ATTR_NOTIFY "notify"
+#define DELIVER_ATTR_ACTION "action"
+#define DELIVER_ATTR_DSN "dsn"
+#define DELIVER_ATTR_REASON "reason"
+#define DELIVER_ATTR_RELAY "relay"
+#define DELIVER_ATTR_DIAGNOSTIC "diagnostic"
+#define DELIVER_ATTR_REMOTE_MTA "remote_mta"
+#define DELIVER_ATTR_STATUS "status"
+#define DELIVER_ATTR_SITE_FAILED "site_failed"
+
+#define DELIVER_RCPT_MAX 100000 /* most recipients in one request */
+
+static const ATTR_SPEC deliver_hello_spec[] = {
+    {DELIVER_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"hello\""},
+    {DELIVER_ATTR_PROTOCOL, ATTR_TYPE_STR, true, false, "\"deliver\""},
+    {DELIVER_ATTR_VERSION, ATTR_TYPE_INT, true, false,
+     "DELIVER_PROTO_VERSION of the sender"},
+};
+
 static const ATTR_SPEC deliver_request_spec[] = {
-    {"request", ATTR_TYPE_STR, true, false, "\"deliver\""},
-    {"queue_name", ATTR_TYPE_STR, true, false, "queue of the file: active"},
-    {"queue_id", ATTR_TYPE_STR, true, false, "the message's queue ID"},
-    {"nexthop", ATTR_TYPE_STR, true, false,
+    {DELIVER_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"deliver\""},
+    {DELIVER_ATTR_QUEUE_NAME, ATTR_TYPE_STR, true, false,
+     "queue of the file: active"},
+    {DELIVER_ATTR_QUEUE_ID, ATTR_TYPE_STR, true, false,
+     "the message's queue ID"},
+    {DELIVER_ATTR_NEXTHOP, ATTR_TYPE_STR, true, false,
      "where to: domain (MX lookup), host or host:port (MX lookup of host), "
      "[host] or [host]:port (no MX lookup; host may be an IP literal)"},
-    {"sender", ATTR_TYPE_STR, true, false, "envelope sender, \"\" for <>"},
-    {"active_usec", ATTR_TYPE_INT, true, false,
+    {DELIVER_ATTR_SENDER, ATTR_TYPE_STR, true, false,
+     "envelope sender, \"\" for <>"},
+    {DELIVER_ATTR_ACTIVE_USEC, ATTR_TYPE_INT, true, false,
      "when qmgr took the message into active/, microseconds since 1970"},
-    {"rcpt_count", ATTR_TYPE_INT, true, false, "RCPT lists that follow"},
+    {DELIVER_ATTR_RCPT_COUNT, ATTR_TYPE_INT, true, false,
+     "RCPT lists that follow"},
 };
 
 static const ATTR_SPEC deliver_rcpt_spec[] = {
-    {"request", ATTR_TYPE_STR, true, false, "\"rcpt\""},
-    {"offset", ATTR_TYPE_INT, true, false,
+    {DELIVER_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"rcpt\""},
+    {DELIVER_ATTR_OFFSET, ATTR_TYPE_INT, true, false,
      "file offset of the recipient's R record: its key in RESULT"},
-    {"address", ATTR_TYPE_STR, true, false, "recipient address"},
-    {"orcpt", ATTR_TYPE_STR, false, false, "DSN ORCPT= (type;xtext)"},
-    {"notify", ATTR_TYPE_STR, false, false, "DSN NOTIFY= list"},
+    {DELIVER_ATTR_ADDRESS, ATTR_TYPE_STR, true, false, "recipient address"},
+    {DELIVER_ATTR_ORCPT, ATTR_TYPE_STR, false, false,
+     "DSN ORCPT= (type;xtext)"},
+    {DELIVER_ATTR_NOTIFY, ATTR_TYPE_STR, false, false, "DSN NOTIFY= list"},
 };
 
 static const ATTR_SPEC deliver_result_spec[] = {
-    {"request", ATTR_TYPE_STR, true, false, "\"result\""},
-    {"offset", ATTR_TYPE_INT, true, false, "the recipient's key"},
-    {"action", ATTR_TYPE_STR, true, false, "sent | deferred | bounced"},
-    {"dsn", ATTR_TYPE_STR, true, false, "enhanced status code X.Y.Z"},
-    {"reason", ATTR_TYPE_STR, true, false,
+    {DELIVER_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"result\""},
+    {DELIVER_ATTR_OFFSET, ATTR_TYPE_INT, true, false, "the recipient's key"},
+    {DELIVER_ATTR_ACTION, ATTR_TYPE_STR, true, false,
+     "sent | deferred | bounced"},
+    {DELIVER_ATTR_DSN, ATTR_TYPE_STR, true, false,
+     "enhanced status code X.Y.Z"},
+    {DELIVER_ATTR_REASON, ATTR_TYPE_STR, true, false,
      "for the log and the defer reason: \"250 2.0.0 Ok\", \"host "
      "mx.test[192.0.2.1] said: 550 5.1.1 no such user (in reply to RCPT TO "
      "command)\", \"connect to ...: Connection refused\""},
-    {"relay", ATTR_TYPE_STR, false, false,
+    {DELIVER_ATTR_RELAY, ATTR_TYPE_STR, false, false,
      "host[ip]:port that answered, \"none\" when none did"},
-    {"diagnostic", ATTR_TYPE_STR, false, false,
+    {DELIVER_ATTR_DIAGNOSTIC, ATTR_TYPE_STR, false, false,
      "DSN Diagnostic-Code when a server replied: \"smtp; 550 5.1.1 ...\""},
-    {"remote_mta", ATTR_TYPE_STR, false, false,
+    {DELIVER_ATTR_REMOTE_MTA, ATTR_TYPE_STR, false, false,
      "DSN Remote-MTA: \"dns; mx.test\""},
 };
 
 static const ATTR_SPEC deliver_done_spec[] = {
-    {"request", ATTR_TYPE_STR, true, false, "\"done\""},
-    {"status", ATTR_TYPE_INT, true, false,
+    {DELIVER_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"done\""},
+    {DELIVER_ATTR_STATUS, ATTR_TYPE_INT, true, false,
      "0: every recipient has its RESULT; else the agent failed the request"},
-    {"site_failed", ATTR_TYPE_INT, true, false,
+    {DELIVER_ATTR_SITE_FAILED, ATTR_TYPE_INT, true, false,
      "1: the destination itself failed (DNS, no server reachable, 4xx/5xx "
      "greeting or EHLO), so qmgr throttles it; 0: it answered"},
-    {"reason", ATTR_TYPE_STR, false, false, "why, when status or site_failed"},
+    {DELIVER_ATTR_REASON, ATTR_TYPE_STR, false, false,
+     "why, when status or site_failed"},
 };
+
+/*
+ * The codec: each list as a C struct, filled from a list by a strict
+ * reader (*_take: the list passes attr_list_check against its table, is
+ * the request it should be, and its values make sense: a known queue, a
+ * valid queue ID, a known action) and turned back into a list by *_list.
+ * Readers return 0, or -1 with the reason in why.
+ */
+typedef struct DELIVER_RCPT {
+    long long offset; /* key of the RESULT */
+    char *address;
+    char *orcpt; /* "" when absent */
+    char *notify; /* "" when absent */
+} DELIVER_RCPT;
+
+typedef struct DELIVER_REQ {
+    char *queue_name; /* a known queue */
+    char *queue_id; /* qid_valid() */
+    char *nexthop;
+    char *sender; /* "" for <> */
+    long long active_usec;
+    size_t rcpt_want; /* rcpt_count of DELIVER */
+    size_t rcpt_count; /* RCPT lists taken so far */
+    DELIVER_RCPT *rcpts; /* rcpt_want of them */
+} DELIVER_REQ;
+
+/* Strings borrowed from the list taken (or lent by the caller to *_list). */
+typedef struct DELIVER_RESULT {
+    long long offset;
+    const char *action; /* DELIVER_ACTION_* */
+    const char *dsn;
+    const char *reason;
+    const char *relay; /* NULL: "none" */
+    const char *diagnostic; /* NULL when none */
+    const char *remote_mta; /* NULL when none */
+} DELIVER_RESULT;
+
+typedef struct DELIVER_DONE {
+    int status; /* 0: every recipient answered, 1 not */
+    bool site_failed;
+    const char *reason; /* NULL when none */
+} DELIVER_DONE;
+
+/* deliver_hello_take - the peer's HELLO: -1 with a reason naming both
+   sides' protocol and version when it is not ours */
+extern int deliver_hello_take(const ATTR_LIST *list, VSTR *why);
+/* deliver_hello_list - our HELLO */
+extern ATTR_LIST *deliver_hello_list(void);
+
+/* deliver_req_take - a DELIVER list into a new request (no recipients
+   yet); NULL with the reason in why */
+extern DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why);
+/* deliver_rcpt_take - one RCPT list into req's next recipient */
+extern int deliver_rcpt_take(DELIVER_REQ *req, const ATTR_LIST *list,
+                             VSTR *why);
+/* deliver_req_complete - has every announced RCPT come? */
+extern bool deliver_req_complete(const DELIVER_REQ *req);
+/* deliver_req_free - release a request; NULL */
+extern DELIVER_REQ *deliver_req_free(DELIVER_REQ *req);
+/* deliver_req_list - the DELIVER list of req (rcpt_want recipients) */
+extern ATTR_LIST *deliver_req_list(const DELIVER_REQ *req);
+/* deliver_rcpt_list - the RCPT list of one recipient */
+extern ATTR_LIST *deliver_rcpt_list(const DELIVER_RCPT *rcpt);
+
+/* deliver_result_take - a RESULT list; strings borrowed from list */
+extern int deliver_result_take(const ATTR_LIST *list, DELIVER_RESULT *result,
+                               VSTR *why);
+extern ATTR_LIST *deliver_result_list(const DELIVER_RESULT *result);
+/* deliver_done_take - a DONE list; the reason borrowed from list */
+extern int deliver_done_take(const ATTR_LIST *list, DELIVER_DONE *done,
+                             VSTR *why);
+extern ATTR_LIST *deliver_done_list(const DELIVER_DONE *done);
+
+/* deliver_action_valid - one of the DELIVER_ACTION_* words? */
+extern bool deliver_action_valid(const char *action);
 
 #endif

@@ -39,10 +39,28 @@ bool mail_queue_hashed(const char *queue_name)
 }
 
 /* mail_queue_known - is this one of mail_queue_names? */
-static bool mail_queue_known(const char *queue_name)
+bool mail_queue_known(const char *queue_name)
 {
+    if (queue_name == NULL)
+        return false;
     for (const char *const *name = mail_queue_names; *name; name++)
         if (strcmp(*name, queue_name) == 0)
+            return true;
+    return false;
+}
+
+/* mail_queue_of_messages - is this a queue that holds queue files? */
+bool mail_queue_of_messages(const char *queue_name)
+{
+    static const char *const message_queues[] = {
+        MAIL_QUEUE_MAILDROP, MAIL_QUEUE_INCOMING, MAIL_QUEUE_ACTIVE,
+        MAIL_QUEUE_DEFERRED, MAIL_QUEUE_HOLD,     MAIL_QUEUE_CORRUPT,
+    };
+
+    if (queue_name == NULL)
+        return false;
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(message_queues); i++)
+        if (strcmp(message_queues[i], queue_name) == 0)
             return true;
     return false;
 }

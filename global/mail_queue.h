@@ -31,6 +31,12 @@ extern const char mail_queue_hash_chars[];
 /* Every queue subdirectory, NULL-terminated, in creation order. */
 extern const char *const mail_queue_names[];
 
+/* mail_queue_known - is this one of mail_queue_names (exactly)? */
+extern bool mail_queue_known(const char *queue_name);
+/* mail_queue_of_messages - one of the queues that hold queue files
+   (maildrop incoming active deferred hold corrupt)? The check a request
+   naming a queue file passes before the name goes into a path. */
+extern bool mail_queue_of_messages(const char *queue_name);
 /* mail_queue_hashed - is this queue hashed one level deep? */
 extern bool mail_queue_hashed(const char *queue_name);
 /* mail_queue_path - buf = queue_dir/queue_name[/H]/qid; returns buf */

@@ -74,6 +74,26 @@ static void test_names_and_paths(void **state)
     vstr_free(buf);
 }
 
+/* the queue checks a request's queue name passes */
+static void test_known(void **state)
+{
+    for (const char *const *name = mail_queue_names; *name; name++)
+        assert_true(mail_queue_known(*name));
+    assert_true(mail_queue_of_messages("active"));
+    assert_true(mail_queue_of_messages("deferred"));
+    assert_true(mail_queue_of_messages("hold"));
+    assert_true(mail_queue_known("private"));
+    assert_false(mail_queue_of_messages("private"));
+    assert_false(mail_queue_of_messages("pid"));
+    assert_false(mail_queue_of_messages("defer"));
+    assert_false(mail_queue_of_messages(".."));
+    assert_false(mail_queue_of_messages("active/.."));
+    assert_false(mail_queue_of_messages(""));
+    assert_false(mail_queue_of_messages(NULL));
+    assert_false(mail_queue_known("Active"));
+    assert_false(mail_queue_known(NULL));
+}
+
 static void test_create_dirs(void **state)
 {
     const char *tmp = ((TESTLIB_DIR *) *state)->path;
@@ -216,6 +236,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_and_paths),
+        cmocka_unit_test(test_known),
         cmocka_unit_test_setup_teardown(test_create_dirs, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_move, test_setup, test_teardown),

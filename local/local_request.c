@@ -18,7 +18,8 @@
 
 #include "argv.h"
 #include "attr.h"
-#include "delay_format.h"
+#include "deliver_agent.h"
+#include "deliver_log.h"
 #include "deliver_proto.h"
 #include "local.h"
 #include "mail_queue.h"
@@ -29,39 +30,26 @@
 
 /* --- results ----------------------------------------------------------- */
 
-/* local_tv_diff - b - a in seconds, never negative */
-static double local_tv_diff(const struct timeval *a, const struct timeval *b)
-{
-    double d = (double) (b->tv_sec - a->tv_sec) +
-               (double) (b->tv_usec - a->tv_usec) / 1e6;
-
-    return d > 0 ? d : 0;
-}
-
-/* local_log - one Postfix-style line for one final delivery */
+/* local_log - one Postfix-style line for one final delivery: no
+   connection setup, so delays=a/b/0/d */
 static void local_log(LOCAL_REQ *req, const char *to, const char *orig_to,
                       const char *dsn, const char *status, const char *reason)
 {
-    struct timeval now, active;
-    char total[32], d0[32], d1[32], d3[32];
-    const struct timeval *arrival;
-    VSTR *orig = vstr_alloc(64);
+    DELIVER_TIMES times;
+    DELIVER_LOG entry = {.qid = req->qid,
+                         .to = to,
+                         .orig_to = orig_to,
+                         .relay = "local",
+                         .dsn = dsn,
+                         .status = status,
+                         .reason = reason};
 
-    gettimeofday(&now, NULL);
-    active.tv_sec = (time_t) (req->active_usec / 1000000);
-    active.tv_usec = (suseconds_t) (req->active_usec % 1000000);
-    arrival = req->info ? &req->info->arrival : &active;
-    delay_format(local_tv_diff(arrival, &now), total, sizeof(total));
-    delay_format(local_tv_diff(arrival, &active), d0, sizeof(d0));
-    delay_format(local_tv_diff(&active, &req->t_request), d1, sizeof(d1));
-    delay_format(local_tv_diff(&req->t_request, &now), d3, sizeof(d3));
-    if (orig_to != NULL && strcasecmp(orig_to, to) != 0)
-        vstr_sprintf(orig, ", orig_to=<%s>", orig_to);
-    msg_info("%s: to=<%s>%s, relay=local, delay=%s, delays=%s/%s/0/%s, "
-             "dsn=%s, status=%s (%s)",
-             req->qid, to, vstr_str(orig), total, d0, d1, d3, dsn, status,
-             reason);
-    vstr_free(orig);
+    gettimeofday(&times.now, NULL);
+    times.active = deliver_log_usec(req->active_usec);
+    times.arrival = req->info ? req->info->arrival : times.active;
+    times.request = req->t_request;
+    times.conn = req->t_request;
+    deliver_log(&entry, &times);
 }
 
 /* local_stat_name - the deliver_proto action of a status */
@@ -122,15 +110,14 @@ void local_outcome(LOCAL_STATE *state, const char *to, LOCAL_RESULT *res,
 static int local_send_result(LOCAL_REQ *req, LOCAL_RCPT *rcpt,
                              LOCAL_RESULT *res)
 {
-    ATTR_LIST *list = attr_list_alloc();
+    DELIVER_RESULT result = {.offset = rcpt->offset,
+                             .action = local_stat_name(res->stat),
+                             .dsn = res->dsn,
+                             .reason = vstr_str(res->text),
+                             .relay = "local"};
+    ATTR_LIST *list = deliver_result_list(&result);
     int ret;
 
-    attr_add_str(list, "request", DELIVER_REQ_RESULT);
-    attr_add_int(list, "offset", rcpt->offset);
-    attr_add_str(list, "action", local_stat_name(res->stat));
-    attr_add_str(list, "dsn", res->dsn);
-    attr_add_str(list, "reason", vstr_str(res->text));
-    attr_add_str(list, "relay", "local");
     ret = attr_stream_write(req->stream, list, req->why);
     attr_list_free(list);
     return ret;
@@ -208,75 +195,38 @@ static int local_read_content(int fd, VSTR *out, VSTR *why)
     return got < 0 ? -1 : 0;
 }
 
-/* local_req_read - DELIVER and its RCPT lists; 0 or -1 (why) */
+/* local_req_read - DELIVER and its RCPT lists, through the shared
+   reader; 0 or -1 (why) */
 static int local_req_read(LOCAL_REQ *req)
 {
-    ATTR_LIST *list = NULL;
-    long long want = 0;
-    const char *value;
+    DELIVER_REQ *in = deliver_agent_read(req->stream, req->why, &req->qid);
 
-    if (attr_stream_read(req->stream, &list, req->why) < 0)
+    if (in == NULL)
         return -1;
-    value = attr_get_str(list, "request");
-    if (value == NULL || strcmp(value, DELIVER_REQ_DELIVER) != 0 ||
-        attr_list_check(list, deliver_request_spec,
-                        SLUICE_ARRAY_LEN(deliver_request_spec), req->why) < 0) {
-        if (value && strcmp(value, DELIVER_REQ_DELIVER) != 0)
-            vstr_sprintf(req->why, "expected DELIVER, got \"%s\"", value);
-        attr_list_free(list);
-        return -1;
+    req->queue_name = mystrdup(in->queue_name);
+    req->qid = mystrdup(in->queue_id);
+    req->nexthop = mystrdup(in->nexthop);
+    req->sender = mystrdup(in->sender);
+    req->active_usec = in->active_usec;
+    req->rcpts = mycalloc(in->rcpt_count, sizeof(LOCAL_RCPT));
+    for (size_t i = 0; i < in->rcpt_count; i++) {
+        req->rcpts[i].offset = in->rcpts[i].offset;
+        req->rcpts[i].address = mystrdup(in->rcpts[i].address);
+        req->rcpts[i].orcpt = mystrdup(in->rcpts[i].orcpt);
+        req->rcpts[i].notify = mystrdup(in->rcpts[i].notify);
     }
-    req->queue_name = mystrdup(attr_get_str(list, "queue_name"));
-    req->qid = mystrdup(attr_get_str(list, "queue_id"));
-    req->nexthop = mystrdup(attr_get_str(list, "nexthop"));
-    req->sender = mystrdup(attr_get_str(list, "sender"));
-    (void) attr_get_int(list, "active_usec", &req->active_usec);
-    (void) attr_get_int(list, "rcpt_count", &want);
-    attr_list_free(list);
-    if (want < 1 || want > 100000 || strchr(req->qid, '/') ||
-        strchr(req->queue_name, '/') || strcmp(req->qid, "..") == 0 ||
-        strcmp(req->qid, ".") == 0) {
-        vstr_cpy(req->why, "bad rcpt_count, queue_id or queue_name");
-        return -1;
-    }
-    req->rcpts = mycalloc((size_t) want, sizeof(LOCAL_RCPT));
-    while ((long long) req->rcpt_count < want) {
-        LOCAL_RCPT *rcpt = req->rcpts + req->rcpt_count;
-
-        if (attr_stream_read(req->stream, &list, req->why) < 0)
-            return -1;
-        value = attr_get_str(list, "request");
-        if (value == NULL || strcmp(value, DELIVER_REQ_RCPT) != 0 ||
-            attr_list_check(list, deliver_rcpt_spec,
-                            SLUICE_ARRAY_LEN(deliver_rcpt_spec),
-                            req->why) < 0) {
-            if (value && strcmp(value, DELIVER_REQ_RCPT) != 0)
-                vstr_sprintf(req->why, "expected RCPT, got \"%s\"", value);
-            attr_list_free(list);
-            return -1;
-        }
-        (void) attr_get_int(list, "offset", &rcpt->offset);
-        rcpt->address = mystrdup(attr_get_str(list, "address"));
-        value = attr_get_str(list, "orcpt");
-        rcpt->orcpt = mystrdup(value ? value : "");
-        value = attr_get_str(list, "notify");
-        rcpt->notify = mystrdup(value ? value : "");
-        req->rcpt_count++;
-        attr_list_free(list);
-    }
+    req->rcpt_count = in->rcpt_count;
+    deliver_req_free(in);
     return 0;
 }
 
 /* local_req_done - the DONE list */
 static void local_req_done(LOCAL_REQ *req, int status, const char *reason)
 {
-    ATTR_LIST *list = attr_list_alloc();
+    DELIVER_DONE done = {
+        .status = status, .site_failed = false, .reason = reason};
+    ATTR_LIST *list = deliver_done_list(&done);
 
-    attr_add_str(list, "request", DELIVER_REQ_DONE);
-    attr_add_int(list, "status", status);
-    attr_add_int(list, "site_failed", 0);
-    if (reason != NULL && *reason)
-        attr_add_str(list, "reason", reason);
     if (attr_stream_write(req->stream, list, req->why) < 0)
         msg_warn("%s: DONE to qmgr: %s", req->qid ? req->qid : "?",
                  vstr_str(req->why));
@@ -309,12 +259,21 @@ void local_serve(LOCAL_CTX *ctx, int fd)
 {
     LOCAL_REQ *req = mycalloc(1, sizeof(*req));
     VSTR *path = vstr_alloc(100);
+    ATTR_LIST *hello;
     int qfd = -1;
 
     req->ctx = ctx;
     req->stream = attr_stream_open(fd, DELIVER_LIST_MAX, ctx->conf.timeout_ms);
     req->why = vstr_alloc(100);
     req->content = vstr_alloc(8192);
+    /* Our HELLO first, so that qmgr can tell a version mismatch too. */
+    hello = deliver_hello_list();
+    if (attr_stream_write(req->stream, hello, req->why) < 0) {
+        msg_warn("qmgr connection: HELLO: %s", vstr_str(req->why));
+        attr_list_free(hello);
+        goto out;
+    }
+    attr_list_free(hello);
     if (local_req_read(req) < 0) {
         msg_warn("%s%sqmgr connection: %s", req->qid ? req->qid : "",
                  req->qid ? ": " : "", vstr_str(req->why));

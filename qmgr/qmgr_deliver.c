@@ -1,9 +1,12 @@
 /*
  * qmgr_deliver - one delivery: an entry handed to a delivery agent
  *
- * The protocol is global/deliver_proto.h: DELIVER and the RCPT lists go
- * out at once, then each RESULT is recorded the moment it arrives (so the
- * done marks and logs are on disk before the agent is even finished), and
+ * The protocol is global/deliver_proto.h, read and written by its codec:
+ * HELLO, DELIVER and the RCPT lists go out at once; the agent's HELLO
+ * must name the same protocol and version (else the job ends as a
+ * protocol error, logged); then each RESULT is recorded the moment it
+ * arrives (so the done marks and logs are on disk before the agent is
+ * even finished), and
  * DONE says whether the destination itself failed. A recipient without a
  * RESULT when the connection ends is never lost: the queue file still
  * holds it. When the agent died (the connection was lost before DONE: it
@@ -25,7 +28,6 @@
 #include "qmgr.h"
 #include "vstr.h"
 
-#define QMGR_SPEC_LEN(spec) (sizeof(spec) / sizeof((spec)[0]))
 #define QMGR_AGENT_DEATH_RETRIES 3 /* per message, then deferred/ */
 
 typedef struct QMGR_JOB {
@@ -35,6 +37,8 @@ typedef struct QMGR_JOB {
     QMGR_ENTRY *entry;
     QMGR_CONN *conn;
     bool *answered; /* per entry recipient */
+    bool greeted; /* the agent's HELLO passed */
+    bool mismatch; /* it named another protocol version */
     bool done_seen;
     long long done_status;
     long long site_failed;
@@ -73,7 +77,8 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why, bool agent_died)
         vstr_sprintf(reason, "delivery agent failed: %s",
                      job->done_reason ? job->done_reason : "no reason given");
     } else {
-        vstr_sprintf(reason, "delivery agent died: %s", why);
+        vstr_sprintf(reason, "delivery agent %s: %s",
+                     job->mismatch ? "failed" : "died", why);
     }
     outcome = qmgr_sched_outcome(job->done_seen, job->done_status,
                                  job->site_failed != 0);
@@ -111,71 +116,69 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why, bool agent_died)
     qmgr_dest_schedule(ctx);
 }
 
-/* qmgr_job_result - one RESULT list */
-static void qmgr_job_result(QMGR_JOB *job, ATTR_LIST *list)
+/* qmgr_job_result - one RESULT, taken by the codec */
+static void qmgr_job_result(QMGR_JOB *job, const DELIVER_RESULT *result)
 {
     QMGR_ENTRY *entry = job->entry;
-    long long offset;
-    const char *action;
 
-    (void) attr_get_int(list, "offset", &offset);
-    action = attr_get_str(list, "action");
-    if (strcmp(action, DELIVER_ACTION_SENT) != 0 &&
-        strcmp(action, DELIVER_ACTION_DEFERRED) != 0 &&
-        strcmp(action, DELIVER_ACTION_BOUNCED) != 0) {
-        msg_warn("%s: %s agent: unknown action \"%s\": ignored",
-                 entry->msg->qid, entry->dest->transport, action);
-        return;
-    }
     for (size_t i = 0; i < entry->count; i++) {
         QFILE_RCPT *rcpt = &entry->msg->info->rcpts[entry->index[i]];
 
-        if (rcpt->offset != (off_t) offset)
+        if (rcpt->offset != (off_t) result->offset)
             continue;
         if (job->answered[i]) {
             msg_warn("%s: %s agent: second result for offset %lld: ignored",
-                     entry->msg->qid, entry->dest->transport, offset);
+                     entry->msg->qid, entry->dest->transport, result->offset);
             return;
         }
         job->answered[i] = true;
-        qmgr_message_result(
-            entry->msg, entry->index[i], action, attr_get_str(list, "dsn"),
-            attr_get_str(list, "reason"), attr_get_str(list, "diagnostic"),
-            attr_get_str(list, "remote_mta"));
+        qmgr_message_result(entry->msg, entry->index[i], result->action,
+                            result->dsn, result->reason, result->diagnostic,
+                            result->remote_mta);
         return;
     }
     msg_warn("%s: %s agent: result for unknown offset %lld: ignored",
-             entry->msg->qid, entry->dest->transport, offset);
+             entry->msg->qid, entry->dest->transport, result->offset);
 }
 
 /* qmgr_job_list - a list from the agent: RESULT or DONE */
 static void qmgr_job_list(QMGR_CONN *conn, ATTR_LIST *list, void *arg)
 {
     QMGR_JOB *job = arg;
-    const char *request = attr_get_str(list, "request");
+    const char *request = attr_get_str(list, DELIVER_ATTR_REQUEST);
     VSTR *why = vstr_alloc(100);
 
-    if (request && strcmp(request, DELIVER_REQ_RESULT) == 0) {
-        if (attr_list_check(list, deliver_result_spec,
-                            QMGR_SPEC_LEN(deliver_result_spec), why) < 0)
-            msg_warn("%s: %s agent: bad result: %s", job->entry->msg->qid,
+    if (!job->greeted) {
+        if (deliver_hello_take(list, why) < 0) {
+            msg_warn("%s: %s agent: %s", job->entry->msg->qid,
                      job->entry->dest->transport, vstr_str(why));
+            job->mismatch = true;
+            qmgr_job_finish(job, vstr_str(why), false);
+        } else {
+            job->greeted = true;
+        }
+    } else if (request && strcmp(request, DELIVER_REQ_RESULT) == 0) {
+        DELIVER_RESULT result;
+
+        if (deliver_result_take(list, &result, why) < 0)
+            msg_warn("%s: %s agent: bad result: %s: ignored",
+                     job->entry->msg->qid, job->entry->dest->transport,
+                     vstr_str(why));
         else
-            qmgr_job_result(job, list);
+            qmgr_job_result(job, &result);
     } else if (request && strcmp(request, DELIVER_REQ_DONE) == 0) {
-        if (attr_list_check(list, deliver_done_spec,
-                            QMGR_SPEC_LEN(deliver_done_spec), why) < 0) {
+        DELIVER_DONE done;
+
+        if (deliver_done_take(list, &done, why) < 0) {
             msg_warn("%s: %s agent: bad done: %s", job->entry->msg->qid,
                      job->entry->dest->transport, vstr_str(why));
             qmgr_job_finish(job, "malformed DONE", false);
         } else {
-            const char *reason = attr_get_str(list, "reason");
-
             job->done_seen = true;
-            (void) attr_get_int(list, "status", &job->done_status);
-            (void) attr_get_int(list, "site_failed", &job->site_failed);
-            if (reason && *reason)
-                job->done_reason = mystrdup(reason);
+            job->done_status = done.status;
+            job->site_failed = done.site_failed;
+            if (done.reason)
+                job->done_reason = mystrdup(done.reason);
             qmgr_job_finish(job, "done", false);
         }
     } else {
@@ -205,6 +208,7 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
     QMGR_JOB *job = mycalloc(1, sizeof(*job));
     VSTR *path = vstr_alloc(100);
     VSTR *why = vstr_alloc(100);
+    DELIVER_REQ request;
     ATTR_LIST *list;
 
     job->ctx = ctx;
@@ -247,27 +251,26 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
     if ((job->next = ctx->jobs) != NULL)
         job->next->prev = job;
     ctx->jobs = job;
-    list = attr_list_alloc();
-    attr_add_str(list, "request", DELIVER_REQ_DELIVER);
-    attr_add_str(list, "queue_name", MAIL_QUEUE_ACTIVE);
-    attr_add_str(list, "queue_id", msg->qid);
-    attr_add_str(list, "nexthop", entry->dest->nexthop);
-    attr_add_str(list, "sender", msg->info->sender);
-    attr_add_int(list, "active_usec", msg->active_usec);
-    attr_add_int(list, "rcpt_count", (long long) entry->count);
+    list = deliver_hello_list();
+    qmgr_conn_send(job->conn, list);
+    attr_list_free(list);
+    request = (DELIVER_REQ){.queue_name = MAIL_QUEUE_ACTIVE,
+                            .queue_id = msg->qid,
+                            .nexthop = entry->dest->nexthop,
+                            .sender = msg->info->sender,
+                            .active_usec = msg->active_usec,
+                            .rcpt_want = entry->count};
+    list = deliver_req_list(&request);
     qmgr_conn_send(job->conn, list);
     attr_list_free(list);
     for (size_t i = 0; i < entry->count; i++) {
         QFILE_RCPT *rcpt = &msg->info->rcpts[entry->index[i]];
+        DELIVER_RCPT out = {.offset = (long long) rcpt->offset,
+                            .address = rcpt->address,
+                            .orcpt = rcpt->orcpt,
+                            .notify = rcpt->notify};
 
-        list = attr_list_alloc();
-        attr_add_str(list, "request", DELIVER_REQ_RCPT);
-        attr_add_int(list, "offset", (long long) rcpt->offset);
-        attr_add_str(list, "address", rcpt->address);
-        if (*rcpt->orcpt)
-            attr_add_str(list, "orcpt", rcpt->orcpt);
-        if (*rcpt->notify)
-            attr_add_str(list, "notify", rcpt->notify);
+        list = deliver_rcpt_list(&out);
         qmgr_conn_send(job->conn, list);
         attr_list_free(list);
     }

@@ -42,6 +42,7 @@
 #include <time.h>
 
 #include "bounce_proto.h"
+#include "deliver_log.h"
 #include "deliver_proto.h"
 #include "dsn_log.h"
 #include "mail_queue.h"
@@ -65,52 +66,26 @@ static long long qmgr_now_usec(void)
     return (long long) tv.tv_sec * 1000000 + tv.tv_usec;
 }
 
-/* qmgr_delay_format - a delay in seconds the way Postfix prints it */
-static void qmgr_delay_format(VSTR *out, double seconds)
-{
-    char buf[64];
-    size_t len;
-
-    if (seconds < 0)
-        seconds = 0;
-    if (seconds >= 10)
-        (void) snprintf(buf, sizeof(buf), "%.0f", seconds);
-    else if (seconds >= 1)
-        (void) snprintf(buf, sizeof(buf), "%.1f", seconds);
-    else
-        (void) snprintf(buf, sizeof(buf), "%.2f", seconds);
-    /* "0.10" -> "0.1", "0.00" -> "0" */
-    len = strlen(buf);
-    if (strchr(buf, '.')) {
-        while (len > 0 && buf[len - 1] == '0')
-            buf[--len] = 0;
-        if (len > 0 && buf[len - 1] == '.')
-            buf[--len] = 0;
-    }
-    vstr_cat(out, buf);
-}
-
-/* qmgr_log_status - a recipient line qmgr itself writes, Postfix style */
+/* qmgr_log_status - a recipient line qmgr itself writes, in the one
+   format (global/deliver_log.h): nothing after qmgr, so delays=a/b/0/0 */
 void qmgr_log_status(const QMGR_MESSAGE *msg, const char *address,
                      const char *dsn, const char *status, const char *reason)
 {
-    long long now = qmgr_now_usec();
-    long long arrival = (long long) msg->info->arrival.tv_sec * 1000000 +
-                        msg->info->arrival.tv_usec;
-    VSTR *delays = vstr_alloc(64);
-    VSTR *delay = vstr_alloc(16);
+    DELIVER_TIMES times;
+    DELIVER_LOG entry = {.qid = msg->qid,
+                         .to = address,
+                         .orig_to = NULL,
+                         .relay = NULL,
+                         .dsn = dsn,
+                         .status = status,
+                         .reason = reason};
 
-    qmgr_delay_format(delay, (double) (now - arrival) / 1e6);
-    qmgr_delay_format(delays, (double) (msg->active_usec - arrival) / 1e6);
-    vstr_cat(delays, "/");
-    qmgr_delay_format(delays, (double) (now - msg->active_usec) / 1e6);
-    vstr_cat(delays, "/0/0");
-    msg_info("%s: to=<%s>, relay=none, delay=%s, delays=%s, dsn=%s, "
-             "status=%s (%s)",
-             msg->qid, address, vstr_str(delay), vstr_str(delays), dsn, status,
-             reason);
-    vstr_free(delays);
-    vstr_free(delay);
+    gettimeofday(&times.now, NULL);
+    times.arrival = msg->info->arrival;
+    times.active = deliver_log_usec(msg->active_usec);
+    times.request = times.now;
+    times.conn = times.now;
+    deliver_log(&entry, &times);
 }
 
 /* qmgr_notify_has - does a NOTIFY= list hold word? */

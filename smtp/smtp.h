@@ -26,6 +26,7 @@
 #include <sys/time.h>
 
 #include "attr.h"
+#include "deliver_agent.h"
 #include "dns.h"
 #include "mail_server.h"
 #include "qfile.h"
@@ -125,6 +126,7 @@ struct SMTP_REQ {
     SMTP_CTX *ctx;
     struct bufferevent *qmgr;
     SMTP_REQ_STAGE stage;
+    DELIVER_READER reader; /* the request while it is read */
     char *queue_name;
     char *qid;
     char *nexthop;

@@ -19,7 +19,8 @@
 #include <event2/event.h>
 
 #include "attr.h"
-#include "delay_format.h"
+#include "deliver_agent.h"
+#include "deliver_log.h"
 #include "deliver_proto.h"
 #include "mail_queue.h"
 #include "mail_server.h"
@@ -29,24 +30,13 @@
 #include "smtp.h"
 #include "vstr.h"
 
-/* smtp_tv_diff - b - a in seconds, never negative */
-static double smtp_tv_diff(const struct timeval *a, const struct timeval *b)
+/* smtp_req_send - queue req->wire (one list) to qmgr */
+static void smtp_req_send(SMTP_REQ *req)
 {
-    double d = (double) (b->tv_sec - a->tv_sec) +
-               (double) (b->tv_usec - a->tv_usec) / 1e6;
-
-    return d > 0 ? d : 0;
-}
-
-/* smtp_req_send - queue one list to qmgr */
-static void smtp_req_send(SMTP_REQ *req, ATTR_LIST *list)
-{
-    vstr_reset(req->wire);
-    attr_list_encode(list, req->wire);
     if (bufferevent_write(req->qmgr, vstr_str(req->wire), vstr_len(req->wire)) <
         0)
-        msg_warn("%s: cannot queue a reply to qmgr", req->qid);
-    attr_list_free(list);
+        msg_warn("%s: cannot queue a reply to qmgr", req->qid ? req->qid : "-");
+    vstr_reset(req->wire);
 }
 
 /* smtp_req_free - release a request and what it holds */
@@ -70,6 +60,7 @@ static void smtp_req_free(SMTP_REQ *req)
         myfree(req->rcpts[i].notify);
     }
     myfree(req->rcpts);
+    deliver_agent_reader_free(&req->reader);
     for (size_t i = 0; i < req->addr_count; i++)
         myfree(req->addrs[i].host);
     myfree(req->addrs);
@@ -98,11 +89,10 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
                      const char *diagnostic, const char *remote_mta)
 {
     SMTP_RCPT *rcpt = req->rcpts + index;
-    ATTR_LIST *list;
-    struct timeval now, arrival, active;
+    DELIVER_RESULT result;
+    DELIVER_TIMES times;
+    DELIVER_LOG entry;
     char dsn[16];
-    char delay[4][32], total[32];
-    double setup, xfer;
 
     if (rcpt->state == SMTP_RCPT_DONE)
         return;
@@ -113,41 +103,31 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
         action = DELIVER_ACTION_DEFERRED;
         smtp_soft_dsn(dsn);
     }
-    list = attr_list_alloc();
-    attr_add_str(list, "request", DELIVER_REQ_RESULT);
-    attr_add_int(list, "offset", rcpt->offset);
-    attr_add_str(list, "action", action);
-    attr_add_str(list, "dsn", dsn);
-    attr_add_str(list, "reason", reason);
-    attr_add_str(list, "relay", relay ? relay : "none");
-    if (diagnostic)
-        attr_add_str(list, "diagnostic", diagnostic);
-    if (remote_mta)
-        attr_add_str(list, "remote_mta", remote_mta);
-    smtp_req_send(req, list);
+    result = (DELIVER_RESULT){.offset = rcpt->offset,
+                              .action = action,
+                              .dsn = dsn,
+                              .reason = reason,
+                              .relay = relay,
+                              .diagnostic = diagnostic,
+                              .remote_mta = remote_mta};
+    deliver_agent_result_wire(&result, req->wire);
+    smtp_req_send(req);
 
-    /* delays=a/b/c/d: queue, qmgr, connection setup, transmission */
-    gettimeofday(&now, NULL);
-    active.tv_sec = (time_t) (req->active_usec / 1000000);
-    active.tv_usec = (suseconds_t) (req->active_usec % 1000000);
-    arrival = req->info ? req->info->arrival : active;
-    if (req->t_conn.tv_sec != 0) {
-        setup = smtp_tv_diff(&req->t_request, &req->t_conn);
-        xfer = smtp_tv_diff(&req->t_conn, &now);
-    } else {
-        setup = smtp_tv_diff(&req->t_request, &now);
-        xfer = 0;
-    }
-    delay_format(smtp_tv_diff(&arrival, &now), total, sizeof(total));
-    delay_format(smtp_tv_diff(&arrival, &active), delay[0], sizeof(delay[0]));
-    delay_format(smtp_tv_diff(&active, &req->t_request), delay[1],
-                 sizeof(delay[1]));
-    delay_format(setup, delay[2], sizeof(delay[2]));
-    delay_format(xfer, delay[3], sizeof(delay[3]));
-    msg_info("%s: to=<%s>, relay=%s, delay=%s, delays=%s/%s/%s/%s, dsn=%s, "
-             "status=%s (%s)",
-             req->qid, rcpt->address, relay ? relay : "none", total, delay[0],
-             delay[1], delay[2], delay[3], dsn, action, reason);
+    /* delays=a/b/c/d: queue, qmgr, connection setup, transmission (all
+       setup while no connection was made) */
+    gettimeofday(&times.now, NULL);
+    times.active = deliver_log_usec(req->active_usec);
+    times.arrival = req->info ? req->info->arrival : times.active;
+    times.request = req->t_request;
+    times.conn = req->t_conn.tv_sec != 0 ? req->t_conn : times.now;
+    entry = (DELIVER_LOG){.qid = req->qid,
+                          .to = rcpt->address,
+                          .orig_to = NULL,
+                          .relay = relay,
+                          .dsn = dsn,
+                          .status = action,
+                          .reason = reason};
+    deliver_log(&entry, &times);
 }
 
 /* smtp_req_fail_all - every recipient without a result gets this one */
@@ -164,18 +144,15 @@ void smtp_req_fail_all(SMTP_REQ *req, const char *action, const char *dsn,
 void smtp_req_done(SMTP_REQ *req, int status, bool site_failed,
                    const char *reason)
 {
-    ATTR_LIST *list = attr_list_alloc();
+    DELIVER_DONE done = {
+        .status = status, .site_failed = site_failed, .reason = reason};
 
     if (req->lookup) {
         dns_lookup_cancel(req->lookup);
         req->lookup = NULL;
     }
-    attr_add_str(list, "request", DELIVER_REQ_DONE);
-    attr_add_int(list, "status", status);
-    attr_add_int(list, "site_failed", site_failed ? 1 : 0);
-    if (reason != NULL && *reason)
-        attr_add_str(list, "reason", reason);
-    smtp_req_send(req, list);
+    deliver_agent_done_wire(&done, req->wire);
+    smtp_req_send(req);
     req->stage = SMTP_REQ_DONE;
     bufferevent_disable(req->qmgr, EV_READ);
     /* The write callback frees us when DONE is out; make sure it runs. */
@@ -238,65 +215,51 @@ static void smtp_req_start(SMTP_REQ *req)
 /* smtp_req_fail - qmgr broke the protocol or went away */
 static void smtp_req_fail(SMTP_REQ *req, const char *why)
 {
-    msg_warn("%s%sqmgr connection: %s", req->qid ? req->qid : "",
-             req->qid ? ": " : "", why);
+    const char *qid = req->qid          ? req->qid
+                      : req->reader.req ? req->reader.req->queue_id
+                                        : NULL;
+
+    msg_warn("%s%sqmgr connection: %s", qid ? qid : "", qid ? ": " : "", why);
     smtp_req_free(req);
 }
 
-/* smtp_req_list - one list from qmgr */
+/* smtp_req_adopt - the complete request from the reader into req */
+static void smtp_req_adopt(SMTP_REQ *req)
+{
+    DELIVER_REQ *in = req->reader.req;
+
+    req->queue_name = mystrdup(in->queue_name);
+    req->qid = mystrdup(in->queue_id);
+    req->nexthop = mystrdup(in->nexthop);
+    req->sender = mystrdup(in->sender);
+    req->active_usec = in->active_usec;
+    req->rcpt_want = (long long) in->rcpt_want;
+    req->rcpts = mycalloc(in->rcpt_count, sizeof(SMTP_RCPT));
+    for (size_t i = 0; i < in->rcpt_count; i++) {
+        req->rcpts[i].offset = in->rcpts[i].offset;
+        req->rcpts[i].address = mystrdup(in->rcpts[i].address);
+        req->rcpts[i].orcpt = mystrdup(in->rcpts[i].orcpt);
+        req->rcpts[i].notify = mystrdup(in->rcpts[i].notify);
+    }
+    req->rcpt_count = in->rcpt_count;
+    deliver_agent_reader_free(&req->reader);
+}
+
+/* smtp_req_list - one list from qmgr, through the shared reader */
 static bool smtp_req_list(SMTP_REQ *req, ATTR_LIST *list)
 {
-    const char *request = attr_get_str(list, "request");
+    int ret = deliver_agent_feed(&req->reader, list, req->why);
 
-    if (req->stage == SMTP_REQ_READ_DELIVER) {
-        if (request == NULL || strcmp(request, DELIVER_REQ_DELIVER) != 0 ||
-            attr_list_check(list, deliver_request_spec,
-                            SLUICE_ARRAY_LEN(deliver_request_spec),
-                            req->why) < 0) {
-            if (request && strcmp(request, DELIVER_REQ_DELIVER) != 0)
-                vstr_sprintf(req->why, "expected DELIVER, got \"%s\"", request);
-            return false;
-        }
-        req->queue_name = mystrdup(attr_get_str(list, "queue_name"));
-        req->qid = mystrdup(attr_get_str(list, "queue_id"));
-        req->nexthop = mystrdup(attr_get_str(list, "nexthop"));
-        req->sender = mystrdup(attr_get_str(list, "sender"));
-        (void) attr_get_int(list, "active_usec", &req->active_usec);
-        (void) attr_get_int(list, "rcpt_count", &req->rcpt_want);
-        if (req->rcpt_want < 1 || req->rcpt_want > 100000 ||
-            strchr(req->qid, '/') || strchr(req->queue_name, '/') ||
-            strcmp(req->qid, "..") == 0 || strcmp(req->qid, ".") == 0) {
-            vstr_cpy(req->why, "bad rcpt_count, queue_id or queue_name");
-            return false;
-        }
-        req->rcpts = mycalloc((size_t) req->rcpt_want, sizeof(SMTP_RCPT));
-        req->stage = SMTP_REQ_READ_RCPT;
+    if (ret < 0)
+        return false;
+    if (ret == 0) {
+        if (req->reader.req != NULL)
+            req->stage = SMTP_REQ_READ_RCPT;
         return true;
     }
-    if (req->stage == SMTP_REQ_READ_RCPT) {
-        SMTP_RCPT *rcpt = req->rcpts + req->rcpt_count;
-        const char *value;
-
-        if (request == NULL || strcmp(request, DELIVER_REQ_RCPT) != 0 ||
-            attr_list_check(list, deliver_rcpt_spec,
-                            SLUICE_ARRAY_LEN(deliver_rcpt_spec),
-                            req->why) < 0) {
-            if (request && strcmp(request, DELIVER_REQ_RCPT) != 0)
-                vstr_sprintf(req->why, "expected RCPT, got \"%s\"", request);
-            return false;
-        }
-        (void) attr_get_int(list, "offset", &rcpt->offset);
-        rcpt->address = mystrdup(attr_get_str(list, "address"));
-        value = attr_get_str(list, "orcpt");
-        rcpt->orcpt = mystrdup(value ? value : "");
-        value = attr_get_str(list, "notify");
-        rcpt->notify = mystrdup(value ? value : "");
-        if ((long long) ++req->rcpt_count == req->rcpt_want)
-            smtp_req_start(req);
-        return true;
-    }
-    vstr_cpy(req->why, "unexpected list after the request");
-    return false;
+    smtp_req_adopt(req);
+    smtp_req_start(req);
+    return true;
 }
 
 /* smtp_req_read_event - lists from qmgr */
@@ -397,6 +360,9 @@ void smtp_accept(MAIL_SERVER *server, int fd, void *arg)
     }
     bufferevent_setcb(req->qmgr, smtp_req_read_event, smtp_req_write_event,
                       smtp_req_event, req);
+    /* Our HELLO first, so that qmgr can tell a version mismatch too. */
+    deliver_agent_hello_wire(req->wire);
+    smtp_req_send(req);
     bufferevent_set_timeouts(req->qmgr, &timeout, &timeout);
     bufferevent_enable(req->qmgr, EV_READ | EV_WRITE);
 }

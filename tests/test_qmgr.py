@@ -104,7 +104,8 @@ def by_local_part(rcpt):
 class FakeAgent(FakeService):
     """A delivery agent. mode: "answer" (results by self.outcome, then
     DONE), "hold" (wait for self.release, then answer), "die" (close
-    without a word), "site" (every recipient deferred, DONE site_failed)."""
+    without a word), "site" (every recipient deferred, DONE site_failed).
+    It greets as version self.version of the protocol (qmgr speaks 1)."""
 
     def __init__(self, path, backlog=256):
         self.lock = threading.Lock()
@@ -115,9 +116,18 @@ class FakeAgent(FakeService):
         self.outcome = by_local_part
         self.release = threading.Event()
         self.delay = 0.0
+        self.version = 1
+        self.hellos = []                # qmgr's HELLO lists
         super().__init__(path, backlog)
 
     def handle(self, conn):
+        conn.send([("request", "hello"), ("protocol", "deliver"),
+                   ("version", self.version)])
+        hello = conn.recv()
+        if hello is None:
+            return
+        with self.lock:
+            self.hellos.append(hello)
         req = conn.recv()
         if req is None:
             return
@@ -328,6 +338,24 @@ def test_expiry_asks_for_a_bounce(make_instance):
     inst.wait_log(r"%s: removed" % qid, timeout=10)
     assert len(agent.requests) == tried
     assert read_log(inst.queue_dir, "bounce", qid) == []
+
+
+def test_protocol_version_mismatch(make_instance):
+    """qmgr greets with the protocol's name and version and checks the
+    agent's: an agent of another version is a clear error in the log, and
+    the mail is deferred, not lost."""
+    inst, agent, _ = start_instance(make_instance, {"retry_schedule": "1h"})
+    agent.version = 2
+    qid = send(inst, ["bob@" + DOMAIN])
+    inst.wait_log(r"%s: %s agent: protocol mismatch: peer speaks deliver "
+                  r"version 2; this side speaks deliver version 1"
+                  % (qid, "smtp"))
+    inst.wait_log(r"%s: to=<bob@example\.test>, relay=none, .*dsn=4\.3\.0, "
+                  r"status=deferred \(delivery agent failed: protocol mismatch"
+                  % qid)
+    wait_until(lambda: find(inst, "deferred", qid), 10, what="file in deferred/")
+    assert agent.hellos[0] == {"request": "hello", "protocol": "deliver",
+                               "version": "1"}
 
 
 def test_agent_dies_mid_request(make_instance):

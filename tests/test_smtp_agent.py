@@ -23,6 +23,8 @@ from conftest import LIBEXEC, require, wait_until
 from sink import RawServer, Sink
 
 SMTP_AGENT = LIBEXEC / "smtp"
+# The greeting each side of the delivery protocol sends first.
+HELLO = [("request", "hello"), ("protocol", "deliver"), ("version", "1")]
 
 
 @pytest.fixture(autouse=True)
@@ -85,6 +87,8 @@ class Agent:
         """Send one request; returns ({address: RESULT dict}, DONE dict)."""
         conn = proto.Conn.connect(self.socket, timeout=timeout)
         try:
+            conn.send(HELLO)
+            assert conn.recv() == dict(HELLO)
             conn.send([("request", "deliver"), ("queue_name", "active"),
                        ("queue_id", qid), ("nexthop", nexthop),
                        ("sender", sender), ("active_usec", proto.now_usec()),
@@ -362,6 +366,46 @@ def test_eight_bit_to_server_without_8bitmime_bounces(make_agent, peers):
     qid, offsets = agent.queue(["b@dest.test"], BODY)
     results, _ = agent.deliver(qid, offsets, "[127.0.0.1]:%d" % sink.port)
     assert results["b@dest.test"]["action"] == "sent"
+
+
+def test_protocol_version_mismatch(make_agent):
+    """The agent greets first with the protocol's name and version; a qmgr
+    that greets with another version gets a clear error in the log and the
+    connection closed, no delivery."""
+    agent = make_agent()
+    conn = proto.Conn.connect(agent.socket, timeout=30)
+    try:
+        assert conn.recv() == dict(HELLO)
+        conn.send([("request", "hello"), ("protocol", "deliver"),
+                   ("version", "2")])
+        assert conn.recv() is None
+    finally:
+        conn.close()
+    agent.inst.wait_log(r"sluice/smtp\[\d+\]: warning: qmgr connection: "
+                        r"protocol mismatch: peer speaks deliver version 2; "
+                        r"this side speaks deliver version 1$")
+
+
+def test_request_outside_the_queue(make_agent):
+    """A queue ID or queue name that is not one is refused before it
+    reaches a path (one check, in the shared request reader)."""
+    agent = make_agent()
+    for name, qid, why in (("active", "../../etc/passwd",
+                            r'bad queue_id "\.\./\.\./etc/passwd"'),
+                           ("private", "0123456789ABCDEF",
+                            r'bad queue_name "private"')):
+        conn = proto.Conn.connect(agent.socket, timeout=30)
+        try:
+            assert conn.recv() == dict(HELLO)
+            conn.send(HELLO)
+            conn.send([("request", "deliver"), ("queue_name", name),
+                       ("queue_id", qid), ("nexthop", "[127.0.0.1]:25"),
+                       ("sender", ""), ("active_usec", proto.now_usec()),
+                       ("rcpt_count", 1)])
+            assert conn.recv() is None
+        finally:
+            conn.close()
+        agent.inst.wait_log(r"warning: qmgr connection: %s$" % why)
 
 
 def test_log_line_format(make_agent, peers):

@@ -1,0 +1,279 @@
+/*
+ * deliver_proto - the codec of the qmgr <-> delivery agent protocol
+ *
+ * Every list of global/deliver_proto.h is read and written here and
+ * nowhere else: qmgr builds DELIVER and RCPT with deliver_req_list() and
+ * deliver_rcpt_list() and takes RESULT and DONE; the agents take DELIVER
+ * and RCPT and build RESULT and DONE. Readers are strict: the list must be
+ * the request expected, pass its table, and carry sane values (a queue
+ * that holds queue files, a well-formed queue ID, a recipient count in
+ * range, a known action), so no agent puts a name from the wire into a
+ * path unchecked.
+ */
+#include "sys_defs.h"
+
+#include "attr.h"
+#include "deliver_proto.h"
+#include "mail_queue.h"
+#include "mymalloc.h"
+#include "qid.h"
+#include "vstr.h"
+
+/* deliver_check - the list is request `want` and passes spec */
+static int deliver_check(const ATTR_LIST *list, const char *want,
+                         const ATTR_SPEC *spec, size_t spec_count, VSTR *why)
+{
+    const char *request = attr_get_str(list, DELIVER_ATTR_REQUEST);
+
+    if (request != NULL && strcmp(request, want) != 0) {
+        vstr_sprintf(why, "expected %s, got \"%s\"", want, request);
+        return -1;
+    }
+    return attr_list_check(list, spec, spec_count, why);
+}
+
+/* deliver_action_valid - one of the DELIVER_ACTION_* words? */
+bool deliver_action_valid(const char *action)
+{
+    return action != NULL && (strcmp(action, DELIVER_ACTION_SENT) == 0 ||
+                              strcmp(action, DELIVER_ACTION_DEFERRED) == 0 ||
+                              strcmp(action, DELIVER_ACTION_BOUNCED) == 0);
+}
+
+/* deliver_hello_take - the peer's HELLO */
+int deliver_hello_take(const ATTR_LIST *list, VSTR *why)
+{
+    const char *request = attr_get_str(list, DELIVER_ATTR_REQUEST);
+    const char *protocol = attr_get_str(list, DELIVER_ATTR_PROTOCOL);
+    long long version = 0;
+
+    /* The name and version first: a newer peer may send more. */
+    if (request == NULL || strcmp(request, DELIVER_REQ_HELLO) != 0) {
+        vstr_sprintf(why,
+                     "protocol mismatch: no greeting (first list is \"%s\"); "
+                     "this side speaks %s version %d",
+                     request ? request : "(none)", DELIVER_PROTO_NAME,
+                     DELIVER_PROTO_VERSION);
+        return -1;
+    }
+    if (protocol == NULL || strcmp(protocol, DELIVER_PROTO_NAME) != 0 ||
+        !attr_get_int(list, DELIVER_ATTR_VERSION, &version) ||
+        version != DELIVER_PROTO_VERSION) {
+        vstr_sprintf(why,
+                     "protocol mismatch: peer speaks %s version %s; this side "
+                     "speaks %s version %d",
+                     protocol ? protocol : "(unnamed)",
+                     attr_get_str(list, DELIVER_ATTR_VERSION)
+                         ? attr_get_str(list, DELIVER_ATTR_VERSION)
+                         : "(none)",
+                     DELIVER_PROTO_NAME, DELIVER_PROTO_VERSION);
+        return -1;
+    }
+    return attr_list_check(list, deliver_hello_spec,
+                           SLUICE_ARRAY_LEN(deliver_hello_spec), why);
+}
+
+/* deliver_hello_list - our HELLO */
+ATTR_LIST *deliver_hello_list(void)
+{
+    ATTR_LIST *list = attr_list_alloc();
+
+    attr_add_str(list, DELIVER_ATTR_REQUEST, DELIVER_REQ_HELLO);
+    attr_add_str(list, DELIVER_ATTR_PROTOCOL, DELIVER_PROTO_NAME);
+    attr_add_int(list, DELIVER_ATTR_VERSION, DELIVER_PROTO_VERSION);
+    return list;
+}
+
+/* deliver_req_take - a DELIVER list into a new request */
+DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
+{
+    const char *queue_name, *queue_id;
+    long long want = 0, active_usec = 0;
+    DELIVER_REQ *req;
+
+    if (deliver_check(list, DELIVER_REQ_DELIVER, deliver_request_spec,
+                      SLUICE_ARRAY_LEN(deliver_request_spec), why) < 0)
+        return NULL;
+    queue_name = attr_get_str(list, DELIVER_ATTR_QUEUE_NAME);
+    queue_id = attr_get_str(list, DELIVER_ATTR_QUEUE_ID);
+    (void) attr_get_int(list, DELIVER_ATTR_ACTIVE_USEC, &active_usec);
+    (void) attr_get_int(list, DELIVER_ATTR_RCPT_COUNT, &want);
+    if (!mail_queue_of_messages(queue_name)) {
+        vstr_sprintf(why, "bad queue_name \"%s\"", queue_name);
+        return NULL;
+    }
+    if (!qid_valid(queue_id)) {
+        vstr_sprintf(why, "bad queue_id \"%s\"", queue_id);
+        return NULL;
+    }
+    if (want < 1 || want > DELIVER_RCPT_MAX) {
+        vstr_sprintf(why, "bad rcpt_count %lld (1..%d)", want,
+                     DELIVER_RCPT_MAX);
+        return NULL;
+    }
+    req = mycalloc(1, sizeof(*req));
+    req->queue_name = mystrdup(queue_name);
+    req->queue_id = mystrdup(queue_id);
+    req->nexthop = mystrdup(attr_get_str(list, DELIVER_ATTR_NEXTHOP));
+    req->sender = mystrdup(attr_get_str(list, DELIVER_ATTR_SENDER));
+    req->active_usec = active_usec;
+    req->rcpt_want = (size_t) want;
+    req->rcpts = mycalloc(req->rcpt_want, sizeof(DELIVER_RCPT));
+    return req;
+}
+
+/* deliver_rcpt_take - one RCPT list into req's next recipient */
+int deliver_rcpt_take(DELIVER_REQ *req, const ATTR_LIST *list, VSTR *why)
+{
+    DELIVER_RCPT *rcpt;
+    const char *value;
+
+    if (req->rcpt_count >= req->rcpt_want) {
+        vstr_cpy(why, "more RCPT lists than rcpt_count");
+        return -1;
+    }
+    if (deliver_check(list, DELIVER_REQ_RCPT, deliver_rcpt_spec,
+                      SLUICE_ARRAY_LEN(deliver_rcpt_spec), why) < 0)
+        return -1;
+    rcpt = req->rcpts + req->rcpt_count;
+    (void) attr_get_int(list, DELIVER_ATTR_OFFSET, &rcpt->offset);
+    if (rcpt->offset < 0) {
+        vstr_sprintf(why, "bad offset %lld", rcpt->offset);
+        return -1;
+    }
+    rcpt->address = mystrdup(attr_get_str(list, DELIVER_ATTR_ADDRESS));
+    value = attr_get_str(list, DELIVER_ATTR_ORCPT);
+    rcpt->orcpt = mystrdup(value ? value : "");
+    value = attr_get_str(list, DELIVER_ATTR_NOTIFY);
+    rcpt->notify = mystrdup(value ? value : "");
+    req->rcpt_count++;
+    return 0;
+}
+
+/* deliver_req_complete - has every announced RCPT come? */
+bool deliver_req_complete(const DELIVER_REQ *req)
+{
+    return req->rcpt_count == req->rcpt_want;
+}
+
+/* deliver_req_free - release a request; NULL */
+DELIVER_REQ *deliver_req_free(DELIVER_REQ *req)
+{
+    if (req == NULL)
+        return NULL;
+    for (size_t i = 0; i < req->rcpt_count; i++) {
+        myfree(req->rcpts[i].address);
+        myfree(req->rcpts[i].orcpt);
+        myfree(req->rcpts[i].notify);
+    }
+    myfree(req->rcpts);
+    myfree(req->queue_name);
+    myfree(req->queue_id);
+    myfree(req->nexthop);
+    myfree(req->sender);
+    myfree(req);
+    return NULL;
+}
+
+/* deliver_req_list - the DELIVER list of req */
+ATTR_LIST *deliver_req_list(const DELIVER_REQ *req)
+{
+    ATTR_LIST *list = attr_list_alloc();
+
+    attr_add_str(list, DELIVER_ATTR_REQUEST, DELIVER_REQ_DELIVER);
+    attr_add_str(list, DELIVER_ATTR_QUEUE_NAME, req->queue_name);
+    attr_add_str(list, DELIVER_ATTR_QUEUE_ID, req->queue_id);
+    attr_add_str(list, DELIVER_ATTR_NEXTHOP, req->nexthop);
+    attr_add_str(list, DELIVER_ATTR_SENDER, req->sender);
+    attr_add_int(list, DELIVER_ATTR_ACTIVE_USEC, req->active_usec);
+    attr_add_int(list, DELIVER_ATTR_RCPT_COUNT, (long long) req->rcpt_want);
+    return list;
+}
+
+/* deliver_rcpt_list - the RCPT list of one recipient */
+ATTR_LIST *deliver_rcpt_list(const DELIVER_RCPT *rcpt)
+{
+    ATTR_LIST *list = attr_list_alloc();
+
+    attr_add_str(list, DELIVER_ATTR_REQUEST, DELIVER_REQ_RCPT);
+    attr_add_int(list, DELIVER_ATTR_OFFSET, rcpt->offset);
+    attr_add_str(list, DELIVER_ATTR_ADDRESS, rcpt->address);
+    if (rcpt->orcpt != NULL && *rcpt->orcpt)
+        attr_add_str(list, DELIVER_ATTR_ORCPT, rcpt->orcpt);
+    if (rcpt->notify != NULL && *rcpt->notify)
+        attr_add_str(list, DELIVER_ATTR_NOTIFY, rcpt->notify);
+    return list;
+}
+
+/* deliver_result_take - a RESULT list; strings borrowed from list */
+int deliver_result_take(const ATTR_LIST *list, DELIVER_RESULT *result,
+                        VSTR *why)
+{
+    memset(result, 0, sizeof(*result));
+    if (deliver_check(list, DELIVER_REQ_RESULT, deliver_result_spec,
+                      SLUICE_ARRAY_LEN(deliver_result_spec), why) < 0)
+        return -1;
+    (void) attr_get_int(list, DELIVER_ATTR_OFFSET, &result->offset);
+    result->action = attr_get_str(list, DELIVER_ATTR_ACTION);
+    if (!deliver_action_valid(result->action)) {
+        vstr_sprintf(why, "unknown action \"%s\"", result->action);
+        return -1;
+    }
+    result->dsn = attr_get_str(list, DELIVER_ATTR_DSN);
+    result->reason = attr_get_str(list, DELIVER_ATTR_REASON);
+    result->relay = attr_get_str(list, DELIVER_ATTR_RELAY);
+    result->diagnostic = attr_get_str(list, DELIVER_ATTR_DIAGNOSTIC);
+    result->remote_mta = attr_get_str(list, DELIVER_ATTR_REMOTE_MTA);
+    return 0;
+}
+
+/* deliver_result_list - the RESULT list of result */
+ATTR_LIST *deliver_result_list(const DELIVER_RESULT *result)
+{
+    ATTR_LIST *list = attr_list_alloc();
+
+    attr_add_str(list, DELIVER_ATTR_REQUEST, DELIVER_REQ_RESULT);
+    attr_add_int(list, DELIVER_ATTR_OFFSET, result->offset);
+    attr_add_str(list, DELIVER_ATTR_ACTION, result->action);
+    attr_add_str(list, DELIVER_ATTR_DSN, result->dsn);
+    attr_add_str(list, DELIVER_ATTR_REASON, result->reason);
+    attr_add_str(list, DELIVER_ATTR_RELAY,
+                 result->relay ? result->relay : "none");
+    if (result->diagnostic)
+        attr_add_str(list, DELIVER_ATTR_DIAGNOSTIC, result->diagnostic);
+    if (result->remote_mta)
+        attr_add_str(list, DELIVER_ATTR_REMOTE_MTA, result->remote_mta);
+    return list;
+}
+
+/* deliver_done_take - a DONE list; the reason borrowed from list */
+int deliver_done_take(const ATTR_LIST *list, DELIVER_DONE *done, VSTR *why)
+{
+    long long status = 0, site_failed = 0;
+    const char *reason;
+
+    memset(done, 0, sizeof(*done));
+    if (deliver_check(list, DELIVER_REQ_DONE, deliver_done_spec,
+                      SLUICE_ARRAY_LEN(deliver_done_spec), why) < 0)
+        return -1;
+    (void) attr_get_int(list, DELIVER_ATTR_STATUS, &status);
+    (void) attr_get_int(list, DELIVER_ATTR_SITE_FAILED, &site_failed);
+    done->status = status != 0;
+    done->site_failed = site_failed != 0;
+    reason = attr_get_str(list, DELIVER_ATTR_REASON);
+    done->reason = reason && *reason ? reason : NULL;
+    return 0;
+}
+
+/* deliver_done_list - the DONE list of done */
+ATTR_LIST *deliver_done_list(const DELIVER_DONE *done)
+{
+    ATTR_LIST *list = attr_list_alloc();
+
+    attr_add_str(list, DELIVER_ATTR_REQUEST, DELIVER_REQ_DONE);
+    attr_add_int(list, DELIVER_ATTR_STATUS, done->status);
+    attr_add_int(list, DELIVER_ATTR_SITE_FAILED, done->site_failed ? 1 : 0);
+    if (done->reason != NULL && *done->reason)
+        attr_add_str(list, DELIVER_ATTR_REASON, done->reason);
+    return list;
+}
