@@ -533,7 +533,11 @@ int mail_server_main(int argc, char **argv, const char *progname,
         msg_fatal("%s", vstr_str(why));
     why = vstr_free(why);
     msg_init(mail_conf_str(server->conf, "syslog_name"), progname);
-    if (msg_log_file(mail_conf_str(server->conf, "maillog_file")) < 0)
+    /* A daemon run by hand by an ordinary user (smtpd -S, for sendmail
+       -bs), without master, may not write the log file: syslog then. */
+    if (msg_log_file(mail_conf_str(server->conf, "maillog_file")) < 0 &&
+        (geteuid() == 0 || getenv("SLUICE_SERVICE") != NULL ||
+         mail_server_listen_count() > 0 || msg_log_file("") < 0))
         msg_fatal("cannot open maillog_file %s: %m",
                   mail_conf_str(server->conf, "maillog_file"));
     mail_server_saved_root(&saved, false);
