@@ -1,10 +1,19 @@
 /*
  * sendmail - the sendmail(1) command: local submission into maildrop/
  *
- *   sendmail [-C DIR] [-t] [-i] [-oi] [-f SENDER] [-F NAME] [-bp] [-bi]
- *            [-bs] [-bm] [-q] [-o... | -O... ignored] [--] RCPT...
+ *   sendmail [-C DIR] [-tiGv] [-oi] [-f SENDER] [-F NAME] [-N DSN] [-R RET]
+ *            [-V ENVID] [-bm|-bp|-bi|-I|-bs|-bv|-bd|-q] [--] RCPT...
  *   mailq      = sendmail -bp
  *   newaliases = sendmail -bi
+ *
+ * Options are read getopt style, as Postfix's sendmail reads them: flags
+ * bundle (-ti), a value is attached or the next word (-fme, -f me), --
+ * ends them. -N is queued as every recipient's NOTIFY= list; -R and -V
+ * are checked but not carried (pickup passes no RET/ENVID on yet);
+ * -G -Am -Ac -L -X -o* -O -B -h -m -n -U -v are accepted and ignored.
+ * -bv checks each command line recipient as a submission would and says
+ * "deliverable" (syntax only: no table is consulted); -bd runs `sluice
+ * start`.
  *
  * The message comes on standard input (LF or CRLF line ends, stored as LF;
  * a line with a lone "." ends it unless -i or -oi). It is written as a
@@ -68,8 +77,8 @@
 #define SENDMAIL_READ_SIZE 65536
 
 static const char sendmail_usage[] =
-    "usage: sendmail [-C DIR] [-t] [-i] [-f SENDER] [-F NAME] [-bp|-bi|-bs|-q]"
-    " [--] recipient...";
+    "usage: sendmail [-C DIR] [-tiGv] [-f SENDER] [-F NAME] [-N DSN]"
+    " [-R RET] [-V ENVID] [-bm|-bp|-bi|-bs|-bv|-bd|-I|-q] [--] recipient...";
 
 typedef enum SENDMAIL_MODE {
     SENDMAIL_MODE_DELIVER, /* -bm: read a message */
@@ -77,6 +86,8 @@ typedef enum SENDMAIL_MODE {
     SENDMAIL_MODE_NEWALIASES, /* -bi */
     SENDMAIL_MODE_SMTP, /* -bs */
     SENDMAIL_MODE_FLUSH, /* -q */
+    SENDMAIL_MODE_VERIFY, /* -bv */
+    SENDMAIL_MODE_DAEMON, /* -bd */
 } SENDMAIL_MODE;
 
 typedef struct SENDMAIL_OPTS {
@@ -86,6 +97,7 @@ typedef struct SENDMAIL_OPTS {
     const char *full_name; /* -F */
     bool extract; /* -t */
     bool ignore_dots; /* -i, -oi */
+    char *notify; /* -N as a NOTIFY= list, or NULL */
     ARGV *rcpts; /* command line recipients */
 } SENDMAIL_OPTS;
 
@@ -128,26 +140,171 @@ static void sendmail_signal(int sig)
     _exit(EX_TEMPFAIL);
 }
 
-/* sendmail_option_arg - the value of -Xvalue or -X value */
-static const char *sendmail_option_arg(int argc, char **argv, int *i)
+static void sendmail_no_control(int, const char *, const char *, bool);
+
+/* sendmail_option_value - the value of the option letter at arg[pos]:
+   the rest of the word (-fsender) or, when nothing follows, the next word
+   (-f sender), which *i then skips */
+static const char *sendmail_option_value(int argc, char **argv, int *i,
+                                         size_t pos)
 {
     const char *arg = argv[*i];
 
-    if (arg[2] != 0)
-        return arg + 2;
+    if (arg[pos + 1] != 0)
+        return arg + pos + 1;
     if (*i + 1 >= argc)
-        sendmail_fail(EX_USAGE, "option %s needs a value\n%s", arg,
+        sendmail_fail(EX_USAGE, "option -%c needs a value\n%s", arg[pos],
                       sendmail_usage);
     return argv[++*i];
 }
 
-/* sendmail_parse_args - the command line into opts */
+/* sendmail_parse_notify - -N: "never" or a comma list of success, delay
+   and failure (any case), as the DSN NOTIFY= list ("SUCCESS,FAILURE") */
+static char *sendmail_parse_notify(const char *value)
+{
+    static const char *const words[] = {"success", "delay", "failure"};
+    VSTR *out = vstr_alloc(32);
+    const char *cp = value;
+    bool never = false;
+
+    for (;;) {
+        size_t len = strcspn(cp, ", ");
+        size_t w;
+
+        if (len == 5 && strncasecmp(cp, "never", 5) == 0) {
+            never = true;
+            if (vstr_len(out) > 0)
+                vstr_addch(out, ',');
+            vstr_cat(out, "NEVER");
+        } else {
+            for (w = 0; w < 3; w++)
+                if (len == strlen(words[w]) &&
+                    strncasecmp(cp, words[w], len) == 0)
+                    break;
+            if (w == 3 || never) {
+                vstr_free(out);
+                sendmail_fail(EX_USAGE,
+                              "bad -N value \"%.100s\": use never,"
+                              " or a list of success, delay and failure",
+                              value);
+            }
+            if (vstr_len(out) > 0)
+                vstr_addch(out, ',');
+            for (const char *wp = words[w]; *wp; wp++)
+                vstr_addch(out, (char) (*wp - 'a' + 'A'));
+        }
+        cp += len;
+        if (*cp == 0)
+            break;
+        cp++;
+    }
+    if (never && strchr(vstr_str(out), ',') != NULL) {
+        vstr_free(out);
+        sendmail_fail(EX_USAGE, "bad -N value \"%.100s\": never goes alone",
+                      value);
+    }
+    return vstr_export(out);
+}
+
+/* sendmail_check_envid - -V: an ENVID is printable ASCII, at most 100
+   characters (RFC 3461) */
+static void sendmail_check_envid(const char *value)
+{
+    size_t len = strlen(value);
+
+    if (len == 0 || len > 100)
+        sendmail_fail(EX_USAGE, "bad -V value: an envelope ID has 1 to 100"
+                                " characters");
+    for (const char *cp = value; *cp; cp++)
+        if (*cp <= ' ' || *cp > '~')
+            sendmail_fail(EX_USAGE, "bad -V value: an envelope ID is"
+                                    " printable ASCII without spaces");
+}
+
+/* sendmail_parse_mode - -bX */
+static void sendmail_parse_mode(const char *value, SENDMAIL_OPTS *opts)
+{
+    if (strcmp(value, "m") == 0)
+        opts->mode = SENDMAIL_MODE_DELIVER;
+    else if (strcmp(value, "p") == 0)
+        opts->mode = SENDMAIL_MODE_MAILQ;
+    else if (strcmp(value, "i") == 0)
+        opts->mode = SENDMAIL_MODE_NEWALIASES;
+    else if (strcmp(value, "s") == 0)
+        opts->mode = SENDMAIL_MODE_SMTP;
+    else if (strcmp(value, "v") == 0)
+        opts->mode = SENDMAIL_MODE_VERIFY;
+    else if (strcmp(value, "d") == 0)
+        opts->mode = SENDMAIL_MODE_DAEMON;
+    else
+        sendmail_fail(EX_USAGE, "unsupported mode -b%.20s\n%s", value,
+                      sendmail_usage);
+}
+
+/* sendmail_parse_value - one option that takes a value */
+static void sendmail_parse_value(int ch, const char *value, SENDMAIL_OPTS *opts)
+{
+    switch (ch) {
+    case 'C':
+        opts->config_dir = value;
+        break;
+    case 'f':
+    case 'r':
+        opts->sender = value;
+        break;
+    case 'F':
+        opts->full_name = value;
+        break;
+    case 'b':
+        sendmail_parse_mode(value, opts);
+        break;
+    case 'o':
+        /* -oi and -oi* (Postfix reads the first letter only) matter;
+           every other old-style option (-om, -oem, -odb...) is ignored. */
+        if (value[0] == 'i')
+            opts->ignore_dots = true;
+        break;
+    case 'A':
+        /* -Am, -Ac: which submit.cf; there is only one configuration. */
+        if (strcmp(value, "m") != 0 && strcmp(value, "c") != 0)
+            sendmail_fail(EX_USAGE, "bad -A value \"%.20s\": -Am or -Ac\n%s",
+                          value, sendmail_usage);
+        break;
+    case 'L':
+        /* The syslog label: sendmail itself reports on standard error. */
+        sendmail_no_control(EX_USAGE, "label (-L)", value, false);
+        break;
+    case 'X':
+        fprintf(stderr, "sendmail: warning: -X option ignored\n");
+        break;
+    case 'N':
+        myfree(opts->notify);
+        opts->notify = sendmail_parse_notify(value);
+        break;
+    case 'R':
+        if (strcasecmp(value, "hdrs") != 0 && strcasecmp(value, "full") != 0)
+            sendmail_fail(EX_USAGE, "bad -R value \"%.20s\": hdrs or full",
+                          value);
+        break;
+    case 'V':
+        sendmail_check_envid(value);
+        break;
+    default:
+        /* -O option=value, -B type, -h count: accepted, unused. */
+        break;
+    }
+}
+
+/* sendmail_parse_args - the command line into opts, getopt style: flags
+   bundle (-ti, -it), a value is attached or the next word (-fme, -f me),
+   -- ends the options */
 static void sendmail_parse_args(int argc, char **argv, SENDMAIL_OPTS *opts)
 {
     int i;
 
     for (i = 1; i < argc; i++) {
         const char *arg = argv[i];
+        size_t pos;
 
         if (strcmp(arg, "--") == 0) {
             i++;
@@ -155,69 +312,30 @@ static void sendmail_parse_args(int argc, char **argv, SENDMAIL_OPTS *opts)
         }
         if (arg[0] != '-' || arg[1] == 0)
             break;
-        switch (arg[1]) {
-        case 'C':
-            opts->config_dir = sendmail_option_arg(argc, argv, &i);
+        for (pos = 1; arg[pos] != 0; pos++) {
+            int ch = (unsigned char) arg[pos];
+
+            if (strchr("tiGvmnUI", ch) != NULL) {
+                if (ch == 't')
+                    opts->extract = true;
+                else if (ch == 'i')
+                    opts->ignore_dots = true;
+                else if (ch == 'I')
+                    opts->mode = SENDMAIL_MODE_NEWALIASES;
+                continue;
+            }
+            if (ch == 'q') {
+                /* -q and -qINTERVAL: both just flush once. */
+                opts->mode = SENDMAIL_MODE_FLUSH;
+                break;
+            }
+            if (strchr("CfrFboOABhLXNRV", ch) == NULL)
+                sendmail_fail(EX_USAGE, "unknown option -%c%s\n%s",
+                              ch > ' ' && ch < 0x7f ? ch : '?',
+                              pos > 1 ? " (in a bundle)" : "", sendmail_usage);
+            sendmail_parse_value(ch, sendmail_option_value(argc, argv, &i, pos),
+                                 opts);
             break;
-        case 'f':
-        case 'r':
-            opts->sender = sendmail_option_arg(argc, argv, &i);
-            break;
-        case 'F':
-            opts->full_name = sendmail_option_arg(argc, argv, &i);
-            break;
-        case 't':
-        case 'i':
-            if (arg[2] != 0)
-                sendmail_fail(EX_USAGE, "unknown option %s\n%s", arg,
-                              sendmail_usage);
-            if (arg[1] == 't')
-                opts->extract = true;
-            else
-                opts->ignore_dots = true;
-            break;
-        case 'o':
-        case 'O':
-            /* -oi matters; other -oX and -O option=value are ignored as
-               Postfix does. A bare -o or -O takes the next word. */
-            if (strcmp(arg, "-oi") == 0)
-                opts->ignore_dots = true;
-            else
-                (void) sendmail_option_arg(argc, argv, &i);
-            break;
-        case 'b':
-            if (strcmp(arg, "-bm") == 0)
-                opts->mode = SENDMAIL_MODE_DELIVER;
-            else if (strcmp(arg, "-bp") == 0)
-                opts->mode = SENDMAIL_MODE_MAILQ;
-            else if (strcmp(arg, "-bi") == 0)
-                opts->mode = SENDMAIL_MODE_NEWALIASES;
-            else if (strcmp(arg, "-bs") == 0)
-                opts->mode = SENDMAIL_MODE_SMTP;
-            else
-                sendmail_fail(EX_USAGE, "unsupported mode %s\n%s", arg,
-                              sendmail_usage);
-            break;
-        case 'q':
-            /* -q and -qINTERVAL: both just flush once. */
-            opts->mode = SENDMAIL_MODE_FLUSH;
-            break;
-        case 'B':
-        case 'h':
-        case 'N':
-        case 'R':
-        case 'V':
-            /* Accepted for compatibility; not used yet. */
-            (void) sendmail_option_arg(argc, argv, &i);
-            break;
-        case 'm':
-        case 'n':
-        case 'U':
-        case 'v':
-            break;
-        default:
-            sendmail_fail(EX_USAGE, "unknown option %s\n%s", arg,
-                          sendmail_usage);
         }
     }
     for (; i < argc; i++)
@@ -654,7 +772,7 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     if (opts->full_name != NULL)
         qfile_put_attr(writer, "full_name", opts->full_name);
     for (i = 0; i < rcpts->argc; i++)
-        qfile_put_rcpt(writer, rcpts->argv[i], NULL, NULL);
+        qfile_put_rcpt(writer, rcpts->argv[i], NULL, opts->notify);
     qfile_put_content_begin(writer);
     sendmail_write_content(writer, vstr_str(headers), vstr_len(headers), limit);
     while (sendmail_get_line(&in, line))
@@ -843,8 +961,9 @@ static int sendmail_smtp(const char *config_dir, const MAIL_CONF *conf)
     return EX_TEMPFAIL;
 }
 
-/* sendmail_mailq - run `sluice -c DIR queue` (bin/sluice beside us) */
-static int sendmail_mailq(const char *config_dir)
+/* sendmail_sluice - run `sluice -c DIR command` (bin/sluice beside us):
+   queue for -bp, start for -bd */
+static int sendmail_sluice(const char *config_dir, const char *command)
 {
     char self[PATH_MAX];
     char *argv[5];
@@ -855,7 +974,7 @@ static int sendmail_mailq(const char *config_dir)
     argv[0] = "sluice";
     argv[1] = "-c";
     argv[2] = (char *) config_dir;
-    argv[3] = "queue";
+    argv[3] = (char *) command;
     argv[4] = NULL;
     fflush(stdout);
     if ((len = readlink("/proc/self/exe", self, sizeof(self) - 1)) > 0) {
@@ -873,9 +992,28 @@ static int sendmail_mailq(const char *config_dir)
     if (access(vstr_str(path), X_OK) == 0)
         execv(vstr_str(path), argv);
     execvp("sluice", argv);
-    sendmail_fail(EX_UNAVAILABLE, "cannot run sluice queue: %s",
+    sendmail_fail(EX_UNAVAILABLE, "cannot run sluice %s: %s", command,
                   strerror(errno));
     return EX_UNAVAILABLE;
+}
+
+/* sendmail_verify - -bv: the command line recipients after the checks a
+   submission gets, one "address: deliverable" line each; that is all it
+   proves (no alias, transport or relay lookup is made, nothing is sent) */
+static int sendmail_verify(const SENDMAIL_OPTS *opts)
+{
+    ARGV *rcpts = sendmail_rcpt_args(opts->rcpts);
+
+    if (rcpts->argc == 0)
+        sendmail_fail(EX_USAGE, "no recipients specified");
+    for (size_t i = 0; i < rcpts->argc; i++)
+        sendmail_check_address(EX_USAGE, "recipient", rcpts->argv[i], false);
+    for (size_t i = 0; i < rcpts->argc; i++)
+        printf("%s: deliverable (address syntax only; routing not"
+               " checked)\n",
+               rcpts->argv[i]);
+    argv_free(rcpts);
+    return fflush(stdout) == 0 ? 0 : EX_IOERR;
 }
 
 /* sendmail_newaliases - -bi: build the alias_database tables */
@@ -1024,10 +1162,17 @@ int main(int argc, char **argv)
     }
 
     if (opts.mode == SENDMAIL_MODE_NEWALIASES ||
-        opts.mode == SENDMAIL_MODE_MAILQ) {
-        status = opts.mode == SENDMAIL_MODE_MAILQ
-                     ? sendmail_mailq(opts.config_dir)
-                     : sendmail_newaliases(opts.config_dir);
+        opts.mode == SENDMAIL_MODE_MAILQ || opts.mode == SENDMAIL_MODE_DAEMON ||
+        opts.mode == SENDMAIL_MODE_VERIFY) {
+        if (opts.mode == SENDMAIL_MODE_MAILQ)
+            status = sendmail_sluice(opts.config_dir, "queue");
+        else if (opts.mode == SENDMAIL_MODE_DAEMON)
+            status = sendmail_sluice(opts.config_dir, "start");
+        else if (opts.mode == SENDMAIL_MODE_VERIFY)
+            status = sendmail_verify(&opts);
+        else
+            status = sendmail_newaliases(opts.config_dir);
+        myfree(opts.notify);
         argv_free(opts.rcpts);
         return status;
     }
@@ -1045,6 +1190,7 @@ int main(int argc, char **argv)
     vstr_free(why);
     if (trusted_path != NULL)
         vstr_free(trusted_path);
+    myfree(opts.notify);
     argv_free(opts.rcpts);
     return status;
 }

@@ -202,7 +202,7 @@ def test_no_recipients(make_instance):
 
 def test_bad_usage_and_unsupported_modes(make_instance):
     inst = make_instance()
-    r = sendmail(inst, "-X", "to@example.org")
+    r = sendmail(inst, "-Z", "to@example.org")
     assert r.returncode == 64
     assert len(r.stderr.decode().strip().splitlines()) == 2  # and usage
     r = sendmail(inst, "-bx")
