@@ -684,6 +684,79 @@ static void write_file(TEST_DIR *td, const char *name, const char *text)
     (void) testlib_write(td->tmp, name, text);
 }
 
+/* test_myorigin_file - myorigin = /etc/mailname (Debian's main.cf): the
+   first line of the file; a missing or empty file means $myhostname */
+static void test_myorigin_file(void **state)
+{
+    TEST_DIR *td = *state;
+    char text[512];
+    char want[512];
+    MAIL_CONF *conf;
+
+    write_file(td, "mailname", "origin.test\nsecond.line.test\n");
+    snprintf(text, sizeof(text),
+             "myhostname = mx.example.org\nmyorigin = %s/mailname\n"
+             "uses = x@$myorigin\n",
+             td->dir);
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "origin.test");
+    assert_string_equal(mail_conf_str(conf, "uses"), "x@origin.test");
+    /* The file name stays what main.cf says, for `sluice conf`. */
+    snprintf(want, sizeof(want), "%s/mailname", td->dir);
+    assert_string_equal(mail_conf_raw(conf, "myorigin"), want);
+    mail_conf_free(conf);
+
+    /* Blanks and a CR around the name, no newline at the end. */
+    write_file(td, "mailname", "  origin.test \r");
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "origin.test");
+    mail_conf_free(conf);
+
+    /* An empty file, or one whose first line is blank: $myhostname. */
+    write_file(td, "mailname", "");
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "mx.example.org");
+    mail_conf_free(conf);
+    write_file(td, "mailname", " \nlater.test\n");
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "mx.example.org");
+    mail_conf_free(conf);
+
+    /* A missing file: $myhostname. */
+    snprintf(want, sizeof(want), "%s/mailname", td->dir);
+    unlink(want);
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "mx.example.org");
+    assert_string_equal(mail_conf_str(conf, "uses"), "x@mx.example.org");
+    mail_conf_free(conf);
+
+    /* Through a $name too. */
+    write_file(td, "mailname", "via.test\n");
+    snprintf(text, sizeof(text), "dir = %s\nmyorigin = $dir/mailname\n",
+             td->dir);
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "via.test");
+    mail_conf_free(conf);
+
+    /* Something that is not a domain name is an error, not an address. */
+    write_file(td, "mailname", "not a domain\n");
+    snprintf(text, sizeof(text), "# x\nmyorigin = %s/mailname\n", td->dir);
+    snprintf(want, sizeof(want),
+             " line 2: myorigin: %s/mailname: bad domain name "
+             "\"not a domain\"",
+             td->dir);
+    expect_error(td, text, want);
+    /* A directory cannot be read. */
+    snprintf(text, sizeof(text), "myorigin = %s\n", td->dir);
+    snprintf(want, sizeof(want), " line 1: myorigin: read %s: %s", td->dir,
+             strerror(EISDIR));
+    expect_error(td, text, want);
+    /* Another parameter's value that starts with '/' is only a value. */
+    conf = read_ok(td, "myhostname = /x\nrelayhost = /y\n");
+    assert_string_equal(mail_conf_str(conf, "relayhost"), "/y");
+    mail_conf_free(conf);
+}
+
 /* test_table - every row: a good unique name, a one-line description, a
    known type, and a default that is good for its type once expanded with
    an empty main.cf */
@@ -811,6 +884,8 @@ int main(void)
         cmocka_unit_test(test_check_value),
         cmocka_unit_test_setup_teardown(test_edit, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_table, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_myorigin_file, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_bounds_read, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_bounds_table, test_setup,
