@@ -978,9 +978,11 @@ static const char *mail_conf_edit_name(const char *line, size_t line_len,
     return line;
 }
 
-/* mail_conf_edit - set name = value in main.cf, keeping everything else */
-int mail_conf_edit(const char *config_dir, const char *name, const char *value,
-                   VSTR *why)
+/* mail_conf_rewrite - set name = value in main.cf, or with value NULL
+   remove every setting of name (and its continuation lines), keeping
+   everything else; removing a name that is not set writes nothing */
+static int mail_conf_rewrite(const char *config_dir, const char *name,
+                             const char *value, VSTR *why)
 {
     VSTR *path = vstr_alloc(100);
     VSTR *out = NULL;
@@ -996,7 +998,7 @@ int mail_conf_edit(const char *config_dir, const char *name, const char *value,
         vstr_sprintf(why, "bad parameter name \"%s\"", name);
         goto out;
     }
-    if (strpbrk(value, "\r\n") != NULL) {
+    if (value != NULL && strpbrk(value, "\r\n") != NULL) {
         vstr_sprintf(why, "%s: a value may not contain a line break", name);
         goto out;
     }
@@ -1007,7 +1009,7 @@ int mail_conf_edit(const char *config_dir, const char *name, const char *value,
         vstr_sprintf(why, "open %s: %s", vstr_str(path), strerror(errno));
         goto out;
     }
-    out = vstr_alloc(text_len + name_len + strlen(value) + 8);
+    out = vstr_alloc(text_len + name_len + (value ? strlen(value) : 0) + 8);
     for (const char *cp = text, *end = text + text_len; cp < end;) {
         const char *eol = memchr(cp, '\n', (size_t) (end - cp));
         size_t line_len = eol ? (size_t) (eol - cp) : (size_t) (end - cp);
@@ -1029,9 +1031,11 @@ int mail_conf_edit(const char *config_dir, const char *name, const char *value,
                    (line_name_len == line_len ||
                     line_name[line_name_len] == '=' ||
                     isspace((unsigned char) line_name[line_name_len]))) {
-            /* Every setting of name gets the new value (later ones win). */
-            vstr_sprintf_append(out, "%s =%s%s\n", name, *value ? " " : "",
-                                value);
+            /* Every setting of name gets the new value (later ones win),
+               or goes. */
+            if (value != NULL)
+                vstr_sprintf_append(out, "%s =%s%s\n", name,
+                                    *value ? " " : "", value);
             replacing = true;
             found = true;
         } else {
@@ -1039,6 +1043,10 @@ int mail_conf_edit(const char *config_dir, const char *name, const char *value,
             vstr_ncat(out, cp, full_len);
         }
         cp += full_len;
+    }
+    if (!found && value == NULL) {
+        status = 0; /* not set: nothing to remove */
+        goto out;
     }
     if (!found) {
         if (vstr_len(out) > 0 && vstr_str(out)[vstr_len(out) - 1] != '\n')
@@ -1056,4 +1064,17 @@ out:
     vstr_free(out);
     vstr_free(path);
     return status;
+}
+
+/* mail_conf_edit - set name = value in main.cf, keeping everything else */
+int mail_conf_edit(const char *config_dir, const char *name, const char *value,
+                   VSTR *why)
+{
+    return mail_conf_rewrite(config_dir, name, value, why);
+}
+
+/* mail_conf_remove - remove name's settings from main.cf */
+int mail_conf_remove(const char *config_dir, const char *name, VSTR *why)
+{
+    return mail_conf_rewrite(config_dir, name, NULL, why);
 }

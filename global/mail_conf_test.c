@@ -678,6 +678,70 @@ static void test_edit(void **state)
     assert_non_null(strstr(vstr_str(td->why), td->path));
 }
 
+/* test_remove - postconf -X: every setting of the name goes with its
+   continuation lines; comments, blank lines and every other byte stay; a
+   name that is not set leaves the file untouched */
+static void test_remove(void **state)
+{
+    TEST_DIR *td = *state;
+    char *text;
+    struct stat before;
+    struct stat after;
+
+    write_main_cf(td, "# header comment\n"
+                      "#mydestination = commented out\n"
+                      "mydestination_extra = keep me\n"
+                      "mydestination = a,\n"
+                      "    b,\n"
+                      "# comment between\n"
+                      "\n"
+                      "\tc\n"
+                      "relayhost = [x]\t# trailing\r\n"
+                      "  \n"
+                      "mydestination=again\n"
+                      "  continued\n"
+                      "last = 1");
+    assert_int_equal(chmod(td->path, 0640), 0);
+    assert_int_equal(mail_conf_remove(td->dir, "mydestination", td->why), 0);
+    text = read_main_cf(td);
+    assert_string_equal(text, "# header comment\n"
+                              "#mydestination = commented out\n"
+                              "mydestination_extra = keep me\n"
+                              "# comment between\n"
+                              "\n"
+                              "relayhost = [x]\t# trailing\r\n"
+                              "  \n"
+                              "last = 1");
+    myfree(text);
+    assert_int_equal(stat(td->path, &before), 0);
+    assert_int_equal(before.st_mode & 07777, 0640);
+    assert_int_equal(count_files(td), 1);
+
+    /* Not set (also a prefix of a set name): a no-op, the same file. */
+    assert_int_equal(mail_conf_remove(td->dir, "mydestination", td->why), 0);
+    assert_int_equal(mail_conf_remove(td->dir, "relay", td->why), 0);
+    assert_int_equal(stat(td->path, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+
+    /* The last line, without a newline. */
+    assert_int_equal(mail_conf_remove(td->dir, "last", td->why), 0);
+    text = read_main_cf(td);
+    assert_string_equal(text, "# header comment\n"
+                              "#mydestination = commented out\n"
+                              "mydestination_extra = keep me\n"
+                              "# comment between\n"
+                              "\n"
+                              "relayhost = [x]\t# trailing\r\n"
+                              "  \n");
+    myfree(text);
+
+    /* A bad name, a missing main.cf. */
+    assert_int_equal(mail_conf_remove(td->dir, "a b", td->why), -1);
+    unlink(td->path);
+    assert_int_equal(mail_conf_remove(td->dir, "a", td->why), -1);
+    assert_non_null(strstr(vstr_str(td->why), td->path));
+}
+
 /* write_file - replace dir/name with text */
 static void write_file(TEST_DIR *td, const char *name, const char *text)
 {
@@ -883,6 +947,8 @@ int main(void)
                                         test_teardown),
         cmocka_unit_test(test_check_value),
         cmocka_unit_test_setup_teardown(test_edit, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_remove, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_table, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_myorigin_file, test_setup,
                                         test_teardown),
