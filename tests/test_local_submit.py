@@ -83,3 +83,39 @@ def test_myorigin_file_missing_is_myhostname(make_instance, make_sink):
     (got,) = sink.wait_messages(1)
     assert got.mail_from == "%s@host.sluice.test" % me()
     assert got.rcpt_tos == ["bob@host.sluice.test"]
+
+
+def test_local_mail_headers_qualified_and_received(make_instance, make_sink):
+    """sendmail with "To: root": the delivered message says
+    To: root@$myorigin, Cc and From too, with a Received: by line naming
+    the submitting user and the queue ID; an address with a domain, and
+    a display name, stay as written."""
+    sink = make_sink()
+    inst = relay_instance(make_instance, sink, myorigin="origin.test")
+    inst.start()
+    sendmail(inst, "root", data=b"From: Me <me>\n"
+                                b"To: root, other@dest.test\n"
+                                b"Cc: \"Carol C\" <carol>\n"
+                                b"Subject: local\n\nbody\n")
+    (got,) = sink.wait_messages(1)
+    head = got.data.split(b"\r\n\r\n", 1)[0].decode()
+    assert "\r\nTo: root@origin.test, other@dest.test\r\n" in head, head
+    assert "\r\nCc: \"Carol C\" <carol@origin.test>\r\n" in head, head
+    assert "\r\nFrom: Me <me@origin.test>\r\n" in head, head
+    qid = inst.wait_log(r"(\w+): from=<%s@origin\.test>" % me())[0].group(1)
+    assert head.startswith(
+        "Received: by host.sluice.test (sluice, from userid %d)\r\n"
+        "\tid %s; " % (os.geteuid(), qid)), head
+
+
+def test_smtp_mail_headers_stay_unqualified(make_instance, make_sink):
+    """Mail from an SMTP client keeps its bare header addresses."""
+    sink = make_sink()
+    inst = relay_instance(make_instance, sink, myorigin="origin.test")
+    inst.start()
+    smtp_queue(inst, "alice@example.test", ["bob@dest.test"],
+               b"From: alice@example.test\r\nTo: root\r\nSubject: s\r\n\r\nb\r\n")
+    (got,) = sink.wait_messages(1)
+    head = got.data.split(b"\r\n\r\n", 1)[0].decode()
+    assert "\r\nTo: root\r\n" in head, head
+    assert "from userid" not in head
