@@ -119,3 +119,22 @@ def test_smtp_mail_headers_stay_unqualified(make_instance, make_sink):
     head = got.data.split(b"\r\n\r\n", 1)[0].decode()
     assert "\r\nTo: root\r\n" in head, head
     assert "from userid" not in head
+
+
+def test_sendmail_bs_headers_qualified(make_instance, make_sink):
+    """sendmail -bs is local submission too: "To: root" is qualified."""
+    sink = make_sink()
+    inst = relay_instance(make_instance, sink, myorigin="origin.test")
+    inst.start()
+    r = sendmail(inst, "-bs", data=b"EHLO me.test\r\n"
+                                   b"MAIL FROM:<me>\r\n"
+                                   b"RCPT TO:<bob@dest.test>\r\n"
+                                   b"DATA\r\n"
+                                   b"To: root\r\nSubject: bs\r\n\r\nx\r\n.\r\n"
+                                   b"QUIT\r\n")
+    assert b"250 2.0.0 Ok: queued as " in r.stdout, r.stdout
+    (got,) = sink.wait_messages(1)
+    assert got.mail_from == "me@origin.test"
+    head = got.data.split(b"\r\n\r\n", 1)[0].decode()
+    assert "\r\nTo: root@origin.test\r\n" in head, head
+    assert head.startswith("Received: by host.sluice.test (sluice, from userid")
