@@ -7,7 +7,12 @@
  *   sluice conf name ...        just those
  *   sluice conf -d name ...     their defaults, each followed by a line
  *                               "# TYPE: description"
- *   sluice conf name=value ...  edit main.cf in place (comments kept)
+ *   sluice conf name=value ...  edit main.cf in place (comments kept); -e
+ *                               before them is accepted (postconf -e habit)
+ *   sluice conf -X name ...     remove those settings from main.cf (with
+ *                               their continuation lines; comments and
+ *                               other lines kept); a name not set is no
+ *                               error
  *
  * Values are shown as written ($name not expanded), one "name = value" per
  * line. A name set in main.cf that nothing uses gets a warning on stderr
@@ -127,6 +132,31 @@ out:
     return status;
 }
 
+/* sluice_conf_remove - `sluice conf -X name ...`: every name is checked
+   before anything is written. main.cf need not be readable as a whole:
+   removing a bad setting is how one repairs it. */
+static int sluice_conf_remove(const char *config_dir, int argc, char **argv)
+{
+    VSTR *why;
+    int status = 0;
+
+    if (argc == 0)
+        return sluice_fail("conf: -X needs the names of the parameters to "
+                           "remove");
+    for (int i = 0; i < argc; i++)
+        if (!sluice_conf_name_ok(argv[i], strlen(argv[i])))
+            return sluice_fail("conf: -X: bad parameter name \"%s\"%s",
+                               argv[i],
+                               strchr(argv[i], '=') ? " (give only names)"
+                                                    : "");
+    why = vstr_alloc(100);
+    for (int i = 0; i < argc && status == 0; i++)
+        if (mail_conf_remove(config_dir, argv[i], why) < 0)
+            status = sluice_fail("conf: %s", vstr_str(why));
+    vstr_free(why);
+    return status;
+}
+
 /* sluice_conf_cmp - qsort by name */
 static int sluice_conf_cmp(const void *a, const void *b)
 {
@@ -165,11 +195,12 @@ static int sluice_conf_show_one(const MAIL_CONF *conf, const char *name,
     return 0;
 }
 
-/* sluice_conf - `sluice conf [-n] [-d] [name ...] [name=value ...]` */
+/* sluice_conf - `sluice conf [-n] [-d] [-e] [-X] [name ...] [name=value ...]` */
 int sluice_conf(const char *config_dir, int argc, char **argv)
 {
     bool only_set = false;
     bool defaults = false;
+    bool remove = false;
     int edits = 0;
     int names = 0;
     int first = 1;
@@ -184,12 +215,22 @@ int sluice_conf(const char *config_dir, int argc, char **argv)
             only_set = true;
         else if (strcmp(argv[first], "-d") == 0)
             defaults = true;
+        else if (strcmp(argv[first], "-e") == 0)
+            continue; /* postconf -e: name=value edits anyway */
+        else if (strcmp(argv[first], "-X") == 0)
+            remove = true;
         else if (strcmp(argv[first], "--") == 0) {
             first++;
             break;
         } else
             return sluice_fail("conf: unknown option \"%s\" (usage: sluice conf "
-                               "[-n] [-d] [name ...] [name=value ...])", argv[first]);
+                               "[-n] [-d] [name ...] [name=value ...], "
+                               "sluice conf -X name ...)", argv[first]);
+    }
+    if (remove) {
+        if (only_set || defaults)
+            return sluice_fail("conf: -X does not go with -n or -d");
+        return sluice_conf_remove(config_dir, argc - first, argv + first);
     }
     for (int i = first; i < argc; i++) {
         if (strchr(argv[i], '=') != NULL)

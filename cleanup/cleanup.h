@@ -12,7 +12,8 @@
  *                   WARN, INFO, REPLACE, PREPEND, IGNORE, DUNNO/OK
  * cleanup_rewrite.c canonical_maps, sender_canonical_maps and
  *                   recipient_canonical_maps on the envelope and on the
- *                   address headers
+ *                   address headers; bare addresses in the address
+ *                   headers of local mail get @myorigin
  *
  * Filters are the seam for header/body checks and later DKIM signing: a
  * table of CLEANUP_FILTER, each called for every header (which it may

@@ -614,6 +614,42 @@ static void test_remove_stale(void **state)
     assert_true(test_exists(env, CLEANUP_TMP_PREFIX, "NEW"));
 }
 
+/* test_local_headers - bare addresses in the address headers of local
+   mail get @myorigin; those of mail from an SMTP client stay as written */
+static void test_local_headers(void **state)
+{
+    TEST_ENV *env = *state;
+    static const char content[] =
+        "To: root, \"Doe, J\" <jd>,\n other@x.test\n"
+        "Cc: team: a, b;\nReply-To: rt (the desk)\nSubject: root\n\nroot\n";
+    static const char local[] =
+        "To: root@example.org, \"Doe, J\" <jd@example.org>,\n other@x.test\n"
+        "Cc: team: a, b;\nReply-To: rt@example.org (the desk)\n"
+        "Subject: root\n";
+    VSTR *got = vstr_alloc(100);
+
+    for (int pass = 0; pass < 2; pass++) {
+        CLEANUP_MSG *msg = test_begin(env, "alice",
+                                      pass == 0 ? CLEANUP_FLAG_LOCAL : 0, NULL);
+        QFILE_INFO *info;
+        char qid[64];
+
+        snprintf(qid, sizeof(qid), "%s", msg->qid);
+        cleanup_msg_rcpt(msg, "bob@x.test", NULL, NULL);
+        cleanup_msg_data(msg, content, sizeof(content) - 1);
+        assert_int_equal(cleanup_msg_end(msg, false), 0);
+        cleanup_msg_free(msg);
+        info = test_load(env, qid, got);
+        qfile_info_free(info);
+        if (pass == 0)
+            assert_memory_equal(vstr_str(got), local, sizeof(local) - 1);
+        else
+            assert_memory_equal(vstr_str(got), content, 60);
+        assert_non_null(strstr(vstr_str(got), "\n\nroot\n"));
+    }
+    vstr_free(got);
+}
+
 static void test_qualify(void **state)
 {
     TEST_ENV *env = *state;
@@ -699,6 +735,8 @@ int main(void)
                                         test_teardown),
         cmocka_unit_test(test_from_header),
         cmocka_unit_test_setup_teardown(test_qualify, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_local_headers, test_setup,
                                         test_teardown),
     };
 

@@ -20,10 +20,16 @@
  * (group syntax "list: a@b;", unbalanced quotes, comments or brackets) is
  * left untouched, and so is an element with a quoted local part or a
  * source route.
+ *
+ * Locally submitted mail (CLEANUP_FLAG_LOCAL: pickup, sendmail -bs) also
+ * gets its bare addresses qualified in those headers, with or without
+ * tables, as Postfix does for local clients: "To: root" becomes
+ * "To: root@$myorigin". Mail from SMTP clients keeps what they wrote.
  */
 #include "sys_defs.h"
 
 #include "cleanup.h"
+#include "cleanup_proto.h"
 #include "maps.h"
 #include "match_list.h"
 #include "msg.h"
@@ -414,10 +420,11 @@ bool cleanup_rewrite_header(CLEANUP_MSG *msg, VSTR *header)
     size_t value_off, done = 0;
     VSTR *out;
     bool changed = false;
+    bool qualify = (msg->flags & CLEANUP_FLAG_LOCAL) != 0;
 
     if (msg->status || !cleanup_rewrite_header_class(msg, header, &specific))
         return msg->status == 0;
-    if (!cleanup_rewrite_active(specific) &&
+    if (!qualify && !cleanup_rewrite_active(specific) &&
         !cleanup_rewrite_active(msg->conf->canonical_maps))
         return true;
     value_off = (size_t) (strchr(vstr_str(header), ':') - vstr_str(header)) + 1;
@@ -446,7 +453,9 @@ bool cleanup_rewrite_header(CLEANUP_MSG *msg, VSTR *header)
             return false;
         }
         vstr_ncat(out, vstr_str(header) + done, a - done);
-        if (strcmp(result, qualified) != 0) {
+        if (strcmp(result, qualified) != 0 ||
+            (qualify && strcmp(qualified, addr) != 0)) {
+            /* Mapped, or a bare local address of local mail qualified. */
             vstr_cat(out, result);
             changed = true;
         } else {

@@ -15,6 +15,11 @@
  * never fail (a getter on a name that is not in the table, or of another
  * type, is our bug).
  *
+ * myorigin may name a file instead (Debian's `myorigin = /etc/mailname`): a
+ * value that starts with '/' after expansion is replaced by the file's
+ * first line, or by $myhostname when the file is missing or that line is
+ * empty; mail_conf_raw() still gives the file name.
+ *
  * A name set in main.cf that is not in the table is kept (it expands like
  * any other) but earns a warning, unless it is used: referred to as $name by
  * another value (Postfix's rule for user-defined parameters), or the
@@ -58,6 +63,7 @@ typedef struct MAIL_CONF_ENT {
     char *def; /* default (table or run time) */
     char *value; /* expanded */
     bool domain_of; /* default: drop the first label */
+    bool file_or_name; /* "/path": the first line of that file */
     bool referenced; /* another value uses $name */
     MAIL_CONF_STATE state;
 } MAIL_CONF_ENT;
@@ -284,6 +290,66 @@ static void mail_conf_where(const MAIL_CONF *conf, const MAIL_CONF_ENT *ent,
         vstr_sprintf(why, "%s: %s: ", conf->path, ent->name);
 }
 
+#define MAIL_CONF_NAME_FILE_MAX 4096 /* myorigin = /etc/mailname */
+
+static int mail_conf_expand(MAIL_CONF *, MAIL_CONF_ENT *, MAIL_CONF_ENT **,
+                            size_t, VSTR *);
+
+/* mail_conf_name_file - myorigin = /etc/mailname (Debian's main.cf): a
+   value that starts with '/' names a file whose first line is the value; a
+   missing file, or one whose first line is empty, means $myhostname. The
+   expanded file name is in out, and the result replaces it. */
+static int mail_conf_name_file(MAIL_CONF *conf, MAIL_CONF_ENT *ent,
+                               MAIL_CONF_ENT **stack, size_t depth, VSTR *out,
+                               VSTR *why)
+{
+    char *text;
+    size_t len;
+    size_t start;
+    MAIL_CONF_ENT *host;
+
+    if ((text = safe_file_read(vstr_str(out), MAIL_CONF_NAME_FILE_MAX,
+                               &len)) == NULL &&
+        errno != ENOENT) {
+        mail_conf_where(conf, ent, why);
+        vstr_sprintf_append(why, "read %s: %s", vstr_str(out),
+                            strerror(errno));
+        return -1;
+    }
+    if (text != NULL) {
+        len = strcspn(text, "\n");
+        while (len > 0 && isspace((unsigned char) text[len - 1]))
+            len--;
+        start = strspn(text, " \t");
+        len = len > start ? len - start : 0;
+        for (size_t i = 0; i < len; i++) {
+            unsigned char ch = (unsigned char) text[start + i];
+
+            if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_') {
+                mail_conf_where(conf, ent, why);
+                vstr_sprintf_append(why, "%s: bad domain name \"%.*s\"",
+                                    vstr_str(out), (int) (len < 100 ? len : 100),
+                                    text + start);
+                myfree(text);
+                return -1;
+            }
+        }
+        if (len > 0) {
+            vstr_ncpy(out, text + start, len);
+            myfree(text);
+            return 0;
+        }
+        myfree(text);
+    }
+    if ((host = mail_conf_find(conf, "myhostname", 10)) == NULL)
+        msg_panic("%s: no myhostname", __func__);
+    host->referenced = true;
+    if (mail_conf_expand(conf, host, stack, depth, why) < 0)
+        return -1;
+    vstr_cpy(out, host->value);
+    return 0;
+}
+
 /* mail_conf_expand - expand one entry (and what it refers to) */
 static int mail_conf_expand(MAIL_CONF *conf, MAIL_CONF_ENT *ent,
                             MAIL_CONF_ENT **stack, size_t depth, VSTR *why)
@@ -376,6 +442,11 @@ static int mail_conf_expand(MAIL_CONF *conf, MAIL_CONF_ENT *ent,
         vstr_cpy(out, domain);
         myfree(domain);
     }
+    if (ent->file_or_name && vstr_str(out)[0] == '/' &&
+        mail_conf_name_file(conf, ent, stack, depth, out, why) < 0) {
+        vstr_free(out);
+        return -1;
+    }
     ent->value = vstr_export(out);
     ent->state = MAIL_CONF_DONE;
     return 0;
@@ -405,6 +476,8 @@ static void mail_conf_runtime_defaults(MAIL_CONF *conf)
         ent->def = mystrdup("$myhostname");
         ent->domain_of = true;
     }
+    if ((ent = mail_conf_find(conf, "myorigin", 8)) != NULL)
+        ent->file_or_name = true;
     if ((ent = mail_conf_find(conf, "mail_owner", 10)) != NULL) {
         errno = 0;
         if (geteuid() == 0) {
@@ -905,9 +978,11 @@ static const char *mail_conf_edit_name(const char *line, size_t line_len,
     return line;
 }
 
-/* mail_conf_edit - set name = value in main.cf, keeping everything else */
-int mail_conf_edit(const char *config_dir, const char *name, const char *value,
-                   VSTR *why)
+/* mail_conf_rewrite - set name = value in main.cf, or with value NULL
+   remove every setting of name (and its continuation lines), keeping
+   everything else; removing a name that is not set writes nothing */
+static int mail_conf_rewrite(const char *config_dir, const char *name,
+                             const char *value, VSTR *why)
 {
     VSTR *path = vstr_alloc(100);
     VSTR *out = NULL;
@@ -923,7 +998,7 @@ int mail_conf_edit(const char *config_dir, const char *name, const char *value,
         vstr_sprintf(why, "bad parameter name \"%s\"", name);
         goto out;
     }
-    if (strpbrk(value, "\r\n") != NULL) {
+    if (value != NULL && strpbrk(value, "\r\n") != NULL) {
         vstr_sprintf(why, "%s: a value may not contain a line break", name);
         goto out;
     }
@@ -934,7 +1009,7 @@ int mail_conf_edit(const char *config_dir, const char *name, const char *value,
         vstr_sprintf(why, "open %s: %s", vstr_str(path), strerror(errno));
         goto out;
     }
-    out = vstr_alloc(text_len + name_len + strlen(value) + 8);
+    out = vstr_alloc(text_len + name_len + (value ? strlen(value) : 0) + 8);
     for (const char *cp = text, *end = text + text_len; cp < end;) {
         const char *eol = memchr(cp, '\n', (size_t) (end - cp));
         size_t line_len = eol ? (size_t) (eol - cp) : (size_t) (end - cp);
@@ -956,9 +1031,11 @@ int mail_conf_edit(const char *config_dir, const char *name, const char *value,
                    (line_name_len == line_len ||
                     line_name[line_name_len] == '=' ||
                     isspace((unsigned char) line_name[line_name_len]))) {
-            /* Every setting of name gets the new value (later ones win). */
-            vstr_sprintf_append(out, "%s =%s%s\n", name, *value ? " " : "",
-                                value);
+            /* Every setting of name gets the new value (later ones win),
+               or goes. */
+            if (value != NULL)
+                vstr_sprintf_append(out, "%s =%s%s\n", name,
+                                    *value ? " " : "", value);
             replacing = true;
             found = true;
         } else {
@@ -966,6 +1043,10 @@ int mail_conf_edit(const char *config_dir, const char *name, const char *value,
             vstr_ncat(out, cp, full_len);
         }
         cp += full_len;
+    }
+    if (!found && value == NULL) {
+        status = 0; /* not set: nothing to remove */
+        goto out;
     }
     if (!found) {
         if (vstr_len(out) > 0 && vstr_str(out)[vstr_len(out) - 1] != '\n')
@@ -983,4 +1064,17 @@ out:
     vstr_free(out);
     vstr_free(path);
     return status;
+}
+
+/* mail_conf_edit - set name = value in main.cf, keeping everything else */
+int mail_conf_edit(const char *config_dir, const char *name, const char *value,
+                   VSTR *why)
+{
+    return mail_conf_rewrite(config_dir, name, value, why);
+}
+
+/* mail_conf_remove - remove name's settings from main.cf */
+int mail_conf_remove(const char *config_dir, const char *name, VSTR *why)
+{
+    return mail_conf_rewrite(config_dir, name, NULL, why);
 }

@@ -109,5 +109,11 @@ extern long long mail_conf_parse_size(const char *value, bool *ok);
    0, or -1 with the reason in why. */
 extern int mail_conf_edit(const char *config_dir, const char *name,
                           const char *value, VSTR *why);
+/* mail_conf_remove - remove every setting of name from config_dir/main.cf
+   (with its continuation lines; comments and other lines stay), as
+   postconf -X; written the same way. A name that is not set is no error
+   and leaves the file untouched. 0, or -1 with the reason in why. */
+extern int mail_conf_remove(const char *config_dir, const char *name,
+                            VSTR *why);
 
 #endif

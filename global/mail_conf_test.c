@@ -678,10 +678,147 @@ static void test_edit(void **state)
     assert_non_null(strstr(vstr_str(td->why), td->path));
 }
 
+/* test_remove - postconf -X: every setting of the name goes with its
+   continuation lines; comments, blank lines and every other byte stay; a
+   name that is not set leaves the file untouched */
+static void test_remove(void **state)
+{
+    TEST_DIR *td = *state;
+    char *text;
+    struct stat before;
+    struct stat after;
+
+    write_main_cf(td, "# header comment\n"
+                      "#mydestination = commented out\n"
+                      "mydestination_extra = keep me\n"
+                      "mydestination = a,\n"
+                      "    b,\n"
+                      "# comment between\n"
+                      "\n"
+                      "\tc\n"
+                      "relayhost = [x]\t# trailing\r\n"
+                      "  \n"
+                      "mydestination=again\n"
+                      "  continued\n"
+                      "last = 1");
+    assert_int_equal(chmod(td->path, 0640), 0);
+    assert_int_equal(mail_conf_remove(td->dir, "mydestination", td->why), 0);
+    text = read_main_cf(td);
+    assert_string_equal(text, "# header comment\n"
+                              "#mydestination = commented out\n"
+                              "mydestination_extra = keep me\n"
+                              "# comment between\n"
+                              "\n"
+                              "relayhost = [x]\t# trailing\r\n"
+                              "  \n"
+                              "last = 1");
+    myfree(text);
+    assert_int_equal(stat(td->path, &before), 0);
+    assert_int_equal(before.st_mode & 07777, 0640);
+    assert_int_equal(count_files(td), 1);
+
+    /* Not set (also a prefix of a set name): a no-op, the same file. */
+    assert_int_equal(mail_conf_remove(td->dir, "mydestination", td->why), 0);
+    assert_int_equal(mail_conf_remove(td->dir, "relay", td->why), 0);
+    assert_int_equal(stat(td->path, &after), 0);
+    assert_int_equal(after.st_ino, before.st_ino);
+
+    /* The last line, without a newline. */
+    assert_int_equal(mail_conf_remove(td->dir, "last", td->why), 0);
+    text = read_main_cf(td);
+    assert_string_equal(text, "# header comment\n"
+                              "#mydestination = commented out\n"
+                              "mydestination_extra = keep me\n"
+                              "# comment between\n"
+                              "\n"
+                              "relayhost = [x]\t# trailing\r\n"
+                              "  \n");
+    myfree(text);
+
+    /* A bad name, a missing main.cf. */
+    assert_int_equal(mail_conf_remove(td->dir, "a b", td->why), -1);
+    unlink(td->path);
+    assert_int_equal(mail_conf_remove(td->dir, "a", td->why), -1);
+    assert_non_null(strstr(vstr_str(td->why), td->path));
+}
+
 /* write_file - replace dir/name with text */
 static void write_file(TEST_DIR *td, const char *name, const char *text)
 {
     (void) testlib_write(td->tmp, name, text);
+}
+
+/* test_myorigin_file - myorigin = /etc/mailname (Debian's main.cf): the
+   first line of the file; a missing or empty file means $myhostname */
+static void test_myorigin_file(void **state)
+{
+    TEST_DIR *td = *state;
+    char text[512];
+    char want[512];
+    MAIL_CONF *conf;
+
+    write_file(td, "mailname", "origin.test\nsecond.line.test\n");
+    snprintf(text, sizeof(text),
+             "myhostname = mx.example.org\nmyorigin = %s/mailname\n"
+             "uses = x@$myorigin\n",
+             td->dir);
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "origin.test");
+    assert_string_equal(mail_conf_str(conf, "uses"), "x@origin.test");
+    /* The file name stays what main.cf says, for `sluice conf`. */
+    snprintf(want, sizeof(want), "%s/mailname", td->dir);
+    assert_string_equal(mail_conf_raw(conf, "myorigin"), want);
+    mail_conf_free(conf);
+
+    /* Blanks and a CR around the name, no newline at the end. */
+    write_file(td, "mailname", "  origin.test \r");
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "origin.test");
+    mail_conf_free(conf);
+
+    /* An empty file, or one whose first line is blank: $myhostname. */
+    write_file(td, "mailname", "");
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "mx.example.org");
+    mail_conf_free(conf);
+    write_file(td, "mailname", " \nlater.test\n");
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "mx.example.org");
+    mail_conf_free(conf);
+
+    /* A missing file: $myhostname. */
+    snprintf(want, sizeof(want), "%s/mailname", td->dir);
+    unlink(want);
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "mx.example.org");
+    assert_string_equal(mail_conf_str(conf, "uses"), "x@mx.example.org");
+    mail_conf_free(conf);
+
+    /* Through a $name too. */
+    write_file(td, "mailname", "via.test\n");
+    snprintf(text, sizeof(text), "dir = %s\nmyorigin = $dir/mailname\n",
+             td->dir);
+    conf = read_ok(td, text);
+    assert_string_equal(mail_conf_str(conf, "myorigin"), "via.test");
+    mail_conf_free(conf);
+
+    /* Something that is not a domain name is an error, not an address. */
+    write_file(td, "mailname", "not a domain\n");
+    snprintf(text, sizeof(text), "# x\nmyorigin = %s/mailname\n", td->dir);
+    snprintf(want, sizeof(want),
+             " line 2: myorigin: %s/mailname: bad domain name "
+             "\"not a domain\"",
+             td->dir);
+    expect_error(td, text, want);
+    /* A directory cannot be read. */
+    snprintf(text, sizeof(text), "myorigin = %s\n", td->dir);
+    snprintf(want, sizeof(want), " line 1: myorigin: read %s: %s", td->dir,
+             strerror(EISDIR));
+    expect_error(td, text, want);
+    /* Another parameter's value that starts with '/' is only a value. */
+    conf = read_ok(td, "myhostname = /x\nrelayhost = /y\n");
+    assert_string_equal(mail_conf_str(conf, "relayhost"), "/y");
+    mail_conf_free(conf);
 }
 
 /* test_table - every row: a good unique name, a one-line description, a
@@ -810,7 +947,11 @@ int main(void)
                                         test_teardown),
         cmocka_unit_test(test_check_value),
         cmocka_unit_test_setup_teardown(test_edit, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_remove, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_table, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_myorigin_file, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_bounds_read, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_bounds_table, test_setup,

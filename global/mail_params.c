@@ -72,7 +72,8 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"mydomain", STR, NULL,
      "domain of this host (default: myhostname minus its first label)"},
     {"myorigin", STR, "$myhostname",
-     "domain appended to unqualified sender addresses"},
+     "domain appended to unqualified addresses; /path: that file's first"
+     " line (Debian's /etc/mailname), $myhostname when missing or empty"},
     {"mydestination", LIST, "$myhostname, localhost.$mydomain, localhost",
      "domains delivered locally on this host"},
     {"mynetworks", LIST, "127.0.0.0/8 [::1]/128",

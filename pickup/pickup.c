@@ -23,6 +23,11 @@
  *   5xx from cleanup        moved to hold/ with a warning (there is no
  *                           bounce service yet to tell the sender)
  *
+ * Each message gets a Received: header first, as Postfix's pickup writes it:
+ * "Received: by $myhostname ($mail_name, from userid UID)" and "id QID;
+ * DATE", with the owner of the maildrop file (the user who ran sendmail)
+ * and the time the file was written.
+ *
  * The conversation with cleanup is blocking with a timeout: pickup has
  * nothing else to do meanwhile.
  */
@@ -31,6 +36,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "argv.h"
 
@@ -55,6 +61,8 @@
 typedef struct PICKUP_CTX {
     char *queue_dir;
     char *cleanup_path; /* queue_dir/private/cleanup */
+    char *myhostname; /* for the Received: header */
+    char *mail_name;
     ARGV *failing; /* queue IDs whose last try failed: tried last */
 } PICKUP_CTX;
 
@@ -167,14 +175,34 @@ static int pickup_send_content(CLEANUP_CLIENT *client, int fd, VSTR *why,
     return ret;
 }
 
+/* pickup_received - "Received: by HOST (NAME, from userid UID)\n\tid QID;
+   DATE\n" into out: the submitting user, the time of submission */
+static void pickup_received(const PICKUP_CTX *ctx, const struct stat *st,
+                            const char *queue_id, VSTR *out)
+{
+    char date[80];
+    struct tm tm;
+
+    if (localtime_r(&st->st_mtime, &tm) == NULL ||
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm) ==
+            0)
+        date[0] = 0;
+    vstr_sprintf(out, "Received: by %s (%s, from userid %ld)\n\tid %s; %s\n",
+                 ctx->myhostname, ctx->mail_name, (long) st->st_uid, queue_id,
+                 date);
+}
+
 /* pickup_cleanup - hand one message to cleanup; the cleanup status (0:
    committed; 4xx or 5xx: refused, with its text in why) or -1 with the
    reason in why */
-static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const QFILE_INFO *info,
-                          VSTR *why, VSTR *queue_id, bool *corrupt)
+static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const struct stat *st,
+                          const QFILE_INFO *info, VSTR *why, VSTR *queue_id,
+                          bool *corrupt)
 {
     CLEANUP_CLIENT *client;
+    VSTR *received;
     int code;
+    int ret;
 
     *corrupt = false;
     if ((client = cleanup_client_begin(
@@ -194,7 +222,12 @@ static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const QFILE_INFO *info,
         }
     }
     /* Hanging up before END makes cleanup drop the partial file. */
-    if (pickup_send_content(client, fd, why, corrupt) < 0) {
+    received = vstr_alloc(200);
+    pickup_received(ctx, st, vstr_str(queue_id), received);
+    ret = cleanup_client_write(client, vstr_str(received), vstr_len(received),
+                               why);
+    vstr_free(received);
+    if (ret < 0 || pickup_send_content(client, fd, why, corrupt) < 0) {
         cleanup_client_abort(client);
         return -1;
     }
@@ -253,7 +286,7 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
         result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, vstr_str(reason));
         goto out;
     }
-    status = pickup_cleanup(ctx, fd, info, why, queue_id, &corrupt);
+    status = pickup_cleanup(ctx, fd, &st, info, why, queue_id, &corrupt);
     if (status < 0 && corrupt) {
         vstr_sprintf(reason, "corrupt maildrop file: %s", vstr_str(why));
         result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, vstr_str(reason));
@@ -376,6 +409,10 @@ static void pickup_pre_loop(MAIL_SERVER *server, void *arg)
     vstr_sprintf(path, "%s/%s/%s", ctx->queue_dir, MAIL_QUEUE_PRIVATE,
                  CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
+    ctx->myhostname =
+        mystrdup(mail_conf_str(mail_server_conf(server), "myhostname"));
+    ctx->mail_name =
+        mystrdup(mail_conf_str(mail_server_conf(server), "mail_name"));
     ctx->failing = argv_alloc(4);
     pickup_scan(ctx);
 }
@@ -410,6 +447,8 @@ int main(int argc, char **argv)
     status = mail_server_main(argc, argv, "pickup", &ops, &ctx);
     myfree(ctx.queue_dir);
     myfree(ctx.cleanup_path);
+    myfree(ctx.myhostname);
+    myfree(ctx.mail_name);
     if (ctx.failing != NULL)
         argv_free(ctx.failing);
     return status;

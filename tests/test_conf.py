@@ -111,6 +111,81 @@ def test_conf_d_runtime_default_is_not_main_cf(instance, name, setting):
     assert one_line(instance.check("conf", "-d", name))[0] == before
 
 
+def test_conf_X_removes_settings_and_keeps_the_rest(instance):
+    """sluice conf -X (postconf -X): each setting of the names goes, with
+    its continuation lines; comments and every other line stay byte for
+    byte; main.cf is replaced by rename (a new inode, no temporary file
+    left); the value falls back to the default."""
+    main_cf_append(instance,
+                   "# about relaying\n"
+                   "relayhost = [relay.test]:2525\n"
+                   "relay_domains = a.test,\n"
+                   "    b.test\n"
+                   "# a note between\n"
+                   "smtpd_banner = hi\n"
+                   "relayhost = [again.test]\n")
+    before = instance.main_cf.read_text()
+    files = sorted(os.listdir(instance.dir))
+    with open(instance.main_cf) as old:
+        inode = os.fstat(old.fileno()).st_ino
+        instance.check("conf", "-X", "relayhost", "relay_domains")
+        # Replaced by rename: the file still open is the old one, intact.
+        assert old.read() == before
+    after = instance.main_cf.read_text()
+    want = before.replace("relayhost = [relay.test]:2525\n", "") \
+                 .replace("relay_domains = a.test,\n    b.test\n", "") \
+                 .replace("relayhost = [again.test]\n", "")
+    assert after == want
+    assert "# about relaying\n# a note between\nsmtpd_banner = hi\n" in after
+    assert os.stat(instance.main_cf).st_ino != inode
+    assert sorted(os.listdir(instance.dir)) == files
+    assert instance.conf_get("relayhost") == ""
+    assert instance.conf_get("relay_domains") == ""
+    shown = instance.check("conf", "-n")
+    assert "relayhost" not in shown and "relay_domains" not in shown
+
+
+def test_conf_X_name_not_set_is_a_no_op(instance):
+    before = instance.main_cf.read_text()
+    inode = os.stat(instance.main_cf).st_ino
+    r = instance.command("conf", "-X", "smtpd_banner", "my_own_never_set")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    assert instance.main_cf.read_text() == before
+    assert os.stat(instance.main_cf).st_ino == inode
+
+
+def test_conf_X_repairs_a_bad_value(instance):
+    """A main.cf that programs refuse can still lose the bad setting."""
+    main_cf_append(instance, "message_size_limit = lots\n")
+    assert instance.command("conf", "message_size_limit").returncode != 0
+    instance.check("conf", "-X", "message_size_limit")
+    assert instance.conf_get("message_size_limit") == "10240000"
+
+
+@pytest.mark.parametrize("args,complaint", [
+    (["-X"], "-X needs"),
+    (["-X", "relayhost=x"], "give only names"),
+    (["-X", "bad-name"], "bad-name"),
+    (["-X", "-n", "relayhost"], "-X does not go with"),
+])
+def test_conf_X_refusals_change_nothing(instance, args, complaint):
+    main_cf_append(instance, "relayhost = [keep.test]\n")
+    before = instance.main_cf.read_text()
+    r = instance.command("conf", *args)
+    assert r.returncode != 0
+    assert complaint in r.stderr
+    assert instance.main_cf.read_text() == before
+
+
+def test_conf_e_is_accepted(instance):
+    """postconf -e habit: sluice conf -e name=value edits as without -e."""
+    instance.check("conf", "-e", "smtpd_banner=$myhostname ESMTP test",
+                   "soft_bounce = yes")
+    assert instance.conf_get("smtpd_banner") == "$myhostname ESMTP test"
+    assert instance.conf_get("soft_bounce") == "yes"
+
+
 def test_conf_d_unknown_name_fails(instance):
     r = instance.command("conf", "-d", "smtpd_no_such_thing")
     assert r.returncode != 0
