@@ -6,7 +6,10 @@ discarded" when the client ends a transaction with RSET or QUIT before DATA
 (a real drop mid-DATA still logs it); syslog_name in the log tag.
 """
 
+import os
 import re
+import shutil
+import subprocess
 import smtplib
 import socket
 import time
@@ -102,3 +105,70 @@ def test_drop_after_rcpt_is_logged_by_smtpd_once(make_instance):
     inst.wait_log(r"smtpd\[\d+\]: lost connection after RCPT from ")
     ended(inst, 1)
     assert "discarded" not in inst.log()
+
+
+# --- syslog_name and pflogsumm ---------------------------------------------
+
+PFLOGSUMM = shutil.which("pflogsumm") or "/usr/sbin/pflogsumm"
+
+
+def test_syslog_name_names_every_line(make_instance):
+    inst = start(make_instance, syslog_name="postfix")
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=10) as s:
+        s.ehlo("client.test")
+        assert s.quit()[0] == 221
+    inst.wait_log(r" postfix/smtpd\[\d+\]: disconnect from unknown\[127\.0\.0\.1\]")
+    inst.wait_log(r" postfix/master\[\d+\]: daemon started")
+    assert not re.search(r" sluice/\w+\[", inst.log()), inst.log()
+
+
+def pflogsumm_counts(maillog, name):
+    if not os.path.exists(PFLOGSUMM):
+        if os.environ.get("CI"):
+            pytest.fail("pflogsumm is missing (Debian package pflogsumm)")
+        pytest.skip("pflogsumm is missing (Debian package pflogsumm)")
+    out = subprocess.run([PFLOGSUMM, "--syslog-name=" + name, str(maillog)],
+                         capture_output=True, text=True, timeout=60,
+                         check=True).stdout
+    counts = {}
+    for what in ("received", "delivered", "forwarded", "deferred", "bounced",
+                 "rejected"):
+        m = re.search(r"^\s*(\d+)\s+%s\b" % what, out, re.M)
+        assert m, "no %r count in pflogsumm's output:\n%s" % (what, out)
+        counts[what] = int(m.group(1))
+    return counts, out
+
+
+@pytest.mark.parametrize("name", ["postfix", "sluice"])
+def test_pflogsumm_counts_a_scripted_session(make_instance, make_sink, name):
+    sink = make_sink(rcpt_replies={"later@dest.test":
+                                   "451 4.3.2 try again later"})
+    params = {"mynetworks": "127.0.0.0/8", "relay_domains": "dest.test",
+              "myhostname": "mx.test"}
+    if name != "sluice":
+        params["syslog_name"] = name
+    # 127.0.0.1 is in mynetworks; 127.0.0.2 is not, so it may only send
+    # to relay_domains.
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, start=True,
+                         params=params)
+    inst.conf_set(mynetworks="127.0.0.1/32")
+    inst.reload()
+    body = b"Subject: count\r\n\r\nhello\r\n"
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=10) as s:
+        for i in range(3):
+            s.sendmail("a@example.test", ["ok%d@dest.test" % i], body)
+        s.sendmail("a@example.test", ["later@dest.test"], body)
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=10,
+                      source_address=("127.0.0.2", 0)) as s:
+        s.ehlo("outside.test")
+        assert s.mail("b@example.test")[0] == 250
+        assert s.rcpt("x@elsewhere.test")[0] == 554
+        assert s.quit()[0] == 221
+    sink.wait_messages(3)
+    inst.wait_log(r" %s/smtp\[\d+\]: \w+: to=<later@dest\.test>.*"
+                  r"status=deferred" % name)
+    inst.wait_log(r" %s/smtp\[\d+\]: \w+: to=<ok2@dest\.test>.*status=sent"
+                  % name)
+    counts, out = pflogsumm_counts(inst.maillog, name)
+    assert counts == {"received": 4, "delivered": 3, "forwarded": 0,
+                      "deferred": 1, "bounced": 0, "rejected": 1}, out
