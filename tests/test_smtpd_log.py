@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import LIBEXEC, require, wait_until
+from conftest import LIBEXEC, TOP, require, wait_until
 
 
 @pytest.fixture(autouse=True)
@@ -172,3 +172,75 @@ def test_pflogsumm_counts_a_scripted_session(make_instance, make_sink, name):
     counts, out = pflogsumm_counts(inst.maillog, name)
     assert counts == {"received": 4, "delivered": 3, "forwarded": 0,
                       "deferred": 1, "bounced": 0, "rejected": 1}, out
+
+
+# --- the fail2ban filter ---------------------------------------------------
+
+FAIL2BAN_REGEX = shutil.which("fail2ban-regex") or "/usr/bin/fail2ban-regex"
+FILTER = TOP / "conf" / "fail2ban" / "filter.d" / "sluice.conf"
+
+
+def fail2ban_matches(maillog, filter_path):
+    if not os.path.exists(FAIL2BAN_REGEX):
+        if os.environ.get("CI"):
+            pytest.fail("fail2ban-regex is missing (Debian package fail2ban)")
+        pytest.skip("fail2ban-regex is missing (Debian package fail2ban)")
+    # A configuration folder of the filter and the common.conf it includes
+    # (fail2ban's own, from the fail2ban package).
+    conf = maillog.parent / "fail2ban"
+    (conf / "filter.d").mkdir(parents=True, exist_ok=True)
+    shutil.copy(filter_path, conf / "filter.d" / "sluice.conf")
+    shutil.copy("/etc/fail2ban/filter.d/common.conf",
+                conf / "filter.d" / "common.conf")
+    out = subprocess.run([FAIL2BAN_REGEX, "--config", str(conf),
+                          "--print-all-matched", str(maillog), "sluice"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    m = re.search(r"^Lines: \d+ lines, \d+ ignored, (\d+) matched",
+                  out.stdout, re.M)
+    assert m, out.stdout + out.stderr
+    return int(m.group(1)), out.stdout
+
+
+@pytest.mark.parametrize("name", ["sluice", "postfix"])
+def test_fail2ban_filter_matches_rejected_clients(make_instance, tmp_path,
+                                                 name):
+    (tmp_path / "users").write_text("alice x\n")
+    params = {"mynetworks": "127.0.0.1/32", "myhostname": "mx.test",
+              "mydestination": "$myhostname, localhost",
+              "local_recipient_maps": "texthash:%s" % (tmp_path / "users"),
+              "smtpd_hard_error_limit": "4", "smtpd_error_sleep_time": "0"}
+    if name != "sluice":
+        params["syslog_name"] = name
+    inst = make_instance(start=True, params=params)
+    # A client in mynetworks sending good mail: nothing to match.
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=10) as s:
+        s.ehlo("inside.test")
+        assert s.mail("a@example.test")[0] == 250
+        assert s.rcpt("b@elsewhere.test")[0] == 250
+        assert s.rset()[0] == 250
+    # An outside client: two relay attempts and an unknown user (3 lines).
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=10,
+                      source_address=("127.0.0.2", 0)) as s:
+        s.ehlo("outside.test")
+        assert s.mail("spam@example.test")[0] == 250
+        assert s.rcpt("x@elsewhere.test")[0] == 554
+        assert s.rcpt("y@elsewhere.test")[0] == 554
+        assert s.rcpt("nosuchuser-d9@mx.test")[0] == 550
+        s.rset()
+    # Another one cut off after too many errors (2 rejects + 1 line).
+    s = smtplib.SMTP("127.0.0.1", inst.port, timeout=10,
+                     source_address=("127.0.0.3", 0))
+    s.ehlo("outside.test")
+    assert s.mail("spam@example.test")[0] == 250
+    assert s.rcpt("x@elsewhere.test")[0] == 554
+    assert s.rcpt("y@elsewhere.test")[0] == 554
+    assert s.docmd("FOO")[0] == 500
+    s.docmd("BAR")         # the 4th error: smtpd closes with 421
+    s.close()
+    inst.wait_log(r" %s/smtpd\[\d+\]: disconnect from " % name, count=3)
+    inst.wait_log(r"too many errors after ")
+    matched, out = fail2ban_matches(inst.maillog, FILTER)
+    assert matched == 6, out
+    hosts = re.findall(r"\[(127\.0\.0\.\d)\]", out.split("Lines:")[0])
+    assert "127.0.0.1" not in hosts, out
