@@ -244,3 +244,70 @@ def test_fail2ban_filter_matches_rejected_clients(make_instance, tmp_path,
     assert matched == 6, out
     hosts = re.findall(r"\[(127\.0\.0\.\d)\]", out.split("Lines:")[0])
     assert "127.0.0.1" not in hosts, out
+    # The logwatch service reads the same log (its settings as logwatch
+    # passes them: lower-cased, through the environment).
+    report = logwatch_report(inst.maillog)
+    assert re.search(r"^\s*4\s+5xx Reject relay denied", report, re.M), report
+    assert re.search(r"^\s*1\s+5xx Reject unknown user", report, re.M), report
+
+
+LOGWATCH_POSTFIX = "/usr/share/logwatch/scripts/services/postfix"
+LOGWATCH_SERVICE = TOP / "conf" / "logwatch"
+
+
+def logwatch_report(maillog):
+    if not os.path.exists(LOGWATCH_POSTFIX):
+        if os.environ.get("CI"):
+            pytest.fail("logwatch is missing (Debian package logwatch)")
+        pytest.skip("logwatch is missing (Debian package logwatch)")
+    env = dict(os.environ, LOGWATCH_DETAIL_LEVEL="10")
+    conf = (LOGWATCH_SERVICE / "conf" / "services" / "sluice.conf").read_text()
+    for m in re.finditer(r"^\$(\w+)\s*=\s*(.*?)\s*$", conf, re.M):
+        value = m.group(2).strip('"')
+        env[m.group(1).lower()] = {"Yes": "1", "No": "0"}.get(value, value)
+    with open(maillog, "rb") as f:
+        out = subprocess.run(["perl", str(LOGWATCH_SERVICE / "scripts" /
+                                          "services" / "sluice")],
+                             stdin=f, env=env, capture_output=True,
+                             text=True, timeout=60)
+    assert out.returncode == 0, out.stdout + out.stderr
+    return out.stdout
+
+
+def test_make_install_puts_fail2ban_and_logwatch_files(tmp_path):
+    dest = tmp_path / "stage"
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+
+    def install():
+        r = subprocess.run(["make", "-s", "--no-print-directory", "-C",
+                            str(TOP / "conf"), "-f", "Makefile.in", "install",
+                            "DESTDIR=%s" % dest, "PREFIX=/usr"],
+                           capture_output=True, text=True, timeout=120,
+                           env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        return r.stdout
+
+    install()
+    files = {
+        "etc/fail2ban/filter.d/sluice.conf":
+            TOP / "conf/fail2ban/filter.d/sluice.conf",
+        "etc/fail2ban/jail.d/sluice.conf":
+            TOP / "conf/fail2ban/jail.d/sluice.conf",
+        "etc/logwatch/conf/services/sluice.conf":
+            TOP / "conf/logwatch/conf/services/sluice.conf",
+        "etc/logwatch/scripts/services/sluice":
+            TOP / "conf/logwatch/scripts/services/sluice",
+    }
+    for path, source in files.items():
+        assert (dest / path).read_bytes() == source.read_bytes(), path
+        assert (dest / path).stat().st_mode & 0o777 == 0o644, path
+    assert re.search(r"^enabled\s*=\s*false$",
+                     (dest / "etc/fail2ban/jail.d/sluice.conf").read_text(),
+                     re.M)
+    # A jail the administrator edited is never replaced.
+    (dest / "etc/fail2ban/jail.d/sluice.conf").write_text("[sluice]\nenabled = true\n")
+    out = install()
+    assert "jail.d/sluice.conf exists: left as it is" in out
+    assert (dest / "etc/fail2ban/jail.d/sluice.conf").read_text() == \
+        "[sluice]\nenabled = true\n"
