@@ -332,12 +332,14 @@ static void cleanup_write_event(struct bufferevent *bev, void *arg)
     }
 }
 
-/* cleanup_event - EOF, error or timeout: the message in hand is lost */
+/* cleanup_event - EOF, error or timeout: the message in hand is lost.
+   Before DATA the client merely abandoned the transaction (RSET, QUIT,
+   EHLO, or a drop that smtpd logs itself): nothing to say. */
 static void cleanup_event(struct bufferevent *bev, short what, void *arg)
 {
     CLEANUP_CONN *conn = arg;
 
-    if (conn->msg != NULL)
+    if (conn->msg != NULL && conn->state == CLEANUP_STATE_CONTENT)
         msg_info("%s: %s with client while receiving the message;"
                  " message discarded",
                  conn->msg->qid,
