@@ -30,12 +30,14 @@ libjansson-dev libcmocka-dev"
 # the ordinary commands a test may call that a minimal Debian lacks: ps/pgrep
 # (procps), ip/ss (iproute2), runuser/su/setpriv/prlimit (util-linux),
 # useradd (passwd), fuser (psmisc), openssl, file, lsof, socat; mandoc (the
-# man pages' lint and html/), logrotate (the shipped snippet is tried) and
-# systemd (systemd-analyze verify checks the shipped unit; nothing is booted).
+# man pages' lint and html/), logrotate (the shipped snippet is tried),
+# systemd (systemd-analyze verify checks the shipped unit; nothing is booted),
+# and the log tools the shipped files serve: pflogsumm, fail2ban
+# (fail2ban-regex on the filter) and logwatch.
 TEST="python3 python3-pytest python3-aiosmtpd dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
-logrotate systemd"
+logrotate systemd pflogsumm fail2ban logwatch"
 
 usage() {
     echo "usage: $0 [--build] [--check | --list]" >&2
