@@ -3,7 +3,7 @@
  *
  *   sluice init DIR [--smtp-port N] [--relayhost HOST:PORT]
  *   sluice [-c DIR] start [-f] | stop | reload | status
- *   sluice [-c DIR] conf [-n] [-d] [name ...] [name=value ...]
+ *   sluice [-c DIR] conf [-n] [-d] [-e] [name ...] [name=value ...] | conf -X name ...
  *   sluice [-c DIR] check
  *   sluice [-c DIR] queue [--json] | cat QID | flush
  *   sluice [-c DIR] hold|release|delete|requeue QID... | ALL | -
