@@ -220,6 +220,7 @@ def test_logrotate_rotation_moves_every_process_to_the_new_file(staged, make_ins
     conf.write_text(snippet)
     conf.chmod(0o644)
     mode = inst.maillog.stat().st_mode & 0o777
+    old_smtpd = inst.child("smtpd")
     r = subprocess.run([tool, "-f", "-s", str(tmp_path / "state"), str(conf)],
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -229,6 +230,10 @@ def test_logrotate_rotation_moves_every_process_to_the_new_file(staged, make_ins
     wait_until(lambda: re.search(rb"master\[\d+\]: reload",
                                  inst.maillog.read_bytes()),
                timeout=20, what="master's reload line in the new maillog")
+    # The smtpd from before the reload may still take a connection until it
+    # has retired (it logs to the file it opened: maillog.1); wait for it.
+    wait_until(lambda: not pid_alive(old_smtpd), timeout=30,
+               what="the smtpd from before the reload to retire")
     with smtplib.SMTP("127.0.0.1", inst.port, timeout=10) as s:
         s.noop()
     wait_until(lambda: re.search(rb"smtpd\[\d+\]: connect from",
