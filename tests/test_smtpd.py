@@ -370,7 +370,8 @@ def test_disconnect_mid_data_queues_nothing(mta):
     c.send(b"Subject: cut\r\n\r\n" + b"z" * 200000)
     c.close()
     wait_log(server, r"lost connection after DATA from unknown\[127\.0\.0\.1\]")
-    wait_log(server, r"message discarded")
+    # cleanup says "message discarded" only when content had reached it
+    # before smtpd dropped the transaction; either way nothing is queued
     wait_until(lambda: not queue_files(server), 10, what="no queue file")
 
 
