@@ -28,14 +28,18 @@ static void safe_file_close_keep_errno(int fd)
     errno = saved_errno;
 }
 
-/* safe_file_write_all - write all of data despite EINTR and short writes */
-int safe_file_write_all(int fd, const void *data, size_t len)
+/* safe_file_write_loop - write all of data, at offset when offset >= 0
+   (pwrite) or at the file position otherwise, despite EINTR and short
+   writes */
+static int safe_file_write_loop(int fd, const void *data, size_t len,
+                                off_t offset)
 {
     const char *cp = data;
     ssize_t count;
 
     while (len > 0) {
-        if ((count = write(fd, cp, len)) < 0) {
+        count = offset < 0 ? write(fd, cp, len) : pwrite(fd, cp, len, offset);
+        if (count < 0) {
             if (errno == EINTR)
                 continue;
             return -1;
@@ -47,32 +51,27 @@ int safe_file_write_all(int fd, const void *data, size_t len)
         }
         cp += count;
         len -= (size_t) count;
+        if (offset >= 0)
+            offset += count;
     }
     return 0;
+}
+
+/* safe_file_write_all - write all of data despite EINTR and short writes */
+int safe_file_write_all(int fd, const void *data, size_t len)
+{
+    return safe_file_write_loop(fd, data, len, -1);
 }
 
 /* safe_file_pwrite_all - pwrite all of data at offset despite EINTR and
    short writes */
 int safe_file_pwrite_all(int fd, const void *data, size_t len, off_t offset)
 {
-    const char *cp = data;
-    ssize_t count;
-
-    while (len > 0) {
-        if ((count = pwrite(fd, cp, len, offset)) < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        if (count == 0) {
-            errno = EIO;
-            return -1;
-        }
-        cp += count;
-        len -= (size_t) count;
-        offset += count;
+    if (offset < 0) {
+        errno = EINVAL;
+        return -1;
     }
-    return 0;
+    return safe_file_write_loop(fd, data, len, offset);
 }
 
 /* safe_file_fsync - fdatasync (or fsync) a descriptor */
