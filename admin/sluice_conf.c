@@ -43,6 +43,8 @@ static const char *sluice_conf_type_name(MAIL_PARAM_TYPE type)
         return "size in bytes (number + k, m or g)";
     case MAIL_PARAM_LIST:
         return "list (comma or space separated)";
+    case MAIL_PARAM_TIME_LIST:
+        return "list of times (comma or space separated)";
     }
     return "unknown";
 }
@@ -52,17 +54,21 @@ static const char *sluice_conf_type_name(MAIL_PARAM_TYPE type)
    keeps a value inside an int is not worth saying) */
 static void sluice_conf_bounds(const MAIL_PARAM *param, VSTR *out)
 {
-    const char *unit = param->type == MAIL_PARAM_TIME ? "s" : "";
+    const char *unit = param->type == MAIL_PARAM_TIME ||
+                               param->type == MAIL_PARAM_TIME_LIST
+                           ? "s"
+                           : "";
+    const char *each = param->type == MAIL_PARAM_TIME_LIST ? " each" : "";
 
     vstr_reset(out);
     if (param->type != MAIL_PARAM_INT && param->type != MAIL_PARAM_TIME &&
-        param->type != MAIL_PARAM_SIZE)
+        param->type != MAIL_PARAM_SIZE && param->type != MAIL_PARAM_TIME_LIST)
         return;
     if (param->max < INT32_MAX)
-        vstr_sprintf(out, ", from %lld%s to %lld%s", param->min, unit,
+        vstr_sprintf(out, ",%s from %lld%s to %lld%s", each, param->min, unit,
                      param->max, unit);
     else if (param->min > 0)
-        vstr_sprintf(out, ", at least %lld%s", param->min, unit);
+        vstr_sprintf(out, ",%s at least %lld%s", each, param->min, unit);
 }
 
 /* sluice_conf_name_ok - a parameter name: letters, digits, '_' */

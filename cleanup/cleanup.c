@@ -32,7 +32,6 @@
 #include "vstr.h"
 
 #define CLEANUP_STALE_AGE (24 * 3600) /* crash leftovers older than this */
-#define CLEANUP_DEF_TIMEOUT 3600 /* idle client, seconds */
 
 /* The filter seam: header/body checks and DKIM signing go here. */
 static const CLEANUP_FILTER *const cleanup_filters[] = {
@@ -421,7 +420,6 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
     const MAIL_CONF *conf = mail_server_conf(server);
     VSTR *path = vstr_alloc(100);
     char host[256];
-    long long timeout;
 
     ctx->server = server;
     /* A client that goes away must not kill us while we answer it. */
@@ -447,9 +445,8 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->conf.header_size_limit = mail_conf_size(conf, "header_size_limit");
     ctx->conf.body_checks_size_limit =
         mail_conf_size(conf, "body_checks_size_limit");
-    timeout = mail_conf_time(conf, "daemon_timeout");
-    ctx->timeout = timeout > 0 && timeout < INT32_MAX ? (int) timeout
-                                                      : CLEANUP_DEF_TIMEOUT;
+    /* daemon_timeout: the table keeps it within 1s..INT32_MAX. */
+    ctx->timeout = (int) mail_conf_time(conf, "daemon_timeout");
     vstr_sprintf(path, "%s/public/qmgr", ctx->conf.queue_dir);
     ctx->trigger_path = vstr_export(path);
     cleanup_tables(&ctx->conf, conf);

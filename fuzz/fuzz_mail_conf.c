@@ -13,6 +13,7 @@
 #include "argv.h"
 #include "fuzz_common.h"
 #include "mail_conf.h"
+#include "mymalloc.h"
 #include "vstr.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
@@ -34,6 +35,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         for (size_t i = 0; i < count; i++) {
             const char *name = table[i].name;
             ARGV *list;
+            size_t n_times;
 
             switch (table[i].type) {
             case MAIL_PARAM_STR:
@@ -54,6 +56,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             case MAIL_PARAM_LIST:
                 list = mail_conf_list(conf, name);
                 argv_free(list);
+                break;
+            case MAIL_PARAM_TIME_LIST:
+                myfree(mail_conf_time_list(conf, name, &n_times));
                 break;
             }
         }

@@ -47,6 +47,7 @@
 
 #define MAIL_CONF_FILE_MAX (4 * 1024 * 1024) /* main.cf larger: an error */
 #define MAIL_CONF_VALUE_MAX (1024 * 1024) /* one expanded value */
+#define MAIL_CONF_LIST_SEP ", \t\r\n" /* between the words of a list */
 
 typedef enum MAIL_CONF_STATE {
     MAIL_CONF_TODO, /* not expanded yet */
@@ -166,7 +167,8 @@ static bool mail_conf_parse_bool(const char *value, bool *ok)
     return false;
 }
 
-/* mail_conf_type_check - is value good for type; the complaint if not */
+/* mail_conf_type_check - is value good for type; the complaint if not
+   (a TIME_LIST is checked one time at a time, as a TIME) */
 static const char *mail_conf_type_check(MAIL_PARAM_TYPE type, const char *value,
                                         long long *number)
 {
@@ -184,6 +186,7 @@ static const char *mail_conf_type_check(MAIL_PARAM_TYPE type, const char *value,
         (void) mail_conf_parse_bool(value, &ok);
         return ok ? NULL : "bad boolean (use yes or no)";
     case MAIL_PARAM_TIME:
+    case MAIL_PARAM_TIME_LIST:
         *number = mail_conf_parse_time(value, &ok);
         return ok ? NULL : "bad time";
     case MAIL_PARAM_SIZE:
@@ -197,17 +200,20 @@ static const char *mail_conf_type_check(MAIL_PARAM_TYPE type, const char *value,
 static bool mail_conf_bounded(const MAIL_PARAM *param)
 {
     return param->type == MAIL_PARAM_INT || param->type == MAIL_PARAM_TIME ||
-           param->type == MAIL_PARAM_SIZE;
+           param->type == MAIL_PARAM_SIZE ||
+           param->type == MAIL_PARAM_TIME_LIST;
 }
 
-/* mail_conf_value_check - is value good for param (type and bounds); -1
-   with the complaint appended to why ("bad size \"x\"", "0 is below the
-   minimum 1", times in seconds "1s") */
-static int mail_conf_value_check(const MAIL_PARAM *param, const char *value,
-                                 VSTR *why)
+/* mail_conf_one_check - is one value (one time of a TIME_LIST) good for
+   param; -1 with the complaint appended to why */
+static int mail_conf_one_check(const MAIL_PARAM *param, const char *value,
+                               VSTR *why)
 {
     const char *complaint;
-    const char *unit = param->type == MAIL_PARAM_TIME ? "s" : "";
+    const char *unit = param->type == MAIL_PARAM_TIME ||
+                               param->type == MAIL_PARAM_TIME_LIST
+                           ? "s"
+                           : "";
     long long number;
 
     if ((complaint = mail_conf_type_check(param->type, value, &number)) !=
@@ -228,6 +234,25 @@ static int mail_conf_value_check(const MAIL_PARAM *param, const char *value,
         return -1;
     }
     return 0;
+}
+
+/* mail_conf_value_check - is value good for param (type and bounds); -1
+   with the complaint appended to why ("bad size \"x\"", "0 is below the
+   minimum 1", times in seconds "1s"; for a TIME_LIST, of the first bad
+   time) */
+static int mail_conf_value_check(const MAIL_PARAM *param, const char *value,
+                                 VSTR *why)
+{
+    ARGV *words;
+    int status = 0;
+
+    if (param->type != MAIL_PARAM_TIME_LIST)
+        return mail_conf_one_check(param, value, why);
+    words = argv_split(value, MAIL_CONF_LIST_SEP);
+    for (size_t i = 0; status == 0 && i < words->argc; i++)
+        status = mail_conf_one_check(param, words->argv[i], why);
+    argv_free(words);
+    return status;
 }
 
 /* mail_conf_check_value - check a value before it is written */
@@ -960,7 +985,29 @@ ARGV *mail_conf_list(const MAIL_CONF *conf, const char *name)
     const MAIL_CONF_ENT *ent =
         mail_conf_typed(conf, name, MAIL_PARAM_LIST, __func__);
 
-    return argv_split(ent->value, ", \t\r\n");
+    return argv_split(ent->value, MAIL_CONF_LIST_SEP);
+}
+
+/* mail_conf_time_list - a checked TIME_LIST parameter, in seconds */
+long long *mail_conf_time_list(const MAIL_CONF *conf, const char *name,
+                               size_t *count)
+{
+    const MAIL_CONF_ENT *ent =
+        mail_conf_typed(conf, name, MAIL_PARAM_TIME_LIST, __func__);
+    ARGV *words = argv_split(ent->value, MAIL_CONF_LIST_SEP);
+    long long *times =
+        mymalloc_array(words->argc ? words->argc : 1, sizeof(*times));
+    bool ok;
+
+    for (size_t i = 0; i < words->argc; i++) {
+        times[i] = mail_conf_parse_time(words->argv[i], &ok);
+        if (!ok)
+            msg_panic("%s: %s: unchecked value \"%s\"", __func__, name,
+                      ent->value);
+    }
+    *count = words->argc;
+    argv_free(words);
+    return times;
 }
 
 /* mail_conf_edit_name - the name a physical line sets; NULL when none */

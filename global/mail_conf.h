@@ -30,6 +30,7 @@ typedef enum MAIL_PARAM_TYPE {
     MAIL_PARAM_TIME,                    /* number + s m h d w (default unit given) */
     MAIL_PARAM_SIZE,                    /* number + k m g (bytes) */
     MAIL_PARAM_LIST,                    /* comma/space separated words */
+    MAIL_PARAM_TIME_LIST,               /* comma/space separated times */
 } MAIL_PARAM_TYPE;
 
 /* mail_owner's default when root runs a program: the dedicated user of a
@@ -39,9 +40,10 @@ typedef enum MAIL_PARAM_TYPE {
     "useradd --system --user-group --home-dir /var/spool/sluice "            \
     "--no-create-home --shell /usr/sbin/nologin"
 
-/* Bounds of an INT, TIME (seconds) or SIZE (bytes) value, both included;
-   reading main.cf and `sluice conf name=value` refuse a value outside them.
-   STR, BOOL and LIST parameters have none (0, 0). */
+/* Bounds of an INT, TIME (seconds) or SIZE (bytes) value, both included,
+   and of each time of a TIME_LIST; reading main.cf and `sluice conf
+   name=value` refuse a value outside them. STR, BOOL and LIST parameters
+   have none (0, 0). */
 #define MAIL_PARAM_NOMAX LLONG_MAX
 
 typedef struct MAIL_PARAM {
@@ -90,6 +92,10 @@ extern bool mail_conf_bool(const MAIL_CONF *conf, const char *name);
 extern long long mail_conf_time(const MAIL_CONF *conf, const char *name); /* s */
 extern long long mail_conf_size(const MAIL_CONF *conf, const char *name); /* bytes */
 extern ARGV *mail_conf_list(const MAIL_CONF *conf, const char *name); /* caller frees */
+/* A TIME_LIST in seconds, *count of them (0 for an empty list); the array
+   (never NULL) is the caller's to myfree. */
+extern long long *mail_conf_time_list(const MAIL_CONF *conf, const char *name,
+                                      size_t *count);
 
 /* mail_conf_check_value - check a value for a typed parameter before it is
    written to main.cf; 0, or -1 with "name: bad size \"x\"" or "name: 0 is

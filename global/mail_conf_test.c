@@ -343,6 +343,8 @@ static void test_defaults(void **state)
     char want_host[320];
     struct passwd *pw = getpwuid(geteuid());
     ARGV *list;
+    long long *times;
+    size_t n_times;
     size_t count;
     const MAIL_PARAM *table = mail_param_table(&count);
 
@@ -373,10 +375,11 @@ static void test_defaults(void **state)
     assert_string_equal(mail_conf_str(conf, "maillog_file"), "");
     assert_string_equal(mail_conf_str(conf, "2bounce_notice_recipient"),
                         "postmaster");
-    list = mail_conf_list(conf, "retry_schedule");
-    assert_int_equal(list->argc, 4);
-    assert_string_equal(list->argv[3], "1h");
-    argv_free(list);
+    times = mail_conf_time_list(conf, "retry_schedule", &n_times);
+    assert_int_equal(n_times, 4);
+    assert_int_equal(times[0], 60);
+    assert_int_equal(times[3], 3600);
+    myfree(times);
     list = mail_conf_list(conf, "dns_servers");
     assert_int_equal(list->argc, 0);
     argv_free(list);
@@ -478,6 +481,17 @@ static void test_check_value(void **state)
     /* 0 is allowed where it means "none". */
     assert_int_equal(
         mail_conf_check_value("smtpd_session_deadline", "0", why), 0);
+    /* A list of times: each time is checked, the first bad one named. */
+    assert_int_equal(
+        mail_conf_check_value("retry_schedule", "1m, 5m 2h", why), 0);
+    assert_int_equal(mail_conf_check_value("retry_schedule", "", why), 0);
+    assert_int_equal(
+        mail_conf_check_value("retry_schedule", "1m 5x 0s", why), -1);
+    assert_string_equal(vstr_str(why), "retry_schedule: bad time \"5x\"");
+    assert_int_equal(
+        mail_conf_check_value("retry_schedule", "1m, 0s 1q", why), -1);
+    assert_string_equal(vstr_str(why),
+                        "retry_schedule: 0s is below the minimum 1s");
     vstr_free(why);
 }
 
@@ -500,9 +514,12 @@ static void test_bounds_read(void **state)
     expect_error(td, "master_backoff_initial = 7200\n",
                  " line 1: master_backoff_initial: 7200 is above the maximum "
                  "3600s");
+    expect_error(td, "retry_schedule = 1m\n  0 5m\n",
+                 " line 1: retry_schedule: 0 is below the minimum 1s");
     mail_conf_free(read_ok(td, "smtpd_recipient_limit = 1\n"
                                "smtp_tcp_port = 65535\n"
-                               "smtpd_session_deadline = 0\n"));
+                               "smtpd_session_deadline = 0\n"
+                               "retry_schedule = 1s,2m\n"));
 }
 
 /* test_bounds_table - every row's bounds make sense and every default (as
@@ -538,6 +555,18 @@ static void test_bounds_table(void **state)
         case MAIL_PARAM_SIZE:
             value = mail_conf_size(conf, param->name);
             break;
+        case MAIL_PARAM_TIME_LIST: {
+            size_t n;
+            long long *times = mail_conf_time_list(conf, param->name, &n);
+
+            /* The times outside the bounds if any, else the first. */
+            value = n ? times[0] : param->min;
+            for (size_t j = 0; j < n; j++)
+                if (times[j] < param->min || times[j] > param->max)
+                    value = times[j];
+            myfree(times);
+            break;
+        }
         default:
             fail_msg("%s: unknown type", param->name);
         }
@@ -867,6 +896,13 @@ static void test_table(void **state)
         case MAIL_PARAM_SIZE:
             (void) mail_conf_parse_size(value, &ok);
             break;
+        case MAIL_PARAM_TIME_LIST: {
+            size_t n_times;
+
+            myfree(mail_conf_time_list(conf, name, &n_times));
+            ok = n_times > 0;
+            break;
+        }
         default:
             fail_msg("%s: unknown type %d", name, (int) table[i].type);
         }

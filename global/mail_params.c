@@ -31,7 +31,8 @@
 /*
  * A row's type expands to the type and its bounds (MAIL_PARAM's min, max):
  * a bare INT, TIME or SIZE takes any value its syntax allows (0 and up);
- * INT_RANGE(1, NOMAX) and the like bound it. Bound a number wherever a
+ * INT_RANGE(1, NOMAX) and the like bound it (TIME_LIST_RANGE: each time
+ * of a list). Bound a number wherever a
  * value outside would be a mistake: counts that must be at least 1,
  * timeouts that must be positive, values a program keeps in an int (INTMAX,
  * so no program clamps by hand). Keep the default inside the bounds.
@@ -44,6 +45,7 @@
 #define TIME MAIL_PARAM_TIME, 0, NOMAX
 #define SIZE MAIL_PARAM_SIZE, 0, NOMAX
 #define LIST MAIL_PARAM_LIST, 0, 0
+#define TIME_LIST_RANGE(lo, hi) MAIL_PARAM_TIME_LIST, (lo), (hi)
 #define INT_RANGE(lo, hi) MAIL_PARAM_INT, (lo), (hi)
 #define TIME_RANGE(lo, hi) MAIL_PARAM_TIME, (lo), (hi)
 #define SIZE_RANGE(lo, hi) MAIL_PARAM_SIZE, (lo), (hi)
@@ -160,7 +162,7 @@ static const MAIL_PARAM mail_param_tab[] = {
     /* Queue manager and delivery. */
     {"queue_run_delay", TIME_RANGE(1, NOMAX), "300s",
      "time between scans of the deferred queue"},
-    {"retry_schedule", LIST, "1m 5m 15m 1h",
+    {"retry_schedule", TIME_LIST_RANGE(1, NOMAX), "1m 5m 15m 1h",
      "delays between delivery attempts; the last one repeats"},
     {"maximal_queue_lifetime", TIME, "24h",
      "time after which an undeliverable message is bounced"},

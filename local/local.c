@@ -63,6 +63,7 @@
 #include "mymalloc.h"
 #include "vstr.h"
 
+/* ipc_timeout (at least 1s by the table) is taken up to an hour, in ms. */
 #define LOCAL_TIMEOUT_MAX_MS (3600 * 1000)
 
 /* local_accept - a request from qmgr: blocking work, so say busy */
@@ -71,14 +72,6 @@ static void local_accept(MAIL_SERVER *server, int fd, void *arg)
     mail_server_busy(server, true);
     local_serve(arg, fd);
     mail_server_busy(server, false);
-}
-
-/* local_conf_time - a time parameter as int seconds */
-static int local_conf_time(const MAIL_CONF *conf, const char *name)
-{
-    long long value = mail_conf_time(conf, name);
-
-    return value < 0 ? 0 : value > INT32_MAX ? INT32_MAX : (int) value;
 }
 
 /* local_forward_path - forward_path unexpanded: $home and friends are
@@ -122,11 +115,12 @@ static void local_pre_loop(MAIL_SERVER *server, void *arg)
     lc->allow_files = mail_conf_list(conf, "allow_mail_to_files");
     lc->prepend_delivered = mail_conf_list(conf, "prepend_delivered_header");
     lc->shell = mystrdup(mail_conf_str(conf, "local_command_shell"));
-    lc->command_time_limit = local_conf_time(conf, "command_time_limit");
+    /* The table keeps command_time_limit within 1s..INT32_MAX. */
+    lc->command_time_limit = (int) mail_conf_time(conf, "command_time_limit");
     lc->default_privs = mystrdup(mail_conf_str(conf, "default_privs"));
     lc->mailbox_size_limit = mail_conf_size(conf, "mailbox_size_limit");
     lc->soft_bounce = mail_conf_bool(conf, "soft_bounce");
-    if (timeout <= 0 || timeout > LOCAL_TIMEOUT_MAX_MS)
+    if (timeout > LOCAL_TIMEOUT_MAX_MS)
         timeout = LOCAL_TIMEOUT_MAX_MS;
     lc->timeout_ms = (int) timeout;
     lc->alias_error = vstr_alloc(100);

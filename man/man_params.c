@@ -35,6 +35,8 @@ static const char *man_params_type(MAIL_PARAM_TYPE type)
         return "size";
     case MAIL_PARAM_LIST:
         return "list";
+    case MAIL_PARAM_TIME_LIST:
+        return "list of times";
     }
     return "unknown";
 }

@@ -252,7 +252,6 @@ static void qmgr_deferred_event(evutil_socket_t fd, short what, void *arg)
 /* qmgr_conf_read - the configuration, once */
 static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
 {
-    ARGV *steps;
     VSTR *why = vstr_alloc(100);
 
     conf->queue_dir = mystrdup(mail_conf_str(mc, "queue_directory"));
@@ -285,29 +284,10 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
     conf->sched.delay_warning = mail_conf_time(mc, "delay_warning_time");
     conf->job_timeout = mail_conf_time(mc, "daemon_timeout");
     conf->ipc_timeout = mail_conf_time(mc, "ipc_timeout");
-    if (conf->active_limit < 1)
-        msg_fatal("qmgr_message_active_limit must be at least 1");
-    if (conf->rcpt_limit < 1)
-        msg_fatal("default_destination_recipient_limit must be at least 1");
-    if (conf->sched.concurrency_limit < 1)
-        msg_fatal("default_destination_concurrency_limit must be at least 1");
-    if (conf->sched.initial_concurrency < 1)
-        msg_fatal("initial_destination_concurrency must be at least 1");
-    if (conf->sched.queue_run_delay < 1)
-        conf->sched.queue_run_delay = 1;
-    steps = mail_conf_list(mc, "retry_schedule");
+    /* The table bounds every number (the limits are at least 1, each step
+       of retry_schedule at least 1s): nothing to check here. */
     conf->sched.retry_steps =
-        mymalloc_array(steps->argc ? steps->argc : 1, sizeof(long long));
-    for (size_t i = 0; i < steps->argc; i++) {
-        bool ok;
-        long long step = mail_conf_parse_time(steps->argv[i], &ok);
-
-        if (!ok || step < 1)
-            msg_fatal("retry_schedule: bad time \"%s\"", steps->argv[i]);
-        conf->sched.retry_steps[i] = step;
-    }
-    conf->sched.retry_count = steps->argc;
-    argv_free(steps);
+        mail_conf_time_list(mc, "retry_schedule", &conf->sched.retry_count);
     vstr_free(why);
 }
 

@@ -18,12 +18,11 @@
 #include "smtp.h"
 #include "vstr.h"
 
-/* smtp_conf_time - a time parameter as int seconds */
+/* smtp_conf_time - a time parameter as int seconds (the table keeps each
+   one smtp reads within 0..INT32_MAX; most within 1s..INT32_MAX) */
 static int smtp_conf_time(const MAIL_CONF *conf, const char *name)
 {
-    long long value = mail_conf_time(conf, name);
-
-    return value < 0 ? 0 : value > INT32_MAX ? INT32_MAX : (int) value;
+    return (int) mail_conf_time(conf, name);
 }
 
 /* smtp_pre_loop - read main.cf once, set up DNS */
@@ -33,7 +32,6 @@ static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
     const MAIL_CONF *conf = mail_server_conf(server);
     SMTP_CONF *sc = &ctx->conf;
     VSTR *why = vstr_alloc(100);
-    long long port;
 
     ctx->server = server;
     signal(SIGPIPE, SIG_IGN);
@@ -46,10 +44,8 @@ static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
         sc->helo_name = mystrdup(mail_conf_str(conf, "myhostname"));
     }
     sc->bind_address = mystrdup(mail_conf_str(conf, "smtp_bind_address"));
-    port = mail_conf_int(conf, "smtp_tcp_port");
-    if (port < 1 || port > 65535)
-        msg_fatal("smtp_tcp_port: bad port %lld", port);
-    sc->tcp_port = (int) port;
+    /* The table keeps smtp_tcp_port within 1..65535. */
+    sc->tcp_port = (int) mail_conf_int(conf, "smtp_tcp_port");
     sc->connect_timeout = smtp_conf_time(conf, "smtp_connect_timeout");
     sc->helo_timeout = smtp_conf_time(conf, "smtp_helo_timeout");
     sc->mail_timeout = smtp_conf_time(conf, "smtp_mail_timeout");
@@ -61,8 +57,6 @@ static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
     sc->rset_timeout = smtp_conf_time(conf, "smtp_rset_timeout");
     sc->dns_timeout = smtp_conf_time(conf, "smtp_dns_timeout");
     sc->ipc_timeout = smtp_conf_time(conf, "ipc_timeout");
-    if (sc->ipc_timeout <= 0)
-        sc->ipc_timeout = 3600;
     sc->cache_time = smtp_conf_time(conf, "smtp_connection_cache_time_limit");
     sc->reuse_limit =
         (int) mail_conf_int(conf, "smtp_connection_reuse_count_limit");

@@ -2,8 +2,8 @@
 
 conf: show (all, -n, -d with type and description), edit in place, refuse a
 bad value or one outside the table's bounds; main.cf errors (a bad or
-out-of-range value, also for master run by hand) and warnings name the file
-line. check: a fresh
+out-of-range value, also for master and the daemons run by hand) and
+warnings name the file line. check: a fresh
 instance passes; a broken queue directory is repaired and each repair
 reported; stray files are reported and left alone; a bad master.cf line
 fails with its line; a table that cannot be opened is reported. None of
@@ -252,6 +252,43 @@ OUT_OF_RANGE = [
     ("line_length_limit", "100", "100 is below the minimum 512"),
 ]
 
+# The rules qmgr, cleanup, local and smtp used to check by hand, now the
+# table's bounds: (the daemon that reads it, name, bad value, complaint,
+# the bound itself, which is allowed). Each daemon run by hand refuses to
+# start with the bad value and names the line (test_daemon_refuses_...).
+MOVED_TO_TABLE = [
+    ("qmgr", "qmgr_message_active_limit", "0", "0 is below the minimum 1",
+     "1"),
+    ("qmgr", "default_destination_recipient_limit", "0",
+     "0 is below the minimum 1", "1"),
+    ("qmgr", "default_destination_concurrency_limit", "0",
+     "0 is below the minimum 1", "1"),
+    ("qmgr", "initial_destination_concurrency", "0",
+     "0 is below the minimum 1", "1"),
+    ("qmgr", "queue_run_delay", "0s", "0s is below the minimum 1s", "1s"),
+    # each step of the list; qmgr used to die at start on these, after
+    # sluice check and sluice start had passed them
+    ("qmgr", "retry_schedule", "1m 0s 1h", "0s is below the minimum 1s",
+     "1s, 1s"),
+    ("qmgr", "retry_schedule", "1m,5 minutes", 'bad time "minutes"',
+     "1s"),
+    ("cleanup", "daemon_timeout", "0", "0 is below the minimum 1s", "1s"),
+    ("local", "command_time_limit", "0s", "0s is below the minimum 1s",
+     "1s"),
+    ("local", "command_time_limit", "2147483648s",
+     "2147483648s is above the maximum 2147483647s", "2147483647s"),
+    ("smtp", "smtp_tcp_port", "0", "0 is below the minimum 1", "1"),
+    ("smtp", "smtp_connect_timeout", "0", "0 is below the minimum 1s",
+     "1"),
+    ("smtp", "smtp_rset_timeout", "100000d",
+     "100000d is above the maximum 2147483647s", "2147483647"),
+    ("smtp", "ipc_timeout", "0s", "0s is below the minimum 1s", "1s"),
+]
+OUT_OF_RANGE += [row[1:4] for row in MOVED_TO_TABLE]
+GOOD_BOUND = {"smtpd_process_connection_limit": "1", "smtp_tcp_port": "65535",
+              "smtpd_timeout": "1s", "master_backoff_initial": "1h",
+              "line_length_limit": "512"}
+
 
 @pytest.mark.parametrize("name, bad, complaint", OUT_OF_RANGE)
 def test_out_of_range_value_names_parameter_and_line(instance, name, bad,
@@ -285,6 +322,8 @@ def test_master_refuses_out_of_range_value(instance):
     ("smtpd_timeout", "time (number + s, m, h, d or w; default s), at least 1s"),
     ("master_backoff_initial", "from 1s to 3600s"),
     ("smtpd_client_connection_count_limit", "integer"),
+    ("retry_schedule", "list of times (comma or space separated), each at "
+     "least 1s"),
 ])
 def test_conf_d_shows_bounds(instance, name, bounds):
     lines = one_line(instance.check("conf", "-d", name))
@@ -302,12 +341,33 @@ def test_conf_set_refuses_out_of_range_value(instance, name, bad, complaint):
     assert len(lines) == 1 and "%s: %s" % (name, complaint) in lines[0], r.stderr
     assert instance.main_cf.read_text() == before
     # the bound itself is allowed
-    good = {"smtpd_process_connection_limit": "1", "smtp_tcp_port": "65535",
-            "smtpd_timeout": "1s", "master_backoff_initial": "1h",
-            "line_length_limit": "512"}[name]
+    good = GOOD_BOUND.get(name)
+    if good is None:
+        good = [row[4] for row in MOVED_TO_TABLE
+                if row[1] == name and row[2] == bad][0]
     instance.conf_set(**{name: good})
     assert instance.conf_get(name) == good
     instance.check("check")
+
+
+@pytest.mark.parametrize("daemon, name, bad, complaint, good", MOVED_TO_TABLE)
+def test_daemon_refuses_out_of_range_value(instance, daemon, name, bad,
+                                           complaint, good):
+    """The daemon that used to check the value by hand, run by hand (not by
+    master, which `sluice start` keeps from starting at all), exits at once
+    naming the parameter and its main.cf line: it reads main.cf through the
+    same table."""
+    program = os.path.join(instance.conf_get("daemon_directory"), daemon)
+    line = main_cf_append(instance, "%s = %s\n" % (name, bad))
+    try:
+        r = subprocess.run(instance._wrap([program, "-c", str(instance.dir)]),
+                           capture_output=True, text=True, timeout=10,
+                           stdin=subprocess.DEVNULL, env=instance._env())
+    except subprocess.TimeoutExpired:
+        pytest.fail("%s started with %s = %s" % (daemon, name, bad))
+    assert r.returncode != 0, r.stderr
+    want = "main.cf line %d: %s: %s" % (line, name, complaint)
+    assert want in r.stderr, r.stderr
 
 
 # --- check ----------------------------------------------------------------
