@@ -7,6 +7,7 @@
  *   sluice [-c DIR] check
  *   sluice [-c DIR] queue [--json] | cat QID | flush
  *   sluice [-c DIR] hold|release|delete|requeue QID... | ALL | -
+ *   sluice [-c DIR] map [-a] [-q KEY | -d KEY] TYPE:FILE
  *
  * -c DIR may also be given as SLUICE_CONFIG=DIR; the default is
  * /etc/sluice. Whether master runs is decided by the lock on
@@ -14,6 +15,9 @@
  * stop and reload signal the pid it names only when that process runs
  * daemon_directory/master and holds the pid file open.
  * Every failure exits non-zero with one line on stderr.
+ *
+ * This file parses the options and dispatches, and does start, stop,
+ * reload and status itself; the other subcommands are listed in sluice.h.
  */
 #include "sys_defs.h"
 

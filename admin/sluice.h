@@ -1,6 +1,14 @@
 /*
  * sluice - the admin command's shared internals
  *
+ * sluice.c        main: options, dispatch; start, stop, reload, status
+ * sluice_init.c   init: a self-contained instance
+ * sluice_conf.c   conf: show, set and remove main.cf parameters (postconf)
+ * sluice_check.c  check: validate the instance, repair the queue
+ * sluice_queue.c  queue, cat, flush
+ * sluice_admin.c  hold, release, delete, requeue (postsuper)
+ * sluice_map.c    map: build, query and edit lookup tables (postmap)
+ *
  * Each subcommand is a function that returns the process exit status and
  * reports a failure as one line on stderr through sluice_fail().
  */

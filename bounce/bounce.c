@@ -19,7 +19,7 @@
  *
  * Requests are rare, so the work is blocking, one connection at a time per
  * process (master starts siblings while this one says busy), every read and
- * write with an ipc_timeout.
+ * write with an ipc_timeout. The modules are listed in bounce.h.
  */
 #include "sys_defs.h"
 

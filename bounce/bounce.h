@@ -2,8 +2,9 @@
  * bounce - the bounce daemon's shared internals
  *
  * bounce.c serves private/bounce (global/bounce_proto.h): it reads the
- * message and its log and composes the notice (bounce_dsn.c);
- * bounce_cleanup.c hands the notice to cleanup (global/cleanup_proto.h).
+ * message and its log and composes the notice (bounce_dsn.c, I/O-free:
+ * bounce_dsn.h, unit tested by bounce_dsn_test.c); bounce_cleanup.c hands
+ * the notice to cleanup (global/cleanup_proto.h).
  */
 #ifndef BOUNCE_H
 #define BOUNCE_H

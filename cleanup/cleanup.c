@@ -9,7 +9,7 @@
  * output buffer (or the client is gone), qmgr gets a wake-up trigger (which
  * may be lost: qmgr also scans), so qmgr never races the client's 250. A
  * protocol violation or a lost connection drops the connection and removes the
- * partial file.
+ * partial file. The modules are listed in cleanup.h.
  */
 #include "sys_defs.h"
 

@@ -4,12 +4,15 @@
  * cleanup.c         the daemon: configuration, connections, the protocol of
  *                   global/cleanup_proto.h, waking qmgr
  * cleanup_message.c one message: the queue file under a temporary name in
- *                   incoming/, envelope records, commit (fsync, rename,
- *                   fsync incoming/) or removal
+ *                   incoming/ (the queue-file producer, global/qfile.h),
+ *                   envelope records, commit (fsync, rename, fsync
+ *                   incoming/: qfile_commit) or removal; unit tested by
+ *                   cleanup_message_test.c
  * cleanup_content.c the content: header block parsing and fixes (missing
  *                   Message-ID, Date, From), the filter seam, body records
  * cleanup_checks.c  header_checks and body_checks: REJECT, DISCARD, HOLD,
- *                   WARN, INFO, REPLACE, PREPEND, IGNORE, DUNNO/OK
+ *                   WARN, INFO, REPLACE, PREPEND, IGNORE, DUNNO/OK; unit
+ *                   tested by cleanup_checks_test.c
  * cleanup_rewrite.c canonical_maps, sender_canonical_maps and
  *                   recipient_canonical_maps on the envelope and on the
  *                   address headers; bare addresses in the address

@@ -3,7 +3,7 @@
  *
  * qmgr hands one delivery (one message, one next hop, up to
  * default_destination_recipient_limit recipients) to an agent by connecting
- * to the UNIX socket queue_directory/private/TRANSPORT (smtp, later local).
+ * to the UNIX socket queue_directory/private/TRANSPORT (smtp, local).
  * One connection carries one request; either side closes it afterwards.
  * Attribute lists (global/attr.h), in order:
  *

@@ -43,7 +43,9 @@
  * This file is main: main.cf read once (local_pre_loop) and the server
  * skeleton's callbacks. The modules are listed in local.h: the request
  * from qmgr in local_request.c, the expansion in local_expand.c, the
- * final deliveries in local_deliver.c, the privileges in local_priv.c.
+ * final deliveries in local_deliver.c (the writing in local_mbox.c and
+ * local_command.c), the privileges in local_priv.c, the rules without I/O
+ * in local_rules.c, the .forward and :include: files in local_file.c.
  */
 #include "sys_defs.h"
 

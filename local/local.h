@@ -4,10 +4,11 @@
  * local.c          main: main.cf read once, the server skeleton's
  *                  callbacks
  * local_request.c  the qmgr side: reading a delivery request (DELIVER, its
- *                  RCPT lists; global/deliver_proto.h) and the queue
- *                  file's content, the Delivered-To loop check, each
- *                  final delivery's log line, each recipient's outcome
- *                  and RESULT, then DONE
+ *                  RCPT lists) with the reader every agent shares
+ *                  (global/deliver_agent.h, global/deliver_proto.h) and
+ *                  the queue file's content, the Delivered-To loop check,
+ *                  each final delivery's log line (global/deliver_log.h),
+ *                  each recipient's outcome and RESULT, then DONE
  * local_expand.c   aliases, .forward and :include: files: the expansion
  *                  tree of one recipient (LOCAL_STATE), loop and duplicate
  *                  detection, the depth and destination limits
@@ -28,7 +29,8 @@
  * local_command.c  |command destinations: a shell with the message on
  *                  stdin, a time limit, the output kept for the reason
  * local_file.c     reading a .forward or :include: file only when it is
- *                  safe to obey (regular, owner, mode)
+ *                  safe to obey (regular, owner, mode); unit tested by
+ *                  local_file_test.c
  */
 #ifndef LOCAL_H
 #define LOCAL_H

@@ -16,7 +16,7 @@
  * the due part of deferred/. deferred/ is scanned every queue_run_delay and
  * at the earliest next try qmgr knows of (a file's mtime is its next try).
  * private/qmgr-admin takes the administrator's requests about messages in
- * active/ (qmgr_admin.c).
+ * active/ (qmgr_admin.c). The modules are listed in qmgr.h.
  */
 #include "sys_defs.h"
 

@@ -1,19 +1,29 @@
 /*
  * qmgr - the queue manager's shared internals
  *
- * One process, one libevent loop. qmgr.c reads the configuration, takes
- * the wake-ups and runs the scans that move files into active/;
- * qmgr_message.c loads a message, routes its recipients, records results
- * and decides where the file goes when it is complete; qmgr_dest.c keeps
- * the destinations (transport, next hop) with their queues and windows and
- * starts deliveries round-robin. The decisions themselves (windows, dead
- * destinations, retry steps, expiry, delay warnings, routing) are pure
- * functions in qmgr_sched.c and qmgr_route.c, unit-tested; the files
- * above only apply what they return. qmgr_deliver.c runs one delivery with an
- * agent; qmgr_bounce.c asks the bounce daemon for a DSN; qmgr_conn.c is
- * the non-blocking attribute-list client both use; qmgr_admin.c answers
- * `sluice hold|delete|requeue` about messages in active/ on
- * private/qmgr-admin (the protocol: global/qmgr_admin_proto.h).
+ * One process, one libevent loop:
+ *
+ * qmgr.c          main: the configuration, the wake-ups, the scans that
+ *                 move files into active/
+ * qmgr_message.c  a message: loading it, routing its recipients, recording
+ *                 results, where the file goes when it is complete
+ * qmgr_dest.c     the destinations (transport, next hop; found through a
+ *                 util/htable) with their queues and windows; starts
+ *                 deliveries round-robin
+ * qmgr_sched.c    the scheduling decisions (windows, dead destinations,
+ *                 retry steps, expiry, delay warnings) as pure functions
+ *                 (qmgr_sched.h); unit tested by qmgr_sched_test.c
+ * qmgr_route.c    routing an address to transport:nexthop, a pure function
+ *                 (qmgr_route.h); unit tested by qmgr_route_test.c
+ * qmgr_deliver.c  one delivery with an agent (global/deliver_proto.h)
+ * qmgr_bounce.c   asking the bounce daemon for a DSN
+ * qmgr_conn.c     the non-blocking attribute-list client those two use
+ * qmgr_admin.c    `sluice hold|delete|requeue` about messages in active/,
+ *                 on private/qmgr-admin (global/qmgr_admin_proto.h)
+ *
+ * qmgr_message.c, qmgr_dest.c and qmgr_deliver.c decide nothing about
+ * scheduling or routing themselves: they apply what the pure functions
+ * return (logs, file moves, deferrals).
  *
  * Administrative requests on a message in memory (qmgr_message_admin):
  * delete drops it at once (file and logs removed, pending recipients
@@ -229,7 +239,7 @@ extern QMGR_CONN *qmgr_conn_open(struct event_base *base, const char *path,
 extern void qmgr_conn_send(QMGR_CONN *conn, const ATTR_LIST *list);
 extern QMGR_CONN *qmgr_conn_free(QMGR_CONN *conn);
 
-/* qmgr_log.c-like helpers live in qmgr_message.c */
+/* in qmgr_message.c: a recipient line qmgr writes itself (deliver_log) */
 extern void qmgr_log_status(const QMGR_MESSAGE *msg, const char *address,
                             const char *dsn, const char *status,
                             const char *reason);

@@ -3,8 +3,10 @@
  *
  * smtp.c          main: main.cf, the server skeleton's callbacks
  * smtp_request.c  the qmgr side: reading a delivery request (DELIVER, its
- *                 RCPT lists; global/deliver_proto.h), each recipient's
- *                 RESULT with its log line, then DONE
+ *                 RCPT lists) with the reader every agent shares
+ *                 (global/deliver_agent.h, global/deliver_proto.h), each
+ *                 recipient's RESULT with its log line
+ *                 (global/deliver_log.h), then DONE
  * smtp_connect.c  where to: the next hop's addresses (global/dns.h),
  *                 trying them in order (next MX), the connection cache
  * smtp_session.c  one connection's I/O: a libevent bufferevent, the timer
@@ -15,7 +17,9 @@
  *                 (SMTP_PROTO: states, commands, per-recipient outcomes),
  *                 reply parsing, the verdict table, EHLO keywords,
  *                 enhanced status codes, next-hop syntax, the content
- *                 encoder
+ *                 encoder; unit tested by smtp_proto_test.c (the pieces)
+ *                 and smtp_machine_test.c (the conversation, with
+ *                 scripted replies)
  */
 #ifndef SMTP_H
 #define SMTP_H

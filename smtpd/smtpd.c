@@ -41,6 +41,8 @@
  * a local submission (trusted, may relay, origin local, no client
  * address), talking to cleanup as usual; the process exits when the
  * session ends (QUIT or EOF).
+ *
+ * The modules are listed in smtpd.h.
  */
 #include "sys_defs.h"
 
