@@ -39,8 +39,7 @@ static void fuzz_begin(const ATTR_LIST *list, VSTR *why)
         return;
     rebuilt = cleanup_begin_list(&begin);
     if (cleanup_begin_take(rebuilt, &again, why) < 0 ||
-        again.flags != begin.flags ||
-        strcmp(again.sender, begin.sender) != 0 ||
+        again.flags != begin.flags || strcmp(again.sender, begin.sender) != 0 ||
         strcmp(again.origin, begin.origin) != 0 ||
         !fuzz_same_str(again.client_name, begin.client_name) ||
         !fuzz_same_str(again.client_addr, begin.client_addr) ||
@@ -112,8 +111,7 @@ static void fuzz_status(const ATTR_LIST *list, VSTR *why)
 
     if (cleanup_status_take(list, &status, why) < 0)
         return;
-    if ((status.status != 0 &&
-         (status.status < 400 || status.status > 599)) ||
+    if ((status.status != 0 && (status.status < 400 || status.status > 599)) ||
         (status.queue_id != NULL && !qid_valid(status.queue_id)))
         abort();
     rebuilt = cleanup_status_list(&status);

@@ -4,10 +4,10 @@
  * HELLO, BEGIN, RCPT..., DATA chunks, END over one connection, each reply
  * read with a time limit (attr streams); cleanup's HELLO is read before the
  * STATUS of BEGIN, and a mismatch fails the open with both versions in the
- * reason. Every list is built and read by the codec (cleanup_proto.c). Content is collected into chunks of
- * CLEANUP_CHUNK_MAX so a caller may write it in pieces of any size. A
- * failure anywhere leaves the client good only for abort: the connection
- * is closed before END and cleanup removes its partial file.
+ * reason. Every list is built and read by the codec (cleanup_proto.c). Content
+ * is collected into chunks of CLEANUP_CHUNK_MAX so a caller may write it in
+ * pieces of any size. A failure anywhere leaves the client good only for abort:
+ * the connection is closed before END and cleanup removes its partial file.
  */
 #include "sys_defs.h"
 
@@ -21,8 +21,8 @@
 struct CLEANUP_CLIENT {
     ATTR_STREAM *stream;
     VSTR *queue_id;
-    VSTR *chunk;                        /* content not yet sent */
-    bool failed;                        /* sticky */
+    VSTR *chunk; /* content not yet sent */
+    bool failed; /* sticky */
 };
 
 /* cleanup_client_send - write one list and free it; 0 or -1 (why) */
@@ -113,9 +113,9 @@ static void cleanup_client_free(CLEANUP_CLIENT *client)
 }
 
 /* cleanup_client_open - connect and send BEGIN; see cleanup_client.h */
-CLEANUP_CLIENT *cleanup_client_open(const char *path, int timeout_ms,
-                                    int flags, const char *sender,
-                                    const char *origin, VSTR *why)
+CLEANUP_CLIENT *cleanup_client_open(const char *path, int timeout_ms, int flags,
+                                    const char *sender, const char *origin,
+                                    VSTR *why)
 {
     return cleanup_client_begin(path, timeout_ms, flags, sender, origin, NULL,
                                 NULL, why);

@@ -23,12 +23,12 @@
 #include "sock.h"
 #include "vstr.h"
 
-#define TEST_CONTENT_LEN 150000         /* three chunks */
-#define TEST_QID "0123456789ABCDEF"      /* a valid queue ID */
+#define TEST_CONTENT_LEN 150000 /* three chunks */
+#define TEST_QID "0123456789ABCDEF" /* a valid queue ID */
 
 static char test_dir[64];
 static char test_sock[128];
-static const char *test_full_name;      /* BEGIN must carry it, when set */
+static const char *test_full_name; /* BEGIN must carry it, when set */
 static long long test_version = CLEANUP_PROTO_VERSION; /* of our HELLO */
 
 /* test_hello - the fake cleanup's HELLO, claiming test_version */
@@ -114,7 +114,7 @@ static void test_server(int lsock, int end_status)
         const char *req;
 
         if (attr_stream_read(stream, &list, why) < 0)
-            _exit(3);                   /* hung up: the abort test */
+            _exit(3); /* hung up: the abort test */
         req = attr_get_str(list, CLEANUP_ATTR_REQUEST);
         if (strcmp(req, CLEANUP_REQ_RCPT) == 0) {
             rcpts++;
@@ -178,14 +178,16 @@ static CLEANUP_CLIENT *test_send(VSTR *why)
         fail_msg("open: %s", vstr_str(why));
     assert_string_equal(cleanup_client_queue_id(client), TEST_QID);
     assert_int_equal(cleanup_client_rcpt(client, "b@test", NULL, NULL, why), 0);
-    assert_int_equal(cleanup_client_rcpt(client, "c@test", "rfc822;c@test",
-                                         "NEVER", why), 0);
+    assert_int_equal(
+        cleanup_client_rcpt(client, "c@test", "rfc822;c@test", "NEVER", why),
+        0);
     test_content(content);
     for (size_t pos = 0; pos < vstr_len(content); pos += 7777) {
         size_t len = vstr_len(content) - pos;
 
         assert_int_equal(cleanup_client_write(client, vstr_str(content) + pos,
-                                              len < 7777 ? len : 7777, why), 0);
+                                              len < 7777 ? len : 7777, why),
+                         0);
     }
     vstr_free(content);
     return client;
@@ -236,8 +238,9 @@ static void test_refused_code(void **state)
     assert_int_equal(cleanup_client_rcpt(client, "b@test", NULL, NULL, why), 0);
     assert_int_equal(cleanup_client_rcpt(client, "c@test", NULL, NULL, why), 0);
     test_content(content);
-    assert_int_equal(cleanup_client_write(client, vstr_str(content),
-                                          vstr_len(content), why), 0);
+    assert_int_equal(
+        cleanup_client_write(client, vstr_str(content), vstr_len(content), why),
+        0);
     assert_int_equal(cleanup_client_end(client, &code, why), -1);
     assert_int_equal(code, 554);
     assert_non_null(strstr(vstr_str(why), "cleanup: 554 "));
@@ -283,7 +286,8 @@ static void test_version_mismatch(void **state)
     assert_int_equal(code, 0);
     assert_non_null(strstr(vstr_str(why), "cleanup: protocol mismatch"));
     assert_non_null(strstr(vstr_str(why), "peer speaks cleanup version 2"));
-    assert_non_null(strstr(vstr_str(why), "this side speaks cleanup version 1"));
+    assert_non_null(
+        strstr(vstr_str(why), "this side speaks cleanup version 1"));
     assert_int_equal(test_wait(pid), 5);
     vstr_free(why);
 }

@@ -118,10 +118,8 @@ ATTR_LIST *cleanup_begin_list(const CLEANUP_BEGIN *begin)
 
     attr_add_str(list, CLEANUP_ATTR_REQUEST, CLEANUP_REQ_BEGIN);
     attr_add_int(list, CLEANUP_ATTR_FLAGS, begin->flags);
-    attr_add_str(list, CLEANUP_ATTR_SENDER,
-                 begin->sender ? begin->sender : "");
-    attr_add_str(list, CLEANUP_ATTR_ORIGIN,
-                 begin->origin ? begin->origin : "");
+    attr_add_str(list, CLEANUP_ATTR_SENDER, begin->sender ? begin->sender : "");
+    attr_add_str(list, CLEANUP_ATTR_ORIGIN, begin->origin ? begin->origin : "");
     cleanup_add_opt(list, CLEANUP_ATTR_CLIENT_NAME, begin->client_name);
     cleanup_add_opt(list, CLEANUP_ATTR_CLIENT_ADDR, begin->client_addr);
     cleanup_add_opt(list, CLEANUP_ATTR_HELO_NAME, begin->helo_name);

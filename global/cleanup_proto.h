@@ -44,7 +44,7 @@
 
 #include "attr.h"
 
-#define CLEANUP_SERVICE "cleanup"       /* private/cleanup */
+#define CLEANUP_SERVICE "cleanup" /* private/cleanup */
 #define CLEANUP_CHUNK_MAX 65536
 #define CLEANUP_LIST_MAX (CLEANUP_CHUNK_MAX + 8192)
 #define CLEANUP_STATUS_MAX 4096 /* a HELLO or STATUS list, as clients read */
@@ -60,8 +60,8 @@
 #define CLEANUP_REQ_END "end"
 
 /* Flags in BEGIN. */
-#define CLEANUP_FLAG_LOCAL 0x01         /* local submission: add From: etc. */
-#define CLEANUP_FLAG_8BIT 0x02          /* BODY=8BITMIME declared */
+#define CLEANUP_FLAG_LOCAL 0x01 /* local submission: add From: etc. */
+#define CLEANUP_FLAG_8BIT 0x02 /* BODY=8BITMIME declared */
 #define CLEANUP_FLAG_SMTPUTF8 0x04
 
 /* BEGIN origin= values. */
@@ -102,16 +102,21 @@ static const ATTR_SPEC cleanup_hello_spec[] = {
 static const ATTR_SPEC cleanup_begin_spec[] = {
     {CLEANUP_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"begin\""},
     {CLEANUP_ATTR_FLAGS, ATTR_TYPE_INT, true, false, "CLEANUP_FLAG_* bits"},
-    {CLEANUP_ATTR_SENDER, ATTR_TYPE_STR, true, false, "envelope sender, \"\" for <>"},
-    {CLEANUP_ATTR_ORIGIN, ATTR_TYPE_STR, true, false, "smtp | local | api | bounce"},
+    {CLEANUP_ATTR_SENDER, ATTR_TYPE_STR, true, false,
+     "envelope sender, \"\" for <>"},
+    {CLEANUP_ATTR_ORIGIN, ATTR_TYPE_STR, true, false,
+     "smtp | local | api | bounce"},
     {CLEANUP_ATTR_CLIENT_NAME, ATTR_TYPE_STR, false, false, "client host name"},
-    {CLEANUP_ATTR_CLIENT_ADDR, ATTR_TYPE_STR, false, false, "client IP address"},
+    {CLEANUP_ATTR_CLIENT_ADDR, ATTR_TYPE_STR, false, false,
+     "client IP address"},
     {CLEANUP_ATTR_HELO_NAME, ATTR_TYPE_STR, false, false, "HELO/EHLO argument"},
     {CLEANUP_ATTR_PROTOCOL, ATTR_TYPE_STR, false, false, "SMTP | ESMTP | ..."},
     {CLEANUP_ATTR_SIZE, ATTR_TYPE_INT, false, false, "SIZE= declared, bytes"},
     {CLEANUP_ATTR_RET, ATTR_TYPE_STR, false, false, "DSN RET= FULL | HDRS"},
-    {CLEANUP_ATTR_ENVID, ATTR_TYPE_STR, false, false, "DSN ENVID= (xtext decoded)"},
-    {CLEANUP_ATTR_SASL_USERNAME, ATTR_TYPE_STR, false, false, "later: SMTP AUTH"},
+    {CLEANUP_ATTR_ENVID, ATTR_TYPE_STR, false, false,
+     "DSN ENVID= (xtext decoded)"},
+    {CLEANUP_ATTR_SASL_USERNAME, ATTR_TYPE_STR, false, false,
+     "later: SMTP AUTH"},
     {CLEANUP_ATTR_FULL_NAME, ATTR_TYPE_STR, false, false,
      "sender's full name (sendmail -F): the From: cleanup adds for a local"
      " submission becomes \"Full Name <sender>\""},
@@ -120,7 +125,8 @@ static const ATTR_SPEC cleanup_begin_spec[] = {
 static const ATTR_SPEC cleanup_rcpt_spec[] = {
     {CLEANUP_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"rcpt\""},
     {CLEANUP_ATTR_ADDRESS, ATTR_TYPE_STR, true, false, "recipient address"},
-    {CLEANUP_ATTR_ORCPT, ATTR_TYPE_STR, false, false, "DSN ORCPT= (type;xtext)"},
+    {CLEANUP_ATTR_ORCPT, ATTR_TYPE_STR, false, false,
+     "DSN ORCPT= (type;xtext)"},
     {CLEANUP_ATTR_NOTIFY, ATTR_TYPE_STR, false, false, "DSN NOTIFY= list"},
 };
 
@@ -135,9 +141,12 @@ static const ATTR_SPEC cleanup_end_spec[] = {
 };
 
 static const ATTR_SPEC cleanup_status_spec[] = {
-    {CLEANUP_ATTR_STATUS, ATTR_TYPE_INT, true, false, "0, or an SMTP reply code"},
-    {CLEANUP_ATTR_REASON, ATTR_TYPE_STR, false, false, "enhanced code and text"},
-    {CLEANUP_ATTR_QUEUE_ID, ATTR_TYPE_STR, false, false, "the message's queue ID"},
+    {CLEANUP_ATTR_STATUS, ATTR_TYPE_INT, true, false,
+     "0, or an SMTP reply code"},
+    {CLEANUP_ATTR_REASON, ATTR_TYPE_STR, false, false,
+     "enhanced code and text"},
+    {CLEANUP_ATTR_QUEUE_ID, ATTR_TYPE_STR, false, false,
+     "the message's queue ID"},
 };
 
 /*
@@ -205,8 +214,7 @@ extern int cleanup_data_take(const ATTR_LIST *list, const char **data,
                              size_t *len, VSTR *why);
 extern ATTR_LIST *cleanup_data_list(const char *data, size_t len);
 
-extern int cleanup_end_take(const ATTR_LIST *list, CLEANUP_END *end,
-                            VSTR *why);
+extern int cleanup_end_take(const ATTR_LIST *list, CLEANUP_END *end, VSTR *why);
 extern ATTR_LIST *cleanup_end_list(const CLEANUP_END *end);
 
 /* cleanup_status_take - a STATUS list: a status of 0 or 400..599, a valid

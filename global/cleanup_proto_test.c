@@ -56,8 +56,8 @@ typedef int (*TEST_TAKE)(const ATTR_LIST *list, VSTR *why);
 /* strict - pairs (a whole valid list) pass take; each required attribute
    of spec left out, an unknown attribute added, and a repeated one each
    fail with a reason */
-static void strict(const TEST_PAIR *pairs, size_t count,
-                   const ATTR_SPEC *spec, size_t spec_count, TEST_TAKE take)
+static void strict(const TEST_PAIR *pairs, size_t count, const ATTR_SPEC *spec,
+                   size_t spec_count, TEST_TAKE take)
 {
     VSTR *why = vstr_alloc(100);
     ATTR_LIST *list = build(pairs, count, NULL);
@@ -305,13 +305,19 @@ static void test_status(void **state)
         {CLEANUP_ATTR_QUEUE_ID, TEST_QID},
     };
     static const char *const bad_qids[] = {
-        "", "../../etc/passwd", "0123456789ABCDE", "0123456789ABCDEF0",
-        "0123456789abcdef", "0123456789ABCDE\n", "012345678/ABCDEF",
+        "",
+        "../../etc/passwd",
+        "0123456789ABCDE",
+        "0123456789ABCDEF0",
+        "0123456789abcdef",
+        "0123456789ABCDE\n",
+        "012345678/ABCDEF",
     };
-    static const char *const bad_codes[] = {"-1", "1", "250", "399", "600",
-                                            "99999999999"};
+    static const char *const bad_codes[] = {"-1",  "1",   "250",
+                                            "399", "600", "99999999999"};
     VSTR *why = vstr_alloc(100);
-    CLEANUP_STATUS out = {.status = 0, .reason = "ignored", .queue_id = TEST_QID};
+    CLEANUP_STATUS out = {
+        .status = 0, .reason = "ignored", .queue_id = TEST_QID};
     CLEANUP_STATUS in;
     ATTR_LIST *list = wire(cleanup_status_list(&out));
 
@@ -320,7 +326,8 @@ static void test_status(void **state)
     assert_null(in.reason); /* only a failure has one */
     assert_string_equal(in.queue_id, TEST_QID);
     attr_list_free(list);
-    out = (CLEANUP_STATUS){.status = 554, .reason = "5.5.1 no", .queue_id = NULL};
+    out =
+        (CLEANUP_STATUS){.status = 554, .reason = "5.5.1 no", .queue_id = NULL};
     list = wire(cleanup_status_list(&out));
     assert_int_equal(cleanup_status_take(list, &in, why), 0);
     assert_int_equal(in.status, 554);
