@@ -2,9 +2,11 @@
  * cleanup - the daemon that turns a message source's stream into a queue file
  *
  * smtpd, pickup and later the HTTP API connect to private/cleanup and speak
- * the protocol of global/cleanup_proto.h. Each connection is a libevent
- * bufferevent; the attribute lists it carries drive one message at a time
- * (cleanup_message.c). The answer to END is written only after the queue
+ * the protocol of global/cleanup_proto.h, each list read by its codec; we
+ * greet with HELLO and a client of another version is logged with both
+ * versions and dropped before it can begin a message. Each connection is a
+ * libevent bufferevent; the attribute lists it carries drive one message at a
+ * time (cleanup_message.c). The answer to END is written only after the queue
  * file and incoming/ are on stable storage; once that answer has left our
  * output buffer (or the client is gone), qmgr gets a wake-up trigger (which
  * may be lost: qmgr also scans), so qmgr never races the client's 250. A

@@ -10,9 +10,11 @@
  * arrive, so a large message is never held in memory.
  *
  * Each transaction has its own connection to cleanup, opened at the first
- * recipient (BEGIN, then wait for the queue ID). While smtpd waits for
- * cleanup (BEGIN, END) it stops reading that client, so input stays in
- * order and replies cannot overtake one another. The 250 reply to DATA is
+ * recipient (HELLO and BEGIN, built by global/cleanup_proto.c, then wait
+ * for cleanup's HELLO and the queue ID; a cleanup of another protocol
+ * version is logged with both versions and the recipient gets 451). While smtpd
+ * waits for cleanup (BEGIN, END) it stops reading that client, so input stays
+ * in order and replies cannot overtake one another. The 250 reply to DATA is
  * sent only after cleanup's final STATUS, which cleanup sends only after
  * the queue file and incoming/ are on stable storage. A transaction that
  * ends any other way (RSET, EHLO, QUIT, a lost client, a refused message)
