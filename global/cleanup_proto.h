@@ -23,16 +23,17 @@
  *                                queue file and incoming/ are fsynced (on
  *                                commit) or the partial file removed (abort)
  *
- * A status is 0 for success, else an SMTP reply code (451, 452, 550, 554)
- * with the enhanced code and text in "reason" ("4.3.0 queue file write
- * error"). Any protocol violation makes cleanup drop the connection and
+ * A status is 0 for success, else an SMTP reply code (400..599: 451, 452,
+ * 550, 552, 554) with the enhanced code and text in "reason" ("4.3.0 queue
+ * file write error"). Any protocol violation makes cleanup drop the connection and
  * remove the partial file: nothing half-written is ever visible.
  *
  * HELLO names the protocol and its version; each side reads the other's
  * before anything else and, on a mismatch, logs both values and gives up
  * on the connection. Nothing is lost: cleanup has queued nothing, and the
- * client refuses its message for now (smtpd answers 451 4.3.0; pickup,
- * sendmail and bounce keep what they were handing over and try again).
+ * client fails the hand-over as temporary (smtpd answers 451 4.3.0;
+ * pickup keeps the maildrop file; local and bounce report a failure to
+ * qmgr, which tries again later).
  *
  * Every list is read and written by the codec below (global/cleanup_proto.c):
  * smtpd and cleanup_client build their lists with the *_list functions,
