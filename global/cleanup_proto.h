@@ -25,8 +25,8 @@
  *
  * A status is 0 for success, else an SMTP reply code (400..599: 451, 452,
  * 550, 552, 554) with the enhanced code and text in "reason" ("4.3.0 queue
- * file write error"). Any protocol violation makes cleanup drop the connection and
- * remove the partial file: nothing half-written is ever visible.
+ * file write error"). Any protocol violation makes cleanup drop the connection
+ * and remove the partial file: nothing half-written is ever visible.
  *
  * HELLO names the protocol and its version; each side reads the other's
  * before anything else and, on a mismatch, logs both values and gives up
