@@ -2,9 +2,11 @@
  * cleanup - the daemon that turns a message source's stream into a queue file
  *
  * smtpd, pickup and later the HTTP API connect to private/cleanup and speak
- * the protocol of global/cleanup_proto.h. Each connection is a libevent
- * bufferevent; the attribute lists it carries drive one message at a time
- * (cleanup_message.c). The answer to END is written only after the queue
+ * the protocol of global/cleanup_proto.h, each list read by its codec; we
+ * greet with HELLO and a client of another version is logged with both
+ * versions and dropped before it can begin a message. Each connection is a
+ * libevent bufferevent; the attribute lists it carries drive one message at a
+ * time (cleanup_message.c). The answer to END is written only after the queue
  * file and incoming/ are on stable storage; once that answer has left our
  * output buffer (or the client is gone), qmgr gets a wake-up trigger (which
  * may be lost: qmgr also scans), so qmgr never races the client's 250. A
@@ -70,6 +72,7 @@ typedef struct CLEANUP_CTX {
 } CLEANUP_CTX;
 
 typedef enum CLEANUP_STATE {
+    CLEANUP_STATE_HELLO, /* expect the client's HELLO */
     CLEANUP_STATE_IDLE, /* expect BEGIN */
     CLEANUP_STATE_ENVELOPE, /* RCPT, DATA or END */
     CLEANUP_STATE_CONTENT, /* DATA or END */
@@ -103,23 +106,26 @@ static void cleanup_conn_free(CLEANUP_CONN *conn)
         mail_server_exit(ctx->server, 0);
 }
 
-/* cleanup_reply - send a STATUS list */
-static void cleanup_reply(CLEANUP_CONN *conn, int status, const char *reason,
-                          const char *qid)
+/* cleanup_send - queue one list (HELLO, STATUS) for the client; frees it */
+static void cleanup_send(CLEANUP_CONN *conn, ATTR_LIST *list)
 {
-    ATTR_LIST *list = attr_list_alloc();
     VSTR *wire = vstr_alloc(128);
 
-    attr_add_int(list, "status", status);
-    if (status != 0 && reason != NULL)
-        attr_add_str(list, "reason", reason);
-    if (qid != NULL)
-        attr_add_str(list, "queue_id", qid);
     attr_list_encode(list, wire);
     if (bufferevent_write(conn->bev, vstr_str(wire), vstr_len(wire)) < 0)
         msg_warn("cannot queue a reply to the client");
     vstr_free(wire);
     attr_list_free(list);
+}
+
+/* cleanup_reply - send a STATUS list */
+static void cleanup_reply(CLEANUP_CONN *conn, int status, const char *reason,
+                          const char *qid)
+{
+    CLEANUP_STATUS reply = {
+        .status = status, .reason = reason, .queue_id = qid};
+
+    cleanup_send(conn, cleanup_status_list(&reply));
 }
 
 /* cleanup_trigger_event - wake qmgr, after the reply went out */
@@ -145,11 +151,14 @@ static void cleanup_wake_qmgr(CLEANUP_CTX *ctx)
         ctx->trigger_pending = true;
 }
 
-/* cleanup_check - strict check of a list against its table */
-static bool cleanup_check(CLEANUP_CONN *conn, const ATTR_LIST *list,
-                          const ATTR_SPEC *spec, size_t count)
+/* cleanup_hello - the client's HELLO: the first list, naming our
+   protocol and version; a mismatch drops the connection */
+static bool cleanup_hello(CLEANUP_CONN *conn, const ATTR_LIST *list)
 {
-    return attr_list_check(list, spec, count, conn->why) == 0;
+    if (cleanup_hello_take(list, conn->why) < 0)
+        return false;
+    conn->state = CLEANUP_STATE_IDLE;
+    return true;
 }
 
 /* cleanup_begin - BEGIN: a new message, answered with its queue ID */
@@ -157,8 +166,7 @@ static bool cleanup_begin(CLEANUP_CONN *conn, const ATTR_LIST *list)
 {
     CLEANUP_BEGIN req;
 
-    if (!cleanup_check(conn, list, cleanup_begin_spec,
-                       SLUICE_ARRAY_LEN(cleanup_begin_spec)))
+    if (cleanup_begin_take(list, &req, conn->why) < 0)
         return false;
     if (conn->state != CLEANUP_STATE_IDLE) {
         /* A client may give up on a message whose BEGIN failed. */
@@ -168,20 +176,6 @@ static bool cleanup_begin(CLEANUP_CONN *conn, const ATTR_LIST *list)
         }
         conn->msg = cleanup_msg_free(conn->msg);
     }
-    memset(&req, 0, sizeof(req));
-    (void) attr_get_int(list, "flags", &req.flags);
-    req.sender = attr_get_str(list, "sender");
-    req.origin = attr_get_str(list, "origin");
-    req.client_name = attr_get_str(list, "client_name");
-    req.client_addr = attr_get_str(list, "client_addr");
-    req.helo_name = attr_get_str(list, "helo_name");
-    req.protocol = attr_get_str(list, "protocol");
-    if (!attr_get_int(list, "size", &req.size))
-        req.size = -1;
-    req.ret = attr_get_str(list, "ret");
-    req.envid = attr_get_str(list, "envid");
-    req.sasl_username = attr_get_str(list, "sasl_username");
-    req.full_name = attr_get_str(list, "full_name");
     conn->msg = cleanup_msg_begin(&conn->ctx->conf, &req, cleanup_filters);
     conn->state = CLEANUP_STATE_ENVELOPE;
     cleanup_reply(conn, conn->msg->status, vstr_str(conn->msg->reason),
@@ -192,8 +186,9 @@ static bool cleanup_begin(CLEANUP_CONN *conn, const ATTR_LIST *list)
 /* cleanup_rcpt - RCPT: one recipient */
 static bool cleanup_rcpt(CLEANUP_CONN *conn, const ATTR_LIST *list)
 {
-    if (!cleanup_check(conn, list, cleanup_rcpt_spec,
-                       SLUICE_ARRAY_LEN(cleanup_rcpt_spec)))
+    CLEANUP_RCPT rcpt;
+
+    if (cleanup_rcpt_take(list, &rcpt, conn->why) < 0)
         return false;
     if (conn->state != CLEANUP_STATE_ENVELOPE) {
         vstr_cpy(conn->why, conn->state == CLEANUP_STATE_IDLE
@@ -201,8 +196,7 @@ static bool cleanup_rcpt(CLEANUP_CONN *conn, const ATTR_LIST *list)
                                 : "rcpt after data");
         return false;
     }
-    cleanup_msg_rcpt(conn->msg, attr_get_str(list, "address"),
-                     attr_get_str(list, "orcpt"), attr_get_str(list, "notify"));
+    cleanup_msg_rcpt(conn->msg, rcpt.address, rcpt.orcpt, rcpt.notify);
     return true;
 }
 
@@ -212,16 +206,10 @@ static bool cleanup_data(CLEANUP_CONN *conn, const ATTR_LIST *list)
     const char *data;
     size_t len;
 
-    if (!cleanup_check(conn, list, cleanup_data_spec,
-                       SLUICE_ARRAY_LEN(cleanup_data_spec)))
+    if (cleanup_data_take(list, &data, &len, conn->why) < 0)
         return false;
     if (conn->state == CLEANUP_STATE_IDLE) {
         vstr_cpy(conn->why, "data outside a message");
-        return false;
-    }
-    data = attr_get_data(list, "data", &len);
-    if (len > CLEANUP_CHUNK_MAX) {
-        vstr_sprintf(conn->why, "data chunk of %zu bytes", len);
         return false;
     }
     conn->state = CLEANUP_STATE_CONTENT;
@@ -232,18 +220,16 @@ static bool cleanup_data(CLEANUP_CONN *conn, const ATTR_LIST *list)
 /* cleanup_end - END: commit or abort, then answer */
 static bool cleanup_end(CLEANUP_CONN *conn, const ATTR_LIST *list)
 {
-    long long abort = 0;
+    CLEANUP_END end;
     int status;
 
-    if (!cleanup_check(conn, list, cleanup_end_spec,
-                       SLUICE_ARRAY_LEN(cleanup_end_spec)))
+    if (cleanup_end_take(list, &end, conn->why) < 0)
         return false;
     if (conn->state == CLEANUP_STATE_IDLE) {
         vstr_cpy(conn->why, "end outside a message");
         return false;
     }
-    (void) attr_get_int(list, "abort", &abort);
-    status = cleanup_msg_end(conn->msg, abort != 0);
+    status = cleanup_msg_end(conn->msg, end.abort);
     cleanup_reply(conn, status, vstr_str(conn->msg->reason), conn->msg->qid);
     if (conn->msg->committed && !conn->msg->hold)
         conn->wake_qmgr = true; /* cleanup_write_event, after the reply */
@@ -255,8 +241,10 @@ static bool cleanup_end(CLEANUP_CONN *conn, const ATTR_LIST *list)
 /* cleanup_request - dispatch one list; false: drop the connection */
 static bool cleanup_request(CLEANUP_CONN *conn, const ATTR_LIST *list)
 {
-    const char *request = attr_get_str(list, "request");
+    const char *request = cleanup_list_request(list);
 
+    if (conn->state == CLEANUP_STATE_HELLO)
+        return cleanup_hello(conn, list);
     if (request == NULL) {
         vstr_cpy(conn->why, "list without request");
         return false;
@@ -354,7 +342,7 @@ static void cleanup_accept(MAIL_SERVER *server, int fd, void *arg)
     struct timeval timeout = {ctx->timeout, 0};
 
     conn->ctx = ctx;
-    conn->state = CLEANUP_STATE_IDLE;
+    conn->state = CLEANUP_STATE_HELLO;
     conn->why = vstr_alloc(64);
     conn->bev = bufferevent_socket_new(mail_server_base(server), fd,
                                        BEV_OPT_CLOSE_ON_FREE);
@@ -370,6 +358,7 @@ static void cleanup_accept(MAIL_SERVER *server, int fd, void *arg)
                       cleanup_event, conn);
     bufferevent_set_timeouts(conn->bev, &timeout, &timeout);
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+    cleanup_send(conn, cleanup_hello_list());
 }
 
 /* cleanup_maps - the tables of parameter name, or NULL when it is empty;

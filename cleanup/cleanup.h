@@ -30,6 +30,7 @@
 
 #include <sys/time.h>
 
+#include "cleanup_proto.h"
 #include "maps.h"
 #include "match_list.h"
 #include "qfile.h"
@@ -55,21 +56,7 @@ typedef struct CLEANUP_CONF {
     char *recipient_delimiter; /* NULL or "": none */
 } CLEANUP_CONF;
 
-/* The envelope of BEGIN, as received (strings may be NULL when absent). */
-typedef struct CLEANUP_BEGIN {
-    long long flags; /* CLEANUP_FLAG_* */
-    const char *sender;
-    const char *origin;
-    const char *client_name;
-    const char *client_addr;
-    const char *helo_name;
-    const char *protocol;
-    long long size; /* SIZE=, -1 when absent */
-    const char *ret;
-    const char *envid;
-    const char *sasl_username;
-    const char *full_name; /* sendmail -F, for the From: we add */
-} CLEANUP_BEGIN;
+/* The envelope of BEGIN: CLEANUP_BEGIN of global/cleanup_proto.h. */
 
 typedef struct CLEANUP_MSG CLEANUP_MSG;
 

@@ -1,11 +1,13 @@
 /*
  * cleanup_client - a blocking client of private/cleanup
  *
- * BEGIN, RCPT..., DATA chunks, END over one connection, each reply read
- * with a time limit (attr streams). Content is collected into chunks of
- * CLEANUP_CHUNK_MAX so a caller may write it in pieces of any size. A
- * failure anywhere leaves the client good only for abort: the connection
- * is closed before END and cleanup removes its partial file.
+ * HELLO, BEGIN, RCPT..., DATA chunks, END over one connection, each reply
+ * read with a time limit (attr streams); cleanup's HELLO is read before the
+ * STATUS of BEGIN, and a mismatch fails the open with both versions in the
+ * reason. Every list is built and read by the codec (cleanup_proto.c). Content
+ * is collected into chunks of CLEANUP_CHUNK_MAX so a caller may write it in
+ * pieces of any size. A failure anywhere leaves the client good only for abort:
+ * the connection is closed before END and cleanup removes its partial file.
  */
 #include "sys_defs.h"
 
@@ -16,13 +18,11 @@
 #include "sock.h"
 #include "vstr.h"
 
-#define CLEANUP_CLIENT_STATUS_MAX 4096  /* a STATUS list */
-
 struct CLEANUP_CLIENT {
     ATTR_STREAM *stream;
     VSTR *queue_id;
-    VSTR *chunk;                        /* content not yet sent */
-    bool failed;                        /* sticky */
+    VSTR *chunk; /* content not yet sent */
+    bool failed; /* sticky */
 };
 
 /* cleanup_client_send - write one list and free it; 0 or -1 (why) */
@@ -37,6 +37,29 @@ static int cleanup_client_send(CLEANUP_CLIENT *client, ATTR_LIST *list,
     return ret;
 }
 
+/* cleanup_client_hello - read cleanup's HELLO: 0, or -1 with the reason
+   (a mismatch names both sides' protocol and version) */
+static int cleanup_client_hello(CLEANUP_CLIENT *client, VSTR *why)
+{
+    ATTR_LIST *list = NULL;
+    int ret;
+
+    if (attr_stream_read(client->stream, &list, why) < 0) {
+        client->failed = true;
+        return -1;
+    }
+    ret = cleanup_hello_take(list, why);
+    attr_list_free(list);
+    if (ret < 0) {
+        char *reason = mystrdup(vstr_str(why));
+
+        client->failed = true;
+        vstr_sprintf(why, "cleanup: %s", reason);
+        myfree(reason);
+    }
+    return ret;
+}
+
 /* cleanup_client_status - read one STATUS list: 0, or -1 with the reason
    in why (also for a status that is not 0, which then goes to *code when
    code is not NULL); the queue ID goes to queue_id when asked for */
@@ -44,34 +67,28 @@ static int cleanup_client_status(CLEANUP_CLIENT *client, VSTR *queue_id,
                                  int *code, VSTR *why)
 {
     ATTR_LIST *list = NULL;
-    long long status = -1;
-    const char *value;
+    CLEANUP_STATUS reply;
 
     if (attr_stream_read(client->stream, &list, why) < 0) {
         client->failed = true;
         return -1;
     }
-    if (attr_list_check(list, cleanup_status_spec,
-                        SLUICE_ARRAY_LEN(cleanup_status_spec), why) < 0) {
+    if (cleanup_status_take(list, &reply, why) < 0) {
         attr_list_free(list);
         client->failed = true;
         return -1;
     }
-    (void) attr_get_int(list, "status", &status);
-    if (code != NULL && status > 0 && status < 1000)
-        *code = (int) status;
-    if (status != 0) {
-        value = attr_get_str(list, "reason");
-        vstr_sprintf(why, "cleanup: %lld %s", status,
-                     value ? value : "no reason given");
-    } else if (queue_id != NULL &&
-               (value = attr_get_str(list, "queue_id")) != NULL) {
-        vstr_cpy(queue_id, value);
-    }
+    if (code != NULL && reply.status != 0)
+        *code = reply.status;
+    if (reply.status != 0)
+        vstr_sprintf(why, "cleanup: %d %s", reply.status,
+                     reply.reason ? reply.reason : "no reason given");
+    else if (queue_id != NULL && reply.queue_id != NULL)
+        vstr_cpy(queue_id, reply.queue_id);
     attr_list_free(list);
-    if (status != 0)
+    if (reply.status != 0)
         client->failed = true;
-    return status == 0 ? 0 : -1;
+    return reply.status == 0 ? 0 : -1;
 }
 
 /* cleanup_client_flush - send what the chunk holds as one DATA list */
@@ -81,10 +98,7 @@ static int cleanup_client_flush(CLEANUP_CLIENT *client, VSTR *why)
 
     if (vstr_len(client->chunk) == 0)
         return 0;
-    list = attr_list_alloc();
-    attr_add_str(list, "request", CLEANUP_REQ_DATA);
-    attr_add_data(list, "data", vstr_str(client->chunk),
-                  vstr_len(client->chunk));
+    list = cleanup_data_list(vstr_str(client->chunk), vstr_len(client->chunk));
     vstr_reset(client->chunk);
     return cleanup_client_send(client, list, why);
 }
@@ -99,9 +113,9 @@ static void cleanup_client_free(CLEANUP_CLIENT *client)
 }
 
 /* cleanup_client_open - connect and send BEGIN; see cleanup_client.h */
-CLEANUP_CLIENT *cleanup_client_open(const char *path, int timeout_ms,
-                                    int flags, const char *sender,
-                                    const char *origin, VSTR *why)
+CLEANUP_CLIENT *cleanup_client_open(const char *path, int timeout_ms, int flags,
+                                    const char *sender, const char *origin,
+                                    VSTR *why)
 {
     return cleanup_client_begin(path, timeout_ms, flags, sender, origin, NULL,
                                 NULL, why);
@@ -115,7 +129,11 @@ CLEANUP_CLIENT *cleanup_client_begin(const char *path, int timeout_ms,
                                      int *code, VSTR *why)
 {
     CLEANUP_CLIENT *client;
-    ATTR_LIST *list;
+    CLEANUP_BEGIN begin = {.flags = flags,
+                           .sender = sender,
+                           .origin = origin,
+                           .size = -1,
+                           .full_name = full_name};
     int sock;
 
     if (code != NULL)
@@ -126,18 +144,13 @@ CLEANUP_CLIENT *cleanup_client_begin(const char *path, int timeout_ms,
         return NULL;
     }
     client = mycalloc(1, sizeof(*client));
-    client->stream = attr_stream_open(sock, CLEANUP_CLIENT_STATUS_MAX,
-                                      timeout_ms);
+    client->stream = attr_stream_open(sock, CLEANUP_STATUS_MAX, timeout_ms);
     client->queue_id = vstr_alloc(32);
     client->chunk = vstr_alloc(8192);
-    list = attr_list_alloc();
-    attr_add_str(list, "request", CLEANUP_REQ_BEGIN);
-    attr_add_int(list, "flags", flags);
-    attr_add_str(list, "sender", sender);
-    attr_add_str(list, "origin", origin);
-    if (full_name != NULL && *full_name)
-        attr_add_str(list, "full_name", full_name);
-    if (cleanup_client_send(client, list, why) < 0 ||
+    /* Our HELLO and BEGIN at once; cleanup's HELLO precedes its STATUS. */
+    if (cleanup_client_send(client, cleanup_hello_list(), why) < 0 ||
+        cleanup_client_send(client, cleanup_begin_list(&begin), why) < 0 ||
+        cleanup_client_hello(client, why) < 0 ||
         cleanup_client_status(client, client->queue_id, code, why) < 0) {
         cleanup_client_free(client);
         return NULL;
@@ -160,20 +173,13 @@ const char *cleanup_client_queue_id(const CLEANUP_CLIENT *client)
 int cleanup_client_rcpt(CLEANUP_CLIENT *client, const char *address,
                         const char *orcpt, const char *notify, VSTR *why)
 {
-    ATTR_LIST *list;
+    CLEANUP_RCPT rcpt = {.address = address, .orcpt = orcpt, .notify = notify};
 
     if (client->failed) {
         vstr_cpy(why, "cleanup client: earlier error");
         return -1;
     }
-    list = attr_list_alloc();
-    attr_add_str(list, "request", CLEANUP_REQ_RCPT);
-    attr_add_str(list, "address", address);
-    if (orcpt != NULL && *orcpt)
-        attr_add_str(list, "orcpt", orcpt);
-    if (notify != NULL && *notify)
-        attr_add_str(list, "notify", notify);
-    return cleanup_client_send(client, list, why);
+    return cleanup_client_send(client, cleanup_rcpt_list(&rcpt), why);
 }
 
 /* cleanup_client_write - buffer content, sending whole chunks */
@@ -207,7 +213,7 @@ int cleanup_client_commit(CLEANUP_CLIENT *client, VSTR *why)
 /* cleanup_client_end - cleanup_client_commit with the refusal code */
 int cleanup_client_end(CLEANUP_CLIENT *client, int *code, VSTR *why)
 {
-    ATTR_LIST *list;
+    CLEANUP_END end = {.abort = false};
     int ret = -1;
 
     if (code != NULL)
@@ -215,10 +221,7 @@ int cleanup_client_end(CLEANUP_CLIENT *client, int *code, VSTR *why)
     if (client->failed) {
         vstr_cpy(why, "cleanup client: earlier error");
     } else if (cleanup_client_flush(client, why) == 0) {
-        list = attr_list_alloc();
-        attr_add_str(list, "request", CLEANUP_REQ_END);
-        attr_add_int(list, "abort", 0);
-        if (cleanup_client_send(client, list, why) == 0 &&
+        if (cleanup_client_send(client, cleanup_end_list(&end), why) == 0 &&
             cleanup_client_status(client, NULL, code, why) == 0)
             ret = 0;
     }

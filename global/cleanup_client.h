@@ -3,9 +3,11 @@
  *
  * For programs that hand cleanup one message at a time and may wait for
  * it: local (forwarding), bounce (notices) and pickup (maildrop files).
- * The protocol is global/cleanup_proto.h: BEGIN (answered with the queue
- * ID), RCPT lists, the content in DATA chunks, END. Every read has a
- * time limit. The message counts as queued only when
+ * The protocol is global/cleanup_proto.h: HELLO, BEGIN (answered with
+ * cleanup's HELLO and the queue ID), RCPT lists, the content in DATA
+ * chunks, END. A cleanup of another protocol version fails the open with
+ * both versions in the reason and no code: the caller keeps its message. Every
+ * read has a time limit. The message counts as queued only when
  * cleanup_client_commit() returns 0: cleanup has then fsynced the queue
  * file and incoming/. Closing in any other way (cleanup_client_abort, an
  * error) makes cleanup remove the partial file, so nothing half-sent is

@@ -2,7 +2,8 @@
  * cleanup_client_test - the blocking cleanup client against a fake cleanup
  *
  * A forked child listens on a UNIX socket in a fresh folder and speaks
- * cleanup's side of the protocol: it checks what arrives (BEGIN, RCPT,
+ * cleanup's side of the protocol: it greets (HELLO, with the version the
+ * test chooses), checks what arrives (the client's HELLO, BEGIN, RCPT,
  * content in chunks no larger than CLEANUP_CHUNK_MAX, END) and answers
  * END with 0 only when the content is the expected one.
  */
@@ -22,11 +23,27 @@
 #include "sock.h"
 #include "vstr.h"
 
-#define TEST_CONTENT_LEN 150000         /* three chunks */
+#define TEST_CONTENT_LEN 150000 /* three chunks */
+#define TEST_QID "0123456789ABCDEF" /* a valid queue ID */
 
 static char test_dir[64];
 static char test_sock[128];
-static const char *test_full_name;      /* BEGIN must carry it, when set */
+static const char *test_full_name; /* BEGIN must carry it, when set */
+static long long test_version = CLEANUP_PROTO_VERSION; /* of our HELLO */
+
+/* test_hello - the fake cleanup's HELLO, claiming test_version */
+static void test_hello(ATTR_STREAM *stream)
+{
+    ATTR_LIST *list = attr_list_alloc();
+    VSTR *why = vstr_alloc(10);
+
+    attr_add_str(list, CLEANUP_ATTR_REQUEST, CLEANUP_REQ_HELLO);
+    attr_add_str(list, CLEANUP_ATTR_PROTOCOL, CLEANUP_PROTO_NAME);
+    attr_add_int(list, CLEANUP_ATTR_VERSION, test_version);
+    (void) attr_stream_write(stream, list, why);
+    attr_list_free(list);
+    vstr_free(why);
+}
 
 /* test_content - the message the tests send */
 static void test_content(VSTR *out)
@@ -42,11 +59,11 @@ static void test_reply(ATTR_STREAM *stream, int status, const char *qid)
     ATTR_LIST *list = attr_list_alloc();
     VSTR *why = vstr_alloc(10);
 
-    attr_add_int(list, "status", status);
+    attr_add_int(list, CLEANUP_ATTR_STATUS, status);
     if (status)
-        attr_add_str(list, "reason", "4.3.0 test failure");
+        attr_add_str(list, CLEANUP_ATTR_REASON, "4.3.0 test failure");
     if (qid)
-        attr_add_str(list, "queue_id", qid);
+        attr_add_str(list, CLEANUP_ATTR_QUEUE_ID, qid);
     (void) attr_stream_write(stream, list, why);
     attr_list_free(list);
     vstr_free(why);
@@ -66,29 +83,44 @@ static void test_server(int lsock, int end_status)
     bool ok = true;
 
     test_content(want);
+    test_hello(stream);
+    if (attr_stream_read(stream, &list, why) < 0 ||
+        cleanup_hello_take(list, why) < 0) {
+        fprintf(stderr, "fake cleanup: HELLO: %s\n", vstr_str(why));
+        _exit(4);
+    }
+    attr_list_free(list);
+    if (test_version != CLEANUP_PROTO_VERSION) {
+        /* The client must hang up without waiting for a STATUS. */
+        bool eof = attr_stream_read(stream, &list, why) == 0 &&
+                   attr_stream_read(stream, &list, why) < 0;
+
+        _exit(eof ? 5 : 6);
+    }
     if (attr_stream_read(stream, &list, why) < 0 ||
         attr_list_check(list, cleanup_begin_spec,
                         SLUICE_ARRAY_LEN(cleanup_begin_spec), why) < 0 ||
-        strcmp(attr_get_str(list, "sender"), "a@test") != 0 ||
+        strcmp(attr_get_str(list, CLEANUP_ATTR_SENDER), "a@test") != 0 ||
         (test_full_name != NULL &&
-         (attr_get_str(list, "full_name") == NULL ||
-          strcmp(attr_get_str(list, "full_name"), test_full_name) != 0))) {
+         (attr_get_str(list, CLEANUP_ATTR_FULL_NAME) == NULL ||
+          strcmp(attr_get_str(list, CLEANUP_ATTR_FULL_NAME), test_full_name) !=
+              0))) {
         fprintf(stderr, "fake cleanup: BEGIN: %s\n", vstr_str(why));
         _exit(2);
     }
     attr_list_free(list);
-    test_reply(stream, 0, "QID1");
+    test_reply(stream, 0, TEST_QID);
     for (;;) {
         const char *req;
 
         if (attr_stream_read(stream, &list, why) < 0)
-            _exit(3);                   /* hung up: the abort test */
-        req = attr_get_str(list, "request");
+            _exit(3); /* hung up: the abort test */
+        req = attr_get_str(list, CLEANUP_ATTR_REQUEST);
         if (strcmp(req, CLEANUP_REQ_RCPT) == 0) {
             rcpts++;
         } else if (strcmp(req, CLEANUP_REQ_DATA) == 0) {
             size_t len;
-            const char *data = attr_get_data(list, "data", &len);
+            const char *data = attr_get_data(list, CLEANUP_ATTR_DATA, &len);
 
             if (len > CLEANUP_CHUNK_MAX || len == 0)
                 ok = false;
@@ -144,16 +176,18 @@ static CLEANUP_CLIENT *test_send(VSTR *why)
     client = cleanup_client_open(test_sock, 10000, 0, "a@test", "local", why);
     if (client == NULL)
         fail_msg("open: %s", vstr_str(why));
-    assert_string_equal(cleanup_client_queue_id(client), "QID1");
+    assert_string_equal(cleanup_client_queue_id(client), TEST_QID);
     assert_int_equal(cleanup_client_rcpt(client, "b@test", NULL, NULL, why), 0);
-    assert_int_equal(cleanup_client_rcpt(client, "c@test", "rfc822;c@test",
-                                         "NEVER", why), 0);
+    assert_int_equal(
+        cleanup_client_rcpt(client, "c@test", "rfc822;c@test", "NEVER", why),
+        0);
     test_content(content);
     for (size_t pos = 0; pos < vstr_len(content); pos += 7777) {
         size_t len = vstr_len(content) - pos;
 
         assert_int_equal(cleanup_client_write(client, vstr_str(content) + pos,
-                                              len < 7777 ? len : 7777, why), 0);
+                                              len < 7777 ? len : 7777, why),
+                         0);
     }
     vstr_free(content);
     return client;
@@ -204,8 +238,9 @@ static void test_refused_code(void **state)
     assert_int_equal(cleanup_client_rcpt(client, "b@test", NULL, NULL, why), 0);
     assert_int_equal(cleanup_client_rcpt(client, "c@test", NULL, NULL, why), 0);
     test_content(content);
-    assert_int_equal(cleanup_client_write(client, vstr_str(content),
-                                          vstr_len(content), why), 0);
+    assert_int_equal(
+        cleanup_client_write(client, vstr_str(content), vstr_len(content), why),
+        0);
     assert_int_equal(cleanup_client_end(client, &code, why), -1);
     assert_int_equal(code, 554);
     assert_non_null(strstr(vstr_str(why), "cleanup: 554 "));
@@ -231,6 +266,29 @@ static void test_abort(void **state)
 
     assert_null(cleanup_client_abort(client));
     assert_int_equal(test_wait(pid), 3);
+    vstr_free(why);
+}
+
+/* test_version_mismatch - a cleanup that speaks another version: the open
+   fails with both versions in the reason and no code (not a refusal of
+   the message), and the client hangs up after its BEGIN */
+static void test_version_mismatch(void **state)
+{
+    VSTR *why = vstr_alloc(100);
+    pid_t pid;
+    int code = -1;
+
+    test_version = CLEANUP_PROTO_VERSION + 1;
+    pid = test_start(0);
+    assert_null(cleanup_client_begin(test_sock, 10000, 0, "a@test", "local",
+                                     NULL, &code, why));
+    test_version = CLEANUP_PROTO_VERSION;
+    assert_int_equal(code, 0);
+    assert_non_null(strstr(vstr_str(why), "cleanup: protocol mismatch"));
+    assert_non_null(strstr(vstr_str(why), "peer speaks cleanup version 2"));
+    assert_non_null(
+        strstr(vstr_str(why), "this side speaks cleanup version 1"));
+    assert_int_equal(test_wait(pid), 5);
     vstr_free(why);
 }
 
@@ -269,6 +327,7 @@ int main(void)
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_refused_code),
         cmocka_unit_test(test_abort),
+        cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_no_server),
     };
 

@@ -5,6 +5,9 @@
  * the UNIX socket queue_directory/private/cleanup, as attribute lists
  * (global/attr.h). One connection carries one or more messages, in order:
  *
+ *   cleanup -> client   HELLO    (cleanup_hello_spec), at once on accept
+ *   client -> cleanup   HELLO    first, before BEGIN (it need not wait for
+ *                                cleanup's)
  *   client -> cleanup   BEGIN    (cleanup_begin_spec)
  *   cleanup -> client   STATUS   (cleanup_status_spec): queue_id assigned,
  *                                or a failure (status != 0)
@@ -20,70 +23,206 @@
  *                                queue file and incoming/ are fsynced (on
  *                                commit) or the partial file removed (abort)
  *
- * A status is 0 for success, else an SMTP reply code (451, 452, 550, 554)
- * with the enhanced code and text in "reason" ("4.3.0 queue file write
- * error"). Any protocol violation makes cleanup drop the connection and
- * remove the partial file: nothing half-written is ever visible.
+ * A status is 0 for success, else an SMTP reply code (400..599: 451, 452,
+ * 550, 552, 554) with the enhanced code and text in "reason" ("4.3.0 queue
+ * file write error"). Any protocol violation makes cleanup drop the connection
+ * and remove the partial file: nothing half-written is ever visible.
+ *
+ * HELLO names the protocol and its version; each side reads the other's
+ * before anything else and, on a mismatch, logs both values and gives up
+ * on the connection. Nothing is lost: cleanup has queued nothing, and the
+ * client fails the hand-over as temporary (smtpd answers 451 4.3.0;
+ * pickup keeps the maildrop file; local and bounce report a failure to
+ * qmgr, which tries again later).
+ *
+ * Every list is read and written by the codec below (global/cleanup_proto.c):
+ * smtpd and cleanup_client build their lists with the *_list functions,
+ * cleanup and both clients read them with the strict *_take functions, and
+ * the attribute names appear only as the CLEANUP_ATTR_* constants.
  */
 #ifndef CLEANUP_PROTO_H
 #define CLEANUP_PROTO_H
 
 #include "attr.h"
 
-#define CLEANUP_SERVICE "cleanup"       /* private/cleanup */
+#define CLEANUP_SERVICE "cleanup" /* private/cleanup */
 #define CLEANUP_CHUNK_MAX 65536
 #define CLEANUP_LIST_MAX (CLEANUP_CHUNK_MAX + 8192)
+#define CLEANUP_STATUS_MAX 4096 /* a HELLO or STATUS list, as clients read */
 
-/* The "request" attribute names the list. */
+#define CLEANUP_PROTO_NAME "cleanup" /* HELLO protocol= */
+#define CLEANUP_PROTO_VERSION 1 /* HELLO version=: bump on any change */
+
+/* The "request" attribute names the list (STATUS has none). */
+#define CLEANUP_REQ_HELLO "hello"
 #define CLEANUP_REQ_BEGIN "begin"
 #define CLEANUP_REQ_RCPT "rcpt"
 #define CLEANUP_REQ_DATA "data"
 #define CLEANUP_REQ_END "end"
 
 /* Flags in BEGIN. */
-#define CLEANUP_FLAG_LOCAL 0x01         /* local submission: add From: etc. */
-#define CLEANUP_FLAG_8BIT 0x02          /* BODY=8BITMIME declared */
+#define CLEANUP_FLAG_LOCAL 0x01 /* local submission: add From: etc. */
+#define CLEANUP_FLAG_8BIT 0x02 /* BODY=8BITMIME declared */
 #define CLEANUP_FLAG_SMTPUTF8 0x04
 
+/* BEGIN origin= values. */
+#define CLEANUP_ORIGIN_SMTP "smtp"
+#define CLEANUP_ORIGIN_LOCAL "local"
+
+/* Attribute names: call sites use these, never the strings. */
+#define CLEANUP_ATTR_REQUEST "request"
+#define CLEANUP_ATTR_PROTOCOL "protocol" /* HELLO: "cleanup"; BEGIN: SMTP.. */
+#define CLEANUP_ATTR_VERSION "version"
+#define CLEANUP_ATTR_FLAGS "flags"
+#define CLEANUP_ATTR_SENDER "sender"
+#define CLEANUP_ATTR_ORIGIN "origin"
+#define CLEANUP_ATTR_CLIENT_NAME "client_name"
+#define CLEANUP_ATTR_CLIENT_ADDR "client_addr"
+#define CLEANUP_ATTR_HELO_NAME "helo_name"
+#define CLEANUP_ATTR_SIZE "size"
+#define CLEANUP_ATTR_RET "ret"
+#define CLEANUP_ATTR_ENVID "envid"
+#define CLEANUP_ATTR_SASL_USERNAME "sasl_username"
+#define CLEANUP_ATTR_FULL_NAME "full_name"
+#define CLEANUP_ATTR_ADDRESS "address"
+#define CLEANUP_ATTR_ORCPT "orcpt"
+#define CLEANUP_ATTR_NOTIFY "notify"
+#define CLEANUP_ATTR_DATA "data"
+#define CLEANUP_ATTR_ABORT "abort"
+#define CLEANUP_ATTR_STATUS "status"
+#define CLEANUP_ATTR_REASON "reason"
+#define CLEANUP_ATTR_QUEUE_ID "queue_id"
+
+static const ATTR_SPEC cleanup_hello_spec[] = {
+    {CLEANUP_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"hello\""},
+    {CLEANUP_ATTR_PROTOCOL, ATTR_TYPE_STR, true, false, "\"cleanup\""},
+    {CLEANUP_ATTR_VERSION, ATTR_TYPE_INT, true, false,
+     "CLEANUP_PROTO_VERSION of the sender"},
+};
+
 static const ATTR_SPEC cleanup_begin_spec[] = {
-    {"request", ATTR_TYPE_STR, true, false, "\"begin\""},
-    {"flags", ATTR_TYPE_INT, true, false, "CLEANUP_FLAG_* bits"},
-    {"sender", ATTR_TYPE_STR, true, false, "envelope sender, \"\" for <>"},
-    {"origin", ATTR_TYPE_STR, true, false, "smtp | local | api | bounce"},
-    {"client_name", ATTR_TYPE_STR, false, false, "client host name"},
-    {"client_addr", ATTR_TYPE_STR, false, false, "client IP address"},
-    {"helo_name", ATTR_TYPE_STR, false, false, "HELO/EHLO argument"},
-    {"protocol", ATTR_TYPE_STR, false, false, "SMTP | ESMTP | ..."},
-    {"size", ATTR_TYPE_INT, false, false, "SIZE= declared, bytes"},
-    {"ret", ATTR_TYPE_STR, false, false, "DSN RET= FULL | HDRS"},
-    {"envid", ATTR_TYPE_STR, false, false, "DSN ENVID= (xtext decoded)"},
-    {"sasl_username", ATTR_TYPE_STR, false, false, "later: SMTP AUTH"},
-    {"full_name", ATTR_TYPE_STR, false, false,
+    {CLEANUP_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"begin\""},
+    {CLEANUP_ATTR_FLAGS, ATTR_TYPE_INT, true, false, "CLEANUP_FLAG_* bits"},
+    {CLEANUP_ATTR_SENDER, ATTR_TYPE_STR, true, false,
+     "envelope sender, \"\" for <>"},
+    {CLEANUP_ATTR_ORIGIN, ATTR_TYPE_STR, true, false,
+     "smtp | local | api | bounce"},
+    {CLEANUP_ATTR_CLIENT_NAME, ATTR_TYPE_STR, false, false, "client host name"},
+    {CLEANUP_ATTR_CLIENT_ADDR, ATTR_TYPE_STR, false, false,
+     "client IP address"},
+    {CLEANUP_ATTR_HELO_NAME, ATTR_TYPE_STR, false, false, "HELO/EHLO argument"},
+    {CLEANUP_ATTR_PROTOCOL, ATTR_TYPE_STR, false, false, "SMTP | ESMTP | ..."},
+    {CLEANUP_ATTR_SIZE, ATTR_TYPE_INT, false, false, "SIZE= declared, bytes"},
+    {CLEANUP_ATTR_RET, ATTR_TYPE_STR, false, false, "DSN RET= FULL | HDRS"},
+    {CLEANUP_ATTR_ENVID, ATTR_TYPE_STR, false, false,
+     "DSN ENVID= (xtext decoded)"},
+    {CLEANUP_ATTR_SASL_USERNAME, ATTR_TYPE_STR, false, false,
+     "later: SMTP AUTH"},
+    {CLEANUP_ATTR_FULL_NAME, ATTR_TYPE_STR, false, false,
      "sender's full name (sendmail -F): the From: cleanup adds for a local"
      " submission becomes \"Full Name <sender>\""},
 };
 
 static const ATTR_SPEC cleanup_rcpt_spec[] = {
-    {"request", ATTR_TYPE_STR, true, false, "\"rcpt\""},
-    {"address", ATTR_TYPE_STR, true, false, "recipient address"},
-    {"orcpt", ATTR_TYPE_STR, false, false, "DSN ORCPT= (type;xtext)"},
-    {"notify", ATTR_TYPE_STR, false, false, "DSN NOTIFY= list"},
+    {CLEANUP_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"rcpt\""},
+    {CLEANUP_ATTR_ADDRESS, ATTR_TYPE_STR, true, false, "recipient address"},
+    {CLEANUP_ATTR_ORCPT, ATTR_TYPE_STR, false, false,
+     "DSN ORCPT= (type;xtext)"},
+    {CLEANUP_ATTR_NOTIFY, ATTR_TYPE_STR, false, false, "DSN NOTIFY= list"},
 };
 
 static const ATTR_SPEC cleanup_data_spec[] = {
-    {"request", ATTR_TYPE_STR, true, false, "\"data\""},
-    {"data", ATTR_TYPE_DATA, true, false, "a chunk of the content"},
+    {CLEANUP_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"data\""},
+    {CLEANUP_ATTR_DATA, ATTR_TYPE_DATA, true, false, "a chunk of the content"},
 };
 
 static const ATTR_SPEC cleanup_end_spec[] = {
-    {"request", ATTR_TYPE_STR, true, false, "\"end\""},
-    {"abort", ATTR_TYPE_INT, true, false, "1: discard the message"},
+    {CLEANUP_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"end\""},
+    {CLEANUP_ATTR_ABORT, ATTR_TYPE_INT, true, false, "1: discard the message"},
 };
 
 static const ATTR_SPEC cleanup_status_spec[] = {
-    {"status", ATTR_TYPE_INT, true, false, "0, or an SMTP reply code"},
-    {"reason", ATTR_TYPE_STR, false, false, "enhanced code and text"},
-    {"queue_id", ATTR_TYPE_STR, false, false, "the message's queue ID"},
+    {CLEANUP_ATTR_STATUS, ATTR_TYPE_INT, true, false,
+     "0, or an SMTP reply code"},
+    {CLEANUP_ATTR_REASON, ATTR_TYPE_STR, false, false,
+     "enhanced code and text"},
+    {CLEANUP_ATTR_QUEUE_ID, ATTR_TYPE_STR, false, false,
+     "the message's queue ID"},
 };
+
+/*
+ * The codec: each list as a C struct, filled from a list by a strict
+ * reader (*_take: the list passes attr_list_check against its table, is
+ * the request it should be, and its values make sense) and turned back
+ * into a list by *_list. Strings are borrowed from the list taken (or lent
+ * by the caller to *_list). Readers return 0, or -1 with the reason in why.
+ */
+
+/* BEGIN: the envelope (strings NULL when absent). */
+typedef struct CLEANUP_BEGIN {
+    long long flags; /* CLEANUP_FLAG_* */
+    const char *sender; /* "" for <> */
+    const char *origin; /* CLEANUP_ORIGIN_* or "api", "bounce" */
+    const char *client_name;
+    const char *client_addr;
+    const char *helo_name;
+    const char *protocol; /* SMTP | ESMTP */
+    long long size; /* SIZE=, -1 when absent */
+    const char *ret;
+    const char *envid;
+    const char *sasl_username;
+    const char *full_name; /* sendmail -F, for the From: cleanup adds */
+} CLEANUP_BEGIN;
+
+typedef struct CLEANUP_RCPT {
+    const char *address;
+    const char *orcpt; /* NULL or "": none */
+    const char *notify; /* NULL or "": none */
+} CLEANUP_RCPT;
+
+typedef struct CLEANUP_END {
+    bool abort; /* discard the message */
+} CLEANUP_END;
+
+typedef struct CLEANUP_STATUS {
+    int status; /* 0, or an SMTP reply code 400..599 */
+    const char *reason; /* NULL when none */
+    const char *queue_id; /* NULL when none; else qid_valid() */
+} CLEANUP_STATUS;
+
+/* cleanup_hello_take - the peer's HELLO: -1 with a reason naming both
+   sides' protocol and version when it is not ours */
+extern int cleanup_hello_take(const ATTR_LIST *list, VSTR *why);
+/* cleanup_hello_list - our HELLO */
+extern ATTR_LIST *cleanup_hello_list(void);
+
+/* cleanup_list_request - the request= of a list, NULL when none */
+extern const char *cleanup_list_request(const ATTR_LIST *list);
+
+/* cleanup_begin_take - a BEGIN list; size is -1 when absent */
+extern int cleanup_begin_take(const ATTR_LIST *list, CLEANUP_BEGIN *begin,
+                              VSTR *why);
+/* cleanup_begin_list - the BEGIN list of begin (NULL or empty optional
+   strings and a negative size are left out) */
+extern ATTR_LIST *cleanup_begin_list(const CLEANUP_BEGIN *begin);
+
+extern int cleanup_rcpt_take(const ATTR_LIST *list, CLEANUP_RCPT *rcpt,
+                             VSTR *why);
+extern ATTR_LIST *cleanup_rcpt_list(const CLEANUP_RCPT *rcpt);
+
+/* cleanup_data_take - a DATA chunk of at most CLEANUP_CHUNK_MAX bytes */
+extern int cleanup_data_take(const ATTR_LIST *list, const char **data,
+                             size_t *len, VSTR *why);
+extern ATTR_LIST *cleanup_data_list(const char *data, size_t len);
+
+extern int cleanup_end_take(const ATTR_LIST *list, CLEANUP_END *end, VSTR *why);
+extern ATTR_LIST *cleanup_end_list(const CLEANUP_END *end);
+
+/* cleanup_status_take - a STATUS list: a status of 0 or 400..599, a valid
+   queue ID when there is one */
+extern int cleanup_status_take(const ATTR_LIST *list, CLEANUP_STATUS *status,
+                               VSTR *why);
+/* cleanup_status_list - the STATUS list (the reason only with a failure) */
+extern ATTR_LIST *cleanup_status_list(const CLEANUP_STATUS *status);
 
 #endif

@@ -10,9 +10,11 @@
  * arrive, so a large message is never held in memory.
  *
  * Each transaction has its own connection to cleanup, opened at the first
- * recipient (BEGIN, then wait for the queue ID). While smtpd waits for
- * cleanup (BEGIN, END) it stops reading that client, so input stays in
- * order and replies cannot overtake one another. The 250 reply to DATA is
+ * recipient (HELLO and BEGIN, built by global/cleanup_proto.c, then wait
+ * for cleanup's HELLO and the queue ID; a cleanup of another protocol
+ * version is logged with both versions and the recipient gets 451). While smtpd
+ * waits for cleanup (BEGIN, END) it stops reading that client, so input stays
+ * in order and replies cannot overtake one another. The 250 reply to DATA is
  * sent only after cleanup's final STATUS, which cleanup sends only after
  * the queue file and incoming/ are on stable storage. A transaction that
  * ends any other way (RSET, EHLO, QUIT, a lost client, a refused message)
@@ -119,6 +121,7 @@ typedef struct SMTPD_SESS {
     SMTPD_PROTO *proto;
     /* The transaction's connection to cleanup, NULL when none. */
     struct bufferevent *cleanup;
+    bool cleanup_greeted; /* cleanup's HELLO came and was ours */
     SMTPD_WAIT wait;
     char qid[64]; /* "" until BEGIN succeeded */
     /* Content. */
@@ -169,6 +172,7 @@ static void smtpd_cleanup_close(SMTPD_SESS *sess)
         bufferevent_free(sess->cleanup);
         sess->cleanup = NULL;
     }
+    sess->cleanup_greeted = false;
     sess->wait = SMTPD_WAIT_NONE;
     sess->qid[0] = 0;
 }
@@ -374,7 +378,19 @@ static bool smtpd_cleanup_begin(SMTPD_SESS *sess)
 {
     SMTPD_CTX *ctx = sess->ctx;
     SMTPD_PROTO *proto = sess->proto;
-    ATTR_LIST *list;
+    CLEANUP_BEGIN begin = {
+        .flags = (proto->body_8bit ? CLEANUP_FLAG_8BIT : 0) |
+                 (proto->local ? CLEANUP_FLAG_LOCAL : 0),
+        .sender = vstr_str(proto->sender),
+        .origin = proto->local ? CLEANUP_ORIGIN_LOCAL : CLEANUP_ORIGIN_SMTP,
+        .client_name = proto->local ? NULL : proto->client_name,
+        .client_addr = proto->local ? NULL : proto->client_addr,
+        .helo_name = proto->helo_name,
+        .protocol = proto->esmtp ? "ESMTP" : "SMTP",
+        .size = proto->size,
+        .ret = proto->ret,
+        .envid = proto->envid,
+    };
     struct timeval timeout = {ctx->conf.timeout, 0};
     int fd;
 
@@ -401,26 +417,9 @@ static bool smtpd_cleanup_begin(SMTPD_SESS *sess)
     bufferevent_setwatermark(sess->cleanup, EV_WRITE, CLEANUP_CHUNK_MAX, 0);
     bufferevent_set_timeouts(sess->cleanup, NULL, &timeout);
     bufferevent_enable(sess->cleanup, EV_READ | EV_WRITE);
-    list = attr_list_alloc();
-    attr_add_str(list, "request", CLEANUP_REQ_BEGIN);
-    attr_add_int(list, "flags", (proto->body_8bit ? CLEANUP_FLAG_8BIT : 0) |
-                                    (proto->local ? CLEANUP_FLAG_LOCAL : 0));
-    attr_add_str(list, "sender", vstr_str(proto->sender));
-    attr_add_str(list, "origin", proto->local ? "local" : "smtp");
-    if (!proto->local) {
-        attr_add_str(list, "client_name", proto->client_name);
-        attr_add_str(list, "client_addr", proto->client_addr);
-    }
-    if (proto->helo_name != NULL)
-        attr_add_str(list, "helo_name", proto->helo_name);
-    attr_add_str(list, "protocol", proto->esmtp ? "ESMTP" : "SMTP");
-    if (proto->size >= 0)
-        attr_add_int(list, "size", proto->size);
-    if (proto->ret != NULL)
-        attr_add_str(list, "ret", proto->ret);
-    if (proto->envid != NULL)
-        attr_add_str(list, "envid", proto->envid);
-    smtpd_cleanup_send(sess, list);
+    /* Our HELLO first; cleanup's is checked when it comes. */
+    smtpd_cleanup_send(sess, cleanup_hello_list());
+    smtpd_cleanup_send(sess, cleanup_begin_list(&begin));
     return sess->cleanup != NULL;
 }
 
@@ -428,15 +427,13 @@ static bool smtpd_cleanup_begin(SMTPD_SESS *sess)
 static void smtpd_cleanup_rcpt(SMTPD_SESS *sess)
 {
     SMTPD_PROTO *proto = sess->proto;
-    ATTR_LIST *list = attr_list_alloc();
+    CLEANUP_RCPT rcpt = {
+        .address = vstr_str(proto->rcpt),
+        .orcpt = vstr_str(proto->orcpt),
+        .notify = vstr_str(proto->notify),
+    };
 
-    attr_add_str(list, "request", CLEANUP_REQ_RCPT);
-    attr_add_str(list, "address", vstr_str(proto->rcpt));
-    if (vstr_len(proto->orcpt) > 0)
-        attr_add_str(list, "orcpt", vstr_str(proto->orcpt));
-    if (vstr_len(proto->notify) > 0)
-        attr_add_str(list, "notify", vstr_str(proto->notify));
-    smtpd_cleanup_send(sess, list);
+    smtpd_cleanup_send(sess, cleanup_rcpt_list(&rcpt));
 }
 
 /* smtpd_content_refused - the content will not be queued, whatever comes */
@@ -449,17 +446,11 @@ static bool smtpd_content_refused(const SMTPD_SESS *sess)
 /* smtpd_chunk_flush - send the decoded content in hand to cleanup */
 static void smtpd_chunk_flush(SMTPD_SESS *sess)
 {
-    ATTR_LIST *list;
-
     if (smtpd_content_refused(sess))
         smtpd_cleanup_close(sess); /* nothing more to keep */
-    if (vstr_len(sess->chunk) > 0 && sess->cleanup != NULL) {
-        list = attr_list_alloc();
-        attr_add_str(list, "request", CLEANUP_REQ_DATA);
-        attr_add_data(list, "data", vstr_str(sess->chunk),
-                      vstr_len(sess->chunk));
-        smtpd_cleanup_send(sess, list);
-    }
+    if (vstr_len(sess->chunk) > 0 && sess->cleanup != NULL)
+        smtpd_cleanup_send(sess, cleanup_data_list(vstr_str(sess->chunk),
+                                                   vstr_len(sess->chunk)));
     vstr_reset(sess->chunk);
 }
 
@@ -476,7 +467,7 @@ static void smtpd_data_start(SMTPD_SESS *sess)
 static void smtpd_data_end(SMTPD_SESS *sess)
 {
     SMTPD_DATA_STATUS status = SMTPD_DATA_OK;
-    ATTR_LIST *list;
+    CLEANUP_END end = {.abort = false};
     SMTPD_ACT act;
 
     sess->in_data = false;
@@ -500,10 +491,7 @@ static void smtpd_data_end(SMTPD_SESS *sess)
             smtpd_close(sess);
         return;
     }
-    list = attr_list_alloc();
-    attr_add_str(list, "request", CLEANUP_REQ_END);
-    attr_add_int(list, "abort", 0);
-    smtpd_cleanup_send(sess, list);
+    smtpd_cleanup_send(sess, cleanup_end_list(&end));
     if (sess->cleanup == NULL) {
         act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_CLEANUP, NULL, 0,
                                     NULL);
@@ -790,15 +778,14 @@ static void smtpd_event(struct bufferevent *bev, short what, void *arg)
     smtpd_session_free(sess);
 }
 
-/* smtpd_cleanup_status - a STATUS list from cleanup */
-static void smtpd_cleanup_status(SMTPD_SESS *sess, const ATTR_LIST *list)
+/* smtpd_cleanup_status - a STATUS from cleanup */
+static void smtpd_cleanup_status(SMTPD_SESS *sess, const CLEANUP_STATUS *reply)
 {
-    long long status = -1;
-    const char *qid = attr_get_str(list, "queue_id");
-    const char *reason = attr_get_str(list, "reason");
+    long long status = reply->status;
+    const char *qid = reply->queue_id;
+    const char *reason = reply->reason;
     SMTPD_ACT act;
 
-    (void) attr_get_int(list, "status", &status);
     if (sess->wait == SMTPD_WAIT_BEGIN) {
         bool ok = status == 0 && qid != NULL && *qid != 0 &&
                   strlen(qid) < sizeof(sess->qid);
@@ -856,12 +843,13 @@ static void smtpd_cleanup_fail(SMTPD_SESS *sess, const char *why)
     smtpd_resume(sess, act);
 }
 
-/* smtpd_cleanup_read_event - STATUS lists from cleanup */
+/* smtpd_cleanup_read_event - HELLO, then STATUS lists from cleanup */
 static void smtpd_cleanup_read_event(struct bufferevent *bev, void *arg)
 {
     SMTPD_SESS *sess = arg;
     struct evbuffer *input = bufferevent_get_input(bev);
     size_t avail = evbuffer_get_length(input);
+    CLEANUP_STATUS reply;
     ATTR_LIST *list = NULL;
     size_t used = 0;
     int ret;
@@ -879,8 +867,23 @@ static void smtpd_cleanup_read_event(struct bufferevent *bev, void *arg)
         return;
     }
     evbuffer_drain(input, used);
-    if (attr_list_check(list, cleanup_status_spec,
-                        SLUICE_ARRAY_LEN(cleanup_status_spec), sess->why) < 0) {
+    if (!sess->cleanup_greeted) {
+        /* cleanup's HELLO comes first: a mismatch is logged with both
+           versions and the connection given up (the transaction gets
+           451 4.3.0; cleanup has queued nothing). */
+        ret = cleanup_hello_take(list, sess->why);
+        attr_list_free(list);
+        if (ret < 0) {
+            smtpd_cleanup_fail(sess, vstr_str(sess->why));
+            return;
+        }
+        sess->cleanup_greeted = true;
+        /* A STATUS that came with the HELLO: no new read event for it. */
+        if (evbuffer_get_length(input) > 0)
+            smtpd_cleanup_read_event(bev, arg);
+        return;
+    }
+    if (cleanup_status_take(list, &reply, sess->why) < 0) {
         attr_list_free(list);
         smtpd_cleanup_fail(sess, vstr_str(sess->why));
         return;
@@ -890,7 +893,7 @@ static void smtpd_cleanup_read_event(struct bufferevent *bev, void *arg)
         smtpd_cleanup_fail(sess, "unexpected reply");
         return;
     }
-    smtpd_cleanup_status(sess, list);
+    smtpd_cleanup_status(sess, &reply);
     attr_list_free(list);
 }
 

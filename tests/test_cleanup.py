@@ -14,6 +14,7 @@ import select
 import shutil
 import socket
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -40,6 +41,13 @@ def attr_encode(pairs):
             value = value.encode()
         out += name.encode() + b"=" + str(len(value)).encode() + b":" + value + b"\n"
     return bytes(out + b"\n")
+
+
+HELLO = {"request": "hello", "protocol": "cleanup", "version": "1"}
+
+
+def hello_pairs(version=1, protocol="cleanup"):
+    return (("request", "hello"), ("protocol", protocol), ("version", version))
 
 
 class AttrConn:
@@ -84,6 +92,26 @@ class AttrConn:
             assert self.buf[start + length:start + length + 1] == b"\n"
             result[m.group(1).decode()] = self.buf[start:start + length].decode()
             pos = start + length + 1
+
+    def greet(self):
+        """The HELLO exchange (global/cleanup_proto.h): read cleanup's,
+        which must name protocol cleanup version 1, and send ours."""
+        hello = self.read()
+        assert hello == HELLO, hello
+        self.send(*hello_pairs())
+
+    def rest(self, timeout=5):
+        """Everything cleanup sends until it closes (b"" when nothing)."""
+        self.sock.settimeout(timeout)
+        data = self.buf
+        try:
+            while True:
+                chunk = self.sock.recv(65536)
+                if not chunk:
+                    return data
+                data += chunk
+        except ConnectionResetError:
+            return data
 
     def closed_by_peer(self, timeout=5):
         """True when cleanup closes the connection within timeout."""
@@ -174,8 +202,11 @@ class Cleanup:
         except FileNotFoundError:
             return ""
 
-    def connect(self):
-        return AttrConn(self.path)
+    def connect(self, greet=True):
+        conn = AttrConn(self.path)
+        if greet:
+            conn.greet()
+        return conn
 
     def incoming(self):
         return sorted(os.listdir(self.queue / "incoming"))
@@ -198,11 +229,15 @@ def cleanup(tmp_path):
     print(daemon.log_text())
 
 
+def begin_pairs(sender="alice@example.com", flags=0, **extra):
+    return (("request", "begin"), ("flags", flags), ("sender", sender),
+            ("origin", "smtp"), ("client_name", "unknown"),
+            ("client_addr", "127.0.0.1"), ("helo_name", "client.test"),
+            ("protocol", "ESMTP"), *extra.items())
+
+
 def begin(conn, sender="alice@example.com", flags=0, **extra):
-    conn.send(("request", "begin"), ("flags", flags), ("sender", sender),
-              ("origin", "smtp"), ("client_name", "unknown"),
-              ("client_addr", "127.0.0.1"), ("helo_name", "client.test"),
-              ("protocol", "ESMTP"), *extra.items())
+    conn.send(*begin_pairs(sender, flags, **extra))
     return conn.read()
 
 
@@ -345,6 +380,159 @@ def test_protocol_error_mid_message_removes_file(cleanup):
     assert conn.closed_by_peer()
     assert wait_for(lambda: cleanup.incoming() == [])
     assert "%s: protocol error" % qid in cleanup.log_text()
+
+
+def whole_message(*first):
+    """The lists first, then a whole message, as the bytes of one write."""
+    return b"".join(attr_encode(pairs) for pairs in first + (
+        begin_pairs(), (("request", "rcpt"), ("address", "bob@example.net")),
+        (("request", "data"), ("data", b"Subject: x\n\nbody\n")),
+        (("request", "end"), ("abort", 0))))
+
+
+def still_serves(cleanup):
+    conn = cleanup.connect()
+    assert begin(conn)["status"] == "0"
+    conn.send(("request", "end"), ("abort", 1))
+    assert conn.read()["status"] == "0"
+    conn.close()
+
+
+@pytest.mark.parametrize("version", [2, 0])
+def test_wrong_version_refused(cleanup, version):
+    """A client speaking another version of the protocol: cleanup greets
+    with its own (protocol cleanup version 1), logs both versions, answers
+    nothing else (no STATUS, so no queue ID) and queues nothing."""
+    conn = cleanup.connect(greet=False)
+    conn.sock.sendall(whole_message(hello_pairs(version)))
+    assert conn.rest() == attr_encode(hello_pairs())
+    want = ("protocol mismatch: peer speaks cleanup version %d; this side "
+            "speaks cleanup version 1; connection dropped" % version)
+    assert wait_for(lambda: want in cleanup.log_text()), cleanup.log_text()
+    assert cleanup.incoming() == []
+    still_serves(cleanup)
+
+
+@pytest.mark.parametrize("first, want", [
+    ((), 'protocol mismatch: no greeting (first list is "begin"); this side '
+         'speaks cleanup version 1'),
+    ((hello_pairs(1, "deliver"),),
+     "protocol mismatch: peer speaks deliver version 1; this side speaks "
+     "cleanup version 1"),
+])
+def test_no_greeting_refused(cleanup, first, want):
+    """A client that does not greet (as before HELLO existed), or greets
+    for another protocol: the same clear error, nothing queued."""
+    conn = cleanup.connect(greet=False)
+    conn.sock.sendall(whole_message(*first))
+    assert conn.rest() == attr_encode(hello_pairs())
+    assert wait_for(lambda: want in cleanup.log_text()), cleanup.log_text()
+    assert cleanup.incoming() == []
+    still_serves(cleanup)
+
+
+class FakeCleanup:
+    """A stand-in for cleanup on private/cleanup (no cleanup service in
+    master.cf) that greets every client with HELLO of another version and
+    keeps what each client sent until it hung up."""
+
+    def __init__(self, path, version):
+        if path.exists():
+            path.unlink()
+        self.version = version
+        self.received = []
+        self.stopping = threading.Event()
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(str(path))
+        os.chmod(path, 0o666)           # the daemons run as mail_owner
+        self.listener.listen(16)
+        self.listener.settimeout(0.2)
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self):
+        deadline = time.time() + 120
+        while not self.stopping.is_set() and time.time() < deadline:
+            try:
+                conn, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            with conn:
+                conn.settimeout(10)
+                data = b""
+                try:
+                    conn.sendall(attr_encode(hello_pairs(self.version)))
+                    while True:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            break
+                        data += chunk
+                except OSError:
+                    pass
+                self.received.append(data)
+
+    def close(self):
+        self.stopping.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+@pytest.mark.skipif(not all(os.access(TOP / p, os.X_OK) for p in
+                            ("bin/sluice", "bin/sendmail", "libexec/master",
+                             "libexec/smtpd", "libexec/pickup")),
+                    reason="sluice, sendmail, master, smtpd or pickup not built")
+def test_clients_refuse_cleanup_of_another_version(make_instance):
+    """A cleanup that speaks version 2: smtpd (event-driven) and pickup
+    (the blocking cleanup_client) each greet first with version 1, log the
+    mismatch with both versions and hang up; the SMTP client gets 451 4.3.0
+    and pickup keeps the maildrop file for a later try: nothing lost."""
+    import smtplib
+    from conftest import BIN, CMD_TIMEOUT, wait_until
+
+    inst = make_instance()
+    inst.remove_service("cleanup")
+    inst.start()
+    fake = FakeCleanup(inst.queue_dir / "private" / "cleanup", 2)
+    want = ("protocol mismatch: peer speaks cleanup version 2; this side "
+            "speaks cleanup version 1")
+    try:
+        wait_until(lambda: smtp_ready(inst.port), what="smtpd to listen")
+        smtp = smtplib.SMTP("127.0.0.1", inst.port, timeout=30)
+        smtp.ehlo("client.test")
+        assert smtp.mail("sender@example.com")[0] == 250
+        code, text = smtp.rcpt("rcpt@example.test")
+        assert (code, text[:6]) == (451, b"4.3.0 "), (code, text)
+        smtp.quit()
+        inst.wait_log(r"smtpd.*cleanup connection: " + re.escape(want))
+        wait_until(lambda: fake.received, what="smtpd to hang up")
+        hello = attr_encode(hello_pairs())
+        assert fake.received[0].startswith(hello), fake.received[0]
+
+        environ = dict(os.environ)
+        environ.pop("SLUICE_CONFIG", None)
+        r = subprocess.run([str(BIN / "sendmail"), "-C", str(inst.dir),
+                            "-f", "sender@example.com", "rcpt@example.test"],
+                           input=b"Subject: t\n\nbody\n", capture_output=True,
+                           timeout=CMD_TIMEOUT, env=environ)
+        assert r.returncode == 0, r.stderr
+        inst.wait_log(r"pickup.*cannot hand the message to cleanup: "
+                      r"cleanup: " + re.escape(want) + "; will retry")
+        wait_until(lambda: len(fake.received) >= 2, what="pickup to hang up")
+        assert fake.received[1].startswith(hello), fake.received[1]
+        assert len(os.listdir(inst.queue_dir / "maildrop")) == 1
+        for queue in ("incoming", "active", "deferred"):
+            assert [f for f in (inst.queue_dir / queue).rglob("*")
+                    if f.is_file()] == [], queue
+    finally:
+        fake.close()
+
+
+def smtp_ready(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
 
 
 def test_client_gone_before_reply(cleanup):

@@ -287,6 +287,9 @@ def test_canonical_table_failure(make_instance, make_sink, tmp_path):
     inst.start()
     conn = proto.Conn.connect(str(inst.queue_dir / "private" / "cleanup"))
     try:
+        hello = [("request", "hello"), ("protocol", "cleanup"), ("version", 1)]
+        assert conn.recv() == dict(hello, version="1")
+        conn.send(hello)
         conn.send([("request", "begin"), ("flags", 0), ("sender", ""),
                    ("origin", "smtp")])
         assert conn.recv()["status"] == "0"
