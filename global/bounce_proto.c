@@ -83,8 +83,7 @@ ATTR_LIST *bounce_req_list(const BOUNCE_REQ *req)
 }
 
 /* bounce_status_take - a STATUS list; strings borrowed from list */
-int bounce_status_take(const ATTR_LIST *list, BOUNCE_STATUS *status,
-                       VSTR *why)
+int bounce_status_take(const ATTR_LIST *list, BOUNCE_STATUS *status, VSTR *why)
 {
     long long value = 0;
     const char *text;

@@ -41,11 +41,11 @@
 #include "proto_hello.h"
 #include "vstr.h"
 
-#define BOUNCE_SERVICE "bounce"         /* private/bounce */
+#define BOUNCE_SERVICE "bounce" /* private/bounce */
 #define BOUNCE_LIST_MAX 8192
 
-#define BOUNCE_PROTO_NAME "bounce"      /* HELLO protocol= */
-#define BOUNCE_PROTO_VERSION 1          /* HELLO version=: bump on any change */
+#define BOUNCE_PROTO_NAME "bounce" /* HELLO protocol= */
+#define BOUNCE_PROTO_VERSION 1 /* HELLO version=: bump on any change */
 
 #define BOUNCE_REQ_HELLO PROTO_HELLO_REQ
 #define BOUNCE_REQ_NOTIFY "notify"
@@ -97,15 +97,15 @@ static const ATTR_SPEC bounce_status_spec[] = {
  * to *_list). Readers return 0, or -1 with the reason in why.
  */
 typedef struct BOUNCE_REQ {
-    const char *kind;                   /* BOUNCE_KIND_* */
-    const char *queue_name;             /* mail_queue_of_messages() */
-    const char *queue_id;               /* qid_valid() */
+    const char *kind; /* BOUNCE_KIND_* */
+    const char *queue_name; /* mail_queue_of_messages() */
+    const char *queue_id; /* qid_valid() */
 } BOUNCE_REQ;
 
 typedef struct BOUNCE_STATUS {
-    int status;                         /* 0: done; else failed */
-    const char *reason;                 /* NULL when none */
-    const char *dsn_queue_id;           /* NULL when no notice was queued */
+    int status; /* 0: done; else failed */
+    const char *reason; /* NULL when none */
+    const char *dsn_queue_id; /* NULL when no notice was queued */
 } BOUNCE_STATUS;
 
 /* bounce_hello_take - the peer's HELLO: -1 with a reason naming both

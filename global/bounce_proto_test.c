@@ -78,9 +78,8 @@ static void test_notify_round_trip(void **state)
     VSTR *why = vstr_alloc(100);
 
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(kinds); i++) {
-        BOUNCE_REQ out = {.kind = kinds[i],
-                          .queue_name = "deferred",
-                          .queue_id = TEST_QID};
+        BOUNCE_REQ out = {
+            .kind = kinds[i], .queue_name = "deferred", .queue_id = TEST_QID};
         ATTR_LIST *list = wire(bounce_req_list(&out));
         BOUNCE_REQ in;
 
@@ -96,15 +95,22 @@ static void test_notify_round_trip(void **state)
 static void test_notify_strict(void **state)
 {
     static const char *const bad_qids[] = {
-        "..", "../../etc/passwd", "0123456789ABCDE", "0123456789ABCDEF0",
-        "0123456789ABCDEI", "0123456789ABCDE/", "",
+        "..",
+        "../../etc/passwd",
+        "0123456789ABCDE",
+        "0123456789ABCDEF0",
+        "0123456789ABCDEI",
+        "0123456789ABCDE/",
+        "",
     };
     static const char *const bad_queues[] = {
-        "..", "private", "pid", "../active", "active/..", "ACTIVE", "",
-        "bounce", "defer",
+        "..",     "private", "pid",    "../active", "active/..",
+        "ACTIVE", "",        "bounce", "defer",
     };
     static const char *const required[] = {
-        BOUNCE_ATTR_REQUEST, BOUNCE_ATTR_KIND, BOUNCE_ATTR_QUEUE_NAME,
+        BOUNCE_ATTR_REQUEST,
+        BOUNCE_ATTR_KIND,
+        BOUNCE_ATTR_QUEUE_NAME,
         BOUNCE_ATTR_QUEUE_ID,
     };
     ATTR_LIST *list;

@@ -33,8 +33,7 @@ int proto_hello_take(const ATTR_LIST *list, const char *protocol, int version,
                      "protocol mismatch: peer speaks %s version %s; this side "
                      "speaks %s version %d",
                      peer ? peer : "(unnamed)",
-                     peer_version ? peer_version : "(none)", protocol,
-                     version);
+                     peer_version ? peer_version : "(none)", protocol, version);
         return -1;
     }
     return attr_list_check(list, spec, spec_count, why);

@@ -18,7 +18,7 @@
 #include "attr.h"
 #include "vstr.h"
 
-#define PROTO_HELLO_REQ "hello"                /* request= of a HELLO */
+#define PROTO_HELLO_REQ "hello" /* request= of a HELLO */
 #define PROTO_HELLO_ATTR_REQUEST "request"
 #define PROTO_HELLO_ATTR_PROTOCOL "protocol"
 #define PROTO_HELLO_ATTR_VERSION "version"

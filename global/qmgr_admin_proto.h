@@ -56,20 +56,20 @@
 #include "proto_hello.h"
 #include "vstr.h"
 
-#define QMGR_ADMIN_SERVICE "qmgr-admin"  /* private/qmgr-admin */
-#define QMGR_ADMIN_LIST_MAX 4096        /* largest list either side sends */
+#define QMGR_ADMIN_SERVICE "qmgr-admin" /* private/qmgr-admin */
+#define QMGR_ADMIN_LIST_MAX 4096 /* largest list either side sends */
 
 #define QMGR_ADMIN_PROTO_NAME "qmgr_admin" /* HELLO protocol= */
-#define QMGR_ADMIN_PROTO_VERSION 1      /* HELLO version=: bump on any change */
+#define QMGR_ADMIN_PROTO_VERSION 1 /* HELLO version=: bump on any change */
 
 #define QMGR_ADMIN_REQ_HELLO PROTO_HELLO_REQ
 #define QMGR_ADMIN_REQ_HOLD "hold"
 #define QMGR_ADMIN_REQ_DELETE "delete"
 #define QMGR_ADMIN_REQ_REQUEUE "requeue"
 
-#define QMGR_ADMIN_STAT_OK 0            /* done, or will be (hold, requeue) */
-#define QMGR_ADMIN_STAT_NOTHERE 1       /* not in active/: look again */
-#define QMGR_ADMIN_STAT_FAIL 2          /* could not: see reason */
+#define QMGR_ADMIN_STAT_OK 0 /* done, or will be (hold, requeue) */
+#define QMGR_ADMIN_STAT_NOTHERE 1 /* not in active/: look again */
+#define QMGR_ADMIN_STAT_FAIL 2 /* could not: see reason */
 
 /* Attribute names: call sites use these, never the strings. */
 #define QMGR_ADMIN_ATTR_REQUEST PROTO_HELLO_ATTR_REQUEST
@@ -81,8 +81,7 @@
 
 static const ATTR_SPEC qmgr_admin_hello_spec[] = {
     {QMGR_ADMIN_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"hello\""},
-    {QMGR_ADMIN_ATTR_PROTOCOL, ATTR_TYPE_STR, true, false,
-     "\"qmgr_admin\""},
+    {QMGR_ADMIN_ATTR_PROTOCOL, ATTR_TYPE_STR, true, false, "\"qmgr_admin\""},
     {QMGR_ADMIN_ATTR_VERSION, ATTR_TYPE_INT, true, false,
      "QMGR_ADMIN_PROTO_VERSION of the sender"},
 };
@@ -108,14 +107,13 @@ static const ATTR_SPEC qmgr_admin_reply_spec[] = {
  * *_list). Readers return 0, or -1 with the reason in why.
  */
 typedef struct QMGR_ADMIN_REQUEST {
-    const char *request;                /* QMGR_ADMIN_REQ_HOLD, _DELETE or
-                                         * _REQUEUE */
-    const char *queue_id;               /* qid_valid() */
+    const char *request; /* QMGR_ADMIN_REQ_HOLD, _DELETE, _REQUEUE */
+    const char *queue_id; /* qid_valid() */
 } QMGR_ADMIN_REQUEST;
 
 typedef struct QMGR_ADMIN_REPLY {
-    int status;                         /* QMGR_ADMIN_STAT_* */
-    const char *reason;                 /* NULL when none */
+    int status; /* QMGR_ADMIN_STAT_* */
+    const char *reason; /* NULL when none */
 } QMGR_ADMIN_REPLY;
 
 /* qmgr_admin_hello_take - the peer's HELLO: -1 with a reason naming both
@@ -131,8 +129,8 @@ extern int qmgr_admin_request_take(const ATTR_LIST *list,
 extern ATTR_LIST *qmgr_admin_request_list(const QMGR_ADMIN_REQUEST *req);
 
 /* qmgr_admin_reply_take - a REPLY list; the reason borrowed from list */
-extern int qmgr_admin_reply_take(const ATTR_LIST *list,
-                                 QMGR_ADMIN_REPLY *reply, VSTR *why);
+extern int qmgr_admin_reply_take(const ATTR_LIST *list, QMGR_ADMIN_REPLY *reply,
+                                 VSTR *why);
 /* qmgr_admin_reply_list - the REPLY list of reply */
 extern ATTR_LIST *qmgr_admin_reply_list(const QMGR_ADMIN_REPLY *reply);
 

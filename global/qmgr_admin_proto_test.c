@@ -73,7 +73,9 @@ static void refused(ATTR_LIST *list, const char *expect)
 static void test_request_round_trip(void **state)
 {
     static const char *const requests[] = {
-        QMGR_ADMIN_REQ_HOLD, QMGR_ADMIN_REQ_DELETE, QMGR_ADMIN_REQ_REQUEUE,
+        QMGR_ADMIN_REQ_HOLD,
+        QMGR_ADMIN_REQ_DELETE,
+        QMGR_ADMIN_REQ_REQUEUE,
     };
     VSTR *why = vstr_alloc(100);
 
@@ -93,8 +95,14 @@ static void test_request_round_trip(void **state)
 static void test_request_strict(void **state)
 {
     static const char *const bad_qids[] = {
-        "..", "../../etc/passwd", "0123456789ABCDE", "0123456789ABCDEF0",
-        "0123456789ABCDEI", "0123456789ABCDE/", "", "ALL",
+        "..",
+        "../../etc/passwd",
+        "0123456789ABCDE",
+        "0123456789ABCDEF0",
+        "0123456789ABCDEI",
+        "0123456789ABCDE/",
+        "",
+        "ALL",
     };
     ATTR_LIST *list;
 
@@ -120,7 +128,9 @@ static void test_request_strict(void **state)
 static void test_reply(void **state)
 {
     static const int statuses[] = {
-        QMGR_ADMIN_STAT_OK, QMGR_ADMIN_STAT_NOTHERE, QMGR_ADMIN_STAT_FAIL,
+        QMGR_ADMIN_STAT_OK,
+        QMGR_ADMIN_STAT_NOTHERE,
+        QMGR_ADMIN_STAT_FAIL,
     };
     VSTR *why = vstr_alloc(100);
     QMGR_ADMIN_REPLY in;
