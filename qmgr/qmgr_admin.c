@@ -44,6 +44,8 @@ typedef struct QMGR_ADMIN_PEER {
     bool greeted; /* the command's HELLO has come */
 } QMGR_ADMIN_PEER;
 
+static void qmgr_admin_event(struct bufferevent *bev, short what, void *arg);
+
 /* qmgr_admin_send - queue one list, and free it */
 static void qmgr_admin_send(struct bufferevent *bev, ATTR_LIST *list)
 {
@@ -70,6 +72,26 @@ static void qmgr_admin_close(struct bufferevent *bev, QMGR_ADMIN_PEER *peer)
 {
     bufferevent_free(bev);
     myfree(peer);
+}
+
+/* qmgr_admin_drained - what was queued has gone out: close */
+static void qmgr_admin_drained(struct bufferevent *bev, void *arg)
+{
+    qmgr_admin_close(bev, arg);
+}
+
+/* qmgr_admin_close_after - read no more; close once what is queued (our
+   HELLO, so the peer learns our version) has gone out, or on the idle
+   timeout */
+static void qmgr_admin_close_after(struct bufferevent *bev,
+                                   QMGR_ADMIN_PEER *peer)
+{
+    (void) bufferevent_disable(bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        qmgr_admin_close(bev, peer);
+    else
+        bufferevent_setcb(bev, NULL, qmgr_admin_drained, qmgr_admin_event,
+                          peer);
 }
 
 /* qmgr_admin_move - move active/qid (at path) to queue; the reply status */
@@ -201,7 +223,7 @@ static void qmgr_admin_read(struct bufferevent *bev, void *arg)
         ret = qmgr_admin_list(peer, bev, list, why);
         attr_list_free(list);
         if (ret < 0) {
-            qmgr_admin_close(bev, peer);
+            qmgr_admin_close_after(bev, peer);
             break;
         }
     }
