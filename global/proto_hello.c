@@ -1,7 +1,7 @@
 /*
  * proto_hello - the greeting that opens an inter-daemon protocol
  *
- * See proto_hello.h. The deliver, bounce and qmgr-admin codecs greet here,
+ * See proto_hello.h. The deliver, cleanup, bounce and qmgr-admin codecs greet here,
  * so a mismatch reads the same in every log.
  */
 #include "sys_defs.h"
