@@ -55,6 +55,7 @@ typedef struct QMGR_CONF {
     char *queue_dir;
     struct MATCH_LIST *mydestination; /* domains delivered locally */
     struct MAPS *transport_maps; /* recipient -> transport:nexthop */
+    struct MAPS *sender_relayhost_maps; /* sender -> relayhost */
     char *recipient_delimiter; /* "" when none */
     QMGR_ROUTE_CONF route; /* transports, relayhost, myhostname */
     QMGR_SCHED_CONF sched; /* windows, retries, lifetimes */

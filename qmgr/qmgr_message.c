@@ -590,6 +590,33 @@ static int qmgr_message_find_fixed(void *context, const char *key,
     return qmgr_message_map_result(found, error, value);
 }
 
+/* qmgr_message_find_sender_addr - sender_dependent_relayhost_maps by
+   address, for qmgr_route */
+static int qmgr_message_find_sender_addr(void *context, const char *sender,
+                                         const char **value)
+{
+    QMGR_CTX *ctx = context;
+    int error = MAP_OK;
+    const char *found = maps_find_addr(ctx->conf.sender_relayhost_maps, sender,
+                                       ctx->conf.recipient_delimiter,
+                                       MAPS_ADDR_NO_AT_DOMAIN, &error);
+
+    return qmgr_message_map_result(found, error, value);
+}
+
+/* qmgr_message_find_sender_fixed - sender_dependent_relayhost_maps by
+   key, for qmgr_route */
+static int qmgr_message_find_sender_fixed(void *context, const char *key,
+                                          const char **value)
+{
+    QMGR_CTX *ctx = context;
+    int error = MAP_OK;
+    const char *found =
+        maps_find_fixed(ctx->conf.sender_relayhost_maps, key, &error);
+
+    return qmgr_message_map_result(found, error, value);
+}
+
 /* qmgr_message_route - route one recipient (qmgr_route decides) and queue
    it, or defer it when that cannot be done now */
 static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
@@ -609,8 +636,12 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
         tables.find_addr = qmgr_message_find_addr;
         tables.find_fixed = qmgr_message_find_fixed;
     }
-    switch (
-        qmgr_route(&ctx->conf.route, &tables, address, transport, nexthop)) {
+    if (maps_count(ctx->conf.sender_relayhost_maps) > 0) {
+        tables.find_sender_addr = qmgr_message_find_sender_addr;
+        tables.find_sender_fixed = qmgr_message_find_sender_fixed;
+    }
+    switch (qmgr_route(&ctx->conf.route, &tables, msg->info->sender, address,
+                       transport, nexthop)) {
     case QMGR_ROUTE_LOCAL_FAILED:
         qmgr_message_defer_self(msg, index, "4.3.0",
                                 "mydestination lookup failed");
@@ -618,6 +649,11 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
     case QMGR_ROUTE_TABLE_FAILED:
         qmgr_message_defer_self(msg, index, "4.3.0",
                                 "transport table lookup failed");
+        break;
+    case QMGR_ROUTE_SENDER_FAILED:
+        qmgr_message_defer_self(msg, index, "4.3.0",
+                                "sender_dependent_relayhost_maps lookup"
+                                " failed");
         break;
     case QMGR_ROUTE_OK:
         vstr_sprintf(sock, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
