@@ -300,8 +300,7 @@ static bool cleanup_rewrite_expand_one(CLEANUP_MSG *msg, ARGV *list,
 {
     const CLEANUP_CONF *conf = msg->conf;
 
-    for (int depth = 0; !cleanup_rewrite_has(self, list->argv[slot]);
-         depth++) {
+    for (int depth = 0; !cleanup_rewrite_has(self, list->argv[slot]); depth++) {
         bool propagate;
         int error;
         const char *value = cleanup_rewrite_lookup(
@@ -334,8 +333,8 @@ static bool cleanup_rewrite_expand_one(CLEANUP_MSG *msg, ARGV *list,
         }
         lhs = mystrdup(list->argv[slot]);
         for (size_t i = 0; i < results->argc; i++) {
-            char *addr = cleanup_rewrite_build(msg, lhs, results->argv[i],
-                                               propagate);
+            char *addr =
+                cleanup_rewrite_build(msg, lhs, results->argv[i], propagate);
 
             if (msg_verbose_get())
                 msg_info("%s: virtual alias %s -> %s", msg->qid, lhs, addr);

@@ -692,9 +692,9 @@ static const char *smtpd_check_dest_domain(const SMTPD_CONF *conf,
 }
 
 /* smtpd_check_auth_destination - is address's domain ours (mydestination,
-   virtual_alias_domains) or one we relay to (relay_domains)? An address without a domain is
-   judged by $myorigin, as cleanup will qualify it. 1 yes, 0 no, -1 a table
-   failed */
+   virtual_alias_domains) or one we relay to (relay_domains)? An address without
+   a domain is judged by $myorigin, as cleanup will qualify it. 1 yes, 0 no, -1
+   a table failed */
 int smtpd_check_auth_destination(const SMTPD_CONF *conf, const char *address)
 {
     const char *domain = smtpd_check_dest_domain(conf, address);
@@ -765,8 +765,8 @@ static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
             int virt = smtpd_virtual_domain(conf->virtual_alias, domain);
 
             if (virt < 0)
-                return smtpd_check_fail(chk, chk->rcpt,
-                                        "virtual_alias_domains", domain);
+                return smtpd_check_fail(chk, chk->rcpt, "virtual_alias_domains",
+                                        domain);
             if (virt == 0)
                 return SMTPD_DUNNO;
             if ((decision = smtpd_check_virtual(chk, key, 0)) != SMTPD_DUNNO)
