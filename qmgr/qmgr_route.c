@@ -90,6 +90,15 @@ QMGR_ROUTE_STATUS qmgr_route(const QMGR_ROUTE_CONF *conf,
         vstr_free(domain);
         return QMGR_ROUTE_LOCAL_FAILED;
     }
+    if (!local && tables->is_virtual != NULL) {
+        int virt = tables->is_virtual(tables->context, vstr_str(domain));
+
+        if (virt != 0) {
+            vstr_free(domain);
+            return virt < 0 ? QMGR_ROUTE_VIRTUAL_FAILED
+                            : QMGR_ROUTE_VIRTUAL_UNKNOWN;
+        }
+    }
     if (local) {
         vstr_cpy(transport, conf->local_transport);
         vstr_cpy(nexthop, vstr_str(domain));

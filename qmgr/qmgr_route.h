@@ -10,7 +10,11 @@
  *     quoted local part with '@' is never a route); an address without a
  *     domain is local, with myhostname as its next hop;
  *   - a domain in mydestination goes to local_transport, the next hop being
- *     the domain; any other goes to default_transport, to relayhost when
+ *     the domain; a domain in virtual_alias_domains has no mailboxes: an
+ *     address there that cleanup's virtual_alias_maps left as it was is
+ *     unknown (QMGR_ROUTE_VIRTUAL_UNKNOWN: bounced 5.1.1, as Postfix's
+ *     error:User unknown in virtual alias table, which no table
+ *     overrides); any other goes to default_transport, to relayhost when
  *     set, else to the domain;
  *   - transport_maps may override either part, looked up as transport(5)
  *     says: the full address (the table's own address forms), then the
@@ -62,6 +66,9 @@ typedef struct QMGR_ROUTE_TABLES {
        exactly key ("@domain") */
     int (*find_sender_fixed)(void *context, const char *key,
                              const char **value);
+    /* is_virtual - is domain (lowercase) in virtual_alias_domains? NULL:
+       there are none */
+    int (*is_virtual)(void *context, const char *domain);
 } QMGR_ROUTE_TABLES;
 
 typedef enum QMGR_ROUTE_STATUS {
@@ -69,6 +76,8 @@ typedef enum QMGR_ROUTE_STATUS {
     QMGR_ROUTE_LOCAL_FAILED, /* mydestination lookup failed */
     QMGR_ROUTE_TABLE_FAILED, /* transport table lookup failed */
     QMGR_ROUTE_SENDER_FAILED, /* sender_dependent_relayhost_maps failed */
+    QMGR_ROUTE_VIRTUAL_FAILED, /* virtual_alias_domains lookup failed */
+    QMGR_ROUTE_VIRTUAL_UNKNOWN, /* an unmapped virtual alias address */
 } QMGR_ROUTE_STATUS;
 
 /* qmgr_route - route address of a message from sender ("" the null

@@ -15,14 +15,15 @@ import os
 import re
 import shutil
 import smtplib
+import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import (Instance, LIBEXEC, free_port, require, smtp_submit,
-                      wait_until)
+from conftest import (BIN, Instance, LIBEXEC, free_port, require,
+                      smtp_submit, wait_until)
 
 DAEMONS = ("master", "smtpd", "cleanup", "qmgr", "smtp", "bounce")
 
@@ -171,6 +172,28 @@ def test_original_recipient_in_bounce(env):
         sink.set_rcpt_reply("bob@dest.test", None)
     assert b"Final-Recipient: rfc822; bob@dest.test" in got.data, got.data
     assert b"Original-Recipient: rfc822;info@virt.test" in got.data, got.data
+
+
+def test_unmapped_virtual_address_bounces(env):
+    """sendmail bypasses smtpd: an address of a virtual alias domain that
+    no entry maps reaches qmgr as it was and is bounced there with 5.1.1,
+    as Postfix's error transport does, never sent out."""
+    inst, sink = env
+    require(BIN / "sendmail", LIBEXEC / "pickup")
+    r = subprocess.run([str(BIN / "sendmail"), "-C", str(inst.dir), "-f",
+                        "local-sender@client.test", "nobody@virt.test"],
+                       input=b"Subject: unmapped\n\nunmapped-tag\n",
+                       capture_output=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    inst.wait_log(r"to=<nobody@virt\.test>, .*dsn=5\.1\.1, status=bounced "
+                  r"\(User unknown in virtual alias table\)", timeout=20)
+
+    def dsn():
+        return [m for m in sink.received()
+                if m.rcpt_tos == ["local-sender@client.test"] and
+                b"unmapped-tag" in m.data]
+    wait_until(dsn, 20, what="the DSN")
+    assert not [m for m in sink.received() if "nobody@virt.test" in m.rcpt_tos]
 
 
 # --- smtpd: virtual_alias_domains ------------------------------------------
