@@ -292,9 +292,11 @@ def test_mbox_as_each_user(reloaded):
         head = text.split("\n")
         assert head[1] == "Delivered-To: %s@localhost" % user
         assert "Subject: mbox-token" in head
-        assert not (base / "mbox" / (user + ".lock")).exists()
+        # The content is in before the delivery unlocks: the lock file is
+        # gone only once the delivery is logged.
         inst.wait_log(r"to=<%s@localhost>, relay=local, .*status=sent "
                       r"\(delivered to mailbox\)" % user)
+        assert not (base / "mbox" / (user + ".lock")).exists()
     inst.wait_log(r"to=<%s@localhost>, relay=local, .*dsn=4\.2\.0, "
                   r"status=deferred \(mailbox .*/%s: owner uid %d, not %d"
                   % (STRANGER, STRANGER, uid_of(USERS[0]), uid_of(STRANGER)))
