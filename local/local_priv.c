@@ -31,9 +31,8 @@
 #include "safe_file.h"
 #include "vstr.h"
 
-#define LOCAL_CHILD_MARGIN                                                     \
-    (2 * LOCAL_LOCK_WAIT + 60) /* seconds past                                 \
-                             command_time_limit */
+/* Seconds a delivery child may run past command_time_limit. */
+#define LOCAL_CHILD_MARGIN (2 * LOCAL_LOCK_WAIT + 60)
 
 /* local_priv_set - fill priv from a passwd entry */
 void local_priv_set(LOCAL_PRIV *priv, const struct passwd *pw)

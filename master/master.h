@@ -19,8 +19,8 @@
 struct event_base;
 struct event;
 
-#define MASTER_STABLE_SECONDS 10        /* a process that lived this long did
-                                           not die "too quickly" */
+/* A process that lived this long did not die "too quickly". */
+#define MASTER_STABLE_SECONDS 10
 #define MASTER_STOP_GRACE 10            /* seconds before SIGKILL at stop */
 
 typedef struct MASTER_SERV MASTER_SERV;
