@@ -31,6 +31,7 @@
 
 #include "argv.h"
 #include "attr.h"
+#include "attr_conn.h"
 #include "mail_server.h"
 #include "qfile.h"
 #include "qid.h"
@@ -218,8 +219,8 @@ extern void qmgr_bounce_request(QMGR_MESSAGE *msg, const char *kind,
 /* qmgr_conn.c: a non-blocking client of a private/ service; on_end's why
    is QMGR_CONN_LOST (EOF), QMGR_CONN_ERROR ": ...", "timeout" or
    "malformed reply: ..." */
-#define QMGR_CONN_LOST "lost connection"
-#define QMGR_CONN_ERROR "connection error"
+#define QMGR_CONN_LOST ATTR_CONN_LOST
+#define QMGR_CONN_ERROR ATTR_CONN_ERROR
 typedef void (*QMGR_CONN_LIST_FN)(QMGR_CONN *conn, ATTR_LIST *list, void *arg);
 typedef void (*QMGR_CONN_END_FN)(QMGR_CONN *conn, const char *why, void *arg);
 extern QMGR_CONN *qmgr_conn_open(struct event_base *base, const char *path,

@@ -16,11 +16,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "attr.h"
+#include "attr_conn.h"
 #include "dsn_log.h"
 #include "mail_queue.h"
 #include "msg.h"
@@ -36,20 +35,15 @@
 #define QMGR_SPEC_LEN(spec) (sizeof(spec) / sizeof((spec)[0]))
 
 /* qmgr_admin_reply - queue one REPLY */
-static void qmgr_admin_reply(struct bufferevent *bev, int status,
-                             const char *reason)
+static void qmgr_admin_reply(ATTR_CONN *conn, int status, const char *reason)
 {
     ATTR_LIST *list = attr_list_alloc();
-    VSTR *wire = vstr_alloc(100);
 
     attr_add_int(list, "status", status);
     if (reason)
         attr_add_str(list, "reason", reason);
-    attr_list_encode(list, wire);
-    if (bufferevent_write(bev, vstr_str(wire), vstr_len(wire)) < 0)
-        msg_fatal("cannot buffer %zu bytes", vstr_len(wire));
+    attr_conn_send(conn, list);
     attr_list_free(list);
-    vstr_free(wire);
 }
 
 /* qmgr_admin_move - move active/qid (at path) to queue; the reply status */
@@ -136,72 +130,54 @@ static int qmgr_admin_request(QMGR_CTX *ctx, const ATTR_LIST *list,
     return QMGR_ADMIN_STAT_OK;
 }
 
-/* qmgr_admin_read - answer every whole REQUEST that arrived */
-static void qmgr_admin_read(struct bufferevent *bev, void *arg)
+/* qmgr_admin_list - answer one REQUEST */
+static void qmgr_admin_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
 {
     QMGR_CTX *ctx = arg;
-    struct evbuffer *input = bufferevent_get_input(bev);
     VSTR *why = vstr_alloc(100);
+    int status;
 
-    for (;;) {
-        size_t len = evbuffer_get_length(input);
-        ATTR_LIST *list = NULL;
-        size_t used = 0;
-        int ret;
-        int status;
-
-        if (len == 0)
-            break;
-        ret = attr_list_decode((const char *) evbuffer_pullup(input, -1), len,
-                               QMGR_ADMIN_LIST_MAX, &used, &list, why);
-        if (ret == 0)
-            break;
-        if (ret < 0) {
-            msg_warn("%s: malformed request: %s", QMGR_ADMIN_SERVICE,
-                     vstr_str(why));
-            bufferevent_free(bev);
-            break;
-        }
-        evbuffer_drain(input, used);
-        if (attr_list_check(list, qmgr_admin_request_spec,
-                            QMGR_SPEC_LEN(qmgr_admin_request_spec), why) < 0) {
-            status = QMGR_ADMIN_STAT_FAIL;
-        } else {
-            vstr_cpy(why, "");
-            status = qmgr_admin_request(ctx, list, why);
-        }
-        qmgr_admin_reply(bev, status, *vstr_str(why) ? vstr_str(why) : NULL);
-        attr_list_free(list);
+    if (attr_list_check(list, qmgr_admin_request_spec,
+                        QMGR_SPEC_LEN(qmgr_admin_request_spec), why) < 0) {
+        status = QMGR_ADMIN_STAT_FAIL;
+    } else {
+        vstr_cpy(why, "");
+        status = qmgr_admin_request(ctx, list, why);
     }
+    qmgr_admin_reply(conn, status, *vstr_str(why) ? vstr_str(why) : NULL);
     vstr_free(why);
 }
 
-/* qmgr_admin_event - EOF, error or idle timeout: close */
-static void qmgr_admin_event(struct bufferevent *bev, short what, void *arg)
+/* qmgr_admin_end - EOF, error, idle timeout or a malformed request: close */
+static void qmgr_admin_end(ATTR_CONN *conn, ATTR_CONN_END kind,
+                           const char *why, void *arg)
 {
-    bufferevent_free(bev);
+    if (kind == ATTR_CONN_MALFORMED)
+        msg_warn("%s: malformed request: %s", QMGR_ADMIN_SERVICE, why);
+    attr_conn_free(conn);
 }
+
+static const ATTR_CONN_OPS qmgr_admin_ops = {
+    .on_list = qmgr_admin_list,
+    .on_end = qmgr_admin_end,
+};
 
 /* qmgr_admin_accept - a new admin connection */
 static void qmgr_admin_accept(evutil_socket_t fd, short what, void *arg)
 {
     QMGR_CTX *ctx = arg;
-    struct bufferevent *bev;
-    struct timeval idle = {QMGR_ADMIN_IDLE, 0};
-    int conn;
+    ATTR_CONN *conn;
+    int conn_fd;
 
-    if ((conn = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0) {
+    if ((conn_fd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) <
+        0) {
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
             msg_warn("accept on %s: %m", QMGR_ADMIN_SERVICE);
         return;
     }
-    if ((bev = bufferevent_socket_new(ctx->base, conn,
-                                      BEV_OPT_CLOSE_ON_FREE)) == NULL)
-        msg_fatal("cannot create a connection event");
-    bufferevent_setcb(bev, qmgr_admin_read, NULL, qmgr_admin_event, ctx);
-    bufferevent_set_timeouts(bev, &idle, &idle);
-    if (bufferevent_enable(bev, EV_READ | EV_WRITE) < 0)
-        msg_fatal("cannot add a connection event");
+    conn = attr_conn_accept(ctx->base, conn_fd, QMGR_ADMIN_LIST_MAX,
+                            &qmgr_admin_ops, ctx);
+    attr_conn_timeouts(conn, QMGR_ADMIN_IDLE, QMGR_ADMIN_IDLE);
 }
 
 /* qmgr_admin_init - listen on private/qmgr-admin (a failure only costs
