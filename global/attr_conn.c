@@ -246,9 +246,15 @@ void attr_conn_send(ATTR_CONN *conn, const ATTR_LIST *list)
     VSTR *wire = vstr_alloc(256);
 
     attr_list_encode(list, wire);
+    attr_conn_send_wire(conn, wire);
+    vstr_free(wire);
+}
+
+/* attr_conn_send_wire - queue encoded lists for sending */
+void attr_conn_send_wire(ATTR_CONN *conn, const VSTR *wire)
+{
     if (bufferevent_write(conn->bev, vstr_str(wire), vstr_len(wire)) < 0)
         msg_fatal("cannot buffer %zu bytes", vstr_len(wire));
-    vstr_free(wire);
 }
 
 /* attr_conn_timeval - seconds as a timeval, NULL for 0 */

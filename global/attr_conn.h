@@ -72,6 +72,10 @@ extern ATTR_CONN *attr_conn_free(ATTR_CONN *conn);
 /* attr_conn_send - queue one list for sending */
 extern void attr_conn_send(ATTR_CONN *conn, const ATTR_LIST *list);
 
+/* attr_conn_send_wire - queue lists already in wire form (attr_list_encode
+   or a protocol module's encoder) */
+extern void attr_conn_send_wire(ATTR_CONN *conn, const VSTR *wire);
+
 /* attr_conn_timeouts - idle timeouts in seconds for reading (while reading
    is on) and writing (while output waits); 0 turns one off */
 extern void attr_conn_timeouts(ATTR_CONN *conn, int read_sec, int write_sec);

@@ -26,6 +26,7 @@
 #include <sys/time.h>
 
 #include "attr.h"
+#include "attr_conn.h"
 #include "deliver_agent.h"
 #include "dns.h"
 #include "mail_server.h"
@@ -124,7 +125,7 @@ typedef enum SMTP_REQ_STAGE {
 
 struct SMTP_REQ {
     SMTP_CTX *ctx;
-    struct bufferevent *qmgr;
+    ATTR_CONN *qmgr;
     SMTP_REQ_STAGE stage;
     DELIVER_READER reader; /* the request while it is read */
     char *queue_name;
