@@ -20,6 +20,7 @@
 #include "cleanup.h"
 #include "cleanup_proto.h"
 #include "mail_conf.h"
+#include "mail_queue.h"
 #include "maps.h"
 #include "match_list.h"
 #include "mail_server.h"
@@ -420,7 +421,8 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
     timeout = mail_conf_time(conf, "daemon_timeout");
     ctx->timeout = timeout > 0 && timeout < INT32_MAX ? (int) timeout
                                                       : CLEANUP_DEF_TIMEOUT;
-    vstr_sprintf(path, "%s/public/qmgr", ctx->conf.queue_dir);
+    mail_queue_service(path, ctx->conf.queue_dir, MAIL_QUEUE_PUBLIC,
+                       MAIL_QUEUE_QMGR_SERVICE);
     ctx->trigger_path = vstr_export(path);
     cleanup_tables(&ctx->conf, conf);
     cleanup_remove_stale(&ctx->conf, CLEANUP_STALE_AGE);

@@ -187,8 +187,8 @@ void qmgr_admin_init(QMGR_CTX *ctx)
     VSTR *path = vstr_alloc(100);
 
     ctx->admin_fd = -1;
-    vstr_sprintf(path, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
-                 QMGR_ADMIN_SERVICE);
+    mail_queue_service(path, ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                       QMGR_ADMIN_SERVICE);
     if ((ctx->admin_fd =
              sock_unix_listen(vstr_str(path), QMGR_ADMIN_BACKLOG, 0600)) < 0) {
         msg_warn("cannot listen on %s: %m", vstr_str(path));

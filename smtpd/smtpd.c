@@ -62,6 +62,7 @@
 #include "attr_conn.h"
 #include "cleanup_proto.h"
 #include "mail_conf.h"
+#include "mail_queue.h"
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
@@ -1137,7 +1138,8 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
         conf, "smtpd_client_event_limit_exceptions", MATCH_LIST_ADDR);
     sc->forbid_bare_newline = mail_conf_bool(conf, "smtpd_forbid_bare_newline");
     sc->disable_vrfy = mail_conf_bool(conf, "disable_vrfy_command");
-    vstr_sprintf(path, "%s/%s/%s", sc->queue_dir, "private", CLEANUP_SERVICE);
+    mail_queue_service(path, sc->queue_dir, MAIL_QUEUE_PRIVATE,
+                       CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
     if (ctx->stand_alone)
         smtpd_stand_alone(ctx);
