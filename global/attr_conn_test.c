@@ -202,6 +202,17 @@ static void test_several_in_one_read(void **state)
     assert_string_equal(vstr_str(st->seen), "a,b,c,");
     assert_int_equal(st->ends, 0);
     vstr_free(wire);
+
+    /* Many small lists, more bytes in all than one list may have. */
+    wire = vstr_alloc(1024);
+    for (int i = 0; i < 40; i++)
+        vstr_cat(wire, "v=1:x\n\n");
+    assert_true(vstr_len(wire) > TEST_MAX);
+    put(st, vstr_str(wire), vstr_len(wire));
+    pump(st);
+    assert_int_equal(st->lists, 43);
+    assert_int_equal(st->ends, 0);
+    vstr_free(wire);
 }
 
 /* peer_sees_eof - after the owner freed the connection the peer reads EOF

@@ -11,7 +11,8 @@
  * functions in qmgr_sched.c and qmgr_route.c, unit-tested; the files
  * above only apply what they return. qmgr_deliver.c runs one delivery with an
  * agent; qmgr_bounce.c asks the bounce daemon for a DSN; qmgr_conn.c is
- * the non-blocking attribute-list client both use; qmgr_admin.c answers
+ * the non-blocking attribute-list client both use (global/attr_conn with
+ * a deadline and qmgr's words for the end); qmgr_admin.c answers
  * `sluice hold|delete|requeue` about messages in active/ on
  * private/qmgr-admin (the protocol: global/qmgr_admin_proto.h).
  *
