@@ -111,9 +111,9 @@ static void attr_conn_read_event(struct bufferevent *bev, void *arg)
         if (avail == 0)
             break;
         vstr_reset(conn->why);
-        ret = attr_list_decode((const char *) evbuffer_pullup(input,
-                                                              (ssize_t) want),
-                               want, conn->max_len, &used, &list, conn->why);
+        ret = attr_list_decode(
+            (const char *) evbuffer_pullup(input, (ssize_t) want), want,
+            conn->max_len, &used, &list, conn->why);
         if (ret == 0 && want > conn->max_len) {
             vstr_sprintf(conn->why, "attribute list larger than %zu bytes",
                          conn->max_len);

@@ -33,9 +33,9 @@
 typedef struct ATTR_CONN ATTR_CONN;
 
 typedef enum ATTR_CONN_END {
-    ATTR_CONN_EOF,       /* the peer closed: ATTR_CONN_LOST */
-    ATTR_CONN_IO,        /* a socket error: ATTR_CONN_ERROR ": strerror" */
-    ATTR_CONN_TIMEOUT,   /* a read or write timeout, or the deadline */
+    ATTR_CONN_EOF, /* the peer closed: ATTR_CONN_LOST */
+    ATTR_CONN_IO, /* a socket error: ATTR_CONN_ERROR ": strerror" */
+    ATTR_CONN_TIMEOUT, /* a read or write timeout, or the deadline */
     ATTR_CONN_MALFORMED, /* bad bytes or a list over max_len: the decoder's
                             reason */
 } ATTR_CONN_END;

@@ -179,7 +179,7 @@ static void test_split_every_byte(void **state)
 
         put(st, vstr_str(wire) + i, 1);
         pump(st);
-        assert_int_equal(st->lists, i + 1 == len          ? 2
+        assert_int_equal(st->lists, i + 1 == len         ? 2
                                     : i + 1 >= len_first ? 1
                                                          : 0);
     }
@@ -444,8 +444,8 @@ static void test_client(void **state)
 
     assert_non_null(dir);
     path = testlib_path(dir, "nothing");
-    assert_null(attr_conn_connect(st->base, path, TEST_MAX, &test_ops, st,
-                                  why));
+    assert_null(
+        attr_conn_connect(st->base, path, TEST_MAX, &test_ops, st, why));
     assert_non_null(strstr(vstr_str(why), path));
     path = testlib_path(dir, "service");
     assert_true((listen_fd = sock_unix_listen(path, 4, 0600)) >= 0);
@@ -477,8 +477,7 @@ static void test_client(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test_setup_teardown(test_split_every_byte, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_split_every_byte, setup, teardown),
         cmocka_unit_test_setup_teardown(test_several_in_one_read, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_oversized, setup, teardown),

@@ -81,8 +81,7 @@ VSTR *mail_queue_service(VSTR *buf, const char *queue_dir,
 {
     if (strcmp(service_class, MAIL_QUEUE_PRIVATE) != 0 &&
         strcmp(service_class, MAIL_QUEUE_PUBLIC) != 0)
-        msg_panic("%s: \"%s\" is not a service class", __func__,
-                  service_class);
+        msg_panic("%s: \"%s\" is not a service class", __func__, service_class);
     return vstr_sprintf(buf, "%s/%s/%s", queue_dir, service_class, name);
 }
 

@@ -149,8 +149,8 @@ static void qmgr_admin_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
 }
 
 /* qmgr_admin_end - EOF, error, idle timeout or a malformed request: close */
-static void qmgr_admin_end(ATTR_CONN *conn, ATTR_CONN_END kind,
-                           const char *why, void *arg)
+static void qmgr_admin_end(ATTR_CONN *conn, ATTR_CONN_END kind, const char *why,
+                           void *arg)
 {
     if (kind == ATTR_CONN_MALFORMED)
         msg_warn("%s: malformed request: %s", QMGR_ADMIN_SERVICE, why);
@@ -169,8 +169,7 @@ static void qmgr_admin_accept(evutil_socket_t fd, short what, void *arg)
     ATTR_CONN *conn;
     int conn_fd;
 
-    if ((conn_fd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) <
-        0) {
+    if ((conn_fd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0) {
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
             msg_warn("accept on %s: %m", QMGR_ADMIN_SERVICE);
         return;

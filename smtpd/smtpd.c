@@ -366,8 +366,8 @@ static bool smtpd_cleanup_begin(SMTPD_SESS *sess)
 
     /* A local stream connect: it completes or fails at once. */
     if ((sess->cleanup = attr_conn_connect(
-             mail_server_base(ctx->server), ctx->cleanup_path,
-             SMTPD_STATUS_MAX, &smtpd_cleanup_ops, sess, sess->why)) == NULL) {
+             mail_server_base(ctx->server), ctx->cleanup_path, SMTPD_STATUS_MAX,
+             &smtpd_cleanup_ops, sess, sess->why)) == NULL) {
         msg_warn("%s", vstr_str(sess->why));
         return false;
     }
