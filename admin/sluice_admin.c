@@ -184,8 +184,8 @@ static bool sluice_admin_connect(SLUICE_ADMIN *admin, const char *qid)
         return false;
     }
     path = vstr_alloc(100);
-    vstr_sprintf(path, "%s/%s/%s", admin->queue_dir, MAIL_QUEUE_PRIVATE,
-                 QMGR_ADMIN_SERVICE);
+    mail_queue_service(path, admin->queue_dir, MAIL_QUEUE_PRIVATE,
+                       QMGR_ADMIN_SERVICE);
     for (int waited = 0; waited <= SLUICE_ADMIN_WAIT_MS; waited += 100) {
         if ((fd = sock_unix_connect(vstr_str(path))) >= 0)
             break;
@@ -477,7 +477,8 @@ int sluice_admin(const char *config_dir, int argc, char **argv)
     if (admin.wake) {
         /* Nothing depends on it: qmgr scans incoming/ now and then. */
         path = vstr_alloc(100);
-        vstr_sprintf(path, "%s/%s/qmgr", queue_dir, MAIL_QUEUE_PUBLIC);
+        mail_queue_service(path, queue_dir, MAIL_QUEUE_PUBLIC,
+                           MAIL_QUEUE_QMGR_SERVICE);
         (void) trigger_send(vstr_str(path), TRIGGER_WAKEUP);
         vstr_free(path);
     }

@@ -720,7 +720,8 @@ int sluice_flush(const char *config_dir, int argc, char **argv)
     if ((queue_dir = sluice_queue_dir(config_dir)) == NULL)
         return 1;
     path = vstr_alloc(100);
-    vstr_sprintf(path, "%s/%s/qmgr", queue_dir, MAIL_QUEUE_PUBLIC);
+    mail_queue_service(path, queue_dir, MAIL_QUEUE_PUBLIC,
+                       MAIL_QUEUE_QMGR_SERVICE);
     if (argc > 1) {
         for (int i = 1; i < argc; i++)
             if (sluice_flush_one(queue_dir, argv[i], &moved) != 0)

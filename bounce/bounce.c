@@ -403,8 +403,8 @@ static void bounce_pre_loop(MAIL_SERVER *server, void *arg)
     long long timeout = mail_conf_time(conf, "ipc_timeout") * 1000;
 
     ctx->queue_dir = mystrdup(mail_conf_str(conf, "queue_directory"));
-    vstr_sprintf(buf, "%s/%s/%s", ctx->queue_dir, MAIL_QUEUE_PRIVATE,
-                 CLEANUP_SERVICE);
+    mail_queue_service(buf, ctx->queue_dir, MAIL_QUEUE_PRIVATE,
+                       CLEANUP_SERVICE);
     ctx->cleanup_path = mystrdup(vstr_str(buf));
     ctx->myhostname = mystrdup(mail_conf_str(conf, "myhostname"));
     ctx->myorigin = mystrdup(mail_conf_str(conf, "myorigin"));

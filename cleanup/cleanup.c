@@ -4,9 +4,9 @@
  * smtpd, pickup and later the HTTP API connect to private/cleanup and speak
  * the protocol of global/cleanup_proto.h, each list read by its codec; we
  * greet with HELLO and a client of another version is logged with both
- * versions and dropped before it can begin a message. Each connection is a
- * libevent bufferevent; the attribute lists it carries drive one message at a
- * time (cleanup_message.c). The answer to END is written only after the queue
+ * versions and dropped before it can begin a message. Each connection is an
+ * attr_conn in the event loop; the attribute lists it carries drive one
+ * message at a time (cleanup_message.c). The answer to END is written only after the queue
  * file and incoming/ are on stable storage; once that answer has left our
  * output buffer (or the client is gone), qmgr gets a wake-up trigger (which
  * may be lost: qmgr also scans), so qmgr never races the client's 250. A
@@ -17,14 +17,12 @@
 
 #include <signal.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-
 #include "attr.h"
+#include "attr_conn.h"
 #include "cleanup.h"
 #include "cleanup_proto.h"
 #include "mail_conf.h"
+#include "mail_queue.h"
 #include "maps.h"
 #include "match_list.h"
 #include "mail_server.h"
@@ -80,7 +78,7 @@ typedef enum CLEANUP_STATE {
 
 typedef struct CLEANUP_CONN {
     CLEANUP_CTX *ctx;
-    struct bufferevent *bev;
+    ATTR_CONN *client;
     CLEANUP_MSG *msg;
     CLEANUP_STATE state;
     bool wake_qmgr; /* committed: wake qmgr when the reply is out */
@@ -97,7 +95,7 @@ static void cleanup_conn_free(CLEANUP_CONN *conn)
     /* A committed message whose client left before the reply went out. */
     if (conn->wake_qmgr)
         cleanup_wake_qmgr(ctx);
-    bufferevent_free(conn->bev);
+    attr_conn_free(conn->client); /* maybe from its callback: attr_conn.h */
     conn->msg = cleanup_msg_free(conn->msg);
     vstr_free(conn->why);
     myfree(conn);
@@ -112,8 +110,7 @@ static void cleanup_send(CLEANUP_CONN *conn, ATTR_LIST *list)
     VSTR *wire = vstr_alloc(128);
 
     attr_list_encode(list, wire);
-    if (bufferevent_write(conn->bev, vstr_str(wire), vstr_len(wire)) < 0)
-        msg_warn("cannot queue a reply to the client");
+    attr_conn_send_wire(conn->client, wire);
     vstr_free(wire);
     attr_list_free(list);
 }
@@ -232,7 +229,7 @@ static bool cleanup_end(CLEANUP_CONN *conn, const ATTR_LIST *list)
     status = cleanup_msg_end(conn->msg, end.abort);
     cleanup_reply(conn, status, vstr_str(conn->msg->reason), conn->msg->qid);
     if (conn->msg->committed && !conn->msg->hold)
-        conn->wake_qmgr = true; /* cleanup_write_event, after the reply */
+        conn->wake_qmgr = true; /* cleanup_on_drain, after the reply */
     conn->msg = cleanup_msg_free(conn->msg);
     conn->state = CLEANUP_STATE_IDLE;
     return true;
@@ -270,46 +267,18 @@ static void cleanup_protocol_error(CLEANUP_CONN *conn)
     cleanup_conn_free(conn);
 }
 
-/* cleanup_read_event - decode and handle every complete list */
-static void cleanup_read_event(struct bufferevent *bev, void *arg)
+/* cleanup_on_list - handle one list */
+static void cleanup_on_list(ATTR_CONN *client, ATTR_LIST *list, void *arg)
 {
     CLEANUP_CONN *conn = arg;
-    struct evbuffer *input = bufferevent_get_input(bev);
-    size_t avail;
 
-    while ((avail = evbuffer_get_length(input)) > 0) {
-        size_t want =
-            avail > CLEANUP_LIST_MAX + 1 ? CLEANUP_LIST_MAX + 1 : avail;
-        const char *buf = (const char *) evbuffer_pullup(input, (ssize_t) want);
-        ATTR_LIST *list = NULL;
-        size_t used = 0;
-        int ret;
-
-        vstr_reset(conn->why);
-        ret = attr_list_decode(buf, want, CLEANUP_LIST_MAX, &used, &list,
-                               conn->why);
-        if (ret == 0 && want > CLEANUP_LIST_MAX) {
-            vstr_cpy(conn->why, "request too large");
-            ret = -1;
-        }
-        if (ret < 0) {
-            cleanup_protocol_error(conn);
-            return;
-        }
-        if (ret == 0)
-            return; /* the rest comes later */
-        evbuffer_drain(input, used);
-        if (!cleanup_request(conn, list)) {
-            attr_list_free(list);
-            cleanup_protocol_error(conn);
-            return;
-        }
-        attr_list_free(list);
-    }
+    vstr_reset(conn->why);
+    if (!cleanup_request(conn, list))
+        cleanup_protocol_error(conn);
 }
 
-/* cleanup_write_event - the output buffer is empty: replies are out */
-static void cleanup_write_event(struct bufferevent *bev, void *arg)
+/* cleanup_on_drain - the output buffer is empty: replies are out */
+static void cleanup_on_drain(ATTR_CONN *client, void *arg)
 {
     CLEANUP_CONN *conn = arg;
 
@@ -319,45 +288,47 @@ static void cleanup_write_event(struct bufferevent *bev, void *arg)
     }
 }
 
-/* cleanup_event - EOF, error or timeout: the message in hand is lost.
-   Before DATA the client merely abandoned the transaction (RSET, QUIT,
-   EHLO, or a drop that smtpd logs itself): nothing to say. */
-static void cleanup_event(struct bufferevent *bev, short what, void *arg)
+/* cleanup_on_end - a malformed or oversized list is a protocol error; EOF,
+   error or timeout: the message in hand is lost. Before DATA the client
+   merely abandoned the transaction (RSET, QUIT, EHLO, or a drop that smtpd
+   logs itself): nothing to say. */
+static void cleanup_on_end(ATTR_CONN *client, ATTR_CONN_END kind,
+                           const char *why, void *arg)
 {
     CLEANUP_CONN *conn = arg;
 
+    if (kind == ATTR_CONN_MALFORMED) {
+        vstr_cpy(conn->why, why);
+        cleanup_protocol_error(conn);
+        return;
+    }
     if (conn->msg != NULL && conn->state == CLEANUP_STATE_CONTENT)
         msg_info("%s: %s with client while receiving the message;"
                  " message discarded",
                  conn->msg->qid,
-                 (what & BEV_EVENT_TIMEOUT) ? "timeout" : "lost connection");
+                 kind == ATTR_CONN_TIMEOUT ? "timeout" : "lost connection");
     cleanup_conn_free(conn);
 }
+
+static const ATTR_CONN_OPS cleanup_conn_ops = {
+    .on_list = cleanup_on_list,
+    .on_end = cleanup_on_end,
+    .on_drain = cleanup_on_drain,
+};
 
 /* cleanup_accept - a new client connection */
 static void cleanup_accept(MAIL_SERVER *server, int fd, void *arg)
 {
     CLEANUP_CTX *ctx = arg;
     CLEANUP_CONN *conn = mycalloc(1, sizeof(*conn));
-    struct timeval timeout = {ctx->timeout, 0};
 
     conn->ctx = ctx;
     conn->state = CLEANUP_STATE_HELLO;
     conn->why = vstr_alloc(64);
-    conn->bev = bufferevent_socket_new(mail_server_base(server), fd,
-                                       BEV_OPT_CLOSE_ON_FREE);
-    if (conn->bev == NULL) {
-        msg_warn("cannot create a bufferevent for a client");
-        (void) close(fd);
-        vstr_free(conn->why);
-        myfree(conn);
-        return;
-    }
+    conn->client = attr_conn_accept(mail_server_base(server), fd,
+                                    CLEANUP_LIST_MAX, &cleanup_conn_ops, conn);
     ctx->conn_count++;
-    bufferevent_setcb(conn->bev, cleanup_read_event, cleanup_write_event,
-                      cleanup_event, conn);
-    bufferevent_set_timeouts(conn->bev, &timeout, &timeout);
-    bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+    attr_conn_timeouts(conn->client, ctx->timeout, ctx->timeout);
     cleanup_send(conn, cleanup_hello_list());
 }
 
@@ -441,7 +412,8 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
         mail_conf_size(conf, "body_checks_size_limit");
     /* daemon_timeout: the table keeps it within 1s..INT32_MAX. */
     ctx->timeout = (int) mail_conf_time(conf, "daemon_timeout");
-    vstr_sprintf(path, "%s/public/qmgr", ctx->conf.queue_dir);
+    mail_queue_service(path, ctx->conf.queue_dir, MAIL_QUEUE_PUBLIC,
+                       MAIL_QUEUE_QMGR_SERVICE);
     ctx->trigger_path = vstr_export(path);
     cleanup_tables(&ctx->conf, conf);
     cleanup_remove_stale(&ctx->conf, CLEANUP_STALE_AGE);

@@ -75,6 +75,16 @@ VSTR *mail_queue_path(VSTR *buf, const char *queue_dir, const char *queue_name,
     return vstr_sprintf(buf, "%s/%s/%s", queue_dir, queue_name, qid);
 }
 
+/* mail_queue_service - buf = queue_dir/private/name or queue_dir/public/name */
+VSTR *mail_queue_service(VSTR *buf, const char *queue_dir,
+                         const char *service_class, const char *name)
+{
+    if (strcmp(service_class, MAIL_QUEUE_PRIVATE) != 0 &&
+        strcmp(service_class, MAIL_QUEUE_PUBLIC) != 0)
+        msg_panic("%s: \"%s\" is not a service class", __func__, service_class);
+    return vstr_sprintf(buf, "%s/%s/%s", queue_dir, service_class, name);
+}
+
 /* mail_queue_make_hash_dir - create queue_dir/queue_name/H if missing */
 static int mail_queue_make_hash_dir(const char *queue_dir,
                                     const char *queue_name, char hash)

@@ -24,6 +24,9 @@
 #define MAIL_QUEUE_PUBLIC "public"
 #define MAIL_QUEUE_PID "pid"
 
+/* public/qmgr: the wake-up trigger of the queue manager */
+#define MAIL_QUEUE_QMGR_SERVICE "qmgr"
+
 /* The names of the hash subdirectories, in order (32 of them). */
 #define MAIL_QUEUE_HASH_COUNT 32
 extern const char mail_queue_hash_chars[];
@@ -42,6 +45,11 @@ extern bool mail_queue_hashed(const char *queue_name);
 /* mail_queue_path - buf = queue_dir/queue_name[/H]/qid; returns buf */
 extern VSTR *mail_queue_path(VSTR *buf, const char *queue_dir,
                              const char *queue_name, const char *qid);
+/* mail_queue_service - buf = queue_dir/CLASS/name, the UNIX socket of a
+   service; CLASS is MAIL_QUEUE_PRIVATE or MAIL_QUEUE_PUBLIC (anything else
+   is a panic: a bug of ours); returns buf */
+extern VSTR *mail_queue_service(VSTR *buf, const char *queue_dir,
+                                const char *service_class, const char *name);
 /* mail_queue_move - durably rename qid from one queue to another (creating
    the hash subdirectory when needed); 0 or -1 with errno */
 extern int mail_queue_move(const char *queue_dir, const char *from_queue,

@@ -71,6 +71,13 @@ static void test_names_and_paths(void **state)
     assert_string_equal(vstr_str(buf), "/q/deferred/7/0123456789ABCDEF");
     mail_queue_path(buf, "/q", "bounce", "0000010X00000000");
     assert_string_equal(vstr_str(buf), "/q/bounce/X/0000010X00000000");
+
+    /* A service's socket, whatever buf held before. */
+    assert_ptr_equal(
+        mail_queue_service(buf, "/q", MAIL_QUEUE_PRIVATE, "cleanup"), buf);
+    assert_string_equal(vstr_str(buf), "/q/private/cleanup");
+    mail_queue_service(buf, "/q", MAIL_QUEUE_PUBLIC, "qmgr");
+    assert_string_equal(vstr_str(buf), "/q/public/qmgr");
     vstr_free(buf);
 }
 

@@ -39,6 +39,7 @@
 
 #include <event2/event.h>
 
+#include "mail_queue.h"
 #include "master.h"
 #include "msg.h"
 #include "mymalloc.h"
@@ -326,8 +327,10 @@ static int master_serv_listen(MASTER_SERV *serv, VSTR *why)
         if (status < 0)
             master_serv_close(serv);
     } else {
-        vstr_sprintf(addr, "%s/%s/%s", ctx->queue_dir,
-                     serv->private_service ? "private" : "public", serv->name);
+        mail_queue_service(addr, ctx->queue_dir,
+                           serv->private_service ? MAIL_QUEUE_PRIVATE
+                                                 : MAIL_QUEUE_PUBLIC,
+                           serv->name);
         serv->sock_path = mystrdup(vstr_str(addr));
         if ((fd = sock_unix_listen(serv->sock_path, MASTER_LISTEN_BACKLOG,
                                    serv->private_service ? 0600 : 0666)) < 0) {

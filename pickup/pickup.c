@@ -406,8 +406,8 @@ static void pickup_pre_loop(MAIL_SERVER *server, void *arg)
 
     ctx->queue_dir = mystrdup(mail_conf_str(mail_server_conf(server),
                                             "queue_directory"));
-    vstr_sprintf(path, "%s/%s/%s", ctx->queue_dir, MAIL_QUEUE_PRIVATE,
-                 CLEANUP_SERVICE);
+    mail_queue_service(path, ctx->queue_dir, MAIL_QUEUE_PRIVATE,
+                       CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
     ctx->myhostname =
         mystrdup(mail_conf_str(mail_server_conf(server), "myhostname"));

@@ -18,6 +18,8 @@
  * qmgr_deliver.c  one delivery with an agent (global/deliver_proto.h)
  * qmgr_bounce.c   asking the bounce daemon for a DSN
  * qmgr_conn.c     the non-blocking attribute-list client those two use
+ *                 (global/attr_conn with a deadline and qmgr's words
+ *                 for the end)
  * qmgr_admin.c    `sluice hold|delete|requeue` about messages in active/,
  *                 on private/qmgr-admin (global/qmgr_admin_proto.h)
  *
@@ -41,6 +43,7 @@
 
 #include "argv.h"
 #include "attr.h"
+#include "attr_conn.h"
 #include "mail_server.h"
 #include "qfile.h"
 #include "qid.h"
@@ -232,8 +235,8 @@ extern void qmgr_bounce_request(QMGR_MESSAGE *msg, const char *kind,
 /* qmgr_conn.c: a non-blocking client of a private/ service; on_end's why
    is QMGR_CONN_LOST (EOF), QMGR_CONN_ERROR ": ...", "timeout" or
    "malformed reply: ..." */
-#define QMGR_CONN_LOST "lost connection"
-#define QMGR_CONN_ERROR "connection error"
+#define QMGR_CONN_LOST ATTR_CONN_LOST
+#define QMGR_CONN_ERROR ATTR_CONN_ERROR
 typedef void (*QMGR_CONN_LIST_FN)(QMGR_CONN *conn, ATTR_LIST *list, void *arg);
 typedef void (*QMGR_CONN_END_FN)(QMGR_CONN *conn, const char *why, void *arg);
 extern QMGR_CONN *qmgr_conn_open(struct event_base *base, const char *path,

@@ -21,11 +21,10 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
 #include <event2/event.h>
 
 #include "attr.h"
+#include "attr_conn.h"
 #include "dsn_log.h"
 #include "mail_queue.h"
 #include "msg.h"
@@ -42,56 +41,22 @@
 typedef struct QMGR_ADMIN_PEER {
     QMGR_CTX *ctx;
     bool greeted; /* the command's HELLO has come */
+    bool closing; /* close once our output has gone out */
 } QMGR_ADMIN_PEER;
 
-static void qmgr_admin_event(struct bufferevent *bev, short what, void *arg);
-
 /* qmgr_admin_send - queue one list, and free it */
-static void qmgr_admin_send(struct bufferevent *bev, ATTR_LIST *list)
+static void qmgr_admin_send(ATTR_CONN *conn, ATTR_LIST *list)
 {
-    VSTR *wire = vstr_alloc(100);
-
-    attr_list_encode(list, wire);
-    if (bufferevent_write(bev, vstr_str(wire), vstr_len(wire)) < 0)
-        msg_fatal("cannot buffer %zu bytes", vstr_len(wire));
+    attr_conn_send(conn, list);
     attr_list_free(list);
-    vstr_free(wire);
 }
 
 /* qmgr_admin_reply - queue one REPLY */
-static void qmgr_admin_reply(struct bufferevent *bev, int status,
-                             const char *reason)
+static void qmgr_admin_reply(ATTR_CONN *conn, int status, const char *reason)
 {
     QMGR_ADMIN_REPLY reply = {.status = status, .reason = reason};
 
-    qmgr_admin_send(bev, qmgr_admin_reply_list(&reply));
-}
-
-/* qmgr_admin_close - end a connection */
-static void qmgr_admin_close(struct bufferevent *bev, QMGR_ADMIN_PEER *peer)
-{
-    bufferevent_free(bev);
-    myfree(peer);
-}
-
-/* qmgr_admin_drained - what was queued has gone out: close */
-static void qmgr_admin_drained(struct bufferevent *bev, void *arg)
-{
-    qmgr_admin_close(bev, arg);
-}
-
-/* qmgr_admin_close_after - read no more; close once what is queued (our
-   HELLO, so the peer learns our version) has gone out, or on the idle
-   timeout */
-static void qmgr_admin_close_after(struct bufferevent *bev,
-                                   QMGR_ADMIN_PEER *peer)
-{
-    (void) bufferevent_disable(bev, EV_READ);
-    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        qmgr_admin_close(bev, peer);
-    else
-        bufferevent_setcb(bev, NULL, qmgr_admin_drained, qmgr_admin_event,
-                          peer);
+    qmgr_admin_send(conn, qmgr_admin_reply_list(&reply));
 }
 
 /* qmgr_admin_move - move active/qid (at path) to queue; the reply status */
@@ -170,96 +135,82 @@ static int qmgr_admin_request(QMGR_CTX *ctx, const QMGR_ADMIN_REQUEST *req,
 }
 
 /* qmgr_admin_list - one list from the command: its HELLO, then REQUESTs
-   (each answered); -1: close the connection */
-static int qmgr_admin_list(QMGR_ADMIN_PEER *peer, struct bufferevent *bev,
-                           const ATTR_LIST *list, VSTR *why)
+   (each answered). A bad HELLO: read no more, and close once our own HELLO
+   has gone out, so the peer learns our version */
+static void qmgr_admin_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
 {
+    QMGR_ADMIN_PEER *peer = arg;
     QMGR_ADMIN_REQUEST req;
+    VSTR *why = vstr_alloc(100);
     int status;
 
     if (!peer->greeted) {
         if (qmgr_admin_hello_take(list, why) < 0) {
             msg_warn("%s: %s", QMGR_ADMIN_SERVICE, vstr_str(why));
-            return -1;
+            peer->closing = true;
+            attr_conn_reading(conn, false);
+            attr_conn_drain_check(conn);
+        } else {
+            peer->greeted = true;
         }
-        peer->greeted = true;
-        return 0;
+        vstr_free(why);
+        return;
     }
     vstr_cpy(why, "");
     if (qmgr_admin_request_take(list, &req, why) < 0)
         status = QMGR_ADMIN_STAT_FAIL;
     else
         status = qmgr_admin_request(peer->ctx, &req, why);
-    qmgr_admin_reply(bev, status, *vstr_str(why) ? vstr_str(why) : NULL);
-    return 0;
-}
-
-/* qmgr_admin_read - answer every whole REQUEST that arrived */
-static void qmgr_admin_read(struct bufferevent *bev, void *arg)
-{
-    QMGR_ADMIN_PEER *peer = arg;
-    struct evbuffer *input = bufferevent_get_input(bev);
-    VSTR *why = vstr_alloc(100);
-
-    for (;;) {
-        size_t len = evbuffer_get_length(input);
-        ATTR_LIST *list = NULL;
-        size_t used = 0;
-        int ret;
-
-        if (len == 0)
-            break;
-        ret = attr_list_decode((const char *) evbuffer_pullup(input, -1), len,
-                               QMGR_ADMIN_LIST_MAX, &used, &list, why);
-        if (ret == 0)
-            break;
-        if (ret < 0) {
-            msg_warn("%s: malformed request: %s", QMGR_ADMIN_SERVICE,
-                     vstr_str(why));
-            qmgr_admin_close(bev, peer);
-            break;
-        }
-        evbuffer_drain(input, used);
-        ret = qmgr_admin_list(peer, bev, list, why);
-        attr_list_free(list);
-        if (ret < 0) {
-            qmgr_admin_close_after(bev, peer);
-            break;
-        }
-    }
+    qmgr_admin_reply(conn, status, *vstr_str(why) ? vstr_str(why) : NULL);
     vstr_free(why);
 }
 
-/* qmgr_admin_event - EOF, error or idle timeout: close */
-static void qmgr_admin_event(struct bufferevent *bev, short what, void *arg)
+/* qmgr_admin_end - EOF, error, idle timeout or a malformed request: close */
+static void qmgr_admin_end(ATTR_CONN *conn, ATTR_CONN_END kind, const char *why,
+                           void *arg)
 {
-    qmgr_admin_close(bev, arg);
+    if (kind == ATTR_CONN_MALFORMED)
+        msg_warn("%s: malformed request: %s", QMGR_ADMIN_SERVICE, why);
+    attr_conn_free(conn);
+    myfree(arg);
 }
+
+/* qmgr_admin_drain - our output is out: close when closing */
+static void qmgr_admin_drain(ATTR_CONN *conn, void *arg)
+{
+    QMGR_ADMIN_PEER *peer = arg;
+
+    if (peer->closing) {
+        attr_conn_free(conn);
+        myfree(peer);
+    }
+}
+
+static const ATTR_CONN_OPS qmgr_admin_ops = {
+    .on_list = qmgr_admin_list,
+    .on_end = qmgr_admin_end,
+    .on_drain = qmgr_admin_drain,
+};
 
 /* qmgr_admin_accept - a new admin connection */
 static void qmgr_admin_accept(evutil_socket_t fd, short what, void *arg)
 {
     QMGR_CTX *ctx = arg;
     QMGR_ADMIN_PEER *peer;
-    struct bufferevent *bev;
-    struct timeval idle = {QMGR_ADMIN_IDLE, 0};
-    int conn;
+    ATTR_CONN *conn;
+    int conn_fd;
 
-    if ((conn = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0) {
+    if ((conn_fd = accept4(fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC)) < 0) {
         if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
             msg_warn("accept on %s: %m", QMGR_ADMIN_SERVICE);
         return;
     }
-    if ((bev = bufferevent_socket_new(ctx->base, conn,
-                                      BEV_OPT_CLOSE_ON_FREE)) == NULL)
-        msg_fatal("cannot create a connection event");
     peer = mycalloc(1, sizeof(*peer));
     peer->ctx = ctx;
-    bufferevent_setcb(bev, qmgr_admin_read, NULL, qmgr_admin_event, peer);
-    bufferevent_set_timeouts(bev, &idle, &idle);
-    if (bufferevent_enable(bev, EV_READ | EV_WRITE) < 0)
-        msg_fatal("cannot add a connection event");
-    qmgr_admin_send(bev, qmgr_admin_hello_list());
+    conn = attr_conn_accept(ctx->base, conn_fd, QMGR_ADMIN_LIST_MAX,
+                            &qmgr_admin_ops, peer);
+    attr_conn_timeouts(conn, QMGR_ADMIN_IDLE, QMGR_ADMIN_IDLE);
+    qmgr_admin_send(conn, qmgr_admin_hello_list());
 }
 
 /* qmgr_admin_init - listen on private/qmgr-admin (a failure only costs
@@ -269,8 +220,8 @@ void qmgr_admin_init(QMGR_CTX *ctx)
     VSTR *path = vstr_alloc(100);
 
     ctx->admin_fd = -1;
-    vstr_sprintf(path, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
-                 QMGR_ADMIN_SERVICE);
+    mail_queue_service(path, ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                       QMGR_ADMIN_SERVICE);
     if ((ctx->admin_fd =
              sock_unix_listen(vstr_str(path), QMGR_ADMIN_BACKLOG, 0600)) < 0) {
         msg_warn("cannot listen on %s: %m", vstr_str(path));

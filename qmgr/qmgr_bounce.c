@@ -115,8 +115,8 @@ void qmgr_bounce_request(QMGR_MESSAGE *msg, const char *kind,
     req->done = done;
     req->kind = mystrdup(kind);
     msg->bounce_req = req;
-    vstr_sprintf(path, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
-                 BOUNCE_SERVICE);
+    mail_queue_service(path, ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                       BOUNCE_SERVICE);
     if (stat(vstr_str(path), &st) < 0) {
         msg_warn("%s: %s notice: no bounce service (%s): will try again",
                  msg->qid, kind, vstr_str(path));

@@ -215,8 +215,8 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
     job->entry = entry;
     job->answered = mycalloc(entry->count, sizeof(bool));
     ctx->jobs_running++;
-    vstr_sprintf(path, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
-                 entry->dest->transport);
+    mail_queue_service(path, ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                       entry->dest->transport);
     job->conn =
         qmgr_conn_open(ctx->base, vstr_str(path), ctx->conf.job_timeout,
                        DELIVER_LIST_MAX, qmgr_job_list, qmgr_job_end, job, why);

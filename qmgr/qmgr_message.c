@@ -705,8 +705,8 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
                                 " failed");
         break;
     case QMGR_ROUTE_OK:
-        vstr_sprintf(sock, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
-                     vstr_str(transport));
+        mail_queue_service(sock, ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                           vstr_str(transport));
         if (stat(vstr_str(sock), &st) < 0)
             qmgr_message_defer_self(msg, index, "4.3.0",
                                     "mail transport unavailable");

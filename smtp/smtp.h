@@ -30,6 +30,7 @@
 #include <sys/time.h>
 
 #include "attr.h"
+#include "attr_conn.h"
 #include "deliver_agent.h"
 #include "dns.h"
 #include "mail_server.h"
@@ -128,7 +129,7 @@ typedef enum SMTP_REQ_STAGE {
 
 struct SMTP_REQ {
     SMTP_CTX *ctx;
-    struct bufferevent *qmgr;
+    ATTR_CONN *qmgr;
     SMTP_REQ_STAGE stage;
     DELIVER_READER reader; /* the request while it is read */
     char *queue_name;

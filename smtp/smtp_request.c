@@ -14,11 +14,8 @@
 #include <fcntl.h>
 #include <sys/time.h>
 
-#include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/event.h>
-
 #include "attr.h"
+#include "attr_conn.h"
 #include "deliver_agent.h"
 #include "deliver_log.h"
 #include "deliver_proto.h"
@@ -33,9 +30,7 @@
 /* smtp_req_send - queue req->wire (one list) to qmgr */
 static void smtp_req_send(SMTP_REQ *req)
 {
-    if (bufferevent_write(req->qmgr, vstr_str(req->wire), vstr_len(req->wire)) <
-        0)
-        msg_warn("%s: cannot queue a reply to qmgr", req->qid ? req->qid : "-");
+    attr_conn_send_wire(req->qmgr, req->wire);
     vstr_reset(req->wire);
 }
 
@@ -72,7 +67,7 @@ static void smtp_req_free(SMTP_REQ *req)
     vstr_free(req->site_reason);
     vstr_free(req->why);
     vstr_free(req->wire);
-    bufferevent_free(req->qmgr);
+    attr_conn_free(req->qmgr); /* from its own callback: attr_conn's rule */
     myfree(req);
     ctx->req_count--;
     if (ctx->busy && ctx->req_count <= SMTP_BUSY_REQUESTS) {
@@ -154,12 +149,9 @@ void smtp_req_done(SMTP_REQ *req, int status, bool site_failed,
     deliver_agent_done_wire(&done, req->wire);
     smtp_req_send(req);
     req->stage = SMTP_REQ_DONE;
-    bufferevent_disable(req->qmgr, EV_READ);
-    /* The write callback frees us when DONE is out; make sure it runs. */
-    if (evbuffer_get_length(bufferevent_get_output(req->qmgr)) == 0)
-        bufferevent_trigger(req->qmgr, EV_WRITE,
-                            BEV_TRIG_IGNORE_WATERMARKS |
-                                BEV_TRIG_DEFER_CALLBACKS);
+    attr_conn_reading(req->qmgr, false);
+    /* The drain callback frees us when DONE is out; make sure it runs. */
+    attr_conn_drain_check(req->qmgr);
 }
 
 /* smtp_req_site_failed - no server took the mail: defer everyone */
@@ -262,52 +254,33 @@ static bool smtp_req_list(SMTP_REQ *req, ATTR_LIST *list)
     return true;
 }
 
-/* smtp_req_read_event - lists from qmgr */
-static void smtp_req_read_event(struct bufferevent *bev, void *arg)
+/* smtp_req_on_list - one list from qmgr */
+static void smtp_req_on_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
 {
     SMTP_REQ *req = arg;
-    struct evbuffer *input = bufferevent_get_input(bev);
 
-    while (req->stage == SMTP_REQ_READ_DELIVER ||
-           req->stage == SMTP_REQ_READ_RCPT) {
-        size_t avail = evbuffer_get_length(input);
-        ATTR_LIST *list = NULL;
-        size_t used = 0;
-        int ret;
-        bool ok;
-
-        if (avail == 0)
-            return;
-        ret = attr_list_decode((const char *) evbuffer_pullup(input, -1), avail,
-                               DELIVER_LIST_MAX, &used, &list, req->why);
-        if (ret == 0 && avail <= DELIVER_LIST_MAX)
-            return;
-        if (ret <= 0) {
-            smtp_req_fail(req,
-                          ret == 0 ? "request too large" : vstr_str(req->why));
-            return;
-        }
-        evbuffer_drain(input, used);
-        ok = smtp_req_list(req, list);
-        attr_list_free(list);
-        if (!ok) {
-            smtp_req_fail(req, vstr_str(req->why));
-            return;
-        }
-    }
-    if (evbuffer_get_length(input) > 0 && req->stage == SMTP_REQ_WORKING) {
+    if (req->stage != SMTP_REQ_READ_DELIVER &&
+        req->stage != SMTP_REQ_READ_RCPT) {
         smtp_req_fail(req, "unexpected input after the request");
         return;
     }
+    if (!smtp_req_list(req, list)) {
+        smtp_req_fail(req, vstr_str(req->why));
+        return;
+    }
     if (req->stage == SMTP_REQ_WORKING) {
+        if (attr_conn_input_len(conn) > 0) {
+            smtp_req_fail(req, "unexpected input after the request");
+            return;
+        }
         /* Reading on only notices qmgr going away; the delivery has
            timers of its own. */
-        bufferevent_set_timeouts(req->qmgr, NULL, NULL);
+        attr_conn_timeouts(conn, 0, 0);
     }
 }
 
-/* smtp_req_write_event - DONE is out: the request is over */
-static void smtp_req_write_event(struct bufferevent *bev, void *arg)
+/* smtp_req_on_drain - DONE is out: the request is over */
+static void smtp_req_on_drain(ATTR_CONN *conn, void *arg)
 {
     SMTP_REQ *req = arg;
 
@@ -315,8 +288,9 @@ static void smtp_req_write_event(struct bufferevent *bev, void *arg)
         smtp_req_free(req);
 }
 
-/* smtp_req_event - qmgr EOF, error or timeout */
-static void smtp_req_event(struct bufferevent *bev, short what, void *arg)
+/* smtp_req_on_end - qmgr EOF, error, timeout or a malformed list */
+static void smtp_req_on_end(ATTR_CONN *conn, ATTR_CONN_END kind,
+                            const char *why, void *arg)
 {
     SMTP_REQ *req = arg;
 
@@ -324,17 +298,20 @@ static void smtp_req_event(struct bufferevent *bev, short what, void *arg)
         smtp_req_free(req);
         return;
     }
-    smtp_req_fail(req, (what & BEV_EVENT_TIMEOUT) ? "timeout"
-                       : (what & BEV_EVENT_EOF)   ? "lost connection"
-                                                  : "I/O error");
+    smtp_req_fail(req, kind == ATTR_CONN_IO ? "I/O error" : why);
 }
+
+static const ATTR_CONN_OPS smtp_req_ops = {
+    .on_list = smtp_req_on_list,
+    .on_end = smtp_req_on_end,
+    .on_drain = smtp_req_on_drain,
+};
 
 /* smtp_accept - qmgr hands over a delivery */
 void smtp_accept(MAIL_SERVER *server, int fd, void *arg)
 {
     SMTP_CTX *ctx = arg;
     SMTP_REQ *req = mycalloc(1, sizeof(*req));
-    struct timeval timeout = {ctx->conf.ipc_timeout, 0};
 
     req->ctx = ctx;
     req->fd = -1;
@@ -342,27 +319,14 @@ void smtp_accept(MAIL_SERVER *server, int fd, void *arg)
     req->site_reason = vstr_alloc(100);
     req->why = vstr_alloc(100);
     req->wire = vstr_alloc(256);
-    req->qmgr = bufferevent_socket_new(mail_server_base(server), fd,
-                                       BEV_OPT_CLOSE_ON_FREE);
-    if (req->qmgr == NULL) {
-        msg_warn("cannot create a bufferevent for a request");
-        (void) close(fd);
-        vstr_free(req->host);
-        vstr_free(req->site_reason);
-        vstr_free(req->why);
-        vstr_free(req->wire);
-        myfree(req);
-        return;
-    }
+    req->qmgr = attr_conn_accept(mail_server_base(server), fd, DELIVER_LIST_MAX,
+                                 &smtp_req_ops, req);
     if (++ctx->req_count > SMTP_BUSY_REQUESTS && !ctx->busy) {
         ctx->busy = true;
         mail_server_busy(server, true);
     }
-    bufferevent_setcb(req->qmgr, smtp_req_read_event, smtp_req_write_event,
-                      smtp_req_event, req);
     /* Our HELLO first, so that qmgr can tell a version mismatch too. */
     deliver_agent_hello_wire(req->wire);
     smtp_req_send(req);
-    bufferevent_set_timeouts(req->qmgr, &timeout, &timeout);
-    bufferevent_enable(req->qmgr, EV_READ | EV_WRITE);
+    attr_conn_timeouts(req->qmgr, ctx->conf.ipc_timeout, ctx->conf.ipc_timeout);
 }

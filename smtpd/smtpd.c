@@ -63,8 +63,10 @@
 
 #include "argv.h"
 #include "attr.h"
+#include "attr_conn.h"
 #include "cleanup_proto.h"
 #include "mail_conf.h"
+#include "mail_queue.h"
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
@@ -120,7 +122,7 @@ typedef struct SMTPD_SESS {
     struct bufferevent *bev; /* the client */
     SMTPD_PROTO *proto;
     /* The transaction's connection to cleanup, NULL when none. */
-    struct bufferevent *cleanup;
+    ATTR_CONN *cleanup;
     bool cleanup_greeted; /* cleanup's HELLO came and was ours */
     SMTPD_WAIT wait;
     char qid[64]; /* "" until BEGIN succeeded */
@@ -147,9 +149,7 @@ typedef struct SMTPD_SESS {
 
 static void smtpd_process(SMTPD_SESS *sess);
 static const char *smtpd_state_name(const SMTPD_SESS *sess);
-static void smtpd_cleanup_read_event(struct bufferevent *bev, void *arg);
-static void smtpd_cleanup_write_event(struct bufferevent *bev, void *arg);
-static void smtpd_cleanup_event(struct bufferevent *bev, short what, void *arg);
+static const ATTR_CONN_OPS smtpd_cleanup_ops;
 
 /* smtpd_flush_reply - queue the protocol's reply text for the client */
 static void smtpd_flush_reply(SMTPD_SESS *sess)
@@ -168,10 +168,8 @@ static void smtpd_flush_reply(SMTPD_SESS *sess)
    any partial file) */
 static void smtpd_cleanup_close(SMTPD_SESS *sess)
 {
-    if (sess->cleanup != NULL) {
-        bufferevent_free(sess->cleanup);
-        sess->cleanup = NULL;
-    }
+    /* maybe from the connection's own callback: attr_conn.h's rule */
+    sess->cleanup = attr_conn_free(sess->cleanup);
     sess->cleanup_greeted = false;
     sess->wait = SMTPD_WAIT_NONE;
     sess->qid[0] = 0;
@@ -182,12 +180,8 @@ static void smtpd_cleanup_send(SMTPD_SESS *sess, ATTR_LIST *list)
 {
     vstr_reset(sess->wire);
     attr_list_encode(list, sess->wire);
-    if (sess->cleanup != NULL &&
-        bufferevent_write(sess->cleanup, vstr_str(sess->wire),
-                          vstr_len(sess->wire)) < 0) {
-        msg_warn("cannot queue a request to cleanup");
-        smtpd_cleanup_close(sess);
-    }
+    if (sess->cleanup != NULL)
+        attr_conn_send_wire(sess->cleanup, sess->wire);
     attr_list_free(list);
 }
 
@@ -348,22 +342,18 @@ static void smtpd_read_on(SMTPD_SESS *sess)
 /* smtpd_wait - stop reading the client until cleanup answers */
 static void smtpd_wait(SMTPD_SESS *sess, SMTPD_WAIT what)
 {
-    struct timeval timeout = {sess->ctx->conf.timeout, 0};
-
     sess->wait = what;
     bufferevent_disable(sess->bev, EV_READ);
-    bufferevent_set_timeouts(sess->cleanup, &timeout, &timeout);
-    bufferevent_enable(sess->cleanup, EV_READ);
+    attr_conn_timeouts(sess->cleanup, sess->ctx->conf.timeout,
+                       sess->ctx->conf.timeout);
 }
 
 /* smtpd_resume - cleanup answered: go on with the input in hand */
 static void smtpd_resume(SMTPD_SESS *sess, SMTPD_ACT act)
 {
-    struct timeval timeout = {sess->ctx->conf.timeout, 0};
-
     sess->wait = SMTPD_WAIT_NONE;
     if (sess->cleanup != NULL)
-        bufferevent_set_timeouts(sess->cleanup, NULL, &timeout);
+        attr_conn_timeouts(sess->cleanup, 0, sess->ctx->conf.timeout);
     smtpd_flush_reply(sess);
     if (act == SMTPD_ACT_CLOSE) {
         smtpd_close(sess);
@@ -391,32 +381,17 @@ static bool smtpd_cleanup_begin(SMTPD_SESS *sess)
         .ret = proto->ret,
         .envid = proto->envid,
     };
-    struct timeval timeout = {ctx->conf.timeout, 0};
-    int fd;
 
     /* A local stream connect: it completes or fails at once. */
-    if ((fd = sock_unix_connect(ctx->cleanup_path)) < 0) {
-        msg_warn("connect to %s: %m", ctx->cleanup_path);
+    if ((sess->cleanup = attr_conn_connect(
+             mail_server_base(ctx->server), ctx->cleanup_path, SMTPD_STATUS_MAX,
+             &smtpd_cleanup_ops, sess, sess->why)) == NULL) {
+        msg_warn("%s", vstr_str(sess->why));
         return false;
     }
-    if (sock_nonblock(fd, true) < 0) {
-        msg_warn("cannot make the cleanup connection non-blocking: %m");
-        (void) close(fd);
-        return false;
-    }
-    sess->cleanup = bufferevent_socket_new(mail_server_base(ctx->server), fd,
-                                           BEV_OPT_CLOSE_ON_FREE);
-    if (sess->cleanup == NULL) {
-        msg_warn("cannot create a bufferevent for cleanup");
-        (void) close(fd);
-        return false;
-    }
-    bufferevent_setcb(sess->cleanup, smtpd_cleanup_read_event,
-                      smtpd_cleanup_write_event, smtpd_cleanup_event, sess);
-    /* The write callback fires when cleanup has taken our backlog. */
-    bufferevent_setwatermark(sess->cleanup, EV_WRITE, CLEANUP_CHUNK_MAX, 0);
-    bufferevent_set_timeouts(sess->cleanup, NULL, &timeout);
-    bufferevent_enable(sess->cleanup, EV_READ | EV_WRITE);
+    /* The drain callback runs when cleanup has taken our backlog. */
+    attr_conn_drain_mark(sess->cleanup, CLEANUP_CHUNK_MAX);
+    attr_conn_timeouts(sess->cleanup, 0, ctx->conf.timeout);
     /* Our HELLO first; cleanup's is checked when it comes. */
     smtpd_cleanup_send(sess, cleanup_hello_list());
     smtpd_cleanup_send(sess, cleanup_begin_list(&begin));
@@ -512,9 +487,9 @@ static bool smtpd_content(SMTPD_SESS *sess)
     while (sess->in_data) {
         size_t used;
 
-        if (sess->cleanup != NULL && evbuffer_get_length(bufferevent_get_output(
-                                         sess->cleanup)) > SMTPD_CLEANUP_HIGH) {
-            sess->cleanup_full = true; /* cleanup's write callback resumes */
+        if (sess->cleanup != NULL &&
+            attr_conn_output_len(sess->cleanup) > SMTPD_CLEANUP_HIGH) {
+            sess->cleanup_full = true; /* cleanup's drain callback resumes */
             bufferevent_disable(sess->bev, EV_READ);
             return false;
         }
@@ -843,62 +818,38 @@ static void smtpd_cleanup_fail(SMTPD_SESS *sess, const char *why)
     smtpd_resume(sess, act);
 }
 
-/* smtpd_cleanup_read_event - HELLO, then STATUS lists from cleanup */
-static void smtpd_cleanup_read_event(struct bufferevent *bev, void *arg)
+/* smtpd_cleanup_on_list - cleanup's HELLO, then STATUS lists, one at a
+   time */
+static void smtpd_cleanup_on_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
 {
     SMTPD_SESS *sess = arg;
-    struct evbuffer *input = bufferevent_get_input(bev);
-    size_t avail = evbuffer_get_length(input);
     CLEANUP_STATUS reply;
-    ATTR_LIST *list = NULL;
-    size_t used = 0;
-    int ret;
 
-    if (avail == 0)
-        return;
     vstr_reset(sess->why);
-    ret = attr_list_decode((const char *) evbuffer_pullup(input, -1), avail,
-                           SMTPD_STATUS_MAX, &used, &list, sess->why);
-    if (ret == 0 && avail <= SMTPD_STATUS_MAX)
-        return; /* more to come */
-    if (ret <= 0) {
-        smtpd_cleanup_fail(sess,
-                           ret == 0 ? "reply too large" : vstr_str(sess->why));
-        return;
-    }
-    evbuffer_drain(input, used);
     if (!sess->cleanup_greeted) {
         /* cleanup's HELLO comes first: a mismatch is logged with both
            versions and the connection given up (the transaction gets
            451 4.3.0; cleanup has queued nothing). */
-        ret = cleanup_hello_take(list, sess->why);
-        attr_list_free(list);
-        if (ret < 0) {
+        if (cleanup_hello_take(list, sess->why) < 0) {
             smtpd_cleanup_fail(sess, vstr_str(sess->why));
             return;
         }
         sess->cleanup_greeted = true;
-        /* A STATUS that came with the HELLO: no new read event for it. */
-        if (evbuffer_get_length(input) > 0)
-            smtpd_cleanup_read_event(bev, arg);
         return;
     }
     if (cleanup_status_take(list, &reply, sess->why) < 0) {
-        attr_list_free(list);
         smtpd_cleanup_fail(sess, vstr_str(sess->why));
         return;
     }
-    if (sess->wait == SMTPD_WAIT_NONE || evbuffer_get_length(input) > 0) {
-        attr_list_free(list);
+    if (sess->wait == SMTPD_WAIT_NONE || attr_conn_input_len(conn) > 0) {
         smtpd_cleanup_fail(sess, "unexpected reply");
         return;
     }
     smtpd_cleanup_status(sess, &reply);
-    attr_list_free(list);
 }
 
-/* smtpd_cleanup_write_event - cleanup took our backlog: read on */
-static void smtpd_cleanup_write_event(struct bufferevent *bev, void *arg)
+/* smtpd_cleanup_on_drain - cleanup took our backlog: read on */
+static void smtpd_cleanup_on_drain(ATTR_CONN *conn, void *arg)
 {
     SMTPD_SESS *sess = arg;
 
@@ -908,13 +859,18 @@ static void smtpd_cleanup_write_event(struct bufferevent *bev, void *arg)
     }
 }
 
-/* smtpd_cleanup_event - cleanup EOF, error or timeout */
-static void smtpd_cleanup_event(struct bufferevent *bev, short what, void *arg)
+/* smtpd_cleanup_on_end - cleanup EOF, error, timeout or a malformed list */
+static void smtpd_cleanup_on_end(ATTR_CONN *conn, ATTR_CONN_END kind,
+                                 const char *why, void *arg)
 {
-    smtpd_cleanup_fail(arg, (what & BEV_EVENT_TIMEOUT) ? "timeout"
-                            : (what & BEV_EVENT_EOF)   ? "lost connection"
-                                                       : "I/O error");
+    smtpd_cleanup_fail(arg, kind == ATTR_CONN_IO ? "I/O error" : why);
 }
+
+static const ATTR_CONN_OPS smtpd_cleanup_ops = {
+    .on_list = smtpd_cleanup_on_list,
+    .on_end = smtpd_cleanup_on_end,
+    .on_drain = smtpd_cleanup_on_drain,
+};
 
 /* smtpd_peer - the client's numeric address ("unknown" when none) */
 static void smtpd_peer(int fd, char *addr, size_t len)
@@ -1184,7 +1140,8 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
         conf, "smtpd_client_event_limit_exceptions", MATCH_LIST_ADDR);
     sc->forbid_bare_newline = mail_conf_bool(conf, "smtpd_forbid_bare_newline");
     sc->disable_vrfy = mail_conf_bool(conf, "disable_vrfy_command");
-    vstr_sprintf(path, "%s/%s/%s", sc->queue_dir, "private", CLEANUP_SERVICE);
+    mail_queue_service(path, sc->queue_dir, MAIL_QUEUE_PRIVATE,
+                       CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
     if (ctx->stand_alone)
         smtpd_stand_alone(ctx);
