@@ -24,6 +24,8 @@ extern int sluice_cat(const char *config_dir, int argc, char **argv);
 extern int sluice_flush(const char *config_dir, int argc, char **argv);
 /* sluice_map.c: argv[0] is map */
 extern int sluice_map(const char *config_dir, int argc, char **argv);
+/* sluice_dkim.c: argv[0] is dkim (keygen, check) */
+extern int sluice_dkim(const char *config_dir, int argc, char **argv);
 /* sluice_admin.c: argv[0] is hold, release, delete or requeue */
 extern int sluice_admin(const char *config_dir, int argc, char **argv);
 /* sluice_admin_locate - the queue a message is in now, or NULL */

@@ -21,6 +21,7 @@
 
 #include "attr.h"
 #include "cleanup.h"
+#include "cleanup_dkim.h"
 #include "cleanup_proto.h"
 #include "mail_conf.h"
 #include "maps.h"
@@ -36,6 +37,7 @@
 
 /* The filter seam: header/body checks and DKIM signing go here. */
 static const CLEANUP_FILTER *const cleanup_filters[] = {
+    &cleanup_dkim_filter,
     NULL,
 };
 
@@ -411,6 +413,7 @@ static void cleanup_tables(CLEANUP_CONF *cconf, const MAIL_CONF *conf)
         msg_fatal("%s", vstr_str(why));
     cconf->recipient_delimiter =
         mystrdup(mail_conf_str(conf, "recipient_delimiter"));
+    cconf->dkim = cleanup_dkim_create(conf);
     vstr_free(why);
 }
 
@@ -486,6 +489,7 @@ static void cleanup_ctx_release(CLEANUP_CTX *ctx)
     if (ctx->conf.mydestination != NULL)
         ctx->conf.mydestination = match_list_free(ctx->conf.mydestination);
     ctx->conf.recipient_delimiter = myfree(ctx->conf.recipient_delimiter);
+    ctx->conf.dkim = cleanup_dkim_free(ctx->conf.dkim);
 }
 
 /* main - the cleanup daemon */

@@ -50,6 +50,7 @@ typedef struct CLEANUP_CONF {
     MAPS *body_checks;
     MATCH_LIST *mydestination; /* NULL: only myorigin is ours */
     char *recipient_delimiter; /* NULL or "": none */
+    struct CLEANUP_DKIM *dkim; /* cleanup_dkim.c; NULL: no signing */
 } CLEANUP_CONF;
 
 /* The envelope of BEGIN, as received (strings may be NULL when absent). */
