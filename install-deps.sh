@@ -33,8 +33,9 @@ libjansson-dev libcmocka-dev"
 # man pages' lint and html/), logrotate (the shipped snippet is tried),
 # systemd (systemd-analyze verify checks the shipped unit; nothing is booted),
 # and the log tools the shipped files serve: pflogsumm, fail2ban
-# (fail2ban-regex on the filter) and logwatch.
-TEST="python3 python3-pytest python3-aiosmtpd dnsmasq-base swaks strace
+# (fail2ban-regex on the filter) and logwatch. dkimpy (python3-dkim)
+# verifies the DKIM signatures cleanup makes.
+TEST="python3 python3-pytest python3-aiosmtpd python3-dkim dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
 logrotate systemd pflogsumm fail2ban logwatch"

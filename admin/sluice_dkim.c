@@ -185,6 +185,66 @@ static void sluice_dkim_record(const char *domain, const char *selector,
     vstr_free(txt);
 }
 
+/* sluice_dkim_make - make a key in path (created exclusively, 0600,
+   owned by uid/gid unless -1) and print its name and TXT record; 0, or 1
+   after one line */
+int sluice_dkim_make(const char *path, const char *domain,
+                     const char *selector, bool ed25519, int bits, uid_t uid,
+                     gid_t gid)
+{
+    EVP_PKEY *pkey;
+    const char *type = "";
+    char *pub;
+    BIO *bio;
+    int fd, ret = 0;
+
+    if (sluice_dkim_mkdir(path, uid, gid) != 0)
+        return 1;
+    pkey = ed25519 ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")
+                   : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) bits);
+    if (pkey == NULL)
+        return sluice_fail("dkim keygen: OpenSSL cannot make the key");
+    if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
+                   0600)) < 0) {
+        ret = errno == EEXIST
+                  ? sluice_fail("dkim keygen: %s exists (a key is never "
+                                "overwritten)",
+                                path)
+                  : sluice_fail("dkim keygen: create %s: %m", path);
+        goto out;
+    }
+    if (uid != (uid_t) -1 && fchown(fd, uid, gid) < 0) {
+        ret = sluice_fail("dkim keygen: chown %s: %m", path);
+        (void) close(fd);
+        (void) unlink(path);
+        goto out;
+    }
+    bio = BIO_new_fd(fd, BIO_CLOSE);
+    if (bio == NULL || !PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0,
+                                                 NULL, NULL) ||
+        BIO_flush(bio) != 1 || fsync(fd) < 0) {
+        ret = sluice_fail("dkim keygen: write %s failed", path);
+        if (bio != NULL)
+            BIO_free(bio);
+        else
+            (void) close(fd);
+        (void) unlink(path);
+        goto out;
+    }
+    BIO_free(bio);
+    if ((pub = sluice_dkim_public(pkey, &type)) == NULL) {
+        ret = sluice_fail("dkim keygen: cannot encode the public key");
+        goto out;
+    }
+    printf("private key: %s\n", path);
+    sluice_dkim_record(domain, selector, type, pub);
+    myfree(pub);
+
+out:
+    EVP_PKEY_free(pkey);
+    return ret;
+}
+
 /* sluice_dkim_keygen - make a key, print its record */
 static int sluice_dkim_keygen(const char *config_dir, int argc, char **argv)
 {
@@ -192,13 +252,10 @@ static int sluice_dkim_keygen(const char *config_dir, int argc, char **argv)
     bool ed25519 = false;
     long bits = SLUICE_DKIM_DEF_BITS;
     MAIL_CONF *conf;
-    EVP_PKEY *pkey;
-    char *path, *pub;
-    const char *type = "";
+    char *path;
     uid_t uid;
     gid_t gid;
-    BIO *bio;
-    int fd, ret = 0;
+    int ret;
 
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--ed25519") == 0) {
@@ -240,57 +297,14 @@ static int sluice_dkim_keygen(const char *config_dir, int argc, char **argv)
         return 1;
     path = path_arg ? mystrdup(path_arg)
                     : sluice_dkim_default_path(conf, domain, selector);
-    if (sluice_dkim_owner(conf, &uid, &gid) < 0 ||
-        sluice_dkim_mkdir(path, uid, gid) != 0) {
+    if (sluice_dkim_owner(conf, &uid, &gid) < 0) {
         myfree(path);
         mail_conf_free(conf);
         return 1;
     }
     mail_conf_free(conf);
-    pkey = ed25519 ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519")
-                   : EVP_PKEY_Q_keygen(NULL, NULL, "RSA", (size_t) bits);
-    if (pkey == NULL) {
-        myfree(path);
-        return sluice_fail("dkim keygen: OpenSSL cannot make the key");
-    }
-    if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW,
-                   0600)) < 0) {
-        ret = errno == EEXIST
-                  ? sluice_fail("dkim keygen: %s exists (a key is never "
-                                "overwritten)",
-                                path)
-                  : sluice_fail("dkim keygen: create %s: %m", path);
-        goto out;
-    }
-    if (uid != (uid_t) -1 && fchown(fd, uid, gid) < 0) {
-        ret = sluice_fail("dkim keygen: chown %s: %m", path);
-        (void) close(fd);
-        (void) unlink(path);
-        goto out;
-    }
-    bio = BIO_new_fd(fd, BIO_CLOSE);
-    if (bio == NULL || !PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0,
-                                                 NULL, NULL) ||
-        BIO_flush(bio) != 1 || fsync(fd) < 0) {
-        ret = sluice_fail("dkim keygen: write %s failed", path);
-        if (bio != NULL)
-            BIO_free(bio);
-        else
-            (void) close(fd);
-        (void) unlink(path);
-        goto out;
-    }
-    BIO_free(bio);
-    if ((pub = sluice_dkim_public(pkey, &type)) == NULL) {
-        ret = sluice_fail("dkim keygen: cannot encode the public key");
-        goto out;
-    }
-    printf("private key: %s\n", path);
-    sluice_dkim_record(domain, selector, type, pub);
-    myfree(pub);
-
-out:
-    EVP_PKEY_free(pkey);
+    ret = sluice_dkim_make(path, domain, selector, ed25519, (int) bits, uid,
+                           gid);
     myfree(path);
     return ret;
 }
