@@ -43,11 +43,30 @@
 #define CLEANUP_DKIM_TABLEFAIL "4.3.0 DKIM signing table lookup failed"
 #define CLEANUP_DKIM_SIGNFAIL "4.3.0 DKIM signing failed"
 
+/* A key file already checked: its type, while the file is the same. */
+typedef struct CLEANUP_DKIM_KEYCACHE {
+    char *path; /* NULL: unused */
+    dev_t dev;
+    ino_t ino;
+    off_t size;
+    struct timespec mtime;
+    struct timespec ctime; /* a chmod or chown shows here */
+    CLEANUP_DKIM_KEYTYPE type;
+} CLEANUP_DKIM_KEYCACHE;
+
+#define CLEANUP_DKIM_KEYCACHE_SIZE 16
+
 struct CLEANUP_DKIM {
     DKIM_LIB *lib;
     MAPS *maps; /* dkim_signing_maps */
     int header_canon; /* DKIM_CANON_* */
     int body_canon;
+    /* OpenSSL 3 takes long to decode a PEM key (and libopendkim decodes
+       it once more for each signature): a file that has not changed since
+       it was last checked is not checked again. It is still opened and
+       read for every message. */
+    CLEANUP_DKIM_KEYCACHE keycache[CLEANUP_DKIM_KEYCACHE_SIZE];
+    size_t keycache_next; /* the entry to reuse next */
 };
 
 /* Per message: the header block, then one handle per key. */
@@ -154,6 +173,8 @@ CLEANUP_DKIM *cleanup_dkim_free(CLEANUP_DKIM *dkim)
         return NULL;
     dkim_close(dkim->lib);
     maps_free(dkim->maps);
+    for (size_t i = 0; i < CLEANUP_DKIM_KEYCACHE_SIZE; i++)
+        myfree(dkim->keycache[i].path);
     myfree(dkim);
     return NULL;
 }
@@ -165,20 +186,107 @@ static int cleanup_dkim_no_passphrase(char *buf, int size, int rwflag,
     return -1;
 }
 
+/* cleanup_dkim_cache_same - st is the file that entry describes */
+static bool cleanup_dkim_cache_same(const CLEANUP_DKIM_KEYCACHE *entry,
+                                    const char *path, const struct stat *st)
+{
+    return entry->path != NULL && strcmp(entry->path, path) == 0 &&
+           entry->dev == st->st_dev && entry->ino == st->st_ino &&
+           entry->size == st->st_size &&
+           entry->mtime.tv_sec == st->st_mtim.tv_sec &&
+           entry->mtime.tv_nsec == st->st_mtim.tv_nsec &&
+           entry->ctime.tv_sec == st->st_ctim.tv_sec &&
+           entry->ctime.tv_nsec == st->st_ctim.tv_nsec;
+}
+
+/* cleanup_dkim_cache_find - the entry of path as st shows it, or NULL */
+static const CLEANUP_DKIM_KEYCACHE *cleanup_dkim_cache_find(
+    const CLEANUP_DKIM *dkim, const char *path, const struct stat *st)
+{
+    for (size_t i = 0; i < CLEANUP_DKIM_KEYCACHE_SIZE; i++)
+        if (cleanup_dkim_cache_same(&dkim->keycache[i], path, st))
+            return &dkim->keycache[i];
+    return NULL;
+}
+
+/* cleanup_dkim_cache_add - remember a checked key file (oldest goes) */
+static void cleanup_dkim_cache_add(CLEANUP_DKIM *dkim, const char *path,
+                                   const struct stat *st,
+                                   CLEANUP_DKIM_KEYTYPE type)
+{
+    CLEANUP_DKIM_KEYCACHE *entry = NULL;
+
+    for (size_t i = 0; i < CLEANUP_DKIM_KEYCACHE_SIZE && entry == NULL; i++)
+        if (dkim->keycache[i].path != NULL &&
+            strcmp(dkim->keycache[i].path, path) == 0)
+            entry = &dkim->keycache[i];
+    if (entry == NULL) {
+        entry = &dkim->keycache[dkim->keycache_next];
+        dkim->keycache_next =
+            (dkim->keycache_next + 1) % CLEANUP_DKIM_KEYCACHE_SIZE;
+    }
+    myfree(entry->path);
+    entry->path = mystrdup(path);
+    entry->dev = st->st_dev;
+    entry->ino = st->st_ino;
+    entry->size = st->st_size;
+    entry->mtime = st->st_mtim;
+    entry->ctime = st->st_ctim;
+    entry->type = type;
+}
+
+/* cleanup_dkim_key_type - the type of the PEM private key, ANY when there
+   is none (or it is neither RSA nor Ed25519), with the reason in why */
+static CLEANUP_DKIM_KEYTYPE cleanup_dkim_key_type(const VSTR *pem, VSTR *why)
+{
+    BIO *bio = BIO_new_mem_buf(vstr_str(pem), (int) vstr_len(pem));
+    CLEANUP_DKIM_KEYTYPE type = CLEANUP_DKIM_KEY_ANY;
+    EVP_PKEY *pkey;
+
+    pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, cleanup_dkim_no_passphrase,
+                                         NULL)
+               : NULL;
+    BIO_free(bio);
+    if (pkey == NULL) {
+        vstr_cpy(why, "no PEM private key in the file");
+        return CLEANUP_DKIM_KEY_ANY;
+    }
+    switch (EVP_PKEY_get_base_id(pkey)) {
+    case EVP_PKEY_RSA:
+        type = CLEANUP_DKIM_KEY_RSA;
+        break;
+    case EVP_PKEY_ED25519:
+        type = CLEANUP_DKIM_KEY_ED25519;
+        break;
+    default:
+        vstr_cpy(why, "the key is neither RSA nor Ed25519");
+        break;
+    }
+    EVP_PKEY_free(pkey);
+    return type;
+}
+
 /* cleanup_dkim_read_key - the PEM text of path and its type; NULL with
    the reason in why */
-static char *cleanup_dkim_read_key(const char *path, CLEANUP_DKIM_KEYTYPE hint,
+static char *cleanup_dkim_read_key(CLEANUP_DKIM *dkim, const char *path,
+                                   CLEANUP_DKIM_KEYTYPE hint,
                                    CLEANUP_DKIM_KEYTYPE *type, VSTR *why)
 {
+    const CLEANUP_DKIM_KEYCACHE *cached;
     VSTR *pem = vstr_alloc(4096);
     char buf[4096];
+    struct stat st;
     ssize_t n;
     int fd;
-    BIO *bio;
-    EVP_PKEY *pkey;
 
     if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY)) < 0) {
         vstr_sprintf(why, "open: %s", strerror(errno));
+        vstr_free(pem);
+        return NULL;
+    }
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        vstr_cpy(why, "not a regular file");
+        (void) close(fd);
         vstr_free(pem);
         return NULL;
     }
@@ -201,39 +309,23 @@ static char *cleanup_dkim_read_key(const char *path, CLEANUP_DKIM_KEYTYPE hint,
         vstr_free(pem);
         return NULL;
     }
-    bio = BIO_new_mem_buf(vstr_str(pem), (int) vstr_len(pem));
-    pkey = bio ? PEM_read_bio_PrivateKey(bio, NULL, cleanup_dkim_no_passphrase,
-                                         NULL)
-               : NULL;
-    BIO_free(bio);
-    if (pkey == NULL) {
-        vstr_cpy(why, "no PEM private key in the file");
+    if ((cached = cleanup_dkim_cache_find(dkim, path, &st)) != NULL) {
+        *type = cached->type;
+    } else if ((*type = cleanup_dkim_key_type(pem, why)) !=
+               CLEANUP_DKIM_KEY_ANY) {
+        cleanup_dkim_cache_add(dkim, path, &st, *type);
+    } else {
         vstr_free(pem);
         return NULL;
     }
-    switch (EVP_PKEY_get_base_id(pkey)) {
-    case EVP_PKEY_RSA:
-        *type = CLEANUP_DKIM_KEY_RSA;
-        break;
-    case EVP_PKEY_ED25519:
-        *type = CLEANUP_DKIM_KEY_ED25519;
-        break;
-    default:
-        *type = CLEANUP_DKIM_KEY_ANY;
-        break;
-    }
-    EVP_PKEY_free(pkey);
-    if (*type == CLEANUP_DKIM_KEY_ANY) {
-        vstr_cpy(why, "the key is neither RSA nor Ed25519");
-    } else if (hint != CLEANUP_DKIM_KEY_ANY && hint != *type) {
+    if (hint != CLEANUP_DKIM_KEY_ANY && hint != *type) {
         vstr_sprintf(why, "the table says %s, the file holds an %s key",
                      hint == CLEANUP_DKIM_KEY_RSA ? "rsa" : "ed25519",
                      *type == CLEANUP_DKIM_KEY_RSA ? "RSA" : "Ed25519");
-    } else {
-        return vstr_export(pem);
+        vstr_free(pem);
+        return NULL;
     }
-    vstr_free(pem);
-    return NULL;
+    return vstr_export(pem);
 }
 
 /* cleanup_dkim_begin - per-message state when signing is configured */
@@ -309,7 +401,7 @@ static const char *cleanup_dkim_next_header(const char *cp, const char *end)
     return end;
 }
 
-/* cleanup_dkim_domain - the signing domain's keys: the From: domain, else
+/* cleanup_dkim_lookup - the signing domain's keys: the From: domain, else
    the envelope sender's; NULL (state->skip set) when there is nothing to
    do or the lookup failed */
 static const char *cleanup_dkim_lookup(CLEANUP_DKIM_STATE *state)
@@ -383,8 +475,8 @@ static bool cleanup_dkim_start(CLEANUP_DKIM_STATE *state)
     }
     for (size_t i = 0; ok && i < (size_t) count; i++) {
         CLEANUP_DKIM_KEYTYPE type;
-        char *pem = cleanup_dkim_read_key(specs[i].path, specs[i].type, &type,
-                                          why);
+        char *pem = cleanup_dkim_read_key(state->dkim, specs[i].path,
+                                          specs[i].type, &type, why);
         DKIM_STAT stat = DKIM_STAT_OK;
         DKIM *handle;
 

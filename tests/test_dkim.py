@@ -266,6 +266,39 @@ def test_unreadable_key_is_451_and_nothing_queued(make_instance, make_sink):
     assert len(signatures(m.data)) == 1
 
 
+def test_key_changed_while_running(make_instance, make_sink):
+    """cleanup remembers a key file it has checked, but not past a change:
+    a key replaced in place signs the next message (no reload), and a key
+    that can no longer be read (mode 000, for the daemon's user) defers
+    the next one with 451."""
+    need()
+    sink = make_sink()
+    inst = relay(make_instance, sink)
+    key, txt = keygen(inst, DOMAIN, "rot")
+    inst.conf_set(dkim_signing_maps="inline:{%s=rot:%s}" % (DOMAIN, key))
+    inst.start()
+    send = lambda: smtp_submit(inst, "alice@%s" % DOMAIN, ["bob@dest.test"], message())
+    assert send()[0] == 250
+    sink.wait_messages(1)
+    # A new key (Ed25519 this time) under the same name.
+    new_key, new_txt = keygen(inst, DOMAIN, "rot2", "--ed25519")
+    os.replace(new_key, key)
+    assert send()[0] == 250
+    got = sink.wait_messages(2)
+    keys = Keys()
+    keys.add("rot", DOMAIN, new_txt)
+    (sig,) = signatures(got[1].data)
+    assert tag(sig, b"a") == b"ed25519-sha256"
+    assert verify(got[1].data, keys) == [True]
+    if os.geteuid() == 0 and inst.conf_get("mail_owner") == "root":
+        pytest.skip("the daemons run as root: mode 000 does not stop them")
+    os.chmod(key, 0)
+    code, text = send()
+    assert code == 451 and b"4.3.0" in text, (code, text)
+    inst.wait_log(r"DKIM key file %s .*Permission denied" % re.escape(key))
+    assert len(sink.received()) == 2
+
+
 def test_requeue_does_not_sign_again(make_instance, make_sink):
     """A message deferred by the next hop and sent again after `sluice
     queue requeue` carries exactly one signature, which still verifies."""
