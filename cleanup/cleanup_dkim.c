@@ -508,6 +508,12 @@ static bool cleanup_dkim_start(CLEANUP_DKIM_STATE *state)
             ok = false;
             break;
         }
+        /* libopendkim folds the signature it hashes with b= still empty
+           and the one it returns with b= filled in, so their line breaks
+           can differ: harmless for relaxed header canonicalization, fatal
+           for simple. Unfolded, both are the same. */
+        if (state->dkim->header_canon == DKIM_CANON_SIMPLE)
+            (void) dkim_set_margin(handle, 0);
         state->handles[state->handle_count++] = handle;
     }
     cleanup_dkim_keys_free(specs, (size_t) count);
