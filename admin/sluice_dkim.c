@@ -9,18 +9,20 @@
  *       Prints the file's name and the TXT record to publish:
  *           SELECTOR._domainkey.DOMAIN. IN TXT "v=DKIM1; k=rsa; p=..."
  *       (a record over 255 bytes as several quoted strings on one line).
- *   sluice dkim check DOMAIN SELECTOR [--key FILE]
+ *   sluice dkim check DOMAIN SELECTOR [--key FILE] [--timeout SECONDS]
  *       asks dns_servers (libunbound, as the daemons do) for the TXT
  *       record of SELECTOR._domainkey.DOMAIN and compares its k= and p=
  *       with the public half of the key (the default file as above). Exit
  *       0 when they match, 1 for a mismatch, a missing record or an error,
- *       2 when DNS gave no answer (try again).
+ *       2 when DNS gave no answer (try again) within the timeout (10 s).
  */
 #include "sys_defs.h"
 
 #include <ctype.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <pwd.h>
+#include <time.h>
 #include <sys/stat.h>
 
 #include <openssl/evp.h>
@@ -42,7 +44,8 @@
 
 static const char sluice_dkim_usage[] =
     "usage: sluice dkim keygen DOMAIN SELECTOR [--ed25519] [--bits N] "
-    "[--path FILE] | sluice dkim check DOMAIN SELECTOR [--key FILE]";
+    "[--path FILE] | sluice dkim check DOMAIN SELECTOR [--key FILE] "
+    "[--timeout SECONDS]";
 
 /* sluice_dkim_name_ok - a DNS name of letters, digits, '-', '_' labels */
 static bool sluice_dkim_name_ok(const char *name)
@@ -417,6 +420,58 @@ static struct ub_ctx *sluice_dkim_resolver(const MAIL_CONF *conf)
     return ub;
 }
 
+/* The outcome of one lookup, given to sluice_dkim_answer. */
+typedef struct SLUICE_DKIM_ANSWER {
+    bool done;
+    int err;
+    struct ub_result *result;
+} SLUICE_DKIM_ANSWER;
+
+#define SLUICE_DKIM_TIMEOUT (-1000) /* not a libunbound error code */
+
+/* sluice_dkim_answer - libunbound's callback */
+static void sluice_dkim_answer(void *arg, int err, struct ub_result *result)
+{
+    SLUICE_DKIM_ANSWER *answer = arg;
+
+    answer->done = true;
+    answer->err = err;
+    answer->result = result;
+}
+
+/* sluice_dkim_resolve - the TXT records of name, within timeout seconds:
+   0 with *result, a libunbound error, or SLUICE_DKIM_TIMEOUT */
+static int sluice_dkim_resolve(struct ub_ctx *ub, const char *name,
+                               int timeout, struct ub_result **result)
+{
+    SLUICE_DKIM_ANSWER answer = {false, 0, NULL};
+    struct timespec start, now;
+    int async_id, err;
+
+    if ((err = ub_ctx_async(ub, 1)) != 0 ||
+        (err = ub_resolve_async(ub, name, 16 /* TXT */, 1 /* IN */, &answer,
+                                sluice_dkim_answer, &async_id)) != 0)
+        return err;
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    while (!answer.done) {
+        struct pollfd pfd = {ub_fd(ub), POLLIN, 0};
+        long long left_ms;
+
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        left_ms = (long long) timeout * 1000 -
+                  ((long long) (now.tv_sec - start.tv_sec) * 1000 +
+                   (now.tv_nsec - start.tv_nsec) / 1000000);
+        if (left_ms <= 0) {
+            (void) ub_cancel(ub, async_id);
+            return SLUICE_DKIM_TIMEOUT;
+        }
+        if (poll(&pfd, 1, (int) left_ms) > 0 && (err = ub_process(ub)) != 0)
+            return err;
+    }
+    *result = answer.result;
+    return answer.err;
+}
+
 /* sluice_dkim_check - compare the published record with the key */
 static int sluice_dkim_check(const char *config_dir, int argc, char **argv)
 {
@@ -428,20 +483,33 @@ static int sluice_dkim_check(const char *config_dir, int argc, char **argv)
     VSTR *name;
     char *path, *pub;
     int err, ret = 1;
+    int timeout = SLUICE_DKIM_DNS_TIMEOUT;
     bool any = false, match = false;
 
     for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--key") == 0 && i + 1 < argc)
+        if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
             key_arg = argv[++i];
-        else if (argv[i][0] == '-')
+        } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            char *end;
+            long value;
+
+            errno = 0;
+            value = strtol(argv[++i], &end, 10);
+            if (errno || *end || end == argv[i] || value < 1 || value > 300)
+                return sluice_fail("dkim check: --timeout %s: seconds, 1 to "
+                                   "300",
+                                   argv[i]);
+            timeout = (int) value;
+        } else if (argv[i][0] == '-') {
             return sluice_fail("dkim check: unknown option \"%s\" (%s)",
                                argv[i], sluice_dkim_usage);
-        else if (domain == NULL)
+        } else if (domain == NULL) {
             domain = argv[i];
-        else if (selector == NULL)
+        } else if (selector == NULL) {
             selector = argv[i];
-        else
+        } else {
             return sluice_fail("%s", sluice_dkim_usage);
+        }
     }
     if (domain == NULL || selector == NULL)
         return sluice_fail("%s", sluice_dkim_usage);
@@ -461,7 +529,13 @@ static int sluice_dkim_check(const char *config_dir, int argc, char **argv)
     mail_conf_free(conf);
     name = vstr_alloc(100);
     vstr_sprintf(name, "%s._domainkey.%s", selector, domain);
-    err = ub_resolve(ub, vstr_str(name), 16 /* TXT */, 1 /* IN */, &result);
+    err = sluice_dkim_resolve(ub, vstr_str(name), timeout, &result);
+    if (err == SLUICE_DKIM_TIMEOUT) {
+        printf("%s: DNS lookup timed out after %d s (try again)\n",
+               vstr_str(name), timeout);
+        ret = 2;
+        goto out;
+    }
     if (err != 0 || result->rcode == 2 /* SERVFAIL */) {
         printf("%s: DNS lookup failed: %s (try again)\n", vstr_str(name),
                err ? ub_strerror(err) : "server failure");

@@ -18,6 +18,7 @@ import time
 
 import pytest
 
+import dns as dns_mod
 from conftest import LIBEXEC, SLUICE, require, smtp_submit, wait_until
 
 try:
@@ -440,7 +441,8 @@ def txt_rr(text):
 def test_check_against_dns(make_instance, make_dns):
     """`sluice dkim check` asks dns_servers for the record: the record of
     the key is OK (exit 0), another key's record a mismatch (exit 1), a
-    missing record not found (exit 1); RSA and Ed25519 both."""
+    missing record not found (exit 1); RSA and Ed25519 both. A server that
+    does not answer is "try again" (exit 2) after --timeout."""
     need()
     inst = make_instance()
     rsa, rsa_txt = keygen(inst, DOMAIN, "good")
@@ -458,7 +460,18 @@ def test_check_against_dns(make_instance, make_dns):
     assert r.returncode == 0 and "OK" in r.stdout, r
     r = inst.command("dkim", "check", DOMAIN, "wrong")
     assert r.returncode == 1 and "mismatch" in r.stdout, r
-    os.unlink(rsa)
-    shutil.copy(inst.dir / "data" / "dkim" / ("%s.wrong.pem" % DOMAIN), rsa)
     r = inst.command("dkim", "check", "nothere.test", "good", "--key", rsa)
     assert r.returncode == 1 and "not found" in r.stdout, r
+    r = inst.command("dkim", "check", DOMAIN, "nokey")
+    assert r.returncode == 1 and "nokey.pem" in r.stderr, r
+
+    # A server that never answers: "try again", exit 2.
+    silent = dns_mod.Silent()
+    try:
+        inst.conf_set(dns_servers=silent.server)
+        t = time.monotonic()
+        r = inst.command("dkim", "check", DOMAIN, "good", "--timeout", "2")
+        assert r.returncode == 2 and "timed out after 2 s (try again)" in r.stdout, r
+        assert time.monotonic() - t < 10
+    finally:
+        silent.stop()
