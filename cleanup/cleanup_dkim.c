@@ -81,6 +81,9 @@ typedef struct CLEANUP_DKIM_STATE {
     size_t handle_count;
     char *domain;
     const char *fail_reason; /* defer with this, or NULL */
+    bool seen_from; /* the first From: header went by */
+    char *from_domain; /* its domain, or NULL */
+    char *keys; /* the table's value for domain, or NULL: no signing */
 } CLEANUP_DKIM_STATE;
 
 /* cleanup_dkim_maps - the table list of dkim_signing_maps */
@@ -354,6 +357,8 @@ static void cleanup_dkim_state_free(void *arg)
         (void) dkim_free(state->handles[i]);
     vstr_free(state->head);
     myfree(state->domain);
+    myfree(state->from_domain);
+    myfree(state->keys);
     myfree(state);
 }
 
@@ -385,6 +390,29 @@ static char *cleanup_dkim_header_value(const char *start, const char *end,
     return vstr_export(value);
 }
 
+/* cleanup_dkim_header - the filter's header hook: note the domain of the
+   first From: header (as it will be queued: after header_checks and
+   address rewriting). A From: that cleanup adds for a local submission
+   carries the envelope sender, which is the fallback anyway. */
+static CLEANUP_FILTER_ACT cleanup_dkim_header(void *arg, CLEANUP_MSG *msg,
+                                              VSTR *header)
+{
+    CLEANUP_DKIM_STATE *state = arg;
+    char *value;
+
+    if (state == NULL || state->seen_from)
+        return CLEANUP_FILTER_KEEP;
+    value = cleanup_dkim_header_value(vstr_str(header),
+                                      vstr_str(header) + vstr_len(header),
+                                      "from");
+    if (value != NULL) {
+        state->seen_from = true;
+        state->from_domain = cleanup_dkim_from_domain(value);
+        myfree(value);
+    }
+    return CLEANUP_FILTER_KEEP;
+}
+
 /* cleanup_dkim_next_header - the end of the header that starts at cp
    (past its last LF) */
 static const char *cleanup_dkim_next_header(const char *cp, const char *end)
@@ -401,30 +429,16 @@ static const char *cleanup_dkim_next_header(const char *cp, const char *end)
     return end;
 }
 
-/* cleanup_dkim_lookup - the signing domain's keys: the From: domain, else
-   the envelope sender's; NULL (state->skip set) when there is nothing to
-   do or the lookup failed */
-static const char *cleanup_dkim_lookup(CLEANUP_DKIM_STATE *state)
+/* cleanup_dkim_lookup - the keys of the signing domain: the From:
+   domain's, else the envelope sender's, into state->keys (NULL: the
+   message is not signed); a failed lookup defers the message */
+static void cleanup_dkim_lookup(CLEANUP_DKIM_STATE *state)
 {
-    const char *cp = vstr_str(state->head);
-    const char *end = cp + vstr_len(state->head);
-    char *from_domain = NULL;
     const char *candidates[2];
     const char *value = NULL;
     int error = MAP_OK;
 
-    while (cp < end && from_domain == NULL) {
-        const char *next = cleanup_dkim_next_header(cp, end);
-        char *from = cleanup_dkim_header_value(cp, next, "from");
-
-        if (from != NULL) {
-            from_domain = cleanup_dkim_from_domain(from);
-            myfree(from);
-            break;
-        }
-        cp = next;
-    }
-    candidates[0] = from_domain;
+    candidates[0] = state->from_domain;
     candidates[1] = smtp_addr_domain(state->msg->sender);
     for (size_t i = 0; i < 2 && value == NULL; i++) {
         if (candidates[i] == NULL || *candidates[i] == 0)
@@ -435,7 +449,7 @@ static const char *cleanup_dkim_lookup(CLEANUP_DKIM_STATE *state)
                      "deferred",
                      state->msg->qid, candidates[i]);
             cleanup_dkim_fail(state, CLEANUP_DKIM_TABLEFAIL);
-            break;
+            return;
         }
         if (value != NULL) {
             VSTR *lower = vstr_alloc(64);
@@ -443,12 +457,9 @@ static const char *cleanup_dkim_lookup(CLEANUP_DKIM_STATE *state)
             vstr_cpy(lower, candidates[i]);
             vstr_lower(lower);
             state->domain = vstr_export(lower);
+            state->keys = mystrdup(value);
         }
     }
-    myfree(from_domain);
-    if (value == NULL)
-        state->skip = true;
-    return value;
 }
 
 /* cleanup_dkim_start - the keys of the domain, one handle each, fed the
@@ -457,16 +468,12 @@ static bool cleanup_dkim_start(CLEANUP_DKIM_STATE *state)
 {
     CLEANUP_MSG *msg = state->msg;
     CLEANUP_DKIM_KEYSPEC *specs;
-    const char *value;
+    VSTR *hdr;
     ssize_t count;
     VSTR *why = vstr_alloc(100);
     bool ok = true;
 
-    if ((value = cleanup_dkim_lookup(state)) == NULL) {
-        vstr_free(why);
-        return false;
-    }
-    if ((count = cleanup_dkim_keys_parse(value, &specs, why)) < 0) {
+    if ((count = cleanup_dkim_keys_parse(state->keys, &specs, why)) < 0) {
         msg_warn("%s: dkim_signing_maps value for %s: %s; message deferred",
                  msg->qid, state->domain, vstr_str(why));
         cleanup_dkim_fail(state, CLEANUP_DKIM_TABLEFAIL);
@@ -521,17 +528,27 @@ static bool cleanup_dkim_start(CLEANUP_DKIM_STATE *state)
     if (!ok)
         return false;
 
-    /* The header block, one header at a time, without its last LF. */
+    /* The header block, one header at a time, without its last LF; the
+       line breaks of a folded header as CRLF (libopendkim's FIXCRLF mends
+       the body only, and simple canonicalization hashes them as sent). */
+    hdr = vstr_alloc(256);
     for (const char *cp = vstr_str(state->head),
                     *end = cp + vstr_len(state->head);
          cp < end;) {
         const char *next = cleanup_dkim_next_header(cp, end);
-        size_t len = (size_t) (next - cp);
 
-        if (len > 0 && cp[len - 1] == '\n')
-            len--;
+        vstr_reset(hdr);
+        for (const char *hp = cp; hp < next; hp++) {
+            if (*hp == '\n' && (hp == cp || hp[-1] != '\r'))
+                vstr_addch(hdr, '\r');
+            vstr_addch(hdr, *hp);
+        }
+        if (vstr_len(hdr) >= 2 && vstr_str(hdr)[vstr_len(hdr) - 1] == '\n')
+            vstr_truncate(hdr, vstr_len(hdr) - 2);
         for (size_t i = 0; i < state->handle_count; i++) {
-            DKIM_STAT stat = dkim_header(state->handles[i], (u_char *) cp, len);
+            DKIM_STAT stat = dkim_header(state->handles[i],
+                                         (u_char *) vstr_str(hdr),
+                                         vstr_len(hdr));
 
             if (stat != DKIM_STAT_OK) {
                 msg_warn("%s: DKIM signing: header: %s; message deferred",
@@ -539,11 +556,13 @@ static bool cleanup_dkim_start(CLEANUP_DKIM_STATE *state)
                                        ? dkim_geterror(state->handles[i])
                                        : dkim_getresultstr(stat));
                 cleanup_dkim_fail(state, CLEANUP_DKIM_SIGNFAIL);
+                vstr_free(hdr);
                 return false;
             }
         }
         cp = next;
     }
+    vstr_free(hdr);
     for (size_t i = 0; i < state->handle_count; i++) {
         DKIM_STAT stat = dkim_eoh(state->handles[i]);
 
@@ -611,6 +630,14 @@ static void cleanup_dkim_end(void *arg, CLEANUP_MSG *msg)
 
     if (state == NULL || msg->out == NULL)
         return;
+    /* Only a message that is to be signed is read back. */
+    cleanup_dkim_lookup(state);
+    if (state->fail_reason != NULL) {
+        cleanup_msg_fail(msg, 451, state->fail_reason);
+        return;
+    }
+    if (state->keys == NULL)
+        return;
     ret = qfile_out_content(msg->out, cleanup_dkim_content, state);
     if (ret < 0) {
         msg_warn("%s: read back queue file %s: %m", msg->qid, msg->tmp_path);
@@ -670,6 +697,7 @@ static void cleanup_dkim_end(void *arg, CLEANUP_MSG *msg)
 const CLEANUP_FILTER cleanup_dkim_filter = {
     .name = "dkim",
     .begin = cleanup_dkim_begin,
+    .header = cleanup_dkim_header,
     .end = cleanup_dkim_end,
     .free = cleanup_dkim_state_free,
 };

@@ -391,6 +391,7 @@ def test_expiration_and_simple_canonicalization(make_instance, make_sink, keytyp
     inst.start()
     body = message(extra=b"X-Folded: one\r\n\ttwo  \r\n   three\r\n") + b"\r\n\r\n"
     body = body.replace(b"Subject: signed", b"Subject:  two\tspaces ")
+    body = body.replace(b"To: bob@dest.test", b"To: bob@dest.test,\r\n\tcarol@dest.test")
     code, _ = smtp_submit(inst, "alice@%s" % DOMAIN, ["bob@dest.test"], body)
     assert code == 250
     (m,) = sink.wait_messages(1)
@@ -399,6 +400,7 @@ def test_expiration_and_simple_canonicalization(make_instance, make_sink, keytyp
     assert int(tag(sig, b"x")) - int(tag(sig, b"t")) == 7 * 86400
     assert verify(m.data, keys) == [True]
     assert verify(m.data.replace(b"Subject:  two", b"Subject: two"), keys) == [False]
+    assert verify(m.data.replace(b",\r\n\tcarol", b", carol"), keys) == [False]
 
 
 # --- sluice dkim keygen and check -----------------------------------------
