@@ -14,6 +14,8 @@
  *                   recipient_canonical_maps on the envelope and on the
  *                   address headers; bare addresses in the address
  *                   headers of local mail get @myorigin
+ * cleanup_dkim.c    DKIM signing at the end of the content (a filter);
+ *                   cleanup_dkim_conf.c parses its parameters
  *
  * Filters are the seam for header/body checks and later DKIM signing: a
  * table of CLEANUP_FILTER, each called for every header (which it may
