@@ -601,7 +601,7 @@ static int cleanup_dkim_content(void *ctx, const char *data, size_t len)
     CLEANUP_DKIM_STATE *state = ctx;
 
     if (state->skip)
-        return 1; /* not signed, or failed: stop reading */
+        return 1; /* failed: stop reading */
     while (!state->in_body && len > 0) {
         int ch = (unsigned char) *data++;
 
