@@ -34,8 +34,9 @@ libjansson-dev libcmocka-dev"
 # systemd (systemd-analyze verify checks the shipped unit; nothing is booted),
 # and the log tools the shipped files serve: pflogsumm, fail2ban
 # (fail2ban-regex on the filter) and logwatch; clang-format (make lint
-# checks the C against .clang-format).
-TEST="python3 python3-pytest python3-aiosmtpd dnsmasq-base swaks strace
+# checks the C against .clang-format). dkimpy (python3-dkim) verifies the
+# DKIM signatures cleanup makes.
+TEST="python3 python3-pytest python3-aiosmtpd python3-dkim dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
 logrotate systemd pflogsumm fail2ban logwatch"

@@ -41,7 +41,7 @@
 #define SLUICE_STOP_WAIT 60             /* seconds stop waits for master */
 
 static const char sluice_usage[] =
-    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|check|queue|cat|flush|hold|release|delete|requeue|map ...";
+    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|check|queue|cat|flush|hold|release|delete|requeue|map|dkim ...";
 
 /* sluice_fail - print "sluice: text" on stderr; returns 1 */
 int sluice_fail(const char *fmt, ...)
@@ -393,6 +393,8 @@ int main(int argc, char **argv)
         return sluice_flush(config_dir, argc, argv);
     if (strcmp(cmd, "map") == 0)
         return sluice_map(config_dir, argc, argv);
+    if (strcmp(cmd, "dkim") == 0)
+        return sluice_dkim(config_dir, argc, argv);
     if (strcmp(cmd, "hold") == 0 || strcmp(cmd, "release") == 0
         || strcmp(cmd, "delete") == 0 || strcmp(cmd, "requeue") == 0)
         return sluice_admin(config_dir, argc, argv);

@@ -17,6 +17,8 @@
 
 #include "sys_defs.h"
 
+#include <sys/types.h>
+
 #define SLUICE_VERSION "0.1"
 
 /* sluice_fail - print "sluice: text" on stderr; returns 1 */
@@ -32,6 +34,14 @@ extern int sluice_cat(const char *config_dir, int argc, char **argv);
 extern int sluice_flush(const char *config_dir, int argc, char **argv);
 /* sluice_map.c: argv[0] is map */
 extern int sluice_map(const char *config_dir, int argc, char **argv);
+/* sluice_dkim.c: argv[0] is dkim (keygen, check) */
+extern int sluice_dkim(const char *config_dir, int argc, char **argv);
+/* sluice_dkim_make - a new private key in path (0600, owned by uid/gid
+   unless (uid_t) -1); prints the file's name and the DNS TXT record;
+   0, or 1 after one line */
+extern int sluice_dkim_make(const char *path, const char *domain,
+                            const char *selector, bool ed25519, int bits,
+                            uid_t uid, gid_t gid);
 /* sluice_admin.c: argv[0] is hold, release, delete or requeue */
 extern int sluice_admin(const char *config_dir, int argc, char **argv);
 /* sluice_admin_locate - the queue a message is in now, or NULL */

@@ -20,6 +20,7 @@
  */
 #include "sys_defs.h"
 
+#include <ctype.h>
 #include <dirent.h>
 #include <grp.h>
 #include <limits.h>
@@ -28,6 +29,7 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "mail_conf.h"
 #include "mail_queue.h"
 #include "maps.h"
 #include "msg.h"
@@ -38,6 +40,8 @@
 
 #define SLUICE_DEF_SMTP_PORT 2525
 #define SLUICE_INIT_ROOT_OWNER "nobody" /* mail_owner when root makes one */
+#define SLUICE_INIT_DKIM_SELECTOR "sluice" /* the key init makes */
+#define SLUICE_INIT_DKIM_BITS 2048
 
 /* The services an instance runs, when their program exists. */
 typedef struct SLUICE_INIT_SERV {
@@ -123,6 +127,71 @@ static int sluice_init_relayhost(VSTR *out, const char *arg)
     vstr_ncat(out, host, host_len);
     vstr_sprintf_append(out, "]:%s", colon + 1);
     return 0;
+}
+
+/* sluice_init_write - write one file of the instance */
+static int sluice_init_write(const char *dir, const char *name, VSTR *text);
+
+/* sluice_init_dkim_domain_ok - can name be a DKIM d= (a DNS name) */
+static bool sluice_init_dkim_domain_ok(const char *name)
+{
+    if (*name == 0 || *name == '.' || strstr(name, "..") != NULL ||
+        strlen(name) > 253)
+        return false;
+    for (const char *cp = name; *cp; cp++)
+        if (!isalnum((unsigned char) *cp) && *cp != '-' && *cp != '.')
+            return false;
+    return true;
+}
+
+/* sluice_init_dkim - a signing key for $myorigin in data/dkim/ and the
+   table dkim_signing that names it (main.cf already points there); the
+   key's TXT record is printed. 0, or -1 after one line. */
+static int sluice_init_dkim(const char *dir, uid_t uid, gid_t gid)
+{
+    VSTR *why = vstr_alloc(100);
+    VSTR *text = vstr_alloc(400);
+    VSTR *path = vstr_alloc(100);
+    MAIL_CONF *conf;
+    char *domain = NULL;
+    int status = -1;
+
+    if ((conf = mail_conf_read(dir, why)) == NULL) {
+        sluice_fail("init: %s", vstr_str(why));
+        goto out;
+    }
+    vstr_cpy(why, mail_conf_str(conf, "myorigin"));
+    vstr_lower(why);
+    domain = mystrdup(vstr_str(why));
+    vstr_cpy(text,
+             "# dkim_signing - dkim_signing_maps of this instance: a sender\n"
+             "# domain (From:, else the envelope sender's), then one or more\n"
+             "# selector:/path/to/key.pem (RSA or Ed25519; several sign twice).\n"
+             "# Make keys with: sluice dkim keygen DOMAIN SELECTOR [--ed25519]\n");
+    if (sluice_init_dkim_domain_ok(domain)) {
+        vstr_sprintf(path, "%s/dkim/%s.%s.pem",
+                     mail_conf_str(conf, "data_directory"), domain,
+                     SLUICE_INIT_DKIM_SELECTOR);
+        if (sluice_dkim_make(vstr_str(path), domain, SLUICE_INIT_DKIM_SELECTOR,
+                             false, SLUICE_INIT_DKIM_BITS, uid, gid) != 0)
+            goto out;
+        vstr_sprintf_append(text, "%s %s:%s\n", domain,
+                            SLUICE_INIT_DKIM_SELECTOR, vstr_str(path));
+    } else {
+        printf("sluice: no DKIM key: myorigin \"%s\" is no domain\n", domain);
+    }
+    if (sluice_init_write(dir, "dkim_signing", text) < 0)
+        goto out;
+    status = 0;
+
+out:
+    if (conf != NULL)
+        mail_conf_free(conf);
+    myfree(domain);
+    vstr_free(why);
+    vstr_free(text);
+    vstr_free(path);
+    return status;
 }
 
 /* sluice_init_write - write one file of the instance */
@@ -359,18 +428,28 @@ int sluice_init(int argc, char **argv)
                  "alias_maps = hash:%s/aliases\n"
                  "alias_database = hash:%s/aliases\n"
                  "local_recipient_maps =\n"
-                 "mail_spool_directory = %s/mail/\n",
+                 "mail_spool_directory = %s/mail/\n"
+                 "\n"
+                 "# DKIM: mail from $myorigin is signed with the key init made\n"
+                 "# (data/dkim/); publish the TXT record init printed, then\n"
+                 "# `sluice dkim check DOMAIN " SLUICE_INIT_DKIM_SELECTOR "` compares. More domains and keys:\n"
+                 "# `sluice dkim keygen`, and a line in dkim_signing.\n"
+                 "dkim_signing_maps = texthash:%s/dkim_signing\n",
                  stamp, dir, dir, dir, dir, daemon_dir, sluice_exe_dir(),
                  owner_uid == geteuid()
                      ? "# It runs entirely as the user who made it.\n"
                      : "# Made by root: master runs as root, every daemon as\n"
                        "# mail_owner (no sluice daemon runs as root).\n",
-                 owner, dir, dir, dir, dir);
+                 owner, dir, dir, dir, dir, dir);
     if (vstr_len(relayhost) > 0)
         vstr_sprintf_append(text,
                             "\n# Every message goes to this host ([] means no MX lookup).\n"
                             "relayhost = %s\n", vstr_str(relayhost));
     if (sluice_init_write(dir, "main.cf", text) < 0)
+        goto out;
+
+    if (sluice_init_dkim(dir, owner_uid != geteuid() ? owner_uid : (uid_t) -1,
+                         owner_gid) < 0)
         goto out;
 
     vstr_cpy(text,

@@ -22,7 +22,10 @@ One run on this machine:
      reload: qmgr's peak memory while it drains, and the time to drain;
   5. with BENCH_PROFILE=1, one round per MTA under perf record -g and one
      under strace -c -w -f, summarised per daemon (bench/PROFILE.md);
-  6. appends one dated line to bench/results.md, then runs
+  6. the cost of DKIM signing: the main load through sluice instances
+     that sign every message (RSA-2048, then Ed25519), beside the main
+     table's sluice, which signs nothing (BENCH_DKIM=0 skips it);
+  7. appends one dated line to bench/results.md, then runs
      bench/map_bench.py when it exists (BENCH_MAPS=0 skips it).
 
 Environment: BENCH_MESSAGES (2000) BENCH_SESSIONS (10) BENCH_SIZE (2048)
@@ -30,7 +33,7 @@ BENCH_ROUNDS (3) BENCH_PRESSURE (1 always, the default; 0 never; auto: only
 when its estimated time keeps the whole run under BENCH_BUDGET seconds,
 default 720) BENCH_PRESSURE_MESSAGES (100000) BENCH_PRESSURE_SESSIONS (50)
 BENCH_PROFILE (0) BENCH_PROFILE_MESSAGES (1000) BENCH_PROFILE_DIR
-BENCH_MAPS (1) BENCH_MTAS (postfix,sluice) BENCH_KEEP=1 (keep the
+BENCH_MAPS (1) BENCH_DKIM (1: the DKIM table; 0 skips it) BENCH_MTAS (postfix,sluice) BENCH_KEEP=1 (keep the
 temporary folder) SLUICE_TOP (the build tree whose bin/sluice and libexec/
 run; default: the folder above this one) SLUICE_REVISION (its name in
 results.md when it is not a git checkout) BENCH_RESULTS (the results file;
@@ -91,6 +94,7 @@ BUDGET = env_int("BENCH_BUDGET", 720)
 MTAS = [m.strip() for m in os.environ.get("BENCH_MTAS", "postfix,sluice").split(",") if m.strip()]
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
 MAPS = os.environ.get("BENCH_MAPS", "1").strip() not in ("0",)
+DKIM = os.environ.get("BENCH_DKIM", "1").strip() not in ("0",)
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 PROFILE_MESSAGES = env_int("BENCH_PROFILE_MESSAGES", 1000)
 PROFILE_DIR = os.environ.get("BENCH_PROFILE_DIR", "") or \
@@ -1187,6 +1191,11 @@ class Bench:
                                                   fmt(self.ceil["fsyncN"], 0)))
         if pressure_line:
             parts.append(pressure_line)
+        if self.dkim:
+            parts.append("dkim " + " ".join(
+                "%s acc %s del %s cpu %s" % (k, fmt(m["accepted"], 0),
+                                             fmt(m["delivered"], 0), fmt(m["cpu"], 3))
+                for k, m in self.dkim.items()))
         path = Path(RESULTS)
         if not path.exists():
             path.write_text("# bench results\n\nOne line per recorded `make bench` "
@@ -1235,12 +1244,54 @@ class Bench:
                     for k, p in self.press.items())
         if pressure_line:
             took["pressure"] = time.monotonic() - t
+        t = time.monotonic()
+        self.dkim = {}
+        if DKIM and "sluice" in self.med:
+            self.dkim_table()
+            took["dkim"] = time.monotonic() - t
         self.record(pressure_line)
         t = time.monotonic()
         if self.map_table():
             took["lookup tables"] = time.monotonic() - t
         say("bench took %.0f s (%s)" % (time.monotonic() - self.started, ", ".join(
             "%s %.0f s" % kv for kv in took.items())))
+
+    def dkim_table(self):
+        """The main load through sluice instances that DKIM-sign every
+        message (the envelope sender's domain, bench.test, is in
+        dkim_signing_maps), with an RSA-2048 and with an Ed25519 key."""
+        say("## DKIM signing: %d messages of %d bytes, %d sessions, median of %d rounds\n"
+            % (MESSAGES, SIZE, SESSIONS, ROUNDS))
+        for label, opts in (("rsa-2048", []), ("ed25519", ["--ed25519"])):
+            mta = self.make("sluice", "dkim-" + label)
+            r = mta._sluice("dkim", "keygen", "bench.test", "bench", *opts)
+            key = re.search(r"^private key: (\S+)$", r.stdout, re.M).group(1)
+            mta._sluice("conf", "dkim_signing_maps=inline:{bench.test=bench:%s}" % key)
+            mta.start()
+            try:
+                base = self.sink.count
+                g = generate(mta.port, 20)
+                ok = bool(g["messages"]) and \
+                    sink_wait(self.sink, base + g["messages"], mta) is not None
+                signed = mta.maillog.read_text(errors="replace").count("DKIM-Signature added")
+                if signed < g["messages"]:
+                    raise RuntimeError("dkim %s: %d of %d warm-up messages signed; maillog:\n%s"
+                                       % (label, signed, g["messages"], mta.log_tail()))
+                rows = [measure(mta, self.sink, MESSAGES, ok) for _ in range(ROUNDS)]
+            finally:
+                mta.stop()
+            self.dkim[label] = {k: median([x[k] for x in rows])
+                                for k in ("accepted", "delivered", "p50", "p99", "cpu")}
+        off = self.med["sluice"]
+        say("| sluice | accepted msg/s | delivered msg/s | p50 accept ms | p99 accept ms "
+            "| cpu ms/msg |")
+        say("|---|---|---|---|---|---|")
+        for label, m in [("no signing (main table)", off)] + [
+                ("signs, " + k, v) for k, v in self.dkim.items()]:
+            say("| %s | %s | %s | %s | %s | %s |" % (
+                label, fmt(m["accepted"]), fmt(m["delivered"]), fmt(m["p50"], 2),
+                fmt(m["p99"], 2), fmt(m["cpu"], 3)))
+        say("")
 
     def map_table(self):
         """bench/map_bench.py (lookup tables: a 1,000,000-key build), when it

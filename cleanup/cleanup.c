@@ -20,6 +20,7 @@
 #include "attr.h"
 #include "attr_conn.h"
 #include "cleanup.h"
+#include "cleanup_dkim.h"
 #include "cleanup_proto.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
@@ -35,6 +36,7 @@
 
 /* The filter seam: header/body checks and DKIM signing go here. */
 static const CLEANUP_FILTER *const cleanup_filters[] = {
+    &cleanup_dkim_filter,
     NULL,
 };
 
@@ -375,6 +377,7 @@ static void cleanup_tables(CLEANUP_CONF *cconf, const MAIL_CONF *conf)
         msg_fatal("%s", vstr_str(why));
     cconf->recipient_delimiter =
         mystrdup(mail_conf_str(conf, "recipient_delimiter"));
+    cconf->dkim = cleanup_dkim_create(conf);
     vstr_free(why);
 }
 
@@ -450,6 +453,7 @@ static void cleanup_ctx_release(CLEANUP_CTX *ctx)
     if (ctx->conf.mydestination != NULL)
         ctx->conf.mydestination = match_list_free(ctx->conf.mydestination);
     ctx->conf.recipient_delimiter = myfree(ctx->conf.recipient_delimiter);
+    ctx->conf.dkim = cleanup_dkim_free(ctx->conf.dkim);
 }
 
 /* main - the cleanup daemon */

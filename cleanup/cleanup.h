@@ -18,6 +18,8 @@
  *                   address headers; bare addresses in the address
  *                   headers of local mail get @myorigin; then
  *                   virtual_alias_maps on each envelope recipient
+ * cleanup_dkim.c    DKIM signing at the end of the content (a filter);
+ *                   cleanup_dkim_conf.c parses its parameters
  *
  * Filters are the seam for header/body checks and later DKIM signing: a
  * table of CLEANUP_FILTER, each called for every header (which it may
@@ -59,6 +61,7 @@ typedef struct CLEANUP_CONF {
     char *recipient_delimiter; /* NULL or "": none */
     int virtual_recursion_limit; /* virtual_alias_recursion_limit */
     int virtual_expansion_limit; /* virtual_alias_expansion_limit */
+    struct CLEANUP_DKIM *dkim; /* cleanup_dkim.c; NULL: no signing */
 } CLEANUP_CONF;
 
 /* The envelope of BEGIN: CLEANUP_BEGIN of global/cleanup_proto.h. */

@@ -258,6 +258,20 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"body_checks_size_limit", SIZE, "51200",
      "how much of a message body body_checks inspect"},
 
+    /* DKIM signing (cleanup). */
+    {"dkim_signing_maps", LIST, "",
+     "tables: sender domain (From:, else envelope) to selector:/key.pem list"},
+    {"dkim_canonicalization", STR, "relaxed/relaxed",
+     "DKIM header/body canonicalization: simple or relaxed each"},
+    {"dkim_signed_headers", LIST,
+     "+from, +subject, +to, +date, cc, reply-to, sender, message-id, "
+     "in-reply-to, references, mime-version, content-type, "
+     "content-transfer-encoding, content-disposition, list-id, list-post, "
+     "list-unsubscribe, list-unsubscribe-post, feedback-id",
+     "headers DKIM signs; +name is oversigned (no copy can be added)"},
+    {"dkim_expiration", TIME, "0",
+     "DKIM signature lifetime (x= tag); 0: none"},
+
     /* Access control (smtpd). */
     {"smtpd_client_restrictions", LIST, "",
      "checks made on the client when it connects (evaluated at RCPT)"},

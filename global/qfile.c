@@ -11,6 +11,7 @@
 #include "sys_defs.h"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "msg.h"
@@ -346,6 +347,160 @@ QFILE_OUT *qfile_abort(QFILE_OUT *out)
         qfile_out_free(out);
     }
     return NULL;
+}
+
+/* qfile_out_reopen - flush the writer; a read descriptor on the file */
+static int qfile_out_reopen(QFILE_OUT *out)
+{
+    int fd;
+
+    if (out->writer->content_offset == 0)
+        msg_panic("%s: no content begin record", __func__);
+    qfile_writer_flush(out->writer);
+    if (out->writer->error) {
+        errno = out->writer->error;
+        return -1;
+    }
+    if ((fd = open(out->path, O_RDONLY | O_CLOEXEC)) < 0)
+        return -1;
+    return fd;
+}
+
+/* qfile_pread_all - read exactly len bytes at offset; -1 with errno (EIO
+   for a short file) */
+static int qfile_pread_all(int fd, void *buf, size_t len, off_t offset)
+{
+    char *cp = buf;
+
+    while (len > 0) {
+        ssize_t n = pread(fd, cp, len, offset);
+
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            return -1;
+        }
+        cp += n;
+        len -= (size_t) n;
+        offset += n;
+    }
+    return 0;
+}
+
+/* qfile_out_content - the content so far, record by record, to fn */
+int qfile_out_content(QFILE_OUT *out, QFILE_CONTENT_FN fn, void *ctx)
+{
+    int fd = qfile_out_reopen(out);
+    VSTR *buf;
+    off_t offset;
+    int ret = 0;
+
+    if (fd < 0)
+        return -1;
+    buf = vstr_alloc(QFILE_READ_BUF);
+    for (offset = out->writer->content_offset;
+         ret == 0 && offset < out->writer->flushed;) {
+        unsigned char hdr[QFILE_HDR_LEN];
+        size_t len;
+
+        if (qfile_pread_all(fd, hdr, sizeof(hdr), offset) < 0) {
+            ret = -1;
+            break;
+        }
+        len = qfile_get_len(hdr + 1);
+        if (hdr[0] != QFILE_REC_CONT || len > QFILE_REC_MAX) {
+            errno = EIO; /* we wrote it: only a damaged disk gets here */
+            ret = -1;
+            break;
+        }
+        vstr_reset(buf);
+        vstr_reserve(buf, len);
+        if (qfile_pread_all(fd, vstr_str(buf), len,
+                            offset + QFILE_HDR_LEN) < 0) {
+            ret = -1;
+            break;
+        }
+        offset += QFILE_HDR_LEN + (off_t) len;
+        if (len > 0)
+            ret = fn(ctx, vstr_str(buf), len);
+    }
+    vstr_free(buf);
+    (void) close(fd);
+    return ret;
+}
+
+/* qfile_copy_range - copy [from, to) of rfd to the end of wfd */
+static int qfile_copy_range(int rfd, int wfd, off_t from, off_t to)
+{
+    char buf[QFILE_READ_BUF];
+
+    while (from < to) {
+        size_t part = (size_t) (to - from) > sizeof(buf)
+                          ? sizeof(buf)
+                          : (size_t) (to - from);
+
+        if (qfile_pread_all(rfd, buf, part, from) < 0 ||
+            safe_file_write_all(wfd, buf, part) < 0)
+            return -1;
+        from += (off_t) part;
+    }
+    return 0;
+}
+
+/* qfile_out_prepend_content - a C record before the content so far */
+int qfile_out_prepend_content(QFILE_OUT *out, const void *data, size_t len)
+{
+    QFILE_WRITER *writer = out->writer;
+    unsigned char hdr[QFILE_HDR_LEN];
+    VSTR *new_path;
+    struct stat st;
+    int rfd;
+    int wfd = -1;
+    int saved;
+
+    if (len > QFILE_REC_MAX)
+        msg_panic("%s: record of %zu bytes", __func__, len);
+    if ((rfd = qfile_out_reopen(out)) < 0)
+        goto fail;
+    new_path = vstr_alloc(100);
+    vstr_sprintf(new_path, "%s+", out->path);
+    hdr[0] = QFILE_REC_CONT;
+    qfile_put_len(hdr + 1, len);
+    if (fstat(out->fd, &st) < 0 ||
+        (wfd = open(vstr_str(new_path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                    st.st_mode & 07777)) < 0 ||
+        qfile_copy_range(rfd, wfd, 0, writer->content_offset) < 0 ||
+        safe_file_write_all(wfd, hdr, sizeof(hdr)) < 0 ||
+        (len > 0 && safe_file_write_all(wfd, data, len) < 0) ||
+        qfile_copy_range(rfd, wfd, writer->content_offset, writer->flushed) <
+            0 ||
+        rename(vstr_str(new_path), out->path) < 0) {
+        saved = errno;
+        if (wfd >= 0) {
+            (void) close(wfd);
+            qfile_remove(vstr_str(new_path));
+        }
+        (void) close(rfd);
+        vstr_free(new_path);
+        errno = saved;
+        goto fail;
+    }
+    (void) close(rfd);
+    vstr_free(new_path);
+    (void) close(out->fd);
+    out->fd = wfd;
+    writer->fd = wfd;
+    writer->flushed += QFILE_HDR_LEN + (off_t) len;
+    writer->content_size += (long long) len;
+    return 0;
+
+fail:
+    if (writer->error == 0)
+        writer->error = errno ? errno : EIO;
+    errno = writer->error;
+    return -1;
 }
 
 /* qfile_step_name - a step's name for log lines */

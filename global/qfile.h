@@ -148,6 +148,17 @@ extern int qfile_commit(QFILE_OUT *out, const char *path,
 /* qfile_abort - close and remove the temporary file, release out; NULL.
    NULL is a no-op. */
 extern QFILE_OUT *qfile_abort(QFILE_OUT *out);
+/* qfile_out_content - hand the content written so far to fn, piece by
+   piece in order (a signer reads what will be committed); 0, fn's nonzero
+   return, or -1 with errno when the file cannot be written out or read */
+typedef int (*QFILE_CONTENT_FN)(void *ctx, const char *data, size_t len);
+extern int qfile_out_content(QFILE_OUT *out, QFILE_CONTENT_FN fn, void *ctx);
+/* qfile_out_prepend_content - put data (at most QFILE_REC_MAX bytes) before
+   all the content written so far (a DKIM-Signature: header): the file is
+   copied under a sibling name that then replaces the temporary one. 0, or
+   -1 with errno (the writer's error is then set: the commit fails) */
+extern int qfile_out_prepend_content(QFILE_OUT *out, const void *data,
+                                     size_t len);
 /* qfile_step_name - "write", "fsync", "rename", "directory fsync", for
    log lines */
 extern const char *qfile_step_name(QFILE_STEP step);

@@ -873,6 +873,80 @@ static void test_create_exclusive(void **state)
     }
 }
 
+/* test_content_collect - a QFILE_CONTENT_FN that appends to a VSTR */
+static int test_content_collect(void *ctx, const char *data, size_t len)
+{
+    vstr_ncat((VSTR *) ctx, data, len);
+    return 0;
+}
+
+/* test_content_stop - a QFILE_CONTENT_FN that stops the walk */
+static int test_content_stop(void *ctx, const char *data, size_t len)
+{
+    return 7;
+}
+
+/* The content written so far can be read back before the commit (small,
+   still buffered, and over the write buffer), and a prepended record
+   lands before it: the committed file is whole, its content the prefix
+   followed by the rest, its mode kept, no sibling left behind. */
+static void test_prepend_content(void **state)
+{
+    static const size_t sizes[] = {100, 200 * 1024, 2 * 1024 * 1024 + 3};
+    static const char prefix[] = "DKIM-Signature: v=1; a=rsa-sha256\n";
+
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(sizes); i++) {
+        QFILE_OUT *out = qfile_create(test_out_path(".tmp.P1"), 0640, 0);
+        VSTR *seen = vstr_alloc(100);
+        VSTR *why = vstr_alloc(64);
+        QFILE_READER *reader;
+        QFILE_REC rec;
+        struct stat st;
+        int fd;
+
+        assert_non_null(out);
+        test_out_fill(out, sizes[i]);
+        assert_int_equal(qfile_out_content(out, test_content_collect, seen),
+                         0);
+        assert_int_equal(vstr_len(seen), sizes[i]);
+        assert_int_equal(qfile_out_content(out, test_content_stop, NULL), 7);
+        assert_int_equal(
+            qfile_out_prepend_content(out, prefix, sizeof(prefix) - 1), 0);
+        /* More content after the prepend goes on at the end. */
+        qfile_put_content(qfile_out_writer(out), "tail\n", 5);
+        assert_string_equal(test_out_files(), ".tmp.P1");
+        assert_int_equal(qfile_commit(out, test_out_path("P1"), NULL), 0);
+        assert_string_equal(test_out_files(), "P1");
+        assert_int_equal(stat(test_out_path("P1"), &st), 0);
+        {
+            mode_t mask = umask(022);
+
+            umask(mask);
+            assert_int_equal(st.st_mode & 0777, 0640 & ~mask);
+        }
+
+        fd = open(test_out_path("P1"), O_RDONLY);
+        assert_true(fd >= 0);
+        reader = qfile_reader_alloc(fd);
+        vstr_reset(seen);
+        while (qfile_read_rec(reader, &rec, why) == 1)
+            if (rec.type == QFILE_REC_CONT)
+                vstr_ncat(seen, rec.data, rec.len);
+        assert_int_equal(qfile_read_rec(reader, &rec, why), 0);
+        qfile_reader_free(reader);
+        close(fd);
+        assert_int_equal(vstr_len(seen), sizeof(prefix) - 1 + sizes[i] + 5);
+        assert_memory_equal(vstr_str(seen), prefix, sizeof(prefix) - 1);
+        assert_int_equal(vstr_str(seen)[sizeof(prefix) - 1], 'x');
+        assert_memory_equal(vstr_str(seen) + vstr_len(seen) - 6, "\ntail\n",
+                            6);
+        test_out_check(test_out_path("P1"), vstr_len(seen));
+        assert_int_equal(unlink(test_out_path("P1")), 0);
+        vstr_free(seen);
+        vstr_free(why);
+    }
+}
+
 /* The names callers put in their log lines. */
 static void test_step_names(void **state)
 {
@@ -913,6 +987,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_create_exclusive, test_out_setup,
                                         test_out_teardown),
         cmocka_unit_test(test_step_names),
+        cmocka_unit_test_setup_teardown(test_prepend_content, test_out_setup,
+                                        test_out_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
