@@ -51,12 +51,15 @@ static const struct {
     const char *name;
     const char *mark;
 } sluice_queues[] = {
-    {MAIL_QUEUE_MAILDROP, " "}, /* not yet picked up (pickup stopped or
-                                   cleanup refusing it for now) */
+    /* clang-format off */
+    /* maildrop: not yet picked up (pickup stopped or cleanup refusing it
+       for now) */
+    {MAIL_QUEUE_MAILDROP, " "},
     {MAIL_QUEUE_INCOMING, " "},
     {MAIL_QUEUE_ACTIVE, "*"},
     {MAIL_QUEUE_DEFERRED, " "},
     {MAIL_QUEUE_HOLD, "!"},
+    /* clang-format on */
 };
 
 typedef struct SLUICE_QUEUE_TOTAL {
