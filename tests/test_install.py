@@ -130,7 +130,7 @@ def test_main_cf_page_lists_every_parameter_with_its_default(staged, instance):
              instance.check("conf", "-d").splitlines() if " = " in line]
     assert len(names) > 50
     for name in names:
-        m = re.search(r"^\\fB%s\\fR \((\w+)\)\n(.*?)(?=^\.TP$|^\.SH )"
+        m = re.search(r"^\\fB%s\\fR \(([^)]+)\)\n(.*?)(?=^\.TP$|^\.SH )"
                       % re.escape(name), page, re.M | re.S)
         assert m, "main.cf(5) does not describe %s" % name
         shown = instance.check("conf", "-d", name).splitlines()
