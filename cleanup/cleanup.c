@@ -24,6 +24,7 @@
 #include "attr.h"
 #include "cleanup.h"
 #include "cleanup_proto.h"
+#include "events.h"
 #include "mail_conf.h"
 #include "maps.h"
 #include "match_list.h"
@@ -439,6 +440,7 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
     vstr_sprintf(path, "%s/public/qmgr", ctx->conf.queue_dir);
     ctx->trigger_path = vstr_export(path);
     cleanup_tables(&ctx->conf, conf);
+    ctx->conf.events = events_open(conf, "cleanup");
     cleanup_remove_stale(&ctx->conf, CLEANUP_STALE_AGE);
 }
 
@@ -472,6 +474,7 @@ static void cleanup_ctx_release(CLEANUP_CTX *ctx)
     if (ctx->conf.mydestination != NULL)
         ctx->conf.mydestination = match_list_free(ctx->conf.mydestination);
     ctx->conf.recipient_delimiter = myfree(ctx->conf.recipient_delimiter);
+    ctx->conf.events = events_close(ctx->conf.events);
 }
 
 /* main - the cleanup daemon */

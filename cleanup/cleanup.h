@@ -54,6 +54,7 @@ typedef struct CLEANUP_CONF {
     MAPS *body_checks;
     MATCH_LIST *mydestination; /* NULL: only myorigin is ours */
     char *recipient_delimiter; /* NULL or "": none */
+    struct EVENTS *events; /* the journal (global/events.h), NULL: off */
 } CLEANUP_CONF;
 
 /* The envelope of BEGIN: CLEANUP_BEGIN of global/cleanup_proto.h. */
