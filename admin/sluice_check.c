@@ -550,7 +550,8 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
         bool hashed = mail_queue_hashed(*name);
         bool files = strcmp(*name, MAIL_QUEUE_PRIVATE) != 0 &&
                      strcmp(*name, MAIL_QUEUE_PUBLIC) != 0 &&
-                     strcmp(*name, MAIL_QUEUE_PID) != 0;
+                     strcmp(*name, MAIL_QUEUE_PID) != 0 &&
+                     strcmp(*name, MAIL_QUEUE_EVENTS) != 0;
         SLUICE_CHECK_WANT want = plain;
 
         if (chk->drop_group && strcmp(*name, MAIL_QUEUE_MAILDROP) == 0) {
@@ -581,7 +582,7 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
                 }
             }
         }
-        /* Sockets and pid files are not queue files. */
+        /* Sockets, pid files and journal segments are not queue files. */
         if (files)
             sluice_check_strays(chk, dir_fd, vstr_str(path), 0, hashed);
         (void) close(dir_fd);

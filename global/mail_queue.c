@@ -27,7 +27,7 @@ const char *const mail_queue_names[] = {
     MAIL_QUEUE_MAILDROP, MAIL_QUEUE_INCOMING, MAIL_QUEUE_ACTIVE,
     MAIL_QUEUE_DEFERRED, MAIL_QUEUE_HOLD,     MAIL_QUEUE_CORRUPT,
     MAIL_QUEUE_DEFER,    MAIL_QUEUE_BOUNCE,   MAIL_QUEUE_PRIVATE,
-    MAIL_QUEUE_PUBLIC,   MAIL_QUEUE_PID,      NULL,
+    MAIL_QUEUE_PUBLIC,   MAIL_QUEUE_PID,      MAIL_QUEUE_EVENTS, NULL,
 };
 
 /* mail_queue_hashed - is this queue hashed one level deep? */

@@ -23,6 +23,7 @@
 #define MAIL_QUEUE_PRIVATE "private"
 #define MAIL_QUEUE_PUBLIC "public"
 #define MAIL_QUEUE_PID "pid"
+#define MAIL_QUEUE_EVENTS "events" /* the event journal (global/events.h) */
 
 /* The names of the hash subdirectories, in order (32 of them). */
 #define MAIL_QUEUE_HASH_COUNT 32

@@ -48,7 +48,7 @@ static void test_names_and_paths(void **state)
     size_t count = 0;
     static const char *const expect[] = {
         "maildrop", "incoming", "active",  "deferred", "hold", "corrupt",
-        "defer",    "bounce",   "private", "public",   "pid",
+        "defer",    "bounce",   "private", "public",   "pid",  "events",
     };
 
     while (mail_queue_names[count] != NULL)

@@ -1,0 +1,307 @@
+"""test_events - the event journal (tracker issue 19, item 1) and
+`sluice events`
+
+Real instances relay over SMTP to an aiosmtpd sink (tests/sink.py) that
+accepts, defers (4xx) or rejects (5xx) recipients by local part. The
+journal (global/events.h) is read straight from its segments and through
+`sluice events`, and compared with the maillog: every recipient outcome
+the maillog shows as a queue change has its event, with the fields the
+issue names, and ids are unique (a repeat after a crash repeats its id).
+"""
+
+import json
+import os
+import re
+import signal
+import time
+
+import pytest
+
+from conftest import LIBEXEC, require, smtp_queue, wait_until
+
+DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "bounce")
+KINDS = ("received", "deferred", "delivered", "bounced", "expired", "returned")
+LATER = ("tenant", "pool", "source_ip", "provider", "trace_id")
+TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
+STATUS = re.compile(r"\]: ([0-9A-Za-z]+): to=<([^>]*)>.*, status=(\w+)")
+QID_IN_LOG = re.compile(r"\]: ([0-9A-Z]{16}): ")
+HOST = "node1.events.test"
+
+
+def need_daemons():
+    require(*(LIBEXEC / d for d in DAEMONS))
+
+
+def relay_instance(make_instance, sink, **params):
+    base = {"mynetworks": "127.0.0.0/8", "myhostname": HOST}
+    base.update(params)
+    return make_instance(relayhost="[127.0.0.1]:%d" % sink.port, start=True,
+                         params=base)
+
+
+def send(inst, rcpts, sender="alice@src.test"):
+    body = (b"Subject: events\r\nMessage-ID: <%d@src.test>\r\n\r\nhello\r\n"
+            % time.monotonic_ns())
+    return smtp_queue(inst, sender, rcpts, body)
+
+
+def segments(inst):
+    top = inst.queue_dir / "events"
+    return sorted(top.glob("*.jsonl")) if top.is_dir() else []
+
+
+def journal(inst):
+    """Every whole event line of every segment, parsed."""
+    events = []
+    for seg in segments(inst):
+        data = seg.read_bytes()
+        for line in data[:data.rfind(b"\n") + 1].splitlines():
+            events.append(json.loads(line))
+    return events
+
+
+def of_kind(events, kind):
+    return [e for e in events if e["kind"] == kind]
+
+
+def log_status(inst):
+    """[(qid, recipient, status)] of the maillog's status= lines."""
+    return [m.groups() for m in map(STATUS.search, inst.log().splitlines())
+            if m]
+
+
+def queue_empty(inst):
+    return not any(p.is_file() and not p.name.startswith(".")
+                   for q in ("incoming", "active", "deferred")
+                   for p in (inst.queue_dir / q).rglob("*"))
+
+
+def test_kinds_fields_and_cli(make_instance, make_sink):
+    """N messages to a mix of recipients: exactly the right count of each
+    kind, with their fields; qids from the maillog; ids unique; deferred
+    events as many as status=deferred lines; `sluice events` filters."""
+    need_daemons()
+    sink = make_sink(rcpt_replies={"defer": "451 4.3.0 try again later",
+                                   "reject": "550 5.1.1 no such user"})
+    inst = relay_instance(make_instance, sink, retry_schedule="1s",
+                          maximal_queue_lifetime="3s")
+    plain, mixed = 4, 2
+    qids = [send(inst, ["ok%d@dest.test" % i]) for i in range(plain)]
+    mixed_qids = [send(inst, ["ok-m%d@dest.test" % i, "defer@dest.test",
+                              "reject@dest.test"]) for i in range(mixed)]
+    # Per mixed message: a DSN for the reject at once, one for the expiry.
+    want = {"received": plain + 3 * mixed, "delivered": plain + 3 * mixed,
+            "bounced": mixed, "expired": mixed, "returned": 2 * mixed}
+
+    def settled():
+        ev = journal(inst)
+        counts = {k: len(of_kind(ev, k)) for k in want}
+        return ev if counts == want and queue_empty(inst) else None
+    events = wait_until(settled, timeout=60, what="every event of the run")
+    time.sleep(0.5)
+    events = journal(inst)
+    assert {k: len(of_kind(events, k)) for k in want} == want
+    statuses = log_status(inst)
+    deferred_lines = [s for s in statuses if s[2] == "deferred"]
+    assert len(of_kind(events, "deferred")) == len(deferred_lines) >= mixed
+    assert {e["kind"] for e in events} <= set(KINDS)
+
+    ids = [e["id"] for e in events]
+    assert len(ids) == len(set(ids))
+    logged = set(m.group(1) for m in map(QID_IN_LOG.search,
+                                         inst.log().splitlines()) if m)
+    for e in events:
+        assert e["qid"] in logged, e
+        assert e["id"].startswith("%s/%s/%s/" % (HOST, e["qid"], e["kind"]))
+        assert TS.match(e["ts"]), e
+        for name in LATER:
+            assert name in e and e[name] is None, (name, e)
+        assert "recipient" in e
+
+    by_qid = {}
+    for e in of_kind(events, "received"):
+        by_qid[e["qid"]] = e
+        assert e["recipient"] is None
+        assert e["size"] > 0
+    for q in qids + mixed_qids:
+        r = by_qid[q]
+        assert r["sender"] == "alice@src.test"
+        assert r["rcpt_count"] == (1 if q in qids else 3)
+        assert "127.0.0.1" in r["client"]
+    dsn_qids = set(by_qid) - set(qids + mixed_qids)
+    assert len(dsn_qids) == 2 * mixed
+    for q in dsn_qids:
+        assert by_qid[q]["sender"] == "" and by_qid[q]["client"] == "local"
+
+    delivered = {(e["qid"], e["recipient"]) for e in of_kind(events, "delivered")}
+    sent = {(q, r) for q, r, s in statuses if s == "sent"}
+    assert delivered == sent
+    for e in of_kind(events, "delivered"):
+        assert e["dsn"].startswith("2.") and e["delay"] >= 0
+        assert "127.0.0.1" in e["relay"]
+    for e in of_kind(events, "deferred"):
+        assert e["recipient"] == "defer@dest.test" and e["dsn"] == "4.3.0"
+        assert "try again later" in e["reply"]
+    for e in of_kind(events, "bounced"):
+        assert e["qid"] in mixed_qids and e["recipient"] == "reject@dest.test"
+        assert e["dsn"] == "5.1.1" and "no such user" in e["reply"]
+    for e in of_kind(events, "expired"):
+        assert e["qid"] in mixed_qids and e["recipient"] == "defer@dest.test"
+        assert "expired" in e["reply"]
+    for e in of_kind(events, "returned"):
+        assert e["qid"] in mixed_qids and e["sender"] == "alice@src.test"
+        assert e["recipient"] is None
+
+    # sluice events: everything, in time order; --json as stored.
+    out = inst.check("events", "--json")
+    shown = [json.loads(l) for l in out.splitlines()]
+    assert sorted(e["id"] for e in shown) == sorted(ids)
+    assert [e["ts"] for e in shown] == sorted(e["ts"] for e in shown)
+    q = mixed_qids[0]
+    shown = [json.loads(l) for l in
+             inst.check("events", "--json", "--qid", q).splitlines()]
+    assert shown and all(e["qid"] == q for e in shown)
+    assert {e["kind"] for e in shown} == {"received", "delivered", "deferred",
+                                          "bounced", "expired", "returned"}
+    shown = [json.loads(l) for l in
+             inst.check("events", "--kind", "bounced,expired", "--json")
+             .splitlines()]
+    assert sorted(e["kind"] for e in shown) == ["bounced"] * mixed + \
+        ["expired"] * mixed
+    text = inst.check("events", "--qid", q, "--kind", "bounced")
+    assert len(text.splitlines()) == 1
+    assert re.search(r"^\S+Z %s bounced to=<reject@dest.test> .*dsn=5\.1\.1 "
+                     r"\(.*no such user.*\)$" % q, text), text
+    r = inst.command("events", "--kind")
+    assert r.returncode != 0 and "sluice: events:" in r.stderr
+
+
+def test_follow_sees_new_events(make_instance, make_sink):
+    need_daemons()
+    sink = make_sink()
+    inst = relay_instance(make_instance, sink)
+    import subprocess
+    proc = subprocess.Popen([str(inst.sluice), "-c", str(inst.dir), "events",
+                             "--follow", "--kind", "delivered"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.5)                 # it has read the (empty) journal
+        qid = send(inst, ["ok@dest.test"])
+        inst.wait_log(r"%s: removed" % qid, timeout=20)
+        time.sleep(1)                   # it looks five times a second
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=10)
+    lines = out.splitlines()
+    assert len(lines) == 1 and " %s delivered to=<ok@dest.test>" % qid in \
+        lines[0], out
+    assert proc.returncode == 0
+
+
+def test_disabled_writes_nothing(make_instance, make_sink):
+    need_daemons()
+    sink = make_sink(rcpt_replies={"reject": "550 5.1.1 no such user"})
+    inst = relay_instance(make_instance, sink, events_enable="no")
+    qid = send(inst, ["ok@dest.test", "reject@dest.test"])
+    inst.wait_log(r"%s: removed" % qid, timeout=20)
+    wait_until(lambda: queue_empty(inst), what="an empty queue")
+    assert segments(inst) == []
+    assert list((inst.queue_dir / "events").iterdir()) == []
+    assert inst.check("events") == ""
+
+
+def dead_pid():
+    """A pid no process has now."""
+    for pid in range(4000000, 3000000, -1):
+        if not os.path.exists("/proc/%d" % pid):
+            return pid
+    pytest.skip("no free pid found")
+
+
+def test_torn_tail_is_cut(make_instance, make_sink):
+    """A segment left by a dead writer with half an event at its end: the
+    reader skips the half line, and the next writer's start cuts it, with
+    a log line; what was whole stays."""
+    need_daemons()
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
+                         params={"mynetworks": "127.0.0.0/8"})
+    top = inst.queue_dir / "events"
+    top.mkdir(parents=True, exist_ok=True)
+    whole = [{"id": "n/AAAAAAAAAAAAAAAA/received/0", "ts":
+              "2026-12-05T04:00:00.000001Z", "kind": "received",
+              "qid": "AAAAAAAAAAAAAAAA", "recipient": None},
+             {"id": "n/AAAAAAAAAAAAAAAA/delivered/9", "ts":
+              "2026-12-05T04:00:01.000001Z", "kind": "delivered",
+              "qid": "AAAAAAAAAAAAAAAA", "recipient": "x@dest.test"}]
+    good = b"".join(json.dumps(e).encode() + b"\n" for e in whole)
+    seg = top / ("20261205T040000.000000Z-%d-qmgr.jsonl" % dead_pid())
+    seg.write_bytes(good + b'{"id": "n/AAAAAAAAAAAAAAAA/deliv')
+    st = top.stat()                     # mail_owner's, as a writer's are
+    os.chown(seg, st.st_uid, st.st_gid)
+    out = inst.check("events", "--json")
+    assert [json.loads(l)["id"] for l in out.splitlines()] == \
+        [e["id"] for e in whole]
+    inst.start()
+    inst.wait_log(r"events: .*%s: torn last event \(\d+ bytes\) cut at offset "
+                  r"%d" % (re.escape(seg.name), len(good)), timeout=20)
+    assert seg.read_bytes() == good
+    # A second writer start (cleanup, on the first message) finds it whole.
+    qid = send(inst, ["ok@dest.test"])
+    inst.wait_log(r"%s: removed" % qid, timeout=20)
+    assert len(re.findall("torn last event", inst.log())) == 1
+    assert seg.read_bytes() == good
+
+
+def test_bad_line_is_reported(make_instance):
+    """A line that is not an event: named on stderr with its segment and
+    line number, exit 1, the other events still shown."""
+    inst = make_instance()
+    top = inst.queue_dir / "events"
+    top.mkdir(parents=True, exist_ok=True)
+    seg = top / ("20261205T040000.000000Z-%d-cleanup.jsonl" % dead_pid())
+    seg.write_bytes(b'{"id": "a", "ts": "2026-12-05T04:00:00.000001Z", '
+                    b'"kind": "received", "qid": "Q1"}\n'
+                    b'not json\n'
+                    b'{"id": "b", "ts": "2026-12-05T04:00:02.000001Z", '
+                    b'"kind": "received", "qid": "Q2"}\n')
+    r = inst.command("events", "--json")
+    assert r.returncode == 1
+    assert [json.loads(l)["id"] for l in r.stdout.splitlines()] == ["a", "b"]
+    assert "%s: line 2: not an event" % seg.name in r.stderr
+
+
+def test_kill_qmgr_loses_no_event(make_instance, make_sink):
+    """qmgr (the writer of every outcome) is killed -9 again and again
+    while messages are delivered: once all is delivered, every recipient
+    the maillog shows as sent has its delivered event, every event is of
+    a sent recipient, and a recipient with two events has them under one
+    id (a repeat after the crash)."""
+    need_daemons()
+    sink = make_sink(data_delay=0.05)
+    inst = relay_instance(make_instance, sink)
+    total = 40
+    qids = []
+    kills = 0
+    for i in range(total):
+        qids.append(send(inst, ["k%d@dest.test" % i, "k%d@other.test" % i]))
+        if i % 8 == 4:
+            pid = inst.child("qmgr")
+            os.kill(pid, signal.SIGKILL)
+            kills += 1
+            wait_until(lambda: inst.child("qmgr") != pid, 30,
+                       what="a new qmgr")
+    wait_until(lambda: queue_empty(inst), timeout=90, what="an empty queue")
+    for q in qids:
+        inst.wait_log(r"%s: removed" % q, timeout=30)
+    events = journal(inst)
+    assert len(of_kind(events, "received")) == total
+    sent = {(q, r) for q, r, s in log_status(inst) if s == "sent"}
+    assert len(sent) == 2 * total
+    delivered = of_kind(events, "delivered")
+    assert {(e["qid"], e["recipient"]) for e in delivered} == sent
+    ids = {}
+    for e in delivered:
+        ids.setdefault((e["qid"], e["recipient"]), set()).add(e["id"])
+    assert all(len(v) == 1 for v in ids.values()), ids
+    assert kills >= 4
