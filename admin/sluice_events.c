@@ -268,8 +268,10 @@ static void sluice_events_print(const SLUICE_EVENTS_OPTS *opts,
     char *text;
 
     if (opts->json) {
+        /* As the writer made it (global/events.c). */
         text = json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER |
-                                     JSON_ENSURE_ASCII);
+                                     JSON_ENSURE_ASCII |
+                                     JSON_REAL_PRECISION(6));
         if (text) {
             printf("%s\n", text);
             free(text);

@@ -161,7 +161,8 @@ int events_format(VSTR *line, const EVENT *event, const char *node,
         events_set(obj, later[i], json_null(), &bad);
     text = bad ? NULL
                : json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER |
-                                     JSON_ENSURE_ASCII);
+                                     JSON_ENSURE_ASCII |
+                                     JSON_REAL_PRECISION(6));
     json_decref(obj);
     vstr_free(id);
     if (text == NULL) {
