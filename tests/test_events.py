@@ -305,3 +305,79 @@ def test_kill_qmgr_loses_no_event(make_instance, make_sink):
         ids.setdefault((e["qid"], e["recipient"]), set()).add(e["id"])
     assert all(len(v) == 1 for v in ids.values()), ids
     assert kills >= 4
+
+
+# --- the journal's rule in cleanup: no event on disk, no message queued ----
+
+@pytest.fixture(scope="module")
+def shim(tmp_path_factory):
+    """tests/faultshim.c compiled into a temporary .so (as test_faults)."""
+    import shutil
+    import subprocess
+    from conftest import SLUICE
+    cc = shutil.which("cc")
+    if cc is None:
+        pytest.skip("cc is missing")
+    src = SLUICE.parent.parent / "tests" / "faultshim.c"
+    out = tmp_path_factory.mktemp("shim") / "faultshim.so"
+    subprocess.run([cc, "-std=gnu11", "-shared", "-fPIC", "-o", str(out),
+                    str(src), "-ldl"], check=True, timeout=120)
+    libs = []
+    ldd = subprocess.run(["ldd", str(LIBEXEC / "cleanup")], capture_output=True,
+                         text=True, timeout=30).stdout
+    for runtime in ("libasan.so", "libubsan.so"):
+        if runtime.split(".")[0] + "." in ldd:
+            path = subprocess.run([cc, "-print-file-name=" + runtime],
+                                  capture_output=True, text=True,
+                                  timeout=30).stdout.strip()
+            libs.append(os.path.realpath(path))
+    return " ".join(libs + [str(out)])
+
+
+@pytest.mark.parametrize("op", ["write", "fsync"])
+def test_journal_fault_refuses_mail(make_instance, make_sink, shim, tmp_path,
+                                    op):
+    """When the received event cannot be made durable (ENOSPC on the
+    journal's write or fdatasync), cleanup queues nothing and the client
+    gets 451: no message without its event. Once the disk is back, mail
+    flows with its events, and no half batch was left in the journal."""
+    need_daemons()
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
+                         params={"mynetworks": "127.0.0.0/8"})
+    switch = tmp_path / "fault-on"
+    wrapper = tmp_path / "cleanup-faulty"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "LD_PRELOAD='%s' FAULT_DIR=%s FAULT_OP=%s FAULT_ERRNO=ENOSPC "
+        "FAULT_FILE=%s\n"
+        "export LD_PRELOAD FAULT_DIR FAULT_OP FAULT_ERRNO FAULT_FILE\n"
+        "exec %s \"$@\"\n" % (shim, inst.queue_dir / "events", op, switch,
+                              LIBEXEC / "cleanup"))
+    wrapper.chmod(0o755)
+    inst.remove_service("cleanup")
+    inst.add_service("cleanup    unix  -       -       n       -       0       %s"
+                     % wrapper)
+    switch.write_text("on")
+    inst.start()
+    body = b"Subject: fault\r\n\r\nbody\r\n"
+    import smtplib
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=20) as smtp:
+        assert smtp.mail("s@src.test")[0] == 250
+        assert smtp.rcpt("r@dest.test")[0] == 250
+        code, text = smtp.data(body)
+    assert code == 451 and b"4.3.0" in text, (code, text)
+    inst.wait_log(r"cleanup.*warning: (\w+): received event lost: "
+                  r"(write|fsync|create) .*No space left on device")
+    qid = re.search(r"warning: (\w+): received event lost", inst.log()).group(1)
+    time.sleep(0.5)
+    assert sink.received() == []
+    assert not any(p.is_file() for p in (inst.queue_dir / "incoming").iterdir())
+    assert journal(inst) == []
+    assert all(s.read_bytes() == b"" for s in segments(inst))
+    switch.unlink()
+    ok = send(inst, ["r@dest.test"])
+    inst.wait_log(r"%s: removed" % ok, timeout=20)
+    kinds = sorted((e["qid"], e["kind"]) for e in journal(inst))
+    assert kinds == [(ok, "delivered"), (ok, "received")]
+    assert qid != ok
