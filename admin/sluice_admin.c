@@ -23,7 +23,9 @@
  * active/ belongs to qmgr (it may be in delivery): we ask qmgr over
  * private/qmgr-admin (global/qmgr_admin_proto.h) and qmgr acts at a safe
  * point. Only when master is not running at all does this command move
- * or remove a file in active/ itself.
+ * or remove a file in active/ itself. A qmgr that speaks another version
+ * of that protocol (its greeting says which) is an error naming both
+ * versions, for each message in active/: nothing there is touched.
  */
 #include "sys_defs.h"
 
@@ -47,7 +49,6 @@
 #define SLUICE_ADMIN_PASSES 4 /* looks before "no such message" */
 #define SLUICE_ADMIN_TRIES 50 /* moves that may lose a race */
 #define SLUICE_ADMIN_WAIT_MS 10000 /* for qmgr to answer or come up */
-#define SLUICE_SPEC_LEN(spec) (sizeof(spec) / sizeof((spec)[0]))
 
 typedef enum SLUICE_ADMIN_OP {
     SLUICE_ADMIN_HOLD,
@@ -94,6 +95,7 @@ typedef struct SLUICE_ADMIN {
     ATTR_STREAM *qmgr; /* connection to private/qmgr-admin */
     bool qmgr_down; /* master is not running: nobody owns active/ */
     bool qmgr_lost; /* master runs but qmgr did not answer: give up */
+    char *qmgr_error; /* why qmgr cannot be asked (NULL: unknown) */
     bool wake; /* something went to incoming/ */
 } SLUICE_ADMIN;
 
@@ -139,6 +141,30 @@ static bool sluice_admin_master_down(const char *queue_dir)
     return down;
 }
 
+/* sluice_admin_greet - exchange greetings with qmgr on fd; on a failure
+   (another protocol version, say) one line, and qmgr is not asked again */
+static void sluice_admin_greet(SLUICE_ADMIN *admin, int fd, const char *qid)
+{
+    ATTR_STREAM *stream =
+        attr_stream_open(fd, QMGR_ADMIN_LIST_MAX, SLUICE_ADMIN_WAIT_MS);
+    ATTR_LIST *list = qmgr_admin_hello_list();
+    VSTR *why = vstr_alloc(100);
+    int ret = attr_stream_write(stream, list, why);
+
+    list = attr_list_free(list);
+    if (ret == 0 && (ret = attr_stream_read(stream, &list, why)) == 0)
+        ret = qmgr_admin_hello_take(list, why);
+    if (ret < 0) {
+        admin->qmgr_lost = true;
+        admin->qmgr_error = mystrdup(vstr_str(why));
+        sluice_fail("%s: queue manager: %s", qid, admin->qmgr_error);
+        stream = attr_stream_close(stream);
+    }
+    admin->qmgr = stream;
+    attr_list_free(list);
+    vstr_free(why);
+}
+
 /* sluice_admin_connect - the connection to qmgr, made when first needed;
    false when master is down (admin->qmgr_down) or after one line */
 static bool sluice_admin_connect(SLUICE_ADMIN *admin, const char *qid)
@@ -151,7 +177,10 @@ static bool sluice_admin_connect(SLUICE_ADMIN *admin, const char *qid)
     if (admin->qmgr || admin->qmgr_down)
         return admin->qmgr != NULL;
     if (admin->qmgr_lost) {
-        sluice_fail("%s: cannot reach the queue manager", qid);
+        if (admin->qmgr_error)
+            sluice_fail("%s: queue manager: %s", qid, admin->qmgr_error);
+        else
+            sluice_fail("%s: cannot reach the queue manager", qid);
         return false;
     }
     path = vstr_alloc(100);
@@ -169,8 +198,7 @@ static bool sluice_admin_connect(SLUICE_ADMIN *admin, const char *qid)
         nanosleep(&pause, NULL);
     }
     if (fd >= 0)
-        admin->qmgr =
-            attr_stream_open(fd, QMGR_ADMIN_LIST_MAX, SLUICE_ADMIN_WAIT_MS);
+        sluice_admin_greet(admin, fd, qid);
     else if (!admin->qmgr_down) {
         /* Not once more for every other message. */
         admin->qmgr_lost = true;
@@ -186,28 +214,23 @@ static bool sluice_admin_connect(SLUICE_ADMIN *admin, const char *qid)
 static long long sluice_admin_ask(SLUICE_ADMIN *admin, const char *request,
                                   const char *qid)
 {
-    ATTR_LIST *list = attr_list_alloc();
+    QMGR_ADMIN_REQUEST req = {.request = request, .queue_id = qid};
+    ATTR_LIST *list = qmgr_admin_request_list(&req);
     ATTR_LIST *reply = NULL;
     VSTR *why = vstr_alloc(100);
+    QMGR_ADMIN_REPLY answer;
     long long status = -1;
 
-    attr_add_str(list, "request", request);
-    attr_add_str(list, "queue_id", qid);
     if (attr_stream_write(admin->qmgr, list, why) < 0 ||
         attr_stream_read(admin->qmgr, &reply, why) < 0 ||
-        attr_list_check(reply, qmgr_admin_reply_spec,
-                        SLUICE_SPEC_LEN(qmgr_admin_reply_spec), why) < 0) {
+        qmgr_admin_reply_take(reply, &answer, why) < 0) {
         sluice_fail("%s: queue manager: %s", qid, vstr_str(why));
         admin->qmgr = attr_stream_close(admin->qmgr);
+    } else if (answer.status == QMGR_ADMIN_STAT_FAIL) {
+        sluice_fail("%s: queue manager: %s", qid,
+                    answer.reason ? answer.reason : "failed");
     } else {
-        (void) attr_get_int(reply, "status", &status);
-        if (status == QMGR_ADMIN_STAT_FAIL) {
-            const char *reason = attr_get_str(reply, "reason");
-
-            sluice_fail("%s: queue manager: %s", qid,
-                        reason ? reason : "failed");
-            status = -1;
-        }
+        status = answer.status;
     }
     attr_list_free(list);
     attr_list_free(reply);
@@ -462,6 +485,8 @@ int sluice_admin(const char *config_dir, int argc, char **argv)
         fprintf(stderr, "sluice: %s: %ld message%s\n",
                 sluice_admin_cmds[cmd].done, count, count == 1 ? "" : "s");
     attr_stream_close(admin.qmgr);
+    if (admin.qmgr_error)
+        myfree(admin.qmgr_error);
     argv_free(ids);
     argv_free(all);
     myfree(queue_dir);

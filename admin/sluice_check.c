@@ -75,6 +75,8 @@ static const SLUICE_CHECK_TABLE sluice_check_tables[] = {
     {"canonical_maps", MAP_FLAG_NONE},
     {"sender_canonical_maps", MAP_FLAG_NONE},
     {"recipient_canonical_maps", MAP_FLAG_NONE},
+    {"virtual_alias_maps", MAP_FLAG_NONE},
+    {"sender_dependent_relayhost_maps", MAP_FLAG_NONE},
     {"header_checks", MAP_FLAG_NONE},
     {"body_checks", MAP_FLAG_NONE},
 };

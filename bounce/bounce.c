@@ -2,7 +2,9 @@
  * bounce - the bounce daemon: turns a message's logs into one DSN
  *
  * Serves private/bounce (global/bounce_proto.h), one request per
- * connection: qmgr names a message and a kind; bounce reads the queue file
+ * connection: both sides greet (a peer of another protocol version is
+ * logged with both versions and the connection closed, no STATUS, nothing
+ * queued), then qmgr names a message and a kind; bounce reads the queue file
  * read-only and the log (bounce/QID for "bounce", defer/QID for "delay"),
  * keeps the records the sender asked to hear of (NOTIFY), composes one
  * multipart/report (bounce_dsn.c), hands it to cleanup (bounce_cleanup.c)
@@ -62,20 +64,6 @@ typedef struct BOUNCE_CTX {
 typedef struct BOUNCE_JOB {
     BOUNCE_DSN dsn;
 } BOUNCE_JOB;
-
-/* bounce_queue_ok - may a request name this queue? */
-static bool bounce_queue_ok(const char *queue_name)
-{
-    static const char *const queues[] = {
-        MAIL_QUEUE_INCOMING, MAIL_QUEUE_ACTIVE, MAIL_QUEUE_DEFERRED,
-        MAIL_QUEUE_HOLD,
-    };
-
-    for (size_t i = 0; i < SLUICE_ARRAY_LEN(queues); i++)
-        if (strcmp(queue_name, queues[i]) == 0)
-            return true;
-    return false;
-}
 
 /* bounce_rcpt_pending - is address a recipient not yet done? */
 static bool bounce_rcpt_pending(const QFILE_INFO *info, const char *address)
@@ -324,20 +312,41 @@ out:
 static int bounce_reply(ATTR_STREAM *stream, int status, const char *reason,
                         const char *dsn_qid, VSTR *why)
 {
-    ATTR_LIST *list = attr_list_alloc();
+    BOUNCE_STATUS reply = {.status = status,
+                           .reason = reason,
+                           .dsn_queue_id = dsn_qid};
+    ATTR_LIST *list = bounce_status_list(&reply);
     int ret;
 
-    attr_add_int(list, "status", status);
-    if (reason != NULL && *reason)
-        attr_add_str(list, "reason", reason);
-    if (dsn_qid != NULL && *dsn_qid)
-        attr_add_str(list, "dsn_queue_id", dsn_qid);
     ret = attr_stream_write(stream, list, why);
     attr_list_free(list);
     return ret;
 }
 
-/* bounce_serve - one connection: one request, one reply */
+/* bounce_greet - send our HELLO and check qmgr's; 0, or -1 after a
+   warning (the connection is to be closed without a STATUS) */
+static int bounce_greet(ATTR_STREAM *stream, VSTR *why)
+{
+    ATTR_LIST *list = bounce_hello_list();
+    int ret = attr_stream_write(stream, list, why);
+
+    list = attr_list_free(list);
+    if (ret < 0) {
+        msg_warn("bounce greeting: %s", vstr_str(why));
+        return -1;
+    }
+    if (attr_stream_read(stream, &list, why) < 0) {
+        msg_warn("bounce greeting: %s", vstr_str(why));
+        return -1;
+    }
+    ret = bounce_hello_take(list, why);
+    attr_list_free(list);
+    if (ret < 0)
+        msg_warn("bounce request: %s", vstr_str(why));
+    return ret;
+}
+
+/* bounce_serve - one connection: greetings, one request, one reply */
 static void bounce_serve(BOUNCE_CTX *ctx, int fd)
 {
     ATTR_STREAM *stream = attr_stream_open(fd, BOUNCE_LIST_MAX,
@@ -345,40 +354,26 @@ static void bounce_serve(BOUNCE_CTX *ctx, int fd)
     VSTR *why = vstr_alloc(100);
     VSTR *dsn_qid = vstr_alloc(QID_SIZE);
     ATTR_LIST *list = NULL;
-    const char *request;
-    const char *kind;
-    const char *queue_name;
-    const char *qid;
+    BOUNCE_REQ req;
     int status = 1;
 
+    if (bounce_greet(stream, why) < 0)
+        goto out;
     if (attr_stream_read(stream, &list, why) < 0) {
         msg_warn("bounce request: %s", vstr_str(why));
         goto out;
     }
-    if (attr_list_check(list, bounce_request_spec,
-                        SLUICE_ARRAY_LEN(bounce_request_spec), why) < 0) {
+    if (bounce_req_take(list, &req, why) < 0) {
         msg_warn("bad bounce request: %s", vstr_str(why));
         (void) bounce_reply(stream, 1, vstr_str(why), NULL, why);
         goto out;
     }
-    request = attr_get_str(list, "request");
-    kind = attr_get_str(list, "kind");
-    queue_name = attr_get_str(list, "queue_name");
-    qid = attr_get_str(list, "queue_id");
-    if (strcmp(request, "notify") != 0)
-        vstr_sprintf(why, "unknown request \"%s\"", request);
-    else if (strcmp(kind, BOUNCE_KIND_BOUNCE) != 0 &&
-             strcmp(kind, BOUNCE_KIND_DELAY) != 0)
-        vstr_sprintf(why, "unknown kind \"%s\"", kind);
-    else if (!bounce_queue_ok(queue_name))
-        vstr_sprintf(why, "bad queue name \"%s\"", queue_name);
-    else if (!qid_valid(qid))
-        vstr_cpy(why, "bad queue ID");
-    else if (bounce_notify(ctx, kind, queue_name, qid, dsn_qid, why) == 0)
+    if (bounce_notify(ctx, req.kind, req.queue_name, req.queue_id, dsn_qid,
+                      why) == 0)
         status = 0;
-    if (status != 0)
-        msg_warn("%s: %s notice failed: %s", qid_valid(qid) ? qid : "?",
-                 kind, vstr_str(why));
+    else
+        msg_warn("%s: %s notice failed: %s", req.queue_id, req.kind,
+                 vstr_str(why));
     if (bounce_reply(stream, status, status ? vstr_str(why) : NULL,
                      vstr_str(dsn_qid), why) < 0)
         msg_warn("bounce reply: %s", vstr_str(why));

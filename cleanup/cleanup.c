@@ -391,6 +391,11 @@ static void cleanup_tables(CLEANUP_CONF *cconf, const MAIL_CONF *conf)
     cconf->sender_canonical_maps = cleanup_maps(conf, "sender_canonical_maps");
     cconf->recipient_canonical_maps =
         cleanup_maps(conf, "recipient_canonical_maps");
+    cconf->virtual_alias_maps = cleanup_maps(conf, "virtual_alias_maps");
+    cconf->virtual_recursion_limit =
+        (int) mail_conf_int(conf, "virtual_alias_recursion_limit");
+    cconf->virtual_expansion_limit =
+        (int) mail_conf_int(conf, "virtual_alias_expansion_limit");
     cconf->header_checks = cleanup_maps(conf, "header_checks");
     cconf->body_checks = cleanup_maps(conf, "body_checks");
     cconf->mydestination =
@@ -460,6 +465,7 @@ static void cleanup_ctx_release(CLEANUP_CTX *ctx)
         &ctx->conf.canonical_maps,
         &ctx->conf.sender_canonical_maps,
         &ctx->conf.recipient_canonical_maps,
+        &ctx->conf.virtual_alias_maps,
         &ctx->conf.header_checks,
         &ctx->conf.body_checks,
     };

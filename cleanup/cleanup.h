@@ -16,7 +16,8 @@
  * cleanup_rewrite.c canonical_maps, sender_canonical_maps and
  *                   recipient_canonical_maps on the envelope and on the
  *                   address headers; bare addresses in the address
- *                   headers of local mail get @myorigin
+ *                   headers of local mail get @myorigin; then
+ *                   virtual_alias_maps on each envelope recipient
  *
  * Filters are the seam for header/body checks and later DKIM signing: a
  * table of CLEANUP_FILTER, each called for every header (which it may
@@ -30,6 +31,7 @@
 
 #include <sys/time.h>
 
+#include "argv.h"
 #include "cleanup_proto.h"
 #include "maps.h"
 #include "match_list.h"
@@ -50,10 +52,13 @@ typedef struct CLEANUP_CONF {
     MAPS *canonical_maps;
     MAPS *sender_canonical_maps;
     MAPS *recipient_canonical_maps;
+    MAPS *virtual_alias_maps;
     MAPS *header_checks;
     MAPS *body_checks;
     MATCH_LIST *mydestination; /* NULL: only myorigin is ours */
     char *recipient_delimiter; /* NULL or "": none */
+    int virtual_recursion_limit; /* virtual_alias_recursion_limit */
+    int virtual_expansion_limit; /* virtual_alias_expansion_limit */
     struct EVENTS *events; /* the journal (global/events.h), NULL: off */
 } CLEANUP_CONF;
 
@@ -166,6 +171,15 @@ extern bool cleanup_check_action(CLEANUP_MSG *msg, const char *class_name,
 extern char *cleanup_rewrite_sender(CLEANUP_MSG *msg, const char *sender);
 /* cleanup_rewrite_recipient - the same with recipient_canonical_maps */
 extern char *cleanup_rewrite_recipient(CLEANUP_MSG *msg, const char *rcpt);
+/* cleanup_rewrite_virtual - a recipient (after canonical mapping) through
+   virtual_alias_maps, recursively: the addresses to queue (the caller frees
+   the ARGV), or NULL when the message has failed (a table failed, or the
+   recursion or expansion limit was passed) */
+extern ARGV *cleanup_rewrite_virtual(CLEANUP_MSG *msg, const char *rcpt);
+/* cleanup_rewrite_result_split - the addresses of one table value:
+   separated by commas or white space outside double quotes, each without
+   its enclosing <>; empty elements dropped (exported for tests) */
+extern ARGV *cleanup_rewrite_result_split(const char *value);
 /* cleanup_rewrite_header - rewrite the addresses of a sender or recipient
    header in place; false when a table failed (the message has failed) */
 extern bool cleanup_rewrite_header(CLEANUP_MSG *msg, VSTR *header);

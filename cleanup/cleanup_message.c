@@ -19,6 +19,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "argv.h"
 #include "cleanup.h"
 #include "cleanup_proto.h"
 #include "events.h"
@@ -29,6 +30,7 @@
 #include "qid.h"
 #include "smtp_addr.h"
 #include "vstr.h"
+#include "xtext.h"
 
 #define CLEANUP_WRITE_ERROR "4.3.0 queue file write error"
 #define CLEANUP_REWRITE_ERROR "4.3.0 address rewriting table lookup failed"
@@ -209,6 +211,8 @@ void cleanup_msg_rcpt(CLEANUP_MSG *msg, const char *address, const char *orcpt,
 {
     char *qualified;
     char *rewritten;
+    ARGV *expanded;
+    VSTR *original;
 
     if (msg->in_content)
         msg_panic("%s: recipient after content", __func__);
@@ -223,16 +227,35 @@ void cleanup_msg_rcpt(CLEANUP_MSG *msg, const char *address, const char *orcpt,
     }
     qualified = cleanup_qualify(msg->conf, address);
     rewritten = cleanup_rewrite_recipient(msg, qualified);
-    myfree(qualified);
     if (rewritten == NULL) {
+        myfree(qualified);
         cleanup_msg_fail(msg, 451, CLEANUP_REWRITE_ERROR);
         return;
     }
-    /* No original-recipient field in the queue file (global/qfile.h): the
-       rewritten address is all that is kept (orcpt is the client's). */
-    qfile_put_rcpt(msg->writer, rewritten, orcpt, notify);
-    if (msg->first_rcpt == NULL)
-        msg->first_rcpt = mystrdup(rewritten);
+    if ((expanded = cleanup_rewrite_virtual(msg, rewritten)) == NULL) {
+        myfree(qualified);
+        myfree(rewritten);
+        return; /* the message has failed */
+    }
+    original = vstr_alloc(64);
+    /* No original-recipient field in the queue file (global/qfile.h): a
+       recipient that virtual_alias_maps changed keeps the address it came
+       as in the DSN ORCPT field when the client gave none, as Postfix
+       reports (and sends on) its original recipient. */
+    if ((orcpt == NULL || *orcpt == 0) &&
+        (expanded->argc != 1 || strcasecmp(expanded->argv[0], rewritten))) {
+        vstr_cpy(original, "rfc822;");
+        xtext_encode(original, qualified, strlen(qualified));
+        orcpt = vstr_str(original);
+    }
+    for (size_t i = 0; i < expanded->argc; i++) {
+        qfile_put_rcpt(msg->writer, expanded->argv[i], orcpt, notify);
+        if (msg->first_rcpt == NULL)
+            msg->first_rcpt = mystrdup(expanded->argv[i]);
+    }
+    argv_free(expanded);
+    vstr_free(original);
+    myfree(qualified);
     myfree(rewritten);
     cleanup_msg_check_write(msg);
 }

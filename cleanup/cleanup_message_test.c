@@ -673,6 +673,109 @@ static void test_qualify(void **state)
     myfree(addr);
 }
 
+/* test_virtual_rcpts - queue one message to rcpt (with orcpt) through
+   the virtual table; its status, and its recipients "addr orcpt" joined
+   by '|' in got */
+static int test_virtual_rcpts(TEST_ENV *env, const char *rcpt,
+                              const char *orcpt, VSTR *got)
+{
+    CLEANUP_MSG *msg = test_begin(env, "s@client.test", 0, NULL);
+    VSTR *content = vstr_alloc(100);
+    char qid[64];
+    int status;
+
+    snprintf(qid, sizeof(qid), "%s", msg->qid);
+    cleanup_msg_rcpt(msg, rcpt, orcpt, NULL);
+    cleanup_msg_data(msg, "Subject: v\n\nv\n", 15);
+    status = cleanup_msg_end(msg, false);
+    cleanup_msg_free(msg);
+    vstr_reset(got);
+    if (status == 0) {
+        QFILE_INFO *info = test_load(env, qid, content);
+
+        for (size_t i = 0; i < info->rcpt_count; i++)
+            vstr_sprintf_append(got, "%s%s %s", i ? "|" : "",
+                                info->rcpts[i].address, info->rcpts[i].orcpt);
+        qfile_info_free(info);
+    }
+    vstr_free(content);
+    return status;
+}
+
+/* test_virtual - virtual_alias_maps: one-to-many, self, catch-all,
+   extensions, the limits at their edges, the original recipient */
+static void test_virtual(void **state)
+{
+    TEST_ENV *env = *state;
+    VSTR *why = vstr_alloc(100);
+    VSTR *got = vstr_alloc(100);
+    MAPS *maps = maps_create(
+        "virtual_alias_maps",
+        "inline:{ {list@v.test = a@x.test, <b@x.test> b@x.test}, "
+        "{a@x.test = a@x.test, c@x.test}, @catch.test=all@x.test, "
+        "d1@x.test=d2@x.test, d2@x.test=d3@x.test, d3@x.test=d4@x.test, "
+        "d4@x.test=d5@x.test, {wide@x.test = w1@x.test, w2@x.test, w3@x.test}, "
+        "dom@x.test=@y.test, bare@x.test=user }",
+        MAP_FLAG_NONE, why);
+    ARGV *split;
+
+    if (maps == NULL)
+        fail_msg("%s", vstr_str(why));
+    env->conf.virtual_alias_maps = maps;
+    env->conf.recipient_delimiter = "+";
+    env->conf.virtual_recursion_limit = 3;
+    env->conf.virtual_expansion_limit = 4;
+
+    /* list -> a, b (once); a -> a (kept), c: four addresses before the
+       duplicate b is dropped. The client's address is the
+       ORCPT of every result. */
+    assert_int_equal(test_virtual_rcpts(env, "list@v.test", NULL, got), 0);
+    assert_string_equal(vstr_str(got), "a@x.test rfc822;list@v.test|"
+                                       "b@x.test rfc822;list@v.test|"
+                                       "c@x.test rfc822;list@v.test");
+    /* A client's ORCPT is kept; an unmapped address gets none. */
+    assert_int_equal(test_virtual_rcpts(env, "x@catch.test", "rfc822;o@t", got),
+                     0);
+    assert_string_equal(vstr_str(got), "all@x.test rfc822;o@t");
+    assert_int_equal(test_virtual_rcpts(env, "none@x.test", NULL, got), 0);
+    assert_string_equal(vstr_str(got), "none@x.test ");
+    /* The extension propagates; "@domain" keeps the local part; a bare
+       result gets @myorigin. */
+    assert_int_equal(test_virtual_rcpts(env, "d2+e@x.test", NULL, got), 0);
+    assert_string_equal(vstr_str(got), "d5+e@x.test rfc822;d2+2Be@x.test");
+    assert_int_equal(test_virtual_rcpts(env, "dom@x.test", NULL, got), 0);
+    assert_string_equal(vstr_str(got), "dom@y.test rfc822;dom@x.test");
+    assert_int_equal(test_virtual_rcpts(env, "bare@x.test", NULL, got), 0);
+    assert_string_equal(vstr_str(got), "user@example.org rfc822;bare@x.test");
+    /* Three levels pass (d2), a fourth fails (d1); three addresses pass
+       (wide), with a limit of two they fail. */
+    assert_int_equal(test_virtual_rcpts(env, "d2@x.test", NULL, got), 0);
+    assert_string_equal(vstr_str(got), "d5@x.test rfc822;d2@x.test");
+    assert_int_equal(test_virtual_rcpts(env, "d1@x.test", NULL, got), 451);
+    assert_true(test_log_has(env, "unreasonable virtual_alias_maps map "
+                                  "nesting for d4@x.test"));
+    env->conf.virtual_expansion_limit = 3;
+    assert_int_equal(test_virtual_rcpts(env, "wide@x.test", NULL, got), 0);
+    env->conf.virtual_expansion_limit = 2;
+    assert_int_equal(test_virtual_rcpts(env, "wide@x.test", NULL, got), 451);
+    assert_true(test_log_has(env, "unreasonable virtual_alias_maps map "
+                                  "expansion size for w1@x.test"));
+
+    split =
+        cleanup_rewrite_result_split(" a@x, \"q, r\"@y\t<c@z>,,\"e\\\"f\"@w ");
+    assert_int_equal(split->argc, 4);
+    assert_string_equal(split->argv[0], "a@x");
+    assert_string_equal(split->argv[1], "\"q, r\"@y");
+    assert_string_equal(split->argv[2], "c@z");
+    assert_string_equal(split->argv[3], "\"e\\\"f\"@w");
+    argv_free(split);
+
+    env->conf.virtual_alias_maps = maps_free(maps);
+    env->conf.recipient_delimiter = NULL;
+    vstr_free(why);
+    vstr_free(got);
+}
+
 /* test_from_header - the From: of a local submission, with a full name */
 static void test_from_header(void **state)
 {
@@ -734,6 +837,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_remove_stale, test_setup,
                                         test_teardown),
         cmocka_unit_test(test_from_header),
+        cmocka_unit_test_setup_teardown(test_virtual, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_qualify, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_local_headers, test_setup,

@@ -21,6 +21,15 @@
  * left untouched, and so is an element with a quoted local part or a
  * source route.
  *
+ * Then virtual_alias_maps (virtual(5)) on each envelope recipient, never
+ * on headers: the same lookup order and "@domain" and extension rules, but
+ * a value may name several addresses (separated by commas or white space)
+ * and each is looked up again, to virtual_alias_recursion_limit levels and
+ * virtual_alias_expansion_limit addresses (more fails the message with
+ * 451 4.3.0, as Postfix does not accept it); an address that maps to
+ * itself (among others) is kept and not looked up again. "@domain" applies
+ * to every address of a value, not only the first as in Postfix.
+ *
  * Locally submitted mail (CLEANUP_FLAG_LOCAL: pickup, sendmail -bs) also
  * gets its bare addresses qualified in those headers, with or without
  * tables, as Postfix does for local clients: "To: root" becomes
@@ -28,6 +37,7 @@
  */
 #include "sys_defs.h"
 
+#include "argv.h"
 #include "cleanup.h"
 #include "cleanup_proto.h"
 #include "maps.h"
@@ -86,24 +96,22 @@ static int cleanup_rewrite_flags(CLEANUP_MSG *msg, const char *addr)
     return match ? MAPS_ADDR_LOCAL : 0;
 }
 
-/* cleanup_rewrite_map - one table list on addr (qualified): the new address
-   (the caller frees it), or NULL when no table has it or when one failed
-   (*error MAP_FAIL) */
-static char *cleanup_rewrite_map(CLEANUP_MSG *msg, MAPS *maps, const char *addr,
-                                 int *error)
+/* cleanup_rewrite_lookup - one table list on addr (qualified): the value
+   as found (valid until the next lookup), or NULL when no table has it or
+   its value is empty, or when one failed (*error MAP_FAIL); *propagate
+   tells that the hit was on the address without its extension. what names
+   the mapping for the log. */
+static const char *cleanup_rewrite_lookup(CLEANUP_MSG *msg, MAPS *maps,
+                                          const char *addr, const char *what,
+                                          int *error, bool *propagate)
 {
     const char *delim = msg->conf->recipient_delimiter;
     const char *ext = cleanup_rewrite_ext(addr, delim);
-    size_t addr_local_len;
-    const char *at =
-        smtp_addr_split(addr, &addr_local_len) ? addr + addr_local_len : NULL;
     const char *value = NULL;
-    bool propagate = false;
-    char *found;
-    VSTR *result;
     int flags;
 
     *error = MAP_NOTFOUND;
+    *propagate = false;
     if ((flags = cleanup_rewrite_flags(msg, addr)) < 0) {
         msg_warn("%s: mydestination lookup of %s failed", msg->qid, addr);
         *error = MAP_FAIL;
@@ -115,7 +123,7 @@ static char *cleanup_rewrite_map(CLEANUP_MSG *msg, MAPS *maps, const char *addr,
                                error);
         if (value == NULL && *error != MAP_FAIL) {
             value = maps_find_addr(maps, addr, delim, flags, error);
-            propagate = value != NULL;
+            *propagate = value != NULL;
         }
     } else {
         value = maps_find_addr(maps, addr, delim ? delim : "", flags, error);
@@ -125,13 +133,28 @@ static char *cleanup_rewrite_map(CLEANUP_MSG *msg, MAPS *maps, const char *addr,
     while (*value == ' ' || *value == '\t')
         value++;
     if (*value == 0) {
-        msg_warn("%s: empty canonical mapping for %s ignored", msg->qid, addr);
+        msg_warn("%s: empty %s mapping for %s ignored", msg->qid, what, addr);
+        *error = MAP_NOTFOUND;
         return NULL;
     }
-    found = mystrdup(value); /* valid until the next lookup only */
-    result = vstr_alloc(64);
+    return value;
+}
+
+/* cleanup_rewrite_build - the address that one result names for addr: a
+   result "@domain" keeps addr's local part (its extension included); any
+   other is qualified and, when propagate is set and it has no extension of
+   its own, gets addr's extension (user+ext@a -> new+ext@b) */
+static char *cleanup_rewrite_build(CLEANUP_MSG *msg, const char *addr,
+                                   const char *found, bool propagate)
+{
+    const char *delim = msg->conf->recipient_delimiter;
+    const char *ext = cleanup_rewrite_ext(addr, delim);
+    size_t addr_local_len;
+    const char *at =
+        smtp_addr_split(addr, &addr_local_len) ? addr + addr_local_len : NULL;
+    VSTR *result = vstr_alloc(64);
+
     if (found[0] == '@') {
-        /* "@domain": keep the local part (its extension included). */
         vstr_ncpy(result, addr, addr_local_len);
         vstr_cat(result, found);
     } else {
@@ -153,8 +176,27 @@ static char *cleanup_rewrite_map(CLEANUP_MSG *msg, MAPS *maps, const char *addr,
         myfree(qualified);
     }
     vstr_trim(result);
-    myfree(found);
     return vstr_export(result);
+}
+
+/* cleanup_rewrite_map - one table list on addr (qualified): the new address
+   (the caller frees it), or NULL when no table has it or when one failed
+   (*error MAP_FAIL). A canonical value is one address, taken whole. */
+static char *cleanup_rewrite_map(CLEANUP_MSG *msg, MAPS *maps, const char *addr,
+                                 int *error)
+{
+    bool propagate;
+    const char *value =
+        cleanup_rewrite_lookup(msg, maps, addr, "canonical", error, &propagate);
+    char *found;
+    char *result;
+
+    if (value == NULL)
+        return NULL;
+    found = mystrdup(value); /* valid until the next lookup only */
+    result = cleanup_rewrite_build(msg, addr, found, propagate);
+    myfree(found);
+    return result;
 }
 
 /* cleanup_rewrite_two - specific tables, then canonical_maps: a new string
@@ -204,6 +246,156 @@ char *cleanup_rewrite_sender(CLEANUP_MSG *msg, const char *sender)
 char *cleanup_rewrite_recipient(CLEANUP_MSG *msg, const char *rcpt)
 {
     return cleanup_rewrite_two(msg, msg->conf->recipient_canonical_maps, rcpt);
+}
+
+/* cleanup_rewrite_result_split - the addresses of one table value; see
+   cleanup.h */
+ARGV *cleanup_rewrite_result_split(const char *value)
+{
+    ARGV *out = argv_alloc(4);
+    VSTR *word = vstr_alloc(64);
+    bool in_quote = false;
+
+    for (const char *cp = value;; cp++) {
+        if (*cp == 0 || (!in_quote && strchr(", \t\r\n", *cp) != NULL)) {
+            const char *text = vstr_str(word);
+            size_t len = vstr_len(word);
+
+            if (len >= 2 && text[0] == '<' && text[len - 1] == '>') {
+                text++;
+                len -= 2;
+            }
+            if (len > 0)
+                argv_addn(out, text, len);
+            vstr_reset(word);
+            if (*cp == 0)
+                break;
+            continue;
+        }
+        if (*cp == '"')
+            in_quote = !in_quote;
+        else if (*cp == '\\' && in_quote && cp[1] != 0)
+            vstr_addch(word, *cp++);
+        vstr_addch(word, *cp);
+    }
+    vstr_free(word);
+    return out;
+}
+
+/* cleanup_rewrite_has - is addr in list (without case)? */
+static bool cleanup_rewrite_has(const ARGV *list, const char *addr)
+{
+    for (size_t i = 0; i < list->argc; i++)
+        if (strcasecmp(list->argv[i], addr) == 0)
+            return true;
+    return false;
+}
+
+/* cleanup_rewrite_expand_one - expand list->argv[slot] in place, as deep
+   as it goes: its first result replaces it, the others are appended (and
+   expanded later by the caller). An address whose value names itself is
+   kept (and never expanded again: self). false when the message failed. */
+static bool cleanup_rewrite_expand_one(CLEANUP_MSG *msg, ARGV *list,
+                                       size_t slot, ARGV *self)
+{
+    const CLEANUP_CONF *conf = msg->conf;
+
+    for (int depth = 0; !cleanup_rewrite_has(self, list->argv[slot]); depth++) {
+        bool propagate;
+        int error;
+        const char *value = cleanup_rewrite_lookup(
+            msg, conf->virtual_alias_maps, list->argv[slot], "virtual alias",
+            &error, &propagate);
+        ARGV *results;
+        char *lhs;
+
+        if (value == NULL) {
+            if (error != MAP_FAIL)
+                return true;
+            msg_warn("%s: virtual_alias_maps: lookup of %s failed", msg->qid,
+                     list->argv[slot]);
+            cleanup_msg_fail(msg, 451, CLEANUP_REWRITE_FAILED);
+            return false;
+        }
+        if (depth >= conf->virtual_recursion_limit) {
+            msg_warn("%s: unreasonable virtual_alias_maps map nesting for %s"
+                     " (virtual_alias_recursion_limit %d) -- message not"
+                     " accepted",
+                     msg->qid, list->argv[slot], conf->virtual_recursion_limit);
+            cleanup_msg_fail(msg, 451,
+                             "4.3.0 virtual alias expansion nested too deep");
+            return false;
+        }
+        results = cleanup_rewrite_result_split(value);
+        if (results->argc == 0) {
+            argv_free(results);
+            return true;
+        }
+        lhs = mystrdup(list->argv[slot]);
+        for (size_t i = 0; i < results->argc; i++) {
+            char *addr =
+                cleanup_rewrite_build(msg, lhs, results->argv[i], propagate);
+
+            if (msg_verbose_get())
+                msg_info("%s: virtual alias %s -> %s", msg->qid, lhs, addr);
+            if (strcasecmp(addr, lhs) == 0 && !cleanup_rewrite_has(self, lhs))
+                argv_add(self, lhs);
+            if (i == 0) {
+                myfree(list->argv[slot]);
+                list->argv[slot] = addr;
+            } else {
+                argv_add(list, addr);
+                myfree(addr);
+            }
+        }
+        myfree(lhs);
+        argv_free(results);
+        if (list->argc > (size_t) conf->virtual_expansion_limit) {
+            msg_warn("%s: unreasonable virtual_alias_maps map expansion size"
+                     " for %s (virtual_alias_expansion_limit %d) -- message"
+                     " not accepted",
+                     msg->qid, list->argv[0], conf->virtual_expansion_limit);
+            cleanup_msg_fail(msg, 451,
+                             "4.3.0 virtual alias expansion gives too many"
+                             " addresses");
+            return false;
+        }
+    }
+    return true;
+}
+
+/* cleanup_rewrite_virtual - virtual_alias_maps on one recipient, as
+ * Postfix's virtual(5): each address is looked up (user+ext@domain,
+ * user@domain, user+ext and user for our own domains, @domain) and
+ * replaced by the addresses of its value, recursively. An address whose
+ * value includes itself is kept and not expanded again. More than
+ * virtual_alias_recursion_limit nested expansions, or more than
+ * virtual_alias_expansion_limit addresses, fail the message (451 4.3.0),
+ * as does a table that cannot be read. Duplicates are dropped. */
+ARGV *cleanup_rewrite_virtual(CLEANUP_MSG *msg, const char *rcpt)
+{
+    ARGV *list = argv_alloc(4);
+    ARGV *self;
+    ARGV *out;
+
+    argv_add(list, rcpt);
+    if (msg->status || !cleanup_rewrite_active(msg->conf->virtual_alias_maps))
+        return list;
+    self = argv_alloc(2);
+    for (size_t slot = 0; slot < list->argc; slot++) {
+        if (!cleanup_rewrite_expand_one(msg, list, slot, self)) {
+            argv_free(self);
+            argv_free(list);
+            return NULL;
+        }
+    }
+    argv_free(self);
+    out = argv_alloc(list->argc);
+    for (size_t i = 0; i < list->argc; i++)
+        if (!cleanup_rewrite_has(out, list->argv[i]))
+            argv_add(out, list->argv[i]);
+    argv_free(list);
+    return out;
 }
 
 /* cleanup_rewrite_is_addr - may text[0..len) stand as an addr-spec that we

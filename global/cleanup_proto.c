@@ -14,6 +14,7 @@
 
 #include "attr.h"
 #include "cleanup_proto.h"
+#include "proto_hello.h"
 #include "qid.h"
 #include "vstr.h"
 
@@ -41,44 +42,15 @@ static void cleanup_add_opt(ATTR_LIST *list, const char *name,
 /* cleanup_hello_take - the peer's HELLO */
 int cleanup_hello_take(const ATTR_LIST *list, VSTR *why)
 {
-    const char *request = attr_get_str(list, CLEANUP_ATTR_REQUEST);
-    const char *protocol = attr_get_str(list, CLEANUP_ATTR_PROTOCOL);
-    const char *version = attr_get_str(list, CLEANUP_ATTR_VERSION);
-    long long number = 0;
-
-    /* The name and version first: a newer peer may send more. */
-    if (request == NULL || strcmp(request, CLEANUP_REQ_HELLO) != 0) {
-        vstr_sprintf(why,
-                     "protocol mismatch: no greeting (first list is \"%s\"); "
-                     "this side speaks %s version %d",
-                     request ? request : "(none)", CLEANUP_PROTO_NAME,
-                     CLEANUP_PROTO_VERSION);
-        return -1;
-    }
-    if (protocol == NULL || strcmp(protocol, CLEANUP_PROTO_NAME) != 0 ||
-        !attr_get_int(list, CLEANUP_ATTR_VERSION, &number) ||
-        number != CLEANUP_PROTO_VERSION) {
-        vstr_sprintf(why,
-                     "protocol mismatch: peer speaks %s version %s; this side "
-                     "speaks %s version %d",
-                     protocol ? protocol : "(unnamed)",
-                     version ? version : "(none)", CLEANUP_PROTO_NAME,
-                     CLEANUP_PROTO_VERSION);
-        return -1;
-    }
-    return attr_list_check(list, cleanup_hello_spec,
-                           SLUICE_ARRAY_LEN(cleanup_hello_spec), why);
+    return proto_hello_take(list, CLEANUP_PROTO_NAME, CLEANUP_PROTO_VERSION,
+                            cleanup_hello_spec,
+                            SLUICE_ARRAY_LEN(cleanup_hello_spec), why);
 }
 
 /* cleanup_hello_list - our HELLO */
 ATTR_LIST *cleanup_hello_list(void)
 {
-    ATTR_LIST *list = attr_list_alloc();
-
-    attr_add_str(list, CLEANUP_ATTR_REQUEST, CLEANUP_REQ_HELLO);
-    attr_add_str(list, CLEANUP_ATTR_PROTOCOL, CLEANUP_PROTO_NAME);
-    attr_add_int(list, CLEANUP_ATTR_VERSION, CLEANUP_PROTO_VERSION);
-    return list;
+    return proto_hello_list(CLEANUP_PROTO_NAME, CLEANUP_PROTO_VERSION);
 }
 
 /* cleanup_list_request - the request= of a list, NULL when none */

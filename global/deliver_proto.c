@@ -16,6 +16,7 @@
 #include "deliver_proto.h"
 #include "mail_queue.h"
 #include "mymalloc.h"
+#include "proto_hello.h"
 #include "qid.h"
 #include "vstr.h"
 
@@ -43,45 +44,15 @@ bool deliver_action_valid(const char *action)
 /* deliver_hello_take - the peer's HELLO */
 int deliver_hello_take(const ATTR_LIST *list, VSTR *why)
 {
-    const char *request = attr_get_str(list, DELIVER_ATTR_REQUEST);
-    const char *protocol = attr_get_str(list, DELIVER_ATTR_PROTOCOL);
-    long long version = 0;
-
-    /* The name and version first: a newer peer may send more. */
-    if (request == NULL || strcmp(request, DELIVER_REQ_HELLO) != 0) {
-        vstr_sprintf(why,
-                     "protocol mismatch: no greeting (first list is \"%s\"); "
-                     "this side speaks %s version %d",
-                     request ? request : "(none)", DELIVER_PROTO_NAME,
-                     DELIVER_PROTO_VERSION);
-        return -1;
-    }
-    if (protocol == NULL || strcmp(protocol, DELIVER_PROTO_NAME) != 0 ||
-        !attr_get_int(list, DELIVER_ATTR_VERSION, &version) ||
-        version != DELIVER_PROTO_VERSION) {
-        vstr_sprintf(why,
-                     "protocol mismatch: peer speaks %s version %s; this side "
-                     "speaks %s version %d",
-                     protocol ? protocol : "(unnamed)",
-                     attr_get_str(list, DELIVER_ATTR_VERSION)
-                         ? attr_get_str(list, DELIVER_ATTR_VERSION)
-                         : "(none)",
-                     DELIVER_PROTO_NAME, DELIVER_PROTO_VERSION);
-        return -1;
-    }
-    return attr_list_check(list, deliver_hello_spec,
-                           SLUICE_ARRAY_LEN(deliver_hello_spec), why);
+    return proto_hello_take(list, DELIVER_PROTO_NAME, DELIVER_PROTO_VERSION,
+                            deliver_hello_spec,
+                            SLUICE_ARRAY_LEN(deliver_hello_spec), why);
 }
 
 /* deliver_hello_list - our HELLO */
 ATTR_LIST *deliver_hello_list(void)
 {
-    ATTR_LIST *list = attr_list_alloc();
-
-    attr_add_str(list, DELIVER_ATTR_REQUEST, DELIVER_REQ_HELLO);
-    attr_add_str(list, DELIVER_ATTR_PROTOCOL, DELIVER_PROTO_NAME);
-    attr_add_int(list, DELIVER_ATTR_VERSION, DELIVER_PROTO_VERSION);
-    return list;
+    return proto_hello_list(DELIVER_PROTO_NAME, DELIVER_PROTO_VERSION);
 }
 
 /* deliver_req_take - a DELIVER list into a new request */

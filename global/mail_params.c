@@ -82,8 +82,14 @@ static const MAIL_PARAM mail_param_tab[] = {
      "client networks that may relay through this host"},
     {"relay_domains", LIST, "",
      "remote domains this host accepts mail for and relays"},
+    {"virtual_alias_domains", LIST, "$virtual_alias_maps",
+     "domains whose every address is a virtual alias: accepted, never relayed;"
+     " a table here matches a domain listed as a key"},
     {"relayhost", STR, "",
      "host that receives all outbound mail (empty: deliver directly)"},
+    {"sender_dependent_relayhost_maps", LIST, "",
+     "tables that choose the relayhost by envelope sender, then @domain"
+     " (null sender: <>)"},
     {"inet_interfaces", LIST, "all",
      "addresses an inet service without one in master.cf listens on: all, "
      "loopback-only, or numeric addresses"},
@@ -92,6 +98,9 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"mail_name", STR, "sluice",
      "name of the mail system in banners and bounces"},
     {"mail_version", STR, "0.1", "version of the mail system"},
+    {"compatibility_level", STR, "3.6",
+     "accepted for Postfix main.cf files; sluice has no compatibility"
+     " safety net, so the value changes nothing"},
 
     /* Logging. */
     {"maillog_file", STR, "", "file to log to (empty: syslog)"},
@@ -208,6 +217,9 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"home_mailbox", STR, "",
      "mailbox relative to the user's home (mbox, Maildir when it ends in /);"
      " empty: mail_spool_directory"},
+    {"mailbox_command", STR, "",
+     "command that local users' mail is piped to instead of their mailbox,"
+     " as the user (not $name-expanded)"},
     {"forward_path", LIST, "$home/.forward",
      ".forward files looked for, in order ($home, $user, $local, $extension)"},
     {"allow_mail_to_commands", LIST, "alias, forward",
@@ -239,6 +251,13 @@ static const MAIL_PARAM mail_param_tab[] = {
      "tables that rewrite sender addresses (before canonical_maps)"},
     {"recipient_canonical_maps", LIST, "",
      "tables that rewrite recipient addresses (before canonical_maps)"},
+    {"virtual_alias_maps", LIST, "",
+     "tables that redirect envelope recipients to one or more addresses,"
+     " recursively (after canonical mapping)"},
+    {"virtual_alias_recursion_limit", INT_RANGE(1, INTMAX), "1000",
+     "deepest nesting of virtual alias expansion"},
+    {"virtual_alias_expansion_limit", INT_RANGE(1, INTMAX), "1000",
+     "most addresses one recipient's virtual alias expansion may give"},
     {"header_checks", LIST, "",
      "tables matched against each header: REJECT, DISCARD, HOLD, WARN, "
      "REPLACE, PREPEND, IGNORE"},

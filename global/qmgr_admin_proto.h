@@ -28,10 +28,21 @@
  * queue_directory/private/qmgr-admin (QMGR_ADMIN_SERVICE, mode 0600,
  * made by qmgr itself, not by master). A connection carries any number
  * of requests, each answered before the next is read. Attribute lists
- * (global/attr.h):
+ * (global/attr.h), in order:
  *
+ *   qmgr -> admin   HELLO    (qmgr_admin_hello_spec), at once on accept
+ *   admin -> qmgr   HELLO    first, before any REQUEST (it need not wait
+ *                            for qmgr's, but reads it before a REPLY)
  *   admin -> qmgr   REQUEST  (qmgr_admin_request_spec)
  *   qmgr -> admin   REPLY    (qmgr_admin_reply_spec)
+ *
+ * HELLO names the protocol and its version (global/proto_hello.h); each
+ * side checks the other's before anything else and, on a mismatch, gives
+ * up on the connection: qmgr logs both versions and closes without acting
+ * on any request; the admin command prints both versions and exits
+ * non-zero, having moved nothing in active/. A REQUEST that is not one
+ * (unknown request, bad queue ID, a missing or unknown attribute) gets
+ * status QMGR_ADMIN_STAT_FAIL and its reason, and the connection stays.
  *
  * status QMGR_ADMIN_STAT_NOTHERE means "not in active/ (any more)": the
  * message has moved on (to deferred/, or it is gone); the admin command
@@ -42,26 +53,88 @@
 #define QMGR_ADMIN_PROTO_H
 
 #include "attr.h"
+#include "proto_hello.h"
+#include "vstr.h"
 
-#define QMGR_ADMIN_SERVICE "qmgr-admin"  /* private/qmgr-admin */
-#define QMGR_ADMIN_LIST_MAX 4096        /* largest list either side sends */
+#define QMGR_ADMIN_SERVICE "qmgr-admin" /* private/qmgr-admin */
+#define QMGR_ADMIN_LIST_MAX 4096 /* largest list either side sends */
 
+#define QMGR_ADMIN_PROTO_NAME "qmgr_admin" /* HELLO protocol= */
+#define QMGR_ADMIN_PROTO_VERSION 1 /* HELLO version=: bump on any change */
+
+#define QMGR_ADMIN_REQ_HELLO PROTO_HELLO_REQ
 #define QMGR_ADMIN_REQ_HOLD "hold"
 #define QMGR_ADMIN_REQ_DELETE "delete"
 #define QMGR_ADMIN_REQ_REQUEUE "requeue"
 
-#define QMGR_ADMIN_STAT_OK 0            /* done, or will be (hold, requeue) */
-#define QMGR_ADMIN_STAT_NOTHERE 1       /* not in active/: look again */
-#define QMGR_ADMIN_STAT_FAIL 2          /* could not: see reason */
+#define QMGR_ADMIN_STAT_OK 0 /* done, or will be (hold, requeue) */
+#define QMGR_ADMIN_STAT_NOTHERE 1 /* not in active/: look again */
+#define QMGR_ADMIN_STAT_FAIL 2 /* could not: see reason */
+
+/* Attribute names: call sites use these, never the strings. */
+#define QMGR_ADMIN_ATTR_REQUEST PROTO_HELLO_ATTR_REQUEST
+#define QMGR_ADMIN_ATTR_PROTOCOL PROTO_HELLO_ATTR_PROTOCOL
+#define QMGR_ADMIN_ATTR_VERSION PROTO_HELLO_ATTR_VERSION
+#define QMGR_ADMIN_ATTR_QUEUE_ID "queue_id"
+#define QMGR_ADMIN_ATTR_STATUS "status"
+#define QMGR_ADMIN_ATTR_REASON "reason"
+
+static const ATTR_SPEC qmgr_admin_hello_spec[] = {
+    {QMGR_ADMIN_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"hello\""},
+    {QMGR_ADMIN_ATTR_PROTOCOL, ATTR_TYPE_STR, true, false, "\"qmgr_admin\""},
+    {QMGR_ADMIN_ATTR_VERSION, ATTR_TYPE_INT, true, false,
+     "QMGR_ADMIN_PROTO_VERSION of the sender"},
+};
 
 static const ATTR_SPEC qmgr_admin_request_spec[] = {
-    {"request", ATTR_TYPE_STR, true, false, "hold | delete | requeue"},
-    {"queue_id", ATTR_TYPE_STR, true, false, "the message"},
+    {QMGR_ADMIN_ATTR_REQUEST, ATTR_TYPE_STR, true, false,
+     "hold | delete | requeue"},
+    {QMGR_ADMIN_ATTR_QUEUE_ID, ATTR_TYPE_STR, true, false, "the message"},
 };
 
 static const ATTR_SPEC qmgr_admin_reply_spec[] = {
-    {"status", ATTR_TYPE_INT, true, false, "0 ok, 1 not in active/, 2 failed"},
-    {"reason", ATTR_TYPE_STR, false, false, "why it failed"},
+    {QMGR_ADMIN_ATTR_STATUS, ATTR_TYPE_INT, true, false,
+     "0 ok, 1 not in active/, 2 failed"},
+    {QMGR_ADMIN_ATTR_REASON, ATTR_TYPE_STR, false, false, "why it failed"},
 };
+
+/*
+ * The codec: each list as a C struct, filled from a list by a strict
+ * reader (*_take: the list passes attr_list_check against its table, is
+ * a request it should be, and its values make sense: a known request, a
+ * valid queue ID, a known status) and turned back into a list by *_list.
+ * Strings are borrowed from the list taken (or lent by the caller to
+ * *_list). Readers return 0, or -1 with the reason in why.
+ */
+typedef struct QMGR_ADMIN_REQUEST {
+    const char *request; /* QMGR_ADMIN_REQ_HOLD, _DELETE, _REQUEUE */
+    const char *queue_id; /* qid_valid() */
+} QMGR_ADMIN_REQUEST;
+
+typedef struct QMGR_ADMIN_REPLY {
+    int status; /* QMGR_ADMIN_STAT_* */
+    const char *reason; /* NULL when none */
+} QMGR_ADMIN_REPLY;
+
+/* qmgr_admin_hello_take - the peer's HELLO: -1 with a reason naming both
+   sides' protocol and version when it is not ours */
+extern int qmgr_admin_hello_take(const ATTR_LIST *list, VSTR *why);
+/* qmgr_admin_hello_list - our HELLO */
+extern ATTR_LIST *qmgr_admin_hello_list(void);
+
+/* qmgr_admin_request_take - a REQUEST list; strings borrowed from list */
+extern int qmgr_admin_request_take(const ATTR_LIST *list,
+                                   QMGR_ADMIN_REQUEST *req, VSTR *why);
+/* qmgr_admin_request_list - the REQUEST list of req */
+extern ATTR_LIST *qmgr_admin_request_list(const QMGR_ADMIN_REQUEST *req);
+
+/* qmgr_admin_reply_take - a REPLY list; the reason borrowed from list */
+extern int qmgr_admin_reply_take(const ATTR_LIST *list, QMGR_ADMIN_REPLY *reply,
+                                 VSTR *why);
+/* qmgr_admin_reply_list - the REPLY list of reply */
+extern ATTR_LIST *qmgr_admin_reply_list(const QMGR_ADMIN_REPLY *reply);
+
+/* qmgr_admin_request_valid - one of hold, delete, requeue? */
+extern bool qmgr_admin_request_valid(const char *request);
 
 #endif

@@ -97,6 +97,7 @@ static void local_pre_loop(MAIL_SERVER *server, void *arg)
     VSTR *why = vstr_alloc(100);
     long long timeout = mail_conf_time(conf, "ipc_timeout") * 1000;
     struct passwd *pw;
+    const char *raw;
 
     ctx->server = server;
     signal(SIGPIPE, SIG_IGN);
@@ -112,6 +113,9 @@ static void local_pre_loop(MAIL_SERVER *server, void *arg)
     if (*lc->spool_dir == 0)
         msg_fatal("mail_spool_directory is empty");
     lc->home_mailbox = mystrdup(mail_conf_str(conf, "home_mailbox"));
+    /* As Postfix: not $name-expanded ($EXTENSION is the shell's). */
+    raw = mail_conf_raw(conf, "mailbox_command");
+    lc->mailbox_command = mystrdup(raw ? raw : "");
     lc->forward_path = local_forward_path(conf);
     lc->allow_commands = mail_conf_list(conf, "allow_mail_to_commands");
     lc->allow_files = mail_conf_list(conf, "allow_mail_to_files");
@@ -155,6 +159,7 @@ static void local_ctx_release(LOCAL_CTX *ctx)
     myfree(lc->delims);
     myfree(lc->spool_dir);
     myfree(lc->home_mailbox);
+    myfree(lc->mailbox_command);
     if (lc->forward_path)
         argv_free(lc->forward_path);
     if (lc->allow_commands)

@@ -241,6 +241,7 @@ typedef struct LOCAL_CONF {
     char *delims; /* recipient_delimiter */
     char *spool_dir;
     char *home_mailbox;
+    char *mailbox_command; /* "": none */
     ARGV *forward_path; /* unexpanded entries */
     ARGV *allow_commands;
     ARGV *allow_files;
@@ -340,7 +341,8 @@ extern bool local_key_add(ARGV *set, const char *kind, const char *name);
 /* local_address - "user@domain" of the recipient being handled */
 extern void local_address(LOCAL_STATE *state, const char *user,
                           const char *ext, VSTR *out);
-/* local_mailbox - deliver to user's own mailbox */
+/* local_mailbox - deliver to user's own mailbox, or pipe to
+   mailbox_command as the user when that is set */
 extern void local_mailbox(LOCAL_STATE *state, const char *user,
                           const char *ext);
 /* local_file - a /file destination */

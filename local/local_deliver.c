@@ -15,6 +15,7 @@
 #include "mymalloc.h"
 #include "smtp_addr.h"
 #include "vstr.h"
+#include "xtext.h"
 
 /* local_address - "user@domain" of the recipient being handled */
 void local_address(LOCAL_STATE *state, const char *user, const char *ext,
@@ -67,7 +68,8 @@ static void local_mailbox_action(void *arg, LOCAL_RESULT *res)
                            LOCAL_LOCK_WAIT, res);
 }
 
-/* local_mailbox - deliver to user's own mailbox */
+/* local_mailbox - deliver to user's own mailbox, or pipe to
+   mailbox_command */
 void local_mailbox(LOCAL_STATE *state, const char *user, const char *ext)
 {
     LOCAL_CTX *ctx = state->req->ctx;
@@ -86,6 +88,14 @@ void local_mailbox(LOCAL_STATE *state, const char *user, const char *ext)
         goto out; /* this mailbox has its copy */
     if (!local_priv_user(ctx, user, &priv, res)) {
         local_outcome(state, vstr_str(to), res, NULL);
+        goto out;
+    }
+    if (*conf->mailbox_command != 0) {
+        /* Postfix's mailbox_command: the admin's, so allow_mail_to_commands
+           does not apply; run as the user (root's as default_privs). */
+        local_command(state, vstr_str(to), user, ext, conf->mailbox_command,
+                      &priv);
+        local_priv_free(&priv);
         goto out;
     }
     spool = *conf->home_mailbox == 0 || priv.home == NULL;
@@ -163,6 +173,27 @@ void local_file(LOCAL_STATE *state, const char *to, const char *path,
     vstr_free(what);
 }
 
+/* local_original_recipient - the address the recipient had when it came
+   in: the DSN ORCPT when it is an rfc822 one (cleanup puts the client's
+   address there when virtual_alias_maps changed it), else the recipient
+   as queued */
+static void local_original_recipient(LOCAL_STATE *state, VSTR *out)
+{
+    const char *orcpt = state->rcpt->orcpt;
+    static const char prefix[] = "rfc822;";
+
+    if (orcpt != NULL && strncasecmp(orcpt, prefix, sizeof(prefix) - 1) == 0) {
+        const char *text = orcpt + sizeof(prefix) - 1;
+
+        while (*text == ' ')
+            text++;
+        if (xtext_decode(out, text) == 0 && vstr_len(out) > 0 &&
+            strpbrk(vstr_str(out), "\r\n") == NULL)
+            return;
+    }
+    vstr_cpy(out, state->rcpt->address);
+}
+
 typedef struct LOCAL_CMD_ARG {
     LOCAL_CMD *cmd;
     LOCAL_MSG *msg;
@@ -206,6 +237,7 @@ void local_command(LOCAL_STATE *state, const char *to, const char *user,
 
     (void) smtp_addr_split(to, &local_len);
     vstr_ncpy(local_part, to, local_len);
+    /* local_part is reused for ORIGINAL_RECIPIENT after LOCAL is set. */
 #define LOCAL_ENV(name, value)                                                 \
     do {                                                                       \
         vstr_sprintf(buf, "%s=%s", (name), (value));                           \
@@ -219,7 +251,8 @@ void local_command(LOCAL_STATE *state, const char *to, const char *user,
     LOCAL_ENV("SENDER", req->sender);
     LOCAL_ENV("RECIPIENT", to);
     LOCAL_ENV("DOMAIN", vstr_str(state->domain));
-    LOCAL_ENV("ORIGINAL_RECIPIENT", state->rcpt->address);
+    local_original_recipient(state, local_part);
+    LOCAL_ENV("ORIGINAL_RECIPIENT", vstr_str(local_part));
     LOCAL_ENV("SHELL", conf->shell);
     LOCAL_ENV("PATH", "/usr/local/bin:/usr/bin:/bin");
 #undef LOCAL_ENV

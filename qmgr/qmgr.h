@@ -65,6 +65,10 @@ typedef struct QMGR_CONF {
     char *queue_dir;
     struct MATCH_LIST *mydestination; /* domains delivered locally */
     struct MAPS *transport_maps; /* recipient -> transport:nexthop */
+    struct MAPS *sender_relayhost_maps; /* sender -> relayhost */
+    char *virtual_alias_domains_value; /* "": none */
+    struct MATCH_LIST *virtual_alias_domains; /* NULL until it compiles */
+    time_t virtual_alias_domains_tried; /* last attempt to compile it */
     char *recipient_delimiter; /* "" when none */
     QMGR_ROUTE_CONF route; /* transports, relayhost, myhostname */
     QMGR_SCHED_CONF sched; /* windows, retries, lifetimes */

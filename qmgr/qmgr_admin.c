@@ -10,6 +10,11 @@
  * back active/ at start has not reached it, or a move out of active/
  * failed) has nothing in flight: it is moved or removed here at once.
  * Anything else is "not in active/", and the admin command looks again.
+ *
+ * Each connection starts with the greetings: ours goes out on accept, and
+ * the command's must be the first list; a command of another protocol
+ * version is logged with both versions and its connection closed before
+ * any request is acted on. Lists are built and read only by the codec.
  */
 #include "sys_defs.h"
 
@@ -25,7 +30,6 @@
 #include "mail_queue.h"
 #include "msg.h"
 #include "mymalloc.h"
-#include "qid.h"
 #include "qmgr.h"
 #include "qmgr_admin_proto.h"
 #include "sock.h"
@@ -33,23 +37,61 @@
 
 #define QMGR_ADMIN_BACKLOG 16
 #define QMGR_ADMIN_IDLE 60 /* seconds an idle admin connection may stay */
-#define QMGR_SPEC_LEN(spec) (sizeof(spec) / sizeof((spec)[0]))
 
-/* qmgr_admin_reply - queue one REPLY */
-static void qmgr_admin_reply(struct bufferevent *bev, int status,
-                             const char *reason)
+/* One admin connection. */
+typedef struct QMGR_ADMIN_PEER {
+    QMGR_CTX *ctx;
+    bool greeted; /* the command's HELLO has come */
+} QMGR_ADMIN_PEER;
+
+static void qmgr_admin_event(struct bufferevent *bev, short what, void *arg);
+
+/* qmgr_admin_send - queue one list, and free it */
+static void qmgr_admin_send(struct bufferevent *bev, ATTR_LIST *list)
 {
-    ATTR_LIST *list = attr_list_alloc();
     VSTR *wire = vstr_alloc(100);
 
-    attr_add_int(list, "status", status);
-    if (reason)
-        attr_add_str(list, "reason", reason);
     attr_list_encode(list, wire);
     if (bufferevent_write(bev, vstr_str(wire), vstr_len(wire)) < 0)
         msg_fatal("cannot buffer %zu bytes", vstr_len(wire));
     attr_list_free(list);
     vstr_free(wire);
+}
+
+/* qmgr_admin_reply - queue one REPLY */
+static void qmgr_admin_reply(struct bufferevent *bev, int status,
+                             const char *reason)
+{
+    QMGR_ADMIN_REPLY reply = {.status = status, .reason = reason};
+
+    qmgr_admin_send(bev, qmgr_admin_reply_list(&reply));
+}
+
+/* qmgr_admin_close - end a connection */
+static void qmgr_admin_close(struct bufferevent *bev, QMGR_ADMIN_PEER *peer)
+{
+    bufferevent_free(bev);
+    myfree(peer);
+}
+
+/* qmgr_admin_drained - what was queued has gone out: close */
+static void qmgr_admin_drained(struct bufferevent *bev, void *arg)
+{
+    qmgr_admin_close(bev, arg);
+}
+
+/* qmgr_admin_close_after - read no more; close once what is queued (our
+   HELLO, so the peer learns our version) has gone out, or on the idle
+   timeout */
+static void qmgr_admin_close_after(struct bufferevent *bev,
+                                   QMGR_ADMIN_PEER *peer)
+{
+    (void) bufferevent_disable(bev, EV_READ);
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        qmgr_admin_close(bev, peer);
+    else
+        bufferevent_setcb(bev, NULL, qmgr_admin_drained, qmgr_admin_event,
+                          peer);
 }
 
 /* qmgr_admin_move - move active/qid (at path) to queue; the reply status */
@@ -106,29 +148,20 @@ static int qmgr_admin_unloaded(QMGR_CTX *ctx, const char *qid, QMGR_ADMIN_OP op,
     return status;
 }
 
-/* qmgr_admin_request - one REQUEST; the reply status */
-static int qmgr_admin_request(QMGR_CTX *ctx, const ATTR_LIST *list,
+/* qmgr_admin_request - one REQUEST the codec took; the reply status */
+static int qmgr_admin_request(QMGR_CTX *ctx, const QMGR_ADMIN_REQUEST *req,
                               VSTR *reason)
 {
-    const char *request = attr_get_str(list, "request");
-    const char *qid = attr_get_str(list, "queue_id");
+    const char *qid = req->queue_id;
     QMGR_MESSAGE *msg;
     QMGR_ADMIN_OP op;
 
-    if (strcmp(request, QMGR_ADMIN_REQ_HOLD) == 0) {
+    if (strcmp(req->request, QMGR_ADMIN_REQ_HOLD) == 0)
         op = QMGR_ADMIN_HOLD;
-    } else if (strcmp(request, QMGR_ADMIN_REQ_DELETE) == 0) {
+    else if (strcmp(req->request, QMGR_ADMIN_REQ_DELETE) == 0)
         op = QMGR_ADMIN_DELETE;
-    } else if (strcmp(request, QMGR_ADMIN_REQ_REQUEUE) == 0) {
+    else
         op = QMGR_ADMIN_REQUEUE;
-    } else {
-        vstr_sprintf(reason, "unknown request \"%s\"", request);
-        return QMGR_ADMIN_STAT_FAIL;
-    }
-    if (!qid_valid(qid)) {
-        vstr_sprintf(reason, "\"%s\" is not a queue ID", qid);
-        return QMGR_ADMIN_STAT_FAIL;
-    }
     if ((msg = qmgr_message_find(ctx, qid)) == NULL)
         return qmgr_admin_unloaded(ctx, qid, op, reason);
     qmgr_message_admin(msg, op);
@@ -136,10 +169,35 @@ static int qmgr_admin_request(QMGR_CTX *ctx, const ATTR_LIST *list,
     return QMGR_ADMIN_STAT_OK;
 }
 
+/* qmgr_admin_list - one list from the command: its HELLO, then REQUESTs
+   (each answered); -1: close the connection */
+static int qmgr_admin_list(QMGR_ADMIN_PEER *peer, struct bufferevent *bev,
+                           const ATTR_LIST *list, VSTR *why)
+{
+    QMGR_ADMIN_REQUEST req;
+    int status;
+
+    if (!peer->greeted) {
+        if (qmgr_admin_hello_take(list, why) < 0) {
+            msg_warn("%s: %s", QMGR_ADMIN_SERVICE, vstr_str(why));
+            return -1;
+        }
+        peer->greeted = true;
+        return 0;
+    }
+    vstr_cpy(why, "");
+    if (qmgr_admin_request_take(list, &req, why) < 0)
+        status = QMGR_ADMIN_STAT_FAIL;
+    else
+        status = qmgr_admin_request(peer->ctx, &req, why);
+    qmgr_admin_reply(bev, status, *vstr_str(why) ? vstr_str(why) : NULL);
+    return 0;
+}
+
 /* qmgr_admin_read - answer every whole REQUEST that arrived */
 static void qmgr_admin_read(struct bufferevent *bev, void *arg)
 {
-    QMGR_CTX *ctx = arg;
+    QMGR_ADMIN_PEER *peer = arg;
     struct evbuffer *input = bufferevent_get_input(bev);
     VSTR *why = vstr_alloc(100);
 
@@ -148,7 +206,6 @@ static void qmgr_admin_read(struct bufferevent *bev, void *arg)
         ATTR_LIST *list = NULL;
         size_t used = 0;
         int ret;
-        int status;
 
         if (len == 0)
             break;
@@ -159,19 +216,16 @@ static void qmgr_admin_read(struct bufferevent *bev, void *arg)
         if (ret < 0) {
             msg_warn("%s: malformed request: %s", QMGR_ADMIN_SERVICE,
                      vstr_str(why));
-            bufferevent_free(bev);
+            qmgr_admin_close(bev, peer);
             break;
         }
         evbuffer_drain(input, used);
-        if (attr_list_check(list, qmgr_admin_request_spec,
-                            QMGR_SPEC_LEN(qmgr_admin_request_spec), why) < 0) {
-            status = QMGR_ADMIN_STAT_FAIL;
-        } else {
-            vstr_cpy(why, "");
-            status = qmgr_admin_request(ctx, list, why);
-        }
-        qmgr_admin_reply(bev, status, *vstr_str(why) ? vstr_str(why) : NULL);
+        ret = qmgr_admin_list(peer, bev, list, why);
         attr_list_free(list);
+        if (ret < 0) {
+            qmgr_admin_close_after(bev, peer);
+            break;
+        }
     }
     vstr_free(why);
 }
@@ -179,13 +233,14 @@ static void qmgr_admin_read(struct bufferevent *bev, void *arg)
 /* qmgr_admin_event - EOF, error or idle timeout: close */
 static void qmgr_admin_event(struct bufferevent *bev, short what, void *arg)
 {
-    bufferevent_free(bev);
+    qmgr_admin_close(bev, arg);
 }
 
 /* qmgr_admin_accept - a new admin connection */
 static void qmgr_admin_accept(evutil_socket_t fd, short what, void *arg)
 {
     QMGR_CTX *ctx = arg;
+    QMGR_ADMIN_PEER *peer;
     struct bufferevent *bev;
     struct timeval idle = {QMGR_ADMIN_IDLE, 0};
     int conn;
@@ -198,10 +253,13 @@ static void qmgr_admin_accept(evutil_socket_t fd, short what, void *arg)
     if ((bev = bufferevent_socket_new(ctx->base, conn,
                                       BEV_OPT_CLOSE_ON_FREE)) == NULL)
         msg_fatal("cannot create a connection event");
-    bufferevent_setcb(bev, qmgr_admin_read, NULL, qmgr_admin_event, ctx);
+    peer = mycalloc(1, sizeof(*peer));
+    peer->ctx = ctx;
+    bufferevent_setcb(bev, qmgr_admin_read, NULL, qmgr_admin_event, peer);
     bufferevent_set_timeouts(bev, &idle, &idle);
     if (bufferevent_enable(bev, EV_READ | EV_WRITE) < 0)
         msg_fatal("cannot add a connection event");
+    qmgr_admin_send(bev, qmgr_admin_hello_list());
 }
 
 /* qmgr_admin_init - listen on private/qmgr-admin (a failure only costs

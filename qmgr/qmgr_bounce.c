@@ -1,7 +1,9 @@
 /*
  * qmgr_bounce - ask the bounce daemon for a DSN, without waiting for it
  *
- * One request per connection to private/bounce (global/bounce_proto.h).
+ * One request per connection to private/bounce (global/bounce_proto.h):
+ * our HELLO and the NOTIFY go out at once; bounce's HELLO must come first,
+ * then its STATUS. Lists are built and read only by the codec.
  * The answer comes back through the event loop; done(msg, ok) runs once,
  * always from the loop (never from inside qmgr_bounce_request), so the
  * caller's state machine never re-enters itself. A missing bounce service,
@@ -22,13 +24,12 @@
 #include "qmgr.h"
 #include "vstr.h"
 
-#define QMGR_SPEC_LEN(spec) (sizeof(spec) / sizeof((spec)[0]))
-
 typedef struct QMGR_BOUNCE {
     QMGR_MESSAGE *msg;
     QMGR_BOUNCE_DONE done;
     char *kind;
     struct event *later; /* a failure reported from the loop */
+    bool greeted; /* bounce's HELLO has come */
     bool ok;
 } QMGR_BOUNCE;
 
@@ -48,26 +49,35 @@ static void qmgr_bounce_finish(QMGR_BOUNCE *req)
     done(msg, ok);
 }
 
-/* qmgr_bounce_list - the STATUS reply */
+/* qmgr_bounce_list - bounce's HELLO, then the STATUS reply */
 static void qmgr_bounce_list(QMGR_CONN *conn, ATTR_LIST *list, void *arg)
 {
     QMGR_BOUNCE *req = arg;
     VSTR *why = vstr_alloc(100);
-    long long status = -1;
+    BOUNCE_STATUS status;
 
-    if (attr_list_check(list, bounce_status_spec,
-                        QMGR_SPEC_LEN(bounce_status_spec), why) < 0) {
-        msg_warn("%s: bounce: bad reply: %s", req->msg->qid, vstr_str(why));
-    } else {
-        const char *reason = attr_get_str(list, "reason");
-
-        (void) attr_get_int(list, "status", &status);
-        /* bounce logs the notice it sent, in Postfix's words. */
-        if (status != 0)
-            msg_warn("%s: %s notice failed: %s", req->msg->qid, req->kind,
-                     reason ? reason : "no reason given");
+    if (!req->greeted) {
+        if (bounce_hello_take(list, why) < 0) {
+            msg_warn("%s: %s notice: bounce service: %s", req->msg->qid,
+                     req->kind, vstr_str(why));
+            req->ok = false;
+            qmgr_bounce_finish(req);
+        } else {
+            req->greeted = true;
+        }
+        vstr_free(why);
+        return;
     }
-    req->ok = status == 0;
+    if (bounce_status_take(list, &status, why) < 0) {
+        msg_warn("%s: bounce: bad reply: %s", req->msg->qid, vstr_str(why));
+        req->ok = false;
+    } else {
+        /* bounce logs the notice it sent, in Postfix's words. */
+        if (status.status != 0)
+            msg_warn("%s: %s notice failed: %s", req->msg->qid, req->kind,
+                     status.reason ? status.reason : "no reason given");
+        req->ok = status.status == 0;
+    }
     vstr_free(why);
     qmgr_bounce_finish(req);
 }
@@ -116,12 +126,14 @@ void qmgr_bounce_request(QMGR_MESSAGE *msg, const char *kind,
                     why)) == NULL) {
         msg_warn("%s: %s notice: %s", msg->qid, kind, vstr_str(why));
     } else {
-        ATTR_LIST *list = attr_list_alloc();
+        BOUNCE_REQ notify = {.kind = kind,
+                             .queue_name = MAIL_QUEUE_ACTIVE,
+                             .queue_id = msg->qid};
+        ATTR_LIST *list = bounce_hello_list();
 
-        attr_add_str(list, "request", "notify");
-        attr_add_str(list, "kind", kind);
-        attr_add_str(list, "queue_name", MAIL_QUEUE_ACTIVE);
-        attr_add_str(list, "queue_id", msg->qid);
+        qmgr_conn_send(msg->bounce_conn, list);
+        attr_list_free(list);
+        list = bounce_req_list(&notify);
         qmgr_conn_send(msg->bounce_conn, list);
         attr_list_free(list);
     }

@@ -666,6 +666,72 @@ static int qmgr_message_find_fixed(void *context, const char *key,
     return qmgr_message_map_result(found, error, value);
 }
 
+/* qmgr_message_find_sender_addr - sender_dependent_relayhost_maps by
+   address, for qmgr_route */
+static int qmgr_message_find_sender_addr(void *context, const char *sender,
+                                         const char **value)
+{
+    QMGR_CTX *ctx = context;
+    int error = MAP_OK;
+    const char *found = maps_find_addr(ctx->conf.sender_relayhost_maps, sender,
+                                       ctx->conf.recipient_delimiter,
+                                       MAPS_ADDR_NO_AT_DOMAIN, &error);
+
+    return qmgr_message_map_result(found, error, value);
+}
+
+/* qmgr_message_find_sender_fixed - sender_dependent_relayhost_maps by
+   key, for qmgr_route */
+static int qmgr_message_find_sender_fixed(void *context, const char *key,
+                                          const char **value)
+{
+    QMGR_CTX *ctx = context;
+    int error = MAP_OK;
+    const char *found =
+        maps_find_fixed(ctx->conf.sender_relayhost_maps, key, &error);
+
+    return qmgr_message_map_result(found, error, value);
+}
+
+/* qmgr_message_is_virtual - virtual_alias_domains, for qmgr_route: compiled
+   on first use, and again at most once a second while a table in it
+   cannot be opened (its recipients wait meanwhile) */
+static int qmgr_message_is_virtual(void *context, const char *domain)
+{
+    QMGR_CTX *ctx = context;
+    QMGR_CONF *conf = &ctx->conf;
+    time_t now = time(NULL);
+
+    if (conf->virtual_alias_domains == NULL) {
+        VSTR *why;
+
+        if (now == conf->virtual_alias_domains_tried)
+            return -1;
+        conf->virtual_alias_domains_tried = now;
+        why = vstr_alloc(64);
+        conf->virtual_alias_domains = match_list_create(
+            "virtual_alias_domains", conf->virtual_alias_domains_value,
+            MATCH_LIST_DOMAIN, why);
+        if (conf->virtual_alias_domains == NULL)
+            msg_warn("%s", vstr_str(why));
+        vstr_free(why);
+        if (conf->virtual_alias_domains == NULL)
+            return -1;
+    }
+    return match_list_match(conf->virtual_alias_domains, domain);
+}
+
+/* qmgr_message_bounce_self - a bounce qmgr decided: log it, record it */
+static void qmgr_message_bounce_self(QMGR_MESSAGE *msg, size_t index,
+                                     const char *dsn, const char *reason)
+{
+    if (msg->admin_op != QMGR_ADMIN_DELETE)
+        qmgr_log_status(msg, msg->info->rcpts[index].address, dsn,
+                        DELIVER_ACTION_BOUNCED, reason);
+    qmgr_message_result(msg, index, DELIVER_ACTION_BOUNCED, dsn, reason, "",
+                        "");
+}
+
 /* qmgr_message_route - route one recipient (qmgr_route decides) and queue
    it, or defer it when that cannot be done now */
 static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
@@ -685,8 +751,14 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
         tables.find_addr = qmgr_message_find_addr;
         tables.find_fixed = qmgr_message_find_fixed;
     }
-    switch (
-        qmgr_route(&ctx->conf.route, &tables, address, transport, nexthop)) {
+    if (*ctx->conf.virtual_alias_domains_value != 0)
+        tables.is_virtual = qmgr_message_is_virtual;
+    if (maps_count(ctx->conf.sender_relayhost_maps) > 0) {
+        tables.find_sender_addr = qmgr_message_find_sender_addr;
+        tables.find_sender_fixed = qmgr_message_find_sender_fixed;
+    }
+    switch (qmgr_route(&ctx->conf.route, &tables, msg->info->sender, address,
+                       transport, nexthop)) {
     case QMGR_ROUTE_LOCAL_FAILED:
         qmgr_message_defer_self(msg, index, "4.3.0",
                                 "mydestination lookup failed");
@@ -694,6 +766,19 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
     case QMGR_ROUTE_TABLE_FAILED:
         qmgr_message_defer_self(msg, index, "4.3.0",
                                 "transport table lookup failed");
+        break;
+    case QMGR_ROUTE_VIRTUAL_FAILED:
+        qmgr_message_defer_self(msg, index, "4.3.0",
+                                "virtual_alias_domains lookup failed");
+        break;
+    case QMGR_ROUTE_VIRTUAL_UNKNOWN:
+        qmgr_message_bounce_self(msg, index, "5.1.1",
+                                 "User unknown in virtual alias table");
+        break;
+    case QMGR_ROUTE_SENDER_FAILED:
+        qmgr_message_defer_self(msg, index, "4.3.0",
+                                "sender_dependent_relayhost_maps lookup"
+                                " failed");
         break;
     case QMGR_ROUTE_OK:
         vstr_sprintf(sock, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,

@@ -31,11 +31,46 @@ static int qmgr_route_transport(const QMGR_ROUTE_TABLES *tables,
     return tables->find_fixed(tables->context, "*", value);
 }
 
+/* Postfix's empty_address_relayhost_maps_lookup_key. */
+#define QMGR_ROUTE_NULL_SENDER_KEY "<>"
+
+/* qmgr_route_sender - sender_dependent_relayhost_maps: the sender address,
+   then "@domain"; 1 with *value (not DUNNO), 0 when nothing matched or a
+   DUNNO ended the search, -1 when a table failed */
+static int qmgr_route_sender(const QMGR_ROUTE_TABLES *tables,
+                             const char *sender, const char **value)
+{
+    const char *domain;
+    VSTR *key;
+    int found;
+
+    if (tables->find_sender_addr == NULL)
+        return 0;
+    if (*sender == 0)
+        sender = QMGR_ROUTE_NULL_SENDER_KEY;
+    found = tables->find_sender_addr(tables->context, sender, value);
+    if (found == 0 && (domain = smtp_addr_split(sender, NULL)) != NULL) {
+        key = vstr_alloc(64);
+        vstr_lower(vstr_sprintf(key, "@%s", domain));
+        found =
+            tables->find_sender_fixed(tables->context, vstr_str(key), value);
+        vstr_free(key);
+    }
+    if (found > 0) {
+        while (**value == ' ' || **value == '\t')
+            (*value)++;
+        if (**value == 0 || (strncasecmp(*value, "DUNNO", 5) == 0 &&
+                             strchr(" \t", (*value)[5]) != NULL))
+            found = 0;
+    }
+    return found;
+}
+
 /* qmgr_route - transport and next hop of address, or why not now */
 QMGR_ROUTE_STATUS qmgr_route(const QMGR_ROUTE_CONF *conf,
                              const QMGR_ROUTE_TABLES *tables,
-                             const char *address, VSTR *transport,
-                             VSTR *nexthop)
+                             const char *sender, const char *address,
+                             VSTR *transport, VSTR *nexthop)
 {
     /* The split smtpd and cleanup use: a quoted '@' is never a route. */
     const char *rcpt_domain = smtp_addr_split(address, NULL);
@@ -55,6 +90,15 @@ QMGR_ROUTE_STATUS qmgr_route(const QMGR_ROUTE_CONF *conf,
         vstr_free(domain);
         return QMGR_ROUTE_LOCAL_FAILED;
     }
+    if (!local && tables->is_virtual != NULL) {
+        int virt = tables->is_virtual(tables->context, vstr_str(domain));
+
+        if (virt != 0) {
+            vstr_free(domain);
+            return virt < 0 ? QMGR_ROUTE_VIRTUAL_FAILED
+                            : QMGR_ROUTE_VIRTUAL_UNKNOWN;
+        }
+    }
     if (local) {
         vstr_cpy(transport, conf->local_transport);
         vstr_cpy(nexthop, vstr_str(domain));
@@ -62,6 +106,13 @@ QMGR_ROUTE_STATUS qmgr_route(const QMGR_ROUTE_CONF *conf,
         vstr_cpy(transport, conf->default_transport);
         vstr_cpy(nexthop,
                  *conf->relayhost ? conf->relayhost : vstr_str(domain));
+        if ((found = qmgr_route_sender(tables, sender, &value)) < 0) {
+            vstr_free(domain);
+            return QMGR_ROUTE_SENDER_FAILED;
+        }
+        if (found > 0)
+            vstr_cpy(nexthop, value);
+        value = NULL;
     }
     /* The table overrides what it names; an empty part keeps the default. */
     found = qmgr_route_transport(tables, address,

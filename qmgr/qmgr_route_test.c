@@ -19,6 +19,9 @@ typedef struct TEST_TABLES {
     const char *mydestination; /* space-separated, or "FAIL" */
     const char *const *transport; /* key, value, ..., NULL; NULL: none */
     VSTR *lookups; /* every key looked up, space-separated */
+    const char *const *relaymap; /* sender_dependent_relayhost_maps */
+    VSTR *sender_lookups; /* every key looked up there */
+    const char *virtual_domains; /* as mydestination */
 } TEST_TABLES;
 
 /* test_is_local - mydestination of the case */
@@ -58,6 +61,33 @@ static int test_find(void *context, const char *key, const char **value)
     return 0;
 }
 
+/* test_find_sender - sender_dependent_relayhost_maps of the case */
+static int test_find_sender(void *context, const char *key, const char **value)
+{
+    TEST_TABLES *tables = context;
+
+    vstr_sprintf_append(tables->sender_lookups, "%s%s",
+                        *vstr_str(tables->sender_lookups) ? " " : "", key);
+    for (const char *const *kv = tables->relaymap; kv[0]; kv += 2) {
+        if (strcmp(kv[0], "FAIL") == 0)
+            return -1;
+        if (strcmp(kv[0], key) == 0) {
+            *value = kv[1];
+            return 1;
+        }
+    }
+    return 0;
+}
+
+/* test_is_virtual - virtual_alias_domains of the case */
+static int test_is_virtual(void *context, const char *domain)
+{
+    TEST_TABLES *tables = context;
+    TEST_TABLES as_local = {.mydestination = tables->virtual_domains};
+
+    return test_is_local(&as_local, domain);
+}
+
 static const QMGR_ROUTE_CONF conf_direct = {
     .local_transport = "local",
     .default_transport = "smtp",
@@ -92,6 +122,17 @@ static const char *const table_mixed[] = {
     NULL,
 };
 static const char *const table_fail[] = {"FAIL", "", NULL};
+static const char *const relay_by_sender[] = {
+    "a@corp.test",
+    "[corp-relay.test]:587", /* the address */
+    "@corp.test",
+    "[corp-any.test]", /* then its domain */
+    "<>",
+    "[bounce-relay.test]", /* the null sender */
+    "dunno@corp.test",
+    "DUNNO", /* ends the search: relayhost */
+    NULL,
+};
 
 typedef struct ROUTE_CASE {
     const QMGR_ROUTE_CONF *conf;
@@ -102,68 +143,130 @@ typedef struct ROUTE_CASE {
     const char *want_transport; /* when OK */
     const char *want_nexthop;
     const char *want_lookups; /* transport_maps keys tried, in order */
+    /* sender_dependent_relayhost_maps (NULL: none; then sender is
+       "s@sender.test" and no sender lookup is made) */
+    const char *sender;
+    const char *const *relaymap;
+    const char *want_sender_lookups;
+    const char *virtual_domains; /* as mydestination; NULL: none */
 } ROUTE_CASE;
 
 static const ROUTE_CASE route_cases[] = {
     /* The defaults. */
     {&conf_direct, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
-     "remote.test", ""},
+     "remote.test", "", NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", NULL, "u@Remote.TEST", QMGR_ROUTE_OK, "smtp",
-     "remote.test", ""},
+     "remote.test", "", NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", NULL, "u@LOCAL.test", QMGR_ROUTE_OK, "local",
-     "local.test", ""},
+     "local.test", "", NULL, NULL, NULL, NULL},
     {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
-     "[relay.test]:2525", ""},
+     "[relay.test]:2525", "", NULL, NULL, NULL, NULL},
     /* relayhost is for remote mail only. */
     {&conf_relay, "local.test", NULL, "u@local.test", QMGR_ROUTE_OK, "local",
-     "local.test", ""},
+     "local.test", "", NULL, NULL, NULL, NULL},
     /* No domain: local, next hop myhostname, even with a relayhost. */
     {&conf_relay, "local.test", NULL, "postmaster", QMGR_ROUTE_OK, "local",
-     "mx.sluice.test", ""},
+     "mx.sluice.test", "", NULL, NULL, NULL, NULL},
     /* A quoted '@' is never a route; the last unquoted one is. */
     {&conf_direct, "local.test", NULL, "\"v@outside.test\"", QMGR_ROUTE_OK,
-     "local", "mx.sluice.test", ""},
+     "local", "mx.sluice.test", "", NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", NULL, "\"v@outside.test\"@local.test",
-     QMGR_ROUTE_OK, "local", "local.test", ""},
+     QMGR_ROUTE_OK, "local", "local.test", "", NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", NULL, "v%outside.test@local.test",
-     QMGR_ROUTE_OK, "local", "local.test", ""},
+     QMGR_ROUTE_OK, "local", "local.test", "", NULL, NULL, NULL, NULL},
     /* A failed mydestination lookup defers; with no domain it is not
        asked. */
     {&conf_direct, "FAIL", NULL, "u@remote.test", QMGR_ROUTE_LOCAL_FAILED, NULL,
-     NULL, ""},
+     NULL, "", NULL, NULL, NULL, NULL},
     {&conf_direct, "FAIL", NULL, "postmaster", QMGR_ROUTE_OK, "local",
-     "mx.sluice.test", ""},
+     "mx.sluice.test", "", NULL, NULL, NULL, NULL},
 
     /* transport_maps: the lookup order and what a value overrides. */
     {&conf_direct, "local.test", table_wild, "u@remote.test", QMGR_ROUTE_OK,
-     "relay", "[smart.test]", "u@remote.test remote.test .test *"},
+     "relay", "[smart.test]", "u@remote.test remote.test .test *", NULL, NULL,
+     NULL, NULL},
     {&conf_direct, "local.test", table_wild, "u@local.test", QMGR_ROUTE_OK,
-     "relay", "[smart.test]", "u@local.test local.test .test *"},
+     "relay", "[smart.test]", "u@local.test local.test .test *", NULL, NULL,
+     NULL, NULL},
     /* No domain: the full address only, never "*". */
     {&conf_direct, "local.test", table_wild, "postmaster", QMGR_ROUTE_OK,
-     "local", "mx.sluice.test", "postmaster"},
+     "local", "mx.sluice.test", "postmaster", NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "postmaster", QMGR_ROUTE_OK,
-     "bulk", "mx.sluice.test", "postmaster"},
+     "bulk", "mx.sluice.test", "postmaster", NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "vip@example.test", QMGR_ROUTE_OK,
-     "fast", "example.test", "vip@example.test"},
+     "fast", "example.test", "vip@example.test", NULL, NULL, NULL, NULL},
     {&conf_relay, "local.test", table_mixed, "other@example.test",
-     QMGR_ROUTE_OK, "smtp", "[mx9.test]:26", "other@example.test example.test"},
+     QMGR_ROUTE_OK, "smtp", "[mx9.test]:26", "other@example.test example.test",
+     NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "u@b.sub.test", QMGR_ROUTE_OK,
-     "error", "b.sub.test", "u@b.sub.test b.sub.test .sub.test"},
+     "error", "b.sub.test", "u@b.sub.test b.sub.test .sub.test", NULL, NULL,
+     NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "u@a.sub.test", QMGR_ROUTE_OK,
-     "smtp", "a.sub.test", "u@a.sub.test a.sub.test"},
+     "smtp", "a.sub.test", "u@a.sub.test a.sub.test", NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "u@deep.a.sub.test",
-     QMGR_ROUTE_OK, "smtp", "[x.test]", "u@deep.a.sub.test deep.a.sub.test"},
+     QMGR_ROUTE_OK, "smtp", "[x.test]", "u@deep.a.sub.test deep.a.sub.test",
+     NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "user@local.test", QMGR_ROUTE_OK,
-     "lmtp", "unix:/s", "user@local.test"},
+     "lmtp", "unix:/s", "user@local.test", NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "u@nowhere.test", QMGR_ROUTE_OK,
-     "smtp", "nowhere.test", "u@nowhere.test nowhere.test .test *"},
+     "smtp", "nowhere.test", "u@nowhere.test nowhere.test .test *", NULL, NULL,
+     NULL, NULL},
     /* A table that fails defers the recipient. */
     {&conf_direct, "local.test", table_fail, "u@remote.test",
-     QMGR_ROUTE_TABLE_FAILED, NULL, NULL, "u@remote.test"},
+     QMGR_ROUTE_TABLE_FAILED, NULL, NULL, "u@remote.test", NULL, NULL, NULL,
+     NULL},
     /* An empty table is asked, and changes nothing. */
     {&conf_direct, "local.test", no_table, "u@x.test", QMGR_ROUTE_OK, "smtp",
-     "x.test", "u@x.test x.test .test *"},
+     "x.test", "u@x.test x.test .test *", NULL, NULL, NULL, NULL},
+
+    /* sender_dependent_relayhost_maps: the sender, then @domain. */
+    {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
+     "[corp-relay.test]:587", "", "a@corp.test", relay_by_sender, "a@corp.test",
+     NULL},
+    {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
+     "[corp-any.test]", "", "b@corp.test", relay_by_sender,
+     "b@corp.test @corp.test", NULL},
+    {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
+     "[corp-any.test]", "", "B@Corp.TEST", relay_by_sender,
+     "B@Corp.TEST @corp.test", NULL},
+    /* The null sender is asked as "<>". */
+    {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
+     "[bounce-relay.test]", "", "", relay_by_sender, "<>", NULL},
+    /* DUNNO ends the search; no entry keeps relayhost. */
+    {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
+     "[relay.test]:2525", "", "dunno@corp.test", relay_by_sender,
+     "dunno@corp.test", NULL},
+    {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
+     "[relay.test]:2525", "", "x@other.test", relay_by_sender,
+     "x@other.test @other.test", NULL},
+    /* Without relayhost too: it replaces direct delivery. */
+    {&conf_direct, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
+     "[corp-relay.test]:587", "", "a@corp.test", relay_by_sender, "a@corp.test",
+     NULL},
+    /* Local mail never asks. */
+    {&conf_relay, "local.test", NULL, "u@local.test", QMGR_ROUTE_OK, "local",
+     "local.test", "", "a@corp.test", relay_by_sender, "", NULL},
+    /* transport_maps overrides the next hop it names, not the rest. */
+    {&conf_relay, "local.test", table_mixed, "other@example.test",
+     QMGR_ROUTE_OK, "smtp", "[mx9.test]:26", "other@example.test example.test",
+     "a@corp.test", relay_by_sender, "a@corp.test", NULL},
+    {&conf_relay, "local.test", table_mixed, "vip@example.test", QMGR_ROUTE_OK,
+     "fast", "[corp-relay.test]:587", "vip@example.test", "a@corp.test",
+     relay_by_sender, "a@corp.test", NULL},
+    /* A table that fails defers the recipient. */
+    {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_SENDER_FAILED,
+     NULL, NULL, "", "a@corp.test", table_fail, "a@corp.test", NULL},
+    /* virtual_alias_domains: an address left there is unknown, whatever
+       transport_maps or the sender's relayhost say; mydestination wins. */
+    {&conf_relay, "local.test", table_wild, "u@virt.test",
+     QMGR_ROUTE_VIRTUAL_UNKNOWN, NULL, NULL, "", "a@corp.test", relay_by_sender,
+     "", "virt.test"},
+    {&conf_direct, "local.test", NULL, "u@local.test", QMGR_ROUTE_OK, "local",
+     "local.test", "", NULL, NULL, NULL, "local.test"},
+    {&conf_direct, "local.test", NULL, "u@other.test", QMGR_ROUTE_OK, "smtp",
+     "other.test", "", NULL, NULL, NULL, "virt.test"},
+    {&conf_direct, "local.test", NULL, "u@virt.test", QMGR_ROUTE_VIRTUAL_FAILED,
+     NULL, NULL, "", NULL, NULL, NULL, "FAIL"},
 };
 
 static void test_route_cases(void **state)
@@ -174,17 +277,28 @@ static void test_route_cases(void **state)
 
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(route_cases); i++) {
         const ROUTE_CASE *rc = &route_cases[i];
-        TEST_TABLES data = {rc->mydestination, rc->transport, vstr_alloc(10)};
-        QMGR_ROUTE_TABLES tables = {test_is_local, NULL, NULL, &data};
+        TEST_TABLES data = {rc->mydestination, rc->transport,
+                            vstr_alloc(10),    rc->relaymap,
+                            vstr_alloc(10),    rc->virtual_domains};
+        QMGR_ROUTE_TABLES tables = {test_is_local, NULL, NULL, &data,
+                                    NULL,          NULL, NULL};
         QMGR_ROUTE_STATUS status;
 
         if (rc->transport) {
             tables.find_addr = test_find;
             tables.find_fixed = test_find;
         }
+        if (rc->virtual_domains)
+            tables.is_virtual = test_is_virtual;
+        if (rc->relaymap) {
+            tables.find_sender_addr = test_find_sender;
+            tables.find_sender_fixed = test_find_sender;
+        }
         vstr_cpy(transport, "junk");
         vstr_cpy(nexthop, "junk");
-        status = qmgr_route(rc->conf, &tables, rc->address, transport, nexthop);
+        status = qmgr_route(rc->conf, &tables,
+                            rc->sender ? rc->sender : "s@sender.test",
+                            rc->address, transport, nexthop);
         if (status != rc->status)
             fail_msg("case %zu (%s): status %d, want %d", i, rc->address,
                      (int) status, (int) rc->status);
@@ -197,7 +311,14 @@ static void test_route_cases(void **state)
         if (strcmp(vstr_str(data.lookups), rc->want_lookups) != 0)
             fail_msg("case %zu (%s): looked up \"%s\", want \"%s\"", i,
                      rc->address, vstr_str(data.lookups), rc->want_lookups);
+        if (strcmp(vstr_str(data.sender_lookups),
+                   rc->want_sender_lookups ? rc->want_sender_lookups : "") != 0)
+            fail_msg("case %zu (%s from %s): sender looked up \"%s\", want "
+                     "\"%s\"",
+                     i, rc->address, rc->sender, vstr_str(data.sender_lookups),
+                     rc->want_sender_lookups);
         vstr_free(data.lookups);
+        vstr_free(data.sender_lookups);
     }
     vstr_free(transport);
     vstr_free(nexthop);

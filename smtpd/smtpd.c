@@ -1091,6 +1091,7 @@ static void smtpd_access_init(SMTPD_CONF *sc, const MAIL_CONF *conf)
         msg_fatal("%s", vstr_str(why));
     sc->recipient_delimiter =
         mystrdup(mail_conf_str(conf, "recipient_delimiter"));
+    sc->virtual_alias = smtpd_virtual_create(conf);
     vstr_free(why);
 }
 
@@ -1224,6 +1225,7 @@ static void smtpd_ctx_release(SMTPD_CTX *ctx)
     for (int i = 0; i < SMTPD_LIST_COUNT; i++)
         sc->restrictions[i] = smtpd_check_free(sc->restrictions[i]);
     sc->local_recipient_maps = smtpd_maps_free(sc->local_recipient_maps);
+    sc->virtual_alias = smtpd_virtual_free(sc->virtual_alias);
     myfree((char *) sc->recipient_delimiter);
     myfree(ctx->cleanup_path);
     for (size_t i = 0; i < ctx->client_count; i++)

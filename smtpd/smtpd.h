@@ -43,6 +43,9 @@ typedef struct SMTPD_RESTRICTIONS SMTPD_RESTRICTIONS;
 /* A list of tables opened one by one, each opened again later when it
    cannot be now (smtpd_check.c). */
 typedef struct SMTPD_MAPS SMTPD_MAPS;
+/* virtual_alias_domains and virtual_alias_maps (smtpd_check.c). */
+typedef struct SMTPD_VIRTUAL SMTPD_VIRTUAL;
+struct MAIL_CONF;
 
 /* What the daemon reads from main.cf once. */
 typedef struct SMTPD_CONF {
@@ -57,6 +60,7 @@ typedef struct SMTPD_CONF {
     /* Access control (smtpd_check.c); NULL lists are empty. */
     SMTPD_RESTRICTIONS *restrictions[SMTPD_LIST_COUNT];
     SMTPD_MAPS *local_recipient_maps; /* NULL or empty: every local user */
+    SMTPD_VIRTUAL *virtual_alias; /* NULL: no virtual alias domains */
     const char *recipient_delimiter; /* "" for none */
     long long message_size_limit; /* bytes; 0: none */
     long long queue_minfree; /* bytes; 0: no check (smtpd keeps at least
@@ -208,6 +212,13 @@ extern SMTPD_MAPS *smtpd_maps_create(const char *param, const char *value,
                                      VSTR *why);
 extern SMTPD_MAPS *smtpd_maps_free(SMTPD_MAPS *maps);
 extern size_t smtpd_maps_count(const SMTPD_MAPS *maps);
+/* smtpd_virtual_create - virtual_alias_domains (a domain list; a table in
+   it matches a domain that is a key) and virtual_alias_maps, whose
+   addresses are the known recipients of those domains. A list or table
+   that cannot be opened now is logged and tried again by lookups (451
+   until then). Never NULL. */
+extern SMTPD_VIRTUAL *smtpd_virtual_create(const struct MAIL_CONF *conf);
+extern SMTPD_VIRTUAL *smtpd_virtual_free(SMTPD_VIRTUAL *virt);
 /* smtpd_check_rcpt - every restriction list, then local_recipient_maps,
    for recipient rcpt of the session's transaction: 0 accept, or the reply
    code with the whole reply line ("554 5.7.1 <a@b>: Relay access

@@ -14,7 +14,10 @@
  * all. A list that ends without a decision goes on with the next list;
  * reaching the end of all lists accepts. After the lists the recipient of
  * a local domain (mydestination) must be in local_recipient_maps when that
- * is not empty, whatever the lists decided (Postfix does the same).
+ * is not empty (or in virtual_alias_maps), and one of a virtual alias
+ * domain (virtual_alias_domains) in virtual_alias_maps, whatever the lists
+ * decided (Postfix does the same). Virtual alias domains are destinations
+ * of ours for reject_unauth_destination, never relayed.
  *
  * Access tables answer as access(5): OK or PERMIT, REJECT [text],
  * DEFER [text], DUNNO, "4NN text" / "5NN text" (an all-numerical value is
@@ -49,6 +52,7 @@
 #include <time.h>
 
 #include "argv.h"
+#include "mail_conf.h"
 #include "maps.h"
 #include "match_list.h"
 #include "msg.h"
@@ -122,6 +126,13 @@ struct SMTPD_MAPS {
     char *param;
     SMTPD_MAPS_ENTRY *entries;
     size_t count;
+};
+
+struct SMTPD_VIRTUAL {
+    char *domains_value; /* virtual_alias_domains, expanded */
+    MATCH_LIST *domains; /* NULL while it cannot be compiled */
+    time_t tried; /* last attempt to compile domains */
+    SMTPD_MAPS *maps; /* virtual_alias_maps */
 };
 
 struct SMTPD_RESTRICTIONS {
@@ -383,6 +394,70 @@ static const char *smtpd_maps_find_addr(SMTPD_MAPS *maps, const char *addr,
     return NULL;
 }
 
+/* smtpd_virtual_domains_open - compile virtual_alias_domains; NULL (and
+   logged) when a table in it cannot be opened now */
+static MATCH_LIST *smtpd_virtual_domains_open(SMTPD_VIRTUAL *virt)
+{
+    VSTR *why = vstr_alloc(64);
+
+    virt->tried = time(NULL);
+    if ((virt->domains =
+             match_list_create("virtual_alias_domains", virt->domains_value,
+                               MATCH_LIST_DOMAIN, why)) == NULL)
+        msg_warn("%s: answering 451 for what depends on it", vstr_str(why));
+    vstr_free(why);
+    return virt->domains;
+}
+
+/* smtpd_virtual_create - see smtpd.h */
+SMTPD_VIRTUAL *smtpd_virtual_create(const MAIL_CONF *conf)
+{
+    SMTPD_VIRTUAL *virt = mycalloc(1, sizeof(*virt));
+    VSTR *why = vstr_alloc(64);
+
+    virt->domains_value =
+        mystrdup(mail_conf_str(conf, "virtual_alias_domains"));
+    if (*virt->domains_value != 0)
+        (void) smtpd_virtual_domains_open(virt);
+    if ((virt->maps = smtpd_maps_create(
+             "virtual_alias_maps", mail_conf_str(conf, "virtual_alias_maps"),
+             why)) == NULL) {
+        msg_warn("%s: answering 451 for what depends on it", vstr_str(why));
+        virt->maps = smtpd_maps_create("virtual_alias_maps", "", why);
+    }
+    vstr_free(why);
+    return virt;
+}
+
+/* smtpd_virtual_free - returns NULL */
+SMTPD_VIRTUAL *smtpd_virtual_free(SMTPD_VIRTUAL *virt)
+{
+    if (virt == NULL)
+        return NULL;
+    if (virt->domains != NULL)
+        match_list_free(virt->domains);
+    smtpd_maps_free(virt->maps);
+    myfree(virt->domains_value);
+    myfree(virt);
+    return NULL;
+}
+
+/* smtpd_virtual_domain - is domain a virtual alias domain? 1 yes, 0 no,
+   -1 the list (or a table in it) failed */
+static int smtpd_virtual_domain(SMTPD_VIRTUAL *virt, const char *domain)
+{
+    time_t now = time(NULL);
+
+    if (virt == NULL || *virt->domains_value == 0)
+        return 0;
+    if (virt->domains == NULL &&
+        (now - virt->tried < SMTPD_TABLE_RETRY && now >= virt->tried
+             ? NULL
+             : smtpd_virtual_domains_open(virt)) == NULL)
+        return -1;
+    return match_list_match(virt->domains, domain);
+}
+
 /* smtpd_check_reply - set the reply "code dsn <name>: what text" and
    return SMTPD_REJECT */
 static SMTPD_DECISION smtpd_check_reply(SMTPD_CHECK *chk, int code,
@@ -616,10 +691,10 @@ static const char *smtpd_check_dest_domain(const SMTPD_CONF *conf,
     return domain;
 }
 
-/* smtpd_check_auth_destination - is address's domain ours (mydestination)
-   or one we relay to (relay_domains)? An address without a domain is
-   judged by $myorigin, as cleanup will qualify it. 1 yes, 0 no, -1 a table
-   failed */
+/* smtpd_check_auth_destination - is address's domain ours (mydestination,
+   virtual_alias_domains) or one we relay to (relay_domains)? An address without
+   a domain is judged by $myorigin, as cleanup will qualify it. 1 yes, 0 no, -1
+   a table failed */
 int smtpd_check_auth_destination(const SMTPD_CONF *conf, const char *address)
 {
     const char *domain = smtpd_check_dest_domain(conf, address);
@@ -630,38 +705,79 @@ int smtpd_check_auth_destination(const SMTPD_CONF *conf, const char *address)
     if (conf->mydestination != NULL &&
         (match = match_list_match(conf->mydestination, domain)) != 0)
         return match;
+    if ((match = smtpd_virtual_domain(conf->virtual_alias, domain)) != 0)
+        return match;
     if (conf->relay_domains != NULL)
         match = match_list_match(conf->relay_domains, domain);
     return match;
 }
 
+/* smtpd_check_virtual - is key in virtual_alias_maps (flags as
+   maps_find_addr's)? SMTPD_PERMIT yes, SMTPD_DUNNO no, SMTPD_REJECT (451)
+   a table failed */
+static SMTPD_DECISION smtpd_check_virtual(SMTPD_CHECK *chk, const char *key,
+                                          int flags)
+{
+    const SMTPD_CONF *conf = chk->proto->conf;
+    const char *failed = "virtual_alias_maps";
+    int error = MAP_OK;
+
+    if (conf->virtual_alias == NULL ||
+        smtpd_maps_count(conf->virtual_alias->maps) == 0)
+        return SMTPD_DUNNO;
+    if (smtpd_maps_find_addr(
+            conf->virtual_alias->maps, key,
+            conf->recipient_delimiter ? conf->recipient_delimiter : "", flags,
+            &error, &failed) != NULL)
+        return SMTPD_PERMIT;
+    if (error == MAP_FAIL)
+        return smtpd_check_fail(chk, chk->rcpt, failed, key);
+    return SMTPD_DUNNO;
+}
+
 /* smtpd_check_rcptmap - a recipient in mydestination must be in
-   local_recipient_maps (when that is not empty); one without a domain is
-   looked up as cleanup will write it, with @$myorigin */
+   local_recipient_maps (when that is not empty) or virtual_alias_maps; one
+   without a domain is looked up as cleanup will write it, with @$myorigin.
+   A recipient in virtual_alias_domains must be in virtual_alias_maps (its
+   address, or its domain's "@domain" catch-all), as Postfix's
+   smtpd_reject_unlisted_recipient has it. */
 static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
 {
     const SMTPD_CONF *conf = chk->proto->conf;
     const char *domain = smtpd_check_dest_domain(conf, chk->rcpt);
     const char *key = chk->rcpt;
     const char *failed = "local_recipient_maps";
+    SMTPD_DECISION decision;
     int error = MAP_OK;
     int local;
 
-    if (smtpd_maps_count(conf->local_recipient_maps) == 0)
-        return SMTPD_DUNNO;
     if (domain != NULL) {
         local = conf->mydestination != NULL
                     ? match_list_match(conf->mydestination, domain)
                     : 0;
         if (local < 0)
             return smtpd_check_fail(chk, chk->rcpt, "mydestination", domain);
-        if (local == 0)
-            return SMTPD_DUNNO;
         if (smtp_addr_split(chk->rcpt, NULL) == NULL) {
             vstr_sprintf(chk->key, "%s@%s", chk->rcpt, domain);
             key = vstr_str(chk->key);
         }
+        if (local == 0) {
+            int virt = smtpd_virtual_domain(conf->virtual_alias, domain);
+
+            if (virt < 0)
+                return smtpd_check_fail(chk, chk->rcpt, "virtual_alias_domains",
+                                        domain);
+            if (virt == 0)
+                return SMTPD_DUNNO;
+            if ((decision = smtpd_check_virtual(chk, key, 0)) != SMTPD_DUNNO)
+                return decision == SMTPD_PERMIT ? SMTPD_DUNNO : decision;
+            return smtpd_check_reply(chk, SMTPD_UNKNOWN_LOCAL_CODE, "5.1.1",
+                                     chk->rcpt, "Recipient address rejected",
+                                     "User unknown in virtual alias table");
+        }
     }
+    if (smtpd_maps_count(conf->local_recipient_maps) == 0)
+        return SMTPD_DUNNO;
     if (smtpd_maps_find_addr(
             conf->local_recipient_maps, key,
             conf->recipient_delimiter ? conf->recipient_delimiter : "",
@@ -669,6 +785,10 @@ static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
         return SMTPD_DUNNO;
     if (error == MAP_FAIL)
         return smtpd_check_fail(chk, chk->rcpt, failed, key);
+    /* A virtual alias of a local address makes it known too. */
+    if ((decision = smtpd_check_virtual(chk, key, MAPS_ADDR_LOCAL)) !=
+        SMTPD_DUNNO)
+        return decision == SMTPD_PERMIT ? SMTPD_DUNNO : decision;
     return smtpd_check_reply(chk, SMTPD_UNKNOWN_LOCAL_CODE, "5.1.1", chk->rcpt,
                              "Recipient address rejected",
                              "User unknown in local recipient table");

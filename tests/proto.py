@@ -106,5 +106,15 @@ class Conn:
         self.sock.close()
 
 
+def closed_without_reply(conn):
+    """Did the peer close without another list? A peer that closes with
+    bytes of ours unread makes Linux report ECONNRESET after what it sent
+    has been read: that is a close too."""
+    try:
+        return conn.recv() is None
+    except ConnectionResetError:
+        return True
+
+
 def now_usec():
     return int(time.time() * 1_000_000)

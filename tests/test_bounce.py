@@ -17,9 +17,10 @@ import pytest
 
 import qfile_reader
 from conftest import LIBEXEC, require, smtp_queue, wait_until
-from proto import Conn, encode
+from proto import Conn, closed_without_reply, encode
 
 HOST = "mx.here.test"
+HELLO = [("request", "hello"), ("protocol", "bounce"), ("version", 1)]
 
 
 def need_daemons():
@@ -83,6 +84,10 @@ def ask(inst, kind, qid, queue_name="incoming", request="notify"):
     """Play qmgr: one request on private/bounce; the reply as a dict."""
     conn = Conn.connect(inst.queue_dir / "private" / "bounce", timeout=30)
     try:
+        conn.send(HELLO)
+        hello = conn.recv()
+        assert hello == {"request": "hello", "protocol": "bounce",
+                         "version": "1"}, hello
         conn.send([("request", request), ("kind", kind),
                    ("queue_name", queue_name), ("queue_id", qid)])
         reply = conn.recv()
@@ -327,6 +332,45 @@ def test_size_limit_and_8bit_return_headers(make_instance):
     assert parts[2].get_content_type() == "text/rfc822-headers"
     assert "Subject: eight" in parts[2].get_payload()
     assert "8-bit" in parts[0].get_payload()
+
+
+def test_protocol_version_mismatch(make_instance):
+    """bounce greets with the protocol's name and version and checks the
+    client's: a client of another version (or one that does not greet) is
+    a clear error in the log naming both, its connection closes with no
+    STATUS, and nothing is queued or lost: the same request from a client
+    of this version is served."""
+    need_daemons()
+    inst = bounce_instance(make_instance)
+    qid = send(inst, "alice@src.test", ["gone@dest.test"])
+    write_log(inst, "bounce", qid, [log_record(
+        "failed", "gone@dest.test", status="5.1.1", reason="gone")])
+    log_file = inst.queue_dir / "bounce" / qid[7] / qid
+    kept = log_file.read_bytes()
+    before = incoming(inst)
+    notify = [("request", "notify"), ("kind", "bounce"),
+              ("queue_name", "incoming"), ("queue_id", qid)]
+    for greeting, said in (
+            ([("request", "hello"), ("protocol", "bounce"), ("version", 2)],
+             r"peer speaks bounce version 2; this side speaks bounce version 1"),
+            (None, r'no greeting \(first list is "notify"\); this side '
+                   r"speaks bounce version 1")):
+        conn = Conn.connect(inst.queue_dir / "private" / "bounce", timeout=30)
+        try:
+            # one write: bounce may close as soon as it has read the HELLO
+            conn.sock.sendall((encode(greeting) if greeting else b"") +
+                              encode(notify))
+            assert conn.recv() == {"request": "hello", "protocol": "bounce",
+                                   "version": "1"}
+            assert closed_without_reply(conn), "a STATUS after a mismatch"
+        finally:
+            conn.close()
+        inst.wait_log(r"bounce\[\d+\]: warning: bounce request: protocol "
+                      r"mismatch: " + said)
+    assert incoming(inst) == before, "nothing queued"
+    assert log_file.read_bytes() == kept, "the log untouched"
+    q, msg = notice(inst, ask(inst, "bounce", qid), before)
+    assert q["rcpts"] == ["alice@src.test"]
 
 
 def test_errors_queue_nothing(make_instance):

@@ -166,16 +166,25 @@ class FakeAgent(FakeService):
 
 
 class FakeBounce(FakeService):
-    """The bounce daemon: records each request (and the bounce log as it was
+    """The bounce daemon: greets as version self.version of the protocol
+    (qmgr speaks 1), records each request (and the bounce log as it was
     then) and answers with self.status."""
 
     def __init__(self, path, queue_dir):
         self.queue_dir = queue_dir
         self.requests = []
         self.status = 0
+        self.version = 1
+        self.hellos = []                # qmgr's HELLO lists
         super().__init__(path)
 
     def handle(self, conn):
+        conn.send([("request", "hello"), ("protocol", "bounce"),
+                   ("version", self.version)])
+        hello = conn.recv()
+        if hello is None:
+            return
+        self.hellos.append(hello)
         req = conn.recv()
         if req is None:
             return
@@ -340,6 +349,35 @@ def test_expiry_asks_for_a_bounce(make_instance):
     trigger(inst, b"A")
     inst.wait_log(r"%s: removed" % qid, timeout=10)
     assert len(agent.requests) == tried
+    assert read_log(inst.queue_dir, "bounce", qid) == []
+
+
+def test_bounce_protocol_version_mismatch(make_instance):
+    """qmgr greets bounce with the protocol's name and version and checks
+    bounce's: a bounce daemon of another version is a clear error naming
+    both, and the bounce log and the message stay until a bounce of this
+    version takes the request."""
+    inst, agent, fake_bounce = start_instance(make_instance, {"retry_schedule": "1s"})
+    fake_bounce.version = 2
+    qid = send(inst, ["bad@" + DOMAIN, "later@" + DOMAIN])
+    inst.wait_log(r"%s: bounce notice: bounce service: protocol mismatch: "
+                  r"peer speaks bounce version 2; this side speaks bounce "
+                  r"version 1" % qid)
+    # Nothing lost: the failure is still in the log for the next try.
+    assert [r["address"] for r in read_log(inst.queue_dir, "bounce", qid)] \
+        == ["bad@" + DOMAIN]
+    assert any(find(inst, q, qid) for q in ("active", "deferred"))
+    assert fake_bounce.hellos[0] == {"request": "hello", "protocol": "bounce",
+                                     "version": "1"}
+    asked = len(fake_bounce.requests)
+    fake_bounce.version = 1
+    agent.outcome = lambda r: SENT
+    inst.wait_log(r"%s: removed" % qid, timeout=15)
+    assert len(fake_bounce.requests) > asked
+    req, log = fake_bounce.requests[-1]
+    assert req == {"request": "notify", "kind": "bounce",
+                   "queue_name": "active", "queue_id": qid}
+    assert [r["address"] for r in log] == ["bad@" + DOMAIN]
     assert read_log(inst.queue_dir, "bounce", qid) == []
 
 

@@ -26,8 +26,9 @@ import pytest
 import qfile_reader
 from conftest import (BIN, LIBEXEC, MASTER, SLUICE, Instance, free_port,
                       one_line, require, wait_until)
-from test_qmgr import (DEFERRED, SENT, FakeAgent, FakeBounce, drop_service,
-                       files, find, rcpt_marks, read_log, send)
+from proto import Conn, closed_without_reply, encode
+from test_qmgr import (DEFERRED, SENT, FakeAgent, FakeBounce, FakeService,
+                       drop_service, files, find, rcpt_marks, read_log, send)
 
 SLOW = ("deferred", "4.4.2", "connect to mx.three.test[192.0.2.3]:25: connection timed out")
 QUEUES = ("incoming", "active", "deferred", "hold")
@@ -364,6 +365,81 @@ def test_admin_with_the_mail_system_down(make_instance):
     assert files(inst, "hold") == [qids[0]]
     assert files(inst, "incoming") == [qids[1]]
     assert files(inst, "active") == []
+
+
+def admin_hello(version):
+    return [("request", "hello"), ("protocol", "qmgr_admin"), ("version", version)]
+
+
+def test_qmgr_refuses_another_admin_version(env):
+    """qmgr greets an admin client with the protocol's name and version and
+    checks the client's: a client of another version is a clear error in
+    the log naming both, its connection closes with no reply, and its
+    request is not acted on (the message in delivery is delivered)."""
+    inst, agent = env.inst, env.agent
+    agent.mode = "hold"
+    qid = send(inst, ["v2@ver.test"])
+    wait_until(lambda: agent.inflight == 1 and find(inst, "active", qid), 15,
+               what="the message in delivery")
+    conn = Conn.connect(inst.queue_dir / "private" / "qmgr-admin", timeout=10)
+    try:
+        # one write: qmgr may close as soon as it has read the HELLO
+        conn.sock.sendall(encode(admin_hello(2)) +
+                          encode([("request", "delete"), ("queue_id", qid)]))
+        assert conn.recv() == {"request": "hello", "protocol": "qmgr_admin",
+                               "version": "1"}
+        assert closed_without_reply(conn), "a reply after a mismatch"
+    finally:
+        conn.close()
+    inst.wait_log(r"qmgr\[\d+\]: warning: qmgr-admin: protocol mismatch: peer "
+                  r"speaks qmgr_admin version 2; this side speaks qmgr_admin "
+                  r"version 1")
+    assert find(inst, "active", qid), "not deleted"
+    agent.release.set()
+    inst.wait_log(r"%s: removed" % qid)
+    assert env.sent_count("v2@ver.test") == 1
+
+
+class FakeQmgrAdmin(FakeService):
+    """private/qmgr-admin of a qmgr that greets as version self.version;
+    records every list it gets and never replies to a request."""
+
+    def __init__(self, path, version):
+        self.version = version
+        self.lists = []
+        super().__init__(path)
+
+    def handle(self, conn):
+        conn.send(admin_hello(self.version))
+        while (got := conn.recv()) is not None:
+            self.lists.append(got)
+
+
+def test_admin_refuses_another_qmgr_version(make_instance):
+    """The admin command checks qmgr's greeting: a qmgr of another version
+    is an error on stderr naming both versions, the command exits 1, no
+    request is sent, and the message in active/ stays where it is."""
+    require(LIBEXEC / "smtpd", LIBEXEC / "cleanup")
+    inst = make_instance(params={"mynetworks": "127.0.0.0/8"})
+    inst.remove_service("qmgr")     # the fake below owns private/qmgr-admin
+    inst.start()
+    qid = send(inst, ["x@ver.test"])
+    os.rename(inst.queue_dir / "incoming" / qid, inst.queue_dir / "active" / qid)
+    fake = FakeQmgrAdmin(inst.queue_dir / "private" / "qmgr-admin", 2)
+    try:
+        for op in ("delete", "hold", "requeue"):
+            r = admin(inst, op, qid)
+            assert r.returncode == 1, r.stderr
+            assert ("sluice: %s: queue manager: protocol mismatch: peer speaks "
+                    "qmgr_admin version 2; this side speaks qmgr_admin version 1"
+                    % qid) in r.stderr, r.stderr
+            assert files(inst, "active") == [qid]
+        # The command greeted (once per run) and asked nothing.
+        wait_until(lambda: len(fake.lists) == 3, 10, what="three greetings")
+        assert fake.lists == [{"request": "hello", "protocol": "qmgr_admin",
+                               "version": "1"}] * 3
+    finally:
+        fake.stop()
 
 
 # --- sluice queue filters, --by-domain, mailq ---------------------------
