@@ -12,7 +12,11 @@
  * process PID); a segment is finished once that process has opened a later
  * one or is gone. An exporter (later) keeps, durably, the name and offset
  * it has read up to; a segment may be removed once every configured
- * exporter is past its end and it is finished.
+ * exporter is past its end and it is finished. Until exporters exist
+ * nothing removes segments: the journal grows by about 300 bytes an event.
+ * `sluice init` makes queue_directory/events (mail_owner's, 0700) with the
+ * queue; an instance made before the journal needs `sluice check` to make
+ * it, else cleanup cannot write the received event and answers 4xx.
  *
  * Event ids are NODE/QID/KIND/SEQ: NODE is myhostname, QID the queue ID
  * (unique on the node), SEQ what makes the event unique within the
