@@ -345,10 +345,12 @@ int sluice_events(const char *config_dir, int argc, char **argv)
             }
         } else {
             opts.kinds = opts.kinds ? argv_free(opts.kinds) : NULL;
+            bool wants_value = strcmp(argv[i], "--qid") == 0 ||
+                               strcmp(argv[i], "--kind") == 0;
+
             return sluice_fail("events: %s \"%s\" (%s)",
-                               strncmp(argv[i], "--", 2) == 0 && i + 1 >= argc
-                                   ? "missing value after"
-                                   : "unknown argument",
+                               wants_value ? "missing value after"
+                                           : "unknown argument",
                                argv[i], SLUICE_EVENTS_USAGE);
         }
     }

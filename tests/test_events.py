@@ -173,7 +173,11 @@ def test_kinds_fields_and_cli(make_instance, make_sink):
     assert re.search(r"^\S+Z %s bounced to=<reject@dest.test> .*dsn=5\.1\.1 "
                      r"\(.*no such user.*\)$" % q, text), text
     r = inst.command("events", "--kind")
-    assert r.returncode != 0 and "sluice: events:" in r.stderr
+    assert r.returncode == 1 and \
+        r.stderr.startswith('sluice: events: missing value after "--kind"')
+    r = inst.command("events", "--bogus")
+    assert r.returncode == 1 and \
+        r.stderr.startswith('sluice: events: unknown argument "--bogus"')
 
 
 def test_follow_sees_new_events(make_instance, make_sink):
