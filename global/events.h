@@ -15,8 +15,9 @@
  * exporter is past its end and it is finished. Until exporters exist
  * nothing removes segments: the journal grows by about 300 bytes an event.
  * `sluice init` makes queue_directory/events (mail_owner's, 0700) with the
- * queue; an instance made before the journal needs `sluice check` to make
- * it, else cleanup cannot write the received event and answers 4xx.
+ * queue; for an instance made before the journal, master makes it when it
+ * starts (as `sluice check` would), so cleanup can write the received
+ * event (without events/ it answers 4xx).
  *
  * Event ids are NODE/QID/KIND/SEQ: NODE is myhostname, QID the queue ID
  * (unique on the node), SEQ what makes the event unique within the

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import stat
 import time
 
 import pytest
@@ -212,6 +213,30 @@ def test_disabled_writes_nothing(make_instance, make_sink):
     assert segments(inst) == []
     assert list((inst.queue_dir / "events").iterdir()) == []
     assert inst.check("events") == ""
+
+
+def test_start_makes_missing_events_folder(make_instance, make_sink):
+    """An instance made before the journal (no events/): `sluice start`
+    makes events/ as `sluice check` would (mail_owner's, 0700, like the
+    other queue folders), says so once in the maillog, and mail is taken
+    (250, not 451) with its received event in the journal."""
+    need_daemons()
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
+                         params={"mynetworks": "127.0.0.0/8",
+                                 "myhostname": HOST})
+    events_dir = inst.queue_dir / "events"
+    os.rmdir(events_dir)
+    inst.start()
+    st = os.lstat(events_dir)
+    like = os.lstat(inst.queue_dir / "incoming")
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o700
+    assert (st.st_uid, st.st_gid) == (like.st_uid, like.st_gid)
+    inst.wait_log(r"master\[\d+\]: created missing queue folder events/")
+    assert len(re.findall(r"created missing queue folder", inst.log())) == 1
+    qid = send(inst, ["ok@dest.test"])
+    assert [e["qid"] for e in of_kind(journal(inst), "received")] == [qid]
+    assert inst.check("check") == ""    # nothing left for check to fix
 
 
 def dead_pid():
