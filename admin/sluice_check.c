@@ -383,21 +383,16 @@ static int sluice_check_dir(SLUICE_CHECK *chk, int parent_fd, const char *name,
 
     if ((fd = sluice_check_open_dir(parent_fd, name, want->top)) < 0 &&
         errno == ENOENT) {
-        if (mkdirat(parent_fd, name, want->mode) < 0 ||
-            (fd = sluice_check_open_dir(parent_fd, name, want->top)) < 0) {
-            sluice_check_error(chk, "create %s: %s", path, strerror(errno));
+        VSTR *why = vstr_alloc(100);
+
+        fd = mail_queue_create_at(parent_fd, name, path, want->top, want->mode,
+                                  want->root ? (uid_t) -1 : chk->owner,
+                                  want->gid, why);
+        if (fd < 0)
+            sluice_check_error(chk, "%s", vstr_str(why));
+        vstr_free(why);
+        if (fd < 0)
             return -1;
-        }
-        if (fchmod(fd, want->mode) < 0 ||
-            (!want->root &&
-             (geteuid() != chk->owner || want->gid != (gid_t) -1) &&
-             fchown(fd, chk->owner, want->gid) < 0) ||
-            (parent_fd == AT_FDCWD ? safe_file_fsync_parent(path)
-                                   : fsync(parent_fd)) < 0) {
-            sluice_check_error(chk, "create %s: %s", path, strerror(errno));
-            (void) close(fd);
-            return -1;
-        }
         sluice_check_fixed("%s: created (owner %s, mode %04o)", path,
                            want->root ? "root" : chk->owner_name,
                            (unsigned) want->mode);
@@ -552,14 +547,13 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
         bool hashed = mail_queue_hashed(*name);
         bool files = strcmp(*name, MAIL_QUEUE_PRIVATE) != 0 &&
                      strcmp(*name, MAIL_QUEUE_PUBLIC) != 0 &&
-                     strcmp(*name, MAIL_QUEUE_PID) != 0;
+                     strcmp(*name, MAIL_QUEUE_PID) != 0 &&
+                     strcmp(*name, MAIL_QUEUE_EVENTS) != 0;
         SLUICE_CHECK_WANT want = plain;
 
-        if (chk->drop_group && strcmp(*name, MAIL_QUEUE_MAILDROP) == 0) {
-            want.mode = 01730;
-            want.gid = chk->drop_gid;
-        } else if (chk->drop_group && strcmp(*name, MAIL_QUEUE_PUBLIC) == 0) {
-            want.mode = 0710;
+        want.mode = mail_queue_dir_mode(*name, chk->drop_group != NULL);
+        if (chk->drop_group && (strcmp(*name, MAIL_QUEUE_MAILDROP) == 0 ||
+                                strcmp(*name, MAIL_QUEUE_PUBLIC) == 0)) {
             want.gid = chk->drop_gid;
         } else if (strcmp(*name, MAIL_QUEUE_PID) == 0 && chk->root_master) {
             /* root's master keeps its pid file there (master.c) */
@@ -583,7 +577,7 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
                 }
             }
         }
-        /* Sockets and pid files are not queue files. */
+        /* Sockets, pid files and journal segments are not queue files. */
         if (files)
             sluice_check_strays(chk, dir_fd, vstr_str(path), 0, hashed);
         (void) close(dir_fd);

@@ -37,7 +37,9 @@ BENCH_MAPS (1) BENCH_DKIM (1: the DKIM table; 0 skips it) BENCH_MTAS (postfix,sl
 temporary folder) SLUICE_TOP (the build tree whose bin/sluice and libexec/
 run; default: the folder above this one) SLUICE_REVISION (its name in
 results.md when it is not a git checkout) BENCH_RESULTS (the results file;
-default bench/results.md, empty: do not record).
+default bench/results.md, empty: do not record) BENCH_SLUICE_CONF (main.cf
+settings for every sluice instance, "name=value name=value", e.g.
+"events_enable=no" to measure the event journal's cost).
 
 Measures: accepted msg/s = messages / time from the generator's first
 connect to its last 250; delivered msg/s = messages / time from the same
@@ -95,6 +97,8 @@ MTAS = [m.strip() for m in os.environ.get("BENCH_MTAS", "postfix,sluice").split(
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
 MAPS = os.environ.get("BENCH_MAPS", "1").strip() not in ("0",)
 DKIM = os.environ.get("BENCH_DKIM", "1").strip() not in ("0",)
+SLUICE_CONF = dict(kv.split("=", 1) for kv in
+                   os.environ.get("BENCH_SLUICE_CONF", "").split() if "=" in kv)
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
 PROFILE_MESSAGES = env_int("BENCH_PROFILE_MESSAGES", 1000)
 PROFILE_DIR = os.environ.get("BENCH_PROFILE_DIR", "") or \
@@ -578,6 +582,7 @@ class Sluice:
         self.port, self.sink_port = port, sink_port
         run([self.sluice, "init", self.dir, "--smtp-port", port,
              "--relayhost", "[127.0.0.1]:%d" % sink_port])
+        extra = dict(SLUICE_CONF, **(extra or {}))
         if extra:
             self._sluice("conf", *("%s=%s" % kv for kv in extra.items()))
         self.queue = Path(self._conf("queue_directory") or self.dir / "queue")

@@ -22,6 +22,7 @@
 #include "cleanup.h"
 #include "cleanup_dkim.h"
 #include "cleanup_proto.h"
+#include "events.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
 #include "maps.h"
@@ -419,6 +420,7 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
                        MAIL_QUEUE_QMGR_SERVICE);
     ctx->trigger_path = vstr_export(path);
     cleanup_tables(&ctx->conf, conf);
+    ctx->conf.events = events_open(conf, "cleanup");
     cleanup_remove_stale(&ctx->conf, CLEANUP_STALE_AGE);
 }
 
@@ -454,6 +456,7 @@ static void cleanup_ctx_release(CLEANUP_CTX *ctx)
         ctx->conf.mydestination = match_list_free(ctx->conf.mydestination);
     ctx->conf.recipient_delimiter = myfree(ctx->conf.recipient_delimiter);
     ctx->conf.dkim = cleanup_dkim_free(ctx->conf.dkim);
+    ctx->conf.events = events_close(ctx->conf.events);
 }
 
 /* main - the cleanup daemon */

@@ -62,6 +62,7 @@ typedef struct CLEANUP_CONF {
     int virtual_recursion_limit; /* virtual_alias_recursion_limit */
     int virtual_expansion_limit; /* virtual_alias_expansion_limit */
     struct CLEANUP_DKIM *dkim; /* cleanup_dkim.c; NULL: no signing */
+    struct EVENTS *events; /* the journal (global/events.h), NULL: off */
 } CLEANUP_CONF;
 
 /* The envelope of BEGIN: CLEANUP_BEGIN of global/cleanup_proto.h. */

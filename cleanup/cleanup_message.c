@@ -22,6 +22,7 @@
 #include "argv.h"
 #include "cleanup.h"
 #include "cleanup_proto.h"
+#include "events.h"
 #include "msg.h"
 #include "mail_queue.h"
 #include "mymalloc.h"
@@ -287,6 +288,21 @@ void cleanup_msg_data(CLEANUP_MSG *msg, const char *data, size_t len)
     cleanup_msg_check_write(msg);
 }
 
+/* cleanup_msg_event - the "received" event, durable; -1 when it is not
+   (then nothing may be queued). A commit that fails after it leaves a
+   received event with no message: its client was told 4xx. */
+static int cleanup_msg_event(const CLEANUP_MSG *msg, long long size)
+{
+    EVENT event;
+
+    events_event_init(&event, EVENTS_RECEIVED, msg->qid, "0");
+    event.sender = msg->sender;
+    event.size = size;
+    event.rcpt_count = msg->rcpt_count;
+    event.client = msg->client_info;
+    return events_emit(msg->conf->events, &event);
+}
+
 /* cleanup_msg_end - commit or abort; the status to send */
 int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
 {
@@ -326,6 +342,11 @@ int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
        failure leaves nothing behind (the renamed file included, when only
        the directory fsync failed), so the client's retry is no duplicate. */
     size = qfile_writer_content_size(msg->writer);
+    /* The journal's rule: the event is durable before the change is. */
+    if (cleanup_msg_event(msg, size) < 0) {
+        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
+        return msg->status;
+    }
     msg->writer = NULL;
     if (qfile_commit(msg->out, msg->final_path, &step) < 0) {
         msg->out = NULL;

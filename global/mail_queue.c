@@ -12,6 +12,7 @@
  */
 #include "sys_defs.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include "mail_queue.h"
@@ -27,7 +28,7 @@ const char *const mail_queue_names[] = {
     MAIL_QUEUE_MAILDROP, MAIL_QUEUE_INCOMING, MAIL_QUEUE_ACTIVE,
     MAIL_QUEUE_DEFERRED, MAIL_QUEUE_HOLD,     MAIL_QUEUE_CORRUPT,
     MAIL_QUEUE_DEFER,    MAIL_QUEUE_BOUNCE,   MAIL_QUEUE_PRIVATE,
-    MAIL_QUEUE_PUBLIC,   MAIL_QUEUE_PID,      NULL,
+    MAIL_QUEUE_PUBLIC,   MAIL_QUEUE_PID,      MAIL_QUEUE_EVENTS, NULL,
 };
 
 /* mail_queue_hashed - is this queue hashed one level deep? */
@@ -255,4 +256,46 @@ done:
     vstr_free(path);
     vstr_free(hash_path);
     return ret;
+}
+
+/* mail_queue_dir_mode - the mode of one queue directory */
+mode_t mail_queue_dir_mode(const char *queue_name, bool group)
+{
+    if (group && strcmp(queue_name, MAIL_QUEUE_MAILDROP) == 0)
+        return 01730;
+    if (group && strcmp(queue_name, MAIL_QUEUE_PUBLIC) == 0)
+        return 0710;
+    return 0700;
+}
+
+/* mail_queue_create_at - create one directory by descriptor, durably */
+int mail_queue_create_at(int parent_fd, const char *name, const char *path,
+                         bool follow, mode_t mode, uid_t uid, gid_t gid,
+                         VSTR *why)
+{
+    int saved_errno;
+    int fd;
+
+    if (mkdirat(parent_fd, name, mode) < 0) {
+        saved_errno = errno;
+        vstr_sprintf(why, "create %s: %m", path);
+        errno = saved_errno;
+        return -1;
+    }
+    fd = openat(parent_fd, name,
+                O_RDONLY | O_DIRECTORY | O_CLOEXEC | (follow ? 0 : O_NOFOLLOW));
+    if (fd < 0 || fchmod(fd, mode) < 0 ||
+        (((uid != (uid_t) -1 && uid != geteuid()) || gid != (gid_t) -1) &&
+         fchown(fd, uid, gid) < 0) ||
+        (parent_fd == AT_FDCWD ? safe_file_fsync_parent(path)
+                               : fsync(parent_fd)) < 0) {
+        saved_errno = errno;
+        vstr_sprintf(why, "create %s: %m", path);
+        if (fd >= 0)
+            (void) close(fd);
+        /* EEXIST is kept for what existed before */
+        errno = saved_errno == EEXIST ? EIO : saved_errno;
+        return -1;
+    }
+    return fd;
 }

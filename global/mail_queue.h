@@ -23,6 +23,7 @@
 #define MAIL_QUEUE_PRIVATE "private"
 #define MAIL_QUEUE_PUBLIC "public"
 #define MAIL_QUEUE_PID "pid"
+#define MAIL_QUEUE_EVENTS "events" /* the event journal (global/events.h) */
 
 /* public/qmgr: the wake-up trigger of the queue manager */
 #define MAIL_QUEUE_QMGR_SERVICE "qmgr"
@@ -64,5 +65,18 @@ extern int mail_queue_rename(const char *queue_dir, const char *from_queue,
    subdirectories) under queue_dir with mode; 0 or -1 with the reason in why */
 extern int mail_queue_create_dirs(const char *queue_dir, mode_t mode,
                                   VSTR *why);
+/* mail_queue_dir_mode - the mode queue_name has (sluice init, sluice
+   check): 0700, but maildrop/ 01730 and public/ 0710 when the group
+   setgid_group exists (group: they are that group's) */
+extern mode_t mail_queue_dir_mode(const char *queue_name, bool group);
+/* mail_queue_create_at - create name in parent_fd (AT_FDCWD: name is a
+   path; path: its full name, for why) as a directory with exactly mode,
+   given to uid and gid ((uid_t) -1, (gid_t) -1: the creator's), and fsync
+   its parent. Returns the new directory open (opened without following a
+   symbolic link unless follow; caller closes), or -1 with errno and the
+   reason in why; errno EEXIST: name exists, nothing was done */
+extern int mail_queue_create_at(int parent_fd, const char *name,
+                                const char *path, bool follow, mode_t mode,
+                                uid_t uid, gid_t gid, VSTR *why);
 
 #endif

@@ -48,7 +48,7 @@ static void test_names_and_paths(void **state)
     size_t count = 0;
     static const char *const expect[] = {
         "maildrop", "incoming", "active",  "deferred", "hold", "corrupt",
-        "defer",    "bounce",   "private", "public",   "pid",
+        "defer",    "bounce",   "private", "public",   "pid",  "events",
     };
 
     while (mail_queue_names[count] != NULL)
@@ -239,12 +239,66 @@ static void test_move(void **state)
     vstr_free(why);
 }
 
+/* mail_queue_create_at: exactly mode whatever the umask, the new directory
+   returned open; what exists (a symbolic link too) is EEXIST, untouched */
+static void test_create_at(void **state)
+{
+    const char *tmp = ((TESTLIB_DIR *) *state)->path;
+    VSTR *path = vstr_alloc(0);
+    VSTR *target = vstr_alloc(0);
+    VSTR *why = vstr_alloc(0);
+    struct stat st;
+    mode_t old_umask;
+    int top_fd;
+    int fd;
+
+    top_fd = open(tmp, O_RDONLY | O_DIRECTORY);
+    assert_true(top_fd >= 0);
+    vstr_sprintf(path, "%s/events", tmp);
+    old_umask = umask(0777);
+    fd = mail_queue_create_at(top_fd, "events", vstr_str(path), false, 0710,
+                              (uid_t) -1, (gid_t) -1, why);
+    umask(old_umask);
+    assert_true(fd >= 0);
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_true(S_ISDIR(st.st_mode));
+    assert_int_equal(st.st_mode & 07777, 0710);
+    assert_true(test_is_dir_mode(vstr_str(path), 0710));
+    close(fd);
+
+    /* An existing directory: EEXIST, its mode kept. */
+    assert_int_equal(mail_queue_create_at(top_fd, "events", vstr_str(path),
+                                          false, 0700, (uid_t) -1, (gid_t) -1,
+                                          why),
+                     -1);
+    assert_int_equal(errno, EEXIST);
+    assert_true(test_is_dir_mode(vstr_str(path), 0710));
+
+    /* A symbolic link, even to nothing: EEXIST, nothing made through it. */
+    vstr_sprintf(target, "%s/elsewhere", tmp);
+    vstr_sprintf(path, "%s/link", tmp);
+    assert_int_equal(symlink(vstr_str(target), vstr_str(path)), 0);
+    assert_int_equal(mail_queue_create_at(top_fd, "link", vstr_str(path), false,
+                                          0700, (uid_t) -1, (gid_t) -1, why),
+                     -1);
+    assert_int_equal(errno, EEXIST);
+    assert_non_null(strstr(vstr_str(why), "create "));
+    assert_int_equal(lstat(vstr_str(target), &st), -1);
+
+    close(top_fd);
+    vstr_free(path);
+    vstr_free(target);
+    vstr_free(why);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_names_and_paths),
         cmocka_unit_test(test_known),
         cmocka_unit_test_setup_teardown(test_create_dirs, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_create_at, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_move, test_setup, test_teardown),
     };

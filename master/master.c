@@ -20,6 +20,8 @@
 #include "sys_defs.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/stat.h>
@@ -27,6 +29,7 @@
 #include <event2/event.h>
 
 #include "mail_conf.h"
+#include "mail_queue.h"
 #include "master.h"
 #include "master_cf.h"
 #include "msg.h"
@@ -91,6 +94,77 @@ static MASTER_CF *master_read_cf(MASTER_CTX *ctx, VSTR *why)
     cf = master_cf_read(vstr_str(path), ctx->default_maxproc, why);
     vstr_free(path);
     return cf;
+}
+
+/* master_queue_dirs - create each queue folder that is missing, as
+   `sluice check` would (mail_queue_create_at, mail_queue_dir_mode): an
+   instance made before a folder existed (events/) works after an upgrade
+   without `sluice check`. Made by descriptor from queue_directory down,
+   no symbolic link followed; one that exists is left as it is (sluice
+   check fixes modes). pid/ of a master run as root: master_pid_dir. What
+   cannot be made is a warning: the daemon that needs it says why it
+   fails */
+static void master_queue_dirs(MASTER_CTX *ctx)
+{
+    const char *group_name = mail_conf_str(ctx->conf, "setgid_group");
+    const struct group *gr = *group_name ? getgrnam(group_name) : NULL;
+    gid_t group = gr ? gr->gr_gid : (gid_t) -1;
+    uid_t owner = (uid_t) -1;
+    gid_t owner_group = (gid_t) -1;
+    const struct passwd *pw;
+    VSTR *why = vstr_alloc(100);
+    VSTR *path = vstr_alloc(100);
+    char hash_name[2] = {0, 0};
+    int queue_fd;
+    int fd;
+    int hash_fd;
+
+    /* As root, mail_owner exists and is not root (master_configure). */
+    if (geteuid() == 0 && (pw = mail_conf_owner(ctx->conf, why)) != NULL) {
+        owner = pw->pw_uid;
+        owner_group = pw->pw_gid; /* as sluice init makes them */
+    }
+    if ((queue_fd = open(ctx->queue_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) <
+        0) {
+        msg_warn("open %s: %m", ctx->queue_dir);
+        goto out;
+    }
+    for (const char *const *name = mail_queue_names; *name; name++) {
+        bool grouped =
+            group != (gid_t) -1 && (strcmp(*name, MAIL_QUEUE_MAILDROP) == 0 ||
+                                    strcmp(*name, MAIL_QUEUE_PUBLIC) == 0);
+
+        if (geteuid() == 0 && strcmp(*name, MAIL_QUEUE_PID) == 0)
+            continue;
+        vstr_sprintf(path, "%s/%s", ctx->queue_dir, *name);
+        if ((fd = mail_queue_create_at(queue_fd, *name, vstr_str(path), false,
+                                       mail_queue_dir_mode(*name, gr != NULL),
+                                       owner, grouped ? group : owner_group,
+                                       why)) < 0) {
+            if (errno != EEXIST)
+                msg_warn("%s", vstr_str(why));
+            continue;
+        }
+        msg_info("created missing queue folder %s/", *name);
+        if (mail_queue_hashed(*name)) {
+            for (const char *hash = mail_queue_hash_chars; *hash; hash++) {
+                hash_name[0] = *hash;
+                vstr_sprintf(path, "%s/%s/%c", ctx->queue_dir, *name, *hash);
+                if ((hash_fd = mail_queue_create_at(
+                         fd, hash_name, vstr_str(path), false, 0700, owner,
+                         owner_group, why)) < 0) {
+                    msg_warn("%s", vstr_str(why));
+                    break;
+                }
+                (void) close(hash_fd);
+            }
+        }
+        (void) close(fd);
+    }
+    (void) close(queue_fd);
+out:
+    vstr_free(path);
+    vstr_free(why);
 }
 
 /* master_pid_dir - open queue_directory/pid. A master run as root keeps
@@ -353,6 +427,7 @@ int main(int argc, char **argv)
     if ((cf = master_read_cf(&ctx, why)) == NULL)
         msg_fatal("%s", vstr_str(why));
     umask(022);
+    master_queue_dirs(&ctx);
     pid_fd = master_lock(&ctx);
     vstr_sprintf(pid_path, "%s/pid/master.pid", ctx.queue_dir);
     if (master_services_open(&ctx, cf, why) < 0)

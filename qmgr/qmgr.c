@@ -26,6 +26,7 @@
 
 #include <event2/event.h>
 
+#include "events.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
 #include "mail_server.h"
@@ -291,6 +292,7 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
     conf->sched.delay_warning = mail_conf_time(mc, "delay_warning_time");
     conf->job_timeout = mail_conf_time(mc, "daemon_timeout");
     conf->ipc_timeout = mail_conf_time(mc, "ipc_timeout");
+    conf->events = events_open(mc, "qmgr");
     /* The table bounds every number (the limits are at least 1, each step
        of retry_schedule at least 1s): nothing to check here. */
     conf->sched.retry_steps =

@@ -79,6 +79,7 @@ typedef struct QMGR_CONF {
     long long rcpt_limit; /* default_destination_recipient_limit */
     long long job_timeout; /* daemon_timeout: one delivery */
     long long ipc_timeout; /* ipc_timeout: one bounce request */
+    struct EVENTS *events; /* the journal (global/events.h), NULL: off */
 } QMGR_CONF;
 
 /* A resumable scan of one queue directory (hashed ones: all 32 subdirs). */

@@ -45,6 +45,7 @@
 #include "deliver_log.h"
 #include "deliver_proto.h"
 #include "dsn_log.h"
+#include "events.h"
 #include "mail_queue.h"
 #include "maps.h"
 #include "match_list.h"
@@ -86,6 +87,68 @@ void qmgr_log_status(const QMGR_MESSAGE *msg, const char *address,
     times.request = times.now;
     times.conn = times.now;
     deliver_log(&entry, &times);
+}
+
+/* qmgr_message_event - add a journal event about recipient index (or the
+   message: index SIZE_MAX) to the batch; flush: write the batch now (the
+   journal's rule: before the queue change it describes) */
+static void qmgr_message_event(QMGR_MESSAGE *msg, size_t index,
+                               const char *kind, const char *dsn,
+                               const char *reply, const char *relay, bool flush)
+{
+    struct EVENTS *events = msg->ctx->conf.events;
+    const QFILE_RCPT *rcpt =
+        index == SIZE_MAX ? NULL : &msg->info->rcpts[index];
+    VSTR *seq;
+    VSTR *why;
+    EVENT event;
+    struct timeval now;
+
+    if (events == NULL)
+        return;
+    seq = vstr_alloc(40);
+    /* events.h: ids repeat when the event is repeated after a crash. */
+    if (rcpt == NULL)
+        vstr_sprintf(seq, "%lld", msg->active_usec);
+    else if (strcmp(kind, EVENTS_DEFERRED) == 0)
+        vstr_sprintf(seq, "%lld.%lld", (long long) rcpt->offset,
+                     msg->active_usec);
+    else
+        vstr_sprintf(seq, "%lld", (long long) rcpt->offset);
+    events_event_init(&event, kind, msg->qid, vstr_str(seq));
+    if (rcpt != NULL) {
+        event.recipient = rcpt->address;
+        event.orig_recipient = rcpt->orcpt;
+    } else {
+        event.sender = msg->info->sender;
+    }
+    event.dsn = dsn && *dsn ? dsn : NULL;
+    event.reply = reply;
+    event.relay = relay && *relay ? relay : NULL;
+    gettimeofday(&now, NULL);
+    event.delay = (double) (now.tv_sec - msg->info->arrival.tv_sec) +
+                  (double) (now.tv_usec - msg->info->arrival.tv_usec) / 1e6;
+    if (event.delay < 0)
+        event.delay = 0;
+    events_add(events, &event);
+    if (flush) {
+        why = vstr_alloc(100);
+        if (events_flush(events, why) < 0)
+            msg_warn("%s: %s event lost: %s", msg->qid, kind, vstr_str(why));
+        vstr_free(why);
+    }
+    vstr_free(seq);
+}
+
+/* qmgr_message_event_flush - write the batch of events (a warning when
+   it cannot be written) */
+static void qmgr_message_event_flush(QMGR_MESSAGE *msg)
+{
+    VSTR *why = vstr_alloc(100);
+
+    if (events_flush(msg->ctx->conf.events, why) < 0)
+        msg_warn("%s: events lost: %s", msg->qid, vstr_str(why));
+    vstr_free(why);
 }
 
 /* qmgr_notify_has - does a NOTIFY= list hold word? */
@@ -189,6 +252,8 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
     }
     if (strcmp(action, DELIVER_ACTION_SENT) == 0) {
         mem->state = QMGR_RCPT_FINISHED;
+        qmgr_message_event(msg, index, EVENTS_DELIVERED, dsn, reason,
+                           remote_mta, true);
         if (qmgr_notify_has(rcpt->notify, "SUCCESS")) {
             qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_DELIVERED, dsn,
                                  reason, diagnostic, remote_mta);
@@ -205,6 +270,8 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
         if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid, &rec,
                            true, why) == 0) {
             mem->state = QMGR_RCPT_FINISHED;
+            qmgr_message_event(msg, index, EVENTS_BOUNCED, dsn, reason,
+                               remote_mta, true);
         } else {
             /* Without its bounce record the recipient must stay. */
             msg_warn("%s: bounce log for %s: %s: deferred instead", msg->qid,
@@ -223,6 +290,8 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
         myfree(mem->defer_reason);
         mem->defer_dsn = mystrdup(dsn && *dsn ? dsn : "4.0.0");
         mem->defer_reason = mystrdup(reason ? reason : "");
+        qmgr_message_event(msg, index, EVENTS_DEFERRED, dsn, reason,
+                           remote_mta, true);
         qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_DELAYED, dsn, reason,
                              diagnostic, remote_mta);
         if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,
@@ -415,6 +484,8 @@ static void qmgr_message_settle(QMGR_MESSAGE *msg)
 static void qmgr_message_bounced(QMGR_MESSAGE *msg, bool ok)
 {
     if (ok) {
+        qmgr_message_event(msg, SIZE_MAX, EVENTS_RETURNED, NULL, NULL, NULL,
+                           true);
         if (dsn_log_remove(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid) <
             0)
             msg_warn("%s: remove bounce log: %m", msg->qid);
@@ -459,7 +530,12 @@ static void qmgr_message_expire(QMGR_MESSAGE *msg)
         }
         mem->state = QMGR_RCPT_FINISHED;
         expired = true;
+        qmgr_message_event(msg, i, EVENTS_EXPIRED, rec.status, rec.reason, NULL,
+                           false);
     }
+    /* One fsync for the batch, before the marks or the removal. */
+    if (expired)
+        qmgr_message_event_flush(msg);
     if (expired)
         msg_info("%s: from=<%s>, status=expired, returned to sender", msg->qid,
                  msg->info->sender);

@@ -1,0 +1,400 @@
+/*
+ * sluice_events - `sluice events [--follow] [--qid Q] [--kind K] [--json]`
+ *
+ * Reads the event journal (global/events.h) in events_directory: every
+ * segment, each line one event, merged by timestamp (segments have one
+ * writer each and overlap in time). --json prints each event as it is
+ * stored, one object a line; without it one readable line per event.
+ * --qid and --kind (a comma-separated list of kinds) filter. --follow
+ * then keeps reading what is appended (new segments included), like
+ * tail -f, until interrupted.
+ *
+ * An incomplete last line of a segment is not an event yet (its writer
+ * may be at work; a dead writer's is cut by the next writer's start): it
+ * is skipped, and with --follow read once it is whole. A line that is not
+ * a JSON object with a kind, qid and ts is reported on stderr with its
+ * segment and line number, the others are still shown, and the exit
+ * status is 1.
+ */
+#include "sys_defs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <jansson.h>
+
+#include "argv.h"
+#include "events.h"
+#include "mail_conf.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "sluice.h"
+#include "vstr.h"
+
+#define SLUICE_EVENTS_USAGE                                                    \
+    "usage: sluice events [--follow] [--qid QID] [--kind KIND[,KIND...]] "     \
+    "[--json]"
+#define SLUICE_EVENTS_POLL_USEC 200000 /* --follow: between looks */
+
+typedef struct SLUICE_EVENTS_OPTS {
+    bool follow;
+    bool json;
+    const char *qid;
+    ARGV *kinds; /* NULL: all */
+} SLUICE_EVENTS_OPTS;
+
+/* What has been read of one segment. */
+typedef struct SLUICE_EVENTS_SEG {
+    char *name;
+    long long offset; /* up to the end of the last whole line read */
+    long long lines; /* whole lines read, for error messages */
+} SLUICE_EVENTS_SEG;
+
+typedef struct SLUICE_EVENTS_STATE {
+    const char *dir;
+    const SLUICE_EVENTS_OPTS *opts;
+    SLUICE_EVENTS_SEG *segs;
+    size_t seg_count;
+    size_t seg_cap;
+    json_t **batch; /* events read in one pass, to be sorted */
+    size_t batch_count;
+    size_t batch_cap;
+    int bad; /* lines that were not events */
+} SLUICE_EVENTS_STATE;
+
+static volatile sig_atomic_t sluice_events_stop;
+
+/* sluice_events_signal - --follow ends on SIGINT or SIGTERM */
+static void sluice_events_signal(int sig)
+{
+    sluice_events_stop = 1;
+}
+
+/* sluice_events_str - obj[name] as a string, or NULL */
+static const char *sluice_events_str(const json_t *obj, const char *name)
+{
+    return json_string_value(json_object_get(obj, name));
+}
+
+/* sluice_events_match - does the event pass --qid and --kind? */
+static bool sluice_events_match(const SLUICE_EVENTS_OPTS *opts,
+                                const json_t *event)
+{
+    const char *kind = sluice_events_str(event, "kind");
+
+    if (opts->qid &&
+        strcmp(opts->qid, sluice_events_str(event, "qid")) != 0)
+        return false;
+    if (opts->kinds) {
+        for (size_t i = 0; i < opts->kinds->argc; i++)
+            if (strcmp(opts->kinds->argv[i], kind) == 0)
+                return true;
+        return false;
+    }
+    return true;
+}
+
+/* sluice_events_keep - take one line of segment seg: parse, check, add
+   to the batch when it matches */
+static void sluice_events_keep(SLUICE_EVENTS_STATE *state,
+                               SLUICE_EVENTS_SEG *seg, const char *line,
+                               size_t len)
+{
+    json_error_t error;
+    json_t *event = json_loadb(line, len, JSON_REJECT_DUPLICATES, &error);
+
+    seg->lines++;
+    if (event == NULL || !json_is_object(event) ||
+        sluice_events_str(event, "kind") == NULL ||
+        sluice_events_str(event, "qid") == NULL ||
+        sluice_events_str(event, "ts") == NULL) {
+        sluice_fail("events: %s/%s: line %lld: not an event%s%s", state->dir,
+                    seg->name, seg->lines, event ? "" : ": ",
+                    event ? "" : error.text);
+        state->bad++;
+        json_decref(event);
+        return;
+    }
+    if (!sluice_events_match(state->opts, event)) {
+        json_decref(event);
+        return;
+    }
+    if (state->batch_count == state->batch_cap) {
+        state->batch_cap = state->batch_cap ? state->batch_cap * 2 : 64;
+        state->batch =
+            myrealloc(state->batch, state->batch_cap * sizeof(json_t *));
+    }
+    state->batch[state->batch_count++] = event;
+}
+
+/* sluice_events_read_seg - read seg's whole lines beyond its offset */
+static void sluice_events_read_seg(SLUICE_EVENTS_STATE *state,
+                                   SLUICE_EVENTS_SEG *seg)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *data = vstr_alloc(8192);
+    char buf[65536];
+    ssize_t got;
+    int fd;
+
+    vstr_sprintf(path, "%s/%s", state->dir, seg->name);
+    if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0) {
+        if (errno != ENOENT) {
+            sluice_fail("events: open %s: %s", vstr_str(path),
+                        strerror(errno));
+            state->bad++;
+        }
+        goto out;
+    }
+    if (lseek(fd, (off_t) seg->offset, SEEK_SET) < 0) {
+        sluice_fail("events: seek %s: %s", vstr_str(path),
+                        strerror(errno));
+        state->bad++;
+        (void) close(fd);
+        goto out;
+    }
+    while ((got = read(fd, buf, sizeof(buf))) > 0)
+        vstr_ncat(data, buf, (size_t) got);
+    if (got < 0) {
+        sluice_fail("events: read %s: %s", vstr_str(path),
+                        strerror(errno));
+        state->bad++;
+    }
+    (void) close(fd);
+    /* Whole lines only: a torn or growing tail waits. */
+    {
+        size_t whole = events_whole_length(vstr_str(data), vstr_len(data));
+        const char *cp = vstr_str(data);
+        const char *end = cp + whole;
+
+        while (cp < end) {
+            const char *nl = memchr(cp, '\n', (size_t) (end - cp));
+
+            sluice_events_keep(state, seg, cp, (size_t) (nl - cp));
+            cp = nl + 1;
+        }
+        seg->offset += (long long) whole;
+    }
+out:
+    vstr_free(path);
+    vstr_free(data);
+}
+
+/* sluice_events_seg_cmp - segments by name: by start time */
+static int sluice_events_seg_cmp(const void *a, const void *b)
+{
+    return strcmp(((const SLUICE_EVENTS_SEG *) a)->name,
+                  ((const SLUICE_EVENTS_SEG *) b)->name);
+}
+
+/* sluice_events_scan - add the segments not known yet; -1 when the
+   directory cannot be read (a missing one has no events: 0) */
+static int sluice_events_scan(SLUICE_EVENTS_STATE *state)
+{
+    DIR *dp;
+    struct dirent *de;
+    size_t known = state->seg_count;
+
+    if ((dp = opendir(state->dir)) == NULL) {
+        if (errno == ENOENT)
+            return 0;
+        sluice_fail("events: open %s: %s", state->dir,
+                        strerror(errno));
+        return -1;
+    }
+    while ((de = readdir(dp)) != NULL) {
+        bool seen = false;
+
+        if (events_segment_pid(de->d_name) < 0)
+            continue;
+        for (size_t i = 0; i < known && !seen; i++)
+            seen = strcmp(state->segs[i].name, de->d_name) == 0;
+        if (seen)
+            continue;
+        if (state->seg_count == state->seg_cap) {
+            state->seg_cap = state->seg_cap ? state->seg_cap * 2 : 16;
+            state->segs = myrealloc(state->segs,
+                                    state->seg_cap * sizeof(*state->segs));
+        }
+        state->segs[state->seg_count].name = mystrdup(de->d_name);
+        state->segs[state->seg_count].offset = 0;
+        state->segs[state->seg_count].lines = 0;
+        state->seg_count++;
+    }
+    (void) closedir(dp);
+    qsort(state->segs, state->seg_count, sizeof(*state->segs),
+          sluice_events_seg_cmp);
+    return 0;
+}
+
+/* sluice_events_ts_cmp - events by timestamp (fixed-width UTC text) */
+static int sluice_events_ts_cmp(const void *a, const void *b)
+{
+    const json_t *ea = *(json_t *const *) a;
+    const json_t *eb = *(json_t *const *) b;
+    int cmp = strcmp(sluice_events_str(ea, "ts"), sluice_events_str(eb, "ts"));
+
+    return cmp ? cmp
+               : strcmp(sluice_events_str(ea, "id") ? sluice_events_str(ea, "id")
+                                                    : "",
+                        sluice_events_str(eb, "id") ? sluice_events_str(eb, "id")
+                                                    : "");
+}
+
+/* sluice_events_field - append " name=value" when obj has it */
+static void sluice_events_field(VSTR *line, const json_t *obj, const char *key,
+                                const char *label, bool angle)
+{
+    const json_t *value = json_object_get(obj, key);
+
+    if (json_is_string(value))
+        vstr_sprintf_append(line, angle ? " %s=<%s>" : " %s=%s", label,
+                            json_string_value(value));
+    else if (json_is_integer(value))
+        vstr_sprintf_append(line, " %s=%lld", label,
+                            (long long) json_integer_value(value));
+    else if (json_is_real(value))
+        vstr_sprintf_append(line, " %s=%.3f", label, json_real_value(value));
+}
+
+/* sluice_events_print - one event, as stored or readable */
+static void sluice_events_print(const SLUICE_EVENTS_OPTS *opts,
+                                const json_t *event)
+{
+    VSTR *line;
+    char *text;
+
+    if (opts->json) {
+        /* As the writer made it (global/events.c). */
+        text = json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                     JSON_ENSURE_ASCII |
+                                     JSON_REAL_PRECISION(6));
+        if (text) {
+            printf("%s\n", text);
+            free(text);
+        }
+        return;
+    }
+    line = vstr_alloc(200);
+    vstr_sprintf(line, "%s %s %s", sluice_events_str(event, "ts"),
+                 sluice_events_str(event, "qid"),
+                 sluice_events_str(event, "kind"));
+    sluice_events_field(line, event, "recipient", "to", true);
+    sluice_events_field(line, event, "sender", "from", true);
+    sluice_events_field(line, event, "size", "size", false);
+    sluice_events_field(line, event, "rcpt_count", "nrcpt", false);
+    sluice_events_field(line, event, "client", "client", false);
+    sluice_events_field(line, event, "relay", "relay", false);
+    sluice_events_field(line, event, "delay", "delay", false);
+    sluice_events_field(line, event, "dsn", "dsn", false);
+    if (json_is_string(json_object_get(event, "reply")))
+        vstr_sprintf_append(line, " (%s)", sluice_events_str(event, "reply"));
+    /* One line on the terminal, whatever the reply held. */
+    for (char *cp = vstr_str(line); *cp; cp++)
+        if ((unsigned char) *cp < 0x20)
+            *cp = ' ';
+    printf("%s\n", vstr_str(line));
+    vstr_free(line);
+}
+
+/* sluice_events_pass - read what is new everywhere, print it sorted */
+static int sluice_events_pass(SLUICE_EVENTS_STATE *state)
+{
+    if (sluice_events_scan(state) < 0)
+        return -1;
+    for (size_t i = 0; i < state->seg_count; i++)
+        sluice_events_read_seg(state, &state->segs[i]);
+    qsort(state->batch, state->batch_count, sizeof(json_t *),
+          sluice_events_ts_cmp);
+    for (size_t i = 0; i < state->batch_count; i++) {
+        sluice_events_print(state->opts, state->batch[i]);
+        json_decref(state->batch[i]);
+    }
+    state->batch_count = 0;
+    (void) fflush(stdout);
+    return 0;
+}
+
+/* sluice_events - `sluice events [--follow] [--qid Q] [--kind K] [--json]` */
+int sluice_events(const char *config_dir, int argc, char **argv)
+{
+    SLUICE_EVENTS_OPTS opts = {false, false, NULL, NULL};
+    SLUICE_EVENTS_STATE state;
+    VSTR *why;
+    MAIL_CONF *conf;
+    char *dir;
+    int status = 0;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0) {
+            opts.json = true;
+        } else if (strcmp(argv[i], "--follow") == 0 ||
+                   strcmp(argv[i], "-f") == 0) {
+            opts.follow = true;
+        } else if ((strcmp(argv[i], "--qid") == 0 ||
+                    strcmp(argv[i], "--kind") == 0) &&
+                   i + 1 < argc) {
+            if (strcmp(argv[i], "--qid") == 0) {
+                opts.qid = argv[++i];
+            } else {
+                opts.kinds = opts.kinds ? argv_free(opts.kinds) : NULL;
+                opts.kinds = argv_split(argv[++i], ",");
+            }
+        } else {
+            opts.kinds = opts.kinds ? argv_free(opts.kinds) : NULL;
+            bool wants_value = strcmp(argv[i], "--qid") == 0 ||
+                               strcmp(argv[i], "--kind") == 0;
+
+            return sluice_fail("events: %s \"%s\" (%s)",
+                               wants_value ? "missing value after"
+                                           : "unknown argument",
+                               argv[i], SLUICE_EVENTS_USAGE);
+        }
+    }
+    why = vstr_alloc(100);
+    if ((conf = mail_conf_read(config_dir, why)) == NULL) {
+        opts.kinds = opts.kinds ? argv_free(opts.kinds) : NULL;
+        status = sluice_fail("%s", vstr_str(why));
+        vstr_free(why);
+        return status;
+    }
+    vstr_free(why);
+    dir = mystrdup(mail_conf_str(conf, "events_directory"));
+    mail_conf_free(conf);
+
+    memset(&state, 0, sizeof(state));
+    state.dir = dir;
+    state.opts = &opts;
+    if (sluice_events_pass(&state) < 0)
+        status = 1;
+    if (opts.follow && status == 0) {
+        struct sigaction sa;
+
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = sluice_events_signal;
+        (void) sigaction(SIGINT, &sa, NULL);
+        (void) sigaction(SIGTERM, &sa, NULL);
+        while (!sluice_events_stop) {
+            struct timespec pause = {0, SLUICE_EVENTS_POLL_USEC * 1000L};
+
+            (void) nanosleep(&pause, NULL);
+            if (sluice_events_pass(&state) < 0) {
+                status = 1;
+                break;
+            }
+        }
+    }
+    if (state.bad > 0)
+        status = 1;
+    for (size_t i = 0; i < state.seg_count; i++)
+        myfree(state.segs[i].name);
+    myfree(state.segs);
+    myfree(state.batch);
+    myfree(dir);
+    if (opts.kinds)
+        argv_free(opts.kinds);
+    return status;
+}

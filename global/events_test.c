@@ -1,0 +1,304 @@
+/*
+ * events_test - unit tests for the event journal: formatting, segment
+ * names and rolling, torn-tail detection and repair, and the writer in a
+ * fresh temp directory (main.cf written there)
+ */
+#include "sys_defs.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include <glob.h>
+
+#include "events.h"
+#include "mail_conf.h"
+#include "mymalloc.h"
+#include "testlib.h"
+#include "vstr.h"
+
+/* test_setup - a fresh directory, the log captured there */
+static int test_setup(void **state)
+{
+    TESTLIB_DIR *tmp = testlib_dir_create("events_test");
+
+    if (tmp == NULL || testlib_log_capture(tmp, "events_test") < 0)
+        return -1;
+    *state = tmp;
+    return 0;
+}
+
+/* test_teardown - remove the temp directory */
+static int test_teardown(void **state)
+{
+    return testlib_dir_remove(*state);
+}
+
+static void test_format_received(void **state)
+{
+    VSTR *line = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+    struct timeval now = {.tv_sec = 1796443200, .tv_usec = 7}; /* 2026-12-05T04:00:00Z */
+    EVENT event;
+
+    events_event_init(&event, EVENTS_RECEIVED, "1MH73QWC9X200WSJ", "0");
+    event.sender = "alice@src.test";
+    event.size = 249;
+    event.rcpt_count = 2;
+    event.client = "unknown[127.0.0.1]";
+    assert_int_equal(events_format(line, &event, "node1.test", &now, why), 0);
+    assert_string_equal(
+        vstr_str(line),
+        "{\"id\":\"node1.test/1MH73QWC9X200WSJ/received/0\","
+        "\"ts\":\"2026-12-05T04:00:00.000007Z\",\"kind\":\"received\","
+        "\"qid\":\"1MH73QWC9X200WSJ\",\"recipient\":null,"
+        "\"sender\":\"alice@src.test\",\"size\":249,\"rcpt_count\":2,"
+        "\"client\":\"unknown[127.0.0.1]\",\"tenant\":null,\"pool\":null,"
+        "\"source_ip\":null,\"provider\":null,\"trace_id\":null}\n");
+    vstr_free(line);
+    vstr_free(why);
+}
+
+static void test_format_delivered_escapes(void **state)
+{
+    VSTR *line = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+    struct timeval now = {.tv_sec = 0, .tv_usec = 999999};
+    EVENT event;
+
+    /* Appended: a line already there stays. */
+    vstr_cpy(line, "x\n");
+    events_event_init(&event, EVENTS_DELIVERED, "Q", "123");
+    event.recipient = "b\"o\\b@dest.test";
+    event.dsn = "2.0.0";
+    event.reply = "250 ok\r\nnext \xff byte";
+    event.relay = "mx[127.0.0.1]:25";
+    event.delay = 1.23456;
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_string_equal(
+        vstr_str(line),
+        "x\n{\"id\":\"n/Q/delivered/123\",\"ts\":\"1970-01-01T00:00:00.999999Z\","
+        "\"kind\":\"delivered\",\"qid\":\"Q\","
+        "\"recipient\":\"b\\\"o\\\\b@dest.test\",\"relay\":\"mx[127.0.0.1]:25\","
+        "\"dsn\":\"2.0.0\",\"reply\":\"250 ok\\r\\nnext ? byte\","
+        "\"delay\":1.235,\"tenant\":null,\"pool\":null,"
+        "\"source_ip\":null,\"provider\":null,\"trace_id\":null}\n");
+    /* Exactly one LF per event: the reply's CR LF became escapes. */
+    assert_int_equal(strchr(vstr_str(line) + 2, '\n') -
+                         (vstr_str(line) + 2),
+                     (long) vstr_len(line) - 3);
+    vstr_free(line);
+    vstr_free(why);
+}
+
+static void test_segment_names(void **state)
+{
+    VSTR *name = vstr_alloc(10);
+    struct timeval start = {.tv_sec = 1796443200, .tv_usec = 42};
+
+    events_segment_name(name, &start, 4321, "qmgr");
+    assert_string_equal(vstr_str(name),
+                        "20261205T040000.000042Z-4321-qmgr.jsonl");
+    assert_int_equal(events_segment_pid(vstr_str(name)), 4321);
+    /* Names sort by start time. */
+    vstr_reset(name);
+    start.tv_usec = 43;
+    events_segment_name(name, &start, 1, "cleanup");
+    assert_true(strcmp("20261205T040000.000042Z-4321-qmgr.jsonl",
+                       vstr_str(name)) < 0);
+    assert_int_equal(events_segment_pid("20261204T120000.000042Z-1-x.jsonl"),
+                     1);
+    assert_int_equal(events_segment_pid("20261204T120000.000042Z-1-x.json"),
+                     -1);
+    assert_int_equal(events_segment_pid("20261204T120000.000042Z--x.jsonl"),
+                     -1);
+    assert_int_equal(events_segment_pid("20261204T120000.000042Z-0-x.jsonl"),
+                     -1);
+    assert_int_equal(events_segment_pid("20261204T120000.000042Z-12x.jsonl"),
+                     -1);
+    assert_int_equal(
+        events_segment_pid("20261204T120000.000042Z-99999999999-x.jsonl"), -1);
+    assert_int_equal(events_segment_pid(".jsonl"), -1);
+    assert_int_equal(events_segment_pid("lock"), -1);
+    vstr_free(name);
+}
+
+static void test_need_roll(void **state)
+{
+    /* Empty: takes anything. */
+    assert_false(events_need_roll(0, 100, 100000, 1 << 30, 4096, 60));
+    assert_false(events_need_roll(100, 100, 110, 3996, 4096, 60));
+    assert_true(events_need_roll(100, 100, 110, 3997, 4096, 60));
+    assert_true(events_need_roll(100, 100, 160, 1, 4096, 60));
+    assert_false(events_need_roll(100, 100, 159, 1, 4096, 60));
+    /* No overflow near the top. */
+    assert_true(events_need_roll(LLONG_MAX - 1, 0, 0, LLONG_MAX, LLONG_MAX, 0));
+}
+
+static void test_whole_length(void **state)
+{
+    assert_int_equal(events_whole_length("", 0), 0);
+    assert_int_equal(events_whole_length("abc", 3), 0);
+    assert_int_equal(events_whole_length("a\nbc", 4), 2);
+    assert_int_equal(events_whole_length("a\nbc\n", 5), 5);
+    assert_int_equal(events_whole_length("\n", 1), 1);
+}
+
+/* test_conf - main.cf in tmp with the journal in tmp/ev */
+static MAIL_CONF *test_conf(TESTLIB_DIR *tmp, const char *extra)
+{
+    VSTR *text = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    MAIL_CONF *conf;
+
+    vstr_sprintf(text,
+                 "queue_directory = %s\nevents_directory = %s/ev\n"
+                 "myhostname = n.test\n%s",
+                 tmp->path, tmp->path, extra);
+    testlib_write(tmp, "main.cf", vstr_str(text));
+    conf = mail_conf_read(tmp->path, why);
+    if (conf == NULL)
+        fail_msg("%s", vstr_str(why));
+    vstr_free(text);
+    vstr_free(why);
+    return conf;
+}
+
+/* test_segments - the segment files in tmp/ev */
+static size_t test_segments(TESTLIB_DIR *tmp, glob_t *found)
+{
+    VSTR *pattern = vstr_alloc(100);
+
+    vstr_sprintf(pattern, "%s/ev/*" EVENTS_SUFFIX, tmp->path);
+    memset(found, 0, sizeof(*found));
+    (void) glob(vstr_str(pattern), 0, NULL, found);
+    vstr_free(pattern);
+    return found->gl_pathc;
+}
+
+static void test_writer_rolls(void **state)
+{
+    TESTLIB_DIR *tmp = *state;
+    MAIL_CONF *conf = test_conf(tmp, "events_segment_size = 4096\n");
+    EVENTS *events = events_open(conf, "unit");
+    VSTR *why = vstr_alloc(10);
+    VSTR *seq = vstr_alloc(10);
+    EVENT event;
+    glob_t found;
+    size_t total = 0;
+
+    assert_non_null(events);
+    /* Nothing pending: nothing made. */
+    assert_int_equal(events_flush(events, why), 0);
+    assert_int_equal(test_segments(tmp, &found), 0);
+    globfree(&found);
+    for (int i = 0; i < 40; i++) {
+        vstr_sprintf(seq, "%d", i);
+        events_event_init(&event, EVENTS_DELIVERED, "QQQQ", vstr_str(seq));
+        event.recipient = "someone@dest.test";
+        event.reply = "250 2.0.0 a reply long enough to fill a segment soon";
+        assert_int_equal(events_emit(events, &event), 0);
+    }
+    /* About 300 bytes each: several 4k segments, each of whole lines,
+       none above the limit, every event once. */
+    assert_true(test_segments(tmp, &found) >= 3);
+    for (size_t i = 0; i < found.gl_pathc; i++) {
+        size_t len;
+        char *data = testlib_read(found.gl_pathv[i], &len);
+
+        assert_non_null(data);
+        assert_true(len <= 4096);
+        assert_int_equal(events_whole_length(data, len), len);
+        for (char *cp = data; (cp = strstr(cp, "\"kind\":\"delivered\"")); cp++)
+            total++;
+        myfree(data);
+    }
+    assert_int_equal(total, 40);
+    globfree(&found);
+    events_close(events);
+    vstr_free(why);
+    vstr_free(seq);
+    mail_conf_free(conf);
+}
+
+static void test_disabled(void **state)
+{
+    TESTLIB_DIR *tmp = *state;
+    MAIL_CONF *conf = test_conf(tmp, "events_enable = no\n");
+    EVENT event;
+
+    assert_null(events_open(conf, "unit"));
+    /* Every call takes NULL: nothing is written. */
+    events_event_init(&event, EVENTS_RECEIVED, "Q", "0");
+    assert_int_equal(events_emit(NULL, &event), 0);
+    assert_int_equal(events_flush(NULL, NULL), 0);
+    assert_null(events_close(NULL));
+    mail_conf_free(conf);
+}
+
+static void test_repair(void **state)
+{
+    TESTLIB_DIR *tmp = *state;
+    VSTR *path = vstr_alloc(100);
+    MAIL_CONF *conf;
+    EVENTS *events;
+    char *data;
+    size_t len;
+    /* A pid nobody has: above the usual pid_max. */
+    const char *dead = "ev/20261204T120000.000001Z-99999999-qmgr.jsonl";
+    const char *live = "ev/20261204T120000.000001Z-1-init.jsonl";
+    const char *whole = "ev/20261204T120000.000002Z-99999998-qmgr.jsonl";
+
+    assert_int_equal(mkdir(testlib_path(tmp, "ev"), 0700), 0);
+    testlib_write(tmp, dead, "{\"a\":1}\n{\"b\":2}\n{\"c\":");
+    testlib_write(tmp, live, "{\"a\":1}\n{\"b\":");
+    testlib_write(tmp, whole, "{\"a\":1}\n");
+    testlib_write(tmp, "ev/notes.txt", "no LF");
+    conf = test_conf(tmp, "");
+    /* events_open repairs. */
+    events = events_open(conf, "unit");
+    assert_non_null(events);
+    assert_true(testlib_log_has(tmp, "torn last event (5 bytes) cut at offset "
+                                     "16"));
+    data = testlib_read(testlib_path(tmp, dead), &len);
+    assert_string_equal(data, "{\"a\":1}\n{\"b\":2}\n");
+    myfree(data);
+    /* A live writer's segment and other files are left alone. */
+    data = testlib_read(testlib_path(tmp, live), &len);
+    assert_string_equal(data, "{\"a\":1}\n{\"b\":");
+    myfree(data);
+    data = testlib_read(testlib_path(tmp, "ev/notes.txt"), &len);
+    assert_string_equal(data, "no LF");
+    myfree(data);
+    /* Once whole, nothing more to do. */
+    assert_int_equal(events_repair(testlib_path(tmp, "ev")), 0);
+    assert_false(testlib_log_has(tmp, "torn"));
+    /* A segment of one torn line only is cut to nothing. */
+    testlib_write(tmp, dead, "{\"c\":");
+    assert_int_equal(events_repair(testlib_path(tmp, "ev")), 1);
+    data = testlib_read(testlib_path(tmp, dead), &len);
+    assert_int_equal(len, 0);
+    myfree(data);
+    events_close(events);
+    mail_conf_free(conf);
+    vstr_free(path);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_format_received),
+        cmocka_unit_test(test_format_delivered_escapes),
+        cmocka_unit_test(test_segment_names),
+        cmocka_unit_test(test_need_roll),
+        cmocka_unit_test(test_whole_length),
+        cmocka_unit_test_setup_teardown(test_writer_rolls, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_disabled, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_repair, test_setup, test_teardown),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
