@@ -38,7 +38,7 @@
 #include "sluice.h"
 #include "vstr.h"
 
-#define SLUICE_STOP_WAIT 60             /* seconds stop waits for master */
+#define SLUICE_STOP_WAIT 60 /* seconds stop waits for master */
 
 static const char sluice_usage[] =
     "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|check|queue|cat|flush|hold|release|delete|requeue|map|dkim|events ...";
@@ -69,8 +69,8 @@ const char *sluice_exe_dir(void)
     ssize_t len;
 
     if (dir[0] == 0) {
-        if ((len = readlink("/proc/self/exe", dir, sizeof(dir) - 1)) < 0
-            || (size_t) len >= sizeof(dir) - 1)
+        if ((len = readlink("/proc/self/exe", dir, sizeof(dir) - 1)) < 0 ||
+            (size_t) len >= sizeof(dir) - 1)
             msg_fatal("cannot find my own program: %m");
         dir[len] = 0;
         *strrchr(dir, '/') = 0;
@@ -110,7 +110,7 @@ static long sluice_master_pid(const MAIL_CONF *conf, struct stat *pid_st)
             pid = -1;
         }
     } else if (flock(fd, LOCK_SH | LOCK_NB) == 0) {
-        pid = 0;                        /* nobody holds it: not running */
+        pid = 0; /* nobody holds it: not running */
     } else if (errno != EWOULDBLOCK) {
         sluice_fail("lock %s: %s", vstr_str(path), strerror(errno));
         pid = -1;
@@ -371,8 +371,8 @@ int main(int argc, char **argv)
         return sluice_init(argc, argv);
     if (strcmp(cmd, "start") == 0)
         return sluice_start(config_dir, argc, argv);
-    if (strcmp(cmd, "stop") == 0 || strcmp(cmd, "reload") == 0
-        || strcmp(cmd, "status") == 0) {
+    if (strcmp(cmd, "stop") == 0 || strcmp(cmd, "reload") == 0 ||
+        strcmp(cmd, "status") == 0) {
         if (argc > 1)
             return sluice_fail("%s: unexpected argument \"%s\"", cmd, argv[1]);
         if (strcmp(cmd, "stop") == 0)
@@ -397,8 +397,8 @@ int main(int argc, char **argv)
         return sluice_map(config_dir, argc, argv);
     if (strcmp(cmd, "dkim") == 0)
         return sluice_dkim(config_dir, argc, argv);
-    if (strcmp(cmd, "hold") == 0 || strcmp(cmd, "release") == 0
-        || strcmp(cmd, "delete") == 0 || strcmp(cmd, "requeue") == 0)
+    if (strcmp(cmd, "hold") == 0 || strcmp(cmd, "release") == 0 ||
+        strcmp(cmd, "delete") == 0 || strcmp(cmd, "requeue") == 0)
         return sluice_admin(config_dir, argc, argv);
     if (strcmp(cmd, "version") == 0 || strcmp(cmd, "--version") == 0) {
         printf("sluice %s\n", SLUICE_VERSION);

@@ -357,7 +357,7 @@ static int sluice_admin_one(SLUICE_ADMIN *admin, SLUICE_ADMIN_OP op,
         if (queue == NULL) {
             if (++misses >= SLUICE_ADMIN_PASSES)
                 return SLUICE_ADMIN_NONE;
-            nanosleep(&pause, NULL);    /* let a move in flight land */
+            nanosleep(&pause, NULL); /* let a move in flight land */
             continue;
         }
         if (strcmp(queue, MAIL_QUEUE_CORRUPT) == 0 && op != SLUICE_ADMIN_DELETE)

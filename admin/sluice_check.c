@@ -86,18 +86,18 @@ typedef struct SLUICE_CHECK {
     const char *queue_dir;
     uid_t owner;
     const char *owner_name;
-    bool root_master;                   /* root runs master for mail_owner */
-    gid_t drop_gid;                     /* setgid_group, when it exists */
-    const char *drop_group;             /* its name; NULL: none */
+    bool root_master; /* root runs master for mail_owner */
+    gid_t drop_gid; /* setgid_group, when it exists */
+    const char *drop_group; /* its name; NULL: none */
 } SLUICE_CHECK;
 
 /* What one queue directory should be. */
 typedef struct SLUICE_CHECK_WANT {
     mode_t mode;
-    bool any_owner;                     /* root or mail_owner */
-    bool top;                           /* queue_directory: mode is a mask */
-    gid_t gid;                          /* (gid_t) -1: any group */
-    bool root;                          /* root's, not mail_owner's */
+    bool any_owner; /* root or mail_owner */
+    bool top; /* queue_directory: mode is a mask */
+    gid_t gid; /* (gid_t) -1: any group */
+    bool root; /* root's, not mail_owner's */
 } SLUICE_CHECK_WANT;
 
 /* sluice_check_report - one line "sluice: WHAT: text" to fp */
@@ -171,8 +171,8 @@ static void sluice_check_table(const char *param, const char *spec, int flags,
 
 /* The smtpd restriction lists: check_*_access words take a table. */
 static const char *const sluice_check_restrictions[] = {
-    "smtpd_client_restrictions", "smtpd_helo_restrictions",
-    "smtpd_sender_restrictions", "smtpd_relay_restrictions",
+    "smtpd_client_restrictions",    "smtpd_helo_restrictions",
+    "smtpd_sender_restrictions",    "smtpd_relay_restrictions",
     "smtpd_recipient_restrictions",
 };
 
@@ -407,9 +407,9 @@ static int sluice_check_dir(SLUICE_CHECK *chk, int parent_fd, const char *name,
         (void) close(fd);
         return -1;
     }
-    if (want->root ? st.st_uid != 0
-                   : st.st_uid != chk->owner &&
-                         !(want->any_owner && st.st_uid == 0)) {
+    if (want->root
+            ? st.st_uid != 0
+            : st.st_uid != chk->owner && !(want->any_owner && st.st_uid == 0)) {
         if (fchown(fd, want->root ? 0 : chk->owner, -1) < 0) {
             sluice_check_error(chk, "%s: owner uid %ld, not %s; chown: %s",
                                path, (long) st.st_uid,
@@ -535,8 +535,7 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
     int dir_fd;
     int hash_fd;
 
-    static const SLUICE_CHECK_WANT top = {0755, true, true, (gid_t) -1,
-                                          false};
+    static const SLUICE_CHECK_WANT top = {0755, true, true, (gid_t) -1, false};
     static const SLUICE_CHECK_WANT plain = {SLUICE_CHECK_QUEUE_MODE, false,
                                             false, (gid_t) -1, false};
 
@@ -569,8 +568,8 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
                 hash_name[0] = *hash;
                 vstr_sprintf(hash_path, "%s/%c", vstr_str(path), *hash);
                 if ((hash_fd = sluice_check_dir(chk, dir_fd, hash_name,
-                                                vstr_str(hash_path),
-                                                &plain)) >= 0) {
+                                                vstr_str(hash_path), &plain)) >=
+                    0) {
                     sluice_check_strays(chk, hash_fd, vstr_str(hash_path),
                                         *hash, false);
                     (void) close(hash_fd);
@@ -618,8 +617,8 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_master_cf(&chk, config_dir, conf);
     chk.queue_dir = mail_conf_str(conf, "queue_directory");
     /* root runs master (master.c) only from a configuration of root's */
-    chk.root_master = geteuid() == 0 && stat(config_dir, &st) == 0 &&
-                      st.st_uid == 0;
+    chk.root_master =
+        geteuid() == 0 && stat(config_dir, &st) == 0 && st.st_uid == 0;
     sluice_check_drop_group(&chk, conf);
     if (sluice_check_owner(&chk, conf) == 0) {
         chk.root_master &= chk.owner != 0;

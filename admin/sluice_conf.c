@@ -54,10 +54,10 @@ static const char *sluice_conf_type_name(MAIL_PARAM_TYPE type)
    keeps a value inside an int is not worth saying) */
 static void sluice_conf_bounds(const MAIL_PARAM *param, VSTR *out)
 {
-    const char *unit = param->type == MAIL_PARAM_TIME ||
-                               param->type == MAIL_PARAM_TIME_LIST
-                           ? "s"
-                           : "";
+    const char *unit =
+        param->type == MAIL_PARAM_TIME || param->type == MAIL_PARAM_TIME_LIST
+            ? "s"
+            : "";
     const char *each = param->type == MAIL_PARAM_TIME_LIST ? " each" : "";
 
     vstr_reset(out);
@@ -77,9 +77,9 @@ static bool sluice_conf_name_ok(const char *name, size_t len)
     if (len == 0)
         return false;
     for (size_t i = 0; i < len; i++)
-        if (!(name[i] == '_' || (name[i] >= 'a' && name[i] <= 'z')
-              || (name[i] >= 'A' && name[i] <= 'Z')
-              || (name[i] >= '0' && name[i] <= '9')))
+        if (!(name[i] == '_' || (name[i] >= 'a' && name[i] <= 'z') ||
+              (name[i] >= 'A' && name[i] <= 'Z') ||
+              (name[i] >= '0' && name[i] <= '9')))
             return false;
     return true;
 }
@@ -151,8 +151,7 @@ static int sluice_conf_remove(const char *config_dir, int argc, char **argv)
                            "remove");
     for (int i = 0; i < argc; i++)
         if (!sluice_conf_name_ok(argv[i], strlen(argv[i])))
-            return sluice_fail("conf: -X: bad parameter name \"%s\"%s",
-                               argv[i],
+            return sluice_fail("conf: -X: bad parameter name \"%s\"%s", argv[i],
                                strchr(argv[i], '=') ? " (give only names)"
                                                     : "");
     why = vstr_alloc(100);
@@ -229,9 +228,11 @@ int sluice_conf(const char *config_dir, int argc, char **argv)
             first++;
             break;
         } else
-            return sluice_fail("conf: unknown option \"%s\" (usage: sluice conf "
-                               "[-n] [-d] [name ...] [name=value ...], "
-                               "sluice conf -X name ...)", argv[first]);
+            return sluice_fail(
+                "conf: unknown option \"%s\" (usage: sluice conf "
+                "[-n] [-d] [name ...] [name=value ...], "
+                "sluice conf -X name ...)",
+                argv[first]);
     }
     if (remove) {
         if (only_set || defaults)
@@ -284,7 +285,8 @@ int sluice_conf(const char *config_dir, int argc, char **argv)
         qsort(show->argv, show->argc, sizeof(char *), sluice_conf_cmp);
     }
     for (size_t i = 0; i < show->argc; i++) {
-        if (i > 0 && names == 0 && strcmp(show->argv[i], show->argv[i - 1]) == 0)
+        if (i > 0 && names == 0 &&
+            strcmp(show->argv[i], show->argv[i - 1]) == 0)
             continue;
         if (sluice_conf_show_one(conf, show->argv[i], defaults,
                                  defaults && names > 0) != 0)

@@ -191,9 +191,8 @@ static void sluice_dkim_record(const char *domain, const char *selector,
 /* sluice_dkim_make - make a key in path (created exclusively, 0600,
    owned by uid/gid unless -1) and print its name and TXT record; 0, or 1
    after one line */
-int sluice_dkim_make(const char *path, const char *domain,
-                     const char *selector, bool ed25519, int bits, uid_t uid,
-                     gid_t gid)
+int sluice_dkim_make(const char *path, const char *domain, const char *selector,
+                     bool ed25519, int bits, uid_t uid, gid_t gid)
 {
     EVP_PKEY *pkey;
     const char *type = "";
@@ -223,8 +222,8 @@ int sluice_dkim_make(const char *path, const char *domain,
         goto out;
     }
     bio = BIO_new_fd(fd, BIO_CLOSE);
-    if (bio == NULL || !PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0,
-                                                 NULL, NULL) ||
+    if (bio == NULL ||
+        !PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) ||
         BIO_flush(bio) != 1 || fsync(fd) < 0) {
         ret = sluice_fail("dkim keygen: write %s failed", path);
         if (bio != NULL)
@@ -268,8 +267,8 @@ static int sluice_dkim_keygen(const char *config_dir, int argc, char **argv)
 
             errno = 0;
             bits = strtol(argv[++i], &end, 10);
-            if (errno || *end || end == argv[i] || bits < SLUICE_DKIM_MIN_BITS ||
-                bits > SLUICE_DKIM_MAX_BITS)
+            if (errno || *end || end == argv[i] ||
+                bits < SLUICE_DKIM_MIN_BITS || bits > SLUICE_DKIM_MAX_BITS)
                 return sluice_fail("dkim keygen: --bits %s: RSA bits must be "
                                    "%d to %d",
                                    argv[i], SLUICE_DKIM_MIN_BITS,
@@ -306,8 +305,8 @@ static int sluice_dkim_keygen(const char *config_dir, int argc, char **argv)
         return 1;
     }
     mail_conf_free(conf);
-    ret = sluice_dkim_make(path, domain, selector, ed25519, (int) bits, uid,
-                           gid);
+    ret =
+        sluice_dkim_make(path, domain, selector, ed25519, (int) bits, uid, gid);
     myfree(path);
     return ret;
 }
@@ -402,7 +401,8 @@ static struct ub_ctx *sluice_dkim_resolver(const MAIL_CONF *conf)
         if (dns_server_parse(servers->argv[i], fwd, why) < 0 ||
             (err = ub_ctx_set_fwd(ub, vstr_str(fwd))) != 0) {
             sluice_fail("dkim check: dns_servers: %s: %s", servers->argv[i],
-                        vstr_len(why) ? vstr_str(why) : "libunbound refuses it");
+                        vstr_len(why) ? vstr_str(why)
+                                      : "libunbound refuses it");
             ub_ctx_delete(ub);
             ub = NULL;
             break;
@@ -441,8 +441,8 @@ static void sluice_dkim_answer(void *arg, int err, struct ub_result *result)
 
 /* sluice_dkim_resolve - the TXT records of name, within timeout seconds:
    0 with *result, a libunbound error, or SLUICE_DKIM_TIMEOUT */
-static int sluice_dkim_resolve(struct ub_ctx *ub, const char *name,
-                               int timeout, struct ub_result **result)
+static int sluice_dkim_resolve(struct ub_ctx *ub, const char *name, int timeout,
+                               struct ub_result **result)
 {
     SLUICE_DKIM_ANSWER answer = {false, 0, NULL};
     struct timespec start, now;
@@ -563,8 +563,7 @@ static int sluice_dkim_check(const char *config_dir, int argc, char **argv)
         p = sluice_dkim_tag(vstr_str(txt), "p");
         if ((v == NULL || strcmp(v, "DKIM1") == 0) && p != NULL) {
             any = true;
-            if (strcmp(p, pub) == 0 &&
-                strcasecmp(k ? k : "rsa", type) == 0)
+            if (strcmp(p, pub) == 0 && strcasecmp(k ? k : "rsa", type) == 0)
                 match = true;
         }
         myfree(v);

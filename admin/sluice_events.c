@@ -85,8 +85,7 @@ static bool sluice_events_match(const SLUICE_EVENTS_OPTS *opts,
 {
     const char *kind = sluice_events_str(event, "kind");
 
-    if (opts->qid &&
-        strcmp(opts->qid, sluice_events_str(event, "qid")) != 0)
+    if (opts->qid && strcmp(opts->qid, sluice_events_str(event, "qid")) != 0)
         return false;
     if (opts->kinds) {
         for (size_t i = 0; i < opts->kinds->argc; i++)
@@ -143,15 +142,13 @@ static void sluice_events_read_seg(SLUICE_EVENTS_STATE *state,
     vstr_sprintf(path, "%s/%s", state->dir, seg->name);
     if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0) {
         if (errno != ENOENT) {
-            sluice_fail("events: open %s: %s", vstr_str(path),
-                        strerror(errno));
+            sluice_fail("events: open %s: %s", vstr_str(path), strerror(errno));
             state->bad++;
         }
         goto out;
     }
     if (lseek(fd, (off_t) seg->offset, SEEK_SET) < 0) {
-        sluice_fail("events: seek %s: %s", vstr_str(path),
-                        strerror(errno));
+        sluice_fail("events: seek %s: %s", vstr_str(path), strerror(errno));
         state->bad++;
         (void) close(fd);
         goto out;
@@ -159,8 +156,7 @@ static void sluice_events_read_seg(SLUICE_EVENTS_STATE *state,
     while ((got = read(fd, buf, sizeof(buf))) > 0)
         vstr_ncat(data, buf, (size_t) got);
     if (got < 0) {
-        sluice_fail("events: read %s: %s", vstr_str(path),
-                        strerror(errno));
+        sluice_fail("events: read %s: %s", vstr_str(path), strerror(errno));
         state->bad++;
     }
     (void) close(fd);
@@ -201,8 +197,7 @@ static int sluice_events_scan(SLUICE_EVENTS_STATE *state)
     if ((dp = opendir(state->dir)) == NULL) {
         if (errno == ENOENT)
             return 0;
-        sluice_fail("events: open %s: %s", state->dir,
-                        strerror(errno));
+        sluice_fail("events: open %s: %s", state->dir, strerror(errno));
         return -1;
     }
     while ((de = readdir(dp)) != NULL) {
@@ -216,8 +211,8 @@ static int sluice_events_scan(SLUICE_EVENTS_STATE *state)
             continue;
         if (state->seg_count == state->seg_cap) {
             state->seg_cap = state->seg_cap ? state->seg_cap * 2 : 16;
-            state->segs = myrealloc(state->segs,
-                                    state->seg_cap * sizeof(*state->segs));
+            state->segs =
+                myrealloc(state->segs, state->seg_cap * sizeof(*state->segs));
         }
         state->segs[state->seg_count].name = mystrdup(de->d_name);
         state->segs[state->seg_count].offset = 0;
@@ -238,10 +233,11 @@ static int sluice_events_ts_cmp(const void *a, const void *b)
     int cmp = strcmp(sluice_events_str(ea, "ts"), sluice_events_str(eb, "ts"));
 
     return cmp ? cmp
-               : strcmp(sluice_events_str(ea, "id") ? sluice_events_str(ea, "id")
-                                                    : "",
-                        sluice_events_str(eb, "id") ? sluice_events_str(eb, "id")
-                                                    : "");
+               : strcmp(
+                     sluice_events_str(ea, "id") ? sluice_events_str(ea, "id")
+                                                 : "",
+                     sluice_events_str(eb, "id") ? sluice_events_str(eb, "id")
+                                                 : "");
 }
 
 /* sluice_events_field - append " name=value" when obj has it */
@@ -269,9 +265,9 @@ static void sluice_events_print(const SLUICE_EVENTS_OPTS *opts,
 
     if (opts->json) {
         /* As the writer made it (global/events.c). */
-        text = json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER |
-                                     JSON_ENSURE_ASCII |
-                                     JSON_REAL_PRECISION(6));
+        text =
+            json_dumps(event, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                  JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6));
         if (text) {
             printf("%s\n", text);
             free(text);
@@ -345,8 +341,8 @@ int sluice_events(const char *config_dir, int argc, char **argv)
             }
         } else {
             opts.kinds = opts.kinds ? argv_free(opts.kinds) : NULL;
-            bool wants_value = strcmp(argv[i], "--qid") == 0 ||
-                               strcmp(argv[i], "--kind") == 0;
+            bool wants_value =
+                strcmp(argv[i], "--qid") == 0 || strcmp(argv[i], "--kind") == 0;
 
             return sluice_fail("events: %s \"%s\" (%s)",
                                wants_value ? "missing value after"

@@ -46,7 +46,7 @@
 /* The services an instance runs, when their program exists. */
 typedef struct SLUICE_INIT_SERV {
     const char *program;
-    const char *fields;                 /* the rest of its master.cf line */
+    const char *fields; /* the rest of its master.cf line */
 } SLUICE_INIT_SERV;
 
 static const SLUICE_INIT_SERV sluice_init_servs[] = {
@@ -64,7 +64,7 @@ static int sluice_init_dir_state(const char *dir)
 {
     DIR *dp;
     struct dirent *de;
-    int state = 0;                      /* 0 empty, 1 busy, -1 missing */
+    int state = 0; /* 0 empty, 1 busy, -1 missing */
 
     if ((dp = opendir(dir)) == NULL)
         return errno == ENOENT ? -1 : -2;
@@ -120,8 +120,8 @@ static int sluice_init_relayhost(VSTR *out, const char *arg)
         host++;
         host_len -= 2;
     }
-    if (host_len == 0 || memchr(host, '[', host_len) || memchr(host, ']', host_len)
-        || strcspn(host, " \t,") < host_len)
+    if (host_len == 0 || memchr(host, '[', host_len) ||
+        memchr(host, ']', host_len) || strcspn(host, " \t,") < host_len)
         return -1;
     vstr_cpy(out, "[");
     vstr_ncat(out, host, host_len);
@@ -163,11 +163,12 @@ static int sluice_init_dkim(const char *dir, uid_t uid, gid_t gid)
     vstr_cpy(why, mail_conf_str(conf, "myorigin"));
     vstr_lower(why);
     domain = mystrdup(vstr_str(why));
-    vstr_cpy(text,
-             "# dkim_signing - dkim_signing_maps of this instance: a sender\n"
-             "# domain (From:, else the envelope sender's), then one or more\n"
-             "# selector:/path/to/key.pem (RSA or Ed25519; several sign twice).\n"
-             "# Make keys with: sluice dkim keygen DOMAIN SELECTOR [--ed25519]\n");
+    vstr_cpy(
+        text,
+        "# dkim_signing - dkim_signing_maps of this instance: a sender\n"
+        "# domain (From:, else the envelope sender's), then one or more\n"
+        "# selector:/path/to/key.pem (RSA or Ed25519; several sign twice).\n"
+        "# Make keys with: sluice dkim keygen DOMAIN SELECTOR [--ed25519]\n");
     if (sluice_init_dkim_domain_ok(domain)) {
         vstr_sprintf(path, "%s/dkim/%s.%s.pem",
                      mail_conf_str(conf, "data_directory"), domain,
@@ -201,8 +202,8 @@ static int sluice_init_write(const char *dir, const char *name, VSTR *text)
     int status;
 
     vstr_sprintf(path, "%s/%s", dir, name);
-    status = safe_file_write(vstr_str(path), vstr_str(text), vstr_len(text),
-                             0644);
+    status =
+        safe_file_write(vstr_str(path), vstr_str(text), vstr_len(text), 0644);
     if (status < 0)
         sluice_fail("init: write %s: %s", vstr_str(path), strerror(errno));
     vstr_free(path);
@@ -323,26 +324,30 @@ int sluice_init(int argc, char **argv)
             }
         } else if (argv[i][0] == '-' || target != NULL) {
             sluice_fail("init: unexpected argument \"%s\" (usage: sluice init "
-                        "DIR [--smtp-port N] [--relayhost HOST:PORT])", argv[i]);
+                        "DIR [--smtp-port N] [--relayhost HOST:PORT])",
+                        argv[i]);
             goto out;
         } else {
             target = argv[i];
         }
     }
     if (target == NULL) {
-        sluice_fail("usage: sluice init DIR [--smtp-port N] [--relayhost HOST:PORT]");
+        sluice_fail(
+            "usage: sluice init DIR [--smtp-port N] [--relayhost HOST:PORT]");
         goto out;
     }
     if (geteuid() == 0) {
         /* No daemon runs as root: root's instance gets a stand-in. */
-        if ((pw = getpwnam(SLUICE_INIT_ROOT_OWNER)) == NULL || pw->pw_uid == 0) {
+        if ((pw = getpwnam(SLUICE_INIT_ROOT_OWNER)) == NULL ||
+            pw->pw_uid == 0) {
             sluice_fail("init: run as root, the instance needs the "
                         "unprivileged user " SLUICE_INIT_ROOT_OWNER
                         " for its daemons, and there is none");
             goto out;
         }
     } else if ((pw = getpwuid(geteuid())) == NULL) {
-        sluice_fail("init: who am I? no passwd entry for uid %ld", (long) geteuid());
+        sluice_fail("init: who am I? no passwd entry for uid %ld",
+                    (long) geteuid());
         goto out;
     }
     owner = mystrdup(pw->pw_name);
@@ -350,7 +355,8 @@ int sluice_init(int argc, char **argv)
     owner_gid = pw->pw_gid;
     state = sluice_init_dir_state(target);
     if (state == 1) {
-        sluice_fail("init: %s exists and is not empty; refusing to touch it", target);
+        sluice_fail("init: %s exists and is not empty; refusing to touch it",
+                    target);
         goto out;
     }
     if (state == -2) {
@@ -370,12 +376,14 @@ int sluice_init(int argc, char **argv)
         sluice_fail("init: %s, the user the daemons of an instance made by "
                     "root run as, cannot reach %s: a folder above it is closed "
                     "to other users (open it with chmod o+x, or make the "
-                    "instance elsewhere)", owner, dir);
+                    "instance elsewhere)",
+                    owner, dir);
         goto out;
     }
     daemon_dir = sluice_init_daemon_dir();
     vstr_sprintf(queue, "%s/queue", dir);
-    if (sluice_init_mkdir(dir, "log") < 0 || sluice_init_mkdir(dir, "data") < 0 ||
+    if (sluice_init_mkdir(dir, "log") < 0 ||
+        sluice_init_mkdir(dir, "data") < 0 ||
         sluice_init_mkdir(dir, "mail") < 0)
         goto out;
     if (mail_queue_create_dirs(vstr_str(queue), 0700, why) < 0) {
@@ -390,61 +398,65 @@ int sluice_init(int argc, char **argv)
     }
 
     strftime(stamp, sizeof(stamp), "%Y-%m-%d %H:%M:%S", localtime(&now));
-    vstr_sprintf(text,
-                 "# main.cf - a sluice instance, made by `sluice init` on %s.\n"
-                 "#\n"
-                 "# Parameter names follow Postfix. `sluice -c %s conf` shows\n"
-                 "# every value, `conf -d` the defaults, `conf name=value` edits\n"
-                 "# this file in place. The SMTP listener is in master.cf.\n"
-                 "\n"
-                 "# Everything of this instance lives under its folder.\n"
-                 "queue_directory = %s/queue\n"
-                 "data_directory = %s/data\n"
-                 "maillog_file = %s/log/maillog\n"
-                 "\n"
-                 "# The programs of the build that made it.\n"
-                 "daemon_directory = %s\n"
-                 "command_directory = %s\n"
-                 "\n"
-                 "%s"
-                 "mail_owner = %s\n"
-                 "# Every local part is a user of this instance (see below).\n"
-                 "local_system_users = no\n"
-                 "\n"
-                 "# Mail for these domains is ours; clients on loopback may relay.\n"
-                 "mydestination = $myhostname, localhost\n"
-                 "mynetworks = 127.0.0.0/8 [::1]/128\n"
-                 "inet_interfaces = 127.0.0.1\n"
-                 "\n"
-                 "# No DNS at all until you say so: then set disable_dns_lookups\n"
-                 "# to no, and dns_servers to your resolvers (empty: the system's).\n"
-                 "# Tests point dns_servers at a resolver of their own on loopback.\n"
-                 "disable_dns_lookups = yes\n"
-                 "dns_servers =\n"
-                 "\n"
-                 "# Local delivery: every local part is a user of this instance;\n"
-                 "# mail to user@localhost lands in the Maildir mail/user/.\n"
-                 "# newaliases (or `sluice map -a hash:%s/aliases`) rebuilds them.\n"
-                 "alias_maps = hash:%s/aliases\n"
-                 "alias_database = hash:%s/aliases\n"
-                 "local_recipient_maps =\n"
-                 "mail_spool_directory = %s/mail/\n"
-                 "\n"
-                 "# DKIM: mail from $myorigin is signed with the key init made\n"
-                 "# (data/dkim/); publish the TXT record init printed, then\n"
-                 "# `sluice dkim check DOMAIN " SLUICE_INIT_DKIM_SELECTOR "` compares. More domains and keys:\n"
-                 "# `sluice dkim keygen`, and a line in dkim_signing.\n"
-                 "dkim_signing_maps = texthash:%s/dkim_signing\n",
-                 stamp, dir, dir, dir, dir, daemon_dir, sluice_exe_dir(),
-                 owner_uid == geteuid()
-                     ? "# It runs entirely as the user who made it.\n"
-                     : "# Made by root: master runs as root, every daemon as\n"
-                       "# mail_owner (no sluice daemon runs as root).\n",
-                 owner, dir, dir, dir, dir, dir);
+    vstr_sprintf(
+        text,
+        "# main.cf - a sluice instance, made by `sluice init` on %s.\n"
+        "#\n"
+        "# Parameter names follow Postfix. `sluice -c %s conf` shows\n"
+        "# every value, `conf -d` the defaults, `conf name=value` edits\n"
+        "# this file in place. The SMTP listener is in master.cf.\n"
+        "\n"
+        "# Everything of this instance lives under its folder.\n"
+        "queue_directory = %s/queue\n"
+        "data_directory = %s/data\n"
+        "maillog_file = %s/log/maillog\n"
+        "\n"
+        "# The programs of the build that made it.\n"
+        "daemon_directory = %s\n"
+        "command_directory = %s\n"
+        "\n"
+        "%s"
+        "mail_owner = %s\n"
+        "# Every local part is a user of this instance (see below).\n"
+        "local_system_users = no\n"
+        "\n"
+        "# Mail for these domains is ours; clients on loopback may relay.\n"
+        "mydestination = $myhostname, localhost\n"
+        "mynetworks = 127.0.0.0/8 [::1]/128\n"
+        "inet_interfaces = 127.0.0.1\n"
+        "\n"
+        "# No DNS at all until you say so: then set disable_dns_lookups\n"
+        "# to no, and dns_servers to your resolvers (empty: the system's).\n"
+        "# Tests point dns_servers at a resolver of their own on loopback.\n"
+        "disable_dns_lookups = yes\n"
+        "dns_servers =\n"
+        "\n"
+        "# Local delivery: every local part is a user of this instance;\n"
+        "# mail to user@localhost lands in the Maildir mail/user/.\n"
+        "# newaliases (or `sluice map -a hash:%s/aliases`) rebuilds them.\n"
+        "alias_maps = hash:%s/aliases\n"
+        "alias_database = hash:%s/aliases\n"
+        "local_recipient_maps =\n"
+        "mail_spool_directory = %s/mail/\n"
+        "\n"
+        "# DKIM: mail from $myorigin is signed with the key init made\n"
+        "# (data/dkim/); publish the TXT record init printed, then\n"
+        "# `sluice dkim check DOMAIN " SLUICE_INIT_DKIM_SELECTOR
+        "` compares. More domains and keys:\n"
+        "# `sluice dkim keygen`, and a line in dkim_signing.\n"
+        "dkim_signing_maps = texthash:%s/dkim_signing\n",
+        stamp, dir, dir, dir, dir, daemon_dir, sluice_exe_dir(),
+        owner_uid == geteuid()
+            ? "# It runs entirely as the user who made it.\n"
+            : "# Made by root: master runs as root, every daemon as\n"
+              "# mail_owner (no sluice daemon runs as root).\n",
+        owner, dir, dir, dir, dir, dir);
     if (vstr_len(relayhost) > 0)
-        vstr_sprintf_append(text,
-                            "\n# Every message goes to this host ([] means no MX lookup).\n"
-                            "relayhost = %s\n", vstr_str(relayhost));
+        vstr_sprintf_append(
+            text,
+            "\n# Every message goes to this host ([] means no MX lookup).\n"
+            "relayhost = %s\n",
+            vstr_str(relayhost));
     if (sluice_init_write(dir, "main.cf", text) < 0)
         goto out;
 
@@ -452,15 +464,16 @@ int sluice_init(int argc, char **argv)
                          owner_gid) < 0)
         goto out;
 
-    vstr_cpy(text,
-             "# aliases - local aliases of this instance: \"name: destination, ...\"\n"
-             "#\n"
-             "# A destination is an address, \"|command\", /file, or\n"
-             "# :include:/file. After a change: newaliases (or\n"
-             "# sluice map -a hash:THIS_FILE).\n"
-             "\n"
-             "postmaster: root\n"
-             "mailer-daemon: postmaster\n");
+    vstr_cpy(
+        text,
+        "# aliases - local aliases of this instance: \"name: destination, ...\"\n"
+        "#\n"
+        "# A destination is an address, \"|command\", /file, or\n"
+        "# :include:/file. After a change: newaliases (or\n"
+        "# sluice map -a hash:THIS_FILE).\n"
+        "\n"
+        "postmaster: root\n"
+        "mailer-daemon: postmaster\n");
     if (sluice_init_write(dir, "aliases", text) < 0)
         goto out;
     vstr_sprintf(text, "hash:%s/aliases", dir);
@@ -470,12 +483,13 @@ int sluice_init(int argc, char **argv)
     }
 
     vstr_sprintf(listener, "127.0.0.1:%d", port);
-    vstr_sprintf(text,
-                 "# master.cf - the services of this instance, one per line.\n"
-                 "# A line that starts with white space continues the previous one.\n"
-                 "# '-' takes the default. Programs come from daemon_directory.\n"
-                 "#\n"
-                 "# service          type  private unpriv  chroot  wakeup  maxproc command + args\n");
+    vstr_sprintf(
+        text,
+        "# master.cf - the services of this instance, one per line.\n"
+        "# A line that starts with white space continues the previous one.\n"
+        "# '-' takes the default. Programs come from daemon_directory.\n"
+        "#\n"
+        "# service          type  private unpriv  chroot  wakeup  maxproc command + args\n");
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(sluice_init_servs); i++) {
         const SLUICE_INIT_SERV *sp = &sluice_init_servs[i];
         VSTR *prog = vstr_alloc(100);
@@ -484,7 +498,8 @@ int sluice_init(int argc, char **argv)
         if (access(vstr_str(prog), X_OK) == 0)
             vstr_sprintf_append(text, "%-18s %s\n",
                                 strcmp(sp->program, "smtpd") == 0
-                                    ? vstr_str(listener) : sp->program,
+                                    ? vstr_str(listener)
+                                    : sp->program,
                                 sp->fields);
         vstr_free(prog);
     }

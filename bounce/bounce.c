@@ -50,14 +50,14 @@
 
 typedef struct BOUNCE_CTX {
     char *queue_dir;
-    char *cleanup_path;                 /* queue_dir/private/cleanup */
+    char *cleanup_path; /* queue_dir/private/cleanup */
     char *myhostname;
     char *myorigin;
-    char *notice_rcpt;                  /* 2bounce_notice_recipient */
-    char *double_bounce;                /* double-bounce@$myorigin */
-    long long size_limit;               /* bounce_size_limit */
-    long long max_lifetime;             /* maximal_queue_lifetime */
-    int timeout_ms;                     /* ipc_timeout */
+    char *notice_rcpt; /* 2bounce_notice_recipient */
+    char *double_bounce; /* double-bounce@$myorigin */
+    long long size_limit; /* bounce_size_limit */
+    long long max_lifetime; /* maximal_queue_lifetime */
+    int timeout_ms; /* ipc_timeout */
 } BOUNCE_CTX;
 
 /* The notice being composed, for the compose callback. */
@@ -164,11 +164,11 @@ static void bounce_compose(void *arg, const char *dsn_queue_id, VSTR *content)
 /* bounce_notify - one request; 0 (dsn_qid set when a notice was queued),
    or -1 with the reason in why */
 static int bounce_notify(BOUNCE_CTX *ctx, const char *kind,
-                         const char *queue_name, const char *qid,
-                         VSTR *dsn_qid, VSTR *why)
+                         const char *queue_name, const char *qid, VSTR *dsn_qid,
+                         VSTR *why)
 {
-    VSTR *path = mail_queue_path(vstr_alloc(100), ctx->queue_dir, queue_name,
-                                 qid);
+    VSTR *path =
+        mail_queue_path(vstr_alloc(100), ctx->queue_dir, queue_name, qid);
     VSTR *content = vstr_alloc(4096);
     VSTR *boundary = vstr_alloc(100);
     VSTR *to = vstr_alloc(100);
@@ -235,7 +235,7 @@ static int bounce_notify(BOUNCE_CTX *ctx, const char *kind,
         vstr_cpy(to, info->sender);
     }
     if (count == 0) {
-        status = 0;                     /* nothing to send */
+        status = 0; /* nothing to send */
         goto out;
     }
 
@@ -246,8 +246,8 @@ static int bounce_notify(BOUNCE_CTX *ctx, const char *kind,
     if (bounce_read_content(fd, whole, content, why) < 0)
         goto out;
     if (whole && bounce_dsn_has_8bit(vstr_str(content), vstr_len(content))) {
-        size_t hlen = bounce_dsn_header_len(vstr_str(content),
-                                            vstr_len(content));
+        size_t hlen =
+            bounce_dsn_header_len(vstr_str(content), vstr_len(content));
 
         /* message/rfc822 allows no encoding, and a 7-bit server on the way
            back could not take 8-bit: return the headers, say why. */
@@ -287,7 +287,7 @@ static int bounce_notify(BOUNCE_CTX *ctx, const char *kind,
                               dsn_qid, why) < 0)
         goto out;
 
-    what = job.dsn.postmaster_copy             ? "postmaster non-delivery"
+    what = job.dsn.postmaster_copy              ? "postmaster non-delivery"
            : job.dsn.kind == BOUNCE_DSN_DELAY   ? "sender delay"
            : job.dsn.kind == BOUNCE_DSN_SUCCESS ? "sender delivery status"
                                                 : "sender non-delivery";
@@ -312,9 +312,8 @@ out:
 static int bounce_reply(ATTR_STREAM *stream, int status, const char *reason,
                         const char *dsn_qid, VSTR *why)
 {
-    BOUNCE_STATUS reply = {.status = status,
-                           .reason = reason,
-                           .dsn_queue_id = dsn_qid};
+    BOUNCE_STATUS reply = {
+        .status = status, .reason = reason, .dsn_queue_id = dsn_qid};
     ATTR_LIST *list = bounce_status_list(&reply);
     int ret;
 
@@ -349,8 +348,8 @@ static int bounce_greet(ATTR_STREAM *stream, VSTR *why)
 /* bounce_serve - one connection: greetings, one request, one reply */
 static void bounce_serve(BOUNCE_CTX *ctx, int fd)
 {
-    ATTR_STREAM *stream = attr_stream_open(fd, BOUNCE_LIST_MAX,
-                                           ctx->timeout_ms);
+    ATTR_STREAM *stream =
+        attr_stream_open(fd, BOUNCE_LIST_MAX, ctx->timeout_ms);
     VSTR *why = vstr_alloc(100);
     VSTR *dsn_qid = vstr_alloc(QID_SIZE);
     ATTR_LIST *list = NULL;
@@ -412,8 +411,8 @@ static void bounce_pre_loop(MAIL_SERVER *server, void *arg)
         myfree(ctx->myorigin);
         ctx->myorigin = mystrdup(ctx->myhostname);
     }
-    ctx->notice_rcpt = mystrdup(mail_conf_str(conf,
-                                              "2bounce_notice_recipient"));
+    ctx->notice_rcpt =
+        mystrdup(mail_conf_str(conf, "2bounce_notice_recipient"));
     vstr_sprintf(buf, "double-bounce@%s", ctx->myorigin);
     ctx->double_bounce = mystrdup(vstr_str(buf));
     ctx->size_limit = mail_conf_size(conf, "bounce_size_limit");

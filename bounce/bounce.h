@@ -21,8 +21,7 @@ typedef void (*BOUNCE_COMPOSE)(void *arg, const char *dsn_queue_id,
                                VSTR *content);
 extern int bounce_cleanup_submit(const char *cleanup_path, int timeout_ms,
                                  int flags, const char *sender,
-                                 const char *recipient,
-                                 BOUNCE_COMPOSE compose, void *arg,
-                                 VSTR *queue_id, VSTR *why);
+                                 const char *recipient, BOUNCE_COMPOSE compose,
+                                 void *arg, VSTR *queue_id, VSTR *why);
 
 #endif

@@ -191,7 +191,8 @@ static void bounce_dsn_intro(VSTR *out, const BOUNCE_DSN *dsn)
         vstr_sprintf_append(out,
                             "Your message could not be delivered to one or "
                             "more recipients yet.\nIt will be retried until "
-                            "%s.\n", until);
+                            "%s.\n",
+                            until);
         break;
     }
     case BOUNCE_DSN_SUCCESS:
@@ -302,21 +303,21 @@ void bounce_dsn_compose(VSTR *out, const BOUNCE_DSN *dsn)
     bounce_dsn_status_part(body, dsn);
     vstr_sprintf_append(body, "\n--%s\n", dsn->boundary);
     if (dsn->content_full)
-        vstr_sprintf_append(body, "Content-Description: %s\n"
-                                  "Content-Type: message/rfc822\n",
-                            dsn->kind == BOUNCE_DSN_FAILURE
-                                ? "Undelivered Message"
-                                : dsn->kind == BOUNCE_DSN_DELAY
-                                    ? "Delayed Message"
-                                    : "Delivered Message");
+        vstr_sprintf_append(
+            body,
+            "Content-Description: %s\n"
+            "Content-Type: message/rfc822\n",
+            dsn->kind == BOUNCE_DSN_FAILURE ? "Undelivered Message"
+            : dsn->kind == BOUNCE_DSN_DELAY ? "Delayed Message"
+                                            : "Delivered Message");
     else
-        vstr_sprintf_append(body, "Content-Description: %s\n"
-                                  "Content-Type: text/rfc822-headers\n",
-                            dsn->kind == BOUNCE_DSN_FAILURE
-                                ? "Undelivered Message Headers"
-                                : dsn->kind == BOUNCE_DSN_DELAY
-                                    ? "Delayed Message Headers"
-                                    : "Delivered Message Headers");
+        vstr_sprintf_append(
+            body,
+            "Content-Description: %s\n"
+            "Content-Type: text/rfc822-headers\n",
+            dsn->kind == BOUNCE_DSN_FAILURE ? "Undelivered Message Headers"
+            : dsn->kind == BOUNCE_DSN_DELAY ? "Delayed Message Headers"
+                                            : "Delivered Message Headers");
     eight_bit = bounce_dsn_has_8bit(dsn->content, dsn->content_len);
     if (eight_bit)
         vstr_cat(body, "Content-Transfer-Encoding: 8bit\n");
@@ -337,9 +338,11 @@ void bounce_dsn_compose(VSTR *out, const BOUNCE_DSN *dsn)
                         dsn->queue_id, dsn->myhostname);
     vstr_cat(out, "Auto-Submitted: auto-replied\n"
                   "MIME-Version: 1.0\n");
-    vstr_sprintf_append(out, "Content-Type: multipart/report; "
-                             "report-type=delivery-status;\n"
-                             "\tboundary=\"%s\"\n", dsn->boundary);
+    vstr_sprintf_append(out,
+                        "Content-Type: multipart/report; "
+                        "report-type=delivery-status;\n"
+                        "\tboundary=\"%s\"\n",
+                        dsn->boundary);
     vstr_sprintf_append(out, "Content-Transfer-Encoding: %s\n\n",
                         eight_bit ? "8bit" : "7bit");
     vstr_ncat(out, vstr_str(body), vstr_len(body));

@@ -28,30 +28,30 @@
 #include "vstr.h"
 
 typedef enum BOUNCE_DSN_KIND {
-    BOUNCE_DSN_FAILURE,                 /* some recipients failed */
-    BOUNCE_DSN_DELAY,                   /* a delay warning */
-    BOUNCE_DSN_SUCCESS,                 /* only NOTIFY=SUCCESS deliveries */
+    BOUNCE_DSN_FAILURE, /* some recipients failed */
+    BOUNCE_DSN_DELAY, /* a delay warning */
+    BOUNCE_DSN_SUCCESS, /* only NOTIFY=SUCCESS deliveries */
 } BOUNCE_DSN_KIND;
 
 typedef struct BOUNCE_DSN {
     BOUNCE_DSN_KIND kind;
-    const char *myhostname;             /* Reporting-MTA, From: */
-    const char *queue_id;               /* the original's */
-    const char *dsn_queue_id;           /* the notice's, for Message-ID */
-    const char *orig_sender;            /* the original's envelope sender */
-    const char *to;                     /* who gets the notice */
-    bool postmaster_copy;               /* to 2bounce_notice_recipient */
-    const char *envid;                  /* DSN ENVID= or NULL */
+    const char *myhostname; /* Reporting-MTA, From: */
+    const char *queue_id; /* the original's */
+    const char *dsn_queue_id; /* the notice's, for Message-ID */
+    const char *orig_sender; /* the original's envelope sender */
+    const char *to; /* who gets the notice */
+    bool postmaster_copy; /* to 2bounce_notice_recipient */
+    const char *envid; /* DSN ENVID= or NULL */
     time_t arrival;
     time_t now;
-    time_t retry_until;                 /* delay: when the queue gives up */
-    const char *boundary;               /* MIME boundary, unique */
-    const DSN_LOG_REC *const *rcpts;    /* what to report, in order */
+    time_t retry_until; /* delay: when the queue gives up */
+    const char *boundary; /* MIME boundary, unique */
+    const DSN_LOG_REC *const *rcpts; /* what to report, in order */
     size_t rcpt_count;
-    const char *content;                /* original: whole or headers */
+    const char *content; /* original: whole or headers */
     size_t content_len;
-    bool content_full;                  /* content is the whole message */
-    bool body_omitted_8bit;             /* headers only: the body is 8-bit */
+    bool content_full; /* content is the whole message */
+    bool body_omitted_8bit; /* headers only: the body is 8-bit */
 } BOUNCE_DSN;
 
 /* bounce_dsn_notify_has - does a NOTIFY= list hold keyword (any case)? */

@@ -275,7 +275,8 @@ static bool cleanup_body_checking(const CLEANUP_MSG *msg)
 {
     return msg->conf->body_checks != NULL &&
            maps_count(msg->conf->body_checks) > 0 && msg->status == 0 &&
-           !msg->discard && msg->body_checked < msg->conf->body_checks_size_limit;
+           !msg->discard &&
+           msg->body_checked < msg->conf->body_checks_size_limit;
 }
 
 /* cleanup_body - body bytes: line by line through body_checks while they

@@ -92,8 +92,8 @@ static MAPS *cleanup_dkim_maps(const char *value)
     VSTR *why = vstr_alloc(100);
     MAPS *maps;
 
-    if ((maps = maps_create("dkim_signing_maps", value, MAP_FLAG_NONE,
-                            why)) == NULL)
+    if ((maps = maps_create("dkim_signing_maps", value, MAP_FLAG_NONE, why)) ==
+        NULL)
         msg_fatal("%s", vstr_str(why));
     vstr_free(why);
     return maps;
@@ -402,9 +402,8 @@ static CLEANUP_FILTER_ACT cleanup_dkim_header(void *arg, CLEANUP_MSG *msg,
 
     if (state == NULL || state->seen_from)
         return CLEANUP_FILTER_KEEP;
-    value = cleanup_dkim_header_value(vstr_str(header),
-                                      vstr_str(header) + vstr_len(header),
-                                      "from");
+    value = cleanup_dkim_header_value(
+        vstr_str(header), vstr_str(header) + vstr_len(header), "from");
     if (value != NULL) {
         state->seen_from = true;
         state->from_domain = cleanup_dkim_from_domain(value);
@@ -496,15 +495,14 @@ static bool cleanup_dkim_start(CLEANUP_DKIM_STATE *state)
             ok = false;
             break;
         }
-        handle = dkim_sign(state->dkim->lib, (const unsigned char *) msg->qid,
-                           NULL, (dkim_sigkey_t) pem,
-                           (const unsigned char *) specs[i].selector,
-                           (const unsigned char *) state->domain,
-                           state->dkim->header_canon, state->dkim->body_canon,
-                           type == CLEANUP_DKIM_KEY_RSA
-                               ? DKIM_SIGN_RSASHA256
-                               : DKIM_SIGN_ED25519SHA256,
-                           -1, &stat);
+        handle = dkim_sign(
+            state->dkim->lib, (const unsigned char *) msg->qid, NULL,
+            (dkim_sigkey_t) pem, (const unsigned char *) specs[i].selector,
+            (const unsigned char *) state->domain, state->dkim->header_canon,
+            state->dkim->body_canon,
+            type == CLEANUP_DKIM_KEY_RSA ? DKIM_SIGN_RSASHA256
+                                         : DKIM_SIGN_ED25519SHA256,
+            -1, &stat);
         myfree(pem);
         if (handle == NULL) {
             msg_warn("%s: DKIM key file %s (selector %s, domain %s): "
@@ -546,15 +544,15 @@ static bool cleanup_dkim_start(CLEANUP_DKIM_STATE *state)
         if (vstr_len(hdr) >= 2 && vstr_str(hdr)[vstr_len(hdr) - 1] == '\n')
             vstr_truncate(hdr, vstr_len(hdr) - 2);
         for (size_t i = 0; i < state->handle_count; i++) {
-            DKIM_STAT stat = dkim_header(state->handles[i],
-                                         (u_char *) vstr_str(hdr),
-                                         vstr_len(hdr));
+            DKIM_STAT stat = dkim_header(
+                state->handles[i], (u_char *) vstr_str(hdr), vstr_len(hdr));
 
             if (stat != DKIM_STAT_OK) {
                 msg_warn("%s: DKIM signing: header: %s; message deferred",
-                         msg->qid, dkim_geterror(state->handles[i])
-                                       ? dkim_geterror(state->handles[i])
-                                       : dkim_getresultstr(stat));
+                         msg->qid,
+                         dkim_geterror(state->handles[i])
+                             ? dkim_geterror(state->handles[i])
+                             : dkim_getresultstr(stat));
                 cleanup_dkim_fail(state, CLEANUP_DKIM_SIGNFAIL);
                 vstr_free(hdr);
                 return false;
@@ -568,9 +566,10 @@ static bool cleanup_dkim_start(CLEANUP_DKIM_STATE *state)
 
         if (stat != DKIM_STAT_OK) {
             msg_warn("%s: DKIM signing: end of headers: %s; message deferred",
-                     msg->qid, dkim_geterror(state->handles[i])
-                                   ? dkim_geterror(state->handles[i])
-                                   : dkim_getresultstr(stat));
+                     msg->qid,
+                     dkim_geterror(state->handles[i])
+                         ? dkim_geterror(state->handles[i])
+                         : dkim_getresultstr(stat));
             cleanup_dkim_fail(state, CLEANUP_DKIM_SIGNFAIL);
             return false;
         }
@@ -666,8 +665,8 @@ static void cleanup_dkim_end(void *arg, CLEANUP_MSG *msg)
                                     sizeof(CLEANUP_DKIM_HEADER) - 1, &sig,
                                     &sig_len);
         if (stat != DKIM_STAT_OK) {
-            msg_warn("%s: DKIM signing for %s: %s; message deferred",
-                     msg->qid, state->domain,
+            msg_warn("%s: DKIM signing for %s: %s; message deferred", msg->qid,
+                     state->domain,
                      dkim_geterror(state->handles[i])
                          ? dkim_geterror(state->handles[i])
                          : dkim_getresultstr(stat));

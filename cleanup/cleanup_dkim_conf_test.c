@@ -49,9 +49,19 @@ static void test_keys_good(void **state)
 static void test_keys_bad(void **state)
 {
     static const char *const bad[] = {
-        "", " , ", "sel", "sel:", "sel:relative.pem", ":/k.pem",
-        "-sel:/k.pem", "sel-:/k.pem", "a..b:/k.pem", "s/l:/k.pem",
-        "sel:/k.pem other", "sel:rsa", "sel::rsa",
+        "",
+        " , ",
+        "sel",
+        "sel:",
+        "sel:relative.pem",
+        ":/k.pem",
+        "-sel:/k.pem",
+        "sel-:/k.pem",
+        "a..b:/k.pem",
+        "s/l:/k.pem",
+        "sel:/k.pem other",
+        "sel:rsa",
+        "sel::rsa",
         "a:/1 b:/2 c:/3 d:/4 e:/5 f:/6 g:/7 h:/8 i:/9",
     };
     CLEANUP_DKIM_KEYSPEC *specs;
@@ -107,14 +117,12 @@ static void test_headers(void **state)
                      -1);
     assert_null(sign);
     assert_non_null(strstr(vstr_str(why), "to:"));
-    assert_int_equal(cleanup_dkim_headers_parse("from sub*", &sign, &over,
-                                                why),
+    assert_int_equal(cleanup_dkim_headers_parse("from sub*", &sign, &over, why),
                      -1);
     assert_int_equal(cleanup_dkim_headers_parse("from +", &sign, &over, why),
                      -1);
-    assert_int_equal(cleanup_dkim_headers_parse("DKIM-Signature", &sign,
-                                                &over, why),
-                     -1);
+    assert_int_equal(
+        cleanup_dkim_headers_parse("DKIM-Signature", &sign, &over, why), -1);
     vstr_free(why);
 }
 

@@ -629,8 +629,8 @@ static void test_local_headers(void **state)
     VSTR *got = vstr_alloc(100);
 
     for (int pass = 0; pass < 2; pass++) {
-        CLEANUP_MSG *msg = test_begin(env, "alice",
-                                      pass == 0 ? CLEANUP_FLAG_LOCAL : 0, NULL);
+        CLEANUP_MSG *msg =
+            test_begin(env, "alice", pass == 0 ? CLEANUP_FLAG_LOCAL : 0, NULL);
         QFILE_INFO *info;
         char qid[64];
 

@@ -30,8 +30,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 #define FUZZ_CLEANUP_MAX_PAIRS 64
 
 static const char *const fuzz_cleanup_headers[] = {
-    "From",     "To",        "Cc",          "Bcc",       "Sender",
-    "Reply-To", "Resent-To", "Return-Path", "Errors-To", "X-Other",
+    "From",     "To",        "Cc",          "Bcc",           "Sender",
+    "Reply-To", "Resent-To", "Return-Path", "Errors-To",     "X-Other",
     "Subject",  "resent-cc", "resent-from", "RESENT-SENDER",
 };
 
@@ -139,8 +139,7 @@ static void fuzz_cleanup_spans(const char *value)
     few_pairs = cleanup_rewrite_addr_spans(value, few, 2);
     if (pairs < -1 || pairs > FUZZ_CLEANUP_MAX_PAIRS)
         abort();
-    if ((pairs < 0) != (few_pairs < 0) ||
-        few_pairs > (pairs < 2 ? pairs : 2))
+    if ((pairs < 0) != (few_pairs < 0) || few_pairs > (pairs < 2 ? pairs : 2))
         abort();
     for (ssize_t i = 0; i < pairs; i++) {
         size_t a = spans[2 * i], b = spans[2 * i + 1];
@@ -210,8 +209,8 @@ static void fuzz_cleanup_action(const char *name, const char *value)
         vstr_sprintf(item, "%s: x\n", name);
         keep = cleanup_check_action(msg, classes[i], vstr_str(item), value,
                                     item, prepend);
-        if (msg->status != 0 && (keep || (msg->status != 550 &&
-                                          msg->status != 451)))
+        if (msg->status != 0 &&
+            (keep || (msg->status != 550 && msg->status != 451)))
             abort(); /* REJECT drops the item, with 550 or 451 */
         if (keep && i == 0 && vstr_len(item) > 0 &&
             vstr_str(item)[vstr_len(item) - 1] != '\n')
@@ -265,8 +264,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fuzz_cleanup_setup();
     if (size == 0)
         return 0;
-    name = fuzz_cleanup_headers[data[0] %
-                                SLUICE_ARRAY_LEN(fuzz_cleanup_headers)];
+    name =
+        fuzz_cleanup_headers[data[0] % SLUICE_ARRAY_LEN(fuzz_cleanup_headers)];
     value = mystrndup((const char *) data + 1, size - 1);
     fuzz_cleanup_spans(value);
     fuzz_cleanup_header(name, value);

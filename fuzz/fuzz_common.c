@@ -45,8 +45,9 @@ void fuzz_init(const char *progname)
         abort();
     msg_log_stderr(false);
     msg_exit_hook(fuzz_exit_hook);
-    if (snprintf(fuzz_scratch, sizeof(fuzz_scratch), "/tmp/sluice_fuzz.XXXXXX")
-            >= (int) sizeof(fuzz_scratch) || mkdtemp(fuzz_scratch) == NULL)
+    if (snprintf(fuzz_scratch, sizeof(fuzz_scratch),
+                 "/tmp/sluice_fuzz.XXXXXX") >= (int) sizeof(fuzz_scratch) ||
+        mkdtemp(fuzz_scratch) == NULL)
         abort();
     atexit(fuzz_cleanup);
 }

@@ -27,12 +27,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *text = mystrndup((const char *) data, size);
     const char *nul = memchr(data, 0, size);
-    const char *reply = nul && (size_t) (nul - (const char *) data) + 1 < size
-                            ? nul + 1
-                            : NULL;
-    char *reply_copy = reply ? mystrndup(reply, size - (size_t) (reply -
-                                                     (const char *) data))
-                             : NULL;
+    const char *reply =
+        nul && (size_t) (nul - (const char *) data) + 1 < size ? nul + 1 : NULL;
+    char *reply_copy =
+        reply ? mystrndup(reply, size - (size_t) (reply - (const char *) data))
+              : NULL;
     VSTR *line = vstr_alloc(100);
     VSTR *why = vstr_alloc(100);
     struct timeval now = {.tv_sec = (time_t) size * 1000003, .tv_usec = 5};

@@ -77,11 +77,11 @@ static void fuzz_local_dests(const char *text)
 static void fuzz_local_path(const char *text)
 {
     static const LOCAL_VARS full = {
-        "/home/user", "user", "user+ext", "ext", "example.test",
-        "user+ext@example.test",
+        "/home/user", "user",         "user+ext",
+        "ext",        "example.test", "user+ext@example.test",
     };
-    static const LOCAL_VARS part = {NULL, "user", "user", NULL,
-                                    "example.test", "user@example.test"};
+    static const LOCAL_VARS part = {NULL, "user",         "user",
+                                    NULL, "example.test", "user@example.test"};
     VSTR *out = vstr_alloc(100);
 
     if (local_expand_path(text, &full, out) == 0 && strchr(text, '$') == NULL &&

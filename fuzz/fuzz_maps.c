@@ -102,9 +102,9 @@ static void fuzz_maps_ask(MAPS *maps, const char *key, bool pattern)
         fuzz_maps_check(value, error);
         value = maps_find_addr(maps, key, delims[i], 0, &error);
         fuzz_maps_check(value, error);
-        value = maps_find_addr(maps, key, delims[i],
-                               MAPS_ADDR_LOCAL | MAPS_ADDR_NO_AT_DOMAIN,
-                               &error);
+        value =
+            maps_find_addr(maps, key, delims[i],
+                           MAPS_ADDR_LOCAL | MAPS_ADDR_NO_AT_DOMAIN, &error);
         fuzz_maps_check(value, error);
     }
 }
@@ -289,8 +289,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         break;
     case FUZZ_MAPS_PCRE:
         fuzz_write_file("table", data, size);
-        vstr_sprintf(spec, "%s:%s/table", high ? "regexp" : "pcre",
-                     fuzz_dir());
+        vstr_sprintf(spec, "%s:%s/table", high ? "regexp" : "pcre", fuzz_dir());
         fuzz_maps_tables(vstr_str(spec), MAP_FLAG_NONE, true, text);
         break;
     case FUZZ_MAPS_INLINE:

@@ -154,13 +154,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                     vstr_reset(content);
             }
             if (dec.done) {
-                act = smtpd_proto_data_done(
-                    proto,
-                    dec.too_big   ? SMTPD_DATA_TOO_BIG
-                    : dec.bare_lf ? SMTPD_DATA_BARE_LF
-                    : (turn & 1)  ? SMTPD_DATA_OK
-                                  : SMTPD_DATA_REJECT,
-                    "1ABCDEF", 554, "5.7.1 rejected");
+                act = smtpd_proto_data_done(proto,
+                                            dec.too_big   ? SMTPD_DATA_TOO_BIG
+                                            : dec.bare_lf ? SMTPD_DATA_BARE_LF
+                                            : (turn & 1)  ? SMTPD_DATA_OK
+                                                          : SMTPD_DATA_REJECT,
+                                            "1ABCDEF", 554, "5.7.1 rejected");
             }
         }
         fuzz_check_reply(proto->reply);

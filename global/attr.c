@@ -346,8 +346,8 @@ static int attr_decode_into(const char *buf, size_t len, size_t max_len,
         if (pos >= len)
             return 0;
         /* One spelling per length: no leading zeros ("0" itself is fine). */
-        if (buf[pos] != ':' || digits == 0
-            || (digits > 1 && buf[pos - digits] == '0')) {
+        if (buf[pos] != ':' || digits == 0 ||
+            (digits > 1 && buf[pos - digits] == '0')) {
             attr_why(why, "bad length in attribute \"%.*s\"", (int) name_len,
                      buf + name_start);
             return -1;

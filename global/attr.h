@@ -21,17 +21,17 @@
 #include "vstr.h"
 
 typedef enum ATTR_TYPE {
-    ATTR_TYPE_STR,                      /* text without NUL */
-    ATTR_TYPE_INT,                      /* signed decimal, fits long long */
-    ATTR_TYPE_DATA,                     /* any bytes */
+    ATTR_TYPE_STR, /* text without NUL */
+    ATTR_TYPE_INT, /* signed decimal, fits long long */
+    ATTR_TYPE_DATA, /* any bytes */
 } ATTR_TYPE;
 
 typedef struct ATTR_SPEC {
     const char *name;
     ATTR_TYPE type;
     bool required;
-    bool repeat;                        /* may appear more than once */
-    const char *meaning;                /* documentation */
+    bool repeat; /* may appear more than once */
+    const char *meaning; /* documentation */
 } ATTR_SPEC;
 
 typedef struct ATTR_LIST ATTR_LIST;
@@ -41,8 +41,8 @@ extern ATTR_LIST *attr_list_free(ATTR_LIST *list);
 extern size_t attr_list_count(const ATTR_LIST *list);
 extern void attr_add_str(ATTR_LIST *list, const char *name, const char *value);
 extern void attr_add_int(ATTR_LIST *list, const char *name, long long value);
-extern void attr_add_data(ATTR_LIST *list, const char *name,
-                          const void *value, size_t len);
+extern void attr_add_data(ATTR_LIST *list, const char *name, const void *value,
+                          size_t len);
 
 /* Lookups return the first attribute of that name. */
 extern const char *attr_get_str(const ATTR_LIST *list, const char *name);

@@ -294,8 +294,8 @@ DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
     }
     /* Tests and local caches run on loopback; no trust anchor is set, so
        answers are taken without DNSSEC validation. */
-    if ((err = ub_ctx_set_option(ctx->ub, "do-not-query-localhost:", "no"))
-        != 0) {
+    if ((err = ub_ctx_set_option(ctx->ub, "do-not-query-localhost:", "no")) !=
+        0) {
         vstr_sprintf(why, "libunbound do-not-query-localhost: %s",
                      ub_strerror(err));
         goto fail;
@@ -303,8 +303,8 @@ DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
     /* libunbound answers the RFC 6761 name "test." itself (NXDOMAIN);
        let the forwarders answer it, so a resolver on loopback can serve
        test domains. Real resolvers answer NXDOMAIN for it anyway. */
-    if ((err = ub_ctx_set_option(ctx->ub, "local-zone:", "test. transparent"))
-        != 0) {
+    if ((err = ub_ctx_set_option(ctx->ub,
+                                 "local-zone:", "test. transparent")) != 0) {
         vstr_sprintf(why, "libunbound local-zone: %s", ub_strerror(err));
         goto fail;
     }
@@ -460,7 +460,8 @@ static void dns_assemble(DNS_LOOKUP *lookup)
         else
             dns_decide(lookup, DNS_PERM, "5.4.4",
                        "Host or domain name not found. Name service error "
-                       "for name=%s type=A: No address record", name);
+                       "for name=%s type=A: No address record",
+                       name);
         return;
     }
     lookup->reply.addrs = mymalloc_array(total, sizeof(DNS_ADDR));
@@ -507,8 +508,7 @@ static void dns_timer(evutil_socket_t fd, short what, void *arg)
 static void dns_answer(void *arg, int err, struct ub_result *result);
 
 /* dns_ask - send one query; false when libunbound refused it */
-static bool dns_ask(DNS_LOOKUP *lookup, const char *name, int type,
-                    size_t host)
+static bool dns_ask(DNS_LOOKUP *lookup, const char *name, int type, size_t host)
 {
     DNS_QUERY *query = mycalloc(1, sizeof(*query));
     int err;
@@ -583,12 +583,13 @@ static void dns_mx_answer(DNS_LOOKUP *lookup, struct ub_result *result)
                    "%s: null MX: domain accepts no mail", lookup->name);
     } else {
         dns_mx_sort(mx, n, dns_rnd, &lookup->ctx->rnd_state);
-        for (size_t i = 0; i < n && lookup->host_count < lookup->ctx->mx_host_limit; i++)
+        for (size_t i = 0;
+             i < n && lookup->host_count < lookup->ctx->mx_host_limit; i++)
             if (strcmp(mx[i].host, ".") != 0)
                 dns_add_host(lookup, mx[i].host, mx[i].pref);
         if (lookup->host_count == 0)
-            dns_decide(lookup, DNS_PERM, "5.4.4",
-                       "%s: MX records name no host", lookup->name);
+            dns_decide(lookup, DNS_PERM, "5.4.4", "%s: MX records name no host",
+                       lookup->name);
         else
             dns_ask_hosts(lookup);
     }
@@ -660,8 +661,8 @@ static void dns_answer(void *arg, int err, struct ub_result *result)
         if (result->rcode != 0 && !result->nxdomain &&
             result->rcode != DNS_RCODE_NXDOMAIN)
             lookup->hosts[query->host].temp_fail = true;
-        else if (!lookup->mx && (result->nxdomain ||
-                                 result->rcode == DNS_RCODE_NXDOMAIN))
+        else if (!lookup->mx &&
+                 (result->nxdomain || result->rcode == DNS_RCODE_NXDOMAIN))
             dns_decide(lookup, DNS_PERM, "5.1.2",
                        "Host or domain name not found. Name service error "
                        "for name=%s type=%s: Host not found",

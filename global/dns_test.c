@@ -56,13 +56,15 @@ static void test_name_parse(void **state)
 {
     VSTR *out = vstr_alloc(10);
 
-    assert_int_equal(dns_name_parse((const unsigned char *) "\3mx1\1a\4test\0",
-                                    12, out), 12);
+    assert_int_equal(
+        dns_name_parse((const unsigned char *) "\3mx1\1a\4test\0", 12, out),
+        12);
     assert_string_equal(vstr_str(out), "mx1.a.test");
     assert_int_equal(dns_name_parse((const unsigned char *) "\0", 1, out), 1);
     assert_string_equal(vstr_str(out), ".");
     /* cut short, a compression pointer, a dot inside a label */
-    assert_int_equal(dns_name_parse((const unsigned char *) "\3mx", 3, out), -1);
+    assert_int_equal(dns_name_parse((const unsigned char *) "\3mx", 3, out),
+                     -1);
     assert_int_equal(dns_name_parse((const unsigned char *) "\300\14", 2, out),
                      -1);
     assert_int_equal(dns_name_parse((const unsigned char *) "\3a.b\0", 5, out),
@@ -75,8 +77,8 @@ static void test_mx_parse_and_null(void **state)
 {
     DNS_MX mx[2];
 
-    assert_int_equal(dns_mx_parse((const unsigned char *) "\0\12\2mx\4test\0",
-                                  11, mx), 0);
+    assert_int_equal(
+        dns_mx_parse((const unsigned char *) "\0\12\2mx\4test\0", 11, mx), 0);
     assert_int_equal(mx[0].pref, 10);
     assert_string_equal(mx[0].host, "mx.test");
     assert_false(dns_mx_null(mx, 1));

@@ -183,11 +183,11 @@ DSN_LOG *dsn_log_read(const char *queue_dir, const char *log, const char *qid,
         return dsn_log_free(dlog);
     }
     path = dsn_log_path(vstr_alloc(100), queue_dir, log, qid);
-    if ((text = safe_file_read(vstr_str(path), DSN_LOG_FILE_MAX,
-                               &text_len)) == NULL) {
+    if ((text = safe_file_read(vstr_str(path), DSN_LOG_FILE_MAX, &text_len)) ==
+        NULL) {
         if (errno == ENOENT) {
             vstr_free(path);
-            return dlog;                /* no log: no records */
+            return dlog; /* no log: no records */
         }
         vstr_sprintf(why, "read %s: %m", vstr_str(path));
         dlog = dsn_log_free(dlog);
@@ -196,17 +196,18 @@ DSN_LOG *dsn_log_read(const char *queue_dir, const char *log, const char *qid,
     while (pos < text_len) {
         ATTR_LIST *list = NULL;
         size_t used = 0;
-        int got = attr_list_decode(text + pos, text_len - pos,
-                                   DSN_LOG_REC_MAX, &used, &list, why);
+        int got = attr_list_decode(text + pos, text_len - pos, DSN_LOG_REC_MAX,
+                                   &used, &list, why);
 
         if (got == 0)
-            break;                      /* cut short by a crash: ignore */
-        if (got < 0 || attr_list_check(list, dsn_log_spec,
-                                       SLUICE_ARRAY_LEN(dsn_log_spec), why) < 0) {
+            break; /* cut short by a crash: ignore */
+        if (got < 0 ||
+            attr_list_check(list, dsn_log_spec, SLUICE_ARRAY_LEN(dsn_log_spec),
+                            why) < 0) {
             VSTR *reason = vstr_alloc(100);
 
-            vstr_sprintf(reason, "%s: record at offset %zu: %s",
-                         vstr_str(path), pos, vstr_str(why));
+            vstr_sprintf(reason, "%s: record at offset %zu: %s", vstr_str(path),
+                         pos, vstr_str(why));
             vstr_cpy(why, vstr_str(reason));
             vstr_free(reason);
             attr_list_free(list);
@@ -262,8 +263,8 @@ const DSN_LOG_REC *dsn_log_latest(const DSN_LOG *dlog, const char *action,
     for (size_t i = dlog->count; i > 0; i--) {
         const DSN_LOG_REC *rec = dlog->recs + i - 1;
 
-        if (strcmp(rec->action, action) == 0
-            && strcmp(rec->address, address) == 0)
+        if (strcmp(rec->action, action) == 0 &&
+            strcmp(rec->address, address) == 0)
             return rec;
     }
     return NULL;

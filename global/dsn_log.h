@@ -28,32 +28,33 @@
 #include "attr.h"
 #include "vstr.h"
 
-#define DSN_LOG_DEFER "defer"           /* queue names: see mail_queue.h */
+#define DSN_LOG_DEFER "defer" /* queue names: see mail_queue.h */
 #define DSN_LOG_BOUNCE "bounce"
 
 #define DSN_ACTION_FAILED "failed"
 #define DSN_ACTION_DELAYED "delayed"
 #define DSN_ACTION_DELIVERED "delivered"
-#define DSN_ACTION_ATTEMPT "attempt"   /* defer log only: one per round */
-#define DSN_ACTION_WARNED "warned"      /* defer log only: delay DSN sent */
+#define DSN_ACTION_ATTEMPT "attempt" /* defer log only: one per round */
+#define DSN_ACTION_WARNED "warned" /* defer log only: delay DSN sent */
 
-#define DSN_LOG_REC_MAX 16384           /* largest record */
+#define DSN_LOG_REC_MAX 16384 /* largest record */
 
 typedef struct DSN_LOG_REC {
-    const char *action;                 /* DSN_ACTION_* */
-    const char *address;                /* recipient ("" for attempt/warned) */
-    const char *orcpt;                  /* DSN ORCPT= or "" */
-    const char *notify;                 /* DSN NOTIFY= or "" */
-    long long offset;                   /* R record offset, -1 for none */
-    const char *status;                 /* X.Y.Z, "" for attempt/warned */
-    const char *reason;                 /* text for people and the log */
-    const char *diagnostic;             /* "smtp; 550 ..." or "" */
-    const char *remote_mta;             /* "dns; mx.test" or "" */
-    long long time;                     /* seconds since 1970 */
+    const char *action; /* DSN_ACTION_* */
+    const char *address; /* recipient ("" for attempt/warned) */
+    const char *orcpt; /* DSN ORCPT= or "" */
+    const char *notify; /* DSN NOTIFY= or "" */
+    long long offset; /* R record offset, -1 for none */
+    const char *status; /* X.Y.Z, "" for attempt/warned */
+    const char *reason; /* text for people and the log */
+    const char *diagnostic; /* "smtp; 550 ..." or "" */
+    const char *remote_mta; /* "dns; mx.test" or "" */
+    long long time; /* seconds since 1970 */
 } DSN_LOG_REC;
 
 static const ATTR_SPEC dsn_log_spec[] = {
-    {"action", ATTR_TYPE_STR, true, false, "failed | delayed | delivered | "
+    {"action", ATTR_TYPE_STR, true, false,
+     "failed | delayed | delivered | "
      "attempt | warned"},
     {"address", ATTR_TYPE_STR, true, false, "recipient"},
     {"orcpt", ATTR_TYPE_STR, true, false, "DSN ORCPT="},
@@ -78,7 +79,7 @@ extern int dsn_log_append(const char *queue_dir, const char *log,
 typedef struct DSN_LOG {
     DSN_LOG_REC *recs;
     size_t count;
-    ATTR_LIST **lists;                  /* storage behind recs */
+    ATTR_LIST **lists; /* storage behind recs */
 } DSN_LOG;
 
 /* dsn_log_read - read the whole log; an absent log is an empty DSN_LOG.

@@ -64,10 +64,10 @@ static void test_round_trip(void **state)
     char qid[QID_SIZE];
     /* A reason with a newline, an '=' and a NUL-free binary byte. */
     static const char odd_reason[] = "line one\nline=two \xff end";
-    DSN_LOG_REC rec = test_rec(DSN_ACTION_DELAYED, "a@dest.test", odd_reason,
-                               1700000000);
-    DSN_LOG_REC empty = {.action = DSN_ACTION_ATTEMPT, .offset = -1,
-                         .time = 1700000001};
+    DSN_LOG_REC rec =
+        test_rec(DSN_ACTION_DELAYED, "a@dest.test", odd_reason, 1700000000);
+    DSN_LOG_REC empty = {
+        .action = DSN_ACTION_ATTEMPT, .offset = -1, .time = 1700000001};
     DSN_LOG *dlog;
     struct stat st;
 
@@ -126,8 +126,8 @@ static void test_cut_record_ignored(void **state)
     int fd;
 
     qid_new(qid);
-    assert_int_equal(
-        dsn_log_append(dir, DSN_LOG_BOUNCE, qid, &rec, true, why), 0);
+    assert_int_equal(dsn_log_append(dir, DSN_LOG_BOUNCE, qid, &rec, true, why),
+                     0);
     /* A crash mid-append leaves half a record at the end. */
     mail_queue_path(path, dir, DSN_LOG_BOUNCE, qid);
     fd = open(vstr_str(path), O_WRONLY | O_APPEND);
@@ -204,8 +204,8 @@ static void test_long_reason_cut(void **state)
     big[DSN_LOG_REC_MAX * 2 - 1] = 0;
     rec = test_rec(DSN_ACTION_FAILED, "a@dest.test", big, 9);
     qid_new(qid);
-    assert_int_equal(
-        dsn_log_append(dir, DSN_LOG_BOUNCE, qid, &rec, false, why), 0);
+    assert_int_equal(dsn_log_append(dir, DSN_LOG_BOUNCE, qid, &rec, false, why),
+                     0);
     dlog = dsn_log_read(dir, DSN_LOG_BOUNCE, qid, why);
     assert_non_null(dlog);
     assert_int_equal(dlog->count, 1);
@@ -224,8 +224,8 @@ static void test_remove_and_bad_names(void **state)
     DSN_LOG_REC rec = test_rec(DSN_ACTION_FAILED, "a@dest.test", "x", 1);
 
     qid_new(qid);
-    assert_int_equal(
-        dsn_log_append(dir, DSN_LOG_BOUNCE, qid, &rec, true, why), 0);
+    assert_int_equal(dsn_log_append(dir, DSN_LOG_BOUNCE, qid, &rec, true, why),
+                     0);
     assert_true(dsn_log_exists(dir, DSN_LOG_BOUNCE, qid));
     assert_int_equal(dsn_log_remove(dir, DSN_LOG_BOUNCE, qid), 0);
     assert_false(dsn_log_exists(dir, DSN_LOG_BOUNCE, qid));
@@ -237,8 +237,8 @@ static void test_remove_and_bad_names(void **state)
     assert_int_equal(
         dsn_log_append(dir, DSN_LOG_BOUNCE, "../x", &rec, false, why), -1);
     assert_true(vstr_len(why) > 0);
-    assert_int_equal(
-        dsn_log_append(dir, "deferred", qid, &rec, false, why), -1);
+    assert_int_equal(dsn_log_append(dir, "deferred", qid, &rec, false, why),
+                     -1);
     assert_null(dsn_log_read(dir, "incoming", qid, why));
     assert_int_equal(dsn_log_remove(dir, DSN_LOG_DEFER, "x/y"), -1);
     assert_int_equal(errno, EINVAL);

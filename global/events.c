@@ -153,16 +153,16 @@ int events_format(VSTR *line, const EVENT *event, const char *node,
     if (event->reply)
         events_set(obj, "reply", events_json_str(event->reply), &bad);
     if (event->delay >= 0)
-        events_set(obj, "delay",
-                   json_real((double) (long long) (event->delay * 1000 + 0.5) /
-                             1000),
-                   &bad);
+        events_set(
+            obj, "delay",
+            json_real((double) (long long) (event->delay * 1000 + 0.5) / 1000),
+            &bad);
     for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
         events_set(obj, later[i], json_null(), &bad);
-    text = bad ? NULL
-               : json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER |
-                                     JSON_ENSURE_ASCII |
-                                     JSON_REAL_PRECISION(6));
+    text =
+        bad ? NULL
+            : json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                  JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6));
     json_decref(obj);
     vstr_free(id);
     if (text == NULL) {

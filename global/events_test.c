@@ -39,7 +39,8 @@ static void test_format_received(void **state)
 {
     VSTR *line = vstr_alloc(10);
     VSTR *why = vstr_alloc(10);
-    struct timeval now = {.tv_sec = 1796443200, .tv_usec = 7}; /* 2026-12-05T04:00:00Z */
+    struct timeval now = {.tv_sec = 1796443200,
+                          .tv_usec = 7}; /* 2026-12-05T04:00:00Z */
     EVENT event;
 
     events_event_init(&event, EVENTS_RECEIVED, "1MH73QWC9X200WSJ", "0");
@@ -85,8 +86,7 @@ static void test_format_delivered_escapes(void **state)
         "\"delay\":1.235,\"tenant\":null,\"pool\":null,"
         "\"source_ip\":null,\"provider\":null,\"trace_id\":null}\n");
     /* Exactly one LF per event: the reply's CR LF became escapes. */
-    assert_int_equal(strchr(vstr_str(line) + 2, '\n') -
-                         (vstr_str(line) + 2),
+    assert_int_equal(strchr(vstr_str(line) + 2, '\n') - (vstr_str(line) + 2),
                      (long) vstr_len(line) - 3);
     vstr_free(line);
     vstr_free(why);
@@ -105,8 +105,8 @@ static void test_segment_names(void **state)
     vstr_reset(name);
     start.tv_usec = 43;
     events_segment_name(name, &start, 1, "cleanup");
-    assert_true(strcmp("20261205T040000.000042Z-4321-qmgr.jsonl",
-                       vstr_str(name)) < 0);
+    assert_true(
+        strcmp("20261205T040000.000042Z-4321-qmgr.jsonl", vstr_str(name)) < 0);
     assert_int_equal(events_segment_pid("20261204T120000.000042Z-1-x.jsonl"),
                      1);
     assert_int_equal(events_segment_pid("20261204T120000.000042Z-1-x.json"),

@@ -210,10 +210,10 @@ static int mail_conf_one_check(const MAIL_PARAM *param, const char *value,
                                VSTR *why)
 {
     const char *complaint;
-    const char *unit = param->type == MAIL_PARAM_TIME ||
-                               param->type == MAIL_PARAM_TIME_LIST
-                           ? "s"
-                           : "";
+    const char *unit =
+        param->type == MAIL_PARAM_TIME || param->type == MAIL_PARAM_TIME_LIST
+            ? "s"
+            : "";
     long long number;
 
     if ((complaint = mail_conf_type_check(param->type, value, &number)) !=
@@ -333,12 +333,11 @@ static int mail_conf_name_file(MAIL_CONF *conf, MAIL_CONF_ENT *ent,
     size_t start;
     MAIL_CONF_ENT *host;
 
-    if ((text = safe_file_read(vstr_str(out), MAIL_CONF_NAME_FILE_MAX,
-                               &len)) == NULL &&
+    if ((text = safe_file_read(vstr_str(out), MAIL_CONF_NAME_FILE_MAX, &len)) ==
+            NULL &&
         errno != ENOENT) {
         mail_conf_where(conf, ent, why);
-        vstr_sprintf_append(why, "read %s: %s", vstr_str(out),
-                            strerror(errno));
+        vstr_sprintf_append(why, "read %s: %s", vstr_str(out), strerror(errno));
         return -1;
     }
     if (text != NULL) {
@@ -352,9 +351,9 @@ static int mail_conf_name_file(MAIL_CONF *conf, MAIL_CONF_ENT *ent,
 
             if (!isalnum(ch) && ch != '.' && ch != '-' && ch != '_') {
                 mail_conf_where(conf, ent, why);
-                vstr_sprintf_append(why, "%s: bad domain name \"%.*s\"",
-                                    vstr_str(out), (int) (len < 100 ? len : 100),
-                                    text + start);
+                vstr_sprintf_append(
+                    why, "%s: bad domain name \"%.*s\"", vstr_str(out),
+                    (int) (len < 100 ? len : 100), text + start);
                 myfree(text);
                 return -1;
             }
@@ -871,13 +870,17 @@ const struct passwd *mail_conf_owner(const MAIL_CONF *conf, VSTR *why)
             pw = getpwuid((uid_t) uid);
     }
     if (pw == NULL) {
-        vstr_sprintf(why, "mail_owner %s: no such user; create it with: "
-                     MAIL_OWNER_USERADD " %s (or set mail_owner to an "
-                     "unprivileged user that exists)", name, name);
+        vstr_sprintf(
+            why,
+            "mail_owner %s: no such user; create it with: " MAIL_OWNER_USERADD
+            " %s (or set mail_owner to an "
+            "unprivileged user that exists)",
+            name, name);
         return NULL;
     }
     if (pw->pw_uid == 0) {
-        vstr_sprintf(why, "mail_owner %s is root (uid 0): no sluice daemon "
+        vstr_sprintf(why,
+                     "mail_owner %s is root (uid 0): no sluice daemon "
                      "runs as root; set mail_owner to an unprivileged user "
                      "(INSTALL: " MAIL_OWNER_USERADD " " MAIL_OWNER_SYSTEM ")",
                      name);
@@ -1081,8 +1084,8 @@ static int mail_conf_rewrite(const char *config_dir, const char *name,
             /* Every setting of name gets the new value (later ones win),
                or goes. */
             if (value != NULL)
-                vstr_sprintf_append(out, "%s =%s%s\n", name,
-                                    *value ? " " : "", value);
+                vstr_sprintf_append(out, "%s =%s%s\n", name, *value ? " " : "",
+                                    value);
             replacing = true;
             found = true;
         } else {

@@ -24,20 +24,20 @@
 #include "vstr.h"
 
 typedef enum MAIL_PARAM_TYPE {
-    MAIL_PARAM_STR,                     /* any text */
-    MAIL_PARAM_INT,                     /* decimal integer */
-    MAIL_PARAM_BOOL,                    /* yes|no */
-    MAIL_PARAM_TIME,                    /* number + s m h d w (default unit given) */
-    MAIL_PARAM_SIZE,                    /* number + k m g (bytes) */
-    MAIL_PARAM_LIST,                    /* comma/space separated words */
-    MAIL_PARAM_TIME_LIST,               /* comma/space separated times */
+    MAIL_PARAM_STR, /* any text */
+    MAIL_PARAM_INT, /* decimal integer */
+    MAIL_PARAM_BOOL, /* yes|no */
+    MAIL_PARAM_TIME, /* number + s m h d w (default unit given) */
+    MAIL_PARAM_SIZE, /* number + k m g (bytes) */
+    MAIL_PARAM_LIST, /* comma/space separated words */
+    MAIL_PARAM_TIME_LIST, /* comma/space separated times */
 } MAIL_PARAM_TYPE;
 
 /* mail_owner's default when root runs a program: the dedicated user of a
    system instance, which INSTALL says how to create. */
 #define MAIL_OWNER_SYSTEM "sluice"
-#define MAIL_OWNER_USERADD                                                    \
-    "useradd --system --user-group --home-dir /var/spool/sluice "            \
+#define MAIL_OWNER_USERADD                                                     \
+    "useradd --system --user-group --home-dir /var/spool/sluice "              \
     "--no-create-home --shell /usr/sbin/nologin"
 
 /* Bounds of an INT, TIME (seconds) or SIZE (bytes) value, both included,
@@ -49,10 +49,10 @@ typedef enum MAIL_PARAM_TYPE {
 typedef struct MAIL_PARAM {
     const char *name;
     MAIL_PARAM_TYPE type;
-    long long min;                      /* smallest value allowed */
-    long long max;                      /* largest; MAIL_PARAM_NOMAX: none */
-    const char *def;                    /* default, may contain $name */
-    const char *desc;                   /* one line, for `sluice conf -d` */
+    long long min; /* smallest value allowed */
+    long long max; /* largest; MAIL_PARAM_NOMAX: none */
+    const char *def; /* default, may contain $name */
+    const char *desc; /* one line, for `sluice conf -d` */
 } MAIL_PARAM;
 
 extern const MAIL_PARAM *mail_param_find(const char *name);
@@ -89,9 +89,12 @@ extern const ARGV *mail_conf_names(const MAIL_CONF *conf);
 extern const char *mail_conf_str(const MAIL_CONF *conf, const char *name);
 extern long long mail_conf_int(const MAIL_CONF *conf, const char *name);
 extern bool mail_conf_bool(const MAIL_CONF *conf, const char *name);
-extern long long mail_conf_time(const MAIL_CONF *conf, const char *name); /* s */
-extern long long mail_conf_size(const MAIL_CONF *conf, const char *name); /* bytes */
-extern ARGV *mail_conf_list(const MAIL_CONF *conf, const char *name); /* caller frees */
+extern long long mail_conf_time(const MAIL_CONF *conf,
+                                const char *name); /* s */
+extern long long mail_conf_size(const MAIL_CONF *conf,
+                                const char *name); /* bytes */
+extern ARGV *mail_conf_list(const MAIL_CONF *conf,
+                            const char *name); /* caller frees */
 /* A TIME_LIST in seconds, *count of them (0 for an empty list); the array
    (never NULL) is the caller's to myfree. */
 extern long long *mail_conf_time_list(const MAIL_CONF *conf, const char *name,

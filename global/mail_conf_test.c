@@ -479,17 +479,17 @@ static void test_check_value(void **state)
     assert_int_equal(mail_conf_check_value("line_length_limit", "511", why),
                      -1);
     /* 0 is allowed where it means "none". */
-    assert_int_equal(
-        mail_conf_check_value("smtpd_session_deadline", "0", why), 0);
+    assert_int_equal(mail_conf_check_value("smtpd_session_deadline", "0", why),
+                     0);
     /* A list of times: each time is checked, the first bad one named. */
-    assert_int_equal(
-        mail_conf_check_value("retry_schedule", "1m, 5m 2h", why), 0);
+    assert_int_equal(mail_conf_check_value("retry_schedule", "1m, 5m 2h", why),
+                     0);
     assert_int_equal(mail_conf_check_value("retry_schedule", "", why), 0);
-    assert_int_equal(
-        mail_conf_check_value("retry_schedule", "1m 5x 0s", why), -1);
+    assert_int_equal(mail_conf_check_value("retry_schedule", "1m 5x 0s", why),
+                     -1);
     assert_string_equal(vstr_str(why), "retry_schedule: bad time \"5x\"");
-    assert_int_equal(
-        mail_conf_check_value("retry_schedule", "1m, 0s 1q", why), -1);
+    assert_int_equal(mail_conf_check_value("retry_schedule", "1m, 0s 1q", why),
+                     -1);
     assert_string_equal(vstr_str(why),
                         "retry_schedule: 0s is below the minimum 1s");
     vstr_free(why);
@@ -983,8 +983,7 @@ int main(void)
                                         test_teardown),
         cmocka_unit_test(test_check_value),
         cmocka_unit_test_setup_teardown(test_edit, test_setup, test_teardown),
-        cmocka_unit_test_setup_teardown(test_remove, test_setup,
-                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_remove, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_table, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_myorigin_file, test_setup,
                                         test_teardown),

@@ -31,10 +31,10 @@
 #define MAIL_SERVER_STATUS_FD 3
 #define MAIL_SERVER_LISTEN_FD 4
 #define MAIL_SERVER_MAX_LISTEN 64
-#define MAIL_SERVER_TRIGGER_MAX 64      /* bytes read per trigger connection */
-#define MAIL_SERVER_FULL_PAUSE 1        /* s without accept at the fd limit */
-#define MAIL_SERVER_FULL_WARN 10        /* s between two warnings of it */
-#define MAIL_SERVER_SHED_MAX 64         /* clients turned away per pause */
+#define MAIL_SERVER_TRIGGER_MAX 64 /* bytes read per trigger connection */
+#define MAIL_SERVER_FULL_PAUSE 1 /* s without accept at the fd limit */
+#define MAIL_SERVER_FULL_WARN 10 /* s between two warnings of it */
+#define MAIL_SERVER_SHED_MAX 64 /* clients turned away per pause */
 
 typedef struct MAIL_SERVER_LISTENER {
     int fd;
@@ -47,7 +47,7 @@ typedef struct MAIL_SERVER_TRIGGER {
     int fd;
     int count;
     struct event *ev;
-    struct MAIL_SERVER_TRIGGER *prev;   /* open trigger connections */
+    struct MAIL_SERVER_TRIGGER *prev; /* open trigger connections */
     struct MAIL_SERVER_TRIGGER *next;
 } MAIL_SERVER_TRIGGER;
 
@@ -60,19 +60,19 @@ struct MAIL_SERVER {
     struct event_base *base;
     MAIL_SERVER_LISTENER listeners[MAIL_SERVER_MAX_LISTEN];
     int listen_count;
-    struct event *status_ev;            /* EOF from master */
+    struct event *status_ev; /* EOF from master */
     struct event *sighup_ev;
     struct event *sigterm_ev;
     struct event *tick_ev;
-    MAIL_SERVER_TRIGGER *triggers;      /* open trigger connections */
+    MAIL_SERVER_TRIGGER *triggers; /* open trigger connections */
     bool busy;
     bool retiring;
     int exit_status;
     /* At the descriptor limit (mail_server_accept_full). */
-    int spare_fd;                       /* closed to make room to shed one */
-    struct event *full_ev;              /* ends the pause of the listeners */
-    time_t full_warned;                 /* last warning */
-    long full_shed;                     /* clients shed since then */
+    int spare_fd; /* closed to make room to shed one */
+    struct event *full_ev; /* ends the pause of the listeners */
+    time_t full_warned; /* last warning */
+    long full_shed; /* clients shed since then */
 };
 
 /* mail_server_base - the event base of the daemon */
@@ -110,8 +110,9 @@ static void mail_server_status(MAIL_SERVER *server, char byte)
 {
     if (server->status_ev == NULL)
         return;
-    if (send(MAIL_SERVER_STATUS_FD, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT) < 0
-        && errno != EAGAIN && msg_verbose_get())
+    if (send(MAIL_SERVER_STATUS_FD, &byte, 1, MSG_NOSIGNAL | MSG_DONTWAIT) <
+            0 &&
+        errno != EAGAIN && msg_verbose_get())
         msg_info("status to master: %m");
 }
 
@@ -223,9 +224,10 @@ static void mail_server_full_event(evutil_socket_t fd, short what, void *arg)
     if (server->spare_fd < 0)
         server->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (server->busy || server->retiring)
-        return;                         /* mail_server_busy() resumes */
+        return; /* mail_server_busy() resumes */
     for (int i = 0; i < server->listen_count; i++)
-        if (server->listeners[i].ev && event_add(server->listeners[i].ev, NULL) < 0)
+        if (server->listeners[i].ev &&
+            event_add(server->listeners[i].ev, NULL) < 0)
             msg_warn("cannot resume listener");
 }
 
@@ -253,19 +255,20 @@ static void mail_server_accept_full(MAIL_SERVER *server, int lfd, int err)
         }
         server->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
         if (fd < 0)
-            break;                      /* none waiting (or another error) */
+            break; /* none waiting (or another error) */
     }
-    if (now - server->full_warned >= MAIL_SERVER_FULL_WARN || now < server->full_warned) {
+    if (now - server->full_warned >= MAIL_SERVER_FULL_WARN ||
+        now < server->full_warned) {
         msg_warn("accept: %s: new connections paused %ds at a time, those"
                  " waiting turned away (%ld since the last warning)",
                  strerror(err), MAIL_SERVER_FULL_PAUSE, server->full_shed);
         server->full_warned = now;
         server->full_shed = 0;
     }
-    if (server->full_ev == NULL
-        && (server->full_ev = evtimer_new(server->base, mail_server_full_event,
-                                          server)) == NULL)
-        return;                         /* no pause: better than no service */
+    if (server->full_ev == NULL &&
+        (server->full_ev =
+             evtimer_new(server->base, mail_server_full_event, server)) == NULL)
+        return; /* no pause: better than no service */
     for (int i = 0; i < server->listen_count; i++)
         if (server->listeners[i].ev)
             (void) event_del(server->listeners[i].ev);
@@ -274,8 +277,7 @@ static void mail_server_accept_full(MAIL_SERVER *server, int lfd, int err)
 }
 
 /* mail_server_accept_event - take every pending connection on a listener */
-static void mail_server_accept_event(evutil_socket_t lfd, short what,
-                                     void *arg)
+static void mail_server_accept_event(evutil_socket_t lfd, short what, void *arg)
 {
     MAIL_SERVER *server = arg;
     int fd;
@@ -293,8 +295,8 @@ static void mail_server_accept_event(evutil_socket_t lfd, short what,
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS
-                || errno == ENOMEM)
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS ||
+                errno == ENOMEM)
                 mail_server_accept_full(server, lfd, errno);
             else if (errno != EAGAIN && errno != EWOULDBLOCK)
                 msg_warn("accept: %m");
@@ -326,8 +328,7 @@ static void mail_server_accept_event(evutil_socket_t lfd, short what,
 }
 
 /* mail_server_status_event - master closed its end: it is gone */
-static void mail_server_status_event(evutil_socket_t fd, short what,
-                                     void *arg)
+static void mail_server_status_event(evutil_socket_t fd, short what, void *arg)
 {
     MAIL_SERVER *server = arg;
     char buf[64];
@@ -336,15 +337,14 @@ static void mail_server_status_event(evutil_socket_t fd, short what,
     if (got < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (got > 0)
-        return;                         /* master sends nothing today */
+        return; /* master sends nothing today */
     event_free(server->status_ev);
     server->status_ev = NULL;
     mail_server_retire(server, "master is gone");
 }
 
 /* mail_server_signal_event - SIGHUP retires, SIGTERM ends */
-static void mail_server_signal_event(evutil_socket_t sig, short what,
-                                     void *arg)
+static void mail_server_signal_event(evutil_socket_t sig, short what, void *arg)
 {
     MAIL_SERVER *server = arg;
 
@@ -367,7 +367,7 @@ static void mail_server_tick_event(evutil_socket_t fd, short what, void *arg)
 
 /* What a program that kept root as its saved uid runs as otherwise. */
 typedef struct MAIL_SERVER_IDS {
-    bool active;                        /* root was taken back */
+    bool active; /* root was taken back */
     uid_t euid;
     gid_t egid;
 } MAIL_SERVER_IDS;
@@ -547,31 +547,32 @@ int mail_server_main(int argc, char **argv, const char *progname,
     if ((server->base = event_base_new()) == NULL)
         msg_fatal("cannot create an event base");
     signal(SIGPIPE, SIG_IGN);
-    server->sighup_ev = evsignal_new(server->base, SIGHUP,
-                                     mail_server_signal_event, server);
-    server->sigterm_ev = evsignal_new(server->base, SIGTERM,
-                                      mail_server_signal_event, server);
-    if (server->sighup_ev == NULL || server->sigterm_ev == NULL
-        || event_add(server->sighup_ev, NULL) < 0
-        || event_add(server->sigterm_ev, NULL) < 0)
+    server->sighup_ev =
+        evsignal_new(server->base, SIGHUP, mail_server_signal_event, server);
+    server->sigterm_ev =
+        evsignal_new(server->base, SIGTERM, mail_server_signal_event, server);
+    if (server->sighup_ev == NULL || server->sigterm_ev == NULL ||
+        event_add(server->sighup_ev, NULL) < 0 ||
+        event_add(server->sigterm_ev, NULL) < 0)
         msg_fatal("cannot set up signal events");
 
     /* Master's status socket: present only when master started us (it
        names the service); a program run by hand (smtpd -S) may have
        anything on fd 3, the log file included. */
-    if (getenv("SLUICE_SERVICE") != NULL && mail_server_fd_is_socket(MAIL_SERVER_STATUS_FD)) {
+    if (getenv("SLUICE_SERVICE") != NULL &&
+        mail_server_fd_is_socket(MAIL_SERVER_STATUS_FD)) {
         (void) fcntl(MAIL_SERVER_STATUS_FD, F_SETFD, FD_CLOEXEC);
         (void) fcntl(MAIL_SERVER_STATUS_FD, F_SETFL,
                      fcntl(MAIL_SERVER_STATUS_FD, F_GETFL) | O_NONBLOCK);
-        server->status_ev = event_new(server->base, MAIL_SERVER_STATUS_FD,
-                                      EV_READ | EV_PERSIST,
-                                      mail_server_status_event, server);
+        server->status_ev =
+            event_new(server->base, MAIL_SERVER_STATUS_FD, EV_READ | EV_PERSIST,
+                      mail_server_status_event, server);
         if (server->status_ev == NULL || event_add(server->status_ev, NULL) < 0)
             msg_fatal("cannot watch the status socket");
     }
     server->listen_count = mail_server_listen_count();
-    server->spare_fd = server->listen_count > 0
-        ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
+    server->spare_fd =
+        server->listen_count > 0 ? open("/dev/null", O_RDONLY | O_CLOEXEC) : -1;
     for (int i = 0; i < server->listen_count; i++) {
         MAIL_SERVER_LISTENER *lsn = &server->listeners[i];
 
@@ -594,7 +595,8 @@ int mail_server_main(int argc, char **argv, const char *progname,
     if (ops->pre_loop)
         ops->pre_loop(server, ctx);
     for (int i = 0; i < server->listen_count; i++)
-        if (server->listeners[i].ev && event_add(server->listeners[i].ev, NULL) < 0)
+        if (server->listeners[i].ev &&
+            event_add(server->listeners[i].ev, NULL) < 0)
             msg_fatal("cannot add listener event");
     if (msg_verbose_get())
         msg_info("daemon started, %d listener(s)", server->listen_count);

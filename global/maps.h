@@ -43,8 +43,8 @@
 #include "vstr.h"
 
 #define MAP_FLAG_NONE 0
-#define MAP_FLAG_ALIAS 0x01             /* "key: value" text syntax */
-#define MAP_FLAG_NOFOLD 0x02            /* keys are case-sensitive */
+#define MAP_FLAG_ALIAS 0x01 /* "key: value" text syntax */
+#define MAP_FLAG_NOFOLD 0x02 /* keys are case-sensitive */
 
 #define MAP_OK 0
 #define MAP_NOTFOUND 1
@@ -72,8 +72,7 @@ extern int map_build(const char *spec, int flags, VSTR *why);
    MAP_FLAG_NOFOLD) from FILE.db of a hash:/btree: table, again through a
    temporary copy and rename (the text FILE is not touched). 0 removed,
    1 no such key, -1 error with why. */
-extern int map_delete(const char *spec, const char *key, int flags,
-                      VSTR *why);
+extern int map_delete(const char *spec, const char *key, int flags, VSTR *why);
 
 /*
  * MAPS: a parameter's list of tables ("hash:/etc/aliases, pcre:/x"),
@@ -110,7 +109,7 @@ extern size_t maps_count(const MAPS *maps);
  * looked up as user+ext, user.
  */
 #define MAPS_ADDR_LOCAL 0x01
-#define MAPS_ADDR_NO_AT_DOMAIN 0x02    /* skip the @domain step */
+#define MAPS_ADDR_NO_AT_DOMAIN 0x02 /* skip the @domain step */
 extern const char *maps_find_addr(MAPS *maps, const char *addr,
                                   const char *delim, int flags, int *error);
 

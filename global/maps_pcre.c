@@ -343,8 +343,7 @@ static bool map_pcre_matches(MAP_PCRE *table, const MAP_PCRE_RULE *rule,
         (void) pcre2_get_error_message(rc, message, sizeof(message));
         msg_warn("%s line %d: matching \"%.*s%s\": %s: rule skipped",
                  table->path, rule->lineno, MAP_PCRE_LOG_KEY, key,
-                 strlen(key) > MAP_PCRE_LOG_KEY ? "..." : "",
-                 (char *) message);
+                 strlen(key) > MAP_PCRE_LOG_KEY ? "..." : "", (char *) message);
     }
     return false;
 }

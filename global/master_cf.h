@@ -26,15 +26,15 @@ typedef enum MASTER_SERV_TYPE {
 } MASTER_SERV_TYPE;
 
 typedef struct MASTER_ENT {
-    char *name;                         /* "smtp", "127.0.0.1:2525", "qmgr" */
+    char *name; /* "smtp", "127.0.0.1:2525", "qmgr" */
     MASTER_SERV_TYPE type;
-    bool private_service;               /* unix: private/ (y) or public/ (n) */
+    bool private_service; /* unix: private/ (y) or public/ (n) */
     bool unpriv;
     bool chroot;
-    int wakeup;                         /* seconds between triggers, 0: none */
-    int maxproc;                        /* 0: no limit */
-    ARGV *argv;                         /* command and arguments */
-    int line;                           /* where it was defined */
+    int wakeup; /* seconds between triggers, 0: none */
+    int maxproc; /* 0: no limit */
+    ARGV *argv; /* command and arguments */
+    int line; /* where it was defined */
 } MASTER_ENT;
 
 typedef struct MASTER_CF {

@@ -25,9 +25,9 @@
 #include "sys_defs.h"
 #include "vstr.h"
 
-#define MATCH_LIST_DOMAIN 0x01          /* a domain list */
-#define MATCH_LIST_ADDR 0x02            /* a client address list */
-#define MATCH_LIST_PARENT 0x04          /* example.test matches sub.example.test */
+#define MATCH_LIST_DOMAIN 0x01 /* a domain list */
+#define MATCH_LIST_ADDR 0x02 /* a client address list */
+#define MATCH_LIST_PARENT 0x04 /* example.test matches sub.example.test */
 
 typedef struct MATCH_LIST MATCH_LIST;
 

@@ -40,7 +40,8 @@ static int test_setup(void **state)
 {
     TEST_CTX *ctx = calloc(1, sizeof(*ctx));
 
-    if (ctx == NULL || (ctx->tmp = testlib_dir_create("match_list_test")) == NULL)
+    if (ctx == NULL ||
+        (ctx->tmp = testlib_dir_create("match_list_test")) == NULL)
         return -1;
     ctx->dir = ctx->tmp->path;
     ctx->path = vstr_alloc(100);

@@ -14,9 +14,9 @@
 #include "vstr.h"
 
 typedef struct MYNETWORKS_ENTRY {
-    int family;                         /* AF_INET or AF_INET6 */
-    unsigned char net[16];              /* masked network */
-    int prefix;                         /* bits */
+    int family; /* AF_INET or AF_INET6 */
+    unsigned char net[16]; /* masked network */
+    int prefix; /* bits */
     bool negate;
 } MYNETWORKS_ENTRY;
 
@@ -41,7 +41,7 @@ static void mynetworks_mask(unsigned char *bytes, size_t len, int prefix)
 /* mynetworks_addr - parse a numeric address, mapped IPv6 as IPv4 */
 static int mynetworks_addr(const char *text, int *family, unsigned char *out)
 {
-    static const unsigned char mapped[12] = {0, 0, 0, 0, 0, 0,
+    static const unsigned char mapped[12] = {0, 0, 0, 0, 0,    0,
                                              0, 0, 0, 0, 0xff, 0xff};
 
     if (inet_pton(AF_INET, text, out) == 1) {
@@ -112,8 +112,8 @@ static int mynetworks_add(MYNETWORKS *nets, const char *word, VSTR *why)
     mynetworks_mask(entry.net, sizeof(entry.net), entry.prefix);
     if (nets->count == nets->cap) {
         nets->cap = nets->cap ? nets->cap * 2 : 8;
-        nets->entries = myrealloc_array(nets->entries, nets->cap,
-                                        sizeof(*nets->entries));
+        nets->entries =
+            myrealloc_array(nets->entries, nets->cap, sizeof(*nets->entries));
     }
     nets->entries[nets->count++] = entry;
     return 0;

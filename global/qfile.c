@@ -417,8 +417,8 @@ int qfile_out_content(QFILE_OUT *out, QFILE_CONTENT_FN fn, void *ctx)
         }
         vstr_reset(buf);
         vstr_reserve(buf, len);
-        if (qfile_pread_all(fd, vstr_str(buf), len,
-                            offset + QFILE_HDR_LEN) < 0) {
+        if (qfile_pread_all(fd, vstr_str(buf), len, offset + QFILE_HDR_LEN) <
+            0) {
             ret = -1;
             break;
         }
@@ -437,9 +437,8 @@ static int qfile_copy_range(int rfd, int wfd, off_t from, off_t to)
     char buf[QFILE_READ_BUF];
 
     while (from < to) {
-        size_t part = (size_t) (to - from) > sizeof(buf)
-                          ? sizeof(buf)
-                          : (size_t) (to - from);
+        size_t part = (size_t) (to - from) > sizeof(buf) ? sizeof(buf)
+                                                         : (size_t) (to - from);
 
         if (qfile_pread_all(rfd, buf, part, from) < 0 ||
             safe_file_write_all(wfd, buf, part) < 0)

@@ -906,8 +906,7 @@ static void test_prepend_content(void **state)
 
         assert_non_null(out);
         test_out_fill(out, sizes[i]);
-        assert_int_equal(qfile_out_content(out, test_content_collect, seen),
-                         0);
+        assert_int_equal(qfile_out_content(out, test_content_collect, seen), 0);
         assert_int_equal(vstr_len(seen), sizes[i]);
         assert_int_equal(qfile_out_content(out, test_content_stop, NULL), 7);
         assert_int_equal(
@@ -938,8 +937,7 @@ static void test_prepend_content(void **state)
         assert_int_equal(vstr_len(seen), sizeof(prefix) - 1 + sizes[i] + 5);
         assert_memory_equal(vstr_str(seen), prefix, sizeof(prefix) - 1);
         assert_int_equal(vstr_str(seen)[sizeof(prefix) - 1], 'x');
-        assert_memory_equal(vstr_str(seen) + vstr_len(seen) - 6, "\ntail\n",
-                            6);
+        assert_memory_equal(vstr_str(seen) + vstr_len(seen) - 6, "\ntail\n", 6);
         test_out_check(test_out_path("P1"), vstr_len(seen));
         assert_int_equal(unlink(test_out_path("P1")), 0);
         vstr_free(seen);

@@ -66,7 +66,7 @@ bool smtp_addr_domain_ok(const char *domain, size_t len)
 
         if (ch == '.') {
             if (label == 0 || domain[i - 1] == '-')
-                return false;               /* empty label, trailing '-' */
+                return false; /* empty label, trailing '-' */
             label = 0;
         } else if (smtp_addr_ldh(ch)) {
             if (label == 0 && ch == '-')
@@ -101,7 +101,7 @@ static size_t smtp_addr_local_end(const char *addr, size_t len)
                 return 0;
             }
         }
-        return 0;                               /* no closing quote */
+        return 0; /* no closing quote */
     }
     for (i = 0; i < len && addr[i] != '@'; i++) {
         int ch = (unsigned char) addr[i];
@@ -130,7 +130,7 @@ int smtp_addr_check(const char *addr, size_t len, VSTR *why)
         return -1;
     }
     if (local_len == len)
-        return 0;                               /* no domain: postmaster */
+        return 0; /* no domain: postmaster */
     if (addr[local_len] != '@') {
         vstr_cpy(why, "malformed address");
         return -1;
@@ -202,7 +202,7 @@ int smtp_addr_parse_path(const char *arg, int flags, VSTR *addr,
     } else {
         start = p;
         for (end = start; *end && *end != ' ' && *end != '\t'; end++)
-             /* void */ ;
+            /* void */;
         after = end;
     }
     if (start == end) {
@@ -250,8 +250,8 @@ const char *smtp_addr_domain(const char *addr)
 void smtp_addr_quote(VSTR *out, const char *local, size_t local_len,
                      const char *domain)
 {
-    bool plain = local_len > 0 && local[0] != '.' &&
-                 local[local_len - 1] != '.';
+    bool plain =
+        local_len > 0 && local[0] != '.' && local[local_len - 1] != '.';
 
     for (size_t i = 0; plain && i < local_len; i++) {
         int ch = (unsigned char) local[i];

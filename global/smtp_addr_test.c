@@ -11,11 +11,11 @@
 #include "vstr.h"
 
 typedef struct CASE {
-    const char *arg;                    /* argument after "FROM:" / "TO:" */
+    const char *arg; /* argument after "FROM:" / "TO:" */
     int flags;
-    int want;                           /* 0 or -1 */
-    const char *addr;                   /* expected address on success */
-    const char *rest;                   /* expected parameters */
+    int want; /* 0 or -1 */
+    const char *addr; /* expected address on success */
+    const char *rest; /* expected parameters */
 } CASE;
 
 static const CASE cases[] = {
@@ -95,8 +95,8 @@ static void test_parse_cases(void **state)
                 fail_msg("case %zu \"%s\": address \"%s\", want \"%s\"", i,
                          c->arg, vstr_str(addr), c->addr);
             if (strcmp(rest, c->rest) != 0)
-                fail_msg("case %zu \"%s\": rest \"%s\", want \"%s\"", i,
-                         c->arg, rest, c->rest);
+                fail_msg("case %zu \"%s\": rest \"%s\", want \"%s\"", i, c->arg,
+                         rest, c->rest);
         } else if (vstr_len(why) == 0) {
             fail_msg("case %zu \"%s\": no reason given", i, c->arg);
         }
@@ -290,13 +290,13 @@ static void test_quote(void **state)
 
     for (size_t i = 0; i < sizeof(quote_cases) / sizeof(quote_cases[0]); i++) {
         vstr_reset(out);
-        smtp_addr_quote(out, quote_cases[i].local,
-                        strlen(quote_cases[i].local), quote_cases[i].domain);
+        smtp_addr_quote(out, quote_cases[i].local, strlen(quote_cases[i].local),
+                        quote_cases[i].domain);
         assert_string_equal(vstr_str(out), quote_cases[i].want);
         /* what quote makes, check accepts (except the empty local part) */
         if (quote_cases[i].local[0])
-            assert_int_equal(smtp_addr_check(vstr_str(out), vstr_len(out),
-                                             why), 0);
+            assert_int_equal(smtp_addr_check(vstr_str(out), vstr_len(out), why),
+                             0);
     }
     /* a local part with a NUL inside its length is quoted, not cut */
     vstr_reset(out);

@@ -57,8 +57,8 @@ static void test_known(void **state)
 static void test_bad(void **state)
 {
     static const char *bad[] = {
-        "+", "a+", "+4", "a+4", "+G0", "+0G", "+2b", "+zz", "a=b", "a b",
-        "a\tb", "a\x7f", "\xc3\xa9", "+ 4", "++20",
+        "+",   "a+",  "+4",   "a+4",   "+G0",      "+0G", "+2b",  "+zz",
+        "a=b", "a b", "a\tb", "a\x7f", "\xc3\xa9", "+ 4", "++20",
     };
     VSTR *out = vstr_alloc(10);
 

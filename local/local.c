@@ -104,8 +104,7 @@ static void local_pre_loop(MAIL_SERVER *server, void *arg)
     lc->queue_dir = mystrdup(mail_conf_str(conf, "queue_directory"));
     if (*lc->queue_dir == 0)
         msg_fatal("queue_directory is not set");
-    mail_queue_service(why, lc->queue_dir, MAIL_QUEUE_PRIVATE,
-                       CLEANUP_SERVICE);
+    mail_queue_service(why, lc->queue_dir, MAIL_QUEUE_PRIVATE, CLEANUP_SERVICE);
     lc->cleanup_path = mystrdup(vstr_str(why));
     lc->myorigin = mystrdup(mail_conf_str(conf, "myorigin"));
     lc->delims = mystrdup(mail_conf_str(conf, "recipient_delimiter"));

@@ -48,8 +48,8 @@
 #include "qfile.h"
 #include "vstr.h"
 
-#define LOCAL_EXPAND_DEPTH_MAX 100     /* nested aliases and includes */
-#define LOCAL_DEST_MAX 1000             /* destinations per recipient */
+#define LOCAL_EXPAND_DEPTH_MAX 100 /* nested aliases and includes */
+#define LOCAL_DEST_MAX 1000 /* destinations per recipient */
 
 /* What one delivery attempt came to. */
 typedef enum LOCAL_STAT {
@@ -73,8 +73,8 @@ extern void local_result_set(LOCAL_RESULT *res, LOCAL_STAT stat,
 /* local_addr_split - "User+Ext@Domain": user "user", ext "ext" (after the
    first character of delims found; "" without), domain "domain"; all
    folded to lower case. The local part is what precedes the last '@'. */
-extern void local_addr_split(const char *addr, const char *delims,
-                             VSTR *user, VSTR *ext, VSTR *domain);
+extern void local_addr_split(const char *addr, const char *delims, VSTR *user,
+                             VSTR *ext, VSTR *domain);
 
 /* local_name_safe - may this local part (or extension) name a mailbox or
    fill $user in a path? No '/', no leading '.', no control characters */
@@ -144,7 +144,6 @@ extern void local_exit_result(int wait_status, LOCAL_RESULT *res);
    host written as \057 and \072) */
 extern void local_maildir_name(VSTR *out, const struct timeval *tv, long pid,
                                unsigned long count, const char *host);
-
 
 /* Privilege modes. */
 typedef enum LOCAL_MODE {
@@ -325,22 +324,22 @@ extern void local_serve(LOCAL_CTX *ctx, int fd);
 /* local_outcome - one final delivery's result: log it, fold it into the
    recipient's outcome. what is the log text of a success
    ("delivered to mailbox"). */
-extern void local_outcome(LOCAL_STATE *state, const char *to,
-                          LOCAL_RESULT *res, const char *what);
+extern void local_outcome(LOCAL_STATE *state, const char *to, LOCAL_RESULT *res,
+                          const char *what);
 
 /* local_expand.c */
 
 /* local_resolve - one local name: alias, .forward, mailbox */
-extern void local_resolve(LOCAL_STATE *state, const char *user,
-                          const char *ext, int depth);
+extern void local_resolve(LOCAL_STATE *state, const char *user, const char *ext,
+                          int depth);
 /* local_key_add - add "kind:name" to set; false when it was there */
 extern bool local_key_add(ARGV *set, const char *kind, const char *name);
 
 /* local_deliver.c */
 
 /* local_address - "user@domain" of the recipient being handled */
-extern void local_address(LOCAL_STATE *state, const char *user,
-                          const char *ext, VSTR *out);
+extern void local_address(LOCAL_STATE *state, const char *user, const char *ext,
+                          VSTR *out);
 /* local_mailbox - deliver to user's own mailbox, or pipe to
    mailbox_command as the user when that is set */
 extern void local_mailbox(LOCAL_STATE *state, const char *user,
@@ -349,9 +348,9 @@ extern void local_mailbox(LOCAL_STATE *state, const char *user,
 extern void local_file(LOCAL_STATE *state, const char *to, const char *path,
                        const LOCAL_PRIV *priv);
 /* local_command - a |command destination */
-extern void local_command(LOCAL_STATE *state, const char *to,
-                          const char *user, const char *ext,
-                          const char *command, const LOCAL_PRIV *priv);
+extern void local_command(LOCAL_STATE *state, const char *to, const char *user,
+                          const char *ext, const char *command,
+                          const LOCAL_PRIV *priv);
 /* local_forward - one new message to every non-local destination */
 extern void local_forward(LOCAL_STATE *state);
 
@@ -365,14 +364,14 @@ extern void local_priv_set(LOCAL_PRIV *priv, const struct passwd *pw);
 extern void local_priv_free(LOCAL_PRIV *priv);
 /* local_priv_user - the privileges for delivering to user; false with the
    result set (unknown user in SYSTEM mode) */
-extern bool local_priv_user(LOCAL_CTX *ctx, const char *user,
-                            LOCAL_PRIV *priv, LOCAL_RESULT *res);
+extern bool local_priv_user(LOCAL_CTX *ctx, const char *user, LOCAL_PRIV *priv,
+                            LOCAL_RESULT *res);
 /* local_priv_copy - a copy of priv */
 extern void local_priv_copy(LOCAL_PRIV *to, const LOCAL_PRIV *from);
 /* local_priv_unroot - who a |command or /file given priv runs as;
    NULL: it would run as root, refuse it */
 extern const LOCAL_PRIV *local_priv_unroot(const LOCAL_CTX *ctx,
-                                            const LOCAL_PRIV *priv);
+                                           const LOCAL_PRIV *priv);
 
 typedef void (*LOCAL_ACTION)(void *arg, LOCAL_RESULT *res);
 

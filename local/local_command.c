@@ -25,8 +25,8 @@
 #include "mymalloc.h"
 #include "vstr.h"
 
-#define LOCAL_CMD_OUTPUT_MAX 1000       /* output kept for the reason */
-#define LOCAL_CMD_REASON_MAX 200        /* of it, in the reason */
+#define LOCAL_CMD_OUTPUT_MAX 1000 /* output kept for the reason */
+#define LOCAL_CMD_REASON_MAX 200 /* of it, in the reason */
 
 /* local_command_child - in the child: wire up fds, exec the shell */
 static void local_command_child(const LOCAL_CMD *cmd, int in_fd, int out_fd)
@@ -139,7 +139,7 @@ void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
         }
         n = poll(pfd, (nfds_t) nfds, left > 1000 ? 1000 : (int) left);
         if (n < 0 && errno != EINTR) {
-            timed_out = true;           /* cannot watch it: give up */
+            timed_out = true; /* cannot watch it: give up */
             break;
         }
         if (n <= 0)
@@ -150,8 +150,7 @@ void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
 
             if (got > 0 && vstr_len(output) < LOCAL_CMD_OUTPUT_MAX)
                 vstr_ncat(output, buf, (size_t) got);
-            else if (got == 0 || (got < 0 && errno != EINTR &&
-                                  errno != EAGAIN))
+            else if (got == 0 || (got < 0 && errno != EINTR && errno != EAGAIN))
                 out_open = false;
         }
         if (in_slot >= 0 && pfd[in_slot].revents) {

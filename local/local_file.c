@@ -86,7 +86,7 @@ char *local_file_read(const char *path, uid_t owner, size_t max_len,
         vstr_free(buf);
         return NULL;
     }
-    data = mystrdup(vstr_str(buf));     /* a NUL in the file ends it */
+    data = mystrdup(vstr_str(buf)); /* a NUL in the file ends it */
     vstr_free(buf);
     return data;
 }

@@ -47,7 +47,7 @@ static char *test_read(const char *path, uid_t owner, LOCAL_FILE_STAT *stat,
 {
     char *data;
 
-    alarm(10);                          /* a blocking open fails the test */
+    alarm(10); /* a blocking open fails the test */
     data = local_file_read(path, owner, 1000, stat, why);
     alarm(0);
     return data;
@@ -78,8 +78,9 @@ static void test_good_and_missing(void **state)
 
         for (int i = 0; i < 1500; i++)
             vstr_addch(big, 'x');
-        assert_int_equal(safe_file_write(vstr_str(path), vstr_str(big),
-                                         vstr_len(big), 0600), 0);
+        assert_int_equal(
+            safe_file_write(vstr_str(path), vstr_str(big), vstr_len(big), 0600),
+            0);
         vstr_free(big);
     }
     assert_null(test_read(vstr_str(path), getuid(), &stat, why));
@@ -150,11 +151,11 @@ static void test_owner(void **state)
     assert_non_null(strstr(vstr_str(why), "owned by uid 1"));
     assert_null(test_read(vstr_str(path), 2, &stat, why));
     assert_int_equal(stat, LOCAL_FILE_UNSAFE);
-    data = test_read(vstr_str(path), 1, &stat, why);   /* uid 1's own */
+    data = test_read(vstr_str(path), 1, &stat, why); /* uid 1's own */
     assert_non_null(data);
     myfree(data);
     assert_int_equal(chown(vstr_str(path), 0, 0), 0);
-    data = test_read(vstr_str(path), 1, &stat, why);   /* root's is fine */
+    data = test_read(vstr_str(path), 1, &stat, why); /* root's is fine */
     assert_non_null(data);
     assert_int_equal(stat, LOCAL_FILE_OK);
     myfree(data);

@@ -31,7 +31,7 @@
 #include "safe_file.h"
 #include "vstr.h"
 
-#define LOCAL_DOTLOCK_STALE 300         /* seconds: a dead writer's lock */
+#define LOCAL_DOTLOCK_STALE 300 /* seconds: a dead writer's lock */
 #define LOCAL_LOCK_POLL_USEC 20000
 
 /* local_msg_text - the optional delivery headers, then the content */
@@ -66,7 +66,7 @@ static void local_dotlock_break(const char *lock, const struct stat *stale)
     if (rename(lock, vstr_str(aside)) == 0) {
         if (lstat(vstr_str(aside), &st) == 0 &&
             (st.st_dev != stale->st_dev || st.st_ino != stale->st_ino))
-            (void) link(vstr_str(aside), lock);     /* not ours to break */
+            (void) link(vstr_str(aside), lock); /* not ours to break */
         (void) unlink(vstr_str(aside));
     }
     vstr_free(aside);
@@ -98,13 +98,14 @@ static int local_dotlock_take(const char *lock, double deadline,
         }
         if (lstat(lock, &st) == 0 &&
             st.st_mtime + LOCAL_DOTLOCK_STALE < time(NULL)) {
-            local_dotlock_break(lock, &st);     /* its writer is gone */
+            local_dotlock_break(lock, &st); /* its writer is gone */
             continue;
         }
         if (local_now() > deadline) {
             local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
                              "mailbox is locked: cannot lock %s: the lock "
-                             "file is held", lock);
+                             "file is held",
+                             lock);
             return -1;
         }
         usleep(LOCAL_LOCK_POLL_USEC);
@@ -141,8 +142,8 @@ static int local_fcntl_lock(int fd, const char *path, double deadline,
 /* local_open_regular - open path for append without blocking on a FIFO
    or a device: O_NONBLOCK, fstat, then blocking again. Creates the file
    (O_EXCL) when missing; *created says so. -1 with the reason in res. */
-static int local_open_regular(const char *path, struct stat *st,
-                              bool *created, LOCAL_RESULT *res)
+static int local_open_regular(const char *path, struct stat *st, bool *created,
+                              LOCAL_RESULT *res)
 {
     int flags = O_WRONLY | O_APPEND | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC;
     int fd;
@@ -153,7 +154,7 @@ static int local_open_regular(const char *path, struct stat *st,
     *created = fd >= 0;
     if (fd < 0 && errno == EEXIST)
         fd = open(path, flags);
-    if (fd < 0 && errno == ENXIO) {             /* a FIFO with no reader */
+    if (fd < 0 && errno == ENXIO) { /* a FIFO with no reader */
         local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
                          "mailbox %s is not a regular file", path);
         return -1;
@@ -209,7 +210,7 @@ void local_mbox_deliver(const char *path, const LOCAL_MSG *msg,
         goto unlock;
     if (local_fcntl_lock(fd, path, deadline, res) < 0)
         goto close;
-    if (fstat(fd, &st) < 0) {                   /* its size under the lock */
+    if (fstat(fd, &st) < 0) { /* its size under the lock */
         local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
                          "cannot stat mailbox %s: %s", path, strerror(errno));
         goto close;
@@ -246,24 +247,25 @@ void local_mbox_deliver(const char *path, const LOCAL_MSG *msg,
         (long long) st.st_size + (long long) vstr_len(text) > size_limit) {
         local_result_set(res, LOCAL_STAT_BOUNCE, "5.2.2",
                          "cannot update mailbox %s: mailbox full (limit "
-                         "%lld bytes)", path, size_limit);
+                         "%lld bytes)",
+                         path, size_limit);
         goto close;
     }
     if (safe_file_write_all(fd, vstr_str(text), vstr_len(text)) < 0 ||
         fsync(fd) < 0) {
         local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
-                         "cannot update mailbox %s: %s", path,
-                         strerror(errno));
+                         "cannot update mailbox %s: %s", path, strerror(errno));
         if (ftruncate(fd, st.st_size) < 0 || fsync(fd) < 0)
             local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
                              "cannot update mailbox %s, nor truncate it "
-                             "back: %s", path, strerror(errno));
+                             "back: %s",
+                             path, strerror(errno));
         goto close;
     }
     local_result_set(res, LOCAL_STAT_SENT, "2.0.0", "mailbox");
 
 close:
-    (void) close(fd);                   /* releases the fcntl lock */
+    (void) close(fd); /* releases the fcntl lock */
 unlock:
     if (dotlock == 0)
         (void) unlink(vstr_str(lock));
@@ -279,7 +281,7 @@ static int local_mkdir_p(const char *dir)
     char *copy = mystrdup(dir);
     int ret = 0;
 
-    for (char *cp = copy + 1; ; cp++) {
+    for (char *cp = copy + 1;; cp++) {
         if (*cp == '/' || *cp == 0) {
             char saved = *cp;
 
@@ -320,7 +322,8 @@ void local_maildir_deliver(const char *dir, const LOCAL_MSG *msg,
     if (size_limit > 0 && (long long) vstr_len(text) > size_limit) {
         local_result_set(res, LOCAL_STAT_BOUNCE, "5.2.3",
                          "message is larger than mailbox_size_limit (%lld "
-                         "bytes)", size_limit);
+                         "bytes)",
+                         size_limit);
         goto out;
     }
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(subdirs); i++) {
@@ -339,8 +342,8 @@ void local_maildir_deliver(const char *dir, const LOCAL_MSG *msg,
     local_maildir_name(name, &tv, (long) getpid(), ++count, host);
     vstr_sprintf(tmp, "%s/tmp/%s", dir, vstr_str(name));
     vstr_sprintf(path, "%s/new/%s", dir, vstr_str(name));
-    fd = open(vstr_str(tmp), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
-                                 O_CLOEXEC, 0600);
+    fd = open(vstr_str(tmp),
+              O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
                          "cannot create Maildir file %s: %s", vstr_str(tmp),
@@ -366,9 +369,8 @@ void local_maildir_deliver(const char *dir, const LOCAL_MSG *msg,
     }
     vstr_sprintf(tmp, "%s/new", dir);
     if (safe_file_fsync_dir(vstr_str(tmp)) < 0) {
-        local_result_set(res, LOCAL_STAT_DEFER, "4.2.0",
-                         "cannot fsync %s: %s", vstr_str(tmp),
-                         strerror(errno));
+        local_result_set(res, LOCAL_STAT_DEFER, "4.2.0", "cannot fsync %s: %s",
+                         vstr_str(tmp), strerror(errno));
         goto out;
     }
     local_result_set(res, LOCAL_STAT_SENT, "2.0.0", "maildir");

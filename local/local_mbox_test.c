@@ -57,9 +57,9 @@ static void test_mbox_format(void **state)
     LOCAL_MSG msg;
     char *data;
 
-    test_msg(&msg, "Subject: s\n\nFrom here\nbody");    /* no final LF */
-    local_mbox_deliver(test_path(path, "mbox"), &msg, 0, (uid_t) -1,
-                       (gid_t) -1, LOCAL_LOCK_WAIT, &res);
+    test_msg(&msg, "Subject: s\n\nFrom here\nbody"); /* no final LF */
+    local_mbox_deliver(test_path(path, "mbox"), &msg, 0, (uid_t) -1, (gid_t) -1,
+                       LOCAL_LOCK_WAIT, &res);
     assert_int_equal(res.stat, LOCAL_STAT_SENT);
     data = safe_file_read(vstr_str(path), 100000, NULL);
     assert_non_null(data);
@@ -106,15 +106,13 @@ static void test_mbox_owner(void **state)
     assert_int_equal(stat(vstr_str(path), &st), 0);
     assert_int_equal(st.st_uid, 1);
     assert_int_equal(st.st_gid, 1);
-    local_mbox_deliver(vstr_str(path), &msg, 0, 1, 1, LOCAL_LOCK_WAIT,
-                       &res);
+    local_mbox_deliver(vstr_str(path), &msg, 0, 1, 1, LOCAL_LOCK_WAIT, &res);
     assert_int_equal(res.stat, LOCAL_STAT_SENT);
     assert_int_equal(stat(vstr_str(path), &st), 0);
     size = st.st_size;
 
     /* Someone else's mailbox: not ours to write for uid 2. */
-    local_mbox_deliver(vstr_str(path), &msg, 0, 2, 2, LOCAL_LOCK_WAIT,
-                       &res);
+    local_mbox_deliver(vstr_str(path), &msg, 0, 2, 2, LOCAL_LOCK_WAIT, &res);
     assert_int_equal(res.stat, LOCAL_STAT_DEFER);
     assert_string_equal(res.dsn, "4.2.0");
     assert_int_equal(stat(vstr_str(path), &st), 0);
@@ -132,10 +130,8 @@ static void test_mbox_owner(void **state)
     unlink(vstr_str(path));
 
     /* An empty file of root's (a delivery that died before its chown). */
-    assert_int_equal(safe_file_write(test_path(path, "empty"), "", 0, 0600),
-                     0);
-    local_mbox_deliver(vstr_str(path), &msg, 0, 1, 1, LOCAL_LOCK_WAIT,
-                       &res);
+    assert_int_equal(safe_file_write(test_path(path, "empty"), "", 0, 0600), 0);
+    local_mbox_deliver(vstr_str(path), &msg, 0, 1, 1, LOCAL_LOCK_WAIT, &res);
     assert_int_equal(res.stat, LOCAL_STAT_SENT);
     assert_int_equal(stat(vstr_str(path), &st), 0);
     assert_int_equal(st.st_uid, 1);
@@ -367,8 +363,9 @@ static void test_maildir(void **state)
     assert_int_equal(found, 1);
     local_maildir_deliver(vstr_str(path), &msg, 10, &res);
     assert_int_equal(res.stat, LOCAL_STAT_BOUNCE);
-    for (const char *sub = "tmp"; sub; sub = strcmp(sub, "tmp") == 0 ? "new"
-                                     : strcmp(sub, "new") == 0 ? "cur" : NULL) {
+    for (const char *sub = "tmp"; sub; sub = strcmp(sub, "tmp") == 0   ? "new"
+                                             : strcmp(sub, "new") == 0 ? "cur"
+                                                                       : NULL) {
         vstr_sprintf(file, "%s/%s", vstr_str(path), sub);
         assert_int_equal(rmdir(vstr_str(file)), 0);
     }
@@ -468,7 +465,7 @@ static int teardown(void **state)
 
 int main(void)
 {
-    signal(SIGPIPE, SIG_IGN);           /* as local does */
+    signal(SIGPIPE, SIG_IGN); /* as local does */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_mbox_format),
         cmocka_unit_test(test_mbox_owner),

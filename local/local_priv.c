@@ -88,7 +88,7 @@ void local_priv_copy(LOCAL_PRIV *to, const LOCAL_PRIV *from)
    and files run as alias_owner (the alias table's owner, default_privs
    when root owns it), as alias commands and files do */
 const LOCAL_PRIV *local_priv_unroot(const LOCAL_CTX *ctx,
-                                     const LOCAL_PRIV *priv)
+                                    const LOCAL_PRIV *priv)
 {
     if (priv->uid == 0 && ctx->mode == LOCAL_MODE_SYSTEM)
         priv = &ctx->alias_owner;

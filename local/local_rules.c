@@ -248,8 +248,7 @@ size_t local_header_len(const char *content, size_t len)
 }
 
 /* local_delivered_to_seen - the loop check */
-bool local_delivered_to_seen(const char *content, size_t len,
-                             const char *addr)
+bool local_delivered_to_seen(const char *content, size_t len, const char *addr)
 {
     static const char name[] = "delivered-to:";
     size_t hlen = local_header_len(content, len);
@@ -270,7 +269,8 @@ bool local_delivered_to_seen(const char *content, size_t len,
                 value++;
                 value_len--;
             }
-            while (value_len > 0 && isspace((unsigned char) value[value_len - 1]))
+            while (value_len > 0 &&
+                   isspace((unsigned char) value[value_len - 1]))
                 value_len--;
             if (value_len >= 2 && value[0] == '<' &&
                 value[value_len - 1] == '>') {
@@ -346,8 +346,7 @@ void local_exit_result(int wait_status, LOCAL_RESULT *res)
 
     if (WIFSIGNALED(wait_status)) {
         local_result_set(res, LOCAL_STAT_DEFER, "4.3.0",
-                         "command died with signal %d",
-                         WTERMSIG(wait_status));
+                         "command died with signal %d", WTERMSIG(wait_status));
         return;
     }
     if (!WIFEXITED(wait_status)) {
@@ -364,14 +363,17 @@ void local_exit_result(int wait_status, LOCAL_RESULT *res)
             local_result_set(res,
                              table[i].dsn[0] == '4' ? LOCAL_STAT_DEFER
                                                     : LOCAL_STAT_BOUNCE,
-                             table[i].dsn, "command failed with exit "
-                             "status %d: %s", code, table[i].text);
+                             table[i].dsn,
+                             "command failed with exit "
+                             "status %d: %s",
+                             code, table[i].text);
             return;
         }
     }
     local_result_set(res, LOCAL_STAT_BOUNCE, "5.3.0",
                      "command failed with exit status %d: unknown mail "
-                     "system error", code);
+                     "system error",
+                     code);
 }
 
 /* local_maildir_name - a unique file name in a Maildir */
@@ -403,8 +405,8 @@ bool local_user_check(LOCAL_MODE mode, const char *user, bool found,
 {
     if (found || mode == LOCAL_MODE_INSTANCE)
         return true;
-    local_result_set(res, LOCAL_STAT_BOUNCE, "5.1.1",
-                     "unknown user: \"%s\"", user);
+    local_result_set(res, LOCAL_STAT_BOUNCE, "5.1.1", "unknown user: \"%s\"",
+                     user);
     return false;
 }
 

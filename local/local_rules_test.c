@@ -58,7 +58,8 @@ static void test_dest_split(void **state)
     assert_string_equal(av->argv[4], ":include:/etc/list");
     argv_free(av);
 
-    av = local_dest_split("# a comment, with a comma\nx\n  # another\n\ny, z\n");
+    av =
+        local_dest_split("# a comment, with a comma\nx\n  # another\n\ny, z\n");
     assert_int_equal(av->argc, 3);
     assert_string_equal(av->argv[0], "x");
     assert_string_equal(av->argv[1], "y");
@@ -101,8 +102,11 @@ static void test_allowed(void **state)
 /* test_expand_path - $home $user ...; unknown or missing values skip */
 static void test_expand_path(void **state)
 {
-    LOCAL_VARS vars = {.home = "/home/bob", .user = "bob", .local = "bob+x",
-                       .extension = "x", .domain = "localhost",
+    LOCAL_VARS vars = {.home = "/home/bob",
+                       .user = "bob",
+                       .local = "bob+x",
+                       .extension = "x",
+                       .domain = "localhost",
                        .recipient = "bob+x@localhost"};
     VSTR *out = vstr_alloc(10);
 
@@ -147,7 +151,8 @@ static void test_mbox_quote(void **state)
     assert_string_equal(vstr_str(out),
                         "From MAILER-DAEMON  Thu Jan  1 00:00:00 1970\n");
     local_from_line(out, "a@b.test", 86400 * 365);
-    assert_string_equal(vstr_str(out), "From a@b.test  Fri Jan  1 00:00:00 1971\n");
+    assert_string_equal(vstr_str(out),
+                        "From a@b.test  Fri Jan  1 00:00:00 1971\n");
     vstr_free(out);
 }
 
@@ -192,11 +197,11 @@ static void test_privileges(void **state)
     assert_int_equal(local_mode(0, 101), LOCAL_MODE_SYSTEM);
     assert_int_equal(local_mode(0, 0), LOCAL_MODE_INSTANCE);
     assert_int_equal(local_mode(1000, 1000), LOCAL_MODE_INSTANCE);
-    assert_true(local_user_check(LOCAL_MODE_INSTANCE, "nobody-here", false,
-                                 &res));
+    assert_true(
+        local_user_check(LOCAL_MODE_INSTANCE, "nobody-here", false, &res));
     assert_true(local_user_check(LOCAL_MODE_SYSTEM, "bob", true, &res));
-    assert_false(local_user_check(LOCAL_MODE_SYSTEM, "nobody-here", false,
-                                  &res));
+    assert_false(
+        local_user_check(LOCAL_MODE_SYSTEM, "nobody-here", false, &res));
     assert_int_equal(res.stat, LOCAL_STAT_BOUNCE);
     assert_string_equal(res.dsn, "5.1.1");
     assert_string_equal(vstr_str(res.text), "unknown user: \"nobody-here\"");

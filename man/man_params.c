@@ -50,8 +50,8 @@ static const char *man_params_escape(VSTR *out, const char *text)
 
     vstr_cpy(out, "");
     for (const char *cp = text; *cp; cp++) {
-        if (*cp == ' ' && vstr_len(out) - line_start
-            + strcspn(cp + 1, " ") > 72) {
+        if (*cp == ' ' &&
+            vstr_len(out) - line_start + strcspn(cp + 1, " ") > 72) {
             vstr_addch(out, '\n');
             line_start = vstr_len(out);
             continue;
@@ -105,7 +105,8 @@ int main(int argc, char **argv)
         else if (param->def[0] == 0)
             printf(".br\nDefault: empty.\n");
         else
-            printf(".br\nDefault: \\fB%s\\fR.\n", man_params_escape(buf, param->def));
+            printf(".br\nDefault: \\fB%s\\fR.\n",
+                   man_params_escape(buf, param->def));
     }
     vstr_free(buf);
     myfree(sorted);

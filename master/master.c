@@ -182,11 +182,13 @@ static int master_pid_dir(MASTER_CTX *ctx, const char *path)
             msg_fatal("open %s: %m", path);
         return fd;
     }
-    if ((queue_fd = open(ctx->queue_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
+    if ((queue_fd = open(ctx->queue_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) <
+        0)
         msg_fatal("open %s: %m", ctx->queue_dir);
     if (mkdirat(queue_fd, "pid", 0755) < 0 && errno != EEXIST)
         msg_fatal("mkdir %s: %m", path);
-    fd = openat(queue_fd, "pid", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+    fd = openat(queue_fd, "pid",
+                O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0)
         msg_fatal("open %s: %m (it must be a directory, not a symbolic link)",
                   path);
@@ -227,13 +229,12 @@ static int master_lock(MASTER_CTX *ctx)
     vstr_sprintf(dir, "%s/pid", ctx->queue_dir);
     vstr_sprintf(path, "%s/master.pid", vstr_str(dir));
     dir_fd = master_pid_dir(ctx, vstr_str(dir));
-    fd = openat(dir_fd, "master.pid",
-                O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0644);
-    if (geteuid() == 0 &&
-        (fd < 0 ? errno == ELOOP
-                : fstat(fd, &st) == 0 &&
-                      (!S_ISREG(st.st_mode) || st.st_uid != 0 ||
-                       st.st_nlink != 1))) {
+    fd = openat(dir_fd, "master.pid", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC,
+                0644);
+    if (geteuid() == 0 && (fd < 0 ? errno == ELOOP
+                                  : fstat(fd, &st) == 0 &&
+                                        (!S_ISREG(st.st_mode) ||
+                                         st.st_uid != 0 || st.st_nlink != 1))) {
         if (fd >= 0) {
             /* A master of the instance's own user may hold it. */
             if (flock(fd, LOCK_EX | LOCK_NB) < 0 && errno == EWOULDBLOCK)
@@ -305,7 +306,8 @@ static int master_detach(void)
     /* The parent: exit 0 on "ready", else repeat what went wrong. */
     (void) close(pipefd[1]);
     said = vstr_alloc(100);
-    while ((got = read(pipefd[0], buf, sizeof(buf))) > 0 || (got < 0 && errno == EINTR))
+    while ((got = read(pipefd[0], buf, sizeof(buf))) > 0 ||
+           (got < 0 && errno == EINTR))
         if (got > 0)
             vstr_ncat(said, buf, (size_t) got);
     if (strstr(vstr_str(said), "ready\n") != NULL)
@@ -331,7 +333,8 @@ static void master_reload(MASTER_CTX *ctx)
            (the daemons started by this reload open it themselves). */
         if (msg_log_file(mail_conf_str(ctx->conf, "maillog_file")) < 0)
             msg_warn("reload: open maillog_file %s: %m; logging on to the "
-                     "old one", mail_conf_str(ctx->conf, "maillog_file"));
+                     "old one",
+                     mail_conf_str(ctx->conf, "maillog_file"));
         msg_info("reload -- version %s, configuration %s", MASTER_VERSION,
                  ctx->config_dir);
         master_services_reload(ctx, cf);
@@ -441,7 +444,8 @@ int main(int argc, char **argv)
     if ((ctx.base = event_base_new()) == NULL)
         msg_fatal("cannot create an event base");
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(signals); i++) {
-        sig_evs[i] = evsignal_new(ctx.base, signals[i], master_signal_event, &ctx);
+        sig_evs[i] =
+            evsignal_new(ctx.base, signals[i], master_signal_event, &ctx);
         if (sig_evs[i] == NULL || event_add(sig_evs[i], NULL) < 0)
             msg_fatal("cannot watch signal %d", signals[i]);
     }

@@ -21,7 +21,7 @@ struct event;
 
 /* A process that lived this long did not die "too quickly". */
 #define MASTER_STABLE_SECONDS 10
-#define MASTER_STOP_GRACE 10            /* seconds before SIGKILL at stop */
+#define MASTER_STOP_GRACE 10 /* seconds before SIGKILL at stop */
 
 typedef struct MASTER_SERV MASTER_SERV;
 
@@ -29,12 +29,12 @@ typedef struct MASTER_SERV MASTER_SERV;
 typedef struct MASTER_PROC {
     pid_t pid;
     MASTER_SERV *serv;
-    int status_fd;                      /* our end of the socketpair */
+    int status_fd; /* our end of the socketpair */
     struct event *status_ev;
-    bool busy;                          /* said 'B' last */
-    bool ready;                         /* said anything: it started serving */
-    bool retired;                       /* sent SIGHUP: not counted */
-    struct timespec started;            /* CLOCK_MONOTONIC */
+    bool busy; /* said 'B' last */
+    bool ready; /* said anything: it started serving */
+    bool retired; /* sent SIGHUP: not counted */
+    struct timespec started; /* CLOCK_MONOTONIC */
     struct MASTER_PROC *next;
 } MASTER_PROC;
 
@@ -45,20 +45,20 @@ struct MASTER_SERV {
     MASTER_SERV_TYPE type;
     bool private_service;
     int wakeup;
-    int maxproc;                        /* 0: no limit */
-    ARGV *argv;                         /* as in master.cf */
-    char *path;                         /* the program to exec */
-    char *sock_path;                    /* unix: the socket file */
-    int *listen_fds;                    /* inet: one per address */
-    int listen_count;                   /* 0: closed */
+    int maxproc; /* 0: no limit */
+    ARGV *argv; /* as in master.cf */
+    char *path; /* the program to exec */
+    char *sock_path; /* unix: the socket file */
+    int *listen_fds; /* inet: one per address */
+    int listen_count; /* 0: closed */
     MASTER_PROC *procs;
-    int live;                           /* processes not retired */
-    int busy;                           /* live processes at capacity */
-    int backoff;                        /* seconds of the next throttle */
-    bool throttled;                     /* waiting out a back-off */
+    int live; /* processes not retired */
+    int busy; /* live processes at capacity */
+    int backoff; /* seconds of the next throttle */
+    bool throttled; /* waiting out a back-off */
     struct event *restart_ev;
     struct event *wakeup_ev;
-    bool seen;                          /* reload: still in master.cf */
+    bool seen; /* reload: still in master.cf */
     MASTER_SERV *next;
 };
 
@@ -73,7 +73,7 @@ typedef struct MASTER_CTX {
     bool foreground;
     bool stopping;
     struct event_base *base;
-    struct event *kill_ev;              /* SIGKILL stragglers at stop */
+    struct event *kill_ev; /* SIGKILL stragglers at stop */
     MASTER_SERV *servs;
 } MASTER_CTX;
 

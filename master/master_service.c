@@ -50,7 +50,7 @@
 #define MASTER_LISTEN_BACKLOG 1024
 #define MASTER_FD_LISTEN 4
 #define MASTER_FD_STATUS 3
-#define MASTER_LISTEN_MAX 64            /* mail_server takes no more */
+#define MASTER_LISTEN_MAX 64 /* mail_server takes no more */
 
 /* inet_protocols, as bits */
 #define MASTER_PROTO_IPV4 (1 << 0)
@@ -65,8 +65,8 @@ static double master_elapsed(const struct timespec *since)
     struct timespec now;
 
     clock_gettime(CLOCK_MONOTONIC, &now);
-    return (double) (now.tv_sec - since->tv_sec)
-           + (now.tv_nsec - since->tv_nsec) / 1e9;
+    return (double) (now.tv_sec - since->tv_sec) +
+           (now.tv_nsec - since->tv_nsec) / 1e9;
 }
 
 /* master_inet_port - the port of an inet service named by a bare port
@@ -109,8 +109,10 @@ static int master_inet_protocols(const MASTER_CTX *ctx, VSTR *why)
         } else if (strcasecmp(word, "ipv6") == 0) {
             protos |= MASTER_PROTO_IPV6;
         } else {
-            vstr_sprintf(why, "inet_protocols: unknown protocol \"%s\" "
-                         "(all, ipv4, ipv6)", word);
+            vstr_sprintf(why,
+                         "inet_protocols: unknown protocol \"%s\" "
+                         "(all, ipv4, ipv6)",
+                         word);
             status = -1;
         }
     }
@@ -137,11 +139,11 @@ static int master_inet_addrs(const MASTER_CTX *ctx, const char *name,
     int status = 0;
 
     if (strchr(name, ':') != NULL) {
-        argv_add(addrs, name);          /* explicit: inet_interfaces aside */
+        argv_add(addrs, name); /* explicit: inet_interfaces aside */
         goto out;
     }
-    if ((port = master_inet_port(name, why)) < 0
-        || (protos = master_inet_protocols(ctx, why)) < 0) {
+    if ((port = master_inet_port(name, why)) < 0 ||
+        (protos = master_inet_protocols(ctx, why)) < 0) {
         status = -1;
         goto out;
     }
@@ -155,17 +157,18 @@ static int master_inet_addrs(const MASTER_CTX *ctx, const char *name,
                 vstr_cpy(why, "inet_interfaces: \"all\" stands alone");
                 status = -1;
             } else if (protos == (MASTER_PROTO_IPV4 | MASTER_PROTO_IPV6)) {
-                vstr_sprintf(addr, "*:%d", port);   /* dual stack, or IPv4 */
+                vstr_sprintf(addr, "*:%d", port); /* dual stack, or IPv4 */
                 argv_add(addrs, vstr_str(addr));
             } else {
-                vstr_sprintf(addr, "%s:%d", protos & MASTER_PROTO_IPV4
-                             ? "0.0.0.0" : "[::]", port);
+                vstr_sprintf(addr, "%s:%d",
+                             protos & MASTER_PROTO_IPV4 ? "0.0.0.0" : "[::]",
+                             port);
                 argv_add(addrs, vstr_str(addr));
             }
             continue;
         }
-        if (strcasecmp(word, "loopback-only") == 0
-            || strcasecmp(word, "localhost") == 0) {
+        if (strcasecmp(word, "loopback-only") == 0 ||
+            strcasecmp(word, "localhost") == 0) {
             if (protos & MASTER_PROTO_IPV4) {
                 vstr_sprintf(addr, "127.0.0.1:%d", port);
                 argv_add(addrs, vstr_str(addr));
@@ -180,8 +183,10 @@ static int master_inet_addrs(const MASTER_CTX *ctx, const char *name,
         if (len >= 2 && word[0] == '[' && word[len - 1] == ']')
             word++, len -= 2;
         if (len >= sizeof(host)) {
-            vstr_sprintf(why, "inet_interfaces: \"%s\" is not a numeric "
-                         "IP address", words->argv[i]);
+            vstr_sprintf(why,
+                         "inet_interfaces: \"%s\" is not a numeric "
+                         "IP address",
+                         words->argv[i]);
             status = -1;
             continue;
         }
@@ -200,15 +205,18 @@ static int master_inet_addrs(const MASTER_CTX *ctx, const char *name,
                 argv_add(addrs, vstr_str(addr));
             }
         } else {
-            vstr_sprintf(why, "inet_interfaces: \"%s\" is not a numeric "
-                         "IP address (nor all, loopback-only)", words->argv[i]);
+            vstr_sprintf(why,
+                         "inet_interfaces: \"%s\" is not a numeric "
+                         "IP address (nor all, loopback-only)",
+                         words->argv[i]);
             status = -1;
         }
     }
     if (status == 0 && addrs->argc == 0) {
-        vstr_sprintf(why, "service %s: inet_interfaces (%s) and "
-                     "inet_protocols (%s) leave no address to listen on", name,
-                     mail_conf_str(ctx->conf, "inet_interfaces"),
+        vstr_sprintf(why,
+                     "service %s: inet_interfaces (%s) and "
+                     "inet_protocols (%s) leave no address to listen on",
+                     name, mail_conf_str(ctx->conf, "inet_interfaces"),
                      mail_conf_str(ctx->conf, "inet_protocols"));
         status = -1;
     }
@@ -226,17 +234,17 @@ static int master_inet_listen_v6only(int port)
     int on = 1;
     int fd;
 
-    if ((fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                     0)) < 0)
+    if ((fd = socket(AF_INET6, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0)) <
+        0)
         return -1;
     memset(&sin6, 0, sizeof(sin6));
     sin6.sin6_family = AF_INET6;
     sin6.sin6_addr = in6addr_any;
     sin6.sin6_port = htons((uint16_t) port);
-    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0
-        || setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) < 0
-        || bind(fd, (struct sockaddr *) &sin6, sizeof(sin6)) < 0
-        || listen(fd, MASTER_LISTEN_BACKLOG) < 0) {
+    if (setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
+        setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &on, sizeof(on)) < 0 ||
+        bind(fd, (struct sockaddr *) &sin6, sizeof(sin6)) < 0 ||
+        listen(fd, MASTER_LISTEN_BACKLOG) < 0) {
         int saved_errno = errno;
 
         (void) close(fd);
@@ -268,14 +276,13 @@ static int master_inet_listen(const char *addr)
 /* master_sock_owner - a root master gives a UNIX socket to mail_owner:
    the daemons that connect to it run as mail_owner, and connecting needs
    write permission on the socket file; -1 (why) when it cannot */
-static int master_sock_owner(const MASTER_CTX *ctx, const char *path,
-                             VSTR *why)
+static int master_sock_owner(const MASTER_CTX *ctx, const char *path, VSTR *why)
 {
     const char *owner = mail_conf_str(ctx->conf, "mail_owner");
     struct passwd *pw;
 
     if (geteuid() != 0)
-        return 0;                       /* the socket is ours already */
+        return 0; /* the socket is ours already */
     if ((pw = getpwnam(owner)) == NULL) {
         vstr_sprintf(why, "mail_owner %s: no such user", owner);
         return -1;
@@ -290,9 +297,8 @@ static int master_sock_owner(const MASTER_CTX *ctx, const char *path,
 /* master_serv_add_listener - keep one more listening socket */
 static void master_serv_add_listener(MASTER_SERV *serv, int fd)
 {
-    serv->listen_fds = myrealloc_array(serv->listen_fds,
-                                       (size_t) serv->listen_count + 1,
-                                       sizeof(int));
+    serv->listen_fds = myrealloc_array(
+        serv->listen_fds, (size_t) serv->listen_count + 1, sizeof(int));
     serv->listen_fds[serv->listen_count++] = fd;
 }
 
@@ -363,9 +369,9 @@ static char *master_serv_path(const MASTER_CTX *ctx, const char *command)
 /* master_serv_same - does a master.cf entry name this service? */
 static bool master_serv_same(const MASTER_SERV *serv, const MASTER_ENT *ent)
 {
-    return serv->type == ent->type && strcmp(serv->name, ent->name) == 0
-           && (serv->type == MASTER_SERV_INET
-               || serv->private_service == ent->private_service);
+    return serv->type == ent->type && strcmp(serv->name, ent->name) == 0 &&
+           (serv->type == MASTER_SERV_INET ||
+            serv->private_service == ent->private_service);
 }
 
 /* master_serv_update - take a master.cf entry's settings */
@@ -374,7 +380,7 @@ static void master_serv_update(MASTER_SERV *serv, MASTER_ENT *ent)
     serv->wakeup = ent->wakeup;
     serv->maxproc = ent->maxproc;
     argv_free(serv->argv);
-    serv->argv = ent->argv;             /* taken over */
+    serv->argv = ent->argv; /* taken over */
     ent->argv = NULL;
     myfree(serv->path);
     serv->path = master_serv_path(serv->ctx, serv->argv->argv[0]);
@@ -385,8 +391,8 @@ static void master_wakeup_event(evutil_socket_t fd, short what, void *arg)
 {
     MASTER_SERV *serv = arg;
 
-    if (serv->sock_path && trigger_send(serv->sock_path, TRIGGER_WAKEUP) < 0
-        && msg_verbose_get())
+    if (serv->sock_path && trigger_send(serv->sock_path, TRIGGER_WAKEUP) < 0 &&
+        msg_verbose_get())
         msg_info("wakeup %s: %m", serv->sock_path);
 }
 
@@ -401,8 +407,8 @@ static void master_serv_wakeup_arm(MASTER_SERV *serv)
     }
     if (serv->wakeup <= 0 || serv->type != MASTER_SERV_UNIX)
         return;
-    serv->wakeup_ev = event_new(serv->ctx->base, -1, EV_PERSIST,
-                                master_wakeup_event, serv);
+    serv->wakeup_ev =
+        event_new(serv->ctx->base, -1, EV_PERSIST, master_wakeup_event, serv);
     if (serv->wakeup_ev == NULL || event_add(serv->wakeup_ev, &tv) < 0)
         msg_fatal("cannot add a wakeup timer");
 }
@@ -484,8 +490,7 @@ static bool master_proc_status_read(MASTER_PROC *proc, bool *eof)
 }
 
 /* master_proc_status_event - a child says available or busy (or dies) */
-static void master_proc_status_event(evutil_socket_t fd, short what,
-                                     void *arg)
+static void master_proc_status_event(evutil_socket_t fd, short what, void *arg)
 {
     MASTER_PROC *proc = arg;
     MASTER_SERV *serv = proc->serv;
@@ -532,10 +537,11 @@ static void master_child_exec(MASTER_SERV *serv, int status_fd)
         if (dup2(fds[i], MASTER_FD_STATUS + i) < 0)
             msg_fatal("dup2: %m");
     snprintf(listen_count, sizeof(listen_count), "%d", count - 1);
-    if (setenv("SLUICE_CONFIG", ctx->config_dir, 1) < 0
-        || setenv("SLUICE_SERVICE", serv->name, 1) < 0
-        || setenv("SLUICE_SERVICE_TYPE", master_serv_type_name(serv->type), 1) < 0
-        || setenv("SLUICE_LISTEN_FDS", listen_count, 1) < 0)
+    if (setenv("SLUICE_CONFIG", ctx->config_dir, 1) < 0 ||
+        setenv("SLUICE_SERVICE", serv->name, 1) < 0 ||
+        setenv("SLUICE_SERVICE_TYPE", master_serv_type_name(serv->type), 1) <
+            0 ||
+        setenv("SLUICE_LISTEN_FDS", listen_count, 1) < 0)
         msg_fatal("setenv: %m");
     if (ctx->foreground)
         (void) setenv("SLUICE_LOG_STDERR", "1", 1);
@@ -612,7 +618,8 @@ static void master_serv_throttle(MASTER_SERV *serv)
         msg_fatal("cannot add a restart timer");
     if (serv->backoff < ctx->backoff_max)
         serv->backoff = serv->backoff * 2 > ctx->backoff_max
-                            ? (int) ctx->backoff_max : serv->backoff * 2;
+                            ? (int) ctx->backoff_max
+                            : serv->backoff * 2;
 }
 
 /* master_serv_check - start processes the service needs */
@@ -622,9 +629,8 @@ static void master_serv_check(MASTER_SERV *serv)
 
     if (ctx->stopping || serv->throttled || !serv->seen)
         return;
-    if (serv->live == 0
-        || (serv->busy >= serv->live
-            && (serv->maxproc == 0 || serv->live < serv->maxproc)))
+    if (serv->live == 0 || (serv->busy >= serv->live &&
+                            (serv->maxproc == 0 || serv->live < serv->maxproc)))
         master_spawn(serv);
 }
 
@@ -699,7 +705,7 @@ void master_services_reload(MASTER_CTX *ctx, const MASTER_CF *cf)
         }
         serv->seen = true;
         for (tail = &ctx->servs; *tail; tail = &(*tail)->next)
-             /* void */ ;
+            /* void */;
         *tail = serv;
     }
     /* Services no longer in master.cf: close, retire, free when empty. */

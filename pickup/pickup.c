@@ -77,8 +77,8 @@ typedef enum PICKUP_RESULT {
 static PICKUP_RESULT pickup_move(PICKUP_CTX *ctx, const char *qid,
                                  const char *to_queue, const char *why)
 {
-    if (mail_queue_move(ctx->queue_dir, MAIL_QUEUE_MAILDROP, to_queue,
-                        qid) < 0) {
+    if (mail_queue_move(ctx->queue_dir, MAIL_QUEUE_MAILDROP, to_queue, qid) <
+        0) {
         /* Skip it rather than block every message behind it. */
         msg_warn("%s: %s; cannot move it to %s/: %m", qid, why, to_queue);
         return PICKUP_DONE;
@@ -184,8 +184,7 @@ static void pickup_received(const PICKUP_CTX *ctx, const struct stat *st,
     struct tm tm;
 
     if (localtime_r(&st->st_mtime, &tm) == NULL ||
-        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm) ==
-            0)
+        strftime(date, sizeof(date), "%a, %d %b %Y %H:%M:%S %z (%Z)", &tm) == 0)
         date[0] = 0;
     vstr_sprintf(out, "Received: by %s (%s, from userid %ld)\n\tid %s; %s\n",
                  ctx->myhostname, ctx->mail_name, (long) st->st_uid, queue_id,
@@ -214,9 +213,9 @@ static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const struct stat *st,
     for (size_t i = 0; i < info->rcpt_count; i++) {
         const QFILE_RCPT *rcpt = info->rcpts + i;
 
-        if (!rcpt->done && cleanup_client_rcpt(client, rcpt->address,
-                                               rcpt->orcpt, rcpt->notify,
-                                               why) < 0) {
+        if (!rcpt->done &&
+            cleanup_client_rcpt(client, rcpt->address, rcpt->orcpt,
+                                rcpt->notify, why) < 0) {
             cleanup_client_abort(client);
             return -1;
         }
@@ -253,8 +252,8 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
 
     if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
         if (errno == ELOOP)
-            result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT,
-                                 "not a regular file");
+            result =
+                pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, "not a regular file");
         else if (errno != ENOENT) {
             msg_warn("open %s: %m", vstr_str(path));
             result = PICKUP_STALL;
@@ -267,8 +266,8 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
         goto out;
     }
     if (!S_ISREG(st.st_mode)) {
-        result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT,
-                             "not a regular file");
+        result =
+            pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, "not a regular file");
         goto out;
     }
     if ((info = qfile_info_read(fd, why)) == NULL) {
@@ -291,8 +290,8 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
         vstr_sprintf(reason, "corrupt maildrop file: %s", vstr_str(why));
         result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, vstr_str(reason));
     } else if (status < 0) {
-        msg_warn("%s: cannot hand the message to cleanup: %s; will retry",
-                 qid, vstr_str(why));
+        msg_warn("%s: cannot hand the message to cleanup: %s; will retry", qid,
+                 vstr_str(why));
         result = PICKUP_STALL;
     } else if (status >= 500) {
         vstr_sprintf(reason, "rejected: %s", vstr_str(why));
@@ -303,8 +302,8 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
     } else {
         /* Committed: the maildrop copy is no longer needed. A crash before
            the unlink reaches the disk means a duplicate, never a loss. */
-        msg_info("%s: uid=%ld from=<%s>", vstr_str(queue_id),
-                 (long) st.st_uid, info->sender);
+        msg_info("%s: uid=%ld from=<%s>", vstr_str(queue_id), (long) st.st_uid,
+                 info->sender);
         if (unlink(vstr_str(path)) < 0 && errno != ENOENT)
             msg_warn("%s: remove %s: %m", vstr_str(queue_id), vstr_str(path));
         else if (safe_file_fsync_parent(vstr_str(path)) < 0)
@@ -404,8 +403,8 @@ static void pickup_pre_loop(MAIL_SERVER *server, void *arg)
     PICKUP_CTX *ctx = arg;
     VSTR *path = vstr_alloc(100);
 
-    ctx->queue_dir = mystrdup(mail_conf_str(mail_server_conf(server),
-                                            "queue_directory"));
+    ctx->queue_dir =
+        mystrdup(mail_conf_str(mail_server_conf(server), "queue_directory"));
     mail_queue_service(path, ctx->queue_dir, MAIL_QUEUE_PRIVATE,
                        CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);

@@ -264,10 +264,10 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
              maps_create("transport_maps", mail_conf_str(mc, "transport_maps"),
                          MAP_FLAG_NONE, why)) == NULL)
         msg_fatal("%s", vstr_str(why));
-    if ((conf->sender_relayhost_maps = maps_create(
-             "sender_dependent_relayhost_maps",
-             mail_conf_str(mc, "sender_dependent_relayhost_maps"),
-             MAP_FLAG_NONE, why)) == NULL)
+    if ((conf->sender_relayhost_maps =
+             maps_create("sender_dependent_relayhost_maps",
+                         mail_conf_str(mc, "sender_dependent_relayhost_maps"),
+                         MAP_FLAG_NONE, why)) == NULL)
         msg_fatal("%s", vstr_str(why));
     conf->virtual_alias_domains_value =
         mystrdup(mail_conf_str(mc, "virtual_alias_domains"));

@@ -66,8 +66,8 @@ static int qmgr_admin_move(QMGR_CTX *ctx, const char *qid, const char *queue,
     if (mail_queue_move(ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE, queue, qid) ==
         0)
         return QMGR_ADMIN_STAT_OK;
-    int status = errno == ENOENT ? QMGR_ADMIN_STAT_NOTHERE
-                                 : QMGR_ADMIN_STAT_FAIL;
+    int status =
+        errno == ENOENT ? QMGR_ADMIN_STAT_NOTHERE : QMGR_ADMIN_STAT_FAIL;
 
     vstr_sprintf(reason, "move %s to %s: %m", vstr_str(path), queue);
     return status;

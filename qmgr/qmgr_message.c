@@ -290,8 +290,8 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
         myfree(mem->defer_reason);
         mem->defer_dsn = mystrdup(dsn && *dsn ? dsn : "4.0.0");
         mem->defer_reason = mystrdup(reason ? reason : "");
-        qmgr_message_event(msg, index, EVENTS_DEFERRED, dsn, reason,
-                           remote_mta, true);
+        qmgr_message_event(msg, index, EVENTS_DEFERRED, dsn, reason, remote_mta,
+                           true);
         qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_DELAYED, dsn, reason,
                              diagnostic, remote_mta);
         if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,

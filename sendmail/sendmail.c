@@ -412,8 +412,8 @@ static void sendmail_split_addresses(const char *value, ARGV *out)
             angle = false;
         else if (!quoted && depth == 0 && !angle && ch == ':')
             start = cp + 1; /* a group name */
-        if (ch == 0 || (!quoted && depth == 0 && !angle &&
-                        (ch == ',' || ch == ';'))) {
+        if (ch == 0 ||
+            (!quoted && depth == 0 && !angle && (ch == ',' || ch == ';'))) {
             char *addr = sendmail_strip_address(start, (size_t) (cp - start));
 
             if (addr != NULL) {
@@ -476,9 +476,8 @@ static bool sendmail_header_is(const char *line, size_t len, const char *name)
 
     if (len <= name_len || strncasecmp(line, name, name_len) != 0)
         return false;
-    for (line += name_len, len -= name_len; len > 0 && (*line == ' ' ||
-                                                        *line == '\t');
-         line++, len--)
+    for (line += name_len, len -= name_len;
+         len > 0 && (*line == ' ' || *line == '\t'); line++, len--)
         ;
     return len > 0 && *line == ':';
 }
@@ -582,19 +581,17 @@ static size_t sendmail_read_headers(SENDMAIL_INPUT *in, VSTR *headers,
         bool more = sendmail_get_line(in, line);
         const char *text = vstr_str(line);
         size_t len = vstr_len(line);
-        bool continuation = more && in_header && len > 1 &&
-                            (text[0] == ' ' || text[0] == '\t');
+        bool continuation =
+            more && in_header && len > 1 && (text[0] == ' ' || text[0] == '\t');
 
         /* A header is complete when the next line does not continue it. */
         if (!continuation && vstr_len(field) > 0) {
             const char *value = strchr(vstr_str(field), ':') + 1;
 
-            if (extract && (sendmail_header_is(vstr_str(field),
-                                               vstr_len(field), "To") ||
-                            sendmail_header_is(vstr_str(field),
-                                               vstr_len(field), "Cc") ||
-                            sendmail_header_is(vstr_str(field),
-                                               vstr_len(field), "Bcc")))
+            if (extract &&
+                (sendmail_header_is(vstr_str(field), vstr_len(field), "To") ||
+                 sendmail_header_is(vstr_str(field), vstr_len(field), "Cc") ||
+                 sendmail_header_is(vstr_str(field), vstr_len(field), "Bcc")))
                 sendmail_extract(vstr_str(field), value, rcpts);
             vstr_reset(field);
         }
@@ -707,8 +704,10 @@ static void sendmail_write_content(QFILE_WRITER *writer, const char *data,
 {
     qfile_put_content(writer, data, len);
     if (limit > 0 && qfile_writer_content_size(writer) > limit)
-        sendmail_fail(EX_DATAERR, "message is larger than message_size_limit"
-                                  " (%lld bytes); not sent", limit);
+        sendmail_fail(EX_DATAERR,
+                      "message is larger than message_size_limit"
+                      " (%lld bytes); not sent",
+                      limit);
 }
 
 /* sendmail_deliver - read the message and store it in maildrop/ */
@@ -929,18 +928,16 @@ static int sendmail_smtp(const char *config_dir, const MAIL_CONF *conf)
                 continue;
             sendmail_fail(EX_OSERR, "poll: %s", strerror(errno));
         }
-        if (stdin_at >= 0 && fds[stdin_at].revents &&
-            !sendmail_pipe_read(&in))
+        if (stdin_at >= 0 && fds[stdin_at].revents && !sendmail_pipe_read(&in))
             (void) shutdown(sv[0], SHUT_WR); /* client EOF: smtpd sees it */
         if (sock_at >= 0 && (fds[sock_at].revents & (POLLOUT | POLLERR)) &&
-            in.len > 0 &&
-            !sendmail_pipe_write(&in)) {
+            in.len > 0 && !sendmail_pipe_write(&in)) {
             in.len = 0;
             in.eof = true; /* smtpd is gone; read what it said */
         }
         if (sock_at >= 0 &&
-            (fds[sock_at].revents & (POLLIN | POLLHUP | POLLERR)) &&
-            !out.eof && out.len == 0)
+            (fds[sock_at].revents & (POLLIN | POLLHUP | POLLERR)) && !out.eof &&
+            out.len == 0)
             (void) sendmail_pipe_read(&out);
         if (stdout_at >= 0 && fds[stdout_at].revents &&
             !sendmail_pipe_write(&out))
@@ -1033,15 +1030,17 @@ static int sendmail_newaliases(const char *config_dir)
         const char *spec = tables->argv[i];
         const char *text = strchr(spec, ':');
 
-        if (strncasecmp(spec, "hash:", 5) != 0
-            && strncasecmp(spec, "btree:", 6) != 0)
+        if (strncasecmp(spec, "hash:", 5) != 0 &&
+            strncasecmp(spec, "btree:", 6) != 0)
             continue;
         if (map_build(spec, MAP_FLAG_ALIAS, why) == 0)
             continue;
         /* The text (missing, bad line) is configuration; the rest is the
            disk and may pass. */
-        status = strstr(vstr_str(why), " line ") != NULL
-            || access(text + 1, R_OK) < 0 ? EX_CONFIG : EX_TEMPFAIL;
+        status = strstr(vstr_str(why), " line ") != NULL ||
+                         access(text + 1, R_OK) < 0
+                     ? EX_CONFIG
+                     : EX_TEMPFAIL;
         fprintf(stderr, "newaliases: %s\n", vstr_str(why));
     }
     argv_free(tables);

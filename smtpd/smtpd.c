@@ -104,7 +104,7 @@ typedef struct SMTPD_CTX {
     int conn_count;
     struct SMTPD_SESS *sessions; /* every open session, for post_loop */
     bool stand_alone; /* smtpd -S: one session on fd 0, then exit */
-    long local_uid;   /* smtpd -S: who ran us, before privileges dropped */
+    long local_uid; /* smtpd -S: who ran us, before privileges dropped */
 } SMTPD_CTX;
 
 /* What the session waits for from cleanup; while it waits it reads no
@@ -248,19 +248,23 @@ static const char *smtpd_client_admit(SMTPD_CTX *ctx, const char *addr,
     if (sc->client_connection_count_limit > 0 &&
         client->count >= sc->client_connection_count_limit) {
         msg_warn("Connection concurrency limit exceeded: %d from unknown[%s]"
-                 " for service %s", client->count + 1, addr,
-                 mail_server_service(ctx->server));
-        vstr_sprintf(reply, "421 4.7.0 %s Error: too many connections from"
-                            " %s\r\n", sc->myhostname, addr);
+                 " for service %s",
+                 client->count + 1, addr, mail_server_service(ctx->server));
+        vstr_sprintf(reply,
+                     "421 4.7.0 %s Error: too many connections from"
+                     " %s\r\n",
+                     sc->myhostname, addr);
         return vstr_str(reply);
     }
     if (sc->client_connection_rate_limit > 0 &&
         client->rate_count > sc->client_connection_rate_limit) {
         msg_warn("Connection rate limit exceeded: %d from unknown[%s] for"
-                 " service %s", client->rate_count, addr,
-                 mail_server_service(ctx->server));
-        vstr_sprintf(reply, "421 4.7.0 %s Error: too many connections from"
-                            " %s in %d seconds\r\n", sc->myhostname, addr,
+                 " service %s",
+                 client->rate_count, addr, mail_server_service(ctx->server));
+        vstr_sprintf(reply,
+                     "421 4.7.0 %s Error: too many connections from"
+                     " %s in %d seconds\r\n",
+                     sc->myhostname, addr,
                      sc->client_connection_rate_time_unit);
         return vstr_str(reply);
     }

@@ -600,12 +600,13 @@ static void test_local_session(void **state)
     expect(env, "MAIL FROM:<a@example.com>", "250 ", SMTPD_ACT_REPLY);
     rcpt_ok(env, "RCPT TO:<far@elsewhere.test>"); /* may relay */
     smtpd_proto_received(env->proto, "QID1", 100000000, out);
-    assert_true(strncmp(vstr_str(out),
-                        "Received: by mx.example.org (sluice, from userid 1234)\n"
-                        "\twith ESMTP id QID1\n\tfor <far@elsewhere.test>; ",
-                        strlen("Received: by mx.example.org (sluice, from userid"
-                               " 1234)\n\twith ESMTP id QID1\n\tfor "
-                               "<far@elsewhere.test>; ")) == 0);
+    assert_true(
+        strncmp(vstr_str(out),
+                "Received: by mx.example.org (sluice, from userid 1234)\n"
+                "\twith ESMTP id QID1\n\tfor <far@elsewhere.test>; ",
+                strlen("Received: by mx.example.org (sluice, from userid"
+                       " 1234)\n\twith ESMTP id QID1\n\tfor "
+                       "<far@elsewhere.test>; ")) == 0);
     assert_null(strstr(vstr_str(out), "local]"));
     vstr_free(out);
 }

@@ -83,10 +83,10 @@ static int fault_fd(int fd)
     return fd >= 0 && fd < FAULT_MAXFD && fault_fds[fd];
 }
 
-#define REAL(name) \
-    static __typeof__(&name) real; \
-    if (real == NULL) \
-        real = (__typeof__(&name)) dlsym(RTLD_NEXT, #name)
+#define REAL(name)                                                             \
+    static __typeof__(&name) real;                                             \
+    if (real == NULL)                                                          \
+    real = (__typeof__(&name)) dlsym(RTLD_NEXT, #name)
 
 /* open - track */
 int open(const char *path, int flags, ...)

@@ -38,10 +38,10 @@ static void race_swap(void)
         (void) symlink(target, dir);
 }
 
-#define RACE_REAL(name, type)                                                \
-    static type real_##name;                                                 \
-    if (real_##name == NULL)                                                 \
-        real_##name = (type) dlsym(RTLD_NEXT, #name)
+#define RACE_REAL(name, type)                                                  \
+    static type real_##name;                                                   \
+    if (real_##name == NULL)                                                   \
+    real_##name = (type) dlsym(RTLD_NEXT, #name)
 
 typedef int (*race_chown_fn)(const char *, uid_t, gid_t);
 typedef int (*race_fchown_fn)(int, uid_t, gid_t);

@@ -15,16 +15,16 @@
 #define MSG_LINE_MAX 4096
 
 static struct {
-    char tag[128];                      /* "sluice/smtpd" */
+    char tag[128]; /* "sluice/smtpd" */
     const char *progname;
-    int log_fd;                         /* -1: syslog */
+    int log_fd; /* -1: syslog */
     bool to_stderr;
     bool syslog_open;
     int verbose;
     MSG_EXIT_HOOK exit_hook;
     char host[256];
     int copy_fd;
-} msg_state = { "sluice", "sluice", -1, true, false, 0, NULL, "", -1 };
+} msg_state = {"sluice", "sluice", -1, true, false, 0, NULL, "", -1};
 
 /* msg_init - name the program for every line that follows */
 void msg_init(const char *syslog_name, const char *progname)
@@ -103,13 +103,15 @@ void msg_exit_hook(MSG_EXIT_HOOK hook)
 }
 
 static const char *const msg_level_prefix[] = {
-    "", "warning: ", "fatal: ", "panic: ",
+    "",
+    "warning: ",
+    "fatal: ",
+    "panic: ",
 };
 
 /* msg_format_line - one complete line with its newline; returns its length */
-size_t msg_format_line(char *buf, size_t buflen, time_t when,
-                       const char *host, const char *tag, long pid,
-                       int level, const char *text)
+size_t msg_format_line(char *buf, size_t buflen, time_t when, const char *host,
+                       const char *tag, long pid, int level, const char *text)
 {
     struct tm tm;
     char stamp[32];
@@ -120,8 +122,8 @@ size_t msg_format_line(char *buf, size_t buflen, time_t when,
     localtime_r(&when, &tm);
     if (strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm) == 0)
         stamp[0] = 0;
-    len = snprintf(buf, buflen, "%s %s %s[%ld]: %s%s\n", stamp, host, tag,
-                   pid, msg_level_prefix[level], text);
+    len = snprintf(buf, buflen, "%s %s %s[%ld]: %s%s\n", stamp, host, tag, pid,
+                   msg_level_prefix[level], text);
     if (len < 0)
         len = 0;
     if ((size_t) len >= buflen) {
@@ -170,7 +172,10 @@ void msg_vlog(int level, const char *fmt, va_list ap)
     char line[MSG_LINE_MAX + 400];
     size_t len;
     static const int syslog_level[] = {
-        LOG_INFO, LOG_WARNING, LOG_CRIT, LOG_CRIT,
+        LOG_INFO,
+        LOG_WARNING,
+        LOG_CRIT,
+        LOG_CRIT,
     };
 
     msg_expand_m(expanded_fmt, sizeof(expanded_fmt), fmt, saved_errno);
@@ -219,13 +224,13 @@ void msg_vlog(int level, const char *fmt, va_list ap)
     errno = saved_errno;
 }
 
-#define MSG_WRAPPER(name, level)                                         \
-    void name(const char *fmt, ...)                                      \
-    {                                                                    \
-        va_list ap;                                                      \
-        va_start(ap, fmt);                                               \
-        msg_vlog(level, fmt, ap);                                        \
-        va_end(ap);                                                      \
+#define MSG_WRAPPER(name, level)                                               \
+    void name(const char *fmt, ...)                                            \
+    {                                                                          \
+        va_list ap;                                                            \
+        va_start(ap, fmt);                                                     \
+        msg_vlog(level, fmt, ap);                                              \
+        va_end(ap);                                                            \
     }
 
 MSG_WRAPPER(msg_info, MSG_INFO)

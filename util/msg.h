@@ -19,7 +19,7 @@ typedef void (*MSG_EXIT_HOOK)(int status);
 
 /* Setup: program name ("smtpd"), syslog tag prefix ("sluice"). */
 extern void msg_init(const char *syslog_name, const char *progname);
-extern int msg_log_file(const char *path);  /* "" or NULL: syslog */
+extern int msg_log_file(const char *path); /* "" or NULL: syslog */
 extern void msg_log_stderr(bool on);
 extern void msg_verbose_set(int level);
 extern int msg_verbose_get(void);
@@ -32,10 +32,8 @@ extern void msg_copy_fd(int fd);
 
 extern void msg_info(const char *fmt, ...) SLUICE_PRINTF(1, 2);
 extern void msg_warn(const char *fmt, ...) SLUICE_PRINTF(1, 2);
-extern void msg_fatal(const char *fmt, ...) SLUICE_PRINTF(1, 2)
-    SLUICE_NORETURN;
-extern void msg_panic(const char *fmt, ...) SLUICE_PRINTF(1, 2)
-    SLUICE_NORETURN;
+extern void msg_fatal(const char *fmt, ...) SLUICE_PRINTF(1, 2) SLUICE_NORETURN;
+extern void msg_panic(const char *fmt, ...) SLUICE_PRINTF(1, 2) SLUICE_NORETURN;
 extern void msg_vlog(int level, const char *fmt, va_list ap)
     SLUICE_PRINTF(2, 0);
 

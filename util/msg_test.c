@@ -23,15 +23,20 @@ static void fatal_hook(int status)
 static void test_line_format(void **state)
 {
     char buf[256];
-    struct tm tm = { .tm_year = 126, .tm_mon = 10, .tm_mday = 8,
-                     .tm_hour = 10, .tm_min = 0, .tm_sec = 5, .tm_isdst = -1 };
+    struct tm tm = {.tm_year = 126,
+                    .tm_mon = 10,
+                    .tm_mday = 8,
+                    .tm_hour = 10,
+                    .tm_min = 0,
+                    .tm_sec = 5,
+                    .tm_isdst = -1};
     time_t when = mktime(&tm);
     size_t len;
 
     len = msg_format_line(buf, sizeof(buf), when, "host", "sluice/smtpd", 123,
                           MSG_WARN, "bad thing");
-    assert_string_equal(buf,
-                        "Nov  8 10:00:05 host sluice/smtpd[123]: warning: bad thing\n");
+    assert_string_equal(
+        buf, "Nov  8 10:00:05 host sluice/smtpd[123]: warning: bad thing\n");
     assert_int_equal(len, strlen(buf));
 }
 
@@ -73,7 +78,8 @@ static void test_file_target(void **state)
     snprintf(expect, sizeof(expect), " sluice/tester[%ld]: hello world\n",
              (long) getpid());
     assert_non_null(strstr(buf, expect));
-    assert_non_null(strstr(buf, "]: warning: open x: No such file or directory\n"));
+    assert_non_null(
+        strstr(buf, "]: warning: open x: No such file or directory\n"));
     assert_non_null(strstr(buf, "]: fatal: cannot go on\n"));
     assert_string_equal(msg_progname(), "tester");
     close(fd);

@@ -43,7 +43,6 @@ extern int safe_file_write(const char *path, const void *data, size_t len,
 /* safe_file_read - read a whole file of at most max_len bytes into a new
    NUL-terminated buffer (*len_out gets the length; may be NULL). NULL with
    errno set (EFBIG when larger than max_len). */
-extern char *safe_file_read(const char *path, size_t max_len,
-                            size_t *len_out);
+extern char *safe_file_read(const char *path, size_t max_len, size_t *len_out);
 
 #endif

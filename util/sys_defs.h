@@ -22,7 +22,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define SLUICE_PRINTF(fmt_idx, arg_idx) \
+#define SLUICE_PRINTF(fmt_idx, arg_idx)                                        \
     __attribute__((format(printf, fmt_idx, arg_idx)))
 #define SLUICE_NORETURN __attribute__((noreturn))
 #define SLUICE_UNUSED __attribute__((unused))

@@ -10,8 +10,8 @@
 
 #include "sys_defs.h"
 
-#define TRIGGER_WAKEUP 'W'              /* something may be waiting */
-#define TRIGGER_SCAN_ALL 'A'            /* e.g. flush: everything is due */
+#define TRIGGER_WAKEUP 'W' /* something may be waiting */
+#define TRIGGER_SCAN_ALL 'A' /* e.g. flush: everything is due */
 
 /* trigger_send - send byte to the service at path; 0 or -1 (errno) */
 extern int trigger_send(const char *path, int byte);

@@ -135,8 +135,8 @@ VSTR *vstr_vsprintf_append(VSTR *vs, const char *fmt, va_list ap)
         msg_panic("%s: bad format \"%s\"", __func__, fmt);
     if ((size_t) need > vs->cap - vs->len) {
         vstr_reserve(vs, (size_t) need);
-        if (vsnprintf(vs->data + vs->len, vs->cap - vs->len + 1, fmt, ap)
-            != need)
+        if (vsnprintf(vs->data + vs->len, vs->cap - vs->len + 1, fmt, ap) !=
+            need)
             msg_panic("%s: format length changed", __func__);
     }
     vs->len += (size_t) need;

@@ -11,14 +11,14 @@
 #include "sys_defs.h"
 
 typedef struct VSTR {
-    char *data;                         /* content, NUL after len bytes */
-    size_t len;                         /* bytes in use */
-    size_t cap;                         /* bytes allocated, less the NUL */
+    char *data; /* content, NUL after len bytes */
+    size_t len; /* bytes in use */
+    size_t cap; /* bytes allocated, less the NUL */
 } VSTR;
 
 extern VSTR *vstr_alloc(size_t initial_cap);
 extern VSTR *vstr_free(VSTR *vs);
-extern char *vstr_export(VSTR *vs);     /* frees vs, returns its data */
+extern char *vstr_export(VSTR *vs); /* frees vs, returns its data */
 extern void vstr_reserve(VSTR *vs, size_t extra);
 extern VSTR *vstr_reset(VSTR *vs);
 extern VSTR *vstr_truncate(VSTR *vs, size_t len);
@@ -33,9 +33,15 @@ extern VSTR *vstr_sprintf_append(VSTR *vs, const char *fmt, ...)
 extern VSTR *vstr_vsprintf_append(VSTR *vs, const char *fmt, va_list ap)
     SLUICE_PRINTF(2, 0);
 extern VSTR *vstr_lower(VSTR *vs);
-extern VSTR *vstr_trim(VSTR *vs);      /* strip trailing white space */
+extern VSTR *vstr_trim(VSTR *vs); /* strip trailing white space */
 
-static inline char *vstr_str(const VSTR *vs) { return vs->data; }
-static inline size_t vstr_len(const VSTR *vs) { return vs->len; }
+static inline char *vstr_str(const VSTR *vs)
+{
+    return vs->data;
+}
+static inline size_t vstr_len(const VSTR *vs)
+{
+    return vs->len;
+}
 
 #endif
