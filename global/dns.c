@@ -7,6 +7,9 @@
  * query, then one A (and AAAA) query per MX host, all in flight at once,
  * and a timer that bounds the whole. When the last query is answered (or
  * the timer fires) the addresses are put in MX order and handed over.
+ * A PTR lookup is the same machine with other steps: the PTR query, then
+ * the A (or AAAA) query of the name it gave, then the comparison with the
+ * address asked about.
  */
 #include "sys_defs.h"
 
@@ -28,6 +31,7 @@
 #include "vstr.h"
 
 #define DNS_TYPE_A 1
+#define DNS_TYPE_PTR 12
 #define DNS_TYPE_MX 15
 #define DNS_TYPE_AAAA 28
 #define DNS_CLASS_IN 1
@@ -65,6 +69,9 @@ struct DNS_LOOKUP {
     DNS_CTX *ctx;
     char *name;
     bool mx;
+    bool ptr; /* dns_lookup_ptr: name is the reverse-lookup name */
+    int family; /* dns_lookup_ptr: of client_ip */
+    char client_ip[INET6_ADDRSTRLEN]; /* dns_lookup_ptr: normalised */
     int timeout;
     DNS_CALLBACK callback;
     void *arg;
@@ -184,6 +191,31 @@ int dns_mx_parse(const unsigned char *data, size_t len, DNS_MX *mx)
     mx->pref = (data[0] << 8) | data[1];
     mx->host = vstr_export(host);
     return 0;
+}
+
+/* dns_ptr_query - the in-addr.arpa or ip6.arpa name of an address */
+int dns_ptr_query(const char *addr, VSTR *out)
+{
+    unsigned char buf[sizeof(struct in6_addr)];
+    static const char hex[] = "0123456789abcdef";
+
+    vstr_reset(out);
+    if (inet_pton(AF_INET, addr, buf) == 1) {
+        vstr_sprintf(out, "%u.%u.%u.%u.in-addr.arpa", buf[3], buf[2], buf[1],
+                     buf[0]);
+        return 0;
+    }
+    if (inet_pton(AF_INET6, addr, buf) == 1) {
+        for (int i = 15; i >= 0; i--) {
+            vstr_addch(out, hex[buf[i] & 0xf]);
+            vstr_addch(out, '.');
+            vstr_addch(out, hex[buf[i] >> 4]);
+            vstr_addch(out, '.');
+        }
+        vstr_cat(out, "ip6.arpa");
+        return 0;
+    }
+    return -1;
 }
 
 /* dns_mx_null - is this the null MX of RFC 7505? */
@@ -308,6 +340,17 @@ DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
         vstr_sprintf(why, "libunbound local-zone: %s", ub_strerror(err));
         goto fail;
     }
+    /* Reverse zones libunbound would answer itself (loopback, RFC 1918)
+       go to the forwarders too: they know the site's own PTR records.
+       127.0.0.1 and ::1 still come from the hosts file when one is read
+       (dns_ctx_hosts). */
+    if ((err = ub_ctx_set_option(
+             ctx->ub, "local-zone:", "127.in-addr.arpa. nodefault")) != 0 ||
+        (err = ub_ctx_set_option(ctx->ub, "unblock-lan-zones:", "yes")) != 0 ||
+        (err = ub_ctx_set_option(ctx->ub, "insecure-lan-zones:", "yes")) != 0) {
+        vstr_sprintf(why, "libunbound reverse zones: %s", ub_strerror(err));
+        goto fail;
+    }
     servers = mail_conf_list(conf, "dns_servers");
     for (size_t i = 0; i < servers->argc; i++) {
         if (dns_server_parse(servers->argv[i], fwd, why) < 0)
@@ -344,6 +387,21 @@ fail:
     return NULL;
 }
 
+/* dns_ctx_hosts - a hosts file answers first */
+int dns_ctx_hosts(DNS_CTX *ctx, const char *path, VSTR *why)
+{
+    int err;
+
+    if (ctx->ub == NULL)
+        return 0; /* lookups disabled: nothing is asked anyway */
+    if ((err = ub_ctx_hosts(ctx->ub, path)) != 0) {
+        vstr_sprintf(why, "cannot read %s: %s", path ? path : "/etc/hosts",
+                     ub_strerror(err));
+        return -1;
+    }
+    return 0;
+}
+
 /* dns_lookup_free - release a lookup and its queries (no callback) */
 static void dns_lookup_free(DNS_LOOKUP *lookup)
 {
@@ -372,6 +430,8 @@ static void dns_lookup_free(DNS_LOOKUP *lookup)
     for (size_t i = 0; i < lookup->reply.count; i++)
         myfree(lookup->reply.addrs[i].host);
     myfree(lookup->reply.addrs);
+    myfree(lookup->reply.name);
+    myfree(lookup->reply.ptr_name);
     vstr_free(lookup->reply.reason);
     myfree(lookup->name);
     myfree(lookup);
@@ -419,7 +479,10 @@ static void dns_decide(DNS_LOOKUP *lookup, DNS_STATUS status, const char *dsn,
 /* dns_type_name - for messages */
 static const char *dns_type_name(int type)
 {
-    return type == DNS_TYPE_MX ? "MX" : type == DNS_TYPE_A ? "A" : "AAAA";
+    return type == DNS_TYPE_MX    ? "MX"
+           : type == DNS_TYPE_PTR ? "PTR"
+           : type == DNS_TYPE_A   ? "A"
+                                  : "AAAA";
 }
 
 /* dns_finish - hand the outcome over soon, from the loop */
@@ -492,7 +555,13 @@ static void dns_timer(evutil_socket_t fd, short what, void *arg)
         }
         for (size_t i = 0; i < lookup->host_count; i++)
             have |= lookup->hosts[i].count > 0;
-        if (have)
+        if (lookup->ptr)
+            dns_decide(lookup, DNS_TEMP, "4.4.3",
+                       "%s: host name lookup timed out after %ds%s%s",
+                       lookup->client_ip, lookup->timeout,
+                       lookup->reply.ptr_name ? " checking " : "",
+                       lookup->reply.ptr_name ? lookup->reply.ptr_name : "");
+        else if (have)
             dns_assemble(lookup);
         else
             dns_decide(lookup, DNS_TEMP, "4.4.3",
@@ -623,6 +692,92 @@ static void dns_addr_answer(DNS_LOOKUP *lookup, const DNS_QUERY *query,
     }
 }
 
+/* dns_ptr_answer - the PTR records are in: ask for the name's address */
+static void dns_ptr_answer(DNS_LOOKUP *lookup, struct ub_result *result)
+{
+    VSTR *name = vstr_alloc(64);
+    unsigned char buf[sizeof(struct in6_addr)];
+    bool found = false;
+
+    for (size_t i = 0; result->havedata && result->data[i] != NULL; i++) {
+        if (dns_name_parse((const unsigned char *) result->data[i],
+                           (size_t) result->len[i], name) > 0 &&
+            strcmp(vstr_str(name), ".") != 0) {
+            found = true;
+            break;
+        }
+    }
+    if (!found) {
+        dns_decide(lookup, DNS_PERM, "5.7.25", "%s: no usable PTR record",
+                   lookup->client_ip);
+    } else if (inet_pton(AF_INET, vstr_str(name), buf) == 1 ||
+               inet_pton(AF_INET6, vstr_str(name), buf) == 1) {
+        /* A name that is an address proves nothing (Postfix refuses it
+           too). */
+        dns_decide(lookup, DNS_PERM, "5.7.25", "%s: numeric host name %s",
+                   lookup->client_ip, vstr_str(name));
+    } else {
+        lookup->reply.ptr_name = mystrdup(vstr_str(name));
+        dns_add_host(lookup, vstr_str(name), 0);
+        if (dns_ask(lookup, vstr_str(name),
+                    lookup->family == AF_INET ? DNS_TYPE_A : DNS_TYPE_AAAA, 0))
+            lookup->hosts[0].asked = true;
+    }
+    vstr_free(name);
+}
+
+/* dns_ptr_step - one answer of a PTR lookup: the PTR, or the address */
+static void dns_ptr_step(DNS_LOOKUP *lookup, const DNS_QUERY *query, int err,
+                         struct ub_result *result)
+{
+    bool nxdomain =
+        err == 0 && (result->nxdomain || result->rcode == DNS_RCODE_NXDOMAIN);
+
+    if (query->type == DNS_TYPE_PTR) {
+        if (err != 0)
+            dns_decide(lookup, DNS_TEMP, "4.4.3",
+                       "%s: PTR lookup of %s failed: %s", lookup->client_ip,
+                       lookup->name, ub_strerror(err));
+        else if (nxdomain)
+            dns_decide(lookup, DNS_PERM, "5.7.25", "%s: no PTR record",
+                       lookup->client_ip);
+        else if (result->rcode != 0)
+            dns_decide(lookup, DNS_TEMP, "4.4.3",
+                       "%s: PTR lookup of %s failed: server error (rcode %d)",
+                       lookup->client_ip, lookup->name, result->rcode);
+        else
+            dns_ptr_answer(lookup, result);
+    } else if (err != 0 || (!nxdomain && result->rcode != 0)) {
+        lookup->hosts[0].temp_fail = true;
+    } else if (!nxdomain) {
+        dns_addr_answer(lookup, query, result);
+    }
+}
+
+/* dns_ptr_confirm - does the PTR name lead back to the address? */
+static void dns_ptr_confirm(DNS_LOOKUP *lookup)
+{
+    const DNS_HOST *host = lookup->hosts;
+
+    for (size_t i = 0; i < host->count; i++) {
+        if (strcmp(host->addrs[i].ip, lookup->client_ip) == 0) {
+            lookup->reply.name = mystrdup(host->name);
+            dns_decide(lookup, DNS_OK, "2.0.0", "%s is %s", lookup->client_ip,
+                       host->name);
+            return;
+        }
+    }
+    if (host->temp_fail)
+        dns_decide(lookup, DNS_TEMP, "4.4.3",
+                   "hostname %s verification failed: address lookup failed,"
+                   " try again",
+                   host->name);
+    else
+        dns_decide(lookup, DNS_PERM, "5.7.25",
+                   "hostname %s does not resolve to address %s", host->name,
+                   lookup->client_ip);
+}
+
 /* dns_answer - libunbound callback for one query */
 static void dns_answer(void *arg, int err, struct ub_result *result)
 {
@@ -636,7 +791,9 @@ static void dns_answer(void *arg, int err, struct ub_result *result)
             break;
         }
     }
-    if (err != 0) {
+    if (lookup->ptr) {
+        dns_ptr_step(lookup, query, err, result);
+    } else if (err != 0) {
         if (query->type == DNS_TYPE_MX)
             dns_decide(lookup, DNS_TEMP, "4.4.3",
                        "Host or domain name not found. Name service error "
@@ -676,9 +833,64 @@ static void dns_answer(void *arg, int err, struct ub_result *result)
     if (lookup->decided) {
         dns_finish(lookup);
     } else if (lookup->queries == NULL) {
-        dns_assemble(lookup);
+        if (lookup->ptr)
+            dns_ptr_confirm(lookup);
+        else
+            dns_assemble(lookup);
         dns_finish(lookup);
     }
+}
+
+/* dns_lookup_ptr - start a forward-confirmed reverse lookup */
+DNS_LOOKUP *dns_lookup_ptr(DNS_CTX *ctx, const char *addr, int timeout,
+                           DNS_CALLBACK callback, void *arg)
+{
+    DNS_LOOKUP *lookup = mycalloc(1, sizeof(*lookup));
+    unsigned char buf[sizeof(struct in6_addr)];
+    struct timeval deadline = {timeout > 0 ? timeout : 1, 0};
+    VSTR *query = vstr_alloc(80);
+
+    lookup->ctx = ctx;
+    lookup->ptr = true;
+    lookup->timeout = (int) deadline.tv_sec;
+    lookup->callback = callback;
+    lookup->arg = arg;
+    lookup->reply.reason = vstr_alloc(100);
+    lookup->timer = evtimer_new(ctx->base, dns_timer, lookup);
+    if (lookup->timer == NULL)
+        msg_fatal("cannot create a DNS timer");
+    if ((lookup->next = ctx->lookups) != NULL)
+        lookup->next->prev = lookup;
+    ctx->lookups = lookup;
+
+    lookup->family = strchr(addr, ':') ? AF_INET6 : AF_INET;
+    if (dns_ptr_query(addr, query) < 0 ||
+        inet_pton(lookup->family, addr, buf) != 1 ||
+        inet_ntop(lookup->family, buf, lookup->client_ip,
+                  sizeof(lookup->client_ip)) == NULL) {
+        snprintf(lookup->client_ip, sizeof(lookup->client_ip), "%s", "?");
+        lookup->name = mystrdup(addr);
+        dns_decide(lookup, DNS_PERM, "5.7.25", "\"%s\" is not an IP address",
+                   addr);
+        dns_finish(lookup);
+    } else if (ctx->ub == NULL) {
+        lookup->name = vstr_export(query);
+        query = NULL;
+        dns_decide(lookup, DNS_TEMP, "4.4.3",
+                   "%s: DNS lookups are disabled (disable_dns_lookups = yes)",
+                   addr);
+        dns_finish(lookup);
+    } else {
+        lookup->name = vstr_export(query);
+        query = NULL;
+        if (dns_ask(lookup, lookup->name, DNS_TYPE_PTR, 0))
+            event_add(lookup->timer, &deadline);
+        else
+            dns_finish(lookup);
+    }
+    if (query)
+        vstr_free(query);
+    return lookup;
 }
 
 /* dns_lookup - start a lookup */

@@ -20,6 +20,8 @@
  *   DNS_PERM  NXDOMAIN (5.1.2), null MX (RFC 7505, 5.1.10), no address
  *             record at all (5.4.4): return the mail to its sender
  *   DNS_TEMP  SERVFAIL, timeout, lookups disabled (4.4.3): try again later
+ * dns_lookup_ptr() finds a client's host name as Postfix's smtpd does: the
+ * PTR name counts only when its own addresses include the client's.
  * The callback always runs later from the event loop, never inside
  * dns_lookup(); the lookup is freed after it returns.
  */
@@ -55,6 +57,8 @@ typedef struct DNS_REPLY {
     VSTR *reason; /* for the log and the bounce */
     DNS_ADDR *addrs; /* in the order to try */
     size_t count;
+    char *name; /* dns_lookup_ptr: the forward-confirmed name, or NULL */
+    char *ptr_name; /* dns_lookup_ptr: what the PTR said, or NULL */
 } DNS_REPLY;
 
 typedef void (*DNS_CALLBACK)(const DNS_REPLY *reply, void *arg);
@@ -73,6 +77,18 @@ extern DNS_CTX *dns_ctx_free(DNS_CTX *ctx);
    by timeout seconds; the callback gets the outcome */
 extern DNS_LOOKUP *dns_lookup(DNS_CTX *ctx, const char *name, bool mx,
                               int timeout, DNS_CALLBACK callback, void *arg);
+/* dns_lookup_ptr - the host name of an IP address, forward-confirmed:
+   the PTR of addr, then the A (or AAAA) of that name, bounded by timeout
+   seconds as a whole. DNS_OK with reply->name only when one of the
+   name's addresses is addr; DNS_PERM when there is no PTR or the name
+   does not lead back to addr; DNS_TEMP when a server failed or did not
+   answer in time (reply->ptr_name is set once the PTR was read) */
+extern DNS_LOOKUP *dns_lookup_ptr(DNS_CTX *ctx, const char *addr, int timeout,
+                                  DNS_CALLBACK callback, void *arg);
+/* dns_ctx_hosts - answer from a hosts file (NULL: /etc/hosts) before DNS,
+   names and addresses alike; call before the first lookup. 0, or -1 with
+   the reason in why */
+extern int dns_ctx_hosts(DNS_CTX *ctx, const char *path, VSTR *why);
 /* dns_lookup_cancel - forget a lookup; its callback will not run */
 extern void dns_lookup_cancel(DNS_LOOKUP *lookup);
 
@@ -94,6 +110,10 @@ extern int dns_name_parse(const unsigned char *data, size_t len, VSTR *out);
 extern int dns_mx_parse(const unsigned char *data, size_t len, DNS_MX *mx);
 /* dns_mx_null - RFC 7505: one MX, the root name (preference ignored) */
 extern bool dns_mx_null(const DNS_MX *mx, size_t count);
+/* dns_ptr_query - the reverse-lookup name of an address:
+   "4.3.2.1.in-addr.arpa" or the nibbles under "ip6.arpa"; 0, or -1 when
+   addr is not an IP address */
+extern int dns_ptr_query(const char *addr, VSTR *out);
 /* dns_mx_sort - order by preference, equal preferences in random order
    (rnd returns a random number) */
 extern void dns_mx_sort(DNS_MX *mx, size_t count,

@@ -1,6 +1,7 @@
 /*
  * dns_test - unit tests for the pure parts of dns: server list entries, MX
- * record parsing, null MX detection, ordering by preference
+ * record parsing, null MX detection, ordering by preference, reverse-lookup
+ * names
  *
  * No DNS query is made here.
  */
@@ -107,6 +108,24 @@ static unsigned seq_rnd(void *arg)
     return *state >> 8;
 }
 
+static void test_ptr_query(void **state)
+{
+    VSTR *out = vstr_alloc(10);
+
+    assert_int_equal(dns_ptr_query("127.0.0.5", out), 0);
+    assert_string_equal(vstr_str(out), "5.0.0.127.in-addr.arpa");
+    assert_int_equal(dns_ptr_query("192.0.2.10", out), 0);
+    assert_string_equal(vstr_str(out), "10.2.0.192.in-addr.arpa");
+    assert_int_equal(dns_ptr_query("2001:db8::567:89ab", out), 0);
+    assert_string_equal(vstr_str(out),
+                        "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0."
+                        "8.b.d.0.1.0.0.2.ip6.arpa");
+    assert_int_equal(dns_ptr_query("host.test", out), -1);
+    assert_int_equal(dns_ptr_query("127.0.0", out), -1);
+    assert_int_equal(dns_ptr_query("", out), -1);
+    vstr_free(out);
+}
+
 static void test_mx_sort(void **state)
 {
     static const int prefs[] = {30, 10, 20, 10, 5, 20, 10};
@@ -153,6 +172,7 @@ int main(void)
         cmocka_unit_test(test_name_parse),
         cmocka_unit_test(test_mx_parse_and_null),
         cmocka_unit_test(test_mx_sort),
+        cmocka_unit_test(test_ptr_query),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
