@@ -345,7 +345,7 @@ DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
        127.0.0.1 and ::1 still come from the hosts file when one is read
        (dns_ctx_hosts). */
     if ((err = ub_ctx_set_option(
-             ctx->ub, "local-zone:", "127.in-addr.arpa. nodefault")) != 0 ||
+             ctx->ub, "local-zone:", "127.in-addr.arpa. transparent")) != 0 ||
         (err = ub_ctx_set_option(ctx->ub, "unblock-lan-zones:", "yes")) != 0 ||
         (err = ub_ctx_set_option(ctx->ub, "insecure-lan-zones:", "yes")) != 0) {
         vstr_sprintf(why, "libunbound reverse zones: %s", ub_strerror(err));
@@ -387,6 +387,66 @@ fail:
     return NULL;
 }
 
+/* dns_hosts_ptr - PTR records from a hosts file: each address names its
+   first host name (libunbound's ub_ctx_hosts gives the forward records
+   only). An address listed twice keeps its first line's name. This
+   completes the context's configuration (ub_ctx_data_add): it runs last. */
+static int dns_hosts_ptr(DNS_CTX *ctx, const char *path, VSTR *why)
+{
+    FILE *fp;
+    char line[1024];
+    ARGV *seen = argv_alloc(10);
+    VSTR *data = vstr_alloc(100);
+    int ret = 0;
+
+    if ((fp = fopen(path, "r")) == NULL) {
+        vstr_sprintf(why, "cannot read %s: %m", path);
+        argv_free(seen);
+        vstr_free(data);
+        return -1;
+    }
+    while (ret == 0 && fgets(line, sizeof(line), fp) != NULL) {
+        char *field[2];
+        char *cp = line;
+        int count = 0;
+        unsigned char buf[sizeof(struct in6_addr)];
+        bool dup = false;
+        int err;
+
+        if ((cp = strchr(line, '#')) != NULL)
+            *cp = 0;
+        for (cp = line; count < 2;) {
+            cp += strspn(cp, " \t\r\n");
+            if (*cp == 0)
+                break;
+            field[count++] = cp;
+            cp += strcspn(cp, " \t\r\n");
+            if (*cp)
+                *cp++ = 0;
+        }
+        if (count < 2 || (inet_pton(AF_INET, field[0], buf) != 1 &&
+                          inet_pton(AF_INET6, field[0], buf) != 1))
+            continue;
+        for (size_t i = 0; i < seen->argc && !dup; i++)
+            dup = strcmp(seen->argv[i], field[0]) == 0;
+        if (dup)
+            continue;
+        argv_add(seen, field[0]);
+        if (dns_ptr_query(field[0], data) < 0)
+            continue;
+        vstr_sprintf_append(data, ". PTR %s.", field[1]);
+        if ((err = ub_ctx_data_add(ctx->ub, vstr_str(data))) != 0) {
+            vstr_sprintf(why, "%s: \"%s\": %s", path, vstr_str(data),
+                         ub_strerror(err));
+            ret = -1;
+        }
+    }
+    (void) fclose(fp);
+    argv_free(seen);
+    vstr_free(data);
+    return ret;
+}
+
 /* dns_ctx_hosts - a hosts file answers first */
 int dns_ctx_hosts(DNS_CTX *ctx, const char *path, VSTR *why)
 {
@@ -394,12 +454,13 @@ int dns_ctx_hosts(DNS_CTX *ctx, const char *path, VSTR *why)
 
     if (ctx->ub == NULL)
         return 0; /* lookups disabled: nothing is asked anyway */
+    if (path == NULL)
+        path = "/etc/hosts";
     if ((err = ub_ctx_hosts(ctx->ub, path)) != 0) {
-        vstr_sprintf(why, "cannot read %s: %s", path ? path : "/etc/hosts",
-                     ub_strerror(err));
+        vstr_sprintf(why, "cannot read %s: %s", path, ub_strerror(err));
         return -1;
     }
-    return 0;
+    return dns_hosts_ptr(ctx, path, why);
 }
 
 /* dns_lookup_free - release a lookup and its queries (no callback) */

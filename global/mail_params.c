@@ -162,6 +162,8 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"smtpd_forbid_bare_newline", BOOL, "yes",
      "reject a message line that ends in LF without CR"},
     {"smtpd_peername_lookup", BOOL, "yes", "look up the client's host name"},
+    {"smtpd_peername_lookup_timeout", TIME_RANGE(1, 300), "10s",
+     "bound on the client name lookup that precedes the greeting"},
     {"disable_vrfy_command", BOOL, "yes", "refuse the VRFY command"},
     {"dns_servers", LIST, "",
      "resolvers to ask, ip or ip:port (empty: the system's, resolv.conf)"},

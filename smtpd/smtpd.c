@@ -65,6 +65,7 @@
 #include "attr.h"
 #include "attr_conn.h"
 #include "cleanup_proto.h"
+#include "dns.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
 #include "mail_server.h"
@@ -104,6 +105,8 @@ typedef struct SMTPD_CTX {
     int conn_count;
     struct SMTPD_SESS *sessions; /* every open session, for post_loop */
     bool stand_alone; /* smtpd -S: one session on fd 0, then exit */
+    DNS_CTX *dns; /* client name lookups; NULL when they are off */
+    int peername_timeout; /* smtpd_peername_lookup_timeout */
     long local_uid; /* smtpd -S: who ran us, before privileges dropped */
 } SMTPD_CTX;
 
@@ -143,6 +146,12 @@ typedef struct SMTPD_SESS {
     bool sleeping;
     bool slept;
     struct event *deadline_ev; /* smtpd_session_deadline */
+    /* The client's name is looked up before the greeting; until then
+       nothing is read or sent. peer_status says whether "unknown" is
+       final (DNS_PERM) or a DNS failure (DNS_TEMP), as Postfix keeps it
+       for reject_unknown_client_hostname. */
+    DNS_LOOKUP *peer_lookup;
+    DNS_STATUS peer_status;
     VSTR *wire; /* scratch for attribute lists */
     VSTR *why;
 } SMTPD_SESS;
@@ -291,6 +300,8 @@ static void smtpd_session_free(SMTPD_SESS *sess)
     VSTR *counts = vstr_alloc(100);
 
     smtpd_cleanup_close(sess);
+    if (sess->peer_lookup != NULL)
+        dns_lookup_cancel(sess->peer_lookup);
     if (sess->counted)
         smtpd_client_release(ctx, sess->proto->client_addr);
     smtpd_proto_counts(sess->proto, counts);
@@ -897,7 +908,29 @@ static void smtpd_peer(int fd, char *addr, size_t len)
         memmove(addr, addr + 7, strlen(addr + 7) + 1);
 }
 
-/* smtpd_session_new - serve a client on fd: the 220 greeting goes out */
+static void smtpd_session_start(SMTPD_SESS *sess);
+
+/* smtpd_peer_named - the client's name lookup is over: greet it */
+static void smtpd_peer_named(const DNS_REPLY *reply, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+    SMTPD_PROTO *proto = sess->proto;
+
+    sess->peer_lookup = NULL; /* dns frees it after this returns */
+    sess->peer_status = reply->status;
+    if (reply->status == DNS_OK && reply->name != NULL) {
+        myfree(proto->client_name);
+        proto->client_name = mystrdup(reply->name);
+    } else if (reply->status == DNS_TEMP || reply->ptr_name != NULL) {
+        /* a name that does not lead back, or a DNS failure; a missing
+           PTR is common and not logged (Postfix's choice too) */
+        msg_warn("%s", vstr_str(reply->reason));
+    }
+    smtpd_session_start(sess);
+}
+
+/* smtpd_session_new - serve a client on fd: look its name up (when
+   smtpd_peername_lookup and DNS are on), then greet it */
 static void smtpd_session_new(SMTPD_CTX *ctx, int fd, const char *name,
                               const char *addr, bool local)
 {
@@ -927,12 +960,33 @@ static void smtpd_session_new(SMTPD_CTX *ctx, int fd, const char *name,
     sess->chunk = vstr_alloc(CLEANUP_CHUNK_MAX);
     sess->wire = vstr_alloc(CLEANUP_CHUNK_MAX + 64);
     sess->why = vstr_alloc(64);
-    msg_info("connect from %s[%s]", sess->proto->client_name, addr);
+    sess->peer_status = DNS_PERM;
     if (++ctx->conn_count == ctx->conf.process_connection_limit)
         mail_server_busy(server, true);
     bufferevent_setcb(sess->bev, smtpd_read_event, smtpd_write_event,
                       smtpd_event, sess);
     bufferevent_set_timeouts(sess->bev, &timeout, &timeout);
+    /* Postfix greets after the lookup; the lookup has its own bound, so
+       a resolver that does not answer delays the greeting, never stops
+       it. Nothing is read meanwhile: early input waits in the socket. */
+    if (!local && ctx->dns != NULL && strcmp(addr, "unknown") != 0) {
+        sess->peer_lookup = dns_lookup_ptr(
+            ctx->dns, addr, ctx->peername_timeout, smtpd_peer_named, sess);
+        return;
+    }
+    smtpd_session_start(sess);
+}
+
+/* smtpd_session_start - the client's name is known: log the connection,
+   apply the per-client limits, send the 220 greeting */
+static void smtpd_session_start(SMTPD_SESS *sess)
+{
+    SMTPD_CTX *ctx = sess->ctx;
+    MAIL_SERVER *server = ctx->server;
+    const char *addr = sess->proto->client_addr;
+    bool local = sess->proto->local;
+
+    msg_info("connect from %s[%s]", sess->proto->client_name, addr);
     bufferevent_enable(sess->bev, EV_READ | EV_WRITE);
     if (!local && smtpd_client_admit(ctx, addr, sess->proto->reply) != NULL) {
         smtpd_flush_reply(sess);
@@ -1086,6 +1140,29 @@ static int smtpd_conf_ms(const char *value)
     return ms <= 60000 ? (int) ms : -1;
 }
 
+/* smtpd_peername_init - DNS for client names, when smtpd_peername_lookup
+   and DNS are on. A resolver that cannot be set up is logged, not fatal:
+   clients are then greeted as unknown. */
+static void smtpd_peername_init(SMTPD_CTX *ctx, const MAIL_CONF *conf)
+{
+    VSTR *why = vstr_alloc(64);
+
+    ctx->peername_timeout =
+        (int) mail_conf_time(conf, "smtpd_peername_lookup_timeout");
+    if (ctx->stand_alone || !mail_conf_bool(conf, "smtpd_peername_lookup") ||
+        mail_conf_bool(conf, "disable_dns_lookups")) {
+        vstr_free(why);
+        return;
+    }
+    if ((ctx->dns = dns_ctx_create(mail_server_base(ctx->server), conf, why)) ==
+        NULL)
+        msg_warn("DNS: %s: client host names are not looked up", vstr_str(why));
+    else if (dns_ctx_hosts(ctx->dns, NULL, why) < 0)
+        msg_warn("DNS: %s: client host names come from DNS alone",
+                 vstr_str(why));
+    vstr_free(why);
+}
+
 /* smtpd_pre_loop - read main.cf once */
 static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -1147,6 +1224,7 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
     mail_queue_service(path, sc->queue_dir, MAIL_QUEUE_PRIVATE,
                        CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
+    smtpd_peername_init(ctx, conf);
     if (ctx->stand_alone)
         smtpd_stand_alone(ctx);
 }
@@ -1167,6 +1245,8 @@ static void smtpd_post_loop(MAIL_SERVER *server, void *arg)
 
     while (ctx->sessions)
         smtpd_session_free(ctx->sessions);
+    if (ctx->dns != NULL)
+        ctx->dns = dns_ctx_free(ctx->dns);
 }
 
 /* smtpd_ctx_release - free what pre_loop read (ASan leak reports) */

@@ -541,7 +541,8 @@ def make_sink():
 
 @pytest.fixture
 def make_dns():
-    """make_dns(mx=..., a=..., rr=...) -> a started dns.DnsServer."""
+    """make_dns(mx=..., a=..., rr=..., ptr=..., logfile=...) -> a started
+    dns.DnsServer."""
     import dns
     made = []
 

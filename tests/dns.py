@@ -1,8 +1,10 @@
 """dns - a real DNS server on loopback for tests (Debian's dnsmasq)
 
-DnsServer serves only what a test gives it, for .test names, and asks
-nobody else (--no-resolv --no-hosts --local=/test/): MX records, A/AAAA
-records, and raw records in hex (a null MX is "nullmx.test", 15, "000000":
+DnsServer serves only what a test gives it, for .test names and reverse
+(in-addr.arpa, ip6.arpa) names, and asks nobody else (--no-resolv
+--no-hosts --local=...): MX records, A/AAAA records (each also gives the
+address a PTR back to its name), PTR records alone (ptr=[("127.0.0.6",
+"liar.test")]), and raw records in hex (a null MX is "nullmx.test", 15, "000000":
 preference 0, the root name). A name it does not know gets NXDOMAIN.
 Point an instance at it with
     params={"disable_dns_lookups": "no", "dns_servers": dns.server}
@@ -56,7 +58,7 @@ def query(port, name, qtype=1, timeout=1.0):
 class DnsServer:
     """dnsmasq on 127.0.0.1:port serving mx, a and raw records."""
 
-    def __init__(self, mx=(), a=(), rr=(), logfile=None):
+    def __init__(self, mx=(), a=(), rr=(), ptr=(), logfile=None):
         require_dnsmasq()
         self.port = _free_udp_tcp_port()
         self.server = "127.0.0.1:%d" % self.port
@@ -64,12 +66,15 @@ class DnsServer:
         argv = [DNSMASQ, "--no-daemon", "--conf-file=/dev/null",
                 "--port=%d" % self.port, "--listen-address=127.0.0.1",
                 "--bind-interfaces", "--no-resolv", "--no-hosts",
-                "--pid-file=", "--local=/test/", "--user=" + user,
+                "--pid-file=", "--local=/test/", "--local=/in-addr.arpa/",
+                "--local=/ip6.arpa/", "--user=" + user,
                 "--log-queries" if logfile else "--quiet-dhcp"]
         for domain, host, pref in mx:
             argv.append("--mx-host=%s,%s,%d" % (domain, host, pref))
         for host, ip in a:
             argv.append("--host-record=%s,%s" % (host, ip))
+        for ip, name in ptr:
+            argv.append("--ptr-record=%s,%s" % (_reverse_name(ip), name))
         for name, rtype, hexdata in rr:
             argv.append("--dns-rr=%s,%d,%s" % (name, rtype, hexdata))
         self.log = open(logfile, "wb") if logfile else subprocess.DEVNULL
@@ -107,6 +112,11 @@ class Silent:
 
     def stop(self):
         self.udp.close()
+
+
+def _reverse_name(ip):
+    import ipaddress
+    return ipaddress.ip_address(ip).reverse_pointer
 
 
 def require_dnsmasq():
