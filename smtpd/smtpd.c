@@ -20,6 +20,16 @@
  * ends any other way (RSET, EHLO, QUIT, a lost client, a refused message)
  * just closes its cleanup connection, and cleanup removes the partial file.
  *
+ * Client names (smtpd_peername_lookup, with DNS on): before the greeting
+ * the client's address is looked up through global/dns.c, asynchronously
+ * (the PTR, then that name's A or AAAA, which must include the address:
+ * forward-confirmed, as Postfix does), /etc/hosts first. The name goes to
+ * the connect and disconnect lines, the Received: header and cleanup's
+ * client_name; without a confirmed name the client is "unknown", and the
+ * session remembers whether DNS failed (temporary) or said no. The lookup
+ * is bounded by smtpd_peername_lookup_timeout; nothing is read or sent to
+ * the client until it ends.
+ *
  * Per-client limits (smtpd_client_connection_count_limit, concurrent
  * sessions from one IP address, and smtpd_client_connection_rate_limit,
  * connection attempts per smtpd_client_connection_rate_time_unit) answer
