@@ -104,6 +104,42 @@ int showq_connect(const char *queue_dir, VSTR *why)
     return fd;
 }
 
+/* showq_reply_take - one reply: a TEXT piece written to out (0), the END
+   (1, ret set), or -1 with the reason in why */
+static int showq_reply_take(const ATTR_LIST *list, FILE *out, int *ret,
+                            VSTR *why)
+{
+    const char *text = NULL;
+    const char *status = attr_get_str(list, "status");
+    const char *reason = attr_get_str(list, "reason");
+    size_t len = 0;
+
+    if (attr_list_check(list, showq_reply_spec, showq_reply_spec_count, why) <
+        0)
+        return -1;
+    text = attr_get_data(list, "text", &len);
+    if (text != NULL && attr_list_count(list) == 1) {
+        if (fwrite(text, 1, len, out) != len) {
+            vstr_sprintf(why, "write: %s", strerror(errno));
+            return -1;
+        }
+        return 0;
+    }
+    if (text != NULL || status == NULL) {
+        vstr_sprintf(why, "neither a piece of text nor the end");
+        return -1;
+    }
+    if (strcmp(status, SHOWQ_STAT_OK) == 0 && reason == NULL) {
+        *ret = 0;
+    } else if (strcmp(status, SHOWQ_STAT_FAIL) == 0) {
+        vstr_sprintf(why, "%s", reason ? reason : "the listing failed");
+    } else {
+        vstr_sprintf(why, "bad status \"%.100s\"", status);
+        return -1;
+    }
+    return 1;
+}
+
 /* showq_list - send req on fd, write the listing to out as it comes */
 int showq_list(int fd, const SHOWQ_REQUEST *req, FILE *out, VSTR *why)
 {
@@ -111,45 +147,27 @@ int showq_list(int fd, const SHOWQ_REQUEST *req, FILE *out, VSTR *why)
         attr_stream_open(fd, SHOWQ_REPLY_MAX, SHOWQ_CLIENT_TIMEOUT * 1000);
     ATTR_LIST *list = showq_request_encode(req);
     VSTR *reason = vstr_alloc(100);
-    const char *status = NULL;
     int ret = -1;
+    int got = 0;
 
     if (attr_stream_write(stream, list, reason) < 0) {
         vstr_sprintf(why, "showq: sending the request: %s", vstr_str(reason));
-        status = "";
+        got = -1;
     }
     list = attr_list_free(list);
-    while (status == NULL) {
-        const char *text;
-        size_t len;
-
+    while (got == 0) {
         if (attr_stream_read(stream, &list, reason) < 0) {
             vstr_sprintf(why, "showq: the listing was cut short: %s",
                          vstr_str(reason));
             break;
         }
-        if (attr_list_check(list, showq_reply_spec, showq_reply_spec_count,
-                            reason) < 0) {
+        got = showq_reply_take(list, out, &ret, reason);
+        if (got < 0)
             vstr_sprintf(why, "showq: bad reply: %s", vstr_str(reason));
-            break;
-        }
-        if ((text = attr_get_data(list, "text", &len)) != NULL) {
-            if (fwrite(text, 1, len, out) != len) {
-                vstr_sprintf(why, "write: %s", strerror(errno));
-                break;
-            }
-        } else if ((status = attr_get_str(list, "status")) == NULL) {
-            vstr_sprintf(why, "showq: bad reply: neither text nor status");
-            break;
-        } else if (strcmp(status, SHOWQ_STAT_OK) == 0) {
-            ret = 0;
-        } else {
-            text = attr_get_str(list, "reason");
-            vstr_sprintf(why, "showq: %s", text ? text : "the listing failed");
-        }
+        else if (got > 0 && ret < 0)
+            vstr_sprintf(why, "showq: %s", vstr_str(reason));
         list = attr_list_free(list);
     }
-    attr_list_free(list);
     attr_stream_close(stream);
     vstr_free(reason);
     if (fflush(out) != 0 && ret == 0) {

@@ -16,6 +16,7 @@ deferred by a sink that answers 450 (one of them then put on hold with
 The test needs root.
 """
 
+import grp
 import os
 import pwd
 import re
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import pytest
 
+import proto
 from conftest import (BIN, LIBEXEC, Instance, free_port, require, smtp_queue,
                       wait_until)
 from test_sendmail_setgid import OWNER, SUBMITTER, as_user, drop_group
@@ -63,7 +65,7 @@ def system(make_sink):
         assert stat.S_IMODE((inst.queue_dir / "deferred").stat().st_mode) == 0o700
         sendmail = base / "sendmail"
         shutil.copy(BIN / "sendmail", sendmail)
-        os.chown(sendmail, 0, __import__("grp").getgrnam(group).gr_gid)
+        os.chown(sendmail, 0, grp.getgrnam(group).gr_gid)
         os.chmod(sendmail, 0o2755)
         (base / "mailq").symlink_to(sendmail)
         # sendmail runs the sluice beside it (installed: in command_dir)
@@ -129,6 +131,15 @@ def test_user_mailq_lists_every_queued_message(system):
     r = subprocess.run([str(BIN / "sendmail"), "-C", str(inst.dir), "-bp"],
                        capture_output=True, timeout=60)
     assert r.returncode == 0 and r.stdout.decode() == root
+
+    # showq takes sluice queue's options: --json through the socket.
+    with showq_socket(inst) as sock:
+        sock.sendall(proto.encode([("request", "list"), ("json", 1)]))
+        lists = proto.decode_all(read_all(sock))
+    assert lists[-1] == [("status", b"ok")]
+    text = b"".join(v for l in lists[:-1] for n, v in l if n == "text")
+    assert text.decode() == inst.check("queue", "--json")
+    assert len(text.splitlines()) == 3
 
 
 def test_user_sluice_queue_says_it_cannot_list(system):
