@@ -113,10 +113,11 @@ static int sluice_queue_showq(const char *queue_dir,
 
     fflush(stdout);
     if ((fd = showq_connect(queue_dir, why)) < 0)
-        status = sluice_fail("queue: you may not read the queue and %s "
-                             "(is sluice running? mailq, installed setgid, "
-                             "may reach it)",
-                             vstr_str(why));
+        status = sluice_fail(
+            "queue: you may not read the queue and %s (%s)", vstr_str(why),
+            errno == EACCES ? "mailq, installed setgid to setgid_group, "
+                              "may reach it"
+                            : "is sluice running?");
     else if (showq_list(fd, &req, stdout, why) < 0)
         status = sluice_fail("queue: %s", vstr_str(why));
     vstr_free(why);

@@ -1128,6 +1128,7 @@ static int sendmail_mailq(const char *config_dir, const char *read_dir)
     const char *queue_dir;
     bool readable = true;
     int status = 0;
+    int err;
     int fd;
 
     if ((conf = mail_conf_read(read_dir, why)) == NULL) {
@@ -1149,9 +1150,12 @@ static int sendmail_mailq(const char *config_dir, const char *read_dir)
         return sendmail_sluice(config_dir, "queue");
     }
     fd = showq_connect(queue_dir, why);
+    err = errno;
     sendmail_drop_setgid();
     if (fd < 0) {
-        fprintf(stderr, "mailq: %s (is sluice running?)\n", vstr_str(why));
+        fprintf(stderr, "mailq: %s (%s)\n", vstr_str(why),
+                err == EACCES ? "is mailq installed setgid to setgid_group?"
+                              : "is sluice running?");
         status = EX_UNAVAILABLE;
     } else if (showq_list(fd, &req, stdout, why) < 0) {
         fprintf(stderr, "mailq: %s\n", vstr_str(why));

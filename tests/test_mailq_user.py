@@ -143,14 +143,23 @@ def test_user_mailq_lists_every_queued_message(system):
 
 
 def test_user_sluice_queue_says_it_cannot_list(system):
-    """`sluice queue` run by the user (not setgid): public/ is closed to
-    it too, and it says so instead of "empty"."""
+    """`sluice queue`, and a sendmail -bp that is not setgid, run by the
+    user: public/ is closed to them, and they say so instead of "empty"."""
     inst, sendmail = system
     fill_queue(inst, sendmail)
     r = as_user([str(BIN / "sluice"), "-c", str(inst.dir), "queue"])
     assert r.returncode != 0
     assert b"Mail queue is empty" not in r.stdout
-    assert b"showq" in r.stderr, r.stderr
+    err = r.stderr.decode()
+    assert err.startswith("sluice: queue: you may not read the queue and "
+                          "cannot connect to the showq service at "), err
+    assert "Permission denied" in err and "setgid" in err
+    r = as_user([str(BIN / "sendmail"), "-C", str(inst.dir), "-bp"])
+    assert r.returncode == 69           # EX_UNAVAILABLE
+    assert b"Mail queue is empty" not in r.stdout
+    err = r.stderr.decode()
+    assert err.startswith("mailq: cannot connect to the showq service"), err
+    assert "is mailq installed setgid to setgid_group?" in err
 
 
 def test_user_mailq_fails_loudly_without_showq(system):
