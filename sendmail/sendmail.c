@@ -3,7 +3,8 @@
  *
  *   sendmail [-C DIR] [-tiGv] [-oi] [-f SENDER] [-F NAME] [-N DSN] [-R RET]
  *            [-V ENVID] [-bm|-bp|-bi|-I|-bs|-bv|-bd|-q] [--] RCPT...
- *   mailq      = sendmail -bp
+ *   mailq      = sendmail -bp: `sluice queue` for whoever may read the
+ *                queue, the showq service's listing for anyone else
  *   newaliases = sendmail -bi
  *
  * Options are read getopt style, as Postfix's sendmail reads them: flags
