@@ -57,6 +57,8 @@ static const SLUICE_INIT_SERV sluice_init_servs[] = {
     {"smtp", "unix  -       -       n       -       -       smtp"},
     {"bounce", "unix  -       -       n       -       0       bounce"},
     {"local", "unix  -       n       n       -       -       local"},
+    /* public: mailq run by any local user connects to it */
+    {"showq", "unix  n       -       n       -       -       showq"},
 };
 
 /* sluice_init_dir_empty - is dir missing or empty? */

@@ -2,12 +2,7 @@
  * sluice_queue - `sluice queue`, `sluice cat QID`, `sluice flush [QID...]`
  *
  * queue lists every message in maildrop/, incoming/, active/, deferred/
- * and hold/ as mailq does: queue ID (with '*' when active, '!' when on
- * hold), size, arrival time, sender, then each recipient not yet done,
- * after the reason
- * of its last temporary failure (the latest "delayed" record of the
- * message's defer log, global/dsn_log.h) when it has one; a control byte
- * in an address or a reason is shown as \xHH, as cat shows it. With
+ * and hold/ as mailq does (global/queue_list.h says what it shows). With
  * --json it prints one JSON object per message per line with postqueue
  * -j's fields (a value that is not UTF-8 has its 8-bit bytes as \xHH).
  * Filters, combinable: --sender ADDR (the envelope sender, "<>" for the
@@ -17,7 +12,10 @@
  * prints qshape's table instead: one row per recipient domain, counting
  * pending recipients, by the age of their message in minutes (buckets
  * 5 10 20 ... 1280 and 1280+; "5" is under 5 minutes), biggest total
- * first after a TOTAL row.
+ * first after a TOTAL row. A caller who may not read the queue
+ * directories (an ordinary user) gets the same listing from the showq
+ * service (global/showq_proto.h); when showq cannot be reached it says so
+ * and fails, never "Mail queue is empty".
  *
  * cat prints one queue file in readable form (-h the headers only, -b the
  * body only). Both only read the queue: a file that cannot be parsed is
@@ -27,453 +25,30 @@
  */
 #include "sys_defs.h"
 
-#include <ctype.h>
-#include <dirent.h>
 #include <fcntl.h>
-#include <time.h>
-
-#include <jansson.h>
 
 #include "argv.h"
-#include "dsn_log.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
 #include "mymalloc.h"
 #include "qfile.h"
 #include "qid.h"
+#include "queue_list.h"
+#include "showq_proto.h"
 #include "sluice.h"
-#include "smtp_addr.h"
 #include "trigger.h"
 #include "vstr.h"
 
-/* The queues mailq shows, and the mark after an ID in each. */
-static const struct {
-    const char *name;
-    const char *mark;
-} sluice_queues[] = {
-    /* clang-format off */
-    /* maildrop: not yet picked up (pickup stopped or cleanup refusing it
-       for now) */
-    {MAIL_QUEUE_MAILDROP, " "},
-    {MAIL_QUEUE_INCOMING, " "},
-    {MAIL_QUEUE_ACTIVE, "*"},
-    {MAIL_QUEUE_DEFERRED, " "},
-    {MAIL_QUEUE_HOLD, "!"},
-    /* clang-format on */
+/* The queues a message may be in, for cat. */
+static const char *const sluice_queues[] = {
+    MAIL_QUEUE_MAILDROP, MAIL_QUEUE_INCOMING, MAIL_QUEUE_ACTIVE,
+    MAIL_QUEUE_DEFERRED, MAIL_QUEUE_HOLD,
 };
-
-typedef struct SLUICE_QUEUE_TOTAL {
-    long long bytes;
-    long count;
-} SLUICE_QUEUE_TOTAL;
-
-/* sluice_queue_list_dir - the queue IDs in one folder (sorted) */
-static void sluice_queue_list_dir(const char *dir, ARGV *ids)
-{
-    struct dirent *de;
-    DIR *dp;
-
-    if ((dp = opendir(dir)) == NULL)
-        return;
-    while ((de = readdir(dp)) != NULL)
-        if (qid_valid(de->d_name))
-            argv_add(ids, de->d_name);
-    closedir(dp);
-}
 
 /* sluice_queue_ids - every queue ID of one queue, hashed or not */
 ARGV *sluice_queue_ids(const char *queue_dir, const char *queue)
 {
-    ARGV *ids = argv_alloc(16);
-    VSTR *path = vstr_alloc(100);
-    struct dirent *de;
-    DIR *dp;
-
-    vstr_sprintf(path, "%s/%s", queue_dir, queue);
-    if (!mail_queue_hashed(queue)) {
-        sluice_queue_list_dir(vstr_str(path), ids);
-    } else if ((dp = opendir(vstr_str(path))) != NULL) {
-        while ((de = readdir(dp)) != NULL) {
-            VSTR *sub = vstr_alloc(100);
-
-            if (de->d_name[0] != '.') {
-                vstr_sprintf(sub, "%s/%s", vstr_str(path), de->d_name);
-                sluice_queue_list_dir(vstr_str(sub), ids);
-            }
-            vstr_free(sub);
-        }
-        closedir(dp);
-    }
-    vstr_free(path);
-    return ids;
-}
-
-/* sluice_queue_cmp - qsort: arrival order is queue ID order */
-static int sluice_queue_cmp(const void *a, const void *b)
-{
-    return strcmp(*(char *const *) a, *(char *const *) b);
-}
-
-/* sluice_queue_reason - the delay reason of a recipient, or NULL */
-static const char *sluice_queue_reason(const DSN_LOG *dlog, const char *address)
-{
-    const DSN_LOG_REC *rec;
-
-    if (dlog == NULL ||
-        (rec = dsn_log_latest(dlog, DSN_ACTION_DELAYED, address)) == NULL)
-        return NULL;
-    return rec->reason;
-}
-
-/* Filters of `sluice queue`; NULL: any. */
-typedef struct SLUICE_QUEUE_FILTER {
-    const char *sender;
-    const char *recipient;
-    const char *domain;
-    const char *reason;
-} SLUICE_QUEUE_FILTER;
-
-/* qshape's age buckets, minutes; the last column is "1280+". */
-static const int sluice_shape_buckets[] = {5,   10,  20,  40,  80,
-                                           160, 320, 640, 1280};
-#define SLUICE_SHAPE_COLS (SLUICE_ARRAY_LEN(sluice_shape_buckets) + 1)
-
-typedef struct SLUICE_SHAPE_ROW {
-    char *domain;
-    long total;
-    long count[SLUICE_SHAPE_COLS];
-} SLUICE_SHAPE_ROW;
-
-typedef struct SLUICE_SHAPE {
-    SLUICE_SHAPE_ROW *rows;
-    size_t count;
-    size_t cap;
-    SLUICE_SHAPE_ROW total;
-} SLUICE_SHAPE;
-
-/* sluice_queue_domain - the domain of an address ("" when none), by the
-   rule every program routes by: "a@b"@host is host's, "a@b" has none */
-static const char *sluice_queue_domain(const char *address)
-{
-    const char *domain = smtp_addr_domain(address);
-
-    return domain ? domain : "";
-}
-
-/* sluice_queue_rcpt_match - does a pending recipient meet the filter? */
-static bool sluice_queue_rcpt_match(const SLUICE_QUEUE_FILTER *filter,
-                                    const char *address, const DSN_LOG *dlog)
-{
-    const char *reason;
-
-    if (filter->recipient && strcasecmp(address, filter->recipient) != 0)
-        return false;
-    if (filter->domain &&
-        strcasecmp(sluice_queue_domain(address), filter->domain) != 0)
-        return false;
-    if (filter->reason &&
-        ((reason = sluice_queue_reason(dlog, address)) == NULL ||
-         strcasestr(reason, filter->reason) == NULL))
-        return false;
-    return true;
-}
-
-/* sluice_queue_match - is the message shown? */
-static bool sluice_queue_match(const SLUICE_QUEUE_FILTER *filter,
-                               const QFILE_INFO *info, const DSN_LOG *dlog)
-{
-    if (filter->sender && strcasecmp(info->sender, filter->sender) != 0)
-        return false;
-    if (!filter->recipient && !filter->domain && !filter->reason)
-        return true;
-    for (size_t i = 0; i < info->rcpt_count; i++)
-        if (!info->rcpts[i].done &&
-            sluice_queue_rcpt_match(filter, info->rcpts[i].address, dlog))
-            return true;
-    return false;
-}
-
-/* sluice_shape_add - count one pending recipient of a message of age */
-static void sluice_shape_add(SLUICE_SHAPE *shape, const char *address,
-                             long long age_seconds)
-{
-    const char *domain = sluice_queue_domain(address);
-    SLUICE_SHAPE_ROW *row = NULL;
-    size_t col = 0;
-    long long minutes = age_seconds > 0 ? age_seconds / 60 : 0;
-
-    while (col < SLUICE_ARRAY_LEN(sluice_shape_buckets) &&
-           minutes >= sluice_shape_buckets[col])
-        col++;
-    for (size_t i = 0; i < shape->count && row == NULL; i++)
-        if (strcasecmp(shape->rows[i].domain, domain) == 0)
-            row = &shape->rows[i];
-    if (row == NULL) {
-        if (shape->count == shape->cap) {
-            shape->cap = shape->cap ? 2 * shape->cap : 16;
-            shape->rows =
-                myrealloc_array(shape->rows, shape->cap, sizeof(*shape->rows));
-        }
-        row = &shape->rows[shape->count++];
-        memset(row, 0, sizeof(*row));
-        row->domain = mystrdup(*domain ? domain : "(local)");
-        for (char *cp = row->domain; *cp; cp++)
-            *cp = (char) tolower((unsigned char) *cp);
-    }
-    row->total++;
-    row->count[col]++;
-    shape->total.total++;
-    shape->total.count[col]++;
-}
-
-/* sluice_shape_cmp - qsort: biggest total first, then by name */
-static int sluice_shape_cmp(const void *a, const void *b)
-{
-    const SLUICE_SHAPE_ROW *ra = a;
-    const SLUICE_SHAPE_ROW *rb = b;
-
-    if (ra->total != rb->total)
-        return ra->total > rb->total ? -1 : 1;
-    return strcmp(ra->domain, rb->domain);
-}
-
-/* sluice_queue_printable - text for a terminal: each control byte as
-   \xHH, as `sluice cat` shows them, so an address or a reason with a CR
-   or LF in it (written by an older sendmail, say) stays on its line */
-static const char *sluice_queue_printable(VSTR *out, const char *text)
-{
-    vstr_reset(out);
-    for (const char *cp = text; *cp; cp++) {
-        unsigned char ch = (unsigned char) *cp;
-
-        if (ch < 0x20 || ch == 0x7f)
-            vstr_sprintf_append(out, "\\x%02x", (unsigned) ch);
-        else
-            vstr_addch(out, ch);
-    }
-    return vstr_str(out);
-}
-
-/* sluice_queue_json_str - a JSON string of text (jansson escapes control
-   bytes); text that is not UTF-8, which json_string() refuses, with each
-   8-bit byte as \xHH instead, so no field goes missing */
-static json_t *sluice_queue_json_str(const char *text)
-{
-    json_t *str;
-    VSTR *ascii;
-
-    if ((str = json_string(text)) != NULL)
-        return str;
-    ascii = vstr_alloc(strlen(text) + 16);
-    for (const char *cp = text; *cp; cp++) {
-        unsigned char ch = (unsigned char) *cp;
-
-        if (ch >= 0x80)
-            vstr_sprintf_append(ascii, "\\x%02x", (unsigned) ch);
-        else
-            vstr_addch(ascii, ch);
-    }
-    str = json_string(vstr_str(ascii));
-    vstr_free(ascii);
-    return str;
-}
-
-/* sluice_shape_row - print one row */
-static void sluice_shape_row(const SLUICE_SHAPE_ROW *row, int width, bool json)
-{
-    if (json) {
-        json_t *obj = json_object();
-        json_t *buckets = json_object();
-        char name[16];
-        char *text;
-
-        for (size_t c = 0; c < SLUICE_SHAPE_COLS; c++) {
-            if (c < SLUICE_ARRAY_LEN(sluice_shape_buckets))
-                (void) snprintf(name, sizeof(name), "%d",
-                                sluice_shape_buckets[c]);
-            else
-                (void) snprintf(name, sizeof(name), "%d+",
-                                sluice_shape_buckets[c - 1]);
-            json_object_set_new(buckets, name, json_integer(row->count[c]));
-        }
-        json_object_set_new(obj, "domain", sluice_queue_json_str(row->domain));
-        json_object_set_new(obj, "total", json_integer(row->total));
-        json_object_set_new(obj, "buckets", buckets);
-        if ((text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII |
-                                        JSON_PRESERVE_ORDER)) != NULL) {
-            printf("%s\n", text);
-            free(text);
-        }
-        json_decref(obj);
-        return;
-    }
-    VSTR *shown = vstr_alloc(64);
-
-    printf("%*s %5ld", width, sluice_queue_printable(shown, row->domain),
-           row->total);
-    vstr_free(shown);
-    for (size_t c = 0; c < SLUICE_SHAPE_COLS; c++)
-        printf(" %*ld", c + 1 < SLUICE_SHAPE_COLS ? 4 : 5, row->count[c]);
-    printf("\n");
-}
-
-/* sluice_shape_print - the qshape table, TOTAL first */
-static void sluice_shape_print(SLUICE_SHAPE *shape, bool json)
-{
-    int width = 5;
-
-    qsort(shape->rows, shape->count, sizeof(*shape->rows), sluice_shape_cmp);
-    for (size_t i = 0; i < shape->count; i++)
-        if ((int) strlen(shape->rows[i].domain) > width)
-            width = (int) strlen(shape->rows[i].domain);
-    if (!json) {
-        printf("%*s %5s", width, "", "T");
-        for (size_t c = 0; c < SLUICE_SHAPE_COLS; c++) {
-            if (c + 1 < SLUICE_SHAPE_COLS)
-                printf(" %4d", sluice_shape_buckets[c]);
-            else
-                printf(" %4d+", sluice_shape_buckets[c - 1]);
-        }
-        printf("\n");
-    }
-    shape->total.domain = "TOTAL";
-    sluice_shape_row(&shape->total, width, json);
-    for (size_t i = 0; i < shape->count; i++) {
-        sluice_shape_row(&shape->rows[i], width, json);
-        myfree(shape->rows[i].domain);
-    }
-    myfree(shape->rows);
-}
-
-/* sluice_queue_json - one message as a line of JSON */
-static void sluice_queue_json(const char *queue, const char *qid,
-                              const QFILE_INFO *info, const DSN_LOG *dlog)
-{
-    json_t *obj = json_object();
-    json_t *rcpts = json_array();
-    const char *reason;
-    char *text;
-
-    json_object_set_new(obj, "queue_name", json_string(queue));
-    json_object_set_new(obj, "queue_id", json_string(qid));
-    json_object_set_new(obj, "arrival_time",
-                        json_integer((json_int_t) info->arrival.tv_sec));
-    json_object_set_new(obj, "message_size",
-                        json_integer((json_int_t) info->content_size));
-    json_object_set_new(obj, "forced_expire", json_false());
-    json_object_set_new(obj, "sender", sluice_queue_json_str(info->sender));
-    for (size_t i = 0; i < info->rcpt_count; i++) {
-        json_t *rcpt;
-
-        if (info->rcpts[i].done)
-            continue;
-        rcpt = json_object();
-        json_object_set_new(rcpt, "address",
-                            sluice_queue_json_str(info->rcpts[i].address));
-        if ((reason = sluice_queue_reason(dlog, info->rcpts[i].address)) !=
-            NULL)
-            json_object_set_new(rcpt, "delay_reason",
-                                sluice_queue_json_str(reason));
-        json_array_append_new(rcpts, rcpt);
-    }
-    json_object_set_new(obj, "recipients", rcpts);
-    if ((text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII)) != NULL) {
-        printf("%s\n", text);
-        free(text);
-    }
-    json_decref(obj);
-}
-
-/* sluice_queue_text - one message as mailq shows it */
-static void sluice_queue_text(const char *mark, const char *qid,
-                              const QFILE_INFO *info, const DSN_LOG *dlog)
-{
-    int indent = QID_LEN + 1 + 8 + 1 + 19 + 2;
-    char when[64];
-    time_t arrival = info->arrival.tv_sec;
-    const char *reason;
-
-    VSTR *shown = vstr_alloc(100);
-
-    strftime(when, sizeof(when), "%a %b %e %H:%M:%S", localtime(&arrival));
-    printf("%s%s %8lld %s  %s\n", qid, mark, info->content_size, when,
-           *info->sender ? sluice_queue_printable(shown, info->sender)
-                         : "MAILER-DAEMON");
-    for (size_t i = 0; i < info->rcpt_count; i++) {
-        if (info->rcpts[i].done)
-            continue;
-        if ((reason = sluice_queue_reason(dlog, info->rcpts[i].address)) !=
-            NULL)
-            printf("%*s(%s)\n", indent - 6, "",
-                   sluice_queue_printable(shown, reason));
-        printf("%*s%s\n", indent, "",
-               sluice_queue_printable(shown, info->rcpts[i].address));
-    }
-    printf("\n");
-    vstr_free(shown);
-}
-
-/* What one listing shows and counts. */
-typedef struct SLUICE_QUEUE_SHOW {
-    bool json;
-    const SLUICE_QUEUE_FILTER *filter;
-    SLUICE_SHAPE *shape; /* --by-domain: count, do not list */
-    SLUICE_QUEUE_TOTAL total;
-} SLUICE_QUEUE_SHOW;
-
-/* sluice_queue_one - read and show one queue file; was it read? */
-static bool sluice_queue_one(const char *queue_dir, const char *queue,
-                             const char *mark, const char *qid,
-                             SLUICE_QUEUE_SHOW *show)
-{
-    VSTR *path = vstr_alloc(100);
-    VSTR *why = vstr_alloc(100);
-    QFILE_INFO *info = NULL;
-    DSN_LOG *dlog;
-    bool shown = false;
-    int fd;
-
-    mail_queue_path(path, queue_dir, queue, qid);
-    if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0) {
-        if (errno != ENOENT) /* ENOENT: delivered meanwhile */
-            fprintf(stderr, "sluice: queue: open %s: %s\n", vstr_str(path),
-                    strerror(errno));
-    } else if ((info = qfile_info_read(fd, why)) == NULL) {
-        fprintf(stderr, "sluice: queue: %s: %s\n", vstr_str(path),
-                vstr_str(why));
-    } else {
-        /* The reasons are a help, not the listing: a log that cannot be
-           read only loses them. */
-        if ((dlog = dsn_log_read(queue_dir, DSN_LOG_DEFER, qid, why)) == NULL)
-            fprintf(stderr, "sluice: queue: %s: defer log: %s\n", qid,
-                    vstr_str(why));
-        shown = true;
-        if (!sluice_queue_match(show->filter, info, dlog)) {
-            /* read, not shown */
-        } else if (show->shape) {
-            long long age = (long long) time(NULL) - info->arrival.tv_sec;
-
-            for (size_t i = 0; i < info->rcpt_count; i++)
-                if (!info->rcpts[i].done &&
-                    sluice_queue_rcpt_match(show->filter,
-                                            info->rcpts[i].address, dlog))
-                    sluice_shape_add(show->shape, info->rcpts[i].address, age);
-        } else {
-            if (show->json)
-                sluice_queue_json(queue, qid, info, dlog);
-            else
-                sluice_queue_text(mark, qid, info, dlog);
-            show->total.count++;
-            show->total.bytes += info->content_size;
-        }
-        dsn_log_free(dlog);
-    }
-    if (fd >= 0)
-        (void) close(fd);
-    qfile_info_free(info);
-    vstr_free(path);
-    vstr_free(why);
-    return shown;
+    return queue_list_ids(queue_dir, queue);
 }
 
 /* sluice_queue_dir - main.cf's queue_directory, or NULL after one line */
@@ -496,33 +71,83 @@ char *sluice_queue_dir(const char *config_dir)
     "usage: sluice queue [--json] [--by-domain] "                              \
     "[--sender ADDR] [--recipient ADDR] [--domain DOMAIN] [--reason TEXT]"
 
+/* sluice_queue_warn - a queue file that cannot be listed */
+static void sluice_queue_warn(const char *text, void *ctx)
+{
+    (void) ctx;
+    fprintf(stderr, "sluice: queue: %s\n", text);
+}
+
+/* sluice_queue_readable - may the caller read every queue directory? (a
+   missing one lists as empty, as it always has) */
+static bool sluice_queue_readable(const char *queue_dir)
+{
+    VSTR *path = vstr_alloc(100);
+    bool readable = true;
+
+    for (size_t q = 0; q < SLUICE_ARRAY_LEN(sluice_queues) && readable; q++) {
+        vstr_sprintf(path, "%s/%s", queue_dir, sluice_queues[q]);
+        if (access(vstr_str(path), R_OK | X_OK) < 0 && errno != ENOENT)
+            readable = false;
+    }
+    vstr_free(path);
+    return readable;
+}
+
+/* sluice_queue_showq - the listing from the showq service; 0, or 1 after
+   one line */
+static int sluice_queue_showq(const char *queue_dir,
+                              const QUEUE_LIST_OPTS *opts)
+{
+    SHOWQ_REQUEST req = {
+        .json = opts->json,
+        .by_domain = opts->by_domain,
+        .sender = opts->sender,
+        .recipient = opts->recipient,
+        .domain = opts->domain,
+        .reason = opts->reason,
+    };
+    VSTR *why = vstr_alloc(100);
+    int fd;
+    int status = 0;
+
+    fflush(stdout);
+    if ((fd = showq_connect(queue_dir, why)) < 0)
+        status = sluice_fail(
+            "queue: you may not read the queue and %s (%s)", vstr_str(why),
+            errno == EACCES ? "mailq, installed setgid to setgid_group, "
+                              "may reach it"
+                            : "is sluice running?");
+    else if (showq_list(fd, &req, stdout, why) < 0)
+        status = sluice_fail("queue: %s", vstr_str(why));
+    vstr_free(why);
+    return status;
+}
+
 /* sluice_queue - `sluice queue [--json] [--by-domain] [filters]` */
 int sluice_queue(const char *config_dir, int argc, char **argv)
 {
-    ARGV *shown[SLUICE_ARRAY_LEN(sluice_queues)];
-    SLUICE_QUEUE_FILTER filter = {NULL, NULL, NULL, NULL};
-    SLUICE_QUEUE_SHOW show;
-    SLUICE_SHAPE shape;
-    bool by_domain = false;
+    QUEUE_LIST_OPTS opts = {.warn = sluice_queue_warn};
+    QUEUE_LIST *list;
+    VSTR *out;
     char *queue_dir;
+    int status = 0;
 
-    memset(&show, 0, sizeof(show));
-    memset(&shape, 0, sizeof(shape));
     for (int i = 1; i < argc; i++) {
         const char **value = NULL;
 
         if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
-            show.json = true;
+            opts.json = true;
         else if (strcmp(argv[i], "--by-domain") == 0)
-            by_domain = true;
+            opts.by_domain = true;
         else if (strcmp(argv[i], "--sender") == 0)
-            value = &filter.sender;
+            value = &opts.sender;
         else if (strcmp(argv[i], "--recipient") == 0)
-            value = &filter.recipient;
+            value = &opts.recipient;
         else if (strcmp(argv[i], "--domain") == 0)
-            value = &filter.domain;
+            value = &opts.domain;
         else if (strcmp(argv[i], "--reason") == 0)
-            value = &filter.reason;
+            value = &opts.reason;
         else
             return sluice_fail("queue: unknown argument \"%s\" (%s)", argv[i],
                                SLUICE_QUEUE_USAGE);
@@ -533,49 +158,28 @@ int sluice_queue(const char *config_dir, int argc, char **argv)
             *value = argv[++i];
         }
     }
-    if (filter.sender && strcmp(filter.sender, "<>") == 0)
-        filter.sender = "";
+    if (opts.sender && strcmp(opts.sender, "<>") == 0)
+        opts.sender = "";
     if ((queue_dir = sluice_queue_dir(config_dir)) == NULL)
         return 1;
-    show.filter = &filter;
-    show.shape = by_domain ? &shape : NULL;
-    if (!show.json && !by_domain)
-        printf("%-*s  --Size-- ----Arrival Time---  -Sender/Recipient-------\n",
-               QID_LEN, "-Queue ID-");
-    for (size_t q = 0; q < SLUICE_ARRAY_LEN(sluice_queues); q++) {
-        ARGV *ids = sluice_queue_ids(queue_dir, sluice_queues[q].name);
-
-        shown[q] = argv_alloc(ids->argc + 1);
-        qsort(ids->argv, ids->argc, sizeof(char *), sluice_queue_cmp);
-        for (size_t i = 0; i < ids->argc; i++) {
-            /* qmgr moves files while we read: one that went from incoming/
-               to active/ between two directory reads is shown once. */
-            bool seen = false;
-
-            for (size_t p = 0; p < q && !seen; p++)
-                seen = bsearch(&ids->argv[i], shown[p]->argv, shown[p]->argc,
-                               sizeof(char *), sluice_queue_cmp) != NULL;
-            if (!seen &&
-                sluice_queue_one(queue_dir, sluice_queues[q].name,
-                                 sluice_queues[q].mark, ids->argv[i], &show))
-                argv_add(shown[q], ids->argv[i]);
-        }
-        argv_free(ids);
+    if (!sluice_queue_readable(queue_dir)) {
+        status = sluice_queue_showq(queue_dir, &opts);
+        myfree(queue_dir);
+        return status;
     }
-    for (size_t q = 0; q < SLUICE_ARRAY_LEN(sluice_queues); q++)
-        argv_free(shown[q]);
-    if (by_domain) {
-        sluice_shape_print(&shape, show.json);
-    } else if (!show.json) {
-        if (show.total.count == 0)
-            printf("Mail queue is empty\n");
-        else
-            printf("-- %lld Kbytes in %ld Request%s.\n",
-                   (show.total.bytes + 1023) / 1024, show.total.count,
-                   show.total.count == 1 ? "" : "s");
-    }
+    list = queue_list_open(queue_dir, &opts);
+    out = vstr_alloc(4096);
+    queue_list_header(list, out);
+    do {
+        fputs(vstr_str(out), stdout);
+        vstr_reset(out);
+    } while (queue_list_next(list, out));
+    queue_list_footer(list, out);
+    fputs(vstr_str(out), stdout);
+    vstr_free(out);
+    queue_list_free(list);
     myfree(queue_dir);
-    return 0;
+    return status;
 }
 
 /* sluice_cat_content - the content only: headers (-h), body (-b), or
@@ -653,7 +257,7 @@ int sluice_cat(const char *config_dir, int argc, char **argv)
     /* It may move from one queue to the next while we look: twice. */
     for (int pass = 0; pass < 2 && fd < 0; pass++)
         for (size_t q = 0; q < SLUICE_ARRAY_LEN(sluice_queues) && fd < 0; q++) {
-            mail_queue_path(path, queue_dir, sluice_queues[q].name, qid);
+            mail_queue_path(path, queue_dir, sluice_queues[q], qid);
             fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC);
         }
     if (fd < 0) {

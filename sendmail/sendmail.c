@@ -3,7 +3,8 @@
  *
  *   sendmail [-C DIR] [-tiGv] [-oi] [-f SENDER] [-F NAME] [-N DSN] [-R RET]
  *            [-V ENVID] [-bm|-bp|-bi|-I|-bs|-bv|-bd|-q] [--] RCPT...
- *   mailq      = sendmail -bp
+ *   mailq      = sendmail -bp: `sluice queue` for whoever may read the
+ *                queue, the showq service's listing for anyone else
  *   newaliases = sendmail -bi
  *
  * Options are read getopt style, as Postfix's sendmail reads them: flags
@@ -70,6 +71,7 @@
 #include "mymalloc.h"
 #include "qfile.h"
 #include "qid.h"
+#include "showq_proto.h"
 #include "submit_check.h"
 #include "trigger.h"
 #include "vstr.h"
@@ -1110,6 +1112,62 @@ static int sendmail_trusted_config(const char *config_dir)
     return dir_fd;
 }
 
+/* sendmail_mailq - -bp: `sluice queue` for a caller who may read the
+   queue (root, mail_owner), else the listing of the showq service, reached
+   with the setgid group (public/ is the group's), which is dropped before
+   a byte is read; fails loudly when showq cannot be reached */
+static int sendmail_mailq(const char *config_dir, const char *read_dir)
+{
+    static const SHOWQ_REQUEST req = {0};
+    static const char *const queues[] = {
+        MAIL_QUEUE_MAILDROP, MAIL_QUEUE_INCOMING, MAIL_QUEUE_ACTIVE,
+        MAIL_QUEUE_DEFERRED, MAIL_QUEUE_HOLD,
+    };
+    VSTR *why = vstr_alloc(100);
+    VSTR *path = vstr_alloc(100);
+    MAIL_CONF *conf;
+    const char *queue_dir;
+    bool readable = true;
+    int status = 0;
+    int err;
+    int fd;
+
+    if ((conf = mail_conf_read(read_dir, why)) == NULL) {
+        sendmail_drop_setgid();
+        sendmail_fail(EX_CONFIG, "%s", vstr_str(why));
+    }
+    queue_dir = mail_conf_str(conf, "queue_directory");
+    /* access() asks for the real ids: the group does not count. */
+    for (size_t q = 0; q < SLUICE_ARRAY_LEN(queues) && readable; q++) {
+        vstr_sprintf(path, "%s/%s", queue_dir, queues[q]);
+        if (access(vstr_str(path), R_OK | X_OK) < 0 && errno != ENOENT)
+            readable = false;
+    }
+    if (readable) {
+        sendmail_drop_setgid();
+        mail_conf_free(conf);
+        vstr_free(why);
+        vstr_free(path);
+        return sendmail_sluice(config_dir, "queue");
+    }
+    fd = showq_connect(queue_dir, why);
+    err = errno;
+    sendmail_drop_setgid();
+    if (fd < 0) {
+        fprintf(stderr, "mailq: %s (%s)\n", vstr_str(why),
+                err == EACCES ? "is mailq installed setgid to setgid_group?"
+                              : "is sluice running?");
+        status = EX_UNAVAILABLE;
+    } else if (showq_list(fd, &req, stdout, why) < 0) {
+        fprintf(stderr, "mailq: %s\n", vstr_str(why));
+        status = EX_UNAVAILABLE;
+    }
+    mail_conf_free(conf);
+    vstr_free(why);
+    vstr_free(path);
+    return status;
+}
+
 /* main - sendmail, mailq or newaliases, by name and options */
 int main(int argc, char **argv)
 {
@@ -1143,11 +1201,13 @@ int main(int argc, char **argv)
         opts.config_dir = DEF_CONFIG_DIR;
     /* Installed setgid to the maildrop group (INSTALL), the group is only
        for writing an administrator's instance's maildrop/: every mode but
-       delivery (-bs runs smtpd, -bp runs sluice) and a configuration the
-       caller names that is not root's alone (its queue_directory could
-       point anywhere) run without it. */
+       delivery (-bs runs smtpd) and -bp (which connects to public/showq
+       with it, sendmail_mailq) and a configuration the caller names that
+       is not root's alone (its queue_directory could point anywhere) run
+       without it. */
     read_dir = opts.config_dir;
-    if (opts.mode != SENDMAIL_MODE_DELIVER) {
+    if (opts.mode != SENDMAIL_MODE_DELIVER &&
+        opts.mode != SENDMAIL_MODE_MAILQ) {
         sendmail_drop_setgid();
     } else if (getegid() != getgid() &&
                strcmp(opts.config_dir, DEF_CONFIG_DIR) != 0) {
@@ -1164,7 +1224,7 @@ int main(int argc, char **argv)
         opts.mode == SENDMAIL_MODE_MAILQ || opts.mode == SENDMAIL_MODE_DAEMON ||
         opts.mode == SENDMAIL_MODE_VERIFY) {
         if (opts.mode == SENDMAIL_MODE_MAILQ)
-            status = sendmail_sluice(opts.config_dir, "queue");
+            status = sendmail_mailq(opts.config_dir, read_dir);
         else if (opts.mode == SENDMAIL_MODE_DAEMON)
             status = sendmail_sluice(opts.config_dir, "start");
         else if (opts.mode == SENDMAIL_MODE_VERIFY)
