@@ -8,9 +8,31 @@
 
 #include "attr.h"
 #include "mail_queue.h"
+#include "proto_hello.h"
 #include "showq_proto.h"
 #include "sock.h"
 #include "vstr.h"
+
+static const ATTR_SPEC showq_hello_spec[] = {
+    {PROTO_HELLO_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"hello\""},
+    {PROTO_HELLO_ATTR_PROTOCOL, ATTR_TYPE_STR, true, false, "\"showq\""},
+    {PROTO_HELLO_ATTR_VERSION, ATTR_TYPE_INT, true, false,
+     "SHOWQ_PROTO_VERSION of the sender"},
+};
+
+/* showq_hello_take - the peer's HELLO */
+int showq_hello_take(const ATTR_LIST *list, VSTR *why)
+{
+    return proto_hello_take(list, SHOWQ_PROTO_NAME, SHOWQ_PROTO_VERSION,
+                            showq_hello_spec,
+                            SLUICE_ARRAY_LEN(showq_hello_spec), why);
+}
+
+/* showq_hello_list - our HELLO */
+ATTR_LIST *showq_hello_list(void)
+{
+    return proto_hello_list(SHOWQ_PROTO_NAME, SHOWQ_PROTO_VERSION);
+}
 
 const ATTR_SPEC showq_request_spec[] = {
     {"request", ATTR_TYPE_STR, true, false, "list (SHOWQ_REQ_LIST)"},
@@ -149,12 +171,24 @@ int showq_list(int fd, const SHOWQ_REQUEST *req, FILE *out, VSTR *why)
     VSTR *reason = vstr_alloc(100);
     int ret = -1;
     int got = 0;
+    ATTR_LIST *hello = showq_hello_list();
 
-    if (attr_stream_write(stream, list, reason) < 0) {
+    if (attr_stream_write(stream, hello, reason) < 0 ||
+        attr_stream_write(stream, list, reason) < 0) {
         vstr_sprintf(why, "showq: sending the request: %s", vstr_str(reason));
         got = -1;
     }
+    hello = attr_list_free(hello);
     list = attr_list_free(list);
+    /* showq's HELLO first: another version is a clear error. */
+    if (got == 0 && attr_stream_read(stream, &hello, reason) < 0) {
+        vstr_sprintf(why, "showq: no greeting: %s", vstr_str(reason));
+        got = -1;
+    } else if (got == 0 && showq_hello_take(hello, reason) < 0) {
+        vstr_sprintf(why, "showq: %s", vstr_str(reason));
+        got = -1;
+    }
+    attr_list_free(hello);
     while (got == 0) {
         if (attr_stream_read(stream, &list, reason) < 0) {
             vstr_sprintf(why, "showq: the listing was cut short: %s",

@@ -9,6 +9,10 @@
  * connects there with the group and drops it before it reads a byte.
  * Attribute lists (global/attr.h), in order:
  *
+ *   showq -> client  HELLO    (global/proto_hello.h: protocol=showq
+ *                             version=SHOWQ_PROTO_VERSION), on accept
+ *   client -> showq  HELLO    the client's, before its REQUEST (it need
+ *                             not wait for showq's)
  *   client -> showq  REQUEST  (showq_request_spec), once
  *   showq -> client  TEXT     (showq_reply_spec: text), any number: the
  *                             listing in pieces of at most SHOWQ_TEXT_MAX
@@ -40,6 +44,9 @@
 #define SHOWQ_REQUEST_TIMEOUT 10 /* s for the request to arrive */
 #define SHOWQ_CLIENT_TIMEOUT 60 /* s the client waits for each piece */
 
+#define SHOWQ_PROTO_NAME "showq" /* HELLO protocol= */
+#define SHOWQ_PROTO_VERSION 1 /* HELLO version=: bump on any change */
+
 #define SHOWQ_REQ_LIST "list"
 #define SHOWQ_STAT_OK "ok"
 #define SHOWQ_STAT_FAIL "fail"
@@ -59,6 +66,11 @@ typedef struct SHOWQ_REQUEST {
     const char *domain;
     const char *reason;
 } SHOWQ_REQUEST;
+
+/* showq_hello_take - the peer's HELLO: 0, or -1 with a reason naming
+   both versions; showq_hello_list - ours (caller frees) */
+extern int showq_hello_take(const ATTR_LIST *list, VSTR *why);
+extern ATTR_LIST *showq_hello_list(void);
 
 /* showq_request_encode - a REQUEST as an attribute list (caller frees) */
 extern ATTR_LIST *showq_request_encode(const SHOWQ_REQUEST *req);

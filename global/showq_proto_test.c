@@ -89,7 +89,10 @@ static void test_request_strict(void **state)
     refused(list, "by_domain");
 }
 
-/* client - showq_list against a peer that answers with the wire bytes
+#define HELLO_V1 "request=5:hello\nprotocol=5:showq\nversion=1:1\n\n"
+
+/* client - showq_list against a peer that greets (HELLO_V1, unless reply
+   begins with a greeting of its own) and answers with the wire bytes
    reply (then closes); its return, the text in out, the reason in why */
 static int client(const char *reply, VSTR *out, VSTR *why)
 {
@@ -104,6 +107,9 @@ static int client(const char *reply, VSTR *out, VSTR *why)
 
     assert_non_null(fp);
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
+    if (strncmp(reply, "request=5:hello", 15) != 0)
+        assert_int_equal(write(sv[1], HELLO_V1, strlen(HELLO_V1)),
+                         (ssize_t) strlen(HELLO_V1));
     assert_int_equal(write(sv[1], reply, strlen(reply)),
                      (ssize_t) strlen(reply));
     (void) shutdown(sv[1], SHUT_WR);
@@ -111,7 +117,7 @@ static int client(const char *reply, VSTR *out, VSTR *why)
     got = read(sv[1], request, sizeof(request) - 1);
     assert_true(got > 0);
     request[got] = 0;
-    assert_string_equal(request, "request=4:list\nby_domain=1:1\n\n");
+    assert_string_equal(request, HELLO_V1 "request=4:list\nby_domain=1:1\n\n");
     (void) close(sv[1]);
     fclose(fp);
     vstr_ncpy(out, text, text_len);
@@ -146,6 +152,18 @@ static void test_client(void **state)
     assert_non_null(strstr(vstr_str(why), "bad reply"));
     assert_int_equal(client("body=1:x\n\n", out, why), -1);
     assert_non_null(strstr(vstr_str(why), "bad reply"));
+
+    /* A showq of another version: both versions named, nothing listed. */
+    assert_int_equal(client("request=5:hello\nprotocol=5:showq\nversion=1:2\n\n"
+                            "status=2:ok\n\n",
+                            out, why),
+                     -1);
+    assert_non_null(strstr(vstr_str(why), "protocol mismatch: peer speaks "
+                                          "showq version 2; this side speaks "
+                                          "showq version 1"));
+    /* One that does not greet at all. */
+    assert_int_equal(client("request=5:hello\nstatus=2:ok\n\n", out, why), -1);
+    assert_non_null(strstr(vstr_str(why), "protocol mismatch"));
 
     vstr_free(out);
     vstr_free(why);

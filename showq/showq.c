@@ -112,7 +112,18 @@ static void showq_serve(SHOWQ_CTX *ctx, int fd)
     ATTR_LIST *list = NULL;
     SHOWQ_REQUEST req = {0};
 
-    if (attr_stream_read(stream, &list, why) < 0) {
+    ATTR_LIST *hello = showq_hello_list();
+    int greeted;
+
+    /* Our HELLO, then the client's: another version is logged with both. */
+    greeted = attr_stream_write(stream, hello, why);
+    hello = attr_list_free(hello);
+    if (greeted == 0 && (greeted = attr_stream_read(stream, &hello, why)) == 0)
+        greeted = showq_hello_take(hello, why);
+    attr_list_free(hello);
+    if (greeted < 0) {
+        msg_warn("showq: %s", vstr_str(why));
+    } else if (attr_stream_read(stream, &list, why) < 0) {
         msg_warn("showq request: %s", vstr_str(why));
     } else if (showq_request_decode(list, &req, why) < 0) {
         msg_warn("bad showq request: %s", vstr_str(why));

@@ -134,10 +134,11 @@ def test_user_mailq_lists_every_queued_message(system):
 
     # showq takes sluice queue's options: --json through the socket.
     with showq_socket(inst) as sock:
-        sock.sendall(proto.encode([("request", "list"), ("json", 1)]))
+        sock.sendall(hello() + proto.encode([("request", "list"), ("json", 1)]))
         lists = proto.decode_all(read_all(sock))
+    assert proto.encode(lists[0]) == SHOWQ_HELLO     # showq greets first
     assert lists[-1] == [("status", b"ok")]
-    text = b"".join(v for l in lists[:-1] for n, v in l if n == "text")
+    text = b"".join(v for l in lists[1:-1] for n, v in l if n == "text")
     assert text.decode() == inst.check("queue", "--json")
     assert len(text.splitlines()) == 3
 
@@ -177,6 +178,14 @@ def test_user_mailq_fails_loudly_without_showq(system):
     assert "in 3 Requests." in inst.check("queue")
 
 
+def hello(version=1):
+    return proto.encode([("request", "hello"), ("protocol", "showq"),
+                         ("version", version)])
+
+
+SHOWQ_HELLO = hello()
+
+
 def showq_socket(inst):
     path = str(inst.queue_dir / "public" / "showq")
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -198,20 +207,25 @@ def test_showq_drops_garbage_and_stalls(system):
     inst, _ = system
     with showq_socket(inst) as sock:
         sock.sendall(b"this is not an attribute list\n\n")
-        assert read_all(sock) == b""    # dropped, nothing listed
-    inst.wait_log(r"showq\[\d+\]: warning: showq request: ")
+        assert read_all(sock) == SHOWQ_HELLO    # dropped, nothing listed
+    inst.wait_log(r"showq\[\d+\]: warning: showq: ")
+    with showq_socket(inst) as sock:    # another version: logged, dropped
+        sock.sendall(hello(2) + b"request=4:list\n\n")
+        assert read_all(sock) == SHOWQ_HELLO
+    inst.wait_log(r"showq\[\d+\]: warning: showq: protocol mismatch: peer "
+                  r"speaks showq version 2; this side speaks showq version 1")
     with showq_socket(inst) as sock:
-        sock.sendall(b"request=6:delete\n\n")
-        reply = read_all(sock)
+        sock.sendall(hello() + b"request=6:delete\n\n")
+        reply = read_all(sock)[len(SHOWQ_HELLO):]
     assert reply.startswith(b"status=4:fail\n") and b"unknown request" in reply
     with showq_socket(inst) as sock:
-        sock.sendall(b"request=4:list\nbody=1:1\n\n")
-        assert read_all(sock).startswith(b"status=4:fail\n")
+        sock.sendall(hello() + b"request=4:list\nbody=1:1\n\n")
+        assert read_all(sock)[len(SHOWQ_HELLO):].startswith(b"status=4:fail\n")
     with showq_socket(inst) as sock:    # says nothing: dropped
-        assert read_all(sock) == b""
-    inst.wait_log(r"showq\[\d+\]: warning: showq request: timeout")
+        assert read_all(sock) == SHOWQ_HELLO
+    inst.wait_log(r"showq\[\d+\]: warning: showq: timeout")
     # and it still serves
     with showq_socket(inst) as sock:
-        sock.sendall(b"request=4:list\n\n")
+        sock.sendall(hello() + b"request=4:list\n\n")
         reply = read_all(sock)
     assert b"Mail queue is empty" in reply and reply.endswith(b"status=2:ok\n\n")
