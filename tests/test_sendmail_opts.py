@@ -263,3 +263,21 @@ def test_bs_as_ordinary_user(make_instance):
     assert r.returncode == 0, r.stderr
     qid = [x for x in out.split("\r\n") if "queued as" in x][0].split()[-1]
     assert "Subject: nobody" in content(inst, qid)
+
+
+def test_bs_carries_ret_and_envid(make_instance):
+    """sendmail -bs runs smtpd -S, so MAIL FROM's RET= and ENVID= (xtext)
+    reach the queue file as they do over the network."""
+    inst = make_instance()
+    inst.remove_service("qmgr")         # the queue file stays in incoming/
+    inst.start()
+    session = (b"EHLO me\r\nMAIL FROM:<me@example.org> RET=HDRS"
+               b" ENVID=bs+2Eone\r\nRCPT TO:<to@example.org>\r\nDATA\r\n"
+               b"Subject: bs\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    r = sendmail(inst, "-bs", data=session)
+    out = r.stdout.decode("ascii", "replace")
+    assert r.returncode == 0 and "queued as " in out, (out, r.stderr)
+    qid = [x for x in out.split("\r\n") if "queued as" in x][0].split()[-1]
+    [path] = [p for p in (inst.queue_dir / "incoming").rglob(qid)]
+    attrs = qfile_reader.read(path).attrs
+    assert attrs.get("ret") == "HDRS" and attrs.get("envid") == "bs.one", attrs
