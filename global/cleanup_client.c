@@ -128,11 +128,26 @@ CLEANUP_CLIENT *cleanup_client_begin(const char *path, int timeout_ms,
                                      const char *origin, const char *full_name,
                                      int *code, VSTR *why)
 {
+    return cleanup_client_begin_dsn(path, timeout_ms, flags, sender, origin,
+                                    full_name, NULL, NULL, code, why);
+}
+
+/* cleanup_client_begin_dsn - cleanup_client_begin with RET and ENVID; see
+   cleanup_client.h */
+CLEANUP_CLIENT *cleanup_client_begin_dsn(const char *path, int timeout_ms,
+                                         int flags, const char *sender,
+                                         const char *origin,
+                                         const char *full_name, const char *ret,
+                                         const char *envid, int *code,
+                                         VSTR *why)
+{
     CLEANUP_CLIENT *client;
     CLEANUP_BEGIN begin = {.flags = flags,
                            .sender = sender,
                            .origin = origin,
                            .size = -1,
+                           .ret = ret,
+                           .envid = envid,
                            .full_name = full_name};
     int sock;
 

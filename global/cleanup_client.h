@@ -35,6 +35,13 @@ extern CLEANUP_CLIENT *cleanup_client_begin(const char *path, int timeout_ms,
                                             const char *origin,
                                             const char *full_name, int *code,
                                             VSTR *why);
+/* cleanup_client_begin_dsn - the same, with the message's DSN RET
+   ("HDRS" or "FULL") and ENVID (NULL or "": none) in BEGIN, as smtpd
+   passes MAIL FROM's RET= and ENVID= */
+extern CLEANUP_CLIENT *cleanup_client_begin_dsn(
+    const char *path, int timeout_ms, int flags, const char *sender,
+    const char *origin, const char *full_name, const char *ret,
+    const char *envid, int *code, VSTR *why);
 extern const char *cleanup_client_queue_id(const CLEANUP_CLIENT *client);
 /* cleanup_client_rcpt - one recipient; orcpt and notify may be NULL */
 extern int cleanup_client_rcpt(CLEANUP_CLIENT *client, const char *address,

@@ -29,6 +29,8 @@
 static char test_dir[64];
 static char test_sock[128];
 static const char *test_full_name; /* BEGIN must carry it, when set */
+static const char *test_ret; /* BEGIN's ret: this, or absent when NULL */
+static const char *test_envid; /* BEGIN's envid: this, or absent when NULL */
 static long long test_version = CLEANUP_PROTO_VERSION; /* of our HELLO */
 
 /* test_hello - the fake cleanup's HELLO, claiming test_version */
@@ -69,6 +71,18 @@ static void test_reply(ATTR_STREAM *stream, int status, const char *qid)
     vstr_free(why);
 }
 
+/* test_attr_is - list has name with value want, or lacks it when want is
+   NULL */
+static bool test_attr_is(const ATTR_LIST *list, const char *name,
+                         const char *want)
+{
+    const char *value = attr_get_str(list, name);
+
+    if (want == NULL)
+        return value == NULL;
+    return value != NULL && strcmp(value, want) == 0;
+}
+
 /* test_server - cleanup's side for one connection; end_status is what END
    gets when all was well. Exit 0 when the client behaved. */
 static void test_server(int lsock, int end_status)
@@ -104,7 +118,9 @@ static void test_server(int lsock, int end_status)
         (test_full_name != NULL &&
          (attr_get_str(list, CLEANUP_ATTR_FULL_NAME) == NULL ||
           strcmp(attr_get_str(list, CLEANUP_ATTR_FULL_NAME), test_full_name) !=
-              0))) {
+              0)) ||
+        !test_attr_is(list, CLEANUP_ATTR_RET, test_ret) ||
+        !test_attr_is(list, CLEANUP_ATTR_ENVID, test_envid)) {
         fprintf(stderr, "fake cleanup: BEGIN: %s\n", vstr_str(why));
         _exit(2);
     }
@@ -257,6 +273,44 @@ static void test_refused_code(void **state)
     vstr_free(why);
 }
 
+/* test_dsn_begin - cleanup_client_begin_dsn puts RET and ENVID in BEGIN;
+   NULL or "" leaves them out (the fake cleanup checks both) */
+static void test_dsn_begin(void **state)
+{
+    VSTR *why = vstr_alloc(100);
+    VSTR *content = vstr_alloc(TEST_CONTENT_LEN);
+    static const char *const cases[][2] = {
+        {"HDRS", "env.1"}, {"FULL", NULL}, {NULL, "x"}, {NULL, NULL}};
+
+    test_content(content);
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(cases); i++) {
+        CLEANUP_CLIENT *client;
+        pid_t pid;
+        int code = -1;
+
+        test_ret = cases[i][0];
+        test_envid = cases[i][1];
+        pid = test_start(0);
+        client = cleanup_client_begin_dsn(
+            test_sock, 10000, 0, "a@test", "local", NULL,
+            test_ret != NULL ? test_ret : "", test_envid, &code, why);
+        if (client == NULL)
+            fail_msg("begin: %s", vstr_str(why));
+        assert_int_equal(cleanup_client_rcpt(client, "b@test", NULL, NULL, why),
+                         0);
+        assert_int_equal(cleanup_client_rcpt(client, "c@test", NULL, NULL, why),
+                         0);
+        assert_int_equal(cleanup_client_write(client, vstr_str(content),
+                                              vstr_len(content), why),
+                         0);
+        assert_int_equal(cleanup_client_end(client, &code, why), 0);
+        assert_int_equal(test_wait(pid), 0);
+    }
+    test_ret = test_envid = NULL;
+    vstr_free(content);
+    vstr_free(why);
+}
+
 /* test_abort - hanging up before END: cleanup sees EOF, nothing queued */
 static void test_abort(void **state)
 {
@@ -326,6 +380,7 @@ int main(void)
         cmocka_unit_test(test_commit),
         cmocka_unit_test(test_refused),
         cmocka_unit_test(test_refused_code),
+        cmocka_unit_test(test_dsn_begin),
         cmocka_unit_test(test_abort),
         cmocka_unit_test(test_version_mismatch),
         cmocka_unit_test(test_no_server),

@@ -6,7 +6,9 @@
  * a lost trigger only delays a message. Each maildrop file (named by its
  * queue ID; sendmail's ".tmp.QID" files are not finished and are skipped) is
  * read with the strict queue-file reader and handed to cleanup over
- * private/cleanup (global/cleanup_client.h) with the local-submission flag.
+ * private/cleanup (global/cleanup_client.h) with the local-submission flag,
+ * the sender's full name (sendmail -F) and the DSN RET and ENVID (sendmail
+ * -R, -V), each from the file's attribute of that name when it has one.
  * The file is removed only after cleanup has answered that the new queue
  * file is committed, so a crash anywhere means at worst a duplicate, never
  * a loss.
@@ -116,6 +118,34 @@ static int pickup_check_rcpt(const char *addr, VSTR *why)
     return submit_check_address(addr, false, why);
 }
 
+/* pickup_check_ret - a "ret" attribute (sendmail -R) is HDRS or FULL */
+static int pickup_check_ret(const char *value, VSTR *why)
+{
+    if (strcasecmp(value, "HDRS") == 0 || strcasecmp(value, "FULL") == 0)
+        return 0;
+    vstr_cpy(why, "is not HDRS or FULL");
+    return -1;
+}
+
+/* pickup_check_envid - an "envid" attribute (sendmail -V) is 1 to 100
+   printable ASCII characters without spaces (RFC 3461) */
+static int pickup_check_envid(const char *value, VSTR *why)
+{
+    size_t len = strlen(value);
+
+    if (len == 0 || len > 100) {
+        vstr_cpy(why, "does not have 1 to 100 characters");
+        return -1;
+    }
+    for (const char *cp = value; *cp; cp++) {
+        if (*cp <= ' ' || *cp > '~') {
+            vstr_cpy(why, "is not printable ASCII without spaces");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* pickup_check_envelope - the rules sendmail applies before it writes a
    maildrop file, applied again to what is in the file: an older or a
    foreign sendmail may have written it, and cleanup would pass on (or
@@ -123,11 +153,18 @@ static int pickup_check_rcpt(const char *addr, VSTR *why)
 static bool pickup_check_envelope(const QFILE_INFO *info, VSTR *why)
 {
     const char *full_name = qfile_info_attr(info, "full_name");
+    const char *ret = qfile_info_attr(info, "ret");
+    const char *envid = qfile_info_attr(info, "envid");
 
     if (!pickup_check_value("sender", info->sender, pickup_check_sender, why))
         return false;
     if (full_name != NULL && !pickup_check_value("full name", full_name,
                                                  submit_check_full_name, why))
+        return false;
+    if (ret != NULL && !pickup_check_value("ret", ret, pickup_check_ret, why))
+        return false;
+    if (envid != NULL &&
+        !pickup_check_value("envid", envid, pickup_check_envid, why))
         return false;
     for (size_t i = 0; i < info->rcpt_count; i++) {
         const QFILE_RCPT *rcpt = info->rcpts + i;
@@ -204,10 +241,13 @@ static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const struct stat *st,
     int ret;
 
     *corrupt = false;
-    if ((client = cleanup_client_begin(
+    /* sendmail -R and -V, as smtpd passes MAIL FROM's RET= and ENVID=;
+       a maildrop file from before they were carried has neither. */
+    if ((client = cleanup_client_begin_dsn(
              ctx->cleanup_path, PICKUP_TIMEOUT_MS, CLEANUP_FLAG_LOCAL,
-             info->sender, "local", qfile_info_attr(info, "full_name"), &code,
-             why)) == NULL)
+             info->sender, "local", qfile_info_attr(info, "full_name"),
+             qfile_info_attr(info, "ret"), qfile_info_attr(info, "envid"),
+             &code, why)) == NULL)
         return code > 0 ? code : -1;
     vstr_cpy(queue_id, cleanup_client_queue_id(client));
     for (size_t i = 0; i < info->rcpt_count; i++) {

@@ -9,8 +9,10 @@
  *
  * Options are read getopt style, as Postfix's sendmail reads them: flags
  * bundle (-ti), a value is attached or the next word (-fme, -f me), --
- * ends them. -N is queued as every recipient's NOTIFY= list; -R and -V
- * are checked but not carried (pickup passes no RET/ENVID on yet);
+ * ends them. -N is queued as every recipient's NOTIFY= list; -R (as
+ * HDRS or FULL) and -V go into the maildrop file as the "ret" and "envid"
+ * attributes, which pickup hands to cleanup as smtpd hands on MAIL FROM's
+ * RET= and ENVID=;
  * -G -Am -Ac -L -X -o* -O -B -h -m -n -U -v are accepted and ignored.
  * -bv checks each command line recipient as a submission would and says
  * "deliverable" (syntax only: no table is consulted); -bd runs `sluice
@@ -100,6 +102,8 @@ typedef struct SENDMAIL_OPTS {
     bool extract; /* -t */
     bool ignore_dots; /* -i, -oi */
     char *notify; /* -N as a NOTIFY= list, or NULL */
+    const char *ret; /* -R as "HDRS" or "FULL", or NULL */
+    const char *envid; /* -V, or NULL */
     ARGV *rcpts; /* command line recipients */
 } SENDMAIL_OPTS;
 
@@ -287,9 +291,11 @@ static void sendmail_parse_value(int ch, const char *value, SENDMAIL_OPTS *opts)
         if (strcasecmp(value, "hdrs") != 0 && strcasecmp(value, "full") != 0)
             sendmail_fail(EX_USAGE, "bad -R value \"%.20s\": hdrs or full",
                           value);
+        opts->ret = strcasecmp(value, "hdrs") == 0 ? "HDRS" : "FULL";
         break;
     case 'V':
         sendmail_check_envid(value);
+        opts->envid = value;
         break;
     default:
         /* -O option=value, -B type, -h count: accepted, unused. */
@@ -772,6 +778,10 @@ static int sendmail_deliver(SENDMAIL_OPTS *opts, const MAIL_CONF *conf)
     qfile_put_sender(writer, sender);
     if (opts->full_name != NULL)
         qfile_put_attr(writer, "full_name", opts->full_name);
+    if (opts->ret != NULL)
+        qfile_put_attr(writer, "ret", opts->ret);
+    if (opts->envid != NULL)
+        qfile_put_attr(writer, "envid", opts->envid);
     for (i = 0; i < rcpts->argc; i++)
         qfile_put_rcpt(writer, rcpts->argv[i], NULL, opts->notify);
     qfile_put_content_begin(writer);

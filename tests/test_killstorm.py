@@ -4,7 +4,10 @@ item 2; issue "Hardening", items 6 and 7)
 Client threads send messages over SMTP (and a few through bin/sendmail) into
 an instance that relays everything to an aiosmtpd sink. Meanwhile a killer
 thread SIGKILLs one random daemon (smtpd, cleanup, qmgr, smtp, pickup,
-bounce, local), whatever its age, every 0.3 s. Then master and every child
+bounce, local, showq), whatever its age, every 0.3 s; a reader thread asks
+showq for the queue listing over and over so that there is a showq to kill
+(it only reads the queue: killing it mid-listing must lose nothing), and
+after the restart showq must list the queue again. Then master and every child
 are SIGKILLed at once and the instance is started again. Every message that
 got its 250 (or sendmail's exit 0) must reach the sink at least once;
 duplicates are counted and printed (SMTP cannot avoid a small window
@@ -24,7 +27,7 @@ at the sink is a duplicate made by sluice, not by the client.
 
 Sizes: KILLSTORM_MESSAGES (default 1000) messages, first tries paced over
 KILLSTORM_SECONDS (default messages / 100, at least 10), retries for 30 s
-more. Knobs: KILLSTORM_VICTIMS (default all seven daemons),
+more. Knobs: KILLSTORM_VICTIMS (default all eight daemons),
 KILLSTORM_INTERVAL (seconds between kills, default 0.3), KILLSTORM_MIN_AGE
 (seconds a process must have run before it may be killed, default 0),
 KILLSTORM_DRAIN_SECONDS (default 120), KILLSTORM_SINK_DELAY (seconds the
@@ -45,10 +48,12 @@ import threading
 import time
 from collections import Counter
 
+import proto
 from conftest import (BIN, LIBEXEC, pid_alive, require, smtp_queue,
                       wait_until)
 
-DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "pickup", "bounce", "local")
+DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "pickup", "bounce", "local",
+           "showq")
 # KILLSTORM_VICTIMS="qmgr smtp" narrows the storm (to see who causes what)
 VICTIMS = set(os.environ.get("KILLSTORM_VICTIMS", " ".join(DAEMONS)).split())
 SENDMAIL = BIN / "sendmail"
@@ -104,6 +109,7 @@ class Storm:
         self.first_ok = 0                        # first attempts acked
         self.refused = Counter()                 # why attempts failed
         self.kills = Counter()
+        self.listings = Counter()                # showq: ok / cut short
         self.stop_killing = threading.Event()
 
     def _take(self, todo):
@@ -220,6 +226,14 @@ class Storm:
             except subprocess.TimeoutExpired:
                 self.done(n, msgid, False, "sendmail timeout")
 
+    # the showq reader: mailq's conversation on public/showq, so that a
+    # showq runs for the killer to find
+
+    def showq_client(self, pause=0.1):
+        while not self.stop_killing.wait(pause):
+            self.listings["ok" if showq_list(self.inst, timeout=10)
+                          else "cut short"] += 1
+
     # the killer
 
     def killer(self, interval=INTERVAL, min_age=MIN_AGE):
@@ -239,6 +253,35 @@ class Storm:
                 self.kills[name] += 1
             except ProcessLookupError:
                 pass
+
+
+SHOWQ_HELLO = [("request", "hello"), ("protocol", "showq"), ("version", 1)]
+
+
+def showq_list(inst, timeout=30):
+    """Ask public/showq for the listing (as mailq does); True when it came
+    whole (showq's HELLO, text, status ok), False when it was cut short."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    data = b""
+    try:
+        sock.connect(str(inst.queue_dir / "public" / "showq"))
+        sock.sendall(proto.encode(SHOWQ_HELLO) +
+                     proto.encode([("request", "list")]))
+        while True:
+            got = sock.recv(65536)
+            if not got:
+                break
+            data += got
+    except OSError:
+        return False
+    finally:
+        sock.close()
+    try:
+        lists = proto.decode_all(data)
+    except ValueError:
+        return False
+    return len(lists) >= 2 and lists[-1] == [("status", b"ok")]
 
 
 def proc_age(pid):
@@ -409,14 +452,17 @@ def run_storm(make_instance, make_sink, total, send_seconds=None, clients=4,
                for _ in range(clients)]
     threads.append(threading.Thread(target=storm.sendmail_client, daemon=True))
     killer = threading.Thread(target=storm.killer, daemon=True)
+    reader = threading.Thread(target=storm.showq_client, daemon=True)
     started = time.monotonic()
     for t in threads:
         t.start()
     killer.start()
+    reader.start()
     for t in threads:
         t.join(send_seconds + 60)
     storm.stop_killing.set()
     killer.join(10)
+    reader.join(30)
     send_time = time.monotonic() - started
 
     # The final blow: master and every child at once, then a fresh start.
@@ -464,6 +510,7 @@ def run_storm(make_instance, make_sink, total, send_seconds=None, clients=4,
         "duplicates_via_sendmail": unknown,
         "attempts": sum(storm.attempts.values()),
         "kills": dict(storm.kills),
+        "showq_listings": dict(storm.listings),
         "refused": dict(storm.refused),
         "send_seconds": round(send_time, 1),
         "drain_seconds": round(drain_time, 1),
@@ -484,6 +531,9 @@ def run_storm(make_instance, make_sink, total, send_seconds=None, clients=4,
            "processes" % (
                ", ".join("%s %d" % kv for kv in sorted(storm.kills.items())),
                INTERVAL, MIN_AGE, len(killed)))
+    report("showq listings: %s" % (
+        ", ".join("%s %d" % kv for kv in sorted(storm.listings.items()))
+        or "none"))
     report("attempts not acknowledged: %s" % (
         ", ".join("%s %d" % kv for kv in storm.refused.most_common(8)) or "none"))
     if late:
@@ -524,6 +574,11 @@ def run_storm(make_instance, make_sink, total, send_seconds=None, clients=4,
                DRAIN_TIMEOUT, interval=0.5, what="an empty queue after the storm")
     assert queue_files(inst, "corrupt") == [], "corrupt/ holds files"
     assert queue_files(inst, "hold") == [], "hold/ holds files"
+    # showq, killed with the rest, answers again.
+    if "showq" in VICTIMS:
+        assert storm.listings["ok"] > 0, "showq never listed the queue"
+        wait_until(lambda: showq_list(inst), 30, interval=0.5,
+                   what="a whole listing from showq after the storm")
     figures["inst"] = inst
     figures["sink"] = sink
     return figures

@@ -5,6 +5,8 @@ ignored (-G -Am -Ac -v -X -L -o...); and sendmail -bs run by an ordinary
 user, who cannot write the instance's log file.
 """
 
+import email
+import email.policy
 import os
 import subprocess
 
@@ -13,6 +15,7 @@ import pytest
 import qfile_reader
 from conftest import BIN, LIBEXEC, CMD_TIMEOUT, require, wait_until
 from test_sendmail import SENDMAIL, content, maildrop, sendmail, wait_queued
+from test_delivery import dsn_parts, relay_instance
 
 
 @pytest.fixture(autouse=True)
@@ -103,6 +106,62 @@ def test_dsn_notify_is_carried(make_instance):
     inst.start()
     [msg] = wait_queued(inst)
     assert "NEVER" in inst.check("cat", msg["queue_id"])
+
+
+@pytest.mark.parametrize("ret", ["hdrs", "full"])
+def test_dsn_ret_and_envid_are_carried(make_instance, make_sink, ret):
+    """-R and -V reach the DSN as MAIL FROM's RET= and ENVID= do: a bounce
+    names Original-Envelope-Id and returns the headers only (-R hdrs) or
+    the whole message (-R full). Before, both were checked and dropped:
+    no Original-Envelope-Id and always the whole message."""
+    require(LIBEXEC / "qmgr", LIBEXEC / "smtp", LIBEXEC / "bounce")
+    sink = make_sink(rcpt_replies={"gone": "550 5.1.1 no such user here"})
+    inst = relay_instance(make_instance, sink, retry_schedule="1h")
+    r = sendmail(inst, "-f", "alice@example.test", "-R", ret, "-V", "myenvid",
+                 "-N", "failure", "gone@dest.test",
+                 data=b"Subject: returned\n\nthe secret body\n")
+    assert r.returncode == 0, r.stderr
+    [dsn] = wait_until(lambda: [m for m in sink.received()
+                                if m.mail_from == ""],
+                       timeout=30, what="the DSN at the sink")
+    assert dsn.rcpt_tos == ["alice@example.test"]
+    msg, rcpts = dsn_parts(dsn.data)
+    assert [(x["final-recipient"], x["action"]) for x in rcpts] == [
+        ("rfc822; gone@dest.test", "failed")]
+    [status] = [p for p in msg.walk()
+                if p.get_content_type() == "message/delivery-status"]
+    top = dict((k.lower(), v) for k, v in status.get_payload()[0].items())
+    assert top.get("original-envelope-id") == "myenvid"
+    returned = msg.get_payload()[2]
+    if ret == "hdrs":
+        assert returned.get_content_type() == "text/rfc822-headers"
+        assert "Subject: returned" in returned.get_payload()
+        assert b"the secret body" not in dsn.data
+    else:
+        assert returned.get_content_type() == "message/rfc822"
+        original = returned.get_payload()[0]
+        assert original["Subject"] == "returned"
+        assert "the secret body" in original.get_payload()
+
+
+def test_bad_ret_envid_in_maildrop_file(make_instance):
+    """pickup checks "ret" and "envid" again (another sendmail may have
+    written the file): a bad one moves the file to corrupt/ with a
+    warning, and nothing is lost."""
+    inst = make_instance()
+    r = sendmail(inst, "-R", "hdrs", "-V", "good", "a@example.org",
+                 data=b"Subject: n\n\nb\n")
+    assert r.returncode == 0, r.stderr
+    [name] = maildrop(inst)
+    path = inst.queue_dir / "maildrop" / name
+    raw = path.read_bytes()
+    assert raw.count(b"HDRS") == 1
+    path.write_bytes(raw.replace(b"HDRS", b"BODY"))
+    inst.start()
+    inst.wait_log(r"%s: bad maildrop file: ret \"BODY\" is not HDRS or FULL;"
+                  r" moved to corrupt/"
+                  % name)
+    assert (inst.queue_dir / "corrupt" / name).exists()
 
 
 @pytest.mark.parametrize("args,said", [
@@ -204,3 +263,21 @@ def test_bs_as_ordinary_user(make_instance):
     assert r.returncode == 0, r.stderr
     qid = [x for x in out.split("\r\n") if "queued as" in x][0].split()[-1]
     assert "Subject: nobody" in content(inst, qid)
+
+
+def test_bs_carries_ret_and_envid(make_instance):
+    """sendmail -bs runs smtpd -S, so MAIL FROM's RET= and ENVID= (xtext)
+    reach the queue file as they do over the network."""
+    inst = make_instance()
+    inst.remove_service("qmgr")         # the queue file stays in incoming/
+    inst.start()
+    session = (b"EHLO me\r\nMAIL FROM:<me@example.org> RET=HDRS"
+               b" ENVID=bs+2Eone\r\nRCPT TO:<to@example.org>\r\nDATA\r\n"
+               b"Subject: bs\r\n\r\nbody\r\n.\r\nQUIT\r\n")
+    r = sendmail(inst, "-bs", data=session)
+    out = r.stdout.decode("ascii", "replace")
+    assert r.returncode == 0 and "queued as " in out, (out, r.stderr)
+    qid = [x for x in out.split("\r\n") if "queued as" in x][0].split()[-1]
+    [path] = [p for p in (inst.queue_dir / "incoming").rglob(qid)]
+    attrs = qfile_reader.read(path).attrs
+    assert attrs.get("ret") == "HDRS" and attrs.get("envid") == "bs.one", attrs

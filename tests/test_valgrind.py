@@ -7,7 +7,8 @@ SLUICE_* environment; valgrind keeps both: its own descriptors live above
 the soft limit). Twenty messages go through smtpd, cleanup, qmgr and smtp to
 the sink, two more through sendmail and pickup, and three to local users
 (one of them an alias that local also forwards through cleanup to the
-sink); then the instance stops and every valgrind log must show no error
+sink), and the queue is listed twice through showq (public/showq, mailq's
+way in); then the instance stops and every valgrind log must show no error
 and no definite leak.
 
 Skips (fails under CI) when valgrind is not installed; skips when the
@@ -18,13 +19,16 @@ import os
 import re
 import shutil
 import smtplib
+import socket
 import subprocess
 
 import pytest
 
+import proto
 from conftest import BIN, LIBEXEC, TOP, require, wait_until
 
-DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "pickup", "bounce", "local")
+DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "pickup", "bounce", "local",
+           "showq")
 VALGRIND = shutil.which("valgrind") or "/usr/bin/valgrind"
 MESSAGES = 20
 ERROR_EXIT = 97
@@ -78,6 +82,27 @@ def wrap_services(inst, logs):
     inst.master_cf.write_text("\n".join(lines) + "\n")
 
 
+def showq_list(inst, options):
+    """One listing from public/showq (mailq's conversation): the lists
+    showq sent, its HELLO first."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(60)
+    data = b""
+    try:
+        sock.connect(str(inst.queue_dir / "public" / "showq"))
+        sock.sendall(proto.encode([("request", "hello"), ("protocol", "showq"),
+                                   ("version", 1)]) +
+                     proto.encode([("request", "list")] + options))
+        while True:
+            got = sock.recv(65536)
+            if not got:
+                break
+            data += got
+    finally:
+        sock.close()
+    return proto.decode_all(data)
+
+
 def log_problems(text):
     """The complaints in one valgrind log: error summary and definite leaks."""
     problems = []
@@ -93,7 +118,7 @@ def log_problems(text):
 def test_daemons_under_valgrind(make_instance, make_sink, tmp_path):
     need_valgrind()
     require(*(LIBEXEC / d for d in ("smtpd", "cleanup", "qmgr", "smtp", "pickup",
-                                    "local")),
+                                    "local", "showq")),
             BIN / "sendmail")
     sink = make_sink()
     inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
@@ -139,6 +164,10 @@ def test_daemons_under_valgrind(make_instance, make_sink, tmp_path):
                    60, what="a Maildir message for %s" % user)
     # Let qmgr write back the last results before the stop.
     inst.wait_log(r": removed", timeout=30, count=MESSAGES + 6)
+    # the queue listed through showq, as mailq asks it: plain and --json
+    for options in ([], [("json", 1)]):
+        lists = showq_list(inst, options)
+        assert lists[-1] == [("status", b"ok")], lists
 
     r = inst.stop(timeout=60)
     assert r.returncode == 0, r.stderr or r.stdout
@@ -150,7 +179,7 @@ def test_daemons_under_valgrind(make_instance, make_sink, tmp_path):
 
     files = sorted(logs.glob("*.log"))
     seen = {f.name.split(".")[0] for f in files}
-    for d in ("smtpd", "cleanup", "qmgr", "smtp", "pickup", "local"):
+    for d in ("smtpd", "cleanup", "qmgr", "smtp", "pickup", "local", "showq"):
         assert d in seen, "no valgrind log of %s (have %s)" % (d, sorted(seen))
     bad = {}
     for f in files:
