@@ -11,29 +11,11 @@
 
 #include "attr.h"
 #include "bounce_proto.h"
+#include "proto_test.h"
 #include "vstr.h"
 
 #define TEST_QID "0123456789ABCDEF"
 #define TEST_DSN_QID "0123456789ABCDEG"
-
-/* wire - list through the wire form and back, as the peer sees it */
-static ATTR_LIST *wire(ATTR_LIST *list)
-{
-    VSTR *buf = vstr_alloc(100);
-    VSTR *why = vstr_alloc(100);
-    ATTR_LIST *out = NULL;
-    size_t used = 0;
-
-    attr_list_encode(list, buf);
-    assert_int_equal(attr_list_decode(vstr_str(buf), vstr_len(buf),
-                                      BOUNCE_LIST_MAX, &used, &out, why),
-                     1);
-    assert_int_equal(used, vstr_len(buf));
-    attr_list_free(list);
-    vstr_free(buf);
-    vstr_free(why);
-    return out;
-}
 
 /* notify_list - a NOTIFY list, with one attribute replaced or left out
    (value NULL) when name is given */
@@ -80,7 +62,8 @@ static void test_notify_round_trip(void **state)
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(kinds); i++) {
         BOUNCE_REQ out = {
             .kind = kinds[i], .queue_name = "deferred", .queue_id = TEST_QID};
-        ATTR_LIST *list = wire(bounce_req_list(&out));
+        ATTR_LIST *list =
+            proto_test_wire(bounce_req_list(&out), BOUNCE_LIST_MAX);
         BOUNCE_REQ in;
 
         assert_int_equal(bounce_req_take(list, &in, why), 0);
@@ -139,7 +122,8 @@ static void test_status(void **state)
     VSTR *why = vstr_alloc(100);
     BOUNCE_STATUS out = {.status = 0, .dsn_queue_id = TEST_DSN_QID};
     BOUNCE_STATUS in;
-    ATTR_LIST *list = wire(bounce_status_list(&out));
+    ATTR_LIST *list =
+        proto_test_wire(bounce_status_list(&out), BOUNCE_LIST_MAX);
 
     assert_int_equal(bounce_status_take(list, &in, why), 0);
     assert_int_equal(in.status, 0);
@@ -148,7 +132,7 @@ static void test_status(void **state)
     attr_list_free(list);
 
     out = (BOUNCE_STATUS){.status = 1, .reason = "cleanup: lost\nconnection"};
-    list = wire(bounce_status_list(&out));
+    list = proto_test_wire(bounce_status_list(&out), BOUNCE_LIST_MAX);
     assert_int_equal(bounce_status_take(list, &in, why), 0);
     assert_int_equal(in.status, 1);
     assert_string_equal(in.reason, "cleanup: lost\nconnection");
@@ -183,7 +167,7 @@ static void test_status(void **state)
 static void test_hello(void **state)
 {
     VSTR *why = vstr_alloc(100);
-    ATTR_LIST *list = wire(bounce_hello_list());
+    ATTR_LIST *list = proto_test_wire(bounce_hello_list(), BOUNCE_LIST_MAX);
 
     assert_string_equal(attr_get_str(list, BOUNCE_ATTR_PROTOCOL), "bounce");
     assert_string_equal(attr_get_str(list, BOUNCE_ATTR_VERSION), "1");

@@ -12,6 +12,7 @@
 
 #include "attr.h"
 #include "cleanup_proto.h"
+#include "proto_test.h"
 #include "vstr.h"
 
 #define TEST_QID "0123456789ABCDEF"
@@ -20,25 +21,6 @@ typedef struct TEST_PAIR {
     const char *name;
     const char *value;
 } TEST_PAIR;
-
-/* wire - list through the wire form and back, as the peer sees it */
-static ATTR_LIST *wire(ATTR_LIST *list)
-{
-    VSTR *buf = vstr_alloc(100);
-    VSTR *why = vstr_alloc(100);
-    ATTR_LIST *out = NULL;
-    size_t used = 0;
-
-    attr_list_encode(list, buf);
-    assert_int_equal(attr_list_decode(vstr_str(buf), vstr_len(buf),
-                                      CLEANUP_LIST_MAX, &used, &out, why),
-                     1);
-    assert_int_equal(used, vstr_len(buf));
-    attr_list_free(list);
-    vstr_free(buf);
-    vstr_free(why);
-    return out;
-}
 
 /* build - a list of pairs, without the one named skip (when given) */
 static ATTR_LIST *build(const TEST_PAIR *pairs, size_t count, const char *skip)
@@ -141,7 +123,8 @@ static void test_begin_round_trip(void **state)
     CLEANUP_BEGIN in;
     CLEANUP_BEGIN bare = {.sender = "", .origin = "local", .size = -1};
     VSTR *why = vstr_alloc(100);
-    ATTR_LIST *list = wire(cleanup_begin_list(&out));
+    ATTR_LIST *list =
+        proto_test_wire(cleanup_begin_list(&out), CLEANUP_LIST_MAX);
 
     assert_int_equal(cleanup_list_request(list) != NULL, 1);
     assert_string_equal(cleanup_list_request(list), CLEANUP_REQ_BEGIN);
@@ -161,7 +144,7 @@ static void test_begin_round_trip(void **state)
     attr_list_free(list);
 
     /* Absent optional fields stay absent; the null sender survives. */
-    list = wire(cleanup_begin_list(&bare));
+    list = proto_test_wire(cleanup_begin_list(&bare), CLEANUP_LIST_MAX);
     assert_int_equal(cleanup_begin_take(list, &in, why), 0);
     assert_int_equal(in.flags, 0);
     assert_string_equal(in.sender, "");
@@ -218,14 +201,15 @@ static void test_rcpt(void **state)
     CLEANUP_RCPT bare = {.address = "z@y.test", .orcpt = "", .notify = NULL};
     CLEANUP_RCPT in;
     VSTR *why = vstr_alloc(100);
-    ATTR_LIST *list = wire(cleanup_rcpt_list(&out));
+    ATTR_LIST *list =
+        proto_test_wire(cleanup_rcpt_list(&out), CLEANUP_LIST_MAX);
 
     assert_int_equal(cleanup_rcpt_take(list, &in, why), 0);
     assert_string_equal(in.address, out.address);
     assert_string_equal(in.orcpt, out.orcpt);
     assert_string_equal(in.notify, out.notify);
     attr_list_free(list);
-    list = wire(cleanup_rcpt_list(&bare));
+    list = proto_test_wire(cleanup_rcpt_list(&bare), CLEANUP_LIST_MAX);
     assert_int_equal(cleanup_rcpt_take(list, &in, why), 0);
     assert_string_equal(in.address, "z@y.test");
     assert_null(in.orcpt);
@@ -245,7 +229,8 @@ static void test_data(void **state)
     static const char bytes[] = "a\0b\nc\n.\n";
     VSTR *why = vstr_alloc(100);
     VSTR *big = vstr_alloc(CLEANUP_CHUNK_MAX + 1);
-    ATTR_LIST *list = wire(cleanup_data_list(bytes, sizeof(bytes)));
+    ATTR_LIST *list = proto_test_wire(cleanup_data_list(bytes, sizeof(bytes)),
+                                      CLEANUP_LIST_MAX);
     const char *data;
     size_t len;
 
@@ -259,12 +244,14 @@ static void test_data(void **state)
     /* A full chunk passes, one byte more does not. */
     while (vstr_len(big) < CLEANUP_CHUNK_MAX)
         vstr_addch(big, 'x');
-    list = wire(cleanup_data_list(vstr_str(big), vstr_len(big)));
+    list = proto_test_wire(cleanup_data_list(vstr_str(big), vstr_len(big)),
+                           CLEANUP_LIST_MAX);
     assert_int_equal(cleanup_data_take(list, &data, &len, why), 0);
     assert_int_equal(len, CLEANUP_CHUNK_MAX);
     attr_list_free(list);
     vstr_addch(big, 'x');
-    list = wire(cleanup_data_list(vstr_str(big), vstr_len(big)));
+    list = proto_test_wire(cleanup_data_list(vstr_str(big), vstr_len(big)),
+                           CLEANUP_LIST_MAX);
     assert_int_equal(cleanup_data_take(list, &data, &len, why), -1);
     assert_non_null(strstr(vstr_str(why), "data chunk of 65537 bytes"));
     assert_null(data);
@@ -282,13 +269,13 @@ static void test_end(void **state)
     VSTR *why = vstr_alloc(100);
     CLEANUP_END out = {.abort = true};
     CLEANUP_END in;
-    ATTR_LIST *list = wire(cleanup_end_list(&out));
+    ATTR_LIST *list = proto_test_wire(cleanup_end_list(&out), CLEANUP_LIST_MAX);
 
     assert_int_equal(cleanup_end_take(list, &in, why), 0);
     assert_true(in.abort);
     attr_list_free(list);
     out.abort = false;
-    list = wire(cleanup_end_list(&out));
+    list = proto_test_wire(cleanup_end_list(&out), CLEANUP_LIST_MAX);
     assert_int_equal(cleanup_end_take(list, &in, why), 0);
     assert_false(in.abort);
     attr_list_free(list);
@@ -319,7 +306,8 @@ static void test_status(void **state)
     CLEANUP_STATUS out = {
         .status = 0, .reason = "ignored", .queue_id = TEST_QID};
     CLEANUP_STATUS in;
-    ATTR_LIST *list = wire(cleanup_status_list(&out));
+    ATTR_LIST *list =
+        proto_test_wire(cleanup_status_list(&out), CLEANUP_LIST_MAX);
 
     assert_int_equal(cleanup_status_take(list, &in, why), 0);
     assert_int_equal(in.status, 0);
@@ -328,7 +316,7 @@ static void test_status(void **state)
     attr_list_free(list);
     out =
         (CLEANUP_STATUS){.status = 554, .reason = "5.5.1 no", .queue_id = NULL};
-    list = wire(cleanup_status_list(&out));
+    list = proto_test_wire(cleanup_status_list(&out), CLEANUP_LIST_MAX);
     assert_int_equal(cleanup_status_take(list, &in, why), 0);
     assert_int_equal(in.status, 554);
     assert_string_equal(in.reason, "5.5.1 no");
@@ -369,7 +357,7 @@ static void test_hello(void **state)
         {CLEANUP_ATTR_VERSION, "1"},
     };
     VSTR *why = vstr_alloc(100);
-    ATTR_LIST *list = wire(cleanup_hello_list());
+    ATTR_LIST *list = proto_test_wire(cleanup_hello_list(), CLEANUP_LIST_MAX);
 
     assert_string_equal(attr_get_str(list, CLEANUP_ATTR_PROTOCOL), "cleanup");
     assert_string_equal(attr_get_str(list, CLEANUP_ATTR_VERSION), "1");

@@ -11,28 +11,10 @@
 
 #include "attr.h"
 #include "deliver_proto.h"
+#include "proto_test.h"
 #include "vstr.h"
 
 #define TEST_QID "0123456789ABCDEF"
-
-/* wire - list through the wire form and back, as the peer sees it */
-static ATTR_LIST *wire(ATTR_LIST *list)
-{
-    VSTR *buf = vstr_alloc(100);
-    VSTR *why = vstr_alloc(100);
-    ATTR_LIST *out = NULL;
-    size_t used = 0;
-
-    attr_list_encode(list, buf);
-    assert_int_equal(attr_list_decode(vstr_str(buf), vstr_len(buf),
-                                      DELIVER_LIST_MAX, &used, &out, why),
-                     1);
-    assert_int_equal(used, vstr_len(buf));
-    attr_list_free(list);
-    vstr_free(buf);
-    vstr_free(why);
-    return out;
-}
 
 /* deliver_list - a DELIVER list, with one attribute replaced or left out
    (value NULL) when name is given */
@@ -77,7 +59,7 @@ static void test_request_round_trip(void **state)
                        .rcpt_want = 2,
                        .rcpts = rcpts};
     VSTR *why = vstr_alloc(100);
-    ATTR_LIST *list = wire(deliver_req_list(&out));
+    ATTR_LIST *list = proto_test_wire(deliver_req_list(&out), DELIVER_LIST_MAX);
     DELIVER_REQ *in = deliver_req_take(list, why);
 
     attr_list_free(list);
@@ -90,7 +72,7 @@ static void test_request_round_trip(void **state)
     assert_int_equal(in->rcpt_want, 2);
     assert_false(deliver_req_complete(in));
     for (size_t i = 0; i < 2; i++) {
-        list = wire(deliver_rcpt_list(rcpts + i));
+        list = proto_test_wire(deliver_rcpt_list(rcpts + i), DELIVER_LIST_MAX);
         assert_int_equal(deliver_rcpt_take(in, list, why), 0);
         attr_list_free(list);
         assert_true(in->rcpts[i].offset == rcpts[i].offset);
@@ -100,7 +82,7 @@ static void test_request_round_trip(void **state)
     }
     assert_true(deliver_req_complete(in));
     /* one more RCPT than announced */
-    list = wire(deliver_rcpt_list(rcpts));
+    list = proto_test_wire(deliver_rcpt_list(rcpts), DELIVER_LIST_MAX);
     assert_int_equal(deliver_rcpt_take(in, list, why), -1);
     assert_non_null(strstr(vstr_str(why), "rcpt_count"));
     attr_list_free(list);
@@ -215,7 +197,8 @@ static void test_result_done(void **state)
         .status = 0, .site_failed = true, .reason = "no server"};
     DELIVER_DONE done_in;
     VSTR *why = vstr_alloc(100);
-    ATTR_LIST *list = wire(deliver_result_list(&out));
+    ATTR_LIST *list =
+        proto_test_wire(deliver_result_list(&out), DELIVER_LIST_MAX);
 
     assert_int_equal(deliver_result_take(list, &in, why), 0);
     assert_true(in.offset == 77);
@@ -236,7 +219,7 @@ static void test_result_done(void **state)
     assert_non_null(strstr(vstr_str(why), "unknown action"));
     attr_list_free(list);
 
-    list = wire(deliver_done_list(&done_out));
+    list = proto_test_wire(deliver_done_list(&done_out), DELIVER_LIST_MAX);
     assert_int_equal(deliver_done_take(list, &done_in, why), 0);
     assert_int_equal(done_in.status, 0);
     assert_true(done_in.site_failed);
@@ -254,7 +237,7 @@ static void test_result_done(void **state)
 static void test_hello(void **state)
 {
     VSTR *why = vstr_alloc(100);
-    ATTR_LIST *list = wire(deliver_hello_list());
+    ATTR_LIST *list = proto_test_wire(deliver_hello_list(), DELIVER_LIST_MAX);
 
     assert_int_equal(deliver_hello_take(list, why), 0);
     attr_list_free(list);

@@ -12,28 +12,10 @@
 
 #include "attr.h"
 #include "qmgr_admin_proto.h"
+#include "proto_test.h"
 #include "vstr.h"
 
 #define TEST_QID "0123456789ABCDEF"
-
-/* wire - list through the wire form and back, as the peer sees it */
-static ATTR_LIST *wire(ATTR_LIST *list)
-{
-    VSTR *buf = vstr_alloc(100);
-    VSTR *why = vstr_alloc(100);
-    ATTR_LIST *out = NULL;
-    size_t used = 0;
-
-    attr_list_encode(list, buf);
-    assert_int_equal(attr_list_decode(vstr_str(buf), vstr_len(buf),
-                                      QMGR_ADMIN_LIST_MAX, &used, &out, why),
-                     1);
-    assert_int_equal(used, vstr_len(buf));
-    attr_list_free(list);
-    vstr_free(buf);
-    vstr_free(why);
-    return out;
-}
 
 /* request_list - a REQUEST list, with one attribute replaced or left out
    (value NULL) when name is given */
@@ -81,7 +63,8 @@ static void test_request_round_trip(void **state)
 
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(requests); i++) {
         QMGR_ADMIN_REQUEST out = {.request = requests[i], .queue_id = TEST_QID};
-        ATTR_LIST *list = wire(qmgr_admin_request_list(&out));
+        ATTR_LIST *list =
+            proto_test_wire(qmgr_admin_request_list(&out), QMGR_ADMIN_LIST_MAX);
         QMGR_ADMIN_REQUEST in;
 
         assert_int_equal(qmgr_admin_request_take(list, &in, why), 0);
@@ -140,7 +123,8 @@ static void test_reply(void **state)
         QMGR_ADMIN_REPLY out = {.status = statuses[i],
                                 .reason = i == 2 ? "move: denied" : NULL};
 
-        list = wire(qmgr_admin_reply_list(&out));
+        list =
+            proto_test_wire(qmgr_admin_reply_list(&out), QMGR_ADMIN_LIST_MAX);
         assert_int_equal(qmgr_admin_reply_take(list, &in, why), 0);
         assert_int_equal(in.status, statuses[i]);
         if (i == 2)
@@ -180,7 +164,8 @@ static void test_reply(void **state)
 static void test_hello(void **state)
 {
     VSTR *why = vstr_alloc(100);
-    ATTR_LIST *list = wire(qmgr_admin_hello_list());
+    ATTR_LIST *list =
+        proto_test_wire(qmgr_admin_hello_list(), QMGR_ADMIN_LIST_MAX);
 
     assert_string_equal(attr_get_str(list, QMGR_ADMIN_ATTR_PROTOCOL),
                         "qmgr_admin");

@@ -13,25 +13,8 @@
 
 #include "attr.h"
 #include "showq_proto.h"
+#include "proto_test.h"
 #include "vstr.h"
-
-/* wire - list through the wire form and back, as showq sees it */
-static ATTR_LIST *wire(ATTR_LIST *list)
-{
-    VSTR *buf = vstr_alloc(100);
-    VSTR *why = vstr_alloc(100);
-    ATTR_LIST *out = NULL;
-    size_t used = 0;
-
-    attr_list_encode(list, buf);
-    assert_int_equal(attr_list_decode(vstr_str(buf), vstr_len(buf),
-                                      SHOWQ_REQUEST_MAX, &used, &out, why),
-                     1);
-    attr_list_free(list);
-    vstr_free(buf);
-    vstr_free(why);
-    return out;
-}
 
 static void test_request_round_trip(void **state)
 {
@@ -41,7 +24,8 @@ static void test_request_round_trip(void **state)
                          .reason = "try\nagain"};
     SHOWQ_REQUEST got = {0};
     VSTR *why = vstr_alloc(100);
-    ATTR_LIST *list = wire(showq_request_encode(&req));
+    ATTR_LIST *list =
+        proto_test_wire(showq_request_encode(&req), SHOWQ_REQUEST_MAX);
 
     assert_int_equal(showq_request_decode(list, &got, why), 0);
     assert_true(got.json);
@@ -60,7 +44,7 @@ static void refused(ATTR_LIST *list, const char *expect)
     SHOWQ_REQUEST got = {0};
     VSTR *why = vstr_alloc(100);
 
-    list = wire(list);
+    list = proto_test_wire(list, SHOWQ_REQUEST_MAX);
     assert_int_equal(showq_request_decode(list, &got, why), -1);
     assert_non_null(strstr(vstr_str(why), expect));
     attr_list_free(list);
