@@ -343,6 +343,29 @@ static void mail_server_status_event(evutil_socket_t fd, short what, void *arg)
     mail_server_retire(server, "master is gone");
 }
 
+/* mail_server_stop_signals - SIGHUP and SIGTERM blocked or let through */
+static void mail_server_stop_signals(int how)
+{
+    sigset_t stop;
+
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGHUP);
+    sigaddset(&stop, SIGTERM);
+    if (sigprocmask(how, &stop, NULL) < 0)
+        msg_fatal("sigprocmask: %m");
+}
+
+/* mail_server_hold_stop - a stop (SIGTERM) or retire (SIGHUP) that comes
+   while the daemon starts waits until its signal events exist: the daemon
+   then ends cleanly, not in the middle of reading its configuration (a
+   leak checker would report what it had half built). mail_server_main()
+   calls this first; a daemon that reads configuration before it calls
+   it first itself. */
+void mail_server_hold_stop(void)
+{
+    mail_server_stop_signals(SIG_BLOCK);
+}
+
 /* mail_server_signal_event - SIGHUP retires, SIGTERM ends */
 static void mail_server_signal_event(evutil_socket_t sig, short what, void *arg)
 {
@@ -499,14 +522,17 @@ static void mail_server_free(MAIL_SERVER *server)
 int mail_server_main(int argc, char **argv, const char *progname,
                      const MAIL_SERVER_OPS *ops, void *ctx)
 {
-    MAIL_SERVER *server = mycalloc(1, sizeof(*server));
+    MAIL_SERVER *server;
     const char *config_dir = getenv("SLUICE_CONFIG");
     const char *service = getenv("SLUICE_SERVICE");
-    VSTR *why = vstr_alloc(100);
+    VSTR *why;
     MAIL_SERVER_IDS saved;
     int ch;
     int status;
 
+    mail_server_hold_stop();
+    server = mycalloc(1, sizeof(*server));
+    why = vstr_alloc(100);
     msg_init("sluice", progname);
     if (getenv("SLUICE_LOG_STDERR"))
         msg_log_stderr(true);
@@ -555,6 +581,7 @@ int mail_server_main(int argc, char **argv, const char *progname,
         event_add(server->sighup_ev, NULL) < 0 ||
         event_add(server->sigterm_ev, NULL) < 0)
         msg_fatal("cannot set up signal events");
+    mail_server_stop_signals(SIG_UNBLOCK);
 
     /* Master's status socket: present only when master started us (it
        names the service); a program run by hand (smtpd -S) may have

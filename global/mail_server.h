@@ -61,6 +61,10 @@ typedef struct MAIL_SERVER_OPS {
     void (*post_loop)(MAIL_SERVER *server, void *ctx);
 } MAIL_SERVER_OPS;
 
+/* mail_server_hold_stop - block SIGHUP and SIGTERM until the daemon's
+   signal events exist (mail_server_main() does this first itself) */
+extern void mail_server_hold_stop(void);
+
 /* mail_server_main - run the daemon; returns the process exit status */
 extern int mail_server_main(int argc, char **argv, const char *progname,
                             const MAIL_SERVER_OPS *ops, void *ctx);

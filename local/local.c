@@ -189,6 +189,7 @@ int main(int argc, char **argv)
     static LOCAL_CTX ctx;
     int status;
 
+    mail_server_hold_stop(); /* local_choose_mode() reads main.cf */
     msg_init("sluice", "local");
     ctx.mode = local_choose_mode(argc, argv);
     status = mail_server_main(argc, argv, "local", &ops, &ctx);
