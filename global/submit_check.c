@@ -55,6 +55,25 @@ int submit_check_full_name(const char *name, VSTR *why)
     return submit_check_text(name, SUBMIT_CHECK_FULL_NAME_MAX, why);
 }
 
+/* submit_check_envid - a -V envelope ID */
+int submit_check_envid(const char *envid, VSTR *why)
+{
+    size_t len = strlen(envid);
+
+    if (len == 0 || len > SUBMIT_CHECK_ENVID_MAX) {
+        vstr_sprintf(why, "does not have 1 to %d characters",
+                     SUBMIT_CHECK_ENVID_MAX);
+        return -1;
+    }
+    for (const char *cp = envid; *cp; cp++) {
+        if (*cp <= ' ' || *cp > '~') {
+            vstr_cpy(why, "is not printable ASCII without spaces");
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* submit_check_quote - text in quotes, escaped and cut after max bytes */
 void submit_check_quote(VSTR *out, const char *text, size_t max)
 {

@@ -19,6 +19,7 @@
 
 #define SUBMIT_CHECK_ADDR_MAX SMTP_ADDR_MAX
 #define SUBMIT_CHECK_FULL_NAME_MAX 1000 /* bytes of a -F full name */
+#define SUBMIT_CHECK_ENVID_MAX 100 /* RFC 3461's ENVID limit */
 #define SUBMIT_CHECK_QUOTE_MAX 60 /* bytes of a value shown in a reason */
 
 /* submit_check_address - 0 when addr may be a recipient (or, with
@@ -29,6 +30,10 @@ extern int submit_check_address(const char *addr, bool sender, VSTR *why);
 
 /* submit_check_full_name - the same for a -F full name ("" is none) */
 extern int submit_check_full_name(const char *name, VSTR *why);
+
+/* submit_check_envid - the same for a -V envelope ID (RFC 3461): 1 to
+   SUBMIT_CHECK_ENVID_MAX printable ASCII characters without spaces */
+extern int submit_check_envid(const char *envid, VSTR *why);
 
 /* submit_check_quote - append text to out in double quotes, each control
    byte and '"' and '\\' escaped (\x0a, \", \\), cut after max bytes with

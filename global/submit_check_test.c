@@ -81,6 +81,31 @@ static void test_empty_and_long(void **state)
     vstr_free(why);
 }
 
+/* test_envid - RFC 3461: 1 to 100 printable characters, no space */
+static void test_envid(void **state)
+{
+    VSTR *why = vstr_alloc(10);
+    char text[SUBMIT_CHECK_ENVID_MAX + 2];
+
+    assert_int_equal(submit_check_envid("QQ314159@host.test", why), 0);
+    assert_int_equal(submit_check_envid("", why), -1);
+    assert_string_equal(vstr_str(why), "does not have 1 to 100 characters");
+    memset(text, 'e', SUBMIT_CHECK_ENVID_MAX);
+    text[SUBMIT_CHECK_ENVID_MAX] = 0;
+    assert_int_equal(submit_check_envid(text, why), 0);
+    text[SUBMIT_CHECK_ENVID_MAX] = 'e';
+    text[SUBMIT_CHECK_ENVID_MAX + 1] = 0;
+    assert_int_equal(submit_check_envid(text, why), -1);
+    static const char *const bad[] = {"has space", "tab\there", "del\x7f",
+                                      "caf\xc3\xa9", "cr\r"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(submit_check_envid(bad[i], why), -1);
+        assert_string_equal(vstr_str(why),
+                            "is not printable ASCII without spaces");
+    }
+    vstr_free(why);
+}
+
 /* test_quote - escaped, in quotes, cut */
 static void test_quote(void **state)
 {
@@ -101,9 +126,8 @@ static void test_quote(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_good),
-        cmocka_unit_test(test_control),
-        cmocka_unit_test(test_empty_and_long),
+        cmocka_unit_test(test_good),           cmocka_unit_test(test_control),
+        cmocka_unit_test(test_empty_and_long), cmocka_unit_test(test_envid),
         cmocka_unit_test(test_quote),
     };
 

@@ -127,25 +127,6 @@ static int pickup_check_ret(const char *value, VSTR *why)
     return -1;
 }
 
-/* pickup_check_envid - an "envid" attribute (sendmail -V) is 1 to 100
-   printable ASCII characters without spaces (RFC 3461) */
-static int pickup_check_envid(const char *value, VSTR *why)
-{
-    size_t len = strlen(value);
-
-    if (len == 0 || len > 100) {
-        vstr_cpy(why, "does not have 1 to 100 characters");
-        return -1;
-    }
-    for (const char *cp = value; *cp; cp++) {
-        if (*cp <= ' ' || *cp > '~') {
-            vstr_cpy(why, "is not printable ASCII without spaces");
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* pickup_check_envelope - the rules sendmail applies before it writes a
    maildrop file, applied again to what is in the file: an older or a
    foreign sendmail may have written it, and cleanup would pass on (or
@@ -164,7 +145,7 @@ static bool pickup_check_envelope(const QFILE_INFO *info, VSTR *why)
     if (ret != NULL && !pickup_check_value("ret", ret, pickup_check_ret, why))
         return false;
     if (envid != NULL &&
-        !pickup_check_value("envid", envid, pickup_check_envid, why))
+        !pickup_check_value("envid", envid, submit_check_envid, why))
         return false;
     for (size_t i = 0; i < info->rcpt_count; i++) {
         const QFILE_RCPT *rcpt = info->rcpts + i;

@@ -212,19 +212,15 @@ static char *sendmail_parse_notify(const char *value)
     return vstr_export(out);
 }
 
-/* sendmail_check_envid - -V: an ENVID is printable ASCII, at most 100
-   characters (RFC 3461) */
+/* sendmail_check_envid - -V: an ENVID as RFC 3461 allows */
 static void sendmail_check_envid(const char *value)
 {
-    size_t len = strlen(value);
+    VSTR *why = vstr_alloc(60);
 
-    if (len == 0 || len > 100)
-        sendmail_fail(EX_USAGE, "bad -V value: an envelope ID has 1 to 100"
-                                " characters");
-    for (const char *cp = value; *cp; cp++)
-        if (*cp <= ' ' || *cp > '~')
-            sendmail_fail(EX_USAGE, "bad -V value: an envelope ID is"
-                                    " printable ASCII without spaces");
+    if (submit_check_envid(value, why) < 0)
+        sendmail_fail(EX_USAGE, "bad -V value: the envelope ID %s",
+                      vstr_str(why));
+    vstr_free(why);
 }
 
 /* sendmail_parse_mode - -bX */
