@@ -86,10 +86,12 @@ clean:
 
 -include $(SRCS:.c=.d) $(addsuffix .d,$(TESTS))
 
-# install: programs go to INSTALL_DIR (set by the folder's Makefile.in).
+# install: programs go to INSTALL_DIR (set by the folder's Makefile.in),
+# with INSTALL_PROG_FLAGS (mode 0755 unless the folder says otherwise).
+INSTALL_PROG_FLAGS ?= -m 755
 .PHONY: install
 install: all
 ifneq ($(PROGS),)
 	install -d $(DESTDIR)$(INSTALL_DIR)
-	for p in $(PROGS); do install -m 755 $(PROG_DIR)/$$p $(DESTDIR)$(INSTALL_DIR)/$$p || exit 1; done
+	for p in $(PROGS); do install $(INSTALL_PROG_FLAGS) $(PROG_DIR)/$$p $(DESTDIR)$(INSTALL_DIR)/$$p || exit 1; done
 endif

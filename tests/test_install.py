@@ -240,3 +240,29 @@ def test_logrotate_rotation_moves_every_process_to_the_new_file(staged, make_ins
                                  inst.maillog.read_bytes()),
                timeout=20, what="a new smtpd's line in the new maillog")
     assert b"daemon started" not in inst.maillog.read_bytes()
+
+
+@pytest.mark.parametrize("group", ["nogroup", "no-such-group-sluice"])
+def test_sendmail_keeps_its_setgid_bit_across_installs(tmp_path, group):
+    """make install run by root installs sendmail setgid to SETGID_GROUP
+    when that group exists (mode 2755, every time: before, each install
+    left it 0755 and ordinary users' sendmail and mailq stopped working);
+    without the group it installs 0755 and says how to set the bit."""
+    import grp
+    if os.geteuid() != 0:
+        pytest.skip("only root can install a program setgid to a group")
+    if group == "nogroup":
+        try:
+            gid = grp.getgrnam(group).gr_gid
+        except KeyError:
+            pytest.skip("this machine has no group nogroup")
+    r = run_make("-C", "sendmail", "-f", "Makefile.in", "install",
+                 "DESTDIR=%s" % tmp_path, "PREFIX=/usr",
+                 "SETGID_GROUP=%s" % group, cwd=TOP)
+    st = (tmp_path / "usr" / "bin" / "sendmail").stat()
+    if group == "nogroup":
+        assert st.st_mode & 0o7777 == 0o2755, oct(st.st_mode)
+        assert st.st_gid == gid
+    else:
+        assert st.st_mode & 0o7777 == 0o755, oct(st.st_mode)
+        assert "chmod 2755" in r.stdout and group in r.stdout, r.stdout
