@@ -276,7 +276,7 @@ out:
 
 /* local_mkdir_p - mkdir with parents (mode 0700), each new folder made
    durable in its parent */
-static int local_mkdir_p(const char *dir)
+int local_mkdir_p(const char *dir)
 {
     char *copy = mystrdup(dir);
     int ret = 0;

@@ -214,7 +214,8 @@ extern SMTPD_MAPS *smtpd_maps_free(SMTPD_MAPS *maps);
 extern size_t smtpd_maps_count(const SMTPD_MAPS *maps);
 /* smtpd_virtual_create - virtual_alias_domains (a domain list; a table in
    it matches a domain that is a key) and virtual_alias_maps, whose
-   addresses are the known recipients of those domains. A list or table
+   addresses are the known recipients of those domains; the same for
+   virtual_mailbox_domains and virtual_mailbox_maps. A list or table
    that cannot be opened now is logged and tried again by lookups (451
    until then). Never NULL. */
 extern SMTPD_VIRTUAL *smtpd_virtual_create(const struct MAIL_CONF *conf);
