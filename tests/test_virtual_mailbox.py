@@ -267,3 +267,37 @@ def test_refused_mailboxes_wait(env):
     assert not (base.parent / "escape").exists()
     assert not (base / "box.test" / "low").exists()
     assert queued_for(inst, "evil@box.test")
+
+
+def test_check_warns_domain_in_both(make_instance):
+    """sluice check warns, as Postfix does, of a domain listed in both
+    mydestination and virtual_mailbox_domains (mydestination wins: its
+    mailboxes would never be used); a domain in one list only is fine."""
+    inst = make_instance(params={
+        "mydestination": "local.test, both.test",
+        "virtual_mailbox_domains": "box.test, both.test"})
+    r = inst.command("check")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"warning: do not list domain both\.test in BOTH "
+                     r"mydestination and virtual_mailbox_domains", r.stderr), \
+        r.stderr
+    assert "box.test" not in r.stderr and "local.test" not in r.stderr
+
+
+def test_virtual_mailbox_domain_routes_to_virtual(make_instance, tmp_path):
+    """Without a virtual service in master.cf, a recipient of a virtual
+    mailbox domain waits ("mail transport unavailable"): qmgr routed it to
+    virtual_transport, not to smtp or local."""
+    need_root_and_daemons()
+    base = tmp_path / "vmail"
+    base.mkdir()
+    inst = make_instance(start=True, params={
+        "mynetworks": "127.0.0.0/8",
+        "virtual_mailbox_domains": "box.test",
+        "virtual_mailbox_maps": "inline:{ann@box.test=box.test/ann/}",
+        "virtual_mailbox_base": str(base),
+        "virtual_uid_maps": "static:5000",
+        "virtual_gid_maps": "static:5000"})
+    send(inst, ["ann@box.test"], b"no-virtual-service")
+    inst.wait_log(r"to=<ann@box.test>, relay=none, .*status=deferred "
+                  r"\(mail transport unavailable\)", timeout=20)
