@@ -168,6 +168,9 @@ static const MAIL_PARAM mail_param_tab[] = {
      "look up the client's host name (PTR, forward-confirmed)"},
     {"smtpd_peername_lookup_timeout", TIME_RANGE(1, 300), "10s",
      "bound on the client name lookup that precedes the greeting"},
+    {"unknown_client_reject_code", INT_RANGE(400, 599), "450",
+     "reply code of reject_unknown_client_hostname and"
+     " reject_unknown_reverse_client_hostname (a temporary DNS failure: 450)"},
     {"disable_vrfy_command", BOOL, "yes", "refuse the VRFY command"},
     {"dns_servers", LIST, "",
      "resolvers to ask, ip or ip:port (empty: the system's, resolv.conf)"},

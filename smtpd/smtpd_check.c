@@ -82,6 +82,8 @@ typedef enum SMTPD_WORD {
     SMTPD_WORD_REJECT_UNAUTH_DESTINATION,
     SMTPD_WORD_PERMIT_AUTH_DESTINATION,
     SMTPD_WORD_REJECT_UNLISTED_RECIPIENT,
+    SMTPD_WORD_REJECT_UNKNOWN_CLIENT,
+    SMTPD_WORD_REJECT_UNKNOWN_REVERSE_CLIENT,
     SMTPD_WORD_CHECK_CLIENT_ACCESS,
     SMTPD_WORD_CHECK_HELO_ACCESS,
     SMTPD_WORD_CHECK_SENDER_ACCESS,
@@ -104,6 +106,11 @@ static const struct {
     {"reject_unauth_destination", SMTPD_WORD_REJECT_UNAUTH_DESTINATION, false},
     {"permit_auth_destination", SMTPD_WORD_PERMIT_AUTH_DESTINATION, false},
     {"reject_unlisted_recipient", SMTPD_WORD_REJECT_UNLISTED_RECIPIENT, false},
+    {"reject_unknown_client_hostname", SMTPD_WORD_REJECT_UNKNOWN_CLIENT, false},
+    {"reject_unknown_client", SMTPD_WORD_REJECT_UNKNOWN_CLIENT,
+     false}, /* Postfix < 2.3 */
+    {"reject_unknown_reverse_client_hostname",
+     SMTPD_WORD_REJECT_UNKNOWN_REVERSE_CLIENT, false},
     {"check_client_access", SMTPD_WORD_CHECK_CLIENT_ACCESS, true},
     {"check_helo_access", SMTPD_WORD_CHECK_HELO_ACCESS, true},
     {"check_sender_access", SMTPD_WORD_CHECK_SENDER_ACCESS, true},
@@ -874,6 +881,27 @@ static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
                              "User unknown in local recipient table");
 }
 
+/* smtpd_check_unknown_client - reject_unknown_client_hostname (status:
+   the forward-confirmed name) and reject_unknown_reverse_client_hostname
+   (the PTR alone), as Postfix: unknown_client_reject_code when DNS said
+   no (or no lookup was made), always 450 when it failed; RFC 7372's
+   X.7.25. A local (sendmail -bs) client is never refused. */
+static SMTPD_DECISION smtpd_check_unknown_client(SMTPD_CHECK *chk,
+                                                 SMTPD_PEER_CODE status,
+                                                 const char *what)
+{
+    const SMTPD_PROTO *proto = chk->proto;
+    int code;
+
+    if (proto->local || status == SMTPD_PEER_OK)
+        return SMTPD_DUNNO;
+    code = status == SMTPD_PEER_TEMP ? 450 : proto->conf->unknown_client_code;
+    vstr_sprintf(chk->reply,
+                 "%d %c.7.25 Client host rejected: cannot find your %s, [%s]",
+                 code, code >= 500 ? '5' : '4', what, proto->client_addr);
+    return SMTPD_REJECT;
+}
+
 /* smtpd_check_list_name - who a plain reject/defer in the list names:
    (the client, the HELO name, the sender or the recipient) */
 static const char *smtpd_check_list_name(SMTPD_CHECK *chk, const char **what)
@@ -1003,6 +1031,11 @@ static SMTPD_DECISION smtpd_check_word(SMTPD_CHECK *chk,
         return SMTPD_REJECT;
     case SMTPD_WORD_REJECT_UNLISTED_RECIPIENT:
         return smtpd_check_rcptmap(chk);
+    case SMTPD_WORD_REJECT_UNKNOWN_CLIENT:
+        return smtpd_check_unknown_client(chk, proto->name_status, "hostname");
+    case SMTPD_WORD_REJECT_UNKNOWN_REVERSE_CLIENT:
+        return smtpd_check_unknown_client(chk, proto->reverse_status,
+                                          "reverse hostname");
     case SMTPD_WORD_CHECK_CLIENT_ACCESS:
         return smtpd_check_client_access(chk, table);
     case SMTPD_WORD_CHECK_HELO_ACCESS:
