@@ -301,3 +301,38 @@ def test_virtual_mailbox_domain_routes_to_virtual(make_instance, tmp_path):
     send(inst, ["ann@box.test"], b"no-virtual-service")
     inst.wait_log(r"to=<ann@box.test>, relay=none, .*status=deferred "
                   r"\(mail transport unavailable\)", timeout=20)
+
+
+def test_virtual_mailbox_limit(make_instance, tmp_path):
+    """virtual_mailbox_limit bounds a Maildir message and an mbox file:
+    past it the recipient is returned (5.2.3, 5.2.2) and nothing is
+    written; below it the mail goes in."""
+    need_root_and_daemons()
+    base = tmp_path / "vmail"
+    base.mkdir()
+    os.chmod(base, 0o1777)
+    inst = make_instance(services=[SERVICE], params={
+        "mynetworks": "127.0.0.0/8",
+        "virtual_mailbox_domains": "box.test",
+        "virtual_mailbox_maps": "inline:{md@box.test=md/, mb@box.test=mb}",
+        "virtual_mailbox_base": str(base),
+        "virtual_uid_maps": "static:5000",
+        "virtual_gid_maps": "static:%d" % GID,
+        "virtual_mailbox_limit": "3000"})
+    inst.start()
+    send(inst, ["md@box.test", "mb@box.test"], b"small")
+    wait_until(lambda: maildir_file(base / "md", b"small"), 20,
+               what="the small message in the Maildir")
+    wait_until(lambda: (base / "mb").exists()
+               and b"small" in (base / "mb").read_bytes(), 20,
+               what="the small message in the mbox")
+    size = (base / "mb").stat().st_size
+    send(inst, ["md@box.test", "mb@box.test"], b"big" + b"x" * 4000)
+    inst.wait_log(r"to=<md@box.test>, relay=virtual, .*dsn=5\.2\.3, "
+                  r"status=bounced \(message is larger than the mailbox "
+                  r"size limit \(3000 bytes\)\)", timeout=20)
+    inst.wait_log(r"to=<mb@box.test>, relay=virtual, .*dsn=5\.2\.2, "
+                  r"status=bounced \(cannot update mailbox .*mailbox full",
+                  timeout=20)
+    assert len(list((base / "md" / "new").iterdir())) == 1
+    assert (base / "mb").stat().st_size == size
