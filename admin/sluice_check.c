@@ -53,6 +53,7 @@
 #include "mail_queue.h"
 #include "maps.h"
 #include "master_cf.h"
+#include "match_list.h"
 #include "mymalloc.h"
 #include "qid.h"
 #include "safe_file.h"
@@ -76,6 +77,9 @@ static const SLUICE_CHECK_TABLE sluice_check_tables[] = {
     {"sender_canonical_maps", MAP_FLAG_NONE},
     {"recipient_canonical_maps", MAP_FLAG_NONE},
     {"virtual_alias_maps", MAP_FLAG_NONE},
+    {"virtual_mailbox_maps", MAP_FLAG_NONE},
+    {"virtual_uid_maps", MAP_FLAG_NONE},
+    {"virtual_gid_maps", MAP_FLAG_NONE},
     {"sender_dependent_relayhost_maps", MAP_FLAG_NONE},
     {"header_checks", MAP_FLAG_NONE},
     {"body_checks", MAP_FLAG_NONE},
@@ -191,6 +195,9 @@ static const struct {
     {"reject_unauth_destination", false},
     {"permit_auth_destination", false},
     {"reject_unlisted_recipient", false},
+    {"reject_unknown_client_hostname", false},
+    {"reject_unknown_client", false},
+    {"reject_unknown_reverse_client_hostname", false},
     {"check_client_access", true},
     {"check_helo_access", true},
     {"check_sender_access", true},
@@ -587,6 +594,40 @@ out:
     vstr_free(path);
 }
 
+/* sluice_check_both - a domain named in virtual_mailbox_domains (or
+   virtual_alias_domains) that mydestination matches too is a warning, as
+   Postfix gives one: mydestination wins, its mailboxes are never used.
+   Only the list's plain domains can be compared (a table cannot be
+   enumerated). */
+static void sluice_check_both(const MAIL_CONF *conf)
+{
+    static const char *const params[] = {"virtual_alias_domains",
+                                         "virtual_mailbox_domains"};
+    VSTR *why = vstr_alloc(100);
+    MATCH_LIST *mydest =
+        match_list_create("mydestination", mail_conf_str(conf, "mydestination"),
+                          MATCH_LIST_DOMAIN, why);
+
+    for (size_t i = 0; mydest != NULL && i < SLUICE_ARRAY_LEN(params); i++) {
+        ARGV *words = maps_split(mail_conf_str(conf, params[i]), why);
+
+        for (size_t j = 0; words != NULL && j < words->argc; j++) {
+            const char *word = words->argv[j];
+
+            if (strpbrk(word, ":/!{") == NULL && *word != '.' &&
+                match_list_match(mydest, word) > 0)
+                sluice_check_warn("do not list domain %s in BOTH mydestination"
+                                  " and %s",
+                                  word, params[i]);
+        }
+        if (words != NULL)
+            argv_free(words);
+    }
+    if (mydest != NULL)
+        match_list_free(mydest);
+    vstr_free(why);
+}
+
 /* sluice_check - `sluice [-c DIR] check` */
 int sluice_check(const char *config_dir, int argc, char **argv)
 {
@@ -614,6 +655,7 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     for (size_t i = 0; i < warnings->argc; i++)
         sluice_check_warn("%s", warnings->argv[i]);
     sluice_check_open_tables(&chk, conf);
+    sluice_check_both(conf);
     sluice_check_master_cf(&chk, config_dir, conf);
     chk.queue_dir = mail_conf_str(conf, "queue_directory");
     /* root runs master (master.c) only from a configuration of root's */

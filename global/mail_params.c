@@ -85,6 +85,9 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"virtual_alias_domains", LIST, "$virtual_alias_maps",
      "domains whose every address is a virtual alias: accepted, never relayed;"
      " a table here matches a domain listed as a key"},
+    {"virtual_mailbox_domains", LIST, "$virtual_mailbox_maps",
+     "domains whose recipients are mailboxes in virtual_mailbox_maps, not"
+     " users of this system (a table here matches a domain listed as a key)"},
     {"relayhost", STR, "",
      "host that receives all outbound mail (empty: deliver directly)"},
     {"sender_dependent_relayhost_maps", LIST, "",
@@ -165,6 +168,9 @@ static const MAIL_PARAM mail_param_tab[] = {
      "look up the client's host name (PTR, forward-confirmed)"},
     {"smtpd_peername_lookup_timeout", TIME_RANGE(1, 300), "10s",
      "bound on the client name lookup that precedes the greeting"},
+    {"unknown_client_reject_code", INT_RANGE(400, 599), "450",
+     "reply code of reject_unknown_client_hostname and"
+     " reject_unknown_reverse_client_hostname (a temporary DNS failure: 450)"},
     {"disable_vrfy_command", BOOL, "yes", "refuse the VRFY command"},
     {"dns_servers", LIST, "",
      "resolvers to ask, ip or ip:port (empty: the system's, resolv.conf)"},
@@ -204,6 +210,8 @@ static const MAIL_PARAM mail_param_tab[] = {
      "delivery agent for mail not for this machine"},
     {"local_transport", STR, "local",
      "delivery agent for domains in mydestination"},
+    {"virtual_transport", STR, "virtual",
+     "delivery agent for domains in virtual_mailbox_domains"},
     {"recipient_delimiter", STR, "",
      "characters that separate a user name from an address extension"},
     {"alias_maps", LIST, "hash:/etc/aliases", "tables of local aliases"},
@@ -246,6 +254,24 @@ static const MAIL_PARAM mail_param_tab[] = {
      "recipients per local delivery request"},
     {"prepend_delivered_header", LIST, "command, file, forward",
      "deliveries that get a Delivered-To: header (mailbox ones always do)"},
+
+    /* Virtual mailbox delivery (virtual). */
+    {"virtual_mailbox_maps", LIST, "",
+     "tables of virtual recipients (user@domain, @domain catch-all) and their"
+     " mailbox under virtual_mailbox_base: Maildir when it ends in /, else"
+     " mbox"},
+    {"virtual_mailbox_base", STR, "",
+     "folder every virtual mailbox lies in (an absolute path)"},
+    {"virtual_uid_maps", LIST, "",
+     "tables of the uid a virtual recipient's mail is written as"
+     " (static:N for all)"},
+    {"virtual_gid_maps", LIST, "",
+     "tables of the gid a virtual recipient's mail is written as"
+     " (static:N for all)"},
+    {"virtual_minimum_uid", INT_RANGE(1, INTMAX), "100",
+     "lowest uid virtual_uid_maps may name"},
+    {"virtual_mailbox_limit", SIZE, "51200000",
+     "largest mbox file or message virtual writes (0: no limit)"},
 
     /* Address rewriting and content checks (cleanup). */
     {"canonical_maps", LIST, "",

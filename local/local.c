@@ -40,8 +40,11 @@
  * everything runs as ourselves. No |command ever runs as root: root's own
  * run as default_privs.
  *
- * This file is main: main.cf read once (local_pre_loop) and the server
- * skeleton's callbacks. The modules are listed in local.h: the request
+ * The same program runs as virtual (virtual.c): see local_virtual.c.
+ *
+ * This file is the daemon (local_daemon, which local_main.c and virtual.c
+ * call): main.cf read once (local_pre_loop) and the server skeleton's
+ * callbacks. The modules are listed in local.h: the request
  * from qmgr in local_request.c, the expansion in local_expand.c, the
  * final deliveries in local_deliver.c (the writing in local_mbox.c and
  * local_command.c), the privileges in local_priv.c, the rules without I/O
@@ -88,6 +91,34 @@ static ARGV *local_forward_path(const MAIL_CONF *conf)
     return argv_split(raw ? raw : "", ", \t\n");
 }
 
+/* local_virtual_conf - what virtual reads besides local's parameters; a
+   table that cannot be opened defers its deliveries (the error says why) */
+static void local_virtual_conf(LOCAL_CONF *lc, const MAIL_CONF *conf)
+{
+    static const char *const names[] = {"virtual_mailbox_maps",
+                                        "virtual_uid_maps", "virtual_gid_maps"};
+    MAPS **maps[] = {&lc->virtual_maps, &lc->virtual_uid_maps,
+                     &lc->virtual_gid_maps};
+
+    lc->virtual_error = vstr_alloc(100);
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(names); i++) {
+        VSTR *why = vstr_alloc(100);
+
+        *maps[i] = maps_create(names[i], mail_conf_str(conf, names[i]),
+                               MAP_FLAG_NONE, why);
+        if (*maps[i] == NULL) {
+            msg_warn("%s: virtual deliveries are deferred until it is fixed",
+                     vstr_str(why));
+            if (vstr_len(lc->virtual_error) == 0)
+                vstr_cpy(lc->virtual_error, vstr_str(why));
+        }
+        vstr_free(why);
+    }
+    lc->virtual_base = mystrdup(mail_conf_str(conf, "virtual_mailbox_base"));
+    lc->virtual_minimum_uid = mail_conf_int(conf, "virtual_minimum_uid");
+    lc->virtual_limit = mail_conf_size(conf, "virtual_mailbox_limit");
+}
+
 /* local_pre_loop - read main.cf once, open the tables */
 static void local_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -129,21 +160,27 @@ static void local_pre_loop(MAIL_SERVER *server, void *arg)
         timeout = LOCAL_TIMEOUT_MAX_MS;
     lc->timeout_ms = (int) timeout;
     lc->alias_error = vstr_alloc(100);
-    lc->aliases = maps_create("alias_maps", mail_conf_str(conf, "alias_maps"),
-                              MAP_FLAG_NONE, lc->alias_error);
-    if (lc->aliases == NULL)
+    /* virtual has no aliases: its recipients are mailboxes. */
+    lc->aliases = ctx->virtual ? NULL
+                               : maps_create("alias_maps",
+                                             mail_conf_str(conf, "alias_maps"),
+                                             MAP_FLAG_NONE, lc->alias_error);
+    if (lc->aliases == NULL && !ctx->virtual)
         msg_warn("%s: local deliveries are deferred until it is fixed",
                  vstr_str(lc->alias_error));
+    if (ctx->virtual)
+        local_virtual_conf(lc, conf);
     if ((lc->mydestination = match_list_create(
              "mydestination", mail_conf_str(conf, "mydestination"),
              MATCH_LIST_DOMAIN, why)) == NULL)
         msg_fatal("%s", vstr_str(why));
     if ((pw = getpwuid(getuid())) == NULL)
         msg_fatal("no passwd entry for uid %ld", (long) getuid());
-    if (ctx->mode == LOCAL_MODE_SYSTEM)
-        local_alias_owner(ctx, conf);
-    else
+    /* virtual runs nothing as an alias owner: its ids are its tables'. */
+    if (ctx->mode == LOCAL_MODE_INSTANCE)
         local_priv_set(&ctx->self, pw);
+    else if (!ctx->virtual)
+        local_alias_owner(ctx, conf);
     vstr_free(why);
 }
 
@@ -175,24 +212,35 @@ static void local_ctx_release(LOCAL_CTX *ctx)
         vstr_free(lc->alias_error);
     if (lc->mydestination)
         match_list_free(lc->mydestination);
+    if (lc->virtual_maps)
+        maps_free(lc->virtual_maps);
+    if (lc->virtual_uid_maps)
+        maps_free(lc->virtual_uid_maps);
+    if (lc->virtual_gid_maps)
+        maps_free(lc->virtual_gid_maps);
+    if (lc->virtual_error)
+        vstr_free(lc->virtual_error);
+    myfree(lc->virtual_base);
     local_priv_free(&ctx->self);
     local_priv_free(&ctx->alias_owner);
 }
 
-/* main - the local delivery agent */
-int main(int argc, char **argv)
+/* local_daemon - the delivery agent's main, as local or as virtual */
+int local_daemon(int argc, char **argv, bool virtual)
 {
     static const MAIL_SERVER_OPS ops = {
         .pre_loop = local_pre_loop,
         .on_accept = local_accept,
     };
     static LOCAL_CTX ctx;
+    const char *name = virtual ? "virtual" : "local";
     int status;
 
     mail_server_hold_stop(); /* local_choose_mode() reads main.cf */
-    msg_init("sluice", "local");
-    ctx.mode = local_choose_mode(argc, argv);
-    status = mail_server_main(argc, argv, "local", &ops, &ctx);
+    msg_init("sluice", name);
+    ctx.virtual = virtual;
+    ctx.mode = local_choose_mode(argc, argv, virtual);
+    status = mail_server_main(argc, argv, name, &ops, &ctx);
     local_ctx_release(&ctx);
     return status;
 }

@@ -31,6 +31,12 @@
  * local_file.c     reading a .forward or :include: file only when it is
  *                  safe to obey (regular, owner, mode); unit tested by
  *                  local_file_test.c
+ * local_virtual.c  the virtual delivery agent's recipients (the same
+ *                  program run as `virtual`, virtual.c): the mailbox from
+ *                  virtual_mailbox_maps under virtual_mailbox_base,
+ *                  written as the uid and gid of virtual_uid_maps and
+ *                  virtual_gid_maps
+ * local_main.c, virtual.c   the two main()s
  */
 #ifndef LOCAL_H
 #define LOCAL_H
@@ -145,6 +151,12 @@ extern void local_exit_result(int wait_status, LOCAL_RESULT *res);
 extern void local_maildir_name(VSTR *out, const struct timeval *tv, long pid,
                                unsigned long count, const char *host);
 
+/* local_virtual_path - base + "/" + value, or -1 with why when value
+   would leave base (absolute, a ".." part, empty) or base is not an
+   absolute path (nor "/"): a virtual mailbox */
+extern int local_virtual_path(const char *base, const char *value, VSTR *out,
+                              VSTR *why);
+
 /* Privilege modes. */
 typedef enum LOCAL_MODE {
     LOCAL_MODE_SYSTEM, /* started as root, mail_owner is not root: each
@@ -193,6 +205,9 @@ extern void local_mbox_deliver(const char *path, const LOCAL_MSG *msg,
    Maildir (and dir's parent) when missing */
 extern void local_maildir_deliver(const char *dir, const LOCAL_MSG *msg,
                                   long long size_limit, LOCAL_RESULT *res);
+/* local_mkdir_p - mkdir with parents (mode 0700), each new folder made
+   durable in its parent; 0 or -1 (errno) */
+extern int local_mkdir_p(const char *dir);
 
 /* --- local_command.c ------------------------------------------------- */
 
@@ -254,6 +269,14 @@ typedef struct LOCAL_CONF {
     MAPS *aliases; /* NULL: alias_error says why */
     VSTR *alias_error;
     MATCH_LIST *mydestination;
+    /* The virtual delivery agent (NULL maps: the error says why). */
+    MAPS *virtual_maps; /* virtual_mailbox_maps */
+    MAPS *virtual_uid_maps;
+    MAPS *virtual_gid_maps;
+    VSTR *virtual_error;
+    char *virtual_base; /* virtual_mailbox_base */
+    long long virtual_minimum_uid;
+    long long virtual_limit; /* virtual_mailbox_limit */
 } LOCAL_CONF;
 
 /* Who an action runs as. */
@@ -267,6 +290,7 @@ typedef struct LOCAL_PRIV {
 typedef struct LOCAL_CTX {
     LOCAL_CONF conf;
     MAIL_SERVER *server;
+    bool virtual; /* run as virtual: mailboxes of virtual_mailbox_maps */
     LOCAL_MODE mode;
     LOCAL_PRIV self; /* INSTANCE: ourselves */
     LOCAL_PRIV alias_owner; /* SYSTEM: alias commands and files */
@@ -354,6 +378,18 @@ extern void local_command(LOCAL_STATE *state, const char *to, const char *user,
 /* local_forward - one new message to every non-local destination */
 extern void local_forward(LOCAL_STATE *state);
 
+/* local_virtual.c */
+
+/* local_virtual - the virtual delivery of one recipient: its mailbox in
+   virtual_mailbox_maps, written as its virtual_uid_maps and
+   virtual_gid_maps ids */
+extern void local_virtual(LOCAL_STATE *state);
+
+/* local.c */
+
+/* local_daemon - the delivery agent's main, as local or as virtual */
+extern int local_daemon(int argc, char **argv, bool virtual);
+
 /* local_priv.c */
 
 struct passwd;
@@ -375,8 +411,10 @@ extern const LOCAL_PRIV *local_priv_unroot(const LOCAL_CTX *ctx,
 
 typedef void (*LOCAL_ACTION)(void *arg, LOCAL_RESULT *res);
 
-/* local_as - run action as priv: SYSTEM mode in a child that changes uid,
-   INSTANCE mode right here */
+/* local_as - run action as priv: SYSTEM mode in a child that changes uid;
+   INSTANCE mode right here when priv is who we are, in such a child when
+   we are root (virtual's ids), else deferred (we cannot become them). A
+   priv without a name gets gid as its only group. */
 extern void local_as(LOCAL_CTX *ctx, const LOCAL_PRIV *priv,
                      LOCAL_ACTION action, void *arg, LOCAL_RESULT *res);
 /* local_alias_owner - SYSTEM mode: who alias commands and files run as:
@@ -384,7 +422,8 @@ extern void local_as(LOCAL_CTX *ctx, const LOCAL_PRIV *priv,
 extern void local_alias_owner(LOCAL_CTX *ctx, const MAIL_CONF *conf);
 /* local_choose_mode - before the skeleton drops privileges: in SYSTEM
    mode keep root as the saved uid and run as mail_owner, so the skeleton
-   leaves us alone and a delivery child can become the recipient */
-extern LOCAL_MODE local_choose_mode(int argc, char **argv);
+   leaves us alone and a delivery child can become the recipient; for
+   virtual whatever local_system_users says (its ids come from tables) */
+extern LOCAL_MODE local_choose_mode(int argc, char **argv, bool virtual);
 
 #endif

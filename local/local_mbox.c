@@ -276,7 +276,7 @@ out:
 
 /* local_mkdir_p - mkdir with parents (mode 0700), each new folder made
    durable in its parent */
-static int local_mkdir_p(const char *dir)
+int local_mkdir_p(const char *dir)
 {
     char *copy = mystrdup(dir);
     int ret = 0;
@@ -321,8 +321,8 @@ void local_maildir_deliver(const char *dir, const LOCAL_MSG *msg,
     local_msg_text(msg, text);
     if (size_limit > 0 && (long long) vstr_len(text) > size_limit) {
         local_result_set(res, LOCAL_STAT_BOUNCE, "5.2.3",
-                         "message is larger than mailbox_size_limit (%lld "
-                         "bytes)",
+                         "message is larger than the mailbox size limit "
+                         "(%lld bytes)",
                          size_limit);
         goto out;
     }

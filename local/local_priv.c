@@ -112,12 +112,15 @@ static void local_as_child(const LOCAL_PRIV *priv, LOCAL_ACTION action,
 
     if (seteuid(0) < 0)
         msg_fatal("seteuid 0: %m");
-    if (priv->uid != 0 &&
-        (setgid(priv->gid) < 0 || initgroups(priv->name, priv->gid) < 0 ||
-         setuid(priv->uid) < 0)) {
+    /* virtual's ids have no name: the gid is the only group. */
+    if (priv->uid != 0 && (setgid(priv->gid) < 0 ||
+                           (priv->name ? initgroups(priv->name, priv->gid)
+                                       : setgroups(1, &priv->gid)) < 0 ||
+                           setuid(priv->uid) < 0)) {
         local_result_set(res, LOCAL_STAT_DEFER, "4.3.0",
-                         "cannot become user %s: %s", priv->name,
-                         strerror(errno));
+                         "cannot become uid %ld gid %ld (%s): %s",
+                         (long) priv->uid, (long) priv->gid,
+                         priv->name ? priv->name : "virtual", strerror(errno));
     } else {
         action(arg, res);
     }
@@ -135,14 +138,25 @@ void local_as(LOCAL_CTX *ctx, const LOCAL_PRIV *priv, LOCAL_ACTION action,
     VSTR *wire;
     long long deadline;
     bool timed_out = false;
+    bool same;
     int fds[2];
     int status;
     pid_t pid;
     char buf[4096];
     ssize_t got;
 
-    if (ctx->mode == LOCAL_MODE_INSTANCE) {
-        action(arg, res);
+    /* local's INSTANCE privs are always our own; virtual's are the
+       tables', which only root can become. */
+    same = priv->uid == geteuid() && priv->gid == getegid();
+    if (ctx->mode == LOCAL_MODE_INSTANCE &&
+        (!ctx->virtual || same || geteuid() != 0)) {
+        if (ctx->virtual && !same)
+            local_result_set(res, LOCAL_STAT_DEFER, "4.3.0",
+                             "cannot deliver as uid %ld gid %ld: the delivery"
+                             " agent does not run as root",
+                             (long) priv->uid, (long) priv->gid);
+        else
+            action(arg, res);
         return;
     }
     if (pipe2(fds, O_CLOEXEC) < 0) {
@@ -252,7 +266,7 @@ void local_alias_owner(LOCAL_CTX *ctx, const MAIL_CONF *conf)
 /* local_choose_mode - before the skeleton drops privileges: in SYSTEM
    mode keep root as the saved uid and run as mail_owner, so the skeleton
    leaves us alone and a delivery child can become the recipient */
-LOCAL_MODE local_choose_mode(int argc, char **argv)
+LOCAL_MODE local_choose_mode(int argc, char **argv, bool virtual)
 {
     const char *config_dir = getenv("SLUICE_CONFIG");
     VSTR *why = vstr_alloc(100);
@@ -277,7 +291,7 @@ LOCAL_MODE local_choose_mode(int argc, char **argv)
     mode = local_mode(geteuid(), pw->pw_uid);
     /* An instance whose local parts are its own, not the system's users:
        nothing to become, so it runs as mail_owner like every daemon. */
-    if (!mail_conf_bool(conf, "local_system_users"))
+    if (!virtual && !mail_conf_bool(conf, "local_system_users"))
         mode = LOCAL_MODE_INSTANCE;
     if (mode == LOCAL_MODE_SYSTEM &&
         (setgroups(0, NULL) < 0 || setegid(pw->pw_gid) < 0 ||

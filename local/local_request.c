@@ -39,7 +39,7 @@ static void local_log(LOCAL_REQ *req, const char *to, const char *orig_to,
     DELIVER_LOG entry = {.qid = req->qid,
                          .to = to,
                          .orig_to = orig_to,
-                         .relay = "local",
+                         .relay = req->ctx->virtual ? "virtual" : "local",
                          .dsn = dsn,
                          .status = status,
                          .reason = reason};
@@ -114,7 +114,7 @@ static int local_send_result(LOCAL_REQ *req, LOCAL_RCPT *rcpt,
                              .action = local_stat_name(res->stat),
                              .dsn = res->dsn,
                              .reason = vstr_str(res->text),
-                             .relay = "local"};
+                             .relay = req->ctx->virtual ? "virtual" : "local"};
     ATTR_LIST *list = deliver_result_list(&result);
     int ret;
 
@@ -147,6 +147,8 @@ static void local_deliver_rcpt(LOCAL_REQ *req, LOCAL_RCPT *rcpt)
         local_result_set(&state.scratch, LOCAL_STAT_BOUNCE, "5.4.6",
                          "mail forwarding loop for %s", rcpt->address);
         local_outcome(&state, rcpt->address, &state.scratch, NULL);
+    } else if (req->ctx->virtual) {
+        local_virtual(&state);
     } else if (vstr_len(user) == 0) {
         local_result_set(&state.scratch, LOCAL_STAT_BOUNCE, "5.1.3",
                          "empty local part in %s", rcpt->address);

@@ -421,3 +421,51 @@ bool local_name_safe(const char *name)
             return false;
     return true;
 }
+
+/* local_virtual_path - base + "/" + value, or -1 with why when value
+   would leave base or base is not an absolute path */
+int local_virtual_path(const char *base, const char *value, VSTR *out,
+                       VSTR *why)
+{
+    size_t base_len = strlen(base);
+
+    while (base_len > 0 && base[base_len - 1] == '/')
+        base_len--;
+    if (*base != '/' || base_len == 0) {
+        vstr_sprintf(why,
+                     "virtual_mailbox_base \"%s\" is not an absolute path"
+                     " below /",
+                     base);
+        return -1;
+    }
+    if (*value == 0 || *value == '/') {
+        vstr_sprintf(why,
+                     "mailbox \"%s\" in virtual_mailbox_maps is not a path"
+                     " relative to virtual_mailbox_base",
+                     value);
+        return -1;
+    }
+    for (const char *cp = value; *cp; cp += strcspn(cp, "/"), cp += *cp != 0) {
+        size_t len = strcspn(cp, "/");
+
+        if (len == 2 && cp[0] == '.' && cp[1] == '.') {
+            vstr_sprintf(why,
+                         "mailbox \"%s\" in virtual_mailbox_maps leaves"
+                         " virtual_mailbox_base (a \"..\" part)",
+                         value);
+            return -1;
+        }
+        for (size_t i = 0; i < len; i++) {
+            if (iscntrl((unsigned char) cp[i])) {
+                vstr_sprintf(why,
+                             "mailbox in virtual_mailbox_maps has a control"
+                             " character");
+                return -1;
+            }
+        }
+    }
+    vstr_ncpy(out, base, base_len);
+    vstr_addch(out, '/');
+    vstr_cat(out, value);
+    return 0;
+}

@@ -220,6 +220,47 @@ static void test_name_safe(void **state)
     assert_false(local_name_safe("a\nb"));
 }
 
+/* test_virtual_path - a virtual mailbox stays under virtual_mailbox_base */
+static void test_virtual_path(void **state)
+{
+    static const struct {
+        const char *base;
+        const char *value;
+        const char *want; /* NULL: refused */
+    } cases[] = {
+        {"/var/vmail", "a.test/bob/", "/var/vmail/a.test/bob/"},
+        {"/var/vmail//", "a.test/bob", "/var/vmail/a.test/bob"},
+        {"/var/vmail", "a.test/..bob/./x", "/var/vmail/a.test/..bob/./x"},
+        {"/var/vmail", "../etc/passwd", NULL},
+        {"/var/vmail", "a.test/../../etc/", NULL},
+        {"/var/vmail", "a.test/..", NULL},
+        {"/var/vmail", "/etc/passwd", NULL},
+        {"/var/vmail", "", NULL},
+        {"/var/vmail", "a\nb", NULL},
+        {"var/vmail", "a.test/bob", NULL},
+        {"", "a.test/bob", NULL},
+        {"/", "a.test/bob", NULL},
+    };
+    VSTR *out = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(cases); i++) {
+        int ret = local_virtual_path(cases[i].base, cases[i].value, out, why);
+
+        if (cases[i].want == NULL) {
+            if (ret != -1 || vstr_len(why) == 0)
+                fail_msg("%s + %s: not refused", cases[i].base, cases[i].value);
+        } else if (ret != 0 || strcmp(vstr_str(out), cases[i].want) != 0) {
+            fail_msg("%s + %s: %d %s", cases[i].base, cases[i].value, ret,
+                     ret == 0 ? vstr_str(out) : vstr_str(why));
+        }
+        vstr_reset(out);
+        vstr_reset(why);
+    }
+    vstr_free(out);
+    vstr_free(why);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -234,6 +275,7 @@ int main(void)
         cmocka_unit_test(test_maildir_name),
         cmocka_unit_test(test_privileges),
         cmocka_unit_test(test_name_safe),
+        cmocka_unit_test(test_virtual_path),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -271,6 +271,8 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
         msg_fatal("%s", vstr_str(why));
     conf->virtual_alias_domains_value =
         mystrdup(mail_conf_str(mc, "virtual_alias_domains"));
+    conf->virtual_mailbox_domains_value =
+        mystrdup(mail_conf_str(mc, "virtual_mailbox_domains"));
     conf->recipient_delimiter =
         mystrdup(mail_conf_str(mc, "recipient_delimiter"));
     conf->route.relayhost = mystrdup(mail_conf_str(mc, "relayhost"));
@@ -279,6 +281,8 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
         mystrdup(mail_conf_str(mc, "default_transport"));
     conf->route.local_transport =
         mystrdup(mail_conf_str(mc, "local_transport"));
+    conf->route.virtual_transport =
+        mystrdup(mail_conf_str(mc, "virtual_transport"));
     conf->active_limit = mail_conf_int(mc, "qmgr_message_active_limit");
     conf->rcpt_limit = mail_conf_int(mc, "default_destination_recipient_limit");
     conf->sched.initial_concurrency =

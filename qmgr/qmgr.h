@@ -72,6 +72,9 @@ typedef struct QMGR_CONF {
     char *virtual_alias_domains_value; /* "": none */
     struct MATCH_LIST *virtual_alias_domains; /* NULL until it compiles */
     time_t virtual_alias_domains_tried; /* last attempt to compile it */
+    char *virtual_mailbox_domains_value; /* "": none */
+    struct MATCH_LIST *virtual_mailbox_domains; /* NULL until it compiles */
+    time_t virtual_mailbox_domains_tried; /* last attempt to compile it */
     char *recipient_delimiter; /* "" when none */
     QMGR_ROUTE_CONF route; /* transports, relayhost, myhostname */
     QMGR_SCHED_CONF sched; /* windows, retries, lifetimes */

@@ -693,32 +693,52 @@ static int qmgr_message_find_sender_fixed(void *context, const char *key,
     return qmgr_message_map_result(found, error, value);
 }
 
-/* qmgr_message_is_virtual - virtual_alias_domains, for qmgr_route: compiled
-   on first use, and again at most once a second while a table in it
-   cannot be opened (its recipients wait meanwhile) */
-static int qmgr_message_is_virtual(void *context, const char *domain)
+/* qmgr_message_domains - match domain against a domain list compiled on
+   first use, and again at most once a second while a table in it cannot
+   be opened (its recipients wait meanwhile) */
+static int qmgr_message_domains(const char *param, const char *value,
+                                struct MATCH_LIST **list, time_t *tried,
+                                const char *domain)
 {
-    QMGR_CTX *ctx = context;
-    QMGR_CONF *conf = &ctx->conf;
     time_t now = time(NULL);
 
-    if (conf->virtual_alias_domains == NULL) {
+    if (*list == NULL) {
         VSTR *why;
 
-        if (now == conf->virtual_alias_domains_tried)
+        if (now == *tried)
             return -1;
-        conf->virtual_alias_domains_tried = now;
+        *tried = now;
         why = vstr_alloc(64);
-        conf->virtual_alias_domains = match_list_create(
-            "virtual_alias_domains", conf->virtual_alias_domains_value,
-            MATCH_LIST_DOMAIN, why);
-        if (conf->virtual_alias_domains == NULL)
+        *list = match_list_create(param, value, MATCH_LIST_DOMAIN, why);
+        if (*list == NULL)
             msg_warn("%s", vstr_str(why));
         vstr_free(why);
-        if (conf->virtual_alias_domains == NULL)
+        if (*list == NULL)
             return -1;
     }
-    return match_list_match(conf->virtual_alias_domains, domain);
+    return match_list_match(*list, domain);
+}
+
+/* qmgr_message_is_virtual - virtual_alias_domains, for qmgr_route */
+static int qmgr_message_is_virtual(void *context, const char *domain)
+{
+    QMGR_CONF *conf = &((QMGR_CTX *) context)->conf;
+
+    return qmgr_message_domains("virtual_alias_domains",
+                                conf->virtual_alias_domains_value,
+                                &conf->virtual_alias_domains,
+                                &conf->virtual_alias_domains_tried, domain);
+}
+
+/* qmgr_message_is_mailbox - virtual_mailbox_domains, for qmgr_route */
+static int qmgr_message_is_mailbox(void *context, const char *domain)
+{
+    QMGR_CONF *conf = &((QMGR_CTX *) context)->conf;
+
+    return qmgr_message_domains("virtual_mailbox_domains",
+                                conf->virtual_mailbox_domains_value,
+                                &conf->virtual_mailbox_domains,
+                                &conf->virtual_mailbox_domains_tried, domain);
 }
 
 /* qmgr_message_bounce_self - a bounce qmgr decided: log it, record it */
@@ -753,6 +773,8 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
     }
     if (*ctx->conf.virtual_alias_domains_value != 0)
         tables.is_virtual = qmgr_message_is_virtual;
+    if (*ctx->conf.virtual_mailbox_domains_value != 0)
+        tables.is_mailbox = qmgr_message_is_mailbox;
     if (maps_count(ctx->conf.sender_relayhost_maps) > 0) {
         tables.find_sender_addr = qmgr_message_find_sender_addr;
         tables.find_sender_fixed = qmgr_message_find_sender_fixed;
@@ -774,6 +796,10 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
     case QMGR_ROUTE_VIRTUAL_UNKNOWN:
         qmgr_message_bounce_self(msg, index, "5.1.1",
                                  "User unknown in virtual alias table");
+        break;
+    case QMGR_ROUTE_MAILBOX_FAILED:
+        qmgr_message_defer_self(msg, index, "4.3.0",
+                                "virtual_mailbox_domains lookup failed");
         break;
     case QMGR_ROUTE_SENDER_FAILED:
         qmgr_message_defer_self(msg, index, "4.3.0",

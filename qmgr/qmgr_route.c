@@ -78,6 +78,7 @@ QMGR_ROUTE_STATUS qmgr_route(const QMGR_ROUTE_CONF *conf,
     const char *value = NULL;
     const char *colon;
     int local = 1;
+    int mailbox = 0;
     int found;
 
     if (rcpt_domain == NULL) {
@@ -99,8 +100,16 @@ QMGR_ROUTE_STATUS qmgr_route(const QMGR_ROUTE_CONF *conf,
                             : QMGR_ROUTE_VIRTUAL_UNKNOWN;
         }
     }
+    if (!local && tables->is_mailbox != NULL &&
+        (mailbox = tables->is_mailbox(tables->context, vstr_str(domain))) < 0) {
+        vstr_free(domain);
+        return QMGR_ROUTE_MAILBOX_FAILED;
+    }
     if (local) {
         vstr_cpy(transport, conf->local_transport);
+        vstr_cpy(nexthop, vstr_str(domain));
+    } else if (mailbox) {
+        vstr_cpy(transport, conf->virtual_transport);
         vstr_cpy(nexthop, vstr_str(domain));
     } else {
         vstr_cpy(transport, conf->default_transport);

@@ -14,8 +14,11 @@
  *     address there that cleanup's virtual_alias_maps left as it was is
  *     unknown (QMGR_ROUTE_VIRTUAL_UNKNOWN: bounced 5.1.1, as Postfix's
  *     error:User unknown in virtual alias table, which no table
- *     overrides); any other goes to default_transport, to relayhost when
- *     set, else to the domain;
+ *     overrides); a domain in virtual_mailbox_domains goes to
+ *     virtual_transport, the next hop being the domain (mydestination
+ *     wins for a domain in both, as in Postfix, which warns, and so does
+ *     sluice check); any other goes to default_transport, to relayhost
+ *     when set, else to the domain;
  *   - transport_maps may override either part, looked up as transport(5)
  *     says: the full address (the table's own address forms), then the
  *     domain, then its parents as ".parent", then "*". A value is
@@ -39,6 +42,7 @@
 typedef struct QMGR_ROUTE_CONF {
     const char *local_transport;
     const char *default_transport;
+    const char *virtual_transport;
     const char *relayhost; /* "" when none */
     const char *myhostname; /* next hop of an address with no domain */
 } QMGR_ROUTE_CONF;
@@ -69,6 +73,9 @@ typedef struct QMGR_ROUTE_TABLES {
     /* is_virtual - is domain (lowercase) in virtual_alias_domains? NULL:
        there are none */
     int (*is_virtual)(void *context, const char *domain);
+    /* is_mailbox - is domain (lowercase) in virtual_mailbox_domains?
+       NULL: there are none */
+    int (*is_mailbox)(void *context, const char *domain);
 } QMGR_ROUTE_TABLES;
 
 typedef enum QMGR_ROUTE_STATUS {
@@ -78,6 +85,7 @@ typedef enum QMGR_ROUTE_STATUS {
     QMGR_ROUTE_SENDER_FAILED, /* sender_dependent_relayhost_maps failed */
     QMGR_ROUTE_VIRTUAL_FAILED, /* virtual_alias_domains lookup failed */
     QMGR_ROUTE_VIRTUAL_UNKNOWN, /* an unmapped virtual alias address */
+    QMGR_ROUTE_MAILBOX_FAILED, /* virtual_mailbox_domains lookup failed */
 } QMGR_ROUTE_STATUS;
 
 /* qmgr_route - route address of a message from sender ("" the null

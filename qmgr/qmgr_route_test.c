@@ -22,6 +22,7 @@ typedef struct TEST_TABLES {
     const char *const *relaymap; /* sender_dependent_relayhost_maps */
     VSTR *sender_lookups; /* every key looked up there */
     const char *virtual_domains; /* as mydestination */
+    const char *mailbox_domains; /* virtual_mailbox_domains, the same */
 } TEST_TABLES;
 
 /* test_is_local - mydestination of the case */
@@ -88,9 +89,19 @@ static int test_is_virtual(void *context, const char *domain)
     return test_is_local(&as_local, domain);
 }
 
+/* test_is_mailbox - virtual_mailbox_domains of the case */
+static int test_is_mailbox(void *context, const char *domain)
+{
+    TEST_TABLES *tables = context;
+    TEST_TABLES as_local = {.mydestination = tables->mailbox_domains};
+
+    return test_is_local(&as_local, domain);
+}
+
 static const QMGR_ROUTE_CONF conf_direct = {
     .local_transport = "local",
     .default_transport = "smtp",
+    .virtual_transport = "virtual",
     .relayhost = "",
     .myhostname = "mx.sluice.test",
 };
@@ -98,6 +109,7 @@ static const QMGR_ROUTE_CONF conf_direct = {
 static const QMGR_ROUTE_CONF conf_relay = {
     .local_transport = "local",
     .default_transport = "smtp",
+    .virtual_transport = "virtual",
     .relayhost = "[relay.test]:2525",
     .myhostname = "mx.sluice.test",
 };
@@ -149,124 +161,146 @@ typedef struct ROUTE_CASE {
     const char *const *relaymap;
     const char *want_sender_lookups;
     const char *virtual_domains; /* as mydestination; NULL: none */
+    const char *mailbox_domains; /* the same, virtual_mailbox_domains */
 } ROUTE_CASE;
 
 static const ROUTE_CASE route_cases[] = {
     /* The defaults. */
     {&conf_direct, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
-     "remote.test", "", NULL, NULL, NULL, NULL},
+     "remote.test", "", NULL, NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", NULL, "u@Remote.TEST", QMGR_ROUTE_OK, "smtp",
-     "remote.test", "", NULL, NULL, NULL, NULL},
+     "remote.test", "", NULL, NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", NULL, "u@LOCAL.test", QMGR_ROUTE_OK, "local",
-     "local.test", "", NULL, NULL, NULL, NULL},
+     "local.test", "", NULL, NULL, NULL, NULL, NULL},
     {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
-     "[relay.test]:2525", "", NULL, NULL, NULL, NULL},
+     "[relay.test]:2525", "", NULL, NULL, NULL, NULL, NULL},
     /* relayhost is for remote mail only. */
     {&conf_relay, "local.test", NULL, "u@local.test", QMGR_ROUTE_OK, "local",
-     "local.test", "", NULL, NULL, NULL, NULL},
+     "local.test", "", NULL, NULL, NULL, NULL, NULL},
     /* No domain: local, next hop myhostname, even with a relayhost. */
     {&conf_relay, "local.test", NULL, "postmaster", QMGR_ROUTE_OK, "local",
-     "mx.sluice.test", "", NULL, NULL, NULL, NULL},
+     "mx.sluice.test", "", NULL, NULL, NULL, NULL, NULL},
     /* A quoted '@' is never a route; the last unquoted one is. */
     {&conf_direct, "local.test", NULL, "\"v@outside.test\"", QMGR_ROUTE_OK,
-     "local", "mx.sluice.test", "", NULL, NULL, NULL, NULL},
+     "local", "mx.sluice.test", "", NULL, NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", NULL, "\"v@outside.test\"@local.test",
-     QMGR_ROUTE_OK, "local", "local.test", "", NULL, NULL, NULL, NULL},
+     QMGR_ROUTE_OK, "local", "local.test", "", NULL, NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", NULL, "v%outside.test@local.test",
-     QMGR_ROUTE_OK, "local", "local.test", "", NULL, NULL, NULL, NULL},
+     QMGR_ROUTE_OK, "local", "local.test", "", NULL, NULL, NULL, NULL, NULL},
     /* A failed mydestination lookup defers; with no domain it is not
        asked. */
     {&conf_direct, "FAIL", NULL, "u@remote.test", QMGR_ROUTE_LOCAL_FAILED, NULL,
-     NULL, "", NULL, NULL, NULL, NULL},
+     NULL, "", NULL, NULL, NULL, NULL, NULL},
     {&conf_direct, "FAIL", NULL, "postmaster", QMGR_ROUTE_OK, "local",
-     "mx.sluice.test", "", NULL, NULL, NULL, NULL},
+     "mx.sluice.test", "", NULL, NULL, NULL, NULL, NULL},
 
     /* transport_maps: the lookup order and what a value overrides. */
     {&conf_direct, "local.test", table_wild, "u@remote.test", QMGR_ROUTE_OK,
      "relay", "[smart.test]", "u@remote.test remote.test .test *", NULL, NULL,
-     NULL, NULL},
+     NULL, NULL, NULL},
     {&conf_direct, "local.test", table_wild, "u@local.test", QMGR_ROUTE_OK,
      "relay", "[smart.test]", "u@local.test local.test .test *", NULL, NULL,
-     NULL, NULL},
+     NULL, NULL, NULL},
     /* No domain: the full address only, never "*". */
     {&conf_direct, "local.test", table_wild, "postmaster", QMGR_ROUTE_OK,
-     "local", "mx.sluice.test", "postmaster", NULL, NULL, NULL, NULL},
+     "local", "mx.sluice.test", "postmaster", NULL, NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "postmaster", QMGR_ROUTE_OK,
-     "bulk", "mx.sluice.test", "postmaster", NULL, NULL, NULL, NULL},
+     "bulk", "mx.sluice.test", "postmaster", NULL, NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "vip@example.test", QMGR_ROUTE_OK,
-     "fast", "example.test", "vip@example.test", NULL, NULL, NULL, NULL},
+     "fast", "example.test", "vip@example.test", NULL, NULL, NULL, NULL, NULL},
     {&conf_relay, "local.test", table_mixed, "other@example.test",
      QMGR_ROUTE_OK, "smtp", "[mx9.test]:26", "other@example.test example.test",
-     NULL, NULL, NULL, NULL},
+     NULL, NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "u@b.sub.test", QMGR_ROUTE_OK,
      "error", "b.sub.test", "u@b.sub.test b.sub.test .sub.test", NULL, NULL,
-     NULL, NULL},
+     NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "u@a.sub.test", QMGR_ROUTE_OK,
-     "smtp", "a.sub.test", "u@a.sub.test a.sub.test", NULL, NULL, NULL, NULL},
+     "smtp", "a.sub.test", "u@a.sub.test a.sub.test", NULL, NULL, NULL, NULL,
+     NULL},
     {&conf_direct, "local.test", table_mixed, "u@deep.a.sub.test",
      QMGR_ROUTE_OK, "smtp", "[x.test]", "u@deep.a.sub.test deep.a.sub.test",
-     NULL, NULL, NULL, NULL},
+     NULL, NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "user@local.test", QMGR_ROUTE_OK,
-     "lmtp", "unix:/s", "user@local.test", NULL, NULL, NULL, NULL},
+     "lmtp", "unix:/s", "user@local.test", NULL, NULL, NULL, NULL, NULL},
     {&conf_direct, "local.test", table_mixed, "u@nowhere.test", QMGR_ROUTE_OK,
      "smtp", "nowhere.test", "u@nowhere.test nowhere.test .test *", NULL, NULL,
-     NULL, NULL},
+     NULL, NULL, NULL},
     /* A table that fails defers the recipient. */
     {&conf_direct, "local.test", table_fail, "u@remote.test",
      QMGR_ROUTE_TABLE_FAILED, NULL, NULL, "u@remote.test", NULL, NULL, NULL,
-     NULL},
+     NULL, NULL},
     /* An empty table is asked, and changes nothing. */
     {&conf_direct, "local.test", no_table, "u@x.test", QMGR_ROUTE_OK, "smtp",
-     "x.test", "u@x.test x.test .test *", NULL, NULL, NULL, NULL},
+     "x.test", "u@x.test x.test .test *", NULL, NULL, NULL, NULL, NULL},
 
     /* sender_dependent_relayhost_maps: the sender, then @domain. */
     {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
      "[corp-relay.test]:587", "", "a@corp.test", relay_by_sender, "a@corp.test",
-     NULL},
+     NULL, NULL},
     {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
      "[corp-any.test]", "", "b@corp.test", relay_by_sender,
-     "b@corp.test @corp.test", NULL},
+     "b@corp.test @corp.test", NULL, NULL},
     {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
      "[corp-any.test]", "", "B@Corp.TEST", relay_by_sender,
-     "B@Corp.TEST @corp.test", NULL},
+     "B@Corp.TEST @corp.test", NULL, NULL},
     /* The null sender is asked as "<>". */
     {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
-     "[bounce-relay.test]", "", "", relay_by_sender, "<>", NULL},
+     "[bounce-relay.test]", "", "", relay_by_sender, "<>", NULL, NULL},
     /* DUNNO ends the search; no entry keeps relayhost. */
     {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
      "[relay.test]:2525", "", "dunno@corp.test", relay_by_sender,
-     "dunno@corp.test", NULL},
+     "dunno@corp.test", NULL, NULL},
     {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
      "[relay.test]:2525", "", "x@other.test", relay_by_sender,
-     "x@other.test @other.test", NULL},
+     "x@other.test @other.test", NULL, NULL},
     /* Without relayhost too: it replaces direct delivery. */
     {&conf_direct, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
      "[corp-relay.test]:587", "", "a@corp.test", relay_by_sender, "a@corp.test",
-     NULL},
+     NULL, NULL},
     /* Local mail never asks. */
     {&conf_relay, "local.test", NULL, "u@local.test", QMGR_ROUTE_OK, "local",
-     "local.test", "", "a@corp.test", relay_by_sender, "", NULL},
+     "local.test", "", "a@corp.test", relay_by_sender, "", NULL, NULL},
     /* transport_maps overrides the next hop it names, not the rest. */
     {&conf_relay, "local.test", table_mixed, "other@example.test",
      QMGR_ROUTE_OK, "smtp", "[mx9.test]:26", "other@example.test example.test",
-     "a@corp.test", relay_by_sender, "a@corp.test", NULL},
+     "a@corp.test", relay_by_sender, "a@corp.test", NULL, NULL},
     {&conf_relay, "local.test", table_mixed, "vip@example.test", QMGR_ROUTE_OK,
      "fast", "[corp-relay.test]:587", "vip@example.test", "a@corp.test",
-     relay_by_sender, "a@corp.test", NULL},
+     relay_by_sender, "a@corp.test", NULL, NULL},
     /* A table that fails defers the recipient. */
     {&conf_relay, "local.test", NULL, "u@remote.test", QMGR_ROUTE_SENDER_FAILED,
-     NULL, NULL, "", "a@corp.test", table_fail, "a@corp.test", NULL},
+     NULL, NULL, "", "a@corp.test", table_fail, "a@corp.test", NULL, NULL},
     /* virtual_alias_domains: an address left there is unknown, whatever
        transport_maps or the sender's relayhost say; mydestination wins. */
     {&conf_relay, "local.test", table_wild, "u@virt.test",
      QMGR_ROUTE_VIRTUAL_UNKNOWN, NULL, NULL, "", "a@corp.test", relay_by_sender,
-     "", "virt.test"},
+     "", "virt.test", NULL},
     {&conf_direct, "local.test", NULL, "u@local.test", QMGR_ROUTE_OK, "local",
-     "local.test", "", NULL, NULL, NULL, "local.test"},
+     "local.test", "", NULL, NULL, NULL, "local.test", NULL},
     {&conf_direct, "local.test", NULL, "u@other.test", QMGR_ROUTE_OK, "smtp",
-     "other.test", "", NULL, NULL, NULL, "virt.test"},
+     "other.test", "", NULL, NULL, NULL, "virt.test", NULL},
     {&conf_direct, "local.test", NULL, "u@virt.test", QMGR_ROUTE_VIRTUAL_FAILED,
-     NULL, NULL, "", NULL, NULL, NULL, "FAIL"},
+     NULL, NULL, "", NULL, NULL, NULL, "FAIL", NULL},
+    /* virtual_mailbox_domains: virtual_transport, the domain as next hop,
+       even with a relayhost and a sender's relayhost (not asked);
+       transport_maps still overrides; mydestination and
+       virtual_alias_domains win over it; a failed lookup defers. */
+    {&conf_relay, "local.test", NULL, "u@Box.test", QMGR_ROUTE_OK, "virtual",
+     "box.test", "", "a@corp.test", relay_by_sender, "", NULL, "box.test"},
+    {&conf_direct, "local.test", table_mixed, "u@example.test", QMGR_ROUTE_OK,
+     "virtual", "[mx9.test]:26", "u@example.test example.test", NULL, NULL,
+     NULL, NULL, "example.test"},
+    {&conf_direct, "local.test", NULL, "u@local.test", QMGR_ROUTE_OK, "local",
+     "local.test", "", NULL, NULL, NULL, NULL, "local.test"},
+    {&conf_direct, "local.test", NULL, "u@virt.test",
+     QMGR_ROUTE_VIRTUAL_UNKNOWN, NULL, NULL, "", NULL, NULL, NULL, "virt.test",
+     "virt.test"},
+    {&conf_direct, "local.test", NULL, "u@other.test", QMGR_ROUTE_OK, "smtp",
+     "other.test", "", NULL, NULL, NULL, NULL, "box.test"},
+    {&conf_direct, "local.test", NULL, "u@box.test", QMGR_ROUTE_MAILBOX_FAILED,
+     NULL, NULL, "", NULL, NULL, NULL, NULL, "FAIL"},
+    {&conf_direct, "local.test", NULL, "postmaster", QMGR_ROUTE_OK, "local",
+     "mx.sluice.test", "", NULL, NULL, NULL, NULL, "FAIL"},
 };
 
 static void test_route_cases(void **state)
@@ -277,11 +311,12 @@ static void test_route_cases(void **state)
 
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(route_cases); i++) {
         const ROUTE_CASE *rc = &route_cases[i];
-        TEST_TABLES data = {rc->mydestination, rc->transport,
-                            vstr_alloc(10),    rc->relaymap,
-                            vstr_alloc(10),    rc->virtual_domains};
-        QMGR_ROUTE_TABLES tables = {test_is_local, NULL, NULL, &data,
-                                    NULL,          NULL, NULL};
+        TEST_TABLES data = {rc->mydestination,  rc->transport,
+                            vstr_alloc(10),     rc->relaymap,
+                            vstr_alloc(10),     rc->virtual_domains,
+                            rc->mailbox_domains};
+        QMGR_ROUTE_TABLES tables = {.is_local = test_is_local,
+                                    .context = &data};
         QMGR_ROUTE_STATUS status;
 
         if (rc->transport) {
@@ -290,6 +325,8 @@ static void test_route_cases(void **state)
         }
         if (rc->virtual_domains)
             tables.is_virtual = test_is_virtual;
+        if (rc->mailbox_domains)
+            tables.is_mailbox = test_is_mailbox;
         if (rc->relaymap) {
             tables.find_sender_addr = test_find_sender;
             tables.find_sender_fixed = test_find_sender;

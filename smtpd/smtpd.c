@@ -928,6 +928,16 @@ static void smtpd_peer_named(const DNS_REPLY *reply, void *arg)
 
     sess->peer_lookup = NULL; /* dns frees it after this returns */
     sess->peer_status = reply->status;
+    /* For reject_unknown_(reverse_)client_hostname (smtpd_check.c). */
+    proto->name_status = reply->status == DNS_OK && reply->name != NULL
+                             ? SMTPD_PEER_OK
+                         : reply->status == DNS_TEMP ? SMTPD_PEER_TEMP
+                                                     : SMTPD_PEER_PERM;
+    proto->reverse_status =
+        reply->ptr_name != NULL || proto->name_status == SMTPD_PEER_OK
+            ? SMTPD_PEER_OK
+        : reply->status == DNS_TEMP ? SMTPD_PEER_TEMP
+                                    : SMTPD_PEER_PERM;
     if (reply->status == DNS_OK && reply->name != NULL) {
         myfree(proto->client_name);
         proto->client_name = mystrdup(reply->name);
@@ -1116,6 +1126,8 @@ static void smtpd_access_init(SMTPD_CONF *sc, const MAIL_CONF *conf)
     sc->recipient_delimiter =
         mystrdup(mail_conf_str(conf, "recipient_delimiter"));
     sc->virtual_alias = smtpd_virtual_create(conf);
+    sc->unknown_client_code =
+        (int) mail_conf_int(conf, "unknown_client_reject_code");
     vstr_free(why);
 }
 

@@ -81,6 +81,7 @@ typedef struct SMTPD_CONF {
     MATCH_LIST *event_limit_exceptions; /* exempt from the limits */
     bool forbid_bare_newline; /* refuse content with bare LF */
     bool disable_vrfy; /* disable_vrfy_command */
+    int unknown_client_code; /* unknown_client_reject_code */
 } SMTPD_CONF;
 
 /* What the I/O layer must do after smtpd_proto_command(). */
@@ -111,9 +112,18 @@ typedef enum SMTPD_CMD {
  * One SMTP session, as the protocol sees it. The I/O layer reads the
  * envelope fields (sender, rcpt, ...) when it talks to cleanup.
  */
+/* How a client name lookup ended (Postfix's SMTPD_PEER_CODE_*). */
+typedef enum SMTPD_PEER_CODE {
+    SMTPD_PEER_OK,
+    SMTPD_PEER_TEMP, /* DNS failed or timed out: try again later */
+    SMTPD_PEER_PERM, /* no name, or no lookup made */
+} SMTPD_PEER_CODE;
+
 typedef struct SMTPD_PROTO {
     const SMTPD_CONF *conf;
     char *client_name; /* "unknown" until DNS lookups exist */
+    SMTPD_PEER_CODE name_status; /* the forward-confirmed name */
+    SMTPD_PEER_CODE reverse_status; /* the PTR alone */
     char *client_addr; /* numeric; "local" for sendmail -bs */
     long local_uid; /* sendmail -bs: the submitting user */
     bool client_trusted; /* client_addr is in mynetworks */
@@ -214,7 +224,8 @@ extern SMTPD_MAPS *smtpd_maps_free(SMTPD_MAPS *maps);
 extern size_t smtpd_maps_count(const SMTPD_MAPS *maps);
 /* smtpd_virtual_create - virtual_alias_domains (a domain list; a table in
    it matches a domain that is a key) and virtual_alias_maps, whose
-   addresses are the known recipients of those domains. A list or table
+   addresses are the known recipients of those domains; the same for
+   virtual_mailbox_domains and virtual_mailbox_maps. A list or table
    that cannot be opened now is logged and tried again by lookups (451
    until then). Never NULL. */
 extern SMTPD_VIRTUAL *smtpd_virtual_create(const struct MAIL_CONF *conf);

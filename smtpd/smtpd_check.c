@@ -15,9 +15,11 @@
  * reaching the end of all lists accepts. After the lists the recipient of
  * a local domain (mydestination) must be in local_recipient_maps when that
  * is not empty (or in virtual_alias_maps), and one of a virtual alias
- * domain (virtual_alias_domains) in virtual_alias_maps, whatever the lists
- * decided (Postfix does the same). Virtual alias domains are destinations
- * of ours for reject_unauth_destination, never relayed.
+ * domain (virtual_alias_domains) in virtual_alias_maps, and one of a
+ * virtual mailbox domain (virtual_mailbox_domains) in virtual_alias_maps or
+ * virtual_mailbox_maps (its address, or "@domain"), whatever the lists
+ * decided (Postfix does the same). Virtual alias and mailbox domains are
+ * destinations of ours for reject_unauth_destination, never relayed.
  *
  * Access tables answer as access(5): OK or PERMIT, REJECT [text],
  * DEFER [text], DUNNO, "4NN text" / "5NN text" (an all-numerical value is
@@ -80,6 +82,8 @@ typedef enum SMTPD_WORD {
     SMTPD_WORD_REJECT_UNAUTH_DESTINATION,
     SMTPD_WORD_PERMIT_AUTH_DESTINATION,
     SMTPD_WORD_REJECT_UNLISTED_RECIPIENT,
+    SMTPD_WORD_REJECT_UNKNOWN_CLIENT,
+    SMTPD_WORD_REJECT_UNKNOWN_REVERSE_CLIENT,
     SMTPD_WORD_CHECK_CLIENT_ACCESS,
     SMTPD_WORD_CHECK_HELO_ACCESS,
     SMTPD_WORD_CHECK_SENDER_ACCESS,
@@ -102,6 +106,11 @@ static const struct {
     {"reject_unauth_destination", SMTPD_WORD_REJECT_UNAUTH_DESTINATION, false},
     {"permit_auth_destination", SMTPD_WORD_PERMIT_AUTH_DESTINATION, false},
     {"reject_unlisted_recipient", SMTPD_WORD_REJECT_UNLISTED_RECIPIENT, false},
+    {"reject_unknown_client_hostname", SMTPD_WORD_REJECT_UNKNOWN_CLIENT, false},
+    {"reject_unknown_client", SMTPD_WORD_REJECT_UNKNOWN_CLIENT,
+     false}, /* Postfix < 2.3 */
+    {"reject_unknown_reverse_client_hostname",
+     SMTPD_WORD_REJECT_UNKNOWN_REVERSE_CLIENT, false},
     {"check_client_access", SMTPD_WORD_CHECK_CLIENT_ACCESS, true},
     {"check_helo_access", SMTPD_WORD_CHECK_HELO_ACCESS, true},
     {"check_sender_access", SMTPD_WORD_CHECK_SENDER_ACCESS, true},
@@ -128,11 +137,19 @@ struct SMTPD_MAPS {
     size_t count;
 };
 
+/* A domain list whose tables may fail to open: compiled again by lookups. */
+typedef struct SMTPD_DOMAINS {
+    const char *param;
+    char *value; /* expanded; "": none */
+    MATCH_LIST *list; /* NULL while it cannot be compiled */
+    time_t tried; /* last attempt to compile it */
+} SMTPD_DOMAINS;
+
 struct SMTPD_VIRTUAL {
-    char *domains_value; /* virtual_alias_domains, expanded */
-    MATCH_LIST *domains; /* NULL while it cannot be compiled */
-    time_t tried; /* last attempt to compile domains */
+    SMTPD_DOMAINS alias_domains; /* virtual_alias_domains */
     SMTPD_MAPS *maps; /* virtual_alias_maps */
+    SMTPD_DOMAINS mailbox_domains; /* virtual_mailbox_domains */
+    SMTPD_MAPS *mailbox_maps; /* virtual_mailbox_maps */
 };
 
 struct SMTPD_RESTRICTIONS {
@@ -394,38 +411,71 @@ static const char *smtpd_maps_find_addr(SMTPD_MAPS *maps, const char *addr,
     return NULL;
 }
 
-/* smtpd_virtual_domains_open - compile virtual_alias_domains; NULL (and
-   logged) when a table in it cannot be opened now */
-static MATCH_LIST *smtpd_virtual_domains_open(SMTPD_VIRTUAL *virt)
+/* smtpd_domains_open - compile a domain list; NULL (and logged) when a
+   table in it cannot be opened now */
+static MATCH_LIST *smtpd_domains_open(SMTPD_DOMAINS *domains)
 {
     VSTR *why = vstr_alloc(64);
 
-    virt->tried = time(NULL);
-    if ((virt->domains =
-             match_list_create("virtual_alias_domains", virt->domains_value,
-                               MATCH_LIST_DOMAIN, why)) == NULL)
+    domains->tried = time(NULL);
+    if ((domains->list = match_list_create(domains->param, domains->value,
+                                           MATCH_LIST_DOMAIN, why)) == NULL)
         msg_warn("%s: answering 451 for what depends on it", vstr_str(why));
     vstr_free(why);
-    return virt->domains;
+    return domains->list;
+}
+
+/* smtpd_domains_init - a domain list from main.cf, compiled when set */
+static void smtpd_domains_init(SMTPD_DOMAINS *domains, const MAIL_CONF *conf,
+                               const char *param)
+{
+    domains->param = param;
+    domains->value = mystrdup(mail_conf_str(conf, param));
+    if (*domains->value != 0)
+        (void) smtpd_domains_open(domains);
+}
+
+/* smtpd_domains_match - is domain in the list? 1 yes, 0 no (or the list
+   is empty), -1 the list (or a table in it) failed */
+static int smtpd_domains_match(SMTPD_DOMAINS *domains, const char *domain)
+{
+    time_t now = time(NULL);
+
+    if (*domains->value == 0)
+        return 0;
+    if (domains->list == NULL &&
+        (now - domains->tried < SMTPD_TABLE_RETRY && now >= domains->tried
+             ? NULL
+             : smtpd_domains_open(domains)) == NULL)
+        return -1;
+    return match_list_match(domains->list, domain);
+}
+
+/* smtpd_virtual_maps - a list of tables that answers 451 (empty) when its
+   value cannot even be split */
+static SMTPD_MAPS *smtpd_virtual_maps(const MAIL_CONF *conf, const char *param)
+{
+    VSTR *why = vstr_alloc(64);
+    SMTPD_MAPS *maps;
+
+    if ((maps = smtpd_maps_create(param, mail_conf_str(conf, param), why)) ==
+        NULL) {
+        msg_warn("%s: answering 451 for what depends on it", vstr_str(why));
+        maps = smtpd_maps_create(param, "", why);
+    }
+    vstr_free(why);
+    return maps;
 }
 
 /* smtpd_virtual_create - see smtpd.h */
 SMTPD_VIRTUAL *smtpd_virtual_create(const MAIL_CONF *conf)
 {
     SMTPD_VIRTUAL *virt = mycalloc(1, sizeof(*virt));
-    VSTR *why = vstr_alloc(64);
 
-    virt->domains_value =
-        mystrdup(mail_conf_str(conf, "virtual_alias_domains"));
-    if (*virt->domains_value != 0)
-        (void) smtpd_virtual_domains_open(virt);
-    if ((virt->maps = smtpd_maps_create(
-             "virtual_alias_maps", mail_conf_str(conf, "virtual_alias_maps"),
-             why)) == NULL) {
-        msg_warn("%s: answering 451 for what depends on it", vstr_str(why));
-        virt->maps = smtpd_maps_create("virtual_alias_maps", "", why);
-    }
-    vstr_free(why);
+    smtpd_domains_init(&virt->alias_domains, conf, "virtual_alias_domains");
+    virt->maps = smtpd_virtual_maps(conf, "virtual_alias_maps");
+    smtpd_domains_init(&virt->mailbox_domains, conf, "virtual_mailbox_domains");
+    virt->mailbox_maps = smtpd_virtual_maps(conf, "virtual_mailbox_maps");
     return virt;
 }
 
@@ -434,10 +484,14 @@ SMTPD_VIRTUAL *smtpd_virtual_free(SMTPD_VIRTUAL *virt)
 {
     if (virt == NULL)
         return NULL;
-    if (virt->domains != NULL)
-        match_list_free(virt->domains);
+    if (virt->alias_domains.list != NULL)
+        match_list_free(virt->alias_domains.list);
+    if (virt->mailbox_domains.list != NULL)
+        match_list_free(virt->mailbox_domains.list);
     smtpd_maps_free(virt->maps);
-    myfree(virt->domains_value);
+    smtpd_maps_free(virt->mailbox_maps);
+    myfree(virt->alias_domains.value);
+    myfree(virt->mailbox_domains.value);
     myfree(virt);
     return NULL;
 }
@@ -446,16 +500,15 @@ SMTPD_VIRTUAL *smtpd_virtual_free(SMTPD_VIRTUAL *virt)
    -1 the list (or a table in it) failed */
 static int smtpd_virtual_domain(SMTPD_VIRTUAL *virt, const char *domain)
 {
-    time_t now = time(NULL);
+    return virt == NULL ? 0 : smtpd_domains_match(&virt->alias_domains, domain);
+}
 
-    if (virt == NULL || *virt->domains_value == 0)
-        return 0;
-    if (virt->domains == NULL &&
-        (now - virt->tried < SMTPD_TABLE_RETRY && now >= virt->tried
-             ? NULL
-             : smtpd_virtual_domains_open(virt)) == NULL)
-        return -1;
-    return match_list_match(virt->domains, domain);
+/* smtpd_mailbox_domain - is domain a virtual mailbox domain? 1 yes, 0 no,
+   -1 the list (or a table in it) failed */
+static int smtpd_mailbox_domain(SMTPD_VIRTUAL *virt, const char *domain)
+{
+    return virt == NULL ? 0
+                        : smtpd_domains_match(&virt->mailbox_domains, domain);
 }
 
 /* smtpd_check_reply - set the reply "code dsn <name>: what text" and
@@ -692,7 +745,7 @@ static const char *smtpd_check_dest_domain(const SMTPD_CONF *conf,
 }
 
 /* smtpd_check_auth_destination - is address's domain ours (mydestination,
-   virtual_alias_domains) or one we relay to (relay_domains)? An address without
+   virtual_alias_domains, virtual_mailbox_domains) or one we relay to (relay_domains)? An address without
    a domain is judged by $myorigin, as cleanup will qualify it. 1 yes, 0 no, -1
    a table failed */
 int smtpd_check_auth_destination(const SMTPD_CONF *conf, const char *address)
@@ -706,6 +759,8 @@ int smtpd_check_auth_destination(const SMTPD_CONF *conf, const char *address)
         (match = match_list_match(conf->mydestination, domain)) != 0)
         return match;
     if ((match = smtpd_virtual_domain(conf->virtual_alias, domain)) != 0)
+        return match;
+    if ((match = smtpd_mailbox_domain(conf->virtual_alias, domain)) != 0)
         return match;
     if (conf->relay_domains != NULL)
         match = match_list_match(conf->relay_domains, domain);
@@ -735,12 +790,44 @@ static SMTPD_DECISION smtpd_check_virtual(SMTPD_CHECK *chk, const char *key,
     return SMTPD_DUNNO;
 }
 
+/* smtpd_check_mailbox - a recipient in virtual_mailbox_domains must be in
+   virtual_alias_maps or virtual_mailbox_maps (key: the address; an
+   "@domain" entry catches all); other domains are not judged here */
+static SMTPD_DECISION smtpd_check_mailbox(SMTPD_CHECK *chk, const char *domain,
+                                          const char *key)
+{
+    const SMTPD_CONF *conf = chk->proto->conf;
+    const char *failed = "virtual_mailbox_maps";
+    SMTPD_DECISION decision;
+    int error = MAP_OK;
+    int mailbox = smtpd_mailbox_domain(conf->virtual_alias, domain);
+
+    if (mailbox < 0)
+        return smtpd_check_fail(chk, chk->rcpt, "virtual_mailbox_domains",
+                                domain);
+    if (mailbox == 0)
+        return SMTPD_DUNNO;
+    if ((decision = smtpd_check_virtual(chk, key, 0)) != SMTPD_DUNNO)
+        return decision == SMTPD_PERMIT ? SMTPD_DUNNO : decision;
+    if (smtpd_maps_find_addr(
+            conf->virtual_alias->mailbox_maps, key,
+            conf->recipient_delimiter ? conf->recipient_delimiter : "", 0,
+            &error, &failed) != NULL)
+        return SMTPD_DUNNO;
+    if (error == MAP_FAIL)
+        return smtpd_check_fail(chk, chk->rcpt, failed, key);
+    return smtpd_check_reply(chk, SMTPD_UNKNOWN_LOCAL_CODE, "5.1.1", chk->rcpt,
+                             "Recipient address rejected",
+                             "User unknown in virtual mailbox table");
+}
+
 /* smtpd_check_rcptmap - a recipient in mydestination must be in
    local_recipient_maps (when that is not empty) or virtual_alias_maps; one
    without a domain is looked up as cleanup will write it, with @$myorigin.
    A recipient in virtual_alias_domains must be in virtual_alias_maps (its
-   address, or its domain's "@domain" catch-all), as Postfix's
-   smtpd_reject_unlisted_recipient has it. */
+   address, or its domain's "@domain" catch-all), and one in
+   virtual_mailbox_domains in virtual_alias_maps or virtual_mailbox_maps
+   (the same keys), as Postfix's smtpd_reject_unlisted_recipient has it. */
 static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
 {
     const SMTPD_CONF *conf = chk->proto->conf;
@@ -768,7 +855,7 @@ static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
                 return smtpd_check_fail(chk, chk->rcpt, "virtual_alias_domains",
                                         domain);
             if (virt == 0)
-                return SMTPD_DUNNO;
+                return smtpd_check_mailbox(chk, domain, key);
             if ((decision = smtpd_check_virtual(chk, key, 0)) != SMTPD_DUNNO)
                 return decision == SMTPD_PERMIT ? SMTPD_DUNNO : decision;
             return smtpd_check_reply(chk, SMTPD_UNKNOWN_LOCAL_CODE, "5.1.1",
@@ -792,6 +879,27 @@ static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
     return smtpd_check_reply(chk, SMTPD_UNKNOWN_LOCAL_CODE, "5.1.1", chk->rcpt,
                              "Recipient address rejected",
                              "User unknown in local recipient table");
+}
+
+/* smtpd_check_unknown_client - reject_unknown_client_hostname (status:
+   the forward-confirmed name) and reject_unknown_reverse_client_hostname
+   (the PTR alone), as Postfix: unknown_client_reject_code when DNS said
+   no (or no lookup was made), always 450 when it failed; RFC 7372's
+   X.7.25. A local (sendmail -bs) client is never refused. */
+static SMTPD_DECISION smtpd_check_unknown_client(SMTPD_CHECK *chk,
+                                                 SMTPD_PEER_CODE status,
+                                                 const char *what)
+{
+    const SMTPD_PROTO *proto = chk->proto;
+    int code;
+
+    if (proto->local || status == SMTPD_PEER_OK)
+        return SMTPD_DUNNO;
+    code = status == SMTPD_PEER_TEMP ? 450 : proto->conf->unknown_client_code;
+    vstr_sprintf(chk->reply,
+                 "%d %c.7.25 Client host rejected: cannot find your %s, [%s]",
+                 code, code >= 500 ? '5' : '4', what, proto->client_addr);
+    return SMTPD_REJECT;
 }
 
 /* smtpd_check_list_name - who a plain reject/defer in the list names:
@@ -923,6 +1031,11 @@ static SMTPD_DECISION smtpd_check_word(SMTPD_CHECK *chk,
         return SMTPD_REJECT;
     case SMTPD_WORD_REJECT_UNLISTED_RECIPIENT:
         return smtpd_check_rcptmap(chk);
+    case SMTPD_WORD_REJECT_UNKNOWN_CLIENT:
+        return smtpd_check_unknown_client(chk, proto->name_status, "hostname");
+    case SMTPD_WORD_REJECT_UNKNOWN_REVERSE_CLIENT:
+        return smtpd_check_unknown_client(chk, proto->reverse_status,
+                                          "reverse hostname");
     case SMTPD_WORD_CHECK_CLIENT_ACCESS:
         return smtpd_check_client_access(chk, table);
     case SMTPD_WORD_CHECK_HELO_ACCESS:

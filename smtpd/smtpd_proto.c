@@ -125,6 +125,8 @@ SMTPD_PROTO *smtpd_proto_alloc(const SMTPD_CONF *conf, const char *client_name,
     proto->conf = conf;
     proto->client_name = mystrdup(client_name);
     proto->client_addr = mystrdup(client_addr);
+    /* smtpd_peer_named says better once a lookup is made. */
+    proto->name_status = proto->reverse_status = SMTPD_PEER_PERM;
     proto->client_trusted =
         conf->mynetworks != NULL &&
         match_list_match(conf->mynetworks, client_addr) == 1;
@@ -143,6 +145,7 @@ void smtpd_proto_set_local(SMTPD_PROTO *proto, long uid)
 {
     proto->local = true;
     proto->client_trusted = true;
+    proto->name_status = proto->reverse_status = SMTPD_PEER_OK;
     proto->local_uid = uid;
 }
 
