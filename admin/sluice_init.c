@@ -57,6 +57,7 @@ static const SLUICE_INIT_SERV sluice_init_servs[] = {
     {"smtp", "unix  -       -       n       -       -       smtp"},
     {"bounce", "unix  -       -       n       -       0       bounce"},
     {"local", "unix  -       n       n       -       -       local"},
+    {"virtual", "unix  -       n       n       -       -       virtual"},
     /* public: mailq run by any local user connects to it */
     {"showq", "unix  n       -       n       -       -       showq"},
 };

@@ -37,7 +37,6 @@ import pytest
 from conftest import BIN, LIBEXEC, Instance, free_port, require, wait_until
 
 DAEMONS = ("master", "smtpd", "cleanup", "qmgr", "bounce", "local", "virtual")
-SERVICE = "virtual    unix  -       n       n       -       -       virtual"
 GID = 6000
 
 MAILBOXES = """\
@@ -93,7 +92,6 @@ def env():
     inst = Instance(top / "i0", free_port())
     try:
         inst.init()
-        inst.add_service(SERVICE)
         inst.conf_set(
             mynetworks="192.0.2.0/24",
             virtual_mailbox_domains="box.test, catch.test",
@@ -291,13 +289,15 @@ def test_virtual_mailbox_domain_routes_to_virtual(make_instance, tmp_path):
     need_root_and_daemons()
     base = tmp_path / "vmail"
     base.mkdir()
-    inst = make_instance(start=True, params={
+    inst = make_instance(params={
         "mynetworks": "127.0.0.0/8",
         "virtual_mailbox_domains": "box.test",
         "virtual_mailbox_maps": "inline:{ann@box.test=box.test/ann/}",
         "virtual_mailbox_base": str(base),
         "virtual_uid_maps": "static:5000",
         "virtual_gid_maps": "static:5000"})
+    inst.remove_service("virtual")      # sluice init wrote it
+    inst.start()
     send(inst, ["ann@box.test"], b"no-virtual-service")
     inst.wait_log(r"to=<ann@box.test>, relay=none, .*status=deferred "
                   r"\(mail transport unavailable\)", timeout=20)
@@ -311,7 +311,7 @@ def test_virtual_mailbox_limit(make_instance, tmp_path):
     base = tmp_path / "vmail"
     base.mkdir()
     os.chmod(base, 0o1777)
-    inst = make_instance(services=[SERVICE], params={
+    inst = make_instance(params={
         "mynetworks": "127.0.0.0/8",
         "virtual_mailbox_domains": "box.test",
         "virtual_mailbox_maps": "inline:{md@box.test=md/, mb@box.test=mb}",
