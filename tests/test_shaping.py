@@ -1,0 +1,150 @@
+"""test_shaping - traffic shaping per destination (issue 17, items 1 and 2)
+
+A real instance relays to real sinks (tests/sink.py: every message has its
+arrival time; the sink counts the SMTP sessions open at once), routed by
+transport_maps: each test domain goes to its own loopback sink. The rules
+are a texthash file named by smtp_shaping_maps. What is measured is a
+correctness property of the limits (never more than rate x window + burst,
+never more sessions than max_connections), with the lower bound (within
+10% of the rate) showing that the limit is what slows delivery, not
+something else; no assertion is about how fast sluice is.
+"""
+
+import re
+
+from conftest import LIBEXEC, require, smtp_queue, wait_until
+
+BODY = b"Subject: shaped\r\n\r\nshaped\r\n"
+
+
+def shaped_instance(make_instance, rules, routes, tmp_path, params=None):
+    """An instance whose domains go to sinks (routes: {domain: sink}) with
+    the rules text in smtp_shaping_maps; started."""
+    require(LIBEXEC / "smtp", LIBEXEC / "smtpd", LIBEXEC / "cleanup",
+            LIBEXEC / "qmgr")
+    rules_file = tmp_path / "shaping"
+    rules_file.write_text(rules)
+    maps = "inline:{ %s }" % ", ".join(
+        "%s=smtp:[127.0.0.1]:%d" % (domain, s.port) for domain, s in routes.items())
+    conf = {"mynetworks": "127.0.0.0/8", "transport_maps": maps,
+            "smtp_shaping_maps": "texthash:%s" % rules_file}
+    conf.update(params or {})
+    inst = make_instance(params=conf)
+    inst.start()
+    return inst, rules_file
+
+
+def count_in(times, start, window):
+    return sum(1 for t in times if start <= t < start + window)
+
+
+def test_message_rate_and_other_destinations_flow(make_instance, make_sink, tmp_path):
+    """rate.test at 5/s (burst 2): over an 8 s window at the sink, at most
+    5 x 8 + 2 messages, at least 90% of 5 x 8; fast.test, without a rule,
+    gets all its mail while rate.test is still being held back; nothing
+    held back is deferred."""
+    slow = make_sink()
+    fast = make_sink()
+    inst, _ = shaped_instance(
+        make_instance, "rate.test message_rate=5/s burst=2\n",
+        {"rate.test": slow, "fast.test": fast}, tmp_path)
+    rate, burst, window, count = 5, 2, 8.0, 48
+    for i in range(count):
+        smtp_queue(inst, "s@client.test", ["r%d@rate.test" % i], BODY)
+    for i in range(20):
+        smtp_queue(inst, "s@client.test", ["f%d@fast.test" % i], BODY)
+    fast_got = fast.wait_messages(20, timeout=30)
+    slow_got = slow.wait_messages(count, timeout=60)
+    times = sorted(m.time for m in slow_got)
+    # every 8 s window starting at an arrival: never above rate x W + burst
+    for start in times:
+        assert count_in(times, start, window) <= rate * window + burst
+    # the first window, while the backlog lasts: the rate is what we get
+    first = count_in(times, times[0], window)
+    assert first >= 0.9 * rate * window, (first, times)
+    # the other destination was not held behind rate.test's backlog
+    last_fast = max(m.time for m in fast_got)
+    assert last_fast < times[-10], (last_fast, times[-10])
+    log = inst.log()
+    assert "status=deferred" not in log
+    assert not [p for p in (inst.queue_dir / "deferred").rglob("*") if p.is_file()]
+
+
+def test_max_connections(make_instance, make_sink, tmp_path):
+    """conc.test allows 2 connections: a slow sink never sees more than 2
+    sessions at once (with the default window it would see 5)."""
+    sink = make_sink(data_delay=0.3)
+    inst, _ = shaped_instance(make_instance, "conc.test max_connections=2\n",
+                              {"conc.test": sink}, tmp_path)
+    for i in range(12):
+        smtp_queue(inst, "s@client.test", ["c%d@conc.test" % i], BODY)
+    sink.wait_messages(12, timeout=60)
+    assert sink.sessions_max == 2
+    assert "status=deferred" not in inst.log()
+
+
+def test_default_rule_applies_per_domain(make_instance, make_sink, tmp_path):
+    """A domain without a rule of its own gets the default's limits."""
+    sink = make_sink(data_delay=0.3)
+    inst, _ = shaped_instance(make_instance,
+                              "other.test max_connections=5\n"
+                              "default max_connections=1\n",
+                              {"plain.test": sink}, tmp_path)
+    for i in range(6):
+        smtp_queue(inst, "s@client.test", ["p%d@plain.test" % i], BODY)
+    sink.wait_messages(6, timeout=60)
+    assert sink.sessions_max == 1
+
+
+BAD_RULES = ("# shaping\n"
+             "good.test max_connections=2\n"
+             "bad.test message_rate=5/day\n")
+
+
+def test_check_refuses_a_malformed_line(make_instance, tmp_path):
+    """sluice check names the file and the line of a malformed rule."""
+    inst = make_instance()
+    rules = tmp_path / "shaping"
+    rules.write_text(BAD_RULES)
+    inst.conf_set(smtp_shaping_maps="texthash:%s" % rules)
+    r = inst.command("check")
+    assert r.returncode == 1
+    assert ("smtp_shaping_maps: %s, line 3: message_rate: \"5/day\": unknown "
+            "unit \"day\" (s, m or h)" % rules) in r.stderr, r.stderr
+    rules.write_text("good.test max_connections=2 message_rate=10/m\n")
+    r = inst.command("check")
+    assert "smtp_shaping_maps" not in r.stderr, r.stderr
+
+
+def test_reload_with_a_malformed_file_keeps_the_rules(make_instance, make_sink, tmp_path):
+    """A reload with a malformed rules file is refused (logged with the
+    line), qmgr keeps running with the rules it has: 1/s still holds."""
+    sink = make_sink()
+    inst, rules = shaped_instance(make_instance,
+                                  "once.test message_rate=1/s\n",
+                                  {"once.test": sink}, tmp_path)
+    qmgr = inst.child("qmgr")
+    rules.write_text(BAD_RULES)
+    inst.reload()
+    inst.wait_log(r"reload: smtp_shaping_maps: .*, line 3: .*; keeping the "
+                  r"old configuration")
+    for i in range(4):
+        smtp_queue(inst, "s@client.test", ["o%d@once.test" % i], BODY)
+    got = sink.wait_messages(4, timeout=30)
+    times = sorted(m.time for m in got)
+    # 1/s, burst 1: four messages span at least 3 s (less 10% for jitter)
+    assert times[-1] - times[0] >= 2.7, times
+    assert inst.child("qmgr") == qmgr
+    assert not re.search(r"qmgr.*fatal", inst.log())
+
+
+def test_start_refused_with_a_malformed_file(make_instance, tmp_path):
+    """sluice start with a malformed rules file fails, naming the line."""
+    inst = make_instance()
+    rules = tmp_path / "shaping"
+    rules.write_text(BAD_RULES)
+    inst.conf_set(smtp_shaping_maps="texthash:%s" % rules)
+    r = inst.command("start")
+    assert r.returncode != 0
+    assert "smtp_shaping_maps: %s, line 3: " % rules in r.stderr, r.stderr
+    assert inst.status() != 0
