@@ -391,9 +391,9 @@ const SHAPING_RULE *shaping_rules_at(const SHAPING_RULES *rules, size_t index)
     return &rules->rules[index];
 }
 
-/* shaping_rules_domain - the rule of a domain, else the default */
-const SHAPING_RULE *shaping_rules_domain(const SHAPING_RULES *rules,
-                                         const char *domain)
+/* shaping_rules_exact - the domain's own rule, or NULL */
+const SHAPING_RULE *shaping_rules_exact(const SHAPING_RULES *rules,
+                                        const char *domain)
 {
     VSTR *lower;
     void *found;
@@ -408,7 +408,33 @@ const SHAPING_RULE *shaping_rules_domain(const SHAPING_RULES *rules,
         htable_locate(rules->by_key, vstr_str(lower), &found))
         rule = &rules->rules[(uintptr_t) found - 1];
     vstr_free(lower);
-    return rule ? rule : rules->fallback;
+    return rule;
+}
+
+/* shaping_rules_fallback - the default rule, or NULL */
+const SHAPING_RULE *shaping_rules_fallback(const SHAPING_RULES *rules)
+{
+    return rules ? rules->fallback : NULL;
+}
+
+/* shaping_rules_providers - how many provider rules */
+size_t shaping_rules_providers(const SHAPING_RULES *rules)
+{
+    size_t count = 0;
+
+    for (size_t i = 0; rules && i < rules->count; i++)
+        if (rules->rules[i].kind == SHAPING_KIND_PROVIDER)
+            count++;
+    return count;
+}
+
+/* shaping_rules_domain - the rule of a domain, else the default */
+const SHAPING_RULE *shaping_rules_domain(const SHAPING_RULES *rules,
+                                         const char *domain)
+{
+    const SHAPING_RULE *rule = shaping_rules_exact(rules, domain);
+
+    return rule ? rule : shaping_rules_fallback(rules);
 }
 
 /* shaping_host_matches - does host (any case, maybe a trailing dot) end in

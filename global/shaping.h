@@ -99,6 +99,13 @@ extern const SHAPING_RULE *shaping_rules_at(const SHAPING_RULES *rules,
    the default, else NULL */
 extern const SHAPING_RULE *shaping_rules_domain(const SHAPING_RULES *rules,
                                                 const char *domain);
+/* shaping_rules_exact - the domain's own rule (any case), or NULL */
+extern const SHAPING_RULE *shaping_rules_exact(const SHAPING_RULES *rules,
+                                               const char *domain);
+/* shaping_rules_fallback - the default rule, or NULL */
+extern const SHAPING_RULE *shaping_rules_fallback(const SHAPING_RULES *rules);
+/* shaping_rules_providers - how many provider rules */
+extern size_t shaping_rules_providers(const SHAPING_RULES *rules);
 /* shaping_rules_provider - the provider every one of the MX hosts belongs
    to (each host ends in one of its suffixes, any case, a trailing dot
    ignored), NULL when none: a domain whose MX hosts mix providers is no

@@ -202,6 +202,11 @@ static void test_load_file(void **state)
     /* a provider or the default is never a domain's own rule */
     assert_string_equal(shaping_rules_domain(rules, "provider:big")->key,
                         "default");
+    assert_null(shaping_rules_exact(rules, "other.test"));
+    assert_string_equal(shaping_rules_exact(rules, "Slow.Test")->key,
+                        "slow.test");
+    assert_string_equal(shaping_rules_fallback(rules)->key, "default");
+    assert_int_equal(shaping_rules_providers(rules), 1);
     rule = shaping_rules_provider(rules, hosts_big, 2);
     assert_non_null(rule);
     assert_string_equal(rule->key, "provider:big");

@@ -62,6 +62,7 @@ struct MATCH_LIST;
 struct HTABLE;
 struct MAIL_CONF;
 struct SHAPING_RULES;
+struct DNS_CTX;
 
 typedef struct QMGR_CTX QMGR_CTX;
 typedef struct QMGR_MESSAGE QMGR_MESSAGE;
@@ -131,6 +132,9 @@ struct QMGR_CTX {
     struct HTABLE *shape_table; /* shaping bucket name -> QMGR_SHAPE */
     struct event *shape_ev; /* a held-back bucket's next token is due */
     long long shape_wake_at; /* ... at (monotonic usec), 0: not set */
+    struct DNS_CTX *dns; /* MX lookups for provider rules, NULL: none */
+    struct HTABLE *mx_cache; /* domain -> its provider (qmgr_shaping.c) */
+    int mx_timeout; /* smtp_dns_timeout */
 };
 
 /* qmgr.c */
@@ -232,6 +236,10 @@ extern void qmgr_dest_job_done(QMGR_DEST *dest, QMGR_SCHED_OUTCOME outcome,
                                const char *reason);
 extern void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry);
 extern void qmgr_dest_revive_all(QMGR_CTX *ctx);
+/* qmgr_dest_rebucket - the pending entries of destinations of shape go
+   again, recipient by recipient and in order, through qmgr_dest_add (an
+   MX lookup decided their bucket) */
+extern void qmgr_dest_rebucket(QMGR_CTX *ctx, QMGR_SHAPE *shape);
 /* qmgr_dest_withdraw - take msg's pending (unstarted) entries back; each
    recipient goes to qmgr_message_withdrawn; the caller holds a reference */
 extern void qmgr_dest_withdraw(QMGR_MESSAGE *msg);
@@ -239,7 +247,9 @@ extern QMGR_ENTRY *qmgr_entry_free(QMGR_ENTRY *entry);
 
 /* A shaping bucket: recipients that share one rule's limits. */
 struct QMGR_SHAPE {
-    char *name; /* the recipient domain (lowercase) */
+    char *name; /* domain, provider:NAME, or ?domain while its MX is
+                   looked up (lowercase) */
+    bool resolving; /* ?domain: nothing starts until the MX is known */
     const struct SHAPING_RULE *rule; /* in ctx->conf.shaping */
     SHAPING_STATE state; /* in flight, GCRA states */
     size_t dests; /* destinations that name it */

@@ -298,6 +298,25 @@ void qmgr_dest_revive_all(QMGR_CTX *ctx)
         qmgr_sched_dest_revive(&dest->sched, &ctx->conf.sched);
 }
 
+/* qmgr_dest_rebucket - the entries of shape's destinations, again */
+void qmgr_dest_rebucket(QMGR_CTX *ctx, QMGR_SHAPE *shape)
+{
+    /* New destinations go to the front of the list: those left to visit
+       are the ones that were there. */
+    for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next) {
+        if (dest->shape != shape)
+            continue;
+        while (dest->head) {
+            QMGR_ENTRY *entry = qmgr_dest_pop(dest);
+
+            for (size_t i = 0; i < entry->count; i++)
+                qmgr_dest_add(entry->msg, dest->transport, dest->nexthop,
+                              entry->index[i]);
+            qmgr_entry_free(entry);
+        }
+    }
+}
+
 /* qmgr_dest_withdraw - take msg's pending (unstarted) entries back */
 void qmgr_dest_withdraw(QMGR_MESSAGE *msg)
 {

@@ -20,9 +20,18 @@
  * delivery schedules. A held-back entry stays at the head of its queue:
  * no deferral, no attempt counted.
  *
- * Provider rules (provider:NAME with mx_suffix) are parsed and checked but
- * not matched yet: that needs the MX hosts of each domain, which qmgr does
- * not resolve today (the smtp agent does).
+ * Which bucket: a domain's own rule first (no DNS). Else, when there are
+ * provider rules and DNS lookups are on, the domain's MX hosts decide:
+ * when every one of them ends in one of a provider's mx_suffix, the
+ * domain shares the bucket "provider:NAME" with every other domain of
+ * that provider; else the default rule applies to the domain alone. The
+ * MX hosts are looked up here, asynchronously (global/dns.c, dns_servers),
+ * and the answer is kept QMGR_SHAPING_MX_CACHE seconds (dns.c does not
+ * pass the records' TTL on), a failed lookup QMGR_SHAPING_MX_RETRY seconds
+ * (its domain gets the default meanwhile: a broken DNS never stops mail).
+ * While the lookup runs, the domain's recipients wait in a bucket of
+ * their own ("?domain") that never starts anything; the answer moves
+ * them, in their order, to the right bucket.
  */
 #include "sys_defs.h"
 
@@ -30,6 +39,7 @@
 
 #include <event2/event.h>
 
+#include "dns.h"
 #include "htable.h"
 #include "mail_conf.h"
 #include "msg.h"
@@ -38,6 +48,20 @@
 #include "shaping.h"
 #include "smtp_addr.h"
 #include "vstr.h"
+
+#define QMGR_SHAPING_MX_CACHE 3600 /* seconds an MX answer is kept */
+#define QMGR_SHAPING_MX_RETRY 60 /* ... a failed lookup */
+#define QMGR_SHAPING_USEC 1000000LL
+#define QMGR_SHAPING_RESOLVING '?' /* bucket name prefix while looking up */
+
+/* What the MX hosts of a domain say. */
+typedef struct QMGR_SHAPING_MX {
+    QMGR_CTX *ctx;
+    char *domain;
+    const SHAPING_RULE *provider; /* NULL: none (the default applies) */
+    long long expires; /* monotonic usec */
+    DNS_LOOKUP *lookup; /* running, NULL: the answer is in */
+} QMGR_SHAPING_MX;
 
 /* qmgr_shaping_now - the monotonic clock in microseconds */
 long long qmgr_shaping_now(void)
@@ -69,16 +93,119 @@ void qmgr_shaping_init(QMGR_CTX *ctx, const MAIL_CONF *mc)
                      "enforced yet (smtp_connection_reuse_count_limit "
                      "applies)",
                      rule->key);
-        if (rule->kind == SHAPING_KIND_PROVIDER)
-            msg_warn("smtp_shaping_maps: %s: provider rules are not matched "
-                     "yet (no MX lookups in qmgr): its domains get their own "
-                     "or the default rule",
-                     rule->key);
     }
     if (rules)
         msg_info("smtp_shaping_maps: %zu rule%s", shaping_rules_count(rules),
                  shaping_rules_count(rules) == 1 ? "" : "s");
+    ctx->mx_timeout = (int) mail_conf_time(mc, "smtp_dns_timeout");
+    if (shaping_rules_providers(rules) > 0) {
+        if (mail_conf_bool(mc, "disable_dns_lookups"))
+            msg_warn("smtp_shaping_maps: provider rules are not matched: "
+                     "disable_dns_lookups = yes (their domains get their own "
+                     "or the default rule)");
+        else if ((ctx->dns = dns_ctx_create(ctx->base, mc, why)) == NULL)
+            msg_warn("smtp_shaping_maps: provider rules are not matched: %s",
+                     vstr_str(why));
+    }
     vstr_free(why);
+}
+
+/* qmgr_shaping_bucket - the bucket called name, made if new */
+static QMGR_SHAPE *qmgr_shaping_bucket(QMGR_CTX *ctx, const char *name,
+                                       const SHAPING_RULE *rule, bool resolving)
+{
+    QMGR_SHAPE *shape;
+
+    if (ctx->shape_table == NULL)
+        ctx->shape_table = htable_alloc(0);
+    if ((shape = htable_find(ctx->shape_table, name)) == NULL) {
+        shape = mycalloc(1, sizeof(*shape));
+        shape->name = mystrdup(name);
+        shape->rule = rule;
+        shape->resolving = resolving;
+        if (!htable_enter(ctx->shape_table, shape->name, shape))
+            msg_panic("%s: %s: entered twice", __func__, shape->name);
+    }
+    return shape;
+}
+
+/* qmgr_shaping_mx_free - forget one MX answer (htable_free callback) */
+static void qmgr_shaping_mx_free(void *arg)
+{
+    QMGR_SHAPING_MX *mx = arg;
+
+    if (mx->lookup)
+        dns_lookup_cancel(mx->lookup);
+    myfree(mx->domain);
+    myfree(mx);
+}
+
+/* qmgr_shaping_mx_done - the MX hosts of a domain are known (or not):
+   its waiting recipients go to their bucket */
+static void qmgr_shaping_mx_done(const DNS_REPLY *reply, void *arg)
+{
+    QMGR_SHAPING_MX *mx = arg;
+    QMGR_CTX *ctx = mx->ctx;
+    long long now = qmgr_shaping_now();
+    VSTR *name = vstr_alloc(50);
+    QMGR_SHAPE *waiting;
+
+    mx->lookup = NULL;
+    mx->provider = NULL;
+    if (reply->status == DNS_OK) {
+        const char **hosts = mymalloc_array(reply->count, sizeof(char *));
+
+        for (size_t i = 0; i < reply->count; i++)
+            hosts[i] = reply->addrs[i].host;
+        mx->provider =
+            shaping_rules_provider(ctx->conf.shaping, hosts, reply->count);
+        myfree(hosts);
+        mx->expires = now + QMGR_SHAPING_MX_CACHE * QMGR_SHAPING_USEC;
+        msg_info("shaping: %s: %s (MX %s%s)", mx->domain,
+                 mx->provider ? mx->provider->key : "no provider",
+                 reply->count ? reply->addrs[0].host : "-",
+                 reply->count > 1 ? ", ..." : "");
+    } else {
+        mx->expires =
+            now + (reply->status == DNS_PERM ? QMGR_SHAPING_MX_CACHE
+                                             : QMGR_SHAPING_MX_RETRY) *
+                      QMGR_SHAPING_USEC;
+        msg_info("shaping: %s: no provider (%s)", mx->domain,
+                 vstr_str(reply->reason));
+    }
+    /* Move what waited, in order, to where it belongs now. */
+    vstr_sprintf(name, "%c%s", QMGR_SHAPING_RESOLVING, mx->domain);
+    if (ctx->shape_table &&
+        (waiting = htable_find(ctx->shape_table, vstr_str(name))) != NULL) {
+        waiting->resolving = false; /* the sweep may forget it */
+        qmgr_dest_rebucket(ctx, waiting);
+    }
+    vstr_free(name);
+    qmgr_dest_schedule(ctx);
+}
+
+/* qmgr_shaping_mx - what the MX hosts of domain (lowercase) say: the
+   answer, or NULL while it is being looked up */
+static QMGR_SHAPING_MX *qmgr_shaping_mx(QMGR_CTX *ctx, const char *domain)
+{
+    QMGR_SHAPING_MX *mx;
+    long long now = qmgr_shaping_now();
+
+    if (ctx->mx_cache == NULL)
+        ctx->mx_cache = htable_alloc(0);
+    if ((mx = htable_find(ctx->mx_cache, domain)) == NULL) {
+        mx = mycalloc(1, sizeof(*mx));
+        mx->ctx = ctx;
+        mx->domain = mystrdup(domain);
+        if (!htable_enter(ctx->mx_cache, domain, mx))
+            msg_panic("%s: %s: entered twice", __func__, domain);
+    } else if (mx->lookup == NULL && mx->expires > now) {
+        return mx;
+    }
+    if (mx->lookup == NULL)
+        mx->lookup = dns_lookup(ctx->dns, domain, true, ctx->mx_timeout,
+                                qmgr_shaping_mx_done, mx);
+    return NULL;
 }
 
 /* qmgr_shaping_find - the bucket of one recipient, made if new; NULL when
@@ -88,24 +215,37 @@ QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
 {
     const char *domain = smtp_addr_domain(address);
     const SHAPING_RULE *rule;
+    QMGR_SHAPING_MX *mx;
     QMGR_SHAPE *shape;
     VSTR *name;
 
     if (ctx->conf.shaping == NULL || domain == NULL || *domain == 0 ||
         strcmp(transport, ctx->conf.route.local_transport) == 0)
         return NULL;
-    if ((rule = shaping_rules_domain(ctx->conf.shaping, domain)) == NULL)
-        return NULL;
     name = vstr_lower(vstr_cpy(vstr_alloc(50), domain));
-    if (ctx->shape_table == NULL)
-        ctx->shape_table = htable_alloc(0);
-    if ((shape = htable_find(ctx->shape_table, vstr_str(name))) == NULL) {
-        shape = mycalloc(1, sizeof(*shape));
-        shape->name = mystrdup(vstr_str(name));
-        shape->rule = rule;
-        if (!htable_enter(ctx->shape_table, shape->name, shape))
-            msg_panic("%s: %s: entered twice", __func__, shape->name);
+    if ((rule = shaping_rules_exact(ctx->conf.shaping, vstr_str(name))) ==
+        NULL) {
+        if (ctx->dns != NULL && *vstr_str(name) != '[') {
+            if ((mx = qmgr_shaping_mx(ctx, vstr_str(name))) == NULL) {
+                VSTR *waiting = vstr_alloc(50);
+
+                vstr_sprintf(waiting, "%c%s", QMGR_SHAPING_RESOLVING,
+                             vstr_str(name));
+                shape = qmgr_shaping_bucket(ctx, vstr_str(waiting), NULL, true);
+                vstr_free(waiting);
+                vstr_free(name);
+                return shape;
+            }
+            if ((rule = mx->provider) != NULL)
+                vstr_cpy(name, rule->key);
+        }
+        if (rule == NULL &&
+            (rule = shaping_rules_fallback(ctx->conf.shaping)) == NULL) {
+            vstr_free(name);
+            return NULL;
+        }
     }
+    shape = qmgr_shaping_bucket(ctx, vstr_str(name), rule, false);
     vstr_free(name);
     return shape;
 }
@@ -147,6 +287,8 @@ bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape, long long now)
 
     if (shape == NULL)
         return true;
+    if (shape->resolving)
+        return false;
     switch (shaping_may_start(shape->rule, &shape->state, now, &wait)) {
     case SHAPING_GO:
         return true;
@@ -188,10 +330,22 @@ void qmgr_shaping_sweep(QMGR_CTX *ctx)
     while (htable_iter_next(&iter, &key, &value)) {
         QMGR_SHAPE *shape = value;
 
-        if (shape->dests > 0 || !shaping_idle(&shape->state, now))
+        if (shape->dests > 0 || shape->resolving ||
+            !shaping_idle(&shape->state, now))
             continue;
         htable_delete(ctx->shape_table, shape->name);
         myfree(shape->name);
         myfree(shape);
+    }
+    if (ctx->mx_cache == NULL)
+        return;
+    htable_iter_init(&iter, ctx->mx_cache);
+    while (htable_iter_next(&iter, &key, &value)) {
+        QMGR_SHAPING_MX *mx = value;
+
+        if (mx->lookup == NULL && mx->expires <= now) {
+            htable_delete(ctx->mx_cache, mx->domain);
+            qmgr_shaping_mx_free(mx);
+        }
     }
 }

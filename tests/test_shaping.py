@@ -148,3 +148,26 @@ def test_start_refused_with_a_malformed_file(make_instance, tmp_path):
     assert r.returncode != 0
     assert "smtp_shaping_maps: %s, line 3: " % rules in r.stderr, r.stderr
     assert inst.status() != 0
+
+
+def test_provider_by_mx_suffix(make_instance, make_sink, make_dns, tmp_path):
+    """Two domains whose MX hosts end in .prov.test share provider:prov's
+    2 connections (each alone would have the default window of 5); the
+    MX hosts come from a loopback DNS server through dns_servers."""
+    dns = make_dns(mx=[("a.test", "mx1.prov.test", 10),
+                       ("b.test", "mx2.prov.test", 10)],
+                   a=[("mx1.prov.test", "127.0.0.1"),
+                      ("mx2.prov.test", "127.0.0.1")])
+    sink = make_sink(data_delay=0.3)
+    inst, _ = shaped_instance(
+        make_instance, "provider:prov mx_suffix=.prov.test max_connections=2\n",
+        {"a.test": sink, "b.test": sink}, tmp_path,
+        params={"disable_dns_lookups": "no", "dns_servers": dns.server})
+    for i in range(6):
+        smtp_queue(inst, "s@client.test", ["x%d@a.test" % i], BODY)
+        smtp_queue(inst, "s@client.test", ["y%d@b.test" % i], BODY)
+    sink.wait_messages(12, timeout=60)
+    assert sink.sessions_max == 2
+    inst.wait_log(r"shaping: a\.test: provider:prov \(MX mx1\.prov\.test\)")
+    inst.wait_log(r"shaping: b\.test: provider:prov \(MX mx2\.prov\.test\)")
+    assert "status=deferred" not in inst.log()
