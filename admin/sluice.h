@@ -9,6 +9,7 @@
  * sluice_admin.c  hold, release, delete, requeue (postsuper)
  * sluice_map.c    map: build, query and edit lookup tables (postmap)
  * sluice_events.c events: read the event journal (global/events.h)
+ * sluice_shaping.c shaping: qmgr's shaping buckets; suspend, resume
  *
  * Each subcommand is a function that returns the process exit status and
  * reports a failure as one line on stderr through sluice_fail().
@@ -34,6 +35,7 @@ extern int sluice_queue(const char *config_dir, int argc, char **argv);
 extern int sluice_cat(const char *config_dir, int argc, char **argv);
 extern int sluice_flush(const char *config_dir, int argc, char **argv);
 extern int sluice_events(const char *config_dir, int argc, char **argv);
+extern int sluice_shaping(const char *config_dir, int argc, char **argv);
 /* sluice_map.c: argv[0] is map */
 extern int sluice_map(const char *config_dir, int argc, char **argv);
 /* sluice_dkim.c: argv[0] is dkim (keygen, check) */

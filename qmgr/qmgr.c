@@ -322,6 +322,7 @@ static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
     qmgr_scan_want(&ctx->deferred_scan, false);
     ctx->deferred_last = time(NULL);
     qmgr_admin_init(ctx);
+    qmgr_shaping_admin_init(ctx);
     qmgr_scan_kick(ctx);
 }
 

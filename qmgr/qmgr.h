@@ -25,6 +25,8 @@
  * qmgr_shaping.c  smtp_shaping_maps: the buckets recipients share (limits
  *                 of global/shaping.h) and the timer that wakes a
  *                 destination whose next token is due
+ * qmgr_shaping_admin.c  `sluice shaping` on private/qmgr-shaping
+ *                 (global/shaping_proto.h): list, suspend, resume
  *
  * qmgr_message.c, qmgr_dest.c and qmgr_deliver.c decide nothing about
  * scheduling or routing themselves: they apply what the pure functions
@@ -135,6 +137,7 @@ struct QMGR_CTX {
     struct DNS_CTX *dns; /* MX lookups for provider rules, NULL: none */
     struct HTABLE *mx_cache; /* domain -> its provider (qmgr_shaping.c) */
     int mx_timeout; /* smtp_dns_timeout */
+    struct event *shape_admin_ev; /* private/qmgr-shaping accept event */
 };
 
 /* qmgr.c */
@@ -269,6 +272,18 @@ extern void qmgr_shaping_start(QMGR_SHAPE *shape, long long now);
 extern void qmgr_shaping_end(QMGR_SHAPE *shape);
 /* qmgr_shaping_sweep - forget unused buckets that remember nothing */
 extern void qmgr_shaping_sweep(QMGR_CTX *ctx);
+/* qmgr_shaping_suspend - hold bucket name for seconds (0: resume); -1
+   with why for an unknown provider */
+extern int qmgr_shaping_suspend(QMGR_CTX *ctx, const char *name,
+                                long long seconds, VSTR *why);
+typedef void (*QMGR_SHAPING_EACH_FN)(const QMGR_SHAPE *shape, size_t queued,
+                                     long long now, void *arg);
+/* qmgr_shaping_each - every bucket, with its entries waiting */
+extern void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn,
+                              void *arg);
+
+/* qmgr_shaping_admin.c: `sluice shaping` on private/qmgr-shaping */
+extern void qmgr_shaping_admin_init(QMGR_CTX *ctx);
 
 /* qmgr_deliver.c */
 extern void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry);

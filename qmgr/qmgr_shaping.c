@@ -209,7 +209,7 @@ static QMGR_SHAPING_MX *qmgr_shaping_mx(QMGR_CTX *ctx, const char *domain)
 }
 
 /* qmgr_shaping_find - the bucket of one recipient, made if new; NULL when
-   it is not shaped */
+   it is not shaped (no rule applies and nobody suspended its domain) */
 QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
                               const char *address)
 {
@@ -219,7 +219,7 @@ QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
     QMGR_SHAPE *shape;
     VSTR *name;
 
-    if (ctx->conf.shaping == NULL || domain == NULL || *domain == 0 ||
+    if (domain == NULL || *domain == 0 ||
         strcmp(transport, ctx->conf.route.local_transport) == 0)
         return NULL;
     name = vstr_lower(vstr_cpy(vstr_alloc(50), domain));
@@ -239,15 +239,87 @@ QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
             if ((rule = mx->provider) != NULL)
                 vstr_cpy(name, rule->key);
         }
-        if (rule == NULL &&
-            (rule = shaping_rules_fallback(ctx->conf.shaping)) == NULL) {
-            vstr_free(name);
-            return NULL;
-        }
+        if (rule == NULL)
+            rule = shaping_rules_fallback(ctx->conf.shaping);
     }
-    shape = qmgr_shaping_bucket(ctx, vstr_str(name), rule, false);
+    if (rule != NULL)
+        shape = qmgr_shaping_bucket(ctx, vstr_str(name), rule, false);
+    else if (ctx->shape_table != NULL)
+        shape = htable_find(ctx->shape_table, vstr_str(name)); /* suspended */
+    else
+        shape = NULL;
     vstr_free(name);
     return shape;
+}
+
+/* qmgr_shaping_rule_of - the rule a bucket called name (lowercase) has */
+static const SHAPING_RULE *qmgr_shaping_rule_of(QMGR_CTX *ctx, const char *name)
+{
+    const SHAPING_RULES *rules = ctx->conf.shaping;
+
+    if (strncmp(name, SHAPING_PROVIDER_PREFIX,
+                strlen(SHAPING_PROVIDER_PREFIX)) != 0)
+        return shaping_rules_domain(rules, name);
+    for (size_t i = 0; i < shaping_rules_count(rules); i++)
+        if (strcmp(shaping_rules_at(rules, i)->key, name) == 0)
+            return shaping_rules_at(rules, i);
+    return NULL;
+}
+
+/* qmgr_shaping_suspend - nothing of bucket name starts for seconds (0:
+   resume now); -1 with why when there is no such provider */
+int qmgr_shaping_suspend(QMGR_CTX *ctx, const char *name, long long seconds,
+                         VSTR *why)
+{
+    VSTR *lower = vstr_lower(vstr_cpy(vstr_alloc(50), name));
+    const SHAPING_RULE *rule = qmgr_shaping_rule_of(ctx, vstr_str(lower));
+    QMGR_SHAPE *shape = NULL;
+
+    if (rule == NULL && strncmp(vstr_str(lower), SHAPING_PROVIDER_PREFIX,
+                                strlen(SHAPING_PROVIDER_PREFIX)) == 0) {
+        vstr_sprintf(why, "%s: no such provider in smtp_shaping_maps", name);
+        vstr_free(lower);
+        return -1;
+    }
+    if (seconds > 0)
+        shape = qmgr_shaping_bucket(ctx, vstr_str(lower), rule, false);
+    else if (ctx->shape_table)
+        shape = htable_find(ctx->shape_table, vstr_str(lower));
+    if (seconds > 0) {
+        shape->state.suspended_until =
+            qmgr_shaping_now() + seconds * QMGR_SHAPING_USEC;
+        msg_info("shaping: %s: suspended for %llds by the administrator",
+                 shape->name, seconds);
+    } else if (shape != NULL && shape->state.suspended_until != 0) {
+        shape->state.suspended_until = 0;
+        msg_info("shaping: %s: resumed by the administrator", shape->name);
+    }
+    vstr_free(lower);
+    qmgr_dest_schedule(ctx);
+    return 0;
+}
+
+/* qmgr_shaping_each - call fn for every bucket, with what it has queued */
+void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn, void *arg)
+{
+    HTABLE_ITER iter;
+    const char *key;
+    void *value;
+    long long now = qmgr_shaping_now();
+
+    if (ctx->shape_table == NULL)
+        return;
+    htable_iter_init(&iter, ctx->shape_table);
+    while (htable_iter_next(&iter, &key, &value)) {
+        QMGR_SHAPE *shape = value;
+        size_t queued = 0;
+
+        for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
+            if (dest->shape == shape)
+                for (QMGR_ENTRY *entry = dest->head; entry; entry = entry->next)
+                    queued++;
+        fn(shape, queued, now, arg);
+    }
 }
 
 /* qmgr_shaping_wake_event - a token is due: schedule again */

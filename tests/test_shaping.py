@@ -171,3 +171,61 @@ def test_provider_by_mx_suffix(make_instance, make_sink, make_dns, tmp_path):
     inst.wait_log(r"shaping: a\.test: provider:prov \(MX mx1\.prov\.test\)")
     inst.wait_log(r"shaping: b\.test: provider:prov \(MX mx2\.prov\.test\)")
     assert "status=deferred" not in inst.log()
+
+
+def shaping_rows(inst):
+    """`sluice shaping` as {bucket: row dict}."""
+    out = inst.check("shaping").splitlines()
+    head = out[0].split()
+    assert head == ["BUCKET", "RULE", "CONNS", "MSGRATE", "TOKENS", "CONNRATE",
+                    "TOKENS", "SUSPENDED", "QUEUED"], out
+    keys = ["bucket", "rule", "conns", "msgrate", "msgtokens", "connrate",
+            "conntokens", "suspended", "queued"]
+    return {row.split()[0]: dict(zip(keys, row.split())) for row in out[1:]}
+
+
+def test_sluice_shaping_suspend_list_resume(make_instance, make_sink, tmp_path):
+    """sluice shaping suspend holds a bucket (nothing reaches its sink, its
+    mail waits in memory, not deferred), lists it with its limits, and
+    resume lets the mail go."""
+    sink = make_sink()
+    inst, _ = shaped_instance(make_instance,
+                              "held.test max_connections=3 message_rate=2/s "
+                              "burst=4\n", {"held.test": sink}, tmp_path)
+    out = inst.check("shaping", "suspend", "held.test", "30m")
+    assert "held.test suspended" in out
+    rows = shaping_rows(inst)
+    assert rows["held.test"]["suspended"] in ("1800", "1799"), rows
+    qids = [smtp_queue(inst, "s@client.test", ["h%d@held.test" % i], BODY)
+            for i in range(3)]
+    for qid in qids:
+        inst.wait_log(r"%s: .*\(queue active\)" % qid)
+    row = wait_until(lambda: shaping_rows(inst).get("held.test", {}).get("queued") == "3"
+                     and shaping_rows(inst)["held.test"], what="3 queued")
+    assert row["rule"] == "held.test"
+    assert row["conns"] == "0/3"
+    assert row["msgrate"] == "2/s" and row["msgtokens"] == "4"
+    assert row["connrate"] == "-"
+    assert sink.received() == []
+    inst.check("shaping", "resume", "held.test")
+    sink.wait_messages(3, timeout=30)
+    assert "status=deferred" not in inst.log()
+    inst.wait_log(r"shaping: held\.test: suspended for 1800s by the administrator")
+    inst.wait_log(r"shaping: held\.test: resumed by the administrator")
+
+
+def test_sluice_shaping_bad_input(make_instance, tmp_path):
+    """A bad duration, name or provider is refused, saying why."""
+    inst, _ = shaped_instance(make_instance, "a.test max_connections=1\n", {},
+                              tmp_path)
+    r = inst.command("shaping", "suspend", "a.test", "soon")
+    assert r.returncode == 1
+    assert "\"soon\" is not a duration" in r.stderr
+    r = inst.command("shaping", "suspend", "a/b", "1m")
+    assert r.returncode == 1
+    assert "\"a/b\" is not a domain or provider:NAME" in r.stderr
+    r = inst.command("shaping", "suspend", "provider:nope", "1m")
+    assert r.returncode == 1
+    assert "provider:nope: no such provider in smtp_shaping_maps" in r.stderr
+    r = inst.command("shaping", "frobnicate")
+    assert r.returncode == 1 and "usage: sluice shaping" in r.stderr
