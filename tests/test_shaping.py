@@ -229,3 +229,18 @@ def test_sluice_shaping_bad_input(make_instance, tmp_path):
     assert "provider:nope: no such provider in smtp_shaping_maps" in r.stderr
     r = inst.command("shaping", "frobnicate")
     assert r.returncode == 1 and "usage: sluice shaping" in r.stderr
+
+
+def test_shipped_rules_file_is_valid(make_instance):
+    """conf/shaping, the rules shipped for the large providers, passes
+    sluice check and a start."""
+    from conftest import TOP
+    shipped = TOP / "conf" / "shaping"
+    inst = make_instance()
+    inst.conf_set(smtp_shaping_maps="texthash:%s" % shipped)
+    r = inst.command("check")
+    assert "smtp_shaping_maps" not in r.stderr, r.stderr
+    inst.start()
+    inst.wait_log(r"qmgr\[\d+\]: smtp_shaping_maps: 7 rules")
+    # disable_dns_lookups = yes (sluice init's default): said once
+    inst.wait_log(r"provider rules are not matched: disable_dns_lookups = yes")
