@@ -6,7 +6,11 @@
  * rule, its limits, the deliveries in flight against max_connections,
  * the tokens at hand against each rate's burst, a suspension and what
  * waits. suspend NAME DURATION (90s, 30m, 2h, 1d...) holds everything
- * of that bucket for DURATION; resume NAME ends a suspension now. qmgr
+ * of that bucket for DURATION (a domain whose MX hosts put it under a
+ * provider is held through provider:NAME, not its own name; a domain
+ * without any rule is held for the mail that arrives from now on); resume
+ * NAME ends a suspension now. A suspension lives in qmgr's memory: a
+ * reload or a restart of qmgr ends it. qmgr
  * is asked over private/qmgr-shaping (global/shaping_proto.h); a qmgr of
  * another protocol version is an error naming both.
  */

@@ -222,6 +222,9 @@ QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
     if (domain == NULL || *domain == 0 ||
         strcmp(transport, ctx->conf.route.local_transport) == 0)
         return NULL;
+    /* No rules and nothing suspended: the common case costs nothing. */
+    if (ctx->conf.shaping == NULL && ctx->shape_table == NULL)
+        return NULL;
     name = vstr_lower(vstr_cpy(vstr_alloc(50), domain));
     if ((rule = shaping_rules_exact(ctx->conf.shaping, vstr_str(name))) ==
         NULL) {
