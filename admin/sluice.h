@@ -50,6 +50,8 @@ extern int sluice_dkim_make(const char *path, const char *domain,
 extern int sluice_admin(const char *config_dir, int argc, char **argv);
 /* sluice_admin_locate - the queue a message is in now, or NULL */
 extern const char *sluice_admin_locate(const char *queue_dir, const char *qid);
+/* sluice_admin_master_down - is master (and so qmgr) not running? */
+extern bool sluice_admin_master_down(const char *queue_dir);
 /* sluice_queue.c: main.cf's queue_directory (caller frees), or NULL after
    one line; every queue ID of one queue (caller frees) */
 extern char *sluice_queue_dir(const char *config_dir);

@@ -16,6 +16,8 @@
  */
 #include "sys_defs.h"
 
+#include <time.h>
+
 #include "attr.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
@@ -37,16 +39,29 @@ static ATTR_STREAM *sluice_shaping_connect(const char *queue_dir)
     VSTR *why = vstr_alloc(100);
     ATTR_STREAM *stream = NULL;
     ATTR_LIST *list;
+    int connect_errno = 0;
     int fd;
     int ret;
 
     mail_queue_service(path, queue_dir, MAIL_QUEUE_PRIVATE,
                        SHAPING_PROTO_SERVICE);
-    if ((fd = sock_unix_connect(vstr_str(path))) < 0) {
-        sluice_fail("shaping: cannot reach the queue manager at %s: %s "
-                    "(is the mail system running?)",
-                    vstr_str(path), strerror(errno));
-        goto out;
+    /* master runs but qmgr may be starting (or restarting): wait a little */
+    for (int waited = 0;; waited += 100) {
+        struct timespec pause = {0, 100 * 1000 * 1000};
+
+        if ((fd = sock_unix_connect(vstr_str(path))) >= 0)
+            break;
+        connect_errno = errno;
+        if (sluice_admin_master_down(queue_dir)) {
+            sluice_fail("shaping: the mail system is not running");
+            goto out;
+        }
+        if (waited >= SLUICE_SHAPING_WAIT_MS) {
+            sluice_fail("shaping: cannot reach the queue manager at %s: %s",
+                        vstr_str(path), strerror(connect_errno));
+            goto out;
+        }
+        nanosleep(&pause, NULL);
     }
     stream =
         attr_stream_open(fd, SHAPING_PROTO_LIST_MAX, SLUICE_SHAPING_WAIT_MS);

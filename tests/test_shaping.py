@@ -244,3 +244,28 @@ def test_shipped_rules_file_is_valid(make_instance):
     inst.wait_log(r"qmgr\[\d+\]: smtp_shaping_maps: 7 rules")
     # disable_dns_lookups = yes (sluice init's default): said once
     inst.wait_log(r"provider rules are not matched: disable_dns_lookups = yes")
+
+
+def test_sluice_shaping_waits_for_a_starting_qmgr(make_instance, tmp_path):
+    """Right after start qmgr may not listen yet (here it starts 1.5 s
+    late): sluice shaping waits for it; with master down it says so."""
+    inst = make_instance()
+    rules = tmp_path / "shaping"
+    rules.write_text("a.test max_connections=1\n")
+    inst.conf_set(smtp_shaping_maps="texthash:%s" % rules)
+    r = inst.command("shaping")
+    assert r.returncode == 1
+    assert "the mail system is not running" in r.stderr, r.stderr
+    slow = tmp_path / "slow-qmgr"
+    slow.write_text("#!/bin/sh\nsleep 1.5\nexec %s \"$@\"\n" % (LIBEXEC / "qmgr"))
+    slow.chmod(0o755)
+    lines = []
+    for line in inst.master_cf.read_text().splitlines():
+        fields = line.split()
+        if len(fields) >= 8 and fields[0] == "qmgr" and fields[7] == "qmgr":
+            line = " ".join(fields[:7] + [str(slow)] + fields[8:])
+        lines.append(line)
+    inst.master_cf.write_text("\n".join(lines) + "\n")
+    inst.start()
+    inst.check("shaping", "suspend", "a.test", "1m")
+    assert shaping_rows(inst)["a.test"]["suspended"] in ("60", "59")
