@@ -279,6 +279,11 @@ static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
 
     if (rules == NULL && vstr_len(why) > 0)
         sluice_check_error(chk, "%s", vstr_str(why));
+    if (shaping_rules_providers(rules) > 0 &&
+        mail_conf_bool(conf, "disable_dns_lookups"))
+        sluice_check_warn("smtp_shaping_maps: provider rules are not matched "
+                          "while disable_dns_lookups = yes (qmgr finds a "
+                          "provider by its MX hosts)");
     for (size_t i = 0; i < shaping_rules_count(rules); i++) {
         const SHAPING_RULE *rule = shaping_rules_at(rules, i);
 
