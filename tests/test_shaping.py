@@ -136,6 +136,10 @@ def test_reload_with_a_malformed_file_keeps_the_rules(make_instance, make_sink, 
     assert times[-1] - times[0] >= 2.7, times
     assert inst.child("qmgr") == qmgr
     assert not re.search(r"qmgr.*fatal", inst.log())
+    # a good file then reloads: a new qmgr has the new rules
+    rules.write_text("once.test message_rate=1/s\nother.test burst=2\n")
+    inst.reload()
+    inst.wait_log(r"qmgr\[\d+\]: smtp_shaping_maps: 2 rules")
 
 
 def test_start_refused_with_a_malformed_file(make_instance, tmp_path):
