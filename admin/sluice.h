@@ -9,6 +9,7 @@
  * sluice_admin.c  hold, release, delete, requeue (postsuper)
  * sluice_map.c    map: build, query and edit lookup tables (postmap)
  * sluice_events.c events: read the event journal (global/events.h)
+ * sluice_shaping.c shaping: qmgr's shaping buckets; suspend, resume
  *
  * Each subcommand is a function that returns the process exit status and
  * reports a failure as one line on stderr through sluice_fail().
@@ -34,6 +35,7 @@ extern int sluice_queue(const char *config_dir, int argc, char **argv);
 extern int sluice_cat(const char *config_dir, int argc, char **argv);
 extern int sluice_flush(const char *config_dir, int argc, char **argv);
 extern int sluice_events(const char *config_dir, int argc, char **argv);
+extern int sluice_shaping(const char *config_dir, int argc, char **argv);
 /* sluice_map.c: argv[0] is map */
 extern int sluice_map(const char *config_dir, int argc, char **argv);
 /* sluice_dkim.c: argv[0] is dkim (keygen, check) */
@@ -48,6 +50,8 @@ extern int sluice_dkim_make(const char *path, const char *domain,
 extern int sluice_admin(const char *config_dir, int argc, char **argv);
 /* sluice_admin_locate - the queue a message is in now, or NULL */
 extern const char *sluice_admin_locate(const char *queue_dir, const char *qid);
+/* sluice_admin_master_down - is master (and so qmgr) not running? */
+extern bool sluice_admin_master_down(const char *queue_dir);
 /* sluice_queue.c: main.cf's queue_directory (caller frees), or NULL after
    one line; every queue ID of one queue (caller frees) */
 extern char *sluice_queue_dir(const char *config_dir);

@@ -124,7 +124,7 @@ const char *sluice_admin_locate(const char *queue_dir, const char *qid)
 
 /* sluice_admin_master_down - is master (and so qmgr) not running? Decided
    by the lock on pid/master.pid, as `sluice status` does. */
-static bool sluice_admin_master_down(const char *queue_dir)
+bool sluice_admin_master_down(const char *queue_dir)
 {
     VSTR *path = vstr_alloc(100);
     bool down = false;

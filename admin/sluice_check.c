@@ -52,6 +52,7 @@
 #include "mail_conf.h"
 #include "mail_queue.h"
 #include "maps.h"
+#include "shaping.h"
 #include "master_cf.h"
 #include "match_list.h"
 #include "mymalloc.h"
@@ -273,6 +274,33 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     }
     vstr_free(why);
     argv_free(seen);
+}
+
+/* sluice_check_shaping - smtp_shaping_maps must parse, every line (qmgr
+   refuses to start with a malformed one and master to reload it) */
+static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    VSTR *why = vstr_alloc(100);
+    SHAPING_RULES *rules = shaping_rules_load(
+        "smtp_shaping_maps", mail_conf_str(conf, "smtp_shaping_maps"), why);
+
+    if (rules == NULL && vstr_len(why) > 0)
+        sluice_check_error(chk, "%s", vstr_str(why));
+    if (shaping_rules_providers(rules) > 0 &&
+        mail_conf_bool(conf, "disable_dns_lookups"))
+        sluice_check_warn("smtp_shaping_maps: provider rules are not matched "
+                          "while disable_dns_lookups = yes (qmgr finds a "
+                          "provider by its MX hosts)");
+    for (size_t i = 0; i < shaping_rules_count(rules); i++) {
+        const SHAPING_RULE *rule = shaping_rules_at(rules, i);
+
+        if (rule->messages_per_connection > 0)
+            sluice_check_warn("smtp_shaping_maps: %s (line %d): "
+                              "messages_per_connection is not enforced yet",
+                              rule->key, rule->lineno);
+    }
+    shaping_rules_free(rules);
+    vstr_free(why);
 }
 
 /* sluice_check_master_cf - parse master.cf; every program must exist */
@@ -656,6 +684,7 @@ int sluice_check(const char *config_dir, int argc, char **argv)
         sluice_check_warn("%s", warnings->argv[i]);
     sluice_check_open_tables(&chk, conf);
     sluice_check_both(conf);
+    sluice_check_shaping(&chk, conf);
     sluice_check_master_cf(&chk, config_dir, conf);
     chk.queue_dir = mail_conf_str(conf, "queue_directory");
     /* root runs master (master.c) only from a configuration of root's */

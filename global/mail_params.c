@@ -204,6 +204,9 @@ static const MAIL_PARAM mail_param_tab[] = {
      "messages the queue manager holds in memory at once"},
     {"initial_destination_concurrency", INT_RANGE(1, NOMAX), "5",
      "parallel deliveries to a destination before slow start raises it"},
+    {"smtp_shaping_maps", LIST, "",
+     "traffic shaping rules per recipient domain, provider and default "
+     "(texthash:/path; global/shaping.h)"},
     {"destination_dead_time", TIME, "60s",
      "how long a destination that failed a whole cohort is left alone"},
     {"default_transport", STR, "smtp",

@@ -34,9 +34,22 @@
 #include "master_cf.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "shaping.h"
 #include "vstr.h"
 
 #define MASTER_VERSION "0.1"
+
+/* master_check_shaping - smtp_shaping_maps parses (0), or -1 with why */
+static int master_check_shaping(const MAIL_CONF *conf, VSTR *why)
+{
+    SHAPING_RULES *rules = shaping_rules_load(
+        "smtp_shaping_maps", mail_conf_str(conf, "smtp_shaping_maps"), why);
+
+    if (rules == NULL && vstr_len(why) > 0)
+        return -1;
+    shaping_rules_free(rules);
+    return 0;
+}
 
 /* master_configure - read main.cf into ctx; NULL reason or -1 */
 static int master_configure(MASTER_CTX *ctx, VSTR *why)
@@ -47,6 +60,12 @@ static int master_configure(MASTER_CTX *ctx, VSTR *why)
         return -1;
     /* No daemon runs as root: as root, mail_owner must be someone else. */
     if (geteuid() == 0 && mail_conf_owner(conf, why) == NULL) {
+        mail_conf_free(conf);
+        return -1;
+    }
+    /* A malformed shaping rules file keeps the old configuration, and the
+       running qmgr its rules (qmgr_shaping.c). */
+    if (master_check_shaping(conf, why) < 0) {
         mail_conf_free(conf);
         return -1;
     }

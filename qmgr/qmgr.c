@@ -312,6 +312,7 @@ static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->server = server;
     ctx->base = mail_server_base(server);
     qmgr_conf_read(&ctx->conf, mail_server_conf(server));
+    qmgr_shaping_init(ctx, mail_server_conf(server));
     ctx->active_scan.queue_name = MAIL_QUEUE_ACTIVE;
     ctx->incoming_scan.queue_name = MAIL_QUEUE_INCOMING;
     ctx->deferred_scan.queue_name = MAIL_QUEUE_DEFERRED;
@@ -325,6 +326,7 @@ static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
     qmgr_scan_want(&ctx->deferred_scan, false);
     ctx->deferred_last = time(NULL);
     qmgr_admin_init(ctx);
+    qmgr_shaping_admin_init(ctx);
     qmgr_scan_kick(ctx);
 }
 

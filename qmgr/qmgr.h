@@ -22,6 +22,11 @@
  *                 for the end)
  * qmgr_admin.c    `sluice hold|delete|requeue` about messages in active/,
  *                 on private/qmgr-admin (global/qmgr_admin_proto.h)
+ * qmgr_shaping.c  smtp_shaping_maps: the buckets recipients share (limits
+ *                 of global/shaping.h) and the timer that wakes a
+ *                 destination whose next token is due
+ * qmgr_shaping_admin.c  `sluice shaping` on private/qmgr-shaping
+ *                 (global/shaping_proto.h): list, suspend, resume
  *
  * qmgr_message.c, qmgr_dest.c and qmgr_deliver.c decide nothing about
  * scheduling or routing themselves: they apply what the pure functions
@@ -49,6 +54,7 @@
 #include "qid.h"
 #include "qmgr_route.h"
 #include "qmgr_sched.h"
+#include "shaping.h"
 #include "vstr.h"
 
 struct event;
@@ -56,12 +62,16 @@ struct event_base;
 struct MAPS;
 struct MATCH_LIST;
 struct HTABLE;
+struct MAIL_CONF;
+struct SHAPING_RULES;
+struct DNS_CTX;
 
 typedef struct QMGR_CTX QMGR_CTX;
 typedef struct QMGR_MESSAGE QMGR_MESSAGE;
 typedef struct QMGR_DEST QMGR_DEST;
 typedef struct QMGR_ENTRY QMGR_ENTRY;
 typedef struct QMGR_CONN QMGR_CONN;
+typedef struct QMGR_SHAPE QMGR_SHAPE;
 
 /* Configuration, read once at start. */
 typedef struct QMGR_CONF {
@@ -83,6 +93,7 @@ typedef struct QMGR_CONF {
     long long job_timeout; /* daemon_timeout: one delivery */
     long long ipc_timeout; /* ipc_timeout: one bounce request */
     struct EVENTS *events; /* the journal (global/events.h), NULL: off */
+    struct SHAPING_RULES *shaping; /* smtp_shaping_maps, NULL: none */
 } QMGR_CONF;
 
 /* A resumable scan of one queue directory (hashed ones: all 32 subdirs). */
@@ -123,6 +134,13 @@ struct QMGR_CTX {
     bool schedule_again; /* ... and was asked again */
     int admin_fd; /* private/qmgr-admin listener, -1: none */
     struct event *admin_ev; /* ... its accept event */
+    struct HTABLE *shape_table; /* shaping bucket name -> QMGR_SHAPE */
+    struct event *shape_ev; /* a held-back bucket's next token is due */
+    long long shape_wake_at; /* ... at (monotonic usec), 0: not set */
+    struct DNS_CTX *dns; /* MX lookups for provider rules, NULL: none */
+    struct HTABLE *mx_cache; /* domain -> its provider (qmgr_shaping.c) */
+    int mx_timeout; /* smtp_dns_timeout */
+    struct event *shape_admin_ev; /* private/qmgr-shaping accept event */
 };
 
 /* qmgr.c */
@@ -212,6 +230,7 @@ struct QMGR_DEST {
     QMGR_ENTRY *tail;
     QMGR_SCHED_DEST sched; /* window, deliveries in flight, dead, paused */
     char *last_reason; /* of the last site failure */
+    QMGR_SHAPE *shape; /* its shaping bucket, NULL: not shaped */
     QMGR_DEST *next;
 };
 
@@ -223,10 +242,51 @@ extern void qmgr_dest_job_done(QMGR_DEST *dest, QMGR_SCHED_OUTCOME outcome,
                                const char *reason);
 extern void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry);
 extern void qmgr_dest_revive_all(QMGR_CTX *ctx);
+/* qmgr_dest_rebucket - the pending entries of destinations of shape go
+   again, recipient by recipient and in order, through qmgr_dest_add (an
+   MX lookup decided their bucket) */
+extern void qmgr_dest_rebucket(QMGR_CTX *ctx, QMGR_SHAPE *shape);
 /* qmgr_dest_withdraw - take msg's pending (unstarted) entries back; each
    recipient goes to qmgr_message_withdrawn; the caller holds a reference */
 extern void qmgr_dest_withdraw(QMGR_MESSAGE *msg);
 extern QMGR_ENTRY *qmgr_entry_free(QMGR_ENTRY *entry);
+
+/* A shaping bucket: recipients that share one rule's limits. */
+struct QMGR_SHAPE {
+    char *name; /* domain, provider:NAME, or ?domain while its MX is
+                   looked up (lowercase) */
+    bool resolving; /* ?domain: nothing starts until the MX is known */
+    const struct SHAPING_RULE *rule; /* in ctx->conf.shaping */
+    SHAPING_STATE state; /* in flight, GCRA states */
+    size_t dests; /* destinations that name it */
+};
+
+/* qmgr_shaping.c */
+extern long long qmgr_shaping_now(void);
+extern void qmgr_shaping_init(QMGR_CTX *ctx, const struct MAIL_CONF *mc);
+/* qmgr_shaping_find - the bucket of a recipient, NULL: not shaped */
+extern QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
+                                     const char *address);
+/* qmgr_shaping_may_start - false: held back (a timer wakes the scheduler
+   when a rate's token is due; the end of a delivery when it is full) */
+extern bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape,
+                                   long long now);
+extern void qmgr_shaping_start(QMGR_SHAPE *shape, long long now);
+extern void qmgr_shaping_end(QMGR_SHAPE *shape);
+/* qmgr_shaping_sweep - forget unused buckets that remember nothing */
+extern void qmgr_shaping_sweep(QMGR_CTX *ctx);
+/* qmgr_shaping_suspend - hold bucket name for seconds (0: resume); -1
+   with why for an unknown provider */
+extern int qmgr_shaping_suspend(QMGR_CTX *ctx, const char *name,
+                                long long seconds, VSTR *why);
+typedef void (*QMGR_SHAPING_EACH_FN)(const QMGR_SHAPE *shape, size_t queued,
+                                     long long now, void *arg);
+/* qmgr_shaping_each - every bucket, with its entries waiting */
+extern void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn,
+                              void *arg);
+
+/* qmgr_shaping_admin.c: `sluice shaping` on private/qmgr-shaping */
+extern void qmgr_shaping_admin_init(QMGR_CTX *ctx);
 
 /* qmgr_deliver.c */
 extern void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry);

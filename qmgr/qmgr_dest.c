@@ -13,7 +13,9 @@
  * slow domain cannot starve the others. The decisions are qmgr_sched.c's;
  * this file applies them (logs, defers, starts deliveries). Destinations
  * are found by name in a hash table and kept in a list for the
- * round-robin.
+ * round-robin. A destination also names its shaping bucket
+ * (qmgr_shaping.c): a delivery starts only when the bucket's limits allow
+ * it too; one held back keeps its entries in place, unattempted.
  */
 #include "sys_defs.h"
 
@@ -44,15 +46,17 @@ QMGR_ENTRY *qmgr_entry_free(QMGR_ENTRY *entry)
     return NULL;
 }
 
-/* qmgr_dest_find - the destination for (transport, nexthop), made if new */
+/* qmgr_dest_find - the destination for (transport, nexthop, shaping
+   bucket), made if new */
 static QMGR_DEST *qmgr_dest_find(QMGR_CTX *ctx, const char *transport,
-                                 const char *nexthop)
+                                 const char *nexthop, QMGR_SHAPE *shape)
 {
     VSTR *key = vstr_alloc(100);
     QMGR_DEST *dest;
 
-    /* The length makes the key unambiguous whatever the names hold. */
-    vstr_sprintf(key, "%zu:%s:%s", strlen(transport), transport, nexthop);
+    /* The lengths make the key unambiguous whatever the names hold. */
+    vstr_sprintf(key, "%zu:%s:%zu:%s:%s", strlen(transport), transport,
+                 strlen(nexthop), nexthop, shape ? shape->name : "");
     if (ctx->dest_table == NULL)
         ctx->dest_table = htable_alloc(0);
     if ((dest = htable_find(ctx->dest_table, vstr_str(key))) != NULL) {
@@ -64,6 +68,8 @@ static QMGR_DEST *qmgr_dest_find(QMGR_CTX *ctx, const char *transport,
     dest->nexthop = mystrdup(nexthop);
     dest->key = vstr_export(key);
     dest->ctx = ctx;
+    if ((dest->shape = shape) != NULL)
+        shape->dests++;
     qmgr_sched_dest_init(&dest->sched, &ctx->conf.sched);
     if (!htable_enter(ctx->dest_table, dest->key, dest))
         msg_panic("%s: %s: entered twice", __func__, dest->key);
@@ -107,7 +113,9 @@ void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
                    const char *nexthop, size_t index)
 {
     QMGR_CTX *ctx = msg->ctx;
-    QMGR_DEST *dest = qmgr_dest_find(ctx, transport, nexthop);
+    QMGR_SHAPE *shape =
+        qmgr_shaping_find(ctx, transport, msg->info->rcpts[index].address);
+    QMGR_DEST *dest = qmgr_dest_find(ctx, transport, nexthop, shape);
     QMGR_ENTRY *entry = dest->tail;
 
     if (qmgr_dest_dead(ctx, dest)) {
@@ -166,6 +174,7 @@ void qmgr_dest_job_done(QMGR_DEST *dest, QMGR_SCHED_OUTCOME outcome,
 
     if (dest->sched.busy == 0)
         msg_panic("%s: %s: not busy", __func__, dest->nexthop);
+    qmgr_shaping_end(dest->shape);
     if (outcome == QMGR_SCHED_SITE_FAILED) {
         myfree(dest->last_reason);
         dest->last_reason =
@@ -192,6 +201,7 @@ void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry)
     if (dest->sched.busy == 0)
         msg_panic("%s: %s: not busy", __func__, dest->nexthop);
     qmgr_sched_dest_pause(&dest->sched, time(NULL), QMGR_DEST_PAUSE);
+    qmgr_shaping_end(dest->shape);
     if ((entry->next = dest->head) == NULL)
         dest->tail = entry;
     dest->head = entry;
@@ -226,8 +236,11 @@ static void qmgr_dest_sweep(QMGR_CTX *ctx)
         myfree(dest->transport);
         myfree(dest->nexthop);
         myfree(dest->last_reason);
+        if (dest->shape)
+            dest->shape->dests--;
         myfree(dest);
     }
+    qmgr_shaping_sweep(ctx);
 }
 
 /* qmgr_dest_schedule - start deliveries, round-robin over destinations */
@@ -254,14 +267,19 @@ void qmgr_dest_schedule(QMGR_CTX *ctx)
             do {
                 QMGR_DEST *next = dest->next ? dest->next : ctx->dests;
                 QMGR_SCHED_VERDICT verdict = QMGR_SCHED_NONE;
+                long long now = qmgr_shaping_now();
                 bool may_start =
                     dest->head &&
                     qmgr_sched_dest_may_start(&dest->sched, &ctx->conf.sched,
                                               time(NULL), &verdict);
 
                 qmgr_dest_apply(dest, verdict);
+                /* Held back by shaping: the entry keeps its place. */
+                if (may_start && !qmgr_shaping_may_start(ctx, dest->shape, now))
+                    may_start = false;
                 if (may_start) {
                     dest->sched.busy++;
+                    qmgr_shaping_start(dest->shape, now);
                     ctx->dest_rr = next;
                     qmgr_deliver_start(ctx, qmgr_dest_pop(dest));
                     progress = true;
@@ -278,6 +296,25 @@ void qmgr_dest_revive_all(QMGR_CTX *ctx)
 {
     for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
         qmgr_sched_dest_revive(&dest->sched, &ctx->conf.sched);
+}
+
+/* qmgr_dest_rebucket - the entries of shape's destinations, again */
+void qmgr_dest_rebucket(QMGR_CTX *ctx, QMGR_SHAPE *shape)
+{
+    /* New destinations go to the front of the list: those left to visit
+       are the ones that were there. */
+    for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next) {
+        if (dest->shape != shape)
+            continue;
+        while (dest->head) {
+            QMGR_ENTRY *entry = qmgr_dest_pop(dest);
+
+            for (size_t i = 0; i < entry->count; i++)
+                qmgr_dest_add(entry->msg, dest->transport, dest->nexthop,
+                              entry->index[i]);
+            qmgr_entry_free(entry);
+        }
+    }
 }
 
 /* qmgr_dest_withdraw - take msg's pending (unstarted) entries back */

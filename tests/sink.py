@@ -33,6 +33,7 @@ class Received:
         self.peer = session.peer
         self.helo = session.host_name
         self.connection = connection     # 1, 2, ...: which TCP connection
+        self.time = time.monotonic()     # when DATA's end was answered
 
     def __repr__(self):
         return "<Received from=%r to=%r conn=%d %d bytes>" % (
@@ -71,6 +72,22 @@ class _Controller(Controller):
 
     def factory(self):
         server = SMTP(self.handler, **self.SMTP_kwargs)
+        sink = self.sink
+        orig_made, orig_lost = server.connection_made, server.connection_lost
+
+        # Count the sessions open at once (sessions_max: the most ever).
+        def connection_made(transport):
+            with sink.lock:
+                sink.sessions_now += 1
+                sink.sessions_max = max(sink.sessions_max, sink.sessions_now)
+            orig_made(transport)
+
+        def connection_lost(exc):
+            with sink.lock:
+                sink.sessions_now -= 1
+            orig_lost(exc)
+        server.connection_made = connection_made
+        server.connection_lost = connection_lost
         if not self.sink.eight_bit:
             # aiosmtpd offers 8BITMIME unless it decodes data; take the
             # line out of EHLO by decoding nothing and hiding the keyword.
@@ -91,6 +108,9 @@ class Sink:
     address not listed gets 250. data_reply: a reply to DATA's end instead
     of 250 (the message is not kept). data_delay: seconds to wait before
     answering DATA's end (a slow server). All may be changed while it runs.
+
+    Each Received has its time (time.monotonic()); sessions_now and
+    sessions_max count the SMTP sessions open at once.
     """
 
     def __init__(self, host="127.0.0.1", port=0, eight_bit=True,
@@ -102,6 +122,8 @@ class Sink:
         self.data_reply = data_reply
         self.data_delay = data_delay
         self.messages = []
+        self.sessions_now = 0
+        self.sessions_max = 0
         self.lock = threading.Lock()
         self.cond = threading.Condition(self.lock)
         self._sessions = {}

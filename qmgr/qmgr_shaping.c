@@ -1,0 +1,426 @@
+/*
+ * qmgr_shaping - traffic shaping buckets: which recipients share limits,
+ * and when a held-back destination is woken
+ *
+ * smtp_shaping_maps (global/shaping.h) is read once, at start; a reload
+ * starts a new qmgr, and master refuses a reload whose rules file is
+ * malformed, so the rules of the running qmgr stay in force until a good
+ * file is reloaded. A recipient of a transport other than
+ * local_transport is shaped by its domain: the domain's own rule, else
+ * the default (each domain then has its own bucket of that shape). Every
+ * recipient of one bucket goes to destinations (qmgr_dest.c) that name
+ * the bucket in their key, so one delivery never mixes buckets, and the
+ * bucket holds the count of deliveries in flight and the GCRA states.
+ *
+ * Decisions are shaping.c's pure functions; this file keeps the buckets
+ * (a util/htable by name), reads the clock (CLOCK_MONOTONIC,
+ * microseconds) and keeps one timer: the earliest moment a bucket that
+ * was held back by a rate has its next token, when qmgr_dest_schedule
+ * runs again. A bucket at max_connections needs no timer: the end of a
+ * delivery schedules. A held-back entry stays at the head of its queue:
+ * no deferral, no attempt counted.
+ *
+ * Which bucket: a domain's own rule first (no DNS). Else, when there are
+ * provider rules and DNS lookups are on, the domain's MX hosts decide:
+ * when every one of them ends in one of a provider's mx_suffix, the
+ * domain shares the bucket "provider:NAME" with every other domain of
+ * that provider; else the default rule applies to the domain alone. The
+ * MX hosts are looked up here, asynchronously (global/dns.c, dns_servers),
+ * and the answer is kept QMGR_SHAPING_MX_CACHE seconds (dns.c does not
+ * pass the records' TTL on), a failed lookup QMGR_SHAPING_MX_RETRY seconds
+ * (its domain gets the default meanwhile: a broken DNS never stops mail).
+ * While the lookup runs, the domain's recipients wait in a bucket of
+ * their own ("?domain") that never starts anything; the answer moves
+ * them, in their order, to the right bucket.
+ */
+#include "sys_defs.h"
+
+#include <time.h>
+
+#include <event2/event.h>
+
+#include "dns.h"
+#include "htable.h"
+#include "mail_conf.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "qmgr.h"
+#include "shaping.h"
+#include "smtp_addr.h"
+#include "vstr.h"
+
+#define QMGR_SHAPING_MX_CACHE 3600 /* seconds an MX answer is kept */
+#define QMGR_SHAPING_MX_RETRY 60 /* ... a failed lookup */
+#define QMGR_SHAPING_USEC 1000000LL
+#define QMGR_SHAPING_RESOLVING '?' /* bucket name prefix while looking up */
+
+/* What the MX hosts of a domain say. */
+typedef struct QMGR_SHAPING_MX {
+    QMGR_CTX *ctx;
+    char *domain;
+    const SHAPING_RULE *provider; /* NULL: none (the default applies) */
+    long long expires; /* monotonic usec */
+    DNS_LOOKUP *lookup; /* running, NULL: the answer is in */
+} QMGR_SHAPING_MX;
+
+/* qmgr_shaping_now - the monotonic clock in microseconds */
+long long qmgr_shaping_now(void)
+{
+    struct timespec ts;
+
+    if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
+        msg_fatal("clock_gettime: %m");
+    return (long long) ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
+}
+
+/* qmgr_shaping_init - read smtp_shaping_maps (a malformed file is fatal,
+   as a malformed transport_maps is: master refuses to reload one) */
+void qmgr_shaping_init(QMGR_CTX *ctx, const MAIL_CONF *mc)
+{
+    VSTR *why = vstr_alloc(100);
+    const SHAPING_RULES *rules;
+
+    ctx->conf.shaping = shaping_rules_load(
+        "smtp_shaping_maps", mail_conf_str(mc, "smtp_shaping_maps"), why);
+    if (ctx->conf.shaping == NULL && vstr_len(why) > 0)
+        msg_fatal("%s", vstr_str(why));
+    rules = ctx->conf.shaping;
+    for (size_t i = 0; i < shaping_rules_count(rules); i++) {
+        const SHAPING_RULE *rule = shaping_rules_at(rules, i);
+
+        if (rule->messages_per_connection > 0)
+            msg_warn("smtp_shaping_maps: %s: messages_per_connection is not "
+                     "enforced yet (smtp_connection_reuse_count_limit "
+                     "applies)",
+                     rule->key);
+    }
+    if (rules)
+        msg_info("smtp_shaping_maps: %zu rule%s", shaping_rules_count(rules),
+                 shaping_rules_count(rules) == 1 ? "" : "s");
+    ctx->mx_timeout = (int) mail_conf_time(mc, "smtp_dns_timeout");
+    if (shaping_rules_providers(rules) > 0) {
+        if (mail_conf_bool(mc, "disable_dns_lookups"))
+            msg_warn("smtp_shaping_maps: provider rules are not matched: "
+                     "disable_dns_lookups = yes (their domains get their own "
+                     "or the default rule)");
+        else if ((ctx->dns = dns_ctx_create(ctx->base, mc, why)) == NULL)
+            msg_warn("smtp_shaping_maps: provider rules are not matched: %s",
+                     vstr_str(why));
+    }
+    vstr_free(why);
+}
+
+/* qmgr_shaping_bucket - the bucket called name, made if new */
+static QMGR_SHAPE *qmgr_shaping_bucket(QMGR_CTX *ctx, const char *name,
+                                       const SHAPING_RULE *rule, bool resolving)
+{
+    QMGR_SHAPE *shape;
+
+    if (ctx->shape_table == NULL)
+        ctx->shape_table = htable_alloc(0);
+    if ((shape = htable_find(ctx->shape_table, name)) == NULL) {
+        shape = mycalloc(1, sizeof(*shape));
+        shape->name = mystrdup(name);
+        shape->rule = rule;
+        shape->resolving = resolving;
+        if (!htable_enter(ctx->shape_table, shape->name, shape))
+            msg_panic("%s: %s: entered twice", __func__, shape->name);
+    }
+    return shape;
+}
+
+/* qmgr_shaping_mx_free - forget one MX answer (htable_free callback) */
+static void qmgr_shaping_mx_free(void *arg)
+{
+    QMGR_SHAPING_MX *mx = arg;
+
+    if (mx->lookup)
+        dns_lookup_cancel(mx->lookup);
+    myfree(mx->domain);
+    myfree(mx);
+}
+
+/* qmgr_shaping_mx_done - the MX hosts of a domain are known (or not):
+   its waiting recipients go to their bucket */
+static void qmgr_shaping_mx_done(const DNS_REPLY *reply, void *arg)
+{
+    QMGR_SHAPING_MX *mx = arg;
+    QMGR_CTX *ctx = mx->ctx;
+    long long now = qmgr_shaping_now();
+    VSTR *name = vstr_alloc(50);
+    QMGR_SHAPE *waiting;
+
+    mx->lookup = NULL;
+    mx->provider = NULL;
+    if (reply->status == DNS_OK) {
+        const char **hosts = mymalloc_array(reply->count, sizeof(char *));
+
+        for (size_t i = 0; i < reply->count; i++)
+            hosts[i] = reply->addrs[i].host;
+        mx->provider =
+            shaping_rules_provider(ctx->conf.shaping, hosts, reply->count);
+        myfree(hosts);
+        mx->expires = now + QMGR_SHAPING_MX_CACHE * QMGR_SHAPING_USEC;
+        msg_info("shaping: %s: %s (MX %s%s)", mx->domain,
+                 mx->provider ? mx->provider->key : "no provider",
+                 reply->count ? reply->addrs[0].host : "-",
+                 reply->count > 1 ? ", ..." : "");
+    } else {
+        mx->expires =
+            now + (reply->status == DNS_PERM ? QMGR_SHAPING_MX_CACHE
+                                             : QMGR_SHAPING_MX_RETRY) *
+                      QMGR_SHAPING_USEC;
+        msg_info("shaping: %s: no provider (%s)", mx->domain,
+                 vstr_str(reply->reason));
+    }
+    /* Move what waited, in order, to where it belongs now. */
+    vstr_sprintf(name, "%c%s", QMGR_SHAPING_RESOLVING, mx->domain);
+    if (ctx->shape_table &&
+        (waiting = htable_find(ctx->shape_table, vstr_str(name))) != NULL) {
+        waiting->resolving = false; /* the sweep may forget it */
+        qmgr_dest_rebucket(ctx, waiting);
+    }
+    vstr_free(name);
+    qmgr_dest_schedule(ctx);
+}
+
+/* qmgr_shaping_mx - what the MX hosts of domain (lowercase) say: the
+   answer, or NULL while it is being looked up */
+static QMGR_SHAPING_MX *qmgr_shaping_mx(QMGR_CTX *ctx, const char *domain)
+{
+    QMGR_SHAPING_MX *mx;
+    long long now = qmgr_shaping_now();
+
+    if (ctx->mx_cache == NULL)
+        ctx->mx_cache = htable_alloc(0);
+    if ((mx = htable_find(ctx->mx_cache, domain)) == NULL) {
+        mx = mycalloc(1, sizeof(*mx));
+        mx->ctx = ctx;
+        mx->domain = mystrdup(domain);
+        if (!htable_enter(ctx->mx_cache, domain, mx))
+            msg_panic("%s: %s: entered twice", __func__, domain);
+    } else if (mx->lookup == NULL && mx->expires > now) {
+        return mx;
+    }
+    if (mx->lookup == NULL)
+        mx->lookup = dns_lookup(ctx->dns, domain, true, ctx->mx_timeout,
+                                qmgr_shaping_mx_done, mx);
+    return NULL;
+}
+
+/* qmgr_shaping_find - the bucket of one recipient, made if new; NULL when
+   it is not shaped (no rule applies and nobody suspended its domain) */
+QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
+                              const char *address)
+{
+    const char *domain = smtp_addr_domain(address);
+    const SHAPING_RULE *rule;
+    QMGR_SHAPING_MX *mx;
+    QMGR_SHAPE *shape;
+    VSTR *name;
+
+    if (domain == NULL || *domain == 0 ||
+        strcmp(transport, ctx->conf.route.local_transport) == 0)
+        return NULL;
+    /* No rules and nothing suspended: the common case costs nothing. */
+    if (ctx->conf.shaping == NULL && ctx->shape_table == NULL)
+        return NULL;
+    name = vstr_lower(vstr_cpy(vstr_alloc(50), domain));
+    if ((rule = shaping_rules_exact(ctx->conf.shaping, vstr_str(name))) ==
+        NULL) {
+        if (ctx->dns != NULL && *vstr_str(name) != '[') {
+            if ((mx = qmgr_shaping_mx(ctx, vstr_str(name))) == NULL) {
+                VSTR *waiting = vstr_alloc(50);
+
+                vstr_sprintf(waiting, "%c%s", QMGR_SHAPING_RESOLVING,
+                             vstr_str(name));
+                shape = qmgr_shaping_bucket(ctx, vstr_str(waiting), NULL, true);
+                vstr_free(waiting);
+                vstr_free(name);
+                return shape;
+            }
+            if ((rule = mx->provider) != NULL)
+                vstr_cpy(name, rule->key);
+        }
+        if (rule == NULL)
+            rule = shaping_rules_fallback(ctx->conf.shaping);
+    }
+    if (rule != NULL)
+        shape = qmgr_shaping_bucket(ctx, vstr_str(name), rule, false);
+    else if (ctx->shape_table != NULL)
+        shape = htable_find(ctx->shape_table, vstr_str(name)); /* suspended */
+    else
+        shape = NULL;
+    vstr_free(name);
+    return shape;
+}
+
+/* qmgr_shaping_rule_of - the rule a bucket called name (lowercase) has */
+static const SHAPING_RULE *qmgr_shaping_rule_of(QMGR_CTX *ctx, const char *name)
+{
+    const SHAPING_RULES *rules = ctx->conf.shaping;
+
+    if (strncmp(name, SHAPING_PROVIDER_PREFIX,
+                strlen(SHAPING_PROVIDER_PREFIX)) != 0)
+        return shaping_rules_domain(rules, name);
+    for (size_t i = 0; i < shaping_rules_count(rules); i++)
+        if (strcmp(shaping_rules_at(rules, i)->key, name) == 0)
+            return shaping_rules_at(rules, i);
+    return NULL;
+}
+
+/* qmgr_shaping_suspend - nothing of bucket name starts for seconds (0:
+   resume now); -1 with why when there is no such provider */
+int qmgr_shaping_suspend(QMGR_CTX *ctx, const char *name, long long seconds,
+                         VSTR *why)
+{
+    VSTR *lower = vstr_lower(vstr_cpy(vstr_alloc(50), name));
+    const SHAPING_RULE *rule = qmgr_shaping_rule_of(ctx, vstr_str(lower));
+    QMGR_SHAPE *shape = NULL;
+
+    if (rule == NULL && strncmp(vstr_str(lower), SHAPING_PROVIDER_PREFIX,
+                                strlen(SHAPING_PROVIDER_PREFIX)) == 0) {
+        vstr_sprintf(why, "%s: no such provider in smtp_shaping_maps", name);
+        vstr_free(lower);
+        return -1;
+    }
+    if (seconds > 0)
+        shape = qmgr_shaping_bucket(ctx, vstr_str(lower), rule, false);
+    else if (ctx->shape_table)
+        shape = htable_find(ctx->shape_table, vstr_str(lower));
+    if (seconds > 0) {
+        shape->state.suspended_until =
+            qmgr_shaping_now() + seconds * QMGR_SHAPING_USEC;
+        msg_info("shaping: %s: suspended for %llds by the administrator",
+                 shape->name, seconds);
+    } else if (shape != NULL && shape->state.suspended_until != 0) {
+        shape->state.suspended_until = 0;
+        msg_info("shaping: %s: resumed by the administrator", shape->name);
+    }
+    vstr_free(lower);
+    qmgr_dest_schedule(ctx);
+    return 0;
+}
+
+/* qmgr_shaping_each - call fn for every bucket, with what it has queued */
+void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn, void *arg)
+{
+    HTABLE_ITER iter;
+    const char *key;
+    void *value;
+    long long now = qmgr_shaping_now();
+
+    if (ctx->shape_table == NULL)
+        return;
+    htable_iter_init(&iter, ctx->shape_table);
+    while (htable_iter_next(&iter, &key, &value)) {
+        QMGR_SHAPE *shape = value;
+        size_t queued = 0;
+
+        for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
+            if (dest->shape == shape)
+                for (QMGR_ENTRY *entry = dest->head; entry; entry = entry->next)
+                    queued++;
+        fn(shape, queued, now, arg);
+    }
+}
+
+/* qmgr_shaping_wake_event - a token is due: schedule again */
+static void qmgr_shaping_wake_event(evutil_socket_t fd, short what, void *arg)
+{
+    QMGR_CTX *ctx = arg;
+
+    ctx->shape_wake_at = 0;
+    qmgr_dest_schedule(ctx);
+}
+
+/* qmgr_shaping_wake - run the scheduler again at now + wait (the earliest
+   such moment wins) */
+static void qmgr_shaping_wake(QMGR_CTX *ctx, long long now, long long wait)
+{
+    long long at = now + wait;
+    struct timeval tv;
+
+    if (ctx->shape_wake_at != 0 && ctx->shape_wake_at <= at)
+        return;
+    if (ctx->shape_ev == NULL &&
+        (ctx->shape_ev =
+             evtimer_new(ctx->base, qmgr_shaping_wake_event, ctx)) == NULL)
+        msg_fatal("cannot create a timer");
+    ctx->shape_wake_at = at;
+    tv.tv_sec = (time_t) (wait / 1000000LL);
+    tv.tv_usec = (suseconds_t) (wait % 1000000LL);
+    if (evtimer_add(ctx->shape_ev, &tv) < 0)
+        msg_fatal("cannot add a timer");
+}
+
+/* qmgr_shaping_may_start - may a delivery of this bucket start now? When
+   a rate holds it back, the timer is set for its next token */
+bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape, long long now)
+{
+    long long wait;
+
+    if (shape == NULL)
+        return true;
+    if (shape->resolving)
+        return false;
+    switch (shaping_may_start(shape->rule, &shape->state, now, &wait)) {
+    case SHAPING_GO:
+        return true;
+    case SHAPING_WAIT:
+        qmgr_shaping_wake(ctx, now, wait);
+        return false;
+    case SHAPING_FULL:
+    default:
+        return false;
+    }
+}
+
+/* qmgr_shaping_start - a delivery of the bucket starts now */
+void qmgr_shaping_start(QMGR_SHAPE *shape, long long now)
+{
+    if (shape)
+        shaping_start(shape->rule, &shape->state, now);
+}
+
+/* qmgr_shaping_end - a delivery of the bucket ended (or never began) */
+void qmgr_shaping_end(QMGR_SHAPE *shape)
+{
+    if (shape)
+        shaping_end(&shape->state);
+}
+
+/* qmgr_shaping_sweep - forget buckets no destination uses that remember
+   nothing: a limit is never loosened by forgetting */
+void qmgr_shaping_sweep(QMGR_CTX *ctx)
+{
+    HTABLE_ITER iter;
+    const char *key;
+    void *value;
+    long long now = qmgr_shaping_now();
+
+    if (ctx->shape_table == NULL)
+        return;
+    htable_iter_init(&iter, ctx->shape_table);
+    while (htable_iter_next(&iter, &key, &value)) {
+        QMGR_SHAPE *shape = value;
+
+        if (shape->dests > 0 || shape->resolving ||
+            !shaping_idle(&shape->state, now))
+            continue;
+        htable_delete(ctx->shape_table, shape->name);
+        myfree(shape->name);
+        myfree(shape);
+    }
+    if (ctx->mx_cache == NULL)
+        return;
+    htable_iter_init(&iter, ctx->mx_cache);
+    while (htable_iter_next(&iter, &key, &value)) {
+        QMGR_SHAPING_MX *mx = value;
+
+        if (mx->lookup == NULL && mx->expires <= now) {
+            htable_delete(ctx->mx_cache, mx->domain);
+            qmgr_shaping_mx_free(mx);
+        }
+    }
+}
