@@ -274,12 +274,6 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
     return rr;
 }
 
-/* spf_dns_destroy - libspf2 frees its layer (the unbound context is ours) */
-static void spf_dns_destroy(SPF_dns_server_t *layer)
-{
-    free(layer);
-}
-
 /* spf_dns_setup - libunbound as global/dns.c sets it up; false with why */
 static bool spf_dns_setup(SPF_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
 {
@@ -586,10 +580,10 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     }
     if (!spf_dns_setup(ctx, conf, why))
         msg_fatal("spf: %s", vstr_str(why));
-    /* libspf2 frees the layer with free() (its destroy callback). */
-    if ((layer = calloc(1, sizeof(*layer))) == NULL)
-        msg_fatal("out of memory");
-    layer->destroy = spf_dns_destroy;
+    /* The layer is ours: a server made by SPF_server_new_dns() does not
+       free its resolver (and no destroy callback lets SPF_dns_free try). */
+    layer = mycalloc(1, sizeof(*layer));
+    layer->destroy = NULL;
     layer->lookup = spf_dns_lookup;
     layer->name = "sluice";
     layer->hook = &ctx->dns;
@@ -613,7 +607,8 @@ int main(int argc, char **argv)
 
     status = mail_server_main(argc, argv, "spf", &ops, &ctx);
     if (ctx.spf)
-        SPF_server_free(ctx.spf); /* frees the layer */
+        SPF_server_free(ctx.spf);
+    myfree(ctx.layer);
     if (ctx.dns.ub)
         ub_ctx_delete(ctx.dns.ub);
     vstr_free(ctx.dns.failure);

@@ -416,3 +416,45 @@ def test_sluice_check_knows_spf_and_refuses_dkim(make_instance):
                      r"is not implemented yet", r.stderr) or \
         "dkim is not implemented yet" in r.stderr, r.stderr
     assert "dmarc is not implemented yet" in r.stderr, r.stderr
+
+
+def test_spf_daemon_under_valgrind(make_instance, make_sink, make_dns,
+                                   tmp_path):
+    """The spf daemon under valgrind memcheck (libspf2 and our DNS layer:
+    records of every kind, a fail with exp=, a loop, a record too long, a
+    malformed answer): no error and no definite leak when it exits."""
+    from test_valgrind import (ERROR_EXIT, VALGRIND, WRAPPER, log_problems,
+                               need_valgrind)
+    need()
+    need_valgrind()
+    big = "v=spf1 " + "a" * (100 * 1024) + " -all"
+    large = "v=spf1 " + "ip4:192.0.2.1 " * 600 + "-all"
+    dns_server = spf_dns(make_dns, extra_txt=[("big.test", big),
+                                              ("large.test", large)])
+    sink = make_sink()
+    logs = tmp_path / "valgrind"
+    logs.mkdir()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, params={
+        "disable_dns_lookups": "no", "dns_servers": dns_server.server,
+        "smtpd_peername_lookup": "no", "smtpd_authentication_checks": "spf",
+        "spf_lookup_timeout": "60s"})
+    wrapper = inst.dir / "spf-valgrind"
+    wrapper.write_text(WRAPPER.format(valgrind=VALGRIND, code=ERROR_EXIT,
+                                      logs=logs, name="spf",
+                                      program=LIBEXEC / "spf"))
+    wrapper.chmod(0o755)
+    inst.remove_service("spf")
+    inst.add_service("spf unix - - n - 1 %s" % wrapper)
+    inst.start()
+    senders = ["user@pass.test", "user@expfail.test", "user@loop.test",
+               "user@macroi.test", "user@mxmech.test", "user@syntax.test",
+               "user@many.test", "user@none.test", "user@big.test",
+               "user@large.test"]
+    got = deliver_all(inst, sink, senders)
+    assert "spf=fail" in spf_headers(got["user@expfail.test"])[0]
+    inst.stop()
+    reports = list(logs.glob("spf.*.log"))
+    assert reports, "no valgrind log"
+    problems = {r.name: log_problems(r.read_text()) for r in reports}
+    assert not any(problems.values()), (problems, [
+        r.read_text()[-3000:] for r in reports])
