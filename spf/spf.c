@@ -47,16 +47,11 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "spf.h"
 #include "spf_proto.h"
 #include "vstr.h"
 
 #define SPF_DNS_CLASS_IN 1
-
-/* The longest SPF record handed to libspf2. RFC 7208 3.4 asks records to
-   stay under 450 bytes; libspf2's compiler mis-handles records of tens of
-   kilobytes (a 30 KB "... -all" came out neutral) and is where its CVEs
-   live, so a longer one never reaches it: the check is a permerror. */
-#define SPF_RECORD_MAX 4096
 
 /* The DNS layer's state, reached from libspf2's callbacks through the
    SPF_dns_server_t hook. */
@@ -135,70 +130,6 @@ static SPF_dns_rr_t *spf_dns_fail(SPF_dns_server_t *layer, SPF_DNS *dns,
     return SPF_dns_rr_new_init(layer, domain, type, 0, TRY_AGAIN);
 }
 
-/* spf_dns_txt - TXT (or SPF) rdata: its strings, joined */
-static bool spf_dns_txt(const unsigned char *data, size_t len, VSTR *out)
-{
-    vstr_reset(out);
-    for (size_t at = 0; at < len;) {
-        size_t piece = data[at++];
-
-        if (piece > len - at)
-            return false;
-        for (size_t i = 0; i < piece; i++)
-            vstr_addch(out, data[at + i] != 0 ? data[at + i] : '?');
-        at += piece;
-    }
-    return true;
-}
-
-/* spf_dns_fill - one record of an answer into rr at idx; false: malformed */
-static bool spf_dns_fill(SPF_DNS *dns, SPF_dns_rr_t *rr, int idx, ns_type type,
-                         const unsigned char *data, size_t len, VSTR *text)
-{
-    const char *value;
-    size_t size;
-    DNS_MX mx = {0};
-
-    switch (type) {
-    case ns_t_a:
-        if (len != 4 || SPF_dns_rr_buf_realloc(rr, idx, 4) != SPF_E_SUCCESS)
-            return false;
-        memcpy(&rr->rr[idx]->a, data, 4);
-        return true;
-    case ns_t_aaaa:
-        if (len != 16 || SPF_dns_rr_buf_realloc(rr, idx, 16) != SPF_E_SUCCESS)
-            return false;
-        memcpy(&rr->rr[idx]->aaaa, data, 16);
-        return true;
-    case ns_t_mx:
-        if (dns_mx_parse(data, len, &mx) < 0)
-            return false;
-        vstr_cpy(text, mx.host);
-        myfree(mx.host);
-        break;
-    case ns_t_ptr:
-        if (dns_name_parse(data, len, text) < 0)
-            return false;
-        break;
-    default: /* TXT, SPF */
-        if (!spf_dns_txt(data, len, text))
-            return false;
-        if (vstr_len(text) > SPF_RECORD_MAX &&
-            strncasecmp(vstr_str(text), "v=spf1", 6) == 0) {
-            if (vstr_len(dns->oversize) == 0)
-                vstr_cpy(dns->oversize, rr->domain);
-            vstr_cpy(text, "(an SPF record too long for sluice)");
-        }
-        break;
-    }
-    value = vstr_str(text);
-    size = vstr_len(text) + 1;
-    if (SPF_dns_rr_buf_realloc(rr, idx, size) != SPF_E_SUCCESS)
-        return false;
-    memcpy(rr->rr[idx]->txt, value, size);
-    return true;
-}
-
 /* spf_dns_lookup - libspf2's lookup: one query through libunbound,
    bounded by what is left of the check's budget */
 static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
@@ -255,9 +186,9 @@ static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
     rr = SPF_dns_rr_new_init(layer, domain, type, result->ttl, NETDB_SUCCESS);
     text = vstr_alloc(256);
     for (int i = 0; result->data[i] != NULL; i++) {
-        if (!spf_dns_fill(dns, rr, rr->num_rr, type,
-                          (const unsigned char *) result->data[i],
-                          (size_t) result->len[i], text)) {
+        if (!spf_rr_fill(rr, rr->num_rr, type,
+                         (const unsigned char *) result->data[i],
+                         (size_t) result->len[i], text, dns->oversize)) {
             msg_warn("spf: malformed DNS record for %s type %d", domain,
                      (int) type);
             vstr_free(text);

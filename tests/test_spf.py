@@ -43,6 +43,10 @@ RECORDS = {
     "macrod.test.inc.test": "v=spf1 ip4:127.0.0.1 -all",
     "macrol.test": "v=spf1 exists:%{l}.users.macrol.test -all",
     "two.test": ["v=spf1 -all", "v=spf1 +all"],
+    # over 255 bytes: two character-strings, joined without a space
+    "split.test": "v=spf1 " + " ".join("ip4:192.0.2.%d" % i
+                                       for i in range(1, 20)) +
+                  " ip4:127.0.0.1 -all",
     "expfail.test": "v=spf1 -all exp=why.expfail.test",
     "why.expfail.test": "%{i} may not send mail for %{d}",
     # 11 mechanisms that each need a lookup: one over the limit of 10
