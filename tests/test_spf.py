@@ -138,6 +138,21 @@ def spf_headers(msg):
     return ar[0], rs[0]
 
 
+def authres_of(value):
+    """An Authentication-Results: value as python3-authres (a parser we
+    did not write) reads it: (authserv-id, [(method, result, ptype
+    property name, value)])."""
+    try:
+        import authres
+    except ImportError:
+        pytest.skip("python3-authres is not installed (./install-deps.sh)")
+    header = authres.AuthenticationResultsHeader.parse(
+        "Authentication-Results: " + value)
+    return header.authserv_id, [
+        (r.method, r.result, p.name, p.value)
+        for r in header.results for p in r.properties if p.type == "smtp"]
+
+
 def deliver_all(inst, sink, senders, helo="client.test"):
     """One message per sender over one session; {sender: message}."""
     with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
@@ -199,6 +214,8 @@ def test_received_spf_text_and_null_sender(make_instance, make_sink, make_dns):
                          "Received"], names
     ar, rs = spf_headers(got)
     assert ar == "mx.sluice.test; spf=pass smtp.mailfrom=user@pass.test"
+    assert authres_of(ar) == ("mx.sluice.test",
+                              [("spf", "pass", "mailfrom", "user@pass.test")])
     assert rs.startswith("pass (")
     assert "client-ip=127.0.0.1;" in rs
     assert "envelope-from=" in rs and "user@pass.test" in rs
@@ -216,6 +233,8 @@ def test_received_spf_text_and_null_sender(make_instance, make_sink, make_dns):
     (msg,) = sink.wait_messages(1)
     ar, rs = spf_headers(msg)
     assert ar == "mx.sluice.test; spf=pass smtp.helo=pass.test", ar
+    assert authres_of(ar) == ("mx.sluice.test",
+                              [("spf", "pass", "helo", "pass.test")])
     assert "postmaster@pass.test" in rs
 
 
