@@ -65,7 +65,7 @@ typedef struct SMTPD_CONF {
     SMTPD_RESTRICTIONS *restrictions[SMTPD_LIST_COUNT];
     SMTPD_MAPS *local_recipient_maps; /* NULL or empty: every local user */
     SMTPD_VIRTUAL *virtual_alias; /* NULL: no virtual alias domains */
-    SMTPD_AUTH_CONF *auth; /* NULL: no authentication checks */
+    SMTPD_AUTH_CONF *auth; /* NULL (unit tests): no SPF at all */
     const char *recipient_delimiter; /* "" for none */
     long long message_size_limit; /* bytes; 0: none */
     long long queue_minfree; /* bytes; 0: no check (smtpd keeps at least
@@ -233,7 +233,8 @@ extern int smtpd_check_rcpt(const SMTPD_PROTO *proto, const char *rcpt,
                             VSTR *reply);
 /* smtpd_auth_create - smtpd_authentication_checks and authserv_id, the
    spf service under queue_dir; a word it does not implement (dkim, dmarc)
-   is logged and ignored. NULL when there is nothing to check. */
+   is logged and ignored. Never NULL (reject_spf_fail may ask even when
+   smtpd_authentication_checks is empty). */
 extern SMTPD_AUTH_CONF *smtpd_auth_create(const struct MAIL_CONF *conf);
 extern SMTPD_AUTH_CONF *smtpd_auth_free(SMTPD_AUTH_CONF *auth);
 /* smtpd_spf_free - a session's SPF result; NULL */
