@@ -35,8 +35,11 @@ libjansson-dev libcmocka-dev"
 # and the log tools the shipped files serve: pflogsumm, fail2ban
 # (fail2ban-regex on the filter) and logwatch; clang-format (make lint
 # checks the C against .clang-format). dkimpy (python3-dkim) verifies the
-# DKIM signatures cleanup makes.
-TEST="python3 python3-pytest python3-aiosmtpd python3-dkim dnsmasq-base swaks strace
+# DKIM signatures cleanup makes; pyspf (python3-spf) is the oracle for the
+# SPF results of the spf daemon and python3-authres parses the
+# Authentication-Results: headers smtpd writes.
+TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
+dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
 logrotate systemd pflogsumm fail2ban logwatch"

@@ -10,7 +10,9 @@
  *               smtpd's restriction lists, is opened (a missing .db is a
  *               warning that says to run `sluice map`); a word in a
  *               restriction list that smtpd does not know is an error
- *               naming the main.cf line
+ *               naming the main.cf line, and so is a check in
+ *               smtpd_authentication_checks that smtpd does not do (dkim
+ *               and dmarc, not implemented yet)
  *   master.cf   parsed as master parses it; a service whose program is not
  *               an executable in daemon_directory is an error
  *   queue       every queue directory (hash subdirectories too) exists,
@@ -203,6 +205,7 @@ static const struct {
     {"check_helo_access", true},
     {"check_sender_access", true},
     {"check_recipient_access", true},
+    {"reject_spf_fail", false},
 };
 
 /* sluice_check_word - the index of a restriction word, or -1 */
@@ -301,6 +304,33 @@ static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     }
     shaping_rules_free(rules);
     vstr_free(why);
+}
+
+/* sluice_check_auth - smtpd_authentication_checks names only what smtpd
+   does (spf): dkim and dmarc are not implemented yet, and smtpd would
+   only log that it ignores them */
+static void sluice_check_auth(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    ARGV *words = mail_conf_list(conf, "smtpd_authentication_checks");
+    VSTR *where = vstr_alloc(100);
+
+    mail_conf_origin(conf, "smtpd_authentication_checks", where);
+    for (size_t i = 0; i < words->argc; i++) {
+        const char *word = words->argv[i];
+
+        if (strcasecmp(word, "spf") == 0)
+            continue;
+        if (strcasecmp(word, "dkim") == 0 || strcasecmp(word, "dmarc") == 0)
+            sluice_check_error(chk,
+                               "%s: %s is not implemented yet (only spf is): "
+                               "smtpd would not check it",
+                               vstr_str(where), word);
+        else
+            sluice_check_error(chk, "%s: unknown check \"%s\" (known: spf)",
+                               vstr_str(where), word);
+    }
+    vstr_free(where);
+    argv_free(words);
 }
 
 /* sluice_check_master_cf - parse master.cf; every program must exist */
@@ -685,6 +715,7 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_open_tables(&chk, conf);
     sluice_check_both(conf);
     sluice_check_shaping(&chk, conf);
+    sluice_check_auth(&chk, conf);
     sluice_check_master_cf(&chk, config_dir, conf);
     chk.queue_dir = mail_conf_str(conf, "queue_directory");
     /* root runs master (master.c) only from a configuration of root's */

@@ -56,6 +56,7 @@ static const SLUICE_INIT_SERV sluice_init_servs[] = {
     {"pickup", "unix  n       -       n       60      1       pickup"},
     {"smtp", "unix  -       -       n       -       -       smtp"},
     {"bounce", "unix  -       -       n       -       0       bounce"},
+    {"spf", "unix  -       -       n       -       -       spf"},
     {"local", "unix  -       n       n       -       -       local"},
     {"virtual", "unix  -       n       n       -       -       virtual"},
     /* public: mailq run by any local user connects to it */

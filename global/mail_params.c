@@ -172,6 +172,13 @@ static const MAIL_PARAM mail_param_tab[] = {
      "reply code of reject_unknown_client_hostname and"
      " reject_unknown_reverse_client_hostname (a temporary DNS failure: 450)"},
     {"disable_vrfy_command", BOOL, "yes", "refuse the VRFY command"},
+    {"smtpd_authentication_checks", LIST, "",
+     "sender authentication smtpd records in each message: spf (dkim and"
+     " dmarc are not implemented yet); empty: none"},
+    {"authserv_id", STR, "$myhostname",
+     "authserv-id of the Authentication-Results: headers (RFC 8601)"},
+    {"spf_lookup_timeout", TIME_RANGE(1, 300), "20s",
+     "bound on the DNS lookups of one SPF check (past it: temperror)"},
     {"dns_servers", LIST, "",
      "resolvers to ask, ip or ip:port (empty: the system's, resolv.conf)"},
     {"disable_dns_lookups", BOOL, "no",

@@ -460,6 +460,7 @@ static void smtpd_data_start(SMTPD_SESS *sess)
     sess->in_data = true;
     smtpd_data_init(&sess->data, sess->ctx->conf.message_size_limit);
     vstr_reset(sess->chunk);
+    smtpd_auth_headers(sess->proto, sess->chunk);
     smtpd_proto_received(sess->proto, sess->qid, time(NULL), sess->chunk);
 }
 
@@ -1128,6 +1129,7 @@ static void smtpd_access_init(SMTPD_CONF *sc, const MAIL_CONF *conf)
     sc->virtual_alias = smtpd_virtual_create(conf);
     sc->unknown_client_code =
         (int) mail_conf_int(conf, "unknown_client_reject_code");
+    sc->auth = smtpd_auth_create(conf);
     vstr_free(why);
 }
 
@@ -1289,6 +1291,7 @@ static void smtpd_ctx_release(SMTPD_CTX *ctx)
         sc->restrictions[i] = smtpd_check_free(sc->restrictions[i]);
     sc->local_recipient_maps = smtpd_maps_free(sc->local_recipient_maps);
     sc->virtual_alias = smtpd_virtual_free(sc->virtual_alias);
+    sc->auth = smtpd_auth_free(sc->auth);
     myfree((char *) sc->recipient_delimiter);
     myfree(ctx->cleanup_path);
     for (size_t i = 0; i < ctx->client_count; i++)

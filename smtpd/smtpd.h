@@ -45,6 +45,10 @@ typedef struct SMTPD_RESTRICTIONS SMTPD_RESTRICTIONS;
 typedef struct SMTPD_MAPS SMTPD_MAPS;
 /* virtual_alias_domains and virtual_alias_maps (smtpd_check.c). */
 typedef struct SMTPD_VIRTUAL SMTPD_VIRTUAL;
+/* smtpd_authentication_checks, authserv_id, the spf service
+   (smtpd_check.c); the SPF result of a session (smtpd_check.c). */
+typedef struct SMTPD_AUTH_CONF SMTPD_AUTH_CONF;
+typedef struct SMTPD_SPF SMTPD_SPF;
 struct MAIL_CONF;
 
 /* What the daemon reads from main.cf once. */
@@ -61,6 +65,7 @@ typedef struct SMTPD_CONF {
     SMTPD_RESTRICTIONS *restrictions[SMTPD_LIST_COUNT];
     SMTPD_MAPS *local_recipient_maps; /* NULL or empty: every local user */
     SMTPD_VIRTUAL *virtual_alias; /* NULL: no virtual alias domains */
+    SMTPD_AUTH_CONF *auth; /* NULL (unit tests): no SPF at all */
     const char *recipient_delimiter; /* "" for none */
     long long message_size_limit; /* bytes; 0: none */
     long long queue_minfree; /* bytes; 0: no check (smtpd keeps at least
@@ -152,6 +157,7 @@ typedef struct SMTPD_PROTO {
     SMTPD_CMD last_cmd; /* the command being answered */
     VSTR *reply; /* the reply text, CRLF after each line */
     VSTR *why; /* scratch */
+    SMTPD_SPF *spf; /* the last SPF check (smtpd_check.c); NULL: none */
 } SMTPD_PROTO;
 
 extern SMTPD_PROTO *smtpd_proto_alloc(const SMTPD_CONF *conf,
@@ -201,7 +207,7 @@ extern int smtpd_proto_relay_ok(const SMTPD_PROTO *proto, const char *address);
 /*
  * Access restrictions (smtpd_check.c). A list holds the words permit,
  * reject, defer, permit_mynetworks, reject_unauth_destination,
- * permit_auth_destination, reject_unlisted_recipient, and
+ * permit_auth_destination, reject_unlisted_recipient, reject_spf_fail, and
  * check_{client,helo,sender,recipient}_access type:table. Access tables
  * answer as Postfix's access(5): OK, REJECT [text], DEFER [text], DUNNO,
  * 4NN/5NN text.
@@ -236,6 +242,18 @@ extern SMTPD_VIRTUAL *smtpd_virtual_free(SMTPD_VIRTUAL *virt);
    denied") in reply */
 extern int smtpd_check_rcpt(const SMTPD_PROTO *proto, const char *rcpt,
                             VSTR *reply);
+/* smtpd_auth_create - smtpd_authentication_checks and authserv_id, the
+   spf service under queue_dir; a word it does not implement (dkim, dmarc)
+   is logged and ignored. Never NULL (reject_spf_fail may ask even when
+   smtpd_authentication_checks is empty). */
+extern SMTPD_AUTH_CONF *smtpd_auth_create(const struct MAIL_CONF *conf);
+extern SMTPD_AUTH_CONF *smtpd_auth_free(SMTPD_AUTH_CONF *auth);
+/* smtpd_spf_free - a session's SPF result; NULL */
+extern SMTPD_SPF *smtpd_spf_free(SMTPD_SPF *spf);
+/* smtpd_auth_headers - the Authentication-Results: and Received-SPF:
+   headers (LF line endings) of the transaction's SPF check, appended to
+   out; nothing when no check was made */
+extern void smtpd_auth_headers(const SMTPD_PROTO *proto, VSTR *out);
 /* smtpd_check_auth_destination - address's domain ($myorigin when it has
    none) is in mydestination or relay_domains; 1 yes, 0 no, -1 a table
    failed */

@@ -61,6 +61,7 @@
 #include "mymalloc.h"
 #include "smtp_addr.h"
 #include "smtpd.h"
+#include "spf_proto.h"
 #include "vstr.h"
 
 /* Postfix's smtpd_null_access_lookup_key: how "MAIL FROM:<>" is asked. */
@@ -88,6 +89,7 @@ typedef enum SMTPD_WORD {
     SMTPD_WORD_CHECK_HELO_ACCESS,
     SMTPD_WORD_CHECK_SENDER_ACCESS,
     SMTPD_WORD_CHECK_RECIPIENT_ACCESS,
+    SMTPD_WORD_REJECT_SPF_FAIL,
     SMTPD_WORD_CONFIG_ERROR, /* a bad word: 451 4.3.5 when reached */
 } SMTPD_WORD;
 
@@ -115,6 +117,7 @@ static const struct {
     {"check_helo_access", SMTPD_WORD_CHECK_HELO_ACCESS, true},
     {"check_sender_access", SMTPD_WORD_CHECK_SENDER_ACCESS, true},
     {"check_recipient_access", SMTPD_WORD_CHECK_RECIPIENT_ACCESS, true},
+    {"reject_spf_fail", SMTPD_WORD_REJECT_SPF_FAIL, false},
 };
 
 typedef struct SMTPD_RESTRICTION {
@@ -959,6 +962,244 @@ static SMTPD_DECISION smtpd_check_unopened(SMTPD_CHECK *chk,
     return smtpd_check_fail(chk, name, item->spec, name);
 }
 
+/*
+ * Sender authentication: SPF through the spf service (spf/spf.c; libspf2
+ * never runs in smtpd's memory). With spf in smtpd_authentication_checks
+ * every transaction of a remote client is checked at its first RCPT (the
+ * client address, the HELO name and MAIL FROM are known by then), and
+ * the message gets Authentication-Results: (RFC 8601) and Received-SPF:
+ * (RFC 7208 9.1) headers; reject_spf_fail checks too when it is reached,
+ * whatever smtpd_authentication_checks says. The result is kept for the
+ * session and asked again only when the HELO name or the sender change.
+ * An spf service that cannot be asked (not running, a timeout, a bad
+ * reply) is 451 4.3.0, never a pass. With disable_dns_lookups = yes no
+ * check is made (logged once at the start): no header, no rejection.
+ *
+ * The question blocks this smtpd process (every session in it) until the
+ * answer, for at most spf_lookup_timeout plus SMTPD_SPF_SLACK seconds.
+ */
+#define SMTPD_SPF_SLACK 5
+#define SMTPD_SPF_FAIL_CODE 550
+#define SMTPD_SPF_TEMP_CODE 451
+
+struct SMTPD_AUTH_CONF {
+    bool spf; /* spf in smtpd_authentication_checks */
+    bool dns_off; /* disable_dns_lookups: no check */
+    char *authserv_id;
+    char *queue_dir;
+    int timeout_ms; /* for each step of the question */
+};
+
+struct SMTPD_SPF {
+    char *helo; /* what was checked ("" for no HELO) */
+    char *sender;
+    SPF_PROTO_RESULT result;
+    VSTR *explanation;
+    VSTR *received;
+};
+
+/* smtpd_auth_create - smtpd_authentication_checks and authserv_id */
+SMTPD_AUTH_CONF *smtpd_auth_create(const MAIL_CONF *conf)
+{
+    SMTPD_AUTH_CONF *auth = mycalloc(1, sizeof(*auth));
+    ARGV *words = mail_conf_list(conf, "smtpd_authentication_checks");
+    const char *id = mail_conf_str(conf, "authserv_id");
+
+    for (size_t i = 0; i < words->argc; i++) {
+        if (strcasecmp(words->argv[i], "spf") == 0)
+            auth->spf = true;
+        else if (strcasecmp(words->argv[i], "dkim") == 0 ||
+                 strcasecmp(words->argv[i], "dmarc") == 0)
+            msg_warn("smtpd_authentication_checks: %s is not implemented yet:"
+                     " ignored (only spf is)",
+                     words->argv[i]);
+        else
+            msg_warn("smtpd_authentication_checks: unknown check \"%s\": "
+                     "ignored (known: spf)",
+                     words->argv[i]);
+    }
+    argv_free(words);
+    /* An authserv-id is a value (RFC 8601 2.5): a token, no ";" or space. */
+    if (*id == 0 || strpbrk(id, " \t;()\"\\") != NULL) {
+        msg_warn("authserv_id \"%s\" is not a token: using myhostname", id);
+        id = mail_conf_str(conf, "myhostname");
+    }
+    auth->authserv_id = mystrdup(id);
+    auth->queue_dir = mystrdup(mail_conf_str(conf, "queue_directory"));
+    auth->dns_off = mail_conf_bool(conf, "disable_dns_lookups");
+    auth->timeout_ms =
+        (int) (mail_conf_time(conf, "spf_lookup_timeout") + SMTPD_SPF_SLACK) *
+        1000;
+    if (auth->spf && auth->dns_off)
+        msg_info("smtpd_authentication_checks: disable_dns_lookups = yes: "
+                 "SPF is not checked");
+    return auth;
+}
+
+/* smtpd_auth_free - free; NULL */
+SMTPD_AUTH_CONF *smtpd_auth_free(SMTPD_AUTH_CONF *auth)
+{
+    if (auth != NULL) {
+        myfree(auth->authserv_id);
+        myfree(auth->queue_dir);
+        myfree(auth);
+    }
+    return NULL;
+}
+
+/* smtpd_spf_free - a session's SPF result; NULL */
+SMTPD_SPF *smtpd_spf_free(SMTPD_SPF *spf)
+{
+    if (spf != NULL) {
+        myfree(spf->helo);
+        myfree(spf->sender);
+        vstr_free(spf->explanation);
+        vstr_free(spf->received);
+        myfree(spf);
+    }
+    return NULL;
+}
+
+/* smtpd_spf_current - the session's result, when it is for the
+   transaction's HELO name and sender; else NULL */
+static const SMTPD_SPF *smtpd_spf_current(const SMTPD_PROTO *proto)
+{
+    const SMTPD_SPF *spf = proto->spf;
+    const char *helo = proto->helo_name ? proto->helo_name : "";
+
+    if (spf == NULL || spf->sender == NULL ||
+        strcmp(spf->sender, vstr_str(proto->sender)) != 0 ||
+        strcmp(spf->helo, helo) != 0)
+        return NULL;
+    return spf;
+}
+
+/* smtpd_spf_check - the transaction's SPF result (asked of the spf
+   service unless known): the result, NULL when no check is made (local
+   submission, DNS off), or NULL with a 451 in chk->reply (*failed set)
+   when the service could not answer */
+static const SMTPD_SPF *smtpd_spf_check(SMTPD_CHECK *chk, bool *failed)
+{
+    const SMTPD_PROTO *proto = chk->proto;
+    const SMTPD_AUTH_CONF *auth = proto->conf->auth;
+    SMTPD_SPF *spf;
+    const SMTPD_SPF *known;
+    SPF_REQUEST req;
+    VSTR *why;
+
+    *failed = false;
+    if (proto->local || auth == NULL || auth->dns_off || !proto->have_sender)
+        return NULL;
+    if ((known = smtpd_spf_current(proto)) != NULL)
+        return known;
+    if ((spf = proto->spf) == NULL) {
+        spf = mycalloc(1, sizeof(*spf));
+        spf->explanation = vstr_alloc(100);
+        spf->received = vstr_alloc(200);
+        /* The session's cache: proto is const to the checks only. */
+        ((SMTPD_PROTO *) proto)->spf = spf;
+    }
+    spf->helo = myfree(spf->helo);
+    spf->sender = myfree(spf->sender);
+    req.client_address = proto->client_addr;
+    req.helo_name = proto->helo_name ? proto->helo_name : "";
+    req.sender = vstr_str(proto->sender);
+    why = vstr_alloc(100);
+    if (spf_proto_check(auth->queue_dir, auth->timeout_ms, &req, &spf->result,
+                        spf->explanation, spf->received, why) < 0) {
+        msg_warn("SPF check of <%s> from %s[%s] failed: %s: answering 451 "
+                 "4.3.0",
+                 req.sender, proto->client_name, proto->client_addr,
+                 vstr_str(why));
+        vstr_sprintf(chk->reply,
+                     "451 4.3.0 <%s>: Temporary failure: SPF check "
+                     "unavailable, try again later",
+                     chk->rcpt);
+        vstr_free(why);
+        *failed = true;
+        return NULL;
+    }
+    vstr_free(why);
+    spf->helo = mystrdup(req.helo_name);
+    spf->sender = mystrdup(req.sender);
+    return spf;
+}
+
+/* smtpd_check_spf_fail - reject_spf_fail: 550 on fail, 451 on temperror */
+static SMTPD_DECISION smtpd_check_spf_fail(SMTPD_CHECK *chk)
+{
+    bool failed;
+    const SMTPD_SPF *spf = smtpd_spf_check(chk, &failed);
+    const char *sender = vstr_str(chk->proto->sender);
+
+    if (failed)
+        return SMTPD_REJECT;
+    if (spf == NULL)
+        return SMTPD_DUNNO;
+    if (spf->result == SPF_PROTO_FAIL) {
+        vstr_sprintf(chk->reply,
+                     "%d 5.7.23 <%s>: Sender address rejected: Message "
+                     "rejected due to: SPF fail - not authorized",
+                     SMTPD_SPF_FAIL_CODE, *sender ? sender : "<>");
+        if (vstr_len(spf->explanation) > 0)
+            vstr_sprintf_append(chk->reply, ". %s", vstr_str(spf->explanation));
+        return SMTPD_REJECT;
+    }
+    if (spf->result == SPF_PROTO_TEMPERROR) {
+        vstr_sprintf(chk->reply,
+                     "%d 4.7.24 <%s>: Sender address rejected: Temporary SPF "
+                     "error (DNS), try again later",
+                     SMTPD_SPF_TEMP_CODE, *sender ? sender : "<>");
+        return SMTPD_REJECT;
+    }
+    return SMTPD_DUNNO;
+}
+
+/* smtpd_auth_fold - append "name: value" folded at spaces near 78 */
+static void smtpd_auth_fold(VSTR *out, const char *name, const char *value)
+{
+    size_t col = strlen(name) + 2;
+    const char *word = value;
+
+    vstr_sprintf_append(out, "%s:", name);
+    while (*word != 0) {
+        size_t len = strcspn(word, " ");
+
+        if (col + 1 + len > 78 && col > strlen(name) + 2) {
+            vstr_cat(out, "\n\t");
+            col = 8;
+        } else {
+            vstr_addch(out, ' ');
+            col++;
+        }
+        vstr_ncat(out, word, len);
+        col += len;
+        word += len;
+        word += strspn(word, " ");
+    }
+    vstr_addch(out, '\n');
+}
+
+/* smtpd_auth_headers - Authentication-Results: and Received-SPF: */
+void smtpd_auth_headers(const SMTPD_PROTO *proto, VSTR *out)
+{
+    const SMTPD_SPF *spf = smtpd_spf_current(proto);
+    VSTR *value;
+
+    if (spf == NULL || proto->conf->auth == NULL)
+        return;
+    value = vstr_alloc(200);
+    vstr_sprintf(value, "%s; spf=%s", proto->conf->auth->authserv_id,
+                 spf_proto_result_name(spf->result));
+    if (*spf->sender != 0)
+        vstr_sprintf_append(value, " smtp.mailfrom=%s", spf->sender);
+    else
+        vstr_sprintf_append(value, " smtp.helo=%s", spf->helo);
+    smtpd_auth_fold(out, "Authentication-Results", vstr_str(value));
+    smtpd_auth_fold(out, "Received-SPF", vstr_str(spf->received));
+    vstr_free(value);
+}
+
 /* smtpd_check_word - evaluate one restriction */
 static SMTPD_DECISION smtpd_check_word(SMTPD_CHECK *chk,
                                        SMTPD_RESTRICTION *item)
@@ -1036,6 +1277,8 @@ static SMTPD_DECISION smtpd_check_word(SMTPD_CHECK *chk,
     case SMTPD_WORD_REJECT_UNKNOWN_REVERSE_CLIENT:
         return smtpd_check_unknown_client(chk, proto->reverse_status,
                                           "reverse hostname");
+    case SMTPD_WORD_REJECT_SPF_FAIL:
+        return smtpd_check_spf_fail(chk);
     case SMTPD_WORD_CHECK_CLIENT_ACCESS:
         return smtpd_check_client_access(chk, table);
     case SMTPD_WORD_CHECK_HELO_ACCESS:
@@ -1074,7 +1317,17 @@ int smtpd_check_rcpt(const SMTPD_PROTO *proto, const char *rcpt, VSTR *reply)
     int code = 0;
 
     vstr_reset(reply);
-    for (int list = 0; list < SMTPD_LIST_COUNT; list++) {
+    /* smtpd_authentication_checks = spf: every message gets its result. */
+    if (proto->conf->auth != NULL && proto->conf->auth->spf) {
+        bool failed;
+
+        chk.param = "smtpd_authentication_checks";
+        (void) smtpd_spf_check(&chk, &failed);
+        if (failed)
+            decision = SMTPD_REJECT;
+    }
+    for (int list = 0; decision != SMTPD_REJECT && list < SMTPD_LIST_COUNT;
+         list++) {
         SMTPD_RESTRICTIONS *items = proto->conf->restrictions[list];
 
         if (items == NULL)

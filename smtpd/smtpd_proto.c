@@ -171,6 +171,7 @@ SMTPD_PROTO *smtpd_proto_free(SMTPD_PROTO *proto)
     myfree(proto->client_name);
     myfree(proto->client_addr);
     myfree(proto->helo_name);
+    smtpd_spf_free(proto->spf);
     vstr_free(proto->sender);
     vstr_free(proto->rcpt);
     vstr_free(proto->orcpt);

@@ -4,8 +4,11 @@ DnsServer serves only what a test gives it, for .test names and reverse
 (in-addr.arpa, ip6.arpa) names, and asks nobody else (--no-resolv
 --no-hosts --local=...): MX records, A/AAAA records (each also gives the
 address a PTR back to its name), PTR records alone (ptr=[("127.0.0.6",
-"liar.test")]), and raw records in hex (a null MX is "nullmx.test", 15, "000000":
-preference 0, the root name). A name it does not know gets NXDOMAIN.
+"liar.test")]), TXT records (txt=[("a.test", "v=spf1 -all")]: a text
+longer than 255 bytes becomes several character-strings, which SPF joins;
+a list of texts gives several records), and raw records in hex (a null MX
+is "nullmx.test", 15, "000000": preference 0, the root name). A name it
+does not know gets NXDOMAIN.
 Point an instance at it with
     params={"disable_dns_lookups": "no", "dns_servers": dns.server}
 
@@ -58,12 +61,17 @@ def query(port, name, qtype=1, timeout=1.0):
 class DnsServer:
     """dnsmasq on 127.0.0.1:port serving mx, a and raw records."""
 
-    def __init__(self, mx=(), a=(), rr=(), ptr=(), logfile=None):
+    def __init__(self, mx=(), a=(), rr=(), ptr=(), txt=(), logfile=None):
         require_dnsmasq()
         self.port = _free_udp_tcp_port()
         self.server = "127.0.0.1:%d" % self.port
         user = _user_name()
-        argv = [DNSMASQ, "--no-daemon", "--conf-file=/dev/null",
+        # --keep-in-foreground, not --no-daemon: with --no-daemon dnsmasq
+        # serves a TCP connection in its one process, and a resolver that
+        # keeps its TCP stream open for reuse (libunbound, after a truncated
+        # answer) would stop every other query until it closes.
+        argv = [DNSMASQ, "--keep-in-foreground", "--log-facility=-",
+                "--conf-file=/dev/null",
                 "--port=%d" % self.port, "--listen-address=127.0.0.1",
                 "--bind-interfaces", "--no-resolv", "--no-hosts",
                 "--pid-file=", "--local=/test/", "--local=/in-addr.arpa/",
@@ -77,6 +85,9 @@ class DnsServer:
             argv.append("--ptr-record=%s,%s" % (_reverse_name(ip), name))
         for name, rtype, hexdata in rr:
             argv.append("--dns-rr=%s,%d,%s" % (name, rtype, hexdata))
+        for name, texts in txt:
+            for text in [texts] if isinstance(texts, str) else texts:
+                argv.append(_txt_option(name, text))
         self.log = open(logfile, "wb") if logfile else subprocess.DEVNULL
         self.proc = subprocess.Popen(argv, stdout=self.log,
                                      stderr=subprocess.STDOUT)
@@ -112,6 +123,16 @@ class Silent:
 
     def stop(self):
         self.udp.close()
+
+
+def _txt_option(name, text):
+    """--txt-record for one record: text in pieces of 255 bytes (the
+    limit of a character-string), which dnsmasq separates by commas (so
+    text holds none; on its command line quotes would be kept as text)."""
+    if "," in text or '"' in text or "\\" in text:
+        raise ValueError("no comma, quote or backslash in TXT text: %r" % text)
+    pieces = [text[i:i + 255] for i in range(0, len(text), 255)] or [""]
+    return "--txt-record=%s,%s" % (name, ",".join(pieces))
 
 
 def _reverse_name(ip):

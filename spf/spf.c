@@ -1,0 +1,549 @@
+/*
+ * spf - check SPF (RFC 7208) for smtpd, away from smtpd's memory
+ *
+ * Serves private/spf (global/spf_proto.h) as mail_owner under master: one
+ * check per connection, (client address, HELO name, MAIL FROM) in, the
+ * result, the fail explanation and the Received-SPF: value out. libspf2
+ * evaluates the record; it runs here, in a process of its own, because
+ * libspf2 has unfixed CVEs in Debian (research notes, section 6.3): a
+ * record that exploits one reaches an unprivileged process that holds no
+ * mail and no client connection.
+ *
+ * DNS: libspf2's own resolver asks the system's (res_ninit reads
+ * /etc/resolv.conf; no API names a server), so this program gives it a DNS
+ * layer of its own (an SPF_dns_server_t) that asks libunbound, set up as
+ * global/dns.c does: dns_servers are the forwarders (empty: resolv.conf),
+ * loopback servers and .test names allowed. Each check has a time budget,
+ * spf_lookup_timeout; a lookup that does not finish within what is left of
+ * it, or that fails (SERVFAIL, REFUSED, a libunbound error), makes the
+ * result temperror, whatever libspf2 concluded without it (RFC 7208 5: a
+ * failed or timed-out lookup ends check_host() with temperror). A DNS
+ * problem is never a pass.
+ *
+ * With disable_dns_lookups = yes no check is made: every result is none,
+ * and the start says so once in the log.
+ *
+ * libspf2 blocks in its lookups, so this process says busy while it
+ * checks and master starts a sibling for the next client (up to maxproc).
+ */
+#include "sys_defs.h"
+
+#include <netinet/in.h>
+#include <arpa/inet.h>
+#include <arpa/nameser.h>
+#include <netdb.h>
+#include <poll.h>
+#include <strings.h>
+#include <time.h>
+
+#include <spf2/spf.h>
+#include <spf2/spf_dns.h>
+#include <unbound.h>
+
+#include "argv.h"
+#include "attr.h"
+#include "dns.h"
+#include "mail_conf.h"
+#include "mail_server.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "spf.h"
+#include "spf_proto.h"
+#include "vstr.h"
+
+#define SPF_DNS_CLASS_IN 1
+
+/* The DNS layer's state, reached from libspf2's callbacks through the
+   SPF_dns_server_t hook. */
+typedef struct SPF_DNS {
+    struct ub_ctx *ub;
+    struct timespec deadline; /* of the check in progress */
+    bool failed; /* a lookup of this check failed or timed out */
+    VSTR *failure; /* the first such lookup, for the log */
+    VSTR *oversize; /* "": no SPF record over SPF_RECORD_MAX; else its
+                       domain */
+} SPF_DNS;
+
+typedef struct SPF_CTX {
+    SPF_server_t *spf; /* NULL: disable_dns_lookups */
+    SPF_dns_server_t *layer;
+    SPF_DNS dns;
+    int timeout; /* spf_lookup_timeout, seconds */
+    char *myhostname; /* names us in Received-SPF: comments */
+} SPF_CTX;
+
+/* One lookup in flight. */
+typedef struct SPF_DNS_QUERY {
+    bool done;
+    int err;
+    struct ub_result *result;
+} SPF_DNS_QUERY;
+
+/* spf_log_* - libspf2's messages, into ours (its defaults print to stdout
+   and abort on an error) */
+static SLUICE_NORETURN void spf_log_error(const char *file, int line,
+                                          const char *text)
+{
+    msg_fatal("libspf2: %s:%d: %s", file ? file : "?", line, text);
+}
+
+static void spf_log_warning(const char *file, int line, const char *text)
+{
+    msg_warn("libspf2: %s", text);
+}
+
+static void spf_log_info(const char *file, int line, const char *text)
+{
+    msg_info("libspf2: %s", text);
+}
+
+/* spf_dns_answer - libunbound's answer to one query */
+static void spf_dns_answer(void *arg, int err, struct ub_result *result)
+{
+    SPF_DNS_QUERY *query = arg;
+
+    query->done = true;
+    query->err = err;
+    query->result = result;
+}
+
+/* spf_dns_left_ms - milliseconds left of the check's budget (0: none) */
+static int spf_dns_left_ms(const SPF_DNS *dns)
+{
+    struct timespec now;
+    long long left;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    left = (long long) (dns->deadline.tv_sec - now.tv_sec) * 1000 +
+           (dns->deadline.tv_nsec - now.tv_nsec) / 1000000;
+    return left <= 0 ? 0 : left > INT32_MAX ? INT32_MAX : (int) left;
+}
+
+/* spf_dns_fail - a temporary failure: remembered, and TRY_AGAIN */
+static SPF_dns_rr_t *spf_dns_fail(SPF_dns_server_t *layer, SPF_DNS *dns,
+                                  const char *domain, ns_type type,
+                                  const char *why)
+{
+    if (!dns->failed)
+        vstr_sprintf(dns->failure, "%s type %d: %s", domain, (int) type, why);
+    dns->failed = true;
+    return SPF_dns_rr_new_init(layer, domain, type, 0, TRY_AGAIN);
+}
+
+/* spf_dns_lookup - libspf2's lookup: one query through libunbound,
+   bounded by what is left of the check's budget */
+static SPF_dns_rr_t *spf_dns_lookup(SPF_dns_server_t *layer, const char *domain,
+                                    ns_type type, int should_cache)
+{
+    SPF_DNS *dns = layer->hook;
+    SPF_DNS_QUERY query = {0};
+    SPF_dns_rr_t *rr;
+    struct ub_result *result;
+    VSTR *text;
+    int async_id = 0;
+    int err;
+    int left;
+
+    if (dns->failed)
+        return spf_dns_fail(layer, dns, domain, type,
+                            "an earlier lookup "
+                            "failed");
+    if ((err = ub_resolve_async(dns->ub, domain, (int) type, SPF_DNS_CLASS_IN,
+                                &query, spf_dns_answer, &async_id)) != 0)
+        return spf_dns_fail(layer, dns, domain, type, ub_strerror(err));
+    while (!query.done) {
+        struct pollfd pfd = {.fd = ub_fd(dns->ub), .events = POLLIN};
+
+        if ((left = spf_dns_left_ms(dns)) == 0) {
+            (void) ub_cancel(dns->ub, async_id);
+            return spf_dns_fail(layer, dns, domain, type,
+                                "timed out (spf_lookup_timeout)");
+        }
+        if (poll(&pfd, 1, left) < 0 && errno != EINTR)
+            msg_fatal("poll: %m");
+        if ((err = ub_process(dns->ub)) != 0) {
+            (void) ub_cancel(dns->ub, async_id);
+            return spf_dns_fail(layer, dns, domain, type, ub_strerror(err));
+        }
+    }
+    if (query.err != 0)
+        return spf_dns_fail(layer, dns, domain, type, ub_strerror(query.err));
+    result = query.result;
+    if (result->rcode != 0 && !result->nxdomain) {
+        rr = spf_dns_fail(layer, dns, domain, type,
+                          result->rcode == 2 ? "SERVFAIL" : "server error");
+        ub_resolve_free(result);
+        return rr;
+    }
+    if (result->nxdomain) {
+        ub_resolve_free(result);
+        return SPF_dns_rr_new_init(layer, domain, type, 0, HOST_NOT_FOUND);
+    }
+    if (!result->havedata) {
+        ub_resolve_free(result);
+        return SPF_dns_rr_new_init(layer, domain, type, 0, NO_DATA);
+    }
+    rr = SPF_dns_rr_new_init(layer, domain, type, result->ttl, NETDB_SUCCESS);
+    text = vstr_alloc(256);
+    for (int i = 0; result->data[i] != NULL; i++) {
+        if (!spf_rr_fill(rr, rr->num_rr, type,
+                         (const unsigned char *) result->data[i],
+                         (size_t) result->len[i], text, dns->oversize)) {
+            msg_warn("spf: malformed DNS record for %s type %d", domain,
+                     (int) type);
+            vstr_free(text);
+            ub_resolve_free(result);
+            SPF_dns_rr_free(rr);
+            return spf_dns_fail(layer, dns, domain, type, "malformed record");
+        }
+        rr->num_rr++;
+    }
+    vstr_free(text);
+    ub_resolve_free(result);
+    if (rr->num_rr == 0)
+        rr->herrno = NO_DATA;
+    return rr;
+}
+
+/* spf_dns_setup - libunbound as global/dns.c sets it up; false with why */
+static bool spf_dns_setup(SPF_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
+{
+    ARGV *servers = mail_conf_list(conf, "dns_servers");
+    VSTR *fwd = vstr_alloc(64);
+    bool ok = false;
+    int err;
+
+    if ((ctx->dns.ub = ub_ctx_create()) == NULL) {
+        vstr_cpy(why, "cannot create a libunbound context");
+        goto out;
+    }
+    /* Loopback resolvers and .test names, as in global/dns.c; the answers
+       are not DNSSEC-validated (no trust anchor). */
+    if ((err = ub_ctx_set_option(ctx->dns.ub,
+                                 "do-not-query-localhost:", "no")) != 0 ||
+        (err = ub_ctx_set_option(ctx->dns.ub,
+                                 "local-zone:", "test. transparent")) != 0 ||
+        (err = ub_ctx_set_option(ctx->dns.ub, "local-zone:",
+                                 "127.in-addr.arpa. transparent")) != 0 ||
+        (err = ub_ctx_set_option(ctx->dns.ub, "unblock-lan-zones:", "yes")) !=
+            0 ||
+        (err = ub_ctx_set_option(ctx->dns.ub, "insecure-lan-zones:", "yes")) !=
+            0 ||
+        (err = ub_ctx_set_option(ctx->dns.ub, "edns-buffer-size:", "65535")) !=
+            0) {
+        vstr_sprintf(why, "libunbound options: %s", ub_strerror(err));
+        goto out;
+    }
+    for (size_t i = 0; i < servers->argc; i++) {
+        if (dns_server_parse(servers->argv[i], fwd, why) < 0)
+            goto out;
+        if ((err = ub_ctx_set_fwd(ctx->dns.ub, vstr_str(fwd))) != 0) {
+            vstr_sprintf(why, "dns_servers: %s: %s", servers->argv[i],
+                         ub_strerror(err));
+            goto out;
+        }
+    }
+    if (servers->argc == 0 &&
+        (err = ub_ctx_resolvconf(ctx->dns.ub, NULL)) != 0) {
+        vstr_sprintf(why, "cannot read /etc/resolv.conf: %s", ub_strerror(err));
+        goto out;
+    }
+    /* A thread, not a process: nothing is forked behind master's back. */
+    if ((err = ub_ctx_async(ctx->dns.ub, 1)) != 0) {
+        vstr_sprintf(why, "libunbound async mode: %s", ub_strerror(err));
+        goto out;
+    }
+    ok = true;
+
+out:
+    argv_free(servers);
+    vstr_free(fwd);
+    return ok;
+}
+
+/* spf_result_of - libspf2's result as the protocol's */
+static SPF_PROTO_RESULT spf_result_of(SPF_result_t result)
+{
+    switch (result) {
+    case SPF_RESULT_PASS:
+        return SPF_PROTO_PASS;
+    case SPF_RESULT_FAIL:
+        return SPF_PROTO_FAIL;
+    case SPF_RESULT_SOFTFAIL:
+        return SPF_PROTO_SOFTFAIL;
+    case SPF_RESULT_NEUTRAL:
+        return SPF_PROTO_NEUTRAL;
+    case SPF_RESULT_NONE:
+        return SPF_PROTO_NONE;
+    case SPF_RESULT_TEMPERROR:
+        return SPF_PROTO_TEMPERROR;
+    default: /* PERMERROR, INVALID */
+        return SPF_PROTO_PERMERROR;
+    }
+}
+
+/* spf_identity - the identity checked: the sender, or postmaster@HELO for
+   the null sender (RFC 7208 2.4) */
+static void spf_identity(const SPF_REQUEST *req, VSTR *out)
+{
+    if (*req->sender != 0)
+        vstr_cpy(out, req->sender);
+    else
+        vstr_sprintf(out, "postmaster@%s", req->helo_name);
+}
+
+/* spf_query_mailfrom - check_host() for MAIL FROM (its domain set with
+   SPF_request_set_env_from). SPF_request_query_mailfrom() would answer
+   pass for any client in 127.0.0.0/8 or ::1 without a look at the record
+   ("localhost is always allowed"); sluice evaluates the record whatever
+   the address: a loopback client is exempted by the restriction lists
+   (permit_mynetworks before reject_spf_fail), not by a fake pass, and the
+   headers say what the record says. The steps are libspf2's public ones:
+   fetch the record, interpret it, or end with the fetch's result. */
+static SPF_errcode_t spf_query_mailfrom(SPF_request_t *req,
+                                        SPF_response_t **respp)
+{
+    SPF_response_t *resp;
+    SPF_record_t *record = NULL;
+    SPF_errcode_t err;
+
+    if ((*respp = resp = SPF_response_new(req)) == NULL)
+        msg_fatal("out of memory");
+    req->use_helo = 0;
+    req->cur_dom = req->env_from_dp;
+    err = SPF_server_get_record(req->spf_server, req, resp, &record);
+    if (err != SPF_E_SUCCESS) {
+        if (record != NULL)
+            SPF_record_free(record);
+        /* A record that does not compile leaves no result: permerror
+           (RFC 7208 4.6). */
+        if (resp->result == SPF_RESULT_INVALID)
+            return SPF_i_done(resp, SPF_RESULT_PERMERROR, SPF_REASON_FAILURE,
+                              err);
+        return SPF_i_done(resp, resp->result, resp->reason, resp->err);
+    }
+    resp->spf_record_exp = record;
+    err = SPF_record_interpret(record, req, resp, 0);
+    resp->spf_record_exp = NULL;
+    SPF_record_free(record);
+    return err;
+}
+
+/* spf_check - one check into reply (its strings in the VSTRs) */
+static void spf_check(SPF_CTX *ctx, const SPF_REQUEST *req, SPF_REPLY *reply,
+                      VSTR *explanation, VSTR *received)
+{
+    SPF_request_t *spf_req;
+    SPF_response_t *resp = NULL;
+    struct in_addr in4;
+    struct in6_addr in6;
+    SPF_errcode_t err;
+    VSTR *who = vstr_alloc(100);
+    const char *text;
+
+    reply->ok = true;
+    vstr_reset(explanation);
+    spf_identity(req, who);
+    if (ctx->spf == NULL) {
+        reply->result = SPF_PROTO_NONE;
+        spf_proto_clean("none (SPF not checked: disable_dns_lookups = yes)",
+                        received);
+        goto done;
+    }
+    spf_req = SPF_request_new(ctx->spf);
+    if (inet_pton(AF_INET, req->client_address, &in4) == 1)
+        err = SPF_request_set_ipv4(spf_req, in4);
+    else if (inet_pton(AF_INET6, req->client_address, &in6) == 1)
+        err = SPF_request_set_ipv6(spf_req, in6);
+    else
+        err = SPF_E_INVALID_IP4;
+    if (err != SPF_E_SUCCESS) {
+        reply->ok = false;
+        reply->reason = "client_address is not an IP address";
+        SPF_request_free(spf_req);
+        vstr_free(who);
+        return;
+    }
+    if (*req->helo_name != 0)
+        (void) SPF_request_set_helo_dom(spf_req, req->helo_name);
+    /* An identity without a domain (no HELO for the null sender, a sender
+       without '@' domain) has no policy to check: none. */
+    if (strchr(vstr_str(who), '@') == NULL ||
+        strchr(vstr_str(who), '@')[1] == 0 ||
+        SPF_request_set_env_from(spf_req, vstr_str(who)) != 0) {
+        SPF_request_free(spf_req);
+        reply->result = SPF_PROTO_NONE;
+        vstr_sprintf(explanation, "none (%s: no domain to check) client-ip=%s;",
+                     ctx->myhostname, req->client_address);
+        spf_proto_clean(vstr_str(explanation), received);
+        vstr_reset(explanation);
+        goto done;
+    }
+    ctx->dns.failed = false;
+    vstr_reset(ctx->dns.failure);
+    vstr_reset(ctx->dns.oversize);
+    clock_gettime(CLOCK_MONOTONIC, &ctx->dns.deadline);
+    ctx->dns.deadline.tv_sec += ctx->timeout;
+    (void) spf_query_mailfrom(spf_req, &resp);
+    reply->result = spf_result_of(SPF_response_result(resp));
+    if (ctx->dns.failed && reply->result != SPF_PROTO_TEMPERROR) {
+        /* RFC 7208 5: a lookup that failed ends the check: temperror. */
+        msg_info("spf: %s: DNS lookup failed (%s); result temperror, not %s",
+                 vstr_str(who), vstr_str(ctx->dns.failure),
+                 spf_proto_result_name(reply->result));
+        reply->result = SPF_PROTO_TEMPERROR;
+        vstr_sprintf(who,
+                     "temperror (%s: DNS lookup failed: %s) client-ip=%s; "
+                     "envelope-from=\"%s\"; helo=%s;",
+                     ctx->myhostname, vstr_str(ctx->dns.failure),
+                     req->client_address, req->sender,
+                     *req->helo_name ? req->helo_name : "(none)");
+        spf_proto_clean(vstr_str(who), received);
+        spf_identity(req, who);
+    } else if (vstr_len(ctx->dns.oversize) > 0) {
+        msg_info("spf: %s: the SPF record of %s is over %d bytes: result "
+                 "permerror",
+                 vstr_str(who), vstr_str(ctx->dns.oversize), SPF_RECORD_MAX);
+        reply->result = SPF_PROTO_PERMERROR;
+        vstr_sprintf(who,
+                     "permerror (%s: the SPF record of %s is over %d bytes) "
+                     "client-ip=%s; envelope-from=\"%s\"; helo=%s;",
+                     ctx->myhostname, vstr_str(ctx->dns.oversize),
+                     SPF_RECORD_MAX, req->client_address, req->sender,
+                     *req->helo_name ? req->helo_name : "(none)");
+        spf_proto_clean(vstr_str(who), received);
+        spf_identity(req, who);
+    } else {
+        text = SPF_response_get_received_spf_value(resp);
+        spf_proto_clean(text ? text : spf_proto_result_name(reply->result),
+                        received);
+    }
+    if (reply->result == SPF_PROTO_FAIL &&
+        (text = SPF_response_get_explanation(resp)) != NULL)
+        spf_proto_clean(text, explanation);
+    SPF_response_free(resp);
+    SPF_request_free(spf_req);
+
+done:
+    msg_info("spf: client=%s helo=%s identity=%s result=%s",
+             req->client_address, *req->helo_name ? req->helo_name : "(none)",
+             vstr_str(who), spf_proto_result_name(reply->result));
+    reply->explanation = vstr_str(explanation);
+    reply->received_spf = vstr_str(received);
+    vstr_free(who);
+}
+
+/* spf_serve - one connection: HELLOs, one request, one reply */
+static void spf_serve(SPF_CTX *ctx, int fd)
+{
+    ATTR_STREAM *stream =
+        attr_stream_open(fd, SPF_REQUEST_MAX, SPF_REQUEST_TIMEOUT * 1000);
+    VSTR *why = vstr_alloc(100);
+    VSTR *explanation = vstr_alloc(100);
+    VSTR *received = vstr_alloc(200);
+    ATTR_LIST *hello = spf_hello_list();
+    ATTR_LIST *list = NULL;
+    SPF_REQUEST req = {0};
+    SPF_REPLY reply = {0};
+    int greeted;
+
+    /* Our HELLO, then the client's: another version is logged with both. */
+    greeted = attr_stream_write(stream, hello, why);
+    hello = attr_list_free(hello);
+    if (greeted == 0 && (greeted = attr_stream_read(stream, &hello, why)) == 0)
+        greeted = spf_hello_take(hello, why);
+    attr_list_free(hello);
+    if (greeted < 0) {
+        msg_warn("spf: %s", vstr_str(why));
+    } else if (attr_stream_read(stream, &list, why) < 0) {
+        msg_warn("spf request: %s", vstr_str(why));
+    } else {
+        if (spf_request_decode(list, &req, why) < 0) {
+            msg_warn("bad spf request: %s", vstr_str(why));
+            reply.ok = false;
+            spf_proto_clean(vstr_str(why), explanation);
+            reply.reason = vstr_str(explanation);
+        } else {
+            spf_check(ctx, &req, &reply, explanation, received);
+        }
+        hello = spf_reply_encode(&reply);
+        if (attr_stream_write(stream, hello, why) < 0)
+            msg_warn("spf reply: %s", vstr_str(why));
+        attr_list_free(hello);
+    }
+    attr_list_free(list);
+    attr_stream_close(stream);
+    vstr_free(why);
+    vstr_free(explanation);
+    vstr_free(received);
+}
+
+/* spf_accept - a connection from smtpd */
+static void spf_accept(MAIL_SERVER *server, int fd, void *arg)
+{
+    /* libspf2 blocks: let master give new connections to a sibling. */
+    mail_server_busy(server, true);
+    spf_serve(arg, fd);
+    mail_server_busy(server, false);
+}
+
+/* spf_pre_loop - read the configuration, set up libunbound and libspf2 */
+static void spf_pre_loop(MAIL_SERVER *server, void *arg)
+{
+    SPF_CTX *ctx = arg;
+    const MAIL_CONF *conf = mail_server_conf(server);
+    VSTR *why = vstr_alloc(100);
+    SPF_dns_server_t *layer;
+
+    SPF_error_handler = spf_log_error;
+    SPF_warning_handler = spf_log_warning;
+    SPF_info_handler = spf_log_info;
+    SPF_debug_handler = NULL;
+    ctx->myhostname = mystrdup(mail_conf_str(conf, "myhostname"));
+    ctx->timeout = (int) mail_conf_time(conf, "spf_lookup_timeout");
+    ctx->dns.failure = vstr_alloc(100);
+    ctx->dns.oversize = vstr_alloc(100);
+    if (mail_conf_bool(conf, "disable_dns_lookups")) {
+        msg_info("disable_dns_lookups = yes: SPF is not checked (every "
+                 "result is none)");
+        vstr_free(why);
+        return;
+    }
+    if (!spf_dns_setup(ctx, conf, why))
+        msg_fatal("spf: %s", vstr_str(why));
+    /* The layer is ours: a server made by SPF_server_new_dns() does not
+       free its resolver (and no destroy callback lets SPF_dns_free try). */
+    layer = mycalloc(1, sizeof(*layer));
+    layer->destroy = NULL;
+    layer->lookup = spf_dns_lookup;
+    layer->name = "sluice";
+    layer->hook = &ctx->dns;
+    ctx->layer = layer;
+    if ((ctx->spf = SPF_server_new_dns(layer, 0)) == NULL)
+        msg_fatal("spf: cannot create the libspf2 server");
+    if (SPF_server_set_rec_dom(ctx->spf, ctx->myhostname) != SPF_E_SUCCESS)
+        msg_fatal("spf: libspf2 refuses myhostname \"%s\"", ctx->myhostname);
+    vstr_free(why);
+}
+
+/* main - the spf daemon */
+int main(int argc, char **argv)
+{
+    static const MAIL_SERVER_OPS ops = {
+        .pre_loop = spf_pre_loop,
+        .on_accept = spf_accept,
+    };
+    SPF_CTX ctx = {0};
+    int status;
+
+    status = mail_server_main(argc, argv, "spf", &ops, &ctx);
+    if (ctx.spf)
+        SPF_server_free(ctx.spf);
+    myfree(ctx.layer);
+    if (ctx.dns.ub)
+        ub_ctx_delete(ctx.dns.ub);
+    vstr_free(ctx.dns.failure);
+    vstr_free(ctx.dns.oversize);
+    myfree(ctx.myhostname);
+    return status;
+}

@@ -1,0 +1,40 @@
+/*
+ * spf - internals shared by the spf daemon's modules
+ *
+ * spf.c     the daemon: configuration, the libunbound-backed DNS layer it
+ *           gives libspf2, one check per connection (global/spf_proto.h)
+ * spf_rr.c  DNS answers (libunbound's rdata) into libspf2's records;
+ *           unit tested by spf_rr_test.c, fuzzed by fuzz/fuzz_spf_rr.c
+ */
+#ifndef SPF_H
+#define SPF_H
+
+#include "sys_defs.h"
+
+#include <netinet/in.h>
+#include <arpa/nameser.h>
+
+#include <spf2/spf.h>
+
+#include "vstr.h"
+
+/* The longest SPF record handed to libspf2. RFC 7208 3.4 asks records to
+   stay under 450 bytes; libspf2's compiler mis-handles records of tens of
+   kilobytes (a 30 KB "... -all" came out neutral) and is where its CVEs
+   live, so a longer one never reaches it: the check is a permerror. */
+#define SPF_RECORD_MAX 4096
+
+/* spf_rr_txt - TXT (or SPF) rdata: its character-strings joined (a NUL
+   byte becomes '?'); false when the rdata is malformed */
+extern bool spf_rr_txt(const unsigned char *data, size_t len, VSTR *out);
+
+/* spf_rr_fill - one record of an answer (rdata of type, as libunbound
+   gives it: names uncompressed) into rr->rr[idx]; text is scratch. An
+   SPF record over SPF_RECORD_MAX is replaced by a text that is no SPF
+   record, and rr's domain goes to oversize (when still empty). False:
+   malformed (or libspf2 out of memory) */
+extern bool spf_rr_fill(SPF_dns_rr_t *rr, int idx, ns_type type,
+                        const unsigned char *data, size_t len, VSTR *text,
+                        VSTR *oversize);
+
+#endif
