@@ -334,7 +334,7 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"smtpd_sender_restrictions", LIST, "",
      "checks made on MAIL FROM (evaluated at RCPT)"},
     {"smtpd_relay_restrictions", LIST,
-     "permit_mynetworks, reject_unauth_destination",
+     "permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination",
      "relay control checks made at RCPT TO"},
     {"smtpd_recipient_restrictions", LIST, "",
      "further checks made at RCPT TO"},

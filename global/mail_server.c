@@ -526,6 +526,7 @@ int mail_server_main(int argc, char **argv, const char *progname,
     const char *config_dir = getenv("SLUICE_CONFIG");
     const char *service = getenv("SLUICE_SERVICE");
     VSTR *why;
+    ARGV *overrides;
     MAIL_SERVER_IDS saved;
     int ch;
     int status;
@@ -536,16 +537,21 @@ int mail_server_main(int argc, char **argv, const char *progname,
     msg_init("sluice", progname);
     if (getenv("SLUICE_LOG_STDERR"))
         msg_log_stderr(true);
-    while ((ch = getopt(argc, argv, "c:v")) != -1) {
+    overrides = argv_alloc(2);
+    while ((ch = getopt(argc, argv, "c:o:v")) != -1) {
         switch (ch) {
         case 'c':
             config_dir = optarg;
+            break;
+        case 'o': /* master.cf: -o name=value overrides main.cf */
+            argv_add(overrides, optarg);
             break;
         case 'v':
             msg_verbose_set(msg_verbose_get() + 1);
             break;
         default:
-            msg_fatal("usage: %s [-c config_dir] [-v]", progname);
+            msg_fatal("usage: %s [-c config_dir] [-o name=value] [-v]",
+                      progname);
         }
     }
     if (config_dir == NULL || *config_dir == 0)
@@ -555,8 +561,10 @@ int mail_server_main(int argc, char **argv, const char *progname,
     server->config_dir = mystrdup(config_dir);
     server->service = mystrdup(service ? service : progname);
     mail_server_saved_root(&saved, true);
-    if ((server->conf = mail_conf_read(config_dir, why)) == NULL)
+    if ((server->conf = mail_conf_read_overrides(config_dir, overrides, why)) ==
+        NULL)
         msg_fatal("%s", vstr_str(why));
+    overrides = argv_free(overrides);
     why = vstr_free(why);
     msg_init(mail_conf_str(server->conf, "syslog_name"), progname);
     /* A daemon run by hand by an ordinary user (smtpd -S, for sendmail

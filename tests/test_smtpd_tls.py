@@ -367,3 +367,48 @@ def test_smtps_wrapper_mode(mta, ca):
     assert b"with ESMTPS id" in qf.content.split(b"\n\n")[0]
     inst.wait_log(r"Anonymous TLS connection established from"
                   r" unknown\[127\.0\.0\.1\]")
+
+
+def test_master_cf_o_overrides_make_smtps_and_submission(make_instance, ca):
+    """master.cf -o name=value (continuation lines, as in Postfix's
+    submission and smtps entries) override main.cf for one service."""
+    from conftest import free_port
+    require(SMTPD)
+    smtps, submission, bad = free_port(), free_port(), free_port()
+    inst = make_instance(params={
+        "myhostname": "mx.test", "smtpd_tls_security_level": "may",
+        "smtpd_tls_chain_files": str(ca.mx.chain)}, services=[
+        "127.0.0.1:%d inet n - n - - smtpd" % smtps,
+        "  -o syslog_name=sluice/smtps",
+        "  -o smtpd_tls_wrappermode=yes",
+        "127.0.0.1:%d inet n - n - - smtpd" % submission,
+        "  -o syslog_name=sluice/submission -o smtpd_tls_security_level=encrypt",
+        "127.0.0.1:%d inet n - n - - smtpd -o no_equals_sign" % bad,
+    ])
+    inst.remove_service("local")
+    inst.start()
+    wait_until(lambda: _listening(smtps) and _listening(submission), 10,
+               what="smtps and submission to listen")
+    # smtps: TLS from the first byte.
+    with smtplib.SMTP_SSL("127.0.0.1", smtps, timeout=20,
+                          context=client_context(ca)) as smtp:
+        assert smtp.ehlo("client.test")[0] == 250
+        assert not smtp.has_extn("starttls")
+    inst.wait_log(r"sluice/smtps/smtpd\[\d+\]: Anonymous TLS connection"
+                  r" established from unknown\[127\.0\.0\.1\]")
+    # submission: STARTTLS required.
+    with smtplib.SMTP("127.0.0.1", submission, timeout=20) as smtp:
+        smtp.ehlo("client.test")
+        assert smtp.mail("a@example.test") == \
+            (530, b"5.7.0 Must issue a STARTTLS command first")
+        smtp.starttls(context=client_context(ca))
+        smtp.ehlo("client.test")
+        assert smtp.mail("a@example.test")[0] == 250
+    # The main listener keeps main.cf's level may.
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=20) as smtp:
+        smtp.ehlo("client.test")
+        assert smtp.has_extn("starttls")
+        assert smtp.mail("a@example.test")[0] == 250
+    # A malformed -o stops that service's smtpd (before its log is open:
+    # master reports it).
+    inst.wait_log(r"service 127\.0\.0\.1:%d: process died too quickly" % bad)
