@@ -472,6 +472,7 @@ static bool smtpd_cleanup_begin(SMTPD_SESS *sess)
         .size = proto->size,
         .ret = proto->ret,
         .envid = proto->envid,
+        .sasl_username = proto->sasl_username,
     };
 
     /* A local stream connect: it completes or fails at once. */
@@ -939,10 +940,11 @@ static void smtpd_event(struct bufferevent *bev, short what, void *arg)
                          sess->ctx->starttls_timeout);
         else if (what & BEV_EVENT_ERROR)
             (void) smtpd_tls_error(sess, sess->why);
-        else
-            vstr_sprintf(sess->why, "lost connection during the handshake");
+        if (vstr_len(sess->why) == 0 && (what & BEV_EVENT_ERROR) &&
+            EVUTIL_SOCKET_ERROR() != 0)
+            vstr_sprintf(sess->why, "%s", strerror(EVUTIL_SOCKET_ERROR()));
         if (vstr_len(sess->why) == 0)
-            vstr_sprintf(sess->why, "connection error during the handshake");
+            vstr_sprintf(sess->why, "lost connection during the handshake");
         msg_info("SSL_accept error from %s[%s]: %s", proto->client_name,
                  proto->client_addr, vstr_str(sess->why));
         smtpd_session_free(sess);

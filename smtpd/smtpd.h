@@ -7,6 +7,7 @@
  * smtpd_proto.c  the protocol without I/O: the command parser and the
  *                session state machine (SMTPD_PROTO), and the DATA content
  *                decoder (SMTPD_DATA); unit tested by smtpd_proto_test.c
+ * smtpd_sasl.c   SMTP AUTH through Cyrus SASL (libsasl2)
  * smtpd_check.c  the access restrictions (smtpd_*_restrictions, access
  *                tables, local_recipient_maps), evaluated at RCPT; also
  *                unit tested by smtpd_proto_test.c
@@ -236,7 +237,8 @@ extern int smtpd_proto_relay_ok(const SMTPD_PROTO *proto, const char *address);
 
 /*
  * Access restrictions (smtpd_check.c). A list holds the words permit,
- * reject, defer, permit_mynetworks, reject_unauth_destination,
+ * reject, defer, permit_mynetworks, permit_sasl_authenticated,
+ * reject_unauth_destination,
  * permit_auth_destination, reject_unlisted_recipient, and
  * check_{client,helo,sender,recipient}_access type:table. Access tables
  * answer as Postfix's access(5): OK, REJECT [text], DEFER [text], DUNNO,
