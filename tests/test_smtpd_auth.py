@@ -15,11 +15,14 @@ options remove plaintext mechanisms; abort and repeat AUTH are refused.
 
 import os
 import re
+import shutil
 import smtplib
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -33,28 +36,24 @@ MECHS = "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256"
 
 
 @pytest.fixture(scope="module")
-def ca(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("tlsca")
-    _open_up(folder)
+def ca():
+    """A test CA and a certificate for mx.test, in a folder of its own
+    under /tmp (not pytest's: a concurrent pytest run makes
+    /tmp/pytest-of-root private again, and smtpd reads as nobody)."""
+    folder = tempfile.mkdtemp(prefix="sluice-tlsca-", dir="/tmp")
     ca = make_ca(folder)
     ca.mx = ca.issue("mx.test")
-    return ca
-
-
-def _open_up(folder):
-    for p in [folder] + list(folder.parents):
-        if str(p) in ("/", "/tmp"):
-            break
-        os.chmod(p, os.stat(p).st_mode | 0o055)
+    yield ca
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
-def sasl_dir(tmp_path_factory):
+def sasl_dir():
     """smtpd.conf and a sasldb2 with alice@example.test / secret."""
     if not os.path.exists(SASLPASSWD2):
         pytest.fail("saslpasswd2 missing: apt-get install sasl2-bin")
-    folder = tmp_path_factory.mktemp("sasl")
-    _open_up(folder)
+    folder = Path(tempfile.mkdtemp(prefix="sluice-sasl-", dir="/tmp"))
+    os.chmod(folder, 0o755)
     db = folder / "sasldb2"
     (folder / "smtpd.conf").write_text(
         "pwcheck_method: auxprop\nauxprop_plugin: sasldb\n"
@@ -65,7 +64,8 @@ def sasl_dir(tmp_path_factory):
     assert r.returncode == 0, r.stderr
     os.chmod(db, 0o644)          # smtpd runs as nobody
     os.chmod(folder / "smtpd.conf", 0o644)
-    return folder
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture

@@ -15,12 +15,13 @@ the versions; a session is resumed; smtps (smtpd_tls_wrappermode) speaks
 TLS from the first byte.
 """
 
-import os
 import re
+import shutil
 import smtplib
 import socket
 import ssl
 import subprocess
+import tempfile
 
 import pytest
 
@@ -32,16 +33,15 @@ SMTPD = LIBEXEC / "smtpd"
 
 
 @pytest.fixture(scope="module")
-def ca(tmp_path_factory):
-    """A test CA and a certificate for mx.test."""
-    folder = tmp_path_factory.mktemp("tlsca")
-    for p in [folder] + list(folder.parents):
-        if str(p) in ("/", "/tmp"):
-            break
-        os.chmod(p, os.stat(p).st_mode | 0o055)
+def ca():
+    """A test CA and a certificate for mx.test, in a folder of its own
+    under /tmp (not pytest's: a concurrent pytest run makes
+    /tmp/pytest-of-root private again, and smtpd reads as nobody)."""
+    folder = tempfile.mkdtemp(prefix="sluice-tlsca-", dir="/tmp")
     ca = make_ca(folder)
     ca.mx = ca.issue("mx.test")
-    return ca
+    yield ca
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture
