@@ -412,3 +412,24 @@ def test_master_cf_o_overrides_make_smtps_and_submission(make_instance, ca):
     # A malformed -o stops that service's smtpd (before its log is open:
     # master reports it).
     inst.wait_log(r"service 127\.0\.0\.1:%d: process died too quickly" % bad)
+
+
+def test_quit_ends_tls_with_close_notify(mta, ca):
+    """After 221 smtpd sends close_notify before it closes: a strict client
+    (ragged EOFs not suppressed) reads a clean end, not a truncation."""
+    inst = mta()
+    c = Raw(inst.port)
+    c.reply()
+    c.cmd("EHLO client.test")
+    c.cmd("STARTTLS")
+    ctx = client_context(ca)
+    ctx.options &= ~ssl.OP_IGNORE_UNEXPECTED_EOF    # Python sets it
+    c.sock = ctx.wrap_socket(c.sock, server_hostname="mx.test",
+                             suppress_ragged_eofs=False)
+    c.cmd("EHLO client.test")
+    assert c.cmd("QUIT") == b"221 2.0.0 Bye\r\n"
+    c.sock.settimeout(10)
+    assert c.sock.recv(100) == b""      # SSLEOFError if no close_notify
+    c.close()
+    inst.wait_log(r"disconnect from unknown\[127\.0\.0\.1\] ehlo=2 quit=1"
+                  r" starttls=1 commands=4")
