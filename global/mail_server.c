@@ -518,6 +518,26 @@ static void mail_server_free(MAIL_SERVER *server)
     myfree(server);
 }
 
+/* mail_server_conf_fatal - main.cf or a master.cf -o is bad: exit. A bad
+   -o is logged where main.cf sends the log, so the operator sees it
+   beside master's "process died" lines. */
+static void mail_server_conf_fatal(const char *config_dir,
+                                   const ARGV *overrides, const char *progname,
+                                   VSTR *why)
+{
+    VSTR *ignored = vstr_alloc(10);
+    MAIL_CONF *plain;
+
+    if (overrides->argc > 0 &&
+        (plain = mail_conf_read(config_dir, ignored)) != NULL) {
+        msg_init(mail_conf_str(plain, "syslog_name"), progname);
+        (void) msg_log_file(mail_conf_str(plain, "maillog_file"));
+        mail_conf_free(plain);
+    }
+    vstr_free(ignored);
+    msg_fatal("%s", vstr_str(why));
+}
+
 /* mail_server_main - run the daemon; returns the process exit status */
 int mail_server_main(int argc, char **argv, const char *progname,
                      const MAIL_SERVER_OPS *ops, void *ctx)
@@ -563,7 +583,7 @@ int mail_server_main(int argc, char **argv, const char *progname,
     mail_server_saved_root(&saved, true);
     if ((server->conf = mail_conf_read_overrides(config_dir, overrides, why)) ==
         NULL)
-        msg_fatal("%s", vstr_str(why));
+        mail_server_conf_fatal(config_dir, overrides, progname, why);
     overrides = argv_free(overrides);
     why = vstr_free(why);
     msg_init(mail_conf_str(server->conf, "syslog_name"), progname);

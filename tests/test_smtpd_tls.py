@@ -409,8 +409,9 @@ def test_master_cf_o_overrides_make_smtps_and_submission(make_instance, ca):
         smtp.ehlo("client.test")
         assert smtp.has_extn("starttls")
         assert smtp.mail("a@example.test")[0] == 250
-    # A malformed -o stops that service's smtpd (before its log is open:
-    # master reports it).
+    # A malformed -o stops that service's smtpd, which says why.
+    inst.wait_log(r"fatal: -o no_equals_sign: missing '=' \(use -o"
+                  r" name=value\)")
     inst.wait_log(r"service 127\.0\.0\.1:%d: process died too quickly" % bad)
 
 
