@@ -216,3 +216,27 @@ def test_noplaintext_abort_and_repeat(mta, ca):
             (503, b"5.5.1 Error: already authenticated")
         smtp.mail("a@example.test")
         assert smtp.rcpt("bob@remote.test")[0] == 250
+
+
+def test_auth_without_tls_when_allowed(mta):
+    """smtpd_tls_auth_only = no and no TLS: AUTH in clear, with the
+    mechanisms smtpd_sasl_security_options leaves (noplaintext: no PLAIN,
+    no LOGIN)."""
+    inst = mta(smtpd_tls_auth_only="no", smtpd_tls_security_level="none",
+               smtpd_sasl_security_options="noanonymous, noplaintext")
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=20) as smtp:
+        smtp.ehlo("client.test")
+        assert not smtp.has_extn("starttls")
+        assert smtp.esmtp_features["auth"].split() == \
+            ["CRAM-MD5", "SCRAM-SHA-256"]
+        assert smtp.login("alice", "secret")[0] == 235     # CRAM-MD5
+        smtp.mail("a@example.test")
+        assert smtp.rcpt("bob@remote.test")[0] == 250
+        code, text = smtp.data(b"Subject: a\r\n\r\nx\r\n")
+        assert code == 250, text
+    qf = queued(inst, re.search(rb"queued as ([0-9A-Z]+)", text)
+                .group(1).decode())
+    assert qf.attrs.get("protocol") == "ESMTPA"
+    assert b" with ESMTPA id " in qf.content
+    inst.wait_log(r"client=unknown\[127\.0\.0\.1\], sasl_method=CRAM-MD5,"
+                  r" sasl_username=alice@example\.test$")
