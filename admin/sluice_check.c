@@ -185,7 +185,7 @@ static const char *const sluice_check_restrictions[] = {
 
 /* The restriction words smtpd knows (smtpd/smtpd_check.c, smtpd_words:
    keep the two in step); table: the next word is a type:table. A word
-   smtpd does not know (Debian's permit_sasl_authenticated, say) makes
+   smtpd does not know (Debian's defer_unauth_destination, say) makes
    smtpd answer 451 where it is met, so check refuses it. */
 static const struct {
     const char *name;
@@ -195,6 +195,7 @@ static const struct {
     {"reject", false},
     {"defer", false},
     {"permit_mynetworks", false},
+    {"permit_sasl_authenticated", false},
     {"reject_unauth_destination", false},
     {"permit_auth_destination", false},
     {"reject_unlisted_recipient", false},

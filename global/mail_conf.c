@@ -309,7 +309,9 @@ static MAIL_CONF_ENT *mail_conf_find(const MAIL_CONF *conf, const char *name,
 static void mail_conf_where(const MAIL_CONF *conf, const MAIL_CONF_ENT *ent,
                             VSTR *why)
 {
-    if (ent->raw != NULL)
+    if (ent->raw != NULL && ent->line < 0)
+        vstr_sprintf(why, "-o %s: ", ent->name); /* a master.cf override */
+    else if (ent->raw != NULL)
         vstr_sprintf(why, "%s line %d: %s: ", conf->path, ent->line, ent->name);
     else
         vstr_sprintf(why, "%s: %s: ", conf->path, ent->name);
@@ -753,8 +755,42 @@ const ARGV *mail_conf_warnings(const MAIL_CONF *conf)
     return conf->warnings;
 }
 
+/* mail_conf_overrides - "name=value" settings (a daemon's -o options
+   from master.cf) that win over main.cf; -1 with why when one is bad */
+static int mail_conf_overrides(MAIL_CONF *conf, size_t *cap,
+                               const ARGV *overrides, size_t after, VSTR *why)
+{
+    VSTR *logical = vstr_alloc(100);
+    int status = 0;
+
+    for (size_t i = 0; status == 0 && overrides && i < overrides->argc; i++) {
+        MAIL_CONF_ENT *ent;
+
+        vstr_cpy(logical, overrides->argv[i]);
+        if (strchr(overrides->argv[i], '=') == NULL) {
+            vstr_sprintf(why, "-o %s: missing '=' (use -o name=value)",
+                         overrides->argv[i]);
+            status = -1;
+        } else if ((status = mail_conf_setting(conf, cap, logical, 0, why)) ==
+                   0) {
+            ent = conf->ents + conf->count - 1;
+            ent->line = -1;
+            ent->seq = after + 1 + i; /* after every main.cf line */
+        }
+    }
+    vstr_free(logical);
+    return status;
+}
+
 /* mail_conf_read - read, expand and check config_dir/main.cf */
 MAIL_CONF *mail_conf_read(const char *config_dir, VSTR *why)
+{
+    return mail_conf_read_overrides(config_dir, NULL, why);
+}
+
+/* mail_conf_read_overrides - main.cf, then name=value overrides */
+MAIL_CONF *mail_conf_read_overrides(const char *config_dir,
+                                    const ARGV *overrides, VSTR *why)
 {
     MAIL_CONF *conf = mymalloc(sizeof(*conf));
     VSTR *path = vstr_alloc(100);
@@ -785,6 +821,8 @@ MAIL_CONF *mail_conf_read(const char *config_dir, VSTR *why)
         return mail_conf_free(conf);
     }
     status = mail_conf_parse(conf, &cap, text, text_len, why);
+    if (status == 0)
+        status = mail_conf_overrides(conf, &cap, overrides, text_len + 1, why);
     myfree(text);
     mail_conf_merge(conf);
     if (status < 0)

@@ -63,6 +63,10 @@ typedef struct MAIL_CONF MAIL_CONF;
 /* mail_conf_read - read config_dir/main.cf; NULL with the reason in why
    ("/etc/sluice/main.cf line 12: message_size_limit: bad size \"x\"") */
 extern MAIL_CONF *mail_conf_read(const char *config_dir, VSTR *why);
+/* mail_conf_read_overrides - the same, then overrides ("name=value", a
+   daemon's -o options from master.cf; NULL: none) win over main.cf */
+extern MAIL_CONF *mail_conf_read_overrides(const char *config_dir,
+                                           const ARGV *overrides, VSTR *why);
 extern MAIL_CONF *mail_conf_free(MAIL_CONF *conf);
 
 /* mail_conf_warnings - "PATH line N: unknown parameter NAME" for each name

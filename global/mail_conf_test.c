@@ -185,6 +185,45 @@ static void test_expansion(void **state)
     mail_conf_free(conf);
 }
 
+/* test_overrides - master.cf's -o name=value win over main.cf, expand
+   like it, and are checked like it */
+static void test_overrides(void **state)
+{
+    TEST_DIR *td = *state;
+    ARGV *over = argv_alloc(4);
+    MAIL_CONF *conf;
+
+    write_main_cf(td, "myhostname = mx.example.org\n"
+                      "smtpd_tls_security_level = may\n"
+                      "syslog_name = sluice\n");
+    argv_add(over, "smtpd_tls_security_level=encrypt");
+    argv_add(over, "smtpd_banner = $myhostname submission");
+    argv_add(over, "smtpd_recipient_restrictions=");
+    conf = mail_conf_read_overrides(td->dir, over, td->why);
+    assert_non_null(conf);
+    assert_string_equal(mail_conf_str(conf, "smtpd_tls_security_level"),
+                        "encrypt");
+    assert_string_equal(mail_conf_str(conf, "smtpd_banner"),
+                        "mx.example.org submission");
+    assert_string_equal(mail_conf_str(conf, "smtpd_recipient_restrictions"),
+                        "");
+    mail_conf_free(conf);
+    argv_free(over);
+
+    /* A bad value names the -o; no '=' is refused. */
+    over = argv_alloc(1);
+    argv_add(over, "smtpd_timeout=soon");
+    assert_null(mail_conf_read_overrides(td->dir, over, td->why));
+    assert_non_null(strstr(vstr_str(td->why), "-o smtpd_timeout: "));
+    argv_free(over);
+    over = argv_alloc(1);
+    argv_add(over, "smtpd_timeout");
+    assert_null(mail_conf_read_overrides(td->dir, over, td->why));
+    assert_string_equal(vstr_str(td->why),
+                        "-o smtpd_timeout: missing '=' (use -o name=value)");
+    argv_free(over);
+}
+
 static void test_loops(void **state)
 {
     TEST_DIR *td = *state;
@@ -990,6 +1029,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_bounds_read, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_bounds_table, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_overrides, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_unknown, test_setup,
                                         test_teardown),

@@ -518,6 +518,26 @@ static void mail_server_free(MAIL_SERVER *server)
     myfree(server);
 }
 
+/* mail_server_conf_fatal - main.cf or a master.cf -o is bad: exit. A bad
+   -o is logged where main.cf sends the log, so the operator sees it
+   beside master's "process died" lines. */
+static void mail_server_conf_fatal(const char *config_dir,
+                                   const ARGV *overrides, const char *progname,
+                                   VSTR *why)
+{
+    VSTR *ignored = vstr_alloc(10);
+    MAIL_CONF *plain;
+
+    if (overrides->argc > 0 &&
+        (plain = mail_conf_read(config_dir, ignored)) != NULL) {
+        msg_init(mail_conf_str(plain, "syslog_name"), progname);
+        (void) msg_log_file(mail_conf_str(plain, "maillog_file"));
+        mail_conf_free(plain);
+    }
+    vstr_free(ignored);
+    msg_fatal("%s", vstr_str(why));
+}
+
 /* mail_server_main - run the daemon; returns the process exit status */
 int mail_server_main(int argc, char **argv, const char *progname,
                      const MAIL_SERVER_OPS *ops, void *ctx)
@@ -526,6 +546,7 @@ int mail_server_main(int argc, char **argv, const char *progname,
     const char *config_dir = getenv("SLUICE_CONFIG");
     const char *service = getenv("SLUICE_SERVICE");
     VSTR *why;
+    ARGV *overrides;
     MAIL_SERVER_IDS saved;
     int ch;
     int status;
@@ -536,16 +557,21 @@ int mail_server_main(int argc, char **argv, const char *progname,
     msg_init("sluice", progname);
     if (getenv("SLUICE_LOG_STDERR"))
         msg_log_stderr(true);
-    while ((ch = getopt(argc, argv, "c:v")) != -1) {
+    overrides = argv_alloc(2);
+    while ((ch = getopt(argc, argv, "c:o:v")) != -1) {
         switch (ch) {
         case 'c':
             config_dir = optarg;
+            break;
+        case 'o': /* master.cf: -o name=value overrides main.cf */
+            argv_add(overrides, optarg);
             break;
         case 'v':
             msg_verbose_set(msg_verbose_get() + 1);
             break;
         default:
-            msg_fatal("usage: %s [-c config_dir] [-v]", progname);
+            msg_fatal("usage: %s [-c config_dir] [-o name=value] [-v]",
+                      progname);
         }
     }
     if (config_dir == NULL || *config_dir == 0)
@@ -555,8 +581,10 @@ int mail_server_main(int argc, char **argv, const char *progname,
     server->config_dir = mystrdup(config_dir);
     server->service = mystrdup(service ? service : progname);
     mail_server_saved_root(&saved, true);
-    if ((server->conf = mail_conf_read(config_dir, why)) == NULL)
-        msg_fatal("%s", vstr_str(why));
+    if ((server->conf = mail_conf_read_overrides(config_dir, overrides, why)) ==
+        NULL)
+        mail_server_conf_fatal(config_dir, overrides, progname, why);
+    overrides = argv_free(overrides);
     why = vstr_free(why);
     msg_init(mail_conf_str(server->conf, "syslog_name"), progname);
     /* A daemon run by hand by an ordinary user (smtpd -S, for sendmail

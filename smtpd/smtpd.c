@@ -69,7 +69,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "argv.h"
 #include "attr.h"
@@ -85,6 +88,7 @@
 #include "match_list.h"
 #include "smtpd.h"
 #include "sock.h"
+#include "tls_server.h"
 #include "vstr.h"
 
 /* Stop reading a client while this much waits to go out to it or to
@@ -118,6 +122,8 @@ typedef struct SMTPD_CTX {
     DNS_CTX *dns; /* client name lookups; NULL when they are off */
     int peername_timeout; /* smtpd_peername_lookup_timeout */
     long local_uid; /* smtpd -S: who ran us, before privileges dropped */
+    TLS_SERVER *tls; /* NULL: no TLS (none, or no certificate) */
+    int starttls_timeout; /* smtpd_starttls_timeout */
 } SMTPD_CTX;
 
 /* What the session waits for from cleanup; while it waits it reads no
@@ -132,7 +138,12 @@ typedef struct SMTPD_SESS {
     SMTPD_CTX *ctx;
     struct SMTPD_SESS *prev; /* ctx->sessions */
     struct SMTPD_SESS *next;
-    struct bufferevent *bev; /* the client */
+    struct bufferevent *bev; /* the client (the TLS filter once TLS) */
+    /* TLS: bev is then an OpenSSL filter over raw, the socket. */
+    struct bufferevent *raw;
+    bool handshaking; /* the handshake has not finished */
+    bool tls_pending; /* STARTTLS answered: TLS after its line */
+    struct event *close_ev; /* TLS close: frees once raw has drained */
     SMTPD_PROTO *proto;
     /* The transaction's connection to cleanup, NULL when none. */
     ATTR_CONN *cleanup;
@@ -168,6 +179,57 @@ typedef struct SMTPD_SESS {
 
 static void smtpd_process(SMTPD_SESS *sess);
 static const char *smtpd_state_name(const SMTPD_SESS *sess);
+static void smtpd_tls_drained(struct evbuffer *buf,
+                              const struct evbuffer_cb_info *info, void *arg);
+static void smtpd_session_free(SMTPD_SESS *sess);
+static void smtpd_read_event(struct bufferevent *bev, void *arg);
+static void smtpd_write_event(struct bufferevent *bev, void *arg);
+static void smtpd_event(struct bufferevent *bev, short what, void *arg);
+
+/* smtpd_tls_close_event - the TLS close_notify and the last reply have
+   left (or smtpd_timeout passed): free the session */
+static void smtpd_tls_close_event(evutil_socket_t fd, short what, void *arg)
+{
+    smtpd_session_free(arg);
+}
+
+/* smtpd_tls_drained - raw output shrank: free the session once it is empty
+   (from the event loop, not from inside libevent's write) */
+static void smtpd_tls_drained(struct evbuffer *buf,
+                              const struct evbuffer_cb_info *info, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+
+    if (info->orig_size + info->n_added - info->n_deleted == 0 &&
+        sess->close_ev != NULL)
+        event_active(sess->close_ev, EV_TIMEOUT, 0);
+}
+
+/* smtpd_tls_finish - a TLS session whose last reply went into the TLS
+   layer: send close_notify, free the session when raw has sent it all.
+   False when the session can be freed now. */
+static bool smtpd_tls_finish(SMTPD_SESS *sess)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(sess->bev);
+    struct evbuffer *out = bufferevent_get_output(sess->raw);
+    struct timeval limit = {sess->ctx->conf.timeout, 0};
+
+    if (sess->close_ev != NULL)
+        return true; /* already waiting */
+    if (ssl != NULL && !sess->handshaking && SSL_is_init_finished(ssl)) {
+        (void) SSL_shutdown(ssl); /* close_notify, into raw's output */
+        ERR_clear_error();
+    }
+    if (evbuffer_get_length(out) == 0)
+        return false;
+    if ((sess->close_ev = evtimer_new(mail_server_base(sess->ctx->server),
+                                      smtpd_tls_close_event, sess)) == NULL ||
+        evtimer_add(sess->close_ev, &limit) < 0)
+        return false;
+    bufferevent_disable(sess->bev, EV_READ);
+    evbuffer_add_cb(out, smtpd_tls_drained, sess);
+    return true;
+}
 static const ATTR_CONN_OPS smtpd_cleanup_ops;
 
 /* smtpd_flush_reply - queue the protocol's reply text for the client */
@@ -328,7 +390,12 @@ static void smtpd_session_free(SMTPD_SESS *sess)
         event_free(sess->sleep_ev);
     if (sess->deadline_ev != NULL)
         event_free(sess->deadline_ev);
-    bufferevent_free(sess->bev);
+    if (sess->close_ev != NULL)
+        event_free(sess->close_ev);
+    if (sess->raw != NULL)
+        evbuffer_remove_cb(bufferevent_get_output(sess->raw), smtpd_tls_drained,
+                           sess);
+    bufferevent_free(sess->bev); /* a TLS filter frees raw with it */
     smtpd_proto_free(sess->proto);
     vstr_free(sess->chunk);
     vstr_free(sess->wire);
@@ -401,10 +468,11 @@ static bool smtpd_cleanup_begin(SMTPD_SESS *sess)
         .client_name = proto->local ? NULL : proto->client_name,
         .client_addr = proto->local ? NULL : proto->client_addr,
         .helo_name = proto->helo_name,
-        .protocol = proto->esmtp ? "ESMTP" : "SMTP",
+        .protocol = smtpd_proto_protocol(proto),
         .size = proto->size,
         .ret = proto->ret,
         .envid = proto->envid,
+        .sasl_username = proto->sasl_username,
     };
 
     /* A local stream connect: it completes or fails at once. */
@@ -557,6 +625,92 @@ static void smtpd_rcpt(SMTPD_SESS *sess)
         smtpd_close(sess);
 }
 
+/* smtpd_tls_start - TLS over the client's connection: STARTTLS (its 220
+   is queued in clear) or smtps. Input that came with or after STARTTLS
+   is dropped unread (CVE-2011-0411: a command injected before the
+   handshake must not run as if it came over TLS). */
+static void smtpd_tls_start(SMTPD_SESS *sess)
+{
+    SMTPD_CTX *ctx = sess->ctx;
+    SMTPD_PROTO *proto = sess->proto;
+    struct evbuffer *input = bufferevent_get_input(sess->bev);
+    struct timeval limit = {ctx->starttls_timeout, 0};
+    size_t pipelined = evbuffer_get_length(input);
+    struct bufferevent *filter;
+    SSL *ssl;
+
+    if (pipelined > 0) {
+        msg_info("%s[%s]: discarding %zu byte(s) the client sent after"
+                 " STARTTLS before the TLS handshake",
+                 proto->client_name, proto->client_addr, pipelined);
+        evbuffer_drain(input, pipelined);
+    }
+    if ((ssl = tls_server_ssl(ctx->tls)) == NULL) {
+        msg_warn("cannot create a TLS session for %s[%s]", proto->client_name,
+                 proto->client_addr);
+        smtpd_close(sess);
+        return;
+    }
+    filter = bufferevent_openssl_filter_new(
+        mail_server_base(ctx->server), sess->bev, ssl,
+        BUFFEREVENT_SSL_ACCEPTING,
+        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (filter == NULL) {
+        msg_warn("cannot start TLS for %s[%s]", proto->client_name,
+                 proto->client_addr);
+        SSL_free(ssl);
+        smtpd_close(sess);
+        return;
+    }
+    sess->raw = sess->bev;
+    sess->bev = filter;
+    sess->handshaking = true;
+    /* The filter took raw's callbacks; timeouts are the filter's now,
+       the handshake's first (smtpd_starttls_timeout). */
+    bufferevent_set_timeouts(sess->raw, NULL, NULL);
+    bufferevent_setcb(filter, smtpd_read_event, smtpd_write_event, smtpd_event,
+                      sess);
+    bufferevent_set_timeouts(filter, &limit, &limit);
+    bufferevent_enable(filter, EV_READ | EV_WRITE);
+}
+
+/* smtpd_tls_done - the handshake finished: log it, start the session over */
+static void smtpd_tls_done(SMTPD_SESS *sess)
+{
+    SMTPD_PROTO *proto = sess->proto;
+    SSL *ssl = bufferevent_openssl_get_ssl(sess->bev);
+    struct timeval timeout = {sess->ctx->conf.timeout, 0};
+
+    sess->handshaking = false;
+    tls_server_summary(ssl, sess->why);
+    msg_info("Anonymous TLS connection %s from %s[%s]: %s",
+             SSL_session_reused(ssl) ? "reused" : "established",
+             proto->client_name, proto->client_addr, vstr_str(sess->why));
+    smtpd_proto_tls(proto, vstr_str(sess->why));
+    bufferevent_set_timeouts(sess->bev, &timeout, &timeout);
+    smtpd_read_on(sess);
+}
+
+/* smtpd_tls_error - what OpenSSL said about a failed TLS session; true
+   when it was a close without close_notify (a truncated session) */
+static bool smtpd_tls_error(SMTPD_SESS *sess, VSTR *out)
+{
+    unsigned long err;
+    bool truncated = false;
+
+    vstr_reset(out);
+    while ((err = bufferevent_get_openssl_error(sess->bev)) != 0) {
+        char buf[256];
+
+        if (ERR_GET_REASON(err) == SSL_R_UNEXPECTED_EOF_WHILE_READING)
+            truncated = true;
+        ERR_error_string_n(err, buf, sizeof(buf));
+        vstr_sprintf_append(out, "%s%s", vstr_len(out) ? "; " : "", buf);
+    }
+    ERR_clear_error();
+    return truncated;
+}
+
 /* smtpd_command - one complete command line from the input */
 static void smtpd_command(SMTPD_SESS *sess, const char *line, size_t len)
 {
@@ -577,6 +731,11 @@ static void smtpd_command(SMTPD_SESS *sess, const char *line, size_t len)
     case SMTPD_ACT_CLOSE:
         smtpd_flush_reply(sess);
         smtpd_close(sess);
+        return;
+    case SMTPD_ACT_STARTTLS:
+        smtpd_flush_reply(sess);
+        smtpd_cleanup_close(sess);
+        sess->tls_pending = true; /* once the line is drained */
         return;
     case SMTPD_ACT_REPLY:
         smtpd_flush_reply(sess);
@@ -663,11 +822,12 @@ static void smtpd_deadline_event(evutil_socket_t fd, short what, void *arg)
    the input, in order, until the session must wait */
 static void smtpd_process(SMTPD_SESS *sess)
 {
-    struct evbuffer *input = bufferevent_get_input(sess->bev);
     size_t limit = (size_t) sess->ctx->conf.line_length_limit;
 
     while (!sess->closing && sess->wait == SMTPD_WAIT_NONE &&
-           !sess->output_full && !sess->cleanup_full && !sess->sleeping) {
+           !sess->output_full && !sess->cleanup_full && !sess->sleeping &&
+           !sess->handshaking) {
+        struct evbuffer *input = bufferevent_get_input(sess->bev);
         struct evbuffer_ptr eol;
         size_t avail = evbuffer_get_length(input);
         size_t len;
@@ -716,6 +876,10 @@ static void smtpd_process(SMTPD_SESS *sess)
                       (const char *) evbuffer_pullup(input, (ssize_t) len + 1),
                       len);
         evbuffer_drain(input, len + 1);
+        if (sess->tls_pending) {
+            sess->tls_pending = false;
+            smtpd_tls_start(sess); /* the rest of the input is dropped */
+        }
     }
 }
 
@@ -731,6 +895,8 @@ static void smtpd_write_event(struct bufferevent *bev, void *arg)
     SMTPD_SESS *sess = arg;
 
     if (sess->closing) {
+        if (sess->raw != NULL && smtpd_tls_finish(sess))
+            return; /* smtpd_tls_close_event frees it */
         smtpd_session_free(sess);
         return;
     }
@@ -744,8 +910,8 @@ static void smtpd_write_event(struct bufferevent *bev, void *arg)
 static const char *smtpd_state_name(const SMTPD_SESS *sess)
 {
     static const char *const names[SMTPD_CMD_COUNT] = {
-        "HELO", "EHLO", "MAIL", "RCPT", "DATA",    "RSET",
-        "NOOP", "VRFY", "HELP", "QUIT", "UNKNOWN",
+        "HELO", "EHLO", "MAIL", "RCPT",     "DATA", "RSET",    "NOOP",
+        "VRFY", "HELP", "QUIT", "STARTTLS", "AUTH", "UNKNOWN",
     };
 
     if (sess->in_data)
@@ -759,7 +925,60 @@ static void smtpd_event(struct bufferevent *bev, short what, void *arg)
     SMTPD_SESS *sess = arg;
     SMTPD_PROTO *proto = sess->proto;
 
+    if (what & BEV_EVENT_CONNECTED) {
+        if (sess->handshaking)
+            smtpd_tls_done(sess);
+        return;
+    }
     if (sess->closing) {
+        smtpd_session_free(sess);
+        return;
+    }
+    if (sess->handshaking) {
+        /* No reply can reach a client whose handshake failed. */
+        if (what & BEV_EVENT_TIMEOUT)
+            vstr_sprintf(sess->why, "handshake timed out after %ds",
+                         sess->ctx->starttls_timeout);
+        else if (what & BEV_EVENT_ERROR)
+            (void) smtpd_tls_error(sess, sess->why);
+        if (vstr_len(sess->why) == 0 && (what & BEV_EVENT_ERROR) &&
+            EVUTIL_SOCKET_ERROR() != 0)
+            vstr_sprintf(sess->why, "%s", strerror(EVUTIL_SOCKET_ERROR()));
+        if (vstr_len(sess->why) == 0)
+            vstr_sprintf(sess->why, "lost connection during the handshake");
+        msg_info("SSL_accept error from %s[%s]: %s", proto->client_name,
+                 proto->client_addr, vstr_str(sess->why));
+        smtpd_session_free(sess);
+        return;
+    }
+    if (sess->raw != NULL && (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF))) {
+        SSL *ssl = bufferevent_openssl_get_ssl(sess->bev);
+        int sock_err = EVUTIL_SOCKET_ERROR();
+        bool truncated = smtpd_tls_error(sess, sess->why);
+
+        /* A client that ends a TLS session properly sends close_notify
+           first; one that only closes the connection may have lost data
+           to an attacker (a truncation attack), and is named so. */
+        if (ssl != NULL && !(SSL_get_shutdown(ssl) & SSL_RECEIVED_SHUTDOWN))
+            truncated = true;
+        if (vstr_len(sess->why) == 0 && (what & BEV_EVENT_ERROR) &&
+            sock_err != 0)
+            vstr_sprintf(sess->why, "%s", strerror(sock_err));
+        if (truncated)
+            msg_info("lost connection after %s from %s[%s]: TLS session"
+                     " truncated (no close_notify)%s%s",
+                     smtpd_state_name(sess), proto->client_name,
+                     proto->client_addr, vstr_len(sess->why) ? ": " : "",
+                     vstr_str(sess->why));
+        else if (what & BEV_EVENT_ERROR)
+            msg_info("TLS error after %s from %s[%s]: %s",
+                     smtpd_state_name(sess), proto->client_name,
+                     proto->client_addr,
+                     vstr_len(sess->why) ? vstr_str(sess->why) : "I/O error");
+        else if (sess->in_data || proto->have_sender)
+            msg_info("lost connection after %s from %s[%s]",
+                     smtpd_state_name(sess), proto->client_name,
+                     proto->client_addr);
         smtpd_session_free(sess);
         return;
     }
@@ -793,8 +1012,15 @@ static void smtpd_cleanup_status(SMTPD_SESS *sess, const CLEANUP_STATUS *reply)
 
         if (ok) {
             snprintf(sess->qid, sizeof(sess->qid), "%s", qid);
-            msg_info("%s: client=%s[%s]", sess->qid, sess->proto->client_name,
-                     sess->proto->client_addr);
+            if (sess->proto->sasl_username != NULL)
+                msg_info("%s: client=%s[%s], sasl_method=%s,"
+                         " sasl_username=%s",
+                         sess->qid, sess->proto->client_name,
+                         sess->proto->client_addr, sess->proto->sasl_method,
+                         sess->proto->sasl_username);
+            else
+                msg_info("%s: client=%s[%s]", sess->qid,
+                         sess->proto->client_name, sess->proto->client_addr);
             smtpd_cleanup_rcpt(sess);
             ok = sess->cleanup != NULL;
         } else {
@@ -1015,6 +1241,13 @@ static void smtpd_session_start(SMTPD_SESS *sess)
         return;
     }
     sess->counted = !local;
+    if (!local && ctx->conf.tls_wrappermode) {
+        /* smtps: the greeting is queued into TLS, sent after the
+           handshake */
+        smtpd_tls_start(sess);
+        if (sess->closing)
+            return;
+    }
     if (!local && ctx->conf.session_deadline > 0) {
         sess->deadline_ev =
             evtimer_new(mail_server_base(server), smtpd_deadline_event, sess);
@@ -1187,6 +1420,84 @@ static void smtpd_peername_init(SMTPD_CTX *ctx, const MAIL_CONF *conf)
     vstr_free(why);
 }
 
+/* smtpd_tls_init - smtpd_tls_security_level and the certificate. At
+   level may a certificate that cannot be loaded is a warning and STARTTLS
+   is not offered; at encrypt and in wrapper mode it is fatal. */
+static void smtpd_tls_init(SMTPD_CTX *ctx, const MAIL_CONF *conf)
+{
+    SMTPD_CONF *sc = &ctx->conf;
+    const char *level = mail_conf_str(conf, "smtpd_tls_security_level");
+    VSTR *why;
+
+    sc->tls_wrappermode = mail_conf_bool(conf, "smtpd_tls_wrappermode");
+    sc->tls_received_header = mail_conf_bool(conf, "smtpd_tls_received_header");
+    sc->tls_auth_only = mail_conf_bool(conf, "smtpd_tls_auth_only");
+    ctx->starttls_timeout =
+        (int) mail_conf_time(conf, "smtpd_starttls_timeout");
+    if (*level == 0 || strcasecmp(level, "none") == 0) {
+        sc->tls_level = SMTPD_TLS_NONE;
+    } else if (strcasecmp(level, "may") == 0) {
+        sc->tls_level = SMTPD_TLS_MAY;
+    } else if (strcasecmp(level, "encrypt") == 0) {
+        sc->tls_level = SMTPD_TLS_ENCRYPT;
+    } else if (strcasecmp(level, "verify") == 0 ||
+               strcasecmp(level, "secure") == 0 ||
+               strcasecmp(level, "fingerprint") == 0) {
+        msg_warn("smtpd_tls_security_level = %s: client certificates are"
+                 " not checked; using encrypt",
+                 level);
+        sc->tls_level = SMTPD_TLS_ENCRYPT;
+    } else {
+        msg_fatal("smtpd_tls_security_level: unknown level \"%s\" (use none,"
+                  " may or encrypt)",
+                  level);
+    }
+    if (ctx->stand_alone) { /* sendmail -bs: a local pipe, no TLS */
+        sc->tls_level = SMTPD_TLS_NONE;
+        sc->tls_wrappermode = false;
+        return;
+    }
+    if (sc->tls_level == SMTPD_TLS_NONE && !sc->tls_wrappermode)
+        return;
+    why = vstr_alloc(100);
+    if ((ctx->tls = tls_server_create(conf, sc->tls_level == SMTPD_TLS_ENCRYPT,
+                                      why)) == NULL) {
+        if (sc->tls_wrappermode)
+            msg_fatal("smtpd_tls_wrappermode = yes: %s", vstr_str(why));
+        if (sc->tls_level == SMTPD_TLS_ENCRYPT)
+            msg_fatal("smtpd_tls_security_level = encrypt: %s", vstr_str(why));
+        msg_warn("%s: STARTTLS is not offered", vstr_str(why));
+    }
+    vstr_free(why);
+    sc->tls_offer = ctx->tls != NULL && !sc->tls_wrappermode;
+}
+
+/* smtpd_sasl_setup - Cyrus SASL when smtpd_sasl_auth_enable; a library
+   that cannot be set up is logged and AUTH is not offered */
+static void smtpd_sasl_setup(SMTPD_CTX *ctx, const MAIL_CONF *conf)
+{
+    SMTPD_CONF *sc = &ctx->conf;
+    VSTR *why;
+
+    sc->sasl_service = mystrdup(mail_conf_str(conf, "smtpd_sasl_service"));
+    sc->sasl_local_domain =
+        mystrdup(mail_conf_str(conf, "smtpd_sasl_local_domain"));
+    sc->sasl_security_options =
+        mystrdup(mail_conf_str(conf, "smtpd_sasl_security_options"));
+    sc->sasl_tls_security_options =
+        mystrdup(mail_conf_str(conf, "smtpd_sasl_tls_security_options"));
+    sc->auth_failure_limit =
+        (int) mail_conf_int(conf, "smtpd_auth_failure_limit");
+    if (ctx->stand_alone || !mail_conf_bool(conf, "smtpd_sasl_auth_enable"))
+        return;
+    why = vstr_alloc(100);
+    if (smtpd_sasl_init(conf, why) < 0)
+        msg_warn("SASL: %s: AUTH is not offered", vstr_str(why));
+    else
+        sc->sasl_enable = true;
+    vstr_free(why);
+}
+
 /* smtpd_pre_loop - read main.cf once */
 static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -1249,6 +1560,8 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
                        CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
     smtpd_peername_init(ctx, conf);
+    smtpd_tls_init(ctx, conf);
+    smtpd_sasl_setup(ctx, conf);
     if (ctx->stand_alone)
         smtpd_stand_alone(ctx);
 }
@@ -1294,6 +1607,13 @@ static void smtpd_ctx_release(SMTPD_CTX *ctx)
     sc->auth = smtpd_auth_free(sc->auth);
     myfree((char *) sc->recipient_delimiter);
     myfree(ctx->cleanup_path);
+    ctx->tls = tls_server_free(ctx->tls);
+    if (sc->sasl_enable)
+        smtpd_sasl_done();
+    myfree((char *) sc->sasl_service);
+    myfree((char *) sc->sasl_local_domain);
+    myfree((char *) sc->sasl_security_options);
+    myfree((char *) sc->sasl_tls_security_options);
     for (size_t i = 0; i < ctx->client_count; i++)
         myfree(ctx->clients[i].addr);
     myfree(ctx->clients);

@@ -7,6 +7,7 @@
  * smtpd_proto.c  the protocol without I/O: the command parser and the
  *                session state machine (SMTPD_PROTO), and the DATA content
  *                decoder (SMTPD_DATA); unit tested by smtpd_proto_test.c
+ * smtpd_sasl.c   SMTP AUTH through Cyrus SASL (libsasl2)
  * smtpd_check.c  the access restrictions (smtpd_*_restrictions, access
  *                tables, local_recipient_maps), evaluated at RCPT; also
  *                unit tested by smtpd_proto_test.c
@@ -50,6 +51,15 @@ typedef struct SMTPD_VIRTUAL SMTPD_VIRTUAL;
 typedef struct SMTPD_AUTH_CONF SMTPD_AUTH_CONF;
 typedef struct SMTPD_SPF SMTPD_SPF;
 struct MAIL_CONF;
+/* One SASL server session (smtpd_sasl.c). */
+typedef struct SMTPD_SASL SMTPD_SASL;
+
+/* smtpd_tls_security_level */
+typedef enum SMTPD_TLS_LEVEL {
+    SMTPD_TLS_NONE,
+    SMTPD_TLS_MAY, /* offer STARTTLS */
+    SMTPD_TLS_ENCRYPT, /* require it before MAIL and AUTH */
+} SMTPD_TLS_LEVEL;
 
 /* What the daemon reads from main.cf once. */
 typedef struct SMTPD_CONF {
@@ -87,6 +97,21 @@ typedef struct SMTPD_CONF {
     bool forbid_bare_newline; /* refuse content with bare LF */
     bool disable_vrfy; /* disable_vrfy_command */
     int unknown_client_code; /* unknown_client_reject_code */
+    /* TLS: tls_level is what main.cf asks; tls_offer says STARTTLS can be
+       offered (a certificate was loaded). */
+    SMTPD_TLS_LEVEL tls_level;
+    bool tls_offer;
+    bool tls_wrappermode; /* smtps: TLS before the greeting */
+    bool tls_received_header; /* (using TLSv1.3 with cipher ...) */
+    bool tls_auth_only; /* AUTH only over TLS */
+    /* SASL (smtpd_sasl.c); sasl_enable is false when the library could
+       not be set up. */
+    bool sasl_enable;
+    const char *sasl_service; /* smtpd_sasl_service */
+    const char *sasl_local_domain; /* "" for none */
+    const char *sasl_security_options; /* smtpd_sasl_security_options */
+    const char *sasl_tls_security_options;
+    int auth_failure_limit; /* smtpd_auth_failure_limit */
 } SMTPD_CONF;
 
 /* What the I/O layer must do after smtpd_proto_command(). */
@@ -95,6 +120,8 @@ typedef enum SMTPD_ACT {
     SMTPD_ACT_RCPT, /* hand proto->rcpt to cleanup, then rcpt_done() */
     SMTPD_ACT_DATA, /* send the 354 reply, then read content */
     SMTPD_ACT_CLOSE, /* send the reply, then close (QUIT, 421) */
+    SMTPD_ACT_STARTTLS, /* send the 220 reply, drop the input in hand
+                           (CVE-2011-0411), then the TLS handshake */
 } SMTPD_ACT;
 
 /* Per-command counters for the "disconnect from" log line. */
@@ -109,6 +136,8 @@ typedef enum SMTPD_CMD {
     SMTPD_CMD_VRFY,
     SMTPD_CMD_HELP,
     SMTPD_CMD_QUIT,
+    SMTPD_CMD_STARTTLS,
+    SMTPD_CMD_AUTH,
     SMTPD_CMD_UNKNOWN,
     SMTPD_CMD_COUNT,
 } SMTPD_CMD;
@@ -155,6 +184,19 @@ typedef struct SMTPD_PROTO {
     int cmd_total[SMTPD_CMD_COUNT];
     int cmd_ok[SMTPD_CMD_COUNT];
     SMTPD_CMD last_cmd; /* the command being answered */
+    /* TLS: tls_info is "TLSv1.3 with cipher X (256/256 bits)" once the
+       handshake is done (the I/O layer sets both, smtpd_proto_tls()). */
+    bool tls;
+    char *tls_info;
+    /* SASL: sasl is the library's session (made at EHLO), auth_step true
+       while an AUTH exchange waits for the client's next line. */
+    SMTPD_SASL *sasl;
+    bool auth_step;
+    char *auth_mech; /* the mechanism of the exchange in progress */
+    char *sasl_method; /* set once authenticated */
+    char *sasl_username;
+    int auth_failures; /* failed AUTH commands this session */
+    bool auth_failed; /* the last AUTH failed: wait before the next reply */
     VSTR *reply; /* the reply text, CRLF after each line */
     VSTR *why; /* scratch */
     SMTPD_SPF *spf; /* the last SPF check (smtpd_check.c); NULL: none */
@@ -172,6 +214,11 @@ extern SMTPD_ACT smtpd_proto_command(SMTPD_PROTO *proto, const char *line,
                                      size_t len);
 /* smtpd_proto_line_too_long - the reply to an overlong command line */
 extern SMTPD_ACT smtpd_proto_line_too_long(SMTPD_PROTO *proto);
+/* smtpd_proto_tls - the TLS handshake is done (info: the protocol and
+   cipher summary): the session starts over, EHLO first (RFC 3207) */
+extern void smtpd_proto_tls(SMTPD_PROTO *proto, const char *info);
+/* smtpd_proto_protocol - "SMTP", "ESMTP", "ESMTPS", "ESMTPSA" (RFC 3848) */
+extern const char *smtpd_proto_protocol(const SMTPD_PROTO *proto);
 /* smtpd_proto_rcpt_done - cleanup took the recipient (ok) or failed */
 extern SMTPD_ACT smtpd_proto_rcpt_done(SMTPD_PROTO *proto, bool ok);
 
@@ -206,8 +253,10 @@ extern int smtpd_proto_relay_ok(const SMTPD_PROTO *proto, const char *address);
 
 /*
  * Access restrictions (smtpd_check.c). A list holds the words permit,
- * reject, defer, permit_mynetworks, reject_unauth_destination,
- * permit_auth_destination, reject_unlisted_recipient, reject_spf_fail, and
+ * reject, defer, permit_mynetworks, permit_sasl_authenticated,
+ * reject_unauth_destination, permit_auth_destination,
+ * reject_unlisted_recipient, reject_unknown_client_hostname,
+ * reject_unknown_reverse_client_hostname, reject_spf_fail, and
  * check_{client,helo,sender,recipient}_access type:table. Access tables
  * answer as Postfix's access(5): OK, REJECT [text], DEFER [text], DUNNO,
  * 4NN/5NN text.
@@ -259,6 +308,38 @@ extern void smtpd_auth_headers(const SMTPD_PROTO *proto, VSTR *out);
    failed */
 extern int smtpd_check_auth_destination(const SMTPD_CONF *conf,
                                         const char *address);
+
+/*
+ * SMTP AUTH with Cyrus SASL (smtpd_sasl.c). smtpd_sasl_init runs once a
+ * process; each session gets its own SMTPD_SASL at EHLO.
+ */
+typedef enum SMTPD_SASL_STATUS {
+    SMTPD_SASL_DONE, /* authenticated */
+    SMTPD_SASL_CONTINUE, /* send 334 and the challenge, read a line */
+    SMTPD_SASL_FAIL, /* 535: bad credentials */
+    SMTPD_SASL_TEMP, /* 454: the library or its database failed */
+    SMTPD_SASL_BADMECH, /* 504: unknown or refused mechanism */
+    SMTPD_SASL_SYNTAX, /* 501: not base64 */
+} SMTPD_SASL_STATUS;
+
+/* smtpd_sasl_init - the library, once: 0, or -1 with why */
+extern int smtpd_sasl_init(const struct MAIL_CONF *conf, VSTR *why);
+extern void smtpd_sasl_done(void);
+/* smtpd_sasl_new - a session; NULL with why */
+extern SMTPD_SASL *smtpd_sasl_new(const SMTPD_CONF *conf, bool tls, VSTR *why);
+extern SMTPD_SASL *smtpd_sasl_free(SMTPD_SASL *sasl);
+/* smtpd_sasl_mechs - the mechanisms to offer, space separated, in out */
+extern int smtpd_sasl_mechs(SMTPD_SASL *sasl, VSTR *out);
+/* smtpd_sasl_start - AUTH mech [initial]: out is the base64 challenge
+   (CONTINUE) and why the reason (FAIL, TEMP) */
+extern SMTPD_SASL_STATUS smtpd_sasl_start(SMTPD_SASL *sasl, const char *mech,
+                                          const char *initial, VSTR *out,
+                                          VSTR *why);
+/* smtpd_sasl_step - the client's next base64 line */
+extern SMTPD_SASL_STATUS smtpd_sasl_step(SMTPD_SASL *sasl, const char *line,
+                                         VSTR *out, VSTR *why);
+/* smtpd_sasl_username - the authenticated user ("" before) */
+extern const char *smtpd_sasl_username(SMTPD_SASL *sasl);
 
 /*
  * The DATA content decoder: bytes as they come from the client in, the

@@ -80,6 +80,7 @@ typedef enum SMTPD_WORD {
     SMTPD_WORD_REJECT,
     SMTPD_WORD_DEFER,
     SMTPD_WORD_PERMIT_MYNETWORKS,
+    SMTPD_WORD_PERMIT_SASL_AUTHENTICATED,
     SMTPD_WORD_REJECT_UNAUTH_DESTINATION,
     SMTPD_WORD_PERMIT_AUTH_DESTINATION,
     SMTPD_WORD_REJECT_UNLISTED_RECIPIENT,
@@ -105,6 +106,7 @@ static const struct {
     {"reject", SMTPD_WORD_REJECT, false},
     {"defer", SMTPD_WORD_DEFER, false},
     {"permit_mynetworks", SMTPD_WORD_PERMIT_MYNETWORKS, false},
+    {"permit_sasl_authenticated", SMTPD_WORD_PERMIT_SASL_AUTHENTICATED, false},
     {"reject_unauth_destination", SMTPD_WORD_REJECT_UNAUTH_DESTINATION, false},
     {"permit_auth_destination", SMTPD_WORD_PERMIT_AUTH_DESTINATION, false},
     {"reject_unlisted_recipient", SMTPD_WORD_REJECT_UNLISTED_RECIPIENT, false},
@@ -1257,6 +1259,9 @@ static SMTPD_DECISION smtpd_check_word(SMTPD_CHECK *chk,
                                     proto->client_addr);
         }
         return match ? SMTPD_PERMIT : SMTPD_DUNNO;
+    case SMTPD_WORD_PERMIT_SASL_AUTHENTICATED:
+        /* the client logged in with AUTH in this session */
+        return proto->sasl_username != NULL ? SMTPD_PERMIT : SMTPD_DUNNO;
     case SMTPD_WORD_REJECT_UNAUTH_DESTINATION:
     case SMTPD_WORD_PERMIT_AUTH_DESTINATION:
         match = smtpd_check_auth_destination(conf, chk->rcpt);

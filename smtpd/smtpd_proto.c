@@ -41,8 +41,8 @@
 
 /* Command names, in the order of SMTPD_CMD, for the disconnect log. */
 static const char *const smtpd_cmd_names[SMTPD_CMD_COUNT] = {
-    "helo", "ehlo", "mail", "rcpt", "data",    "rset",
-    "noop", "vrfy", "help", "quit", "unknown",
+    "helo", "ehlo", "mail", "rcpt",     "data", "rset",    "noop",
+    "vrfy", "help", "quit", "starttls", "auth", "unknown",
 };
 
 /* smtpd_proto_reply - append one reply line; 4xx/5xx count as errors */
@@ -104,7 +104,7 @@ bool smtpd_proto_slow(const SMTPD_PROTO *proto)
     const SMTPD_CONF *conf = proto->conf;
 
     return conf->error_sleep_ms > 0 &&
-           proto->error_count > conf->soft_error_limit;
+           (proto->error_count > conf->soft_error_limit || proto->auth_failed);
 }
 
 /* smtpd_proto_junk - NOOP, VRFY, RSET past smtpd_junk_command_limit count
@@ -162,6 +162,48 @@ void smtpd_proto_reset(SMTPD_PROTO *proto)
     proto->first_rcpt = myfree(proto->first_rcpt);
 }
 
+/* smtpd_proto_auth_forget - drop the SASL session and what it said */
+static void smtpd_proto_auth_forget(SMTPD_PROTO *proto)
+{
+    proto->sasl = smtpd_sasl_free(proto->sasl);
+    proto->auth_step = false;
+    proto->auth_mech = myfree(proto->auth_mech);
+    proto->sasl_method = myfree(proto->sasl_method);
+    proto->sasl_username = myfree(proto->sasl_username);
+}
+
+/* smtpd_proto_tls - the handshake is done: start over, EHLO first */
+void smtpd_proto_tls(SMTPD_PROTO *proto, const char *info)
+{
+    smtpd_proto_reset(proto);
+    proto->helo_name = myfree(proto->helo_name);
+    proto->esmtp = false;
+    proto->tls = true;
+    myfree(proto->tls_info);
+    proto->tls_info = mystrdup(info);
+    smtpd_proto_auth_forget(proto); /* RFC 3207 4.2: forget AUTH too */
+}
+
+/* smtpd_proto_protocol - "SMTP", "ESMTP", "ESMTPS", "ESMTPSA" */
+const char *smtpd_proto_protocol(const SMTPD_PROTO *proto)
+{
+    if (!proto->esmtp)
+        return "SMTP";
+    if (proto->tls)
+        return proto->sasl_username ? "ESMTPSA" : "ESMTPS";
+    return proto->sasl_username ? "ESMTPA" : "ESMTP";
+}
+
+/* smtpd_proto_auth_offered - may AUTH be used in this session now? */
+static bool smtpd_proto_auth_offered(const SMTPD_PROTO *proto)
+{
+    const SMTPD_CONF *conf = proto->conf;
+
+    return conf->sasl_enable && !proto->local &&
+           (proto->tls ||
+            (!conf->tls_auth_only && conf->tls_level != SMTPD_TLS_ENCRYPT));
+}
+
 /* smtpd_proto_free - release a session; returns NULL */
 SMTPD_PROTO *smtpd_proto_free(SMTPD_PROTO *proto)
 {
@@ -172,6 +214,8 @@ SMTPD_PROTO *smtpd_proto_free(SMTPD_PROTO *proto)
     myfree(proto->client_addr);
     myfree(proto->helo_name);
     smtpd_spf_free(proto->spf);
+    myfree(proto->tls_info);
+    smtpd_proto_auth_forget(proto);
     vstr_free(proto->sender);
     vstr_free(proto->rcpt);
     vstr_free(proto->orcpt);
@@ -255,6 +299,21 @@ static SMTPD_ACT smtpd_proto_helo(SMTPD_PROTO *proto, char *arg, bool esmtp)
         vstr_cat(proto->reply, "250-SIZE\r\n");
     if (!conf->disable_vrfy)
         vstr_cat(proto->reply, "250-VRFY\r\n");
+    if (conf->tls_offer && !proto->tls && !proto->local)
+        vstr_cat(proto->reply, "250-STARTTLS\r\n");
+    if (smtpd_proto_auth_offered(proto)) {
+        if (proto->sasl == NULL && (proto->sasl = smtpd_sasl_new(
+                                        conf, proto->tls, proto->why)) == NULL)
+            msg_warn("SASL: %s: AUTH not offered to %s[%s]",
+                     vstr_str(proto->why), proto->client_name,
+                     proto->client_addr);
+        vstr_reset(proto->why);
+        if (proto->sasl != NULL &&
+            smtpd_sasl_mechs(proto->sasl, proto->why) == 0 &&
+            vstr_len(proto->why) > 0)
+            vstr_sprintf_append(proto->reply, "250-AUTH %s\r\n",
+                                vstr_str(proto->why));
+    }
     vstr_cat(proto->reply, "250-ENHANCEDSTATUSCODES\r\n");
     vstr_cat(proto->reply, "250-8BITMIME\r\n");
     smtpd_proto_reply(proto, "250 DSN");
@@ -394,6 +453,12 @@ static SMTPD_ACT smtpd_proto_mail(SMTPD_PROTO *proto, char *arg)
     const char *rest;
     int space;
 
+    if (proto->conf->tls_level == SMTPD_TLS_ENCRYPT && !proto->tls &&
+        !proto->local) {
+        smtpd_proto_reply(proto,
+                          "530 5.7.0 Must issue a STARTTLS command first");
+        return SMTPD_ACT_REPLY;
+    }
     if (proto->have_sender) {
         smtpd_proto_reply(proto, "503 5.5.1 Error: nested MAIL command");
         return SMTPD_ACT_REPLY;
@@ -547,7 +612,7 @@ static SMTPD_ACT smtpd_proto_rcpt(SMTPD_PROTO *proto, char *arg)
                  " proto=%s helo=<%s>",
                  proto->client_name, proto->client_addr, vstr_str(proto->why),
                  vstr_str(proto->sender), vstr_str(proto->rcpt),
-                 proto->esmtp ? "ESMTP" : "SMTP",
+                 smtpd_proto_protocol(proto),
                  proto->helo_name ? proto->helo_name : "");
         return SMTPD_ACT_REPLY;
     }
@@ -646,6 +711,152 @@ static SMTPD_ACT smtpd_proto_vrfy(SMTPD_PROTO *proto, char *arg)
     return SMTPD_ACT_REPLY;
 }
 
+/* smtpd_proto_starttls - STARTTLS: 220 and the handshake, or why not */
+static SMTPD_ACT smtpd_proto_starttls(SMTPD_PROTO *proto, char *arg)
+{
+    if (*smtpd_proto_trim(arg) != 0) {
+        smtpd_proto_reply(proto, "501 5.5.4 Syntax: STARTTLS");
+        return SMTPD_ACT_REPLY;
+    }
+    if (proto->tls) {
+        smtpd_proto_reply(proto, "554 5.5.1 Error: TLS already active");
+        return SMTPD_ACT_REPLY;
+    }
+    if (!proto->conf->tls_offer || proto->local) {
+        smtpd_proto_reply(proto, "502 5.5.1 Error: command not implemented");
+        return SMTPD_ACT_REPLY;
+    }
+    smtpd_proto_reply(proto, "220 2.0.0 Ready to start TLS");
+    return SMTPD_ACT_STARTTLS;
+}
+
+/* smtpd_proto_auth_result - the reply to an AUTH step */
+static SMTPD_ACT smtpd_proto_auth_result(SMTPD_PROTO *proto,
+                                         SMTPD_SASL_STATUS status, VSTR *out)
+{
+    const SMTPD_CONF *conf = proto->conf;
+    const char *mech = proto->auth_mech ? proto->auth_mech : "";
+
+    proto->last_cmd = SMTPD_CMD_AUTH;
+    proto->auth_step = status == SMTPD_SASL_CONTINUE;
+    switch (status) {
+    case SMTPD_SASL_CONTINUE:
+        smtpd_proto_reply(proto, "334 %s", vstr_str(out));
+        return SMTPD_ACT_REPLY;
+    case SMTPD_SASL_DONE:
+        proto->sasl_method = mystrdup(mech);
+        proto->sasl_username = mystrdup(smtpd_sasl_username(proto->sasl));
+        smtpd_proto_reply(proto, "235 2.7.0 Authentication successful");
+        return SMTPD_ACT_REPLY;
+    case SMTPD_SASL_TEMP:
+        msg_warn("%s[%s]: SASL %s authentication failed: %s",
+                 proto->client_name, proto->client_addr, mech,
+                 vstr_str(proto->why));
+        smtpd_proto_reply(proto,
+                          "454 4.7.0 Temporary authentication failure: %s",
+                          vstr_str(proto->why));
+        return SMTPD_ACT_REPLY;
+    case SMTPD_SASL_BADMECH:
+        smtpd_proto_reply(proto,
+                          "504 5.5.4 Unsupported authentication mechanism");
+        return SMTPD_ACT_REPLY;
+    case SMTPD_SASL_SYNTAX:
+    case SMTPD_SASL_FAIL:
+    default:
+        msg_warn("%s[%s]: SASL %s authentication failed: %s",
+                 proto->client_name, proto->client_addr, mech,
+                 status == SMTPD_SASL_SYNTAX ? "cannot decode response"
+                                             : vstr_str(proto->why));
+        if (status == SMTPD_SASL_SYNTAX)
+            smtpd_proto_reply(proto, "501 5.5.2 Cannot decode response");
+        else
+            smtpd_proto_reply(proto,
+                              "535 5.7.8 Error: authentication failed: %s",
+                              vstr_str(proto->why));
+        proto->auth_failed = true; /* the next reply waits */
+        if (++proto->auth_failures >= conf->auth_failure_limit) {
+            msg_info("too many AUTH failures (%d) from %s[%s]",
+                     proto->auth_failures, proto->client_name,
+                     proto->client_addr);
+            smtpd_proto_reply(proto,
+                              "421 4.7.0 %s Error: too many authentication"
+                              " failures",
+                              conf->myhostname);
+            return SMTPD_ACT_CLOSE;
+        }
+        return SMTPD_ACT_REPLY;
+    }
+}
+
+/* smtpd_proto_auth - AUTH mechanism [initial-response] */
+static SMTPD_ACT smtpd_proto_auth(SMTPD_PROTO *proto, char *arg)
+{
+    VSTR *out;
+    char *mech = smtpd_proto_word(&arg);
+    char *initial = smtpd_proto_word(&arg);
+    SMTPD_SASL_STATUS status;
+    SMTPD_ACT act;
+
+    if (!smtpd_proto_auth_offered(proto)) {
+        if (proto->conf->sasl_enable && !proto->local && !proto->tls)
+            smtpd_proto_reply(proto,
+                              "530 5.7.0 Must issue a STARTTLS command first");
+        else
+            smtpd_proto_reply(proto,
+                              "503 5.5.1 Error: authentication not enabled");
+        return SMTPD_ACT_REPLY;
+    }
+    if (proto->helo_name == NULL || proto->sasl == NULL) {
+        smtpd_proto_reply(proto, "503 5.5.1 Error: send HELO/EHLO first");
+        return SMTPD_ACT_REPLY;
+    }
+    if (proto->sasl_username != NULL) {
+        smtpd_proto_reply(proto, "503 5.5.1 Error: already authenticated");
+        return SMTPD_ACT_REPLY;
+    }
+    if (proto->have_sender) {
+        smtpd_proto_reply(proto, "503 5.5.1 Error: MAIL transaction in"
+                                 " progress");
+        return SMTPD_ACT_REPLY;
+    }
+    if (mech == NULL || smtpd_proto_word(&arg) != NULL) {
+        smtpd_proto_reply(proto, "501 5.5.4 Syntax: AUTH mechanism");
+        return SMTPD_ACT_REPLY;
+    }
+    for (char *cp = mech; *cp; cp++)
+        *cp = (char) toupper((unsigned char) *cp);
+    myfree(proto->auth_mech);
+    proto->auth_mech = mystrdup(mech);
+    out = vstr_alloc(64);
+    vstr_reset(proto->why);
+    status = smtpd_sasl_start(proto->sasl, mech, initial, out, proto->why);
+    act = smtpd_proto_auth_result(proto, status, out);
+    vstr_free(out);
+    return act;
+}
+
+/* smtpd_proto_auth_line - the client's answer to a 334 challenge */
+static SMTPD_ACT smtpd_proto_auth_line(SMTPD_PROTO *proto, char *line)
+{
+    VSTR *out;
+    SMTPD_SASL_STATUS status;
+    SMTPD_ACT act;
+
+    proto->last_cmd = SMTPD_CMD_AUTH;
+    if (strcmp(smtpd_proto_trim(line), "*") == 0) {
+        proto->auth_step = false;
+        smtpd_proto_reply(proto, "501 5.7.0 Authentication aborted");
+        return SMTPD_ACT_REPLY;
+    }
+    out = vstr_alloc(64);
+    vstr_reset(proto->why);
+    status =
+        smtpd_sasl_step(proto->sasl, smtpd_proto_trim(line), out, proto->why);
+    act = smtpd_proto_auth_result(proto, status, out);
+    vstr_free(out);
+    return act;
+}
+
 /* smtpd_proto_dispatch - one NUL-free command line, NUL-terminated */
 static SMTPD_ACT smtpd_proto_dispatch(SMTPD_PROTO *proto, char *line)
 {
@@ -655,14 +866,17 @@ static SMTPD_ACT smtpd_proto_dispatch(SMTPD_PROTO *proto, char *line)
         const char *name;
         SMTPD_CMD cmd;
     } verbs[] = {
-        {"HELO", SMTPD_CMD_HELO}, {"EHLO", SMTPD_CMD_EHLO},
-        {"MAIL", SMTPD_CMD_MAIL}, {"RCPT", SMTPD_CMD_RCPT},
-        {"DATA", SMTPD_CMD_DATA}, {"RSET", SMTPD_CMD_RSET},
-        {"NOOP", SMTPD_CMD_NOOP}, {"VRFY", SMTPD_CMD_VRFY},
-        {"HELP", SMTPD_CMD_HELP}, {"QUIT", SMTPD_CMD_QUIT},
+        {"HELO", SMTPD_CMD_HELO},         {"EHLO", SMTPD_CMD_EHLO},
+        {"MAIL", SMTPD_CMD_MAIL},         {"RCPT", SMTPD_CMD_RCPT},
+        {"DATA", SMTPD_CMD_DATA},         {"RSET", SMTPD_CMD_RSET},
+        {"NOOP", SMTPD_CMD_NOOP},         {"VRFY", SMTPD_CMD_VRFY},
+        {"HELP", SMTPD_CMD_HELP},         {"QUIT", SMTPD_CMD_QUIT},
+        {"STARTTLS", SMTPD_CMD_STARTTLS}, {"AUTH", SMTPD_CMD_AUTH},
     };
     SMTPD_CMD cmd = SMTPD_CMD_UNKNOWN;
 
+    if (proto->auth_step)
+        return smtpd_proto_auth_line(proto, line);
     for (size_t i = 0; verb != NULL && i < SLUICE_ARRAY_LEN(verbs); i++)
         if (strcasecmp(verb, verbs[i].name) == 0)
             cmd = verbs[i].cmd;
@@ -702,6 +916,10 @@ static SMTPD_ACT smtpd_proto_dispatch(SMTPD_PROTO *proto, char *line)
     case SMTPD_CMD_QUIT:
         smtpd_proto_reply(proto, "221 2.0.0 Bye");
         return SMTPD_ACT_CLOSE;
+    case SMTPD_CMD_STARTTLS:
+        return smtpd_proto_starttls(proto, arg);
+    case SMTPD_CMD_AUTH:
+        return smtpd_proto_auth(proto, arg);
     default:
         smtpd_proto_reply(proto, "500 5.5.2 Error: command not recognized");
         return SMTPD_ACT_REPLY;
@@ -714,7 +932,9 @@ SMTPD_ACT smtpd_proto_command(SMTPD_PROTO *proto, const char *line, size_t len)
     SMTPD_ACT act;
     char *copy;
 
+    proto->auth_failed = false; /* its delay is over: this is answered */
     if (memchr(line, 0, len) != NULL) {
+        proto->auth_step = false;
         proto->last_cmd = SMTPD_CMD_UNKNOWN;
         proto->cmd_total[SMTPD_CMD_UNKNOWN]++;
         smtpd_proto_reply(proto, "500 5.5.2 Error: NUL character in command");
@@ -762,9 +982,15 @@ void smtpd_proto_received(const SMTPD_PROTO *proto, const char *queue_id,
         out, "Received: from %s (%s [%s%s])\n",
         proto->helo_name ? proto->helo_name : proto->client_name,
         proto->client_name, v6 ? "IPv6:" : "", proto->client_addr);
+    if (proto->tls && proto->tls_info != NULL &&
+        proto->conf->tls_received_header)
+        vstr_sprintf_append(out,
+                            "\t(using %s)\n"
+                            "\t(No client certificate requested)\n",
+                            proto->tls_info);
     vstr_sprintf_append(out, "\tby %s (%s) with %s id %s",
                         proto->conf->myhostname, proto->conf->mail_name,
-                        proto->esmtp ? "ESMTP" : "SMTP", queue_id);
+                        smtpd_proto_protocol(proto), queue_id);
     if (proto->rcpt_count == 1 && proto->first_rcpt != NULL)
         vstr_sprintf_append(out, "\n\tfor <%s>", proto->first_rcpt);
     vstr_sprintf_append(out, "; %s\n", date);

@@ -585,6 +585,62 @@ static void test_received_header(void **state)
     vstr_free(out);
 }
 
+/* test_starttls - STARTTLS offered and answered; encrypt requires it;
+   the session starts over after the handshake; Received: and protocol */
+static void test_starttls(void **state)
+{
+    TEST_ENV *env = *state;
+    VSTR *out = vstr_alloc(10);
+    const char *reply;
+
+    /* Not offered without a certificate (tls_offer false). */
+    reply = cmd(env, "EHLO client.test", NULL);
+    assert_null(strstr(reply, "STARTTLS"));
+    expect(env, "STARTTLS", "502 5.5.1 Error: command not implemented\r\n",
+           SMTPD_ACT_REPLY);
+    env->conf.tls_offer = true;
+    env->conf.tls_level = SMTPD_TLS_ENCRYPT;
+    reply = cmd(env, "EHLO client.test", NULL);
+    assert_non_null(strstr(reply, "250-STARTTLS\r\n"));
+    expect(env, "MAIL FROM:<a@example.com>",
+           "530 5.7.0 Must issue a STARTTLS command first\r\n",
+           SMTPD_ACT_REPLY);
+    expect(env, "STARTTLS now", "501 5.5.4 Syntax: STARTTLS\r\n",
+           SMTPD_ACT_REPLY);
+    expect(env, "STARTTLS", "220 2.0.0 Ready to start TLS\r\n",
+           SMTPD_ACT_STARTTLS);
+    smtpd_proto_tls(
+        env->proto,
+        "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)");
+    assert_null(env->proto->helo_name);
+    assert_string_equal(smtpd_proto_protocol(env->proto), "SMTP");
+    reply = cmd(env, "EHLO client.test", NULL);
+    assert_null(strstr(reply, "STARTTLS"));
+    expect(env, "STARTTLS", "554 5.5.1 Error: TLS already active\r\n",
+           SMTPD_ACT_REPLY);
+    expect(env, "MAIL FROM:<a@example.com>", "250 ", SMTPD_ACT_REPLY);
+    rcpt_ok(env, "RCPT TO:<b@localhost>");
+    assert_string_equal(smtpd_proto_protocol(env->proto), "ESMTPS");
+    env->conf.tls_received_header = true;
+    smtpd_proto_received(env->proto, "QID1", 100000000, out);
+    assert_true(strncmp(vstr_str(out),
+                        "Received: from client.test (unknown [10.0.0.1])\n"
+                        "\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384"
+                        " (256/256 bits))\n"
+                        "\t(No client certificate requested)\n"
+                        "\tby mx.example.org (sluice) with ESMTPS id QID1\n",
+                        strlen("Received: from client.test (unknown "
+                               "[10.0.0.1])\n\t(using TLSv1.3 with cipher "
+                               "TLS_AES_256_GCM_SHA384 (256/256 bits))\n\t(No "
+                               "client certificate requested)\n\tby "
+                               "mx.example.org (sluice) with ESMTPS id "
+                               "QID1\n")) == 0);
+    /* AUTH is not enabled here. */
+    expect(env, "AUTH PLAIN", "503 5.5.1 Error: authentication not enabled",
+           SMTPD_ACT_REPLY);
+    vstr_free(out);
+}
+
 /* test_local_session - sendmail -bs: trusted, relays, Received: by uid */
 static void test_local_session(void **state)
 {
@@ -1222,6 +1278,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_data_done_replies, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_received_header, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_starttls, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_local_session, test_setup,
                                         test_teardown),

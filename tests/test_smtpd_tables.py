@@ -81,9 +81,9 @@ def test_unknown_restriction_answers_451_4_3_5(make_instance):
     inst = make_instance(params={
         "myhostname": "mx.test", "mydestination": "localhost",
         "mynetworks": "127.0.0.1/32",
-        # Debian's default; permit_sasl_authenticated is not implemented
+        # Debian's default; defer_unauth_destination is not implemented
         "smtpd_relay_restrictions": "permit_mynetworks"
-        " permit_sasl_authenticated reject_unauth_destination"}, start=True)
+        " defer_unauth_destination reject_unauth_destination"}, start=True)
     # A client in mynetworks is decided before the bad word is reached.
     assert rcpts(inst, ["x@remote.test"], source="127.0.0.1") == \
         [(250, "2.1.5 Ok")]
@@ -93,5 +93,5 @@ def test_unknown_restriction_answers_451_4_3_5(make_instance):
                      source="127.0.0.2") == \
             [(451, "4.3.5 Server configuration error")] * 2
     log = inst.log()
-    assert 'unknown restriction "permit_sasl_authenticated"' in log
+    assert 'unknown restriction "defer_unauth_destination"' in log
     assert "fatal" not in log
