@@ -1,0 +1,394 @@
+"""test_smtp_tls - the smtp client's STARTTLS and AUTH (issue 15, client side)
+
+A whole instance (smtpd, cleanup, qmgr, smtp) relays to aiosmtpd sinks on
+loopback that speak STARTTLS with a certificate from a CA this test makes
+with openssl (tests/tlsca.py), and AUTH through aiosmtpd's authenticator.
+relayhost is [127.0.0.1]:port, so no DNS is asked; names to verify come
+from a policy map's match= (smtp_tls_policy_maps, texthash). What each
+sink saw (TLS or not, the AUTH login) is recorded by the sink itself.
+"""
+
+import ssl
+import time
+
+import pytest
+
+import sink
+from conftest import LIBEXEC, open_to_others, require, smtp_queue
+from tlsca import make_ca
+
+DAEMONS = ("master", "smtpd", "cleanup", "qmgr", "smtp")
+
+
+@pytest.fixture(autouse=True)
+def _built():
+    require(*(LIBEXEC / d for d in DAEMONS))
+
+
+class _Handler(sink._Handler):
+    """Records, per accepted message, whether it came over TLS and as
+    whom the client authenticated."""
+
+    async def handle_DATA(self, server, session, envelope):
+        with self.sink.lock:
+            self.sink.tls_seen.append(session.ssl is not None)
+        return await super().handle_DATA(server, session, envelope)
+
+
+class TlsSink(sink.Sink):
+    """sink.Sink with aiosmtpd's STARTTLS and AUTH: tls_context (None: no
+    STARTTLS offered), logins {user: password} (AUTH offered, only after
+    TLS unless auth_require_tls is False), auth_exclude (mechanisms not
+    offered)."""
+
+    def __init__(self, tls_context=None, logins=None, auth_require_tls=True,
+                 auth_exclude=()):
+        self.host = "127.0.0.1"
+        self.port = sink._free_port(self.host)
+        self.eight_bit = True
+        self.rcpt_replies = {}
+        self.data_reply = None
+        self.data_delay = 0
+        self.messages = []
+        self.tls_seen = []
+        self.auth_tries = []
+        self.lock = sink.threading.Lock()
+        self.cond = sink.threading.Condition(self.lock)
+        self._sessions = {}
+        self._numbers = sink.itertools.count(1)
+        kw = dict(hostname=self.host, port=self.port,
+                  server_hostname="mx.dest.test", enable_SMTPUTF8=False,
+                  auth_require_tls=auth_require_tls)
+        if tls_context is not None:
+            kw["tls_context"] = tls_context
+        if logins is not None:
+            kw["authenticator"] = self._authenticator(logins)
+            kw["auth_exclude_mechanism"] = list(auth_exclude)
+        self.controller = sink._Controller(self, **kw)
+        self.controller.handler = _Handler(self)
+        self.controller.start()
+
+    def _authenticator(self, logins):
+        from aiosmtpd.smtp import AuthResult, LoginPassword
+
+        def check(server, session, envelope, mechanism, auth_data):
+            ok = (isinstance(auth_data, LoginPassword) and
+                  logins.get(auth_data.login.decode()) ==
+                  auth_data.password.decode())
+            with self.lock:
+                self.auth_tries.append((mechanism, session.ssl is not None,
+                                        ok, auth_data.login))
+            return AuthResult(success=ok, handled=False)
+        return check
+
+
+def server_context(chain_key, minimum=None):
+    cert, key, _ = chain_key
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cert), str(key))
+    if minimum:
+        ctx.minimum_version = minimum
+    return ctx
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory):
+    """A CA and a certificate for mx.dest.test; another CA nobody trusts."""
+    base = tmp_path_factory.mktemp("ca")
+    good = make_ca(base / "good")
+    other = make_ca(base / "other", name="Other CA")
+    # The daemons of an instance root makes run as nobody: they read the
+    # CA files (never the keys, which stay with the sink in this process).
+    for folder in (base / "good", base / "other"):
+        open_to_others(folder)
+    return {"ca": good, "mx": good.issue("mx.dest.test"),
+            "other_ca": other}
+
+
+def relay_instance(make_instance, s, policy=None, tmp_path=None, **params):
+    """An instance relaying to sink s; policy: text of a texthash policy
+    map (smtp_tls_policy_maps)."""
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % s.port)
+    conf = dict(mynetworks="127.0.0.0/8")
+    if policy is not None:
+        path = tmp_path / "tls_policy"
+        path.write_text(policy)
+        conf["smtp_tls_policy_maps"] = "texthash:%s" % path
+    conf.update(params)
+    inst.conf_set(**conf)
+    inst.start()
+    return inst
+
+
+def send(inst, rcpt="u@dest.test"):
+    body = (b"Subject: tls\r\nMessage-ID: <%d@c.test>\r\n\r\nhello\r\n"
+            % time.monotonic_ns())
+    return smtp_queue(inst, "s@src.test", [rcpt], body)
+
+
+def relay_of(s):
+    return r"127\.0\.0\.1\[127\.0\.0\.1\]:%d" % s.port
+
+
+def deferred_stays(inst, qid, dsn, reason):
+    """The message was deferred with dsn and reason and is still queued."""
+    inst.wait_log(r"%s: to=<u@dest\.test>.*dsn=%s, status=deferred \(%s"
+                  % (qid, dsn.replace(".", r"\."), reason), timeout=30)
+    assert list(inst.queue_dir.rglob(qid)), "message left the queue"
+
+
+# --- may -------------------------------------------------------------------
+
+def test_may_uses_starttls_when_offered(make_instance, ca):
+    """At may (the default) STARTTLS is used when offered, the
+    certificate is not checked, and Postfix's summary line is logged;
+    the sink sees the message arrive over TLS."""
+    s = TlsSink(tls_context=server_context(ca["mx"]))
+    try:
+        inst = relay_instance(make_instance, s)
+        qid = send(inst)
+        s.wait_messages(1)
+        assert s.tls_seen == [True]
+        inst.wait_log(r"Untrusted TLS connection established to %s: "
+                      r"TLSv1\.3 with cipher \S+ \(\d+/\d+ bits\)" % relay_of(s))
+        inst.wait_log(r"%s: to=<u@dest\.test>, relay=%s, .*status=sent"
+                      % (qid, relay_of(s)))
+    finally:
+        s.stop()
+
+
+def test_may_with_ca_logs_trusted(make_instance, ca):
+    """A certificate that chains to smtp_tls_CAfile is Trusted at may (not
+    Verified: no name is checked at may)."""
+    s = TlsSink(tls_context=server_context(ca["mx"]))
+    try:
+        inst = relay_instance(make_instance, s,
+                              smtp_tls_CAfile=str(ca["ca"].ca_cert))
+        send(inst)
+        s.wait_messages(1)
+        inst.wait_log(r"Trusted TLS connection established to %s: TLSv1\.3 "
+                      r"with cipher TLS_\S+ \(\d+/\d+ bits\) key-exchange \S+ "
+                      r"server-signature \S+ \(2048 bits\) server-digest \S+"
+                      % relay_of(s))
+    finally:
+        s.stop()
+
+
+def test_may_without_starttls_is_plain(make_instance):
+    """At may a server without STARTTLS gets the mail in plain text."""
+    s = TlsSink()
+    try:
+        inst = relay_instance(make_instance, s)
+        send(inst)
+        s.wait_messages(1)
+        assert s.tls_seen == [False]
+        assert "TLS connection established" not in inst.log()
+    finally:
+        s.stop()
+
+
+def test_may_failed_handshake_falls_back_to_plain(make_instance, ca):
+    """A handshake that fails at may (the server wants TLSv1.3, the client
+    offers at most TLSv1.2) is logged and the address is tried again
+    without TLS, as Postfix does: the mail is delivered in plain text."""
+    s = TlsSink(tls_context=server_context(ca["mx"], ssl.TLSVersion.TLSv1_3))
+    try:
+        inst = relay_instance(make_instance, s,
+                              smtp_tls_protocols="<=TLSv1.2")
+        qid = send(inst)
+        s.wait_messages(1)
+        assert s.tls_seen == [False]
+        inst.wait_log(r"%s: Cannot start TLS: handshake failure with %s: .*; "
+                      r"trying again without TLS" % (qid, relay_of(s)))
+        inst.wait_log(r"%s: to=<u@dest\.test>.*status=sent" % qid)
+    finally:
+        s.stop()
+
+
+# --- mandatory levels ------------------------------------------------------
+
+def test_encrypt_without_starttls_defers(make_instance):
+    """encrypt and no STARTTLS: deferred with 4.7.4, never sent in plain
+    text, the message stays queued."""
+    s = TlsSink()
+    try:
+        inst = relay_instance(make_instance, s,
+                              smtp_tls_security_level="encrypt")
+        qid = send(inst)
+        deferred_stays(inst, qid, "4.7.4",
+                       r"TLS is required, but was not offered by host "
+                       r"127\.0\.0\.1\[127\.0\.0\.1\]\)")
+        assert s.received() == []
+    finally:
+        s.stop()
+
+
+def test_verify_with_right_ca_and_name(make_instance, ca, tmp_path):
+    """verify: the certificate chains to smtp_tls_CAfile and names what
+    match= asks for: Verified, delivered over TLS."""
+    s = TlsSink(tls_context=server_context(ca["mx"]))
+    try:
+        inst = relay_instance(
+            make_instance, s, tmp_path=tmp_path,
+            policy="[127.0.0.1]:%d verify match=mx.dest.test\n" % s.port,
+            smtp_tls_CAfile=str(ca["ca"].ca_cert))
+        qid = send(inst)
+        s.wait_messages(1)
+        assert s.tls_seen == [True]
+        inst.wait_log(r"Verified TLS connection established to %s: TLSv1\.3 "
+                      r"with cipher" % relay_of(s))
+        inst.wait_log(r"%s: to=<u@dest\.test>, relay=%s, .*status=sent"
+                      % (qid, relay_of(s)))
+    finally:
+        s.stop()
+
+
+def test_verify_wrong_name_defers(make_instance, ca, tmp_path):
+    """verify, trusted chain but another name: deferred 4.7.5."""
+    s = TlsSink(tls_context=server_context(ca["mx"]))
+    try:
+        inst = relay_instance(
+            make_instance, s, tmp_path=tmp_path,
+            policy="[127.0.0.1]:%d verify match=other.test\n" % s.port,
+            smtp_tls_CAfile=str(ca["ca"].ca_cert))
+        qid = send(inst)
+        deferred_stays(inst, qid, "4.7.5",
+                       r"Server certificate not verified \(%s: it names "
+                       r"mx\.dest\.test, not other\.test\)" % relay_of(s))
+        assert s.received() == []
+    finally:
+        s.stop()
+
+
+def test_verify_unknown_ca_defers(make_instance, ca):
+    """verify (the global level), a certificate from a CA not in
+    smtp_tls_CAfile: Untrusted, deferred 4.7.5."""
+    s = TlsSink(tls_context=server_context(ca["mx"]))
+    try:
+        inst = relay_instance(make_instance, s,
+                              smtp_tls_security_level="verify",
+                              smtp_tls_CAfile=str(ca["other_ca"].ca_cert))
+        qid = send(inst)
+        inst.wait_log(r"Untrusted TLS connection established to %s"
+                      % relay_of(s), timeout=30)
+        deferred_stays(inst, qid, "4.7.5",
+                       r"Server certificate not trusted \(%s: " % relay_of(s))
+        assert s.received() == []
+    finally:
+        s.stop()
+
+
+def test_secure_matches_nexthop_domain(make_instance, ca, tmp_path):
+    """secure with the default match (nexthop, dot-nexthop) against a
+    next hop [mx.dest.test]... is not reachable without DNS, so match=
+    names the domain: a certificate for mx.dest.test matches .dest.test."""
+    s = TlsSink(tls_context=server_context(ca["mx"]))
+    try:
+        inst = relay_instance(
+            make_instance, s, tmp_path=tmp_path,
+            policy="[127.0.0.1]:%d secure match=.dest.test\n" % s.port,
+            smtp_tls_CAfile=str(ca["ca"].ca_cert))
+        send(inst)
+        s.wait_messages(1)
+        inst.wait_log(r"Verified TLS connection established to %s"
+                      % relay_of(s))
+    finally:
+        s.stop()
+
+
+def test_policy_map_overrides_global_level(make_instance, tmp_path):
+    """smtp_tls_security_level = encrypt, but the policy map says may for
+    this next hop: delivered in plain text to a server without STARTTLS."""
+    s = TlsSink()
+    try:
+        inst = relay_instance(
+            make_instance, s, tmp_path=tmp_path,
+            policy="[127.0.0.1]:%d may\n" % s.port,
+            smtp_tls_security_level="encrypt")
+        send(inst)
+        s.wait_messages(1)
+        assert s.tls_seen == [False]
+    finally:
+        s.stop()
+
+
+def test_policy_map_dane_is_refused(make_instance, tmp_path):
+    """A level not implemented yet (dane) in the policy map defers with a
+    clear reason instead of quietly doing something weaker."""
+    s = TlsSink()
+    try:
+        inst = relay_instance(
+            make_instance, s, tmp_path=tmp_path,
+            policy="[127.0.0.1]:%d dane\n" % s.port)
+        qid = send(inst)
+        deferred_stays(inst, qid, "4.7.5",
+                       r"smtp_tls_policy_maps entry for \[127\.0\.0\.1\]:%d: "
+                       r"TLS security level \"dane\" is not supported yet"
+                       % s.port)
+    finally:
+        s.stop()
+
+
+# --- AUTH ------------------------------------------------------------------
+
+@pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
+def test_auth_after_tls(make_instance, ca, tmp_path, mech):
+    """AUTH PLAIN or LOGIN to a relay that offers AUTH only over TLS,
+    with the password from smtp_sasl_password_maps ([host]:port key)."""
+    other = "LOGIN" if mech == "PLAIN" else "PLAIN"
+    s = TlsSink(tls_context=server_context(ca["mx"]),
+                logins={"relayuser": "s3cret:x"}, auth_exclude=[other])
+    try:
+        pw = tmp_path / "sasl_passwd"
+        pw.write_text("[127.0.0.1]:%d relayuser:s3cret:x\n" % s.port)
+        inst = relay_instance(make_instance, s,
+                              smtp_sasl_auth_enable="yes",
+                              smtp_sasl_password_maps="texthash:%s" % pw)
+        send(inst)
+        s.wait_messages(1)
+        assert s.auth_tries == [(mech, True, True, b"relayuser")]
+        assert s.tls_seen == [True]
+        assert "s3cret" not in inst.log()
+    finally:
+        s.stop()
+
+
+def test_auth_refused_without_tls(make_instance, tmp_path):
+    """A relay that offers AUTH PLAIN/LOGIN in plain text: the password is
+    not sent (smtp_sasl_security_options = noplaintext, noanonymous);
+    deferred with Postfix's reason."""
+    s = TlsSink(logins={"relayuser": "s3cret"}, auth_require_tls=False)
+    try:
+        pw = tmp_path / "sasl_passwd"
+        pw.write_text("[127.0.0.1]:%d relayuser:s3cret\n" % s.port)
+        inst = relay_instance(make_instance, s,
+                              smtp_sasl_auth_enable="yes",
+                              smtp_sasl_password_maps="texthash:%s" % pw)
+        qid = send(inst)
+        deferred_stays(inst, qid, "4.7.0",
+                       r"SASL authentication failed: server "
+                       r"127\.0\.0\.1\[127\.0\.0\.1\] offered no compatible "
+                       r"authentication mechanisms")
+        assert s.auth_tries == []
+        assert s.received() == []
+    finally:
+        s.stop()
+
+
+def test_auth_wrong_password_defers(make_instance, ca, tmp_path):
+    """535 to AUTH: deferred (never bounced), the server's words kept."""
+    s = TlsSink(tls_context=server_context(ca["mx"]),
+                logins={"relayuser": "right"})
+    try:
+        pw = tmp_path / "sasl_passwd"
+        pw.write_text("[127.0.0.1]:%d relayuser:wrong\n" % s.port)
+        inst = relay_instance(make_instance, s,
+                              smtp_sasl_auth_enable="yes",
+                              smtp_sasl_password_maps="texthash:%s" % pw)
+        qid = send(inst)
+        deferred_stays(inst, qid, "4.7.8",
+                       r"SASL authentication failed; server "
+                       r"127\.0\.0\.1\[127\.0\.0\.1\] said: 535")
+        assert s.received() == []
+    finally:
+        s.stop()
