@@ -1028,17 +1028,24 @@ static void smtp_sess_event(struct bufferevent *bev, short what, void *arg)
             smtp_sess_tls_done(sess);
         } else {
             why = vstr_alloc(100);
-            tls_error_text(why, (what & BEV_EVENT_EOF) ? "lost connection"
-                                                       : "TLS library problem");
             {
                 unsigned long err;
                 char buf[256];
 
+                /* libevent keeps OpenSSL's errors of this connection;
+                   lib 0 is none of OpenSSL's (a system error code). */
                 while ((err = bufferevent_get_openssl_error(bev)) != 0) {
+                    if (ERR_GET_LIB(err) == 0)
+                        continue;
                     ERR_error_string_n(err, buf, sizeof(buf));
-                    vstr_sprintf_append(why, "; %s", buf);
+                    vstr_sprintf_append(why, "%s%s", vstr_len(why) ? "; " : "",
+                                        buf);
                 }
             }
+            if (vstr_len(why) == 0)
+                tls_error_text(why, (what & BEV_EVENT_EOF)
+                                        ? "lost connection"
+                                        : "TLS library problem");
             smtp_sess_handshake_error(sess, vstr_str(why));
             vstr_free(why);
         }

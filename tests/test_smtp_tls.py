@@ -297,19 +297,32 @@ def test_secure_matches_nexthop_domain(make_instance, ca, tmp_path):
 
 
 def test_policy_map_overrides_global_level(make_instance, tmp_path):
-    """smtp_tls_security_level = encrypt, but the policy map says may for
-    this next hop: delivered in plain text to a server without STARTTLS."""
-    s = TlsSink()
+    """smtp_tls_security_level = encrypt; the policy map says may for one
+    next hop (reached through transport_maps): mail there goes in plain
+    text to a server without STARTTLS, while mail for the relayhost,
+    which has no entry, is deferred by the global level."""
+    relay = TlsSink()
+    other = TlsSink()
     try:
-        inst = relay_instance(
-            make_instance, s, tmp_path=tmp_path,
-            policy="[127.0.0.1]:%d may\n" % s.port,
-            smtp_tls_security_level="encrypt")
-        send(inst)
-        s.wait_messages(1)
-        assert s.tls_seen == [False]
+        policy = tmp_path / "tls_policy"
+        policy.write_text("[127.0.0.1]:%d may\n" % other.port)
+        inst = make_instance(relayhost="[127.0.0.1]:%d" % relay.port)
+        inst.conf_set(mynetworks="127.0.0.0/8",
+                      transport_maps="inline:{ b.test=smtp:[127.0.0.1]:%d }"
+                      % other.port,
+                      smtp_tls_policy_maps="texthash:%s" % policy,
+                      smtp_tls_security_level="encrypt")
+        inst.start()
+        send(inst, "v@b.test")
+        qid = send(inst)
+        other.wait_messages(1)
+        assert other.tls_seen == [False]
+        deferred_stays(inst, qid, "4.7.4",
+                       r"TLS is required, but was not offered by host")
+        assert relay.received() == []
     finally:
-        s.stop()
+        relay.stop()
+        other.stop()
 
 
 def test_policy_map_dane_is_refused(make_instance, tmp_path):
@@ -392,3 +405,90 @@ def test_auth_wrong_password_defers(make_instance, ca, tmp_path):
         assert s.received() == []
     finally:
         s.stop()
+
+
+# --- response injection ----------------------------------------------------
+
+class InjectingServer:
+    """A hand-written SMTP server that answers STARTTLS with "220" and, in
+    the same write, a reply that was never asked for, then speaks TLS and
+    accepts one message. A client that read that reply after the switch
+    would take plain text injected by anyone on the path as coming
+    through TLS (the client side of CVE-2011-0411); it must drop it."""
+
+    def __init__(self, context):
+        self.context = context
+        self.got = []
+        self.sock = sink.socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(4)
+        self.sock.settimeout(30)
+        self.port = self.sock.getsockname()[1]
+        self.thread = sink.threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        try:
+            conn, _ = self.sock.accept()
+        except OSError:
+            return
+        conn.settimeout(30)
+        try:
+            f = conn.makefile("rb")
+            conn.sendall(b"220 inject.test ESMTP\r\n")
+            f.readline()                                   # EHLO
+            conn.sendall(b"250-inject.test\r\n250 STARTTLS\r\n")
+            f.readline()                                   # STARTTLS
+            conn.sendall(b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n")
+            tls = self.context.wrap_socket(conn, server_side=True)
+            t = tls.makefile("rb")
+            lines = []
+            while True:
+                line = t.readline()
+                if not line:
+                    break
+                lines.append(line)
+                cmd = line.strip().upper()
+                if cmd.startswith(b"EHLO"):
+                    tls.sendall(b"250 inject.test\r\n")
+                elif cmd.startswith((b"MAIL", b"RCPT")):
+                    tls.sendall(b"250 2.0.0 ok\r\n")
+                elif cmd == b"DATA":
+                    tls.sendall(b"354 go\r\n")
+                    while t.readline() not in (b".\r\n", b""):
+                        pass
+                    self.got.append(lines)
+                    tls.sendall(b"250 2.0.0 queued\r\n")
+                elif cmd == b"QUIT":
+                    tls.sendall(b"221 bye\r\n")
+                    break
+                else:
+                    tls.sendall(b"500 what\r\n")
+        except (OSError, ValueError):
+            pass
+        finally:
+            conn.close()
+
+    def stop(self):
+        self.sock.close()
+        self.thread.join(timeout=10)
+
+
+def test_reply_after_starttls_is_discarded(make_instance, ca):
+    """Plain text that came with the 220 to STARTTLS is dropped (and
+    logged), not read as the first reply inside TLS: the handshake works
+    and the message is delivered over TLS with the level at encrypt."""
+    srv = InjectingServer(server_context(ca["mx"]))
+    try:
+        inst = make_instance(relayhost="[127.0.0.1]:%d" % srv.port)
+        inst.conf_set(mynetworks="127.0.0.0/8",
+                      smtp_tls_security_level="encrypt")
+        inst.start()
+        qid = send(inst)
+        inst.wait_log(r"%s: \d+ byte\(s\) after the reply to STARTTLS from "
+                      r"127\.0\.0\.1\[127\.0\.0\.1\] discarded" % qid)
+        inst.wait_log(r"%s: to=<u@dest\.test>.*status=sent" % qid, timeout=30)
+        assert len(srv.got) == 1
+        assert srv.got[0][0].startswith(b"EHLO ")
+    finally:
+        srv.stop()
