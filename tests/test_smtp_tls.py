@@ -492,3 +492,26 @@ def test_reply_after_starttls_is_discarded(make_instance, ca):
         assert srv.got[0][0].startswith(b"EHLO ")
     finally:
         srv.stop()
+
+
+# --- levels not implemented yet ----------------------------------------------
+
+@pytest.mark.parametrize("level", ["dane", "dane-only", "fingerprint", "mayb"])
+def test_unsupported_level_refused(make_instance, level):
+    """sluice check says no to a level smtp cannot do (yet), and smtp
+    refuses to start with it: the mail stays queued, nothing is sent."""
+    s = TlsSink()
+    try:
+        inst = make_instance(relayhost="[127.0.0.1]:%d" % s.port)
+        inst.conf_set(mynetworks="127.0.0.0/8", smtp_tls_security_level=level)
+        r = inst.command("check")
+        assert r.returncode == 1
+        assert "smtp_tls_security_level" in r.stderr and level in r.stderr
+        inst.start()
+        qid = send(inst)
+        inst.wait_log(r"smtp\[\d+\]: fatal: .*smtp_tls_security_level.*%s"
+                      % level, timeout=30)
+        assert list(inst.queue_dir.rglob(qid))
+        assert s.received() == []
+    finally:
+        s.stop()
