@@ -416,8 +416,10 @@ class InjectingServer:
     would take plain text injected by anyone on the path as coming
     through TLS (the client side of CVE-2011-0411); it must drop it."""
 
-    def __init__(self, context):
+    def __init__(self, context, stall=False):
         self.context = context
+        self.stall = stall      # say 220 to STARTTLS, then nothing at all
+        self.closed = False     # stall: the client hung up
         self.got = []
         self.sock = sink.socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -439,6 +441,12 @@ class InjectingServer:
             f.readline()                                   # EHLO
             conn.sendall(b"250-inject.test\r\n250 STARTTLS\r\n")
             f.readline()                                   # STARTTLS
+            if self.stall:
+                conn.sendall(b"220 2.0.0 go ahead\r\n")
+                while conn.recv(4096):                     # ClientHello
+                    pass
+                self.closed = True
+                return
             conn.sendall(b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n")
             tls = self.context.wrap_socket(conn, server_side=True)
             t = tls.makefile("rb")
@@ -515,3 +523,24 @@ def test_unsupported_level_refused(make_instance, level):
         assert s.received() == []
     finally:
         s.stop()
+
+
+def test_handshake_that_never_ends_defers(make_instance, ca):
+    """A server that says 220 to STARTTLS and then nothing: after
+    smtp_starttls_timeout the connection is closed and, at encrypt, the
+    mail deferred with the reason; no session is left hanging."""
+    srv = InjectingServer(server_context(ca["mx"]), stall=True)
+    try:
+        inst = make_instance(relayhost="[127.0.0.1]:%d" % srv.port)
+        inst.conf_set(mynetworks="127.0.0.0/8",
+                      smtp_tls_security_level="encrypt",
+                      smtp_starttls_timeout="2s")
+        inst.start()
+        qid = send(inst)
+        deferred_stays(inst, qid, "4.7.5",
+                       r"Cannot start TLS: handshake failure with "
+                       r"127\.0\.0\.1\[127\.0\.0\.1\]:%d: timed out" % srv.port)
+        srv.thread.join(timeout=10)
+        assert srv.closed
+    finally:
+        srv.stop()
