@@ -420,6 +420,7 @@ class InjectingServer:
         self.context = context
         self.stall = stall      # say 220 to STARTTLS, then nothing at all
         self.closed = False     # stall: the client hung up
+        self.close_notify = None    # the client ended TLS with close_notify
         self.got = []
         self.sock = sink.socket.socket()
         self.sock.bind(("127.0.0.1", 0))
@@ -469,6 +470,12 @@ class InjectingServer:
                     tls.sendall(b"250 2.0.0 queued\r\n")
                 elif cmd == b"QUIT":
                     tls.sendall(b"221 bye\r\n")
+                    try:
+                        # b"" only after the client's close_notify; a
+                        # bare TCP close raises SSLEOFError
+                        self.close_notify = tls.recv(1) == b""
+                    except (OSError, ValueError) as e:
+                        self.close_notify = repr(e)
                     break
                 else:
                     tls.sendall(b"500 what\r\n")
@@ -486,7 +493,9 @@ def test_reply_after_starttls_is_discarded(make_instance, ca):
     """Plain text that came with the 220 to STARTTLS is dropped (and
     logged), not read as the first reply inside TLS: the handshake works
     and the message is delivered over TLS with the level at encrypt."""
-    srv = InjectingServer(server_context(ca["mx"]))
+    context = server_context(ca["mx"])
+    context.options &= ~getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
+    srv = InjectingServer(context)
     try:
         inst = make_instance(relayhost="[127.0.0.1]:%d" % srv.port)
         inst.conf_set(mynetworks="127.0.0.0/8",
@@ -498,6 +507,9 @@ def test_reply_after_starttls_is_discarded(make_instance, ca):
         inst.wait_log(r"%s: to=<u@dest\.test>.*status=sent" % qid, timeout=30)
         assert len(srv.got) == 1
         assert srv.got[0][0].startswith(b"EHLO ")
+        # After QUIT the client ends TLS properly (close_notify).
+        srv.thread.join(timeout=20)
+        assert srv.close_notify is True
     finally:
         srv.stop()
 
