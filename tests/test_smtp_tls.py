@@ -14,7 +14,7 @@ import time
 import pytest
 
 import sink
-from conftest import LIBEXEC, open_to_others, require, smtp_queue
+from conftest import LIBEXEC, open_to_others, require, smtp_queue, wait_until
 from tlsca import make_ca
 
 DAEMONS = ("master", "smtpd", "cleanup", "qmgr", "smtp")
@@ -556,3 +556,84 @@ def test_handshake_that_never_ends_defers(make_instance, ca):
         assert srv.closed
     finally:
         srv.stop()
+
+
+# --- memory ------------------------------------------------------------------
+
+def test_tls_paths_under_valgrind(make_instance, ca, tmp_path):
+    """smtp alone under valgrind memcheck through the TLS and AUTH paths:
+    TLS with AUTH, a failed handshake and its plain retry, a certificate
+    that fails verify, a server without STARTTLS at encrypt. No error and
+    no definite leak (the handshake fallback frees a session inside its
+    own event callback)."""
+    from test_valgrind import ERROR_EXIT, VALGRIND, WRAPPER, log_problems, \
+        need_valgrind
+    need_valgrind()
+    good = TlsSink(tls_context=server_context(ca["mx"]),
+                   logins={"relayuser": "pw"})
+    broken = TlsSink(tls_context=server_context(ca["mx"],
+                                                ssl.TLSVersion.TLSv1_3))
+    verify = TlsSink(tls_context=server_context(ca["mx"]))
+    plain = TlsSink()
+    try:
+        policy = tmp_path / "tls_policy"
+        policy.write_text("[127.0.0.1]:%d may protocols=<=TLSv1.2\n"
+                          "[127.0.0.1]:%d verify match=other.test\n"
+                          "[127.0.0.1]:%d encrypt\n"
+                          % (broken.port, verify.port, plain.port))
+        pw = tmp_path / "sasl_passwd"
+        pw.write_text("[127.0.0.1]:%d relayuser:pw\n" % good.port)
+        transport = ("inline:{ b.test=smtp:[127.0.0.1]:%d, "
+                     "v.test=smtp:[127.0.0.1]:%d, p.test=smtp:[127.0.0.1]:%d }"
+                     % (broken.port, verify.port, plain.port))
+        inst = make_instance(relayhost="[127.0.0.1]:%d" % good.port)
+        inst.conf_set(mynetworks="127.0.0.0/8", transport_maps=transport,
+                      smtp_tls_policy_maps="texthash:%s" % policy,
+                      smtp_tls_CAfile=str(ca["ca"].ca_cert),
+                      smtp_sasl_auth_enable="yes",
+                      smtp_sasl_password_maps="texthash:%s" % pw,
+                      ipc_timeout="60s", daemon_timeout="600s")
+        logs = inst.dir / "valgrind"
+        logs.mkdir()
+        open_to_others(logs)
+        logs.chmod(0o777)
+        wrapper = inst.dir / "smtp-valgrind"
+        wrapper.write_text(WRAPPER.format(valgrind=VALGRIND, code=ERROR_EXIT,
+                                          logs=logs, name="smtp",
+                                          program=LIBEXEC / "smtp"))
+        wrapper.chmod(0o755)
+        lines = []
+        for line in inst.master_cf.read_text().splitlines():
+            fields = line.split()
+            if line[:1] not in ("", "#", " ", "\t") and len(fields) >= 8 \
+                    and fields[7] == "smtp":
+                line = " ".join(fields[:7] + [str(wrapper)] + fields[8:])
+            lines.append(line)
+        inst.master_cf.write_text("\n".join(lines) + "\n")
+        inst.start()
+        send(inst, "a@dest.test")
+        send(inst, "b@b.test")
+        qv = send(inst, "v@v.test")
+        qp = send(inst, "p@p.test")
+        good.wait_messages(1, timeout=60)
+        broken.wait_messages(1, timeout=60)
+        inst.wait_log(r"%s: to=<v@v\.test>.*status=deferred" % qv, timeout=60)
+        inst.wait_log(r"%s: to=<p@p\.test>.*status=deferred" % qp, timeout=60)
+        assert good.tls_seen == [True] and broken.tls_seen == [False]
+        r = inst.stop(timeout=60)
+        assert r.returncode == 0, r.stderr or r.stdout
+        # Every valgrind has written its summary once its process is gone.
+        wait_until(lambda: not inst.pids(), 30, what="the daemons to exit")
+        assert "exit status %d" % ERROR_EXIT not in inst.log(), inst.log_tail()
+        files = [f for f in logs.glob("smtp.*.log")
+                 if "ERROR SUMMARY" in f.read_text(errors="replace")]
+        assert files, "no finished valgrind log of smtp"
+        bad = {f.name: log_problems(f.read_text(errors="replace"))
+               for f in files}
+        bad = {k: v for k, v in bad.items() if v}
+        assert not bad, "\n".join(
+            "=== %s: %s\n%s" % (name, p, (logs / name).read_text()[-4000:])
+            for name, p in bad.items())
+    finally:
+        for s in (good, broken, verify, plain):
+            s.stop()
