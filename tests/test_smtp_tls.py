@@ -416,9 +416,10 @@ class InjectingServer:
     would take plain text injected by anyone on the path as coming
     through TLS (the client side of CVE-2011-0411); it must drop it."""
 
-    def __init__(self, context, stall=False):
+    def __init__(self, context, stall=False, refuse=False):
         self.context = context
         self.stall = stall      # say 220 to STARTTLS, then nothing at all
+        self.refuse = refuse    # say 454 to STARTTLS, go on in plain text
         self.closed = False     # stall: the client hung up
         self.close_notify = None    # the client ended TLS with close_notify
         self.got = []
@@ -448,9 +449,14 @@ class InjectingServer:
                     pass
                 self.closed = True
                 return
-            conn.sendall(b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n")
-            tls = self.context.wrap_socket(conn, server_side=True)
-            t = tls.makefile("rb")
+            if self.refuse:
+                conn.sendall(b"454 4.7.0 TLS not available due to local "
+                             b"problem\r\n")
+                tls, t = conn, f
+            else:
+                conn.sendall(b"220 2.0.0 go ahead\r\n250 2.1.0 injected\r\n")
+                tls = self.context.wrap_socket(conn, server_side=True)
+                t = tls.makefile("rb")
             lines = []
             while True:
                 line = t.readline()
@@ -470,6 +476,8 @@ class InjectingServer:
                     tls.sendall(b"250 2.0.0 queued\r\n")
                 elif cmd == b"QUIT":
                     tls.sendall(b"221 bye\r\n")
+                    if self.refuse:
+                        break
                     try:
                         # b"" only after the client's close_notify; a
                         # bare TCP close raises SSLEOFError
@@ -637,3 +645,28 @@ def test_tls_paths_under_valgrind(make_instance, ca, tmp_path):
     finally:
         for s in (good, broken, verify, plain):
             s.stop()
+
+
+@pytest.mark.parametrize("level", ["may", "encrypt"])
+def test_starttls_refused(make_instance, ca, level):
+    """454 to STARTTLS: at may the mail goes on in plain text over the same
+    connection; at encrypt it is deferred with the server's words."""
+    srv = InjectingServer(server_context(ca["mx"]), refuse=True)
+    try:
+        inst = make_instance(relayhost="[127.0.0.1]:%d" % srv.port)
+        inst.conf_set(mynetworks="127.0.0.0/8",
+                      smtp_tls_security_level=level)
+        inst.start()
+        qid = send(inst)
+        if level == "may":
+            inst.wait_log(r"%s: to=<u@dest\.test>.*status=sent" % qid,
+                          timeout=30)
+            assert len(srv.got) == 1
+        else:
+            deferred_stays(inst, qid, "4.7.5",
+                           r"TLS is required, but host "
+                           r"127\.0\.0\.1\[127\.0\.0\.1\] refused to start "
+                           r"TLS: 454 4\.7\.0 TLS not available")
+            assert srv.got == []
+    finally:
+        srv.stop()
