@@ -344,6 +344,8 @@ static const MAIL_PARAM mail_param_tab[] = {
      "names a certificate must carry at verify (hostname, nexthop, ...)"},
     {"smtp_tls_secure_cert_match", STR, "nexthop, dot-nexthop",
      "names a certificate must carry at secure"},
+    {"smtp_tls_loglevel", INT_RANGE(0, 4), "1",
+     "0: no TLS log lines; 1: the summary of each TLS session"},
     {"smtp_starttls_timeout", TIME_RANGE(1, INTMAX), "300s",
      "time limit for the TLS handshake after STARTTLS"},
     {"smtp_sasl_auth_enable", BOOL, "no",

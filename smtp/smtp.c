@@ -68,6 +68,8 @@ static void smtp_conf_tls(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
     sc->tls_secure_match =
         argv_split(mail_conf_str(conf, "smtp_tls_secure_cert_match"), " \t,:");
     sc->starttls_timeout = smtp_conf_time(conf, "smtp_starttls_timeout");
+    /* The table keeps it within 0..4 (Postfix's range). */
+    sc->tls_loglevel = (int) mail_conf_int(conf, "smtp_tls_loglevel");
     if ((ctx->tls = tls_client_create(mail_conf_str(conf, "smtp_tls_CAfile"),
                                       why)) == NULL)
         msg_fatal("TLS: %s", vstr_str(why));

@@ -77,6 +77,7 @@ typedef struct SMTP_CONF {
     ARGV *tls_verify_match;
     ARGV *tls_secure_match;
     int starttls_timeout;
+    int tls_loglevel; /* 0: no summary line */
     bool sasl_enable;
     bool sasl_noplain; /* smtp_sasl_security_options has noplaintext */
     bool sasl_tls_noplain; /* ... smtp_sasl_tls_security_options */

@@ -589,7 +589,8 @@ static void smtp_sess_tls_done(SMTP_SESS *sess)
     tls_status_init(&status);
     tls_client_status(ssl, names, &status);
     tls_client_summary(line, &status, vstr_str(relay));
-    msg_info("%s", vstr_str(line));
+    if (sess->ctx->conf.tls_loglevel > 0)
+        msg_info("%s", vstr_str(line));
     if (tls_level_verifies(sess->tls_level)) {
         if (!status.trusted) {
             msg_info("%s: server certificate verification failed for %s: %s",

@@ -174,6 +174,20 @@ def test_may_with_ca_logs_trusted(make_instance, ca):
         s.stop()
 
 
+def test_tls_loglevel_zero_is_quiet(make_instance, ca):
+    """smtp_tls_loglevel = 0 (Postfix's name): TLS is used, nothing said."""
+    s = TlsSink(tls_context=server_context(ca["mx"]))
+    try:
+        inst = relay_instance(make_instance, s, smtp_tls_loglevel="0")
+        qid = send(inst)
+        s.wait_messages(1)
+        assert s.tls_seen == [True]
+        inst.wait_log(r"%s: to=<u@dest\.test>.*status=sent" % qid)
+        assert "TLS connection established" not in inst.log()
+    finally:
+        s.stop()
+
+
 def test_may_without_starttls_is_plain(make_instance):
     """At may a server without STARTTLS gets the mail in plain text."""
     s = TlsSink()
