@@ -61,6 +61,7 @@
 #include "qid.h"
 #include "safe_file.h"
 #include "sluice.h"
+#include "tls_client.h"
 #include "vstr.h"
 
 #define SLUICE_CHECK_QUEUE_MODE 0700 /* as sluice init makes them */
@@ -86,6 +87,8 @@ static const SLUICE_CHECK_TABLE sluice_check_tables[] = {
     {"sender_dependent_relayhost_maps", MAP_FLAG_NONE},
     {"header_checks", MAP_FLAG_NONE},
     {"body_checks", MAP_FLAG_NONE},
+    {"smtp_tls_policy_maps", MAP_FLAG_NONE},
+    {"smtp_sasl_password_maps", MAP_FLAG_NONE},
 };
 
 typedef struct SLUICE_CHECK {
@@ -332,6 +335,34 @@ static void sluice_check_auth(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     }
     vstr_free(where);
     argv_free(words);
+}
+
+/* sluice_check_smtp_tls - the smtp client's TLS level and protocol lists:
+   what the smtp agent would refuse to start with (global/tls_client.h) */
+static void sluice_check_smtp_tls(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    static const char *const protocols[] = {"smtp_tls_protocols",
+                                            "smtp_tls_mandatory_protocols"};
+    const char *level = mail_conf_str(conf, "smtp_tls_security_level");
+    TLS_LEVEL value = *level ? tls_level_parse(level) : TLS_LEV_NONE;
+    VSTR *why = vstr_alloc(100);
+    int lo, hi;
+
+    if (value == TLS_LEV_INVALID)
+        sluice_check_error(chk,
+                           "smtp_tls_security_level: invalid level \"%s\" "
+                           "(none, may, encrypt, verify or secure)",
+                           level);
+    else if (!tls_level_supported(value))
+        sluice_check_error(chk,
+                           "smtp_tls_security_level = %s is not supported "
+                           "yet (none, may, encrypt, verify or secure)",
+                           level);
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(protocols); i++)
+        if (tls_protocols_parse(mail_conf_str(conf, protocols[i]), &lo, &hi,
+                                why) < 0)
+            sluice_check_error(chk, "%s: %s", protocols[i], vstr_str(why));
+    vstr_free(why);
 }
 
 /* sluice_check_master_cf - parse master.cf; every program must exist */
@@ -717,6 +748,7 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_both(conf);
     sluice_check_shaping(&chk, conf);
     sluice_check_auth(&chk, conf);
+    sluice_check_smtp_tls(&chk, conf);
     sluice_check_master_cf(&chk, config_dir, conf);
     chk.queue_dir = mail_conf_str(conf, "queue_directory");
     /* root runs master (master.c) only from a configuration of root's */

@@ -25,6 +25,71 @@ static int smtp_conf_time(const MAIL_CONF *conf, const char *name)
     return (int) mail_conf_time(conf, name);
 }
 
+/* smtp_conf_has - does list parameter name hold word? */
+static bool smtp_conf_has(const MAIL_CONF *conf, const char *name,
+                          const char *word)
+{
+    ARGV *list = mail_conf_list(conf, name);
+    bool found = false;
+
+    for (size_t i = 0; i < list->argc && !found; i++)
+        found = strcasecmp(list->argv[i], word) == 0;
+    argv_free(list);
+    return found;
+}
+
+/* smtp_conf_tls - the TLS and AUTH parameters; a bad one is fatal (the
+   mail stays queued while master restarts us with a back-off) */
+static void smtp_conf_tls(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
+{
+    SMTP_CONF *sc = &ctx->conf;
+    const char *level = mail_conf_str(conf, "smtp_tls_security_level");
+    int lo, hi;
+
+    /* Postfix: empty is "none". */
+    sc->tls_level = *level ? tls_level_parse(level) : TLS_LEV_NONE;
+    if (sc->tls_level == TLS_LEV_INVALID)
+        msg_fatal("invalid smtp_tls_security_level \"%s\": use none, may, "
+                  "encrypt, verify or secure",
+                  level);
+    if (!tls_level_supported(sc->tls_level))
+        msg_fatal("smtp_tls_security_level = %s is not supported yet: use "
+                  "none, may, encrypt, verify or secure",
+                  level);
+    sc->tls_protocols = mystrdup(mail_conf_str(conf, "smtp_tls_protocols"));
+    sc->tls_mandatory_protocols =
+        mystrdup(mail_conf_str(conf, "smtp_tls_mandatory_protocols"));
+    if (tls_protocols_parse(sc->tls_protocols, &lo, &hi, why) < 0)
+        msg_fatal("smtp_tls_protocols: %s", vstr_str(why));
+    if (tls_protocols_parse(sc->tls_mandatory_protocols, &lo, &hi, why) < 0)
+        msg_fatal("smtp_tls_mandatory_protocols: %s", vstr_str(why));
+    sc->tls_verify_match =
+        argv_split(mail_conf_str(conf, "smtp_tls_verify_cert_match"), " \t,:");
+    sc->tls_secure_match =
+        argv_split(mail_conf_str(conf, "smtp_tls_secure_cert_match"), " \t,:");
+    sc->starttls_timeout = smtp_conf_time(conf, "smtp_starttls_timeout");
+    /* The table keeps it within 0..4 (Postfix's range). */
+    sc->tls_loglevel = (int) mail_conf_int(conf, "smtp_tls_loglevel");
+    if ((ctx->tls = tls_client_create(mail_conf_str(conf, "smtp_tls_CAfile"),
+                                      why)) == NULL)
+        msg_fatal("TLS: %s", vstr_str(why));
+    if ((ctx->tls_policy =
+             maps_create("smtp_tls_policy_maps",
+                         mail_conf_str(conf, "smtp_tls_policy_maps"),
+                         MAP_FLAG_NONE, why)) == NULL)
+        msg_fatal("%s", vstr_str(why));
+    sc->sasl_enable = mail_conf_bool(conf, "smtp_sasl_auth_enable");
+    sc->sasl_noplain =
+        smtp_conf_has(conf, "smtp_sasl_security_options", "noplaintext");
+    sc->sasl_tls_noplain =
+        smtp_conf_has(conf, "smtp_sasl_tls_security_options", "noplaintext");
+    if (sc->sasl_enable && (ctx->sasl_passwd = maps_create(
+                                "smtp_sasl_password_maps",
+                                mail_conf_str(conf, "smtp_sasl_password_maps"),
+                                MAP_FLAG_NONE, why)) == NULL)
+        msg_fatal("%s", vstr_str(why));
+}
+
 /* smtp_pre_loop - read main.cf once, set up DNS */
 static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -61,6 +126,7 @@ static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
     sc->reuse_limit =
         (int) mail_conf_int(conf, "smtp_connection_reuse_count_limit");
     sc->soft_bounce = mail_conf_bool(conf, "soft_bounce");
+    smtp_conf_tls(ctx, conf, why);
     if ((ctx->dns = dns_ctx_create(mail_server_base(server), conf, why)) ==
         NULL)
         msg_fatal("DNS: %s", vstr_str(why));
@@ -84,6 +150,17 @@ static void smtp_ctx_release(SMTP_CTX *ctx)
     myfree(sc->queue_dir);
     myfree(sc->helo_name);
     myfree(sc->bind_address);
+    myfree(sc->tls_protocols);
+    myfree(sc->tls_mandatory_protocols);
+    if (sc->tls_verify_match)
+        argv_free(sc->tls_verify_match);
+    if (sc->tls_secure_match)
+        argv_free(sc->tls_secure_match);
+    ctx->tls = tls_client_free(ctx->tls);
+    if (ctx->tls_policy)
+        ctx->tls_policy = maps_free(ctx->tls_policy);
+    if (ctx->sasl_passwd)
+        ctx->sasl_passwd = maps_free(ctx->sasl_passwd);
 }
 
 /* main - the SMTP delivery agent */

@@ -34,8 +34,10 @@
 #include "deliver_agent.h"
 #include "dns.h"
 #include "mail_server.h"
+#include "maps.h"
 #include "qfile.h"
 #include "smtp_proto.h"
+#include "tls_client.h"
 #include "vstr.h"
 
 struct bufferevent;
@@ -68,6 +70,17 @@ typedef struct SMTP_CONF {
     int cache_time;
     int reuse_limit;
     bool soft_bounce;
+    /* TLS (global/tls_client.h) and AUTH */
+    TLS_LEVEL tls_level;
+    char *tls_protocols;
+    char *tls_mandatory_protocols;
+    ARGV *tls_verify_match;
+    ARGV *tls_secure_match;
+    int starttls_timeout;
+    int tls_loglevel; /* 0: no summary line */
+    bool sasl_enable;
+    bool sasl_noplain; /* smtp_sasl_security_options has noplaintext */
+    bool sasl_tls_noplain; /* ... smtp_sasl_tls_security_options */
 } SMTP_CONF;
 
 typedef struct SMTP_SESS SMTP_SESS;
@@ -80,6 +93,9 @@ typedef struct SMTP_CTX {
     int req_count;
     bool busy;
     SMTP_SESS *cache; /* idle connections */
+    TLS_CLIENT *tls;
+    MAPS *tls_policy; /* smtp_tls_policy_maps */
+    MAPS *sasl_passwd; /* smtp_sasl_password_maps */
 } SMTP_CTX;
 
 /* One connection to a server. What the conversation stands at is in
@@ -105,6 +121,9 @@ struct SMTP_SESS {
     SMTP_ENC enc;
     VSTR *out;
     SMTP_SESS *next; /* the cache */
+    TLS_LEVEL tls_level; /* this connection's (none after a fallback) */
+    bool tls_handshake; /* the handshake after STARTTLS is under way */
+    bool auth_done; /* AUTH tried on this connection */
 };
 
 typedef enum SMTP_RCPT_STATE {
@@ -157,6 +176,11 @@ struct SMTP_REQ {
     char site_dsn[16];
     VSTR *why;
     VSTR *wire;
+    /* The next hop's TLS policy (smtp_req_policy). */
+    TLS_LEVEL tls_level;
+    ARGV *tls_match; /* NULL: the level's default */
+    char *tls_protocols;
+    bool tls_plain_retry; /* the next connection goes without TLS */
 };
 
 /* smtp_request.c */
@@ -174,6 +198,7 @@ extern void smtp_req_done(SMTP_REQ *req, int status, bool site_failed,
 extern void smtp_req_site_failed(SMTP_REQ *req);
 
 /* smtp_connect.c */
+extern bool smtp_req_policy(SMTP_REQ *req);
 extern void smtp_req_route(SMTP_REQ *req);
 extern void smtp_req_try_next(SMTP_REQ *req);
 extern void smtp_cache_remove(SMTP_SESS *sess);

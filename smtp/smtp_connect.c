@@ -81,6 +81,90 @@ void smtp_cache_remove(SMTP_SESS *sess)
     }
 }
 
+/* smtp_policy_find - smtp_tls_policy_maps: the next hop as written
+   ("[host]:port", "domain"), then for a domain its parents as ".parent" */
+static const char *smtp_policy_find(SMTP_REQ *req, int *error)
+{
+    MAPS *maps = req->ctx->tls_policy;
+    const char *value;
+    const char *dot;
+
+    if ((value = maps_find(maps, req->nexthop, error)) != NULL ||
+        *error != MAP_NOTFOUND || !req->mx)
+        return value;
+    for (dot = strchr(vstr_str(req->host), '.'); dot != NULL;
+         dot = strchr(dot + 1, '.')) {
+        if ((value = maps_find_fixed(maps, dot, error)) != NULL ||
+            *error != MAP_NOTFOUND)
+            return value;
+    }
+    return NULL;
+}
+
+/* smtp_req_policy - the next hop's TLS level and what goes with it: a
+   policy map entry, else smtp_tls_security_level. false when the request
+   was deferred (a table that cannot be read, a bad or unsupported
+   entry) */
+bool smtp_req_policy(SMTP_REQ *req)
+{
+    const SMTP_CONF *conf = &req->ctx->conf;
+    TLS_POLICY policy;
+    const char *value;
+    int error = MAP_NOTFOUND;
+
+    req->tls_level = conf->tls_level;
+    value = smtp_policy_find(req, &error);
+    if (value == NULL && error != MAP_NOTFOUND) {
+        vstr_sprintf(req->why, "smtp_tls_policy_maps: lookup of %s failed",
+                     req->nexthop);
+        goto defer;
+    }
+    if (value != NULL) {
+        if (tls_policy_parse(value, &policy, req->why) < 0) {
+            VSTR *tmp = vstr_alloc(100);
+
+            vstr_sprintf(tmp, "smtp_tls_policy_maps entry for %s: %s",
+                         req->nexthop, vstr_str(req->why));
+            vstr_cpy(req->why, vstr_str(tmp));
+            vstr_free(tmp);
+            goto defer;
+        }
+        if (!tls_level_supported(policy.level)) {
+            vstr_sprintf(req->why,
+                         "smtp_tls_policy_maps entry for %s: TLS security "
+                         "level \"%s\" is not supported yet",
+                         req->nexthop, tls_level_name(policy.level));
+            tls_policy_free(&policy);
+            goto defer;
+        }
+        req->tls_level = policy.level;
+        req->tls_match = policy.match;
+        req->tls_protocols = policy.protocols;
+    }
+    if (req->tls_match == NULL && tls_level_verifies(req->tls_level))
+        req->tls_match = argv_split("", " ");
+    if (req->tls_match != NULL && req->tls_match->argc == 0) {
+        const ARGV *dflt = req->tls_level == TLS_LEV_SECURE
+                               ? conf->tls_secure_match
+                               : conf->tls_verify_match;
+
+        for (size_t i = 0; i < dflt->argc; i++)
+            argv_add(req->tls_match, dflt->argv[i]);
+    }
+    if (req->tls_protocols == NULL)
+        req->tls_protocols = mystrdup(tls_level_required(req->tls_level)
+                                          ? conf->tls_mandatory_protocols
+                                          : conf->tls_protocols);
+    return true;
+
+defer:
+    msg_warn("%s: %s", req->qid, vstr_str(req->why));
+    smtp_req_fail_all(req, DELIVER_ACTION_DEFERRED, "4.7.5", vstr_str(req->why),
+                      NULL, NULL, NULL);
+    smtp_req_done(req, 0, false, vstr_str(req->why));
+    return false;
+}
+
 /* smtp_req_route - a cached connection, else DNS and a new one */
 void smtp_req_route(SMTP_REQ *req)
 {
@@ -180,6 +264,7 @@ void smtp_req_try_next(SMTP_REQ *req)
 
         if (smtp_connect_addr(req, addr, req->why))
             return;
+        req->tls_plain_retry = false; /* meant for that address only */
         msg_info("%s", vstr_str(req->why));
         vstr_cpy(req->site_reason, vstr_str(req->why));
         snprintf(req->site_dsn, sizeof(req->site_dsn), "4.4.1");

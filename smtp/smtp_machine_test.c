@@ -479,6 +479,131 @@ static void test_hostile(void **state)
     smtp_proto_free(proto);
 }
 
+/* STARTTLS: offered and wanted, it comes before anything else; its 220
+   hands over to the caller's handshake, after which EHLO goes again and
+   the plain text capabilities are forgotten. Not wanted, or not offered:
+   no STARTTLS. Refused: READY in plain text, the caller decides. */
+static void test_starttls(void **state)
+{
+    static const char ehlo_tls[] = "250-sink.test\n250-STARTTLS\n"
+                                   "250-AUTH PLAIN\n250 8BITMIME";
+    SMTP_PROTO *proto = smtp_proto_alloc("client.test");
+
+    proto->tls_wanted = true;
+    smtp_proto_connected(proto);
+    assert_int_equal(feed(proto, "220 sink.test"), SMTP_PROTO_EV_NONE);
+    sent(proto, "EHLO client.test\r\n");
+    assert_int_equal(feed(proto, ehlo_tls), SMTP_PROTO_EV_NONE);
+    sent(proto, "STARTTLS\r\n");
+    assert_int_equal(proto->state, SMTP_PROTO_ST_STARTTLS);
+    assert_int_equal(smtp_proto_waiting(proto, 0), SMTP_CMD_STARTTLS);
+    assert_int_equal(feed(proto, "220 2.0.0 go ahead"), SMTP_PROTO_EV_STARTTLS);
+    sent(proto, "");
+    assert_int_equal(smtp_proto_waiting(proto, 0), -1);
+    smtp_proto_tls_started(proto);
+    assert_true(proto->tls_active);
+    assert_int_equal(proto->caps, 0);
+    assert_string_equal(vstr_str(proto->auth_mechs), "");
+    sent(proto, "EHLO client.test\r\n");
+    assert_int_equal(feed(proto, "250-sink.test\n250-STARTTLS\n"
+                                 "250 AUTH LOGIN plain"),
+                     SMTP_PROTO_EV_GREETED);
+    sent(proto, ""); /* no second STARTTLS */
+    assert_true(proto->caps & SMTP_FEATURE_AUTH);
+    assert_string_equal(vstr_str(proto->auth_mechs), "LOGIN PLAIN");
+    smtp_proto_free(proto);
+
+    /* not wanted: offered in vain */
+    proto = greeted(ehlo_tls);
+    assert_true(proto->caps & SMTP_FEATURE_STARTTLS);
+    smtp_proto_free(proto);
+
+    /* refused */
+    proto = smtp_proto_alloc("client.test");
+    proto->tls_wanted = true;
+    smtp_proto_connected(proto);
+    assert_int_equal(feed(proto, "220 sink.test"), SMTP_PROTO_EV_NONE);
+    sent(proto, "EHLO client.test\r\n");
+    assert_int_equal(feed(proto, ehlo_tls), SMTP_PROTO_EV_NONE);
+    sent(proto, "STARTTLS\r\n");
+    assert_int_equal(feed(proto, "454 4.7.0 TLS not available"),
+                     SMTP_PROTO_EV_STARTTLS_REFUSED);
+    assert_int_equal(proto->state, SMTP_PROTO_ST_READY);
+    assert_false(proto->tls_active);
+    assert_true(proto->caps & SMTP_FEATURE_8BITMIME);
+    smtp_proto_free(proto);
+}
+
+/* AUTH PLAIN sends everything at once (RFC 4616: NUL user NUL password);
+   LOGIN answers two challenges; a third challenge, or one to PLAIN, is a
+   protocol loop; 535 is a failure with the server's code. */
+static void test_auth(void **state)
+{
+    SMTP_PROTO *proto = greeted("250-sink.test\n250 AUTH PLAIN LOGIN");
+    VSTR *dec = vstr_alloc(16);
+
+    smtp_proto_auth(proto, "PLAIN", "user", "pass");
+    sent(proto, "AUTH PLAIN AHVzZXIAcGFzcw==\r\n");
+    assert_int_equal(feed(proto, "235 2.7.0 ok"), SMTP_PROTO_EV_AUTH_OK);
+    assert_int_equal(proto->state, SMTP_PROTO_ST_READY);
+    smtp_proto_free(proto);
+
+    proto = greeted("250-sink.test\n250 AUTH=LOGIN");
+    assert_string_equal(vstr_str(proto->auth_mechs), "LOGIN");
+    smtp_proto_auth(proto, "LOGIN", "user", "pass");
+    sent(proto, "AUTH LOGIN\r\n");
+    assert_int_equal(feed(proto, "334 VXNlcm5hbWU6"), SMTP_PROTO_EV_NONE);
+    sent(proto, "dXNlcg==\r\n");
+    assert_int_equal(feed(proto, "334 UGFzc3dvcmQ6"), SMTP_PROTO_EV_NONE);
+    sent(proto, "cGFzcw==\r\n");
+    assert_int_equal(feed(proto, "334 again?"), SMTP_PROTO_EV_AUTH_FAILED);
+    assert_string_equal(vstr_str(proto->error), "authentication protocol loop");
+    assert_false(proto->reusable);
+    smtp_proto_free(proto);
+
+    proto = greeted("250-sink.test\n250 AUTH PLAIN");
+    smtp_proto_auth(proto, "PLAIN", "user", "bad");
+    vstr_reset(proto->out);
+    assert_int_equal(feed(proto, "535 5.7.8 no"), SMTP_PROTO_EV_AUTH_FAILED);
+    assert_int_equal(proto->code, 535);
+    assert_string_equal(vstr_str(proto->error), "");
+    smtp_proto_free(proto);
+
+    proto = greeted("250-sink.test\n250 AUTH PLAIN");
+    smtp_proto_auth(proto, "PLAIN", "user", "pass");
+    vstr_reset(proto->out);
+    assert_int_equal(feed(proto, "334 "), SMTP_PROTO_EV_AUTH_FAILED);
+    smtp_proto_free(proto);
+
+    /* base64 both ways, RFC 4648 test vectors */
+    {
+        static const char *const vec[][2] = {
+            {"", ""},
+            {"f", "Zg=="},
+            {"fo", "Zm8="},
+            {"foo", "Zm9v"},
+            {"foob", "Zm9vYg=="},
+            {"fooba", "Zm9vYmE="},
+            {"foobar", "Zm9vYmFy"},
+        };
+        VSTR *enc = vstr_alloc(16);
+
+        for (size_t i = 0; i < sizeof(vec) / sizeof(vec[0]); i++) {
+            vstr_reset(enc);
+            smtp_base64_encode(enc, vec[i][0], strlen(vec[i][0]));
+            assert_string_equal(vstr_str(enc), vec[i][1]);
+            assert_int_equal(
+                smtp_base64_decode(dec, vec[i][1], strlen(vec[i][1])), 0);
+            assert_string_equal(vstr_str(dec), vec[i][0]);
+        }
+        assert_int_equal(smtp_base64_decode(dec, "Zm9", 3), -1);
+        assert_int_equal(smtp_base64_decode(dec, "Z=9v", 4), -1);
+        assert_int_equal(smtp_base64_decode(dec, "Zm9*", 4), -1);
+        vstr_free(enc);
+    }
+    vstr_free(dec);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -491,6 +616,8 @@ int main(void)
         cmocka_unit_test(test_421_mid_transaction),
         cmocka_unit_test(test_refusals),
         cmocka_unit_test(test_hostile),
+        cmocka_unit_test(test_starttls),
+        cmocka_unit_test(test_auth),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -118,6 +118,8 @@ static const struct {
     {SMTP_CMD_DOT, 200, 299},
     {SMTP_CMD_RSET, 200, 299},
     {SMTP_CMD_QUIT, 200, 299}, /* 221 expected */
+    {SMTP_CMD_STARTTLS, 200, 299}, /* 220 expected */
+    {SMTP_CMD_AUTH, 235, 235}, /* 334 is handled before the table */
 };
 
 /* smtp_reply_verdict - what code means after cmd */
@@ -158,6 +160,11 @@ int smtp_ehlo_features(const SMTP_REPLY *reply, long long *size_limit)
             features |= SMTP_FEATURE_8BITMIME;
         } else if (word == 3 && strncasecmp(cp, "DSN", 3) == 0) {
             features |= SMTP_FEATURE_DSN;
+        } else if (word == 8 && strncasecmp(cp, "STARTTLS", 8) == 0) {
+            features |= SMTP_FEATURE_STARTTLS;
+        } else if ((word == 4 && strncasecmp(cp, "AUTH", 4) == 0) ||
+                   (word > 5 && strncasecmp(cp, "AUTH=", 5) == 0)) {
+            features |= SMTP_FEATURE_AUTH;
         } else if (word == 4 && strncasecmp(cp, "SIZE", 4) == 0) {
             features |= SMTP_FEATURE_SIZE;
             if (len > 5) {
@@ -175,6 +182,117 @@ int smtp_ehlo_features(const SMTP_REPLY *reply, long long *size_limit)
             cp++;
     }
     return features;
+}
+
+/* smtp_ehlo_auth - the SASL mechanisms the server offers */
+void smtp_ehlo_auth(const SMTP_REPLY *reply, VSTR *mechs)
+{
+    const char *cp = vstr_str(reply->ehlo);
+
+    vstr_reset(mechs);
+    while (*cp) {
+        const char *end = strchr(cp, '\n');
+        size_t len = end ? (size_t) (end - cp) : strlen(cp);
+
+        if (len > 5 && strncasecmp(cp, "AUTH", 4) == 0 &&
+            (cp[4] == ' ' || cp[4] == '=')) {
+            const char *word = cp + 5;
+            const char *stop = cp + len;
+
+            while (word < stop) {
+                size_t wlen;
+
+                while (word < stop && *word == ' ')
+                    word++;
+                for (wlen = 0; word + wlen < stop && word[wlen] != ' '; wlen++)
+                    ;
+                if (wlen == 0)
+                    break;
+                /* Each mechanism once, whichever line named it. */
+                {
+                    VSTR *one = vstr_alloc(wlen + 1);
+                    bool seen = false;
+
+                    vstr_ncpy(one, word, wlen);
+                    for (size_t i = 0; i < wlen; i++)
+                        vstr_str(one)[i] =
+                            (char) toupper((unsigned char) vstr_str(one)[i]);
+                    for (const char *m = vstr_str(mechs); *m && !seen;) {
+                        size_t mlen = strcspn(m, " ");
+
+                        seen = mlen == wlen &&
+                               strncmp(m, vstr_str(one), wlen) == 0;
+                        m += mlen;
+                        if (*m == ' ')
+                            m++;
+                    }
+                    if (!seen) {
+                        if (vstr_len(mechs) > 0)
+                            vstr_addch(mechs, ' ');
+                        vstr_cat(mechs, vstr_str(one));
+                    }
+                    vstr_free(one);
+                }
+                word += wlen;
+            }
+        }
+        cp += len;
+        if (*cp == '\n')
+            cp++;
+    }
+}
+
+static const char smtp_b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* smtp_base64_encode - RFC 4648 base64, padded */
+void smtp_base64_encode(VSTR *out, const char *data, size_t len)
+{
+    const unsigned char *in = (const unsigned char *) data;
+
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned long group = (unsigned long) in[i] << 16;
+
+        if (i + 1 < len)
+            group |= (unsigned long) in[i + 1] << 8;
+        if (i + 2 < len)
+            group |= in[i + 2];
+        vstr_addch(out, smtp_b64_alphabet[(group >> 18) & 0x3f]);
+        vstr_addch(out, smtp_b64_alphabet[(group >> 12) & 0x3f]);
+        vstr_addch(out,
+                   i + 1 < len ? smtp_b64_alphabet[(group >> 6) & 0x3f] : '=');
+        vstr_addch(out, i + 2 < len ? smtp_b64_alphabet[group & 0x3f] : '=');
+    }
+}
+
+/* smtp_base64_decode - base64 text to bytes */
+int smtp_base64_decode(VSTR *out, const char *text, size_t len)
+{
+    unsigned long group = 0;
+    int bits = 0;
+    size_t pad = 0;
+
+    vstr_reset(out);
+    for (size_t i = 0; i < len; i++) {
+        const char *pos;
+
+        if (text[i] == '=') {
+            pad++;
+            continue;
+        }
+        if (pad > 0 || text[i] == 0 ||
+            (pos = strchr(smtp_b64_alphabet, text[i])) == NULL)
+            return -1;
+        group = (group << 6) | (unsigned long) (pos - smtp_b64_alphabet);
+        bits += 6;
+        if (bits >= 8) {
+            bits -= 8;
+            vstr_addch(out, (int) ((group >> bits) & 0xff));
+        }
+    }
+    if (pad > 2 || (len % 4) != 0)
+        return -1;
+    return 0;
 }
 
 /* smtp_reply_dsn - enhanced status code, from the text or derived */
@@ -375,6 +493,7 @@ SMTP_PROTO *smtp_proto_alloc(const char *helo_name)
     proto->reusable = true;
     proto->out = vstr_alloc(512);
     proto->error = vstr_alloc(64);
+    proto->auth_mechs = vstr_alloc(32);
     proto->expect_cap = 8;
     proto->expect = mymalloc_array(proto->expect_cap, sizeof(*proto->expect));
     return proto;
@@ -389,6 +508,13 @@ SMTP_PROTO *smtp_proto_free(SMTP_PROTO *proto)
     myfree(proto->decided);
     vstr_free(proto->out);
     vstr_free(proto->error);
+    vstr_free(proto->auth_mechs);
+    myfree(proto->auth_mech);
+    myfree(proto->auth_user);
+    if (proto->auth_pass) {
+        memset(proto->auth_pass, 0, strlen(proto->auth_pass));
+        myfree(proto->auth_pass);
+    }
     myfree(proto);
     return NULL;
 }
@@ -415,9 +541,16 @@ const char *smtp_proto_cmd_name(SMTP_CMD cmd)
         return "RSET";
     case SMTP_CMD_QUIT:
         return "QUIT";
+    case SMTP_CMD_STARTTLS:
+        return "STARTTLS";
+    case SMTP_CMD_AUTH:
+        return "AUTH";
     }
     return "unknown";
 }
+
+static SMTP_PROTO_EVENT smtp_proto_auth_challenge(SMTP_PROTO *proto,
+                                                  const SMTP_REPLY *reply);
 
 /* smtp_proto_expect - remember that cmd's reply is due */
 static void smtp_proto_expect(SMTP_PROTO *proto, SMTP_CMD cmd, size_t rcpt)
@@ -607,6 +740,83 @@ void smtp_proto_quit(SMTP_PROTO *proto)
     smtp_proto_send(proto, SMTP_CMD_QUIT, 0, "QUIT");
 }
 
+/* smtp_proto_tls_started - TLS is up: EHLO again */
+void smtp_proto_tls_started(SMTP_PROTO *proto)
+{
+    if (proto->state != SMTP_PROTO_ST_TLS)
+        msg_panic("%s: TLS started in state %d", __func__, proto->state);
+    proto->tls_active = true;
+    proto->greeted = false;
+    proto->caps = 0;
+    proto->size_limit = 0;
+    vstr_reset(proto->auth_mechs);
+    vstr_sprintf(proto->error, "EHLO %s", proto->helo_name);
+    smtp_proto_send(proto, SMTP_CMD_EHLO, 0, vstr_str(proto->error));
+    vstr_reset(proto->error);
+    proto->state = SMTP_PROTO_ST_EHLO;
+}
+
+/* smtp_proto_auth - AUTH with the initial response (PLAIN) or none */
+void smtp_proto_auth(SMTP_PROTO *proto, const char *mech, const char *user,
+                     const char *pass)
+{
+    VSTR *line = vstr_alloc(128);
+
+    if (proto->state != SMTP_PROTO_ST_READY)
+        msg_panic("%s: AUTH in state %d", __func__, proto->state);
+    myfree(proto->auth_mech);
+    myfree(proto->auth_user);
+    myfree(proto->auth_pass);
+    proto->auth_mech = mystrdup(mech);
+    proto->auth_user = mystrdup(user);
+    proto->auth_pass = mystrdup(pass);
+    proto->auth_step = 0;
+    vstr_sprintf(line, "AUTH %s", mech);
+    if (strcasecmp(mech, "PLAIN") == 0) {
+        /* authzid NUL authcid NUL password (RFC 4616), authzid empty */
+        VSTR *plain = vstr_alloc(64);
+
+        vstr_addch(plain, 0);
+        vstr_cat(plain, user);
+        vstr_addch(plain, 0);
+        vstr_cat(plain, pass);
+        vstr_addch(line, ' ');
+        smtp_base64_encode(line, vstr_str(plain), vstr_len(plain));
+        memset(vstr_str(plain), 0, vstr_len(plain));
+        vstr_free(plain);
+    }
+    smtp_proto_send(proto, SMTP_CMD_AUTH, 0, vstr_str(line));
+    memset(vstr_str(line), 0, vstr_len(line));
+    vstr_free(line);
+    proto->state = SMTP_PROTO_ST_AUTH;
+}
+
+/* smtp_proto_auth_challenge - a 334: the next answer, or give up */
+static SMTP_PROTO_EVENT smtp_proto_auth_challenge(SMTP_PROTO *proto,
+                                                  const SMTP_REPLY *reply)
+{
+    VSTR *answer;
+    const char *what;
+
+    if (proto->auth_mech == NULL || strcasecmp(proto->auth_mech, "LOGIN") ||
+        proto->auth_step >= 2) {
+        /* PLAIN sent everything at once; LOGIN has two questions. The
+           server waits for an answer: the connection is done for. */
+        vstr_cpy(proto->error, "authentication protocol loop");
+        proto->state = SMTP_PROTO_ST_READY;
+        proto->reusable = false;
+        return SMTP_PROTO_EV_AUTH_FAILED;
+    }
+    what = proto->auth_step++ == 0 ? proto->auth_user : proto->auth_pass;
+    answer = vstr_alloc(64);
+    smtp_base64_encode(answer, what, strlen(what));
+    smtp_proto_send(proto, SMTP_CMD_AUTH, 0, vstr_str(answer));
+    memset(vstr_str(answer), 0, vstr_len(answer));
+    vstr_free(answer);
+    (void) reply;
+    return SMTP_PROTO_EV_NONE;
+}
+
 /* smtp_proto_error - the server broke the protocol; what is in
    proto->error */
 static SMTP_PROTO_EVENT smtp_proto_error(SMTP_PROTO *proto)
@@ -645,6 +855,8 @@ SMTP_PROTO_EVENT smtp_proto_reply(SMTP_PROTO *proto, const SMTP_REPLY *reply)
     if (exp.cmd == SMTP_CMD_MAIL || exp.cmd == SMTP_CMD_RCPT ||
         exp.cmd == SMTP_CMD_DATA || exp.cmd == SMTP_CMD_DOT)
         proto->txn_reply = true;
+    if (exp.cmd == SMTP_CMD_AUTH && code == 334)
+        return smtp_proto_auth_challenge(proto, reply);
     verdict = smtp_reply_verdict(exp.cmd, code);
     if (exp.cmd == SMTP_CMD_QUIT) {
         proto->state = SMTP_PROTO_ST_CLOSED;
@@ -667,6 +879,20 @@ SMTP_PROTO_EVENT smtp_proto_reply(SMTP_PROTO *proto, const SMTP_REPLY *reply)
     switch (exp.cmd) {
     case SMTP_CMD_QUIT: /* above */
         break;
+    case SMTP_CMD_STARTTLS:
+        if (verdict == SMTP_VERDICT_OK) {
+            proto->state = SMTP_PROTO_ST_TLS;
+            return SMTP_PROTO_EV_STARTTLS;
+        }
+        proto->state = SMTP_PROTO_ST_READY;
+        return SMTP_PROTO_EV_STARTTLS_REFUSED;
+    case SMTP_CMD_AUTH:
+        proto->state = SMTP_PROTO_ST_READY;
+        if (verdict == SMTP_VERDICT_OK)
+            return SMTP_PROTO_EV_AUTH_OK;
+        proto->reusable = false;
+        vstr_reset(proto->error);
+        return SMTP_PROTO_EV_AUTH_FAILED;
     case SMTP_CMD_GREETING:
         if (verdict != SMTP_VERDICT_OK) {
             proto->reusable = false;
@@ -683,7 +909,17 @@ SMTP_PROTO_EVENT smtp_proto_reply(SMTP_PROTO *proto, const SMTP_REPLY *reply)
             proto->caps = exp.cmd == SMTP_CMD_EHLO
                               ? smtp_ehlo_features(reply, &proto->size_limit)
                               : 0;
+            if (exp.cmd == SMTP_CMD_EHLO)
+                smtp_ehlo_auth(reply, proto->auth_mechs);
+            else
+                vstr_reset(proto->auth_mechs);
             proto->greeted = true;
+            if (proto->tls_wanted && !proto->tls_active &&
+                (proto->caps & SMTP_FEATURE_STARTTLS)) {
+                smtp_proto_send(proto, SMTP_CMD_STARTTLS, 0, "STARTTLS");
+                proto->state = SMTP_PROTO_ST_STARTTLS;
+                return SMTP_PROTO_EV_NONE;
+            }
             proto->state = SMTP_PROTO_ST_READY;
             return SMTP_PROTO_EV_GREETED;
         }

@@ -46,6 +46,8 @@ typedef enum SMTP_CMD {
     SMTP_CMD_DOT,
     SMTP_CMD_RSET,
     SMTP_CMD_QUIT,
+    SMTP_CMD_STARTTLS,
+    SMTP_CMD_AUTH, /* AUTH and each answer to a 334 challenge */
 } SMTP_CMD;
 
 /* What a complete reply means for the command it answers. */
@@ -66,10 +68,15 @@ extern SMTP_VERDICT smtp_reply_verdict(SMTP_CMD cmd, int code);
 #define SMTP_FEATURE_SIZE 0x02
 #define SMTP_FEATURE_8BITMIME 0x04
 #define SMTP_FEATURE_DSN 0x08
+#define SMTP_FEATURE_STARTTLS 0x10
+#define SMTP_FEATURE_AUTH 0x20
 
 /* smtp_ehlo_features - parse the keywords; *size_limit is the SIZE value
    (0: none announced) */
 extern int smtp_ehlo_features(const SMTP_REPLY *reply, long long *size_limit);
+/* smtp_ehlo_auth - the mechanisms of "AUTH a b" (or the old "AUTH=a b"),
+   upper case, one space between them, into mechs ("" when none) */
+extern void smtp_ehlo_auth(const SMTP_REPLY *reply, VSTR *mechs);
 
 /* smtp_reply_dsn - the enhanced status code of a reply text ("550 5.1.1
    no"), or one derived from the code (4xx: 4.0.0, 5xx: 5.0.0, 2xx:
@@ -88,14 +95,25 @@ extern void smtp_reply_dsn(int code, const char *text, char *dsn, size_t len);
  * - what happens to the session as a whole, as the return value.
  * The machine remembers which command each awaited reply answers, so a
  * pipelined group's replies are matched in order, and what the server
- * offered in its EHLO reply (proto->caps). A later extension (STARTTLS,
- * AUTH) is a new state between EHLO and READY.
+ * offered in its EHLO reply (proto->caps).
+ *
+ * STARTTLS and AUTH sit between EHLO and READY. With proto->tls_wanted
+ * set before the greeting, an EHLO reply that offers STARTTLS gets
+ * STARTTLS; its 220 is EV_STARTTLS (the caller discards whatever else
+ * the server sent, does the handshake and calls smtp_proto_tls_started(),
+ * which sends EHLO again), a refusal EV_STARTTLS_REFUSED (state READY,
+ * the plain text EHLO reply's capabilities kept). EV_GREETED comes once
+ * EHLO needs nothing more; the caller may then call smtp_proto_auth(),
+ * whose outcome is EV_AUTH_OK or EV_AUTH_FAILED.
  */
 typedef enum SMTP_PROTO_STATE {
     SMTP_PROTO_ST_CONNECTING, /* nothing due yet */
     SMTP_PROTO_ST_GREETING, /* connected, the greeting is due */
     SMTP_PROTO_ST_EHLO, /* EHLO sent */
     SMTP_PROTO_ST_HELO, /* EHLO refused with 5xx: HELO sent */
+    SMTP_PROTO_ST_STARTTLS, /* STARTTLS sent */
+    SMTP_PROTO_ST_TLS, /* 220 to STARTTLS: the caller's handshake */
+    SMTP_PROTO_ST_AUTH, /* AUTH sent (or an answer to a challenge) */
     SMTP_PROTO_ST_READY, /* greeted, no transaction */
     SMTP_PROTO_ST_TXN, /* MAIL, RCPT..., DATA: with PIPELINING all of
                           them at once, so which reply comes next is the
@@ -120,6 +138,12 @@ typedef enum SMTP_PROTO_EVENT {
     SMTP_PROTO_EV_ERROR, /* protocol error (proto->error): close now,
                             defer whoever is undecided with 4.5.0 */
     SMTP_PROTO_EV_CLOSED, /* QUIT answered */
+    SMTP_PROTO_EV_STARTTLS, /* 220 to STARTTLS: do the handshake */
+    SMTP_PROTO_EV_STARTTLS_REFUSED, /* 4xx/5xx to STARTTLS: READY, plain */
+    SMTP_PROTO_EV_AUTH_OK, /* 235: ready for a transaction */
+    SMTP_PROTO_EV_AUTH_FAILED, /* 4xx/5xx to AUTH, or a challenge the
+                                  mechanism cannot answer: proto->code,
+                                  proto->error */
 } SMTP_PROTO_EVENT;
 
 /* Why smtp_proto_mail() refused a transaction before sending anything. */
@@ -162,6 +186,13 @@ typedef struct SMTP_PROTO {
     long long size_limit; /* SIZE value, 0: none */
     bool greeted; /* EHLO or HELO accepted */
     bool reusable; /* no reason yet not to reuse the connection */
+    bool tls_wanted; /* STARTTLS when offered (set before the greeting) */
+    bool tls_active; /* the handshake after STARTTLS is done */
+    VSTR *auth_mechs; /* from EHLO: "PLAIN LOGIN ..." */
+    char *auth_mech; /* smtp_proto_auth(): "PLAIN" or "LOGIN" */
+    char *auth_user;
+    char *auth_pass;
+    int auth_step; /* 334 challenges answered */
     /* The transaction. */
     const SMTP_PROTO_TXN *txn;
     unsigned char *rcpt_state; /* per recipient: SMTP_PROTO_RCPT_* */
@@ -203,6 +234,18 @@ extern void smtp_proto_data_end(SMTP_PROTO *proto);
 extern void smtp_proto_rset(SMTP_PROTO *proto);
 /* smtp_proto_quit - QUIT; replies still awaited are forgotten */
 extern void smtp_proto_quit(SMTP_PROTO *proto);
+/* smtp_proto_tls_started - the handshake after STARTTLS is done: EHLO
+   again, the old capabilities forgotten (RFC 3207 4.2) */
+extern void smtp_proto_tls_started(SMTP_PROTO *proto);
+/* smtp_proto_auth - after EV_GREETED: AUTH with mech ("PLAIN": the
+   credentials in the initial response; "LOGIN": user and password as
+   answers to the two challenges), base64 encoded (RFC 4954) */
+extern void smtp_proto_auth(SMTP_PROTO *proto, const char *mech,
+                            const char *user, const char *pass);
+/* smtp_base64_encode - RFC 4648 base64 of data, appended to out */
+extern void smtp_base64_encode(VSTR *out, const char *data, size_t len);
+/* smtp_base64_decode - decode text into out; -1 when it is not base64 */
+extern int smtp_base64_decode(VSTR *out, const char *text, size_t len);
 /* smtp_proto_waiting - the command whose reply is awaited n-th (0: the
    next), or -1 */
 extern int smtp_proto_waiting(const SMTP_PROTO *proto, size_t n);

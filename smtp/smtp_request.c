@@ -63,6 +63,9 @@ static void smtp_req_free(SMTP_REQ *req)
     myfree(req->qid);
     myfree(req->nexthop);
     myfree(req->sender);
+    if (req->tls_match)
+        argv_free(req->tls_match);
+    myfree(req->tls_protocols);
     vstr_free(req->host);
     vstr_free(req->site_reason);
     vstr_free(req->why);
@@ -201,6 +204,8 @@ static void smtp_req_start(SMTP_REQ *req)
         smtp_req_done(req, 0, false, vstr_str(req->why));
         return;
     }
+    if (!smtp_req_policy(req))
+        return;
     smtp_req_route(req);
 }
 

@@ -18,7 +18,11 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "deliver_proto.h"
 #include "mail_server.h"
@@ -26,11 +30,15 @@
 #include "mymalloc.h"
 #include "qfile.h"
 #include "smtp.h"
+#include "tls_client.h"
 #include "vstr.h"
 
 static void smtp_sess_timer_set(SMTP_SESS *sess, int seconds);
 static void smtp_txn_start(SMTP_SESS *sess);
 static void smtp_txn_end(SMTP_SESS *sess);
+static void smtp_sess_read_event(struct bufferevent *bev, void *arg);
+static void smtp_sess_write_event(struct bufferevent *bev, void *arg);
+static void smtp_sess_event(struct bufferevent *bev, short what, void *arg);
 
 /* smtp_cmd_timeout - how long to wait for the reply to cmd */
 static int smtp_cmd_timeout(const SMTP_CONF *conf, SMTP_CMD cmd)
@@ -53,6 +61,9 @@ static int smtp_cmd_timeout(const SMTP_CONF *conf, SMTP_CMD cmd)
     case SMTP_CMD_QUIT:
         return conf->quit_timeout < SMTP_QUIT_WAIT_MAX ? conf->quit_timeout
                                                        : SMTP_QUIT_WAIT_MAX;
+    case SMTP_CMD_STARTTLS:
+    case SMTP_CMD_AUTH:
+        return conf->helo_timeout;
     }
     return conf->helo_timeout;
 }
@@ -78,6 +89,10 @@ static const char *smtp_cmd_phase(SMTP_CMD cmd)
         return "sending RSET";
     case SMTP_CMD_QUIT:
         return "sending QUIT";
+    case SMTP_CMD_STARTTLS:
+        return "sending STARTTLS";
+    case SMTP_CMD_AUTH:
+        return "authenticating";
     }
     return "talking";
 }
@@ -88,12 +103,39 @@ static void smtp_sess_relay(const SMTP_SESS *sess, VSTR *out)
     vstr_sprintf(out, "%s:%d", vstr_str(sess->label), sess->port);
 }
 
+/* smtp_sess_tls_close - end TLS with close_notify, as a TLS client
+   should: libevent frees the filter without it (research notes 4.4), so
+   the alert goes from the connection's output buffer straight to the
+   socket, one non-blocking try (the close follows anyway) */
+static void smtp_sess_tls_close(SMTP_SESS *sess)
+{
+    struct bufferevent *under;
+    SSL *ssl;
+    struct evbuffer *out;
+    size_t len;
+    unsigned char *data;
+
+    if (sess->bev == NULL || sess->tls_handshake || !sess->proto->tls_active ||
+        (ssl = bufferevent_openssl_get_ssl(sess->bev)) == NULL ||
+        (under = bufferevent_get_underlying(sess->bev)) == NULL)
+        return;
+    (void) SSL_shutdown(ssl);
+    ERR_clear_error();
+    /* The socket bufferevent's output is frozen at its front (only it
+       drains it): write a copy, the buffer goes with the bufferevent. */
+    out = bufferevent_get_output(under);
+    if ((len = evbuffer_get_length(out)) > 0 &&
+        (data = evbuffer_pullup(out, -1)) != NULL)
+        (void) write(bufferevent_getfd(under), data, len);
+}
+
 /* smtp_sess_free - close a connection and forget it */
 void smtp_sess_free(SMTP_SESS *sess)
 {
     if (sess->req != NULL && sess->req->sess == sess)
         sess->req->sess = NULL;
     smtp_cache_remove(sess);
+    smtp_sess_tls_close(sess);
     if (sess->bev)
         bufferevent_free(sess->bev);
     event_free(sess->timer);
@@ -189,7 +231,8 @@ static void smtp_sess_lost(SMTP_SESS *sess, const char *dsn, const char *reason)
         smtp_sess_free(sess);
         return;
     }
-    if (!sess->proto->greeted || (req->from_cache && !sess->proto->txn_reply)) {
+    /* No transaction yet (greeting, EHLO, TLS, AUTH): another address. */
+    if (sess->uses == 0 || (req->from_cache && !sess->proto->txn_reply)) {
         sess->broken = true;
         smtp_sess_site_fail(sess, dsn, reason, true);
         return;
@@ -478,6 +521,309 @@ static void smtp_sess_greet_fail(SMTP_SESS *sess, int code, const char *text,
     smtp_sess_site_fail(sess, dsn, reason, true);
 }
 
+/* smtp_sess_tls_fail - TLS did not work out with this server: at "may" a
+   failed handshake is tried again in plain text on a new connection (as
+   Postfix does; the half-done TLS session cannot carry on), at the
+   mandatory levels the next address is tried and the mail is deferred */
+static void smtp_sess_tls_fail(SMTP_SESS *sess, const char *dsn,
+                               const char *reason, bool handshake)
+{
+    SMTP_REQ *req = sess->req;
+
+    sess->tls_handshake = false;
+    sess->broken = true;
+    if (handshake && req != NULL && sess->tls_level == TLS_LEV_MAY) {
+        msg_info("%s: %s; trying again without TLS "
+                 "(smtp_tls_security_level = may)",
+                 req->qid, reason);
+        sess->req = NULL;
+        req->sess = NULL;
+        smtp_sess_free(sess);
+        req->tls_plain_retry = true;
+        if (req->addr_next > 0)
+            req->addr_next--;
+        smtp_req_try_next(req);
+        return;
+    }
+    smtp_sess_site_fail(sess, dsn, reason, true);
+}
+
+/* smtp_sess_handshake_error - the handshake failed or timed out */
+static void smtp_sess_handshake_error(SMTP_SESS *sess, const char *what)
+{
+    VSTR *why = vstr_alloc(200);
+    VSTR *relay = vstr_alloc(64);
+
+    smtp_sess_relay(sess, relay);
+    vstr_sprintf(why, "Cannot start TLS: handshake failure with %s: %s",
+                 vstr_str(relay), what);
+    smtp_sess_tls_fail(sess, "4.7.5", vstr_str(why), true);
+    vstr_free(relay);
+    vstr_free(why);
+}
+
+/* smtp_sess_tls_names - the names the certificate must carry */
+static ARGV *smtp_sess_tls_names(SMTP_SESS *sess)
+{
+    SMTP_REQ *req = sess->req;
+
+    if (!tls_level_verifies(sess->tls_level) || req == NULL)
+        return NULL;
+    return tls_match_names(sess->tls_level, req->tls_match, sess->host,
+                           vstr_str(req->host));
+}
+
+/* smtp_sess_tls_done - the handshake finished: log it as Postfix does,
+   check the certificate as the level demands, EHLO again */
+static void smtp_sess_tls_done(SMTP_SESS *sess)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(sess->bev);
+    ARGV *names = smtp_sess_tls_names(sess);
+    TLS_STATUS status;
+    VSTR *relay = vstr_alloc(64);
+    VSTR *line = vstr_alloc(200);
+    bool ok = true;
+
+    sess->tls_handshake = false;
+    smtp_sess_relay(sess, relay);
+    tls_status_init(&status);
+    tls_client_status(ssl, names, &status);
+    tls_client_summary(line, &status, vstr_str(relay));
+    if (sess->ctx->conf.tls_loglevel > 0)
+        msg_info("%s", vstr_str(line));
+    if (tls_level_verifies(sess->tls_level)) {
+        if (!status.trusted) {
+            msg_info("%s: server certificate verification failed for %s: %s",
+                     sess->req ? sess->req->qid : "", vstr_str(relay),
+                     vstr_str(status.verify_error));
+            vstr_sprintf(line, "Server certificate not trusted (%s: %s)",
+                         vstr_str(relay), vstr_str(status.verify_error));
+            ok = false;
+        } else if (!status.matched) {
+            VSTR *wanted = vstr_alloc(64);
+
+            for (size_t i = 0; i < names->argc; i++)
+                vstr_sprintf_append(wanted, "%s%s", i ? ", " : "",
+                                    names->argv[i]);
+            vstr_sprintf(line,
+                         "Server certificate not verified (%s: it names %s, "
+                         "not %s)",
+                         vstr_str(relay), vstr_str(status.peer_names),
+                         vstr_str(wanted));
+            vstr_free(wanted);
+            ok = false;
+        }
+    }
+    tls_status_free(&status);
+    if (names)
+        argv_free(names);
+    vstr_free(relay);
+    if (!ok) {
+        sess->broken = true; /* no QUIT: nothing more goes to it */
+        smtp_sess_tls_fail(sess, "4.7.5", vstr_str(line), false);
+        vstr_free(line);
+        return;
+    }
+    vstr_free(line);
+    smtp_proto_tls_started(sess->proto);
+    smtp_sess_flush(sess, 0);
+}
+
+/* smtp_sess_starttls - the server said 220 to STARTTLS: whatever else it
+   sent is dropped (a reply injected ahead of TLS must not be read as
+   coming through it) and a TLS filter goes on top of the connection */
+static bool smtp_sess_starttls(SMTP_SESS *sess)
+{
+    SMTP_CTX *ctx = sess->ctx;
+    struct evbuffer *input = bufferevent_get_input(sess->bev);
+    struct bufferevent *bev;
+    VSTR *why;
+    SSL *ssl;
+
+    if (sess->req == NULL) {
+        smtp_sess_free(sess);
+        return false;
+    }
+    if (evbuffer_get_length(input) > 0) {
+        msg_info("%s: %zu byte(s) after the reply to STARTTLS from %s "
+                 "discarded",
+                 sess->req->qid, evbuffer_get_length(input),
+                 vstr_str(sess->label));
+        evbuffer_drain(input, evbuffer_get_length(input));
+    }
+    why = vstr_alloc(100);
+    if ((ssl = tls_client_ssl(ctx->tls, sess->req->tls_protocols, why)) ==
+        NULL) {
+        msg_warn("%s: TLS: %s", sess->req->qid, vstr_str(why));
+        smtp_sess_handshake_error(sess, vstr_str(why));
+        vstr_free(why);
+        return false;
+    }
+    vstr_free(why);
+    bev = bufferevent_openssl_filter_new(
+        mail_server_base(ctx->server), sess->bev, ssl,
+        BUFFEREVENT_SSL_CONNECTING,
+        BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+    if (bev == NULL) {
+        SSL_free(ssl);
+        smtp_sess_handshake_error(sess, "cannot create a TLS filter");
+        return false;
+    }
+    sess->bev = bev;
+    sess->tls_handshake = true;
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    /* After the filter exists: it resets the callbacks and watermarks of
+       the connection underneath (research notes 4.4). */
+    bufferevent_setcb(bev, smtp_sess_read_event, smtp_sess_write_event,
+                      smtp_sess_event, sess);
+    bufferevent_setwatermark(bev, EV_WRITE, SMTP_CONTENT_LOW, 0);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+    smtp_sess_timer_set(sess, ctx->conf.starttls_timeout);
+    return false; /* the plain text reader stops here */
+}
+
+/* smtp_sess_auth_creds - user:password for this server from
+   smtp_sasl_password_maps: the next hop as written ("[host]:port"), the
+   server's host name, the next hop's domain. 1 found, 0 none, -1 the
+   table failed */
+static int smtp_sess_auth_creds(SMTP_SESS *sess, VSTR *creds)
+{
+    SMTP_REQ *req = sess->req;
+    const char *keys[3] = {req->nexthop, sess->host, vstr_str(req->host)};
+    const char *value;
+    int error;
+
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(keys); i++) {
+        if ((value = maps_find(sess->ctx->sasl_passwd, keys[i], &error)) !=
+            NULL) {
+            vstr_cpy(creds, value);
+            return 1;
+        }
+        if (error != MAP_NOTFOUND)
+            return -1;
+    }
+    return 0;
+}
+
+/* smtp_sess_auth_start - AUTH when credentials exist for this server and
+   it offers AUTH: 1 started, 0 not needed, -1 failed (sess is gone) */
+static int smtp_sess_auth_start(SMTP_SESS *sess)
+{
+    SMTP_PROTO *proto = sess->proto;
+    const SMTP_CONF *conf = &sess->ctx->conf;
+    VSTR *creds;
+    VSTR *why;
+    const char *mechs = vstr_str(proto->auth_mechs);
+    const char *mech = NULL;
+    bool noplain =
+        proto->tls_active ? conf->sasl_tls_noplain : conf->sasl_noplain;
+    char *colon;
+    int found;
+
+    if (!conf->sasl_enable || sess->auth_done ||
+        !(proto->caps & SMTP_FEATURE_AUTH))
+        return 0;
+    sess->auth_done = true;
+    creds = vstr_alloc(64);
+    why = vstr_alloc(100);
+    if ((found = smtp_sess_auth_creds(sess, creds)) <= 0) {
+        vstr_free(creds);
+        if (found == 0) {
+            vstr_free(why);
+            return 0;
+        }
+        vstr_sprintf(why, "smtp_sasl_password_maps: lookup of %s failed",
+                     sess->req->nexthop);
+        smtp_sess_site_fail(sess, "4.3.0", vstr_str(why), true);
+        vstr_free(why);
+        return -1;
+    }
+    if (!noplain) {
+        /* PLAIN and LOGIN are all this client speaks (RFC 4616, the
+           LOGIN draft): PLAIN first, it needs one round trip. */
+        for (const char *m = mechs; *m && mech == NULL;) {
+            size_t len = strcspn(m, " ");
+
+            if (len == 5 && strncmp(m, "PLAIN", 5) == 0)
+                mech = "PLAIN";
+            m += len;
+            if (*m == ' ')
+                m++;
+        }
+        for (const char *m = mechs; *m && mech == NULL;) {
+            size_t len = strcspn(m, " ");
+
+            if (len == 5 && strncmp(m, "LOGIN", 5) == 0)
+                mech = "LOGIN";
+            m += len;
+            if (*m == ' ')
+                m++;
+        }
+    }
+    if (mech == NULL) {
+        vstr_sprintf(why,
+                     "SASL authentication failed: server %s offered no "
+                     "compatible authentication mechanisms for this type of "
+                     "connection security",
+                     vstr_str(sess->label));
+        memset(vstr_str(creds), 0, vstr_len(creds));
+        vstr_free(creds);
+        smtp_sess_site_fail(sess, "4.7.0", vstr_str(why), true);
+        vstr_free(why);
+        return -1;
+    }
+    if ((colon = strchr(vstr_str(creds), ':')) == NULL) {
+        vstr_sprintf(why,
+                     "smtp_sasl_password_maps: the entry for %s is not "
+                     "user:password",
+                     sess->req->nexthop);
+        msg_warn("%s", vstr_str(why));
+        memset(vstr_str(creds), 0, vstr_len(creds));
+        vstr_free(creds);
+        smtp_sess_site_fail(sess, "4.3.5", vstr_str(why), true);
+        vstr_free(why);
+        return -1;
+    }
+    *colon = 0;
+    smtp_proto_auth(proto, mech, vstr_str(creds), colon + 1);
+    memset(vstr_str(creds), 0, vstr_len(creds) + 1);
+    vstr_free(creds);
+    vstr_free(why);
+    smtp_sess_flush(sess, 0);
+    return 1;
+}
+
+/* smtp_sess_greeted - EHLO needs nothing more: TLS as the level demands,
+   AUTH when configured, then the transaction; false when sess is gone or
+   going */
+static bool smtp_sess_greeted(SMTP_SESS *sess)
+{
+    VSTR *why;
+
+    if (sess->req == NULL) {
+        smtp_sess_quit(sess);
+        return true;
+    }
+    if (tls_level_required(sess->tls_level) && !sess->proto->tls_active) {
+        why = vstr_alloc(100);
+        vstr_sprintf(why, "TLS is required, but was not offered by host %s",
+                     vstr_str(sess->label));
+        smtp_sess_tls_fail(sess, "4.7.4", vstr_str(why), false);
+        vstr_free(why);
+        return false;
+    }
+    switch (smtp_sess_auth_start(sess)) {
+    case 1:
+        return true;
+    case -1:
+        return false;
+    default:
+        break;
+    }
+    smtp_txn_start(sess);
+    return true;
+}
+
 /* smtp_sess_reply - one complete reply, through the conversation; false
    when sess is gone or going */
 static bool smtp_sess_reply(SMTP_SESS *sess)
@@ -532,11 +878,44 @@ static bool smtp_sess_reply(SMTP_SESS *sess)
         vstr_free(why);
         return false;
     case SMTP_PROTO_EV_GREETED:
+        return smtp_sess_greeted(sess);
+    case SMTP_PROTO_EV_STARTTLS:
+        return smtp_sess_starttls(sess);
+    case SMTP_PROTO_EV_STARTTLS_REFUSED:
+        if (req != NULL && tls_level_required(sess->tls_level)) {
+            why = vstr_alloc(100);
+            vstr_sprintf(why,
+                         "TLS is required, but host %s refused to start "
+                         "TLS: %s",
+                         vstr_str(sess->label), text);
+            smtp_sess_tls_fail(sess, "4.7.5", vstr_str(why), false);
+            vstr_free(why);
+            return false;
+        }
+        return smtp_sess_greeted(sess); /* plain text, as EHLO said */
+    case SMTP_PROTO_EV_AUTH_OK:
         if (req == NULL)
             smtp_sess_quit(sess);
         else
             smtp_txn_start(sess);
         return true;
+    case SMTP_PROTO_EV_AUTH_FAILED:
+        if (req == NULL) {
+            smtp_sess_quit(sess);
+            return true;
+        }
+        why = vstr_alloc(100);
+        if (vstr_len(proto->error) > 0) {
+            sess->broken = true; /* the server waits for an answer */
+            vstr_sprintf(why, "SASL authentication failed; %s with server %s",
+                         vstr_str(proto->error), vstr_str(sess->label));
+        } else {
+            vstr_sprintf(why, "SASL authentication failed; server %s said: %s",
+                         vstr_str(sess->label), text);
+        }
+        smtp_sess_greet_fail(sess, proto->code, text, vstr_str(why));
+        vstr_free(why);
+        return false;
     case SMTP_PROTO_EV_RSET_FAILED:
         sess->broken = true;
         if (req != NULL) {
@@ -660,6 +1039,8 @@ static const char *smtp_sess_phase(const SMTP_SESS *sess)
 {
     int cmd = smtp_proto_waiting(sess->proto, 0);
 
+    if (sess->tls_handshake)
+        return "performing the TLS handshake";
     if (smtp_sess_in_content(sess))
         return "sending message content";
     return smtp_cmd_phase(cmd >= 0 ? (SMTP_CMD) cmd : SMTP_CMD_QUIT);
@@ -670,6 +1051,34 @@ static void smtp_sess_event(struct bufferevent *bev, short what, void *arg)
     SMTP_SESS *sess = arg;
     VSTR *why;
 
+    if (sess->tls_handshake) {
+        if (what & BEV_EVENT_CONNECTED) {
+            smtp_sess_tls_done(sess);
+        } else {
+            why = vstr_alloc(100);
+            {
+                unsigned long err;
+                char buf[256];
+
+                /* libevent keeps OpenSSL's errors of this connection;
+                   lib 0 is none of OpenSSL's (a system error code). */
+                while ((err = bufferevent_get_openssl_error(bev)) != 0) {
+                    if (ERR_GET_LIB(err) == 0)
+                        continue;
+                    ERR_error_string_n(err, buf, sizeof(buf));
+                    vstr_sprintf_append(why, "%s%s", vstr_len(why) ? "; " : "",
+                                        buf);
+                }
+            }
+            if (vstr_len(why) == 0)
+                tls_error_text(why, (what & BEV_EVENT_EOF)
+                                        ? "lost connection"
+                                        : "TLS library problem");
+            smtp_sess_handshake_error(sess, vstr_str(why));
+            vstr_free(why);
+        }
+        return;
+    }
     if (what & BEV_EVENT_CONNECTED) {
         sess->connected = true;
         smtp_proto_connected(sess->proto);
@@ -714,6 +1123,10 @@ static void smtp_sess_timer_event(evutil_socket_t fd, short what, void *arg)
         smtp_sess_quit(sess);
         return;
     }
+    if (sess->tls_handshake) {
+        smtp_sess_handshake_error(sess, "timed out");
+        return;
+    }
     why = vstr_alloc(100);
     if (!sess->connected) {
         vstr_sprintf(why, "connect to %s:%d: Connection timed out",
@@ -748,6 +1161,10 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
     vstr_sprintf(sess->label, "%s[%s]", sess->host, sess->ip);
     sess->reply = smtp_reply_alloc();
     sess->proto = smtp_proto_alloc(ctx->conf.helo_name);
+    /* After a failed handshake at "may": this once without TLS. */
+    sess->tls_level = req->tls_plain_retry ? TLS_LEV_NONE : req->tls_level;
+    req->tls_plain_retry = false;
+    sess->proto->tls_wanted = sess->tls_level >= TLS_LEV_MAY;
     sess->out = vstr_alloc(8192);
     sess->timer =
         evtimer_new(mail_server_base(ctx->server), smtp_sess_timer_event, sess);

@@ -1,0 +1,122 @@
+/*
+ * tls_client - the TLS client side of SMTP: levels, policies, OpenSSL
+ *
+ * Postfix's names and meanings:
+ *   none      no TLS
+ *   may       STARTTLS when offered; the certificate is not checked; a
+ *             failed handshake is retried in plain text
+ *   encrypt   TLS required, the certificate is not checked
+ *   verify    TLS required, the certificate must chain to smtp_tls_CAfile
+ *             and name the server (match list, default its host name)
+ *   secure    as verify, the names default to the next-hop domain
+ *   dane, dane-only, fingerprint   recognised, not implemented yet: they
+ *             are refused (tls_level_supported) rather than quietly
+ *             treated as something weaker
+ * A policy (smtp_tls_policy_maps value) is "level [attr=value ...]" with
+ * match=name:name (a name, ".domain" for any subdomain, or the words
+ * hostname, nexthop, dot-nexthop) and protocols=... (Postfix's syntax).
+ *
+ * The log line (tls_client_summary) is Postfix's: "Trusted TLS connection
+ * established to host[ip]:port: TLSv1.3 with cipher X (256/256 bits)
+ * key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest
+ * SHA256", its first word Anonymous (no certificate), Untrusted (a
+ * certificate that does not chain to a trusted CA), Trusted (it does) or
+ * Verified (it does and names what the policy asked for).
+ */
+#ifndef TLS_CLIENT_H
+#define TLS_CLIENT_H
+
+#include "sys_defs.h"
+
+#include "argv.h"
+#include "vstr.h"
+
+typedef struct ssl_st SSL;
+
+typedef enum TLS_LEVEL {
+    TLS_LEV_INVALID = -1,
+    TLS_LEV_NONE,
+    TLS_LEV_MAY,
+    TLS_LEV_ENCRYPT,
+    TLS_LEV_FPRINT,
+    TLS_LEV_DANE,
+    TLS_LEV_DANE_ONLY,
+    TLS_LEV_VERIFY,
+    TLS_LEV_SECURE,
+} TLS_LEVEL;
+
+/* tls_level_parse - "may" etc. (case-insensitive), or TLS_LEV_INVALID */
+extern TLS_LEVEL tls_level_parse(const char *name);
+extern const char *tls_level_name(TLS_LEVEL level);
+/* tls_level_supported - implemented here (not dane, dane-only,
+   fingerprint) */
+extern bool tls_level_supported(TLS_LEVEL level);
+/* tls_level_required - no delivery without TLS */
+extern bool tls_level_required(TLS_LEVEL level);
+/* tls_level_verifies - the certificate must chain and match */
+extern bool tls_level_verifies(TLS_LEVEL level);
+
+/* One destination's policy. */
+typedef struct TLS_POLICY {
+    TLS_LEVEL level;
+    ARGV *match; /* NULL: the level's default */
+    char *protocols; /* NULL: the parameter's */
+} TLS_POLICY;
+
+/* tls_policy_parse - "secure match=a:.b protocols=>=TLSv1.2"; 0, or -1
+   with the reason in why (an unknown level or attribute, a bad value) */
+extern int tls_policy_parse(const char *value, TLS_POLICY *policy, VSTR *why);
+extern void tls_policy_free(TLS_POLICY *policy);
+
+/* tls_protocols_parse - Postfix's protocol list ("!SSLv2, !SSLv3",
+   ">=TLSv1.2", "TLSv1.2 TLSv1.3", "<=TLSv1.2") to the lowest and highest
+   version allowed (OpenSSL's TLS1_VERSION etc.); 0, or -1 with why */
+extern int tls_protocols_parse(const char *spec, int *min_version,
+                               int *max_version, VSTR *why);
+
+/* tls_match_names - the names a certificate must carry: each word of
+   match (default "hostname" at verify, "nexthop:dot-nexthop" at secure)
+   with hostname, nexthop and dot-nexthop replaced by host, nexthop_domain
+   and "." nexthop_domain */
+extern ARGV *tls_match_names(TLS_LEVEL level, const ARGV *match,
+                             const char *host, const char *nexthop_domain);
+
+typedef struct TLS_CLIENT TLS_CLIENT;
+
+/* tls_client_create - one OpenSSL context for every connection: cafile
+   (may be empty: nothing is trusted) loaded; NULL with why */
+extern TLS_CLIENT *tls_client_create(const char *cafile, VSTR *why);
+extern TLS_CLIENT *tls_client_free(TLS_CLIENT *tls);
+/* tls_client_ssl - a connection's SSL, protocols limited to spec; NULL
+   with why */
+extern SSL *tls_client_ssl(TLS_CLIENT *tls, const char *protocols, VSTR *why);
+
+/* What a finished handshake gave. */
+typedef struct TLS_STATUS {
+    char protocol[32];
+    char cipher[64];
+    int bits;
+    int alg_bits;
+    bool peer_cert; /* the server showed a certificate */
+    bool trusted; /* it chains to a trusted CA */
+    bool matched; /* ... and names one of the match names */
+    VSTR *verify_error; /* why not trusted (OpenSSL's words) */
+    VSTR *peer_names; /* the certificate's DNS names, for a mismatch */
+    VSTR *kex; /* " key-exchange ... server-digest ...", may be "" */
+} TLS_STATUS;
+
+extern void tls_status_init(TLS_STATUS *status);
+extern void tls_status_free(TLS_STATUS *status);
+/* tls_client_status - after the handshake: version, cipher, trust and
+   whether the certificate names one of names (NULL: not checked) */
+extern void tls_client_status(SSL *ssl, const ARGV *names, TLS_STATUS *status);
+/* tls_status_word - Anonymous, Untrusted, Trusted or Verified */
+extern const char *tls_status_word(const TLS_STATUS *status);
+/* tls_client_summary - Postfix's log line; relay is "host[ip]:port" */
+extern void tls_client_summary(VSTR *out, const TLS_STATUS *status,
+                               const char *relay);
+/* tls_error_text - OpenSSL's error queue as one line (emptied), or
+   fallback when it is empty */
+extern void tls_error_text(VSTR *out, const char *fallback);
+
+#endif
