@@ -68,7 +68,7 @@ class _Handler:
 class _Controller(Controller):
     def __init__(self, sink, **kw):
         self.sink = sink
-        super().__init__(_Handler(sink), **kw)
+        super().__init__(sink.handler_class(sink), **kw)
 
     def factory(self):
         server = SMTP(self.handler, **self.SMTP_kwargs)
@@ -113,8 +113,13 @@ class Sink:
     sessions_max count the SMTP sessions open at once.
     """
 
+    handler_class = _Handler        # a subclass may record more per message
+
     def __init__(self, host="127.0.0.1", port=0, eight_bit=True,
-                 rcpt_replies=None, data_reply=None, data_delay=0):
+                 rcpt_replies=None, data_reply=None, data_delay=0,
+                 server_hostname="sink.test", **controller_kw):
+        """controller_kw: more of aiosmtpd's SMTP options (tls_context,
+        authenticator, auth_require_tls, ...)."""
         self.host = host
         self.port = port or _free_port(host)
         self.eight_bit = eight_bit
@@ -129,8 +134,8 @@ class Sink:
         self._sessions = {}
         self._numbers = itertools.count(1)
         self.controller = _Controller(self, hostname=host, port=self.port,
-                                      server_hostname="sink.test",
-                                      enable_SMTPUTF8=False)
+                                      server_hostname=server_hostname,
+                                      enable_SMTPUTF8=False, **controller_kw)
         self.controller.start()
 
     def _conn_number(self, session):

@@ -41,32 +41,19 @@ class TlsSink(sink.Sink):
     TLS unless auth_require_tls is False), auth_exclude (mechanisms not
     offered)."""
 
+    handler_class = _Handler
+
     def __init__(self, tls_context=None, logins=None, auth_require_tls=True,
                  auth_exclude=()):
-        self.host = "127.0.0.1"
-        self.port = sink._free_port(self.host)
-        self.eight_bit = True
-        self.rcpt_replies = {}
-        self.data_reply = None
-        self.data_delay = 0
-        self.messages = []
         self.tls_seen = []
         self.auth_tries = []
-        self.lock = sink.threading.Lock()
-        self.cond = sink.threading.Condition(self.lock)
-        self._sessions = {}
-        self._numbers = sink.itertools.count(1)
-        kw = dict(hostname=self.host, port=self.port,
-                  server_hostname="mx.dest.test", enable_SMTPUTF8=False,
-                  auth_require_tls=auth_require_tls)
+        kw = dict(auth_require_tls=auth_require_tls)
         if tls_context is not None:
             kw["tls_context"] = tls_context
         if logins is not None:
             kw["authenticator"] = self._authenticator(logins)
             kw["auth_exclude_mechanism"] = list(auth_exclude)
-        self.controller = sink._Controller(self, **kw)
-        self.controller.handler = _Handler(self)
-        self.controller.start()
+        super().__init__(server_hostname="mx.dest.test", **kw)
 
     def _authenticator(self, logins):
         from aiosmtpd.smtp import AuthResult, LoginPassword
