@@ -322,9 +322,10 @@ def test_kill_qmgr_loses_no_event(make_instance, make_sink):
             kills += 1
             wait_until(lambda: inst.child("qmgr") != pid, 30,
                        what="a new qmgr")
+    # No "removed" line per message: a kill between a removal and its log
+    # line loses the line (not the message); group commit removes the
+    # messages of a batch in a burst, so a kill may well land there.
     wait_until(lambda: queue_empty(inst), timeout=90, what="an empty queue")
-    for q in qids:
-        inst.wait_log(r"%s: removed" % q, timeout=30)
     events = journal(inst)
     # qmgr writes received when it takes a message; one it finds in active/
     # at start gets it again (its last qmgr may have died before the
