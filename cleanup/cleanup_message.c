@@ -288,9 +288,14 @@ void cleanup_msg_data(CLEANUP_MSG *msg, const char *data, size_t len)
     cleanup_msg_check_write(msg);
 }
 
-/* cleanup_msg_event - the "received" event, durable; -1 when it is not
-   (then nothing may be queued). A commit that fails after it leaves a
-   received event with no message: its client was told 4xx. */
+/* cleanup_msg_event - the "received" event of a message put on hold/,
+   durable; -1 when it is not (then nothing may be queued). A commit that
+   fails after it leaves a received event with no message: its client was
+   told 4xx. Every other message gets its received event from qmgr when it
+   takes the file from incoming/ (qmgr/qmgr_message.c), so that no journal
+   fdatasync waits in front of the client's 250; qmgr does not look in
+   hold/, so cleanup writes it for those (qmgr repeats it, same id, if the
+   message is released into incoming/). */
 static int cleanup_msg_event(const CLEANUP_MSG *msg, long long size)
 {
     EVENT event;
@@ -343,7 +348,7 @@ int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
        the directory fsync failed), so the client's retry is no duplicate. */
     size = qfile_writer_content_size(msg->writer);
     /* The journal's rule: the event is durable before the change is. */
-    if (cleanup_msg_event(msg, size) < 0) {
+    if (msg->hold && cleanup_msg_event(msg, size) < 0) {
         cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
         return msg->status;
     }

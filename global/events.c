@@ -1,8 +1,10 @@
 /*
  * events - write the journal of message events (JSON lines, segmented)
  *
- * Who writes: the daemons that make the queue changes (cleanup: received;
- * qmgr: deferred, delivered, bounced, expired, returned) append through
+ * Who writes: the daemons that make the queue changes (qmgr: received,
+ * when it first takes a message from incoming/, deferred, delivered,
+ * bounced, expired, returned; cleanup: received of a message it puts on
+ * hold/ itself) append through
  * this module, each process to its own segment, with write(2) on an
  * O_APPEND descriptor and one fdatasync(2) per batch. Chosen over an
  * "events" daemon because the rule is "an event is on disk no later than
@@ -12,15 +14,20 @@
  * fsyncs. One writer per segment needs no lock, no roll coordination and
  * cannot interleave lines; a reader merges segments by timestamp.
  *
- * Batching: a caller adds the events of one queue change (qmgr's expiry of
- * every deferred recipient of a message is one batch) and flushes once,
- * before it makes the change durable: one fdatasync per change, beside the
- * change's own. A batch whose write or fdatasync fails is cut off the
- * segment again (ftruncate to where it began), so a segment only ever
- * holds whole batches that were reported durable, or a torn tail that a
- * crash left. What a caller does on failure is its own rule: cleanup
- * answers 4xx and queues nothing; qmgr cannot undo a delivery, so the
- * outcome stands and the lost event is logged as a warning.
+ * Batching: a caller adds the events of one or more queue changes and
+ * flushes once, before it makes any of them durable. qmgr does group
+ * commit (qmgr/qmgr_message.c): every outcome that comes in during one
+ * pass of its event loop, with the received events of the messages it
+ * took, shares one fdatasync, and only then are the done marks, removals
+ * and moves to deferred/ made; so neither the client's 250 (cleanup
+ * writes no event for mail qmgr will take) nor each recipient pays a
+ * journal fdatasync of its own. A batch whose write or fdatasync fails is
+ * cut off the segment again (ftruncate to where it began), so a segment
+ * only ever holds whole batches that were reported durable, or a torn
+ * tail that a crash left. What a caller does on failure is its own rule:
+ * cleanup answers 4xx and queues nothing; qmgr cannot undo a delivery, so
+ * the outcomes of the batch stand and their messages are logged as having
+ * lost events, with a warning each.
  *
  * Torn tails: a crash (power loss, not kill -9: a write to a regular file
  * is not interrupted half-way by a signal) may leave a segment's last line

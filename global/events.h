@@ -16,13 +16,16 @@
  * nothing removes segments: the journal grows by about 300 bytes an event.
  * `sluice init` makes queue_directory/events (mail_owner's, 0700) with the
  * queue; for an instance made before the journal, master makes it when it
- * starts (as `sluice check` would), so cleanup can write the received
- * event (without events/ it answers 4xx).
+ * starts (as `sluice check` would), so the writers find it (qmgr logs the
+ * events it cannot write as lost; cleanup answers 4xx to a message it
+ * would put on hold/ when it cannot write its received event).
  *
  * Event ids are NODE/QID/KIND/SEQ: NODE is myhostname, QID the queue ID
  * (unique on the node), SEQ what makes the event unique within the
  * message, chosen so that an event repeated after a crash carries the
- * same id: "0" for received; the recipient's record offset in the queue
+ * same id: "0" for received (written by qmgr when it first takes the
+ * message from incoming/, by cleanup for one it puts on hold/); the
+ * recipient's record offset in the queue
  * file for delivered, bounced and expired (each happens once per
  * recipient); OFFSET.ROUND for deferred and ROUND for returned, ROUND being
  * the microsecond the message entered active/ (one delivery round).

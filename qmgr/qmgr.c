@@ -41,6 +41,7 @@
 
 #define QMGR_TICK 60 /* seconds between incoming/ scans */
 #define QMGR_SCAN_BATCH 100 /* files moved per loop pass */
+#define QMGR_COMMIT_DELAY 1 /* seconds a received event may wait alone */
 
 /* qmgr_scan_want - ask for a scan of this queue (again, if it runs);
    all: deferred/ files are due whatever their time */
@@ -74,6 +75,33 @@ void qmgr_scan_kick(QMGR_CTX *ctx)
         return;
     /* One pass per loop pass, however many wake-ups came. */
     event_active(ctx->scan_ev, EV_TIMEOUT, 0);
+}
+
+/* qmgr_commit_event - the journal's group commit (qmgr_message.c) */
+static void qmgr_commit_event(evutil_socket_t fd, short what, void *arg)
+{
+    qmgr_message_commit(arg, false);
+}
+
+/* qmgr_commit_soon - a commit at the end of this loop pass: event_active
+   puts it behind every callback the loop already has in hand (the results
+   that came in together), and waking it again meanwhile is a no-op */
+void qmgr_commit_soon(QMGR_CTX *ctx)
+{
+    event_active(ctx->commit_ev, EV_TIMEOUT, 0);
+}
+
+/* qmgr_commit_later - a commit within QMGR_COMMIT_DELAY: a received event
+   waits for the message's first outcome to share its fdatasync, but not
+   for ever (nothing changes in the queue meanwhile: its message waits) */
+void qmgr_commit_later(QMGR_CTX *ctx)
+{
+    struct timeval tv = {.tv_sec = QMGR_COMMIT_DELAY, .tv_usec = 0};
+
+    if (evtimer_pending(ctx->commit_timer_ev, NULL))
+        return;
+    if (evtimer_add(ctx->commit_timer_ev, &tv) < 0)
+        msg_fatal("cannot add the journal commit timer");
 }
 
 /* qmgr_deferred_arm - set the timer of the next deferred/ scan */
@@ -318,7 +346,10 @@ static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->deferred_scan.queue_name = MAIL_QUEUE_DEFERRED;
     ctx->scan_ev = event_new(ctx->base, -1, 0, qmgr_scan_event, ctx);
     ctx->deferred_ev = evtimer_new(ctx->base, qmgr_deferred_event, ctx);
-    if (ctx->scan_ev == NULL || ctx->deferred_ev == NULL)
+    ctx->commit_ev = event_new(ctx->base, -1, 0, qmgr_commit_event, ctx);
+    ctx->commit_timer_ev = evtimer_new(ctx->base, qmgr_commit_event, ctx);
+    if (ctx->scan_ev == NULL || ctx->deferred_ev == NULL ||
+        ctx->commit_ev == NULL || ctx->commit_timer_ev == NULL)
         msg_fatal("cannot create the scan events");
     /* Invariant 4: what a crash left in active/ is taken back first. */
     qmgr_scan_want(&ctx->active_scan, false);
@@ -328,6 +359,14 @@ static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
     qmgr_admin_init(ctx);
     qmgr_shaping_admin_init(ctx);
     qmgr_scan_kick(ctx);
+}
+
+/* qmgr_post_loop - the loop is over (stop, retire): what the journal has
+   in hand goes to disk, with the done marks it allows, so that the next
+   qmgr does not deliver again what this one finished */
+static void qmgr_post_loop(MAIL_SERVER *server, void *arg)
+{
+    qmgr_message_commit(arg, true);
 }
 
 /* qmgr_trigger - a wake-up arrived */
@@ -366,6 +405,7 @@ int main(int argc, char **argv)
         .on_trigger = qmgr_trigger,
         .on_tick = qmgr_tick,
         .tick_seconds = QMGR_TICK,
+        .post_loop = qmgr_post_loop,
     };
 
     /*

@@ -141,12 +141,20 @@ struct QMGR_CTX {
     struct HTABLE *mx_cache; /* domain -> its provider (qmgr_shaping.c) */
     int mx_timeout; /* smtp_dns_timeout */
     struct event *shape_admin_ev; /* private/qmgr-shaping accept event */
+    struct event *commit_ev; /* the journal's group commit, once per pass */
+    struct event *commit_timer_ev; /* ... or at the latest this soon after
+                                      a received event */
+    QMGR_MESSAGE *commit_list; /* messages whose queue changes wait for it */
 };
 
 /* qmgr.c */
 extern void qmgr_scan_kick(QMGR_CTX *ctx);
 extern void qmgr_scan_incoming(QMGR_CTX *ctx);
 extern void qmgr_deferred_note(QMGR_CTX *ctx, time_t next_try);
+/* qmgr_commit_soon - run qmgr_message_commit at the end of this loop pass */
+extern void qmgr_commit_soon(QMGR_CTX *ctx);
+/* qmgr_commit_later - run it within QMGR_COMMIT_DELAY at the latest */
+extern void qmgr_commit_later(QMGR_CTX *ctx);
 
 /* qmgr_admin.c */
 extern void qmgr_admin_init(QMGR_CTX *ctx);
@@ -190,6 +198,9 @@ struct QMGR_MESSAGE {
     int agent_deaths; /* agents that died with it in flight */
     size_t attempts; /* rounds that ended in deferred/ (qmgr_message.c) */
     bool warned; /* the delay warning went out */
+    bool commit_pending; /* on ctx->commit_list: its events are not on
+                            disk yet, so its queue changes wait */
+    QMGR_MESSAGE *commit_next; /* ctx->commit_list */
     QMGR_MESSAGE *prev;
     QMGR_MESSAGE *next;
 };
@@ -211,6 +222,12 @@ extern QMGR_MESSAGE *qmgr_message_find(QMGR_CTX *ctx, const char *qid);
 extern void qmgr_message_admin(QMGR_MESSAGE *msg, QMGR_ADMIN_OP op);
 /* qmgr_message_withdrawn - a pending recipient taken back unstarted */
 extern void qmgr_message_withdrawn(QMGR_MESSAGE *msg, size_t index);
+/* qmgr_message_commit - the journal's group commit: write and fdatasync
+   the events gathered since the last one, once, then make the queue
+   changes they describe (done marks, then completion: removal, deferred/,
+   bounce requests); exiting: only the done marks (no loop is left to
+   complete anything) */
+extern void qmgr_message_commit(QMGR_CTX *ctx, bool exiting);
 
 /* One delivery's worth: a message and up to rcpt_limit recipients. */
 struct QMGR_ENTRY {

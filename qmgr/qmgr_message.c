@@ -16,7 +16,36 @@
  * asked NOTIFY=SUCCESS is appended (fsynced) to the bounce log before the
  * recipient is marked done; a deferral is appended to the defer log. While
  * other recipients are outstanding the finished ones are marked done in
- * the queue file at once (invariant 3).
+ * the queue file (invariant 3) as soon as their events are on disk.
+ *
+ * The journal (global/events.h) and group commit: every outcome's event
+ * (delivered, bounced, deferred), and the received event of a message
+ * qmgr takes from incoming/ for the first time, is added to the journal's
+ * batch, and its message goes on ctx->commit_list; its queue changes (the
+ * done marks, and completion: removal, deferred/, hold/, the bounce
+ * request) wait. qmgr_message_commit writes the batch with one fdatasync
+ * and only then makes them: it runs once per loop pass when an outcome
+ * came in (qmgr_commit_soon: every result the loop had in hand shares the
+ * fdatasync), or QMGR_COMMIT_DELAY after a received event that no outcome
+ * followed (qmgr_commit_later), and once more when the loop ends. A crash
+ * between the fdatasync and the changes repeats the events (same ids: the
+ * recipients are delivered again) and loses none. When the batch cannot be
+ * written the changes are made all the same and the events are logged as
+ * lost, as before group commit: a delivery cannot be undone, and keeping
+ * the recipient would deliver it twice. Agents are never kept waiting:
+ * results are read, and new deliveries start, whether or not a commit is
+ * due. With events_enable = no the changes are made at once.
+ *
+ * Received is written here rather than by cleanup, so that no journal
+ * fdatasync sits on the path to the client's 250: a message taken from
+ * incoming/ (or found in active/ at start: the last qmgr may have died
+ * before its commit) with no attempt and no done mark yet gets it, id
+ * NODE/QID/received/0 as cleanup wrote it, so a repeat (after a crash, or
+ * a release from hold/ of a message held in its first round) has the same
+ * id. Its size and rcpt_count are the queue file's (recipients after
+ * virtual alias expansion), its client the client_name/client_addr
+ * attributes. cleanup still writes received for a message it puts on
+ * hold/ itself, where qmgr does not look.
  *
  * When nothing is pending or in flight the message is complete:
  *   1. deferred recipients older than the queue lifetime become "failed"
@@ -205,6 +234,70 @@ static int qmgr_message_mark(QMGR_MESSAGE *msg, size_t index)
     return ret;
 }
 
+/* qmgr_message_pending - msg has events in the journal's batch: its
+   queue changes wait for qmgr_message_commit */
+static void qmgr_message_pending(QMGR_MESSAGE *msg)
+{
+    QMGR_CTX *ctx = msg->ctx;
+
+    if (msg->commit_pending)
+        return;
+    msg->commit_pending = true;
+    msg->commit_next = ctx->commit_list;
+    ctx->commit_list = msg;
+}
+
+/* qmgr_message_commit - the journal's group commit (see the top) */
+void qmgr_message_commit(QMGR_CTX *ctx, bool exiting)
+{
+    QMGR_MESSAGE *list = ctx->commit_list;
+    QMGR_MESSAGE *next;
+    VSTR *why = vstr_alloc(100);
+
+    /* What the changes below add starts a new batch (and list). */
+    ctx->commit_list = NULL;
+    if (events_flush(ctx->conf.events, why) < 0)
+        for (QMGR_MESSAGE *msg = list; msg; msg = msg->commit_next)
+            msg_warn("%s: events lost: %s", msg->qid, vstr_str(why));
+    for (QMGR_MESSAGE *msg = list; msg; msg = next) {
+        next = msg->commit_next;
+        msg->commit_next = NULL;
+        msg->commit_pending = false;
+        /* Invariant 3 (on exit: everything finished, for the next qmgr). */
+        if (exiting || msg->outstanding > 0)
+            for (size_t i = 0; i < msg->info->rcpt_count; i++)
+                if (msg->rcpts[i].state == QMGR_RCPT_FINISHED)
+                    (void) qmgr_message_mark(msg, i);
+        if (!exiting)
+            qmgr_message_check(msg);
+    }
+    vstr_free(why);
+}
+
+/* qmgr_message_received - the received event, into the batch (see the
+   top); the message waits for the commit */
+static void qmgr_message_received(QMGR_MESSAGE *msg)
+{
+    const char *addr = qfile_info_attr(msg->info, "client_addr");
+    const char *name = qfile_info_attr(msg->info, "client_name");
+    VSTR *client = vstr_alloc(64);
+    EVENT event;
+
+    if (addr != NULL && *addr != 0)
+        vstr_sprintf(client, "%s[%s]", name && *name ? name : "unknown", addr);
+    else
+        vstr_cpy(client, "local");
+    events_event_init(&event, EVENTS_RECEIVED, msg->qid, "0");
+    event.sender = msg->info->sender;
+    event.size = msg->info->content_size;
+    event.rcpt_count = (long long) msg->info->rcpt_count;
+    event.client = vstr_str(client);
+    events_add(msg->ctx->conf.events, &event);
+    vstr_free(client);
+    qmgr_message_pending(msg);
+    qmgr_commit_later(msg->ctx);
+}
+
 /* qmgr_message_log_rec - fill a dsn_log record for recipient index */
 static void qmgr_message_log_rec(DSN_LOG_REC *rec, const QMGR_MESSAGE *msg,
                                  size_t index, const char *action,
@@ -253,7 +346,7 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
     if (strcmp(action, DELIVER_ACTION_SENT) == 0) {
         mem->state = QMGR_RCPT_FINISHED;
         qmgr_message_event(msg, index, EVENTS_DELIVERED, dsn, reason,
-                           remote_mta, true);
+                           remote_mta, false);
         if (qmgr_notify_has(rcpt->notify, "SUCCESS")) {
             qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_DELIVERED, dsn,
                                  reason, diagnostic, remote_mta);
@@ -271,7 +364,7 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
                            true, why) == 0) {
             mem->state = QMGR_RCPT_FINISHED;
             qmgr_message_event(msg, index, EVENTS_BOUNCED, dsn, reason,
-                               remote_mta, true);
+                               remote_mta, false);
         } else {
             /* Without its bounce record the recipient must stay. */
             msg_warn("%s: bounce log for %s: %s: deferred instead", msg->qid,
@@ -291,7 +384,7 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
         mem->defer_dsn = mystrdup(dsn && *dsn ? dsn : "4.0.0");
         mem->defer_reason = mystrdup(reason ? reason : "");
         qmgr_message_event(msg, index, EVENTS_DEFERRED, dsn, reason, remote_mta,
-                           true);
+                           false);
         qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_DELAYED, dsn, reason,
                              diagnostic, remote_mta);
         if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,
@@ -304,9 +397,14 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
     if (msg->outstanding == 0)
         msg_panic("%s: %s: nothing outstanding", __func__, msg->qid);
     msg->outstanding--;
-    /* Invariant 3; when the message is complete, completion does it. */
-    if (mem->state == QMGR_RCPT_FINISHED && msg->outstanding > 0)
+    if (ctx->conf.events != NULL) {
+        /* The mark (or completion) waits for the event: group commit. */
+        qmgr_message_pending(msg);
+        qmgr_commit_soon(ctx);
+    } else if (mem->state == QMGR_RCPT_FINISHED && msg->outstanding > 0) {
+        /* Invariant 3; when the message is complete, completion does it. */
         (void) qmgr_message_mark(msg, index);
+    }
     vstr_free(why);
     vstr_free(text);
 }
@@ -327,6 +425,8 @@ static void qmgr_message_free(QMGR_MESSAGE *msg)
 {
     QMGR_CTX *ctx = msg->ctx;
 
+    if (msg->commit_pending)
+        msg_panic("%s: %s: its events are not on disk", __func__, msg->qid);
     if (msg->prev)
         msg->prev->next = msg->next;
     else
@@ -549,6 +649,12 @@ void qmgr_message_check(QMGR_MESSAGE *msg)
     if (msg->outstanding > 0 || msg->refs > 0 ||
         msg->finish_step != QMGR_FINISH_NONE)
         return;
+    /* Complete, but its events are not on disk yet: the commit (at the
+       end of this pass) comes back here. */
+    if (msg->commit_pending) {
+        qmgr_commit_soon(msg->ctx);
+        return;
+    }
     msg->finish_step = QMGR_FINISH_RUNNING;
     if (msg->admin_op == QMGR_ADMIN_DELETE) {
         qmgr_message_free(msg);
@@ -891,6 +997,11 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
     ctx->active_count++;
     msg_info("%s: from=<%s>, size=%lld, nrcpt=%zu (queue active)", qid,
              info->sender, info->content_size, info->rcpt_count);
+    if (ctx->conf.events != NULL &&
+        (strcmp(from_queue, MAIL_QUEUE_INCOMING) == 0 ||
+         strcmp(from_queue, MAIL_QUEUE_ACTIVE) == 0) &&
+        msg->attempts == 0 && info->rcpt_done == 0)
+        qmgr_message_received(msg);
 
     /* The load holds a reference so nothing completes half-way. */
     msg->refs = 1;
