@@ -6,12 +6,18 @@
  * greet with HELLO and a client of another version is logged with both
  * versions and dropped before it can begin a message. Each connection is an
  * attr_conn in the event loop; the attribute lists it carries drive one
- * message at a time (cleanup_message.c). The answer to END is written only after the queue
- * file and incoming/ are on stable storage; once that answer has left our
- * output buffer (or the client is gone), qmgr gets a wake-up trigger (which
- * may be lost: qmgr also scans), so qmgr never races the client's 250. A
- * protocol violation or a lost connection drops the connection and removes the
- * partial file. The modules are listed in cleanup.h.
+ * message at a time (cleanup_message.c). The answer to END is written only
+ * after the queue file and incoming/ are on stable storage: the messages
+ * whose END came in one pass of the event loop are committed together and
+ * share one fsync of incoming/ (cleanup_commit.h). A process that serves
+ * cleanup_process_connections clients tells master it is busy, so master
+ * starts another and the commits of the processes overlap on the disk.
+ * Once that answer has left our output buffer (or the client is gone), qmgr
+ * gets a wake-up trigger (which may be lost: qmgr also scans), so qmgr never
+ * races the client's 250. A protocol violation or a lost connection drops
+ * the connection and removes the partial file (also when its END waits for
+ * the group commit: that client was never answered). The modules are
+ * listed in cleanup.h.
  */
 #include "sys_defs.h"
 

@@ -44,6 +44,9 @@ SMTPD = LIBEXEC / "smtpd"
 CLEANUP = LIBEXEC / "cleanup"
 K = 6                   # messages in the group
 BODY = b"Subject: group\r\n\r\n" + b"body line\r\n" * 20
+# One cleanup process takes all K sessions (the one that is stopped).
+PARAMS = {"mynetworks": "127.0.0.1/32", "myhostname": "mx.test",
+          "cleanup_process_connections": "0"}
 
 
 def _can_connect(port):
@@ -122,8 +125,7 @@ def check_group_reply(events, qid, steps):
 def test_one_directory_fsync_for_a_group(make_instance, tmp_path):
     require(SMTPD, CLEANUP)
     _strace_usable()
-    inst = make_instance(params={"mynetworks": "127.0.0.1/32",
-                                 "myhostname": "mx.test"})
+    inst = make_instance(params=PARAMS)
     cleanup_pid, smtpd_pid = _started(inst)
     tracers = []
     try:
@@ -170,8 +172,7 @@ def test_one_directory_fsync_for_a_group(make_instance, tmp_path):
 def test_group_directory_fsync_fault(make_instance, shim, tmp_path):  # noqa: F811
     require(SMTPD, CLEANUP)
     _strace_usable()
-    inst = make_instance(params={"mynetworks": "127.0.0.1/32",
-                                 "myhostname": "mx.test"})
+    inst = make_instance(params=PARAMS)
     switch = _faulty_cleanup(inst, shim, tmp_path, "fsync", "EIO")
     # The K file fsyncs succeed, the directory fsync after them fails.
     wrapper = tmp_path / "cleanup-faulty"
@@ -200,3 +201,28 @@ def test_group_directory_fsync_fault(make_instance, shim, tmp_path):  # noqa: F8
     switch.unlink()
     with smtplib.SMTP("127.0.0.1", inst.port, timeout=20) as smtp:
         smtp.sendmail("s@example.test", ["r@example.test"], BODY)
+
+
+def test_more_cleanup_processes_when_busy(make_instance):
+    """cleanup_process_connections=2: with K sessions each holding a
+    message in cleanup, the cleanups tell master they are busy and master
+    starts more of them (K/2, cleanup's maxproc is unlimited); every
+    message is then committed and acknowledged."""
+    require(SMTPD, CLEANUP)
+    inst = make_instance(params=dict(PARAMS, cleanup_process_connections="2"))
+    _started(inst)
+    sessions = _open_sessions(inst)
+    try:
+        def cleanups():
+            return [p for p, n in inst.children().items() if n == "cleanup"]
+        wait_until(lambda: len(cleanups()) >= K // 2, 10,
+                   what="%d cleanup processes for %d sessions" % (K // 2, K))
+        for s in sessions:
+            code, text = s.data(BODY)
+            assert code == 250, "DATA answered %d %r" % (code, text)
+    finally:
+        for s in sessions:
+            try:
+                s.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
