@@ -248,7 +248,7 @@ static const MAIL_PARAM mail_param_tab[] = {
      "deliveries that get a Delivered-To: header (mailbox ones always do)"},
 
     /* The cleanup daemon. */
-    {"cleanup_process_connections", INT_RANGE(0, INTMAX), "0",
+    {"cleanup_process_connections", INT_RANGE(0, INTMAX), "3",
      "client connections one cleanup process serves before it tells master"
      " it is busy, so that master starts another (up to cleanup's maxproc)"
      " and their fsyncs overlap; 0: one process serves them all"},
