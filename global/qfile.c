@@ -347,8 +347,8 @@ void qfile_commit_group(QFILE_COMMIT *items, size_t count)
      * Each file: its records out, then its fsync, then its rename. In
      * passes, so that the disk sees the group's writes together: all the
      * files written out (and their writeback started), then each fsynced
-     * (the later ones mostly find their data, inode and directory blocks
-     * already written by the earlier ones), then each renamed.
+     * (a later one may find blocks it shares with an earlier one, an inode
+     * table block or the directory's, already written), then each renamed.
      */
     for (i = 0; i < count; i++) {
         QFILE_COMMIT *item = items + i;

@@ -159,7 +159,7 @@ typedef struct QFILE_COMMIT {
     const char *path; /* in: the final name */
     QFILE_STEP step; /* out: QFILE_STEP_NONE or the step that failed */
     int error; /* out: its errno */
-    bool synced; /* internal */
+    bool synced; /* internal: false on the way in */
 } QFILE_COMMIT;
 
 /* qfile_commit_group - commit count items; see above */
