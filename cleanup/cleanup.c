@@ -6,12 +6,18 @@
  * greet with HELLO and a client of another version is logged with both
  * versions and dropped before it can begin a message. Each connection is an
  * attr_conn in the event loop; the attribute lists it carries drive one
- * message at a time (cleanup_message.c). The answer to END is written only after the queue
- * file and incoming/ are on stable storage; once that answer has left our
- * output buffer (or the client is gone), qmgr gets a wake-up trigger (which
- * may be lost: qmgr also scans), so qmgr never races the client's 250. A
- * protocol violation or a lost connection drops the connection and removes the
- * partial file. The modules are listed in cleanup.h.
+ * message at a time (cleanup_message.c). The answer to END is written only
+ * after the queue file and incoming/ are on stable storage: the messages
+ * whose END came in one pass of the event loop are committed together and
+ * share one fsync of incoming/ (cleanup_commit.h). A process that serves
+ * cleanup_process_connections clients tells master it is busy, so master
+ * starts another and the commits of the processes overlap on the disk.
+ * Once that answer has left our output buffer (or the client is gone), qmgr
+ * gets a wake-up trigger (which may be lost: qmgr also scans), so qmgr never
+ * races the client's 250. A protocol violation or a lost connection drops
+ * the connection and removes the partial file (also when its END waits for
+ * the group commit: that client was never answered). The modules are
+ * listed in cleanup.h.
  */
 #include "sys_defs.h"
 
@@ -20,6 +26,7 @@
 #include "attr.h"
 #include "attr_conn.h"
 #include "cleanup.h"
+#include "cleanup_commit.h"
 #include "cleanup_dkim.h"
 #include "cleanup_proto.h"
 #include "events.h"
@@ -69,7 +76,9 @@ typedef struct CLEANUP_CTX {
     char *trigger_path; /* queue_dir/public/qmgr */
     int timeout; /* seconds */
     int conn_count;
+    int busy_connections; /* cleanup_process_connections; 0: never busy */
     bool trigger_pending;
+    CLEANUP_COMMIT *commit; /* group commit queue (cleanup_commit.h) */
 } CLEANUP_CTX;
 
 typedef enum CLEANUP_STATE {
@@ -77,6 +86,7 @@ typedef enum CLEANUP_STATE {
     CLEANUP_STATE_IDLE, /* expect BEGIN */
     CLEANUP_STATE_ENVELOPE, /* RCPT, DATA or END */
     CLEANUP_STATE_CONTENT, /* DATA or END */
+    CLEANUP_STATE_COMMIT, /* END came: waiting for the group commit */
 } CLEANUP_STATE;
 
 typedef struct CLEANUP_CONN {
@@ -98,11 +108,16 @@ static void cleanup_conn_free(CLEANUP_CONN *conn)
     /* A committed message whose client left before the reply went out. */
     if (conn->wake_qmgr)
         cleanup_wake_qmgr(ctx);
+    /* Gone before its commit: nobody was told, the file goes. */
+    if (conn->msg != NULL && conn->msg->commit_pending)
+        cleanup_commit_cancel(ctx->commit, conn->msg);
     attr_conn_free(conn->client); /* maybe from its callback: attr_conn.h */
     conn->msg = cleanup_msg_free(conn->msg);
     vstr_free(conn->why);
     myfree(conn);
     ctx->conn_count--;
+    if (ctx->busy_connections > 0 && ctx->conn_count < ctx->busy_connections)
+        mail_server_busy(ctx->server, false);
     if (ctx->conn_count == 0 && mail_server_retiring(ctx->server))
         mail_server_exit(ctx->server, 0);
 }
@@ -217,7 +232,28 @@ static bool cleanup_data(CLEANUP_CONN *conn, const ATTR_LIST *list)
     return true;
 }
 
-/* cleanup_end - END: commit or abort, then answer */
+/* cleanup_answer - the message is done: answer END, forget the message */
+static void cleanup_answer(CLEANUP_CONN *conn, int status)
+{
+    cleanup_reply(conn, status, vstr_str(conn->msg->reason), conn->msg->qid);
+    if (conn->msg->committed && !conn->msg->hold)
+        conn->wake_qmgr = true; /* cleanup_on_drain, after the reply */
+    conn->msg = cleanup_msg_free(conn->msg);
+    conn->state = CLEANUP_STATE_IDLE;
+}
+
+/* cleanup_commit_done - the group commit of conn's message is over */
+static void cleanup_commit_done(CLEANUP_MSG *msg, int status, void *arg)
+{
+    CLEANUP_CONN *conn = arg;
+
+    if (conn->msg != msg)
+        msg_panic("%s: message %s is not the connection's", __func__, msg->qid);
+    cleanup_answer(conn, status);
+}
+
+/* cleanup_end - END: abort, or queue the message for the group commit
+   (cleanup_commit_done answers); a message that failed is answered now */
 static bool cleanup_end(CLEANUP_CONN *conn, const ATTR_LIST *list)
 {
     CLEANUP_END end;
@@ -229,12 +265,15 @@ static bool cleanup_end(CLEANUP_CONN *conn, const ATTR_LIST *list)
         vstr_cpy(conn->why, "end outside a message");
         return false;
     }
+    conn->msg->defer_commit = true;
     status = cleanup_msg_end(conn->msg, end.abort);
-    cleanup_reply(conn, status, vstr_str(conn->msg->reason), conn->msg->qid);
-    if (conn->msg->committed && !conn->msg->hold)
-        conn->wake_qmgr = true; /* cleanup_on_drain, after the reply */
-    conn->msg = cleanup_msg_free(conn->msg);
-    conn->state = CLEANUP_STATE_IDLE;
+    if (conn->msg->commit_pending) {
+        conn->state = CLEANUP_STATE_COMMIT;
+        cleanup_commit_add(conn->ctx->commit, conn->msg, cleanup_commit_done,
+                           conn);
+        return true;
+    }
+    cleanup_answer(conn, status);
     return true;
 }
 
@@ -245,6 +284,10 @@ static bool cleanup_request(CLEANUP_CONN *conn, const ATTR_LIST *list)
 
     if (conn->state == CLEANUP_STATE_HELLO)
         return cleanup_hello(conn, list);
+    if (conn->state == CLEANUP_STATE_COMMIT) {
+        vstr_cpy(conn->why, "request before the answer to end");
+        return false;
+    }
     if (request == NULL) {
         vstr_cpy(conn->why, "list without request");
         return false;
@@ -305,7 +348,8 @@ static void cleanup_on_end(ATTR_CONN *client, ATTR_CONN_END kind,
         cleanup_protocol_error(conn);
         return;
     }
-    if (conn->msg != NULL && conn->state == CLEANUP_STATE_CONTENT)
+    if (conn->msg != NULL && (conn->state == CLEANUP_STATE_CONTENT ||
+                              conn->state == CLEANUP_STATE_COMMIT))
         msg_info("%s: %s with client while receiving the message;"
                  " message discarded",
                  conn->msg->qid,
@@ -331,6 +375,8 @@ static void cleanup_accept(MAIL_SERVER *server, int fd, void *arg)
     conn->client = attr_conn_accept(mail_server_base(server), fd,
                                     CLEANUP_LIST_MAX, &cleanup_conn_ops, conn);
     ctx->conn_count++;
+    if (ctx->busy_connections > 0 && ctx->conn_count >= ctx->busy_connections)
+        mail_server_busy(server, true); /* master starts another cleanup */
     attr_conn_timeouts(conn->client, ctx->timeout, ctx->timeout);
     cleanup_send(conn, cleanup_hello_list());
 }
@@ -416,6 +462,9 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
         mail_conf_size(conf, "body_checks_size_limit");
     /* daemon_timeout: the table keeps it within 1s..INT32_MAX. */
     ctx->timeout = (int) mail_conf_time(conf, "daemon_timeout");
+    ctx->busy_connections =
+        (int) mail_conf_int(conf, "cleanup_process_connections");
+    ctx->commit = cleanup_commit_create(mail_server_base(server));
     mail_queue_service(path, ctx->conf.queue_dir, MAIL_QUEUE_PUBLIC,
                        MAIL_QUEUE_QMGR_SERVICE);
     ctx->trigger_path = vstr_export(path);
@@ -431,6 +480,15 @@ static void cleanup_retire(MAIL_SERVER *server, void *arg)
 
     if (ctx->conn_count == 0)
         mail_server_exit(server, 0);
+}
+
+/* cleanup_post_loop - free what lives on the event base */
+static void cleanup_post_loop(MAIL_SERVER *server, void *arg)
+{
+    CLEANUP_CTX *ctx = arg;
+
+    (void) server;
+    ctx->commit = cleanup_commit_free(ctx->commit);
 }
 
 /* cleanup_ctx_release - free what pre_loop read (ASan leak reports) */
@@ -466,6 +524,7 @@ int main(int argc, char **argv)
         .pre_loop = cleanup_pre_loop,
         .on_accept = cleanup_accept,
         .on_retire = cleanup_retire,
+        .post_loop = cleanup_post_loop,
     };
     CLEANUP_CTX ctx;
     int status;

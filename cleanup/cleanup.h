@@ -3,6 +3,8 @@
  *
  * cleanup.c         the daemon: configuration, connections, the protocol of
  *                   global/cleanup_proto.h, waking qmgr
+ * cleanup_commit.c  group commit: the messages whose END came together
+ *                   share one fsync of incoming/ (cleanup_commit.h)
  * cleanup_message.c one message: the queue file under a temporary name in
  *                   incoming/ (the queue-file producer, global/qfile.h),
  *                   envelope records, commit (fsync, rename, fsync
@@ -108,6 +110,10 @@ struct CLEANUP_MSG {
     int status; /* 0 or an SMTP reply code */
     VSTR *reason; /* "4.3.0 queue file write error" */
     bool committed;
+    bool defer_commit; /* the daemon commits it in a group (END returns
+                          with commit_pending set) */
+    bool commit_pending; /* ready, waiting for its group commit */
+    long long content_size; /* as committed */
     long long flags;
     char *sender; /* qualified */
     char *full_name; /* sendmail -F, or NULL */
@@ -146,8 +152,18 @@ extern CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
 extern void cleanup_msg_rcpt(CLEANUP_MSG *msg, const char *address,
                              const char *orcpt, const char *notify);
 extern void cleanup_msg_data(CLEANUP_MSG *msg, const char *data, size_t len);
-/* cleanup_msg_end - commit (or abort): the status to send */
+/* cleanup_msg_end - commit (or abort): the status to send; with
+   msg->defer_commit, a message ready to commit is left with
+   msg->commit_pending set (status 0 so far) for cleanup_commit.h */
 extern int cleanup_msg_end(CLEANUP_MSG *msg, bool abort);
+
+/* cleanup_commit.c (the queue itself: cleanup_commit.h) */
+/* cleanup_msg_commit - commit a message cleanup_msg_end() found ready (or
+   leave it pending with msg->defer_commit); its status */
+extern int cleanup_msg_commit(CLEANUP_MSG *msg);
+/* cleanup_msg_commit_done - record the commit's outcome (step and errno
+   from qfile_commit_group) and log it */
+extern void cleanup_msg_commit_done(CLEANUP_MSG *msg, QFILE_STEP step, int err);
 /* cleanup_msg_free - remove the file unless committed; returns NULL */
 extern CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg);
 /* cleanup_msg_fail - record a failure (the first one wins) and remove the

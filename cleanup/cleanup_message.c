@@ -311,7 +311,6 @@ static int cleanup_msg_event(const CLEANUP_MSG *msg, long long size)
 /* cleanup_msg_end - commit or abort; the status to send */
 int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
 {
-    QFILE_STEP step;
     long long size;
 
     if (abort) {
@@ -352,23 +351,9 @@ int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
         cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
         return msg->status;
     }
-    msg->writer = NULL;
-    if (qfile_commit(msg->out, msg->final_path, &step) < 0) {
-        msg->out = NULL;
-        msg_warn("commit %s: %s: %m", msg->qid, qfile_step_name(step));
-        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
-        return msg->status;
-    }
-    msg->out = NULL;
-    msg->committed = true;
-    /* Postfix's cleanup line; qmgr logs from=, size=, nrcpt= when it takes
-       the file. */
-    msg_info("%s: message-id=%s", msg->qid,
-             msg->message_id ? msg->message_id : "<>");
-    if (msg_verbose_get())
-        msg_info("%s: committed, size=%lld, nrcpt=%d", msg->qid, size,
-                 msg->rcpt_count);
-    return 0;
+    msg->content_size = size;
+    /* The commit itself, and its log lines: cleanup_commit.c. */
+    return cleanup_msg_commit(msg);
 }
 
 /* cleanup_msg_free - remove the file unless committed; returns NULL */

@@ -326,6 +326,11 @@ static const MAIL_PARAM mail_param_tab[] = {
      "lowest uid virtual_uid_maps may name"},
     {"virtual_mailbox_limit", SIZE, "51200000",
      "largest mbox file or message virtual writes (0: no limit)"},
+    /* The cleanup daemon. */
+    {"cleanup_process_connections", INT_RANGE(0, INTMAX), "3",
+     "client connections one cleanup process serves before it tells master"
+     " it is busy, so that master starts another (up to cleanup's maxproc)"
+     " and their fsyncs overlap; 0: one process serves them all"},
 
     /* Address rewriting and content checks (cleanup). */
     {"canonical_maps", LIST, "",

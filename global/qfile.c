@@ -313,30 +313,111 @@ static void qfile_remove(const char *path)
     errno = saved_errno;
 }
 
+/* qfile_dir_len - length of the directory part of path ("a/b/c": 3) */
+static size_t qfile_dir_len(const char *path)
+{
+    const char *slash = strrchr(path, '/');
+
+    return slash ? (size_t) (slash - path) : 0;
+}
+
+/* qfile_same_dir - do two paths name files in the same directory */
+static bool qfile_same_dir(const char *a, const char *b)
+{
+    size_t len = qfile_dir_len(a);
+
+    return len == qfile_dir_len(b) && strncmp(a, b, len) == 0;
+}
+
+/* qfile_commit_fail - item failed at step (errno says why): its temporary
+   file goes */
+static void qfile_commit_fail(QFILE_COMMIT *item, QFILE_STEP step)
+{
+    item->step = step;
+    item->error = errno ? errno : EIO;
+    qfile_remove(item->out->path);
+}
+
+/* qfile_commit_group - write, fsync, rename each; one fsync per directory */
+void qfile_commit_group(QFILE_COMMIT *items, size_t count)
+{
+    size_t i, j;
+
+    /*
+     * Each file: its records out, then its fsync, then its rename. In
+     * passes, so that the disk sees the group's writes together: all the
+     * files written out (and their writeback started), then each fsynced
+     * (a later one may find blocks it shares with an earlier one, an inode
+     * table block or the directory's, already written), then each renamed.
+     */
+    for (i = 0; i < count; i++) {
+        QFILE_COMMIT *item = items + i;
+
+        item->step = QFILE_STEP_NONE;
+        item->error = 0;
+        if (qfile_writer_end(item->out->writer) < 0)
+            qfile_commit_fail(item, QFILE_STEP_WRITE);
+        else if (count > 1)
+            safe_file_start_writeback(item->out->fd);
+    }
+    for (i = 0; i < count; i++)
+        if (items[i].step == QFILE_STEP_NONE &&
+            safe_file_fsync(items[i].out->fd) < 0)
+            qfile_commit_fail(items + i, QFILE_STEP_FSYNC);
+    for (i = 0; i < count; i++)
+        if (items[i].step == QFILE_STEP_NONE &&
+            rename(items[i].out->path, items[i].path) < 0)
+            qfile_commit_fail(items + i, QFILE_STEP_RENAME);
+
+    /*
+     * One directory fsync covers every rename into that directory done
+     * before it. When it fails, none of them is known to be durable: take
+     * each back, so that each client's retry is no duplicate.
+     */
+    for (i = 0; i < count; i++) {
+        QFILE_COMMIT *item = items + i;
+        int sync_fd =
+            (item->out->flags & QFILE_CREATE_SYNCFS) ? item->out->fd : -1;
+        int err;
+
+        if (item->step != QFILE_STEP_NONE || item->synced)
+            continue;
+        if (safe_file_fsync_parent_or_fs(item->path, sync_fd) == 0) {
+            for (j = i; j < count; j++)
+                if (items[j].step == QFILE_STEP_NONE &&
+                    qfile_same_dir(item->path, items[j].path))
+                    items[j].synced = true;
+            continue;
+        }
+        err = errno ? errno : EIO;
+        for (j = i; j < count; j++) {
+            if (items[j].step == QFILE_STEP_NONE && !items[j].synced &&
+                qfile_same_dir(item->path, items[j].path)) {
+                items[j].step = QFILE_STEP_DIR_FSYNC;
+                items[j].error = err;
+                qfile_remove(items[j].path);
+            }
+        }
+    }
+    for (i = 0; i < count; i++) {
+        qfile_out_free(items[i].out);
+        items[i].out = NULL;
+        items[i].synced = false;
+    }
+}
+
 /* qfile_commit - write, fsync, rename, fsync the directory */
 int qfile_commit(QFILE_OUT *out, const char *path, QFILE_STEP *failed_step)
 {
-    QFILE_STEP step = QFILE_STEP_NONE;
-    int sync_fd = (out->flags & QFILE_CREATE_SYNCFS) ? out->fd : -1;
+    QFILE_COMMIT item = {.out = out, .path = path};
 
-    /* Each step only after the one before it succeeded. */
-    if (qfile_writer_end(out->writer) < 0) {
-        step = QFILE_STEP_WRITE;
-    } else if (safe_file_fsync(out->fd) < 0) {
-        step = QFILE_STEP_FSYNC;
-    } else if (rename(out->path, path) < 0) {
-        step = QFILE_STEP_RENAME;
-    } else if (safe_file_fsync_parent_or_fs(path, sync_fd) < 0) {
-        /* Visible but not known to be durable: take it back. */
-        step = QFILE_STEP_DIR_FSYNC;
-        qfile_remove(path);
-    }
-    if (step != QFILE_STEP_NONE && step != QFILE_STEP_DIR_FSYNC)
-        qfile_remove(out->path);
-    qfile_out_free(out);
+    qfile_commit_group(&item, 1);
     if (failed_step)
-        *failed_step = step;
-    return step == QFILE_STEP_NONE ? 0 : -1;
+        *failed_step = item.step;
+    if (item.step == QFILE_STEP_NONE)
+        return 0;
+    errno = item.error;
+    return -1;
 }
 
 /* qfile_abort - close and remove the temporary file */

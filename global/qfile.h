@@ -145,6 +145,25 @@ extern const char *qfile_out_path(const QFILE_OUT *out);
    success) */
 extern int qfile_commit(QFILE_OUT *out, const char *path,
                         QFILE_STEP *failed_step);
+/*
+ * Group commit: qfile_commit() for several files at once, sharing the
+ * directory fsync. Each file is written out, fsynced and renamed, in that
+ * order, as qfile_commit() does; then each directory that received a file
+ * is fsynced once, which makes every rename into it done before durable.
+ * When that fsync fails, every file renamed into that directory is taken
+ * back (removed) and fails with QFILE_STEP_DIR_FSYNC. Only an item whose
+ * step is QFILE_STEP_NONE afterwards may be acknowledged.
+ */
+typedef struct QFILE_COMMIT {
+    QFILE_OUT *out; /* in: released by the commit (NULL after) */
+    const char *path; /* in: the final name */
+    QFILE_STEP step; /* out: QFILE_STEP_NONE or the step that failed */
+    int error; /* out: its errno */
+    bool synced; /* internal: false on the way in */
+} QFILE_COMMIT;
+
+/* qfile_commit_group - commit count items; see above */
+extern void qfile_commit_group(QFILE_COMMIT *items, size_t count);
 /* qfile_abort - close and remove the temporary file, release out; NULL.
    NULL is a no-op. */
 extern QFILE_OUT *qfile_abort(QFILE_OUT *out);

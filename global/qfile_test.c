@@ -747,6 +747,94 @@ static void test_commit_other_dir(void **state)
     assert_string_equal(test_out_files(), "hold/E1");
 }
 
+/* test_count_word - how many times word appears in the trace */
+static int test_count_word(const char *trace, const char *word)
+{
+    size_t len = strlen(word);
+    int count = 0;
+
+    for (const char *cp = trace; (cp = strstr(cp, word)) != NULL; cp += len)
+        if ((cp == trace || cp[-1] == ' ') && (cp[len] == ' ' || !cp[len]))
+            count++;
+    return count;
+}
+
+/* test_group_item - create incoming/.tmp.NAME with a message of len
+   content bytes, to be committed as DIR/NAME */
+static void test_group_item(QFILE_COMMIT *item, char *path, size_t size,
+                            const char *dir, const char *name, size_t len)
+{
+    char tmp[PATH_MAX + 64];
+
+    snprintf(tmp, sizeof(tmp), "%s/incoming/.tmp.%s", test_sys.dir, name);
+    snprintf(path, size, "%s/%s/%s", test_sys.dir, dir, name);
+    memset(item, 0, sizeof(*item));
+    item->out = qfile_create(tmp, 0600, 0);
+    assert_non_null(item->out);
+    test_out_fill(item->out, len);
+    item->path = path;
+}
+
+/* Group commit: three files into incoming/ and one into hold/ share one
+   directory fsync per directory, each after every rename into it; a file
+   whose rename fails fails alone, and its temporary file is gone. */
+static void test_commit_group(void **state)
+{
+    QFILE_COMMIT items[4];
+    char paths[4][PATH_MAX + 64];
+    static const char *const names[] = {"G0", "G1", "G2", "G3"};
+
+    assert_int_equal(mkdir(test_out_path("incoming"), 0700), 0);
+    assert_int_equal(mkdir(test_out_path("hold"), 0700), 0);
+    for (size_t i = 0; i < 4; i++)
+        test_group_item(items + i, paths[i], sizeof(paths[i]),
+                        i == 3 ? "hold" : "incoming", names[i], 10 + i);
+    assert_int_equal(unlink(test_out_path("incoming/.tmp.G1")), 0);
+    test_sys.trace[0] = 0;
+    qfile_commit_group(items, 4);
+    assert_int_equal(items[0].step, QFILE_STEP_NONE);
+    assert_int_equal(items[1].step, QFILE_STEP_RENAME);
+    assert_int_equal(items[1].error, ENOENT);
+    assert_int_equal(items[2].step, QFILE_STEP_NONE);
+    assert_int_equal(items[3].step, QFILE_STEP_NONE);
+    for (size_t i = 0; i < 4; i++)
+        assert_null(items[i].out);
+    assert_int_equal(test_count_word(test_sys.trace, "rename"), 4);
+    assert_int_equal(test_count_word(test_sys.trace, "dir-fsync"), 2);
+    /* Every rename before the first directory fsync. */
+    assert_null(strstr(strstr(test_sys.trace, "dir-fsync"), "rename"));
+    assert_string_equal(test_out_files(), "hold/G3 incoming/G0 incoming/G2");
+    test_out_check(paths[0], 10);
+    test_out_check(paths[2], 12);
+    test_out_check(paths[3], 13);
+}
+
+/* The group's fsync of incoming/ fails: every file renamed into it is
+   taken back and fails at that step with its errno; the file committed
+   into hold/ (another fsync) stands. */
+static void test_commit_group_dir_fsync_fails(void **state)
+{
+    QFILE_COMMIT items[3];
+    char paths[3][PATH_MAX + 64];
+    static const char *const names[] = {"H0", "H1", "H2"};
+
+    assert_int_equal(mkdir(test_out_path("incoming"), 0700), 0);
+    assert_int_equal(mkdir(test_out_path("hold"), 0700), 0);
+    for (size_t i = 0; i < 3; i++)
+        test_group_item(items + i, paths[i], sizeof(paths[i]),
+                        i == 2 ? "hold" : "incoming", names[i], 10);
+    test_sys.fail_op = "dir-fsync";
+    test_sys.fail_errno = EIO;
+    qfile_commit_group(items, 3);
+    assert_int_equal(items[0].step, QFILE_STEP_DIR_FSYNC);
+    assert_int_equal(items[0].error, EIO);
+    assert_int_equal(items[1].step, QFILE_STEP_DIR_FSYNC);
+    assert_int_equal(items[1].error, EIO);
+    assert_int_equal(items[2].step, QFILE_STEP_NONE);
+    assert_string_equal(test_out_files(), "hold/H2");
+    test_out_check(paths[2], 10);
+}
+
 /* A directory that cannot be opened for want of permission: with
    QFILE_CREATE_SYNCFS the file's file system is synced instead, after the
    rename; without it, or for another error, the commit fails. */
@@ -973,6 +1061,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_commit_fails_at_each_step,
                                         test_out_setup, test_out_teardown),
         cmocka_unit_test_setup_teardown(test_commit_after_write_error,
+                                        test_out_setup, test_out_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_group, test_out_setup,
+                                        test_out_teardown),
+        cmocka_unit_test_setup_teardown(test_commit_group_dir_fsync_fails,
                                         test_out_setup, test_out_teardown),
         cmocka_unit_test_setup_teardown(test_commit_other_dir, test_out_setup,
                                         test_out_teardown),

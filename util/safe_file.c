@@ -89,6 +89,16 @@ int safe_file_fsync(int fd)
     return ret;
 }
 
+/* safe_file_start_writeback - start writing fd's dirty pages, no wait */
+void safe_file_start_writeback(int fd)
+{
+#ifdef SYNC_FILE_RANGE_WRITE
+    (void) sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+#else
+    (void) fd;
+#endif
+}
+
 /* safe_file_fsync_dir - fsync the directory dir itself */
 int safe_file_fsync_dir(const char *dir)
 {

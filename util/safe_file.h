@@ -19,6 +19,11 @@ extern int safe_file_pwrite_all(int fd, const void *data, size_t len,
                                 off_t offset);
 /* safe_file_fsync - fdatasync (or fsync) a descriptor */
 extern int safe_file_fsync(int fd);
+/* safe_file_start_writeback - ask the kernel to start writing fd's dirty
+   pages now, without waiting (sync_file_range(2) where there is one): a
+   hint that lets the writes of several files overlap before each is
+   fsynced. It makes nothing durable; errors are ignored. */
+extern void safe_file_start_writeback(int fd);
 /* safe_file_fsync_dir - fsync the directory dir itself */
 extern int safe_file_fsync_dir(const char *dir);
 /* safe_file_fsync_dir_or_fs - fsync the directory dir; when dir cannot be

@@ -1,0 +1,228 @@
+"""test_group_commit - messages committed together share one fsync of
+incoming/ (issue 14 item 2), and invariant 1 still holds for each
+
+cleanup commits every message whose END it read in one pass of its event
+loop as a group (cleanup/cleanup_commit.c, global/qfile.c:
+qfile_commit_group): each queue file written, fsynced and renamed, then one
+fsync of incoming/ for all of them, then the answers. To get a group for
+certain, K SMTP sessions each start a message (cleanup has opened K
+temporary files), cleanup is stopped (SIGSTOP), the K sessions send their
+DATA (smtpd passes each END to cleanup's socket, seen in smtpd's trace),
+and cleanup is continued: it reads the K ENDs in one pass.
+
+- test_one_directory_fsync_for_a_group: strace of cleanup and smtpd (the
+  order checker of test_durability.py, per message): for every one of the K
+  messages, open -> file fsync -> rename -> a directory fsync of incoming/
+  -> the success answer to its END -> smtpd's 250; and fewer successful
+  fsyncs of incoming/ than messages (one per message before group commit).
+- test_group_directory_fsync_fault: tests/faultshim.c lets K fsyncs of
+  files under incoming/ succeed and fails the next (the group's directory
+  fsync): all K clients get 451 4.3.0, every renamed file is taken back
+  (incoming/ and active/ hold nothing), the log names the step for each,
+  and once the fault clears a message is queued. Committed one at a time
+  (before group commit) the first messages got 250 and later ones failed
+  at their file fsync instead.
+"""
+
+import concurrent.futures
+import errno
+import os
+import re
+import signal
+import smtplib
+import socket
+
+import pytest
+
+from conftest import LIBEXEC, require, wait_until
+from test_durability import (READS, SYNCS, WRITES, Tracer, _describe, _done,
+                             _strace_usable, _strings, check_publish_order,
+                             parse_trace)
+from test_faults import _faulty_cleanup, shim  # noqa: F401 (a fixture)
+
+SMTPD = LIBEXEC / "smtpd"
+CLEANUP = LIBEXEC / "cleanup"
+K = 6                   # messages in the group
+BODY = b"Subject: group\r\n\r\n" + b"body line\r\n" * 20
+# One cleanup process takes all K sessions (the one that is stopped).
+PARAMS = {"mynetworks": "127.0.0.1/32", "myhostname": "mx.test",
+          "cleanup_process_connections": "0"}
+
+
+def _can_connect(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def _started(inst):
+    inst.start()
+    wait_until(lambda: _can_connect(inst.port), 10, what="smtpd to listen")
+    return inst.child("cleanup"), inst.child("smtpd")
+
+
+def _open_sessions(inst):
+    """K SMTP sessions, each with a message begun in cleanup (RCPT is
+    answered only after cleanup answered BEGIN: its file is open)."""
+    sessions = []
+    for i in range(K):
+        smtp = smtplib.SMTP("127.0.0.1", inst.port, timeout=30)
+        sessions.append(smtp)
+        assert smtp.mail("s%d@example.test" % i)[0] == 250
+        assert smtp.rcpt("r%d@example.test" % i)[0] == 250
+    return sessions
+
+
+def _group(inst, cleanup_pid, sessions, ends_sent):
+    """Stop cleanup, send every session's DATA, wait until ends_sent()
+    says smtpd has passed all K ENDs on, continue cleanup; the K
+    (code, text) answers to DATA."""
+    os.kill(cleanup_pid, signal.SIGSTOP)
+    try:
+        with concurrent.futures.ThreadPoolExecutor(K) as pool:
+            futures = [pool.submit(s.data, BODY) for s in sessions]
+            wait_until(ends_sent, 20, what="smtpd to pass %d ENDs on" % K)
+            os.kill(cleanup_pid, signal.SIGCONT)
+            answers = [f.result(timeout=60) for f in futures]
+    finally:
+        os.kill(cleanup_pid, signal.SIGCONT)
+        for s in sessions:
+            try:
+                s.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+    return [(code, text.decode()) for code, text in answers]
+
+
+def check_group_reply(events, qid, steps):
+    """The answer to this message's END: on the connection that got its
+    queue ID (cleanup's answer to BEGIN), the first write after the END
+    was read; a success for qid, after the directory fsync returned."""
+    op, dsync = steps["open"], steps["dir_sync"]
+    begun = [e for e in events[op.index:] if e.name in WRITES and
+             any("queue_id=" in s and qid in s for s in _strings(e))]
+    assert begun, "no BEGIN answer naming %s" % qid
+    conn = begun[0]
+    ends = [e for e in events[conn.index + 1:] if e.name in READS and
+            e.pid == conn.pid and e.fd == conn.fd and
+            any("request=3:end" in s for s in _strings(e))]
+    assert ends, "no END read on fd %s after %s" % (conn.fd, _describe(conn))
+    end = ends[0]
+    replies = [e for e in events[end.index + 1:] if e.name in WRITES and
+               e.pid == end.pid and e.fd == end.fd]
+    assert replies, "no answer to END on fd %s" % end.fd
+    reply = replies[0]
+    assert any("status=1:0" in s and qid in s for s in _strings(reply)), \
+        "END answer is not a success for %s: %s" % (qid, _describe(reply))
+    assert dsync.index < reply.index and _done(dsync) <= reply.ts, \
+        "END of %s answered %s before the directory fsync %s" % (
+            qid, _describe(reply), _describe(dsync))
+    return reply
+
+
+def test_one_directory_fsync_for_a_group(make_instance, tmp_path):
+    require(SMTPD, CLEANUP)
+    _strace_usable()
+    inst = make_instance(params=PARAMS)
+    cleanup_pid, smtpd_pid = _started(inst)
+    tracers = []
+    try:
+        for name, pid in (("cleanup", cleanup_pid), ("smtpd", smtpd_pid)):
+            tracers.append(Tracer(pid, tmp_path / (name + ".trace"),
+                                  tmp_path / (name + ".err")))
+        for t in tracers:
+            t.wait_attached()
+        cl_tr, sm_tr = tracers
+        sessions = _open_sessions(inst)
+        wait_until(lambda: cl_tr.text().count("/.tmp.") >= K, 10,
+                   what="cleanup's %d queue file opens in its trace" % K)
+        answers = _group(inst, cleanup_pid, sessions,
+                         lambda: sm_tr.text().count("request=3:end") >= K)
+        qids = []
+        for code, text in answers:
+            assert code == 250, "DATA answered %d %s" % (code, text)
+            qids.append(re.search(r"queued as (\S+)", text).group(1))
+        wait_until(lambda: all("queued as " + q in sm_tr.text() for q in qids),
+                   10, what="the 250s in smtpd's trace")
+    finally:
+        for t in tracers:
+            t.stop()
+
+    cl_events = parse_trace(cl_tr.text())
+    sm_events = parse_trace(sm_tr.text())
+    incoming = os.path.normpath(os.path.realpath(inst.queue_dir / "incoming"))
+    for qid in qids:
+        steps = check_publish_order(cl_events, qid)
+        check_group_reply(cl_events, qid, steps)
+        acks = [e for e in sm_events if e.name in WRITES and
+                any("250 2.0.0 Ok: queued as " + qid in s for s in _strings(e))]
+        assert len(acks) == 1, "want one 250 for %s in smtpd" % qid
+        assert acks[0].ts > _done(steps["dir_sync"]), \
+            "smtpd acknowledged %s before cleanup's directory fsync" % qid
+    dir_syncs = [e for e in cl_events if e.name in SYNCS and e.ret == "0" and
+                 e.path is not None and
+                 os.path.normpath(os.path.realpath(e.path)) == incoming]
+    assert 1 <= len(dir_syncs) < len(qids), \
+        "%d fsyncs of incoming/ for %d messages committed together" % (
+            len(dir_syncs), len(qids))
+
+
+def test_group_directory_fsync_fault(make_instance, shim, tmp_path):  # noqa: F811
+    require(SMTPD, CLEANUP)
+    _strace_usable()
+    inst = make_instance(params=PARAMS)
+    switch = _faulty_cleanup(inst, shim, tmp_path, "fsync", "EIO")
+    # The K file fsyncs succeed, the directory fsync after them fails.
+    wrapper = tmp_path / "cleanup-faulty"
+    wrapper.write_text(wrapper.read_text().replace(
+        "export ", "FAULT_AFTER=%d\nexport FAULT_AFTER " % K))
+    cleanup_pid, smtpd_pid = _started(inst)
+    sm_tr = Tracer(smtpd_pid, tmp_path / "smtpd.trace", tmp_path / "smtpd.err")
+    try:
+        sm_tr.wait_attached()
+        sessions = _open_sessions(inst)
+        switch.write_text("on")
+        answers = _group(inst, cleanup_pid, sessions,
+                         lambda: sm_tr.text().count("request=3:end") >= K)
+    finally:
+        sm_tr.stop()
+    for code, text in answers:
+        assert code == 451 and "4.3.0" in text, \
+            "DATA answered %d %s with the group's directory fsync failing" % (
+                code, text)
+    for d in ("incoming", "active"):
+        assert os.listdir(inst.queue_dir / d) == [], \
+            "%s/ after the failed directory fsync: %r" % (
+                d, os.listdir(inst.queue_dir / d))
+    inst.wait_log(r"cleanup.*: warning: commit \w+: directory fsync: %s" %
+                  re.escape(os.strerror(errno.EIO)), count=K)
+    switch.unlink()
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=20) as smtp:
+        smtp.sendmail("s@example.test", ["r@example.test"], BODY)
+
+
+def test_more_cleanup_processes_when_busy(make_instance):
+    """cleanup_process_connections=2: with K sessions each holding a
+    message in cleanup, the cleanups tell master they are busy and master
+    starts more of them (K/2, cleanup's maxproc is unlimited); every
+    message is then committed and acknowledged."""
+    require(SMTPD, CLEANUP)
+    inst = make_instance(params=dict(PARAMS, cleanup_process_connections="2"))
+    _started(inst)
+    sessions = _open_sessions(inst)
+    try:
+        def cleanups():
+            return [p for p, n in inst.children().items() if n == "cleanup"]
+        wait_until(lambda: len(cleanups()) >= K // 2, 10,
+                   what="%d cleanup processes for %d sessions" % (K // 2, K))
+        for s in sessions:
+            code, text = s.data(BODY)
+            assert code == 250, "DATA answered %d %r" % (code, text)
+    finally:
+        for s in sessions:
+            try:
+                s.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
