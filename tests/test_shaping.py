@@ -131,6 +131,11 @@ def test_reload_with_a_malformed_file_keeps_the_rules(make_instance, make_sink, 
     inst, rules = shaped_instance(make_instance,
                                   "once.test message_rate=1/s\n",
                                   {"once.test": sink}, tmp_path)
+    # qmgr has read the good rules once `sluice shaping` gets an answer
+    # (qmgr loads them before it serves private/qmgr-shaping; the command
+    # waits for a qmgr still starting). Without this the file could be
+    # replaced before qmgr's first read, and qmgr would start on it.
+    inst.check("shaping")
     qmgr = inst.child("qmgr")
     rules.write_text(BAD_RULES)
     inst.reload()
