@@ -380,14 +380,14 @@ done
 say "install-deps --build: none of the test-only packages ($TEST_ONLY_PROBES) installed"
 
 # --- 2. make check --------------------------------------------------------
-say "make-check: make check PYTEST_FLAGS=-rs ${SLUICE_FRESH_MAKEFLAGS:-} (log: $WORK/logs/make-check.log)"
+say "make-check: CI=true make check PYTEST_FLAGS=-rs ${SLUICE_FRESH_MAKEFLAGS:-} (log: $WORK/logs/make-check.log)"
 # in_root CMD with its output shown and written to LOG too; CMD's status.
 in_root_tee() {
     in_root "$2" 2>&1 | tee "$1"
     return "${PIPESTATUS[0]}"
 }
 rc=0
-fg_wait in_root_tee "$WORK/logs/make-check.log" "make check PYTEST_FLAGS=-rs ${SLUICE_FRESH_MAKEFLAGS:-}" || rc=$?
+fg_wait in_root_tee "$WORK/logs/make-check.log" "CI=true make check PYTEST_FLAGS=-rs ${SLUICE_FRESH_MAKEFLAGS:-}" || rc=$?
 if [ "$rc" -ne 0 ]; then
     die "make check failed in the fresh chroot (exit $rc) after $(elapsed)"
 fi
