@@ -61,6 +61,7 @@
 #include "qid.h"
 #include "safe_file.h"
 #include "sluice.h"
+#include "smtpd_words.h"
 #include "tls_client.h"
 #include "vstr.h"
 
@@ -186,41 +187,6 @@ static const char *const sluice_check_restrictions[] = {
     "smtpd_recipient_restrictions",
 };
 
-/* The restriction words smtpd knows (smtpd/smtpd_check.c, smtpd_words:
-   keep the two in step); table: the next word is a type:table. A word
-   smtpd does not know (Debian's defer_unauth_destination, say) makes
-   smtpd answer 451 where it is met, so check refuses it. */
-static const struct {
-    const char *name;
-    bool table;
-} sluice_check_words[] = {
-    {"permit", false},
-    {"reject", false},
-    {"defer", false},
-    {"permit_mynetworks", false},
-    {"permit_sasl_authenticated", false},
-    {"reject_unauth_destination", false},
-    {"permit_auth_destination", false},
-    {"reject_unlisted_recipient", false},
-    {"reject_unknown_client_hostname", false},
-    {"reject_unknown_client", false},
-    {"reject_unknown_reverse_client_hostname", false},
-    {"check_client_access", true},
-    {"check_helo_access", true},
-    {"check_sender_access", true},
-    {"check_recipient_access", true},
-    {"reject_spf_fail", false},
-};
-
-/* sluice_check_word - the index of a restriction word, or -1 */
-static int sluice_check_word(const char *word)
-{
-    for (size_t i = 0; i < SLUICE_ARRAY_LEN(sluice_check_words); i++)
-        if (strcasecmp(word, sluice_check_words[i].name) == 0)
-            return (int) i;
-    return -1;
-}
-
 /* sluice_check_tables - open every table of the table-valued parameters
    and of the access checks in smtpd's restriction lists */
 static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
@@ -254,9 +220,9 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
         }
         for (size_t j = 0; j < words->argc; j++) {
             const char *word = words->argv[j];
-            int known = sluice_check_word(word);
+            const SMTPD_WORD_INFO *known = smtpd_word_find(word);
 
-            if (known < 0) {
+            if (known == NULL) {
                 mail_conf_origin(conf, param, why);
                 sluice_check_error(chk,
                                    "%s: unknown restriction \"%s\" (smtpd "
@@ -265,7 +231,7 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
                                    vstr_str(why), word);
                 continue;
             }
-            if (!sluice_check_words[known].table)
+            if (!known->table)
                 continue;
             if (j + 1 >= words->argc ||
                 strchr(words->argv[j + 1], ':') == NULL) {

@@ -61,6 +61,7 @@
 #include "mymalloc.h"
 #include "smtp_addr.h"
 #include "smtpd.h"
+#include "smtpd_words.h"
 #include "spf_proto.h"
 #include "vstr.h"
 
@@ -75,52 +76,8 @@
 #define SMTPD_RELAY_REJECT_CODE 554
 #define SMTPD_UNKNOWN_LOCAL_CODE 550
 
-typedef enum SMTPD_WORD {
-    SMTPD_WORD_PERMIT,
-    SMTPD_WORD_REJECT,
-    SMTPD_WORD_DEFER,
-    SMTPD_WORD_PERMIT_MYNETWORKS,
-    SMTPD_WORD_PERMIT_SASL_AUTHENTICATED,
-    SMTPD_WORD_REJECT_UNAUTH_DESTINATION,
-    SMTPD_WORD_PERMIT_AUTH_DESTINATION,
-    SMTPD_WORD_REJECT_UNLISTED_RECIPIENT,
-    SMTPD_WORD_REJECT_UNKNOWN_CLIENT,
-    SMTPD_WORD_REJECT_UNKNOWN_REVERSE_CLIENT,
-    SMTPD_WORD_CHECK_CLIENT_ACCESS,
-    SMTPD_WORD_CHECK_HELO_ACCESS,
-    SMTPD_WORD_CHECK_SENDER_ACCESS,
-    SMTPD_WORD_CHECK_RECIPIENT_ACCESS,
-    SMTPD_WORD_REJECT_SPF_FAIL,
-    SMTPD_WORD_CONFIG_ERROR, /* a bad word: 451 4.3.5 when reached */
-} SMTPD_WORD;
-
 /* How often a table that could not be opened is tried again. */
 #define SMTPD_TABLE_RETRY 1
-
-static const struct {
-    const char *name;
-    SMTPD_WORD word;
-    bool table; /* the next word is a type:table */
-} smtpd_words[] = {
-    {"permit", SMTPD_WORD_PERMIT, false},
-    {"reject", SMTPD_WORD_REJECT, false},
-    {"defer", SMTPD_WORD_DEFER, false},
-    {"permit_mynetworks", SMTPD_WORD_PERMIT_MYNETWORKS, false},
-    {"permit_sasl_authenticated", SMTPD_WORD_PERMIT_SASL_AUTHENTICATED, false},
-    {"reject_unauth_destination", SMTPD_WORD_REJECT_UNAUTH_DESTINATION, false},
-    {"permit_auth_destination", SMTPD_WORD_PERMIT_AUTH_DESTINATION, false},
-    {"reject_unlisted_recipient", SMTPD_WORD_REJECT_UNLISTED_RECIPIENT, false},
-    {"reject_unknown_client_hostname", SMTPD_WORD_REJECT_UNKNOWN_CLIENT, false},
-    {"reject_unknown_client", SMTPD_WORD_REJECT_UNKNOWN_CLIENT,
-     false}, /* Postfix < 2.3 */
-    {"reject_unknown_reverse_client_hostname",
-     SMTPD_WORD_REJECT_UNKNOWN_REVERSE_CLIENT, false},
-    {"check_client_access", SMTPD_WORD_CHECK_CLIENT_ACCESS, true},
-    {"check_helo_access", SMTPD_WORD_CHECK_HELO_ACCESS, true},
-    {"check_sender_access", SMTPD_WORD_CHECK_SENDER_ACCESS, true},
-    {"check_recipient_access", SMTPD_WORD_CHECK_RECIPIENT_ACCESS, true},
-    {"reject_spf_fail", SMTPD_WORD_REJECT_SPF_FAIL, false},
-};
 
 typedef struct SMTPD_RESTRICTION {
     SMTPD_WORD word;
@@ -245,32 +202,28 @@ SMTPD_RESTRICTIONS *smtpd_check_parse(const char *param, const char *value,
     vstr_reset(why);
     while ((ret = smtpd_check_next_word(&cp, word)) > 0) {
         SMTPD_RESTRICTION *item;
-        size_t i;
+        const SMTPD_WORD_INFO *info = smtpd_word_find(vstr_str(word));
 
-        for (i = 0; i < SLUICE_ARRAY_LEN(smtpd_words); i++)
-            if (strcasecmp(vstr_str(word), smtpd_words[i].name) == 0)
-                break;
-        if (i == SLUICE_ARRAY_LEN(smtpd_words)) {
+        if (info == NULL) {
             vstr_sprintf(why, "%s: unknown restriction \"%s\"", param,
                          vstr_str(word));
             smtpd_check_add(list, &cap, SMTPD_WORD_CONFIG_ERROR,
                             vstr_str(word));
             break; /* nothing after it is reached */
         }
-        if (!smtpd_words[i].table) {
-            smtpd_check_add(list, &cap, smtpd_words[i].word, NULL);
+        if (!info->table) {
+            smtpd_check_add(list, &cap, info->word, NULL);
             continue;
         }
         if ((ret = smtpd_check_next_word(&cp, word)) < 0)
             break;
         if (ret == 0 || strchr(vstr_str(word), ':') == NULL) {
             vstr_sprintf(why, "%s: %s needs a type:table argument", param,
-                         smtpd_words[i].name);
-            smtpd_check_add(list, &cap, SMTPD_WORD_CONFIG_ERROR,
-                            smtpd_words[i].name);
+                         info->name);
+            smtpd_check_add(list, &cap, SMTPD_WORD_CONFIG_ERROR, info->name);
             break;
         }
-        item = smtpd_check_add(list, &cap, smtpd_words[i].word, vstr_str(word));
+        item = smtpd_check_add(list, &cap, info->word, vstr_str(word));
         item->tried = time(NULL);
         vstr_reset(map_why);
         if ((item->table = map_open(item->spec, MAP_FLAG_NONE, map_why)) ==
@@ -1263,6 +1216,7 @@ static SMTPD_DECISION smtpd_check_word(SMTPD_CHECK *chk,
         /* the client logged in with AUTH in this session */
         return proto->sasl_username != NULL ? SMTPD_PERMIT : SMTPD_DUNNO;
     case SMTPD_WORD_REJECT_UNAUTH_DESTINATION:
+    case SMTPD_WORD_DEFER_UNAUTH_DESTINATION:
     case SMTPD_WORD_PERMIT_AUTH_DESTINATION:
         match = smtpd_check_auth_destination(conf, chk->rcpt);
         if (match < 0)
@@ -1272,8 +1226,13 @@ static SMTPD_DECISION smtpd_check_word(SMTPD_CHECK *chk,
             return match ? SMTPD_PERMIT : SMTPD_DUNNO;
         if (match)
             return SMTPD_DUNNO;
-        vstr_sprintf(chk->reply, "%d 5.7.1 <%s>: Relay access denied",
-                     SMTPD_RELAY_REJECT_CODE, chk->rcpt);
+        /* Postfix: defer_code with 4.7.1 (Debian's default list) */
+        if (item->word == SMTPD_WORD_DEFER_UNAUTH_DESTINATION)
+            vstr_sprintf(chk->reply, "%d 4.7.1 <%s>: Relay access denied",
+                         SMTPD_DEFER_CODE, chk->rcpt);
+        else
+            vstr_sprintf(chk->reply, "%d 5.7.1 <%s>: Relay access denied",
+                         SMTPD_RELAY_REJECT_CODE, chk->rcpt);
         return SMTPD_REJECT;
     case SMTPD_WORD_REJECT_UNLISTED_RECIPIENT:
         return smtpd_check_rcptmap(chk);

@@ -1170,6 +1170,14 @@ static void test_lists_with_tables(void **state)
     expect_rcpt(env, "b@sub.tablerelay.test", NULL);
     expect_rcpt(env, "b@relay.test",
                 "554 5.7.1 <b@relay.test>: Relay access denied");
+    /* Debian's stock list: the same test, answered 450 (defer_code). */
+    set_list(env, SMTPD_LIST_RELAY,
+             "permit_mynetworks permit_sasl_authenticated"
+             " defer_unauth_destination");
+    expect_rcpt(env, "b@relay.test",
+                "450 4.7.1 <b@relay.test>: Relay access denied");
+    expect_rcpt(env, "b@tablerelay.test", NULL);
+    expect_rcpt(env, "b@localhost", NULL);
     vstr_free(spec);
     vstr_free(why);
 }

@@ -527,13 +527,14 @@ def test_check_opens_the_access_tables_of_smtpd(instance):
 
 
 def test_check_refuses_an_unknown_restriction(instance):
-    """A restriction word smtpd does not implement (Debian's main.cf has
-    defer_unauth_destination) is an error naming the main.cf line, where
-    smtpd would answer 451 to every client that reaches it."""
+    """A restriction word smtpd does not implement (Postfix's
+    reject_non_fqdn_recipient, say) is an error naming the main.cf line,
+    where smtpd would answer 451 to every client that reaches it; Debian's
+    stock relay list (defer_unauth_destination) passes."""
     line = main_cf_append(
         instance,
         "smtpd_relay_restrictions = permit_mynetworks,\n"
-        "    permit_sasl_authenticated, defer_unauth_destination\n"
+        "    permit_sasl_authenticated, reject_non_fqdn_recipient\n"
         "smtpd_recipient_restrictions = Permit_MyNetworks, reject\n")
     r = instance.command("check")
     assert r.returncode == 1, (r.stdout, r.stderr)
@@ -541,9 +542,51 @@ def test_check_refuses_an_unknown_restriction(instance):
     want = ("sluice: error: %s line %d: smtpd_relay_restrictions: unknown "
             "restriction \"%%s\" (smtpd does not implement it and would "
             "answer 451 where it is met)" % (instance.main_cf, line))
-    assert errors == [want % "defer_unauth_destination"], r.stderr
+    assert errors == [want % "reject_non_fqdn_recipient"], r.stderr
     # known words in any case pass; nothing else was wrong
-    instance.conf_set(smtpd_relay_restrictions="permit_mynetworks, "
-                      "reject_unauth_destination")
+    instance.conf_set(smtpd_relay_restrictions="permit_mynetworks "
+                      "permit_sasl_authenticated defer_unauth_destination")
     r = instance.command("check")
+    assert r.returncode == 0, r.stderr
+
+
+def test_check_on_debian_stock_main_cf(instance):
+    """INSTALL section 6 step 3: Debian 12's stock main.cf (as postfix's
+    postinst writes it) passes `sluice check` with warnings only for the
+    parameters INSTALL names, each with its line."""
+    aliases = instance.dir / "aliases"
+    aliases.write_text("postmaster: root\n")
+    assert instance.command("map", "hash:%s" % aliases).returncode == 0
+    first = main_cf_append(instance, (
+        "smtpd_banner = $myhostname ESMTP $mail_name (Debian/GNU)\n"
+        "biff = no\n"
+        "append_dot_mydomain = no\n"
+        "readme_directory = no\n"
+        "compatibility_level = 3.6\n"
+        "smtpd_tls_cert_file=/etc/ssl/certs/ssl-cert-snakeoil.pem\n"
+        "smtpd_tls_key_file=/etc/ssl/private/ssl-cert-snakeoil.key\n"
+        "smtpd_tls_security_level=may\n"
+        "smtp_tls_CApath=/etc/ssl/certs\n"
+        "smtp_tls_security_level=may\n"
+        "smtp_tls_session_cache_database = "
+        "btree:${data_directory}/smtp_scache\n"
+        "smtpd_relay_restrictions = permit_mynetworks "
+        "permit_sasl_authenticated defer_unauth_destination\n"
+        "myhostname = debian.test\n"
+        "alias_maps = hash:%s\n"
+        "alias_database = hash:%s\n"
+        "mydestination = $myhostname, localhost.test, , localhost\n"
+        "relayhost =\n"
+        "mynetworks = 127.0.0.0/8 [::ffff:127.0.0.0]/104 [::1]/128\n"
+        "mailbox_size_limit = 0\n"
+        "recipient_delimiter = +\n") % (aliases, aliases))
+    r = instance.command("check")
+    lines = [l for l in one_line(r.stderr) if l.startswith("sluice: ")]
+    want = ["sluice: warning: %s line %d: unknown parameter %s"
+            % (instance.main_cf, first + off, name)
+            for off, name in ((1, "biff"), (2, "append_dot_mydomain"),
+                              (3, "readme_directory"),
+                              (8, "smtp_tls_CApath"),
+                              (10, "smtp_tls_session_cache_database"))]
+    assert lines == want, r.stderr
     assert r.returncode == 0, r.stderr

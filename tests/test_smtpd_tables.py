@@ -81,9 +81,9 @@ def test_unknown_restriction_answers_451_4_3_5(make_instance):
     inst = make_instance(params={
         "myhostname": "mx.test", "mydestination": "localhost",
         "mynetworks": "127.0.0.1/32",
-        # Debian's default; defer_unauth_destination is not implemented
+        # a Postfix word smtpd does not implement
         "smtpd_relay_restrictions": "permit_mynetworks"
-        " defer_unauth_destination reject_unauth_destination"}, start=True)
+        " reject_non_fqdn_recipient reject_unauth_destination"}, start=True)
     # A client in mynetworks is decided before the bad word is reached.
     assert rcpts(inst, ["x@remote.test"], source="127.0.0.1") == \
         [(250, "2.1.5 Ok")]
@@ -93,5 +93,23 @@ def test_unknown_restriction_answers_451_4_3_5(make_instance):
                      source="127.0.0.2") == \
             [(451, "4.3.5 Server configuration error")] * 2
     log = inst.log()
-    assert 'unknown restriction "defer_unauth_destination"' in log
+    assert 'unknown restriction "reject_non_fqdn_recipient"' in log
     assert "fatal" not in log
+
+
+def test_defer_unauth_destination_answers_450(make_instance):
+    """Debian's stock smtpd_relay_restrictions: mynetworks relays, anyone
+    else gets 450 4.7.1 (Postfix's defer_code) for a foreign domain and is
+    accepted for ours."""
+    require_daemon("smtpd")
+    inst = make_instance(params={
+        "myhostname": "mx.test", "mydestination": "localhost",
+        "mynetworks": "127.0.0.1/32",
+        "smtpd_relay_restrictions": "permit_mynetworks"
+        " permit_sasl_authenticated defer_unauth_destination"}, start=True)
+    assert rcpts(inst, ["x@remote.test"], source="127.0.0.1") == \
+        [(250, "2.1.5 Ok")]
+    assert rcpts(inst, ["x@remote.test", "alice@localhost"],
+                 source="127.0.0.2") == \
+        [(450, "4.7.1 <x@remote.test>: Relay access denied"),
+         (250, "2.1.5 Ok")]
