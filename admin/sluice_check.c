@@ -283,8 +283,9 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     argv_free(seen);
 }
 
-/* sluice_check_shaping - smtp_shaping_maps must parse, every line (qmgr
-   refuses to start with a malformed one and master to reload it) */
+/* sluice_check_shaping - smtp_shaping_maps must parse, every line (master
+   refuses to start or reload with a malformed one; a qmgr that meets one
+   all the same runs without shaping rules and `sluice shaping` says so) */
 static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
 {
     VSTR *why = vstr_alloc(100);

@@ -94,6 +94,8 @@ typedef struct QMGR_CONF {
     long long ipc_timeout; /* ipc_timeout: one bounce request */
     struct EVENTS *events; /* the journal (global/events.h), NULL: off */
     struct SHAPING_RULES *shaping; /* smtp_shaping_maps, NULL: none */
+    char *shaping_refused; /* why smtp_shaping_maps was refused at start
+                              (qmgr runs without rules), NULL: it was not */
 } QMGR_CONF;
 
 /* A resumable scan of one queue directory (hashed ones: all 32 subdirs). */

@@ -5,7 +5,11 @@
  * smtp_shaping_maps (global/shaping.h) is read once, at start; a reload
  * starts a new qmgr, and master refuses a reload whose rules file is
  * malformed, so the rules of the running qmgr stay in force until a good
- * file is reloaded. A recipient of a transport other than
+ * file is reloaded. A qmgr that starts on a malformed file all the same
+ * (master restarts it after a crash or a kill, and the file was changed
+ * meanwhile) logs why, with file and line, once, and runs without
+ * shaping rules: mail keeps flowing, unshaped, rather than not at all.
+ * `sluice shaping` shows the refusal (conf.shaping_refused). A recipient of a transport other than
  * local_transport is shaped by its domain: the domain's own rule, else
  * the default (each domain then has its own bucket of that shape). Every
  * recipient of one bucket goes to destinations (qmgr_dest.c) that name
@@ -73,8 +77,8 @@ long long qmgr_shaping_now(void)
     return (long long) ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
 }
 
-/* qmgr_shaping_init - read smtp_shaping_maps (a malformed file is fatal,
-   as a malformed transport_maps is: master refuses to reload one) */
+/* qmgr_shaping_init - read smtp_shaping_maps; a malformed (or unreadable)
+   file is refused, logged and remembered, and qmgr runs without rules */
 void qmgr_shaping_init(QMGR_CTX *ctx, const MAIL_CONF *mc)
 {
     VSTR *why = vstr_alloc(100);
@@ -82,8 +86,10 @@ void qmgr_shaping_init(QMGR_CTX *ctx, const MAIL_CONF *mc)
 
     ctx->conf.shaping = shaping_rules_load(
         "smtp_shaping_maps", mail_conf_str(mc, "smtp_shaping_maps"), why);
-    if (ctx->conf.shaping == NULL && vstr_len(why) > 0)
-        msg_fatal("%s", vstr_str(why));
+    if (ctx->conf.shaping == NULL && vstr_len(why) > 0) {
+        msg_warn("%s; running without shaping rules", vstr_str(why));
+        ctx->conf.shaping_refused = mystrdup(vstr_str(why));
+    }
     rules = ctx->conf.shaping;
     for (size_t i = 0; i < shaping_rules_count(rules); i++) {
         const SHAPING_RULE *rule = shaping_rules_at(rules, i);

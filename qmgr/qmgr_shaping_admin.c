@@ -80,7 +80,8 @@ static void qmgr_shaping_admin_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
 {
     QMGR_SHAPING_PEER *peer = arg;
     SHAPING_PROTO_REQUEST req;
-    SHAPING_PROTO_REPLY reply = {SHAPING_PROTO_STAT_OK, NULL};
+    SHAPING_PROTO_REPLY reply = {SHAPING_PROTO_STAT_OK, NULL,
+                                 peer->ctx->conf.shaping_refused};
     VSTR *why = vstr_alloc(100);
 
     if (!peer->greeted) {

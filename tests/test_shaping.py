@@ -10,7 +10,9 @@ never more sessions than max_connections), with the lower bound (within
 something else; no assertion is about how fast sluice is.
 """
 
+import os
 import re
+import signal
 
 from conftest import LIBEXEC, require, smtp_queue, wait_until
 
@@ -153,6 +155,40 @@ def test_reload_with_a_malformed_file_keeps_the_rules(make_instance, make_sink, 
     rules.write_text("once.test message_rate=1/s\nother.test burst=2\n")
     inst.reload()
     inst.wait_log(r"qmgr\[\d+\]: smtp_shaping_maps: 2 rules")
+
+
+def test_qmgr_restart_on_a_malformed_file_keeps_delivering(make_instance, make_sink, tmp_path):
+    """The rules file turns malformed while sluice runs and qmgr then
+    restarts (here: killed; master starts another). The new qmgr logs the
+    file and line once, runs without shaping rules and delivers; `sluice
+    shaping` says the file was refused, `sluice check` names the line.
+    Before the fix qmgr exited fatally at every start: no delivery."""
+    sink = make_sink()
+    inst, rules = shaped_instance(make_instance, "ok.test max_connections=1\n",
+                                  {"ok.test": sink}, tmp_path)
+    inst.check("shaping")
+    old = inst.child("qmgr")
+    rules.write_text(BAD_RULES)
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: inst.children().get(old) is None
+               and "qmgr" in inst.children().values(), 20,
+               what="a new qmgr")
+    for i in range(3):
+        smtp_queue(inst, "s@client.test", ["k%d@ok.test" % i], BODY)
+    sink.wait_messages(3, timeout=30)
+    want = (r"qmgr\[\d+\]: warning: smtp_shaping_maps: %s, line 3: "
+            r"message_rate: \"5/day\": unknown unit \"day\" \(s, m or h\); "
+            r"running without shaping rules" % re.escape(str(rules)))
+    inst.wait_log(want)
+    assert len(re.findall(want, inst.log())) == 1, inst.log_tail()
+    assert not re.search(r"qmgr.*fatal", inst.log())
+    r = inst.command("shaping")
+    assert r.returncode == 0, r.stderr
+    assert ("qmgr refused smtp_shaping_maps, running without shaping rules: "
+            "smtp_shaping_maps: %s, line 3: " % rules) in r.stderr, r.stderr
+    r = inst.command("check")
+    assert r.returncode == 1
+    assert "smtp_shaping_maps: %s, line 3: " % rules in r.stderr, r.stderr
 
 
 def test_start_refused_with_a_malformed_file(make_instance, tmp_path):
