@@ -308,8 +308,19 @@ int qmgr_shaping_suspend(QMGR_CTX *ctx, const char *name, long long seconds,
     return 0;
 }
 
-/* qmgr_shaping_each - call fn for every bucket, with what it has queued */
-void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn, void *arg)
+/* What a walk's callback says of a bucket. */
+typedef enum QMGR_SHAPING_WALK {
+    QMGR_SHAPING_KEEP,
+    QMGR_SHAPING_FORGET, /* remove it from the table and free it */
+} QMGR_SHAPING_WALK;
+
+typedef QMGR_SHAPING_WALK (*QMGR_SHAPING_WALK_FN)(QMGR_CTX *ctx,
+                                                  QMGR_SHAPE *shape,
+                                                  long long now, void *arg);
+
+/* qmgr_shaping_walk - call fn for every bucket (one clock reading for all);
+   a bucket fn says to forget is removed and freed here */
+static void qmgr_shaping_walk(QMGR_CTX *ctx, QMGR_SHAPING_WALK_FN fn, void *arg)
 {
     HTABLE_ITER iter;
     const char *key;
@@ -321,14 +332,42 @@ void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn, void *arg)
     htable_iter_init(&iter, ctx->shape_table);
     while (htable_iter_next(&iter, &key, &value)) {
         QMGR_SHAPE *shape = value;
-        size_t queued = 0;
 
-        for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
-            if (dest->shape == shape)
-                for (QMGR_ENTRY *entry = dest->head; entry; entry = entry->next)
-                    queued++;
-        fn(shape, queued, now, arg);
+        if (fn(ctx, shape, now, arg) == QMGR_SHAPING_FORGET) {
+            htable_delete(ctx->shape_table, shape->name);
+            myfree(shape->name);
+            myfree(shape);
+        }
     }
+}
+
+/* What qmgr_shaping_each passes through the walk. */
+typedef struct QMGR_SHAPING_EACH {
+    QMGR_SHAPING_EACH_FN fn;
+    void *arg;
+} QMGR_SHAPING_EACH;
+
+/* qmgr_shaping_each_one - count what one bucket has queued, report it */
+static QMGR_SHAPING_WALK qmgr_shaping_each_one(QMGR_CTX *ctx, QMGR_SHAPE *shape,
+                                               long long now, void *arg)
+{
+    QMGR_SHAPING_EACH *each = arg;
+    size_t queued = 0;
+
+    for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
+        if (dest->shape == shape)
+            for (QMGR_ENTRY *entry = dest->head; entry; entry = entry->next)
+                queued++;
+    each->fn(shape, queued, now, each->arg);
+    return QMGR_SHAPING_KEEP;
+}
+
+/* qmgr_shaping_each - call fn for every bucket, with what it has queued */
+void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn, void *arg)
+{
+    QMGR_SHAPING_EACH each = {fn, arg};
+
+    qmgr_shaping_walk(ctx, qmgr_shaping_each_one, &each);
 }
 
 /* qmgr_shaping_wake_event - a token is due: schedule again */
@@ -396,30 +435,29 @@ void qmgr_shaping_end(QMGR_SHAPE *shape)
         shaping_end(&shape->state);
 }
 
-/* qmgr_shaping_sweep - forget buckets no destination uses that remember
-   nothing: a limit is never loosened by forgetting */
+/* qmgr_shaping_unused - a bucket no destination uses that remembers
+   nothing may go: a limit is never loosened by forgetting */
+static QMGR_SHAPING_WALK qmgr_shaping_unused(QMGR_CTX *ctx, QMGR_SHAPE *shape,
+                                             long long now, void *arg)
+{
+    if (shape->dests > 0 || shape->resolving ||
+        !shaping_idle(&shape->state, now))
+        return QMGR_SHAPING_KEEP;
+    return QMGR_SHAPING_FORGET;
+}
+
+/* qmgr_shaping_sweep - forget unused buckets, and MX answers that expired */
 void qmgr_shaping_sweep(QMGR_CTX *ctx)
 {
     HTABLE_ITER iter;
     const char *key;
     void *value;
-    long long now = qmgr_shaping_now();
+    long long now;
 
-    if (ctx->shape_table == NULL)
-        return;
-    htable_iter_init(&iter, ctx->shape_table);
-    while (htable_iter_next(&iter, &key, &value)) {
-        QMGR_SHAPE *shape = value;
-
-        if (shape->dests > 0 || shape->resolving ||
-            !shaping_idle(&shape->state, now))
-            continue;
-        htable_delete(ctx->shape_table, shape->name);
-        myfree(shape->name);
-        myfree(shape);
-    }
+    qmgr_shaping_walk(ctx, qmgr_shaping_unused, NULL);
     if (ctx->mx_cache == NULL)
         return;
+    now = qmgr_shaping_now();
     htable_iter_init(&iter, ctx->mx_cache);
     while (htable_iter_next(&iter, &key, &value)) {
         QMGR_SHAPING_MX *mx = value;
