@@ -313,6 +313,9 @@ extern bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape,
                                    long long now);
 extern void qmgr_shaping_start(QMGR_SHAPE *shape, long long now);
 extern void qmgr_shaping_end(QMGR_SHAPE *shape);
+/* qmgr_shaping_conn_messages - the bucket's messages_per_connection (the
+   smtp agent closes a connection after that many), 0: no limit */
+extern long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape);
 /* qmgr_shaping_sweep - forget unused buckets that remember nothing */
 extern void qmgr_shaping_sweep(QMGR_CTX *ctx);
 /* qmgr_shaping_suspend - hold bucket name for seconds (0: resume); -1

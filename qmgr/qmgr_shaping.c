@@ -91,15 +91,6 @@ void qmgr_shaping_init(QMGR_CTX *ctx, const MAIL_CONF *mc)
         ctx->conf.shaping_refused = mystrdup(vstr_str(why));
     }
     rules = ctx->conf.shaping;
-    for (size_t i = 0; i < shaping_rules_count(rules); i++) {
-        const SHAPING_RULE *rule = shaping_rules_at(rules, i);
-
-        if (rule->messages_per_connection > 0)
-            msg_warn("smtp_shaping_maps: %s: messages_per_connection is not "
-                     "enforced yet (smtp_connection_reuse_count_limit "
-                     "applies)",
-                     rule->key);
-    }
     if (rules)
         msg_info("smtp_shaping_maps: %zu rule%s", shaping_rules_count(rules),
                  shaping_rules_count(rules) == 1 ? "" : "s");
@@ -444,6 +435,12 @@ static QMGR_SHAPING_WALK qmgr_shaping_unused(QMGR_CTX *ctx, QMGR_SHAPE *shape,
         !shaping_idle(&shape->state, now))
         return QMGR_SHAPING_KEEP;
     return QMGR_SHAPING_FORGET;
+}
+
+/* qmgr_shaping_conn_messages - messages_per_connection of the bucket */
+long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape)
+{
+    return shape && shape->rule ? shape->rule->messages_per_connection : 0;
 }
 
 /* qmgr_shaping_sweep - forget unused buckets, and MX answers that expired */

@@ -10,6 +10,7 @@ never more sessions than max_connections), with the lower bound (within
 something else; no assertion is about how fast sluice is.
 """
 
+import collections
 import os
 import re
 import signal
@@ -91,6 +92,30 @@ def test_max_connections(make_instance, make_sink, tmp_path):
     sink.wait_messages(12, timeout=60)
     assert sink.sessions_max == 2
     assert "status=deferred" not in inst.log()
+
+
+def test_messages_per_connection(make_instance, make_sink, tmp_path):
+    """mpc.test allows 2 messages per connection: 6 messages, sent one at
+    a time (max_connections=1) back to back, reach the sink over 3
+    connections of 2 (the smtp agent's cache would otherwise carry all 6
+    over one: smtp_connection_reuse_count_limit is 100). Neither sluice
+    check nor qmgr says the setting is not enforced."""
+    sink = make_sink()
+    inst, _ = shaped_instance(
+        make_instance, "mpc.test max_connections=1 messages_per_connection=2\n",
+        {"mpc.test": sink}, tmp_path)
+    inst.check("shaping", "suspend", "mpc.test", "10m")
+    for i in range(6):
+        smtp_queue(inst, "s@client.test", ["m%d@mpc.test" % i], BODY)
+    wait_until(lambda: shaping_rows(inst)["mpc.test"]["queued"] == "6", 30,
+               what="6 queued")
+    inst.check("shaping", "resume", "mpc.test")
+    got = sink.wait_messages(6, timeout=30)
+    per_conn = collections.Counter(m.connection for m in got)
+    assert sorted(per_conn.values()) == [2, 2, 2], per_conn
+    assert "not enforced" not in inst.log()
+    r = inst.command("check")
+    assert "not enforced" not in r.stderr, r.stderr
 
 
 def test_default_rule_applies_per_domain(make_instance, make_sink, tmp_path):
