@@ -249,8 +249,9 @@ static void sluice_check_open_tables(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     argv_free(seen);
 }
 
-/* sluice_check_shaping - smtp_shaping_maps must parse, every line (qmgr
-   refuses to start with a malformed one and master to reload it) */
+/* sluice_check_shaping - smtp_shaping_maps must parse, every line (master
+   refuses to start or reload with a malformed one; a qmgr that meets one
+   all the same runs without shaping rules and `sluice shaping` says so) */
 static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
 {
     VSTR *why = vstr_alloc(100);
@@ -264,14 +265,6 @@ static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
         sluice_check_warn("smtp_shaping_maps: provider rules are not matched "
                           "while disable_dns_lookups = yes (qmgr finds a "
                           "provider by its MX hosts)");
-    for (size_t i = 0; i < shaping_rules_count(rules); i++) {
-        const SHAPING_RULE *rule = shaping_rules_at(rules, i);
-
-        if (rule->messages_per_connection > 0)
-            sluice_check_warn("smtp_shaping_maps: %s (line %d): "
-                              "messages_per_connection is not enforced yet",
-                              rule->key, rule->lineno);
-    }
     shaping_rules_free(rules);
     vstr_free(why);
 }

@@ -10,7 +10,9 @@
  * provider is held through provider:NAME, not its own name; a domain
  * without any rule is held for the mail that arrives from now on); resume
  * NAME ends a suspension now. A suspension lives in qmgr's memory: a
- * reload or a restart of qmgr ends it. qmgr
+ * reload or a restart of qmgr ends it. When qmgr refused a malformed
+ * rules file at its start (it then runs without rules), every answer
+ * says so on stderr, with the file and line; the status stays 0. qmgr
  * is asked over private/qmgr-shaping (global/shaping_proto.h); a qmgr of
  * another protocol version is an error naming both.
  */
@@ -126,6 +128,11 @@ static int sluice_shaping_ask(ATTR_STREAM *stream,
         }
         if (shaping_proto_reply_take(list, &reply, why) < 0)
             goto fail;
+        if (reply.refused != NULL)
+            fprintf(stderr,
+                    "sluice: shaping: warning: qmgr refused "
+                    "smtp_shaping_maps, running without shaping rules: %s\n",
+                    reply.refused);
         if (reply.status != SHAPING_PROTO_STAT_OK) {
             sluice_fail("shaping: queue manager: %s",
                         reply.reason ? reply.reason : "failed");

@@ -59,7 +59,7 @@ ATTR_LIST *deliver_hello_list(void)
 DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
 {
     const char *queue_name, *queue_id;
-    long long want = 0, active_usec = 0;
+    long long want = 0, active_usec = 0, conn_messages = 0;
     DELIVER_REQ *req;
 
     if (deliver_check(list, DELIVER_REQ_DELIVER, deliver_request_spec,
@@ -69,6 +69,7 @@ DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
     queue_id = attr_get_str(list, DELIVER_ATTR_QUEUE_ID);
     (void) attr_get_int(list, DELIVER_ATTR_ACTIVE_USEC, &active_usec);
     (void) attr_get_int(list, DELIVER_ATTR_RCPT_COUNT, &want);
+    (void) attr_get_int(list, DELIVER_ATTR_CONN_MESSAGES, &conn_messages);
     if (!mail_queue_of_messages(queue_name)) {
         vstr_sprintf(why, "bad queue_name \"%s\"", queue_name);
         return NULL;
@@ -82,6 +83,10 @@ DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
                      DELIVER_RCPT_MAX);
         return NULL;
     }
+    if (conn_messages < 0) {
+        vstr_sprintf(why, "bad conn_messages %lld", conn_messages);
+        return NULL;
+    }
     req = mycalloc(1, sizeof(*req));
     req->queue_name = mystrdup(queue_name);
     req->queue_id = mystrdup(queue_id);
@@ -89,6 +94,7 @@ DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
     req->sender = mystrdup(attr_get_str(list, DELIVER_ATTR_SENDER));
     req->active_usec = active_usec;
     req->rcpt_want = (size_t) want;
+    req->conn_messages = conn_messages;
     req->rcpts = mycalloc(req->rcpt_want, sizeof(DELIVER_RCPT));
     return req;
 }
@@ -158,6 +164,8 @@ ATTR_LIST *deliver_req_list(const DELIVER_REQ *req)
     attr_add_str(list, DELIVER_ATTR_SENDER, req->sender);
     attr_add_int(list, DELIVER_ATTR_ACTIVE_USEC, req->active_usec);
     attr_add_int(list, DELIVER_ATTR_RCPT_COUNT, (long long) req->rcpt_want);
+    if (req->conn_messages > 0)
+        attr_add_int(list, DELIVER_ATTR_CONN_MESSAGES, req->conn_messages);
     return list;
 }
 

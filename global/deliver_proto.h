@@ -48,7 +48,7 @@
 #define DELIVER_LIST_MAX 65536 /* largest list either side sends */
 
 #define DELIVER_PROTO_NAME "deliver" /* HELLO protocol= */
-#define DELIVER_PROTO_VERSION 1 /* HELLO version=: bump on any change */
+#define DELIVER_PROTO_VERSION 2 /* HELLO version=: bump on any change */
 
 #define DELIVER_REQ_HELLO "hello"
 #define DELIVER_REQ_DELIVER "deliver"
@@ -70,6 +70,7 @@
 #define DELIVER_ATTR_SENDER "sender"
 #define DELIVER_ATTR_ACTIVE_USEC "active_usec"
 #define DELIVER_ATTR_RCPT_COUNT "rcpt_count"
+#define DELIVER_ATTR_CONN_MESSAGES "conn_messages"
 #define DELIVER_ATTR_OFFSET "offset"
 #define DELIVER_ATTR_ADDRESS "address"
 #define DELIVER_ATTR_ORCPT "orcpt"
@@ -107,6 +108,9 @@ static const ATTR_SPEC deliver_request_spec[] = {
      "when qmgr took the message into active/, microseconds since 1970"},
     {DELIVER_ATTR_RCPT_COUNT, ATTR_TYPE_INT, true, false,
      "RCPT lists that follow"},
+    {DELIVER_ATTR_CONN_MESSAGES, ATTR_TYPE_INT, false, false,
+     "smtp: messages per connection at most (shaping's "
+     "messages_per_connection); absent or 0: no such limit"},
 };
 
 static const ATTR_SPEC deliver_rcpt_spec[] = {
@@ -170,6 +174,7 @@ typedef struct DELIVER_REQ {
     char *sender; /* "" for <> */
     long long active_usec;
     size_t rcpt_want; /* rcpt_count of DELIVER */
+    long long conn_messages; /* per connection at most, 0: no limit */
     size_t rcpt_count; /* RCPT lists taken so far */
     DELIVER_RCPT *rcpts; /* rcpt_want of them */
 } DELIVER_REQ;

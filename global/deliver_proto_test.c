@@ -57,6 +57,7 @@ static void test_request_round_trip(void **state)
                        .sender = "",
                        .active_usec = 1700000000123456LL,
                        .rcpt_want = 2,
+                       .conn_messages = 7,
                        .rcpts = rcpts};
     VSTR *why = vstr_alloc(100);
     ATTR_LIST *list = proto_test_wire(deliver_req_list(&out), DELIVER_LIST_MAX);
@@ -70,6 +71,7 @@ static void test_request_round_trip(void **state)
     assert_string_equal(in->sender, "");
     assert_true(in->active_usec == 1700000000123456LL);
     assert_int_equal(in->rcpt_want, 2);
+    assert_int_equal(in->conn_messages, 7);
     assert_false(deliver_req_complete(in));
     for (size_t i = 0; i < 2; i++) {
         list = proto_test_wire(deliver_rcpt_list(rcpts + i), DELIVER_LIST_MAX);
@@ -142,6 +144,9 @@ static void test_request_strict(void **state)
     refused(deliver_list(DELIVER_ATTR_RCPT_COUNT, "100001"), "rcpt_count");
     refused(deliver_list(DELIVER_ATTR_RCPT_COUNT, "two"), "rcpt_count");
     refused(deliver_list(DELIVER_ATTR_ACTIVE_USEC, "soon"), "active_usec");
+    list = deliver_list(NULL, NULL);
+    attr_add_int(list, DELIVER_ATTR_CONN_MESSAGES, -1);
+    refused(list, "bad conn_messages -1");
     /* the same list, untouched, passes */
     {
         VSTR *why = vstr_alloc(100);
@@ -249,8 +254,8 @@ static void test_hello(void **state)
     attr_add_str(list, "newer", "x");
     assert_int_equal(deliver_hello_take(list, why), -1);
     assert_string_equal(vstr_str(why),
-                        "protocol mismatch: peer speaks deliver version 2; "
-                        "this side speaks deliver version 1");
+                        "protocol mismatch: peer speaks deliver version 3; "
+                        "this side speaks deliver version 2");
     attr_list_free(list);
     /* another protocol */
     list = attr_list_alloc();

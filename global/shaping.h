@@ -21,7 +21,11 @@
  *   message_rate=N/s|N/m|N/h     GCRA token bucket on messages
  *   connection_rate=N/s|N/m|N/h  ... on connections
  *   burst=N                      back-to-back tokens (default 1)
- *   messages_per_connection=N    parsed; not enforced yet (see below)
+ *   messages_per_connection=N    messages over one SMTP connection at
+ *                                most: qmgr passes it with each delivery
+ *                                (deliver_proto.h conn_messages) and the
+ *                                smtp agent closes a connection after N
+ *                                instead of caching it again
  *
  * Anything else (an unknown name, a name given twice, a number out of
  * range, mx_suffix outside a provider, a provider without mx_suffix, a key

@@ -183,6 +183,7 @@ int shaping_proto_reply_take(const ATTR_LIST *list, SHAPING_PROTO_REPLY *reply,
 {
     long long status = -1;
     const char *reason;
+    const char *refused;
 
     memset(reply, 0, sizeof(*reply));
     if (attr_list_check(list, shaping_proto_reply_spec,
@@ -196,6 +197,8 @@ int shaping_proto_reply_take(const ATTR_LIST *list, SHAPING_PROTO_REPLY *reply,
     reply->status = (int) status;
     reason = attr_get_str(list, SHAPING_PROTO_ATTR_REASON);
     reply->reason = reason && *reason ? reason : NULL;
+    refused = attr_get_str(list, SHAPING_PROTO_ATTR_REFUSED);
+    reply->refused = refused && *refused ? refused : NULL;
     return 0;
 }
 
@@ -207,5 +210,7 @@ ATTR_LIST *shaping_proto_reply_list(const SHAPING_PROTO_REPLY *reply)
     attr_add_int(list, SHAPING_PROTO_ATTR_STATUS, reply->status);
     if (reply->reason != NULL && *reply->reason)
         attr_add_str(list, SHAPING_PROTO_ATTR_REASON, reply->reason);
+    if (reply->refused != NULL && *reply->refused)
+        attr_add_str(list, SHAPING_PROTO_ATTR_REFUSED, reply->refused);
     return list;
 }

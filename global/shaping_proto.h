@@ -11,7 +11,10 @@
  *   sluice -> qmgr  REQUEST  (shaping_proto_request_spec)
  *   qmgr -> sluice  BUCKET   (shaping_proto_bucket_spec), one per active
  *                            bucket, for "list" only
- *   qmgr -> sluice  REPLY    (shaping_proto_reply_spec), last
+ *   qmgr -> sluice  REPLY    (shaping_proto_reply_spec), last; its
+ *                            "refused" says that qmgr found the rules
+ *                            file malformed when it started (why, with
+ *                            file and line) and runs without rules
  *
  * Requests: "list" (every bucket qmgr holds: its rule, its limits, what is
  * in flight, the tokens at hand, a suspension); "suspend" name seconds
@@ -32,7 +35,7 @@
 #define SHAPING_PROTO_SERVICE "qmgr-shaping" /* private/qmgr-shaping */
 #define SHAPING_PROTO_LIST_MAX 4096 /* largest list either side sends */
 #define SHAPING_PROTO_NAME "qmgr_shaping" /* HELLO protocol= */
-#define SHAPING_PROTO_VERSION 1 /* HELLO version=: bump on any change */
+#define SHAPING_PROTO_VERSION 2 /* HELLO version=: bump on any change */
 #define SHAPING_PROTO_MAX_SECONDS (366LL * 86400) /* longest suspension */
 
 #define SHAPING_PROTO_REQ_LIST "list"
@@ -57,6 +60,7 @@
 #define SHAPING_PROTO_ATTR_QUEUED "queued"
 #define SHAPING_PROTO_ATTR_STATUS "status"
 #define SHAPING_PROTO_ATTR_REASON "reason"
+#define SHAPING_PROTO_ATTR_REFUSED "refused"
 
 static const ATTR_SPEC shaping_proto_hello_spec[] = {
     {SHAPING_PROTO_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"hello\""},
@@ -98,6 +102,8 @@ static const ATTR_SPEC shaping_proto_bucket_spec[] = {
 static const ATTR_SPEC shaping_proto_reply_spec[] = {
     {SHAPING_PROTO_ATTR_STATUS, ATTR_TYPE_INT, true, false, "0 ok, 1 failed"},
     {SHAPING_PROTO_ATTR_REASON, ATTR_TYPE_STR, false, false, "why it failed"},
+    {SHAPING_PROTO_ATTR_REFUSED, ATTR_TYPE_STR, false, false,
+     "qmgr refused smtp_shaping_maps at start and runs without rules: why"},
 };
 
 typedef struct SHAPING_PROTO_REQUEST {
@@ -122,6 +128,7 @@ typedef struct SHAPING_PROTO_BUCKET {
 typedef struct SHAPING_PROTO_REPLY {
     int status;
     const char *reason; /* NULL: none */
+    const char *refused; /* NULL: qmgr runs with the rules file it read */
 } SHAPING_PROTO_REPLY;
 
 /* Readers (*_take) return 0, or -1 with why; strings are borrowed from

@@ -91,7 +91,9 @@ static void test_bucket_and_reply(void **state)
     SHAPING_PROTO_BUCKET in = {
         "provider:big", "provider:big", 5, 2, "10/s", 3, "100/m", 1, 0, 7};
     SHAPING_PROTO_BUCKET out;
-    SHAPING_PROTO_REPLY reply_in = {SHAPING_PROTO_STAT_FAIL, "no such"};
+    SHAPING_PROTO_REPLY reply_in = {SHAPING_PROTO_STAT_FAIL, "no such", NULL};
+    SHAPING_PROTO_REPLY refused_in = {SHAPING_PROTO_STAT_OK, NULL,
+                                      "f, line 3: bad"};
     SHAPING_PROTO_REPLY reply;
     ATTR_LIST *list = wire(shaping_proto_bucket_list(&in));
 
@@ -118,6 +120,14 @@ static void test_bucket_and_reply(void **state)
     assert_int_equal(shaping_proto_reply_take(list, &reply, why), 0);
     assert_int_equal(reply.status, SHAPING_PROTO_STAT_FAIL);
     assert_string_equal(reply.reason, "no such");
+    assert_null(reply.refused);
+    attr_list_free(list);
+
+    list = wire(shaping_proto_reply_list(&refused_in));
+    assert_int_equal(shaping_proto_reply_take(list, &reply, why), 0);
+    assert_int_equal(reply.status, SHAPING_PROTO_STAT_OK);
+    assert_null(reply.reason);
+    assert_string_equal(reply.refused, "f, line 3: bad");
     attr_list_free(list);
 
     list = attr_list_alloc();
@@ -132,7 +142,8 @@ static void test_hello(void **state)
 {
     VSTR *why = vstr_alloc(100);
     ATTR_LIST *list = wire(shaping_proto_hello_list());
-    ATTR_LIST *other = proto_hello_list(SHAPING_PROTO_NAME, 2);
+    ATTR_LIST *other =
+        proto_hello_list(SHAPING_PROTO_NAME, SHAPING_PROTO_VERSION + 1);
 
     assert_int_equal(shaping_proto_hello_take(list, why), 0);
     assert_int_equal(shaping_proto_hello_take(other, why), -1);

@@ -22,6 +22,8 @@
  *                 for the end)
  * qmgr_admin.c    `sluice hold|delete|requeue` about messages in active/,
  *                 on private/qmgr-admin (global/qmgr_admin_proto.h)
+ * qmgr_listen.c   the listener both administrative services share:
+ *                 accept, greetings, idle time, close
  * qmgr_shaping.c  smtp_shaping_maps: the buckets recipients share (limits
  *                 of global/shaping.h) and the timer that wakes a
  *                 destination whose next token is due
@@ -72,6 +74,7 @@ typedef struct QMGR_DEST QMGR_DEST;
 typedef struct QMGR_ENTRY QMGR_ENTRY;
 typedef struct QMGR_CONN QMGR_CONN;
 typedef struct QMGR_SHAPE QMGR_SHAPE;
+typedef struct QMGR_LISTENER QMGR_LISTENER;
 
 /* Configuration, read once at start. */
 typedef struct QMGR_CONF {
@@ -94,6 +97,8 @@ typedef struct QMGR_CONF {
     long long ipc_timeout; /* ipc_timeout: one bounce request */
     struct EVENTS *events; /* the journal (global/events.h), NULL: off */
     struct SHAPING_RULES *shaping; /* smtp_shaping_maps, NULL: none */
+    char *shaping_refused; /* why smtp_shaping_maps was refused at start
+                              (qmgr runs without rules), NULL: it was not */
 } QMGR_CONF;
 
 /* A resumable scan of one queue directory (hashed ones: all 32 subdirs). */
@@ -132,15 +137,14 @@ struct QMGR_CTX {
     struct event *resume_ev; /* paused destinations go on */
     bool scheduling; /* qmgr_dest_schedule runs */
     bool schedule_again; /* ... and was asked again */
-    int admin_fd; /* private/qmgr-admin listener, -1: none */
-    struct event *admin_ev; /* ... its accept event */
+    QMGR_LISTENER *admin_listener; /* private/qmgr-admin, NULL: none */
     struct HTABLE *shape_table; /* shaping bucket name -> QMGR_SHAPE */
     struct event *shape_ev; /* a held-back bucket's next token is due */
     long long shape_wake_at; /* ... at (monotonic usec), 0: not set */
     struct DNS_CTX *dns; /* MX lookups for provider rules, NULL: none */
     struct HTABLE *mx_cache; /* domain -> its provider (qmgr_shaping.c) */
     int mx_timeout; /* smtp_dns_timeout */
-    struct event *shape_admin_ev; /* private/qmgr-shaping accept event */
+    QMGR_LISTENER *shape_listener; /* private/qmgr-shaping, NULL: none */
     struct event *commit_ev; /* the journal's group commit, once per pass */
     struct event *commit_timer_ev; /* ... or at the latest this soon after
                                       a received event */
@@ -158,6 +162,25 @@ extern void qmgr_commit_later(QMGR_CTX *ctx);
 
 /* qmgr_admin.c */
 extern void qmgr_admin_init(QMGR_CTX *ctx);
+
+/* qmgr_listen.c: an administrative service's listener. The service
+   speaks through its ops: its HELLO (sent on accept), the check of the
+   command's HELLO (0, or -1 with why: logged, connection closed), and
+   request, called with every later list, which answers it in full
+   through qmgr_listen_send. */
+typedef struct QMGR_LISTEN_OPS {
+    const char *service; /* private/NAME; the logs' name */
+    ATTR_LIST *(*hello_list)(void);
+    int (*hello_take)(const ATTR_LIST *list, VSTR *why);
+    void (*request)(QMGR_CTX *ctx, ATTR_CONN *conn, const ATTR_LIST *list);
+} QMGR_LISTEN_OPS;
+/* qmgr_listen - listen on private/ops->service (lists up to list_max
+   bytes, a connection idle for idle seconds is closed); NULL, logged,
+   when the socket cannot be made */
+extern QMGR_LISTENER *qmgr_listen(QMGR_CTX *ctx, const QMGR_LISTEN_OPS *ops,
+                                  size_t list_max, int idle);
+/* qmgr_listen_send - queue one list to the command, and free it */
+extern void qmgr_listen_send(ATTR_CONN *conn, ATTR_LIST *list);
 
 /* Recipient states in memory. */
 typedef enum QMGR_RCPT_STATE {
@@ -290,6 +313,9 @@ extern bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape,
                                    long long now);
 extern void qmgr_shaping_start(QMGR_SHAPE *shape, long long now);
 extern void qmgr_shaping_end(QMGR_SHAPE *shape);
+/* qmgr_shaping_conn_messages - the bucket's messages_per_connection (the
+   smtp agent closes a connection after that many), 0: no limit */
+extern long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape);
 /* qmgr_shaping_sweep - forget unused buckets that remember nothing */
 extern void qmgr_shaping_sweep(QMGR_CTX *ctx);
 /* qmgr_shaping_suspend - hold bucket name for seconds (0: resume); -1

@@ -259,7 +259,9 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
                             .nexthop = entry->dest->nexthop,
                             .sender = msg->info->sender,
                             .active_usec = msg->active_usec,
-                            .rcpt_want = entry->count};
+                            .rcpt_want = entry->count,
+                            .conn_messages =
+                                qmgr_shaping_conn_messages(entry->dest->shape)};
     list = deliver_req_list(&request);
     qmgr_conn_send(job->conn, list);
     attr_list_free(list);

@@ -5,7 +5,11 @@
  * smtp_shaping_maps (global/shaping.h) is read once, at start; a reload
  * starts a new qmgr, and master refuses a reload whose rules file is
  * malformed, so the rules of the running qmgr stay in force until a good
- * file is reloaded. A recipient of a transport other than
+ * file is reloaded. A qmgr that starts on a malformed file all the same
+ * (master restarts it after a crash or a kill, and the file was changed
+ * meanwhile) logs why, with file and line, once, and runs without
+ * shaping rules: mail keeps flowing, unshaped, rather than not at all.
+ * `sluice shaping` shows the refusal (conf.shaping_refused). A recipient of a transport other than
  * local_transport is shaped by its domain: the domain's own rule, else
  * the default (each domain then has its own bucket of that shape). Every
  * recipient of one bucket goes to destinations (qmgr_dest.c) that name
@@ -73,8 +77,8 @@ long long qmgr_shaping_now(void)
     return (long long) ts.tv_sec * 1000000LL + ts.tv_nsec / 1000;
 }
 
-/* qmgr_shaping_init - read smtp_shaping_maps (a malformed file is fatal,
-   as a malformed transport_maps is: master refuses to reload one) */
+/* qmgr_shaping_init - read smtp_shaping_maps; a malformed (or unreadable)
+   file is refused, logged and remembered, and qmgr runs without rules */
 void qmgr_shaping_init(QMGR_CTX *ctx, const MAIL_CONF *mc)
 {
     VSTR *why = vstr_alloc(100);
@@ -82,18 +86,11 @@ void qmgr_shaping_init(QMGR_CTX *ctx, const MAIL_CONF *mc)
 
     ctx->conf.shaping = shaping_rules_load(
         "smtp_shaping_maps", mail_conf_str(mc, "smtp_shaping_maps"), why);
-    if (ctx->conf.shaping == NULL && vstr_len(why) > 0)
-        msg_fatal("%s", vstr_str(why));
-    rules = ctx->conf.shaping;
-    for (size_t i = 0; i < shaping_rules_count(rules); i++) {
-        const SHAPING_RULE *rule = shaping_rules_at(rules, i);
-
-        if (rule->messages_per_connection > 0)
-            msg_warn("smtp_shaping_maps: %s: messages_per_connection is not "
-                     "enforced yet (smtp_connection_reuse_count_limit "
-                     "applies)",
-                     rule->key);
+    if (ctx->conf.shaping == NULL && vstr_len(why) > 0) {
+        msg_warn("%s; running without shaping rules", vstr_str(why));
+        ctx->conf.shaping_refused = mystrdup(vstr_str(why));
     }
+    rules = ctx->conf.shaping;
     if (rules)
         msg_info("smtp_shaping_maps: %zu rule%s", shaping_rules_count(rules),
                  shaping_rules_count(rules) == 1 ? "" : "s");
@@ -302,8 +299,19 @@ int qmgr_shaping_suspend(QMGR_CTX *ctx, const char *name, long long seconds,
     return 0;
 }
 
-/* qmgr_shaping_each - call fn for every bucket, with what it has queued */
-void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn, void *arg)
+/* What a walk's callback says of a bucket. */
+typedef enum QMGR_SHAPING_WALK {
+    QMGR_SHAPING_KEEP,
+    QMGR_SHAPING_FORGET, /* remove it from the table and free it */
+} QMGR_SHAPING_WALK;
+
+typedef QMGR_SHAPING_WALK (*QMGR_SHAPING_WALK_FN)(QMGR_CTX *ctx,
+                                                  QMGR_SHAPE *shape,
+                                                  long long now, void *arg);
+
+/* qmgr_shaping_walk - call fn for every bucket (one clock reading for all);
+   a bucket fn says to forget is removed and freed here */
+static void qmgr_shaping_walk(QMGR_CTX *ctx, QMGR_SHAPING_WALK_FN fn, void *arg)
 {
     HTABLE_ITER iter;
     const char *key;
@@ -315,14 +323,42 @@ void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn, void *arg)
     htable_iter_init(&iter, ctx->shape_table);
     while (htable_iter_next(&iter, &key, &value)) {
         QMGR_SHAPE *shape = value;
-        size_t queued = 0;
 
-        for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
-            if (dest->shape == shape)
-                for (QMGR_ENTRY *entry = dest->head; entry; entry = entry->next)
-                    queued++;
-        fn(shape, queued, now, arg);
+        if (fn(ctx, shape, now, arg) == QMGR_SHAPING_FORGET) {
+            htable_delete(ctx->shape_table, shape->name);
+            myfree(shape->name);
+            myfree(shape);
+        }
     }
+}
+
+/* What qmgr_shaping_each passes through the walk. */
+typedef struct QMGR_SHAPING_EACH {
+    QMGR_SHAPING_EACH_FN fn;
+    void *arg;
+} QMGR_SHAPING_EACH;
+
+/* qmgr_shaping_each_one - count what one bucket has queued, report it */
+static QMGR_SHAPING_WALK qmgr_shaping_each_one(QMGR_CTX *ctx, QMGR_SHAPE *shape,
+                                               long long now, void *arg)
+{
+    QMGR_SHAPING_EACH *each = arg;
+    size_t queued = 0;
+
+    for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
+        if (dest->shape == shape)
+            for (QMGR_ENTRY *entry = dest->head; entry; entry = entry->next)
+                queued++;
+    each->fn(shape, queued, now, each->arg);
+    return QMGR_SHAPING_KEEP;
+}
+
+/* qmgr_shaping_each - call fn for every bucket, with what it has queued */
+void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn, void *arg)
+{
+    QMGR_SHAPING_EACH each = {fn, arg};
+
+    qmgr_shaping_walk(ctx, qmgr_shaping_each_one, &each);
 }
 
 /* qmgr_shaping_wake_event - a token is due: schedule again */
@@ -390,30 +426,35 @@ void qmgr_shaping_end(QMGR_SHAPE *shape)
         shaping_end(&shape->state);
 }
 
-/* qmgr_shaping_sweep - forget buckets no destination uses that remember
-   nothing: a limit is never loosened by forgetting */
+/* qmgr_shaping_unused - a bucket no destination uses that remembers
+   nothing may go: a limit is never loosened by forgetting */
+static QMGR_SHAPING_WALK qmgr_shaping_unused(QMGR_CTX *ctx, QMGR_SHAPE *shape,
+                                             long long now, void *arg)
+{
+    if (shape->dests > 0 || shape->resolving ||
+        !shaping_idle(&shape->state, now))
+        return QMGR_SHAPING_KEEP;
+    return QMGR_SHAPING_FORGET;
+}
+
+/* qmgr_shaping_conn_messages - messages_per_connection of the bucket */
+long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape)
+{
+    return shape && shape->rule ? shape->rule->messages_per_connection : 0;
+}
+
+/* qmgr_shaping_sweep - forget unused buckets, and MX answers that expired */
 void qmgr_shaping_sweep(QMGR_CTX *ctx)
 {
     HTABLE_ITER iter;
     const char *key;
     void *value;
-    long long now = qmgr_shaping_now();
+    long long now;
 
-    if (ctx->shape_table == NULL)
-        return;
-    htable_iter_init(&iter, ctx->shape_table);
-    while (htable_iter_next(&iter, &key, &value)) {
-        QMGR_SHAPE *shape = value;
-
-        if (shape->dests > 0 || shape->resolving ||
-            !shaping_idle(&shape->state, now))
-            continue;
-        htable_delete(ctx->shape_table, shape->name);
-        myfree(shape->name);
-        myfree(shape);
-    }
+    qmgr_shaping_walk(ctx, qmgr_shaping_unused, NULL);
     if (ctx->mx_cache == NULL)
         return;
+    now = qmgr_shaping_now();
     htable_iter_init(&iter, ctx->mx_cache);
     while (htable_iter_next(&iter, &key, &value)) {
         QMGR_SHAPING_MX *mx = value;

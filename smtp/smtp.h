@@ -112,6 +112,8 @@ struct SMTP_SESS {
     VSTR *label; /* "host[ip]" */
     bool connected;
     int uses; /* transactions started */
+    long long conn_messages; /* of the request of the last one: close
+                                after that many, 0: no such limit */
     SMTP_REPLY *reply; /* the reply being read */
     SMTP_PROTO *proto; /* the conversation */
     SMTP_PROTO_TXN txn; /* the transaction, for proto */
@@ -157,6 +159,7 @@ struct SMTP_REQ {
     char *sender;
     long long active_usec;
     long long rcpt_want;
+    long long conn_messages; /* messages per connection, 0: no limit */
     SMTP_RCPT *rcpts;
     size_t rcpt_count;
     int fd; /* the queue file, -1 */

@@ -10,7 +10,9 @@
  * A connection that delivered is kept: RSET, then it waits idle in the
  * cache (keyed by next hop) for smtp_connection_cache_time_limit, and the
  * next request for that next hop takes it instead of looking up and
- * connecting again, at most smtp_connection_reuse_count_limit times. A
+ * connecting again, at most smtp_connection_reuse_count_limit times (and
+ * at most the request's conn_messages: shaping's messages_per_connection
+ * for its destination, qmgr_shaping.c). A
  * cached connection found dead before its first reply is dropped and the
  * request starts afresh, so reuse never fails a delivery.
  */
@@ -54,13 +56,15 @@ static void smtp_req_dns(const DNS_REPLY *reply, void *arg)
     smtp_req_try_next(req);
 }
 
-/* smtp_cache_take - an idle connection to nexthop, or NULL */
-static SMTP_SESS *smtp_cache_take(SMTP_CTX *ctx, const char *nexthop)
+/* smtp_cache_take - an idle connection to the request's next hop that
+   may carry one more of its messages, or NULL */
+static SMTP_SESS *smtp_cache_take(SMTP_CTX *ctx, const SMTP_REQ *req)
 {
     for (SMTP_SESS **sp = &ctx->cache; *sp != NULL; sp = &(*sp)->next) {
         SMTP_SESS *sess = *sp;
 
-        if (!sess->broken && strcmp(sess->nexthop, nexthop) == 0) {
+        if (!sess->broken && strcmp(sess->nexthop, req->nexthop) == 0 &&
+            (req->conn_messages == 0 || sess->uses < req->conn_messages)) {
             *sp = sess->next;
             sess->next = NULL;
             return sess;
@@ -168,7 +172,7 @@ defer:
 /* smtp_req_route - a cached connection, else DNS and a new one */
 void smtp_req_route(SMTP_REQ *req)
 {
-    SMTP_SESS *sess = smtp_cache_take(req->ctx, req->nexthop);
+    SMTP_SESS *sess = smtp_cache_take(req->ctx, req);
 
     if (sess != NULL) {
         smtp_sess_reuse(sess, req);

@@ -231,6 +231,7 @@ static void smtp_req_adopt(SMTP_REQ *req)
     req->sender = mystrdup(in->sender);
     req->active_usec = in->active_usec;
     req->rcpt_want = (long long) in->rcpt_want;
+    req->conn_messages = in->conn_messages;
     req->rcpts = mycalloc(in->rcpt_count, sizeof(SMTP_RCPT));
     for (size_t i = 0; i < in->rcpt_count; i++) {
         req->rcpts[i].offset = in->rcpts[i].offset;

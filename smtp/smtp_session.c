@@ -418,6 +418,7 @@ static void smtp_txn_start(SMTP_SESS *sess)
     if (req->t_conn.tv_sec == 0)
         gettimeofday(&req->t_conn, NULL);
     sess->uses++;
+    sess->conn_messages = req->conn_messages;
     sess->txn_rcpts = myrealloc_array(sess->txn_rcpts, req->rcpt_count,
                                       sizeof(*sess->txn_rcpts));
     for (size_t i = 0; i < req->rcpt_count; i++) {
@@ -496,6 +497,7 @@ static void smtp_txn_end(SMTP_SESS *sess)
         sess->broken = true;
     if (sess->broken || conf->cache_time <= 0 ||
         (conf->reuse_limit > 0 && sess->uses >= conf->reuse_limit) ||
+        (sess->conn_messages > 0 && sess->uses >= sess->conn_messages) ||
         mail_server_retiring(ctx->server)) {
         smtp_sess_quit(sess);
         return;

@@ -10,7 +10,10 @@ never more sessions than max_connections), with the lower bound (within
 something else; no assertion is about how fast sluice is.
 """
 
+import collections
+import os
 import re
+import signal
 
 from conftest import LIBEXEC, require, smtp_queue, wait_until
 
@@ -91,6 +94,30 @@ def test_max_connections(make_instance, make_sink, tmp_path):
     assert "status=deferred" not in inst.log()
 
 
+def test_messages_per_connection(make_instance, make_sink, tmp_path):
+    """mpc.test allows 2 messages per connection: 6 messages, sent one at
+    a time (max_connections=1) back to back, reach the sink over 3
+    connections of 2 (the smtp agent's cache would otherwise carry all 6
+    over one: smtp_connection_reuse_count_limit is 100). Neither sluice
+    check nor qmgr says the setting is not enforced."""
+    sink = make_sink()
+    inst, _ = shaped_instance(
+        make_instance, "mpc.test max_connections=1 messages_per_connection=2\n",
+        {"mpc.test": sink}, tmp_path)
+    inst.check("shaping", "suspend", "mpc.test", "10m")
+    for i in range(6):
+        smtp_queue(inst, "s@client.test", ["m%d@mpc.test" % i], BODY)
+    wait_until(lambda: shaping_rows(inst)["mpc.test"]["queued"] == "6", 30,
+               what="6 queued")
+    inst.check("shaping", "resume", "mpc.test")
+    got = sink.wait_messages(6, timeout=30)
+    per_conn = collections.Counter(m.connection for m in got)
+    assert sorted(per_conn.values()) == [2, 2, 2], per_conn
+    assert "not enforced" not in inst.log()
+    r = inst.command("check")
+    assert "not enforced" not in r.stderr, r.stderr
+
+
 def test_default_rule_applies_per_domain(make_instance, make_sink, tmp_path):
     """A domain without a rule of its own gets the default's limits."""
     sink = make_sink(data_delay=0.3)
@@ -153,6 +180,40 @@ def test_reload_with_a_malformed_file_keeps_the_rules(make_instance, make_sink, 
     rules.write_text("once.test message_rate=1/s\nother.test burst=2\n")
     inst.reload()
     inst.wait_log(r"qmgr\[\d+\]: smtp_shaping_maps: 2 rules")
+
+
+def test_qmgr_restart_on_a_malformed_file_keeps_delivering(make_instance, make_sink, tmp_path):
+    """The rules file turns malformed while sluice runs and qmgr then
+    restarts (here: killed; master starts another). The new qmgr logs the
+    file and line once, runs without shaping rules and delivers; `sluice
+    shaping` says the file was refused, `sluice check` names the line.
+    Before the fix qmgr exited fatally at every start: no delivery."""
+    sink = make_sink()
+    inst, rules = shaped_instance(make_instance, "ok.test max_connections=1\n",
+                                  {"ok.test": sink}, tmp_path)
+    inst.check("shaping")
+    old = inst.child("qmgr")
+    rules.write_text(BAD_RULES)
+    os.kill(old, signal.SIGKILL)
+    wait_until(lambda: inst.children().get(old) is None
+               and "qmgr" in inst.children().values(), 20,
+               what="a new qmgr")
+    for i in range(3):
+        smtp_queue(inst, "s@client.test", ["k%d@ok.test" % i], BODY)
+    sink.wait_messages(3, timeout=30)
+    want = (r"qmgr\[\d+\]: warning: smtp_shaping_maps: %s, line 3: "
+            r"message_rate: \"5/day\": unknown unit \"day\" \(s, m or h\); "
+            r"running without shaping rules" % re.escape(str(rules)))
+    inst.wait_log(want)
+    assert len(re.findall(want, inst.log())) == 1, inst.log_tail()
+    assert not re.search(r"qmgr.*fatal", inst.log())
+    r = inst.command("shaping")
+    assert r.returncode == 0, r.stderr
+    assert ("qmgr refused smtp_shaping_maps, running without shaping rules: "
+            "smtp_shaping_maps: %s, line 3: " % rules) in r.stderr, r.stderr
+    r = inst.command("check")
+    assert r.returncode == 1
+    assert "smtp_shaping_maps: %s, line 3: " % rules in r.stderr, r.stderr
 
 
 def test_start_refused_with_a_malformed_file(make_instance, tmp_path):
