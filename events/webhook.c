@@ -21,9 +21,10 @@
  * refused, events_webhook_timeout passed) is a failure the framework
  * retries (exporter.c). Redirects are not followed; only http and https.
  *
- * libcurl runs non-blocking under the daemon's libevent loop: while a
- * POST is in flight a short timer drives curl_multi_perform and reads
- * its result (cheap; nothing waits for the socket outside the loop).
+ * libcurl runs non-blocking under the daemon's libevent loop through its
+ * multi-socket interface: libcurl names the sockets and the one timeout
+ * it wants watched (webhook_socket_cb, webhook_timer_cb), libevent calls
+ * back when one is ready, and curl_multi_socket_action goes on from there.
  */
 #include "sys_defs.h"
 
@@ -39,7 +40,6 @@
 #include "mymalloc.h"
 #include "vstr.h"
 
-#define WEBHOOK_POLL_USEC 20000 /* curl_multi_perform while in flight */
 #define WEBHOOK_REPLY_MAX 1024 /* of the answer's body, for the log */
 
 typedef struct WEBHOOK {
@@ -51,7 +51,8 @@ typedef struct WEBHOOK {
     CURLM *multi;
     CURL *easy; /* the POST in flight, or NULL */
     struct curl_slist *headers;
-    struct event *poll_ev;
+    struct event_base *base;
+    struct event *timer_ev; /* libcurl's timeout */
     VSTR *body;
     VSTR *reply; /* start of the answer's body */
     char error[CURL_ERROR_SIZE];
@@ -120,26 +121,86 @@ static void webhook_finish(WEBHOOK *hook, CURLcode code)
     vstr_free(why);
 }
 
-/* webhook_poll - drive libcurl while a POST is in flight */
-static void webhook_poll(evutil_socket_t fd, short what, void *arg)
+/* webhook_check - has the POST in flight ended? */
+static void webhook_check(WEBHOOK *hook)
 {
-    WEBHOOK *hook = arg;
-    struct timeval tv = {0, WEBHOOK_POLL_USEC};
     CURLMsg *msg;
-    int running = 0;
     int left;
 
-    if (hook->easy == NULL)
-        return;
-    (void) curl_multi_perform(hook->multi, &running);
-    while ((msg = curl_multi_info_read(hook->multi, &left)) != NULL) {
-        if (msg->msg == CURLMSG_DONE && msg->easy_handle == hook->easy) {
+    while (hook->easy != NULL &&
+           (msg = curl_multi_info_read(hook->multi, &left)) != NULL) {
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == hook->easy)
             webhook_finish(hook, msg->data.result);
-            return;
-        }
     }
-    if (evtimer_add(hook->poll_ev, &tv) < 0)
-        msg_fatal("cannot add the webhook poll timer");
+}
+
+/* webhook_socket_event - a socket libcurl watches is ready */
+static void webhook_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+    WEBHOOK *hook = arg;
+    int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
+                ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+
+    (void) curl_multi_socket_action(hook->multi, fd, flags, &running);
+    webhook_check(hook);
+}
+
+/* webhook_socket_cb - libcurl: watch socket s for what (or stop) */
+static int webhook_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
+                             void *socketp)
+{
+    WEBHOOK *hook = userp;
+    struct event *ev = socketp;
+    short kind;
+
+    if (what == CURL_POLL_REMOVE) {
+        if (ev != NULL) {
+            event_free(ev);
+            (void) curl_multi_assign(hook->multi, s, NULL);
+        }
+        return 0;
+    }
+    kind = (short) (((what & CURL_POLL_IN) ? EV_READ : 0) |
+                    ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+    if (ev != NULL) {
+        (void) event_del(ev);
+        if (event_assign(ev, hook->base, s, kind, webhook_socket_event, hook) <
+            0)
+            msg_fatal("cannot watch a webhook socket");
+    } else {
+        ev = event_new(hook->base, s, kind, webhook_socket_event, hook);
+        if (ev == NULL)
+            msg_fatal("cannot watch a webhook socket");
+        (void) curl_multi_assign(hook->multi, s, ev);
+    }
+    if (event_add(ev, NULL) < 0)
+        msg_fatal("cannot watch a webhook socket");
+    return 0;
+}
+
+/* webhook_timer_event - libcurl's timeout has come */
+static void webhook_timer_event(evutil_socket_t fd, short what, void *arg)
+{
+    WEBHOOK *hook = arg;
+    int running;
+
+    (void) curl_multi_socket_action(hook->multi, CURL_SOCKET_TIMEOUT, 0,
+                                    &running);
+    webhook_check(hook);
+}
+
+/* webhook_timer_cb - libcurl: call back in timeout_ms (-1: never) */
+static int webhook_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    WEBHOOK *hook = userp;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+
+    if (timeout_ms < 0)
+        (void) evtimer_del(hook->timer_ev);
+    else if (evtimer_add(hook->timer_ev, &tv) < 0)
+        msg_fatal("cannot add the webhook timer");
+    return 0;
 }
 
 /* webhook_send - POST the batch */
@@ -150,7 +211,6 @@ static void webhook_send(void *state, const VSTR *lines, int count)
     const char *end = cp + vstr_len((VSTR *) lines);
     VSTR *header = vstr_alloc(100);
     VSTR *sig = vstr_alloc(100);
-    struct timeval tv = {0, 0};
     char ts[32];
 
     if (hook->easy != NULL)
@@ -207,12 +267,10 @@ static void webhook_send(void *state, const VSTR *lines, int count)
     (void) curl_easy_setopt(hook->easy, CURLOPT_WRITEDATA, hook);
     (void) curl_easy_setopt(hook->easy, CURLOPT_ERRORBUFFER, hook->error);
     (void) curl_easy_setopt(hook->easy, CURLOPT_USERAGENT, "sluice-events");
+    /* libcurl asks for a timeout of 0 here: the POST starts from the
+       loop, never from inside send (exporter_done must not run there). */
     if (curl_multi_add_handle(hook->multi, hook->easy) != CURLM_OK)
         msg_fatal("curl_multi_add_handle failed");
-    /* Started from the loop, never from here: exporter_done must not run
-       inside send. */
-    if (evtimer_add(hook->poll_ev, &tv) < 0)
-        msg_fatal("cannot add the webhook poll timer");
     vstr_free(header);
     vstr_free(sig);
 }
@@ -236,10 +294,17 @@ static void *webhook_open(EXPORTER *exp, struct event_base *base,
     hook->secret = mystrdup(mail_conf_str(conf, "events_webhook_secret"));
     hook->timeout = mail_conf_time(conf, "events_webhook_timeout");
     hook->max_age = mail_conf_time(conf, "events_webhook_max_age");
+    hook->base = base;
     if ((hook->multi = curl_multi_init()) == NULL)
         msg_fatal("curl_multi_init failed");
-    if ((hook->poll_ev = evtimer_new(base, webhook_poll, hook)) == NULL)
-        msg_fatal("cannot create the webhook poll timer");
+    if ((hook->timer_ev = evtimer_new(base, webhook_timer_event, hook)) == NULL)
+        msg_fatal("cannot create the webhook timer");
+    (void) curl_multi_setopt(hook->multi, CURLMOPT_SOCKETFUNCTION,
+                             webhook_socket_cb);
+    (void) curl_multi_setopt(hook->multi, CURLMOPT_SOCKETDATA, hook);
+    (void) curl_multi_setopt(hook->multi, CURLMOPT_TIMERFUNCTION,
+                             webhook_timer_cb);
+    (void) curl_multi_setopt(hook->multi, CURLMOPT_TIMERDATA, hook);
     hook->body = vstr_alloc(4096);
     hook->reply = vstr_alloc(WEBHOOK_REPLY_MAX + 1);
     if (*hook->secret == 0)
@@ -260,7 +325,7 @@ static void webhook_close(void *state)
     }
     curl_slist_free_all(hook->headers);
     curl_multi_cleanup(hook->multi);
-    event_free(hook->poll_ev);
+    event_free(hook->timer_ev);
     vstr_free(hook->body);
     vstr_free(hook->reply);
     myfree(hook->url);
