@@ -206,7 +206,9 @@ def test_every_event_arrives_signed(make_instance, make_sink, receivers):
 
 
 def test_receiver_outage_loses_nothing(make_instance, make_sink, receivers):
-    """Receiver down, mail sent, the backlog visible in status; receiver
+    """Receiver down, mail sent, the backlog visible in status; the events
+    daemon killed (-9) meanwhile, so its successor must start from the
+    durable position, not from what the dead one had in memory; receiver
     up again (same port): every event arrives."""
     need()
     sink = make_sink()
@@ -224,6 +226,10 @@ def test_receiver_outage_loses_nothing(make_instance, make_sink, receivers):
                     what="a backlog of 6 events")
     assert st[0]["oldest_unexported"] is not None
     assert st[0]["oldest_age_seconds"] >= 0
+    pid = inst.child("events")
+    os.kill(pid, signal.SIGKILL)
+    wait_until(lambda: inst.child("events") != pid, timeout=20,
+               what="a new events daemon")
     back = receivers(port=port)
     wait_until(lambda: journal_ids(inst) <= back.got(), timeout=30,
                what="every event once the receiver is back")
@@ -335,11 +341,13 @@ def test_torn_tail_and_bad_line_of_finished_segment(make_instance, receivers):
                                  "events_webhook_secret": SECRET})
     d = events_dir(inst)
     d.mkdir(exist_ok=True)
-    seg = d / ("20260101T000000.000000Z-%d-crashed.jsonl" % dead_pid())
-    seg.write_text(fake_event(1) + "not json at all\n" + fake_event(2) +
-                   fake_event(3)[:30])
-    os.chown(seg, *owner(d))
+    # After the start: qmgr and cleanup cut dead writers' tails when they
+    # start (events_open); this one must be the exporter's to cut.
     inst.start()
+    inst.wait_log(r"events: exporter webhook-\w+", timeout=10)
+    seg = put_segment(d, "20260101T000000.000000Z-%d-crashed.jsonl"
+                      % dead_pid(), fake_event(1) + "not json at all\n" +
+                      fake_event(2) + fake_event(3)[:30])
     wait_until(lambda: recv.got() >= {"fake/Q1/received/0",
                                       "fake/Q2/received/0"},
                timeout=20, what="the two whole events")
@@ -352,6 +360,16 @@ def test_torn_tail_and_bad_line_of_finished_segment(make_instance, receivers):
     assert [p.read_text() for p in deads] == ["not json at all\n"]
     assert "fake/Q3/received/0" not in recv.got()
     assert recv.bad == []
+
+
+def put_segment(d, name, text):
+    """A segment of text in events folder d, whole at once (renamed into
+    place), owned by the folder's owner; its path."""
+    tmp = d / (".tmp-" + name)
+    tmp.write_text(text)
+    os.chown(tmp, *owner(d))
+    os.rename(tmp, d / name)
+    return d / name
 
 
 def owner(path):
