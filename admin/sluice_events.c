@@ -15,6 +15,14 @@
  * a JSON object with a kind, qid and ts is reported on stderr with its
  * segment and line number, the others are still shown, and the exit
  * status is 1.
+ *
+ * `sluice events status [--json]`: for each exporter main.cf configures
+ * (global/events_export.h), its position (events_pos.h), its backlog (the
+ * bytes and whole events of the journal it has not exported, and the
+ * time stamp and age of the oldest of them) and how many events it gave
+ * up on (the lines of its dead-letter file). --json prints one object per
+ * exporter, a line each. Exit status 1 when an exporter's position file
+ * cannot be read (it is shown with its error).
  */
 #include "sys_defs.h"
 
@@ -28,6 +36,8 @@
 
 #include "argv.h"
 #include "events.h"
+#include "events_export.h"
+#include "events_pos.h"
 #include "mail_conf.h"
 #include "msg.h"
 #include "mymalloc.h"
@@ -36,7 +46,7 @@
 
 #define SLUICE_EVENTS_USAGE                                                    \
     "usage: sluice events [--follow] [--qid QID] [--kind KIND[,KIND...]] "     \
-    "[--json]"
+    "[--json] | sluice events status [--json]"
 #define SLUICE_EVENTS_POLL_USEC 200000 /* --follow: between looks */
 
 typedef struct SLUICE_EVENTS_OPTS {
@@ -314,6 +324,252 @@ static int sluice_events_pass(SLUICE_EVENTS_STATE *state)
     return 0;
 }
 
+/* What an exporter has not exported yet. */
+typedef struct SLUICE_EVENTS_BACKLOG {
+    long long bytes;
+    long long events;
+    char oldest[64]; /* ts of the oldest, "": none */
+} SLUICE_EVENTS_BACKLOG;
+
+/* sluice_events_backlog_seg - add the whole events of seg after offset
+   (up to its size) to backlog, and the ts of the first; -1 with why when
+   it cannot be read (bytes: the caller's) */
+static int sluice_events_backlog_seg(const char *dir,
+                                     const EVENTS_SEG_INFO *seg,
+                                     long long offset,
+                                     SLUICE_EVENTS_BACKLOG *backlog, VSTR *why)
+{
+    VSTR *path = vstr_alloc(100);
+    char buf[65536];
+    bool first = true;
+    VSTR *line = vstr_alloc(512);
+    int fd;
+    int ret = 0;
+
+    vstr_sprintf(path, "%s/%s", dir, seg->name);
+    if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0) {
+        if (errno != ENOENT) {
+            vstr_sprintf(why, "open %s: %s", vstr_str(path), strerror(errno));
+            ret = -1;
+        }
+        goto out;
+    }
+    for (long long at = offset; at < seg->size;) {
+        size_t want = seg->size - at < (long long) sizeof(buf)
+                          ? (size_t) (seg->size - at)
+                          : sizeof(buf);
+        ssize_t got = pread(fd, buf, want, (off_t) at);
+
+        if (got < 0) {
+            vstr_sprintf(why, "read %s: %s", vstr_str(path), strerror(errno));
+            ret = -1;
+            break;
+        }
+        if (got == 0)
+            break;
+        for (ssize_t i = 0; i < got; i++) {
+            if (buf[i] != '\n') {
+                if (first)
+                    vstr_addch(line, buf[i]);
+                continue;
+            }
+            backlog->events++;
+            if (first) {
+                json_t *event =
+                    json_loadb(vstr_str(line), vstr_len(line), 0, NULL);
+                const char *ts = sluice_events_str(event, "ts");
+
+                if (ts && (backlog->oldest[0] == 0 ||
+                           strcmp(ts, backlog->oldest) < 0))
+                    snprintf(backlog->oldest, sizeof(backlog->oldest), "%s",
+                             ts);
+                json_decref(event);
+                first = false;
+            }
+        }
+        at += got;
+    }
+    (void) close(fd);
+out:
+    vstr_free(path);
+    vstr_free(line);
+    return ret;
+}
+
+/* sluice_events_ts_age - seconds since an event time stamp, -1: unknown */
+static long long sluice_events_ts_age(const char *ts)
+{
+    struct tm tm;
+    const char *end;
+
+    memset(&tm, 0, sizeof(tm));
+    if ((end = strptime(ts, "%Y-%m-%dT%H:%M:%S", &tm)) == NULL)
+        return -1;
+    return (long long) time(NULL) - (long long) timegm(&tm);
+}
+
+/* sluice_events_dead_count - lines of a dead-letter file (0: none) */
+static long long sluice_events_dead_count(const char *path)
+{
+    char buf[65536];
+    long long lines = 0;
+    ssize_t got;
+    int fd;
+
+    if ((fd = open(path, O_RDONLY | O_CLOEXEC)) < 0)
+        return errno == ENOENT ? 0 : -1;
+    while ((got = read(fd, buf, sizeof(buf))) > 0)
+        for (ssize_t i = 0; i < got; i++)
+            lines += buf[i] == '\n';
+    (void) close(fd);
+    return got < 0 ? -1 : lines;
+}
+
+/* sluice_events_status_one - one exporter: print it; -1 when its position
+   cannot be read */
+static int sluice_events_status_one(const char *dir, const EVENTS_EXPORT *exp,
+                                    const EVENTS_LIST *list, bool json)
+{
+    EVENTS_POS *pos = events_pos_alloc();
+    SLUICE_EVENTS_BACKLOG backlog = {0, 0, ""};
+    VSTR *path = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    long long dead;
+    long long age;
+    int ret = 0;
+
+    events_export_path(path, dir, exp->name, EVENTS_EXPORT_POS_SUFFIX);
+    if (events_pos_load(pos, vstr_str(path), why) < 0) {
+        ret = -1;
+    } else {
+        for (size_t i = 0; i < list->count && ret == 0; i++) {
+            const EVENTS_SEG_INFO *seg = &list->segs[i];
+            long long offset = events_pos_offset(pos, seg->name);
+            SLUICE_EVENTS_BACKLOG one = {0, 0, ""};
+
+            if (offset < 0 || offset >= seg->size)
+                continue;
+            if (sluice_events_backlog_seg(dir, seg, offset, &one, why) < 0) {
+                ret = -1;
+                break;
+            }
+            backlog.events += one.events;
+            backlog.bytes += seg->size - offset;
+            if (one.oldest[0] && (backlog.oldest[0] == 0 ||
+                                  strcmp(one.oldest, backlog.oldest) < 0))
+                memcpy(backlog.oldest, one.oldest, sizeof(one.oldest));
+        }
+    }
+    events_export_path(path, dir, exp->name, EVENTS_EXPORT_DEAD_SUFFIX);
+    dead = sluice_events_dead_count(vstr_str(path));
+    age = backlog.oldest[0] ? sluice_events_ts_age(backlog.oldest) : -1;
+    if (json) {
+        json_t *obj = json_object();
+        json_t *segs = json_array();
+        char *text;
+
+        json_object_set_new(obj, "name", json_string(exp->name));
+        json_object_set_new(obj, "kind", json_string(exp->kind));
+        json_object_set_new(obj, "target", json_string(exp->target));
+        json_object_set_new(obj, "floor",
+                            pos->floor ? json_string(pos->floor) : json_null());
+        for (size_t i = 0; i < pos->count; i++) {
+            json_t *seg = json_object();
+
+            json_object_set_new(seg, "name", json_string(pos->segs[i].name));
+            json_object_set_new(seg, "offset",
+                                json_integer(pos->segs[i].offset));
+            json_array_append_new(segs, seg);
+        }
+        json_object_set_new(obj, "segments", segs);
+        json_object_set_new(obj, "backlog_events",
+                            json_integer(backlog.events));
+        json_object_set_new(obj, "backlog_bytes", json_integer(backlog.bytes));
+        json_object_set_new(obj, "oldest_unexported",
+                            backlog.oldest[0] ? json_string(backlog.oldest)
+                                              : json_null());
+        json_object_set_new(obj, "oldest_age_seconds",
+                            age >= 0 ? json_integer(age) : json_null());
+        json_object_set_new(obj, "dead_letters",
+                            dead >= 0 ? json_integer(dead) : json_null());
+        json_object_set_new(obj, "error",
+                            ret < 0 ? json_string(vstr_str(why)) : json_null());
+        text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                   JSON_ENSURE_ASCII);
+        if (text) {
+            printf("%s\n", text);
+            free(text);
+        }
+        json_decref(obj);
+    } else {
+        printf("%s: %s %s\n", exp->name, exp->kind, exp->target);
+        if (ret < 0) {
+            printf("  error: %s\n", vstr_str(why));
+        } else {
+            printf("  position: floor %s", pos->floor ? pos->floor : "-");
+            for (size_t i = 0; i < pos->count; i++)
+                printf(", %s at %lld", pos->segs[i].name, pos->segs[i].offset);
+            printf("\n  backlog: %lld events, %lld bytes", backlog.events,
+                   backlog.bytes);
+            if (backlog.oldest[0])
+                printf(", oldest %s (%lld s ago)", backlog.oldest, age);
+            printf("\n");
+        }
+        if (dead < 0)
+            printf("  dead letters: cannot read %s\n", vstr_str(path));
+        else
+            printf("  dead letters: %lld\n", dead);
+    }
+    events_pos_free(pos);
+    vstr_free(path);
+    vstr_free(why);
+    return ret;
+}
+
+/* sluice_events_status - `sluice events status [--json]` */
+static int sluice_events_status(const char *config_dir, int argc, char **argv)
+{
+    EVENTS_EXPORT_LIST *exports;
+    EVENTS_LIST *list;
+    VSTR *why;
+    MAIL_CONF *conf;
+    bool json = false;
+    int status = 0;
+
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0)
+            json = true;
+        else
+            return sluice_fail("events status: unknown argument \"%s\" (%s)",
+                               argv[i], SLUICE_EVENTS_USAGE);
+    }
+    why = vstr_alloc(100);
+    if ((conf = mail_conf_read(config_dir, why)) == NULL) {
+        status = sluice_fail("%s", vstr_str(why));
+        vstr_free(why);
+        return status;
+    }
+    exports = events_export_list(conf);
+    if ((list = events_list(mail_conf_str(conf, "events_directory"), why)) ==
+        NULL) {
+        status = sluice_fail("events status: %s", vstr_str(why));
+    } else {
+        if (exports->count == 0 && !json)
+            printf("no exporter configured (events_webhook_urls)\n");
+        for (size_t i = 0; i < exports->count; i++)
+            if (sluice_events_status_one(
+                    mail_conf_str(conf, "events_directory"),
+                    &exports->exports[i], list, json) < 0)
+                status = 1;
+        (void) fflush(stdout);
+    }
+    events_list_free(list);
+    events_export_list_free(exports);
+    mail_conf_free(conf);
+    vstr_free(why);
+    return status;
+}
+
 /* sluice_events - `sluice events [--follow] [--qid Q] [--kind K] [--json]` */
 int sluice_events(const char *config_dir, int argc, char **argv)
 {
@@ -324,6 +580,8 @@ int sluice_events(const char *config_dir, int argc, char **argv)
     char *dir;
     int status = 0;
 
+    if (argc > 1 && strcmp(argv[1], "status") == 0)
+        return sluice_events_status(config_dir, argc, argv);
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--json") == 0 || strcmp(argv[i], "-j") == 0) {
             opts.json = true;

@@ -61,6 +61,8 @@ static const SLUICE_INIT_SERV sluice_init_servs[] = {
     {"virtual", "unix  -       n       n       -       -       virtual"},
     /* public: mailq run by any local user connects to it */
     {"showq", "unix  n       -       n       -       -       showq"},
+    /* follows the event journal for its exporters (events_webhook_urls) */
+    {"events", "unix  -       -       n       -       1       events"},
 };
 
 /* sluice_init_dir_empty - is dir missing or empty? */

@@ -239,8 +239,8 @@ size_t events_whole_length(const char *data, size_t len)
     return len;
 }
 
-/* events_repair_one - cut path's torn tail; 1 when cut, 0 when whole */
-static int events_repair_one(const char *path)
+/* events_repair_file - cut path's torn tail; 1 when cut, 0 when whole */
+int events_repair_file(const char *path)
 {
     char buf[4096];
     struct stat st;
@@ -312,7 +312,7 @@ int events_repair(const char *dir)
         if (kill((pid_t) pid, 0) == 0 || errno != ESRCH)
             continue;
         vstr_sprintf(path, "%s/%s", dir, de->d_name);
-        cut += events_repair_one(vstr_str(path));
+        cut += events_repair_file(vstr_str(path));
     }
     (void) closedir(dp);
     vstr_free(path);

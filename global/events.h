@@ -10,10 +10,10 @@
  * segment was opened as YYYYMMDDTHHMMSS.uuuuuuZ, so a listing sorted by
  * name is sorted by start time. Each segment has exactly one writer (the
  * process PID); a segment is finished once that process has opened a later
- * one or is gone. An exporter (later) keeps, durably, the name and offset
- * it has read up to; a segment may be removed once every configured
- * exporter is past its end and it is finished. Until exporters exist
- * nothing removes segments: the journal grows by about 300 bytes an event.
+ * one or is gone. An exporter (events/, events_pos.h) keeps, durably, how far it has read;
+ * a finished segment is removed once every configured exporter is past
+ * its end. With no exporter configured nothing removes segments: the
+ * journal grows by about 300 bytes an event.
  * `sluice init` makes queue_directory/events (mail_owner's, 0700) with the
  * queue; for an instance made before the journal, master makes it when it
  * starts (as `sluice check` would), so the writers find it (qmgr logs the
@@ -120,5 +120,10 @@ extern EVENTS *events_close(EVENTS *events);
 /* events_repair - cut the torn last line of every finished segment in
    dir (its writer gone); returns how many were cut, each with a warning */
 extern int events_repair(const char *dir);
+
+/* events_repair_file - cut the torn last line of the segment at path
+   (its writer must be gone: the caller knows); 1 when cut, with a
+   warning, 0 when it was whole or could not be read */
+extern int events_repair_file(const char *path);
 
 #endif

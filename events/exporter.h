@@ -1,0 +1,54 @@
+/*
+ * exporter - the events daemon's framework, as its backends see it
+ *
+ * The framework follows the journal for each configured exporter, hands
+ * the backend one batch at a time (whole event lines, as the journal holds
+ * them, each a JSON object ending in LF) and waits for the backend to say
+ * how it went with exporter_done(). A batch that went moves the
+ * exporter's durable position past it; one that failed is tried again,
+ * the same lines, after a back-off, until it is older than the backend's
+ * max_age, when its events go to the exporter's dead-letter file (logged).
+ *
+ * A backend is a table of three functions. A Kafka backend (librdkafka:
+ * one produce per line, done when every delivery report is in) or the
+ * SQLite store (one transaction per batch) is one more table: nothing
+ * here knows about HTTP.
+ */
+#ifndef EXPORTER_H
+#define EXPORTER_H
+
+#include "sys_defs.h"
+
+#include "mail_conf.h"
+#include "vstr.h"
+
+struct event_base;
+
+typedef struct EXPORTER EXPORTER;
+
+typedef struct EXPORTER_BACKEND {
+    const char *kind; /* events_export.h: EVENTS_EXPORT_WEBHOOK ... */
+    /* Set up for exp (its target and main.cf); returns the backend's
+       state. msg_fatal for a configuration that cannot work. */
+    void *(*open)(EXPORTER *exp, struct event_base *base,
+                  const MAIL_CONF *conf);
+    /* Start sending count events (lines: whole LF-ended JSON lines); the
+       backend calls exporter_done() later, from the event loop, never
+       from inside send. */
+    void (*send)(void *state, const VSTR *lines, int count);
+    /* Free the state (a send in flight is abandoned). */
+    void (*close)(void *state);
+    /* How long a failing batch is retried before its dead letters. */
+    long long (*max_age)(void *state);
+} EXPORTER_BACKEND;
+
+/* exporter_done - the backend's answer to the batch in flight: ok, or
+   why it failed (for the log) */
+extern void exporter_done(EXPORTER *exp, bool ok, const char *why);
+
+/* exporter_target - the URL (or broker list ...) exp exports to */
+extern const char *exporter_target(const EXPORTER *exp);
+
+extern const EXPORTER_BACKEND webhook_backend;
+
+#endif

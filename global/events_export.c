@@ -1,0 +1,84 @@
+/*
+ * events_export - the exporters main.cf configures (events_export.h)
+ */
+#include "sys_defs.h"
+
+#include <openssl/sha.h>
+
+#include "argv.h"
+#include "events_export.h"
+#include "events_pos.h"
+#include "mymalloc.h"
+
+/* events_export_name - KIND-HASH of kind and target */
+void events_export_name(VSTR *name, const char *kind, const char *target)
+{
+    unsigned char digest[SHA256_DIGEST_LENGTH];
+
+    (void) SHA256((const unsigned char *) target, strlen(target), digest);
+    vstr_sprintf(name, "%s-", kind);
+    for (int i = 0; i < 6; i++)
+        vstr_sprintf_append(name, "%02x", digest[i]);
+}
+
+/* events_export_add - one exporter, unless its name is there already */
+static void events_export_add(EVENTS_EXPORT_LIST *list, size_t *cap,
+                              const char *kind, const char *target)
+{
+    VSTR *name = vstr_alloc(40);
+    EVENTS_EXPORT *exp;
+
+    events_export_name(name, kind, target);
+    for (size_t i = 0; i < list->count; i++) {
+        if (strcmp(list->exports[i].name, vstr_str(name)) == 0) {
+            vstr_free(name);
+            return;
+        }
+    }
+    if (list->count == *cap) {
+        *cap = *cap ? *cap * 2 : 4;
+        list->exports = myrealloc(list->exports, *cap * sizeof(*exp));
+    }
+    exp = &list->exports[list->count++];
+    exp->kind = mystrdup(kind);
+    exp->target = mystrdup(target);
+    exp->name = vstr_export(name);
+}
+
+/* events_export_list - the exporters conf configures */
+EVENTS_EXPORT_LIST *events_export_list(const MAIL_CONF *conf)
+{
+    EVENTS_EXPORT_LIST *list = mycalloc(1, sizeof(*list));
+    size_t cap = 0;
+    ARGV *urls;
+
+    if (!mail_conf_bool(conf, "events_enable"))
+        return list;
+    urls = mail_conf_list(conf, "events_webhook_urls");
+    for (size_t i = 0; i < urls->argc; i++)
+        events_export_add(list, &cap, EVENTS_EXPORT_WEBHOOK, urls->argv[i]);
+    argv_free(urls);
+    return list;
+}
+
+/* events_export_list_free - free; returns NULL */
+EVENTS_EXPORT_LIST *events_export_list_free(EVENTS_EXPORT_LIST *list)
+{
+    if (list == NULL)
+        return NULL;
+    for (size_t i = 0; i < list->count; i++) {
+        myfree(list->exports[i].kind);
+        myfree(list->exports[i].target);
+        myfree(list->exports[i].name);
+    }
+    myfree(list->exports);
+    myfree(list);
+    return NULL;
+}
+
+/* events_export_path - DIR/exporters/NAME SUFFIX */
+void events_export_path(VSTR *path, const char *dir, const char *name,
+                        const char *suffix)
+{
+    vstr_sprintf(path, "%s/%s/%s%s", dir, EVENTS_POS_DIR, name, suffix);
+}
