@@ -390,6 +390,7 @@ int sluice_init(int argc, char **argv)
     vstr_sprintf(queue, "%s/queue", dir);
     if (sluice_init_mkdir(dir, "log") < 0 ||
         sluice_init_mkdir(dir, "data") < 0 ||
+        sluice_init_mkdir(dir, "data/mta-sts") < 0 ||
         sluice_init_mkdir(dir, "mail") < 0)
         goto out;
     if (mail_queue_create_dirs(vstr_str(queue), 0700, why) < 0) {
@@ -400,6 +401,10 @@ int sluice_init(int argc, char **argv)
         vstr_sprintf(why, "%s/mail", dir);
         if (sluice_init_give_queue(vstr_str(queue), owner_uid, owner_gid) < 0 ||
             sluice_init_give(vstr_str(why), owner_uid, owner_gid) < 0)
+            goto out;
+        /* smtp's MTA-STS policy cache (global/mta_sts.h) */
+        vstr_sprintf(why, "%s/data/mta-sts", dir);
+        if (sluice_init_give(vstr_str(why), owner_uid, owner_gid) < 0)
             goto out;
     }
 

@@ -33,6 +33,7 @@
 #define DNS_TYPE_A 1
 #define DNS_TYPE_PTR 12
 #define DNS_TYPE_MX 15
+#define DNS_TYPE_TXT 16
 #define DNS_TYPE_AAAA 28
 #define DNS_CLASS_IN 1
 #define DNS_RCODE_NXDOMAIN 3
@@ -70,6 +71,7 @@ struct DNS_LOOKUP {
     char *name;
     bool mx;
     bool ptr; /* dns_lookup_ptr: name is the reverse-lookup name */
+    bool txt; /* dns_lookup_txt */
     int family; /* dns_lookup_ptr: of client_ip */
     char client_ip[INET6_ADDRSTRLEN]; /* dns_lookup_ptr: normalised */
     int timeout;
@@ -190,6 +192,23 @@ int dns_mx_parse(const unsigned char *data, size_t len, DNS_MX *mx)
     }
     mx->pref = (data[0] << 8) | data[1];
     mx->host = vstr_export(host);
+    return 0;
+}
+
+/* dns_txt_parse - the character-strings of one TXT record, joined */
+int dns_txt_parse(const unsigned char *data, size_t len, VSTR *out)
+{
+    size_t pos = 0;
+
+    vstr_reset(out);
+    while (pos < len) {
+        size_t n = data[pos++];
+
+        if (n > len - pos)
+            return -1;
+        vstr_ncat(out, (const char *) data + pos, n);
+        pos += n;
+    }
     return 0;
 }
 
@@ -493,6 +512,8 @@ static void dns_lookup_free(DNS_LOOKUP *lookup)
     myfree(lookup->reply.addrs);
     myfree(lookup->reply.name);
     myfree(lookup->reply.ptr_name);
+    if (lookup->reply.texts)
+        argv_free(lookup->reply.texts);
     vstr_free(lookup->reply.reason);
     myfree(lookup->name);
     myfree(lookup);
@@ -542,6 +563,7 @@ static const char *dns_type_name(int type)
 {
     return type == DNS_TYPE_MX    ? "MX"
            : type == DNS_TYPE_PTR ? "PTR"
+           : type == DNS_TYPE_TXT ? "TXT"
            : type == DNS_TYPE_A   ? "A"
                                   : "AAAA";
 }
@@ -616,7 +638,12 @@ static void dns_timer(evutil_socket_t fd, short what, void *arg)
         }
         for (size_t i = 0; i < lookup->host_count; i++)
             have |= lookup->hosts[i].count > 0;
-        if (lookup->ptr)
+        if (lookup->txt)
+            dns_decide(lookup, DNS_TEMP, "4.4.3",
+                       "Name service error for name=%s type=TXT: DNS lookup "
+                       "timed out after %ds",
+                       lookup->name, lookup->timeout);
+        else if (lookup->ptr)
             dns_decide(lookup, DNS_TEMP, "4.4.3",
                        "%s: host name lookup timed out after %ds%s%s",
                        lookup->client_ip, lookup->timeout,
@@ -839,6 +866,45 @@ static void dns_ptr_confirm(DNS_LOOKUP *lookup)
                    lookup->client_ip);
 }
 
+/* dns_txt_answer - the TXT query of dns_lookup_txt was answered */
+static void dns_txt_answer(DNS_LOOKUP *lookup, int err,
+                           struct ub_result *result)
+{
+    VSTR *text;
+
+    if (err != 0) {
+        dns_decide(lookup, DNS_TEMP, "4.4.3",
+                   "Name service error for name=%s type=TXT: %s", lookup->name,
+                   ub_strerror(err));
+        return;
+    }
+    if (result->nxdomain || result->rcode == DNS_RCODE_NXDOMAIN) {
+        dns_decide(lookup, DNS_PERM, "5.1.2",
+                   "Name service error for name=%s type=TXT: Host not found",
+                   lookup->name);
+        return;
+    }
+    if (result->rcode != 0) {
+        dns_decide(lookup, DNS_TEMP, "4.4.3",
+                   "Name service error for name=%s type=TXT: server error "
+                   "(rcode %d)",
+                   lookup->name, result->rcode);
+        return;
+    }
+    text = vstr_alloc(100);
+    lookup->reply.texts = argv_alloc(4);
+    for (size_t i = 0; result->havedata && result->data[i] != NULL; i++) {
+        if (dns_txt_parse((const unsigned char *) result->data[i],
+                          (size_t) result->len[i], text) == 0)
+            argv_addn(lookup->reply.texts, vstr_str(text), vstr_len(text));
+        else
+            msg_warn("DNS: %s: malformed TXT record ignored", lookup->name);
+    }
+    vstr_free(text);
+    dns_decide(lookup, DNS_OK, "2.0.0", "%zu TXT records",
+               lookup->reply.texts->argc);
+}
+
 /* dns_answer - libunbound callback for one query */
 static void dns_answer(void *arg, int err, struct ub_result *result)
 {
@@ -852,7 +918,9 @@ static void dns_answer(void *arg, int err, struct ub_result *result)
             break;
         }
     }
-    if (lookup->ptr) {
+    if (lookup->txt) {
+        dns_txt_answer(lookup, err, result);
+    } else if (lookup->ptr) {
         dns_ptr_step(lookup, query, err, result);
     } else if (err != 0) {
         if (query->type == DNS_TYPE_MX)
@@ -951,6 +1019,40 @@ DNS_LOOKUP *dns_lookup_ptr(DNS_CTX *ctx, const char *addr, int timeout,
     }
     if (query)
         vstr_free(query);
+    return lookup;
+}
+
+/* dns_lookup_txt - start a TXT lookup */
+DNS_LOOKUP *dns_lookup_txt(DNS_CTX *ctx, const char *name, int timeout,
+                           DNS_CALLBACK callback, void *arg)
+{
+    DNS_LOOKUP *lookup = mycalloc(1, sizeof(*lookup));
+    struct timeval deadline = {timeout > 0 ? timeout : 1, 0};
+
+    lookup->ctx = ctx;
+    lookup->name = mystrdup(name);
+    lookup->txt = true;
+    lookup->timeout = (int) deadline.tv_sec;
+    lookup->callback = callback;
+    lookup->arg = arg;
+    lookup->reply.reason = vstr_alloc(100);
+    lookup->timer = evtimer_new(ctx->base, dns_timer, lookup);
+    if (lookup->timer == NULL)
+        msg_fatal("cannot create a DNS timer");
+    if ((lookup->next = ctx->lookups) != NULL)
+        lookup->next->prev = lookup;
+    ctx->lookups = lookup;
+
+    if (ctx->ub == NULL) {
+        dns_decide(lookup, DNS_TEMP, "4.4.3",
+                   "%s: DNS lookups are disabled (disable_dns_lookups = yes)",
+                   name);
+        dns_finish(lookup);
+    } else if (dns_ask(lookup, name, DNS_TYPE_TXT, 0)) {
+        event_add(lookup->timer, &deadline);
+    } else {
+        dns_finish(lookup);
+    }
     return lookup;
 }
 

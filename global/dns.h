@@ -20,6 +20,9 @@
  *   DNS_PERM  NXDOMAIN (5.1.2), null MX (RFC 7505, 5.1.10), no address
  *             record at all (5.4.4): return the mail to its sender
  *   DNS_TEMP  SERVFAIL, timeout, lookups disabled (4.4.3): try again later
+ * dns_lookup_txt() gets a name's TXT records, each record's strings
+ * joined (reply->texts; none is DNS_OK with no texts, NXDOMAIN is
+ * DNS_PERM).
  * dns_lookup_ptr() finds a client's host name as Postfix's smtpd does: the
  * PTR name counts only when its own addresses include the client's.
  * The callback always runs later from the event loop, never inside
@@ -33,6 +36,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 
+#include "argv.h"
 #include "mail_conf.h"
 #include "vstr.h"
 
@@ -59,6 +63,7 @@ typedef struct DNS_REPLY {
     size_t count;
     char *name; /* dns_lookup_ptr: the forward-confirmed name, or NULL */
     char *ptr_name; /* dns_lookup_ptr: what the PTR said, or NULL */
+    ARGV *texts; /* dns_lookup_txt: one string per TXT record, or NULL */
 } DNS_REPLY;
 
 typedef void (*DNS_CALLBACK)(const DNS_REPLY *reply, void *arg);
@@ -85,6 +90,12 @@ extern DNS_LOOKUP *dns_lookup(DNS_CTX *ctx, const char *name, bool mx,
    answer in time (reply->ptr_name is set once the PTR was read) */
 extern DNS_LOOKUP *dns_lookup_ptr(DNS_CTX *ctx, const char *addr, int timeout,
                                   DNS_CALLBACK callback, void *arg);
+/* dns_lookup_txt - the TXT records of name, bounded by timeout seconds:
+   DNS_OK with reply->texts (maybe empty: the name has no TXT record),
+   DNS_PERM when the name does not exist, DNS_TEMP when a server failed or
+   did not answer in time */
+extern DNS_LOOKUP *dns_lookup_txt(DNS_CTX *ctx, const char *name, int timeout,
+                                  DNS_CALLBACK callback, void *arg);
 /* dns_ctx_hosts - answer from a hosts file (NULL: /etc/hosts) before DNS,
    names and addresses alike; call before the first lookup. 0, or -1 with
    the reason in why */
@@ -108,6 +119,9 @@ extern int dns_server_parse(const char *text, VSTR *out, VSTR *why);
 extern int dns_name_parse(const unsigned char *data, size_t len, VSTR *out);
 /* dns_mx_parse - one MX rdata; 0 with mx->host allocated, or -1 */
 extern int dns_mx_parse(const unsigned char *data, size_t len, DNS_MX *mx);
+/* dns_txt_parse - one TXT rdata: its character-strings joined into out;
+   0, or -1 when a length runs past the end */
+extern int dns_txt_parse(const unsigned char *data, size_t len, VSTR *out);
 /* dns_mx_null - RFC 7505: one MX, the root name (preference ignored) */
 extern bool dns_mx_null(const DNS_MX *mx, size_t count);
 /* dns_ptr_query - the reverse-lookup name of an address:

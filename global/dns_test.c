@@ -165,6 +165,22 @@ static void test_mx_sort(void **state)
     dns_mx_sort(mx, 0, seq_rnd, &seed); /* nothing to do, no crash */
 }
 
+static void test_txt_parse(void **state)
+{
+    VSTR *out = vstr_alloc(10);
+
+    /* two character-strings are joined; an empty one adds nothing */
+    assert_int_equal(
+        dns_txt_parse((const unsigned char *) "\3abc\0\2de", 8, out), 0);
+    assert_string_equal(vstr_str(out), "abcde");
+    assert_int_equal(dns_txt_parse((const unsigned char *) "", 0, out), 0);
+    assert_string_equal(vstr_str(out), "");
+    /* a length past the end */
+    assert_int_equal(dns_txt_parse((const unsigned char *) "\4abc", 4, out),
+                     -1);
+    vstr_free(out);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -173,6 +189,7 @@ int main(void)
         cmocka_unit_test(test_mx_parse_and_null),
         cmocka_unit_test(test_mx_sort),
         cmocka_unit_test(test_ptr_query),
+        cmocka_unit_test(test_txt_parse),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -443,6 +443,11 @@ static const MAIL_PARAM mail_param_tab[] = {
      "names a certificate must carry at secure"},
     {"smtp_tls_loglevel", INT_RANGE(0, 4), "1",
      "0: no TLS log lines; 1: the summary of each TLS session"},
+    {"smtp_mta_sts_enable", BOOL, "yes",
+     "honour recipient domains' MTA-STS policies (RFC 8461) when no"
+     " smtp_tls_policy_maps entry applies; cached in data_directory/mta-sts"},
+    {"smtp_mta_sts_fetch_timeout", TIME_RANGE(1, 300), "20s",
+     "time limit for fetching an MTA-STS policy over HTTPS"},
     {"smtp_starttls_timeout", TIME_RANGE(1, INTMAX), "300s",
      "time limit for the TLS handshake after STARTTLS"},
     {"smtp_sasl_auth_enable", BOOL, "no",

@@ -90,6 +90,33 @@ static void smtp_conf_tls(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
         msg_fatal("%s", vstr_str(why));
 }
 
+/* smtp_conf_sts - MTA-STS: on unless smtp_mta_sts_enable = no, or no DNS
+   is asked at all (disable_dns_lookups: no TXT record can be found, and
+   mail for domains does not go anywhere either) */
+static void smtp_conf_sts(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
+{
+    MTA_STS_CONF sts_conf;
+    VSTR *dir;
+
+    ctx->conf.mta_sts = mail_conf_bool(conf, "smtp_mta_sts_enable");
+    if (!ctx->conf.mta_sts || mail_conf_bool(conf, "disable_dns_lookups"))
+        return;
+    dir = vstr_alloc(100);
+    if (*mail_conf_str(conf, "data_directory"))
+        vstr_sprintf(dir, "%s/mta-sts", mail_conf_str(conf, "data_directory"));
+    sts_conf = (MTA_STS_CONF){
+        .cafile = mail_conf_str(conf, "smtp_tls_CAfile"),
+        .cache_dir = vstr_len(dir) > 0 ? vstr_str(dir) : NULL,
+        .dns_timeout = ctx->conf.dns_timeout,
+        .fetch_timeout = smtp_conf_time(conf, "smtp_mta_sts_fetch_timeout"),
+        .https_port = 443,
+    };
+    if ((ctx->sts = mta_sts_ctx_create(mail_server_base(ctx->server), ctx->dns,
+                                       &sts_conf, why)) == NULL)
+        msg_fatal("MTA-STS: %s", vstr_str(why));
+    vstr_free(dir);
+}
+
 /* smtp_pre_loop - read main.cf once, set up DNS */
 static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -130,6 +157,7 @@ static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
     if ((ctx->dns = dns_ctx_create(mail_server_base(server), conf, why)) ==
         NULL)
         msg_fatal("DNS: %s", vstr_str(why));
+    smtp_conf_sts(ctx, conf, why);
     vstr_free(why);
 }
 

@@ -9,6 +9,8 @@
  *                 (global/deliver_log.h), then DONE
  * smtp_connect.c  where to: the next hop's addresses (global/dns.h),
  *                 trying them in order (next MX), the connection cache
+ * smtp_sts.c      MTA-STS (global/mta_sts.h): the recipient domain's
+ *                 policy before routing; which MX hosts it allows
  * smtp_session.c  one connection's I/O: a libevent bufferevent, the timer
  *                 of each phase, the content read from the queue file;
  *                 it feeds server replies to the conversation and does
@@ -35,6 +37,7 @@
 #include "dns.h"
 #include "mail_server.h"
 #include "maps.h"
+#include "mta_sts.h"
 #include "qfile.h"
 #include "smtp_proto.h"
 #include "tls_client.h"
@@ -78,6 +81,7 @@ typedef struct SMTP_CONF {
     ARGV *tls_secure_match;
     int starttls_timeout;
     int tls_loglevel; /* 0: no summary line */
+    bool mta_sts; /* smtp_mta_sts_enable */
     bool sasl_enable;
     bool sasl_noplain; /* smtp_sasl_security_options has noplaintext */
     bool sasl_tls_noplain; /* ... smtp_sasl_tls_security_options */
@@ -96,6 +100,7 @@ typedef struct SMTP_CTX {
     TLS_CLIENT *tls;
     MAPS *tls_policy; /* smtp_tls_policy_maps */
     MAPS *sasl_passwd; /* smtp_sasl_password_maps */
+    MTA_STS_CTX *sts; /* NULL: MTA-STS off (or no DNS) */
 } SMTP_CTX;
 
 /* One connection to a server. What the conversation stands at is in
@@ -184,6 +189,11 @@ struct SMTP_REQ {
     ARGV *tls_match; /* NULL: the level's default */
     char *tls_protocols;
     bool tls_plain_retry; /* the next connection goes without TLS */
+    bool tls_from_map; /* smtp_tls_policy_maps had an entry */
+    /* The recipient domain's MTA-STS policy (smtp_sts.c). */
+    MTA_STS_LOOKUP *sts_lookup;
+    MTA_STS_MODE sts_mode; /* NONE: no policy applies */
+    ARGV *sts_mx; /* its mx patterns */
 };
 
 /* smtp_request.c */
@@ -205,6 +215,12 @@ extern bool smtp_req_policy(SMTP_REQ *req);
 extern void smtp_req_route(SMTP_REQ *req);
 extern void smtp_req_try_next(SMTP_REQ *req);
 extern void smtp_cache_remove(SMTP_SESS *sess);
+
+/* smtp_sts.c */
+extern void smtp_req_sts(SMTP_REQ *req);
+extern bool smtp_sts_filter(SMTP_REQ *req);
+extern void smtp_sts_tls_check(SMTP_SESS *sess, SSL *ssl);
+extern void smtp_sts_no_tls(SMTP_SESS *sess);
 
 /* smtp_session.c */
 extern SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,

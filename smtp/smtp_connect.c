@@ -53,6 +53,8 @@ static void smtp_req_dns(const DNS_REPLY *reply, void *arg)
     }
     req->addr_count = reply->count;
     req->addr_next = 0;
+    if (!smtp_sts_filter(req))
+        return;
     smtp_req_try_next(req);
 }
 
@@ -144,6 +146,7 @@ bool smtp_req_policy(SMTP_REQ *req)
         req->tls_level = policy.level;
         req->tls_match = policy.match;
         req->tls_protocols = policy.protocols;
+        req->tls_from_map = true;
     }
     if (req->tls_match == NULL && tls_level_verifies(req->tls_level))
         req->tls_match = argv_split("", " ");

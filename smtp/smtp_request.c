@@ -45,6 +45,10 @@ static void smtp_req_free(SMTP_REQ *req)
     }
     if (req->lookup)
         dns_lookup_cancel(req->lookup);
+    if (req->sts_lookup)
+        mta_sts_lookup_cancel(req->sts_lookup);
+    if (req->sts_mx)
+        argv_free(req->sts_mx);
     if (req->fd >= 0)
         (void) close(req->fd);
     if (req->info)
@@ -206,7 +210,7 @@ static void smtp_req_start(SMTP_REQ *req)
     }
     if (!smtp_req_policy(req))
         return;
-    smtp_req_route(req);
+    smtp_req_sts(req); /* then smtp_req_route */
 }
 
 /* smtp_req_fail - qmgr broke the protocol or went away */

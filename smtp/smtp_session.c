@@ -593,6 +593,7 @@ static void smtp_sess_tls_done(SMTP_SESS *sess)
     tls_client_summary(line, &status, vstr_str(relay));
     if (sess->ctx->conf.tls_loglevel > 0)
         msg_info("%s", vstr_str(line));
+    smtp_sts_tls_check(sess, ssl);
     if (tls_level_verifies(sess->tls_level)) {
         if (!status.trusted) {
             msg_info("%s: server certificate verification failed for %s: %s",
@@ -814,6 +815,8 @@ static bool smtp_sess_greeted(SMTP_SESS *sess)
         vstr_free(why);
         return false;
     }
+    if (!sess->proto->tls_active)
+        smtp_sts_no_tls(sess);
     switch (smtp_sess_auth_start(sess)) {
     case 1:
         return true;
