@@ -72,6 +72,25 @@ static void *api_error_set(API_ERROR *err, int status, const char *code,
     return NULL;
 }
 
+/* api_error_string - a JSON string of text: as it is when it is UTF-8,
+   else with every byte above 0x7f made '?' (a parser's message may quote
+   the client's bad bytes) */
+static json_t *api_error_string(const VSTR *text)
+{
+    json_t *str = json_stringn(vstr_str(text), vstr_len(text));
+
+    if (str == NULL) {
+        char *copy = mymemdup(vstr_str(text), vstr_len(text));
+
+        for (size_t i = 0; i < vstr_len(text); i++)
+            if ((unsigned char) copy[i] > 0x7f)
+                copy[i] = '?';
+        str = json_stringn(copy, vstr_len(text));
+        myfree(copy);
+    }
+    return str;
+}
+
 /* api_error_json - append {"error":{"code":..,"message":..,"field":..}} */
 void api_error_json(const API_ERROR *err, VSTR *out)
 {
@@ -80,15 +99,9 @@ void api_error_json(const API_ERROR *err, VSTR *out)
     char *text;
 
     json_object_set_new(inner, "code", json_string(err->code));
-    /* A message quotes the client's bytes only through submit_check_quote
-       or %zu: it is ASCII, but stay safe if it were not. */
-    json_object_set_new(
-        inner, "message",
-        json_stringn_nocheck(vstr_str(err->message), vstr_len(err->message)));
+    json_object_set_new(inner, "message", api_error_string(err->message));
     if (vstr_len(err->field) > 0)
-        json_object_set_new(
-            inner, "field",
-            json_stringn_nocheck(vstr_str(err->field), vstr_len(err->field)));
+        json_object_set_new(inner, "field", api_error_string(err->field));
     json_object_set_new(obj, "error", inner);
     if ((text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII)) != NULL) {
         vstr_cat(out, text);
@@ -423,6 +436,16 @@ static int api_request_raw(json_t *raw, const API_LIMITS *limits,
     for (size_t i = 0; i < len; i++) {
         if (data[i] == '\r' && i + 1 < len && data[i + 1] == '\n')
             continue;
+        if (data[i] == '\r') {
+            /* RFC 5322 2.3: CR only before LF; a bare one could end a
+               header line for one reader and not another. */
+            api_error_set(err, 400, "invalid_field", "raw",
+                          "raw contains a CR that is not followed by LF "
+                          "(at byte %zu)",
+                          i);
+            ret = -1;
+            goto out;
+        }
         if ((unsigned char) data[i] > 0x7f)
             msg->eight_bit = true;
         vstr_addch(msg->content, data[i]);
@@ -642,6 +665,7 @@ API_MESSAGE *api_request_parse(const char *body, size_t len,
             argv_add(msg->rcpts, cc.addrs->argv[i]);
         for (size_t i = 0; i < bcc.addrs->argc; i++)
             argv_add(msg->rcpts, bcc.addrs->argv[i]);
+        msg->raw = raw != NULL;
         if (raw != NULL)
             ok = api_request_raw(raw, limits, msg, err);
         else

@@ -56,6 +56,8 @@ typedef struct API_MESSAGE {
     ARGV *rcpts; /* envelope recipients: to, cc, bcc in order */
     VSTR *content; /* header block, empty line, body; LF lines */
     bool eight_bit; /* content has bytes above 0x7f (raw only) */
+    bool raw; /* content is the client's raw MIME (cleanup takes a header
+                 block that ends at a line that is no header) */
 } API_MESSAGE;
 
 /* api_error_init - an API_ERROR with empty strings; api_error_free */
