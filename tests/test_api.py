@@ -201,6 +201,12 @@ BAD_BODIES = [
     (with_(text=None, subject=None, raw=base64.b64encode(b"no header here").decode()),
      400, "invalid_field", "raw"),
     (with_(raw="QQ=="), 400, "invalid_field", "subject"),
+    # Found by fuzz_api_request: a bare CR in raw MIME, and an error that
+    # quotes bytes that are not UTF-8 (the answer must stay JSON).
+    (with_(text=None, subject=None,
+           raw=base64.b64encode(b"From: a@sender.test\r\nSubject: x\rBcc: v@rcpt.test\r\n\r\nb\r\n").decode()),
+     400, "invalid_field", "raw"),
+    (b"{\"from\": \"a@sender.test\", \"to\": \"b\xde\x8e\xad\xecU\x00\x00", 400, "invalid_json", None),
 ]
 
 
@@ -339,3 +345,53 @@ def test_kill_api_loses_nothing_acknowledged(api):
         subjects = {parse(m)["Subject"] for m in api.sink.received()}
         return set(acked) <= subjects
     wait_until(all_arrived, 60, what="every acknowledged message at the sink")
+
+
+def test_202_only_after_stable_storage(make_instance, make_sink, tmp_path):
+    """DESIGN.md invariant 1 for the API, the strace check of
+    test_durability: cleanup opens, fsyncs, renames the queue file and
+    fsyncs incoming/ before it answers END; the api daemon reads that
+    answer and only then writes its 202, after the directory fsync
+    returned (wall-clock times of the two tracers)."""
+    from test_durability import (READS, WRITES, Tracer, _describe, _done,
+                                 _strace_usable, _strings, check_cleanup_order,
+                                 parse_trace)
+    _strace_usable()
+    api = Api(make_instance, make_sink,
+              params={"cleanup_process_connections": "0"})
+    assert api.post(with_(subject="warm up"))[0] == 202
+    tracers = [Tracer(api.inst.child(name), tmp_path / (name + ".trace"),
+                      tmp_path / (name + ".err")) for name in ("cleanup", "api")]
+    try:
+        for t in tracers:
+            t.wait_attached()
+        # The api's tracer is live once a health check shows in it.
+        assert api.healthy()
+        wait_until(lambda: "HTTP/1.1 200 OK" in tracers[1].text(), 10,
+                   what="the health answer in the api's trace")
+        status, answer, _ = api.post(with_(subject="must be durable"))
+        assert status == 202, answer
+        qid = answer["id"]
+        wait_until(lambda: "202 Accepted" in tracers[1].text(), 10,
+                   what="the 202 in the api's trace")
+    finally:
+        for t in tracers:
+            t.stop()
+    steps = check_cleanup_order(parse_trace(tracers[0].text()), qid)
+    events = parse_trace(tracers[1].text())
+    acks = [e for e in events if e.name in WRITES and
+            any("202 Accepted" in s for s in _strings(e))]
+    assert len(acks) == 1, "want one 202 write, saw %d" % len(acks)
+    ack = acks[0]
+    ends = [e for e in events if e.name in WRITES and
+            any("request=3:end" in s for s in _strings(e))]
+    assert len(ends) == 1, "want one END sent to cleanup, saw %d" % len(ends)
+    answers = [e for e in events[ends[0].index + 1:] if e.name in READS and
+               e.fd == ends[0].fd and e.ret not in ("0", "?") and int(e.ret) > 0]
+    assert answers and any("status=1:0" in s for s in _strings(answers[0])), \
+        "the api read no success answer to END"
+    assert answers[0].index < ack.index, "202 %s before cleanup's answer %s" % (
+        _describe(ack), _describe(answers[0]))
+    assert ack.ts > _done(steps["dir_sync"]), \
+        "202 at %.6f, before cleanup's directory fsync returned at %.6f" % (
+            ack.ts, _done(steps["dir_sync"]))
