@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import signal
+import subprocess
 import threading
 import time
 
@@ -164,6 +165,28 @@ def test_raw_mime_and_text_only(api):
     msg = parse(got["c@rcpt.test"])
     assert msg.get_content_type() == "text/plain"
     assert msg.get_content().strip() == "just text"
+
+
+def test_curl_multi_recipient(api):
+    """curl (the README's command) sends to two recipients; both get it."""
+    if shutil.which("curl") is None:
+        if os.environ.get("CI"):
+            pytest.fail("curl is not installed")
+        pytest.skip("curl is not installed")
+    body = json.dumps({"from": "app@sender.test",
+                       "to": ["x@rcpt.test", "y@rcpt.test"],
+                       "subject": "from curl", "text": "hello over HTTP"})
+    r = subprocess.run(
+        ["curl", "-sS", "--max-time", "30", "-H", "Authorization: Bearer " + api.key,
+         "-H", "Content-Type: application/json", "--data-binary", body,
+         "-w", "\n%{http_code}", "http://127.0.0.1:%d/v1/messages" % api.port],
+        capture_output=True, text=True, timeout=60)
+    answer, code = r.stdout.rsplit("\n", 1)
+    assert code == "202", r.stdout + r.stderr
+    assert len(json.loads(answer)["recipients"]) == 2
+    got = api.sink.wait_messages(1)[0]
+    assert sorted(got.rcpt_tos) == ["x@rcpt.test", "y@rcpt.test"]
+    assert parse(got).get_content().strip() == "hello over HTTP"
 
 
 GOOD = {"from": "a@sender.test", "to": ["b@rcpt.test"], "subject": "s", "text": "t"}
