@@ -40,13 +40,14 @@ libopendkim-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev"
 # SPF results of the spf daemon and python3-authres parses the
 # Authentication-Results: headers smtpd writes. sasl2-bin: saslpasswd2
 # makes the AUTH tests' private sasldb; libnet-ssleay-perl and
-# libio-socket-ssl-perl let swaks speak TLS (--tls).
+# libio-socket-ssl-perl let swaks speak TLS (--tls). curl: the HTTP API's
+# tests send with it as the README does.
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
 logrotate systemd pflogsumm fail2ban logwatch sasl2-bin libnet-ssleay-perl
-libio-socket-ssl-perl"
+libio-socket-ssl-perl curl"
 
 usage() {
     echo "usage: $0 [--build] [--check | --list]" >&2

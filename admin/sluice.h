@@ -36,6 +36,7 @@ extern int sluice_cat(const char *config_dir, int argc, char **argv);
 extern int sluice_flush(const char *config_dir, int argc, char **argv);
 extern int sluice_events(const char *config_dir, int argc, char **argv);
 extern int sluice_shaping(const char *config_dir, int argc, char **argv);
+extern int sluice_api(const char *config_dir, int argc, char **argv);
 /* sluice_map.c: argv[0] is map */
 extern int sluice_map(const char *config_dir, int argc, char **argv);
 /* sluice_dkim.c: argv[0] is dkim (keygen, check) */

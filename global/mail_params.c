@@ -134,6 +134,20 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"line_length_limit", INT_RANGE(512, NOMAX), "2048",
      "longest line kept whole; longer lines are split"},
 
+    /* api: the HTTP sending API (api/api.c, issue #21). */
+    {"api_listen", STR, "",
+     "address:port the HTTP API listens on (empty: the api service is off)"},
+    {"api_keys_file", STR, "$config_directory/api_keys",
+     "the API's keys, stored hashed (sluice api key create TENANT)"},
+    {"api_max_request_size", SIZE_RANGE(1024, NOMAX), "16m",
+     "largest HTTP request body the API reads, in bytes"},
+    {"api_max_recipients", INT_RANGE(1, INTMAX), "10000",
+     "most recipients of one API request"},
+    {"api_timeout", TIME_RANGE(1, INTMAX), "30s",
+     "time an API client has to send its whole request"},
+    {"api_cleanup_timeout", TIME_RANGE(1, INTMAX), "60s",
+     "time the API waits for cleanup before it answers 503"},
+
     /* smtpd. */
     {"smtpd_banner", STR, "$myhostname ESMTP $mail_name",
      "text after 220 in the SMTP greeting"},

@@ -1,0 +1,458 @@
+/*
+ * api - the HTTP sending API (issue #21): JSON in, a queued message out
+ *
+ * An unprivileged daemon on global/mail_server (master.cf service "api",
+ * maxproc 1) that serves HTTP with libevent's evhttp on api_listen (it
+ * binds that address itself, with SO_REUSEPORT so the successor a reload
+ * starts can bind it while this process retires; empty api_listen: the
+ * service idles). Endpoints:
+ *
+ *   POST /v1/messages   Authorization: Bearer KEY (scope send); the body
+ *                       is global/api_request.h's JSON. 202 with
+ *                       {"id": QID, "recipients": [{"to", "id"}...]}
+ *   GET  /v1/health     200 {"status": "ok"}, no key needed
+ *
+ * A message is handed to cleanup through global/cleanup_client.h, and the
+ * 202 is written only after cleanup_client_end() returned 0: cleanup has
+ * fsynced the queue file and its directory. Any failure before that
+ * answers an error and cleanup drops the partial file, so nothing is
+ * acknowledged that is not on disk, and nothing that is not acknowledged
+ * is half queued. The conversation with cleanup blocks this process for
+ * at most api_cleanup_timeout per read or write; other clients wait
+ * meanwhile (each request is parsed and checked first, so only valid
+ * messages hold the loop).
+ *
+ * Errors are JSON {"error": {"code", "message", "field"}}:
+ *   400 invalid_json, missing_field, invalid_field   (api_request.h)
+ *   401 unauthorized    no or unknown key; 403 forbidden   key lacks "send"
+ *   404 not_found, 405 method_not_allowed
+ *   413 message_too_large (message_size_limit); bodies over
+ *       api_max_request_size are cut off by evhttp itself with a 413
+ *   422 invalid_address, too_many_recipients, rejected (cleanup said 5xx)
+ *   503 unavailable     cleanup unreachable, timed out or said 4xx (e.g.
+ *                       the queue is short of disk), with Retry-After
+ * Keys are never logged: a log line names the key's ID and tenant.
+ */
+#include "sys_defs.h"
+
+#include <netdb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <jansson.h>
+
+#include "api_keys.h"
+#include "api_request.h"
+#include "cleanup_client.h"
+#include "cleanup_proto.h"
+#include "mail_conf.h"
+#include "mail_queue.h"
+#include "mail_server.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "vstr.h"
+
+#define API_LISTEN_BACKLOG 128
+#define API_HEADERS_MAX (64 * 1024) /* bytes of a request's HTTP headers */
+#define API_RETRY_AFTER "30" /* seconds, with every 503 */
+
+typedef struct API_CTX {
+    MAIL_SERVER *server;
+    struct evhttp *http;
+    struct evhttp_bound_socket *bound;
+    char *cleanup_path;
+    char *keys_path;
+    API_LIMITS limits;
+    int cleanup_timeout_ms;
+} API_CTX;
+
+/* api_reply - send status with a JSON body */
+static void api_reply(struct evhttp_request *req, int status,
+                      const char *reason, const char *json)
+{
+    struct evbuffer *buf = evbuffer_new();
+
+    if (buf == NULL)
+        msg_fatal("out of memory");
+    evbuffer_add(buf, json, strlen(json));
+    evbuffer_add(buf, "\n", 1);
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                      "application/json");
+    evhttp_send_reply(req, status, reason, buf);
+    evbuffer_free(buf);
+}
+
+/* api_reason - the HTTP reason phrase of a status */
+static const char *api_reason(int status)
+{
+    switch (status) {
+    case 200:
+        return "OK";
+    case 202:
+        return "Accepted";
+    case 400:
+        return "Bad Request";
+    case 401:
+        return "Unauthorized";
+    case 403:
+        return "Forbidden";
+    case 404:
+        return "Not Found";
+    case 405:
+        return "Method Not Allowed";
+    case 413:
+        return "Payload Too Large";
+    case 422:
+        return "Unprocessable Content";
+    case 503:
+        return "Service Unavailable";
+    default:
+        return "Error";
+    }
+}
+
+/* api_fail - answer an error in the JSON form */
+static void api_fail(struct evhttp_request *req, const API_ERROR *err)
+{
+    VSTR *json = vstr_alloc(200);
+
+    api_error_json(err, json);
+    if (err->status == 503)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                          API_RETRY_AFTER);
+    if (err->status == 401)
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "WWW-Authenticate", "Bearer");
+    api_reply(req, err->status, api_reason(err->status), vstr_str(json));
+    vstr_free(json);
+}
+
+/* api_fail_with - api_fail for an error made here */
+static void api_fail_with(struct evhttp_request *req, int status,
+                          const char *code, const char *message)
+{
+    API_ERROR err;
+
+    api_error_init(&err);
+    err.status = status;
+    err.code = code;
+    vstr_cpy(err.message, message);
+    api_fail(req, &err);
+    api_error_free(&err);
+}
+
+/* api_peer - "host:port" of the client, for logs */
+static void api_peer(struct evhttp_request *req, VSTR *out)
+{
+    struct evhttp_connection *conn = evhttp_request_get_connection(req);
+    const char *host = "unknown";
+    ev_uint16_t port = 0;
+
+    if (conn != NULL)
+        evhttp_connection_get_peer(conn, (char **) &host, &port);
+    vstr_sprintf(out, "%s:%u", host, (unsigned) port);
+}
+
+/* api_authorize - the request's key, with the scope it needs; false after
+   answering 401, 403 or 503 */
+static bool api_authorize(API_CTX *ctx, struct evhttp_request *req, int scope,
+                          API_KEY *key)
+{
+    const char *auth = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                          "Authorization");
+    VSTR *why = vstr_alloc(100);
+    VSTR *peer = vstr_alloc(64);
+    bool ok = false;
+
+    api_peer(req, peer);
+    if (auth == NULL || strncasecmp(auth, "Bearer ", 7) != 0) {
+        api_fail_with(req, 401, "unauthorized",
+                      "an API key is required: Authorization: Bearer KEY");
+    } else {
+        switch (api_keys_lookup(ctx->keys_path, auth + 7, key, why)) {
+        case API_KEYS_OK:
+            if ((key->scopes & scope) == 0) {
+                msg_info("api: client=%s key=%s tenant=%s: key lacks the "
+                         "scope",
+                         vstr_str(peer), key->id, key->tenant);
+                api_fail_with(req, 403, "forbidden",
+                              "this API key does not have the scope this "
+                              "request needs");
+            } else {
+                ok = true;
+            }
+            break;
+        case API_KEYS_UNKNOWN:
+            msg_info("api: client=%s: unknown or revoked API key",
+                     vstr_str(peer));
+            api_fail_with(req, 401, "unauthorized",
+                          "unknown or revoked API key");
+            break;
+        case API_KEYS_ERROR:
+            msg_warn("api: %s", vstr_str(why));
+            api_fail_with(req, 503, "unavailable",
+                          "the API keys cannot be read; try again later");
+            break;
+        }
+    }
+    vstr_free(why);
+    vstr_free(peer);
+    return ok;
+}
+
+/* api_queue - hand msg to cleanup; 0 with the queue ID, or an error in err */
+static int api_queue(API_CTX *ctx, const API_MESSAGE *msg, VSTR *queue_id,
+                     API_ERROR *err)
+{
+    CLEANUP_CLIENT *client;
+    int code = 0;
+    int flags = msg->eight_bit ? CLEANUP_FLAG_8BIT : 0;
+
+    if ((client = cleanup_client_begin(
+             ctx->cleanup_path, ctx->cleanup_timeout_ms, flags, msg->sender,
+             "api", NULL, &code, err->message)) == NULL)
+        goto fail;
+    vstr_cpy(queue_id, cleanup_client_queue_id(client));
+    for (size_t i = 0; i < msg->rcpts->argc; i++) {
+        if (cleanup_client_rcpt(client, msg->rcpts->argv[i], NULL, NULL,
+                                err->message) < 0) {
+            cleanup_client_abort(client);
+            goto fail;
+        }
+    }
+    if (cleanup_client_write(client, vstr_str(msg->content),
+                             vstr_len(msg->content), err->message) < 0) {
+        cleanup_client_abort(client);
+        goto fail;
+    }
+    /* Hands off: END, then cleanup's answer after its fsyncs. */
+    if (cleanup_client_end(client, &code, err->message) < 0)
+        goto fail;
+    return 0;
+
+fail:
+    if (code >= 500) {
+        err->status = 422;
+        err->code = "rejected";
+    } else {
+        err->status = 503;
+        err->code = "unavailable";
+        msg_warn("api: cannot queue a message: %s", vstr_str(err->message));
+    }
+    return -1;
+}
+
+/* api_accepted - the 202 body: the queue ID and one ID per recipient */
+static char *api_accepted(const char *queue_id, const API_MESSAGE *msg)
+{
+    json_t *obj = json_object();
+    json_t *rcpts = json_array();
+    VSTR *id = vstr_alloc(40);
+    char *text;
+
+    json_object_set_new(obj, "id", json_string(queue_id));
+    for (size_t i = 0; i < msg->rcpts->argc; i++) {
+        json_t *one = json_object();
+
+        vstr_sprintf(id, "%s.%zu", queue_id, i + 1);
+        json_object_set_new(one, "to", json_string(msg->rcpts->argv[i]));
+        json_object_set_new(one, "id", json_string(vstr_str(id)));
+        json_array_append_new(rcpts, one);
+    }
+    json_object_set_new(obj, "recipients", rcpts);
+    text = json_dumps(obj, JSON_COMPACT);
+    json_decref(obj);
+    vstr_free(id);
+    if (text == NULL)
+        msg_fatal("out of memory");
+    return text;
+}
+
+/* api_messages - POST /v1/messages */
+static void api_messages(API_CTX *ctx, struct evhttp_request *req)
+{
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body);
+    VSTR *queue_id = vstr_alloc(32);
+    API_MESSAGE *msg;
+    API_ERROR err;
+    API_KEY key;
+    const char *data;
+
+    if (!api_authorize(ctx, req, API_SCOPE_SEND, &key)) {
+        vstr_free(queue_id);
+        return;
+    }
+    api_error_init(&err);
+    data = len > 0 ? (const char *) evbuffer_pullup(body, -1) : "";
+    if ((msg = api_request_parse(data, len, &ctx->limits, &err)) == NULL) {
+        msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
+                 err.status, err.code, vstr_str(err.message));
+        api_fail(req, &err);
+    } else if (api_queue(ctx, msg, queue_id, &err) < 0) {
+        api_fail(req, &err);
+    } else {
+        char *text = api_accepted(vstr_str(queue_id), msg);
+
+        msg_info("%s: api key=%s tenant=%s from=<%s> nrcpt=%zu size=%zu",
+                 vstr_str(queue_id), key.id, key.tenant, msg->sender,
+                 msg->rcpts->argc, vstr_len(msg->content));
+        api_reply(req, 202, "Accepted", text);
+        free(text);
+    }
+    api_message_free(msg);
+    api_error_free(&err);
+    vstr_free(queue_id);
+}
+
+/* api_request - route one complete request */
+static void api_request(struct evhttp_request *req, void *arg)
+{
+    API_CTX *ctx = arg;
+    const char *path = evhttp_uri_get_path(evhttp_request_get_evhttp_uri(req));
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+
+    if (path == NULL)
+        path = "";
+    if (strcmp(path, "/v1/messages") == 0) {
+        if (method == EVHTTP_REQ_POST)
+            api_messages(ctx, req);
+        else
+            api_fail_with(req, 405, "method_not_allowed",
+                          "/v1/messages takes POST");
+    } else if (strcmp(path, "/v1/health") == 0) {
+        if (method == EVHTTP_REQ_GET)
+            api_reply(req, 200, "OK", "{\"status\":\"ok\"}");
+        else
+            api_fail_with(req, 405, "method_not_allowed",
+                          "/v1/health takes GET");
+    } else {
+        api_fail_with(req, 404, "not_found", "no such endpoint");
+    }
+}
+
+/* api_listen - bind api_listen ("host:port", "[v6]:port"); fd or -1 */
+static int api_listen(const char *addr)
+{
+    struct addrinfo hints = {0};
+    struct addrinfo *res;
+    VSTR *host = vstr_alloc(64);
+    const char *colon = strrchr(addr, ':');
+    const char *hp = addr;
+    size_t host_len;
+    int on = 1;
+    int fd = -1;
+    int err;
+
+    if (colon == NULL)
+        msg_fatal("api_listen = %s: not ADDRESS:PORT", addr);
+    host_len = (size_t) (colon - addr);
+    if (host_len >= 2 && hp[0] == '[' && hp[host_len - 1] == ']') {
+        hp++;
+        host_len -= 2;
+    }
+    vstr_ncpy(host, hp, host_len);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+    if ((err = getaddrinfo(host_len ? vstr_str(host) : NULL, colon + 1, &hints,
+                           &res)) != 0)
+        msg_fatal("api_listen = %s: %s (a numeric address and port)", addr,
+                  gai_strerror(err));
+    if ((fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                     0)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) < 0 ||
+        listen(fd, API_LISTEN_BACKLOG) < 0)
+        msg_fatal("api_listen = %s: %m", addr);
+    freeaddrinfo(res);
+    vstr_free(host);
+    return fd;
+}
+
+/* api_pre_loop - read the configuration, start serving */
+static void api_pre_loop(MAIL_SERVER *server, void *arg)
+{
+    API_CTX *ctx = arg;
+    const MAIL_CONF *conf = mail_server_conf(server);
+    const char *listen_addr = mail_conf_str(conf, "api_listen");
+    VSTR *path = vstr_alloc(100);
+    int fd;
+
+    ctx->server = server;
+    mail_queue_service(path, mail_conf_str(conf, "queue_directory"),
+                       MAIL_QUEUE_PRIVATE, CLEANUP_SERVICE);
+    ctx->cleanup_path = vstr_export(path);
+    ctx->keys_path = mystrdup(mail_conf_str(conf, "api_keys_file"));
+    ctx->limits.max_recipients =
+        (size_t) mail_conf_int(conf, "api_max_recipients");
+    ctx->limits.max_message_size =
+        (size_t) mail_conf_size(conf, "message_size_limit");
+    ctx->cleanup_timeout_ms =
+        (int) mail_conf_time(conf, "api_cleanup_timeout") * 1000;
+    if (*listen_addr == 0) {
+        msg_info("api_listen is empty: the HTTP API is off");
+        return;
+    }
+    fd = api_listen(listen_addr);
+    if ((ctx->http = evhttp_new(mail_server_base(server))) == NULL)
+        msg_fatal("evhttp_new failed");
+    evhttp_set_max_body_size(ctx->http,
+                             mail_conf_size(conf, "api_max_request_size"));
+    evhttp_set_max_headers_size(ctx->http, API_HEADERS_MAX);
+    evhttp_set_timeout(ctx->http, (int) mail_conf_time(conf, "api_timeout"));
+    evhttp_set_allowed_methods(ctx->http, EVHTTP_REQ_GET | EVHTTP_REQ_POST |
+                                              EVHTTP_REQ_PUT |
+                                              EVHTTP_REQ_DELETE);
+    evhttp_set_default_content_type(ctx->http, "application/json");
+    evhttp_set_gencb(ctx->http, api_request, ctx);
+    if ((ctx->bound = evhttp_accept_socket_with_handle(ctx->http, fd)) == NULL)
+        msg_fatal("api_listen = %s: evhttp cannot take the socket",
+                  listen_addr);
+    msg_info("HTTP API on %s", listen_addr);
+}
+
+/* api_retire - stop accepting and leave: a request is answered within
+   its callback, so none is in hand between callbacks */
+static void api_retire(MAIL_SERVER *server, void *arg)
+{
+    API_CTX *ctx = arg;
+
+    if (ctx->bound != NULL) {
+        evhttp_del_accept_socket(ctx->http, ctx->bound);
+        ctx->bound = NULL;
+    }
+    mail_server_exit(server, 0);
+}
+
+/* api_post_loop - free what lives on the event base */
+static void api_post_loop(MAIL_SERVER *server, void *arg)
+{
+    API_CTX *ctx = arg;
+
+    if (ctx->http != NULL)
+        evhttp_free(ctx->http);
+    ctx->http = NULL;
+}
+
+/* main - the HTTP API daemon */
+int main(int argc, char **argv)
+{
+    static const MAIL_SERVER_OPS ops = {
+        .pre_loop = api_pre_loop,
+        .on_trigger = NULL,
+        .on_retire = api_retire,
+        .post_loop = api_post_loop,
+    };
+    API_CTX ctx = {0};
+    int status;
+
+    status = mail_server_main(argc, argv, "api", &ops, &ctx);
+    myfree(ctx.cleanup_path);
+    myfree(ctx.keys_path);
+    return status;
+}

@@ -1,0 +1,684 @@
+/*
+ * api_request - the JSON body of POST /v1/messages, checked and made MIME
+ *
+ * jansson parses the body (duplicate keys refused, NUL in strings refused,
+ * UTF-8 checked); every field is then checked here before anything is
+ * built, so a request is either a whole message or an error naming the
+ * first thing wrong. Multipart boundaries start with "=_", which no
+ * quoted-printable part can contain.
+ */
+#include "sys_defs.h"
+
+#include <jansson.h>
+
+#include "api_mime.h"
+#include "api_request.h"
+#include "argv.h"
+#include "mymalloc.h"
+#include "smtp_addr.h"
+#include "submit_check.h"
+#include "vstr.h"
+
+#define API_REQUEST_HEADERS_MAX 100 /* entries of "headers" */
+#define API_REQUEST_HEADER_NAME_MAX 76
+#define API_REQUEST_BOUNDARY "=_sluice_alternative"
+
+/* Header fields the API writes itself: "headers" may not name them. */
+static const char *const api_request_reserved[] = {
+    "from",         "to",           "cc",
+    "bcc",          "reply-to",     "subject",
+    "mime-version", "content-type", "content-transfer-encoding",
+};
+
+/* The fields a request may have; all others are refused by name. */
+static const char *const api_request_fields[] = {
+    "from",    "to",   "cc",   "bcc",     "reply_to",
+    "subject", "text", "html", "headers", "raw",
+};
+
+/* api_error_init - an API_ERROR with empty strings */
+void api_error_init(API_ERROR *err)
+{
+    err->status = 0;
+    err->code = "";
+    err->field = vstr_alloc(32);
+    err->message = vstr_alloc(100);
+}
+
+/* api_error_free - release an API_ERROR's strings */
+void api_error_free(API_ERROR *err)
+{
+    err->field = vstr_free(err->field);
+    err->message = vstr_free(err->message);
+}
+
+/* api_error_set - fill in err; returns NULL for the caller to return */
+static void *api_error_set(API_ERROR *err, int status, const char *code,
+                           const char *field, const char *fmt, ...)
+    SLUICE_PRINTF(5, 6);
+
+static void *api_error_set(API_ERROR *err, int status, const char *code,
+                           const char *field, const char *fmt, ...)
+{
+    va_list ap;
+
+    err->status = status;
+    err->code = code;
+    vstr_cpy(err->field, field);
+    vstr_reset(err->message);
+    va_start(ap, fmt);
+    vstr_vsprintf_append(err->message, fmt, ap);
+    va_end(ap);
+    return NULL;
+}
+
+/* api_error_string - a JSON string of text: as it is when it is UTF-8,
+   else with every byte above 0x7f made '?' (a parser's message may quote
+   the client's bad bytes) */
+static json_t *api_error_string(const VSTR *text)
+{
+    json_t *str = json_stringn(vstr_str(text), vstr_len(text));
+
+    if (str == NULL) {
+        char *copy = mymemdup(vstr_str(text), vstr_len(text));
+
+        for (size_t i = 0; i < vstr_len(text); i++)
+            if ((unsigned char) copy[i] > 0x7f)
+                copy[i] = '?';
+        str = json_stringn(copy, vstr_len(text));
+        myfree(copy);
+    }
+    return str;
+}
+
+/* api_error_json - append {"error":{"code":..,"message":..,"field":..}} */
+void api_error_json(const API_ERROR *err, VSTR *out)
+{
+    json_t *obj = json_object();
+    json_t *inner = json_object();
+    char *text;
+
+    json_object_set_new(inner, "code", json_string(err->code));
+    json_object_set_new(inner, "message", api_error_string(err->message));
+    if (vstr_len(err->field) > 0)
+        json_object_set_new(inner, "field", api_error_string(err->field));
+    json_object_set_new(obj, "error", inner);
+    if ((text = json_dumps(obj, JSON_COMPACT | JSON_ENSURE_ASCII)) != NULL) {
+        vstr_cat(out, text);
+        free(text);
+    }
+    json_decref(obj);
+}
+
+/* api_request_has_crlf - does text hold CR or LF? */
+static bool api_request_has_crlf(const char *text, size_t len)
+{
+    return memchr(text, '\r', len) != NULL || memchr(text, '\n', len) != NULL;
+}
+
+/* api_request_no_controls - is text free of control characters but tab? */
+static bool api_request_no_controls(const char *text, size_t len)
+{
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char) text[i];
+
+        if ((ch < 0x20 && ch != '\t') || ch == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+/* API_MAILBOX - one "Name <addr>" or "addr" */
+typedef struct API_MAILBOX {
+    VSTR *name; /* display name, "" for none */
+    VSTR *addr; /* bare address */
+} API_MAILBOX;
+
+/* api_request_mailbox - parse a mailbox string; 0, or -1 with err */
+static int api_request_mailbox(const char *field, json_t *value,
+                               API_MAILBOX *box, API_ERROR *err)
+{
+    const char *text;
+    size_t len;
+    const char *lt;
+    VSTR *why;
+    int ret = 0;
+
+    if (!json_is_string(value)) {
+        api_error_set(err, 400, "invalid_field", field, "%s must be a string",
+                      field);
+        return -1;
+    }
+    text = json_string_value(value);
+    len = json_string_length(value);
+    if (api_request_has_crlf(text, len)) {
+        api_error_set(err, 400, "invalid_field", field,
+                      "%s contains CR or LF (header injection)", field);
+        return -1;
+    }
+    while (len > 0 && (*text == ' ' || *text == '\t'))
+        text++, len--;
+    while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t'))
+        len--;
+    vstr_reset(box->name);
+    if (len > 0 && text[len - 1] == '>' &&
+        (lt = memrchr(text, '<', len)) != NULL) {
+        size_t name_len = (size_t) (lt - text);
+
+        while (name_len > 0 &&
+               (text[name_len - 1] == ' ' || text[name_len - 1] == '\t'))
+            name_len--;
+        if (name_len >= 2 && text[0] == '"' && text[name_len - 1] == '"')
+            vstr_ncpy(box->name, text + 1, name_len - 2);
+        else
+            vstr_ncpy(box->name, text, name_len);
+        vstr_ncpy(box->addr, lt + 1, (size_t) (text + len - 1 - (lt + 1)));
+    } else {
+        vstr_ncpy(box->addr, text, len);
+    }
+    why = vstr_alloc(64);
+    if (!api_request_no_controls(vstr_str(box->name), vstr_len(box->name))) {
+        api_error_set(err, 400, "invalid_field", field,
+                      "%s: the name contains a control character", field);
+        ret = -1;
+    } else if (vstr_len(box->addr) == 0 ||
+               memchr(vstr_str(box->addr), 0, vstr_len(box->addr)) != NULL ||
+               submit_check_address(vstr_str(box->addr), false, why) < 0 ||
+               smtp_addr_check(vstr_str(box->addr), vstr_len(box->addr), why) <
+                   0 ||
+               smtp_addr_domain(vstr_str(box->addr)) == NULL) {
+        VSTR *quoted = vstr_alloc(80);
+
+        submit_check_quote(quoted, vstr_str(box->addr), SUBMIT_CHECK_QUOTE_MAX);
+        api_error_set(err, 422, "invalid_address", field,
+                      "%s: %s is not a valid address%s%s", field,
+                      vstr_str(quoted), vstr_len(why) ? ": " : "",
+                      vstr_str(why));
+        vstr_free(quoted);
+        ret = -1;
+    }
+    vstr_free(why);
+    return ret;
+}
+
+/* API_LIST - the mailboxes of one address field */
+typedef struct API_LIST {
+    ARGV *names;
+    ARGV *addrs;
+} API_LIST;
+
+/* api_request_list - a string or array of mailboxes into list; 0 or -1 */
+static int api_request_list(const char *name, json_t *value, API_LIST *list,
+                            const API_LIMITS *limits, size_t *total,
+                            API_ERROR *err)
+{
+    API_MAILBOX box = {vstr_alloc(32), vstr_alloc(64)};
+    VSTR *field = vstr_alloc(32);
+    size_t count = json_is_array(value) ? json_array_size(value) : 1;
+    int ret = 0;
+
+    if (!json_is_array(value) && !json_is_string(value)) {
+        api_error_set(err, 400, "invalid_field", name,
+                      "%s must be a string or an array of strings", name);
+        ret = -1;
+    } else if (count == 0) {
+        api_error_set(err, 400, "invalid_field", name, "%s is empty", name);
+        ret = -1;
+    } else if (count > limits->max_recipients ||
+               *total + count > limits->max_recipients) {
+        api_error_set(err, 422, "too_many_recipients", name,
+                      "more than %zu recipients (api_max_recipients)",
+                      limits->max_recipients);
+        ret = -1;
+    }
+    for (size_t i = 0; ret == 0 && i < count; i++) {
+        json_t *item = json_is_array(value) ? json_array_get(value, i) : value;
+
+        if (json_is_array(value))
+            vstr_sprintf(field, "%s[%zu]", name, i);
+        else
+            vstr_cpy(field, name);
+        if (api_request_mailbox(vstr_str(field), item, &box, err) < 0) {
+            ret = -1;
+        } else {
+            argv_add(list->names, vstr_str(box.name));
+            argv_add(list->addrs, vstr_str(box.addr));
+        }
+    }
+    if (ret == 0)
+        *total += count;
+    vstr_free(box.name);
+    vstr_free(box.addr);
+    vstr_free(field);
+    return ret;
+}
+
+/* api_request_addr_header - "Name: a,\n\tb\n" from a list */
+static void api_request_addr_header(VSTR *out, const char *header,
+                                    const API_LIST *list)
+{
+    vstr_sprintf_append(out, "%s: ", header);
+    for (size_t i = 0; i < list->addrs->argc; i++) {
+        const char *name = list->names->argv[i];
+
+        if (i > 0)
+            vstr_cat(out, ",\n\t");
+        if (*name) {
+            api_mime_phrase(out, name, strlen(name));
+            vstr_sprintf_append(out, " <%s>", list->addrs->argv[i]);
+        } else {
+            vstr_cat(out, list->addrs->argv[i]);
+        }
+    }
+    vstr_addch(out, '\n');
+}
+
+/* api_request_header_name_ok - ftext (RFC 5322 3.6.8) of a sane length */
+static bool api_request_header_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0 || len > API_REQUEST_HEADER_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (name[i] < 33 || name[i] > 126 || name[i] == ':')
+            return false;
+    return true;
+}
+
+/* api_request_reserved - is name a header the API writes itself? */
+static bool api_request_is_reserved(const char *name)
+{
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(api_request_reserved); i++)
+        if (strcasecmp(name, api_request_reserved[i]) == 0)
+            return true;
+    return false;
+}
+
+/* api_request_headers - the "headers" object as header lines; 0 or -1 */
+static int api_request_headers(json_t *headers, VSTR *out, API_ERROR *err)
+{
+    VSTR *field = vstr_alloc(64);
+    const char *name;
+    json_t *value;
+    int ret = 0;
+
+    if (!json_is_object(headers)) {
+        api_error_set(err, 400, "invalid_field", "headers",
+                      "headers must be an object of strings");
+        ret = -1;
+    } else if (json_object_size(headers) > API_REQUEST_HEADERS_MAX) {
+        api_error_set(err, 400, "invalid_field", "headers",
+                      "more than %d headers", API_REQUEST_HEADERS_MAX);
+        ret = -1;
+    }
+    if (ret == 0) {
+        json_object_foreach(headers, name, value)
+        {
+            const char *text;
+            size_t len;
+
+            vstr_cpy(field, "headers.");
+            submit_check_quote(field, name, SUBMIT_CHECK_QUOTE_MAX);
+            if (!api_request_header_name_ok(name)) {
+                api_error_set(err, 400, "invalid_field", vstr_str(field),
+                              "%s: not a valid header name", vstr_str(field));
+                ret = -1;
+                break;
+            }
+            vstr_sprintf(field, "headers.%s", name);
+            if (api_request_is_reserved(name)) {
+                api_error_set(err, 400, "invalid_field", vstr_str(field),
+                              "%s: set by its own field, not by headers",
+                              vstr_str(field));
+                ret = -1;
+                break;
+            }
+            if (!json_is_string(value)) {
+                api_error_set(err, 400, "invalid_field", vstr_str(field),
+                              "%s must be a string", vstr_str(field));
+                ret = -1;
+                break;
+            }
+            text = json_string_value(value);
+            len = json_string_length(value);
+            if (api_request_has_crlf(text, len) ||
+                !api_request_no_controls(text, len)) {
+                api_error_set(err, 400, "invalid_field", vstr_str(field),
+                              "%s contains CR, LF or another control "
+                              "character (header injection)",
+                              vstr_str(field));
+                ret = -1;
+                break;
+            }
+            vstr_sprintf_append(out, "%s: ", name);
+            api_mime_header_text(out, text, len);
+            vstr_addch(out, '\n');
+        }
+    }
+    vstr_free(field);
+    return ret;
+}
+
+/* api_request_part - one text part's headers and quoted-printable body */
+static void api_request_part(VSTR *out, const char *type, json_t *value)
+{
+    vstr_sprintf_append(out,
+                        "Content-Type: text/%s; charset=utf-8\n"
+                        "Content-Transfer-Encoding: quoted-printable\n\n",
+                        type);
+    api_mime_qp_append(out, json_string_value(value),
+                       json_string_length(value));
+}
+
+/* api_request_string - an optional string field: NULL when absent, else
+   it (or -1 through *bad, with err, when it is no string) */
+static json_t *api_request_string(json_t *req, const char *name, bool *bad,
+                                  API_ERROR *err)
+{
+    json_t *value = json_object_get(req, name);
+
+    if (value != NULL && !json_is_string(value)) {
+        api_error_set(err, 400, "invalid_field", name, "%s must be a string",
+                      name);
+        *bad = true;
+        return NULL;
+    }
+    return value;
+}
+
+/* api_request_raw - the raw MIME of a request, as LF lines; 0 or -1 */
+static int api_request_raw(json_t *raw, const API_LIMITS *limits,
+                           API_MESSAGE *msg, API_ERROR *err)
+{
+    VSTR *bytes = vstr_alloc(json_string_length(raw) / 4 * 3 + 4);
+    VSTR *why = vstr_alloc(64);
+    const char *data;
+    size_t len;
+    size_t colon;
+    int ret = 0;
+
+    if (api_mime_base64_decode(bytes, json_string_value(raw),
+                               json_string_length(raw), why) < 0) {
+        api_error_set(err, 400, "invalid_field", "raw", "raw is not base64: %s",
+                      vstr_str(why));
+        ret = -1;
+        goto out;
+    }
+    data = vstr_str(bytes);
+    len = vstr_len(bytes);
+    /* A message starts with a header field: NAME ':' */
+    for (colon = 0; colon < len && data[colon] > 32 && data[colon] < 127 &&
+                    data[colon] != ':';
+         colon++)
+        /* void */;
+    if (colon == 0 || colon >= len || data[colon] != ':') {
+        api_error_set(err, 400, "invalid_field", "raw",
+                      "raw is not a MIME message (it does not start with a "
+                      "header field)");
+        ret = -1;
+        goto out;
+    }
+    if (memchr(data, 0, len) != NULL) {
+        api_error_set(err, 400, "invalid_field", "raw",
+                      "raw contains a NUL byte");
+        ret = -1;
+        goto out;
+    }
+    if (limits->max_message_size > 0 && len > limits->max_message_size) {
+        api_error_set(err, 413, "message_too_large", "raw",
+                      "the message has %zu bytes; the limit is %zu "
+                      "(message_size_limit)",
+                      len, limits->max_message_size);
+        ret = -1;
+        goto out;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] == '\r' && i + 1 < len && data[i + 1] == '\n')
+            continue;
+        if (data[i] == '\r') {
+            /* RFC 5322 2.3: CR only before LF; a bare one could end a
+               header line for one reader and not another. */
+            api_error_set(err, 400, "invalid_field", "raw",
+                          "raw contains a CR that is not followed by LF "
+                          "(at byte %zu)",
+                          i);
+            ret = -1;
+            goto out;
+        }
+        if ((unsigned char) data[i] > 0x7f)
+            msg->eight_bit = true;
+        vstr_addch(msg->content, data[i]);
+    }
+    if (vstr_len(msg->content) > 0 &&
+        vstr_str(msg->content)[vstr_len(msg->content) - 1] != '\n')
+        vstr_addch(msg->content, '\n');
+out:
+    vstr_free(bytes);
+    vstr_free(why);
+    return ret;
+}
+
+/* api_request_build - the message's content from its parts; 0 or -1 */
+static int api_request_build(json_t *req, const API_LIST *from,
+                             const API_LIST *to, const API_LIST *cc,
+                             const API_LIST *reply_to, const API_LIMITS *limits,
+                             API_MESSAGE *msg, API_ERROR *err)
+{
+    VSTR *out = msg->content;
+    bool bad = false;
+    json_t *subject = api_request_string(req, "subject", &bad, err);
+    json_t *text = bad ? NULL : api_request_string(req, "text", &bad, err);
+    json_t *html = bad ? NULL : api_request_string(req, "html", &bad, err);
+    json_t *headers = json_object_get(req, "headers");
+
+    if (bad)
+        return -1;
+    if (text == NULL && html == NULL) {
+        api_error_set(err, 400, "missing_field", "text",
+                      "a message needs text, html or raw");
+        return -1;
+    }
+    if (subject != NULL &&
+        (api_request_has_crlf(json_string_value(subject),
+                              json_string_length(subject)) ||
+         !api_request_no_controls(json_string_value(subject),
+                                  json_string_length(subject)))) {
+        api_error_set(err, 400, "invalid_field", "subject",
+                      "subject contains CR, LF or another control character "
+                      "(header injection)");
+        return -1;
+    }
+    api_request_addr_header(out, "From", from);
+    api_request_addr_header(out, "To", to);
+    if (cc->addrs->argc > 0)
+        api_request_addr_header(out, "Cc", cc);
+    if (reply_to->addrs->argc > 0)
+        api_request_addr_header(out, "Reply-To", reply_to);
+    if (subject != NULL) {
+        vstr_cat(out, "Subject: ");
+        api_mime_header_text(out, json_string_value(subject),
+                             json_string_length(subject));
+        vstr_addch(out, '\n');
+    }
+    if (headers != NULL && api_request_headers(headers, out, err) < 0)
+        return -1;
+    vstr_cat(out, "MIME-Version: 1.0\n");
+    if (text != NULL && html != NULL) {
+        vstr_cat(out, "Content-Type: multipart/alternative;\n"
+                      "\tboundary=\"" API_REQUEST_BOUNDARY "\"\n\n"
+                      "This is a message in MIME format.\n\n"
+                      "--" API_REQUEST_BOUNDARY "\n");
+        api_request_part(out, "plain", text);
+        vstr_cat(out, "\n--" API_REQUEST_BOUNDARY "\n");
+        api_request_part(out, "html", html);
+        vstr_cat(out, "\n--" API_REQUEST_BOUNDARY "--\n");
+    } else {
+        api_request_part(out, text != NULL ? "plain" : "html",
+                         text != NULL ? text : html);
+    }
+    if (limits->max_message_size > 0 &&
+        vstr_len(out) > limits->max_message_size) {
+        api_error_set(err, 413, "message_too_large", "",
+                      "the message has %zu bytes; the limit is %zu "
+                      "(message_size_limit)",
+                      vstr_len(out), limits->max_message_size);
+        return -1;
+    }
+    return 0;
+}
+
+/* api_list_init, api_list_free - an empty API_LIST and its release */
+static void api_list_init(API_LIST *list)
+{
+    list->names = argv_alloc(4);
+    list->addrs = argv_alloc(4);
+}
+
+static void api_list_free(API_LIST *list)
+{
+    argv_free(list->names);
+    argv_free(list->addrs);
+}
+
+/* api_message_free - release a message; returns NULL */
+API_MESSAGE *api_message_free(API_MESSAGE *msg)
+{
+    if (msg != NULL) {
+        myfree(msg->sender);
+        argv_free(msg->rcpts);
+        vstr_free(msg->content);
+        myfree(msg);
+    }
+    return NULL;
+}
+
+/* api_request_parse - the message a request body asks for, or NULL */
+API_MESSAGE *api_request_parse(const char *body, size_t len,
+                               const API_LIMITS *limits, API_ERROR *err)
+{
+    static const char *const excluded_by_raw[] = {"subject", "text", "html",
+                                                  "headers", "reply_to"};
+    API_LIST from, to, cc, bcc, reply_to;
+    API_MESSAGE *msg = NULL;
+    json_error_t jerr;
+    json_t *req;
+    json_t *value;
+    json_t *raw;
+    const char *key;
+    size_t total = 0;
+    int ok = 0;
+
+    req = json_loadb(body, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (req == NULL) {
+        VSTR *text = vstr_alloc(80);
+
+        submit_check_quote(text, jerr.text, 120);
+        api_error_set(err, 400, "invalid_json", "",
+                      "the body is not valid JSON: %s at line %d column %d",
+                      vstr_str(text), jerr.line, jerr.column);
+        vstr_free(text);
+        return NULL;
+    }
+    if (!json_is_object(req)) {
+        json_decref(req);
+        return api_error_set(err, 400, "invalid_json", "",
+                             "the body must be a JSON object");
+    }
+    json_object_foreach(req, key, value)
+    {
+        bool known = false;
+
+        for (size_t i = 0; i < SLUICE_ARRAY_LEN(api_request_fields); i++)
+            known |= strcmp(key, api_request_fields[i]) == 0;
+        if (!known) {
+            VSTR *quoted = vstr_alloc(64);
+
+            submit_check_quote(quoted, key, SUBMIT_CHECK_QUOTE_MAX);
+            api_error_set(err, 400, "invalid_field", vstr_str(quoted),
+                          "unknown or unsupported field %s", vstr_str(quoted));
+            vstr_free(quoted);
+            json_decref(req);
+            return NULL;
+        }
+    }
+    api_list_init(&from);
+    api_list_init(&to);
+    api_list_init(&cc);
+    api_list_init(&bcc);
+    api_list_init(&reply_to);
+    raw = json_object_get(req, "raw");
+    if ((value = json_object_get(req, "from")) == NULL) {
+        api_error_set(err, 400, "missing_field", "from", "from is required");
+        ok = -1;
+    } else if (!json_is_string(value)) {
+        api_error_set(err, 400, "invalid_field", "from",
+                      "from must be a string");
+        ok = -1;
+    } else {
+        /* One sender: the limit of recipients does not apply. */
+        API_LIMITS one = {1, 0};
+        size_t none = 0;
+
+        ok = api_request_list("from", value, &from, &one, &none, err);
+    }
+    if (ok == 0 && (value = json_object_get(req, "to")) == NULL) {
+        api_error_set(err, 400, "missing_field", "to", "to is required");
+        ok = -1;
+    }
+    if (ok == 0)
+        ok = api_request_list("to", value, &to, limits, &total, err);
+    if (ok == 0 && (value = json_object_get(req, "cc")) != NULL)
+        ok = api_request_list("cc", value, &cc, limits, &total, err);
+    if (ok == 0 && (value = json_object_get(req, "bcc")) != NULL)
+        ok = api_request_list("bcc", value, &bcc, limits, &total, err);
+    if (ok == 0 && (value = json_object_get(req, "reply_to")) != NULL) {
+        size_t none = 0;
+
+        ok = api_request_list("reply_to", value, &reply_to, limits, &none, err);
+    }
+    if (ok == 0 && raw != NULL) {
+        for (size_t i = 0; i < SLUICE_ARRAY_LEN(excluded_by_raw); i++) {
+            if (json_object_get(req, excluded_by_raw[i]) != NULL) {
+                api_error_set(err, 400, "invalid_field", excluded_by_raw[i],
+                              "%s cannot be given with raw (the raw message "
+                              "has its own)",
+                              excluded_by_raw[i]);
+                ok = -1;
+                break;
+            }
+        }
+        if (ok == 0 && !json_is_string(raw)) {
+            api_error_set(err, 400, "invalid_field", "raw",
+                          "raw must be a base64 string");
+            ok = -1;
+        }
+    }
+    if (ok == 0) {
+        msg = mycalloc(1, sizeof(*msg));
+        msg->sender = mystrdup(from.addrs->argv[0]);
+        msg->rcpts = argv_alloc(total);
+        msg->content = vstr_alloc(1024);
+        for (size_t i = 0; i < to.addrs->argc; i++)
+            argv_add(msg->rcpts, to.addrs->argv[i]);
+        for (size_t i = 0; i < cc.addrs->argc; i++)
+            argv_add(msg->rcpts, cc.addrs->argv[i]);
+        for (size_t i = 0; i < bcc.addrs->argc; i++)
+            argv_add(msg->rcpts, bcc.addrs->argv[i]);
+        msg->raw = raw != NULL;
+        if (raw != NULL)
+            ok = api_request_raw(raw, limits, msg, err);
+        else
+            ok = api_request_build(req, &from, &to, &cc, &reply_to, limits, msg,
+                                   err);
+        if (ok < 0)
+            msg = api_message_free(msg);
+    }
+    api_list_free(&from);
+    api_list_free(&to);
+    api_list_free(&cc);
+    api_list_free(&bcc);
+    api_list_free(&reply_to);
+    json_decref(req);
+    return msg;
+}

@@ -1,0 +1,76 @@
+/*
+ * api_request - the JSON body of POST /v1/messages, checked and made MIME
+ *
+ * The request (issue #21's names):
+ *
+ *   from       string, required   "addr@dom" or "Name <addr@dom>"
+ *   to         string or array    required, at least one address
+ *   cc, bcc    string or array    more recipients (bcc: envelope only)
+ *   reply_to   string or array    the Reply-To: header
+ *   subject    string             the Subject: header
+ *   text, html string             the body: text/plain, text/html, or
+ *                                 multipart/alternative with both
+ *   headers    object             more header fields: NAME: string
+ *   raw        string             base64 of a whole MIME message
+ *                                 (excludes subject, text, html, headers,
+ *                                 reply_to; from and to/cc/bcc are then
+ *                                 the envelope only)
+ *
+ * Anything else is refused by name (template, data, recipients and the
+ * other fields of the issue are not served yet): a reader that skips what
+ * it does not know would send mail the client did not mean. Every header
+ * value is refused when it holds CR or LF (header injection); text that
+ * is not printable ASCII becomes RFC 2047 words, bodies quoted-printable.
+ * Bad input never panics: the result is an API_ERROR with the HTTP status,
+ * a stable code, the field at fault and a message.
+ *
+ *   status code                 when
+ *   400    invalid_json         the body is not one JSON object
+ *   400    missing_field        a required field is absent
+ *   400    invalid_field        wrong type, unknown field, bad base64, CR/LF
+ *   413    message_too_large    the message exceeds message_size_limit
+ *   422    invalid_address      an address is not a valid mailbox
+ *   422    too_many_recipients  more than api_max_recipients
+ */
+#ifndef API_REQUEST_H
+#define API_REQUEST_H
+
+#include "sys_defs.h"
+#include "argv.h"
+#include "vstr.h"
+
+typedef struct API_ERROR {
+    int status; /* HTTP status */
+    const char *code; /* stable, machine-readable */
+    VSTR *field; /* the field at fault ("to[2]"), "" for none */
+    VSTR *message; /* for people */
+} API_ERROR;
+
+typedef struct API_LIMITS {
+    size_t max_recipients; /* api_max_recipients */
+    size_t max_message_size; /* message_size_limit (0: none) */
+} API_LIMITS;
+
+typedef struct API_MESSAGE {
+    char *sender; /* envelope sender, bare address */
+    ARGV *rcpts; /* envelope recipients: to, cc, bcc in order */
+    VSTR *content; /* header block, empty line, body; LF lines */
+    bool eight_bit; /* content has bytes above 0x7f (raw only) */
+    bool raw; /* content is the client's raw MIME (cleanup takes a header
+                 block that ends at a line that is no header) */
+} API_MESSAGE;
+
+/* api_error_init - an API_ERROR with empty strings; api_error_free */
+extern void api_error_init(API_ERROR *err);
+extern void api_error_free(API_ERROR *err);
+
+/* api_error_json - append {"error":{"code":..,"message":..,"field":..}} */
+extern void api_error_json(const API_ERROR *err, VSTR *out);
+
+/* api_request_parse - the message a request body asks for, or NULL with
+   err filled in */
+extern API_MESSAGE *api_request_parse(const char *body, size_t len,
+                                      const API_LIMITS *limits, API_ERROR *err);
+extern API_MESSAGE *api_message_free(API_MESSAGE *msg);
+
+#endif

@@ -1,0 +1,206 @@
+/*
+ * api_request_test - the HTTP API's codecs: quoted-printable lines, RFC
+ * 2047 words, strict base64, the MIME a request builds (exact text), the
+ * errors of bad requests, and api_keys: a created key is found with its
+ * tenant and scopes, the file holds only its hash, a wrong secret, a
+ * revoked key and a malformed line grant nothing
+ */
+#include "sys_defs.h"
+
+#include <setjmp.h>
+#include <cmocka.h>
+
+#include "api_keys.h"
+#include "api_mime.h"
+#include "api_request.h"
+#include "mymalloc.h"
+#include "testlib.h"
+#include "vstr.h"
+
+/* test_qp - '=' escaped, trailing space escaped, soft breaks at 76 */
+static void test_qp(void **state)
+{
+    VSTR *out = vstr_alloc(100);
+    char long_line[200];
+
+    api_mime_qp_append(out, "a=b \r\nc\xc3\xa9\rd", 11);
+    assert_string_equal(vstr_str(out), "a=3Db=20\nc=C3=A9\nd\n");
+    memset(long_line, 'x', 150);
+    long_line[150] = 0;
+    vstr_reset(out);
+    api_mime_qp_append(out, long_line, 150);
+    assert_int_equal(strcspn(vstr_str(out), "\n"), 76); /* 75 + '=' */
+    assert_memory_equal(vstr_str(out) + 75, "=\n", 2);
+    vstr_free(out);
+}
+
+/* test_header_text - plain ASCII kept; UTF-8 in words, never split */
+static void test_header_text(void **state)
+{
+    VSTR *out = vstr_alloc(100);
+    const char *hello = "Gr\xc3\xbc\xc3\x9f Gott";
+
+    api_mime_header_text(out, "plain text", 10);
+    assert_string_equal(vstr_str(out), "plain text");
+    vstr_reset(out);
+    api_mime_header_text(out, hello, strlen(hello));
+    assert_string_equal(vstr_str(out), "=?UTF-8?B?R3LDvMOfIEdvdHQ=?=");
+    vstr_reset(out);
+    api_mime_phrase(out, "A \"B\"", 5);
+    assert_string_equal(vstr_str(out), "\"A \\\"B\\\"\"");
+    vstr_free(out);
+}
+
+/* test_base64 - decode, padding, bad characters, bad length */
+static void test_base64(void **state)
+{
+    VSTR *out = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+
+    assert_int_equal(api_mime_base64_decode(out, "aGk=\n", 5, why), 0);
+    assert_string_equal(vstr_str(out), "hi");
+    assert_int_equal(api_mime_base64_decode(out, "aGk", 3, why), 0);
+    assert_string_equal(vstr_str(out), "hi");
+    assert_int_equal(api_mime_base64_decode(out, "a*k=", 4, why), -1);
+    assert_string_equal(vstr_str(why), "bad base64 character at offset 1");
+    assert_int_equal(api_mime_base64_decode(out, "aGk=aa", 6, why), -1);
+    assert_int_equal(api_mime_base64_decode(out, "aGkxa", 5, why), -1);
+    assert_string_equal(vstr_str(why), "bad base64 length");
+    vstr_free(out);
+    vstr_free(why);
+}
+
+static const API_LIMITS limits = {3, 100000};
+
+/* test_build - the exact MIME of a text + html request */
+static void test_build(void **state)
+{
+    const char *req = "{\"from\": \"Shop <s@a.test>\", \"to\": [\"b@c.test\"],"
+                      " \"bcc\": \"d@c.test\", \"subject\": \"Hi\","
+                      " \"text\": \"t=1\", \"html\": \"<p>\","
+                      " \"headers\": {\"X-Tag\": \"v\"}}";
+    API_ERROR err;
+    API_MESSAGE *msg;
+
+    api_error_init(&err);
+    msg = api_request_parse(req, strlen(req), &limits, &err);
+    assert_non_null(msg);
+    assert_string_equal(msg->sender, "s@a.test");
+    assert_int_equal(msg->rcpts->argc, 2);
+    assert_string_equal(msg->rcpts->argv[1], "d@c.test");
+    assert_string_equal(vstr_str(msg->content),
+                        "From: \"Shop\" <s@a.test>\n"
+                        "To: b@c.test\n"
+                        "Subject: Hi\n"
+                        "X-Tag: v\n"
+                        "MIME-Version: 1.0\n"
+                        "Content-Type: multipart/alternative;\n"
+                        "\tboundary=\"=_sluice_alternative\"\n\n"
+                        "This is a message in MIME format.\n\n"
+                        "--=_sluice_alternative\n"
+                        "Content-Type: text/plain; charset=utf-8\n"
+                        "Content-Transfer-Encoding: quoted-printable\n\n"
+                        "t=3D1\n"
+                        "\n--=_sluice_alternative\n"
+                        "Content-Type: text/html; charset=utf-8\n"
+                        "Content-Transfer-Encoding: quoted-printable\n\n"
+                        "<p>\n"
+                        "\n--=_sluice_alternative--\n");
+    api_message_free(msg);
+    api_error_free(&err);
+}
+
+/* expect_error - req fails with status, code and field */
+static void expect_error(const char *req, int status, const char *code,
+                         const char *field)
+{
+    API_ERROR err;
+    VSTR *json = vstr_alloc(100);
+
+    api_error_init(&err);
+    assert_null(api_request_parse(req, strlen(req), &limits, &err));
+    assert_int_equal(err.status, status);
+    assert_string_equal(err.code, code);
+    assert_string_equal(vstr_str(err.field), field);
+    api_error_json(&err, json);
+    assert_non_null(strstr(vstr_str(json), code));
+    api_error_free(&err);
+    vstr_free(json);
+}
+
+/* test_errors - each bad request's status, code and field */
+static void test_errors(void **state)
+{
+    expect_error("{", 400, "invalid_json", "");
+    expect_error("{\"to\": \"b@c.test\", \"text\": \"t\"}", 400,
+                 "missing_field", "from");
+    expect_error("{\"from\": \"a@b.test\", \"to\": [\"b@c.test\", \"x y\"],"
+                 " \"text\": \"t\"}",
+                 422, "invalid_address", "to[1]");
+    expect_error(
+        "{\"from\": \"a@b.test\", \"to\": [\"1@c.test\", \"2@c.test\"],"
+        " \"cc\": [\"3@c.test\", \"4@c.test\"], \"text\": \"t\"}",
+        422, "too_many_recipients", "cc");
+    expect_error("{\"from\": \"a@b.test\", \"to\": \"b@c.test\","
+                 " \"subject\": \"x\\nBcc: e@c.test\", \"text\": \"t\"}",
+                 400, "invalid_field", "subject");
+    expect_error("{\"from\": \"a@b.test\", \"to\": \"b@c.test\","
+                 " \"text\": \"t\", \"send_at\": 5}",
+                 400, "invalid_field", "\"send_at\"");
+}
+
+/* test_keys - create, look up, list, revoke */
+static void test_keys(void **state)
+{
+    TESTLIB_DIR *dir = testlib_dir_create("api_keys_test");
+    const char *path;
+    VSTR *key = vstr_alloc(80);
+    VSTR *why = vstr_alloc(80);
+    VSTR *list = vstr_alloc(80);
+    API_KEY found;
+    char *text;
+
+    assert_non_null(dir);
+    path = mystrdup(testlib_path(dir, "api_keys"));
+    assert_int_equal(api_keys_create(path, "acme", API_SCOPE_SEND, key, why),
+                     0);
+    assert_int_equal(vstr_len(key), 3 + 12 + 1 + 48);
+    assert_int_equal(api_keys_lookup(path, vstr_str(key), &found, why),
+                     API_KEYS_OK);
+    assert_string_equal(found.tenant, "acme");
+    assert_int_equal(found.scopes, API_SCOPE_SEND);
+    text = testlib_read(path, NULL);
+    assert_null(strstr(text, vstr_str(key) + 16)); /* no secret */
+    myfree(text);
+    /* One wrong digit of the secret. */
+    vstr_str(key)[20] = vstr_str(key)[20] == '0' ? '1' : '0';
+    assert_int_equal(api_keys_lookup(path, vstr_str(key), &found, why),
+                     API_KEYS_UNKNOWN);
+    assert_int_equal(api_keys_lookup(path, "sk_short", &found, why),
+                     API_KEYS_UNKNOWN);
+    assert_int_equal(api_keys_list(path, list, why), 0);
+    assert_non_null(strstr(vstr_str(list), " acme send\n"));
+    assert_int_equal(
+        api_keys_create(path, "bad tenant", API_SCOPE_SEND, key, why), -1);
+    assert_int_equal(api_keys_revoke(path, "acme", why), 1);
+    assert_int_equal(api_keys_revoke(path, "acme", why), 0);
+    assert_int_equal(api_keys_scopes("send,admin"),
+                     API_SCOPE_SEND | API_SCOPE_ADMIN);
+    assert_int_equal(api_keys_scopes("send,root"), -1);
+    myfree((void *) path);
+    vstr_free(key);
+    vstr_free(why);
+    vstr_free(list);
+    assert_int_equal(testlib_dir_remove(dir), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_qp),     cmocka_unit_test(test_header_text),
+        cmocka_unit_test(test_base64), cmocka_unit_test(test_build),
+        cmocka_unit_test(test_errors), cmocka_unit_test(test_keys),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}

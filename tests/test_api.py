@@ -1,0 +1,420 @@
+"""test_api - the HTTP sending API (issue #21): POST /v1/messages
+
+Real HTTP requests (http.client) to the api daemon on a loopback port, mail
+arriving at an aiosmtpd sink (the instance's relayhost), parsed back with
+Python's email package. Bad input gets its JSON error and queues nothing;
+a 202 is only given for a message cleanup has committed, so a kill -9 of
+the api daemon in the middle of a stream of requests loses no
+acknowledged message.
+"""
+
+import base64
+import email
+import email.policy
+import http.client
+import json
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+
+import pytest
+
+from conftest import LIBEXEC, SLUICE, free_port, pid_alive, require, wait_until
+
+API_SERVICE = "api                unix  n       -       n       -       1       api"
+
+
+def api_request(port, method, path, body=None, key=None, headers=None,
+                raw_body=None, timeout=30):
+    """One request; returns (status, parsed JSON or None, headers)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    hdrs = dict(headers or {})
+    if key is not None:
+        hdrs["Authorization"] = "Bearer " + key
+    data = raw_body if raw_body is not None else (
+        json.dumps(body).encode() if body is not None else None)
+    if data is not None:
+        hdrs.setdefault("Content-Type", "application/json")
+    try:
+        conn.request(method, path, body=data, headers=hdrs)
+        resp = conn.getresponse()
+        text = resp.read()
+        try:
+            parsed = json.loads(text) if text else None
+        except ValueError:
+            parsed = None
+        return resp.status, parsed, dict(resp.getheaders())
+    finally:
+        conn.close()
+
+
+class Api:
+    """An instance running the api service, with a relayhost sink."""
+
+    def __init__(self, make_instance, make_sink, params=None):
+        require(LIBEXEC / "api", SLUICE)
+        self.sink = make_sink()
+        self.port = free_port()
+        conf = {"api_listen": "127.0.0.1:%d" % self.port}
+        conf.update(params or {})
+        self.inst = make_instance(relayhost="[127.0.0.1]:%d" % self.sink.port,
+                                  params=conf, services=[API_SERVICE])
+        self.key = self.create_key("acme")
+        self.inst.start()
+        wait_until(self.healthy, 10, what="the api to answer /v1/health")
+
+    def create_key(self, tenant, *args):
+        out = self.inst.check("api", "key", "create", tenant, *args)
+        lines = out.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("sk_"), out
+        return lines[0]
+
+    def healthy(self):
+        try:
+            return api_request(self.port, "GET", "/v1/health", timeout=2)[0] == 200
+        except OSError:
+            return False
+
+    def post(self, body=None, key=True, **kw):
+        return api_request(self.port, "POST", "/v1/messages", body,
+                           key=self.key if key is True else key, **kw)
+
+    def queued(self):
+        """Queue files anywhere in the queue (incoming, active, deferred)."""
+        found = []
+        for sub in ("incoming", "active", "deferred", "hold"):
+            for root, _, files in os.walk(self.inst.queue_dir / sub):
+                found += files
+        return found
+
+
+@pytest.fixture
+def api(make_instance, make_sink):
+    return Api(make_instance, make_sink)
+
+
+def parse(received):
+    return email.message_from_bytes(received.data.replace(b"\r\n", b"\n"),
+                                    policy=email.policy.default)
+
+
+def test_send_parts_arrive_as_mime(api):
+    """text + html to two To, a Cc and a Bcc: 202 with the queue ID and one
+    ID per recipient; the sink gets one message for all four envelope
+    recipients, a valid multipart/alternative whose headers (non-ASCII
+    subject and name included) read back as sent, and no Bcc: header."""
+    body = {
+        "from": "Shop Bot <shop@sender.test>",
+        "to": ["alice@rcpt.test", "Bob Éclair <bob@rcpt.test>"],
+        "cc": "carol@rcpt.test",
+        "bcc": ["dave@rcpt.test"],
+        "reply_to": "help@sender.test",
+        "subject": "Your order ✓ #42",
+        "text": "Hello Alice,\nyour order = shipped.\n" + "x" * 200 + "\n",
+        "html": "<p>Hello <b>Alice</b></p>",
+        "headers": {"X-Campaign": "spring", "List-Unsubscribe": "<mailto:u@sender.test>"},
+    }
+    status, answer, _ = api.post(body)
+    assert status == 202, answer
+    qid = answer["id"]
+    assert [r["to"] for r in answer["recipients"]] == [
+        "alice@rcpt.test", "bob@rcpt.test", "carol@rcpt.test", "dave@rcpt.test"]
+    assert [r["id"] for r in answer["recipients"]] == [
+        "%s.%d" % (qid, i) for i in range(1, 5)]
+    got = api.sink.wait_messages(1)[0]
+    assert got.mail_from == "shop@sender.test"
+    assert sorted(got.rcpt_tos) == ["alice@rcpt.test", "bob@rcpt.test",
+                                    "carol@rcpt.test", "dave@rcpt.test"]
+    msg = parse(got)
+    assert msg["Subject"] == "Your order ✓ #42"
+    assert msg["From"].addresses[0].addr_spec == "shop@sender.test"
+    assert msg["From"].addresses[0].display_name == "Shop Bot"
+    tos = msg["To"].addresses
+    assert [a.addr_spec for a in tos] == ["alice@rcpt.test", "bob@rcpt.test"]
+    assert tos[1].display_name == "Bob Éclair"
+    assert msg["Cc"].addresses[0].addr_spec == "carol@rcpt.test"
+    assert msg["Reply-To"].addresses[0].addr_spec == "help@sender.test"
+    assert msg["Bcc"] is None
+    assert msg["X-Campaign"] == "spring"
+    assert msg["Message-ID"] and msg["Date"]
+    assert msg.get_content_type() == "multipart/alternative"
+    assert msg.get_body(("plain",)).get_content() == body["text"]
+    assert msg.get_body(("html",)).get_content().strip() == body["html"]
+    assert "%s: api key=" % qid in api.inst.log()
+    assert api.key not in api.inst.log()
+
+
+def test_raw_mime_and_text_only(api):
+    """raw (base64 MIME, CRLF lines) arrives byte for byte as the body and
+    headers sent; a text-only message is a single text/plain part."""
+    raw = (b"From: a@sender.test\r\nTo: b@rcpt.test\r\nSubject: raw one\r\n"
+           b"\r\nline one\r\nline two\r\n")
+    status, answer, _ = api.post({"from": "a@sender.test", "to": "b@rcpt.test",
+                                  "raw": base64.b64encode(raw).decode()})
+    assert status == 202, answer
+    status, answer2, _ = api.post({"from": "a@sender.test", "to": "c@rcpt.test",
+                                   "subject": "plain", "text": "just text"})
+    assert status == 202, answer2
+    got = {m.rcpt_tos[0]: m for m in api.sink.wait_messages(2)}
+    msg = parse(got["b@rcpt.test"])
+    assert msg["Subject"] == "raw one"
+    assert msg.get_content() == "line one\nline two\n"
+    msg = parse(got["c@rcpt.test"])
+    assert msg.get_content_type() == "text/plain"
+    assert msg.get_content().strip() == "just text"
+
+
+def test_curl_multi_recipient(api):
+    """curl (the README's command) sends to two recipients; both get it."""
+    if shutil.which("curl") is None:
+        if os.environ.get("CI"):
+            pytest.fail("curl is not installed")
+        pytest.skip("curl is not installed")
+    body = json.dumps({"from": "app@sender.test",
+                       "to": ["x@rcpt.test", "y@rcpt.test"],
+                       "subject": "from curl", "text": "hello over HTTP"})
+    r = subprocess.run(
+        ["curl", "-sS", "--max-time", "30", "-H", "Authorization: Bearer " + api.key,
+         "-H", "Content-Type: application/json", "--data-binary", body,
+         "-w", "\n%{http_code}", "http://127.0.0.1:%d/v1/messages" % api.port],
+        capture_output=True, text=True, timeout=60)
+    answer, code = r.stdout.rsplit("\n", 1)
+    assert code == "202", r.stdout + r.stderr
+    assert len(json.loads(answer)["recipients"]) == 2
+    got = api.sink.wait_messages(1)[0]
+    assert sorted(got.rcpt_tos) == ["x@rcpt.test", "y@rcpt.test"]
+    assert parse(got).get_content().strip() == "hello over HTTP"
+
+
+GOOD = {"from": "a@sender.test", "to": ["b@rcpt.test"], "subject": "s", "text": "t"}
+
+
+def with_(**kw):
+    body = dict(GOOD)
+    for k, v in kw.items():
+        if v is None:
+            body.pop(k)
+        else:
+            body[k] = v
+    return body
+
+
+BAD_BODIES = [
+    # (raw bytes or JSON body, status, code, field)
+    (b"{\"from\": ", 400, "invalid_json", None),
+    (b"[1, 2]", 400, "invalid_json", None),
+    (b"{\"from\": \"a@sender.test\", \"from\": \"b@sender.test\"}", 400, "invalid_json", None),
+    (with_(**{"from": None}), 400, "missing_field", "from"),
+    (with_(to=None), 400, "missing_field", "to"),
+    (with_(to=[]), 400, "invalid_field", "to"),
+    (with_(text=None), 400, "missing_field", "text"),
+    (with_(to=["ok@rcpt.test", "not an address"]), 422, "invalid_address", "to[1]"),
+    (with_(to=["ok@rcpt.test", "nodomain"]), 422, "invalid_address", "to[1]"),
+    (with_(cc="x@@rcpt.test"), 422, "invalid_address", "cc"),
+    (with_(subject="hi\r\nBcc: victim@rcpt.test"), 400, "invalid_field", "subject"),
+    (with_(headers={"X-A": "v\nBcc: victim@rcpt.test"}), 400, "invalid_field", "headers.X-A"),
+    (with_(headers={"Bad Name": "v"}), 400, "invalid_field", None),
+    (with_(headers={"From": "evil@sender.test"}), 400, "invalid_field", "headers.From"),
+    (with_(to="b@rcpt.test\r\nRCPT TO:<x@rcpt.test>"), 400, "invalid_field", "to"),
+    (with_(tracking=True), 400, "invalid_field", "\"tracking\""),
+    (with_(text=None, subject=None, raw="!!notbase64"), 400, "invalid_field", "raw"),
+    (with_(text=None, subject=None, raw=base64.b64encode(b"no header here").decode()),
+     400, "invalid_field", "raw"),
+    (with_(raw="QQ=="), 400, "invalid_field", "subject"),
+    # Found by fuzz_api_request: a bare CR in raw MIME, and an error that
+    # quotes bytes that are not UTF-8 (the answer must stay JSON).
+    (with_(text=None, subject=None,
+           raw=base64.b64encode(b"From: a@sender.test\r\nSubject: x\rBcc: v@rcpt.test\r\n\r\nb\r\n").decode()),
+     400, "invalid_field", "raw"),
+    (b"{\"from\": \"a@sender.test\", \"to\": \"b\xde\x8e\xad\xecU\x00\x00", 400, "invalid_json", None),
+]
+
+
+def test_bad_input_clear_errors_nothing_queued(api):
+    """Each bad request gets its status, a stable code and the field at
+    fault in JSON; none queues anything, and the daemon serves a good
+    request afterwards."""
+    for body, status, code, field in BAD_BODIES:
+        if isinstance(body, bytes):
+            got, answer, _ = api.post(raw_body=body)
+        else:
+            got, answer, _ = api.post(body)
+        assert got == status, (body, got, answer)
+        assert answer["error"]["code"] == code, (body, answer)
+        assert answer["error"]["message"], answer
+        if field is not None:
+            assert answer["error"].get("field") == field, (body, answer)
+    # Authentication: no key, a made-up key, a key without "send".
+    got, answer, hdrs = api.post(GOOD, key=None)
+    assert got == 401 and answer["error"]["code"] == "unauthorized"
+    assert hdrs.get("WWW-Authenticate") == "Bearer"
+    got, answer, _ = api.post(GOOD, key="sk_000000000000_" + "0" * 48)
+    assert got == 401 and answer["error"]["code"] == "unauthorized"
+    reader = api.create_key("acme", "--scope", "read")
+    got, answer, _ = api.post(GOOD, key=reader)
+    assert got == 403 and answer["error"]["code"] == "forbidden"
+    # Wrong method and path.
+    got, answer, _ = api_request(api.port, "GET", "/v1/messages", key=api.key)
+    assert got == 405 and answer["error"]["code"] == "method_not_allowed"
+    got, answer, _ = api_request(api.port, "GET", "/nope")
+    assert got == 404
+    assert api.queued() == []
+    assert api.sink.received() == []
+    got, answer, _ = api.post(GOOD)
+    assert got == 202, answer
+    api.sink.wait_messages(1)
+    assert len(api.sink.received()) == 1
+
+
+def test_revoked_key_refused_at_once(api):
+    """`sluice api key revoke` takes effect on the next request; the key
+    file holds the key's hash, never the key."""
+    second = api.create_key("beta")
+    assert api.post(GOOD, key=second)[0] == 202
+    keys_file = api.inst.dir / "api_keys"
+    text = keys_file.read_text()
+    assert second not in text and api.key not in text
+    key_id = second.split("_")[1]
+    assert key_id in api.inst.check("api", "key", "list")
+    api.inst.check("api", "key", "revoke", key_id)
+    got, answer, _ = api.post(GOOD, key=second)
+    assert got == 401, answer
+    assert api.post(GOOD)[0] == 202
+
+
+def test_size_limits(make_instance, make_sink):
+    """A body over api_max_request_size gets 413 before it is read whole; a
+    message over message_size_limit gets 413 message_too_large in JSON;
+    more recipients than api_max_recipients get 422. Nothing is queued."""
+    api = Api(make_instance, make_sink,
+              params={"api_max_request_size": "65536",
+                      "message_size_limit": "20000",
+                      "api_max_recipients": "3"})
+    got, _, _ = api.post(with_(text="y" * 100000))
+    assert got == 413
+    got, answer, _ = api.post(with_(text="y" * 30000))
+    assert got == 413 and answer["error"]["code"] == "message_too_large", answer
+    got, answer, _ = api.post(with_(to=["a%d@rcpt.test" % i for i in range(4)]))
+    assert got == 422 and answer["error"]["code"] == "too_many_recipients", answer
+    assert api.queued() == []
+    assert api.healthy()
+    assert api.post(with_(to=["a%d@rcpt.test" % i for i in range(3)]))[0] == 202
+
+
+def test_cleanup_unreachable_503(api):
+    """With cleanup's socket gone the API answers 503 with Retry-After and
+    queues nothing; once it is back, the same request is accepted."""
+    sock = api.inst.queue_dir / "private" / "cleanup"
+    aside = api.inst.queue_dir / "private" / "cleanup.aside"
+    os.rename(sock, aside)
+    try:
+        got, answer, hdrs = api.post(GOOD)
+        assert got == 503, answer
+        assert answer["error"]["code"] == "unavailable"
+        assert hdrs.get("Retry-After")
+        assert api.queued() == []
+    finally:
+        os.rename(aside, sock)
+    assert api.post(GOOD)[0] == 202
+    api.sink.wait_messages(1)
+
+
+def test_kill_api_loses_nothing_acknowledged(api):
+    """Clients post as fast as they can while the api daemon is killed
+    with SIGKILL; master starts a new one. Every request that got its 202
+    arrives at the sink; the ones cut off got no 202 (and may or may not
+    have been queued, never half)."""
+    acked = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(n):
+        i = 0
+        while not stop.is_set():
+            i += 1
+            subject = "c%d-%d" % (n, i)
+            try:
+                got, answer, _ = api.post(with_(subject=subject,
+                                                to=["k%d@rcpt.test" % n]),
+                                          timeout=10)
+            except (OSError, http.client.HTTPException):
+                time.sleep(0.05)
+                continue
+            if got == 202:
+                with lock:
+                    acked.append(subject)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(acked) >= 10, 30, what="10 accepted requests")
+        pid = api.inst.child("api")
+        os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not pid_alive(pid), 10)
+        before = len(acked)
+        wait_until(lambda: len(acked) >= before + 10, 30,
+                   what="requests accepted by the new api daemon")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert len(acked) >= 20
+
+    def all_arrived():
+        subjects = {parse(m)["Subject"] for m in api.sink.received()}
+        return set(acked) <= subjects
+    wait_until(all_arrived, 60, what="every acknowledged message at the sink")
+
+
+def test_202_only_after_stable_storage(make_instance, make_sink, tmp_path):
+    """DESIGN.md invariant 1 for the API, the strace check of
+    test_durability: cleanup opens, fsyncs, renames the queue file and
+    fsyncs incoming/ before it answers END; the api daemon reads that
+    answer and only then writes its 202, after the directory fsync
+    returned (wall-clock times of the two tracers)."""
+    from test_durability import (READS, WRITES, Tracer, _describe, _done,
+                                 _strace_usable, _strings, check_cleanup_order,
+                                 parse_trace)
+    _strace_usable()
+    api = Api(make_instance, make_sink,
+              params={"cleanup_process_connections": "0"})
+    assert api.post(with_(subject="warm up"))[0] == 202
+    tracers = [Tracer(api.inst.child(name), tmp_path / (name + ".trace"),
+                      tmp_path / (name + ".err")) for name in ("cleanup", "api")]
+    try:
+        for t in tracers:
+            t.wait_attached()
+        # The api's tracer is live once a health check shows in it.
+        assert api.healthy()
+        wait_until(lambda: "HTTP/1.1 200 OK" in tracers[1].text(), 10,
+                   what="the health answer in the api's trace")
+        status, answer, _ = api.post(with_(subject="must be durable"))
+        assert status == 202, answer
+        qid = answer["id"]
+        wait_until(lambda: "202 Accepted" in tracers[1].text(), 10,
+                   what="the 202 in the api's trace")
+    finally:
+        for t in tracers:
+            t.stop()
+    steps = check_cleanup_order(parse_trace(tracers[0].text()), qid)
+    events = parse_trace(tracers[1].text())
+    acks = [e for e in events if e.name in WRITES and
+            any("202 Accepted" in s for s in _strings(e))]
+    assert len(acks) == 1, "want one 202 write, saw %d" % len(acks)
+    ack = acks[0]
+    ends = [e for e in events if e.name in WRITES and
+            any("request=3:end" in s for s in _strings(e))]
+    assert len(ends) == 1, "want one END sent to cleanup, saw %d" % len(ends)
+    answers = [e for e in events[ends[0].index + 1:] if e.name in READS and
+               e.fd == ends[0].fd and e.ret not in ("0", "?") and int(e.ret) > 0]
+    assert answers and any("status=1:0" in s for s in _strings(answers[0])), \
+        "the api read no success answer to END"
+    assert answers[0].index < ack.index, "202 %s before cleanup's answer %s" % (
+        _describe(ack), _describe(answers[0]))
+    assert ack.ts > _done(steps["dir_sync"]), \
+        "202 at %.6f, before cleanup's directory fsync returned at %.6f" % (
+            ack.ts, _done(steps["dir_sync"]))
