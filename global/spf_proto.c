@@ -1,14 +1,17 @@
 /*
  * spf_proto - the protocol between smtpd and the spf service
  *
- * See spf_proto.h. The client side blocks (smtpd asks once per
- * transaction, bounded by its time limit); the server side is spf/spf.c.
+ * See spf_proto.h. Two clients: spf_proto_check blocks (tests, tools),
+ * spf_proto_ask runs in the caller's event loop (smtpd); the server side
+ * is spf/spf.c.
  */
 #include "sys_defs.h"
 
 #include "attr.h"
+#include "attr_conn.h"
 #include "mail_queue.h"
 #include "msg.h"
+#include "mymalloc.h"
 #include "proto_hello.h"
 #include "sock.h"
 #include "spf_proto.h"
@@ -268,4 +271,117 @@ out:
     vstr_free(path);
     vstr_free(reason);
     return ret;
+}
+
+struct SPF_PROTO_ASK {
+    ATTR_CONN *conn;
+    bool greeted; /* the daemon's HELLO came and was ours */
+    SPF_PROTO_DONE done;
+    void *arg;
+    VSTR *why;
+};
+
+/* spf_proto_ask_end - call done once, then free the question */
+static void spf_proto_ask_end(SPF_PROTO_ASK *ask, const SPF_REPLY *reply)
+{
+    SPF_PROTO_DONE done = ask->done;
+    void *arg = ask->arg;
+
+    /* The handle goes before the call: done may free its owner. The
+       connection is freed inside its own callback (attr_conn.h). */
+    ask->conn = attr_conn_free(ask->conn);
+    done(reply, reply ? NULL : vstr_str(ask->why), arg);
+    vstr_free(ask->why);
+    myfree(ask);
+}
+
+/* spf_proto_ask_list - the daemon's HELLO, then its REPLY */
+static void spf_proto_ask_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
+{
+    SPF_PROTO_ASK *ask = arg;
+    VSTR *reason = vstr_alloc(100);
+    SPF_REPLY reply = {0};
+
+    if (!ask->greeted) {
+        if (spf_hello_take(list, reason) < 0) {
+            vstr_sprintf(ask->why, "spf service: %s", vstr_str(reason));
+            spf_proto_ask_end(ask, NULL);
+        } else {
+            ask->greeted = true;
+        }
+    } else if (spf_reply_decode(list, &reply, reason) < 0) {
+        vstr_sprintf(ask->why, "spf service: bad reply: %s", vstr_str(reason));
+        spf_proto_ask_end(ask, NULL);
+    } else if (!reply.ok) {
+        vstr_sprintf(ask->why, "spf service: %s", reply.reason);
+        spf_proto_ask_end(ask, NULL);
+    } else {
+        spf_proto_ask_end(ask, &reply);
+    }
+    vstr_free(reason);
+}
+
+/* spf_proto_ask_gone - EOF, error, the deadline, or a malformed list */
+static void spf_proto_ask_gone(ATTR_CONN *conn, ATTR_CONN_END kind,
+                               const char *why, void *arg)
+{
+    SPF_PROTO_ASK *ask = arg;
+
+    vstr_sprintf(ask->why, "spf service: %s: %s",
+                 ask->greeted ? "no reply" : "no greeting", why);
+    spf_proto_ask_end(ask, NULL);
+}
+
+static const ATTR_CONN_OPS spf_proto_ask_ops = {
+    .on_list = spf_proto_ask_list,
+    .on_end = spf_proto_ask_gone,
+};
+
+/* spf_proto_ask - ask the spf service from an event loop */
+SPF_PROTO_ASK *spf_proto_ask(struct event_base *base, const char *queue_dir,
+                             int timeout_sec, const SPF_REQUEST *req,
+                             SPF_PROTO_DONE done, void *arg, VSTR *why)
+{
+    SPF_PROTO_ASK *ask = mycalloc(1, sizeof(*ask));
+    VSTR *path = vstr_alloc(100);
+    VSTR *reason = vstr_alloc(100);
+    ATTR_LIST *list;
+
+    mail_queue_service(path, queue_dir, MAIL_QUEUE_PRIVATE, SPF_SERVICE);
+    ask->conn = attr_conn_connect(base, vstr_str(path), SPF_REPLY_MAX,
+                                  &spf_proto_ask_ops, ask, reason);
+    if (ask->conn == NULL) {
+        vstr_sprintf(why, "cannot connect to the spf service at %s: %s",
+                     vstr_str(path), strerror(errno));
+        vstr_free(path);
+        vstr_free(reason);
+        myfree(ask);
+        return NULL;
+    }
+    vstr_free(path);
+    vstr_free(reason);
+    ask->done = done;
+    ask->arg = arg;
+    ask->why = vstr_alloc(100);
+    /* One bound for the whole exchange: a daemon that takes longer than
+       the caller's limit is an error, never a pass. */
+    attr_conn_deadline(ask->conn, timeout_sec);
+    list = spf_hello_list();
+    attr_conn_send(ask->conn, list);
+    attr_list_free(list);
+    list = spf_request_encode(req);
+    attr_conn_send(ask->conn, list);
+    attr_list_free(list);
+    return ask;
+}
+
+/* spf_proto_ask_cancel - forget a question */
+SPF_PROTO_ASK *spf_proto_ask_cancel(SPF_PROTO_ASK *ask)
+{
+    if (ask != NULL) {
+        attr_conn_free(ask->conn);
+        vstr_free(ask->why);
+        myfree(ask);
+    }
+    return NULL;
 }

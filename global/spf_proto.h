@@ -110,4 +110,27 @@ extern int spf_proto_check(const char *queue_dir, int timeout_ms,
                            const SPF_REQUEST *req, SPF_PROTO_RESULT *result,
                            VSTR *explanation, VSTR *received_spf, VSTR *why);
 
+/*
+ * The same question in an event loop, for smtpd (whose other sessions go
+ * on meanwhile): spf_proto_ask connects, sends both lists and returns;
+ * done is called once, from the loop, with the reply (status ok: its
+ * strings valid during the call) or NULL and the reason (no service, a
+ * timeout after timeout_sec, a malformed reply, or the daemon could not
+ * check: the same reasons spf_proto_check gives). The handle is gone when
+ * done returns; before that spf_proto_ask_cancel drops it without a call.
+ * NULL with why when the service cannot even be reached (done is then
+ * never called).
+ */
+struct event_base;
+typedef struct SPF_PROTO_ASK SPF_PROTO_ASK;
+typedef void (*SPF_PROTO_DONE)(const SPF_REPLY *reply, const char *why,
+                               void *arg);
+
+extern SPF_PROTO_ASK *spf_proto_ask(struct event_base *base,
+                                    const char *queue_dir, int timeout_sec,
+                                    const SPF_REQUEST *req, SPF_PROTO_DONE done,
+                                    void *arg, VSTR *why);
+/* spf_proto_ask_cancel - forget a question (no call of done); NULL */
+extern SPF_PROTO_ASK *spf_proto_ask_cancel(SPF_PROTO_ASK *ask);
+
 #endif

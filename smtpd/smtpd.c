@@ -20,6 +20,15 @@
  * ends any other way (RSET, EHLO, QUIT, a lost client, a refused message)
  * just closes its cleanup connection, and cleanup removes the partial file.
  *
+ * SPF (smtpd_authentication_checks = spf, reject_spf_fail): when a
+ * recipient's evaluation needs the transaction's SPF result and it is not
+ * in yet, the session asks the spf service (global/spf_proto.h) in the
+ * event loop and waits for it as it waits for cleanup: it reads no more of
+ * that client, while every other session of the process goes on. The
+ * answer, or the service's failure or silence past spf_lookup_timeout plus
+ * a slack (451 4.3.0, never a pass), is stored and the recipient
+ * evaluated again.
+ *
  * Client names (smtpd_peername_lookup, with DNS on): before the greeting
  * the client's address is looked up through global/dns.c, asynchronously
  * (the PTR, then that name's A or AAAA, which must include the address:
@@ -88,6 +97,7 @@
 #include "match_list.h"
 #include "smtpd.h"
 #include "sock.h"
+#include "spf_proto.h"
 #include "tls_server.h"
 #include "vstr.h"
 
@@ -126,12 +136,13 @@ typedef struct SMTPD_CTX {
     int starttls_timeout; /* smtpd_starttls_timeout */
 } SMTPD_CTX;
 
-/* What the session waits for from cleanup; while it waits it reads no
-   client input. */
+/* What the session waits for from cleanup or the spf service; while it
+   waits it reads no client input. */
 typedef enum SMTPD_WAIT {
     SMTPD_WAIT_NONE,
     SMTPD_WAIT_BEGIN, /* STATUS with the queue ID */
     SMTPD_WAIT_END, /* STATUS after commit */
+    SMTPD_WAIT_SPF, /* the spf service's answer (spf_ask) */
 } SMTPD_WAIT;
 
 typedef struct SMTPD_SESS {
@@ -149,6 +160,7 @@ typedef struct SMTPD_SESS {
     ATTR_CONN *cleanup;
     bool cleanup_greeted; /* cleanup's HELLO came and was ours */
     SMTPD_WAIT wait;
+    SPF_PROTO_ASK *spf_ask; /* the SPF question in flight, or NULL */
     char qid[64]; /* "" until BEGIN succeeded */
     /* Content. */
     bool in_data;
@@ -252,7 +264,8 @@ static void smtpd_cleanup_close(SMTPD_SESS *sess)
     /* maybe from the connection's own callback: attr_conn.h's rule */
     sess->cleanup = attr_conn_free(sess->cleanup);
     sess->cleanup_greeted = false;
-    sess->wait = SMTPD_WAIT_NONE;
+    if (sess->wait == SMTPD_WAIT_BEGIN || sess->wait == SMTPD_WAIT_END)
+        sess->wait = SMTPD_WAIT_NONE;
     sess->qid[0] = 0;
 }
 
@@ -372,6 +385,7 @@ static void smtpd_session_free(SMTPD_SESS *sess)
     VSTR *counts = vstr_alloc(100);
 
     smtpd_cleanup_close(sess);
+    sess->spf_ask = spf_proto_ask_cancel(sess->spf_ask);
     if (sess->peer_lookup != NULL)
         dns_lookup_cancel(sess->peer_lookup);
     if (sess->counted)
@@ -414,6 +428,9 @@ static void smtpd_close(SMTPD_SESS *sess)
 {
     sess->closing = true;
     smtpd_cleanup_close(sess);
+    sess->spf_ask = spf_proto_ask_cancel(sess->spf_ask);
+    if (sess->wait == SMTPD_WAIT_SPF)
+        sess->wait = SMTPD_WAIT_NONE;
     bufferevent_disable(sess->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_output(sess->bev)) == 0)
         bufferevent_trigger(sess->bev, EV_WRITE,
@@ -711,18 +728,60 @@ static bool smtpd_tls_error(SMTPD_SESS *sess, VSTR *out)
     return truncated;
 }
 
+static void smtpd_act(SMTPD_SESS *sess, SMTPD_ACT act);
+
+/* smtpd_spf_done - the spf service answered (or failed): the recipient
+   is evaluated again, then the input in hand */
+static void smtpd_spf_done(const SPF_REPLY *reply, const char *why, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+
+    sess->spf_ask = NULL; /* gone when this returns */
+    sess->wait = SMTPD_WAIT_NONE;
+    smtpd_spf_store(sess->proto, reply, why);
+    smtpd_act(sess, smtpd_proto_spf_done(sess->proto));
+    smtpd_read_on(sess);
+}
+
+/* smtpd_spf_ask - ask the spf service for the transaction and wait for
+   it without blocking the other sessions; a service that cannot be
+   reached is answered at once */
+static void smtpd_spf_ask(SMTPD_SESS *sess)
+{
+    SMTPD_PROTO *proto = sess->proto;
+    SPF_REQUEST req;
+
+    smtpd_spf_request(proto, &req);
+    sess->spf_ask = spf_proto_ask(
+        mail_server_base(sess->ctx->server), smtpd_spf_queue_dir(proto),
+        smtpd_spf_timeout(proto), &req, smtpd_spf_done, sess, sess->why);
+    if (sess->spf_ask == NULL) {
+        smtpd_spf_store(proto, NULL, vstr_str(sess->why));
+        smtpd_act(sess, smtpd_proto_spf_done(proto));
+        return;
+    }
+    sess->wait = SMTPD_WAIT_SPF;
+    bufferevent_disable(sess->bev, EV_READ);
+}
+
 /* smtpd_command - one complete command line from the input */
 static void smtpd_command(SMTPD_SESS *sess, const char *line, size_t len)
 {
-    SMTPD_ACT act;
-
     if (len > 0 && line[len - 1] == '\r')
         len--;
-    act = smtpd_proto_command(sess->proto, line, len);
+    smtpd_act(sess, smtpd_proto_command(sess->proto, line, len));
+}
+
+/* smtpd_act - do what the protocol asked after a command */
+static void smtpd_act(SMTPD_SESS *sess, SMTPD_ACT act)
+{
     switch (act) {
     case SMTPD_ACT_RCPT:
         smtpd_flush_reply(sess);
         smtpd_rcpt(sess);
+        return;
+    case SMTPD_ACT_SPF:
+        smtpd_spf_ask(sess);
         return;
     case SMTPD_ACT_DATA:
         smtpd_flush_reply(sess);
@@ -1093,7 +1152,8 @@ static void smtpd_cleanup_on_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
         smtpd_cleanup_fail(sess, vstr_str(sess->why));
         return;
     }
-    if (sess->wait == SMTPD_WAIT_NONE || attr_conn_input_len(conn) > 0) {
+    if ((sess->wait != SMTPD_WAIT_BEGIN && sess->wait != SMTPD_WAIT_END) ||
+        attr_conn_input_len(conn) > 0) {
         smtpd_cleanup_fail(sess, "unexpected reply");
         return;
     }

@@ -51,6 +51,8 @@ typedef struct SMTPD_VIRTUAL SMTPD_VIRTUAL;
 typedef struct SMTPD_AUTH_CONF SMTPD_AUTH_CONF;
 typedef struct SMTPD_SPF SMTPD_SPF;
 struct MAIL_CONF;
+struct SPF_REQUEST;
+struct SPF_REPLY;
 /* One SASL server session (smtpd_sasl.c). */
 typedef struct SMTPD_SASL SMTPD_SASL;
 
@@ -122,6 +124,9 @@ typedef enum SMTPD_ACT {
     SMTPD_ACT_CLOSE, /* send the reply, then close (QUIT, 421) */
     SMTPD_ACT_STARTTLS, /* send the 220 reply, drop the input in hand
                            (CVE-2011-0411), then the TLS handshake */
+    SMTPD_ACT_SPF, /* RCPT needs the SPF answer: ask the spf service
+                      (smtpd_spf_request), store it (smtpd_spf_store),
+                      then smtpd_proto_spf_done() */
 } SMTPD_ACT;
 
 /* Per-command counters for the "disconnect from" log line. */
@@ -219,6 +224,9 @@ extern SMTPD_ACT smtpd_proto_line_too_long(SMTPD_PROTO *proto);
 extern void smtpd_proto_tls(SMTPD_PROTO *proto, const char *info);
 /* smtpd_proto_protocol - "SMTP", "ESMTP", "ESMTPS", "ESMTPSA" (RFC 3848) */
 extern const char *smtpd_proto_protocol(const SMTPD_PROTO *proto);
+/* smtpd_proto_spf_done - the SPF answer is stored: the recipient of the
+   SMTPD_ACT_SPF is evaluated again (SMTPD_ACT_RCPT, or a reply) */
+extern SMTPD_ACT smtpd_proto_spf_done(SMTPD_PROTO *proto);
 /* smtpd_proto_rcpt_done - cleanup took the recipient (ok) or failed */
 extern SMTPD_ACT smtpd_proto_rcpt_done(SMTPD_PROTO *proto, bool ok);
 
@@ -286,9 +294,12 @@ extern size_t smtpd_maps_count(const SMTPD_MAPS *maps);
 extern SMTPD_VIRTUAL *smtpd_virtual_create(const struct MAIL_CONF *conf);
 extern SMTPD_VIRTUAL *smtpd_virtual_free(SMTPD_VIRTUAL *virt);
 /* smtpd_check_rcpt - every restriction list, then local_recipient_maps,
-   for recipient rcpt of the session's transaction: 0 accept, or the reply
+   for recipient rcpt of the session's transaction: 0 accept, the reply
    code with the whole reply line ("554 5.7.1 <a@b>: Relay access
-   denied") in reply */
+   denied") in reply, or SMTPD_CHECK_NEED_SPF: the evaluation needs the
+   transaction's SPF result, which the I/O layer must get first (the
+   checks never block) */
+#define SMTPD_CHECK_NEED_SPF (-1)
 extern int smtpd_check_rcpt(const SMTPD_PROTO *proto, const char *rcpt,
                             VSTR *reply);
 /* smtpd_auth_create - smtpd_authentication_checks and authserv_id, the
@@ -299,6 +310,21 @@ extern SMTPD_AUTH_CONF *smtpd_auth_create(const struct MAIL_CONF *conf);
 extern SMTPD_AUTH_CONF *smtpd_auth_free(SMTPD_AUTH_CONF *auth);
 /* smtpd_spf_free - a session's SPF result; NULL */
 extern SMTPD_SPF *smtpd_spf_free(SMTPD_SPF *spf);
+/* smtpd_spf_request - the question for the transaction (pointers into
+   proto); smtpd_spf_timeout - the seconds it may take (spf_lookup_timeout
+   and a slack); smtpd_spf_queue_dir - where the service listens */
+extern void smtpd_spf_request(const SMTPD_PROTO *proto,
+                              struct SPF_REQUEST *req);
+extern int smtpd_spf_timeout(const SMTPD_PROTO *proto);
+extern const char *smtpd_spf_queue_dir(const SMTPD_PROTO *proto);
+/* smtpd_spf_store - the service's answer for the transaction, or NULL
+   when it could not answer (logged with why; recipients then get 451
+   4.3.0 until the transaction ends) */
+extern void smtpd_spf_store(SMTPD_PROTO *proto, const struct SPF_REPLY *reply,
+                            const char *why);
+/* smtpd_spf_reset - the transaction ended (forgets an unavailable
+   service) */
+extern void smtpd_spf_reset(SMTPD_PROTO *proto);
 /* smtpd_auth_headers - the Authentication-Results: and Received-SPF:
    headers (LF line endings) of the transaction's SPF check, appended to
    out; nothing when no check was made */

@@ -125,6 +125,7 @@ typedef enum SMTPD_DECISION {
     SMTPD_DUNNO, /* go on */
     SMTPD_PERMIT, /* this list passes */
     SMTPD_REJECT, /* refused (or deferred): reply holds the reply */
+    SMTPD_NEED_SPF, /* stop: the SPF answer is not in yet */
 } SMTPD_DECISION;
 
 /* The evaluation of one recipient. */
@@ -930,8 +931,13 @@ static SMTPD_DECISION smtpd_check_unopened(SMTPD_CHECK *chk,
  * reply) is 451 4.3.0, never a pass. With disable_dns_lookups = yes no
  * check is made (logged once at the start): no header, no rejection.
  *
- * The question blocks this smtpd process (every session in it) until the
- * answer, for at most spf_lookup_timeout plus SMTPD_SPF_SLACK seconds.
+ * The checks never wait: a recipient whose evaluation needs an SPF
+ * result that is not in yet stops with SMTPD_CHECK_NEED_SPF, the I/O layer
+ * asks the spf service in its event loop (smtpd_spf_request, at most
+ * spf_lookup_timeout plus SMTPD_SPF_SLACK seconds) while the process's
+ * other sessions go on, stores the answer (smtpd_spf_store) and evaluates
+ * the recipient again. A service that could not answer is remembered for
+ * the rest of the transaction (451 to each recipient), not longer.
  */
 #define SMTPD_SPF_SLACK 5
 #define SMTPD_SPF_FAIL_CODE 550
@@ -948,6 +954,7 @@ struct SMTPD_AUTH_CONF {
 struct SMTPD_SPF {
     char *helo; /* what was checked ("" for no HELO) */
     char *sender;
+    bool unavailable; /* the service could not answer: 451 */
     SPF_PROTO_RESULT result;
     VSTR *explanation;
     VSTR *received;
@@ -1029,68 +1036,105 @@ static const SMTPD_SPF *smtpd_spf_current(const SMTPD_PROTO *proto)
     return spf;
 }
 
-/* smtpd_spf_check - the transaction's SPF result (asked of the spf
-   service unless known): the result, NULL when no check is made (local
-   submission, DNS off), or NULL with a 451 in chk->reply (*failed set)
-   when the service could not answer */
-static const SMTPD_SPF *smtpd_spf_check(SMTPD_CHECK *chk, bool *failed)
+/* smtpd_spf_request - what the spf service is to be asked for the
+   transaction; the pointers are proto's */
+void smtpd_spf_request(const SMTPD_PROTO *proto, SPF_REQUEST *req)
+{
+    req->client_address = proto->client_addr;
+    req->helo_name = proto->helo_name ? proto->helo_name : "";
+    req->sender = vstr_str(proto->sender);
+}
+
+/* smtpd_spf_timeout - seconds the I/O layer gives the spf service */
+int smtpd_spf_timeout(const SMTPD_PROTO *proto)
+{
+    return proto->conf->auth->timeout_ms / 1000;
+}
+
+/* smtpd_spf_queue_dir - where the spf service's socket is */
+const char *smtpd_spf_queue_dir(const SMTPD_PROTO *proto)
+{
+    return proto->conf->auth->queue_dir;
+}
+
+/* smtpd_spf_store - the answer to smtpd_spf_request (NULL: the service
+   could not answer, why says why) for the transaction */
+void smtpd_spf_store(SMTPD_PROTO *proto, const SPF_REPLY *reply,
+                     const char *why)
+{
+    SMTPD_SPF *spf;
+    SPF_REQUEST req;
+
+    if ((spf = proto->spf) == NULL) {
+        spf = proto->spf = mycalloc(1, sizeof(*spf));
+        spf->explanation = vstr_alloc(100);
+        spf->received = vstr_alloc(200);
+    }
+    smtpd_spf_request(proto, &req);
+    myfree(spf->helo);
+    myfree(spf->sender);
+    spf->helo = mystrdup(req.helo_name);
+    spf->sender = mystrdup(req.sender);
+    spf->unavailable = reply == NULL;
+    if (reply == NULL) {
+        msg_warn("SPF check of <%s> from %s[%s] failed: %s: answering 451 "
+                 "4.3.0",
+                 req.sender, proto->client_name, proto->client_addr, why);
+        vstr_reset(spf->explanation);
+        vstr_reset(spf->received);
+        return;
+    }
+    spf->result = reply->result;
+    vstr_cpy(spf->explanation, reply->explanation);
+    vstr_cpy(spf->received, reply->received_spf);
+}
+
+/* smtpd_spf_reset - the transaction ended: an unavailable service is
+   asked again by the next one */
+void smtpd_spf_reset(SMTPD_PROTO *proto)
+{
+    if (proto->spf != NULL && proto->spf->unavailable)
+        proto->spf = smtpd_spf_free(proto->spf);
+}
+
+/* smtpd_spf_check - the transaction's SPF result: the result, NULL when
+   no check is made (local submission, DNS off), NULL with a 451 in
+   chk->reply (*status SMTPD_REJECT) when the service could not answer, or
+   NULL with *status SMTPD_NEED_SPF when it has not been asked yet */
+static const SMTPD_SPF *smtpd_spf_check(SMTPD_CHECK *chk,
+                                        SMTPD_DECISION *status)
 {
     const SMTPD_PROTO *proto = chk->proto;
     const SMTPD_AUTH_CONF *auth = proto->conf->auth;
-    SMTPD_SPF *spf;
     const SMTPD_SPF *known;
-    SPF_REQUEST req;
-    VSTR *why;
 
-    *failed = false;
+    *status = SMTPD_DUNNO;
     if (proto->local || auth == NULL || auth->dns_off || !proto->have_sender)
         return NULL;
-    if ((known = smtpd_spf_current(proto)) != NULL)
-        return known;
-    if ((spf = proto->spf) == NULL) {
-        spf = mycalloc(1, sizeof(*spf));
-        spf->explanation = vstr_alloc(100);
-        spf->received = vstr_alloc(200);
-        /* The session's cache: proto is const to the checks only. */
-        ((SMTPD_PROTO *) proto)->spf = spf;
+    if ((known = smtpd_spf_current(proto)) == NULL) {
+        *status = SMTPD_NEED_SPF;
+        return NULL;
     }
-    spf->helo = myfree(spf->helo);
-    spf->sender = myfree(spf->sender);
-    req.client_address = proto->client_addr;
-    req.helo_name = proto->helo_name ? proto->helo_name : "";
-    req.sender = vstr_str(proto->sender);
-    why = vstr_alloc(100);
-    if (spf_proto_check(auth->queue_dir, auth->timeout_ms, &req, &spf->result,
-                        spf->explanation, spf->received, why) < 0) {
-        msg_warn("SPF check of <%s> from %s[%s] failed: %s: answering 451 "
-                 "4.3.0",
-                 req.sender, proto->client_name, proto->client_addr,
-                 vstr_str(why));
+    if (known->unavailable) {
         vstr_sprintf(chk->reply,
                      "451 4.3.0 <%s>: Temporary failure: SPF check "
                      "unavailable, try again later",
                      chk->rcpt);
-        vstr_free(why);
-        *failed = true;
+        *status = SMTPD_REJECT;
         return NULL;
     }
-    vstr_free(why);
-    spf->helo = mystrdup(req.helo_name);
-    spf->sender = mystrdup(req.sender);
-    return spf;
+    return known;
 }
 
 /* smtpd_check_spf_fail - reject_spf_fail: 550 on fail, 451 on temperror */
 static SMTPD_DECISION smtpd_check_spf_fail(SMTPD_CHECK *chk)
 {
-    bool failed;
-    const SMTPD_SPF *spf = smtpd_spf_check(chk, &failed);
+    SMTPD_DECISION status;
+    const SMTPD_SPF *spf = smtpd_spf_check(chk, &status);
     const char *sender = vstr_str(chk->proto->sender);
 
-    if (failed)
-        return SMTPD_REJECT;
     if (spf == NULL)
-        return SMTPD_DUNNO;
+        return status;
     if (spf->result == SPF_PROTO_FAIL) {
         vstr_sprintf(chk->reply,
                      "%d 5.7.23 <%s>: Sender address rejected: Message "
@@ -1141,7 +1185,7 @@ void smtpd_auth_headers(const SMTPD_PROTO *proto, VSTR *out)
     const SMTPD_SPF *spf = smtpd_spf_current(proto);
     VSTR *value;
 
-    if (spf == NULL || proto->conf->auth == NULL)
+    if (spf == NULL || spf->unavailable || proto->conf->auth == NULL)
         return;
     value = vstr_alloc(200);
     vstr_sprintf(value, "%s; spf=%s", proto->conf->auth->authserv_id,
@@ -1283,14 +1327,10 @@ int smtpd_check_rcpt(const SMTPD_PROTO *proto, const char *rcpt, VSTR *reply)
     vstr_reset(reply);
     /* smtpd_authentication_checks = spf: every message gets its result. */
     if (proto->conf->auth != NULL && proto->conf->auth->spf) {
-        bool failed;
-
         chk.param = "smtpd_authentication_checks";
-        (void) smtpd_spf_check(&chk, &failed);
-        if (failed)
-            decision = SMTPD_REJECT;
+        (void) smtpd_spf_check(&chk, &decision);
     }
-    for (int list = 0; decision != SMTPD_REJECT && list < SMTPD_LIST_COUNT;
+    for (int list = 0; decision == SMTPD_DUNNO && list < SMTPD_LIST_COUNT;
          list++) {
         SMTPD_RESTRICTIONS *items = proto->conf->restrictions[list];
 
@@ -1303,10 +1343,14 @@ int smtpd_check_rcpt(const SMTPD_PROTO *proto, const char *rcpt, VSTR *reply)
             if (decision != SMTPD_DUNNO)
                 break;
         }
-        if (decision == SMTPD_REJECT)
+        if (decision == SMTPD_REJECT || decision == SMTPD_NEED_SPF)
             break;
+        decision = SMTPD_DUNNO; /* a PERMIT ends its list alone */
     }
-    if (decision != SMTPD_REJECT) {
+    if (decision == SMTPD_NEED_SPF) {
+        vstr_reset(reply);
+        code = SMTPD_CHECK_NEED_SPF;
+    } else if (decision != SMTPD_REJECT) {
         chk.param = "local_recipient_maps";
         decision = smtpd_check_rcptmap(&chk);
     }

@@ -160,6 +160,7 @@ void smtpd_proto_reset(SMTPD_PROTO *proto)
     proto->envid = myfree(proto->envid);
     proto->rcpt_count = 0;
     proto->first_rcpt = myfree(proto->first_rcpt);
+    smtpd_spf_reset(proto);
 }
 
 /* smtpd_proto_auth_forget - drop the SASL session and what it said */
@@ -541,6 +542,9 @@ static bool smtpd_proto_orcpt_ok(SMTPD_PROTO *proto, const char *value)
            smtpd_proto_printable(proto->why);
 }
 
+/* smtpd_proto_rcpt_check - the access restrictions; see below */
+static SMTPD_ACT smtpd_proto_rcpt_check(SMTPD_PROTO *proto);
+
 /* smtpd_proto_rcpt - RCPT TO:<recipient> [params] */
 static SMTPD_ACT smtpd_proto_rcpt(SMTPD_PROTO *proto, char *arg)
 {
@@ -603,10 +607,33 @@ static SMTPD_ACT smtpd_proto_rcpt(SMTPD_PROTO *proto, char *arg)
         smtpd_proto_reply(proto, "452 4.5.3 Error: too many recipients");
         return SMTPD_ACT_REPLY;
     }
-    /* The access restrictions; a local submission (sendmail -bs) is not
-       subject to them, as in Postfix's stand-alone mode. */
-    if (!proto->local &&
-        smtpd_check_rcpt(proto, vstr_str(proto->rcpt), proto->why) != 0) {
+    return smtpd_proto_rcpt_check(proto);
+}
+
+/* smtpd_proto_spf_done - the SPF answer is in: evaluate the recipient */
+SMTPD_ACT smtpd_proto_spf_done(SMTPD_PROTO *proto)
+{
+    SMTPD_ACT act;
+
+    proto->last_cmd = SMTPD_CMD_RCPT;
+    if ((act = smtpd_proto_rcpt_check(proto)) == SMTPD_ACT_SPF)
+        msg_panic("%s: SPF asked for again after its answer", __func__);
+    return smtpd_proto_finish(proto, act);
+}
+
+/* smtpd_proto_rcpt_check - the access restrictions for proto->rcpt */
+static SMTPD_ACT smtpd_proto_rcpt_check(SMTPD_PROTO *proto)
+{
+    int code;
+
+    /* A local submission (sendmail -bs) is not subject to them, as in
+       Postfix's stand-alone mode. */
+    if (proto->local)
+        return SMTPD_ACT_RCPT;
+    code = smtpd_check_rcpt(proto, vstr_str(proto->rcpt), proto->why);
+    if (code == SMTPD_CHECK_NEED_SPF)
+        return SMTPD_ACT_SPF;
+    if (code != 0) {
         smtpd_proto_reply(proto, "%s", vstr_str(proto->why));
         msg_info("NOQUEUE: reject: RCPT from %s[%s]: %s; from=<%s> to=<%s>"
                  " proto=%s helo=<%s>",

@@ -8,7 +8,9 @@ address a PTR back to its name), PTR records alone (ptr=[("127.0.0.6",
 longer than 255 bytes becomes several character-strings, which SPF joins;
 a list of texts gives several records), and raw records in hex (a null MX
 is "nullmx.test", 15, "000000": preference 0, the root name). A name it
-does not know gets NXDOMAIN.
+does not know gets NXDOMAIN. forward=[("slow.test", silent.server)] hands
+every query for a domain and its subdomains to another server (a Silent
+one: that domain alone times out, the others are answered).
 Point an instance at it with
     params={"disable_dns_lookups": "no", "dns_servers": dns.server}
 
@@ -61,7 +63,8 @@ def query(port, name, qtype=1, timeout=1.0):
 class DnsServer:
     """dnsmasq on 127.0.0.1:port serving mx, a and raw records."""
 
-    def __init__(self, mx=(), a=(), rr=(), ptr=(), txt=(), logfile=None):
+    def __init__(self, mx=(), a=(), rr=(), ptr=(), txt=(), forward=(),
+                 logfile=None):
         require_dnsmasq()
         self.port = _free_udp_tcp_port()
         self.server = "127.0.0.1:%d" % self.port
@@ -85,6 +88,9 @@ class DnsServer:
             argv.append("--ptr-record=%s,%s" % (_reverse_name(ip), name))
         for name, rtype, hexdata in rr:
             argv.append("--dns-rr=%s,%d,%s" % (name, rtype, hexdata))
+        for domain, server in forward:
+            host, port = server.rsplit(":", 1)
+            argv.append("--server=/%s/%s#%s" % (domain, host, port))
         for name, texts in txt:
             for text in [texts] if isinstance(texts, str) else texts:
                 argv.append(_txt_option(name, text))

@@ -331,6 +331,80 @@ def test_temperror_when_dns_does_not_answer(make_instance, make_sink,
         silent.stop()
 
 
+def one_smtpd_process(inst):
+    """master.cf: the instance's smtpd service gets maxproc 1, so every
+    session is served by the same smtpd process."""
+    lines = inst.master_cf.read_text().splitlines()
+    out = []
+    for line in lines:
+        f = line.split()
+        if len(f) >= 8 and f[1] == "inet" and f[7] == "smtpd":
+            f[6] = "1"
+            line = " ".join(f)
+        out.append(line)
+    assert out != lines, lines
+    inst.master_cf.write_text("\n".join(out) + "\n")
+
+
+def test_spf_wait_does_not_stall_other_sessions(make_instance, make_sink,
+                                               make_dns):
+    """One smtpd process: while session A waits for the SPF check of a
+    domain whose DNS server never answers (slow.test, forwarded to a
+    silent one), session B of the same process completes a whole
+    transaction; A then gets the temporary result of the timeout (451
+    4.7.24 with reject_spf_fail), never a pass. Before, smtpd waited for
+    the spf service synchronously, and B got no greeting until A's check
+    had ended."""
+    import dns
+    import socket
+    need()
+    silent = dns.Silent()
+    try:
+        dns_server = make_dns(txt=list(RECORDS.items()), a=A, mx=MX,
+                              forward=[("slow.test", silent.server)])
+        sink = make_sink()
+        inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, params={
+            "disable_dns_lookups": "no", "dns_servers": dns_server.server,
+            "smtpd_peername_lookup": "no",
+            "smtpd_authentication_checks": "spf",
+            "smtpd_recipient_restrictions": "reject_spf_fail",
+            "authserv_id": "mx.sluice.test", "spf_lookup_timeout": "15s"})
+        one_smtpd_process(inst)
+        inst.start()
+        a = smtplib.SMTP("127.0.0.1", inst.port, timeout=60)
+        try:
+            a.ehlo("client.test")
+            assert a.mail("user@slow.test")[0] == 250
+            a.putcmd("rcpt", "TO:<bob@dest.test>")  # its reply waits on SPF
+            # The check is under way: the silent server got its query.
+            silent.udp.settimeout(30)
+            assert silent.udp.recv(512, socket.MSG_PEEK)
+            with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as b:
+                b.ehlo("client.test")
+                assert b.mail("user@pass.test")[0] == 250
+                assert b.rcpt("bob@dest.test")[0] == 250
+                code, text = b.data(body("user@pass.test"))
+                assert code == 250, text
+            # A is still waiting: no reply has come to its RCPT.
+            a.sock.setblocking(False)
+            try:
+                early = a.sock.recv(1, socket.MSG_PEEK)
+            except BlockingIOError:
+                early = None
+            a.sock.setblocking(True)
+            a.sock.settimeout(60)
+            assert early is None, "A's RCPT was answered before B was done"
+            code, text = a.getreply()
+            assert code == 451 and text.startswith(b"4.7.24 "), (code, text)
+        finally:
+            a.close()
+        (msg,) = sink.wait_messages(1)
+        assert "spf=pass" in spf_headers(msg)[0]
+        inst.wait_log(r"identity=user@slow\.test result=temperror")
+    finally:
+        silent.stop()
+
+
 def test_temperror_when_dns_server_stopped(make_instance, make_sink,
                                            make_dns):
     """The DNS server is stopped after the instance starts: a +all record
