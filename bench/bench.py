@@ -20,7 +20,11 @@ One run on this machine:
      smtp-source (BENCH_PRESSURE_SESSIONS sessions) with qmgr paused (its
      master.cf line taken out in both MTAs), then the line put back and a
      reload: qmgr's peak memory while it drains, and the time to drain;
-  5. with BENCH_PROFILE=1, one round per MTA under perf record -g and one
+  5. one more round per MTA under `perf stat` counting tracepoints
+     (raw_syscalls:sys_enter, sys_enter_fsync, sys_enter_fdatasync) on
+     every process of the instance, children followed: the table's
+     syscalls/msg and fsyncs/msg columns (BENCH_COUNT=0 skips it); with
+     BENCH_PROFILE=1, one round per MTA under perf record -g and one
      under strace -c -w -f, summarised per daemon (bench/PROFILE.md);
   6. the cost of DKIM signing: the main load through sluice instances
      that sign every message (RSA-2048, then Ed25519), beside the main
@@ -32,7 +36,7 @@ Environment: BENCH_MESSAGES (2000) BENCH_SESSIONS (10) BENCH_SIZE (2048)
 BENCH_ROUNDS (3) BENCH_PRESSURE (1 always, the default; 0 never; auto: only
 when its estimated time keeps the whole run under BENCH_BUDGET seconds,
 default 720) BENCH_PRESSURE_MESSAGES (100000) BENCH_PRESSURE_SESSIONS (50)
-BENCH_PROFILE (0) BENCH_PROFILE_MESSAGES (1000) BENCH_PROFILE_DIR
+BENCH_COUNT (1) BENCH_PROFILE (0) BENCH_PROFILE_MESSAGES (1000) BENCH_PROFILE_DIR
 BENCH_MAPS (1) BENCH_DKIM (1: the DKIM table; 0 skips it) BENCH_MTAS (postfix,sluice) BENCH_KEEP=1 (keep the
 temporary folder) SLUICE_TOP (the build tree whose bin/sluice and libexec/
 run; default: the folder above this one) SLUICE_REVISION (its name in
@@ -100,6 +104,7 @@ DKIM = os.environ.get("BENCH_DKIM", "1").strip() not in ("0",)
 SLUICE_CONF = dict(kv.split("=", 1) for kv in
                    os.environ.get("BENCH_SLUICE_CONF", "").split() if "=" in kv)
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
+COUNT = os.environ.get("BENCH_COUNT", "1").strip() not in ("0",)
 PROFILE_MESSAGES = env_int("BENCH_PROFILE_MESSAGES", 1000)
 PROFILE_DIR = os.environ.get("BENCH_PROFILE_DIR", "") or \
     "/tmp/sluice-bench-profile-" + time.strftime("%Y%m%d-%H%M%S")
@@ -690,6 +695,7 @@ def measure(mta, sink, messages, delivers):
     cpu1 = tree_cpu(mta.master_pid() or root)
     n = g["messages"]
     return {
+        "messages": n,
         "accepted": n / g["elapsed"] if g["elapsed"] else 0.0,
         "delivered": n / (done_at - g["start"]) if done_at else None,
         "p50": g["p50"], "p99": g["p99"],
@@ -760,6 +766,54 @@ def profile_round(mta, sink, messages, delivers):
         stop.set()
         t.join()
     return pids, res
+
+
+COUNT_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_fsync",
+                "syscalls:sys_enter_fdatasync")
+
+
+def count_round(mta, sink, messages, delivers):
+    """One round with `perf stat` counting the system calls and fsyncs of
+    every process of the instance (those forked during the round
+    included: perf's counters are inherited). Counting a tracepoint costs
+    little, but the round's rates are not used. Returns {"syscalls":
+    per message, "fsyncs": fsync + fdatasync per message}, or None with
+    the reason printed."""
+    if not os.access(PERF, os.X_OK):
+        say("- syscall count skipped for %s: %s not found" % (mta.name, PERF))
+        return None
+    if delivers:
+        wait_empty(mta)
+    root = mta.master_pid()
+    pids = sorted(tree(root)) if root else []
+    if not pids:
+        return None
+    argv = [PERF, "stat", "-x", ",", "--no-big-num"]
+    for ev in COUNT_EVENTS:
+        argv += ["-e", ev]
+    argv += ["-p", ",".join(str(p) for p in pids)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(0.5)         # perf attached
+    try:
+        res = measure(mta, sink, messages, delivers)
+    finally:
+        stop_tool(proc)
+    counts = {}
+    for line in proc.stderr.read().splitlines():
+        f = line.split(",")
+        if len(f) >= 3 and f[2] in COUNT_EVENTS:
+            try:
+                counts[f[2]] = int(f[0])
+            except ValueError:
+                pass
+    n = res["messages"]
+    if len(counts) != len(COUNT_EVENTS) or not n:
+        say("- syscall count failed for %s: %s" % (mta.name, counts))
+        return None
+    return {"syscalls": counts["raw_syscalls:sys_enter"] / n,
+            "fsyncs": (counts["syscalls:sys_enter_fsync"] +
+                       counts["syscalls:sys_enter_fdatasync"]) / n}
 
 
 def parse_strace_c(path):
@@ -1039,29 +1093,43 @@ class Bench:
                 self.med[kind] = {k: median([x[k] for x in rows[kind]]) for k in
                                   ("accepted", "delivered", "p50", "p99", "cpu", "rss",
                                    "pss", "env_p50", "gen_cpu")}
+                self.med[kind]["syscalls"] = self.med[kind]["fsyncs"] = None
+        if COUNT:
+            for kind, mta in self.mtas.items():
+                c = count_round(mta, self.sink, MESSAGES, delivers[kind])
+                if c:
+                    self.med[kind].update(c)
         say("\n## %d messages of %d bytes, %d sessions, median of %d rounds\n"
             % (MESSAGES, SIZE, SESSIONS, ROUNDS))
         say("both MTAs fsync each message before 250\n")
+        cols = ("accepted", "delivered", "p50", "p99", "cpu", "syscalls", "fsyncs", "rss")
+        digits = (1, 1, 2, 2, 3, 1, 2, 1)
         say("| mta | accepted msg/s | delivered msg/s | p50 accept ms | p99 accept ms "
-            "| cpu ms/msg | peak RSS MiB |")
-        say("|---|---|---|---|---|---|---|")
+            "| cpu ms/msg | syscalls/msg | fsyncs/msg | peak RSS MiB |")
+        say("|---|---|---|---|---|---|---|---|---|")
         for kind in MTAS:
             m = self.med.get(kind)
             if m is None:
-                say("| %s | n/a | n/a | n/a | n/a | n/a | n/a |" % kind)
+                say("| %s |%s" % (kind, " n/a |" * len(cols)))
                 continue
-            say("| %s | %s | %s | %s | %s | %s | %s |" % (
-                kind, fmt(m["accepted"]), fmt(m["delivered"]), fmt(m["p50"], 2),
-                fmt(m["p99"], 2), fmt(m["cpu"], 3), fmt(m["rss"])))
+            say("| %s | %s |" % (kind, " | ".join(fmt(m[k], d) for k, d in zip(cols, digits))))
         s, p = self.med.get("sluice"), self.med.get("postfix")
         self.ratio = {}
         if s and p:
-            for k in ("accepted", "delivered", "p50", "p99", "cpu", "rss"):
+            for k in cols:
                 self.ratio[k] = s[k] / p[k] if s[k] is not None and p[k] else None
-            say("| sluice/postfix | %s | %s | %s | %s | %s | %s |" % tuple(
-                fmt(self.ratio[k], 2) for k in ("accepted", "delivered", "p50", "p99",
-                                                "cpu", "rss")))
+            say("| sluice/postfix | %s |" % " | ".join(fmt(self.ratio[k], 2) for k in cols))
         say("")
+        say("- durability ceilings in this run (create+write+fsync+rename+dir fsync, "
+            "one file per message): %s files/s with 1 writer, %s with %d writers%s"
+            % (fmt(self.ceil["fsync1"], 0), fmt(self.ceil["fsyncN"], 0), SESSIONS,
+               "; sluice delivered %s %% of the %d-writer ceiling" % (
+                   fmt(100.0 * s["delivered"] / self.ceil["fsyncN"], 0), SESSIONS)
+               if s and s["delivered"] and self.ceil["fsyncN"] else ""))
+        if COUNT:
+            say("- syscalls/msg and fsyncs/msg: one extra round per MTA under `perf stat` "
+                "(tracepoint counts over every process of the instance, children "
+                "followed), not one of the rounds above")
         for kind, why in self.why_not.items():
             say("- %s: n/a, %s" % (kind, why))
         for note in self.notes:
@@ -1183,9 +1251,11 @@ class Bench:
         for kind in MTAS:
             m = self.med.get(kind)
             if m:
-                parts.append("%s acc %s del %s p50 %s p99 %s cpu %s rss %s" % (
+                parts.append("%s acc %s del %s p50 %s p99 %s cpu %s rss %s%s" % (
                     kind, fmt(m["accepted"], 0), fmt(m["delivered"], 0), fmt(m["p50"], 2),
-                    fmt(m["p99"], 2), fmt(m["cpu"], 3), fmt(m["rss"])))
+                    fmt(m["p99"], 2), fmt(m["cpu"], 3), fmt(m["rss"]),
+                    " sys/msg %s fsync/msg %s" % (fmt(m["syscalls"], 1), fmt(m["fsyncs"], 2))
+                    if m.get("syscalls") is not None else ""))
             else:
                 parts.append("%s n/a" % kind)
         if self.ratio:
