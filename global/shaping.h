@@ -17,7 +17,11 @@
  * commas:
  *
  *   mx_suffix=.a.test,.b.test    providers only: MX host name suffixes
- *   max_connections=N            deliveries in flight at once
+ *   max_connections=N            SMTP connections open at once: qmgr
+ *                                starts at most N deliveries at once, and
+ *                                the smtp agent counts its idle cached
+ *                                connections of the bucket too (per smtp
+ *                                process: smtp/smtp_connect.c)
  *   message_rate=N/s|N/m|N/h     GCRA token bucket on messages
  *   connection_rate=N/s|N/m|N/h  ... on connections
  *   burst=N                      back-to-back tokens (default 1)

@@ -316,6 +316,9 @@ extern void qmgr_shaping_end(QMGR_SHAPE *shape);
 /* qmgr_shaping_conn_messages - the bucket's messages_per_connection (the
    smtp agent closes a connection after that many), 0: no limit */
 extern long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape);
+/* qmgr_shaping_conn_max - the bucket's max_connections (the smtp agent
+   counts its idle cached connections against it), 0: no limit */
+extern long long qmgr_shaping_conn_max(const QMGR_SHAPE *shape);
 /* qmgr_shaping_sweep - forget unused buckets that remember nothing */
 extern void qmgr_shaping_sweep(QMGR_CTX *ctx);
 /* qmgr_shaping_suspend - hold bucket name for seconds (0: resume); -1

@@ -254,14 +254,16 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
     list = deliver_hello_list();
     qmgr_conn_send(job->conn, list);
     attr_list_free(list);
-    request = (DELIVER_REQ){.queue_name = MAIL_QUEUE_ACTIVE,
-                            .queue_id = msg->qid,
-                            .nexthop = entry->dest->nexthop,
-                            .sender = msg->info->sender,
-                            .active_usec = msg->active_usec,
-                            .rcpt_want = entry->count,
-                            .conn_messages =
-                                qmgr_shaping_conn_messages(entry->dest->shape)};
+    request = (DELIVER_REQ){
+        .queue_name = MAIL_QUEUE_ACTIVE,
+        .queue_id = msg->qid,
+        .nexthop = entry->dest->nexthop,
+        .sender = msg->info->sender,
+        .active_usec = msg->active_usec,
+        .rcpt_want = entry->count,
+        .conn_messages = qmgr_shaping_conn_messages(entry->dest->shape),
+        .conn_group = entry->dest->shape ? entry->dest->shape->name : NULL,
+        .conn_max = qmgr_shaping_conn_max(entry->dest->shape)};
     list = deliver_req_list(&request);
     qmgr_conn_send(job->conn, list);
     attr_list_free(list);

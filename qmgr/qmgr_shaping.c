@@ -443,6 +443,12 @@ long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape)
     return shape && shape->rule ? shape->rule->messages_per_connection : 0;
 }
 
+/* qmgr_shaping_conn_max - max_connections of the bucket */
+long long qmgr_shaping_conn_max(const QMGR_SHAPE *shape)
+{
+    return shape && shape->rule ? shape->rule->max_connections : 0;
+}
+
 /* qmgr_shaping_sweep - forget unused buckets, and MX answers that expired */
 void qmgr_shaping_sweep(QMGR_CTX *ctx)
 {

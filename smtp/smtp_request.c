@@ -39,6 +39,7 @@ static void smtp_req_free(SMTP_REQ *req)
 {
     SMTP_CTX *ctx = req->ctx;
 
+    smtp_slot_release(req);
     if (req->sess != NULL) {
         req->sess->req = NULL;
         smtp_sess_free(req->sess);
@@ -63,6 +64,8 @@ static void smtp_req_free(SMTP_REQ *req)
     myfree(req->qid);
     myfree(req->nexthop);
     myfree(req->sender);
+    if (req->conn_group)
+        myfree(req->conn_group);
     if (req->tls_match)
         argv_free(req->tls_match);
     myfree(req->tls_protocols);
@@ -149,6 +152,7 @@ void smtp_req_done(SMTP_REQ *req, int status, bool site_failed,
         dns_lookup_cancel(req->lookup);
         req->lookup = NULL;
     }
+    smtp_slot_release(req);
     deliver_agent_done_wire(&done, req->wire);
     smtp_req_send(req);
     req->stage = SMTP_REQ_DONE;
@@ -232,6 +236,10 @@ static void smtp_req_adopt(SMTP_REQ *req)
     req->active_usec = in->active_usec;
     req->rcpt_want = (long long) in->rcpt_want;
     req->conn_messages = in->conn_messages;
+    if (in->conn_group != NULL && in->conn_max > 0) {
+        req->conn_group = mystrdup(in->conn_group);
+        req->conn_max = in->conn_max;
+    }
     req->rcpts = mycalloc(in->rcpt_count, sizeof(SMTP_RCPT));
     for (size_t i = 0; i < in->rcpt_count; i++) {
         req->rcpts[i].offset = in->rcpts[i].offset;

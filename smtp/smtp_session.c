@@ -135,6 +135,7 @@ void smtp_sess_free(SMTP_SESS *sess)
     if (sess->req != NULL && sess->req->sess == sess)
         sess->req->sess = NULL;
     smtp_cache_remove(sess);
+    smtp_group_remove(sess);
     smtp_sess_tls_close(sess);
     if (sess->bev)
         bufferevent_free(sess->bev);
@@ -508,6 +509,8 @@ static void smtp_txn_end(SMTP_SESS *sess)
     sess->next = ctx->cache;
     ctx->cache = sess;
     smtp_sess_timer_set(sess, conf->cache_time);
+    if (sess->conn_group)
+        smtp_slot_wake(ctx);
 }
 
 /* smtp_sess_greet_fail - a 4xx/5xx greeting or HELO/EHLO reply: this
@@ -1156,6 +1159,12 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
     sess->ctx = ctx;
     sess->req = req;
     sess->nexthop = mystrdup(req->nexthop);
+    if (req->conn_group) {
+        /* The connection counts in its group now, not the request. */
+        sess->conn_group = mystrdup(req->conn_group);
+        smtp_group_add(sess);
+        smtp_slot_release(req);
+    }
     sess->host = mystrdup(addr->host);
     snprintf(sess->ip, sizeof(sess->ip), "%s", addr->ip);
     sess->port = req->port;
@@ -1198,6 +1207,15 @@ void smtp_sess_reuse(SMTP_SESS *sess, SMTP_REQ *req)
     req->sess = sess;
     sess->req = req;
     req->from_cache = true;
+    /* It counts in the group of the request it serves now. */
+    if ((sess->conn_group == NULL) != (req->conn_group == NULL) ||
+        (sess->conn_group && strcmp(sess->conn_group, req->conn_group))) {
+        smtp_group_remove(sess);
+        if (req->conn_group) {
+            sess->conn_group = mystrdup(req->conn_group);
+            smtp_group_add(sess);
+        }
+    }
     gettimeofday(&req->t_conn, NULL);
     if (sess->proto->expect_count == 0)
         smtp_txn_start(sess);

@@ -251,6 +251,44 @@ def test_provider_by_mx_suffix(make_instance, make_sink, make_dns, tmp_path):
     assert "status=deferred" not in inst.log()
 
 
+def test_max_connections_counts_cached_connections(make_instance, make_sink,
+                                                   make_dns, tmp_path):
+    """provider:prov allows 2 connections; a.test and b.test are its
+    domains, each its own next hop (MX lookups, one sink as both MX
+    hosts), so b.test's deliveries cannot reuse the connections the smtp
+    agent cached for a.test. a.test's mail goes first (2 connections,
+    then idle in the cache), then b.test's: an idle cached connection
+    counts, so the sink never sees more than 2 sessions at once (before,
+    a.test's 2 stayed open while b.test opened 2 more)."""
+    dns = make_dns(mx=[("a.test", "mx1.prov.test", 10),
+                       ("b.test", "mx2.prov.test", 10)],
+                   a=[("mx1.prov.test", "127.0.0.1"),
+                      ("mx2.prov.test", "127.0.0.1")])
+    sink = make_sink(data_delay=0.2)
+    inst, _ = shaped_instance(
+        make_instance, "provider:prov mx_suffix=.prov.test max_connections=2\n",
+        {}, tmp_path,
+        params={"disable_dns_lookups": "no", "dns_servers": dns.server,
+                "smtp_tcp_port": str(sink.port), "transport_maps": "",
+                "smtp_connection_cache_time_limit": "60s"})
+    for domain, count in (("a.test", 4), ("b.test", 8)):
+        inst.check("shaping", "suspend", "provider:prov", "10m")
+        for i in range(4):
+            smtp_queue(inst, "s@client.test", ["r%d@%s" % (i, domain)], BODY)
+        wait_until(lambda: shaping_rows(inst).get("provider:prov", {})
+                   .get("queued") == "4", 30, what="4 queued")
+        inst.check("shaping", "resume", "provider:prov")
+        got = sink.wait_messages(count, timeout=60)
+    by_domain = collections.defaultdict(set)
+    for m in got:
+        by_domain[m.rcpt_tos[0].split("@")[1]].add(m.connection)
+    # a.test went over 2 connections at once, b.test over its own
+    assert len(by_domain["a.test"]) == 2, by_domain
+    assert not by_domain["a.test"] & by_domain["b.test"], by_domain
+    assert sink.sessions_max == 2, (sink.sessions_max, by_domain)
+    assert "status=deferred" not in inst.log()
+
+
 def shaping_rows(inst):
     """`sluice shaping` as {bucket: row dict}."""
     out = inst.check("shaping").splitlines()
