@@ -554,7 +554,24 @@ bool shaping_auto_hit(const SHAPING_AUTO_RULES *rules, size_t index,
     return true;
 }
 
-/* shaping_auto_until - the later of two times */
+/* shaping_auto_hits_recent - a match a window still counts? */
+bool shaping_auto_hits_recent(const SHAPING_AUTO_RULES *rules,
+                              const SHAPING_AUTO_HITS *hits, long long now)
+{
+    for (size_t i = 0; hits && i < hits->count; i++) {
+        const SHAPING_AUTO_RULE *rule = shaping_auto_at(rules, i);
+
+        for (long long n = 0; n < rule->trigger_count; n++) {
+            long long t = hits->rings[i].times[n];
+
+            if (t != 0 && now - t <= rule->trigger_window)
+                return true;
+        }
+    }
+    return false;
+}
+
+/* shaping_auto_later - the later of two times */
 static long long shaping_auto_later(long long a, long long b)
 {
     return a > b ? a : b;

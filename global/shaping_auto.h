@@ -113,6 +113,12 @@ extern bool shaping_auto_hit(const SHAPING_AUTO_RULES *rules, size_t index,
                              SHAPING_AUTO_HITS *hits,
                              const SHAPING_STATE *state, long long now);
 
+/* shaping_auto_hits_recent - does hits remember a match that a trigger
+   window still counts at now? (then its bucket must not be forgotten) */
+extern bool shaping_auto_hits_recent(const SHAPING_AUTO_RULES *rules,
+                                     const SHAPING_AUTO_HITS *hits,
+                                     long long now);
+
 typedef enum SHAPING_AUTO_CHANGE {
     SHAPING_AUTO_STARTED, /* newly in force */
     SHAPING_AUTO_EXTENDED, /* was in force (by this rule): lasts longer */

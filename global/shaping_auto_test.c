@@ -214,7 +214,10 @@ static void test_trigger_expire_extend(void **state)
     assert_string_equal(shaping_auto_describe(&st, t, text), "-");
 
     /* three matches within 10 s: the first two do nothing */
+    assert_false(shaping_auto_hits_recent(rules, hits, t));
     assert_false(shaping_auto_hit(rules, 1, hits, &st, t));
+    assert_true(shaping_auto_hits_recent(rules, hits, t + 10 * SEC));
+    assert_false(shaping_auto_hits_recent(rules, hits, t + 11 * SEC));
     assert_false(shaping_auto_hit(rules, 1, hits, &st, t + 6 * SEC));
     /* 11 s after the first: only two in the window */
     assert_false(shaping_auto_hit(rules, 1, hits, &st, t + 11 * SEC));

@@ -132,6 +132,11 @@ static void qmgr_job_result(QMGR_JOB *job, const DELIVER_RESULT *result)
             return;
         }
         job->answered[i] = true;
+        /* A remote reply (ours carry no diagnostic): response automation */
+        if (result->diagnostic != NULL &&
+            strcmp(result->action, DELIVER_ACTION_SENT) != 0)
+            qmgr_shaping_reply(job->ctx, entry->dest->shape,
+                               result->diagnostic);
         qmgr_message_result(entry->msg, entry->index[i], result->action,
                             result->dsn, result->reason, result->diagnostic,
                             result->remote_mta);
