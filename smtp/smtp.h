@@ -131,6 +131,8 @@ struct SMTP_SESS {
     TLS_LEVEL tls_level; /* this connection's (none after a fallback) */
     bool tls_handshake; /* the handshake after STARTTLS is under way */
     bool auth_done; /* AUTH tried on this connection */
+    const char *fail_reply; /* the reply a site failure is about (set
+                               around smtp_sess_site_fail), NULL: none */
 };
 
 typedef enum SMTP_RCPT_STATE {
@@ -193,6 +195,7 @@ struct SMTP_REQ {
     struct timeval t_request;
     struct timeval t_conn; /* setup done; 0 until then */
     VSTR *site_reason; /* the last address's failure */
+    VSTR *site_diag; /* ... "smtp; REPLY" when a server said it, else "" */
     char site_dsn[16];
     VSTR *why;
     VSTR *wire;

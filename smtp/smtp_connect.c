@@ -443,6 +443,7 @@ void smtp_req_try_next(SMTP_REQ *req)
         req->tls_plain_retry = false; /* meant for that address only */
         msg_info("%s", vstr_str(req->why));
         vstr_cpy(req->site_reason, vstr_str(req->why));
+        vstr_reset(req->site_diag);
         snprintf(req->site_dsn, sizeof(req->site_dsn), "4.4.1");
     }
     smtp_req_site_failed(req);

@@ -71,6 +71,7 @@ static void smtp_req_free(SMTP_REQ *req)
     myfree(req->tls_protocols);
     vstr_free(req->host);
     vstr_free(req->site_reason);
+    vstr_free(req->site_diag);
     vstr_free(req->why);
     vstr_free(req->wire);
     attr_conn_free(req->qmgr); /* from its own callback: attr_conn's rule */
@@ -168,9 +169,12 @@ void smtp_req_site_failed(SMTP_REQ *req)
                              ? vstr_str(req->site_reason)
                              : "no mail server could be reached";
 
-    smtp_req_fail_all(req, DELIVER_ACTION_DEFERRED,
-                      req->site_dsn[0] ? req->site_dsn : "4.4.1", reason, NULL,
-                      NULL, NULL);
+    /* A server's refusal (a 4xx/5xx greeting) goes with its words as the
+       diagnostic: qmgr's response automation reads them. */
+    smtp_req_fail_all(
+        req, DELIVER_ACTION_DEFERRED,
+        req->site_dsn[0] ? req->site_dsn : "4.4.1", reason, NULL,
+        vstr_len(req->site_diag) ? vstr_str(req->site_diag) : NULL, NULL);
     smtp_req_done(req, 0, true, reason);
 }
 
@@ -331,6 +335,7 @@ void smtp_accept(MAIL_SERVER *server, int fd, void *arg)
     req->fd = -1;
     req->host = vstr_alloc(64);
     req->site_reason = vstr_alloc(100);
+    req->site_diag = vstr_alloc(100);
     req->why = vstr_alloc(100);
     req->wire = vstr_alloc(256);
     req->qmgr = attr_conn_accept(mail_server_base(server), fd, DELIVER_LIST_MAX,

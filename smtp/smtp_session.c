@@ -195,6 +195,12 @@ static void smtp_sess_site_fail(SMTP_SESS *sess, const char *dsn,
 {
     SMTP_REQ *req = sess->req;
 
+    /* The server's own words, for response automation (qmgr), before
+       the session and its reply go. */
+    if (req != NULL && sess->fail_reply != NULL)
+        vstr_sprintf(req->site_diag, "smtp; %s", sess->fail_reply);
+    else if (req != NULL)
+        vstr_reset(req->site_diag);
     sess->req = NULL;
     if (sess->connected && !sess->broken)
         smtp_sess_quit(sess);
@@ -523,6 +529,7 @@ static void smtp_sess_greet_fail(SMTP_SESS *sess, int code, const char *text,
     smtp_reply_dsn(code, text, dsn, sizeof(dsn));
     smtp_soft_dsn(dsn);
     sess->broken = true;
+    sess->fail_reply = text; /* freed with sess: copied before that */
     smtp_sess_site_fail(sess, dsn, reason, true);
 }
 

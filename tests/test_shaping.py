@@ -16,7 +16,7 @@ import re
 import signal
 
 from conftest import LIBEXEC, require, smtp_queue, wait_until
-from sink import dead_port
+from sink import RawServer, dead_port
 
 BODY = b"Subject: shaped\r\n\r\nshaped\r\n"
 
@@ -437,6 +437,36 @@ def test_response_automation_suspends_the_bucket(make_instance, make_sink,
     got = sink.wait_messages(1, timeout=30)
     assert got[0].rcpt_tos == ["fine@auto.test"]
     assert qid2
+
+
+def test_response_automation_on_a_greeting(make_instance, tmp_path):
+    """Yahoo answers "[TSS04]" in its greeting: a 421 greeting is a server
+    reply too, so the rule triggers (the smtp agent passes the greeting as
+    the diagnostic of the deferral); with duration=2s it expires by
+    itself, logged."""
+    server = RawServer(greeting=b"421 4.7.0 [TSS04] Messages from 127.0.0.1 "
+                                b"temporarily deferred due to unexpected "
+                                b"volume or user complaints\r\n")
+    try:
+        auto = tmp_path / "automation"
+        auto.write_text("yahoo-ts04 action=suspend duration=2s "
+                        "regex=\\[TSS?04\\]\n")
+        inst, _ = shaped_instance(
+            make_instance, "ts.test max_connections=1\n", {}, tmp_path,
+            params={"smtp_shaping_automation_maps": "texthash:%s" % auto,
+                    "transport_maps": "inline:{ ts.test=smtp:[127.0.0.1]:%d }"
+                    % server.port})
+        qid = smtp_queue(inst, "s@client.test", ["a@ts.test"], BODY)
+        inst.wait_log(r"%s: to=<a@ts\.test>.*status=deferred" % qid)
+        inst.wait_log(r"shaping: ts\.test: suspended for 2s by automation "
+                      r"rule yahoo-ts04 \(line 1\): 421 4\.7\.0 \[TSS04\]")
+        assert shaping_rows(inst)["ts.test"]["automation"] == "suspend:yahoo-ts04"
+        wait_until(lambda: shaping_rows(inst).get("ts.test", {})
+                   .get("automation", "-") == "-", 10, what="expiry")
+        inst.wait_log(r"shaping: ts\.test: suspension set by automation rule "
+                      r"yahoo-ts04 expired")
+    finally:
+        server.stop()
 
 
 def test_sluice_shaping_waits_for_a_starting_qmgr(make_instance, tmp_path):
