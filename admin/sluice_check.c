@@ -55,6 +55,7 @@
 #include "mail_queue.h"
 #include "maps.h"
 #include "shaping.h"
+#include "shaping_auto.h"
 #include "master_cf.h"
 #include "match_list.h"
 #include "mymalloc.h"
@@ -257,6 +258,7 @@ static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     VSTR *why = vstr_alloc(100);
     SHAPING_RULES *rules = shaping_rules_load(
         "smtp_shaping_maps", mail_conf_str(conf, "smtp_shaping_maps"), why);
+    SHAPING_AUTO_RULES *auto_rules;
 
     if (rules == NULL && vstr_len(why) > 0)
         sluice_check_error(chk, "%s", vstr_str(why));
@@ -266,6 +268,12 @@ static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
                           "while disable_dns_lookups = yes (qmgr finds a "
                           "provider by its MX hosts)");
     shaping_rules_free(rules);
+    auto_rules = shaping_auto_load(
+        "smtp_shaping_automation_maps",
+        mail_conf_str(conf, "smtp_shaping_automation_maps"), why);
+    if (auto_rules == NULL && vstr_len(why) > 0)
+        sluice_check_error(chk, "%s", vstr_str(why));
+    shaping_auto_free(auto_rules);
     vstr_free(why);
 }
 

@@ -5,7 +5,9 @@
  * domain, provider:NAME, or ?domain while its MX is looked up), with its
  * rule, its limits, the deliveries in flight against max_connections,
  * the tokens at hand against each rate's burst, a suspension and what
- * waits. suspend NAME DURATION (90s, 30m, 2h, 1d...) holds everything
+ * waits, and what response automation has in force (smtp_shaping_
+ * automation_maps: the action and the rule that set it). suspend NAME
+ * DURATION (90s, 30m, 2h, 1d...) holds everything
  * of that bucket for DURATION (a domain whose MX hosts put it under a
  * provider is held through provider:NAME, not its own name; a domain
  * without any rule is held for the mail that arrives from now on); resume
@@ -92,9 +94,10 @@ static void sluice_shaping_print(const SHAPING_PROTO_BUCKET *b)
         vstr_sprintf(conns, "%lld/%lld", b->connections, b->max_connections);
     else
         vstr_sprintf(conns, "%lld/-", b->connections);
-    printf("%-28s %-20s %9s %8s %6lld %8s %6lld %9lld %6lld\n", b->bucket,
+    printf("%-28s %-20s %9s %8s %6lld %8s %6lld %9lld %6lld %s\n", b->bucket,
            b->rule, vstr_str(conns), b->message_rate, b->message_tokens,
-           b->connection_rate, b->connection_tokens, b->suspended, b->queued);
+           b->connection_rate, b->connection_tokens, b->suspended, b->queued,
+           b->automation);
     vstr_free(conns);
 }
 
@@ -110,9 +113,9 @@ static int sluice_shaping_ask(ATTR_STREAM *stream,
         goto fail;
     list = attr_list_free(list);
     if (strcmp(req->request, SHAPING_PROTO_REQ_LIST) == 0)
-        printf("%-28s %-20s %9s %8s %6s %8s %6s %9s %6s\n", "BUCKET", "RULE",
+        printf("%-28s %-20s %9s %8s %6s %8s %6s %9s %6s %s\n", "BUCKET", "RULE",
                "CONNS", "MSGRATE", "TOKENS", "CONNRATE", "TOKENS", "SUSPENDED",
-               "QUEUED");
+               "QUEUED", "AUTOMATION");
     for (;;) {
         SHAPING_PROTO_BUCKET bucket;
         SHAPING_PROTO_REPLY reply;
@@ -130,8 +133,8 @@ static int sluice_shaping_ask(ATTR_STREAM *stream,
             goto fail;
         if (reply.refused != NULL)
             fprintf(stderr,
-                    "sluice: shaping: warning: qmgr refused "
-                    "smtp_shaping_maps, running without shaping rules: %s\n",
+                    "sluice: shaping: warning: qmgr refused a rules file "
+                    "and runs without its rules: %s\n",
                     reply.refused);
         if (reply.status != SHAPING_PROTO_STAT_OK) {
             sluice_fail("shaping: queue manager: %s",

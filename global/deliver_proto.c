@@ -59,7 +59,8 @@ ATTR_LIST *deliver_hello_list(void)
 DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
 {
     const char *queue_name, *queue_id;
-    long long want = 0, active_usec = 0, conn_messages = 0;
+    long long want = 0, active_usec = 0, conn_messages = 0, conn_max = 0;
+    const char *conn_group;
     DELIVER_REQ *req;
 
     if (deliver_check(list, DELIVER_REQ_DELIVER, deliver_request_spec,
@@ -70,6 +71,8 @@ DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
     (void) attr_get_int(list, DELIVER_ATTR_ACTIVE_USEC, &active_usec);
     (void) attr_get_int(list, DELIVER_ATTR_RCPT_COUNT, &want);
     (void) attr_get_int(list, DELIVER_ATTR_CONN_MESSAGES, &conn_messages);
+    (void) attr_get_int(list, DELIVER_ATTR_CONN_MAX, &conn_max);
+    conn_group = attr_get_str(list, DELIVER_ATTR_CONN_GROUP);
     if (!mail_queue_of_messages(queue_name)) {
         vstr_sprintf(why, "bad queue_name \"%s\"", queue_name);
         return NULL;
@@ -87,6 +90,11 @@ DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
         vstr_sprintf(why, "bad conn_messages %lld", conn_messages);
         return NULL;
     }
+    if (conn_max < 0 ||
+        (conn_max > 0 && (conn_group == NULL || !*conn_group))) {
+        vstr_sprintf(why, "bad conn_max %lld (needs conn_group)", conn_max);
+        return NULL;
+    }
     req = mycalloc(1, sizeof(*req));
     req->queue_name = mystrdup(queue_name);
     req->queue_id = mystrdup(queue_id);
@@ -95,6 +103,8 @@ DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
     req->active_usec = active_usec;
     req->rcpt_want = (size_t) want;
     req->conn_messages = conn_messages;
+    req->conn_group = conn_group && *conn_group ? mystrdup(conn_group) : NULL;
+    req->conn_max = conn_max;
     req->rcpts = mycalloc(req->rcpt_want, sizeof(DELIVER_RCPT));
     return req;
 }
@@ -147,6 +157,8 @@ DELIVER_REQ *deliver_req_free(DELIVER_REQ *req)
     myfree(req->queue_name);
     myfree(req->queue_id);
     myfree(req->nexthop);
+    if (req->conn_group)
+        myfree(req->conn_group);
     myfree(req->sender);
     myfree(req);
     return NULL;
@@ -166,6 +178,10 @@ ATTR_LIST *deliver_req_list(const DELIVER_REQ *req)
     attr_add_int(list, DELIVER_ATTR_RCPT_COUNT, (long long) req->rcpt_want);
     if (req->conn_messages > 0)
         attr_add_int(list, DELIVER_ATTR_CONN_MESSAGES, req->conn_messages);
+    if (req->conn_group != NULL && *req->conn_group && req->conn_max > 0) {
+        attr_add_str(list, DELIVER_ATTR_CONN_GROUP, req->conn_group);
+        attr_add_int(list, DELIVER_ATTR_CONN_MAX, req->conn_max);
+    }
     return list;
 }
 

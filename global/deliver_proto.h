@@ -71,6 +71,8 @@
 #define DELIVER_ATTR_ACTIVE_USEC "active_usec"
 #define DELIVER_ATTR_RCPT_COUNT "rcpt_count"
 #define DELIVER_ATTR_CONN_MESSAGES "conn_messages"
+#define DELIVER_ATTR_CONN_GROUP "conn_group"
+#define DELIVER_ATTR_CONN_MAX "conn_max"
 #define DELIVER_ATTR_OFFSET "offset"
 #define DELIVER_ATTR_ADDRESS "address"
 #define DELIVER_ATTR_ORCPT "orcpt"
@@ -111,6 +113,11 @@ static const ATTR_SPEC deliver_request_spec[] = {
     {DELIVER_ATTR_CONN_MESSAGES, ATTR_TYPE_INT, false, false,
      "smtp: messages per connection at most (shaping's "
      "messages_per_connection); absent or 0: no such limit"},
+    {DELIVER_ATTR_CONN_GROUP, ATTR_TYPE_STR, false, false,
+     "smtp: the deliveries that share conn_max (qmgr's shaping bucket)"},
+    {DELIVER_ATTR_CONN_MAX, ATTR_TYPE_INT, false, false,
+     "smtp: connections of conn_group open at most, idle cached ones "
+     "counted (shaping's max_connections); absent or 0: no such limit"},
 };
 
 static const ATTR_SPEC deliver_rcpt_spec[] = {
@@ -175,6 +182,8 @@ typedef struct DELIVER_REQ {
     long long active_usec;
     size_t rcpt_want; /* rcpt_count of DELIVER */
     long long conn_messages; /* per connection at most, 0: no limit */
+    char *conn_group; /* NULL: none (writer: NULL or "" for none) */
+    long long conn_max; /* open connections of conn_group, 0: no limit */
     size_t rcpt_count; /* RCPT lists taken so far */
     DELIVER_RCPT *rcpts; /* rcpt_want of them */
 } DELIVER_REQ;

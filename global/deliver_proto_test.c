@@ -58,6 +58,8 @@ static void test_request_round_trip(void **state)
                        .active_usec = 1700000000123456LL,
                        .rcpt_want = 2,
                        .conn_messages = 7,
+                       .conn_group = "provider:big",
+                       .conn_max = 3,
                        .rcpts = rcpts};
     VSTR *why = vstr_alloc(100);
     ATTR_LIST *list = proto_test_wire(deliver_req_list(&out), DELIVER_LIST_MAX);
@@ -72,6 +74,8 @@ static void test_request_round_trip(void **state)
     assert_true(in->active_usec == 1700000000123456LL);
     assert_int_equal(in->rcpt_want, 2);
     assert_int_equal(in->conn_messages, 7);
+    assert_string_equal(in->conn_group, "provider:big");
+    assert_int_equal(in->conn_max, 3);
     assert_false(deliver_req_complete(in));
     for (size_t i = 0; i < 2; i++) {
         list = proto_test_wire(deliver_rcpt_list(rcpts + i), DELIVER_LIST_MAX);
@@ -147,6 +151,9 @@ static void test_request_strict(void **state)
     list = deliver_list(NULL, NULL);
     attr_add_int(list, DELIVER_ATTR_CONN_MESSAGES, -1);
     refused(list, "bad conn_messages -1");
+    list = deliver_list(NULL, NULL);
+    attr_add_int(list, DELIVER_ATTR_CONN_MAX, 2);
+    refused(list, "bad conn_max 2 (needs conn_group)");
     /* the same list, untouched, passes */
     {
         VSTR *why = vstr_alloc(100);

@@ -284,6 +284,9 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"smtp_shaping_maps", LIST, "",
      "traffic shaping rules per recipient domain, provider and default "
      "(texthash:/path; global/shaping.h)"},
+    {"smtp_shaping_automation_maps", LIST, "",
+     "response automation: remote replies that suspend or slow a shaping "
+     "bucket (texthash:/path; global/shaping_auto.h)"},
     {"destination_dead_time", TIME, "60s",
      "how long a destination that failed a whole cohort is left alone"},
     {"default_transport", STR, "smtp",

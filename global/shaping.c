@@ -530,12 +530,44 @@ long long shaping_gcra_tokens(const SHAPING_GCRA *gcra,
     return owed >= burst ? 0 : burst - owed;
 }
 
+/* shaping_effective - the rule with the lower limits response automation
+   has in force at now (NULL: no limit at all) */
+static const SHAPING_RULE *shaping_effective(const SHAPING_RULE *rule,
+                                             const SHAPING_STATE *state,
+                                             long long now, SHAPING_RULE *eff)
+{
+    bool rate = state->auto_rate_until > now && state->auto_rate.count > 0;
+    bool conns =
+        state->auto_connections_until > now && state->auto_connections > 0;
+
+    if (!rate && !conns)
+        return rule;
+    if (rule) {
+        *eff = *rule;
+    } else {
+        memset(eff, 0, sizeof(*eff));
+        eff->burst = 1;
+    }
+    if (conns && (eff->max_connections == 0 ||
+                  state->auto_connections < eff->max_connections))
+        eff->max_connections = state->auto_connections;
+    if (rate && (eff->message_rate.count == 0 ||
+                 shaping_gcra_interval(&state->auto_rate) >
+                     shaping_gcra_interval(&eff->message_rate))) {
+        eff->message_rate = state->auto_rate;
+        eff->burst = 1;
+    }
+    return eff;
+}
+
 /* shaping_may_start - may one more delivery start at now? */
-SHAPING_VERDICT shaping_may_start(const SHAPING_RULE *rule,
+SHAPING_VERDICT shaping_may_start(const SHAPING_RULE *rule_in,
                                   const SHAPING_STATE *state, long long now,
                                   long long *wait)
 {
     long long msg_wait, conn_wait;
+    SHAPING_RULE eff;
+    const SHAPING_RULE *rule = shaping_effective(rule_in, state, now, &eff);
 
     *wait = 0;
     if (state->suspended_until > now) {
@@ -556,9 +588,12 @@ SHAPING_VERDICT shaping_may_start(const SHAPING_RULE *rule,
 }
 
 /* shaping_start - a delivery starts */
-void shaping_start(const SHAPING_RULE *rule, SHAPING_STATE *state,
+void shaping_start(const SHAPING_RULE *rule_in, SHAPING_STATE *state,
                    long long now)
 {
+    SHAPING_RULE eff;
+    const SHAPING_RULE *rule = shaping_effective(rule_in, state, now, &eff);
+
     state->connections++;
     if (rule == NULL)
         return;
@@ -578,5 +613,7 @@ void shaping_end(SHAPING_STATE *state)
 bool shaping_idle(const SHAPING_STATE *state, long long now)
 {
     return state->connections == 0 && state->messages.tat <= now &&
-           state->connects.tat <= now && state->suspended_until <= now;
+           state->connects.tat <= now && state->suspended_until <= now &&
+           state->auto_rate_until <= now &&
+           state->auto_connections_until <= now;
 }

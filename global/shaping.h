@@ -17,7 +17,11 @@
  * commas:
  *
  *   mx_suffix=.a.test,.b.test    providers only: MX host name suffixes
- *   max_connections=N            deliveries in flight at once
+ *   max_connections=N            SMTP connections open at once: qmgr
+ *                                starts at most N deliveries at once, and
+ *                                the smtp agent counts its idle cached
+ *                                connections of the bucket too (per smtp
+ *                                process: smtp/smtp_connect.c)
  *   message_rate=N/s|N/m|N/h     GCRA token bucket on messages
  *   connection_rate=N/s|N/m|N/h  ... on connections
  *   burst=N                      back-to-back tokens (default 1)
@@ -145,6 +149,15 @@ typedef struct SHAPING_STATE {
     SHAPING_GCRA messages;
     SHAPING_GCRA connects;
     long long suspended_until; /* microseconds, 0: not suspended */
+    const char *suspended_by; /* automation rule (shaping_auto.h) that
+                                 suspended it, NULL: the administrator */
+    /* Lower limits set by response automation, in force until then. */
+    SHAPING_RATE auto_rate; /* message rate at most */
+    long long auto_rate_until;
+    const char *auto_rate_by;
+    long long auto_connections; /* connections at most */
+    long long auto_connections_until;
+    const char *auto_connections_by;
 } SHAPING_STATE;
 
 typedef enum SHAPING_VERDICT {

@@ -146,6 +146,7 @@ int shaping_proto_bucket_take(const ATTR_LIST *list,
     bucket->rule = attr_get_str(list, SHAPING_PROTO_ATTR_RULE);
     bucket->message_rate = attr_get_str(list, SHAPING_PROTO_ATTR_MSG_RATE);
     bucket->connection_rate = attr_get_str(list, SHAPING_PROTO_ATTR_CONN_RATE);
+    bucket->automation = attr_get_str(list, SHAPING_PROTO_ATTR_AUTOMATION);
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(ints); i++) {
         long long *value = (long long *) ((char *) bucket + ints[i].offset);
 
@@ -174,6 +175,8 @@ ATTR_LIST *shaping_proto_bucket_list(const SHAPING_PROTO_BUCKET *bucket)
                  bucket->connection_tokens);
     attr_add_int(list, SHAPING_PROTO_ATTR_SUSPENDED, bucket->suspended);
     attr_add_int(list, SHAPING_PROTO_ATTR_QUEUED, bucket->queued);
+    attr_add_str(list, SHAPING_PROTO_ATTR_AUTOMATION,
+                 bucket->automation ? bucket->automation : "-");
     return list;
 }
 

@@ -58,6 +58,7 @@
 #define SHAPING_PROTO_ATTR_CONN_TOKENS "connection_tokens"
 #define SHAPING_PROTO_ATTR_SUSPENDED "suspended"
 #define SHAPING_PROTO_ATTR_QUEUED "queued"
+#define SHAPING_PROTO_ATTR_AUTOMATION "automation"
 #define SHAPING_PROTO_ATTR_STATUS "status"
 #define SHAPING_PROTO_ATTR_REASON "reason"
 #define SHAPING_PROTO_ATTR_REFUSED "refused"
@@ -97,6 +98,9 @@ static const ATTR_SPEC shaping_proto_bucket_spec[] = {
      "seconds left, 0: not suspended"},
     {SHAPING_PROTO_ATTR_QUEUED, ATTR_TYPE_INT, true, false,
      "deliveries waiting"},
+    {SHAPING_PROTO_ATTR_AUTOMATION, ATTR_TYPE_STR, true, false,
+     "what response automation has in force (\"suspend:RULE\", "
+     "\"rate=1/m:RULE\", \"connections=1:RULE\"), \"-\": nothing"},
 };
 
 static const ATTR_SPEC shaping_proto_reply_spec[] = {
@@ -123,6 +127,7 @@ typedef struct SHAPING_PROTO_BUCKET {
     long long connection_tokens;
     long long suspended;
     long long queued;
+    const char *automation;
 } SHAPING_PROTO_BUCKET;
 
 typedef struct SHAPING_PROTO_REPLY {

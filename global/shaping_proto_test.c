@@ -89,7 +89,8 @@ static void test_bucket_and_reply(void **state)
 {
     VSTR *why = vstr_alloc(100);
     SHAPING_PROTO_BUCKET in = {
-        "provider:big", "provider:big", 5, 2, "10/s", 3, "100/m", 1, 0, 7};
+        "provider:big", "provider:big", 5, 2, "10/s", 3, "100/m", 1, 0, 7,
+        "suspend:r"};
     SHAPING_PROTO_BUCKET out;
     SHAPING_PROTO_REPLY reply_in = {SHAPING_PROTO_STAT_FAIL, "no such", NULL};
     SHAPING_PROTO_REPLY refused_in = {SHAPING_PROTO_STAT_OK, NULL,
@@ -107,6 +108,7 @@ static void test_bucket_and_reply(void **state)
     assert_int_equal(out.message_tokens, 3);
     assert_int_equal(out.connection_tokens, 1);
     assert_int_equal(out.queued, 7);
+    assert_string_equal(out.automation, "suspend:r");
     attr_list_free(list);
 
     in.queued = -1;

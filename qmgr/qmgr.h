@@ -26,7 +26,8 @@
  *                 accept, greetings, idle time, close
  * qmgr_shaping.c  smtp_shaping_maps: the buckets recipients share (limits
  *                 of global/shaping.h) and the timer that wakes a
- *                 destination whose next token is due
+ *                 destination whose next token is due; response
+ *                 automation (global/shaping_auto.h) on remote replies
  * qmgr_shaping_admin.c  `sluice shaping` on private/qmgr-shaping
  *                 (global/shaping_proto.h): list, suspend, resume
  *
@@ -66,6 +67,8 @@ struct MATCH_LIST;
 struct HTABLE;
 struct MAIL_CONF;
 struct SHAPING_RULES;
+struct SHAPING_AUTO_RULES;
+struct SHAPING_AUTO_HITS;
 struct DNS_CTX;
 
 typedef struct QMGR_CTX QMGR_CTX;
@@ -99,6 +102,9 @@ typedef struct QMGR_CONF {
     struct SHAPING_RULES *shaping; /* smtp_shaping_maps, NULL: none */
     char *shaping_refused; /* why smtp_shaping_maps was refused at start
                               (qmgr runs without rules), NULL: it was not */
+    struct SHAPING_AUTO_RULES *automation; /* smtp_shaping_automation_maps,
+                                              NULL: none */
+    char *automation_refused; /* as shaping_refused */
 } QMGR_CONF;
 
 /* A resumable scan of one queue directory (hashed ones: all 32 subdirs). */
@@ -297,7 +303,8 @@ struct QMGR_SHAPE {
                    looked up (lowercase) */
     bool resolving; /* ?domain: nothing starts until the MX is known */
     const struct SHAPING_RULE *rule; /* in ctx->conf.shaping */
-    SHAPING_STATE state; /* in flight, GCRA states */
+    SHAPING_STATE state; /* in flight, GCRA states, automation */
+    struct SHAPING_AUTO_HITS *hits; /* automation matches, NULL: none yet */
     size_t dests; /* destinations that name it */
 };
 
@@ -316,6 +323,13 @@ extern void qmgr_shaping_end(QMGR_SHAPE *shape);
 /* qmgr_shaping_conn_messages - the bucket's messages_per_connection (the
    smtp agent closes a connection after that many), 0: no limit */
 extern long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape);
+/* qmgr_shaping_conn_max - the bucket's max_connections (the smtp agent
+   counts its idle cached connections against it), 0: no limit */
+extern long long qmgr_shaping_conn_max(const QMGR_SHAPE *shape);
+/* qmgr_shaping_reply - a remote server's reply (a delivery agent's
+   diagnostic) to a delivery of the bucket: response automation */
+extern void qmgr_shaping_reply(QMGR_CTX *ctx, QMGR_SHAPE *shape,
+                               const char *diagnostic);
 /* qmgr_shaping_sweep - forget unused buckets that remember nothing */
 extern void qmgr_shaping_sweep(QMGR_CTX *ctx);
 /* qmgr_shaping_suspend - hold bucket name for seconds (0: resume); -1

@@ -132,6 +132,11 @@ static void qmgr_job_result(QMGR_JOB *job, const DELIVER_RESULT *result)
             return;
         }
         job->answered[i] = true;
+        /* A remote reply (ours carry no diagnostic): response automation */
+        if (result->diagnostic != NULL &&
+            strcmp(result->action, DELIVER_ACTION_SENT) != 0)
+            qmgr_shaping_reply(job->ctx, entry->dest->shape,
+                               result->diagnostic);
         qmgr_message_result(entry->msg, entry->index[i], result->action,
                             result->dsn, result->reason, result->diagnostic,
                             result->remote_mta);
@@ -254,14 +259,16 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
     list = deliver_hello_list();
     qmgr_conn_send(job->conn, list);
     attr_list_free(list);
-    request = (DELIVER_REQ){.queue_name = MAIL_QUEUE_ACTIVE,
-                            .queue_id = msg->qid,
-                            .nexthop = entry->dest->nexthop,
-                            .sender = msg->info->sender,
-                            .active_usec = msg->active_usec,
-                            .rcpt_want = entry->count,
-                            .conn_messages =
-                                qmgr_shaping_conn_messages(entry->dest->shape)};
+    request = (DELIVER_REQ){
+        .queue_name = MAIL_QUEUE_ACTIVE,
+        .queue_id = msg->qid,
+        .nexthop = entry->dest->nexthop,
+        .sender = msg->info->sender,
+        .active_usec = msg->active_usec,
+        .rcpt_want = entry->count,
+        .conn_messages = qmgr_shaping_conn_messages(entry->dest->shape),
+        .conn_group = entry->dest->shape ? entry->dest->shape->name : NULL,
+        .conn_max = qmgr_shaping_conn_max(entry->dest->shape)};
     list = deliver_req_list(&request);
     qmgr_conn_send(job->conn, list);
     attr_list_free(list);

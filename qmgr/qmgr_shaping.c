@@ -9,7 +9,17 @@
  * (master restarts it after a crash or a kill, and the file was changed
  * meanwhile) logs why, with file and line, once, and runs without
  * shaping rules: mail keeps flowing, unshaped, rather than not at all.
- * `sluice shaping` shows the refusal (conf.shaping_refused). A recipient of a transport other than
+ * `sluice shaping` shows the refusal (conf.shaping_refused).
+ *
+ * Response automation (smtp_shaping_automation_maps, global/
+ * shaping_auto.h): qmgr_deliver.c hands every remote reply that did not
+ * deliver (a result with a diagnostic: deferrals and bounces sluice makes
+ * itself carry none) to qmgr_shaping_reply, which asks the pure functions
+ * whether a rule matches and triggers, applies the action to the
+ * delivery's bucket and logs it; what expires is logged when the bucket
+ * is next looked at (qmgr_shaping_expire). A destination without any
+ * shaping rule has no bucket, so automation acts on shaped destinations
+ * only (a default rule shapes them all). A recipient of a transport other than
  * local_transport is shaped by its domain: the domain's own rule, else
  * the default (each domain then has its own bucket of that shape). Every
  * recipient of one bucket goes to destinations (qmgr_dest.c) that name
@@ -50,6 +60,7 @@
 #include "mymalloc.h"
 #include "qmgr.h"
 #include "shaping.h"
+#include "shaping_auto.h"
 #include "smtp_addr.h"
 #include "vstr.h"
 
@@ -66,6 +77,8 @@ typedef struct QMGR_SHAPING_MX {
     long long expires; /* monotonic usec */
     DNS_LOOKUP *lookup; /* running, NULL: the answer is in */
 } QMGR_SHAPING_MX;
+
+static void qmgr_shaping_expire(QMGR_SHAPE *shape, long long now);
 
 /* qmgr_shaping_now - the monotonic clock in microseconds */
 long long qmgr_shaping_now(void)
@@ -89,6 +102,17 @@ void qmgr_shaping_init(QMGR_CTX *ctx, const MAIL_CONF *mc)
     if (ctx->conf.shaping == NULL && vstr_len(why) > 0) {
         msg_warn("%s; running without shaping rules", vstr_str(why));
         ctx->conf.shaping_refused = mystrdup(vstr_str(why));
+    }
+    ctx->conf.automation = shaping_auto_load(
+        "smtp_shaping_automation_maps",
+        mail_conf_str(mc, "smtp_shaping_automation_maps"), why);
+    if (ctx->conf.automation == NULL && vstr_len(why) > 0) {
+        msg_warn("%s; running without response automation", vstr_str(why));
+        ctx->conf.automation_refused = mystrdup(vstr_str(why));
+    } else if (ctx->conf.automation != NULL) {
+        msg_info("smtp_shaping_automation_maps: %zu rule%s",
+                 shaping_auto_count(ctx->conf.automation),
+                 shaping_auto_count(ctx->conf.automation) == 1 ? "" : "s");
     }
     rules = ctx->conf.shaping;
     if (rules)
@@ -288,10 +312,19 @@ int qmgr_shaping_suspend(QMGR_CTX *ctx, const char *name, long long seconds,
     if (seconds > 0) {
         shape->state.suspended_until =
             qmgr_shaping_now() + seconds * QMGR_SHAPING_USEC;
+        shape->state.suspended_by = NULL;
         msg_info("shaping: %s: suspended for %llds by the administrator",
                  shape->name, seconds);
-    } else if (shape != NULL && shape->state.suspended_until != 0) {
+    } else if (shape != NULL && (shape->state.suspended_until != 0 ||
+                                 shape->state.auto_rate_by ||
+                                 shape->state.auto_connections_by)) {
+        /* Resume ends what automation set too. */
         shape->state.suspended_until = 0;
+        shape->state.suspended_by = NULL;
+        shape->state.auto_rate_until = 0;
+        shape->state.auto_rate_by = NULL;
+        shape->state.auto_connections_until = 0;
+        shape->state.auto_connections_by = NULL;
         msg_info("shaping: %s: resumed by the administrator", shape->name);
     }
     vstr_free(lower);
@@ -326,6 +359,7 @@ static void qmgr_shaping_walk(QMGR_CTX *ctx, QMGR_SHAPING_WALK_FN fn, void *arg)
 
         if (fn(ctx, shape, now, arg) == QMGR_SHAPING_FORGET) {
             htable_delete(ctx->shape_table, shape->name);
+            shaping_auto_hits_free(shape->hits);
             myfree(shape->name);
             myfree(shape);
         }
@@ -345,6 +379,7 @@ static QMGR_SHAPING_WALK qmgr_shaping_each_one(QMGR_CTX *ctx, QMGR_SHAPE *shape,
     QMGR_SHAPING_EACH *each = arg;
     size_t queued = 0;
 
+    qmgr_shaping_expire(shape, now);
     for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
         if (dest->shape == shape)
             for (QMGR_ENTRY *entry = dest->head; entry; entry = entry->next)
@@ -390,6 +425,76 @@ static void qmgr_shaping_wake(QMGR_CTX *ctx, long long now, long long wait)
         msg_fatal("cannot add a timer");
 }
 
+/* qmgr_shaping_expire - end (and log) what automation set that is over */
+static void qmgr_shaping_expire(QMGR_SHAPE *shape, long long now)
+{
+    static const char *const what[3] = {"suspension", "message rate",
+                                        "connection limit"};
+    const char *by[3];
+    int mask = shaping_auto_expire(&shape->state, now, by);
+
+    for (int i = 0; i < 3; i++)
+        if (mask & (1 << i))
+            msg_info("shaping: %s: %s set by automation rule %s expired",
+                     shape->name, what[i], by[i]);
+}
+
+/* qmgr_shaping_reply - response automation on one remote reply */
+void qmgr_shaping_reply(QMGR_CTX *ctx, QMGR_SHAPE *shape,
+                        const char *diagnostic)
+{
+    const SHAPING_AUTO_RULES *rules = ctx->conf.automation;
+    const SHAPING_AUTO_RULE *rule;
+    SHAPING_AUTO_REPLY reply;
+    SHAPING_AUTO_CHANGE change;
+    long long now;
+    long index;
+    VSTR *rate;
+    VSTR *what;
+
+    if (rules == NULL || shape == NULL || shape->resolving ||
+        !shaping_auto_reply_parse(diagnostic, &reply) ||
+        (index = shaping_auto_match(rules, shape->name, &reply)) < 0)
+        return;
+    now = qmgr_shaping_now();
+    qmgr_shaping_expire(shape, now);
+    if (shape->hits == NULL)
+        shape->hits = shaping_auto_hits_alloc(rules);
+    rule = shaping_auto_at(rules, (size_t) index);
+    if (!shaping_auto_hit(rules, (size_t) index, shape->hits, &shape->state,
+                          now)) {
+        msg_info("shaping: %s: automation rule %s matched (%s), not "
+                 "triggered yet",
+                 shape->name, rule->name, reply.text);
+        return;
+    }
+    rate = vstr_alloc(20);
+    what = vstr_alloc(50);
+    switch (rule->action) {
+    case SHAPING_AUTO_SUSPEND:
+        vstr_cpy(what, "suspended");
+        break;
+    case SHAPING_AUTO_RATE:
+        vstr_sprintf(what, "message rate lowered to %s",
+                     shaping_rate_format(&rule->rate, rate));
+        break;
+    case SHAPING_AUTO_CONNECTIONS:
+        vstr_sprintf(what, "connections lowered to %lld", rule->connections);
+        break;
+    case SHAPING_AUTO_BACKOFF:
+        vstr_cpy(what, "backed off (1 connection, 1/m)");
+        break;
+    }
+    change = shaping_auto_apply(rule, &shape->state, now);
+    msg_info("shaping: %s: %s for %llds by automation rule %s (line %d)%s: "
+             "%s",
+             shape->name, vstr_str(what), rule->duration / QMGR_SHAPING_USEC,
+             rule->name, rule->lineno,
+             change == SHAPING_AUTO_EXTENDED ? ", extended" : "", reply.text);
+    vstr_free(what);
+    vstr_free(rate);
+}
+
 /* qmgr_shaping_may_start - may a delivery of this bucket start now? When
    a rate holds it back, the timer is set for its next token */
 bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape, long long now)
@@ -400,6 +505,7 @@ bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape, long long now)
         return true;
     if (shape->resolving)
         return false;
+    qmgr_shaping_expire(shape, now);
     switch (shaping_may_start(shape->rule, &shape->state, now, &wait)) {
     case SHAPING_GO:
         return true;
@@ -431,8 +537,10 @@ void qmgr_shaping_end(QMGR_SHAPE *shape)
 static QMGR_SHAPING_WALK qmgr_shaping_unused(QMGR_CTX *ctx, QMGR_SHAPE *shape,
                                              long long now, void *arg)
 {
+    qmgr_shaping_expire(shape, now);
     if (shape->dests > 0 || shape->resolving ||
-        !shaping_idle(&shape->state, now))
+        !shaping_idle(&shape->state, now) ||
+        shaping_auto_hits_recent(ctx->conf.automation, shape->hits, now))
         return QMGR_SHAPING_KEEP;
     return QMGR_SHAPING_FORGET;
 }
@@ -441,6 +549,12 @@ static QMGR_SHAPING_WALK qmgr_shaping_unused(QMGR_CTX *ctx, QMGR_SHAPE *shape,
 long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape)
 {
     return shape && shape->rule ? shape->rule->messages_per_connection : 0;
+}
+
+/* qmgr_shaping_conn_max - max_connections of the bucket */
+long long qmgr_shaping_conn_max(const QMGR_SHAPE *shape)
+{
+    return shape && shape->rule ? shape->rule->max_connections : 0;
 }
 
 /* qmgr_shaping_sweep - forget unused buckets, and MX answers that expired */

@@ -14,6 +14,7 @@
 #include "attr_conn.h"
 #include "qmgr.h"
 #include "shaping.h"
+#include "shaping_auto.h"
 #include "shaping_proto.h"
 #include "vstr.h"
 
@@ -31,6 +32,7 @@ static void qmgr_shaping_admin_bucket(const QMGR_SHAPE *shape, size_t queued,
     long long burst = rule ? rule->burst : 1;
     VSTR *msg_text = vstr_alloc(20);
     VSTR *conn_text = vstr_alloc(20);
+    VSTR *auto_text = vstr_alloc(50);
     long long left = shape->state.suspended_until - now;
     SHAPING_PROTO_BUCKET bucket = {
         .bucket = shape->name,
@@ -46,11 +48,13 @@ static void qmgr_shaping_admin_bucket(const QMGR_SHAPE *shape, size_t queued,
         /* whole seconds, rounded up: "0" only when it is over */
         .suspended = left > 0 ? (left + 999999) / 1000000 : 0,
         .queued = (long long) queued,
+        .automation = shaping_auto_describe(&shape->state, now, auto_text),
     };
 
     qmgr_listen_send(conn, shaping_proto_bucket_list(&bucket));
     vstr_free(msg_text);
     vstr_free(conn_text);
+    vstr_free(auto_text);
 }
 
 /* qmgr_shaping_admin_serve - one REQUEST (after the greetings,
@@ -60,7 +64,9 @@ static void qmgr_shaping_admin_serve(QMGR_CTX *ctx, ATTR_CONN *conn,
 {
     SHAPING_PROTO_REQUEST req;
     SHAPING_PROTO_REPLY reply = {SHAPING_PROTO_STAT_OK, NULL,
-                                 ctx->conf.shaping_refused};
+                                 ctx->conf.shaping_refused
+                                     ? ctx->conf.shaping_refused
+                                     : ctx->conf.automation_refused};
     VSTR *why = vstr_alloc(100);
 
     if (shaping_proto_request_take(list, &req, why) < 0) {

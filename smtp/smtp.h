@@ -97,6 +97,9 @@ typedef struct SMTP_CTX {
     int req_count;
     bool busy;
     SMTP_SESS *cache; /* idle connections */
+    SMTP_SESS *grouped; /* every connection with a conn_group */
+    SMTP_REQ *slot_reqs; /* requests holding or waiting for a slot */
+    struct event *slot_ev; /* waiting requests try again */
     TLS_CLIENT *tls;
     MAPS *tls_policy; /* smtp_tls_policy_maps */
     MAPS *sasl_passwd; /* smtp_sasl_password_maps */
@@ -128,9 +131,13 @@ struct SMTP_SESS {
     SMTP_ENC enc;
     VSTR *out;
     SMTP_SESS *next; /* the cache */
+    char *conn_group; /* its request's conn_group, NULL: none */
+    SMTP_SESS *group_next; /* ctx->grouped */
     TLS_LEVEL tls_level; /* this connection's (none after a fallback) */
     bool tls_handshake; /* the handshake after STARTTLS is under way */
     bool auth_done; /* AUTH tried on this connection */
+    const char *fail_reply; /* the reply a site failure is about (set
+                               around smtp_sess_site_fail), NULL: none */
 };
 
 typedef enum SMTP_RCPT_STATE {
@@ -145,6 +152,13 @@ typedef struct SMTP_RCPT {
     char *notify;
     SMTP_RCPT_STATE state;
 } SMTP_RCPT;
+
+/* A request and the conn_max of its conn_group (smtp_connect.c). */
+typedef enum SMTP_SLOT {
+    SMTP_SLOT_NONE, /* none needed or none held */
+    SMTP_SLOT_HELD, /* may open a connection: counted until it has one */
+    SMTP_SLOT_WAITING, /* the group is full: resumes when one closes */
+} SMTP_SLOT;
 
 typedef enum SMTP_REQ_STAGE {
     SMTP_REQ_READ_DELIVER,
@@ -165,6 +179,11 @@ struct SMTP_REQ {
     long long active_usec;
     long long rcpt_want;
     long long conn_messages; /* messages per connection, 0: no limit */
+    char *conn_group; /* NULL: none */
+    long long conn_max; /* connections of conn_group, 0: no limit */
+    SMTP_SLOT slot;
+    void (*slot_resume)(SMTP_REQ *req); /* when a waiting one goes on */
+    SMTP_REQ *slot_next; /* ctx->slot_reqs */
     SMTP_RCPT *rcpts;
     size_t rcpt_count;
     int fd; /* the queue file, -1 */
@@ -181,6 +200,7 @@ struct SMTP_REQ {
     struct timeval t_request;
     struct timeval t_conn; /* setup done; 0 until then */
     VSTR *site_reason; /* the last address's failure */
+    VSTR *site_diag; /* ... "smtp; REPLY" when a server said it, else "" */
     char site_dsn[16];
     VSTR *why;
     VSTR *wire;
@@ -215,6 +235,16 @@ extern bool smtp_req_policy(SMTP_REQ *req);
 extern void smtp_req_route(SMTP_REQ *req);
 extern void smtp_req_try_next(SMTP_REQ *req);
 extern void smtp_cache_remove(SMTP_SESS *sess);
+/* smtp_slot_release - req needs its slot no more (it has a connection,
+   is done or freed) */
+extern void smtp_slot_release(SMTP_REQ *req);
+/* smtp_group_add, smtp_group_remove - a connection of sess->conn_group
+   opens, closes (the waiting requests of the group try again) */
+extern void smtp_group_add(SMTP_SESS *sess);
+extern void smtp_group_remove(SMTP_SESS *sess);
+/* smtp_slot_wake - a connection went idle into the cache: waiting
+   requests try again (they may close it, or reuse it) */
+extern void smtp_slot_wake(SMTP_CTX *ctx);
 
 /* smtp_sts.c */
 extern void smtp_req_sts(SMTP_REQ *req);

@@ -15,6 +15,23 @@
  * for its destination, qmgr_shaping.c). A
  * cached connection found dead before its first reply is dropped and the
  * request starts afresh, so reuse never fails a delivery.
+ *
+ * A request may name a conn_group with its conn_max (qmgr's shaping
+ * bucket and its max_connections): the connections of the group open in
+ * this process, busy, idle in the cache or saying QUIT, are never more
+ * than conn_max. qmgr keeps the deliveries in flight of the group within
+ * conn_max, but the cache is keyed by next hop: a provider's domains are
+ * several next hops, and one's idle connections would stay open while
+ * another's deliveries open their own. So before a request opens a
+ * connection it takes a slot: the group's connections, and the requests
+ * that hold a slot but have no connection yet (a DNS lookup, a connect),
+ * must be fewer than conn_max. When they are not, the group's idle
+ * cached connections are closed and the request waits until a
+ * connection of the group closes (or goes idle: it may be reused or
+ * closed then), which is soon: each counted connection is closing or
+ * busy with one of at most conn_max deliveries. Other smtp processes
+ * (master starts one more only when one has SMTP_BUSY_REQUESTS) have
+ * caches of their own that are not counted here.
  */
 #include "sys_defs.h"
 
@@ -22,6 +39,8 @@
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
+
+#include <event2/event.h>
 
 #include "deliver_proto.h"
 #include "dns.h"
@@ -85,6 +104,153 @@ void smtp_cache_remove(SMTP_SESS *sess)
             return;
         }
     }
+}
+
+/* smtp_group_add - a connection of sess->conn_group opens */
+void smtp_group_add(SMTP_SESS *sess)
+{
+    sess->group_next = sess->ctx->grouped;
+    sess->ctx->grouped = sess;
+}
+
+/* smtp_group_remove - a connection leaves its group (closes, or serves
+   another): the group's waiting requests try again */
+void smtp_group_remove(SMTP_SESS *sess)
+{
+    if (sess->conn_group == NULL)
+        return;
+    for (SMTP_SESS **sp = &sess->ctx->grouped; *sp; sp = &(*sp)->group_next) {
+        if (*sp == sess) {
+            *sp = sess->group_next;
+            break;
+        }
+    }
+    sess->group_next = NULL;
+    myfree(sess->conn_group);
+    sess->conn_group = NULL;
+    smtp_slot_wake(sess->ctx);
+}
+
+/* smtp_slot_unlink - take req off ctx->slot_reqs */
+static void smtp_slot_unlink(SMTP_REQ *req)
+{
+    for (SMTP_REQ **rp = &req->ctx->slot_reqs; *rp; rp = &(*rp)->slot_next) {
+        if (*rp == req) {
+            *rp = req->slot_next;
+            break;
+        }
+    }
+    req->slot_next = NULL;
+    req->slot = SMTP_SLOT_NONE;
+}
+
+/* smtp_slot_release - req needs its slot no more */
+void smtp_slot_release(SMTP_REQ *req)
+{
+    SMTP_SLOT was = req->slot;
+
+    if (was == SMTP_SLOT_NONE)
+        return;
+    smtp_slot_unlink(req);
+    if (was == SMTP_SLOT_HELD)
+        smtp_slot_wake(req->ctx);
+}
+
+/* smtp_slot_event - the waiting requests try again, in order */
+static void smtp_slot_event(evutil_socket_t fd, short what, void *arg)
+{
+    SMTP_CTX *ctx = arg;
+    SMTP_REQ *waiting = NULL;
+    SMTP_REQ **tail = &waiting;
+    SMTP_REQ **rp = &ctx->slot_reqs;
+
+    /* Take them all off first: each may wait again. */
+    while (*rp) {
+        SMTP_REQ *req = *rp;
+
+        if (req->slot == SMTP_SLOT_WAITING) {
+            *rp = req->slot_next;
+            req->slot_next = NULL;
+            req->slot = SMTP_SLOT_NONE;
+            *tail = req;
+            tail = &req->slot_next;
+        } else {
+            rp = &req->slot_next;
+        }
+    }
+    while (waiting) {
+        SMTP_REQ *req = waiting;
+
+        waiting = req->slot_next;
+        req->slot_next = NULL;
+        req->slot_resume(req);
+    }
+}
+
+/* smtp_slot_wake - waiting requests try again on the next loop pass */
+void smtp_slot_wake(SMTP_CTX *ctx)
+{
+    if (ctx->slot_ev != NULL)
+        event_active(ctx->slot_ev, EV_TIMEOUT, 0);
+}
+
+/* smtp_slot_take - may req open a connection now? true: yes (it holds a
+   slot); false: its group is full, idle connections of the group are
+   closing, and resume(req) runs when one has closed */
+static bool smtp_slot_take(SMTP_REQ *req, void (*resume)(SMTP_REQ *req))
+{
+    SMTP_CTX *ctx = req->ctx;
+    long long open = 0;
+
+    if (req->conn_group == NULL || req->slot == SMTP_SLOT_HELD)
+        return true;
+    for (SMTP_SESS *sess = ctx->grouped; sess; sess = sess->group_next)
+        if (strcmp(sess->conn_group, req->conn_group) == 0)
+            open++;
+    for (SMTP_REQ *other = ctx->slot_reqs; other; other = other->slot_next)
+        if (other->slot == SMTP_SLOT_HELD &&
+            strcmp(other->conn_group, req->conn_group) == 0)
+            open++;
+    if (open < req->conn_max) {
+        req->slot = SMTP_SLOT_HELD;
+        req->slot_next = ctx->slot_reqs;
+        ctx->slot_reqs = req;
+        return true;
+    }
+    /* Full: close idle ones of the group (QUIT, or at once while RSET is
+       unanswered), enough to make room; wait for them to go. */
+    for (long long excess = open - req->conn_max + 1; excess > 0; excess--) {
+        SMTP_SESS *idle = NULL;
+
+        for (SMTP_SESS *sess = ctx->cache; sess; sess = sess->next)
+            if (sess->conn_group &&
+                strcmp(sess->conn_group, req->conn_group) == 0)
+                idle = sess;
+        if (idle == NULL)
+            break;
+        if (idle->proto->expect_count > 0)
+            smtp_sess_free(idle);
+        else
+            smtp_sess_quit(idle);
+    }
+    if (ctx->slot_ev == NULL &&
+        (ctx->slot_ev = event_new(mail_server_base(ctx->server), -1, 0,
+                                  smtp_slot_event, ctx)) == NULL)
+        msg_fatal("cannot create an event");
+    if (msg_verbose_get())
+        msg_info("%s: %s has %lld connections open (at most %lld): waiting",
+                 req->qid, req->conn_group, open, req->conn_max);
+    req->slot = SMTP_SLOT_WAITING;
+    req->slot_resume = resume;
+    /* At the end: first come, first served. */
+    {
+        SMTP_REQ **rp = &ctx->slot_reqs;
+
+        while (*rp)
+            rp = &(*rp)->slot_next;
+        *rp = req;
+    }
+    return false;
 }
 
 /* smtp_policy_find - smtp_tls_policy_maps: the next hop as written
@@ -181,6 +347,8 @@ void smtp_req_route(SMTP_REQ *req)
         smtp_sess_reuse(sess, req);
         return;
     }
+    if (!smtp_slot_take(req, smtp_req_route))
+        return;
     req->from_cache = false;
     req->lookup = dns_lookup(req->ctx->dns, vstr_str(req->host), req->mx,
                              req->ctx->conf.dns_timeout, smtp_req_dns, req);
@@ -267,13 +435,18 @@ bad_addr:
 void smtp_req_try_next(SMTP_REQ *req)
 {
     while (req->addr_next < req->addr_count) {
-        const DNS_ADDR *addr = req->addrs + req->addr_next++;
+        const DNS_ADDR *addr;
+
+        if (!smtp_slot_take(req, smtp_req_try_next))
+            return;
+        addr = req->addrs + req->addr_next++;
 
         if (smtp_connect_addr(req, addr, req->why))
             return;
         req->tls_plain_retry = false; /* meant for that address only */
         msg_info("%s", vstr_str(req->why));
         vstr_cpy(req->site_reason, vstr_str(req->why));
+        vstr_reset(req->site_diag);
         snprintf(req->site_dsn, sizeof(req->site_dsn), "4.4.1");
     }
     smtp_req_site_failed(req);

@@ -39,6 +39,7 @@ static void smtp_req_free(SMTP_REQ *req)
 {
     SMTP_CTX *ctx = req->ctx;
 
+    smtp_slot_release(req);
     if (req->sess != NULL) {
         req->sess->req = NULL;
         smtp_sess_free(req->sess);
@@ -67,11 +68,14 @@ static void smtp_req_free(SMTP_REQ *req)
     myfree(req->qid);
     myfree(req->nexthop);
     myfree(req->sender);
+    if (req->conn_group)
+        myfree(req->conn_group);
     if (req->tls_match)
         argv_free(req->tls_match);
     myfree(req->tls_protocols);
     vstr_free(req->host);
     vstr_free(req->site_reason);
+    vstr_free(req->site_diag);
     vstr_free(req->why);
     vstr_free(req->wire);
     attr_conn_free(req->qmgr); /* from its own callback: attr_conn's rule */
@@ -153,6 +157,7 @@ void smtp_req_done(SMTP_REQ *req, int status, bool site_failed,
         dns_lookup_cancel(req->lookup);
         req->lookup = NULL;
     }
+    smtp_slot_release(req);
     deliver_agent_done_wire(&done, req->wire);
     smtp_req_send(req);
     req->stage = SMTP_REQ_DONE;
@@ -168,9 +173,12 @@ void smtp_req_site_failed(SMTP_REQ *req)
                              ? vstr_str(req->site_reason)
                              : "no mail server could be reached";
 
-    smtp_req_fail_all(req, DELIVER_ACTION_DEFERRED,
-                      req->site_dsn[0] ? req->site_dsn : "4.4.1", reason, NULL,
-                      NULL, NULL);
+    /* A server's refusal (a 4xx/5xx greeting) goes with its words as the
+       diagnostic: qmgr's response automation reads them. */
+    smtp_req_fail_all(
+        req, DELIVER_ACTION_DEFERRED,
+        req->site_dsn[0] ? req->site_dsn : "4.4.1", reason, NULL,
+        vstr_len(req->site_diag) ? vstr_str(req->site_diag) : NULL, NULL);
     smtp_req_done(req, 0, true, reason);
 }
 
@@ -236,6 +244,10 @@ static void smtp_req_adopt(SMTP_REQ *req)
     req->active_usec = in->active_usec;
     req->rcpt_want = (long long) in->rcpt_want;
     req->conn_messages = in->conn_messages;
+    if (in->conn_group != NULL && in->conn_max > 0) {
+        req->conn_group = mystrdup(in->conn_group);
+        req->conn_max = in->conn_max;
+    }
     req->rcpts = mycalloc(in->rcpt_count, sizeof(SMTP_RCPT));
     for (size_t i = 0; i < in->rcpt_count; i++) {
         req->rcpts[i].offset = in->rcpts[i].offset;
@@ -327,6 +339,7 @@ void smtp_accept(MAIL_SERVER *server, int fd, void *arg)
     req->fd = -1;
     req->host = vstr_alloc(64);
     req->site_reason = vstr_alloc(100);
+    req->site_diag = vstr_alloc(100);
     req->why = vstr_alloc(100);
     req->wire = vstr_alloc(256);
     req->qmgr = attr_conn_accept(mail_server_base(server), fd, DELIVER_LIST_MAX,

@@ -135,6 +135,7 @@ void smtp_sess_free(SMTP_SESS *sess)
     if (sess->req != NULL && sess->req->sess == sess)
         sess->req->sess = NULL;
     smtp_cache_remove(sess);
+    smtp_group_remove(sess);
     smtp_sess_tls_close(sess);
     if (sess->bev)
         bufferevent_free(sess->bev);
@@ -194,6 +195,12 @@ static void smtp_sess_site_fail(SMTP_SESS *sess, const char *dsn,
 {
     SMTP_REQ *req = sess->req;
 
+    /* The server's own words, for response automation (qmgr), before
+       the session and its reply go. */
+    if (req != NULL && sess->fail_reply != NULL)
+        vstr_sprintf(req->site_diag, "smtp; %s", sess->fail_reply);
+    else if (req != NULL)
+        vstr_reset(req->site_diag);
     sess->req = NULL;
     if (sess->connected && !sess->broken)
         smtp_sess_quit(sess);
@@ -508,6 +515,8 @@ static void smtp_txn_end(SMTP_SESS *sess)
     sess->next = ctx->cache;
     ctx->cache = sess;
     smtp_sess_timer_set(sess, conf->cache_time);
+    if (sess->conn_group)
+        smtp_slot_wake(ctx);
 }
 
 /* smtp_sess_greet_fail - a 4xx/5xx greeting or HELO/EHLO reply: this
@@ -520,6 +529,7 @@ static void smtp_sess_greet_fail(SMTP_SESS *sess, int code, const char *text,
     smtp_reply_dsn(code, text, dsn, sizeof(dsn));
     smtp_soft_dsn(dsn);
     sess->broken = true;
+    sess->fail_reply = text; /* freed with sess: copied before that */
     smtp_sess_site_fail(sess, dsn, reason, true);
 }
 
@@ -1159,6 +1169,12 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
     sess->ctx = ctx;
     sess->req = req;
     sess->nexthop = mystrdup(req->nexthop);
+    if (req->conn_group) {
+        /* The connection counts in its group now, not the request. */
+        sess->conn_group = mystrdup(req->conn_group);
+        smtp_group_add(sess);
+        smtp_slot_release(req);
+    }
     sess->host = mystrdup(addr->host);
     snprintf(sess->ip, sizeof(sess->ip), "%s", addr->ip);
     sess->port = req->port;
@@ -1201,6 +1217,15 @@ void smtp_sess_reuse(SMTP_SESS *sess, SMTP_REQ *req)
     req->sess = sess;
     sess->req = req;
     req->from_cache = true;
+    /* It counts in the group of the request it serves now. */
+    if ((sess->conn_group == NULL) != (req->conn_group == NULL) ||
+        (sess->conn_group && strcmp(sess->conn_group, req->conn_group))) {
+        smtp_group_remove(sess);
+        if (req->conn_group) {
+            sess->conn_group = mystrdup(req->conn_group);
+            smtp_group_add(sess);
+        }
+    }
     gettimeofday(&req->t_conn, NULL);
     if (sess->proto->expect_count == 0)
         smtp_txn_start(sess);

@@ -16,6 +16,7 @@ import re
 import signal
 
 from conftest import LIBEXEC, require, smtp_queue, wait_until
+from sink import RawServer, dead_port
 
 BODY = b"Subject: shaped\r\n\r\nshaped\r\n"
 
@@ -151,6 +152,26 @@ def test_check_refuses_a_malformed_line(make_instance, tmp_path):
     assert "smtp_shaping_maps" not in r.stderr, r.stderr
 
 
+def test_check_refuses_a_malformed_automation_line(make_instance, tmp_path):
+    """sluice check names the file and line of a malformed automation
+    rule; a qmgr that meets it runs without automation and says so."""
+    inst = make_instance()
+    auto = tmp_path / "automation"
+    auto.write_text("ok dsn=4.7.28 action=suspend duration=1h\n"
+                    "bad dsn=4.7.28 action=pause duration=1h\n")
+    inst.conf_set(smtp_shaping_automation_maps="texthash:%s" % auto)
+    r = inst.command("check")
+    assert r.returncode == 1
+    assert ("smtp_shaping_automation_maps: %s, line 2: action=pause: unknown"
+            % auto) in r.stderr, r.stderr
+    inst.start()
+    inst.wait_log(r"qmgr\[\d+\]: warning: smtp_shaping_automation_maps: .*, "
+                  r"line 2: .*; running without response automation")
+    r = inst.command("shaping")
+    assert r.returncode == 0
+    assert "runs without its rules: smtp_shaping_automation_maps:" in r.stderr
+
+
 def test_reload_with_a_malformed_file_keeps_the_rules(make_instance, make_sink, tmp_path):
     """A reload with a malformed rules file is refused (logged with the
     line), qmgr keeps running with the rules it has: 1/s still holds."""
@@ -209,7 +230,7 @@ def test_qmgr_restart_on_a_malformed_file_keeps_delivering(make_instance, make_s
     assert not re.search(r"qmgr.*fatal", inst.log())
     r = inst.command("shaping")
     assert r.returncode == 0, r.stderr
-    assert ("qmgr refused smtp_shaping_maps, running without shaping rules: "
+    assert ("qmgr refused a rules file and runs without its rules: "
             "smtp_shaping_maps: %s, line 3: " % rules) in r.stderr, r.stderr
     r = inst.command("check")
     assert r.returncode == 1
@@ -251,14 +272,52 @@ def test_provider_by_mx_suffix(make_instance, make_sink, make_dns, tmp_path):
     assert "status=deferred" not in inst.log()
 
 
+def test_max_connections_counts_cached_connections(make_instance, make_sink,
+                                                   make_dns, tmp_path):
+    """provider:prov allows 2 connections; a.test and b.test are its
+    domains, each its own next hop (MX lookups, one sink as both MX
+    hosts), so b.test's deliveries cannot reuse the connections the smtp
+    agent cached for a.test. a.test's mail goes first (2 connections,
+    then idle in the cache), then b.test's: an idle cached connection
+    counts, so the sink never sees more than 2 sessions at once (before,
+    a.test's 2 stayed open while b.test opened 2 more)."""
+    dns = make_dns(mx=[("a.test", "mx1.prov.test", 10),
+                       ("b.test", "mx2.prov.test", 10)],
+                   a=[("mx1.prov.test", "127.0.0.1"),
+                      ("mx2.prov.test", "127.0.0.1")])
+    sink = make_sink(data_delay=0.2)
+    inst, _ = shaped_instance(
+        make_instance, "provider:prov mx_suffix=.prov.test max_connections=2\n",
+        {}, tmp_path,
+        params={"disable_dns_lookups": "no", "dns_servers": dns.server,
+                "smtp_tcp_port": str(sink.port), "transport_maps": "",
+                "smtp_connection_cache_time_limit": "60s"})
+    for domain, count in (("a.test", 4), ("b.test", 8)):
+        inst.check("shaping", "suspend", "provider:prov", "10m")
+        for i in range(4):
+            smtp_queue(inst, "s@client.test", ["r%d@%s" % (i, domain)], BODY)
+        wait_until(lambda: shaping_rows(inst).get("provider:prov", {})
+                   .get("queued") == "4", 30, what="4 queued")
+        inst.check("shaping", "resume", "provider:prov")
+        got = sink.wait_messages(count, timeout=60)
+    by_domain = collections.defaultdict(set)
+    for m in got:
+        by_domain[m.rcpt_tos[0].split("@")[1]].add(m.connection)
+    # a.test went over 2 connections at once, b.test over its own
+    assert len(by_domain["a.test"]) == 2, by_domain
+    assert not by_domain["a.test"] & by_domain["b.test"], by_domain
+    assert sink.sessions_max == 2, (sink.sessions_max, by_domain)
+    assert "status=deferred" not in inst.log()
+
+
 def shaping_rows(inst):
     """`sluice shaping` as {bucket: row dict}."""
     out = inst.check("shaping").splitlines()
     head = out[0].split()
     assert head == ["BUCKET", "RULE", "CONNS", "MSGRATE", "TOKENS", "CONNRATE",
-                    "TOKENS", "SUSPENDED", "QUEUED"], out
+                    "TOKENS", "SUSPENDED", "QUEUED", "AUTOMATION"], out
     keys = ["bucket", "rule", "conns", "msgrate", "msgtokens", "connrate",
-            "conntokens", "suspended", "queued"]
+            "conntokens", "suspended", "queued", "automation"]
     return {row.split()[0]: dict(zip(keys, row.split())) for row in out[1:]}
 
 
@@ -310,12 +369,14 @@ def test_sluice_shaping_bad_input(make_instance, tmp_path):
 
 
 def test_shipped_rules_file_is_valid(make_instance):
-    """conf/shaping, the rules shipped for the large providers, passes
-    sluice check and a start."""
+    """conf/shaping and conf/shaping-automation, the rules shipped for the
+    large providers, pass sluice check and a start."""
     from conftest import TOP
     shipped = TOP / "conf" / "shaping"
+    automation = TOP / "conf" / "shaping-automation"
     inst = make_instance()
-    inst.conf_set(smtp_shaping_maps="texthash:%s" % shipped)
+    inst.conf_set(smtp_shaping_maps="texthash:%s" % shipped,
+                  smtp_shaping_automation_maps="texthash:%s" % automation)
     r = inst.command("check")
     assert r.returncode == 0, r.stderr
     assert ("sluice: warning: smtp_shaping_maps: provider rules are not "
@@ -323,8 +384,89 @@ def test_shipped_rules_file_is_valid(make_instance):
     assert "error" not in r.stderr, r.stderr
     inst.start()
     inst.wait_log(r"qmgr\[\d+\]: smtp_shaping_maps: 7 rules")
+    inst.wait_log(r"qmgr\[\d+\]: smtp_shaping_automation_maps: 8 rules")
     # disable_dns_lookups = yes (sluice init's default): said once
     inst.wait_log(r"provider rules are not matched: disable_dns_lookups = yes")
+
+
+def test_response_automation_suspends_the_bucket(make_instance, make_sink,
+                                                 tmp_path):
+    """A reply "421 4.7.28" from auto.test's server matches an automation
+    rule: auto.test is suspended for the rule's duration (logged, shown by
+    `sluice shaping` with the rule), its next message waits in memory (no
+    new session at the sink), other.test keeps flowing, and a deferral
+    sluice makes itself (a connection refused, no server reply) triggers
+    nothing. resume ends it and the waiting mail goes."""
+    sink = make_sink()
+    other = make_sink()
+    auto = tmp_path / "automation"
+    auto.write_text("rate-limited dsn=4.7.28 action=suspend duration=1h\n"
+                    "anything action=suspend duration=1h regex=.\n")
+    inst, _ = shaped_instance(
+        make_instance, "auto.test max_connections=1\n"
+        "dead.test max_connections=1\n",
+        {"auto.test": sink, "other.test": other}, tmp_path,
+        params={"smtp_shaping_automation_maps": "texthash:%s" % auto,
+                "transport_maps": "inline:{ auto.test=smtp:[127.0.0.1]:%d, "
+                "other.test=smtp:[127.0.0.1]:%d, dead.test=smtp:[127.0.0.1]:%d }"
+                % (sink.port, other.port, dead_port())})
+    inst.wait_log(r"qmgr\[\d+\]: smtp_shaping_automation_maps: 2 rules")
+    sink.set_rcpt_reply("slow", "421 4.7.28 Our system has detected an "
+                        "unusual rate of unsolicited mail")
+    qid = smtp_queue(inst, "s@client.test", ["slow@auto.test"], BODY)
+    inst.wait_log(r"%s: to=<slow@auto\.test>.*status=deferred" % qid)
+    inst.wait_log(r"shaping: auto\.test: suspended for 3600s by automation "
+                  r"rule rate-limited \(line 1\): 421 4\.7\.28 Our system")
+    row = shaping_rows(inst)["auto.test"]
+    assert row["automation"] == "suspend:rate-limited", row
+    assert int(row["suspended"]) > 3500, row
+    sessions = sink.sessions_max
+    qid2 = smtp_queue(inst, "s@client.test", ["fine@auto.test"], BODY)
+    for i in range(3):
+        smtp_queue(inst, "s@client.test", ["o%d@other.test" % i], BODY)
+    other.wait_messages(3, timeout=30)
+    wait_until(lambda: shaping_rows(inst)["auto.test"]["queued"] == "1", 30,
+               what="the auto.test message held")
+    assert sink.received() == [] and sink.sessions_max == sessions
+    # our own deferral: no reply from a server, no automation
+    qid3 = smtp_queue(inst, "s@client.test", ["x@dead.test"], BODY)
+    inst.wait_log(r"%s: to=<x@dead\.test>.*status=deferred" % qid3)
+    assert shaping_rows(inst).get("dead.test", {}).get("automation", "-") == "-"
+    assert "dead.test: suspended" not in inst.log()
+    inst.check("shaping", "resume", "auto.test")
+    got = sink.wait_messages(1, timeout=30)
+    assert got[0].rcpt_tos == ["fine@auto.test"]
+    assert qid2
+
+
+def test_response_automation_on_a_greeting(make_instance, tmp_path):
+    """Yahoo answers "[TSS04]" in its greeting: a 421 greeting is a server
+    reply too, so the rule triggers (the smtp agent passes the greeting as
+    the diagnostic of the deferral); with duration=2s it expires by
+    itself, logged."""
+    server = RawServer(greeting=b"421 4.7.0 [TSS04] Messages from 127.0.0.1 "
+                                b"temporarily deferred due to unexpected "
+                                b"volume or user complaints\r\n")
+    try:
+        auto = tmp_path / "automation"
+        auto.write_text("yahoo-ts04 action=suspend duration=2s "
+                        "regex=\\[TSS?04\\]\n")
+        inst, _ = shaped_instance(
+            make_instance, "ts.test max_connections=1\n", {}, tmp_path,
+            params={"smtp_shaping_automation_maps": "texthash:%s" % auto,
+                    "transport_maps": "inline:{ ts.test=smtp:[127.0.0.1]:%d }"
+                    % server.port})
+        qid = smtp_queue(inst, "s@client.test", ["a@ts.test"], BODY)
+        inst.wait_log(r"%s: to=<a@ts\.test>.*status=deferred" % qid)
+        inst.wait_log(r"shaping: ts\.test: suspended for 2s by automation "
+                      r"rule yahoo-ts04 \(line 1\): 421 4\.7\.0 \[TSS04\]")
+        assert shaping_rows(inst)["ts.test"]["automation"] == "suspend:yahoo-ts04"
+        wait_until(lambda: shaping_rows(inst).get("ts.test", {})
+                   .get("automation", "-") == "-", 10, what="expiry")
+        inst.wait_log(r"shaping: ts\.test: suspension set by automation rule "
+                      r"yahoo-ts04 expired")
+    finally:
+        server.stop()
 
 
 def test_sluice_shaping_waits_for_a_starting_qmgr(make_instance, tmp_path):
