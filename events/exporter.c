@@ -2,8 +2,9 @@
  * events - follow the event journal and hand its events to the exporters
  *
  * One process (master.cf: events, maxproc 1, unprivileged) for every
- * exporter main.cf configures (global/events_export.h): today one per
- * events_webhook_urls entry. Each exporter has its own position
+ * exporter main.cf configures (global/events_export.h): one per
+ * events_webhook_urls entry (webhook.c), and the SQLite store behind
+ * `sluice stats` with events_stats_enable (stats.c). Each exporter has its own position
  * (global/events_pos.h: a floor plus per-segment offsets, because several
  * writers append at once), its own batch in flight and its own back-off,
  * so a slow or dead endpoint only grows its own backlog.
@@ -104,7 +105,8 @@ const char *exporter_target(const EXPORTER *exp)
 /* exporter_backend - the backend of kind, or NULL */
 static const EXPORTER_BACKEND *exporter_backend(const char *kind)
 {
-    static const EXPORTER_BACKEND *const backends[] = {&webhook_backend};
+    static const EXPORTER_BACKEND *const backends[] = {&webhook_backend,
+                                                       &stats_backend};
 
     for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
         if (strcmp(backends[i]->kind, kind) == 0)
@@ -567,7 +569,8 @@ static void exporter_pre_loop(MAIL_SERVER *server, void *arg)
         ctx->exporters[ctx->count++] =
             exporter_open(ctx, &list->exports[i], conf);
     if (ctx->count == 0)
-        msg_info("events: no exporter configured (events_webhook_urls); "
+        msg_info("events: no exporter configured (events_webhook_urls, "
+                 "events_stats_enable); "
                  "the journal is kept whole");
     else
         exporter_pump_soon(ctx, 0);
