@@ -37,6 +37,8 @@
     "usage: sluice stats [--since DURATION|TIME] "                             \
     "[--by recipient-domain|sender-domain] [--json]"
 #define SLUICE_STATS_DEFAULT_SINCE (24 * 3600)
+#define SLUICE_STATS_RETRY_MS 100 /* between tries of a locked store */
+#define SLUICE_STATS_RETRIES 50
 
 /* The kinds always shown, in this order; others found follow. */
 static const char *const sluice_stats_kinds[] = {
@@ -170,6 +172,7 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
     json_t *totals;
     json_t *groups;
     struct stat st;
+    int last_code = SQLITE_OK;
     int status = 0;
 
     for (int i = 1; i < argc; i++) {
@@ -241,23 +244,50 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
     (void) sqlite3_busy_timeout(db, 5000);
 
     result = json_object();
-    totals = sluice_stats_counts();
-    groups = json_array();
+    totals = NULL;
+    groups = NULL;
     sql = vstr_alloc(200);
-    if (sluice_stats_query(db, since, false,
-                           "SELECT kind, COUNT(*) FROM events WHERE t >= ?1 "
-                           "GROUP BY kind ORDER BY kind",
-                           totals, groups, why) < 0)
-        status = 1;
-    if (status == 0 && by_col) {
+    if (by_col)
         vstr_sprintf(sql,
                      "SELECT %s, kind, COUNT(*) FROM events WHERE t >= ?1 "
                      "GROUP BY 1, 2 ORDER BY %s IS NULL, 1, 2",
                      by_col, by_col);
-        if (sluice_stats_query(db, since, true, vstr_str(sql), totals, groups,
-                               why) < 0)
+    /* Both queries in one read transaction. A daemon killed in the middle
+       of a batch leaves a journal to roll back, which this read-only
+       reader cannot do: the daemon does at its next start (master starts
+       it at once), so wait for it a while (and for a writer's lock). */
+    for (int attempt = 0;; attempt++) {
+        struct timespec pause = {0, SLUICE_STATS_RETRY_MS * 1000000L};
+        int code;
+
+        json_decref(totals);
+        json_decref(groups);
+        totals = sluice_stats_counts();
+        groups = json_array();
+        vstr_reset(why);
+        status = 0;
+        if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
+            sluice_stats_query(db, since, false,
+                               "SELECT kind, COUNT(*) FROM events WHERE t >= "
+                               "?1 GROUP BY kind ORDER BY kind",
+                               totals, groups, why) < 0 ||
+            (by_col && sluice_stats_query(db, since, true, vstr_str(sql),
+                                          totals, groups, why) < 0))
             status = 1;
+        code = sqlite3_extended_errcode(db);
+        (void) sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
+        last_code = code;
+        /* A read that must write is a hot journal to roll back. */
+        if (status == 0 || attempt >= SLUICE_STATS_RETRIES ||
+            ((code & 0xff) != SQLITE_READONLY && (code & 0xff) != SQLITE_BUSY))
+            break;
+        (void) nanosleep(&pause, NULL);
     }
+    if (status != 0 && vstr_len(why) == 0)
+        vstr_sprintf(why, "SQLite: %s", sqlite3_errmsg(db));
+    if (status != 0 && (last_code & 0xff) == SQLITE_READONLY)
+        vstr_cat(why, " (a batch interrupted by a crash waits to be rolled "
+                      "back: the events daemon does it when it starts)");
     if (status != 0) {
         sluice_fail("stats: %s: %s", path, vstr_str(why));
     } else {

@@ -31,7 +31,8 @@
  * With no exporter configured nothing is removed (the journal is then
  * only read by `sluice events`, and kept as before). An exporter whose
  * position file cannot be read stops (logged once) and holds back
- * removal, so its events stay for when the file is mended.
+ * removal, so its events stay for when the file is mended (looked at
+ * again every second) or removed (then everything left is sent again).
  *
  * The journal is looked at every second (and at once after a batch went
  * and more is waiting): writers do not wake this daemon, and nothing
@@ -440,7 +441,15 @@ static void exporter_pump(EXPORTER_CTX *ctx)
     for (size_t i = 0; i < ctx->count; i++) {
         EXPORTER *exp = ctx->exporters[i];
 
-        if (exp->broken || exp->in_flight)
+        if (exp->broken) {
+            /* Mended or removed by the administrator? */
+            if (events_pos_load(exp->pos, vstr_str(exp->pos_path), why) < 0)
+                continue;
+            exp->broken = false;
+            msg_info("events: %s: %s can be read again; the exporter goes on",
+                     exp->name, vstr_str(exp->pos_path));
+        }
+        if (exp->in_flight)
             continue;
         if (exp->count > 0) {
             /* A failed batch waits for its retry. */
@@ -514,8 +523,8 @@ static EXPORTER *exporter_open(EXPORTER_CTX *ctx, const EVENTS_EXPORT *conf_exp,
     exp->lines = vstr_alloc(4096);
     if (events_pos_load(exp->pos, vstr_str(exp->pos_path), why) < 0) {
         msg_warn("events: %s (%s): %s; this exporter is stopped until the "
-                 "file is mended or removed (removed: everything is sent "
-                 "again), and no segment is removed meanwhile",
+                 "file is mended or removed (removed: everything left in the "
+                 "journal is sent again), and no segment is removed meanwhile",
                  exp->name, exp->target, vstr_str(why));
         exp->broken = true;
     }
