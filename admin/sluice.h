@@ -8,7 +8,8 @@
  * sluice_queue.c  queue, cat, flush
  * sluice_admin.c  hold, release, delete, requeue (postsuper)
  * sluice_map.c    map: build, query and edit lookup tables (postmap)
- * sluice_events.c events: read the event journal (global/events.h)
+ * sluice_events.c events: read the event journal (global/events.h), status
+ * sluice_stats.c  stats: counts from the SQLite store (events_stats.h)
  * sluice_shaping.c shaping: qmgr's shaping buckets; suspend, resume
  *
  * Each subcommand is a function that returns the process exit status and
@@ -35,6 +36,7 @@ extern int sluice_queue(const char *config_dir, int argc, char **argv);
 extern int sluice_cat(const char *config_dir, int argc, char **argv);
 extern int sluice_flush(const char *config_dir, int argc, char **argv);
 extern int sluice_events(const char *config_dir, int argc, char **argv);
+extern int sluice_stats(const char *config_dir, int argc, char **argv);
 extern int sluice_shaping(const char *config_dir, int argc, char **argv);
 extern int sluice_api(const char *config_dir, int argc, char **argv);
 /* sluice_map.c: argv[0] is map */

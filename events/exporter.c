@@ -2,8 +2,9 @@
  * events - follow the event journal and hand its events to the exporters
  *
  * One process (master.cf: events, maxproc 1, unprivileged) for every
- * exporter main.cf configures (global/events_export.h): today one per
- * events_webhook_urls entry. Each exporter has its own position
+ * exporter main.cf configures (global/events_export.h): one per
+ * events_webhook_urls entry (webhook.c), and the SQLite store behind
+ * `sluice stats` with events_stats_enable (stats.c). Each exporter has its own position
  * (global/events_pos.h: a floor plus per-segment offsets, because several
  * writers append at once), its own batch in flight and its own back-off,
  * so a slow or dead endpoint only grows its own backlog.
@@ -30,7 +31,8 @@
  * With no exporter configured nothing is removed (the journal is then
  * only read by `sluice events`, and kept as before). An exporter whose
  * position file cannot be read stops (logged once) and holds back
- * removal, so its events stay for when the file is mended.
+ * removal, so its events stay for when the file is mended (looked at
+ * again every second) or removed (then everything left is sent again).
  *
  * The journal is looked at every second (and at once after a batch went
  * and more is waiting): writers do not wake this daemon, and nothing
@@ -104,7 +106,8 @@ const char *exporter_target(const EXPORTER *exp)
 /* exporter_backend - the backend of kind, or NULL */
 static const EXPORTER_BACKEND *exporter_backend(const char *kind)
 {
-    static const EXPORTER_BACKEND *const backends[] = {&webhook_backend};
+    static const EXPORTER_BACKEND *const backends[] = {&webhook_backend,
+                                                       &stats_backend};
 
     for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
         if (strcmp(backends[i]->kind, kind) == 0)
@@ -438,7 +441,15 @@ static void exporter_pump(EXPORTER_CTX *ctx)
     for (size_t i = 0; i < ctx->count; i++) {
         EXPORTER *exp = ctx->exporters[i];
 
-        if (exp->broken || exp->in_flight)
+        if (exp->broken) {
+            /* Mended or removed by the administrator? */
+            if (events_pos_load(exp->pos, vstr_str(exp->pos_path), why) < 0)
+                continue;
+            exp->broken = false;
+            msg_info("events: %s: %s can be read again; the exporter goes on",
+                     exp->name, vstr_str(exp->pos_path));
+        }
+        if (exp->in_flight)
             continue;
         if (exp->count > 0) {
             /* A failed batch waits for its retry. */
@@ -512,8 +523,8 @@ static EXPORTER *exporter_open(EXPORTER_CTX *ctx, const EVENTS_EXPORT *conf_exp,
     exp->lines = vstr_alloc(4096);
     if (events_pos_load(exp->pos, vstr_str(exp->pos_path), why) < 0) {
         msg_warn("events: %s (%s): %s; this exporter is stopped until the "
-                 "file is mended or removed (removed: everything is sent "
-                 "again), and no segment is removed meanwhile",
+                 "file is mended or removed (removed: everything left in the "
+                 "journal is sent again), and no segment is removed meanwhile",
                  exp->name, exp->target, vstr_str(why));
         exp->broken = true;
     }
@@ -567,7 +578,8 @@ static void exporter_pre_loop(MAIL_SERVER *server, void *arg)
         ctx->exporters[ctx->count++] =
             exporter_open(ctx, &list->exports[i], conf);
     if (ctx->count == 0)
-        msg_info("events: no exporter configured (events_webhook_urls); "
+        msg_info("events: no exporter configured (events_webhook_urls, "
+                 "events_stats_enable); "
                  "the journal is kept whole");
     else
         exporter_pump_soon(ctx, 0);

@@ -49,6 +49,7 @@ extern void exporter_done(EXPORTER *exp, bool ok, const char *why);
 /* exporter_target - the URL (or broker list ...) exp exports to */
 extern const char *exporter_target(const EXPORTER *exp);
 
-extern const EXPORTER_BACKEND webhook_backend;
+extern const EXPORTER_BACKEND webhook_backend; /* webhook.c */
+extern const EXPORTER_BACKEND stats_backend; /* stats.c */
 
 #endif

@@ -58,6 +58,9 @@ EVENTS_EXPORT_LIST *events_export_list(const MAIL_CONF *conf)
     for (size_t i = 0; i < urls->argc; i++)
         events_export_add(list, &cap, EVENTS_EXPORT_WEBHOOK, urls->argv[i]);
     argv_free(urls);
+    if (mail_conf_bool(conf, "events_stats_enable"))
+        events_export_add(list, &cap, EVENTS_EXPORT_STATS,
+                          mail_conf_str(conf, "events_stats_database"));
     return list;
 }
 

@@ -2,9 +2,10 @@
  * events_export - the exporters main.cf configures, named the same way by
  * the events daemon (events/) and `sluice events status`
  *
- * Each exporter has a kind (a backend of the events daemon: "webhook"
- * today; Kafka and the SQLite store are more of them), a target (the
- * webhook's URL) and a name that stays the same while its target does:
+ * Each exporter has a kind (a backend of the events daemon: "webhook",
+ * one per events_webhook_urls entry, and "stats", the SQLite store behind
+ * `sluice stats` when events_stats_enable is set; Kafka is one more), a
+ * target (the webhook's URL, the database's path) and a name that stays the same while its target does:
  * KIND-HASH, HASH the first 12 hex digits of SHA-256 of the target, so
  * reordering events_webhook_urls keeps every position. Its files live in
  * events_directory/exporters/: NAME.pos (events_pos.h) and NAME.dead, the
@@ -19,6 +20,7 @@
 #include "vstr.h"
 
 #define EVENTS_EXPORT_WEBHOOK "webhook"
+#define EVENTS_EXPORT_STATS "stats" /* events_stats.h */
 #define EVENTS_EXPORT_POS_SUFFIX ".pos"
 #define EVENTS_EXPORT_DEAD_SUFFIX ".dead"
 

@@ -448,7 +448,8 @@ def test_removal_waits_for_every_exporter(make_instance, receivers):
 def test_bad_position_file_stops_the_exporter(make_instance, receivers):
     """A position file the daemon did not write: that exporter stops with
     the file and line named (nothing sent, nothing removed), status says
-    so and exits 1; the file is kept for the administrator."""
+    so and exits 1; the file is kept for the administrator, and once it
+    is removed the exporter goes on (everything is sent)."""
     require(LIBEXEC / "events")
     recv = receivers()
     inst = make_instance(params={"events_webhook_urls": recv.url(),
@@ -470,3 +471,11 @@ def test_bad_position_file_stops_the_exporter(make_instance, receivers):
     r = inst.command("events", "status", "--json")
     assert r.returncode == 1
     assert "line 3 names no segment" in json.loads(r.stdout)["error"]
+    # Removed by the administrator: the exporter goes on from the start.
+    pos.unlink()
+    inst.wait_log(r"events: %s: %s can be read again" % (name, pos),
+                  timeout=10)
+    wait_until(lambda: recv.got() == {"fake/Q1/received/0"}, timeout=10,
+               what="the event once the file is gone")
+    wait_until(lambda: not seg.exists(), timeout=10,
+               what="the segment removed")
