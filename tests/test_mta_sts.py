@@ -13,6 +13,8 @@ without it the tests are skipped.
 """
 
 import random
+import re
+import socket
 import ssl
 import threading
 import time
@@ -20,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import LIBEXEC, open_to_others, require, smtp_queue
+from conftest import LIBEXEC, open_to_others, require, smtp_queue, wait_until
 from test_smtp_tls import TlsSink, server_context
 from tlsca import make_ca
 
@@ -382,3 +384,61 @@ def test_server_down_cached_policy_used(make_instance, make_dns, ca, peers):
     inst.wait_log(r"Verified TLS connection established to %s" % relay(sink),
                   count=2)
     inst.wait_log(r"%s: to=<u@example\.test>.*status=sent" % qid)
+
+
+class StallServer:
+    """ip:443 that accepts connections and never says anything: a policy
+    server that hangs in the TLS handshake."""
+
+    def __init__(self, ip):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, 443))
+        self.sock.listen(16)
+        self.accepted = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def stop(self):
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+        self.thread.join(5)
+
+
+def test_hanging_fetch_does_not_block_other_deliveries(make_instance,
+                                                       make_dns, ca, peers):
+    """The fetch runs on smtp's event loop: while the policy server of
+    example.test hangs, mail for another domain (same smtp process) is
+    delivered; when smtp_mta_sts_fetch_timeout runs out, the fetch fails,
+    no policy applies and example.test gets its mail too."""
+    web = PolicyServer(ca["web"], policy("enforce"))
+    ip = web.ip
+    web.stop()
+    stall = StallServer(ip)
+    peers.append(stall)
+    sink = TlsSink(tls_context=server_context(ca["mx"]))
+    peers.append(sink)
+    r = records(ip)
+    r["mx"].append(("other.test", MX, 10))
+    dns = make_dns(**r)
+    inst = sts_instance(make_instance, dns, sink, ca,
+                        smtp_mta_sts_fetch_timeout="8s")
+    slow = send(inst)
+    wait_until(lambda: stall.accepted, 10, what="smtp's fetch to connect")
+    fast = send(inst, "v@other.test")
+    inst.wait_log(r"%s: to=<v@other\.test>.*status=sent" % fast, timeout=30)
+    # by then the fetch for example.test was still hanging
+    assert not re.search(r"%s: to=<u@example\.test>" % slow, inst.log())
+    assert "MTA-STS policy for example.test" not in inst.log()
+    inst.wait_log(r"MTA-STS policy for example\.test: https://.*: "
+                  r".*timed out.*; no policy applies", timeout=30)
+    inst.wait_log(r"%s: to=<u@example\.test>.*status=sent" % slow)
