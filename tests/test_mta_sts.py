@@ -130,9 +130,15 @@ def records(web_ip, txt="v=STSv1; id=20260101T1;", mx=MX):
 def sts_instance(make_instance, dns, sink, ca, **params):
     conf = {"disable_dns_lookups": "no", "dns_servers": dns.server,
             "smtp_tcp_port": str(sink.port), "mynetworks": "127.0.0.0/8",
-            "smtp_tls_CAfile": str(ca["ca"].cert), "smtp_dns_timeout": "10s"}
+            "smtp_dns_timeout": "10s"}
     conf.update(params)
     inst = make_instance(params=conf)
+    # The CA goes beside the instance: another pytest run on this machine
+    # may close /tmp/pytest-of-root to the daemons' user (mode 0700).
+    cafile = inst.dir / "ca.pem"
+    cafile.write_bytes(ca["ca"].cert.read_bytes())
+    cafile.chmod(0o644)
+    inst.conf_set(smtp_tls_CAfile=str(cafile))
     inst.start()
     return inst
 
