@@ -41,7 +41,7 @@
 #define SLUICE_STOP_WAIT 60 /* seconds stop waits for master */
 
 static const char sluice_usage[] =
-    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|check|queue|cat|flush|hold|release|delete|requeue|map|dkim|events|shaping ...";
+    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|check|queue|cat|flush|hold|release|delete|requeue|map|dkim|tls|events|shaping ...";
 
 /* sluice_fail - print "sluice: text" on stderr; returns 1 */
 int sluice_fail(const char *fmt, ...)
@@ -399,6 +399,8 @@ int main(int argc, char **argv)
         return sluice_map(config_dir, argc, argv);
     if (strcmp(cmd, "dkim") == 0)
         return sluice_dkim(config_dir, argc, argv);
+    if (strcmp(cmd, "tls") == 0)
+        return sluice_tls(config_dir, argc, argv);
     if (strcmp(cmd, "hold") == 0 || strcmp(cmd, "release") == 0 ||
         strcmp(cmd, "delete") == 0 || strcmp(cmd, "requeue") == 0)
         return sluice_admin(config_dir, argc, argv);

@@ -448,3 +448,31 @@ def test_hanging_fetch_does_not_block_other_deliveries(make_instance,
     inst.wait_log(r"MTA-STS policy for example\.test: https://.*: "
                   r".*timed out.*; no policy applies", timeout=30)
     inst.wait_log(r"%s: to=<u@example\.test>.*status=sent" % slow)
+
+
+def test_sluice_tls_shows_policy(make_instance, make_dns, ca, peers):
+    """`sluice tls mta-sts DOMAIN` shows what smtp would apply: fetched
+    while the server is up; after smtp cached it and with the server
+    down, the cached policy (the command itself writes no cache); none
+    for a domain without a TXT record."""
+    web = PolicyServer(ca["web"], policy("enforce", mx=("*.example.test",
+                                                        "mx.b.test")))
+    peers.append(web)
+    sink = TlsSink(tls_context=server_context(ca["mx"]))
+    peers.append(sink)
+    dns = make_dns(**records(web.ip))
+    inst = sts_instance(make_instance, dns, sink, ca)
+    out = inst.check("tls", "mta-sts", "Example.Test")
+    assert out == ("domain: Example.Test\nsource: fetched\nid: 20260101T1\n"
+                   "mode: enforce\nmx: *.example.test\nmx: mx.b.test\n"
+                   "max_age: 86400\n")
+    assert list((inst.dir / "data" / "mta-sts").iterdir()) == []
+    send(inst)
+    sink.wait_messages(1)
+    web.stop()
+    out = inst.check("tls", "mta-sts", "example.test")
+    assert "source: cached\n" in out and "mode: enforce\n" in out
+    out = inst.check("tls", "mta-sts", "other.test")
+    assert out == "domain: other.test\nsource: no TXT record\npolicy: none\n"
+    r = inst.command("tls", "mta-sts")
+    assert r.returncode == 1 and "usage: sluice tls mta-sts DOMAIN" in r.stderr
