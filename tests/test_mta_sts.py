@@ -476,3 +476,30 @@ def test_sluice_tls_shows_policy(make_instance, make_dns, ca, peers):
     assert out == "domain: other.test\nsource: no TXT record\npolicy: none\n"
     r = inst.command("tls", "mta-sts")
     assert r.returncode == 1 and "usage: sluice tls mta-sts DOMAIN" in r.stderr
+
+
+def test_enforce_skips_mx_outside_policy(make_instance, make_dns, ca, peers):
+    """enforce with two MX hosts: the preferred one is not in the policy
+    and is never contacted; the mail goes to the one that matches."""
+    web = PolicyServer(ca["web"], policy("enforce", mx=(MX,)))
+    peers.append(web)
+    good = TlsSink(tls_context=server_context(ca["mx"]))
+    peers.append(good)
+    rogue = TlsSink(host="127.0.0.3", port=good.port,
+                    tls_context=server_context(ca["wrong"]))
+    peers.append(rogue)
+    r = records(web.ip)
+    r["mx"].append((DOMAIN, "rogue.test", 5))
+    r["a"].append(("rogue.test", "127.0.0.3"))
+    dns = make_dns(**r)
+    inst = sts_instance(make_instance, dns, good, ca)
+    qid = send(inst)
+    good.wait_messages(1)
+    inst.wait_log(r"%s: MTA-STS policy for example\.test \(enforce\): MX host "
+                  r"rogue\.test does not match mx mx\.example\.test: skipped"
+                  % qid)
+    inst.wait_log(r"%s: to=<u@example\.test>, relay=%s, .*status=sent"
+                  % (qid, relay(good)))
+    assert rogue.received() == []
+    # (the sink's own start-up probe is its only session: no count here)
+    assert "127.0.0.3" not in inst.log()
