@@ -403,6 +403,8 @@ int main(int argc, char **argv)
         return sluice_map(config_dir, argc, argv);
     if (strcmp(cmd, "dkim") == 0)
         return sluice_dkim(config_dir, argc, argv);
+    if (strcmp(cmd, "tls") == 0)
+        return sluice_tls(config_dir, argc, argv);
     if (strcmp(cmd, "hold") == 0 || strcmp(cmd, "release") == 0 ||
         strcmp(cmd, "delete") == 0 || strcmp(cmd, "requeue") == 0)
         return sluice_admin(config_dir, argc, argv);

@@ -72,6 +72,7 @@ struct MTA_STS_CTX {
     struct event *curl_timer;
     char *cafile;
     char *cache_dir; /* NULL: memory only */
+    bool cache_read_only;
     int dns_timeout;
     int fetch_timeout;
     int https_port;
@@ -549,7 +550,7 @@ static MTA_STS_ENTRY *mta_sts_cache_store(MTA_STS_CTX *ctx, const char *domain,
     if ((old = htable_delete(ctx->cache, domain)) != NULL)
         mta_sts_entry_free(old);
     htable_enter(ctx->cache, domain, entry);
-    if (ctx->cache_dir != NULL) {
+    if (ctx->cache_dir != NULL && !ctx->cache_read_only) {
         VSTR *path = vstr_alloc(100);
         VSTR *text = vstr_alloc(200);
         VSTR *body = vstr_alloc(200);
@@ -1020,7 +1021,10 @@ MTA_STS_CTX *mta_sts_ctx_create(struct event_base *base, DNS_CTX *dns,
     curl_multi_setopt(ctx->multi, CURLMOPT_SOCKETDATA, ctx);
     curl_multi_setopt(ctx->multi, CURLMOPT_TIMERFUNCTION, mta_sts_curl_timer);
     curl_multi_setopt(ctx->multi, CURLMOPT_TIMERDATA, ctx);
-    if (conf->cache_dir != NULL && *conf->cache_dir) {
+    ctx->cache_read_only = conf->cache_read_only;
+    if (conf->cache_dir != NULL && *conf->cache_dir && conf->cache_read_only) {
+        ctx->cache_dir = mystrdup(conf->cache_dir);
+    } else if (conf->cache_dir != NULL && *conf->cache_dir) {
         if (mkdir(conf->cache_dir, 0700) < 0 && errno != EEXIST)
             msg_warn("MTA-STS: cannot make %s: %m (make it, owned by "
                      "mail_owner, mode 0700); policies are cached in memory "

@@ -107,6 +107,7 @@ typedef struct MTA_STS_LOOKUP MTA_STS_LOOKUP;
 typedef struct MTA_STS_CONF {
     const char *cafile; /* "" or NULL: the system's CA store */
     const char *cache_dir; /* NULL: memory only */
+    bool cache_read_only; /* read cache_dir, never write it (sluice tls) */
     int dns_timeout; /* seconds, each DNS step */
     int fetch_timeout; /* seconds, the HTTPS fetch as a whole */
     int https_port; /* 443 but in unit tests */

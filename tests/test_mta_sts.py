@@ -13,6 +13,8 @@ without it the tests are skipped.
 """
 
 import random
+import re
+import socket
 import ssl
 import threading
 import time
@@ -20,7 +22,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from conftest import LIBEXEC, open_to_others, require, smtp_queue
+from conftest import LIBEXEC, open_to_others, require, smtp_queue, wait_until
 from test_smtp_tls import TlsSink, server_context
 from tlsca import make_ca
 
@@ -128,9 +130,15 @@ def records(web_ip, txt="v=STSv1; id=20260101T1;", mx=MX):
 def sts_instance(make_instance, dns, sink, ca, **params):
     conf = {"disable_dns_lookups": "no", "dns_servers": dns.server,
             "smtp_tcp_port": str(sink.port), "mynetworks": "127.0.0.0/8",
-            "smtp_tls_CAfile": str(ca["ca"].cert), "smtp_dns_timeout": "10s"}
+            "smtp_dns_timeout": "10s"}
     conf.update(params)
     inst = make_instance(params=conf)
+    # The CA goes beside the instance: another pytest run on this machine
+    # may close /tmp/pytest-of-root to the daemons' user (mode 0700).
+    cafile = inst.dir / "ca.pem"
+    cafile.write_bytes(ca["ca"].cert.read_bytes())
+    cafile.chmod(0o644)
+    inst.conf_set(smtp_tls_CAfile=str(cafile))
     inst.start()
     return inst
 
@@ -382,3 +390,116 @@ def test_server_down_cached_policy_used(make_instance, make_dns, ca, peers):
     inst.wait_log(r"Verified TLS connection established to %s" % relay(sink),
                   count=2)
     inst.wait_log(r"%s: to=<u@example\.test>.*status=sent" % qid)
+
+
+class StallServer:
+    """ip:443 that accepts connections and never says anything: a policy
+    server that hangs in the TLS handshake."""
+
+    def __init__(self, ip):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((ip, 443))
+        self.sock.listen(16)
+        self.accepted = []
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted.append(conn)
+
+    def stop(self):
+        self.sock.close()
+        for c in self.accepted:
+            c.close()
+        self.thread.join(5)
+
+
+def test_hanging_fetch_does_not_block_other_deliveries(make_instance,
+                                                       make_dns, ca, peers):
+    """The fetch runs on smtp's event loop: while the policy server of
+    example.test hangs, mail for another domain (same smtp process) is
+    delivered; when smtp_mta_sts_fetch_timeout runs out, the fetch fails,
+    no policy applies and example.test gets its mail too."""
+    web = PolicyServer(ca["web"], policy("enforce"))
+    ip = web.ip
+    web.stop()
+    stall = StallServer(ip)
+    peers.append(stall)
+    sink = TlsSink(tls_context=server_context(ca["mx"]))
+    peers.append(sink)
+    r = records(ip)
+    r["mx"].append(("other.test", MX, 10))
+    dns = make_dns(**r)
+    inst = sts_instance(make_instance, dns, sink, ca,
+                        smtp_mta_sts_fetch_timeout="8s")
+    slow = send(inst)
+    wait_until(lambda: stall.accepted, 10, what="smtp's fetch to connect")
+    fast = send(inst, "v@other.test")
+    inst.wait_log(r"%s: to=<v@other\.test>.*status=sent" % fast, timeout=30)
+    # by then the fetch for example.test was still hanging
+    assert not re.search(r"%s: to=<u@example\.test>" % slow, inst.log())
+    assert "MTA-STS policy for example.test" not in inst.log()
+    inst.wait_log(r"MTA-STS policy for example\.test: https://.*: "
+                  r".*timed out.*; no policy applies", timeout=30)
+    inst.wait_log(r"%s: to=<u@example\.test>.*status=sent" % slow)
+
+
+def test_sluice_tls_shows_policy(make_instance, make_dns, ca, peers):
+    """`sluice tls mta-sts DOMAIN` shows what smtp would apply: fetched
+    while the server is up; after smtp cached it and with the server
+    down, the cached policy (the command itself writes no cache); none
+    for a domain without a TXT record."""
+    web = PolicyServer(ca["web"], policy("enforce", mx=("*.example.test",
+                                                        "mx.b.test")))
+    peers.append(web)
+    sink = TlsSink(tls_context=server_context(ca["mx"]))
+    peers.append(sink)
+    dns = make_dns(**records(web.ip))
+    inst = sts_instance(make_instance, dns, sink, ca)
+    out = inst.check("tls", "mta-sts", "Example.Test")
+    assert out == ("domain: Example.Test\nsource: fetched\nid: 20260101T1\n"
+                   "mode: enforce\nmx: *.example.test\nmx: mx.b.test\n"
+                   "max_age: 86400\n")
+    assert list((inst.dir / "data" / "mta-sts").iterdir()) == []
+    send(inst)
+    sink.wait_messages(1)
+    web.stop()
+    out = inst.check("tls", "mta-sts", "example.test")
+    assert "source: cached\n" in out and "mode: enforce\n" in out
+    out = inst.check("tls", "mta-sts", "other.test")
+    assert out == "domain: other.test\nsource: no TXT record\npolicy: none\n"
+    r = inst.command("tls", "mta-sts")
+    assert r.returncode == 1 and "usage: sluice tls mta-sts DOMAIN" in r.stderr
+
+
+def test_enforce_skips_mx_outside_policy(make_instance, make_dns, ca, peers):
+    """enforce with two MX hosts: the preferred one is not in the policy
+    and is never contacted; the mail goes to the one that matches."""
+    web = PolicyServer(ca["web"], policy("enforce", mx=(MX,)))
+    peers.append(web)
+    good = TlsSink(tls_context=server_context(ca["mx"]))
+    peers.append(good)
+    rogue = TlsSink(host="127.0.0.3", port=good.port,
+                    tls_context=server_context(ca["wrong"]))
+    peers.append(rogue)
+    r = records(web.ip)
+    r["mx"].append((DOMAIN, "rogue.test", 5))
+    r["a"].append(("rogue.test", "127.0.0.3"))
+    dns = make_dns(**r)
+    inst = sts_instance(make_instance, dns, good, ca)
+    qid = send(inst)
+    good.wait_messages(1)
+    inst.wait_log(r"%s: MTA-STS policy for example\.test \(enforce\): MX host "
+                  r"rogue\.test does not match mx mx\.example\.test: skipped"
+                  % qid)
+    inst.wait_log(r"%s: to=<u@example\.test>, relay=%s, .*status=sent"
+                  % (qid, relay(good)))
+    assert rogue.received() == []
+    # (the sink's own start-up probe is its only session: no count here)
+    assert "127.0.0.3" not in inst.log()

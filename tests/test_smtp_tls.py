@@ -39,12 +39,12 @@ class TlsSink(sink.Sink):
     """sink.Sink with aiosmtpd's STARTTLS and AUTH: tls_context (None: no
     STARTTLS offered), logins {user: password} (AUTH offered, only after
     TLS unless auth_require_tls is False), auth_exclude (mechanisms not
-    offered)."""
+    offered); host and port as sink.Sink's."""
 
     handler_class = _Handler
 
     def __init__(self, tls_context=None, logins=None, auth_require_tls=True,
-                 auth_exclude=()):
+                 auth_exclude=(), host="127.0.0.1", port=0):
         self.tls_seen = []
         self.auth_tries = []
         kw = dict(auth_require_tls=auth_require_tls)
@@ -53,7 +53,8 @@ class TlsSink(sink.Sink):
         if logins is not None:
             kw["authenticator"] = self._authenticator(logins)
             kw["auth_exclude_mechanism"] = list(auth_exclude)
-        super().__init__(server_hostname="mx.dest.test", **kw)
+        super().__init__(host=host, port=port, server_hostname="mx.dest.test",
+                         **kw)
 
     def _authenticator(self, logins):
         from aiosmtpd.smtp import AuthResult, LoginPassword
