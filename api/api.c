@@ -12,6 +12,11 @@
  *                       {"id": QID, "recipients": [{"to", "id"}...]}
  *   GET  /v1/health     200 {"status": "ok"}, no key needed
  *
+ * An Idempotency-Key header makes a retry of the same request within
+ * api_idempotency_ttl get the first 202 again (Idempotent-Replayed: true)
+ * instead of a second message, across restarts (global/api_idem.h); the
+ * same key with another body gets 422 idempotency_key_reused.
+ *
  * A message is handed to cleanup through global/cleanup_client.h, and the
  * 202 is written only after cleanup_client_end() returned 0: cleanup has
  * fsynced the queue file and its directory. Any failure before that
@@ -38,6 +43,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -45,6 +51,7 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "api_idem.h"
 #include "api_keys.h"
 #include "api_request.h"
 #include "cleanup_client.h"
@@ -59,6 +66,7 @@
 #define API_LISTEN_BACKLOG 128
 #define API_HEADERS_MAX (64 * 1024) /* bytes of a request's HTTP headers */
 #define API_RETRY_AFTER "30" /* seconds, with every 503 */
+#define API_TICK 300 /* seconds between removals of expired records */
 
 typedef struct API_CTX {
     MAIL_SERVER *server;
@@ -66,6 +74,8 @@ typedef struct API_CTX {
     struct evhttp_bound_socket *bound;
     char *cleanup_path;
     char *keys_path;
+    char *idem_dir; /* api_idempotency_directory */
+    long long idem_ttl; /* api_idempotency_ttl, seconds */
     API_LIMITS limits;
     int cleanup_timeout_ms;
 } API_CTX;
@@ -272,13 +282,56 @@ static char *api_accepted(const char *queue_id, const API_MESSAGE *msg)
     return text;
 }
 
+/* api_idem_replay - answer a retry from its Idempotency-Key record;
+   true when it was answered (replayed or refused) */
+static bool api_idem_replay(API_CTX *ctx, struct evhttp_request *req,
+                            const API_KEY *key, const char *idem,
+                            const char *data, size_t len)
+{
+    VSTR *body = vstr_alloc(200);
+    VSTR *why = vstr_alloc(100);
+    bool answered = true;
+    int status = 0;
+
+    switch (api_idem_lookup(ctx->idem_dir, ctx->idem_ttl, key->tenant, idem,
+                            data, len, &status, body, why)) {
+    case API_IDEM_NONE:
+        answered = false;
+        break;
+    case API_IDEM_REPLAY:
+        msg_info("api: key=%s tenant=%s: Idempotency-Key seen before: "
+                 "first answer replayed",
+                 key->id, key->tenant);
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "Idempotent-Replayed", "true");
+        vstr_trim(body);
+        api_reply(req, status, api_reason(status), vstr_str(body));
+        break;
+    case API_IDEM_MISMATCH:
+        api_fail_with(req, 422, "idempotency_key_reused",
+                      "this Idempotency-Key was used for another request");
+        break;
+    case API_IDEM_ERROR:
+        msg_warn("api: %s", vstr_str(why));
+        api_fail_with(req, 503, "unavailable",
+                      "the idempotency records cannot be read; try again "
+                      "later");
+        break;
+    }
+    vstr_free(body);
+    vstr_free(why);
+    return answered;
+}
+
 /* api_messages - POST /v1/messages */
 static void api_messages(API_CTX *ctx, struct evhttp_request *req)
 {
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(body);
+    const char *idem = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                          "Idempotency-Key");
     VSTR *queue_id = vstr_alloc(32);
-    API_MESSAGE *msg;
+    API_MESSAGE *msg = NULL;
     API_ERROR err;
     API_KEY key;
     const char *data;
@@ -289,7 +342,20 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
     }
     api_error_init(&err);
     data = len > 0 ? (const char *) evbuffer_pullup(body, -1) : "";
-    if ((msg = api_request_parse(data, len, &ctx->limits, &err)) == NULL) {
+    if (idem != NULL && !api_idem_key_ok(idem)) {
+        err.status = 400;
+        err.code = "invalid_field";
+        vstr_cpy(err.field, "Idempotency-Key");
+        vstr_sprintf(err.message,
+                     "Idempotency-Key must be 1 to %d printable ASCII "
+                     "characters without spaces",
+                     API_IDEM_KEY_MAX);
+        api_fail(req, &err);
+    } else if (idem != NULL &&
+               api_idem_replay(ctx, req, &key, idem, data, len)) {
+        /* answered from the record */
+    } else if ((msg = api_request_parse(data, len, &ctx->limits, &err)) ==
+               NULL) {
         msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
                  err.status, err.code, vstr_str(err.message));
         api_fail(req, &err);
@@ -301,6 +367,13 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
         msg_info("%s: api key=%s tenant=%s from=<%s> nrcpt=%zu size=%zu",
                  vstr_str(queue_id), key.id, key.tenant, msg->sender,
                  msg->rcpts->argc, vstr_len(msg->content));
+        /* Queued: record the answer before giving it. A record that
+           cannot be written costs a duplicate on retry, never a loss. */
+        if (idem != NULL &&
+            api_idem_store(ctx->idem_dir, key.tenant, idem, data, len, 202,
+                           text, err.message) < 0)
+            msg_warn("%s: api: Idempotency-Key not recorded: %s",
+                     vstr_str(queue_id), vstr_str(err.message));
         api_reply(req, 202, "Accepted", text);
         free(text);
     }
@@ -394,6 +467,13 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         (size_t) mail_conf_size(conf, "message_size_limit");
     ctx->cleanup_timeout_ms =
         (int) mail_conf_time(conf, "api_cleanup_timeout") * 1000;
+    ctx->idem_dir = mystrdup(mail_conf_str(conf, "api_idempotency_directory"));
+    ctx->idem_ttl = mail_conf_time(conf, "api_idempotency_ttl");
+    /* master makes $queue_directory/api; another place may need this. */
+    if (mkdir(ctx->idem_dir, 0700) < 0 && errno != EEXIST)
+        msg_warn("mkdir %s: %m (requests with an Idempotency-Key will get "
+                 "503)",
+                 ctx->idem_dir);
     if (*listen_addr == 0) {
         msg_info("api_listen is empty: the HTTP API is off");
         return;
@@ -414,6 +494,14 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         msg_fatal("api_listen = %s: evhttp cannot take the socket",
                   listen_addr);
     msg_info("HTTP API on %s", listen_addr);
+}
+
+/* api_tick - remove expired Idempotency-Key records */
+static void api_tick(MAIL_SERVER *server, void *arg)
+{
+    API_CTX *ctx = arg;
+
+    (void) api_idem_expire(ctx->idem_dir, ctx->idem_ttl);
 }
 
 /* api_retire - stop accepting and leave: a request is answered within
@@ -445,6 +533,8 @@ int main(int argc, char **argv)
     static const MAIL_SERVER_OPS ops = {
         .pre_loop = api_pre_loop,
         .on_trigger = NULL,
+        .on_tick = api_tick,
+        .tick_seconds = API_TICK,
         .on_retire = api_retire,
         .post_loop = api_post_loop,
     };
@@ -454,5 +544,6 @@ int main(int argc, char **argv)
     status = mail_server_main(argc, argv, "api", &ops, &ctx);
     myfree(ctx.cleanup_path);
     myfree(ctx.keys_path);
+    myfree(ctx.idem_dir);
     return status;
 }

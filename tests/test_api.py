@@ -418,3 +418,35 @@ def test_202_only_after_stable_storage(make_instance, make_sink, tmp_path):
     assert ack.ts > _done(steps["dir_sync"]), \
         "202 at %.6f, before cleanup's directory fsync returned at %.6f" % (
             ack.ts, _done(steps["dir_sync"]))
+
+
+def test_idempotency_key_sends_once_across_restart(api):
+    """A retried request with the same Idempotency-Key gets the first 202
+    (same queue ID, Idempotent-Replayed) and sends nothing more, also after
+    the instance restarted; the same key with another body gets 422; the
+    key belongs to its tenant (another tenant's same key is a new
+    message); a bad key is a 400."""
+    idem = {"Idempotency-Key": "order-4711"}
+    body = with_(subject="once")
+    status, first, _ = api.post(body, headers=idem)
+    assert status == 202, first
+    status, again, hdrs = api.post(body, headers=idem)
+    assert status == 202 and again == first, again
+    assert hdrs.get("Idempotent-Replayed") == "true"
+    api.inst.stop()
+    api.inst.start()
+    wait_until(api.healthy, 10, what="the api after a restart")
+    status, third, hdrs = api.post(body, headers=idem)
+    assert status == 202 and third == first, third
+    assert hdrs.get("Idempotent-Replayed") == "true"
+    status, answer, _ = api.post(with_(subject="other"), headers=idem)
+    assert status == 422 and answer["error"]["code"] == "idempotency_key_reused"
+    other = api.create_key("other-tenant")
+    status, theirs, _ = api.post(body, key=other, headers=idem)
+    assert status == 202 and theirs["id"] != first["id"], theirs
+    status, answer, _ = api.post(body, headers={"Idempotency-Key": "a b"})
+    assert status == 400 and answer["error"]["field"] == "Idempotency-Key"
+    api.sink.wait_messages(2)
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    subjects = [parse(m)["Subject"] for m in api.sink.received()]
+    assert sorted(subjects) == ["once", "once"], subjects
