@@ -40,6 +40,7 @@
  */
 #include "sys_defs.h"
 
+#include <ctype.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -53,6 +54,7 @@
 
 #include "api_idem.h"
 #include "api_keys.h"
+#include "api_mustache.h"
 #include "api_request.h"
 #include "cleanup_client.h"
 #include "cleanup_proto.h"
@@ -61,6 +63,7 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "safe_file.h"
 #include "vstr.h"
 
 #define API_LISTEN_BACKLOG 128
@@ -75,6 +78,7 @@ typedef struct API_CTX {
     char *cleanup_path;
     char *keys_path;
     char *idem_dir; /* api_idempotency_directory */
+    char *template_dir; /* api_template_directory */
     long long idem_ttl; /* api_idempotency_ttl, seconds */
     API_LIMITS limits;
     int cleanup_timeout_ms;
@@ -118,6 +122,8 @@ static const char *api_reason(int status)
         return "Payload Too Large";
     case 422:
         return "Unprocessable Content";
+    case 500:
+        return "Internal Server Error";
     case 503:
         return "Service Unavailable";
     default:
@@ -282,6 +288,339 @@ static char *api_accepted(const char *queue_id, const API_MESSAGE *msg)
     return text;
 }
 
+/* api_template_name_ok - 1 to 64 of [A-Za-z0-9._-], not starting '.' */
+static bool api_template_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0 || len > 64 || name[0] == '.')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char) name[i]) && name[i] != '.' &&
+            name[i] != '_' && name[i] != '-')
+            return false;
+    return true;
+}
+
+/* api_template_path - DIR/TENANT/NAME (tenant names are safe: api_keys) */
+static void api_template_path(const API_CTX *ctx, const char *tenant,
+                              const char *name, VSTR *path)
+{
+    vstr_sprintf(path, "%s/%s", ctx->template_dir, tenant);
+    if (name != NULL)
+        vstr_sprintf_append(path, "/%s", name);
+}
+
+/* api_template_load - the stored template object, or NULL (*missing when
+   there is none, else why) */
+static json_t *api_template_load(const API_CTX *ctx, const char *tenant,
+                                 const char *name, bool *missing, VSTR *why)
+{
+    VSTR *path = vstr_alloc(100);
+    json_error_t jerr;
+    json_t *obj = NULL;
+    char *data;
+    size_t len;
+
+    *missing = false;
+    api_template_path(ctx, tenant, name, path);
+    if ((data = safe_file_read(vstr_str(path), 16 * 1024 * 1024, &len)) ==
+        NULL) {
+        if (errno == ENOENT)
+            *missing = true;
+        else
+            vstr_sprintf(why, "read %s: %s", vstr_str(path), strerror(errno));
+    } else if ((obj = json_loadb(data, len, 0, &jerr)) == NULL ||
+               !json_is_object(obj)) {
+        vstr_sprintf(why, "%s: not a template", vstr_str(path));
+        json_decref(obj);
+        obj = NULL;
+    }
+    myfree(data);
+    vstr_free(path);
+    return obj;
+}
+
+/* api_template_check - a PUT body: an object of subject, text, html
+   strings (text or html), each a valid template; NULL, or the error */
+static bool api_template_check(json_t *obj, API_ERROR *err)
+{
+    static const char *const parts[] = {"subject", "text", "html"};
+    const char *key;
+    json_t *value;
+    VSTR *why = vstr_alloc(100);
+    bool ok = true;
+
+    if (!json_is_object(obj)) {
+        err->status = 400;
+        err->code = "invalid_json";
+        vstr_cpy(err->message, "the body must be a JSON object");
+        ok = false;
+    }
+    if (ok) {
+        json_object_foreach(obj, key, value)
+        {
+            bool known = false;
+            API_MUSTACHE *tmpl;
+
+            for (size_t i = 0; i < SLUICE_ARRAY_LEN(parts); i++)
+                known |= strcmp(key, parts[i]) == 0;
+            if (!known || !json_is_string(value)) {
+                err->status = 400;
+                err->code = "invalid_field";
+                vstr_cpy(err->field, known ? key : "");
+                vstr_cpy(err->message, known ? "a template part must be a "
+                                               "string"
+                                             : "a template has only subject, "
+                                               "text and html");
+                ok = false;
+                break;
+            }
+            if ((tmpl = api_mustache_compile(json_string_value(value),
+                                             json_string_length(value), why)) ==
+                NULL) {
+                err->status = 422;
+                err->code = "invalid_template";
+                vstr_cpy(err->field, key);
+                vstr_sprintf(err->message, "%s: %s", key, vstr_str(why));
+                ok = false;
+                break;
+            }
+            api_mustache_free(tmpl);
+        }
+    }
+    if (ok && json_object_get(obj, "text") == NULL &&
+        json_object_get(obj, "html") == NULL) {
+        err->status = 400;
+        err->code = "missing_field";
+        vstr_cpy(err->field, "text");
+        vstr_cpy(err->message, "a template needs text or html");
+        ok = false;
+    }
+    vstr_free(why);
+    return ok;
+}
+
+/* api_templates - PUT, GET, DELETE /v1/templates/NAME */
+static void api_templates(API_CTX *ctx, struct evhttp_request *req,
+                          const char *name)
+{
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body);
+    VSTR *why = vstr_alloc(100);
+    VSTR *path = vstr_alloc(100);
+    API_ERROR err;
+    API_KEY key;
+    json_t *old;
+    json_t *obj = NULL;
+    json_error_t jerr;
+    bool missing;
+    char *text;
+
+    api_error_init(&err);
+    if (method != EVHTTP_REQ_PUT && method != EVHTTP_REQ_GET &&
+        method != EVHTTP_REQ_DELETE) {
+        api_fail_with(req, 405, "method_not_allowed",
+                      "/v1/templates/NAME takes PUT, GET and DELETE");
+        goto out;
+    }
+    if (!api_authorize(ctx, req,
+                       method == EVHTTP_REQ_GET
+                           ? API_SCOPE_TEMPLATES | API_SCOPE_READ
+                           : API_SCOPE_TEMPLATES,
+                       &key))
+        goto out;
+    if (!api_template_name_ok(name)) {
+        api_fail_with(req, 400, "invalid_field",
+                      "a template name is 1 to 64 letters, digits, '.', '_' "
+                      "or '-'");
+        goto out;
+    }
+    old = api_template_load(ctx, key.tenant, name, &missing, why);
+    if (old == NULL && !missing) {
+        msg_warn("api: %s", vstr_str(why));
+        api_fail_with(req, 503, "unavailable",
+                      "the template cannot be read; try again later");
+        goto out;
+    }
+    if (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_DELETE) {
+        if (old == NULL) {
+            api_fail_with(req, 404, "not_found", "no such template");
+        } else if (method == EVHTTP_REQ_GET) {
+            json_object_set_new(old, "name", json_string(name));
+            text = json_dumps(old, JSON_COMPACT);
+            api_reply(req, 200, "OK", text ? text : "{}");
+            free(text);
+        } else {
+            api_template_path(ctx, key.tenant, name, path);
+            if (unlink(vstr_str(path)) < 0 ||
+                safe_file_fsync_parent(vstr_str(path)) < 0) {
+                msg_warn("api: remove %s: %m", vstr_str(path));
+                api_fail_with(req, 503, "unavailable",
+                              "the template cannot be removed");
+            } else {
+                msg_info("api: key=%s tenant=%s: template %s deleted", key.id,
+                         key.tenant, name);
+                api_reply(req, 200, "OK", "{\"deleted\":true}");
+            }
+        }
+        json_decref(old);
+        goto out;
+    }
+    /* PUT: check every part, then store it as the next version. */
+    obj = json_loadb(len ? (const char *) evbuffer_pullup(body, -1) : "", len,
+                     JSON_REJECT_DUPLICATES, &jerr);
+    if (obj == NULL) {
+        api_fail_with(req, 400, "invalid_json", "the body is not valid JSON");
+    } else if (api_template_check(obj, &err)) {
+        json_int_t version =
+            old != NULL && json_is_integer(json_object_get(old, "version"))
+                ? json_integer_value(json_object_get(old, "version")) + 1
+                : 1;
+
+        json_object_set_new(obj, "version", json_integer(version));
+        text = json_dumps(obj, JSON_COMPACT);
+        api_template_path(ctx, key.tenant, NULL, path);
+        if ((mkdir(ctx->template_dir, 0700) < 0 && errno != EEXIST) ||
+            (mkdir(vstr_str(path), 0700) < 0 && errno != EEXIST)) {
+            msg_warn("api: mkdir %s: %m", vstr_str(path));
+            api_fail_with(req, 503, "unavailable",
+                          "the template cannot be stored");
+        } else {
+            api_template_path(ctx, key.tenant, name, path);
+            if (text == NULL ||
+                safe_file_write(vstr_str(path), text, strlen(text), 0600) < 0) {
+                msg_warn("api: write %s: %m", vstr_str(path));
+                api_fail_with(req, 503, "unavailable",
+                              "the template cannot be stored");
+            } else {
+                VSTR *answer = vstr_alloc(100);
+
+                msg_info("api: key=%s tenant=%s: template %s version %lld",
+                         key.id, key.tenant, name, (long long) version);
+                vstr_sprintf(answer, "{\"name\":\"%s\",\"version\":%lld}", name,
+                             (long long) version);
+                api_reply(req, 200, "OK", vstr_str(answer));
+                vstr_free(answer);
+            }
+        }
+        free(text);
+    } else {
+        api_fail(req, &err);
+    }
+    json_decref(old);
+out:
+    json_decref(obj);
+    api_error_free(&err);
+    vstr_free(why);
+    vstr_free(path);
+}
+
+/* api_render - a request naming a template, made a request with subject,
+   text and html rendered from the tenant's template and "data"; NULL (the
+   request is not templated: use it as it is), or *failed with err */
+static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
+                        size_t len, bool *failed, API_ERROR *err)
+{
+    static const char *const parts[] = {"subject", "text", "html"};
+    json_error_t jerr;
+    json_t *req = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *name;
+    json_t *tdata;
+    json_t *tmpl_obj = NULL;
+    json_t *empty = json_object();
+    VSTR *out = vstr_alloc(1024);
+    char *result = NULL;
+    bool missing;
+
+    *failed = false;
+    if (req == NULL || !json_is_object(req) ||
+        (name = json_object_get(req, "template")) == NULL)
+        goto out; /* api_request_parse says what is wrong, if anything */
+    *failed = true;
+    err->status = 400;
+    err->code = "invalid_field";
+    if (!json_is_string(name)) {
+        vstr_cpy(err->field, "template");
+        vstr_cpy(err->message, "template must be a string");
+        goto out;
+    }
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(parts); i++) {
+        if (json_object_get(req, parts[i]) != NULL) {
+            vstr_cpy(err->field, parts[i]);
+            vstr_sprintf(err->message,
+                         "%s cannot be given with template (the template "
+                         "has its own)",
+                         parts[i]);
+            goto out;
+        }
+    }
+    tdata = json_object_get(req, "data");
+    if (tdata != NULL && !json_is_object(tdata)) {
+        vstr_cpy(err->field, "data");
+        vstr_cpy(err->message, "data must be an object");
+        goto out;
+    }
+    if ((tmpl_obj = api_template_load(ctx, key->tenant, json_string_value(name),
+                                      &missing, err->message)) == NULL) {
+        if (missing) {
+            err->status = 422;
+            err->code = "unknown_template";
+            vstr_cpy(err->field, "template");
+            vstr_cpy(err->message, "no template of that name");
+        } else {
+            msg_warn("api: %s", vstr_str(err->message));
+            err->status = 503;
+            err->code = "unavailable";
+        }
+        goto out;
+    }
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(parts); i++) {
+        json_t *part = json_object_get(tmpl_obj, parts[i]);
+        API_MUSTACHE *tmpl;
+
+        if (!json_is_string(part))
+            continue;
+        if ((tmpl = api_mustache_compile(json_string_value(part),
+                                         json_string_length(part),
+                                         err->message)) == NULL) {
+            err->status = 500;
+            err->code = "invalid_template";
+            goto out;
+        }
+        vstr_reset(out);
+        if (api_mustache_render(
+                tmpl, tdata ? tdata : empty, strcmp(parts[i], "html") == 0,
+                ctx->limits.max_message_size ? ctx->limits.max_message_size
+                                             : SIZE_MAX / 2,
+                out, err->message) < 0) {
+            api_mustache_free(tmpl);
+            err->status = 413;
+            err->code = "message_too_large";
+            goto out;
+        }
+        api_mustache_free(tmpl);
+        json_object_set_new(req, parts[i],
+                            json_stringn(vstr_str(out), vstr_len(out)));
+    }
+    json_object_del(req, "template");
+    json_object_del(req, "data");
+    if ((result = json_dumps(req, JSON_COMPACT)) == NULL) {
+        err->status = 422;
+        err->code = "invalid_template";
+        vstr_cpy(err->message, "the rendered text is not valid UTF-8");
+        goto out;
+    }
+    *failed = false;
+out:
+    json_decref(req);
+    json_decref(tmpl_obj);
+    json_decref(empty);
+    vstr_free(out);
+    return result;
+}
+
 /* api_idem_replay - answer a retry from its Idempotency-Key record;
    true when it was answered (replayed or refused) */
 static bool api_idem_replay(API_CTX *ctx, struct evhttp_request *req,
@@ -335,6 +674,8 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
     API_ERROR err;
     API_KEY key;
     const char *data;
+    char *rendered = NULL;
+    bool render_failed = false;
 
     if (!api_authorize(ctx, req, API_SCOPE_SEND, &key)) {
         vstr_free(queue_id);
@@ -354,8 +695,15 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
     } else if (idem != NULL &&
                api_idem_replay(ctx, req, &key, idem, data, len)) {
         /* answered from the record */
-    } else if ((msg = api_request_parse(data, len, &ctx->limits, &err)) ==
-               NULL) {
+    } else if ((rendered = api_render(ctx, &key, data, len, &render_failed,
+                                      &err)) == NULL &&
+               render_failed) {
+        msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
+                 err.status, err.code, vstr_str(err.message));
+        api_fail(req, &err);
+    } else if ((msg = api_request_parse(rendered ? rendered : data,
+                                        rendered ? strlen(rendered) : len,
+                                        &ctx->limits, &err)) == NULL) {
         msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
                  err.status, err.code, vstr_str(err.message));
         api_fail(req, &err);
@@ -377,6 +725,7 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
         api_reply(req, 202, "Accepted", text);
         free(text);
     }
+    free(rendered);
     api_message_free(msg);
     api_error_free(&err);
     vstr_free(queue_id);
@@ -397,6 +746,8 @@ static void api_request(struct evhttp_request *req, void *arg)
         else
             api_fail_with(req, 405, "method_not_allowed",
                           "/v1/messages takes POST");
+    } else if (strncmp(path, "/v1/templates/", 14) == 0) {
+        api_templates(ctx, req, path + 14);
     } else if (strcmp(path, "/v1/health") == 0) {
         if (method == EVHTTP_REQ_GET)
             api_reply(req, 200, "OK", "{\"status\":\"ok\"}");
@@ -469,6 +820,7 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         (int) mail_conf_time(conf, "api_cleanup_timeout") * 1000;
     ctx->idem_dir = mystrdup(mail_conf_str(conf, "api_idempotency_directory"));
     ctx->idem_ttl = mail_conf_time(conf, "api_idempotency_ttl");
+    ctx->template_dir = mystrdup(mail_conf_str(conf, "api_template_directory"));
     /* master makes $queue_directory/api; another place may need this. */
     if (mkdir(ctx->idem_dir, 0700) < 0 && errno != EEXIST)
         msg_warn("mkdir %s: %m (requests with an Idempotency-Key will get "
@@ -545,5 +897,6 @@ int main(int argc, char **argv)
     myfree(ctx.cleanup_path);
     myfree(ctx.keys_path);
     myfree(ctx.idem_dir);
+    myfree(ctx.template_dir);
     return status;
 }

@@ -62,7 +62,7 @@ class Api:
         conf.update(params or {})
         self.inst = make_instance(relayhost="[127.0.0.1]:%d" % self.sink.port,
                                   params=conf, services=[API_SERVICE])
-        self.key = self.create_key("acme")
+        self.key = self.create_key("acme", "--scope", "send,templates")
         self.inst.start()
         wait_until(self.healthy, 10, what="the api to answer /v1/health")
 
@@ -450,3 +450,65 @@ def test_idempotency_key_sends_once_across_restart(api):
     wait_until(lambda: api.queued() == [], 20, what="an empty queue")
     subjects = [parse(m)["Subject"] for m in api.sink.received()]
     assert sorted(subjects) == ["once", "once"], subjects
+
+
+def test_templates_stored_versioned_and_rendered(api):
+    """PUT /v1/templates/NAME stores a Mustache template (version 1, then
+    2), GET gives it back, a message naming it with data arrives rendered:
+    variables, HTML escaping in the html part only, triple braces,
+    sections over a list, inverted sections, comments. A template with an
+    unclosed section is a 422 naming the part; an unknown template a 422;
+    another tenant sees none of it; DELETE removes it."""
+    tpl = {"subject": "Hello {{name}}",
+           "text": "Hi {{name}},{{! a comment }}\n{{#items}}- {{title}} x{{qty}}\n{{/items}}"
+                   "{{^items}}nothing ordered\n{{/items}}",
+           "html": "<p>Hi {{name}} {{{badge}}}</p>"}
+    status, answer, _ = api_request(api.port, "PUT", "/v1/templates/order",
+                                    {"text": "v1"}, key=api.key)
+    assert (status, answer) == (200, {"name": "order", "version": 1}), answer
+    status, answer, _ = api_request(api.port, "PUT", "/v1/templates/order",
+                                    tpl, key=api.key)
+    assert (status, answer) == (200, {"name": "order", "version": 2}), answer
+    status, got, _ = api_request(api.port, "GET", "/v1/templates/order", key=api.key)
+    assert status == 200 and got["version"] == 2 and got["html"] == tpl["html"]
+
+    data = {"name": "Ann & <Bob>", "badge": "<b>VIP</b>",
+            "items": [{"title": "tea", "qty": 2}, {"title": "cake", "qty": 1}]}
+    status, answer, _ = api.post({"from": "shop@sender.test", "to": ["ann@rcpt.test"],
+                                  "template": "order", "data": data})
+    assert status == 202, answer
+    status, answer, _ = api.post({"from": "shop@sender.test", "to": ["bob@rcpt.test"],
+                                  "template": "order", "data": {"name": "Bob"}})
+    assert status == 202, answer
+    got = {m.rcpt_tos[0]: parse(m) for m in api.sink.wait_messages(2)}
+    ann = got["ann@rcpt.test"]
+    assert ann["Subject"] == "Hello Ann & <Bob>"
+    assert ann.get_body(("plain",)).get_content() == \
+        "Hi Ann & <Bob>,\n- tea x2\n- cake x1\n"
+    assert ann.get_body(("html",)).get_content().strip() == \
+        "<p>Hi Ann &amp; &lt;Bob&gt; <b>VIP</b></p>"
+    assert got["bob@rcpt.test"].get_body(("plain",)).get_content() == \
+        "Hi Bob,\nnothing ordered\n"
+
+    status, answer, _ = api_request(api.port, "PUT", "/v1/templates/broken",
+                                    {"text": "{{#items}} never closed"}, key=api.key)
+    assert status == 422 and answer["error"]["code"] == "invalid_template", answer
+    assert answer["error"]["field"] == "text"
+    assert "not closed" in answer["error"]["message"]
+    status, answer, _ = api.post({"from": "a@sender.test", "to": "b@rcpt.test",
+                                  "template": "nope"})
+    assert status == 422 and answer["error"]["code"] == "unknown_template"
+    status, answer, _ = api.post({"from": "a@sender.test", "to": "b@rcpt.test",
+                                  "template": "order", "text": "x"})
+    assert status == 400 and answer["error"]["field"] == "text"
+
+    other = api.create_key("other", "--scope", "send,templates")
+    assert api_request(api.port, "GET", "/v1/templates/order", key=other)[0] == 404
+    sender_only = api.create_key("acme")
+    assert api_request(api.port, "PUT", "/v1/templates/x", {"text": "t"},
+                       key=sender_only)[0] == 403
+    status, answer, _ = api_request(api.port, "DELETE", "/v1/templates/order", key=api.key)
+    assert status == 200, answer
+    assert api_request(api.port, "GET", "/v1/templates/order", key=api.key)[0] == 404
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    assert len(api.sink.received()) == 2
