@@ -530,6 +530,7 @@ static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
     json_t *tdata;
     json_t *tmpl_obj = NULL;
     json_t *empty = json_object();
+    int rc;
     VSTR *out = vstr_alloc(1024);
     char *result = NULL;
     bool missing;
@@ -590,14 +591,15 @@ static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
             goto out;
         }
         vstr_reset(out);
-        if (api_mustache_render(
-                tmpl, tdata ? tdata : empty, strcmp(parts[i], "html") == 0,
-                ctx->limits.max_message_size ? ctx->limits.max_message_size
-                                             : SIZE_MAX / 2,
-                out, err->message) < 0) {
+        if ((rc = api_mustache_render(
+                 tmpl, tdata ? tdata : empty, strcmp(parts[i], "html") == 0,
+                 ctx->limits.max_message_size ? ctx->limits.max_message_size
+                                              : SIZE_MAX / 2,
+                 0, out, err->message)) < 0) {
             api_mustache_free(tmpl);
-            err->status = 413;
-            err->code = "message_too_large";
+            err->status = rc == -1 ? 413 : 422;
+            err->code = rc == -1 ? "message_too_large" : "template_too_complex";
+            vstr_cpy(err->field, parts[i]);
             goto out;
         }
         api_mustache_free(tmpl);

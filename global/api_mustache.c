@@ -218,7 +218,10 @@ typedef struct API_MUSTACHE_STATE {
     bool escape_html;
     size_t max_out;
     VSTR *out;
-    bool full;
+    bool full; /* out of room */
+    size_t steps; /* tokens visited: sections over lists multiply them */
+    size_t max_steps;
+    bool busy; /* more than API_MUSTACHE_STEPS */
 } API_MUSTACHE_STATE;
 
 /* api_mustache_lookup - a name in the context stack (NULL: missing) */
@@ -332,6 +335,10 @@ static void api_mustache_run(const API_MUSTACHE *tmpl, size_t from, size_t to,
         const API_MUSTACHE_TOKEN *tok = tmpl->tokens + i;
         json_t *value;
 
+        if (++st->steps > st->max_steps) {
+            st->busy = st->full = true;
+            break;
+        }
         switch (tok->kind) {
         case API_MUSTACHE_TEXT:
             api_mustache_emit(st, tok->text, tok->len, false);
@@ -369,16 +376,23 @@ static void api_mustache_run(const API_MUSTACHE *tmpl, size_t from, size_t to,
 
 /* api_mustache_render - the template rendered with data */
 int api_mustache_render(const API_MUSTACHE *tmpl, json_t *data,
-                        bool escape_html, size_t max_out, VSTR *out, VSTR *why)
+                        bool escape_html, size_t max_out, size_t max_steps,
+                        VSTR *out, VSTR *why)
 {
     API_MUSTACHE_STATE st = {0};
 
+    st.max_steps = max_steps ? max_steps : API_MUSTACHE_STEPS;
     st.stack[0] = data;
     st.depth = 1;
     st.escape_html = escape_html;
     st.max_out = vstr_len(out) + max_out;
     st.out = out;
     api_mustache_run(tmpl, 0, tmpl->count, &st);
+    if (st.busy) {
+        vstr_sprintf(why, "the template takes more than %zu steps to render",
+                     st.max_steps);
+        return -2;
+    }
     if (st.full) {
         vstr_sprintf(why, "the rendered text exceeds %zu bytes", max_out);
         return -1;

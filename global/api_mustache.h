@@ -11,8 +11,10 @@
  * inverted sections, {{! comments}}. A template is compiled first, so an
  * unclosed or mismatched section, an empty or unknown tag is an error
  * naming the line, and rendering cannot fail on syntax. Sections nest at
- * most API_MUSTACHE_DEPTH deep and output stops with an error past the
- * caller's limit, so a hostile template and data cannot blow up.
+ * most API_MUSTACHE_DEPTH deep, and rendering stops with an error past
+ * the caller's output limit or API_MUSTACHE_STEPS tokens visited (nested
+ * sections over lists multiply; the caller may set a lower bound), so a hostile template and data can make
+ * neither a huge output nor an endless loop.
  */
 #ifndef API_MUSTACHE_H
 #define API_MUSTACHE_H
@@ -23,6 +25,7 @@
 #include "vstr.h"
 
 #define API_MUSTACHE_DEPTH 32
+#define API_MUSTACHE_STEPS 1000000 /* tokens one rendering may visit */
 
 typedef struct API_MUSTACHE API_MUSTACHE;
 
@@ -34,10 +37,11 @@ extern API_MUSTACHE *api_mustache_free(API_MUSTACHE *tmpl);
 
 /* api_mustache_render - append the template rendered with data (a JSON
    value, the bottom of the context stack) to out; escape_html: {{name}}
-   is HTML-escaped; 0, or -1 with why when the output would exceed
-   max_out bytes */
+   is HTML-escaped; 0, or with why -1 when the output would exceed max_out
+   bytes, -2 when the rendering would visit more than max_steps tokens
+   (0: API_MUSTACHE_STEPS) */
 extern int api_mustache_render(const API_MUSTACHE *tmpl, json_t *data,
-                               bool escape_html, size_t max_out, VSTR *out,
-                               VSTR *why);
+                               bool escape_html, size_t max_out,
+                               size_t max_steps, VSTR *out, VSTR *why);
 
 #endif

@@ -512,3 +512,21 @@ def test_templates_stored_versioned_and_rendered(api):
     assert api_request(api.port, "GET", "/v1/templates/order", key=api.key)[0] == 404
     wait_until(lambda: api.queued() == [], 20, what="an empty queue")
     assert len(api.sink.received()) == 2
+
+
+def test_template_that_would_loop_is_refused(api):
+    """Nested sections over a list multiply: 9 levels over 10 items would
+    visit 10^9 tokens, writing nothing, and hold the daemon for minutes
+    (the output bound never trips). The render stops at its step
+    bound with 422 template_too_complex, nothing is queued, and the daemon
+    answers the next request at once."""
+    deep = "{{#l}}" * 9 + "{{/l}}" * 9
+    status, answer, _ = api_request(api.port, "PUT", "/v1/templates/deep",
+                                    {"text": deep}, key=api.key)
+    assert status == 200, answer
+    status, answer, _ = api.post({"from": "a@sender.test", "to": "b@rcpt.test",
+                                  "template": "deep", "data": {"l": list(range(10))}},
+                                 timeout=30)
+    assert status == 422 and answer["error"]["code"] == "template_too_complex", answer
+    assert api.healthy()
+    assert api.queued() == []
