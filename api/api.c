@@ -17,6 +17,10 @@
  * instead of a second message, across restarts (global/api_idem.h); the
  * same key with another body gets 422 idempotency_key_reused.
  *
+ * api_tenant_daily_limit caps the messages a tenant queues per UTC day:
+ * beyond it, 429 rate_limited with Retry-After (the seconds to midnight).
+ * The count lives in this process's memory: a restart starts it again.
+ *
  * A message is handed to cleanup through global/cleanup_client.h, and the
  * 202 is written only after cleanup_client_end() returned 0: cleanup has
  * fsynced the queue file and its directory. Any failure before that
@@ -45,6 +49,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -64,6 +69,7 @@
 #include "msg.h"
 #include "mymalloc.h"
 #include "safe_file.h"
+#include "htable.h"
 #include "vstr.h"
 
 #define API_LISTEN_BACKLOG 128
@@ -82,7 +88,14 @@ typedef struct API_CTX {
     long long idem_ttl; /* api_idempotency_ttl, seconds */
     API_LIMITS limits;
     int cleanup_timeout_ms;
+    long long daily_limit; /* api_tenant_daily_limit (0: none) */
+    HTABLE *usage; /* tenant -> API_USAGE, messages sent today */
 } API_CTX;
+
+typedef struct API_USAGE {
+    long long day; /* days since the epoch, UTC */
+    long long count; /* messages queued that day */
+} API_USAGE;
 
 /* api_reply - send status with a JSON body */
 static void api_reply(struct evhttp_request *req, int status,
@@ -124,6 +137,8 @@ static const char *api_reason(int status)
         return "Unprocessable Content";
     case 500:
         return "Internal Server Error";
+    case 429:
+        return "Too Many Requests";
     case 503:
         return "Service Unavailable";
     default:
@@ -623,6 +638,52 @@ out:
     return result;
 }
 
+/* api_usage - the tenant's count for today (reset at a new UTC day) */
+static API_USAGE *api_usage(API_CTX *ctx, const char *tenant, time_t now)
+{
+    API_USAGE *usage = htable_find(ctx->usage, tenant);
+
+    if (usage == NULL) {
+        usage = mycalloc(1, sizeof(*usage));
+        htable_enter(ctx->usage, tenant, usage);
+    }
+    if (usage->day != (long long) (now / 86400)) {
+        usage->day = (long long) (now / 86400);
+        usage->count = 0;
+    }
+    return usage;
+}
+
+/* api_usage_free - release one API_USAGE (htable_free) */
+static void api_usage_free(void *usage)
+{
+    myfree(usage);
+}
+
+/* api_over_limit - answer 429 when the tenant used its day; true then */
+static bool api_over_limit(API_CTX *ctx, struct evhttp_request *req,
+                           const API_KEY *key)
+{
+    time_t now = time(NULL);
+    API_USAGE *usage;
+    char retry[32];
+
+    if (ctx->daily_limit == 0)
+        return false;
+    usage = api_usage(ctx, key->tenant, now);
+    if (usage->count < ctx->daily_limit)
+        return false;
+    snprintf(retry, sizeof(retry), "%lld", (long long) (86400 - now % 86400));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                      retry);
+    msg_info("api: key=%s tenant=%s: daily limit of %lld messages reached",
+             key->id, key->tenant, ctx->daily_limit);
+    api_fail_with(req, 429, "rate_limited",
+                  "this tenant has sent its api_tenant_daily_limit of "
+                  "messages today (UTC)");
+    return true;
+}
+
 /* api_idem_replay - answer a retry from its Idempotency-Key record;
    true when it was answered (replayed or refused) */
 static bool api_idem_replay(API_CTX *ctx, struct evhttp_request *req,
@@ -697,6 +758,8 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
     } else if (idem != NULL &&
                api_idem_replay(ctx, req, &key, idem, data, len)) {
         /* answered from the record */
+    } else if (api_over_limit(ctx, req, &key)) {
+        /* answered 429 */
     } else if ((rendered = api_render(ctx, &key, data, len, &render_failed,
                                       &err)) == NULL &&
                render_failed) {
@@ -724,6 +787,7 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
                            text, err.message) < 0)
             msg_warn("%s: api: Idempotency-Key not recorded: %s",
                      vstr_str(queue_id), vstr_str(err.message));
+        api_usage(ctx, key.tenant, time(NULL))->count++;
         api_reply(req, 202, "Accepted", text);
         free(text);
     }
@@ -822,6 +886,8 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         (int) mail_conf_time(conf, "api_cleanup_timeout") * 1000;
     ctx->idem_dir = mystrdup(mail_conf_str(conf, "api_idempotency_directory"));
     ctx->idem_ttl = mail_conf_time(conf, "api_idempotency_ttl");
+    ctx->daily_limit = mail_conf_int(conf, "api_tenant_daily_limit");
+    ctx->usage = htable_alloc(16);
     ctx->template_dir = mystrdup(mail_conf_str(conf, "api_template_directory"));
     /* master makes $queue_directory/api; another place may need this. */
     if (mkdir(ctx->idem_dir, 0700) < 0 && errno != EEXIST)
@@ -900,5 +966,7 @@ int main(int argc, char **argv)
     myfree(ctx.keys_path);
     myfree(ctx.idem_dir);
     myfree(ctx.template_dir);
+    if (ctx.usage != NULL)
+        htable_free(ctx.usage, api_usage_free);
     return status;
 }

@@ -530,3 +530,22 @@ def test_template_that_would_loop_is_refused(api):
     assert status == 422 and answer["error"]["code"] == "template_too_complex", answer
     assert api.healthy()
     assert api.queued() == []
+
+
+def test_tenant_daily_limit_429(make_instance, make_sink):
+    """api_tenant_daily_limit = 2: a tenant's third message of the day gets
+    429 rate_limited with Retry-After and is not queued; another tenant
+    still sends; a refused request (bad input) does not count."""
+    api = Api(make_instance, make_sink, params={"api_tenant_daily_limit": "2"})
+    assert api.post(with_(to="nobody"))[0] == 422
+    assert api.post(with_(subject="one"))[0] == 202
+    assert api.post(with_(subject="two"))[0] == 202
+    status, answer, hdrs = api.post(with_(subject="three"))
+    assert status == 429 and answer["error"]["code"] == "rate_limited", answer
+    assert 0 < int(hdrs["Retry-After"]) <= 86400
+    other = api.create_key("other")
+    assert api.post(with_(subject="other"), key=other)[0] == 202
+    api.sink.wait_messages(3)
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    subjects = sorted(parse(m)["Subject"] for m in api.sink.received())
+    assert subjects == ["one", "other", "two"]
