@@ -549,3 +549,63 @@ def test_tenant_daily_limit_429(make_instance, make_sink):
     wait_until(lambda: api.queued() == [], 20, what="an empty queue")
     subjects = sorted(parse(m)["Subject"] for m in api.sink.received())
     assert subjects == ["one", "other", "two"]
+
+
+def test_hostile_clients_disturb_nobody(make_instance, make_sink):
+    """A slowloris client (headers never finished) is cut off after
+    api_timeout while other clients are served meanwhile; 10,000 headers
+    and a 100 MB Content-Length are refused without reading them; nothing
+    is queued and the daemon keeps serving."""
+    import socket
+    api = Api(make_instance, make_sink,
+              params={"api_timeout": "3s", "api_max_request_size": "1m"})
+    slow = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+    slow.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+    assert api.post(with_(subject="while slow"))[0] == 202
+    slow.settimeout(30)
+    try:
+        rest = slow.recv(4096)      # the server hangs up (EOF or a 408)
+    except ConnectionResetError:
+        rest = b""
+    assert rest == b"" or rest.startswith(b"HTTP/1.1 4"), rest
+    slow.close()
+
+    many = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+    head = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n" + \
+        b"".join(b"X-H%d: v\r\n" % i for i in range(10000)) + b"\r\n"
+    try:
+        many.sendall(head)
+        answer = many.recv(4096)
+    except (ConnectionResetError, BrokenPipeError):
+        answer = b""
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:100]
+    many.close()
+
+    big = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+    big.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n"
+                b"Authorization: Bearer " + api.key.encode() + b"\r\n\r\n" + b"{" * 65536)
+    try:
+        answer = big.recv(4096)
+    except ConnectionResetError:
+        answer = b""
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    big.close()
+
+    assert api.healthy()
+    assert api.post(with_(subject="after"))[0] == 202
+    api.sink.wait_messages(2)
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    assert sorted(parse(m)["Subject"] for m in api.sink.received()) == \
+        ["after", "while slow"]
+
+
+def test_reload_keeps_serving(api):
+    """sluice reload: the successor binds api_listen beside the retiring
+    process (SO_REUSEPORT) and serves; the old one exits."""
+    old = api.inst.child("api")
+    api.inst.reload()
+    wait_until(lambda: not pid_alive(old), 20, what="the old api to retire")
+    wait_until(api.healthy, 10, what="the new api to answer")
+    assert api.inst.child("api") != old
+    assert api.post(with_(subject="after reload"))[0] == 202
+    api.sink.wait_messages(1)
