@@ -10,6 +10,10 @@
  *   POST /v1/messages   Authorization: Bearer KEY (scope send); the body
  *                       is global/api_request.h's JSON. 202 with
  *                       {"id": QID, "recipients": [{"to", "id"}...]}
+ *   GET  /v1/messages/ID  (scope read) {"id", "state": queued, deferred,
+ *                       held or done (out of the queue), "recipients":
+ *                       [{"to", "id", "state": pending or done}]}, for
+ *                       a message of the key's tenant (admin: any)
  *   GET  /v1/health     200 {"status": "ok"}, no key needed
  *
  * An Idempotency-Key header makes a retry of the same request within
@@ -48,6 +52,8 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <dirent.h>
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -68,6 +74,8 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "qfile.h"
+#include "qid.h"
 #include "safe_file.h"
 #include "htable.h"
 #include "vstr.h"
@@ -76,12 +84,15 @@
 #define API_HEADERS_MAX (64 * 1024) /* bytes of a request's HTTP headers */
 #define API_RETRY_AFTER "30" /* seconds, with every 503 */
 #define API_TICK 300 /* seconds between removals of expired records */
+#define API_OWNERS "owners" /* under api_idempotency_directory: QID -> tenant */
+#define API_OWNER_TTL (7 * 86400) /* seconds a message's owner is kept */
 
 typedef struct API_CTX {
     MAIL_SERVER *server;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     char *cleanup_path;
+    char *queue_dir;
     char *keys_path;
     char *idem_dir; /* api_idempotency_directory */
     char *template_dir; /* api_template_directory */
@@ -638,6 +649,125 @@ out:
     return result;
 }
 
+/* api_owner_path - DIR/owners[/QID] */
+static void api_owner_path(const API_CTX *ctx, const char *qid, VSTR *path)
+{
+    vstr_sprintf(path, "%s/%s", ctx->idem_dir, API_OWNERS);
+    if (qid != NULL)
+        vstr_sprintf_append(path, "/%s", qid);
+}
+
+/* api_owner_record - note which tenant queued qid, for status lookups.
+   Not fsynced: a record lost in a crash makes a lookup say 404, it
+   loses no mail. */
+static void api_owner_record(const API_CTX *ctx, const char *qid,
+                             const char *tenant)
+{
+    VSTR *path = vstr_alloc(100);
+    int fd;
+
+    api_owner_path(ctx, NULL, path);
+    if (mkdir(vstr_str(path), 0700) < 0 && errno != EEXIST) {
+        msg_warn("api: mkdir %s: %m", vstr_str(path));
+    } else {
+        api_owner_path(ctx, qid, path);
+        if ((fd = open(vstr_str(path), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                       0600)) < 0 ||
+            safe_file_write_all(fd, tenant, strlen(tenant)) < 0)
+            msg_warn("api: write %s: %m", vstr_str(path));
+        if (fd >= 0)
+            (void) close(fd);
+    }
+    vstr_free(path);
+}
+
+/* api_owner_is - did tenant queue qid? */
+static bool api_owner_is(const API_CTX *ctx, const char *qid,
+                         const char *tenant)
+{
+    VSTR *path = vstr_alloc(100);
+    char *data;
+    bool yes;
+
+    api_owner_path(ctx, qid, path);
+    data = safe_file_read(vstr_str(path), API_KEYS_TENANT_MAX + 1, NULL);
+    yes = data != NULL && strcmp(data, tenant) == 0;
+    myfree(data);
+    vstr_free(path);
+    return yes;
+}
+
+/* api_status - GET /v1/messages/QID: where the message is, per recipient */
+static void api_status(API_CTX *ctx, struct evhttp_request *req,
+                       const char *qid)
+{
+    static const char *const queues[] = {"incoming", "active", "deferred",
+                                         "hold"};
+    VSTR *path = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    QFILE_INFO *info = NULL;
+    const char *where = NULL;
+    API_KEY key;
+    char *text;
+
+    if (!api_authorize(ctx, req, API_SCOPE_READ, &key))
+        goto out;
+    if (!qid_valid(qid) || (!(key.scopes & API_SCOPE_ADMIN) &&
+                            !api_owner_is(ctx, qid, key.tenant))) {
+        api_fail_with(req, 404, "not_found",
+                      "no message of this tenant with that ID");
+        goto out;
+    }
+    /* Two passes: a file moving back (deferred to active) between two
+       looks is found the second time. */
+    for (int pass = 0; pass < 2 && where == NULL; pass++) {
+        for (size_t i = 0; i < SLUICE_ARRAY_LEN(queues) && where == NULL; i++) {
+            int fd;
+
+            mail_queue_path(path, ctx->queue_dir, queues[i], qid);
+            if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0)
+                continue;
+            if ((info = qfile_info_read(fd, why)) != NULL)
+                where = queues[i];
+            (void) close(fd);
+        }
+    }
+    {
+        json_t *obj = json_object();
+        json_t *rcpts = json_array();
+        VSTR *id = vstr_alloc(40);
+
+        json_object_set_new(obj, "id", json_string(qid));
+        /* Out of the queue: delivered, bounced or expired (the status
+           index of issue 15 will say which). */
+        json_object_set_new(
+            obj, "state",
+            json_string(where == NULL                    ? "done"
+                        : strcmp(where, "deferred") == 0 ? "deferred"
+                        : strcmp(where, "hold") == 0     ? "held"
+                                                         : "queued"));
+        for (size_t i = 0; info != NULL && i < info->rcpt_count; i++) {
+            vstr_sprintf(id, "%s.%zu", qid, i + 1);
+            json_array_append_new(
+                rcpts,
+                json_pack("{s:s, s:s, s:s}", "to", info->rcpts[i].address, "id",
+                          vstr_str(id), "state",
+                          info->rcpts[i].done ? "done" : "pending"));
+        }
+        json_object_set_new(obj, "recipients", rcpts);
+        text = json_dumps(obj, JSON_COMPACT);
+        api_reply(req, 200, "OK", text ? text : "{}");
+        free(text);
+        json_decref(obj);
+        vstr_free(id);
+    }
+out:
+    if (info != NULL)
+        qfile_info_free(info);
+    vstr_free(path);
+    vstr_free(why);
+}
+
 /* api_usage - the tenant's count for today (reset at a new UTC day) */
 static API_USAGE *api_usage(API_CTX *ctx, const char *tenant, time_t now)
 {
@@ -787,6 +917,7 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
                            text, err.message) < 0)
             msg_warn("%s: api: Idempotency-Key not recorded: %s",
                      vstr_str(queue_id), vstr_str(err.message));
+        api_owner_record(ctx, vstr_str(queue_id), key.tenant);
         api_usage(ctx, key.tenant, time(NULL))->count++;
         api_reply(req, 202, "Accepted", text);
         free(text);
@@ -806,7 +937,13 @@ static void api_request(struct evhttp_request *req, void *arg)
 
     if (path == NULL)
         path = "";
-    if (strcmp(path, "/v1/messages") == 0) {
+    if (strncmp(path, "/v1/messages/", 13) == 0) {
+        if (method == EVHTTP_REQ_GET)
+            api_status(ctx, req, path + 13);
+        else
+            api_fail_with(req, 405, "method_not_allowed",
+                          "/v1/messages/ID takes GET");
+    } else if (strcmp(path, "/v1/messages") == 0) {
         if (method == EVHTTP_REQ_POST)
             api_messages(ctx, req);
         else
@@ -877,6 +1014,7 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
     mail_queue_service(path, mail_conf_str(conf, "queue_directory"),
                        MAIL_QUEUE_PRIVATE, CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
+    ctx->queue_dir = mystrdup(mail_conf_str(conf, "queue_directory"));
     ctx->keys_path = mystrdup(mail_conf_str(conf, "api_keys_file"));
     ctx->limits.max_recipients =
         (size_t) mail_conf_int(conf, "api_max_recipients");
@@ -921,7 +1059,26 @@ static void api_tick(MAIL_SERVER *server, void *arg)
 {
     API_CTX *ctx = arg;
 
+    VSTR *path = vstr_alloc(100);
+    struct dirent *de;
+    struct stat st;
+    time_t now = time(NULL);
+    DIR *dp;
+
     (void) api_idem_expire(ctx->idem_dir, ctx->idem_ttl);
+    api_owner_path(ctx, NULL, path);
+    if ((dp = opendir(vstr_str(path))) != NULL) {
+        while ((de = readdir(dp)) != NULL) {
+            if (!qid_valid(de->d_name))
+                continue;
+            api_owner_path(ctx, de->d_name, path);
+            if (stat(vstr_str(path), &st) == 0 &&
+                now - st.st_mtime > API_OWNER_TTL)
+                (void) unlink(vstr_str(path));
+        }
+        closedir(dp);
+    }
+    vstr_free(path);
 }
 
 /* api_retire - stop accepting and leave: a request is answered within
@@ -963,6 +1120,7 @@ int main(int argc, char **argv)
 
     status = mail_server_main(argc, argv, "api", &ops, &ctx);
     myfree(ctx.cleanup_path);
+    myfree(ctx.queue_dir);
     myfree(ctx.keys_path);
     myfree(ctx.idem_dir);
     myfree(ctx.template_dir);

@@ -609,3 +609,35 @@ def test_reload_keeps_serving(api):
     assert api.inst.child("api") != old
     assert api.post(with_(subject="after reload"))[0] == 202
     api.sink.wait_messages(1)
+
+
+def test_status_lookup(api):
+    """GET /v1/messages/ID (scope read) says where a message is: one
+    recipient delivered (done), one refused with 450 (pending) while the
+    message waits in deferred/, then done once it went out. Another
+    tenant, or a made-up ID, gets 404."""
+    api.sink.set_rcpt_reply("later@rcpt.test", "450 4.2.1 try later")
+    status, answer, _ = api.post(with_(to=["now@rcpt.test", "later@rcpt.test"]))
+    assert status == 202, answer
+    qid = answer["id"]
+    reader = api.create_key("acme", "--scope", "read")
+
+    def state():
+        got, body, _ = api_request(api.port, "GET", "/v1/messages/" + qid, key=reader)
+        assert got == 200, body
+        return body
+
+    deferred = wait_until(lambda: (lambda b: b if b["state"] == "deferred" else None)(state()),
+                          30, what="the message in deferred/")
+    assert {r["to"]: r["state"] for r in deferred["recipients"]} == \
+        {"now@rcpt.test": "done", "later@rcpt.test": "pending"}
+    assert [r["id"] for r in deferred["recipients"]] == [qid + ".1", qid + ".2"]
+    other = api.create_key("other", "--scope", "read")
+    assert api_request(api.port, "GET", "/v1/messages/" + qid, key=other)[0] == 404
+    assert api_request(api.port, "GET", "/v1/messages/1MH7AAAAAAAAAAAA", key=reader)[0] == 404
+    assert api_request(api.port, "GET", "/v1/messages/..%2f..%2fx", key=reader)[0] == 404
+    api.sink.set_rcpt_reply("later@rcpt.test", None)
+    api.inst.check("flush")
+    done = wait_until(lambda: (lambda b: b if b["state"] == "done" else None)(state()),
+                      30, what="the message out of the queue")
+    assert done["recipients"] == []
