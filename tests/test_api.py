@@ -641,3 +641,69 @@ def test_status_lookup(api):
     done = wait_until(lambda: (lambda b: b if b["state"] == "done" else None)(state()),
                       30, what="the message out of the queue")
     assert done["recipients"] == []
+
+
+def test_api_under_valgrind(make_instance, make_sink, tmp_path):
+    """The api daemon under valgrind memcheck through every endpoint (parts,
+    raw, templates, bad input, idempotency, status, 401/403/404/413): no
+    error and no definite leak when the instance stops."""
+    from test_valgrind import ERROR_EXIT, VALGRIND, WRAPPER, log_problems, need_valgrind
+    need_valgrind()
+    logs = tmp_path / "vg"
+    logs.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(logs, 0o777)
+    require(LIBEXEC / "api", SLUICE)
+    sink = make_sink()
+    port = free_port()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
+                         params={"api_listen": "127.0.0.1:%d" % port,
+                                 "api_timeout": "20s"})
+    wrapper = inst.dir / "api-valgrind"
+    wrapper.write_text(WRAPPER.format(valgrind=VALGRIND, code=ERROR_EXIT, logs=logs,
+                                      name="api", program=LIBEXEC / "api"))
+    wrapper.chmod(0o755)
+    inst.add_service("api unix n - n - 1 " + str(wrapper))
+    key = inst.check("api", "key", "create", "acme", "--scope", "send,read,templates").strip()
+    inst.start()
+
+    def healthy():
+        try:
+            return api_request(port, "GET", "/v1/health", timeout=5)[0] == 200
+        except OSError:
+            return False
+    wait_until(healthy, 60, what="the api under valgrind")
+
+    def post(body, **kw):
+        return api_request(port, "POST", "/v1/messages", body, key=key, timeout=60, **kw)
+    status, answer, _ = post({"from": "S <s@sender.test>", "to": ["a@rcpt.test", "B é <b@rcpt.test>"],
+                              "subject": "é" * 50, "text": "t=" * 100, "html": "<p>h</p>",
+                              "headers": {"X-A": "ü"}}, headers={"Idempotency-Key": "k1"})
+    assert status == 202, answer
+    assert post({"from": "S <s@sender.test>", "to": ["a@rcpt.test", "B é <b@rcpt.test>"],
+                 "subject": "é" * 50, "text": "t=" * 100, "html": "<p>h</p>",
+                 "headers": {"X-A": "ü"}}, headers={"Idempotency-Key": "k1"})[1] == answer
+    raw = base64.b64encode(b"From: a@sender.test\r\nSubject: r\r\n\r\nbody\r\n").decode()
+    assert post({"from": "a@sender.test", "to": "c@rcpt.test", "raw": raw})[0] == 202
+    assert api_request(port, "PUT", "/v1/templates/t", {"subject": "{{a}}", "text": "{{#l}}{{.}}{{/l}}{{^x}}n{{/x}}",
+                       "html": "{{{a}}}{{a.b}}"}, key=key, timeout=60)[0] == 200
+    assert api_request(port, "GET", "/v1/templates/t", key=key, timeout=60)[0] == 200
+    assert post({"from": "a@sender.test", "to": "d@rcpt.test", "template": "t",
+                 "data": {"a": "<x>", "l": [1, "2", 3.5, True, None]}})[0] == 202
+    assert api_request(port, "PUT", "/v1/templates/bad", {"text": "{{#a}}"}, key=key, timeout=60)[0] == 422
+    assert api_request(port, "DELETE", "/v1/templates/t", key=key, timeout=60)[0] == 200
+    assert api_request(port, "GET", "/v1/messages/" + answer["id"], key=key, timeout=60)[0] == 200
+    for body, _, _, _ in BAD_BODIES:
+        if isinstance(body, bytes):
+            post(None, raw_body=body)
+        else:
+            post(body)
+    assert api_request(port, "POST", "/v1/messages", GOOD, key="sk_bad", timeout=60)[0] == 401
+    assert api_request(port, "GET", "/nowhere", timeout=60)[0] == 404
+    sink.wait_messages(3, timeout=60)
+    r = inst.stop(timeout=120)
+    assert r.returncode == 0, r.stderr
+    found = sorted(logs.glob("api.*.log"))
+    assert found, "no valgrind log"
+    problems = {p.name: log_problems(p.read_text()) for p in found}
+    assert not any(problems.values()), problems
