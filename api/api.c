@@ -187,6 +187,19 @@ static void api_fail_with(struct evhttp_request *req, int status,
     api_error_free(&err);
 }
 
+/* api_body - the request body in one piece ("" when empty); like
+   mymalloc, running out of memory ends the process */
+static const char *api_body(struct evbuffer *body, size_t len)
+{
+    const char *data;
+
+    if (len == 0)
+        return "";
+    if ((data = (const char *) evbuffer_pullup(body, -1)) == NULL)
+        msg_fatal("out of memory for a request body of %zu bytes", len);
+    return data;
+}
+
 /* api_peer - "host:port" of the client, for logs */
 static void api_peer(struct evhttp_request *req, VSTR *out)
 {
@@ -495,8 +508,7 @@ static void api_templates(API_CTX *ctx, struct evhttp_request *req,
         goto out;
     }
     /* PUT: check every part, then store it as the next version. */
-    obj = json_loadb(len ? (const char *) evbuffer_pullup(body, -1) : "", len,
-                     JSON_REJECT_DUPLICATES, &jerr);
+    obj = json_loadb(api_body(body, len), len, JSON_REJECT_DUPLICATES, &jerr);
     if (obj == NULL) {
         api_fail_with(req, 400, "invalid_json", "the body is not valid JSON");
     } else if (api_template_check(obj, &err)) {
@@ -875,7 +887,7 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
         return;
     }
     api_error_init(&err);
-    data = len > 0 ? (const char *) evbuffer_pullup(body, -1) : "";
+    data = api_body(body, len);
     if (idem != NULL && !api_idem_key_ok(idem)) {
         err.status = 400;
         err.code = "invalid_field";
