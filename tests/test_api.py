@@ -707,3 +707,36 @@ def test_api_under_valgrind(make_instance, make_sink, tmp_path):
     assert found, "no valgrind log"
     problems = {p.name: log_problems(p.read_text()) for p in found}
     assert not any(problems.values()), problems
+
+
+def test_attachments(api):
+    """attachments: the message is multipart/mixed with the body and each
+    file base64, its bytes and name (ASCII or not) read back; a bad
+    attachment is a 400 naming it and sends nothing."""
+    pdf = bytes(range(256)) * 40
+    status, answer, _ = api.post(with_(
+        html="<p>see attached</p>",
+        attachments=[{"filename": "report.pdf", "content_type": "application/pdf",
+                      "content": base64.b64encode(pdf).decode()},
+                     {"filename": "Grüße ünd so.txt",
+                      "content": base64.b64encode(b"hello\n").decode()}]))
+    assert status == 202, answer
+    msg = parse(api.sink.wait_messages(1)[0])
+    assert msg.get_content_type() == "multipart/mixed"
+    assert msg.get_body(("plain",)).get_content().strip() == "t"
+    atts = list(msg.iter_attachments())
+    assert [a.get_filename() for a in atts] == ["report.pdf", "Grüße ünd so.txt"]
+    assert atts[0].get_content_type() == "application/pdf"
+    assert atts[0].get_content() == pdf
+    assert atts[1].get_content_type() == "application/octet-stream"
+    assert atts[1].get_content() == b"hello\n"
+    for bad, field in (
+            ({"filename": "a", "content": "!!"}, "attachments[0].content"),
+            ({"filename": "a\r\nBcc: x@rcpt.test", "content": "QQ=="}, "attachments[0].filename"),
+            ({"filename": "a", "content": "QQ==", "content_type": "text/plain; x=y"},
+             "attachments[0].content_type"),
+            ({"filename": "a", "content": "QQ==", "extra": 1}, "attachments[0]")):
+        status, answer, _ = api.post(with_(attachments=[bad]))
+        assert status == 400 and answer["error"]["field"] == field, (bad, answer)
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    assert len(api.sink.received()) == 1
