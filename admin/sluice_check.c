@@ -611,7 +611,8 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
         bool files = strcmp(*name, MAIL_QUEUE_PRIVATE) != 0 &&
                      strcmp(*name, MAIL_QUEUE_PUBLIC) != 0 &&
                      strcmp(*name, MAIL_QUEUE_PID) != 0 &&
-                     strcmp(*name, MAIL_QUEUE_EVENTS) != 0;
+                     strcmp(*name, MAIL_QUEUE_EVENTS) != 0 &&
+                     strcmp(*name, MAIL_QUEUE_API) != 0;
         SLUICE_CHECK_WANT want = plain;
 
         want.mode = mail_queue_dir_mode(*name, chk->drop_group != NULL);

@@ -10,7 +10,20 @@
  *   POST /v1/messages   Authorization: Bearer KEY (scope send); the body
  *                       is global/api_request.h's JSON. 202 with
  *                       {"id": QID, "recipients": [{"to", "id"}...]}
+ *   GET  /v1/messages/ID  (scope read) {"id", "state": queued, deferred,
+ *                       held or done (out of the queue), "recipients":
+ *                       [{"to", "id", "state": pending or done}]}, for
+ *                       a message of the key's tenant (admin: any)
  *   GET  /v1/health     200 {"status": "ok"}, no key needed
+ *
+ * An Idempotency-Key header makes a retry of the same request within
+ * api_idempotency_ttl get the first 202 again (Idempotent-Replayed: true)
+ * instead of a second message, across restarts (global/api_idem.h); the
+ * same key with another body gets 422 idempotency_key_reused.
+ *
+ * api_tenant_daily_limit caps the messages a tenant queues per UTC day:
+ * beyond it, 429 rate_limited with Retry-After (the seconds to midnight).
+ * The count lives in this process's memory: a restart starts it again.
  *
  * A message is handed to cleanup through global/cleanup_client.h, and the
  * 202 is written only after cleanup_client_end() returned 0: cleanup has
@@ -35,9 +48,14 @@
  */
 #include "sys_defs.h"
 
+#include <ctype.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
 
 #include <event2/buffer.h>
 #include <event2/event.h>
@@ -45,7 +63,9 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "api_idem.h"
 #include "api_keys.h"
+#include "api_mustache.h"
 #include "api_request.h"
 #include "cleanup_client.h"
 #include "cleanup_proto.h"
@@ -54,21 +74,39 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "qfile.h"
+#include "qid.h"
+#include "safe_file.h"
+#include "htable.h"
 #include "vstr.h"
 
 #define API_LISTEN_BACKLOG 128
 #define API_HEADERS_MAX (64 * 1024) /* bytes of a request's HTTP headers */
 #define API_RETRY_AFTER "30" /* seconds, with every 503 */
+#define API_TICK 300 /* seconds between removals of expired records */
+#define API_OWNERS "owners" /* under api_idempotency_directory: QID -> tenant */
+#define API_OWNER_TTL (7 * 86400) /* seconds a message's owner is kept */
 
 typedef struct API_CTX {
     MAIL_SERVER *server;
     struct evhttp *http;
     struct evhttp_bound_socket *bound;
     char *cleanup_path;
+    char *queue_dir;
     char *keys_path;
+    char *idem_dir; /* api_idempotency_directory */
+    char *template_dir; /* api_template_directory */
+    long long idem_ttl; /* api_idempotency_ttl, seconds */
     API_LIMITS limits;
     int cleanup_timeout_ms;
+    long long daily_limit; /* api_tenant_daily_limit (0: none) */
+    HTABLE *usage; /* tenant -> API_USAGE, messages sent today */
 } API_CTX;
+
+typedef struct API_USAGE {
+    long long day; /* days since the epoch, UTC */
+    long long count; /* messages queued that day */
+} API_USAGE;
 
 /* api_reply - send status with a JSON body */
 static void api_reply(struct evhttp_request *req, int status,
@@ -108,6 +146,10 @@ static const char *api_reason(int status)
         return "Payload Too Large";
     case 422:
         return "Unprocessable Content";
+    case 500:
+        return "Internal Server Error";
+    case 429:
+        return "Too Many Requests";
     case 503:
         return "Service Unavailable";
     default:
@@ -143,6 +185,19 @@ static void api_fail_with(struct evhttp_request *req, int status,
     vstr_cpy(err.message, message);
     api_fail(req, &err);
     api_error_free(&err);
+}
+
+/* api_body - the request body in one piece ("" when empty); like
+   mymalloc, running out of memory ends the process */
+static const char *api_body(struct evbuffer *body, size_t len)
+{
+    const char *data;
+
+    if (len == 0)
+        return "";
+    if ((data = (const char *) evbuffer_pullup(body, -1)) == NULL)
+        msg_fatal("out of memory for a request body of %zu bytes", len);
+    return data;
 }
 
 /* api_peer - "host:port" of the client, for logs */
@@ -272,24 +327,590 @@ static char *api_accepted(const char *queue_id, const API_MESSAGE *msg)
     return text;
 }
 
+/* api_template_name_ok - 1 to 64 of [A-Za-z0-9._-], not starting '.' */
+static bool api_template_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0 || len > 64 || name[0] == '.')
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (!isalnum((unsigned char) name[i]) && name[i] != '.' &&
+            name[i] != '_' && name[i] != '-')
+            return false;
+    return true;
+}
+
+/* api_template_path - DIR/TENANT/NAME (tenant names are safe: api_keys) */
+static void api_template_path(const API_CTX *ctx, const char *tenant,
+                              const char *name, VSTR *path)
+{
+    vstr_sprintf(path, "%s/%s", ctx->template_dir, tenant);
+    if (name != NULL)
+        vstr_sprintf_append(path, "/%s", name);
+}
+
+/* api_template_load - the stored template object, or NULL (*missing when
+   there is none, else why) */
+static json_t *api_template_load(const API_CTX *ctx, const char *tenant,
+                                 const char *name, bool *missing, VSTR *why)
+{
+    VSTR *path = vstr_alloc(100);
+    json_error_t jerr;
+    json_t *obj = NULL;
+    char *data;
+    size_t len;
+
+    *missing = false;
+    api_template_path(ctx, tenant, name, path);
+    if ((data = safe_file_read(vstr_str(path), 16 * 1024 * 1024, &len)) ==
+        NULL) {
+        if (errno == ENOENT)
+            *missing = true;
+        else
+            vstr_sprintf(why, "read %s: %s", vstr_str(path), strerror(errno));
+    } else if ((obj = json_loadb(data, len, 0, &jerr)) == NULL ||
+               !json_is_object(obj)) {
+        vstr_sprintf(why, "%s: not a template", vstr_str(path));
+        json_decref(obj);
+        obj = NULL;
+    }
+    myfree(data);
+    vstr_free(path);
+    return obj;
+}
+
+/* api_template_check - a PUT body: an object of subject, text, html
+   strings (text or html), each a valid template; NULL, or the error */
+static bool api_template_check(json_t *obj, API_ERROR *err)
+{
+    static const char *const parts[] = {"subject", "text", "html"};
+    const char *key;
+    json_t *value;
+    VSTR *why = vstr_alloc(100);
+    bool ok = true;
+
+    if (!json_is_object(obj)) {
+        err->status = 400;
+        err->code = "invalid_json";
+        vstr_cpy(err->message, "the body must be a JSON object");
+        ok = false;
+    }
+    if (ok) {
+        json_object_foreach(obj, key, value)
+        {
+            bool known = false;
+            API_MUSTACHE *tmpl;
+
+            for (size_t i = 0; i < SLUICE_ARRAY_LEN(parts); i++)
+                known |= strcmp(key, parts[i]) == 0;
+            if (!known || !json_is_string(value)) {
+                err->status = 400;
+                err->code = "invalid_field";
+                vstr_cpy(err->field, known ? key : "");
+                vstr_cpy(err->message, known ? "a template part must be a "
+                                               "string"
+                                             : "a template has only subject, "
+                                               "text and html");
+                ok = false;
+                break;
+            }
+            if ((tmpl = api_mustache_compile(json_string_value(value),
+                                             json_string_length(value), why)) ==
+                NULL) {
+                err->status = 422;
+                err->code = "invalid_template";
+                vstr_cpy(err->field, key);
+                vstr_sprintf(err->message, "%s: %s", key, vstr_str(why));
+                ok = false;
+                break;
+            }
+            api_mustache_free(tmpl);
+        }
+    }
+    if (ok && json_object_get(obj, "text") == NULL &&
+        json_object_get(obj, "html") == NULL) {
+        err->status = 400;
+        err->code = "missing_field";
+        vstr_cpy(err->field, "text");
+        vstr_cpy(err->message, "a template needs text or html");
+        ok = false;
+    }
+    vstr_free(why);
+    return ok;
+}
+
+/* api_templates - PUT, GET, DELETE /v1/templates/NAME */
+static void api_templates(API_CTX *ctx, struct evhttp_request *req,
+                          const char *name)
+{
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t len = evbuffer_get_length(body);
+    VSTR *why = vstr_alloc(100);
+    VSTR *path = vstr_alloc(100);
+    API_ERROR err;
+    API_KEY key;
+    json_t *old;
+    json_t *obj = NULL;
+    json_error_t jerr;
+    bool missing;
+    char *text;
+
+    api_error_init(&err);
+    if (method != EVHTTP_REQ_PUT && method != EVHTTP_REQ_GET &&
+        method != EVHTTP_REQ_DELETE) {
+        api_fail_with(req, 405, "method_not_allowed",
+                      "/v1/templates/NAME takes PUT, GET and DELETE");
+        goto out;
+    }
+    if (!api_authorize(ctx, req,
+                       method == EVHTTP_REQ_GET
+                           ? API_SCOPE_TEMPLATES | API_SCOPE_READ
+                           : API_SCOPE_TEMPLATES,
+                       &key))
+        goto out;
+    if (!api_template_name_ok(name)) {
+        api_fail_with(req, 400, "invalid_field",
+                      "a template name is 1 to 64 letters, digits, '.', '_' "
+                      "or '-'");
+        goto out;
+    }
+    old = api_template_load(ctx, key.tenant, name, &missing, why);
+    if (old == NULL && !missing) {
+        msg_warn("api: %s", vstr_str(why));
+        api_fail_with(req, 503, "unavailable",
+                      "the template cannot be read; try again later");
+        goto out;
+    }
+    if (method == EVHTTP_REQ_GET || method == EVHTTP_REQ_DELETE) {
+        if (old == NULL) {
+            api_fail_with(req, 404, "not_found", "no such template");
+        } else if (method == EVHTTP_REQ_GET) {
+            json_object_set_new(old, "name", json_string(name));
+            text = json_dumps(old, JSON_COMPACT);
+            api_reply(req, 200, "OK", text ? text : "{}");
+            free(text);
+        } else {
+            api_template_path(ctx, key.tenant, name, path);
+            if (unlink(vstr_str(path)) < 0 ||
+                safe_file_fsync_parent(vstr_str(path)) < 0) {
+                msg_warn("api: remove %s: %m", vstr_str(path));
+                api_fail_with(req, 503, "unavailable",
+                              "the template cannot be removed");
+            } else {
+                msg_info("api: key=%s tenant=%s: template %s deleted", key.id,
+                         key.tenant, name);
+                api_reply(req, 200, "OK", "{\"deleted\":true}");
+            }
+        }
+        json_decref(old);
+        goto out;
+    }
+    /* PUT: check every part, then store it as the next version. */
+    obj = json_loadb(api_body(body, len), len, JSON_REJECT_DUPLICATES, &jerr);
+    if (obj == NULL) {
+        api_fail_with(req, 400, "invalid_json", "the body is not valid JSON");
+    } else if (api_template_check(obj, &err)) {
+        json_int_t version =
+            old != NULL && json_is_integer(json_object_get(old, "version"))
+                ? json_integer_value(json_object_get(old, "version")) + 1
+                : 1;
+
+        json_object_set_new(obj, "version", json_integer(version));
+        text = json_dumps(obj, JSON_COMPACT);
+        api_template_path(ctx, key.tenant, NULL, path);
+        if ((mkdir(ctx->template_dir, 0700) < 0 && errno != EEXIST) ||
+            (mkdir(vstr_str(path), 0700) < 0 && errno != EEXIST)) {
+            msg_warn("api: mkdir %s: %m", vstr_str(path));
+            api_fail_with(req, 503, "unavailable",
+                          "the template cannot be stored");
+        } else {
+            api_template_path(ctx, key.tenant, name, path);
+            if (text == NULL ||
+                safe_file_write(vstr_str(path), text, strlen(text), 0600) < 0) {
+                msg_warn("api: write %s: %m", vstr_str(path));
+                api_fail_with(req, 503, "unavailable",
+                              "the template cannot be stored");
+            } else {
+                VSTR *answer = vstr_alloc(100);
+
+                msg_info("api: key=%s tenant=%s: template %s version %lld",
+                         key.id, key.tenant, name, (long long) version);
+                vstr_sprintf(answer, "{\"name\":\"%s\",\"version\":%lld}", name,
+                             (long long) version);
+                api_reply(req, 200, "OK", vstr_str(answer));
+                vstr_free(answer);
+            }
+        }
+        free(text);
+    } else {
+        api_fail(req, &err);
+    }
+    json_decref(old);
+out:
+    json_decref(obj);
+    api_error_free(&err);
+    vstr_free(why);
+    vstr_free(path);
+}
+
+/* api_render - a request naming a template, made a request with subject,
+   text and html rendered from the tenant's template and "data"; NULL (the
+   request is not templated: use it as it is), or *failed with err */
+static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
+                        size_t len, bool *failed, API_ERROR *err)
+{
+    static const char *const parts[] = {"subject", "text", "html"};
+    json_error_t jerr;
+    json_t *req = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    json_t *name;
+    json_t *tdata;
+    json_t *tmpl_obj = NULL;
+    json_t *empty = json_object();
+    int rc;
+    VSTR *out = vstr_alloc(1024);
+    char *result = NULL;
+    bool missing;
+
+    *failed = false;
+    if (req == NULL || !json_is_object(req) ||
+        (name = json_object_get(req, "template")) == NULL)
+        goto out; /* api_request_parse says what is wrong, if anything */
+    *failed = true;
+    err->status = 400;
+    err->code = "invalid_field";
+    if (!json_is_string(name)) {
+        vstr_cpy(err->field, "template");
+        vstr_cpy(err->message, "template must be a string");
+        goto out;
+    }
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(parts); i++) {
+        if (json_object_get(req, parts[i]) != NULL) {
+            vstr_cpy(err->field, parts[i]);
+            vstr_sprintf(err->message,
+                         "%s cannot be given with template (the template "
+                         "has its own)",
+                         parts[i]);
+            goto out;
+        }
+    }
+    tdata = json_object_get(req, "data");
+    if (tdata != NULL && !json_is_object(tdata)) {
+        vstr_cpy(err->field, "data");
+        vstr_cpy(err->message, "data must be an object");
+        goto out;
+    }
+    if ((tmpl_obj = api_template_load(ctx, key->tenant, json_string_value(name),
+                                      &missing, err->message)) == NULL) {
+        if (missing) {
+            err->status = 422;
+            err->code = "unknown_template";
+            vstr_cpy(err->field, "template");
+            vstr_cpy(err->message, "no template of that name");
+        } else {
+            msg_warn("api: %s", vstr_str(err->message));
+            err->status = 503;
+            err->code = "unavailable";
+        }
+        goto out;
+    }
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(parts); i++) {
+        json_t *part = json_object_get(tmpl_obj, parts[i]);
+        API_MUSTACHE *tmpl;
+
+        if (!json_is_string(part))
+            continue;
+        if ((tmpl = api_mustache_compile(json_string_value(part),
+                                         json_string_length(part),
+                                         err->message)) == NULL) {
+            err->status = 500;
+            err->code = "invalid_template";
+            goto out;
+        }
+        vstr_reset(out);
+        if ((rc = api_mustache_render(
+                 tmpl, tdata ? tdata : empty, strcmp(parts[i], "html") == 0,
+                 ctx->limits.max_message_size ? ctx->limits.max_message_size
+                                              : SIZE_MAX / 2,
+                 0, out, err->message)) < 0) {
+            api_mustache_free(tmpl);
+            err->status = rc == -1 ? 413 : 422;
+            err->code = rc == -1 ? "message_too_large" : "template_too_complex";
+            vstr_cpy(err->field, parts[i]);
+            goto out;
+        }
+        api_mustache_free(tmpl);
+        json_object_set_new(req, parts[i],
+                            json_stringn(vstr_str(out), vstr_len(out)));
+    }
+    json_object_del(req, "template");
+    json_object_del(req, "data");
+    if ((result = json_dumps(req, JSON_COMPACT)) == NULL) {
+        err->status = 422;
+        err->code = "invalid_template";
+        vstr_cpy(err->message, "the rendered text is not valid UTF-8");
+        goto out;
+    }
+    *failed = false;
+out:
+    json_decref(req);
+    json_decref(tmpl_obj);
+    json_decref(empty);
+    vstr_free(out);
+    return result;
+}
+
+/* api_owner_path - DIR/owners[/QID] */
+static void api_owner_path(const API_CTX *ctx, const char *qid, VSTR *path)
+{
+    vstr_sprintf(path, "%s/%s", ctx->idem_dir, API_OWNERS);
+    if (qid != NULL)
+        vstr_sprintf_append(path, "/%s", qid);
+}
+
+/* api_owner_record - note which tenant queued qid, for status lookups.
+   Not fsynced: a record lost in a crash makes a lookup say 404, it
+   loses no mail. */
+static void api_owner_record(const API_CTX *ctx, const char *qid,
+                             const char *tenant)
+{
+    VSTR *path = vstr_alloc(100);
+    int fd;
+
+    api_owner_path(ctx, NULL, path);
+    if (mkdir(vstr_str(path), 0700) < 0 && errno != EEXIST) {
+        msg_warn("api: mkdir %s: %m", vstr_str(path));
+    } else {
+        api_owner_path(ctx, qid, path);
+        if ((fd = open(vstr_str(path), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                       0600)) < 0 ||
+            safe_file_write_all(fd, tenant, strlen(tenant)) < 0)
+            msg_warn("api: write %s: %m", vstr_str(path));
+        if (fd >= 0)
+            (void) close(fd);
+    }
+    vstr_free(path);
+}
+
+/* api_owner_is - did tenant queue qid? */
+static bool api_owner_is(const API_CTX *ctx, const char *qid,
+                         const char *tenant)
+{
+    VSTR *path = vstr_alloc(100);
+    char *data;
+    bool yes;
+
+    api_owner_path(ctx, qid, path);
+    data = safe_file_read(vstr_str(path), API_KEYS_TENANT_MAX + 1, NULL);
+    yes = data != NULL && strcmp(data, tenant) == 0;
+    myfree(data);
+    vstr_free(path);
+    return yes;
+}
+
+/* api_status - GET /v1/messages/QID: where the message is, per recipient */
+static void api_status(API_CTX *ctx, struct evhttp_request *req,
+                       const char *qid)
+{
+    static const char *const queues[] = {"incoming", "active", "deferred",
+                                         "hold"};
+    VSTR *path = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    QFILE_INFO *info = NULL;
+    const char *where = NULL;
+    API_KEY key;
+    char *text;
+
+    if (!api_authorize(ctx, req, API_SCOPE_READ, &key))
+        goto out;
+    if (!qid_valid(qid) || (!(key.scopes & API_SCOPE_ADMIN) &&
+                            !api_owner_is(ctx, qid, key.tenant))) {
+        api_fail_with(req, 404, "not_found",
+                      "no message of this tenant with that ID");
+        goto out;
+    }
+    /* Two passes: a file moving back (deferred to active) between two
+       looks is found the second time. */
+    for (int pass = 0; pass < 2 && where == NULL; pass++) {
+        for (size_t i = 0; i < SLUICE_ARRAY_LEN(queues) && where == NULL; i++) {
+            int fd;
+
+            mail_queue_path(path, ctx->queue_dir, queues[i], qid);
+            if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0)
+                continue;
+            if ((info = qfile_info_read(fd, why)) != NULL)
+                where = queues[i];
+            (void) close(fd);
+        }
+    }
+    {
+        json_t *obj = json_object();
+        json_t *rcpts = json_array();
+        VSTR *id = vstr_alloc(40);
+
+        json_object_set_new(obj, "id", json_string(qid));
+        /* Out of the queue: delivered, bounced or expired (the status
+           index of issue 15 will say which). */
+        json_object_set_new(
+            obj, "state",
+            json_string(where == NULL                    ? "done"
+                        : strcmp(where, "deferred") == 0 ? "deferred"
+                        : strcmp(where, "hold") == 0     ? "held"
+                                                         : "queued"));
+        for (size_t i = 0; info != NULL && i < info->rcpt_count; i++) {
+            vstr_sprintf(id, "%s.%zu", qid, i + 1);
+            json_array_append_new(
+                rcpts,
+                json_pack("{s:s, s:s, s:s}", "to", info->rcpts[i].address, "id",
+                          vstr_str(id), "state",
+                          info->rcpts[i].done ? "done" : "pending"));
+        }
+        json_object_set_new(obj, "recipients", rcpts);
+        text = json_dumps(obj, JSON_COMPACT);
+        api_reply(req, 200, "OK", text ? text : "{}");
+        free(text);
+        json_decref(obj);
+        vstr_free(id);
+    }
+out:
+    if (info != NULL)
+        qfile_info_free(info);
+    vstr_free(path);
+    vstr_free(why);
+}
+
+/* api_usage - the tenant's count for today (reset at a new UTC day) */
+static API_USAGE *api_usage(API_CTX *ctx, const char *tenant, time_t now)
+{
+    API_USAGE *usage = htable_find(ctx->usage, tenant);
+
+    if (usage == NULL) {
+        usage = mycalloc(1, sizeof(*usage));
+        htable_enter(ctx->usage, tenant, usage);
+    }
+    if (usage->day != (long long) (now / 86400)) {
+        usage->day = (long long) (now / 86400);
+        usage->count = 0;
+    }
+    return usage;
+}
+
+/* api_usage_free - release one API_USAGE (htable_free) */
+static void api_usage_free(void *usage)
+{
+    myfree(usage);
+}
+
+/* api_over_limit - answer 429 when the tenant used its day; true then */
+static bool api_over_limit(API_CTX *ctx, struct evhttp_request *req,
+                           const API_KEY *key)
+{
+    time_t now = time(NULL);
+    API_USAGE *usage;
+    char retry[32];
+
+    if (ctx->daily_limit == 0)
+        return false;
+    usage = api_usage(ctx, key->tenant, now);
+    if (usage->count < ctx->daily_limit)
+        return false;
+    snprintf(retry, sizeof(retry), "%lld", (long long) (86400 - now % 86400));
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                      retry);
+    msg_info("api: key=%s tenant=%s: daily limit of %lld messages reached",
+             key->id, key->tenant, ctx->daily_limit);
+    api_fail_with(req, 429, "rate_limited",
+                  "this tenant has sent its api_tenant_daily_limit of "
+                  "messages today (UTC)");
+    return true;
+}
+
+/* api_idem_replay - answer a retry from its Idempotency-Key record;
+   true when it was answered (replayed or refused) */
+static bool api_idem_replay(API_CTX *ctx, struct evhttp_request *req,
+                            const API_KEY *key, const char *idem,
+                            const char *data, size_t len)
+{
+    VSTR *body = vstr_alloc(200);
+    VSTR *why = vstr_alloc(100);
+    bool answered = true;
+    int status = 0;
+
+    switch (api_idem_lookup(ctx->idem_dir, ctx->idem_ttl, key->tenant, idem,
+                            data, len, &status, body, why)) {
+    case API_IDEM_NONE:
+        answered = false;
+        break;
+    case API_IDEM_REPLAY:
+        msg_info("api: key=%s tenant=%s: Idempotency-Key seen before: "
+                 "first answer replayed",
+                 key->id, key->tenant);
+        evhttp_add_header(evhttp_request_get_output_headers(req),
+                          "Idempotent-Replayed", "true");
+        vstr_trim(body);
+        api_reply(req, status, api_reason(status), vstr_str(body));
+        break;
+    case API_IDEM_MISMATCH:
+        api_fail_with(req, 422, "idempotency_key_reused",
+                      "this Idempotency-Key was used for another request");
+        break;
+    case API_IDEM_ERROR:
+        msg_warn("api: %s", vstr_str(why));
+        api_fail_with(req, 503, "unavailable",
+                      "the idempotency records cannot be read; try again "
+                      "later");
+        break;
+    }
+    vstr_free(body);
+    vstr_free(why);
+    return answered;
+}
+
 /* api_messages - POST /v1/messages */
 static void api_messages(API_CTX *ctx, struct evhttp_request *req)
 {
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t len = evbuffer_get_length(body);
+    const char *idem = evhttp_find_header(evhttp_request_get_input_headers(req),
+                                          "Idempotency-Key");
     VSTR *queue_id = vstr_alloc(32);
-    API_MESSAGE *msg;
+    API_MESSAGE *msg = NULL;
     API_ERROR err;
     API_KEY key;
     const char *data;
+    char *rendered = NULL;
+    bool render_failed = false;
 
     if (!api_authorize(ctx, req, API_SCOPE_SEND, &key)) {
         vstr_free(queue_id);
         return;
     }
     api_error_init(&err);
-    data = len > 0 ? (const char *) evbuffer_pullup(body, -1) : "";
-    if ((msg = api_request_parse(data, len, &ctx->limits, &err)) == NULL) {
+    data = api_body(body, len);
+    if (idem != NULL && !api_idem_key_ok(idem)) {
+        err.status = 400;
+        err.code = "invalid_field";
+        vstr_cpy(err.field, "Idempotency-Key");
+        vstr_sprintf(err.message,
+                     "Idempotency-Key must be 1 to %d printable ASCII "
+                     "characters without spaces",
+                     API_IDEM_KEY_MAX);
+        api_fail(req, &err);
+    } else if (idem != NULL &&
+               api_idem_replay(ctx, req, &key, idem, data, len)) {
+        /* answered from the record */
+    } else if (api_over_limit(ctx, req, &key)) {
+        /* answered 429 */
+    } else if ((rendered = api_render(ctx, &key, data, len, &render_failed,
+                                      &err)) == NULL &&
+               render_failed) {
+        msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
+                 err.status, err.code, vstr_str(err.message));
+        api_fail(req, &err);
+    } else if ((msg = api_request_parse(rendered ? rendered : data,
+                                        rendered ? strlen(rendered) : len,
+                                        &ctx->limits, &err)) == NULL) {
         msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
                  err.status, err.code, vstr_str(err.message));
         api_fail(req, &err);
@@ -301,9 +922,19 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
         msg_info("%s: api key=%s tenant=%s from=<%s> nrcpt=%zu size=%zu",
                  vstr_str(queue_id), key.id, key.tenant, msg->sender,
                  msg->rcpts->argc, vstr_len(msg->content));
+        /* Queued: record the answer before giving it. A record that
+           cannot be written costs a duplicate on retry, never a loss. */
+        if (idem != NULL &&
+            api_idem_store(ctx->idem_dir, key.tenant, idem, data, len, 202,
+                           text, err.message) < 0)
+            msg_warn("%s: api: Idempotency-Key not recorded: %s",
+                     vstr_str(queue_id), vstr_str(err.message));
+        api_owner_record(ctx, vstr_str(queue_id), key.tenant);
+        api_usage(ctx, key.tenant, time(NULL))->count++;
         api_reply(req, 202, "Accepted", text);
         free(text);
     }
+    free(rendered);
     api_message_free(msg);
     api_error_free(&err);
     vstr_free(queue_id);
@@ -318,12 +949,20 @@ static void api_request(struct evhttp_request *req, void *arg)
 
     if (path == NULL)
         path = "";
-    if (strcmp(path, "/v1/messages") == 0) {
+    if (strncmp(path, "/v1/messages/", 13) == 0) {
+        if (method == EVHTTP_REQ_GET)
+            api_status(ctx, req, path + 13);
+        else
+            api_fail_with(req, 405, "method_not_allowed",
+                          "/v1/messages/ID takes GET");
+    } else if (strcmp(path, "/v1/messages") == 0) {
         if (method == EVHTTP_REQ_POST)
             api_messages(ctx, req);
         else
             api_fail_with(req, 405, "method_not_allowed",
                           "/v1/messages takes POST");
+    } else if (strncmp(path, "/v1/templates/", 14) == 0) {
+        api_templates(ctx, req, path + 14);
     } else if (strcmp(path, "/v1/health") == 0) {
         if (method == EVHTTP_REQ_GET)
             api_reply(req, 200, "OK", "{\"status\":\"ok\"}");
@@ -387,6 +1026,7 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
     mail_queue_service(path, mail_conf_str(conf, "queue_directory"),
                        MAIL_QUEUE_PRIVATE, CLEANUP_SERVICE);
     ctx->cleanup_path = vstr_export(path);
+    ctx->queue_dir = mystrdup(mail_conf_str(conf, "queue_directory"));
     ctx->keys_path = mystrdup(mail_conf_str(conf, "api_keys_file"));
     ctx->limits.max_recipients =
         (size_t) mail_conf_int(conf, "api_max_recipients");
@@ -394,6 +1034,16 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         (size_t) mail_conf_size(conf, "message_size_limit");
     ctx->cleanup_timeout_ms =
         (int) mail_conf_time(conf, "api_cleanup_timeout") * 1000;
+    ctx->idem_dir = mystrdup(mail_conf_str(conf, "api_idempotency_directory"));
+    ctx->idem_ttl = mail_conf_time(conf, "api_idempotency_ttl");
+    ctx->daily_limit = mail_conf_int(conf, "api_tenant_daily_limit");
+    ctx->usage = htable_alloc(16);
+    ctx->template_dir = mystrdup(mail_conf_str(conf, "api_template_directory"));
+    /* master makes $queue_directory/api; another place may need this. */
+    if (mkdir(ctx->idem_dir, 0700) < 0 && errno != EEXIST)
+        msg_warn("mkdir %s: %m (requests with an Idempotency-Key will get "
+                 "503)",
+                 ctx->idem_dir);
     if (*listen_addr == 0) {
         msg_info("api_listen is empty: the HTTP API is off");
         return;
@@ -414,6 +1064,33 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         msg_fatal("api_listen = %s: evhttp cannot take the socket",
                   listen_addr);
     msg_info("HTTP API on %s", listen_addr);
+}
+
+/* api_tick - remove expired Idempotency-Key records */
+static void api_tick(MAIL_SERVER *server, void *arg)
+{
+    API_CTX *ctx = arg;
+
+    VSTR *path = vstr_alloc(100);
+    struct dirent *de;
+    struct stat st;
+    time_t now = time(NULL);
+    DIR *dp;
+
+    (void) api_idem_expire(ctx->idem_dir, ctx->idem_ttl);
+    api_owner_path(ctx, NULL, path);
+    if ((dp = opendir(vstr_str(path))) != NULL) {
+        while ((de = readdir(dp)) != NULL) {
+            if (!qid_valid(de->d_name))
+                continue;
+            api_owner_path(ctx, de->d_name, path);
+            if (stat(vstr_str(path), &st) == 0 &&
+                now - st.st_mtime > API_OWNER_TTL)
+                (void) unlink(vstr_str(path));
+        }
+        closedir(dp);
+    }
+    vstr_free(path);
 }
 
 /* api_retire - stop accepting and leave: a request is answered within
@@ -445,6 +1122,8 @@ int main(int argc, char **argv)
     static const MAIL_SERVER_OPS ops = {
         .pre_loop = api_pre_loop,
         .on_trigger = NULL,
+        .on_tick = api_tick,
+        .tick_seconds = API_TICK,
         .on_retire = api_retire,
         .post_loop = api_post_loop,
     };
@@ -453,6 +1132,11 @@ int main(int argc, char **argv)
 
     status = mail_server_main(argc, argv, "api", &ops, &ctx);
     myfree(ctx.cleanup_path);
+    myfree(ctx.queue_dir);
     myfree(ctx.keys_path);
+    myfree(ctx.idem_dir);
+    myfree(ctx.template_dir);
+    if (ctx.usage != NULL)
+        htable_free(ctx.usage, api_usage_free);
     return status;
 }

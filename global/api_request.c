@@ -9,6 +9,7 @@
  */
 #include "sys_defs.h"
 
+#include <ctype.h>
 #include <jansson.h>
 
 #include "api_mime.h"
@@ -22,6 +23,8 @@
 #define API_REQUEST_HEADERS_MAX 100 /* entries of "headers" */
 #define API_REQUEST_HEADER_NAME_MAX 76
 #define API_REQUEST_BOUNDARY "=_sluice_alternative"
+#define API_REQUEST_MIXED "=_sluice_mixed"
+#define API_REQUEST_ATTACHMENTS_MAX 100
 
 /* Header fields the API writes itself: "headers" may not name them. */
 static const char *const api_request_reserved[] = {
@@ -32,8 +35,8 @@ static const char *const api_request_reserved[] = {
 
 /* The fields a request may have; all others are refused by name. */
 static const char *const api_request_fields[] = {
-    "from",    "to",   "cc",   "bcc",     "reply_to",
-    "subject", "text", "html", "headers", "raw",
+    "from", "to",   "cc",      "bcc", "reply_to",    "subject",
+    "text", "html", "headers", "raw", "attachments",
 };
 
 /* api_error_init - an API_ERROR with empty strings */
@@ -387,6 +390,144 @@ static json_t *api_request_string(json_t *req, const char *name, bool *bad,
     return value;
 }
 
+/* api_request_type_ok - a MIME type/subtype of ASCII token characters */
+static bool api_request_type_ok(const char *type)
+{
+    const char *slash = strchr(type, '/');
+    size_t len = strlen(type);
+
+    if (slash == NULL || slash == type || slash[1] == 0 || len > 127)
+        return false;
+    for (size_t i = 0; i < len; i++)
+        if (type[i] <= ' ' || type[i] > '~' ||
+            strchr("()<>@,;:\\\"[]?=", type[i]) != NULL ||
+            (type[i] == '/' && type + i != slash))
+            return false;
+    return true;
+}
+
+/* api_request_filename - filename="NAME" for plain ASCII, else RFC 2231's
+   filename*=utf-8''%XX... */
+static void api_request_filename(VSTR *out, const char *name, size_t len)
+{
+    if (len <= API_MIME_HEADER_PLAIN_MAX &&
+        api_mime_printable(name, len, false) &&
+        memchr(name, '"', len) == NULL && memchr(name, '\\', len) == NULL) {
+        vstr_cat(out, "filename=\"");
+        vstr_ncat(out, name, len);
+        vstr_addch(out, '"');
+        return;
+    }
+    vstr_cat(out, "filename*=utf-8''");
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char) name[i];
+
+        if (isalnum(ch) || strchr("!#$&+-.^_`|~", ch) != NULL)
+            vstr_addch(out, (char) ch);
+        else
+            vstr_sprintf_append(out, "%%%02X", ch);
+    }
+}
+
+/* api_request_attachments - the "attachments" array as MIME parts, each
+   preceded by its boundary line; 0 or -1 */
+static int api_request_attachments(json_t *list, const API_LIMITS *limits,
+                                   VSTR *out, API_ERROR *err)
+{
+    VSTR *field = vstr_alloc(40);
+    VSTR *bytes = vstr_alloc(1024);
+    VSTR *why = vstr_alloc(64);
+    int ret = 0;
+
+    if (!json_is_array(list) || json_array_size(list) == 0 ||
+        json_array_size(list) > API_REQUEST_ATTACHMENTS_MAX) {
+        api_error_set(err, 400, "invalid_field", "attachments",
+                      "attachments must be an array of 1 to %d objects",
+                      API_REQUEST_ATTACHMENTS_MAX);
+        ret = -1;
+    }
+    for (size_t i = 0; ret == 0 && i < json_array_size(list); i++) {
+        json_t *item = json_array_get(list, i);
+        json_t *name = json_object_get(item, "filename");
+        json_t *type = json_object_get(item, "content_type");
+        json_t *content = json_object_get(item, "content");
+        const char *key;
+        json_t *value;
+
+        vstr_sprintf(field, "attachments[%zu]", i);
+        if (!json_is_object(item) || !json_is_string(name) ||
+            !json_is_string(content) || (type && !json_is_string(type))) {
+            api_error_set(err, 400, "invalid_field", vstr_str(field),
+                          "%s needs filename and content (base64) strings, "
+                          "and may have content_type",
+                          vstr_str(field));
+            ret = -1;
+            break;
+        }
+        json_object_foreach(item, key, value)
+        {
+            if (strcmp(key, "filename") && strcmp(key, "content_type") &&
+                strcmp(key, "content")) {
+                api_error_set(err, 400, "invalid_field", vstr_str(field),
+                              "%s has an unknown field", vstr_str(field));
+                ret = -1;
+                break;
+            }
+        }
+        if (ret < 0)
+            break;
+        if (json_string_length(name) == 0 || json_string_length(name) > 255 ||
+            !api_request_no_controls(json_string_value(name),
+                                     json_string_length(name))) {
+            vstr_cat(field, ".filename");
+            api_error_set(err, 400, "invalid_field", vstr_str(field),
+                          "%s is empty, longer than 255 bytes or has a "
+                          "control character (header injection)",
+                          vstr_str(field));
+            ret = -1;
+            break;
+        }
+        if (type != NULL && !api_request_type_ok(json_string_value(type))) {
+            vstr_cat(field, ".content_type");
+            api_error_set(err, 400, "invalid_field", vstr_str(field),
+                          "%s is not a MIME type/subtype", vstr_str(field));
+            ret = -1;
+            break;
+        }
+        if (api_mime_base64_decode(bytes, json_string_value(content),
+                                   json_string_length(content), why) < 0) {
+            vstr_cat(field, ".content");
+            api_error_set(err, 400, "invalid_field", vstr_str(field),
+                          "%s is not base64: %s", vstr_str(field),
+                          vstr_str(why));
+            ret = -1;
+            break;
+        }
+        if (limits->max_message_size > 0 &&
+            vstr_len(out) + vstr_len(bytes) > limits->max_message_size) {
+            api_error_set(err, 413, "message_too_large", vstr_str(field),
+                          "the attachments exceed message_size_limit (%zu "
+                          "bytes)",
+                          limits->max_message_size);
+            ret = -1;
+            break;
+        }
+        vstr_sprintf_append(out, "\n--" API_REQUEST_MIXED "\nContent-Type: %s",
+                            type ? json_string_value(type)
+                                 : "application/octet-stream");
+        vstr_cat(out, "\nContent-Disposition: attachment;\n\t");
+        api_request_filename(out, json_string_value(name),
+                             json_string_length(name));
+        vstr_cat(out, "\nContent-Transfer-Encoding: base64\n\n");
+        api_mime_base64_append(out, (const unsigned char *) vstr_str(bytes),
+                               vstr_len(bytes));
+    }
+    vstr_free(field);
+    vstr_free(bytes);
+    vstr_free(why);
+    return ret;
+}
+
 /* api_request_raw - the raw MIME of a request, as LF lines; 0 or -1 */
 static int api_request_raw(json_t *raw, const API_LIMITS *limits,
                            API_MESSAGE *msg, API_ERROR *err)
@@ -471,12 +612,21 @@ static int api_request_build(json_t *req, const API_LIST *from,
     json_t *text = bad ? NULL : api_request_string(req, "text", &bad, err);
     json_t *html = bad ? NULL : api_request_string(req, "html", &bad, err);
     json_t *headers = json_object_get(req, "headers");
+    json_t *attachments = json_object_get(req, "attachments");
+    VSTR *attached;
 
     if (bad)
         return -1;
+    attached = vstr_alloc(attachments ? 4096 : 1);
+    if (attachments != NULL &&
+        api_request_attachments(attachments, limits, attached, err) < 0) {
+        vstr_free(attached);
+        return -1;
+    }
     if (text == NULL && html == NULL) {
         api_error_set(err, 400, "missing_field", "text",
                       "a message needs text, html or raw");
+        vstr_free(attached);
         return -1;
     }
     if (subject != NULL &&
@@ -487,6 +637,7 @@ static int api_request_build(json_t *req, const API_LIST *from,
         api_error_set(err, 400, "invalid_field", "subject",
                       "subject contains CR, LF or another control character "
                       "(header injection)");
+        vstr_free(attached);
         return -1;
     }
     api_request_addr_header(out, "From", from);
@@ -501,9 +652,17 @@ static int api_request_build(json_t *req, const API_LIST *from,
                              json_string_length(subject));
         vstr_addch(out, '\n');
     }
-    if (headers != NULL && api_request_headers(headers, out, err) < 0)
+    if (headers != NULL && api_request_headers(headers, out, err) < 0) {
+        vstr_free(attached);
         return -1;
+    }
     vstr_cat(out, "MIME-Version: 1.0\n");
+    if (attachments != NULL) {
+        vstr_cat(out, "Content-Type: multipart/mixed;\n"
+                      "\tboundary=\"" API_REQUEST_MIXED "\"\n\n"
+                      "This is a message in MIME format.\n\n"
+                      "--" API_REQUEST_MIXED "\n");
+    }
     if (text != NULL && html != NULL) {
         vstr_cat(out, "Content-Type: multipart/alternative;\n"
                       "\tboundary=\"" API_REQUEST_BOUNDARY "\"\n\n"
@@ -517,6 +676,11 @@ static int api_request_build(json_t *req, const API_LIST *from,
         api_request_part(out, text != NULL ? "plain" : "html",
                          text != NULL ? text : html);
     }
+    if (attachments != NULL) {
+        vstr_cat(out, vstr_str(attached));
+        vstr_cat(out, "\n--" API_REQUEST_MIXED "--\n");
+    }
+    vstr_free(attached);
     if (limits->max_message_size > 0 &&
         vstr_len(out) > limits->max_message_size) {
         api_error_set(err, 413, "message_too_large", "",
@@ -557,8 +721,8 @@ API_MESSAGE *api_message_free(API_MESSAGE *msg)
 API_MESSAGE *api_request_parse(const char *body, size_t len,
                                const API_LIMITS *limits, API_ERROR *err)
 {
-    static const char *const excluded_by_raw[] = {"subject", "text", "html",
-                                                  "headers", "reply_to"};
+    static const char *const excluded_by_raw[] = {
+        "subject", "text", "html", "headers", "reply_to", "attachments"};
     API_LIST from, to, cc, bcc, reply_to;
     API_MESSAGE *msg = NULL;
     json_error_t jerr;

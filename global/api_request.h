@@ -11,10 +11,13 @@
  *   text, html string             the body: text/plain, text/html, or
  *                                 multipart/alternative with both
  *   headers    object             more header fields: NAME: string
+ *   attachments array of objects  {"filename", "content" (base64),
+ *                                 "content_type"}: the message becomes
+ *                                 multipart/mixed, each part base64
  *   raw        string             base64 of a whole MIME message
  *                                 (excludes subject, text, html, headers,
- *                                 reply_to; from and to/cc/bcc are then
- *                                 the envelope only)
+ *                                 reply_to, attachments; from and
+ *                                 to/cc/bcc are then the envelope only)
  *
  * Anything else is refused by name (template, data, recipients and the
  * other fields of the issue are not served yet): a reader that skips what

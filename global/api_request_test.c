@@ -12,6 +12,7 @@
 
 #include "api_keys.h"
 #include "api_mime.h"
+#include "api_mustache.h"
 #include "api_request.h"
 #include "mymalloc.h"
 #include "testlib.h"
@@ -194,12 +195,103 @@ static void test_keys(void **state)
     assert_int_equal(testlib_dir_remove(dir), 0);
 }
 
+/* render - text rendered with JSON data; NULL (why) when it fails */
+static char *render(const char *text, const char *data, bool escape, VSTR *why)
+{
+    json_error_t jerr;
+    json_t *json = json_loads(data, 0, &jerr);
+    API_MUSTACHE *tmpl = api_mustache_compile(text, strlen(text), why);
+    VSTR *out = vstr_alloc(100);
+    char *result = NULL;
+
+    assert_non_null(json);
+    if (tmpl != NULL &&
+        api_mustache_render(tmpl, json, escape, 1000, 0, out, why) == 0)
+        result = mystrdup(vstr_str(out));
+    api_mustache_free(tmpl);
+    json_decref(json);
+    vstr_free(out);
+    return result;
+}
+
+/* expect_render - text with data gives want */
+static void expect_render(const char *text, const char *data, bool escape,
+                          const char *want)
+{
+    VSTR *why = vstr_alloc(100);
+    char *got = render(text, data, escape, why);
+
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    myfree(got);
+    vstr_free(why);
+}
+
+/* expect_compile_error - text fails to compile with why */
+static void expect_compile_error(const char *text, const char *want)
+{
+    VSTR *why = vstr_alloc(100);
+
+    assert_null(api_mustache_compile(text, strlen(text), why));
+    assert_string_equal(vstr_str(why), want);
+    vstr_free(why);
+}
+
+/* test_mustache - the language, its errors and its bounds */
+static void test_mustache(void **state)
+{
+    VSTR *why = vstr_alloc(100);
+
+    expect_render("Hi {{name}}!", "{\"name\": \"<A&B>\"}", true,
+                  "Hi &lt;A&amp;B&gt;!");
+    expect_render("Hi {{name}}!", "{\"name\": \"<A&B>\"}", false, "Hi <A&B>!");
+    expect_render("{{{name}}}{{& name}}", "{\"name\": \"<b>\"}", true,
+                  "<b><b>");
+    expect_render("{{a.b.c}} {{n}} {{f}} {{t}} {{none}}",
+                  "{\"a\": {\"b\": {\"c\": \"deep\"}}, \"n\": 3, "
+                  "\"f\": 1.5, \"t\": true}",
+                  false, "deep 3 1.5 true ");
+    expect_render("{{#l}}[{{.}}{{x}}]{{/l}}{{^l}}none{{/l}}",
+                  "{\"l\": [1, {\"x\": \"y\"}], \"x\": \"o\"}", false,
+                  "[1o][y]");
+    expect_render("{{#l}}x{{/l}}{{^l}}none{{/l}}{{! gone }}", "{\"l\": []}",
+                  false, "none");
+    expect_render("{{#o}}{{k}}{{/o}}{{#f}}no{{/f}}",
+                  "{\"o\": {\"k\": \"v\"}, \"f\": false}", false, "v");
+    expect_compile_error("a\n{{#s}} open",
+                         "line 2: section \"s\" is not closed");
+    expect_compile_error("{{#a}}{{/b}}",
+                         "line 1: {{/b}} closes section \"a\" of line 1");
+    expect_compile_error("{{/a}}", "line 1: {{/a}} closes no section");
+    expect_compile_error("{{> p}}", "line 1: partial tags are not supported");
+    expect_compile_error("{{}}", "line 1: an empty or malformed tag");
+    expect_compile_error("{{a", "line 1: a tag is not closed with }}");
+    /* Bounds: output past max_out, steps past the limit. */
+    assert_null(render("{{#l}}0123456789{{/l}}",
+                       "{\"l\": [1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,"
+                       "19,20,21,22,23,24,25,26,27,28,29,30,31,32,33,34,35,36,"
+                       "37,38,39,40,41,42,43,44,45,46,47,48,49,50,51,52,53,54,"
+                       "55,56,57,58,59,60,61,62,63,64,65,66,67,68,69,70,71,72,"
+                       "73,74,75,76,77,78,79,80,81,82,83,84,85,86,87,88,89,90,"
+                       "91,92,93,94,95,96,97,98,99,100,101]}",
+                       false, why));
+    assert_string_equal(vstr_str(why), "the rendered text exceeds 1000 bytes");
+    assert_null(render(
+        "{{#l}}{{#l}}{{#l}}{{#l}}{{#l}}{{#l}}{{#l}}{{/l}}{{/l}}{{/l}}{{/l}}"
+        "{{/l}}{{/l}}{{/l}}",
+        "{\"l\": [1,2,3,4,5,6,7,8,9,10]}", false, why));
+    assert_string_equal(vstr_str(why),
+                        "the template takes more than 1000000 steps to render");
+    vstr_free(why);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_qp),     cmocka_unit_test(test_header_text),
-        cmocka_unit_test(test_base64), cmocka_unit_test(test_build),
-        cmocka_unit_test(test_errors), cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_qp),       cmocka_unit_test(test_header_text),
+        cmocka_unit_test(test_base64),   cmocka_unit_test(test_build),
+        cmocka_unit_test(test_errors),   cmocka_unit_test(test_keys),
+        cmocka_unit_test(test_mustache),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -147,6 +147,14 @@ static const MAIL_PARAM mail_param_tab[] = {
      "time an API client has to send its whole request"},
     {"api_cleanup_timeout", TIME_RANGE(1, INTMAX), "60s",
      "time the API waits for cleanup before it answers 503"},
+    {"api_idempotency_ttl", TIME_RANGE(1, NOMAX), "24h",
+     "time an Idempotency-Key's first answer is replayed to retries"},
+    {"api_idempotency_directory", STR, "$queue_directory/api",
+     "where the API keeps its Idempotency-Key records"},
+    {"api_tenant_daily_limit", INT_RANGE(0, INTMAX), "0",
+     "messages one API tenant may send per UTC day (0: no limit)"},
+    {"api_template_directory", STR, "$queue_directory/api/templates",
+     "where the API keeps its templates, one folder per tenant"},
 
     /* smtpd. */
     {"smtpd_banner", STR, "$myhostname ESMTP $mail_name",

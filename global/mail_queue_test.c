@@ -47,8 +47,9 @@ static void test_names_and_paths(void **state)
     VSTR *buf = vstr_alloc(0);
     size_t count = 0;
     static const char *const expect[] = {
-        "maildrop", "incoming", "active",  "deferred", "hold", "corrupt",
-        "defer",    "bounce",   "private", "public",   "pid",  "events",
+        "maildrop", "incoming", "active", "deferred", "hold",
+        "corrupt",  "defer",    "bounce", "private",  "public",
+        "pid",      "events",   "api",
     };
 
     while (mail_queue_names[count] != NULL)

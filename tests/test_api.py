@@ -62,7 +62,7 @@ class Api:
         conf.update(params or {})
         self.inst = make_instance(relayhost="[127.0.0.1]:%d" % self.sink.port,
                                   params=conf, services=[API_SERVICE])
-        self.key = self.create_key("acme")
+        self.key = self.create_key("acme", "--scope", "send,templates")
         self.inst.start()
         wait_until(self.healthy, 10, what="the api to answer /v1/health")
 
@@ -418,3 +418,325 @@ def test_202_only_after_stable_storage(make_instance, make_sink, tmp_path):
     assert ack.ts > _done(steps["dir_sync"]), \
         "202 at %.6f, before cleanup's directory fsync returned at %.6f" % (
             ack.ts, _done(steps["dir_sync"]))
+
+
+def test_idempotency_key_sends_once_across_restart(api):
+    """A retried request with the same Idempotency-Key gets the first 202
+    (same queue ID, Idempotent-Replayed) and sends nothing more, also after
+    the instance restarted; the same key with another body gets 422; the
+    key belongs to its tenant (another tenant's same key is a new
+    message); a bad key is a 400."""
+    idem = {"Idempotency-Key": "order-4711"}
+    body = with_(subject="once")
+    status, first, _ = api.post(body, headers=idem)
+    assert status == 202, first
+    status, again, hdrs = api.post(body, headers=idem)
+    assert status == 202 and again == first, again
+    assert hdrs.get("Idempotent-Replayed") == "true"
+    api.inst.stop()
+    api.inst.start()
+    wait_until(api.healthy, 10, what="the api after a restart")
+    status, third, hdrs = api.post(body, headers=idem)
+    assert status == 202 and third == first, third
+    assert hdrs.get("Idempotent-Replayed") == "true"
+    status, answer, _ = api.post(with_(subject="other"), headers=idem)
+    assert status == 422 and answer["error"]["code"] == "idempotency_key_reused"
+    other = api.create_key("other-tenant")
+    status, theirs, _ = api.post(body, key=other, headers=idem)
+    assert status == 202 and theirs["id"] != first["id"], theirs
+    status, answer, _ = api.post(body, headers={"Idempotency-Key": "a b"})
+    assert status == 400 and answer["error"]["field"] == "Idempotency-Key"
+    api.sink.wait_messages(2)
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    subjects = [parse(m)["Subject"] for m in api.sink.received()]
+    assert sorted(subjects) == ["once", "once"], subjects
+
+
+def test_templates_stored_versioned_and_rendered(api):
+    """PUT /v1/templates/NAME stores a Mustache template (version 1, then
+    2), GET gives it back, a message naming it with data arrives rendered:
+    variables, HTML escaping in the html part only, triple braces,
+    sections over a list, inverted sections, comments. A template with an
+    unclosed section is a 422 naming the part; an unknown template a 422;
+    another tenant sees none of it; DELETE removes it."""
+    tpl = {"subject": "Hello {{name}}",
+           "text": "Hi {{name}},{{! a comment }}\n{{#items}}- {{title}} x{{qty}}\n{{/items}}"
+                   "{{^items}}nothing ordered\n{{/items}}",
+           "html": "<p>Hi {{name}} {{{badge}}}</p>"}
+    status, answer, _ = api_request(api.port, "PUT", "/v1/templates/order",
+                                    {"text": "v1"}, key=api.key)
+    assert (status, answer) == (200, {"name": "order", "version": 1}), answer
+    status, answer, _ = api_request(api.port, "PUT", "/v1/templates/order",
+                                    tpl, key=api.key)
+    assert (status, answer) == (200, {"name": "order", "version": 2}), answer
+    status, got, _ = api_request(api.port, "GET", "/v1/templates/order", key=api.key)
+    assert status == 200 and got["version"] == 2 and got["html"] == tpl["html"]
+
+    data = {"name": "Ann & <Bob>", "badge": "<b>VIP</b>",
+            "items": [{"title": "tea", "qty": 2}, {"title": "cake", "qty": 1}]}
+    status, answer, _ = api.post({"from": "shop@sender.test", "to": ["ann@rcpt.test"],
+                                  "template": "order", "data": data})
+    assert status == 202, answer
+    status, answer, _ = api.post({"from": "shop@sender.test", "to": ["bob@rcpt.test"],
+                                  "template": "order", "data": {"name": "Bob"}})
+    assert status == 202, answer
+    got = {m.rcpt_tos[0]: parse(m) for m in api.sink.wait_messages(2)}
+    ann = got["ann@rcpt.test"]
+    assert ann["Subject"] == "Hello Ann & <Bob>"
+    assert ann.get_body(("plain",)).get_content() == \
+        "Hi Ann & <Bob>,\n- tea x2\n- cake x1\n"
+    assert ann.get_body(("html",)).get_content().strip() == \
+        "<p>Hi Ann &amp; &lt;Bob&gt; <b>VIP</b></p>"
+    assert got["bob@rcpt.test"].get_body(("plain",)).get_content() == \
+        "Hi Bob,\nnothing ordered\n"
+
+    status, answer, _ = api_request(api.port, "PUT", "/v1/templates/broken",
+                                    {"text": "{{#items}} never closed"}, key=api.key)
+    assert status == 422 and answer["error"]["code"] == "invalid_template", answer
+    assert answer["error"]["field"] == "text"
+    assert "not closed" in answer["error"]["message"]
+    status, answer, _ = api.post({"from": "a@sender.test", "to": "b@rcpt.test",
+                                  "template": "nope"})
+    assert status == 422 and answer["error"]["code"] == "unknown_template"
+    status, answer, _ = api.post({"from": "a@sender.test", "to": "b@rcpt.test",
+                                  "template": "order", "text": "x"})
+    assert status == 400 and answer["error"]["field"] == "text"
+
+    other = api.create_key("other", "--scope", "send,templates")
+    assert api_request(api.port, "GET", "/v1/templates/order", key=other)[0] == 404
+    sender_only = api.create_key("acme")
+    assert api_request(api.port, "PUT", "/v1/templates/x", {"text": "t"},
+                       key=sender_only)[0] == 403
+    status, answer, _ = api_request(api.port, "DELETE", "/v1/templates/order", key=api.key)
+    assert status == 200, answer
+    assert api_request(api.port, "GET", "/v1/templates/order", key=api.key)[0] == 404
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    assert len(api.sink.received()) == 2
+
+
+def test_template_that_would_loop_is_refused(api):
+    """Nested sections over a list multiply: 9 levels over 10 items would
+    visit 10^9 tokens, writing nothing, and hold the daemon for minutes
+    (the output bound never trips). The render stops at its step
+    bound with 422 template_too_complex, nothing is queued, and the daemon
+    answers the next request at once."""
+    deep = "{{#l}}" * 9 + "{{/l}}" * 9
+    status, answer, _ = api_request(api.port, "PUT", "/v1/templates/deep",
+                                    {"text": deep}, key=api.key)
+    assert status == 200, answer
+    status, answer, _ = api.post({"from": "a@sender.test", "to": "b@rcpt.test",
+                                  "template": "deep", "data": {"l": list(range(10))}},
+                                 timeout=30)
+    assert status == 422 and answer["error"]["code"] == "template_too_complex", answer
+    assert api.healthy()
+    assert api.queued() == []
+
+
+def test_tenant_daily_limit_429(make_instance, make_sink):
+    """api_tenant_daily_limit = 2: a tenant's third message of the day gets
+    429 rate_limited with Retry-After and is not queued; another tenant
+    still sends; a refused request (bad input) does not count."""
+    api = Api(make_instance, make_sink, params={"api_tenant_daily_limit": "2"})
+    assert api.post(with_(to="nobody"))[0] == 422
+    assert api.post(with_(subject="one"))[0] == 202
+    assert api.post(with_(subject="two"))[0] == 202
+    status, answer, hdrs = api.post(with_(subject="three"))
+    assert status == 429 and answer["error"]["code"] == "rate_limited", answer
+    assert 0 < int(hdrs["Retry-After"]) <= 86400
+    other = api.create_key("other")
+    assert api.post(with_(subject="other"), key=other)[0] == 202
+    api.sink.wait_messages(3)
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    subjects = sorted(parse(m)["Subject"] for m in api.sink.received())
+    assert subjects == ["one", "other", "two"]
+
+
+def test_hostile_clients_disturb_nobody(make_instance, make_sink):
+    """A slowloris client (headers never finished) is cut off after
+    api_timeout while other clients are served meanwhile; 10,000 headers
+    and a 100 MB Content-Length are refused without reading them; nothing
+    is queued and the daemon keeps serving."""
+    import socket
+    api = Api(make_instance, make_sink,
+              params={"api_timeout": "3s", "api_max_request_size": "1m"})
+    slow = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+    slow.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nX-Slow: 1")
+    assert api.post(with_(subject="while slow"))[0] == 202
+    slow.settimeout(30)
+    try:
+        rest = slow.recv(4096)      # the server hangs up (EOF or a 408)
+    except ConnectionResetError:
+        rest = b""
+    assert rest == b"" or rest.startswith(b"HTTP/1.1 4"), rest
+    slow.close()
+
+    many = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+    head = b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n" + \
+        b"".join(b"X-H%d: v\r\n" % i for i in range(10000)) + b"\r\n"
+    try:
+        many.sendall(head)
+        answer = many.recv(4096)
+    except (ConnectionResetError, BrokenPipeError):
+        answer = b""
+    assert answer == b"" or answer.startswith(b"HTTP/1.1 4"), answer[:100]
+    many.close()
+
+    big = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+    big.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: 104857600\r\n"
+                b"Authorization: Bearer " + api.key.encode() + b"\r\n\r\n" + b"{" * 65536)
+    try:
+        answer = big.recv(4096)
+    except ConnectionResetError:
+        answer = b""
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+    big.close()
+
+    assert api.healthy()
+    assert api.post(with_(subject="after"))[0] == 202
+    api.sink.wait_messages(2)
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    assert sorted(parse(m)["Subject"] for m in api.sink.received()) == \
+        ["after", "while slow"]
+
+
+def test_reload_keeps_serving(api):
+    """sluice reload: the successor binds api_listen beside the retiring
+    process (SO_REUSEPORT) and serves; the old one exits."""
+    old = api.inst.child("api")
+    api.inst.reload()
+    wait_until(lambda: not pid_alive(old), 20, what="the old api to retire")
+    wait_until(api.healthy, 10, what="the new api to answer")
+    assert api.inst.child("api") != old
+    assert api.post(with_(subject="after reload"))[0] == 202
+    api.sink.wait_messages(1)
+
+
+def test_status_lookup(api):
+    """GET /v1/messages/ID (scope read) says where a message is: one
+    recipient delivered (done), one refused with 450 (pending) while the
+    message waits in deferred/, then done once it went out. Another
+    tenant, or a made-up ID, gets 404."""
+    api.sink.set_rcpt_reply("later@rcpt.test", "450 4.2.1 try later")
+    status, answer, _ = api.post(with_(to=["now@rcpt.test", "later@rcpt.test"]))
+    assert status == 202, answer
+    qid = answer["id"]
+    reader = api.create_key("acme", "--scope", "read")
+
+    def state():
+        got, body, _ = api_request(api.port, "GET", "/v1/messages/" + qid, key=reader)
+        assert got == 200, body
+        return body
+
+    deferred = wait_until(lambda: (lambda b: b if b["state"] == "deferred" else None)(state()),
+                          30, what="the message in deferred/")
+    assert {r["to"]: r["state"] for r in deferred["recipients"]} == \
+        {"now@rcpt.test": "done", "later@rcpt.test": "pending"}
+    assert [r["id"] for r in deferred["recipients"]] == [qid + ".1", qid + ".2"]
+    other = api.create_key("other", "--scope", "read")
+    assert api_request(api.port, "GET", "/v1/messages/" + qid, key=other)[0] == 404
+    assert api_request(api.port, "GET", "/v1/messages/1MH7AAAAAAAAAAAA", key=reader)[0] == 404
+    assert api_request(api.port, "GET", "/v1/messages/..%2f..%2fx", key=reader)[0] == 404
+    api.sink.set_rcpt_reply("later@rcpt.test", None)
+    api.inst.check("flush")
+    done = wait_until(lambda: (lambda b: b if b["state"] == "done" else None)(state()),
+                      30, what="the message out of the queue")
+    assert done["recipients"] == []
+
+
+def test_api_under_valgrind(make_instance, make_sink, tmp_path):
+    """The api daemon under valgrind memcheck through every endpoint (parts,
+    raw, templates, bad input, idempotency, status, 401/403/404/413): no
+    error and no definite leak when the instance stops."""
+    from test_valgrind import ERROR_EXIT, VALGRIND, WRAPPER, log_problems, need_valgrind
+    need_valgrind()
+    logs = tmp_path / "vg"
+    logs.mkdir()
+    os.chmod(tmp_path, 0o755)
+    os.chmod(logs, 0o777)
+    require(LIBEXEC / "api", SLUICE)
+    sink = make_sink()
+    port = free_port()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
+                         params={"api_listen": "127.0.0.1:%d" % port,
+                                 "api_timeout": "20s"})
+    wrapper = inst.dir / "api-valgrind"
+    wrapper.write_text(WRAPPER.format(valgrind=VALGRIND, code=ERROR_EXIT, logs=logs,
+                                      name="api", program=LIBEXEC / "api"))
+    wrapper.chmod(0o755)
+    inst.add_service("api unix n - n - 1 " + str(wrapper))
+    key = inst.check("api", "key", "create", "acme", "--scope", "send,read,templates").strip()
+    inst.start()
+
+    def healthy():
+        try:
+            return api_request(port, "GET", "/v1/health", timeout=5)[0] == 200
+        except OSError:
+            return False
+    wait_until(healthy, 60, what="the api under valgrind")
+
+    def post(body, **kw):
+        return api_request(port, "POST", "/v1/messages", body, key=key, timeout=60, **kw)
+    status, answer, _ = post({"from": "S <s@sender.test>", "to": ["a@rcpt.test", "B é <b@rcpt.test>"],
+                              "subject": "é" * 50, "text": "t=" * 100, "html": "<p>h</p>",
+                              "headers": {"X-A": "ü"}}, headers={"Idempotency-Key": "k1"})
+    assert status == 202, answer
+    assert post({"from": "S <s@sender.test>", "to": ["a@rcpt.test", "B é <b@rcpt.test>"],
+                 "subject": "é" * 50, "text": "t=" * 100, "html": "<p>h</p>",
+                 "headers": {"X-A": "ü"}}, headers={"Idempotency-Key": "k1"})[1] == answer
+    raw = base64.b64encode(b"From: a@sender.test\r\nSubject: r\r\n\r\nbody\r\n").decode()
+    assert post({"from": "a@sender.test", "to": "c@rcpt.test", "raw": raw})[0] == 202
+    assert api_request(port, "PUT", "/v1/templates/t", {"subject": "{{a}}", "text": "{{#l}}{{.}}{{/l}}{{^x}}n{{/x}}",
+                       "html": "{{{a}}}{{a.b}}"}, key=key, timeout=60)[0] == 200
+    assert api_request(port, "GET", "/v1/templates/t", key=key, timeout=60)[0] == 200
+    assert post({"from": "a@sender.test", "to": "d@rcpt.test", "template": "t",
+                 "data": {"a": "<x>", "l": [1, "2", 3.5, True, None]}})[0] == 202
+    assert api_request(port, "PUT", "/v1/templates/bad", {"text": "{{#a}}"}, key=key, timeout=60)[0] == 422
+    assert api_request(port, "DELETE", "/v1/templates/t", key=key, timeout=60)[0] == 200
+    assert api_request(port, "GET", "/v1/messages/" + answer["id"], key=key, timeout=60)[0] == 200
+    for body, _, _, _ in BAD_BODIES:
+        if isinstance(body, bytes):
+            post(None, raw_body=body)
+        else:
+            post(body)
+    assert api_request(port, "POST", "/v1/messages", GOOD, key="sk_bad", timeout=60)[0] == 401
+    assert api_request(port, "GET", "/nowhere", timeout=60)[0] == 404
+    sink.wait_messages(3, timeout=60)
+    r = inst.stop(timeout=120)
+    assert r.returncode == 0, r.stderr
+    found = sorted(logs.glob("api.*.log"))
+    assert found, "no valgrind log"
+    problems = {p.name: log_problems(p.read_text()) for p in found}
+    assert not any(problems.values()), problems
+
+
+def test_attachments(api):
+    """attachments: the message is multipart/mixed with the body and each
+    file base64, its bytes and name (ASCII or not) read back; a bad
+    attachment is a 400 naming it and sends nothing."""
+    pdf = bytes(range(256)) * 40
+    status, answer, _ = api.post(with_(
+        html="<p>see attached</p>",
+        attachments=[{"filename": "report.pdf", "content_type": "application/pdf",
+                      "content": base64.b64encode(pdf).decode()},
+                     {"filename": "Grüße ünd so.txt",
+                      "content": base64.b64encode(b"hello\n").decode()}]))
+    assert status == 202, answer
+    msg = parse(api.sink.wait_messages(1)[0])
+    assert msg.get_content_type() == "multipart/mixed"
+    assert msg.get_body(("plain",)).get_content().strip() == "t"
+    atts = list(msg.iter_attachments())
+    assert [a.get_filename() for a in atts] == ["report.pdf", "Grüße ünd so.txt"]
+    assert atts[0].get_content_type() == "application/pdf"
+    assert atts[0].get_content() == pdf
+    assert atts[1].get_content_type() == "application/octet-stream"
+    assert atts[1].get_content() == b"hello\n"
+    for bad, field in (
+            ({"filename": "a", "content": "!!"}, "attachments[0].content"),
+            ({"filename": "a\r\nBcc: x@rcpt.test", "content": "QQ=="}, "attachments[0].filename"),
+            ({"filename": "a", "content": "QQ==", "content_type": "text/plain; x=y"},
+             "attachments[0].content_type"),
+            ({"filename": "a", "content": "QQ==", "extra": 1}, "attachments[0]")):
+        status, answer, _ = api.post(with_(attachments=[bad]))
+        assert status == 400 and answer["error"]["field"] == field, (bad, answer)
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    assert len(api.sink.received()) == 1
