@@ -3,6 +3,8 @@
  *
  * spf.c     the daemon: configuration, the libunbound-backed DNS layer it
  *           gives libspf2, one check per connection (global/spf_proto.h)
+ * spf_dkim.c DKIM verification with libopendkim (global/dkim_proto.h),
+ *           keys fetched through the same libunbound context
  * spf_rr.c  DNS answers (libunbound's rdata) into libspf2's records;
  *           unit tested by spf_rr_test.c, fuzzed by fuzz/fuzz_spf_rr.c
  */
@@ -36,5 +38,17 @@ extern bool spf_rr_txt(const unsigned char *data, size_t len, VSTR *out);
 extern bool spf_rr_fill(SPF_dns_rr_t *rr, int idx, ns_type type,
                         const unsigned char *data, size_t len, VSTR *text,
                         VSTR *oversize);
+
+/* DKIM verification (spf_dkim.c). */
+typedef struct SPF_DKIM SPF_DKIM;
+struct ub_ctx;
+struct ATTR_STREAM;
+/* spf_dkim_create - libopendkim set up once; ub NULL: DNS is off (every
+   key lookup fails) */
+extern SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout);
+extern SPF_DKIM *spf_dkim_free(SPF_DKIM *dk);
+/* spf_dkim_serve - a BEGIN was read from stream: read the content and
+   END, verify, write the REPLY */
+extern void spf_dkim_serve(SPF_DKIM *dk, struct ATTR_STREAM *stream);
 
 #endif
