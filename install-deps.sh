@@ -24,7 +24,7 @@ set -u
 # AUTH offers (PLAIN, LOGIN, CRAM-MD5, SCRAM; sasldb comes with libsasl2-2).
 BUILD="gcc make pkg-config libc6-dev libevent-dev libssl-dev libunbound-dev
 nettle-dev libdb5.3-dev libpcre2-dev libsasl2-dev libsasl2-modules libspf2-dev
-libopendkim-dev libjansson-dev libcmocka-dev"
+libopendkim-dev libopendmarc-dev libjansson-dev libcmocka-dev"
 
 # The tests: pytest and its SMTP sinks, the loopback DNS server, the tools the
 # system tests run (strace, valgrind, the sanitizers' runtime for clang), and

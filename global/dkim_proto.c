@@ -19,9 +19,21 @@ static const char *const dkim_result_names[] = {
     [DKIM_PROTO_PERMERROR] = "permerror",
 };
 
+static const char *const dmarc_result_names[] = {
+    [DMARC_PROTO_NONE] = "none",
+    [DMARC_PROTO_PASS] = "pass",
+    [DMARC_PROTO_FAIL] = "fail",
+    [DMARC_PROTO_TEMPERROR] = "temperror",
+    [DMARC_PROTO_PERMERROR] = "permerror",
+};
+
 const ATTR_SPEC dkim_request_spec[] = {
     {"request", ATTR_TYPE_STR, true, false, "dkim, data or end"},
     {"data", ATTR_TYPE_DATA, false, false, "data: a chunk of the content"},
+    {"dmarc", ATTR_TYPE_INT, false, false, "dkim: 1: DMARC too"},
+    {"client_address", ATTR_TYPE_STR, false, false, "dkim+dmarc: client IP"},
+    {"spf_result", ATTR_TYPE_STR, false, false, "dkim+dmarc: SPF result"},
+    {"spf_domain", ATTR_TYPE_STR, false, false, "dkim+dmarc: its domain"},
 };
 const size_t dkim_request_spec_count = SLUICE_ARRAY_LEN(dkim_request_spec);
 
@@ -31,7 +43,18 @@ const ATTR_SPEC dkim_reply_spec[] = {
     {"result", ATTR_TYPE_STR, false, true, "ok: per signature, in order"},
     {"domain", ATTR_TYPE_STR, false, true, "ok: per signature, its d="},
     {"selector", ATTR_TYPE_STR, false, true, "ok: per signature, its s="},
+    {"dmarc", ATTR_TYPE_STR, false, false, "ok: the DMARC result"},
+    {"dmarc_from", ATTR_TYPE_STR, false, false, "ok: the From: domain"},
+    {"dmarc_policy", ATTR_TYPE_STR, false, false, "ok: p= or sp= on fail"},
 };
+
+/* dmarc_proto_result_name - the name of a DMARC result */
+const char *dmarc_proto_result_name(DMARC_PROTO_RESULT result)
+{
+    if ((size_t) result >= SLUICE_ARRAY_LEN(dmarc_result_names))
+        msg_panic("%s: bad result %d", __func__, (int) result);
+    return dmarc_result_names[result];
+}
 const size_t dkim_reply_spec_count = SLUICE_ARRAY_LEN(dkim_reply_spec);
 
 /* dkim_proto_result_name - the name of a result */
@@ -66,11 +89,17 @@ bool dkim_proto_token_ok(const char *text)
 }
 
 /* dkim_begin_list - BEGIN */
-ATTR_LIST *dkim_begin_list(void)
+ATTR_LIST *dkim_begin_list(const DKIM_REQUEST *begin)
 {
     ATTR_LIST *list = attr_list_alloc();
 
     attr_add_str(list, "request", DKIM_REQ_BEGIN);
+    if (begin != NULL && begin->dmarc) {
+        attr_add_int(list, "dmarc", 1);
+        attr_add_str(list, "client_address", begin->client_address);
+        attr_add_str(list, "spf_result", begin->spf_result);
+        attr_add_str(list, "spf_domain", begin->spf_domain);
+    }
     return list;
 }
 
@@ -119,6 +148,25 @@ int dkim_request_take(const ATTR_LIST *list, DKIM_REQUEST *req, VSTR *why)
         vstr_sprintf(why, "%.20s takes no data", request);
         return -1;
     }
+    {
+        long long dmarc = 0;
+
+        (void) attr_get_int(list, "dmarc", &dmarc);
+        req->dmarc = dmarc == 1;
+        req->client_address = attr_get_str(list, "client_address");
+        req->spf_result = attr_get_str(list, "spf_result");
+        req->spf_domain = attr_get_str(list, "spf_domain");
+        if ((attr_list_count(list) > 1 &&
+             strcmp(request, DKIM_REQ_BEGIN) != 0) ||
+            (attr_list_count(list) > 1 &&
+             (!req->dmarc || req->client_address == NULL ||
+              req->spf_result == NULL || req->spf_domain == NULL ||
+              attr_list_count(list) != 5))) {
+            vstr_sprintf(why, "dmarc takes client_address, spf_result and "
+                              "spf_domain, on dkim only");
+            return -1;
+        }
+    }
     if (strcmp(request, DKIM_REQ_BEGIN) == 0)
         req->kind = DKIM_KIND_BEGIN;
     else if (strcmp(request, DKIM_REQ_END) == 0)
@@ -146,6 +194,12 @@ ATTR_LIST *dkim_reply_list(const DKIM_REPLY *reply)
                      dkim_proto_result_name(reply->sigs[i].result));
         attr_add_str(list, "domain", reply->sigs[i].domain);
         attr_add_str(list, "selector", reply->sigs[i].selector);
+    }
+    if (reply->dmarc) {
+        attr_add_str(list, "dmarc",
+                     dmarc_proto_result_name(reply->dmarc_result));
+        attr_add_str(list, "dmarc_from", reply->dmarc_from);
+        attr_add_str(list, "dmarc_policy", reply->dmarc_policy);
     }
     return list;
 }
@@ -187,7 +241,7 @@ int dkim_reply_take(const ATTR_LIST *list, DKIM_REPLY *reply, VSTR *why)
         for (k = 0; k < 3 && strcmp(name, names[k]) != 0; k++)
             continue;
         if (k == 3)
-            continue; /* status */
+            continue; /* status, dmarc* */
         if (k != next || sigs >= DKIM_SIG_MAX) {
             vstr_sprintf(why, "signature attributes out of order");
             return -1;
@@ -215,6 +269,31 @@ int dkim_reply_take(const ATTR_LIST *list, DKIM_REPLY *reply, VSTR *why)
         return -1;
     }
     reply->count = sigs;
+    {
+        const char *dmarc = attr_get_str(list, "dmarc");
+        const char *from = attr_get_str(list, "dmarc_from");
+        const char *policy = attr_get_str(list, "dmarc_policy");
+        int code = -1;
+
+        if (dmarc != NULL || from != NULL || policy != NULL) {
+            for (size_t i = 0;
+                 dmarc && i < SLUICE_ARRAY_LEN(dmarc_result_names); i++)
+                if (strcmp(dmarc, dmarc_result_names[i]) == 0)
+                    code = (int) i;
+            if (code < 0 || from == NULL || policy == NULL ||
+                !dkim_proto_token_ok(from) ||
+                (strcmp(policy, "") != 0 && strcmp(policy, "none") != 0 &&
+                 strcmp(policy, "quarantine") != 0 &&
+                 strcmp(policy, "reject") != 0)) {
+                vstr_sprintf(why, "bad dmarc result");
+                return -1;
+            }
+            reply->dmarc = true;
+            reply->dmarc_result = (DMARC_PROTO_RESULT) code;
+            reply->dmarc_from = from;
+            reply->dmarc_policy = policy;
+        }
+    }
     reply->ok = true;
     return 0;
 }

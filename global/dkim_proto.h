@@ -12,15 +12,23 @@
  *   spf -> smtpd    HELLO   (spf_proto.h's: protocol=spf, version
  *                           SPF_PROTO_VERSION), on accept
  *   smtpd -> spf    HELLO   smtpd's
- *   smtpd -> spf    BEGIN   request=dkim (dkim_begin_spec)
+ *   smtpd -> spf    BEGIN   request=dkim; with dmarc=1 also DMARC (RFC
+ *                           7489) for the From: domain, given the SPF
+ *                           result and its domain (client_address,
+ *                           spf_result, spf_domain)
  *   smtpd -> spf    DATA    request=data data=<bytes> (dkim_data_spec),
  *                           at most DKIM_CHUNK_MAX bytes each, in order
  *   smtpd -> spf    END     request=end (dkim_end_spec)
  *   spf -> smtpd    REPLY   (dkim_reply_spec): status=ok and, per
  *                           signature in the message's order (at most
  *                           DKIM_SIG_MAX), result, domain, selector; no
- *                           signature at all is dkim=none. Or status=fail
- *                           with reason: no verification was made.
+ *                           signature at all is dkim=none; with dmarc=1
+ *                           the DMARC result (dmarc), the From: domain
+ *                           (dmarc_from, "" when none is usable) and the
+ *                           policy the domain asks for a failure
+ *                           (dmarc_policy: none, quarantine, reject; ""
+ *                           unless fail). Or status=fail with reason: no
+ *                           verification was made.
  *
  * Strict both ways: a missing or unknown attribute, a result that is not
  * one of ours, a domain or selector that is not a DNS token
@@ -68,7 +76,21 @@ typedef struct DKIM_REQUEST {
     DKIM_REQ_KIND kind;
     const char *data; /* DATA: into the list */
     size_t len;
+    /* BEGIN: DMARC too, with these (NULL when !dmarc) */
+    bool dmarc;
+    const char *client_address;
+    const char *spf_result; /* spf_proto_result_name()s, "none" */
+    const char *spf_domain; /* the domain SPF checked, "" for none */
 } DKIM_REQUEST;
+
+/* DMARC results (RFC 7489 11.2, RFC 8601 2.7.5) */
+typedef enum DMARC_PROTO_RESULT {
+    DMARC_PROTO_NONE,
+    DMARC_PROTO_PASS,
+    DMARC_PROTO_FAIL,
+    DMARC_PROTO_TEMPERROR,
+    DMARC_PROTO_PERMERROR,
+} DMARC_PROTO_RESULT;
 
 typedef struct DKIM_SIG_RESULT {
     DKIM_PROTO_RESULT result;
@@ -81,7 +103,13 @@ typedef struct DKIM_REPLY {
     const char *reason;
     size_t count; /* 0: no signature (dkim=none) */
     DKIM_SIG_RESULT sigs[DKIM_SIG_MAX];
+    bool dmarc; /* the DMARC fields are set */
+    DMARC_PROTO_RESULT dmarc_result;
+    const char *dmarc_from; /* a token; "" when none */
+    const char *dmarc_policy; /* "", none, quarantine, reject */
 } DKIM_REPLY;
+
+extern const char *dmarc_proto_result_name(DMARC_PROTO_RESULT result);
 
 /* dkim_proto_result_name - "pass", "fail" ...; dkim_proto_result_code -
    the result of a name, or -1 */
@@ -92,7 +120,7 @@ extern bool dkim_proto_token_ok(const char *text);
 
 /* The requests: built by smtpd, taken by the daemon (a list whose
    request is dkim, data or end; req points into list). */
-extern ATTR_LIST *dkim_begin_list(void);
+extern ATTR_LIST *dkim_begin_list(const DKIM_REQUEST *begin);
 extern ATTR_LIST *dkim_data_list(const char *data, size_t len);
 extern ATTR_LIST *dkim_end_list(void);
 extern int dkim_request_take(const ATTR_LIST *list, DKIM_REQUEST *req,

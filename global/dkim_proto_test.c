@@ -21,7 +21,7 @@ static void test_requests(void **state)
     VSTR *why = vstr_alloc(100);
     ATTR_LIST *list;
 
-    list = proto_test_wire(dkim_begin_list(), DKIM_LIST_MAX);
+    list = proto_test_wire(dkim_begin_list(NULL), DKIM_LIST_MAX);
     assert_int_equal(dkim_request_take(list, &req, why), 0);
     assert_int_equal(req.kind, DKIM_KIND_BEGIN);
     attr_list_free(list);
@@ -128,6 +128,53 @@ static void test_reply_strict(void **state)
     assert_int_equal(take(unknown, 4), -1);
 }
 
+static void test_dmarc_fields(void **state)
+{
+    DKIM_REQUEST begin = {.kind = DKIM_KIND_BEGIN,
+                          .dmarc = true,
+                          .client_address = "192.0.2.1",
+                          .spf_result = "pass",
+                          .spf_domain = "mail.a.test"};
+    DKIM_REQUEST req;
+    DKIM_REPLY reply = {.ok = true,
+                        .dmarc = true,
+                        .dmarc_result = DMARC_PROTO_FAIL,
+                        .dmarc_from = "a.test",
+                        .dmarc_policy = "reject"};
+    DKIM_REPLY got;
+    VSTR *why = vstr_alloc(100);
+    ATTR_LIST *list;
+
+    list = proto_test_wire(dkim_begin_list(&begin), DKIM_LIST_MAX);
+    assert_int_equal(dkim_request_take(list, &req, why), 0);
+    assert_true(req.dmarc);
+    assert_string_equal(req.client_address, "192.0.2.1");
+    assert_string_equal(req.spf_result, "pass");
+    assert_string_equal(req.spf_domain, "mail.a.test");
+    attr_list_free(list);
+    /* DMARC fields on END, or incomplete: refused. */
+    list = dkim_end_list();
+    attr_add_str(list, "spf_domain", "x.test");
+    assert_int_equal(dkim_request_take(list, &req, why), -1);
+    attr_list_free(list);
+    list = dkim_begin_list(NULL);
+    attr_add_int(list, "dmarc", 1);
+    assert_int_equal(dkim_request_take(list, &req, why), -1);
+    attr_list_free(list);
+    list = proto_test_wire(dkim_reply_list(&reply), DKIM_REPLY_MAX);
+    assert_int_equal(dkim_reply_take(list, &got, why), 0);
+    assert_true(got.dmarc);
+    assert_int_equal(got.dmarc_result, DMARC_PROTO_FAIL);
+    assert_string_equal(got.dmarc_from, "a.test");
+    assert_string_equal(got.dmarc_policy, "reject");
+    attr_list_free(list);
+    reply.dmarc_policy = "discard";
+    list = dkim_reply_list(&reply);
+    assert_int_equal(dkim_reply_take(list, &got, why), -1);
+    attr_list_free(list);
+    vstr_free(why);
+}
+
 static void test_tokens(void **state)
 {
     assert_true(dkim_proto_token_ok("sel-1.a_b.test"));
@@ -145,6 +192,7 @@ int main(void)
         cmocka_unit_test(test_requests),
         cmocka_unit_test(test_reply_round_trip),
         cmocka_unit_test(test_reply_strict),
+        cmocka_unit_test(test_dmarc_fields),
         cmocka_unit_test(test_tokens),
     };
 

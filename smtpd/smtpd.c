@@ -604,6 +604,8 @@ static void smtpd_dkim_begin(SMTPD_SESS *sess)
 {
     SMTPD_CTX *ctx = sess->ctx;
     VSTR *path = vstr_alloc(100);
+    VSTR *spf_domain = vstr_alloc(100);
+    DKIM_REQUEST begin = {.kind = DKIM_KIND_BEGIN};
     ATTR_LIST *list;
 
     vstr_reset(sess->dkim_why);
@@ -618,17 +620,20 @@ static void smtpd_dkim_begin(SMTPD_SESS *sess)
                      "%s: %s",
                      vstr_str(path), strerror(errno));
         vstr_free(path);
+        vstr_free(spf_domain);
         return;
     }
     vstr_free(path);
+    (void) smtpd_dmarc_begin(sess->proto, &begin, spf_domain);
     attr_conn_drain_mark(sess->dkim, CLEANUP_CHUNK_MAX);
     attr_conn_timeouts(sess->dkim, 0, ctx->conf.timeout);
     list = spf_hello_list();
     attr_conn_send(sess->dkim, list);
     attr_list_free(list);
-    list = dkim_begin_list();
+    list = dkim_begin_list(&begin);
     attr_conn_send(sess->dkim, list);
     attr_list_free(list);
+    vstr_free(spf_domain);
 }
 
 /* smtpd_data_commit - the content is complete (and verified): END to
@@ -665,6 +670,21 @@ static void smtpd_dkim_verdict(SMTPD_SESS *sess, const DKIM_REPLY *reply,
     smtpd_dkim_close(sess);
     sess->dkim_on = false;
     sess->wait = SMTPD_WAIT_NONE;
+    if (smtpd_dmarc_reject(sess->proto, reply, sess->why)) {
+        /* Nothing is queued: cleanup removes the partial file. */
+        SMTPD_ACT act;
+
+        vstr_reset(sess->auth_results);
+        smtpd_cleanup_close(sess);
+        act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_REJECT, NULL, 550,
+                                    vstr_str(sess->why));
+        smtpd_flush_reply(sess);
+        if (act == SMTPD_ACT_CLOSE)
+            smtpd_close(sess);
+        else if (from_loop)
+            smtpd_read_on(sess);
+        return;
+    }
     smtpd_data_commit(sess);
     if (from_loop)
         smtpd_read_on(sess);

@@ -331,6 +331,16 @@ extern void smtpd_spf_reset(SMTPD_PROTO *proto);
    Authentication-Results: header comes from smtpd_auth_results at the
    end of DATA, not from smtpd_auth_headers */
 extern bool smtpd_dkim_wanted(const SMTPD_PROTO *proto);
+/* smtpd_dmarc_begin - with dmarc in smtpd_authentication_checks, set
+   the DMARC fields of the verifier's BEGIN (strings in proto and
+   scratch); false without */
+struct DKIM_REQUEST;
+extern bool smtpd_dmarc_begin(const SMTPD_PROTO *proto,
+                              struct DKIM_REQUEST *begin, VSTR *scratch);
+/* smtpd_dmarc_reject - dmarc_enforce = yes and the message fails the
+   DMARC policy p=reject (or sp=): true with "5.7.1 ..." in reason */
+extern bool smtpd_dmarc_reject(const SMTPD_PROTO *proto,
+                               const struct DKIM_REPLY *dkim, VSTR *reason);
 /* smtpd_dkim_timeout - seconds the verifier may take after the content */
 extern int smtpd_dkim_timeout(const SMTPD_PROTO *proto);
 /* smtpd_auth_results - the Authentication-Results: header (LF ends) with

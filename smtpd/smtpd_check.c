@@ -994,6 +994,8 @@ static SMTPD_DECISION smtpd_check_unopened(SMTPD_CHECK *chk,
 struct SMTPD_AUTH_CONF {
     bool spf; /* spf in smtpd_authentication_checks */
     bool dkim; /* dkim in smtpd_authentication_checks */
+    bool dmarc; /* dmarc in it (spf and dkim are then checked too) */
+    bool dmarc_enforce; /* reject p=reject failures */
     int dkim_timeout; /* s for a DKIM verification after END */
     bool dns_off; /* disable_dns_lookups: no check */
     char *authserv_id;
@@ -1023,12 +1025,10 @@ SMTPD_AUTH_CONF *smtpd_auth_create(const MAIL_CONF *conf)
         else if (strcasecmp(words->argv[i], "dkim") == 0)
             auth->dkim = true;
         else if (strcasecmp(words->argv[i], "dmarc") == 0)
-            msg_warn("smtpd_authentication_checks: %s is not implemented yet:"
-                     " ignored (spf and dkim are)",
-                     words->argv[i]);
+            auth->dmarc = true;
         else
             msg_warn("smtpd_authentication_checks: unknown check \"%s\": "
-                     "ignored (known: spf, dkim)",
+                     "ignored (known: spf, dkim, dmarc)",
                      words->argv[i]);
     }
     argv_free(words);
@@ -1043,6 +1043,10 @@ SMTPD_AUTH_CONF *smtpd_auth_create(const MAIL_CONF *conf)
     auth->timeout_ms =
         (int) (mail_conf_time(conf, "spf_lookup_timeout") + SMTPD_SPF_SLACK) *
         1000;
+    /* DMARC stands on both. */
+    if (auth->dmarc)
+        auth->spf = auth->dkim = true;
+    auth->dmarc_enforce = mail_conf_bool(conf, "dmarc_enforce");
     auth->dkim_timeout =
         (int) mail_conf_time(conf, "dkim_lookup_timeout") + SMTPD_SPF_SLACK;
     if ((auth->spf || auth->dkim) && auth->dns_off)
@@ -1243,6 +1247,50 @@ bool smtpd_dkim_wanted(const SMTPD_PROTO *proto)
     return auth != NULL && auth->dkim && !auth->dns_off && !proto->local;
 }
 
+/* smtpd_dmarc_begin - the DMARC part of the verifier's BEGIN (SPF's
+   result and domain; scratch holds text); false: no DMARC */
+bool smtpd_dmarc_begin(const SMTPD_PROTO *proto, DKIM_REQUEST *begin,
+                       VSTR *scratch)
+{
+    const SMTPD_SPF *spf = smtpd_spf_current(proto);
+    const char *at;
+
+    if (proto->conf->auth == NULL || !proto->conf->auth->dmarc)
+        return false;
+    begin->dmarc = true;
+    begin->client_address = proto->client_addr;
+    begin->spf_result = spf != NULL && !spf->unavailable
+                            ? spf_proto_result_name(spf->result)
+                            : "none";
+    vstr_reset(scratch);
+    if (spf != NULL && !spf->unavailable) {
+        if (*spf->sender != 0 && (at = strrchr(spf->sender, '@')) != NULL)
+            vstr_cpy(scratch, at + 1);
+        else if (*spf->sender == 0)
+            vstr_cpy(scratch, spf->helo);
+    }
+    begin->spf_domain = vstr_str(scratch);
+    return true;
+}
+
+/* smtpd_dmarc_reject - dmarc_enforce and a p=reject failure: the reply
+   text ("5.7.1 ...") in reason */
+bool smtpd_dmarc_reject(const SMTPD_PROTO *proto, const DKIM_REPLY *dkim,
+                        VSTR *reason)
+{
+    if (dkim == NULL || !dkim->dmarc || proto->conf->auth == NULL ||
+        !proto->conf->auth->dmarc_enforce ||
+        dkim->dmarc_result != DMARC_PROTO_FAIL ||
+        strcmp(dkim->dmarc_policy, "reject") != 0)
+        return false;
+    vstr_sprintf(reason,
+                 "5.7.1 Message rejected: it fails the DMARC policy of %s",
+                 dkim->dmarc_from);
+    msg_info("reject: DMARC policy of %s (p=reject) from %s[%s]",
+             dkim->dmarc_from, proto->client_name, proto->client_addr);
+    return true;
+}
+
 /* smtpd_dkim_timeout - seconds a verification may take after END */
 int smtpd_dkim_timeout(const SMTPD_PROTO *proto)
 {
@@ -1310,6 +1358,18 @@ void smtpd_auth_results(const SMTPD_PROTO *proto, const DKIM_REPLY *dkim,
             vstr_sprintf_append(value, " header.d=%s", sig->domain);
         if (*sig->selector)
             vstr_sprintf_append(value, " header.s=%s", sig->selector);
+    }
+    if (proto->conf->auth->dmarc) {
+        if (dkim == NULL || !dkim->dmarc) {
+            vstr_cat(value, "; dmarc=temperror");
+        } else {
+            vstr_sprintf_append(value, "; dmarc=%s",
+                                dmarc_proto_result_name(dkim->dmarc_result));
+            if (*dkim->dmarc_policy)
+                vstr_sprintf_append(value, " (p=%s)", dkim->dmarc_policy);
+            if (*dkim->dmarc_from)
+                vstr_sprintf_append(value, " header.from=%s", dkim->dmarc_from);
+        }
     }
     smtpd_auth_fold(out, "Authentication-Results", vstr_str(value));
     vstr_free(value);

@@ -469,7 +469,7 @@ static void spf_serve(SPF_CTX *ctx, int fd)
         if (dkim_request_take(list, &begin, why) < 0)
             msg_warn("bad dkim request: %s", vstr_str(why));
         else
-            spf_dkim_serve(ctx->dkim, stream);
+            spf_dkim_serve(ctx->dkim, stream, &begin);
     } else {
         if (spf_request_decode(list, &req, why) < 0) {
             msg_warn("bad spf request: %s", vstr_str(why));
@@ -512,6 +512,7 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     SPF_warning_handler = spf_log_warning;
     SPF_info_handler = spf_log_info;
     SPF_debug_handler = NULL;
+    spf_dmarc_init();
     ctx->myhostname = mystrdup(mail_conf_str(conf, "myhostname"));
     ctx->timeout = (int) mail_conf_time(conf, "spf_lookup_timeout");
     ctx->dns.failure = vstr_alloc(100);

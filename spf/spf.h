@@ -18,6 +18,7 @@
 
 #include <spf2/spf.h>
 
+#include "dkim_proto.h"
 #include "vstr.h"
 
 /* The longest SPF record handed to libspf2. RFC 7208 3.4 asks records to
@@ -48,7 +49,23 @@ struct ATTR_STREAM;
 extern SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout);
 extern SPF_DKIM *spf_dkim_free(SPF_DKIM *dk);
 /* spf_dkim_serve - a BEGIN was read from stream: read the content and
-   END, verify, write the REPLY */
-extern void spf_dkim_serve(SPF_DKIM *dk, struct ATTR_STREAM *stream);
+   END, verify (and evaluate DMARC when begin asks), write the REPLY */
+struct DKIM_REQUEST;
+extern void spf_dkim_serve(SPF_DKIM *dk, struct ATTR_STREAM *stream,
+                           const struct DKIM_REQUEST *begin);
+/* spf_dkim_txt - the TXT record of name starting with prefix into out,
+   within the message's DNS budget: 1, 0 none, -1 the lookup failed */
+extern int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix,
+                        VSTR *out);
+
+/* DMARC (spf_dmarc.c): the library once, then one evaluation a message:
+   the From: domain of head (the header section), its policy record (or
+   the organizational domain's) through spf_dkim_txt, the SPF result of
+   begin and the DKIM results in reply; the DMARC fields of reply are set
+   (their strings in from and policy) */
+extern void spf_dmarc_init(void);
+extern void spf_dmarc_eval(SPF_DKIM *dk, const struct DKIM_REQUEST *begin,
+                           const char *head, size_t len, DKIM_REPLY *reply,
+                           VSTR *from, VSTR *policy);
 
 #endif

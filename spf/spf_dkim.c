@@ -14,6 +14,7 @@
 #include "sys_defs.h"
 
 #include <poll.h>
+#include <strings.h>
 #include <time.h>
 
 #include <opendkim/dkim.h>
@@ -28,6 +29,7 @@
 
 #define SPF_DKIM_TXT 16
 #define SPF_DKIM_IN 1
+#define SPF_DKIM_HEAD_MAX (256 * 1024) /* header bytes kept for DMARC */
 
 struct SPF_DKIM {
     DKIM_LIB *lib;
@@ -97,6 +99,83 @@ static bool spf_dkim_lookup_failed(const SPF_DKIM *dk, DKIM_SIGINFO *sig)
     return failed;
 }
 
+/* spf_dkim_query - one TXT query through libunbound within the
+   message's DNS budget: 0 with *result (an answer, NXDOMAIN or no data),
+   or -1 (failed or timed out: remembered for the log and in failed) */
+static int spf_dkim_query(SPF_DKIM *dk, const char *name,
+                          struct ub_result **result)
+{
+    SPF_DKIM_QUERY query = {0};
+    int async_id = 0;
+    int err;
+
+    *result = NULL;
+    if (!dk->started) {
+        dk->started = true;
+        clock_gettime(CLOCK_MONOTONIC, &dk->deadline);
+        dk->deadline.tv_sec += dk->timeout;
+    }
+    if ((err = ub_resolve_async(dk->ub, name, SPF_DKIM_TXT, SPF_DKIM_IN, &query,
+                                spf_dkim_answer, &async_id)) != 0) {
+        (void) spf_dkim_fail(dk, name, ub_strerror(err));
+        return -1;
+    }
+    while (!query.done) {
+        struct pollfd pfd = {.fd = ub_fd(dk->ub), .events = POLLIN};
+        int left = spf_dkim_left_ms(dk);
+
+        if (left == 0) {
+            (void) ub_cancel(dk->ub, async_id);
+            (void) spf_dkim_fail(dk, name, "timed out (dkim_lookup_timeout)");
+            return -1;
+        }
+        if (poll(&pfd, 1, left) < 0 && errno != EINTR)
+            msg_fatal("poll: %m");
+        if ((err = ub_process(dk->ub)) != 0) {
+            (void) ub_cancel(dk->ub, async_id);
+            (void) spf_dkim_fail(dk, name, ub_strerror(err));
+            return -1;
+        }
+    }
+    if (query.err != 0) {
+        (void) spf_dkim_fail(dk, name, ub_strerror(query.err));
+        return -1;
+    }
+    if (query.result->rcode != 0 && !query.result->nxdomain) {
+        (void) spf_dkim_fail(
+            dk, name, query.result->rcode == 2 ? "SERVFAIL" : "server error");
+        ub_resolve_free(query.result);
+        return -1;
+    }
+    *result = query.result;
+    return 0;
+}
+
+/* spf_dkim_txt - the TXT record of name that starts with prefix (case
+   insensitive; "" for the first one) into out: 1, 0 for none, -1 when
+   the lookup failed */
+int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix, VSTR *out)
+{
+    struct ub_result *result;
+    int ret = 0;
+
+    if (dk->ub == NULL)
+        return -1;
+    if (spf_dkim_query(dk, name, &result) < 0)
+        return -1;
+    for (int i = 0; !result->nxdomain && result->havedata &&
+                    result->data[i] != NULL && ret == 0;
+         i++) {
+        if (!spf_rr_txt((const unsigned char *) result->data[i],
+                        (size_t) result->len[i], out))
+            continue;
+        if (strncasecmp(vstr_str(out), prefix, strlen(prefix)) == 0)
+            ret = 1;
+    }
+    ub_resolve_free(result);
+    return ret;
+}
+
 /* spf_dkim_key - libopendkim's key lookup: the TXT record of
    selector._domainkey.domain into buf */
 static DKIM_CBSTAT spf_dkim_key(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf,
@@ -105,73 +184,34 @@ static DKIM_CBSTAT spf_dkim_key(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf,
     SPF_DKIM *dk = dkim_get_user_context(dkim);
     const char *domain = (const char *) dkim_sig_getdomain(sig);
     const char *selector = (const char *) dkim_sig_getselector(sig);
-    SPF_DKIM_QUERY query = {0};
     VSTR *name;
     VSTR *text;
     DKIM_CBSTAT ret;
-    int async_id = 0;
-    int err;
 
     if (dk == NULL || dk->ub == NULL || domain == NULL || selector == NULL)
         return DKIM_CBSTAT_ERROR;
-    if (!dk->started) {
-        dk->started = true;
-        clock_gettime(CLOCK_MONOTONIC, &dk->deadline);
-        dk->deadline.tv_sec += dk->timeout;
-    }
     name = vstr_alloc(100);
+    text = vstr_alloc(256);
     vstr_sprintf(name, "%s._domainkey.%s", selector, domain);
-    if ((err =
-             ub_resolve_async(dk->ub, vstr_str(name), SPF_DKIM_TXT, SPF_DKIM_IN,
-                              &query, spf_dkim_answer, &async_id)) != 0) {
-        ret = spf_dkim_fail(dk, vstr_str(name), ub_strerror(err));
-        vstr_free(name);
-        return ret;
-    }
-    while (!query.done) {
-        struct pollfd pfd = {.fd = ub_fd(dk->ub), .events = POLLIN};
-        int left = spf_dkim_left_ms(dk);
-
-        if (left == 0) {
-            (void) ub_cancel(dk->ub, async_id);
-            ret = spf_dkim_fail(dk, vstr_str(name),
-                                "timed out (dkim_lookup_timeout)");
-            vstr_free(name);
-            return ret;
-        }
-        if (poll(&pfd, 1, left) < 0 && errno != EINTR)
-            msg_fatal("poll: %m");
-        if ((err = ub_process(dk->ub)) != 0) {
-            (void) ub_cancel(dk->ub, async_id);
-            ret = spf_dkim_fail(dk, vstr_str(name), ub_strerror(err));
-            vstr_free(name);
-            return ret;
-        }
-    }
-    if (query.err != 0) {
-        ret = spf_dkim_fail(dk, vstr_str(name), ub_strerror(query.err));
-    } else if (query.result->rcode != 0 && !query.result->nxdomain) {
-        ret = spf_dkim_fail(dk, vstr_str(name),
-                            query.result->rcode == 2 ? "SERVFAIL"
-                                                     : "server error");
-    } else if (query.result->nxdomain || !query.result->havedata) {
+    /* The first record; a key record of several is the key's problem,
+       and libopendkim's parser judges what we give it. */
+    switch (spf_dkim_txt(dk, vstr_str(name), "", text)) {
+    case -1:
+        ret = DKIM_CBSTAT_NOTFOUND; /* and remembered: temperror */
+        break;
+    case 0:
         ret = DKIM_CBSTAT_NOTFOUND;
-    } else {
-        /* The first record; a key record of several is the key's
-           problem, and libopendkim's parser judges what we give it. */
-        text = vstr_alloc(256);
-        if (!spf_rr_txt((const unsigned char *) query.result->data[0],
-                        (size_t) query.result->len[0], text) ||
-            vstr_len(text) >= buflen) {
+        break;
+    default:
+        if (vstr_len(text) >= buflen) {
             ret = DKIM_CBSTAT_ERROR;
         } else {
             memcpy(buf, vstr_str(text), vstr_len(text) + 1);
             ret = DKIM_CBSTAT_CONTINUE;
         }
-        vstr_free(text);
+        break;
     }
-    if (query.result != NULL)
-        ub_resolve_free(query.result);
+    vstr_free(text);
     vstr_free(name);
     return ret;
 }
@@ -244,9 +284,35 @@ static const char *spf_dkim_token(const unsigned char *text)
                : "";
 }
 
-/* spf_dkim_serve - BEGIN was read: the chunks, END, the reply */
-void spf_dkim_serve(SPF_DKIM *dk, ATTR_STREAM *stream)
+/* spf_dkim_head - keep the header section (for DMARC's From:) */
+static void spf_dkim_head(VSTR *head, bool *done, const char *data, size_t len)
 {
+    size_t from = vstr_len(head) > 0 ? vstr_len(head) - 1 : 0;
+    const char *end;
+
+    if (*done)
+        return;
+    vstr_ncat(head, data, len);
+    if (vstr_len(head) > 0 && vstr_str(head)[0] == '\n') {
+        vstr_truncate(head, 0); /* no header at all */
+        *done = true;
+    } else if ((end = memmem(vstr_str(head) + from, vstr_len(head) - from,
+                             "\n\n", 2)) != NULL) {
+        vstr_truncate(head, (size_t) (end - vstr_str(head)) + 1);
+        *done = true;
+    } else if (vstr_len(head) > SPF_DKIM_HEAD_MAX) {
+        *done = true; /* what is there is searched */
+    }
+}
+
+/* spf_dkim_serve - BEGIN was read: the chunks, END, the reply */
+void spf_dkim_serve(SPF_DKIM *dk, ATTR_STREAM *stream,
+                    const DKIM_REQUEST *begin)
+{
+    VSTR *head = vstr_alloc(1024);
+    VSTR *from = vstr_alloc(100);
+    VSTR *policy = vstr_alloc(20);
+    bool head_done = !begin->dmarc;
     VSTR *why = vstr_alloc(100);
     VSTR *reason = vstr_alloc(100);
     ATTR_LIST *list = NULL;
@@ -280,6 +346,7 @@ void spf_dkim_serve(SPF_DKIM *dk, ATTR_STREAM *stream)
         }
         if (req.kind == DKIM_KIND_END)
             break;
+        spf_dkim_head(head, &head_done, req.data, req.len);
         if (!broken && req.len > 0 &&
             (stat = dkim_chunk(dkim, (unsigned char *) req.data, req.len)) !=
                 DKIM_STAT_OK)
@@ -321,6 +388,9 @@ void spf_dkim_serve(SPF_DKIM *dk, ATTR_STREAM *stream)
     }
     if (vstr_len(dk->failure) > 0)
         msg_info("dkim: DNS lookup failed: %s", vstr_str(dk->failure));
+    if (begin->dmarc)
+        spf_dmarc_eval(dk, begin, vstr_str(head), vstr_len(head), &reply, from,
+                       policy);
     list = attr_list_free(list);
     list = dkim_reply_list(&reply);
     if (attr_stream_write(stream, list, why) < 0)
@@ -329,6 +399,9 @@ void spf_dkim_serve(SPF_DKIM *dk, ATTR_STREAM *stream)
 out:
     attr_list_free(list);
     dkim_free(dkim);
+    vstr_free(head);
+    vstr_free(from);
+    vstr_free(policy);
     vstr_free(why);
     vstr_free(reason);
 }
