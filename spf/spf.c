@@ -558,6 +558,7 @@ int main(int argc, char **argv)
         SPF_server_free(ctx.spf);
     myfree(ctx.layer);
     ctx.dkim = spf_dkim_free(ctx.dkim);
+    spf_dmarc_done();
     if (ctx.dns.ub)
         ub_ctx_delete(ctx.dns.ub);
     vstr_free(ctx.dns.failure);

@@ -64,6 +64,7 @@ extern int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix,
    begin and the DKIM results in reply; the DMARC fields of reply are set
    (their strings in from and policy) */
 extern void spf_dmarc_init(void);
+extern void spf_dmarc_done(void);
 extern void spf_dmarc_eval(SPF_DKIM *dk, const struct DKIM_REQUEST *begin,
                            const char *head, size_t len, DKIM_REPLY *reply,
                            VSTR *from, VSTR *policy);

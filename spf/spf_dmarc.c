@@ -34,6 +34,14 @@ void spf_dmarc_init(void)
         msg_fatal("spf: cannot initialize libopendmarc");
 }
 
+/* spf_dmarc_done - the library's end, at exit */
+void spf_dmarc_done(void)
+{
+    OPENDMARC_LIB_T lib = {.tld_type = OPENDMARC_TLD_TYPE_NONE};
+
+    (void) opendmarc_policy_library_shutdown(&lib);
+}
+
 /* spf_dmarc_org - the organizational domain: the last two labels */
 static const char *spf_dmarc_org(const char *domain)
 {

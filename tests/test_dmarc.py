@@ -149,3 +149,59 @@ def test_enforce_rejects_p_reject_only(make_instance, make_sink, make_dns,
     inst.wait_log(r"reject: DMARC policy of sig\.test \(p=reject\)")
     with pytest.raises(AssertionError):
         sink.wait_messages(3, timeout=2)
+
+
+def test_daemon_under_valgrind(make_instance, make_sink, make_dns, rsa_key,
+                               tmp_path):
+    """The spf daemon under valgrind memcheck while it verifies DKIM
+    (pass, a changed body, a malformed signature, a key that is not one)
+    and evaluates DMARC (pass, fail, sp=, no record, a bad record, no
+    From:): no error and no definite leak when it exits."""
+    from conftest import LIBEXEC
+    from test_valgrind import (ERROR_EXIT, VALGRIND, WRAPPER, log_problems,
+                               need_valgrind)
+    need()
+    need_valgrind()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=records(txt) + [
+        ("bad._domainkey.sig.test", "v=DKIM1; p=@@@")])
+    sink = make_sink()
+    logs = tmp_path / "valgrind"
+    logs.mkdir()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, params={
+        "disable_dns_lookups": "no", "dns_servers": dns_server.server,
+        "smtpd_peername_lookup": "no", "smtpd_authentication_checks": "dmarc",
+        "authserv_id": "mx.sluice.test", "dkim_lookup_timeout": "60s",
+        "spf_lookup_timeout": "60s"})
+    wrapper = inst.dir / "spf-valgrind"
+    wrapper.write_text(WRAPPER.format(valgrind=VALGRIND, code=ERROR_EXIT,
+                                      logs=logs, name="spf",
+                                      program=LIBEXEC / "spf"))
+    wrapper.chmod(0o755)
+    inst.remove_service("spf")
+    inst.add_service("spf unix - - n - 1 %s" % wrapper)
+    inst.start()
+    cases = [
+        ("a@sig.test", sign(message("good", sender="a@sig.test"), key)),
+        ("a@sig.test", sign(message("changed", sender="a@sig.test"),
+                            key).replace(b"world", b"w0rld")),
+        ("x@other.test", b"DKIM-Signature: v=1;;; =x; d=\x01; b=!\r\n" +
+         message("garbled", sender="a@sig.test")),
+        ("x@other.test", sign(message("bad key", sender="a@sig.test"), key,
+                              selector="bad")),
+        ("x@other.test", message("subdomain", sender="a@sub.org.test")),
+        ("x@other.test", message("no record", sender="a@nodmarc.test")),
+        ("x@other.test", message("bad record", sender="a@bad.test")),
+        ("x@other.test", b"Subject: no from\r\n\r\nhello\r\n"),
+    ]
+    replies = send(inst, cases)
+    assert all(code == 250 for code, _ in replies), replies
+    got = by_subject(sink.wait_messages(len(cases), timeout=120))
+    assert dmarc_of(got["good"])[0] == "pass"
+    assert dmarc_of(got["no from"])[0] == "permerror"
+    inst.stop()
+    reports = list(logs.glob("spf.*.log"))
+    assert reports, "no valgrind log"
+    problems = {r.name: log_problems(r.read_text()) for r in reports}
+    assert not any(problems.values()), (problems, [
+        r.read_text()[-3000:] for r in reports])
