@@ -24,8 +24,8 @@ set -u
 # AUTH offers (PLAIN, LOGIN, CRAM-MD5, SCRAM; sasldb comes with libsasl2-2).
 BUILD="gcc make pkg-config libc6-dev libevent-dev libssl-dev libunbound-dev
 nettle-dev libdb5.3-dev libpcre2-dev libsasl2-dev libsasl2-modules libspf2-dev
-libopendkim-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev
-libsqlite3-dev"
+libopendkim-dev libopendmarc-dev libjansson-dev libcmocka-dev
+libcurl4-openssl-dev libsqlite3-dev"
 
 # The tests: pytest and its SMTP sinks, the loopback DNS server, the tools the
 # system tests run (strace, valgrind, the sanitizers' runtime for clang), and

@@ -266,7 +266,9 @@ static bool cleanup_end(CLEANUP_CONN *conn, const ATTR_LIST *list)
         return false;
     }
     conn->msg->defer_commit = true;
+    conn->msg->prepend_end = end.prepend; /* valid during the call */
     status = cleanup_msg_end(conn->msg, end.abort);
+    conn->msg->prepend_end = NULL;
     if (conn->msg->commit_pending) {
         conn->state = CLEANUP_STATE_COMMIT;
         cleanup_commit_add(conn->ctx->commit, conn->msg, cleanup_commit_done,

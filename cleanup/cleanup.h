@@ -110,6 +110,8 @@ struct CLEANUP_MSG {
     int status; /* 0 or an SMTP reply code */
     VSTR *reason; /* "4.3.0 queue file write error" */
     bool committed;
+    const char *prepend_end; /* END's prepend (header lines), during
+                                cleanup_msg_end only; NULL: none */
     bool defer_commit; /* the daemon commits it in a group (END returns
                           with commit_pending set) */
     bool commit_pending; /* ready, waiting for its group commit */

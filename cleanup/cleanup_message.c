@@ -325,6 +325,13 @@ int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
         cleanup_msg_start_content(msg);
         cleanup_content_end(msg);
         cleanup_msg_check_write(msg);
+        /* smtpd's Authentication-Results:, known only after the body. */
+        if (msg->status == 0 && msg->prepend_end != NULL &&
+            qfile_out_prepend_content(msg->out, msg->prepend_end,
+                                      strlen(msg->prepend_end)) < 0) {
+            msg_warn("%s: prepend headers to %s: %m", msg->qid, msg->tmp_path);
+            cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
+        }
     }
     if (msg->status)
         return msg->status;

@@ -9,13 +9,17 @@
  * of at most SPF_TEXT_MAX bytes, and comes back unchanged through
  * spf_reply_encode; so does an accepted REQUEST through
  * spf_request_encode. spf_proto_clean turns any text into one the reader
- * accepts.
+ * accepts. The same socket carries DKIM requests and replies
+ * (global/dkim_proto.h): each list goes through their readers too, and
+ * an accepted one (domains and selectors DNS tokens, at most DKIM_SIG_MAX
+ * signatures) comes back unchanged through its encoder.
  */
 #include "sys_defs.h"
 
 #include <stdint.h>
 
 #include "attr.h"
+#include "dkim_proto.h"
 #include "fuzz_common.h"
 #include "spf_proto.h"
 #include "vstr.h"
@@ -92,6 +96,37 @@ static void fuzz_request(const ATTR_LIST *list, VSTR *why)
     attr_list_free(back);
 }
 
+/* fuzz_dkim - a list through the DKIM request and reply readers */
+static void fuzz_dkim(const ATTR_LIST *list, VSTR *why)
+{
+    DKIM_REQUEST req;
+    DKIM_REPLY reply, again;
+    ATTR_LIST *back;
+
+    if (dkim_request_take(list, &req, why) == 0 && req.kind == DKIM_KIND_DATA &&
+        req.len > DKIM_CHUNK_MAX)
+        abort();
+    if (dkim_reply_take(list, &reply, why) < 0)
+        return;
+    if (reply.count > DKIM_SIG_MAX)
+        abort();
+    for (size_t i = 0; i < reply.count; i++)
+        if (!dkim_proto_token_ok(reply.sigs[i].domain) ||
+            !dkim_proto_token_ok(reply.sigs[i].selector) ||
+            strcmp(dkim_proto_result_name(reply.sigs[i].result), "none") == 0)
+            abort();
+    back = dkim_reply_list(&reply);
+    if (dkim_reply_take(back, &again, why) < 0 || again.ok != reply.ok ||
+        again.count != reply.count)
+        abort();
+    for (size_t i = 0; i < reply.count; i++)
+        if (again.sigs[i].result != reply.sigs[i].result ||
+            strcmp(again.sigs[i].domain, reply.sigs[i].domain) != 0 ||
+            strcmp(again.sigs[i].selector, reply.sigs[i].selector) != 0)
+            abort();
+    attr_list_free(back);
+}
+
 /* LLVMFuzzerTestOneInput - a stream of lists */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
@@ -110,6 +145,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         buf += used;
         size -= used;
         fuzz_request(list, why);
+        fuzz_dkim(list, why);
         if (!greeted) {
             /* as spf_proto_check: no reply before a good HELLO */
             greeted = spf_hello_take(list, why) == 0;

@@ -170,6 +170,25 @@ int cleanup_end_take(const ATTR_LIST *list, CLEANUP_END *end, VSTR *why)
         return -1;
     (void) attr_get_int(list, CLEANUP_ATTR_ABORT, &abort_flag);
     end->abort = abort_flag != 0;
+    if ((end->prepend = attr_get_str(list, CLEANUP_ATTR_PREPEND)) != NULL) {
+        const char *cp = end->prepend;
+        size_t len = strlen(cp);
+
+        /* Whole header lines: a field name first, no bare CR, no NUL. */
+        if (len == 0 || len > CLEANUP_PREPEND_MAX || cp[len - 1] != '\n' ||
+            *cp == ' ' || *cp == '\t' || *cp == '\n' ||
+            strchr(cp, ':') == NULL) {
+            vstr_sprintf(why, "bad prepend text");
+            return -1;
+        }
+        for (; *cp; cp++) {
+            if ((unsigned char) *cp >= 0x7f ||
+                ((unsigned char) *cp < 0x20 && *cp != '\t' && *cp != '\n')) {
+                vstr_sprintf(why, "bad prepend text");
+                return -1;
+            }
+        }
+    }
     return 0;
 }
 
@@ -180,6 +199,8 @@ ATTR_LIST *cleanup_end_list(const CLEANUP_END *end)
 
     attr_add_str(list, CLEANUP_ATTR_REQUEST, CLEANUP_REQ_END);
     attr_add_int(list, CLEANUP_ATTR_ABORT, end->abort ? 1 : 0);
+    if (end->prepend != NULL)
+        attr_add_str(list, CLEANUP_ATTR_PREPEND, end->prepend);
     return list;
 }
 

@@ -89,6 +89,7 @@
 #define CLEANUP_ATTR_NOTIFY "notify"
 #define CLEANUP_ATTR_DATA "data"
 #define CLEANUP_ATTR_ABORT "abort"
+#define CLEANUP_ATTR_PREPEND "prepend"
 #define CLEANUP_ATTR_STATUS "status"
 #define CLEANUP_ATTR_REASON "reason"
 #define CLEANUP_ATTR_QUEUE_ID "queue_id"
@@ -139,6 +140,9 @@ static const ATTR_SPEC cleanup_data_spec[] = {
 static const ATTR_SPEC cleanup_end_spec[] = {
     {CLEANUP_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"end\""},
     {CLEANUP_ATTR_ABORT, ATTR_TYPE_INT, true, false, "1: discard the message"},
+    {CLEANUP_ATTR_PREPEND, ATTR_TYPE_STR, false, false,
+     "header lines (LF) put before the content at commit: smtpd's "
+     "Authentication-Results:, known only after the body"},
 };
 
 static const ATTR_SPEC cleanup_status_spec[] = {
@@ -182,7 +186,11 @@ typedef struct CLEANUP_RCPT {
 
 typedef struct CLEANUP_END {
     bool abort; /* discard the message */
+    const char *prepend; /* NULL, or header lines to put first (LF ends,
+                            printable ASCII and TAB, at most
+                            CLEANUP_PREPEND_MAX bytes) */
 } CLEANUP_END;
+#define CLEANUP_PREPEND_MAX 8192
 
 typedef struct CLEANUP_STATUS {
     int status; /* 0, or an SMTP reply code 400..599 */

@@ -278,7 +278,32 @@ static void test_end(void **state)
     list = proto_test_wire(cleanup_end_list(&out), CLEANUP_LIST_MAX);
     assert_int_equal(cleanup_end_take(list, &in, why), 0);
     assert_false(in.abort);
+    assert_null(in.prepend);
     attr_list_free(list);
+    /* Header lines to prepend: whole lines, a field name first, no
+       control byte but TAB and LF. */
+    out.prepend = "Authentication-Results: a; dkim=pass\n\tx=y\n";
+    list = proto_test_wire(cleanup_end_list(&out), CLEANUP_LIST_MAX);
+    assert_int_equal(cleanup_end_take(list, &in, why), 0);
+    assert_string_equal(in.prepend, out.prepend);
+    attr_list_free(list);
+    {
+        static const char *const bad[] = {"",
+                                          "A: b",
+                                          " A: b\n",
+                                          "no colon\n",
+                                          "A: b\r\nC: d\n",
+                                          "A: \x01\n",
+                                          "A: \xc3\xa9\n",
+                                          "\nA: b\n"};
+
+        for (size_t i = 0; i < SLUICE_ARRAY_LEN(bad); i++) {
+            out.prepend = bad[i];
+            list = proto_test_wire(cleanup_end_list(&out), CLEANUP_LIST_MAX);
+            assert_int_equal(cleanup_end_take(list, &in, why), -1);
+            attr_list_free(list);
+        }
+    }
     strict(pairs, SLUICE_ARRAY_LEN(pairs), cleanup_end_spec,
            SLUICE_ARRAY_LEN(cleanup_end_spec), take_end);
     vstr_free(why);

@@ -195,12 +195,18 @@ static const MAIL_PARAM mail_param_tab[] = {
      " reject_unknown_reverse_client_hostname (a temporary DNS failure: 450)"},
     {"disable_vrfy_command", BOOL, "yes", "refuse the VRFY command"},
     {"smtpd_authentication_checks", LIST, "",
-     "sender authentication smtpd records in each message: spf (dkim and"
-     " dmarc are not implemented yet); empty: none"},
+     "sender authentication smtpd records in each message: spf, dkim,"
+     " dmarc (which checks spf and dkim too); empty: none"},
     {"authserv_id", STR, "$myhostname",
      "authserv-id of the Authentication-Results: headers (RFC 8601)"},
     {"spf_lookup_timeout", TIME_RANGE(1, 300), "20s",
      "bound on the DNS lookups of one SPF check (past it: temperror)"},
+    {"dkim_lookup_timeout", TIME_RANGE(1, 300), "20s",
+     "bound on the key lookups of one message's DKIM verification (past it:"
+     " temperror)"},
+    {"dmarc_enforce", BOOL, "no",
+     "reject (550 5.7.1) a message that fails DMARC for a domain whose"
+     " policy is p=reject (or sp=reject); no: only record dmarc=fail"},
     /* smtpd TLS (global/tls_server.c). */
     {"smtpd_tls_security_level", STR, "",
      "smtpd TLS: none (or empty), may (offer STARTTLS) or encrypt (require"

@@ -37,9 +37,14 @@
 #define SPF_REPLY_MAX 4096 /* largest reply smtpd reads */
 #define SPF_TEXT_MAX 900 /* longest explanation or received_spf */
 #define SPF_REQUEST_TIMEOUT 10 /* s the daemon waits for the request */
+#define SPF_DATA_TIMEOUT                                                       \
+    330 /* s it waits for a DKIM list (smtpd_timeout
+                                is at most 300 s between client reads) */
 
 #define SPF_PROTO_NAME "spf" /* HELLO protocol= */
-#define SPF_PROTO_VERSION 1 /* HELLO version=: bump on any change */
+#define SPF_PROTO_VERSION                                                      \
+    2 /* HELLO version=: bump on any change (2: DKIM
+                               requests, global/dkim_proto.h) */
 
 #define SPF_REQ_CHECK "check"
 #define SPF_STAT_OK "ok"

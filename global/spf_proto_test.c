@@ -209,7 +209,8 @@ static int ask(const char *reply, SPF_PROTO_RESULT *result, VSTR *received,
     return ret;
 }
 
-#define HELLO_V1 "request=5:hello\nprotocol=3:spf\nversion=1:1\n\n"
+/* SPF_PROTO_VERSION 2 (2: DKIM requests on the same service) */
+#define HELLO_CUR "request=5:hello\nprotocol=3:spf\nversion=1:2\n\n"
 
 static void test_client(void **state)
 {
@@ -217,22 +218,22 @@ static void test_client(void **state)
     VSTR *received = vstr_alloc(10);
     VSTR *why = vstr_alloc(10);
 
-    assert_int_equal(ask(HELLO_V1 "status=2:ok\nresult=4:pass\nexplanation=0:"
-                                  "\nreceived_spf=4:pass\n\n",
+    assert_int_equal(ask(HELLO_CUR "status=2:ok\nresult=4:pass\nexplanation=0:"
+                                   "\nreceived_spf=4:pass\n\n",
                          &result, received, why),
                      0);
     assert_int_equal(result, SPF_PROTO_PASS);
     assert_string_equal(vstr_str(received), "pass");
     /* No reply at all: an error, not a result. */
-    assert_int_equal(ask(HELLO_V1, &result, received, why), -1);
+    assert_int_equal(ask(HELLO_CUR, &result, received, why), -1);
     assert_non_null(strstr(vstr_str(why), "no reply"));
     /* Another version. */
-    assert_int_equal(ask("request=5:hello\nprotocol=3:spf\nversion=1:2\n\n",
+    assert_int_equal(ask("request=5:hello\nprotocol=3:spf\nversion=1:3\n\n",
                          &result, received, why),
                      -1);
     assert_non_null(strstr(vstr_str(why), "protocol mismatch"));
     /* The daemon could not check. */
-    assert_int_equal(ask(HELLO_V1 "status=4:fail\nreason=7:no dns!\n\n",
+    assert_int_equal(ask(HELLO_CUR "status=4:fail\nreason=7:no dns!\n\n",
                          &result, received, why),
                      -1);
     assert_non_null(strstr(vstr_str(why), "no dns!"));

@@ -29,6 +29,14 @@
  * a slack (451 4.3.0, never a pass), is stored and the recipient
  * evaluated again.
  *
+ * DKIM (smtpd_authentication_checks = dkim): the content, as the client
+ * sent it, goes to the same service (global/dkim_proto.h) chunk by chunk
+ * beside cleanup's copy. At the end of DATA the session waits for the
+ * verdict the same way, then hands cleanup its END with the one
+ * Authentication-Results: header (SPF and DKIM results), which cleanup
+ * puts before the content at commit. A verifier that fails or is silent
+ * past dkim_lookup_timeout plus a slack gives dkim=temperror.
+ *
  * Client names (smtpd_peername_lookup, with DNS on): before the greeting
  * the client's address is looked up through global/dns.c, asynchronously
  * (the PTR, then that name's A or AAAA, which must include the address:
@@ -87,6 +95,7 @@
 #include "attr.h"
 #include "attr_conn.h"
 #include "cleanup_proto.h"
+#include "dkim_proto.h"
 #include "dns.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
@@ -143,6 +152,7 @@ typedef enum SMTPD_WAIT {
     SMTPD_WAIT_BEGIN, /* STATUS with the queue ID */
     SMTPD_WAIT_END, /* STATUS after commit */
     SMTPD_WAIT_SPF, /* the spf service's answer (spf_ask) */
+    SMTPD_WAIT_DKIM, /* the DKIM verdict, before cleanup's END */
 } SMTPD_WAIT;
 
 typedef struct SMTPD_SESS {
@@ -161,6 +171,16 @@ typedef struct SMTPD_SESS {
     bool cleanup_greeted; /* cleanup's HELLO came and was ours */
     SMTPD_WAIT wait;
     SPF_PROTO_ASK *spf_ask; /* the SPF question in flight, or NULL */
+    /* DKIM verification of the message in DATA: dkim_on when it is
+       verified, dkim the connection to the verifier (NULL once it
+       failed: dkim_why says why), dkim_from the first byte of chunk that
+       is the client's (our own headers come before it). */
+    bool dkim_on;
+    ATTR_CONN *dkim;
+    bool dkim_greeted;
+    size_t dkim_from;
+    VSTR *dkim_why;
+    VSTR *auth_results; /* Authentication-Results: for cleanup's END */
     char qid[64]; /* "" until BEGIN succeeded */
     /* Content. */
     bool in_data;
@@ -243,6 +263,15 @@ static bool smtpd_tls_finish(SMTPD_SESS *sess)
     return true;
 }
 static const ATTR_CONN_OPS smtpd_cleanup_ops;
+static const ATTR_CONN_OPS smtpd_dkim_ops;
+
+/* smtpd_dkim_close - drop the verifier's connection */
+static void smtpd_dkim_close(SMTPD_SESS *sess)
+{
+    /* maybe from the connection's own callback: attr_conn.h's rule */
+    sess->dkim = attr_conn_free(sess->dkim);
+    sess->dkim_greeted = false;
+}
 
 /* smtpd_flush_reply - queue the protocol's reply text for the client */
 static void smtpd_flush_reply(SMTPD_SESS *sess)
@@ -264,7 +293,10 @@ static void smtpd_cleanup_close(SMTPD_SESS *sess)
     /* maybe from the connection's own callback: attr_conn.h's rule */
     sess->cleanup = attr_conn_free(sess->cleanup);
     sess->cleanup_greeted = false;
-    if (sess->wait == SMTPD_WAIT_BEGIN || sess->wait == SMTPD_WAIT_END)
+    smtpd_dkim_close(sess); /* the transaction is over */
+    sess->dkim_on = false;
+    if (sess->wait == SMTPD_WAIT_BEGIN || sess->wait == SMTPD_WAIT_END ||
+        sess->wait == SMTPD_WAIT_DKIM)
         sess->wait = SMTPD_WAIT_NONE;
     sess->qid[0] = 0;
 }
@@ -412,6 +444,8 @@ static void smtpd_session_free(SMTPD_SESS *sess)
     bufferevent_free(sess->bev); /* a TLS filter frees raw with it */
     smtpd_proto_free(sess->proto);
     vstr_free(sess->chunk);
+    vstr_free(sess->dkim_why);
+    vstr_free(sess->auth_results);
     vstr_free(sess->wire);
     vstr_free(sess->why);
     myfree(sess);
@@ -528,16 +562,28 @@ static bool smtpd_content_refused(const SMTPD_SESS *sess)
            (sess->data.bare_lf && sess->ctx->conf.forbid_bare_newline);
 }
 
-/* smtpd_chunk_flush - send the decoded content in hand to cleanup */
+/* smtpd_chunk_flush - send the decoded content in hand to cleanup, and
+   the client's part of it to the DKIM verifier */
 static void smtpd_chunk_flush(SMTPD_SESS *sess)
 {
     if (smtpd_content_refused(sess))
         smtpd_cleanup_close(sess); /* nothing more to keep */
+    if (sess->dkim != NULL && vstr_len(sess->chunk) > sess->dkim_from) {
+        ATTR_LIST *list =
+            dkim_data_list(vstr_str(sess->chunk) + sess->dkim_from,
+                           vstr_len(sess->chunk) - sess->dkim_from);
+
+        attr_conn_send(sess->dkim, list);
+        attr_list_free(list);
+    }
+    sess->dkim_from = 0;
     if (vstr_len(sess->chunk) > 0 && sess->cleanup != NULL)
         smtpd_cleanup_send(sess, cleanup_data_list(vstr_str(sess->chunk),
                                                    vstr_len(sess->chunk)));
     vstr_reset(sess->chunk);
 }
+
+static void smtpd_dkim_begin(SMTPD_SESS *sess);
 
 /* smtpd_data_start - 354 was queued: the Received: header goes first */
 static void smtpd_data_start(SMTPD_SESS *sess)
@@ -547,13 +593,107 @@ static void smtpd_data_start(SMTPD_SESS *sess)
     vstr_reset(sess->chunk);
     smtpd_auth_headers(sess->proto, sess->chunk);
     smtpd_proto_received(sess->proto, sess->qid, time(NULL), sess->chunk);
+    sess->dkim_from = vstr_len(sess->chunk);
+    if ((sess->dkim_on = smtpd_dkim_wanted(sess->proto)))
+        smtpd_dkim_begin(sess);
+}
+
+/* smtpd_dkim_begin - connect to the verifier and send BEGIN; a verifier
+   that cannot be reached leaves dkim NULL with the reason */
+static void smtpd_dkim_begin(SMTPD_SESS *sess)
+{
+    SMTPD_CTX *ctx = sess->ctx;
+    VSTR *path = vstr_alloc(100);
+    VSTR *spf_domain = vstr_alloc(100);
+    DKIM_REQUEST begin = {.kind = DKIM_KIND_BEGIN};
+    ATTR_LIST *list;
+
+    vstr_reset(sess->dkim_why);
+    mail_queue_service(path, ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                       SPF_SERVICE);
+    sess->dkim =
+        attr_conn_connect(mail_server_base(ctx->server), vstr_str(path),
+                          DKIM_REPLY_MAX, &smtpd_dkim_ops, sess, sess->why);
+    if (sess->dkim == NULL) {
+        vstr_sprintf(sess->dkim_why,
+                     "cannot connect to the spf service at "
+                     "%s: %s",
+                     vstr_str(path), strerror(errno));
+        vstr_free(path);
+        vstr_free(spf_domain);
+        return;
+    }
+    vstr_free(path);
+    (void) smtpd_dmarc_begin(sess->proto, &begin, spf_domain);
+    attr_conn_drain_mark(sess->dkim, CLEANUP_CHUNK_MAX);
+    attr_conn_timeouts(sess->dkim, 0, ctx->conf.timeout);
+    list = spf_hello_list();
+    attr_conn_send(sess->dkim, list);
+    attr_list_free(list);
+    list = dkim_begin_list(&begin);
+    attr_conn_send(sess->dkim, list);
+    attr_list_free(list);
+    vstr_free(spf_domain);
+}
+
+/* smtpd_data_commit - the content is complete (and verified): END to
+   cleanup, with the Authentication-Results: header when DKIM made one */
+static void smtpd_data_commit(SMTPD_SESS *sess)
+{
+    CLEANUP_END end = {.abort = false};
+    SMTPD_ACT act;
+
+    if (vstr_len(sess->auth_results) > 0)
+        end.prepend = vstr_str(sess->auth_results);
+    smtpd_cleanup_send(sess, cleanup_end_list(&end));
+    vstr_reset(sess->auth_results);
+    if (sess->cleanup == NULL) {
+        act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_CLEANUP, NULL, 0,
+                                    NULL);
+        smtpd_flush_reply(sess);
+        if (act == SMTPD_ACT_CLOSE)
+            smtpd_close(sess);
+        return;
+    }
+    smtpd_wait(sess, SMTPD_WAIT_END);
+}
+
+/* smtpd_dkim_verdict - the verifier answered (reply) or failed (NULL,
+   why): the header, then cleanup's END; the input in hand after that
+   (from_loop: called by the verifier's connection, not by the session's
+   own processing) */
+static void smtpd_dkim_verdict(SMTPD_SESS *sess, const DKIM_REPLY *reply,
+                               const char *why, bool from_loop)
+{
+    vstr_reset(sess->auth_results);
+    smtpd_auth_results(sess->proto, reply, why, sess->auth_results);
+    smtpd_dkim_close(sess);
+    sess->dkim_on = false;
+    sess->wait = SMTPD_WAIT_NONE;
+    if (smtpd_dmarc_reject(sess->proto, reply, sess->why)) {
+        /* Nothing is queued: cleanup removes the partial file. */
+        SMTPD_ACT act;
+
+        vstr_reset(sess->auth_results);
+        smtpd_cleanup_close(sess);
+        act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_REJECT, NULL, 550,
+                                    vstr_str(sess->why));
+        smtpd_flush_reply(sess);
+        if (act == SMTPD_ACT_CLOSE)
+            smtpd_close(sess);
+        else if (from_loop)
+            smtpd_read_on(sess);
+        return;
+    }
+    smtpd_data_commit(sess);
+    if (from_loop)
+        smtpd_read_on(sess);
 }
 
 /* smtpd_data_end - CR LF . CR LF: commit, or refuse and go on */
 static void smtpd_data_end(SMTPD_SESS *sess)
 {
     SMTPD_DATA_STATUS status = SMTPD_DATA_OK;
-    CLEANUP_END end = {.abort = false};
     SMTPD_ACT act;
 
     sess->in_data = false;
@@ -577,16 +717,24 @@ static void smtpd_data_end(SMTPD_SESS *sess)
             smtpd_close(sess);
         return;
     }
-    smtpd_cleanup_send(sess, cleanup_end_list(&end));
-    if (sess->cleanup == NULL) {
-        act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_CLEANUP, NULL, 0,
-                                    NULL);
-        smtpd_flush_reply(sess);
-        if (act == SMTPD_ACT_CLOSE)
-            smtpd_close(sess);
+    if (sess->dkim_on) {
+        ATTR_LIST *list;
+
+        if (sess->dkim == NULL) {
+            smtpd_dkim_verdict(sess, NULL, vstr_str(sess->dkim_why), false);
+            return;
+        }
+        /* The verdict before cleanup's END; the other sessions go on. */
+        list = dkim_end_list();
+        attr_conn_send(sess->dkim, list);
+        attr_list_free(list);
+        attr_conn_deadline(sess->dkim, smtpd_dkim_timeout(sess->proto));
+        attr_conn_timeouts(sess->dkim, 0, 0);
+        sess->wait = SMTPD_WAIT_DKIM;
+        bufferevent_disable(sess->bev, EV_READ);
         return;
     }
-    smtpd_wait(sess, SMTPD_WAIT_END);
+    smtpd_data_commit(sess);
 }
 
 /* smtpd_content - decode the content in the input; false: stop for now */
@@ -598,8 +746,10 @@ static bool smtpd_content(SMTPD_SESS *sess)
     while (sess->in_data) {
         size_t used;
 
-        if (sess->cleanup != NULL &&
-            attr_conn_output_len(sess->cleanup) > SMTPD_CLEANUP_HIGH) {
+        if ((sess->cleanup != NULL &&
+             attr_conn_output_len(sess->cleanup) > SMTPD_CLEANUP_HIGH) ||
+            (sess->dkim != NULL &&
+             attr_conn_output_len(sess->dkim) > SMTPD_CLEANUP_HIGH)) {
             sess->cleanup_full = true; /* cleanup's drain callback resumes */
             bufferevent_disable(sess->bev, EV_READ);
             return false;
@@ -1115,7 +1265,7 @@ static void smtpd_cleanup_fail(SMTPD_SESS *sess, const char *why)
     smtpd_cleanup_close(sess);
     if (wait == SMTPD_WAIT_BEGIN) {
         act = smtpd_proto_rcpt_done(sess->proto, false);
-    } else if (wait == SMTPD_WAIT_END) {
+    } else if (wait == SMTPD_WAIT_END || wait == SMTPD_WAIT_DKIM) {
         act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_CLEANUP, NULL, 0,
                                     NULL);
     } else {
@@ -1181,6 +1331,73 @@ static void smtpd_cleanup_on_end(ATTR_CONN *conn, ATTR_CONN_END kind,
 static const ATTR_CONN_OPS smtpd_cleanup_ops = {
     .on_list = smtpd_cleanup_on_list,
     .on_end = smtpd_cleanup_on_end,
+    .on_drain = smtpd_cleanup_on_drain,
+};
+
+/* smtpd_dkim_fail - the verifier broke the protocol or went away: a
+   verdict of temperror now, or at the end of DATA */
+static void smtpd_dkim_fail(SMTPD_SESS *sess, const char *why)
+{
+    if (sess->wait == SMTPD_WAIT_DKIM) {
+        smtpd_dkim_verdict(sess, NULL, why, true);
+        return;
+    }
+    vstr_cpy(sess->dkim_why, why);
+    smtpd_dkim_close(sess);
+    if (sess->cleanup_full) {
+        sess->cleanup_full = false;
+        smtpd_read_on(sess);
+    }
+}
+
+/* smtpd_dkim_on_list - the verifier's HELLO, then its REPLY */
+static void smtpd_dkim_on_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+    DKIM_REPLY reply;
+
+    vstr_reset(sess->why);
+    if (!sess->dkim_greeted) {
+        if (spf_hello_take(list, sess->why) < 0) {
+            smtpd_dkim_fail(sess, vstr_str(sess->why));
+            return;
+        }
+        sess->dkim_greeted = true;
+        return;
+    }
+    if (dkim_reply_take(list, &reply, sess->why) < 0) {
+        VSTR *text = vstr_alloc(100);
+
+        vstr_sprintf(text, "spf service: bad reply: %s", vstr_str(sess->why));
+        smtpd_dkim_fail(sess, vstr_str(text));
+        vstr_free(text);
+        return;
+    }
+    if (sess->wait != SMTPD_WAIT_DKIM) {
+        smtpd_dkim_fail(sess, "unexpected reply");
+        return;
+    }
+    if (!reply.ok) {
+        smtpd_dkim_fail(sess, reply.reason);
+        return;
+    }
+    smtpd_dkim_verdict(sess, &reply, NULL, true);
+}
+
+/* smtpd_dkim_on_end - the verifier's EOF, error, deadline, bad list */
+static void smtpd_dkim_on_end(ATTR_CONN *conn, ATTR_CONN_END kind,
+                              const char *why, void *arg)
+{
+    SMTPD_SESS *sess = arg;
+
+    vstr_sprintf(sess->why, "spf service: %s",
+                 kind == ATTR_CONN_IO ? "I/O error" : why);
+    smtpd_dkim_fail(sess, vstr_str(sess->why));
+}
+
+static const ATTR_CONN_OPS smtpd_dkim_ops = {
+    .on_list = smtpd_dkim_on_list,
+    .on_end = smtpd_dkim_on_end,
     .on_drain = smtpd_cleanup_on_drain,
 };
 
@@ -1265,6 +1482,8 @@ static void smtpd_session_new(SMTPD_CTX *ctx, int fd, const char *name,
     if (local)
         smtpd_proto_set_local(sess->proto, ctx->local_uid);
     sess->chunk = vstr_alloc(CLEANUP_CHUNK_MAX);
+    sess->dkim_why = vstr_alloc(100);
+    sess->auth_results = vstr_alloc(200);
     sess->wire = vstr_alloc(CLEANUP_CHUNK_MAX + 64);
     sess->why = vstr_alloc(64);
     sess->peer_status = DNS_PERM;

@@ -53,6 +53,7 @@ typedef struct SMTPD_SPF SMTPD_SPF;
 struct MAIL_CONF;
 struct SPF_REQUEST;
 struct SPF_REPLY;
+struct DKIM_REPLY;
 /* One SASL server session (smtpd_sasl.c). */
 typedef struct SMTPD_SASL SMTPD_SASL;
 
@@ -325,9 +326,33 @@ extern void smtpd_spf_store(SMTPD_PROTO *proto, const struct SPF_REPLY *reply,
 /* smtpd_spf_reset - the transaction ended (forgets an unavailable
    service) */
 extern void smtpd_spf_reset(SMTPD_PROTO *proto);
-/* smtpd_auth_headers - the Authentication-Results: and Received-SPF:
-   headers (LF line endings) of the transaction's SPF check, appended to
-   out; nothing when no check was made */
+/* smtpd_dkim_wanted - the session's messages are DKIM-verified (dkim in
+   smtpd_authentication_checks, DNS on, a remote client); then the
+   Authentication-Results: header comes from smtpd_auth_results at the
+   end of DATA, not from smtpd_auth_headers */
+extern bool smtpd_dkim_wanted(const SMTPD_PROTO *proto);
+/* smtpd_dmarc_begin - with dmarc in smtpd_authentication_checks, set
+   the DMARC fields of the verifier's BEGIN (strings in proto and
+   scratch); false without */
+struct DKIM_REQUEST;
+extern bool smtpd_dmarc_begin(const SMTPD_PROTO *proto,
+                              struct DKIM_REQUEST *begin, VSTR *scratch);
+/* smtpd_dmarc_reject - dmarc_enforce = yes and the message fails the
+   DMARC policy p=reject (or sp=): true with "5.7.1 ..." in reason */
+extern bool smtpd_dmarc_reject(const SMTPD_PROTO *proto,
+                               const struct DKIM_REPLY *dkim, VSTR *reason);
+/* smtpd_dkim_timeout - seconds the verifier may take after the content */
+extern int smtpd_dkim_timeout(const SMTPD_PROTO *proto);
+/* smtpd_auth_results - the Authentication-Results: header (LF ends) with
+   the transaction's SPF result and the DKIM verifier's reply (NULL: it
+   could not verify, why is logged, dkim=temperror), appended to out */
+extern void smtpd_auth_results(const SMTPD_PROTO *proto,
+                               const struct DKIM_REPLY *dkim, const char *why,
+                               VSTR *out);
+/* smtpd_auth_headers - the Authentication-Results: (unless DKIM is
+   verified: smtpd_dkim_wanted) and Received-SPF: headers (LF line
+   endings) of the transaction's SPF check, appended to out; nothing when
+   no check was made */
 extern void smtpd_auth_headers(const SMTPD_PROTO *proto, VSTR *out);
 /* smtpd_check_auth_destination - address's domain ($myorigin when it has
    none) is in mydestination or relay_domains; 1 yes, 0 no, -1 a table

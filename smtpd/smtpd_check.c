@@ -62,6 +62,7 @@
 #include "smtp_addr.h"
 #include "smtpd.h"
 #include "smtpd_words.h"
+#include "dkim_proto.h"
 #include "spf_proto.h"
 #include "vstr.h"
 
@@ -945,6 +946,10 @@ static SMTPD_DECISION smtpd_check_unopened(SMTPD_CHECK *chk,
 
 struct SMTPD_AUTH_CONF {
     bool spf; /* spf in smtpd_authentication_checks */
+    bool dkim; /* dkim in smtpd_authentication_checks */
+    bool dmarc; /* dmarc in it (spf and dkim are then checked too) */
+    bool dmarc_enforce; /* reject p=reject failures */
+    int dkim_timeout; /* s for a DKIM verification after END */
     bool dns_off; /* disable_dns_lookups: no check */
     char *authserv_id;
     char *queue_dir;
@@ -970,14 +975,13 @@ SMTPD_AUTH_CONF *smtpd_auth_create(const MAIL_CONF *conf)
     for (size_t i = 0; i < words->argc; i++) {
         if (strcasecmp(words->argv[i], "spf") == 0)
             auth->spf = true;
-        else if (strcasecmp(words->argv[i], "dkim") == 0 ||
-                 strcasecmp(words->argv[i], "dmarc") == 0)
-            msg_warn("smtpd_authentication_checks: %s is not implemented yet:"
-                     " ignored (only spf is)",
-                     words->argv[i]);
+        else if (strcasecmp(words->argv[i], "dkim") == 0)
+            auth->dkim = true;
+        else if (strcasecmp(words->argv[i], "dmarc") == 0)
+            auth->dmarc = true;
         else
             msg_warn("smtpd_authentication_checks: unknown check \"%s\": "
-                     "ignored (known: spf)",
+                     "ignored (known: spf, dkim, dmarc)",
                      words->argv[i]);
     }
     argv_free(words);
@@ -992,9 +996,18 @@ SMTPD_AUTH_CONF *smtpd_auth_create(const MAIL_CONF *conf)
     auth->timeout_ms =
         (int) (mail_conf_time(conf, "spf_lookup_timeout") + SMTPD_SPF_SLACK) *
         1000;
-    if (auth->spf && auth->dns_off)
+    /* DMARC stands on both. */
+    if (auth->dmarc)
+        auth->spf = auth->dkim = true;
+    auth->dmarc_enforce = mail_conf_bool(conf, "dmarc_enforce");
+    auth->dkim_timeout =
+        (int) mail_conf_time(conf, "dkim_lookup_timeout") + SMTPD_SPF_SLACK;
+    if ((auth->spf || auth->dkim) && auth->dns_off)
         msg_info("smtpd_authentication_checks: disable_dns_lookups = yes: "
-                 "SPF is not checked");
+                 "%s not checked",
+                 auth->spf && auth->dkim ? "SPF and DKIM are"
+                 : auth->spf             ? "SPF is"
+                                         : "DKIM is");
     return auth;
 }
 
@@ -1179,6 +1192,80 @@ static void smtpd_auth_fold(VSTR *out, const char *name, const char *value)
     vstr_addch(out, '\n');
 }
 
+/* smtpd_dkim_wanted - DKIM verification for this session's messages */
+bool smtpd_dkim_wanted(const SMTPD_PROTO *proto)
+{
+    const SMTPD_AUTH_CONF *auth = proto->conf->auth;
+
+    return auth != NULL && auth->dkim && !auth->dns_off && !proto->local;
+}
+
+/* smtpd_dmarc_begin - the DMARC part of the verifier's BEGIN (SPF's
+   result and domain; scratch holds text); false: no DMARC */
+bool smtpd_dmarc_begin(const SMTPD_PROTO *proto, DKIM_REQUEST *begin,
+                       VSTR *scratch)
+{
+    const SMTPD_SPF *spf = smtpd_spf_current(proto);
+    const char *at;
+
+    if (proto->conf->auth == NULL || !proto->conf->auth->dmarc)
+        return false;
+    begin->dmarc = true;
+    begin->client_address = proto->client_addr;
+    begin->spf_result = spf != NULL && !spf->unavailable
+                            ? spf_proto_result_name(spf->result)
+                            : "none";
+    vstr_reset(scratch);
+    if (spf != NULL && !spf->unavailable) {
+        if (*spf->sender != 0 && (at = strrchr(spf->sender, '@')) != NULL)
+            vstr_cpy(scratch, at + 1);
+        else if (*spf->sender == 0)
+            vstr_cpy(scratch, spf->helo);
+    }
+    begin->spf_domain = vstr_str(scratch);
+    return true;
+}
+
+/* smtpd_dmarc_reject - dmarc_enforce and a p=reject failure: the reply
+   text ("5.7.1 ...") in reason */
+bool smtpd_dmarc_reject(const SMTPD_PROTO *proto, const DKIM_REPLY *dkim,
+                        VSTR *reason)
+{
+    if (dkim == NULL || !dkim->dmarc || proto->conf->auth == NULL ||
+        !proto->conf->auth->dmarc_enforce ||
+        dkim->dmarc_result != DMARC_PROTO_FAIL ||
+        strcmp(dkim->dmarc_policy, "reject") != 0)
+        return false;
+    vstr_sprintf(reason,
+                 "5.7.1 Message rejected: it fails the DMARC policy of %s",
+                 dkim->dmarc_from);
+    msg_info("reject: DMARC policy of %s (p=reject) from %s[%s]",
+             dkim->dmarc_from, proto->client_name, proto->client_addr);
+    return true;
+}
+
+/* smtpd_dkim_timeout - seconds a verification may take after END */
+int smtpd_dkim_timeout(const SMTPD_PROTO *proto)
+{
+    return proto->conf->auth->dkim_timeout;
+}
+
+/* smtpd_auth_spf_resinfo - "spf=pass smtp.mailfrom=..." of the
+   transaction into value; false when no SPF result is known */
+static bool smtpd_auth_spf_resinfo(const SMTPD_PROTO *proto, VSTR *value)
+{
+    const SMTPD_SPF *spf = smtpd_spf_current(proto);
+
+    if (spf == NULL || spf->unavailable)
+        return false;
+    vstr_sprintf_append(value, "; spf=%s", spf_proto_result_name(spf->result));
+    if (*spf->sender != 0)
+        vstr_sprintf_append(value, " smtp.mailfrom=%s", spf->sender);
+    else
+        vstr_sprintf_append(value, " smtp.helo=%s", spf->helo);
+    return true;
+}
+
 /* smtpd_auth_headers - Authentication-Results: and Received-SPF: */
 void smtpd_auth_headers(const SMTPD_PROTO *proto, VSTR *out)
 {
@@ -1187,15 +1274,57 @@ void smtpd_auth_headers(const SMTPD_PROTO *proto, VSTR *out)
 
     if (spf == NULL || spf->unavailable || proto->conf->auth == NULL)
         return;
-    value = vstr_alloc(200);
-    vstr_sprintf(value, "%s; spf=%s", proto->conf->auth->authserv_id,
-                 spf_proto_result_name(spf->result));
-    if (*spf->sender != 0)
-        vstr_sprintf_append(value, " smtp.mailfrom=%s", spf->sender);
-    else
-        vstr_sprintf_append(value, " smtp.helo=%s", spf->helo);
-    smtpd_auth_fold(out, "Authentication-Results", vstr_str(value));
+    /* With DKIM the one Authentication-Results: comes at the end of DATA
+       (smtpd_auth_results). */
+    if (!smtpd_dkim_wanted(proto)) {
+        value = vstr_alloc(200);
+        vstr_cpy(value, proto->conf->auth->authserv_id);
+        (void) smtpd_auth_spf_resinfo(proto, value);
+        smtpd_auth_fold(out, "Authentication-Results", vstr_str(value));
+        vstr_free(value);
+    }
     smtpd_auth_fold(out, "Received-SPF", vstr_str(spf->received));
+}
+
+/* smtpd_auth_results - the Authentication-Results: header of a message
+   whose DKIM verification ended: dkim's reply, or NULL and why */
+void smtpd_auth_results(const SMTPD_PROTO *proto, const DKIM_REPLY *dkim,
+                        const char *why, VSTR *out)
+{
+    VSTR *value = vstr_alloc(200);
+
+    vstr_cpy(value, proto->conf->auth->authserv_id);
+    (void) smtpd_auth_spf_resinfo(proto, value);
+    if (dkim == NULL) {
+        msg_warn("DKIM verification for %s[%s] failed: %s: dkim=temperror",
+                 proto->client_name, proto->client_addr, why);
+        vstr_cat(value, "; dkim=temperror reason=\"verifier unavailable\"");
+    } else if (dkim->count == 0) {
+        vstr_cat(value, "; dkim=none");
+    }
+    for (size_t i = 0; dkim != NULL && i < dkim->count; i++) {
+        const DKIM_SIG_RESULT *sig = dkim->sigs + i;
+
+        vstr_sprintf_append(value, "; dkim=%s",
+                            dkim_proto_result_name(sig->result));
+        if (*sig->domain)
+            vstr_sprintf_append(value, " header.d=%s", sig->domain);
+        if (*sig->selector)
+            vstr_sprintf_append(value, " header.s=%s", sig->selector);
+    }
+    if (proto->conf->auth->dmarc) {
+        if (dkim == NULL || !dkim->dmarc) {
+            vstr_cat(value, "; dmarc=temperror");
+        } else {
+            vstr_sprintf_append(value, "; dmarc=%s",
+                                dmarc_proto_result_name(dkim->dmarc_result));
+            if (*dkim->dmarc_policy)
+                vstr_sprintf_append(value, " (p=%s)", dkim->dmarc_policy);
+            if (*dkim->dmarc_from)
+                vstr_sprintf_append(value, " header.from=%s", dkim->dmarc_from);
+        }
+    }
+    smtpd_auth_fold(out, "Authentication-Results", vstr_str(value));
     vstr_free(value);
 }
 

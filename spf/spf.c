@@ -42,6 +42,7 @@
 
 #include "argv.h"
 #include "attr.h"
+#include "dkim_proto.h"
 #include "dns.h"
 #include "mail_conf.h"
 #include "mail_server.h"
@@ -70,6 +71,7 @@ typedef struct SPF_CTX {
     SPF_DNS dns;
     int timeout; /* spf_lookup_timeout, seconds */
     char *myhostname; /* names us in Received-SPF: comments */
+    SPF_DKIM *dkim; /* DKIM verification (spf_dkim.c) */
 } SPF_CTX;
 
 /* One lookup in flight. */
@@ -433,11 +435,14 @@ done:
     vstr_free(who);
 }
 
-/* spf_serve - one connection: HELLOs, one request, one reply */
+/* spf_serve - one connection: HELLOs, one SPF request and its reply, or
+   one DKIM verification (global/dkim_proto.h) */
 static void spf_serve(SPF_CTX *ctx, int fd)
 {
+    /* A DKIM request carries the content: lists up to DKIM_LIST_MAX, and
+       as long between them as smtpd waits for its client. */
     ATTR_STREAM *stream =
-        attr_stream_open(fd, SPF_REQUEST_MAX, SPF_REQUEST_TIMEOUT * 1000);
+        attr_stream_open(fd, DKIM_LIST_MAX, SPF_DATA_TIMEOUT * 1000);
     VSTR *why = vstr_alloc(100);
     VSTR *explanation = vstr_alloc(100);
     VSTR *received = vstr_alloc(200);
@@ -457,6 +462,14 @@ static void spf_serve(SPF_CTX *ctx, int fd)
         msg_warn("spf: %s", vstr_str(why));
     } else if (attr_stream_read(stream, &list, why) < 0) {
         msg_warn("spf request: %s", vstr_str(why));
+    } else if (attr_get_str(list, "request") != NULL &&
+               strcmp(attr_get_str(list, "request"), DKIM_REQ_BEGIN) == 0) {
+        DKIM_REQUEST begin;
+
+        if (dkim_request_take(list, &begin, why) < 0)
+            msg_warn("bad dkim request: %s", vstr_str(why));
+        else
+            spf_dkim_serve(ctx->dkim, stream, &begin);
     } else {
         if (spf_request_decode(list, &req, why) < 0) {
             msg_warn("bad spf request: %s", vstr_str(why));
@@ -499,6 +512,7 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     SPF_warning_handler = spf_log_warning;
     SPF_info_handler = spf_log_info;
     SPF_debug_handler = NULL;
+    spf_dmarc_init();
     ctx->myhostname = mystrdup(mail_conf_str(conf, "myhostname"));
     ctx->timeout = (int) mail_conf_time(conf, "spf_lookup_timeout");
     ctx->dns.failure = vstr_alloc(100);
@@ -506,11 +520,14 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     if (mail_conf_bool(conf, "disable_dns_lookups")) {
         msg_info("disable_dns_lookups = yes: SPF is not checked (every "
                  "result is none)");
+        ctx->dkim = spf_dkim_create(NULL, 1);
         vstr_free(why);
         return;
     }
     if (!spf_dns_setup(ctx, conf, why))
         msg_fatal("spf: %s", vstr_str(why));
+    ctx->dkim = spf_dkim_create(
+        ctx->dns.ub, (int) mail_conf_time(conf, "dkim_lookup_timeout"));
     /* The layer is ours: a server made by SPF_server_new_dns() does not
        free its resolver (and no destroy callback lets SPF_dns_free try). */
     layer = mycalloc(1, sizeof(*layer));
@@ -540,6 +557,8 @@ int main(int argc, char **argv)
     if (ctx.spf)
         SPF_server_free(ctx.spf);
     myfree(ctx.layer);
+    ctx.dkim = spf_dkim_free(ctx.dkim);
+    spf_dmarc_done();
     if (ctx.dns.ub)
         ub_ctx_delete(ctx.dns.ub);
     vstr_free(ctx.dns.failure);

@@ -3,6 +3,8 @@
  *
  * spf.c     the daemon: configuration, the libunbound-backed DNS layer it
  *           gives libspf2, one check per connection (global/spf_proto.h)
+ * spf_dkim.c DKIM verification with libopendkim (global/dkim_proto.h),
+ *           keys fetched through the same libunbound context
  * spf_rr.c  DNS answers (libunbound's rdata) into libspf2's records;
  *           unit tested by spf_rr_test.c, fuzzed by fuzz/fuzz_spf_rr.c
  */
@@ -16,6 +18,7 @@
 
 #include <spf2/spf.h>
 
+#include "dkim_proto.h"
 #include "vstr.h"
 
 /* The longest SPF record handed to libspf2. RFC 7208 3.4 asks records to
@@ -36,5 +39,34 @@ extern bool spf_rr_txt(const unsigned char *data, size_t len, VSTR *out);
 extern bool spf_rr_fill(SPF_dns_rr_t *rr, int idx, ns_type type,
                         const unsigned char *data, size_t len, VSTR *text,
                         VSTR *oversize);
+
+/* DKIM verification (spf_dkim.c). */
+typedef struct SPF_DKIM SPF_DKIM;
+struct ub_ctx;
+struct ATTR_STREAM;
+/* spf_dkim_create - libopendkim set up once; ub NULL: DNS is off (every
+   key lookup fails) */
+extern SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout);
+extern SPF_DKIM *spf_dkim_free(SPF_DKIM *dk);
+/* spf_dkim_serve - a BEGIN was read from stream: read the content and
+   END, verify (and evaluate DMARC when begin asks), write the REPLY */
+struct DKIM_REQUEST;
+extern void spf_dkim_serve(SPF_DKIM *dk, struct ATTR_STREAM *stream,
+                           const struct DKIM_REQUEST *begin);
+/* spf_dkim_txt - the TXT record of name starting with prefix into out,
+   within the message's DNS budget: 1, 0 none, -1 the lookup failed */
+extern int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix,
+                        VSTR *out);
+
+/* DMARC (spf_dmarc.c): the library once, then one evaluation a message:
+   the From: domain of head (the header section), its policy record (or
+   the organizational domain's) through spf_dkim_txt, the SPF result of
+   begin and the DKIM results in reply; the DMARC fields of reply are set
+   (their strings in from and policy) */
+extern void spf_dmarc_init(void);
+extern void spf_dmarc_done(void);
+extern void spf_dmarc_eval(SPF_DKIM *dk, const struct DKIM_REQUEST *begin,
+                           const char *head, size_t len, DKIM_REPLY *reply,
+                           VSTR *from, VSTR *policy);
 
 #endif

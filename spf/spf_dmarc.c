@@ -1,0 +1,204 @@
+/*
+ * spf_dmarc - DMARC (RFC 7489) in the authentication checker
+ *
+ * For a message whose DKIM verification smtpd asked with dmarc=1: the
+ * From: domain (global/auth_from.h), the policy record at _dmarc.<that
+ * domain>, else at _dmarc.<its organizational domain> (the last two
+ * labels: no public suffix list is read; sp= applies to a subdomain), the
+ * SPF result smtpd had (with the MAIL FROM or HELO domain) and the DKIM
+ * results, given to libopendmarc, which checks the alignment (adkim=,
+ * aspf=, relaxed or strict) and names the policy to apply. The record is
+ * fetched through the daemon's libunbound (libopendmarc's own query would
+ * ask the system's resolver): a failed lookup is temperror.
+ */
+#include "sys_defs.h"
+
+#include <sys/param.h>
+#include <netinet/in.h>
+
+#include <opendmarc/dmarc.h>
+
+#include "auth_from.h"
+#include "dkim_proto.h"
+#include "msg.h"
+#include "spf.h"
+#include "vstr.h"
+
+/* spf_dmarc_init - the library, once */
+void spf_dmarc_init(void)
+{
+    static OPENDMARC_LIB_T lib;
+
+    lib.tld_type = OPENDMARC_TLD_TYPE_NONE;
+    if (opendmarc_policy_library_init(&lib) != DMARC_PARSE_OKAY)
+        msg_fatal("spf: cannot initialize libopendmarc");
+}
+
+/* spf_dmarc_done - the library's end, at exit */
+void spf_dmarc_done(void)
+{
+    OPENDMARC_LIB_T lib = {.tld_type = OPENDMARC_TLD_TYPE_NONE};
+
+    (void) opendmarc_policy_library_shutdown(&lib);
+}
+
+/* spf_dmarc_org - the organizational domain: the last two labels */
+static const char *spf_dmarc_org(const char *domain)
+{
+    const char *last = strrchr(domain, '.');
+    const char *cp;
+
+    if (last == NULL)
+        return domain;
+    for (cp = last - 1; cp > domain && *cp != '.'; cp--)
+        continue;
+    return cp > domain ? cp + 1 : domain;
+}
+
+/* spf_dmarc_spf - the SPF result as libopendmarc counts it */
+static int spf_dmarc_spf(const char *result)
+{
+    if (strcmp(result, "pass") == 0)
+        return DMARC_POLICY_SPF_OUTCOME_PASS;
+    if (strcmp(result, "temperror") == 0)
+        return DMARC_POLICY_SPF_OUTCOME_TMPFAIL;
+    if (strcmp(result, "none") == 0 || strcmp(result, "neutral") == 0)
+        return DMARC_POLICY_SPF_OUTCOME_NONE;
+    return DMARC_POLICY_SPF_OUTCOME_FAIL;
+}
+
+/* spf_dmarc_dkim - a DKIM result as libopendmarc counts it */
+static int spf_dmarc_dkim(DKIM_PROTO_RESULT result)
+{
+    switch (result) {
+    case DKIM_PROTO_PASS:
+        return DMARC_POLICY_DKIM_OUTCOME_PASS;
+    case DKIM_PROTO_TEMPERROR:
+        return DMARC_POLICY_DKIM_OUTCOME_TMPFAIL;
+    case DKIM_PROTO_NEUTRAL:
+        return DMARC_POLICY_DKIM_OUTCOME_NONE;
+    default:
+        return DMARC_POLICY_DKIM_OUTCOME_FAIL;
+    }
+}
+
+/* spf_dmarc_record - the policy record for domain (or its organizational
+   domain) into record, found_at naming where: 1, 0 none, -1 DNS failed */
+static int spf_dmarc_record(SPF_DKIM *dk, const char *domain, VSTR *record,
+                            const char **found_at)
+{
+    VSTR *name = vstr_alloc(100);
+    const char *org = spf_dmarc_org(domain);
+    int ret;
+
+    vstr_sprintf(name, "_dmarc.%s", domain);
+    *found_at = domain;
+    ret = spf_dkim_txt(dk, vstr_str(name), "v=DMARC1", record);
+    if (ret == 0 && strcmp(org, domain) != 0) {
+        vstr_sprintf(name, "_dmarc.%s", org);
+        *found_at = org;
+        ret = spf_dkim_txt(dk, vstr_str(name), "v=DMARC1", record);
+    }
+    vstr_free(name);
+    return ret;
+}
+
+/* spf_dmarc_eval - DMARC for one message */
+void spf_dmarc_eval(SPF_DKIM *dk, const DKIM_REQUEST *begin, const char *head,
+                    size_t len, DKIM_REPLY *reply, VSTR *from, VSTR *policy)
+{
+    VSTR *why = vstr_alloc(100);
+    VSTR *record = vstr_alloc(200);
+    DMARC_POLICY_T *pctx = NULL;
+    const char *found_at = "";
+    OPENDMARC_STATUS_T status;
+
+    reply->dmarc = true;
+    reply->dmarc_result = DMARC_PROTO_PERMERROR;
+    vstr_reset(policy);
+    if (auth_from_domain(head, len, from, why) < 0) {
+        msg_info("dmarc: %s: result=permerror", vstr_str(why));
+        goto out;
+    }
+    switch (spf_dmarc_record(dk, vstr_str(from), record, &found_at)) {
+    case -1:
+        reply->dmarc_result = DMARC_PROTO_TEMPERROR;
+        msg_info("dmarc: header.from=%s: DNS lookup failed: result=temperror",
+                 vstr_str(from));
+        goto out;
+    case 0:
+        reply->dmarc_result = DMARC_PROTO_NONE;
+        msg_info("dmarc: header.from=%s: no policy record: result=none",
+                 vstr_str(from));
+        goto out;
+    }
+    pctx = opendmarc_policy_connect_init((u_char *) begin->client_address,
+                                         strchr(begin->client_address, ':')
+                                             ? DMARC_POLICY_IP_TYPE_IPV6
+                                             : DMARC_POLICY_IP_TYPE_IPV4);
+    if (pctx == NULL)
+        msg_fatal("spf: libopendmarc: out of memory");
+    if (opendmarc_policy_store_from_domain(pctx, (u_char *) vstr_str(from)) !=
+            DMARC_PARSE_OKAY ||
+        opendmarc_policy_store_dmarc(
+            pctx, (u_char *) vstr_str(record), (u_char *) found_at,
+            /* libopendmarc applies sp= when given an organizational
+               domain: only when the record is that domain's, not the
+               From: domain's own. */
+            strcmp(found_at, vstr_str(from)) != 0 ? (u_char *) found_at
+                                                  : NULL) != DMARC_PARSE_OKAY) {
+        msg_info("dmarc: header.from=%s: bad policy record at %s: "
+                 "result=permerror",
+                 vstr_str(from), found_at);
+        goto out;
+    }
+    if (*begin->spf_domain != 0)
+        (void) opendmarc_policy_store_spf(pctx, (u_char *) begin->spf_domain,
+                                          spf_dmarc_spf(begin->spf_result),
+                                          DMARC_POLICY_SPF_ORIGIN_MAILFROM,
+                                          NULL);
+    for (size_t i = 0; i < reply->count; i++)
+        if (*reply->sigs[i].domain != 0)
+            (void) opendmarc_policy_store_dkim(
+                pctx, (u_char *) reply->sigs[i].domain,
+                (u_char *) reply->sigs[i].selector,
+                spf_dmarc_dkim(reply->sigs[i].result), NULL);
+    status = opendmarc_get_policy_to_enforce(pctx);
+    switch (status) {
+    case DMARC_POLICY_PASS:
+        reply->dmarc_result = DMARC_PROTO_PASS;
+        break;
+    case DMARC_POLICY_REJECT:
+        reply->dmarc_result = DMARC_PROTO_FAIL;
+        vstr_cpy(policy, "reject");
+        break;
+    case DMARC_POLICY_QUARANTINE:
+        reply->dmarc_result = DMARC_PROTO_FAIL;
+        vstr_cpy(policy, "quarantine");
+        break;
+    case DMARC_POLICY_NONE:
+        reply->dmarc_result = DMARC_PROTO_FAIL;
+        vstr_cpy(policy, "none");
+        break;
+    case DMARC_POLICY_ABSENT:
+        reply->dmarc_result = DMARC_PROTO_NONE;
+        break;
+    default:
+        reply->dmarc_result = DMARC_PROTO_PERMERROR;
+        break;
+    }
+    msg_info("dmarc: header.from=%s record at %s result=%s%s%s", vstr_str(from),
+             found_at, dmarc_proto_result_name(reply->dmarc_result),
+             vstr_len(policy) ? " policy=" : "", vstr_str(policy));
+
+out:
+    if (pctx != NULL)
+        (void) opendmarc_policy_connect_shutdown(pctx);
+    if (reply->dmarc_result == DMARC_PROTO_PERMERROR &&
+        !dkim_proto_token_ok(vstr_str(from)))
+        vstr_reset(from);
+    reply->dmarc_from = vstr_str(from);
+    reply->dmarc_policy = vstr_str(policy);
+    vstr_free(why);
+    vstr_free(record);
+}

@@ -1,0 +1,207 @@
+"""test_dmarc - DMARC (smtpd_authentication_checks = dmarc): alignment of
+the SPF and DKIM results with the From: domain (relaxed and strict), the
+subdomain policy sp=, dmarc=pass/fail/none in Authentication-Results:, and
+dmarc_enforce (550 for a p=reject failure; by default only recorded)
+
+Messages are signed by python3-dkim (dkimpy); a loopback dnsmasq serves
+the SPF, DKIM and _dmarc records; python3-authres reads the header.
+"""
+
+import smtplib
+
+import pytest
+
+from test_dkim_verify import (auth_results, message, need, parsed, rsa_key,
+                              sign)
+
+__all__ = ["rsa_key"]  # the fixture, used by name
+
+PASS_SPF = "v=spf1 ip4:127.0.0.1 -all"
+
+
+def records(txt):
+    return [("sel._domainkey.sig.test", txt),
+            ("sig.test", PASS_SPF),
+            ("_dmarc.sig.test", "v=DMARC1; p=reject"),
+            ("mail.relaxed.test", PASS_SPF),
+            ("_dmarc.relaxed.test", "v=DMARC1; p=reject; aspf=r"),
+            ("mail.strict.test", PASS_SPF),
+            ("_dmarc.strict.test", "v=DMARC1; p=reject; aspf=s; adkim=s"),
+            ("sel._domainkey.mail.strict.test", txt),
+            ("fail.test", "v=spf1 -all"),
+            ("_dmarc.org.test", "v=DMARC1; p=none; sp=reject"),
+            ("_dmarc.bad.test", "v=DMARC1; p=whatever")]
+
+
+def dmarc_instance(make_instance, sink, dns_server, **params):
+    conf = {"disable_dns_lookups": "no", "dns_servers": dns_server,
+            "smtpd_peername_lookup": "no",
+            "smtpd_authentication_checks": "dmarc",
+            "authserv_id": "mx.sluice.test", "dkim_lookup_timeout": "3s",
+            "spf_lookup_timeout": "3s"}
+    conf.update(params)
+    return make_instance(relayhost="[127.0.0.1]:%d" % sink.port, start=True,
+                         params=conf)
+
+
+def send(inst, cases):
+    """cases: [(envelope sender, message)]; the DATA replies in order."""
+    replies = []
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        client.ehlo("client.test")
+        for sender, msg in cases:
+            assert client.mail(sender)[0] == 250
+            assert client.rcpt("bob@dest.test")[0] == 250
+            try:
+                replies.append(client.data(msg))
+            except smtplib.SMTPDataError as e:
+                replies.append((e.smtp_code, e.smtp_error))
+    return replies
+
+
+def dmarc_of(m):
+    """(result, header.from) of the dmarc result of m."""
+    ident, results = parsed(auth_results(m))
+    assert ident == "mx.sluice.test"
+    got = [(res, props.get("header.from")) for method, res, props in results
+           if method == "dmarc"]
+    assert len(got) == 1, results
+    return got[0]
+
+
+def by_subject(msgs):
+    import re
+    return {re.search(rb"^Subject: (.*?)\r\n", m.data, re.M).group(1)
+            .decode(): m for m in msgs}
+
+
+def test_alignment_cases(make_instance, make_sink, make_dns, rsa_key):
+    """Recorded only (dmarc_enforce = no): SPF aligned (same domain) and
+    DKIM aligned pass; relaxed alignment of a subdomain's SPF passes;
+    strict alignment of the same fails; a p=reject failure is accepted
+    and recorded as dmarc=fail; sp= of the organizational domain applies
+    to a subdomain without a record of its own; no record is none; a bad
+    record is permerror."""
+    need()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=records(txt))
+    sink = make_sink()
+    inst = dmarc_instance(make_instance, sink, dns_server.server)
+    cases = [
+        ("a@sig.test", message("spf aligned", sender="a@sig.test")),
+        ("x@fail.test", sign(message("dkim aligned", sender="a@sig.test"),
+                             key)),
+        ("b@mail.relaxed.test", message("relaxed", sender="a@relaxed.test")),
+        ("b@mail.strict.test", message("strict spf", sender="a@strict.test")),
+        ("x@fail.test", sign(message("strict dkim", sender="a@strict.test"),
+                             key, domain="mail.strict.test")),
+        ("x@other.test", message("unaligned", sender="a@sig.test")),
+        ("x@other.test", message("subdomain", sender="a@sub.org.test")),
+        ("x@other.test", message("org", sender="a@org.test")),
+        ("x@other.test", message("no record", sender="a@nodmarc.test")),
+        ("x@other.test", message("bad record", sender="a@bad.test")),
+    ]
+    replies = send(inst, cases)
+    assert all(code == 250 for code, _ in replies), replies
+    got = by_subject(sink.wait_messages(len(cases), timeout=60))
+    assert dmarc_of(got["spf aligned"]) == ("pass", "sig.test")
+    assert dmarc_of(got["dkim aligned"]) == ("pass", "sig.test")
+    assert dmarc_of(got["relaxed"]) == ("pass", "relaxed.test")
+    assert dmarc_of(got["strict spf"]) == ("fail", "strict.test")
+    assert dmarc_of(got["strict dkim"]) == ("fail", "strict.test")
+    assert dmarc_of(got["unaligned"]) == ("fail", "sig.test")
+    assert "(p=reject)" in auth_results(got["unaligned"])
+    assert dmarc_of(got["subdomain"]) == ("fail", "sub.org.test")
+    assert "(p=reject)" in auth_results(got["subdomain"])
+    assert dmarc_of(got["org"]) == ("fail", "org.test")
+    assert "(p=none)" in auth_results(got["org"])
+    assert dmarc_of(got["no record"]) == ("none", "nodmarc.test")
+    assert dmarc_of(got["bad record"])[0] == "permerror"
+    # The one header has all three methods.
+    ident, results = parsed(auth_results(got["dkim aligned"]))
+    assert [r[:2] for r in results] == [("spf", "fail"), ("dkim", "pass"),
+                                        ("dmarc", "pass")]
+
+
+def test_enforce_rejects_p_reject_only(make_instance, make_sink, make_dns,
+                                       rsa_key):
+    """dmarc_enforce = yes: a failure under p=reject (and under sp=reject)
+    is 550 5.7.1 and nothing is delivered; a failure under p=none and a
+    pass are accepted."""
+    need()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=records(txt))
+    sink = make_sink()
+    inst = dmarc_instance(make_instance, sink, dns_server.server,
+                          dmarc_enforce="yes")
+    replies = send(inst, [
+        ("x@other.test", message("unaligned", sender="a@sig.test")),
+        ("x@other.test", message("subdomain", sender="a@sub.org.test")),
+        ("x@other.test", message("org", sender="a@org.test")),
+        ("a@sig.test", message("aligned", sender="a@sig.test")),
+    ])
+    assert replies[0][0] == 550 and b"5.7.1" in replies[0][1], replies
+    assert b"DMARC" in replies[0][1]
+    assert replies[1][0] == 550, replies
+    assert replies[2][0] == 250 and replies[3][0] == 250, replies
+    got = by_subject(sink.wait_messages(2, timeout=60))
+    assert set(got) == {"org", "aligned"}
+    inst.wait_log(r"reject: DMARC policy of sig\.test \(p=reject\)")
+    with pytest.raises(AssertionError):
+        sink.wait_messages(3, timeout=2)
+
+
+def test_daemon_under_valgrind(make_instance, make_sink, make_dns, rsa_key,
+                               tmp_path):
+    """The spf daemon under valgrind memcheck while it verifies DKIM
+    (pass, a changed body, a malformed signature, a key that is not one)
+    and evaluates DMARC (pass, fail, sp=, no record, a bad record, no
+    From:): no error and no definite leak when it exits."""
+    from conftest import LIBEXEC
+    from test_valgrind import (ERROR_EXIT, VALGRIND, WRAPPER, log_problems,
+                               need_valgrind)
+    need()
+    need_valgrind()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=records(txt) + [
+        ("bad._domainkey.sig.test", "v=DKIM1; p=@@@")])
+    sink = make_sink()
+    logs = tmp_path / "valgrind"
+    logs.mkdir()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, params={
+        "disable_dns_lookups": "no", "dns_servers": dns_server.server,
+        "smtpd_peername_lookup": "no", "smtpd_authentication_checks": "dmarc",
+        "authserv_id": "mx.sluice.test", "dkim_lookup_timeout": "60s",
+        "spf_lookup_timeout": "60s"})
+    wrapper = inst.dir / "spf-valgrind"
+    wrapper.write_text(WRAPPER.format(valgrind=VALGRIND, code=ERROR_EXIT,
+                                      logs=logs, name="spf",
+                                      program=LIBEXEC / "spf"))
+    wrapper.chmod(0o755)
+    inst.remove_service("spf")
+    inst.add_service("spf unix - - n - 1 %s" % wrapper)
+    inst.start()
+    cases = [
+        ("a@sig.test", sign(message("good", sender="a@sig.test"), key)),
+        ("a@sig.test", sign(message("changed", sender="a@sig.test"),
+                            key).replace(b"world", b"w0rld")),
+        ("x@other.test", b"DKIM-Signature: v=1;;; =x; d=\x01; b=!\r\n" +
+         message("garbled", sender="a@sig.test")),
+        ("x@other.test", sign(message("bad key", sender="a@sig.test"), key,
+                              selector="bad")),
+        ("x@other.test", message("subdomain", sender="a@sub.org.test")),
+        ("x@other.test", message("no record", sender="a@nodmarc.test")),
+        ("x@other.test", message("bad record", sender="a@bad.test")),
+        ("x@other.test", b"Subject: no from\r\n\r\nhello\r\n"),
+    ]
+    replies = send(inst, cases)
+    assert all(code == 250 for code, _ in replies), replies
+    got = by_subject(sink.wait_messages(len(cases), timeout=120))
+    assert dmarc_of(got["good"])[0] == "pass"
+    assert dmarc_of(got["no from"])[0] == "permerror"
+    inst.stop()
+    reports = list(logs.glob("spf.*.log"))
+    assert reports, "no valgrind log"
+    problems = {r.name: log_problems(r.read_text()) for r in reports}
+    assert not any(problems.values()), (problems, [
+        r.read_text()[-3000:] for r in reports])
