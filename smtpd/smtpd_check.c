@@ -54,6 +54,7 @@
 #include <time.h>
 
 #include "argv.h"
+#include "dkim_proto.h"
 #include "mail_conf.h"
 #include "maps.h"
 #include "match_list.h"
@@ -62,7 +63,6 @@
 #include "smtp_addr.h"
 #include "smtpd.h"
 #include "smtpd_words.h"
-#include "dkim_proto.h"
 #include "spf_proto.h"
 #include "vstr.h"
 
