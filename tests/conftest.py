@@ -12,6 +12,14 @@ with a deadline. No instance asks this machine's resolver anything: `sluice
 init` sets disable_dns_lookups = yes, and the fixture checks that an instance
 either keeps lookups off or names only loopback resolvers in dns_servers.
 
+Orphans: the test process is a child subreaper (prctl
+PR_SET_CHILD_SUBREAPER), so a daemonized master whose `sluice start` has
+exited is its child, and a thread reaps every such adopted process as soon as
+it ends (processes this process started with subprocess are left to their
+Popen). The init of a small VM or container may reap orphans only now and
+then; `sluice stop`, which waits until master's pid is gone, then waited
+about a second longer for every instance.
+
 Environment: SLUICE_TOP is the build tree (default: the folder above this
 one); the programs are $SLUICE_TOP/bin/sluice and $SLUICE_TOP/libexec/*.
 """
@@ -24,6 +32,7 @@ import smtplib
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -205,6 +214,83 @@ def descendants(ppid):
                 found.add(kid)
                 todo.append(kid)
     return found
+
+
+# --- orphans: adopted and reaped at once ----------------------------------
+
+PR_SET_CHILD_SUBREAPER = 36
+_OWN_CHILDREN = set()           # pids a subprocess.Popen of ours waits for
+_OWN_LOCK = threading.Lock()
+
+
+def _track_popen():
+    """Record the pid of every child a Popen makes (under _OWN_LOCK, so the
+    reaper never sees a fresh child before it is recorded), and forget it
+    once its Popen has collected the exit status."""
+    popen = subprocess.Popen
+    if getattr(popen, "_sluice_tracked", False):
+        return
+    execute_child = popen._execute_child
+    handle_exitstatus = popen._handle_exitstatus
+
+    def _execute_child(self, *args, **kwargs):
+        with _OWN_LOCK:
+            execute_child(self, *args, **kwargs)
+            _OWN_CHILDREN.add(self.pid)
+
+    def _handle_exitstatus(self, *args, **kwargs):
+        _OWN_CHILDREN.discard(self.pid)
+        return handle_exitstatus(self, *args, **kwargs)
+
+    popen._execute_child = _execute_child
+    popen._handle_exitstatus = _handle_exitstatus
+    popen._sluice_tracked = True
+
+
+def _my_children():
+    kids = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return kids
+    for tid in tasks:
+        try:
+            kids.update(int(p) for p in
+                        Path("/proc/self/task/%s/children" % tid).read_text().split())
+        except (OSError, ValueError):
+            pass
+    return kids
+
+
+def _reap_orphans():
+    """Reap every adopted child (not one of our Popens) that has ended."""
+    while True:
+        time.sleep(0.02)
+        with _OWN_LOCK:
+            for pid in _my_children() - _OWN_CHILDREN:
+                st = proc_stat(pid)
+                if st and st[0] == "Z":
+                    try:
+                        os.waitpid(pid, os.WNOHANG)
+                    except ChildProcessError:
+                        pass
+
+
+def _become_subreaper():
+    import ctypes
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+            return
+    except (OSError, AttributeError):
+        return
+    _track_popen()
+    threading.Thread(target=_reap_orphans, name="sluice-reaper",
+                     daemon=True).start()
+
+
+def pytest_configure(config):
+    _become_subreaper()
 
 
 # --- instances ------------------------------------------------------------

@@ -34,6 +34,16 @@ def script(inst, name, body):
     return path
 
 
+def never(inst):
+    """A FIFO no one ever writes: a script that opens it waits there, in
+    the shell itself, until it is killed (a `sleep` child would outlive a
+    killed script for a moment, and the instance's stop would find it)."""
+    path = inst.dir / "never"
+    if not path.exists():
+        os.mkfifo(path)
+    return path
+
+
 def script_pids(inst, path):
     """pids of master's children that run the script at path."""
     return sorted(p for p in inst.children()
@@ -51,7 +61,7 @@ def test_killed_ready_process_is_replaced_at_once(make_instance):
     master_backoff_initial, 60 s here)."""
     inst = make_instance(params=SLOW_BACKOFF)
     path = script(inst, "ready.sh", "printf A >&3\n: > %s/said.$$\n"
-                  "while :; do sleep 1; done\n" % inst.dir)
+                  "read x < %s\n" % (inst.dir, never(inst)))
     inst.add_service("readysvc unix - - n - 1 %s" % path)
     inst.start()
     for _ in range(3):
@@ -72,7 +82,7 @@ def test_killed_before_ready_is_throttled(make_instance):
     """A process that never said anything and dies young throttles its
     service, killed or not."""
     inst = make_instance(params=SLOW_BACKOFF)
-    path = script(inst, "mute.sh", "while :; do sleep 1; done\n")
+    path = script(inst, "mute.sh", "read x < %s\n" % never(inst))
     inst.add_service("mutesvc unix - - n - 1 %s" % path)
     inst.start()
     pid = wait_until(lambda: script_pids(inst, path), 10,
