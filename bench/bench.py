@@ -769,7 +769,7 @@ def profile_round(mta, sink, messages, delivers):
 
 
 COUNT_EVENTS = ("raw_syscalls:sys_enter", "syscalls:sys_enter_fsync",
-                "syscalls:sys_enter_fdatasync")
+                "syscalls:sys_enter_fdatasync", "context-switches")
 
 
 def count_round(mta, sink, messages, delivers):
@@ -813,7 +813,8 @@ def count_round(mta, sink, messages, delivers):
         return None
     return {"syscalls": counts["raw_syscalls:sys_enter"] / n,
             "fsyncs": (counts["syscalls:sys_enter_fsync"] +
-                       counts["syscalls:sys_enter_fdatasync"]) / n}
+                       counts["syscalls:sys_enter_fdatasync"]) / n,
+            "switches": counts["context-switches"] / n}
 
 
 def parse_strace_c(path):
@@ -1129,7 +1130,9 @@ class Bench:
         if COUNT:
             say("- syscalls/msg and fsyncs/msg: one extra round per MTA under `perf stat` "
                 "(tracepoint counts over every process of the instance, children "
-                "followed), not one of the rounds above")
+                "followed), not one of the rounds above; context switches per message "
+                "in that round: %s" % " / ".join(
+                    "%s %s" % (k, fmt(m.get("switches"), 1)) for k, m in self.med.items()))
         for kind, why in self.why_not.items():
             say("- %s: n/a, %s" % (kind, why))
         for note in self.notes:
@@ -1254,7 +1257,8 @@ class Bench:
                 parts.append("%s acc %s del %s p50 %s p99 %s cpu %s rss %s%s" % (
                     kind, fmt(m["accepted"], 0), fmt(m["delivered"], 0), fmt(m["p50"], 2),
                     fmt(m["p99"], 2), fmt(m["cpu"], 3), fmt(m["rss"]),
-                    " sys/msg %s fsync/msg %s" % (fmt(m["syscalls"], 1), fmt(m["fsyncs"], 2))
+                    " sys/msg %s fsync/msg %s cs/msg %s" % (
+                        fmt(m["syscalls"], 1), fmt(m["fsyncs"], 2), fmt(m.get("switches"), 1))
                     if m.get("syscalls") is not None else ""))
             else:
                 parts.append("%s n/a" % kind)
