@@ -36,6 +36,7 @@
 #include "sys_defs.h"
 
 #include <fcntl.h>
+#include <time.h>
 
 #include <event2/event.h>
 #include <jansson.h>
@@ -65,7 +66,8 @@ typedef struct KAFKA {
     VSTR *why; /* the first failure of the batch */
     bool in_flight;
     bool fatal; /* the producer had a fatal error */
-    VSTR *last_error; /* the last error logged, not repeated */
+    int last_error; /* the last error logged, not repeated at once */
+    time_t last_error_at;
 } KAFKA;
 
 /* kafka_fail - note why the batch in flight fails (the first reason) */
@@ -117,10 +119,11 @@ static void kafka_error(rd_kafka_t *rk, int err, const char *reason,
         kafka->fatal = true;
         return;
     }
-    /* Brokers down repeat this every few seconds: say it once. */
-    if (strcmp(vstr_str(kafka->last_error), reason) == 0)
+    /* Brokers down repeat this every few seconds: say it once a minute. */
+    if (err == kafka->last_error && time(NULL) - kafka->last_error_at < 60)
         return;
-    vstr_cpy(kafka->last_error, reason);
+    kafka->last_error = err;
+    kafka->last_error_at = time(NULL);
     msg_warn("events: kafka %s: %s", kafka->brokers, reason);
 }
 
@@ -128,9 +131,11 @@ static void kafka_error(rd_kafka_t *rk, int err, const char *reason,
 static void kafka_log(const rd_kafka_t *rk, int level, const char *fac,
                       const char *buf)
 {
-    if (level <= 3)
+    /* Errors (3) come to kafka_error as well: their log lines only with
+       -v; debug lines (7) only when librdkafka's debug is on. */
+    if (level <= 2)
         msg_warn("events: kafka: %s: %s", fac, buf);
-    else if (level <= 5 || msg_verbose_get())
+    else if (level != 3 || msg_verbose_get())
         msg_info("events: kafka: %s: %s", fac, buf);
 }
 
@@ -372,7 +377,6 @@ static void *kafka_open(EXPORTER *exp, struct event_base *base,
     kafka->timeout = mail_conf_time(conf, "events_kafka_timeout");
     kafka->max_age = mail_conf_time(conf, "events_kafka_max_age");
     kafka->why = vstr_alloc(100);
-    kafka->last_error = vstr_alloc(100);
     /* A topic Kafka refuses would fail every batch for a day: say so now. */
     kafka_topic(probe, kafka->topic, "received");
     if (vstr_len(probe) == 0 ||
@@ -407,7 +411,6 @@ static void kafka_close(void *state)
     (void) close(kafka->wake_pipe[0]);
     (void) close(kafka->wake_pipe[1]);
     vstr_free(kafka->why);
-    vstr_free(kafka->last_error);
     myfree(kafka->brokers);
     myfree(kafka->topic);
     myfree(kafka);

@@ -276,17 +276,19 @@ def test_cluster_down_then_up(make_instance, make_sink, make_cluster):
     cluster.down()
     send(inst, ["a@dest.test"])
     inst.wait_log(r"status=sent", timeout=60, count=2)
-    wait_until(lambda: status(inst)[0]["backlog_events"] == 2, timeout=20,
-               what="a backlog of 2 events")
+    inst.wait_log(r"events: kafka-\w+: .*events not delivered.*retry in",
+                  timeout=30)
+    assert status(inst)[0]["backlog_events"] == 2
     for i in range(3):
         send(inst, ["b%d@dest.test" % i])
     inst.wait_log(r"status=sent", timeout=60, count=5)
-    st = wait_until(lambda: (s := status(inst)) and
-                    s[0]["backlog_events"] == 8 and s, timeout=20,
-                    what="the backlog grown to 8 events")
-    assert st[0]["oldest_age_seconds"] is not None
+    wait_until(lambda: len(journal(inst)) == 10, timeout=20,
+               what="the journal's events")
     inst.wait_log(r"events: kafka-\w+: .*events not delivered.*retry in",
-                  timeout=30)
+                  timeout=30, count=2)
+    st = status(inst)
+    assert st[0]["backlog_events"] == 8
+    assert st[0]["oldest_age_seconds"] is not None
     cluster.up()
     want = journal(inst)
     assert len(want) == 10
@@ -296,3 +298,246 @@ def test_cluster_down_then_up(make_instance, make_sink, make_cluster):
     check_resends_only(got, want)
     wait_until(lambda: status(inst)[0]["backlog_events"] == 0, timeout=20,
                what="the backlog drained")
+
+
+# --- ClickHouse -------------------------------------------------------------
+
+CH_SERVER = "/usr/sbin/clickhouse-server"
+DDL = TOP / "conf" / "clickhouse-events.sql"
+README = TOP / "README.md"
+
+CH_CONFIG = """<?xml version="1.0"?>
+<yandex>
+    <logger><level>warning</level><log>{dir}/log/server.log</log>
+        <errorlog>{dir}/log/error.log</errorlog><console>0</console></logger>
+    <listen_host>127.0.0.1</listen_host>
+    <http_port>{http}</http_port>
+    <tcp_port>{tcp}</tcp_port>
+    <path>{dir}/data/</path>
+    <tmp_path>{dir}/tmp/</tmp_path>
+    <user_files_path>{dir}/user_files/</user_files_path>
+    <format_schema_path>{dir}/format_schemas/</format_schema_path>
+    <users_config>{dir}/users.xml</users_config>
+    <default_profile>default</default_profile>
+    <default_database>default</default_database>
+    <mark_cache_size>5368709</mark_cache_size>
+    <max_concurrent_queries>20</max_concurrent_queries>
+    <timezone>UTC</timezone>
+</yandex>
+"""
+
+CH_USERS = """<?xml version="1.0"?>
+<yandex>
+    <profiles><default><max_memory_usage>1000000000</max_memory_usage>
+        </default></profiles>
+    <users><default><password></password>
+        <networks><ip>127.0.0.1</ip></networks>
+        <profile>default</profile><quota>default</quota></default></users>
+    <quotas><default></default></quotas>
+</yandex>
+"""
+
+
+class ClickHouse:
+    """clickhouse-server on free loopback ports, as nobody (root's tests),
+    with its own config and data folder; stopped by its pid."""
+
+    def __init__(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="sluice-ch-", dir="/tmp"))
+        self.tcp = free_port()
+        for sub in ("data", "tmp", "log", "user_files", "format_schemas"):
+            (self.dir / sub).mkdir()
+        (self.dir / "config.xml").write_text(CH_CONFIG.format(
+            dir=self.dir, tcp=self.tcp, http=free_port()))
+        (self.dir / "users.xml").write_text(CH_USERS)
+        argv = [CH_SERVER, "--config-file=%s" % (self.dir / "config.xml")]
+        if os.geteuid() == 0:
+            os.chmod(self.dir, 0o755)
+            subprocess.run(["chown", "-R", "nobody:nogroup", str(self.dir)],
+                           check=True)
+            argv = ["setpriv", "--reuid=nobody", "--regid=nogroup",
+                    "--clear-groups"] + argv
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL,
+                                     cwd=str(self.dir))
+        wait_until(self._ready, timeout=90, interval=0.5,
+                   what="clickhouse-server to answer")
+
+    def _ready(self):
+        assert self.proc.poll() is None, "clickhouse-server exited: %s" % \
+            self.errors()
+        return self.client("SELECT 1", check=False).returncode == 0
+
+    def client(self, query, check=True, multi=False):
+        argv = ["clickhouse-client", "--host", "127.0.0.1", "--port",
+                str(self.tcp)]
+        if multi:
+            r = subprocess.run(argv + ["--multiquery"], input=query,
+                               capture_output=True, text=True, timeout=60)
+        else:
+            r = subprocess.run(argv + ["--query", query], capture_output=True,
+                               text=True, timeout=60)
+        if check:
+            assert r.returncode == 0, "%s: %s" % (query, r.stderr)
+        return r
+
+    def rows(self, query):
+        out = self.client(query + " FORMAT JSONEachRow").stdout
+        return [json.loads(line) for line in out.splitlines()]
+
+    def errors(self):
+        try:
+            return (self.dir / "log" / "error.log").read_text()[-3000:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture
+def clickhouse():
+    for prog in (CH_SERVER, shutil.which("clickhouse-client") or
+                 "clickhouse-client"):
+        if not os.access(prog, os.X_OK):
+            if os.environ.get("CI"):
+                pytest.fail("%s not installed (install-deps.sh)" % prog)
+            pytest.skip("%s not installed" % prog)
+    ch = ClickHouse()
+    yield ch
+    ch.stop()
+
+
+def readme_query():
+    """The README's ClickHouse query for a tenant's open rate."""
+    blocks = re.findall(r"```sql\n(.*?)```", README.read_text(), re.S)
+    found = [b for b in blocks if "open_rate" in b]
+    assert len(found) == 1, "one ```sql block with open_rate in README.md"
+    return found[0]
+
+
+def ch_event(ev_id, when, kind, qid, rcpt, tenant):
+    return json.dumps({
+        "id": ev_id, "ts": when.strftime("%Y-%m-%dT%H:%M:%S.000123Z"),
+        "kind": kind, "qid": qid, "recipient": rcpt, "sender": "s@src.test",
+        "tenant": tenant, "pool": "p1", "source_ip": None,
+        "provider": "gmail", "trace_id": None})
+
+
+def test_clickhouse_counts(make_instance, make_sink, make_cluster,
+                           clickhouse):
+    """The shipped DDL on Debian's clickhouse-server, consuming from the
+    mock cluster: the events sluice produces are each one row of
+    sluice_events (ids as in the journal) and counted per kind in the
+    hourly rollup; the README's query gives a tenant's messages delivered
+    yesterday and their open rate, a re-sent event counted once."""
+    need()
+    cluster = make_cluster()
+    ddl = DDL.read_text().replace("localhost:9092", cluster.bootstrap)
+    clickhouse.client(ddl, multi=True)
+    tables = set(clickhouse.client("SHOW TABLES").stdout.split())
+    assert tables == {"sluice_events_queue", "sluice_events",
+                      "sluice_events_mv", "sluice_events_hourly",
+                      "sluice_events_hourly_mv"}
+
+    # A new consumer group starts at the newest offset: until a probe
+    # comes through, ClickHouse's consumer is not reading yet.
+    probes = []
+
+    def probe_seen():
+        probes.append("probe/%d/probe/0" % len(probes))
+        cluster.produce([json.dumps({"id": probes[-1], "kind": "probe",
+                                     "ts": "2026-01-01T00:00:00Z",
+                                     "qid": "P"})])
+        time.sleep(1)
+        return clickhouse.rows("SELECT count() AS n FROM sluice_events "
+                               "WHERE kind = 'probe'")[0]["n"] not in (0, "0")
+    wait_until(probe_seen, timeout=60, interval=0.5,
+               what="ClickHouse's consumer to read the topic")
+
+    sink = make_sink()
+    inst = kafka_instance(make_instance, sink, cluster)
+    n = 6
+    for i in range(n):
+        send(inst, ["a%d@dest.test" % i, "b%d@other.test" % i])
+    inst.wait_log(r"status=sent", timeout=60, count=2 * n)
+    want = wait_until(lambda: (j := journal(inst)) and len(j) == 3 * n and j,
+                      timeout=30, what="the journal's events")
+
+    def ch_ids():
+        return {r["id"] for r in clickhouse.rows(
+            "SELECT DISTINCT id FROM sluice_events WHERE kind != 'probe'")}
+    wait_until(lambda: ch_ids() == set(want), timeout=90, interval=1,
+               what="every event in sluice_events")
+    rows = clickhouse.rows("SELECT kind, recipient_domain, sender_domain, "
+                           "count() AS c FROM sluice_events WHERE kind != "
+                           "'probe' GROUP BY kind, recipient_domain, "
+                           "sender_domain ORDER BY kind, recipient_domain")
+    assert [(r["kind"], r["recipient_domain"], r["sender_domain"],
+             int(r["c"])) for r in rows] == [
+        ("delivered", "dest.test", "", n),
+        ("delivered", "other.test", "", n),
+        ("received", "", "src.test", n)]
+    rollup = clickhouse.rows("SELECT kind, sum(events) AS e FROM "
+                             "sluice_events_hourly WHERE kind != 'probe' "
+                             "GROUP BY kind ORDER BY kind")
+    assert [(r["kind"], int(r["e"])) for r in rollup] == [
+        ("delivered", 2 * n), ("received", n)]
+
+    # The README's question, on one tenant's events (kinds sluice will
+    # write, opened among them), produced with kcat.
+    import datetime
+    today = datetime.datetime.now(datetime.timezone.utc).replace(
+        hour=0, minute=0, second=0, microsecond=0)
+    yday = today - datetime.timedelta(days=1)
+    before = today - datetime.timedelta(days=2)
+    hour = datetime.timedelta(hours=1)
+    lines = [
+        ch_event("t/Q1/delivered/1", yday + 2 * hour, "delivered", "Q1",
+                 "u1@gmail.test", "acme"),
+        ch_event("t/Q1/delivered/2", yday + 2 * hour, "delivered", "Q1",
+                 "u2@gmail.test", "acme"),
+        ch_event("t/Q2/delivered/1", yday + 20 * hour, "delivered", "Q2",
+                 "u3@gmail.test", "acme"),
+        ch_event("t/Q3/delivered/1", yday + 23 * hour, "delivered", "Q3",
+                 "u4@gmail.test", "acme"),
+        # opened: two of the four, one of them twice, one the next day
+        ch_event("t/Q1/opened/1", yday + 3 * hour, "opened", "Q1",
+                 "u1@gmail.test", "acme"),
+        ch_event("t/Q1/opened/2", yday + 4 * hour, "opened", "Q1",
+                 "u1@gmail.test", "acme"),
+        ch_event("t/Q3/opened/1", today + hour, "opened", "Q3",
+                 "u4@gmail.test", "acme"),
+        # not counted: another tenant, the day before, a deferral
+        ch_event("t/Q4/delivered/1", yday + hour, "delivered", "Q4",
+                 "u5@gmail.test", "other"),
+        ch_event("t/Q5/delivered/1", before + hour, "delivered", "Q5",
+                 "u6@gmail.test", "acme"),
+        ch_event("t/Q6/deferred/1", yday + hour, "deferred", "Q6",
+                 "u7@gmail.test", "acme"),
+    ]
+    # A re-send (same id, same event) of one delivery.
+    cluster.produce(lines + [lines[0]])
+    wait_until(lambda: clickhouse.rows(
+        "SELECT count() AS c FROM sluice_events WHERE id LIKE 't/%'")[0]["c"]
+        in (11, "11"), timeout=60, interval=1, what="the tenant's events")
+    answer = clickhouse.rows(readme_query().strip().rstrip(";"))
+    assert len(answer) == 1
+    assert int(answer[0]["sent"]) == 4
+    assert int(answer[0]["opened"]) == 2
+    assert float(answer[0]["open_rate"]) == 0.5
+    hourly = clickhouse.rows(
+        "SELECT hour, pool, provider, kind, sum(events) AS e FROM "
+        "sluice_events_hourly WHERE tenant = 'acme' AND kind = 'delivered' "
+        "GROUP BY hour, pool, provider, kind ORDER BY hour")
+    # The rollup counts what arrived: the re-send too (2 + 1 at yday 02:00).
+    assert [int(r["e"]) for r in hourly] == [1, 3, 1, 1]
+    assert {(r["pool"], r["provider"]) for r in hourly} == {("p1", "gmail")}
+    assert "Exception" not in clickhouse.errors()
