@@ -300,6 +300,43 @@ def test_cluster_down_then_up(make_instance, make_sink, make_cluster):
                what="the backlog drained")
 
 
+
+def test_dead_letters_after_max_age(make_instance, make_sink, make_cluster):
+    """Brokers down for longer than events_kafka_max_age: the events go
+    to the exporter's dead-letter file (logged), the position moves on
+    and status counts them; with the brokers up again, the next events
+    are produced as usual. None is dropped without a trace."""
+    need()
+    sink = make_sink()
+    cluster = make_cluster()
+    cluster.down()
+    inst = kafka_instance(make_instance, sink, cluster,
+                          events_kafka_timeout="1s",
+                          events_kafka_max_age="3s")
+    send(inst, ["lost@dest.test"])
+    inst.wait_log(r"status=sent", timeout=60)
+    first = wait_until(lambda: (j := journal(inst)) and len(j) == 2 and j,
+                       timeout=20, what="the journal's events")
+    hits = inst.wait_log(r"events: kafka-\w+: .*gave up on \d+ events after "
+                         r"\d+ s .*: written to (\S+\.dead)", timeout=60)
+    dead = Path(hits[0].group(1))
+    wait_until(lambda: dead.exists() and
+               {json.loads(l)["id"] for l in dead.read_text().splitlines()}
+               == set(first), timeout=60, what="both events in the dead letters")
+    cluster.up()
+    send(inst, ["later@dest.test"])
+    inst.wait_log(r"status=sent", timeout=60, count=2)
+    later = wait_until(lambda: (j := journal(inst)) and len(j) == 4 and j,
+                       timeout=20, what="the second message's events")
+    got = wait_until(lambda: (m := cluster.read()) and
+                     set(ids_of(m)) >= set(later) - set(first) and m,
+                     timeout=60, what="the second message's events in the topic")
+    assert not set(ids_of(got)) & set(first)
+    st = wait_until(lambda: (s := status(inst)) and s[0]["backlog_events"] == 0
+                    and s, timeout=20, what="no backlog")
+    assert st[0]["dead_letters"] == 2
+
+
 # --- ClickHouse -------------------------------------------------------------
 
 CH_SERVER = "/usr/sbin/clickhouse-server"
