@@ -25,7 +25,7 @@ set -u
 BUILD="gcc make pkg-config libc6-dev libevent-dev libssl-dev libunbound-dev
 nettle-dev libdb5.3-dev libpcre2-dev libsasl2-dev libsasl2-modules libspf2-dev
 libopendkim-dev libopendmarc-dev libjansson-dev libcmocka-dev
-libcurl4-openssl-dev libsqlite3-dev"
+libcurl4-openssl-dev libsqlite3-dev librdkafka-dev"
 
 # The tests: pytest and its SMTP sinks, the loopback DNS server, the tools the
 # system tests run (strace, valgrind, the sanitizers' runtime for clang), and
@@ -42,13 +42,16 @@ libcurl4-openssl-dev libsqlite3-dev"
 # Authentication-Results: headers smtpd writes. sasl2-bin: saslpasswd2
 # makes the AUTH tests' private sasldb; libnet-ssleay-perl and
 # libio-socket-ssl-perl let swaks speak TLS (--tls). curl: the HTTP API's
-# tests send with it as the README does.
+# tests send with it as the README does. kcat reads back what the events
+# daemon produced to the tests' Kafka cluster (librdkafka's mock, built in
+# events/), and clickhouse-server (with clickhouse-client) consumes it with
+# the shipped DDL (conf/clickhouse-events.sql).
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
 logrotate systemd pflogsumm fail2ban logwatch sasl2-bin libnet-ssleay-perl
-libio-socket-ssl-perl curl"
+libio-socket-ssl-perl curl kcat clickhouse-server clickhouse-client"
 
 usage() {
     echo "usage: $0 [--build] [--check | --list]" >&2

@@ -4,7 +4,8 @@
  * One process (master.cf: events, maxproc 1, unprivileged) for every
  * exporter main.cf configures (global/events_export.h): one per
  * events_webhook_urls entry (webhook.c), and the SQLite store behind
- * `sluice stats` with events_stats_enable (stats.c). Each exporter has its own position
+ * `sluice stats` with events_stats_enable (stats.c), and one producer to
+ * events_kafka_brokers (kafka.c). Each exporter has its own position
  * (global/events_pos.h: a floor plus per-segment offsets, because several
  * writers append at once), its own batch in flight and its own back-off,
  * so a slow or dead endpoint only grows its own backlog.
@@ -106,8 +107,8 @@ const char *exporter_target(const EXPORTER *exp)
 /* exporter_backend - the backend of kind, or NULL */
 static const EXPORTER_BACKEND *exporter_backend(const char *kind)
 {
-    static const EXPORTER_BACKEND *const backends[] = {&webhook_backend,
-                                                       &stats_backend};
+    static const EXPORTER_BACKEND *const backends[] = {
+        &webhook_backend, &stats_backend, &kafka_backend};
 
     for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
         if (strcmp(backends[i]->kind, kind) == 0)
@@ -579,7 +580,7 @@ static void exporter_pre_loop(MAIL_SERVER *server, void *arg)
             exporter_open(ctx, &list->exports[i], conf);
     if (ctx->count == 0)
         msg_info("events: no exporter configured (events_webhook_urls, "
-                 "events_stats_enable); "
+                 "events_stats_enable, events_kafka_brokers); "
                  "the journal is kept whole");
     else
         exporter_pump_soon(ctx, 0);

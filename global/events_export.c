@@ -61,6 +61,15 @@ EVENTS_EXPORT_LIST *events_export_list(const MAIL_CONF *conf)
     if (mail_conf_bool(conf, "events_stats_enable"))
         events_export_add(list, &cap, EVENTS_EXPORT_STATS,
                           mail_conf_str(conf, "events_stats_database"));
+    if (*mail_conf_str(conf, "events_kafka_brokers")) {
+        VSTR *target = vstr_alloc(100);
+
+        vstr_sprintf(target, "%s/%s",
+                     mail_conf_str(conf, "events_kafka_brokers"),
+                     mail_conf_str(conf, "events_kafka_topic"));
+        events_export_add(list, &cap, EVENTS_EXPORT_KAFKA, vstr_str(target));
+        vstr_free(target);
+    }
     return list;
 }
 

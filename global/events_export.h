@@ -4,8 +4,10 @@
  *
  * Each exporter has a kind (a backend of the events daemon: "webhook",
  * one per events_webhook_urls entry, and "stats", the SQLite store behind
- * `sluice stats` when events_stats_enable is set; Kafka is one more), a
- * target (the webhook's URL, the database's path) and a name that stays the same while its target does:
+ * `sluice stats` when events_stats_enable is set, and "kafka", one
+ * producer when events_kafka_brokers is set), a target (the webhook's
+ * URL, the database's path, events_kafka_brokers "/" events_kafka_topic)
+ * and a name that stays the same while its target does:
  * KIND-HASH, HASH the first 12 hex digits of SHA-256 of the target, so
  * reordering events_webhook_urls keeps every position. Its files live in
  * events_directory/exporters/: NAME.pos (events_pos.h) and NAME.dead, the
@@ -21,6 +23,7 @@
 
 #define EVENTS_EXPORT_WEBHOOK "webhook"
 #define EVENTS_EXPORT_STATS "stats" /* events_stats.h */
+#define EVENTS_EXPORT_KAFKA "kafka" /* target: BROKERS/TOPIC */
 #define EVENTS_EXPORT_POS_SUFFIX ".pos"
 #define EVENTS_EXPORT_DEAD_SUFFIX ".dead"
 
