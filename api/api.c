@@ -25,15 +25,18 @@
  * beyond it, 429 rate_limited with Retry-After (the seconds to midnight).
  * The count lives in this process's memory: a restart starts it again.
  *
- * A message is handed to cleanup through global/cleanup_client.h, and the
- * 202 is written only after cleanup_client_end() returned 0: cleanup has
- * fsynced the queue file and its directory. Any failure before that
- * answers an error and cleanup drops the partial file, so nothing is
+ * A message is handed to cleanup through api_handoff.h, on the event loop
+ * (each request waits in its own state, as smtpd's sessions wait for
+ * cleanup), and the 202 is written only when cleanup's final STATUS says
+ * it has fsynced the queue file and its directory. Any failure before
+ * that answers an error and cleanup drops the partial file, so nothing is
  * acknowledged that is not on disk, and nothing that is not acknowledged
- * is half queued. The conversation with cleanup blocks this process for
- * at most api_cleanup_timeout per read or write; other clients wait
- * meanwhile (each request is parsed and checked first, so only valid
- * messages hold the loop).
+ * is half queued. Each wait for cleanup is bounded by api_cleanup_timeout
+ * (then 503); meanwhile the process serves every other client. A client
+ * that hangs up while its message is with cleanup does not stop the
+ * hand-off (the message may be queued, as with a lost 202 in SMTP). A
+ * retiring process (reload) stops accepting and exits once every request
+ * in hand is answered.
  *
  * Errors are JSON {"error": {"code", "message", "field"}}:
  *   400 invalid_json, missing_field, invalid_field   (api_request.h)
@@ -63,11 +66,11 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "api_handoff.h"
 #include "api_idem.h"
 #include "api_keys.h"
 #include "api_mustache.h"
 #include "api_request.h"
-#include "cleanup_client.h"
 #include "cleanup_proto.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
@@ -98,10 +101,25 @@ typedef struct API_CTX {
     char *template_dir; /* api_template_directory */
     long long idem_ttl; /* api_idempotency_ttl, seconds */
     API_LIMITS limits;
-    int cleanup_timeout_ms;
+    int cleanup_timeout; /* api_cleanup_timeout, seconds */
     long long daily_limit; /* api_tenant_daily_limit (0: none) */
     HTABLE *usage; /* tenant -> API_USAGE, messages sent today */
+    size_t pending; /* requests waiting for cleanup */
+    bool retiring; /* exit when pending falls to 0 */
 } API_CTX;
+
+/* One POST /v1/messages while cleanup has it: the request is answered
+   from api_submit_done(), on the loop, once cleanup has spoken. */
+typedef struct API_PENDING {
+    API_CTX *ctx;
+    struct evhttp_request *req;
+    API_KEY key;
+    API_MESSAGE *msg;
+    char *idem; /* the Idempotency-Key, or NULL */
+    char *body; /* with idem: the request body, for its record */
+    size_t body_len;
+    long long day; /* the UTC day its message was counted against */
+} API_PENDING;
 
 typedef struct API_USAGE {
     long long day; /* days since the epoch, UTC */
@@ -257,48 +275,6 @@ static bool api_authorize(API_CTX *ctx, struct evhttp_request *req, int scope,
     vstr_free(why);
     vstr_free(peer);
     return ok;
-}
-
-/* api_queue - hand msg to cleanup; 0 with the queue ID, or an error in err */
-static int api_queue(API_CTX *ctx, const API_MESSAGE *msg, VSTR *queue_id,
-                     API_ERROR *err)
-{
-    CLEANUP_CLIENT *client;
-    int code = 0;
-    int flags = msg->eight_bit ? CLEANUP_FLAG_8BIT : 0;
-
-    if ((client = cleanup_client_begin(
-             ctx->cleanup_path, ctx->cleanup_timeout_ms, flags, msg->sender,
-             "api", NULL, &code, err->message)) == NULL)
-        goto fail;
-    vstr_cpy(queue_id, cleanup_client_queue_id(client));
-    for (size_t i = 0; i < msg->rcpts->argc; i++) {
-        if (cleanup_client_rcpt(client, msg->rcpts->argv[i], NULL, NULL,
-                                err->message) < 0) {
-            cleanup_client_abort(client);
-            goto fail;
-        }
-    }
-    if (cleanup_client_write(client, vstr_str(msg->content),
-                             vstr_len(msg->content), err->message) < 0) {
-        cleanup_client_abort(client);
-        goto fail;
-    }
-    /* Hands off: END, then cleanup's answer after its fsyncs. */
-    if (cleanup_client_end(client, &code, err->message) < 0)
-        goto fail;
-    return 0;
-
-fail:
-    if (code >= 500) {
-        err->status = 422;
-        err->code = "rejected";
-    } else {
-        err->status = 503;
-        err->code = "unavailable";
-        msg_warn("api: cannot queue a message: %s", vstr_str(err->message));
-    }
-    return -1;
 }
 
 /* api_accepted - the 202 body: the queue ID and one ID per recipient */
@@ -867,6 +843,107 @@ static bool api_idem_replay(API_CTX *ctx, struct evhttp_request *req,
     return answered;
 }
 
+/* api_pending_free - release a request's hand-off state; the last one
+   out of a retiring process ends it */
+static void api_pending_free(API_PENDING *p)
+{
+    API_CTX *ctx = p->ctx;
+
+    api_message_free(p->msg);
+    myfree(p->idem);
+    myfree(p->body);
+    myfree(p);
+    if (ctx->pending == 0)
+        msg_panic("%s: no request pending", __func__);
+    if (--ctx->pending == 0 && ctx->retiring)
+        mail_server_exit(ctx->server, 0);
+}
+
+/* api_submit_done - cleanup has spoken (or gone): answer the request */
+static void api_submit_done(const API_HANDOFF_RESULT *result, void *arg)
+{
+    API_PENDING *p = arg;
+    API_CTX *ctx = p->ctx;
+    struct evhttp_request *req = p->req;
+    const API_KEY *key = &p->key;
+    const API_MESSAGE *msg = p->msg;
+    API_ERROR err;
+
+    api_error_init(&err);
+    if (result->code == 0) {
+        char *text = api_accepted(result->queue_id, msg);
+
+        msg_info("%s: api key=%s tenant=%s from=<%s> nrcpt=%zu size=%zu",
+                 result->queue_id, key->id, key->tenant, msg->sender,
+                 msg->rcpts->argc, vstr_len(msg->content));
+        /* Queued: record the answer before giving it. A record that
+           cannot be written costs a duplicate on retry, never a loss. */
+        if (p->idem != NULL &&
+            api_idem_store(ctx->idem_dir, key->tenant, p->idem, p->body,
+                           p->body_len, 202, text, err.message) < 0)
+            msg_warn("%s: api: Idempotency-Key not recorded: %s",
+                     result->queue_id, vstr_str(err.message));
+        api_owner_record(ctx, result->queue_id, key->tenant);
+        api_reply(req, 202, "Accepted", text);
+        free(text);
+    } else {
+        API_USAGE *usage = api_usage(ctx, key->tenant, time(NULL));
+
+        /* Give back the message counted when it was handed over. */
+        if (usage->day == p->day && usage->count > 0)
+            usage->count--;
+        vstr_cpy(err.message, result->why);
+        if (result->code >= 500) {
+            err.status = 422;
+            err.code = "rejected";
+            msg_info("api: key=%s tenant=%s: %s", key->id, key->tenant,
+                     result->why);
+        } else {
+            err.status = 503;
+            err.code = "unavailable";
+            msg_warn("api: cannot queue a message: %s", result->why);
+        }
+        api_fail(req, &err);
+    }
+    api_error_free(&err);
+    api_pending_free(p);
+}
+
+/* api_submit - hand msg (taken over) to cleanup; the request is answered
+   when cleanup has committed it or failed, while the loop serves others */
+static void api_submit(API_CTX *ctx, struct evhttp_request *req,
+                       const API_KEY *key, const char *idem, const char *data,
+                       size_t len, API_MESSAGE *msg)
+{
+    API_PENDING *p = mycalloc(1, sizeof(*p));
+    VSTR *why = vstr_alloc(100);
+    API_USAGE *usage = api_usage(ctx, key->tenant, time(NULL));
+
+    p->ctx = ctx;
+    p->req = req;
+    p->key = *key;
+    p->msg = msg;
+    if (idem != NULL) {
+        p->idem = mystrdup(idem);
+        p->body = mymemdup(data, len);
+        p->body_len = len;
+    }
+    /* Counted now, so that requests in flight cannot pass the limit
+       together; given back when the message is not queued. */
+    usage->count++;
+    p->day = usage->day;
+    ctx->pending++;
+    if (api_handoff_start(mail_server_base(ctx->server), ctx->cleanup_path,
+                          ctx->cleanup_timeout, msg, api_submit_done, p,
+                          why) == NULL) {
+        API_HANDOFF_RESULT result = {
+            .code = -1, .queue_id = "", .why = vstr_str(why)};
+
+        api_submit_done(&result, p);
+    }
+    vstr_free(why);
+}
+
 /* api_messages - POST /v1/messages */
 static void api_messages(API_CTX *ctx, struct evhttp_request *req)
 {
@@ -874,7 +951,6 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
     size_t len = evbuffer_get_length(body);
     const char *idem = evhttp_find_header(evhttp_request_get_input_headers(req),
                                           "Idempotency-Key");
-    VSTR *queue_id = vstr_alloc(32);
     API_MESSAGE *msg = NULL;
     API_ERROR err;
     API_KEY key;
@@ -882,10 +958,8 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
     char *rendered = NULL;
     bool render_failed = false;
 
-    if (!api_authorize(ctx, req, API_SCOPE_SEND, &key)) {
-        vstr_free(queue_id);
+    if (!api_authorize(ctx, req, API_SCOPE_SEND, &key))
         return;
-    }
     api_error_init(&err);
     data = api_body(body, len);
     if (idem != NULL && !api_idem_key_ok(idem)) {
@@ -914,30 +988,11 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
         msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
                  err.status, err.code, vstr_str(err.message));
         api_fail(req, &err);
-    } else if (api_queue(ctx, msg, queue_id, &err) < 0) {
-        api_fail(req, &err);
     } else {
-        char *text = api_accepted(vstr_str(queue_id), msg);
-
-        msg_info("%s: api key=%s tenant=%s from=<%s> nrcpt=%zu size=%zu",
-                 vstr_str(queue_id), key.id, key.tenant, msg->sender,
-                 msg->rcpts->argc, vstr_len(msg->content));
-        /* Queued: record the answer before giving it. A record that
-           cannot be written costs a duplicate on retry, never a loss. */
-        if (idem != NULL &&
-            api_idem_store(ctx->idem_dir, key.tenant, idem, data, len, 202,
-                           text, err.message) < 0)
-            msg_warn("%s: api: Idempotency-Key not recorded: %s",
-                     vstr_str(queue_id), vstr_str(err.message));
-        api_owner_record(ctx, vstr_str(queue_id), key.tenant);
-        api_usage(ctx, key.tenant, time(NULL))->count++;
-        api_reply(req, 202, "Accepted", text);
-        free(text);
+        api_submit(ctx, req, &key, idem, data, len, msg);
     }
     free(rendered);
-    api_message_free(msg);
     api_error_free(&err);
-    vstr_free(queue_id);
 }
 
 /* api_request - route one complete request */
@@ -1032,8 +1087,7 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         (size_t) mail_conf_int(conf, "api_max_recipients");
     ctx->limits.max_message_size =
         (size_t) mail_conf_size(conf, "message_size_limit");
-    ctx->cleanup_timeout_ms =
-        (int) mail_conf_time(conf, "api_cleanup_timeout") * 1000;
+    ctx->cleanup_timeout = (int) mail_conf_time(conf, "api_cleanup_timeout");
     ctx->idem_dir = mystrdup(mail_conf_str(conf, "api_idempotency_directory"));
     ctx->idem_ttl = mail_conf_time(conf, "api_idempotency_ttl");
     ctx->daily_limit = mail_conf_int(conf, "api_tenant_daily_limit");
@@ -1093,8 +1147,8 @@ static void api_tick(MAIL_SERVER *server, void *arg)
     vstr_free(path);
 }
 
-/* api_retire - stop accepting and leave: a request is answered within
-   its callback, so none is in hand between callbacks */
+/* api_retire - stop accepting, and leave once every request that
+   cleanup has in hand is answered */
 static void api_retire(MAIL_SERVER *server, void *arg)
 {
     API_CTX *ctx = arg;
@@ -1103,7 +1157,9 @@ static void api_retire(MAIL_SERVER *server, void *arg)
         evhttp_del_accept_socket(ctx->http, ctx->bound);
         ctx->bound = NULL;
     }
-    mail_server_exit(server, 0);
+    ctx->retiring = true;
+    if (ctx->pending == 0)
+        mail_server_exit(server, 0);
 }
 
 /* api_post_loop - free what lives on the event base */

@@ -740,3 +740,77 @@ def test_attachments(api):
         assert status == 400 and answer["error"]["field"] == field, (bad, answer)
     wait_until(lambda: api.queued() == [], 20, what="an empty queue")
     assert len(api.sink.received()) == 1
+
+
+def cleanup_backlog(api):
+    """Connections waiting in cleanup's listen queue, unaccepted (ss shows
+    a UNIX listener's accept queue as its Recv-Q)."""
+    path = str(api.inst.queue_dir / "private" / "cleanup")
+    out = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True,
+                         check=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if path in fields:
+            return int(fields[2])
+    raise AssertionError("cleanup's listener not in ss -xl:\n" + out)
+
+
+def test_stopped_cleanup_holds_only_its_own_requests(api):
+    """While cleanup (stopped with SIGSTOP: a commit that does not end)
+    has request A, the api process still answers everyone else: GET
+    /v1/health at once, a second POST B taken in and handed to cleanup
+    too, a third client that hangs up while its message waits. Neither A
+    nor B gets its 202 before cleanup commits; after SIGCONT both do, the
+    messages arrive, and the same api process serves on. (Before: the api
+    blocked in its read of cleanup's reply and answered nobody.)"""
+    import socket
+    api_pid = api.inst.child("api")
+    cleanups = [p for p, n in api.inst.children().items() if n == "cleanup"]
+    assert cleanups
+    results = {}
+
+    def post(name):
+        results[name] = api.post(with_(subject=name, to=[name + "@rcpt.test"]),
+                                 timeout=120)
+
+    threads = {n: threading.Thread(target=post, args=(n,))
+               for n in ("held-a", "held-b")}
+    for pid in cleanups:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        threads["held-a"].start()
+        wait_until(lambda: cleanup_backlog(api) >= 1, 20,
+                   what="request A waiting for cleanup")
+        status, answer, _ = api_request(api.port, "GET", "/v1/health",
+                                        timeout=30)
+        assert status == 200 and answer == {"status": "ok"}
+        threads["held-b"].start()
+        wait_until(lambda: cleanup_backlog(api) >= 2, 20,
+                   what="request B waiting for cleanup beside A")
+        gone = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+        body = json.dumps(with_(subject="gone", to=["gone@rcpt.test"])).encode()
+        gone.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + api.key.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        wait_until(lambda: cleanup_backlog(api) >= 3, 20,
+                   what="the third request waiting for cleanup")
+        gone.close()
+        assert api_request(api.port, "GET", "/v1/health", timeout=30)[0] == 200
+        assert threads["held-a"].is_alive() and threads["held-b"].is_alive()
+        assert results == {}
+        assert api.queued() == []
+    finally:
+        for pid in cleanups:
+            os.kill(pid, signal.SIGCONT)
+    for t in threads.values():
+        t.join(120)
+    for name in ("held-a", "held-b"):
+        assert results[name][0] == 202, results[name]
+    # The client that left got no answer; its message was committed all
+    # the same (a lost 202, as in SMTP).
+    api.sink.wait_messages(3)
+    assert sorted(parse(m)["Subject"] for m in api.sink.received()) == \
+        ["gone", "held-a", "held-b"]
+    assert api.inst.child("api") == api_pid
+    assert api.post(with_(subject="after"))[0] == 202
