@@ -814,3 +814,145 @@ def test_stopped_cleanup_holds_only_its_own_requests(api):
         ["gone", "held-a", "held-b"]
     assert api.inst.child("api") == api_pid
     assert api.post(with_(subject="after"))[0] == 202
+
+
+BATCH_TEMPLATE = {"subject": "Hi {{name}}",
+                  "text": "Hello {{name}}, your code is {{code}} ({{campaign}}).\n",
+                  "html": "<p>Hello {{name}}</p>"}
+
+
+def put_template(api, name, tpl):
+    status, answer, _ = api_request(api.port, "PUT", "/v1/templates/" + name,
+                                    tpl, key=api.key)
+    assert status == 200, answer
+
+
+def test_batch_personal_data_partial_failure(make_instance, make_sink):
+    """"recipients": [{"to", "data"}] with a template: one message per
+    recipient, rendered with the request's data overlaid by its own; the
+    202 lists each recipient in order with its own message ID. A recipient
+    whose data makes its message too large fails alone (413 code in its
+    entry), the others are queued; every queued message arrives with its
+    own personal data and only its own To:."""
+    api = Api(make_instance, make_sink, params={"message_size_limit": "20k"})
+    put_template(api, "welcome", BATCH_TEMPLATE)
+    n = 30
+    rcpts = [{"to": "Person %d <p%d@rcpt.test>" % (i, i),
+              "data": {"name": "P%d" % i, "code": "C%04d" % i}} for i in range(n)]
+    rcpts[2]["data"]["name"] = "x" * 30000
+    status, answer, _ = api.post({"from": "shop@sender.test", "template": "welcome",
+                                  "data": {"campaign": "spring", "name": "default"},
+                                  "recipients": rcpts})
+    assert status == 202, answer
+    assert answer["queued"] == n - 1 and answer["failed"] == 1
+    got = answer["recipients"]
+    assert [r["to"] for r in got] == ["p%d@rcpt.test" % i for i in range(n)]
+    assert got[2]["status"] == "failed" and "id" not in got[2]
+    assert got[2]["error"]["code"] == "message_too_large", got[2]
+    ok = [r for r in got if r["status"] == "queued"]
+    qids = [r["id"].split(".")[0] for r in ok]
+    assert all(r["id"].endswith(".1") for r in ok) and len(set(qids)) == n - 1
+    assert answer["id"] == got[0]["id"].split(".")[0]
+    msgs = api.sink.wait_messages(n - 1, timeout=120)
+    for m in msgs:
+        assert len(m.rcpt_tos) == 1
+        i = int(m.rcpt_tos[0][1:].split("@")[0])
+        parsed = parse(m)
+        assert parsed["Subject"] == "Hi P%d" % i
+        assert [a.addr_spec for a in parsed["To"].addresses] == [m.rcpt_tos[0]]
+        assert parsed.get_body(("plain",)).get_content() == \
+            "Hello P%d, your code is C%04d (spring).\n" % (i, i)
+    assert sorted(m.rcpt_tos[0] for m in msgs) == \
+        sorted(r["to"] for r in ok)
+    # The per-recipient IDs are those GET /v1/messages/ID knows.
+    status, state, _ = api_request(api.port, "GET", "/v1/messages/" + qids[-1],
+                                   key=api.create_key("acme", "--scope", "read"))
+    assert status == 200 and state["id"] == qids[-1], state
+
+
+def test_batch_bad_input_sends_nothing(api):
+    """A batch is checked whole before anything is sent: one bad address
+    among many is a 422 naming it, a recipient with an unknown field, data
+    without a template, to beside recipients, an empty list, more than
+    api_max_recipients, a template that does not exist: each its error,
+    nothing queued."""
+    put_template(api, "welcome", BATCH_TEMPLATE)
+    good = [{"to": "p%d@rcpt.test" % i, "data": {"name": "n"}} for i in range(50)]
+    base = {"from": "shop@sender.test", "template": "welcome"}
+    bad = dict(good[3], to="not an address")
+    cases = [
+        (dict(base, recipients=good[:3] + [bad] + good[4:]), 422,
+         "invalid_address", "recipients[3].to"),
+        (dict(base, recipients=good[:1] + [{"to": "a@rcpt.test", "cc": "x"}]), 400,
+         "invalid_field", "recipients[1].cc"),
+        (dict(base, recipients=[{"data": {}}]), 400, "missing_field", "recipients[0].to"),
+        (dict(base, recipients=good, to="x@rcpt.test"), 400, "invalid_field", "to"),
+        (dict(base, recipients=[]), 400, "invalid_field", "recipients"),
+        (dict(base, recipients="p@rcpt.test"), 400, "invalid_field", "recipients"),
+        ({"from": "shop@sender.test", "text": "t", "recipients": good[:2]}, 400,
+         "invalid_field", "recipients[0].data"),
+        (dict(base, template="nope", recipients=good[:2]), 422, "unknown_template",
+         "template"),
+        (dict(base, recipients=good * 201), 422, "too_many_recipients", "recipients"),
+    ]
+    for body, status, code, field in cases:
+        got, answer, _ = api.post(body)
+        assert (got, answer["error"]["code"], answer["error"].get("field")) == \
+            (status, code, field), (body.get("recipients", "")[:2], answer)
+    assert api.queued() == []
+    # The same recipients without data, and no template: the parts as
+    # given, one message each.
+    got, answer, _ = api.post({"from": "shop@sender.test", "subject": "s", "text": "t",
+                               "recipients": [{"to": "a@rcpt.test"}, {"to": "b@rcpt.test"}]})
+    assert got == 202 and answer["queued"] == 2, answer
+    assert sorted(m.rcpt_tos[0] for m in api.sink.wait_messages(2)) == \
+        ["a@rcpt.test", "b@rcpt.test"]
+
+
+def test_batch_of_10000_keeps_serving(api):
+    """A 10,000-recipient batch with personal data is accepted in one
+    request: it is rendered and handed to cleanup in slices on the loop, so
+    while it is under way (messages already queued, no answer yet) the
+    same process answers /v1/health and takes an ordinary POST to its 202.
+    The batch's 202 lists 10,000 queued recipients with distinct message
+    IDs, and messages from its start, middle and end arrive rendered with
+    their own data."""
+    put_template(api, "welcome", BATCH_TEMPLATE)
+    n = 10000
+    rcpts = [{"to": "p%d@rcpt.test" % i, "data": {"name": "P%d" % i, "code": "C%d" % i}}
+             for i in range(n)]
+    result = {}
+
+    def send():
+        result["batch"] = api.post({"from": "shop@sender.test", "template": "welcome",
+                                    "data": {"campaign": "big"}, "recipients": rcpts},
+                                   timeout=600)
+
+    batch = threading.Thread(target=send)
+    batch.start()
+    try:
+        wait_until(lambda: api.queued() or api.sink.received(), 120,
+                   what="the batch's first messages in the queue")
+        assert api_request(api.port, "GET", "/v1/health", timeout=30)[0] == 200
+        status, answer, _ = api.post(with_(subject="beside the batch",
+                                           to=["solo@rcpt.test"]), timeout=30)
+        assert status == 202, answer
+        assert batch.is_alive() and result == {}
+    finally:
+        batch.join(600)
+    status, answer = result["batch"][:2]
+    assert status == 202, answer
+    assert answer["queued"] == n and answer["failed"] == 0
+    assert len({r["id"] for r in answer["recipients"]}) == n
+    want = {"p0@rcpt.test": 0, "p4999@rcpt.test": 4999, "p9999@rcpt.test": 9999,
+            "solo@rcpt.test": None}
+
+    def arrived():
+        return {m.rcpt_tos[0]: m for m in api.sink.received()
+                if m.rcpt_tos[0] in want}
+    got = wait_until(lambda: len(arrived()) == len(want) and arrived(), 300,
+                     what="the batch's first, middle and last messages")
+    for to, i in want.items():
+        if i is not None:
+            assert parse(got[to]).get_body(("plain",)).get_content() == \
+                "Hello P%d, your code is C%d (big).\n" % (i, i)
