@@ -691,6 +691,30 @@ def test_api_under_valgrind(make_instance, make_sink, tmp_path):
     assert post({"from": "a@sender.test", "to": "d@rcpt.test", "template": "t",
                  "data": {"a": "<x>", "l": [1, "2", 3.5, True, None]}})[0] == 202
     assert api_request(port, "PUT", "/v1/templates/bad", {"text": "{{#a}}"}, key=key, timeout=60)[0] == 422
+    status, batch, _ = post({"from": "a@sender.test", "template": "t", "data": {"l": [1]},
+                             "recipients": [{"to": "e@rcpt.test", "data": {"a": "1"}},
+                                            {"to": "f@rcpt.test"}]},
+                            headers={"Idempotency-Key": "k2"})
+    assert status == 202 and batch["queued"] == 2, batch
+    assert post({"from": "a@sender.test", "template": "t",
+                 "recipients": [{"to": "e@rcpt.test"}, {"to": "bad"}]})[0] == 422
+    # A client that hangs up while cleanup (stopped) has its message.
+    import socket
+    cleanups = [p for p, n in inst.children().items() if n == "cleanup"]
+    for pid in cleanups:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        gone = socket.create_connection(("127.0.0.1", port), timeout=60)
+        body = json.dumps(dict(GOOD, to=["g@rcpt.test"])).encode()
+        gone.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + key.encode() + b"\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        wait_until(lambda: cleanup_backlog(inst) >= 1, 60, what="the request at cleanup")
+        gone.close()
+        assert healthy()
+    finally:
+        for pid in cleanups:
+            os.kill(pid, signal.SIGCONT)
     assert api_request(port, "DELETE", "/v1/templates/t", key=key, timeout=60)[0] == 200
     assert api_request(port, "GET", "/v1/messages/" + answer["id"], key=key, timeout=60)[0] == 200
     for body, _, _, _ in BAD_BODIES:
@@ -700,7 +724,7 @@ def test_api_under_valgrind(make_instance, make_sink, tmp_path):
             post(body)
     assert api_request(port, "POST", "/v1/messages", GOOD, key="sk_bad", timeout=60)[0] == 401
     assert api_request(port, "GET", "/nowhere", timeout=60)[0] == 404
-    sink.wait_messages(3, timeout=60)
+    sink.wait_messages(6, timeout=60)
     r = inst.stop(timeout=120)
     assert r.returncode == 0, r.stderr
     found = sorted(logs.glob("api.*.log"))
@@ -742,10 +766,12 @@ def test_attachments(api):
     assert len(api.sink.received()) == 1
 
 
-def cleanup_backlog(api):
+def cleanup_backlog(where):
     """Connections waiting in cleanup's listen queue, unaccepted (ss shows
-    a UNIX listener's accept queue as its Recv-Q)."""
-    path = str(api.inst.queue_dir / "private" / "cleanup")
+    a UNIX listener's accept queue as its Recv-Q); where: an Api or an
+    instance."""
+    inst = getattr(where, "inst", where)
+    path = str(inst.queue_dir / "private" / "cleanup")
     out = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True,
                          check=True).stdout
     for line in out.splitlines():
