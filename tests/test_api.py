@@ -24,7 +24,6 @@ import pytest
 
 from conftest import LIBEXEC, SLUICE, free_port, pid_alive, require, wait_until
 
-API_SERVICE = "api                unix  n       -       n       -       1       api"
 
 
 def api_request(port, method, path, body=None, key=None, headers=None,
@@ -60,8 +59,9 @@ class Api:
         self.port = free_port()
         conf = {"api_listen": "127.0.0.1:%d" % self.port}
         conf.update(params or {})
+        # sluice init gives every instance the api service
         self.inst = make_instance(relayhost="[127.0.0.1]:%d" % self.sink.port,
-                                  params=conf, services=[API_SERVICE])
+                                  params=conf)
         self.key = self.create_key("acme", "--scope", "send,templates")
         self.inst.start()
         wait_until(self.healthy, 10, what="the api to answer /v1/health")
@@ -663,6 +663,7 @@ def test_api_under_valgrind(make_instance, make_sink, tmp_path):
     wrapper.write_text(WRAPPER.format(valgrind=VALGRIND, code=ERROR_EXIT, logs=logs,
                                       name="api", program=LIBEXEC / "api"))
     wrapper.chmod(0o755)
+    inst.remove_service("api")
     inst.add_service("api unix n - n - 1 " + str(wrapper))
     key = inst.check("api", "key", "create", "acme", "--scope", "send,read,templates").strip()
     inst.start()
@@ -982,3 +983,32 @@ def test_batch_of_10000_keeps_serving(api):
         if i is not None:
             assert parse(got[to]).get_body(("plain",)).get_content() == \
                 "Hello P%d, your code is C%d (big).\n" % (i, i)
+
+
+def test_init_instance_serves_api_after_conf(make_instance, make_sink):
+    """sluice init's master.cf has the api service, idle while api_listen
+    is empty; the README's steps (sluice conf api_listen=..., reload, key
+    create) make the same instance answer, and a message sent through it
+    arrives."""
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port)
+    lines = [l.split() for l in inst.master_cf.read_text().splitlines()
+             if l.strip() and not l.startswith("#")]
+    assert ["api", "unix", "n", "-", "n", "-", "1", "api"] in lines
+    inst.start()
+    idle = inst.child("api")
+    port = free_port()
+    inst.check("conf", "api_listen=127.0.0.1:%d" % port)
+    inst.reload()
+    wait_until(lambda: not pid_alive(idle), 20, what="the idle api to retire")
+    key = inst.check("api", "key", "create", "demo").strip()
+
+    def healthy():
+        try:
+            return api_request(port, "GET", "/v1/health", timeout=2)[0] == 200
+        except OSError:
+            return False
+    wait_until(healthy, 20, what="the api on api_listen")
+    status, answer, _ = api_request(port, "POST", "/v1/messages", GOOD, key=key)
+    assert status == 202, answer
+    assert sink.wait_messages(1)[0].rcpt_tos == ["b@rcpt.test"]
