@@ -535,7 +535,8 @@ def test_template_that_would_loop_is_refused(api):
 def test_tenant_daily_limit_429(make_instance, make_sink):
     """api_tenant_daily_limit = 2: a tenant's third message of the day gets
     429 rate_limited with Retry-After and is not queued; another tenant
-    still sends; a refused request (bad input) does not count."""
+    still sends; a refused request (bad input) does not count; a batch
+    counts each recipient and is refused whole when they do not fit."""
     api = Api(make_instance, make_sink, params={"api_tenant_daily_limit": "2"})
     assert api.post(with_(to="nobody"))[0] == 422
     assert api.post(with_(subject="one"))[0] == 202
@@ -545,10 +546,19 @@ def test_tenant_daily_limit_429(make_instance, make_sink):
     assert 0 < int(hdrs["Retry-After"]) <= 86400
     other = api.create_key("other")
     assert api.post(with_(subject="other"), key=other)[0] == 202
-    api.sink.wait_messages(3)
+    # A batch counts one message per recipient: after its first message
+    # the other tenant has room for 1, so 2 are refused (nothing sent).
+    batch = {"from": "a@sender.test", "subject": "b", "text": "t",
+             "recipients": [{"to": "r%d@rcpt.test" % i} for i in range(2)]}
+    status, answer, _ = api.post(batch, key=other)
+    assert status == 429 and answer["error"]["code"] == "rate_limited", answer
+    status, answer, _ = api.post(dict(batch, recipients=batch["recipients"][:1]),
+                                 key=other)
+    assert status == 202 and answer["queued"] == 1, answer
+    api.sink.wait_messages(4)
     wait_until(lambda: api.queued() == [], 20, what="an empty queue")
     subjects = sorted(parse(m)["Subject"] for m in api.sink.received())
-    assert subjects == ["one", "other", "two"]
+    assert subjects == ["b", "one", "other", "two"]
 
 
 def test_hostile_clients_disturb_nobody(make_instance, make_sink):
