@@ -532,10 +532,12 @@ out:
 }
 
 /* api_render - a request naming a template, made a request with subject,
-   text and html rendered from the tenant's template and "data"; NULL (the
-   request is not templated: use it as it is), or *failed with err */
+   text and html rendered from the tenant's template (stored: already
+   read, or NULL to read it now) and "data"; NULL (the request is not
+   templated: use it as it is), or *failed with err */
 static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
-                        size_t len, bool *failed, API_ERROR *err)
+                        size_t len, json_t *stored, bool *failed,
+                        API_ERROR *err)
 {
     static const char *const parts[] = {"subject", "text", "html"};
     json_error_t jerr;
@@ -577,7 +579,10 @@ static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
         vstr_cpy(err->message, "data must be an object");
         goto out;
     }
-    if ((tmpl_obj = api_template_load(ctx, key->tenant, json_string_value(name),
+    if (stored != NULL) {
+        tmpl_obj = json_incref(stored);
+    } else if ((tmpl_obj =
+                    api_template_load(ctx, key->tenant, json_string_value(name),
                                       &missing, err->message)) == NULL) {
         if (missing) {
             err->status = 422;
@@ -954,7 +959,8 @@ static void api_submit(API_CTX *ctx, struct evhttp_request *req,
  * the first recipient's message built in full): any error there is the
  * answer, and nothing is sent. Then the messages are rendered and handed
  * over in slices on the loop, at most API_BATCH_PARALLEL at a time, so
- * the process serves other clients throughout. A message cleanup refuses
+ * the process serves other clients throughout. The template is read once:
+ * a PUT during the batch does not change its messages. A message cleanup refuses
  * (5xx), or whose data cannot be rendered, fails alone; a temporary
  * failure (cleanup unreachable, 4xx, a timeout) stops the batch, and the
  * recipients not yet queued are reported failed "unavailable" for the
@@ -978,6 +984,7 @@ typedef struct API_BATCH {
     json_t *data; /* the request's "data", or NULL */
     json_t *rcpts; /* "recipients" */
     json_t *results; /* one object per recipient, in order */
+    json_t *tmpl; /* the stored template, read once: one version for all */
     API_MESSAGE *first; /* recipient 0's message, built while checking */
     size_t count; /* recipients */
     size_t next; /* the next recipient to render */
@@ -1042,8 +1049,8 @@ static API_MESSAGE *api_batch_prepare(API_BATCH *b, size_t i, API_ERROR *err)
     }
     if ((text = json_dumps(one, JSON_COMPACT)) == NULL)
         msg_fatal("out of memory");
-    if ((rendered = api_render(b->ctx, &b->key, text, strlen(text), &failed,
-                               err)) != NULL ||
+    if ((rendered = api_render(b->ctx, &b->key, text, strlen(text), b->tmpl,
+                               &failed, err)) != NULL ||
         !failed)
         msg = api_request_parse(rendered ? rendered : text,
                                 strlen(rendered ? rendered : text),
@@ -1071,6 +1078,7 @@ static void api_batch_free(API_BATCH *b)
     json_decref(b->data);
     json_decref(b->rcpts);
     json_decref(b->results);
+    json_decref(b->tmpl);
     api_message_free(b->first);
     vstr_free(b->fail_message);
     if (b->resume != NULL)
@@ -1365,6 +1373,16 @@ static void api_batch(API_CTX *ctx, struct evhttp_request *req,
     json_object_del(b->base, "recipients");
     json_object_del(b->base, "data");
     ctx->pending++; /* api_batch_free counts it out */
+    if (json_is_string(json_object_get(top, "template"))) {
+        bool missing;
+        VSTR *why = vstr_alloc(100);
+
+        /* When it cannot be read, recipient 0's render says why. */
+        b->tmpl = api_template_load(
+            ctx, key->tenant,
+            json_string_value(json_object_get(top, "template")), &missing, why);
+        vstr_free(why);
+    }
     if (api_batch_check(b, top, &err) < 0 ||
         (b->first = api_batch_prepare(b, 0, &err)) == NULL) {
         msg_info("api: key=%s tenant=%s: %d %s: %s", key->id, key->tenant,
@@ -1428,8 +1446,8 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
         api_batch(ctx, req, &key, idem, data, len, top);
     } else if (api_over_limit(ctx, req, &key, 1)) {
         /* answered 429 */
-    } else if ((rendered = api_render(ctx, &key, data, len, &render_failed,
-                                      &err)) == NULL &&
+    } else if ((rendered = api_render(ctx, &key, data, len, NULL,
+                                      &render_failed, &err)) == NULL &&
                render_failed) {
         msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
                  err.status, err.code, vstr_str(err.message));

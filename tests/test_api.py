@@ -954,7 +954,8 @@ def test_batch_of_10000_keeps_serving(api):
     """A 10,000-recipient batch with personal data is accepted in one
     request: it is rendered and handed to cleanup in slices on the loop, so
     while it is under way (messages already queued, no answer yet) the
-    same process answers /v1/health and takes an ordinary POST to its 202.
+    same process answers /v1/health, takes an ordinary POST to its 202 and
+    a new version of the batch's template, which the batch does not use.
     The batch's 202 lists 10,000 queued recipients with distinct message
     IDs, and messages from its start, middle and end arrive rendered with
     their own data."""
@@ -978,6 +979,9 @@ def test_batch_of_10000_keeps_serving(api):
         status, answer, _ = api.post(with_(subject="beside the batch",
                                            to=["solo@rcpt.test"]), timeout=30)
         assert status == 202, answer
+        # A new version of the template meanwhile: the batch keeps the
+        # one it started with.
+        put_template(api, "welcome", dict(BATCH_TEMPLATE, text="version 2\n"))
         assert batch.is_alive() and result == {}
     finally:
         batch.join(600)
