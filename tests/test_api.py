@@ -1030,3 +1030,40 @@ def test_init_instance_serves_api_after_conf(make_instance, make_sink):
     status, answer, _ = api_request(port, "POST", "/v1/messages", GOOD, key=key)
     assert status == 202, answer
     assert sink.wait_messages(1)[0].rcpt_tos == ["b@rcpt.test"]
+
+
+def test_batch_stops_when_cleanup_goes_away(api):
+    """Cleanup's socket removed in the middle of a batch: the messages
+    already handed over are queued, the batch starts no more, and the 202
+    lists the queued recipients first, then the rest failed "unavailable"
+    (to be sent again); only the queued ones arrive."""
+    n = 3000
+    rcpts = [{"to": "p%d@rcpt.test" % i} for i in range(n)]
+    result = {}
+
+    def send():
+        result["batch"] = api.post({"from": "shop@sender.test", "subject": "s",
+                                    "text": "t", "recipients": rcpts}, timeout=600)
+
+    sock = api.inst.queue_dir / "private" / "cleanup"
+    aside = api.inst.queue_dir / "private" / "cleanup.aside"
+    batch = threading.Thread(target=send)
+    batch.start()
+    try:
+        wait_until(lambda: api.queued() or api.sink.received(), 120,
+                   what="the batch's first messages in the queue")
+        os.rename(sock, aside)
+        batch.join(600)
+    finally:
+        if aside.exists():
+            os.rename(aside, sock)
+    status, answer = result["batch"][:2]
+    assert status == 202, answer
+    states = [r["status"] for r in answer["recipients"]]
+    k = answer["queued"]
+    assert 0 < k < n and answer["failed"] == n - k
+    assert states == ["queued"] * k + ["failed"] * (n - k)
+    assert {r["error"]["code"] for r in answer["recipients"][k:]} == {"unavailable"}
+    msgs = api.sink.wait_messages(k, timeout=300)
+    assert sorted(m.rcpt_tos[0] for m in msgs) == \
+        sorted(r["to"] for r in answer["recipients"][:k])
