@@ -1067,3 +1067,17 @@ def test_batch_stops_when_cleanup_goes_away(api):
     msgs = api.sink.wait_messages(k, timeout=300)
     assert sorted(m.rcpt_tos[0] for m in msgs) == \
         sorted(r["to"] for r in answer["recipients"][:k])
+
+
+def test_large_message_reaches_cleanup_whole(api):
+    """A 3 MB raw message (many times what the hand-off keeps in its
+    output at once: the rest goes as cleanup takes it) arrives whole, body
+    byte for byte."""
+    body = b"".join(b"%06d " % i + b"z" * 69 + b"\r\n" for i in range(40000))
+    raw = b"From: a@sender.test\r\nTo: b@rcpt.test\r\nSubject: big\r\n\r\n" + body
+    status, answer, _ = api.post({"from": "a@sender.test", "to": "b@rcpt.test",
+                                  "raw": base64.b64encode(raw).decode()})
+    assert status == 202, answer
+    got = api.sink.wait_messages(1, timeout=60)[0]
+    assert got.data.replace(b"\r\n", b"\n").split(b"\n\n", 1)[1] == \
+        body.replace(b"\r\n", b"\n")
