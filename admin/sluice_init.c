@@ -63,6 +63,8 @@ static const SLUICE_INIT_SERV sluice_init_servs[] = {
     {"showq", "unix  n       -       n       -       -       showq"},
     /* follows the event journal for its exporters (events_webhook_urls) */
     {"events", "unix  -       -       n       -       1       events"},
+    /* the HTTP API: idle until api_listen is set (sluice conf, reload) */
+    {"api", "unix  n       -       n       -       1       api"},
 };
 
 /* sluice_init_dir_empty - is dir missing or empty? */

@@ -25,15 +25,18 @@
  * beyond it, 429 rate_limited with Retry-After (the seconds to midnight).
  * The count lives in this process's memory: a restart starts it again.
  *
- * A message is handed to cleanup through global/cleanup_client.h, and the
- * 202 is written only after cleanup_client_end() returned 0: cleanup has
- * fsynced the queue file and its directory. Any failure before that
- * answers an error and cleanup drops the partial file, so nothing is
+ * A message is handed to cleanup through api_handoff.h, on the event loop
+ * (each request waits in its own state, as smtpd's sessions wait for
+ * cleanup), and the 202 is written only when cleanup's final STATUS says
+ * it has fsynced the queue file and its directory. Any failure before
+ * that answers an error and cleanup drops the partial file, so nothing is
  * acknowledged that is not on disk, and nothing that is not acknowledged
- * is half queued. The conversation with cleanup blocks this process for
- * at most api_cleanup_timeout per read or write; other clients wait
- * meanwhile (each request is parsed and checked first, so only valid
- * messages hold the loop).
+ * is half queued. Each wait for cleanup is bounded by api_cleanup_timeout
+ * (then 503); meanwhile the process serves every other client. A client
+ * that hangs up while its message is with cleanup does not stop the
+ * hand-off (the message may be queued, as with a lost 202 in SMTP). A
+ * retiring process (reload) stops accepting and exits once every request
+ * in hand is answered.
  *
  * Errors are JSON {"error": {"code", "message", "field"}}:
  *   400 invalid_json, missing_field, invalid_field   (api_request.h)
@@ -63,11 +66,11 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "api_handoff.h"
 #include "api_idem.h"
 #include "api_keys.h"
 #include "api_mustache.h"
 #include "api_request.h"
-#include "cleanup_client.h"
 #include "cleanup_proto.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
@@ -98,10 +101,25 @@ typedef struct API_CTX {
     char *template_dir; /* api_template_directory */
     long long idem_ttl; /* api_idempotency_ttl, seconds */
     API_LIMITS limits;
-    int cleanup_timeout_ms;
+    int cleanup_timeout; /* api_cleanup_timeout, seconds */
     long long daily_limit; /* api_tenant_daily_limit (0: none) */
     HTABLE *usage; /* tenant -> API_USAGE, messages sent today */
+    size_t pending; /* requests waiting for cleanup */
+    bool retiring; /* exit when pending falls to 0 */
 } API_CTX;
+
+/* One POST /v1/messages while cleanup has it: the request is answered
+   from api_submit_done(), on the loop, once cleanup has spoken. */
+typedef struct API_PENDING {
+    API_CTX *ctx;
+    struct evhttp_request *req;
+    API_KEY key;
+    API_MESSAGE *msg;
+    char *idem; /* the Idempotency-Key, or NULL */
+    char *body; /* with idem: the request body, for its record */
+    size_t body_len;
+    long long day; /* the UTC day its message was counted against */
+} API_PENDING;
 
 typedef struct API_USAGE {
     long long day; /* days since the epoch, UTC */
@@ -257,48 +275,6 @@ static bool api_authorize(API_CTX *ctx, struct evhttp_request *req, int scope,
     vstr_free(why);
     vstr_free(peer);
     return ok;
-}
-
-/* api_queue - hand msg to cleanup; 0 with the queue ID, or an error in err */
-static int api_queue(API_CTX *ctx, const API_MESSAGE *msg, VSTR *queue_id,
-                     API_ERROR *err)
-{
-    CLEANUP_CLIENT *client;
-    int code = 0;
-    int flags = msg->eight_bit ? CLEANUP_FLAG_8BIT : 0;
-
-    if ((client = cleanup_client_begin(
-             ctx->cleanup_path, ctx->cleanup_timeout_ms, flags, msg->sender,
-             "api", NULL, &code, err->message)) == NULL)
-        goto fail;
-    vstr_cpy(queue_id, cleanup_client_queue_id(client));
-    for (size_t i = 0; i < msg->rcpts->argc; i++) {
-        if (cleanup_client_rcpt(client, msg->rcpts->argv[i], NULL, NULL,
-                                err->message) < 0) {
-            cleanup_client_abort(client);
-            goto fail;
-        }
-    }
-    if (cleanup_client_write(client, vstr_str(msg->content),
-                             vstr_len(msg->content), err->message) < 0) {
-        cleanup_client_abort(client);
-        goto fail;
-    }
-    /* Hands off: END, then cleanup's answer after its fsyncs. */
-    if (cleanup_client_end(client, &code, err->message) < 0)
-        goto fail;
-    return 0;
-
-fail:
-    if (code >= 500) {
-        err->status = 422;
-        err->code = "rejected";
-    } else {
-        err->status = 503;
-        err->code = "unavailable";
-        msg_warn("api: cannot queue a message: %s", vstr_str(err->message));
-    }
-    return -1;
 }
 
 /* api_accepted - the 202 body: the queue ID and one ID per recipient */
@@ -556,10 +532,12 @@ out:
 }
 
 /* api_render - a request naming a template, made a request with subject,
-   text and html rendered from the tenant's template and "data"; NULL (the
-   request is not templated: use it as it is), or *failed with err */
+   text and html rendered from the tenant's template (stored: already
+   read, or NULL to read it now) and "data"; NULL (the request is not
+   templated: use it as it is), or *failed with err */
 static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
-                        size_t len, bool *failed, API_ERROR *err)
+                        size_t len, json_t *stored, bool *failed,
+                        API_ERROR *err)
 {
     static const char *const parts[] = {"subject", "text", "html"};
     json_error_t jerr;
@@ -601,7 +579,10 @@ static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
         vstr_cpy(err->message, "data must be an object");
         goto out;
     }
-    if ((tmpl_obj = api_template_load(ctx, key->tenant, json_string_value(name),
+    if (stored != NULL) {
+        tmpl_obj = json_incref(stored);
+    } else if ((tmpl_obj =
+                    api_template_load(ctx, key->tenant, json_string_value(name),
                                       &missing, err->message)) == NULL) {
         if (missing) {
             err->status = 422;
@@ -802,9 +783,10 @@ static void api_usage_free(void *usage)
     myfree(usage);
 }
 
-/* api_over_limit - answer 429 when the tenant used its day; true then */
+/* api_over_limit - answer 429 when n more messages would pass the
+   tenant's day; true then */
 static bool api_over_limit(API_CTX *ctx, struct evhttp_request *req,
-                           const API_KEY *key)
+                           const API_KEY *key, long long n)
 {
     time_t now = time(NULL);
     API_USAGE *usage;
@@ -813,7 +795,7 @@ static bool api_over_limit(API_CTX *ctx, struct evhttp_request *req,
     if (ctx->daily_limit == 0)
         return false;
     usage = api_usage(ctx, key->tenant, now);
-    if (usage->count < ctx->daily_limit)
+    if (usage->count + n <= ctx->daily_limit)
         return false;
     snprintf(retry, sizeof(retry), "%lld", (long long) (86400 - now % 86400));
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
@@ -867,6 +849,564 @@ static bool api_idem_replay(API_CTX *ctx, struct evhttp_request *req,
     return answered;
 }
 
+/* api_pending_free - release a request's hand-off state; the last one
+   out of a retiring process ends it */
+static void api_pending_free(API_PENDING *p)
+{
+    API_CTX *ctx = p->ctx;
+
+    api_message_free(p->msg);
+    myfree(p->idem);
+    myfree(p->body);
+    myfree(p);
+    if (ctx->pending == 0)
+        msg_panic("%s: no request pending", __func__);
+    if (--ctx->pending == 0 && ctx->retiring)
+        mail_server_exit(ctx->server, 0);
+}
+
+/* api_submit_done - cleanup has spoken (or gone): answer the request */
+static void api_submit_done(const API_HANDOFF_RESULT *result, void *arg)
+{
+    API_PENDING *p = arg;
+    API_CTX *ctx = p->ctx;
+    struct evhttp_request *req = p->req;
+    const API_KEY *key = &p->key;
+    const API_MESSAGE *msg = p->msg;
+    API_ERROR err;
+
+    api_error_init(&err);
+    if (result->code == 0) {
+        char *text = api_accepted(result->queue_id, msg);
+
+        msg_info("%s: api key=%s tenant=%s from=<%s> nrcpt=%zu size=%zu",
+                 result->queue_id, key->id, key->tenant, msg->sender,
+                 msg->rcpts->argc, vstr_len(msg->content));
+        /* Queued: record the answer before giving it. A record that
+           cannot be written costs a duplicate on retry, never a loss. */
+        if (p->idem != NULL &&
+            api_idem_store(ctx->idem_dir, key->tenant, p->idem, p->body,
+                           p->body_len, 202, text, err.message) < 0)
+            msg_warn("%s: api: Idempotency-Key not recorded: %s",
+                     result->queue_id, vstr_str(err.message));
+        api_owner_record(ctx, result->queue_id, key->tenant);
+        api_reply(req, 202, "Accepted", text);
+        free(text);
+    } else {
+        API_USAGE *usage = api_usage(ctx, key->tenant, time(NULL));
+
+        /* Give back the message counted when it was handed over. */
+        if (usage->day == p->day && usage->count > 0)
+            usage->count--;
+        vstr_cpy(err.message, result->why);
+        if (result->code >= 500) {
+            err.status = 422;
+            err.code = "rejected";
+            msg_info("api: key=%s tenant=%s: %s", key->id, key->tenant,
+                     result->why);
+        } else {
+            err.status = 503;
+            err.code = "unavailable";
+            msg_warn("api: cannot queue a message: %s", result->why);
+        }
+        api_fail(req, &err);
+    }
+    api_error_free(&err);
+    api_pending_free(p);
+}
+
+/* api_submit - hand msg (taken over) to cleanup; the request is answered
+   when cleanup has committed it or failed, while the loop serves others */
+static void api_submit(API_CTX *ctx, struct evhttp_request *req,
+                       const API_KEY *key, const char *idem, const char *data,
+                       size_t len, API_MESSAGE *msg)
+{
+    API_PENDING *p = mycalloc(1, sizeof(*p));
+    VSTR *why = vstr_alloc(100);
+    API_USAGE *usage = api_usage(ctx, key->tenant, time(NULL));
+
+    p->ctx = ctx;
+    p->req = req;
+    p->key = *key;
+    p->msg = msg;
+    if (idem != NULL) {
+        p->idem = mystrdup(idem);
+        p->body = mymemdup(data, len);
+        p->body_len = len;
+    }
+    /* Counted now, so that requests in flight cannot pass the limit
+       together; given back when the message is not queued. */
+    usage->count++;
+    p->day = usage->day;
+    ctx->pending++;
+    if (api_handoff_start(mail_server_base(ctx->server), ctx->cleanup_path,
+                          ctx->cleanup_timeout, msg, api_submit_done, p,
+                          why) == NULL) {
+        API_HANDOFF_RESULT result = {
+            .code = -1, .queue_id = "", .why = vstr_str(why)};
+
+        api_submit_done(&result, p);
+    }
+    vstr_free(why);
+}
+
+/*
+ * Batches: "recipients": [{"to": ADDRESS, "data": {...}}, ...] instead of
+ * to/cc/bcc. Each recipient gets a message of its own (its own To:, and
+ * with "template", the template rendered with the request's "data"
+ * overlaid by the recipient's), handed to cleanup as any other. The whole
+ * request is checked first (every address, the shape of every entry, and
+ * the first recipient's message built in full): any error there is the
+ * answer, and nothing is sent. Then the messages are rendered and handed
+ * over in slices on the loop, at most API_BATCH_PARALLEL at a time, so
+ * the process serves other clients throughout. The template is read once:
+ * a PUT during the batch does not change its messages. A message cleanup refuses
+ * (5xx), or whose data cannot be rendered, fails alone; a temporary
+ * failure (cleanup unreachable, 4xx, a timeout) stops the batch, and the
+ * recipients not yet queued are reported failed "unavailable" for the
+ * client to send again. The 202 comes when every recipient has its
+ * verdict, only for messages cleanup has committed: {"id": the first
+ * queued message's ID, "queued": N, "failed": N, "recipients": [{"to",
+ * "status": "queued", "id"} or {"to", "status": "failed", "error":
+ * {"code", "message"}}]} in the request's order. When none is queued the
+ * answer is the first failure's error.
+ */
+#define API_BATCH_PARALLEL 4 /* a batch's messages with cleanup at once */
+
+typedef struct API_BATCH {
+    API_CTX *ctx;
+    struct evhttp_request *req;
+    API_KEY key;
+    char *idem; /* the Idempotency-Key, or NULL */
+    char *body; /* with idem: the request body */
+    size_t body_len;
+    json_t *base; /* the request less recipients and data */
+    json_t *data; /* the request's "data", or NULL */
+    json_t *rcpts; /* "recipients" */
+    json_t *results; /* one object per recipient, in order */
+    json_t *tmpl; /* the stored template, read once: one version for all */
+    API_MESSAGE *first; /* recipient 0's message, built while checking */
+    size_t count; /* recipients */
+    size_t next; /* the next recipient to render */
+    size_t inflight; /* messages with cleanup */
+    size_t queued;
+    bool stop; /* a temporary failure: start no more */
+    long long day; /* the UTC day the batch was counted against */
+    int fail_status; /* the first failure: its HTTP status, code, text */
+    const char *fail_code;
+    VSTR *fail_message;
+    struct event *resume; /* to go on from the loop */
+} API_BATCH;
+
+typedef struct API_BATCH_ITEM {
+    API_BATCH *batch;
+    size_t index;
+    API_MESSAGE *msg;
+} API_BATCH_ITEM;
+
+static void api_batch_pump(API_BATCH *b);
+
+/* api_batch_failed - recipient i failed; the first failure is kept for
+   an answer when none is queued */
+static void api_batch_failed(API_BATCH *b, size_t i, int status,
+                             const char *code, const char *message)
+{
+    json_t *one = json_array_get(b->results, i);
+    json_t *text = json_string(message);
+
+    if (text == NULL) /* a reason quoting bytes that are not UTF-8 */
+        text = json_string("(the reason is not UTF-8)");
+    json_object_set_new(one, "status", json_string("failed"));
+    json_object_set_new(one, "error",
+                        json_pack("{s:s, s:o}", "code", code, "message", text));
+    if (b->fail_status == 0) {
+        b->fail_status = status;
+        b->fail_code = code;
+        vstr_cpy(b->fail_message, message);
+    }
+}
+
+/* api_batch_prepare - recipient i's message, or NULL with err */
+static API_MESSAGE *api_batch_prepare(API_BATCH *b, size_t i, API_ERROR *err)
+{
+    json_t *entry = json_array_get(b->rcpts, i);
+    json_t *one = json_copy(b->base);
+    json_t *rdata = json_object_get(entry, "data");
+    API_MESSAGE *msg = NULL;
+    char *text;
+    char *rendered = NULL;
+    bool failed = false;
+
+    if (one == NULL)
+        msg_fatal("out of memory");
+    json_object_set(one, "to", json_object_get(entry, "to"));
+    if (json_object_get(one, "template") != NULL) {
+        json_t *merged = b->data != NULL ? json_copy(b->data) : json_object();
+
+        if (rdata != NULL)
+            json_object_update(merged, rdata);
+        json_object_set_new(one, "data", merged);
+    }
+    if ((text = json_dumps(one, JSON_COMPACT)) == NULL)
+        msg_fatal("out of memory");
+    if ((rendered = api_render(b->ctx, &b->key, text, strlen(text), b->tmpl,
+                               &failed, err)) != NULL ||
+        !failed)
+        msg = api_request_parse(rendered ? rendered : text,
+                                strlen(rendered ? rendered : text),
+                                &b->ctx->limits, err);
+    /* The recipient's fields, as the client knows them. */
+    if (msg == NULL && strcmp(vstr_str(err->field), "to") == 0)
+        vstr_sprintf(err->field, "recipients[%zu].to", i);
+    else if (msg == NULL && strncmp(vstr_str(err->field), "data", 4) == 0)
+        vstr_sprintf(err->field, "recipients[%zu].data", i);
+    free(rendered);
+    free(text);
+    json_decref(one);
+    return msg;
+}
+
+/* api_batch_free - release a batch; the last request of a retiring
+   process ends it */
+static void api_batch_free(API_BATCH *b)
+{
+    API_CTX *ctx = b->ctx;
+
+    myfree(b->idem);
+    myfree(b->body);
+    json_decref(b->base);
+    json_decref(b->data);
+    json_decref(b->rcpts);
+    json_decref(b->results);
+    json_decref(b->tmpl);
+    api_message_free(b->first);
+    vstr_free(b->fail_message);
+    if (b->resume != NULL)
+        event_free(b->resume);
+    myfree(b);
+    if (ctx->pending == 0)
+        msg_panic("%s: no request pending", __func__);
+    if (--ctx->pending == 0 && ctx->retiring)
+        mail_server_exit(ctx->server, 0);
+}
+
+/* api_batch_finish - every recipient has its verdict: answer */
+static void api_batch_finish(API_BATCH *b)
+{
+    API_CTX *ctx = b->ctx;
+    API_USAGE *usage = api_usage(ctx, b->key.tenant, time(NULL));
+    const char *first = NULL;
+
+    if (usage->day == b->day)
+        usage->count -= (long long) (b->count - b->queued);
+    if (usage->count < 0)
+        usage->count = 0;
+    for (size_t i = 0; i < b->count && first == NULL; i++) {
+        json_t *id = json_object_get(json_array_get(b->results, i), "id");
+
+        if (id != NULL)
+            first = json_string_value(id);
+    }
+    msg_info("api: key=%s tenant=%s: batch of %zu: %zu queued, %zu failed",
+             b->key.id, b->key.tenant, b->count, b->queued,
+             b->count - b->queued);
+    if (b->queued == 0) {
+        API_ERROR err;
+
+        api_error_init(&err);
+        err.status = b->fail_status ? b->fail_status : 503;
+        err.code = b->fail_status ? b->fail_code : "unavailable";
+        vstr_cpy(err.message, vstr_str(b->fail_message));
+        api_fail(b->req, &err);
+        api_error_free(&err);
+    } else {
+        json_t *obj = json_object();
+        VSTR *qid = vstr_alloc(32);
+        VSTR *why = vstr_alloc(100);
+        char *text;
+
+        /* "QID.1" names the first message: its ID is QID */
+        vstr_ncpy(qid, first, strcspn(first, "."));
+        json_object_set_new(obj, "id", json_string(vstr_str(qid)));
+        json_object_set_new(obj, "queued",
+                            json_integer((json_int_t) b->queued));
+        json_object_set_new(obj, "failed",
+                            json_integer((json_int_t) (b->count - b->queued)));
+        json_object_set(obj, "recipients", b->results);
+        if ((text = json_dumps(obj, JSON_COMPACT)) == NULL)
+            msg_fatal("out of memory");
+        if (b->idem != NULL &&
+            api_idem_store(ctx->idem_dir, b->key.tenant, b->idem, b->body,
+                           b->body_len, 202, text, why) < 0)
+            msg_warn("api: batch: Idempotency-Key not recorded: %s",
+                     vstr_str(why));
+        api_reply(b->req, 202, "Accepted", text);
+        free(text);
+        json_decref(obj);
+        vstr_free(qid);
+        vstr_free(why);
+    }
+    api_batch_free(b);
+}
+
+/* api_batch_done - cleanup's verdict on one of the batch's messages */
+static void api_batch_done(const API_HANDOFF_RESULT *result, void *arg)
+{
+    API_BATCH_ITEM *item = arg;
+    API_BATCH *b = item->batch;
+
+    if (result->code == 0) {
+        json_t *one = json_array_get(b->results, item->index);
+        VSTR *id = vstr_alloc(40);
+
+        msg_info("%s: api key=%s tenant=%s from=<%s> nrcpt=1 size=%zu "
+                 "batch=%zu",
+                 result->queue_id, b->key.id, b->key.tenant, item->msg->sender,
+                 vstr_len(item->msg->content), item->index);
+        vstr_sprintf(id, "%s.1", result->queue_id);
+        json_object_set_new(one, "status", json_string("queued"));
+        json_object_set_new(one, "id", json_string(vstr_str(id)));
+        api_owner_record(b->ctx, result->queue_id, b->key.tenant);
+        b->queued++;
+        vstr_free(id);
+    } else if (result->code >= 500) {
+        msg_info("api: key=%s tenant=%s: batch recipient %zu: %s", b->key.id,
+                 b->key.tenant, item->index, result->why);
+        api_batch_failed(b, item->index, 422, "rejected", result->why);
+    } else {
+        msg_warn("api: cannot queue a message: %s", result->why);
+        api_batch_failed(b, item->index, 503, "unavailable", result->why);
+        b->stop = true;
+    }
+    api_message_free(item->msg);
+    myfree(item);
+    b->inflight--;
+    api_batch_pump(b);
+}
+
+/* api_batch_resume - go on from the loop */
+static void api_batch_resume(evutil_socket_t fd, short what, void *arg)
+{
+    api_batch_pump(arg);
+}
+
+/* api_batch_pump - start messages while there is room; answer when all
+   are done */
+static void api_batch_pump(API_BATCH *b)
+{
+    size_t budget = API_BATCH_PARALLEL; /* renders per turn of the loop */
+    VSTR *why = vstr_alloc(100);
+    API_ERROR err;
+
+    api_error_init(&err);
+    while (!b->stop && b->next < b->count && b->inflight < API_BATCH_PARALLEL &&
+           budget > 0) {
+        size_t i = b->next++;
+        API_MESSAGE *msg;
+        API_BATCH_ITEM *item;
+
+        budget--;
+        if (i == 0) {
+            msg = b->first;
+            b->first = NULL;
+        } else if ((msg = api_batch_prepare(b, i, &err)) == NULL) {
+            api_batch_failed(b, i, err.status, err.code, vstr_str(err.message));
+            continue;
+        }
+        item = mycalloc(1, sizeof(*item));
+        item->batch = b;
+        item->index = i;
+        item->msg = msg;
+        if (api_handoff_start(mail_server_base(b->ctx->server),
+                              b->ctx->cleanup_path, b->ctx->cleanup_timeout,
+                              msg, api_batch_done, item, why) == NULL) {
+            msg_warn("api: cannot queue a message: %s", vstr_str(why));
+            api_batch_failed(b, i, 503, "unavailable", vstr_str(why));
+            b->stop = true;
+            api_message_free(msg);
+            myfree(item);
+            continue;
+        }
+        b->inflight++;
+    }
+    api_error_free(&err);
+    vstr_free(why);
+    if (b->inflight > 0)
+        return; /* api_batch_done comes back */
+    if (!b->stop && b->next < b->count) {
+        static const struct timeval now = {0, 0};
+
+        /* Every render of this turn failed: go on after other events. */
+        if (b->resume == NULL &&
+            (b->resume = evtimer_new(mail_server_base(b->ctx->server),
+                                     api_batch_resume, b)) == NULL)
+            msg_fatal("cannot create an event");
+        evtimer_add(b->resume, &now);
+        return;
+    }
+    for (size_t i = b->next; i < b->count; i++)
+        api_batch_failed(b, i, 503, "unavailable",
+                         "not attempted: an earlier message could not be "
+                         "queued; send this recipient again later");
+    api_batch_finish(b);
+}
+
+/* api_batch_check - the batch's shape and every address; 0, or -1 with
+   err (results gets one {"to": address} per recipient) */
+static int api_batch_check(API_BATCH *b, json_t *top, API_ERROR *err)
+{
+    static const char *const excluded[] = {"to", "cc", "bcc", "raw"};
+    VSTR *field = vstr_alloc(32);
+    VSTR *addr = vstr_alloc(64);
+    json_t *data = json_object_get(top, "data");
+    bool templated = json_object_get(top, "template") != NULL;
+    int ret = -1;
+
+    err->status = 400;
+    err->code = "invalid_field";
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(excluded); i++) {
+        if (json_object_get(top, excluded[i]) != NULL) {
+            vstr_cpy(err->field, excluded[i]);
+            vstr_sprintf(err->message,
+                         "%s cannot be given with recipients (each "
+                         "recipient gets a message of its own)",
+                         excluded[i]);
+            goto out;
+        }
+    }
+    if (!json_is_array(b->rcpts) || json_array_size(b->rcpts) == 0) {
+        vstr_cpy(err->field, "recipients");
+        vstr_cpy(err->message, "recipients must be a non-empty array of "
+                               "{\"to\", \"data\"} objects");
+        goto out;
+    }
+    if (json_array_size(b->rcpts) > b->ctx->limits.max_recipients) {
+        err->status = 422;
+        err->code = "too_many_recipients";
+        vstr_cpy(err->field, "recipients");
+        vstr_sprintf(err->message,
+                     "more than %zu recipients (api_max_recipients)",
+                     b->ctx->limits.max_recipients);
+        goto out;
+    }
+    if (data != NULL && !json_is_object(data)) {
+        vstr_cpy(err->field, "data");
+        vstr_cpy(err->message, "data must be an object");
+        goto out;
+    }
+    b->count = json_array_size(b->rcpts);
+    for (size_t i = 0; i < b->count; i++) {
+        json_t *entry = json_array_get(b->rcpts, i);
+        json_t *to = json_object_get(entry, "to");
+        json_t *rdata = json_object_get(entry, "data");
+        const char *key;
+        json_t *value;
+
+        vstr_sprintf(field, "recipients[%zu]", i);
+        if (!json_is_object(entry)) {
+            vstr_cpy(err->field, vstr_str(field));
+            vstr_cpy(err->message, "each recipient is an object with \"to\" "
+                                   "and \"data\"");
+            goto out;
+        }
+        json_object_foreach(entry, key, value)
+        {
+            if (strcmp(key, "to") != 0 && strcmp(key, "data") != 0) {
+                vstr_sprintf(err->field, "%s.%.64s", vstr_str(field), key);
+                vstr_cpy(err->message, "a recipient has only \"to\" and "
+                                       "\"data\"");
+                goto out;
+            }
+        }
+        vstr_cat(field, ".to");
+        if (to == NULL) {
+            err->code = "missing_field";
+            vstr_cpy(err->field, vstr_str(field));
+            vstr_sprintf(err->message, "%s is required", vstr_str(field));
+            goto out;
+        }
+        if (!json_is_string(to)) {
+            vstr_cpy(err->field, vstr_str(field));
+            vstr_sprintf(err->message, "%s must be a string", vstr_str(field));
+            goto out;
+        }
+        if (api_request_check_mailbox(vstr_str(field), json_string_value(to),
+                                      json_string_length(to), addr, err) < 0)
+            goto out;
+        if (rdata != NULL && (!json_is_object(rdata) || !templated)) {
+            err->status = 400;
+            err->code = "invalid_field";
+            vstr_sprintf(err->field, "recipients[%zu].data", i);
+            vstr_cpy(err->message, templated ? "data must be an object"
+                                             : "data needs a template");
+            goto out;
+        }
+        json_array_append_new(b->results,
+                              json_pack("{s:s}", "to", vstr_str(addr)));
+    }
+    ret = 0;
+out:
+    vstr_free(field);
+    vstr_free(addr);
+    return ret;
+}
+
+/* api_batch - POST /v1/messages with "recipients" (top: the parsed
+   body, borrowed): check it all, then send in slices */
+static void api_batch(API_CTX *ctx, struct evhttp_request *req,
+                      const API_KEY *key, const char *idem, const char *data,
+                      size_t len, json_t *top)
+{
+    API_BATCH *b = mycalloc(1, sizeof(*b));
+    API_ERROR err;
+
+    api_error_init(&err);
+    b->ctx = ctx;
+    b->req = req;
+    b->key = *key;
+    b->rcpts = json_incref(json_object_get(top, "recipients"));
+    b->data = json_incref(json_object_get(top, "data"));
+    b->results = json_array();
+    b->fail_message = vstr_alloc(100);
+    if ((b->base = json_copy(top)) == NULL)
+        msg_fatal("out of memory");
+    json_object_del(b->base, "recipients");
+    json_object_del(b->base, "data");
+    ctx->pending++; /* api_batch_free counts it out */
+    if (json_is_string(json_object_get(top, "template"))) {
+        bool missing;
+        VSTR *why = vstr_alloc(100);
+
+        /* When it cannot be read, recipient 0's render says why. */
+        b->tmpl = api_template_load(
+            ctx, key->tenant,
+            json_string_value(json_object_get(top, "template")), &missing, why);
+        vstr_free(why);
+    }
+    if (api_batch_check(b, top, &err) < 0 ||
+        (b->first = api_batch_prepare(b, 0, &err)) == NULL) {
+        msg_info("api: key=%s tenant=%s: %d %s: %s", key->id, key->tenant,
+                 err.status, err.code, vstr_str(err.message));
+        api_fail(req, &err);
+        api_batch_free(b);
+    } else if (api_over_limit(ctx, req, key, (long long) b->count)) {
+        api_batch_free(b);
+    } else {
+        API_USAGE *usage = api_usage(ctx, key->tenant, time(NULL));
+
+        if (idem != NULL) {
+            b->idem = mystrdup(idem);
+            b->body = mymemdup(data, len);
+            b->body_len = len;
+        }
+        /* Counted now; what is not queued is given back at the end. */
+        usage->count += (long long) b->count;
+        b->day = usage->day;
+        api_batch_pump(b);
+    }
+    api_error_free(&err);
+}
+
 /* api_messages - POST /v1/messages */
 static void api_messages(API_CTX *ctx, struct evhttp_request *req)
 {
@@ -874,18 +1414,17 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
     size_t len = evbuffer_get_length(body);
     const char *idem = evhttp_find_header(evhttp_request_get_input_headers(req),
                                           "Idempotency-Key");
-    VSTR *queue_id = vstr_alloc(32);
     API_MESSAGE *msg = NULL;
     API_ERROR err;
     API_KEY key;
     const char *data;
     char *rendered = NULL;
     bool render_failed = false;
+    json_t *top = NULL;
+    json_error_t jerr;
 
-    if (!api_authorize(ctx, req, API_SCOPE_SEND, &key)) {
-        vstr_free(queue_id);
+    if (!api_authorize(ctx, req, API_SCOPE_SEND, &key))
         return;
-    }
     api_error_init(&err);
     data = api_body(body, len);
     if (idem != NULL && !api_idem_key_ok(idem)) {
@@ -900,10 +1439,15 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
     } else if (idem != NULL &&
                api_idem_replay(ctx, req, &key, idem, data, len)) {
         /* answered from the record */
-    } else if (api_over_limit(ctx, req, &key)) {
+    } else if ((top = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr)) !=
+                   NULL &&
+               json_is_object(top) &&
+               json_object_get(top, "recipients") != NULL) {
+        api_batch(ctx, req, &key, idem, data, len, top);
+    } else if (api_over_limit(ctx, req, &key, 1)) {
         /* answered 429 */
-    } else if ((rendered = api_render(ctx, &key, data, len, &render_failed,
-                                      &err)) == NULL &&
+    } else if ((rendered = api_render(ctx, &key, data, len, NULL,
+                                      &render_failed, &err)) == NULL &&
                render_failed) {
         msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
                  err.status, err.code, vstr_str(err.message));
@@ -914,30 +1458,12 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
         msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
                  err.status, err.code, vstr_str(err.message));
         api_fail(req, &err);
-    } else if (api_queue(ctx, msg, queue_id, &err) < 0) {
-        api_fail(req, &err);
     } else {
-        char *text = api_accepted(vstr_str(queue_id), msg);
-
-        msg_info("%s: api key=%s tenant=%s from=<%s> nrcpt=%zu size=%zu",
-                 vstr_str(queue_id), key.id, key.tenant, msg->sender,
-                 msg->rcpts->argc, vstr_len(msg->content));
-        /* Queued: record the answer before giving it. A record that
-           cannot be written costs a duplicate on retry, never a loss. */
-        if (idem != NULL &&
-            api_idem_store(ctx->idem_dir, key.tenant, idem, data, len, 202,
-                           text, err.message) < 0)
-            msg_warn("%s: api: Idempotency-Key not recorded: %s",
-                     vstr_str(queue_id), vstr_str(err.message));
-        api_owner_record(ctx, vstr_str(queue_id), key.tenant);
-        api_usage(ctx, key.tenant, time(NULL))->count++;
-        api_reply(req, 202, "Accepted", text);
-        free(text);
+        api_submit(ctx, req, &key, idem, data, len, msg);
     }
+    json_decref(top);
     free(rendered);
-    api_message_free(msg);
     api_error_free(&err);
-    vstr_free(queue_id);
 }
 
 /* api_request - route one complete request */
@@ -1032,8 +1558,7 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         (size_t) mail_conf_int(conf, "api_max_recipients");
     ctx->limits.max_message_size =
         (size_t) mail_conf_size(conf, "message_size_limit");
-    ctx->cleanup_timeout_ms =
-        (int) mail_conf_time(conf, "api_cleanup_timeout") * 1000;
+    ctx->cleanup_timeout = (int) mail_conf_time(conf, "api_cleanup_timeout");
     ctx->idem_dir = mystrdup(mail_conf_str(conf, "api_idempotency_directory"));
     ctx->idem_ttl = mail_conf_time(conf, "api_idempotency_ttl");
     ctx->daily_limit = mail_conf_int(conf, "api_tenant_daily_limit");
@@ -1093,8 +1618,8 @@ static void api_tick(MAIL_SERVER *server, void *arg)
     vstr_free(path);
 }
 
-/* api_retire - stop accepting and leave: a request is answered within
-   its callback, so none is in hand between callbacks */
+/* api_retire - stop accepting, and leave once every request that
+   cleanup has in hand is answered */
 static void api_retire(MAIL_SERVER *server, void *arg)
 {
     API_CTX *ctx = arg;
@@ -1103,7 +1628,9 @@ static void api_retire(MAIL_SERVER *server, void *arg)
         evhttp_del_accept_socket(ctx->http, ctx->bound);
         ctx->bound = NULL;
     }
-    mail_server_exit(server, 0);
+    ctx->retiring = true;
+    if (ctx->pending == 0)
+        mail_server_exit(server, 0);
 }
 
 /* api_post_loop - free what lives on the event base */

@@ -204,6 +204,27 @@ static int api_request_mailbox(const char *field, json_t *value,
     return ret;
 }
 
+/* api_request_check_mailbox - one mailbox, checked as "to" is */
+int api_request_check_mailbox(const char *field, const char *text, size_t len,
+                              VSTR *addr, API_ERROR *err)
+{
+    API_MAILBOX box = {vstr_alloc(32), vstr_alloc(64)};
+    json_t *value = json_stringn(text, len);
+    int ret;
+
+    if (value == NULL) {
+        api_error_set(err, 400, "invalid_field", field,
+                      "%s must be a UTF-8 string", field);
+        ret = -1;
+    } else if ((ret = api_request_mailbox(field, value, &box, err)) == 0) {
+        vstr_cpy(addr, vstr_str(box.addr));
+    }
+    json_decref(value);
+    vstr_free(box.name);
+    vstr_free(box.addr);
+    return ret;
+}
+
 /* API_LIST - the mailboxes of one address field */
 typedef struct API_LIST {
     ARGV *names;

@@ -19,9 +19,10 @@
  *                                 reply_to, attachments; from and
  *                                 to/cc/bcc are then the envelope only)
  *
- * Anything else is refused by name (template, data, recipients and the
- * other fields of the issue are not served yet): a reader that skips what
- * it does not know would send mail the client did not mean. Every header
+ * Anything else is refused by name (template, data and recipients are
+ * the api daemon's: it turns them into the fields above, one request per
+ * batch recipient, before this parser sees them): a reader that skips
+ * what it does not know would send mail the client did not mean. Every header
  * value is refused when it holds CR or LF (header injection); text that
  * is not printable ASCII becomes RFC 2047 words, bodies quoted-printable.
  * Bad input never panics: the result is an API_ERROR with the HTTP status,
@@ -75,5 +76,11 @@ extern void api_error_json(const API_ERROR *err, VSTR *out);
 extern API_MESSAGE *api_request_parse(const char *body, size_t len,
                                       const API_LIMITS *limits, API_ERROR *err);
 extern API_MESSAGE *api_message_free(API_MESSAGE *msg);
+
+/* api_request_check_mailbox - is text (a JSON string's bytes) one valid
+   "addr" or "Name <addr>"? 0 with the bare address in addr, or -1 with
+   err naming field (as api_request_parse checks "to") */
+extern int api_request_check_mailbox(const char *field, const char *text,
+                                     size_t len, VSTR *addr, API_ERROR *err);
 
 #endif

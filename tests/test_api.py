@@ -24,7 +24,6 @@ import pytest
 
 from conftest import LIBEXEC, SLUICE, free_port, pid_alive, require, wait_until
 
-API_SERVICE = "api                unix  n       -       n       -       1       api"
 
 
 def api_request(port, method, path, body=None, key=None, headers=None,
@@ -60,8 +59,9 @@ class Api:
         self.port = free_port()
         conf = {"api_listen": "127.0.0.1:%d" % self.port}
         conf.update(params or {})
+        # sluice init gives every instance the api service
         self.inst = make_instance(relayhost="[127.0.0.1]:%d" % self.sink.port,
-                                  params=conf, services=[API_SERVICE])
+                                  params=conf)
         self.key = self.create_key("acme", "--scope", "send,templates")
         self.inst.start()
         wait_until(self.healthy, 10, what="the api to answer /v1/health")
@@ -535,7 +535,8 @@ def test_template_that_would_loop_is_refused(api):
 def test_tenant_daily_limit_429(make_instance, make_sink):
     """api_tenant_daily_limit = 2: a tenant's third message of the day gets
     429 rate_limited with Retry-After and is not queued; another tenant
-    still sends; a refused request (bad input) does not count."""
+    still sends; a refused request (bad input) does not count; a batch
+    counts each recipient and is refused whole when they do not fit."""
     api = Api(make_instance, make_sink, params={"api_tenant_daily_limit": "2"})
     assert api.post(with_(to="nobody"))[0] == 422
     assert api.post(with_(subject="one"))[0] == 202
@@ -545,10 +546,19 @@ def test_tenant_daily_limit_429(make_instance, make_sink):
     assert 0 < int(hdrs["Retry-After"]) <= 86400
     other = api.create_key("other")
     assert api.post(with_(subject="other"), key=other)[0] == 202
-    api.sink.wait_messages(3)
+    # A batch counts one message per recipient: after its first message
+    # the other tenant has room for 1, so 2 are refused (nothing sent).
+    batch = {"from": "a@sender.test", "subject": "b", "text": "t",
+             "recipients": [{"to": "r%d@rcpt.test" % i} for i in range(2)]}
+    status, answer, _ = api.post(batch, key=other)
+    assert status == 429 and answer["error"]["code"] == "rate_limited", answer
+    status, answer, _ = api.post(dict(batch, recipients=batch["recipients"][:1]),
+                                 key=other)
+    assert status == 202 and answer["queued"] == 1, answer
+    api.sink.wait_messages(4)
     wait_until(lambda: api.queued() == [], 20, what="an empty queue")
     subjects = sorted(parse(m)["Subject"] for m in api.sink.received())
-    assert subjects == ["one", "other", "two"]
+    assert subjects == ["b", "one", "other", "two"]
 
 
 def test_hostile_clients_disturb_nobody(make_instance, make_sink):
@@ -663,6 +673,7 @@ def test_api_under_valgrind(make_instance, make_sink, tmp_path):
     wrapper.write_text(WRAPPER.format(valgrind=VALGRIND, code=ERROR_EXIT, logs=logs,
                                       name="api", program=LIBEXEC / "api"))
     wrapper.chmod(0o755)
+    inst.remove_service("api")
     inst.add_service("api unix n - n - 1 " + str(wrapper))
     key = inst.check("api", "key", "create", "acme", "--scope", "send,read,templates").strip()
     inst.start()
@@ -691,6 +702,30 @@ def test_api_under_valgrind(make_instance, make_sink, tmp_path):
     assert post({"from": "a@sender.test", "to": "d@rcpt.test", "template": "t",
                  "data": {"a": "<x>", "l": [1, "2", 3.5, True, None]}})[0] == 202
     assert api_request(port, "PUT", "/v1/templates/bad", {"text": "{{#a}}"}, key=key, timeout=60)[0] == 422
+    status, batch, _ = post({"from": "a@sender.test", "template": "t", "data": {"l": [1]},
+                             "recipients": [{"to": "e@rcpt.test", "data": {"a": "1"}},
+                                            {"to": "f@rcpt.test"}]},
+                            headers={"Idempotency-Key": "k2"})
+    assert status == 202 and batch["queued"] == 2, batch
+    assert post({"from": "a@sender.test", "template": "t",
+                 "recipients": [{"to": "e@rcpt.test"}, {"to": "bad"}]})[0] == 422
+    # A client that hangs up while cleanup (stopped) has its message.
+    import socket
+    cleanups = [p for p, n in inst.children().items() if n == "cleanup"]
+    for pid in cleanups:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        gone = socket.create_connection(("127.0.0.1", port), timeout=60)
+        body = json.dumps(dict(GOOD, to=["g@rcpt.test"])).encode()
+        gone.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + key.encode() + b"\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        wait_until(lambda: cleanup_backlog(inst) >= 1, 60, what="the request at cleanup")
+        gone.close()
+        assert healthy()
+    finally:
+        for pid in cleanups:
+            os.kill(pid, signal.SIGCONT)
     assert api_request(port, "DELETE", "/v1/templates/t", key=key, timeout=60)[0] == 200
     assert api_request(port, "GET", "/v1/messages/" + answer["id"], key=key, timeout=60)[0] == 200
     for body, _, _, _ in BAD_BODIES:
@@ -700,7 +735,7 @@ def test_api_under_valgrind(make_instance, make_sink, tmp_path):
             post(body)
     assert api_request(port, "POST", "/v1/messages", GOOD, key="sk_bad", timeout=60)[0] == 401
     assert api_request(port, "GET", "/nowhere", timeout=60)[0] == 404
-    sink.wait_messages(3, timeout=60)
+    sink.wait_messages(6, timeout=60)
     r = inst.stop(timeout=120)
     assert r.returncode == 0, r.stderr
     found = sorted(logs.glob("api.*.log"))
@@ -740,3 +775,309 @@ def test_attachments(api):
         assert status == 400 and answer["error"]["field"] == field, (bad, answer)
     wait_until(lambda: api.queued() == [], 20, what="an empty queue")
     assert len(api.sink.received()) == 1
+
+
+def cleanup_backlog(where):
+    """Connections waiting in cleanup's listen queue, unaccepted (ss shows
+    a UNIX listener's accept queue as its Recv-Q); where: an Api or an
+    instance."""
+    inst = getattr(where, "inst", where)
+    path = str(inst.queue_dir / "private" / "cleanup")
+    out = subprocess.run(["ss", "-xlnH"], capture_output=True, text=True,
+                         check=True).stdout
+    for line in out.splitlines():
+        fields = line.split()
+        if path in fields:
+            return int(fields[2])
+    raise AssertionError("cleanup's listener not in ss -xl:\n" + out)
+
+
+def test_stopped_cleanup_holds_only_its_own_requests(make_instance, make_sink):
+    """While cleanup (stopped with SIGSTOP: a commit that does not end)
+    has request A, the api process still answers everyone else: GET
+    /v1/health at once, a second POST B taken in and handed to cleanup
+    too, a third client that hangs up while its message waits. Neither A
+    nor B gets its 202 before cleanup commits; after SIGCONT both do, the
+    messages arrive, and the same api process serves on. (Before: the api
+    blocked in its read of cleanup's reply and answered nobody.) The wait
+    outlasts api_timeout, which bounds a client's sending, not the
+    server's work: the held requests still get their answer."""
+    import socket
+    api = Api(make_instance, make_sink, params={"api_timeout": "2s"})
+    api_pid = api.inst.child("api")
+    cleanups = [p for p, n in api.inst.children().items() if n == "cleanup"]
+    assert cleanups
+    results = {}
+
+    def post(name):
+        results[name] = api.post(with_(subject=name, to=[name + "@rcpt.test"]),
+                                 timeout=120)
+
+    threads = {n: threading.Thread(target=post, args=(n,))
+               for n in ("held-a", "held-b")}
+    for pid in cleanups:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        threads["held-a"].start()
+        wait_until(lambda: cleanup_backlog(api) >= 1, 20,
+                   what="request A waiting for cleanup")
+        status, answer, _ = api_request(api.port, "GET", "/v1/health",
+                                        timeout=30)
+        assert status == 200 and answer == {"status": "ok"}
+        threads["held-b"].start()
+        wait_until(lambda: cleanup_backlog(api) >= 2, 20,
+                   what="request B waiting for cleanup beside A")
+        gone = socket.create_connection(("127.0.0.1", api.port), timeout=30)
+        body = json.dumps(with_(subject="gone", to=["gone@rcpt.test"])).encode()
+        gone.sendall(b"POST /v1/messages HTTP/1.1\r\nHost: x\r\n"
+                     b"Authorization: Bearer " + api.key.encode() + b"\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        wait_until(lambda: cleanup_backlog(api) >= 3, 20,
+                   what="the third request waiting for cleanup")
+        gone.close()
+        assert api_request(api.port, "GET", "/v1/health", timeout=30)[0] == 200
+        time.sleep(3)  # past api_timeout
+        assert threads["held-a"].is_alive() and threads["held-b"].is_alive()
+        assert results == {}
+        assert api.queued() == []
+    finally:
+        for pid in cleanups:
+            os.kill(pid, signal.SIGCONT)
+    for t in threads.values():
+        t.join(120)
+    for name in ("held-a", "held-b"):
+        assert results[name][0] == 202, results[name]
+    # The client that left got no answer; its message was committed all
+    # the same (a lost 202, as in SMTP).
+    api.sink.wait_messages(3)
+    assert sorted(parse(m)["Subject"] for m in api.sink.received()) == \
+        ["gone", "held-a", "held-b"]
+    assert api.inst.child("api") == api_pid
+    assert api.post(with_(subject="after"))[0] == 202
+
+
+BATCH_TEMPLATE = {"subject": "Hi {{name}}",
+                  "text": "Hello {{name}}, your code is {{code}} ({{campaign}}).\n",
+                  "html": "<p>Hello {{name}}</p>"}
+
+
+def put_template(api, name, tpl):
+    status, answer, _ = api_request(api.port, "PUT", "/v1/templates/" + name,
+                                    tpl, key=api.key)
+    assert status == 200, answer
+
+
+def test_batch_personal_data_partial_failure(make_instance, make_sink):
+    """"recipients": [{"to", "data"}] with a template: one message per
+    recipient, rendered with the request's data overlaid by its own; the
+    202 lists each recipient in order with its own message ID. A recipient
+    whose data makes its message too large fails alone (413 code in its
+    entry), the others are queued; every queued message arrives with its
+    own personal data and only its own To:."""
+    api = Api(make_instance, make_sink, params={"message_size_limit": "20k"})
+    put_template(api, "welcome", BATCH_TEMPLATE)
+    n = 30
+    rcpts = [{"to": "Person %d <p%d@rcpt.test>" % (i, i),
+              "data": {"name": "P%d" % i, "code": "C%04d" % i}} for i in range(n)]
+    rcpts[2]["data"]["name"] = "x" * 30000
+    status, answer, _ = api.post({"from": "shop@sender.test", "template": "welcome",
+                                  "data": {"campaign": "spring", "name": "default"},
+                                  "recipients": rcpts})
+    assert status == 202, answer
+    assert answer["queued"] == n - 1 and answer["failed"] == 1
+    got = answer["recipients"]
+    assert [r["to"] for r in got] == ["p%d@rcpt.test" % i for i in range(n)]
+    assert got[2]["status"] == "failed" and "id" not in got[2]
+    assert got[2]["error"]["code"] == "message_too_large", got[2]
+    ok = [r for r in got if r["status"] == "queued"]
+    qids = [r["id"].split(".")[0] for r in ok]
+    assert all(r["id"].endswith(".1") for r in ok) and len(set(qids)) == n - 1
+    assert answer["id"] == got[0]["id"].split(".")[0]
+    msgs = api.sink.wait_messages(n - 1, timeout=120)
+    for m in msgs:
+        assert len(m.rcpt_tos) == 1
+        i = int(m.rcpt_tos[0][1:].split("@")[0])
+        parsed = parse(m)
+        assert parsed["Subject"] == "Hi P%d" % i
+        assert [a.addr_spec for a in parsed["To"].addresses] == [m.rcpt_tos[0]]
+        assert parsed.get_body(("plain",)).get_content() == \
+            "Hello P%d, your code is C%04d (spring).\n" % (i, i)
+    assert sorted(m.rcpt_tos[0] for m in msgs) == \
+        sorted(r["to"] for r in ok)
+    # The per-recipient IDs are those GET /v1/messages/ID knows.
+    status, state, _ = api_request(api.port, "GET", "/v1/messages/" + qids[-1],
+                                   key=api.create_key("acme", "--scope", "read"))
+    assert status == 200 and state["id"] == qids[-1], state
+
+
+def test_batch_bad_input_sends_nothing(api):
+    """A batch is checked whole before anything is sent: one bad address
+    among many is a 422 naming it, a recipient with an unknown field, data
+    without a template, to beside recipients, an empty list, more than
+    api_max_recipients, a template that does not exist: each its error,
+    nothing queued."""
+    put_template(api, "welcome", BATCH_TEMPLATE)
+    good = [{"to": "p%d@rcpt.test" % i, "data": {"name": "n"}} for i in range(50)]
+    base = {"from": "shop@sender.test", "template": "welcome"}
+    bad = dict(good[3], to="not an address")
+    cases = [
+        (dict(base, recipients=good[:3] + [bad] + good[4:]), 422,
+         "invalid_address", "recipients[3].to"),
+        (dict(base, recipients=good[:1] + [{"to": "a@rcpt.test", "cc": "x"}]), 400,
+         "invalid_field", "recipients[1].cc"),
+        (dict(base, recipients=[{"data": {}}]), 400, "missing_field", "recipients[0].to"),
+        (dict(base, recipients=good, to="x@rcpt.test"), 400, "invalid_field", "to"),
+        (dict(base, recipients=[]), 400, "invalid_field", "recipients"),
+        (dict(base, recipients="p@rcpt.test"), 400, "invalid_field", "recipients"),
+        ({"from": "shop@sender.test", "text": "t", "recipients": good[:2]}, 400,
+         "invalid_field", "recipients[0].data"),
+        (dict(base, template="nope", recipients=good[:2]), 422, "unknown_template",
+         "template"),
+        (dict(base, recipients=good * 201), 422, "too_many_recipients", "recipients"),
+    ]
+    for body, status, code, field in cases:
+        got, answer, _ = api.post(body)
+        assert (got, answer["error"]["code"], answer["error"].get("field")) == \
+            (status, code, field), (body.get("recipients", "")[:2], answer)
+    assert api.queued() == []
+    # The same recipients without data, and no template: the parts as
+    # given, one message each.
+    got, answer, _ = api.post({"from": "shop@sender.test", "subject": "s", "text": "t",
+                               "recipients": [{"to": "a@rcpt.test"}, {"to": "b@rcpt.test"}]})
+    assert got == 202 and answer["queued"] == 2, answer
+    assert sorted(m.rcpt_tos[0] for m in api.sink.wait_messages(2)) == \
+        ["a@rcpt.test", "b@rcpt.test"]
+
+
+def test_batch_of_10000_keeps_serving(api):
+    """A 10,000-recipient batch with personal data is accepted in one
+    request: it is rendered and handed to cleanup in slices on the loop, so
+    while it is under way (messages already queued, no answer yet) the
+    same process answers /v1/health, takes an ordinary POST to its 202 and
+    a new version of the batch's template, which the batch does not use.
+    The batch's 202 lists 10,000 queued recipients with distinct message
+    IDs, and messages from its start, middle and end arrive rendered with
+    their own data."""
+    put_template(api, "welcome", BATCH_TEMPLATE)
+    n = 10000
+    rcpts = [{"to": "p%d@rcpt.test" % i, "data": {"name": "P%d" % i, "code": "C%d" % i}}
+             for i in range(n)]
+    result = {}
+
+    def send():
+        result["batch"] = api.post({"from": "shop@sender.test", "template": "welcome",
+                                    "data": {"campaign": "big"}, "recipients": rcpts},
+                                   timeout=600)
+
+    batch = threading.Thread(target=send)
+    batch.start()
+    try:
+        wait_until(lambda: api.queued() or api.sink.received(), 120,
+                   what="the batch's first messages in the queue")
+        assert api_request(api.port, "GET", "/v1/health", timeout=30)[0] == 200
+        status, answer, _ = api.post(with_(subject="beside the batch",
+                                           to=["solo@rcpt.test"]), timeout=30)
+        assert status == 202, answer
+        # A new version of the template meanwhile: the batch keeps the
+        # one it started with.
+        put_template(api, "welcome", dict(BATCH_TEMPLATE, text="version 2\n"))
+        assert batch.is_alive() and result == {}
+    finally:
+        batch.join(600)
+    status, answer = result["batch"][:2]
+    assert status == 202, answer
+    assert answer["queued"] == n and answer["failed"] == 0
+    assert len({r["id"] for r in answer["recipients"]}) == n
+    want = {"p0@rcpt.test": 0, "p4999@rcpt.test": 4999, "p9999@rcpt.test": 9999,
+            "solo@rcpt.test": None}
+
+    def arrived():
+        return {m.rcpt_tos[0]: m for m in api.sink.received()
+                if m.rcpt_tos[0] in want}
+    got = wait_until(lambda: len(arrived()) == len(want) and arrived(), 300,
+                     what="the batch's first, middle and last messages")
+    for to, i in want.items():
+        if i is not None:
+            assert parse(got[to]).get_body(("plain",)).get_content() == \
+                "Hello P%d, your code is C%d (big).\n" % (i, i)
+
+
+def test_init_instance_serves_api_after_conf(make_instance, make_sink):
+    """sluice init's master.cf has the api service, idle while api_listen
+    is empty; the README's steps (sluice conf api_listen=..., reload, key
+    create) make the same instance answer, and a message sent through it
+    arrives."""
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port)
+    lines = [l.split() for l in inst.master_cf.read_text().splitlines()
+             if l.strip() and not l.startswith("#")]
+    assert ["api", "unix", "n", "-", "n", "-", "1", "api"] in lines
+    inst.start()
+    idle = inst.child("api")
+    port = free_port()
+    inst.check("conf", "api_listen=127.0.0.1:%d" % port)
+    inst.reload()
+    wait_until(lambda: not pid_alive(idle), 20, what="the idle api to retire")
+    key = inst.check("api", "key", "create", "demo").strip()
+
+    def healthy():
+        try:
+            return api_request(port, "GET", "/v1/health", timeout=2)[0] == 200
+        except OSError:
+            return False
+    wait_until(healthy, 20, what="the api on api_listen")
+    status, answer, _ = api_request(port, "POST", "/v1/messages", GOOD, key=key)
+    assert status == 202, answer
+    assert sink.wait_messages(1)[0].rcpt_tos == ["b@rcpt.test"]
+
+
+def test_batch_stops_when_cleanup_goes_away(api):
+    """Cleanup's socket removed in the middle of a batch: the messages
+    already handed over are queued, the batch starts no more, and the 202
+    lists the queued recipients first, then the rest failed "unavailable"
+    (to be sent again); only the queued ones arrive."""
+    n = 3000
+    rcpts = [{"to": "p%d@rcpt.test" % i} for i in range(n)]
+    result = {}
+
+    def send():
+        result["batch"] = api.post({"from": "shop@sender.test", "subject": "s",
+                                    "text": "t", "recipients": rcpts}, timeout=600)
+
+    sock = api.inst.queue_dir / "private" / "cleanup"
+    aside = api.inst.queue_dir / "private" / "cleanup.aside"
+    batch = threading.Thread(target=send)
+    batch.start()
+    try:
+        wait_until(lambda: api.queued() or api.sink.received(), 120,
+                   what="the batch's first messages in the queue")
+        os.rename(sock, aside)
+        batch.join(600)
+    finally:
+        if aside.exists():
+            os.rename(aside, sock)
+    status, answer = result["batch"][:2]
+    assert status == 202, answer
+    states = [r["status"] for r in answer["recipients"]]
+    k = answer["queued"]
+    assert 0 < k < n and answer["failed"] == n - k
+    assert states == ["queued"] * k + ["failed"] * (n - k)
+    assert {r["error"]["code"] for r in answer["recipients"][k:]} == {"unavailable"}
+    msgs = api.sink.wait_messages(k, timeout=300)
+    assert sorted(m.rcpt_tos[0] for m in msgs) == \
+        sorted(r["to"] for r in answer["recipients"][:k])
+
+
+def test_large_message_reaches_cleanup_whole(api):
+    """A 3 MB raw message (many times what the hand-off keeps in its
+    output at once: the rest goes as cleanup takes it) arrives whole, body
+    byte for byte."""
+    body = b"".join(b"%06d " % i + b"z" * 69 + b"\r\n" for i in range(40000))
+    raw = b"From: a@sender.test\r\nTo: b@rcpt.test\r\nSubject: big\r\n\r\n" + body
+    status, answer, _ = api.post({"from": "a@sender.test", "to": "b@rcpt.test",
+                                  "raw": base64.b64encode(raw).decode()})
+    assert status == 202, answer
+    got = api.sink.wait_messages(1, timeout=60)[0]
+    assert got.data.replace(b"\r\n", b"\n").split(b"\n\n", 1)[1] == \
+        body.replace(b"\r\n", b"\n")
