@@ -42,8 +42,11 @@ libcurl4-openssl-dev libsqlite3-dev"
 # Authentication-Results: headers smtpd writes. sasl2-bin: saslpasswd2
 # makes the AUTH tests' private sasldb; libnet-ssleay-perl and
 # libio-socket-ssl-perl let swaks speak TLS (--tls). curl: the HTTP API's
-# tests send with it as the README does.
+# tests send with it as the README does. python3-dnspython and
+# python3-cryptography: tests/dnssec_server.py signs a DNSSEC zone and
+# serves it on loopback for the DANE tests.
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
+python3-dnspython python3-cryptography
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc

@@ -1,0 +1,211 @@
+"""test_dane - DANE (RFC 7672) in the smtp client (issue 15)
+
+A whole instance (smtpd, cleanup, qmgr, smtp) delivers by MX to a TLS sink
+on loopback (tests/test_smtp_tls.py's TlsSink) and resolves only through
+a DNSSEC-signed zone served on loopback by tests/dnssec.py (dnspython
+signs "dane.test" with a fresh key at start; "plain.test" is served
+unsigned; names listed as bogus get corrupted signatures). The instance
+gets the zone's trust anchor (dns_trust_anchor_file), so libunbound
+validates: dane.test answers are secure, plain.test ones insecure.
+smtp_tcp_port is the sink's port, so the TLSA records sit at
+_PORT._tcp.<mx host>. The 3 1 1 record is the SHA-256 of the sink
+certificate's public key, computed here with the openssl command.
+"""
+
+import subprocess
+import time
+
+import pytest
+
+from conftest import LIBEXEC, require, smtp_queue
+from dnssec import SignedDns, require_dnspython
+from test_smtp_tls import TlsSink, server_context
+from tlsca import make_ca
+
+DAEMONS = ("master", "smtpd", "cleanup", "qmgr", "smtp")
+
+
+@pytest.fixture(autouse=True)
+def _built():
+    require(*(LIBEXEC / d for d in DAEMONS))
+    require_dnspython()
+
+
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    ca = make_ca(tmp_path_factory.mktemp("ca") / "ca")
+    return ca.issue("mx.dane.test", alt_names=())
+
+
+def spki_sha256(cert_path):
+    """TLSA 3 1 1 data: SHA-256 of the certificate's SubjectPublicKeyInfo."""
+    pub = subprocess.run(["openssl", "x509", "-in", str(cert_path), "-noout",
+                          "-pubkey"], capture_output=True, check=True,
+                         timeout=30).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"],
+                         input=pub, capture_output=True, check=True,
+                         timeout=30).stdout
+    dgst = subprocess.run(["openssl", "dgst", "-sha256", "-hex", "-r"],
+                          input=der, capture_output=True, check=True,
+                          timeout=30).stdout.decode()
+    return dgst.split()[0]
+
+
+@pytest.fixture
+def peers():
+    made = []
+    yield made
+    for p in made:
+        p.stop()
+
+
+def zones(port, tlsa=None, bogus=()):
+    """dane.test (MX mx.dane.test, its TLSA records tlsa) signed;
+    plain.test (MX mx.plain.test) unsigned; both MX hosts 127.0.0.1."""
+    signed = [("dane.test", "MX", "10 mx.dane.test"),
+              ("mx.dane.test", "A", "127.0.0.1")]
+    for rdata in tlsa or ():
+        signed.append(("_%d._tcp.mx.dane.test" % port, "TLSA", rdata))
+    unsigned = [("plain.test", "MX", "10 mx.plain.test"),
+                ("mx.plain.test", "A", "127.0.0.1"),
+                ("_%d._tcp.mx.plain.test" % port, "TLSA",
+                 "3 1 1 " + "00" * 32)]
+    return dict(zone="dane.test", records=signed, unsigned_zone="plain.test",
+                unsigned=unsigned, bogus=bogus)
+
+
+def dane_instance(make_instance, peers, sink, level="dane", policy=None,
+                  **zone):
+    inst = make_instance(params={
+        "mynetworks": "127.0.0.0/8",
+        "smtp_tcp_port": str(sink.port), "smtp_dns_timeout": "10s",
+        "smtp_tls_security_level": level, "smtp_mta_sts_enable": "no"})
+    # Beside the instance: the daemons (nobody) read the trust anchor.
+    dns = SignedDns(inst.dir / "dnssec", **zone)
+    peers.append(dns)
+    conf = {"disable_dns_lookups": "no", "dns_servers": dns.server,
+            "dns_trust_anchor_file": dns.anchor}
+    if policy is not None:
+        path = inst.dir / "tls_policy"
+        path.write_text(policy)
+        path.chmod(0o644)
+        conf["smtp_tls_policy_maps"] = "texthash:%s" % path
+    inst.conf_set(**conf)
+    inst.start()
+    return inst, dns
+
+
+def send(inst, rcpt):
+    body = (b"Subject: dane\r\nMessage-ID: <%d@c.test>\r\n\r\nhello\r\n"
+            % time.monotonic_ns())
+    return smtp_queue(inst, "s@src.test", [rcpt], body)
+
+
+def relay(host, sink):
+    return r"%s\[127\.0\.0\.1\]:%d" % (host.replace(".", r"\."), sink.port)
+
+
+def deferred(inst, qid, rcpt, reason, dsn="4.7.5"):
+    inst.wait_log(r"%s: to=<%s>.*dsn=%s, status=deferred \(.*%s"
+                  % (qid, rcpt.replace(".", r"\."), dsn.replace(".", r"\."),
+                     reason), timeout=30)
+    assert list(inst.queue_dir.rglob(qid)), "message left the queue"
+
+
+def test_tlsa_match_verified(make_instance, peers, cert):
+    """A signed MX whose TLSA 3 1 1 record matches the server's key:
+    delivered over TLS, logged Verified (no CA is configured: only the
+    TLSA match can make it so), after a TLSA query to our server."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, dns = dane_instance(
+        make_instance, peers, sink,
+        **zones(sink.port, tlsa=["3 1 1 " + spki_sha256(cert.cert)]))
+    qid = send(inst, "u@dane.test")
+    sink.wait_messages(1)
+    assert sink.tls_seen == [True]
+    inst.wait_log(r"Verified TLS connection established to %s: TLSv1\.3"
+                  % relay("mx.dane.test", sink))
+    inst.wait_log(r"%s: to=<u@dane\.test>, relay=%s, .*status=sent"
+                  % (qid, relay("mx.dane.test", sink)))
+    assert ("_%d._tcp.mx.dane.test" % sink.port, "TLSA") in dns.queries()
+
+
+def test_tlsa_mismatch_defers(make_instance, peers, cert):
+    """dane from smtp_tls_policy_maps (the global level is may), and the
+    only TLSA record names another key: the handshake is made, the
+    certificate is not trusted, the mail is deferred 4.7.5 and never
+    sent (no fallback to plain text)."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, _ = dane_instance(make_instance, peers, sink, level="may",
+                            policy="dane.test dane\n",
+                            **zones(sink.port, tlsa=["3 1 1 " + "ab" * 32]))
+    qid = send(inst, "u@dane.test")
+    deferred(inst, qid, "u@dane.test",
+             r"Server certificate not trusted \(%s: no matching DANE TLSA records"
+             % relay("mx.dane.test", sink))
+    assert sink.messages == []
+
+
+def test_insecure_zone_falls_back_to_may(make_instance, peers, cert):
+    """dane, and the recipient domain's zone is not signed: DANE does not
+    apply (its TLSA record, though wrong, is not even asked for), the
+    mail goes with opportunistic TLS, Untrusted."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, dns = dane_instance(make_instance, peers, sink, **zones(sink.port))
+    qid = send(inst, "u@plain.test")
+    sink.wait_messages(1)
+    assert sink.tls_seen == [True]
+    inst.wait_log(r"Untrusted TLS connection established to %s"
+                  % relay("mx.plain.test", sink))
+    inst.wait_log(r"%s: to=<u@plain\.test>, .*status=sent" % qid)
+    assert not [q for q in dns.queries() if q[1] == "TLSA"]
+
+
+def test_dane_only_insecure_zone_defers(make_instance, peers, cert):
+    """dane-only and an unsigned zone: deferred 4.7.5, no connection."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, _ = dane_instance(make_instance, peers, sink, level="dane-only",
+                            **zones(sink.port))
+    qid = send(inst, "u@plain.test")
+    deferred(inst, qid, "u@plain.test",
+             r"dane-only: the MX or address records of mx\.plain\.test are "
+             r"not DNSSEC-validated")
+    assert sink.messages == []
+    assert "connection established" not in inst.log()
+
+
+def test_bogus_tlsa_defers(make_instance, peers, cert):
+    """The TLSA record matches, but its signature is bad: the lookup is
+    bogus, the host is not used, the mail is deferred."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, _ = dane_instance(
+        make_instance, peers, sink,
+        **zones(sink.port, tlsa=["3 1 1 " + spki_sha256(cert.cert)],
+                bogus=["_%d._tcp.mx.dane.test" % sink.port]))
+    qid = send(inst, "u@dane.test")
+    inst.wait_log(r"DNSSEC validation failed for name=_%d\._tcp\.mx\.dane\."
+                  r"test type=TLSA" % sink.port, timeout=30)
+    deferred(inst, qid, "u@dane.test",
+             r"dane: TLSA lookup for mx\.dane\.test failed")
+    assert sink.messages == []
+
+
+def test_unusable_tlsa_requires_tls(make_instance, peers, cert):
+    """Secure TLSA records, none usable (PKIX-EE, ignored as RFC 7672
+    says): TLS is mandatory though unauthenticated, so a server without
+    STARTTLS gets nothing."""
+    sink = TlsSink()  # no STARTTLS
+    peers.append(sink)
+    inst, _ = dane_instance(make_instance, peers, sink,
+                            **zones(sink.port, tlsa=["1 1 1 " + "ab" * 32]))
+    qid = send(inst, "u@dane.test")
+    inst.wait_log(r"none of the 1 TLSA records of mx\.dane\.test is usable: "
+                  r"TLS without authentication")
+    deferred(inst, qid, "u@dane.test",
+             r"TLS is required, but was not offered by host", dsn="4.7.4")
+    assert sink.messages == []
