@@ -14,7 +14,9 @@ ub_ctx_add_ta_file reads) to the anchor path, binds a UDP socket on
 127.0.0.1 and prints its port on one line, then answers until killed.
 A validating resolver given the anchor finds the zone's answers secure,
 the unsigned zone's insecure (no trust anchor covers it), and the names
-in bogus bogus (their signatures are corrupted).
+in bogus bogus (the signatures of their records are corrupted, but for
+the zone's own DNSKEY, SOA, NS and the NSEC chain: the rest of the zone
+stays secure).
 
 Every answer of the signed zone carries its RRSIG when the query has the
 DO bit; a name without the asked type gets NODATA with the name's NSEC,
@@ -94,7 +96,9 @@ class SignedDns:
                 sig = dns.dnssec.sign(rs, self.key, self.origin, self.dnskey,
                                       inception=now - 3600,
                                       expiration=now + 86400)
-                if name in bogus and rdtype != dns.rdatatype.NSEC:
+                if name in bogus and rdtype not in (
+                        dns.rdatatype.NSEC, dns.rdatatype.DNSKEY,
+                        dns.rdatatype.SOA, dns.rdatatype.NS):
                     raw = bytearray(sig.signature)
                     raw[10] ^= 0xFF
                     sig = sig.replace(signature=bytes(raw))

@@ -209,3 +209,64 @@ def test_unusable_tlsa_requires_tls(make_instance, peers, cert):
     deferred(inst, qid, "u@dane.test",
              r"TLS is required, but was not offered by host", dsn="4.7.4")
     assert sink.messages == []
+
+
+def cert_sha256(cert_path):
+    """TLSA x 0 1 data: SHA-256 of the whole certificate (DER)."""
+    der = subprocess.run(["openssl", "x509", "-in", str(cert_path),
+                          "-outform", "DER"], capture_output=True, check=True,
+                         timeout=30).stdout
+    dgst = subprocess.run(["openssl", "dgst", "-sha256", "-hex", "-r"],
+                          input=der, capture_output=True, check=True,
+                          timeout=30).stdout.decode()
+    return dgst.split()[0]
+
+
+def test_dane_only_ta_record_verified(make_instance, peers, cert,
+                                      tmp_path):
+    """dane-only from smtp_tls_policy_maps and a DANE-TA(2) record, 2 0 1
+    of the CA that issued the server's certificate (the server sends the
+    CA along): delivered, Verified; the certificate names the MX host."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    ca_pem = cert.cert.parent / "ca.pem"
+    inst, _ = dane_instance(
+        make_instance, peers, sink, level="may",
+        policy="dane.test dane-only\n",
+        **zones(sink.port, tlsa=["2 0 1 " + cert_sha256(ca_pem)]))
+    qid = send(inst, "u@dane.test")
+    sink.wait_messages(1)
+    inst.wait_log(r"Verified TLS connection established to %s"
+                  % relay("mx.dane.test", sink))
+    inst.wait_log(r"%s: to=<u@dane\.test>, .*status=sent" % qid)
+
+
+def test_no_tlsa_records_may(make_instance, peers, cert):
+    """A signed zone that securely has no TLSA record for the MX host
+    (NXDOMAIN proven by NSEC; libunbound may even answer it from the NSEC
+    it already holds, without asking): DANE does not apply, the mail goes
+    with opportunistic TLS, where dane-only would defer."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, _ = dane_instance(make_instance, peers, sink, **zones(sink.port))
+    qid = send(inst, "u@dane.test")
+    sink.wait_messages(1)
+    inst.wait_log(r"Untrusted TLS connection established to %s"
+                  % relay("mx.dane.test", sink))
+    inst.wait_log(r"%s: to=<u@dane\.test>, .*status=sent" % qid)
+
+
+def test_bogus_mx_defers(make_instance, peers, cert):
+    """The MX records' signature is bad: the lookup fails as a temporary
+    DNS error, no TLSA is asked, nothing is sent."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, dns = dane_instance(
+        make_instance, peers, sink,
+        **zones(sink.port, tlsa=["3 1 1 " + spki_sha256(cert.cert)],
+                bogus=["dane.test"]))
+    qid = send(inst, "u@dane.test")
+    deferred(inst, qid, "u@dane.test",
+             r"DNSSEC validation failed for name=dane\.test type=MX")
+    assert sink.messages == []
+    assert not [q for q in dns.queries() if q[1] == "TLSA"]
