@@ -374,6 +374,9 @@ int tls_client_dane(SSL *ssl, const char *host, const DANE_TLSA *tlsa,
         tls_error_text(why, "SSL_dane_enable failed");
         return -1;
     }
+    /* RFC 7672 3.1.1: a DANE-EE(3) match authenticates the key alone,
+       whatever names the certificate carries. */
+    (void) SSL_dane_set_flags(ssl, DANE_FLAG_NO_DANE_EE_NAMECHECKS);
     /* RFC 7672 8.1: SNI names the TLSA base domain. */
     (void) SSL_set_tlsext_host_name(ssl, host);
     for (size_t i = 0; i < count; i++) {

@@ -68,6 +68,8 @@ int smtp_dane_level(SMTP_REQ *req, const DNS_ADDR *addr, VSTR *why)
     size_t usable = 0;
     VSTR *name;
 
+    if (req->tlsa_lookup != NULL)
+        return 0; /* under way: its answer calls smtp_req_try_next */
     if (addr->dnssec && (req->tlsa_host == NULL ||
                          strcasecmp(req->tlsa_host, addr->host) != 0)) {
         smtp_dane_forget(req);

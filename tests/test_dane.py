@@ -270,3 +270,36 @@ def test_bogus_mx_defers(make_instance, peers, cert):
              r"DNSSEC validation failed for name=dane\.test type=MX")
     assert sink.messages == []
     assert not [q for q in dns.queries() if q[1] == "TLSA"]
+
+
+def test_next_mx_after_mismatch(make_instance, peers, cert):
+    """Two MX hosts: the preferred one's TLSA record does not match its
+    certificate, so it is given up and the next MX, whose record matches,
+    gets the mail, Verified (each host's TLSA records are its own)."""
+    first = TlsSink(tls_context=server_context(cert), host="127.0.0.2")
+    peers.append(first)
+    second = TlsSink(tls_context=server_context(cert), port=first.port)
+    peers.append(second)
+    port = first.port
+    records = [("dane.test", "MX", "10 mx1.dane.test"),
+               ("dane.test", "MX", "20 mx2.dane.test"),
+               ("mx1.dane.test", "A", "127.0.0.2"),
+               ("mx2.dane.test", "A", "127.0.0.1"),
+               ("_%d._tcp.mx1.dane.test" % port, "TLSA", "3 1 1 " + "ab" * 32),
+               ("_%d._tcp.mx2.dane.test" % port, "TLSA",
+                "3 1 1 " + spki_sha256(cert.cert))]
+    inst, dns = dane_instance(make_instance, peers, first, zone="dane.test",
+                              records=records)
+    qid = send(inst, "u@dane.test")
+    second.wait_messages(1)
+    inst.wait_log(r"server certificate verification failed for "
+                  r"mx1\.dane\.test\[127\.0\.0\.2\]:%d: no matching DANE TLSA "
+                  r"records" % port)
+    inst.wait_log(r"Verified TLS connection established to "
+                  r"mx2\.dane\.test\[127\.0\.0\.1\]:%d" % port)
+    inst.wait_log(r"%s: to=<u@dane\.test>, relay=mx2\.dane\.test.*status=sent"
+                  % qid)
+    assert first.messages == []
+    asked = dns.queries()
+    assert ("_%d._tcp.mx1.dane.test" % port, "TLSA") in asked
+    assert ("_%d._tcp.mx2.dane.test" % port, "TLSA") in asked
