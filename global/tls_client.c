@@ -364,14 +364,19 @@ SSL *tls_client_ssl(TLS_CLIENT *tls, const char *protocols, VSTR *why)
 }
 
 /* tls_client_dane - the TLSA records OpenSSL matches the chain against */
-int tls_client_dane(SSL *ssl, const char *host, const DANE_TLSA *tlsa,
-                    size_t count, VSTR *why)
+int tls_client_dane(SSL *ssl, const char *host, const char *nexthop,
+                    const DANE_TLSA *tlsa, size_t count, VSTR *why)
 {
     int added = 0;
 
     ERR_clear_error();
     if (SSL_dane_enable(ssl, host) <= 0) {
         tls_error_text(why, "SSL_dane_enable failed");
+        return -1;
+    }
+    if (nexthop && *nexthop && strcasecmp(nexthop, host) != 0 &&
+        SSL_add1_host(ssl, nexthop) != 1) {
+        tls_error_text(why, "SSL_add1_host failed");
         return -1;
     }
     /* RFC 7672 3.1.1: a DANE-EE(3) match authenticates the key alone,

@@ -99,11 +99,12 @@ extern TLS_CLIENT *tls_client_free(TLS_CLIENT *tls);
 extern SSL *tls_client_ssl(TLS_CLIENT *tls, const char *protocols, VSTR *why);
 
 /* tls_client_dane - DANE on ssl before its handshake: the usable ones of
-   the count TLSA records of host (the TLSA base domain, also the SNI name
-   and the name a DANE-TA certificate must carry); 0, or -1 with why when
-   OpenSSL takes none of them */
-extern int tls_client_dane(SSL *ssl, const char *host, const DANE_TLSA *tlsa,
-                           size_t count, VSTR *why);
+   the count TLSA records of host (the TLSA base domain, also the SNI
+   name); a certificate matched through a DANE-TA record must name host
+   or nexthop (the next-hop domain, RFC 7672 3.2.2; NULL: host alone).
+   0, or -1 with why when OpenSSL takes none of the records */
+extern int tls_client_dane(SSL *ssl, const char *host, const char *nexthop,
+                           const DANE_TLSA *tlsa, size_t count, VSTR *why);
 
 /* What a finished handshake gave. */
 typedef struct TLS_STATUS {

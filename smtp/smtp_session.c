@@ -682,8 +682,9 @@ static bool smtp_sess_starttls(SMTP_SESS *sess)
         return false;
     }
     if (sess->tls_level == TLS_LEV_DANE &&
-        tls_client_dane(ssl, sess->host, sess->tlsa, sess->tlsa_count, why) <
-            0) {
+        tls_client_dane(ssl, sess->host,
+                        sess->req->mx ? vstr_str(sess->req->host) : NULL,
+                        sess->tlsa, sess->tlsa_count, why) < 0) {
         SSL_free(ssl);
         smtp_sess_handshake_error(sess, vstr_str(why));
         vstr_free(why);

@@ -32,8 +32,12 @@ def _built():
 
 
 @pytest.fixture(scope="module")
-def cert(tmp_path_factory):
-    ca = make_ca(tmp_path_factory.mktemp("ca") / "ca")
+def ca(tmp_path_factory):
+    return make_ca(tmp_path_factory.mktemp("ca") / "ca")
+
+
+@pytest.fixture(scope="module")
+def cert(ca):
     return ca.issue("mx.dane.test", alt_names=())
 
 
@@ -303,3 +307,19 @@ def test_next_mx_after_mismatch(make_instance, peers, cert):
     asked = dns.queries()
     assert ("_%d._tcp.mx1.dane.test" % port, "TLSA") in asked
     assert ("_%d._tcp.mx2.dane.test" % port, "TLSA") in asked
+
+
+def test_ta_record_accepts_nexthop_name(make_instance, peers, ca):
+    """DANE-TA(2): a certificate that names the next-hop domain
+    (dane.test), not the MX host, is accepted too (RFC 7672 3.2.2)."""
+    issued = ca.issue("dane.test", alt_names=())
+    sink = TlsSink(tls_context=server_context(issued))
+    peers.append(sink)
+    inst, _ = dane_instance(
+        make_instance, peers, sink,
+        **zones(sink.port, tlsa=["2 0 1 " + cert_sha256(ca.cert)]))
+    qid = send(inst, "u@dane.test")
+    sink.wait_messages(1)
+    inst.wait_log(r"Verified TLS connection established to %s"
+                  % relay("mx.dane.test", sink))
+    inst.wait_log(r"%s: to=<u@dane\.test>, .*status=sent" % qid)
