@@ -323,3 +323,25 @@ def test_ta_record_accepts_nexthop_name(make_instance, peers, ca):
     inst.wait_log(r"Verified TLS connection established to %s"
                   % relay("mx.dane.test", sink))
     inst.wait_log(r"%s: to=<u@dane\.test>, .*status=sent" % qid)
+
+
+def test_missing_trust_anchor_file_is_fatal(make_instance, peers, cert):
+    """A dns_trust_anchor_file that cannot be read stops smtp with a clear
+    reason; the mail stays queued and nothing is sent."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst = make_instance(params={
+        "mynetworks": "127.0.0.0/8", "smtp_tcp_port": str(sink.port),
+        "smtp_tls_security_level": "dane", "smtp_mta_sts_enable": "no"})
+    dns = SignedDns(inst.dir / "dnssec", **zones(sink.port))
+    peers.append(dns)
+    missing = inst.dir / "no-such-anchor"
+    inst.conf_set(disable_dns_lookups="no", dns_servers=dns.server,
+                  dns_trust_anchor_file=str(missing))
+    inst.start()
+    qid = send(inst, "u@dane.test")
+    inst.wait_log(r"smtp\[\d+\]: fatal: DNS: dns_trust_anchor_file %s: No "
+                  r"such file or directory" % str(missing).replace(".", r"\."),
+                  timeout=30)
+    assert list(inst.queue_dir.rglob(qid))
+    assert sink.messages == []
