@@ -45,8 +45,11 @@ libcurl4-openssl-dev libsqlite3-dev librdkafka-dev"
 # tests send with it as the README does. kcat reads back what the events
 # daemon produced to the tests' Kafka cluster (librdkafka's mock, built in
 # events/), and clickhouse-server (with clickhouse-client) consumes it with
-# the shipped DDL (conf/clickhouse-events.sql).
+# the shipped DDL (conf/clickhouse-events.sql). python3-dnspython and
+# python3-cryptography: tests/dnssec_server.py signs a DNSSEC zone and
+# serves it on loopback for the DANE tests.
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
+python3-dnspython python3-cryptography
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc

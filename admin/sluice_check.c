@@ -312,15 +312,17 @@ static void sluice_check_smtp_tls(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     int lo, hi;
 
     if (value == TLS_LEV_INVALID)
-        sluice_check_error(chk,
-                           "smtp_tls_security_level: invalid level \"%s\" "
-                           "(none, may, encrypt, verify or secure)",
-                           level);
+        sluice_check_error(
+            chk,
+            "smtp_tls_security_level: invalid level \"%s\" "
+            "(none, may, encrypt, dane, dane-only, verify or secure)",
+            level);
     else if (!tls_level_supported(value))
-        sluice_check_error(chk,
-                           "smtp_tls_security_level = %s is not supported "
-                           "yet (none, may, encrypt, verify or secure)",
-                           level);
+        sluice_check_error(
+            chk,
+            "smtp_tls_security_level = %s is not supported "
+            "yet (none, may, encrypt, dane, dane-only, verify or secure)",
+            level);
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(protocols); i++)
         if (tls_protocols_parse(mail_conf_str(conf, protocols[i]), &lo, &hi,
                                 why) < 0)

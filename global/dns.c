@@ -35,6 +35,7 @@
 #define DNS_TYPE_MX 15
 #define DNS_TYPE_TXT 16
 #define DNS_TYPE_AAAA 28
+#define DNS_TYPE_TLSA 52
 #define DNS_CLASS_IN 1
 #define DNS_RCODE_NXDOMAIN 3
 struct DNS_CTX {
@@ -42,6 +43,7 @@ struct DNS_CTX {
     struct ub_ctx *ub; /* NULL when lookups are disabled */
     struct event *readable; /* ub_fd watch */
     bool ipv6; /* ask AAAA too */
+    bool dnssec; /* a trust anchor is configured */
     size_t mx_host_limit; /* smtp_mx_host_limit: MX hosts resolved */
     uint32_t rnd_state; /* shuffle of equal preferences */
     DNS_LOOKUP *lookups; /* in flight, for dns_ctx_free */
@@ -55,6 +57,7 @@ typedef struct DNS_HOST {
     size_t count;
     bool temp_fail; /* an address query failed temporarily */
     bool asked; /* address queries were sent */
+    bool insecure; /* an address answer was not DNSSEC-validated */
 } DNS_HOST;
 
 /* One libunbound query in flight. */
@@ -72,6 +75,8 @@ struct DNS_LOOKUP {
     bool mx;
     bool ptr; /* dns_lookup_ptr: name is the reverse-lookup name */
     bool txt; /* dns_lookup_txt */
+    bool tlsa; /* dns_lookup_tlsa */
+    bool mx_secure; /* the MX answer (or its absence) was validated */
     int family; /* dns_lookup_ptr: of client_ip */
     char client_ip[INET6_ADDRSTRLEN]; /* dns_lookup_ptr: normalised */
     int timeout;
@@ -323,6 +328,7 @@ DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
     DNS_CTX *ctx = mycalloc(1, sizeof(*ctx));
     ARGV *servers = NULL;
     VSTR *fwd = vstr_alloc(64);
+    const char *anchor;
     struct timeval now;
     int err;
 
@@ -343,8 +349,8 @@ DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
         vstr_cpy(why, "cannot create a libunbound context");
         goto fail;
     }
-    /* Tests and local caches run on loopback; no trust anchor is set, so
-       answers are taken without DNSSEC validation. */
+    /* Tests and local caches run on loopback. Answers are validated only
+       under dns_trust_anchor_file's anchors (below). */
     if ((err = ub_ctx_set_option(ctx->ub, "do-not-query-localhost:", "no")) !=
         0) {
         vstr_sprintf(why, "libunbound do-not-query-localhost: %s",
@@ -383,6 +389,20 @@ DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
     if (servers->argc == 0 && (err = ub_ctx_resolvconf(ctx->ub, NULL)) != 0) {
         vstr_sprintf(why, "cannot read /etc/resolv.conf: %s", ub_strerror(err));
         goto fail;
+    }
+    anchor = mail_conf_str(conf, "dns_trust_anchor_file");
+    if (*anchor) {
+        if (access(anchor, R_OK) < 0) {
+            vstr_sprintf(why, "dns_trust_anchor_file %s: %s", anchor,
+                         strerror(errno));
+            goto fail;
+        }
+        if ((err = ub_ctx_add_ta_file(ctx->ub, anchor)) != 0) {
+            vstr_sprintf(why, "dns_trust_anchor_file %s: %s", anchor,
+                         ub_strerror(err));
+            goto fail;
+        }
+        ctx->dnssec = true;
     }
     if ((err = ub_ctx_async(ctx->ub, 1)) != 0) {
         vstr_sprintf(why, "libunbound async mode: %s", ub_strerror(err));
@@ -514,6 +534,9 @@ static void dns_lookup_free(DNS_LOOKUP *lookup)
     myfree(lookup->reply.ptr_name);
     if (lookup->reply.texts)
         argv_free(lookup->reply.texts);
+    for (size_t i = 0; i < lookup->reply.rr_count; i++)
+        myfree(lookup->reply.rrs[i].data);
+    myfree(lookup->reply.rrs);
     vstr_free(lookup->reply.reason);
     myfree(lookup->name);
     myfree(lookup);
@@ -561,11 +584,12 @@ static void dns_decide(DNS_LOOKUP *lookup, DNS_STATUS status, const char *dsn,
 /* dns_type_name - for messages */
 static const char *dns_type_name(int type)
 {
-    return type == DNS_TYPE_MX    ? "MX"
-           : type == DNS_TYPE_PTR ? "PTR"
-           : type == DNS_TYPE_TXT ? "TXT"
-           : type == DNS_TYPE_A   ? "A"
-                                  : "AAAA";
+    return type == DNS_TYPE_MX     ? "MX"
+           : type == DNS_TYPE_PTR  ? "PTR"
+           : type == DNS_TYPE_TXT  ? "TXT"
+           : type == DNS_TYPE_A    ? "A"
+           : type == DNS_TYPE_TLSA ? "TLSA"
+                                   : "AAAA";
 }
 
 /* dns_finish - hand the outcome over soon, from the loop */
@@ -614,6 +638,8 @@ static void dns_assemble(DNS_LOOKUP *lookup)
     for (size_t i = 0; i < lookup->host_count; i++) {
         for (size_t j = 0; j < lookup->hosts[i].count; j++) {
             lookup->reply.addrs[pos] = lookup->hosts[i].addrs[j];
+            lookup->reply.addrs[pos].dnssec =
+                lookup->mx_secure && !lookup->hosts[i].insecure;
             lookup->hosts[i].addrs[j].host = NULL; /* moved */
             pos++;
         }
@@ -638,11 +664,12 @@ static void dns_timer(evutil_socket_t fd, short what, void *arg)
         }
         for (size_t i = 0; i < lookup->host_count; i++)
             have |= lookup->hosts[i].count > 0;
-        if (lookup->txt)
+        if (lookup->txt || lookup->tlsa)
             dns_decide(lookup, DNS_TEMP, "4.4.3",
-                       "Name service error for name=%s type=TXT: DNS lookup "
+                       "Name service error for name=%s type=%s: DNS lookup "
                        "timed out after %ds",
-                       lookup->name, lookup->timeout);
+                       lookup->name, lookup->txt ? "TXT" : "TLSA",
+                       lookup->timeout);
         else if (lookup->ptr)
             dns_decide(lookup, DNS_TEMP, "4.4.3",
                        "%s: host name lookup timed out after %ds%s%s",
@@ -719,6 +746,7 @@ static void dns_mx_answer(DNS_LOOKUP *lookup, struct ub_result *result)
     size_t count = 0;
     size_t n = 0;
 
+    lookup->mx_secure = result->secure;
     while (result->havedata && result->data[count] != NULL)
         count++;
     if (count == 0) {
@@ -763,6 +791,8 @@ static void dns_addr_answer(DNS_LOOKUP *lookup, const DNS_QUERY *query,
     int family = query->type == DNS_TYPE_A ? AF_INET : AF_INET6;
     size_t want = family == AF_INET ? 4 : 16;
 
+    if (!result->secure)
+        host->insecure = true;
     for (size_t i = 0; result->havedata && result->data[i] != NULL; i++) {
         DNS_ADDR *addr;
 
@@ -905,6 +935,51 @@ static void dns_txt_answer(DNS_LOOKUP *lookup, int err,
                lookup->reply.texts->argc);
 }
 
+/* dns_tlsa_answer - the TLSA query of dns_lookup_tlsa was answered */
+static void dns_tlsa_answer(DNS_LOOKUP *lookup, int err,
+                            struct ub_result *result)
+{
+    size_t count = 0;
+
+    if (err != 0) {
+        dns_decide(lookup, DNS_TEMP, "4.4.3",
+                   "Name service error for name=%s type=TLSA: %s", lookup->name,
+                   ub_strerror(err));
+        return;
+    }
+    if (result->bogus) {
+        lookup->reply.bogus = true;
+        dns_decide(lookup, DNS_TEMP, "4.7.5",
+                   "DNSSEC validation failed for name=%s type=TLSA: %s",
+                   lookup->name,
+                   result->why_bogus ? result->why_bogus : "bogus answer");
+        return;
+    }
+    if (result->rcode != 0 && !result->nxdomain &&
+        result->rcode != DNS_RCODE_NXDOMAIN) {
+        dns_decide(lookup, DNS_TEMP, "4.4.3",
+                   "Name service error for name=%s type=TLSA: server error "
+                   "(rcode %d)",
+                   lookup->name, result->rcode);
+        return;
+    }
+    lookup->reply.secure = result->secure;
+    while (result->havedata && result->data[count] != NULL)
+        count++;
+    if (count > 0) {
+        lookup->reply.rrs = mymalloc_array(count, sizeof(DNS_RR));
+        for (size_t i = 0; i < count; i++) {
+            lookup->reply.rrs[i].len = (size_t) result->len[i];
+            lookup->reply.rrs[i].data = mymalloc(lookup->reply.rrs[i].len + 1);
+            memcpy(lookup->reply.rrs[i].data, result->data[i],
+                   lookup->reply.rrs[i].len);
+        }
+        lookup->reply.rr_count = count;
+    }
+    dns_decide(lookup, DNS_OK, "2.0.0", "%zu TLSA records (%s)", count,
+               result->secure ? "secure" : "insecure");
+}
+
 /* dns_answer - libunbound callback for one query */
 static void dns_answer(void *arg, int err, struct ub_result *result)
 {
@@ -920,6 +995,8 @@ static void dns_answer(void *arg, int err, struct ub_result *result)
     }
     if (lookup->txt) {
         dns_txt_answer(lookup, err, result);
+    } else if (lookup->tlsa) {
+        dns_tlsa_answer(lookup, err, result);
     } else if (lookup->ptr) {
         dns_ptr_step(lookup, query, err, result);
     } else if (err != 0) {
@@ -931,7 +1008,12 @@ static void dns_answer(void *arg, int err, struct ub_result *result)
         else
             lookup->hosts[query->host].temp_fail = true;
     } else if (query->type == DNS_TYPE_MX) {
-        if (result->nxdomain || result->rcode == DNS_RCODE_NXDOMAIN)
+        if (result->bogus)
+            dns_decide(lookup, DNS_TEMP, "4.7.5",
+                       "DNSSEC validation failed for name=%s type=MX: %s",
+                       lookup->name,
+                       result->why_bogus ? result->why_bogus : "bogus answer");
+        else if (result->nxdomain || result->rcode == DNS_RCODE_NXDOMAIN)
             dns_decide(lookup, DNS_PERM, "5.1.2",
                        "Host or domain name not found. Name service error "
                        "for name=%s type=MX: Host not found",
@@ -944,8 +1026,14 @@ static void dns_answer(void *arg, int err, struct ub_result *result)
         else
             dns_mx_answer(lookup, result);
     } else {
-        if (result->rcode != 0 && !result->nxdomain &&
-            result->rcode != DNS_RCODE_NXDOMAIN)
+        if (result->bogus) {
+            msg_warn("DNS: DNSSEC validation failed for name=%s type=%s: %s",
+                     lookup->hosts[query->host].name,
+                     dns_type_name(query->type),
+                     result->why_bogus ? result->why_bogus : "bogus answer");
+            lookup->hosts[query->host].temp_fail = true;
+        } else if (result->rcode != 0 && !result->nxdomain &&
+                   result->rcode != DNS_RCODE_NXDOMAIN)
             lookup->hosts[query->host].temp_fail = true;
         else if (!lookup->mx &&
                  (result->nxdomain || result->rcode == DNS_RCODE_NXDOMAIN))
@@ -1056,6 +1144,46 @@ DNS_LOOKUP *dns_lookup_txt(DNS_CTX *ctx, const char *name, int timeout,
     return lookup;
 }
 
+/* dns_lookup_tlsa - start a TLSA lookup */
+DNS_LOOKUP *dns_lookup_tlsa(DNS_CTX *ctx, const char *name, int timeout,
+                            DNS_CALLBACK callback, void *arg)
+{
+    DNS_LOOKUP *lookup = mycalloc(1, sizeof(*lookup));
+    struct timeval deadline = {timeout > 0 ? timeout : 1, 0};
+
+    lookup->ctx = ctx;
+    lookup->name = mystrdup(name);
+    lookup->tlsa = true;
+    lookup->timeout = (int) deadline.tv_sec;
+    lookup->callback = callback;
+    lookup->arg = arg;
+    lookup->reply.reason = vstr_alloc(100);
+    lookup->timer = evtimer_new(ctx->base, dns_timer, lookup);
+    if (lookup->timer == NULL)
+        msg_fatal("cannot create a DNS timer");
+    if ((lookup->next = ctx->lookups) != NULL)
+        lookup->next->prev = lookup;
+    ctx->lookups = lookup;
+
+    if (ctx->ub == NULL) {
+        dns_decide(lookup, DNS_TEMP, "4.4.3",
+                   "%s: DNS lookups are disabled (disable_dns_lookups = yes)",
+                   name);
+        dns_finish(lookup);
+    } else if (dns_ask(lookup, name, DNS_TYPE_TLSA, 0)) {
+        event_add(lookup->timer, &deadline);
+    } else {
+        dns_finish(lookup);
+    }
+    return lookup;
+}
+
+/* dns_ctx_dnssec - is anything validated? */
+bool dns_ctx_dnssec(const DNS_CTX *ctx)
+{
+    return ctx->dnssec;
+}
+
 /* dns_lookup - start a lookup */
 DNS_LOOKUP *dns_lookup(DNS_CTX *ctx, const char *name, bool mx, int timeout,
                        DNS_CALLBACK callback, void *arg)
@@ -1067,6 +1195,7 @@ DNS_LOOKUP *dns_lookup(DNS_CTX *ctx, const char *name, bool mx, int timeout,
     lookup->ctx = ctx;
     lookup->name = mystrdup(name);
     lookup->mx = mx;
+    lookup->mx_secure = !mx; /* set by the MX answer */
     lookup->timeout = (int) deadline.tv_sec;
     lookup->callback = callback;
     lookup->arg = arg;

@@ -8,8 +8,13 @@
  *                         forwarders asked (empty: /etc/resolv.conf)
  *   disable_dns_lookups   yes: every lookup of a name fails at once with a
  *                         temporary "DNS lookups are disabled" error
- * Loopback forwarders are allowed (tests run their own server) and no
- * DNSSEC trust anchor is needed.
+ *   dns_trust_anchor_file DNSSEC trust anchors (DS or DNSKEY records in
+ *                         zone file form): libunbound validates every
+ *                         answer under them. A bogus answer is a
+ *                         temporary failure; DNS_ADDR.dnssec and
+ *                         DNS_REPLY.secure say what was validated (empty:
+ *                         nothing is, nothing is checked)
+ * Loopback forwarders are allowed (tests run their own server).
  *
  * dns_lookup() finds where mail for a name goes: with mx set, the MX
  * records sorted by preference (equal preferences shuffled), each MX host
@@ -53,7 +58,15 @@ typedef struct DNS_ADDR {
     int pref; /* MX preference; 0 without MX */
     int family; /* AF_INET or AF_INET6 */
     char ip[INET6_ADDRSTRLEN]; /* numeric */
+    bool dnssec; /* the MX records (when asked) and the host's address
+                    records were DNSSEC-validated */
 } DNS_ADDR;
+
+/* One record's rdata as it came (dns_lookup_tlsa). */
+typedef struct DNS_RR {
+    unsigned char *data;
+    size_t len;
+} DNS_RR;
 
 typedef struct DNS_REPLY {
     DNS_STATUS status;
@@ -64,6 +77,11 @@ typedef struct DNS_REPLY {
     char *name; /* dns_lookup_ptr: the forward-confirmed name, or NULL */
     char *ptr_name; /* dns_lookup_ptr: what the PTR said, or NULL */
     ARGV *texts; /* dns_lookup_txt: one string per TXT record, or NULL */
+    bool secure; /* dns_lookup_tlsa: the answer was DNSSEC-validated */
+    bool bogus; /* ... it failed validation (status DNS_TEMP) */
+    DNS_RR *rrs; /* dns_lookup_tlsa: the records (none: no such name or
+                    no record of the type) */
+    size_t rr_count;
 } DNS_REPLY;
 
 typedef void (*DNS_CALLBACK)(const DNS_REPLY *reply, void *arg);
@@ -96,6 +114,14 @@ extern DNS_LOOKUP *dns_lookup_ptr(DNS_CTX *ctx, const char *addr, int timeout,
    did not answer in time */
 extern DNS_LOOKUP *dns_lookup_txt(DNS_CTX *ctx, const char *name, int timeout,
                                   DNS_CALLBACK callback, void *arg);
+/* dns_lookup_tlsa - the TLSA records of name ("_25._tcp.host"), bounded
+   by timeout seconds: DNS_OK with reply->rrs (none when the name or the
+   records do not exist) and reply->secure; DNS_TEMP when a server failed,
+   did not answer in time, or the answer is bogus (reply->bogus) */
+extern DNS_LOOKUP *dns_lookup_tlsa(DNS_CTX *ctx, const char *name, int timeout,
+                                   DNS_CALLBACK callback, void *arg);
+/* dns_ctx_dnssec - a trust anchor is configured: answers can be secure */
+extern bool dns_ctx_dnssec(const DNS_CTX *ctx);
 /* dns_ctx_hosts - answer from a hosts file (NULL: /etc/hosts) before DNS,
    names and addresses alike; call before the first lookup. 0, or -1 with
    the reason in why */

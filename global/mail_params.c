@@ -255,6 +255,9 @@ static const MAIL_PARAM mail_param_tab[] = {
      "resolvers to ask, ip or ip:port (empty: the system's, resolv.conf)"},
     {"disable_dns_lookups", BOOL, "no",
      "make no DNS query at all (next hops must be [ip] literals)"},
+    {"dns_trust_anchor_file", STR, "",
+     "DNSSEC trust anchors (DS or DNSKEY records, zone file form) that"
+     " libunbound validates answers with (empty: none, nothing is secure)"},
 
     /* Queue manager and delivery. */
     {"queue_run_delay", TIME_RANGE(1, NOMAX), "300s",
@@ -471,7 +474,7 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"smtp_connection_reuse_count_limit", INT_RANGE(0, INTMAX), "100",
      "deliveries over one connection before it is closed (0: no limit)"},
     {"smtp_tls_security_level", STR, "may",
-     "TLS to servers: none, may, encrypt, verify or secure (dane: not yet)"},
+     "TLS to servers: none, may, encrypt, dane, dane-only, verify or secure"},
     {"smtp_tls_CAfile", STR, "",
      "PEM file of the CAs a server certificate may chain to"},
     {"smtp_tls_protocols", STR, ">=TLSv1",

@@ -9,9 +9,15 @@
  *   verify    TLS required, the certificate must chain to smtp_tls_CAfile
  *             and name the server (match list, default its host name)
  *   secure    as verify, the names default to the next-hop domain
- *   dane, dane-only, fingerprint   recognised, not implemented yet: they
- *             are refused (tls_level_supported) rather than quietly
- *             treated as something weaker
+ *   dane      RFC 7672 (global/dane.h): an MX host with usable
+ *             DNSSEC-validated TLSA records must present a certificate
+ *             that matches one (tls_client_dane); without DNSSEC or TLSA
+ *             records, as may; secure TLSA records none usable: encrypt
+ *   dane-only as dane, but a host without usable validated TLSA records
+ *             is not used
+ *   fingerprint   recognised, not implemented yet: refused
+ *             (tls_level_supported) rather than quietly treated as
+ *             something weaker
  * A policy (smtp_tls_policy_maps value) is "level [attr=value ...]" with
  * match=name:name (a name, ".domain" for any subdomain, or the words
  * hostname, nexthop, dot-nexthop) and protocols=... (Postfix's syntax).
@@ -21,7 +27,8 @@
  * key-exchange X25519 server-signature RSA-PSS (2048 bits) server-digest
  * SHA256", its first word Anonymous (no certificate), Untrusted (a
  * certificate that does not chain to a trusted CA), Trusted (it does) or
- * Verified (it does and names what the policy asked for).
+ * Verified (it does and names what the policy asked for, or it matches a
+ * DANE TLSA record).
  */
 #ifndef TLS_CLIENT_H
 #define TLS_CLIENT_H
@@ -29,6 +36,7 @@
 #include "sys_defs.h"
 
 #include "argv.h"
+#include "dane.h"
 #include "vstr.h"
 
 typedef struct ssl_st SSL;
@@ -48,8 +56,7 @@ typedef enum TLS_LEVEL {
 /* tls_level_parse - "may" etc. (case-insensitive), or TLS_LEV_INVALID */
 extern TLS_LEVEL tls_level_parse(const char *name);
 extern const char *tls_level_name(TLS_LEVEL level);
-/* tls_level_supported - implemented here (not dane, dane-only,
-   fingerprint) */
+/* tls_level_supported - implemented here (not fingerprint) */
 extern bool tls_level_supported(TLS_LEVEL level);
 /* tls_level_required - no delivery without TLS */
 extern bool tls_level_required(TLS_LEVEL level);
@@ -91,6 +98,14 @@ extern TLS_CLIENT *tls_client_free(TLS_CLIENT *tls);
    with why */
 extern SSL *tls_client_ssl(TLS_CLIENT *tls, const char *protocols, VSTR *why);
 
+/* tls_client_dane - DANE on ssl before its handshake: the usable ones of
+   the count TLSA records of host (the TLSA base domain, also the SNI
+   name); a certificate matched through a DANE-TA record must name host
+   or nexthop (the next-hop domain, RFC 7672 3.2.2; NULL: host alone).
+   0, or -1 with why when OpenSSL takes none of the records */
+extern int tls_client_dane(SSL *ssl, const char *host, const char *nexthop,
+                           const DANE_TLSA *tlsa, size_t count, VSTR *why);
+
 /* What a finished handshake gave. */
 typedef struct TLS_STATUS {
     char protocol[32];
@@ -100,6 +115,8 @@ typedef struct TLS_STATUS {
     bool peer_cert; /* the server showed a certificate */
     bool trusted; /* it chains to a trusted CA */
     bool matched; /* ... and names one of the match names */
+    bool dane; /* set by the caller when tls_client_dane was used:
+                  trusted and matched then mean a TLSA record matched */
     VSTR *verify_error; /* why not trusted (OpenSSL's words) */
     VSTR *peer_names; /* the certificate's DNS names, for a mismatch */
     VSTR *kex; /* " key-exchange ... server-digest ...", may be "" */
@@ -108,7 +125,8 @@ typedef struct TLS_STATUS {
 extern void tls_status_init(TLS_STATUS *status);
 extern void tls_status_free(TLS_STATUS *status);
 /* tls_client_status - after the handshake: version, cipher, trust and
-   whether the certificate names one of names (NULL: not checked) */
+   whether the certificate names one of names (NULL: not checked), or
+   with status->dane set, whether a TLSA record matched */
 extern void tls_client_status(SSL *ssl, const ARGV *names, TLS_STATUS *status);
 /* tls_status_word - Anonymous, Untrusted, Trusted or Verified */
 extern const char *tls_status_word(const TLS_STATUS *status);

@@ -29,8 +29,8 @@ static void test_levels(void **state)
     assert_string_equal(tls_level_name(TLS_LEV_DANE), "dane");
     assert_true(tls_level_supported(TLS_LEV_MAY));
     assert_true(tls_level_supported(TLS_LEV_SECURE));
-    assert_false(tls_level_supported(TLS_LEV_DANE));
-    assert_false(tls_level_supported(TLS_LEV_DANE_ONLY));
+    assert_true(tls_level_supported(TLS_LEV_DANE));
+    assert_true(tls_level_supported(TLS_LEV_DANE_ONLY));
     assert_false(tls_level_supported(TLS_LEV_FPRINT));
     assert_false(tls_level_required(TLS_LEV_MAY));
     assert_true(tls_level_required(TLS_LEV_ENCRYPT));

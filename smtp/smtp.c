@@ -50,11 +50,11 @@ static void smtp_conf_tls(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
     sc->tls_level = *level ? tls_level_parse(level) : TLS_LEV_NONE;
     if (sc->tls_level == TLS_LEV_INVALID)
         msg_fatal("invalid smtp_tls_security_level \"%s\": use none, may, "
-                  "encrypt, verify or secure",
+                  "encrypt, dane, dane-only, verify or secure",
                   level);
     if (!tls_level_supported(sc->tls_level))
         msg_fatal("smtp_tls_security_level = %s is not supported yet: use "
-                  "none, may, encrypt, verify or secure",
+                  "none, may, encrypt, dane, dane-only, verify or secure",
                   level);
     sc->tls_protocols = mystrdup(mail_conf_str(conf, "smtp_tls_protocols"));
     sc->tls_mandatory_protocols =
@@ -157,6 +157,13 @@ static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
     if ((ctx->dns = dns_ctx_create(mail_server_base(server), conf, why)) ==
         NULL)
         msg_fatal("DNS: %s", vstr_str(why));
+    if ((ctx->conf.tls_level == TLS_LEV_DANE ||
+         ctx->conf.tls_level == TLS_LEV_DANE_ONLY) &&
+        !dns_ctx_dnssec(ctx->dns))
+        msg_warn("smtp_tls_security_level = %s, but dns_trust_anchor_file "
+                 "is empty: no DNS answer is DNSSEC-validated, so dane acts "
+                 "as may and dane-only defers every delivery",
+                 tls_level_name(ctx->conf.tls_level));
     smtp_conf_sts(ctx, conf, why);
     vstr_free(why);
 }

@@ -9,6 +9,8 @@
  *                 (global/deliver_log.h), then DONE
  * smtp_connect.c  where to: the next hop's addresses (global/dns.h),
  *                 trying them in order (next MX), the connection cache
+ * smtp_dane.c     DANE (RFC 7672, global/dane.h): each MX host's TLSA
+ *                 records and the level of a connection to it
  * smtp_sts.c      MTA-STS (global/mta_sts.h): the recipient domain's
  *                 policy before routing; which MX hosts it allows
  * smtp_session.c  one connection's I/O: a libevent bufferevent, the timer
@@ -33,6 +35,7 @@
 
 #include "attr.h"
 #include "attr_conn.h"
+#include "dane.h"
 #include "deliver_agent.h"
 #include "dns.h"
 #include "mail_server.h"
@@ -135,6 +138,8 @@ struct SMTP_SESS {
     SMTP_SESS *group_next; /* ctx->grouped */
     TLS_LEVEL tls_level; /* this connection's (none after a fallback) */
     bool tls_handshake; /* the handshake after STARTTLS is under way */
+    DANE_TLSA *tlsa; /* at TLS_LEV_DANE: the host's TLSA records */
+    size_t tlsa_count;
     bool auth_done; /* AUTH tried on this connection */
     const char *fail_reply; /* the reply a site failure is about (set
                                around smtp_sess_site_fail), NULL: none */
@@ -210,6 +215,13 @@ struct SMTP_REQ {
     char *tls_protocols;
     bool tls_plain_retry; /* the next connection goes without TLS */
     bool tls_from_map; /* smtp_tls_policy_maps had an entry */
+    TLS_LEVEL conn_level; /* the next connection's (dane: per MX host) */
+    /* DANE (smtp_dane.c): the TLSA records of the last MX host asked */
+    DNS_LOOKUP *tlsa_lookup;
+    char *tlsa_host; /* NULL: none asked yet */
+    DANE_TLSA_STATE tlsa_state;
+    DANE_TLSA *tlsa;
+    size_t tlsa_count;
     /* The recipient domain's MTA-STS policy (smtp_sts.c). */
     MTA_STS_LOOKUP *sts_lookup;
     MTA_STS_MODE sts_mode; /* NONE: no policy applies */
@@ -251,6 +263,10 @@ extern void smtp_req_sts(SMTP_REQ *req);
 extern bool smtp_sts_filter(SMTP_REQ *req);
 extern void smtp_sts_tls_check(SMTP_SESS *sess, SSL *ssl);
 extern void smtp_sts_no_tls(SMTP_SESS *sess);
+
+/* smtp_dane.c */
+extern int smtp_dane_level(SMTP_REQ *req, const DNS_ADDR *addr, VSTR *why);
+extern void smtp_dane_forget(SMTP_REQ *req);
 
 /* smtp_session.c */
 extern SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,

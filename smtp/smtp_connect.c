@@ -435,11 +435,29 @@ bad_addr:
 void smtp_req_try_next(SMTP_REQ *req)
 {
     while (req->addr_next < req->addr_count) {
-        const DNS_ADDR *addr;
+        const DNS_ADDR *addr = req->addrs + req->addr_next;
 
+        req->conn_level = req->tls_level;
+        if ((req->tls_level == TLS_LEV_DANE ||
+             req->tls_level == TLS_LEV_DANE_ONLY) &&
+            !req->tls_plain_retry) {
+            int ok = smtp_dane_level(req, addr, req->why);
+
+            if (ok == 0)
+                return; /* the TLSA lookup calls again */
+            if (ok < 0) {
+                req->addr_next++;
+                msg_info("%s: %s: %s[%s] skipped", req->qid, vstr_str(req->why),
+                         addr->host, addr->ip);
+                vstr_cpy(req->site_reason, vstr_str(req->why));
+                vstr_reset(req->site_diag);
+                snprintf(req->site_dsn, sizeof(req->site_dsn), "4.7.5");
+                continue;
+            }
+        }
         if (!smtp_slot_take(req, smtp_req_try_next))
             return;
-        addr = req->addrs + req->addr_next++;
+        req->addr_next++;
 
         if (smtp_connect_addr(req, addr, req->why))
             return;

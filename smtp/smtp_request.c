@@ -46,6 +46,7 @@ static void smtp_req_free(SMTP_REQ *req)
     }
     if (req->lookup)
         dns_lookup_cancel(req->lookup);
+    smtp_dane_forget(req);
     if (req->sts_lookup)
         mta_sts_lookup_cancel(req->sts_lookup);
     if (req->sts_mx)
@@ -157,6 +158,7 @@ void smtp_req_done(SMTP_REQ *req, int status, bool site_failed,
         dns_lookup_cancel(req->lookup);
         req->lookup = NULL;
     }
+    smtp_dane_forget(req);
     smtp_slot_release(req);
     deliver_agent_done_wire(&done, req->wire);
     smtp_req_send(req);

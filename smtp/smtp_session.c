@@ -145,6 +145,7 @@ void smtp_sess_free(SMTP_SESS *sess)
     myfree(sess->txn_rcpts);
     myfree(sess->nexthop);
     myfree(sess->host);
+    dane_tlsa_free(sess->tlsa, sess->tlsa_count);
     vstr_free(sess->label);
     vstr_free(sess->out);
     myfree(sess);
@@ -599,12 +600,20 @@ static void smtp_sess_tls_done(SMTP_SESS *sess)
     sess->tls_handshake = false;
     smtp_sess_relay(sess, relay);
     tls_status_init(&status);
+    status.dane = sess->tls_level == TLS_LEV_DANE;
     tls_client_status(ssl, names, &status);
     tls_client_summary(line, &status, vstr_str(relay));
     if (sess->ctx->conf.tls_loglevel > 0)
         msg_info("%s", vstr_str(line));
     smtp_sts_tls_check(sess, ssl);
-    if (tls_level_verifies(sess->tls_level)) {
+    if (status.dane && !status.matched) {
+        msg_info("%s: server certificate verification failed for %s: %s",
+                 sess->req ? sess->req->qid : "", vstr_str(relay),
+                 vstr_str(status.verify_error));
+        vstr_sprintf(line, "Server certificate not trusted (%s: %s)",
+                     vstr_str(relay), vstr_str(status.verify_error));
+        ok = false;
+    } else if (tls_level_verifies(sess->tls_level)) {
         if (!status.trusted) {
             msg_info("%s: server certificate verification failed for %s: %s",
                      sess->req ? sess->req->qid : "", vstr_str(relay),
@@ -668,6 +677,15 @@ static bool smtp_sess_starttls(SMTP_SESS *sess)
     if ((ssl = tls_client_ssl(ctx->tls, sess->req->tls_protocols, why)) ==
         NULL) {
         msg_warn("%s: TLS: %s", sess->req->qid, vstr_str(why));
+        smtp_sess_handshake_error(sess, vstr_str(why));
+        vstr_free(why);
+        return false;
+    }
+    if (sess->tls_level == TLS_LEV_DANE &&
+        tls_client_dane(ssl, sess->host,
+                        sess->req->mx ? vstr_str(sess->req->host) : NULL,
+                        sess->tlsa, sess->tlsa_count, why) < 0) {
+        SSL_free(ssl);
         smtp_sess_handshake_error(sess, vstr_str(why));
         vstr_free(why);
         return false;
@@ -1183,7 +1201,16 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
     sess->reply = smtp_reply_alloc();
     sess->proto = smtp_proto_alloc(ctx->conf.helo_name);
     /* After a failed handshake at "may": this once without TLS. */
-    sess->tls_level = req->tls_plain_retry ? TLS_LEV_NONE : req->tls_level;
+    sess->tls_level = req->tls_plain_retry ? TLS_LEV_NONE : req->conn_level;
+    if (sess->tls_level == TLS_LEV_DANE) {
+        sess->tlsa = mymalloc_array(req->tlsa_count + 1, sizeof(DANE_TLSA));
+        for (size_t i = 0; i < req->tlsa_count; i++) {
+            sess->tlsa[i] = req->tlsa[i];
+            sess->tlsa[i].data = mymalloc(req->tlsa[i].len + 1);
+            memcpy(sess->tlsa[i].data, req->tlsa[i].data, req->tlsa[i].len);
+        }
+        sess->tlsa_count = req->tlsa_count;
+    }
     req->tls_plain_retry = false;
     sess->proto->tls_wanted = sess->tls_level >= TLS_LEV_MAY;
     sess->out = vstr_alloc(8192);

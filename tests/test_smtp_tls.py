@@ -327,18 +327,19 @@ def test_policy_map_overrides_global_level(make_instance, tmp_path):
         other.stop()
 
 
-def test_policy_map_dane_is_refused(make_instance, tmp_path):
-    """A level not implemented yet (dane) in the policy map defers with a
+def test_policy_map_fingerprint_is_refused(make_instance, tmp_path):
+    """A level not implemented yet (fingerprint) in the policy map defers with a
     clear reason instead of quietly doing something weaker."""
     s = TlsSink()
     try:
         inst = relay_instance(
             make_instance, s, tmp_path=tmp_path,
-            policy="[127.0.0.1]:%d dane\n" % s.port)
+            policy="[127.0.0.1]:%d fingerprint\n" % s.port)
         qid = send(inst)
         deferred_stays(inst, qid, "4.7.5",
                        r"smtp_tls_policy_maps entry for \[127\.0\.0\.1\]:%d: "
-                       r"TLS security level \"dane\" is not supported yet"
+                       r"TLS security level \"fingerprint\" is not "
+                       r"supported yet"
                        % s.port)
     finally:
         s.stop()
@@ -526,7 +527,7 @@ def test_reply_after_starttls_is_discarded(make_instance, ca):
 
 # --- levels not implemented yet ----------------------------------------------
 
-@pytest.mark.parametrize("level", ["dane", "dane-only", "fingerprint", "mayb"])
+@pytest.mark.parametrize("level", ["fingerprint", "mayb"])
 def test_unsupported_level_refused(make_instance, level):
     """sluice check says no to a level smtp cannot do (yet), and smtp
     refuses to start with it: the mail stays queued, nothing is sent."""
