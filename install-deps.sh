@@ -42,8 +42,11 @@ libcurl4-openssl-dev libsqlite3-dev"
 # Authentication-Results: headers smtpd writes. sasl2-bin: saslpasswd2
 # makes the AUTH tests' private sasldb; libnet-ssleay-perl and
 # libio-socket-ssl-perl let swaks speak TLS (--tls). curl: the HTTP API's
-# tests send with it as the README does.
+# tests send with it as the README does. publicsuffix: the Public Suffix
+# List DMARC's organizational domains come from (dmarc_public_suffix_list;
+# without it the spf daemon falls back to the last two labels, and says so).
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
+publicsuffix
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc

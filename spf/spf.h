@@ -45,8 +45,12 @@ typedef struct SPF_DKIM SPF_DKIM;
 struct ub_ctx;
 struct ATTR_STREAM;
 /* spf_dkim_create - libopendkim set up once; ub NULL: DNS is off (every
-   key lookup fails) */
-extern SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout);
+   key lookup fails); psl (kept, may be NULL) names DMARC's organizational
+   domains */
+struct PSL;
+extern SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout,
+                                 const struct PSL *psl);
+extern const struct PSL *spf_dkim_psl(const SPF_DKIM *dk);
 extern SPF_DKIM *spf_dkim_free(SPF_DKIM *dk);
 /* spf_dkim_serve - a BEGIN was read from stream: read the content and
    END, verify (and evaluate DMARC when begin asks), write the REPLY */

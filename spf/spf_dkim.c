@@ -24,6 +24,7 @@
 #include "dkim_proto.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "psl.h"
 #include "spf.h"
 #include "vstr.h"
 
@@ -35,6 +36,7 @@ struct SPF_DKIM {
     DKIM_LIB *lib;
     struct ub_ctx *ub; /* the daemon's; NULL: DNS is off */
     int timeout; /* dkim_lookup_timeout, seconds */
+    const PSL *psl; /* DMARC's organizational domains; NULL: none */
     /* The message in hand. */
     bool started; /* deadline set (at the first key lookup) */
     struct timespec deadline;
@@ -217,7 +219,7 @@ static DKIM_CBSTAT spf_dkim_key(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf,
 }
 
 /* spf_dkim_create - the library, set up once; ub may be NULL (DNS off) */
-SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout)
+SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout, const PSL *psl)
 {
     SPF_DKIM *dk = mycalloc(1, sizeof(*dk));
     unsigned int flags = 0;
@@ -236,9 +238,16 @@ SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout)
         msg_fatal("spf: libopendkim: cannot set the key lookup");
     dk->ub = ub;
     dk->timeout = timeout;
+    dk->psl = psl;
     dk->failure = vstr_alloc(100);
     dk->failed = vstr_alloc(100);
     return dk;
+}
+
+/* spf_dkim_psl - the Public Suffix List for DMARC (NULL: none) */
+const PSL *spf_dkim_psl(const SPF_DKIM *dk)
+{
+    return dk->psl;
 }
 
 /* spf_dkim_free - NULL */

@@ -205,3 +205,94 @@ def test_daemon_under_valgrind(make_instance, make_sink, make_dns, rsa_key,
     problems = {r.name: log_problems(r.read_text()) for r in reports}
     assert not any(problems.values()), (problems, [
         r.read_text()[-3000:] for r in reports])
+
+
+def test_organizational_domain_by_public_suffix_list(make_instance, make_sink,
+                                                     make_dns, tmp_path):
+    """The organizational domain of a From: domain without a record of its
+    own is its public suffix and one label more, by the Public Suffix List
+    of dmarc_public_suffix_list (here one whose "co.test" is a public
+    suffix, like co.uk): mail.example.co.test takes the sp=reject of
+    example.co.test, not the record of co.test (the last two labels, which
+    were used before). Without a readable list the log says so and the
+    last two labels are used."""
+    need()
+    dns_server = make_dns(txt=[
+        ("_dmarc.example.co.test", "v=DMARC1; p=none; sp=reject"),
+        ("_dmarc.co.test", "v=DMARC1; p=none")])
+    psl = tmp_path / "psl.dat"
+    psl.write_text("// a list of our own\ntest\nco.test\n")
+    sink = make_sink()
+    inst = dmarc_instance(make_instance, sink, dns_server.server,
+                          dmarc_enforce="yes",
+                          dmarc_public_suffix_list=str(psl))
+    replies = send(inst, [
+        ("x@other.test", message("deep", sender="a@mail.example.co.test")),
+        ("x@other.test", message("org", sender="a@example.co.test"))])
+    assert replies[0][0] == 550 and b"5.7.1" in replies[0][1], replies
+    assert replies[1][0] == 250, replies
+    inst.wait_log(r"dmarc: header\.from=mail\.example\.co\.test record at "
+                  r"example\.co\.test result=fail policy=reject")
+    (got,) = sink.wait_messages(1, timeout=60)
+    assert dmarc_of(got) == ("fail", "example.co.test")
+    assert "(p=none)" in auth_results(got)
+    assert "dmarc_public_suffix_list" not in inst.log()
+
+    # No list: said in the log, and co.test is the organizational domain.
+    inst.stop()
+    inst.conf_set(dmarc_public_suffix_list=str(inst.dir / "nolist.dat"))
+    inst.start()
+    sink.messages.clear()
+    replies = send(inst, [
+        ("x@other.test", message("deep", sender="a@mail.example.co.test"))])
+    assert replies[0][0] == 250, replies
+    (got,) = sink.wait_messages(1, timeout=60)
+    assert dmarc_of(got) == ("fail", "mail.example.co.test")
+    assert "(p=none)" in auth_results(got)
+    inst.wait_log(r"warning: dmarc_public_suffix_list: \S+/nolist\.dat: No "
+                  r"such file or directory: DMARC's organizational domain is "
+                  r"the last two labels")
+    inst.wait_log(r"record at co\.test result=fail policy=none")
+
+
+def test_default_list_is_debians(make_instance):
+    """The default dmarc_public_suffix_list is the file of Debian's package
+    publicsuffix; `sluice check` knows the parameter."""
+    need()
+    inst = make_instance()
+    assert inst.conf_get("dmarc_public_suffix_list") == \
+        "/usr/share/publicsuffix/public_suffix_list.dat"
+    r = inst.command("check")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_dns_timeout_is_temperror(make_instance, make_sink, make_dns):
+    """The _dmarc lookups of a domain whose DNS server never answers (the
+    From: domain's own, and its organizational domain's) end in
+    dmarc=temperror after the lookup budget, never pass or none, and even
+    with dmarc_enforce = yes the message is not refused for it; the next
+    message is evaluated again."""
+    import dns
+    need()
+    silent = dns.Silent()
+    try:
+        dns_server = make_dns(
+            txt=[("sig.test", PASS_SPF),
+                 ("_dmarc.sig.test", "v=DMARC1; p=reject")],
+            forward=[("slow.test", silent.server)])
+        sink = make_sink()
+        inst = dmarc_instance(make_instance, sink, dns_server.server,
+                              dmarc_enforce="yes", dkim_lookup_timeout="2s")
+        replies = send(inst, [
+            ("a@sig.test", message("slow", sender="a@slow.test")),
+            ("a@sig.test", message("slow sub", sender="a@mail.slow.test")),
+            ("a@sig.test", message("after", sender="a@sig.test"))])
+        assert [code for code, _ in replies] == [250, 250, 250], replies
+        got = by_subject(sink.wait_messages(3, timeout=60))
+        assert dmarc_of(got["slow"]) == ("temperror", "slow.test")
+        assert dmarc_of(got["slow sub"]) == ("temperror", "mail.slow.test")
+        assert dmarc_of(got["after"]) == ("pass", "sig.test")
+        inst.wait_log(r"dmarc: header\.from=slow\.test: DNS lookup failed: "
+                      r"result=temperror")
+    finally:
+        silent.stop()
