@@ -155,7 +155,7 @@ static int spf_dkim_query(SPF_DKIM *dk, const char *name,
 
 /* spf_dkim_txt - the TXT record of name that starts with prefix (case
    insensitive; "" for the first one) into out: 1, 0 for none, -1 when
-   the lookup failed */
+   the lookup failed or its answer is malformed */
 int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix, VSTR *out)
 {
     struct ub_result *result;
@@ -169,8 +169,13 @@ int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix, VSTR *out)
                     result->data[i] != NULL && ret == 0;
          i++) {
         if (!spf_rr_txt((const unsigned char *) result->data[i],
-                        (size_t) result->len[i], out))
-            continue;
+                        (size_t) result->len[i], out)) {
+            /* A broken answer (a 100 KB record comes cut short) hides
+               what the record says: the lookup failed, never "none". */
+            (void) spf_dkim_fail(dk, name, "malformed TXT record");
+            ret = -1;
+            break;
+        }
         if (strncasecmp(vstr_str(out), prefix, strlen(prefix)) == 0)
             ret = 1;
     }

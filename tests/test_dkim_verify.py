@@ -187,6 +187,30 @@ def test_malformed_signature_is_permerror(make_instance, make_sink, make_dns,
         log[-3000:]
 
 
+def test_huge_key_record(make_instance, make_sink, make_dns, rsa_key):
+    """A key record of 100 KB (more than a DNS message holds: dnsmasq
+    sends it cut short) is a malformed answer: dkim=temperror (before:
+    no key, permerror), and the daemon goes on: the next message
+    passes."""
+    need()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=[
+        ("%s._domainkey.%s" % (SELECTOR, DOMAIN), txt),
+        ("big._domainkey." + DOMAIN, txt + "; n=" + "x" * (100 * 1024))])
+    sink = make_sink()
+    inst = dkim_instance(make_instance, sink, dns_server.server)
+    got = deliver(inst, sink, [sign(message("big"), key, selector="big"),
+                               sign(message("after"), key)])
+    assert dkim_of(got["big"]) == [
+        ("temperror", {"header.d": DOMAIN, "header.s": "big"})]
+    assert dkim_of(got["after"])[0][0] == "pass"
+    inst.wait_log(r"dkim: DNS lookup failed: big\._domainkey\.sig\.test: "
+                  r"malformed TXT record")
+    log = inst.log()
+    assert "terminated on signal" not in log and "panic" not in log, \
+        log[-3000:]
+
+
 def test_dns_timeout_is_temperror(make_instance, make_sink, make_dns,
                                   rsa_key):
     """The key's domain is served by a DNS server that never answers:

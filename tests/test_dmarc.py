@@ -296,3 +296,35 @@ def test_dns_timeout_is_temperror(make_instance, make_sink, make_dns):
                       r"result=temperror")
     finally:
         silent.stop()
+
+
+def test_huge_policy_record(make_instance, make_sink, make_dns):
+    """A 100 KB TXT record at _dmarc (more than a DNS message holds: the
+    answer is malformed, temperror) and a 30 KB one (carried over TCP,
+    read whole): each a clear result, the daemon does not crash, and the
+    next message passes."""
+    need()
+    big = "v=DMARC1; p=reject; " + "x" * (100 * 1024)
+    large = "v=DMARC1; p=reject; rua=" + "y" * (30 * 1024)
+    dns_server = make_dns(txt=[("sig.test", PASS_SPF),
+                               ("_dmarc.sig.test", "v=DMARC1; p=reject"),
+                               ("_dmarc.big.test", big),
+                               ("_dmarc.large.test", large)])
+    sink = make_sink()
+    inst = dmarc_instance(make_instance, sink, dns_server.server)
+    replies = send(inst, [
+        ("x@other.test", message("big", sender="a@big.test")),
+        ("x@other.test", message("large", sender="a@large.test")),
+        ("a@sig.test", message("after", sender="a@sig.test"))])
+    assert [code for code, _ in replies] == [250, 250, 250], replies
+    got = by_subject(sink.wait_messages(3, timeout=60))
+    # dnsmasq sends the 100 KB record cut short: a malformed answer,
+    # temperror (before: skipped, and dmarc=none as if there were none).
+    assert dmarc_of(got["big"]) == ("temperror", "big.test")
+    # The 30 KB record is read whole: libopendmarc finds p=reject in it.
+    assert dmarc_of(got["large"]) == ("fail", "large.test")
+    assert "(p=reject)" in auth_results(got["large"])
+    assert dmarc_of(got["after"]) == ("pass", "sig.test")
+    log = inst.log()
+    assert "terminated on signal" not in log and "panic" not in log, \
+        log[-2000:]
