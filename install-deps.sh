@@ -45,8 +45,10 @@ libcurl4-openssl-dev libsqlite3-dev"
 # tests send with it as the README does. publicsuffix: the Public Suffix
 # List DMARC's organizational domains come from (dmarc_public_suffix_list;
 # without it the spf daemon falls back to the last two labels, and says so).
+# opendkim-tools: opendkim-testkey checks the record `sluice dkim keygen`
+# prints against its key.
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
-publicsuffix
+publicsuffix opendkim-tools
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc

@@ -477,3 +477,64 @@ def test_check_against_dns(make_instance, make_dns):
         assert time.monotonic() - t < 10
     finally:
         silent.stop()
+
+
+def printed_record(out):
+    """(owner name, [character-strings]) of the TXT record keygen printed."""
+    m = re.search(r'^(\S+?)\.? IN TXT (.*)$', out, re.M)
+    assert m, out
+    return m.group(1), re.findall(r'"([^"]*)"', m.group(2))
+
+
+def test_opendkim_testkey_accepts_the_printed_record(make_instance, make_dns,
+                                                     tmp_path):
+    """opendkim-testkey (OpenDKIM's checker, a verifier we did not write)
+    fetches the TXT record exactly as `sluice dkim keygen` printed it
+    (its quoted strings, served by a loopback dnsmasq through an unbound
+    configuration of its own) and finds that it matches the private key
+    keygen wrote; another key's file is "keys do not match", a selector
+    with no record "record not found". The Ed25519 record is checked
+    without the private key (opendkim-testkey 2.11 reads RSA keys only)."""
+    need()
+    testkey = shutil.which("opendkim-testkey") or "/usr/sbin/opendkim-testkey"
+    if not os.access(testkey, os.X_OK):
+        if os.environ.get("CI"):
+            raise AssertionError("opendkim-testkey is missing (opendkim-tools)")
+        pytest.skip("opendkim-testkey is not installed (opendkim-tools)")
+    inst = make_instance()
+    rr = []
+    keys = {}
+    for sel, opts in (("rsa", ()), ("ed", ("--ed25519",)),
+                      ("long", ("--bits", "4096"))):
+        out = inst.check("dkim", "keygen", DOMAIN, sel, *opts)
+        name, strings = printed_record(out)
+        assert name == "%s._domainkey.%s" % (sel, DOMAIN)
+        rr.append((name, 16, "".join((bytes([len(s)]) + s.encode()).hex()
+                                     for s in strings)))
+        keys[sel] = re.search(r"^private key: (\S+)$", out, re.M).group(1)
+    dns = make_dns(rr=rr)
+    unbound = tmp_path / "unbound.conf"
+    unbound.write_text('server:\n    do-not-query-localhost: no\n'
+                       '    local-zone: "test." transparent\n'
+                       'forward-zone:\n    name: "."\n'
+                       '    forward-addr: 127.0.0.1@%d\n' % dns.port)
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text("ResolverConfiguration %s\n" % unbound)
+
+    def run(selector, key=None):
+        argv = [testkey, "-x", str(conf), "-d", DOMAIN, "-s", selector, "-vvv"]
+        if key:
+            argv += ["-k", key]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout + r.stderr
+
+    code, out = run("rsa", keys["rsa"])
+    assert code == 0 and "key OK" in out, out
+    code, out = run("long", keys["long"])
+    assert code == 0 and "key OK" in out, out
+    code, out = run("ed")
+    assert code == 0 and "key OK" in out, out
+    code, out = run("rsa", keys["long"])
+    assert code != 0 and "keys do not match" in out, out
+    code, out = run("nothere")
+    assert code != 0 and "record not found" in out, out
