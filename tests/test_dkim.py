@@ -372,6 +372,44 @@ def test_init_instance_signs_its_own_domain(make_instance, make_sink):
     assert verify(m.data, keys) == [True]
 
 
+def test_init_instance_signs_sendmail_mail(make_instance, make_sink):
+    """The way `make run` suggests sending (echo hello | sendmail -C DIR
+    user), with no From: header at all: cleanup adds From: with the
+    instance's domain, and the key `sluice init` made signs it; dkimpy
+    verifies the signature, which covers the From: cleanup wrote."""
+    need()
+    sendmail = SLUICE.parent / "sendmail"
+    require(sendmail, LIBEXEC / "pickup")
+    sink = make_sink()
+    inst = relay(make_instance, sink)
+    origin = inst.conf_get("myorigin")
+    if origin == "$myhostname":
+        origin = inst.conf_get("myhostname")
+    origin = origin.lower()
+    key = inst.dir / "data" / "dkim" / ("%s.sluice.pem" % origin)
+    der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout",
+                          "-outform", "DER"], capture_output=True,
+                         check=True).stdout
+    keys = Keys()
+    keys.add("sluice", origin,
+             "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode())
+    inst.start()
+    environ = dict(os.environ)
+    environ.pop("SLUICE_CONFIG", None)
+    r = subprocess.run([str(sendmail), "-C", str(inst.dir), "bob@dest.test"],
+                       input=b"Subject: hello\n\nhello\n", env=environ,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (m,) = sink.wait_messages(1, timeout=30)
+    head = m.data.split(b"\r\n\r\n", 1)[0]
+    assert re.search(rb"^From: \S+@" + re.escape(origin.encode()), head,
+                     re.M | re.I), head
+    (sig,) = signatures(m.data)
+    assert tag(sig, b"d").decode() == origin and tag(sig, b"s") == b"sluice"
+    assert b"from" in tag(sig, b"h").lower().split(b":")
+    assert verify(m.data, keys) == [True]
+
+
 @pytest.mark.parametrize("keytype", [[], ["--ed25519"]], ids=["rsa", "ed25519"])
 def test_expiration_and_simple_canonicalization(make_instance, make_sink, keytype):
     """dkim_expiration puts x= that many seconds after t=; with
