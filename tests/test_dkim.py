@@ -481,8 +481,10 @@ def txt_rr(text):
 def test_check_against_dns(make_instance, make_dns):
     """`sluice dkim check` asks dns_servers for the record: the record of
     the key is OK (exit 0), another key's record a mismatch (exit 1), a
-    missing record not found (exit 1); RSA and Ed25519 both. A server that
-    does not answer is "try again" (exit 2) after --timeout."""
+    missing record not found (exit 1); RSA and Ed25519 both. Given only
+    a domain it checks every key dkim_signing_maps names for it (exit 1
+    when one does not match; a domain not there is an error). A server
+    that does not answer is "try again" (exit 2) after --timeout."""
     need()
     inst = make_instance()
     rsa, rsa_txt = keygen(inst, DOMAIN, "good")
@@ -504,6 +506,23 @@ def test_check_against_dns(make_instance, make_dns):
     assert r.returncode == 1 and "not found" in r.stdout, r
     r = inst.command("dkim", "check", DOMAIN, "nokey")
     assert r.returncode == 1 and "nokey.pem" in r.stderr, r
+
+    # No selector: every key of the domain in dkim_signing_maps.
+    wrong = str(inst.dir / "data" / "dkim" / ("%s.wrong.pem" % DOMAIN))
+    table = inst.dir / "signing"
+    table.write_text("%s good:%s, edgood:%s:ed25519\n" % (DOMAIN, rsa, ed))
+    inst.conf_set(dkim_signing_maps="texthash:%s" % table)
+    r = inst.command("dkim", "check", DOMAIN.upper())
+    assert r.returncode == 0, r
+    assert r.stdout.count(": OK: ") == 2, r.stdout
+    assert "edgood._domainkey.%s: OK" % DOMAIN in r.stdout, r.stdout
+    table.write_text("%s good:%s wrong:%s\n" % (DOMAIN, rsa, wrong))
+    r = inst.command("dkim", "check", DOMAIN)
+    assert r.returncode == 1, r
+    assert "good._domainkey.%s: OK" % DOMAIN in r.stdout, r.stdout
+    assert "wrong._domainkey.%s: mismatch" % DOMAIN in r.stdout, r.stdout
+    r = inst.command("dkim", "check", "other.test")
+    assert r.returncode == 1 and "not in dkim_signing_maps" in r.stderr, r
 
     # A server that never answers: "try again", exit 2.
     silent = dns_mod.Silent()
