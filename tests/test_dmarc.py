@@ -328,3 +328,57 @@ def test_huge_policy_record(make_instance, make_sink, make_dns):
     log = inst.log()
     assert "terminated on signal" not in log and "panic" not in log, \
         log[-2000:]
+
+
+def test_checks_any_subset(make_instance, make_sink, make_dns, rsa_key):
+    """smtpd_authentication_checks takes any subset of spf, dkim and dmarc,
+    separated by spaces or commas, and the one Authentication-Results:
+    header holds just those methods (dmarc brings spf and dkim with it);
+    Received-SPF: comes with spf; an empty list writes neither header.
+    authserv_id defaults to $myhostname."""
+    need()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=records(txt))
+    sink = make_sink()
+    msg = sign(message("subset", sender="a@sig.test"), key)
+    cases = [("", []), ("spf", ["spf"]), ("dkim", ["dkim"]),
+             ("dmarc", ["spf", "dkim", "dmarc"]),
+             ("dkim,dmarc", ["spf", "dkim", "dmarc"]),
+             ("spf, dkim", ["spf", "dkim"]),
+             ("spf dkim dmarc", ["spf", "dkim", "dmarc"])]
+    for i, (checks, methods) in enumerate(cases):
+        params = {"smtpd_authentication_checks": checks}
+        if i == 1:
+            params["myhostname"] = "host.sluice.test"
+            params["authserv_id"] = "$myhostname"
+        if i == 2:  # no authserv_id at all: the default
+            inst = make_instance(
+                relayhost="[127.0.0.1]:%d" % sink.port, start=True, params={
+                    "disable_dns_lookups": "no",
+                    "dns_servers": dns_server.server,
+                    "smtpd_peername_lookup": "no",
+                    "myhostname": "default.sluice.test",
+                    "smtpd_authentication_checks": checks})
+            assert "authserv_id" not in inst.main_cf.read_text()
+        else:
+            inst = dmarc_instance(make_instance, sink, dns_server.server,
+                                  **params)
+        (reply,) = send(inst, [("a@sig.test", msg)])
+        assert reply[0] == 250, (checks, reply)
+        (got,) = sink.wait_messages(1, timeout=60)
+        sink.messages.clear()
+        head = got.data.split(b"\r\n\r\n", 1)[0].decode()
+        names = [line.split(":", 1)[0].lower() for line in head.split("\r\n")
+                 if line[:1] not in (" ", "\t")]
+        assert names.count("received-spf") == (1 if "spf" in methods
+                                               else 0), (checks, head)
+        if not methods:
+            assert "authentication-results" not in names, head
+            inst.stop()
+            continue
+        ident, results = parsed(auth_results(got))
+        assert [r[0] for r in results] == methods, (checks, results)
+        assert all(r[1] == "pass" for r in results), (checks, results)
+        assert ident == {1: "host.sluice.test", 2: "default.sluice.test"}.get(
+            i, "mx.sluice.test"), (checks, ident)
+        inst.stop()
