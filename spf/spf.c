@@ -74,6 +74,7 @@ typedef struct SPF_CTX {
     char *myhostname; /* names us in Received-SPF: comments */
     SPF_DKIM *dkim; /* DKIM verification (spf_dkim.c) */
     PSL *psl; /* dmarc_public_suffix_list; NULL: none */
+    char *psl_file; /* its file, when read; else NULL */
 } SPF_CTX;
 
 /* One lookup in flight. */
@@ -513,7 +514,9 @@ static void spf_psl_load(SPF_CTX *ctx, const MAIL_CONF *conf)
     if (*path == 0)
         msg_info("dmarc_public_suffix_list is empty: DMARC's organizational "
                  "domain is the last two labels of a name");
-    else if ((ctx->psl = psl_load(path, why)) == NULL)
+    else if ((ctx->psl = psl_load(path, why)) != NULL)
+        ctx->psl_file = mystrdup(path);
+    else
         msg_warn("dmarc_public_suffix_list: %s: DMARC's organizational "
                  "domain is the last two labels of a name until the list "
                  "can be read (Debian package publicsuffix)",
@@ -533,7 +536,6 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     SPF_warning_handler = spf_log_warning;
     SPF_info_handler = spf_log_info;
     SPF_debug_handler = NULL;
-    spf_dmarc_init();
     ctx->myhostname = mystrdup(mail_conf_str(conf, "myhostname"));
     ctx->timeout = (int) mail_conf_time(conf, "spf_lookup_timeout");
     ctx->dns.failure = vstr_alloc(100);
@@ -541,6 +543,7 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     if (mail_conf_bool(conf, "disable_dns_lookups")) {
         msg_info("disable_dns_lookups = yes: SPF is not checked (every "
                  "result is none)");
+        spf_dmarc_init(NULL);
         ctx->dkim = spf_dkim_create(NULL, 1, NULL);
         vstr_free(why);
         return;
@@ -548,6 +551,7 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     if (!spf_dns_setup(ctx, conf, why))
         msg_fatal("spf: %s", vstr_str(why));
     spf_psl_load(ctx, conf);
+    spf_dmarc_init(ctx->psl_file);
     ctx->dkim = spf_dkim_create(
         ctx->dns.ub, (int) mail_conf_time(conf, "dkim_lookup_timeout"),
         ctx->psl);
@@ -582,7 +586,8 @@ int main(int argc, char **argv)
     myfree(ctx.layer);
     ctx.dkim = spf_dkim_free(ctx.dkim);
     ctx.psl = psl_free(ctx.psl);
-    spf_dmarc_done();
+    spf_dmarc_done(ctx.psl_file);
+    myfree(ctx.psl_file);
     if (ctx.dns.ub)
         ub_ctx_delete(ctx.dns.ub);
     vstr_free(ctx.dns.failure);

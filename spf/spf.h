@@ -62,13 +62,14 @@ extern void spf_dkim_serve(SPF_DKIM *dk, struct ATTR_STREAM *stream,
 extern int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix,
                         VSTR *out);
 
-/* DMARC (spf_dmarc.c): the library once, then one evaluation a message:
+/* DMARC (spf_dmarc.c): the library once (tld_file: the Public Suffix List
+   for its relaxed alignment, or NULL), then one evaluation a message:
    the From: domain of head (the header section), its policy record (or
    the organizational domain's) through spf_dkim_txt, the SPF result of
    begin and the DKIM results in reply; the DMARC fields of reply are set
    (their strings in from and policy) */
-extern void spf_dmarc_init(void);
-extern void spf_dmarc_done(void);
+extern void spf_dmarc_init(const char *tld_file);
+extern void spf_dmarc_done(const char *tld_file);
 extern void spf_dmarc_eval(SPF_DKIM *dk, const struct DKIM_REQUEST *begin,
                            const char *head, size_t len, DKIM_REPLY *reply,
                            VSTR *from, VSTR *policy);

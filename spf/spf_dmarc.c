@@ -27,21 +27,38 @@
 #include "spf.h"
 #include "vstr.h"
 
-/* spf_dmarc_init - the library, once */
-void spf_dmarc_init(void)
+/* spf_dmarc_lib - the library's settings: the Public Suffix List file
+   our own reader took (global/psl.h), so that its relaxed alignment
+   compares the organizational domains our record lookup found; NULL:
+   none (it then compares the names themselves) */
+static void spf_dmarc_lib(OPENDMARC_LIB_T *lib, const char *tld_file)
 {
-    static OPENDMARC_LIB_T lib;
+    memset(lib, 0, sizeof(*lib));
+    lib->tld_type = OPENDMARC_TLD_TYPE_NONE;
+    if (tld_file != NULL && strlen(tld_file) < sizeof(lib->tld_source_file)) {
+        lib->tld_type = OPENDMARC_TLD_TYPE_MOZILLA;
+        memcpy(lib->tld_source_file, tld_file, strlen(tld_file) + 1);
+    }
+}
 
-    lib.tld_type = OPENDMARC_TLD_TYPE_NONE;
+/* spf_dmarc_init - the library, once */
+void spf_dmarc_init(const char *tld_file)
+{
+    OPENDMARC_LIB_T lib;
+
+    spf_dmarc_lib(&lib, tld_file);
     if (opendmarc_policy_library_init(&lib) != DMARC_PARSE_OKAY)
-        msg_fatal("spf: cannot initialize libopendmarc");
+        msg_fatal("spf: cannot initialize libopendmarc%s%s",
+                  tld_file ? " with the Public Suffix List " : "",
+                  tld_file ? tld_file : "");
 }
 
 /* spf_dmarc_done - the library's end, at exit */
-void spf_dmarc_done(void)
+void spf_dmarc_done(const char *tld_file)
 {
-    OPENDMARC_LIB_T lib = {.tld_type = OPENDMARC_TLD_TYPE_NONE};
+    OPENDMARC_LIB_T lib;
 
+    spf_dmarc_lib(&lib, tld_file);
     (void) opendmarc_policy_library_shutdown(&lib);
 }
 

@@ -382,3 +382,51 @@ def test_checks_any_subset(make_instance, make_sink, make_dns, rsa_key):
         assert ident == {1: "host.sluice.test", 2: "default.sluice.test"}.get(
             i, "mx.sluice.test"), (checks, ident)
         inst.stop()
+
+
+def test_relaxed_alignment_by_public_suffix_list(make_instance, make_sink,
+                                                make_dns, rsa_key, tmp_path):
+    """Relaxed alignment compares organizational domains, and those come
+    from the Public Suffix List: with co.test a public suffix (like
+    co.uk), an SPF pass or a DKIM signature for evil.co.test does not
+    align with From: victim.co.test (by the last two labels both would be
+    co.test: a pass for anyone under co.test), while mail.victim.co.test
+    does."""
+    need()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=[
+        ("evil.co.test", PASS_SPF), ("mail.victim.co.test", PASS_SPF),
+        ("sel._domainkey.evil.co.test", txt),
+        ("sel._domainkey.mail.victim.co.test", txt),
+        ("_dmarc.victim.co.test", "v=DMARC1; p=reject"),
+        ("_dmarc.own.victim.co.test", "v=DMARC1; p=reject")])
+    psl = tmp_path / "psl.dat"
+    psl.write_text("test\nco.test\n")
+    sink = make_sink()
+    inst = dmarc_instance(make_instance, sink, dns_server.server,
+                          dmarc_public_suffix_list=str(psl))
+    replies = send(inst, [
+        ("x@evil.co.test", message("evil spf", sender="a@victim.co.test")),
+        ("x@other.test", sign(message("evil dkim", sender="a@victim.co.test"),
+                              key, domain="evil.co.test")),
+        ("x@mail.victim.co.test", message("own spf",
+                                          sender="a@victim.co.test")),
+        ("x@other.test", sign(message("own dkim", sender="a@victim.co.test"),
+                              key, domain="mail.victim.co.test")),
+        ("x@mail.victim.co.test", message("sibling spf",
+                                          sender="a@news.victim.co.test")),
+        ("x@other.test", sign(message("sibling dkim",
+                                      sender="a@news.victim.co.test"),
+                              key, domain="mail.victim.co.test")),
+        ("x@mail.victim.co.test", message("sibling own record",
+                                          sender="a@own.victim.co.test"))])
+    assert [code for code, _ in replies] == [250] * 7, replies
+    got = by_subject(sink.wait_messages(7, timeout=60))
+    assert dmarc_of(got["sibling own record"]) == ("pass",
+                                                   "own.victim.co.test")
+    assert dmarc_of(got["sibling spf"]) == ("pass", "news.victim.co.test")
+    assert dmarc_of(got["sibling dkim"]) == ("pass", "news.victim.co.test")
+    assert dmarc_of(got["evil spf"]) == ("fail", "victim.co.test")
+    assert dmarc_of(got["evil dkim"]) == ("fail", "victim.co.test")
+    assert dmarc_of(got["own spf"]) == ("pass", "victim.co.test")
+    assert dmarc_of(got["own dkim"]) == ("pass", "victim.co.test")
