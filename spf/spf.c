@@ -543,7 +543,7 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     if (mail_conf_bool(conf, "disable_dns_lookups")) {
         msg_info("disable_dns_lookups = yes: SPF is not checked (every "
                  "result is none)");
-        spf_dmarc_init(NULL);
+        (void) spf_dmarc_init(NULL);
         ctx->dkim = spf_dkim_create(NULL, 1, NULL);
         vstr_free(why);
         return;
@@ -551,7 +551,8 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     if (!spf_dns_setup(ctx, conf, why))
         msg_fatal("spf: %s", vstr_str(why));
     spf_psl_load(ctx, conf);
-    spf_dmarc_init(ctx->psl_file);
+    if (!spf_dmarc_init(ctx->psl_file))
+        ctx->psl_file = myfree(ctx->psl_file);
     ctx->dkim = spf_dkim_create(
         ctx->dns.ub, (int) mail_conf_time(conf, "dkim_lookup_timeout"),
         ctx->psl);

@@ -68,7 +68,7 @@ extern int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix,
    the organizational domain's) through spf_dkim_txt, the SPF result of
    begin and the DKIM results in reply; the DMARC fields of reply are set
    (their strings in from and policy) */
-extern void spf_dmarc_init(const char *tld_file);
+extern bool spf_dmarc_init(const char *tld_file);
 extern void spf_dmarc_done(const char *tld_file);
 extern void spf_dmarc_eval(SPF_DKIM *dk, const struct DKIM_REQUEST *begin,
                            const char *head, size_t len, DKIM_REPLY *reply,

@@ -41,16 +41,24 @@ static void spf_dmarc_lib(OPENDMARC_LIB_T *lib, const char *tld_file)
     }
 }
 
-/* spf_dmarc_init - the library, once */
-void spf_dmarc_init(const char *tld_file)
+/* spf_dmarc_init - the library, once; false when it would not take
+   tld_file (it is then set up without one) */
+bool spf_dmarc_init(const char *tld_file)
 {
     OPENDMARC_LIB_T lib;
 
     spf_dmarc_lib(&lib, tld_file);
-    if (opendmarc_policy_library_init(&lib) != DMARC_PARSE_OKAY)
-        msg_fatal("spf: cannot initialize libopendmarc%s%s",
-                  tld_file ? " with the Public Suffix List " : "",
-                  tld_file ? tld_file : "");
+    if (opendmarc_policy_library_init(&lib) == DMARC_PARSE_OKAY)
+        return true;
+    if (tld_file != NULL) {
+        msg_warn("libopendmarc cannot read the Public Suffix List %s: its "
+                 "relaxed alignment compares the names themselves",
+                 tld_file);
+        spf_dmarc_lib(&lib, NULL);
+        if (opendmarc_policy_library_init(&lib) == DMARC_PARSE_OKAY)
+            return false;
+    }
+    msg_fatal("spf: cannot initialize libopendmarc");
 }
 
 /* spf_dmarc_done - the library's end, at exit */
