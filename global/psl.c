@@ -84,10 +84,152 @@ static bool psl_rule_ok(const char *name, VSTR *why)
     }
 }
 
+/* Punycode (RFC 3492) parameters. */
+#define PSL_PUNY_BASE 36
+#define PSL_PUNY_TMIN 1
+#define PSL_PUNY_TMAX 26
+#define PSL_PUNY_SKEW 38
+#define PSL_PUNY_DAMP 700
+#define PSL_PUNY_BIAS 72
+#define PSL_PUNY_N 128
+#define PSL_PUNY_MAXCP 64 /* code points of one label (63 bytes at most) */
+
+/* psl_puny_adapt - RFC 3492 6.1 */
+static uint32_t psl_puny_adapt(uint32_t delta, uint32_t points, bool first)
+{
+    uint32_t k = 0;
+
+    delta = first ? delta / PSL_PUNY_DAMP : delta / 2;
+    delta += delta / points;
+    while (delta > ((PSL_PUNY_BASE - PSL_PUNY_TMIN) * PSL_PUNY_TMAX) / 2) {
+        delta /= PSL_PUNY_BASE - PSL_PUNY_TMIN;
+        k += PSL_PUNY_BASE;
+    }
+    return k + (PSL_PUNY_BASE - PSL_PUNY_TMIN + 1) * delta /
+                   (delta + PSL_PUNY_SKEW);
+}
+
+/* psl_puny_digit - the basic code point of digit d (lower case) */
+static char psl_puny_digit(uint32_t d)
+{
+    return (char) (d < 26 ? 'a' + d : '0' + (d - 26));
+}
+
+/* psl_utf8 - the code points of label[0..len) into cp; their number, or
+   -1 for bad UTF-8 (or too many) */
+static ssize_t psl_utf8(const unsigned char *label, size_t len, uint32_t *cp)
+{
+    size_t count = 0;
+
+    for (size_t i = 0; i < len; count++) {
+        uint32_t c = label[i];
+        size_t more = c < 0x80                ? 0
+                      : c >= 0xc2 && c < 0xe0 ? 1
+                      : c >= 0xe0 && c < 0xf0 ? 2
+                      : c >= 0xf0 && c < 0xf5 ? 3
+                                              : 4;
+
+        if (more == 4 || (more > 0 && i + more >= len) ||
+            count == PSL_PUNY_MAXCP)
+            return -1;
+        c &= more == 0 ? 0x7f : more == 1 ? 0x1f : more == 2 ? 0x0f : 0x07;
+        for (size_t j = 1; j <= more; j++) {
+            if ((label[i + j] & 0xc0) != 0x80)
+                return -1;
+            c = (c << 6) | (label[i + j] & 0x3f);
+        }
+        /* no overlong form, surrogate or code point past U+10FFFF */
+        if ((more == 2 && c < 0x800) || (more == 3 && c < 0x10000) ||
+            (c >= 0xd800 && c <= 0xdfff) || c > 0x10ffff)
+            return -1;
+        cp[count] = c;
+        i += more + 1;
+    }
+    return (ssize_t) count;
+}
+
+/* psl_punycode - a label of UTF-8 as its A-label ("xn--" and Punycode,
+   RFC 3492) appended to out; false for bad UTF-8 */
+static bool psl_punycode(const char *label, size_t len, VSTR *out)
+{
+    uint32_t cp[PSL_PUNY_MAXCP];
+    ssize_t count = psl_utf8((const unsigned char *) label, len, cp);
+    uint32_t n = PSL_PUNY_N, delta = 0, bias = PSL_PUNY_BIAS, h, b = 0;
+
+    if (count <= 0)
+        return false;
+    vstr_cat(out, "xn--");
+    for (ssize_t i = 0; i < count; i++)
+        if (cp[i] < 0x80) {
+            vstr_addch(out, (int) cp[i]);
+            b++;
+        }
+    if (b > 0)
+        vstr_addch(out, '-');
+    /* Fewer than 64 code points under U+110000: no sum below overflows. */
+    for (h = b; h < (uint32_t) count; delta++, n++) {
+        uint32_t m = UINT32_MAX;
+
+        for (ssize_t i = 0; i < count; i++)
+            if (cp[i] >= n && cp[i] < m)
+                m = cp[i];
+        delta += (m - n) * (h + 1);
+        n = m;
+        for (ssize_t i = 0; i < count; i++) {
+            if (cp[i] < n)
+                delta++;
+            if (cp[i] != n)
+                continue;
+            uint32_t q = delta;
+
+            for (uint32_t k = PSL_PUNY_BASE;; k += PSL_PUNY_BASE) {
+                uint32_t t = k <= bias                   ? PSL_PUNY_TMIN
+                             : k >= bias + PSL_PUNY_TMAX ? PSL_PUNY_TMAX
+                                                         : k - bias;
+
+                if (q < t)
+                    break;
+                vstr_addch(out,
+                           psl_puny_digit(t + (q - t) % (PSL_PUNY_BASE - t)));
+                q = (q - t) / (PSL_PUNY_BASE - t);
+            }
+            vstr_addch(out, psl_puny_digit(q));
+            bias = psl_puny_adapt(delta, h + 1, h == b);
+            delta = 0;
+            h++;
+        }
+    }
+    return true;
+}
+
+/* psl_alabels - name with each label that is not ASCII as its A-label
+   into out (a From: domain is ASCII: "xn--p1ai", never "рф"); false for
+   bad UTF-8 */
+static bool psl_alabels(const char *name, VSTR *out)
+{
+    vstr_reset(out);
+    for (const char *label = name;;) {
+        size_t len = strcspn(label, ".");
+        bool ascii = true;
+
+        for (size_t i = 0; i < len; i++)
+            if ((unsigned char) label[i] >= 0x80)
+                ascii = false;
+        if (ascii)
+            vstr_ncat(out, label, len);
+        else if (!psl_punycode(label, len, out))
+            return false;
+        if (label[len] == 0)
+            return true;
+        vstr_addch(out, '.');
+        label += len + 1;
+    }
+}
+
 /* psl_line - one line's rule (its first word; none for a comment or a
    blank line) into psl; false with why */
 static bool psl_line(PSL *psl, const char *line, size_t len, VSTR *rule,
-                     VSTR *why)
+                     VSTR *alabels, VSTR *why)
 {
     size_t start = 0;
     size_t end;
@@ -126,9 +268,13 @@ static bool psl_line(PSL *psl, const char *line, size_t len, VSTR *rule,
         psl->count++;
         return true;
     }
-    if (!psl_rule_ok(name, why))
+    if (!psl_alabels(name, alabels)) {
+        vstr_cpy(why, "a label that is not UTF-8 (or far too long)");
         return false;
-    psl_add(psl, name, flag);
+    }
+    if (!psl_rule_ok(vstr_str(alabels), why))
+        return false;
+    psl_add(psl, vstr_str(alabels), flag);
     psl->count++;
     return true;
 }
@@ -139,6 +285,7 @@ PSL *psl_parse(const char *text, size_t len, VSTR *why)
     PSL *psl = mycalloc(1, sizeof(*psl));
     VSTR *rule = vstr_alloc(64);
     VSTR *line_why = vstr_alloc(64);
+    VSTR *alabels = vstr_alloc(64);
     size_t lineno = 0;
     size_t pos = 0;
 
@@ -148,7 +295,7 @@ PSL *psl_parse(const char *text, size_t len, VSTR *why)
         size_t end = nl != NULL ? (size_t) (nl - text) : len;
 
         lineno++;
-        if (!psl_line(psl, text + pos, end - pos, rule, line_why)) {
+        if (!psl_line(psl, text + pos, end - pos, rule, alabels, line_why)) {
             vstr_sprintf(why, "line %zu: bad rule: %s", lineno,
                          vstr_str(line_why));
             psl = psl_free(psl);
@@ -162,6 +309,7 @@ PSL *psl_parse(const char *text, size_t len, VSTR *why)
     }
     vstr_free(rule);
     vstr_free(line_why);
+    vstr_free(alabels);
     return psl;
 }
 

@@ -13,9 +13,10 @@
  * a line (its first word), "//" comments, blank lines. Both of its
  * sections (ICANN and private) count. A line that is no rule makes the
  * whole list an error naming that line: a list read in part would give
- * wrong answers quietly. Rules in Unicode are kept as UTF-8 text and
- * match only a domain written the same way (an A-label "xn--" domain
- * falls under the rules written in ASCII, else "*").
+ * wrong answers quietly. A rule in Unicode (UTF-8) is kept as its
+ * A-labels ("公司.cn" as "xn--55qx5d.cn", Punycode of RFC 3492), the form
+ * a domain has in a From: header; its labels are taken as the list
+ * writes them (lower case, NFC), with no further IDNA mapping.
  */
 #ifndef PSL_H
 #define PSL_H

@@ -29,7 +29,14 @@ static const char small_list[] =
     "\t  // an indented comment\n"
     "// ===BEGIN PRIVATE DOMAINS===\n"
     "BlogSpot.com\n"
-    "\xe5\x85\xac\xe5\x8f\xb8.cn"; /* a Unicode rule; no last newline */
+    "m\xc3\xbcnchen.test\n"
+    "b\xc3\xbc"
+    "cher-\xc3\xa4.test\n"
+    "\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc"
+    "\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc\xc3\xbc.test\n"
+    "*.\xe3\x83\x89\xe3\x83\xa1\xe3\x82\xa4\xe3\x83\xb3"
+    "\xe5\x90\x8d\xe4\xbe\x8b\n"
+    "\xe5\x85\xac\xe5\x8f\xb8.cn"; /* Unicode rules; no last newline */
 
 /* org - psl_org_domain of domain */
 static const char *org(const PSL *psl, const char *domain, VSTR *out)
@@ -45,7 +52,7 @@ static void test_rules(void **state)
     PSL *psl = psl_parse(small_list, strlen(small_list), why);
 
     assert_non_null(psl);
-    assert_int_equal(psl_rules(psl), 10);
+    assert_int_equal(psl_rules(psl), 14);
     /* normal rules: the longest that matches, plus one label */
     assert_string_equal(org(psl, "mail.example.co.uk", out), "example.co.uk");
     assert_string_equal(org(psl, "example.co.uk", out), "example.co.uk");
@@ -69,9 +76,16 @@ static void test_rules(void **state)
     /* no rule: "*" */
     assert_string_equal(org(psl, "a.b.example.test", out), "example.test");
     assert_string_equal(org(psl, "test", out), "test");
-    /* a Unicode rule matches the same UTF-8 text */
-    assert_string_equal(org(psl, "a.b.\xe5\x85\xac\xe5\x8f\xb8.cn", out),
-                        "b.\xe5\x85\xac\xe5\x8f\xb8.cn");
+    /* Unicode rules match the A-labels of a From: domain */
+    assert_string_equal(org(psl, "a.b.xn--55qx5d.cn", out), "b.xn--55qx5d.cn");
+    assert_string_equal(org(psl, "a.b.XN--MNCHEN-3YA.test", out),
+                        "b.xn--mnchen-3ya.test");
+    assert_string_equal(org(psl, "a.b.c.xn--eckwd4c7cu47r2wf", out),
+                        "b.c.xn--eckwd4c7cu47r2wf");
+    assert_string_equal(org(psl, "x.y.xn--bcher--gua0q.test", out),
+                        "y.xn--bcher--gua0q.test");
+    assert_string_equal(org(psl, "x.y.xn--tdaaaaaaaaaaaaaaaaaaaa.test", out),
+                        "y.xn--tdaaaaaaaaaaaaaaaaaaaa.test");
     assert_string_equal(org(psl, "", out), "");
     psl_free(psl);
     vstr_free(why);
@@ -126,6 +140,12 @@ static void test_refused(void **state)
         {"!*.uk\n", 6, "line 1: bad rule: '*' other than as the first label"},
         {"c\0m\n", 4, "line 1: bad rule: a NUL byte"},
         {"a.\x01.uk\n", 7, "line 1: bad rule: a character a DNS name has not"},
+        {"a.\xc3.uk\n", 7,
+         "line 1: bad rule: a label that is not UTF-8 (or far too long)"},
+        {"\xc0\xaf.uk\n", 7,
+         "line 1: bad rule: a label that is not UTF-8 (or far too long)"},
+        {"\xed\xa0\x80.uk\n", 8,
+         "line 1: bad rule: a label that is not UTF-8 (or far too long)"},
         {"", 0, "no rules"},
         {"// only\n\n// comments\n", 21, "no rules"},
     };
@@ -180,6 +200,9 @@ static void test_load(void **state)
     assert_string_equal(org(psl, "a.city.kawasaki.jp", out),
                         "city.kawasaki.jp");
     assert_string_equal(org(psl, "co.uk", out), "co.uk");
+    /* its Unicode rules, as A-labels: 公司.cn, and the TLD of Russia */
+    assert_string_equal(org(psl, "a.b.xn--55qx5d.cn", out), "b.xn--55qx5d.cn");
+    assert_string_equal(org(psl, "a.b.xn--p1ai", out), "b.xn--p1ai");
     psl_free(psl);
     vstr_free(why);
     vstr_free(out);
