@@ -410,6 +410,59 @@ def test_init_instance_signs_sendmail_mail(make_instance, make_sink):
     assert verify(m.data, keys) == [True]
 
 
+def test_sendmail_mail_waits_for_its_key(make_instance, make_sink):
+    """Mail from sendmail (no SMTP client to answer 4xx to) while the
+    signing key cannot be read stays in maildrop/ (cleanup says 4xx, the
+    log names the key file and pickup says it will retry); nothing goes
+    out unsigned. Once the key is back, the next submission's scan takes
+    both messages, each signed with a signature dkimpy verifies."""
+    need()
+    sendmail = SLUICE.parent / "sendmail"
+    require(sendmail, LIBEXEC / "pickup")
+    sink = make_sink()
+    inst = relay(make_instance, sink)
+    origin = inst.conf_get("myorigin")
+    if origin == "$myhostname":
+        origin = inst.conf_get("myhostname")
+    origin = origin.lower()
+    key = inst.dir / "data" / "dkim" / ("%s.sluice.pem" % origin)
+    der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout",
+                          "-outform", "DER"], capture_output=True,
+                         check=True).stdout
+    keys = Keys()
+    keys.add("sluice", origin,
+             "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode())
+    away = key.with_name(key.name + ".away")
+    os.rename(key, away)
+    inst.start()
+    environ = dict(os.environ)
+    environ.pop("SLUICE_CONFIG", None)
+
+    def submit(subject):
+        r = subprocess.run([str(sendmail), "-C", str(inst.dir),
+                            "bob@dest.test"],
+                           input=b"Subject: %s\n\nhello\n" % subject,
+                           env=environ, capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+
+    submit(b"first")
+    inst.wait_log(r"DKIM key file %s .*: open: No such file"
+                  % re.escape(str(key)), timeout=20)
+    inst.wait_log(r"pickup\[\d+\]: .*will retry", timeout=20)
+    assert list((inst.queue_dir / "maildrop").iterdir())
+    with pytest.raises(AssertionError):
+        sink.wait_messages(1, timeout=3)
+    os.rename(away, key)
+    submit(b"second")
+    got = sink.wait_messages(2, timeout=60)
+    assert sorted(re.search(rb"^Subject: (\w+)", m.data, re.M).group(1)
+                  for m in got) == [b"first", b"second"]
+    for m in got:
+        (sig,) = signatures(m.data)
+        assert tag(sig, b"d").decode() == origin
+        assert verify(m.data, keys) == [True]
+
+
 @pytest.mark.parametrize("keytype", [[], ["--ed25519"]], ids=["rsa", "ed25519"])
 def test_expiration_and_simple_canonicalization(make_instance, make_sink, keytype):
     """dkim_expiration puts x= that many seconds after t=; with
