@@ -46,9 +46,9 @@ libcurl4-openssl-dev libsqlite3-dev"
 # List DMARC's organizational domains come from (dmarc_public_suffix_list;
 # without it the spf daemon falls back to the last two labels, and says so).
 # opendkim-tools: opendkim-testkey checks the record `sluice dkim keygen`
-# prints against its key.
+# prints against its key. python3-nacl: dkimpy's Ed25519 (RFC 8463).
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
-publicsuffix opendkim-tools
+publicsuffix opendkim-tools python3-nacl
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
