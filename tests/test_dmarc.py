@@ -121,6 +121,13 @@ def test_alignment_cases(make_instance, make_sink, make_dns, rsa_key):
     ident, results = parsed(auth_results(got["dkim aligned"]))
     assert [r[:2] for r in results] == [("spf", "fail"), ("dkim", "pass"),
                                         ("dmarc", "pass")]
+    # The default list (Debian's publicsuffix) was read, by the daemon and
+    # by libopendmarc: no fallback was logged.
+    import os
+    if os.path.exists("/usr/share/publicsuffix/public_suffix_list.dat"):
+        log = inst.log()
+        assert "dmarc_public_suffix_list" not in log, log[-2000:]
+        assert "Public Suffix List" not in log, log[-2000:]
 
 
 def test_enforce_rejects_p_reject_only(make_instance, make_sink, make_dns,
