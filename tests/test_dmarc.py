@@ -437,3 +437,27 @@ def test_relaxed_alignment_by_public_suffix_list(make_instance, make_sink,
     assert dmarc_of(got["evil dkim"]) == ("fail", "victim.co.test")
     assert dmarc_of(got["own spf"]) == ("pass", "victim.co.test")
     assert dmarc_of(got["own dkim"]) == ("pass", "victim.co.test")
+
+
+def test_verifier_down_is_never_a_pass(make_instance, make_sink, make_dns):
+    """No spf service (the checker is not in master.cf) with
+    smtpd_authentication_checks = dmarc: the client gets 451 4.3.0 (try
+    later), the log says why, and nothing is delivered: no DMARC result
+    is made up."""
+    need()
+    dns_server = make_dns(txt=records("v=DKIM1; p="))
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, params={
+        "disable_dns_lookups": "no", "dns_servers": dns_server.server,
+        "smtpd_peername_lookup": "no", "authserv_id": "mx.sluice.test",
+        "smtpd_authentication_checks": "dmarc", "dmarc_enforce": "yes"})
+    inst.remove_service("spf")
+    inst.start()
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        client.ehlo("client.test")
+        assert client.mail("a@sig.test")[0] == 250
+        code, text = client.rcpt("bob@dest.test")
+        assert code == 451 and text.startswith(b"4.3.0 "), (code, text)
+    inst.wait_log(r"cannot connect to the spf service")
+    with pytest.raises(AssertionError):
+        sink.wait_messages(1, timeout=2)
