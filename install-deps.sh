@@ -22,10 +22,13 @@ set -u
 # hogweed (Requires.private), so pkg-config reports libunbound as missing
 # without nettle-dev. libsasl2-modules: the Cyrus SASL mechanisms smtpd's
 # AUTH offers (PLAIN, LOGIN, CRAM-MD5, SCRAM; sasldb comes with libsasl2-2).
+# publicsuffix: not built against, read when the spf daemon runs: the Public
+# Suffix List DMARC's organizational domains come from
+# (dmarc_public_suffix_list; without it, the last two labels, said in the log).
 BUILD="gcc make pkg-config libc6-dev libevent-dev libssl-dev libunbound-dev
 nettle-dev libdb5.3-dev libpcre2-dev libsasl2-dev libsasl2-modules libspf2-dev
 libopendkim-dev libopendmarc-dev libjansson-dev libcmocka-dev
-libcurl4-openssl-dev libsqlite3-dev librdkafka-dev"
+libcurl4-openssl-dev libsqlite3-dev librdkafka-dev publicsuffix"
 
 # The tests: pytest and its SMTP sinks, the loopback DNS server, the tools the
 # system tests run (strace, valgrind, the sanitizers' runtime for clang), and
@@ -47,9 +50,11 @@ libcurl4-openssl-dev libsqlite3-dev librdkafka-dev"
 # events/), and clickhouse-server (with clickhouse-client) consumes it with
 # the shipped DDL (conf/clickhouse-events.sql). python3-dnspython and
 # python3-cryptography: tests/dnssec_server.py signs a DNSSEC zone and
-# serves it on loopback for the DANE tests.
+# serves it on loopback for the DANE tests. opendkim-tools:
+# opendkim-testkey checks the record `sluice dkim keygen` prints against
+# its key. python3-nacl: dkimpy's Ed25519 (RFC 8463).
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
-python3-dnspython python3-cryptography
+python3-dnspython python3-cryptography opendkim-tools python3-nacl
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc

@@ -9,12 +9,15 @@
  *       Prints the file's name and the TXT record to publish:
  *           SELECTOR._domainkey.DOMAIN. IN TXT "v=DKIM1; k=rsa; p=..."
  *       (a record over 255 bytes as several quoted strings on one line).
- *   sluice dkim check DOMAIN SELECTOR [--key FILE] [--timeout SECONDS]
+ *   sluice dkim check DOMAIN [SELECTOR [--key FILE]] [--timeout SECONDS]
  *       asks dns_servers (libunbound, as the daemons do) for the TXT
  *       record of SELECTOR._domainkey.DOMAIN and compares its k= and p=
- *       with the public half of the key (the default file as above). Exit
- *       0 when they match, 1 for a mismatch, a missing record or an error,
- *       2 when DNS gave no answer (try again) within the timeout (10 s).
+ *       with the public half of the key (the default file as above).
+ *       Without SELECTOR: every selector:/path of DOMAIN in
+ *       dkim_signing_maps, the keys cleanup signs with. Exit 0 when they
+ *       match, 1 for a mismatch, a missing record or an error (for any
+ *       one key), 2 when DNS gave no answer (try again) within the
+ *       timeout (10 s).
  */
 #include "sys_defs.h"
 
@@ -33,6 +36,7 @@
 #include "argv.h"
 #include "dns.h"
 #include "mail_conf.h"
+#include "maps.h"
 #include "mymalloc.h"
 #include "sluice.h"
 #include "vstr.h"
@@ -44,7 +48,7 @@
 
 static const char sluice_dkim_usage[] =
     "usage: sluice dkim keygen DOMAIN SELECTOR [--ed25519] [--bits N] "
-    "[--path FILE] | sluice dkim check DOMAIN SELECTOR [--key FILE] "
+    "[--path FILE] | sluice dkim check DOMAIN [SELECTOR [--key FILE]] "
     "[--timeout SECONDS]";
 
 /* sluice_dkim_name_ok - a DNS name of letters, digits, '-', '_' labels */
@@ -414,6 +418,13 @@ static struct ub_ctx *sluice_dkim_resolver(const MAIL_CONF *conf)
         ub_ctx_delete(ub);
         ub = NULL;
     }
+    /* Asynchronous (a thread), so that a lookup can be given up on time;
+       set once, before the first lookup finalizes the context. */
+    if (ub != NULL && (err = ub_ctx_async(ub, 1)) != 0) {
+        sluice_fail("dkim check: libunbound: %s", ub_strerror(err));
+        ub_ctx_delete(ub);
+        ub = NULL;
+    }
     argv_free(servers);
     vstr_free(fwd);
     vstr_free(why);
@@ -448,8 +459,7 @@ static int sluice_dkim_resolve(struct ub_ctx *ub, const char *name, int timeout,
     struct timespec start, now;
     int async_id, err;
 
-    if ((err = ub_ctx_async(ub, 1)) != 0 ||
-        (err = ub_resolve_async(ub, name, 16 /* TXT */, 1 /* IN */, &answer,
+    if ((err = ub_resolve_async(ub, name, 16 /* TXT */, 1 /* IN */, &answer,
                                 sluice_dkim_answer, &async_id)) != 0)
         return err;
     clock_gettime(CLOCK_MONOTONIC, &start);
@@ -472,61 +482,22 @@ static int sluice_dkim_resolve(struct ub_ctx *ub, const char *name, int timeout,
     return answer.err;
 }
 
-/* sluice_dkim_check - compare the published record with the key */
-static int sluice_dkim_check(const char *config_dir, int argc, char **argv)
+/* sluice_dkim_check_one - compare the record of selector._domainkey.
+   domain with the key in path: 0 match, 1 mismatch, no record or an
+   error, 2 try again */
+static int sluice_dkim_check_one(struct ub_ctx *ub, const char *domain,
+                                 const char *selector, const char *path,
+                                 int timeout)
 {
-    const char *domain = NULL, *selector = NULL, *key_arg = NULL;
     const char *type = "";
     struct ub_result *result = NULL;
-    struct ub_ctx *ub;
-    MAIL_CONF *conf;
     VSTR *name;
-    char *path, *pub;
+    char *pub;
     int err, ret = 1;
-    int timeout = SLUICE_DKIM_DNS_TIMEOUT;
     bool any = false, match = false;
 
-    for (int i = 1; i < argc; i++) {
-        if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
-            key_arg = argv[++i];
-        } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
-            char *end;
-            long value;
-
-            errno = 0;
-            value = strtol(argv[++i], &end, 10);
-            if (errno || *end || end == argv[i] || value < 1 || value > 300)
-                return sluice_fail("dkim check: --timeout %s: seconds, 1 to "
-                                   "300",
-                                   argv[i]);
-            timeout = (int) value;
-        } else if (argv[i][0] == '-') {
-            return sluice_fail("dkim check: unknown option \"%s\" (%s)",
-                               argv[i], sluice_dkim_usage);
-        } else if (domain == NULL) {
-            domain = argv[i];
-        } else if (selector == NULL) {
-            selector = argv[i];
-        } else {
-            return sluice_fail("%s", sluice_dkim_usage);
-        }
-    }
-    if (domain == NULL || selector == NULL)
-        return sluice_fail("%s", sluice_dkim_usage);
-    if (!sluice_dkim_name_ok(domain) || !sluice_dkim_name_ok(selector))
-        return sluice_fail("dkim check: bad domain or selector");
-    if ((conf = sluice_dkim_conf(config_dir)) == NULL)
+    if ((pub = sluice_dkim_load(path, &type)) == NULL)
         return 1;
-    path = key_arg ? mystrdup(key_arg)
-                   : sluice_dkim_default_path(conf, domain, selector);
-    if ((pub = sluice_dkim_load(path, &type)) == NULL ||
-        (ub = sluice_dkim_resolver(conf)) == NULL) {
-        myfree(pub);
-        myfree(path);
-        mail_conf_free(conf);
-        return 1;
-    }
-    mail_conf_free(conf);
     name = vstr_alloc(100);
     vstr_sprintf(name, "%s._domainkey.%s", selector, domain);
     err = sluice_dkim_resolve(ub, vstr_str(name), timeout, &result);
@@ -585,10 +556,155 @@ static int sluice_dkim_check(const char *config_dir, int argc, char **argv)
 out:
     if (result != NULL)
         ub_resolve_free(result);
-    ub_ctx_delete(ub);
     vstr_free(name);
     myfree(pub);
-    myfree(path);
+    return ret;
+}
+
+/* sluice_dkim_worse - the exit status of two checks: a mismatch or an
+   error (1) before a "try again" (2) before OK (0) */
+static int sluice_dkim_worse(int a, int b)
+{
+    return a == 1 || b == 1 ? 1 : a == 2 || b == 2 ? 2 : 0;
+}
+
+/* sluice_dkim_check_table - every selector:/path of domain in
+   dkim_signing_maps, each checked; the worst exit status */
+static int sluice_dkim_check_table(const MAIL_CONF *conf, struct ub_ctx *ub,
+                                   const char *domain, int timeout)
+{
+    VSTR *why = vstr_alloc(64);
+    VSTR *lower = vstr_alloc(64);
+    MAPS *maps;
+    ARGV *words = NULL;
+    const char *value;
+    int error = MAP_OK;
+    int ret = 0;
+
+    vstr_cpy(lower, domain);
+    vstr_lower(lower);
+    if ((maps = maps_create("dkim_signing_maps",
+                            mail_conf_str(conf, "dkim_signing_maps"),
+                            MAP_FLAG_NONE, why)) == NULL) {
+        ret = sluice_fail("dkim check: dkim_signing_maps: %s", vstr_str(why));
+        goto out;
+    }
+    value = maps_find(maps, vstr_str(lower), &error);
+    if (value == NULL && error != MAP_NOTFOUND && error != MAP_OK) {
+        ret = sluice_fail("dkim check: dkim_signing_maps: the lookup of %s "
+                          "failed",
+                          vstr_str(lower));
+        goto out;
+    }
+    if (value == NULL) {
+        ret = sluice_fail("dkim check: %s is not in dkim_signing_maps (name "
+                          "a SELECTOR to check a key of data_directory/dkim/)",
+                          vstr_str(lower));
+        goto out;
+    }
+    words = argv_split(value, ", \t\r\n");
+    if (words->argc == 0) {
+        ret = sluice_fail("dkim check: dkim_signing_maps: no "
+                          "selector:/path/to/key.pem for %s",
+                          vstr_str(lower));
+        goto out;
+    }
+    for (size_t i = 0; i < (size_t) words->argc; i++) {
+        char *word = words->argv[i];
+        char *colon = strchr(word, ':');
+        size_t len;
+
+        if (colon == NULL || colon == word || colon[1] != '/') {
+            printf("%s: dkim_signing_maps: \"%s\" is not "
+                   "selector:/path/to/key.pem\n",
+                   vstr_str(lower), word);
+            ret = 1;
+            continue;
+        }
+        *colon = 0;
+        /* The key's type may follow the path (:rsa, :ed25519); the PEM
+           says it anyway. */
+        len = strlen(colon + 1);
+        if (len > 4 && strcasecmp(colon + 1 + len - 4, ":rsa") == 0)
+            colon[1 + len - 4] = 0;
+        else if (len > 8 && strcasecmp(colon + 1 + len - 8, ":ed25519") == 0)
+            colon[1 + len - 8] = 0;
+        if (!sluice_dkim_name_ok(word)) {
+            printf("%s: dkim_signing_maps: bad selector \"%s\"\n",
+                   vstr_str(lower), word);
+            ret = 1;
+            continue;
+        }
+        ret = sluice_dkim_worse(ret,
+                                sluice_dkim_check_one(ub, vstr_str(lower), word,
+                                                      colon + 1, timeout));
+    }
+
+out:
+    if (words != NULL)
+        argv_free(words);
+    maps_free(maps);
+    vstr_free(why);
+    vstr_free(lower);
+    return ret;
+}
+
+/* sluice_dkim_check - compare the published record with the key */
+static int sluice_dkim_check(const char *config_dir, int argc, char **argv)
+{
+    const char *domain = NULL, *selector = NULL, *key_arg = NULL;
+    struct ub_ctx *ub;
+    MAIL_CONF *conf;
+    char *path;
+    int ret;
+    int timeout = SLUICE_DKIM_DNS_TIMEOUT;
+
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--key") == 0 && i + 1 < argc) {
+            key_arg = argv[++i];
+        } else if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            char *end;
+            long value;
+
+            errno = 0;
+            value = strtol(argv[++i], &end, 10);
+            if (errno || *end || end == argv[i] || value < 1 || value > 300)
+                return sluice_fail("dkim check: --timeout %s: seconds, 1 to "
+                                   "300",
+                                   argv[i]);
+            timeout = (int) value;
+        } else if (argv[i][0] == '-') {
+            return sluice_fail("dkim check: unknown option \"%s\" (%s)",
+                               argv[i], sluice_dkim_usage);
+        } else if (domain == NULL) {
+            domain = argv[i];
+        } else if (selector == NULL) {
+            selector = argv[i];
+        } else {
+            return sluice_fail("%s", sluice_dkim_usage);
+        }
+    }
+    if (domain == NULL || (selector == NULL && key_arg != NULL))
+        return sluice_fail("%s", sluice_dkim_usage);
+    if (!sluice_dkim_name_ok(domain) ||
+        (selector != NULL && !sluice_dkim_name_ok(selector)))
+        return sluice_fail("dkim check: bad domain or selector");
+    if ((conf = sluice_dkim_conf(config_dir)) == NULL)
+        return 1;
+    if ((ub = sluice_dkim_resolver(conf)) == NULL) {
+        mail_conf_free(conf);
+        return 1;
+    }
+    if (selector == NULL) {
+        ret = sluice_dkim_check_table(conf, ub, domain, timeout);
+    } else {
+        path = key_arg ? mystrdup(key_arg)
+                       : sluice_dkim_default_path(conf, domain, selector);
+        ret = sluice_dkim_check_one(ub, domain, selector, path, timeout);
+        myfree(path);
+    }
+    mail_conf_free(conf);
+    ub_ctx_delete(ub);
     return ret;
 }
 

@@ -207,6 +207,10 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"dmarc_enforce", BOOL, "no",
      "reject (550 5.7.1) a message that fails DMARC for a domain whose"
      " policy is p=reject (or sp=reject); no: only record dmarc=fail"},
+    {"dmarc_public_suffix_list", STR,
+     "/usr/share/publicsuffix/public_suffix_list.dat",
+     "Public Suffix List that names DMARC's organizational domains (empty or"
+     " unreadable: the last two labels, said in the log)"},
     /* smtpd TLS (global/tls_server.c). */
     {"smtpd_tls_security_level", STR, "",
      "smtpd TLS: none (or empty), may (offer STARTTLS) or encrypt (require"

@@ -48,6 +48,7 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "psl.h"
 #include "spf.h"
 #include "spf_proto.h"
 #include "vstr.h"
@@ -72,6 +73,8 @@ typedef struct SPF_CTX {
     int timeout; /* spf_lookup_timeout, seconds */
     char *myhostname; /* names us in Received-SPF: comments */
     SPF_DKIM *dkim; /* DKIM verification (spf_dkim.c) */
+    PSL *psl; /* dmarc_public_suffix_list; NULL: none */
+    char *psl_file; /* its file, when read; else NULL */
 } SPF_CTX;
 
 /* One lookup in flight. */
@@ -500,6 +503,27 @@ static void spf_accept(MAIL_SERVER *server, int fd, void *arg)
     mail_server_busy(server, false);
 }
 
+/* spf_psl_load - the Public Suffix List of dmarc_public_suffix_list;
+   without it (empty, unreadable, malformed) DMARC's organizational domain
+   is the last two labels, and the log says so once a start */
+static void spf_psl_load(SPF_CTX *ctx, const MAIL_CONF *conf)
+{
+    const char *path = mail_conf_str(conf, "dmarc_public_suffix_list");
+    VSTR *why = vstr_alloc(100);
+
+    if (*path == 0)
+        msg_info("dmarc_public_suffix_list is empty: DMARC's organizational "
+                 "domain is the last two labels of a name");
+    else if ((ctx->psl = psl_load(path, why)) != NULL)
+        ctx->psl_file = mystrdup(path);
+    else
+        msg_warn("dmarc_public_suffix_list: %s: DMARC's organizational "
+                 "domain is the last two labels of a name until the list "
+                 "can be read (Debian package publicsuffix)",
+                 vstr_str(why));
+    vstr_free(why);
+}
+
 /* spf_pre_loop - read the configuration, set up libunbound and libspf2 */
 static void spf_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -512,7 +536,6 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     SPF_warning_handler = spf_log_warning;
     SPF_info_handler = spf_log_info;
     SPF_debug_handler = NULL;
-    spf_dmarc_init();
     ctx->myhostname = mystrdup(mail_conf_str(conf, "myhostname"));
     ctx->timeout = (int) mail_conf_time(conf, "spf_lookup_timeout");
     ctx->dns.failure = vstr_alloc(100);
@@ -520,14 +543,19 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     if (mail_conf_bool(conf, "disable_dns_lookups")) {
         msg_info("disable_dns_lookups = yes: SPF is not checked (every "
                  "result is none)");
-        ctx->dkim = spf_dkim_create(NULL, 1);
+        (void) spf_dmarc_init(NULL);
+        ctx->dkim = spf_dkim_create(NULL, 1, NULL);
         vstr_free(why);
         return;
     }
     if (!spf_dns_setup(ctx, conf, why))
         msg_fatal("spf: %s", vstr_str(why));
+    spf_psl_load(ctx, conf);
+    if (!spf_dmarc_init(ctx->psl_file))
+        ctx->psl_file = myfree(ctx->psl_file);
     ctx->dkim = spf_dkim_create(
-        ctx->dns.ub, (int) mail_conf_time(conf, "dkim_lookup_timeout"));
+        ctx->dns.ub, (int) mail_conf_time(conf, "dkim_lookup_timeout"),
+        ctx->psl);
     /* The layer is ours: a server made by SPF_server_new_dns() does not
        free its resolver (and no destroy callback lets SPF_dns_free try). */
     layer = mycalloc(1, sizeof(*layer));
@@ -558,7 +586,9 @@ int main(int argc, char **argv)
         SPF_server_free(ctx.spf);
     myfree(ctx.layer);
     ctx.dkim = spf_dkim_free(ctx.dkim);
-    spf_dmarc_done();
+    ctx.psl = psl_free(ctx.psl);
+    spf_dmarc_done(ctx.psl_file);
+    myfree(ctx.psl_file);
     if (ctx.dns.ub)
         ub_ctx_delete(ctx.dns.ub);
     vstr_free(ctx.dns.failure);

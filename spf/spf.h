@@ -45,8 +45,12 @@ typedef struct SPF_DKIM SPF_DKIM;
 struct ub_ctx;
 struct ATTR_STREAM;
 /* spf_dkim_create - libopendkim set up once; ub NULL: DNS is off (every
-   key lookup fails) */
-extern SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout);
+   key lookup fails); psl (kept, may be NULL) names DMARC's organizational
+   domains */
+struct PSL;
+extern SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout,
+                                 const struct PSL *psl);
+extern const struct PSL *spf_dkim_psl(const SPF_DKIM *dk);
 extern SPF_DKIM *spf_dkim_free(SPF_DKIM *dk);
 /* spf_dkim_serve - a BEGIN was read from stream: read the content and
    END, verify (and evaluate DMARC when begin asks), write the REPLY */
@@ -58,13 +62,14 @@ extern void spf_dkim_serve(SPF_DKIM *dk, struct ATTR_STREAM *stream,
 extern int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix,
                         VSTR *out);
 
-/* DMARC (spf_dmarc.c): the library once, then one evaluation a message:
+/* DMARC (spf_dmarc.c): the library once (tld_file: the Public Suffix List
+   for its relaxed alignment, or NULL), then one evaluation a message:
    the From: domain of head (the header section), its policy record (or
    the organizational domain's) through spf_dkim_txt, the SPF result of
    begin and the DKIM results in reply; the DMARC fields of reply are set
    (their strings in from and policy) */
-extern void spf_dmarc_init(void);
-extern void spf_dmarc_done(void);
+extern bool spf_dmarc_init(const char *tld_file);
+extern void spf_dmarc_done(const char *tld_file);
 extern void spf_dmarc_eval(SPF_DKIM *dk, const struct DKIM_REQUEST *begin,
                            const char *head, size_t len, DKIM_REPLY *reply,
                            VSTR *from, VSTR *policy);

@@ -24,6 +24,7 @@
 #include "dkim_proto.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "psl.h"
 #include "spf.h"
 #include "vstr.h"
 
@@ -35,6 +36,7 @@ struct SPF_DKIM {
     DKIM_LIB *lib;
     struct ub_ctx *ub; /* the daemon's; NULL: DNS is off */
     int timeout; /* dkim_lookup_timeout, seconds */
+    const PSL *psl; /* DMARC's organizational domains; NULL: none */
     /* The message in hand. */
     bool started; /* deadline set (at the first key lookup) */
     struct timespec deadline;
@@ -153,7 +155,7 @@ static int spf_dkim_query(SPF_DKIM *dk, const char *name,
 
 /* spf_dkim_txt - the TXT record of name that starts with prefix (case
    insensitive; "" for the first one) into out: 1, 0 for none, -1 when
-   the lookup failed */
+   the lookup failed or its answer is malformed */
 int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix, VSTR *out)
 {
     struct ub_result *result;
@@ -167,8 +169,13 @@ int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix, VSTR *out)
                     result->data[i] != NULL && ret == 0;
          i++) {
         if (!spf_rr_txt((const unsigned char *) result->data[i],
-                        (size_t) result->len[i], out))
-            continue;
+                        (size_t) result->len[i], out)) {
+            /* A broken answer (a 100 KB record comes cut short) hides
+               what the record says: the lookup failed, never "none". */
+            (void) spf_dkim_fail(dk, name, "malformed TXT record");
+            ret = -1;
+            break;
+        }
         if (strncasecmp(vstr_str(out), prefix, strlen(prefix)) == 0)
             ret = 1;
     }
@@ -217,7 +224,7 @@ static DKIM_CBSTAT spf_dkim_key(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf,
 }
 
 /* spf_dkim_create - the library, set up once; ub may be NULL (DNS off) */
-SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout)
+SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout, const PSL *psl)
 {
     SPF_DKIM *dk = mycalloc(1, sizeof(*dk));
     unsigned int flags = 0;
@@ -236,9 +243,16 @@ SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout)
         msg_fatal("spf: libopendkim: cannot set the key lookup");
     dk->ub = ub;
     dk->timeout = timeout;
+    dk->psl = psl;
     dk->failure = vstr_alloc(100);
     dk->failed = vstr_alloc(100);
     return dk;
+}
+
+/* spf_dkim_psl - the Public Suffix List for DMARC (NULL: none) */
+const PSL *spf_dkim_psl(const SPF_DKIM *dk)
+{
+    return dk->psl;
 }
 
 /* spf_dkim_free - NULL */

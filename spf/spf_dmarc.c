@@ -3,8 +3,10 @@
  *
  * For a message whose DKIM verification smtpd asked with dmarc=1: the
  * From: domain (global/auth_from.h), the policy record at _dmarc.<that
- * domain>, else at _dmarc.<its organizational domain> (the last two
- * labels: no public suffix list is read; sp= applies to a subdomain), the
+ * domain>, else at _dmarc.<its organizational domain> (by the Public
+ * Suffix List of dmarc_public_suffix_list, global/psl.h: the domain's
+ * public suffix and one label more; without the list, the last two
+ * labels; sp= applies to a subdomain), the
  * SPF result smtpd had (with the MAIL FROM or HELO domain) and the DKIM
  * results, given to libopendmarc, which checks the alignment (adkim=,
  * aspf=, relaxed or strict) and names the policy to apply. The record is
@@ -21,38 +23,51 @@
 #include "auth_from.h"
 #include "dkim_proto.h"
 #include "msg.h"
+#include "psl.h"
 #include "spf.h"
 #include "vstr.h"
 
-/* spf_dmarc_init - the library, once */
-void spf_dmarc_init(void)
+/* spf_dmarc_lib - the library's settings: the Public Suffix List file
+   our own reader took (global/psl.h), so that its relaxed alignment
+   compares the organizational domains our record lookup found; NULL:
+   none (it then compares the names themselves) */
+static void spf_dmarc_lib(OPENDMARC_LIB_T *lib, const char *tld_file)
 {
-    static OPENDMARC_LIB_T lib;
+    memset(lib, 0, sizeof(*lib));
+    lib->tld_type = OPENDMARC_TLD_TYPE_NONE;
+    if (tld_file != NULL && strlen(tld_file) < sizeof(lib->tld_source_file)) {
+        lib->tld_type = OPENDMARC_TLD_TYPE_MOZILLA;
+        memcpy(lib->tld_source_file, tld_file, strlen(tld_file) + 1);
+    }
+}
 
-    lib.tld_type = OPENDMARC_TLD_TYPE_NONE;
-    if (opendmarc_policy_library_init(&lib) != DMARC_PARSE_OKAY)
-        msg_fatal("spf: cannot initialize libopendmarc");
+/* spf_dmarc_init - the library, once; false when it would not take
+   tld_file (it is then set up without one) */
+bool spf_dmarc_init(const char *tld_file)
+{
+    OPENDMARC_LIB_T lib;
+
+    spf_dmarc_lib(&lib, tld_file);
+    if (opendmarc_policy_library_init(&lib) == DMARC_PARSE_OKAY)
+        return true;
+    if (tld_file != NULL) {
+        msg_warn("libopendmarc cannot read the Public Suffix List %s: its "
+                 "relaxed alignment compares the names themselves",
+                 tld_file);
+        spf_dmarc_lib(&lib, NULL);
+        if (opendmarc_policy_library_init(&lib) == DMARC_PARSE_OKAY)
+            return false;
+    }
+    msg_fatal("spf: cannot initialize libopendmarc");
 }
 
 /* spf_dmarc_done - the library's end, at exit */
-void spf_dmarc_done(void)
+void spf_dmarc_done(const char *tld_file)
 {
-    OPENDMARC_LIB_T lib = {.tld_type = OPENDMARC_TLD_TYPE_NONE};
+    OPENDMARC_LIB_T lib;
 
+    spf_dmarc_lib(&lib, tld_file);
     (void) opendmarc_policy_library_shutdown(&lib);
-}
-
-/* spf_dmarc_org - the organizational domain: the last two labels */
-static const char *spf_dmarc_org(const char *domain)
-{
-    const char *last = strrchr(domain, '.');
-    const char *cp;
-
-    if (last == NULL)
-        return domain;
-    for (cp = last - 1; cp > domain && *cp != '.'; cp--)
-        continue;
-    return cp > domain ? cp + 1 : domain;
 }
 
 /* spf_dmarc_spf - the SPF result as libopendmarc counts it */
@@ -83,20 +98,21 @@ static int spf_dmarc_dkim(DKIM_PROTO_RESULT result)
 }
 
 /* spf_dmarc_record - the policy record for domain (or its organizational
-   domain) into record, found_at naming where: 1, 0 none, -1 DNS failed */
+   domain, into org) into record, found_at naming where: 1, 0 none, -1 DNS
+   failed */
 static int spf_dmarc_record(SPF_DKIM *dk, const char *domain, VSTR *record,
-                            const char **found_at)
+                            VSTR *org, const char **found_at)
 {
     VSTR *name = vstr_alloc(100);
-    const char *org = spf_dmarc_org(domain);
     int ret;
 
+    psl_org_domain(spf_dkim_psl(dk), domain, org);
     vstr_sprintf(name, "_dmarc.%s", domain);
     *found_at = domain;
     ret = spf_dkim_txt(dk, vstr_str(name), "v=DMARC1", record);
-    if (ret == 0 && strcmp(org, domain) != 0) {
-        vstr_sprintf(name, "_dmarc.%s", org);
-        *found_at = org;
+    if (ret == 0 && strcmp(vstr_str(org), domain) != 0) {
+        vstr_sprintf(name, "_dmarc.%s", vstr_str(org));
+        *found_at = vstr_str(org);
         ret = spf_dkim_txt(dk, vstr_str(name), "v=DMARC1", record);
     }
     vstr_free(name);
@@ -109,6 +125,7 @@ void spf_dmarc_eval(SPF_DKIM *dk, const DKIM_REQUEST *begin, const char *head,
 {
     VSTR *why = vstr_alloc(100);
     VSTR *record = vstr_alloc(200);
+    VSTR *org = vstr_alloc(100);
     DMARC_POLICY_T *pctx = NULL;
     const char *found_at = "";
     OPENDMARC_STATUS_T status;
@@ -120,7 +137,7 @@ void spf_dmarc_eval(SPF_DKIM *dk, const DKIM_REQUEST *begin, const char *head,
         msg_info("dmarc: %s: result=permerror", vstr_str(why));
         goto out;
     }
-    switch (spf_dmarc_record(dk, vstr_str(from), record, &found_at)) {
+    switch (spf_dmarc_record(dk, vstr_str(from), record, org, &found_at)) {
     case -1:
         reply->dmarc_result = DMARC_PROTO_TEMPERROR;
         msg_info("dmarc: header.from=%s: DNS lookup failed: result=temperror",
@@ -201,4 +218,5 @@ out:
     reply->dmarc_policy = vstr_str(policy);
     vstr_free(why);
     vstr_free(record);
+    vstr_free(org);
 }

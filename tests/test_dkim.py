@@ -380,6 +380,97 @@ def test_init_instance_signs_its_own_domain(make_instance, make_sink):
     assert verify(m.data, keys) == [True]
 
 
+def test_init_instance_signs_sendmail_mail(make_instance, make_sink):
+    """The way `make run` suggests sending (echo hello | sendmail -C DIR
+    user), with no From: header at all: cleanup adds From: with the
+    instance's domain, and the key `sluice init` made signs it; dkimpy
+    verifies the signature, which covers the From: cleanup wrote."""
+    need()
+    sendmail = SLUICE.parent / "sendmail"
+    require(sendmail, LIBEXEC / "pickup")
+    sink = make_sink()
+    inst = relay(make_instance, sink)
+    origin = inst.conf_get("myorigin")
+    if origin == "$myhostname":
+        origin = inst.conf_get("myhostname")
+    origin = origin.lower()
+    key = inst.dir / "data" / "dkim" / ("%s.sluice.pem" % origin)
+    der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout",
+                          "-outform", "DER"], capture_output=True,
+                         check=True).stdout
+    keys = Keys()
+    keys.add("sluice", origin,
+             "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode())
+    inst.start()
+    environ = dict(os.environ)
+    environ.pop("SLUICE_CONFIG", None)
+    r = subprocess.run([str(sendmail), "-C", str(inst.dir), "bob@dest.test"],
+                       input=b"Subject: hello\n\nhello\n", env=environ,
+                       capture_output=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    (m,) = sink.wait_messages(1, timeout=30)
+    head = m.data.split(b"\r\n\r\n", 1)[0]
+    assert re.search(rb"^From: \S+@" + re.escape(origin.encode()), head,
+                     re.M | re.I), head
+    (sig,) = signatures(m.data)
+    assert tag(sig, b"d").decode() == origin and tag(sig, b"s") == b"sluice"
+    assert b"from" in tag(sig, b"h").lower().split(b":")
+    assert verify(m.data, keys) == [True]
+
+
+def test_sendmail_mail_waits_for_its_key(make_instance, make_sink):
+    """Mail from sendmail (no SMTP client to answer 4xx to) while the
+    signing key cannot be read stays in maildrop/ (cleanup says 4xx, the
+    log names the key file and pickup says it will retry); nothing goes
+    out unsigned. Once the key is back, the next submission's scan takes
+    both messages, each signed with a signature dkimpy verifies."""
+    need()
+    sendmail = SLUICE.parent / "sendmail"
+    require(sendmail, LIBEXEC / "pickup")
+    sink = make_sink()
+    inst = relay(make_instance, sink)
+    origin = inst.conf_get("myorigin")
+    if origin == "$myhostname":
+        origin = inst.conf_get("myhostname")
+    origin = origin.lower()
+    key = inst.dir / "data" / "dkim" / ("%s.sluice.pem" % origin)
+    der = subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout",
+                          "-outform", "DER"], capture_output=True,
+                         check=True).stdout
+    keys = Keys()
+    keys.add("sluice", origin,
+             "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode())
+    away = key.with_name(key.name + ".away")
+    os.rename(key, away)
+    inst.start()
+    environ = dict(os.environ)
+    environ.pop("SLUICE_CONFIG", None)
+
+    def submit(subject):
+        r = subprocess.run([str(sendmail), "-C", str(inst.dir),
+                            "bob@dest.test"],
+                           input=b"Subject: %s\n\nhello\n" % subject,
+                           env=environ, capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+
+    submit(b"first")
+    inst.wait_log(r"DKIM key file %s .*: open: No such file"
+                  % re.escape(str(key)), timeout=20)
+    inst.wait_log(r"pickup\[\d+\]: .*will retry", timeout=20)
+    assert list((inst.queue_dir / "maildrop").iterdir())
+    with pytest.raises(AssertionError):
+        sink.wait_messages(1, timeout=3)
+    os.rename(away, key)
+    submit(b"second")
+    got = sink.wait_messages(2, timeout=60)
+    assert sorted(re.search(rb"^Subject: (\w+)", m.data, re.M).group(1)
+                  for m in got) == [b"first", b"second"]
+    for m in got:
+        (sig,) = signatures(m.data)
+        assert tag(sig, b"d").decode() == origin
+        assert verify(m.data, keys) == [True]
+
+
 @pytest.mark.parametrize("keytype", [[], ["--ed25519"]], ids=["rsa", "ed25519"])
 def test_expiration_and_simple_canonicalization(make_instance, make_sink, keytype):
     """dkim_expiration puts x= that many seconds after t=; with
@@ -451,8 +542,10 @@ def txt_rr(text):
 def test_check_against_dns(make_instance, make_dns):
     """`sluice dkim check` asks dns_servers for the record: the record of
     the key is OK (exit 0), another key's record a mismatch (exit 1), a
-    missing record not found (exit 1); RSA and Ed25519 both. A server that
-    does not answer is "try again" (exit 2) after --timeout."""
+    missing record not found (exit 1); RSA and Ed25519 both. Given only
+    a domain it checks every key dkim_signing_maps names for it (exit 1
+    when one does not match; a domain not there is an error). A server
+    that does not answer is "try again" (exit 2) after --timeout."""
     need()
     inst = make_instance()
     rsa, rsa_txt = keygen(inst, DOMAIN, "good")
@@ -475,6 +568,23 @@ def test_check_against_dns(make_instance, make_dns):
     r = inst.command("dkim", "check", DOMAIN, "nokey")
     assert r.returncode == 1 and "nokey.pem" in r.stderr, r
 
+    # No selector: every key of the domain in dkim_signing_maps.
+    wrong = str(inst.dir / "data" / "dkim" / ("%s.wrong.pem" % DOMAIN))
+    table = inst.dir / "signing"
+    table.write_text("%s good:%s, edgood:%s:ed25519\n" % (DOMAIN, rsa, ed))
+    inst.conf_set(dkim_signing_maps="texthash:%s" % table)
+    r = inst.command("dkim", "check", DOMAIN.upper())
+    assert r.returncode == 0, r
+    assert r.stdout.count(": OK: ") == 2, r.stdout
+    assert "edgood._domainkey.%s: OK" % DOMAIN in r.stdout, r.stdout
+    table.write_text("%s good:%s wrong:%s\n" % (DOMAIN, rsa, wrong))
+    r = inst.command("dkim", "check", DOMAIN)
+    assert r.returncode == 1, r
+    assert "good._domainkey.%s: OK" % DOMAIN in r.stdout, r.stdout
+    assert "wrong._domainkey.%s: mismatch" % DOMAIN in r.stdout, r.stdout
+    r = inst.command("dkim", "check", "other.test")
+    assert r.returncode == 1 and "not in dkim_signing_maps" in r.stderr, r
+
     # A server that never answers: "try again", exit 2.
     silent = dns_mod.Silent()
     try:
@@ -485,3 +595,64 @@ def test_check_against_dns(make_instance, make_dns):
         assert time.monotonic() - t < 10
     finally:
         silent.stop()
+
+
+def printed_record(out):
+    """(owner name, [character-strings]) of the TXT record keygen printed."""
+    m = re.search(r'^(\S+?)\.? IN TXT (.*)$', out, re.M)
+    assert m, out
+    return m.group(1), re.findall(r'"([^"]*)"', m.group(2))
+
+
+def test_opendkim_testkey_accepts_the_printed_record(make_instance, make_dns,
+                                                     tmp_path):
+    """opendkim-testkey (OpenDKIM's checker, a verifier we did not write)
+    fetches the TXT record exactly as `sluice dkim keygen` printed it
+    (its quoted strings, served by a loopback dnsmasq through an unbound
+    configuration of its own) and finds that it matches the private key
+    keygen wrote; another key's file is "keys do not match", a selector
+    with no record "record not found". The Ed25519 record is checked
+    without the private key (opendkim-testkey 2.11 reads RSA keys only)."""
+    need()
+    testkey = shutil.which("opendkim-testkey") or "/usr/sbin/opendkim-testkey"
+    if not os.access(testkey, os.X_OK):
+        if os.environ.get("CI"):
+            raise AssertionError("opendkim-testkey is missing (opendkim-tools)")
+        pytest.skip("opendkim-testkey is not installed (opendkim-tools)")
+    inst = make_instance()
+    rr = []
+    keys = {}
+    for sel, opts in (("rsa", ()), ("ed", ("--ed25519",)),
+                      ("long", ("--bits", "4096"))):
+        out = inst.check("dkim", "keygen", DOMAIN, sel, *opts)
+        name, strings = printed_record(out)
+        assert name == "%s._domainkey.%s" % (sel, DOMAIN)
+        rr.append((name, 16, "".join((bytes([len(s)]) + s.encode()).hex()
+                                     for s in strings)))
+        keys[sel] = re.search(r"^private key: (\S+)$", out, re.M).group(1)
+    dns = make_dns(rr=rr)
+    unbound = tmp_path / "unbound.conf"
+    unbound.write_text('server:\n    do-not-query-localhost: no\n'
+                       '    local-zone: "test." transparent\n'
+                       'forward-zone:\n    name: "."\n'
+                       '    forward-addr: 127.0.0.1@%d\n' % dns.port)
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text("ResolverConfiguration %s\n" % unbound)
+
+    def run(selector, key=None):
+        argv = [testkey, "-x", str(conf), "-d", DOMAIN, "-s", selector, "-vvv"]
+        if key:
+            argv += ["-k", key]
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        return r.returncode, r.stdout + r.stderr
+
+    code, out = run("rsa", keys["rsa"])
+    assert code == 0 and "key OK" in out, out
+    code, out = run("long", keys["long"])
+    assert code == 0 and "key OK" in out, out
+    code, out = run("ed")
+    assert code == 0 and "key OK" in out, out
+    code, out = run("rsa", keys["long"])
+    assert code != 0 and "keys do not match" in out, out
+    code, out = run("nothere")
+    assert code != 0 and "record not found" in out, out

@@ -160,6 +160,46 @@ def test_pass_fail_none_and_spf_in_one_header(make_instance, make_sink,
     inst.wait_log(r"spf\[\d+\]: .*dkim: d=sig\.test s=sel result=pass")
 
 
+def test_ed25519_and_dual_signatures(make_instance, make_sink, make_dns,
+                                     rsa_key):
+    """Ed25519 signatures (RFC 8463) made by dkimpy verify: a message
+    signed with Ed25519 alone is dkim=pass, one signed twice (RSA and
+    Ed25519, as during an algorithm change) has two dkim=pass results,
+    and a changed body fails both."""
+    import dkim
+    need()
+    try:
+        import nacl.signing
+    except ImportError:
+        pytest.skip("python3-nacl is not installed (dkimpy's Ed25519)")
+    key, txt = rsa_key
+    ed = nacl.signing.SigningKey.generate()
+    ed_priv = base64.b64encode(bytes(ed))
+    ed_txt = "v=DKIM1; k=ed25519; p=" + \
+        base64.b64encode(bytes(ed.verify_key)).decode()
+    dns_server = make_dns(txt=[("%s._domainkey.%s" % (SELECTOR, DOMAIN), txt),
+                               ("ed._domainkey." + DOMAIN, ed_txt)])
+    sink = make_sink()
+    inst = dkim_instance(make_instance, sink, dns_server.server)
+
+    def ed_sign(msg):
+        return dkim.sign(msg, b"ed", DOMAIN.encode(), ed_priv,
+                         signature_algorithm=b"ed25519-sha256",
+                         canonicalize=(b"relaxed", b"relaxed"),
+                         include_headers=[b"from", b"to", b"subject"]) + msg
+
+    alone = ed_sign(message("ed alone"))
+    dual = ed_sign(sign(message("dual"), key))
+    changed = ed_sign(sign(message("changed"), key)).replace(b"world",
+                                                              b"w0rld")
+    got = deliver(inst, sink, [alone, dual, changed])
+    assert dkim_of(got["ed alone"]) == [
+        ("pass", {"header.d": DOMAIN, "header.s": "ed"})]
+    assert sorted((r, p["header.s"]) for r, p in dkim_of(got["dual"])) == [
+        ("pass", "ed"), ("pass", SELECTOR)]
+    assert [r for r, _ in dkim_of(got["changed"])] == ["fail", "fail"]
+
+
 def test_malformed_signature_is_permerror(make_instance, make_sink, make_dns,
                                           rsa_key):
     """A DKIM-Signature without b= and bh=, one with a garbled tag list and
@@ -182,6 +222,30 @@ def test_malformed_signature_is_permerror(make_instance, make_sink, make_dns,
     assert [r for r, _ in dkim_of(got["garbled"])] == ["permerror"]
     assert [r for r, _ in dkim_of(got["bad key"])] == ["permerror"]
     assert dkim_of(got["after"])[0][0] == "pass"
+    log = inst.log()
+    assert "terminated on signal" not in log and "panic" not in log, \
+        log[-3000:]
+
+
+def test_huge_key_record(make_instance, make_sink, make_dns, rsa_key):
+    """A key record of 100 KB (more than a DNS message holds: dnsmasq
+    sends it cut short) is a malformed answer: dkim=temperror (before:
+    no key, permerror), and the daemon goes on: the next message
+    passes."""
+    need()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=[
+        ("%s._domainkey.%s" % (SELECTOR, DOMAIN), txt),
+        ("big._domainkey." + DOMAIN, txt + "; n=" + "x" * (100 * 1024))])
+    sink = make_sink()
+    inst = dkim_instance(make_instance, sink, dns_server.server)
+    got = deliver(inst, sink, [sign(message("big"), key, selector="big"),
+                               sign(message("after"), key)])
+    assert dkim_of(got["big"]) == [
+        ("temperror", {"header.d": DOMAIN, "header.s": "big"})]
+    assert dkim_of(got["after"])[0][0] == "pass"
+    inst.wait_log(r"dkim: DNS lookup failed: big\._domainkey\.sig\.test: "
+                  r"malformed TXT record")
     log = inst.log()
     assert "terminated on signal" not in log and "panic" not in log, \
         log[-3000:]

@@ -121,6 +121,13 @@ def test_alignment_cases(make_instance, make_sink, make_dns, rsa_key):
     ident, results = parsed(auth_results(got["dkim aligned"]))
     assert [r[:2] for r in results] == [("spf", "fail"), ("dkim", "pass"),
                                         ("dmarc", "pass")]
+    # The default list (Debian's publicsuffix) was read, by the daemon and
+    # by libopendmarc: no fallback was logged.
+    import os
+    if os.path.exists("/usr/share/publicsuffix/public_suffix_list.dat"):
+        log = inst.log()
+        assert "dmarc_public_suffix_list" not in log, log[-2000:]
+        assert "Public Suffix List" not in log, log[-2000:]
 
 
 def test_enforce_rejects_p_reject_only(make_instance, make_sink, make_dns,
@@ -205,3 +212,252 @@ def test_daemon_under_valgrind(make_instance, make_sink, make_dns, rsa_key,
     problems = {r.name: log_problems(r.read_text()) for r in reports}
     assert not any(problems.values()), (problems, [
         r.read_text()[-3000:] for r in reports])
+
+
+def test_organizational_domain_by_public_suffix_list(make_instance, make_sink,
+                                                     make_dns, tmp_path):
+    """The organizational domain of a From: domain without a record of its
+    own is its public suffix and one label more, by the Public Suffix List
+    of dmarc_public_suffix_list (here one whose "co.test" is a public
+    suffix, like co.uk): mail.example.co.test takes the sp=reject of
+    example.co.test, not the record of co.test (the last two labels, which
+    were used before). Without a readable list the log says so and the
+    last two labels are used."""
+    need()
+    dns_server = make_dns(txt=[
+        ("_dmarc.example.co.test", "v=DMARC1; p=none; sp=reject"),
+        ("_dmarc.co.test", "v=DMARC1; p=none")])
+    psl = tmp_path / "psl.dat"
+    psl.write_text("// a list of our own\ntest\nco.test\n")
+    sink = make_sink()
+    inst = dmarc_instance(make_instance, sink, dns_server.server,
+                          dmarc_enforce="yes",
+                          dmarc_public_suffix_list=str(psl))
+    replies = send(inst, [
+        ("x@other.test", message("deep", sender="a@mail.example.co.test")),
+        ("x@other.test", message("org", sender="a@example.co.test"))])
+    assert replies[0][0] == 550 and b"5.7.1" in replies[0][1], replies
+    assert replies[1][0] == 250, replies
+    inst.wait_log(r"dmarc: header\.from=mail\.example\.co\.test record at "
+                  r"example\.co\.test result=fail policy=reject")
+    (got,) = sink.wait_messages(1, timeout=60)
+    assert dmarc_of(got) == ("fail", "example.co.test")
+    assert "(p=none)" in auth_results(got)
+    assert "dmarc_public_suffix_list" not in inst.log()
+
+    # No list: said in the log, and co.test is the organizational domain.
+    inst.stop()
+    inst.conf_set(dmarc_public_suffix_list=str(inst.dir / "nolist.dat"))
+    inst.start()
+    sink.messages.clear()
+    replies = send(inst, [
+        ("x@other.test", message("deep", sender="a@mail.example.co.test"))])
+    assert replies[0][0] == 250, replies
+    (got,) = sink.wait_messages(1, timeout=60)
+    assert dmarc_of(got) == ("fail", "mail.example.co.test")
+    assert "(p=none)" in auth_results(got)
+    inst.wait_log(r"warning: dmarc_public_suffix_list: \S+/nolist\.dat: No "
+                  r"such file or directory: DMARC's organizational domain is "
+                  r"the last two labels")
+    inst.wait_log(r"record at co\.test result=fail policy=none")
+
+
+def test_default_list_is_debians(make_instance):
+    """The default dmarc_public_suffix_list is the file of Debian's package
+    publicsuffix; `sluice check` knows the parameter."""
+    need()
+    inst = make_instance()
+    assert inst.conf_get("dmarc_public_suffix_list") == \
+        "/usr/share/publicsuffix/public_suffix_list.dat"
+    r = inst.command("check")
+    assert r.returncode == 0 and r.stderr == "", r.stderr
+
+
+def test_dns_timeout_is_temperror(make_instance, make_sink, make_dns):
+    """The _dmarc lookups of a domain whose DNS server never answers (the
+    From: domain's own, and its organizational domain's) end in
+    dmarc=temperror after the lookup budget, never pass or none, and even
+    with dmarc_enforce = yes the message is not refused for it; the next
+    message is evaluated again."""
+    import dns
+    need()
+    silent = dns.Silent()
+    try:
+        dns_server = make_dns(
+            txt=[("sig.test", PASS_SPF),
+                 ("_dmarc.sig.test", "v=DMARC1; p=reject")],
+            forward=[("slow.test", silent.server)])
+        sink = make_sink()
+        inst = dmarc_instance(make_instance, sink, dns_server.server,
+                              dmarc_enforce="yes", dkim_lookup_timeout="2s")
+        replies = send(inst, [
+            ("a@sig.test", message("slow", sender="a@slow.test")),
+            ("a@sig.test", message("slow sub", sender="a@mail.slow.test")),
+            ("a@sig.test", message("after", sender="a@sig.test"))])
+        assert [code for code, _ in replies] == [250, 250, 250], replies
+        got = by_subject(sink.wait_messages(3, timeout=60))
+        assert dmarc_of(got["slow"]) == ("temperror", "slow.test")
+        assert dmarc_of(got["slow sub"]) == ("temperror", "mail.slow.test")
+        assert dmarc_of(got["after"]) == ("pass", "sig.test")
+        inst.wait_log(r"dmarc: header\.from=slow\.test: DNS lookup failed: "
+                      r"result=temperror")
+    finally:
+        silent.stop()
+
+
+def test_huge_policy_record(make_instance, make_sink, make_dns):
+    """A 100 KB TXT record at _dmarc (more than a DNS message holds: the
+    answer is malformed, temperror) and a 30 KB one (carried over TCP,
+    read whole): each a clear result, the daemon does not crash, and the
+    next message passes."""
+    need()
+    big = "v=DMARC1; p=reject; " + "x" * (100 * 1024)
+    large = "v=DMARC1; p=reject; rua=" + "y" * (30 * 1024)
+    dns_server = make_dns(txt=[("sig.test", PASS_SPF),
+                               ("_dmarc.sig.test", "v=DMARC1; p=reject"),
+                               ("_dmarc.big.test", big),
+                               ("_dmarc.large.test", large)])
+    sink = make_sink()
+    inst = dmarc_instance(make_instance, sink, dns_server.server)
+    replies = send(inst, [
+        ("x@other.test", message("big", sender="a@big.test")),
+        ("x@other.test", message("large", sender="a@large.test")),
+        ("a@sig.test", message("after", sender="a@sig.test"))])
+    assert [code for code, _ in replies] == [250, 250, 250], replies
+    got = by_subject(sink.wait_messages(3, timeout=60))
+    # dnsmasq sends the 100 KB record cut short: a malformed answer,
+    # temperror (before: skipped, and dmarc=none as if there were none).
+    assert dmarc_of(got["big"]) == ("temperror", "big.test")
+    # The 30 KB record is read whole: libopendmarc finds p=reject in it.
+    assert dmarc_of(got["large"]) == ("fail", "large.test")
+    assert "(p=reject)" in auth_results(got["large"])
+    assert dmarc_of(got["after"]) == ("pass", "sig.test")
+    log = inst.log()
+    assert "terminated on signal" not in log and "panic" not in log, \
+        log[-2000:]
+
+
+def test_checks_any_subset(make_instance, make_sink, make_dns, rsa_key):
+    """smtpd_authentication_checks takes any subset of spf, dkim and dmarc,
+    separated by spaces or commas, and the one Authentication-Results:
+    header holds just those methods (dmarc brings spf and dkim with it);
+    Received-SPF: comes with spf; an empty list writes neither header.
+    authserv_id defaults to $myhostname."""
+    need()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=records(txt))
+    sink = make_sink()
+    msg = sign(message("subset", sender="a@sig.test"), key)
+    cases = [("", []), ("spf", ["spf"]), ("dkim", ["dkim"]),
+             ("dmarc", ["spf", "dkim", "dmarc"]),
+             ("dkim,dmarc", ["spf", "dkim", "dmarc"]),
+             ("spf, dkim", ["spf", "dkim"]),
+             ("spf dkim dmarc", ["spf", "dkim", "dmarc"])]
+    for i, (checks, methods) in enumerate(cases):
+        params = {"smtpd_authentication_checks": checks}
+        if i == 1:
+            params["myhostname"] = "host.sluice.test"
+            params["authserv_id"] = "$myhostname"
+        if i == 2:  # no authserv_id at all: the default
+            inst = make_instance(
+                relayhost="[127.0.0.1]:%d" % sink.port, start=True, params={
+                    "disable_dns_lookups": "no",
+                    "dns_servers": dns_server.server,
+                    "smtpd_peername_lookup": "no",
+                    "myhostname": "default.sluice.test",
+                    "smtpd_authentication_checks": checks})
+            assert "authserv_id" not in inst.main_cf.read_text()
+        else:
+            inst = dmarc_instance(make_instance, sink, dns_server.server,
+                                  **params)
+        (reply,) = send(inst, [("a@sig.test", msg)])
+        assert reply[0] == 250, (checks, reply)
+        (got,) = sink.wait_messages(1, timeout=60)
+        sink.messages.clear()
+        head = got.data.split(b"\r\n\r\n", 1)[0].decode()
+        names = [line.split(":", 1)[0].lower() for line in head.split("\r\n")
+                 if line[:1] not in (" ", "\t")]
+        assert names.count("received-spf") == (1 if "spf" in methods
+                                               else 0), (checks, head)
+        if not methods:
+            assert "authentication-results" not in names, head
+            inst.stop()
+            continue
+        ident, results = parsed(auth_results(got))
+        assert [r[0] for r in results] == methods, (checks, results)
+        assert all(r[1] == "pass" for r in results), (checks, results)
+        assert ident == {1: "host.sluice.test", 2: "default.sluice.test"}.get(
+            i, "mx.sluice.test"), (checks, ident)
+        inst.stop()
+
+
+def test_relaxed_alignment_by_public_suffix_list(make_instance, make_sink,
+                                                make_dns, rsa_key, tmp_path):
+    """Relaxed alignment compares organizational domains, and those come
+    from the Public Suffix List: with co.test a public suffix (like
+    co.uk), an SPF pass or a DKIM signature for evil.co.test does not
+    align with From: victim.co.test (by the last two labels both would be
+    co.test: a pass for anyone under co.test), while mail.victim.co.test
+    does."""
+    need()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=[
+        ("evil.co.test", PASS_SPF), ("mail.victim.co.test", PASS_SPF),
+        ("sel._domainkey.evil.co.test", txt),
+        ("sel._domainkey.mail.victim.co.test", txt),
+        ("_dmarc.victim.co.test", "v=DMARC1; p=reject"),
+        ("_dmarc.own.victim.co.test", "v=DMARC1; p=reject")])
+    psl = tmp_path / "psl.dat"
+    psl.write_text("test\nco.test\n")
+    sink = make_sink()
+    inst = dmarc_instance(make_instance, sink, dns_server.server,
+                          dmarc_public_suffix_list=str(psl))
+    replies = send(inst, [
+        ("x@evil.co.test", message("evil spf", sender="a@victim.co.test")),
+        ("x@other.test", sign(message("evil dkim", sender="a@victim.co.test"),
+                              key, domain="evil.co.test")),
+        ("x@mail.victim.co.test", message("own spf",
+                                          sender="a@victim.co.test")),
+        ("x@other.test", sign(message("own dkim", sender="a@victim.co.test"),
+                              key, domain="mail.victim.co.test")),
+        ("x@mail.victim.co.test", message("sibling spf",
+                                          sender="a@news.victim.co.test")),
+        ("x@other.test", sign(message("sibling dkim",
+                                      sender="a@news.victim.co.test"),
+                              key, domain="mail.victim.co.test")),
+        ("x@mail.victim.co.test", message("sibling own record",
+                                          sender="a@own.victim.co.test"))])
+    assert [code for code, _ in replies] == [250] * 7, replies
+    got = by_subject(sink.wait_messages(7, timeout=60))
+    assert dmarc_of(got["sibling own record"]) == ("pass",
+                                                   "own.victim.co.test")
+    assert dmarc_of(got["sibling spf"]) == ("pass", "news.victim.co.test")
+    assert dmarc_of(got["sibling dkim"]) == ("pass", "news.victim.co.test")
+    assert dmarc_of(got["evil spf"]) == ("fail", "victim.co.test")
+    assert dmarc_of(got["evil dkim"]) == ("fail", "victim.co.test")
+    assert dmarc_of(got["own spf"]) == ("pass", "victim.co.test")
+    assert dmarc_of(got["own dkim"]) == ("pass", "victim.co.test")
+
+
+def test_verifier_down_is_never_a_pass(make_instance, make_sink, make_dns):
+    """No spf service (the checker is not in master.cf) with
+    smtpd_authentication_checks = dmarc: the client gets 451 4.3.0 (try
+    later), the log says why, and nothing is delivered: no DMARC result
+    is made up."""
+    need()
+    dns_server = make_dns(txt=records("v=DKIM1; p="))
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, params={
+        "disable_dns_lookups": "no", "dns_servers": dns_server.server,
+        "smtpd_peername_lookup": "no", "authserv_id": "mx.sluice.test",
+        "smtpd_authentication_checks": "dmarc", "dmarc_enforce": "yes"})
+    inst.remove_service("spf")
+    inst.start()
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        client.ehlo("client.test")
+        assert client.mail("a@sig.test")[0] == 250
+        code, text = client.rcpt("bob@dest.test")
+        assert code == 451 and text.startswith(b"4.3.0 "), (code, text)
+    inst.wait_log(r"cannot connect to the spf service")
+    with pytest.raises(AssertionError):
+        sink.wait_messages(1, timeout=2)
