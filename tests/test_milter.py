@@ -1,0 +1,163 @@
+"""test_milter - smtpd_milters: the Sendmail milter protocol against a
+milter built on libmilter (tests/milter_peer.py, python3-milter), which we
+did not write
+
+Each test proves one behaviour a Postfix admin expects of a milter: a
+REJECT of a recipient with the milter's own reply text, a TEMPFAIL of MAIL
+FROM, header changes at the end of the message (add, insert, change,
+delete, checked at an aiosmtpd sink), and milter_default_action when the
+milter is down or hangs past milter_command_timeout.
+"""
+
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import free_port, require_daemon, wait_until
+
+HERE = Path(__file__).resolve().parent
+
+MESSAGE = (b"From: <user@src.test>\r\n"
+           b"To: <bob@dest.test>\r\n"
+           b"Subject: original subject\r\n"
+           b"X-Remove-Me: yes\r\n"
+           b"X-Keep-Me: yes\r\n"
+           b"\r\n"
+           b"line one\r\nline two\r\nline three\r\n")
+
+
+def need():
+    require_daemon("smtpd")
+    try:
+        import Milter  # noqa: F401
+    except ImportError:
+        pytest.skip("python3-milter is not installed (./install-deps.sh)")
+
+
+@pytest.fixture
+def milter():
+    """A running tests/milter_peer.py; its port."""
+    need()
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, str(HERE / "milter_peer.py"),
+                             str(port)], stdout=subprocess.PIPE)
+    try:
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(up, what="the test milter listens")
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def milter_instance(make_instance, sink, address, **params):
+    conf = {"smtpd_milters": address, "smtpd_peername_lookup": "no"}
+    conf.update(params)
+    return make_instance(relayhost="[127.0.0.1]:%d" % sink.port, start=True,
+                         params=conf)
+
+
+def headers(data):
+    return data.split(b"\r\n\r\n", 1)[0].decode().split("\r\n")
+
+
+def test_reject_tempfail_and_header_changes(make_instance, make_sink, milter):
+    sink = make_sink()
+    inst = milter_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter)
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        client.ehlo("client.test")
+        code, text = client.mail("tempfail@src.test")
+        assert code == 451 and b"4.7.1" in text, (code, text)
+        assert client.mail("user@src.test")[0] == 250
+        code, text = client.rcpt("reject@dest.test")
+        assert (code, text) == (550, b"5.7.1 rejected by the test milter")
+        assert client.rcpt("bob@dest.test")[0] == 250
+        code, text = client.data(MESSAGE)
+        assert code == 250, text
+    got = sink.wait_messages(1, timeout=60)
+    assert got[0].rcpt_tos == ["bob@dest.test"]
+    hdrs = headers(got[0].data)
+    # Inserted at the top, added at the end (after what the milter saw).
+    assert hdrs[0] == "X-Milter-Top: first", hdrs
+    assert "X-Milter-Seen: original subject / 3" in hdrs, hdrs
+    assert "Subject: changed by milter" in hdrs, hdrs
+    assert not any(h.startswith("Subject: original") for h in hdrs), hdrs
+    assert not any(h.startswith("X-Remove-Me") for h in hdrs), hdrs
+    assert "X-Keep-Me: yes" in hdrs
+    assert got[0].data.endswith(b"\r\n\r\nline one\r\nline two\r\n"
+                                b"line three\r\n")
+    inst.wait_log(r"NOQUEUE: milter-reject: RCPT from .*: 550 5.7.1 rejected"
+                  r" by the test milter; from=<user@src.test>"
+                  r" to=<reject@dest.test>")
+
+
+def test_discard_drops_the_message(make_instance, make_sink, milter):
+    sink = make_sink()
+    inst = milter_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter)
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("discard@dest.test")[0] == 250
+        assert client.data(MESSAGE.replace(b"original", b"dropped"))[0] == 250
+        # The next message of the session is not discarded.
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("bob@dest.test")[0] == 250
+        assert client.data(MESSAGE)[0] == 250
+    got = sink.wait_messages(1, timeout=60)
+    inst.wait_log(r"milter-discard: END-OF-MESSAGE")
+    time.sleep(1)
+    assert len(sink.received()) == 1
+    assert got[0].rcpt_tos == ["bob@dest.test"]
+
+
+@pytest.mark.parametrize("action", ["tempfail", "reject", "accept"])
+def test_default_action_milter_down(make_instance, make_sink, action):
+    need()
+    sink = make_sink()
+    import sink as sinkmod
+    inst = milter_instance(make_instance, sink,
+                           "inet:127.0.0.1:%d" % sinkmod.dead_port(),
+                           milter_default_action=action)
+    if action == "accept":
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+            assert client.mail("user@src.test")[0] == 250
+            assert client.rcpt("bob@dest.test")[0] == 250
+            assert client.data(MESSAGE)[0] == 250
+        got = sink.wait_messages(1, timeout=60)
+        assert "Subject: original subject" in headers(got[0].data)
+    else:
+        with pytest.raises(smtplib.SMTPConnectError) as err:
+            smtplib.SMTP("127.0.0.1", inst.port, timeout=60)
+        assert err.value.smtp_code == (421 if action == "tempfail" else 554)
+    inst.wait_log(r"warning: milter inet:127.0.0.1:\d+: cannot connect")
+
+
+def test_hung_milter_times_out(make_instance, make_sink, milter):
+    sink = make_sink()
+    inst = milter_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter,
+                           milter_command_timeout="2s")
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        code, text = client.mail("hang@src.test")
+        assert code == 451 and b"4.7.1" in text, (code, text)
+        # The milter is dropped for the session: default action tempfail.
+        assert client.mail("user@src.test")[0] == 451
+    inst.wait_log(r"milter inet:127.0.0.1:\d+: timeout waiting for a reply")
+    # A new session has a new connection to the milter.
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("bob@dest.test")[0] == 250
+        assert client.data(MESSAGE)[0] == 250
+    sink.wait_messages(1, timeout=60)
