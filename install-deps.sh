@@ -40,11 +40,12 @@ libcurl4-openssl-dev libsqlite3-dev"
 # DKIM signatures cleanup makes; pyspf (python3-spf) is the oracle for the
 # SPF results of the spf daemon and python3-authres parses the
 # Authentication-Results: headers smtpd writes; python3-milter (pymilter on
-# libmilter) runs the test milter of tests/test_milter.py. sasl2-bin: saslpasswd2
+# libmilter) runs the test milter of tests/test_milter.py, where OpenDKIM
+# (opendkim) signs as a milter. sasl2-bin: saslpasswd2
 # makes the AUTH tests' private sasldb; libnet-ssleay-perl and
 # libio-socket-ssl-perl let swaks speak TLS (--tls). curl: the HTTP API's
 # tests send with it as the README does.
-TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres python3-milter
+TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres python3-milter opendkim
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc

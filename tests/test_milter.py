@@ -161,3 +161,76 @@ def test_hung_milter_times_out(make_instance, make_sink, milter):
         assert client.rcpt("bob@dest.test")[0] == 250
         assert client.data(MESSAGE)[0] == 250
     sink.wait_messages(1, timeout=60)
+
+
+@pytest.fixture
+def opendkim(tmp_path):
+    """OpenDKIM (Debian's opendkim) signing for src.test on a loopback port:
+    (port, the public key's TXT text)."""
+    import base64
+    import shutil
+    need()
+    if shutil.which("opendkim") is None:
+        pytest.skip("opendkim is not installed (./install-deps.sh)")
+    try:
+        import dkim  # noqa: F401
+    except ImportError:
+        pytest.skip("python3-dkim is not installed (./install-deps.sh)")
+    key = tmp_path / "sel.private"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"],
+                   check=True, capture_output=True)
+    key.chmod(0o600)
+    der = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout",
+                          "-outform", "DER"], check=True,
+                         capture_output=True).stdout
+    txt = "v=DKIM1; k=rsa; p=" + base64.b64encode(der).decode()
+    port = free_port()
+    conf = tmp_path / "opendkim.conf"
+    conf.write_text(
+        "Mode s\nDomain src.test\nSelector sel\nKeyFile %s\n"
+        "Socket inet:%d@127.0.0.1\nBackground no\nSyslog no\n"
+        "PidFile %s\nInternalHosts 127.0.0.1\nRequireSafeKeys no\n"
+        "Canonicalization relaxed/relaxed\n"
+        % (key, port, tmp_path / "opendkim.pid"))
+    proc = subprocess.Popen(["opendkim", "-f", "-x", str(conf)],
+                            stderr=subprocess.PIPE)
+    try:
+        def up():
+            try:
+                socket.create_connection(("127.0.0.1", port), 1).close()
+                return True
+            except OSError:
+                return False
+        wait_until(up, what="opendkim listens")
+        yield port, txt
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_opendkim_signs(make_instance, make_sink, opendkim):
+    """OpenDKIM, a milter we did not write, signs through smtpd_milters;
+    dkimpy verifies the delivered message with the key OpenDKIM used."""
+    import dkim
+    port, txt = opendkim
+    sink = make_sink()
+    inst = milter_instance(make_instance, sink, "inet:127.0.0.1:%d" % port)
+    msg = MESSAGE.replace(b"X-Remove-Me: yes\r\n", b"")
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        client.ehlo("client.test")
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("bob@dest.test")[0] == 250
+        code, text = client.data(msg)
+        assert code == 250, text
+    got = sink.wait_messages(1, timeout=60)
+    data = got[0].data
+    assert b"DKIM-Signature:" in data, data
+
+    def dnsfunc(name, timeout=5):
+        assert name == b"sel._domainkey.src.test.", name
+        return txt.encode()
+    assert dkim.verify(data, dnsfunc=dnsfunc), data
