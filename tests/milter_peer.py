@@ -4,7 +4,7 @@ Sendmail's libmilter, which we did not write): run as
 
 What it does is chosen by the addresses of each message:
   MAIL FROM tempfail@...  -> TEMPFAIL
-  MAIL FROM hang@...      -> sleeps 8 s, then CONTINUE (a hung milter)
+  MAIL FROM hang@...      -> sleeps 12 s, then CONTINUE (a hung milter)
   RCPT TO   reject@...    -> REJECT with "550 5.7.1 rejected by the test milter"
   RCPT TO   discard@...   -> DISCARD
 At the end of each message that gets there it adds "X-Milter-Seen: <the
@@ -30,7 +30,7 @@ class TestMilter(Milter.Base):
         if mailfrom.lower().startswith("<tempfail@"):
             return Milter.TEMPFAIL
         if mailfrom.lower().startswith("<hang@"):
-            time.sleep(8)
+            time.sleep(12)
         return Milter.CONTINUE
 
     def envrcpt(self, to, *args):

@@ -234,3 +234,42 @@ def test_opendkim_signs(make_instance, make_sink, opendkim):
         assert name == b"sel._domainkey.src.test.", name
         return txt.encode()
     assert dkim.verify(data, dnsfunc=dnsfunc), data
+
+
+def test_other_sessions_go_on_while_a_milter_is_slow(make_instance, make_sink,
+                                                     milter):
+    """One smtpd process (maxproc 1): while one session waits for the
+    milter's answer to its MAIL FROM, another session of the same process
+    is greeted and sends a whole message."""
+    import select
+    import re
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, params={
+        "smtpd_milters": "inet:127.0.0.1:%d" % milter,
+        "smtpd_peername_lookup": "no", "milter_command_timeout": "60s"})
+    lines = []
+    for line in inst.master_cf.read_text().splitlines():
+        f = line.split()
+        if len(f) >= 8 and f[1] == "inet" and f[7] == "smtpd":
+            f[6] = "1"
+            line = " ".join(f)
+        lines.append(line)
+    inst.master_cf.write_text("\n".join(lines) + "\n")
+    inst.start()
+    slow = smtplib.SMTP("127.0.0.1", inst.port, timeout=60)
+    try:
+        slow.putcmd("MAIL FROM:<hang@src.test>")
+        inst.wait_log(r"connect from unknown\[127\.0\.0\.1\]")
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as fast:
+            assert fast.mail("user@src.test")[0] == 250
+            assert fast.rcpt("bob@dest.test")[0] == 250
+            assert fast.data(MESSAGE)[0] == 250
+        # The slow session still waits (the milter sleeps 12 s) ...
+        assert select.select([slow.sock], [], [], 0)[0] == []
+        # ... and then gets its answer.
+        assert slow.getreply()[0] == 250
+    finally:
+        slow.close()
+    pids = set(re.findall(r"smtpd\[(\d+)\]: connect from",
+                          inst.maillog.read_text()))
+    assert len(pids) == 1, pids
