@@ -273,3 +273,23 @@ def test_other_sessions_go_on_while_a_milter_is_slow(make_instance, make_sink,
     pids = set(re.findall(r"smtpd\[(\d+)\]: connect from",
                           inst.maillog.read_text()))
     assert len(pids) == 1, pids
+
+
+def test_sluice_check_milter_addresses(make_instance):
+    """sluice check names a milter address smtpd could not use and an
+    unknown milter_default_action; good addresses pass."""
+    good = make_instance(params={
+        "smtpd_milters": "inet:127.0.0.1:8891, unix:/run/m.sock,"
+                         " inet:[::1]:11332",
+        "milter_default_action": "accept"})
+    r = good.command("check")
+    assert r.returncode == 0, r.stderr + r.stdout
+    bad = make_instance(params={
+        "smtpd_milters": "inet:127.0.0.1:8891 tcp:host:25 inet:host:0",
+        "milter_default_action": "bounce"})
+    r = bad.command("check")
+    out = r.stderr + r.stdout
+    assert r.returncode != 0, out
+    assert "tcp:host:25" in out and "inet:host:0" in out, out
+    assert "inet:127.0.0.1:8891" not in out, out
+    assert 'milter_default_action' in out and '"bounce"' in out, out
