@@ -105,6 +105,7 @@
 #include "maps.h"
 #include "match_list.h"
 #include "milter.h"
+#include "smtp_addr.h"
 #include "smtpd.h"
 #include "sock.h"
 #include "spf_proto.h"
@@ -1171,6 +1172,35 @@ static void smtpd_milter_eom(SMTPD_SESS *sess)
     smtpd_milter_run(sess, SMTPD_ACT_REPLY);
 }
 
+/* smtpd_milter_add_rcpts - the recipients the milters added go to
+   cleanup before the content (a malformed one is logged and skipped) */
+static void smtpd_milter_add_rcpts(SMTPD_SESS *sess)
+{
+    const ARGV *rcpts = smtpd_milters_rcpts(sess->milters);
+    VSTR *path = vstr_alloc(100);
+    VSTR *addr = vstr_alloc(100);
+
+    for (size_t i = 0; i < rcpts->argc && sess->cleanup != NULL; i++) {
+        const char *text = rcpts->argv[i];
+        const char *rest;
+        CLEANUP_RCPT rcpt = {.orcpt = "", .notify = ""};
+
+        vstr_sprintf(path, text[0] == '<' ? "%s" : "<%s>", text);
+        if (smtp_addr_parse_path(vstr_str(path), 0, addr, &rest, sess->why) <
+                0 ||
+            *rest != 0) {
+            msg_warn("%s: milter added a malformed recipient %s: skipped",
+                     sess->qid, vstr_str(path));
+            continue;
+        }
+        rcpt.address = vstr_str(addr);
+        msg_info("%s: milter: added recipient <%s>", sess->qid, vstr_str(addr));
+        smtpd_cleanup_send(sess, cleanup_rcpt_list(&rcpt));
+    }
+    vstr_free(path);
+    vstr_free(addr);
+}
+
 /* smtpd_milter_eom_done - the end of message's verdict: the changed
    message to cleanup and commit, or the refusal */
 static void smtpd_milter_eom_done(SMTPD_SESS *sess, SMTPD_MILTER_STATUS status,
@@ -1186,6 +1216,7 @@ static void smtpd_milter_eom_done(SMTPD_SESS *sess, SMTPD_MILTER_STATUS status,
         if (changes > 0)
             msg_info("%s: milter: %d change(s) to the message", sess->qid,
                      changes);
+        smtpd_milter_add_rcpts(sess);
         while (off < vstr_len(sess->milter_msg) && sess->cleanup != NULL) {
             size_t n = vstr_len(sess->milter_msg) - off;
 

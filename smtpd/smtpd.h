@@ -455,6 +455,8 @@ extern bool smtpd_milters_active(const SMTPD_MILTERS *ms);
 /* smtpd_milters_apply - the header and body changes of the last end of
    message applied to content; the number of changes */
 extern int smtpd_milters_apply(SMTPD_MILTERS *ms, VSTR *content);
+/* smtpd_milters_rcpts - the recipients the last end of message added */
+extern const ARGV *smtpd_milters_rcpts(const SMTPD_MILTERS *ms);
 
 /*
  * The DATA content decoder: bytes as they come from the client in, the

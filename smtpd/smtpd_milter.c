@@ -22,8 +22,11 @@
  * Modifications the milters ask for at the end of the message (add,
  * insert, change or delete a header, replace the body) are collected and
  * applied by smtpd_milters_apply() to the message smtpd holds; smtpd then
- * hands the result to cleanup. Envelope changes are not offered in the
- * negotiation, so a milter that needs them is told so by libmilter.
+ * hands the result to cleanup, after the recipients they added
+ * (smtpd_milters_rcpts: cleanup has had no content yet). Deleting a
+ * recipient and changing the sender are not offered in the negotiation
+ * (cleanup has them already), so a milter that needs them is told so by
+ * libmilter.
  */
 #include "sys_defs.h"
 
@@ -106,6 +109,7 @@ struct SMTPD_MILTERS {
     ARGV *mods; /* "h" "i<index>" "m<index>" then name, value: 3 each */
     VSTR *body;
     bool body_replaced;
+    ARGV *rcpts; /* recipients added */
 };
 
 static void smtpd_milters_step(SMTPD_MILTERS *ms);
@@ -209,6 +213,7 @@ SMTPD_MILTERS *smtpd_milters_new(struct event_base *base,
     ms->why = vstr_alloc(100);
     ms->mods = argv_alloc(8);
     ms->body = vstr_alloc(100);
+    ms->rcpts = argv_alloc(2);
     ms->done = done;
     ms->arg = arg;
     return ms;
@@ -250,6 +255,7 @@ SMTPD_MILTERS *smtpd_milters_free(SMTPD_MILTERS *ms)
     vstr_free(ms->reply);
     vstr_free(ms->why);
     argv_free(ms->mods);
+    argv_free(ms->rcpts);
     vstr_free(ms->body);
     myfree(ms);
     return NULL;
@@ -267,6 +273,8 @@ void smtpd_milters_begin(SMTPD_MILTERS *ms, SMTPD_MILTER_STAGE stage)
     if (stage == SMTPD_MILTER_EOM) {
         ms->mods = argv_free(ms->mods);
         ms->mods = argv_alloc(8);
+        ms->rcpts = argv_free(ms->rcpts);
+        ms->rcpts = argv_alloc(2);
         vstr_reset(ms->body);
         ms->body_replaced = false;
     }
@@ -506,6 +514,11 @@ static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
         argv_add(ms->mods, tag);
         argv_add(ms->mods, rep->name);
         argv_add(ms->mods, rep->value);
+        return;
+    case MILTER_REP_ADDRCPT:
+        if (!(m->actions & MILTER_ACT_ADDRCPT))
+            break;
+        argv_add(ms->rcpts, rep->text);
         return;
     case MILTER_REP_REPLBODY:
         if (!(m->actions & MILTER_ACT_CHGBODY))
@@ -825,6 +838,13 @@ bool smtpd_milters_active(const SMTPD_MILTERS *ms)
             return true;
     }
     return false;
+}
+
+/* smtpd_milters_rcpts - the recipients the last end of message added,
+   as the milters wrote them ("<a@b>" or "a@b") */
+const ARGV *smtpd_milters_rcpts(const SMTPD_MILTERS *ms)
+{
+    return ms->rcpts;
 }
 
 /* smtpd_milter_header_text - "Name: value\n" from a milter's name and

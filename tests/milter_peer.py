@@ -10,7 +10,8 @@ What it does is chosen by the addresses of each message:
 At the end of each message that gets there it adds "X-Milter-Seen: <the
 Subject it saw> / <body lines>", inserts "X-Milter-Top: first" as the first
 header, changes the first Subject: to "changed by milter" and deletes the
-first X-Remove-Me: header.
+first X-Remove-Me: header; when a recipient was bcc-me@..., it adds the
+recipient <archive@dest.test>.
 """
 
 import sys
@@ -27,6 +28,7 @@ class TestMilter(Milter.Base):
     def envfrom(self, mailfrom, *args):
         self.subject = ""
         self.body_lines = 0
+        self.bcc = False
         if mailfrom.lower().startswith("<tempfail@"):
             return Milter.TEMPFAIL
         if mailfrom.lower().startswith("<hang@"):
@@ -39,6 +41,8 @@ class TestMilter(Milter.Base):
             return Milter.REJECT
         if to.lower().startswith("<discard@"):
             return Milter.DISCARD
+        if to.lower().startswith("<bcc-me@"):
+            self.bcc = True
         return Milter.CONTINUE
 
     def header(self, name, value):
@@ -56,13 +60,15 @@ class TestMilter(Milter.Base):
         self.addheader("X-Milter-Top", "first", 0)
         self.chgheader("Subject", 1, "changed by milter")
         self.chgheader("X-Remove-Me", 1, "")
+        if self.bcc:
+            self.addrcpt("<archive@dest.test>")
         return Milter.ACCEPT
 
 
 def main():
     port = int(sys.argv[1])
     Milter.factory = TestMilter
-    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS)
+    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.ADDRCPT)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     Milter.runmilter("sluicetest", "inet:%d@127.0.0.1" % port, 60)

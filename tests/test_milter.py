@@ -123,6 +123,19 @@ def test_discard_drops_the_message(make_instance, make_sink, milter):
     assert got[0].rcpt_tos == ["bob@dest.test"]
 
 
+def test_milter_adds_a_recipient(make_instance, make_sink, milter):
+    sink = make_sink()
+    inst = milter_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter)
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("bcc-me@dest.test")[0] == 250
+        assert client.data(MESSAGE)[0] == 250
+    wait_until(lambda: sorted(sink.recipients()) ==
+               ["archive@dest.test", "bcc-me@dest.test"],
+               timeout=60, what="both recipients delivered")
+    inst.wait_log(r"milter: added recipient <archive@dest.test>")
+
+
 @pytest.mark.parametrize("action", ["tempfail", "reject", "accept"])
 def test_default_action_milter_down(make_instance, make_sink, action):
     need()
