@@ -124,13 +124,14 @@
 #define MILTER_P_NR_BODY 0x80000
 #define MILTER_P_HDR_LEADSPC 0x100000
 
-/* What the MTA offers: the header actions, a new body and added
-   recipients (applied by smtpd, which holds the message until the end);
+/* What the MTA offers: the header actions, a new body, added recipients
+   (applied by smtpd, which holds the message until the end) and
+   quarantine (cleanup commits the message into hold/);
    no deleted recipients, no new sender. Every NO_ and NR_ step it can
    honour. */
 #define MILTER_ACTIONS_OFFERED                                                 \
     (MILTER_ACT_ADDHDRS | MILTER_ACT_CHGHDRS | MILTER_ACT_CHGBODY |            \
-     MILTER_ACT_ADDRCPT)
+     MILTER_ACT_ADDRCPT | MILTER_ACT_QUARANTINE)
 #define MILTER_STEPS_OFFERED                                                   \
     (MILTER_P_NOCONNECT | MILTER_P_NOHELO | MILTER_P_NOMAIL |                  \
      MILTER_P_NORCPT | MILTER_P_NOBODY | MILTER_P_NOHDRS | MILTER_P_NOEOH |    \

@@ -196,6 +196,7 @@ typedef struct SMTPD_SESS {
     bool milter_discard;
     bool milter_sync;
     VSTR *milter_msg;
+    VSTR *milter_hold_why; /* a milter's quarantine: END's hold */
     char qid[64]; /* "" until BEGIN succeeded */
     /* Content. */
     bool in_data;
@@ -463,6 +464,7 @@ static void smtpd_session_free(SMTPD_SESS *sess)
     vstr_free(sess->dkim_why);
     vstr_free(sess->auth_results);
     vstr_free(sess->milter_msg);
+    vstr_free(sess->milter_hold_why);
     vstr_free(sess->wire);
     vstr_free(sess->why);
     myfree(sess);
@@ -676,8 +678,11 @@ static void smtpd_data_commit(SMTPD_SESS *sess)
 
     if (vstr_len(sess->auth_results) > 0)
         end.prepend = vstr_str(sess->auth_results);
+    if (vstr_len(sess->milter_hold_why) > 0)
+        end.hold = vstr_str(sess->milter_hold_why);
     smtpd_cleanup_send(sess, cleanup_end_list(&end));
     vstr_reset(sess->auth_results);
+    vstr_reset(sess->milter_hold_why);
     if (sess->cleanup == NULL) {
         act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_CLEANUP, NULL, 0,
                                     NULL);
@@ -1217,6 +1222,10 @@ static void smtpd_milter_eom_done(SMTPD_SESS *sess, SMTPD_MILTER_STATUS status,
             msg_info("%s: milter: %d change(s) to the message", sess->qid,
                      changes);
         smtpd_milter_add_rcpts(sess);
+        vstr_reset(sess->milter_hold_why);
+        if (smtpd_milters_quarantine(sess->milters) != NULL)
+            vstr_sprintf(sess->milter_hold_why, "milter quarantine: %s",
+                         smtpd_milters_quarantine(sess->milters));
         while (off < vstr_len(sess->milter_msg) && sess->cleanup != NULL) {
             size_t n = vstr_len(sess->milter_msg) - off;
 
@@ -1920,6 +1929,7 @@ static void smtpd_session_new(SMTPD_CTX *ctx, int fd, const char *name,
     sess->dkim_why = vstr_alloc(100);
     sess->auth_results = vstr_alloc(200);
     sess->milter_msg = vstr_alloc(100);
+    sess->milter_hold_why = vstr_alloc(100);
     sess->wire = vstr_alloc(CLEANUP_CHUNK_MAX + 64);
     sess->why = vstr_alloc(64);
     sess->peer_status = DNS_PERM;

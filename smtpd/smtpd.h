@@ -457,6 +457,9 @@ extern bool smtpd_milters_active(const SMTPD_MILTERS *ms);
 extern int smtpd_milters_apply(SMTPD_MILTERS *ms, VSTR *content);
 /* smtpd_milters_rcpts - the recipients the last end of message added */
 extern const ARGV *smtpd_milters_rcpts(const SMTPD_MILTERS *ms);
+/* smtpd_milters_quarantine - why a milter quarantined the last message
+   (it then goes into hold/), or NULL */
+extern const char *smtpd_milters_quarantine(const SMTPD_MILTERS *ms);
 
 /*
  * The DATA content decoder: bytes as they come from the client in, the

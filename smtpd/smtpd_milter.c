@@ -110,6 +110,7 @@ struct SMTPD_MILTERS {
     VSTR *body;
     bool body_replaced;
     ARGV *rcpts; /* recipients added */
+    VSTR *quarantine; /* the reason; NULL: not quarantined */
 };
 
 static void smtpd_milters_step(SMTPD_MILTERS *ms);
@@ -256,6 +257,7 @@ SMTPD_MILTERS *smtpd_milters_free(SMTPD_MILTERS *ms)
     vstr_free(ms->why);
     argv_free(ms->mods);
     argv_free(ms->rcpts);
+    vstr_free(ms->quarantine);
     vstr_free(ms->body);
     myfree(ms);
     return NULL;
@@ -275,6 +277,7 @@ void smtpd_milters_begin(SMTPD_MILTERS *ms, SMTPD_MILTER_STAGE stage)
         ms->mods = argv_alloc(8);
         ms->rcpts = argv_free(ms->rcpts);
         ms->rcpts = argv_alloc(2);
+        ms->quarantine = vstr_free(ms->quarantine);
         vstr_reset(ms->body);
         ms->body_replaced = false;
     }
@@ -519,6 +522,20 @@ static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
         if (!(m->actions & MILTER_ACT_ADDRCPT))
             break;
         argv_add(ms->rcpts, rep->text);
+        return;
+    case MILTER_REP_QUARANTINE:
+        if (!(m->actions & MILTER_ACT_QUARANTINE))
+            break;
+        if (ms->quarantine == NULL)
+            ms->quarantine = vstr_alloc(64);
+        /* cleanup logs it: printable, bounded */
+        vstr_reset(ms->quarantine);
+        for (const char *cp = rep->text; *cp && vstr_len(ms->quarantine) < 200;
+             cp++)
+            vstr_addch(ms->quarantine,
+                       (unsigned char) *cp < 0x20 || (unsigned char) *cp >= 0x7f
+                           ? '?'
+                           : *cp);
         return;
     case MILTER_REP_REPLBODY:
         if (!(m->actions & MILTER_ACT_CHGBODY))
@@ -845,6 +862,13 @@ bool smtpd_milters_active(const SMTPD_MILTERS *ms)
 const ARGV *smtpd_milters_rcpts(const SMTPD_MILTERS *ms)
 {
     return ms->rcpts;
+}
+
+/* smtpd_milters_quarantine - the reason a milter quarantined the last
+   message, or NULL */
+const char *smtpd_milters_quarantine(const SMTPD_MILTERS *ms)
+{
+    return ms->quarantine ? vstr_str(ms->quarantine) : NULL;
 }
 
 /* smtpd_milter_header_text - "Name: value\n" from a milter's name and

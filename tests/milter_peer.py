@@ -11,7 +11,8 @@ At the end of each message that gets there it adds "X-Milter-Seen: <the
 Subject it saw> / <body lines>", inserts "X-Milter-Top: first" as the first
 header, changes the first Subject: to "changed by milter" and deletes the
 first X-Remove-Me: header; when a recipient was bcc-me@..., it adds the
-recipient <archive@dest.test>.
+recipient <archive@dest.test>; when a recipient was quarantine@..., it
+quarantines the message ("held by the test milter").
 """
 
 import sys
@@ -29,6 +30,7 @@ class TestMilter(Milter.Base):
         self.subject = ""
         self.body_lines = 0
         self.bcc = False
+        self.hold = False
         if mailfrom.lower().startswith("<tempfail@"):
             return Milter.TEMPFAIL
         if mailfrom.lower().startswith("<hang@"):
@@ -43,6 +45,8 @@ class TestMilter(Milter.Base):
             return Milter.DISCARD
         if to.lower().startswith("<bcc-me@"):
             self.bcc = True
+        if to.lower().startswith("<quarantine@"):
+            self.hold = True
         return Milter.CONTINUE
 
     def header(self, name, value):
@@ -62,13 +66,16 @@ class TestMilter(Milter.Base):
         self.chgheader("X-Remove-Me", 1, "")
         if self.bcc:
             self.addrcpt("<archive@dest.test>")
+        if self.hold:
+            self.quarantine("held by the test milter")
         return Milter.ACCEPT
 
 
 def main():
     port = int(sys.argv[1])
     Milter.factory = TestMilter
-    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.ADDRCPT)
+    Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.ADDRCPT |
+                     Milter.QUARANTINE)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     Milter.runmilter("sluicetest", "inet:%d@127.0.0.1" % port, 60)

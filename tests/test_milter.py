@@ -136,6 +136,24 @@ def test_milter_adds_a_recipient(make_instance, make_sink, milter):
     inst.wait_log(r"milter: added recipient <archive@dest.test>")
 
 
+def test_quarantine_puts_the_message_on_hold(make_instance, make_sink,
+                                            milter):
+    sink = make_sink()
+    inst = milter_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter)
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("quarantine@dest.test")[0] == 250
+        code, text = client.data(MESSAGE)
+        assert code == 250, text
+    qid = text.decode().split()[-1]
+    inst.wait_log(r"%s: hold: milter quarantine: held by the test milter"
+                  % qid)
+    held = [p.name for p in (inst.queue_dir / "hold").rglob("*")
+            if p.is_file()]
+    assert held == [qid], held
+    assert sink.received() == []
+
+
 @pytest.mark.parametrize("action", ["tempfail", "reject", "accept"])
 def test_default_action_milter_down(make_instance, make_sink, action):
     need()
