@@ -315,6 +315,12 @@ def test_sluice_check_milter_addresses(make_instance):
         "milter_default_action": "accept"})
     r = good.command("check")
     assert r.returncode == 0, r.stderr + r.stdout
+    assert "non_smtpd_milters" not in r.stderr + r.stdout
+    good.conf_set(non_smtpd_milters="inet:127.0.0.1:8891")
+    r = good.command("check")
+    assert r.returncode == 0, r.stderr + r.stdout
+    assert "non_smtpd_milters" in r.stderr + r.stdout and \
+        "not applied" in r.stderr + r.stdout
     bad = make_instance(params={
         "smtpd_milters": "inet:127.0.0.1:8891 tcp:host:25 inet:host:0",
         "milter_default_action": "bounce"})
