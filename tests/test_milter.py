@@ -330,3 +330,43 @@ def test_sluice_check_milter_addresses(make_instance):
     assert "tcp:host:25" in out and "inet:host:0" in out, out
     assert "inet:127.0.0.1:8891" not in out, out
     assert 'milter_default_action' in out and '"bounce"' in out, out
+
+
+def test_broken_milter_gets_the_default_action(make_instance, make_sink):
+    """A milter that answers OPTNEG with a packet no milter sends is
+    dropped with the reason logged, and milter_default_action (tempfail:
+    421 before the greeting) applies; nothing crashes."""
+    import threading
+    need()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    srv.settimeout(30)
+    port = srv.getsockname()[1]
+
+    def serve():
+        try:
+            conn, _ = srv.accept()
+        except OSError:
+            return
+        with conn:
+            conn.settimeout(10)
+            try:
+                conn.recv(4096)                      # the OPTNEG
+                conn.sendall(b"\0\0\0\x03Zxx")       # not a milter reply
+                conn.recv(4096)                      # until smtpd closes
+            except OSError:
+                pass
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    try:
+        sink = make_sink()
+        inst = milter_instance(make_instance, sink, "inet:127.0.0.1:%d" % port)
+        with pytest.raises(smtplib.SMTPConnectError) as err:
+            smtplib.SMTP("127.0.0.1", inst.port, timeout=60)
+        assert err.value.smtp_code == 421
+        inst.wait_log(r"warning: milter inet:127.0.0.1:%d: unknown reply code"
+                      r" 0x5a" % port)
+    finally:
+        srv.close()
+        t.join(15)
