@@ -42,7 +42,9 @@ libcurl4-openssl-dev libsqlite3-dev librdkafka-dev publicsuffix"
 # checks the C against .clang-format). dkimpy (python3-dkim) verifies the
 # DKIM signatures cleanup makes; pyspf (python3-spf) is the oracle for the
 # SPF results of the spf daemon and python3-authres parses the
-# Authentication-Results: headers smtpd writes. sasl2-bin: saslpasswd2
+# Authentication-Results: headers smtpd writes; python3-milter (pymilter on
+# libmilter) runs the test milter of tests/test_milter.py, where OpenDKIM
+# (opendkim) signs as a milter. sasl2-bin: saslpasswd2
 # makes the AUTH tests' private sasldb; libnet-ssleay-perl and
 # libio-socket-ssl-perl let swaks speak TLS (--tls). curl: the HTTP API's
 # tests send with it as the README does. kcat reads back what the events
@@ -54,7 +56,7 @@ libcurl4-openssl-dev libsqlite3-dev librdkafka-dev publicsuffix"
 # opendkim-testkey checks the record `sluice dkim keygen` prints against
 # its key. python3-nacl: dkimpy's Ed25519 (RFC 8463).
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
-python3-dnspython python3-cryptography opendkim-tools python3-nacl
+python3-dnspython python3-cryptography opendkim-tools python3-nacl python3-milter opendkim
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc

@@ -57,6 +57,7 @@
 #include "shaping_auto.h"
 #include "master_cf.h"
 #include "match_list.h"
+#include "milter.h"
 #include "mymalloc.h"
 #include "qid.h"
 #include "safe_file.h"
@@ -298,6 +299,49 @@ static void sluice_check_auth(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     }
     vstr_free(where);
     argv_free(words);
+}
+
+/* sluice_check_milters - each smtpd_milters and non_smtpd_milters entry
+   is a milter address smtpd can use; milter_default_action is known; a
+   warning that non_smtpd_milters is not applied yet */
+static void sluice_check_milters(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    static const char *const params[] = {"smtpd_milters", "non_smtpd_milters"};
+    VSTR *where = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    MILTER_DEFAULT action;
+
+    for (size_t p = 0; p < sizeof(params) / sizeof(params[0]); p++) {
+        ARGV *list = mail_conf_list(conf, params[p]);
+
+        mail_conf_origin(conf, params[p], where);
+        for (size_t i = 0; i < list->argc; i++) {
+            MILTER_ADDR addr;
+
+            if (milter_addr_parse(list->argv[i], &addr, why) < 0)
+                sluice_check_error(chk, "%s: %s", vstr_str(where),
+                                   vstr_str(why));
+            else
+                milter_addr_free(&addr);
+        }
+        /* Postfix's Debian main.cf often sets it: say it does nothing. */
+        if (list->argc > 0 && strcmp(params[p], "non_smtpd_milters") == 0)
+            sluice_check_warn("%s: not applied yet: mail from sendmail and"
+                              " pickup is not filtered (smtpd_milters is)",
+                              vstr_str(where));
+        argv_free(list);
+    }
+    if (milter_default_parse(mail_conf_str(conf, "milter_default_action"),
+                             &action) < 0) {
+        mail_conf_origin(conf, "milter_default_action", where);
+        sluice_check_error(chk,
+                           "%s: unknown action \"%s\" (tempfail, accept or"
+                           " reject)",
+                           vstr_str(where),
+                           mail_conf_str(conf, "milter_default_action"));
+    }
+    vstr_free(why);
+    vstr_free(where);
 }
 
 /* sluice_check_smtp_tls - the smtp client's TLS level and protocol lists:
@@ -714,6 +758,7 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_both(conf);
     sluice_check_shaping(&chk, conf);
     sluice_check_auth(&chk, conf);
+    sluice_check_milters(&chk, conf);
     sluice_check_smtp_tls(&chk, conf);
     sluice_check_master_cf(&chk, config_dir, conf);
     chk.queue_dir = mail_conf_str(conf, "queue_directory");

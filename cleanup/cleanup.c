@@ -266,6 +266,12 @@ static bool cleanup_end(CLEANUP_CONN *conn, const ATTR_LIST *list)
         return false;
     }
     conn->msg->defer_commit = true;
+    if (end.hold != NULL && !end.abort) {
+        /* A milter's quarantine: committed into hold/, as HOLD does. */
+        msg_info("%s: hold: %s", conn->msg->qid,
+                 *end.hold ? end.hold : "quarantined");
+        conn->msg->hold = true;
+    }
     conn->msg->prepend_end = end.prepend; /* valid during the call */
     status = cleanup_msg_end(conn->msg, end.abort);
     conn->msg->prepend_end = NULL;

@@ -189,6 +189,21 @@ int cleanup_end_take(const ATTR_LIST *list, CLEANUP_END *end, VSTR *why)
             }
         }
     }
+    if ((end->hold = attr_get_str(list, CLEANUP_ATTR_HOLD)) != NULL) {
+        size_t len = strlen(end->hold);
+
+        if (len > CLEANUP_HOLD_MAX) {
+            vstr_sprintf(why, "bad hold reason");
+            return -1;
+        }
+        for (size_t i = 0; i < len; i++) {
+            if ((unsigned char) end->hold[i] < 0x20 ||
+                (unsigned char) end->hold[i] >= 0x7f) {
+                vstr_sprintf(why, "bad hold reason");
+                return -1;
+            }
+        }
+    }
     return 0;
 }
 
@@ -201,6 +216,8 @@ ATTR_LIST *cleanup_end_list(const CLEANUP_END *end)
     attr_add_int(list, CLEANUP_ATTR_ABORT, end->abort ? 1 : 0);
     if (end->prepend != NULL)
         attr_add_str(list, CLEANUP_ATTR_PREPEND, end->prepend);
+    if (end->hold != NULL)
+        attr_add_str(list, CLEANUP_ATTR_HOLD, end->hold);
     return list;
 }
 

@@ -90,6 +90,7 @@
 #define CLEANUP_ATTR_DATA "data"
 #define CLEANUP_ATTR_ABORT "abort"
 #define CLEANUP_ATTR_PREPEND "prepend"
+#define CLEANUP_ATTR_HOLD "hold"
 #define CLEANUP_ATTR_STATUS "status"
 #define CLEANUP_ATTR_REASON "reason"
 #define CLEANUP_ATTR_QUEUE_ID "queue_id"
@@ -143,6 +144,9 @@ static const ATTR_SPEC cleanup_end_spec[] = {
     {CLEANUP_ATTR_PREPEND, ATTR_TYPE_STR, false, false,
      "header lines (LF) put before the content at commit: smtpd's "
      "Authentication-Results:, known only after the body"},
+    {CLEANUP_ATTR_HOLD, ATTR_TYPE_STR, false, false,
+     "why the message goes into hold/ instead of incoming/ (a milter's "
+     "quarantine): printable ASCII, at most CLEANUP_HOLD_MAX bytes"},
 };
 
 static const ATTR_SPEC cleanup_status_spec[] = {
@@ -189,8 +193,11 @@ typedef struct CLEANUP_END {
     const char *prepend; /* NULL, or header lines to put first (LF ends,
                             printable ASCII and TAB, at most
                             CLEANUP_PREPEND_MAX bytes) */
+    const char *hold; /* NULL, or why the message is committed into hold/
+                         (printable ASCII, at most CLEANUP_HOLD_MAX) */
 } CLEANUP_END;
 #define CLEANUP_PREPEND_MAX 8192
+#define CLEANUP_HOLD_MAX 1000
 
 typedef struct CLEANUP_STATUS {
     int status; /* 0, or an SMTP reply code 400..599 */

@@ -304,6 +304,18 @@ static void test_end(void **state)
             attr_list_free(list);
         }
     }
+    /* A milter's quarantine: a printable reason. */
+    out.prepend = NULL;
+    out.hold = "milter quarantine: virus found";
+    list = proto_test_wire(cleanup_end_list(&out), CLEANUP_LIST_MAX);
+    assert_int_equal(cleanup_end_take(list, &in, why), 0);
+    assert_string_equal(in.hold, out.hold);
+    attr_list_free(list);
+    out.hold = "two\nlines";
+    list = proto_test_wire(cleanup_end_list(&out), CLEANUP_LIST_MAX);
+    assert_int_equal(cleanup_end_take(list, &in, why), -1);
+    attr_list_free(list);
+    out.hold = NULL;
     strict(pairs, SLUICE_ARRAY_LEN(pairs), cleanup_end_spec,
            SLUICE_ARRAY_LEN(cleanup_end_spec), take_end);
     vstr_free(why);

@@ -211,6 +211,25 @@ static const MAIL_PARAM mail_param_tab[] = {
      "/usr/share/publicsuffix/public_suffix_list.dat",
      "Public Suffix List that names DMARC's organizational domains (empty or"
      " unreadable: the last two labels, said in the log)"},
+    /* Milters (smtpd/smtpd_milter.c, global/milter.c). */
+    {"smtpd_milters", LIST, "",
+     "milters smtpd consults for each SMTP session: inet:host:port or"
+     " unix:/path, in order"},
+    {"non_smtpd_milters", LIST, "",
+     "milters for mail not received over SMTP (accepted; not consulted"
+     " yet)"},
+    {"milter_default_action", STR, "tempfail",
+     "when a milter cannot be reached, fails or times out: tempfail (451),"
+     " reject (550) or accept (go on without it)"},
+    {"milter_protocol", INT_RANGE(6, 6), "6",
+     "Sendmail milter protocol version (6, libmilter's)"},
+    {"milter_connect_timeout", TIME_RANGE(1, 3600), "30s",
+     "bound on connecting to a milter and its option negotiation"},
+    {"milter_command_timeout", TIME_RANGE(1, 3600), "30s",
+     "bound on a milter's reply to a connect, HELO, MAIL, RCPT or DATA"
+     " event"},
+    {"milter_content_timeout", TIME_RANGE(1, 3600), "300s",
+     "bound on a milter's reply to a header, body piece or end of message"},
     /* smtpd TLS (global/tls_server.c). */
     {"smtpd_tls_security_level", STR, "",
      "smtpd TLS: none (or empty), may (offer STARTTLS) or encrypt (require"

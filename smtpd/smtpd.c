@@ -104,6 +104,8 @@
 #include "mymalloc.h"
 #include "maps.h"
 #include "match_list.h"
+#include "milter.h"
+#include "smtp_addr.h"
 #include "smtpd.h"
 #include "sock.h"
 #include "spf_proto.h"
@@ -153,6 +155,7 @@ typedef enum SMTPD_WAIT {
     SMTPD_WAIT_END, /* STATUS after commit */
     SMTPD_WAIT_SPF, /* the spf service's answer (spf_ask) */
     SMTPD_WAIT_DKIM, /* the DKIM verdict, before cleanup's END */
+    SMTPD_WAIT_MILTER, /* the milters' verdict (smtpd_milter.c) */
 } SMTPD_WAIT;
 
 typedef struct SMTPD_SESS {
@@ -181,6 +184,19 @@ typedef struct SMTPD_SESS {
     size_t dkim_from;
     VSTR *dkim_why;
     VSTR *auth_results; /* Authentication-Results: for cleanup's END */
+    /* Milters (smtpd_milters): the event in progress is for milter_stage,
+       and once they let it through, milter_act is done; milter_hold says
+       the content is held in milter_msg for the end of the message;
+       milter_discard that a milter said discard; milter_sync that the
+       event is being started (its verdict then must not read on). */
+    SMTPD_MILTERS *milters;
+    SMTPD_MILTER_STAGE milter_stage;
+    SMTPD_ACT milter_act;
+    bool milter_hold;
+    bool milter_discard;
+    bool milter_sync;
+    VSTR *milter_msg;
+    VSTR *milter_hold_why; /* a milter's quarantine: END's hold */
     char qid[64]; /* "" until BEGIN succeeded */
     /* Content. */
     bool in_data;
@@ -418,6 +434,7 @@ static void smtpd_session_free(SMTPD_SESS *sess)
 
     smtpd_cleanup_close(sess);
     sess->spf_ask = spf_proto_ask_cancel(sess->spf_ask);
+    sess->milters = smtpd_milters_free(sess->milters);
     if (sess->peer_lookup != NULL)
         dns_lookup_cancel(sess->peer_lookup);
     if (sess->counted)
@@ -446,6 +463,8 @@ static void smtpd_session_free(SMTPD_SESS *sess)
     vstr_free(sess->chunk);
     vstr_free(sess->dkim_why);
     vstr_free(sess->auth_results);
+    vstr_free(sess->milter_msg);
+    vstr_free(sess->milter_hold_why);
     vstr_free(sess->wire);
     vstr_free(sess->why);
     myfree(sess);
@@ -464,6 +483,9 @@ static void smtpd_close(SMTPD_SESS *sess)
     smtpd_cleanup_close(sess);
     sess->spf_ask = spf_proto_ask_cancel(sess->spf_ask);
     if (sess->wait == SMTPD_WAIT_SPF)
+        sess->wait = SMTPD_WAIT_NONE;
+    smtpd_milters_cancel(sess->milters);
+    if (sess->wait == SMTPD_WAIT_MILTER)
         sess->wait = SMTPD_WAIT_NONE;
     bufferevent_disable(sess->bev, EV_READ);
     if (evbuffer_get_length(bufferevent_get_output(sess->bev)) == 0)
@@ -577,6 +599,14 @@ static void smtpd_chunk_flush(SMTPD_SESS *sess)
         attr_list_free(list);
     }
     sess->dkim_from = 0;
+    if (sess->milter_hold) {
+        /* The milters see the whole message before cleanup gets it. */
+        if (!smtpd_content_refused(sess))
+            vstr_ncat(sess->milter_msg, vstr_str(sess->chunk),
+                      vstr_len(sess->chunk));
+        vstr_reset(sess->chunk);
+        return;
+    }
     if (vstr_len(sess->chunk) > 0 && sess->cleanup != NULL)
         smtpd_cleanup_send(sess, cleanup_data_list(vstr_str(sess->chunk),
                                                    vstr_len(sess->chunk)));
@@ -596,6 +626,9 @@ static void smtpd_data_start(SMTPD_SESS *sess)
     sess->dkim_from = vstr_len(sess->chunk);
     if ((sess->dkim_on = smtpd_dkim_wanted(sess->proto)))
         smtpd_dkim_begin(sess);
+    vstr_reset(sess->milter_msg);
+    sess->milter_hold =
+        !sess->milter_discard && smtpd_milters_active(sess->milters);
 }
 
 /* smtpd_dkim_begin - connect to the verifier and send BEGIN; a verifier
@@ -645,8 +678,11 @@ static void smtpd_data_commit(SMTPD_SESS *sess)
 
     if (vstr_len(sess->auth_results) > 0)
         end.prepend = vstr_str(sess->auth_results);
+    if (vstr_len(sess->milter_hold_why) > 0)
+        end.hold = vstr_str(sess->milter_hold_why);
     smtpd_cleanup_send(sess, cleanup_end_list(&end));
     vstr_reset(sess->auth_results);
+    vstr_reset(sess->milter_hold_why);
     if (sess->cleanup == NULL) {
         act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_CLEANUP, NULL, 0,
                                     NULL);
@@ -690,6 +726,10 @@ static void smtpd_dkim_verdict(SMTPD_SESS *sess, const DKIM_REPLY *reply,
         smtpd_read_on(sess);
 }
 
+static void smtpd_data_finish(SMTPD_SESS *sess, bool from_loop);
+static void smtpd_milter_discard(SMTPD_SESS *sess);
+static void smtpd_milter_eom(SMTPD_SESS *sess);
+
 /* smtpd_data_end - CR LF . CR LF: commit, or refuse and go on */
 static void smtpd_data_end(SMTPD_SESS *sess)
 {
@@ -717,11 +757,27 @@ static void smtpd_data_end(SMTPD_SESS *sess)
             smtpd_close(sess);
         return;
     }
+    if (sess->milter_discard) {
+        smtpd_milter_discard(sess);
+        return;
+    }
+    if (sess->milter_hold) {
+        smtpd_milter_eom(sess);
+        return;
+    }
+    smtpd_data_finish(sess, false);
+}
+
+/* smtpd_data_finish - the content is with cleanup: the DKIM verdict if
+   one is due, then cleanup's END (from_loop: not called by the
+   session's own processing, which must then be resumed) */
+static void smtpd_data_finish(SMTPD_SESS *sess, bool from_loop)
+{
     if (sess->dkim_on) {
         ATTR_LIST *list;
 
         if (sess->dkim == NULL) {
-            smtpd_dkim_verdict(sess, NULL, vstr_str(sess->dkim_why), false);
+            smtpd_dkim_verdict(sess, NULL, vstr_str(sess->dkim_why), from_loop);
             return;
         }
         /* The verdict before cleanup's END; the other sessions go on. */
@@ -735,6 +791,8 @@ static void smtpd_data_end(SMTPD_SESS *sess)
         return;
     }
     smtpd_data_commit(sess);
+    if (from_loop)
+        smtpd_read_on(sess);
 }
 
 /* smtpd_content - decode the content in the input; false: stop for now */
@@ -914,6 +972,385 @@ static void smtpd_spf_ask(SMTPD_SESS *sess)
     bufferevent_disable(sess->bev, EV_READ);
 }
 
+/* smtpd_txn_ended - the protocol forgot the transaction (RSET, EHLO, a
+   refused MAIL): cleanup's connection and the milters' message go too */
+static void smtpd_txn_ended(SMTPD_SESS *sess)
+{
+    if (sess->proto->have_sender)
+        return;
+    if (sess->cleanup != NULL)
+        smtpd_cleanup_close(sess);
+    smtpd_milters_abort(sess->milters);
+    sess->milter_discard = false;
+    sess->milter_hold = false;
+}
+
+/* smtpd_milter_text - the reply of a milter's verdict */
+static const char *smtpd_milter_text(SMTPD_MILTER_STATUS status,
+                                     const char *reply)
+{
+    switch (status) {
+    case SMTPD_MILTER_REPLY:
+        return reply;
+    case SMTPD_MILTER_REJECT:
+        return "550 5.7.1 Command rejected";
+    default:
+        return "451 4.7.1 Service unavailable - try again later";
+    }
+}
+
+/* smtpd_milter_stage_name - the event, for the log */
+static const char *smtpd_milter_stage_name(SMTPD_MILTER_STAGE stage)
+{
+    switch (stage) {
+    case SMTPD_MILTER_CONNECT:
+        return "CONNECT";
+    case SMTPD_MILTER_HELO:
+        return "HELO";
+    case SMTPD_MILTER_MAIL:
+        return "MAIL";
+    case SMTPD_MILTER_RCPT:
+        return "RCPT";
+    case SMTPD_MILTER_DATA:
+        return "DATA";
+    default:
+        return "END-OF-MESSAGE";
+    }
+}
+
+/* smtpd_milter_log - "QID: milter-reject: STAGE from host[addr]: text;
+   from=<> to=<> proto= helo=<>", as Postfix logs it */
+static void smtpd_milter_log(SMTPD_SESS *sess, const char *what,
+                             const char *text)
+{
+    SMTPD_PROTO *proto = sess->proto;
+
+    msg_info("%s: %s: %s from %s[%s]: %s; from=<%s> to=<%s> proto=%s"
+             " helo=<%s>",
+             sess->qid[0] ? sess->qid : "NOQUEUE", what,
+             smtpd_milter_stage_name(sess->milter_stage), proto->client_name,
+             proto->client_addr, text, vstr_str(proto->sender),
+             sess->milter_stage == SMTPD_MILTER_RCPT ? vstr_str(proto->rcpt)
+             : proto->first_rcpt                     ? proto->first_rcpt
+                                                     : "",
+             smtpd_proto_protocol(proto),
+             proto->helo_name ? proto->helo_name : "");
+}
+
+/* smtpd_milter_run - send the event built for stage; act is done once
+   the milters let it through (smtpd_milter_done) */
+static void smtpd_milter_run(SMTPD_SESS *sess, SMTPD_ACT act)
+{
+    sess->milter_act = act;
+    sess->wait = SMTPD_WAIT_MILTER;
+    sess->milter_sync = true;
+    smtpd_milters_run(sess->milters);
+    sess->milter_sync = false;
+    /* Decided at once (no milter wanted it), or wait without reading. */
+    if (sess->wait == SMTPD_WAIT_MILTER)
+        bufferevent_disable(sess->bev, EV_READ);
+}
+
+/* smtpd_milter_event - the milters' event for the command just
+   answered (its reply is held); false when no milter wants it */
+static bool smtpd_milter_event(SMTPD_SESS *sess, SMTPD_ACT act)
+{
+    SMTPD_PROTO *proto = sess->proto;
+    SMTPD_MILTERS *ms = sess->milters;
+    VSTR *arg;
+
+    if (ms == NULL || sess->milter_discard)
+        return false;
+    switch (act) {
+    case SMTPD_ACT_RCPT:
+        sess->milter_stage = SMTPD_MILTER_RCPT;
+        break;
+    case SMTPD_ACT_DATA:
+        sess->milter_stage = SMTPD_MILTER_DATA;
+        break;
+    case SMTPD_ACT_REPLY:
+        if (strncmp(vstr_str(proto->reply), "250", 3) != 0)
+            return false;
+        if (proto->last_cmd == SMTPD_CMD_HELO ||
+            proto->last_cmd == SMTPD_CMD_EHLO)
+            sess->milter_stage = SMTPD_MILTER_HELO;
+        else if (proto->last_cmd == SMTPD_CMD_MAIL && proto->have_sender)
+            sess->milter_stage = SMTPD_MILTER_MAIL;
+        else
+            return false;
+        break;
+    default:
+        return false;
+    }
+    if (sess->milter_stage >= SMTPD_MILTER_MAIL && !smtpd_milters_active(ms))
+        return false;
+    smtpd_milters_begin(ms, sess->milter_stage);
+    arg = vstr_alloc(100);
+    switch (sess->milter_stage) {
+    case SMTPD_MILTER_HELO:
+        smtpd_milters_add(ms, MILTER_CMD_HELO, proto->helo_name,
+                          strlen(proto->helo_name) + 1);
+        break;
+    case SMTPD_MILTER_MAIL:
+        sess->milter_discard = false;
+        vstr_sprintf(arg, "<%s>", vstr_str(proto->sender));
+        smtpd_milters_macros(ms, MILTER_CMD_MAIL, "{mail_addr}",
+                             vstr_str(proto->sender), "{auth_authen}",
+                             proto->sasl_username, "{auth_type}",
+                             proto->sasl_method, (char *) NULL);
+        smtpd_milters_add(ms, MILTER_CMD_MAIL, vstr_str(arg),
+                          vstr_len(arg) + 1);
+        break;
+    case SMTPD_MILTER_RCPT:
+        vstr_sprintf(arg, "<%s>", vstr_str(proto->rcpt));
+        smtpd_milters_macros(ms, MILTER_CMD_RCPT, "{rcpt_addr}",
+                             vstr_str(proto->rcpt), (char *) NULL);
+        smtpd_milters_add(ms, MILTER_CMD_RCPT, vstr_str(arg),
+                          vstr_len(arg) + 1);
+        break;
+    default:
+        smtpd_milters_macros(ms, MILTER_CMD_DATA, "i",
+                             sess->qid[0] ? sess->qid : NULL, (char *) NULL);
+        smtpd_milters_add(ms, MILTER_CMD_DATA, NULL, 0);
+        break;
+    }
+    vstr_free(arg);
+    smtpd_milter_run(sess, act);
+    return true;
+}
+
+/* smtpd_milter_connect_done - the connect event's verdict: greet, or
+   refuse the session */
+static void smtpd_milter_connect_done(SMTPD_SESS *sess,
+                                      SMTPD_MILTER_STATUS status,
+                                      const char *reply)
+{
+    VSTR *out = sess->proto->reply;
+    const char *host = sess->ctx->conf.myhostname;
+
+    if (status == SMTPD_MILTER_CONTINUE || status == SMTPD_MILTER_DISCARD) {
+        vstr_sprintf(out, "220 %s\r\n", sess->ctx->conf.banner);
+        smtpd_flush_reply(sess);
+        return;
+    }
+    if (status == SMTPD_MILTER_REPLY)
+        vstr_sprintf(out, "%s\r\n", reply);
+    else if (status == SMTPD_MILTER_REJECT)
+        vstr_sprintf(out, "554 5.7.1 %s Error: connection rejected\r\n", host);
+    else
+        vstr_sprintf(out,
+                     "421 4.7.1 %s Service unavailable - try again later\r\n",
+                     host);
+    smtpd_milter_log(sess, "milter-reject", smtpd_milter_text(status, reply));
+    smtpd_flush_reply(sess);
+    smtpd_close(sess);
+}
+
+/* smtpd_milter_discard - a milter said discard: the client hears 250,
+   nothing is queued (cleanup removes the partial file) */
+static void smtpd_milter_discard(SMTPD_SESS *sess)
+{
+    char qid[sizeof(sess->qid)];
+    SMTPD_ACT act;
+
+    sess->milter_stage = SMTPD_MILTER_EOM;
+    smtpd_milter_log(sess, "milter-discard", "milter triggers DISCARD action");
+    snprintf(qid, sizeof(qid), "%s", sess->qid);
+    smtpd_cleanup_close(sess);
+    smtpd_milters_abort(sess->milters);
+    sess->milter_discard = false;
+    sess->milter_hold = false;
+    vstr_reset(sess->milter_msg);
+    act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_OK, qid, 0, NULL);
+    smtpd_flush_reply(sess);
+    if (act == SMTPD_ACT_CLOSE)
+        smtpd_close(sess);
+}
+
+/* smtpd_milter_eom - the held message goes to the milters */
+static void smtpd_milter_eom(SMTPD_SESS *sess)
+{
+    sess->milter_stage = SMTPD_MILTER_EOM;
+    smtpd_milters_begin(sess->milters, SMTPD_MILTER_EOM);
+    smtpd_milters_message(sess->milters, vstr_str(sess->milter_msg),
+                          vstr_len(sess->milter_msg), sess->qid);
+    smtpd_milter_run(sess, SMTPD_ACT_REPLY);
+}
+
+/* smtpd_milter_add_rcpts - the recipients the milters added go to
+   cleanup before the content (a malformed one is logged and skipped) */
+static void smtpd_milter_add_rcpts(SMTPD_SESS *sess)
+{
+    const ARGV *rcpts = smtpd_milters_rcpts(sess->milters);
+    VSTR *path = vstr_alloc(100);
+    VSTR *addr = vstr_alloc(100);
+
+    for (size_t i = 0; i < rcpts->argc && sess->cleanup != NULL; i++) {
+        const char *text = rcpts->argv[i];
+        const char *rest;
+        CLEANUP_RCPT rcpt = {.orcpt = "", .notify = ""};
+
+        vstr_sprintf(path, text[0] == '<' ? "%s" : "<%s>", text);
+        if (smtp_addr_parse_path(vstr_str(path), 0, addr, &rest, sess->why) <
+                0 ||
+            *rest != 0) {
+            msg_warn("%s: milter added a malformed recipient %s: skipped",
+                     sess->qid, vstr_str(path));
+            continue;
+        }
+        rcpt.address = vstr_str(addr);
+        msg_info("%s: milter: added recipient <%s>", sess->qid, vstr_str(addr));
+        smtpd_cleanup_send(sess, cleanup_rcpt_list(&rcpt));
+    }
+    vstr_free(path);
+    vstr_free(addr);
+}
+
+/* smtpd_milter_eom_done - the end of message's verdict: the changed
+   message to cleanup and commit, or the refusal */
+static void smtpd_milter_eom_done(SMTPD_SESS *sess, SMTPD_MILTER_STATUS status,
+                                  const char *reply, bool from_loop)
+{
+    SMTPD_ACT act;
+
+    sess->milter_hold = false;
+    if (status == SMTPD_MILTER_CONTINUE) {
+        int changes = smtpd_milters_apply(sess->milters, sess->milter_msg);
+        size_t off = 0;
+
+        if (changes > 0)
+            msg_info("%s: milter: %d change(s) to the message", sess->qid,
+                     changes);
+        smtpd_milter_add_rcpts(sess);
+        vstr_reset(sess->milter_hold_why);
+        if (smtpd_milters_quarantine(sess->milters) != NULL)
+            vstr_sprintf(sess->milter_hold_why, "milter quarantine: %s",
+                         smtpd_milters_quarantine(sess->milters));
+        while (off < vstr_len(sess->milter_msg) && sess->cleanup != NULL) {
+            size_t n = vstr_len(sess->milter_msg) - off;
+
+            if (n > CLEANUP_CHUNK_MAX)
+                n = CLEANUP_CHUNK_MAX;
+            smtpd_cleanup_send(
+                sess, cleanup_data_list(vstr_str(sess->milter_msg) + off, n));
+            off += n;
+        }
+        vstr_reset(sess->milter_msg);
+        smtpd_data_finish(sess, from_loop);
+        return;
+    }
+    vstr_reset(sess->milter_msg);
+    if (status == SMTPD_MILTER_DISCARD) {
+        smtpd_milter_discard(sess);
+    } else {
+        const char *text = smtpd_milter_text(status, reply);
+
+        smtpd_milter_log(sess, "milter-reject", text);
+        smtpd_cleanup_close(sess);
+        act = smtpd_proto_milter_reply(sess->proto, SMTPD_CMD_DATA, text);
+        smtpd_flush_reply(sess);
+        if (act == SMTPD_ACT_CLOSE) {
+            smtpd_close(sess);
+            return;
+        }
+    }
+    if (from_loop)
+        smtpd_read_on(sess);
+}
+
+/* smtpd_milter_done - the milters decided the event in progress */
+static void smtpd_milter_done(void *arg, SMTPD_MILTER_STATUS status,
+                              const char *reply)
+{
+    SMTPD_SESS *sess = arg;
+    SMTPD_PROTO *proto = sess->proto;
+    bool from_loop = !sess->milter_sync;
+    SMTPD_ACT act;
+
+    sess->wait = SMTPD_WAIT_NONE;
+    if (sess->milter_stage == SMTPD_MILTER_CONNECT) {
+        /* Never inside smtpd_process: reading starts here. */
+        smtpd_milter_connect_done(sess, status, reply);
+        if (!sess->closing)
+            smtpd_read_on(sess);
+        return;
+    }
+    if (sess->milter_stage == SMTPD_MILTER_EOM) {
+        smtpd_milter_eom_done(sess, status, reply, from_loop);
+        return;
+    }
+    if (status == SMTPD_MILTER_DISCARD &&
+        sess->milter_stage == SMTPD_MILTER_HELO)
+        status = SMTPD_MILTER_CONTINUE;
+    if (status == SMTPD_MILTER_CONTINUE || status == SMTPD_MILTER_DISCARD) {
+        if (status == SMTPD_MILTER_DISCARD)
+            sess->milter_discard = true; /* answered at the end of DATA */
+        switch (sess->milter_act) {
+        case SMTPD_ACT_RCPT:
+            smtpd_rcpt(sess);
+            break;
+        case SMTPD_ACT_DATA:
+            smtpd_flush_reply(sess);
+            smtpd_data_start(sess);
+            break;
+        default:
+            smtpd_flush_reply(sess);
+            break;
+        }
+    } else {
+        const char *text = smtpd_milter_text(status, reply);
+        SMTPD_CMD cmd =
+            sess->milter_stage == SMTPD_MILTER_HELO   ? proto->last_cmd
+            : sess->milter_stage == SMTPD_MILTER_MAIL ? SMTPD_CMD_MAIL
+            : sess->milter_stage == SMTPD_MILTER_RCPT ? SMTPD_CMD_RCPT
+                                                      : SMTPD_CMD_DATA;
+
+        smtpd_milter_log(sess, "milter-reject", text);
+        act = smtpd_proto_milter_reply(proto, cmd, text);
+        smtpd_flush_reply(sess);
+        if (act == SMTPD_ACT_CLOSE) {
+            smtpd_close(sess);
+            return;
+        }
+        smtpd_txn_ended(sess);
+    }
+    if (from_loop)
+        smtpd_read_on(sess);
+}
+
+/* smtpd_milter_connect_event - the session's first event, before the
+   greeting: connect to each milter, CONNECT */
+static void smtpd_milter_connect_event(SMTPD_SESS *sess)
+{
+    SMTPD_CTX *ctx = sess->ctx;
+    SMTPD_PROTO *proto = sess->proto;
+    SMTPD_MILTERS *ms;
+    VSTR *pkt = vstr_alloc(100);
+    VSTR *who = vstr_alloc(100);
+
+    ms = sess->milters =
+        smtpd_milters_new(mail_server_base(ctx->server), ctx->conf.milters,
+                          smtpd_milter_done, sess);
+    sess->milter_stage = SMTPD_MILTER_CONNECT;
+    smtpd_milters_begin(ms, SMTPD_MILTER_CONNECT);
+    vstr_sprintf(who, "%s [%s]", proto->client_name, proto->client_addr);
+    smtpd_milters_macros(ms, MILTER_CMD_CONNECT, "j", ctx->conf.myhostname,
+                         "{daemon_name}", ctx->conf.myhostname, "v",
+                         ctx->conf.mail_name, "_", vstr_str(who),
+                         "{client_addr}", proto->client_addr, "{client_name}",
+                         proto->client_name, (char *) NULL);
+    milter_connect(pkt, proto->client_name,
+                   strchr(proto->client_addr, ':') ? '6' : '4', 0,
+                   proto->client_addr);
+    /* The packet is built whole: add its data without the length and
+       command that milter_connect put first. */
+    smtpd_milters_add(ms, MILTER_CMD_CONNECT, vstr_str(pkt) + 5,
+                      vstr_len(pkt) - 5);
+    vstr_free(pkt);
+    vstr_free(who);
+    smtpd_milter_run(sess, SMTPD_ACT_REPLY);
+}
+
 /* smtpd_command - one complete command line from the input */
 static void smtpd_command(SMTPD_SESS *sess, const char *line, size_t len)
 {
@@ -928,12 +1365,17 @@ static void smtpd_act(SMTPD_SESS *sess, SMTPD_ACT act)
     switch (act) {
     case SMTPD_ACT_RCPT:
         smtpd_flush_reply(sess);
+        if (smtpd_milter_event(sess, act))
+            return;
         smtpd_rcpt(sess);
         return;
     case SMTPD_ACT_SPF:
         smtpd_spf_ask(sess);
         return;
     case SMTPD_ACT_DATA:
+        /* The 354 waits for the milters' DATA verdict. */
+        if (smtpd_milter_event(sess, act))
+            return;
         smtpd_flush_reply(sess);
         smtpd_data_start(sess);
         return;
@@ -947,10 +1389,12 @@ static void smtpd_act(SMTPD_SESS *sess, SMTPD_ACT act)
         sess->tls_pending = true; /* once the line is drained */
         return;
     case SMTPD_ACT_REPLY:
-        smtpd_flush_reply(sess);
         /* RSET, EHLO or a failed command ended the transaction. */
-        if (!sess->proto->have_sender && sess->cleanup != NULL)
-            smtpd_cleanup_close(sess);
+        smtpd_txn_ended(sess);
+        /* HELO, EHLO and MAIL wait for the milters' verdict. */
+        if (smtpd_milter_event(sess, act))
+            return;
+        smtpd_flush_reply(sess);
         return;
     }
 }
@@ -1484,6 +1928,8 @@ static void smtpd_session_new(SMTPD_CTX *ctx, int fd, const char *name,
     sess->chunk = vstr_alloc(CLEANUP_CHUNK_MAX);
     sess->dkim_why = vstr_alloc(100);
     sess->auth_results = vstr_alloc(200);
+    sess->milter_msg = vstr_alloc(100);
+    sess->milter_hold_why = vstr_alloc(100);
     sess->wire = vstr_alloc(CLEANUP_CHUNK_MAX + 64);
     sess->why = vstr_alloc(64);
     sess->peer_status = DNS_PERM;
@@ -1533,6 +1979,10 @@ static void smtpd_session_start(SMTPD_SESS *sess)
         if (sess->deadline_ev == NULL)
             msg_warn("cannot create the session deadline timer");
         smtpd_deadline_arm(sess);
+    }
+    if (!local && ctx->conf.milters != NULL) {
+        smtpd_milter_connect_event(sess); /* greets once they decide */
+        return;
     }
     vstr_sprintf(sess->proto->reply, "220 %s\r\n", ctx->conf.banner);
     smtpd_flush_reply(sess);
@@ -1841,6 +2291,7 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
     smtpd_peername_init(ctx, conf);
     smtpd_tls_init(ctx, conf);
     smtpd_sasl_setup(ctx, conf);
+    sc->milters = smtpd_milter_conf(conf);
     if (ctx->stand_alone)
         smtpd_stand_alone(ctx);
 }
@@ -1884,6 +2335,7 @@ static void smtpd_ctx_release(SMTPD_CTX *ctx)
     sc->local_recipient_maps = smtpd_maps_free(sc->local_recipient_maps);
     sc->virtual_alias = smtpd_virtual_free(sc->virtual_alias);
     sc->auth = smtpd_auth_free(sc->auth);
+    sc->milters = smtpd_milter_conf_free(sc->milters);
     myfree((char *) sc->recipient_delimiter);
     myfree(ctx->cleanup_path);
     ctx->tls = tls_server_free(ctx->tls);

@@ -8,6 +8,8 @@
  *                session state machine (SMTPD_PROTO), and the DATA content
  *                decoder (SMTPD_DATA); unit tested by smtpd_proto_test.c
  * smtpd_sasl.c   SMTP AUTH through Cyrus SASL (libsasl2)
+ * smtpd_milter.c the milter client (smtpd_milters): events to each
+ *                milter, its verdicts, its header and body changes
  * smtpd_check.c  the access restrictions (smtpd_*_restrictions, access
  *                tables, local_recipient_maps), evaluated at RCPT; also
  *                unit tested by smtpd_proto_test.c
@@ -115,6 +117,7 @@ typedef struct SMTPD_CONF {
     const char *sasl_security_options; /* smtpd_sasl_security_options */
     const char *sasl_tls_security_options;
     int auth_failure_limit; /* smtpd_auth_failure_limit */
+    struct SMTPD_MILTER_CONF *milters; /* smtpd_milters; NULL: none */
 } SMTPD_CONF;
 
 /* What the I/O layer must do after smtpd_proto_command(). */
@@ -246,6 +249,11 @@ extern SMTPD_ACT smtpd_proto_data_done(SMTPD_PROTO *proto,
                                        SMTPD_DATA_STATUS status,
                                        const char *queue_id, int status_code,
                                        const char *reason);
+/* smtpd_proto_milter_reply - a milter refused what the last command
+   did: its reply (text: one or more lines, CR LF between them) replaces
+   the one in hand; a refused MAIL or end of DATA ends the transaction */
+extern SMTPD_ACT smtpd_proto_milter_reply(SMTPD_PROTO *proto, SMTPD_CMD cmd,
+                                          const char *text);
 /* smtpd_proto_reset - forget the transaction (RSET, EHLO, after DATA) */
 extern void smtpd_proto_reset(SMTPD_PROTO *proto);
 /* smtpd_proto_received - the Received: header, LF line endings */
@@ -391,6 +399,67 @@ extern SMTPD_SASL_STATUS smtpd_sasl_step(SMTPD_SASL *sasl, const char *line,
                                          VSTR *out, VSTR *why);
 /* smtpd_sasl_username - the authenticated user ("" before) */
 extern const char *smtpd_sasl_username(SMTPD_SASL *sasl);
+
+/*
+ * The milter client (smtpd_milter.c). A session's SMTPD_MILTERS holds its
+ * connections to the milters of smtpd_milters; each SMTP event is built
+ * (begin, add, macros, message) and run; done is called once the milters
+ * decided (status, and the reply text of SMTPD_MILTER_REPLY). done may
+ * be called from inside smtpd_milters_run.
+ */
+typedef struct SMTPD_MILTER_CONF SMTPD_MILTER_CONF;
+typedef struct SMTPD_MILTERS SMTPD_MILTERS;
+typedef enum SMTPD_MILTER_STAGE {
+    SMTPD_MILTER_CONNECT,
+    SMTPD_MILTER_HELO,
+    SMTPD_MILTER_MAIL,
+    SMTPD_MILTER_RCPT,
+    SMTPD_MILTER_DATA,
+    SMTPD_MILTER_EOM, /* headers, body and the end of the message */
+} SMTPD_MILTER_STAGE;
+typedef enum SMTPD_MILTER_STATUS {
+    SMTPD_MILTER_CONTINUE,
+    SMTPD_MILTER_REJECT, /* 550 5.7.1 */
+    SMTPD_MILTER_TEMPFAIL, /* 451 4.7.1 */
+    SMTPD_MILTER_DISCARD, /* accept and drop the message */
+    SMTPD_MILTER_REPLY, /* the milter's own 4xx/5xx reply */
+} SMTPD_MILTER_STATUS;
+typedef void (*SMTPD_MILTER_DONE)(void *arg, SMTPD_MILTER_STATUS status,
+                                  const char *reply);
+struct event_base;
+/* smtpd_milter_conf - smtpd_milters and the milter_* parameters, the
+   addresses resolved; NULL when smtpd_milters is empty */
+extern SMTPD_MILTER_CONF *smtpd_milter_conf(const struct MAIL_CONF *conf);
+extern SMTPD_MILTER_CONF *smtpd_milter_conf_free(SMTPD_MILTER_CONF *mc);
+extern SMTPD_MILTERS *smtpd_milters_new(struct event_base *base,
+                                        const SMTPD_MILTER_CONF *mc,
+                                        SMTPD_MILTER_DONE done, void *arg);
+extern SMTPD_MILTERS *smtpd_milters_free(SMTPD_MILTERS *ms);
+extern void smtpd_milters_begin(SMTPD_MILTERS *ms, SMTPD_MILTER_STAGE stage);
+extern void smtpd_milters_add(SMTPD_MILTERS *ms, int cmd, const char *data,
+                              size_t len);
+/* smtpd_milters_macros - name, value, ..., NULL (a NULL value is left
+   out) for the command cmd */
+extern void smtpd_milters_macros(SMTPD_MILTERS *ms, int cmd, ...);
+/* smtpd_milters_message - the end-of-message event of content (LF line
+   endings) */
+extern void smtpd_milters_message(SMTPD_MILTERS *ms, const char *content,
+                                  size_t len, const char *queue_id);
+extern void smtpd_milters_run(SMTPD_MILTERS *ms);
+/* smtpd_milters_cancel - stop waiting (the session closes) */
+extern void smtpd_milters_cancel(SMTPD_MILTERS *ms);
+/* smtpd_milters_abort - the transaction ended before its end of message */
+extern void smtpd_milters_abort(SMTPD_MILTERS *ms);
+/* smtpd_milters_active - a milter still wants the transaction's events */
+extern bool smtpd_milters_active(const SMTPD_MILTERS *ms);
+/* smtpd_milters_apply - the header and body changes of the last end of
+   message applied to content; the number of changes */
+extern int smtpd_milters_apply(SMTPD_MILTERS *ms, VSTR *content);
+/* smtpd_milters_rcpts - the recipients the last end of message added */
+extern const ARGV *smtpd_milters_rcpts(const SMTPD_MILTERS *ms);
+/* smtpd_milters_quarantine - why a milter quarantined the last message
+   (it then goes into hold/), or NULL */
+extern const char *smtpd_milters_quarantine(const SMTPD_MILTERS *ms);
 
 /*
  * The DATA content decoder: bytes as they come from the client in, the

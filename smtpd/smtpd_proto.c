@@ -660,6 +660,32 @@ SMTPD_ACT smtpd_proto_rcpt_done(SMTPD_PROTO *proto, bool ok)
     return SMTPD_ACT_REPLY;
 }
 
+/* smtpd_proto_milter_reply - a milter's verdict replaces the reply */
+SMTPD_ACT smtpd_proto_milter_reply(SMTPD_PROTO *proto, SMTPD_CMD cmd,
+                                   const char *text)
+{
+    const char *line = text;
+
+    /* The reply in hand (250 for MAIL, 354 for DATA) is not sent. */
+    if (vstr_len(proto->reply) > 0 && vstr_str(proto->reply)[0] == '2' &&
+        proto->cmd_ok[cmd] > 0)
+        proto->cmd_ok[cmd]--;
+    vstr_reset(proto->reply);
+    proto->last_cmd = cmd;
+    for (;;) {
+        const char *eol = strstr(line, "\r\n");
+        int len = eol ? (int) (eol - line) : (int) strlen(line);
+
+        smtpd_proto_reply(proto, "%.*s", len, line);
+        if (eol == NULL)
+            break;
+        line = eol + 2;
+    }
+    if (cmd == SMTPD_CMD_MAIL || cmd == SMTPD_CMD_DATA)
+        smtpd_proto_reset(proto);
+    return smtpd_proto_finish(proto, SMTPD_ACT_REPLY);
+}
+
 /* smtpd_proto_data - DATA: 354, or why not */
 static SMTPD_ACT smtpd_proto_data(SMTPD_PROTO *proto, char *arg)
 {
