@@ -20,12 +20,13 @@ set -u
 # The compiler and the -dev packages ./configure looks for with pkg-config,
 # with what their .pc files require in turn: libunbound.pc names nettle and
 # hogweed (Requires.private), so pkg-config reports libunbound as missing
-# without nettle-dev. libsasl2-modules: the Cyrus SASL mechanisms smtpd's
+# without nettle-dev. libhiredis-dev: qmgr's shared shaping limits.
+# libsasl2-modules: the Cyrus SASL mechanisms smtpd's
 # AUTH offers (PLAIN, LOGIN, CRAM-MD5, SCRAM; sasldb comes with libsasl2-2).
 BUILD="gcc make pkg-config libc6-dev libevent-dev libssl-dev libunbound-dev
 nettle-dev libdb5.3-dev libpcre2-dev libsasl2-dev libsasl2-modules libspf2-dev
 libopendkim-dev libopendmarc-dev libjansson-dev libcmocka-dev
-libcurl4-openssl-dev libsqlite3-dev"
+libcurl4-openssl-dev libsqlite3-dev libhiredis-dev"
 
 # The tests: pytest and its SMTP sinks, the loopback DNS server, the tools the
 # system tests run (strace, valgrind, the sanitizers' runtime for clang), and
@@ -42,13 +43,14 @@ libcurl4-openssl-dev libsqlite3-dev"
 # Authentication-Results: headers smtpd writes. sasl2-bin: saslpasswd2
 # makes the AUTH tests' private sasldb; libnet-ssleay-perl and
 # libio-socket-ssl-perl let swaks speak TLS (--tls). curl: the HTTP API's
-# tests send with it as the README does.
+# tests send with it as the README does. redis-server: the shared shaping
+# limits' tests start their own (tests/test_shaping_redis.py).
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
 logrotate systemd pflogsumm fail2ban logwatch sasl2-bin libnet-ssleay-perl
-libio-socket-ssl-perl curl"
+libio-socket-ssl-perl curl redis-server"
 
 usage() {
     echo "usage: $0 [--build] [--check | --list]" >&2
