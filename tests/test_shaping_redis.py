@@ -1,0 +1,239 @@
+"""test_shaping_redis - shaping limits shared by several nodes through
+Redis (issue 17, item 4)
+
+Each test starts its own redis-server on a free loopback port (its own
+folder, no persistence, stopped by its PID). Two sluice instances share
+it and one rule, and relay to one sink (tests/sink.py: each message has
+its arrival time). What is checked is a count over windows at the sink
+(never more than rate x window + burst, both nodes together) and what the
+nodes log; the backlog is queued while the bucket is suspended, so the
+rate measured is the bucket's, not how fast a loaded machine submits.
+"""
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import LIBEXEC, free_port, require, smtp_queue, wait_until
+
+BODY = b"Subject: shared\r\n\r\nshared\r\n"
+REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
+
+
+class Redis:
+    """A redis-server of the test's own: start(), kill(), stop/cont()."""
+
+    def __init__(self, folder):
+        self.dir = folder
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.proc = None
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            [REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", str(self.dir), "--save", "", "--appendonly", "no",
+             "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_until(self.ping, 10, what="redis-server answers PING")
+
+    def ping(self):
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), 1) as s:
+                s.settimeout(1)
+                s.sendall(b"PING\r\n")
+                return s.recv(16).startswith(b"+PONG")
+        except OSError:
+            return False
+
+    def command(self, *args):
+        """One command (RESP), its raw answer."""
+        with socket.create_connection(("127.0.0.1", self.port), 2) as s:
+            s.settimeout(2)
+            req = b"*%d\r\n" % len(args) + b"".join(
+                b"$%d\r\n%s\r\n" % (len(a), a) for a in
+                (x.encode() if isinstance(x, str) else x for x in args))
+            s.sendall(req)
+            return s.recv(4096)
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGCONT)
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def signal(self, sig):
+        os.kill(self.proc.pid, sig)
+
+
+@pytest.fixture
+def redis(tmp_path):
+    require(REDIS)
+    made = []
+
+    def make():
+        r = Redis(tmp_path / ("redis%d" % len(made)))
+        made.append(r)
+        r.start()
+        return r
+    yield make
+    for r in made:
+        r.kill()
+
+
+def node(make_instance, sink, server, tmp_path, name, rules, **extra):
+    """One sluice node: the rule, rate.test to sink, Redis at server."""
+    require(LIBEXEC / "smtp", LIBEXEC / "smtpd", LIBEXEC / "cleanup",
+            LIBEXEC / "qmgr")
+    rules_file = tmp_path / ("shaping-" + name)
+    rules_file.write_text(rules)
+    conf = {"mynetworks": "127.0.0.0/8",
+            "transport_maps": "inline:{ rate.test=smtp:[127.0.0.1]:%d }"
+            % sink.port,
+            "smtp_shaping_maps": "texthash:%s" % rules_file,
+            "shaping_redis_server": server,
+            "shaping_cluster_nodes": "2"}
+    conf.update(extra)
+    inst = make_instance(params=conf)
+    inst.start()
+    return inst
+
+
+def count_in(times, start, window):
+    return sum(1 for t in times if start <= t < start + window)
+
+
+def max_in_window(times, window):
+    return max(count_in(times, t, window) for t in times)
+
+
+def queue_backlog(nodes, per_node):
+    """Suspend rate.test on every node, queue per_node messages each, wait
+    until qmgr holds them all."""
+    for n, inst in enumerate(nodes):
+        inst.check("shaping", "suspend", "rate.test", "10m")
+        for i in range(per_node):
+            smtp_queue(inst, "s@client.test", ["n%d-%d@rate.test" % (n, i)],
+                       BODY)
+    for inst in nodes:
+        wait_until(lambda: not list((inst.queue_dir / "incoming").iterdir()),
+                   30, what="every message in qmgr's hands")
+
+
+def test_two_nodes_hold_one_global_limit(make_instance, make_sink, redis,
+                                         tmp_path):
+    """rate.test at 5/s, burst 1, on two nodes sharing one Redis: the sink
+    never gets more than 5 x 8 + 1 in any 8 s window from both together
+    (node-local, each node would send 5/s: about 80 in 8 s), and while the
+    backlog lasts it gets at least 90% of the rate: the shared bucket is
+    what slows it."""
+    r = redis()
+    sink = make_sink()
+    rules = "rate.test message_rate=5/s burst=1\n"
+    a = node(make_instance, sink, "127.0.0.1:%d" % r.port, tmp_path, "a", rules)
+    b = node(make_instance, sink, "127.0.0.1:%d" % r.port, tmp_path, "b", rules)
+    for inst in (a, b):
+        inst.wait_log(r"shaping: redis 127\.0\.0\.1:%d: connected" % r.port, 20)
+    rate, window, per_node = 5, 8.0, 30
+    queue_backlog((a, b), per_node)
+    a.check("shaping", "resume", "rate.test")
+    b.check("shaping", "resume", "rate.test")
+    got = sink.wait_messages(2 * per_node, timeout=90)
+    times = sorted(m.time for m in got)
+    assert max_in_window(times, window) <= rate * window + 1, times
+    first = count_in(times, times[0], window)
+    assert first >= 0.9 * rate * window, (first, times)
+    for inst in (a, b):
+        log = inst.log()
+        assert "unavailable" not in log
+        assert "status=deferred" not in log
+    # the bucket's state is in Redis
+    assert b"sluice:shaping:{rate.test}:msg" in r.command("KEYS", "sluice:*")
+
+
+def test_redis_killed_then_back(make_instance, make_sink, redis, tmp_path):
+    """Redis is killed mid-run: both nodes go on at their local share
+    (shaping_cluster_nodes = 2: 2/s each of the 4/s), each logs it once,
+    nothing is lost; Redis back on its port: each logs that once and the
+    rest goes through Redis again. Over every 8 s window the sink never
+    gets more than 4 x 8 + 2 (the two local bursts)."""
+    r = redis()
+    sink = make_sink()
+    rules = "rate.test message_rate=4/s burst=1\n"
+    server = "127.0.0.1:%d" % r.port
+    a = node(make_instance, sink, server, tmp_path, "a", rules)
+    b = node(make_instance, sink, server, tmp_path, "b", rules)
+    for inst in (a, b):
+        inst.wait_log(r"shaping: redis .*: connected", 20)
+    per_node = 24
+    queue_backlog((a, b), per_node)
+    a.check("shaping", "resume", "rate.test")
+    b.check("shaping", "resume", "rate.test")
+    sink.wait_messages(10, timeout=60)
+    r.kill()
+    for inst in (a, b):
+        inst.wait_log(r"shaping: redis %s unavailable" % server, 20)
+    n_down = len(sink.wait_messages(0))
+    sink.wait_messages(n_down + 12, timeout=60)  # no stall without Redis
+    r.start()  # same port, empty
+    for inst in (a, b):
+        inst.wait_log(r"shaping: redis %s is back" % server, 20)
+    got = sink.wait_messages(2 * per_node, timeout=90)
+    times = sorted(m.time for m in got)
+    assert len(times) == 2 * per_node
+    assert max_in_window(times, 8.0) <= 4 * 8 + 2, times
+    for inst in (a, b):
+        log = inst.log()
+        assert log.count("shaping: redis %s unavailable" % server) == 1, log
+        assert log.count("shaping: redis %s is back" % server) == 1
+        assert "status=deferred" not in log
+    assert b"{rate.test}" in r.command("KEYS", "sluice:*")
+
+
+def test_redis_that_does_not_answer(make_instance, make_sink, redis,
+                                    tmp_path):
+    """A Redis that stops answering (SIGSTOP) while takes are out: the
+    timer (300 ms) ends each call, the node falls back to its share and
+    delivers everything, logging it once; a listener that accepts and
+    never answers is the same from the start."""
+    r = redis()
+    sink = make_sink()
+    rules = "rate.test message_rate=20/s burst=1\n"
+    server = "127.0.0.1:%d" % r.port
+    a = node(make_instance, sink, server, tmp_path, "a", rules,
+             shaping_redis_timeout_ms="300")
+    a.wait_log(r"shaping: redis .*: connected", 20)
+    queue_backlog((a,), 20)
+    a.check("shaping", "resume", "rate.test")
+    sink.wait_messages(4, timeout=60)
+    r.signal(signal.SIGSTOP)
+    try:
+        sink.wait_messages(20, timeout=60)
+        a.wait_log(r"shaping: redis %s unavailable \(.*no answer within "
+                   r"300 ms" % server, 10)
+        assert a.log().count("shaping: redis %s unavailable" % server) == 1
+    finally:
+        r.signal(signal.SIGCONT)
+
+    # a listener that never answers, from the start
+    mute = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    mute.bind(("127.0.0.1", 0))
+    mute.listen(16)
+    try:
+        sink2 = make_sink()
+        server2 = "127.0.0.1:%d" % mute.getsockname()[1]
+        c = node(make_instance, sink2, server2, tmp_path, "c", rules,
+                 shaping_redis_timeout_ms="300")
+        for i in range(5):
+            smtp_queue(c, "s@client.test", ["m%d@rate.test" % i], BODY)
+        sink2.wait_messages(5, timeout=60)
+        c.wait_log(r"shaping: redis %s unavailable \(connect: no answer "
+                   r"within 300 ms" % server2, 10)
+        assert c.log().count("unavailable") == 1
+    finally:
+        mute.close()
