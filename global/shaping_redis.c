@@ -96,6 +96,13 @@ const char shaping_redis_renew_lua[] =
     "end\n"
     "return n\n";
 
+const char shaping_redis_release_lua[] =
+    "local t = redis.call('TIME')\n"
+    "local now = tonumber(t[1]) * 1000000 + tonumber(t[2])\n"
+    "return redis.call('ZADD', KEYS[1], 'XX', 'CH',\n"
+    "                  string.format('%.0f', now + tonumber(ARGV[1])), "
+    "ARGV[2])\n";
+
 /* shaping_redis_key - the key what of bucket */
 const char *shaping_redis_key(VSTR *buf, const char *bucket,
                               SHAPING_REDIS_KEY what)

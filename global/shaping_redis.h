@@ -72,6 +72,13 @@ extern const char shaping_redis_take_lua[];
    each one still there expires lease time from now */
 extern const char shaping_redis_renew_lua[];
 
+/* SHAPING_REDIS_RELEASE: KEYS[1] leases; ARGV grace (usec), lease id: the
+   lease, if still there, expires grace from now (the connection of the
+   delivery is still closing: the smtp agent says QUIT after it reported) */
+extern const char shaping_redis_release_lua[];
+
+#define SHAPING_REDIS_RELEASE_GRACE 500000LL /* usec */
+
 /* shaping_redis_key - the key what of bucket into buf (returned) */
 extern const char *shaping_redis_key(VSTR *buf, const char *bucket,
                                      SHAPING_REDIS_KEY what);

@@ -18,8 +18,8 @@
  * A take (qmgr_redis_take) is one EVAL of the take script for one bucket;
  * its answer goes to qmgr_shaping_redis_answer. Leases are renewed every
  * third of shaping_redis_lease_time (qmgr_shaping_redis_renew walks the
- * buckets); a lease is released when its delivery ends (ZREM), and one
- * whose release is lost expires by itself.
+ * buckets); a lease ends SHAPING_REDIS_RELEASE_GRACE after its delivery
+ * (the agent's QUIT), and one whose release is lost expires by itself.
  */
 #include "sys_defs.h"
 
@@ -440,11 +440,16 @@ void qmgr_redis_release(QMGR_REDIS *redis, const char *bucket,
                         const char *lease)
 {
     VSTR *key = vstr_alloc(50);
-    const char *argv[3] = {"ZREM", NULL, lease};
+    VSTR *grace = vstr_alloc(20);
+    const char *argv[6] = {"EVAL", shaping_redis_release_lua, "1", NULL, NULL,
+                           lease};
 
-    argv[1] = shaping_redis_key(key, bucket, SHAPING_REDIS_KEY_LEASES);
-    qmgr_redis_simple(redis, "release", 3, argv);
+    argv[3] = shaping_redis_key(key, bucket, SHAPING_REDIS_KEY_LEASES);
+    argv[4] =
+        vstr_str(vstr_sprintf(grace, "%lld", SHAPING_REDIS_RELEASE_GRACE));
+    qmgr_redis_simple(redis, "release", 6, argv);
     vstr_free(key);
+    vstr_free(grace);
 }
 
 /* qmgr_redis_renew - the leases of bucket live lease_time more */

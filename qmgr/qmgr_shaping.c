@@ -724,10 +724,17 @@ static QMGR_SHAPING_WALK qmgr_shaping_unused(QMGR_CTX *ctx, QMGR_SHAPE *shape,
     return QMGR_SHAPING_FORGET;
 }
 
-/* qmgr_shaping_conn_messages - messages_per_connection of the bucket */
+/* qmgr_shaping_conn_messages - messages_per_connection of the bucket;
+   1 when its max_connections is shared through Redis: a lease covers a
+   delivery, not the idle connection the smtp agent would cache after it
+   (it would stay open, unleased, while other nodes open theirs) */
 long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape)
 {
-    return shape && shape->rule ? shape->rule->messages_per_connection : 0;
+    if (shape == NULL || shape->rule == NULL)
+        return 0;
+    if (shape->redis && shape->rule->max_connections > 0)
+        return 1;
+    return shape->rule->messages_per_connection;
 }
 
 /* qmgr_shaping_conn_max - max_connections of the bucket */

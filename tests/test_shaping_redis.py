@@ -175,9 +175,12 @@ def test_redis_killed_then_back(make_instance, make_sink, redis, tmp_path):
     a.check("shaping", "resume", "rate.test")
     b.check("shaping", "resume", "rate.test")
     sink.wait_messages(10, timeout=60)
+    assert "redis: %s up" % server in a.check("shaping")
     r.kill()
     for inst in (a, b):
         inst.wait_log(r"shaping: redis %s unavailable" % server, 20)
+    assert ("redis: %s down (each node keeps 1/2 of the limits)" % server
+            in b.check("shaping"))
     n_down = len(sink.wait_messages(0))
     sink.wait_messages(n_down + 12, timeout=60)  # no stall without Redis
     r.start()  # same port, empty
@@ -237,3 +240,63 @@ def test_redis_that_does_not_answer(make_instance, make_sink, redis,
         assert c.log().count("unavailable") == 1
     finally:
         mute.close()
+
+
+def queued(inst, bucket):
+    for line in inst.check("shaping").splitlines()[1:]:
+        f = line.split()
+        if f and f[0] == bucket:
+            return int(f[8])
+    return 0
+
+
+def test_suspension_is_shared(make_instance, make_sink, redis, tmp_path):
+    """`sluice shaping suspend` on node a holds rate.test on node b too
+    (the suspension is a key in Redis that b's take reads): b's mail waits
+    in b's qmgr and none reaches the sink; resume on a lets it go."""
+    r = redis()
+    sink = make_sink()
+    rules = "rate.test message_rate=50/s burst=5\n"
+    server = "127.0.0.1:%d" % r.port
+    a = node(make_instance, sink, server, tmp_path, "a", rules)
+    b = node(make_instance, sink, server, tmp_path, "b", rules)
+    for inst in (a, b):
+        inst.wait_log(r"shaping: redis .*: connected", 20)
+    a.check("shaping", "suspend", "rate.test", "10m")
+    assert b"suspend" in r.command("KEYS", "sluice:*")
+    for i in range(5):
+        smtp_queue(b, "s@client.test", ["w%d@rate.test" % i], BODY)
+    wait_until(lambda: queued(b, "rate.test") == 5, 30, what="5 held on b")
+    time.sleep(1.5)
+    assert sink.wait_messages(0) == []
+    a.check("shaping", "resume", "rate.test")
+    sink.wait_messages(5, timeout=30)
+    assert "status=deferred" not in b.log()
+
+
+def test_connections_are_shared_leases(make_instance, make_sink, redis,
+                                       tmp_path):
+    """max_connections=2 on two nodes: the slow sink never sees more than
+    2 sessions at once from both (node-local it would see 4): each
+    delivery holds a lease in Redis while it runs (and the half second
+    its connection takes to close: the agent does not cache it); when all
+    is done no lease is left."""
+    r = redis()
+    sink = make_sink(data_delay=0.3)
+    rules = "rate.test max_connections=2\n"
+    server = "127.0.0.1:%d" % r.port
+    a = node(make_instance, sink, server, tmp_path, "a", rules)
+    b = node(make_instance, sink, server, tmp_path, "b", rules)
+    for inst in (a, b):
+        inst.wait_log(r"shaping: redis .*: connected", 20)
+    queue_backlog((a, b), 8)
+    a.check("shaping", "resume", "rate.test")
+    b.check("shaping", "resume", "rate.test")
+    sink.wait_messages(16, timeout=90)
+    assert sink.sessions_max <= 2, sink.sessions_max
+    live = ("local t = redis.call('TIME') "
+            "return redis.call('ZCOUNT', KEYS[1], "
+            "t[1] * 1000000 + t[2], '+inf')")
+    wait_until(lambda: r.command("EVAL", live, "1",
+                                 "sluice:shaping:{rate.test}:leases")
+               == b":0\r\n", 10, what="every lease released")
