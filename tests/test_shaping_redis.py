@@ -300,3 +300,45 @@ def test_connections_are_shared_leases(make_instance, make_sink, redis,
     wait_until(lambda: r.command("EVAL", live, "1",
                                  "sluice:shaping:{rate.test}:leases")
                == b":0\r\n", 10, what="every lease released")
+
+
+def test_leases_renewed_and_expire_with_their_node(make_instance, make_sink,
+                                                   redis, tmp_path):
+    """max_connections=1, shaping_redis_lease_time=3s, and the sink takes
+    4 s per message: node a's delivery outlives its lease time, so a
+    renews the lease (node b, asking meanwhile, must wait: the sink never
+    has 2 sessions); then node a dies with a delivery in flight: its lease
+    expires after 3 s and node b's mail goes (it would wait forever on a
+    lease nobody releases)."""
+    r = redis()
+    sink = make_sink(data_delay=4)
+    rules = "rate.test max_connections=1\n"
+    server = "127.0.0.1:%d" % r.port
+    leases = "sluice:shaping:{rate.test}:leases"
+    extra = {"shaping_redis_lease_time": "3s"}
+    a = node(make_instance, sink, server, tmp_path, "a", rules, **extra)
+    b = node(make_instance, sink, server, tmp_path, "b", rules, **extra)
+    for inst in (a, b):
+        inst.wait_log(r"shaping: redis .*: connected", 20)
+    smtp_queue(a, "s@client.test", ["a1@rate.test"], BODY)
+    wait_until(lambda: r.command("ZCARD", leases) == b":1\r\n", 30,
+               what="a's lease")
+    smtp_queue(b, "s@client.test", ["b1@rate.test"], BODY)
+    got = sink.wait_messages(2, timeout=60)
+    assert sink.sessions_max == 1, sink.sessions_max
+    assert got[0].time + 3.5 < got[1].time  # b waited for a's whole delivery
+
+    # a dies with a delivery (and its lease) in flight
+    wait_until(lambda: sink.sessions_now == 0, 10, what="b's session closed")
+    smtp_queue(a, "s@client.test", ["a2@rate.test"], BODY)
+    wait_until(lambda: sink.sessions_now == 1, 30, what="a2's session")
+    a.kill_leftovers()
+    killed = time.monotonic()
+    smtp_queue(b, "s@client.test", ["b2@rate.test"], BODY)
+    b2 = wait_until(lambda: [m for m in sink.wait_messages(0)
+                             if "b2@rate.test" in m.rcpt_tos], 60,
+                    what="b2 at the sink, once a's lease expired")[0]
+    # held until the lease expired: 3 s after a's last renewal (at most 1 s
+    # before it died), then the sink's 4 s
+    assert b2.time > killed + 2 + 4, (b2.time, killed)
+    assert "status=deferred" not in b.log()
