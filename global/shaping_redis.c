@@ -219,6 +219,33 @@ void shaping_redis_share(const SHAPING_RULE *rule, long long nodes,
                                      : 1;
 }
 
+/* shaping_redis_empty - a GCRA state whose next unit is due one interval
+   from now, whatever the burst */
+static void shaping_redis_empty(SHAPING_GCRA *gcra, const SHAPING_RATE *rate,
+                                long long burst, long long now)
+{
+    long long interval = shaping_gcra_interval(rate);
+    long long tat;
+
+    if (interval == 0)
+        return;
+    if (burst < 1)
+        burst = 1;
+    tat = now + burst * interval;
+    if (gcra->tat < tat)
+        gcra->tat = tat;
+}
+
+/* shaping_redis_fallback - the node goes on alone with its share */
+void shaping_redis_fallback(const SHAPING_RULE *share, SHAPING_STATE *state,
+                            long long now)
+{
+    shaping_redis_empty(&state->messages, &share->message_rate, share->burst,
+                        now);
+    shaping_redis_empty(&state->connects, &share->connection_rate, share->burst,
+                        now);
+}
+
 /* shaping_redis_verdict - what an answer of the take script means */
 SHAPING_REDIS_VERDICT shaping_redis_verdict(long long allowed, long long wait,
                                             const char *reason,

@@ -103,6 +103,14 @@ extern void shaping_redis_addr_done(SHAPING_REDIS_ADDR *addr);
 extern void shaping_redis_share(const SHAPING_RULE *rule, long long nodes,
                                 SHAPING_RULE *share);
 
+/* shaping_redis_fallback - a node that was shaped by Redis goes on alone
+   with its share at now: its rates start empty (the first unit passes
+   one share interval from now), since the other nodes may have used the
+   whole shared burst just before; the nodes together then stay within
+   the limit across the change */
+extern void shaping_redis_fallback(const SHAPING_RULE *share,
+                                   SHAPING_STATE *state, long long now);
+
 /* What the take script answered. */
 typedef enum SHAPING_REDIS_VERDICT {
     SHAPING_REDIS_GO, /* tokens taken: the delivery may start */

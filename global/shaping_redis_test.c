@@ -125,6 +125,46 @@ static void test_share(void **unused)
     vstr_free(why);
 }
 
+/* test_fallback - after Redis, a node's share starts empty: two nodes
+   that each just passed a unit through Redis, going on alone, pass
+   nothing for one share interval, then their shares */
+static void test_fallback(void **unused)
+{
+    SHAPING_RULE rule;
+    SHAPING_RULE share;
+    SHAPING_STATE st = {0};
+    VSTR *why = vstr_alloc(10);
+    long long wait;
+    long long now = 100 * SEC;
+
+    assert_int_equal(
+        shaping_rule_parse("a.test", "message_rate=4/s burst=4", &rule, why),
+        0);
+    shaping_redis_share(&rule, 2, &share);
+    assert_int_equal(shaping_gcra_interval(&share.message_rate), SEC / 2);
+    assert_int_equal(share.burst, 2);
+    /* a full local bucket would pass 2 at once */
+    assert_int_equal(shaping_gcra_tokens(&st.messages, &share.message_rate,
+                                         share.burst, now),
+                     2);
+    shaping_redis_fallback(&share, &st, now);
+    assert_int_equal(shaping_may_start(&share, &st, now, &wait), SHAPING_WAIT);
+    assert_int_equal(wait, SEC / 2);
+    assert_int_equal(shaping_may_start(&share, &st, now + SEC / 2, &wait),
+                     SHAPING_GO);
+    /* a later state is kept (never loosened) */
+    st.messages.tat = now + 10 * SEC;
+    shaping_redis_fallback(&share, &st, now);
+    assert_int_equal(st.messages.tat, now + 10 * SEC);
+    /* no rate: nothing to do */
+    st = (SHAPING_STATE){0};
+    share.message_rate.count = 0;
+    shaping_redis_fallback(&share, &st, now);
+    assert_int_equal(st.messages.tat, 0);
+    shaping_rule_done(&rule);
+    vstr_free(why);
+}
+
 /* test_verdict - the script's answers, clamped waits, garbage refused */
 static void test_verdict(void **unused)
 {
@@ -198,9 +238,10 @@ static void test_scripts(void **unused)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_keys),  cmocka_unit_test(test_addr),
-        cmocka_unit_test(test_share), cmocka_unit_test(test_verdict),
-        cmocka_unit_test(test_link),  cmocka_unit_test(test_scripts),
+        cmocka_unit_test(test_keys),    cmocka_unit_test(test_addr),
+        cmocka_unit_test(test_share),   cmocka_unit_test(test_fallback),
+        cmocka_unit_test(test_verdict), cmocka_unit_test(test_link),
+        cmocka_unit_test(test_scripts),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

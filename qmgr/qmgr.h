@@ -312,6 +312,7 @@ struct QMGR_SHAPE {
     struct SHAPING_RULE share; /* this node's share of rule, while Redis
                                   is not up (shaping_cluster_nodes) */
     bool redis_pending; /* a take is out */
+    bool redis_shared; /* the last decision was Redis's */
     int redis_grants; /* takes Redis granted that have not started */
     long long redis_retry_at; /* monotonic usec: ask Redis again then */
     struct ARGV *redis_leases; /* connection leases held, NULL: none */

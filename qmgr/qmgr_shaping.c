@@ -346,6 +346,11 @@ int qmgr_shaping_suspend(QMGR_CTX *ctx, const char *name, long long seconds,
                        0);
         qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_CONNMAX,
                        NULL, 0);
+        /* and the TATs the lowered rates pushed ahead */
+        qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_MSG, NULL,
+                       0);
+        qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_CONN, NULL,
+                       0);
     }
     vstr_free(lower);
     qmgr_dest_schedule(ctx);
@@ -594,9 +599,14 @@ bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape, long long now)
         if (qmgr_redis_take(shape->redis, shape,
                             qmgr_shaping_shared_rule(shape, now))) {
             shape->redis_pending = true;
+            shape->redis_shared = true;
             return false;
         }
         /* Not sent: the link just broke; decide alone. */
+    }
+    if (shape->redis_shared) {
+        shape->redis_shared = false;
+        shaping_redis_fallback(&shape->share, &shape->state, now);
     }
     switch (shaping_may_start(qmgr_shaping_local_rule(shape), &shape->state,
                               now, &wait)) {

@@ -15,7 +15,9 @@ import shutil
 import signal
 import socket
 import subprocess
+import tempfile
 import time
+from pathlib import Path
 
 import pytest
 
@@ -72,12 +74,24 @@ class Redis:
 
 
 @pytest.fixture
-def redis(tmp_path):
+def files():
+    """A folder for the rules files the daemons read, open to them. Not
+    tmp_path: another pytest run on this machine sets
+    /tmp/pytest-of-USER back to 0700 when it starts, and the daemons, who
+    run as another user, could no longer read what is under it."""
+    folder = Path(tempfile.mkdtemp(prefix="sluice-redis-", dir="/tmp"))
+    os.chmod(folder, 0o755)
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture
+def redis(files):
     require(REDIS)
     made = []
 
     def make():
-        r = Redis(tmp_path / ("redis%d" % len(made)))
+        r = Redis(files / ("redis%d" % len(made)))
         made.append(r)
         r.start()
         return r
@@ -86,11 +100,11 @@ def redis(tmp_path):
         r.kill()
 
 
-def node(make_instance, sink, server, tmp_path, name, rules, **extra):
+def node(make_instance, sink, server, folder, name, rules, **extra):
     """One sluice node: the rule, rate.test to sink, Redis at server."""
     require(LIBEXEC / "smtp", LIBEXEC / "smtpd", LIBEXEC / "cleanup",
             LIBEXEC / "qmgr")
-    rules_file = tmp_path / ("shaping-" + name)
+    rules_file = folder / ("shaping-" + name)
     rules_file.write_text(rules)
     conf = {"mynetworks": "127.0.0.0/8",
             "transport_maps": "inline:{ rate.test=smtp:[127.0.0.1]:%d }"
@@ -126,7 +140,7 @@ def queue_backlog(nodes, per_node):
 
 
 def test_two_nodes_hold_one_global_limit(make_instance, make_sink, redis,
-                                         tmp_path):
+                                         files):
     """rate.test at 5/s, burst 1, on two nodes sharing one Redis: the sink
     never gets more than 5 x 8 + 1 in any 8 s window from both together
     (node-local, each node would send 5/s: about 80 in 8 s), and while the
@@ -135,8 +149,8 @@ def test_two_nodes_hold_one_global_limit(make_instance, make_sink, redis,
     r = redis()
     sink = make_sink()
     rules = "rate.test message_rate=5/s burst=1\n"
-    a = node(make_instance, sink, "127.0.0.1:%d" % r.port, tmp_path, "a", rules)
-    b = node(make_instance, sink, "127.0.0.1:%d" % r.port, tmp_path, "b", rules)
+    a = node(make_instance, sink, "127.0.0.1:%d" % r.port, files, "a", rules)
+    b = node(make_instance, sink, "127.0.0.1:%d" % r.port, files, "b", rules)
     for inst in (a, b):
         inst.wait_log(r"shaping: redis 127\.0\.0\.1:%d: connected" % r.port, 20)
     rate, window, per_node = 5, 8.0, 30
@@ -156,18 +170,20 @@ def test_two_nodes_hold_one_global_limit(make_instance, make_sink, redis,
     assert b"sluice:shaping:{rate.test}:msg" in r.command("KEYS", "sluice:*")
 
 
-def test_redis_killed_then_back(make_instance, make_sink, redis, tmp_path):
+def test_redis_killed_then_back(make_instance, make_sink, redis, files):
     """Redis is killed mid-run: both nodes go on at their local share
     (shaping_cluster_nodes = 2: 2/s each of the 4/s), each logs it once,
     nothing is lost; Redis back on its port: each logs that once and the
     rest goes through Redis again. Over every 8 s window the sink never
-    gets more than 4 x 8 + 2 (the two local bursts)."""
+    gets more than 4 x 8 + 2: the shared burst, and one more when the
+    restarted Redis starts empty (a node going on alone starts with an
+    empty bucket: it cannot add the burst the other just used)."""
     r = redis()
     sink = make_sink()
     rules = "rate.test message_rate=4/s burst=1\n"
     server = "127.0.0.1:%d" % r.port
-    a = node(make_instance, sink, server, tmp_path, "a", rules)
-    b = node(make_instance, sink, server, tmp_path, "b", rules)
+    a = node(make_instance, sink, server, files, "a", rules)
+    b = node(make_instance, sink, server, files, "b", rules)
     for inst in (a, b):
         inst.wait_log(r"shaping: redis .*: connected", 20)
     per_node = 24
@@ -199,7 +215,7 @@ def test_redis_killed_then_back(make_instance, make_sink, redis, tmp_path):
 
 
 def test_redis_that_does_not_answer(make_instance, make_sink, redis,
-                                    tmp_path):
+                                    files):
     """A Redis that stops answering (SIGSTOP) while takes are out: the
     timer (300 ms) ends each call, the node falls back to its share and
     delivers everything, logging it once; a listener that accepts and
@@ -208,7 +224,7 @@ def test_redis_that_does_not_answer(make_instance, make_sink, redis,
     sink = make_sink()
     rules = "rate.test message_rate=20/s burst=1\n"
     server = "127.0.0.1:%d" % r.port
-    a = node(make_instance, sink, server, tmp_path, "a", rules,
+    a = node(make_instance, sink, server, files, "a", rules,
              shaping_redis_timeout_ms="300")
     a.wait_log(r"shaping: redis .*: connected", 20)
     queue_backlog((a,), 20)
@@ -230,7 +246,7 @@ def test_redis_that_does_not_answer(make_instance, make_sink, redis,
     try:
         sink2 = make_sink()
         server2 = "127.0.0.1:%d" % mute.getsockname()[1]
-        c = node(make_instance, sink2, server2, tmp_path, "c", rules,
+        c = node(make_instance, sink2, server2, files, "c", rules,
                  shaping_redis_timeout_ms="300")
         for i in range(5):
             smtp_queue(c, "s@client.test", ["m%d@rate.test" % i], BODY)
@@ -250,7 +266,7 @@ def queued(inst, bucket):
     return 0
 
 
-def test_suspension_is_shared(make_instance, make_sink, redis, tmp_path):
+def test_suspension_is_shared(make_instance, make_sink, redis, files):
     """`sluice shaping suspend` on node a holds rate.test on node b too
     (the suspension is a key in Redis that b's take reads): b's mail waits
     in b's qmgr and none reaches the sink; resume on a lets it go."""
@@ -258,8 +274,8 @@ def test_suspension_is_shared(make_instance, make_sink, redis, tmp_path):
     sink = make_sink()
     rules = "rate.test message_rate=50/s burst=5\n"
     server = "127.0.0.1:%d" % r.port
-    a = node(make_instance, sink, server, tmp_path, "a", rules)
-    b = node(make_instance, sink, server, tmp_path, "b", rules)
+    a = node(make_instance, sink, server, files, "a", rules)
+    b = node(make_instance, sink, server, files, "b", rules)
     for inst in (a, b):
         inst.wait_log(r"shaping: redis .*: connected", 20)
     a.check("shaping", "suspend", "rate.test", "10m")
@@ -275,7 +291,7 @@ def test_suspension_is_shared(make_instance, make_sink, redis, tmp_path):
 
 
 def test_connections_are_shared_leases(make_instance, make_sink, redis,
-                                       tmp_path):
+                                       files):
     """max_connections=2 on two nodes: the slow sink never sees more than
     2 sessions at once from both (node-local it would see 4): each
     delivery holds a lease in Redis while it runs (and the half second
@@ -285,8 +301,8 @@ def test_connections_are_shared_leases(make_instance, make_sink, redis,
     sink = make_sink(data_delay=0.3)
     rules = "rate.test max_connections=2\n"
     server = "127.0.0.1:%d" % r.port
-    a = node(make_instance, sink, server, tmp_path, "a", rules)
-    b = node(make_instance, sink, server, tmp_path, "b", rules)
+    a = node(make_instance, sink, server, files, "a", rules)
+    b = node(make_instance, sink, server, files, "b", rules)
     for inst in (a, b):
         inst.wait_log(r"shaping: redis .*: connected", 20)
     queue_backlog((a, b), 8)
@@ -303,7 +319,7 @@ def test_connections_are_shared_leases(make_instance, make_sink, redis,
 
 
 def test_leases_renewed_and_expire_with_their_node(make_instance, make_sink,
-                                                   redis, tmp_path):
+                                                   redis, files):
     """max_connections=1, shaping_redis_lease_time=3s, and the sink takes
     4 s per message: node a's delivery outlives its lease time, so a
     renews the lease (node b, asking meanwhile, must wait: the sink never
@@ -316,8 +332,8 @@ def test_leases_renewed_and_expire_with_their_node(make_instance, make_sink,
     server = "127.0.0.1:%d" % r.port
     leases = "sluice:shaping:{rate.test}:leases"
     extra = {"shaping_redis_lease_time": "3s"}
-    a = node(make_instance, sink, server, tmp_path, "a", rules, **extra)
-    b = node(make_instance, sink, server, tmp_path, "b", rules, **extra)
+    a = node(make_instance, sink, server, files, "a", rules, **extra)
+    b = node(make_instance, sink, server, files, "b", rules, **extra)
     for inst in (a, b):
         inst.wait_log(r"shaping: redis .*: connected", 20)
     smtp_queue(a, "s@client.test", ["a1@rate.test"], BODY)
@@ -342,3 +358,36 @@ def test_leases_renewed_and_expire_with_their_node(make_instance, make_sink,
     # before it died), then the sink's 4 s
     assert b2.time > killed + 2 + 4, (b2.time, killed)
     assert "status=deferred" not in b.log()
+
+
+def test_automation_is_shared(make_instance, make_sink, redis, files):
+    """Node a's server answers "421 4.7.28": a's automation rule lowers
+    rate.test to 1/m for an hour, and node b (which never saw the reply)
+    reads it from Redis: of b's 5 messages one goes and four wait (b's own
+    rule allows 50/s). resume on a ends it for b too."""
+    r = redis()
+    sink = make_sink()
+    auto = files / "automation"
+    auto.write_text("slow-down dsn=4.7.28 action=rate:1/m duration=1h\n")
+    rules = "rate.test message_rate=50/s burst=5\n"
+    server = "127.0.0.1:%d" % r.port
+    extra = {"smtp_shaping_automation_maps": "texthash:%s" % auto}
+    a = node(make_instance, sink, server, files, "a", rules, **extra)
+    b = node(make_instance, sink, server, files, "b", rules, **extra)
+    for inst in (a, b):
+        inst.wait_log(r"shaping: redis .*: connected", 20)
+    sink.set_rcpt_reply("slow", "421 4.7.28 Our system has detected an "
+                        "unusual rate of unsolicited mail")
+    smtp_queue(a, "s@client.test", ["slow@rate.test"], BODY)
+    a.wait_log(r"shaping: rate\.test: message rate lowered to 1/m for 3600s "
+               r"by automation rule slow-down")
+    wait_until(lambda: b"{rate.test}:rate" in r.command("KEYS", "sluice:*"),
+               10, what="the lowered rate in Redis")
+    for i in range(5):
+        smtp_queue(b, "s@client.test", ["b%d@rate.test" % i], BODY)
+    wait_until(lambda: queued(b, "rate.test") == 4, 30, what="4 held on b")
+    time.sleep(1.5)
+    assert len(sink.wait_messages(0)) <= 1
+    assert "slow-down" not in b.log()  # b never matched the rule itself
+    a.check("shaping", "resume", "rate.test")
+    sink.wait_messages(5, timeout=30)
