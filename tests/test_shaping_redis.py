@@ -391,3 +391,14 @@ def test_automation_is_shared(make_instance, make_sink, redis, files):
     assert "slow-down" not in b.log()  # b never matched the rule itself
     a.check("shaping", "resume", "rate.test")
     sink.wait_messages(5, timeout=30)
+
+
+def test_check_refuses_a_bad_server(make_instance):
+    """sluice check names shaping_redis_server when it is no address."""
+    inst = make_instance(params={"shaping_redis_server": "localhost"})
+    r = inst.command("check")
+    assert r.returncode != 0
+    assert ('shaping_redis_server: "localhost": expected host:port, '
+            '[address]:port or /path') in r.stderr, r.stderr
+    inst.conf_set(shaping_redis_server="127.0.0.1:6379")
+    assert inst.command("check").returncode == 0
