@@ -314,6 +314,7 @@ struct QMGR_SHAPE {
     bool redis_pending; /* a take is out */
     bool redis_shared; /* the last decision was Redis's */
     int redis_grants; /* takes Redis granted that have not started */
+    long long redis_granted_at; /* monotonic usec of the last grant */
     long long redis_retry_at; /* monotonic usec: ask Redis again then */
     struct ARGV *redis_leases; /* connection leases held, NULL: none */
 };

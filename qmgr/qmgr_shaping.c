@@ -79,7 +79,10 @@ typedef struct QMGR_SHAPING_MX {
     DNS_LOOKUP *lookup; /* running, NULL: the answer is in */
 } QMGR_SHAPING_MX;
 
+#define QMGR_SHAPING_GRANT_LIFE 1000000LL /* usec a grant may wait unused */
+
 static void qmgr_shaping_expire(QMGR_SHAPE *shape, long long now);
+static void qmgr_shaping_grants_drop(QMGR_SHAPE *shape);
 
 /* qmgr_shaping_now - the monotonic clock in microseconds */
 long long qmgr_shaping_now(void)
@@ -588,6 +591,11 @@ bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape, long long now)
             qmgr_shaping_wake(ctx, now, shape->state.suspended_until - now);
             return false;
         }
+        /* A grant is a token of then: one unused for long is dropped
+           (it would add to a later window), its token is lost. */
+        if (shape->redis_grants > 0 &&
+            now - shape->redis_granted_at > QMGR_SHAPING_GRANT_LIFE)
+            qmgr_shaping_grants_drop(shape);
         if (shape->redis_grants > 0)
             return true;
         if (shape->redis_pending)
@@ -651,6 +659,14 @@ static void qmgr_shaping_lease_drop(QMGR_SHAPE *shape)
     leases->argv[leases->argc] = NULL;
 }
 
+/* qmgr_shaping_grants_drop - forget the grants not started, with as many
+   leases */
+static void qmgr_shaping_grants_drop(QMGR_SHAPE *shape)
+{
+    for (; shape->redis_grants > 0; shape->redis_grants--)
+        qmgr_shaping_lease_drop(shape);
+}
+
 /* qmgr_shaping_end - a delivery of the bucket ended (or never began): a
    lease more than the grants not started yet was its lease (leases are
    all alike: one goes) */
@@ -674,6 +690,7 @@ void qmgr_shaping_redis_answer(QMGR_CTX *ctx, QMGR_SHAPE *shape, int verdict,
     switch (verdict) {
     case SHAPING_REDIS_GO:
         shape->redis_grants++;
+        shape->redis_granted_at = now;
         shape->redis_retry_at = 0;
         if (lease)
             argv_add(shape->redis_leases, lease);
@@ -719,11 +736,9 @@ static QMGR_SHAPING_WALK qmgr_shaping_unused(QMGR_CTX *ctx, QMGR_SHAPE *shape,
                                              long long now, void *arg)
 {
     qmgr_shaping_expire(shape, now);
-    if (shape->dests == 0 && shape->redis_grants > 0) {
-        /* Granted, but nothing left to start: the leases go back. */
-        for (; shape->redis_grants > 0; shape->redis_grants--)
-            qmgr_shaping_lease_drop(shape);
-    }
+    /* Granted, but nothing left to start: the leases go back. */
+    if (shape->dests == 0)
+        qmgr_shaping_grants_drop(shape);
     if (shape->redis_pending ||
         (shape->redis_leases && shape->redis_leases->argc > 0))
         return QMGR_SHAPING_KEEP;
