@@ -30,17 +30,21 @@ REDIS = shutil.which("redis-server") or "/usr/bin/redis-server"
 class Redis:
     """A redis-server of the test's own: start(), kill(), stop/cont()."""
 
-    def __init__(self, folder):
+    def __init__(self, folder, unix=False):
         self.dir = folder
         self.dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.dir, 0o755)
         self.port = free_port()
+        self.path = str(self.dir / "redis.sock") if unix else None
         self.proc = None
 
     def start(self):
         self.proc = subprocess.Popen(
             [REDIS, "--port", str(self.port), "--bind", "127.0.0.1",
              "--dir", str(self.dir), "--save", "", "--appendonly", "no",
-             "--daemonize", "no", "--logfile", str(self.dir / "redis.log")],
+             "--daemonize", "no", "--logfile", str(self.dir / "redis.log")]
+            + (["--unixsocket", self.path, "--unixsocketperm", "777"]
+               if self.path else []),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_until(self.ping, 10, what="redis-server answers PING")
 
@@ -90,8 +94,8 @@ def redis(files):
     require(REDIS)
     made = []
 
-    def make():
-        r = Redis(files / ("redis%d" % len(made)))
+    def make(unix=False):
+        r = Redis(files / ("redis%d" % len(made)), unix=unix)
         made.append(r)
         r.start()
         return r
@@ -166,8 +170,6 @@ def test_two_nodes_hold_one_global_limit(make_instance, make_sink, redis,
         log = inst.log()
         assert "unavailable" not in log
         assert "status=deferred" not in log
-    # the bucket's state is in Redis
-    assert b"sluice:shaping:{rate.test}:msg" in r.command("KEYS", "sluice:*")
 
 
 def test_redis_killed_then_back(make_instance, make_sink, redis, files):
@@ -202,6 +204,9 @@ def test_redis_killed_then_back(make_instance, make_sink, redis, files):
     r.start()  # same port, empty
     for inst in (a, b):
         inst.wait_log(r"shaping: redis %s is back" % server, 20)
+    # the rest is shaped in the new Redis
+    wait_until(lambda: b"{rate.test}:msg" in r.command("KEYS", "sluice:*"),
+               10, what="rate.test's bucket in the restarted Redis")
     got = sink.wait_messages(2 * per_node, timeout=90)
     times = sorted(m.time for m in got)
     assert len(times) == 2 * per_node
@@ -211,7 +216,6 @@ def test_redis_killed_then_back(make_instance, make_sink, redis, files):
         assert log.count("shaping: redis %s unavailable" % server) == 1, log
         assert log.count("shaping: redis %s is back" % server) == 1
         assert "status=deferred" not in log
-    assert b"{rate.test}" in r.command("KEYS", "sluice:*")
 
 
 def test_redis_that_does_not_answer(make_instance, make_sink, redis,
@@ -402,3 +406,17 @@ def test_check_refuses_a_bad_server(make_instance):
             '[address]:port or /path') in r.stderr, r.stderr
     inst.conf_set(shaping_redis_server="127.0.0.1:6379")
     assert inst.command("check").returncode == 0
+
+
+def test_unix_socket(make_instance, make_sink, redis, files):
+    """shaping_redis_server as a UNIX-domain socket path (1/m, burst 3:
+    the bucket's TAT stays in Redis for a minute)."""
+    r = redis(unix=True)
+    sink = make_sink()
+    a = node(make_instance, sink, r.path, files, "a",
+             "rate.test message_rate=1/m burst=3\n")
+    a.wait_log(r"shaping: redis %s: connected" % r.path, 20)
+    for i in range(3):
+        smtp_queue(a, "s@client.test", ["u%d@rate.test" % i], BODY)
+    sink.wait_messages(3, timeout=30)
+    assert b"{rate.test}:msg" in r.command("KEYS", "sluice:*")
