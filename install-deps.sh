@@ -20,7 +20,8 @@ set -u
 # The compiler and the -dev packages ./configure looks for with pkg-config,
 # with what their .pc files require in turn: libunbound.pc names nettle and
 # hogweed (Requires.private), so pkg-config reports libunbound as missing
-# without nettle-dev. libsasl2-modules: the Cyrus SASL mechanisms smtpd's
+# without nettle-dev. libhiredis-dev: qmgr's shared shaping limits.
+# libsasl2-modules: the Cyrus SASL mechanisms smtpd's
 # AUTH offers (PLAIN, LOGIN, CRAM-MD5, SCRAM; sasldb comes with libsasl2-2).
 # publicsuffix: not built against, read when the spf daemon runs: the Public
 # Suffix List DMARC's organizational domains come from
@@ -28,7 +29,7 @@ set -u
 BUILD="gcc make pkg-config libc6-dev libevent-dev libssl-dev libunbound-dev
 nettle-dev libdb5.3-dev libpcre2-dev libsasl2-dev libsasl2-modules libspf2-dev
 libopendkim-dev libopendmarc-dev libjansson-dev libcmocka-dev
-libcurl4-openssl-dev libsqlite3-dev librdkafka-dev publicsuffix"
+libcurl4-openssl-dev libsqlite3-dev librdkafka-dev libhiredis-dev publicsuffix"
 
 # The tests: pytest and its SMTP sinks, the loopback DNS server, the tools the
 # system tests run (strace, valgrind, the sanitizers' runtime for clang), and
@@ -54,14 +55,15 @@ libcurl4-openssl-dev libsqlite3-dev librdkafka-dev publicsuffix"
 # python3-cryptography: tests/dnssec_server.py signs a DNSSEC zone and
 # serves it on loopback for the DANE tests. opendkim-tools:
 # opendkim-testkey checks the record `sluice dkim keygen` prints against
-# its key. python3-nacl: dkimpy's Ed25519 (RFC 8463).
+# its key. python3-nacl: dkimpy's Ed25519 (RFC 8463). redis-server: the
+# shared shaping limits' tests start their own (tests/test_shaping_redis.py).
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
 python3-dnspython python3-cryptography opendkim-tools python3-nacl python3-milter opendkim
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
 logrotate systemd pflogsumm fail2ban logwatch sasl2-bin libnet-ssleay-perl
-libio-socket-ssl-perl curl kcat clickhouse-server clickhouse-client"
+libio-socket-ssl-perl curl kcat clickhouse-server clickhouse-client redis-server"
 
 usage() {
     echo "usage: $0 [--build] [--check | --list]" >&2

@@ -55,6 +55,7 @@
 #include "maps.h"
 #include "shaping.h"
 #include "shaping_auto.h"
+#include "shaping_redis.h"
 #include "master_cf.h"
 #include "match_list.h"
 #include "milter.h"
@@ -274,6 +275,14 @@ static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     if (auto_rules == NULL && vstr_len(why) > 0)
         sluice_check_error(chk, "%s", vstr_str(why));
     shaping_auto_free(auto_rules);
+    if (*mail_conf_str(conf, "shaping_redis_server")) {
+        SHAPING_REDIS_ADDR addr;
+
+        if (shaping_redis_addr_parse(
+                mail_conf_str(conf, "shaping_redis_server"), &addr, why) < 0)
+            sluice_check_error(chk, "%s", vstr_str(why));
+        shaping_redis_addr_done(&addr);
+    }
     vstr_free(why);
 }
 

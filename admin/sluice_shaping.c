@@ -136,6 +136,9 @@ static int sluice_shaping_ask(ATTR_STREAM *stream,
                     "sluice: shaping: warning: qmgr refused a rules file "
                     "and runs without its rules: %s\n",
                     reply.refused);
+        if (reply.redis != NULL &&
+            strcmp(req->request, SHAPING_PROTO_REQ_LIST) == 0)
+            printf("redis: %s\n", reply.redis);
         if (reply.status != SHAPING_PROTO_STAT_OK) {
             sluice_fail("shaping: queue manager: %s",
                         reply.reason ? reply.reason : "failed");

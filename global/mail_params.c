@@ -339,6 +339,18 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"smtp_shaping_automation_maps", LIST, "",
      "response automation: remote replies that suspend or slow a shaping "
      "bucket (texthash:/path; global/shaping_auto.h)"},
+    {"shaping_redis_server", STR, "",
+     "Redis server (host:port, [v6addr]:port or /unix/path) that keeps the "
+     "shaping limits of all nodes; empty: node-local (global/shaping_redis.h)"},
+    {"shaping_cluster_nodes", INT_RANGE(1, 10000), "1",
+     "sluice nodes sharing shaping_redis_server: while it is unavailable "
+     "each node keeps 1/N of every limit locally"},
+    {"shaping_redis_timeout_ms", INT_RANGE(1, 60000), "500",
+     "milliseconds one Redis call (or connect) may take before the node "
+     "falls back to its local share"},
+    {"shaping_redis_lease_time", TIME_RANGE(3, 86400), "60s",
+     "how long a connection lease in Redis outlives a node that stops "
+     "renewing it"},
     {"destination_dead_time", TIME, "60s",
      "how long a destination that failed a whole cohort is left alone"},
     {"default_transport", STR, "smtp",

@@ -187,6 +187,7 @@ int shaping_proto_reply_take(const ATTR_LIST *list, SHAPING_PROTO_REPLY *reply,
     long long status = -1;
     const char *reason;
     const char *refused;
+    const char *redis;
 
     memset(reply, 0, sizeof(*reply));
     if (attr_list_check(list, shaping_proto_reply_spec,
@@ -202,6 +203,8 @@ int shaping_proto_reply_take(const ATTR_LIST *list, SHAPING_PROTO_REPLY *reply,
     reply->reason = reason && *reason ? reason : NULL;
     refused = attr_get_str(list, SHAPING_PROTO_ATTR_REFUSED);
     reply->refused = refused && *refused ? refused : NULL;
+    redis = attr_get_str(list, SHAPING_PROTO_ATTR_REDIS);
+    reply->redis = redis && *redis ? redis : NULL;
     return 0;
 }
 
@@ -215,5 +218,7 @@ ATTR_LIST *shaping_proto_reply_list(const SHAPING_PROTO_REPLY *reply)
         attr_add_str(list, SHAPING_PROTO_ATTR_REASON, reply->reason);
     if (reply->refused != NULL && *reply->refused)
         attr_add_str(list, SHAPING_PROTO_ATTR_REFUSED, reply->refused);
+    if (reply->redis != NULL && *reply->redis)
+        attr_add_str(list, SHAPING_PROTO_ATTR_REDIS, reply->redis);
     return list;
 }

@@ -62,6 +62,7 @@
 #define SHAPING_PROTO_ATTR_STATUS "status"
 #define SHAPING_PROTO_ATTR_REASON "reason"
 #define SHAPING_PROTO_ATTR_REFUSED "refused"
+#define SHAPING_PROTO_ATTR_REDIS "redis"
 
 static const ATTR_SPEC shaping_proto_hello_spec[] = {
     {SHAPING_PROTO_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"hello\""},
@@ -108,6 +109,9 @@ static const ATTR_SPEC shaping_proto_reply_spec[] = {
     {SHAPING_PROTO_ATTR_REASON, ATTR_TYPE_STR, false, false, "why it failed"},
     {SHAPING_PROTO_ATTR_REFUSED, ATTR_TYPE_STR, false, false,
      "qmgr refused smtp_shaping_maps at start and runs without rules: why"},
+    {SHAPING_PROTO_ATTR_REDIS, ATTR_TYPE_STR, false, false,
+     "shaping_redis_server and its state (\"HOST:PORT up\", \"... down "
+     "(each node keeps 1/N of the limits)\"); absent: node-local"},
 };
 
 typedef struct SHAPING_PROTO_REQUEST {
@@ -134,6 +138,8 @@ typedef struct SHAPING_PROTO_REPLY {
     int status;
     const char *reason; /* NULL: none */
     const char *refused; /* NULL: qmgr runs with the rules file it read */
+    const char *redis; /* shared limits: the server and its state; NULL:
+                          node-local */
 } SHAPING_PROTO_REPLY;
 
 /* Readers (*_take) return 0, or -1 with why; strings are borrowed from

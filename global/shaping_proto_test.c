@@ -92,9 +92,10 @@ static void test_bucket_and_reply(void **state)
         "provider:big", "provider:big", 5, 2, "10/s", 3, "100/m", 1, 0, 7,
         "suspend:r"};
     SHAPING_PROTO_BUCKET out;
-    SHAPING_PROTO_REPLY reply_in = {SHAPING_PROTO_STAT_FAIL, "no such", NULL};
+    SHAPING_PROTO_REPLY reply_in = {SHAPING_PROTO_STAT_FAIL, "no such", NULL,
+                                    NULL};
     SHAPING_PROTO_REPLY refused_in = {SHAPING_PROTO_STAT_OK, NULL,
-                                      "f, line 3: bad"};
+                                      "f, line 3: bad", "127.0.0.1:6379 up"};
     SHAPING_PROTO_REPLY reply;
     ATTR_LIST *list = wire(shaping_proto_bucket_list(&in));
 
@@ -123,6 +124,7 @@ static void test_bucket_and_reply(void **state)
     assert_int_equal(reply.status, SHAPING_PROTO_STAT_FAIL);
     assert_string_equal(reply.reason, "no such");
     assert_null(reply.refused);
+    assert_null(reply.redis);
     attr_list_free(list);
 
     list = wire(shaping_proto_reply_list(&refused_in));
@@ -130,6 +132,7 @@ static void test_bucket_and_reply(void **state)
     assert_int_equal(reply.status, SHAPING_PROTO_STAT_OK);
     assert_null(reply.reason);
     assert_string_equal(reply.refused, "f, line 3: bad");
+    assert_string_equal(reply.redis, "127.0.0.1:6379 up");
     attr_list_free(list);
 
     list = attr_list_alloc();

@@ -151,6 +151,7 @@ struct QMGR_CTX {
     struct HTABLE *mx_cache; /* domain -> its provider (qmgr_shaping.c) */
     int mx_timeout; /* smtp_dns_timeout */
     QMGR_LISTENER *shape_listener; /* private/qmgr-shaping, NULL: none */
+    struct QMGR_REDIS *redis; /* shaping_redis_server, NULL: node-local */
     struct event *commit_ev; /* the journal's group commit, once per pass */
     struct event *commit_timer_ev; /* ... or at the latest this soon after
                                       a received event */
@@ -306,6 +307,16 @@ struct QMGR_SHAPE {
     SHAPING_STATE state; /* in flight, GCRA states, automation */
     struct SHAPING_AUTO_HITS *hits; /* automation matches, NULL: none yet */
     size_t dests; /* destinations that name it */
+    /* Shared through Redis (qmgr_redis.c): */
+    struct QMGR_REDIS *redis; /* ctx->redis; NULL: node-local */
+    struct SHAPING_RULE share; /* this node's share of rule, while Redis
+                                  is not up (shaping_cluster_nodes) */
+    bool redis_pending; /* a take is out */
+    bool redis_shared; /* the last decision was Redis's */
+    int redis_grants; /* takes Redis granted that have not started */
+    long long redis_granted_at; /* monotonic usec of the last grant */
+    long long redis_retry_at; /* monotonic usec: ask Redis again then */
+    struct ARGV *redis_leases; /* connection leases held, NULL: none */
 };
 
 /* qmgr_shaping.c */
@@ -341,6 +352,32 @@ typedef void (*QMGR_SHAPING_EACH_FN)(const QMGR_SHAPE *shape, size_t queued,
 /* qmgr_shaping_each - every bucket, with its entries waiting */
 extern void qmgr_shaping_each(QMGR_CTX *ctx, QMGR_SHAPING_EACH_FN fn,
                               void *arg);
+
+/* qmgr_shaping.c: what qmgr_redis.c reports */
+/* qmgr_shaping_redis_answer - the take of shape was answered (BAD: not:
+   the node decides alone); lease: the lease it holds, NULL: none */
+extern void qmgr_shaping_redis_answer(QMGR_CTX *ctx, QMGR_SHAPE *shape,
+                                      int verdict, long long wait,
+                                      const char *lease);
+/* qmgr_shaping_redis_changed - the link went up or down: schedule again */
+extern void qmgr_shaping_redis_changed(QMGR_CTX *ctx);
+/* qmgr_shaping_redis_renew - renew every bucket's leases */
+extern void qmgr_shaping_redis_renew(QMGR_CTX *ctx);
+
+/* qmgr_redis.c: the shaping limits shared through Redis */
+typedef struct QMGR_REDIS QMGR_REDIS;
+extern QMGR_REDIS *qmgr_redis_create(QMGR_CTX *ctx, const struct MAIL_CONF *mc);
+extern bool qmgr_redis_up(const QMGR_REDIS *redis);
+extern long long qmgr_redis_nodes(const QMGR_REDIS *redis);
+extern const char *qmgr_redis_describe(const QMGR_REDIS *redis, VSTR *buf);
+extern bool qmgr_redis_take(QMGR_REDIS *redis, QMGR_SHAPE *shape,
+                            const struct SHAPING_RULE *rule);
+extern void qmgr_redis_release(QMGR_REDIS *redis, const char *bucket,
+                               const char *lease);
+extern void qmgr_redis_renew(QMGR_REDIS *redis, const char *bucket,
+                             const struct ARGV *leases);
+extern void qmgr_redis_set(QMGR_REDIS *redis, const char *bucket, int what,
+                           const char *value, long long usec);
 
 /* qmgr_shaping_admin.c: `sluice shaping` on private/qmgr-shaping */
 extern void qmgr_shaping_admin_init(QMGR_CTX *ctx);

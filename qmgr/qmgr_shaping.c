@@ -61,6 +61,7 @@
 #include "qmgr.h"
 #include "shaping.h"
 #include "shaping_auto.h"
+#include "shaping_redis.h"
 #include "smtp_addr.h"
 #include "vstr.h"
 
@@ -78,7 +79,10 @@ typedef struct QMGR_SHAPING_MX {
     DNS_LOOKUP *lookup; /* running, NULL: the answer is in */
 } QMGR_SHAPING_MX;
 
+#define QMGR_SHAPING_GRANT_LIFE 1000000LL /* usec a grant may wait unused */
+
 static void qmgr_shaping_expire(QMGR_SHAPE *shape, long long now);
+static void qmgr_shaping_grants_drop(QMGR_SHAPE *shape);
 
 /* qmgr_shaping_now - the monotonic clock in microseconds */
 long long qmgr_shaping_now(void)
@@ -128,6 +132,8 @@ void qmgr_shaping_init(QMGR_CTX *ctx, const MAIL_CONF *mc)
             msg_warn("smtp_shaping_maps: provider rules are not matched: %s",
                      vstr_str(why));
     }
+    if (rules)
+        ctx->redis = qmgr_redis_create(ctx, mc);
     vstr_free(why);
 }
 
@@ -144,6 +150,12 @@ static QMGR_SHAPE *qmgr_shaping_bucket(QMGR_CTX *ctx, const char *name,
         shape->name = mystrdup(name);
         shape->rule = rule;
         shape->resolving = resolving;
+        if (ctx->redis != NULL && rule != NULL) {
+            shape->redis = ctx->redis;
+            shaping_redis_share(rule, qmgr_redis_nodes(ctx->redis),
+                                &shape->share);
+            shape->redis_leases = argv_alloc(1);
+        }
         if (!htable_enter(ctx->shape_table, shape->name, shape))
             msg_panic("%s: %s: entered twice", __func__, shape->name);
     }
@@ -313,6 +325,9 @@ int qmgr_shaping_suspend(QMGR_CTX *ctx, const char *name, long long seconds,
         shape->state.suspended_until =
             qmgr_shaping_now() + seconds * QMGR_SHAPING_USEC;
         shape->state.suspended_by = NULL;
+        if (qmgr_redis_up(shape->redis))
+            qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_SUSPEND,
+                           "-", seconds * QMGR_SHAPING_USEC);
         msg_info("shaping: %s: suspended for %llds by the administrator",
                  shape->name, seconds);
     } else if (shape != NULL && (shape->state.suspended_until != 0 ||
@@ -326,6 +341,19 @@ int qmgr_shaping_suspend(QMGR_CTX *ctx, const char *name, long long seconds,
         shape->state.auto_connections_until = 0;
         shape->state.auto_connections_by = NULL;
         msg_info("shaping: %s: resumed by the administrator", shape->name);
+    }
+    if (seconds <= 0 && shape != NULL && qmgr_redis_up(shape->redis)) {
+        qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_SUSPEND,
+                       NULL, 0);
+        qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_RATE, NULL,
+                       0);
+        qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_CONNMAX,
+                       NULL, 0);
+        /* and the TATs the lowered rates pushed ahead */
+        qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_MSG, NULL,
+                       0);
+        qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_CONN, NULL,
+                       0);
     }
     vstr_free(lower);
     qmgr_dest_schedule(ctx);
@@ -360,6 +388,8 @@ static void qmgr_shaping_walk(QMGR_CTX *ctx, QMGR_SHAPING_WALK_FN fn, void *arg)
         if (fn(ctx, shape, now, arg) == QMGR_SHAPING_FORGET) {
             htable_delete(ctx->shape_table, shape->name);
             shaping_auto_hits_free(shape->hits);
+            if (shape->redis_leases)
+                argv_free(shape->redis_leases);
             myfree(shape->name);
             myfree(shape);
         }
@@ -439,6 +469,39 @@ static void qmgr_shaping_expire(QMGR_SHAPE *shape, long long now)
                      shape->name, what[i], by[i]);
 }
 
+/* qmgr_shaping_share_auto - what an automation rule set on shape goes to
+   Redis too, for every node (while it is up) */
+static void qmgr_shaping_share_auto(QMGR_SHAPE *shape,
+                                    const SHAPING_AUTO_RULE *rule)
+{
+    VSTR *value;
+
+    if (!qmgr_redis_up(shape->redis))
+        return;
+    value = vstr_alloc(50);
+    switch (rule->action) {
+    case SHAPING_AUTO_SUSPEND:
+        qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_SUSPEND,
+                       rule->name, rule->duration);
+        break;
+    case SHAPING_AUTO_BACKOFF:
+    case SHAPING_AUTO_RATE:
+        vstr_sprintf(value, "%lld %s", shaping_gcra_interval(&rule->rate),
+                     rule->name);
+        qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_RATE,
+                       vstr_str(value), rule->duration);
+        if (rule->action == SHAPING_AUTO_RATE)
+            break;
+        /* FALLTHROUGH */
+    case SHAPING_AUTO_CONNECTIONS:
+        vstr_sprintf(value, "%lld %s", rule->connections, rule->name);
+        qmgr_redis_set(shape->redis, shape->name, SHAPING_REDIS_KEY_CONNMAX,
+                       vstr_str(value), rule->duration);
+        break;
+    }
+    vstr_free(value);
+}
+
 /* qmgr_shaping_reply - response automation on one remote reply */
 void qmgr_shaping_reply(QMGR_CTX *ctx, QMGR_SHAPE *shape,
                         const char *diagnostic)
@@ -486,6 +549,7 @@ void qmgr_shaping_reply(QMGR_CTX *ctx, QMGR_SHAPE *shape,
         break;
     }
     change = shaping_auto_apply(rule, &shape->state, now);
+    qmgr_shaping_share_auto(shape, rule);
     msg_info("shaping: %s: %s for %llds by automation rule %s (line %d)%s: "
              "%s",
              shape->name, vstr_str(what), rule->duration / QMGR_SHAPING_USEC,
@@ -493,6 +557,21 @@ void qmgr_shaping_reply(QMGR_CTX *ctx, QMGR_SHAPE *shape,
              change == SHAPING_AUTO_EXTENDED ? ", extended" : "", reply.text);
     vstr_free(what);
     vstr_free(rate);
+}
+
+/* qmgr_shaping_local_rule - the rule the node applies alone: its share
+   when the limits are shared through Redis */
+static const SHAPING_RULE *qmgr_shaping_local_rule(const QMGR_SHAPE *shape)
+{
+    return shape->redis && shape->rule ? &shape->share : shape->rule;
+}
+
+/* qmgr_shaping_shared_rule - the rule Redis applies to shape (lower limits
+   automation set reach Redis as keys of their own: the rule itself) */
+static const SHAPING_RULE *qmgr_shaping_shared_rule(const QMGR_SHAPE *shape,
+                                                    long long now)
+{
+    return shape->rule;
 }
 
 /* qmgr_shaping_may_start - may a delivery of this bucket start now? When
@@ -506,7 +585,39 @@ bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape, long long now)
     if (shape->resolving)
         return false;
     qmgr_shaping_expire(shape, now);
-    switch (shaping_may_start(shape->rule, &shape->state, now, &wait)) {
+    if (qmgr_redis_up(shape->redis)) {
+        /* Shared: Redis decides (what this node suspended holds too). */
+        if (shape->state.suspended_until > now) {
+            qmgr_shaping_wake(ctx, now, shape->state.suspended_until - now);
+            return false;
+        }
+        /* A grant is a token of then: one unused for long is dropped
+           (it would add to a later window), its token is lost. */
+        if (shape->redis_grants > 0 &&
+            now - shape->redis_granted_at > QMGR_SHAPING_GRANT_LIFE)
+            qmgr_shaping_grants_drop(shape);
+        if (shape->redis_grants > 0)
+            return true;
+        if (shape->redis_pending)
+            return false;
+        if (shape->redis_retry_at > now) {
+            qmgr_shaping_wake(ctx, now, shape->redis_retry_at - now);
+            return false;
+        }
+        if (qmgr_redis_take(shape->redis, shape,
+                            qmgr_shaping_shared_rule(shape, now))) {
+            shape->redis_pending = true;
+            shape->redis_shared = true;
+            return false;
+        }
+        /* Not sent: the link just broke; decide alone. */
+    }
+    if (shape->redis_shared) {
+        shape->redis_shared = false;
+        shaping_redis_fallback(&shape->share, &shape->state, now);
+    }
+    switch (shaping_may_start(qmgr_shaping_local_rule(shape), &shape->state,
+                              now, &wait)) {
     case SHAPING_GO:
         return true;
     case SHAPING_WAIT:
@@ -518,18 +629,105 @@ bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape, long long now)
     }
 }
 
-/* qmgr_shaping_start - a delivery of the bucket starts now */
+/* qmgr_shaping_start - a delivery of the bucket starts now: with a grant
+   of Redis, or by the node alone (its share of the limits, while Redis is
+   not up). The local states count either way (the full rule for what
+   Redis granted: the node's own part of the shared rate) */
 void qmgr_shaping_start(QMGR_SHAPE *shape, long long now)
 {
-    if (shape)
+    if (shape == NULL)
+        return;
+    if (shape->redis_grants > 0) {
+        shape->redis_grants--;
         shaping_start(shape->rule, &shape->state, now);
+    } else {
+        shaping_start(qmgr_shaping_local_rule(shape), &shape->state, now);
+    }
 }
 
-/* qmgr_shaping_end - a delivery of the bucket ended (or never began) */
+/* qmgr_shaping_lease_drop - let go of one lease (Redis forgets it, or it
+   expires there by itself) */
+static void qmgr_shaping_lease_drop(QMGR_SHAPE *shape)
+{
+    ARGV *leases = shape->redis_leases;
+
+    if (leases == NULL || leases->argc == 0)
+        return;
+    leases->argc--;
+    qmgr_redis_release(shape->redis, shape->name, leases->argv[leases->argc]);
+    myfree(leases->argv[leases->argc]);
+    leases->argv[leases->argc] = NULL;
+}
+
+/* qmgr_shaping_grants_drop - forget the grants not started, with as many
+   leases */
+static void qmgr_shaping_grants_drop(QMGR_SHAPE *shape)
+{
+    for (; shape->redis_grants > 0; shape->redis_grants--)
+        qmgr_shaping_lease_drop(shape);
+}
+
+/* qmgr_shaping_end - a delivery of the bucket ended (or never began): a
+   lease more than the grants not started yet was its lease (leases are
+   all alike: one goes) */
 void qmgr_shaping_end(QMGR_SHAPE *shape)
 {
-    if (shape)
-        shaping_end(&shape->state);
+    if (shape == NULL)
+        return;
+    shaping_end(&shape->state);
+    if (shape->redis_leases &&
+        shape->redis_leases->argc > (size_t) shape->redis_grants)
+        qmgr_shaping_lease_drop(shape);
+}
+
+/* qmgr_shaping_redis_answer - Redis answered a take of shape */
+void qmgr_shaping_redis_answer(QMGR_CTX *ctx, QMGR_SHAPE *shape, int verdict,
+                               long long wait, const char *lease)
+{
+    long long now = qmgr_shaping_now();
+
+    shape->redis_pending = false;
+    switch (verdict) {
+    case SHAPING_REDIS_GO:
+        shape->redis_grants++;
+        shape->redis_granted_at = now;
+        shape->redis_retry_at = 0;
+        if (lease)
+            argv_add(shape->redis_leases, lease);
+        qmgr_shaping_wake(ctx, now, 0);
+        break;
+    case SHAPING_REDIS_WAIT:
+        shape->redis_retry_at = now + wait;
+        qmgr_shaping_wake(ctx, now, wait);
+        break;
+    default:
+        /* No answer: the node decides alone (the link is down). */
+        shape->redis_retry_at = 0;
+        qmgr_shaping_wake(ctx, now, 0);
+        break;
+    }
+}
+
+/* qmgr_shaping_redis_changed - the link went up or down */
+void qmgr_shaping_redis_changed(QMGR_CTX *ctx)
+{
+    qmgr_shaping_wake(ctx, qmgr_shaping_now(), 0);
+}
+
+/* qmgr_shaping_renew_one - renew one bucket's leases */
+static QMGR_SHAPING_WALK qmgr_shaping_renew_one(QMGR_CTX *ctx,
+                                                QMGR_SHAPE *shape,
+                                                long long now, void *arg)
+{
+    if (shape->redis_leases && shape->redis_leases->argc > 0)
+        qmgr_redis_renew(shape->redis, shape->name, shape->redis_leases);
+    return QMGR_SHAPING_KEEP;
+}
+
+/* qmgr_shaping_redis_renew - renew every bucket's leases */
+void qmgr_shaping_redis_renew(QMGR_CTX *ctx)
+{
+    qmgr_shaping_walk(ctx, qmgr_shaping_renew_one, NULL);
 }
 
 /* qmgr_shaping_unused - a bucket no destination uses that remembers
@@ -538,6 +736,12 @@ static QMGR_SHAPING_WALK qmgr_shaping_unused(QMGR_CTX *ctx, QMGR_SHAPE *shape,
                                              long long now, void *arg)
 {
     qmgr_shaping_expire(shape, now);
+    /* Granted, but nothing left to start: the leases go back. */
+    if (shape->dests == 0)
+        qmgr_shaping_grants_drop(shape);
+    if (shape->redis_pending ||
+        (shape->redis_leases && shape->redis_leases->argc > 0))
+        return QMGR_SHAPING_KEEP;
     if (shape->dests > 0 || shape->resolving ||
         !shaping_idle(&shape->state, now) ||
         shaping_auto_hits_recent(ctx->conf.automation, shape->hits, now))
@@ -545,10 +749,17 @@ static QMGR_SHAPING_WALK qmgr_shaping_unused(QMGR_CTX *ctx, QMGR_SHAPE *shape,
     return QMGR_SHAPING_FORGET;
 }
 
-/* qmgr_shaping_conn_messages - messages_per_connection of the bucket */
+/* qmgr_shaping_conn_messages - messages_per_connection of the bucket;
+   1 when its max_connections is shared through Redis: a lease covers a
+   delivery, not the idle connection the smtp agent would cache after it
+   (it would stay open, unleased, while other nodes open theirs) */
 long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape)
 {
-    return shape && shape->rule ? shape->rule->messages_per_connection : 0;
+    if (shape == NULL || shape->rule == NULL)
+        return 0;
+    if (shape->redis && shape->rule->max_connections > 0)
+        return 1;
+    return shape->rule->messages_per_connection;
 }
 
 /* qmgr_shaping_conn_max - max_connections of the bucket */

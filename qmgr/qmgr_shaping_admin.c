@@ -66,9 +66,13 @@ static void qmgr_shaping_admin_serve(QMGR_CTX *ctx, ATTR_CONN *conn,
     SHAPING_PROTO_REPLY reply = {SHAPING_PROTO_STAT_OK, NULL,
                                  ctx->conf.shaping_refused
                                      ? ctx->conf.shaping_refused
-                                     : ctx->conf.automation_refused};
+                                     : ctx->conf.automation_refused,
+                                 NULL};
     VSTR *why = vstr_alloc(100);
+    VSTR *redis = vstr_alloc(100);
 
+    if (ctx->redis != NULL)
+        reply.redis = qmgr_redis_describe(ctx->redis, redis);
     if (shaping_proto_request_take(list, &req, why) < 0) {
         reply.status = SHAPING_PROTO_STAT_FAIL;
     } else if (strcmp(req.request, SHAPING_PROTO_REQ_LIST) == 0) {
@@ -85,6 +89,7 @@ static void qmgr_shaping_admin_serve(QMGR_CTX *ctx, ATTR_CONN *conn,
         reply.reason = vstr_str(why);
     qmgr_listen_send(conn, shaping_proto_reply_list(&reply));
     vstr_free(why);
+    vstr_free(redis);
 }
 
 /* qmgr_shaping_admin_init - listen on private/qmgr-shaping (a failure only
