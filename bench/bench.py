@@ -29,7 +29,12 @@ One run on this machine:
   6. the cost of DKIM signing: the main load through sluice instances
      that sign every message (RSA-2048, then Ed25519), beside the main
      table's sluice, which signs nothing (BENCH_DKIM=0 skips it);
-  7. appends one dated line to bench/results.md, then runs
+  7. the cost of the shaping scheduler: the main load through a sluice
+     instance whose smtp_shaping_maps has a `default` rule that never
+     binds (a rate and a connection limit far above the load), beside
+     the main table's sluice, which has no rules (BENCH_SHAPING=0 skips
+     it);
+  8. appends one dated line to bench/results.md, then runs
      bench/map_bench.py when it exists (BENCH_MAPS=0 skips it).
 
 Environment: BENCH_MESSAGES (2000) BENCH_SESSIONS (10) BENCH_SIZE (2048)
@@ -37,7 +42,8 @@ BENCH_ROUNDS (3) BENCH_PRESSURE (1 always, the default; 0 never; auto: only
 when its estimated time keeps the whole run under BENCH_BUDGET seconds,
 default 720) BENCH_PRESSURE_MESSAGES (100000) BENCH_PRESSURE_SESSIONS (50)
 BENCH_COUNT (1) BENCH_PROFILE (0) BENCH_PROFILE_MESSAGES (1000) BENCH_PROFILE_DIR
-BENCH_MAPS (1) BENCH_DKIM (1: the DKIM table; 0 skips it) BENCH_MTAS (postfix,sluice) BENCH_KEEP=1 (keep the
+BENCH_MAPS (1) BENCH_DKIM (1: the DKIM table; 0 skips it) BENCH_SHAPING (1: the
+shaping table; 0 skips it) BENCH_MTAS (postfix,sluice) BENCH_KEEP=1 (keep the
 temporary folder) SLUICE_TOP (the build tree whose bin/sluice and libexec/
 run; default: the folder above this one) SLUICE_REVISION (its name in
 results.md when it is not a git checkout) BENCH_RESULTS (the results file;
@@ -101,6 +107,7 @@ MTAS = [m.strip() for m in os.environ.get("BENCH_MTAS", "postfix,sluice").split(
 KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
 MAPS = os.environ.get("BENCH_MAPS", "1").strip() not in ("0",)
 DKIM = os.environ.get("BENCH_DKIM", "1").strip() not in ("0",)
+SHAPING = os.environ.get("BENCH_SHAPING", "1").strip() not in ("0",)
 SLUICE_CONF = dict(kv.split("=", 1) for kv in
                    os.environ.get("BENCH_SLUICE_CONF", "").split() if "=" in kv)
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
@@ -1275,6 +1282,10 @@ class Bench:
                 "%s acc %s del %s cpu %s" % (k, fmt(m["accepted"], 0),
                                              fmt(m["delivered"], 0), fmt(m["cpu"], 3))
                 for k, m in self.dkim.items()))
+        if self.shaping:
+            m = self.shaping
+            parts.append("shaping acc %s del %s cpu %s" % (
+                fmt(m["accepted"], 0), fmt(m["delivered"], 0), fmt(m["cpu"], 3)))
         path = Path(RESULTS)
         if not path.exists():
             path.write_text("# bench results\n\nOne line per recorded `make bench` "
@@ -1328,6 +1339,11 @@ class Bench:
         if DKIM and "sluice" in self.med:
             self.dkim_table()
             took["dkim"] = time.monotonic() - t
+        t = time.monotonic()
+        self.shaping = None
+        if SHAPING and "sluice" in self.med:
+            self.shaping_table()
+            took["shaping"] = time.monotonic() - t
         self.record(pressure_line)
         t = time.monotonic()
         if self.map_table():
@@ -1371,6 +1387,50 @@ class Bench:
                 label, fmt(m["accepted"]), fmt(m["delivered"]), fmt(m["p50"], 2),
                 fmt(m["p99"], 2), fmt(m["cpu"], 3)))
         say("")
+
+    def shaping_table(self):
+        """The main load through a sluice instance whose shaping rules
+        apply to every delivery (a `default` rule) without ever holding
+        one back: what the scheduler itself costs."""
+        say("## shaping scheduler: %d messages of %d bytes, %d sessions, median of %d rounds\n"
+            % (MESSAGES, SIZE, SESSIONS, ROUNDS))
+        mta = self.make("sluice", "shaping")
+        rules = mta.dir / "shaping"
+        rules.write_text("default max_connections=10000 message_rate=1000000/s"
+                         " connection_rate=1000000/s burst=1000000\n")
+        mta._sluice("conf", "smtp_shaping_maps=texthash:%s" % rules)
+        mta.start()
+        try:
+            base = self.sink.count
+            g = generate(mta.port, 20)
+            ok = bool(g["messages"]) and \
+                sink_wait(self.sink, base + g["messages"], mta) is not None
+            # qmgr read the rules (it warns through sluice shaping when it
+            # refused them; an idle bucket is forgotten, so none is listed)
+            shown = mta._sluice("shaping", check=False)
+            if shown.returncode != 0 or shown.stderr.strip():
+                raise RuntimeError("shaping: the rules are not in force; "
+                                   "sluice shaping said:\n%s%s"
+                                   % (shown.stdout, shown.stderr))
+            rows = [measure(mta, self.sink, MESSAGES, ok) for _ in range(ROUNDS)]
+        finally:
+            mta.stop()
+        self.shaping = {k: median([x[k] for x in rows])
+                        for k in ("accepted", "delivered", "p50", "p99", "cpu")}
+        off = self.med["sluice"]
+        say("| sluice | accepted msg/s | delivered msg/s | p50 accept ms | p99 accept ms "
+            "| cpu ms/msg |")
+        say("|---|---|---|---|---|---|")
+        for label, m in (("no rules (main table)", off),
+                         ("a default rule that never binds", self.shaping)):
+            say("| %s | %s | %s | %s | %s | %s |" % (
+                label, fmt(m["accepted"]), fmt(m["delivered"]), fmt(m["p50"], 2),
+                fmt(m["p99"], 2), fmt(m["cpu"], 3)))
+        if off.get("delivered"):
+            say("\ndelivered with the rule / without: %s\n"
+                % fmt(self.shaping["delivered"] / off["delivered"], 2))
+        else:
+            say("")
 
     def map_table(self):
         """bench/map_bench.py (lookup tables: a 1,000,000-key build), when it
