@@ -65,6 +65,7 @@
 #include "sluice.h"
 #include "smtpd_words.h"
 #include "tls_client.h"
+#include "tls_server.h"
 #include "vstr.h"
 
 #define SLUICE_CHECK_QUEUE_MODE 0700 /* as sluice init makes them */
@@ -380,6 +381,57 @@ static void sluice_check_smtp_tls(SLUICE_CHECK *chk, const MAIL_CONF *conf)
         if (tls_protocols_parse(mail_conf_str(conf, protocols[i]), &lo, &hi,
                                 why) < 0)
             sluice_check_error(chk, "%s: %s", protocols[i], vstr_str(why));
+    vstr_free(why);
+}
+
+/* A certificate smtpd serves that ends sooner than this is a warning. */
+#define SLUICE_CHECK_CERT_DAYS 14
+
+/* sluice_check_smtpd_tls - main.cf's smtpd certificate as smtpd would
+   load it (global/tls_server.c): one that cannot be loaded, or a key that
+   does not match it, is an error where smtpd would refuse to start
+   (level encrypt, wrapper mode) and a warning at level may (smtpd then
+   does not offer STARTTLS); a certificate that has expired or ends within
+   SLUICE_CHECK_CERT_DAYS days is a warning */
+static void sluice_check_smtpd_tls(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    const char *level = mail_conf_str(conf, "smtpd_tls_security_level");
+    bool wrapper = mail_conf_bool(conf, "smtpd_tls_wrappermode");
+    bool mandatory = wrapper || (*level && strcasecmp(level, "none") != 0 &&
+                                 strcasecmp(level, "may") != 0);
+    VSTR *why;
+    TLS_SERVER *tls;
+    time_t end, now = time(NULL);
+    char date[32];
+
+    if (!wrapper && (*level == 0 || strcasecmp(level, "none") == 0))
+        return;
+    why = vstr_alloc(100);
+    if ((tls = tls_server_create(conf, mandatory, why)) == NULL) {
+        if (mandatory)
+            sluice_check_error(chk, "%s = %s: %s (smtpd will not start)",
+                               wrapper ? "smtpd_tls_wrappermode"
+                                       : "smtpd_tls_security_level",
+                               wrapper ? "yes" : level, vstr_str(why));
+        else
+            sluice_check_warn("smtpd_tls_security_level = %s: %s (smtpd will"
+                              " not offer STARTTLS)",
+                              level, vstr_str(why));
+        vstr_free(why);
+        return;
+    }
+    if ((end = tls_server_expiry(tls)) >= 0) {
+        struct tm tm;
+
+        strftime(date, sizeof(date), "%Y-%m-%d %H:%M UTC", gmtime_r(&end, &tm));
+        if (end <= now)
+            sluice_check_warn("smtpd's TLS certificate expired on %s", date);
+        else if (end - now < SLUICE_CHECK_CERT_DAYS * 86400)
+            sluice_check_warn("smtpd's TLS certificate expires on %s (in %lld"
+                              " days)",
+                              date, (long long) ((end - now) / 86400));
+    }
+    tls_server_free(tls);
     vstr_free(why);
 }
 
@@ -769,6 +821,7 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_auth(&chk, conf);
     sluice_check_milters(&chk, conf);
     sluice_check_smtp_tls(&chk, conf);
+    sluice_check_smtpd_tls(&chk, conf);
     sluice_check_master_cf(&chk, config_dir, conf);
     chk.queue_dir = mail_conf_str(conf, "queue_directory");
     /* root runs master (master.c) only from a configuration of root's */

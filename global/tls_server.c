@@ -14,8 +14,10 @@
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <errno.h>
 #include <strings.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "argv.h"
@@ -200,6 +202,29 @@ static int tls_server_load(SSL_CTX *ctx, const MAIL_CONF *conf, VSTR *why,
         return -1;
     }
     return 0;
+}
+
+/* tls_server_expiry - the earliest notAfter of the certificates */
+time_t tls_server_expiry(TLS_SERVER *tls)
+{
+    time_t earliest = -1;
+    int more = SSL_CTX_set_current_cert(tls->ctx, SSL_CERT_SET_FIRST);
+
+    while (more == 1) {
+        X509 *cert = SSL_CTX_get0_certificate(tls->ctx);
+        const ASN1_TIME *end = cert ? X509_get0_notAfter(cert) : NULL;
+        struct tm tm;
+
+        if (end != NULL && ASN1_TIME_to_tm(end, &tm) == 1) {
+            time_t when = timegm(&tm);
+
+            if (earliest < 0 || when < earliest)
+                earliest = when;
+        }
+        more = SSL_CTX_set_current_cert(tls->ctx, SSL_CERT_SET_NEXT);
+    }
+    ERR_clear_error();
+    return earliest;
 }
 
 /* tls_server_create - the context of smtpd's main.cf */

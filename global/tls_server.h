@@ -14,6 +14,7 @@
 #include "sys_defs.h"
 
 #include <openssl/ssl.h>
+#include <time.h>
 
 #include "mail_conf.h"
 #include "vstr.h"
@@ -25,6 +26,10 @@ typedef struct TLS_SERVER TLS_SERVER;
 extern TLS_SERVER *tls_server_create(const MAIL_CONF *conf, bool mandatory,
                                      VSTR *why);
 extern TLS_SERVER *tls_server_free(TLS_SERVER *tls);
+/* tls_server_expiry - the earliest notAfter of the context's certificates
+   (one per chain file or key type); -1 when it has none or it cannot be
+   read */
+extern time_t tls_server_expiry(TLS_SERVER *tls);
 /* tls_server_ssl - a new SSL for one session; NULL when OpenSSL fails */
 extern SSL *tls_server_ssl(TLS_SERVER *tls);
 /* tls_server_protocols - a protocol list (">=TLSv1.2", "TLSv1.2 TLSv1.3",

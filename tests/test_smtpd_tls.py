@@ -434,3 +434,50 @@ def test_quit_ends_tls_with_close_notify(mta, ca):
     c.close()
     inst.wait_log(r"disconnect from unknown\[127\.0\.0\.1\] ehlo=2 quit=1"
                   r" starttls=1 commands=4")
+
+
+def test_check_validates_the_certificate(make_instance, ca):
+    """sluice check loads smtpd's certificate as smtpd would: a good one
+    passes silently; one that ends within 14 days is a warning naming the
+    date; a key that does not match, or a file that cannot be read, is a
+    warning at level may (smtpd goes on without STARTTLS) and an error at
+    encrypt and in wrapper mode (smtpd would not start)."""
+    inst = make_instance(params={"smtpd_tls_security_level": "may",
+                                 "smtpd_tls_chain_files": str(ca.mx.chain)})
+    r = inst.command("check")
+    assert r.returncode == 0 and "TLS" not in r.stderr, r.stderr
+
+    soon = ca.issue("soon.test", days=3)
+    inst.conf_set(smtpd_tls_chain_files=str(soon.chain))
+    r = inst.command("check")
+    assert r.returncode == 0, r.stderr
+    assert re.search(r"sluice: warning: smtpd's TLS certificate expires on"
+                     r" \d{4}-\d\d-\d\d \d\d:\d\d UTC \(in [23] days\)",
+                     r.stderr), r.stderr
+
+    # mx.test's certificate with soon.test's key
+    inst.conf_set(smtpd_tls_chain_files="",
+                  smtpd_tls_cert_file=str(ca.mx.cert),
+                  smtpd_tls_key_file=str(soon.key))
+    r = inst.command("check")
+    assert r.returncode == 0, r.stderr
+    assert ("sluice: warning: smtpd_tls_security_level = may:"
+            " smtpd_tls_key_file: cannot load %s:" % soon.key) in r.stderr, \
+        r.stderr
+    assert "key values mismatch" in r.stderr, r.stderr
+    assert "smtpd will not offer STARTTLS" in r.stderr, r.stderr
+    inst.conf_set(smtpd_tls_security_level="encrypt")
+    r = inst.command("check")
+    assert r.returncode == 1, r.stderr
+    assert ("sluice: error: smtpd_tls_security_level = encrypt:"
+            " smtpd_tls_key_file: cannot load %s:" % soon.key) in r.stderr, \
+        r.stderr
+
+    inst.conf_set(smtpd_tls_security_level="", smtpd_tls_wrappermode="yes",
+                  smtpd_tls_cert_file="/nonexistent/cert.pem",
+                  smtpd_tls_key_file="")
+    r = inst.command("check")
+    assert r.returncode == 1, r.stderr
+    assert ("sluice: error: smtpd_tls_wrappermode = yes: smtpd_tls_cert_file:"
+            " cannot read /nonexistent/cert.pem: No such file or directory"
+            " (smtpd will not start)") in r.stderr, r.stderr
