@@ -18,6 +18,7 @@ import hmac
 import http.server
 import json
 import os
+import subprocess
 import signal
 import threading
 import time
@@ -314,12 +315,11 @@ def test_dead_letters_after_max_age(make_instance, make_sink, receivers):
 
 
 def dead_pid():
-    """A pid no process has (a child that has been reaped)."""
-    child = os.fork()
-    if child == 0:
-        os._exit(0)
-    os.waitpid(child, 0)
-    return child
+    """A pid no process has (a child that has been reaped; through
+    subprocess, whose children conftest's reaper leaves alone)."""
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
 
 
 def fake_event(n):
