@@ -117,6 +117,9 @@ struct SMTP_SESS {
     struct bufferevent *bev;
     struct event *timer;
     char *nexthop; /* the cache key */
+    char *policy_key; /* the TLS and MTA-STS requirements it was opened
+                         under (smtp_req_policy_key): reused only for a
+                         request with the same */
     char *host;
     char ip[INET6_ADDRSTRLEN];
     int port;
@@ -247,6 +250,9 @@ extern bool smtp_req_policy(SMTP_REQ *req);
 extern void smtp_req_route(SMTP_REQ *req);
 extern void smtp_req_try_next(SMTP_REQ *req);
 extern void smtp_cache_remove(SMTP_SESS *sess);
+/* smtp_req_policy_key - what a connection for req must satisfy, as a
+   string: level, match names, protocols, MTA-STS mode and mx patterns */
+extern void smtp_req_policy_key(const SMTP_REQ *req, VSTR *out);
 /* smtp_slot_release - req needs its slot no more (it has a connection,
    is done or freed) */
 extern void smtp_slot_release(SMTP_REQ *req);

@@ -10,7 +10,9 @@
  * A connection that delivered is kept: RSET, then it waits idle in the
  * cache (keyed by next hop) for smtp_connection_cache_time_limit, and the
  * next request for that next hop takes it instead of looking up and
- * connecting again, at most smtp_connection_reuse_count_limit times (and
+ * connecting again (only when that request's TLS and MTA-STS requirements
+ * are those the connection was opened under, and the connection meets
+ * them: smtp_cache_fits; else a new connection), at most smtp_connection_reuse_count_limit times (and
  * at most the request's conn_messages: shaping's messages_per_connection
  * for its destination, qmgr_shaping.c). A
  * cached connection found dead before its first reply is dropped and the
@@ -77,21 +79,75 @@ static void smtp_req_dns(const DNS_REPLY *reply, void *arg)
     smtp_req_try_next(req);
 }
 
+/* smtp_req_policy_key - what a connection for req must satisfy: the
+   next hop's TLS level (before DANE picks one per MX host), the names a
+   certificate must match, the protocols, the MTA-STS mode and mx
+   patterns. Two requests with the same key ask the same of a
+   connection. */
+void smtp_req_policy_key(const SMTP_REQ *req, VSTR *out)
+{
+    vstr_sprintf(out, "level=%s match=", tls_level_name(req->tls_level));
+    for (size_t i = 0; req->tls_match && i < req->tls_match->argc; i++)
+        vstr_sprintf_append(out, "%s%s", i ? ":" : "", req->tls_match->argv[i]);
+    vstr_sprintf_append(out, " protocols=%s sts=%d mx=",
+                        req->tls_protocols ? req->tls_protocols : "",
+                        (int) req->sts_mode);
+    for (size_t i = 0; req->sts_mx && i < req->sts_mx->argc; i++)
+        vstr_sprintf_append(out, "%s%s", i ? ":" : "", req->sts_mx->argv[i]);
+}
+
+/* smtp_cache_fits - may sess carry req's next message? Only when it was
+   opened under the same TLS and MTA-STS requirements (a connection made
+   at "may" while a policy fetch failed must not carry a message that
+   MTA-STS enforce or DANE protects), and, to be sure, when what it
+   became meets them: TLS when required, a certificate checked against
+   TLSA records for DANE, an MX host the MTA-STS policy allows. */
+static bool smtp_cache_fits(const SMTP_SESS *sess, const SMTP_REQ *req,
+                            const char *key)
+{
+    if (strcmp(sess->policy_key, key) != 0)
+        return false;
+    if (tls_level_required(req->tls_level) && !sess->proto->tls_active)
+        return false;
+    if ((req->tls_level == TLS_LEV_DANE ||
+         req->tls_level == TLS_LEV_DANE_ONLY) &&
+        sess->tls_level != TLS_LEV_DANE)
+        return false;
+    if (req->sts_mode == MTA_STS_MODE_ENFORCE) {
+        MTA_STS_POLICY view = {.mode = req->sts_mode, .mx = req->sts_mx};
+
+        if (!sess->proto->tls_active ||
+            !mta_sts_policy_allows(&view, sess->host))
+            return false;
+    }
+    return true;
+}
+
 /* smtp_cache_take - an idle connection to the request's next hop that
    may carry one more of its messages, or NULL */
 static SMTP_SESS *smtp_cache_take(SMTP_CTX *ctx, const SMTP_REQ *req)
 {
+    SMTP_SESS *found = NULL;
+    VSTR *key;
+
+    if (ctx->cache == NULL)
+        return NULL;
+    key = vstr_alloc(100);
+    smtp_req_policy_key(req, key);
     for (SMTP_SESS **sp = &ctx->cache; *sp != NULL; sp = &(*sp)->next) {
         SMTP_SESS *sess = *sp;
 
         if (!sess->broken && strcmp(sess->nexthop, req->nexthop) == 0 &&
-            (req->conn_messages == 0 || sess->uses < req->conn_messages)) {
+            (req->conn_messages == 0 || sess->uses < req->conn_messages) &&
+            smtp_cache_fits(sess, req, vstr_str(key))) {
             *sp = sess->next;
             sess->next = NULL;
-            return sess;
+            found = sess;
+            break;
         }
     }
-    return NULL;
+    vstr_free(key);
+    return found;
 }
 
 /* smtp_cache_remove - take sess out of the cache if it is there */

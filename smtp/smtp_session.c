@@ -144,6 +144,7 @@ void smtp_sess_free(SMTP_SESS *sess)
     smtp_proto_free(sess->proto);
     myfree(sess->txn_rcpts);
     myfree(sess->nexthop);
+    myfree(sess->policy_key);
     myfree(sess->host);
     dane_tlsa_free(sess->tlsa, sess->tlsa_count);
     vstr_free(sess->label);
@@ -1187,6 +1188,13 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
     sess->ctx = ctx;
     sess->req = req;
     sess->nexthop = mystrdup(req->nexthop);
+    {
+        VSTR *key = vstr_alloc(100);
+
+        smtp_req_policy_key(req, key);
+        sess->policy_key = mystrdup(vstr_str(key));
+        vstr_free(key);
+    }
     if (req->conn_group) {
         /* The connection counts in its group now, not the request. */
         sess->conn_group = mystrdup(req->conn_group);

@@ -504,3 +504,41 @@ def test_enforce_skips_mx_outside_policy(make_instance, make_dns, ca, peers):
     assert rogue.received() == []
     # (the sink's own start-up probe is its only session: no count here)
     assert "127.0.0.3" not in inst.log()
+
+
+@pytest.mark.parametrize("case", ["mx", "cert"])
+def test_cached_connection_not_reused_under_enforce(make_instance, make_dns,
+                                                    ca, peers, case):
+    """The connection cache keeps what a connection was opened under. The
+    first message finds no policy (the fetch fails: HTTP 404), goes out at
+    may and its connection waits in the cache. The policy server then
+    answers enforce, and the second message, well within the cache time,
+    must not take that connection: its MX is outside the policy (mx) or
+    its certificate names another host (cert), so it is deferred 4.7.5 and
+    the sink gets only the first."""
+    if case == "mx":
+        cert, mx = ca["mx"], ("mx.other.test",)
+        reason = (r"MTA-STS policy for example\.test \(enforce\): no MX "
+                  r"host matches mx mx\.other\.test")
+    else:
+        cert, mx = ca["wrong"], (MX,)
+        reason = r"Server certificate not verified"
+    web = PolicyServer(ca["web"], "not found", status=404)
+    peers.append(web)
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    dns = make_dns(**records(web.ip))
+    inst = sts_instance(make_instance, dns, sink, ca,
+                        smtp_connection_cache_time_limit="60s")
+    qid1 = send(inst)
+    sink.wait_messages(1)
+    inst.wait_log(r"MTA-STS policy for example\.test: .*HTTP status 404.*; "
+                  r"no policy applies")
+    inst.wait_log(r"%s: to=<u@example\.test>, relay=%s, .*status=sent"
+                  % (qid1, relay(sink)))
+    web.status = 200
+    web.body = policy("enforce", mx=mx).encode()
+    qid2 = send(inst)
+    deferred(inst, qid2, "4.7.5", reason)
+    assert len(web.requests) == 2
+    assert len(sink.received()) == 1
