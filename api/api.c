@@ -19,7 +19,9 @@
  * An Idempotency-Key header makes a retry of the same request within
  * api_idempotency_ttl get the first 202 again (Idempotent-Replayed: true)
  * instead of a second message, across restarts (global/api_idem.h); the
- * same key with another body gets 422 idempotency_key_reused.
+ * same key with another body gets 422 idempotency_key_reused. A retry
+ * while the first request is still with cleanup gets 409
+ * idempotency_key_in_progress (Retry-After: 1), never a second message.
  *
  * api_tenant_daily_limit caps the messages a tenant queues per UTC day:
  * beyond it, 429 rate_limited with Retry-After (the seconds to midnight).
@@ -42,6 +44,8 @@
  *   400 invalid_json, missing_field, invalid_field   (api_request.h)
  *   401 unauthorized    no or unknown key; 403 forbidden   key lacks "send"
  *   404 not_found, 405 method_not_allowed
+ *   409 idempotency_key_in_progress   the key's first request is still
+ *                       with cleanup
  *   413 message_too_large (message_size_limit); bodies over
  *       api_max_request_size are cut off by evhttp itself with a 413
  *   422 invalid_address, too_many_recipients, rejected (cleanup said 5xx)
@@ -104,6 +108,7 @@ typedef struct API_CTX {
     int cleanup_timeout; /* api_cleanup_timeout, seconds */
     long long daily_limit; /* api_tenant_daily_limit (0: none) */
     HTABLE *usage; /* tenant -> API_USAGE, messages sent today */
+    HTABLE *inflight; /* "tenant\nkey": Idempotency-Keys with cleanup */
     size_t pending; /* requests waiting for cleanup */
     bool retiring; /* exit when pending falls to 0 */
 } API_CTX;
@@ -118,6 +123,7 @@ typedef struct API_PENDING {
     char *idem; /* the Idempotency-Key, or NULL */
     char *body; /* with idem: the request body, for its record */
     size_t body_len;
+    char *idem_entry; /* with idem: its entry in ctx->inflight */
     long long day; /* the UTC day its message was counted against */
 } API_PENDING;
 
@@ -160,6 +166,8 @@ static const char *api_reason(int status)
         return "Not Found";
     case 405:
         return "Method Not Allowed";
+    case 409:
+        return "Conflict";
     case 413:
         return "Payload Too Large";
     case 422:
@@ -808,6 +816,61 @@ static bool api_over_limit(API_CTX *ctx, struct evhttp_request *req,
     return true;
 }
 
+/*
+ * Idempotency-Keys in flight: a key's record is written only when cleanup
+ * has committed its message, so a retry that comes while the first
+ * request is still with cleanup finds no record. It must not queue a
+ * second message: it gets 409 idempotency_key_in_progress, and a retry
+ * after the first request's answer gets that answer replayed.
+ */
+
+/* api_inflight_enter - mark the tenant's key in flight; the entry to
+   give api_inflight_leave, or NULL when it was in flight already */
+static char *api_inflight_enter(API_CTX *ctx, const char *tenant,
+                                const char *idem)
+{
+    VSTR *name = vstr_alloc(100);
+    char *entry = NULL;
+
+    vstr_sprintf(name, "%s\n%s", tenant, idem);
+    if (htable_enter(ctx->inflight, vstr_str(name), ctx))
+        entry = mystrdup(vstr_str(name));
+    vstr_free(name);
+    return entry;
+}
+
+/* api_inflight_leave - the key's request is answered; NULL */
+static char *api_inflight_leave(API_CTX *ctx, char *entry)
+{
+    if (entry != NULL) {
+        htable_delete(ctx->inflight, entry);
+        myfree(entry);
+    }
+    return NULL;
+}
+
+/* api_inflight_busy - answer 409 when the tenant's key is in flight;
+   true when it was answered */
+static bool api_inflight_busy(API_CTX *ctx, struct evhttp_request *req,
+                              const API_KEY *key, const char *idem)
+{
+    VSTR *name = vstr_alloc(100);
+    bool busy;
+
+    vstr_sprintf(name, "%s\n%s", key->tenant, idem);
+    busy = htable_find(ctx->inflight, vstr_str(name)) != NULL;
+    vstr_free(name);
+    if (busy) {
+        msg_info("api: key=%s tenant=%s: Idempotency-Key in progress: 409",
+                 key->id, key->tenant);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
+                          "1");
+        api_fail_with(req, 409, "idempotency_key_in_progress",
+                      "request with this Idempotency-Key is in progress");
+    }
+    return busy;
+}
+
 /* api_idem_replay - answer a retry from its Idempotency-Key record;
    true when it was answered (replayed or refused) */
 static bool api_idem_replay(API_CTX *ctx, struct evhttp_request *req,
@@ -855,6 +918,7 @@ static void api_pending_free(API_PENDING *p)
 {
     API_CTX *ctx = p->ctx;
 
+    p->idem_entry = api_inflight_leave(ctx, p->idem_entry);
     api_message_free(p->msg);
     myfree(p->idem);
     myfree(p->body);
@@ -933,6 +997,7 @@ static void api_submit(API_CTX *ctx, struct evhttp_request *req,
         p->idem = mystrdup(idem);
         p->body = mymemdup(data, len);
         p->body_len = len;
+        p->idem_entry = api_inflight_enter(ctx, key->tenant, idem);
     }
     /* Counted now, so that requests in flight cannot pass the limit
        together; given back when the message is not queued. */
@@ -980,6 +1045,7 @@ typedef struct API_BATCH {
     char *idem; /* the Idempotency-Key, or NULL */
     char *body; /* with idem: the request body */
     size_t body_len;
+    char *idem_entry; /* with idem: its entry in ctx->inflight */
     json_t *base; /* the request less recipients and data */
     json_t *data; /* the request's "data", or NULL */
     json_t *rcpts; /* "recipients" */
@@ -1072,6 +1138,7 @@ static void api_batch_free(API_BATCH *b)
 {
     API_CTX *ctx = b->ctx;
 
+    b->idem_entry = api_inflight_leave(ctx, b->idem_entry);
     myfree(b->idem);
     myfree(b->body);
     json_decref(b->base);
@@ -1398,6 +1465,7 @@ static void api_batch(API_CTX *ctx, struct evhttp_request *req,
             b->idem = mystrdup(idem);
             b->body = mymemdup(data, len);
             b->body_len = len;
+            b->idem_entry = api_inflight_enter(ctx, key->tenant, idem);
         }
         /* Counted now; what is not queued is given back at the end. */
         usage->count += (long long) b->count;
@@ -1439,6 +1507,8 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
     } else if (idem != NULL &&
                api_idem_replay(ctx, req, &key, idem, data, len)) {
         /* answered from the record */
+    } else if (idem != NULL && api_inflight_busy(ctx, req, &key, idem)) {
+        /* answered 409: the first request is still with cleanup */
     } else if ((top = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr)) !=
                    NULL &&
                json_is_object(top) &&
@@ -1563,6 +1633,7 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->idem_ttl = mail_conf_time(conf, "api_idempotency_ttl");
     ctx->daily_limit = mail_conf_int(conf, "api_tenant_daily_limit");
     ctx->usage = htable_alloc(16);
+    ctx->inflight = htable_alloc(16);
     ctx->template_dir = mystrdup(mail_conf_str(conf, "api_template_directory"));
     /* master makes $queue_directory/api; another place may need this. */
     if (mkdir(ctx->idem_dir, 0700) < 0 && errno != EEXIST)
@@ -1665,5 +1736,7 @@ int main(int argc, char **argv)
     myfree(ctx.template_dir);
     if (ctx.usage != NULL)
         htable_free(ctx.usage, api_usage_free);
+    if (ctx.inflight != NULL)
+        htable_free(ctx.inflight, NULL);
     return status;
 }

@@ -15,7 +15,8 @@
  *   action=backoff       connections:1 and rate:1/m together
  *   duration=TIME        how long the action lasts (90s, 30m, 2h, 1d)
  *   trigger=N/TIME       act at the Nth match within TIME (default: the
- *                        first match)
+ *                        first match); one reply that answers several
+ *                        recipients of one delivery is one match
  *   regex=RE             last item: the rest of the line is a POSIX
  *                        extended regular expression (case-insensitive)
  *                        the reply text must match

@@ -338,7 +338,8 @@ extern long long qmgr_shaping_conn_messages(const QMGR_SHAPE *shape);
    counts its idle cached connections against it), 0: no limit */
 extern long long qmgr_shaping_conn_max(const QMGR_SHAPE *shape);
 /* qmgr_shaping_reply - a remote server's reply (a delivery agent's
-   diagnostic) to a delivery of the bucket: response automation */
+   diagnostic) to a delivery of the bucket: response automation; fed
+   once per distinct reply per delivery job, at the job's end */
 extern void qmgr_shaping_reply(QMGR_CTX *ctx, QMGR_SHAPE *shape,
                                const char *diagnostic);
 /* qmgr_shaping_sweep - forget unused buckets that remember nothing */

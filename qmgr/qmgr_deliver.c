@@ -43,7 +43,34 @@ typedef struct QMGR_JOB {
     long long done_status;
     long long site_failed;
     char *done_reason;
+    char **replies; /* distinct remote replies, for response automation */
+    size_t reply_count;
 } QMGR_JOB;
+
+/* qmgr_job_note_reply - remember a remote reply once per job: one reply
+   that defers several recipients is one match for response automation,
+   fed at the job's end (qmgr_job_feed_replies) */
+static void qmgr_job_note_reply(QMGR_JOB *job, const char *diagnostic)
+{
+    for (size_t i = 0; i < job->reply_count; i++)
+        if (strcmp(job->replies[i], diagnostic) == 0)
+            return;
+    job->replies = myrealloc_array(job->replies, job->reply_count + 1,
+                                   sizeof(*job->replies));
+    job->replies[job->reply_count++] = mystrdup(diagnostic);
+}
+
+/* qmgr_job_feed_replies - each distinct remote reply of the job, once, to
+   response automation; frees them */
+static void qmgr_job_feed_replies(QMGR_JOB *job)
+{
+    for (size_t i = 0; i < job->reply_count; i++) {
+        qmgr_shaping_reply(job->ctx, job->entry->dest->shape, job->replies[i]);
+        myfree(job->replies[i]);
+    }
+    job->replies = myfree(job->replies);
+    job->reply_count = 0;
+}
 
 /* qmgr_job_retry_now - the agent died before DONE: queue what has no
    result again at once, rather than defer it? */
@@ -73,6 +100,7 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why, bool agent_died)
     size_t unanswered = 0;
 
     job->conn = qmgr_conn_free(job->conn);
+    qmgr_job_feed_replies(job);
     if (job->done_seen) {
         vstr_sprintf(reason, "delivery agent failed: %s",
                      job->done_reason ? job->done_reason : "no reason given");
@@ -132,11 +160,11 @@ static void qmgr_job_result(QMGR_JOB *job, const DELIVER_RESULT *result)
             return;
         }
         job->answered[i] = true;
-        /* A remote reply (ours carry no diagnostic): response automation */
+        /* A remote reply (ours carry no diagnostic): response automation,
+           once per distinct reply per job, at the job's end */
         if (result->diagnostic != NULL &&
             strcmp(result->action, DELIVER_ACTION_SENT) != 0)
-            qmgr_shaping_reply(job->ctx, entry->dest->shape,
-                               result->diagnostic);
+            qmgr_job_note_reply(job, result->diagnostic);
         qmgr_message_result(entry->msg, entry->index[i], result->action,
                             result->dsn, result->reason, result->diagnostic,
                             result->remote_mta);

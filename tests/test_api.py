@@ -857,6 +857,68 @@ def test_stopped_cleanup_holds_only_its_own_requests(make_instance, make_sink):
     assert api.post(with_(subject="after"))[0] == 202
 
 
+def test_idempotency_key_retry_while_first_is_with_cleanup(make_instance,
+                                                          make_sink):
+    """A client times out and retries with the same Idempotency-Key while
+    its first request is still with cleanup (stopped with SIGSTOP): the
+    retry gets 409 idempotency_key_in_progress at once, not a second
+    message; the same for a batch. After SIGCONT the first requests get
+    their 202s, a retry now replays them, and exactly one message per
+    request reaches the sink."""
+    api = Api(make_instance, make_sink)
+    cleanups = [p for p, n in api.inst.children().items() if n == "cleanup"]
+    assert cleanups
+    single = with_(subject="once", to=["once@rcpt.test"])
+    batch = {"from": "s@sender.test", "subject": "batch", "text": "t",
+             "recipients": [{"to": "b1@rcpt.test"}]}
+    requests = {"single": (single, "retry-1"), "batch": (batch, "retry-2")}
+    results = {}
+
+    def post(name):
+        body, idem = requests[name[:-len("-retry")] if name.endswith("-retry")
+                              else name]
+        results[name] = api.post(body, headers={"Idempotency-Key": idem},
+                                 timeout=120)
+
+    threads = {n: threading.Thread(target=post, args=(n,))
+               for n in ("single", "batch", "single-retry", "batch-retry")}
+    for pid in cleanups:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        threads["single"].start()
+        wait_until(lambda: cleanup_backlog(api) >= 1, 20,
+                   what="the first request waiting for cleanup")
+        threads["batch"].start()
+        wait_until(lambda: cleanup_backlog(api) >= 2, 20,
+                   what="the batch waiting for cleanup")
+        for name in ("single-retry", "batch-retry"):
+            threads[name].start()
+            wait_until(lambda: name in results or cleanup_backlog(api) >= 3,
+                       20, what="the retry answered (or at cleanup)")
+            assert name in results, "%s: handed to cleanup a second time" % name
+            status, answer, hdrs = results[name]
+            assert status == 409, answer
+            assert answer["error"]["code"] == "idempotency_key_in_progress"
+            assert answer["error"]["message"] == \
+                "request with this Idempotency-Key is in progress"
+            assert hdrs.get("Retry-After") == "1"
+    finally:
+        for pid in cleanups:
+            os.kill(pid, signal.SIGCONT)
+    for t in threads.values():
+        t.join(120)
+    for name in ("single", "batch"):
+        assert results[name][0] == 202, results[name]
+        body, idem = requests[name]
+        status, again, hdrs = api.post(body, headers={"Idempotency-Key": idem})
+        assert status == 202 and again == results[name][1], again
+        assert hdrs.get("Idempotent-Replayed") == "true"
+    api.sink.wait_messages(2)
+    wait_until(lambda: api.queued() == [], 20, what="an empty queue")
+    assert sorted(parse(m)["Subject"] for m in api.sink.received()) == \
+        ["batch", "once"]
+
+
 BATCH_TEMPLATE = {"subject": "Hi {{name}}",
                   "text": "Hello {{name}}, your code is {{code}} ({{campaign}}).\n",
                   "html": "<p>Hello {{name}}</p>"}

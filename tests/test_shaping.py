@@ -439,6 +439,44 @@ def test_response_automation_suspends_the_bucket(make_instance, make_sink,
     assert qid2
 
 
+def test_response_automation_counts_one_reply_once(make_instance, make_sink,
+                                                   tmp_path):
+    """One 421 at DATA defers the 3 recipients of one delivery: that is one
+    server reply, one match of a trigger=3/10m rule, not three, so
+    auto.test is not suspended; two more deferred messages (three replies
+    in all) suspend it."""
+    sink = make_sink()
+    auto = tmp_path / "automation"
+    auto.write_text("rate-limited dsn=4.7.28 action=suspend duration=1h "
+                    "trigger=3/10m\n")
+    inst, _ = shaped_instance(
+        make_instance, "auto.test max_connections=1\n", {"auto.test": sink},
+        tmp_path,
+        params={"smtp_shaping_automation_maps": "texthash:%s" % auto})
+    inst.wait_log(r"qmgr\[\d+\]: smtp_shaping_automation_maps: 1 rule$")
+    sink.set_data_reply("421 4.7.28 Our system has detected an unusual rate "
+                        "of unsolicited mail")
+    suspended = r"shaping: auto\.test: suspended for 3600s by automation rule"
+    qid = smtp_queue(inst, "s@client.test",
+                     ["a@auto.test", "b@auto.test", "c@auto.test"], BODY)
+    for rcpt in "abc":
+        inst.wait_log(r"%s: to=<%s@auto\.test>.*status=deferred" % (qid, rcpt))
+    # max_connections=1: the next delivery starts after the first one ended
+    # (and fed its reply); a suspension would hold it instead
+    qid2 = smtp_queue(inst, "s@client.test", ["d@auto.test"], BODY)
+    wait_until(lambda: re.search(suspended, inst.log()) or re.search(
+        r"%s: to=<d@auto\.test>.*status=deferred" % qid2, inst.log()), 30,
+        what="the second message deferred (or auto.test suspended)")
+    assert not re.search(suspended, inst.log()), \
+        "one reply to a 3-recipient delivery counted as 3 matches"
+    assert shaping_rows(inst)["auto.test"]["automation"] == "-"
+    qid3 = smtp_queue(inst, "s@client.test", ["e@auto.test"], BODY)
+    inst.wait_log(r"%s: to=<e@auto\.test>.*status=deferred" % qid3)
+    inst.wait_log(suspended)
+    wait_until(lambda: shaping_rows(inst)["auto.test"]["automation"]
+               == "suspend:rate-limited", 10, what="auto.test suspended")
+
+
 def test_response_automation_on_a_greeting(make_instance, tmp_path):
     """Yahoo answers "[TSS04]" in its greeting: a 421 greeting is a server
     reply too, so the rule triggers (the smtp agent passes the greeting as
