@@ -61,6 +61,7 @@ typedef struct KAFKA {
     int wake_pipe[2]; /* librdkafka writes, the loop reads */
     struct event *wake_ev;
     struct event *done_ev; /* a batch that failed before any message went */
+    struct event *tick_ev; /* serves the queue each second while in flight */
     int waiting; /* delivery reports still due for the batch */
     int failed; /* messages of the batch that did not go */
     VSTR *why; /* the first failure of the batch */
@@ -87,6 +88,7 @@ static void kafka_finish(KAFKA *kafka)
         vstr_sprintf(why, "%d of the messages failed, first: %s", kafka->failed,
                      vstr_str(kafka->why));
     kafka->in_flight = false;
+    event_del(kafka->tick_ev);
     exporter_done(kafka->exp, ok, vstr_str(why));
     vstr_free(why);
 }
@@ -222,6 +224,18 @@ static void kafka_wake(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* kafka_tick - while a batch is in flight, serve the queue once a second
+   too: the wake pipe is the fast path, this makes a wake-up that never
+   came (a full run once waited 60 s for reports that did not arrive)
+   cost a second, not the batch */
+static void kafka_tick(evutil_socket_t fd, short what, void *arg)
+{
+    KAFKA *kafka = arg;
+
+    (void) what;
+    kafka_wake(kafka->wake_pipe[0], EV_READ, kafka);
+}
+
 /* kafka_done_event - a batch that failed before a message went */
 static void kafka_done_event(evutil_socket_t fd, short what, void *arg)
 {
@@ -353,6 +367,8 @@ static void kafka_send(void *state, const VSTR *lines, int count)
        to finish the batch, so finish it from the loop, not from here. */
     if (kafka->waiting == 0)
         event_active(kafka->done_ev, EV_TIMEOUT, 0);
+    else if (event_add(kafka->tick_ev, &(struct timeval){1, 0}) < 0)
+        msg_fatal("events: kafka: cannot add the queue timer");
     vstr_free(topic);
     vstr_free(key);
 }
@@ -393,8 +409,9 @@ static void *kafka_open(EXPORTER *exp, struct event_base *base,
     kafka->wake_ev = event_new(base, kafka->wake_pipe[0], EV_READ | EV_PERSIST,
                                kafka_wake, kafka);
     kafka->done_ev = evtimer_new(base, kafka_done_event, kafka);
+    kafka->tick_ev = event_new(base, -1, EV_PERSIST, kafka_tick, kafka);
     if (kafka->wake_ev == NULL || kafka->done_ev == NULL ||
-        event_add(kafka->wake_ev, NULL) < 0)
+        kafka->tick_ev == NULL || event_add(kafka->wake_ev, NULL) < 0)
         msg_fatal("events: kafka: cannot watch the producer's queue");
     kafka_start(kafka);
     return kafka;
@@ -408,6 +425,7 @@ static void kafka_close(void *state)
     kafka_stop(kafka);
     event_free(kafka->wake_ev);
     event_free(kafka->done_ev);
+    event_free(kafka->tick_ev);
     (void) close(kafka->wake_pipe[0]);
     (void) close(kafka->wake_pipe[1]);
     vstr_free(kafka->why);
