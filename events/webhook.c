@@ -281,6 +281,38 @@ static long long webhook_max_age(void *state)
     return ((WEBHOOK *) state)->max_age;
 }
 
+/* webhook_secret - the HMAC key: events_webhook_secret_file's first line
+   (its LF or CR LF not included), else events_webhook_secret; a file that
+   cannot be read, or is empty, is fatal (unsigned POSTs are not what was
+   asked for) */
+static char *webhook_secret(const MAIL_CONF *conf)
+{
+    const char *path = mail_conf_str(conf, "events_webhook_secret_file");
+    char buf[1024];
+    char *secret;
+    size_t len;
+    FILE *fp;
+
+    if (*path == 0)
+        return mystrdup(mail_conf_str(conf, "events_webhook_secret"));
+    if (*mail_conf_str(conf, "events_webhook_secret"))
+        msg_fatal("set events_webhook_secret or events_webhook_secret_file,"
+                  " not both");
+    if ((fp = fopen(path, "r")) == NULL)
+        msg_fatal("events_webhook_secret_file: cannot read %s: %m", path);
+    if (fgets(buf, sizeof(buf), fp) == NULL)
+        buf[0] = 0;
+    (void) fclose(fp);
+    len = strcspn(buf, "\r\n");
+    buf[len] = 0;
+    if (len == 0)
+        msg_fatal("events_webhook_secret_file: %s: the first line is empty",
+                  path);
+    secret = mystrdup(buf);
+    explicit_bzero(buf, sizeof(buf));
+    return secret;
+}
+
 /* webhook_open - one URL */
 static void *webhook_open(EXPORTER *exp, struct event_base *base,
                           const MAIL_CONF *conf)
@@ -291,7 +323,7 @@ static void *webhook_open(EXPORTER *exp, struct event_base *base,
         msg_fatal("curl_global_init failed");
     hook->exp = exp;
     hook->url = mystrdup(exporter_target(exp));
-    hook->secret = mystrdup(mail_conf_str(conf, "events_webhook_secret"));
+    hook->secret = webhook_secret(conf);
     hook->timeout = mail_conf_time(conf, "events_webhook_timeout");
     hook->max_age = mail_conf_time(conf, "events_webhook_max_age");
     hook->base = base;

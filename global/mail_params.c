@@ -305,6 +305,10 @@ static const MAIL_PARAM mail_param_tab[] = {
      "URLs the events daemon POSTs batches of journal events to"},
     {"events_webhook_secret", STR, "",
      "key of the HMAC-SHA256 signature of each webhook POST (empty: none)"},
+    {"events_webhook_secret_file", STR, "",
+     "file whose first line is the webhook HMAC key, read by the events"
+     " daemon (keep it mode 0600, mail_owner's); instead of"
+     " events_webhook_secret, which main.cf shows to every local user"},
     {"events_webhook_max_age", TIME_RANGE(1, NOMAX), "1d",
      "time a webhook batch is retried before it goes to the dead letters"},
     {"events_webhook_timeout", TIME_RANGE(1, NOMAX), "30s",

@@ -479,3 +479,34 @@ def test_bad_position_file_stops_the_exporter(make_instance, receivers):
                what="the event once the file is gone")
     wait_until(lambda: not seg.exists(), timeout=10,
                what="the segment removed")
+
+
+def test_secret_from_a_file(make_instance, make_sink, receivers):
+    """events_webhook_secret_file (mode 0600, mail_owner's) keys the
+    signatures as events_webhook_secret would, and main.cf holds no key;
+    setting both is refused with a clear error."""
+    need()
+    sink = make_sink()
+    recv = receivers()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, params={
+        "mynetworks": "127.0.0.0/8", "myhostname": HOST,
+        "events_webhook_urls": recv.url(),
+        "events_webhook_max_backoff": "1s"})
+    secret = inst.dir / "webhook.key"
+    secret.write_text(SECRET + "\n")
+    os.chmod(secret, 0o600)
+    os.chown(secret, *owner(inst.queue_dir / "active"))  # mail_owner
+    inst.conf_set(events_webhook_secret_file=str(secret))
+    inst.start()
+    send(inst, ["file@dest.test"])
+    wait_delivered(inst, 1)
+    wait_until(lambda: (j := journal_ids(inst)) and j <= recv.got(),
+               timeout=30, what="the events at the receiver")
+    assert recv.bad == []
+    assert SECRET not in inst.main_cf.read_text()
+    assert "are not signed" not in inst.log()
+    inst.stop()
+    inst.conf_set(events_webhook_secret=SECRET)
+    inst.start()
+    inst.wait_log(r"set events_webhook_secret or events_webhook_secret_file,"
+                  r" not both", timeout=20)
