@@ -1110,16 +1110,17 @@ DNS_LOOKUP *dns_lookup_ptr(DNS_CTX *ctx, const char *addr, int timeout,
     return lookup;
 }
 
-/* dns_lookup_txt - start a TXT lookup */
-DNS_LOOKUP *dns_lookup_txt(DNS_CTX *ctx, const char *name, int timeout,
-                           DNS_CALLBACK callback, void *arg)
+/* dns_lookup_one - start a lookup of one record type (TXT, TLSA) */
+static DNS_LOOKUP *dns_lookup_one(DNS_CTX *ctx, const char *name, int type,
+                                  int timeout, DNS_CALLBACK callback, void *arg)
 {
     DNS_LOOKUP *lookup = mycalloc(1, sizeof(*lookup));
     struct timeval deadline = {timeout > 0 ? timeout : 1, 0};
 
     lookup->ctx = ctx;
     lookup->name = mystrdup(name);
-    lookup->txt = true;
+    lookup->txt = type == DNS_TYPE_TXT;
+    lookup->tlsa = type == DNS_TYPE_TLSA;
     lookup->timeout = (int) deadline.tv_sec;
     lookup->callback = callback;
     lookup->arg = arg;
@@ -1136,7 +1137,7 @@ DNS_LOOKUP *dns_lookup_txt(DNS_CTX *ctx, const char *name, int timeout,
                    "%s: DNS lookups are disabled (disable_dns_lookups = yes)",
                    name);
         dns_finish(lookup);
-    } else if (dns_ask(lookup, name, DNS_TYPE_TXT, 0)) {
+    } else if (dns_ask(lookup, name, type, 0)) {
         event_add(lookup->timer, &deadline);
     } else {
         dns_finish(lookup);
@@ -1144,38 +1145,18 @@ DNS_LOOKUP *dns_lookup_txt(DNS_CTX *ctx, const char *name, int timeout,
     return lookup;
 }
 
+/* dns_lookup_txt - start a TXT lookup */
+DNS_LOOKUP *dns_lookup_txt(DNS_CTX *ctx, const char *name, int timeout,
+                           DNS_CALLBACK callback, void *arg)
+{
+    return dns_lookup_one(ctx, name, DNS_TYPE_TXT, timeout, callback, arg);
+}
+
 /* dns_lookup_tlsa - start a TLSA lookup */
 DNS_LOOKUP *dns_lookup_tlsa(DNS_CTX *ctx, const char *name, int timeout,
                             DNS_CALLBACK callback, void *arg)
 {
-    DNS_LOOKUP *lookup = mycalloc(1, sizeof(*lookup));
-    struct timeval deadline = {timeout > 0 ? timeout : 1, 0};
-
-    lookup->ctx = ctx;
-    lookup->name = mystrdup(name);
-    lookup->tlsa = true;
-    lookup->timeout = (int) deadline.tv_sec;
-    lookup->callback = callback;
-    lookup->arg = arg;
-    lookup->reply.reason = vstr_alloc(100);
-    lookup->timer = evtimer_new(ctx->base, dns_timer, lookup);
-    if (lookup->timer == NULL)
-        msg_fatal("cannot create a DNS timer");
-    if ((lookup->next = ctx->lookups) != NULL)
-        lookup->next->prev = lookup;
-    ctx->lookups = lookup;
-
-    if (ctx->ub == NULL) {
-        dns_decide(lookup, DNS_TEMP, "4.4.3",
-                   "%s: DNS lookups are disabled (disable_dns_lookups = yes)",
-                   name);
-        dns_finish(lookup);
-    } else if (dns_ask(lookup, name, DNS_TYPE_TLSA, 0)) {
-        event_add(lookup->timer, &deadline);
-    } else {
-        dns_finish(lookup);
-    }
-    return lookup;
+    return dns_lookup_one(ctx, name, DNS_TYPE_TLSA, timeout, callback, arg);
 }
 
 /* dns_ctx_dnssec - is anything validated? */
