@@ -57,13 +57,15 @@ libcurl4-openssl-dev libsqlite3-dev librdkafka-dev libhiredis-dev publicsuffix"
 # opendkim-testkey checks the record `sluice dkim keygen` prints against
 # its key. python3-nacl: dkimpy's Ed25519 (RFC 8463). redis-server: the
 # shared shaping limits' tests start their own (tests/test_shaping_redis.py).
+# prometheus: promtool checks /metrics and conf/sluice-alerts.yml, and a
+# real Prometheus scrapes an instance (tests/test_metrics.py).
 TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
 python3-dnspython python3-cryptography opendkim-tools python3-nacl python3-milter opendkim
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
 logrotate systemd pflogsumm fail2ban logwatch sasl2-bin libnet-ssleay-perl
-libio-socket-ssl-perl curl kcat clickhouse-server clickhouse-client redis-server"
+libio-socket-ssl-perl curl kcat clickhouse-server clickhouse-client redis-server prometheus"
 
 usage() {
     echo "usage: $0 [--build] [--check | --list]" >&2

@@ -65,6 +65,8 @@ static const SLUICE_INIT_SERV sluice_init_servs[] = {
     {"events", "unix  -       -       n       -       1       events"},
     /* the HTTP API: idle until api_listen is set (sluice conf, reload) */
     {"api", "unix  n       -       n       -       1       api"},
+    /* Prometheus's GET /metrics: idle until metrics_listen is set */
+    {"metrics", "unix  n       -       n       -       1       metrics"},
 };
 
 /* sluice_init_dir_empty - is dir missing or empty? */

@@ -134,6 +134,15 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"line_length_limit", INT_RANGE(512, NOMAX), "2048",
      "longest line kept whole; longer lines are split"},
 
+    /* metrics: the Prometheus endpoint (metrics/metrics.c, issue #20). */
+    {"metrics_listen", STR, "",
+     "address:port serving GET /metrics (empty: the metrics service is off)"},
+    {"metrics_timeout", TIME_RANGE(1, 3600), "10s",
+     "how long a metrics connection may idle before its request is whole"},
+    {"metrics_max_connections", INT_RANGE(1, 10000), "32",
+     "metrics connections at once; the oldest is closed to admit another"},
+    {"metrics_queue_scan_interval", TIME_RANGE(1, 86400), "5s",
+     "least time between two counts of the queue directories"},
     /* api: the HTTP sending API (api/api.c, issue #21). */
     {"api_listen", STR, "",
      "address:port the HTTP API listens on (empty: the api service is off)"},

@@ -56,6 +56,7 @@ struct MASTER_SERV {
     int busy; /* live processes at capacity */
     int backoff; /* seconds of the next throttle */
     bool throttled; /* waiting out a back-off */
+    long long deaths; /* processes that died unasked (each restarted) */
     struct event *restart_ev;
     struct event *wakeup_ev;
     bool seen; /* reload: still in master.cf */
@@ -76,6 +77,12 @@ typedef struct MASTER_CTX {
     struct event *kill_ev; /* SIGKILL stragglers at stop */
     MASTER_SERV *servs;
 } MASTER_CTX;
+
+/* The file master rewrites (queue_directory/pid/master.status) whenever a
+   service's count of processes that died unasked changes: the metrics
+   daemon reads it. Lines: the magic, then "service NAME TYPE DEATHS". */
+#define MASTER_STATUS_FILE "master.status"
+#define MASTER_STATUS_MAGIC "sluice-master-status 1"
 
 /* master_service.c */
 extern int master_services_open(MASTER_CTX *ctx, const MASTER_CF *cf,

@@ -24,6 +24,11 @@
  * every remaining service gets a fresh process while the old ones retire
  * (SIGHUP). Listeners stay as they are on reload: a changed inet_interfaces
  * or inet_protocols takes a restart, as in Postfix.
+ *
+ * Master counts, per service, the processes that died unasked (not retired,
+ * not at stop) and rewrites queue_directory/pid/master.status (temporary
+ * file and rename, mode 0644, no fsync: it is a gauge, not state) at start,
+ * reload and each such death, for the metrics daemon.
  */
 #include "sys_defs.h"
 
@@ -43,6 +48,7 @@
 #include "master.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "safe_file.h"
 #include "sock.h"
 #include "trigger.h"
 #include "vstr.h"
@@ -651,6 +657,8 @@ int master_services_open(MASTER_CTX *ctx, const MASTER_CF *cf, VSTR *why)
     return 0;
 }
 
+static void master_status_write(MASTER_CTX *ctx);
+
 /* master_services_start - start the first process of every service */
 void master_services_start(MASTER_CTX *ctx)
 {
@@ -658,6 +666,7 @@ void master_services_start(MASTER_CTX *ctx)
         master_serv_wakeup_arm(serv);
         master_serv_check(serv);
     }
+    master_status_write(ctx);
 }
 
 /* master_serv_retire - ask every process of a service to finish and go */
@@ -730,6 +739,7 @@ void master_services_reload(MASTER_CTX *ctx, const MASTER_CF *cf)
             tail = &serv->next;
         }
     }
+    master_status_write(ctx);
     vstr_free(why);
 }
 
@@ -768,6 +778,34 @@ static bool master_killed_from_outside(int status)
     }
 }
 
+/* master_status_write - rewrite pid/master.status with every service's
+   count of processes that died unasked (a warning when it cannot be) */
+static void master_status_write(MASTER_CTX *ctx)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *tmp = vstr_alloc(100);
+    VSTR *text = vstr_alloc(256);
+    int fd;
+
+    vstr_sprintf(path, "%s/%s/%s", ctx->queue_dir, MAIL_QUEUE_PID,
+                 MASTER_STATUS_FILE);
+    vstr_sprintf(tmp, "%s.tmp", vstr_str(path));
+    vstr_sprintf(text, "%s\n", MASTER_STATUS_MAGIC);
+    for (const MASTER_SERV *serv = ctx->servs; serv; serv = serv->next)
+        if (serv->seen)
+            vstr_sprintf_append(text, "service %s %s %lld\n", serv->name,
+                                master_serv_type_name(serv->type),
+                                serv->deaths);
+    if ((fd = open(vstr_str(tmp), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
+                   0644)) < 0 ||
+        safe_file_write_all(fd, vstr_str(text), vstr_len(text)) < 0 ||
+        close(fd) < 0 || rename(vstr_str(tmp), vstr_str(path)) < 0)
+        msg_warn("write %s: %m", vstr_str(path));
+    vstr_free(path);
+    vstr_free(tmp);
+    vstr_free(text);
+}
+
 /* master_proc_gone - account for a reaped child */
 static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
 {
@@ -791,6 +829,8 @@ static void master_proc_gone(MASTER_CTX *ctx, MASTER_PROC *proc, int status)
         else if (failed)
             msg_warn("process %s pid %ld exit status %d", serv->path,
                      (long) proc->pid, WEXITSTATUS(status));
+        serv->deaths++;
+        master_status_write(ctx);
         if (lived < MASTER_STABLE_SECONDS && (!proc->ready || !killed)) {
             if (serv->seen && !serv->throttled)
                 master_serv_throttle(serv);

@@ -1,0 +1,915 @@
+/*
+ * metrics - the Prometheus endpoint (issue #20, item 1)
+ *
+ * An unprivileged daemon on global/mail_server (master.cf service
+ * "metrics", maxproc 1) that answers GET /metrics on metrics_listen in
+ * the text exposition format (version 0.0.4); anything else gets 404 (405
+ * for another method on /metrics). Empty metrics_listen (the default):
+ * the service idles. It binds the address itself with SO_REUSEPORT, as
+ * api does, so the successor a reload starts can bind it too.
+ *
+ * A separate process rather than a listener inside the events daemon:
+ * the events daemon must keep exporting whatever an HTTP client does,
+ * and this daemon only reads what others write (the queue directories,
+ * the journal, master's status file), so it needs no state of its own
+ * and nothing it does can slow mail down.
+ *
+ * The HTTP side is a few lines on bufferevents rather than evhttp, for
+ * the bounds libevent 2.1's evhttp lacks: a request (line and headers)
+ * longer than METRICS_REQUEST_MAX bytes gets 431 and the connection
+ * closed; a connection that has not sent a whole request within
+ * metrics_timeout is closed; at most metrics_max_connections are open at
+ * once, and a new one closes the oldest, so 1,000 idle clients neither
+ * exhaust descriptors nor keep Prometheus out. Every answer closes its
+ * connection.
+ *
+ * What it serves, and where each number comes from:
+ *   sluice_queue_messages{queue}, sluice_queue_oldest_seconds{queue}
+ *       a count of the queue files in incoming/ active/ deferred/ hold/
+ *       (readdir only, no stat: the oldest message is the smallest queue
+ *       ID, which encodes its arrival time, global/qid.h), cached: a new
+ *       count at most every metrics_queue_scan_interval, and never more
+ *       often than ten times the last count took, so a million-message
+ *       queue costs a scrape about a second at most every so often
+ *       (sluice_queue_scan_seconds says how long).
+ *   sluice_messages_received_total, sluice_deliveries_total{status,
+ *   provider}, sluice_delivery_delay_seconds{provider} (histogram of a
+ *       delivered recipient's delay since arrival)
+ *       from the event journal, followed in memory from its end when this
+ *       process starts (a restart resets the counters, which Prometheus
+ *       expects of a counter). provider is the shaping rule's provider
+ *       (smtp_shaping_maps, provider:NAME, matched on the relay's host
+ *       name) or "other": the label set is bounded by the rules, never by
+ *       recipient domains.
+ *   sluice_events_backlog_bytes{exporter,kind}
+ *       journal bytes each configured exporter has not passed yet (its
+ *       position file), as `sluice events status` counts them.
+ *   sluice_process_restarts_total{service,type}
+ *       processes of each master.cf service that died unasked (and were
+ *       restarted), from master's pid/master.status.
+ *
+ * Labels of the journal's metrics are computed by metrics_event_labels[]:
+ * adding one (a pool, a source IP) is one line there.
+ */
+#include "sys_defs.h"
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <math.h>
+#include <netdb.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <jansson.h>
+
+#include "argv.h"
+#include "events.h"
+#include "events_export.h"
+#include "events_pos.h"
+#include "htable.h"
+#include "mail_queue.h"
+#include "mail_server.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "qid.h"
+#include "shaping.h"
+#include "vstr.h"
+
+#define METRICS_LISTEN_BACKLOG 128
+#define METRICS_REQUEST_MAX 8192 /* bytes of a request line and headers */
+#define METRICS_TICK 1 /* seconds between reads of the journal */
+#define METRICS_READ_MAX (16 * 1024 * 1024) /* journal bytes per pass */
+#define METRICS_OTHER "other" /* no provider of the shaping rules */
+/* master/master.h: pid/master.status */
+#define METRICS_MASTER_STATUS "master.status"
+#define METRICS_MASTER_MAGIC "sluice-master-status 1"
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* Upper bounds (seconds) of the delay histogram's buckets. */
+static const double metrics_delay_buckets[] = {
+    0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400,
+};
+#define METRICS_BUCKETS                                                        \
+    (sizeof(metrics_delay_buckets) / sizeof(metrics_delay_buckets[0]))
+
+/* The queues whose depth is served. */
+static const char *const metrics_queues[] = {
+    MAIL_QUEUE_INCOMING,
+    MAIL_QUEUE_ACTIVE,
+    MAIL_QUEUE_DEFERRED,
+    MAIL_QUEUE_HOLD,
+};
+#define METRICS_QUEUES (sizeof(metrics_queues) / sizeof(metrics_queues[0]))
+
+/* One series: a counter's value, or a histogram's buckets, sum and count. */
+typedef struct METRICS_SERIES {
+    double value;
+    double sum;
+    unsigned long long count;
+    unsigned long long buckets[METRICS_BUCKETS];
+} METRICS_SERIES;
+
+/* One family of series, keyed by their rendered labels. */
+typedef struct METRICS_FAMILY {
+    const char *name;
+    const char *type; /* "counter", "histogram" */
+    const char *help;
+    HTABLE *series;
+} METRICS_FAMILY;
+
+/* One queue's count, as the last scan found it. */
+typedef struct METRICS_QUEUE {
+    long long messages;
+    char oldest[QID_SIZE]; /* "" when empty */
+} METRICS_QUEUE;
+
+typedef struct METRICS_CONN METRICS_CONN;
+
+typedef struct METRICS_CTX {
+    MAIL_SERVER *server;
+    char *queue_dir;
+    char *events_dir;
+    int timeout;
+    int max_conns;
+    long long scan_interval;
+    SHAPING_RULES *shaping; /* NULL: no provider rules */
+    EVENTS_EXPORT_LIST *exporters;
+    struct evconnlistener *listener;
+    METRICS_CONN *conns_head; /* oldest first */
+    METRICS_CONN *conns_tail;
+    int conns;
+    /* the journal, followed in memory */
+    EVENTS_POS *pos;
+    bool pos_started;
+    METRICS_FAMILY received;
+    METRICS_FAMILY deliveries;
+    METRICS_FAMILY delay;
+    /* the queue counts */
+    METRICS_QUEUE queues[METRICS_QUEUES];
+    struct timespec scanned; /* CLOCK_MONOTONIC; 0: never */
+    double scan_seconds;
+} METRICS_CTX;
+
+/* One HTTP connection. */
+struct METRICS_CONN {
+    METRICS_CTX *ctx;
+    struct bufferevent *bev;
+    bool answered; /* the reply is queued: close once it is out */
+    METRICS_CONN *prev;
+    METRICS_CONN *next;
+};
+
+/* metrics_label_append - append name="value" (escaped) to out, with a
+   comma before it unless out is empty */
+static void metrics_label_append(VSTR *out, const char *name, const char *value)
+{
+    if (vstr_len(out) > 0)
+        vstr_addch(out, ',');
+    vstr_sprintf_append(out, "%s=\"", name);
+    for (const char *cp = value; *cp; cp++) {
+        if (*cp == '\\' || *cp == '"')
+            vstr_addch(out, '\\');
+        if (*cp == '\n')
+            vstr_cat(out, "\\n");
+        else
+            vstr_addch(out, *cp);
+    }
+    vstr_addch(out, '"');
+}
+
+/* metrics_label_provider - the shaping provider of an event: its own
+   "provider" field when the journal has one, else the rule whose MX
+   suffixes the relay's host name ends in, else METRICS_OTHER */
+static const char *metrics_label_provider(const METRICS_CTX *ctx, json_t *event,
+                                          VSTR *buf)
+{
+    const char *given = json_string_value(json_object_get(event, "provider"));
+    const char *relay = json_string_value(json_object_get(event, "relay"));
+    const SHAPING_RULE *rule;
+    const char *host;
+
+    if (given != NULL && *given)
+        return given;
+    if (relay == NULL || ctx->shaping == NULL)
+        return METRICS_OTHER;
+    vstr_ncpy(buf, relay, strcspn(relay, "[:"));
+    host = vstr_str(buf);
+    if ((rule = shaping_rules_provider(ctx->shaping, &host, 1)) == NULL)
+        return METRICS_OTHER;
+    return rule->key + strlen(SHAPING_PROVIDER_PREFIX);
+}
+
+/* The labels every journal metric has beyond its own (status): one line
+   each. A label's value must come from a bounded set. */
+static const struct {
+    const char *name;
+    const char *(*value)(const METRICS_CTX *ctx, json_t *event, VSTR *buf);
+} metrics_event_labels[] = {
+    {"provider", metrics_label_provider},
+};
+
+/* metrics_event_label_set - render the labels of an event into out, after
+   what out already holds */
+static void metrics_event_label_set(const METRICS_CTX *ctx, json_t *event,
+                                    VSTR *out)
+{
+    VSTR *buf = vstr_alloc(64);
+
+    for (size_t i = 0;
+         i < sizeof(metrics_event_labels) / sizeof(metrics_event_labels[0]);
+         i++)
+        metrics_label_append(out, metrics_event_labels[i].name,
+                             metrics_event_labels[i].value(ctx, event, buf));
+    vstr_free(buf);
+}
+
+/* metrics_series - the series of family with labels, made when new */
+static METRICS_SERIES *metrics_series(METRICS_FAMILY *family,
+                                      const char *labels)
+{
+    METRICS_SERIES *series = htable_find(family->series, labels);
+
+    if (series == NULL) {
+        series = mycalloc(1, sizeof(*series));
+        htable_enter(family->series, labels, series);
+    }
+    return series;
+}
+
+/* metrics_event - count one journal line */
+static void metrics_event(METRICS_CTX *ctx, const char *line, size_t len)
+{
+    json_error_t err;
+    json_t *event = json_loadb(line, len, 0, &err);
+    const char *kind;
+    VSTR *labels;
+
+    if (event == NULL || !json_is_object(event)) {
+        msg_warn("journal line not JSON: %s", err.text);
+        json_decref(event);
+        return;
+    }
+    kind = json_string_value(json_object_get(event, "kind"));
+    if (kind == NULL) {
+        json_decref(event);
+        return;
+    }
+    labels = vstr_alloc(64);
+    if (strcmp(kind, EVENTS_RECEIVED) == 0) {
+        metrics_series(&ctx->received, "")->value++;
+    } else if (strcmp(kind, EVENTS_DELIVERED) == 0 ||
+               strcmp(kind, EVENTS_DEFERRED) == 0 ||
+               strcmp(kind, EVENTS_BOUNCED) == 0 ||
+               strcmp(kind, EVENTS_EXPIRED) == 0) {
+        metrics_label_append(labels, "status", kind);
+        metrics_event_label_set(ctx, event, labels);
+        metrics_series(&ctx->deliveries, vstr_str(labels))->value++;
+        if (strcmp(kind, EVENTS_DELIVERED) == 0) {
+            json_t *delay = json_object_get(event, "delay");
+            METRICS_SERIES *series;
+            double seconds;
+
+            vstr_reset(labels);
+            metrics_event_label_set(ctx, event, labels);
+            series = metrics_series(&ctx->delay, vstr_str(labels));
+            seconds = json_is_number(delay) ? json_number_value(delay) : 0;
+            series->count++;
+            series->sum += seconds;
+            for (size_t i = 0; i < METRICS_BUCKETS; i++)
+                if (seconds <= metrics_delay_buckets[i])
+                    series->buckets[i]++;
+        }
+    }
+    vstr_free(labels);
+    json_decref(event);
+}
+
+/* metrics_pid_alive - does the journal writer pid still run? */
+static bool metrics_pid_alive(long pid)
+{
+    return kill((pid_t) pid, 0) == 0 || errno == EPERM;
+}
+
+/* metrics_segment_read - count the whole lines of segment seg from offset
+   on (at most METRICS_READ_MAX bytes); the new offset */
+static long long metrics_segment_read(METRICS_CTX *ctx,
+                                      const EVENTS_SEG_INFO *seg,
+                                      long long offset)
+{
+    VSTR *path = vstr_alloc(100);
+    long long want = seg->size - offset;
+    char *data;
+    ssize_t got;
+    size_t whole;
+    int fd;
+
+    if (want > METRICS_READ_MAX)
+        want = METRICS_READ_MAX;
+    vstr_sprintf(path, "%s/%s", ctx->events_dir, seg->name);
+    if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0) {
+        if (errno != ENOENT)
+            msg_warn("open %s: %m", vstr_str(path));
+        vstr_free(path);
+        return offset;
+    }
+    data = mymalloc((size_t) want + 1);
+    got = pread(fd, data, (size_t) want, offset);
+    (void) close(fd);
+    if (got < 0) {
+        msg_warn("read %s: %m", vstr_str(path));
+        got = 0;
+    }
+    whole = events_whole_length(data, (size_t) got);
+    for (size_t start = 0; start < whole;) {
+        const char *nl = memchr(data + start, '\n', whole - start);
+        size_t end = (size_t) (nl - data);
+
+        if (end > start)
+            metrics_event(ctx, data + start, end - start);
+        start = end + 1;
+    }
+    myfree(data);
+    vstr_free(path);
+    return offset + (long long) whole;
+}
+
+/* metrics_journal_follow - count the events written since the last pass;
+   the first pass only notes where the journal ends */
+static void metrics_journal_follow(METRICS_CTX *ctx)
+{
+    VSTR *why = vstr_alloc(100);
+    EVENTS_LIST *list = events_list(ctx->events_dir, why);
+
+    if (list == NULL) {
+        msg_warn("%s", vstr_str(why));
+        vstr_free(why);
+        return;
+    }
+    events_list_mark_finished(list, metrics_pid_alive);
+    for (size_t i = 0; i < list->count; i++) {
+        const EVENTS_SEG_INFO *seg = &list->segs[i];
+        long long offset = events_pos_offset(ctx->pos, seg->name);
+
+        if (offset < 0)
+            continue;
+        if (!ctx->pos_started)
+            events_pos_set(ctx->pos, seg->name, seg->size);
+        else if (offset < seg->size)
+            events_pos_set(ctx->pos, seg->name,
+                           metrics_segment_read(ctx, seg, offset));
+    }
+    ctx->pos_started = true;
+    (void) events_pos_advance(ctx->pos, list);
+    events_list_free(list);
+    vstr_free(why);
+}
+
+/* metrics_elapsed - seconds from since to now (CLOCK_MONOTONIC) */
+static double metrics_elapsed(const struct timespec *since)
+{
+    struct timespec now;
+
+    clock_gettime(CLOCK_MONOTONIC, &now);
+    return (double) (now.tv_sec - since->tv_sec) +
+           (double) (now.tv_nsec - since->tv_nsec) / 1e9;
+}
+
+/* metrics_dir_count - add the queue files of dir to queue */
+static void metrics_dir_count(const char *dir, METRICS_QUEUE *queue)
+{
+    DIR *dp;
+    struct dirent *de;
+
+    if ((dp = opendir(dir)) == NULL) {
+        if (errno != ENOENT)
+            msg_warn("opendir %s: %m", dir);
+        return;
+    }
+    while ((de = readdir(dp)) != NULL) {
+        if (!qid_valid(de->d_name))
+            continue;
+        queue->messages++;
+        if (queue->oldest[0] == 0 || strcmp(de->d_name, queue->oldest) < 0)
+            memcpy(queue->oldest, de->d_name, QID_SIZE);
+    }
+    closedir(dp);
+}
+
+/* metrics_queue_scan - count the queues again, unless the last count is
+   recent (see the head of this file) */
+static void metrics_queue_scan(METRICS_CTX *ctx)
+{
+    VSTR *dir = vstr_alloc(100);
+    struct timespec start;
+    double wait = (double) ctx->scan_interval;
+
+    if (wait < 10 * ctx->scan_seconds)
+        wait = 10 * ctx->scan_seconds;
+    if (ctx->scanned.tv_sec != 0 && metrics_elapsed(&ctx->scanned) < wait) {
+        vstr_free(dir);
+        return;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &start);
+    for (size_t i = 0; i < METRICS_QUEUES; i++) {
+        METRICS_QUEUE *queue = &ctx->queues[i];
+
+        queue->messages = 0;
+        queue->oldest[0] = 0;
+        if (!mail_queue_hashed(metrics_queues[i])) {
+            vstr_sprintf(dir, "%s/%s", ctx->queue_dir, metrics_queues[i]);
+            metrics_dir_count(vstr_str(dir), queue);
+            continue;
+        }
+        for (size_t h = 0; h < MAIL_QUEUE_HASH_COUNT; h++) {
+            vstr_sprintf(dir, "%s/%s/%c", ctx->queue_dir, metrics_queues[i],
+                         mail_queue_hash_chars[h]);
+            metrics_dir_count(vstr_str(dir), queue);
+        }
+    }
+    ctx->scan_seconds = metrics_elapsed(&start);
+    clock_gettime(CLOCK_MONOTONIC, &ctx->scanned);
+    vstr_free(dir);
+}
+
+/* metrics_key_cmp - qsort order of label strings */
+static int metrics_key_cmp(const void *a, const void *b)
+{
+    return strcmp(*(const char *const *) a, *(const char *const *) b);
+}
+
+/* metrics_family_render - append a family's HELP, TYPE and series */
+static void metrics_family_render(const METRICS_FAMILY *family, VSTR *out)
+{
+    HTABLE_ITER iter;
+    const char *key;
+    void *value;
+    const char **keys = NULL;
+    size_t count = 0;
+    size_t cap = 0;
+
+    vstr_sprintf_append(out, "# HELP %s %s\n# TYPE %s %s\n", family->name,
+                        family->help, family->name, family->type);
+    htable_iter_init(&iter, family->series);
+    while (htable_iter_next(&iter, &key, &value)) {
+        if (count == cap) {
+            cap = cap ? 2 * cap : 16;
+            keys = myrealloc(keys, cap * sizeof(*keys));
+        }
+        keys[count++] = key;
+    }
+    if (count > 1)
+        qsort(keys, count, sizeof(*keys), metrics_key_cmp);
+    for (size_t i = 0; i < count; i++) {
+        const METRICS_SERIES *series = htable_find(family->series, keys[i]);
+        const char *sep = *keys[i] ? "," : "";
+
+        if (strcmp(family->type, "histogram") != 0) {
+            vstr_sprintf_append(out, "%s%s%s%s %.17g\n", family->name,
+                                *keys[i] ? "{" : "", keys[i],
+                                *keys[i] ? "}" : "", series->value);
+            continue;
+        }
+        for (size_t b = 0; b < METRICS_BUCKETS; b++)
+            vstr_sprintf_append(out, "%s_bucket{%s%sle=\"%g\"} %llu\n",
+                                family->name, keys[i], sep,
+                                metrics_delay_buckets[b], series->buckets[b]);
+        vstr_sprintf_append(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n",
+                            family->name, keys[i], sep, series->count);
+        vstr_sprintf_append(out, "%s_sum%s%s%s %.17g\n", family->name,
+                            *keys[i] ? "{" : "", keys[i], *keys[i] ? "}" : "",
+                            series->sum);
+        vstr_sprintf_append(out, "%s_count%s%s%s %llu\n", family->name,
+                            *keys[i] ? "{" : "", keys[i], *keys[i] ? "}" : "",
+                            series->count);
+    }
+    myfree(keys);
+}
+
+/* metrics_render_queues - the queue gauges */
+static void metrics_render_queues(METRICS_CTX *ctx, VSTR *out)
+{
+    time_t now = time(NULL);
+
+    metrics_queue_scan(ctx);
+    vstr_cat(out, "# HELP sluice_queue_messages Queue files in each queue.\n"
+                  "# TYPE sluice_queue_messages gauge\n");
+    for (size_t i = 0; i < METRICS_QUEUES; i++)
+        vstr_sprintf_append(out, "sluice_queue_messages{queue=\"%s\"} %lld\n",
+                            metrics_queues[i], ctx->queues[i].messages);
+    vstr_cat(out, "# HELP sluice_queue_oldest_seconds Age of the oldest "
+                  "message in each queue (0: empty).\n"
+                  "# TYPE sluice_queue_oldest_seconds gauge\n");
+    for (size_t i = 0; i < METRICS_QUEUES; i++) {
+        long long age = 0;
+
+        if (ctx->queues[i].oldest[0]) {
+            time_t sec;
+            long usec;
+
+            qid_time(ctx->queues[i].oldest, &sec, &usec);
+            age = now > sec ? (long long) (now - sec) : 0;
+        }
+        vstr_sprintf_append(out,
+                            "sluice_queue_oldest_seconds{queue=\"%s\"} %lld\n",
+                            metrics_queues[i], age);
+    }
+    vstr_sprintf_append(out,
+                        "# HELP sluice_queue_scan_seconds How long the last "
+                        "count of the queue directories took.\n"
+                        "# TYPE sluice_queue_scan_seconds gauge\n"
+                        "sluice_queue_scan_seconds %.6f\n",
+                        ctx->scan_seconds);
+}
+
+/* metrics_render_backlog - journal bytes each exporter has not passed */
+static void metrics_render_backlog(METRICS_CTX *ctx, VSTR *out)
+{
+    VSTR *why = vstr_alloc(100);
+    VSTR *path = vstr_alloc(100);
+    VSTR *labels = vstr_alloc(100);
+    EVENTS_LIST *list = events_list(ctx->events_dir, why);
+    EVENTS_POS *pos = events_pos_alloc();
+    long long total = 0;
+
+    vstr_cat(out, "# HELP sluice_events_backlog_bytes Journal bytes an "
+                  "exporter has not passed yet.\n"
+                  "# TYPE sluice_events_backlog_bytes gauge\n");
+    if (list == NULL)
+        msg_warn("%s", vstr_str(why));
+    for (size_t i = 0; list != NULL && i < list->count; i++)
+        total += list->segs[i].size;
+    for (size_t e = 0; list != NULL && e < ctx->exporters->count; e++) {
+        const EVENTS_EXPORT *exp = &ctx->exporters->exports[e];
+        long long backlog = 0;
+
+        events_export_path(path, ctx->events_dir, exp->name,
+                           EVENTS_EXPORT_POS_SUFFIX);
+        events_pos_reset(pos);
+        if (events_pos_load(pos, vstr_str(path), why) < 0) {
+            msg_warn("%s", vstr_str(why));
+            continue;
+        }
+        for (size_t i = 0; i < list->count; i++) {
+            long long offset = events_pos_offset(pos, list->segs[i].name);
+
+            if (offset >= 0 && offset < list->segs[i].size)
+                backlog += list->segs[i].size - offset;
+        }
+        vstr_reset(labels);
+        metrics_label_append(labels, "exporter", exp->name);
+        metrics_label_append(labels, "kind", exp->kind);
+        vstr_sprintf_append(out, "sluice_events_backlog_bytes{%s} %lld\n",
+                            vstr_str(labels), backlog);
+    }
+    vstr_sprintf_append(out,
+                        "# HELP sluice_events_journal_bytes Bytes the event "
+                        "journal's segments hold.\n"
+                        "# TYPE sluice_events_journal_bytes gauge\n"
+                        "sluice_events_journal_bytes %lld\n",
+                        total);
+    events_pos_free(pos);
+    events_list_free(list);
+    vstr_free(labels);
+    vstr_free(path);
+    vstr_free(why);
+}
+
+/* metrics_render_restarts - master's counts of unasked deaths */
+static void metrics_render_restarts(METRICS_CTX *ctx, VSTR *out)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *labels = vstr_alloc(100);
+    char line[512];
+    FILE *fp;
+
+    vstr_cat(out, "# HELP sluice_process_restarts_total Processes of a "
+                  "service that died unasked and were restarted.\n"
+                  "# TYPE sluice_process_restarts_total counter\n");
+    vstr_sprintf(path, "%s/%s/%s", ctx->queue_dir, MAIL_QUEUE_PID,
+                 METRICS_MASTER_STATUS);
+    if ((fp = fopen(vstr_str(path), "re")) == NULL) {
+        if (errno != ENOENT)
+            msg_warn("open %s: %m", vstr_str(path));
+    } else if (fgets(line, sizeof(line), fp) == NULL ||
+               strcmp(line, METRICS_MASTER_MAGIC "\n") != 0) {
+        msg_warn("%s: not a master status file", vstr_str(path));
+    } else {
+        while (fgets(line, sizeof(line), fp) != NULL) {
+            char name[128];
+            char type[16];
+            long long deaths;
+
+            if (sscanf(line, "service %127s %15s %lld", name, type, &deaths) !=
+                3)
+                continue;
+            vstr_reset(labels);
+            metrics_label_append(labels, "service", name);
+            metrics_label_append(labels, "type", type);
+            vstr_sprintf_append(out, "sluice_process_restarts_total{%s} %lld\n",
+                                vstr_str(labels), deaths);
+        }
+    }
+    if (fp != NULL)
+        fclose(fp);
+    vstr_free(labels);
+    vstr_free(path);
+}
+
+/* metrics_render - the whole exposition */
+static void metrics_render(METRICS_CTX *ctx, VSTR *out)
+{
+    metrics_journal_follow(ctx);
+    metrics_render_queues(ctx, out);
+    metrics_family_render(&ctx->received, out);
+    metrics_family_render(&ctx->deliveries, out);
+    metrics_family_render(&ctx->delay, out);
+    metrics_render_backlog(ctx, out);
+    metrics_render_restarts(ctx, out);
+}
+
+/* metrics_conn_free - close a connection and forget it */
+static void metrics_conn_free(METRICS_CONN *conn)
+{
+    METRICS_CTX *ctx = conn->ctx;
+
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        ctx->conns_head = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
+    else
+        ctx->conns_tail = conn->prev;
+    ctx->conns--;
+    bufferevent_free(conn->bev);
+    myfree(conn);
+}
+
+/* metrics_reply - queue a whole reply; the connection closes once it is
+   out */
+static void metrics_reply(METRICS_CONN *conn, int status, const char *reason,
+                          const char *type, const char *body, size_t len)
+{
+    struct evbuffer *output = bufferevent_get_output(conn->bev);
+
+    evbuffer_add_printf(output,
+                        "HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+                        "Content-Length: %zu\r\nConnection: close\r\n\r\n",
+                        status, reason, type, len);
+    evbuffer_add(output, body, len);
+    conn->answered = true;
+    bufferevent_disable(conn->bev, EV_READ);
+}
+
+/* metrics_request - answer a whole request whose first line is line */
+static void metrics_request(METRICS_CONN *conn, const char *line)
+{
+    static const char not_found[] = "not found: try GET /metrics\n";
+    ARGV *words = argv_split(line, " ");
+    const char *path;
+
+    if (words->argc != 3 || strncmp(words->argv[2], "HTTP/1.", 7) != 0) {
+        metrics_reply(conn, 400, "Bad Request", "text/plain", "bad request\n",
+                      12);
+    } else if (path = words->argv[1], strcmp(path, "/metrics") != 0 &&
+                                          strncmp(path, "/metrics?", 9) != 0) {
+        metrics_reply(conn, 404, "Not Found", "text/plain", not_found,
+                      sizeof(not_found) - 1);
+    } else if (strcmp(words->argv[0], "GET") != 0) {
+        metrics_reply(conn, 405, "Method Not Allowed", "text/plain",
+                      "GET only\n", 9);
+    } else {
+        VSTR *body = vstr_alloc(4096);
+
+        metrics_render(conn->ctx, body);
+        metrics_reply(conn, 200, "OK", METRICS_CONTENT_TYPE, vstr_str(body),
+                      vstr_len(body));
+        vstr_free(body);
+    }
+    argv_free(words);
+}
+
+/* metrics_conn_read - wait for a whole request (line and headers) */
+static void metrics_conn_read(struct bufferevent *bev, void *arg)
+{
+    METRICS_CONN *conn = arg;
+    struct evbuffer *input = bufferevent_get_input(bev);
+    struct evbuffer_ptr end;
+    size_t line_len;
+    char *line;
+
+    if (conn->answered)
+        return;
+    end = evbuffer_search(input, "\r\n\r\n", 4, NULL);
+    if (end.pos < 0)
+        end = evbuffer_search(input, "\n\n", 2, NULL);
+    if (end.pos < 0 || end.pos > METRICS_REQUEST_MAX) {
+        if (evbuffer_get_length(input) > METRICS_REQUEST_MAX)
+            metrics_reply(conn, 431, "Request Header Fields Too Large",
+                          "text/plain", "request too large\n", 18);
+        return;
+    }
+    line = evbuffer_readln(input, &line_len, EVBUFFER_EOL_CRLF);
+    metrics_request(conn, line ? line : "");
+    free(line);
+}
+
+/* metrics_conn_write - the reply is out: close */
+static void metrics_conn_write(struct bufferevent *bev, void *arg)
+{
+    METRICS_CONN *conn = arg;
+
+    if (conn->answered)
+        metrics_conn_free(conn);
+}
+
+/* metrics_conn_event - EOF, an error or the idle time: close */
+static void metrics_conn_event(struct bufferevent *bev, short what, void *arg)
+{
+    metrics_conn_free(arg);
+}
+
+/* metrics_accept - a new connection; at the cap the oldest makes room */
+static void metrics_accept(struct evconnlistener *listener, evutil_socket_t fd,
+                           struct sockaddr *addr, int addrlen, void *arg)
+{
+    METRICS_CTX *ctx = arg;
+    METRICS_CONN *conn;
+    struct timeval tv = {ctx->timeout, 0};
+
+    if (ctx->conns >= ctx->max_conns)
+        metrics_conn_free(ctx->conns_head);
+    conn = mycalloc(1, sizeof(*conn));
+    conn->ctx = ctx;
+    if ((conn->bev = bufferevent_socket_new(mail_server_base(ctx->server), fd,
+                                            BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+        msg_warn("cannot make a bufferevent");
+        (void) close(fd);
+        myfree(conn);
+        return;
+    }
+    conn->prev = ctx->conns_tail;
+    if (ctx->conns_tail)
+        ctx->conns_tail->next = conn;
+    else
+        ctx->conns_head = conn;
+    ctx->conns_tail = conn;
+    ctx->conns++;
+    bufferevent_setcb(conn->bev, metrics_conn_read, metrics_conn_write,
+                      metrics_conn_event, conn);
+    bufferevent_set_timeouts(conn->bev, &tv, &tv);
+    /* Stop reading past the bound: the read callback answers 431. */
+    bufferevent_setwatermark(conn->bev, EV_READ, 0, METRICS_REQUEST_MAX + 1);
+    bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
+}
+
+/* metrics_listen - bind metrics_listen ("host:port", "[v6]:port"); fd */
+static int metrics_listen(const char *addr)
+{
+    struct addrinfo hints = {0};
+    struct addrinfo *res;
+    VSTR *host = vstr_alloc(64);
+    const char *colon = strrchr(addr, ':');
+    const char *hp = addr;
+    size_t host_len;
+    int on = 1;
+    int fd;
+    int err;
+
+    if (colon == NULL)
+        msg_fatal("metrics_listen = %s: not ADDRESS:PORT", addr);
+    host_len = (size_t) (colon - addr);
+    if (host_len >= 2 && hp[0] == '[' && hp[host_len - 1] == ']') {
+        hp++;
+        host_len -= 2;
+    }
+    vstr_ncpy(host, hp, host_len);
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
+    if ((err = getaddrinfo(host_len ? vstr_str(host) : NULL, colon + 1, &hints,
+                           &res)) != 0)
+        msg_fatal("metrics_listen = %s: %s (a numeric address and port)", addr,
+                  gai_strerror(err));
+    if ((fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
+                     0)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0 ||
+        bind(fd, res->ai_addr, res->ai_addrlen) < 0 ||
+        listen(fd, METRICS_LISTEN_BACKLOG) < 0)
+        msg_fatal("metrics_listen = %s: %m", addr);
+    freeaddrinfo(res);
+    vstr_free(host);
+    return fd;
+}
+
+/* metrics_pre_loop - read the configuration, start serving */
+static void metrics_pre_loop(MAIL_SERVER *server, void *arg)
+{
+    METRICS_CTX *ctx = arg;
+    const MAIL_CONF *conf = mail_server_conf(server);
+    const char *listen_addr = mail_conf_str(conf, "metrics_listen");
+    VSTR *why = vstr_alloc(100);
+    int fd;
+
+    ctx->server = server;
+    ctx->queue_dir = mystrdup(mail_conf_str(conf, "queue_directory"));
+    ctx->events_dir = mystrdup(mail_conf_str(conf, "events_directory"));
+    ctx->timeout = (int) mail_conf_time(conf, "metrics_timeout");
+    ctx->max_conns = (int) mail_conf_int(conf, "metrics_max_connections");
+    ctx->scan_interval = mail_conf_time(conf, "metrics_queue_scan_interval");
+    ctx->shaping = shaping_rules_load(
+        "smtp_shaping_maps", mail_conf_str(conf, "smtp_shaping_maps"), why);
+    if (ctx->shaping == NULL && vstr_len(why) > 0)
+        msg_warn("%s; every provider label is \"%s\"", vstr_str(why),
+                 METRICS_OTHER);
+    ctx->exporters = events_export_list(conf);
+    ctx->pos = events_pos_alloc();
+    ctx->received = (METRICS_FAMILY){
+        "sluice_messages_received_total", "counter",
+        "Messages the queue manager took in (journal: received).",
+        htable_alloc(1)};
+    ctx->deliveries = (METRICS_FAMILY){
+        "sluice_deliveries_total", "counter",
+        "Recipients delivered, deferred, bounced or expired (journal).",
+        htable_alloc(64)};
+    ctx->delay = (METRICS_FAMILY){
+        "sluice_delivery_delay_seconds", "histogram",
+        "Time from arrival to delivery of each delivered recipient.",
+        htable_alloc(16)};
+    vstr_free(why);
+    if (*listen_addr == 0) {
+        msg_info("metrics_listen is empty: the metrics endpoint is off");
+        return;
+    }
+    metrics_journal_follow(ctx);
+    fd = metrics_listen(listen_addr);
+    if ((ctx->listener = evconnlistener_new(
+             mail_server_base(server), metrics_accept, ctx,
+             LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd)) == NULL)
+        msg_fatal("metrics_listen = %s: cannot listen", listen_addr);
+    msg_info("metrics on %s", listen_addr);
+}
+
+/* metrics_tick - keep up with the journal between scrapes */
+static void metrics_tick(MAIL_SERVER *server, void *arg)
+{
+    METRICS_CTX *ctx = arg;
+
+    if (ctx->listener != NULL)
+        metrics_journal_follow(ctx);
+}
+
+/* metrics_post_loop - free what lives on the event base */
+static void metrics_post_loop(MAIL_SERVER *server, void *arg)
+{
+    METRICS_CTX *ctx = arg;
+
+    while (ctx->conns_head != NULL)
+        metrics_conn_free(ctx->conns_head);
+    if (ctx->listener != NULL)
+        evconnlistener_free(ctx->listener);
+    ctx->listener = NULL;
+}
+
+/* metrics_series_free - htable_free's value function */
+static void metrics_series_free(void *series)
+{
+    myfree(series);
+}
+
+/* main - the metrics daemon */
+int main(int argc, char **argv)
+{
+    static const MAIL_SERVER_OPS ops = {
+        .pre_loop = metrics_pre_loop,
+        .on_trigger = NULL,
+        .on_tick = metrics_tick,
+        .tick_seconds = METRICS_TICK,
+        .on_retire = NULL,
+        .post_loop = metrics_post_loop,
+    };
+    METRICS_CTX ctx = {0};
+    int status;
+
+    status = mail_server_main(argc, argv, "metrics", &ops, &ctx);
+    myfree(ctx.queue_dir);
+    myfree(ctx.events_dir);
+    if (ctx.shaping != NULL)
+        shaping_rules_free(ctx.shaping);
+    if (ctx.exporters != NULL)
+        events_export_list_free(ctx.exporters);
+    if (ctx.pos != NULL)
+        events_pos_free(ctx.pos);
+    if (ctx.received.series != NULL) {
+        htable_free(ctx.received.series, metrics_series_free);
+        htable_free(ctx.deliveries.series, metrics_series_free);
+        htable_free(ctx.delay.series, metrics_series_free);
+    }
+    return status;
+}
