@@ -47,6 +47,11 @@
  *   sluice_process_restarts_total{service,type}
  *       processes of each master.cf service that died unasked (and were
  *       restarted), from master's pid/master.status.
+ *   sluice_shaping_*{provider}, sluice_shaping_up
+ *       qmgr's shaping state of each provider bucket (connections, limit,
+ *       tokens, queued, suspension, automation), asked on
+ *       private/qmgr-shaping as `sluice shaping` does; only provider
+ *       buckets (domain buckets would be unbounded), only with rules.
  *
  * Labels of the journal's metrics are computed by metrics_event_labels[]:
  * adding one (a pool, a source IP) is one line there.
@@ -69,6 +74,7 @@
 #include <jansson.h>
 
 #include "argv.h"
+#include "attr.h"
 #include "events.h"
 #include "events_export.h"
 #include "events_pos.h"
@@ -79,12 +85,15 @@
 #include "mymalloc.h"
 #include "qid.h"
 #include "shaping.h"
+#include "shaping_proto.h"
+#include "sock.h"
 #include "vstr.h"
 
 #define METRICS_LISTEN_BACKLOG 128
 #define METRICS_REQUEST_MAX 8192 /* bytes of a request line and headers */
 #define METRICS_TICK 1 /* seconds between reads of the journal */
 #define METRICS_READ_MAX (16 * 1024 * 1024) /* journal bytes per pass */
+#define METRICS_SHAPING_WAIT_MS 2000 /* for qmgr's shaping state */
 #define METRICS_OTHER "other" /* no provider of the shaping rules */
 /* master/master.h: pid/master.status */
 #define METRICS_MASTER_STATUS "master.status"
@@ -621,6 +630,120 @@ static void metrics_render_restarts(METRICS_CTX *ctx, VSTR *out)
     vstr_free(path);
 }
 
+/* The per-provider gauges of qmgr's shaping state, in BUCKET order. */
+static const char *const metrics_shaping_names[][2] = {
+    {"sluice_shaping_connections", "Deliveries in flight to the provider."},
+    {"sluice_shaping_max_connections",
+     "The provider's connection limit (0: none)."},
+    {"sluice_shaping_message_tokens",
+     "Messages that could start at once under the provider's rate."},
+    {"sluice_shaping_queued", "Deliveries waiting for the provider."},
+    {"sluice_shaping_suspended_seconds",
+     "Seconds the provider stays suspended (0: not suspended)."},
+    {"sluice_shaping_automation_active",
+     "1 while response automation holds the provider back."},
+};
+#define METRICS_SHAPING_GAUGES                                                 \
+    (sizeof(metrics_shaping_names) / sizeof(metrics_shaping_names[0]))
+
+/* metrics_shaping_ask - send "list" to qmgr on stream and keep each
+   provider bucket's gauges (labels, then METRICS_SHAPING_GAUGES values)
+   in rows; -1 with why */
+static int metrics_shaping_ask(ATTR_STREAM *stream, ARGV *rows, VSTR *why)
+{
+    SHAPING_PROTO_REQUEST req = {.request = SHAPING_PROTO_REQ_LIST};
+    ATTR_LIST *list = shaping_proto_hello_list();
+    VSTR *row = vstr_alloc(100);
+    int ret;
+
+    ret = attr_stream_write(stream, list, why);
+    list = attr_list_free(list);
+    if (ret == 0 && (ret = attr_stream_read(stream, &list, why)) == 0)
+        ret = shaping_proto_hello_take(list, why);
+    list = attr_list_free(list);
+    if (ret == 0) {
+        list = shaping_proto_request_list(&req);
+        ret = attr_stream_write(stream, list, why);
+        list = attr_list_free(list);
+    }
+    while (ret == 0 && (ret = attr_stream_read(stream, &list, why)) == 0) {
+        SHAPING_PROTO_BUCKET b;
+        SHAPING_PROTO_REPLY reply;
+
+        if (!shaping_proto_is_bucket(list)) {
+            ret = shaping_proto_reply_take(list, &reply, why);
+            break;
+        }
+        if ((ret = shaping_proto_bucket_take(list, &b, why)) < 0)
+            break;
+        /* Domain buckets would make the label set unbounded. */
+        if (strncmp(b.bucket, SHAPING_PROVIDER_PREFIX,
+                    strlen(SHAPING_PROVIDER_PREFIX)) == 0) {
+            vstr_reset(row);
+            metrics_label_append(row, "provider",
+                                 b.bucket + strlen(SHAPING_PROVIDER_PREFIX));
+            argv_add(rows, vstr_str(row));
+            vstr_sprintf(row, "%lld %lld %lld %lld %lld %d", b.connections,
+                         b.max_connections, b.message_tokens, b.queued,
+                         b.suspended, strcmp(b.automation, "-") != 0);
+            argv_add(rows, vstr_str(row));
+        }
+        list = attr_list_free(list);
+    }
+    attr_list_free(list);
+    vstr_free(row);
+    return ret;
+}
+
+/* metrics_render_shaping - qmgr's shaping state per provider, asked on
+   private/qmgr-shaping (answered from qmgr's memory; a scrape waits at
+   most METRICS_SHAPING_WAIT_MS for it) */
+static void metrics_render_shaping(METRICS_CTX *ctx, VSTR *out)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    ARGV *rows = argv_alloc(16);
+    ATTR_STREAM *stream;
+    bool up = false;
+    int fd;
+
+    mail_queue_service(path, ctx->queue_dir, MAIL_QUEUE_PRIVATE,
+                       SHAPING_PROTO_SERVICE);
+    if (ctx->shaping != NULL && (fd = sock_unix_connect(vstr_str(path))) >= 0) {
+        stream = attr_stream_open(fd, SHAPING_PROTO_LIST_MAX,
+                                  METRICS_SHAPING_WAIT_MS);
+        if (metrics_shaping_ask(stream, rows, why) < 0)
+            msg_warn("shaping state from qmgr: %s", vstr_str(why));
+        else
+            up = true;
+        attr_stream_close(stream);
+    }
+    vstr_sprintf_append(out,
+                        "# HELP sluice_shaping_up 1 when qmgr answered for "
+                        "its shaping state (0: no rules, or no answer).\n"
+                        "# TYPE sluice_shaping_up gauge\n"
+                        "sluice_shaping_up %d\n",
+                        up);
+    for (size_t g = 0; up && g < METRICS_SHAPING_GAUGES; g++) {
+        vstr_sprintf_append(
+            out, "# HELP %s %s\n# TYPE %s gauge\n", metrics_shaping_names[g][0],
+            metrics_shaping_names[g][1], metrics_shaping_names[g][0]);
+        for (size_t r = 0; r + 1 < (size_t) rows->argc; r += 2) {
+            const char *cp = rows->argv[r + 1];
+            long long gauge = 0;
+
+            for (size_t skip = 0; skip <= g; skip++)
+                gauge = strtoll(cp, (char **) &cp, 10);
+            vstr_sprintf_append(out, "%s{%s} %lld\n",
+                                metrics_shaping_names[g][0], rows->argv[r],
+                                gauge);
+        }
+    }
+    argv_free(rows);
+    vstr_free(why);
+    vstr_free(path);
+}
+
 /* metrics_render - the whole exposition */
 static void metrics_render(METRICS_CTX *ctx, VSTR *out)
 {
@@ -631,6 +754,7 @@ static void metrics_render(METRICS_CTX *ctx, VSTR *out)
     metrics_family_render(&ctx->delay, out);
     metrics_render_backlog(ctx, out);
     metrics_render_restarts(ctx, out);
+    metrics_render_shaping(ctx, out);
 }
 
 /* metrics_conn_free - close a connection and forget it */

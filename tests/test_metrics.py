@@ -96,6 +96,7 @@ def test_scrape_counts_deliveries_and_promtool_accepts_it(metered):
     status, text = scrape(port)
     assert status == 200
     assert value(text, "sluice_messages_received_total") == 3, text
+    assert value(text, "sluice_events_journal_bytes") > 0, text
     assert value(text, "sluice_delivery_delay_seconds_count",
                  provider="prov") == 3, text
     assert value(text, "sluice_delivery_delay_seconds_bucket",
@@ -124,6 +125,27 @@ def test_restart_of_a_killed_service_is_counted(metered):
     wait_until(lambda: value(scrape(port)[1], "sluice_process_restarts_total",
                              service="pickup", type="unix") == 1,
                15, what="pickup's restart counted")
+
+
+def test_shaping_state_per_provider(metered):
+    """provider:prov suspended with `sluice shaping suspend`: the scrape
+    shows its suspension and the message waiting for it, from qmgr's
+    shaping listener; no domain bucket becomes a label."""
+    inst, sink, port = metered
+    inst.check("shaping", "suspend", "provider:prov", "10m")
+    smtp_queue(inst, "s@client.test", ["w@a.test"], BODY)
+
+    def shaped():
+        text = scrape(port)[1]
+        return (value(text, "sluice_shaping_queued", provider="prov") == 1
+                and text)
+    text = wait_until(shaped, 15, what="one queued for provider:prov")
+    assert value(text, "sluice_shaping_up") == 1, text
+    assert 0 < value(text, "sluice_shaping_suspended_seconds",
+                     provider="prov") <= 600, text
+    assert "a.test" not in text, text
+    inst.check("shaping", "resume", "provider:prov")
+    sink.wait_messages(1, timeout=30)
 
 
 def test_prometheus_sees_the_deferred_queue(metered, tmp_path):
