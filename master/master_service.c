@@ -796,11 +796,22 @@ static void master_status_write(MASTER_CTX *ctx)
             vstr_sprintf_append(text, "service %s %s %lld\n", serv->name,
                                 master_serv_type_name(serv->type),
                                 serv->deaths);
-    if ((fd = open(vstr_str(tmp), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                   0644)) < 0 ||
-        safe_file_write_all(fd, vstr_str(text), vstr_len(text)) < 0 ||
-        close(fd) < 0 || rename(vstr_str(tmp), vstr_str(path)) < 0)
-        msg_warn("write %s: %m", vstr_str(path));
+    /* pid/ may be someone else's (an old layout): never follow a link;
+       0644 whatever the umask, as the metrics daemon is not root. */
+    if ((unlink(vstr_str(tmp)) < 0 && errno != ENOENT) ||
+        (fd = open(vstr_str(tmp),
+                   O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC,
+                   0644)) < 0) {
+        msg_warn("write %s: %m", vstr_str(tmp));
+    } else {
+        bool ok = fchmod(fd, 0644) == 0 &&
+                  safe_file_write_all(fd, vstr_str(text), vstr_len(text)) == 0;
+
+        if (close(fd) < 0 || !ok || rename(vstr_str(tmp), vstr_str(path)) < 0) {
+            msg_warn("write %s: %m", vstr_str(path));
+            (void) unlink(vstr_str(tmp));
+        }
+    }
     vstr_free(path);
     vstr_free(tmp);
     vstr_free(text);
