@@ -148,6 +148,28 @@ def test_shaping_state_per_provider(metered):
     sink.wait_messages(1, timeout=30)
 
 
+def test_exporter_backlog(metered):
+    """A webhook exporter whose receiver is down: its backlog
+    (sluice_events_backlog_bytes{kind="webhook"}) grows past 0 once mail
+    is received, and the journal's size shows."""
+    import sink as sink_mod
+    inst, sink, port = metered
+    inst.conf_set(events_webhook_urls="http://127.0.0.1:%d/hook"
+                  % sink_mod.dead_port())
+    inst.reload()
+    inst.wait_log(r"metrics\[\d+\]: metrics on", count=2)
+    smtp_queue(inst, "s@client.test", ["e@a.test"], BODY)
+    sink.wait_messages(1, timeout=30)
+
+    def behind():
+        text = scrape(port)[1]
+        m = re.search(r'^sluice_events_backlog_bytes\{exporter="webhook-'
+                      r'[0-9a-f]+",kind="webhook"\} (\d+)$', text, re.M)
+        return m and int(m.group(1)) > 0 and text
+    text = wait_until(behind, 15, what="a webhook backlog")
+    assert value(text, "sluice_events_journal_bytes") > 0, text
+
+
 def test_prometheus_sees_the_deferred_queue(metered, tmp_path):
     """With the sink answering 451, two messages wait in deferred/; a real
     Prometheus scraping every second answers the PromQL query
