@@ -204,6 +204,9 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"dkim_lookup_timeout", TIME_RANGE(1, 300), "20s",
      "bound on the key lookups of one message's DKIM verification (past it:"
      " temperror)"},
+    {"spf_process_connections", INT_RANGE(0, INTMAX), "100",
+     "smtpd connections one spf process serves at once before master starts"
+     " another (0: no limit but the descriptors)"},
     {"dmarc_enforce", BOOL, "no",
      "reject (550 5.7.1) a message that fails DMARC for a domain whose"
      " policy is p=reject (or sp=reject); no: only record dmarc=fail"},

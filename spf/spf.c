@@ -23,8 +23,16 @@
  * With disable_dns_lookups = yes no check is made: every result is none,
  * and the start says so once in the log.
  *
- * libspf2 blocks in its lookups, so this process says busy while it
- * checks and master starts a sibling for the next client (up to maxproc).
+ * Many clients a process, in the event loop (attr_conn): a DKIM
+ * verification holds its connection for as long as smtpd's client takes
+ * to send the message, and one process a client let ~maxproc slow DATA
+ * senders take every process, so that every other session's SPF, DKIM
+ * and DMARC verdict timed out. Reading a request or a chunk never waits.
+ * The checks themselves block (libspf2 and libopendkim are synchronous;
+ * their lookups are bounded by spf_lookup_timeout and
+ * dkim_lookup_timeout): while one runs this process says busy, and
+ * master starts a sibling for new clients (up to maxproc). So does
+ * spf_process_connections clients at once.
  */
 #include "sys_defs.h"
 
@@ -36,12 +44,14 @@
 #include <strings.h>
 #include <time.h>
 
+#include <event2/event.h>
 #include <spf2/spf.h>
 #include <spf2/spf_dns.h>
 #include <unbound.h>
 
 #include "argv.h"
 #include "attr.h"
+#include "attr_conn.h"
 #include "dkim_proto.h"
 #include "dns.h"
 #include "mail_conf.h"
@@ -75,7 +85,26 @@ typedef struct SPF_CTX {
     SPF_DKIM *dkim; /* DKIM verification (spf_dkim.c) */
     PSL *psl; /* dmarc_public_suffix_list; NULL: none */
     char *psl_file; /* its file, when read; else NULL */
+    MAIL_SERVER *server;
+    int conn_count; /* clients connected */
+    int busy_connections; /* spf_process_connections; 0: never busy */
 } SPF_CTX;
+
+/* One client (smtpd) connection. */
+typedef enum SPF_CONN_STATE {
+    SPF_CONN_HELLO, /* its HELLO is next */
+    SPF_CONN_REQUEST, /* an SPF request or a DKIM BEGIN */
+    SPF_CONN_DKIM, /* DKIM DATA or END */
+    SPF_CONN_DONE, /* the reply goes out, then the connection */
+} SPF_CONN_STATE;
+
+typedef struct SPF_CONN {
+    SPF_CTX *ctx;
+    ATTR_CONN *client;
+    SPF_CONN_STATE state;
+    SPF_DKIM_MSG *msg; /* SPF_CONN_DKIM: the message */
+    VSTR *why;
+} SPF_CONN;
 
 /* One lookup in flight. */
 typedef struct SPF_DNS_QUERY {
@@ -438,69 +467,196 @@ done:
     vstr_free(who);
 }
 
-/* spf_serve - one connection: HELLOs, one SPF request and its reply, or
-   one DKIM verification (global/dkim_proto.h) */
-static void spf_serve(SPF_CTX *ctx, int fd)
+/* spf_busy_for - say busy for a check that blocks (true), or, after
+   it, as the client count says (false) */
+static void spf_busy_for(SPF_CTX *ctx, bool checking)
 {
-    /* A DKIM request carries the content: lists up to DKIM_LIST_MAX, and
-       as long between them as smtpd waits for its client. */
-    ATTR_STREAM *stream =
-        attr_stream_open(fd, DKIM_LIST_MAX, SPF_DATA_TIMEOUT * 1000);
-    VSTR *why = vstr_alloc(100);
-    VSTR *explanation = vstr_alloc(100);
-    VSTR *received = vstr_alloc(200);
-    ATTR_LIST *hello = spf_hello_list();
-    ATTR_LIST *list = NULL;
+    mail_server_busy(ctx->server,
+                     checking || (ctx->busy_connections > 0 &&
+                                  ctx->conn_count >= ctx->busy_connections));
+    /* libevent's clock stood still during the check: a timeout set now
+       would count from its start, and could be over at once. */
+    if (!checking)
+        (void) event_base_update_cache_time(mail_server_base(ctx->server));
+}
+
+/* spf_conn_free - close a client connection */
+static void spf_conn_free(SPF_CONN *conn)
+{
+    SPF_CTX *ctx = conn->ctx;
+
+    attr_conn_free(conn->client); /* maybe from its callback: attr_conn.h */
+    conn->msg = spf_dkim_msg_free(conn->msg);
+    vstr_free(conn->why);
+    myfree(conn);
+    ctx->conn_count--;
+    if (ctx->busy_connections > 0 &&
+        ctx->conn_count == ctx->busy_connections - 1)
+        mail_server_busy(ctx->server, false);
+    if (ctx->conn_count == 0 && mail_server_retiring(ctx->server))
+        mail_server_exit(ctx->server, 0);
+}
+
+/* spf_conn_reply - send the last list, close once it is out */
+static void spf_conn_reply(SPF_CONN *conn, ATTR_LIST *list)
+{
+    conn->state = SPF_CONN_DONE;
+    attr_conn_reading(conn->client, false);
+    attr_conn_send(conn->client, list);
+    attr_list_free(list);
+    attr_conn_drain_check(conn->client);
+}
+
+/* spf_conn_request - the first request: an SPF check (answered now) or
+   a DKIM BEGIN */
+static void spf_conn_request(SPF_CONN *conn, ATTR_LIST *list)
+{
+    SPF_CTX *ctx = conn->ctx;
+    const char *request = attr_get_str(list, "request");
+    VSTR *explanation;
+    VSTR *received;
     SPF_REQUEST req = {0};
     SPF_REPLY reply = {0};
-    int greeted;
 
-    /* Our HELLO, then the client's: another version is logged with both. */
-    greeted = attr_stream_write(stream, hello, why);
-    hello = attr_list_free(hello);
-    if (greeted == 0 && (greeted = attr_stream_read(stream, &hello, why)) == 0)
-        greeted = spf_hello_take(hello, why);
-    attr_list_free(hello);
-    if (greeted < 0) {
-        msg_warn("spf: %s", vstr_str(why));
-    } else if (attr_stream_read(stream, &list, why) < 0) {
-        msg_warn("spf request: %s", vstr_str(why));
-    } else if (attr_get_str(list, "request") != NULL &&
-               strcmp(attr_get_str(list, "request"), DKIM_REQ_BEGIN) == 0) {
+    if (request != NULL && strcmp(request, DKIM_REQ_BEGIN) == 0) {
         DKIM_REQUEST begin;
 
-        if (dkim_request_take(list, &begin, why) < 0)
-            msg_warn("bad dkim request: %s", vstr_str(why));
-        else
-            spf_dkim_serve(ctx->dkim, stream, &begin);
-    } else {
-        if (spf_request_decode(list, &req, why) < 0) {
-            msg_warn("bad spf request: %s", vstr_str(why));
-            reply.ok = false;
-            spf_proto_clean(vstr_str(why), explanation);
-            reply.reason = vstr_str(explanation);
-        } else {
-            spf_check(ctx, &req, &reply, explanation, received);
+        if (dkim_request_take(list, &begin, conn->why) < 0) {
+            msg_warn("bad dkim request: %s", vstr_str(conn->why));
+            spf_conn_free(conn);
+            return;
         }
-        hello = spf_reply_encode(&reply);
-        if (attr_stream_write(stream, hello, why) < 0)
-            msg_warn("spf reply: %s", vstr_str(why));
-        attr_list_free(hello);
+        conn->msg = spf_dkim_begin(ctx->dkim, &begin);
+        conn->state = SPF_CONN_DKIM;
+        /* As long between lists as smtpd waits for its client. */
+        attr_conn_timeouts(conn->client, SPF_DATA_TIMEOUT, SPF_REQUEST_TIMEOUT);
+        return;
     }
-    attr_list_free(list);
-    attr_stream_close(stream);
-    vstr_free(why);
+    explanation = vstr_alloc(100);
+    received = vstr_alloc(200);
+    if (spf_request_decode(list, &req, conn->why) < 0) {
+        msg_warn("bad spf request: %s", vstr_str(conn->why));
+        reply.ok = false;
+        spf_proto_clean(vstr_str(conn->why), explanation);
+        reply.reason = vstr_str(explanation);
+    } else {
+        spf_busy_for(ctx, true);
+        spf_check(ctx, &req, &reply, explanation, received);
+        spf_busy_for(ctx, false);
+    }
+    spf_conn_reply(conn, spf_reply_encode(&reply));
     vstr_free(explanation);
     vstr_free(received);
 }
 
-/* spf_accept - a connection from smtpd */
+/* spf_conn_dkim - a DKIM DATA (taken now) or END (verified now) */
+static void spf_conn_dkim(SPF_CONN *conn, ATTR_LIST *list)
+{
+    DKIM_REQUEST req;
+    ATTR_LIST *reply;
+
+    if (dkim_request_take(list, &req, conn->why) < 0 ||
+        req.kind == DKIM_KIND_BEGIN) {
+        msg_warn("bad dkim request: %s", req.kind == DKIM_KIND_BEGIN
+                                             ? "a second begin"
+                                             : vstr_str(conn->why));
+        spf_conn_free(conn);
+        return;
+    }
+    if (req.kind == DKIM_KIND_DATA) {
+        spf_dkim_data(conn->msg, req.data, req.len);
+        return;
+    }
+    spf_busy_for(conn->ctx, true);
+    reply = spf_dkim_end(conn->msg);
+    spf_busy_for(conn->ctx, false);
+    conn->msg = spf_dkim_msg_free(conn->msg);
+    spf_conn_reply(conn, reply);
+}
+
+/* spf_on_list - one list from smtpd: its HELLO, then one SPF request, or
+   a DKIM verification (global/dkim_proto.h) */
+static void spf_on_list(ATTR_CONN *client, ATTR_LIST *list, void *arg)
+{
+    SPF_CONN *conn = arg;
+
+    switch (conn->state) {
+    case SPF_CONN_HELLO:
+        if (spf_hello_take(list, conn->why) < 0) {
+            msg_warn("spf: %s", vstr_str(conn->why));
+            spf_conn_free(conn);
+            return;
+        }
+        conn->state = SPF_CONN_REQUEST;
+        return;
+    case SPF_CONN_REQUEST:
+        spf_conn_request(conn, list);
+        return;
+    case SPF_CONN_DKIM:
+        spf_conn_dkim(conn, list);
+        return;
+    case SPF_CONN_DONE:
+        msg_warn("spf: a list after the reply");
+        spf_conn_free(conn);
+        return;
+    }
+}
+
+/* spf_on_end - the client went away, timed out or sent garbage */
+static void spf_on_end(ATTR_CONN *client, ATTR_CONN_END kind, const char *why,
+                       void *arg)
+{
+    SPF_CONN *conn = arg;
+
+    if (kind != ATTR_CONN_EOF || conn->state != SPF_CONN_DONE)
+        msg_warn("spf: %s request: %s",
+                 conn->state == SPF_CONN_DKIM ? "dkim" : "spf", why);
+    spf_conn_free(conn);
+}
+
+/* spf_on_drain - the reply is out: done */
+static void spf_on_drain(ATTR_CONN *client, void *arg)
+{
+    SPF_CONN *conn = arg;
+
+    if (conn->state == SPF_CONN_DONE)
+        spf_conn_free(conn);
+}
+
+static const ATTR_CONN_OPS spf_conn_ops = {
+    .on_list = spf_on_list,
+    .on_end = spf_on_end,
+    .on_drain = spf_on_drain,
+};
+
+/* spf_accept - a connection from smtpd: our HELLO, then its lists */
 static void spf_accept(MAIL_SERVER *server, int fd, void *arg)
 {
-    /* libspf2 blocks: let master give new connections to a sibling. */
-    mail_server_busy(server, true);
-    spf_serve(arg, fd);
-    mail_server_busy(server, false);
+    SPF_CTX *ctx = arg;
+    SPF_CONN *conn = mycalloc(1, sizeof(*conn));
+    ATTR_LIST *hello = spf_hello_list();
+
+    conn->ctx = ctx;
+    conn->state = SPF_CONN_HELLO;
+    conn->why = vstr_alloc(100);
+    /* A DKIM request carries the content: lists up to DKIM_LIST_MAX. */
+    conn->client = attr_conn_accept(mail_server_base(server), fd, DKIM_LIST_MAX,
+                                    &spf_conn_ops, conn);
+    attr_conn_timeouts(conn->client, SPF_REQUEST_TIMEOUT, SPF_REQUEST_TIMEOUT);
+    ctx->conn_count++;
+    if (ctx->busy_connections > 0 && ctx->conn_count == ctx->busy_connections)
+        mail_server_busy(server, true); /* master starts another spf */
+    attr_conn_send(conn->client, hello);
+    attr_list_free(hello);
+}
+
+/* spf_retire - finish the clients in hand, then exit */
+static void spf_retire(MAIL_SERVER *server, void *arg)
+{
+    SPF_CTX *ctx = arg;
+
+    if (ctx->conn_count == 0)
+        mail_server_exit(server, 0);
 }
 
 /* spf_psl_load - the Public Suffix List of dmarc_public_suffix_list;
@@ -532,6 +688,9 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     VSTR *why = vstr_alloc(100);
     SPF_dns_server_t *layer;
 
+    ctx->server = server;
+    ctx->busy_connections =
+        (int) mail_conf_int(conf, "spf_process_connections");
     SPF_error_handler = spf_log_error;
     SPF_warning_handler = spf_log_warning;
     SPF_info_handler = spf_log_info;
@@ -577,6 +736,7 @@ int main(int argc, char **argv)
     static const MAIL_SERVER_OPS ops = {
         .pre_loop = spf_pre_loop,
         .on_accept = spf_accept,
+        .on_retire = spf_retire,
     };
     SPF_CTX ctx = {0};
     int status;
