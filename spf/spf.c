@@ -64,6 +64,9 @@
 #include "vstr.h"
 
 #define SPF_DNS_CLASS_IN 1
+/* The most header bytes kept for DMARC a connection (with
+   spf_process_connections clients at once). */
+#define SPF_HEAD_CAP (16 * 1024 * 1024)
 
 /* The DNS layer's state, reached from libspf2's callbacks through the
    SPF_dns_server_t hook. */
@@ -680,6 +683,22 @@ static void spf_psl_load(SPF_CTX *ctx, const MAIL_CONF *conf)
     vstr_free(why);
 }
 
+/* spf_head_max - the header bytes in which DMARC looks for From::
+   header_size_limit, as cleanup keeps a header section (what is past it
+   becomes body there), up to SPF_HEAD_CAP a connection */
+static size_t spf_head_max(const MAIL_CONF *conf)
+{
+    long long limit = mail_conf_size(conf, "header_size_limit");
+
+    if (limit > SPF_HEAD_CAP) {
+        msg_info("header_size_limit is %lld bytes: DMARC looks for From: in "
+                 "the first %d",
+                 limit, SPF_HEAD_CAP);
+        return SPF_HEAD_CAP;
+    }
+    return (size_t) limit;
+}
+
 /* spf_pre_loop - read the configuration, set up libunbound and libspf2 */
 static void spf_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -703,7 +722,7 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
         msg_info("disable_dns_lookups = yes: SPF is not checked (every "
                  "result is none)");
         (void) spf_dmarc_init(NULL);
-        ctx->dkim = spf_dkim_create(NULL, 1, NULL);
+        ctx->dkim = spf_dkim_create(NULL, 1, NULL, spf_head_max(conf));
         vstr_free(why);
         return;
     }
@@ -714,7 +733,7 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
         ctx->psl_file = myfree(ctx->psl_file);
     ctx->dkim = spf_dkim_create(
         ctx->dns.ub, (int) mail_conf_time(conf, "dkim_lookup_timeout"),
-        ctx->psl);
+        ctx->psl, spf_head_max(conf));
     /* The layer is ours: a server made by SPF_server_new_dns() does not
        free its resolver (and no destroy callback lets SPF_dns_free try). */
     layer = mycalloc(1, sizeof(*layer));

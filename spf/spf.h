@@ -46,10 +46,10 @@ typedef struct SPF_DKIM SPF_DKIM;
 struct ub_ctx;
 /* spf_dkim_create - libopendkim set up once; ub NULL: DNS is off (every
    key lookup fails); psl (kept, may be NULL) names DMARC's organizational
-   domains */
+   domains; DMARC looks for From: in the first head_max bytes */
 struct PSL;
 extern SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout,
-                                 const struct PSL *psl);
+                                 const struct PSL *psl, size_t head_max);
 extern SPF_DKIM *spf_dkim_free(SPF_DKIM *dk);
 /* One message, one connection's state: spf_dkim_begin after its BEGIN
    (begin's strings copied), spf_dkim_data for each DATA (no lookup, no

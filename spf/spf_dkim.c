@@ -33,13 +33,13 @@
 
 #define SPF_DKIM_TXT 16
 #define SPF_DKIM_IN 1
-#define SPF_DKIM_HEAD_MAX (256 * 1024) /* header bytes kept for DMARC */
 
 struct SPF_DKIM {
     DKIM_LIB *lib;
     struct ub_ctx *ub; /* the daemon's; NULL: DNS is off */
     int timeout; /* dkim_lookup_timeout, seconds */
     const PSL *psl; /* DMARC's organizational domains; NULL: none */
+    size_t head_max; /* header bytes kept for DMARC's From: */
 };
 
 /* One message being verified: the state of one connection. */
@@ -244,7 +244,8 @@ static DKIM_CBSTAT spf_dkim_key(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf,
 }
 
 /* spf_dkim_create - the library, set up once; ub may be NULL (DNS off) */
-SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout, const PSL *psl)
+SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout, const PSL *psl,
+                          size_t head_max)
 {
     SPF_DKIM *dk = mycalloc(1, sizeof(*dk));
     unsigned int flags = 0;
@@ -264,6 +265,7 @@ SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout, const PSL *psl)
     dk->ub = ub;
     dk->timeout = timeout;
     dk->psl = psl;
+    dk->head_max = head_max;
     return dk;
 }
 
@@ -315,16 +317,19 @@ static const char *spf_dkim_token(const unsigned char *text)
                : "";
 }
 
-/* spf_dkim_head - keep the header section (for DMARC's From:) */
+/* spf_dkim_head - keep the header section (for DMARC's From:), its
+   first head_max bytes: what is there is searched */
 static void spf_dkim_head(SPF_DKIM_MSG *msg, const char *data, size_t len)
 {
     VSTR *head = msg->head;
     size_t from = vstr_len(head) > 0 ? vstr_len(head) - 1 : 0;
+    size_t room = msg->dk->head_max - vstr_len(head);
     const char *end;
 
     if (msg->head_done)
         return;
-    vstr_ncat(head, data, len);
+    /* One byte past the window (the end of the section may be there). */
+    vstr_ncat(head, data, len <= room ? len : room + 1);
     if (vstr_len(head) > 0 && vstr_str(head)[0] == '\n') {
         vstr_truncate(head, 0); /* no header at all */
         msg->head_done = true;
@@ -332,8 +337,9 @@ static void spf_dkim_head(SPF_DKIM_MSG *msg, const char *data, size_t len)
                              "\n\n", 2)) != NULL) {
         vstr_truncate(head, (size_t) (end - vstr_str(head)) + 1);
         msg->head_done = true;
-    } else if (vstr_len(head) > SPF_DKIM_HEAD_MAX) {
-        msg->head_done = true; /* what is there is searched */
+    } else if (vstr_len(head) > msg->dk->head_max) {
+        vstr_truncate(head, msg->dk->head_max);
+        msg->head_done = true;
     }
 }
 
