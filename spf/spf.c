@@ -39,6 +39,7 @@
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
+#include <ctype.h>
 #include <netdb.h>
 #include <poll.h>
 #include <strings.h>
@@ -366,27 +367,23 @@ static SPF_errcode_t spf_query_mailfrom(SPF_request_t *req,
     return err;
 }
 
-/* spf_check - one check into reply (its strings in the VSTRs) */
-static void spf_check(SPF_CTX *ctx, const SPF_REQUEST *req, SPF_REPLY *reply,
-                      VSTR *explanation, VSTR *received)
+/* spf_eval - check_host() for one identity, who (the sender, or
+   postmaster@HELO), within the deadline set in ctx: its result, the
+   Received-SPF: value in received and the fail explanation in
+   explanation; -1 when client_address is no IP address */
+static int spf_eval(SPF_CTX *ctx, const SPF_REQUEST *req, const char *who,
+                    VSTR *explanation, VSTR *received)
 {
     SPF_request_t *spf_req;
     SPF_response_t *resp = NULL;
     struct in_addr in4;
     struct in6_addr in6;
     SPF_errcode_t err;
-    VSTR *who = vstr_alloc(100);
-    const char *text;
+    SPF_PROTO_RESULT result;
+    VSTR *text = vstr_alloc(100);
+    const char *value;
 
-    reply->ok = true;
     vstr_reset(explanation);
-    spf_identity(req, who);
-    if (ctx->spf == NULL) {
-        reply->result = SPF_PROTO_NONE;
-        spf_proto_clean("none (SPF not checked: disable_dns_lookups = yes)",
-                        received);
-        goto done;
-    }
     spf_req = SPF_request_new(ctx->spf);
     if (inet_pton(AF_INET, req->client_address, &in4) == 1)
         err = SPF_request_set_ipv4(spf_req, in4);
@@ -395,71 +392,127 @@ static void spf_check(SPF_CTX *ctx, const SPF_REQUEST *req, SPF_REPLY *reply,
     else
         err = SPF_E_INVALID_IP4;
     if (err != SPF_E_SUCCESS) {
-        reply->ok = false;
-        reply->reason = "client_address is not an IP address";
         SPF_request_free(spf_req);
-        vstr_free(who);
-        return;
+        vstr_free(text);
+        return -1;
     }
     if (*req->helo_name != 0)
         (void) SPF_request_set_helo_dom(spf_req, req->helo_name);
     /* An identity without a domain (no HELO for the null sender, a sender
        without '@' domain) has no policy to check: none. */
-    if (strchr(vstr_str(who), '@') == NULL ||
-        strchr(vstr_str(who), '@')[1] == 0 ||
-        SPF_request_set_env_from(spf_req, vstr_str(who)) != 0) {
+    if (strchr(who, '@') == NULL || strchr(who, '@')[1] == 0 ||
+        SPF_request_set_env_from(spf_req, who) != 0) {
         SPF_request_free(spf_req);
-        reply->result = SPF_PROTO_NONE;
-        vstr_sprintf(explanation, "none (%s: no domain to check) client-ip=%s;",
+        vstr_sprintf(text, "none (%s: no domain to check) client-ip=%s;",
                      ctx->myhostname, req->client_address);
-        spf_proto_clean(vstr_str(explanation), received);
-        vstr_reset(explanation);
-        goto done;
+        spf_proto_clean(vstr_str(text), received);
+        vstr_free(text);
+        return SPF_PROTO_NONE;
     }
     ctx->dns.failed = false;
     vstr_reset(ctx->dns.failure);
     vstr_reset(ctx->dns.oversize);
-    clock_gettime(CLOCK_MONOTONIC, &ctx->dns.deadline);
-    ctx->dns.deadline.tv_sec += ctx->timeout;
     (void) spf_query_mailfrom(spf_req, &resp);
-    reply->result = spf_result_of(SPF_response_result(resp));
-    if (ctx->dns.failed && reply->result != SPF_PROTO_TEMPERROR) {
+    result = spf_result_of(SPF_response_result(resp));
+    if (ctx->dns.failed && result != SPF_PROTO_TEMPERROR) {
         /* RFC 7208 5: a lookup that failed ends the check: temperror. */
         msg_info("spf: %s: DNS lookup failed (%s); result temperror, not %s",
-                 vstr_str(who), vstr_str(ctx->dns.failure),
-                 spf_proto_result_name(reply->result));
-        reply->result = SPF_PROTO_TEMPERROR;
-        vstr_sprintf(who,
+                 who, vstr_str(ctx->dns.failure),
+                 spf_proto_result_name(result));
+        result = SPF_PROTO_TEMPERROR;
+        vstr_sprintf(text,
                      "temperror (%s: DNS lookup failed: %s) client-ip=%s; "
                      "envelope-from=\"%s\"; helo=%s;",
                      ctx->myhostname, vstr_str(ctx->dns.failure),
                      req->client_address, req->sender,
                      *req->helo_name ? req->helo_name : "(none)");
-        spf_proto_clean(vstr_str(who), received);
-        spf_identity(req, who);
+        spf_proto_clean(vstr_str(text), received);
     } else if (vstr_len(ctx->dns.oversize) > 0) {
         msg_info("spf: %s: the SPF record of %s is over %d bytes: result "
                  "permerror",
-                 vstr_str(who), vstr_str(ctx->dns.oversize), SPF_RECORD_MAX);
-        reply->result = SPF_PROTO_PERMERROR;
-        vstr_sprintf(who,
+                 who, vstr_str(ctx->dns.oversize), SPF_RECORD_MAX);
+        result = SPF_PROTO_PERMERROR;
+        vstr_sprintf(text,
                      "permerror (%s: the SPF record of %s is over %d bytes) "
                      "client-ip=%s; envelope-from=\"%s\"; helo=%s;",
                      ctx->myhostname, vstr_str(ctx->dns.oversize),
                      SPF_RECORD_MAX, req->client_address, req->sender,
                      *req->helo_name ? req->helo_name : "(none)");
-        spf_proto_clean(vstr_str(who), received);
-        spf_identity(req, who);
+        spf_proto_clean(vstr_str(text), received);
     } else {
-        text = SPF_response_get_received_spf_value(resp);
-        spf_proto_clean(text ? text : spf_proto_result_name(reply->result),
+        value = SPF_response_get_received_spf_value(resp);
+        spf_proto_clean(value ? value : spf_proto_result_name(result),
                         received);
     }
-    if (reply->result == SPF_PROTO_FAIL &&
-        (text = SPF_response_get_explanation(resp)) != NULL)
-        spf_proto_clean(text, explanation);
+    if (result == SPF_PROTO_FAIL &&
+        (value = SPF_response_get_explanation(resp)) != NULL)
+        spf_proto_clean(value, explanation);
     SPF_response_free(resp);
     SPF_request_free(spf_req);
+    vstr_free(text);
+    return result;
+}
+
+/* spf_helo_is_domain - a HELO name that names a domain (RFC 7208 2.3: an
+   address literal, or a name without a dot, has no policy to check) */
+static bool spf_helo_is_domain(const char *helo)
+{
+    if (*helo == 0 || *helo == '.' || strchr(helo, '.') == NULL)
+        return false;
+    for (const char *cp = helo; *cp != 0; cp++)
+        if (!isalnum((unsigned char) *cp) && strchr(".-_", *cp) == NULL)
+            return false;
+    return true;
+}
+
+/* spf_check - one request into reply (its strings in the VSTRs): the
+   MAIL FROM identity (postmaster@HELO for the null sender, RFC 7208
+   2.4) and, when asked, the HELO identity (2.3), both within one
+   spf_lookup_timeout */
+static void spf_check(SPF_CTX *ctx, const SPF_REQUEST *req, SPF_REPLY *reply,
+                      VSTR *explanation, VSTR *received)
+{
+    VSTR *who = vstr_alloc(100);
+    VSTR *scratch;
+    VSTR *helo_received;
+    int result;
+
+    reply->ok = true;
+    reply->helo_result = SPF_PROTO_NONE;
+    vstr_reset(explanation);
+    spf_identity(req, who);
+    if (ctx->spf == NULL) {
+        reply->result = SPF_PROTO_NONE;
+        spf_proto_clean("none (SPF not checked: disable_dns_lookups = yes)",
+                        received);
+        goto done;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ctx->dns.deadline);
+    ctx->dns.deadline.tv_sec += ctx->timeout;
+    if ((result = spf_eval(ctx, req, vstr_str(who), explanation, received)) <
+        0) {
+        reply->ok = false;
+        reply->reason = "client_address is not an IP address";
+        vstr_free(who);
+        return;
+    }
+    reply->result = (SPF_PROTO_RESULT) result;
+    if (req->helo_check && *req->sender == 0) {
+        /* The null sender's identity is the HELO one already. */
+        reply->helo_result = reply->result;
+    } else if (req->helo_check && spf_helo_is_domain(req->helo_name)) {
+        scratch = vstr_alloc(100);
+        helo_received = vstr_alloc(100);
+        vstr_sprintf(scratch, "postmaster@%s", req->helo_name);
+        result =
+            spf_eval(ctx, req, vstr_str(scratch), helo_received, helo_received);
+        reply->helo_result = (SPF_PROTO_RESULT) result;
+        msg_info("spf: client=%s helo=%s identity=helo result=%s",
+                 req->client_address, req->helo_name,
+                 spf_proto_result_name(reply->helo_result));
+        vstr_free(scratch);
+        vstr_free(helo_received);
+    }
 
 done:
     msg_info("spf: client=%s helo=%s identity=%s result=%s",
