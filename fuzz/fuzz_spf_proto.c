@@ -60,6 +60,7 @@ static void fuzz_reply(const ATTR_LIST *list, VSTR *why)
     back = spf_reply_encode(&reply);
     if (spf_reply_decode(back, &again, why) < 0 || again.ok != reply.ok ||
         (reply.ok && (again.result != reply.result ||
+                      again.helo_result != reply.helo_result ||
                       strcmp(again.explanation, reply.explanation) != 0 ||
                       strcmp(again.received_spf, reply.received_spf) != 0)) ||
         (!reply.ok && strcmp(again.reason, reply.reason) != 0))
@@ -91,7 +92,8 @@ static void fuzz_request(const ATTR_LIST *list, VSTR *why)
     if (spf_request_decode(back, &again, why) < 0 ||
         strcmp(again.client_address, req.client_address) != 0 ||
         strcmp(again.helo_name, req.helo_name) != 0 ||
-        strcmp(again.sender, req.sender) != 0)
+        strcmp(again.sender, req.sender) != 0 ||
+        again.helo_check != req.helo_check)
         abort();
     attr_list_free(back);
 }

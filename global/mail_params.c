@@ -210,9 +210,16 @@ static const MAIL_PARAM mail_param_tab[] = {
      "authserv-id of the Authentication-Results: headers (RFC 8601)"},
     {"spf_lookup_timeout", TIME_RANGE(1, 300), "20s",
      "bound on the DNS lookups of one SPF check (past it: temperror)"},
+    {"smtpd_spf_helo_check", BOOL, "yes",
+     "check the HELO name's SPF policy too (RFC 7208 2.3): its result goes"
+     " in Authentication-Results: when not none, and reject_spf_fail"
+     " rejects its fail when MAIL FROM's result is none"},
     {"dkim_lookup_timeout", TIME_RANGE(1, 300), "20s",
      "bound on the key lookups of one message's DKIM verification (past it:"
      " temperror)"},
+    {"spf_process_connections", INT_RANGE(0, INTMAX), "100",
+     "smtpd connections one spf process serves at once before master starts"
+     " another (0: no limit but the descriptors)"},
     {"dmarc_enforce", BOOL, "no",
      "reject (550 5.7.1) a message that fails DMARC for a domain whose"
      " policy is p=reject (or sp=reject); no: only record dmarc=fail"},

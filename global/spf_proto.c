@@ -36,6 +36,8 @@ const ATTR_SPEC spf_request_spec[] = {
     {"client_address", ATTR_TYPE_STR, true, false, "the SMTP client's IP"},
     {"helo_name", ATTR_TYPE_STR, true, false, "HELO/EHLO name; \"\": none"},
     {"sender", ATTR_TYPE_STR, true, false, "MAIL FROM; \"\": <>"},
+    {"helo_check", ATTR_TYPE_INT, true, false,
+     "1: check the HELO identity too; 0: not"},
 };
 const size_t spf_request_spec_count = SLUICE_ARRAY_LEN(spf_request_spec);
 
@@ -44,6 +46,8 @@ const ATTR_SPEC spf_reply_spec[] = {
     {"result", ATTR_TYPE_STR, false, false, "ok: pass, fail, ... (RFC 7208)"},
     {"explanation", ATTR_TYPE_STR, false, false, "ok: the fail explanation"},
     {"received_spf", ATTR_TYPE_STR, false, false, "ok: Received-SPF: value"},
+    {"helo_result", ATTR_TYPE_STR, false, false,
+     "ok: the HELO identity's result (none: not checked)"},
     {"reason", ATTR_TYPE_STR, false, false, "fail: why no check was made"},
 };
 const size_t spf_reply_spec_count = SLUICE_ARRAY_LEN(spf_reply_spec);
@@ -121,12 +125,15 @@ ATTR_LIST *spf_request_encode(const SPF_REQUEST *req)
     attr_add_str(list, "client_address", req->client_address);
     attr_add_str(list, "helo_name", req->helo_name);
     attr_add_str(list, "sender", req->sender);
+    attr_add_int(list, "helo_check", req->helo_check ? 1 : 0);
     return list;
 }
 
 /* spf_request_decode - a REQUEST from its attribute list */
 int spf_request_decode(const ATTR_LIST *list, SPF_REQUEST *req, VSTR *why)
 {
+    long long helo_check;
+
     if (attr_list_check(list, spf_request_spec, spf_request_spec_count, why) <
         0)
         return -1;
@@ -137,6 +144,12 @@ int spf_request_decode(const ATTR_LIST *list, SPF_REQUEST *req, VSTR *why)
     req->client_address = attr_get_str(list, "client_address");
     req->helo_name = attr_get_str(list, "helo_name");
     req->sender = attr_get_str(list, "sender");
+    if (!attr_get_int(list, "helo_check", &helo_check) ||
+        (helo_check != 0 && helo_check != 1)) {
+        vstr_sprintf(why, "helo_check is neither 0 nor 1");
+        return -1;
+    }
+    req->helo_check = helo_check == 1;
     if (*req->client_address == 0) {
         vstr_sprintf(why, "empty client_address");
         return -1;
@@ -158,6 +171,8 @@ ATTR_LIST *spf_reply_encode(const SPF_REPLY *reply)
     attr_add_str(list, "result", spf_proto_result_name(reply->result));
     attr_add_str(list, "explanation", reply->explanation);
     attr_add_str(list, "received_spf", reply->received_spf);
+    attr_add_str(list, "helo_result",
+                 spf_proto_result_name(reply->helo_result));
     return list;
 }
 
@@ -166,17 +181,20 @@ int spf_reply_decode(const ATTR_LIST *list, SPF_REPLY *reply, VSTR *why)
 {
     const char *status;
     const char *result;
+    const char *helo_result;
     int code;
+    int helo_code;
 
     if (attr_list_check(list, spf_reply_spec, spf_reply_spec_count, why) < 0)
         return -1;
     status = attr_get_str(list, "status");
     result = attr_get_str(list, "result");
+    helo_result = attr_get_str(list, "helo_result");
     reply->explanation = attr_get_str(list, "explanation");
     reply->received_spf = attr_get_str(list, "received_spf");
     reply->reason = attr_get_str(list, "reason");
     if (strcmp(status, SPF_STAT_FAIL) == 0) {
-        if (reply->reason == NULL || result != NULL ||
+        if (reply->reason == NULL || result != NULL || helo_result != NULL ||
             reply->explanation != NULL || reply->received_spf != NULL) {
             vstr_sprintf(why, "a failed reply takes a reason only");
             return -1;
@@ -193,13 +211,18 @@ int spf_reply_decode(const ATTR_LIST *list, SPF_REPLY *reply, VSTR *why)
         return -1;
     }
     if (result == NULL || reply->explanation == NULL ||
-        reply->received_spf == NULL || reply->reason != NULL) {
-        vstr_sprintf(why, "an ok reply takes result, explanation and "
-                          "received_spf");
+        reply->received_spf == NULL || helo_result == NULL ||
+        reply->reason != NULL) {
+        vstr_sprintf(why, "an ok reply takes result, explanation, "
+                          "received_spf and helo_result");
         return -1;
     }
     if ((code = spf_proto_result_code(result)) < 0) {
         vstr_sprintf(why, "unknown result \"%.100s\"", result);
+        return -1;
+    }
+    if ((helo_code = spf_proto_result_code(helo_result)) < 0) {
+        vstr_sprintf(why, "unknown helo_result \"%.100s\"", helo_result);
         return -1;
     }
     if (!spf_proto_text_ok(reply->explanation) ||
@@ -211,6 +234,7 @@ int spf_reply_decode(const ATTR_LIST *list, SPF_REPLY *reply, VSTR *why)
     }
     reply->ok = true;
     reply->result = (SPF_PROTO_RESULT) code;
+    reply->helo_result = (SPF_PROTO_RESULT) helo_code;
     return 0;
 }
 

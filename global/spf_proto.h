@@ -10,12 +10,18 @@
  *                            version=SPF_PROTO_VERSION), on accept
  *   smtpd -> spf    HELLO    smtpd's, before its REQUEST (it need not wait)
  *   smtpd -> spf    REQUEST  (spf_request_spec): client_address,
- *                            helo_name, sender ("" for <>)
- *   spf -> smtpd    REPLY    (spf_reply_spec): status=ok with result,
- *                            explanation (fail only) and received_spf
- *                            (the Received-SPF: value, RFC 7208 9.1);
- *                            or status=fail with reason (the check could
- *                            not be made: smtpd answers 451 4.3.0)
+ *                            helo_name, sender ("" for <>), helo_check
+ *                            (1: check the HELO identity too, RFC 7208
+ *                            2.3: smtpd_spf_helo_check)
+ *   spf -> smtpd    REPLY    (spf_reply_spec): status=ok with result (of
+ *                            MAIL FROM, postmaster@HELO for <>),
+ *                            explanation (fail only), received_spf
+ *                            (the Received-SPF: value, RFC 7208 9.1) and
+ *                            helo_result (of the HELO identity: result
+ *                            again for <>, none when not asked or the
+ *                            HELO name is no domain); or status=fail
+ *                            with reason (the check could not be made:
+ *                            smtpd answers 451 4.3.0)
  *
  * Both sides are strict: a missing or unknown attribute, a result that is
  * not one of RFC 7208's seven, or text with a control character or a byte
@@ -43,8 +49,9 @@
 
 #define SPF_PROTO_NAME "spf" /* HELLO protocol= */
 #define SPF_PROTO_VERSION                                                      \
-    2 /* HELLO version=: bump on any change (2: DKIM
-                               requests, global/dkim_proto.h) */
+    3 /* HELLO version=: bump on any change (2: DKIM
+                               requests, global/dkim_proto.h; 3: the HELO
+                               identity, helo_check and helo_result) */
 
 #define SPF_REQ_CHECK "check"
 #define SPF_STAT_OK "ok"
@@ -71,6 +78,7 @@ typedef struct SPF_REQUEST {
     const char *client_address; /* numeric IPv4 or IPv6 */
     const char *helo_name; /* "" when the client sent none */
     const char *sender; /* "" for the null sender */
+    bool helo_check; /* check the HELO identity too */
 } SPF_REQUEST;
 
 typedef struct SPF_REPLY {
@@ -78,6 +86,8 @@ typedef struct SPF_REPLY {
     SPF_PROTO_RESULT result;
     const char *explanation; /* "" unless fail */
     const char *received_spf; /* the Received-SPF: value */
+    SPF_PROTO_RESULT helo_result; /* of the HELO identity; none: none,
+                                     or not checked */
     const char *reason; /* !ok: why */
 } SPF_REPLY;
 

@@ -26,7 +26,8 @@ static void test_request_round_trip(void **state)
 {
     SPF_REQUEST req = {.client_address = "192.0.2.1",
                        .helo_name = "client.test",
-                       .sender = ""};
+                       .sender = "",
+                       .helo_check = true};
     SPF_REQUEST got = {0};
     VSTR *why = vstr_alloc(100);
     ATTR_LIST *list =
@@ -36,6 +37,7 @@ static void test_request_round_trip(void **state)
     assert_string_equal(got.client_address, "192.0.2.1");
     assert_string_equal(got.helo_name, "client.test");
     assert_string_equal(got.sender, "");
+    assert_true(got.helo_check);
     attr_list_free(list);
     vstr_free(why);
 }
@@ -52,7 +54,11 @@ static void test_request_strict(void **state)
     assert_int_equal(spf_request_decode(list, &got, why), -1);
     assert_non_null(strstr(vstr_str(why), "sender"));
     attr_add_str(list, "sender", "a@b.test");
+    assert_int_equal(spf_request_decode(list, &got, why), -1);
+    assert_non_null(strstr(vstr_str(why), "helo_check"));
+    attr_add_int(list, "helo_check", 0);
     assert_int_equal(spf_request_decode(list, &got, why), 0);
+    assert_false(got.helo_check);
     attr_add_str(list, "queue_id", "X");
     assert_int_equal(spf_request_decode(list, &got, why), -1);
     assert_non_null(strstr(vstr_str(why), "queue_id"));
@@ -65,7 +71,8 @@ static void test_reply_round_trip(void **state)
     SPF_REPLY ok = {.ok = true,
                     .result = SPF_PROTO_SOFTFAIL,
                     .explanation = "",
-                    .received_spf = "softfail (mx.test: ...) client-ip=1;"};
+                    .received_spf = "softfail (mx.test: ...) client-ip=1;",
+                    .helo_result = SPF_PROTO_FAIL};
     SPF_REPLY bad = {.ok = false, .reason = "libspf2 went away"};
     SPF_REPLY got = {0};
     VSTR *why = vstr_alloc(100);
@@ -75,6 +82,7 @@ static void test_reply_round_trip(void **state)
     assert_true(got.ok);
     assert_int_equal(got.result, SPF_PROTO_SOFTFAIL);
     assert_string_equal(got.received_spf, ok.received_spf);
+    assert_int_equal(got.helo_result, SPF_PROTO_FAIL);
     attr_list_free(list);
     list = proto_test_wire(spf_reply_encode(&bad), SPF_REPLY_MAX);
     assert_int_equal(spf_reply_decode(list, &got, why), 0);
@@ -86,8 +94,9 @@ static void test_reply_round_trip(void **state)
 
 /* reply_refused - spf_reply_decode refuses an ok reply with these
    values, saying expect */
-static void reply_refused(const char *result, const char *explanation,
-                          const char *received, const char *expect)
+static void reply_refused_helo(const char *result, const char *explanation,
+                               const char *received, const char *helo_result,
+                               const char *expect)
 {
     SPF_REPLY got = {0};
     VSTR *why = vstr_alloc(100);
@@ -97,11 +106,19 @@ static void reply_refused(const char *result, const char *explanation,
     attr_add_str(list, "result", result);
     attr_add_str(list, "explanation", explanation);
     attr_add_str(list, "received_spf", received);
+    if (helo_result != NULL)
+        attr_add_str(list, "helo_result", helo_result);
     list = proto_test_wire(list, SPF_REPLY_MAX);
     assert_int_equal(spf_reply_decode(list, &got, why), -1);
     assert_non_null(strstr(vstr_str(why), expect));
     attr_list_free(list);
     vstr_free(why);
+}
+
+static void reply_refused(const char *result, const char *explanation,
+                          const char *received, const char *expect)
+{
+    reply_refused_helo(result, explanation, received, "none", expect);
 }
 
 static void test_reply_strict(void **state)
@@ -116,6 +133,8 @@ static void test_reply_strict(void **state)
     reply_refused("fail", "see\nhere", "fail", "explanation");
     reply_refused("fail", "", "fail \x7f", "received_spf");
     reply_refused("fail", "", vstr_str(long_text), "received_spf");
+    reply_refused_helo("pass", "", "pass", NULL, "helo_result");
+    reply_refused_helo("pass", "", "pass", "Fail", "unknown helo_result");
     vstr_free(long_text);
 }
 
@@ -214,8 +233,9 @@ static int ask(const char *reply, SPF_PROTO_RESULT *result, VSTR *received,
     return ret;
 }
 
-/* SPF_PROTO_VERSION 2 (2: DKIM requests on the same service) */
-#define HELLO_CUR "request=5:hello\nprotocol=3:spf\nversion=1:2\n\n"
+/* SPF_PROTO_VERSION 3 (2: DKIM requests on the same service; 3: the
+   HELO identity) */
+#define HELLO_CUR "request=5:hello\nprotocol=3:spf\nversion=1:3\n\n"
 
 static void test_client(void **state)
 {
@@ -224,7 +244,8 @@ static void test_client(void **state)
     VSTR *why = vstr_alloc(10);
 
     assert_int_equal(ask(HELLO_CUR "status=2:ok\nresult=4:pass\nexplanation=0:"
-                                   "\nreceived_spf=4:pass\n\n",
+                                   "\nreceived_spf=4:pass\nhelo_result=4:none"
+                                   "\n\n",
                          &result, received, why),
                      0);
     assert_int_equal(result, SPF_PROTO_PASS);
@@ -233,7 +254,7 @@ static void test_client(void **state)
     assert_int_equal(ask(HELLO_CUR, &result, received, why), -1);
     assert_non_null(strstr(vstr_str(why), "no reply"));
     /* Another version. */
-    assert_int_equal(ask("request=5:hello\nprotocol=3:spf\nversion=1:3\n\n",
+    assert_int_equal(ask("request=5:hello\nprotocol=3:spf\nversion=1:2\n\n",
                          &result, received, why),
                      -1);
     assert_non_null(strstr(vstr_str(why), "protocol mismatch"));

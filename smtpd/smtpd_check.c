@@ -928,6 +928,9 @@ static SMTPD_DECISION smtpd_check_unopened(SMTPD_CHECK *chk,
  * (RFC 7208 9.1) headers; reject_spf_fail checks too when it is reached,
  * whatever smtpd_authentication_checks says. The result is kept for the
  * session and asked again only when the HELO name or the sender change.
+ * With smtpd_spf_helo_check the same question checks the HELO identity
+ * too (RFC 7208 2.3); its result is in the header when not none, and
+ * reject_spf_fail rejects its fail when MAIL FROM's result is none.
  * An spf service that cannot be asked (not running, a timeout, a bad
  * reply) is 451 4.3.0, never a pass. With disable_dns_lookups = yes no
  * check is made (logged once at the start): no header, no rejection.
@@ -949,6 +952,7 @@ struct SMTPD_AUTH_CONF {
     bool dkim; /* dkim in smtpd_authentication_checks */
     bool dmarc; /* dmarc in it (spf and dkim are then checked too) */
     bool dmarc_enforce; /* reject p=reject failures */
+    bool helo_check; /* smtpd_spf_helo_check: the HELO identity too */
     int dkim_timeout; /* s for a DKIM verification after END */
     bool dns_off; /* disable_dns_lookups: no check */
     char *authserv_id;
@@ -961,6 +965,8 @@ struct SMTPD_SPF {
     char *sender;
     bool unavailable; /* the service could not answer: 451 */
     SPF_PROTO_RESULT result;
+    SPF_PROTO_RESULT helo_result; /* of the HELO identity; none: none or
+                                     not checked */
     VSTR *explanation;
     VSTR *received;
 };
@@ -1000,6 +1006,7 @@ SMTPD_AUTH_CONF *smtpd_auth_create(const MAIL_CONF *conf)
     if (auth->dmarc)
         auth->spf = auth->dkim = true;
     auth->dmarc_enforce = mail_conf_bool(conf, "dmarc_enforce");
+    auth->helo_check = mail_conf_bool(conf, "smtpd_spf_helo_check");
     auth->dkim_timeout =
         (int) mail_conf_time(conf, "dkim_lookup_timeout") + SMTPD_SPF_SLACK;
     if ((auth->spf || auth->dkim) && auth->dns_off)
@@ -1056,6 +1063,8 @@ void smtpd_spf_request(const SMTPD_PROTO *proto, SPF_REQUEST *req)
     req->client_address = proto->client_addr;
     req->helo_name = proto->helo_name ? proto->helo_name : "";
     req->sender = vstr_str(proto->sender);
+    req->helo_check =
+        proto->conf->auth != NULL && proto->conf->auth->helo_check;
 }
 
 /* smtpd_spf_timeout - seconds the I/O layer gives the spf service */
@@ -1098,6 +1107,7 @@ void smtpd_spf_store(SMTPD_PROTO *proto, const SPF_REPLY *reply,
         return;
     }
     spf->result = reply->result;
+    spf->helo_result = reply->helo_result;
     vstr_cpy(spf->explanation, reply->explanation);
     vstr_cpy(spf->received, reply->received_spf);
 }
@@ -1139,12 +1149,18 @@ static const SMTPD_SPF *smtpd_spf_check(SMTPD_CHECK *chk,
     return known;
 }
 
-/* smtpd_check_spf_fail - reject_spf_fail: 550 on fail, 451 on temperror */
+/* smtpd_check_spf_fail - reject_spf_fail: 550 on fail, 451 on temperror
+   (of the MAIL FROM identity); 550 too on a fail of the HELO identity
+   when MAIL FROM's result is none: a sender domain that publishes a
+   policy has the last word on its mail (a HELO name that fails a
+   sender's pass is a misconfigured relay more often than a forger), and
+   the HELO policy stands for the mail that has no other */
 static SMTPD_DECISION smtpd_check_spf_fail(SMTPD_CHECK *chk)
 {
     SMTPD_DECISION status;
     const SMTPD_SPF *spf = smtpd_spf_check(chk, &status);
     const char *sender = vstr_str(chk->proto->sender);
+    const char *helo = chk->proto->helo_name;
 
     if (spf == NULL)
         return status;
@@ -1155,6 +1171,14 @@ static SMTPD_DECISION smtpd_check_spf_fail(SMTPD_CHECK *chk)
                      SMTPD_SPF_FAIL_CODE, *sender ? sender : "<>");
         if (vstr_len(spf->explanation) > 0)
             vstr_sprintf_append(chk->reply, ". %s", vstr_str(spf->explanation));
+        return SMTPD_REJECT;
+    }
+    if (spf->result == SPF_PROTO_NONE && spf->helo_result == SPF_PROTO_FAIL &&
+        helo != NULL) {
+        vstr_sprintf(chk->reply,
+                     "%d 5.7.23 <%s>: Helo command rejected: Message rejected "
+                     "due to: SPF fail of the HELO name - not authorized",
+                     SMTPD_SPF_FAIL_CODE, helo);
         return SMTPD_REJECT;
     }
     if (spf->result == SPF_PROTO_TEMPERROR) {
@@ -1263,6 +1287,11 @@ static bool smtpd_auth_spf_resinfo(const SMTPD_PROTO *proto, VSTR *value)
         vstr_sprintf_append(value, " smtp.mailfrom=%s", spf->sender);
     else
         vstr_sprintf_append(value, " smtp.helo=%s", spf->helo);
+    /* The HELO identity's own result, when its name has a policy (none
+       is left out: most HELO names publish none). */
+    if (*spf->sender != 0 && spf->helo_result != SPF_PROTO_NONE)
+        vstr_sprintf_append(value, "; spf=%s smtp.helo=%s",
+                            spf_proto_result_name(spf->helo_result), spf->helo);
     return true;
 }
 

@@ -23,25 +23,36 @@
  * With disable_dns_lookups = yes no check is made: every result is none,
  * and the start says so once in the log.
  *
- * libspf2 blocks in its lookups, so this process says busy while it
- * checks and master starts a sibling for the next client (up to maxproc).
+ * Many clients a process, in the event loop (attr_conn): a DKIM
+ * verification holds its connection for as long as smtpd's client takes
+ * to send the message, and one process a client let ~maxproc slow DATA
+ * senders take every process, so that every other session's SPF, DKIM
+ * and DMARC verdict timed out. Reading a request or a chunk never waits.
+ * The checks themselves block (libspf2 and libopendkim are synchronous;
+ * their lookups are bounded by spf_lookup_timeout and
+ * dkim_lookup_timeout): while one runs this process says busy, and
+ * master starts a sibling for new clients (up to maxproc). So does
+ * spf_process_connections clients at once.
  */
 #include "sys_defs.h"
 
 #include <netinet/in.h>
 #include <arpa/inet.h>
 #include <arpa/nameser.h>
+#include <ctype.h>
 #include <netdb.h>
 #include <poll.h>
 #include <strings.h>
 #include <time.h>
 
+#include <event2/event.h>
 #include <spf2/spf.h>
 #include <spf2/spf_dns.h>
 #include <unbound.h>
 
 #include "argv.h"
 #include "attr.h"
+#include "attr_conn.h"
 #include "dkim_proto.h"
 #include "dns.h"
 #include "mail_conf.h"
@@ -54,6 +65,9 @@
 #include "vstr.h"
 
 #define SPF_DNS_CLASS_IN 1
+/* The most header bytes kept for DMARC a connection (with
+   spf_process_connections clients at once). */
+#define SPF_HEAD_CAP (16 * 1024 * 1024)
 
 /* The DNS layer's state, reached from libspf2's callbacks through the
    SPF_dns_server_t hook. */
@@ -75,7 +89,26 @@ typedef struct SPF_CTX {
     SPF_DKIM *dkim; /* DKIM verification (spf_dkim.c) */
     PSL *psl; /* dmarc_public_suffix_list; NULL: none */
     char *psl_file; /* its file, when read; else NULL */
+    MAIL_SERVER *server;
+    int conn_count; /* clients connected */
+    int busy_connections; /* spf_process_connections; 0: never busy */
 } SPF_CTX;
+
+/* One client (smtpd) connection. */
+typedef enum SPF_CONN_STATE {
+    SPF_CONN_HELLO, /* its HELLO is next */
+    SPF_CONN_REQUEST, /* an SPF request or a DKIM BEGIN */
+    SPF_CONN_DKIM, /* DKIM DATA or END */
+    SPF_CONN_DONE, /* the reply goes out, then the connection */
+} SPF_CONN_STATE;
+
+typedef struct SPF_CONN {
+    SPF_CTX *ctx;
+    ATTR_CONN *client;
+    SPF_CONN_STATE state;
+    SPF_DKIM_MSG *msg; /* SPF_CONN_DKIM: the message */
+    VSTR *why;
+} SPF_CONN;
 
 /* One lookup in flight. */
 typedef struct SPF_DNS_QUERY {
@@ -334,27 +367,23 @@ static SPF_errcode_t spf_query_mailfrom(SPF_request_t *req,
     return err;
 }
 
-/* spf_check - one check into reply (its strings in the VSTRs) */
-static void spf_check(SPF_CTX *ctx, const SPF_REQUEST *req, SPF_REPLY *reply,
-                      VSTR *explanation, VSTR *received)
+/* spf_eval - check_host() for one identity, who (the sender, or
+   postmaster@HELO), within the deadline set in ctx: its result, the
+   Received-SPF: value in received and the fail explanation in
+   explanation; -1 when client_address is no IP address */
+static int spf_eval(SPF_CTX *ctx, const SPF_REQUEST *req, const char *who,
+                    VSTR *explanation, VSTR *received)
 {
     SPF_request_t *spf_req;
     SPF_response_t *resp = NULL;
     struct in_addr in4;
     struct in6_addr in6;
     SPF_errcode_t err;
-    VSTR *who = vstr_alloc(100);
-    const char *text;
+    SPF_PROTO_RESULT result;
+    VSTR *text = vstr_alloc(100);
+    const char *value;
 
-    reply->ok = true;
     vstr_reset(explanation);
-    spf_identity(req, who);
-    if (ctx->spf == NULL) {
-        reply->result = SPF_PROTO_NONE;
-        spf_proto_clean("none (SPF not checked: disable_dns_lookups = yes)",
-                        received);
-        goto done;
-    }
     spf_req = SPF_request_new(ctx->spf);
     if (inet_pton(AF_INET, req->client_address, &in4) == 1)
         err = SPF_request_set_ipv4(spf_req, in4);
@@ -363,71 +392,127 @@ static void spf_check(SPF_CTX *ctx, const SPF_REQUEST *req, SPF_REPLY *reply,
     else
         err = SPF_E_INVALID_IP4;
     if (err != SPF_E_SUCCESS) {
-        reply->ok = false;
-        reply->reason = "client_address is not an IP address";
         SPF_request_free(spf_req);
-        vstr_free(who);
-        return;
+        vstr_free(text);
+        return -1;
     }
     if (*req->helo_name != 0)
         (void) SPF_request_set_helo_dom(spf_req, req->helo_name);
     /* An identity without a domain (no HELO for the null sender, a sender
        without '@' domain) has no policy to check: none. */
-    if (strchr(vstr_str(who), '@') == NULL ||
-        strchr(vstr_str(who), '@')[1] == 0 ||
-        SPF_request_set_env_from(spf_req, vstr_str(who)) != 0) {
+    if (strchr(who, '@') == NULL || strchr(who, '@')[1] == 0 ||
+        SPF_request_set_env_from(spf_req, who) != 0) {
         SPF_request_free(spf_req);
-        reply->result = SPF_PROTO_NONE;
-        vstr_sprintf(explanation, "none (%s: no domain to check) client-ip=%s;",
+        vstr_sprintf(text, "none (%s: no domain to check) client-ip=%s;",
                      ctx->myhostname, req->client_address);
-        spf_proto_clean(vstr_str(explanation), received);
-        vstr_reset(explanation);
-        goto done;
+        spf_proto_clean(vstr_str(text), received);
+        vstr_free(text);
+        return SPF_PROTO_NONE;
     }
     ctx->dns.failed = false;
     vstr_reset(ctx->dns.failure);
     vstr_reset(ctx->dns.oversize);
-    clock_gettime(CLOCK_MONOTONIC, &ctx->dns.deadline);
-    ctx->dns.deadline.tv_sec += ctx->timeout;
     (void) spf_query_mailfrom(spf_req, &resp);
-    reply->result = spf_result_of(SPF_response_result(resp));
-    if (ctx->dns.failed && reply->result != SPF_PROTO_TEMPERROR) {
+    result = spf_result_of(SPF_response_result(resp));
+    if (ctx->dns.failed && result != SPF_PROTO_TEMPERROR) {
         /* RFC 7208 5: a lookup that failed ends the check: temperror. */
         msg_info("spf: %s: DNS lookup failed (%s); result temperror, not %s",
-                 vstr_str(who), vstr_str(ctx->dns.failure),
-                 spf_proto_result_name(reply->result));
-        reply->result = SPF_PROTO_TEMPERROR;
-        vstr_sprintf(who,
+                 who, vstr_str(ctx->dns.failure),
+                 spf_proto_result_name(result));
+        result = SPF_PROTO_TEMPERROR;
+        vstr_sprintf(text,
                      "temperror (%s: DNS lookup failed: %s) client-ip=%s; "
                      "envelope-from=\"%s\"; helo=%s;",
                      ctx->myhostname, vstr_str(ctx->dns.failure),
                      req->client_address, req->sender,
                      *req->helo_name ? req->helo_name : "(none)");
-        spf_proto_clean(vstr_str(who), received);
-        spf_identity(req, who);
+        spf_proto_clean(vstr_str(text), received);
     } else if (vstr_len(ctx->dns.oversize) > 0) {
         msg_info("spf: %s: the SPF record of %s is over %d bytes: result "
                  "permerror",
-                 vstr_str(who), vstr_str(ctx->dns.oversize), SPF_RECORD_MAX);
-        reply->result = SPF_PROTO_PERMERROR;
-        vstr_sprintf(who,
+                 who, vstr_str(ctx->dns.oversize), SPF_RECORD_MAX);
+        result = SPF_PROTO_PERMERROR;
+        vstr_sprintf(text,
                      "permerror (%s: the SPF record of %s is over %d bytes) "
                      "client-ip=%s; envelope-from=\"%s\"; helo=%s;",
                      ctx->myhostname, vstr_str(ctx->dns.oversize),
                      SPF_RECORD_MAX, req->client_address, req->sender,
                      *req->helo_name ? req->helo_name : "(none)");
-        spf_proto_clean(vstr_str(who), received);
-        spf_identity(req, who);
+        spf_proto_clean(vstr_str(text), received);
     } else {
-        text = SPF_response_get_received_spf_value(resp);
-        spf_proto_clean(text ? text : spf_proto_result_name(reply->result),
+        value = SPF_response_get_received_spf_value(resp);
+        spf_proto_clean(value ? value : spf_proto_result_name(result),
                         received);
     }
-    if (reply->result == SPF_PROTO_FAIL &&
-        (text = SPF_response_get_explanation(resp)) != NULL)
-        spf_proto_clean(text, explanation);
+    if (result == SPF_PROTO_FAIL &&
+        (value = SPF_response_get_explanation(resp)) != NULL)
+        spf_proto_clean(value, explanation);
     SPF_response_free(resp);
     SPF_request_free(spf_req);
+    vstr_free(text);
+    return result;
+}
+
+/* spf_helo_is_domain - a HELO name that names a domain (RFC 7208 2.3: an
+   address literal, or a name without a dot, has no policy to check) */
+static bool spf_helo_is_domain(const char *helo)
+{
+    if (*helo == 0 || *helo == '.' || strchr(helo, '.') == NULL)
+        return false;
+    for (const char *cp = helo; *cp != 0; cp++)
+        if (!isalnum((unsigned char) *cp) && strchr(".-_", *cp) == NULL)
+            return false;
+    return true;
+}
+
+/* spf_check - one request into reply (its strings in the VSTRs): the
+   MAIL FROM identity (postmaster@HELO for the null sender, RFC 7208
+   2.4) and, when asked, the HELO identity (2.3), both within one
+   spf_lookup_timeout */
+static void spf_check(SPF_CTX *ctx, const SPF_REQUEST *req, SPF_REPLY *reply,
+                      VSTR *explanation, VSTR *received)
+{
+    VSTR *who = vstr_alloc(100);
+    VSTR *scratch;
+    VSTR *helo_received;
+    int result;
+
+    reply->ok = true;
+    reply->helo_result = SPF_PROTO_NONE;
+    vstr_reset(explanation);
+    spf_identity(req, who);
+    if (ctx->spf == NULL) {
+        reply->result = SPF_PROTO_NONE;
+        spf_proto_clean("none (SPF not checked: disable_dns_lookups = yes)",
+                        received);
+        goto done;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &ctx->dns.deadline);
+    ctx->dns.deadline.tv_sec += ctx->timeout;
+    if ((result = spf_eval(ctx, req, vstr_str(who), explanation, received)) <
+        0) {
+        reply->ok = false;
+        reply->reason = "client_address is not an IP address";
+        vstr_free(who);
+        return;
+    }
+    reply->result = (SPF_PROTO_RESULT) result;
+    if (req->helo_check && *req->sender == 0) {
+        /* The null sender's identity is the HELO one already. */
+        reply->helo_result = reply->result;
+    } else if (req->helo_check && spf_helo_is_domain(req->helo_name)) {
+        scratch = vstr_alloc(100);
+        helo_received = vstr_alloc(100);
+        vstr_sprintf(scratch, "postmaster@%s", req->helo_name);
+        result =
+            spf_eval(ctx, req, vstr_str(scratch), helo_received, helo_received);
+        reply->helo_result = (SPF_PROTO_RESULT) result;
+        msg_info("spf: client=%s helo=%s identity=helo result=%s",
+                 req->client_address, req->helo_name,
+                 spf_proto_result_name(reply->helo_result));
+        vstr_free(scratch);
+        vstr_free(helo_received);
+    }
 
 done:
     msg_info("spf: client=%s helo=%s identity=%s result=%s",
@@ -438,69 +523,196 @@ done:
     vstr_free(who);
 }
 
-/* spf_serve - one connection: HELLOs, one SPF request and its reply, or
-   one DKIM verification (global/dkim_proto.h) */
-static void spf_serve(SPF_CTX *ctx, int fd)
+/* spf_busy_for - say busy for a check that blocks (true), or, after
+   it, as the client count says (false) */
+static void spf_busy_for(SPF_CTX *ctx, bool checking)
 {
-    /* A DKIM request carries the content: lists up to DKIM_LIST_MAX, and
-       as long between them as smtpd waits for its client. */
-    ATTR_STREAM *stream =
-        attr_stream_open(fd, DKIM_LIST_MAX, SPF_DATA_TIMEOUT * 1000);
-    VSTR *why = vstr_alloc(100);
-    VSTR *explanation = vstr_alloc(100);
-    VSTR *received = vstr_alloc(200);
-    ATTR_LIST *hello = spf_hello_list();
-    ATTR_LIST *list = NULL;
+    mail_server_busy(ctx->server,
+                     checking || (ctx->busy_connections > 0 &&
+                                  ctx->conn_count >= ctx->busy_connections));
+    /* libevent's clock stood still during the check: a timeout set now
+       would count from its start, and could be over at once. */
+    if (!checking)
+        (void) event_base_update_cache_time(mail_server_base(ctx->server));
+}
+
+/* spf_conn_free - close a client connection */
+static void spf_conn_free(SPF_CONN *conn)
+{
+    SPF_CTX *ctx = conn->ctx;
+
+    attr_conn_free(conn->client); /* maybe from its callback: attr_conn.h */
+    conn->msg = spf_dkim_msg_free(conn->msg);
+    vstr_free(conn->why);
+    myfree(conn);
+    ctx->conn_count--;
+    if (ctx->busy_connections > 0 &&
+        ctx->conn_count == ctx->busy_connections - 1)
+        mail_server_busy(ctx->server, false);
+    if (ctx->conn_count == 0 && mail_server_retiring(ctx->server))
+        mail_server_exit(ctx->server, 0);
+}
+
+/* spf_conn_reply - send the last list, close once it is out */
+static void spf_conn_reply(SPF_CONN *conn, ATTR_LIST *list)
+{
+    conn->state = SPF_CONN_DONE;
+    attr_conn_reading(conn->client, false);
+    attr_conn_send(conn->client, list);
+    attr_list_free(list);
+    attr_conn_drain_check(conn->client);
+}
+
+/* spf_conn_request - the first request: an SPF check (answered now) or
+   a DKIM BEGIN */
+static void spf_conn_request(SPF_CONN *conn, ATTR_LIST *list)
+{
+    SPF_CTX *ctx = conn->ctx;
+    const char *request = attr_get_str(list, "request");
+    VSTR *explanation;
+    VSTR *received;
     SPF_REQUEST req = {0};
     SPF_REPLY reply = {0};
-    int greeted;
 
-    /* Our HELLO, then the client's: another version is logged with both. */
-    greeted = attr_stream_write(stream, hello, why);
-    hello = attr_list_free(hello);
-    if (greeted == 0 && (greeted = attr_stream_read(stream, &hello, why)) == 0)
-        greeted = spf_hello_take(hello, why);
-    attr_list_free(hello);
-    if (greeted < 0) {
-        msg_warn("spf: %s", vstr_str(why));
-    } else if (attr_stream_read(stream, &list, why) < 0) {
-        msg_warn("spf request: %s", vstr_str(why));
-    } else if (attr_get_str(list, "request") != NULL &&
-               strcmp(attr_get_str(list, "request"), DKIM_REQ_BEGIN) == 0) {
+    if (request != NULL && strcmp(request, DKIM_REQ_BEGIN) == 0) {
         DKIM_REQUEST begin;
 
-        if (dkim_request_take(list, &begin, why) < 0)
-            msg_warn("bad dkim request: %s", vstr_str(why));
-        else
-            spf_dkim_serve(ctx->dkim, stream, &begin);
-    } else {
-        if (spf_request_decode(list, &req, why) < 0) {
-            msg_warn("bad spf request: %s", vstr_str(why));
-            reply.ok = false;
-            spf_proto_clean(vstr_str(why), explanation);
-            reply.reason = vstr_str(explanation);
-        } else {
-            spf_check(ctx, &req, &reply, explanation, received);
+        if (dkim_request_take(list, &begin, conn->why) < 0) {
+            msg_warn("bad dkim request: %s", vstr_str(conn->why));
+            spf_conn_free(conn);
+            return;
         }
-        hello = spf_reply_encode(&reply);
-        if (attr_stream_write(stream, hello, why) < 0)
-            msg_warn("spf reply: %s", vstr_str(why));
-        attr_list_free(hello);
+        conn->msg = spf_dkim_begin(ctx->dkim, &begin);
+        conn->state = SPF_CONN_DKIM;
+        /* As long between lists as smtpd waits for its client. */
+        attr_conn_timeouts(conn->client, SPF_DATA_TIMEOUT, SPF_REQUEST_TIMEOUT);
+        return;
     }
-    attr_list_free(list);
-    attr_stream_close(stream);
-    vstr_free(why);
+    explanation = vstr_alloc(100);
+    received = vstr_alloc(200);
+    if (spf_request_decode(list, &req, conn->why) < 0) {
+        msg_warn("bad spf request: %s", vstr_str(conn->why));
+        reply.ok = false;
+        spf_proto_clean(vstr_str(conn->why), explanation);
+        reply.reason = vstr_str(explanation);
+    } else {
+        spf_busy_for(ctx, true);
+        spf_check(ctx, &req, &reply, explanation, received);
+        spf_busy_for(ctx, false);
+    }
+    spf_conn_reply(conn, spf_reply_encode(&reply));
     vstr_free(explanation);
     vstr_free(received);
 }
 
-/* spf_accept - a connection from smtpd */
+/* spf_conn_dkim - a DKIM DATA (taken now) or END (verified now) */
+static void spf_conn_dkim(SPF_CONN *conn, ATTR_LIST *list)
+{
+    DKIM_REQUEST req;
+    ATTR_LIST *reply;
+
+    if (dkim_request_take(list, &req, conn->why) < 0 ||
+        req.kind == DKIM_KIND_BEGIN) {
+        msg_warn("bad dkim request: %s", req.kind == DKIM_KIND_BEGIN
+                                             ? "a second begin"
+                                             : vstr_str(conn->why));
+        spf_conn_free(conn);
+        return;
+    }
+    if (req.kind == DKIM_KIND_DATA) {
+        spf_dkim_data(conn->msg, req.data, req.len);
+        return;
+    }
+    spf_busy_for(conn->ctx, true);
+    reply = spf_dkim_end(conn->msg);
+    spf_busy_for(conn->ctx, false);
+    conn->msg = spf_dkim_msg_free(conn->msg);
+    spf_conn_reply(conn, reply);
+}
+
+/* spf_on_list - one list from smtpd: its HELLO, then one SPF request, or
+   a DKIM verification (global/dkim_proto.h) */
+static void spf_on_list(ATTR_CONN *client, ATTR_LIST *list, void *arg)
+{
+    SPF_CONN *conn = arg;
+
+    switch (conn->state) {
+    case SPF_CONN_HELLO:
+        if (spf_hello_take(list, conn->why) < 0) {
+            msg_warn("spf: %s", vstr_str(conn->why));
+            spf_conn_free(conn);
+            return;
+        }
+        conn->state = SPF_CONN_REQUEST;
+        return;
+    case SPF_CONN_REQUEST:
+        spf_conn_request(conn, list);
+        return;
+    case SPF_CONN_DKIM:
+        spf_conn_dkim(conn, list);
+        return;
+    case SPF_CONN_DONE:
+        msg_warn("spf: a list after the reply");
+        spf_conn_free(conn);
+        return;
+    }
+}
+
+/* spf_on_end - the client went away, timed out or sent garbage */
+static void spf_on_end(ATTR_CONN *client, ATTR_CONN_END kind, const char *why,
+                       void *arg)
+{
+    SPF_CONN *conn = arg;
+
+    if (kind != ATTR_CONN_EOF || conn->state != SPF_CONN_DONE)
+        msg_warn("spf: %s request: %s",
+                 conn->state == SPF_CONN_DKIM ? "dkim" : "spf", why);
+    spf_conn_free(conn);
+}
+
+/* spf_on_drain - the reply is out: done */
+static void spf_on_drain(ATTR_CONN *client, void *arg)
+{
+    SPF_CONN *conn = arg;
+
+    if (conn->state == SPF_CONN_DONE)
+        spf_conn_free(conn);
+}
+
+static const ATTR_CONN_OPS spf_conn_ops = {
+    .on_list = spf_on_list,
+    .on_end = spf_on_end,
+    .on_drain = spf_on_drain,
+};
+
+/* spf_accept - a connection from smtpd: our HELLO, then its lists */
 static void spf_accept(MAIL_SERVER *server, int fd, void *arg)
 {
-    /* libspf2 blocks: let master give new connections to a sibling. */
-    mail_server_busy(server, true);
-    spf_serve(arg, fd);
-    mail_server_busy(server, false);
+    SPF_CTX *ctx = arg;
+    SPF_CONN *conn = mycalloc(1, sizeof(*conn));
+    ATTR_LIST *hello = spf_hello_list();
+
+    conn->ctx = ctx;
+    conn->state = SPF_CONN_HELLO;
+    conn->why = vstr_alloc(100);
+    /* A DKIM request carries the content: lists up to DKIM_LIST_MAX. */
+    conn->client = attr_conn_accept(mail_server_base(server), fd, DKIM_LIST_MAX,
+                                    &spf_conn_ops, conn);
+    attr_conn_timeouts(conn->client, SPF_REQUEST_TIMEOUT, SPF_REQUEST_TIMEOUT);
+    ctx->conn_count++;
+    if (ctx->busy_connections > 0 && ctx->conn_count == ctx->busy_connections)
+        mail_server_busy(server, true); /* master starts another spf */
+    attr_conn_send(conn->client, hello);
+    attr_list_free(hello);
+}
+
+/* spf_retire - finish the clients in hand, then exit */
+static void spf_retire(MAIL_SERVER *server, void *arg)
+{
+    SPF_CTX *ctx = arg;
+
+    if (ctx->conn_count == 0)
+        mail_server_exit(server, 0);
 }
 
 /* spf_psl_load - the Public Suffix List of dmarc_public_suffix_list;
@@ -524,6 +736,22 @@ static void spf_psl_load(SPF_CTX *ctx, const MAIL_CONF *conf)
     vstr_free(why);
 }
 
+/* spf_head_max - the header bytes in which DMARC looks for From::
+   header_size_limit, as cleanup keeps a header section (what is past it
+   becomes body there), up to SPF_HEAD_CAP a connection */
+static size_t spf_head_max(const MAIL_CONF *conf)
+{
+    long long limit = mail_conf_size(conf, "header_size_limit");
+
+    if (limit > SPF_HEAD_CAP) {
+        msg_info("header_size_limit is %lld bytes: DMARC looks for From: in "
+                 "the first %d",
+                 limit, SPF_HEAD_CAP);
+        return SPF_HEAD_CAP;
+    }
+    return (size_t) limit;
+}
+
 /* spf_pre_loop - read the configuration, set up libunbound and libspf2 */
 static void spf_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -532,6 +760,9 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
     VSTR *why = vstr_alloc(100);
     SPF_dns_server_t *layer;
 
+    ctx->server = server;
+    ctx->busy_connections =
+        (int) mail_conf_int(conf, "spf_process_connections");
     SPF_error_handler = spf_log_error;
     SPF_warning_handler = spf_log_warning;
     SPF_info_handler = spf_log_info;
@@ -544,7 +775,7 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
         msg_info("disable_dns_lookups = yes: SPF is not checked (every "
                  "result is none)");
         (void) spf_dmarc_init(NULL);
-        ctx->dkim = spf_dkim_create(NULL, 1, NULL);
+        ctx->dkim = spf_dkim_create(NULL, 1, NULL, spf_head_max(conf));
         vstr_free(why);
         return;
     }
@@ -555,7 +786,7 @@ static void spf_pre_loop(MAIL_SERVER *server, void *arg)
         ctx->psl_file = myfree(ctx->psl_file);
     ctx->dkim = spf_dkim_create(
         ctx->dns.ub, (int) mail_conf_time(conf, "dkim_lookup_timeout"),
-        ctx->psl);
+        ctx->psl, spf_head_max(conf));
     /* The layer is ours: a server made by SPF_server_new_dns() does not
        free its resolver (and no destroy callback lets SPF_dns_free try). */
     layer = mycalloc(1, sizeof(*layer));
@@ -577,6 +808,7 @@ int main(int argc, char **argv)
     static const MAIL_SERVER_OPS ops = {
         .pre_loop = spf_pre_loop,
         .on_accept = spf_accept,
+        .on_retire = spf_retire,
     };
     SPF_CTX ctx = {0};
     int status;

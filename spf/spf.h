@@ -18,6 +18,7 @@
 
 #include <spf2/spf.h>
 
+#include "attr.h"
 #include "dkim_proto.h"
 #include "vstr.h"
 
@@ -43,23 +44,29 @@ extern bool spf_rr_fill(SPF_dns_rr_t *rr, int idx, ns_type type,
 /* DKIM verification (spf_dkim.c). */
 typedef struct SPF_DKIM SPF_DKIM;
 struct ub_ctx;
-struct ATTR_STREAM;
 /* spf_dkim_create - libopendkim set up once; ub NULL: DNS is off (every
    key lookup fails); psl (kept, may be NULL) names DMARC's organizational
-   domains */
+   domains; DMARC looks for From: in the first head_max bytes */
 struct PSL;
 extern SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout,
-                                 const struct PSL *psl);
-extern const struct PSL *spf_dkim_psl(const SPF_DKIM *dk);
+                                 const struct PSL *psl, size_t head_max);
 extern SPF_DKIM *spf_dkim_free(SPF_DKIM *dk);
-/* spf_dkim_serve - a BEGIN was read from stream: read the content and
-   END, verify (and evaluate DMARC when begin asks), write the REPLY */
+/* One message, one connection's state: spf_dkim_begin after its BEGIN
+   (begin's strings copied), spf_dkim_data for each DATA (no lookup, no
+   wait), spf_dkim_end after END: the keys fetched (synchronously, within
+   dkim_lookup_timeout), DMARC evaluated when begin asks, the REPLY
+   (caller frees); then spf_dkim_msg_free. */
+typedef struct SPF_DKIM_MSG SPF_DKIM_MSG;
 struct DKIM_REQUEST;
-extern void spf_dkim_serve(SPF_DKIM *dk, struct ATTR_STREAM *stream,
-                           const struct DKIM_REQUEST *begin);
+extern SPF_DKIM_MSG *spf_dkim_begin(SPF_DKIM *dk,
+                                    const struct DKIM_REQUEST *begin);
+extern void spf_dkim_data(SPF_DKIM_MSG *msg, const char *data, size_t len);
+extern ATTR_LIST *spf_dkim_end(SPF_DKIM_MSG *msg);
+extern SPF_DKIM_MSG *spf_dkim_msg_free(SPF_DKIM_MSG *msg);
+extern const struct PSL *spf_dkim_psl(const SPF_DKIM_MSG *msg);
 /* spf_dkim_txt - the TXT record of name starting with prefix into out,
    within the message's DNS budget: 1, 0 none, -1 the lookup failed */
-extern int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix,
+extern int spf_dkim_txt(SPF_DKIM_MSG *msg, const char *name, const char *prefix,
                         VSTR *out);
 
 /* DMARC (spf_dmarc.c): the library once (tld_file: the Public Suffix List
@@ -70,7 +77,7 @@ extern int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix,
    (their strings in from and policy) */
 extern bool spf_dmarc_init(const char *tld_file);
 extern void spf_dmarc_done(const char *tld_file);
-extern void spf_dmarc_eval(SPF_DKIM *dk, const struct DKIM_REQUEST *begin,
+extern void spf_dmarc_eval(SPF_DKIM_MSG *dk, const struct DKIM_REQUEST *begin,
                            const char *head, size_t len, DKIM_REPLY *reply,
                            VSTR *from, VSTR *policy);
 

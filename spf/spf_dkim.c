@@ -1,9 +1,12 @@
 /*
  * spf_dkim - DKIM verification (libopendkim) in the authentication checker
  *
- * One message per connection (global/dkim_proto.h): its chunks go to
- * libopendkim as they come (dkim_chunk, LF line ends fixed to CR LF by
- * the library), and the result of each signature goes back at the end.
+ * One message per connection (global/dkim_proto.h), many connections at
+ * once in one process (spf.c): each message is an SPF_DKIM_MSG whose
+ * chunks go to libopendkim as they come (dkim_chunk, LF line ends fixed
+ * to CR LF by the library; no key is fetched there), and the result of
+ * each signature goes back at the end (dkim_eom, where the keys are
+ * fetched, synchronously, within the message's budget).
  * Keys are fetched through the daemon's libunbound context (dns_servers),
  * by libopendkim's key lookup hook: a lookup that does not finish within
  * dkim_lookup_timeout of the message's first one, or fails (SERVFAIL, a
@@ -30,14 +33,29 @@
 
 #define SPF_DKIM_TXT 16
 #define SPF_DKIM_IN 1
-#define SPF_DKIM_HEAD_MAX (256 * 1024) /* header bytes kept for DMARC */
 
 struct SPF_DKIM {
     DKIM_LIB *lib;
     struct ub_ctx *ub; /* the daemon's; NULL: DNS is off */
     int timeout; /* dkim_lookup_timeout, seconds */
     const PSL *psl; /* DMARC's organizational domains; NULL: none */
-    /* The message in hand. */
+    size_t head_max; /* header bytes kept for DMARC's From: */
+};
+
+/* One message being verified: the state of one connection. */
+struct SPF_DKIM_MSG {
+    SPF_DKIM *dk;
+    DKIM *dkim;
+    bool broken; /* libopendkim refused the content */
+    DKIM_STAT stat; /* of the last chunk */
+    /* BEGIN, its strings ours */
+    DKIM_REQUEST begin;
+    char *client_address;
+    char *spf_result;
+    char *spf_domain;
+    VSTR *head; /* the header section, for DMARC's From: */
+    bool head_done;
+    /* Its lookups. */
     bool started; /* deadline set (at the first key lookup) */
     struct timespec deadline;
     VSTR *failure; /* the first lookup that failed, for the log */
@@ -61,7 +79,7 @@ static void spf_dkim_answer(void *arg, int err, struct ub_result *result)
 }
 
 /* spf_dkim_left_ms - what is left of the message's DNS budget */
-static int spf_dkim_left_ms(const SPF_DKIM *dk)
+static int spf_dkim_left_ms(const SPF_DKIM_MSG *dk)
 {
     struct timespec now;
     long long left;
@@ -74,7 +92,7 @@ static int spf_dkim_left_ms(const SPF_DKIM *dk)
 
 /* spf_dkim_fail - a lookup failed: remembered (spf_dkim_result makes the
    signature temperror), NOTFOUND to the library */
-static DKIM_CBSTAT spf_dkim_fail(SPF_DKIM *dk, const char *name,
+static DKIM_CBSTAT spf_dkim_fail(SPF_DKIM_MSG *dk, const char *name,
                                  const char *why)
 {
     if (vstr_len(dk->failure) == 0)
@@ -85,7 +103,7 @@ static DKIM_CBSTAT spf_dkim_fail(SPF_DKIM *dk, const char *name,
 
 /* spf_dkim_lookup_failed - did the key lookup of sig fail (not: find
    nothing)? */
-static bool spf_dkim_lookup_failed(const SPF_DKIM *dk, DKIM_SIGINFO *sig)
+static bool spf_dkim_lookup_failed(const SPF_DKIM_MSG *dk, DKIM_SIGINFO *sig)
 {
     const char *domain = (const char *) dkim_sig_getdomain(sig);
     const char *selector = (const char *) dkim_sig_getselector(sig);
@@ -104,9 +122,10 @@ static bool spf_dkim_lookup_failed(const SPF_DKIM *dk, DKIM_SIGINFO *sig)
 /* spf_dkim_query - one TXT query through libunbound within the
    message's DNS budget: 0 with *result (an answer, NXDOMAIN or no data),
    or -1 (failed or timed out: remembered for the log and in failed) */
-static int spf_dkim_query(SPF_DKIM *dk, const char *name,
+static int spf_dkim_query(SPF_DKIM_MSG *dk, const char *name,
                           struct ub_result **result)
 {
+    struct ub_ctx *ub = dk->dk->ub;
     SPF_DKIM_QUERY query = {0};
     int async_id = 0;
     int err;
@@ -115,26 +134,26 @@ static int spf_dkim_query(SPF_DKIM *dk, const char *name,
     if (!dk->started) {
         dk->started = true;
         clock_gettime(CLOCK_MONOTONIC, &dk->deadline);
-        dk->deadline.tv_sec += dk->timeout;
+        dk->deadline.tv_sec += dk->dk->timeout;
     }
-    if ((err = ub_resolve_async(dk->ub, name, SPF_DKIM_TXT, SPF_DKIM_IN, &query,
+    if ((err = ub_resolve_async(ub, name, SPF_DKIM_TXT, SPF_DKIM_IN, &query,
                                 spf_dkim_answer, &async_id)) != 0) {
         (void) spf_dkim_fail(dk, name, ub_strerror(err));
         return -1;
     }
     while (!query.done) {
-        struct pollfd pfd = {.fd = ub_fd(dk->ub), .events = POLLIN};
+        struct pollfd pfd = {.fd = ub_fd(ub), .events = POLLIN};
         int left = spf_dkim_left_ms(dk);
 
         if (left == 0) {
-            (void) ub_cancel(dk->ub, async_id);
+            (void) ub_cancel(ub, async_id);
             (void) spf_dkim_fail(dk, name, "timed out (dkim_lookup_timeout)");
             return -1;
         }
         if (poll(&pfd, 1, left) < 0 && errno != EINTR)
             msg_fatal("poll: %m");
-        if ((err = ub_process(dk->ub)) != 0) {
-            (void) ub_cancel(dk->ub, async_id);
+        if ((err = ub_process(ub)) != 0) {
+            (void) ub_cancel(ub, async_id);
             (void) spf_dkim_fail(dk, name, ub_strerror(err));
             return -1;
         }
@@ -156,12 +175,13 @@ static int spf_dkim_query(SPF_DKIM *dk, const char *name,
 /* spf_dkim_txt - the TXT record of name that starts with prefix (case
    insensitive; "" for the first one) into out: 1, 0 for none, -1 when
    the lookup failed or its answer is malformed */
-int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix, VSTR *out)
+int spf_dkim_txt(SPF_DKIM_MSG *dk, const char *name, const char *prefix,
+                 VSTR *out)
 {
     struct ub_result *result;
     int ret = 0;
 
-    if (dk->ub == NULL)
+    if (dk->dk->ub == NULL)
         return -1;
     if (spf_dkim_query(dk, name, &result) < 0)
         return -1;
@@ -188,14 +208,14 @@ int spf_dkim_txt(SPF_DKIM *dk, const char *name, const char *prefix, VSTR *out)
 static DKIM_CBSTAT spf_dkim_key(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf,
                                 size_t buflen)
 {
-    SPF_DKIM *dk = dkim_get_user_context(dkim);
+    SPF_DKIM_MSG *dk = dkim_get_user_context(dkim);
     const char *domain = (const char *) dkim_sig_getdomain(sig);
     const char *selector = (const char *) dkim_sig_getselector(sig);
     VSTR *name;
     VSTR *text;
     DKIM_CBSTAT ret;
 
-    if (dk == NULL || dk->ub == NULL || domain == NULL || selector == NULL)
+    if (dk == NULL || dk->dk->ub == NULL || domain == NULL || selector == NULL)
         return DKIM_CBSTAT_ERROR;
     name = vstr_alloc(100);
     text = vstr_alloc(256);
@@ -224,7 +244,8 @@ static DKIM_CBSTAT spf_dkim_key(DKIM *dkim, DKIM_SIGINFO *sig, u_char *buf,
 }
 
 /* spf_dkim_create - the library, set up once; ub may be NULL (DNS off) */
-SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout, const PSL *psl)
+SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout, const PSL *psl,
+                          size_t head_max)
 {
     SPF_DKIM *dk = mycalloc(1, sizeof(*dk));
     unsigned int flags = 0;
@@ -244,15 +265,14 @@ SPF_DKIM *spf_dkim_create(struct ub_ctx *ub, int timeout, const PSL *psl)
     dk->ub = ub;
     dk->timeout = timeout;
     dk->psl = psl;
-    dk->failure = vstr_alloc(100);
-    dk->failed = vstr_alloc(100);
+    dk->head_max = head_max;
     return dk;
 }
 
 /* spf_dkim_psl - the Public Suffix List for DMARC (NULL: none) */
-const PSL *spf_dkim_psl(const SPF_DKIM *dk)
+const PSL *spf_dkim_psl(const SPF_DKIM_MSG *msg)
 {
-    return dk->psl;
+    return msg->dk->psl;
 }
 
 /* spf_dkim_free - NULL */
@@ -260,15 +280,14 @@ SPF_DKIM *spf_dkim_free(SPF_DKIM *dk)
 {
     if (dk != NULL) {
         dkim_close(dk->lib);
-        vstr_free(dk->failure);
-        vstr_free(dk->failed);
         myfree(dk);
     }
     return NULL;
 }
 
 /* spf_dkim_result - one signature's result (RFC 6376 6.1, RFC 8601) */
-static DKIM_PROTO_RESULT spf_dkim_result(const SPF_DKIM *dk, DKIM_SIGINFO *sig)
+static DKIM_PROTO_RESULT spf_dkim_result(const SPF_DKIM_MSG *dk,
+                                         DKIM_SIGINFO *sig)
 {
     unsigned int flags = dkim_sig_getflags(sig);
     int error = dkim_sig_geterror(sig);
@@ -298,74 +317,102 @@ static const char *spf_dkim_token(const unsigned char *text)
                : "";
 }
 
-/* spf_dkim_head - keep the header section (for DMARC's From:) */
-static void spf_dkim_head(VSTR *head, bool *done, const char *data, size_t len)
+/* spf_dkim_head - keep the header section (for DMARC's From:), its
+   first head_max bytes: what is there is searched */
+static void spf_dkim_head(SPF_DKIM_MSG *msg, const char *data, size_t len)
 {
+    VSTR *head = msg->head;
     size_t from = vstr_len(head) > 0 ? vstr_len(head) - 1 : 0;
+    size_t room = msg->dk->head_max - vstr_len(head);
     const char *end;
 
-    if (*done)
+    if (msg->head_done)
         return;
-    vstr_ncat(head, data, len);
+    /* One byte past the window (the end of the section may be there). */
+    vstr_ncat(head, data, len <= room ? len : room + 1);
     if (vstr_len(head) > 0 && vstr_str(head)[0] == '\n') {
         vstr_truncate(head, 0); /* no header at all */
-        *done = true;
+        msg->head_done = true;
     } else if ((end = memmem(vstr_str(head) + from, vstr_len(head) - from,
                              "\n\n", 2)) != NULL) {
         vstr_truncate(head, (size_t) (end - vstr_str(head)) + 1);
-        *done = true;
-    } else if (vstr_len(head) > SPF_DKIM_HEAD_MAX) {
-        *done = true; /* what is there is searched */
+        msg->head_done = true;
+    } else if (vstr_len(head) > msg->dk->head_max) {
+        vstr_truncate(head, msg->dk->head_max);
+        msg->head_done = true;
     }
 }
 
-/* spf_dkim_serve - BEGIN was read: the chunks, END, the reply */
-void spf_dkim_serve(SPF_DKIM *dk, ATTR_STREAM *stream,
-                    const DKIM_REQUEST *begin)
+/* spf_dkim_begin - a message, after its BEGIN (begin's strings are
+   copied) */
+SPF_DKIM_MSG *spf_dkim_begin(SPF_DKIM *dk, const DKIM_REQUEST *begin)
 {
-    VSTR *head = vstr_alloc(1024);
+    SPF_DKIM_MSG *msg = mycalloc(1, sizeof(*msg));
+    DKIM_STAT stat = DKIM_STAT_OK;
+
+    msg->dk = dk;
+    msg->begin = *begin;
+    if (begin->dmarc) {
+        msg->begin.client_address = msg->client_address =
+            mystrdup(begin->client_address);
+        msg->begin.spf_result = msg->spf_result = mystrdup(begin->spf_result);
+        msg->begin.spf_domain = msg->spf_domain = mystrdup(begin->spf_domain);
+    }
+    msg->head = vstr_alloc(1024);
+    msg->head_done = !begin->dmarc;
+    msg->failure = vstr_alloc(100);
+    msg->failed = vstr_alloc(100);
+    vstr_cpy(msg->failed, " ");
+    msg->stat = DKIM_STAT_OK;
+    if ((msg->dkim = dkim_verify(dk->lib, (const unsigned char *) "smtpd", NULL,
+                                 &stat)) == NULL)
+        msg_fatal("spf: libopendkim: dkim_verify: %s", dkim_getresultstr(stat));
+    dkim_set_user_context(msg->dkim, msg);
+    return msg;
+}
+
+/* spf_dkim_data - one chunk of the content: no lookup, no wait */
+void spf_dkim_data(SPF_DKIM_MSG *msg, const char *data, size_t len)
+{
+    spf_dkim_head(msg, data, len);
+    if (!msg->broken && len > 0 &&
+        (msg->stat = dkim_chunk(msg->dkim, (unsigned char *) data, len)) !=
+            DKIM_STAT_OK)
+        msg->broken = msg->stat != DKIM_STAT_NOSIG;
+}
+
+/* spf_dkim_msg_free - NULL */
+SPF_DKIM_MSG *spf_dkim_msg_free(SPF_DKIM_MSG *msg)
+{
+    if (msg != NULL) {
+        dkim_free(msg->dkim);
+        myfree(msg->client_address);
+        myfree(msg->spf_result);
+        myfree(msg->spf_domain);
+        vstr_free(msg->head);
+        vstr_free(msg->failure);
+        vstr_free(msg->failed);
+        myfree(msg);
+    }
+    return NULL;
+}
+
+/* spf_dkim_end - END was read: verify (the key lookups: synchronous,
+   within the message's budget), evaluate DMARC when BEGIN asked; the
+   REPLY (caller frees) */
+ATTR_LIST *spf_dkim_end(SPF_DKIM_MSG *msg)
+{
     VSTR *from = vstr_alloc(100);
     VSTR *policy = vstr_alloc(20);
-    bool head_done = !begin->dmarc;
-    VSTR *why = vstr_alloc(100);
-    VSTR *reason = vstr_alloc(100);
-    ATTR_LIST *list = NULL;
-    DKIM_REQUEST req;
     DKIM_REPLY reply = {.ok = true};
     DKIM_SIGINFO **sigs = NULL;
-    DKIM_STAT stat = DKIM_STAT_OK;
-    DKIM *dkim;
+    DKIM_STAT stat = msg->stat;
+    DKIM *dkim = msg->dkim;
+    const SPF_DKIM_MSG *dk = msg;
+    bool broken = msg->broken;
+    ATTR_LIST *list;
     int nsigs = 0;
-    bool broken = false; /* libopendkim refused the content */
 
-    dk->started = false;
-    vstr_reset(dk->failure);
-    vstr_cpy(dk->failed, " ");
-    if ((dkim = dkim_verify(dk->lib, (const unsigned char *) "smtpd", NULL,
-                            &stat)) == NULL)
-        msg_fatal("spf: libopendkim: dkim_verify: %s", dkim_getresultstr(stat));
-    dkim_set_user_context(dkim, dk);
-    for (;;) {
-        list = attr_list_free(list);
-        if (attr_stream_read(stream, &list, why) < 0) {
-            msg_warn("dkim request: %s", vstr_str(why));
-            goto out;
-        }
-        if (dkim_request_take(list, &req, why) < 0 ||
-            req.kind == DKIM_KIND_BEGIN) {
-            msg_warn("bad dkim request: %s", req.kind == DKIM_KIND_BEGIN
-                                                 ? "a second begin"
-                                                 : vstr_str(why));
-            goto out;
-        }
-        if (req.kind == DKIM_KIND_END)
-            break;
-        spf_dkim_head(head, &head_done, req.data, req.len);
-        if (!broken && req.len > 0 &&
-            (stat = dkim_chunk(dkim, (unsigned char *) req.data, req.len)) !=
-                DKIM_STAT_OK)
-            broken = stat != DKIM_STAT_NOSIG;
-    }
     if (!broken)
         stat = dkim_chunk(dkim, NULL, 0);
     if (!broken || stat == DKIM_STAT_NOSIG)
@@ -402,20 +449,11 @@ void spf_dkim_serve(SPF_DKIM *dk, ATTR_STREAM *stream,
     }
     if (vstr_len(dk->failure) > 0)
         msg_info("dkim: DNS lookup failed: %s", vstr_str(dk->failure));
-    if (begin->dmarc)
-        spf_dmarc_eval(dk, begin, vstr_str(head), vstr_len(head), &reply, from,
-                       policy);
-    list = attr_list_free(list);
+    if (msg->begin.dmarc)
+        spf_dmarc_eval(msg, &msg->begin, vstr_str(msg->head),
+                       vstr_len(msg->head), &reply, from, policy);
     list = dkim_reply_list(&reply);
-    if (attr_stream_write(stream, list, why) < 0)
-        msg_warn("dkim reply: %s", vstr_str(why));
-
-out:
-    attr_list_free(list);
-    dkim_free(dkim);
-    vstr_free(head);
     vstr_free(from);
     vstr_free(policy);
-    vstr_free(why);
-    vstr_free(reason);
+    return list;
 }

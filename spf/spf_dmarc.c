@@ -100,7 +100,7 @@ static int spf_dmarc_dkim(DKIM_PROTO_RESULT result)
 /* spf_dmarc_record - the policy record for domain (or its organizational
    domain, into org) into record, found_at naming where: 1, 0 none, -1 DNS
    failed */
-static int spf_dmarc_record(SPF_DKIM *dk, const char *domain, VSTR *record,
+static int spf_dmarc_record(SPF_DKIM_MSG *dk, const char *domain, VSTR *record,
                             VSTR *org, const char **found_at)
 {
     VSTR *name = vstr_alloc(100);
@@ -120,8 +120,9 @@ static int spf_dmarc_record(SPF_DKIM *dk, const char *domain, VSTR *record,
 }
 
 /* spf_dmarc_eval - DMARC for one message */
-void spf_dmarc_eval(SPF_DKIM *dk, const DKIM_REQUEST *begin, const char *head,
-                    size_t len, DKIM_REPLY *reply, VSTR *from, VSTR *policy)
+void spf_dmarc_eval(SPF_DKIM_MSG *dk, const DKIM_REQUEST *begin,
+                    const char *head, size_t len, DKIM_REPLY *reply, VSTR *from,
+                    VSTR *policy)
 {
     VSTR *why = vstr_alloc(100);
     VSTR *record = vstr_alloc(200);

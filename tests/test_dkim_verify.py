@@ -316,3 +316,73 @@ def test_large_message_streams(make_instance, make_sink, make_dns, rsa_key):
     assert len(got["large"].data) > 3 * 1000 * 1000
     assert dkim_of(got["large"])[0][0] == "pass"
     assert dkim_of(got["large changed"])[0][0] == "fail"
+
+
+def test_slow_data_senders_do_not_hold_the_verifier(make_instance, make_sink,
+                                                    make_dns, rsa_key):
+    """The spf service may run two processes (maxproc 2 in master.cf);
+    three clients sit in DATA, their messages half sent, each with its
+    content streaming to the verifier. A fourth session still gets its
+    SPF and DKIM verdicts (pass, pass) and reject_spf_fail still works for
+    a fifth: the held streams take a connection each, not a process.
+    (Before: one process a client, so two held streams took both and
+    the third session's own SPF check at RCPT already timed out: 451.)"""
+    import socket
+    need()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=[("%s._domainkey.%s" % (SELECTOR, DOMAIN), txt),
+                               (DOMAIN, "v=spf1 ip4:127.0.0.1 -all"),
+                               ("fail.test", "v=spf1 -all")])
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, params={
+        "disable_dns_lookups": "no", "dns_servers": dns_server.server,
+        "smtpd_peername_lookup": "no", "authserv_id": "mx.sluice.test",
+        "smtpd_authentication_checks": "spf dkim",
+        "smtpd_recipient_restrictions": "reject_spf_fail",
+        "dkim_lookup_timeout": "3s", "spf_lookup_timeout": "3s"})
+    lines = inst.master_cf.read_text().splitlines()
+    for i, line in enumerate(lines):
+        f = line.split()
+        if f and f[0] == "spf" and len(f) >= 8:
+            f[6] = "2"
+            lines[i] = " ".join(f)
+    inst.master_cf.write_text("\n".join(lines) + "\n")
+    inst.start()
+
+    def reply(f):
+        while True:
+            line = f.readline()
+            assert line, "connection closed"
+            if line[3:4] != b"-":
+                return line
+
+    held = []
+    try:
+        for i in range(3):
+            s = socket.create_connection(("127.0.0.1", inst.port), timeout=30)
+            f = s.makefile("rb")
+            held.append((s, f))
+            assert reply(f).startswith(b"220")
+            for cmd, code in ((b"EHLO slow%d.test" % i, b"250"),
+                              (b"MAIL FROM:<user@sig.test>", b"250"),
+                              (b"RCPT TO:<bob@dest.test>", b"250"),
+                              (b"DATA", b"354")):
+                s.sendall(cmd + b"\r\n")
+                assert reply(f).startswith(code), cmd
+            s.sendall(b"From: <user@sig.test>\r\nSubject: slow %d\r\n" % i)
+        got = deliver(inst, sink, [sign(message("while held"), key)])
+        ident, results = parsed(auth_results(got["while held"]))
+        assert [r[:2] for r in results] == [("spf", "pass"), ("dkim", "pass")]
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+            client.ehlo("client.test")
+            assert client.mail("user@fail.test")[0] == 250
+            code, text = client.rcpt("bob@dest.test")
+            assert code == 550, (code, text)
+        # The held ones finish and verify too.
+        for s, f in held:
+            s.sendall(b"\r\nheld\r\n.\r\n")
+            assert reply(f).startswith(b"250")
+    finally:
+        for s, f in held:
+            f.close()
+            s.close()

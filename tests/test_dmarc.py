@@ -461,3 +461,36 @@ def test_verifier_down_is_never_a_pass(make_instance, make_sink, make_dns):
     inst.wait_log(r"cannot connect to the spf service")
     with pytest.raises(AssertionError):
         sink.wait_messages(1, timeout=2)
+
+
+def test_from_after_256_kb_of_headers(make_instance, make_sink, make_dns,
+                                      rsa_key):
+    """header_size_limit = 1 MB and 400 KB of other header fields before
+    From: the daemon looks for From: as far as cleanup keeps a header
+    section, so the unaligned message is dmarc=fail for sig.test (before:
+    only about the first 256 KB were searched, no From: was found:
+    permerror). With the default header_size_limit (100 KB) a From: past
+    it is not in the header section cleanup keeps: permerror (before:
+    fail, by a From: that the delivered message has in its body)."""
+    need()
+    key, txt = rsa_key
+    dns_server = make_dns(txt=records(txt))
+    filler = b"".join(b"X-Filler-%05d: %s\r\n" % (i, b"x" * 980)
+                      for i in range(400))  # 400 KB
+    late = message("late from", sender="a@sig.test").replace(
+        b"From: <a@sig.test>\r\n", b"").replace(
+        b"\r\n\r\n", b"\r\n" + filler + b"From: <a@sig.test>\r\n\r\n", 1)
+    assert len(late) > 380 * 1024
+    for limit, want in (("1000000", ("fail", "sig.test")),
+                        (None, ("permerror", None))):
+        sink = make_sink()
+        params = {"message_size_limit": "10000000"}
+        if limit:
+            params["header_size_limit"] = limit
+        inst = dmarc_instance(make_instance, sink, dns_server.server,
+                              **params)
+        replies = send(inst, [("x@other.test", late)])
+        assert replies[0][0] == 250, replies
+        (m,) = sink.wait_messages(1, timeout=60)
+        assert dmarc_of(m) == want
+        inst.stop()

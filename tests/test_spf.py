@@ -561,3 +561,84 @@ def test_spf_daemon_under_valgrind(make_instance, make_sink, make_dns,
     problems = {r.name: log_problems(r.read_text()) for r in reports}
     assert not any(problems.values()), (problems, [
         r.read_text()[-3000:] for r in reports])
+
+
+def helo_session(inst, helo, sender, rcpt_code=250):
+    """One transaction after EHLO helo; the RCPT reply (and DATA when it
+    is accepted)."""
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        client.ehlo(helo)
+        assert client.mail(sender)[0] == 250
+        code, text = client.rcpt("bob@dest.test")
+        assert code == rcpt_code, (helo, sender, code, text)
+        if code == 250:
+            assert client.data(body(sender))[0] == 250
+        return text
+
+
+def test_helo_identity(make_instance, make_sink, make_dns):
+    """smtpd_spf_helo_check (default yes): the HELO name's own policy is
+    checked (RFC 7208 2.3) and, when it is not none, recorded as a second
+    spf= result with smtp.helo=. reject_spf_fail rejects a HELO fail when
+    MAIL FROM's result is none, not when the sender's domain has a
+    verdict of its own (pass, softfail). The null sender is checked once,
+    as postmaster@HELO. Before: the HELO identity was never checked, no
+    smtp.helo= result beside smtp.mailfrom=, and a client whose HELO name
+    fails was let through."""
+    need()
+    dns_server = spf_dns(make_dns)
+    sink = make_sink()
+    inst = spf_instance(make_instance, sink, dns_server.server,
+                        smtpd_recipient_restrictions="reject_spf_fail")
+    helo_session(inst, "pass.test", "user@none.test")
+    (m,) = sink.wait_messages(1)
+    ar = spf_headers(m)[0]
+    assert ar == ("mx.sluice.test; spf=none smtp.mailfrom=user@none.test;"
+                  " spf=pass smtp.helo=pass.test"), ar
+    assert authres_of(ar) == ("mx.sluice.test",
+                              [("spf", "none", "mailfrom", "user@none.test"),
+                               ("spf", "pass", "helo", "pass.test")])
+    sink.messages.clear()
+    # HELO fail, MAIL FROM without a policy: rejected.
+    text = helo_session(inst, "fail.test", "user@none.test", rcpt_code=550)
+    assert text.startswith(b"5.7.23 <fail.test>: Helo command rejected"), text
+    # HELO fail, MAIL FROM with a verdict: that verdict decides.
+    helo_session(inst, "fail.test", "user@pass.test")
+    helo_session(inst, "fail.test", "user@soft.test")
+    got = {m.mail_from: m for m in sink.wait_messages(2)}
+    assert spf_headers(got["user@pass.test"])[0] == (
+        "mx.sluice.test; spf=pass smtp.mailfrom=user@pass.test;"
+        " spf=fail smtp.helo=fail.test")
+    assert spf_headers(got["user@soft.test"])[0] == (
+        "mx.sluice.test; spf=softfail smtp.mailfrom=user@soft.test;"
+        " spf=fail smtp.helo=fail.test")
+    sink.messages.clear()
+    # The null sender: the HELO identity, one result.
+    helo_session(inst, "pass.test", "<>")
+    (m,) = sink.wait_messages(1)
+    assert spf_headers(m)[0] == "mx.sluice.test; spf=pass smtp.helo=pass.test"
+    helo_session(inst, "fail.test", "<>", rcpt_code=550)
+    # An address literal or a bare word has no policy: not checked.
+    sink.messages.clear()
+    helo_session(inst, "[127.0.0.1]", "user@none.test")
+    (m,) = sink.wait_messages(1)
+    assert spf_headers(m)[0] == \
+        "mx.sluice.test; spf=none smtp.mailfrom=user@none.test"
+    inst.wait_log(r"spf: client=127\.0\.0\.1 helo=fail\.test identity=helo "
+                  r"result=fail")
+
+
+def test_helo_check_off(make_instance, make_sink, make_dns):
+    """smtpd_spf_helo_check = no: no HELO result, and a HELO name that
+    fails does not stop a sender without a policy."""
+    need()
+    dns_server = spf_dns(make_dns)
+    sink = make_sink()
+    inst = spf_instance(make_instance, sink, dns_server.server,
+                        smtpd_spf_helo_check="no",
+                        smtpd_recipient_restrictions="reject_spf_fail")
+    helo_session(inst, "fail.test", "user@none.test")
+    (m,) = sink.wait_messages(1)
+    assert spf_headers(m)[0] == \
+        "mx.sluice.test; spf=none smtp.mailfrom=user@none.test"
+    assert "identity=helo" not in inst.log()
