@@ -27,6 +27,13 @@
  * recipient and changing the sender are not offered in the negotiation
  * (cleanup has them already), so a milter that needs them is told so by
  * libmilter.
+ *
+ * The modifications are bounded as the client's message is: the replaced
+ * body and the header changes together by message_size_limit, each header
+ * change by header_size_limit. Past a bound the rest of the milter's
+ * changes are read and dropped, and the message is refused with 552 5.3.4
+ * (permanent, as Postfix's cleanup answers a message file that grew too
+ * big); cleanup then drops its partial file, so nothing is queued.
  */
 #include "sys_defs.h"
 
@@ -62,6 +69,8 @@ struct SMTPD_MILTER_CONF {
     int connect_timeout; /* seconds */
     int command_timeout;
     int content_timeout;
+    size_t message_size_limit; /* 0: none */
+    size_t header_size_limit;
 };
 
 /* A session's connection to one milter. */
@@ -109,6 +118,8 @@ struct SMTPD_MILTERS {
     ARGV *mods; /* "h" "i<index>" "m<index>" then name, value: 3 each */
     VSTR *body;
     bool body_replaced;
+    size_t mod_bytes; /* of the header changes and the new body */
+    const char *too_big; /* the bound they crossed, or NULL */
     ARGV *rcpts; /* recipients added */
     VSTR *quarantine; /* the reason; NULL: not quarantined */
 };
@@ -138,6 +149,9 @@ SMTPD_MILTER_CONF *smtpd_milter_conf(const MAIL_CONF *conf)
     mc->connect_timeout = (int) mail_conf_time(conf, "milter_connect_timeout");
     mc->command_timeout = (int) mail_conf_time(conf, "milter_command_timeout");
     mc->content_timeout = (int) mail_conf_time(conf, "milter_content_timeout");
+    mc->message_size_limit =
+        (size_t) mail_conf_size(conf, "message_size_limit");
+    mc->header_size_limit = (size_t) mail_conf_size(conf, "header_size_limit");
     for (size_t i = 0; i < list->argc; i++) {
         SMTPD_MILTER_ADDR *ma = mc->addrs + mc->count;
         MILTER_ADDR addr;
@@ -280,6 +294,8 @@ void smtpd_milters_begin(SMTPD_MILTERS *ms, SMTPD_MILTER_STAGE stage)
         ms->quarantine = vstr_free(ms->quarantine);
         vstr_reset(ms->body);
         ms->body_replaced = false;
+        ms->mod_bytes = 0;
+        ms->too_big = NULL;
     }
 }
 
@@ -465,9 +481,21 @@ static void smtpd_milter_idle(SMTPD_MILTER *m)
 static void smtpd_milters_finish(SMTPD_MILTERS *ms, SMTPD_MILTER_STATUS status)
 {
     ms->running = false;
+    if (ms->stage == SMTPD_MILTER_EOM && ms->too_big != NULL &&
+        status == SMTPD_MILTER_CONTINUE) {
+        vstr_sprintf(ms->reply,
+                     "552 5.3.4 Message size exceeds fixed limit (%s, after"
+                     " milter changes)",
+                     ms->too_big);
+        status = SMTPD_MILTER_REPLY;
+    }
     if (ms->stage == SMTPD_MILTER_EOM)
-        for (size_t i = 0; i < ms->count; i++)
-            ms->milters[i].in_msg = false; /* the message is over */
+        for (size_t i = 0; i < ms->count; i++) {
+            /* The message is over: the next one of the session is the
+               milters' again, even for one that said accept to this. */
+            ms->milters[i].in_msg = false;
+            ms->milters[i].accepted_msg = false;
+        }
     ms->done(ms->arg, status, vstr_str(ms->reply));
 }
 
@@ -498,6 +526,37 @@ static void smtpd_milter_fail(SMTPD_MILTER *m, const char *why)
     }
 }
 
+/* smtpd_milter_bound - may the modifications grow by len bytes (a
+   header change: one header of that size)? Past a bound, no: what was
+   collected is dropped and the message will be refused. */
+static bool smtpd_milter_bound(SMTPD_MILTERS *ms, SMTPD_MILTER *m, size_t len,
+                               bool header)
+{
+    const SMTPD_MILTER_CONF *mc = ms->conf;
+
+    if (ms->too_big != NULL)
+        return false;
+    if (header && len > mc->header_size_limit)
+        ms->too_big = "header_size_limit";
+    else if (mc->message_size_limit > 0 &&
+             (len > mc->message_size_limit ||
+              ms->mod_bytes > mc->message_size_limit - len))
+        ms->too_big = "message_size_limit";
+    if (ms->too_big == NULL) {
+        ms->mod_bytes += len;
+        return true;
+    }
+    msg_warn("milter %s: its changes to the message exceed %s: the message"
+             " is refused",
+             m->addr->spec, ms->too_big);
+    ms->mods = argv_free(ms->mods);
+    ms->mods = argv_alloc(8);
+    vstr_free(ms->body);
+    ms->body = vstr_alloc(100);
+    ms->body_replaced = false;
+    return false;
+}
+
 /* smtpd_milter_mod - a modification at the end of the message */
 static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
                              const MILTER_REPLY *rep)
@@ -512,6 +571,9 @@ static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
               (rep->cmd == MILTER_REP_CHGHEADER ? MILTER_ACT_CHGHDRS
                                                 : MILTER_ACT_ADDHDRS)))
             break;
+        if (!smtpd_milter_bound(
+                ms, m, strlen(rep->name) + strlen(rep->value) + 3, true))
+            return;
         snprintf(tag, sizeof(tag), "%c%lu", rep->cmd,
                  (unsigned long) rep->index);
         argv_add(ms->mods, tag);
@@ -540,6 +602,8 @@ static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
     case MILTER_REP_REPLBODY:
         if (!(m->actions & MILTER_ACT_CHGBODY))
             break;
+        if (!smtpd_milter_bound(ms, m, rep->len, false))
+            return;
         if (!ms->body_replaced) {
             vstr_reset(ms->body);
             ms->body_replaced = true;
