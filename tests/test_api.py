@@ -14,6 +14,7 @@ import email.policy
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -1143,3 +1144,68 @@ def test_large_message_reaches_cleanup_whole(api):
     got = api.sink.wait_messages(1, timeout=60)[0]
     assert got.data.replace(b"\r\n", b"\n").split(b"\n\n", 1)[1] == \
         body.replace(b"\r\n", b"\n")
+
+
+QID_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTVWXY"
+
+
+def fake_qid(n):
+    """A well-formed queue ID (global/qid.c) unique for each n < 32**4."""
+    usec = "".join(QID_ALPHABET[(n >> s) & 31] for s in (15, 10, 5, 0))
+    return "1MH81FY" + usec + "00ABC"
+
+
+def test_owner_sweep_is_incremental(make_instance, make_sink):
+    """20,000 owner records (half of them past their week) under the api's
+    owners/ directory: the api removes the expired ones in slices of at
+    most 500 directory entries (its debug log line says how many each
+    slice read) and answers /v1/health between slices; the fresh records
+    stay, and a status lookup of one of them still works."""
+    require(LIBEXEC / "api", SLUICE)
+    sink = make_sink()
+    port = free_port()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
+                         params={"api_listen": "127.0.0.1:%d" % port})
+    inst.remove_service("api")
+    inst.add_service("api unix n - n - 1 api -v")
+    owners = inst.queue_dir / "api" / "owners"
+    owners.mkdir(parents=True, exist_ok=True)
+    st = owners.parent.stat()          # the api's user: mail_owner
+    os.chown(owners, st.st_uid, st.st_gid)
+    old = time.time() - 8 * 86400
+    for n in range(20000):
+        path = owners / fake_qid(n)
+        path.write_text("acme")
+        os.chown(path, st.st_uid, st.st_gid)
+        if n % 2:
+            os.utime(path, (old, old))
+    inst.start()
+
+    def log_state():
+        text = inst.log()
+        return (text.count("api: owner sweep: slice of"),
+                "api: owner sweep done" in text)
+    answered_mid_sweep = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        slices, done = log_state()
+        if done:
+            break
+        if slices == 0:
+            time.sleep(0.01)
+            continue
+        try:
+            ok = api_request(port, "GET", "/v1/health", timeout=5)[0] == 200
+        except OSError:
+            ok = False
+        if ok and not log_state()[1]:
+            answered_mid_sweep += 1
+    inst.wait_log(r"api: owner sweep done: \d+ entries scanned, "
+                  r"10000 expired removed", timeout=30)
+    counts = [int(c) for c in re.findall(
+        r"api: owner sweep: slice of (\d+) entries scanned", inst.log())]
+    assert len(counts) >= 40 and max(counts) <= 500, counts
+    assert sum(counts) >= 20000
+    assert answered_mid_sweep > 0
+    left = sorted(p.name for p in owners.iterdir())
+    assert left == sorted(fake_qid(n) for n in range(0, 20000, 2))
