@@ -2,10 +2,13 @@
  * api - the HTTP sending API (issue #21): JSON in, a queued message out
  *
  * An unprivileged daemon on global/mail_server (master.cf service "api",
- * maxproc 1) that serves HTTP with libevent's evhttp on api_listen (it
- * binds that address itself, with SO_REUSEPORT so the successor a reload
- * starts can bind it while this process retires; empty api_listen: the
- * service idles). Endpoints:
+ * maxproc 1) that serves HTTP with libevent's evhttp on api_listen. Master
+ * binds that address and hands the socket over (SLUICE_OWN_LISTEN_FD,
+ * master_service.c); a reload gives the successor the same socket while
+ * this process retires, so no SO_REUSEPORT is needed (it would let any
+ * process of the same user share the port). Run without master, or when
+ * master could not bind, the api binds it itself. Empty api_listen: the
+ * service idles. Endpoints:
  *
  *   POST /v1/messages   Authorization: Bearer KEY (scope send); the body
  *                       is global/api_request.h's JSON. 202 with
@@ -1699,12 +1702,50 @@ static void api_tick(MAIL_SERVER *server, void *arg)
     api_sweep_start(&ctx->owner_sweep);
 }
 
-/* api_listen - bind api_listen ("host:port", "[v6]:port"); fd or -1 */
+/* api_listen_inherited - the listener master bound for addr, or -1 */
+static int api_listen_inherited(const char *addr)
+{
+    const char *fd_text = getenv("SLUICE_OWN_LISTEN_FD");
+    const char *bound = getenv("SLUICE_OWN_LISTEN_ADDR");
+    int accepting = 0;
+    socklen_t len = sizeof(accepting);
+    char *end;
+    long fd;
+
+    if (fd_text == NULL || bound == NULL)
+        return -1;
+    errno = 0;
+    fd = strtol(fd_text, &end, 10);
+    if (errno || *end || fd < 3 || fd > 1024) {
+        msg_warn("bad SLUICE_OWN_LISTEN_FD \"%s\": ignored", fd_text);
+        return -1;
+    }
+    if (strcmp(bound, addr) != 0) {
+        /* main.cf changed since master's last reload */
+        msg_warn("api_listen = %s, but master bound %s (reload to make it "
+                 "bind the new one): binding it here",
+                 addr, bound);
+        (void) close((int) fd);
+        return -1;
+    }
+    if (getsockopt((int) fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) < 0 ||
+        !accepting) {
+        msg_warn("SLUICE_OWN_LISTEN_FD %ld is not a listening socket: ignored",
+                 fd);
+        return -1;
+    }
+    (void) fcntl((int) fd, F_SETFD, FD_CLOEXEC);
+    (void) fcntl((int) fd, F_SETFL, fcntl((int) fd, F_GETFL) | O_NONBLOCK);
+    return (int) fd;
+}
+
+/* api_listen - the api_listen socket ("host:port", "[v6]:port"): master's,
+   or bound here */
 static int api_listen(const char *addr)
 {
     struct addrinfo hints = {0};
     struct addrinfo *res;
-    VSTR *host = vstr_alloc(64);
+    VSTR *host;
     const char *colon = strrchr(addr, ':');
     const char *hp = addr;
     size_t host_len;
@@ -1712,8 +1753,11 @@ static int api_listen(const char *addr)
     int fd = -1;
     int err;
 
+    if ((fd = api_listen_inherited(addr)) >= 0)
+        return fd;
     if (colon == NULL)
         msg_fatal("api_listen = %s: not ADDRESS:PORT", addr);
+    host = vstr_alloc(64);
     host_len = (size_t) (colon - addr);
     if (host_len >= 2 && hp[0] == '[' && hp[host_len - 1] == ']') {
         hp++;
@@ -1729,7 +1773,6 @@ static int api_listen(const char *addr)
     if ((fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
                      0)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) < 0 ||
         listen(fd, API_LISTEN_BACKLOG) < 0)
         msg_fatal("api_listen = %s: %m", addr);

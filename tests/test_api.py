@@ -18,12 +18,14 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from conftest import LIBEXEC, SLUICE, free_port, pid_alive, require, wait_until
+from conftest import (LIBEXEC, SLUICE, free_port, pid_alive, proc_uids,
+                      require, wait_until)
 
 
 
@@ -611,8 +613,8 @@ def test_hostile_clients_disturb_nobody(make_instance, make_sink):
 
 
 def test_reload_keeps_serving(api):
-    """sluice reload: the successor binds api_listen beside the retiring
-    process (SO_REUSEPORT) and serves; the old one exits."""
+    """sluice reload: the successor gets master's api_listen socket while
+    the retiring process lets it go, and serves; the old one exits."""
     old = api.inst.child("api")
     api.inst.reload()
     wait_until(lambda: not pid_alive(old), 20, what="the old api to retire")
@@ -620,6 +622,47 @@ def test_reload_keeps_serving(api):
     assert api.inst.child("api") != old
     assert api.post(with_(subject="after reload"))[0] == 202
     api.sink.wait_messages(1)
+
+
+REUSEPORT_BIND = """
+import errno, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen(8)
+except OSError as e:
+    print(errno.errorcode[e.errno])
+else:
+    print("bound")
+"""
+
+
+def reuseport_bind(port, uid):
+    """Bind 127.0.0.1:port with SO_REUSEPORT as uid: "bound" or the errno
+    name."""
+    user = uid if uid != os.geteuid() else None
+    out = subprocess.run([sys.executable, "-c", REUSEPORT_BIND, str(port)],
+                         user=user, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_no_other_process_shares_the_port(api):
+    """Another process of the api's own user cannot bind api_listen with
+    SO_REUSEPORT (and so take a share of the requests) while the api
+    runs, before and after a reload; the api still answers."""
+    pid = api.inst.child("api")
+    uid = proc_uids(pid)[1]
+    assert reuseport_bind(api.port, uid) == "EADDRINUSE"
+    api.inst.reload()
+    wait_until(lambda: not pid_alive(pid), 20, what="the old api to retire")
+    wait_until(api.healthy, 10, what="the new api to answer")
+    uid = proc_uids(api.inst.child("api"))[1]
+    assert reuseport_bind(api.port, uid) == "EADDRINUSE"
+    assert api.healthy()
 
 
 def test_status_lookup(api):
