@@ -14,7 +14,8 @@ first X-Remove-Me: header; when a recipient was bcc-me@..., it adds the
 recipient <archive@dest.test>; when a recipient was quarantine@..., it
 quarantines the message ("held by the test milter"); when a recipient
 was newbody@..., it replaces the body with "replaced body" lines; when one
-was bigbody-N@..., it replaces the body with N MiB of text.
+was bigbody-N@..., it replaces the body with N MiB of text. It does not
+answer body chunks (Milter.noreply: SMFIP_NR_BODY when offered).
 """
 
 import sys
@@ -62,6 +63,7 @@ class TestMilter(Milter.Base):
             self.subject = value
         return Milter.CONTINUE
 
+    @Milter.noreply
     def body(self, chunk):
         self.body_lines += chunk.count(b"\r\n")
         return Milter.CONTINUE

@@ -182,6 +182,26 @@ def test_replaced_body_is_bounded(make_instance, make_sink, milter):
     assert queued == []
 
 
+def test_large_body_to_a_milter_that_does_not_answer_chunks(
+        make_instance, make_sink, milter):
+    """A 1.4 MB body to the test milter, which does not answer body chunks
+    (smtpd then sends them as its output drains, not all at once): the
+    milter sees every line, and the message arrives whole."""
+    sink = make_sink()
+    inst = milter_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter)
+    lines = [b"line %06d %s" % (i, b"y" * 60) for i in range(20000)]
+    body = b"\r\n".join(lines) + b"\r\n"
+    msg = MESSAGE.split(b"\r\n\r\n")[0] + b"\r\n\r\n" + body
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=120) as client:
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("bob@dest.test")[0] == 250
+        assert client.data(msg)[0] == 250
+    got = sink.wait_messages(1, timeout=60)
+    assert "X-Milter-Seen: changed by milter / 20000" in headers(got[0].data) \
+        or "X-Milter-Seen: original subject / 20000" in headers(got[0].data)
+    assert got[0].data.endswith(b"\r\n\r\n" + body)
+
+
 def test_quarantine_puts_the_message_on_hold(make_instance, make_sink,
                                             milter):
     sink = make_sink()
