@@ -387,6 +387,7 @@ static void master_serv_own_listen(MASTER_SERV *serv)
 {
     const char *program = strrchr(serv->argv->argv[0], '/');
     const char *want = "";
+    VSTR *addr;
     int fd;
 
     program = program ? program + 1 : serv->argv->argv[0];
@@ -401,11 +402,16 @@ static void master_serv_own_listen(MASTER_SERV *serv)
     master_serv_own_close(serv);
     if (*want == 0)
         return;
-    if ((fd = sock_inet_listen(want, MASTER_LISTEN_BACKLOG)) < 0) {
+    addr = vstr_alloc(64);
+    /* ":port", the wildcard as the api reads it, is "*:port" to sock.c */
+    vstr_sprintf(addr, "%s%s", *want == ':' ? "*" : "", want);
+    fd = sock_inet_listen(vstr_str(addr), MASTER_LISTEN_BACKLOG);
+    if (fd < 0)
         msg_warn("service %s: bind %s: %m (the daemon tries itself)",
-                 serv->name, want);
+                 serv->name, vstr_str(addr));
+    vstr_free(addr);
+    if (fd < 0)
         return;
-    }
     serv->own_fd = fd;
     serv->own_addr = mystrdup(want);
 }
