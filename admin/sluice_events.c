@@ -470,7 +470,7 @@ static int sluice_events_status_one(const char *dir, const EVENTS_EXPORT *exp,
 
         json_object_set_new(obj, "name", json_string(exp->name));
         json_object_set_new(obj, "kind", json_string(exp->kind));
-        json_object_set_new(obj, "target", json_string(exp->target));
+        json_object_set_new(obj, "target", json_string(exp->display));
         json_object_set_new(obj, "floor",
                             pos->floor ? json_string(pos->floor) : json_null());
         for (size_t i = 0; i < pos->count; i++) {
@@ -502,7 +502,7 @@ static int sluice_events_status_one(const char *dir, const EVENTS_EXPORT *exp,
         }
         json_decref(obj);
     } else {
-        printf("%s: %s %s\n", exp->name, exp->kind, exp->target);
+        printf("%s: %s %s\n", exp->name, exp->kind, exp->display);
         if (ret < 0) {
             printf("  error: %s\n", vstr_str(why));
         } else {

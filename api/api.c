@@ -2,10 +2,13 @@
  * api - the HTTP sending API (issue #21): JSON in, a queued message out
  *
  * An unprivileged daemon on global/mail_server (master.cf service "api",
- * maxproc 1) that serves HTTP with libevent's evhttp on api_listen (it
- * binds that address itself, with SO_REUSEPORT so the successor a reload
- * starts can bind it while this process retires; empty api_listen: the
- * service idles). Endpoints:
+ * maxproc 1) that serves HTTP with libevent's evhttp on api_listen. Master
+ * binds that address and hands the socket over (SLUICE_OWN_LISTEN_FD,
+ * master_service.c); a reload gives the successor the same socket while
+ * this process retires, so no SO_REUSEPORT is needed (it would let any
+ * process of the same user share the port). Run without master, or when
+ * master could not bind, the api binds it itself. Empty api_listen: the
+ * service idles. Endpoints:
  *
  *   POST /v1/messages   Authorization: Bearer KEY (scope send); the body
  *                       is global/api_request.h's JSON. 202 with
@@ -52,6 +55,11 @@
  *   503 unavailable     cleanup unreachable, timed out or said 4xx (e.g.
  *                       the queue is short of disk), with Retry-After
  * Keys are never logged: a log line names the key's ID and tenant.
+ *
+ * Expired Idempotency-Key records and message owners (QID -> tenant, for
+ * status lookups) are removed at start and every API_TICK seconds by a
+ * sweep that reads API_SWEEP_SLICE directory entries per turn of the loop
+ * (verbose: a log line each), so a week of owners never stalls requests.
  */
 #include "sys_defs.h"
 
@@ -91,8 +99,27 @@
 #define API_HEADERS_MAX (64 * 1024) /* bytes of a request's HTTP headers */
 #define API_RETRY_AFTER "30" /* seconds, with every 503 */
 #define API_TICK 300 /* seconds between removals of expired records */
+#define API_SWEEP_SLICE 500 /* directory entries one turn of a sweep reads */
+#define API_SWEEP_PAUSE_US 10000 /* between turns: the loop serves others */
+#define API_IDEM_NAME_LEN 64 /* an idempotency record: SHA-256 in hex */
 #define API_OWNERS "owners" /* under api_idempotency_directory: QID -> tenant */
 #define API_OWNER_TTL (7 * 86400) /* seconds a message's owner is kept */
+
+/* The removal of expired records from one flat directory, a slice of
+   entries at a time, so that a directory of a week of messages never
+   stalls the loop: each slice is a bounded amount of work, and requests
+   are served between slices. */
+typedef struct API_SWEEP {
+    const char *what; /* for the log */
+    char *dir;
+    bool (*name_ok)(const char *name); /* a record's name */
+    long long ttl; /* seconds */
+    DIR *dp; /* NULL: no sweep in progress */
+    time_t now; /* when the sweep started */
+    size_t scanned;
+    size_t removed;
+    struct event *ev; /* the next slice */
+} API_SWEEP;
 
 typedef struct API_CTX {
     MAIL_SERVER *server;
@@ -111,6 +138,8 @@ typedef struct API_CTX {
     HTABLE *inflight; /* "tenant\nkey": Idempotency-Keys with cleanup */
     size_t pending; /* requests waiting for cleanup */
     bool retiring; /* exit when pending falls to 0 */
+    API_SWEEP owner_sweep; /* owners/ */
+    API_SWEEP idem_sweep; /* api_idempotency_directory */
 } API_CTX;
 
 /* One POST /v1/messages while cleanup has it: the request is answered
@@ -1570,12 +1599,153 @@ static void api_request(struct evhttp_request *req, void *arg)
     }
 }
 
-/* api_listen - bind api_listen ("host:port", "[v6]:port"); fd or -1 */
+/* api_idem_name_ok - is name an idempotency record's (api_idem.h)? */
+static bool api_idem_name_ok(const char *name)
+{
+    return strlen(name) == API_IDEM_NAME_LEN &&
+           strspn(name, "0123456789abcdef") == API_IDEM_NAME_LEN;
+}
+
+/* api_sweep_slice - one bounded turn of a sweep: read at most
+   API_SWEEP_SLICE entries, remove the expired records among them, and
+   come back after a pause unless the directory is done */
+static void api_sweep_slice(evutil_socket_t fd, short what, void *arg)
+{
+    API_SWEEP *sw = arg;
+    VSTR *path = vstr_alloc(100);
+    struct timeval pause = {0, API_SWEEP_PAUSE_US};
+    struct dirent *de = NULL;
+    struct stat st;
+    size_t scanned = 0;
+    size_t removed = 0;
+
+    if (sw->dp == NULL)
+        msg_panic("%s: no sweep of %s in progress", __func__, sw->dir);
+    while (scanned < API_SWEEP_SLICE && (de = readdir(sw->dp)) != NULL) {
+        scanned++;
+        if (!sw->name_ok(de->d_name))
+            continue;
+        vstr_sprintf(path, "%s/%s", sw->dir, de->d_name);
+        if (stat(vstr_str(path), &st) == 0 && sw->now - st.st_mtime > sw->ttl &&
+            unlink(vstr_str(path)) == 0)
+            removed++;
+    }
+    vstr_free(path);
+    sw->scanned += scanned;
+    sw->removed += removed;
+    if (msg_verbose_get())
+        msg_info("api: %s sweep: slice of %zu entries scanned, %zu removed",
+                 sw->what, scanned, removed);
+    if (de != NULL) {
+        if (event_add(sw->ev, &pause) < 0)
+            msg_fatal("cannot add the %s sweep timer", sw->what);
+        return;
+    }
+    (void) closedir(sw->dp);
+    sw->dp = NULL;
+    if (sw->removed > 0 || msg_verbose_get())
+        msg_info("api: %s sweep done: %zu entries scanned, %zu expired removed",
+                 sw->what, sw->scanned, sw->removed);
+}
+
+/* api_sweep_init - set up a sweep of dir (nothing runs yet) */
+static void api_sweep_init(API_SWEEP *sw, struct event_base *base,
+                           const char *what, const char *dir,
+                           bool (*name_ok)(const char *), long long ttl)
+{
+    sw->what = what;
+    sw->dir = mystrdup(dir);
+    sw->name_ok = name_ok;
+    sw->ttl = ttl;
+    if ((sw->ev = evtimer_new(base, api_sweep_slice, sw)) == NULL)
+        msg_fatal("cannot create the %s sweep timer", what);
+}
+
+/* api_sweep_start - begin a sweep, unless one is in progress; the first
+   slice runs from the loop */
+static void api_sweep_start(API_SWEEP *sw)
+{
+    struct timeval now = {0, 0};
+
+    if (sw->dp != NULL)
+        return;
+    if ((sw->dp = opendir(sw->dir)) == NULL) {
+        if (errno != ENOENT)
+            msg_warn("api: opendir %s: %m", sw->dir);
+        return;
+    }
+    sw->now = time(NULL);
+    sw->scanned = 0;
+    sw->removed = 0;
+    if (event_add(sw->ev, &now) < 0)
+        msg_fatal("cannot add the %s sweep timer", sw->what);
+}
+
+/* api_sweep_free - stop a sweep, free it */
+static void api_sweep_free(API_SWEEP *sw)
+{
+    if (sw->ev != NULL)
+        event_free(sw->ev);
+    sw->ev = NULL;
+    if (sw->dp != NULL)
+        (void) closedir(sw->dp);
+    sw->dp = NULL;
+    sw->dir = myfree(sw->dir);
+}
+
+/* api_tick - start removing expired Idempotency-Key and owner records */
+static void api_tick(MAIL_SERVER *server, void *arg)
+{
+    API_CTX *ctx = arg;
+
+    api_sweep_start(&ctx->idem_sweep);
+    api_sweep_start(&ctx->owner_sweep);
+}
+
+/* api_listen_inherited - the listener master bound for addr, or -1 */
+static int api_listen_inherited(const char *addr)
+{
+    const char *fd_text = getenv("SLUICE_OWN_LISTEN_FD");
+    const char *bound = getenv("SLUICE_OWN_LISTEN_ADDR");
+    int accepting = 0;
+    socklen_t len = sizeof(accepting);
+    char *end;
+    long fd;
+
+    if (fd_text == NULL || bound == NULL)
+        return -1;
+    errno = 0;
+    fd = strtol(fd_text, &end, 10);
+    if (errno || *end || fd < 3 || fd > 1024) {
+        msg_warn("bad SLUICE_OWN_LISTEN_FD \"%s\": ignored", fd_text);
+        return -1;
+    }
+    if (strcmp(bound, addr) != 0) {
+        /* main.cf changed since master's last reload */
+        msg_warn("api_listen = %s, but master bound %s (reload to make it "
+                 "bind the new one): binding it here",
+                 addr, bound);
+        (void) close((int) fd);
+        return -1;
+    }
+    if (getsockopt((int) fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) < 0 ||
+        !accepting) {
+        msg_warn("SLUICE_OWN_LISTEN_FD %ld is not a listening socket: ignored",
+                 fd);
+        return -1;
+    }
+    (void) fcntl((int) fd, F_SETFD, FD_CLOEXEC);
+    (void) fcntl((int) fd, F_SETFL, fcntl((int) fd, F_GETFL) | O_NONBLOCK);
+    return (int) fd;
+}
+
+/* api_listen - the api_listen socket ("host:port", "[v6]:port"): master's,
+   or bound here */
 static int api_listen(const char *addr)
 {
     struct addrinfo hints = {0};
     struct addrinfo *res;
-    VSTR *host = vstr_alloc(64);
+    VSTR *host;
     const char *colon = strrchr(addr, ':');
     const char *hp = addr;
     size_t host_len;
@@ -1583,8 +1753,11 @@ static int api_listen(const char *addr)
     int fd = -1;
     int err;
 
+    if ((fd = api_listen_inherited(addr)) >= 0)
+        return fd;
     if (colon == NULL)
         msg_fatal("api_listen = %s: not ADDRESS:PORT", addr);
+    host = vstr_alloc(64);
     host_len = (size_t) (colon - addr);
     if (host_len >= 2 && hp[0] == '[' && hp[host_len - 1] == ']') {
         hp++;
@@ -1600,7 +1773,6 @@ static int api_listen(const char *addr)
     if ((fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
                      0)) < 0 ||
         setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0 ||
         bind(fd, res->ai_addr, res->ai_addrlen) < 0 ||
         listen(fd, API_LISTEN_BACKLOG) < 0)
         msg_fatal("api_listen = %s: %m", addr);
@@ -1640,6 +1812,15 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         msg_warn("mkdir %s: %m (requests with an Idempotency-Key will get "
                  "503)",
                  ctx->idem_dir);
+    /* The first sweeps start now: a restart catches up at once. */
+    api_sweep_init(&ctx->idem_sweep, mail_server_base(server), "idempotency",
+                   ctx->idem_dir, api_idem_name_ok, ctx->idem_ttl);
+    path = vstr_alloc(100);
+    api_owner_path(ctx, NULL, path);
+    api_sweep_init(&ctx->owner_sweep, mail_server_base(server), "owner",
+                   vstr_str(path), qid_valid, API_OWNER_TTL);
+    vstr_free(path);
+    api_tick(server, ctx);
     if (*listen_addr == 0) {
         msg_info("api_listen is empty: the HTTP API is off");
         return;
@@ -1660,33 +1841,6 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         msg_fatal("api_listen = %s: evhttp cannot take the socket",
                   listen_addr);
     msg_info("HTTP API on %s", listen_addr);
-}
-
-/* api_tick - remove expired Idempotency-Key records */
-static void api_tick(MAIL_SERVER *server, void *arg)
-{
-    API_CTX *ctx = arg;
-
-    VSTR *path = vstr_alloc(100);
-    struct dirent *de;
-    struct stat st;
-    time_t now = time(NULL);
-    DIR *dp;
-
-    (void) api_idem_expire(ctx->idem_dir, ctx->idem_ttl);
-    api_owner_path(ctx, NULL, path);
-    if ((dp = opendir(vstr_str(path))) != NULL) {
-        while ((de = readdir(dp)) != NULL) {
-            if (!qid_valid(de->d_name))
-                continue;
-            api_owner_path(ctx, de->d_name, path);
-            if (stat(vstr_str(path), &st) == 0 &&
-                now - st.st_mtime > API_OWNER_TTL)
-                (void) unlink(vstr_str(path));
-        }
-        closedir(dp);
-    }
-    vstr_free(path);
 }
 
 /* api_retire - stop accepting, and leave once every request that
@@ -1712,6 +1866,8 @@ static void api_post_loop(MAIL_SERVER *server, void *arg)
     if (ctx->http != NULL)
         evhttp_free(ctx->http);
     ctx->http = NULL;
+    api_sweep_free(&ctx->owner_sweep);
+    api_sweep_free(&ctx->idem_sweep);
 }
 
 /* main - the HTTP API daemon */

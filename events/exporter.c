@@ -69,6 +69,7 @@ struct EXPORTER {
     EXPORTER_CTX *ctx;
     char *name; /* events_export.h */
     char *target;
+    char *display; /* target for the log: no userinfo, no query */
     const EXPORTER_BACKEND *backend;
     void *state;
     VSTR *pos_path;
@@ -102,6 +103,12 @@ static void exporter_pump_soon(EXPORTER_CTX *ctx, long long seconds);
 const char *exporter_target(const EXPORTER *exp)
 {
     return exp->target;
+}
+
+/* exporter_display - the target as the log may show it */
+const char *exporter_display(const EXPORTER *exp)
+{
+    return exp->display;
 }
 
 /* exporter_backend - the backend of kind, or NULL */
@@ -342,7 +349,7 @@ void exporter_done(EXPORTER *exp, bool ok, const char *why)
         if (exp->first_fail)
             msg_info("events: %s: %s: delivered again after %lld s of "
                      "failures",
-                     exp->name, exp->target,
+                     exp->name, exp->display,
                      (long long) (now - exp->first_fail));
         exporter_save(exp);
         vstr_reset(exp->lines);
@@ -361,14 +368,14 @@ void exporter_done(EXPORTER *exp, bool ok, const char *why)
                                  vstr_len(exp->lines), err) < 0) {
             msg_warn("events: %s: %s: %d events failed for %lld s (%s) and "
                      "cannot go to the dead letters (%s): kept, retried",
-                     exp->name, exp->target, exp->count,
+                     exp->name, exp->display, exp->count,
                      (long long) (now - exp->first_fail), why, vstr_str(err));
             vstr_free(err);
         } else {
             vstr_free(err);
             msg_warn("events: %s: %s: gave up on %d events after %lld s (%s): "
                      "written to %s",
-                     exp->name, exp->target, exp->count,
+                     exp->name, exp->display, exp->count,
                      (long long) (now - exp->first_fail), why,
                      vstr_str(exp->dead_path));
             exporter_save(exp);
@@ -390,7 +397,7 @@ void exporter_done(EXPORTER *exp, bool ok, const char *why)
         exp->backoff = max_age - (long long) (now - exp->first_fail);
     exp->retry_at = now + exp->backoff;
     msg_warn("events: %s: %s: %d events not delivered: %s; retry in %lld s",
-             exp->name, exp->target, exp->count, why, exp->backoff);
+             exp->name, exp->display, exp->count, why, exp->backoff);
     exporter_pump_soon(exp->ctx, exp->backoff);
 }
 
@@ -511,6 +518,7 @@ static EXPORTER *exporter_open(EXPORTER_CTX *ctx, const EVENTS_EXPORT *conf_exp,
     exp->ctx = ctx;
     exp->name = mystrdup(conf_exp->name);
     exp->target = mystrdup(conf_exp->target);
+    exp->display = mystrdup(conf_exp->display);
     if ((exp->backend = exporter_backend(conf_exp->kind)) == NULL)
         msg_panic("%s: no backend for %s", __func__, conf_exp->kind);
     exp->pos_path = vstr_alloc(100);
@@ -526,12 +534,12 @@ static EXPORTER *exporter_open(EXPORTER_CTX *ctx, const EVENTS_EXPORT *conf_exp,
         msg_warn("events: %s (%s): %s; this exporter is stopped until the "
                  "file is mended or removed (removed: everything left in the "
                  "journal is sent again), and no segment is removed meanwhile",
-                 exp->name, exp->target, vstr_str(why));
+                 exp->name, exp->display, vstr_str(why));
         exp->broken = true;
     }
     exp->state = exp->backend->open(exp, ctx->base, conf);
     msg_info("events: exporter %s: %s %s", exp->name, conf_exp->kind,
-             exp->target);
+             exp->display);
     vstr_free(why);
     return exp;
 }
@@ -542,6 +550,7 @@ static void exporter_free(EXPORTER *exp)
     exp->backend->close(exp->state);
     myfree(exp->name);
     myfree(exp->target);
+    myfree(exp->display);
     vstr_free(exp->pos_path);
     vstr_free(exp->dead_path);
     events_pos_free(exp->pos);

@@ -49,6 +49,10 @@ extern void exporter_done(EXPORTER *exp, bool ok, const char *why);
 /* exporter_target - the URL (or broker list ...) exp exports to */
 extern const char *exporter_target(const EXPORTER *exp);
 
+/* exporter_display - the target as the log may show it (no userinfo, no
+   query: events_export_display) */
+extern const char *exporter_display(const EXPORTER *exp);
+
 extern const EXPORTER_BACKEND webhook_backend; /* webhook.c */
 extern const EXPORTER_BACKEND stats_backend; /* stats.c */
 extern const EXPORTER_BACKEND kafka_backend; /* kafka.c */

@@ -342,7 +342,7 @@ static void *webhook_open(EXPORTER *exp, struct event_base *base,
     if (*hook->secret == 0)
         msg_warn("events: %s: events_webhook_secret is empty: the POSTs "
                  "are not signed",
-                 hook->url);
+                 exporter_display(exp));
     return hook;
 }
 

@@ -21,6 +21,36 @@ void events_export_name(VSTR *name, const char *kind, const char *target)
         vstr_sprintf_append(name, "%02x", digest[i]);
 }
 
+/* events_export_display - target without the secrets a URL may carry */
+void events_export_display(VSTR *out, const char *target)
+{
+    const char *scheme_end = strstr(target, "://");
+    const char *auth;
+    const char *auth_end;
+    const char *at = NULL;
+    const char *query;
+
+    vstr_reset(out);
+    if (scheme_end == NULL ||
+        strcspn(target, "/?#") < (size_t) (scheme_end - target)) {
+        vstr_cat(out, target);
+        return;
+    }
+    auth = scheme_end + 3;
+    auth_end = auth + strcspn(auth, "/?#");
+    /* The last '@' of the authority: a password may hold an '@' of its own. */
+    for (const char *cp = auth; cp < auth_end; cp++)
+        if (*cp == '@')
+            at = cp;
+    vstr_ncat(out, target, (size_t) (auth - target));
+    if (at != NULL)
+        auth = at + 1;
+    query = auth + strcspn(auth, "?#");
+    vstr_ncat(out, auth, (size_t) (query - auth));
+    if (*query == '?')
+        vstr_cat(out, "?...");
+}
+
 /* events_export_add - one exporter, unless its name is there already */
 static void events_export_add(EVENTS_EXPORT_LIST *list, size_t *cap,
                               const char *kind, const char *target)
@@ -43,6 +73,9 @@ static void events_export_add(EVENTS_EXPORT_LIST *list, size_t *cap,
     exp->kind = mystrdup(kind);
     exp->target = mystrdup(target);
     exp->name = vstr_export(name);
+    name = vstr_alloc(40);
+    events_export_display(name, target);
+    exp->display = vstr_export(name);
 }
 
 /* events_export_list - the exporters conf configures */
@@ -81,6 +114,7 @@ EVENTS_EXPORT_LIST *events_export_list_free(EVENTS_EXPORT_LIST *list)
     for (size_t i = 0; i < list->count; i++) {
         myfree(list->exports[i].kind);
         myfree(list->exports[i].target);
+        myfree(list->exports[i].display);
         myfree(list->exports[i].name);
     }
     myfree(list->exports);

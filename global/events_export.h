@@ -30,6 +30,7 @@
 typedef struct EVENTS_EXPORT {
     char *kind; /* EVENTS_EXPORT_WEBHOOK ... */
     char *target; /* the URL */
+    char *display; /* target for logs and status: no secrets */
     char *name; /* KIND-HASH */
 } EVENTS_EXPORT;
 
@@ -41,6 +42,11 @@ typedef struct EVENTS_EXPORT_LIST {
 /* events_export_name - KIND-HASH of kind and target into name */
 extern void events_export_name(VSTR *name, const char *kind,
                                const char *target);
+
+/* events_export_display - target as logs and status may show it: a URL
+   without its userinfo (user:password@) and its query (tokens often
+   ride there), "?..." in its place; anything else as it is */
+extern void events_export_display(VSTR *out, const char *target);
 
 /* events_export_list - the exporters conf configures (duplicates of one
    target once); empty when events_enable = no */

@@ -51,6 +51,8 @@ struct MASTER_SERV {
     char *sock_path; /* unix: the socket file */
     int *listen_fds; /* inet: one per address */
     int listen_count; /* 0: closed */
+    char *own_addr; /* the daemon's own listener (api_listen), or NULL */
+    int own_fd; /* bound to own_addr; -1: none */
     MASTER_PROC *procs;
     int live; /* processes not retired */
     int busy; /* live processes at capacity */

@@ -29,6 +29,14 @@
  * not at stop) and rewrites queue_directory/pid/master.status (temporary
  * file and rename, mode 0644, no fsync: it is a gauge, not state) at start,
  * reload and each such death, for the metrics daemon.
+ * A daemon that speaks its own protocol on an address main.cf gives (the
+ * api: api_listen) gets that listener from master too, beside its
+ * master.cf ones: SLUICE_OWN_LISTEN_FD names the descriptor and
+ * SLUICE_OWN_LISTEN_ADDR the address it was bound to. On reload the same
+ * socket goes to the successor while the old process retires, so the
+ * hand-over loses no connection and needs no SO_REUSEPORT (which would
+ * let any process of the same user bind the port and take a share of the
+ * requests); a changed address is bound afresh.
  */
 #include "sys_defs.h"
 
@@ -61,6 +69,14 @@
 /* inet_protocols, as bits */
 #define MASTER_PROTO_IPV4 (1 << 0)
 #define MASTER_PROTO_IPV6 (1 << 1)
+
+/* The daemons that get a listener main.cf names: program, parameter. */
+static const struct {
+    const char *program;
+    const char *param;
+} master_own_listeners[] = {
+    {"api", "api_listen"},
+};
 
 static void master_serv_check(MASTER_SERV *serv);
 static void master_serv_close(MASTER_SERV *serv);
@@ -360,6 +376,51 @@ static int master_serv_listen(MASTER_SERV *serv, VSTR *why)
     return status;
 }
 
+/* master_serv_own_close - close the daemon's own listener */
+static void master_serv_own_close(MASTER_SERV *serv)
+{
+    if (serv->own_fd >= 0)
+        (void) close(serv->own_fd);
+    serv->own_fd = -1;
+    serv->own_addr = myfree(serv->own_addr);
+}
+
+/* master_serv_own_listen - bind (or keep) the listener main.cf names for
+   the service's program; a failure is logged, the daemon then binds it
+   itself */
+static void master_serv_own_listen(MASTER_SERV *serv)
+{
+    const char *program = strrchr(serv->argv->argv[0], '/');
+    const char *want = "";
+    VSTR *addr;
+    int fd;
+
+    program = program ? program + 1 : serv->argv->argv[0];
+    for (size_t i = 0;
+         i < sizeof(master_own_listeners) / sizeof(master_own_listeners[0]);
+         i++)
+        if (strcmp(program, master_own_listeners[i].program) == 0)
+            want =
+                mail_conf_str(serv->ctx->conf, master_own_listeners[i].param);
+    if (serv->own_addr != NULL && strcmp(serv->own_addr, want) == 0)
+        return; /* the same socket for the successor */
+    master_serv_own_close(serv);
+    if (*want == 0)
+        return;
+    addr = vstr_alloc(64);
+    /* ":port", the wildcard as the api reads it, is "*:port" to sock.c */
+    vstr_sprintf(addr, "%s%s", *want == ':' ? "*" : "", want);
+    fd = sock_inet_listen(vstr_str(addr), MASTER_LISTEN_BACKLOG);
+    if (fd < 0)
+        msg_warn("service %s: bind %s: %m (the daemon tries itself)",
+                 serv->name, vstr_str(addr));
+    vstr_free(addr);
+    if (fd < 0)
+        return;
+    serv->own_fd = fd;
+    serv->own_addr = mystrdup(want);
+}
+
 /* master_serv_path - the program a service runs */
 static char *master_serv_path(const MASTER_CTX *ctx, const char *command)
 {
@@ -429,6 +490,7 @@ static MASTER_SERV *master_serv_create(MASTER_CTX *ctx, MASTER_ENT *ent)
     serv->type = ent->type;
     serv->private_service = ent->private_service;
     serv->backoff = (int) ctx->backoff_initial;
+    serv->own_fd = -1;
     master_serv_update(serv, ent);
     return serv;
 }
@@ -436,6 +498,7 @@ static MASTER_SERV *master_serv_create(MASTER_CTX *ctx, MASTER_ENT *ent)
 /* master_serv_close - stop listening (and remove the socket file) */
 static void master_serv_close(MASTER_SERV *serv)
 {
+    master_serv_own_close(serv);
     for (int i = 0; i < serv->listen_count; i++)
         (void) close(serv->listen_fds[i]);
     serv->listen_count = 0;
@@ -519,9 +582,10 @@ static void master_child_exec(MASTER_SERV *serv, int status_fd)
 {
     MASTER_CTX *ctx = serv->ctx;
     sigset_t none;
-    int fds[1 + MASTER_LISTEN_MAX] = {status_fd};
+    int fds[2 + MASTER_LISTEN_MAX] = {status_fd};
     int count = 1 + serv->listen_count;
     char listen_count[8];
+    char own_fd[16];
 
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
@@ -533,16 +597,27 @@ static void master_child_exec(MASTER_SERV *serv, int status_fd)
 
     for (int i = 0; i < serv->listen_count; i++)
         fds[1 + i] = serv->listen_fds[i];
+    if (serv->own_fd >= 0)
+        fds[count] = serv->own_fd; /* after the listeners, not counted */
     /* Move the descriptors out of the way, then into place (dup2 leaves the
        copies without close-on-exec; everything else of ours has it). */
-    for (int i = 0; i < count; i++)
+    for (int i = 0; i < count + (serv->own_fd >= 0); i++)
         if ((fds[i] = fcntl(fds[i], F_DUPFD_CLOEXEC,
-                            MASTER_FD_LISTEN + MASTER_LISTEN_MAX)) < 0)
+                            MASTER_FD_LISTEN + MASTER_LISTEN_MAX + 1)) < 0)
             msg_fatal("dup: %m");
-    for (int i = 0; i < count; i++)
+    for (int i = 0; i < count + (serv->own_fd >= 0); i++)
         if (dup2(fds[i], MASTER_FD_STATUS + i) < 0)
             msg_fatal("dup2: %m");
     snprintf(listen_count, sizeof(listen_count), "%d", count - 1);
+    if (serv->own_fd >= 0) {
+        snprintf(own_fd, sizeof(own_fd), "%d", MASTER_FD_STATUS + count);
+        if (setenv("SLUICE_OWN_LISTEN_FD", own_fd, 1) < 0 ||
+            setenv("SLUICE_OWN_LISTEN_ADDR", serv->own_addr, 1) < 0)
+            msg_fatal("setenv: %m");
+    } else {
+        (void) unsetenv("SLUICE_OWN_LISTEN_FD");
+        (void) unsetenv("SLUICE_OWN_LISTEN_ADDR");
+    }
     if (setenv("SLUICE_CONFIG", ctx->config_dir, 1) < 0 ||
         setenv("SLUICE_SERVICE", serv->name, 1) < 0 ||
         setenv("SLUICE_SERVICE_TYPE", master_serv_type_name(serv->type), 1) <
@@ -653,6 +728,7 @@ int master_services_open(MASTER_CTX *ctx, const MASTER_CF *cf, VSTR *why)
         tail = &serv->next;
         if (master_serv_listen(serv, why) < 0)
             return -1;
+        master_serv_own_listen(serv);
     }
     return 0;
 }
@@ -701,6 +777,7 @@ void master_services_reload(MASTER_CTX *ctx, const MASTER_CF *cf)
                 break;
         if (serv != NULL) {
             master_serv_update(serv, ent);
+            master_serv_own_listen(serv); /* before the successor starts */
             serv->seen = true;
             serv->backoff = (int) ctx->backoff_initial;
             master_serv_retire(serv);
@@ -712,6 +789,7 @@ void master_services_reload(MASTER_CTX *ctx, const MASTER_CF *cf)
             master_serv_free(serv);
             continue;
         }
+        master_serv_own_listen(serv);
         serv->seen = true;
         for (tail = &ctx->servs; *tail; tail = &(*tail)->next)
             /* void */;

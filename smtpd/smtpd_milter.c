@@ -27,6 +27,18 @@
  * recipient and changing the sender are not offered in the negotiation
  * (cleanup has them already), so a milter that needs them is told so by
  * libmilter.
+ *
+ * The modifications are bounded as the client's message is: the replaced
+ * body, the header changes and the added recipients together by
+ * message_size_limit, each header change by header_size_limit. Past a bound the rest of the milter's
+ * changes are read and dropped, and the message is refused with 552 5.3.4
+ * (permanent, as Postfix's cleanup answers a message file that grew too
+ * big); cleanup then drops its partial file, so nothing is queued.
+ *
+ * The message is in memory once, in smtpd's copy: its BODY packets are
+ * framed from that copy one at a time as they are sent, and body packets
+ * a milter does not answer wait in its output at most
+ * SMTPD_MILTER_OUT_MAX bytes at a time.
  */
 #include "sys_defs.h"
 
@@ -62,6 +74,8 @@ struct SMTPD_MILTER_CONF {
     int connect_timeout; /* seconds */
     int command_timeout;
     int content_timeout;
+    size_t message_size_limit; /* 0: none */
+    size_t header_size_limit;
 };
 
 /* A session's connection to one milter. */
@@ -75,16 +89,21 @@ typedef struct SMTPD_MILTER {
     bool accepted_msg; /* said accept for this message */
     bool in_msg; /* heard MAIL: an ABORT ends the transaction */
     bool waiting; /* a reply is due */
+    bool draining; /* body packets it need not answer fill its output */
     uint32_t actions; /* negotiated */
     uint32_t steps;
     struct SMTPD_MILTERS *set;
 } SMTPD_MILTER;
 
-/* One packet of the event in progress. */
+/* One packet of the event in progress: in event, or (a BODY packet) a
+   piece of the caller's message, framed only when it is sent, so the
+   message is not held a second time. */
 typedef struct SMTPD_MILTER_PKT {
     int cmd;
     size_t off; /* into event */
     size_t len; /* the whole packet */
+    const char *src; /* BODY: LF-ended text, or NULL */
+    size_t src_len;
 } SMTPD_MILTER_PKT;
 
 struct SMTPD_MILTERS {
@@ -95,6 +114,8 @@ struct SMTPD_MILTERS {
     /* The event in progress. */
     SMTPD_MILTER_STAGE stage;
     VSTR *event;
+    VSTR *piece; /* a BODY packet's data, CR LF line endings */
+    VSTR *framed; /* a BODY packet as it is sent */
     SMTPD_MILTER_PKT *pkts;
     size_t pkt_count;
     size_t pkt_cap;
@@ -109,9 +130,13 @@ struct SMTPD_MILTERS {
     ARGV *mods; /* "h" "i<index>" "m<index>" then name, value: 3 each */
     VSTR *body;
     bool body_replaced;
+    size_t mod_bytes; /* of the header changes and the new body */
+    const char *too_big; /* the bound they crossed, or NULL */
     ARGV *rcpts; /* recipients added */
     VSTR *quarantine; /* the reason; NULL: not quarantined */
 };
+
+#define SMTPD_MILTER_OUT_MAX (4 * MILTER_CHUNK_MAX) /* unanswered output */
 
 static void smtpd_milters_step(SMTPD_MILTERS *ms);
 
@@ -138,6 +163,9 @@ SMTPD_MILTER_CONF *smtpd_milter_conf(const MAIL_CONF *conf)
     mc->connect_timeout = (int) mail_conf_time(conf, "milter_connect_timeout");
     mc->command_timeout = (int) mail_conf_time(conf, "milter_command_timeout");
     mc->content_timeout = (int) mail_conf_time(conf, "milter_content_timeout");
+    mc->message_size_limit =
+        (size_t) mail_conf_size(conf, "message_size_limit");
+    mc->header_size_limit = (size_t) mail_conf_size(conf, "header_size_limit");
     for (size_t i = 0; i < list->argc; i++) {
         SMTPD_MILTER_ADDR *ma = mc->addrs + mc->count;
         MILTER_ADDR addr;
@@ -210,6 +238,8 @@ SMTPD_MILTERS *smtpd_milters_new(struct event_base *base,
         ms->milters[i].set = ms;
     }
     ms->event = vstr_alloc(1024);
+    ms->piece = vstr_alloc(100);
+    ms->framed = vstr_alloc(100);
     ms->reply = vstr_alloc(100);
     ms->why = vstr_alloc(100);
     ms->mods = argv_alloc(8);
@@ -229,6 +259,7 @@ static void smtpd_milter_close(SMTPD_MILTER *m)
     m->ready = false;
     m->connecting = false;
     m->waiting = false;
+    m->draining = false;
 }
 
 /* smtpd_milters_free - QUIT to each milter, close; NULL */
@@ -253,6 +284,8 @@ SMTPD_MILTERS *smtpd_milters_free(SMTPD_MILTERS *ms)
     myfree(ms->milters);
     myfree(ms->pkts);
     vstr_free(ms->event);
+    vstr_free(ms->piece);
+    vstr_free(ms->framed);
     vstr_free(ms->reply);
     vstr_free(ms->why);
     argv_free(ms->mods);
@@ -280,6 +313,8 @@ void smtpd_milters_begin(SMTPD_MILTERS *ms, SMTPD_MILTER_STAGE stage)
         ms->quarantine = vstr_free(ms->quarantine);
         vstr_reset(ms->body);
         ms->body_replaced = false;
+        ms->mod_bytes = 0;
+        ms->too_big = NULL;
     }
 }
 
@@ -293,6 +328,8 @@ static void smtpd_milters_note(SMTPD_MILTERS *ms, int cmd, size_t off)
     ms->pkts[ms->pkt_count].cmd = cmd;
     ms->pkts[ms->pkt_count].off = off;
     ms->pkts[ms->pkt_count].len = vstr_len(ms->event) - off;
+    ms->pkts[ms->pkt_count].src = NULL;
+    ms->pkts[ms->pkt_count].src_len = 0;
     ms->pkt_count++;
 }
 
@@ -332,14 +369,15 @@ void smtpd_milters_macros(SMTPD_MILTERS *ms, int cmd, ...)
 
 /* smtpd_milters_message - the end-of-message event's packets for content
    (LF line endings: headers, an empty line, the body): each header,
-   EOH, the body in pieces with CR LF line endings, then EOM */
+   EOH, the body in pieces with CR LF line endings, then EOM. The body
+   pieces point into content, which must stay as it is until the event
+   is decided (or cancelled). */
 void smtpd_milters_message(SMTPD_MILTERS *ms, const char *content, size_t len,
                            const char *queue_id)
 {
     const char *cp = content;
     const char *end = content + len;
     VSTR *hdr = vstr_alloc(256);
-    VSTR *piece = vstr_alloc(MILTER_CHUNK_MAX + 2);
 
     while (cp < end && *cp != '\n') {
         const char *start = cp;
@@ -373,24 +411,55 @@ void smtpd_milters_message(SMTPD_MILTERS *ms, const char *content, size_t len,
     smtpd_milters_macros(ms, MILTER_CMD_EOH, "i", queue_id, (char *) NULL);
     smtpd_milters_add(ms, MILTER_CMD_EOH, NULL, 0);
     while (cp < end) {
-        if (*cp == '\n')
-            vstr_cat(piece, "\r\n");
-        else
-            vstr_addch(piece, *cp);
-        cp++;
-        if (vstr_len(piece) >= MILTER_CHUNK_MAX - 1) {
-            smtpd_milters_add(ms, MILTER_CMD_BODY, vstr_str(piece),
-                              vstr_len(piece));
-            vstr_reset(piece);
-        }
+        const char *start = cp;
+        size_t out = 0;
+
+        /* As much as makes at most MILTER_CHUNK_MAX bytes with CR LF. */
+        while (cp < end && out < MILTER_CHUNK_MAX - 1)
+            out += *cp++ == '\n' ? 2 : 1;
+        smtpd_milters_note(ms, MILTER_CMD_BODY, vstr_len(ms->event));
+        ms->pkts[ms->pkt_count - 1].src = start;
+        ms->pkts[ms->pkt_count - 1].src_len = (size_t) (cp - start);
     }
-    if (vstr_len(piece) > 0)
-        smtpd_milters_add(ms, MILTER_CMD_BODY, vstr_str(piece),
-                          vstr_len(piece));
     smtpd_milters_macros(ms, MILTER_CMD_EOM, "i", queue_id, (char *) NULL);
     smtpd_milters_add(ms, MILTER_CMD_EOM, NULL, 0);
     vstr_free(hdr);
-    vstr_free(piece);
+}
+
+/* smtpd_milter_send - write one packet of the event to m */
+static void smtpd_milter_send(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
+                              const SMTPD_MILTER_PKT *pkt)
+{
+    if (pkt->src == NULL) {
+        bufferevent_write(m->bev, vstr_str(ms->event) + pkt->off, pkt->len);
+        return;
+    }
+    vstr_reset(ms->piece);
+    for (size_t i = 0; i < pkt->src_len; i++) {
+        if (pkt->src[i] == '\n')
+            vstr_addch(ms->piece, '\r');
+        vstr_addch(ms->piece, pkt->src[i]);
+    }
+    vstr_reset(ms->framed);
+    milter_packet(ms->framed, MILTER_CMD_BODY, vstr_str(ms->piece),
+                  vstr_len(ms->piece));
+    bufferevent_write(m->bev, vstr_str(ms->framed), vstr_len(ms->framed));
+}
+
+/* smtpd_milter_written - m's output drained: body packets it need not
+   answer go on */
+static void smtpd_milter_written(struct bufferevent *bev, void *arg)
+{
+    SMTPD_MILTER *m = arg;
+    SMTPD_MILTERS *ms = m->set;
+
+    if (!m->draining)
+        return;
+    m->draining = false;
+    bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    if (ms->running && ms->milters + ms->cur == m)
+        smtpd_milters_step(ms);
 }
 
 /* smtpd_milter_skips - the milter asked not to get cmd */
@@ -465,9 +534,21 @@ static void smtpd_milter_idle(SMTPD_MILTER *m)
 static void smtpd_milters_finish(SMTPD_MILTERS *ms, SMTPD_MILTER_STATUS status)
 {
     ms->running = false;
+    if (ms->stage == SMTPD_MILTER_EOM && ms->too_big != NULL &&
+        status == SMTPD_MILTER_CONTINUE) {
+        vstr_sprintf(ms->reply,
+                     "552 5.3.4 Message size exceeds fixed limit (%s, after"
+                     " milter changes)",
+                     ms->too_big);
+        status = SMTPD_MILTER_REPLY;
+    }
     if (ms->stage == SMTPD_MILTER_EOM)
-        for (size_t i = 0; i < ms->count; i++)
-            ms->milters[i].in_msg = false; /* the message is over */
+        for (size_t i = 0; i < ms->count; i++) {
+            /* The message is over: the next one of the session is the
+               milters' again, even for one that said accept to this. */
+            ms->milters[i].in_msg = false;
+            ms->milters[i].accepted_msg = false;
+        }
     ms->done(ms->arg, status, vstr_str(ms->reply));
 }
 
@@ -498,6 +579,39 @@ static void smtpd_milter_fail(SMTPD_MILTER *m, const char *why)
     }
 }
 
+/* smtpd_milter_bound - may the modifications grow by len bytes (a
+   header change: one header of that size)? Past a bound, no: what was
+   collected is dropped and the message will be refused. */
+static bool smtpd_milter_bound(SMTPD_MILTERS *ms, SMTPD_MILTER *m, size_t len,
+                               bool header)
+{
+    const SMTPD_MILTER_CONF *mc = ms->conf;
+
+    if (ms->too_big != NULL)
+        return false;
+    if (header && len > mc->header_size_limit)
+        ms->too_big = "header_size_limit";
+    else if (mc->message_size_limit > 0 &&
+             (len > mc->message_size_limit ||
+              ms->mod_bytes > mc->message_size_limit - len))
+        ms->too_big = "message_size_limit";
+    if (ms->too_big == NULL) {
+        ms->mod_bytes += len;
+        return true;
+    }
+    msg_warn("milter %s: its changes to the message exceed %s: the message"
+             " is refused",
+             m->addr->spec, ms->too_big);
+    ms->mods = argv_free(ms->mods);
+    ms->mods = argv_alloc(8);
+    ms->rcpts = argv_free(ms->rcpts);
+    ms->rcpts = argv_alloc(2);
+    vstr_free(ms->body);
+    ms->body = vstr_alloc(100);
+    ms->body_replaced = false;
+    return false;
+}
+
 /* smtpd_milter_mod - a modification at the end of the message */
 static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
                              const MILTER_REPLY *rep)
@@ -512,6 +626,9 @@ static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
               (rep->cmd == MILTER_REP_CHGHEADER ? MILTER_ACT_CHGHDRS
                                                 : MILTER_ACT_ADDHDRS)))
             break;
+        if (!smtpd_milter_bound(
+                ms, m, strlen(rep->name) + strlen(rep->value) + 3, true))
+            return;
         snprintf(tag, sizeof(tag), "%c%lu", rep->cmd,
                  (unsigned long) rep->index);
         argv_add(ms->mods, tag);
@@ -521,6 +638,8 @@ static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
     case MILTER_REP_ADDRCPT:
         if (!(m->actions & MILTER_ACT_ADDRCPT))
             break;
+        if (!smtpd_milter_bound(ms, m, strlen(rep->text) + 1, false))
+            return;
         argv_add(ms->rcpts, rep->text);
         return;
     case MILTER_REP_QUARANTINE:
@@ -540,6 +659,8 @@ static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
     case MILTER_REP_REPLBODY:
         if (!(m->actions & MILTER_ACT_CHGBODY))
             break;
+        if (!smtpd_milter_bound(ms, m, rep->len, false))
+            return;
         if (!ms->body_replaced) {
             vstr_reset(ms->body);
             ms->body_replaced = true;
@@ -719,7 +840,8 @@ static bool smtpd_milter_connect(SMTPD_MILTERS *ms, SMTPD_MILTER *m)
         return false;
     }
     m->connecting = true;
-    bufferevent_setcb(m->bev, smtpd_milter_read, NULL, smtpd_milter_event, m);
+    bufferevent_setcb(m->bev, smtpd_milter_read, smtpd_milter_written,
+                      smtpd_milter_event, m);
     smtpd_milter_timeout(m, ms->conf->connect_timeout);
     bufferevent_enable(m->bev, EV_READ | EV_WRITE);
     if (bufferevent_socket_connect(m->bev, (struct sockaddr *) &m->addr->sa,
@@ -765,7 +887,7 @@ static void smtpd_milters_step(SMTPD_MILTERS *ms)
                 return; /* smtpd_milter_fail went on */
             return; /* OPTNEG's reply steps again */
         }
-        if (m->connecting || m->waiting)
+        if (m->connecting || m->waiting || m->draining)
             return;
         if (ms->next >= ms->pkt_count) {
             ms->cur++;
@@ -777,12 +899,21 @@ static void smtpd_milters_step(SMTPD_MILTERS *ms)
             continue;
         if (pkt->cmd == MILTER_CMD_MAIL)
             m->in_msg = true;
-        bufferevent_write(m->bev, vstr_str(ms->event) + pkt->off, pkt->len);
+        smtpd_milter_send(ms, m, pkt);
         if (smtpd_milter_replies(m, pkt->cmd)) {
             m->waiting = true;
             smtpd_milter_timeout(m, smtpd_milter_content(pkt->cmd)
                                         ? ms->conf->content_timeout
                                         : ms->conf->command_timeout);
+            return;
+        }
+        if (pkt->src != NULL && evbuffer_get_length(bufferevent_get_output(
+                                    m->bev)) > SMTPD_MILTER_OUT_MAX) {
+            /* Unanswered body packets: no more than this in memory;
+               smtpd_milter_written goes on once it has drained. */
+            m->draining = true;
+            bufferevent_setwatermark(m->bev, EV_WRITE, MILTER_CHUNK_MAX, 0);
+            smtpd_milter_timeout(m, ms->conf->content_timeout);
             return;
         }
     }
@@ -809,7 +940,7 @@ void smtpd_milters_cancel(SMTPD_MILTERS *ms)
     for (size_t i = 0; i < ms->count; i++) {
         SMTPD_MILTER *m = ms->milters + i;
 
-        if (m->waiting || m->connecting) {
+        if (m->waiting || m->connecting || m->draining) {
             smtpd_milter_close(m);
             m->dead = true;
         }

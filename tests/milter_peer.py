@@ -12,7 +12,10 @@ Subject it saw> / <body lines>", inserts "X-Milter-Top: first" as the first
 header, changes the first Subject: to "changed by milter" and deletes the
 first X-Remove-Me: header; when a recipient was bcc-me@..., it adds the
 recipient <archive@dest.test>; when a recipient was quarantine@..., it
-quarantines the message ("held by the test milter").
+quarantines the message ("held by the test milter"); when a recipient
+was newbody@..., it replaces the body with "replaced body" lines; when one
+was bigbody-N@..., it replaces the body with N MiB of text. It does not
+answer body chunks (Milter.noreply: SMFIP_NR_BODY when offered).
 """
 
 import sys
@@ -31,6 +34,7 @@ class TestMilter(Milter.Base):
         self.body_lines = 0
         self.bcc = False
         self.hold = False
+        self.newbody = None
         if mailfrom.lower().startswith("<tempfail@"):
             return Milter.TEMPFAIL
         if mailfrom.lower().startswith("<hang@"):
@@ -47,6 +51,11 @@ class TestMilter(Milter.Base):
             self.bcc = True
         if to.lower().startswith("<quarantine@"):
             self.hold = True
+        if to.lower().startswith("<newbody@"):
+            self.newbody = b"replaced body\r\nsecond line\r\n"
+        if to.lower().startswith("<bigbody-"):
+            mib = int(to[len("<bigbody-"):].split("@")[0])
+            self.newbody = (b"x" * 1022 + b"\r\n") * (1024 * mib)
         return Milter.CONTINUE
 
     def header(self, name, value):
@@ -54,6 +63,7 @@ class TestMilter(Milter.Base):
             self.subject = value
         return Milter.CONTINUE
 
+    @Milter.noreply
     def body(self, chunk):
         self.body_lines += chunk.count(b"\r\n")
         return Milter.CONTINUE
@@ -68,6 +78,9 @@ class TestMilter(Milter.Base):
             self.addrcpt("<archive@dest.test>")
         if self.hold:
             self.quarantine("held by the test milter")
+        if self.newbody is not None:
+            for i in range(0, len(self.newbody), 1 << 20):
+                self.replacebody(self.newbody[i:i + (1 << 20)])
         return Milter.ACCEPT
 
 
@@ -75,7 +88,7 @@ def main():
     port = int(sys.argv[1])
     Milter.factory = TestMilter
     Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.ADDRCPT |
-                     Milter.QUARANTINE)
+                     Milter.QUARANTINE | Milter.CHGBODY)
     sys.stdout.write("ready\n")
     sys.stdout.flush()
     Milter.runmilter("sluicetest", "inet:%d@127.0.0.1" % port, 60)

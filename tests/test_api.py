@@ -14,15 +14,18 @@ import email.policy
 import http.client
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
-from conftest import LIBEXEC, SLUICE, free_port, pid_alive, require, wait_until
+from conftest import (LIBEXEC, SLUICE, free_port, pid_alive, proc_uids,
+                      require, wait_until)
 
 
 
@@ -610,8 +613,8 @@ def test_hostile_clients_disturb_nobody(make_instance, make_sink):
 
 
 def test_reload_keeps_serving(api):
-    """sluice reload: the successor binds api_listen beside the retiring
-    process (SO_REUSEPORT) and serves; the old one exits."""
+    """sluice reload: the successor gets master's api_listen socket while
+    the retiring process lets it go, and serves; the old one exits."""
     old = api.inst.child("api")
     api.inst.reload()
     wait_until(lambda: not pid_alive(old), 20, what="the old api to retire")
@@ -619,6 +622,47 @@ def test_reload_keeps_serving(api):
     assert api.inst.child("api") != old
     assert api.post(with_(subject="after reload"))[0] == 202
     api.sink.wait_messages(1)
+
+
+REUSEPORT_BIND = """
+import errno, socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+try:
+    s.bind(("127.0.0.1", int(sys.argv[1])))
+    s.listen(8)
+except OSError as e:
+    print(errno.errorcode[e.errno])
+else:
+    print("bound")
+"""
+
+
+def reuseport_bind(port, uid):
+    """Bind 127.0.0.1:port with SO_REUSEPORT as uid: "bound" or the errno
+    name."""
+    user = uid if uid != os.geteuid() else None
+    out = subprocess.run([sys.executable, "-c", REUSEPORT_BIND, str(port)],
+                         user=user, capture_output=True, text=True,
+                         timeout=30)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def test_no_other_process_shares_the_port(api):
+    """Another process of the api's own user cannot bind api_listen with
+    SO_REUSEPORT (and so take a share of the requests) while the api
+    runs, before and after a reload; the api still answers."""
+    pid = api.inst.child("api")
+    uid = proc_uids(pid)[1]
+    assert reuseport_bind(api.port, uid) == "EADDRINUSE"
+    api.inst.reload()
+    wait_until(lambda: not pid_alive(pid), 20, what="the old api to retire")
+    wait_until(api.healthy, 10, what="the new api to answer")
+    uid = proc_uids(api.inst.child("api"))[1]
+    assert reuseport_bind(api.port, uid) == "EADDRINUSE"
+    assert api.healthy()
 
 
 def test_status_lookup(api):
@@ -1143,3 +1187,68 @@ def test_large_message_reaches_cleanup_whole(api):
     got = api.sink.wait_messages(1, timeout=60)[0]
     assert got.data.replace(b"\r\n", b"\n").split(b"\n\n", 1)[1] == \
         body.replace(b"\r\n", b"\n")
+
+
+QID_ALPHABET = "0123456789ABCDEFGHJKLMNPQRSTVWXY"
+
+
+def fake_qid(n):
+    """A well-formed queue ID (global/qid.c) unique for each n < 32**4."""
+    usec = "".join(QID_ALPHABET[(n >> s) & 31] for s in (15, 10, 5, 0))
+    return "1MH81FY" + usec + "00ABC"
+
+
+def test_owner_sweep_is_incremental(make_instance, make_sink):
+    """20,000 owner records (half of them past their week) under the api's
+    owners/ directory: the api removes the expired ones in slices of at
+    most 500 directory entries (its debug log line says how many each
+    slice read) and answers /v1/health between slices; the fresh records
+    stay, and a status lookup of one of them still works."""
+    require(LIBEXEC / "api", SLUICE)
+    sink = make_sink()
+    port = free_port()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
+                         params={"api_listen": "127.0.0.1:%d" % port})
+    inst.remove_service("api")
+    inst.add_service("api unix n - n - 1 api -v")
+    owners = inst.queue_dir / "api" / "owners"
+    owners.mkdir(parents=True, exist_ok=True)
+    st = owners.parent.stat()          # the api's user: mail_owner
+    os.chown(owners, st.st_uid, st.st_gid)
+    old = time.time() - 8 * 86400
+    for n in range(20000):
+        path = owners / fake_qid(n)
+        path.write_text("acme")
+        os.chown(path, st.st_uid, st.st_gid)
+        if n % 2:
+            os.utime(path, (old, old))
+    inst.start()
+
+    def log_state():
+        text = inst.log()
+        return (text.count("api: owner sweep: slice of"),
+                "api: owner sweep done" in text)
+    answered_mid_sweep = 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        slices, done = log_state()
+        if done:
+            break
+        if slices == 0:
+            time.sleep(0.01)
+            continue
+        try:
+            ok = api_request(port, "GET", "/v1/health", timeout=5)[0] == 200
+        except OSError:
+            ok = False
+        if ok and not log_state()[1]:
+            answered_mid_sweep += 1
+    inst.wait_log(r"api: owner sweep done: \d+ entries scanned, "
+                  r"10000 expired removed", timeout=30)
+    counts = [int(c) for c in re.findall(
+        r"api: owner sweep: slice of (\d+) entries scanned", inst.log())]
+    assert len(counts) >= 40 and max(counts) <= 500, counts
+    assert sum(counts) >= 20000
+    assert answered_mid_sweep > 0
+    left = sorted(p.name for p in owners.iterdir())
+    assert left == sorted(fake_qid(n) for n in range(0, 20000, 2))

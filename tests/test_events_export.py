@@ -13,11 +13,13 @@ segments every exporter is past are removed, not before; torn tails and
 partial lines are handled as events.h says.
 """
 
+import base64
 import hashlib
 import hmac
 import http.server
 import json
 import os
+import re
 import subprocess
 import signal
 import threading
@@ -45,6 +47,8 @@ class Receiver:
         self.events = {}         # id -> event
         self.requests = 0
         self.bad = []            # requests that failed a check
+        self.auths = []          # every Authorization header, None: none
+        self.queries = []        # every request's path
         self.lock = threading.Lock()
         self.release = threading.Event()
         self.server = None
@@ -68,6 +72,8 @@ class Receiver:
                                         hashlib.sha256).hexdigest()
                 with recv.lock:
                     recv.requests += 1
+                    recv.auths.append(self.headers.get("Authorization"))
+                    recv.queries.append(self.path)
                     if not hmac.compare_digest(want, sig):
                         recv.bad.append(("signature", ts, sig))
                     elif abs(time.time() - int(ts)) > 300:
@@ -204,6 +210,39 @@ def test_every_event_arrives_signed(make_instance, make_sink, receivers):
     assert len(pos) == 1 and pos[0].stem == st[0]["name"]
     text = inst.check("events", "status")
     assert st[0]["name"] in text and "backlog: 0 events" in text
+
+
+def test_url_userinfo_stays_secret(make_instance, make_sink, receivers):
+    """A webhook URL with user:password@ and a ?token=: the POSTs carry
+    the credentials (Basic auth, the query) to the receiver, but neither
+    the password nor the token appears in the maillog or in `sluice
+    events status` (text or --json), which show the URL without them."""
+    need()
+    sink = make_sink()
+    recv = receivers()
+    password, token = "Pw-9d3f1a7c", "Tk-5be02c44"
+    url = "http://hookuser:%s@127.0.0.1:%d/hook?token=%s" % (
+        password, recv.port, token)
+    inst = export_instance(make_instance, sink, [url])
+    send(inst, ["ok@dest.test"])
+    wait_delivered(inst, 1)
+    wait_until(lambda: (j := journal_ids(inst)) and j <= recv.got(),
+               timeout=30, what="every event at the receiver")
+    assert recv.bad == []
+    want = "Basic " + base64.b64encode(
+        ("hookuser:" + password).encode()).decode()
+    assert recv.auths and all(a == want for a in recv.auths)
+    assert all(q == "/hook?token=" + token for q in recv.queries)
+    st = status(inst)
+    shown = "http://127.0.0.1:%d/hook?..." % recv.port
+    assert st[0]["target"] == shown
+    text = inst.check("events", "status")
+    assert shown in text
+    jtext = inst.check("events", "status", "--json")
+    inst.wait_log(r"events: exporter webhook-\w+: webhook " + re.escape(shown))
+    for secret in (password, token):
+        assert secret not in inst.log()
+        assert secret not in text and secret not in jtext
 
 
 def test_receiver_outage_loses_nothing(make_instance, make_sink, receivers):

@@ -136,6 +136,72 @@ def test_milter_adds_a_recipient(make_instance, make_sink, milter):
     inst.wait_log(r"milter: added recipient <archive@dest.test>")
 
 
+def vm_hwm_kib(pid):
+    """The peak resident size of process pid, in KiB."""
+    for line in Path("/proc/%d/status" % pid).read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM for %d" % pid)
+
+
+def test_replaced_body_is_bounded(make_instance, make_sink, milter):
+    """A milter's new body arrives in place of the old one; one of 24 MiB,
+    past message_size_limit (1 MiB), is refused with 552 5.3.4 at the end
+    of DATA, nothing is queued, and smtpd never held it: its peak
+    resident size stays far below the body's size. The session goes on."""
+    sink = make_sink()
+    inst = milter_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter,
+                           message_size_limit=str(1 << 20))
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=120) as client:
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("newbody@dest.test")[0] == 250
+        assert client.data(MESSAGE)[0] == 250
+        got = sink.wait_messages(1, timeout=60)
+        assert got[0].data.endswith(b"\r\n\r\nreplaced body\r\n"
+                                    b"second line\r\n"), got[0].data
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("bigbody-24@dest.test")[0] == 250
+        code, text = client.data(MESSAGE)
+        assert code == 552 and text.startswith(b"5.3.4"), (code, text)
+        smtpd = inst.child("smtpd")
+        assert vm_hwm_kib(smtpd) < 16 * 1024, vm_hwm_kib(smtpd)
+        # The session goes on.
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("bob@dest.test")[0] == 250
+        assert client.data(MESSAGE)[0] == 250
+    inst.wait_log(r"milter .*: its changes to the message exceed "
+                  r"message_size_limit")
+    inst.wait_log(r"milter-reject: END-OF-MESSAGE .*552 5\.3\.4")
+    sink.wait_messages(2, timeout=60)
+    time.sleep(1)
+    assert len(sink.received()) == 2
+    assert [m.rcpt_tos for m in sink.received()] == [["newbody@dest.test"],
+                                                     ["bob@dest.test"]]
+    queued = [f for sub in ("incoming", "active", "deferred", "hold")
+              for f in (inst.queue_dir / sub).rglob("*") if f.is_file()]
+    assert queued == []
+
+
+def test_large_body_to_a_milter_that_does_not_answer_chunks(
+        make_instance, make_sink, milter):
+    """A 1.4 MB body to the test milter, which does not answer body chunks
+    (smtpd then sends them as its output drains, not all at once): the
+    milter sees every line, and the message arrives whole."""
+    sink = make_sink()
+    inst = milter_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter)
+    lines = [b"line %06d %s" % (i, b"y" * 60) for i in range(20000)]
+    body = b"\r\n".join(lines) + b"\r\n"
+    msg = MESSAGE.split(b"\r\n\r\n")[0] + b"\r\n\r\n" + body
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=120) as client:
+        assert client.mail("user@src.test")[0] == 250
+        assert client.rcpt("bob@dest.test")[0] == 250
+        assert client.data(msg)[0] == 250
+    got = sink.wait_messages(1, timeout=60)
+    assert "X-Milter-Seen: changed by milter / 20000" in headers(got[0].data) \
+        or "X-Milter-Seen: original subject / 20000" in headers(got[0].data)
+    assert got[0].data.endswith(b"\r\n\r\n" + body)
+
+
 def test_quarantine_puts_the_message_on_hold(make_instance, make_sink,
                                             milter):
     sink = make_sink()
