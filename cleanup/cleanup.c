@@ -16,7 +16,11 @@
  * gets a wake-up trigger (which may be lost: qmgr also scans), so qmgr never
  * races the client's 250. A protocol violation or a lost connection drops
  * the connection and removes the partial file (also when its END waits for
- * the group commit: that client was never answered). The modules are
+ * the group commit: that client was never answered). A connection carries
+ * any number of messages, one after another (smtpd keeps its connection
+ * for the session's next message); a retiring cleanup closes each
+ * connection once its last answer is out and no message is in hand, so
+ * that connections kept open do not keep it alive. The modules are
  * listed in cleanup.h.
  */
 #include "sys_defs.h"
@@ -79,6 +83,7 @@ typedef struct CLEANUP_CTX {
     int busy_connections; /* cleanup_process_connections; 0: never busy */
     bool trigger_pending;
     CLEANUP_COMMIT *commit; /* group commit queue (cleanup_commit.h) */
+    struct CLEANUP_CONN *conns; /* every client connection */
 } CLEANUP_CTX;
 
 typedef enum CLEANUP_STATE {
@@ -95,7 +100,10 @@ typedef struct CLEANUP_CONN {
     CLEANUP_MSG *msg;
     CLEANUP_STATE state;
     bool wake_qmgr; /* committed: wake qmgr when the reply is out */
+    bool answered; /* an END was answered: the client reuses it */
     VSTR *why;
+    struct CLEANUP_CONN *prev; /* ctx->conns */
+    struct CLEANUP_CONN *next;
 } CLEANUP_CONN;
 
 static void cleanup_wake_qmgr(CLEANUP_CTX *ctx);
@@ -114,6 +122,12 @@ static void cleanup_conn_free(CLEANUP_CONN *conn)
     attr_conn_free(conn->client); /* maybe from its callback: attr_conn.h */
     conn->msg = cleanup_msg_free(conn->msg);
     vstr_free(conn->why);
+    if (conn->prev)
+        conn->prev->next = conn->next;
+    else
+        ctx->conns = conn->next;
+    if (conn->next)
+        conn->next->prev = conn->prev;
     myfree(conn);
     ctx->conn_count--;
     if (ctx->busy_connections > 0 && ctx->conn_count < ctx->busy_connections)
@@ -240,6 +254,18 @@ static void cleanup_answer(CLEANUP_CONN *conn, int status)
         conn->wake_qmgr = true; /* cleanup_on_drain, after the reply */
     conn->msg = cleanup_msg_free(conn->msg);
     conn->state = CLEANUP_STATE_IDLE;
+    conn->answered = true;
+}
+
+/* cleanup_conn_idle - a connection a retiring cleanup may close: its
+   client's last message is answered (the answer out), none is begun. A
+   connection that has not yet carried a message is left alone: its first
+   BEGIN may be on the way, and its client would lose that transaction. */
+static bool cleanup_conn_idle(const CLEANUP_CONN *conn)
+{
+    return conn->state == CLEANUP_STATE_IDLE && conn->answered &&
+           conn->msg == NULL && attr_conn_output_len(conn->client) == 0 &&
+           attr_conn_input_len(conn->client) == 0;
 }
 
 /* cleanup_commit_done - the group commit of conn's message is over */
@@ -340,6 +366,9 @@ static void cleanup_on_drain(ATTR_CONN *client, void *arg)
         conn->wake_qmgr = false;
         cleanup_wake_qmgr(conn->ctx);
     }
+    /* Retiring: a reused connection ends after its answer. */
+    if (mail_server_retiring(conn->ctx->server) && cleanup_conn_idle(conn))
+        cleanup_conn_free(conn);
 }
 
 /* cleanup_on_end - a malformed or oversized list is a protocol error; EOF,
@@ -378,6 +407,10 @@ static void cleanup_accept(MAIL_SERVER *server, int fd, void *arg)
     CLEANUP_CONN *conn = mycalloc(1, sizeof(*conn));
 
     conn->ctx = ctx;
+    conn->next = ctx->conns;
+    if (conn->next)
+        conn->next->prev = conn;
+    ctx->conns = conn;
     conn->state = CLEANUP_STATE_HELLO;
     conn->why = vstr_alloc(64);
     conn->client = attr_conn_accept(mail_server_base(server), fd,
@@ -485,7 +518,15 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
 static void cleanup_retire(MAIL_SERVER *server, void *arg)
 {
     CLEANUP_CTX *ctx = arg;
+    CLEANUP_CONN *conn;
+    CLEANUP_CONN *next;
 
+    /* Connections kept for more messages would keep us alive. */
+    for (conn = ctx->conns; conn != NULL; conn = next) {
+        next = conn->next;
+        if (cleanup_conn_idle(conn))
+            cleanup_conn_free(conn); /* exits with the last one */
+    }
     if (ctx->conn_count == 0)
         mail_server_exit(server, 0);
 }

@@ -9,10 +9,16 @@
  * and on to cleanup in chunks of at most CLEANUP_CHUNK_MAX bytes as they
  * arrive, so a large message is never held in memory.
  *
- * Each transaction has its own connection to cleanup, opened at the first
- * recipient (HELLO and BEGIN, built by global/cleanup_proto.c, then wait
- * for cleanup's HELLO and the queue ID; a cleanup of another protocol
- * version is logged with both versions and the recipient gets 451). While smtpd
+ * Each transaction has a connection to cleanup from its first recipient
+ * (HELLO and BEGIN, built by global/cleanup_proto.c, then wait for
+ * cleanup's HELLO and the queue ID; a cleanup of another protocol version
+ * is logged with both versions and the recipient gets 451). Once cleanup
+ * has answered a transaction's END, the session keeps that connection as
+ * its spare for SMTPD_CLEANUP_IDLE seconds and the next transaction's
+ * BEGIN goes over it (no connect, no accept, no HELLO); a spare that ends
+ * meanwhile is just closed, and one that ends before its BEGIN is answered
+ * (cleanup closed it as idle or died; nothing of the new message can be
+ * committed without our END) is replaced by a new connection. While smtpd
  * waits for cleanup (BEGIN, END) it stops reading that client, so input stays
  * in order and replies cannot overtake one another. The 250 reply to DATA is
  * sent only after cleanup's final STATUS, which cleanup sends only after
@@ -118,6 +124,7 @@
 #define SMTPD_CLEANUP_HIGH (4 * CLEANUP_CHUNK_MAX)
 #define SMTPD_CHUNK_FILL (CLEANUP_CHUNK_MAX - 2) /* decoder may add 2 */
 #define SMTPD_STATUS_MAX 4096 /* a cleanup STATUS list */
+#define SMTPD_CLEANUP_IDLE 2 /* s a spare cleanup connection is kept */
 
 /* One client IP address, for the per-client limits. */
 typedef struct SMTPD_CLIENT {
@@ -172,6 +179,10 @@ typedef struct SMTPD_SESS {
     /* The transaction's connection to cleanup, NULL when none. */
     ATTR_CONN *cleanup;
     bool cleanup_greeted; /* cleanup's HELLO came and was ours */
+    bool cleanup_reused; /* BEGIN went over the spare, not yet answered */
+    /* Between transactions: cleanup's connection of the last one, kept
+       for the next (its END answered, nothing of ours in it), or NULL. */
+    ATTR_CONN *cleanup_spare;
     SMTPD_WAIT wait;
     SPF_PROTO_ASK *spf_ask; /* the SPF question in flight, or NULL */
     /* DKIM verification of the message in DATA: dkim_on when it is
@@ -317,6 +328,31 @@ static void smtpd_cleanup_close(SMTPD_SESS *sess)
     sess->qid[0] = 0;
 }
 
+/* smtpd_cleanup_park - cleanup answered the transaction's END: keep its
+   connection as the spare for the next transaction, for a while (cleanup
+   is then in its idle state: it takes a new BEGIN) */
+static void smtpd_cleanup_park(SMTPD_SESS *sess)
+{
+    ATTR_CONN *conn = sess->cleanup;
+
+    if (conn == NULL || !sess->cleanup_greeted ||
+        attr_conn_input_len(conn) > 0 || sess->cleanup_spare != NULL) {
+        smtpd_cleanup_close(sess);
+        return;
+    }
+    sess->cleanup = NULL;
+    smtpd_cleanup_close(sess); /* the rest of the transaction's state */
+    sess->cleanup_spare = conn;
+    attr_conn_timeouts(conn, SMTPD_CLEANUP_IDLE, sess->ctx->conf.timeout);
+}
+
+/* smtpd_cleanup_unpark - close the spare connection */
+static void smtpd_cleanup_unpark(SMTPD_SESS *sess)
+{
+    /* maybe from the connection's own callback: attr_conn.h's rule */
+    sess->cleanup_spare = attr_conn_free(sess->cleanup_spare);
+}
+
 /* smtpd_cleanup_send - encode and queue one list to cleanup */
 static void smtpd_cleanup_send(SMTPD_SESS *sess, ATTR_LIST *list)
 {
@@ -433,6 +469,7 @@ static void smtpd_session_free(SMTPD_SESS *sess)
     VSTR *counts = vstr_alloc(100);
 
     smtpd_cleanup_close(sess);
+    smtpd_cleanup_unpark(sess);
     sess->spf_ask = spf_proto_ask_cancel(sess->spf_ask);
     sess->milters = smtpd_milters_free(sess->milters);
     if (sess->peer_lookup != NULL)
@@ -481,6 +518,7 @@ static void smtpd_close(SMTPD_SESS *sess)
 {
     sess->closing = true;
     smtpd_cleanup_close(sess);
+    smtpd_cleanup_unpark(sess);
     sess->spf_ask = spf_proto_ask_cancel(sess->spf_ask);
     if (sess->wait == SMTPD_WAIT_SPF)
         sess->wait = SMTPD_WAIT_NONE;
@@ -548,6 +586,17 @@ static bool smtpd_cleanup_begin(SMTPD_SESS *sess)
         .sasl_username = proto->sasl_username,
     };
 
+    if (sess->cleanup_spare != NULL) {
+        /* cleanup answered our last END and waits for the next BEGIN. */
+        sess->cleanup = sess->cleanup_spare;
+        sess->cleanup_spare = NULL;
+        sess->cleanup_greeted = true;
+        sess->cleanup_reused = true;
+        attr_conn_timeouts(sess->cleanup, 0, ctx->conf.timeout);
+        smtpd_cleanup_send(sess, cleanup_begin_list(&begin));
+        return true;
+    }
+    sess->cleanup_reused = false;
     /* A local stream connect: it completes or fails at once. */
     if ((sess->cleanup = attr_conn_connect(
              mail_server_base(ctx->server), ctx->cleanup_path, SMTPD_STATUS_MAX,
@@ -1663,6 +1712,7 @@ static void smtpd_cleanup_status(SMTPD_SESS *sess, const CLEANUP_STATUS *reply)
         bool ok = status == 0 && qid != NULL && *qid != 0 &&
                   strlen(qid) < sizeof(sess->qid);
 
+        sess->cleanup_reused = false;
         if (ok) {
             snprintf(sess->qid, sizeof(sess->qid), "%s", qid);
             if (sess->proto->sasl_username != NULL)
@@ -1693,7 +1743,7 @@ static void smtpd_cleanup_status(SMTPD_SESS *sess, const CLEANUP_STATUS *reply)
             act = smtpd_proto_data_done(sess->proto, SMTPD_DATA_REJECT, NULL,
                                         (int) status, reason);
         }
-        smtpd_cleanup_close(sess); /* one connection per message */
+        smtpd_cleanup_park(sess); /* the next message may use it */
     }
     smtpd_resume(sess, act);
 }
@@ -1704,6 +1754,21 @@ static void smtpd_cleanup_fail(SMTPD_SESS *sess, const char *why)
     SMTPD_WAIT wait = sess->wait;
     SMTPD_ACT act;
 
+    if (wait == SMTPD_WAIT_BEGIN && sess->cleanup_reused) {
+        /* The spare ended under our BEGIN: cleanup closed it (idle, or
+           retiring) or died. It cannot have committed anything of this
+           message (no END was sent): begin again on a new connection. */
+        if (msg_verbose_get())
+            msg_info("spare cleanup connection: %s; connecting again", why);
+        smtpd_cleanup_close(sess);
+        if (smtpd_cleanup_begin(sess)) {
+            smtpd_wait(sess, SMTPD_WAIT_BEGIN);
+            return;
+        }
+        act = smtpd_proto_rcpt_done(sess->proto, false);
+        smtpd_resume(sess, act);
+        return;
+    }
     msg_warn("%s%scleanup connection: %s", sess->qid, sess->qid[0] ? ": " : "",
              why);
     smtpd_cleanup_close(sess);
@@ -1730,6 +1795,11 @@ static void smtpd_cleanup_on_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
     SMTPD_SESS *sess = arg;
     CLEANUP_STATUS reply;
 
+    if (conn == sess->cleanup_spare) {
+        msg_warn("spare cleanup connection: unexpected reply; closed");
+        smtpd_cleanup_unpark(sess);
+        return;
+    }
     vstr_reset(sess->why);
     if (!sess->cleanup_greeted) {
         /* cleanup's HELLO comes first: a mismatch is logged with both
@@ -1759,6 +1829,8 @@ static void smtpd_cleanup_on_drain(ATTR_CONN *conn, void *arg)
 {
     SMTPD_SESS *sess = arg;
 
+    if (conn == sess->cleanup_spare)
+        return;
     if (sess->cleanup_full) {
         sess->cleanup_full = false;
         smtpd_read_on(sess);
@@ -1769,7 +1841,15 @@ static void smtpd_cleanup_on_drain(ATTR_CONN *conn, void *arg)
 static void smtpd_cleanup_on_end(ATTR_CONN *conn, ATTR_CONN_END kind,
                                  const char *why, void *arg)
 {
-    smtpd_cleanup_fail(arg, kind == ATTR_CONN_IO ? "I/O error" : why);
+    SMTPD_SESS *sess = arg;
+
+    /* The spare's end (its idle time is up, cleanup closed it, retired
+       or died) costs nothing: the next transaction connects anew. */
+    if (conn == sess->cleanup_spare) {
+        smtpd_cleanup_unpark(sess);
+        return;
+    }
+    smtpd_cleanup_fail(sess, kind == ATTR_CONN_IO ? "I/O error" : why);
 }
 
 static const ATTR_CONN_OPS smtpd_cleanup_ops = {
