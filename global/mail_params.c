@@ -487,7 +487,19 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"smtp_data_done_timeout", TIME_RANGE(1, INTMAX), "600s",
      "time limit for the reply to the end of the message"},
     {"smtp_bind_address", STR, "",
-     "local address for outgoing connections (empty: any)"},
+     "local address for outgoing connections (empty: any); the one "
+     "source when smtp_source_pools is empty"},
+    {"smtp_source_pools", LIST, "",
+     "source IP pools: pool name -> ADDRESS[*WEIGHT][/EHLO-NAME] ... "
+     "(texthash:/path; global/source_pool.h)"},
+    {"default_source_pool", STR, "",
+     "the pool of a message no header or rule chose (empty: the first "
+     "pool of smtp_source_pools)"},
+    {"smtp_source_pool_maps", LIST, "",
+     "pool rules: sasl:USER, tenant:T, sender address or sender domain -> "
+     "pool name"},
+    {"smtp_source_retry_time", TIME_RANGE(1, INTMAX), "60s",
+     "how long a source whose bind failed is left out of its pools"},
     {"smtp_tcp_port", INT_RANGE(1, 65535), "25",
      "port of the SMTP servers MX records name"},
     {"smtp_helo_name", STR, "$myhostname",
