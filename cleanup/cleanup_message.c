@@ -201,6 +201,8 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
         (void) snprintf(size_text, sizeof(size_text), "%lld", req->size);
         cleanup_msg_attr(msg, "size", size_text);
     }
+    /* The tenant (API mail) is not in BEGIN yet: none. */
+    cleanup_pool_begin(msg, req, NULL);
     cleanup_msg_check_write(msg);
     return msg;
 }
@@ -384,6 +386,7 @@ CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg)
     myfree(msg->protocol);
     myfree(msg->helo_name);
     myfree(msg->first_rcpt);
+    myfree(msg->pool);
     myfree(msg);
     return NULL;
 }

@@ -178,6 +178,13 @@ extern int qfile_out_content(QFILE_OUT *out, QFILE_CONTENT_FN fn, void *ctx);
    -1 with errno (the writer's error is then set: the commit fails) */
 extern int qfile_out_prepend_content(QFILE_OUT *out, const void *data,
                                      size_t len);
+/* qfile_out_set_attr - the A record name=value in place of the first A
+   record of that name, or (none) just before the M record, once the
+   content has begun (a pool chosen by a header): copied as
+   qfile_out_prepend_content does. 0, or -1 with errno (the writer's error
+   is then set) */
+extern int qfile_out_set_attr(QFILE_OUT *out, const char *name,
+                              const char *value);
 /* qfile_step_name - "write", "fsync", "rename", "directory fsync", for
    log lines */
 extern const char *qfile_step_name(QFILE_STEP step);

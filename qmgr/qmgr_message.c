@@ -438,6 +438,7 @@ static void qmgr_message_free(QMGR_MESSAGE *msg)
         myfree(msg->rcpts[i].defer_reason);
     }
     myfree(msg->rcpts);
+    qmgr_source_forget(msg);
     qfile_info_free(msg->info);
     myfree(msg);
     ctx->active_count--;

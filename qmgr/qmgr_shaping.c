@@ -244,7 +244,7 @@ static QMGR_SHAPING_MX *qmgr_shaping_mx(QMGR_CTX *ctx, const char *domain)
 /* qmgr_shaping_find - the bucket of one recipient, made if new; NULL when
    it is not shaped (no rule applies and nobody suspended its domain) */
 QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
-                              const char *address)
+                              const char *address, const char *source)
 {
     const char *domain = smtp_addr_domain(address);
     const SHAPING_RULE *rule;
@@ -278,6 +278,9 @@ QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
         if (rule == NULL)
             rule = shaping_rules_fallback(ctx->conf.shaping);
     }
+    /* Limits are per provider (or domain) x source IP. */
+    if (source != NULL && *source != 0)
+        vstr_sprintf_append(name, "@%s", source);
     if (rule != NULL)
         shape = qmgr_shaping_bucket(ctx, vstr_str(name), rule, false);
     else if (ctx->shape_table != NULL)
