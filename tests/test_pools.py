@@ -189,3 +189,47 @@ def test_check_refuses_malformed_table(make_instance, tmp_path):
     inst.conf_set(default_source_pool="good")
     r = inst.command("check")
     assert "source_pool" not in r.stderr, r.stderr
+
+
+def test_sluice_pool_lists_sources(make_instance, tmp_path):
+    """`sluice pool` lists pools, sources, weights, EHLO names and state
+    (a source this machine cannot bind: bind failure), the default pool
+    marked; --json the same as one object."""
+    import json
+    inst = make_instance()
+    pools = tmp_path / "pools"
+    pools.write_text("transactional 127.0.0.2*2/tx2.example.test "
+                     "192.0.2.1\nmarketing [2001:db8::5]*3/mkt.example.test\n")
+    inst.conf_set(smtp_source_pools="texthash:%s" % pools,
+                  default_source_pool="transactional",
+                  smtp_helo_name="default.example.test")
+    r = inst.command("pool")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0].split() == ["POOL", "SOURCE", "WEIGHT", "EHLO", "PAUSED",
+                                "WARMUP", "STATE"]
+    assert lines[1].split() == ["transactional*", "127.0.0.2", "2",
+                                "tx2.example.test", "-", "-", "usable"]
+    assert lines[2].split()[:7] == ["transactional*", "192.0.2.1", "1",
+                                    "default.example.test", "-", "-", "bind"]
+    assert "bind failure (192.0.2.1: Cannot assign requested address)" \
+        in lines[2]
+    assert lines[3].split()[:7] == ["marketing", "2001:db8::5", "3",
+                                    "mkt.example.test", "-", "-", "bind"]
+    r = inst.command("pool", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["default"] == "transactional"
+    tx, mkt = data["pools"]
+    assert tx["default"] and not mkt["default"] and tx["line"] == 1
+    assert tx["sources"][1] == {
+        "address": "192.0.2.1", "weight": 1, "ehlo": "", "state": "bind failure",
+        "reason": "192.0.2.1: Cannot assign requested address",
+        "paused": None, "warmup": None}
+    assert mkt["sources"][0]["address"] == "2001:db8::5"
+    assert mkt["sources"][0]["state"] == "bind failure"
+    # no pools: said so, status 0
+    inst.conf_set(smtp_source_pools="", default_source_pool="")
+    r = inst.command("pool")
+    assert r.returncode == 0
+    assert "smtp_source_pools is empty" in r.stdout
