@@ -8,10 +8,10 @@ smtp agent bound. All of 127.0.0.0/8 is this machine's on Linux, so
 The pools are a texthash file named by smtp_source_pools.
 """
 
-import re
 import smtplib
+import threading
 
-from conftest import LIBEXEC, require, smtp_queue, wait_until
+from conftest import LIBEXEC, require, smtp_queue
 
 POOLS = """\
 transactional 127.0.0.2*2/tx2.example.test 127.0.0.3/tx3.example.test
@@ -51,12 +51,12 @@ def peers(messages):
 
 
 def submit_many(inst, count, sender="s@client.test", headers=b"",
-                source="127.0.0.1"):
+                source="127.0.0.1", first=0):
     """count messages, one recipient each, over one SMTP session."""
     with smtplib.SMTP("127.0.0.1", inst.port, timeout=60,
                       source_address=(source, 0)) as client:
         client.ehlo("client.test")
-        for i in range(count):
+        for i in range(first, first + count):
             body = headers + b"Subject: m%d\r\n\r\nbody %d\r\n" % (i, i)
             client.sendmail(sender, ["r%d@dest.test" % i], body)
 
@@ -68,8 +68,21 @@ def test_weighted_split_two_to_one(make_instance, make_sink, tmp_path):
     exact unless a source was skipped); each source says its own EHLO
     name; nothing leaves from another address."""
     inst, sink, _ = pool_instance(make_instance, make_sink, tmp_path)
-    count = 3000
-    submit_many(inst, count)
+    count, sessions = 3000, 4
+    errors = []
+
+    def submit_part(n):
+        try:
+            submit_many(inst, count // sessions, first=n * count // sessions)
+        except Exception as e:          # reported below, not lost in a thread
+            errors.append(e)
+    threads = [threading.Thread(target=submit_part, args=(n,))
+               for n in range(sessions)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
     got = sink.wait_messages(count, timeout=120)
     by_peer = peers(got)
     assert set(by_peer) == {"127.0.0.2", "127.0.0.3"}, by_peer
