@@ -246,3 +246,31 @@ def test_sluice_pool_lists_sources(make_instance, tmp_path):
     r = inst.command("pool")
     assert r.returncode == 0
     assert "smtp_source_pools is empty" in r.stdout
+
+
+def test_shaping_per_source(make_instance, make_sink, tmp_path):
+    """With pools, a shaping rule's bucket is per source: suspending
+    dest.test holds every source's bucket (its mail waits, not deferred);
+    `sluice shaping` lists dest.test@127.0.0.2 and dest.test@127.0.0.3 with
+    the rule's limits and what waits in each (2:1); resume lets it go."""
+    rules = tmp_path / "shaping"
+    rules.write_text("dest.test max_connections=2\n")
+    inst, sink, _ = pool_instance(
+        make_instance, make_sink, tmp_path,
+        params={"smtp_shaping_maps": "texthash:%s" % rules})
+    inst.check("shaping", "suspend", "dest.test", "30m")
+    qids = [smtp_queue(inst, "s@client.test", ["h%d@dest.test" % i],
+                       b"Subject: h\r\n\r\nh\r\n") for i in range(6)]
+    for qid in qids:
+        inst.wait_log(r"%s: .*\(queue active\)" % qid)
+    out = inst.check("shaping")
+    buckets = {line.split()[0]: line.split() for line in out.splitlines()[1:]}
+    assert buckets["dest.test@127.0.0.2"][1] == "dest.test", out
+    assert buckets["dest.test@127.0.0.2"][2] == "0/2", out
+    assert buckets["dest.test@127.0.0.2"][8] == "4", out
+    assert buckets["dest.test@127.0.0.3"][8] == "2", out
+    assert sink.received() == []
+    inst.check("shaping", "resume", "dest.test")
+    got = sink.wait_messages(6, timeout=30)
+    assert peers(got) == {"127.0.0.2": 4, "127.0.0.3": 2}
+    assert "status=deferred" not in inst.log()
