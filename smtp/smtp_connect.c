@@ -470,6 +470,15 @@ static bool smtp_connect_addr(SMTP_REQ *req, const DNS_ADDR *addr, VSTR *why)
             bs.ss_family = AF_INET6;
             bslen = sizeof(struct sockaddr_in6);
         }
+        if (bslen == 0 && req->source_address != NULL) {
+            /* A pool's source never falls back to another address. */
+            vstr_sprintf(why,
+                         "connect to %s[%s]:%d: not reachable from source %s "
+                         "(another address family)",
+                         addr->host, addr->ip, req->port, bind_address);
+            (void) close(fd);
+            return false;
+        }
         if (bslen > 0 && bind(fd, (struct sockaddr *) &bs, bslen) < 0) {
             vstr_sprintf(why, "bind %s: %s", bind_address, strerror(errno));
             /* qmgr's source is not this machine's (any more): qmgr leaves

@@ -274,3 +274,36 @@ def test_shaping_per_source(make_instance, make_sink, tmp_path):
     got = sink.wait_messages(6, timeout=30)
     assert peers(got) == {"127.0.0.2": 4, "127.0.0.3": 2}
     assert "status=deferred" not in inst.log()
+
+
+def ipv6_loopback_port():
+    """A free port on ::1, or None when there is no IPv6 loopback."""
+    import socket
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", 0))
+            return s.getsockname()[1]
+    except OSError:
+        return None
+
+
+def test_source_never_falls_back_to_another_family(make_instance, make_sink,
+                                                   tmp_path):
+    """A pool of IPv4 sources and a next hop reachable only over IPv6: the
+    message is deferred ("not reachable from source"), never sent from
+    whatever address the kernel would pick."""
+    import pytest
+    port = ipv6_loopback_port()
+    if port is None:
+        pytest.skip("no IPv6 loopback")
+    sink6 = make_sink(host="::1", port=port)
+    inst, sink, _ = pool_instance(
+        make_instance, make_sink, tmp_path,
+        params={"transport_maps": "inline:{ dest.test=smtp:[::1]:%d }"
+                                  % sink6.port})
+    qid = smtp_queue(inst, "s@client.test", ["x@dest.test"],
+                     b"Subject: x\r\n\r\nx\r\n")
+    inst.wait_log(r"%s: to=<x@dest\.test>.*status=deferred \(connect to "
+                  r"::1\[::1\]:%d: not reachable from source 127\.0\.0\.[23] "
+                  r"\(another address family\)" % (qid, sink6.port))
+    assert sink6.received() == []
