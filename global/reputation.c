@@ -607,6 +607,27 @@ size_t reputation_count(const REPUTATION *rep)
     return htable_count(rep->keys);
 }
 
+/* reputation_each - fn for every key */
+void reputation_each(REPUTATION *rep, long long now, REPUTATION_EACH_FN fn,
+                     void *ctx)
+{
+    HTABLE_ITER iter;
+    const char *key;
+    void *value;
+
+    now = reputation_clamp(rep, now);
+    htable_iter_init(&iter, rep->keys);
+    while (htable_iter_next(&iter, &key, &value)) {
+        const REPUTATION_ENTRY *entry = value;
+        long long attempts, hard, block;
+
+        reputation_sum(rep, entry, now, &attempts, &hard, &block);
+        fn(ctx, key, entry->state,
+           entry->state == REPUTATION_PAUSED ? entry->until : 0, attempts, hard,
+           block);
+    }
+}
+
 /* reputation_pause - the operator pauses key */
 void reputation_pause(REPUTATION *rep, const char *key, long long now)
 {
@@ -819,6 +840,10 @@ static const char *reputation_line(REPUTATION *rep, char *line, long long now)
     } else {
         return "bad STATE (paused or probing)";
     }
+    /* A clock set far ahead when it was written must not pause a source
+       for years: no automatic pause is longer than max_pause_time. */
+    if (state == REPUTATION_PAUSED && until > now + rep->conf.max_pause_time)
+        until = now + rep->conf.max_pause_time;
     entry = reputation_entry(rep, fields[0], true);
     entry->state = state;
     entry->until = until;

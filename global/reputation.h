@@ -25,7 +25,8 @@
  *             hard/attempts >= hard_ratio or block/attempts >= block_ratio,
  *             it goes PAUSED for pause_time.
  *   PAUSED    not usable until `until`; then (reputation_tick) PROBING.
- *   PROBING   usable at probe_rate (at most one message per interval):
+ *   PROBING   usable at probe_rate (one message per interval, in whole
+ *             seconds, at least 1s):
  *             after probe_attempts answers with hard and block ratios both
  *             below half their thresholds it is ACTIVE again (window
  *             cleared); as soon as the probe answers can no longer be that
@@ -82,7 +83,8 @@
  * epoch, 0 for a manual pause or a probe), PAUSE the length of the last
  * automatic pause in seconds (0: none yet), MANUAL 0 or 1. Only keys that
  * are not ACTIVE are written; windows are not (they restart empty). A
- * probe restarts from its beginning.
+ * probe restarts from its beginning; a pause read back never lasts longer
+ * than max_pause_time from the time it is read.
  */
 #ifndef REPUTATION_H
 #define REPUTATION_H
@@ -198,6 +200,15 @@ extern void reputation_counts(REPUTATION *rep, const char *key, long long now,
 
 /* reputation_count - keys remembered (for tests and sluice pool) */
 extern size_t reputation_count(const REPUTATION *rep);
+
+/* reputation_each - fn for every key remembered (sluice pool: state,
+   until, the window at now), keys in no particular order */
+typedef void (*REPUTATION_EACH_FN)(void *ctx, const char *key,
+                                   REPUTATION_STATE state, long long until,
+                                   long long attempts, long long hard,
+                                   long long block);
+extern void reputation_each(REPUTATION *rep, long long now,
+                            REPUTATION_EACH_FN fn, void *ctx);
 
 /* reputation_pause, reputation_resume - the operator's word: MANUAL with
    no expiry; ACTIVE (window cleared, pause length forgotten) */

@@ -429,6 +429,45 @@ static void test_last_source(void **state)
     reputation_free(rep);
 }
 
+typedef struct SEEN {
+    int keys;
+    long long until;
+    long long attempts;
+} SEEN;
+
+static void each_fn(void *ctx, const char *key, REPUTATION_STATE state,
+                    long long until, long long attempts, long long hard,
+                    long long block)
+{
+    SEEN *seen = ctx;
+
+    seen->keys++;
+    if (strcmp(key, "p") == 0) {
+        assert_int_equal(state, REPUTATION_PAUSED);
+        seen->until = until;
+        seen->attempts = attempts;
+        assert_int_equal(hard, 10);
+        assert_int_equal(block, 0);
+    }
+}
+
+/* What sluice pool would list: every key, its state and its window. */
+static void test_each(void **state)
+{
+    REPUTATION *rep = test_rep();
+    SEEN seen = {0, 0, 0};
+
+    (void) state;
+    assert_int_equal(record(rep, "p", REPUTATION_HARD, 10, T0),
+                     REPUTATION_PAUSED_NOW);
+    assert_int_equal(record(rep, "q", REPUTATION_OK, 3, T0), 0);
+    reputation_each(rep, T0 + 1, each_fn, &seen);
+    assert_int_equal(seen.keys, 2);
+    assert_int_equal(seen.until, T0 + 100);
+    assert_int_equal(seen.attempts, 10);
+    reputation_free(rep);
+}
+
 /* The operator's pause has no end of its own; resume clears everything. */
 static void test_manual(void **state)
 {
@@ -646,6 +685,24 @@ static void test_corrupt(void **state)
                                          "good3 paused 0 0 1\n");
     reputation_free(rep);
 
+    /* A pause until the year 2100 lasts max_pause_time from now. */
+    rep = test_rep();
+    assert_int_equal(reputation_parse(rep,
+                                      "sluice-reputation 1\n"
+                                      "far paused 4102444800 100 0\n",
+                                      strlen("sluice-reputation 1\n"
+                                             "far paused 4102444800 100 0\n"),
+                                      "test", T0),
+                     0);
+    {
+        long long until;
+
+        assert_int_equal(reputation_state(rep, "far", &until),
+                         REPUTATION_PAUSED);
+        assert_int_equal(until, T0 + 350);
+    }
+    reputation_free(rep);
+
     rep = test_rep();
     assert_int_equal(reputation_parse(rep,
                                       "sluice-reputation 2\n"
@@ -675,6 +732,7 @@ int main(void)
         cmocka_unit_test(test_probe_failure),
         cmocka_unit_test(test_last_source),
         cmocka_unit_test(test_manual),
+        cmocka_unit_test(test_each),
         cmocka_unit_test(test_async),
         cmocka_unit_test(test_clock_backwards),
         cmocka_unit_test(test_round_trip),
