@@ -60,12 +60,32 @@ static void fuzz_rule(const char *line)
     vstr_free(why);
 }
 
+/* fuzz_rules - a schedule for 127.0.0.3, so that held days are judged */
+static WARMUP_RULES *fuzz_rules(void)
+{
+    static const char table[] =
+        "127.0.0.3 start=2026-11-20 caps=5,10,20,40,80,160,320,640,1280,"
+        "2560,5120,10240,20480,40960 gmail=1,2,3\n";
+    VSTR *spec = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    WARMUP_RULES *rules;
+
+    fuzz_write_file("warmup", (const uint8_t *) table, sizeof(table) - 1);
+    vstr_sprintf(spec, "texthash:%s/warmup", fuzz_dir());
+    if ((rules = warmup_rules_load("smtp_source_warmup_maps", vstr_str(spec),
+                                   why)) == NULL)
+        abort();
+    vstr_free(spec);
+    vstr_free(why);
+    return rules;
+}
+
 /* fuzz_state - a state file */
 static void fuzz_state(const char *text, size_t len)
 {
     WARMUP_CONF conf = {0.1, 0.05};
-    WARMUP *w = warmup_alloc(&conf, NULL);
-    WARMUP *again = warmup_alloc(&conf, NULL);
+    WARMUP *w = warmup_alloc(&conf, fuzz_rules());
+    WARMUP *again = warmup_alloc(&conf, fuzz_rules());
     VSTR *out = vstr_alloc(100);
     VSTR *out2 = vstr_alloc(100);
 
@@ -76,8 +96,11 @@ static void fuzz_state(const char *text, size_t len)
     warmup_format(again, out2);
     if (strcmp(vstr_str(out), vstr_str(out2)) != 0)
         abort();
+    /* Caps of today, then a new day judges the last one. */
     (void) warmup_over_cap(again, "127.0.0.3", "gmail", FUZZ_NOW);
-    (void) warmup_day(again, "127.0.0.3", FUZZ_NOW + 86400);
+    if (warmup_day(again, "127.0.0.3", FUZZ_NOW + 86400) < 0 ||
+        warmup_held(again, "127.0.0.3", FUZZ_NOW + 86400) < 0)
+        abort();
     warmup_free(w);
     warmup_free(again);
     vstr_free(out);

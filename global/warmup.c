@@ -23,7 +23,7 @@
 
 #define WARMUP_PPM 1000000LL
 #define WARMUP_MAX_DAY 2932896LL /* 9999-12-31 */
-#define WARMUP_MAX_COUNT 1000000000000000LL /* of a state file field */
+#define WARMUP_MAX_COUNT 1000000000000LL /* of a state file field: x 2e6 fits */
 #define WARMUP_SOURCE_MAX 63 /* bytes of an address as text */
 
 struct WARMUP_RULES {
