@@ -56,6 +56,7 @@
 #include "shaping.h"
 #include "shaping_auto.h"
 #include "shaping_redis.h"
+#include "warmup.h"
 #include "master_cf.h"
 #include "match_list.h"
 #include "milter.h"
@@ -329,6 +330,32 @@ static void sluice_check_pools(SLUICE_CHECK *chk, const MAIL_CONF *conf)
                                    pool->sources[j].address, vstr_str(why));
     }
     source_pools_free(pools);
+    vstr_free(why);
+}
+
+/* sluice_check_reputation - the reputation_* values parse and every line
+   of smtp_source_warmup_maps does (qmgr would run without them) */
+static void sluice_check_reputation(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    VSTR *why = vstr_alloc(100);
+    REPUTATION_CONF rep;
+    WARMUP_RULES *rules;
+
+    if (reputation_conf_parse(
+            &rep, mail_conf_str(conf, "reputation_window"),
+            mail_conf_int(conf, "reputation_min_attempts"),
+            mail_conf_str(conf, "reputation_hard_bounce_ratio"),
+            mail_conf_str(conf, "reputation_block_ratio"),
+            mail_conf_str(conf, "reputation_pause_time"),
+            mail_conf_str(conf, "reputation_probe_rate"),
+            mail_conf_int(conf, "reputation_probe_attempts"), why) < 0)
+        sluice_check_error(chk, "%s", vstr_str(why));
+    rules =
+        warmup_rules_load("smtp_source_warmup_maps",
+                          mail_conf_str(conf, "smtp_source_warmup_maps"), why);
+    if (rules == NULL && vstr_len(why) > 0)
+        sluice_check_error(chk, "%s", vstr_str(why));
+    warmup_rules_free(rules);
     vstr_free(why);
 }
 
@@ -864,6 +891,7 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_both(conf);
     sluice_check_shaping(&chk, conf);
     sluice_check_pools(&chk, conf);
+    sluice_check_reputation(&chk, conf);
     sluice_check_auth(&chk, conf);
     sluice_check_milters(&chk, conf);
     sluice_check_smtp_tls(&chk, conf);
