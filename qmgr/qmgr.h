@@ -210,6 +210,8 @@ typedef struct QMGR_RCPT_MEM {
     bool marked; /* D on disk */
     char *defer_dsn; /* last defer this round */
     char *defer_reason;
+    char *provider; /* for its events: the shaping provider (or domain
+                       rule) of its destination, NULL: none */
 } QMGR_RCPT_MEM;
 
 struct QMGR_MESSAGE {
@@ -238,6 +240,10 @@ struct QMGR_MESSAGE {
 /* qmgr_message.c */
 extern void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
                                   const char *qid);
+/* qmgr_message_provider - note the provider of recipient index's
+   destination (its bucket: shape, NULL when not shaped) for its events */
+extern void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
+                                  const QMGR_SHAPE *shape);
 extern void qmgr_message_result(QMGR_MESSAGE *msg, size_t index,
                                 const char *action, const char *dsn,
                                 const char *reason, const char *diagnostic,

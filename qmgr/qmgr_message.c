@@ -118,6 +118,34 @@ void qmgr_log_status(const QMGR_MESSAGE *msg, const char *address,
     deliver_log(&entry, &times);
 }
 
+/* qmgr_message_event_attrs - what every event of msg carries from its
+   queue file: tenant, tags and metadata (api mail), pool (cleanup's) */
+static void qmgr_message_event_attrs(const QMGR_MESSAGE *msg, EVENT *event)
+{
+    event->tenant = qfile_info_attr(msg->info, "tenant");
+    event->pool = qfile_info_attr(msg->info, "pool");
+    event->tags = qfile_info_attr(msg->info, "tags");
+    event->metadata = qfile_info_attr(msg->info, "metadata");
+}
+
+/* qmgr_message_provider - note recipient index's provider: a provider
+   rule's NAME, a domain rule's domain; none for the default rule (it is
+   no provider) or an unshaped destination */
+void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
+                           const QMGR_SHAPE *shape)
+{
+    QMGR_RCPT_MEM *mem = &msg->rcpts[index];
+    const SHAPING_RULE *rule = shape ? shape->rule : NULL;
+    const char *name = NULL;
+
+    if (rule != NULL && rule->kind == SHAPING_KIND_PROVIDER)
+        name = rule->key + strlen(SHAPING_PROVIDER_PREFIX);
+    else if (rule != NULL && rule->kind == SHAPING_KIND_DOMAIN)
+        name = rule->key;
+    myfree(mem->provider);
+    mem->provider = name ? mystrdup(name) : NULL;
+}
+
 /* qmgr_message_event - add a journal event about recipient index (or the
    message: index SIZE_MAX) to the batch; flush: write the batch now (the
    journal's rule: before the queue change it describes) */
@@ -145,9 +173,11 @@ static void qmgr_message_event(QMGR_MESSAGE *msg, size_t index,
     else
         vstr_sprintf(seq, "%lld", (long long) rcpt->offset);
     events_event_init(&event, kind, msg->qid, vstr_str(seq));
+    qmgr_message_event_attrs(msg, &event);
     if (rcpt != NULL) {
         event.recipient = rcpt->address;
         event.orig_recipient = rcpt->orcpt;
+        event.provider = msg->rcpts[index].provider;
     } else {
         event.sender = msg->info->sender;
     }
@@ -292,6 +322,7 @@ static void qmgr_message_received(QMGR_MESSAGE *msg)
     event.size = msg->info->content_size;
     event.rcpt_count = (long long) msg->info->rcpt_count;
     event.client = vstr_str(client);
+    qmgr_message_event_attrs(msg, &event);
     events_add(msg->ctx->conf.events, &event);
     vstr_free(client);
     qmgr_message_pending(msg);
@@ -436,6 +467,7 @@ static void qmgr_message_free(QMGR_MESSAGE *msg)
     for (size_t i = 0; i < msg->info->rcpt_count; i++) {
         myfree(msg->rcpts[i].defer_dsn);
         myfree(msg->rcpts[i].defer_reason);
+        myfree(msg->rcpts[i].provider);
     }
     myfree(msg->rcpts);
     qfile_info_free(msg->info);
