@@ -150,6 +150,55 @@ static void test_errors(void **state)
                  400, "invalid_field", "\"send_at\"");
 }
 
+#define EXTRA_REQ(extra)                                                       \
+    "{\"from\": \"a@b.test\", \"to\": \"b@c.test\", \"text\": \"t\", " extra "}"
+
+/* test_extras - tags and metadata as compact JSON, pool as the first
+   header; each bad value a 422 naming its field */
+static void test_extras(void **state)
+{
+    const char *req =
+        EXTRA_REQ("\"tags\": [\"welcome\", \"t 2\"], "
+                  "\"metadata\": {\"user\": \"42\", \"a\": \"\"}, "
+                  "\"pool\": \"bulk-1\"");
+    API_ERROR err;
+    API_MESSAGE *msg;
+    VSTR *big = vstr_alloc(100);
+
+    api_error_init(&err);
+    msg = api_request_parse(req, strlen(req), &limits, &err);
+    assert_non_null(msg);
+    assert_string_equal(msg->tags, "[\"welcome\",\"t 2\"]");
+    assert_string_equal(msg->metadata, "{\"a\":\"\",\"user\":\"42\"}");
+    assert_memory_equal(vstr_str(msg->content),
+                        "X-Sluice-Pool: bulk-1\nFrom: ", 28);
+    api_message_free(msg);
+    api_error_free(&err);
+
+    expect_error(EXTRA_REQ("\"tags\": \"x\""), 422, "invalid_value", "tags");
+    expect_error(EXTRA_REQ("\"tags\": [\"ok\", \"\"]"), 422, "invalid_value",
+                 "tags[1]");
+    expect_error(EXTRA_REQ("\"tags\": [\"a\\nb\"]"), 422, "invalid_value",
+                 "tags[0]");
+    expect_error(EXTRA_REQ("\"metadata\": [1]"), 422, "invalid_value",
+                 "metadata");
+    expect_error(EXTRA_REQ("\"metadata\": {\"k\": {\"nested\": \"x\"}}"), 422,
+                 "invalid_value", "metadata.k");
+    expect_error(EXTRA_REQ("\"metadata\": {\"bad key\": \"x\"}"), 422,
+                 "invalid_value", "metadata");
+    expect_error(EXTRA_REQ("\"pool\": \"a/b\""), 422, "invalid_value", "pool");
+    expect_error(EXTRA_REQ("\"headers\": {\"X-Sluice-Pool\": \"p\"}"), 400,
+                 "invalid_field", "headers.X-Sluice-Pool");
+    /* 4096 bytes of keys and values at most. */
+    vstr_cpy(big, EXTRA_REQ("\"metadata\": {\"k\": \""));
+    vstr_truncate(big, vstr_len(big) - 1);
+    for (int i = 0; i < 4096; i++)
+        vstr_addch(big, 'v');
+    vstr_cat(big, "\"}}");
+    expect_error(vstr_str(big), 422, "invalid_value", "metadata");
+    vstr_free(big);
+}
+
 /* test_keys - create, look up, list, revoke */
 static void test_keys(void **state)
 {
@@ -291,7 +340,7 @@ int main(void)
         cmocka_unit_test(test_qp),       cmocka_unit_test(test_header_text),
         cmocka_unit_test(test_base64),   cmocka_unit_test(test_build),
         cmocka_unit_test(test_errors),   cmocka_unit_test(test_keys),
-        cmocka_unit_test(test_mustache),
+        cmocka_unit_test(test_mustache), cmocka_unit_test(test_extras),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
