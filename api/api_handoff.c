@@ -186,6 +186,7 @@ API_HANDOFF *api_handoff_start(struct event_base *base, const char *path,
         .tenant = tenant,
         .tags = msg->tags,
         .metadata = msg->metadata,
+        .not_before = msg->not_before,
     };
 
     if ((h->conn = attr_conn_connect(base, path, CLEANUP_STATUS_MAX,

@@ -129,19 +129,20 @@ static bool cleanup_msg_tenant_ok(const char *name)
     return true;
 }
 
-/* cleanup_msg_api_attrs - the api's attributes (tenant, tags, metadata):
-   refused from any other origin, which cannot speak for a
+/* cleanup_msg_api_attrs - the api's attributes (tenant, tags, metadata,
+   not_before): refused from any other origin, which cannot speak for a
    tenant (smtpd and pickup name their own origin; nothing a client
    writes reaches these attributes); 0, or -1 with the message failed */
 static int cleanup_msg_api_attrs(CLEANUP_MSG *msg, const CLEANUP_BEGIN *req)
 {
     bool api = req->origin && strcmp(req->origin, CLEANUP_ORIGIN_API) == 0;
-    bool given = req->tenant || req->tags || req->metadata;
+    bool given =
+        req->tenant || req->tags || req->metadata || req->not_before > 0;
 
     if (!given)
         return 0;
     if (!api) {
-        msg_warn("%s: origin %s names a tenant, tags or metadata: "
+        msg_warn("%s: origin %s names a tenant, tags, metadata or send time: "
                  "only the api may; refused",
                  msg->qid, req->origin ? req->origin : "(none)");
         cleanup_msg_fail(msg, 554, "5.7.0 only the api may name a tenant");
@@ -256,6 +257,12 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
     cleanup_msg_attr(msg, "tenant", msg->tenant);
     cleanup_msg_attr(msg, "tags", msg->tags);
     cleanup_msg_attr(msg, "metadata", msg->metadata);
+    if (req->not_before > 0) {
+        char when[32];
+
+        (void) snprintf(when, sizeof(when), "%lld", req->not_before);
+        cleanup_msg_attr(msg, "not_before", when);
+    }
     cleanup_msg_check_write(msg);
     return msg;
 }

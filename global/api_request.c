@@ -10,6 +10,7 @@
 #include "sys_defs.h"
 
 #include <ctype.h>
+#include <time.h>
 #include <jansson.h>
 
 #include "api_mime.h"
@@ -30,6 +31,7 @@
 #define API_REQUEST_META_KEY_LEN 64 /* bytes of a "metadata" key */
 #define API_REQUEST_META_MAX 4096 /* bytes of metadata keys and values */
 #define API_REQUEST_POOL_LEN 64
+#define API_REQUEST_SEND_AHEAD (30 * 86400) /* send_at: 30 days at most */
 
 /* Header fields the API writes itself: "headers" may not name them. */
 static const char *const api_request_reserved[] = {
@@ -41,8 +43,9 @@ static const char *const api_request_reserved[] = {
 
 /* The fields a request may have; all others are refused by name. */
 static const char *const api_request_fields[] = {
-    "from", "to",      "cc",  "bcc",         "reply_to", "subject",  "text",
-    "html", "headers", "raw", "attachments", "tags",     "metadata", "pool",
+    "from",        "to",   "cc",       "bcc",     "reply_to",
+    "subject",     "text", "html",     "headers", "raw",
+    "attachments", "tags", "metadata", "pool",    "send_at",
 };
 
 /* api_error_init - an API_ERROR with empty strings */
@@ -838,6 +841,90 @@ static int api_request_metadata(json_t *meta, char **out, API_ERROR *err)
     return 0;
 }
 
+/* api_request_digits - n decimal digits at text, or -1 */
+static int api_request_digits(const char *text, int n)
+{
+    int value = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char) text[i]))
+            return -1;
+        value = value * 10 + (text[i] - '0');
+    }
+    return value;
+}
+
+/* api_request_rfc3339 - the Unix time of an RFC 3339 date-time
+   (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)), or -1 when it is not */
+static long long api_request_rfc3339(const char *text)
+{
+    struct tm tm;
+    const char *cp;
+    int year, mon, day, hour, min, sec;
+    long long when;
+
+    if (strlen(text) < 20 || (year = api_request_digits(text, 4)) < 0 ||
+        text[4] != '-' || (mon = api_request_digits(text + 5, 2)) < 1 ||
+        mon > 12 || text[7] != '-' ||
+        (day = api_request_digits(text + 8, 2)) < 1 || day > 31 ||
+        (text[10] != 'T' && text[10] != 't') ||
+        (hour = api_request_digits(text + 11, 2)) < 0 || hour > 23 ||
+        text[13] != ':' || (min = api_request_digits(text + 14, 2)) < 0 ||
+        min > 59 || text[16] != ':' ||
+        (sec = api_request_digits(text + 17, 2)) < 0 || sec > 60)
+        return -1;
+    cp = text + 19;
+    if (*cp == '.') {
+        if (!isdigit((unsigned char) cp[1]))
+            return -1;
+        for (cp++; isdigit((unsigned char) *cp); cp++)
+            /* void */;
+    }
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    tm.tm_sec = sec;
+    when = (long long) timegm(&tm);
+    if ((*cp == 'Z' || *cp == 'z') && cp[1] == 0)
+        return when;
+    if ((*cp == '+' || *cp == '-') && strlen(cp) == 6 && cp[3] == ':') {
+        int off_h = api_request_digits(cp + 1, 2);
+        int off_m = api_request_digits(cp + 4, 2);
+
+        if (off_h < 0 || off_h > 23 || off_m < 0 || off_m > 59)
+            return -1;
+        /* 10:00+02:00 is 08:00Z. */
+        return when + (*cp == '+' ? -1 : 1) * (off_h * 3600LL + off_m * 60LL);
+    }
+    return -1;
+}
+
+/* api_request_send_at - "send_at" into msg->not_before (0 when it is
+   not in the future: sent at once); 0, or -1 with err */
+static int api_request_send_at(json_t *value, API_MESSAGE *msg, API_ERROR *err)
+{
+    long long when;
+    long long now = (long long) time(NULL);
+
+    if (!json_is_string(value) ||
+        (when = api_request_rfc3339(json_string_value(value))) < 0) {
+        api_error_set(err, 422, "invalid_value", "send_at",
+                      "send_at must be an RFC 3339 time "
+                      "(2026-12-05T10:00:00Z)");
+        return -1;
+    }
+    if (when - now > API_REQUEST_SEND_AHEAD) {
+        api_error_set(err, 422, "invalid_value", "send_at",
+                      "send_at is more than 30 days ahead");
+        return -1;
+    }
+    msg->not_before = when > now ? when : 0;
+    return 0;
+}
+
 /* api_request_extras - tags, metadata and pool into msg (pool as the
    X-Sluice-Pool header cleanup reads); 0, or -1 with err */
 static int api_request_extras(json_t *req, API_MESSAGE *msg, API_ERROR *err)
@@ -849,6 +936,9 @@ static int api_request_extras(json_t *req, API_MESSAGE *msg, API_ERROR *err)
         return -1;
     if ((value = json_object_get(req, "metadata")) != NULL &&
         api_request_metadata(value, &msg->metadata, err) < 0)
+        return -1;
+    if ((value = json_object_get(req, "send_at")) != NULL &&
+        api_request_send_at(value, msg, err) < 0)
         return -1;
     if ((value = json_object_get(req, "pool")) != NULL) {
         VSTR *content;

@@ -27,8 +27,10 @@
  *   pool       string             1 to 64 of [A-Za-z0-9._-]: the message
  *                                 gets "X-Sluice-Pool: NAME" first, which
  *                                 cleanup honours for api mail
+ *   send_at    string             an RFC 3339 time at most 30 days ahead:
+ *                                 queued now, not delivered before then
+ *                                 (a time past is at once)
  *
- * send_at is not implemented yet: refused by name like anything else.
  * Anything else is refused by name (template, data and recipients are
  * the api daemon's: it turns them into the fields above, one request per
  * batch recipient, before this parser sees them): a reader that skips
@@ -45,7 +47,8 @@
  *   413    message_too_large    the message exceeds message_size_limit
  *   422    invalid_address      an address is not a valid mailbox
  *   422    too_many_recipients  more than api_max_recipients
- *   422    invalid_value        tags, metadata or pool not as above
+ *   422    invalid_value        tags, metadata, pool or send_at not as
+ *                               above
  */
 #ifndef API_REQUEST_H
 #define API_REQUEST_H
@@ -75,6 +78,7 @@ typedef struct API_MESSAGE {
                  block that ends at a line that is no header) */
     char *tags; /* "tags" as compact JSON text, NULL: none */
     char *metadata; /* "metadata" as compact JSON text, NULL: none */
+    long long not_before; /* send_at, Unix seconds; 0: send at once */
 } API_MESSAGE;
 
 /* api_error_init - an API_ERROR with empty strings; api_error_free */

@@ -83,6 +83,8 @@ int cleanup_begin_take(const ATTR_LIST *list, CLEANUP_BEGIN *begin, VSTR *why)
     begin->tenant = attr_get_str(list, CLEANUP_ATTR_TENANT);
     begin->tags = attr_get_str(list, CLEANUP_ATTR_TAGS);
     begin->metadata = attr_get_str(list, CLEANUP_ATTR_METADATA);
+    if (!attr_get_int(list, CLEANUP_ATTR_NOT_BEFORE, &begin->not_before))
+        begin->not_before = 0;
     return 0;
 }
 
@@ -108,6 +110,8 @@ ATTR_LIST *cleanup_begin_list(const CLEANUP_BEGIN *begin)
     cleanup_add_opt(list, CLEANUP_ATTR_TENANT, begin->tenant);
     cleanup_add_opt(list, CLEANUP_ATTR_TAGS, begin->tags);
     cleanup_add_opt(list, CLEANUP_ATTR_METADATA, begin->metadata);
+    if (begin->not_before > 0)
+        attr_add_int(list, CLEANUP_ATTR_NOT_BEFORE, begin->not_before);
     return list;
 }
 

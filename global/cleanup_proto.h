@@ -88,6 +88,7 @@
 #define CLEANUP_ATTR_TENANT "tenant"
 #define CLEANUP_ATTR_TAGS "tags"
 #define CLEANUP_ATTR_METADATA "metadata"
+#define CLEANUP_ATTR_NOT_BEFORE "not_before"
 #define CLEANUP_ATTR_ADDRESS "address"
 #define CLEANUP_ATTR_ORCPT "orcpt"
 #define CLEANUP_ATTR_NOTIFY "notify"
@@ -133,6 +134,8 @@ static const ATTR_SPEC cleanup_begin_spec[] = {
      "api only: the request's tags, a compact JSON array of strings"},
     {CLEANUP_ATTR_METADATA, ATTR_TYPE_STR, false, false,
      "api only: the request's metadata, a compact flat JSON object"},
+    {CLEANUP_ATTR_NOT_BEFORE, ATTR_TYPE_INT, false, false,
+     "api only: send_at, the Unix time before which nothing is delivered"},
 };
 
 static const ATTR_SPEC cleanup_rcpt_spec[] = {
@@ -194,6 +197,7 @@ typedef struct CLEANUP_BEGIN {
     const char *tenant; /* the API key's tenant */
     const char *tags; /* JSON array text */
     const char *metadata; /* JSON object text */
+    long long not_before; /* send_at, Unix seconds; <= 0: none */
 } CLEANUP_BEGIN;
 
 typedef struct CLEANUP_RCPT {

@@ -230,6 +230,9 @@ struct QMGR_MESSAGE {
     int agent_deaths; /* agents that died with it in flight */
     size_t attempts; /* rounds that ended in deferred/ (qmgr_message.c) */
     bool warned; /* the delay warning went out */
+    time_t not_before; /* send_at (queue file not_before=): no delivery
+                          before it; 0: none */
+    bool scheduled; /* this round only waits for not_before */
     bool commit_pending; /* on ctx->commit_list: its events are not on
                             disk yet, so its queue changes wait */
     QMGR_MESSAGE *commit_next; /* ctx->commit_list */

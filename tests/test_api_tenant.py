@@ -168,16 +168,16 @@ def test_smtp_cannot_claim_a_tenant(make_instance, make_sink, tmp_path):
         finally:
             conn.close()
     inst.wait_log(r"cleanup\[\d+\]: warning: \w+: origin smtp names a "
-                  r"tenant, tags or metadata: only the api may; refused")
+                  r"tenant, tags, metadata or send time: only the api may; refused")
     assert api.queued() == []
 
 
 def test_bad_values_are_422_naming_the_field(make_instance, make_sink,
                                              tmp_path):
-    """Bad tags, metadata and pool values: 422 invalid_value with the
-    field at fault, nothing queued; a pool given as a header is refused
-    (it has its own field); send_at is not implemented and is refused by
-    name (400)."""
+    """Bad tags, metadata, pool and send_at values: 422 invalid_value with the
+    field at fault, nothing queued (send_at: not an RFC 3339 time, or more
+    than 30 days ahead); a pool given as a header is refused (it has its
+    own field)."""
     api = tenant_api(make_instance, make_sink, tmp_path)
     base = {"from": "shop@sender.test", "to": "a@rcpt.test", "text": "t"}
     cases = [
@@ -193,7 +193,13 @@ def test_bad_values_are_422_naming_the_field(make_instance, make_sink,
         ({"pool": "a/b"}, 422, "pool"),
         ({"pool": 7}, 422, "pool"),
         ({"headers": {"X-Sluice-Pool": "p"}}, 400, "headers.X-Sluice-Pool"),
-        ({"send_at": "2026-12-05T00:00:00Z"}, 400, '"send_at"'),
+        ({"send_at": "tomorrow"}, 422, "send_at"),
+        ({"send_at": "2026-12-05 10:00:00Z"}, 422, "send_at"),
+        ({"send_at": "2026-12-05T10:00:00+2:00"}, 422, "send_at"),
+        ({"send_at": 1796443200}, 422, "send_at"),
+        ({"send_at": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                   time.gmtime(time.time() + 31 * 86400))},
+         422, "send_at"),
     ]
     for extra, want_status, field in cases:
         status, answer, _ = api.post(dict(base, **extra))
@@ -203,3 +209,41 @@ def test_bad_values_are_422_naming_the_field(make_instance, make_sink,
             assert answer["error"]["code"] == "invalid_value", answer
     time.sleep(0.5)
     assert api.queued() == [] and api.sink.messages == []
+
+
+def test_send_at_holds_delivery_until_then(make_instance, make_sink,
+                                           tmp_path):
+    """send_at 3 seconds ahead (a +01:00 offset, which must be read as UTC
+    one hour earlier): the 202 comes at once, the message waits in the
+    queue with a deferred event whose reply is "scheduled", and reaches
+    the sink no earlier than send_at; its delivered event carries the
+    tenant. A send_at in the past is sent at once."""
+    api = tenant_api(make_instance, make_sink, tmp_path)
+    inst = api.inst
+    when = int(time.time()) + 4
+    local = time.gmtime(when + 3600)
+    send_at = time.strftime("%Y-%m-%dT%H:%M:%S+01:00", local)
+    status, answer, _ = api.post({
+        "from": "shop@sender.test", "to": "later@rcpt.test",
+        "subject": "later", "text": "t", "send_at": send_at})
+    assert status == 202, answer
+    qid = answer["id"]
+    events = settled(inst, qid, Counter(received=1, deferred=1))
+    deferred = [e for e in events if e["kind"] == "deferred"]
+    assert deferred[0]["reply"] == "scheduled", deferred
+    assert deferred[0]["tenant"] == "acme"
+    got = api.sink.wait_messages(1, timeout=30)
+    # The sink stamps each message with time.monotonic(): as wall time.
+    arrived = got[0].time - time.monotonic() + time.time()
+    assert arrived >= when - 0.05, (arrived, when)
+    assert got[0].rcpt_tos == ["later@rcpt.test"]
+    events = settled(inst, qid, Counter(delivered=1))
+    assert [e["tenant"] for e in events if e["kind"] == "delivered"] == ["acme"]
+    assert len([e for e in events if e["kind"] == "deferred"]) == 1
+
+    status, answer, _ = api.post({
+        "from": "shop@sender.test", "to": "now@rcpt.test",
+        "subject": "now", "text": "t", "send_at": "2020-01-01T00:00:00Z"})
+    assert status == 202, answer
+    events = settled(inst, answer["id"], Counter(delivered=1))
+    assert not [e for e in events if e["kind"] == "deferred"]
