@@ -126,6 +126,9 @@ struct CLEANUP_MSG {
     long long flags;
     char *sender; /* qualified */
     char *full_name; /* sendmail -F, or NULL */
+    char *tenant; /* api mail: the API key's tenant, else NULL */
+    char *tags; /* api mail: JSON array text, else NULL */
+    char *metadata; /* api mail: JSON object text, else NULL */
     struct timeval arrival;
     int rcpt_count;
     long long received; /* content bytes received */

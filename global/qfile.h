@@ -22,8 +22,11 @@
  *   A  ATTR      "name=value", name in [a-z0-9_]{1,64}; any number. Names
  *                in use: client_name client_addr helo_name protocol origin
  *                ret envid sasl_username size (SIZE=) body_type
- *                (8BITMIME) smtputf8 (yes) pool (the source pool,
- *                global/source_pool.h)
+ *                (8BITMIME) smtputf8 (yes); of api mail only: tenant
+ *                tags (JSON array) metadata (JSON object) not_before
+ *                (send_at, Unix seconds: qmgr delivers nothing before);
+ *                pool (cleanup's choice of
+ *                source pool, global/source_pool.h)
  *   R  RCPT      a recipient not yet done: "address\0orcpt\0notify" (three
  *                fields separated by exactly two NULs; orcpt is the DSN
  *                ORCPT= value "type;xtext" or empty, notify the DSN

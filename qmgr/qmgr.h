@@ -219,6 +219,8 @@ typedef struct QMGR_RCPT_MEM {
     bool marked; /* D on disk */
     char *defer_dsn; /* last defer this round */
     char *defer_reason;
+    char *provider; /* for its events: the shaping provider (or domain
+                       rule) of its destination, NULL: none */
 } QMGR_RCPT_MEM;
 
 struct QMGR_MESSAGE {
@@ -237,6 +239,9 @@ struct QMGR_MESSAGE {
     int agent_deaths; /* agents that died with it in flight */
     size_t attempts; /* rounds that ended in deferred/ (qmgr_message.c) */
     bool warned; /* the delay warning went out */
+    time_t not_before; /* send_at (queue file not_before=): no delivery
+                          before it; 0: none */
+    bool scheduled; /* this round only waits for not_before */
     bool commit_pending; /* on ctx->commit_list: its events are not on
                             disk yet, so its queue changes wait */
     QMGR_MESSAGE *commit_next; /* ctx->commit_list */
@@ -251,6 +256,10 @@ struct QMGR_MESSAGE {
 /* qmgr_message.c */
 extern void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
                                   const char *qid);
+/* qmgr_message_provider - note the provider of recipient index's
+   destination (its bucket: shape, NULL when not shaped) for its events */
+extern void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
+                                  const QMGR_SHAPE *shape);
 extern void qmgr_message_result(QMGR_MESSAGE *msg, size_t index,
                                 const char *action, const char *dsn,
                                 const char *reason, const char *diagnostic,

@@ -176,6 +176,7 @@ static void qmgr_job_result(QMGR_JOB *job, const DELIVER_RESULT *result)
         if (result->diagnostic != NULL &&
             strcmp(result->action, DELIVER_ACTION_SENT) != 0)
             qmgr_job_note_reply(job, result->diagnostic);
+        qmgr_message_provider(entry->msg, entry->index[i], entry->dest->shape);
         qmgr_message_result(entry->msg, entry->index[i], result->action,
                             result->dsn, result->reason, result->diagnostic,
                             result->remote_mta);
