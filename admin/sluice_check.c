@@ -56,6 +56,7 @@
 #include "shaping.h"
 #include "shaping_auto.h"
 #include "shaping_redis.h"
+#include "warmup.h"
 #include "master_cf.h"
 #include "match_list.h"
 #include "milter.h"
@@ -64,6 +65,7 @@
 #include "safe_file.h"
 #include "sluice.h"
 #include "smtpd_words.h"
+#include "source_pool.h"
 #include "tls_client.h"
 #include "tls_server.h"
 #include "vstr.h"
@@ -89,6 +91,7 @@ static const SLUICE_CHECK_TABLE sluice_check_tables[] = {
     {"virtual_uid_maps", MAP_FLAG_NONE},
     {"virtual_gid_maps", MAP_FLAG_NONE},
     {"sender_dependent_relayhost_maps", MAP_FLAG_NONE},
+    {"smtp_source_pool_maps", MAP_FLAG_NONE},
     {"header_checks", MAP_FLAG_NONE},
     {"body_checks", MAP_FLAG_NONE},
     {"smtp_tls_policy_maps", MAP_FLAG_NONE},
@@ -284,6 +287,75 @@ static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
             sluice_check_error(chk, "%s", vstr_str(why));
         shaping_redis_addr_done(&addr);
     }
+    vstr_free(why);
+}
+
+/* sluice_check_pools - smtp_source_pools must parse, name a default pool
+   that exists, and list only addresses this machine has (a source it
+   cannot bind is refused here, with the table line; at run time smtp's
+   bind fails and qmgr sends from the pool's other sources) */
+static void sluice_check_pools(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    VSTR *why = vstr_alloc(100);
+    SOURCE_POOLS *pools = source_pools_load(
+        "smtp_source_pools", mail_conf_str(conf, "smtp_source_pools"), why);
+    const char *def = mail_conf_str(conf, "default_source_pool");
+
+    if (pools == NULL) {
+        if (vstr_len(why) > 0)
+            sluice_check_error(chk, "%s", vstr_str(why));
+        else if (*def)
+            sluice_check_error(chk,
+                               "default_source_pool = %s, but "
+                               "smtp_source_pools is empty",
+                               def);
+        vstr_free(why);
+        return;
+    }
+    if (*def && source_pools_find(pools, def) == NULL)
+        sluice_check_error(chk,
+                           "default_source_pool = %s: no such pool in "
+                           "smtp_source_pools",
+                           def);
+    for (size_t i = 0; i < pools->count; i++) {
+        const SOURCE_POOL *pool = &pools->pools[i];
+
+        for (size_t j = 0; j < pool->count; j++)
+            if (source_pool_addr_local(&pool->sources[j], why) < 0)
+                sluice_check_error(chk,
+                                   "smtp_source_pools: %s, line %d: pool %s: "
+                                   "source %s is not an address of this "
+                                   "machine (%s)",
+                                   pool->path, pool->lineno, pool->name,
+                                   pool->sources[j].address, vstr_str(why));
+    }
+    source_pools_free(pools);
+    vstr_free(why);
+}
+
+/* sluice_check_reputation - the reputation_* values parse and every line
+   of smtp_source_warmup_maps does (qmgr would run without them) */
+static void sluice_check_reputation(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    VSTR *why = vstr_alloc(100);
+    REPUTATION_CONF rep;
+    WARMUP_RULES *rules;
+
+    if (reputation_conf_parse(
+            &rep, mail_conf_str(conf, "reputation_window"),
+            mail_conf_int(conf, "reputation_min_attempts"),
+            mail_conf_str(conf, "reputation_hard_bounce_ratio"),
+            mail_conf_str(conf, "reputation_block_ratio"),
+            mail_conf_str(conf, "reputation_pause_time"),
+            mail_conf_str(conf, "reputation_probe_rate"),
+            mail_conf_int(conf, "reputation_probe_attempts"), why) < 0)
+        sluice_check_error(chk, "%s", vstr_str(why));
+    rules =
+        warmup_rules_load("smtp_source_warmup_maps",
+                          mail_conf_str(conf, "smtp_source_warmup_maps"), why);
+    if (rules == NULL && vstr_len(why) > 0)
+        sluice_check_error(chk, "%s", vstr_str(why));
+    warmup_rules_free(rules);
     vstr_free(why);
 }
 
@@ -818,6 +890,8 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_open_tables(&chk, conf);
     sluice_check_both(conf);
     sluice_check_shaping(&chk, conf);
+    sluice_check_pools(&chk, conf);
+    sluice_check_reputation(&chk, conf);
     sluice_check_auth(&chk, conf);
     sluice_check_milters(&chk, conf);
     sluice_check_smtp_tls(&chk, conf);

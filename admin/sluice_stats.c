@@ -1,16 +1,19 @@
 /*
  * sluice_stats - `sluice stats [--since WHEN] [--by recipient-domain|
- * sender-domain] [--json]`
+ * sender-domain|tenant|pool|provider|source-ip] [--tenant NAME] [--json]`
  *
  * Counts of events by kind over a time range, from the SQLite store the
  * events daemon feeds from the journal (global/events_stats.h; main.cf
  * events_stats_enable = yes). WHEN is a duration back from now (30m, 24h,
  * 7d; default 24h) or an RFC 3339 UTC time (2026-12-05T00:00:00Z). --by
- * adds one row per recipient or sender domain. Rates: delivered (and
+ * adds one row per recipient or sender domain, tenant (api mail), IP pool,
+ * provider (the shaping rule of the destination) or source IP; --tenant
+ * counts only the events of that tenant's mail. Rates: delivered (and
  * bounced: bounced + expired) over the recipients that reached an end
  * (delivered + bounced + expired). --json prints one object:
  *
- *   {"since":TS,"until":TS,"by":null|"recipient-domain"|"sender-domain",
+ *   {"since":TS,"until":TS,"by":null|"recipient-domain"|...,
+ *    "tenant":null|NAME,
  *    "counts":{"received":N,...},"delivery_rate":R|null,
  *    "bounce_rate":R|null,"groups":[{"key":DOMAIN|null,"counts":{...}},...]}
  *
@@ -35,7 +38,8 @@
 
 #define SLUICE_STATS_USAGE                                                     \
     "usage: sluice stats [--since DURATION|TIME] "                             \
-    "[--by recipient-domain|sender-domain] [--json]"
+    "[--by recipient-domain|sender-domain|tenant|pool|provider|source-ip] "    \
+    "[--tenant NAME] [--json]"
 #define SLUICE_STATS_DEFAULT_SINCE (24 * 3600)
 #define SLUICE_STATS_RETRY_MS 100 /* between tries of a locked store */
 #define SLUICE_STATS_RETRIES 50
@@ -80,12 +84,25 @@ static void sluice_stats_ts(char *buf, size_t len, time_t t)
         msg_panic("%s: strftime", __func__);
 }
 
-/* sluice_stats_query - run sql (since bound as ?1): its (kind, count)
+/* --by's choices: the column name never comes from the user. */
+static const struct {
+    const char *by;
+    const char *column;
+} sluice_stats_by[] = {
+    {"recipient-domain", "recipient_domain"},
+    {"sender-domain", "sender_domain"},
+    {"tenant", "tenant"},
+    {"pool", "pool"},
+    {"provider", "provider"},
+    {"source-ip", "source_ip"},
+};
+
+/* sluice_stats_query - run sql (since bound as ?1, tenant as ?2): its (kind, count)
    rows into totals, or with by its (key, kind, count) rows, ordered by
    key, into groups; -1 with why */
-static int sluice_stats_query(sqlite3 *db, long long since, bool by,
-                              const char *sql, json_t *totals, json_t *groups,
-                              VSTR *why)
+static int sluice_stats_query(sqlite3 *db, long long since, const char *tenant,
+                              bool by, const char *sql, json_t *totals,
+                              json_t *groups, VSTR *why)
 {
     sqlite3_stmt *stmt;
     json_t *group = NULL;
@@ -100,6 +117,8 @@ static int sluice_stats_query(sqlite3 *db, long long since, bool by,
         return -1;
     }
     (void) sqlite3_bind_int64(stmt, 1, since);
+    if (tenant != NULL)
+        (void) sqlite3_bind_text(stmt, 2, tenant, -1, SQLITE_STATIC);
     while ((rc = sqlite3_step(stmt)) == SQLITE_ROW) {
         int col = by ? 1 : 0;
         const char *kind = (const char *) sqlite3_column_text(stmt, col);
@@ -160,6 +179,9 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
     const char *since_arg = NULL;
     const char *by_arg = NULL;
     const char *by_col = NULL;
+    const char *tenant = NULL;
+    const char *where;
+    VSTR *totals_sql;
     bool json = false;
     long long since;
     time_t now = time(NULL);
@@ -182,24 +204,26 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
             since_arg = argv[++i];
         } else if (strcmp(argv[i], "--by") == 0 && i + 1 < argc) {
             by_arg = argv[++i];
+        } else if (strcmp(argv[i], "--tenant") == 0 && i + 1 < argc) {
+            tenant = argv[++i];
         } else {
             return sluice_fail("stats: %s \"%s\" (%s)",
                                strcmp(argv[i], "--since") == 0 ||
-                                       strcmp(argv[i], "--by") == 0
+                                       strcmp(argv[i], "--by") == 0 ||
+                                       strcmp(argv[i], "--tenant") == 0
                                    ? "missing value after"
                                    : "unknown argument",
                                argv[i], SLUICE_STATS_USAGE);
         }
     }
     if (by_arg) {
-        /* A fixed list: the column name never comes from the user. */
-        if (strcmp(by_arg, "recipient-domain") == 0)
-            by_col = "recipient_domain";
-        else if (strcmp(by_arg, "sender-domain") == 0)
-            by_col = "sender_domain";
-        else
-            return sluice_fail("stats: --by \"%s\": not recipient-domain or "
-                               "sender-domain",
+        for (size_t i = 0; i < SLUICE_ARRAY_LEN(sluice_stats_by); i++)
+            if (strcmp(by_arg, sluice_stats_by[i].by) == 0)
+                by_col = sluice_stats_by[i].column;
+        if (by_col == NULL)
+            return sluice_fail("stats: --by \"%s\": not recipient-domain, "
+                               "sender-domain, tenant, pool, provider or "
+                               "source-ip",
                                by_arg);
     }
     if (since_arg == NULL) {
@@ -247,11 +271,17 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
     totals = NULL;
     groups = NULL;
     sql = vstr_alloc(200);
+    totals_sql = vstr_alloc(200);
+    where = tenant ? "t >= ?1 AND tenant = ?2" : "t >= ?1";
+    vstr_sprintf(totals_sql,
+                 "SELECT kind, COUNT(*) FROM events WHERE %s GROUP BY kind "
+                 "ORDER BY kind",
+                 where);
     if (by_col)
         vstr_sprintf(sql,
-                     "SELECT %s, kind, COUNT(*) FROM events WHERE t >= ?1 "
+                     "SELECT %s, kind, COUNT(*) FROM events WHERE %s "
                      "GROUP BY 1, 2 ORDER BY %s IS NULL, 1, 2",
-                     by_col, by_col);
+                     by_col, where, by_col);
     /* Both queries in one read transaction. A daemon killed in the middle
        of a batch leaves a journal to roll back, which this read-only
        reader cannot do: the daemon does at its next start (master starts
@@ -267,12 +297,11 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
         vstr_reset(why);
         status = 0;
         if (sqlite3_exec(db, "BEGIN", NULL, NULL, NULL) != SQLITE_OK ||
-            sluice_stats_query(db, since, false,
-                               "SELECT kind, COUNT(*) FROM events WHERE t >= "
-                               "?1 GROUP BY kind ORDER BY kind",
+            sluice_stats_query(db, since, tenant, false, vstr_str(totals_sql),
                                totals, groups, why) < 0 ||
-            (by_col && sluice_stats_query(db, since, true, vstr_str(sql),
-                                          totals, groups, why) < 0))
+            (by_col &&
+             sluice_stats_query(db, since, tenant, true, vstr_str(sql), totals,
+                                groups, why) < 0))
             status = 1;
         code = sqlite3_extended_errcode(db);
         (void) sqlite3_exec(db, "COMMIT", NULL, NULL, NULL);
@@ -303,6 +332,8 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
         json_object_set_new(result, "until", json_string(until_ts));
         json_object_set_new(result, "by",
                             by_arg ? json_string(by_arg) : json_null());
+        json_object_set_new(result, "tenant",
+                            tenant ? json_string(tenant) : json_null());
         json_object_set_new(result, "counts", json_incref(totals));
         json_object_set_new(result, "delivery_rate",
                             sluice_stats_rate(delivered, delivered + failed));
@@ -327,7 +358,8 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
             {
                 json_array_append_new(kinds, json_string(kind));
             }
-            printf("events from %s to %s\n%-24s", since_ts, until_ts,
+            printf("events from %s to %s%s%s\n%-24s", since_ts, until_ts,
+                   tenant ? " of tenant " : "", tenant ? tenant : "",
                    by_arg ? by_arg : "");
             json_array_foreach(kinds, i, value)
             {
@@ -358,6 +390,7 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
     json_decref(groups);
     (void) sqlite3_close(db);
     vstr_free(sql);
+    vstr_free(totals_sql);
     vstr_free(why);
     myfree(path);
     return status;

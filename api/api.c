@@ -1034,8 +1034,8 @@ static void api_submit(API_CTX *ctx, struct evhttp_request *req,
     p->day = usage->day;
     ctx->pending++;
     if (api_handoff_start(mail_server_base(ctx->server), ctx->cleanup_path,
-                          ctx->cleanup_timeout, msg, api_submit_done, p,
-                          why) == NULL) {
+                          ctx->cleanup_timeout, msg, p->key.tenant,
+                          api_submit_done, p, why) == NULL) {
         API_HANDOFF_RESULT result = {
             .code = -1, .queue_id = "", .why = vstr_str(why)};
 
@@ -1315,7 +1315,8 @@ static void api_batch_pump(API_BATCH *b)
         item->msg = msg;
         if (api_handoff_start(mail_server_base(b->ctx->server),
                               b->ctx->cleanup_path, b->ctx->cleanup_timeout,
-                              msg, api_batch_done, item, why) == NULL) {
+                              msg, b->key.tenant, api_batch_done, item,
+                              why) == NULL) {
             msg_warn("api: cannot queue a message: %s", vstr_str(why));
             api_batch_failed(b, i, 503, "unavailable", vstr_str(why));
             b->stop = true;

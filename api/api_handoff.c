@@ -174,14 +174,19 @@ static const ATTR_CONN_OPS api_handoff_ops = {
 /* api_handoff_start - connect and send HELLO and BEGIN */
 API_HANDOFF *api_handoff_start(struct event_base *base, const char *path,
                                int timeout_sec, const API_MESSAGE *msg,
-                               API_HANDOFF_DONE done, void *arg, VSTR *why)
+                               const char *tenant, API_HANDOFF_DONE done,
+                               void *arg, VSTR *why)
 {
     API_HANDOFF *h = mycalloc(1, sizeof(*h));
     CLEANUP_BEGIN begin = {
         .flags = msg->eight_bit ? CLEANUP_FLAG_8BIT : 0,
         .sender = msg->sender,
-        .origin = "api",
+        .origin = CLEANUP_ORIGIN_API,
         .size = -1,
+        .tenant = tenant,
+        .tags = msg->tags,
+        .metadata = msg->metadata,
+        .not_before = msg->not_before,
     };
 
     if ((h->conn = attr_conn_connect(base, path, CLEANUP_STATUS_MAX,

@@ -37,12 +37,13 @@ typedef struct API_HANDOFF_RESULT {
 typedef void (*API_HANDOFF_DONE)(const API_HANDOFF_RESULT *result, void *arg);
 
 /* api_handoff_start - connect to cleanup at path and start sending msg
-   (which must live until done is called); timeout_sec bounds each wait
+   (which must live until done is called) as mail of tenant (the API
+   key's, which cleanup records in the queue file); timeout_sec bounds each wait
    for cleanup. NULL with why when cleanup cannot even be reached (done
    is then never called). */
 extern API_HANDOFF *api_handoff_start(struct event_base *base, const char *path,
                                       int timeout_sec, const API_MESSAGE *msg,
-                                      API_HANDOFF_DONE done, void *arg,
-                                      VSTR *why);
+                                      const char *tenant, API_HANDOFF_DONE done,
+                                      void *arg, VSTR *why);
 
 #endif

@@ -48,6 +48,7 @@
 
 /* The filter seam: header/body checks and DKIM signing go here. */
 static const CLEANUP_FILTER *const cleanup_filters[] = {
+    &cleanup_pool_filter, /* X-Sluice-Pool goes before anything signs */
     &cleanup_dkim_filter,
     NULL,
 };
@@ -466,6 +467,7 @@ static void cleanup_tables(CLEANUP_CONF *cconf, const MAIL_CONF *conf)
     cconf->recipient_delimiter =
         mystrdup(mail_conf_str(conf, "recipient_delimiter"));
     cconf->dkim = cleanup_dkim_create(conf);
+    cleanup_pool_conf(cconf, conf);
     vstr_free(why);
 }
 
@@ -563,6 +565,7 @@ static void cleanup_ctx_release(CLEANUP_CTX *ctx)
         ctx->conf.mydestination = match_list_free(ctx->conf.mydestination);
     ctx->conf.recipient_delimiter = myfree(ctx->conf.recipient_delimiter);
     ctx->conf.dkim = cleanup_dkim_free(ctx->conf.dkim);
+    cleanup_pool_conf_free(&ctx->conf);
     ctx->conf.events = events_close(ctx->conf.events);
 }
 

@@ -20,6 +20,9 @@
  *                   address headers; bare addresses in the address
  *                   headers of local mail get @myorigin; then
  *                   virtual_alias_maps on each envelope recipient
+ * cleanup_pool.c    the message's source pool (rules, X-Sluice-Pool, the
+ *                   default), written as the pool attribute; the header
+ *                   removed (a filter)
  * cleanup_dkim.c    DKIM signing at the end of the content (a filter);
  *                   cleanup_dkim_conf.c parses its parameters
  *
@@ -65,6 +68,10 @@ typedef struct CLEANUP_CONF {
     int virtual_expansion_limit; /* virtual_alias_expansion_limit */
     struct CLEANUP_DKIM *dkim; /* cleanup_dkim.c; NULL: no signing */
     struct EVENTS *events; /* the journal (global/events.h), NULL: off */
+    struct SOURCE_POOLS *pools; /* smtp_source_pools, NULL: none */
+    const char *default_pool; /* its default pool's name (in pools) */
+    MAPS *pool_maps; /* smtp_source_pool_maps, NULL: none */
+    MATCH_LIST *mynetworks; /* who may name a pool by header */
 } CLEANUP_CONF;
 
 /* The envelope of BEGIN: CLEANUP_BEGIN of global/cleanup_proto.h. */
@@ -119,6 +126,9 @@ struct CLEANUP_MSG {
     long long flags;
     char *sender; /* qualified */
     char *full_name; /* sendmail -F, or NULL */
+    char *tenant; /* api mail: the API key's tenant, else NULL */
+    char *tags; /* api mail: JSON array text, else NULL */
+    char *metadata; /* api mail: JSON object text, else NULL */
     struct timeval arrival;
     int rcpt_count;
     long long received; /* content bytes received */
@@ -145,6 +155,9 @@ struct CLEANUP_MSG {
     VSTR *body_line; /* partial body line while body_checks run */
     VSTR *prepend; /* PREPEND text of the current header or line */
     long long body_checked; /* body bytes seen by body_checks */
+    /* Source pool (cleanup_pool.c). */
+    bool pool_trusted; /* an X-Sluice-Pool header is honoured */
+    char *pool; /* the pool chosen, NULL: no pools */
 };
 
 /* cleanup_message.c */
@@ -176,6 +189,18 @@ extern void cleanup_msg_fail(CLEANUP_MSG *msg, int status, const char *reason);
 extern char *cleanup_qualify(const CLEANUP_CONF *conf, const char *addr);
 /* cleanup_remove_stale - remove temporary files older than max_age */
 extern void cleanup_remove_stale(const CLEANUP_CONF *conf, time_t max_age);
+
+/* cleanup_pool.c */
+struct MAIL_CONF;
+extern const CLEANUP_FILTER cleanup_pool_filter;
+/* cleanup_pool_conf - read the pool parameters (fatal when bad) */
+extern void cleanup_pool_conf(CLEANUP_CONF *cconf,
+                              const struct MAIL_CONF *conf);
+extern void cleanup_pool_conf_free(CLEANUP_CONF *cconf);
+/* cleanup_pool_begin - the rules' pool, written as the pool attribute
+   (tenant: the message's tenant, NULL: none) */
+extern void cleanup_pool_begin(CLEANUP_MSG *msg, const CLEANUP_BEGIN *req,
+                               const char *tenant);
 
 /* cleanup_checks.c: each returns false when the item is to be dropped;
    text for before the item goes into prepend (which the caller resets) */

@@ -114,6 +114,57 @@ static bool cleanup_msg_control(const char *addr)
     return false;
 }
 
+/* cleanup_msg_tenant_ok - a tenant name: [A-Za-z0-9._-]{1,64} */
+static bool cleanup_msg_tenant_ok(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0 || len > CLEANUP_TENANT_MAX)
+        return false;
+    for (const char *cp = name; *cp; cp++)
+        if (!((*cp >= 'a' && *cp <= 'z') || (*cp >= 'A' && *cp <= 'Z') ||
+              (*cp >= '0' && *cp <= '9') || *cp == '.' || *cp == '_' ||
+              *cp == '-'))
+            return false;
+    return true;
+}
+
+/* cleanup_msg_api_attrs - the api's attributes (tenant, tags, metadata,
+   not_before): refused from any other origin, which cannot speak for a
+   tenant (smtpd and pickup name their own origin; nothing a client
+   writes reaches these attributes); 0, or -1 with the message failed */
+static int cleanup_msg_api_attrs(CLEANUP_MSG *msg, const CLEANUP_BEGIN *req)
+{
+    bool api = req->origin && strcmp(req->origin, CLEANUP_ORIGIN_API) == 0;
+    bool given =
+        req->tenant || req->tags || req->metadata || req->not_before > 0;
+
+    if (!given)
+        return 0;
+    if (!api) {
+        msg_warn("%s: origin %s names a tenant, tags, metadata or send time: "
+                 "only the api may; refused",
+                 msg->qid, req->origin ? req->origin : "(none)");
+        cleanup_msg_fail(msg, 554, "5.7.0 only the api may name a tenant");
+        return -1;
+    }
+    if ((req->tenant && !cleanup_msg_tenant_ok(req->tenant)) ||
+        (req->tags && strlen(req->tags) > CLEANUP_TAGS_MAX) ||
+        (req->metadata && strlen(req->metadata) > CLEANUP_METADATA_MAX)) {
+        msg_warn("%s: api: a bad tenant name, or tags or metadata too large",
+                 msg->qid);
+        cleanup_msg_fail(msg, 554, "5.5.4 bad tenant, tags or metadata");
+        return -1;
+    }
+    if (req->tenant)
+        msg->tenant = mystrdup(req->tenant);
+    if (req->tags)
+        msg->tags = mystrdup(req->tags);
+    if (req->metadata)
+        msg->metadata = mystrdup(req->metadata);
+    return 0;
+}
+
 /* cleanup_msg_begin - start a message: queue ID, file, envelope records */
 CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
                                const CLEANUP_BEGIN *req,
@@ -175,6 +226,8 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
         cleanup_msg_fail(msg, 550, "5.1.7 Bad sender address syntax");
         return msg;
     }
+    if (cleanup_msg_api_attrs(msg, req) < 0)
+        return msg;
     if ((msg->out = qfile_create(msg->tmp_path, 0600, 0)) == NULL) {
         msg_warn("%s: create %s: %m", msg->qid, msg->tmp_path);
         cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
@@ -201,6 +254,16 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
         (void) snprintf(size_text, sizeof(size_text), "%lld", req->size);
         cleanup_msg_attr(msg, "size", size_text);
     }
+    cleanup_msg_attr(msg, "tenant", msg->tenant);
+    cleanup_msg_attr(msg, "tags", msg->tags);
+    cleanup_msg_attr(msg, "metadata", msg->metadata);
+    if (req->not_before > 0) {
+        char when[32];
+
+        (void) snprintf(when, sizeof(when), "%lld", req->not_before);
+        cleanup_msg_attr(msg, "not_before", when);
+    }
+    cleanup_pool_begin(msg, req, msg->tenant);
     cleanup_msg_check_write(msg);
     return msg;
 }
@@ -305,6 +368,9 @@ static int cleanup_msg_event(const CLEANUP_MSG *msg, long long size)
     event.size = size;
     event.rcpt_count = msg->rcpt_count;
     event.client = msg->client_info;
+    event.tenant = msg->tenant;
+    event.tags = msg->tags;
+    event.metadata = msg->metadata;
     return events_emit(msg->conf->events, &event);
 }
 
@@ -380,10 +446,14 @@ CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg)
     myfree(msg->final_path);
     myfree(msg->sender);
     myfree(msg->full_name);
+    myfree(msg->tenant);
+    myfree(msg->tags);
+    myfree(msg->metadata);
     myfree(msg->client_info);
     myfree(msg->protocol);
     myfree(msg->helo_name);
     myfree(msg->first_rcpt);
+    myfree(msg->pool);
     myfree(msg);
     return NULL;
 }

@@ -10,6 +10,7 @@
 #include "sys_defs.h"
 
 #include <ctype.h>
+#include <time.h>
 #include <jansson.h>
 
 #include "api_mime.h"
@@ -25,18 +26,26 @@
 #define API_REQUEST_BOUNDARY "=_sluice_alternative"
 #define API_REQUEST_MIXED "=_sluice_mixed"
 #define API_REQUEST_ATTACHMENTS_MAX 100
+#define API_REQUEST_TAGS_MAX 20 /* entries of "tags" */
+#define API_REQUEST_TAG_LEN 64 /* bytes of one tag */
+#define API_REQUEST_META_KEY_LEN 64 /* bytes of a "metadata" key */
+#define API_REQUEST_META_MAX 4096 /* bytes of metadata keys and values */
+#define API_REQUEST_POOL_LEN 64
+#define API_REQUEST_SEND_AHEAD (30 * 86400) /* send_at: 30 days at most */
 
 /* Header fields the API writes itself: "headers" may not name them. */
 static const char *const api_request_reserved[] = {
-    "from",         "to",           "cc",
-    "bcc",          "reply-to",     "subject",
-    "mime-version", "content-type", "content-transfer-encoding",
+    "from",          "to",           "cc",
+    "bcc",           "reply-to",     "subject",
+    "mime-version",  "content-type", "content-transfer-encoding",
+    "x-sluice-pool",
 };
 
 /* The fields a request may have; all others are refused by name. */
 static const char *const api_request_fields[] = {
-    "from", "to",   "cc",      "bcc", "reply_to",    "subject",
-    "text", "html", "headers", "raw", "attachments",
+    "from",        "to",   "cc",       "bcc",     "reply_to",
+    "subject",     "text", "html",     "headers", "raw",
+    "attachments", "tags", "metadata", "pool",    "send_at",
 };
 
 /* api_error_init - an API_ERROR with empty strings */
@@ -726,6 +735,232 @@ static void api_list_free(API_LIST *list)
     argv_free(list->addrs);
 }
 
+/* api_request_name_ok - [A-Za-z0-9._-]{1,max} */
+static bool api_request_name_ok(const char *text, size_t len, size_t max)
+{
+    if (len == 0 || len > max)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char ch = (unsigned char) text[i];
+
+        if (!isalnum(ch) && ch != '.' && ch != '_' && ch != '-')
+            return false;
+    }
+    return true;
+}
+
+/* api_request_tags - "tags": a list of short printable strings, as
+   compact JSON text into *out; 0, or -1 with err (422, the field) */
+static int api_request_tags(json_t *tags, char **out, API_ERROR *err)
+{
+    VSTR *field = vstr_alloc(16);
+    json_t *tag;
+    size_t i;
+
+    if (!json_is_array(tags)) {
+        vstr_free(field);
+        api_error_set(err, 422, "invalid_value", "tags",
+                      "tags must be an array of strings");
+        return -1;
+    }
+    if (json_array_size(tags) > API_REQUEST_TAGS_MAX) {
+        vstr_free(field);
+        api_error_set(err, 422, "invalid_value", "tags", "more than %d tags",
+                      API_REQUEST_TAGS_MAX);
+        return -1;
+    }
+    json_array_foreach(tags, i, tag)
+    {
+        vstr_sprintf(field, "tags[%zu]", i);
+        if (!json_is_string(tag) || json_string_length(tag) == 0 ||
+            json_string_length(tag) > API_REQUEST_TAG_LEN ||
+            !api_request_no_controls(json_string_value(tag),
+                                     json_string_length(tag))) {
+            api_error_set(err, 422, "invalid_value", vstr_str(field),
+                          "%s: a tag is a string of 1 to %d characters, no "
+                          "control characters",
+                          vstr_str(field), API_REQUEST_TAG_LEN);
+            vstr_free(field);
+            return -1;
+        }
+    }
+    vstr_free(field);
+    *out = json_dumps(tags, JSON_COMPACT | JSON_ENSURE_ASCII);
+    return 0;
+}
+
+/* api_request_metadata - "metadata": a flat object of string values,
+   bounded, as compact JSON text into *out; 0, or -1 with err */
+static int api_request_metadata(json_t *meta, char **out, API_ERROR *err)
+{
+    VSTR *field = vstr_alloc(32);
+    const char *name;
+    json_t *value;
+    size_t total = 0;
+
+    if (!json_is_object(meta)) {
+        vstr_free(field);
+        api_error_set(err, 422, "invalid_value", "metadata",
+                      "metadata must be an object of string values");
+        return -1;
+    }
+    json_object_foreach(meta, name, value)
+    {
+        if (!api_request_name_ok(name, strlen(name),
+                                 API_REQUEST_META_KEY_LEN)) {
+            VSTR *quoted = vstr_alloc(64);
+
+            submit_check_quote(quoted, name, SUBMIT_CHECK_QUOTE_MAX);
+            api_error_set(err, 422, "invalid_value", "metadata",
+                          "metadata: the key %s is not 1 to %d of "
+                          "[A-Za-z0-9._-]",
+                          vstr_str(quoted), API_REQUEST_META_KEY_LEN);
+            vstr_free(quoted);
+            vstr_free(field);
+            return -1;
+        }
+        vstr_sprintf(field, "metadata.%s", name);
+        if (!json_is_string(value)) {
+            api_error_set(err, 422, "invalid_value", vstr_str(field),
+                          "%s must be a string (metadata is flat)",
+                          vstr_str(field));
+            vstr_free(field);
+            return -1;
+        }
+        total += strlen(name) + json_string_length(value);
+    }
+    vstr_free(field);
+    if (total > API_REQUEST_META_MAX) {
+        api_error_set(err, 422, "invalid_value", "metadata",
+                      "metadata holds %zu bytes of keys and values; at most "
+                      "%d",
+                      total, API_REQUEST_META_MAX);
+        return -1;
+    }
+    *out = json_dumps(meta, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_SORT_KEYS);
+    return 0;
+}
+
+/* api_request_digits - n decimal digits at text, or -1 */
+static int api_request_digits(const char *text, int n)
+{
+    int value = 0;
+
+    for (int i = 0; i < n; i++) {
+        if (!isdigit((unsigned char) text[i]))
+            return -1;
+        value = value * 10 + (text[i] - '0');
+    }
+    return value;
+}
+
+/* api_request_rfc3339 - the Unix time of an RFC 3339 date-time
+   (YYYY-MM-DDTHH:MM:SS[.frac](Z|+HH:MM|-HH:MM)), or -1 when it is not */
+static long long api_request_rfc3339(const char *text)
+{
+    struct tm tm;
+    const char *cp;
+    int year, mon, day, hour, min, sec;
+    long long when;
+
+    if (strlen(text) < 20 || (year = api_request_digits(text, 4)) < 0 ||
+        text[4] != '-' || (mon = api_request_digits(text + 5, 2)) < 1 ||
+        mon > 12 || text[7] != '-' ||
+        (day = api_request_digits(text + 8, 2)) < 1 || day > 31 ||
+        (text[10] != 'T' && text[10] != 't') ||
+        (hour = api_request_digits(text + 11, 2)) < 0 || hour > 23 ||
+        text[13] != ':' || (min = api_request_digits(text + 14, 2)) < 0 ||
+        min > 59 || text[16] != ':' ||
+        (sec = api_request_digits(text + 17, 2)) < 0 || sec > 60)
+        return -1;
+    cp = text + 19;
+    if (*cp == '.') {
+        if (!isdigit((unsigned char) cp[1]))
+            return -1;
+        for (cp++; isdigit((unsigned char) *cp); cp++)
+            /* void */;
+    }
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = year - 1900;
+    tm.tm_mon = mon - 1;
+    tm.tm_mday = day;
+    tm.tm_hour = hour;
+    tm.tm_min = min;
+    tm.tm_sec = sec;
+    when = (long long) timegm(&tm);
+    if ((*cp == 'Z' || *cp == 'z') && cp[1] == 0)
+        return when;
+    if ((*cp == '+' || *cp == '-') && strlen(cp) == 6 && cp[3] == ':') {
+        int off_h = api_request_digits(cp + 1, 2);
+        int off_m = api_request_digits(cp + 4, 2);
+
+        if (off_h < 0 || off_h > 23 || off_m < 0 || off_m > 59)
+            return -1;
+        /* 10:00+02:00 is 08:00Z. */
+        return when + (*cp == '+' ? -1 : 1) * (off_h * 3600LL + off_m * 60LL);
+    }
+    return -1;
+}
+
+/* api_request_send_at - "send_at" into msg->not_before (0 when it is
+   not in the future: sent at once); 0, or -1 with err */
+static int api_request_send_at(json_t *value, API_MESSAGE *msg, API_ERROR *err)
+{
+    long long when;
+    long long now = (long long) time(NULL);
+
+    if (!json_is_string(value) ||
+        (when = api_request_rfc3339(json_string_value(value))) < 0) {
+        api_error_set(err, 422, "invalid_value", "send_at",
+                      "send_at must be an RFC 3339 time "
+                      "(2026-12-05T10:00:00Z)");
+        return -1;
+    }
+    if (when - now > API_REQUEST_SEND_AHEAD) {
+        api_error_set(err, 422, "invalid_value", "send_at",
+                      "send_at is more than 30 days ahead");
+        return -1;
+    }
+    msg->not_before = when > now ? when : 0;
+    return 0;
+}
+
+/* api_request_extras - tags, metadata and pool into msg (pool as the
+   X-Sluice-Pool header cleanup reads); 0, or -1 with err */
+static int api_request_extras(json_t *req, API_MESSAGE *msg, API_ERROR *err)
+{
+    json_t *value;
+
+    if ((value = json_object_get(req, "tags")) != NULL &&
+        api_request_tags(value, &msg->tags, err) < 0)
+        return -1;
+    if ((value = json_object_get(req, "metadata")) != NULL &&
+        api_request_metadata(value, &msg->metadata, err) < 0)
+        return -1;
+    if ((value = json_object_get(req, "send_at")) != NULL &&
+        api_request_send_at(value, msg, err) < 0)
+        return -1;
+    if ((value = json_object_get(req, "pool")) != NULL) {
+        VSTR *content;
+
+        if (!json_is_string(value) ||
+            !api_request_name_ok(json_string_value(value),
+                                 json_string_length(value),
+                                 API_REQUEST_POOL_LEN)) {
+            api_error_set(err, 422, "invalid_value", "pool",
+                          "pool must be a name of 1 to %d of [A-Za-z0-9._-]",
+                          API_REQUEST_POOL_LEN);
+            return -1;
+        }
+        content = vstr_alloc(vstr_len(msg->content) + 64);
+        vstr_sprintf(content, "X-Sluice-Pool: %s\n", json_string_value(value));
+        vstr_ncat(content, vstr_str(msg->content), vstr_len(msg->content));
+        vstr_free(msg->content);
+        msg->content = content;
+    }
+    return 0;
+}
+
 /* api_message_free - release a message; returns NULL */
 API_MESSAGE *api_message_free(API_MESSAGE *msg)
 {
@@ -733,6 +968,8 @@ API_MESSAGE *api_message_free(API_MESSAGE *msg)
         myfree(msg->sender);
         argv_free(msg->rcpts);
         vstr_free(msg->content);
+        free(msg->tags); /* jansson's */
+        free(msg->metadata);
         myfree(msg);
     }
     return NULL;
@@ -856,6 +1093,8 @@ API_MESSAGE *api_request_parse(const char *body, size_t len,
         else
             ok = api_request_build(req, &from, &to, &cc, &reply_to, limits, msg,
                                    err);
+        if (ok == 0)
+            ok = api_request_extras(req, msg, err);
         if (ok < 0)
             msg = api_message_free(msg);
     }

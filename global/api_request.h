@@ -18,6 +18,18 @@
  *                                 (excludes subject, text, html, headers,
  *                                 reply_to, attachments; from and
  *                                 to/cc/bcc are then the envelope only)
+ *   tags       array of strings   at most 20, each 1 to 64 characters
+ *                                 without control characters: kept in the
+ *                                 queue file and put into every event
+ *   metadata   object             flat: keys 1 to 64 of [A-Za-z0-9._-],
+ *                                 string values, at most 4096 bytes of
+ *                                 keys and values; like tags
+ *   pool       string             1 to 64 of [A-Za-z0-9._-]: the message
+ *                                 gets "X-Sluice-Pool: NAME" first, which
+ *                                 cleanup honours for api mail
+ *   send_at    string             an RFC 3339 time at most 30 days ahead:
+ *                                 queued now, not delivered before then
+ *                                 (a time past is at once)
  *
  * Anything else is refused by name (template, data and recipients are
  * the api daemon's: it turns them into the fields above, one request per
@@ -35,6 +47,8 @@
  *   413    message_too_large    the message exceeds message_size_limit
  *   422    invalid_address      an address is not a valid mailbox
  *   422    too_many_recipients  more than api_max_recipients
+ *   422    invalid_value        tags, metadata, pool or send_at not as
+ *                               above
  */
 #ifndef API_REQUEST_H
 #define API_REQUEST_H
@@ -62,6 +76,9 @@ typedef struct API_MESSAGE {
     bool eight_bit; /* content has bytes above 0x7f (raw only) */
     bool raw; /* content is the client's raw MIME (cleanup takes a header
                  block that ends at a line that is no header) */
+    char *tags; /* "tags" as compact JSON text, NULL: none */
+    char *metadata; /* "metadata" as compact JSON text, NULL: none */
+    long long not_before; /* send_at, Unix seconds; 0: send at once */
 } API_MESSAGE;
 
 /* api_error_init - an API_ERROR with empty strings; api_error_free */

@@ -9,6 +9,7 @@
 
 #include <setjmp.h>
 #include <cmocka.h>
+#include <time.h>
 
 #include "api_keys.h"
 #include "api_mime.h"
@@ -146,8 +147,96 @@ static void test_errors(void **state)
                  " \"subject\": \"x\\nBcc: e@c.test\", \"text\": \"t\"}",
                  400, "invalid_field", "subject");
     expect_error("{\"from\": \"a@b.test\", \"to\": \"b@c.test\","
-                 " \"text\": \"t\", \"send_at\": 5}",
-                 400, "invalid_field", "\"send_at\"");
+                 " \"text\": \"t\", \"send_later\": 5}",
+                 400, "invalid_field", "\"send_later\"");
+}
+
+#define EXTRA_REQ(extra)                                                       \
+    "{\"from\": \"a@b.test\", \"to\": \"b@c.test\", \"text\": \"t\", " extra "}"
+
+/* test_send_at - an RFC 3339 time with its offset applied; one past is
+   at once (0) */
+static void test_send_at(void)
+{
+    char req[256];
+    char stamp[64];
+    time_t ahead = time(NULL) + 3600;
+    struct tm tm;
+    API_ERROR err;
+    API_MESSAGE *msg;
+
+    /* One hour ahead, written as local time at -02:30. */
+    time_t shifted = ahead - (2 * 3600 + 1800);
+
+    gmtime_r(&shifted, &tm);
+    assert_true(
+        strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S.25-02:30", &tm) > 0);
+    (void) snprintf(req, sizeof(req), EXTRA_REQ("\"send_at\": \"%s\""), stamp);
+    api_error_init(&err);
+    msg = api_request_parse(req, strlen(req), &limits, &err);
+    assert_non_null(msg);
+    assert_int_equal(msg->not_before, (long long) ahead);
+    api_message_free(msg);
+    (void) snprintf(req, sizeof(req),
+                    EXTRA_REQ("\"send_at\": \"2020-01-01T00:00:00Z\""));
+    msg = api_request_parse(req, strlen(req), &limits, &err);
+    assert_non_null(msg);
+    assert_int_equal(msg->not_before, 0);
+    api_message_free(msg);
+    api_error_free(&err);
+}
+
+/* test_extras - tags and metadata as compact JSON, pool as the first
+   header; each bad value a 422 naming its field */
+static void test_extras(void **state)
+{
+    const char *req =
+        EXTRA_REQ("\"tags\": [\"welcome\", \"t 2\"], "
+                  "\"metadata\": {\"user\": \"42\", \"a\": \"\"}, "
+                  "\"pool\": \"bulk-1\"");
+    API_ERROR err;
+    API_MESSAGE *msg;
+    VSTR *big = vstr_alloc(100);
+
+    api_error_init(&err);
+    msg = api_request_parse(req, strlen(req), &limits, &err);
+    assert_non_null(msg);
+    assert_string_equal(msg->tags, "[\"welcome\",\"t 2\"]");
+    assert_string_equal(msg->metadata, "{\"a\":\"\",\"user\":\"42\"}");
+    assert_memory_equal(vstr_str(msg->content),
+                        "X-Sluice-Pool: bulk-1\nFrom: ", 28);
+    api_message_free(msg);
+    api_error_free(&err);
+
+    expect_error(EXTRA_REQ("\"tags\": \"x\""), 422, "invalid_value", "tags");
+    expect_error(EXTRA_REQ("\"tags\": [\"ok\", \"\"]"), 422, "invalid_value",
+                 "tags[1]");
+    expect_error(EXTRA_REQ("\"tags\": [\"a\\nb\"]"), 422, "invalid_value",
+                 "tags[0]");
+    expect_error(EXTRA_REQ("\"metadata\": [1]"), 422, "invalid_value",
+                 "metadata");
+    expect_error(EXTRA_REQ("\"metadata\": {\"k\": {\"nested\": \"x\"}}"), 422,
+                 "invalid_value", "metadata.k");
+    expect_error(EXTRA_REQ("\"metadata\": {\"bad key\": \"x\"}"), 422,
+                 "invalid_value", "metadata");
+    expect_error(EXTRA_REQ("\"pool\": \"a/b\""), 422, "invalid_value", "pool");
+    expect_error(EXTRA_REQ("\"send_at\": \"2026-12-05\""), 422, "invalid_value",
+                 "send_at");
+    expect_error(EXTRA_REQ("\"send_at\": \"2026-13-05T00:00:00Z\""), 422,
+                 "invalid_value", "send_at");
+    expect_error(EXTRA_REQ("\"send_at\": \"9999-01-01T00:00:00Z\""), 422,
+                 "invalid_value", "send_at");
+    expect_error(EXTRA_REQ("\"headers\": {\"X-Sluice-Pool\": \"p\"}"), 400,
+                 "invalid_field", "headers.X-Sluice-Pool");
+    /* 4096 bytes of keys and values at most. */
+    vstr_cpy(big, EXTRA_REQ("\"metadata\": {\"k\": \""));
+    vstr_truncate(big, vstr_len(big) - 1);
+    for (int i = 0; i < 4096; i++)
+        vstr_addch(big, 'v');
+    vstr_cat(big, "\"}}");
+    expect_error(vstr_str(big), 422, "invalid_value", "metadata");
+    vstr_free(big);
+    test_send_at();
 }
 
 /* test_keys - create, look up, list, revoke */
@@ -291,7 +380,7 @@ int main(void)
         cmocka_unit_test(test_qp),       cmocka_unit_test(test_header_text),
         cmocka_unit_test(test_base64),   cmocka_unit_test(test_build),
         cmocka_unit_test(test_errors),   cmocka_unit_test(test_keys),
-        cmocka_unit_test(test_mustache),
+        cmocka_unit_test(test_mustache), cmocka_unit_test(test_extras),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -80,6 +80,11 @@ int cleanup_begin_take(const ATTR_LIST *list, CLEANUP_BEGIN *begin, VSTR *why)
     begin->envid = attr_get_str(list, CLEANUP_ATTR_ENVID);
     begin->sasl_username = attr_get_str(list, CLEANUP_ATTR_SASL_USERNAME);
     begin->full_name = attr_get_str(list, CLEANUP_ATTR_FULL_NAME);
+    begin->tenant = attr_get_str(list, CLEANUP_ATTR_TENANT);
+    begin->tags = attr_get_str(list, CLEANUP_ATTR_TAGS);
+    begin->metadata = attr_get_str(list, CLEANUP_ATTR_METADATA);
+    if (!attr_get_int(list, CLEANUP_ATTR_NOT_BEFORE, &begin->not_before))
+        begin->not_before = 0;
     return 0;
 }
 
@@ -102,6 +107,11 @@ ATTR_LIST *cleanup_begin_list(const CLEANUP_BEGIN *begin)
     cleanup_add_opt(list, CLEANUP_ATTR_ENVID, begin->envid);
     cleanup_add_opt(list, CLEANUP_ATTR_SASL_USERNAME, begin->sasl_username);
     cleanup_add_opt(list, CLEANUP_ATTR_FULL_NAME, begin->full_name);
+    cleanup_add_opt(list, CLEANUP_ATTR_TENANT, begin->tenant);
+    cleanup_add_opt(list, CLEANUP_ATTR_TAGS, begin->tags);
+    cleanup_add_opt(list, CLEANUP_ATTR_METADATA, begin->metadata);
+    if (begin->not_before > 0)
+        attr_add_int(list, CLEANUP_ATTR_NOT_BEFORE, begin->not_before);
     return list;
 }
 

@@ -68,6 +68,7 @@
 /* BEGIN origin= values. */
 #define CLEANUP_ORIGIN_SMTP "smtp"
 #define CLEANUP_ORIGIN_LOCAL "local"
+#define CLEANUP_ORIGIN_API "api" /* the only origin that may name a tenant */
 
 /* Attribute names: call sites use these, never the strings. */
 #define CLEANUP_ATTR_REQUEST "request"
@@ -84,6 +85,10 @@
 #define CLEANUP_ATTR_ENVID "envid"
 #define CLEANUP_ATTR_SASL_USERNAME "sasl_username"
 #define CLEANUP_ATTR_FULL_NAME "full_name"
+#define CLEANUP_ATTR_TENANT "tenant"
+#define CLEANUP_ATTR_TAGS "tags"
+#define CLEANUP_ATTR_METADATA "metadata"
+#define CLEANUP_ATTR_NOT_BEFORE "not_before"
 #define CLEANUP_ATTR_ADDRESS "address"
 #define CLEANUP_ATTR_ORCPT "orcpt"
 #define CLEANUP_ATTR_NOTIFY "notify"
@@ -123,6 +128,14 @@ static const ATTR_SPEC cleanup_begin_spec[] = {
     {CLEANUP_ATTR_FULL_NAME, ATTR_TYPE_STR, false, false,
      "sender's full name (sendmail -F): the From: cleanup adds for a local"
      " submission becomes \"Full Name <sender>\""},
+    {CLEANUP_ATTR_TENANT, ATTR_TYPE_STR, false, false,
+     "api only: the API key's tenant, [A-Za-z0-9._-]{1,64}"},
+    {CLEANUP_ATTR_TAGS, ATTR_TYPE_STR, false, false,
+     "api only: the request's tags, a compact JSON array of strings"},
+    {CLEANUP_ATTR_METADATA, ATTR_TYPE_STR, false, false,
+     "api only: the request's metadata, a compact flat JSON object"},
+    {CLEANUP_ATTR_NOT_BEFORE, ATTR_TYPE_INT, false, false,
+     "api only: send_at, the Unix time before which nothing is delivered"},
 };
 
 static const ATTR_SPEC cleanup_rcpt_spec[] = {
@@ -180,6 +193,11 @@ typedef struct CLEANUP_BEGIN {
     const char *envid;
     const char *sasl_username;
     const char *full_name; /* sendmail -F, for the From: cleanup adds */
+    /* The api's (cleanup refuses them from any other origin): */
+    const char *tenant; /* the API key's tenant */
+    const char *tags; /* JSON array text */
+    const char *metadata; /* JSON object text */
+    long long not_before; /* send_at, Unix seconds; <= 0: none */
 } CLEANUP_BEGIN;
 
 typedef struct CLEANUP_RCPT {
@@ -197,6 +215,9 @@ typedef struct CLEANUP_END {
                          (printable ASCII, at most CLEANUP_HOLD_MAX) */
 } CLEANUP_END;
 #define CLEANUP_PREPEND_MAX 8192
+#define CLEANUP_TENANT_MAX 64 /* BEGIN tenant= */
+#define CLEANUP_TAGS_MAX 2048 /* BEGIN tags=, bytes */
+#define CLEANUP_METADATA_MAX 8192 /* BEGIN metadata=, bytes */
 #define CLEANUP_HOLD_MAX 1000
 
 typedef struct CLEANUP_STATUS {

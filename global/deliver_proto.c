@@ -12,6 +12,8 @@
  */
 #include "sys_defs.h"
 
+#include <arpa/inet.h>
+
 #include "attr.h"
 #include "deliver_proto.h"
 #include "mail_queue.h"
@@ -60,7 +62,8 @@ DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
 {
     const char *queue_name, *queue_id;
     long long want = 0, active_usec = 0, conn_messages = 0, conn_max = 0;
-    const char *conn_group;
+    const char *conn_group, *source_address, *source_helo;
+    unsigned char source_bin[sizeof(struct in6_addr)];
     DELIVER_REQ *req;
 
     if (deliver_check(list, DELIVER_REQ_DELIVER, deliver_request_spec,
@@ -73,6 +76,18 @@ DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
     (void) attr_get_int(list, DELIVER_ATTR_CONN_MESSAGES, &conn_messages);
     (void) attr_get_int(list, DELIVER_ATTR_CONN_MAX, &conn_max);
     conn_group = attr_get_str(list, DELIVER_ATTR_CONN_GROUP);
+    source_address = attr_get_str(list, DELIVER_ATTR_SOURCE_ADDRESS);
+    source_helo = attr_get_str(list, DELIVER_ATTR_SOURCE_HELO);
+    if (source_address != NULL && *source_address &&
+        inet_pton(AF_INET, source_address, source_bin) != 1 &&
+        inet_pton(AF_INET6, source_address, source_bin) != 1) {
+        vstr_sprintf(why, "bad source_address \"%s\"", source_address);
+        return NULL;
+    }
+    if (source_helo != NULL && strpbrk(source_helo, " \t\r\n") != NULL) {
+        vstr_cpy(why, "bad source_helo (white space)");
+        return NULL;
+    }
     if (!mail_queue_of_messages(queue_name)) {
         vstr_sprintf(why, "bad queue_name \"%s\"", queue_name);
         return NULL;
@@ -105,6 +120,10 @@ DELIVER_REQ *deliver_req_take(const ATTR_LIST *list, VSTR *why)
     req->conn_messages = conn_messages;
     req->conn_group = conn_group && *conn_group ? mystrdup(conn_group) : NULL;
     req->conn_max = conn_max;
+    req->source_address =
+        source_address && *source_address ? mystrdup(source_address) : NULL;
+    req->source_helo =
+        source_helo && *source_helo ? mystrdup(source_helo) : NULL;
     req->rcpts = mycalloc(req->rcpt_want, sizeof(DELIVER_RCPT));
     return req;
 }
@@ -159,6 +178,8 @@ DELIVER_REQ *deliver_req_free(DELIVER_REQ *req)
     myfree(req->nexthop);
     if (req->conn_group)
         myfree(req->conn_group);
+    myfree(req->source_address);
+    myfree(req->source_helo);
     myfree(req->sender);
     myfree(req);
     return NULL;
@@ -182,6 +203,10 @@ ATTR_LIST *deliver_req_list(const DELIVER_REQ *req)
         attr_add_str(list, DELIVER_ATTR_CONN_GROUP, req->conn_group);
         attr_add_int(list, DELIVER_ATTR_CONN_MAX, req->conn_max);
     }
+    if (req->source_address != NULL && *req->source_address)
+        attr_add_str(list, DELIVER_ATTR_SOURCE_ADDRESS, req->source_address);
+    if (req->source_helo != NULL && *req->source_helo)
+        attr_add_str(list, DELIVER_ATTR_SOURCE_HELO, req->source_helo);
     return list;
 }
 
@@ -219,6 +244,7 @@ int deliver_result_take(const ATTR_LIST *list, DELIVER_RESULT *result,
     result->relay = attr_get_str(list, DELIVER_ATTR_RELAY);
     result->diagnostic = attr_get_str(list, DELIVER_ATTR_DIAGNOSTIC);
     result->remote_mta = attr_get_str(list, DELIVER_ATTR_REMOTE_MTA);
+    result->source = attr_get_str(list, DELIVER_ATTR_SOURCE);
     return 0;
 }
 
@@ -238,13 +264,15 @@ ATTR_LIST *deliver_result_list(const DELIVER_RESULT *result)
         attr_add_str(list, DELIVER_ATTR_DIAGNOSTIC, result->diagnostic);
     if (result->remote_mta)
         attr_add_str(list, DELIVER_ATTR_REMOTE_MTA, result->remote_mta);
+    if (result->source)
+        attr_add_str(list, DELIVER_ATTR_SOURCE, result->source);
     return list;
 }
 
 /* deliver_done_take - a DONE list; the reason borrowed from list */
 int deliver_done_take(const ATTR_LIST *list, DELIVER_DONE *done, VSTR *why)
 {
-    long long status = 0, site_failed = 0;
+    long long status = 0, site_failed = 0, source_failed = 0;
     const char *reason;
 
     memset(done, 0, sizeof(*done));
@@ -255,6 +283,8 @@ int deliver_done_take(const ATTR_LIST *list, DELIVER_DONE *done, VSTR *why)
     (void) attr_get_int(list, DELIVER_ATTR_SITE_FAILED, &site_failed);
     done->status = status != 0;
     done->site_failed = site_failed != 0;
+    (void) attr_get_int(list, DELIVER_ATTR_SOURCE_FAILED, &source_failed);
+    done->source_failed = source_failed != 0;
     reason = attr_get_str(list, DELIVER_ATTR_REASON);
     done->reason = reason && *reason ? reason : NULL;
     return 0;
@@ -270,5 +300,7 @@ ATTR_LIST *deliver_done_list(const DELIVER_DONE *done)
     attr_add_int(list, DELIVER_ATTR_SITE_FAILED, done->site_failed ? 1 : 0);
     if (done->reason != NULL && *done->reason)
         attr_add_str(list, DELIVER_ATTR_REASON, done->reason);
+    if (done->source_failed)
+        attr_add_int(list, DELIVER_ATTR_SOURCE_FAILED, 1);
     return list;
 }

@@ -48,7 +48,10 @@
 #define DELIVER_LIST_MAX 65536 /* largest list either side sends */
 
 #define DELIVER_PROTO_NAME "deliver" /* HELLO protocol= */
-#define DELIVER_PROTO_VERSION 2 /* HELLO version=: bump on any change */
+#define DELIVER_PROTO_VERSION                                                  \
+    3 /* HELLO version=: bump on any change
+                                  (3: source_address, source_helo,
+                                  source, source_failed) */
 
 #define DELIVER_REQ_HELLO "hello"
 #define DELIVER_REQ_DELIVER "deliver"
@@ -85,6 +88,10 @@
 #define DELIVER_ATTR_REMOTE_MTA "remote_mta"
 #define DELIVER_ATTR_STATUS "status"
 #define DELIVER_ATTR_SITE_FAILED "site_failed"
+#define DELIVER_ATTR_SOURCE_ADDRESS "source_address"
+#define DELIVER_ATTR_SOURCE_HELO "source_helo"
+#define DELIVER_ATTR_SOURCE "source"
+#define DELIVER_ATTR_SOURCE_FAILED "source_failed"
 
 #define DELIVER_RCPT_MAX 100000 /* most recipients in one request */
 
@@ -118,6 +125,11 @@ static const ATTR_SPEC deliver_request_spec[] = {
     {DELIVER_ATTR_CONN_MAX, ATTR_TYPE_INT, false, false,
      "smtp: connections of conn_group open at most, idle cached ones "
      "counted (shaping's max_connections); absent or 0: no such limit"},
+    {DELIVER_ATTR_SOURCE_ADDRESS, ATTR_TYPE_STR, false, false,
+     "smtp: the local IP address to bind each connection to (qmgr's choice "
+     "within the message's source pool); absent: smtp_bind_address"},
+    {DELIVER_ATTR_SOURCE_HELO, ATTR_TYPE_STR, false, false,
+     "smtp: the EHLO name of that source; absent or \"\": smtp_helo_name"},
 };
 
 static const ATTR_SPEC deliver_rcpt_spec[] = {
@@ -147,6 +159,9 @@ static const ATTR_SPEC deliver_result_spec[] = {
      "DSN Diagnostic-Code when a server replied: \"smtp; 550 5.1.1 ...\""},
     {DELIVER_ATTR_REMOTE_MTA, ATTR_TYPE_STR, false, false,
      "DSN Remote-MTA: \"dns; mx.test\""},
+    {DELIVER_ATTR_SOURCE, ATTR_TYPE_STR, false, false,
+     "the local address of the connection that gave the result (for the "
+     "events), absent: none or unknown"},
 };
 
 static const ATTR_SPEC deliver_done_spec[] = {
@@ -158,6 +173,10 @@ static const ATTR_SPEC deliver_done_spec[] = {
      "greeting or EHLO), so qmgr throttles it; 0: it answered"},
     {DELIVER_ATTR_REASON, ATTR_TYPE_STR, false, false,
      "why, when status or site_failed"},
+    {DELIVER_ATTR_SOURCE_FAILED, ATTR_TYPE_INT, false, false,
+     "1: the request's source_address could not be bound (EADDRNOTAVAIL): "
+     "qmgr leaves that source out for smtp_source_retry_time and sends "
+     "the recipients without a RESULT from another source; absent: 0"},
 };
 
 /*
@@ -184,6 +203,8 @@ typedef struct DELIVER_REQ {
     long long conn_messages; /* per connection at most, 0: no limit */
     char *conn_group; /* NULL: none (writer: NULL or "" for none) */
     long long conn_max; /* open connections of conn_group, 0: no limit */
+    char *source_address; /* NULL: none (writer: NULL or "" for none) */
+    char *source_helo; /* NULL: none (writer: NULL or "" for none) */
     size_t rcpt_count; /* RCPT lists taken so far */
     DELIVER_RCPT *rcpts; /* rcpt_want of them */
 } DELIVER_REQ;
@@ -197,12 +218,14 @@ typedef struct DELIVER_RESULT {
     const char *relay; /* NULL: "none" */
     const char *diagnostic; /* NULL when none */
     const char *remote_mta; /* NULL when none */
+    const char *source; /* NULL when none */
 } DELIVER_RESULT;
 
 typedef struct DELIVER_DONE {
     int status; /* 0: every recipient answered, 1 not */
     bool site_failed;
     const char *reason; /* NULL when none */
+    bool source_failed; /* the source could not be bound */
 } DELIVER_DONE;
 
 /* deliver_hello_take - the peer's HELLO: -1 with a reason naming both

@@ -60,6 +60,8 @@ static void test_request_round_trip(void **state)
                        .conn_messages = 7,
                        .conn_group = "provider:big",
                        .conn_max = 3,
+                       .source_address = "2001:db8::5",
+                       .source_helo = "mta6.example.test",
                        .rcpts = rcpts};
     VSTR *why = vstr_alloc(100);
     ATTR_LIST *list = proto_test_wire(deliver_req_list(&out), DELIVER_LIST_MAX);
@@ -76,6 +78,8 @@ static void test_request_round_trip(void **state)
     assert_int_equal(in->conn_messages, 7);
     assert_string_equal(in->conn_group, "provider:big");
     assert_int_equal(in->conn_max, 3);
+    assert_string_equal(in->source_address, "2001:db8::5");
+    assert_string_equal(in->source_helo, "mta6.example.test");
     assert_false(deliver_req_complete(in));
     for (size_t i = 0; i < 2; i++) {
         list = proto_test_wire(deliver_rcpt_list(rcpts + i), DELIVER_LIST_MAX);
@@ -246,6 +250,56 @@ static void test_result_done(void **state)
     vstr_free(why);
 }
 
+static void test_source(void **state)
+{
+    DELIVER_REQ out = {.queue_name = "active",
+                       .queue_id = TEST_QID,
+                       .nexthop = "dest.test",
+                       .sender = "",
+                       .rcpt_want = 1,
+                       .source_address = "192.0.2.300"};
+    DELIVER_DONE done = {.status = 1, .source_failed = true};
+    DELIVER_DONE done_in;
+    DELIVER_RESULT result = {.offset = 5,
+                             .action = DELIVER_ACTION_SENT,
+                             .dsn = "2.0.0",
+                             .reason = "250 ok",
+                             .source = "127.0.0.2"};
+    DELIVER_RESULT result_in;
+    VSTR *why = vstr_alloc(100);
+    ATTR_LIST *list;
+    DELIVER_REQ *in;
+
+    /* not an IP address: refused */
+    list = proto_test_wire(deliver_req_list(&out), DELIVER_LIST_MAX);
+    assert_null(deliver_req_take(list, why));
+    assert_non_null(strstr(vstr_str(why), "bad source_address"));
+    attr_list_free(list);
+    /* none: NULL on the other side */
+    out.source_address = "";
+    list = proto_test_wire(deliver_req_list(&out), DELIVER_LIST_MAX);
+    assert_non_null(in = deliver_req_take(list, why));
+    assert_null(in->source_address);
+    assert_null(in->source_helo);
+    deliver_req_free(in);
+    attr_list_free(list);
+    /* DONE's source_failed, RESULT's source */
+    list = proto_test_wire(deliver_done_list(&done), DELIVER_LIST_MAX);
+    assert_int_equal(deliver_done_take(list, &done_in, why), 0);
+    assert_true(done_in.source_failed);
+    attr_list_free(list);
+    done.source_failed = false;
+    list = proto_test_wire(deliver_done_list(&done), DELIVER_LIST_MAX);
+    assert_int_equal(deliver_done_take(list, &done_in, why), 0);
+    assert_false(done_in.source_failed);
+    attr_list_free(list);
+    list = proto_test_wire(deliver_result_list(&result), DELIVER_LIST_MAX);
+    assert_int_equal(deliver_result_take(list, &result_in, why), 0);
+    assert_string_equal(result_in.source, "127.0.0.2");
+    attr_list_free(list);
+    vstr_free(why);
+}
+
 static void test_hello(void **state)
 {
     VSTR *why = vstr_alloc(100);
@@ -261,8 +315,8 @@ static void test_hello(void **state)
     attr_add_str(list, "newer", "x");
     assert_int_equal(deliver_hello_take(list, why), -1);
     assert_string_equal(vstr_str(why),
-                        "protocol mismatch: peer speaks deliver version 3; "
-                        "this side speaks deliver version 2");
+                        "protocol mismatch: peer speaks deliver version 4; "
+                        "this side speaks deliver version 3");
     attr_list_free(list);
     /* another protocol */
     list = attr_list_alloc();
@@ -293,6 +347,7 @@ int main(void)
         cmocka_unit_test(test_request_strict),
         cmocka_unit_test(test_rcpt_strict),
         cmocka_unit_test(test_result_done),
+        cmocka_unit_test(test_source),
         cmocka_unit_test(test_hello),
     };
 

@@ -109,12 +109,28 @@ static void events_set(json_t *obj, const char *name, json_t *value, int *bad)
         (*bad)++;
 }
 
+/* events_json_text - obj[name] = the JSON value in text, when text is
+   JSON of type; else nothing (the queue file's copy was checked when it
+   was written: a value that is not is left out, not the event) */
+static void events_json_text(json_t *obj, const char *name, const char *text,
+                             json_type type, int *bad)
+{
+    json_t *value;
+
+    if (text == NULL ||
+        (value = json_loads(text, JSON_REJECT_DUPLICATES, NULL)) == NULL)
+        return;
+    if (json_typeof(value) != type) {
+        json_decref(value);
+        return;
+    }
+    events_set(obj, name, value, bad);
+}
+
 /* events_format - append event as one JSON line (with its LF) to line */
 int events_format(VSTR *line, const EVENT *event, const char *node,
                   const struct timeval *now, VSTR *why)
 {
-    static const char *const later[] = {"tenant", "pool", "source_ip",
-                                        "provider", "trace_id"};
     json_t *obj = json_object();
     VSTR *id = vstr_alloc(100);
     struct tm tm;
@@ -164,8 +180,14 @@ int events_format(VSTR *line, const EVENT *event, const char *node,
             obj, "delay",
             json_real((double) (long long) (event->delay * 1000 + 0.5) / 1000),
             &bad);
-    for (size_t i = 0; i < sizeof(later) / sizeof(later[0]); i++)
-        events_set(obj, later[i], json_null(), &bad);
+    events_set(obj, "tenant", events_json_str(event->tenant), &bad);
+    events_set(obj, "pool", events_json_str(event->pool), &bad);
+    events_set(obj, "source_ip", events_json_str(event->source_ip), &bad);
+    events_set(obj, "provider", events_json_str(event->provider), &bad);
+    /* Later (#15): the message's trace ID. */
+    events_set(obj, "trace_id", json_null(), &bad);
+    events_json_text(obj, "tags", event->tags, JSON_ARRAY, &bad);
+    events_json_text(obj, "metadata", event->metadata, JSON_OBJECT, &bad);
     text =
         bad ? NULL
             : json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER |

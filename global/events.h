@@ -50,7 +50,8 @@
 #define EVENTS_SUFFIX ".jsonl"
 
 /* One event. Strings NULL and numbers < 0 are left out, except the
-   fields every event carries (recipient and the later ones: null). */
+   fields every event carries (recipient, tenant, pool, source_ip,
+   provider, trace_id: null). */
 typedef struct EVENT {
     const char *kind; /* EVENTS_RECEIVED ... */
     const char *qid;
@@ -65,6 +66,15 @@ typedef struct EVENT {
     long long size; /* received: content bytes */
     long long rcpt_count; /* received, returned */
     double delay; /* seconds since arrival */
+    /* Every event carries these (null when unknown): */
+    const char *tenant; /* api mail: the API key's tenant */
+    const char *pool; /* the message's IP pool (queue file pool=) */
+    const char *source_ip; /* delivered: the local address used */
+    const char *provider; /* the shaping provider (or domain rule) of the
+                             recipient's destination */
+    /* Left out when NULL or not valid JSON of their kind: */
+    const char *tags; /* JSON array text (api "tags") */
+    const char *metadata; /* JSON object text (api "metadata") */
 } EVENT;
 
 /* events_event_init - an EVENT with nothing set (numbers -1) */

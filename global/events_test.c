@@ -92,6 +92,42 @@ static void test_format_delivered_escapes(void **state)
     vstr_free(why);
 }
 
+/* The message's tenant, pool, provider and source IP as strings; tags and
+   metadata as the JSON they are, left out when they are not JSON of their
+   kind; trace_id stays null. */
+static void test_format_tenant_fields(void **state)
+{
+    VSTR *line = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+    struct timeval now = {.tv_sec = 0, .tv_usec = 0};
+    EVENT event;
+
+    events_event_init(&event, EVENTS_DELIVERED, "Q", "9");
+    event.recipient = "r@d.test";
+    event.tenant = "acme";
+    event.pool = "bulk";
+    event.source_ip = "127.0.0.2";
+    event.provider = "gmail";
+    event.tags = "[\"welcome\",\"a b\"]";
+    event.metadata = "{\"user\":\"42\"}";
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_string_equal(
+        vstr_str(line),
+        "{\"id\":\"n/Q/delivered/9\",\"ts\":\"1970-01-01T00:00:00.000000Z\","
+        "\"kind\":\"delivered\",\"qid\":\"Q\",\"recipient\":\"r@d.test\","
+        "\"tenant\":\"acme\",\"pool\":\"bulk\",\"source_ip\":\"127.0.0.2\","
+        "\"provider\":\"gmail\",\"trace_id\":null,"
+        "\"tags\":[\"welcome\",\"a b\"],\"metadata\":{\"user\":\"42\"}}\n");
+    vstr_reset(line);
+    event.tags = "{\"not\":\"an array\"}";
+    event.metadata = "[broken";
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_null(strstr(vstr_str(line), "tags"));
+    assert_null(strstr(vstr_str(line), "metadata"));
+    vstr_free(line);
+    vstr_free(why);
+}
+
 static void test_segment_names(void **state)
 {
     VSTR *name = vstr_alloc(10);
@@ -290,6 +326,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_received),
         cmocka_unit_test(test_format_delivered_escapes),
+        cmocka_unit_test(test_format_tenant_fields),
         cmocka_unit_test(test_segment_names),
         cmocka_unit_test(test_need_roll),
         cmocka_unit_test(test_whole_length),

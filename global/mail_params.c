@@ -371,6 +371,26 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"shaping_redis_lease_time", TIME_RANGE(3, 86400), "60s",
      "how long a connection lease in Redis outlives a node that stops "
      "renewing it"},
+    /* The reputation circuit breaker and warm-up of sources (#18):
+       global/reputation.h, global/warmup.h. */
+    {"reputation_window", TIME_RANGE(1, 604800), "1h",
+     "sliding window of attempts, hard bounces and blocks per source and "
+     "per source x provider"},
+    {"reputation_min_attempts", INT_RANGE(1, INTMAX), "100",
+     "attempts the window must hold before its ratios can pause a source"},
+    {"reputation_hard_bounce_ratio", STR, "10%",
+     "hard bounces per attempt (10% or 0.1) that pause a source"},
+    {"reputation_block_ratio", STR, "5%",
+     "policy or reputation refusals per attempt that pause a source"},
+    {"reputation_pause_time", TIME_RANGE(1, 604800), "1h",
+     "first pause of a source; doubled after each failed probe, up to 24h"},
+    {"reputation_probe_rate", STR, "1/m",
+     "messages a paused source sends when its pause ends (N/s, N/m, N/h)"},
+    {"reputation_probe_attempts", INT_RANGE(1, 100000), "20",
+     "probe answers, below half of both ratios, that resume a source"},
+    {"smtp_source_warmup_maps", LIST, "",
+     "daily caps of new sources: ADDRESS start=YYYY-MM-DD caps=N,N,... "
+     "[PROVIDER=N,N,...] (texthash:/path; global/warmup.h)"},
     {"destination_dead_time", TIME, "60s",
      "how long a destination that failed a whole cohort is left alone"},
     {"default_transport", STR, "smtp",
@@ -503,7 +523,19 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"smtp_data_done_timeout", TIME_RANGE(1, INTMAX), "600s",
      "time limit for the reply to the end of the message"},
     {"smtp_bind_address", STR, "",
-     "local address for outgoing connections (empty: any)"},
+     "local address for outgoing connections (empty: any); the one "
+     "source when smtp_source_pools is empty"},
+    {"smtp_source_pools", LIST, "",
+     "source IP pools: pool name -> ADDRESS[*WEIGHT][/EHLO-NAME] ... "
+     "(texthash:/path; global/source_pool.h)"},
+    {"default_source_pool", STR, "",
+     "the pool of a message no header or rule chose (empty: the first "
+     "pool of smtp_source_pools)"},
+    {"smtp_source_pool_maps", LIST, "",
+     "pool rules: sasl:USER, tenant:T, sender address or sender domain -> "
+     "pool name"},
+    {"smtp_source_retry_time", TIME_RANGE(1, INTMAX), "60s",
+     "how long a source whose bind failed is left out of its pools"},
     {"smtp_tcp_port", INT_RANGE(1, 65535), "25",
      "port of the SMTP servers MX records name"},
     {"smtp_helo_name", STR, "$myhostname",

@@ -583,6 +583,93 @@ fail:
     return -1;
 }
 
+/* qfile_out_set_attr - replace (or add) one A record of the envelope */
+int qfile_out_set_attr(QFILE_OUT *out, const char *name, const char *value)
+{
+    QFILE_WRITER *writer = out->writer;
+    size_t name_len = strlen(name);
+    VSTR *rec = vstr_alloc(64);
+    VSTR *new_path = NULL;
+    unsigned char hdr[QFILE_HDR_LEN];
+    off_t mesg_at, old_at, old_size = 0, offset;
+    struct stat st;
+    off_t delta;
+    int rfd;
+    int wfd = -1;
+    int saved;
+
+    vstr_sprintf(rec, "%s=%s", name, value);
+    if (vstr_len(rec) > QFILE_REC_MAX)
+        msg_panic("%s: record of %zu bytes", __func__, vstr_len(rec));
+    if ((rfd = qfile_out_reopen(out)) < 0) {
+        vstr_free(rec);
+        goto fail;
+    }
+    /* The M record is empty and just before the content. */
+    mesg_at = writer->content_offset - QFILE_HDR_LEN;
+    old_at = mesg_at;
+    for (offset = QFILE_HDR_LEN + QFILE_SIZE_LEN; offset < mesg_at;) {
+        char head[QFILE_HDR_LEN + 65];
+        size_t len;
+
+        if (qfile_pread_all(rfd, hdr, sizeof(hdr), offset) < 0)
+            goto fail_close;
+        len = qfile_get_len(hdr + 1);
+        if (hdr[0] == QFILE_REC_ATTR && len > name_len && name_len <= 64 &&
+            qfile_pread_all(rfd, head, name_len + 1, offset + QFILE_HDR_LEN) ==
+                0 &&
+            memcmp(head, name, name_len) == 0 && head[name_len] == '=') {
+            old_at = offset;
+            old_size = QFILE_HDR_LEN + (off_t) len;
+            break;
+        }
+        offset += QFILE_HDR_LEN + (off_t) len;
+    }
+    hdr[0] = QFILE_REC_ATTR;
+    qfile_put_len(hdr + 1, vstr_len(rec));
+    new_path = vstr_alloc(100);
+    vstr_sprintf(new_path, "%s+", out->path);
+    if (fstat(out->fd, &st) < 0 ||
+        (wfd = open(vstr_str(new_path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
+                    st.st_mode & 07777)) < 0 ||
+        qfile_copy_range(rfd, wfd, 0, old_at) < 0 ||
+        safe_file_write_all(wfd, hdr, sizeof(hdr)) < 0 ||
+        safe_file_write_all(wfd, vstr_str(rec), vstr_len(rec)) < 0 ||
+        qfile_copy_range(rfd, wfd, old_at + old_size, writer->flushed) < 0 ||
+        rename(vstr_str(new_path), out->path) < 0) {
+        saved = errno;
+        if (wfd >= 0) {
+            (void) close(wfd);
+            qfile_remove(vstr_str(new_path));
+        }
+        errno = saved;
+        goto fail_close;
+    }
+    (void) close(rfd);
+    vstr_free(new_path);
+    (void) close(out->fd);
+    out->fd = wfd;
+    writer->fd = wfd;
+    delta = QFILE_HDR_LEN + (off_t) vstr_len(rec) - old_size;
+    writer->flushed += delta;
+    writer->content_offset += delta;
+    vstr_free(rec);
+    return 0;
+
+fail_close:
+    saved = errno;
+    (void) close(rfd);
+    if (new_path)
+        vstr_free(new_path);
+    vstr_free(rec);
+    errno = saved;
+fail:
+    if (writer->error == 0)
+        writer->error = errno ? errno : EIO;
+    errno = writer->error;
+    return -1;
+}
+
 /* qfile_step_name - a step's name for log lines */
 const char *qfile_step_name(QFILE_STEP step)
 {

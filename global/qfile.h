@@ -22,7 +22,11 @@
  *   A  ATTR      "name=value", name in [a-z0-9_]{1,64}; any number. Names
  *                in use: client_name client_addr helo_name protocol origin
  *                ret envid sasl_username size (SIZE=) body_type
- *                (8BITMIME) smtputf8 (yes)
+ *                (8BITMIME) smtputf8 (yes); of api mail only: tenant
+ *                tags (JSON array) metadata (JSON object) not_before
+ *                (send_at, Unix seconds: qmgr delivers nothing before);
+ *                pool (cleanup's choice of
+ *                source pool, global/source_pool.h)
  *   R  RCPT      a recipient not yet done: "address\0orcpt\0notify" (three
  *                fields separated by exactly two NULs; orcpt is the DSN
  *                ORCPT= value "type;xtext" or empty, notify the DSN
@@ -178,6 +182,13 @@ extern int qfile_out_content(QFILE_OUT *out, QFILE_CONTENT_FN fn, void *ctx);
    -1 with errno (the writer's error is then set: the commit fails) */
 extern int qfile_out_prepend_content(QFILE_OUT *out, const void *data,
                                      size_t len);
+/* qfile_out_set_attr - the A record name=value in place of the first A
+   record of that name, or (none) just before the M record, once the
+   content has begun (a pool chosen by a header): copied as
+   qfile_out_prepend_content does. 0, or -1 with errno (the writer's error
+   is then set) */
+extern int qfile_out_set_attr(QFILE_OUT *out, const char *name,
+                              const char *value);
 /* qfile_step_name - "write", "fsync", "rename", "directory fsync", for
    log lines */
 extern const char *qfile_step_name(QFILE_STEP step);

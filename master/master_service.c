@@ -29,6 +29,7 @@
  * not at stop) and rewrites queue_directory/pid/master.status (temporary
  * file and rename, mode 0644, no fsync: it is a gauge, not state) at start,
  * reload and each such death, for the metrics daemon.
+ *
  * A daemon that speaks its own protocol on an address main.cf gives (the
  * api: api_listen) gets that listener from master too, beside its
  * master.cf ones: SLUICE_OWN_LISTEN_FD names the descriptor and

@@ -341,6 +341,7 @@ static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->base = mail_server_base(server);
     qmgr_conf_read(&ctx->conf, mail_server_conf(server));
     qmgr_shaping_init(ctx, mail_server_conf(server));
+    qmgr_source_init(ctx, mail_server_conf(server));
     ctx->active_scan.queue_name = MAIL_QUEUE_ACTIVE;
     ctx->incoming_scan.queue_name = MAIL_QUEUE_INCOMING;
     ctx->deferred_scan.queue_name = MAIL_QUEUE_DEFERRED;

@@ -28,6 +28,9 @@
  *                 of global/shaping.h) and the timer that wakes a
  *                 destination whose next token is due; response
  *                 automation (global/shaping_auto.h) on remote replies
+ * qmgr_source.c   smtp_source_pools: a message's pool, its source per
+ *                 destination (weighted round robin), which sources are
+ *                 usable now, bind failures
  * qmgr_shaping_admin.c  `sluice shaping` on private/qmgr-shaping
  *                 (global/shaping_proto.h): list, suspend, resume
  *
@@ -105,6 +108,9 @@ typedef struct QMGR_CONF {
     struct SHAPING_AUTO_RULES *automation; /* smtp_shaping_automation_maps,
                                               NULL: none */
     char *automation_refused; /* as shaping_refused */
+    struct SOURCE_POOLS *pools; /* smtp_source_pools, NULL: none */
+    const struct SOURCE_POOL *default_pool; /* default_source_pool */
+    long long source_retry; /* smtp_source_retry_time */
 } QMGR_CONF;
 
 /* A resumable scan of one queue directory (hashed ones: all 32 subdirs). */
@@ -156,6 +162,9 @@ struct QMGR_CTX {
     struct event *commit_timer_ev; /* ... or at the latest this soon after
                                       a received event */
     QMGR_MESSAGE *commit_list; /* messages whose queue changes wait for it */
+    struct HTABLE *source_table; /* address -> what qmgr_source.c knows */
+    struct HTABLE *wrr_table; /* "pool\ndest" -> round robin counters */
+    size_t wrr_count; /* entries of wrr_table */
 };
 
 /* qmgr.c */
@@ -210,6 +219,8 @@ typedef struct QMGR_RCPT_MEM {
     bool marked; /* D on disk */
     char *defer_dsn; /* last defer this round */
     char *defer_reason;
+    char *provider; /* for its events: the shaping provider (or domain
+                       rule) of its destination, NULL: none */
 } QMGR_RCPT_MEM;
 
 struct QMGR_MESSAGE {
@@ -228,9 +239,16 @@ struct QMGR_MESSAGE {
     int agent_deaths; /* agents that died with it in flight */
     size_t attempts; /* rounds that ended in deferred/ (qmgr_message.c) */
     bool warned; /* the delay warning went out */
+    time_t not_before; /* send_at (queue file not_before=): no delivery
+                          before it; 0: none */
+    bool scheduled; /* this round only waits for not_before */
     bool commit_pending; /* on ctx->commit_list: its events are not on
                             disk yet, so its queue changes wait */
     QMGR_MESSAGE *commit_next; /* ctx->commit_list */
+    const struct SOURCE_POOL *pool; /* its source pool, NULL: not known yet
+                                       (qmgr_source.c) */
+    struct QMGR_SOURCE_PICK *picks; /* its source per destination */
+    size_t pick_count;
     QMGR_MESSAGE *prev;
     QMGR_MESSAGE *next;
 };
@@ -238,6 +256,10 @@ struct QMGR_MESSAGE {
 /* qmgr_message.c */
 extern void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
                                   const char *qid);
+/* qmgr_message_provider - note the provider of recipient index's
+   destination (its bucket: shape, NULL when not shaped) for its events */
+extern void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
+                                  const QMGR_SHAPE *shape);
 extern void qmgr_message_result(QMGR_MESSAGE *msg, size_t index,
                                 const char *action, const char *dsn,
                                 const char *reason, const char *diagnostic,
@@ -278,6 +300,8 @@ struct QMGR_DEST {
     QMGR_SCHED_DEST sched; /* window, deliveries in flight, dead, paused */
     char *last_reason; /* of the last site failure */
     QMGR_SHAPE *shape; /* its shaping bucket, NULL: not shaped */
+    const struct SOURCE_POOL_SOURCE *source; /* its source (in
+                                                conf.pools), NULL: none */
     QMGR_DEST *next;
 };
 
@@ -293,6 +317,9 @@ extern void qmgr_dest_revive_all(QMGR_CTX *ctx);
    again, recipient by recipient and in order, through qmgr_dest_add (an
    MX lookup decided their bucket) */
 extern void qmgr_dest_rebucket(QMGR_CTX *ctx, QMGR_SHAPE *shape);
+/* qmgr_dest_resource - the pending entries of destinations bound to source
+   address go again through qmgr_dest_add (the source became unusable) */
+extern void qmgr_dest_resource(QMGR_CTX *ctx, const char *address);
 /* qmgr_dest_withdraw - take msg's pending (unstarted) entries back; each
    recipient goes to qmgr_message_withdrawn; the caller holds a reference */
 extern void qmgr_dest_withdraw(QMGR_MESSAGE *msg);
@@ -322,9 +349,11 @@ struct QMGR_SHAPE {
 /* qmgr_shaping.c */
 extern long long qmgr_shaping_now(void);
 extern void qmgr_shaping_init(QMGR_CTX *ctx, const struct MAIL_CONF *mc);
-/* qmgr_shaping_find - the bucket of a recipient, NULL: not shaped */
+/* qmgr_shaping_find - the bucket of a recipient sent from source (NULL:
+   none; else the bucket is "name@source": limits per provider x source),
+   NULL: not shaped */
 extern QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
-                                     const char *address);
+                                     const char *address, const char *source);
 /* qmgr_shaping_may_start - false: held back (a timer wakes the scheduler
    when a rate's token is due; the end of a delivery when it is full) */
 extern bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape,
@@ -382,6 +411,29 @@ extern void qmgr_redis_set(QMGR_REDIS *redis, const char *bucket, int what,
 
 /* qmgr_shaping_admin.c: `sluice shaping` on private/qmgr-shaping */
 extern void qmgr_shaping_admin_init(QMGR_CTX *ctx);
+
+/* qmgr_source.c */
+struct SOURCE_POOL_SOURCE;
+extern void qmgr_source_init(QMGR_CTX *ctx, const struct MAIL_CONF *mc);
+/* qmgr_source_usable - may source index of pool be chosen now? (bind
+   failures today; warm-up caps and reputation pauses belong here) */
+extern bool qmgr_source_usable(QMGR_CTX *ctx, const struct SOURCE_POOL *pool,
+                               size_t index);
+/* qmgr_source_pool - msg's pool, NULL: no pools configured */
+extern const struct SOURCE_POOL *qmgr_source_pool(QMGR_MESSAGE *msg);
+/* qmgr_source_choose - msg's source for (transport, nexthop); NULL with
+   why empty: none (no pools, local mail); NULL with why: no usable one */
+extern const struct SOURCE_POOL_SOURCE *qmgr_source_choose(
+    QMGR_MESSAGE *msg, const char *transport, const char *nexthop, VSTR *why);
+/* qmgr_source_forget - release msg's choices */
+extern void qmgr_source_forget(QMGR_MESSAGE *msg);
+/* qmgr_source_failed - address could not be bound (smtp's DONE) */
+extern void qmgr_source_failed(QMGR_CTX *ctx, const char *address,
+                               const char *reason);
+/* qmgr_source_status - "usable" or the reason it is not (until: when it
+   is usable again, 0: now) */
+extern const char *qmgr_source_status(QMGR_CTX *ctx, const char *address,
+                                      long long *until);
 
 /* qmgr_deliver.c */
 extern void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry);

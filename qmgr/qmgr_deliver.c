@@ -26,6 +26,7 @@
 #include "msg.h"
 #include "mymalloc.h"
 #include "qmgr.h"
+#include "source_pool.h"
 #include "vstr.h"
 
 #define QMGR_AGENT_DEATH_RETRIES 3 /* per message, then deferred/ */
@@ -43,6 +44,7 @@ typedef struct QMGR_JOB {
     long long done_status;
     long long site_failed;
     char *done_reason;
+    bool source_failed; /* DONE: the source could not be bound */
     char **replies; /* distinct remote replies, for response automation */
     size_t reply_count;
 } QMGR_JOB;
@@ -101,6 +103,15 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why, bool agent_died)
 
     job->conn = qmgr_conn_free(job->conn);
     qmgr_job_feed_replies(job);
+    /* The source is not this machine's: leave it out, and send what has
+       no result from another source of the pool (not a site failure). */
+    if (job->source_failed && dest->source != NULL) {
+        QMGR_ADMIN_OP op = entry->msg->admin_op;
+
+        qmgr_source_failed(ctx, dest->source->address, job->done_reason);
+        retry = op != QMGR_ADMIN_HOLD && op != QMGR_ADMIN_DELETE;
+        job->site_failed = 0;
+    }
     if (job->done_seen) {
         vstr_sprintf(reason, "delivery agent failed: %s",
                      job->done_reason ? job->done_reason : "no reason given");
@@ -122,7 +133,7 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why, bool agent_died)
             qmgr_message_defer_self(entry->msg, entry->index[i], "4.3.0",
                                     vstr_str(reason));
     }
-    if (retry && unanswered > 0)
+    if (retry && unanswered > 0 && !job->source_failed)
         msg_warn("%s: %s, %zu recipient%s queued again at once (%d of %d)",
                  entry->msg->qid, vstr_str(reason), unanswered,
                  unanswered == 1 ? "" : "s", entry->msg->agent_deaths,
@@ -165,6 +176,7 @@ static void qmgr_job_result(QMGR_JOB *job, const DELIVER_RESULT *result)
         if (result->diagnostic != NULL &&
             strcmp(result->action, DELIVER_ACTION_SENT) != 0)
             qmgr_job_note_reply(job, result->diagnostic);
+        qmgr_message_provider(entry->msg, entry->index[i], entry->dest->shape);
         qmgr_message_result(entry->msg, entry->index[i], result->action,
                             result->dsn, result->reason, result->diagnostic,
                             result->remote_mta);
@@ -210,6 +222,7 @@ static void qmgr_job_list(QMGR_CONN *conn, ATTR_LIST *list, void *arg)
             job->done_seen = true;
             job->done_status = done.status;
             job->site_failed = done.site_failed;
+            job->source_failed = done.source_failed;
             if (done.reason)
                 job->done_reason = mystrdup(done.reason);
             qmgr_job_finish(job, "done", false);
@@ -296,7 +309,11 @@ void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry)
         .rcpt_want = entry->count,
         .conn_messages = qmgr_shaping_conn_messages(entry->dest->shape),
         .conn_group = entry->dest->shape ? entry->dest->shape->name : NULL,
-        .conn_max = qmgr_shaping_conn_max(entry->dest->shape)};
+        .conn_max = qmgr_shaping_conn_max(entry->dest->shape),
+        .source_address =
+            entry->dest->source ? entry->dest->source->address : NULL,
+        .source_helo =
+            entry->dest->source ? entry->dest->source->helo_name : NULL};
     list = deliver_req_list(&request);
     qmgr_conn_send(job->conn, list);
     attr_list_free(list);

@@ -27,6 +27,7 @@
 #include "msg.h"
 #include "mymalloc.h"
 #include "qmgr.h"
+#include "source_pool.h"
 #include "vstr.h"
 
 #define QMGR_DEST_NO_REASON "destination failed"
@@ -47,16 +48,19 @@ QMGR_ENTRY *qmgr_entry_free(QMGR_ENTRY *entry)
 }
 
 /* qmgr_dest_find - the destination for (transport, nexthop, shaping
-   bucket), made if new */
+   bucket, source), made if new */
 static QMGR_DEST *qmgr_dest_find(QMGR_CTX *ctx, const char *transport,
-                                 const char *nexthop, QMGR_SHAPE *shape)
+                                 const char *nexthop, QMGR_SHAPE *shape,
+                                 const SOURCE_POOL_SOURCE *source)
 {
     VSTR *key = vstr_alloc(100);
     QMGR_DEST *dest;
+    const char *shape_name = shape ? shape->name : "";
 
     /* The lengths make the key unambiguous whatever the names hold. */
-    vstr_sprintf(key, "%zu:%s:%zu:%s:%s", strlen(transport), transport,
-                 strlen(nexthop), nexthop, shape ? shape->name : "");
+    vstr_sprintf(key, "%zu:%s:%zu:%s:%zu:%s:%s", strlen(transport), transport,
+                 strlen(nexthop), nexthop, strlen(shape_name), shape_name,
+                 source ? source->address : "");
     if (ctx->dest_table == NULL)
         ctx->dest_table = htable_alloc(0);
     if ((dest = htable_find(ctx->dest_table, vstr_str(key))) != NULL) {
@@ -68,6 +72,7 @@ static QMGR_DEST *qmgr_dest_find(QMGR_CTX *ctx, const char *transport,
     dest->nexthop = mystrdup(nexthop);
     dest->key = vstr_export(key);
     dest->ctx = ctx;
+    dest->source = source;
     if ((dest->shape = shape) != NULL)
         shape->dests++;
     qmgr_sched_dest_init(&dest->sched, &ctx->conf.sched);
@@ -113,11 +118,24 @@ void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
                    const char *nexthop, size_t index)
 {
     QMGR_CTX *ctx = msg->ctx;
-    QMGR_SHAPE *shape =
-        qmgr_shaping_find(ctx, transport, msg->info->rcpts[index].address);
-    QMGR_DEST *dest = qmgr_dest_find(ctx, transport, nexthop, shape);
-    QMGR_ENTRY *entry = dest->tail;
+    VSTR *why = vstr_alloc(100);
+    const SOURCE_POOL_SOURCE *source =
+        qmgr_source_choose(msg, transport, nexthop, why);
+    QMGR_SHAPE *shape;
+    QMGR_DEST *dest;
+    QMGR_ENTRY *entry;
 
+    if (source == NULL && vstr_len(why) > 0) {
+        /* Its pool has no usable source: wait; never another pool. */
+        qmgr_message_defer_self(msg, index, "4.3.0", vstr_str(why));
+        vstr_free(why);
+        return;
+    }
+    vstr_free(why);
+    shape = qmgr_shaping_find(ctx, transport, msg->info->rcpts[index].address,
+                              source ? source->address : NULL);
+    dest = qmgr_dest_find(ctx, transport, nexthop, shape, source);
+    entry = dest->tail;
     if (qmgr_dest_dead(ctx, dest)) {
         qmgr_dest_suspended(dest, msg, index);
         return;
@@ -305,6 +323,25 @@ void qmgr_dest_rebucket(QMGR_CTX *ctx, QMGR_SHAPE *shape)
        are the ones that were there. */
     for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next) {
         if (dest->shape != shape)
+            continue;
+        while (dest->head) {
+            QMGR_ENTRY *entry = qmgr_dest_pop(dest);
+
+            for (size_t i = 0; i < entry->count; i++)
+                qmgr_dest_add(entry->msg, dest->transport, dest->nexthop,
+                              entry->index[i]);
+            qmgr_entry_free(entry);
+        }
+    }
+}
+
+/* qmgr_dest_resource - the pending entries bound to a source, again */
+void qmgr_dest_resource(QMGR_CTX *ctx, const char *address)
+{
+    /* New destinations go to the front of the list: those left to visit
+       are the ones that were there. */
+    for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next) {
+        if (dest->source == NULL || strcmp(dest->source->address, address) != 0)
             continue;
         while (dest->head) {
             QMGR_ENTRY *entry = qmgr_dest_pop(dest);

@@ -58,6 +58,12 @@
  *      next try as the file's mtime (retry_schedule step k for the k-th
  *      attempt, the last step repeating), and a rename into deferred/.
  *
+ * send_at: a queue file with not_before=T (api mail, cleanup's) taken
+ * before T has each recipient deferred by qmgr itself, reason
+ * "scheduled" (its deferred events say so), and goes to deferred/ with T
+ * as its next try; such a round counts no attempt, and expiry and the
+ * delay warning count from T, not from the arrival.
+ *
  * The attempts so far and whether the delay warning went out are on disk
  * as "attempt" and "warned" records of the defer log, so they survive a
  * restart. They are counted once, when the message is loaded, and kept
@@ -118,6 +124,34 @@ void qmgr_log_status(const QMGR_MESSAGE *msg, const char *address,
     deliver_log(&entry, &times);
 }
 
+/* qmgr_message_event_attrs - what every event of msg carries from its
+   queue file: tenant, tags and metadata (api mail), pool (cleanup's) */
+static void qmgr_message_event_attrs(const QMGR_MESSAGE *msg, EVENT *event)
+{
+    event->tenant = qfile_info_attr(msg->info, "tenant");
+    event->pool = qfile_info_attr(msg->info, "pool");
+    event->tags = qfile_info_attr(msg->info, "tags");
+    event->metadata = qfile_info_attr(msg->info, "metadata");
+}
+
+/* qmgr_message_provider - note recipient index's provider: a provider
+   rule's NAME, a domain rule's domain; none for the default rule (it is
+   no provider) or an unshaped destination */
+void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
+                           const QMGR_SHAPE *shape)
+{
+    QMGR_RCPT_MEM *mem = &msg->rcpts[index];
+    const SHAPING_RULE *rule = shape ? shape->rule : NULL;
+    const char *name = NULL;
+
+    if (rule != NULL && rule->kind == SHAPING_KIND_PROVIDER)
+        name = rule->key + strlen(SHAPING_PROVIDER_PREFIX);
+    else if (rule != NULL && rule->kind == SHAPING_KIND_DOMAIN)
+        name = rule->key;
+    myfree(mem->provider);
+    mem->provider = name ? mystrdup(name) : NULL;
+}
+
 /* qmgr_message_event - add a journal event about recipient index (or the
    message: index SIZE_MAX) to the batch; flush: write the batch now (the
    journal's rule: before the queue change it describes) */
@@ -145,9 +179,11 @@ static void qmgr_message_event(QMGR_MESSAGE *msg, size_t index,
     else
         vstr_sprintf(seq, "%lld", (long long) rcpt->offset);
     events_event_init(&event, kind, msg->qid, vstr_str(seq));
+    qmgr_message_event_attrs(msg, &event);
     if (rcpt != NULL) {
         event.recipient = rcpt->address;
         event.orig_recipient = rcpt->orcpt;
+        event.provider = msg->rcpts[index].provider;
     } else {
         event.sender = msg->info->sender;
     }
@@ -292,6 +328,7 @@ static void qmgr_message_received(QMGR_MESSAGE *msg)
     event.size = msg->info->content_size;
     event.rcpt_count = (long long) msg->info->rcpt_count;
     event.client = vstr_str(client);
+    qmgr_message_event_attrs(msg, &event);
     events_add(msg->ctx->conf.events, &event);
     vstr_free(client);
     qmgr_message_pending(msg);
@@ -436,8 +473,10 @@ static void qmgr_message_free(QMGR_MESSAGE *msg)
     for (size_t i = 0; i < msg->info->rcpt_count; i++) {
         myfree(msg->rcpts[i].defer_dsn);
         myfree(msg->rcpts[i].defer_reason);
+        myfree(msg->rcpts[i].provider);
     }
     myfree(msg->rcpts);
+    qmgr_source_forget(msg);
     qfile_info_free(msg->info);
     myfree(msg);
     ctx->active_count--;
@@ -487,6 +526,18 @@ static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
         qmgr_message_free(msg);
         return;
     }
+    if (msg->scheduled) {
+        /* Only waiting for send_at: no attempt; the try is then, or after
+           the longest retry step when that comes first (a deferred/ file
+           stamped further ahead is taken for one of a clock that went
+           back: qmgr.c), to be held back again. */
+        long long step = qmgr_sched_retry_max(&ctx->conf.sched);
+
+        next_try = msg->not_before;
+        if (step > 0 && (long long) next_try - (long long) time(NULL) > step)
+            next_try = (time_t) ((long long) time(NULL) + step);
+        goto move;
+    }
     memset(&rec, 0, sizeof(rec));
     rec.action = DSN_ACTION_ATTEMPT;
     rec.address = rec.orcpt = rec.notify = rec.status = "";
@@ -502,6 +553,7 @@ static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
     next_try =
         qmgr_sched_retry_next(&ctx->conf.sched, msg->attempts, time(NULL),
                               msg->admin_op == QMGR_ADMIN_REQUEUE);
+move:
     times[0].tv_sec = times[1].tv_sec = next_try;
     times[0].tv_usec = times[1].tv_usec = 0;
     if (utimes(vstr_str(path), times) < 0)
@@ -540,10 +592,19 @@ static void qmgr_message_warned(QMGR_MESSAGE *msg, bool ok)
     qmgr_message_to_deferred(msg);
 }
 
+/* qmgr_message_since - when the message's wait began: its arrival, or
+   its send_at when later (a scheduled message is not late before it) */
+static time_t qmgr_message_since(const QMGR_MESSAGE *msg)
+{
+    return msg->not_before > msg->info->arrival.tv_sec
+               ? msg->not_before
+               : msg->info->arrival.tv_sec;
+}
+
 /* qmgr_message_want_warning - is a delay warning due now? */
 static bool qmgr_message_want_warning(const QMGR_MESSAGE *msg)
 {
-    return qmgr_sched_warn_due(&msg->ctx->conf.sched, msg->info->arrival.tv_sec,
+    return qmgr_sched_warn_due(&msg->ctx->conf.sched, qmgr_message_since(msg),
                                time(NULL),
                                qmgr_message_count(msg, QMGR_RCPT_DEFERRED),
                                msg->warned, msg->admin_op == QMGR_ADMIN_HOLD);
@@ -600,12 +661,12 @@ static void qmgr_message_expire(QMGR_MESSAGE *msg)
 {
     QMGR_CTX *ctx = msg->ctx;
     time_t now = time(NULL);
-    long long age = (long long) now - (long long) msg->info->arrival.tv_sec;
+    long long age = (long long) now - (long long) qmgr_message_since(msg);
     VSTR *reason;
     VSTR *why;
     bool expired = false;
 
-    if (!qmgr_sched_expired(&ctx->conf.sched, msg->info->arrival.tv_sec, now,
+    if (!qmgr_sched_expired(&ctx->conf.sched, qmgr_message_since(msg), now,
                             *msg->info->sender == 0) ||
         qmgr_message_count(msg, QMGR_RCPT_DEFERRED) == 0)
         return;
@@ -927,6 +988,23 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
     vstr_free(sock);
 }
 
+/* qmgr_message_not_before - the queue file's not_before= (api send_at),
+   0 when none or not a number (then the message is not held back) */
+static time_t qmgr_message_not_before(const QFILE_INFO *info)
+{
+    const char *text = qfile_info_attr(info, "not_before");
+    char *end;
+    long long when;
+
+    if (text == NULL)
+        return 0;
+    errno = 0;
+    when = strtoll(text, &end, 10);
+    if (errno != 0 || end == text || *end != 0 || when <= 0)
+        return 0;
+    return (time_t) when;
+}
+
 /* qmgr_message_history - what the defer log says of earlier rounds: the
    attempts made and whether the delay warning went out. A log that cannot
    be read counts no attempt (the retry step starts over) and no warning
@@ -990,6 +1068,8 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
     msg->rcpts =
         mycalloc(info->rcpt_count ? info->rcpt_count : 1, sizeof(*msg->rcpts));
     msg->active_usec = qmgr_now_usec();
+    msg->not_before = qmgr_message_not_before(info);
+    msg->scheduled = msg->not_before > time(NULL);
     qmgr_message_history(msg);
     if ((msg->next = ctx->messages) != NULL)
         msg->next->prev = msg;
@@ -1015,8 +1095,12 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
         }
     }
     for (size_t i = 0; i < info->rcpt_count; i++)
-        if (msg->rcpts[i].state == QMGR_RCPT_PENDING)
-            qmgr_message_route(msg, i);
+        if (msg->rcpts[i].state == QMGR_RCPT_PENDING) {
+            if (msg->scheduled)
+                qmgr_message_defer_self(msg, i, "4.0.0", "scheduled");
+            else
+                qmgr_message_route(msg, i);
+        }
     msg->refs--;
     qmgr_message_check(msg);
 

@@ -34,6 +34,10 @@
  * delivery schedules. A held-back entry stays at the head of its queue:
  * no deferral, no attempt counted.
  *
+ * With source pools (qmgr_source.c) a bucket is per source too:
+ * "name@source", limits per provider x source IP; a suspension of name
+ * (`sluice shaping suspend`) holds all of its sources' buckets.
+ *
  * Which bucket: a domain's own rule first (no DNS). Else, when there are
  * provider rules and DNS lookups are on, the domain's MX hosts decide:
  * when every one of them ends in one of a provider's mx_suffix, the
@@ -244,7 +248,7 @@ static QMGR_SHAPING_MX *qmgr_shaping_mx(QMGR_CTX *ctx, const char *domain)
 /* qmgr_shaping_find - the bucket of one recipient, made if new; NULL when
    it is not shaped (no rule applies and nobody suspended its domain) */
 QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
-                              const char *address)
+                              const char *address, const char *source)
 {
     const char *domain = smtp_addr_domain(address);
     const SHAPING_RULE *rule;
@@ -278,6 +282,9 @@ QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
         if (rule == NULL)
             rule = shaping_rules_fallback(ctx->conf.shaping);
     }
+    /* Limits are per provider (or domain) x source IP. */
+    if (source != NULL && *source != 0)
+        vstr_sprintf_append(name, "@%s", source);
     if (rule != NULL)
         shape = qmgr_shaping_bucket(ctx, vstr_str(name), rule, false);
     else if (ctx->shape_table != NULL)
@@ -585,6 +592,21 @@ bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape, long long now)
     if (shape->resolving)
         return false;
     qmgr_shaping_expire(shape, now);
+    /* A source's bucket ("name@source", qmgr_source.c): the
+       administrator's suspension of name holds every source. */
+    if (ctx->shape_table != NULL && strchr(shape->name, '@') != NULL) {
+        VSTR *base = vstr_alloc(50);
+        QMGR_SHAPE *whole;
+
+        vstr_ncpy(base, shape->name,
+                  (size_t) (strchr(shape->name, '@') - shape->name));
+        whole = htable_find(ctx->shape_table, vstr_str(base));
+        vstr_free(base);
+        if (whole != NULL && whole->state.suspended_until > now) {
+            qmgr_shaping_wake(ctx, now, whole->state.suspended_until - now);
+            return false;
+        }
+    }
     if (qmgr_redis_up(shape->redis)) {
         /* Shared: Redis decides (what this node suspended holds too). */
         if (shape->state.suspended_until > now) {

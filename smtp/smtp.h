@@ -116,7 +116,8 @@ struct SMTP_SESS {
     SMTP_REQ *req; /* NULL when idle or closing */
     struct bufferevent *bev;
     struct event *timer;
-    char *nexthop; /* the cache key */
+    char *nexthop; /* the cache key, with source */
+    char *source; /* the local address it is bound to, "": any */
     char *policy_key; /* the TLS and MTA-STS requirements it was opened
                          under (smtp_req_policy_key): reused only for a
                          request with the same */
@@ -189,6 +190,10 @@ struct SMTP_REQ {
     long long conn_messages; /* messages per connection, 0: no limit */
     char *conn_group; /* NULL: none */
     long long conn_max; /* connections of conn_group, 0: no limit */
+    char *source_address; /* qmgr's source: bind to it; NULL: the
+                             configured smtp_bind_address */
+    char *source_helo; /* its EHLO name; NULL: smtp_helo_name */
+    bool source_failed; /* source_address could not be bound */
     SMTP_SLOT slot;
     void (*slot_resume)(SMTP_REQ *req); /* when a waiting one goes on */
     SMTP_REQ *slot_next; /* ctx->slot_reqs */

@@ -138,6 +138,8 @@ static SMTP_SESS *smtp_cache_take(SMTP_CTX *ctx, const SMTP_REQ *req)
         SMTP_SESS *sess = *sp;
 
         if (!sess->broken && strcmp(sess->nexthop, req->nexthop) == 0 &&
+            strcmp(sess->source,
+                   req->source_address ? req->source_address : "") == 0 &&
             (req->conn_messages == 0 || sess->uses < req->conn_messages) &&
             smtp_cache_fits(sess, req, vstr_str(key))) {
             *sp = sess->next;
@@ -415,6 +417,8 @@ void smtp_req_route(SMTP_REQ *req)
 static bool smtp_connect_addr(SMTP_REQ *req, const DNS_ADDR *addr, VSTR *why)
 {
     SMTP_CTX *ctx = req->ctx;
+    const char *bind_address =
+        req->source_address ? req->source_address : ctx->conf.bind_address;
     struct sockaddr_storage ss;
     socklen_t sslen;
     int fd;
@@ -450,25 +454,38 @@ static bool smtp_connect_addr(SMTP_REQ *req, const DNS_ADDR *addr, VSTR *why)
 
         (void) setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof(on));
     }
-    if (*ctx->conf.bind_address) {
+    if (*bind_address) {
         struct sockaddr_storage bs;
         socklen_t bslen = 0;
 
         memset(&bs, 0, sizeof(bs));
         if (ss.ss_family == AF_INET &&
-            inet_pton(AF_INET, ctx->conf.bind_address,
+            inet_pton(AF_INET, bind_address,
                       &((struct sockaddr_in *) &bs)->sin_addr) == 1) {
             bs.ss_family = AF_INET;
             bslen = sizeof(struct sockaddr_in);
         } else if (ss.ss_family == AF_INET6 &&
-                   inet_pton(AF_INET6, ctx->conf.bind_address,
+                   inet_pton(AF_INET6, bind_address,
                              &((struct sockaddr_in6 *) &bs)->sin6_addr) == 1) {
             bs.ss_family = AF_INET6;
             bslen = sizeof(struct sockaddr_in6);
         }
+        if (bslen == 0 && req->source_address != NULL) {
+            /* A pool's source never falls back to another address. */
+            vstr_sprintf(why,
+                         "connect to %s[%s]:%d: not reachable from source %s "
+                         "(another address family)",
+                         addr->host, addr->ip, req->port, bind_address);
+            (void) close(fd);
+            return false;
+        }
         if (bslen > 0 && bind(fd, (struct sockaddr *) &bs, bslen) < 0) {
-            vstr_sprintf(why, "bind %s: %s", ctx->conf.bind_address,
-                         strerror(errno));
+            vstr_sprintf(why, "bind %s: %s", bind_address, strerror(errno));
+            /* qmgr's source is not this machine's (any more): qmgr leaves
+               it out for a while and sends from another one. */
+            if (req->source_address != NULL &&
+                (errno == EADDRNOTAVAIL || errno == EINVAL))
+                req->source_failed = true;
             (void) close(fd);
             return false;
         }
@@ -517,6 +534,12 @@ void smtp_req_try_next(SMTP_REQ *req)
 
         if (smtp_connect_addr(req, addr, req->why))
             return;
+        if (req->source_failed) {
+            /* Not the destination's fault: qmgr tries another source. */
+            msg_warn("%s: %s", req->qid, vstr_str(req->why));
+            smtp_req_done(req, 1, false, vstr_str(req->why));
+            return;
+        }
         req->tls_plain_retry = false; /* meant for that address only */
         msg_info("%s", vstr_str(req->why));
         vstr_cpy(req->site_reason, vstr_str(req->why));

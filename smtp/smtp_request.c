@@ -71,6 +71,8 @@ static void smtp_req_free(SMTP_REQ *req)
     myfree(req->sender);
     if (req->conn_group)
         myfree(req->conn_group);
+    myfree(req->source_address);
+    myfree(req->source_helo);
     if (req->tls_match)
         argv_free(req->tls_match);
     myfree(req->tls_protocols);
@@ -116,7 +118,8 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
                               .reason = reason,
                               .relay = relay,
                               .diagnostic = diagnostic,
-                              .remote_mta = remote_mta};
+                              .remote_mta = remote_mta,
+                              .source = req->source_address};
     deliver_agent_result_wire(&result, req->wire);
     smtp_req_send(req);
 
@@ -151,8 +154,10 @@ void smtp_req_fail_all(SMTP_REQ *req, const char *action, const char *dsn,
 void smtp_req_done(SMTP_REQ *req, int status, bool site_failed,
                    const char *reason)
 {
-    DELIVER_DONE done = {
-        .status = status, .site_failed = site_failed, .reason = reason};
+    DELIVER_DONE done = {.status = status,
+                         .site_failed = site_failed,
+                         .reason = reason,
+                         .source_failed = req->source_failed};
 
     if (req->lookup) {
         dns_lookup_cancel(req->lookup);
@@ -250,6 +255,10 @@ static void smtp_req_adopt(SMTP_REQ *req)
         req->conn_group = mystrdup(in->conn_group);
         req->conn_max = in->conn_max;
     }
+    if (in->source_address != NULL)
+        req->source_address = mystrdup(in->source_address);
+    if (in->source_helo != NULL)
+        req->source_helo = mystrdup(in->source_helo);
     req->rcpts = mycalloc(in->rcpt_count, sizeof(SMTP_RCPT));
     for (size_t i = 0; i < in->rcpt_count; i++) {
         req->rcpts[i].offset = in->rcpts[i].offset;

@@ -144,6 +144,7 @@ void smtp_sess_free(SMTP_SESS *sess)
     smtp_proto_free(sess->proto);
     myfree(sess->txn_rcpts);
     myfree(sess->nexthop);
+    myfree(sess->source);
     myfree(sess->policy_key);
     myfree(sess->host);
     dane_tlsa_free(sess->tlsa, sess->tlsa_count);
@@ -1188,6 +1189,7 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
     sess->ctx = ctx;
     sess->req = req;
     sess->nexthop = mystrdup(req->nexthop);
+    sess->source = mystrdup(req->source_address ? req->source_address : "");
     {
         VSTR *key = vstr_alloc(100);
 
@@ -1207,7 +1209,8 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
     sess->label = vstr_alloc(64);
     vstr_sprintf(sess->label, "%s[%s]", sess->host, sess->ip);
     sess->reply = smtp_reply_alloc();
-    sess->proto = smtp_proto_alloc(ctx->conf.helo_name);
+    sess->proto = smtp_proto_alloc(req->source_helo ? req->source_helo
+                                                    : ctx->conf.helo_name);
     /* After a failed handshake at "may": this once without TLS. */
     sess->tls_level = req->tls_plain_retry ? TLS_LEV_NONE : req->conn_level;
     if (sess->tls_level == TLS_LEV_DANE) {

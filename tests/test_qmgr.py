@@ -105,7 +105,7 @@ class FakeAgent(FakeService):
     """A delivery agent. mode: "answer" (results by self.outcome, then
     DONE), "hold" (wait for self.release, then answer), "die" (close
     without a word), "site" (every recipient deferred, DONE site_failed).
-    It greets as version self.version of the protocol (qmgr speaks 2)."""
+    It greets as version self.version of the protocol (qmgr speaks 3)."""
 
     def __init__(self, path, backlog=256):
         self.lock = threading.Lock()
@@ -116,7 +116,7 @@ class FakeAgent(FakeService):
         self.outcome = by_local_part
         self.release = threading.Event()
         self.delay = 0.0
-        self.version = 2
+        self.version = 3
         self.hellos = []                # qmgr's HELLO lists
         super().__init__(path, backlog)
 
@@ -287,7 +287,7 @@ def test_delivery_removes_the_file(make_instance):
     assert [r["address"] for r in rcpts] == ["bob@" + DOMAIN]
     # qmgr greeted first, naming the protocol and its version
     assert agent.hellos[0] == {"request": "hello", "protocol": "deliver",
-                               "version": "2"}
+                               "version": "3"}
     for queue in ("incoming", "active", "deferred", "defer", "bounce", "corrupt"):
         assert files(inst, queue) == [], queue
 
@@ -386,10 +386,10 @@ def test_protocol_version_mismatch(make_instance):
     agent's: an agent of another version is a clear error in the log, and
     the mail is deferred, not lost."""
     inst, agent, _ = start_instance(make_instance, {"retry_schedule": "1h"})
-    agent.version = 3
+    agent.version = 4
     qid = send(inst, ["bob@" + DOMAIN])
     inst.wait_log(r"%s: %s agent: protocol mismatch: peer speaks deliver "
-                  r"version 3; this side speaks deliver version 2"
+                  r"version 4; this side speaks deliver version 3"
                   % (qid, "smtp"))
     inst.wait_log(r"%s: to=<bob@example\.test>, relay=none, .*dsn=4\.3\.0, "
                   r"status=deferred \(delivery agent failed: protocol mismatch"

@@ -24,7 +24,7 @@ from sink import RawServer, Sink
 
 SMTP_AGENT = LIBEXEC / "smtp"
 # The greeting each side of the delivery protocol sends first.
-HELLO = [("request", "hello"), ("protocol", "deliver"), ("version", "2")]
+HELLO = [("request", "hello"), ("protocol", "deliver"), ("version", "3")]
 
 
 @pytest.fixture(autouse=True)
@@ -377,13 +377,13 @@ def test_protocol_version_mismatch(make_agent):
     try:
         assert conn.recv() == dict(HELLO)
         conn.send([("request", "hello"), ("protocol", "deliver"),
-                   ("version", "3")])
+                   ("version", "4")])
         assert conn.recv() is None
     finally:
         conn.close()
     agent.inst.wait_log(r"sluice/smtp\[\d+\]: warning: qmgr connection: "
-                        r"protocol mismatch: peer speaks deliver version 3; "
-                        r"this side speaks deliver version 2$")
+                        r"protocol mismatch: peer speaks deliver version 4; "
+                        r"this side speaks deliver version 3$")
 
 
 def test_request_outside_the_queue(make_agent):

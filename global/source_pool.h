@@ -1,0 +1,110 @@
+/*
+ * source_pool - source IP pools: the smtp_source_pools table, the weighted
+ * round robin within a pool, the keys that choose a message's pool
+ *
+ * smtp_source_pools = texthash:/etc/sluice/pools (read whole, like
+ * smtp_shaping_maps), one pool per line:
+ *
+ *     transactional  192.0.2.10*2/mta1.example.com 192.0.2.11/mta2.example.com
+ *     marketing      198.51.100.5 [2001:db8::5]*3/mkt.example.com
+ *
+ * The key is the pool's name ([a-z0-9_.-], at most SOURCE_POOL_NAME_MAX;
+ * keys are folded to lower case). The value is a list of sources separated
+ * by spaces or commas, each ADDRESS[*WEIGHT][/EHLO-NAME]:
+ *   ADDRESS    an IPv4 or IPv6 address of this machine; an IPv6 address
+ *              may be written in brackets ([2001:db8::5]), which read
+ *              better before *WEIGHT or /EHLO-NAME; they are optional, as
+ *              neither '*' nor '/' can occur in an address
+ *   WEIGHT     0..SOURCE_POOL_WEIGHT_MAX, default 1; 0 lists the source
+ *              without ever choosing it
+ *   EHLO-NAME  the name smtp sends in EHLO from this source (a host name:
+ *              letters, digits, '-', '.'); default smtp_helo_name
+ * A source may belong to several pools. A pool needs one source of weight
+ * above 0.
+ *
+ * Choosing a source: smooth weighted round robin (each pick adds every
+ * usable source's weight to its counter, takes the largest counter and
+ * subtracts the sum of the usable weights from it): over any run of
+ * sum-of-weights picks each source is chosen exactly weight times, spread
+ * out rather than in bursts. Sources the caller says are not usable now
+ * are skipped (their counters stay where they are).
+ *
+ * Choosing a pool (cleanup, global/source_pool_rule_keys): the keys looked
+ * up in smtp_source_pool_maps, in order: "sasl:USER" (the SASL login),
+ * "tenant:T" (the API's tenant), the sender's full address
+ * ("alice@example.com"), then its domain ("example.com", the domain alone:
+ * no parent domains); the first one found names the pool. The
+ * X-Sluice-Pool header, when it is honoured, comes before all of them.
+ */
+#ifndef SOURCE_POOL_H
+#define SOURCE_POOL_H
+
+#include "sys_defs.h"
+
+#include "argv.h"
+#include "vstr.h"
+
+#define SOURCE_POOL_NAME_MAX 64
+#define SOURCE_POOL_WEIGHT_MAX 1000
+#define SOURCE_POOL_SOURCES_MAX 256 /* per pool */
+#define SOURCE_POOL_HELO_MAX 253
+
+#define SOURCE_POOL_HEADER "X-Sluice-Pool" /* chooses a pool, removed */
+#define SOURCE_POOL_ATTR "pool" /* the queue file's A record */
+
+typedef struct SOURCE_POOL_SOURCE {
+    char *address; /* as written, without brackets */
+    int family; /* AF_INET or AF_INET6 */
+    int weight; /* 0: never chosen */
+    char *helo_name; /* "": smtp_helo_name */
+} SOURCE_POOL_SOURCE;
+
+typedef struct SOURCE_POOL {
+    char *name; /* lower case */
+    SOURCE_POOL_SOURCE *sources;
+    size_t count;
+    char *path; /* the table it came from, for messages; NULL: none */
+    int lineno; /* its line there, 0: none */
+} SOURCE_POOL;
+
+typedef struct SOURCE_POOLS {
+    SOURCE_POOL *pools;
+    size_t count;
+} SOURCE_POOLS;
+
+/* source_pool_name_valid - a pool name: [a-z0-9_.-]{1,64} (any case) */
+extern bool source_pool_name_valid(const char *name);
+/* source_pool_parse - one table value into pool (name given); 0, or -1
+   with why (pool is then empty) */
+extern int source_pool_parse(const char *name, const char *value,
+                             SOURCE_POOL *pool, VSTR *why);
+/* source_pool_clear - release what a pool holds */
+extern void source_pool_clear(SOURCE_POOL *pool);
+/* source_pools_load - the tables of param's value, read whole; NULL with
+   why empty when value names none, NULL with why on any error */
+extern SOURCE_POOLS *source_pools_load(const char *param, const char *value,
+                                       VSTR *why);
+extern SOURCE_POOLS *source_pools_free(SOURCE_POOLS *pools);
+/* source_pools_find - the pool name (any case), NULL: none */
+extern const SOURCE_POOL *source_pools_find(const SOURCE_POOLS *pools,
+                                            const char *name);
+
+/* source_pool_usable_fn - may source index of pool be chosen now? */
+typedef bool (*SOURCE_POOL_USABLE_FN)(const SOURCE_POOL *pool, size_t index,
+                                      void *arg);
+/* source_pool_wrr_next - the next source by smooth weighted round robin;
+   current holds pool->count counters (zeroed at first); usable may be
+   NULL (all are); -1 when no source of weight above 0 is usable */
+extern long source_pool_wrr_next(const SOURCE_POOL *pool, long long *current,
+                                 SOURCE_POOL_USABLE_FN usable, void *arg);
+
+/* source_pool_rule_keys - the smtp_source_pool_maps keys of a message,
+   in the order they are tried (sasl_user, tenant may be NULL or "") */
+extern ARGV *source_pool_rule_keys(const char *sasl_user, const char *tenant,
+                                   const char *sender);
+
+/* source_pool_addr_local - can this machine bind address? 0 yes; -1 no,
+   with why ("192.0.2.1: Cannot assign requested address") */
+extern int source_pool_addr_local(const SOURCE_POOL_SOURCE *source, VSTR *why);
+
+#endif
