@@ -64,7 +64,6 @@
 #include "sys_defs.h"
 
 #include <ctype.h>
-#include <netdb.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <dirent.h>
@@ -89,6 +88,7 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "own_listen.h"
 #include "qfile.h"
 #include "qid.h"
 #include "safe_file.h"
@@ -1703,85 +1703,6 @@ static void api_tick(MAIL_SERVER *server, void *arg)
     api_sweep_start(&ctx->owner_sweep);
 }
 
-/* api_listen_inherited - the listener master bound for addr, or -1 */
-static int api_listen_inherited(const char *addr)
-{
-    const char *fd_text = getenv("SLUICE_OWN_LISTEN_FD");
-    const char *bound = getenv("SLUICE_OWN_LISTEN_ADDR");
-    int accepting = 0;
-    socklen_t len = sizeof(accepting);
-    char *end;
-    long fd;
-
-    if (fd_text == NULL || bound == NULL)
-        return -1;
-    errno = 0;
-    fd = strtol(fd_text, &end, 10);
-    if (errno || *end || fd < 3 || fd > 1024) {
-        msg_warn("bad SLUICE_OWN_LISTEN_FD \"%s\": ignored", fd_text);
-        return -1;
-    }
-    if (strcmp(bound, addr) != 0) {
-        /* main.cf changed since master's last reload */
-        msg_warn("api_listen = %s, but master bound %s (reload to make it "
-                 "bind the new one): binding it here",
-                 addr, bound);
-        (void) close((int) fd);
-        return -1;
-    }
-    if (getsockopt((int) fd, SOL_SOCKET, SO_ACCEPTCONN, &accepting, &len) < 0 ||
-        !accepting) {
-        msg_warn("SLUICE_OWN_LISTEN_FD %ld is not a listening socket: ignored",
-                 fd);
-        return -1;
-    }
-    (void) fcntl((int) fd, F_SETFD, FD_CLOEXEC);
-    (void) fcntl((int) fd, F_SETFL, fcntl((int) fd, F_GETFL) | O_NONBLOCK);
-    return (int) fd;
-}
-
-/* api_listen - the api_listen socket ("host:port", "[v6]:port"): master's,
-   or bound here */
-static int api_listen(const char *addr)
-{
-    struct addrinfo hints = {0};
-    struct addrinfo *res;
-    VSTR *host;
-    const char *colon = strrchr(addr, ':');
-    const char *hp = addr;
-    size_t host_len;
-    int on = 1;
-    int fd = -1;
-    int err;
-
-    if ((fd = api_listen_inherited(addr)) >= 0)
-        return fd;
-    if (colon == NULL)
-        msg_fatal("api_listen = %s: not ADDRESS:PORT", addr);
-    host = vstr_alloc(64);
-    host_len = (size_t) (colon - addr);
-    if (host_len >= 2 && hp[0] == '[' && hp[host_len - 1] == ']') {
-        hp++;
-        host_len -= 2;
-    }
-    vstr_ncpy(host, hp, host_len);
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
-    if ((err = getaddrinfo(host_len ? vstr_str(host) : NULL, colon + 1, &hints,
-                           &res)) != 0)
-        msg_fatal("api_listen = %s: %s (a numeric address and port)", addr,
-                  gai_strerror(err));
-    if ((fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                     0)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) < 0 ||
-        listen(fd, API_LISTEN_BACKLOG) < 0)
-        msg_fatal("api_listen = %s: %m", addr);
-    freeaddrinfo(res);
-    vstr_free(host);
-    return fd;
-}
-
 /* api_pre_loop - read the configuration, start serving */
 static void api_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -1826,7 +1747,7 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
         msg_info("api_listen is empty: the HTTP API is off");
         return;
     }
-    fd = api_listen(listen_addr);
+    fd = own_listen("api_listen", listen_addr, API_LISTEN_BACKLOG);
     if ((ctx->http = evhttp_new(mail_server_base(server))) == NULL)
         msg_fatal("evhttp_new failed");
     evhttp_set_max_body_size(ctx->http,

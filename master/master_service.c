@@ -77,6 +77,7 @@ static const struct {
     const char *param;
 } master_own_listeners[] = {
     {"api", "api_listen"},
+    {"metrics", "metrics_listen"},
 };
 
 static void master_serv_check(MASTER_SERV *serv);

@@ -5,8 +5,10 @@
  * "metrics", maxproc 1) that answers GET /metrics on metrics_listen in
  * the text exposition format (version 0.0.4); anything else gets 404 (405
  * for another method on /metrics). Empty metrics_listen (the default):
- * the service idles. It binds the address itself with SO_REUSEPORT, as
- * api does, so the successor a reload starts can bind it too.
+ * the service idles. Master binds that address and hands the socket over,
+ * as for the api (global/own_listen.h): a reload gives the successor the
+ * same socket, and no other process of the same user can bind the port
+ * beside it and answer a share of the scrapes.
  *
  * A separate process rather than a listener inside the events daemon:
  * the events daemon must keep exporting whatever an HTTP client does,
@@ -61,7 +63,6 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <math.h>
-#include <netdb.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -83,6 +84,7 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "own_listen.h"
 #include "qid.h"
 #include "shaping.h"
 #include "shaping_proto.h"
@@ -893,45 +895,6 @@ static void metrics_accept(struct evconnlistener *listener, evutil_socket_t fd,
     bufferevent_enable(conn->bev, EV_READ | EV_WRITE);
 }
 
-/* metrics_listen - bind metrics_listen ("host:port", "[v6]:port"); fd */
-static int metrics_listen(const char *addr)
-{
-    struct addrinfo hints = {0};
-    struct addrinfo *res;
-    VSTR *host = vstr_alloc(64);
-    const char *colon = strrchr(addr, ':');
-    const char *hp = addr;
-    size_t host_len;
-    int on = 1;
-    int fd;
-    int err;
-
-    if (colon == NULL)
-        msg_fatal("metrics_listen = %s: not ADDRESS:PORT", addr);
-    host_len = (size_t) (colon - addr);
-    if (host_len >= 2 && hp[0] == '[' && hp[host_len - 1] == ']') {
-        hp++;
-        host_len -= 2;
-    }
-    vstr_ncpy(host, hp, host_len);
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV;
-    if ((err = getaddrinfo(host_len ? vstr_str(host) : NULL, colon + 1, &hints,
-                           &res)) != 0)
-        msg_fatal("metrics_listen = %s: %s (a numeric address and port)", addr,
-                  gai_strerror(err));
-    if ((fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK,
-                     0)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &on, sizeof(on)) < 0 ||
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &on, sizeof(on)) < 0 ||
-        bind(fd, res->ai_addr, res->ai_addrlen) < 0 ||
-        listen(fd, METRICS_LISTEN_BACKLOG) < 0)
-        msg_fatal("metrics_listen = %s: %m", addr);
-    freeaddrinfo(res);
-    vstr_free(host);
-    return fd;
-}
-
 /* metrics_pre_loop - read the configuration, start serving */
 static void metrics_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -972,7 +935,7 @@ static void metrics_pre_loop(MAIL_SERVER *server, void *arg)
         return;
     }
     metrics_journal_follow(ctx);
-    fd = metrics_listen(listen_addr);
+    fd = own_listen("metrics_listen", listen_addr, METRICS_LISTEN_BACKLOG);
     if ((ctx->listener = evconnlistener_new(
              mail_server_base(server), metrics_accept, ctx,
              LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC, -1, fd)) == NULL)

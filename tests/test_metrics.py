@@ -291,3 +291,22 @@ def test_grafana_dashboard_uses_served_metrics():
         for name in re.findall(r"sluice_[a-z_]+", expr):
             base = re.sub(r"_(bucket|sum|count)$", "", name)
             assert base in source, name
+
+
+def test_no_other_process_shares_the_port(metered):
+    """Another process of the metrics daemon's own user cannot bind
+    metrics_listen with SO_REUSEPORT (and so answer a share of the
+    scrapes) while the daemon runs, before and after a reload: master
+    holds the socket and hands it to the successor, which still answers."""
+    from conftest import pid_alive, proc_uids
+    from test_api import reuseport_bind
+    inst, _, port = metered
+    pid = inst.child("metrics")
+    uid = proc_uids(pid)[1]
+    assert reuseport_bind(port, uid) == "EADDRINUSE"
+    inst.reload()
+    wait_until(lambda: not pid_alive(pid), 20, what="the old metrics to go")
+    inst.wait_log(r"metrics\[\d+\]: metrics on", count=2)
+    uid = proc_uids(inst.child("metrics"))[1]
+    assert reuseport_bind(port, uid) == "EADDRINUSE"
+    assert scrape(port)[0] == 200
