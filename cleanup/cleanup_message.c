@@ -305,6 +305,7 @@ static int cleanup_msg_event(const CLEANUP_MSG *msg, long long size)
     event.size = size;
     event.rcpt_count = msg->rcpt_count;
     event.client = msg->client_info;
+    event.message_id = msg->message_id;
     return events_emit(msg->conf->events, &event);
 }
 

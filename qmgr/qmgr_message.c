@@ -84,6 +84,7 @@
 #include "vstr.h"
 
 /* finish_step values */
+#define QMGR_MESSAGE_ID_SCAN 8192 /* header bytes read for Message-ID */
 #define QMGR_FINISH_NONE 0 /* not complete yet */
 #define QMGR_FINISH_RUNNING 1 /* completion under way */
 
@@ -274,9 +275,73 @@ void qmgr_message_commit(QMGR_CTX *ctx, bool exiting)
     vstr_free(why);
 }
 
+/* qmgr_message_id - the Message-ID header of the queue file on fd into
+   id (unfolded, trimmed), read from the first QMGR_MESSAGE_ID_SCAN bytes
+   of the content only: false (id empty) when it is not there, or longer
+   than EVENTS_MESSAGE_ID_MAX (for the received event: `sluice why`) */
+static bool qmgr_message_id(int fd, const QFILE_INFO *info, VSTR *id)
+{
+    VSTR *head = vstr_alloc(1024);
+    off_t at = info->content_offset;
+    const char *cp;
+    const char *end;
+
+    vstr_reset(id);
+    /* The C records from content_offset: TYPE, 4-byte length, data. */
+    while (vstr_len(head) < QMGR_MESSAGE_ID_SCAN) {
+        unsigned char hdr[5];
+        char buf[QMGR_MESSAGE_ID_SCAN];
+        size_t len;
+        ssize_t got;
+
+        if (pread(fd, hdr, sizeof(hdr), at) != (ssize_t) sizeof(hdr) ||
+            hdr[0] != QFILE_REC_CONT)
+            break;
+        len = ((size_t) hdr[1] << 24) | ((size_t) hdr[2] << 16) |
+              ((size_t) hdr[3] << 8) | hdr[4];
+        if (len > QMGR_MESSAGE_ID_SCAN - vstr_len(head))
+            len = QMGR_MESSAGE_ID_SCAN - vstr_len(head);
+        if ((got = pread(fd, buf, len, at + (off_t) sizeof(hdr))) < 0)
+            break;
+        vstr_ncat(head, buf, (size_t) got);
+        if (memmem(vstr_str(head), vstr_len(head), "\n\n", 2) != NULL ||
+            (size_t) got < len)
+            break;
+        at += (off_t) (sizeof(hdr) + len);
+    }
+    cp = vstr_str(head);
+    end = cp + vstr_len(head);
+    while (cp < end && *cp != '\n') {
+        const char *eol = memchr(cp, '\n', (size_t) (end - cp));
+
+        if (eol == NULL)
+            break;
+        if (end - cp > 11 && strncasecmp(cp, "message-id:", 11) == 0) {
+            /* The value, with its continuation lines unfolded. */
+            for (cp += 11;;) {
+                for (; cp < eol; cp++)
+                    if (vstr_len(id) > 0 || (*cp != ' ' && *cp != '\t'))
+                        vstr_addch(id, *cp == '\t' ? ' ' : *cp);
+                if (eol + 1 >= end || (eol[1] != ' ' && eol[1] != '\t'))
+                    break;
+                cp = eol + 1;
+                if ((eol = memchr(cp, '\n', (size_t) (end - cp))) == NULL)
+                    eol = end;
+            }
+            vstr_trim(id);
+            break;
+        }
+        cp = eol + 1;
+    }
+    vstr_free(head);
+    if (vstr_len(id) > EVENTS_MESSAGE_ID_MAX)
+        vstr_reset(id);
+    return vstr_len(id) > 0;
+}
+
 /* qmgr_message_received - the received event, into the batch (see the
    top); the message waits for the commit */
-static void qmgr_message_received(QMGR_MESSAGE *msg)
+static void qmgr_message_received(QMGR_MESSAGE *msg, const char *message_id)
 {
     const char *addr = qfile_info_attr(msg->info, "client_addr");
     const char *name = qfile_info_attr(msg->info, "client_name");
@@ -292,6 +357,7 @@ static void qmgr_message_received(QMGR_MESSAGE *msg)
     event.size = msg->info->content_size;
     event.rcpt_count = (long long) msg->info->rcpt_count;
     event.client = vstr_str(client);
+    event.message_id = message_id;
     events_add(msg->ctx->conf.events, &event);
     vstr_free(client);
     qmgr_message_pending(msg);
@@ -954,6 +1020,7 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
 {
     VSTR *path = vstr_alloc(100);
     VSTR *why = vstr_alloc(100);
+    VSTR *message_id = vstr_alloc(64);
     QFILE_INFO *info = NULL;
     QMGR_MESSAGE *msg;
     int fd;
@@ -973,6 +1040,10 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
         goto out;
     }
     info = qfile_info_read(fd, why);
+    /* Only for a received event (below): one read of the headers. */
+    if (info != NULL && ctx->conf.events != NULL && info->rcpt_done == 0 &&
+        strcmp(from_queue, MAIL_QUEUE_DEFERRED) != 0)
+        (void) qmgr_message_id(fd, info, message_id);
     (void) close(fd);
     if (info == NULL) {
         /* Invariant 5: set it aside, keep the queue flowing. */
@@ -1001,7 +1072,8 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
         (strcmp(from_queue, MAIL_QUEUE_INCOMING) == 0 ||
          strcmp(from_queue, MAIL_QUEUE_ACTIVE) == 0) &&
         msg->attempts == 0 && info->rcpt_done == 0)
-        qmgr_message_received(msg);
+        qmgr_message_received(
+            msg, vstr_len(message_id) > 0 ? vstr_str(message_id) : NULL);
 
     /* The load holds a reference so nothing completes half-way. */
     msg->refs = 1;
@@ -1023,4 +1095,5 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
 out:
     vstr_free(path);
     vstr_free(why);
+    vstr_free(message_id);
 }
