@@ -11,6 +11,7 @@
  * sluice_events.c events: read the event journal (global/events.h), status
  * sluice_stats.c  stats: counts from the SQLite store (events_stats.h)
  * sluice_shaping.c shaping: qmgr's shaping buckets; suspend, resume
+ * sluice_why.c    why: a message's attempts, place and hold (events_index.h)
  *
  * Each subcommand is a function that returns the process exit status and
  * reports a failure as one line on stderr through sluice_fail().
@@ -38,6 +39,7 @@ extern int sluice_flush(const char *config_dir, int argc, char **argv);
 extern int sluice_events(const char *config_dir, int argc, char **argv);
 extern int sluice_stats(const char *config_dir, int argc, char **argv);
 extern int sluice_shaping(const char *config_dir, int argc, char **argv);
+extern int sluice_why(const char *config_dir, int argc, char **argv);
 extern int sluice_api(const char *config_dir, int argc, char **argv);
 /* sluice_map.c: argv[0] is map */
 extern int sluice_map(const char *config_dir, int argc, char **argv);
