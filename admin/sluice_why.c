@@ -64,6 +64,8 @@
 #define SLUICE_WHY_MAX_ATTEMPTS 200 /* most attempts shown per message */
 #define SLUICE_WHY_QMGR_MS 2000 /* longest wait for qmgr's buckets */
 #define SLUICE_WHY_BUSY_MS 5000 /* for the daemon's write lock */
+#define SLUICE_WHY_RETRY_MS 100 /* between tries of an index to roll back */
+#define SLUICE_WHY_RETRIES 50
 
 /* sluice_why_col - column col of the row as a JSON string, or null */
 static json_t *sluice_why_col(sqlite3_stmt *stmt, int col)
@@ -74,6 +76,20 @@ static json_t *sluice_why_col(sqlite3_stmt *stmt, int col)
     if (text == NULL)
         return json_null();
     str = json_string(text);
+    return str ? str : json_string("(not UTF-8)");
+}
+
+/* sluice_why_relay - the remote host of column col (the DSN's
+   Remote-MTA, "dns; host", without its type), or null */
+static json_t *sluice_why_relay(sqlite3_stmt *stmt, int col)
+{
+    const char *text = (const char *) sqlite3_column_text(stmt, col);
+
+    json_t *str;
+
+    if (text == NULL || strncasecmp(text, "dns; ", 5) != 0)
+        return sluice_why_col(stmt, col);
+    str = json_string(text + 5);
     return str ? str : json_string("(not UTF-8)");
 }
 
@@ -192,7 +208,7 @@ static int sluice_why_indexed(sqlite3 *db, const char *qid, json_t *msg,
         json_object_set_new(att, "time", sluice_why_col(stmt, 0));
         json_object_set_new(att, "kind", sluice_why_col(stmt, 1));
         json_object_set_new(att, "recipient", sluice_why_col(stmt, 2));
-        json_object_set_new(att, "relay", sluice_why_col(stmt, 3));
+        json_object_set_new(att, "relay", sluice_why_relay(stmt, 3));
         json_object_set_new(att, "dsn", sluice_why_col(stmt, 4));
         json_object_set_new(att, "reply", sluice_why_col(stmt, 5));
         json_object_set_new(att, "delay",
@@ -440,7 +456,7 @@ static bool sluice_why_bucket_hold(const json_t *b, json_t *held)
         kind = "shaping";
         vstr_sprintf(text,
                      "shaping limit of %s (rule %s): message_rate %s, no "
-                     "token left; %lld deliveries wait",
+                     "token left; deliveries waiting: %lld",
                      name, rule, msg_rate, queued);
     } else if (conn_rate && strcmp(conn_rate, "-") != 0 && queued > 0 &&
                json_integer_value(json_object_get(b, "connection_tokens")) <=
@@ -448,13 +464,13 @@ static bool sluice_why_bucket_hold(const json_t *b, json_t *held)
         kind = "shaping";
         vstr_sprintf(text,
                      "shaping limit of %s (rule %s): connection_rate %s, no "
-                     "token left; %lld deliveries wait",
+                     "token left; deliveries waiting: %lld",
                      name, rule, conn_rate, queued);
     } else if (max_conn > 0 && conns >= max_conn && queued > 0) {
         kind = "connections";
         vstr_sprintf(text,
                      "%s is at its connection limit (rule %s: %lld/%lld); "
-                     "%lld deliveries wait",
+                     "deliveries waiting: %lld",
                      name, rule, conns, max_conn, queued);
     }
     if (kind) {
@@ -775,23 +791,38 @@ int sluice_why(const char *config_dir, int argc, char **argv)
         goto out;
     }
     db = sluice_why_index_open(conf, index_why);
-    if (sluice_why_find(db, arg, qids, &found_by, why) < 0) {
-        sluice_fail("why: %s", vstr_str(why));
-        goto out;
-    }
-    json_array_foreach(qids, i, q)
-    {
-        json_t *msg = sluice_why_message(
-            db, mail_conf_str(conf, "queue_directory"), json_string_value(q),
-            &buckets, &asked, why, &err);
+    /* A locked index, or one with the hot journal of a crashed events
+       daemon (a read that must write), is tried again a while: the
+       daemon rolls it back when master restarts it. */
+    for (int attempt = 0;; attempt++) {
+        struct timespec pause = {0, SLUICE_WHY_RETRY_MS * 1000000L};
+        int code = SQLITE_OK;
 
-        if (err) {
+        json_array_clear(qids);
+        json_array_clear(msgs);
+        err = sluice_why_find(db, arg, qids, &found_by, why) < 0;
+        for (i = 0; !err && i < json_array_size(qids); i++) {
+            json_t *msg =
+                sluice_why_message(db, mail_conf_str(conf, "queue_directory"),
+                                   json_string_value(json_array_get(qids, i)),
+                                   &buckets, &asked, why, &err);
+
+            if (msg)
+                json_array_append_new(msgs, msg);
+        }
+        if (!err)
+            break;
+        code = db ? sqlite3_extended_errcode(db) & 0xff : SQLITE_OK;
+        if (attempt >= SLUICE_WHY_RETRIES ||
+            (code != SQLITE_READONLY && code != SQLITE_BUSY)) {
+            if (code == SQLITE_READONLY)
+                vstr_cat(why, " (a batch interrupted by a crash waits to be "
+                              "rolled back: the events daemon does it when it "
+                              "starts)");
             sluice_fail("why: %s", vstr_str(why));
-            json_decref(msg);
             goto out;
         }
-        if (msg)
-            json_array_append_new(msgs, msg);
+        (void) nanosleep(&pause, NULL);
     }
     if (json_array_size(msgs) == 0) {
         if (db == NULL)
@@ -812,7 +843,8 @@ int sluice_why(const char *config_dir, int argc, char **argv)
     json_object_set_new(out, "found_by", json_string(found_by));
     json_object_set(out, "messages", msgs);
     if (json) {
-        char *text = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER);
+        char *text = json_dumps(out, JSON_INDENT(2) | JSON_PRESERVE_ORDER |
+                                         JSON_REAL_PRECISION(6));
 
         if (text == NULL) {
             sluice_fail("why: out of memory");

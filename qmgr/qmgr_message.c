@@ -276,39 +276,37 @@ void qmgr_message_commit(QMGR_CTX *ctx, bool exiting)
 }
 
 /* qmgr_message_id - the Message-ID header of the queue file on fd into
-   id (unfolded, trimmed), read from the first QMGR_MESSAGE_ID_SCAN bytes
-   of the content only: false (id empty) when it is not there, or longer
-   than EVENTS_MESSAGE_ID_MAX (for the received event: `sluice why`) */
+   id (unfolded, trimmed), looked for in the content records that lie in
+   the first QMGR_MESSAGE_ID_SCAN bytes after the envelope (one read):
+   false (id empty) when it is not there, or longer than
+   EVENTS_MESSAGE_ID_MAX (for the received event: `sluice why`) */
 static bool qmgr_message_id(int fd, const QFILE_INFO *info, VSTR *id)
 {
+    unsigned char *buf = mymalloc(QMGR_MESSAGE_ID_SCAN);
     VSTR *head = vstr_alloc(1024);
-    off_t at = info->content_offset;
+    ssize_t got = pread(fd, buf, QMGR_MESSAGE_ID_SCAN, info->content_offset);
+    size_t at = 0;
     const char *cp;
     const char *end;
 
     vstr_reset(id);
-    /* The C records from content_offset: TYPE, 4-byte length, data. */
-    while (vstr_len(head) < QMGR_MESSAGE_ID_SCAN) {
-        unsigned char hdr[5];
-        char buf[QMGR_MESSAGE_ID_SCAN];
-        size_t len;
-        ssize_t got;
+    /* The C records: TYPE, 4-byte big-endian length, data; a record cut
+       by the end of the read counts as far as it was read. */
+    while (got > 0 && at + QFILE_HDR_LEN <= (size_t) got &&
+           buf[at] == QFILE_REC_CONT) {
+        size_t len = ((size_t) buf[at + 1] << 24) |
+                     ((size_t) buf[at + 2] << 16) |
+                     ((size_t) buf[at + 3] << 8) | buf[at + 4];
+        size_t left = (size_t) got - at - QFILE_HDR_LEN;
 
-        if (pread(fd, hdr, sizeof(hdr), at) != (ssize_t) sizeof(hdr) ||
-            hdr[0] != QFILE_REC_CONT)
+        vstr_ncat(head, (const char *) buf + at + QFILE_HDR_LEN,
+                  len < left ? len : left);
+        if (len >= left ||
+            memmem(vstr_str(head), vstr_len(head), "\n\n", 2) != NULL)
             break;
-        len = ((size_t) hdr[1] << 24) | ((size_t) hdr[2] << 16) |
-              ((size_t) hdr[3] << 8) | hdr[4];
-        if (len > QMGR_MESSAGE_ID_SCAN - vstr_len(head))
-            len = QMGR_MESSAGE_ID_SCAN - vstr_len(head);
-        if ((got = pread(fd, buf, len, at + (off_t) sizeof(hdr))) < 0)
-            break;
-        vstr_ncat(head, buf, (size_t) got);
-        if (memmem(vstr_str(head), vstr_len(head), "\n\n", 2) != NULL ||
-            (size_t) got < len)
-            break;
-        at += (off_t) (sizeof(hdr) + len);
+        at += QFILE_HDR_LEN + len;
     }
+    myfree(buf);
     cp = vstr_str(head);
     end = cp + vstr_len(head);
     while (cp < end && *cp != '\n') {
@@ -325,8 +323,10 @@ static bool qmgr_message_id(int fd, const QFILE_INFO *info, VSTR *id)
                 if (eol + 1 >= end || (eol[1] != ' ' && eol[1] != '\t'))
                     break;
                 cp = eol + 1;
-                if ((eol = memchr(cp, '\n', (size_t) (end - cp))) == NULL)
-                    eol = end;
+                if ((eol = memchr(cp, '\n', (size_t) (end - cp))) == NULL) {
+                    vstr_reset(id); /* cut by the end of the read */
+                    break;
+                }
             }
             vstr_trim(id);
             break;
