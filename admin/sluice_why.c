@@ -308,7 +308,8 @@ static void sluice_why_queued(const char *queue_dir, const char *qid,
     for (size_t i = 0; i < info->rcpt_count; i++) {
         const QFILE_RCPT *r = &info->rcpts[i];
         json_t *last = sluice_why_last(attempts, r->address);
-        const char *status = last ? sluice_why_str(last, "kind") : "pending";
+        /* Done with no attempt indexed: the index came later. */
+        const char *status = last ? sluice_why_str(last, "kind") : "done";
 
         if (!r->done) {
             status = last ? EVENTS_DEFERRED : "pending";

@@ -269,10 +269,10 @@ static void *index_open(EXPORTER *exp, struct event_base *base,
         msg_fatal("events: index: open %s: %s", path,
                   index->db ? sqlite3_errmsg(index->db) : "out of memory");
     (void) sqlite3_busy_timeout(index->db, INDEX_BUSY_MS);
-    if (sqlite3_exec(index->db,
-                     "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;"
-                     " PRAGMA foreign_keys=OFF;" EVENTS_INDEX_SCHEMA,
-                     NULL, NULL, &err) != SQLITE_OK)
+    if (sqlite3_exec(
+            index->db,
+            "PRAGMA journal_mode=DELETE; PRAGMA synchronous=FULL;" EVENTS_INDEX_SCHEMA,
+            NULL, NULL, &err) != SQLITE_OK)
         msg_fatal("events: index: %s: %s", path, err ? err : "schema");
     index->message = index_prepare(index, INDEX_MESSAGE);
     index->attempt = index_prepare(index, INDEX_ATTEMPT);

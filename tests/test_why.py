@@ -324,3 +324,24 @@ def test_hot_journal_of_a_crash(make_instance, make_sink, tmp_path):
     assert [a["kind"] for a in msg["attempts"]] == ["delivered"]
     assert not journal_file.exists()
     assert inst.command("why", "X@none.test").returncode == 1
+
+
+def test_pruned_after_max_age(make_instance, make_sink, tmp_path):
+    """events_index_max_age: a message whose last event is older is removed
+    from the index by a later batch (then why no longer knows it: exit 1),
+    while a newer one stays."""
+    need()
+    sink = make_sink()
+    inst = why_instance(make_instance, {"dest.test": sink}, tmp_path,
+                        events_index_max_age="3s")
+    old, old_mid = send(inst, ["old@dest.test"])
+    wait_until(lambda: indexed(inst, old, lambda m: m["queue"] is None),
+               timeout=30, what="the first delivery indexed")
+    time.sleep(4.5)
+    new, _ = send(inst, ["new@dest.test"])
+    wait_until(lambda: indexed(inst, new, lambda m: m["queue"] is None),
+               timeout=30, what="the second delivery indexed")
+    for arg in (old, old_mid, "old@dest.test"):
+        r = inst.command("why", arg)
+        assert r.returncode == 1, (arg, r.stdout)
+    assert one(inst, "new@dest.test")["queue_id"] == new
