@@ -83,8 +83,9 @@
 #include "qmgr.h"
 #include "vstr.h"
 
+#define QMGR_MESSAGE_ID_SCAN 8192 /* content bytes read for Message-ID */
+
 /* finish_step values */
-#define QMGR_MESSAGE_ID_SCAN 8192 /* header bytes read for Message-ID */
 #define QMGR_FINISH_NONE 0 /* not complete yet */
 #define QMGR_FINISH_RUNNING 1 /* completion under way */
 

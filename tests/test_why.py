@@ -139,6 +139,9 @@ def test_delivered_by_qid_message_id_and_recipient(make_instance, make_sink,
             % (bob["time"], bob["relay"], bob["reply"])) in msg["summary"]
     text = inst.check("why", qid)
     assert "now: no longer queued: delivered to bob@dest.test" in text, text
+    kinds = [json.loads(line)["kind"] for line in
+             inst.check("events", "status", "--json").splitlines()]
+    assert kinds == ["index"]
     # by Message-ID, with and without its <>
     assert one(inst, mid)["queue_id"] == qid
     out = why(inst, mid[1:-1])
