@@ -79,7 +79,8 @@ def one(inst, arg):
 
 def test_deferred_by_451(make_instance, make_sink, tmp_path):
     """A 451 at RCPT: why names the deferred queue, the next attempt (the
-    queue file's mtime) and the 451 text, as text and as JSON."""
+    queue file's mtime) and the 451 text, as text and as JSON; once put
+    on hold, that it is on hold."""
     need()
     sink = make_sink(rcpt_replies={"slow": "451 4.3.0 mailbox busy, later"})
     inst = why_instance(make_instance, {"dest.test": sink}, tmp_path)
@@ -110,6 +111,13 @@ def test_deferred_by_451(make_instance, make_sink, tmp_path):
     assert "now: queued in deferred/, next attempt %s" % msg["next_attempt"] \
         in text, text
     assert "451 4.3.0 mailbox busy, later" in text
+    # put on hold: why says so, and how to let it go
+    inst.check("hold", qid)
+    msg = one(inst, qid)
+    assert msg["queue"] == "hold" and msg["next_attempt"] is None
+    assert msg["held_by"] == {"kind": "hold",
+                              "text": "on hold (sluice release %s lets it go)"
+                                      % qid}
 
 
 def test_delivered_by_qid_message_id_and_recipient(make_instance, make_sink,
