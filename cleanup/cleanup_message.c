@@ -371,6 +371,7 @@ static int cleanup_msg_event(const CLEANUP_MSG *msg, long long size)
     event.tenant = msg->tenant;
     event.tags = msg->tags;
     event.metadata = msg->metadata;
+    event.message_id = msg->message_id;
     return events_emit(msg->conf->events, &event);
 }
 

@@ -115,7 +115,7 @@ const char *exporter_display(const EXPORTER *exp)
 static const EXPORTER_BACKEND *exporter_backend(const char *kind)
 {
     static const EXPORTER_BACKEND *const backends[] = {
-        &webhook_backend, &stats_backend, &kafka_backend};
+        &webhook_backend, &stats_backend, &kafka_backend, &index_backend};
 
     for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
         if (strcmp(backends[i]->kind, kind) == 0)
@@ -589,7 +589,8 @@ static void exporter_pre_loop(MAIL_SERVER *server, void *arg)
             exporter_open(ctx, &list->exports[i], conf);
     if (ctx->count == 0)
         msg_info("events: no exporter configured (events_webhook_urls, "
-                 "events_stats_enable, events_kafka_brokers); "
+                 "events_stats_enable, events_index_enable, "
+                 "events_kafka_brokers); "
                  "the journal is kept whole");
     else
         exporter_pump_soon(ctx, 0);

@@ -56,5 +56,6 @@ extern const char *exporter_display(const EXPORTER *exp);
 extern const EXPORTER_BACKEND webhook_backend; /* webhook.c */
 extern const EXPORTER_BACKEND stats_backend; /* stats.c */
 extern const EXPORTER_BACKEND kafka_backend; /* kafka.c */
+extern const EXPORTER_BACKEND index_backend; /* index.c */
 
 #endif

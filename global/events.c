@@ -169,6 +169,9 @@ int events_format(VSTR *line, const EVENT *event, const char *node,
         events_set(obj, "rcpt_count", json_integer(event->rcpt_count), &bad);
     if (event->client)
         events_set(obj, "client", events_json_str(event->client), &bad);
+    if (event->message_id && *event->message_id &&
+        strlen(event->message_id) <= EVENTS_MESSAGE_ID_MAX)
+        events_set(obj, "message_id", events_json_str(event->message_id), &bad);
     if (event->relay)
         events_set(obj, "relay", events_json_str(event->relay), &bad);
     if (event->dsn)

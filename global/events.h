@@ -48,6 +48,7 @@
 #define EVENTS_RETURNED "returned"
 
 #define EVENTS_SUFFIX ".jsonl"
+#define EVENTS_MESSAGE_ID_MAX 250 /* longest message_id kept (bytes) */
 
 /* One event. Strings NULL and numbers < 0 are left out, except the
    fields every event carries (recipient, tenant, pool, source_ip,
@@ -60,6 +61,7 @@ typedef struct EVENT {
     const char *orig_recipient; /* ORCPT, or NULL */
     const char *sender; /* received, returned */
     const char *client; /* received: "name[addr]" or "local" */
+    const char *message_id; /* received: the Message-ID header, or NULL */
     const char *relay; /* delivered, bounced: the remote MTA */
     const char *dsn; /* enhanced status code */
     const char *reply; /* the reply or reason text */

@@ -94,6 +94,9 @@ EVENTS_EXPORT_LIST *events_export_list(const MAIL_CONF *conf)
     if (mail_conf_bool(conf, "events_stats_enable"))
         events_export_add(list, &cap, EVENTS_EXPORT_STATS,
                           mail_conf_str(conf, "events_stats_database"));
+    if (mail_conf_bool(conf, "events_index_enable"))
+        events_export_add(list, &cap, EVENTS_EXPORT_INDEX,
+                          mail_conf_str(conf, "events_index_database"));
     if (*mail_conf_str(conf, "events_kafka_brokers")) {
         VSTR *target = vstr_alloc(100);
 

@@ -4,7 +4,9 @@
  *
  * Each exporter has a kind (a backend of the events daemon: "webhook",
  * one per events_webhook_urls entry, and "stats", the SQLite store behind
- * `sluice stats` when events_stats_enable is set, and "kafka", one
+ * `sluice stats` when events_stats_enable is set, "index", the SQLite
+ * status index behind `sluice why` when events_index_enable is set, and
+ * "kafka", one
  * producer when events_kafka_brokers is set), a target (the webhook's
  * URL, the database's path, events_kafka_brokers "/" events_kafka_topic)
  * and a name that stays the same while its target does:
@@ -24,6 +26,7 @@
 #define EVENTS_EXPORT_WEBHOOK "webhook"
 #define EVENTS_EXPORT_STATS "stats" /* events_stats.h */
 #define EVENTS_EXPORT_KAFKA "kafka" /* target: BROKERS/TOPIC */
+#define EVENTS_EXPORT_INDEX "index" /* events_index.h: sluice why */
 #define EVENTS_EXPORT_POS_SUFFIX ".pos"
 #define EVENTS_EXPORT_DEAD_SUFFIX ".dead"
 

@@ -89,6 +89,8 @@
 #include "qmgr.h"
 #include "vstr.h"
 
+#define QMGR_MESSAGE_ID_SCAN 8192 /* content bytes read for Message-ID */
+
 /* finish_step values */
 #define QMGR_FINISH_NONE 0 /* not complete yet */
 #define QMGR_FINISH_RUNNING 1 /* completion under way */
@@ -310,9 +312,73 @@ void qmgr_message_commit(QMGR_CTX *ctx, bool exiting)
     vstr_free(why);
 }
 
+/* qmgr_message_id - the Message-ID header of the queue file on fd into
+   id (unfolded, trimmed), looked for in the content records that lie in
+   the first QMGR_MESSAGE_ID_SCAN bytes after the envelope (one read):
+   false (id empty) when it is not there, or longer than
+   EVENTS_MESSAGE_ID_MAX (for the received event: `sluice why`) */
+static bool qmgr_message_id(int fd, const QFILE_INFO *info, VSTR *id)
+{
+    unsigned char *buf = mymalloc(QMGR_MESSAGE_ID_SCAN);
+    VSTR *head = vstr_alloc(1024);
+    ssize_t got = pread(fd, buf, QMGR_MESSAGE_ID_SCAN, info->content_offset);
+    size_t at = 0;
+    const char *cp;
+    const char *end;
+
+    vstr_reset(id);
+    /* The C records: TYPE, 4-byte big-endian length, data; a record cut
+       by the end of the read counts as far as it was read. */
+    while (got > 0 && at + QFILE_HDR_LEN <= (size_t) got &&
+           buf[at] == QFILE_REC_CONT) {
+        size_t len = ((size_t) buf[at + 1] << 24) |
+                     ((size_t) buf[at + 2] << 16) |
+                     ((size_t) buf[at + 3] << 8) | buf[at + 4];
+        size_t left = (size_t) got - at - QFILE_HDR_LEN;
+
+        vstr_ncat(head, (const char *) buf + at + QFILE_HDR_LEN,
+                  len < left ? len : left);
+        if (len >= left ||
+            memmem(vstr_str(head), vstr_len(head), "\n\n", 2) != NULL)
+            break;
+        at += QFILE_HDR_LEN + len;
+    }
+    myfree(buf);
+    cp = vstr_str(head);
+    end = cp + vstr_len(head);
+    while (cp < end && *cp != '\n') {
+        const char *eol = memchr(cp, '\n', (size_t) (end - cp));
+
+        if (eol == NULL)
+            break;
+        if (end - cp > 11 && strncasecmp(cp, "message-id:", 11) == 0) {
+            /* The value, with its continuation lines unfolded. */
+            for (cp += 11;;) {
+                for (; cp < eol; cp++)
+                    if (vstr_len(id) > 0 || (*cp != ' ' && *cp != '\t'))
+                        vstr_addch(id, *cp == '\t' ? ' ' : *cp);
+                if (eol + 1 >= end || (eol[1] != ' ' && eol[1] != '\t'))
+                    break;
+                cp = eol + 1;
+                if ((eol = memchr(cp, '\n', (size_t) (end - cp))) == NULL) {
+                    vstr_reset(id); /* cut by the end of the read */
+                    break;
+                }
+            }
+            vstr_trim(id);
+            break;
+        }
+        cp = eol + 1;
+    }
+    vstr_free(head);
+    if (vstr_len(id) > EVENTS_MESSAGE_ID_MAX)
+        vstr_reset(id);
+    return vstr_len(id) > 0;
+}
+
 /* qmgr_message_received - the received event, into the batch (see the
    top); the message waits for the commit */
-static void qmgr_message_received(QMGR_MESSAGE *msg)
+static void qmgr_message_received(QMGR_MESSAGE *msg, const char *message_id)
 {
     const char *addr = qfile_info_attr(msg->info, "client_addr");
     const char *name = qfile_info_attr(msg->info, "client_name");
@@ -329,6 +395,7 @@ static void qmgr_message_received(QMGR_MESSAGE *msg)
     event.rcpt_count = (long long) msg->info->rcpt_count;
     event.client = vstr_str(client);
     qmgr_message_event_attrs(msg, &event);
+    event.message_id = message_id;
     events_add(msg->ctx->conf.events, &event);
     vstr_free(client);
     qmgr_message_pending(msg);
@@ -1032,6 +1099,7 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
 {
     VSTR *path = vstr_alloc(100);
     VSTR *why = vstr_alloc(100);
+    VSTR *message_id = vstr_alloc(64);
     QFILE_INFO *info = NULL;
     QMGR_MESSAGE *msg;
     int fd;
@@ -1051,6 +1119,10 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
         goto out;
     }
     info = qfile_info_read(fd, why);
+    /* Only for a received event (below): one read of the headers. */
+    if (info != NULL && ctx->conf.events != NULL && info->rcpt_done == 0 &&
+        strcmp(from_queue, MAIL_QUEUE_DEFERRED) != 0)
+        (void) qmgr_message_id(fd, info, message_id);
     (void) close(fd);
     if (info == NULL) {
         /* Invariant 5: set it aside, keep the queue flowing. */
@@ -1081,7 +1153,8 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
         (strcmp(from_queue, MAIL_QUEUE_INCOMING) == 0 ||
          strcmp(from_queue, MAIL_QUEUE_ACTIVE) == 0) &&
         msg->attempts == 0 && info->rcpt_done == 0)
-        qmgr_message_received(msg);
+        qmgr_message_received(
+            msg, vstr_len(message_id) > 0 ? vstr_str(message_id) : NULL);
 
     /* The load holds a reference so nothing completes half-way. */
     msg->refs = 1;
@@ -1107,4 +1180,5 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
 out:
     vstr_free(path);
     vstr_free(why);
+    vstr_free(message_id);
 }
