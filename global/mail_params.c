@@ -513,7 +513,8 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"smtp_connection_reuse_count_limit", INT_RANGE(0, INTMAX), "100",
      "deliveries over one connection before it is closed (0: no limit)"},
     {"smtp_tls_security_level", STR, "may",
-     "TLS to servers: none, may, encrypt, dane, dane-only, verify or secure"},
+     "TLS to servers: none, may, encrypt, fingerprint, dane, dane-only,"
+     " verify or secure"},
     {"smtp_tls_CAfile", STR, "",
      "PEM file of the CAs a server certificate may chain to"},
     {"smtp_tls_protocols", STR, ">=TLSv1",
@@ -526,6 +527,12 @@ static const MAIL_PARAM mail_param_tab[] = {
      "names a certificate must carry at verify (hostname, nexthop, ...)"},
     {"smtp_tls_secure_cert_match", STR, "nexthop, dot-nexthop",
      "names a certificate must carry at secure"},
+    {"smtp_tls_fingerprint_digest", STR, "sha256",
+     "digest of the fingerprints of the fingerprint level (sha256, sha1,"
+     " md5, sha512 ...)"},
+    {"smtp_tls_fingerprint_cert_match", STR, "",
+     "fingerprints (AA:BB:...) of the certificates or public keys accepted"
+     " at the fingerprint level when a policy has no match="},
     {"smtp_tls_loglevel", INT_RANGE(0, 4), "1",
      "0: no TLS log lines; 1: the summary of each TLS session"},
     {"smtp_mta_sts_enable", BOOL, "yes",

@@ -44,18 +44,30 @@ static void smtp_conf_tls(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
 {
     SMTP_CONF *sc = &ctx->conf;
     const char *level = mail_conf_str(conf, "smtp_tls_security_level");
+    size_t fprint_len;
     int lo, hi;
 
     /* Postfix: empty is "none". */
     sc->tls_level = *level ? tls_level_parse(level) : TLS_LEV_NONE;
     if (sc->tls_level == TLS_LEV_INVALID)
         msg_fatal("invalid smtp_tls_security_level \"%s\": use none, may, "
-                  "encrypt, dane, dane-only, verify or secure",
+                  "encrypt, fingerprint, dane, dane-only, verify or secure",
                   level);
     if (!tls_level_supported(sc->tls_level))
-        msg_fatal("smtp_tls_security_level = %s is not supported yet: use "
-                  "none, may, encrypt, dane, dane-only, verify or secure",
-                  level);
+        msg_fatal("smtp_tls_security_level = %s is not supported yet", level);
+    sc->tls_fprint_digest =
+        mystrdup(mail_conf_str(conf, "smtp_tls_fingerprint_digest"));
+    if ((fprint_len = tls_fprint_digest_len(sc->tls_fprint_digest)) == 0)
+        msg_fatal("smtp_tls_fingerprint_digest: unknown digest \"%s\" (sha256,"
+                  " sha1, md5, sha512 ...)",
+                  sc->tls_fprint_digest);
+    sc->tls_fprint_match = argv_alloc(2);
+    if (tls_fprint_list(mail_conf_str(conf, "smtp_tls_fingerprint_cert_match"),
+                        " \t\r\n,|", fprint_len, sc->tls_fprint_match, why) < 0)
+        msg_fatal("smtp_tls_fingerprint_cert_match: %s", vstr_str(why));
+    if (sc->tls_level == TLS_LEV_FPRINT && sc->tls_fprint_match->argc == 0)
+        msg_fatal("smtp_tls_security_level = fingerprint, but "
+                  "smtp_tls_fingerprint_cert_match is empty");
     sc->tls_protocols = mystrdup(mail_conf_str(conf, "smtp_tls_protocols"));
     sc->tls_mandatory_protocols =
         mystrdup(mail_conf_str(conf, "smtp_tls_mandatory_protocols"));
@@ -191,6 +203,9 @@ static void smtp_ctx_release(SMTP_CTX *ctx)
         argv_free(sc->tls_verify_match);
     if (sc->tls_secure_match)
         argv_free(sc->tls_secure_match);
+    myfree(sc->tls_fprint_digest);
+    if (sc->tls_fprint_match)
+        argv_free(sc->tls_fprint_match);
     ctx->tls = tls_client_free(ctx->tls);
     if (ctx->tls_policy)
         ctx->tls_policy = maps_free(ctx->tls_policy);

@@ -348,7 +348,8 @@ bool smtp_req_policy(SMTP_REQ *req)
         goto defer;
     }
     if (value != NULL) {
-        if (tls_policy_parse(value, &policy, req->why) < 0) {
+        if (tls_policy_parse(value, conf->tls_fprint_digest, &policy,
+                             req->why) < 0) {
             VSTR *tmp = vstr_alloc(100);
 
             vstr_sprintf(tmp, "smtp_tls_policy_maps entry for %s: %s",
@@ -369,6 +370,24 @@ bool smtp_req_policy(SMTP_REQ *req)
         req->tls_match = policy.match;
         req->tls_protocols = policy.protocols;
         req->tls_from_map = true;
+    }
+    /* fingerprint: the policy's own, else main.cf's; they go into the
+       connection cache key (smtp_req_policy_key) with the level. */
+    if (req->tls_level == TLS_LEV_FPRINT) {
+        if (req->tls_match == NULL) {
+            req->tls_match = argv_alloc(2);
+            for (size_t i = 0; i < conf->tls_fprint_match->argc; i++)
+                argv_add(req->tls_match, conf->tls_fprint_match->argv[i]);
+        }
+        if (req->tls_match->argc == 0) {
+            vstr_sprintf(req->why,
+                         "TLS security level fingerprint for %s, but no "
+                         "fingerprint to match: neither match= in "
+                         "smtp_tls_policy_maps nor "
+                         "smtp_tls_fingerprint_cert_match",
+                         req->nexthop);
+            goto defer;
+        }
     }
     if (req->tls_match == NULL && tls_level_verifies(req->tls_level))
         req->tls_match = argv_split("", " ");

@@ -327,24 +327,6 @@ def test_policy_map_overrides_global_level(make_instance, tmp_path):
         other.stop()
 
 
-def test_policy_map_fingerprint_is_refused(make_instance, tmp_path):
-    """A level not implemented yet (fingerprint) in the policy map defers with a
-    clear reason instead of quietly doing something weaker."""
-    s = TlsSink()
-    try:
-        inst = relay_instance(
-            make_instance, s, tmp_path=tmp_path,
-            policy="[127.0.0.1]:%d fingerprint\n" % s.port)
-        qid = send(inst)
-        deferred_stays(inst, qid, "4.7.5",
-                       r"smtp_tls_policy_maps entry for \[127\.0\.0\.1\]:%d: "
-                       r"TLS security level \"fingerprint\" is not "
-                       r"supported yet"
-                       % s.port)
-    finally:
-        s.stop()
-
-
 # --- AUTH ------------------------------------------------------------------
 
 @pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
@@ -525,12 +507,12 @@ def test_reply_after_starttls_is_discarded(make_instance, ca):
         srv.stop()
 
 
-# --- levels not implemented yet ----------------------------------------------
+# --- levels that do not exist -----------------------------------------------
 
-@pytest.mark.parametrize("level", ["fingerprint", "mayb"])
+@pytest.mark.parametrize("level", ["mayb"])
 def test_unsupported_level_refused(make_instance, level):
-    """sluice check says no to a level smtp cannot do (yet), and smtp
-    refuses to start with it: the mail stays queued, nothing is sent."""
+    """sluice check says no to a level smtp cannot do, and smtp refuses
+    to start with it: the mail stays queued, nothing is sent."""
     s = TlsSink()
     try:
         inst = make_instance(relayhost="[127.0.0.1]:%d" % s.port)
