@@ -415,6 +415,51 @@ static void sluice_check_tls_policies(SLUICE_CHECK *chk, const MAIL_CONF *conf,
     vstr_free(why);
 }
 
+/* sluice_check_dns_support - smtp_dns_support_level as smtp resolves it:
+   an unknown value, or dnssec without a readable trust anchor, is an
+   error (smtp will not start); dane without dnssec, and a level that
+   overrides disable_dns_lookups, are warnings */
+static void sluice_check_dns_support(SLUICE_CHECK *chk, const MAIL_CONF *conf,
+                                     TLS_LEVEL tls_level)
+{
+    const char *value = mail_conf_str(conf, "smtp_dns_support_level");
+    bool disable = mail_conf_bool(conf, "disable_dns_lookups");
+    VSTR *why = vstr_alloc(100);
+    VSTR *where = vstr_alloc(100);
+    const char *anchor;
+    TLS_DNS_SUPPORT level = tls_dns_support(
+        value, disable, mail_conf_str(conf, "dns_trust_anchor_file"), &anchor,
+        why);
+
+    mail_conf_origin(conf, "smtp_dns_support_level", where);
+    if (level == TLS_DNS_INVALID) {
+        sluice_check_error(chk, "%s: %s (smtp will not start)", vstr_str(where),
+                           vstr_str(why));
+    } else if (level == TLS_DNS_DNSSEC && access(anchor, R_OK) < 0) {
+        sluice_check_error(chk,
+                           "smtp_dns_support_level = dnssec: trust anchor "
+                           "file %s: %s (smtp will not start)",
+                           anchor, strerror(errno));
+    } else {
+        if (*value && disable && level != TLS_DNS_DISABLED)
+            sluice_check_warn("%s: smtp makes DNS lookups although "
+                              "disable_dns_lookups = yes (a "
+                              "smtp_dns_support_level that is set wins, as "
+                              "in Postfix)",
+                              vstr_str(where));
+        if ((tls_level == TLS_LEV_DANE || tls_level == TLS_LEV_DANE_ONLY) &&
+            level != TLS_DNS_DNSSEC)
+            sluice_check_warn(
+                "smtp_tls_security_level = %s, but "
+                "smtp_dns_support_level is %s, not dnssec: %s",
+                tls_level_name(tls_level), tls_dns_support_name(level),
+                tls_level == TLS_LEV_DANE ? "dane acts as may"
+                                          : "dane-only defers every delivery");
+    }
+    vstr_free(where);
+    vstr_free(why);
+}
+
 /* sluice_check_smtp_tls - the smtp client's TLS level, protocol lists,
    fingerprints and policy entries: what the smtp agent would refuse to
    start with, or defer mail for (global/tls_client.h) */
@@ -461,6 +506,7 @@ static void sluice_check_smtp_tls(SLUICE_CHECK *chk, const MAIL_CONF *conf)
         }
         sluice_check_tls_policies(chk, conf, digest);
     }
+    sluice_check_dns_support(chk, conf, value);
     argv_free(fprints);
     vstr_free(where);
     vstr_free(why);

@@ -277,10 +277,12 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"dns_servers", LIST, "",
      "resolvers to ask, ip or ip:port (empty: the system's, resolv.conf)"},
     {"disable_dns_lookups", BOOL, "no",
-     "make no DNS query at all (next hops must be [ip] literals)"},
+     "make no DNS query at all (next hops must be [ip] literals); smtp"
+     " follows smtp_dns_support_level instead when that is set"},
     {"dns_trust_anchor_file", STR, "",
      "DNSSEC trust anchors (DS or DNSKEY records, zone file form) that"
-     " libunbound validates answers with (empty: none, nothing is secure)"},
+     " libunbound validates answers with (empty: none, nothing is secure;"
+     " smtp at smtp_dns_support_level = dnssec: /usr/share/dns/root.key)"},
 
     /* Queue manager and delivery. */
     {"queue_run_delay", TIME_RANGE(1, NOMAX), "300s",
@@ -508,6 +510,11 @@ static const MAIL_PARAM mail_param_tab[] = {
      "MX hosts resolved per delivery"},
     {"smtp_dns_timeout", TIME_RANGE(1, INTMAX), "30s",
      "time limit for the DNS lookups of a delivery"},
+    {"smtp_dns_support_level", STR, "",
+     "smtp's DNS: disabled, enabled or dnssec (validated under"
+     " dns_trust_anchor_file, else /usr/share/dns/root.key; needed by"
+     " dane); empty: disabled with disable_dns_lookups, dnssec with"
+     " dns_trust_anchor_file, else enabled"},
     {"smtp_connection_cache_time_limit", TIME_RANGE(0, INTMAX), "2s",
      "how long an idle connection is kept for the next message (0: never)"},
     {"smtp_connection_reuse_count_limit", INT_RANGE(0, INTMAX), "100",

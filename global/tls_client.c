@@ -12,6 +12,7 @@
 #include "sys_defs.h"
 
 #include <ctype.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -366,6 +367,61 @@ int tls_fprint_list(const char *text, const char *seps, size_t len, ARGV *list,
     argv_free(words);
     vstr_free(one);
     return ret;
+}
+
+/* tls_dns_support - smtp_dns_support_level with what it replaces */
+TLS_DNS_SUPPORT tls_dns_support(const char *value, bool disable,
+                                const char *anchor_file, const char **anchor,
+                                VSTR *why)
+{
+    *anchor = "";
+    if (*value == 0) {
+        if (disable)
+            return TLS_DNS_DISABLED;
+        if (*anchor_file == 0)
+            return TLS_DNS_ENABLED;
+        *anchor = anchor_file;
+        return TLS_DNS_DNSSEC;
+    }
+    if (strcasecmp(value, "disabled") == 0)
+        return TLS_DNS_DISABLED;
+    if (strcasecmp(value, "enabled") == 0)
+        return TLS_DNS_ENABLED;
+    if (strcasecmp(value, "dnssec") != 0) {
+        vstr_sprintf(why,
+                     "smtp_dns_support_level: unknown value \"%s\" "
+                     "(disabled, enabled or dnssec)",
+                     value);
+        return TLS_DNS_INVALID;
+    }
+    if (*anchor_file) {
+        *anchor = anchor_file;
+    } else if (access(TLS_DNS_ROOT_ANCHOR, R_OK) == 0) {
+        *anchor = TLS_DNS_ROOT_ANCHOR;
+    } else {
+        vstr_sprintf(why,
+                     "smtp_dns_support_level = dnssec needs a DNSSEC trust "
+                     "anchor: dns_trust_anchor_file is empty and %s cannot "
+                     "be read (%s)",
+                     TLS_DNS_ROOT_ANCHOR, strerror(errno));
+        return TLS_DNS_INVALID;
+    }
+    return TLS_DNS_DNSSEC;
+}
+
+/* tls_dns_support_name - Postfix's word for a level */
+const char *tls_dns_support_name(TLS_DNS_SUPPORT level)
+{
+    switch (level) {
+    case TLS_DNS_DISABLED:
+        return "disabled";
+    case TLS_DNS_ENABLED:
+        return "enabled";
+    case TLS_DNS_DNSSEC:
+        return "dnssec";
+    default:
+        return "invalid";
+    }
 }
 
 struct TLS_CLIENT {

@@ -110,6 +110,38 @@ extern size_t tls_fprint_digest_len(const char *digest);
 extern int tls_fprint_list(const char *text, const char *seps, size_t len,
                            ARGV *list, VSTR *why);
 
+/*
+ * smtp_dns_support_level (Postfix's name and values), resolved:
+ *   disabled  smtp makes no DNS lookup (next hops must be [ip] literals),
+ *             whatever disable_dns_lookups says
+ *   enabled   lookups, nothing DNSSEC-validated: dane acts as may (with a
+ *             warning), dane-only defers
+ *   dnssec    lookups validated under dns_trust_anchor_file, or, when that
+ *             is empty, TLS_DNS_ROOT_ANCHOR (Debian's dns-root-data); one
+ *             of them must be readable
+ *   empty     (the default) as before the parameter existed: disabled
+ *             with disable_dns_lookups = yes, else dnssec when
+ *             dns_trust_anchor_file is set, else enabled
+ */
+typedef enum TLS_DNS_SUPPORT {
+    TLS_DNS_INVALID = -1,
+    TLS_DNS_DISABLED,
+    TLS_DNS_ENABLED,
+    TLS_DNS_DNSSEC,
+} TLS_DNS_SUPPORT;
+
+#define TLS_DNS_ROOT_ANCHOR "/usr/share/dns/root.key"
+
+/* tls_dns_support - the level from smtp_dns_support_level (value),
+   disable_dns_lookups (disable) and dns_trust_anchor_file (anchor_file);
+   *anchor is the trust anchor file to load ("" below dnssec).
+   TLS_DNS_INVALID with why for an unknown value, or dnssec asked for
+   with no dns_trust_anchor_file and TLS_DNS_ROOT_ANCHOR unreadable */
+extern TLS_DNS_SUPPORT tls_dns_support(const char *value, bool disable,
+                                       const char *anchor_file,
+                                       const char **anchor, VSTR *why);
+extern const char *tls_dns_support_name(TLS_DNS_SUPPORT level);
+
 typedef struct TLS_CLIENT TLS_CLIENT;
 
 /* tls_client_create - one OpenSSL context for every connection: cafile

@@ -151,6 +151,40 @@ static void test_fingerprints(void **state)
     vstr_free(why);
 }
 
+/* test_dns_support - smtp_dns_support_level, and the old rule when it
+   is empty */
+static void test_dns_support(void **state)
+{
+    VSTR *why = vstr_alloc(64);
+    const char *anchor;
+
+    assert_int_equal(tls_dns_support("", true, "/a.key", &anchor, why),
+                     TLS_DNS_DISABLED);
+    assert_int_equal(tls_dns_support("", false, "/a.key", &anchor, why),
+                     TLS_DNS_DNSSEC);
+    assert_string_equal(anchor, "/a.key");
+    assert_int_equal(tls_dns_support("", false, "", &anchor, why),
+                     TLS_DNS_ENABLED);
+    assert_string_equal(anchor, "");
+    /* Set: it wins over disable_dns_lookups, and the anchor is not used
+       below dnssec. */
+    assert_int_equal(tls_dns_support("enabled", true, "/a.key", &anchor, why),
+                     TLS_DNS_ENABLED);
+    assert_string_equal(anchor, "");
+    assert_int_equal(tls_dns_support("Disabled", false, "", &anchor, why),
+                     TLS_DNS_DISABLED);
+    assert_int_equal(tls_dns_support("dnssec", true, "/a.key", &anchor, why),
+                     TLS_DNS_DNSSEC);
+    assert_string_equal(anchor, "/a.key");
+    assert_int_equal(tls_dns_support("yes", false, "", &anchor, why),
+                     TLS_DNS_INVALID);
+    assert_string_equal(vstr_str(why),
+                        "smtp_dns_support_level: unknown value \"yes\" "
+                        "(disabled, enabled or dnssec)");
+    assert_string_equal(tls_dns_support_name(TLS_DNS_DNSSEC), "dnssec");
+    vstr_free(why);
+}
+
 /* test_protocols - Postfix's protocol lists to an OpenSSL range */
 static void test_protocols(void **state)
 {
@@ -256,7 +290,7 @@ int main(void)
         cmocka_unit_test(test_levels),       cmocka_unit_test(test_policy),
         cmocka_unit_test(test_protocols),    cmocka_unit_test(test_match_names),
         cmocka_unit_test(test_summary),      cmocka_unit_test(test_cafile),
-        cmocka_unit_test(test_fingerprints),
+        cmocka_unit_test(test_fingerprints), cmocka_unit_test(test_dns_support),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -371,6 +371,22 @@ bool smtp_req_policy(SMTP_REQ *req)
         req->tls_protocols = policy.protocols;
         req->tls_from_map = true;
     }
+    /* DANE without DNSSEC (Postfix's dane_incompat): dane is may, with a
+       warning; dane-only cannot be met. */
+    if ((req->tls_level == TLS_LEV_DANE ||
+         req->tls_level == TLS_LEV_DANE_ONLY) &&
+        conf->dns_support != TLS_DNS_DNSSEC) {
+        vstr_sprintf(req->why,
+                     "%s: %s configured with dnssec lookups disabled "
+                     "(smtp_dns_support_level = %s)",
+                     req->nexthop, tls_level_name(req->tls_level),
+                     tls_dns_support_name(conf->dns_support));
+        if (req->tls_level == TLS_LEV_DANE_ONLY)
+            goto defer;
+        msg_warn("%s; using TLS security level may", vstr_str(req->why));
+        vstr_reset(req->why);
+        req->tls_level = TLS_LEV_MAY;
+    }
     /* fingerprint: the policy's own, else main.cf's; they go into the
        connection cache key (smtp_req_policy_key) with the level. */
     if (req->tls_level == TLS_LEV_FPRINT) {
