@@ -381,8 +381,8 @@ int sluice_tls(const char *config_dir, int argc, char **argv)
         return sluice_tls_summary(config_dir, argc == 3 ? argv[2] : NULL);
     }
     if (argc != 3 || strcmp(argv[1], "mta-sts") != 0) {
-        sluice_fail("usage: sluice tls [-f LOGFILE] | sluice tls mta-sts "
-                    "DOMAIN");
+        sluice_fail("usage: sluice tls mta-sts DOMAIN | sluice tls "
+                    "[-f LOGFILE]");
         goto out;
     }
     state.domain = argv[2];
