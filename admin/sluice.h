@@ -48,7 +48,7 @@ extern int sluice_api(const char *config_dir, int argc, char **argv);
 extern int sluice_map(const char *config_dir, int argc, char **argv);
 /* sluice_dkim.c: argv[0] is dkim (keygen, check) */
 extern int sluice_dkim(const char *config_dir, int argc, char **argv);
-/* sluice_tls.c: `sluice tls mta-sts DOMAIN` */
+/* sluice_tls.c: `sluice tls [-f LOGFILE]`, `sluice tls mta-sts DOMAIN` */
 extern int sluice_tls(const char *config_dir, int argc, char **argv);
 /* sluice_dkim_make - a new private key in path (0600, owned by uid/gid
    unless (uid_t) -1); prints the file's name and the DNS TXT record;

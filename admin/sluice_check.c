@@ -53,6 +53,7 @@
 #include "mail_conf.h"
 #include "mail_queue.h"
 #include "maps.h"
+#include "maps_priv.h"
 #include "shaping.h"
 #include "shaping_auto.h"
 #include "shaping_redis.h"
@@ -426,33 +427,160 @@ static void sluice_check_milters(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     vstr_free(where);
 }
 
-/* sluice_check_smtp_tls - the smtp client's TLS level and protocol lists:
-   what the smtp agent would refuse to start with (global/tls_client.h) */
+/* What sluice_check_tls_policy_line needs. */
+typedef struct SLUICE_CHECK_POLICY {
+    SLUICE_CHECK *chk;
+    const char *digest;
+} SLUICE_CHECK_POLICY;
+
+/* sluice_check_tls_policy_line - one smtp_tls_policy_maps entry as smtp
+   parses it (smtp would defer mail for that next hop); every bad line is
+   reported, the reading goes on */
+static int sluice_check_tls_policy_line(void *context, const char *path,
+                                        const char *key, const char *value,
+                                        int lineno, VSTR *why)
+{
+    SLUICE_CHECK_POLICY *pc = context;
+    TLS_POLICY policy;
+    VSTR *reason = vstr_alloc(100);
+
+    if (tls_policy_parse(value, pc->digest, &policy, reason) < 0)
+        sluice_check_error(pc->chk,
+                           "smtp_tls_policy_maps: %s line %d: entry for %s: "
+                           "%s (mail for %s is deferred)",
+                           path, lineno, key, vstr_str(reason), key);
+    else
+        tls_policy_free(&policy);
+    vstr_free(reason);
+    return 0;
+}
+
+/* sluice_check_tls_policies - the entries of smtp_tls_policy_maps's text
+   tables (texthash, and the source files of hash and btree) */
+static void sluice_check_tls_policies(SLUICE_CHECK *chk, const MAIL_CONF *conf,
+                                      const char *digest)
+{
+    SLUICE_CHECK_POLICY pc = {chk, digest};
+    VSTR *why = vstr_alloc(100);
+    ARGV *specs = maps_split(mail_conf_str(conf, "smtp_tls_policy_maps"), why);
+    struct stat st;
+
+    for (size_t i = 0; specs && i < specs->argc; i++) {
+        const char *spec = specs->argv[i];
+        const char *colon = strchr(spec, ':');
+        size_t type_len = colon ? (size_t) (colon - spec) : 0;
+
+        if (!((type_len == 8 && strncasecmp(spec, "texthash", 8) == 0) ||
+              (type_len == 4 && strncasecmp(spec, "hash", 4) == 0) ||
+              (type_len == 5 && strncasecmp(spec, "btree", 5) == 0)))
+            continue;
+        /* No text file (only a .db): sluice_check_open_tables opens it. */
+        if (stat(colon + 1, &st) < 0)
+            continue;
+        vstr_reset(why);
+        if (map_text_read(colon + 1, MAP_FLAG_NONE,
+                          sluice_check_tls_policy_line, &pc, &st, why) < 0)
+            sluice_check_error(chk, "smtp_tls_policy_maps: %s", vstr_str(why));
+    }
+    if (specs)
+        argv_free(specs);
+    vstr_free(why);
+}
+
+/* sluice_check_dns_support - smtp_dns_support_level as smtp resolves it:
+   an unknown value, or dnssec without a readable trust anchor, is an
+   error (smtp will not start); dane without dnssec, and a level that
+   overrides disable_dns_lookups, are warnings */
+static void sluice_check_dns_support(SLUICE_CHECK *chk, const MAIL_CONF *conf,
+                                     TLS_LEVEL tls_level)
+{
+    const char *value = mail_conf_str(conf, "smtp_dns_support_level");
+    bool disable = mail_conf_bool(conf, "disable_dns_lookups");
+    VSTR *why = vstr_alloc(100);
+    VSTR *where = vstr_alloc(100);
+    const char *anchor;
+    TLS_DNS_SUPPORT level = tls_dns_support(
+        value, disable, mail_conf_str(conf, "dns_trust_anchor_file"), &anchor,
+        why);
+
+    mail_conf_origin(conf, "smtp_dns_support_level", where);
+    if (level == TLS_DNS_INVALID) {
+        sluice_check_error(chk, "%s: %s (smtp will not start)", vstr_str(where),
+                           vstr_str(why));
+    } else if (level == TLS_DNS_DNSSEC && access(anchor, R_OK) < 0) {
+        sluice_check_error(chk,
+                           "smtp_dns_support_level = dnssec: trust anchor "
+                           "file %s: %s (smtp will not start)",
+                           anchor, strerror(errno));
+    } else {
+        if (*value && disable && level != TLS_DNS_DISABLED)
+            sluice_check_warn("%s: smtp makes DNS lookups although "
+                              "disable_dns_lookups = yes (a "
+                              "smtp_dns_support_level that is set wins, as "
+                              "in Postfix)",
+                              vstr_str(where));
+        if ((tls_level == TLS_LEV_DANE || tls_level == TLS_LEV_DANE_ONLY) &&
+            level != TLS_DNS_DNSSEC)
+            sluice_check_warn(
+                "smtp_tls_security_level = %s, but "
+                "smtp_dns_support_level is %s, not dnssec: %s",
+                tls_level_name(tls_level), tls_dns_support_name(level),
+                tls_level == TLS_LEV_DANE ? "dane acts as may"
+                                          : "dane-only defers every delivery");
+    }
+    vstr_free(where);
+    vstr_free(why);
+}
+
+/* sluice_check_smtp_tls - the smtp client's TLS level, protocol lists,
+   fingerprints and policy entries: what the smtp agent would refuse to
+   start with, or defer mail for (global/tls_client.h) */
 static void sluice_check_smtp_tls(SLUICE_CHECK *chk, const MAIL_CONF *conf)
 {
     static const char *const protocols[] = {"smtp_tls_protocols",
                                             "smtp_tls_mandatory_protocols"};
     const char *level = mail_conf_str(conf, "smtp_tls_security_level");
+    const char *digest = mail_conf_str(conf, "smtp_tls_fingerprint_digest");
     TLS_LEVEL value = *level ? tls_level_parse(level) : TLS_LEV_NONE;
     VSTR *why = vstr_alloc(100);
+    VSTR *where = vstr_alloc(100);
+    ARGV *fprints = argv_alloc(2);
+    size_t fprint_len = tls_fprint_digest_len(digest);
     int lo, hi;
 
     if (value == TLS_LEV_INVALID)
-        sluice_check_error(
-            chk,
-            "smtp_tls_security_level: invalid level \"%s\" "
-            "(none, may, encrypt, dane, dane-only, verify or secure)",
-            level);
-    else if (!tls_level_supported(value))
-        sluice_check_error(
-            chk,
-            "smtp_tls_security_level = %s is not supported "
-            "yet (none, may, encrypt, dane, dane-only, verify or secure)",
-            level);
+        sluice_check_error(chk,
+                           "smtp_tls_security_level: invalid level \"%s\" "
+                           "(none, may, encrypt, fingerprint, dane, "
+                           "dane-only, verify or secure)",
+                           level);
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(protocols); i++)
         if (tls_protocols_parse(mail_conf_str(conf, protocols[i]), &lo, &hi,
                                 why) < 0)
             sluice_check_error(chk, "%s: %s", protocols[i], vstr_str(why));
+    if (fprint_len == 0) {
+        mail_conf_origin(conf, "smtp_tls_fingerprint_digest", where);
+        sluice_check_error(chk,
+                           "%s: unknown digest \"%s\" (sha256, sha1, md5, "
+                           "sha512 ...)",
+                           vstr_str(where), digest);
+    } else {
+        if (tls_fprint_list(
+                mail_conf_str(conf, "smtp_tls_fingerprint_cert_match"),
+                " \t\r\n,|", fprint_len, fprints, why) < 0) {
+            mail_conf_origin(conf, "smtp_tls_fingerprint_cert_match", where);
+            sluice_check_error(chk, "%s: %s", vstr_str(where), vstr_str(why));
+        } else if (value == TLS_LEV_FPRINT && fprints->argc == 0) {
+            sluice_check_error(chk,
+                               "smtp_tls_security_level = fingerprint, but "
+                               "smtp_tls_fingerprint_cert_match is empty "
+                               "(smtp will not start)");
+        }
+        sluice_check_tls_policies(chk, conf, digest);
+    }
+    sluice_check_dns_support(chk, conf, value);
+    argv_free(fprints);
+    vstr_free(where);
     vstr_free(why);
 }
 

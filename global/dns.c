@@ -325,10 +325,18 @@ static void dns_readable(evutil_socket_t fd, short what, void *arg)
 DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
                         VSTR *why)
 {
+    return dns_ctx_create_opts(base, conf, NULL, why);
+}
+
+/* dns_ctx_create_opts - the same, with what the program decided */
+DNS_CTX *dns_ctx_create_opts(struct event_base *base, const MAIL_CONF *conf,
+                             const DNS_CTX_OPTS *opts, VSTR *why)
+{
     DNS_CTX *ctx = mycalloc(1, sizeof(*ctx));
     ARGV *servers = NULL;
     VSTR *fwd = vstr_alloc(64);
     const char *anchor;
+    const char *anchor_name;
     struct timeval now;
     int err;
 
@@ -340,7 +348,9 @@ DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
     ctx->rnd_state = (uint32_t) (now.tv_usec ^ (now.tv_sec << 8) ^ getpid());
     if (ctx->rnd_state == 0)
         ctx->rnd_state = 1;
-    if (mail_conf_bool(conf, "disable_dns_lookups")) {
+    if ((opts && opts->disabled) ||
+        (!(opts && opts->enabled) &&
+         mail_conf_bool(conf, "disable_dns_lookups"))) {
         vstr_free(fwd);
         return ctx;
     }
@@ -390,15 +400,19 @@ DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
         vstr_sprintf(why, "cannot read /etc/resolv.conf: %s", ub_strerror(err));
         goto fail;
     }
-    anchor = mail_conf_str(conf, "dns_trust_anchor_file");
+    anchor = opts && opts->anchor
+                 ? opts->anchor
+                 : mail_conf_str(conf, "dns_trust_anchor_file");
+    anchor_name =
+        opts && opts->anchor ? "trust anchor file" : "dns_trust_anchor_file";
     if (*anchor) {
         if (access(anchor, R_OK) < 0) {
-            vstr_sprintf(why, "dns_trust_anchor_file %s: %s", anchor,
+            vstr_sprintf(why, "%s %s: %s", anchor_name, anchor,
                          strerror(errno));
             goto fail;
         }
         if ((err = ub_ctx_add_ta_file(ctx->ub, anchor)) != 0) {
-            vstr_sprintf(why, "dns_trust_anchor_file %s: %s", anchor,
+            vstr_sprintf(why, "%s %s: %s", anchor_name, anchor,
                          ub_strerror(err));
             goto fail;
         }
@@ -1093,9 +1107,11 @@ DNS_LOOKUP *dns_lookup_ptr(DNS_CTX *ctx, const char *addr, int timeout,
     } else if (ctx->ub == NULL) {
         lookup->name = vstr_export(query);
         query = NULL;
-        dns_decide(lookup, DNS_TEMP, "4.4.3",
-                   "%s: DNS lookups are disabled (disable_dns_lookups = yes)",
-                   addr);
+        dns_decide(
+            lookup, DNS_TEMP, "4.4.3",
+            "%s: DNS lookups are disabled (disable_dns_lookups = yes, or "
+            "smtp_dns_support_level = disabled in smtp)",
+            addr);
         dns_finish(lookup);
     } else {
         lookup->name = vstr_export(query);
@@ -1133,9 +1149,11 @@ static DNS_LOOKUP *dns_lookup_one(DNS_CTX *ctx, const char *name, int type,
     ctx->lookups = lookup;
 
     if (ctx->ub == NULL) {
-        dns_decide(lookup, DNS_TEMP, "4.4.3",
-                   "%s: DNS lookups are disabled (disable_dns_lookups = yes)",
-                   name);
+        dns_decide(
+            lookup, DNS_TEMP, "4.4.3",
+            "%s: DNS lookups are disabled (disable_dns_lookups = yes, or "
+            "smtp_dns_support_level = disabled in smtp)",
+            name);
         dns_finish(lookup);
     } else if (dns_ask(lookup, name, type, 0)) {
         event_add(lookup->timer, &deadline);
@@ -1200,9 +1218,11 @@ DNS_LOOKUP *dns_lookup(DNS_CTX *ctx, const char *name, bool mx, int timeout,
         dns_decide(lookup, DNS_OK, "2.0.0", "address literal");
         dns_finish(lookup);
     } else if (ctx->ub == NULL) {
-        dns_decide(lookup, DNS_TEMP, "4.4.3",
-                   "%s: DNS lookups are disabled (disable_dns_lookups = yes)",
-                   name);
+        dns_decide(
+            lookup, DNS_TEMP, "4.4.3",
+            "%s: DNS lookups are disabled (disable_dns_lookups = yes, or "
+            "smtp_dns_support_level = disabled in smtp)",
+            name);
         dns_finish(lookup);
     } else if (mx) {
         if (dns_ask(lookup, name, DNS_TYPE_MX, 0))

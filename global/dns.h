@@ -93,6 +93,19 @@ typedef struct DNS_LOOKUP DNS_LOOKUP;
    reason in why when libunbound cannot be set up that way */
 extern DNS_CTX *dns_ctx_create(struct event_base *base, const MAIL_CONF *conf,
                                VSTR *why);
+
+/* What a program decides for itself (smtp: smtp_dns_support_level). */
+typedef struct DNS_CTX_OPTS {
+    bool disabled; /* no lookups, whatever disable_dns_lookups says */
+    bool enabled; /* lookups, whatever disable_dns_lookups says */
+    const char *anchor; /* the trust anchor file ("": none); NULL:
+                           dns_trust_anchor_file */
+} DNS_CTX_OPTS;
+
+/* dns_ctx_create_opts - dns_ctx_create with opts (NULL: main.cf alone) */
+extern DNS_CTX *dns_ctx_create_opts(struct event_base *base,
+                                    const MAIL_CONF *conf,
+                                    const DNS_CTX_OPTS *opts, VSTR *why);
 /* dns_ctx_free - cancel every lookup (no callbacks) and free; NULL */
 extern DNS_CTX *dns_ctx_free(DNS_CTX *ctx);
 

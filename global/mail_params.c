@@ -293,10 +293,12 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"dns_servers", LIST, "",
      "resolvers to ask, ip or ip:port (empty: the system's, resolv.conf)"},
     {"disable_dns_lookups", BOOL, "no",
-     "make no DNS query at all (next hops must be [ip] literals)"},
+     "make no DNS query at all (next hops must be [ip] literals); smtp"
+     " follows smtp_dns_support_level instead when that is set"},
     {"dns_trust_anchor_file", STR, "",
      "DNSSEC trust anchors (DS or DNSKEY records, zone file form) that"
-     " libunbound validates answers with (empty: none, nothing is secure)"},
+     " libunbound validates answers with (empty: none, nothing is secure;"
+     " smtp at smtp_dns_support_level = dnssec: /usr/share/dns/root.key)"},
 
     /* Queue manager and delivery. */
     {"queue_run_delay", TIME_RANGE(1, NOMAX), "300s",
@@ -562,12 +564,18 @@ static const MAIL_PARAM mail_param_tab[] = {
      "MX hosts resolved per delivery"},
     {"smtp_dns_timeout", TIME_RANGE(1, INTMAX), "30s",
      "time limit for the DNS lookups of a delivery"},
+    {"smtp_dns_support_level", STR, "",
+     "smtp's DNS: disabled, enabled or dnssec (validated under"
+     " dns_trust_anchor_file, else /usr/share/dns/root.key; needed by"
+     " dane); empty: disabled with disable_dns_lookups, dnssec with"
+     " dns_trust_anchor_file, else enabled"},
     {"smtp_connection_cache_time_limit", TIME_RANGE(0, INTMAX), "2s",
      "how long an idle connection is kept for the next message (0: never)"},
     {"smtp_connection_reuse_count_limit", INT_RANGE(0, INTMAX), "100",
      "deliveries over one connection before it is closed (0: no limit)"},
     {"smtp_tls_security_level", STR, "may",
-     "TLS to servers: none, may, encrypt, dane, dane-only, verify or secure"},
+     "TLS to servers: none, may, encrypt, fingerprint, dane, dane-only,"
+     " verify or secure"},
     {"smtp_tls_CAfile", STR, "",
      "PEM file of the CAs a server certificate may chain to"},
     {"smtp_tls_protocols", STR, ">=TLSv1",
@@ -580,6 +588,12 @@ static const MAIL_PARAM mail_param_tab[] = {
      "names a certificate must carry at verify (hostname, nexthop, ...)"},
     {"smtp_tls_secure_cert_match", STR, "nexthop, dot-nexthop",
      "names a certificate must carry at secure"},
+    {"smtp_tls_fingerprint_digest", STR, "sha256",
+     "digest of the fingerprints of the fingerprint level (sha256, sha1,"
+     " md5, sha512 ...)"},
+    {"smtp_tls_fingerprint_cert_match", STR, "",
+     "fingerprints (AA:BB:...) of the certificates or public keys accepted"
+     " at the fingerprint level when a policy has no match="},
     {"smtp_tls_loglevel", INT_RANGE(0, 4), "1",
      "0: no TLS log lines; 1: the summary of each TLS session"},
     {"smtp_mta_sts_enable", BOOL, "yes",

@@ -12,6 +12,7 @@
 #include "sys_defs.h"
 
 #include <ctype.h>
+#include <unistd.h>
 
 #include <openssl/err.h>
 #include <openssl/ssl.h>
@@ -71,21 +72,10 @@ const char *tls_level_name(TLS_LEVEL level)
     return "invalid";
 }
 
-/* tls_level_supported - what this code implements */
+/* tls_level_supported - what this code implements: every valid level */
 bool tls_level_supported(TLS_LEVEL level)
 {
-    switch (level) {
-    case TLS_LEV_NONE:
-    case TLS_LEV_MAY:
-    case TLS_LEV_ENCRYPT:
-    case TLS_LEV_DANE:
-    case TLS_LEV_DANE_ONLY:
-    case TLS_LEV_VERIFY:
-    case TLS_LEV_SECURE:
-        return true;
-    default:
-        return false;
-    }
+    return level >= TLS_LEV_NONE && level <= TLS_LEV_SECURE;
 }
 
 /* tls_level_required - no plain text delivery */
@@ -109,8 +99,22 @@ void tls_policy_free(TLS_POLICY *policy)
     policy->protocols = NULL;
 }
 
+/* tls_policy_fprints - a fingerprint policy's match= value */
+static int tls_policy_fprints(const char *val, const char *digest, ARGV *list,
+                              VSTR *why)
+{
+    size_t len = tls_fprint_digest_len(digest);
+
+    if (len == 0) {
+        vstr_sprintf(why, "unknown fingerprint digest \"%s\"", digest);
+        return -1;
+    }
+    return tls_fprint_list(val, "|", len, list, why);
+}
+
 /* tls_policy_parse - "level attr=value ..." */
-int tls_policy_parse(const char *value, TLS_POLICY *policy, VSTR *why)
+int tls_policy_parse(const char *value, const char *digest, TLS_POLICY *policy,
+                     VSTR *why)
 {
     ARGV *words = argv_split(value, " \t\r\n");
     int ret = -1;
@@ -137,9 +141,18 @@ int tls_policy_parse(const char *value, TLS_POLICY *policy, VSTR *why)
             goto out;
         }
         if (klen == 5 && strncasecmp(word, "match", 5) == 0) {
-            if (policy->match)
-                policy->match = argv_free(policy->match);
-            policy->match = argv_split(val, ":");
+            if (policy->match == NULL)
+                policy->match = argv_alloc(4);
+            if (policy->level != TLS_LEV_FPRINT) {
+                ARGV *names = argv_split(val, ":");
+
+                for (size_t j = 0; j < names->argc; j++)
+                    argv_add(policy->match, names->argv[j]);
+                argv_free(names);
+            } else if (tls_policy_fprints(val, digest, policy->match, why) <
+                       0) {
+                goto out;
+            }
         } else if (klen == 9 && strncasecmp(word, "protocols", 9) == 0) {
             int lo, hi;
 
@@ -275,6 +288,142 @@ ARGV *tls_match_names(TLS_LEVEL level, const ARGV *match, const char *host,
     return names;
 }
 
+/* tls_fprint_digest_len - a digest's length, 0 when OpenSSL lacks it */
+size_t tls_fprint_digest_len(const char *digest)
+{
+    const EVP_MD *md = *digest ? EVP_get_digestbyname(digest) : NULL;
+    int size = md ? EVP_MD_get_size(md) : 0;
+
+    return size > 0 ? (size_t) size : 0;
+}
+
+/* tls_fprint_hexval - one hexadecimal digit's value, or -1 */
+static int tls_fprint_hexval(int ch)
+{
+    if (ch >= '0' && ch <= '9')
+        return ch - '0';
+    ch = tolower(ch);
+    if (ch >= 'a' && ch <= 'f')
+        return ch - 'a' + 10;
+    return -1;
+}
+
+/* tls_fprint_one - one fingerprint of len bytes to "AA:BB:..." in out;
+   the colons, all or none, between bytes */
+static int tls_fprint_one(const char *text, size_t len, VSTR *out, VSTR *why)
+{
+    size_t bytes = 0;
+    bool colons = strchr(text, ':') != NULL;
+    const char *cp = text;
+
+    vstr_reset(out);
+    while (*cp) {
+        int hi = tls_fprint_hexval((unsigned char) cp[0]);
+        int lo = hi < 0 ? -1 : tls_fprint_hexval((unsigned char) cp[1]);
+
+        if (lo < 0) {
+            vstr_sprintf(why,
+                         "bad fingerprint \"%s\": pairs of hexadecimal "
+                         "digits expected (AA:BB:...)",
+                         text);
+            return -1;
+        }
+        vstr_sprintf_append(out, "%s%c%c", bytes ? ":" : "", toupper(cp[0]),
+                            toupper(cp[1]));
+        bytes++;
+        cp += 2;
+        if (colons && *cp == ':' && cp[1] != 0)
+            cp++;
+        else if (colons && *cp != 0) {
+            vstr_sprintf(why,
+                         "bad fingerprint \"%s\": pairs of hexadecimal "
+                         "digits expected (AA:BB:...)",
+                         text);
+            return -1;
+        }
+    }
+    if (bytes != len) {
+        vstr_sprintf(why,
+                     "bad fingerprint \"%s\": %zu bytes, the digest has "
+                     "%zu (smtp_tls_fingerprint_digest)",
+                     text, bytes, len);
+        return -1;
+    }
+    return 0;
+}
+
+/* tls_fprint_list - fingerprints separated by seps to canonical form */
+int tls_fprint_list(const char *text, const char *seps, size_t len, ARGV *list,
+                    VSTR *why)
+{
+    ARGV *words = argv_split(text, seps);
+    VSTR *one = vstr_alloc(3 * len + 1);
+    int ret = 0;
+
+    for (size_t i = 0; i < words->argc && ret == 0; i++) {
+        if ((ret = tls_fprint_one(words->argv[i], len, one, why)) == 0)
+            argv_add(list, vstr_str(one));
+    }
+    argv_free(words);
+    vstr_free(one);
+    return ret;
+}
+
+/* tls_dns_support - smtp_dns_support_level with what it replaces */
+TLS_DNS_SUPPORT tls_dns_support(const char *value, bool disable,
+                                const char *anchor_file, const char **anchor,
+                                VSTR *why)
+{
+    *anchor = "";
+    if (*value == 0) {
+        if (disable)
+            return TLS_DNS_DISABLED;
+        if (*anchor_file == 0)
+            return TLS_DNS_ENABLED;
+        *anchor = anchor_file;
+        return TLS_DNS_DNSSEC;
+    }
+    if (strcasecmp(value, "disabled") == 0)
+        return TLS_DNS_DISABLED;
+    if (strcasecmp(value, "enabled") == 0)
+        return TLS_DNS_ENABLED;
+    if (strcasecmp(value, "dnssec") != 0) {
+        vstr_sprintf(why,
+                     "smtp_dns_support_level: unknown value \"%s\" "
+                     "(disabled, enabled or dnssec)",
+                     value);
+        return TLS_DNS_INVALID;
+    }
+    if (*anchor_file) {
+        *anchor = anchor_file;
+    } else if (access(TLS_DNS_ROOT_ANCHOR, R_OK) == 0) {
+        *anchor = TLS_DNS_ROOT_ANCHOR;
+    } else {
+        vstr_sprintf(why,
+                     "smtp_dns_support_level = dnssec needs a DNSSEC trust "
+                     "anchor: dns_trust_anchor_file is empty and %s cannot "
+                     "be read (%s)",
+                     TLS_DNS_ROOT_ANCHOR, strerror(errno));
+        return TLS_DNS_INVALID;
+    }
+    return TLS_DNS_DNSSEC;
+}
+
+/* tls_dns_support_name - Postfix's word for a level */
+const char *tls_dns_support_name(TLS_DNS_SUPPORT level)
+{
+    switch (level) {
+    case TLS_DNS_DISABLED:
+        return "disabled";
+    case TLS_DNS_ENABLED:
+        return "enabled";
+    case TLS_DNS_DNSSEC:
+        return "dnssec";
+    default:
+        return "invalid";
+    }
+}
+
 struct TLS_CLIENT {
     SSL_CTX *ctx;
 };
@@ -407,6 +556,8 @@ void tls_status_init(TLS_STATUS *status)
     status->verify_error = vstr_alloc(64);
     status->peer_names = vstr_alloc(64);
     status->kex = vstr_alloc(64);
+    status->cert_fprint = vstr_alloc(100);
+    status->pkey_fprint = vstr_alloc(100);
 }
 
 /* tls_status_free - release a status's strings */
@@ -415,6 +566,8 @@ void tls_status_free(TLS_STATUS *status)
     vstr_free(status->verify_error);
     vstr_free(status->peer_names);
     vstr_free(status->kex);
+    vstr_free(status->cert_fprint);
+    vstr_free(status->pkey_fprint);
     memset(status, 0, sizeof(*status));
 }
 
@@ -523,6 +676,62 @@ void tls_client_status(SSL *ssl, const ARGV *names, TLS_STATUS *status)
                                 NULL) == 1;
     }
     X509_free(cert);
+}
+
+/* tls_fprint_encode - bytes to "AA:BB:..." */
+static void tls_fprint_encode(const unsigned char *data, size_t len, VSTR *out)
+{
+    vstr_reset(out);
+    for (size_t i = 0; i < len; i++)
+        vstr_sprintf_append(out, "%s%02X", i ? ":" : "", data[i]);
+}
+
+/* tls_client_fprint - the certificate's or its key's digest in fprints */
+void tls_client_fprint(SSL *ssl, const char *digest, const ARGV *fprints,
+                       TLS_STATUS *status)
+{
+    X509 *cert = SSL_get0_peer_certificate(ssl);
+    const EVP_MD *md = *digest ? EVP_get_digestbyname(digest) : NULL;
+    unsigned char buf[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    unsigned char *der = NULL;
+    int der_len;
+
+    status->fprint = true;
+    status->trusted = false;
+    status->matched = false;
+    vstr_reset(status->cert_fprint);
+    vstr_reset(status->pkey_fprint);
+    if (cert == NULL)
+        return; /* verify_error says so */
+    if (md == NULL) {
+        vstr_sprintf(status->verify_error, "unknown fingerprint digest \"%s\"",
+                     digest);
+        return;
+    }
+    if (X509_digest(cert, md, buf, &len) == 1)
+        tls_fprint_encode(buf, len, status->cert_fprint);
+    /* Selector 1 of DANE: the DER SubjectPublicKeyInfo, as Postfix. */
+    if ((der_len = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(cert), &der)) > 0 &&
+        EVP_Digest(der, (size_t) der_len, buf, &len, md, NULL) == 1)
+        tls_fprint_encode(buf, len, status->pkey_fprint);
+    OPENSSL_free(der);
+    ERR_clear_error();
+    for (size_t i = 0; fprints && i < fprints->argc && !status->matched; i++)
+        status->matched =
+            (vstr_len(status->cert_fprint) > 0 &&
+             strcmp(fprints->argv[i], vstr_str(status->cert_fprint)) == 0) ||
+            (vstr_len(status->pkey_fprint) > 0 &&
+             strcmp(fprints->argv[i], vstr_str(status->pkey_fprint)) == 0);
+    status->trusted = status->matched;
+    if (status->matched)
+        vstr_reset(status->verify_error);
+    else
+        vstr_sprintf(status->verify_error,
+                     "no fingerprint matches: certificate %s, public key %s "
+                     "(%s)",
+                     vstr_str(status->cert_fprint),
+                     vstr_str(status->pkey_fprint), digest);
 }
 
 /* tls_status_word - Postfix's first word of the summary */

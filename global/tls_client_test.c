@@ -31,7 +31,8 @@ static void test_levels(void **state)
     assert_true(tls_level_supported(TLS_LEV_SECURE));
     assert_true(tls_level_supported(TLS_LEV_DANE));
     assert_true(tls_level_supported(TLS_LEV_DANE_ONLY));
-    assert_false(tls_level_supported(TLS_LEV_FPRINT));
+    assert_true(tls_level_supported(TLS_LEV_FPRINT));
+    assert_false(tls_level_supported(TLS_LEV_INVALID));
     assert_false(tls_level_required(TLS_LEV_MAY));
     assert_true(tls_level_required(TLS_LEV_ENCRYPT));
     assert_true(tls_level_required(TLS_LEV_VERIFY));
@@ -47,7 +48,7 @@ static void test_policy(void **state)
 
     assert_int_equal(tls_policy_parse("secure match=a.test:.b.test "
                                       "protocols=>=TLSv1.2",
-                                      &policy, why),
+                                      "sha256", &policy, why),
                      0);
     assert_int_equal(policy.level, TLS_LEV_SECURE);
     assert_int_equal(policy.match->argc, 2);
@@ -55,29 +56,132 @@ static void test_policy(void **state)
     assert_string_equal(policy.protocols, ">=TLSv1.2");
     tls_policy_free(&policy);
 
-    assert_int_equal(tls_policy_parse("  may  ", &policy, why), 0);
+    assert_int_equal(tls_policy_parse("  may  ", "sha256", &policy, why), 0);
     assert_int_equal(policy.level, TLS_LEV_MAY);
     assert_null(policy.match);
     assert_null(policy.protocols);
     tls_policy_free(&policy);
 
-    assert_int_equal(tls_policy_parse("dane", &policy, why), 0);
+    assert_int_equal(tls_policy_parse("dane", "sha256", &policy, why), 0);
     assert_int_equal(policy.level, TLS_LEV_DANE);
     tls_policy_free(&policy);
 
-    assert_int_equal(tls_policy_parse("", &policy, why), -1);
+    assert_int_equal(tls_policy_parse("", "sha256", &policy, why), -1);
     assert_string_equal(vstr_str(why), "empty TLS policy");
-    assert_int_equal(tls_policy_parse("sure", &policy, why), -1);
+    assert_int_equal(tls_policy_parse("sure", "sha256", &policy, why), -1);
     assert_string_equal(vstr_str(why), "invalid TLS security level \"sure\"");
-    assert_int_equal(tls_policy_parse("verify match", &policy, why), -1);
+    assert_int_equal(tls_policy_parse("verify match", "sha256", &policy, why),
+                     -1);
     assert_string_equal(vstr_str(why),
                         "TLS policy attribute \"match\" has no value");
-    assert_int_equal(tls_policy_parse("verify colour=red", &policy, why), -1);
+    assert_int_equal(
+        tls_policy_parse("verify colour=red", "sha256", &policy, why), -1);
     assert_string_equal(vstr_str(why),
                         "unknown TLS policy attribute \"colour\"");
-    assert_int_equal(tls_policy_parse("encrypt protocols=TLSv9", &policy, why),
-                     -1);
+    assert_int_equal(
+        tls_policy_parse("encrypt protocols=TLSv9", "sha256", &policy, why),
+        -1);
     assert_null(policy.match);
+    vstr_free(why);
+}
+
+/* test_fingerprints - fingerprint policies: '|' between fingerprints,
+   colons optional, canonical upper case, the digest's length, match=
+   adding up; bad ones refused with what is wrong */
+static void test_fingerprints(void **state)
+{
+    static const char sha1_a[] =
+        "0a:1b:2c:3d:4e:5f:60:71:82:93:a4:b5:c6:d7:e8:f9:00:11:22:33";
+    static const char sha1_b[] = "FFEEDDCCBBAA99887766554433221100FFEEDDCC";
+    TLS_POLICY policy;
+    VSTR *why = vstr_alloc(64);
+    VSTR *text = vstr_alloc(64);
+    ARGV *list = argv_alloc(2);
+
+    assert_int_equal(tls_fprint_digest_len("sha256"), 32);
+    assert_int_equal(tls_fprint_digest_len("sha1"), 20);
+    assert_int_equal(tls_fprint_digest_len("md5"), 16);
+    assert_int_equal(tls_fprint_digest_len("sha999"), 0);
+    assert_int_equal(tls_fprint_digest_len(""), 0);
+
+    vstr_sprintf(text, "fingerprint match=%s|%s match=%s", sha1_a, sha1_b,
+                 sha1_a);
+    assert_int_equal(tls_policy_parse(vstr_str(text), "sha1", &policy, why), 0);
+    assert_int_equal(policy.level, TLS_LEV_FPRINT);
+    assert_int_equal(policy.match->argc, 3);
+    assert_string_equal(
+        policy.match->argv[0],
+        "0A:1B:2C:3D:4E:5F:60:71:82:93:A4:B5:C6:D7:E8:F9:00:11:22:33");
+    assert_string_equal(
+        policy.match->argv[1],
+        "FF:EE:DD:CC:BB:AA:99:88:77:66:55:44:33:22:11:00:FF:EE:DD:CC");
+    tls_policy_free(&policy);
+
+    /* A sha1 fingerprint where sha256 is configured: the wrong length. */
+    vstr_sprintf(text, "fingerprint match=%s", sha1_a);
+    assert_int_equal(tls_policy_parse(vstr_str(text), "sha256", &policy, why),
+                     -1);
+    assert_non_null(strstr(vstr_str(why), "20 bytes, the digest has 32"));
+    assert_int_equal(policy.level, TLS_LEV_INVALID);
+    assert_int_equal(
+        tls_policy_parse("fingerprint match=AA:BB:XY", "sha1", &policy, why),
+        -1);
+    assert_non_null(strstr(vstr_str(why), "bad fingerprint \"AA:BB:XY\""));
+    assert_int_equal(
+        tls_policy_parse("fingerprint match=AA:BBC", "sha1", &policy, why), -1);
+    assert_int_equal(
+        tls_policy_parse("fingerprint match=AA:", "sha1", &policy, why), -1);
+    assert_int_equal(
+        tls_policy_parse("fingerprint match=AA", "sha999", &policy, why), -1);
+    assert_string_equal(vstr_str(why), "unknown fingerprint digest \"sha999\"");
+    /* Without match=: the level alone (smtp_tls_fingerprint_cert_match). */
+    assert_int_equal(tls_policy_parse("fingerprint", "sha256", &policy, why),
+                     0);
+    assert_null(policy.match);
+    tls_policy_free(&policy);
+
+    /* main.cf's list: white space or commas between them. */
+    vstr_sprintf(text, "%s, %s", sha1_b, sha1_a);
+    assert_int_equal(tls_fprint_list(vstr_str(text), " \t,|", 20, list, why),
+                     0);
+    assert_int_equal(list->argc, 2);
+    assert_int_equal(tls_fprint_list("zz", " ", 20, list, why), -1);
+    argv_free(list);
+    vstr_free(text);
+    vstr_free(why);
+}
+
+/* test_dns_support - smtp_dns_support_level, and the old rule when it
+   is empty */
+static void test_dns_support(void **state)
+{
+    VSTR *why = vstr_alloc(64);
+    const char *anchor;
+
+    assert_int_equal(tls_dns_support("", true, "/a.key", &anchor, why),
+                     TLS_DNS_DISABLED);
+    assert_int_equal(tls_dns_support("", false, "/a.key", &anchor, why),
+                     TLS_DNS_DNSSEC);
+    assert_string_equal(anchor, "/a.key");
+    assert_int_equal(tls_dns_support("", false, "", &anchor, why),
+                     TLS_DNS_ENABLED);
+    assert_string_equal(anchor, "");
+    /* Set: it wins over disable_dns_lookups, and the anchor is not used
+       below dnssec. */
+    assert_int_equal(tls_dns_support("enabled", true, "/a.key", &anchor, why),
+                     TLS_DNS_ENABLED);
+    assert_string_equal(anchor, "");
+    assert_int_equal(tls_dns_support("Disabled", false, "", &anchor, why),
+                     TLS_DNS_DISABLED);
+    assert_int_equal(tls_dns_support("dnssec", true, "/a.key", &anchor, why),
+                     TLS_DNS_DNSSEC);
+    assert_string_equal(anchor, "/a.key");
+    assert_int_equal(tls_dns_support("yes", false, "", &anchor, why),
+                     TLS_DNS_INVALID);
+    assert_string_equal(vstr_str(why),
+                        "smtp_dns_support_level: unknown value \"yes\" "
+                        "(disabled, enabled or dnssec)");
+    assert_string_equal(tls_dns_support_name(TLS_DNS_DNSSEC), "dnssec");
     vstr_free(why);
 }
 
@@ -183,9 +287,10 @@ static void test_cafile(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_levels),    cmocka_unit_test(test_policy),
-        cmocka_unit_test(test_protocols), cmocka_unit_test(test_match_names),
-        cmocka_unit_test(test_summary),   cmocka_unit_test(test_cafile),
+        cmocka_unit_test(test_levels),       cmocka_unit_test(test_policy),
+        cmocka_unit_test(test_protocols),    cmocka_unit_test(test_match_names),
+        cmocka_unit_test(test_summary),      cmocka_unit_test(test_cafile),
+        cmocka_unit_test(test_fingerprints), cmocka_unit_test(test_dns_support),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

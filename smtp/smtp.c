@@ -44,18 +44,30 @@ static void smtp_conf_tls(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
 {
     SMTP_CONF *sc = &ctx->conf;
     const char *level = mail_conf_str(conf, "smtp_tls_security_level");
+    size_t fprint_len;
     int lo, hi;
 
     /* Postfix: empty is "none". */
     sc->tls_level = *level ? tls_level_parse(level) : TLS_LEV_NONE;
     if (sc->tls_level == TLS_LEV_INVALID)
         msg_fatal("invalid smtp_tls_security_level \"%s\": use none, may, "
-                  "encrypt, dane, dane-only, verify or secure",
+                  "encrypt, fingerprint, dane, dane-only, verify or secure",
                   level);
     if (!tls_level_supported(sc->tls_level))
-        msg_fatal("smtp_tls_security_level = %s is not supported yet: use "
-                  "none, may, encrypt, dane, dane-only, verify or secure",
-                  level);
+        msg_fatal("smtp_tls_security_level = %s is not supported yet", level);
+    sc->tls_fprint_digest =
+        mystrdup(mail_conf_str(conf, "smtp_tls_fingerprint_digest"));
+    if ((fprint_len = tls_fprint_digest_len(sc->tls_fprint_digest)) == 0)
+        msg_fatal("smtp_tls_fingerprint_digest: unknown digest \"%s\" (sha256,"
+                  " sha1, md5, sha512 ...)",
+                  sc->tls_fprint_digest);
+    sc->tls_fprint_match = argv_alloc(2);
+    if (tls_fprint_list(mail_conf_str(conf, "smtp_tls_fingerprint_cert_match"),
+                        " \t\r\n,|", fprint_len, sc->tls_fprint_match, why) < 0)
+        msg_fatal("smtp_tls_fingerprint_cert_match: %s", vstr_str(why));
+    if (sc->tls_level == TLS_LEV_FPRINT && sc->tls_fprint_match->argc == 0)
+        msg_fatal("smtp_tls_security_level = fingerprint, but "
+                  "smtp_tls_fingerprint_cert_match is empty");
     sc->tls_protocols = mystrdup(mail_conf_str(conf, "smtp_tls_protocols"));
     sc->tls_mandatory_protocols =
         mystrdup(mail_conf_str(conf, "smtp_tls_mandatory_protocols"));
@@ -91,15 +103,16 @@ static void smtp_conf_tls(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
 }
 
 /* smtp_conf_sts - MTA-STS: on unless smtp_mta_sts_enable = no, or no DNS
-   is asked at all (disable_dns_lookups: no TXT record can be found, and
-   mail for domains does not go anywhere either) */
+   is asked at all (smtp_dns_support_level = disabled, or empty with
+   disable_dns_lookups: no TXT record can be found, and mail for domains
+   does not go anywhere either) */
 static void smtp_conf_sts(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
 {
     MTA_STS_CONF sts_conf;
     VSTR *dir;
 
     ctx->conf.mta_sts = mail_conf_bool(conf, "smtp_mta_sts_enable");
-    if (!ctx->conf.mta_sts || mail_conf_bool(conf, "disable_dns_lookups"))
+    if (!ctx->conf.mta_sts || ctx->conf.dns_support == TLS_DNS_DISABLED)
         return;
     dir = vstr_alloc(100);
     if (*mail_conf_str(conf, "data_directory"))
@@ -115,6 +128,40 @@ static void smtp_conf_sts(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
                                        &sts_conf, why)) == NULL)
         msg_fatal("MTA-STS: %s", vstr_str(why));
     vstr_free(dir);
+}
+
+/* smtp_conf_dns - smtp_dns_support_level (global/tls_client.h): what
+   smtp's DNS context does, whatever disable_dns_lookups says when the
+   level is set */
+static void smtp_conf_dns(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
+{
+    SMTP_CONF *sc = &ctx->conf;
+    DNS_CTX_OPTS opts = {0};
+
+    sc->dns_support = tls_dns_support(
+        mail_conf_str(conf, "smtp_dns_support_level"),
+        mail_conf_bool(conf, "disable_dns_lookups"),
+        mail_conf_str(conf, "dns_trust_anchor_file"), &opts.anchor, why);
+    if (sc->dns_support == TLS_DNS_INVALID)
+        msg_fatal("%s", vstr_str(why));
+    /* dns_trust_anchor_file itself: the DNS module names it in errors. */
+    if (*opts.anchor &&
+        strcmp(opts.anchor, mail_conf_str(conf, "dns_trust_anchor_file")) == 0)
+        opts.anchor = NULL;
+    opts.disabled = sc->dns_support == TLS_DNS_DISABLED;
+    opts.enabled = !opts.disabled;
+    if ((ctx->dns = dns_ctx_create_opts(mail_server_base(ctx->server), conf,
+                                        &opts, why)) == NULL)
+        msg_fatal("DNS: %s", vstr_str(why));
+    if ((sc->tls_level == TLS_LEV_DANE || sc->tls_level == TLS_LEV_DANE_ONLY) &&
+        sc->dns_support != TLS_DNS_DNSSEC)
+        msg_warn("smtp_tls_security_level = %s configured with dnssec "
+                 "lookups disabled (smtp_dns_support_level = %s): %s",
+                 tls_level_name(sc->tls_level),
+                 tls_dns_support_name(sc->dns_support),
+                 sc->tls_level == TLS_LEV_DANE
+                     ? "dane acts as may"
+                     : "dane-only defers every delivery");
 }
 
 /* smtp_pre_loop - read main.cf once, set up DNS */
@@ -154,16 +201,7 @@ static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
         (int) mail_conf_int(conf, "smtp_connection_reuse_count_limit");
     sc->soft_bounce = mail_conf_bool(conf, "soft_bounce");
     smtp_conf_tls(ctx, conf, why);
-    if ((ctx->dns = dns_ctx_create(mail_server_base(server), conf, why)) ==
-        NULL)
-        msg_fatal("DNS: %s", vstr_str(why));
-    if ((ctx->conf.tls_level == TLS_LEV_DANE ||
-         ctx->conf.tls_level == TLS_LEV_DANE_ONLY) &&
-        !dns_ctx_dnssec(ctx->dns))
-        msg_warn("smtp_tls_security_level = %s, but dns_trust_anchor_file "
-                 "is empty: no DNS answer is DNSSEC-validated, so dane acts "
-                 "as may and dane-only defers every delivery",
-                 tls_level_name(ctx->conf.tls_level));
+    smtp_conf_dns(ctx, conf, why);
     smtp_conf_sts(ctx, conf, why);
     vstr_free(why);
 }
@@ -191,6 +229,9 @@ static void smtp_ctx_release(SMTP_CTX *ctx)
         argv_free(sc->tls_verify_match);
     if (sc->tls_secure_match)
         argv_free(sc->tls_secure_match);
+    myfree(sc->tls_fprint_digest);
+    if (sc->tls_fprint_match)
+        argv_free(sc->tls_fprint_match);
     ctx->tls = tls_client_free(ctx->tls);
     if (ctx->tls_policy)
         ctx->tls_policy = maps_free(ctx->tls_policy);

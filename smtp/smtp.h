@@ -82,6 +82,9 @@ typedef struct SMTP_CONF {
     char *tls_mandatory_protocols;
     ARGV *tls_verify_match;
     ARGV *tls_secure_match;
+    TLS_DNS_SUPPORT dns_support; /* smtp_dns_support_level, resolved */
+    char *tls_fprint_digest; /* smtp_tls_fingerprint_digest */
+    ARGV *tls_fprint_match; /* smtp_tls_fingerprint_cert_match, canonical */
     int starttls_timeout;
     int tls_loglevel; /* 0: no summary line */
     bool mta_sts; /* smtp_mta_sts_enable */

@@ -350,7 +350,8 @@ bool smtp_req_policy(SMTP_REQ *req)
         goto defer;
     }
     if (value != NULL) {
-        if (tls_policy_parse(value, &policy, req->why) < 0) {
+        if (tls_policy_parse(value, conf->tls_fprint_digest, &policy,
+                             req->why) < 0) {
             VSTR *tmp = vstr_alloc(100);
 
             vstr_sprintf(tmp, "smtp_tls_policy_maps entry for %s: %s",
@@ -371,6 +372,40 @@ bool smtp_req_policy(SMTP_REQ *req)
         req->tls_match = policy.match;
         req->tls_protocols = policy.protocols;
         req->tls_from_map = true;
+    }
+    /* DANE without DNSSEC (Postfix's dane_incompat): dane is may, with a
+       warning; dane-only cannot be met. */
+    if ((req->tls_level == TLS_LEV_DANE ||
+         req->tls_level == TLS_LEV_DANE_ONLY) &&
+        conf->dns_support != TLS_DNS_DNSSEC) {
+        vstr_sprintf(req->why,
+                     "%s: %s configured with dnssec lookups disabled "
+                     "(smtp_dns_support_level = %s)",
+                     req->nexthop, tls_level_name(req->tls_level),
+                     tls_dns_support_name(conf->dns_support));
+        if (req->tls_level == TLS_LEV_DANE_ONLY)
+            goto defer;
+        msg_warn("%s; using TLS security level may", vstr_str(req->why));
+        vstr_reset(req->why);
+        req->tls_level = TLS_LEV_MAY;
+    }
+    /* fingerprint: the policy's own, else main.cf's; they go into the
+       connection cache key (smtp_req_policy_key) with the level. */
+    if (req->tls_level == TLS_LEV_FPRINT) {
+        if (req->tls_match == NULL) {
+            req->tls_match = argv_alloc(2);
+            for (size_t i = 0; i < conf->tls_fprint_match->argc; i++)
+                argv_add(req->tls_match, conf->tls_fprint_match->argv[i]);
+        }
+        if (req->tls_match->argc == 0) {
+            vstr_sprintf(req->why,
+                         "TLS security level fingerprint for %s, but no "
+                         "fingerprint to match: neither match= in "
+                         "smtp_tls_policy_maps nor "
+                         "smtp_tls_fingerprint_cert_match",
+                         req->nexthop);
+            goto defer;
+        }
     }
     if (req->tls_match == NULL && tls_level_verifies(req->tls_level))
         req->tls_match = argv_split("", " ");

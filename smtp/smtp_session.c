@@ -604,11 +604,27 @@ static void smtp_sess_tls_done(SMTP_SESS *sess)
     tls_status_init(&status);
     status.dane = sess->tls_level == TLS_LEV_DANE;
     tls_client_status(ssl, names, &status);
+    if (sess->tls_level == TLS_LEV_FPRINT && sess->req != NULL)
+        tls_client_fprint(ssl, sess->ctx->conf.tls_fprint_digest,
+                          sess->req->tls_match, &status);
     tls_client_summary(line, &status, vstr_str(relay));
     if (sess->ctx->conf.tls_loglevel > 0)
         msg_info("%s", vstr_str(line));
     smtp_sts_tls_check(sess, ssl);
-    if (status.dane && !status.matched) {
+    if (status.fprint && !status.matched) {
+        msg_info("%s: server certificate verification failed for %s: %s",
+                 sess->req ? sess->req->qid : "", vstr_str(relay),
+                 vstr_str(status.verify_error));
+        vstr_sprintf(line, "Server certificate not verified (%s: %s)",
+                     vstr_str(relay), vstr_str(status.verify_error));
+        ok = false;
+    } else if (sess->tls_level == TLS_LEV_FPRINT && !status.fprint) {
+        vstr_sprintf(line,
+                     "Server certificate not verified (%s: no "
+                     "fingerprint to match)",
+                     vstr_str(relay));
+        ok = false;
+    } else if (status.dane && !status.matched) {
         msg_info("%s: server certificate verification failed for %s: %s",
                  sess->req ? sess->req->qid : "", vstr_str(relay),
                  vstr_str(status.verify_error));

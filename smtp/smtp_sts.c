@@ -63,9 +63,11 @@ static void smtp_sts_done(const MTA_STS_RESULT *result, void *arg)
 /* smtp_req_sts - look up the policy when one may apply, then route */
 void smtp_req_sts(SMTP_REQ *req)
 {
-    /* DANE, when asked for, comes first (RFC 8461 2). */
+    /* DANE, when asked for, comes first (RFC 8461 2); so does a
+       certificate pinned by its fingerprint. */
     if (req->ctx->sts == NULL || !req->mx || req->tls_from_map ||
-        req->tls_level == TLS_LEV_DANE || req->tls_level == TLS_LEV_DANE_ONLY) {
+        req->tls_level == TLS_LEV_DANE || req->tls_level == TLS_LEV_DANE_ONLY ||
+        req->tls_level == TLS_LEV_FPRINT) {
         smtp_req_route(req);
         return;
     }

@@ -327,24 +327,6 @@ def test_policy_map_overrides_global_level(make_instance, tmp_path):
         other.stop()
 
 
-def test_policy_map_fingerprint_is_refused(make_instance, tmp_path):
-    """A level not implemented yet (fingerprint) in the policy map defers with a
-    clear reason instead of quietly doing something weaker."""
-    s = TlsSink()
-    try:
-        inst = relay_instance(
-            make_instance, s, tmp_path=tmp_path,
-            policy="[127.0.0.1]:%d fingerprint\n" % s.port)
-        qid = send(inst)
-        deferred_stays(inst, qid, "4.7.5",
-                       r"smtp_tls_policy_maps entry for \[127\.0\.0\.1\]:%d: "
-                       r"TLS security level \"fingerprint\" is not "
-                       r"supported yet"
-                       % s.port)
-    finally:
-        s.stop()
-
-
 # --- AUTH ------------------------------------------------------------------
 
 @pytest.mark.parametrize("mech", ["PLAIN", "LOGIN"])
@@ -525,12 +507,12 @@ def test_reply_after_starttls_is_discarded(make_instance, ca):
         srv.stop()
 
 
-# --- levels not implemented yet ----------------------------------------------
+# --- levels that do not exist -----------------------------------------------
 
-@pytest.mark.parametrize("level", ["fingerprint", "mayb"])
+@pytest.mark.parametrize("level", ["mayb"])
 def test_unsupported_level_refused(make_instance, level):
-    """sluice check says no to a level smtp cannot do (yet), and smtp
-    refuses to start with it: the mail stays queued, nothing is sent."""
+    """sluice check says no to a level smtp cannot do, and smtp refuses
+    to start with it: the mail stays queued, nothing is sent."""
     s = TlsSink()
     try:
         inst = make_instance(relayhost="[127.0.0.1]:%d" % s.port)
@@ -574,9 +556,9 @@ def test_handshake_that_never_ends_defers(make_instance, ca):
 def test_tls_paths_under_valgrind(make_instance, ca, tmp_path):
     """smtp alone under valgrind memcheck through the TLS and AUTH paths:
     TLS with AUTH, a failed handshake and its plain retry, a certificate
-    that fails verify, a server without STARTTLS at encrypt. No error and
-    no definite leak (the handshake fallback frees a session inside its
-    own event callback)."""
+    that fails verify, a fingerprint that does not match, a server without
+    STARTTLS at encrypt. No error and no definite leak (the handshake
+    fallback frees a session inside its own event callback)."""
     from test_valgrind import ERROR_EXIT, VALGRIND, WRAPPER, log_problems, \
         need_valgrind
     need_valgrind()
@@ -585,18 +567,22 @@ def test_tls_paths_under_valgrind(make_instance, ca, tmp_path):
     broken = TlsSink(tls_context=server_context(ca["mx"],
                                                 ssl.TLSVersion.TLSv1_3))
     verify = TlsSink(tls_context=server_context(ca["mx"]))
+    fprint = TlsSink(tls_context=server_context(ca["mx"]))
     plain = TlsSink()
     try:
         policy = tmp_path / "tls_policy"
         policy.write_text("[127.0.0.1]:%d may protocols=<=TLSv1.2\n"
                           "[127.0.0.1]:%d verify match=other.test\n"
                           "[127.0.0.1]:%d encrypt\n"
-                          % (broken.port, verify.port, plain.port))
+                          "[127.0.0.1]:%d fingerprint match=%s\n"
+                          % (broken.port, verify.port, plain.port,
+                             fprint.port, ":".join(["AB"] * 32)))
         pw = tmp_path / "sasl_passwd"
         pw.write_text("[127.0.0.1]:%d relayuser:pw\n" % good.port)
         transport = ("inline:{ b.test=smtp:[127.0.0.1]:%d, "
-                     "v.test=smtp:[127.0.0.1]:%d, p.test=smtp:[127.0.0.1]:%d }"
-                     % (broken.port, verify.port, plain.port))
+                     "v.test=smtp:[127.0.0.1]:%d, p.test=smtp:[127.0.0.1]:%d, "
+                     "f.test=smtp:[127.0.0.1]:%d }"
+                     % (broken.port, verify.port, plain.port, fprint.port))
         inst = make_instance(relayhost="[127.0.0.1]:%d" % good.port)
         inst.conf_set(mynetworks="127.0.0.0/8", transport_maps=transport,
                       smtp_tls_policy_maps="texthash:%s" % policy,
@@ -626,10 +612,13 @@ def test_tls_paths_under_valgrind(make_instance, ca, tmp_path):
         send(inst, "b@b.test")
         qv = send(inst, "v@v.test")
         qp = send(inst, "p@p.test")
+        qf = send(inst, "f@f.test")
         good.wait_messages(1, timeout=60)
         broken.wait_messages(1, timeout=60)
         inst.wait_log(r"%s: to=<v@v\.test>.*status=deferred" % qv, timeout=60)
         inst.wait_log(r"%s: to=<p@p\.test>.*status=deferred" % qp, timeout=60)
+        inst.wait_log(r"%s: to=<f@f\.test>.*no fingerprint matches" % qf,
+                      timeout=60)
         assert good.tls_seen == [True] and broken.tls_seen == [False]
         r = inst.stop(timeout=60)
         assert r.returncode == 0, r.stderr or r.stdout
@@ -646,7 +635,7 @@ def test_tls_paths_under_valgrind(make_instance, ca, tmp_path):
             "=== %s: %s\n%s" % (name, p, (logs / name).read_text()[-4000:])
             for name, p in bad.items())
     finally:
-        for s in (good, broken, verify, plain):
+        for s in (good, broken, verify, fprint, plain):
             s.stop()
 
 
