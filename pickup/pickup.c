@@ -212,9 +212,11 @@ static void pickup_received(const PICKUP_CTX *ctx, const struct stat *st,
                  date);
 }
 
-/* pickup_read_content - the C records of the file appended to content;
-   0, or -1 (why; *corrupt when the file is to blame) */
-static int pickup_read_content(int fd, VSTR *content, VSTR *why, bool *corrupt)
+/* pickup_read_content - the C records of the file appended to content,
+   at most limit bytes; 0, 1 when there is more, or -1 (why; *corrupt
+   when the file is to blame) */
+static int pickup_read_content(int fd, VSTR *content, size_t limit, VSTR *why,
+                               bool *corrupt)
 {
     QFILE_READER *reader;
     QFILE_REC rec;
@@ -231,8 +233,13 @@ static int pickup_read_content(int fd, VSTR *content, VSTR *why, bool *corrupt)
             *corrupt = true;
             break;
         }
-        if (rec.type == QFILE_REC_CONT)
+        if (rec.type == QFILE_REC_CONT) {
+            if (rec.len > limit || vstr_len(content) > limit - rec.len) {
+                qfile_reader_free(reader);
+                return 1;
+            }
             vstr_ncat(content, rec.data, rec.len);
+        }
     }
     qfile_reader_free(reader);
     return *corrupt ? -1 : 0;
@@ -300,11 +307,16 @@ static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const struct stat *st,
     if (ctx->milters != NULL) {
         ARGV *rcpts = argv_alloc(info->rcpt_count + 1);
 
-        if (pickup_read_content(fd, content, why, corrupt) < 0) {
+        if ((ret = pickup_read_content(fd, content,
+                                       pickup_milter_limit(ctx->milters), why,
+                                       corrupt)) != 0) {
+            /* Too big: refused as cleanup itself would refuse it. */
+            if (ret > 0)
+                vstr_cpy(why, "5.3.4 message size exceeds message_size_limit");
             argv_free(rcpts);
             vstr_free(content);
             cleanup_client_abort(client);
-            return -1;
+            return ret > 0 ? 552 : -1;
         }
         for (size_t i = 0; i < info->rcpt_count; i++)
             if (!info->rcpts[i].done)

@@ -183,6 +183,13 @@ PICKUP_MILTER_CONF *pickup_milter_conf_free(PICKUP_MILTER_CONF *pmc)
     return NULL;
 }
 
+/* pickup_milter_limit - the most content the milters are shown
+   (message_size_limit; cleanup would refuse more) */
+size_t pickup_milter_limit(const PICKUP_MILTER_CONF *pmc)
+{
+    return pmc->limit;
+}
+
 /* pickup_milter_result_init - an empty result */
 void pickup_milter_result_init(PICKUP_MILTER_RESULT *res)
 {
@@ -480,7 +487,7 @@ static PICKUP_MILTER_OUTCOME pickup_milter_verdict(PICKUP_MILTER *m, int cmd,
     case MILTER_REP_REPLYCODE:
         /* "550 5.7.1 text": the code is the reply's first digit; the
            rest (multi-line: the first line) is the reason. */
-        vstr_cpy(reply, rep->text[3] == ' ' ? rep->text + 4 : rep->text + 3);
+        vstr_cpy(reply, rep->text[3] != 0 ? rep->text + 4 : rep->text + 3);
         if (strstr(vstr_str(reply), "\r\n") != NULL)
             vstr_truncate(reply, (size_t) (strstr(vstr_str(reply), "\r\n") -
                                            vstr_str(reply)));

@@ -22,6 +22,9 @@ typedef struct PICKUP_MILTER_CONF PICKUP_MILTER_CONF;
    NULL when the list is empty */
 extern PICKUP_MILTER_CONF *pickup_milter_conf(const MAIL_CONF *conf);
 extern PICKUP_MILTER_CONF *pickup_milter_conf_free(PICKUP_MILTER_CONF *pmc);
+/* pickup_milter_limit - the most content the milters are shown
+   (message_size_limit) */
+extern size_t pickup_milter_limit(const PICKUP_MILTER_CONF *pmc);
 
 typedef enum PICKUP_MILTER_STATUS {
     PICKUP_MILTER_ACCEPT, /* go on: the changes are applied */

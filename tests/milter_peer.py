@@ -16,7 +16,7 @@ first X-Remove-Me: header; when a recipient was bcc-me@..., it adds the
 recipient <archive@dest.test>; when a recipient was quarantine@..., it
 quarantines the message ("held by the test milter"); when the message
 has an X-Replace-Body: header, it replaces the body with "replaced by the
-test milter". It also adds "X-Milter-Env: client=<name>/<address>
+test milter" (with "X-Replace-Body: big", 2000 lines of 78 x's). It also adds "X-Milter-Env: client=<name>/<address>
 mail_addr=<{mail_addr}> rcpt_addr=<{rcpt_addr}> i=<i> daemon=<{daemon_name}>"
 with what the MTA told it (CONNECT, and the macros of MAIL, RCPT, EOM).
 """
@@ -77,7 +77,7 @@ class TestMilter(Milter.Base):
         if name.lower() == "subject" and not self.subject:
             self.subject = value
         if name.lower() == "x-replace-body":
-            self.replace_body = True
+            self.replace_body = value.strip()
         return Milter.CONTINUE
 
     def body(self, chunk):
@@ -94,7 +94,9 @@ class TestMilter(Milter.Base):
             self.addrcpt("<archive@dest.test>")
         if self.hold:
             self.quarantine("held by the test milter")
-        if self.replace_body:
+        if self.replace_body == "big":
+            self.replacebody((b"x" * 78 + b"\r\n") * 2000)
+        elif self.replace_body:
             self.replacebody(b"replaced by the test milter\r\n")
         self.addheader("X-Milter-Env",
                        "client=%s mail_addr=%s rcpt_addr=%s i=%s daemon=%s"

@@ -135,6 +135,34 @@ def test_body_replacement(make_instance, make_sink, milter):
     assert "Subject: changed by milter" in headers(got[0].data)
 
 
+def test_body_replacement_is_bounded(make_instance, make_sink, milter):
+    """A new body past message_size_limit: the milter has failed, and
+    milter_default_action (tempfail) keeps the file in maildrop/."""
+    sink = make_sink()
+    inst = local_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter,
+                          message_size_limit="50000")
+    sendmail(inst, "-f", "user@src.test", "bob@dest.test",
+             data=MESSAGE.replace(b"X-Keep-Me: yes\n",
+                                  b"X-Replace-Body: big\n"))
+    inst.wait_log(r"milter inet:127.0.0.1:\d+: adds more than 50000 bytes to"
+                  r" the message \(message_size_limit\)", timeout=30)
+    inst.wait_log(r"left in maildrop/, will retry")
+    assert len(files(inst, "maildrop")) == 1
+    assert sink.received() == []
+
+
+def test_hung_milter_times_out(make_instance, make_sink, milter):
+    """A milter silent past milter_command_timeout has failed: the
+    default action (tempfail) keeps the file."""
+    sink = make_sink()
+    inst = local_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter,
+                          milter_command_timeout="2s")
+    sendmail(inst, "-f", "hang@src.test", "bob@dest.test")
+    inst.wait_log(r"milter inet:127.0.0.1:\d+: timeout", timeout=30)
+    inst.wait_log(r"left in maildrop/, will retry")
+    assert len(files(inst, "maildrop")) == 1
+
+
 def test_reject_moves_the_file_to_hold(make_instance, make_sink, milter):
     """A reject: sendmail has long exited, so the file goes to hold/ with
     the milter's reply logged; nothing is delivered, nothing is lost."""
