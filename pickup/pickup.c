@@ -30,8 +30,24 @@
  * DATE", with the owner of the maildrop file (the user who ran sendmail)
  * and the time the file was written.
  *
- * The conversation with cleanup is blocking with a timeout: pickup has
- * nothing else to do meanwhile.
+ * With non_smtpd_milters set, the message (that Received: header first)
+ * goes through the milters before cleanup sees any of it
+ * (pickup_milter.h): cleanup never rewrites a queue file, so the milters'
+ * changes are made to the stream pickup sends. Their verdicts:
+ *
+ *   accept, continue        the changed message to cleanup (into hold/
+ *                           when a milter quarantined it)
+ *   discard                 logged (milter-discard), the file removed
+ *   reject                  logged (milter-reject), the file moved to
+ *                           hold/: sendmail has exited, nobody else can be
+ *                           told (Postfix would bounce it to the sender)
+ *   tempfail, a refused     logged, the file stays for a later scan
+ *   recipient, a failed
+ *   milter (default action
+ *   tempfail)
+ *
+ * The conversations with cleanup and the milters are blocking with a
+ * timeout: pickup has nothing else to do meanwhile.
  */
 #include "sys_defs.h"
 
