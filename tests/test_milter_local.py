@@ -291,3 +291,58 @@ def test_opendkim_signs_local_mail(make_instance, make_sink,
         assert name == b"sel._domainkey.src.test.", name
         return txt.encode()
     assert dkim.verify(data, dnsfunc=dnsfunc), data
+
+
+def test_pickup_with_milters_under_valgrind(make_instance, make_sink, milter,
+                                            control, tmp_path):
+    """pickup under valgrind memcheck through every verdict (changes, new
+    body, reject, discard, quarantine, tempfail, a milter that is down):
+    no error and no definite leak."""
+    import shutil
+    from test_valgrind import ERROR_EXIT, VALGRIND, WRAPPER, log_problems
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed")
+    if os.environ.get("SANITIZE"):
+        pytest.skip("built with SANITIZE=1")
+    import sink as sinkmod
+    sink = make_sink()
+    logs = tmp_path / "vg"
+    logs.mkdir()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, params={
+        "non_smtpd_milters": "inet:127.0.0.1:%d inet:127.0.0.1:%d"
+        % (milter, sinkmod.dead_port()),
+        "milter_default_action": "accept"})
+    wrapper = inst.dir / "pickup-valgrind"
+    wrapper.write_text(WRAPPER.format(valgrind=VALGRIND, code=ERROR_EXIT,
+                                      logs=logs, name="pickup",
+                                      program=LIBEXEC / "pickup"))
+    wrapper.chmod(0o755)
+    lines = []
+    for line in inst.master_cf.read_text().splitlines():
+        fields = line.split()
+        if line[:1] not in ("", "#", " ", "\t") and len(fields) >= 8 and \
+                fields[7] == "pickup":
+            line = " ".join(fields[:7] + [str(wrapper)] + fields[8:])
+        lines.append(line)
+    inst.master_cf.write_text("\n".join(lines) + "\n")
+    inst.start()
+    sendmail(inst, "-f", "user@src.test", "bob@dest.test")
+    sendmail(inst, "-f", "user@src.test", "carol@dest.test",
+             data=MESSAGE.replace(b"X-Keep-Me: yes\n",
+                                  b"X-Replace-Body: yes\n"))
+    sendmail(inst, "-f", "reject@src.test", "bob@dest.test")
+    sendmail(inst, "-f", "user@src.test", "discard@dest.test")
+    sendmail(inst, "-f", "user@src.test", "quarantine@dest.test")
+    sendmail(inst, "-f", "user@src.test", "bcc-me@dest.test")
+    wait_until(lambda: len(sink.received()) == 3, timeout=120,
+               what="three messages delivered")
+    (control / "tempfail").write_text("")
+    sendmail(inst, "-f", "user@src.test", "dave@dest.test")
+    inst.wait_log(r"left in maildrop/, will retry", timeout=60)
+    inst.stop()
+    reports = sorted(logs.glob("pickup.*.log"))
+    assert reports, "no valgrind log"
+    for report in reports:
+        text = report.read_text()
+        assert "ERROR SUMMARY: 0 errors" in text, text[-4000:]
+        assert log_problems(text) == [], text[-4000:]
