@@ -385,8 +385,8 @@ static void sluice_check_auth(SLUICE_CHECK *chk, const MAIL_CONF *conf)
 }
 
 /* sluice_check_milters - each smtpd_milters and non_smtpd_milters entry
-   is a milter address smtpd can use; milter_default_action is known; a
-   warning that non_smtpd_milters is not applied yet */
+   is a milter address smtpd (or pickup) can use; milter_default_action
+   is known */
 static void sluice_check_milters(SLUICE_CHECK *chk, const MAIL_CONF *conf)
 {
     static const char *const params[] = {"smtpd_milters", "non_smtpd_milters"};
@@ -407,11 +407,6 @@ static void sluice_check_milters(SLUICE_CHECK *chk, const MAIL_CONF *conf)
             else
                 milter_addr_free(&addr);
         }
-        /* Postfix's Debian main.cf often sets it: say it does nothing. */
-        if (list->argc > 0 && strcmp(params[p], "non_smtpd_milters") == 0)
-            sluice_check_warn("%s: not applied yet: mail from sendmail and"
-                              " pickup is not filtered (smtpd_milters is)",
-                              vstr_str(where));
         argv_free(list);
     }
     if (milter_default_parse(mail_conf_str(conf, "milter_default_action"),

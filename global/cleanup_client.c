@@ -228,7 +228,14 @@ int cleanup_client_commit(CLEANUP_CLIENT *client, VSTR *why)
 /* cleanup_client_end - cleanup_client_commit with the refusal code */
 int cleanup_client_end(CLEANUP_CLIENT *client, int *code, VSTR *why)
 {
-    CLEANUP_END end = {.abort = false};
+    return cleanup_client_end_hold(client, NULL, code, why);
+}
+
+/* cleanup_client_end_hold - cleanup_client_end, into hold/ when hold */
+int cleanup_client_end_hold(CLEANUP_CLIENT *client, const char *hold, int *code,
+                            VSTR *why)
+{
+    CLEANUP_END end = {.abort = false, .hold = hold};
     int ret = -1;
 
     if (code != NULL)

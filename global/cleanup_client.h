@@ -59,6 +59,11 @@ extern int cleanup_client_commit(CLEANUP_CLIENT *client, VSTR *why);
 /* cleanup_client_end - the same; when cleanup refuses the message, *code
    (when code is not NULL) gets its status (4xx, 5xx), else 0 */
 extern int cleanup_client_end(CLEANUP_CLIENT *client, int *code, VSTR *why);
+/* cleanup_client_end_hold - the same; hold (NULL: none) is why cleanup
+   commits the message into hold/ instead of incoming/ (a milter's
+   quarantine: printable ASCII, at most CLEANUP_HOLD_MAX bytes) */
+extern int cleanup_client_end_hold(CLEANUP_CLIENT *client, const char *hold,
+                                   int *code, VSTR *why);
 /* cleanup_client_abort - hang up without END: cleanup drops the message.
    Frees the client; returns NULL. */
 extern CLEANUP_CLIENT *cleanup_client_abort(CLEANUP_CLIENT *client);

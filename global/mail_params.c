@@ -232,8 +232,8 @@ static const MAIL_PARAM mail_param_tab[] = {
      "milters smtpd consults for each SMTP session: inet:host:port or"
      " unix:/path, in order"},
     {"non_smtpd_milters", LIST, "",
-     "milters for mail not received over SMTP (accepted; not consulted"
-     " yet)"},
+     "milters pickup consults for mail from sendmail(1), as from localhost"
+     " [127.0.0.1]: inet:host:port or unix:/path, in order"},
     {"milter_default_action", STR, "tempfail",
      "when a milter cannot be reached, fails or times out: tempfail (451),"
      " reject (550) or accept (go on without it)"},

@@ -30,8 +30,24 @@
  * DATE", with the owner of the maildrop file (the user who ran sendmail)
  * and the time the file was written.
  *
- * The conversation with cleanup is blocking with a timeout: pickup has
- * nothing else to do meanwhile.
+ * With non_smtpd_milters set, the message (that Received: header first)
+ * goes through the milters before cleanup sees any of it
+ * (pickup_milter.h): cleanup never rewrites a queue file, so the milters'
+ * changes are made to the stream pickup sends. Their verdicts:
+ *
+ *   accept, continue        the changed message to cleanup (into hold/
+ *                           when a milter quarantined it)
+ *   discard                 logged (milter-discard), the file removed
+ *   reject                  logged (milter-reject), the file moved to
+ *                           hold/: sendmail has exited, nobody else can be
+ *                           told (Postfix would bounce it to the sender)
+ *   tempfail, a refused     logged, the file stays for a later scan
+ *   recipient, a failed
+ *   milter (default action
+ *   tempfail)
+ *
+ * The conversations with cleanup and the milters are blocking with a
+ * timeout: pickup has nothing else to do meanwhile.
  */
 #include "sys_defs.h"
 
@@ -49,9 +65,11 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "pickup_milter.h"
 #include "qfile.h"
 #include "qid.h"
 #include "safe_file.h"
+#include "smtp_addr.h"
 #include "submit_check.h"
 #include "trigger.h"
 #include "vstr.h"
@@ -66,6 +84,7 @@ typedef struct PICKUP_CTX {
     char *myhostname; /* for the Received: header */
     char *mail_name;
     ARGV *failing; /* queue IDs whose last try failed: tried last */
+    PICKUP_MILTER_CONF *milters; /* non_smtpd_milters; NULL: none */
 } PICKUP_CTX;
 
 typedef enum PICKUP_RESULT {
@@ -209,15 +228,81 @@ static void pickup_received(const PICKUP_CTX *ctx, const struct stat *st,
                  date);
 }
 
-/* pickup_cleanup - hand one message to cleanup; the cleanup status (0:
-   committed; 4xx or 5xx: refused, with its text in why) or -1 with the
-   reason in why */
+/* pickup_read_content - the C records of the file appended to content,
+   at most limit bytes; 0, 1 when there is more, or -1 (why; *corrupt
+   when the file is to blame) */
+static int pickup_read_content(int fd, VSTR *content, size_t limit, VSTR *why,
+                               bool *corrupt)
+{
+    QFILE_READER *reader;
+    QFILE_REC rec;
+    int got;
+
+    *corrupt = false;
+    if (lseek(fd, 0, SEEK_SET) < 0) {
+        vstr_sprintf(why, "seek: %s", strerror(errno));
+        return -1;
+    }
+    reader = qfile_reader_alloc(fd);
+    while ((got = qfile_read_rec(reader, &rec, why)) != 0) {
+        if (got < 0) {
+            *corrupt = true;
+            break;
+        }
+        if (rec.type == QFILE_REC_CONT) {
+            if (rec.len > limit || vstr_len(content) > limit - rec.len) {
+                qfile_reader_free(reader);
+                return 1;
+            }
+            vstr_ncat(content, rec.data, rec.len);
+        }
+    }
+    qfile_reader_free(reader);
+    return *corrupt ? -1 : 0;
+}
+
+/* pickup_milter_rcpts - the recipients the milters added, to cleanup
+   (a malformed one is logged and skipped); 0, or -1 with why */
+static int pickup_milter_rcpts(CLEANUP_CLIENT *client, const char *queue_id,
+                               const ARGV *added, VSTR *why)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *addr = vstr_alloc(100);
+    VSTR *problem = vstr_alloc(100);
+    int ret = 0;
+
+    for (size_t i = 0; ret == 0 && i < added->argc; i++) {
+        const char *text = added->argv[i];
+        const char *rest;
+
+        vstr_sprintf(path, text[0] == '<' ? "%s" : "<%s>", text);
+        if (smtp_addr_parse_path(vstr_str(path), 0, addr, &rest, problem) < 0 ||
+            *rest != 0) {
+            msg_warn("%s: milter added a malformed recipient %s: skipped",
+                     queue_id, vstr_str(path));
+            continue;
+        }
+        msg_info("%s: milter: added recipient <%s>", queue_id, vstr_str(addr));
+        ret = cleanup_client_rcpt(client, vstr_str(addr), NULL, NULL, why);
+    }
+    vstr_free(path);
+    vstr_free(addr);
+    vstr_free(problem);
+    return ret;
+}
+
+/* pickup_cleanup - hand one message to cleanup, through the milters of
+   non_smtpd_milters when there are any; the cleanup status (0: committed;
+   4xx or 5xx: refused, with its text in why), -1 with the reason in why,
+   or PICKUP_MILTER_DECIDED when a milter stopped the message (its verdict
+   in mres) */
+#define PICKUP_MILTER_DECIDED (-2)
 static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const struct stat *st,
                           const QFILE_INFO *info, VSTR *why, VSTR *queue_id,
-                          bool *corrupt)
+                          bool *corrupt, PICKUP_MILTER_RESULT *mres)
 {
     CLEANUP_CLIENT *client;
-    VSTR *received;
+    VSTR *content;
     int code;
     int ret;
 
@@ -231,29 +316,138 @@ static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const struct stat *st,
              &code, why)) == NULL)
         return code > 0 ? code : -1;
     vstr_cpy(queue_id, cleanup_client_queue_id(client));
+    /* The content, as the milters see it: the Received: header first
+       (Postfix's advice: signing milters sign pickup's Received: too). */
+    content = vstr_alloc(8192);
+    pickup_received(ctx, st, vstr_str(queue_id), content);
+    if (ctx->milters != NULL) {
+        ARGV *rcpts = argv_alloc(info->rcpt_count + 1);
+
+        if ((ret = pickup_read_content(fd, content,
+                                       pickup_milter_limit(ctx->milters), why,
+                                       corrupt)) != 0) {
+            /* Too big: refused as cleanup itself would refuse it. */
+            if (ret > 0)
+                vstr_cpy(why, "5.3.4 message size exceeds message_size_limit");
+            argv_free(rcpts);
+            vstr_free(content);
+            cleanup_client_abort(client);
+            return ret > 0 ? 552 : -1;
+        }
+        for (size_t i = 0; i < info->rcpt_count; i++)
+            if (!info->rcpts[i].done)
+                argv_add(rcpts, info->rcpts[i].address);
+        pickup_milter_run(ctx->milters, vstr_str(queue_id), info->sender, rcpts,
+                          content, mres);
+        argv_free(rcpts);
+        if (mres->status != PICKUP_MILTER_ACCEPT) {
+            vstr_free(content);
+            cleanup_client_abort(client);
+            return PICKUP_MILTER_DECIDED;
+        }
+    }
     for (size_t i = 0; i < info->rcpt_count; i++) {
         const QFILE_RCPT *rcpt = info->rcpts + i;
 
         if (!rcpt->done &&
             cleanup_client_rcpt(client, rcpt->address, rcpt->orcpt,
                                 rcpt->notify, why) < 0) {
+            vstr_free(content);
             cleanup_client_abort(client);
             return -1;
         }
     }
-    /* Hanging up before END makes cleanup drop the partial file. */
-    received = vstr_alloc(200);
-    pickup_received(ctx, st, vstr_str(queue_id), received);
-    ret = cleanup_client_write(client, vstr_str(received), vstr_len(received),
-                               why);
-    vstr_free(received);
-    if (ret < 0 || pickup_send_content(client, fd, why, corrupt) < 0) {
+    if (ctx->milters != NULL &&
+        pickup_milter_rcpts(client, vstr_str(queue_id), mres->rcpts, why) < 0) {
+        vstr_free(content);
         cleanup_client_abort(client);
         return -1;
     }
-    if (cleanup_client_end(client, &code, why) < 0)
+    /* Hanging up before END makes cleanup drop the partial file. */
+    ret =
+        cleanup_client_write(client, vstr_str(content), vstr_len(content), why);
+    vstr_free(content);
+    if (ret < 0 || (ctx->milters == NULL &&
+                    pickup_send_content(client, fd, why, corrupt) < 0)) {
+        cleanup_client_abort(client);
+        return -1;
+    }
+    if (mres != NULL && vstr_len(mres->hold) > 0) {
+        VSTR *hold = vstr_alloc(100);
+
+        vstr_sprintf(hold, "milter quarantine: %s", vstr_str(mres->hold));
+        ret = cleanup_client_end_hold(client, vstr_str(hold), &code, why);
+        vstr_free(hold);
+    } else {
+        ret = cleanup_client_end(client, &code, why);
+    }
+    if (ret < 0)
         return code > 0 ? code : -1;
     return 0;
+}
+
+/* pickup_milter_log - "QID: milter-reject: STAGE from localhost[127.0.0.1]:
+   text; from=<> to=<>", as Postfix's cleanup logs a milter's verdict on
+   local mail */
+static void pickup_milter_log(const char *queue_id, const char *what,
+                              const PICKUP_MILTER_RESULT *mres,
+                              const char *text, const QFILE_INFO *info)
+{
+    const char *to = "";
+
+    for (size_t i = 0; i < info->rcpt_count; i++)
+        if (!info->rcpts[i].done) {
+            to = info->rcpts[i].address;
+            break;
+        }
+    msg_info("%s: %s: %s from localhost[127.0.0.1]: %s; from=<%s> to=<%s>",
+             queue_id, what, mres->stage, text, info->sender, to);
+}
+
+/* pickup_remove - the maildrop file is no longer needed */
+static void pickup_remove(const char *queue_id, const char *path)
+{
+    if (unlink(path) < 0 && errno != ENOENT)
+        msg_warn("%s: remove %s: %m", queue_id, path);
+    else if (safe_file_fsync_parent(path) < 0)
+        msg_warn("fsync the directory of %s: %m", path);
+}
+
+/* pickup_milter_verdict - a milter stopped the message: discard (the
+   file goes), reject (the file goes to hold/: sendmail has long exited,
+   so nobody can be told but the log and the administrator), tempfail
+   (the file stays for a later try) */
+static PICKUP_RESULT pickup_milter_verdict(PICKUP_CTX *ctx, const char *qid,
+                                           const char *path,
+                                           const char *queue_id,
+                                           const QFILE_INFO *info,
+                                           const PICKUP_MILTER_RESULT *mres)
+{
+    VSTR *reason;
+    PICKUP_RESULT result;
+
+    switch (mres->status) {
+    case PICKUP_MILTER_DISCARD:
+        pickup_milter_log(queue_id, "milter-discard", mres,
+                          "milter triggers DISCARD action", info);
+        pickup_remove(queue_id, path);
+        return PICKUP_DONE;
+    case PICKUP_MILTER_REJECT:
+        pickup_milter_log(queue_id, "milter-reject", mres,
+                          vstr_str(mres->reply), info);
+        reason = vstr_alloc(100);
+        vstr_sprintf(reason, "rejected by a milter: %s", vstr_str(mres->reply));
+        result = pickup_move(ctx, qid, MAIL_QUEUE_HOLD, vstr_str(reason));
+        vstr_free(reason);
+        return result;
+    default:
+        pickup_milter_log(queue_id, "milter-reject", mres,
+                          vstr_str(mres->reply), info);
+        msg_warn("%s: a milter said try again later; left in maildrop/,"
+                 " will retry",
+                 qid);
+        return PICKUP_RETRY;
+    }
 }
 
 /* pickup_file - hand maildrop/qid to cleanup and remove it once committed */
@@ -266,11 +460,13 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
     VSTR *queue_id = vstr_alloc(QID_SIZE);
     PICKUP_RESULT result = PICKUP_DONE;
     QFILE_INFO *info = NULL;
+    PICKUP_MILTER_RESULT mres;
     struct stat st;
     int status;
     bool corrupt;
     int fd;
 
+    pickup_milter_result_init(&mres);
     if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
         if (errno == ELOOP)
             result =
@@ -306,8 +502,11 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
         result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, vstr_str(reason));
         goto out;
     }
-    status = pickup_cleanup(ctx, fd, &st, info, why, queue_id, &corrupt);
-    if (status < 0 && corrupt) {
+    status = pickup_cleanup(ctx, fd, &st, info, why, queue_id, &corrupt, &mres);
+    if (status == PICKUP_MILTER_DECIDED) {
+        result = pickup_milter_verdict(ctx, qid, vstr_str(path),
+                                       vstr_str(queue_id), info, &mres);
+    } else if (status < 0 && corrupt) {
         vstr_sprintf(reason, "corrupt maildrop file: %s", vstr_str(why));
         result = pickup_move(ctx, qid, MAIL_QUEUE_CORRUPT, vstr_str(reason));
     } else if (status < 0) {
@@ -325,10 +524,7 @@ static PICKUP_RESULT pickup_file(PICKUP_CTX *ctx, const char *qid)
            the unlink reaches the disk means a duplicate, never a loss. */
         msg_info("%s: uid=%ld from=<%s>", vstr_str(queue_id), (long) st.st_uid,
                  info->sender);
-        if (unlink(vstr_str(path)) < 0 && errno != ENOENT)
-            msg_warn("%s: remove %s: %m", vstr_str(queue_id), vstr_str(path));
-        else if (safe_file_fsync_parent(vstr_str(path)) < 0)
-            msg_warn("fsync the directory of %s: %m", vstr_str(path));
+        pickup_remove(vstr_str(queue_id), vstr_str(path));
     }
 
 out:
@@ -336,6 +532,7 @@ out:
         (void) close(fd);
     if (info != NULL)
         qfile_info_free(info);
+    pickup_milter_result_free(&mres);
     vstr_free(path);
     vstr_free(why);
     vstr_free(reason);
@@ -434,6 +631,7 @@ static void pickup_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->mail_name =
         mystrdup(mail_conf_str(mail_server_conf(server), "mail_name"));
     ctx->failing = argv_alloc(4);
+    ctx->milters = pickup_milter_conf(mail_server_conf(server));
     pickup_scan(ctx);
 }
 
@@ -471,5 +669,6 @@ int main(int argc, char **argv)
     myfree(ctx.mail_name);
     if (ctx.failing != NULL)
         argv_free(ctx.failing);
+    pickup_milter_conf_free(ctx.milters);
     return status;
 }

@@ -1,9 +1,11 @@
 """milter_peer - a test milter on pymilter (python3-milter, a binding of
 Sendmail's libmilter, which we did not write): run as
-`milter_peer.py PORT`, it listens on inet:PORT@127.0.0.1.
+`milter_peer.py PORT [CONTROL_DIR]`, it listens on inet:PORT@127.0.0.1.
 
 What it does is chosen by the addresses of each message:
   MAIL FROM tempfail@...  -> TEMPFAIL
+  MAIL FROM reject@...    -> REJECT with "550 5.7.1 rejected by the test milter"
+  any MAIL FROM, while CONTROL_DIR/tempfail exists -> TEMPFAIL
   MAIL FROM hang@...      -> sleeps 12 s, then CONTINUE (a hung milter)
   RCPT TO   reject@...    -> REJECT with "550 5.7.1 rejected by the test milter"
   RCPT TO   discard@...   -> DISCARD
@@ -16,7 +18,14 @@ quarantines the message ("held by the test milter"); when a recipient
 was newbody@..., it replaces the body with "replaced body" lines; when one
 was bigbody-N@..., it replaces the body with N MiB of text. It does not
 answer body chunks (Milter.noreply: SMFIP_NR_BODY when offered).
+When the message has an X-Replace-Body: header, it replaces the body with
+"replaced by the test milter" (with "X-Replace-Body: big", 2000 lines of
+78 x's). It also adds "X-Milter-Env: client=<name>/<address>
+mail_addr=<{mail_addr}> rcpt_addr=<{rcpt_addr}> i=<i> daemon=<{daemon_name}>"
+with what the MTA told it (CONNECT, and the macros of MAIL, RCPT, EOM).
 """
+
+import os
 
 import sys
 import time
@@ -28,6 +37,12 @@ class TestMilter(Milter.Base):
     def __init__(self):
         self.subject = ""
         self.body_lines = 0
+        self.client = "?"
+
+    def connect(self, hostname, family, hostaddr):
+        addr = hostaddr[0] if isinstance(hostaddr, tuple) else hostaddr
+        self.client = "%s/%s" % (hostname, addr)
+        return Milter.CONTINUE
 
     def envfrom(self, mailfrom, *args):
         self.subject = ""
@@ -35,13 +50,23 @@ class TestMilter(Milter.Base):
         self.bcc = False
         self.hold = False
         self.newbody = None
+        self.replace_body = False
+        self.mail_addr = self.getsymval("{mail_addr}")
+        self.rcpt_addr = None
         if mailfrom.lower().startswith("<tempfail@"):
             return Milter.TEMPFAIL
+        if CONTROL and os.path.exists(os.path.join(CONTROL, "tempfail")):
+            return Milter.TEMPFAIL
+        if mailfrom.lower().startswith("<reject@"):
+            self.setreply("550", "5.7.1", "rejected by the test milter")
+            return Milter.REJECT
         if mailfrom.lower().startswith("<hang@"):
             time.sleep(12)
         return Milter.CONTINUE
 
     def envrcpt(self, to, *args):
+        if self.rcpt_addr is None:
+            self.rcpt_addr = self.getsymval("{rcpt_addr}")
         if to.lower().startswith("<reject@"):
             self.setreply("550", "5.7.1", "rejected by the test milter")
             return Milter.REJECT
@@ -61,6 +86,8 @@ class TestMilter(Milter.Base):
     def header(self, name, value):
         if name.lower() == "subject" and not self.subject:
             self.subject = value
+        if name.lower() == "x-replace-body":
+            self.replace_body = value.strip()
         return Milter.CONTINUE
 
     @Milter.noreply
@@ -81,11 +108,26 @@ class TestMilter(Milter.Base):
         if self.newbody is not None:
             for i in range(0, len(self.newbody), 1 << 20):
                 self.replacebody(self.newbody[i:i + (1 << 20)])
+        if self.replace_body == "big":
+            self.replacebody((b"x" * 78 + b"\r\n") * 2000)
+        elif self.replace_body:
+            self.replacebody(b"replaced by the test milter\r\n")
+        self.addheader("X-Milter-Env",
+                       "client=%s mail_addr=%s rcpt_addr=%s i=%s daemon=%s"
+                       % (self.client, self.mail_addr, self.rcpt_addr,
+                          self.getsymval("i"),
+                          self.getsymval("{daemon_name}")))
         return Milter.ACCEPT
 
 
+CONTROL = None
+
+
 def main():
+    global CONTROL
     port = int(sys.argv[1])
+    if len(sys.argv) > 2:
+        CONTROL = sys.argv[2]
     Milter.factory = TestMilter
     Milter.set_flags(Milter.ADDHDRS | Milter.CHGHDRS | Milter.ADDRCPT |
                      Milter.QUARANTINE | Milter.CHGBODY)
