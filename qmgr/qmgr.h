@@ -165,6 +165,13 @@ struct QMGR_CTX {
     struct HTABLE *source_table; /* address -> what qmgr_source.c knows */
     struct HTABLE *wrr_table; /* "pool\ndest" -> round robin counters */
     size_t wrr_count; /* entries of wrr_table */
+    struct REPUTATION *reputation; /* the circuit breaker, NULL: no pools */
+    struct WARMUP *warmup; /* daily caps of new sources, NULL: no pools */
+    char *reputation_path; /* data_directory/sources/reputation */
+    char *warmup_path; /* data_directory/sources/warmup */
+    struct event *source_tick_ev; /* pauses end, state is saved */
+    time_t warmup_saved; /* when the warm-up counts were last saved */
+    QMGR_LISTENER *pool_listener; /* private/qmgr-pool, NULL: none */
 };
 
 /* qmgr.c */
@@ -221,6 +228,8 @@ typedef struct QMGR_RCPT_MEM {
     char *defer_reason;
     char *provider; /* for its events: the shaping provider (or domain
                        rule) of its destination, NULL: none */
+    char *source_ip; /* for the event of its result: the source it was
+                        tried from, NULL: none */
 } QMGR_RCPT_MEM;
 
 struct QMGR_MESSAGE {
@@ -260,6 +269,10 @@ extern void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
    destination (its bucket: shape, NULL when not shaped) for its events */
 extern void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
                                   const QMGR_SHAPE *shape);
+/* qmgr_message_source - note the source recipient index is tried from,
+   for the event of its next result (NULL: none) */
+extern void qmgr_message_source(QMGR_MESSAGE *msg, size_t index,
+                                const char *source);
 extern void qmgr_message_result(QMGR_MESSAGE *msg, size_t index,
                                 const char *action, const char *dsn,
                                 const char *reason, const char *diagnostic,
@@ -416,7 +429,7 @@ extern void qmgr_shaping_admin_init(QMGR_CTX *ctx);
 struct SOURCE_POOL_SOURCE;
 extern void qmgr_source_init(QMGR_CTX *ctx, const struct MAIL_CONF *mc);
 /* qmgr_source_usable - may source index of pool be chosen now? (bind
-   failures today; warm-up caps and reputation pauses belong here) */
+   failures, reputation pauses and probes, warm-up caps) */
 extern bool qmgr_source_usable(QMGR_CTX *ctx, const struct SOURCE_POOL *pool,
                                size_t index);
 /* qmgr_source_pool - msg's pool, NULL: no pools configured */
@@ -434,6 +447,27 @@ extern void qmgr_source_failed(QMGR_CTX *ctx, const char *address,
    is usable again, 0: now) */
 extern const char *qmgr_source_status(QMGR_CTX *ctx, const char *address,
                                       long long *until);
+/* qmgr_source_result - a recipient's result from source (msg's pool) to
+   provider (NULL: none): the reputation circuit breaker and warm-up */
+extern void qmgr_source_result(QMGR_MESSAGE *msg, const char *source,
+                               const char *provider, const char *action,
+                               const char *dsn, const char *diagnostic,
+                               const char *remote_mta);
+/* qmgr_source_feedback - a late bounce or a complaint about a message
+   sent from source to provider (NULL: none) at when: the entry point for
+   asynchronous feedback (#18 item 5); 0, or -1 with why */
+extern int qmgr_source_feedback(QMGR_CTX *ctx, const char *source,
+                                const char *provider, bool complaint,
+                                long long when, VSTR *why);
+/* qmgr_source_pause, qmgr_source_resume - the operator's word about a
+   source address; 0, or -1 with why (not a source of any pool) */
+extern int qmgr_source_pause(QMGR_CTX *ctx, const char *address, VSTR *why);
+extern int qmgr_source_resume(QMGR_CTX *ctx, const char *address, VSTR *why);
+/* qmgr_source_exit - save what is unsaved (qmgr exits) */
+extern void qmgr_source_exit(QMGR_CTX *ctx);
+
+/* qmgr_pool_admin.c: `sluice pool` on private/qmgr-pool */
+extern void qmgr_pool_admin_init(QMGR_CTX *ctx);
 
 /* qmgr_deliver.c */
 extern void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry);

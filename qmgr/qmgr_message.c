@@ -152,6 +152,15 @@ void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
     mem->provider = name ? mystrdup(name) : NULL;
 }
 
+/* qmgr_message_source - note the source recipient index is tried from */
+void qmgr_message_source(QMGR_MESSAGE *msg, size_t index, const char *source)
+{
+    QMGR_RCPT_MEM *mem = &msg->rcpts[index];
+
+    myfree(mem->source_ip);
+    mem->source_ip = source && *source ? mystrdup(source) : NULL;
+}
+
 /* qmgr_message_event - add a journal event about recipient index (or the
    message: index SIZE_MAX) to the batch; flush: write the batch now (the
    journal's rule: before the queue change it describes) */
@@ -184,6 +193,7 @@ static void qmgr_message_event(QMGR_MESSAGE *msg, size_t index,
         event.recipient = rcpt->address;
         event.orig_recipient = rcpt->orcpt;
         event.provider = msg->rcpts[index].provider;
+        event.source_ip = msg->rcpts[index].source_ip;
     } else {
         event.sender = msg->info->sender;
     }
@@ -431,6 +441,8 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
     } else if (mem->state != QMGR_RCPT_FINISHED) {
         msg_panic("%s: unknown action %s", __func__, action);
     }
+    /* The source was this result's: later events (expired) have none. */
+    mem->source_ip = myfree(mem->source_ip);
     if (msg->outstanding == 0)
         msg_panic("%s: %s: nothing outstanding", __func__, msg->qid);
     msg->outstanding--;
@@ -474,6 +486,7 @@ static void qmgr_message_free(QMGR_MESSAGE *msg)
         myfree(msg->rcpts[i].defer_dsn);
         myfree(msg->rcpts[i].defer_reason);
         myfree(msg->rcpts[i].provider);
+        myfree(msg->rcpts[i].source_ip);
     }
     myfree(msg->rcpts);
     qmgr_source_forget(msg);

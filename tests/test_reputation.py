@@ -1,0 +1,155 @@
+"""test_reputation - warm-up caps and the reputation circuit breaker of
+source IPs, wired into qmgr (issue 18, items 3, 4 and 5)
+
+A real instance relays dest.test to a loopback sink that records the peer
+address of each session (tests/sink.py): that is the source the smtp
+agent bound. 127.0.0.2 and 127.0.0.3 are two sources of one pool. The
+rejecting sink answers 550 5.1.1 to the recipients named bad* -- one of
+the five of each message, 20% -- only on connections from 127.0.0.3.
+Windows are short through the parameters (reputation_window=20s,
+reputation_min_attempts=20, a pause of a few seconds, probes at 1/s).
+Timing assertions are bounds on when things happen, generous ones; none
+is about speed.
+"""
+
+import json
+import smtplib
+import time
+
+from conftest import LIBEXEC, require, wait_until
+
+import sink as sinkmod
+
+BAD = "550 5.1.1 no such user here"
+
+
+class _PeerRejectHandler(sinkmod._Handler):
+    """Recipients bad* get BAD on connections from sink.reject_from."""
+
+    async def handle_RCPT(self, server, session, envelope, address,
+                          rcpt_options):
+        with self.sink.lock:
+            reject = session.peer[0] in self.sink.reject_from
+        if reject and address.split("@")[0].startswith("bad"):
+            return BAD
+        return await super().handle_RCPT(server, session, envelope, address,
+                                         rcpt_options)
+
+
+class PeerRejectSink(sinkmod.Sink):
+    handler_class = _PeerRejectHandler
+
+    def __init__(self, reject_from=(), **kw):
+        self.reject_from = set(reject_from)
+        super().__init__(**kw)
+
+    def set_reject_from(self, peers):
+        with self.lock:
+            self.reject_from = set(peers)
+
+
+FAST = {"reputation_window": "20s", "reputation_min_attempts": "20",
+        "reputation_pause_time": "5s", "reputation_probe_rate": "1/s",
+        "reputation_probe_attempts": "5"}
+
+
+def rep_instance(make_instance, tmp_path, sink, pools, params=None):
+    require(LIBEXEC / "smtp", LIBEXEC / "smtpd", LIBEXEC / "cleanup",
+            LIBEXEC / "qmgr")
+    pools_file = tmp_path / "pools"
+    pools_file.write_text(pools)
+    conf = {"mynetworks": "127.0.0.1/32",
+            "transport_maps": "inline:{ dest.test=smtp:[127.0.0.1]:%d }"
+                              % sink.port,
+            "smtp_source_pools": "texthash:%s" % pools_file,
+            "default_source_pool": "tx"}
+    conf.update(FAST)
+    conf.update(params or {})
+    inst = make_instance(params=conf)
+    inst.start()
+    return inst
+
+
+def submit(inst, count, tag, rcpts=5):
+    """count messages of rcpts recipients each (the last one bad*) with the
+    null sender (no bounce comes back); their recipients' local parts start
+    with tag."""
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        client.ehlo("client.test")
+        for i in range(count):
+            to = ["%s%d-%d@dest.test" % (tag, i, n) for n in range(rcpts - 1)]
+            to.append("bad%s%d@dest.test" % (tag, i))
+            client.sendmail("", to, b"Subject: %s%d\r\n\r\nbody\r\n"
+                            % (tag.encode(), i))
+
+
+def peers_of(sink, tag):
+    """{peer: messages} of the delivered messages whose recipients have
+    tag."""
+    counts = {}
+    for m in sink.received():
+        if any(r.startswith(tag) or r.startswith("bad" + tag)
+               for r in m.rcpt_tos):
+            counts[m.peer[0]] = counts.get(m.peer[0], 0) + 1
+    return counts
+
+
+def pool_json(inst):
+    r = inst.command("pool", "--json")
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    return data, {s["address"]: s for p in data["pools"]
+                  for s in p["sources"]}
+
+
+def test_bad_source_paused_probed_repaused_resumed(make_instance, tmp_path):
+    """127.0.0.3 hard-bounces 20% (threshold 10%): after the minimum
+    attempts it is paused for 5s (logged, `sluice pool` says until when),
+    and mail goes on from 127.0.0.2 only; when the pause ends it probes;
+    a probe that still bounces pauses it again for twice as long (10s);
+    after that pause, with a clean sink, the probe resumes it."""
+    sink = PeerRejectSink(reject_from={"127.0.0.3"})
+    try:
+        inst = rep_instance(make_instance, tmp_path, sink,
+                            "tx 127.0.0.2 127.0.0.3\n")
+        submit(inst, 16, "ta")
+        inst.wait_log(r"source 127\.0\.0\.3 paused for 5s: hard-bounce",
+                      timeout=30)
+        t_paused = time.time()
+        assert "127.0.0.2 paused" not in inst.log()
+        data, src = pool_json(inst)
+        assert data["from"] == "qmgr"
+        assert src["127.0.0.3"]["paused"] == "paused"
+        assert t_paused - 2 <= src["127.0.0.3"]["paused_until"] \
+            <= t_paused + 6
+        assert src["127.0.0.3"]["window"]["hard"] >= 4
+        assert src["127.0.0.2"]["paused"] is None
+        # While paused: mail from 127.0.0.2 only, nothing deferred for it.
+        before = len(sink.received())
+        submit(inst, 3, "tb", rcpts=2)
+        sink.wait_messages(before + 3, timeout=30)
+        assert peers_of(sink, "tb") == {"127.0.0.2": 3}
+        # The pause ends: probing, not before its end (log seconds).
+        inst.wait_log(r"source 127\.0\.0\.3: paused -> probing", timeout=20)
+        t_probe = time.time()
+        assert t_probe >= src["127.0.0.3"]["paused_until"] - 1
+        # Still bad: a probe message from 127.0.0.3 pauses it again, 10s.
+        wait_until(lambda: (submit(inst, 2, "tc"),
+                            "127.0.0.3 paused again" in inst.log())[1],
+                   timeout=20, interval=1, what="a probe and a new pause")
+        inst.wait_log(r"source 127\.0\.0\.3 paused again for 10s: probe "
+                      r"hard bounces")
+        t_repaused = time.time()
+        sink.set_reject_from(())
+        inst.wait_log(r"source 127\.0\.0\.3: paused -> probing", count=2,
+                      timeout=25)
+        assert time.time() - t_repaused >= 8
+        wait_until(lambda: (submit(inst, 1, "td"),
+                            "127.0.0.3 resumed" in inst.log())[1],
+                   timeout=20, interval=1, what="a clean probe")
+        inst.wait_log(r"source 127\.0\.0\.3 resumed: 5 probe answers, 0 hard")
+        _, src = pool_json(inst)
+        assert src["127.0.0.3"]["paused"] is None
+        assert "status=deferred" not in inst.log()
+    finally:
+        sink.stop()
