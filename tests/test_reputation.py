@@ -153,3 +153,135 @@ def test_bad_source_paused_probed_repaused_resumed(make_instance, tmp_path):
         assert "status=deferred" not in inst.log()
     finally:
         sink.stop()
+
+
+def test_restart_keeps_pause_and_manual_pause_resume(make_instance, tmp_path):
+    """An automatic pause (1h) is saved: with the mail system stopped,
+    `sluice pool` reads it from the state file; after sluice start it
+    holds (logged) and mail leaves from 127.0.0.2 only. `sluice pool
+    resume` ends it at once; `sluice pool pause` is manual (no expiry),
+    kept across a restart too, and resume ends it. `sluice pool feedback`
+    (the entry point for late bounces and complaints) reaches the window."""
+    sink = PeerRejectSink(reject_from={"127.0.0.3"})
+    try:
+        inst = rep_instance(make_instance, tmp_path, sink,
+                            "tx 127.0.0.2 127.0.0.3\n",
+                            params={"reputation_pause_time": "1h"})
+        submit(inst, 16, "ta")
+        inst.wait_log(r"source 127\.0\.0\.3 paused for 3600s", timeout=30)
+        _, src = pool_json(inst)
+        until = src["127.0.0.3"]["paused_until"]
+        assert until is not None
+        inst.stop()
+        data, src = pool_json(inst)
+        assert data["from"] == "the state files (qmgr is not running)"
+        assert src["127.0.0.3"]["paused"] == "paused"
+        assert src["127.0.0.3"]["paused_until"] == until
+        out = inst.check("pool")
+        assert "until=" in out
+        inst.start()
+        inst.wait_log(r"source 127\.0\.0\.3: paused until its pause ends "
+                      r"\(saved state\)")
+        sink.set_reject_from(())
+        before = len(sink.received())
+        submit(inst, 4, "tb", rcpts=1)
+        sink.wait_messages(before + 4, timeout=30)
+        assert peers_of(sink, "tb") == {"127.0.0.2": 4}
+        # resume: both sources again (1:1)
+        assert "127.0.0.3 resumed" in inst.check("pool", "resume",
+                                                  "127.0.0.3")
+        _, src = pool_json(inst)
+        assert src["127.0.0.3"]["paused"] is None
+        before = len(sink.received())
+        submit(inst, 4, "tc", rcpts=1)
+        sink.wait_messages(before + 4, timeout=30)
+        assert peers_of(sink, "tc") == {"127.0.0.2": 2, "127.0.0.3": 2}
+        # manual pause: kept across a restart, no expiry
+        inst.check("pool", "pause", "127.0.0.3")
+        inst.wait_log(r"source 127\.0\.0\.3 paused by the operator")
+        inst.stop()
+        _, src = pool_json(inst)
+        assert src["127.0.0.3"]["paused"] == "manual"
+        inst.start()
+        _, src = pool_json(inst)
+        assert src["127.0.0.3"]["paused"] == "manual"
+        assert src["127.0.0.3"]["paused_until"] is None
+        before = len(sink.received())
+        submit(inst, 4, "td", rcpts=1)
+        sink.wait_messages(before + 4, timeout=30)
+        assert peers_of(sink, "td") == {"127.0.0.2": 4}
+        inst.check("pool", "resume", "127.0.0.3")
+        _, src = pool_json(inst)
+        assert src["127.0.0.3"]["paused"] is None
+        # bad input: not a source
+        r = inst.command("pool", "pause", "192.0.2.9")
+        assert r.returncode != 0
+        assert "192.0.2.9: not a source of smtp_source_pools" in r.stderr
+        # asynchronous feedback: a complaint counts as a block
+        inst.check("pool", "feedback", "127.0.0.3", "complaint")
+        inst.wait_log(r"source 127\.0\.0\.3: a complaint reported")
+        _, src = pool_json(inst)
+        assert src["127.0.0.3"]["window"]["block"] == 1
+    finally:
+        sink.stop()
+
+
+def test_last_usable_source_is_not_paused(make_instance, tmp_path):
+    """A pool whose only source bounces 20%: pausing it would leave the
+    pool empty, so it is not paused -- logged loudly -- and its mail goes
+    on."""
+    sink = PeerRejectSink(reject_from={"127.0.0.3"})
+    try:
+        inst = rep_instance(make_instance, tmp_path, sink, "tx 127.0.0.3\n")
+        submit(inst, 6, "ta")
+        inst.wait_log(r"warning: source 127\.0\.0\.3 NOT paused: it is the "
+                      r"last usable source of its pool .*hard-bounce.* "
+                      r"\(would leave pool tx empty\)", timeout=30)
+        sink.wait_messages(6, timeout=30)
+        assert peers_of(sink, "ta") == {"127.0.0.3": 6}
+        _, src = pool_json(inst)
+        assert src["127.0.0.3"]["paused"] is None
+        assert " paused for " not in inst.log()
+    finally:
+        sink.stop()
+
+
+def test_warmup_cap_holds_rest_goes_to_warm_source(make_instance,
+                                                    make_sink, tmp_path):
+    """127.0.0.3 starts its warm-up today with a cap of 10 for day 0 (and
+    weight 3, so it would take most of the mail): it sends exactly 10,
+    the rest leaves from the warm 127.0.0.2, nothing is deferred;
+    `sluice pool` shows day 0 and 10/10; each delivered event names the
+    source its recipient was sent from (source_ip, as the sink saw it)."""
+    sink = make_sink()
+    warmup = tmp_path / "warmup"
+    warmup.write_text("127.0.0.3 start=%s caps=10,100\n"
+                      % time.strftime("%Y-%m-%d", time.gmtime()))
+    inst = rep_instance(make_instance, tmp_path, sink,
+                        "tx 127.0.0.2 127.0.0.3*3\n",
+                        params={"smtp_source_warmup_maps":
+                                "texthash:%s" % warmup})
+    submit(inst, 30, "tw", rcpts=1)
+    got = sink.wait_messages(30, timeout=60)
+    assert peers_of(sink, "tw") == {"127.0.0.2": 20, "127.0.0.3": 10}
+    assert "status=deferred" not in inst.log()
+    _, src = pool_json(inst)
+    assert src["127.0.0.3"]["warmup"] == {"day": 0, "cap": 10, "sent": 10}
+    assert src["127.0.0.2"]["warmup"] is None
+    assert "day=0,10/10" in inst.check("pool")
+    # source_ip of the delivered events is the peer the sink saw
+    peer_of = {r: m.peer[0] for m in got for r in m.rcpt_tos}
+
+    def delivered_events():
+        found = []
+        for seg in sorted((inst.queue_dir / "events").glob("*.jsonl")):
+            text = seg.read_text()
+            whole = text[:text.rfind("\n") + 1]      # not a torn tail
+            found += [e for e in map(json.loads, whole.splitlines())
+                      if e["kind"] == "delivered"]
+        return found if len(found) >= 30 else None
+    delivered = wait_until(delivered_events, timeout=10,
+                           what="30 delivered events")
+    assert len(delivered) == 30
+    for e in delivered:
+        assert e["source_ip"] == peer_of[e["recipient"]], e
