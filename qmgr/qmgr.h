@@ -269,6 +269,10 @@ extern void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
    destination (its bucket: shape, NULL when not shaped) for its events */
 extern void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
                                   const QMGR_SHAPE *shape);
+/* qmgr_shape_provider - the provider name of a bucket (events,
+   reputation keys): a provider rule's NAME, a domain rule's domain;
+   NULL: none */
+extern const char *qmgr_shape_provider(const QMGR_SHAPE *shape);
 /* qmgr_message_source - note the source recipient index is tried from,
    for the event of its next result (NULL: none) */
 extern void qmgr_message_source(QMGR_MESSAGE *msg, size_t index,
@@ -434,10 +438,22 @@ extern bool qmgr_source_usable(QMGR_CTX *ctx, const struct SOURCE_POOL *pool,
                                size_t index);
 /* qmgr_source_pool - msg's pool, NULL: no pools configured */
 extern const struct SOURCE_POOL *qmgr_source_pool(QMGR_MESSAGE *msg);
-/* qmgr_source_choose - msg's source for (transport, nexthop); NULL with
-   why empty: none (no pools, local mail); NULL with why: no usable one */
+/* qmgr_source_choose - msg's source for (transport, nexthop), usable for
+   provider too when it is not NULL (its SOURCE/PROVIDER key, its
+   provider's warm-up cap); *fresh: chosen now, not kept from before
+   (then qmgr_source_take it); NULL with why empty: none (no pools, local
+   mail); NULL with why: no usable one */
 extern const struct SOURCE_POOL_SOURCE *qmgr_source_choose(
-    QMGR_MESSAGE *msg, const char *transport, const char *nexthop, VSTR *why);
+    QMGR_MESSAGE *msg, const char *transport, const char *nexthop,
+    const char *provider, bool *fresh, VSTR *why);
+/* qmgr_source_provider_ok - may msg's source address (kept: chosen
+   before, fresh: chosen now) go to provider? */
+extern bool qmgr_source_provider_ok(QMGR_CTX *ctx, const char *address,
+                                    const char *provider, bool fresh);
+/* qmgr_source_take - a fresh choice of address for provider (may be
+   NULL): the probe tokens and the warm-up counts are taken */
+extern void qmgr_source_take(QMGR_CTX *ctx, const char *address,
+                             const char *provider);
 /* qmgr_source_forget - release msg's choices */
 extern void qmgr_source_forget(QMGR_MESSAGE *msg);
 /* qmgr_source_failed - address could not be bound (smtp's DONE) */

@@ -134,6 +134,20 @@ static void qmgr_message_event_attrs(const QMGR_MESSAGE *msg, EVENT *event)
     event->metadata = qfile_info_attr(msg->info, "metadata");
 }
 
+/* qmgr_shape_provider - the provider a bucket stands for: a provider
+   rule's NAME, a domain rule's domain; NULL for the default rule (it is
+   no provider), a bucket whose MX is being looked up, or none */
+const char *qmgr_shape_provider(const QMGR_SHAPE *shape)
+{
+    const SHAPING_RULE *rule = shape ? shape->rule : NULL;
+
+    if (rule != NULL && rule->kind == SHAPING_KIND_PROVIDER)
+        return rule->key + strlen(SHAPING_PROVIDER_PREFIX);
+    if (rule != NULL && rule->kind == SHAPING_KIND_DOMAIN)
+        return rule->key;
+    return NULL;
+}
+
 /* qmgr_message_provider - note recipient index's provider: a provider
    rule's NAME, a domain rule's domain; none for the default rule (it is
    no provider) or an unshaped destination */
@@ -141,13 +155,8 @@ void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
                            const QMGR_SHAPE *shape)
 {
     QMGR_RCPT_MEM *mem = &msg->rcpts[index];
-    const SHAPING_RULE *rule = shape ? shape->rule : NULL;
-    const char *name = NULL;
+    const char *name = qmgr_shape_provider(shape);
 
-    if (rule != NULL && rule->kind == SHAPING_KIND_PROVIDER)
-        name = rule->key + strlen(SHAPING_PROVIDER_PREFIX);
-    else if (rule != NULL && rule->kind == SHAPING_KIND_DOMAIN)
-        name = rule->key;
     myfree(mem->provider);
     mem->provider = name ? mystrdup(name) : NULL;
 }

@@ -228,13 +228,38 @@ static bool qmgr_source_kept(QMGR_CTX *ctx, const SOURCE_POOL *pool,
     return qmgr_source_bound(ctx, address) && !qmgr_source_paused(ctx, address);
 }
 
+/* qmgr_source_provider_ok - may address go to provider? (see qmgr.h) */
+bool qmgr_source_provider_ok(QMGR_CTX *ctx, const char *address,
+                             const char *provider, bool fresh)
+{
+    long long now = (long long) time(NULL);
+    REPUTATION_STATE state;
+    VSTR *key;
+    bool ok;
+
+    if (provider == NULL || *provider == 0 || ctx->reputation == NULL)
+        return true;
+    key = vstr_alloc(100);
+    reputation_key(key, address, provider);
+    if (fresh) {
+        ok = reputation_usable(ctx->reputation, vstr_str(key), now, NULL) &&
+             !warmup_over_cap(ctx->warmup, address, provider, now);
+    } else {
+        state = reputation_state(ctx->reputation, vstr_str(key), NULL);
+        ok = state != REPUTATION_PAUSED && state != REPUTATION_MANUAL;
+    }
+    vstr_free(key);
+    return ok;
+}
+
 /* qmgr_source_why_not - why no source of pool is usable, for the
    deferral: each source with its pause or cap */
 static void qmgr_source_why_not(QMGR_CTX *ctx, const SOURCE_POOL *pool,
-                                VSTR *why)
+                                const char *provider, VSTR *why)
 {
     long long now = (long long) time(NULL);
     const char *sep = ": ";
+    VSTR *key = vstr_alloc(100);
 
     vstr_sprintf(why, "pool %s has no usable source", pool->name);
     for (size_t i = 0; i < pool->count; i++) {
@@ -260,17 +285,61 @@ static void qmgr_source_why_not(QMGR_CTX *ctx, const SOURCE_POOL *pool,
             vstr_sprintf_append(
                 why, "%s%s reached its warm-up cap of %lld today", sep, address,
                 warmup_cap(ctx->warmup, address, NULL, now));
+        else if (provider != NULL &&
+                 warmup_over_cap(ctx->warmup, address, provider, now))
+            vstr_sprintf_append(
+                why, "%s%s reached its warm-up cap of %lld today for %s", sep,
+                address, warmup_cap(ctx->warmup, address, provider, now),
+                provider);
+        else if (provider != NULL &&
+                 !qmgr_source_provider_ok(ctx, address, provider, true))
+            vstr_sprintf_append(why, "%s%s %s", sep,
+                                reputation_key(key, address, provider),
+                                reputation_state(ctx->reputation, vstr_str(key),
+                                                 NULL) == REPUTATION_PROBING
+                                    ? "probing (one message at a time)"
+                                    : "paused");
         else
             continue;
         sep = ", ";
     }
+    vstr_free(key);
 }
 
-/* qmgr_source_usable_fn - qmgr_source_usable for source_pool_wrr_next */
+/* What qmgr_source_usable_fn is asked about. */
+typedef struct QMGR_SOURCE_ASK {
+    QMGR_CTX *ctx;
+    const char *provider; /* NULL: any */
+} QMGR_SOURCE_ASK;
+
+/* qmgr_source_usable_fn - qmgr_source_usable (and, with a provider,
+   qmgr_source_provider_ok) for source_pool_wrr_next */
 static bool qmgr_source_usable_fn(const SOURCE_POOL *pool, size_t index,
                                   void *arg)
 {
-    return qmgr_source_usable(arg, pool, index);
+    QMGR_SOURCE_ASK *ask = arg;
+
+    return qmgr_source_usable(ask->ctx, pool, index) &&
+           qmgr_source_provider_ok(ask->ctx, pool->sources[index].address,
+                                   ask->provider, true);
+}
+
+/* qmgr_source_take - a fresh choice: probe tokens, warm-up counts */
+void qmgr_source_take(QMGR_CTX *ctx, const char *address, const char *provider)
+{
+    long long now = (long long) time(NULL);
+
+    if (ctx->reputation == NULL)
+        return;
+    reputation_started(ctx->reputation, address, now);
+    if (provider != NULL && *provider != 0) {
+        VSTR *key = vstr_alloc(100);
+
+        reputation_started(ctx->reputation,
+                           reputation_key(key, address, provider), now);
+        vstr_free(key);
+    }
+    warmup_count(ctx->warmup, address, provider, now);
 }
 
 /* qmgr_source_pool - the pool of msg (looked up once) */
@@ -330,15 +399,19 @@ static long long *qmgr_source_wrr(QMGR_CTX *ctx, const SOURCE_POOL *pool,
    mail), NULL with why when the pool has no usable source */
 const SOURCE_POOL_SOURCE *qmgr_source_choose(QMGR_MESSAGE *msg,
                                              const char *transport,
-                                             const char *nexthop, VSTR *why)
+                                             const char *nexthop,
+                                             const char *provider, bool *fresh,
+                                             VSTR *why)
 {
     QMGR_CTX *ctx = msg->ctx;
+    QMGR_SOURCE_ASK ask = {ctx, provider};
     const SOURCE_POOL *pool;
     VSTR *dest;
     struct QMGR_SOURCE_PICK *pick = NULL;
     long index;
 
     vstr_reset(why);
+    *fresh = false;
     if (ctx->conf.pools == NULL ||
         strcmp(transport, ctx->conf.route.local_transport) == 0)
         return NULL;
@@ -352,23 +425,21 @@ const SOURCE_POOL_SOURCE *qmgr_source_choose(QMGR_MESSAGE *msg,
         }
     }
     /* One choice per message and destination, while it stays usable. */
-    if (pick != NULL && qmgr_source_kept(ctx, pool, (size_t) pick->index)) {
+    if (pick != NULL && qmgr_source_kept(ctx, pool, (size_t) pick->index) &&
+        qmgr_source_provider_ok(ctx, pool->sources[pick->index].address,
+                                provider, false)) {
         vstr_free(dest);
         return &pool->sources[pick->index];
     }
     index =
         source_pool_wrr_next(pool, qmgr_source_wrr(ctx, pool, vstr_str(dest)),
-                             qmgr_source_usable_fn, ctx);
+                             qmgr_source_usable_fn, &ask);
     if (index < 0) {
-        qmgr_source_why_not(ctx, pool, why);
+        qmgr_source_why_not(ctx, pool, provider, why);
         vstr_free(dest);
         return NULL;
     }
-    /* Chosen: a probe takes its token, the day's count goes up. */
-    reputation_started(ctx->reputation, pool->sources[index].address,
-                       (long long) time(NULL));
-    warmup_count(ctx->warmup, pool->sources[index].address, NULL,
-                 (long long) time(NULL));
+    *fresh = true;
     if (pick == NULL) {
         msg->picks = myrealloc_array(msg->picks, msg->pick_count + 1,
                                      sizeof(*msg->picks));

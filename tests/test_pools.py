@@ -160,7 +160,7 @@ def test_pool_without_usable_source_defers(make_instance, make_sink,
                      b"Subject: x\r\n\r\nx\r\n")
     inst.wait_log(r"source 192\.0\.2\.1: unusable for 60s: bind 192\.0\.2\.1")
     inst.wait_log(r"%s: to=<x@dest\.test>.*status=deferred \(pool broken has "
-                  r"no usable source\)" % qid)
+                  r"no usable source: 192\.0\.2\.1 bind failed\)" % qid)
     assert sink.messages == []
 
 

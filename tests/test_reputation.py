@@ -229,7 +229,8 @@ def test_restart_keeps_pause_and_manual_pause_resume(make_instance, tmp_path):
 def test_last_usable_source_is_not_paused(make_instance, tmp_path):
     """A pool whose only source bounces 20%: pausing it would leave the
     pool empty, so it is not paused -- logged loudly -- and its mail goes
-    on."""
+    on. Paused by the operator, its pool's mail waits (deferred, the
+    reason names the pause)."""
     sink = PeerRejectSink(reject_from={"127.0.0.3"})
     try:
         inst = rep_instance(make_instance, tmp_path, sink, "tx 127.0.0.3\n")
@@ -242,6 +243,14 @@ def test_last_usable_source_is_not_paused(make_instance, tmp_path):
         _, src = pool_json(inst)
         assert src["127.0.0.3"]["paused"] is None
         assert " paused for " not in inst.log()
+        # The operator may pause it: then the pool's mail waits, deferred
+        # with a reason that names the pause.
+        inst.check("pool", "pause", "127.0.0.3")
+        submit(inst, 1, "tb", rcpts=1)
+        inst.wait_log(r"to=<badtb0@dest\.test>.*status=deferred \(pool tx has "
+                      r"no usable source: 127\.0\.0\.3 paused by the "
+                      r"operator\)")
+        assert peers_of(sink, "tb") == {}
     finally:
         sink.stop()
 
@@ -285,3 +294,60 @@ def test_warmup_cap_holds_rest_goes_to_warm_source(make_instance,
     assert len(delivered) == 30
     for e in delivered:
         assert e["source_ip"] == peer_of[e["recipient"]], e
+
+
+def test_pause_per_source_and_provider(make_instance, tmp_path):
+    """With a shaping rule per domain, each domain is a provider: 127.0.0.3
+    bounces 20% at dest.test only, 0% at other.test. Its dest.test key
+    (127.0.0.3/dest.test) is paused while the source as a whole (5%)
+    stays active: dest.test mail leaves from 127.0.0.2 only, other.test
+    mail still from both."""
+    sink = PeerRejectSink(reject_from={"127.0.0.3"})
+    shaping = tmp_path / "shaping"
+    shaping.write_text("dest.test max_connections=10\n"
+                       "other.test max_connections=10\n")
+    try:
+        inst = rep_instance(
+            make_instance, tmp_path, sink, "tx 127.0.0.2 127.0.0.3\n",
+            params={"reputation_pause_time": "1h",
+                    "smtp_shaping_maps": "texthash:%s" % shaping,
+                    "transport_maps":
+                        "inline:{ dest.test=smtp:[127.0.0.1]:%d, "
+                        "other.test=smtp:[127.0.0.1]:%d }"
+                        % (sink.port, sink.port)})
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+            client.ehlo("client.test")
+            # 1 dest.test message in 5 (odd: the two sources take turns
+            # with them): 127.0.0.3 bounces 1 in 25 overall.
+            for i in range(12):
+                to = ["ta%d-%d@dest.test" % (i, n) for n in range(4)]
+                client.sendmail("", to + ["badta%d@dest.test" % i],
+                                b"Subject: d\r\n\r\nbody\r\n")
+                for k in range(4):
+                    client.sendmail("", ["to%d-%d-%d@other.test" % (i, k, n)
+                                         for n in range(5)],
+                                    b"Subject: o\r\n\r\nbody\r\n")
+        inst.wait_log(r"source 127\.0\.0\.3/dest\.test paused for 3600s: "
+                      r"hard-bounce", timeout=40)
+        _, src = pool_json(inst)
+        assert src["127.0.0.3"]["paused"] is None
+        keys = {p["key"]: p for p in src["127.0.0.3"]["providers"]}
+        assert keys["127.0.0.3/dest.test"]["paused"] == "paused"
+        assert keys["127.0.0.3/other.test"]["paused"] is None
+        assert "127.0.0.3/dest.test" in inst.check("pool")
+        sink.wait_messages(60, timeout=40)
+        before = len(sink.received())
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+            client.ehlo("client.test")
+            for i in range(4):
+                client.sendmail("", ["tp%d@dest.test" % i],
+                                b"Subject: p\r\n\r\nbody\r\n")
+            for i in range(4):
+                client.sendmail("", ["tq%d@other.test" % i],
+                                b"Subject: q\r\n\r\nbody\r\n")
+        sink.wait_messages(before + 8, timeout=30)
+        assert peers_of(sink, "tp") == {"127.0.0.2": 4}
+        assert set(peers_of(sink, "tq")) == {"127.0.0.2", "127.0.0.3"}
+        assert "127.0.0.3 paused" not in inst.log()
+    finally:
+        sink.stop()
