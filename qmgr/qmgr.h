@@ -30,9 +30,12 @@
  *                 automation (global/shaping_auto.h) on remote replies
  * qmgr_source.c   smtp_source_pools: a message's pool, its source per
  *                 destination (weighted round robin), which sources are
- *                 usable now, bind failures
+ *                 usable now (bind failures, reputation pauses, warm-up
+ *                 caps), results recorded per source
  * qmgr_shaping_admin.c  `sluice shaping` on private/qmgr-shaping
  *                 (global/shaping_proto.h): list, suspend, resume
+ * qmgr_pool_admin.c  `sluice pool` on private/qmgr-pool
+ *                 (global/pool_proto.h): list, pause, resume, feedback
  *
  * qmgr_message.c, qmgr_dest.c and qmgr_deliver.c decide nothing about
  * scheduling or routing themselves: they apply what the pure functions

@@ -17,11 +17,28 @@
  * (transport, next hop) by smooth weighted round robin, with one round
  * robin per (pool, destination): source_pool_wrr_next. Sources that are
  * not usable now are skipped; qmgr_source_usable is the one place that
- * says so -- today a source whose bind failed within
- * smtp_source_retry_time; warm-up caps and the reputation circuit breaker
- * go there too. A pool with no usable source: the recipient is deferred
- * ("pool NAME has no usable source"); it is never sent from another pool
- * (there is no spill-over rule yet).
+ * says so: a source whose bind failed within smtp_source_retry_time, a
+ * source the reputation circuit breaker paused (global/reputation.h; a
+ * probing one when its probe token is there), a source at its warm-up
+ * cap of the day (global/warmup.h). qmgr_dest_add asks again with the
+ * recipient's provider once its shaping bucket names one
+ * (qmgr_source_provider_ok: the SOURCE/PROVIDER key, the provider's cap);
+ * the probe tokens and warm-up counts are taken when the choice is final
+ * (qmgr_source_take). A pool with no usable source: the recipient is
+ * deferred ("pool NAME has no usable source: ADDRESS paused for Ns more,
+ * ..."); it is never sent from another pool (there is no spill-over rule
+ * yet).
+ *
+ * Each recipient's result with a remote reply is recorded for the source
+ * it was tried from (the agent's RESULT names it) and for SOURCE/PROVIDER
+ * (qmgr_source_result); a pause is logged, saved at once in
+ * data_directory/sources/reputation, and what waited for the source is
+ * queued again (qmgr_dest_resource). A pause that would leave the
+ * message's pool without a usable source is not taken (logged). A tick a
+ * second ends pauses (probing); warm-up counts are saved every minute
+ * and at exit. Late bounces and complaints enter through
+ * qmgr_source_feedback (sluice pool feedback; nothing parses inbound DSNs
+ * yet). Pauses are node-local: not shared through Redis.
  *
  * A source whose bind fails (the smtp agent says source_failed in DONE:
  * the address is not this machine's) is left out for
