@@ -261,7 +261,8 @@ def test_warmup_cap_holds_rest_goes_to_warm_source(make_instance,
     weight 3, so it would take most of the mail): it sends exactly 10,
     the rest leaves from the warm 127.0.0.2, nothing is deferred;
     `sluice pool` shows day 0 and 10/10; each delivered event names the
-    source its recipient was sent from (source_ip, as the sink saw it)."""
+    source its recipient was sent from (source_ip, as the sink saw it).
+    The count is kept across a restart (the cap still holds)."""
     sink = make_sink()
     warmup = tmp_path / "warmup"
     warmup.write_text("127.0.0.3 start=%s caps=10,100\n"
@@ -294,6 +295,14 @@ def test_warmup_cap_holds_rest_goes_to_warm_source(make_instance,
     assert len(delivered) == 30
     for e in delivered:
         assert e["source_ip"] == peer_of[e["recipient"]], e
+    # The day's count is saved at exit: after a restart the cap still holds.
+    inst.stop()
+    _, src = pool_json(inst)
+    assert src["127.0.0.3"]["warmup"] == {"day": 0, "cap": 10, "sent": 10}
+    inst.start()
+    submit(inst, 4, "tx", rcpts=1)
+    sink.wait_messages(34, timeout=30)
+    assert peers_of(sink, "tx") == {"127.0.0.2": 4}
 
 
 def test_pause_per_source_and_provider(make_instance, tmp_path):
