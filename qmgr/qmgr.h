@@ -174,6 +174,7 @@ struct QMGR_CTX {
     char *warmup_path; /* data_directory/sources/warmup */
     struct event *source_tick_ev; /* pauses end, state is saved */
     time_t warmup_saved; /* when the warm-up counts were last saved */
+    time_t save_warned; /* when a failed save was last logged */
     QMGR_LISTENER *pool_listener; /* private/qmgr-pool, NULL: none */
 };
 

@@ -520,8 +520,14 @@ static void qmgr_source_save(QMGR_CTX *ctx)
     if (ctx->reputation == NULL || !reputation_dirty(ctx->reputation))
         return;
     why = vstr_alloc(100);
-    if (reputation_save(ctx->reputation, ctx->reputation_path, why) < 0)
+    /* Tried again each tick while it fails (data_directory/sources must
+       belong to the mail owner: sluice init makes it); logged once a
+       minute. */
+    if (reputation_save(ctx->reputation, ctx->reputation_path, why) < 0 &&
+        time(NULL) - ctx->save_warned >= QMGR_SOURCE_WARMUP_SAVE) {
         msg_warn("%s: pauses are not kept across a restart", vstr_str(why));
+        ctx->save_warned = time(NULL);
+    }
     vstr_free(why);
 }
 

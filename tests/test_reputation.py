@@ -360,3 +360,21 @@ def test_pause_per_source_and_provider(make_instance, tmp_path):
         assert "127.0.0.3 paused" not in inst.log()
     finally:
         sink.stop()
+
+
+def test_unwritable_state_is_logged_once(make_instance, make_sink, tmp_path):
+    """data_directory/sources is missing (an instance made before it
+    existed): a pause still works in memory; the failed save is logged
+    once a minute, not at every tick."""
+    import shutil
+    sink = make_sink()
+    inst = rep_instance(make_instance, tmp_path, sink,
+                        "tx 127.0.0.2 127.0.0.3\n")
+    shutil.rmtree(inst.dir / "data" / "sources")
+    inst.check("pool", "pause", "127.0.0.3")
+    inst.wait_log(r"sources/reputation: .*pauses are not kept across a "
+                  r"restart")
+    time.sleep(3.5)                     # three ticks or more
+    assert inst.log().count("pauses are not kept across a restart") == 1
+    _, src = pool_json(inst)
+    assert src["127.0.0.3"]["paused"] == "manual"
