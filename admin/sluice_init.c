@@ -395,6 +395,7 @@ int sluice_init(int argc, char **argv)
     if (sluice_init_mkdir(dir, "log") < 0 ||
         sluice_init_mkdir(dir, "data") < 0 ||
         sluice_init_mkdir(dir, "data/mta-sts") < 0 ||
+        sluice_init_mkdir(dir, "data/sources") < 0 ||
         sluice_init_mkdir(dir, "mail") < 0)
         goto out;
     if (mail_queue_create_dirs(vstr_str(queue), 0700, why) < 0) {
@@ -408,6 +409,10 @@ int sluice_init(int argc, char **argv)
             goto out;
         /* smtp's MTA-STS policy cache (global/mta_sts.h) */
         vstr_sprintf(why, "%s/data/mta-sts", dir);
+        if (sluice_init_give(vstr_str(why), owner_uid, owner_gid) < 0)
+            goto out;
+        /* qmgr's reputation pauses and warm-up counts (qmgr_source.c) */
+        vstr_sprintf(why, "%s/data/sources", dir);
         if (sluice_init_give(vstr_str(why), owner_uid, owner_gid) < 0)
             goto out;
     }

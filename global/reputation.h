@@ -49,11 +49,12 @@
  * Nothing here reads a clock or logs, except reputation_load, which warns
  * about each bad line it skips.
  *
- * How qmgr calls it (a later step wires it in):
+ * How qmgr calls it (qmgr/qmgr_source.c):
  *
  *   start    rep = reputation_alloc(&conf) with conf from
  *            reputation_conf_parse(); reputation_load(rep, path, now) with
- *            path = $data_directory/reputation (a missing file is empty).
+ *            path = $data_directory/sources/reputation (a missing file is
+ *            empty).
  *   choose   before picking a source for a delivery to provider P:
  *            reputation_usable(rep, SRC, now) && reputation_usable(rep,
  *            SRC/P, now), else try the pool's next source; when a probing

@@ -50,12 +50,12 @@
  * it). Nothing here reads a clock or logs, except warmup_load, which
  * warns about each bad line it skips.
  *
- * How qmgr calls it (a later step wires it in):
+ * How qmgr calls it (qmgr/qmgr_source.c):
  *
  *   start    rules = warmup_rules_load("smtp_source_warmup_maps", value,
  *            why) (NULL and empty why: none); w = warmup_alloc(&conf,
  *            rules) with conf.hard_ratio/block_ratio from reputation_conf;
- *            warmup_load(w, $data_directory/warmup, now, why).
+ *            warmup_load(w, $data_directory/sources/warmup, why).
  *   choose   skip a source (try the pool's next) while
  *            warmup_over_cap(w, SRC, P, now); the message is not delayed
  *            when another source of the pool is under its cap.

@@ -359,6 +359,7 @@ static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->deferred_last = time(NULL);
     qmgr_admin_init(ctx);
     qmgr_shaping_admin_init(ctx);
+    qmgr_pool_admin_init(ctx);
     qmgr_scan_kick(ctx);
 }
 
@@ -368,6 +369,7 @@ static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
 static void qmgr_post_loop(MAIL_SERVER *server, void *arg)
 {
     qmgr_message_commit(arg, true);
+    qmgr_source_exit(arg);
 }
 
 /* qmgr_trigger - a wake-up arrived */

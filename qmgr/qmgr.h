@@ -30,9 +30,12 @@
  *                 automation (global/shaping_auto.h) on remote replies
  * qmgr_source.c   smtp_source_pools: a message's pool, its source per
  *                 destination (weighted round robin), which sources are
- *                 usable now, bind failures
+ *                 usable now (bind failures, reputation pauses, warm-up
+ *                 caps), results recorded per source
  * qmgr_shaping_admin.c  `sluice shaping` on private/qmgr-shaping
  *                 (global/shaping_proto.h): list, suspend, resume
+ * qmgr_pool_admin.c  `sluice pool` on private/qmgr-pool
+ *                 (global/pool_proto.h): list, pause, resume, feedback
  *
  * qmgr_message.c, qmgr_dest.c and qmgr_deliver.c decide nothing about
  * scheduling or routing themselves: they apply what the pure functions
@@ -165,6 +168,14 @@ struct QMGR_CTX {
     struct HTABLE *source_table; /* address -> what qmgr_source.c knows */
     struct HTABLE *wrr_table; /* "pool\ndest" -> round robin counters */
     size_t wrr_count; /* entries of wrr_table */
+    struct REPUTATION *reputation; /* the circuit breaker, NULL: no pools */
+    struct WARMUP *warmup; /* daily caps of new sources, NULL: no pools */
+    char *reputation_path; /* data_directory/sources/reputation */
+    char *warmup_path; /* data_directory/sources/warmup */
+    struct event *source_tick_ev; /* pauses end, state is saved */
+    time_t warmup_saved; /* when the warm-up counts were last saved */
+    time_t save_warned; /* when a failed save was last logged */
+    QMGR_LISTENER *pool_listener; /* private/qmgr-pool, NULL: none */
 };
 
 /* qmgr.c */
@@ -221,6 +232,8 @@ typedef struct QMGR_RCPT_MEM {
     char *defer_reason;
     char *provider; /* for its events: the shaping provider (or domain
                        rule) of its destination, NULL: none */
+    char *source_ip; /* for the event of its result: the source it was
+                        tried from, NULL: none */
 } QMGR_RCPT_MEM;
 
 struct QMGR_MESSAGE {
@@ -260,6 +273,14 @@ extern void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
    destination (its bucket: shape, NULL when not shaped) for its events */
 extern void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
                                   const QMGR_SHAPE *shape);
+/* qmgr_shape_provider - the provider name of a bucket (events,
+   reputation keys): a provider rule's NAME, a domain rule's domain;
+   NULL: none */
+extern const char *qmgr_shape_provider(const QMGR_SHAPE *shape);
+/* qmgr_message_source - note the source recipient index is tried from,
+   for the event of its next result (NULL: none) */
+extern void qmgr_message_source(QMGR_MESSAGE *msg, size_t index,
+                                const char *source);
 extern void qmgr_message_result(QMGR_MESSAGE *msg, size_t index,
                                 const char *action, const char *dsn,
                                 const char *reason, const char *diagnostic,
@@ -416,15 +437,27 @@ extern void qmgr_shaping_admin_init(QMGR_CTX *ctx);
 struct SOURCE_POOL_SOURCE;
 extern void qmgr_source_init(QMGR_CTX *ctx, const struct MAIL_CONF *mc);
 /* qmgr_source_usable - may source index of pool be chosen now? (bind
-   failures today; warm-up caps and reputation pauses belong here) */
+   failures, reputation pauses and probes, warm-up caps) */
 extern bool qmgr_source_usable(QMGR_CTX *ctx, const struct SOURCE_POOL *pool,
                                size_t index);
 /* qmgr_source_pool - msg's pool, NULL: no pools configured */
 extern const struct SOURCE_POOL *qmgr_source_pool(QMGR_MESSAGE *msg);
-/* qmgr_source_choose - msg's source for (transport, nexthop); NULL with
-   why empty: none (no pools, local mail); NULL with why: no usable one */
+/* qmgr_source_choose - msg's source for (transport, nexthop), usable for
+   provider too when it is not NULL (its SOURCE/PROVIDER key, its
+   provider's warm-up cap); *fresh: chosen now, not kept from before
+   (then qmgr_source_take it); NULL with why empty: none (no pools, local
+   mail); NULL with why: no usable one */
 extern const struct SOURCE_POOL_SOURCE *qmgr_source_choose(
-    QMGR_MESSAGE *msg, const char *transport, const char *nexthop, VSTR *why);
+    QMGR_MESSAGE *msg, const char *transport, const char *nexthop,
+    const char *provider, bool *fresh, VSTR *why);
+/* qmgr_source_provider_ok - may msg's source address (kept: chosen
+   before, fresh: chosen now) go to provider? */
+extern bool qmgr_source_provider_ok(QMGR_CTX *ctx, const char *address,
+                                    const char *provider, bool fresh);
+/* qmgr_source_take - a fresh choice of address for provider (may be
+   NULL): the probe tokens and the warm-up counts are taken */
+extern void qmgr_source_take(QMGR_CTX *ctx, const char *address,
+                             const char *provider);
 /* qmgr_source_forget - release msg's choices */
 extern void qmgr_source_forget(QMGR_MESSAGE *msg);
 /* qmgr_source_failed - address could not be bound (smtp's DONE) */
@@ -434,6 +467,27 @@ extern void qmgr_source_failed(QMGR_CTX *ctx, const char *address,
    is usable again, 0: now) */
 extern const char *qmgr_source_status(QMGR_CTX *ctx, const char *address,
                                       long long *until);
+/* qmgr_source_result - a recipient's result from source (msg's pool) to
+   provider (NULL: none): the reputation circuit breaker and warm-up */
+extern void qmgr_source_result(QMGR_MESSAGE *msg, const char *source,
+                               const char *provider, const char *action,
+                               const char *dsn, const char *diagnostic,
+                               const char *remote_mta);
+/* qmgr_source_feedback - a late bounce or a complaint about a message
+   sent from source to provider (NULL: none) at when: the entry point for
+   asynchronous feedback (#18 item 5); 0, or -1 with why */
+extern int qmgr_source_feedback(QMGR_CTX *ctx, const char *source,
+                                const char *provider, bool complaint,
+                                long long when, VSTR *why);
+/* qmgr_source_pause, qmgr_source_resume - the operator's word about a
+   source address; 0, or -1 with why (not a source of any pool) */
+extern int qmgr_source_pause(QMGR_CTX *ctx, const char *address, VSTR *why);
+extern int qmgr_source_resume(QMGR_CTX *ctx, const char *address, VSTR *why);
+/* qmgr_source_exit - save what is unsaved (qmgr exits) */
+extern void qmgr_source_exit(QMGR_CTX *ctx);
+
+/* qmgr_pool_admin.c: `sluice pool` on private/qmgr-pool */
+extern void qmgr_pool_admin_init(QMGR_CTX *ctx);
 
 /* qmgr_deliver.c */
 extern void qmgr_deliver_start(QMGR_CTX *ctx, QMGR_ENTRY *entry);

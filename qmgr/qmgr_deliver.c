@@ -159,6 +159,7 @@ static void qmgr_job_finish(QMGR_JOB *job, const char *why, bool agent_died)
 static void qmgr_job_result(QMGR_JOB *job, const DELIVER_RESULT *result)
 {
     QMGR_ENTRY *entry = job->entry;
+    const char *source;
 
     for (size_t i = 0; i < entry->count; i++) {
         QFILE_RCPT *rcpt = &entry->msg->info->rcpts[entry->index[i]];
@@ -177,6 +178,15 @@ static void qmgr_job_result(QMGR_JOB *job, const DELIVER_RESULT *result)
             strcmp(result->action, DELIVER_ACTION_SENT) != 0)
             qmgr_job_note_reply(job, result->diagnostic);
         qmgr_message_provider(entry->msg, entry->index[i], entry->dest->shape);
+        /* The source it was tried from: its event, its reputation. */
+        source = result->source && *result->source ? result->source
+                 : entry->dest->source ? entry->dest->source->address
+                                       : NULL;
+        qmgr_message_source(entry->msg, entry->index[i], source);
+        qmgr_source_result(entry->msg, source,
+                           entry->msg->rcpts[entry->index[i]].provider,
+                           result->action, result->dsn, result->diagnostic,
+                           result->remote_mta);
         qmgr_message_result(entry->msg, entry->index[i], result->action,
                             result->dsn, result->reason, result->diagnostic,
                             result->remote_mta);

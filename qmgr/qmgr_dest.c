@@ -119,8 +119,11 @@ void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
 {
     QMGR_CTX *ctx = msg->ctx;
     VSTR *why = vstr_alloc(100);
+    const char *address = msg->info->rcpts[index].address;
+    bool fresh = false;
     const SOURCE_POOL_SOURCE *source =
-        qmgr_source_choose(msg, transport, nexthop, why);
+        qmgr_source_choose(msg, transport, nexthop, NULL, &fresh, why);
+    const char *provider;
     QMGR_SHAPE *shape;
     QMGR_DEST *dest;
     QMGR_ENTRY *entry;
@@ -131,9 +134,25 @@ void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
         vstr_free(why);
         return;
     }
-    vstr_free(why);
-    shape = qmgr_shaping_find(ctx, transport, msg->info->rcpts[index].address,
+    shape = qmgr_shaping_find(ctx, transport, address,
                               source ? source->address : NULL);
+    /* The bucket names the provider: a source paused (or at its warm-up
+       cap) for that provider alone gives way to another one. */
+    provider = qmgr_shape_provider(shape);
+    if (source != NULL && provider != NULL &&
+        !qmgr_source_provider_ok(ctx, source->address, provider, fresh)) {
+        source =
+            qmgr_source_choose(msg, transport, nexthop, provider, &fresh, why);
+        if (source == NULL) {
+            qmgr_message_defer_self(msg, index, "4.3.0", vstr_str(why));
+            vstr_free(why);
+            return;
+        }
+        shape = qmgr_shaping_find(ctx, transport, address, source->address);
+    }
+    vstr_free(why);
+    if (source != NULL && fresh)
+        qmgr_source_take(ctx, source->address, provider);
     dest = qmgr_dest_find(ctx, transport, nexthop, shape, source);
     entry = dest->tail;
     if (qmgr_dest_dead(ctx, dest)) {

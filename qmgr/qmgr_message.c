@@ -136,6 +136,20 @@ static void qmgr_message_event_attrs(const QMGR_MESSAGE *msg, EVENT *event)
     event->metadata = qfile_info_attr(msg->info, "metadata");
 }
 
+/* qmgr_shape_provider - the provider a bucket stands for: a provider
+   rule's NAME, a domain rule's domain; NULL for the default rule (it is
+   no provider), a bucket whose MX is being looked up, or none */
+const char *qmgr_shape_provider(const QMGR_SHAPE *shape)
+{
+    const SHAPING_RULE *rule = shape ? shape->rule : NULL;
+
+    if (rule != NULL && rule->kind == SHAPING_KIND_PROVIDER)
+        return rule->key + strlen(SHAPING_PROVIDER_PREFIX);
+    if (rule != NULL && rule->kind == SHAPING_KIND_DOMAIN)
+        return rule->key;
+    return NULL;
+}
+
 /* qmgr_message_provider - note recipient index's provider: a provider
    rule's NAME, a domain rule's domain; none for the default rule (it is
    no provider) or an unshaped destination */
@@ -143,15 +157,19 @@ void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
                            const QMGR_SHAPE *shape)
 {
     QMGR_RCPT_MEM *mem = &msg->rcpts[index];
-    const SHAPING_RULE *rule = shape ? shape->rule : NULL;
-    const char *name = NULL;
+    const char *name = qmgr_shape_provider(shape);
 
-    if (rule != NULL && rule->kind == SHAPING_KIND_PROVIDER)
-        name = rule->key + strlen(SHAPING_PROVIDER_PREFIX);
-    else if (rule != NULL && rule->kind == SHAPING_KIND_DOMAIN)
-        name = rule->key;
     myfree(mem->provider);
     mem->provider = name ? mystrdup(name) : NULL;
+}
+
+/* qmgr_message_source - note the source recipient index is tried from */
+void qmgr_message_source(QMGR_MESSAGE *msg, size_t index, const char *source)
+{
+    QMGR_RCPT_MEM *mem = &msg->rcpts[index];
+
+    myfree(mem->source_ip);
+    mem->source_ip = source && *source ? mystrdup(source) : NULL;
 }
 
 /* qmgr_message_event - add a journal event about recipient index (or the
@@ -186,6 +204,7 @@ static void qmgr_message_event(QMGR_MESSAGE *msg, size_t index,
         event.recipient = rcpt->address;
         event.orig_recipient = rcpt->orcpt;
         event.provider = msg->rcpts[index].provider;
+        event.source_ip = msg->rcpts[index].source_ip;
     } else {
         event.sender = msg->info->sender;
     }
@@ -498,6 +517,8 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
     } else if (mem->state != QMGR_RCPT_FINISHED) {
         msg_panic("%s: unknown action %s", __func__, action);
     }
+    /* The source was this result's: later events (expired) have none. */
+    mem->source_ip = myfree(mem->source_ip);
     if (msg->outstanding == 0)
         msg_panic("%s: %s: nothing outstanding", __func__, msg->qid);
     msg->outstanding--;
@@ -541,6 +562,7 @@ static void qmgr_message_free(QMGR_MESSAGE *msg)
         myfree(msg->rcpts[i].defer_dsn);
         myfree(msg->rcpts[i].defer_reason);
         myfree(msg->rcpts[i].provider);
+        myfree(msg->rcpts[i].source_ip);
     }
     myfree(msg->rcpts);
     qmgr_source_forget(msg);

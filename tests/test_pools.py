@@ -160,7 +160,7 @@ def test_pool_without_usable_source_defers(make_instance, make_sink,
                      b"Subject: x\r\n\r\nx\r\n")
     inst.wait_log(r"source 192\.0\.2\.1: unusable for 60s: bind 192\.0\.2\.1")
     inst.wait_log(r"%s: to=<x@dest\.test>.*status=deferred \(pool broken has "
-                  r"no usable source\)" % qid)
+                  r"no usable source: 192\.0\.2\.1 bind failed\)" % qid)
     assert sink.messages == []
 
 
@@ -220,15 +220,19 @@ def test_sluice_pool_lists_sources(make_instance, tmp_path):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert lines[0].split() == ["POOL", "SOURCE", "WEIGHT", "EHLO", "PAUSED",
-                                "WARMUP", "STATE"]
+                                "HARD,BLOCK", "WARMUP", "STATE"]
     assert lines[1].split() == ["transactional*", "127.0.0.2", "2",
-                                "tx2.example.test", "-", "-", "usable"]
-    assert lines[2].split()[:7] == ["transactional*", "192.0.2.1", "1",
-                                    "default.example.test", "-", "-", "bind"]
+                                "tx2.example.test", "-", "0/0,0/0", "-",
+                                "usable"]
+    assert lines[2].split()[:8] == ["transactional*", "192.0.2.1", "1",
+                                    "default.example.test", "-", "0/0,0/0",
+                                    "-", "bind"]
     assert "bind failure (192.0.2.1: Cannot assign requested address)" \
         in lines[2]
-    assert lines[3].split()[:7] == ["marketing", "2001:db8::5", "3",
-                                    "mkt.example.test", "-", "-", "bind"]
+    assert lines[3].split()[:8] == ["marketing", "2001:db8::5", "3",
+                                    "mkt.example.test", "-", "0/0,0/0", "-",
+                                    "bind"]
+    assert "state from the state files (qmgr is not running)" in r.stdout
     r = inst.command("pool", "--json")
     assert r.returncode == 0, r.stderr
     data = json.loads(r.stdout)
@@ -238,7 +242,10 @@ def test_sluice_pool_lists_sources(make_instance, tmp_path):
     assert tx["sources"][1] == {
         "address": "192.0.2.1", "weight": 1, "ehlo": "", "state": "bind failure",
         "reason": "192.0.2.1: Cannot assign requested address",
-        "paused": None, "warmup": None}
+        "paused": None, "paused_until": None,
+        "window": {"attempts": 0, "hard": 0, "block": 0}, "warmup": None,
+        "providers": []}
+    assert data["from"] == "the state files (qmgr is not running)"
     assert mkt["sources"][0]["address"] == "2001:db8::5"
     assert mkt["sources"][0]["state"] == "bind failure"
     # no pools: said so, status 0
