@@ -31,7 +31,8 @@ nettle-dev libdb5.3-dev libpcre2-dev libsasl2-dev libsasl2-modules libspf2-dev
 libopendkim-dev libopendmarc-dev libjansson-dev libcmocka-dev
 libcurl4-openssl-dev libsqlite3-dev librdkafka-dev libhiredis-dev publicsuffix"
 
-# The tests: pytest and its SMTP sinks, the loopback DNS server, the tools the
+# The tests: pytest (with pytest-xdist: make check runs the system tests in
+# parallel workers) and its SMTP sinks, the loopback DNS server, the tools the
 # system tests run (strace, valgrind, the sanitizers' runtime for clang), and
 # the ordinary commands a test may call that a minimal Debian lacks: ps/pgrep
 # (procps), ip/ss (iproute2), runuser/su/setpriv/prlimit (util-linux),
@@ -59,7 +60,7 @@ libcurl4-openssl-dev libsqlite3-dev librdkafka-dev libhiredis-dev publicsuffix"
 # shared shaping limits' tests start their own (tests/test_shaping_redis.py).
 # prometheus: promtool checks /metrics and conf/sluice-alerts.yml, and a
 # real Prometheus scrapes an instance (tests/test_metrics.py).
-TEST="python3 python3-pytest python3-aiosmtpd python3-dkim python3-spf python3-authres
+TEST="python3 python3-pytest python3-pytest-xdist python3-aiosmtpd python3-dkim python3-spf python3-authres
 python3-dnspython python3-cryptography opendkim-tools python3-nacl python3-milter opendkim
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login

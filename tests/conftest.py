@@ -29,7 +29,6 @@ import re
 import shutil
 import signal
 import smtplib
-import socket
 import subprocess
 import tempfile
 import threading
@@ -37,6 +36,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+import ports
 
 TOP = Path(os.environ.get("SLUICE_TOP", Path(__file__).resolve().parents[1])).resolve()
 BIN = TOP / "bin"
@@ -64,11 +65,11 @@ def require_daemon(name):
     require(LIBEXEC / name)
 
 
-def free_port():
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(udp=False):
+    """A TCP port on 127.0.0.1 that nobody listens on right now (and free
+    for UDP too with udp=True), which no other test process (an xdist
+    worker, another checkout's run) is handed meanwhile: tests/ports.py."""
+    return ports.free_port(udp=udp)
 
 
 def wait_until(predicate, timeout=10.0, interval=0.05, what=None):
@@ -290,7 +291,60 @@ def _become_subreaper():
 
 
 def pytest_configure(config):
+    # Every process that runs tests: the only one without xdist, each worker
+    # under `pytest -n N` (pytest_configure runs in every worker; orphans go
+    # to the nearest subreaper above them, the worker that started them).
     _become_subreaper()
+    config.addinivalue_line(
+        "markers", "serial: a test that measures rates or time windows, or is "
+        "heavy enough to disturb one that does: make check runs these in a "
+        "second pass, one at a time, after the parallel one (see SERIAL)")
+
+
+# --- parallel runs (pytest-xdist) -----------------------------------------
+#
+# make check runs the system tests in two passes: `-n N --dist loadgroup -m
+# "not serial"`, then `-m serial` in one process. Everything is parallel
+# unless named here (or marked @pytest.mark.serial in its file): fixtures
+# are parallel-safe (free_port() and the sinks' and DNS servers' ports are
+# reserved machine-wide by tests/ports.py, instance folders come from
+# mkdtemp, tmp_path is per worker, each worker is its own subreaper, the
+# sanitizers' log files are named by pid).
+#
+# SERIAL: files (or file::test) whose assertions are about rates or time
+# windows measured from outside, or that load the machine so that such a
+# test running beside them could miss its window.
+SERIAL = {
+    "test_shaping.py",          # rates over windows, within 10% of the rate
+    "test_shaping_redis.py",    # the same, shared through redis
+    "test_group_commit.py",     # a group exists only if cleanup reads K ENDs at once
+    "test_powerloss.py",        # a whole instance under strace -f, heavy
+    "test_killstorm.py",        # a kill every 0.3 s, many clients: heavy
+    "test_valgrind.py",         # every daemon under memcheck: heavy
+    "test_reputation.py",       # pauses of 5 s and probes watched on time
+    # observed gaps between restarts must grow 1.5x: a late look shrinks one
+    "test_foundation.py::test_crashing_daemon_backs_off",
+}
+# GROUPS: tests that must share one worker (`--dist loadgroup`), by file.
+GROUPS = {
+    # `make install` in the build tree: one at a time, and the module's
+    # staged install is made once, not once per worker
+    "test_install.py": "make-tree",
+}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config, items):
+    """Mark the tests SERIAL and GROUPS name (before -m deselects and before
+    xdist reads the xdist_group marks)."""
+    xdist = config.pluginmanager.hasplugin("xdist")
+    for item in items:
+        name = os.path.basename(str(item.fspath))
+        func = getattr(item, "originalname", None) or item.name
+        if name in SERIAL or "%s::%s" % (name, func) in SERIAL:
+            item.add_marker(pytest.mark.serial)
+        if xdist and name in GROUPS:
+            item.add_marker(pytest.mark.xdist_group(GROUPS[name]))
 
 
 # --- instances ------------------------------------------------------------

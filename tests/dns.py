@@ -25,22 +25,15 @@ import struct
 import subprocess
 import time
 
+import ports
+
 DNSMASQ = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
 
 
 def _free_udp_tcp_port():
-    """A port free for both UDP and TCP on 127.0.0.1."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as u:
-            u.bind(("127.0.0.1", 0))
-            port = u.getsockname()[1]
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as t:
-                try:
-                    t.bind(("127.0.0.1", port))
-                except OSError:
-                    continue
-                return port
-    raise RuntimeError("no free port for DNS")
+    """A port free for both UDP and TCP on 127.0.0.1, reserved against
+    other test processes (tests/ports.py)."""
+    return ports.free_port(udp=True)
 
 
 def query(port, name, qtype=1, timeout=1.0):

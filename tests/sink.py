@@ -16,6 +16,8 @@ import socket
 import threading
 import time
 
+import ports
+
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
@@ -243,6 +245,15 @@ def dead_port(host="127.0.0.1"):
 
 
 def _free_port(host):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+    """A port of tests/ports.py (reserved against other test processes)
+    that is also free on host."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    for _ in range(100):
+        port = ports.free_port()
+        with socket.socket(family, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((host, port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no free port on %s" % host)

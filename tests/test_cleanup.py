@@ -691,9 +691,8 @@ def test_qmgr_trigger_after_the_reply(tmp_path):
 # --- end to end: SMTP in, queue file out -----------------------------------
 
 def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    from conftest import free_port      # reserved against other workers
+    return free_port()
 
 
 @pytest.mark.skipif(not all(os.access(TOP / p, os.X_OK) for p in

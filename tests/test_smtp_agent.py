@@ -19,7 +19,7 @@ import pytest
 
 import qfile_reader
 import proto
-from conftest import LIBEXEC, require, wait_until
+from conftest import LIBEXEC, free_port, require, wait_until
 from sink import RawServer, Sink
 
 SMTP_AGENT = LIBEXEC / "smtp"
@@ -492,12 +492,6 @@ def test_dns_disabled_defers(make_agent):
     assert r["action"] == "deferred"
     assert "DNS lookups are disabled" in r["reason"]
     assert done["site_failed"] == "1"
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 # --- DNS -------------------------------------------------------------------
