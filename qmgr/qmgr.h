@@ -156,6 +156,9 @@ struct QMGR_CTX {
     struct event *commit_timer_ev; /* ... or at the latest this soon after
                                       a received event */
     QMGR_MESSAGE *commit_list; /* messages whose queue changes wait for it */
+    int commit_backoff; /* the journal failed: seconds to the next try of
+                           the commit (no new message is taken meanwhile);
+                           0: it did not */
 };
 
 /* qmgr.c */
@@ -166,6 +169,9 @@ extern void qmgr_deferred_note(QMGR_CTX *ctx, time_t next_try);
 extern void qmgr_commit_soon(QMGR_CTX *ctx);
 /* qmgr_commit_later - run it within QMGR_COMMIT_DELAY at the latest */
 extern void qmgr_commit_later(QMGR_CTX *ctx);
+/* qmgr_commit_failed - the journal could not be written: try the commit
+   again after a back-off, take no new message meanwhile */
+extern void qmgr_commit_failed(QMGR_CTX *ctx, const char *why);
 
 /* qmgr_admin.c */
 extern void qmgr_admin_init(QMGR_CTX *ctx);
