@@ -187,3 +187,30 @@ def test_minfree_refuses_before_the_journal_fails(make_instance, make_sink,
         [(ok, "received"), (ok, "delivered"),
          (again, "received"), (again, "delivered")])
     assert len(sink.received()) == 2
+
+
+def test_api_answers_503_while_the_journal_is_full(make_instance, make_sink,
+                                                   small_fs):
+    """The HTTP API gets cleanup's 452 as a 503 (no 202) while the
+    journal's file system is below events_minfree, and 202 once it is
+    not; the refused message is nowhere in the queue."""
+    from test_api import Api
+    top = small_fs(2048, "nobody")      # sluice init's mail_owner as root
+    api = Api(make_instance, make_sink,
+              params={"events_directory": str(top), "events_minfree": "1m",
+                      "myhostname": HOST})
+    assert api.inst.conf_get("mail_owner") == "nobody"
+    msg = {"from": "shop@sender.test", "to": ["alice@rcpt.test"],
+           "subject": "full", "text": "hello\n"}
+    fill(top, leave=512 * 1024)
+    status, answer, _ = api.post(msg)
+    assert status == 503, (status, answer)
+    assert "4.3.1" in json.dumps(answer), answer
+    assert api.queued() == []
+    (top / "filler").unlink()
+    status, answer, _ = api.post(msg)
+    assert status == 202, (status, answer)
+    wait_until(lambda: len(api.sink.received()) == 1, timeout=20)
+    wait_until(lambda: [k for _, k in journal(top)].count("delivered") == 1,
+               timeout=20)
+    assert sorted(k for _, k in journal(top)) == ["delivered", "received"]
