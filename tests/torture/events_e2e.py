@@ -18,6 +18,15 @@ each exporter's output; an exporter may see an id more than once (at
 least once, consumers deduplicate by id): those repeats are counted and
 printed, as are the figures (events/s exported, duplicates, time).
 
+Figures on the 2-CPU development machine (shared, 2026-12-05): 100,000
+messages, 2 kills: 265 s in all, 200,000 distinct events in each
+exporter, 766 events/s exported end to end (each exporter, bound by the
+mail flow: 391 msg/s delivered), the webhook saw 37 ids twice, Kafka 64,
+the sink 7 messages twice; none missing. 20,000 under heavier load: 192 s,
+216 events/s, 8 repeats at the webhook and at Kafka, 2 at the sink.
+The stats store keeps each id once (INSERT OR IGNORE): its repeats are 0
+by construction.
+
 Run: EVENTS_E2E_MESSAGES=20000 /usr/bin/python3 -m pytest -q -s \
        -p no:cacheprovider tests/torture/events_e2e.py
 """
