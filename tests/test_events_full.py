@@ -214,3 +214,39 @@ def test_api_answers_503_while_the_journal_is_full(make_instance, make_sink,
     wait_until(lambda: [k for _, k in journal(top)].count("delivered") == 1,
                timeout=20)
     assert sorted(k for _, k in journal(top)) == ["delivered", "received"]
+
+
+def test_sendmail_waits_in_maildrop(make_instance, make_sink, small_fs):
+    """sendmail's success means the message is in maildrop/ (fsynced), not
+    in the queue: while the journal's disk is below events_minfree pickup
+    gets cleanup's 452 and leaves the file there (nothing in incoming/, no
+    event); with room again it is queued, delivered once, and has its
+    received and delivered events."""
+    from test_sendmail import SENDMAIL, sendmail
+    require(SENDMAIL, LIBEXEC / "pickup")
+    sink = make_sink()
+    inst, top = start(make_instance, sink, small_fs, 2048,
+                      events_minfree="1m")
+    fill(top, leave=512 * 1024)
+    r = sendmail(inst, "-f", "s@src.test", "r@dest.test",
+                 data=b"Subject: local\n\nbody\n")
+    assert r.returncode == 0, r.stderr
+    inst.wait_log(r"cleanup.*warning: \w+: reject: not enough free space for"
+                  r" the event journal", timeout=20)
+    maildrop = [p for p in (inst.queue_dir / "maildrop").rglob("*")
+                if p.is_file() and not p.name.startswith(".")]
+    assert len(maildrop) == 1
+    assert not any(p.is_file() for q in ("incoming", "active")
+                   for p in (inst.queue_dir / q).rglob("*"))
+    assert journal(top) == []
+    (top / "filler").unlink()
+    # pickup scans maildrop/ again every minute, or when sendmail wakes it.
+    r = sendmail(inst, "-f", "s@src.test", "r@dest.test",
+                 data=b"Subject: local 2\n\nbody\n")
+    assert r.returncode == 0, r.stderr
+    wait_until(lambda: len(sink.received()) == 2, timeout=30,
+               what="both maildrop messages delivered")
+    wait_until(lambda: sorted(k for _, k in journal(top)) ==
+               ["delivered"] * 2 + ["received"] * 2, timeout=20)
+    assert len({q for q, _ in journal(top)}) == 2
+    assert not maildrop[0].exists()
