@@ -5,9 +5,12 @@
  * segment, each line one event, merged by timestamp (segments have one
  * writer each and overlap in time). --json prints each event as it is
  * stored, one object a line; without it one readable line per event.
- * --qid and --kind (a comma-separated list of kinds) filter. --follow
- * then keeps reading what is appended (new segments included), like
- * tail -f, until interrupted.
+ * --qid, --kind (a comma-separated list of kinds) and --since (events
+ * at or after a time: YYYY-MM-DDTHH:MM:SS[.uuuuuu][Z], UTC, or an age:
+ * N followed by s, m, h or d) filter. --follow prints what is appended
+ * from now on (new segments included, so across segment rolls), like
+ * tail -f, until interrupted; with --since it first prints the events
+ * since then.
  *
  * An incomplete last line of a segment is not an event yet (its writer
  * may be at work; a dead writer's is cut by the next writer's start): it
@@ -30,6 +33,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -45,8 +49,8 @@
 #include "vstr.h"
 
 #define SLUICE_EVENTS_USAGE                                                    \
-    "usage: sluice events [--follow] [--qid QID] [--kind KIND[,KIND...]] "     \
-    "[--json] | sluice events status [--json]"
+    "usage: sluice events [--follow] [--since TIME] [--qid QID] "              \
+    "[--kind KIND[,KIND...]] [--json] | sluice events status [--json]"
 #define SLUICE_EVENTS_POLL_USEC 200000 /* --follow: between looks */
 
 typedef struct SLUICE_EVENTS_OPTS {
@@ -54,6 +58,7 @@ typedef struct SLUICE_EVENTS_OPTS {
     bool json;
     const char *qid;
     ARGV *kinds; /* NULL: all */
+    char since[32]; /* ts of the first event shown, "": any */
 } SLUICE_EVENTS_OPTS;
 
 /* What has been read of one segment. */
@@ -96,6 +101,9 @@ static bool sluice_events_match(const SLUICE_EVENTS_OPTS *opts,
     const char *kind = sluice_events_str(event, "kind");
 
     if (opts->qid && strcmp(opts->qid, sluice_events_str(event, "qid")) != 0)
+        return false;
+    /* Time stamps are fixed-width UTC text: they sort as text. */
+    if (*opts->since && strcmp(sluice_events_str(event, "ts"), opts->since) < 0)
         return false;
     if (opts->kinds) {
         for (size_t i = 0; i < opts->kinds->argc; i++)
@@ -232,6 +240,111 @@ static int sluice_events_scan(SLUICE_EVENTS_STATE *state)
     (void) closedir(dp);
     qsort(state->segs, state->seg_count, sizeof(*state->segs),
           sluice_events_seg_cmp);
+    return 0;
+}
+
+/* sluice_events_skip_seg - start seg at the end of its last whole line:
+   --follow from now */
+static void sluice_events_skip_seg(SLUICE_EVENTS_STATE *state,
+                                   SLUICE_EVENTS_SEG *seg)
+{
+    VSTR *path = vstr_alloc(100);
+    char buf[4096];
+    struct stat st;
+    off_t end;
+    int fd;
+
+    vstr_sprintf(path, "%s/%s", state->dir, seg->name);
+    if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0 ||
+        fstat(fd, &st) < 0) {
+        if (fd >= 0)
+            (void) close(fd);
+        vstr_free(path);
+        return;
+    }
+    /* Back to the last LF: a batch being written is read once whole. */
+    for (end = st.st_size; end > 0;) {
+        size_t want = end > (off_t) sizeof(buf) ? sizeof(buf) : (size_t) end;
+        ssize_t got = pread(fd, buf, want, end - (off_t) want);
+        size_t whole;
+
+        if (got != (ssize_t) want) {
+            end = 0;
+            break;
+        }
+        if ((whole = events_whole_length(buf, want)) > 0) {
+            end = end - (off_t) want + (off_t) whole;
+            break;
+        }
+        end -= (off_t) want;
+    }
+    seg->offset = (long long) end;
+    (void) close(fd);
+    vstr_free(path);
+}
+
+/* sluice_events_since - opts->since from --since's value; -1 when it is
+   neither a time nor an age */
+static int sluice_events_since(SLUICE_EVENTS_OPTS *opts, const char *value)
+{
+    struct tm tm;
+    struct timeval now;
+    time_t when;
+    const char *end;
+    char *unit;
+    long long age;
+    long usec = 0;
+
+    memset(&tm, 0, sizeof(tm));
+    if ((end = strptime(value, "%Y-%m-%dT%H:%M:%S", &tm)) != NULL) {
+        if (*end == '.') {
+            int digits = 0;
+
+            for (end++; *end >= '0' && *end <= '9' && digits < 6; end++) {
+                usec = usec * 10 + (*end - '0');
+                digits++;
+            }
+            if (digits == 0)
+                return -1;
+            for (; digits < 6; digits++)
+                usec *= 10;
+        }
+        if (*end == 'Z')
+            end++;
+        if (*end != 0 || (when = timegm(&tm)) == (time_t) -1)
+            return -1;
+    } else {
+        errno = 0;
+        age = strtoll(value, &unit, 10);
+        if (errno || unit == value || age < 0 || unit[0] == 0 || unit[1] != 0)
+            return -1;
+        switch (*unit) {
+        case 's':
+            break;
+        case 'm':
+            age *= 60;
+            break;
+        case 'h':
+            age *= 3600;
+            break;
+        case 'd':
+            age *= 86400;
+            break;
+        default:
+            return -1;
+        }
+        gettimeofday(&now, NULL);
+        if (age > (long long) now.tv_sec)
+            age = (long long) now.tv_sec;
+        when = now.tv_sec - (time_t) age;
+        usec = (long) now.tv_usec;
+    }
+    if (gmtime_r(&when, &tm) == NULL ||
+        strftime(opts->since, sizeof(opts->since), "%Y-%m-%dT%H:%M:%S", &tm) ==
+            0)
+        return -1;
+    snprintf(opts->since + strlen(opts->since),
+             sizeof(opts->since) - strlen(opts->since), ".%06ldZ", usec);
     return 0;
 }
 
@@ -573,7 +686,7 @@ static int sluice_events_status(const char *config_dir, int argc, char **argv)
 /* sluice_events - `sluice events [--follow] [--qid Q] [--kind K] [--json]` */
 int sluice_events(const char *config_dir, int argc, char **argv)
 {
-    SLUICE_EVENTS_OPTS opts = {false, false, NULL, NULL};
+    SLUICE_EVENTS_OPTS opts = {false, false, NULL, NULL, ""};
     SLUICE_EVENTS_STATE state;
     VSTR *why;
     MAIL_CONF *conf;
@@ -589,9 +702,19 @@ int sluice_events(const char *config_dir, int argc, char **argv)
                    strcmp(argv[i], "-f") == 0) {
             opts.follow = true;
         } else if ((strcmp(argv[i], "--qid") == 0 ||
-                    strcmp(argv[i], "--kind") == 0) &&
+                    strcmp(argv[i], "--kind") == 0 ||
+                    strcmp(argv[i], "--since") == 0) &&
                    i + 1 < argc) {
-            if (strcmp(argv[i], "--qid") == 0) {
+            if (strcmp(argv[i], "--since") == 0) {
+                if (sluice_events_since(&opts, argv[++i]) < 0) {
+                    opts.kinds = opts.kinds ? argv_free(opts.kinds) : NULL;
+                    return sluice_fail(
+                        "events: bad --since \"%s\": a UTC time"
+                        " YYYY-MM-DDTHH:MM:SS[.uuuuuu][Z] or an age N[smhd]"
+                        " (%s)",
+                        argv[i], SLUICE_EVENTS_USAGE);
+                }
+            } else if (strcmp(argv[i], "--qid") == 0) {
                 opts.qid = argv[++i];
             } else {
                 opts.kinds = opts.kinds ? argv_free(opts.kinds) : NULL;
@@ -599,8 +722,9 @@ int sluice_events(const char *config_dir, int argc, char **argv)
             }
         } else {
             opts.kinds = opts.kinds ? argv_free(opts.kinds) : NULL;
-            bool wants_value =
-                strcmp(argv[i], "--qid") == 0 || strcmp(argv[i], "--kind") == 0;
+            bool wants_value = strcmp(argv[i], "--qid") == 0 ||
+                               strcmp(argv[i], "--kind") == 0 ||
+                               strcmp(argv[i], "--since") == 0;
 
             return sluice_fail("events: %s \"%s\" (%s)",
                                wants_value ? "missing value after"
@@ -622,8 +746,15 @@ int sluice_events(const char *config_dir, int argc, char **argv)
     memset(&state, 0, sizeof(state));
     state.dir = dir;
     state.opts = &opts;
-    if (sluice_events_pass(&state) < 0)
+    if (opts.follow && *opts.since == 0) {
+        /* From now: what the journal holds already is not shown. */
+        if (sluice_events_scan(&state) < 0)
+            status = 1;
+        for (size_t i = 0; i < state.seg_count; i++)
+            sluice_events_skip_seg(&state, &state.segs[i]);
+    } else if (sluice_events_pass(&state) < 0) {
         status = 1;
+    }
     if (opts.follow && status == 0) {
         struct sigaction sa;
 

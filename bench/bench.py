@@ -34,6 +34,12 @@ One run on this machine:
      binds (a rate and a connection limit far above the load), beside
      the main table's sluice, which has no rules (BENCH_SHAPING=0 skips
      it);
+  7b. the event exporter: the main load through a sluice instance whose
+     events daemon POSTs every journal event to a webhook (an http.server
+     in this script that counts them): delivered msg/s beside the events/s
+     exported while mail flows, and the events/s of a backlog drained (the
+     webhook answers 503 during a round, then 200) (BENCH_EXPORTER=0
+     skips it);
   8. appends one dated line to bench/results.md, then runs
      bench/map_bench.py when it exists (BENCH_MAPS=0 skips it).
 
@@ -43,7 +49,8 @@ when its estimated time keeps the whole run under BENCH_BUDGET seconds,
 default 720) BENCH_PRESSURE_MESSAGES (100000) BENCH_PRESSURE_SESSIONS (50)
 BENCH_COUNT (1) BENCH_PROFILE (0) BENCH_PROFILE_MESSAGES (1000) BENCH_PROFILE_DIR
 BENCH_MAPS (1) BENCH_DKIM (1: the DKIM table; 0 skips it) BENCH_SHAPING (1: the
-shaping table; 0 skips it) BENCH_MTAS (postfix,sluice) BENCH_KEEP=1 (keep the
+shaping table; 0 skips it) BENCH_EXPORTER (1: the exporter table; 0 skips it)
+BENCH_MTAS (postfix,sluice) BENCH_KEEP=1 (keep the
 temporary folder) SLUICE_TOP (the build tree whose bin/sluice and libexec/
 run; default: the folder above this one) SLUICE_REVISION (its name in
 results.md when it is not a git checkout) BENCH_RESULTS (the results file;
@@ -108,6 +115,7 @@ KEEP = os.environ.get("BENCH_KEEP", "") not in ("", "0")
 MAPS = os.environ.get("BENCH_MAPS", "1").strip() not in ("0",)
 DKIM = os.environ.get("BENCH_DKIM", "1").strip() not in ("0",)
 SHAPING = os.environ.get("BENCH_SHAPING", "1").strip() not in ("0",)
+EXPORTER = os.environ.get("BENCH_EXPORTER", "1").strip() not in ("0",)
 SLUICE_CONF = dict(kv.split("=", 1) for kv in
                    os.environ.get("BENCH_SLUICE_CONF", "").split() if "=" in kv)
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
@@ -1286,6 +1294,10 @@ class Bench:
             m = self.shaping
             parts.append("shaping acc %s del %s cpu %s" % (
                 fmt(m["accepted"], 0), fmt(m["delivered"], 0), fmt(m["cpu"], 3)))
+        if getattr(self, "exporter", None):
+            m = self.exporter
+            parts.append("exporter webhook del %s ev/s %s drain ev/s %s" % (
+                fmt(m["delivered"], 0), fmt(m["exported"], 0), fmt(m["drain"], 0)))
         path = Path(RESULTS)
         if not path.exists():
             path.write_text("# bench results\n\nOne line per recorded `make bench` "
@@ -1344,6 +1356,11 @@ class Bench:
         if SHAPING and "sluice" in self.med:
             self.shaping_table()
             took["shaping"] = time.monotonic() - t
+        t = time.monotonic()
+        self.exporter = None
+        if EXPORTER and "sluice" in self.med:
+            self.exporter_table()
+            took["exporter"] = time.monotonic() - t
         self.record(pressure_line)
         t = time.monotonic()
         if self.map_table():
@@ -1432,6 +1449,62 @@ class Bench:
         else:
             say("")
 
+    def exporter_table(self):
+        """The main load through a sluice instance that exports every
+        journal event to a webhook (HookCounter): delivered msg/s, the
+        events/s the webhook received from the round's start until it had
+        all of them (received and delivered: 2 a message), and, with the
+        webhook answering 503 during one more round, the events/s of that
+        backlog from its first accepted POST to its last event."""
+        say("## event exporter (webhook): %d messages of %d bytes, %d sessions,"
+            " median of %d rounds\n" % (MESSAGES, SIZE, SESSIONS, ROUNDS))
+        hook = HookCounter()
+        mta = self.make("sluice", "exporter")
+        mta._sluice("conf", "events_webhook_urls=%s" % hook.url)
+        mta._sluice("conf", "events_webhook_max_backoff=1s")
+        mta.start()
+        rows, drains = [], []
+        try:
+            base = self.sink.count
+            g = generate(mta.port, 20)
+            ok = bool(g["messages"]) and \
+                sink_wait(self.sink, base + g["messages"], mta) is not None
+            if not ok or hook.wait_for(2 * g["messages"]) is None:
+                raise RuntimeError("exporter: the warm-up's events did not reach the"
+                                   " webhook (%d); maillog:\n%s" % (hook.count, mta.log_tail()))
+            for _ in range(ROUNDS):
+                before = hook.count
+                t0 = time.monotonic()
+                r = measure(mta, self.sink, MESSAGES, ok)
+                done = hook.wait_for(before + 2 * r["messages"])
+                r["exported"] = 2 * r["messages"] / (done - t0) if done else None
+                rows.append(r)
+            # A backlog: the webhook refuses a round's events, then takes them.
+            before = hook.count
+            hook.set_failing(True)
+            r = measure(mta, self.sink, MESSAGES, ok)
+            refused = hook.refused
+            wait_until_true(lambda: hook.refused > refused, 30)
+            hook.set_failing(False)
+            done = hook.wait_for(before + 2 * r["messages"])
+            if done and hook.first_ok:
+                drains.append(2 * r["messages"] / max(done - hook.first_ok, 1e-3))
+        finally:
+            mta.stop()
+            hook.stop()
+        self.exporter = {k: median([x[k] for x in rows])
+                         for k in ("delivered", "exported", "cpu")}
+        self.exporter["drain"] = median(drains)
+        off = self.med["sluice"]
+        say("| sluice | delivered msg/s | events/s exported while mail flows "
+            "| events/s exported from a backlog | cpu ms/msg |")
+        say("|---|---|---|---|---|")
+        say("| no exporter (main table) | %s | n/a | n/a | %s |"
+            % (fmt(off["delivered"]), fmt(off["cpu"], 3)))
+        say("| webhook exporter | %s | %s | %s | %s |\n" % (
+            fmt(self.exporter["delivered"]), fmt(self.exporter["exported"]),
+            fmt(self.exporter["drain"]), fmt(self.exporter["cpu"], 3)))
+
     def map_table(self):
         """bench/map_bench.py (lookup tables: a 1,000,000-key build), when it
         exists and BENCH_MAPS is not 0: run it and print what it prints."""
@@ -1476,6 +1549,78 @@ def tree_revision():
     except (OSError, subprocess.SubprocessError):
         return "?"
     return r.stdout.strip() if r.returncode == 0 and r.stdout.strip() else "?"
+
+
+def wait_until_true(predicate, timeout):
+    deadline = time.monotonic() + timeout
+    while not predicate() and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+class HookCounter:
+    """A webhook endpoint on loopback for the exporter table: counts the
+    events of every POST (a JSON array); answers 503 while failing."""
+
+    def __init__(self):
+        import http.server
+        hook = self
+        self.count = 0
+        self.refused = 0
+        self.failing = False
+        self.first_ok = None        # first 200 after set_failing(False)
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with hook.lock:
+                    failing = hook.failing
+                    if failing:
+                        hook.refused += 1
+                if failing:
+                    self.send_response(503)
+                    self.end_headers()
+                    return
+                try:
+                    n = len(json.loads(body))
+                except ValueError:
+                    n = 0
+                with hook.lock:
+                    if hook.first_ok is None:
+                        hook.first_ok = time.monotonic()
+                    hook.count += n
+                self.send_response(200)
+                self.end_headers()
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d/hook" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def set_failing(self, failing):
+        with self.lock:
+            self.failing = failing
+            self.first_ok = None
+
+    def wait_for(self, n, stall=STALL):
+        """monotonic time when count reached n; None when it stopped
+        growing for stall seconds first"""
+        last, since = self.count, time.monotonic()
+        while self.count < n:
+            time.sleep(0.02)
+            if self.count != last:
+                last, since = self.count, time.monotonic()
+            elif time.monotonic() - since > stall:
+                return None
+        return time.monotonic()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
 
 
 def sink_wait(sink, n, mta, stall=STALL):

@@ -375,6 +375,24 @@ static int cleanup_msg_event(const CLEANUP_MSG *msg, long long size)
     return events_emit(msg->conf->events, &event);
 }
 
+/* cleanup_msg_journal_ok - 0 when the journal can take events, else
+   -1 with the message failed (452 4.3.1) */
+static int cleanup_msg_journal_ok(CLEANUP_MSG *msg)
+{
+    VSTR *why = vstr_alloc(100);
+    int ret = 0;
+
+    if (events_check(msg->conf->events, why) < 0) {
+        msg_warn("%s: reject: %s", msg->qid, vstr_str(why));
+        cleanup_msg_fail(msg, 452,
+                         "4.3.1 Insufficient system storage for the event"
+                         " journal, try again later");
+        ret = -1;
+    }
+    vstr_free(why);
+    return ret;
+}
+
 /* cleanup_msg_end - commit or abort; the status to send */
 int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
 {
@@ -415,6 +433,14 @@ int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
         myfree(msg->final_path);
         msg->final_path = vstr_export(path);
     }
+
+    /* A journal that failed lately, or whose disk is (nearly) full, takes
+       no more mail: the client retries (4xx) rather than have a message
+       whose events could not be written (events_check). qmgr keeps what
+       it could not write pending, so a message accepted before the mark
+       went up loses nothing either. */
+    if (cleanup_msg_journal_ok(msg) < 0)
+        return msg->status;
 
     /* Durability: file, rename, directory -- and only then the answer. A
        failure leaves nothing behind (the renamed file included, when only

@@ -25,9 +25,12 @@
  * cut off the segment again (ftruncate to where it began), so a segment
  * only ever holds whole batches that were reported durable, or a torn
  * tail that a crash left. What a caller does on failure is its own rule:
- * cleanup answers 4xx and queues nothing; qmgr cannot undo a delivery, so
- * the outcomes of the batch stand and their messages are logged as having
- * lost events, with a warning each.
+ * cleanup answers 4xx and queues nothing; qmgr keeps the batch pending
+ * (events_retain) and makes none of the queue changes it describes until
+ * a retry writes it. A failure also puts up the stall mark
+ * (EVENTS_STALL_MARK), and cleanup refuses mail (4xx) while it is up or
+ * while the journal's file system has less than events_minfree free
+ * (events_check): a full disk answers 4xx before events could be lost.
  *
  * Torn tails: a crash (power loss, not kill -9: a write to a regular file
  * is not interrupted half-way by a signal) may leave a segment's last line
@@ -46,6 +49,7 @@
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <time.h>
 
 #include <jansson.h>
@@ -67,6 +71,9 @@ struct EVENTS {
     time_t start; /* when it was opened */
     VSTR *batch; /* lines not yet written */
     VSTR *why;
+    long long minfree; /* events_minfree */
+    bool retain; /* a failed batch stays pending (events_retain) */
+    bool stalled; /* this writer's last flush failed: the mark is up */
 };
 
 /* events_event_init - an EVENT with nothing set (numbers -1) */
@@ -365,6 +372,7 @@ EVENTS *events_open(const MAIL_CONF *conf, const char *program)
     events->program = mystrdup(program);
     events->max_size = mail_conf_size(conf, "events_segment_size");
     events->max_age = mail_conf_time(conf, "events_segment_age");
+    events->minfree = mail_conf_size(conf, "events_minfree");
     events->fd = -1;
     events->path = vstr_alloc(100);
     events->batch = vstr_alloc(1024);
@@ -422,6 +430,42 @@ static int events_new_segment(EVENTS *events, VSTR *why)
     return 0;
 }
 
+/* events_stall_path - path = dir's stall mark (events_stalled) */
+static VSTR *events_stall_path(VSTR *path, const char *dir)
+{
+    vstr_sprintf(path, "%s/%s", dir, EVENTS_STALL_MARK);
+    return path;
+}
+
+/* events_failed - a batch could not be made durable: drop it, or keep
+   it pending (events_retain) and put up (or refresh) the stall mark that
+   tells the other processes (events_check) until a retry writes it. Only
+   a writer that retries puts it up: one that drops its batch (cleanup:
+   that message got 4xx) might never write again to take it down. Making
+   an empty file, or setting its time, needs no data block, so it works on
+   a full disk; when it does not, events_check still has the free space to
+   go by. */
+static void events_failed(EVENTS *events)
+{
+    VSTR *mark;
+    int fd;
+
+    if (!events->retain) {
+        vstr_reset(events->batch);
+        return;
+    }
+    mark = events_stall_path(vstr_alloc(100), events->dir);
+    if ((fd = open(vstr_str(mark), O_WRONLY | O_CREAT | O_CLOEXEC, 0600)) < 0) {
+        msg_warn("events: create %s: %m", vstr_str(mark));
+    } else {
+        if (futimens(fd, NULL) < 0)
+            msg_warn("events: set the time of %s: %m", vstr_str(mark));
+        (void) close(fd);
+        events->stalled = true;
+    }
+    vstr_free(mark);
+}
+
 /* events_flush - write the pending batch and fdatasync it */
 int events_flush(EVENTS *events, VSTR *why)
 {
@@ -434,7 +478,7 @@ int events_flush(EVENTS *events, VSTR *why)
                           (long long) len, events->max_size,
                           events->max_age)) &&
         events_new_segment(events, why) < 0) {
-        vstr_reset(events->batch);
+        events_failed(events);
         return -1;
     }
     if (safe_file_write_all(events->fd, vstr_str(events->batch), len) < 0 ||
@@ -445,11 +489,19 @@ int events_flush(EVENTS *events, VSTR *why)
             msg_warn("events: truncate %s: %m", vstr_str(events->path));
         (void) close(events->fd);
         events->fd = -1;
-        vstr_reset(events->batch);
+        events_failed(events);
         return -1;
     }
     events->bytes += (long long) len;
     vstr_reset(events->batch);
+    if (events->stalled) {
+        VSTR *mark = events_stall_path(vstr_alloc(100), events->dir);
+
+        events->stalled = false;
+        if (unlink(vstr_str(mark)) < 0 && errno != ENOENT)
+            msg_warn("events: remove %s: %m", vstr_str(mark));
+        vstr_free(mark);
+    }
     return 0;
 }
 
@@ -482,4 +534,43 @@ EVENTS *events_close(EVENTS *events)
     vstr_free(events->why);
     myfree(events);
     return NULL;
+}
+
+/* events_retain - a batch that events_flush could not write stays pending */
+void events_retain(EVENTS *events)
+{
+    if (events != NULL)
+        events->retain = true;
+}
+
+/* events_check - can the journal take events now? */
+int events_check(EVENTS *events, VSTR *why)
+{
+    VSTR *mark;
+    struct stat st;
+    struct statvfs fs;
+    unsigned long long avail;
+    int ret = 0;
+
+    if (events == NULL)
+        return 0;
+    mark = events_stall_path(vstr_alloc(100), events->dir);
+    if (stat(vstr_str(mark), &st) == 0 &&
+        (long long) time(NULL) - (long long) st.st_mtime < EVENTS_STALL_FRESH) {
+        vstr_sprintf(why, "the event journal in %s could not be written",
+                     events->dir);
+        ret = -1;
+    } else if (events->minfree > 0 && statvfs(events->dir, &fs) == 0 &&
+               !__builtin_mul_overflow((unsigned long long) fs.f_bavail,
+                                       (unsigned long long) fs.f_frsize,
+                                       &avail) &&
+               avail < (unsigned long long) events->minfree) {
+        vstr_sprintf(why,
+                     "not enough free space for the event journal in %s:"
+                     " %llu bytes, events_minfree is %lld",
+                     events->dir, avail, events->minfree);
+        ret = -1;
+    }
+    vstr_free(mark);
+    return ret;
 }

@@ -119,7 +119,8 @@ extern void events_add(EVENTS *events, const EVENT *event);
 
 /* events_flush - write the pending batch and fdatasync it: 0 once it is on
    stable storage (or events is NULL), -1 (why says) when it is not; then
-   nothing of the batch stays in the segment and the batch is dropped */
+   nothing of the batch stays in the segment and the batch is dropped
+   (kept pending after events_retain, with the stall mark up) */
 extern int events_flush(EVENTS *events, VSTR *why);
 
 /* events_emit - events_add and events_flush: one event, durable; on
@@ -137,5 +138,25 @@ extern int events_repair(const char *dir);
    (its writer must be gone: the caller knows); 1 when cut, with a
    warning, 0 when it was whole or could not be read */
 extern int events_repair_file(const char *path);
+
+/* The stall mark: a writer that retains (events_retain) and whose batch
+   could not be made durable makes (or touches) events_directory/.stalled
+   and removes it once the batch is written; events_check heeds a mark
+   younger than EVENTS_STALL_FRESH seconds (a writer that keeps failing
+   keeps touching it; one that died with it up no longer counts after
+   that). */
+#define EVENTS_STALL_MARK ".stalled"
+#define EVENTS_STALL_FRESH 30
+
+/* events_retain - from now on a batch that events_flush could not write
+   stays pending, to be written by the next events_flush (qmgr: the queue
+   changes it describes wait too) instead of being dropped */
+extern void events_retain(EVENTS *events);
+
+/* events_check - can the journal take events now? 0 yes (or events is
+   NULL), -1 (why says) when a writer found it failing lately (the stall
+   mark) or its file system has less than events_minfree free: then
+   no mail may be accepted (cleanup answers 4xx) */
+extern int events_check(EVENTS *events, VSTR *why);
 
 #endif

@@ -6,6 +6,8 @@
 #include "sys_defs.h"
 
 #include <fcntl.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <setjmp.h>
 #include <cmocka.h>
@@ -273,6 +275,104 @@ static void test_disabled(void **state)
     mail_conf_free(conf);
 }
 
+/* test_add_n - add n delivered events (about 300 bytes each) */
+static void test_add_n(EVENTS *events, int n)
+{
+    VSTR *seq = vstr_alloc(10);
+    EVENT event;
+
+    for (int i = 0; i < n; i++) {
+        vstr_sprintf(seq, "%d", i);
+        events_event_init(&event, EVENTS_DELIVERED, "QQQQ", vstr_str(seq));
+        event.recipient = "someone@dest.test";
+        event.reply = "250 2.0.0 a reply long enough to fill a segment soon";
+        events_add(events, &event);
+    }
+    vstr_free(seq);
+}
+
+/* test_count - delivered events in the segments of tmp/ev */
+static size_t test_count(TESTLIB_DIR *tmp)
+{
+    glob_t found;
+    size_t total = 0;
+
+    test_segments(tmp, &found);
+    for (size_t i = 0; i < found.gl_pathc; i++) {
+        size_t len;
+        char *data = testlib_read(found.gl_pathv[i], &len);
+
+        assert_non_null(data);
+        for (char *cp = data; (cp = strstr(cp, "\"kind\":\"delivered\"")); cp++)
+            total++;
+        myfree(data);
+    }
+    globfree(&found);
+    return total;
+}
+
+/* A write that fails (EFBIG past RLIMIT_FSIZE, which binds root too):
+   a retaining writer keeps the batch and puts up the stall mark, which
+   events_check heeds, until a flush writes it; a plain one drops it and
+   puts up no mark. */
+static void test_retain_and_stall_mark(void **state)
+{
+    TESTLIB_DIR *tmp = *state;
+    MAIL_CONF *conf = test_conf(tmp, "events_minfree = 0\n");
+    EVENTS *events = events_open(conf, "unit");
+    EVENTS *plain = events_open(conf, "plain");
+    VSTR *why = vstr_alloc(10);
+    VSTR *mark = vstr_alloc(10);
+    struct rlimit old;
+    struct rlimit small;
+    struct stat st;
+
+    vstr_sprintf(mark, "%s/ev/%s", tmp->path, EVENTS_STALL_MARK);
+    signal(SIGXFSZ, SIG_IGN);
+    assert_int_equal(getrlimit(RLIMIT_FSIZE, &old), 0);
+    events_retain(events);
+    test_add_n(events, 1);
+    assert_int_equal(events_flush(events, why), 0);
+    assert_int_equal(events_check(events, why), 0);
+    small = old;
+    small.rlim_cur = 1000;
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &small), 0);
+    test_add_n(plain, 5);
+    assert_int_equal(events_flush(plain, why), -1);
+    assert_int_equal(stat(vstr_str(mark), &st), -1);
+    test_add_n(events, 5);
+    assert_int_equal(events_flush(events, why), -1);
+    assert_non_null(strstr(vstr_str(why), "File too large"));
+    assert_int_equal(stat(vstr_str(mark), &st), 0);
+    assert_int_equal(events_check(plain, why), -1);
+    assert_non_null(strstr(vstr_str(why), "could not be written"));
+    /* Still failing: still pending (nothing of it in the journal). */
+    assert_int_equal(events_flush(events, why), -1);
+    assert_int_equal(test_count(tmp), 1);
+    assert_int_equal(setrlimit(RLIMIT_FSIZE, &old), 0);
+    /* The retry writes the batch kept, once; the mark goes. */
+    assert_int_equal(events_flush(events, why), 0);
+    assert_int_equal(test_count(tmp), 6);
+    assert_int_equal(stat(vstr_str(mark), &st), -1);
+    assert_int_equal(events_check(plain, why), 0);
+    /* The plain writer's batch was dropped: its next flush has nothing. */
+    assert_int_equal(events_flush(plain, why), 0);
+    assert_int_equal(test_count(tmp), 6);
+    events_close(events);
+    events_close(plain);
+    mail_conf_free(conf);
+    /* events_minfree above what any disk has free: refused. */
+    conf = test_conf(tmp, "events_minfree = 1000000g\n");
+    events = events_open(conf, "unit");
+    assert_int_equal(events_check(events, why), -1);
+    assert_non_null(strstr(vstr_str(why), "not enough free space"));
+    assert_int_equal(events_check(NULL, why), 0);
+    events_close(events);
+    mail_conf_free(conf);
+    vstr_free(why);
+    vstr_free(mark);
+}
+
 static void test_repair(void **state)
 {
     TESTLIB_DIR *tmp = *state;
@@ -335,6 +435,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_disabled, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_repair, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_retain_and_stall_mark, test_setup,
+                                        test_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

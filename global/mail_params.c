@@ -319,6 +319,9 @@ static const MAIL_PARAM mail_param_tab[] = {
      "size at which an event journal segment is left for a new one"},
     {"events_segment_age", TIME_RANGE(1, NOMAX), "1h",
      "age at which an event journal segment is left for a new one"},
+    {"events_minfree", SIZE, "1m",
+     "free space events_directory's file system must keep for mail to be"
+     " accepted (0: no check; a journal that failed refuses mail anyway)"},
     {"events_webhook_urls", LIST, "",
      "URLs the events daemon POSTs batches of journal events to"},
     {"events_webhook_secret", STR, "",

@@ -42,6 +42,7 @@
 #define QMGR_TICK 60 /* seconds between incoming/ scans */
 #define QMGR_SCAN_BATCH 100 /* files moved per loop pass */
 #define QMGR_COMMIT_DELAY 1 /* seconds a received event may wait alone */
+#define QMGR_COMMIT_MAX_BACKOFF 8 /* seconds between tries of a failed one */
 
 /* qmgr_scan_want - ask for a scan of this queue (again, if it runs);
    all: deferred/ files are due whatever their time */
@@ -73,6 +74,10 @@ void qmgr_scan_kick(QMGR_CTX *ctx)
         return;
     if ((long long) ctx->active_count >= ctx->conf.active_limit)
         return;
+    /* The journal cannot be written: no new message, whose events could
+       not be either (qmgr_commit_failed); the commit that works kicks. */
+    if (ctx->commit_backoff > 0)
+        return;
     /* One pass per loop pass, however many wake-ups came. */
     event_active(ctx->scan_ev, EV_TIMEOUT, 0);
 }
@@ -88,6 +93,9 @@ static void qmgr_commit_event(evutil_socket_t fd, short what, void *arg)
    that came in together), and waking it again meanwhile is a no-op */
 void qmgr_commit_soon(QMGR_CTX *ctx)
 {
+    /* After a failure the back-off timer brings the next try. */
+    if (ctx->commit_backoff > 0)
+        return;
     event_active(ctx->commit_ev, EV_TIMEOUT, 0);
 }
 
@@ -100,6 +108,27 @@ void qmgr_commit_later(QMGR_CTX *ctx)
 
     if (evtimer_pending(ctx->commit_timer_ev, NULL))
         return;
+    if (evtimer_add(ctx->commit_timer_ev, &tv) < 0)
+        msg_fatal("cannot add the journal commit timer");
+}
+
+/* qmgr_commit_failed - the journal could not be written: the events stay
+   pending (events_retain), so do the queue changes that wait for them;
+   the commit is tried again after 1, 2, 4 ... QMGR_COMMIT_MAX_BACKOFF
+   seconds, and no new message is taken until it works */
+void qmgr_commit_failed(QMGR_CTX *ctx, const char *why)
+{
+    struct timeval tv = {.tv_sec = 0, .tv_usec = 0};
+
+    if (ctx->commit_backoff == 0) {
+        msg_warn("events: the journal cannot be written: %s: queue changes"
+                 " and new messages wait until it can",
+                 why);
+        ctx->commit_backoff = 1;
+    } else if (ctx->commit_backoff < QMGR_COMMIT_MAX_BACKOFF) {
+        ctx->commit_backoff *= 2;
+    }
+    tv.tv_sec = ctx->commit_backoff;
     if (evtimer_add(ctx->commit_timer_ev, &tv) < 0)
         msg_fatal("cannot add the journal commit timer");
 }
@@ -325,6 +354,8 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
     conf->job_timeout = mail_conf_time(mc, "daemon_timeout");
     conf->ipc_timeout = mail_conf_time(mc, "ipc_timeout");
     conf->events = events_open(mc, "qmgr");
+    /* A batch that cannot be written waits, with its queue changes. */
+    events_retain(conf->events);
     /* The table bounds every number (the limits are at least 1, each step
        of retry_schedule at least 1s): nothing to check here. */
     conf->sched.retry_steps =

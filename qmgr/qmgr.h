@@ -176,6 +176,9 @@ struct QMGR_CTX {
     time_t warmup_saved; /* when the warm-up counts were last saved */
     time_t save_warned; /* when a failed save was last logged */
     QMGR_LISTENER *pool_listener; /* private/qmgr-pool, NULL: none */
+    int commit_backoff; /* the journal failed: seconds to the next try of
+                           the commit (no new message is taken meanwhile);
+                           0: it did not */
 };
 
 /* qmgr.c */
@@ -186,6 +189,9 @@ extern void qmgr_deferred_note(QMGR_CTX *ctx, time_t next_try);
 extern void qmgr_commit_soon(QMGR_CTX *ctx);
 /* qmgr_commit_later - run it within QMGR_COMMIT_DELAY at the latest */
 extern void qmgr_commit_later(QMGR_CTX *ctx);
+/* qmgr_commit_failed - the journal could not be written: try the commit
+   again after a back-off, take no new message meanwhile */
+extern void qmgr_commit_failed(QMGR_CTX *ctx, const char *why);
 
 /* qmgr_admin.c */
 extern void qmgr_admin_init(QMGR_CTX *ctx);

@@ -30,9 +30,13 @@
  * followed (qmgr_commit_later), and once more when the loop ends. A crash
  * between the fdatasync and the changes repeats the events (same ids: the
  * recipients are delivered again) and loses none. When the batch cannot be
- * written the changes are made all the same and the events are logged as
- * lost, as before group commit: a delivery cannot be undone, and keeping
- * the recipient would deliver it twice. Agents are never kept waiting:
+ * written (ENOSPC, EDQUOT, EIO) it stays pending (events_retain) and so
+ * do the changes: no recipient is marked done, no message removed or
+ * moved, and no new message taken, until a commit retried after a
+ * back-off (qmgr_commit_failed) writes it; the stall mark it leaves makes
+ * cleanup refuse mail meanwhile. A qmgr that stops before then leaves the
+ * recipients undone: the next one delivers them again, with the same
+ * event ids (at least once, never lost). Agents are never kept waiting:
  * results are read, and new deliveries start, whether or not a commit is
  * due. With events_enable = no the changes are made at once.
  *
@@ -217,24 +221,32 @@ static void qmgr_message_event(QMGR_MESSAGE *msg, size_t index,
     if (event.delay < 0)
         event.delay = 0;
     events_add(events, &event);
-    if (flush) {
+    if (flush && msg->ctx->commit_backoff == 0) {
+        /* A failure keeps the event pending; the commit retries it. */
         why = vstr_alloc(100);
         if (events_flush(events, why) < 0)
-            msg_warn("%s: %s event lost: %s", msg->qid, kind, vstr_str(why));
+            qmgr_commit_failed(msg->ctx, vstr_str(why));
         vstr_free(why);
     }
     vstr_free(seq);
 }
 
-/* qmgr_message_event_flush - write the batch of events (a warning when
-   it cannot be written) */
-static void qmgr_message_event_flush(QMGR_MESSAGE *msg)
+/* qmgr_message_event_flush - write the batch of events; -1 when it
+   cannot be written (it stays pending, the commit retries it) */
+static int qmgr_message_event_flush(QMGR_MESSAGE *msg)
 {
-    VSTR *why = vstr_alloc(100);
+    VSTR *why;
+    int ret = 0;
 
-    if (events_flush(msg->ctx->conf.events, why) < 0)
-        msg_warn("%s: events lost: %s", msg->qid, vstr_str(why));
+    if (msg->ctx->commit_backoff > 0)
+        return -1;
+    why = vstr_alloc(100);
+    if (events_flush(msg->ctx->conf.events, why) < 0) {
+        qmgr_commit_failed(msg->ctx, vstr_str(why));
+        ret = -1;
+    }
     vstr_free(why);
+    return ret;
 }
 
 /* qmgr_notify_has - does a NOTIFY= list hold word? */
@@ -313,9 +325,33 @@ void qmgr_message_commit(QMGR_CTX *ctx, bool exiting)
 
     /* What the changes below add starts a new batch (and list). */
     ctx->commit_list = NULL;
-    if (events_flush(ctx->conf.events, why) < 0)
-        for (QMGR_MESSAGE *msg = list; msg; msg = msg->commit_next)
-            msg_warn("%s: events lost: %s", msg->qid, vstr_str(why));
+    if (events_flush(ctx->conf.events, why) < 0) {
+        /* The batch stays pending (events_retain), and so do the changes
+           it describes: a recipient is not marked done, a message not
+           removed, before its event is on disk. On exit the next qmgr
+           does them again (the events repeat with the same ids). */
+        if (exiting) {
+            msg_warn("events: the journal cannot be written: %s: the next"
+                     " qmgr repeats what waited for it",
+                     vstr_str(why));
+            for (QMGR_MESSAGE *msg = list; msg; msg = next) {
+                next = msg->commit_next;
+                msg->commit_next = NULL;
+                msg->commit_pending = false;
+            }
+        } else {
+            ctx->commit_list = list;
+            qmgr_commit_failed(ctx, vstr_str(why));
+        }
+        vstr_free(why);
+        return;
+    }
+    if (ctx->commit_backoff > 0) {
+        msg_info("events: the journal is written again");
+        ctx->commit_backoff = 0;
+        (void) evtimer_del(ctx->commit_timer_ev);
+        qmgr_scan_kick(ctx);
+    }
     for (QMGR_MESSAGE *msg = list; msg; msg = next) {
         next = msg->commit_next;
         msg->commit_next = NULL;
@@ -745,8 +781,9 @@ static void qmgr_message_bounced(QMGR_MESSAGE *msg, bool ok)
     qmgr_message_settle(msg);
 }
 
-/* qmgr_message_expire - deferred recipients past the lifetime fail */
-static void qmgr_message_expire(QMGR_MESSAGE *msg)
+/* qmgr_message_expire - deferred recipients past the lifetime fail; -1
+   when their events could not be written (completion waits for them) */
+static int qmgr_message_expire(QMGR_MESSAGE *msg)
 {
     QMGR_CTX *ctx = msg->ctx;
     time_t now = time(NULL);
@@ -758,7 +795,7 @@ static void qmgr_message_expire(QMGR_MESSAGE *msg)
     if (!qmgr_sched_expired(&ctx->conf.sched, qmgr_message_since(msg), now,
                             *msg->info->sender == 0) ||
         qmgr_message_count(msg, QMGR_RCPT_DEFERRED) == 0)
-        return;
+        return 0;
     reason = vstr_alloc(100);
     why = vstr_alloc(100);
     for (size_t i = 0; i < msg->info->rcpt_count; i++) {
@@ -785,12 +822,11 @@ static void qmgr_message_expire(QMGR_MESSAGE *msg)
     }
     /* One fsync for the batch, before the marks or the removal. */
     if (expired)
-        qmgr_message_event_flush(msg);
-    if (expired)
         msg_info("%s: from=<%s>, status=expired, returned to sender", msg->qid,
                  msg->info->sender);
     vstr_free(reason);
     vstr_free(why);
+    return expired ? qmgr_message_event_flush(msg) : 0;
 }
 
 /* qmgr_message_check - start completion when nothing is left to wait for */
@@ -817,7 +853,13 @@ void qmgr_message_check(QMGR_MESSAGE *msg)
         qmgr_message_to_deferred(msg);
         return;
     }
-    qmgr_message_expire(msg);
+    if (qmgr_message_expire(msg) < 0) {
+        /* Its events are pending: the commit that writes them comes
+           back here (the expired recipients are finished by then). */
+        msg->finish_step = QMGR_FINISH_NONE;
+        qmgr_message_pending(msg);
+        return;
+    }
     if (dsn_log_exists(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid))
         qmgr_bounce_request(msg, BOUNCE_KIND_BOUNCE, qmgr_message_bounced);
     else

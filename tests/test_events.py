@@ -466,10 +466,11 @@ def faulty(inst, shim, tmp_path, program, op):
 @pytest.mark.parametrize("op", ["write", "fsync"])
 def test_journal_fault_in_qmgr(make_instance, make_sink, shim, tmp_path, op):
     """qmgr cannot make a batch durable (ENOSPC on the journal's write or
-    fdatasync): the queue changes are made all the same (a delivery cannot
-    be undone; keeping the recipient would deliver it twice), each message
-    of the batch is logged with its events lost, and nothing of the failed
-    batch stays in the journal. Once the disk is back, events flow again."""
+    fdatasync): the batch stays pending and so do the queue changes it
+    describes (the delivered message is neither marked nor removed), nothing
+    of the failed batch is in the journal, and the stall mark makes cleanup
+    refuse the next message (452 4.3.1). Once the disk is back the retried
+    commit writes the events, each once, and the message completes."""
     need_daemons()
     sink = make_sink()
     inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
@@ -480,18 +481,27 @@ def test_journal_fault_in_qmgr(make_instance, make_sink, shim, tmp_path, op):
                      % wrapper)
     switch.write_text("on")
     inst.start()
-    lost = send(inst, ["r@dest.test"])
-    inst.wait_log(r"%s: removed" % lost, timeout=20)
-    inst.wait_log(r"qmgr.*warning: %s: events lost: "
-                  r"(write|create|fsync) .*No space left on device" % lost)
-    assert len(sink.received()) == 1
+    held = send(inst, ["r@dest.test"])
+    inst.wait_log(r"qmgr.*warning: events: the journal cannot be written: "
+                  r"(write|create|fsync) .*No space left on device", timeout=20)
+    wait_until(lambda: len(sink.received()) == 1, timeout=20)
+    assert "%s: removed" % held not in inst.log()
     assert journal(inst) == []
     assert all(s.read_bytes() == b"" for s in segments(inst))
+    import smtplib
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=20) as smtp:
+        assert smtp.mail("s@src.test")[0] == 250
+        assert smtp.rcpt("r@dest.test")[0] == 250
+        code, text = smtp.data(b"Subject: refused\r\n\r\nbody\r\n")
+    assert code == 452 and b"4.3.1" in text, (code, text)
     switch.unlink()
+    inst.wait_log(r"%s: removed" % held, timeout=30)
     ok = send(inst, ["r@dest.test"])
     inst.wait_log(r"%s: removed" % ok, timeout=20)
     kinds = sorted((e["qid"], e["kind"]) for e in journal(inst))
-    assert kinds == [(ok, "delivered"), (ok, "received")]
+    assert kinds == sorted([(held, "delivered"), (held, "received"),
+                            (ok, "delivered"), (ok, "received")])
+    assert len(sink.received()) == 2
 
 
 @pytest.mark.parametrize("op", ["write", "fsync"])
