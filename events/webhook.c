@@ -22,9 +22,8 @@
  * retries (exporter.c). Redirects are not followed; only http and https.
  *
  * libcurl runs non-blocking under the daemon's libevent loop through its
- * multi-socket interface: libcurl names the sockets and the one timeout
- * it wants watched (webhook_socket_cb, webhook_timer_cb), libevent calls
- * back when one is ready, and curl_multi_socket_action goes on from there.
+ * multi-socket interface (global/curl_event.h), which hands the ended
+ * POST to webhook_done.
  */
 #include "sys_defs.h"
 
@@ -35,6 +34,7 @@
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 
+#include "curl_event.h"
 #include "exporter.h"
 #include "msg.h"
 #include "mymalloc.h"
@@ -48,11 +48,10 @@ typedef struct WEBHOOK {
     char *secret; /* "": no signature */
     long long timeout;
     long long max_age;
-    CURLM *multi;
+    CURL_EVENT *curl; /* libcurl on the daemon's loop */
+    CURLM *multi; /* its multi handle */
     CURL *easy; /* the POST in flight, or NULL */
     struct curl_slist *headers;
-    struct event_base *base;
-    struct event *timer_ev; /* libcurl's timeout */
     VSTR *body;
     VSTR *reply; /* start of the answer's body */
     char error[CURL_ERROR_SIZE];
@@ -121,86 +120,13 @@ static void webhook_finish(WEBHOOK *hook, CURLcode code)
     vstr_free(why);
 }
 
-/* webhook_check - has the POST in flight ended? */
-static void webhook_check(WEBHOOK *hook)
-{
-    CURLMsg *msg;
-    int left;
-
-    while (hook->easy != NULL &&
-           (msg = curl_multi_info_read(hook->multi, &left)) != NULL) {
-        if (msg->msg == CURLMSG_DONE && msg->easy_handle == hook->easy)
-            webhook_finish(hook, msg->data.result);
-    }
-}
-
-/* webhook_socket_event - a socket libcurl watches is ready */
-static void webhook_socket_event(evutil_socket_t fd, short what, void *arg)
+/* webhook_done - a transfer ended: the POST in flight? */
+static void webhook_done(CURL *easy, CURLcode result, void *arg)
 {
     WEBHOOK *hook = arg;
-    int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
-                ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    int running;
 
-    (void) curl_multi_socket_action(hook->multi, fd, flags, &running);
-    webhook_check(hook);
-}
-
-/* webhook_socket_cb - libcurl: watch socket s for what (or stop) */
-static int webhook_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
-                             void *socketp)
-{
-    WEBHOOK *hook = userp;
-    struct event *ev = socketp;
-    short kind;
-
-    if (what == CURL_POLL_REMOVE) {
-        if (ev != NULL) {
-            event_free(ev);
-            (void) curl_multi_assign(hook->multi, s, NULL);
-        }
-        return 0;
-    }
-    kind = (short) (((what & CURL_POLL_IN) ? EV_READ : 0) |
-                    ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (ev != NULL) {
-        (void) event_del(ev);
-        if (event_assign(ev, hook->base, s, kind, webhook_socket_event, hook) <
-            0)
-            msg_fatal("cannot watch a webhook socket");
-    } else {
-        ev = event_new(hook->base, s, kind, webhook_socket_event, hook);
-        if (ev == NULL)
-            msg_fatal("cannot watch a webhook socket");
-        (void) curl_multi_assign(hook->multi, s, ev);
-    }
-    if (event_add(ev, NULL) < 0)
-        msg_fatal("cannot watch a webhook socket");
-    return 0;
-}
-
-/* webhook_timer_event - libcurl's timeout has come */
-static void webhook_timer_event(evutil_socket_t fd, short what, void *arg)
-{
-    WEBHOOK *hook = arg;
-    int running;
-
-    (void) curl_multi_socket_action(hook->multi, CURL_SOCKET_TIMEOUT, 0,
-                                    &running);
-    webhook_check(hook);
-}
-
-/* webhook_timer_cb - libcurl: call back in timeout_ms (-1: never) */
-static int webhook_timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-    WEBHOOK *hook = userp;
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-
-    if (timeout_ms < 0)
-        (void) evtimer_del(hook->timer_ev);
-    else if (evtimer_add(hook->timer_ev, &tv) < 0)
-        msg_fatal("cannot add the webhook timer");
-    return 0;
+    if (hook->easy != NULL && easy == hook->easy)
+        webhook_finish(hook, result);
 }
 
 /* webhook_send - POST the batch */
@@ -326,17 +252,9 @@ static void *webhook_open(EXPORTER *exp, struct event_base *base,
     hook->secret = webhook_secret(conf);
     hook->timeout = mail_conf_time(conf, "events_webhook_timeout");
     hook->max_age = mail_conf_time(conf, "events_webhook_max_age");
-    hook->base = base;
-    if ((hook->multi = curl_multi_init()) == NULL)
-        msg_fatal("curl_multi_init failed");
-    if ((hook->timer_ev = evtimer_new(base, webhook_timer_event, hook)) == NULL)
-        msg_fatal("cannot create the webhook timer");
-    (void) curl_multi_setopt(hook->multi, CURLMOPT_SOCKETFUNCTION,
-                             webhook_socket_cb);
-    (void) curl_multi_setopt(hook->multi, CURLMOPT_SOCKETDATA, hook);
-    (void) curl_multi_setopt(hook->multi, CURLMOPT_TIMERFUNCTION,
-                             webhook_timer_cb);
-    (void) curl_multi_setopt(hook->multi, CURLMOPT_TIMERDATA, hook);
+    if ((hook->curl = curl_event_create(base, webhook_done, hook)) == NULL)
+        msg_fatal("cannot set up libcurl's multi interface");
+    hook->multi = curl_event_multi(hook->curl);
     hook->body = vstr_alloc(4096);
     hook->reply = vstr_alloc(WEBHOOK_REPLY_MAX + 1);
     if (*hook->secret == 0)
@@ -356,8 +274,7 @@ static void webhook_close(void *state)
         curl_easy_cleanup(hook->easy);
     }
     curl_slist_free_all(hook->headers);
-    curl_multi_cleanup(hook->multi);
-    event_free(hook->timer_ev);
+    curl_event_free(hook->curl);
     vstr_free(hook->body);
     vstr_free(hook->reply);
     myfree(hook->url);

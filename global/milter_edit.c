@@ -33,7 +33,9 @@ struct MILTER_EDIT {
     bool body_replaced;
     bool body_cr; /* the last piece ended in CR */
     size_t limit; /* 0: none */
-    size_t used; /* bytes of headers and body taken */
+    size_t used; /* bytes of headers, body and reserved taken */
+    size_t header_limit; /* of one header change; 0: none */
+    const char *exceeded; /* the bound last crossed, or NULL */
 };
 
 /* milter_edit_alloc - an empty list of changes */
@@ -63,14 +65,34 @@ MILTER_EDIT *milter_edit_free(MILTER_EDIT *edit)
     return NULL;
 }
 
+/* milter_edit_header_limit - bound each header change */
+void milter_edit_header_limit(MILTER_EDIT *edit, size_t limit)
+{
+    edit->header_limit = limit;
+}
+
 /* milter_edit_take - count len more bytes against the limit */
 static int milter_edit_take(MILTER_EDIT *edit, size_t len)
 {
     if (edit->limit > 0 &&
-        (len > edit->limit || edit->used > edit->limit - len))
+        (len > edit->limit || edit->used > edit->limit - len)) {
+        edit->exceeded = "message_size_limit";
         return -1;
+    }
     edit->used += len;
     return 0;
+}
+
+/* milter_edit_reserve - count bytes added outside headers and body */
+int milter_edit_reserve(MILTER_EDIT *edit, size_t len)
+{
+    return milter_edit_take(edit, len);
+}
+
+/* milter_edit_exceeded - the bound last crossed, or NULL */
+const char *milter_edit_exceeded(const MILTER_EDIT *edit)
+{
+    return edit->exceeded;
 }
 
 /* milter_edit_header - one header change */
@@ -79,11 +101,16 @@ int milter_edit_header(MILTER_EDIT *edit, int cmd, uint32_t index,
 {
     MILTER_EDIT_HDR *hdr;
     VSTR *line;
+    size_t len = strlen(name) + strlen(value) + 3;
 
     if (cmd != MILTER_REP_ADDHEADER && cmd != MILTER_REP_INSHEADER &&
         cmd != MILTER_REP_CHGHEADER)
         msg_panic("%s: not a header change: '%c'", __func__, cmd);
-    if (milter_edit_take(edit, strlen(name) + strlen(value) + 3) < 0)
+    if (edit->header_limit > 0 && len > edit->header_limit) {
+        edit->exceeded = "header_size_limit";
+        return -1;
+    }
+    if (milter_edit_take(edit, len) < 0)
         return -1;
     if (edit->hdr_count == edit->hdr_cap) {
         edit->hdr_cap = edit->hdr_cap ? edit->hdr_cap * 2 : 8;

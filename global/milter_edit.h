@@ -9,10 +9,13 @@
  * order the milter sent them and applied to the message held in memory
  * (LF line endings: headers, an empty line, the body), never to a queue
  * file. What a milter may add is bounded: a milter that sends more than
- * the limit (message_size_limit) of headers and body is refused.
+ * the limit (message_size_limit) of headers, body and whatever else the
+ * caller counts (smtpd: the recipients it adds) is refused, and so is a
+ * header change larger than the header limit (header_size_limit) when
+ * one is set.
  *
- * pickup applies non_smtpd_milters' changes with it; smtpd_milter.c has
- * its own copy of the same rules (it predates this module).
+ * pickup applies non_smtpd_milters' changes with it, smtpd_milter.c
+ * smtpd_milters'.
  */
 #ifndef MILTER_EDIT_H
 #define MILTER_EDIT_H
@@ -29,6 +32,15 @@ typedef struct MILTER_EDIT MILTER_EDIT;
    and body a milter may add (0: no bound) */
 extern MILTER_EDIT *milter_edit_alloc(size_t limit);
 extern MILTER_EDIT *milter_edit_free(MILTER_EDIT *edit);
+/* milter_edit_header_limit - bound each header change to limit bytes (0,
+   the default: no bound of its own) */
+extern void milter_edit_header_limit(MILTER_EDIT *edit, size_t limit);
+/* milter_edit_reserve - count len more bytes the milter adds outside
+   headers and body (recipients) toward the limit; -1 past it */
+extern int milter_edit_reserve(MILTER_EDIT *edit, size_t len);
+/* milter_edit_exceeded - the bound the last refused change crossed
+   ("message_size_limit" or "header_size_limit"), or NULL */
+extern const char *milter_edit_exceeded(const MILTER_EDIT *edit);
 /* milter_edit_header - one header change: cmd 'h', 'i' or 'm' (the
    MILTER_REP_* byte), index as the milter gave it, name and value as
    milter_reply_parse checked them; -1 past the limit */

@@ -91,12 +91,33 @@ static void test_limit(void **state)
     vstr_free(content);
 }
 
+/* test_bounds - a header change past the header limit, reserved bytes
+   past the limit: refused, and the bound named */
+static void test_bounds(void **state)
+{
+    MILTER_EDIT *edit = milter_edit_alloc(20);
+
+    assert_null(milter_edit_exceeded(edit));
+    milter_edit_header_limit(edit, 8);
+    assert_int_equal(
+        milter_edit_header(edit, MILTER_REP_ADDHEADER, 0, "X", "long one"), -1);
+    assert_string_equal(milter_edit_exceeded(edit), "header_size_limit");
+    assert_int_equal(
+        milter_edit_header(edit, MILTER_REP_ADDHEADER, 0, "X", "y"), 0);
+    assert_int_equal(milter_edit_reserve(edit, 15), 0);
+    assert_int_equal(milter_edit_reserve(edit, 1), -1);
+    assert_string_equal(milter_edit_exceeded(edit), "message_size_limit");
+    assert_int_equal(milter_edit_count(edit), 1);
+    milter_edit_free(edit);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_headers),
         cmocka_unit_test(test_body),
         cmocka_unit_test(test_limit),
+        cmocka_unit_test(test_bounds),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

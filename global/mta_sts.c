@@ -5,10 +5,8 @@
  * that asks for that domain while it runs (MTA_STS_FETCH): the TXT
  * record, then (when the cache cannot answer) the address of
  * mta-sts.DOMAIN, then the HTTPS fetch. libcurl's multi interface runs on
- * the caller's libevent base: libcurl tells us which sockets to watch
- * (mta_sts_curl_socket) and when to wake it (mta_sts_curl_timer); the
- * events call curl_multi_socket_action, and finished transfers are picked
- * up with curl_multi_info_read. Nothing here waits, except the durable
+ * the caller's libevent base (global/curl_event.h), which hands finished
+ * transfers to mta_sts_curl_done. Nothing here waits, except the durable
  * write of a fetched policy to the cache folder.
  */
 #include "sys_defs.h"
@@ -20,6 +18,7 @@
 #include <curl/curl.h>
 #include <event2/event.h>
 
+#include "curl_event.h"
 #include "htable.h"
 #include "msg.h"
 #include "mta_sts.h"
@@ -68,8 +67,8 @@ struct MTA_STS_FETCH {
 struct MTA_STS_CTX {
     struct event_base *base;
     DNS_CTX *dns;
-    CURLM *multi;
-    struct event *curl_timer;
+    CURL_EVENT *curl; /* libcurl on base */
+    CURLM *multi; /* its multi handle */
     char *cafile;
     char *cache_dir; /* NULL: memory only */
     bool cache_read_only;
@@ -738,94 +737,19 @@ static void mta_sts_fetch_done(MTA_STS_FETCH *fetch, CURLcode code)
     vstr_free(what);
 }
 
-/* mta_sts_curl_check - pick up finished transfers */
-static void mta_sts_curl_check(MTA_STS_CTX *ctx)
-{
-    CURLMsg *msg;
-    int left;
-
-    while ((msg = curl_multi_info_read(ctx->multi, &left)) != NULL) {
-        MTA_STS_FETCH *fetch = NULL;
-
-        if (msg->msg != CURLMSG_DONE)
-            continue;
-        (void) curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE,
-                                 (char **) &fetch);
-        if (fetch == NULL)
-            msg_panic("%s: a transfer without its fetch", __func__);
-        mta_sts_fetch_done(fetch, msg->data.result);
-        curl_multi_remove_handle(ctx->multi, fetch->easy);
-        curl_easy_cleanup(fetch->easy);
-        fetch->easy = NULL;
-    }
-}
-
-/* mta_sts_curl_event - a socket libcurl watches is ready */
-static void mta_sts_curl_event(evutil_socket_t fd, short what, void *arg)
+/* mta_sts_curl_done - a transfer ended: its fetch goes on */
+static void mta_sts_curl_done(CURL *easy, CURLcode result, void *arg)
 {
     MTA_STS_CTX *ctx = arg;
-    int action = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
-                 ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    int running;
+    MTA_STS_FETCH *fetch = NULL;
 
-    (void) curl_multi_socket_action(ctx->multi, fd, action, &running);
-    mta_sts_curl_check(ctx);
-}
-
-/* mta_sts_curl_timeout - libcurl's timer ran out */
-static void mta_sts_curl_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    MTA_STS_CTX *ctx = arg;
-    int running;
-
-    (void) curl_multi_socket_action(ctx->multi, CURL_SOCKET_TIMEOUT, 0,
-                                    &running);
-    mta_sts_curl_check(ctx);
-}
-
-/* mta_sts_curl_socket - CURLMOPT_SOCKETFUNCTION: watch fd as told */
-static int mta_sts_curl_socket(CURL *easy, curl_socket_t fd, int what,
-                               void *userp, void *socketp)
-{
-    MTA_STS_CTX *ctx = userp;
-    struct event *ev = socketp;
-    short flags;
-
-    if (what == CURL_POLL_REMOVE) {
-        if (ev) {
-            event_free(ev);
-            curl_multi_assign(ctx->multi, fd, NULL);
-        }
-        return 0;
-    }
-    flags = EV_PERSIST | ((what & CURL_POLL_IN) ? EV_READ : 0) |
-            ((what & CURL_POLL_OUT) ? EV_WRITE : 0);
-    if (ev != NULL) {
-        event_del(ev);
-        event_assign(ev, ctx->base, fd, flags, mta_sts_curl_event, ctx);
-    } else {
-        if ((ev = event_new(ctx->base, fd, flags, mta_sts_curl_event, ctx)) ==
-            NULL)
-            msg_fatal("cannot create an event for an MTA-STS fetch");
-        curl_multi_assign(ctx->multi, fd, ev);
-    }
-    event_add(ev, NULL);
-    return 0;
-}
-
-/* mta_sts_curl_timer - CURLMOPT_TIMERFUNCTION */
-static int mta_sts_curl_timer(CURLM *multi, long timeout_ms, void *userp)
-{
-    MTA_STS_CTX *ctx = userp;
-
-    if (timeout_ms < 0) {
-        evtimer_del(ctx->curl_timer);
-    } else {
-        struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-
-        evtimer_add(ctx->curl_timer, &tv);
-    }
-    return 0;
+    (void) curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **) &fetch);
+    if (fetch == NULL)
+        msg_panic("%s: a transfer without its fetch", __func__);
+    mta_sts_fetch_done(fetch, result);
+    curl_multi_remove_handle(ctx->multi, fetch->easy);
+    curl_easy_cleanup(fetch->easy);
+    fetch->easy = NULL;
 }
 
 /* mta_sts_fetch_addrs - the addresses of mta-sts.DOMAIN are known: GET */
@@ -1010,17 +934,12 @@ MTA_STS_CTX *mta_sts_ctx_create(struct event_base *base, DNS_CTX *dns,
     ctx->https_port = conf->https_port > 0 ? conf->https_port : 443;
     ctx->cache = htable_alloc(16);
     ctx->fetches = htable_alloc(16);
-    if ((ctx->multi = curl_multi_init()) == NULL ||
-        (ctx->curl_timer = evtimer_new(base, mta_sts_curl_timeout, ctx)) ==
-            NULL) {
+    if ((ctx->curl = curl_event_create(base, mta_sts_curl_done, ctx)) == NULL) {
         vstr_cpy(why, "libcurl: cannot set up the multi interface");
         mta_sts_ctx_free(ctx);
         return NULL;
     }
-    curl_multi_setopt(ctx->multi, CURLMOPT_SOCKETFUNCTION, mta_sts_curl_socket);
-    curl_multi_setopt(ctx->multi, CURLMOPT_SOCKETDATA, ctx);
-    curl_multi_setopt(ctx->multi, CURLMOPT_TIMERFUNCTION, mta_sts_curl_timer);
-    curl_multi_setopt(ctx->multi, CURLMOPT_TIMERDATA, ctx);
+    ctx->multi = curl_event_multi(ctx->curl);
     ctx->cache_read_only = conf->cache_read_only;
     if (conf->cache_dir != NULL && *conf->cache_dir && conf->cache_read_only) {
         ctx->cache_dir = mystrdup(conf->cache_dir);
@@ -1052,10 +971,7 @@ MTA_STS_CTX *mta_sts_ctx_free(MTA_STS_CTX *ctx)
         mta_sts_fetch_release(value); /* deletes the entry just returned */
     htable_free(ctx->fetches, NULL);
     htable_free(ctx->cache, mta_sts_entry_free);
-    if (ctx->multi)
-        curl_multi_cleanup(ctx->multi);
-    if (ctx->curl_timer)
-        event_free(ctx->curl_timer);
+    curl_event_free(ctx->curl);
     myfree(ctx->cafile);
     myfree(ctx->cache_dir);
     myfree(ctx);

@@ -20,8 +20,9 @@
  * 550, accept: go on without it).
  *
  * Modifications the milters ask for at the end of the message (add,
- * insert, change or delete a header, replace the body) are collected and
- * applied by smtpd_milters_apply() to the message smtpd holds; smtpd then
+ * insert, change or delete a header, replace the body) are collected
+ * (global/milter_edit.h) and applied by smtpd_milters_apply() to the
+ * message smtpd holds; smtpd then
  * hands the result to cleanup, after the recipients they added
  * (smtpd_milters_rcpts: cleanup has had no content yet). Deleting a
  * recipient and changing the sender are not offered in the negotiation
@@ -55,6 +56,7 @@
 #include "argv.h"
 #include "mail_conf.h"
 #include "milter.h"
+#include "milter_edit.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "smtpd.h"
@@ -127,10 +129,7 @@ struct SMTPD_MILTERS {
     VSTR *reply; /* the REPLY text */
     VSTR *why;
     /* Modifications of the end of message. */
-    ARGV *mods; /* "h" "i<index>" "m<index>" then name, value: 3 each */
-    VSTR *body;
-    bool body_replaced;
-    size_t mod_bytes; /* of the header changes and the new body */
+    MILTER_EDIT *edit; /* header changes, the new body */
     const char *too_big; /* the bound they crossed, or NULL */
     ARGV *rcpts; /* recipients added */
     VSTR *quarantine; /* the reason; NULL: not quarantined */
@@ -222,6 +221,16 @@ SMTPD_MILTER_CONF *smtpd_milter_conf_free(SMTPD_MILTER_CONF *mc)
     return NULL;
 }
 
+/* smtpd_milter_edit_alloc - an empty list of changes, bounded as the
+   client's message is */
+static MILTER_EDIT *smtpd_milter_edit_alloc(const SMTPD_MILTER_CONF *mc)
+{
+    MILTER_EDIT *edit = milter_edit_alloc(mc->message_size_limit);
+
+    milter_edit_header_limit(edit, mc->header_size_limit);
+    return edit;
+}
+
 /* smtpd_milters_new - a session's milters, not yet connected */
 SMTPD_MILTERS *smtpd_milters_new(struct event_base *base,
                                  const SMTPD_MILTER_CONF *mc,
@@ -242,8 +251,7 @@ SMTPD_MILTERS *smtpd_milters_new(struct event_base *base,
     ms->framed = vstr_alloc(100);
     ms->reply = vstr_alloc(100);
     ms->why = vstr_alloc(100);
-    ms->mods = argv_alloc(8);
-    ms->body = vstr_alloc(100);
+    ms->edit = smtpd_milter_edit_alloc(mc);
     ms->rcpts = argv_alloc(2);
     ms->done = done;
     ms->arg = arg;
@@ -288,10 +296,9 @@ SMTPD_MILTERS *smtpd_milters_free(SMTPD_MILTERS *ms)
     vstr_free(ms->framed);
     vstr_free(ms->reply);
     vstr_free(ms->why);
-    argv_free(ms->mods);
+    milter_edit_free(ms->edit);
     argv_free(ms->rcpts);
     vstr_free(ms->quarantine);
-    vstr_free(ms->body);
     myfree(ms);
     return NULL;
 }
@@ -306,14 +313,11 @@ void smtpd_milters_begin(SMTPD_MILTERS *ms, SMTPD_MILTER_STAGE stage)
     ms->pkt_count = 0;
     vstr_reset(ms->reply);
     if (stage == SMTPD_MILTER_EOM) {
-        ms->mods = argv_free(ms->mods);
-        ms->mods = argv_alloc(8);
+        milter_edit_free(ms->edit);
+        ms->edit = smtpd_milter_edit_alloc(ms->conf);
         ms->rcpts = argv_free(ms->rcpts);
         ms->rcpts = argv_alloc(2);
         ms->quarantine = vstr_free(ms->quarantine);
-        vstr_reset(ms->body);
-        ms->body_replaced = false;
-        ms->mod_bytes = 0;
         ms->too_big = NULL;
     }
 }
@@ -579,45 +583,26 @@ static void smtpd_milter_fail(SMTPD_MILTER *m, const char *why)
     }
 }
 
-/* smtpd_milter_bound - may the modifications grow by len bytes (a
-   header change: one header of that size)? Past a bound, no: what was
-   collected is dropped and the message will be refused. */
-static bool smtpd_milter_bound(SMTPD_MILTERS *ms, SMTPD_MILTER *m, size_t len,
-                               bool header)
+/* smtpd_milter_too_big - a change crossed a bound: what was collected is
+   dropped, the rest of the changes too, and the message will be refused */
+static void smtpd_milter_too_big(SMTPD_MILTERS *ms, SMTPD_MILTER *m)
 {
-    const SMTPD_MILTER_CONF *mc = ms->conf;
-
-    if (ms->too_big != NULL)
-        return false;
-    if (header && len > mc->header_size_limit)
-        ms->too_big = "header_size_limit";
-    else if (mc->message_size_limit > 0 &&
-             (len > mc->message_size_limit ||
-              ms->mod_bytes > mc->message_size_limit - len))
-        ms->too_big = "message_size_limit";
-    if (ms->too_big == NULL) {
-        ms->mod_bytes += len;
-        return true;
-    }
+    ms->too_big = milter_edit_exceeded(ms->edit);
+    if (ms->too_big == NULL)
+        msg_panic("%s: a change refused within the bounds", __func__);
     msg_warn("milter %s: its changes to the message exceed %s: the message"
              " is refused",
              m->addr->spec, ms->too_big);
-    ms->mods = argv_free(ms->mods);
-    ms->mods = argv_alloc(8);
+    milter_edit_free(ms->edit);
+    ms->edit = smtpd_milter_edit_alloc(ms->conf);
     ms->rcpts = argv_free(ms->rcpts);
     ms->rcpts = argv_alloc(2);
-    vstr_free(ms->body);
-    ms->body = vstr_alloc(100);
-    ms->body_replaced = false;
-    return false;
 }
 
 /* smtpd_milter_mod - a modification at the end of the message */
 static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
                              const MILTER_REPLY *rep)
 {
-    char tag[16];
-
     switch (rep->cmd) {
     case MILTER_REP_ADDHEADER:
     case MILTER_REP_INSHEADER:
@@ -626,21 +611,20 @@ static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
               (rep->cmd == MILTER_REP_CHGHEADER ? MILTER_ACT_CHGHDRS
                                                 : MILTER_ACT_ADDHDRS)))
             break;
-        if (!smtpd_milter_bound(
-                ms, m, strlen(rep->name) + strlen(rep->value) + 3, true))
-            return;
-        snprintf(tag, sizeof(tag), "%c%lu", rep->cmd,
-                 (unsigned long) rep->index);
-        argv_add(ms->mods, tag);
-        argv_add(ms->mods, rep->name);
-        argv_add(ms->mods, rep->value);
+        if (ms->too_big == NULL &&
+            milter_edit_header(ms->edit, rep->cmd, rep->index, rep->name,
+                               rep->value) < 0)
+            smtpd_milter_too_big(ms, m);
         return;
     case MILTER_REP_ADDRCPT:
         if (!(m->actions & MILTER_ACT_ADDRCPT))
             break;
-        if (!smtpd_milter_bound(ms, m, strlen(rep->text) + 1, false))
+        if (ms->too_big != NULL)
             return;
-        argv_add(ms->rcpts, rep->text);
+        if (milter_edit_reserve(ms->edit, strlen(rep->text) + 1) < 0)
+            smtpd_milter_too_big(ms, m);
+        else
+            argv_add(ms->rcpts, rep->text);
         return;
     case MILTER_REP_QUARANTINE:
         if (!(m->actions & MILTER_ACT_QUARANTINE))
@@ -659,13 +643,9 @@ static void smtpd_milter_mod(SMTPD_MILTERS *ms, SMTPD_MILTER *m,
     case MILTER_REP_REPLBODY:
         if (!(m->actions & MILTER_ACT_CHGBODY))
             break;
-        if (!smtpd_milter_bound(ms, m, rep->len, false))
-            return;
-        if (!ms->body_replaced) {
-            vstr_reset(ms->body);
-            ms->body_replaced = true;
-        }
-        vstr_ncat(ms->body, rep->data, rep->len);
+        if (ms->too_big == NULL &&
+            milter_edit_body(ms->edit, rep->data, rep->len) < 0)
+            smtpd_milter_too_big(ms, m);
         return;
     default:
         break;
@@ -1002,129 +982,9 @@ const char *smtpd_milters_quarantine(const SMTPD_MILTERS *ms)
     return ms->quarantine ? vstr_str(ms->quarantine) : NULL;
 }
 
-/* smtpd_milter_header_text - "Name: value\n" from a milter's name and
-   value (CR LF folding becomes LF) */
-static void smtpd_milter_header_text(VSTR *out, const char *name,
-                                     const char *value)
-{
-    vstr_cat(out, name);
-    vstr_addch(out, ':');
-    if (*value != ' ' && *value != '\t')
-        vstr_addch(out, ' ');
-    for (const char *cp = value; *cp; cp++)
-        if (*cp != '\r')
-            vstr_addch(out, *cp);
-    vstr_addch(out, '\n');
-}
-
-/* smtpd_milter_hdr_insert - put a copy of text at position at */
-static void smtpd_milter_hdr_insert(ARGV *hdrs, size_t at, const char *text)
-{
-    char *last;
-
-    argv_add(hdrs, text);
-    last = hdrs->argv[hdrs->argc - 1];
-    memmove(hdrs->argv + at + 1, hdrs->argv + at,
-            (hdrs->argc - 1 - at) * sizeof(*hdrs->argv));
-    hdrs->argv[at] = last;
-}
-
-/* smtpd_milter_hdr_delete - drop the header at position at */
-static void smtpd_milter_hdr_delete(ARGV *hdrs, size_t at)
-{
-    myfree(hdrs->argv[at]);
-    memmove(hdrs->argv + at, hdrs->argv + at + 1,
-            (hdrs->argc - at) * sizeof(*hdrs->argv)); /* with the NULL */
-    hdrs->argc--;
-}
-
-/* smtpd_milter_hdr_replace - the header at position at becomes text */
-static void smtpd_milter_hdr_replace(ARGV *hdrs, size_t at, const char *text)
-{
-    myfree(hdrs->argv[at]);
-    hdrs->argv[at] = mystrdup(text);
-}
-
 /* smtpd_milters_apply - the modifications of the last end of message,
    applied to content (LF line endings) in place; the count of changes */
 int smtpd_milters_apply(SMTPD_MILTERS *ms, VSTR *content)
 {
-    ARGV *hdrs = argv_alloc(16);
-    const char *cp = vstr_str(content);
-    const char *end = cp + vstr_len(content);
-    VSTR *out;
-    int changes = 0;
-
-    if (ms->mods->argc == 0 && !ms->body_replaced) {
-        argv_free(hdrs);
-        return 0;
-    }
-    /* The headers, each with its continuation lines. */
-    while (cp < end && *cp != '\n') {
-        const char *start = cp;
-
-        do {
-            const char *nl = memchr(cp, '\n', (size_t) (end - cp));
-
-            cp = nl ? nl + 1 : end;
-        } while (cp < end && (*cp == ' ' || *cp == '\t'));
-        argv_addn(hdrs, start, (size_t) (cp - start));
-    }
-    for (size_t i = 0; i + 3 <= ms->mods->argc; i += 3) {
-        const char *tag = ms->mods->argv[i];
-        const char *name = ms->mods->argv[i + 1];
-        const char *value = ms->mods->argv[i + 2];
-        unsigned long index = strtoul(tag + 1, NULL, 10);
-        VSTR *line = vstr_alloc(100);
-
-        smtpd_milter_header_text(line, name, value);
-        changes++;
-        if (tag[0] == MILTER_REP_ADDHEADER) {
-            argv_add(hdrs, vstr_str(line));
-        } else if (tag[0] == MILTER_REP_INSHEADER) {
-            smtpd_milter_hdr_insert(
-                hdrs, index > hdrs->argc ? hdrs->argc : index, vstr_str(line));
-        } else {
-            size_t nlen = strlen(name);
-            unsigned long seen = 0;
-            size_t at;
-
-            for (at = 0; at < hdrs->argc; at++) {
-                const char *h = hdrs->argv[at];
-
-                if (strncasecmp(h, name, nlen) == 0 &&
-                    (h[nlen] == ':' || h[nlen] == ' ' || h[nlen] == '\t') &&
-                    ++seen == (index ? index : 1))
-                    break;
-            }
-            if (at < hdrs->argc) {
-                if (*value == 0)
-                    smtpd_milter_hdr_delete(hdrs, at);
-                else
-                    smtpd_milter_hdr_replace(hdrs, at, vstr_str(line));
-            } else if (*value != 0) {
-                argv_add(hdrs, vstr_str(line));
-            }
-        }
-        vstr_free(line);
-    }
-    out = vstr_alloc(vstr_len(content) + 256);
-    for (size_t i = 0; i < hdrs->argc; i++)
-        vstr_cat(out, hdrs->argv[i]);
-    if (ms->body_replaced) {
-        const char *b = vstr_str(ms->body);
-        size_t blen = vstr_len(ms->body);
-
-        vstr_addch(out, '\n');
-        for (size_t i = 0; i < blen; i++)
-            if (!(b[i] == '\r' && i + 1 < blen && b[i + 1] == '\n'))
-                vstr_addch(out, b[i]);
-        changes++;
-    } else {
-        vstr_ncat(out, cp, (size_t) (end - cp));
-    }
-    vstr_ncpy(content, vstr_str(out), vstr_len(out));
-    vstr_free(out);
-    argv_free(hdrs);
-    return changes;
+    return (int) milter_edit_apply(ms->edit, content);
 }
