@@ -493,7 +493,7 @@ void qmgr_source_failed(QMGR_CTX *ctx, const char *address, const char *reason)
     state->unusable_until = time(NULL) + (time_t) ctx->conf.source_retry;
     myfree(state->reason);
     state->reason = mystrdup(reason ? reason : "bind failed");
-    qmgr_dest_resource(ctx, address);
+    qmgr_dest_resource(ctx, address, NULL);
 }
 
 /* qmgr_source_status - "usable", or why not (for `sluice pool`) */
@@ -578,11 +578,13 @@ static bool qmgr_source_last(QMGR_CTX *ctx, const SOURCE_POOL *pool,
     return true;
 }
 
-/* qmgr_source_verdict - log a verdict of the circuit breaker and act on
-   it (a pause: what waits for the source goes to another one) */
+/* qmgr_source_verdict - log a verdict of the circuit breaker on address
+   (provider not NULL: on its SOURCE/PROVIDER key) and act on it (a pause:
+   what waits for the source, or for the source and that provider, goes
+   to another one) */
 static void qmgr_source_verdict(QMGR_CTX *ctx, const SOURCE_POOL *pool,
-                                const char *address, REPUTATION_VERDICT verdict,
-                                const char *text)
+                                const char *address, const char *provider,
+                                REPUTATION_VERDICT verdict, const char *text)
 {
     switch (verdict) {
     case REPUTATION_NOTHING:
@@ -595,7 +597,7 @@ static void qmgr_source_verdict(QMGR_CTX *ctx, const SOURCE_POOL *pool,
     case REPUTATION_REPAUSED:
         msg_warn("%s", text);
         qmgr_source_save(ctx);
-        qmgr_dest_resource(ctx, address);
+        qmgr_dest_resource(ctx, address, provider);
         return;
     case REPUTATION_RESUMED:
         msg_info("%s", text);
@@ -630,13 +632,14 @@ static void qmgr_source_record(QMGR_CTX *ctx, const SOURCE_POOL *pool,
 
     verdict = reputation_record(ctx->reputation, address, outcome, async, when,
                                 now, last, why);
-    qmgr_source_verdict(ctx, pool, address, verdict, vstr_str(why));
+    qmgr_source_verdict(ctx, pool, address, NULL, verdict, vstr_str(why));
     if (provider != NULL && *provider != 0) {
         reputation_key(key, address, provider);
         vstr_reset(why);
         verdict = reputation_record(ctx->reputation, vstr_str(key), outcome,
                                     async, when, now, last, why);
-        qmgr_source_verdict(ctx, pool, address, verdict, vstr_str(why));
+        qmgr_source_verdict(ctx, pool, address, provider, verdict,
+                            vstr_str(why));
     }
     warmup_record(ctx->warmup, address, outcome, async, now);
     vstr_free(key);
@@ -705,7 +708,7 @@ int qmgr_source_pause(QMGR_CTX *ctx, const char *address, VSTR *why)
     msg_warn("source %s paused by the operator (until sluice pool resume)",
              address);
     qmgr_source_save(ctx);
-    qmgr_dest_resource(ctx, address);
+    qmgr_dest_resource(ctx, address, NULL);
     return 0;
 }
 
