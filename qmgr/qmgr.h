@@ -467,6 +467,10 @@ extern bool qmgr_source_provider_ok(QMGR_CTX *ctx, const char *address,
    NULL): the probe tokens and the warm-up counts are taken */
 extern void qmgr_source_take(QMGR_CTX *ctx, const char *address,
                              const char *provider);
+/* qmgr_source_unpick - drop msg's choice for (transport, nexthop): the
+   next qmgr_source_choose makes a fresh one */
+extern void qmgr_source_unpick(QMGR_MESSAGE *msg, const char *transport,
+                               const char *nexthop);
 /* qmgr_source_forget - release msg's choices */
 extern void qmgr_source_forget(QMGR_MESSAGE *msg);
 /* qmgr_source_failed - address could not be bound (smtp's DONE) */

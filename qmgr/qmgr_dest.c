@@ -141,6 +141,10 @@ void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
     provider = qmgr_shape_provider(shape);
     if (source != NULL && provider != NULL &&
         !qmgr_source_provider_ok(ctx, source->address, provider, fresh)) {
+        /* A choice made just now and refused for the provider is not
+           kept: the next one is fresh (and taken), never this one. */
+        if (fresh)
+            qmgr_source_unpick(msg, transport, nexthop);
         source =
             qmgr_source_choose(msg, transport, nexthop, provider, &fresh, why);
         if (source == NULL) {

@@ -469,6 +469,23 @@ const SOURCE_POOL_SOURCE *qmgr_source_choose(QMGR_MESSAGE *msg,
     return &pool->sources[index];
 }
 
+/* qmgr_source_unpick - drop msg's choice for (transport, nexthop) */
+void qmgr_source_unpick(QMGR_MESSAGE *msg, const char *transport,
+                        const char *nexthop)
+{
+    VSTR *dest = vstr_alloc(100);
+
+    vstr_sprintf(dest, "%s:%s", transport, nexthop);
+    for (size_t i = 0; i < msg->pick_count; i++) {
+        if (strcmp(msg->picks[i].dest, vstr_str(dest)) == 0) {
+            myfree(msg->picks[i].dest);
+            msg->picks[i] = msg->picks[--msg->pick_count];
+            break;
+        }
+    }
+    vstr_free(dest);
+}
+
 /* qmgr_source_forget - release msg's choices */
 void qmgr_source_forget(QMGR_MESSAGE *msg)
 {

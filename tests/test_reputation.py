@@ -442,3 +442,26 @@ def test_provider_pause_with_other_provider_mail_waiting(make_instance,
     assert set(peers_of(slow, "to")) == {"127.0.0.2", "127.0.0.3"}
     assert "status=deferred" not in inst.log()
 
+
+def test_provider_warmup_cap_holds(make_instance, make_sink, tmp_path):
+    """127.0.0.3 (weight 3) has a warm-up cap of 1000 a day but of 5 for
+    dest.test (a shaping rule makes dest.test a provider): exactly 5
+    dest.test messages leave from it, the rest from 127.0.0.2, nothing is
+    deferred (a fresh choice refused for the provider used to be kept,
+    uncounted)."""
+    sink = make_sink()
+    warmup = tmp_path / "warmup"
+    warmup.write_text("127.0.0.3 start=%s caps=1000 dest.test=5\n"
+                      % time.strftime("%Y-%m-%d", time.gmtime()))
+    shaping = tmp_path / "shaping"
+    shaping.write_text("dest.test max_connections=10\n")
+    inst = rep_instance(make_instance, tmp_path, sink,
+                        "tx 127.0.0.2 127.0.0.3*3\n",
+                        params={"smtp_source_warmup_maps":
+                                "texthash:%s" % warmup,
+                                "smtp_shaping_maps":
+                                "texthash:%s" % shaping})
+    submit(inst, 20, "tw", rcpts=1)
+    sink.wait_messages(20, timeout=60)
+    assert peers_of(sink, "tw") == {"127.0.0.2": 15, "127.0.0.3": 5}
+    assert "status=deferred" not in inst.log()
