@@ -562,15 +562,16 @@ static void qmgr_source_warmup_save(QMGR_CTX *ctx)
     ctx->warmup_saved = time(NULL);
 }
 
-/* qmgr_source_in_pools - is address a source of some pool? */
-static bool qmgr_source_in_pools(QMGR_CTX *ctx, const char *address)
+/* qmgr_source_pool_of - the first pool that has address, NULL: none */
+static const SOURCE_POOL *qmgr_source_pool_of(QMGR_CTX *ctx,
+                                              const char *address)
 {
     for (size_t i = 0; ctx->conf.pools && i < ctx->conf.pools->count; i++)
         for (size_t j = 0; j < ctx->conf.pools->pools[i].count; j++)
             if (strcmp(ctx->conf.pools->pools[i].sources[j].address, address) ==
                 0)
-                return true;
-    return false;
+                return &ctx->conf.pools->pools[i];
+    return NULL;
 }
 
 /* qmgr_source_last - would pausing address leave pool without a usable
@@ -682,18 +683,6 @@ void qmgr_source_result(QMGR_MESSAGE *msg, const char *source,
                        false, (long long) time(NULL));
 }
 
-/* qmgr_source_pool_of - the first pool that has address, NULL: none */
-static const SOURCE_POOL *qmgr_source_pool_of(QMGR_CTX *ctx,
-                                              const char *address)
-{
-    for (size_t i = 0; ctx->conf.pools && i < ctx->conf.pools->count; i++)
-        for (size_t j = 0; j < ctx->conf.pools->pools[i].count; j++)
-            if (strcmp(ctx->conf.pools->pools[i].sources[j].address, address) ==
-                0)
-                return &ctx->conf.pools->pools[i];
-    return NULL;
-}
-
 /* qmgr_source_feedback - a late bounce or complaint (see qmgr.h). sluice
    does not parse inbound DSNs or feedback reports yet (#17, #22): this is
    where they will enter; `sluice pool feedback` reaches it today. */
@@ -701,7 +690,7 @@ int qmgr_source_feedback(QMGR_CTX *ctx, const char *source,
                          const char *provider, bool complaint, long long when,
                          VSTR *why)
 {
-    if (ctx->reputation == NULL || !qmgr_source_in_pools(ctx, source)) {
+    if (ctx->reputation == NULL || qmgr_source_pool_of(ctx, source) == NULL) {
         vstr_sprintf(why, "%s: not a source of smtp_source_pools", source);
         return -1;
     }
@@ -717,7 +706,7 @@ int qmgr_source_feedback(QMGR_CTX *ctx, const char *source,
 /* qmgr_source_pause - the operator pauses address (no expiry) */
 int qmgr_source_pause(QMGR_CTX *ctx, const char *address, VSTR *why)
 {
-    if (ctx->reputation == NULL || !qmgr_source_in_pools(ctx, address)) {
+    if (ctx->reputation == NULL || qmgr_source_pool_of(ctx, address) == NULL) {
         vstr_sprintf(why, "%s: not a source of smtp_source_pools", address);
         return -1;
     }
@@ -732,7 +721,7 @@ int qmgr_source_pause(QMGR_CTX *ctx, const char *address, VSTR *why)
 /* qmgr_source_resume - the operator resumes address (ends any pause) */
 int qmgr_source_resume(QMGR_CTX *ctx, const char *address, VSTR *why)
 {
-    if (ctx->reputation == NULL || !qmgr_source_in_pools(ctx, address)) {
+    if (ctx->reputation == NULL || qmgr_source_pool_of(ctx, address) == NULL) {
         vstr_sprintf(why, "%s: not a source of smtp_source_pools", address);
         return -1;
     }
