@@ -345,8 +345,11 @@ extern void qmgr_dest_revive_all(QMGR_CTX *ctx);
    MX lookup decided their bucket) */
 extern void qmgr_dest_rebucket(QMGR_CTX *ctx, QMGR_SHAPE *shape);
 /* qmgr_dest_resource - the pending entries of destinations bound to source
-   address go again through qmgr_dest_add (the source became unusable) */
-extern void qmgr_dest_resource(QMGR_CTX *ctx, const char *address);
+   address go again through qmgr_dest_add (the source became unusable);
+   provider not NULL: only those of that provider's buckets (its
+   SOURCE/PROVIDER key was paused) */
+extern void qmgr_dest_resource(QMGR_CTX *ctx, const char *address,
+                               const char *provider);
 /* qmgr_dest_withdraw - take msg's pending (unstarted) entries back; each
    recipient goes to qmgr_message_withdrawn; the caller holds a reference */
 extern void qmgr_dest_withdraw(QMGR_MESSAGE *msg);
@@ -464,6 +467,10 @@ extern bool qmgr_source_provider_ok(QMGR_CTX *ctx, const char *address,
    NULL): the probe tokens and the warm-up counts are taken */
 extern void qmgr_source_take(QMGR_CTX *ctx, const char *address,
                              const char *provider);
+/* qmgr_source_unpick - drop msg's choice for (transport, nexthop): the
+   next qmgr_source_choose makes a fresh one */
+extern void qmgr_source_unpick(QMGR_MESSAGE *msg, const char *transport,
+                               const char *nexthop);
 /* qmgr_source_forget - release msg's choices */
 extern void qmgr_source_forget(QMGR_MESSAGE *msg);
 /* qmgr_source_failed - address could not be bound (smtp's DONE) */

@@ -141,6 +141,10 @@ void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
     provider = qmgr_shape_provider(shape);
     if (source != NULL && provider != NULL &&
         !qmgr_source_provider_ok(ctx, source->address, provider, fresh)) {
+        /* A choice made just now and refused for the provider is not
+           kept: the next one is fresh (and taken), never this one. */
+        if (fresh)
+            qmgr_source_unpick(msg, transport, nexthop);
         source =
             qmgr_source_choose(msg, transport, nexthop, provider, &fresh, why);
         if (source == NULL) {
@@ -335,41 +339,54 @@ void qmgr_dest_revive_all(QMGR_CTX *ctx)
         qmgr_sched_dest_revive(&dest->sched, &ctx->conf.sched);
 }
 
+/* qmgr_dest_requeue - dest's pending entries go again through
+   qmgr_dest_add. The list is taken off dest first: what comes back to
+   dest (its choice still holds) waits there, and the loop ends. */
+static void qmgr_dest_requeue(QMGR_DEST *dest)
+{
+    QMGR_ENTRY *entry = dest->head;
+
+    dest->head = dest->tail = NULL;
+    while (entry != NULL) {
+        QMGR_ENTRY *next = entry->next;
+
+        entry->next = NULL;
+        for (size_t i = 0; i < entry->count; i++)
+            qmgr_dest_add(entry->msg, dest->transport, dest->nexthop,
+                          entry->index[i]);
+        qmgr_entry_free(entry);
+        entry = next;
+    }
+}
+
 /* qmgr_dest_rebucket - the entries of shape's destinations, again */
 void qmgr_dest_rebucket(QMGR_CTX *ctx, QMGR_SHAPE *shape)
 {
     /* New destinations go to the front of the list: those left to visit
        are the ones that were there. */
-    for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next) {
-        if (dest->shape != shape)
-            continue;
-        while (dest->head) {
-            QMGR_ENTRY *entry = qmgr_dest_pop(dest);
-
-            for (size_t i = 0; i < entry->count; i++)
-                qmgr_dest_add(entry->msg, dest->transport, dest->nexthop,
-                              entry->index[i]);
-            qmgr_entry_free(entry);
-        }
-    }
+    for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next)
+        if (dest->shape == shape && dest->head != NULL)
+            qmgr_dest_requeue(dest);
 }
 
-/* qmgr_dest_resource - the pending entries bound to a source, again */
-void qmgr_dest_resource(QMGR_CTX *ctx, const char *address)
+/* qmgr_dest_resource - the pending entries bound to a source (for one
+   provider only when provider is not NULL), again */
+void qmgr_dest_resource(QMGR_CTX *ctx, const char *address,
+                        const char *provider)
 {
     /* New destinations go to the front of the list: those left to visit
        are the ones that were there. */
     for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next) {
-        if (dest->source == NULL || strcmp(dest->source->address, address) != 0)
-            continue;
-        while (dest->head) {
-            QMGR_ENTRY *entry = qmgr_dest_pop(dest);
+        const char *bucket;
 
-            for (size_t i = 0; i < entry->count; i++)
-                qmgr_dest_add(entry->msg, dest->transport, dest->nexthop,
-                              entry->index[i]);
-            qmgr_entry_free(entry);
-        }
+        if (dest->head == NULL || dest->source == NULL ||
+            strcmp(dest->source->address, address) != 0)
+            continue;
+        if (provider != NULL &&
+            ((bucket = qmgr_shape_provider(dest->shape)) == NULL ||
+             strcmp(bucket, provider) != 0))
+            continue;
+        qmgr_dest_requeue(dest);
     }
 }
 

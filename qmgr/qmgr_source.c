@@ -469,6 +469,23 @@ const SOURCE_POOL_SOURCE *qmgr_source_choose(QMGR_MESSAGE *msg,
     return &pool->sources[index];
 }
 
+/* qmgr_source_unpick - drop msg's choice for (transport, nexthop) */
+void qmgr_source_unpick(QMGR_MESSAGE *msg, const char *transport,
+                        const char *nexthop)
+{
+    VSTR *dest = vstr_alloc(100);
+
+    vstr_sprintf(dest, "%s:%s", transport, nexthop);
+    for (size_t i = 0; i < msg->pick_count; i++) {
+        if (strcmp(msg->picks[i].dest, vstr_str(dest)) == 0) {
+            myfree(msg->picks[i].dest);
+            msg->picks[i] = msg->picks[--msg->pick_count];
+            break;
+        }
+    }
+    vstr_free(dest);
+}
+
 /* qmgr_source_forget - release msg's choices */
 void qmgr_source_forget(QMGR_MESSAGE *msg)
 {
@@ -493,7 +510,7 @@ void qmgr_source_failed(QMGR_CTX *ctx, const char *address, const char *reason)
     state->unusable_until = time(NULL) + (time_t) ctx->conf.source_retry;
     myfree(state->reason);
     state->reason = mystrdup(reason ? reason : "bind failed");
-    qmgr_dest_resource(ctx, address);
+    qmgr_dest_resource(ctx, address, NULL);
 }
 
 /* qmgr_source_status - "usable", or why not (for `sluice pool`) */
@@ -545,15 +562,16 @@ static void qmgr_source_warmup_save(QMGR_CTX *ctx)
     ctx->warmup_saved = time(NULL);
 }
 
-/* qmgr_source_in_pools - is address a source of some pool? */
-static bool qmgr_source_in_pools(QMGR_CTX *ctx, const char *address)
+/* qmgr_source_pool_of - the first pool that has address, NULL: none */
+static const SOURCE_POOL *qmgr_source_pool_of(QMGR_CTX *ctx,
+                                              const char *address)
 {
     for (size_t i = 0; ctx->conf.pools && i < ctx->conf.pools->count; i++)
         for (size_t j = 0; j < ctx->conf.pools->pools[i].count; j++)
             if (strcmp(ctx->conf.pools->pools[i].sources[j].address, address) ==
                 0)
-                return true;
-    return false;
+                return &ctx->conf.pools->pools[i];
+    return NULL;
 }
 
 /* qmgr_source_last - would pausing address leave pool without a usable
@@ -578,11 +596,13 @@ static bool qmgr_source_last(QMGR_CTX *ctx, const SOURCE_POOL *pool,
     return true;
 }
 
-/* qmgr_source_verdict - log a verdict of the circuit breaker and act on
-   it (a pause: what waits for the source goes to another one) */
+/* qmgr_source_verdict - log a verdict of the circuit breaker on address
+   (provider not NULL: on its SOURCE/PROVIDER key) and act on it (a pause:
+   what waits for the source, or for the source and that provider, goes
+   to another one) */
 static void qmgr_source_verdict(QMGR_CTX *ctx, const SOURCE_POOL *pool,
-                                const char *address, REPUTATION_VERDICT verdict,
-                                const char *text)
+                                const char *address, const char *provider,
+                                REPUTATION_VERDICT verdict, const char *text)
 {
     switch (verdict) {
     case REPUTATION_NOTHING:
@@ -595,7 +615,7 @@ static void qmgr_source_verdict(QMGR_CTX *ctx, const SOURCE_POOL *pool,
     case REPUTATION_REPAUSED:
         msg_warn("%s", text);
         qmgr_source_save(ctx);
-        qmgr_dest_resource(ctx, address);
+        qmgr_dest_resource(ctx, address, provider);
         return;
     case REPUTATION_RESUMED:
         msg_info("%s", text);
@@ -630,13 +650,14 @@ static void qmgr_source_record(QMGR_CTX *ctx, const SOURCE_POOL *pool,
 
     verdict = reputation_record(ctx->reputation, address, outcome, async, when,
                                 now, last, why);
-    qmgr_source_verdict(ctx, pool, address, verdict, vstr_str(why));
+    qmgr_source_verdict(ctx, pool, address, NULL, verdict, vstr_str(why));
     if (provider != NULL && *provider != 0) {
         reputation_key(key, address, provider);
         vstr_reset(why);
         verdict = reputation_record(ctx->reputation, vstr_str(key), outcome,
                                     async, when, now, last, why);
-        qmgr_source_verdict(ctx, pool, address, verdict, vstr_str(why));
+        qmgr_source_verdict(ctx, pool, address, provider, verdict,
+                            vstr_str(why));
     }
     warmup_record(ctx->warmup, address, outcome, async, now);
     vstr_free(key);
@@ -662,18 +683,6 @@ void qmgr_source_result(QMGR_MESSAGE *msg, const char *source,
                        false, (long long) time(NULL));
 }
 
-/* qmgr_source_pool_of - the first pool that has address, NULL: none */
-static const SOURCE_POOL *qmgr_source_pool_of(QMGR_CTX *ctx,
-                                              const char *address)
-{
-    for (size_t i = 0; ctx->conf.pools && i < ctx->conf.pools->count; i++)
-        for (size_t j = 0; j < ctx->conf.pools->pools[i].count; j++)
-            if (strcmp(ctx->conf.pools->pools[i].sources[j].address, address) ==
-                0)
-                return &ctx->conf.pools->pools[i];
-    return NULL;
-}
-
 /* qmgr_source_feedback - a late bounce or complaint (see qmgr.h). sluice
    does not parse inbound DSNs or feedback reports yet (#17, #22): this is
    where they will enter; `sluice pool feedback` reaches it today. */
@@ -681,7 +690,7 @@ int qmgr_source_feedback(QMGR_CTX *ctx, const char *source,
                          const char *provider, bool complaint, long long when,
                          VSTR *why)
 {
-    if (ctx->reputation == NULL || !qmgr_source_in_pools(ctx, source)) {
+    if (ctx->reputation == NULL || qmgr_source_pool_of(ctx, source) == NULL) {
         vstr_sprintf(why, "%s: not a source of smtp_source_pools", source);
         return -1;
     }
@@ -697,7 +706,7 @@ int qmgr_source_feedback(QMGR_CTX *ctx, const char *source,
 /* qmgr_source_pause - the operator pauses address (no expiry) */
 int qmgr_source_pause(QMGR_CTX *ctx, const char *address, VSTR *why)
 {
-    if (ctx->reputation == NULL || !qmgr_source_in_pools(ctx, address)) {
+    if (ctx->reputation == NULL || qmgr_source_pool_of(ctx, address) == NULL) {
         vstr_sprintf(why, "%s: not a source of smtp_source_pools", address);
         return -1;
     }
@@ -705,14 +714,14 @@ int qmgr_source_pause(QMGR_CTX *ctx, const char *address, VSTR *why)
     msg_warn("source %s paused by the operator (until sluice pool resume)",
              address);
     qmgr_source_save(ctx);
-    qmgr_dest_resource(ctx, address);
+    qmgr_dest_resource(ctx, address, NULL);
     return 0;
 }
 
 /* qmgr_source_resume - the operator resumes address (ends any pause) */
 int qmgr_source_resume(QMGR_CTX *ctx, const char *address, VSTR *why)
 {
-    if (ctx->reputation == NULL || !qmgr_source_in_pools(ctx, address)) {
+    if (ctx->reputation == NULL || qmgr_source_pool_of(ctx, address) == NULL) {
         vstr_sprintf(why, "%s: not a source of smtp_source_pools", address);
         return -1;
     }

@@ -378,3 +378,90 @@ def test_unwritable_state_is_logged_once(make_instance, make_sink, tmp_path):
     assert inst.log().count("pauses are not kept across a restart") == 1
     _, src = pool_json(inst)
     assert src["127.0.0.3"]["paused"] == "manual"
+
+
+def test_provider_pause_with_other_provider_mail_waiting(make_instance,
+                                                        make_sink, tmp_path):
+    """127.0.0.3's dest.test key is paused (a complaint) while other.test
+    mail waits for 127.0.0.3 (one connection per bucket, a slow sink): only
+    the dest.test mail is routed again; the other.test mail stays and is
+    delivered; qmgr keeps answering (it used to re-queue the other.test
+    entries into the destination it was draining, forever). dest.test
+    mail then leaves from 127.0.0.2 only."""
+    fast = make_sink()
+    slow = make_sink(data_delay=2)
+    shaping = tmp_path / "shaping"
+    shaping.write_text("dest.test max_connections=1\n"
+                       "warm.test max_connections=10\n"
+                       "other.test max_connections=1\n")
+    # One complaint pauses a key with at most 4 attempts (25%), not the
+    # source with its warm.test attempts too.
+    inst = rep_instance(
+        make_instance, tmp_path, fast, "tx 127.0.0.2 127.0.0.3\n",
+        params={"reputation_min_attempts": "1",
+                "reputation_block_ratio": "25%",
+                "reputation_pause_time": "1h",
+                "smtp_shaping_maps": "texthash:%s" % shaping,
+                "transport_maps":
+                    "inline:{ dest.test=smtp:[127.0.0.1]:%d, "
+                    "warm.test=smtp:[127.0.0.1]:%d, "
+                    "other.test=smtp:[127.0.0.1]:%d }"
+                    % (fast.port, fast.port, slow.port)})
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        client.ehlo("client.test")
+        for i in range(4):
+            client.sendmail("", ["ta%d@dest.test" % i],
+                            b"Subject: d\r\n\r\nbody\r\n")
+        for i in range(16):
+            client.sendmail("", ["tw%d@warm.test" % i],
+                            b"Subject: w\r\n\r\nbody\r\n")
+    fast.wait_messages(20, timeout=30)
+    assert "127.0.0.3" in peers_of(fast, "ta")
+    assert peers_of(fast, "tw").get("127.0.0.3", 0) >= 4
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+        client.ehlo("client.test")
+        for i in range(6):
+            client.sendmail("", ["to%d@other.test" % i],
+                            b"Subject: o\r\n\r\nbody\r\n")
+    # Three each: one in flight per source, the others wait (2s each).
+    time.sleep(1)
+    assert len(slow.received()) < 4
+    r = inst.command("pool", "feedback", "127.0.0.3/dest.test", "complaint",
+                     timeout=15)
+    assert r.returncode == 0, r.stderr
+    inst.wait_log(r"source 127\.0\.0\.3/dest\.test paused for 3600s")
+    _, src = pool_json(inst)
+    assert src["127.0.0.3"]["paused"] is None
+    keys = {p["key"]: p for p in src["127.0.0.3"]["providers"]}
+    assert keys["127.0.0.3/dest.test"]["paused"] == "paused"
+    assert inst.command("shaping", timeout=15).returncode == 0
+    submit(inst, 4, "tb", rcpts=1)
+    fast.wait_messages(24, timeout=30)
+    assert peers_of(fast, "tb") == {"127.0.0.2": 4}
+    slow.wait_messages(6, timeout=30)
+    assert set(peers_of(slow, "to")) == {"127.0.0.2", "127.0.0.3"}
+    assert "status=deferred" not in inst.log()
+
+
+def test_provider_warmup_cap_holds(make_instance, make_sink, tmp_path):
+    """127.0.0.3 (weight 3) has a warm-up cap of 1000 a day but of 5 for
+    dest.test (a shaping rule makes dest.test a provider): exactly 5
+    dest.test messages leave from it, the rest from 127.0.0.2, nothing is
+    deferred (a fresh choice refused for the provider used to be kept,
+    uncounted)."""
+    sink = make_sink()
+    warmup = tmp_path / "warmup"
+    warmup.write_text("127.0.0.3 start=%s caps=1000 dest.test=5\n"
+                      % time.strftime("%Y-%m-%d", time.gmtime()))
+    shaping = tmp_path / "shaping"
+    shaping.write_text("dest.test max_connections=10\n")
+    inst = rep_instance(make_instance, tmp_path, sink,
+                        "tx 127.0.0.2 127.0.0.3*3\n",
+                        params={"smtp_source_warmup_maps":
+                                "texthash:%s" % warmup,
+                                "smtp_shaping_maps":
+                                "texthash:%s" % shaping})
+    submit(inst, 20, "tw", rcpts=1)
+    sink.wait_messages(20, timeout=60)
+    assert peers_of(sink, "tw") == {"127.0.0.2": 15, "127.0.0.3": 5}
+    assert "status=deferred" not in inst.log()
