@@ -31,8 +31,8 @@
  * "message_id" | "recipient", "messages": [{"queue_id", "message_id",
  * "sender", "received", "client", "queue" (null: gone), "next_attempt",
  * "held_by": {"kind": "hold" | "corrupt" | "suspended" | "shaping" |
- * "connections" | "retry" | "delivery" | "incoming", "bucket", "text"} |
- * null, "recipients": [{"recipient", "status", "time", "relay", "dsn",
+ * "connections" | "retry" | "delivery" | "incoming", "bucket", "source"
+ * (with smtp_source_pools: the source IP of the bucket), "text"} | null, "recipients": [{"recipient", "status", "time", "relay", "dsn",
  * "reply"}], "attempts": [{"time", "kind", "recipient", "relay", "dsn",
  * "reply", "delay"}], "summary"}]}. Times are RFC 3339 UTC.
  */
@@ -434,7 +434,10 @@ out:
    bucket, text); false when nothing */
 static bool sluice_why_bucket_hold(const json_t *b, json_t *held)
 {
-    const char *name = sluice_why_str(b, "bucket");
+    const char *full = sluice_why_str(b, "bucket");
+    const char *at = strrchr(full, '@');
+    VSTR *base = vstr_alloc(50);
+    const char *name;
     const char *rule = sluice_why_str(b, "rule");
     long long suspended = json_integer_value(json_object_get(b, "suspended"));
     long long queued = json_integer_value(json_object_get(b, "queued"));
@@ -446,6 +449,13 @@ static bool sluice_why_bucket_hold(const json_t *b, json_t *held)
     VSTR *text = vstr_alloc(100);
     const char *kind = NULL;
 
+    /* With source pools a bucket is NAME@SOURCE: limits (and
+       `sluice shaping resume`) name NAME; the source is told apart. */
+    if (at != NULL)
+        vstr_ncpy(base, full, (size_t) (at - full));
+    else
+        vstr_cpy(base, full);
+    name = vstr_str(base);
     if (suspended > 0) {
         kind = "suspended";
         vstr_sprintf(text,
@@ -476,10 +486,15 @@ static bool sluice_why_bucket_hold(const json_t *b, json_t *held)
     }
     if (kind) {
         json_object_set_new(held, "kind", json_string(kind));
+        if (at != NULL) {
+            vstr_sprintf_append(text, " (source %s)", at + 1);
+            json_object_set_new(held, "source", json_string(at + 1));
+        }
         json_object_set_new(held, "bucket", json_string(name));
         json_object_set_new(held, "text", json_string(vstr_str(text)));
     }
     vstr_free(text);
+    vstr_free(base);
     return kind != NULL;
 }
 
@@ -542,9 +557,24 @@ static void sluice_why_held(const char *queue_dir, json_t *msg,
     }
     json_array_foreach(*buckets, i, b)
     {
-        const char *name = sluice_why_str(b, "bucket");
-        bool ours = name && json_object_get(pending, name) != NULL;
+        const char *full = sluice_why_str(b, "bucket");
+        const char *at = full ? strrchr(full, '@') : NULL;
+        VSTR *base = vstr_alloc(50);
+        const char *name;
+        bool ours;
         size_t j;
+
+        if (full == NULL) {
+            vstr_free(base);
+            continue;
+        }
+        /* NAME@SOURCE with source pools: match NAME. */
+        if (at != NULL)
+            vstr_ncpy(base, full, (size_t) (at - full));
+        else
+            vstr_cpy(base, full);
+        name = vstr_str(base);
+        ours = json_object_get(pending, name) != NULL;
 
         json_array_foreach(attempts, j, att)
         {
@@ -554,6 +584,7 @@ static void sluice_why_held(const char *queue_dir, json_t *msg,
                 strcmp(name + 9, provider) == 0)
                 ours = true;
         }
+        vstr_free(base);
         if (ours && sluice_why_bucket_hold(b, held))
             goto done;
     }

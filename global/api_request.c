@@ -16,6 +16,7 @@
 #include "api_mime.h"
 #include "api_request.h"
 #include "argv.h"
+#include "cleanup_proto.h"
 #include "mymalloc.h"
 #include "smtp_addr.h"
 #include "submit_check.h"
@@ -786,6 +787,17 @@ static int api_request_tags(json_t *tags, char **out, API_ERROR *err)
     }
     vstr_free(field);
     *out = json_dumps(tags, JSON_COMPACT | JSON_ENSURE_ASCII);
+    /* Escaping can make the text six times longer than the tags (a '"'
+       is \", an "é" \u00e9): what we accept, cleanup must take. */
+    if (*out == NULL || strlen(*out) > CLEANUP_TAGS_MAX) {
+        api_error_set(err, 422, "invalid_value", "tags",
+                      "the tags take %zu bytes as JSON (escapes counted); at "
+                      "most %d",
+                      *out ? strlen(*out) : (size_t) 0, CLEANUP_TAGS_MAX);
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
     return 0;
 }
 
@@ -827,6 +839,17 @@ static int api_request_metadata(json_t *meta, char **out, API_ERROR *err)
             vstr_free(field);
             return -1;
         }
+        /* Refused rather than escaped, as in tags: a control character in
+           a value is almost always a mistake, and would reach every
+           exporter and webhook. */
+        if (!api_request_no_controls(json_string_value(value),
+                                     json_string_length(value))) {
+            api_error_set(err, 422, "invalid_value", vstr_str(field),
+                          "%s: no control characters (tab is allowed)",
+                          vstr_str(field));
+            vstr_free(field);
+            return -1;
+        }
         total += strlen(name) + json_string_length(value);
     }
     vstr_free(field);
@@ -838,6 +861,17 @@ static int api_request_metadata(json_t *meta, char **out, API_ERROR *err)
         return -1;
     }
     *out = json_dumps(meta, JSON_COMPACT | JSON_ENSURE_ASCII | JSON_SORT_KEYS);
+    /* Escapes ("\u00e9" for an "é") can grow the text up to six times:
+       what we accept, cleanup must take. */
+    if (*out == NULL || strlen(*out) > CLEANUP_METADATA_MAX) {
+        api_error_set(err, 422, "invalid_value", "metadata",
+                      "metadata takes %zu bytes as JSON (escapes counted); "
+                      "at most %d",
+                      *out ? strlen(*out) : (size_t) 0, CLEANUP_METADATA_MAX);
+        free(*out);
+        *out = NULL;
+        return -1;
+    }
     return 0;
 }
 

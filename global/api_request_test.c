@@ -235,6 +235,26 @@ static void test_extras(void **state)
         vstr_addch(big, 'v');
     vstr_cat(big, "\"}}");
     expect_error(vstr_str(big), 422, "invalid_value", "metadata");
+    /* Within the raw limits, but longer than cleanup takes once escaped:
+       20 tags of 64 '"' (2621 bytes as JSON) and 2000 "é" (12 KB). */
+    vstr_cpy(big, EXTRA_REQ("\"tags\": ["));
+    vstr_truncate(big, vstr_len(big) - 1);
+    for (int t = 0; t < 20; t++) {
+        vstr_cat(big, t ? ", \"" : "\"");
+        for (int i = 0; i < 64; i++)
+            vstr_cat(big, "\\\"");
+        vstr_addch(big, '"');
+    }
+    vstr_cat(big, "]}");
+    expect_error(vstr_str(big), 422, "invalid_value", "tags");
+    vstr_cpy(big, EXTRA_REQ("\"metadata\": {\"k\": \""));
+    vstr_truncate(big, vstr_len(big) - 1);
+    for (int i = 0; i < 2000; i++)
+        vstr_cat(big, "\xc3\xa9");
+    vstr_cat(big, "\"}}");
+    expect_error(vstr_str(big), 422, "invalid_value", "metadata");
+    expect_error(EXTRA_REQ("\"metadata\": {\"k\": \"a\\u0001b\"}"), 422,
+                 "invalid_value", "metadata.k");
     vstr_free(big);
     test_send_at();
 }

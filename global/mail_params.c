@@ -234,6 +234,10 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"non_smtpd_milters", LIST, "",
      "milters pickup consults for mail from sendmail(1), as from localhost"
      " [127.0.0.1]: inet:host:port or unix:/path, in order"},
+    {"non_smtpd_milter_max_size", SIZE, "64m",
+     "with message_size_limit = 0: the largest local message pickup reads"
+     " into memory for non_smtpd_milters; a larger one gets"
+     " milter_default_action"},
     {"milter_default_action", STR, "tempfail",
      "when a milter cannot be reached, fails or times out: tempfail (451),"
      " reject (550) or accept (go on without it)"},

@@ -54,6 +54,17 @@
  *       tokens, queued, suspension, automation), asked on
  *       private/qmgr-shaping as `sluice shaping` does; only provider
  *       buckets (domain buckets would be unbounded), only with rules.
+ *   sluice_source_paused{source}, sluice_source_bounce_ratio{source},
+ *   sluice_source_block_ratio{source}, sluice_source_warmup_day{source},
+ *   sluice_source_warmup_cap{source}, sluice_source_up
+ *       qmgr's state of each source address of smtp_source_pools (paused:
+ *       any state but active, so a probe counts; the ratios over the
+ *       reputation window; warm-up only for sources with a schedule),
+ *       asked on private/qmgr-pool as `sluice pool` does.
+ *
+ * The journal's delivery metrics also carry pool and source_ip: the
+ * event's pool when smtp_source_pools names it, its source IP when that
+ * is one of the pools' addresses, else "other" (bounded by the pools).
  *
  * Labels of the journal's metrics are computed by metrics_event_labels[]:
  * adding one (a pool, a source IP) is one line there.
@@ -64,6 +75,7 @@
 #include <fcntl.h>
 #include <math.h>
 #include <signal.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -85,10 +97,12 @@
 #include "msg.h"
 #include "mymalloc.h"
 #include "own_listen.h"
+#include "pool_proto.h"
 #include "qid.h"
 #include "shaping.h"
 #include "shaping_proto.h"
 #include "sock.h"
+#include "source_pool.h"
 #include "vstr.h"
 
 #define METRICS_LISTEN_BACKLOG 128
@@ -96,6 +110,7 @@
 #define METRICS_TICK 1 /* seconds between reads of the journal */
 #define METRICS_READ_MAX (16 * 1024 * 1024) /* journal bytes per pass */
 #define METRICS_SHAPING_WAIT_MS 2000 /* for qmgr's shaping state */
+#define METRICS_POOL_WAIT_MS 2000 /* for qmgr's source state */
 #define METRICS_OTHER "other" /* no provider of the shaping rules */
 /* master/master.h: pid/master.status */
 #define METRICS_MASTER_STATUS "master.status"
@@ -150,6 +165,7 @@ typedef struct METRICS_CTX {
     int max_conns;
     long long scan_interval;
     SHAPING_RULES *shaping; /* NULL: no provider rules */
+    SOURCE_POOLS *pools; /* NULL: no smtp_source_pools */
     EVENTS_EXPORT_LIST *exporters;
     struct evconnlistener *listener;
     METRICS_CONN *conns_head; /* oldest first */
@@ -216,6 +232,39 @@ static const char *metrics_label_provider(const METRICS_CTX *ctx, json_t *event,
     return rule->key + strlen(SHAPING_PROVIDER_PREFIX);
 }
 
+/* metrics_label_pool - the event's pool when smtp_source_pools has it,
+   else METRICS_OTHER */
+static const char *metrics_label_pool(const METRICS_CTX *ctx, json_t *event,
+                                      VSTR *buf)
+{
+    const char *given = json_string_value(json_object_get(event, "pool"));
+    const SOURCE_POOL *pool;
+
+    if (given == NULL || ctx->pools == NULL ||
+        (pool = source_pools_find(ctx->pools, given)) == NULL)
+        return METRICS_OTHER;
+    return pool->name;
+}
+
+/* metrics_label_source - the event's source IP when it is a source of
+   smtp_source_pools, else METRICS_OTHER */
+static const char *metrics_label_source(const METRICS_CTX *ctx, json_t *event,
+                                        VSTR *buf)
+{
+    const char *given = json_string_value(json_object_get(event, "source_ip"));
+
+    if (given == NULL || ctx->pools == NULL)
+        return METRICS_OTHER;
+    for (size_t i = 0; i < ctx->pools->count; i++) {
+        const SOURCE_POOL *pool = &ctx->pools->pools[i];
+
+        for (size_t j = 0; j < pool->count; j++)
+            if (strcasecmp(pool->sources[j].address, given) == 0)
+                return pool->sources[j].address;
+    }
+    return METRICS_OTHER;
+}
+
 /* The labels every journal metric has beyond its own (status): one line
    each. A label's value must come from a bounded set. */
 static const struct {
@@ -223,6 +272,8 @@ static const struct {
     const char *(*value)(const METRICS_CTX *ctx, json_t *event, VSTR *buf);
 } metrics_event_labels[] = {
     {"provider", metrics_label_provider},
+    {"pool", metrics_label_pool},
+    {"source_ip", metrics_label_source},
 };
 
 /* metrics_event_label_set - render the labels of an event into out, after
@@ -746,6 +797,152 @@ static void metrics_render_shaping(METRICS_CTX *ctx, VSTR *out)
     vstr_free(path);
 }
 
+/* metrics_pool_ask - send "list" to qmgr's pool listener on stream; the
+   state text into state; 0, or -1 with why */
+static int metrics_pool_ask(ATTR_STREAM *stream, VSTR *state, VSTR *why)
+{
+    POOL_PROTO_REQUEST req = {.request = POOL_PROTO_REQ_LIST};
+    POOL_PROTO_REPLY reply;
+    ATTR_LIST *list = pool_proto_hello_list();
+    int ret;
+
+    ret = attr_stream_write(stream, list, why);
+    list = attr_list_free(list);
+    if (ret == 0 && (ret = attr_stream_read(stream, &list, why)) == 0)
+        ret = pool_proto_hello_take(list, why);
+    list = attr_list_free(list);
+    if (ret == 0) {
+        list = pool_proto_request_list(&req);
+        ret = attr_stream_write(stream, list, why);
+        list = attr_list_free(list);
+    }
+    if (ret == 0 && (ret = attr_stream_read(stream, &list, why)) == 0 &&
+        (ret = pool_proto_reply_take(list, &reply, why)) == 0) {
+        if (reply.status != POOL_PROTO_STAT_OK) {
+            vstr_cpy(why, reply.reason ? reply.reason : "failed");
+            ret = -1;
+        } else {
+            vstr_cpy(state, reply.state ? reply.state : "");
+        }
+    }
+    attr_list_free(list);
+    return ret;
+}
+
+/* The per-source gauges of qmgr's pool state. */
+enum {
+    METRICS_SOURCE_PAUSED,
+    METRICS_SOURCE_BOUNCE,
+    METRICS_SOURCE_BLOCK,
+    METRICS_SOURCE_DAY,
+    METRICS_SOURCE_CAP,
+    METRICS_SOURCE_GAUGES
+};
+static const char *const metrics_source_names[][2] = {
+    {"sluice_source_paused",
+     "1 while the source is paused (circuit breaker, probe or operator)."},
+    {"sluice_source_bounce_ratio",
+     "Hard bounces per attempt in the source's reputation window."},
+    {"sluice_source_block_ratio",
+     "Block replies per attempt in the source's reputation window."},
+    {"sluice_source_warmup_day",
+     "The source's day of its warm-up schedule (sources with one)."},
+    {"sluice_source_warmup_cap",
+     "Messages the source may send today under its warm-up (sources with "
+     "a cap)."},
+};
+
+/* metrics_source_gauge - gauge g of a state line; false: none */
+static bool metrics_source_gauge(const POOL_STATE_LINE *line, int g,
+                                 double *value)
+{
+    switch (g) {
+    case METRICS_SOURCE_PAUSED:
+        *value = strcmp(line->state, "active") != 0;
+        return true;
+    case METRICS_SOURCE_BOUNCE:
+        *value = line->attempts > 0 ? (double) line->hard / line->attempts : 0;
+        return true;
+    case METRICS_SOURCE_BLOCK:
+        *value = line->attempts > 0 ? (double) line->block / line->attempts : 0;
+        return true;
+    case METRICS_SOURCE_DAY:
+        *value = (double) line->day;
+        return line->day >= 0;
+    default:
+        *value = (double) line->cap;
+        return line->cap >= 0;
+    }
+}
+
+/* metrics_render_sources - qmgr's state of each source of
+   smtp_source_pools, asked on private/qmgr-pool as `sluice pool` does (a
+   scrape waits at most METRICS_POOL_WAIT_MS for it); only the configured
+   sources, so the label set is bounded by the pools */
+static void metrics_render_sources(METRICS_CTX *ctx, VSTR *out)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    VSTR *state = vstr_alloc(256);
+    VSTR *label = vstr_alloc(64);
+    ATTR_STREAM *stream;
+    bool up = false;
+    int fd;
+
+    mail_queue_service(path, ctx->queue_dir, MAIL_QUEUE_PRIVATE,
+                       POOL_PROTO_SERVICE);
+    if (ctx->pools != NULL && (fd = sock_unix_connect(vstr_str(path))) >= 0) {
+        stream =
+            attr_stream_open(fd, POOL_PROTO_LIST_MAX, METRICS_POOL_WAIT_MS);
+        if (metrics_pool_ask(stream, state, why) < 0)
+            msg_warn("source state from qmgr: %s", vstr_str(why));
+        else
+            up = true;
+        attr_stream_close(stream);
+    }
+    vstr_sprintf_append(out,
+                        "# HELP sluice_source_up 1 when qmgr answered for "
+                        "the state of its sources (0: no pools, or no "
+                        "answer).\n"
+                        "# TYPE sluice_source_up gauge\n"
+                        "sluice_source_up %d\n",
+                        up);
+    for (int g = 0; up && g < METRICS_SOURCE_GAUGES; g++) {
+        HTABLE *seen = htable_alloc(16);
+
+        vstr_sprintf_append(
+            out, "# HELP %s %s\n# TYPE %s gauge\n", metrics_source_names[g][0],
+            metrics_source_names[g][1], metrics_source_names[g][0]);
+        for (size_t i = 0; i < ctx->pools->count; i++) {
+            const SOURCE_POOL *pool = &ctx->pools->pools[i];
+
+            for (size_t j = 0; j < pool->count; j++) {
+                const char *addr = pool->sources[j].address;
+                POOL_STATE_LINE line;
+                double value;
+
+                /* A source in two pools is one source. */
+                if (htable_find(seen, addr) != NULL)
+                    continue;
+                htable_enter(seen, addr, (void *) addr);
+                (void) pool_state_find(vstr_str(state), addr, &line);
+                if (!metrics_source_gauge(&line, g, &value))
+                    continue;
+                vstr_reset(label);
+                metrics_label_append(label, "source", addr);
+                vstr_sprintf_append(out, "%s{%s} %.17g\n",
+                                    metrics_source_names[g][0], vstr_str(label),
+                                    value);
+            }
+        }
+        htable_free(seen, NULL);
+    }
+    vstr_free(label);
+    vstr_free(state);
+    vstr_free(why);
+    vstr_free(path);
+}
+
 /* metrics_render - the whole exposition */
 static void metrics_render(METRICS_CTX *ctx, VSTR *out)
 {
@@ -757,6 +954,7 @@ static void metrics_render(METRICS_CTX *ctx, VSTR *out)
     metrics_render_backlog(ctx, out);
     metrics_render_restarts(ctx, out);
     metrics_render_shaping(ctx, out);
+    metrics_render_sources(ctx, out);
 }
 
 /* metrics_conn_free - close a connection and forget it */
@@ -915,6 +1113,12 @@ static void metrics_pre_loop(MAIL_SERVER *server, void *arg)
     if (ctx->shaping == NULL && vstr_len(why) > 0)
         msg_warn("%s; every provider label is \"%s\"", vstr_str(why),
                  METRICS_OTHER);
+    vstr_reset(why);
+    ctx->pools = source_pools_load(
+        "smtp_source_pools", mail_conf_str(conf, "smtp_source_pools"), why);
+    if (ctx->pools == NULL && vstr_len(why) > 0)
+        msg_warn("%s; every pool and source_ip label is \"%s\"", vstr_str(why),
+                 METRICS_OTHER);
     ctx->exporters = events_export_list(conf);
     ctx->pos = events_pos_alloc();
     ctx->received = (METRICS_FAMILY){
@@ -989,6 +1193,8 @@ int main(int argc, char **argv)
     myfree(ctx.events_dir);
     if (ctx.shaping != NULL)
         shaping_rules_free(ctx.shaping);
+    if (ctx.pools != NULL)
+        source_pools_free(ctx.pools);
     if (ctx.exporters != NULL)
         events_export_list_free(ctx.exporters);
     if (ctx.pos != NULL)

@@ -303,6 +303,7 @@ static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const struct stat *st,
 {
     CLEANUP_CLIENT *client;
     VSTR *content;
+    bool milters = ctx->milters != NULL;
     int code;
     int ret;
 
@@ -320,20 +321,33 @@ static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const struct stat *st,
        (Postfix's advice: signing milters sign pickup's Received: too). */
     content = vstr_alloc(8192);
     pickup_received(ctx, st, vstr_str(queue_id), content);
-    if (ctx->milters != NULL) {
-        ARGV *rcpts = argv_alloc(info->rcpt_count + 1);
-
-        if ((ret = pickup_read_content(fd, content,
-                                       pickup_milter_limit(ctx->milters), why,
-                                       corrupt)) != 0) {
+    if (milters) {
+        ret = pickup_read_content(
+            fd, content, pickup_milter_limit(ctx->milters), why, corrupt);
+        /* Past non_smtpd_milter_max_size (message_size_limit = 0):
+           milter_default_action; accept sends it on without the milters. */
+        if (ret > 0 &&
+            pickup_milter_too_big(ctx->milters, vstr_str(queue_id), mres)) {
+            if (mres->status != PICKUP_MILTER_ACCEPT) {
+                vstr_free(content);
+                cleanup_client_abort(client);
+                return PICKUP_MILTER_DECIDED;
+            }
+            vstr_reset(content);
+            pickup_received(ctx, st, vstr_str(queue_id), content);
+            milters = false;
+        } else if (ret != 0) {
             /* Too big: refused as cleanup itself would refuse it. */
             if (ret > 0)
                 vstr_cpy(why, "5.3.4 message size exceeds message_size_limit");
-            argv_free(rcpts);
             vstr_free(content);
             cleanup_client_abort(client);
             return ret > 0 ? 552 : -1;
         }
+    }
+    if (milters) {
+        ARGV *rcpts = argv_alloc(info->rcpt_count + 1);
+
         for (size_t i = 0; i < info->rcpt_count; i++)
             if (!info->rcpts[i].done)
                 argv_add(rcpts, info->rcpts[i].address);
@@ -357,7 +371,7 @@ static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const struct stat *st,
             return -1;
         }
     }
-    if (ctx->milters != NULL &&
+    if (milters &&
         pickup_milter_rcpts(client, vstr_str(queue_id), mres->rcpts, why) < 0) {
         vstr_free(content);
         cleanup_client_abort(client);
@@ -367,8 +381,8 @@ static int pickup_cleanup(PICKUP_CTX *ctx, int fd, const struct stat *st,
     ret =
         cleanup_client_write(client, vstr_str(content), vstr_len(content), why);
     vstr_free(content);
-    if (ret < 0 || (ctx->milters == NULL &&
-                    pickup_send_content(client, fd, why, corrupt) < 0)) {
+    if (ret < 0 ||
+        (!milters && pickup_send_content(client, fd, why, corrupt) < 0)) {
         cleanup_client_abort(client);
         return -1;
     }

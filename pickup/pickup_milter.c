@@ -31,6 +31,12 @@
  * milter_connect_timeout (connecting, negotiating), milter_command_timeout
  * (CONNECT .. DATA) or milter_content_timeout (headers .. EOM) gets
  * milter_default_action: tempfail, reject, or accept (go on without it).
+ *
+ * The milters see the message whole, in memory: at most message_size_limit
+ * bytes (more is refused as cleanup would refuse it), or, when that is 0,
+ * non_smtpd_milter_max_size (64m): a larger message then gets
+ * milter_default_action as if a milter had failed (accept: it goes on
+ * unseen by the milters).
  */
 #include "sys_defs.h"
 
@@ -54,7 +60,6 @@
 
 #define PICKUP_MILTER_CLIENT_NAME "localhost"
 #define PICKUP_MILTER_CLIENT_ADDR "127.0.0.1"
-#define PICKUP_MILTER_LIMIT_DEFAULT (1024UL * 1024 * 1024) /* no size limit */
 
 /* One milter as main.cf names it, resolved once. */
 typedef struct PICKUP_MILTER_ADDR {
@@ -72,7 +77,8 @@ struct PICKUP_MILTER_CONF {
     int content_timeout;
     char *myhostname;
     char *mail_name;
-    size_t limit; /* bytes a milter may add: message_size_limit */
+    size_t limit; /* bytes a milter may see or add */
+    bool capped; /* limit is non_smtpd_milter_max_size, not cleanup's */
 };
 
 /* One conversation with one milter. */
@@ -124,10 +130,17 @@ PICKUP_MILTER_CONF *pickup_milter_conf(const MAIL_CONF *conf)
     pmc->content_timeout = (int) mail_conf_time(conf, "milter_content_timeout");
     pmc->myhostname = mystrdup(mail_conf_str(conf, "myhostname"));
     pmc->mail_name = mystrdup(mail_conf_str(conf, "mail_name"));
+    /* The whole message is held in memory for the milters: with no
+       message_size_limit, a cap of our own rather than whatever a local
+       user writes. */
     limit = mail_conf_size(conf, "message_size_limit");
+    if (limit <= 0) {
+        limit = mail_conf_size(conf, "non_smtpd_milter_max_size");
+        pmc->capped = true;
+    }
     pmc->limit = limit > 0 && (unsigned long long) limit < SIZE_MAX
                      ? (size_t) limit
-                     : PICKUP_MILTER_LIMIT_DEFAULT;
+                     : SIZE_MAX / 2;
     for (size_t i = 0; i < list->argc; i++) {
         PICKUP_MILTER_ADDR *ma = pmc->addrs + pmc->count++;
         MILTER_ADDR addr;
@@ -188,6 +201,32 @@ PICKUP_MILTER_CONF *pickup_milter_conf_free(PICKUP_MILTER_CONF *pmc)
 size_t pickup_milter_limit(const PICKUP_MILTER_CONF *pmc)
 {
     return pmc->limit;
+}
+
+/* pickup_milter_too_big - a message larger than the limit when that is
+   non_smtpd_milter_max_size (message_size_limit = 0, so cleanup would
+   take it): milter_default_action, as for a milter that failed, into
+   res; false when the limit is message_size_limit (cleanup refuses) */
+bool pickup_milter_too_big(const PICKUP_MILTER_CONF *pmc, const char *queue_id,
+                           PICKUP_MILTER_RESULT *res)
+{
+    if (!pmc->capped)
+        return false;
+    msg_warn("%s: message larger than non_smtpd_milter_max_size (%zu bytes):"
+             " not shown to the milters; milter_default_action applies",
+             queue_id, pmc->limit);
+    res->stage = "END-OF-MESSAGE";
+    if (pmc->default_action == MILTER_DEFAULT_ACCEPT) {
+        res->status = PICKUP_MILTER_ACCEPT;
+    } else if (pmc->default_action == MILTER_DEFAULT_REJECT) {
+        vstr_cpy(res->reply, "5.3.4 Message too big for the milters");
+        res->status = PICKUP_MILTER_REJECT;
+    } else {
+        vstr_cpy(res->reply, "4.3.4 Message too big for the milters - try"
+                             " again later");
+        res->status = PICKUP_MILTER_TEMPFAIL;
+    }
+    return true;
 }
 
 /* pickup_milter_result_init - an empty result */

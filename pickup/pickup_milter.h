@@ -43,6 +43,12 @@ typedef struct PICKUP_MILTER_RESULT {
 } PICKUP_MILTER_RESULT;
 
 extern void pickup_milter_result_init(PICKUP_MILTER_RESULT *res);
+/* pickup_milter_too_big - the verdict on a message past the limit when
+   message_size_limit is 0 (milter_default_action) into res; false when
+   the limit is message_size_limit (cleanup would refuse the message) */
+extern bool pickup_milter_too_big(const PICKUP_MILTER_CONF *pmc,
+                                  const char *queue_id,
+                                  PICKUP_MILTER_RESULT *res);
 extern void pickup_milter_result_free(PICKUP_MILTER_RESULT *res);
 
 /* pickup_milter_run - the message (sender "" for <>, the recipients,

@@ -190,6 +190,11 @@ def test_bad_values_are_422_naming_the_field(make_instance, make_sink,
         ({"metadata": {"deep": {"a": "b"}}}, 422, "metadata.deep"),
         ({"metadata": {"k": "v" * 5000}}, 422, "metadata"),
         ({"metadata": {"bad key": "v"}}, 422, "metadata"),
+        # Within the raw limits, but longer than cleanup takes once
+        # escaped as JSON: refused by the API, naming the field.
+        ({"tags": ['"' * 64] * 20}, 422, "tags"),
+        ({"metadata": {"k": "\u00e9" * 2000}}, 422, "metadata"),
+        ({"metadata": {"k": "a\x01b"}}, 422, "metadata.k"),
         ({"pool": "a/b"}, 422, "pool"),
         ({"pool": 7}, 422, "pool"),
         ({"headers": {"X-Sluice-Pool": "p"}}, 400, "headers.X-Sluice-Pool"),

@@ -91,16 +91,18 @@ def test_scrape_counts_deliveries_and_promtool_accepts_it(metered):
 
     def counted():
         return value(scrape(port)[1], "sluice_deliveries_total",
-                     status="delivered", provider="prov") == 3
+                     status="delivered", provider="prov", pool="other",
+                     source_ip="other") == 3
     wait_until(counted, 15, what="3 deliveries counted")
     status, text = scrape(port)
     assert status == 200
     assert value(text, "sluice_messages_received_total") == 3, text
     assert value(text, "sluice_events_journal_bytes") > 0, text
     assert value(text, "sluice_delivery_delay_seconds_count",
-                 provider="prov") == 3, text
+                 provider="prov", pool="other", source_ip="other") == 3, text
     assert value(text, "sluice_delivery_delay_seconds_bucket",
-                 provider="prov", le="+Inf") == 3, text
+                 provider="prov", pool="other", source_ip="other",
+                 le="+Inf") == 3, text
     assert value(text, "sluice_queue_messages", queue="deferred") == 0, text
     assert value(text, "sluice_process_restarts_total", service="qmgr",
                  type="unix") == 0, text
@@ -146,6 +148,56 @@ def test_shaping_state_per_provider(metered):
     assert "a.test" not in text, text
     inst.check("shaping", "resume", "provider:prov")
     sink.wait_messages(1, timeout=30)
+
+
+def test_source_state_and_pool_labels(make_instance, make_sink, tmp_path):
+    """With smtp_source_pools (127.0.0.2, 127.0.0.3) and `sluice pool
+    pause 127.0.0.3`: sluice_source_paused is 1 for .3 and 0 for .2 (the
+    alert SluiceSourcePaused has its metric); every delivery goes out of
+    .2 and is counted with pool and source_ip; promtool accepts it."""
+    needs(PROMTOOL)
+    require(LIBEXEC / "metrics", LIBEXEC / "smtp", LIBEXEC / "qmgr")
+    sink = make_sink()
+    pools = tmp_path / "pools"
+    pools.write_text("transactional 127.0.0.2 127.0.0.3\n")
+    port = free_port()
+    inst = make_instance(params={
+        "mynetworks": "127.0.0.0/8",
+        "transport_maps": "inline:{ dest.test=smtp:[127.0.0.1]:%d }"
+                          % sink.port,
+        "smtp_source_pools": "texthash:%s" % pools,
+        "default_source_pool": "transactional",
+        "metrics_listen": "127.0.0.1:%d" % port,
+        "metrics_queue_scan_interval": "1s"})
+    inst.start()
+    inst.wait_log(r"metrics\[\d+\]: metrics on 127\.0\.0\.1:%d" % port)
+    inst.check("pool", "pause", "127.0.0.3")
+    for i in range(3):
+        smtp_queue(inst, "s@client.test", ["r%d@dest.test" % i], BODY)
+    got = sink.wait_messages(3, timeout=30)
+    assert {m.peer[0] for m in got} == {"127.0.0.2"}
+
+    def counted():
+        return value(scrape(port)[1], "sluice_deliveries_total",
+                     status="delivered", provider="other",
+                     pool="transactional", source_ip="127.0.0.2") == 3
+    wait_until(counted, 15, what="3 deliveries counted with pool labels")
+    status, text = scrape(port)
+    assert status == 200
+    assert value(text, "sluice_source_up") == 1, text
+    assert value(text, "sluice_source_paused", source="127.0.0.3") == 1, text
+    assert value(text, "sluice_source_paused", source="127.0.0.2") == 0, text
+    assert value(text, "sluice_source_bounce_ratio",
+                 source="127.0.0.2") == 0, text
+    assert value(text, "sluice_source_block_ratio",
+                 source="127.0.0.3") == 0, text
+    r = subprocess.run([PROMTOOL, "check", "metrics"], input=text,
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stdout + r.stderr
+    inst.check("pool", "resume", "127.0.0.3")
+    wait_until(lambda: value(scrape(port)[1], "sluice_source_paused",
+                             source="127.0.0.3") == 0, 15,
+               what="the resumed source")
 
 
 def test_exporter_backlog(metered):

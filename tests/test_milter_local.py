@@ -204,6 +204,48 @@ def test_tempfail_keeps_the_file_until_the_milter_accepts(
     assert files(inst, "maildrop") == []
 
 
+def test_no_size_limit_caps_what_the_milters_see(make_instance, make_sink,
+                                                 milter):
+    """message_size_limit = 0: pickup holds at most
+    non_smtpd_milter_max_size of a message in memory for the milters; a
+    larger one gets milter_default_action (accept: delivered whole, unseen
+    by the milter), a small one still goes through the milter."""
+    sink = make_sink()
+    inst = local_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter,
+                          message_size_limit="0",
+                          non_smtpd_milter_max_size="20k",
+                          milter_default_action="accept")
+    big = MESSAGE + (b"z" * 70 + b"\n") * 1000
+    sendmail(inst, "-f", "user@src.test", "bob@dest.test", data=big)
+    got = sink.wait_messages(1, timeout=60)
+    hdrs = headers(got[0].data)
+    assert "Subject: original subject" in hdrs, hdrs
+    assert not any(h.startswith("X-Milter") for h in hdrs), hdrs
+    assert got[0].data.count(b"z" * 70 + b"\r\n") == 1000
+    inst.wait_log(r"message larger than non_smtpd_milter_max_size \(20480 "
+                  r"bytes\): not shown to the milters")
+    sendmail(inst, "-f", "user@src.test", "carol@dest.test")
+    got = sink.wait_messages(2, timeout=60)
+    assert "Subject: changed by milter" in headers(got[1].data)
+    assert files(inst, "maildrop") == []
+
+
+def test_no_size_limit_cap_tempfail_keeps_the_file(make_instance, make_sink,
+                                                   milter):
+    """With milter_default_action = tempfail a message past
+    non_smtpd_milter_max_size stays in maildrop/, as for a failed milter."""
+    sink = make_sink()
+    inst = local_instance(make_instance, sink, "inet:127.0.0.1:%d" % milter,
+                          message_size_limit="0",
+                          non_smtpd_milter_max_size="20k",
+                          milter_default_action="tempfail")
+    sendmail(inst, "-f", "user@src.test", "bob@dest.test",
+             data=MESSAGE + (b"z" * 70 + b"\n") * 1000)
+    inst.wait_log(r"left in maildrop/", timeout=30)
+    assert len(files(inst, "maildrop")) == 1
+    assert sink.received() == []
+
+
 def test_refused_recipient_is_a_configuration_error(make_instance,
                                                      make_sink, milter):
     """Postfix: non_smtpd_milters must not refuse a recipient; when one

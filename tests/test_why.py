@@ -201,6 +201,37 @@ def test_held_by_a_shaping_limit_and_a_suspension(make_instance, make_sink,
     assert held.received() == []
 
 
+def test_held_by_a_shaping_limit_with_source_pools(make_instance, make_sink,
+                                                   tmp_path):
+    """With smtp_source_pools (127.0.0.2, 127.0.0.3) qmgr's buckets are
+    NAME@SOURCE: rate.test allows one message an hour per source, two go
+    out (one from each), the third waits and why names rate.test's limit
+    and the source whose bucket holds it."""
+    need()
+    rate = make_sink()
+    pools = tmp_path / "pools"
+    pools.write_text("transactional 127.0.0.2 127.0.0.3\n")
+    inst = why_instance(make_instance, {"rate.test": rate}, tmp_path,
+                        rules="rate.test message_rate=1/h burst=1\n",
+                        smtp_source_pools="texthash:%s" % pools,
+                        default_source_pool="transactional")
+    send(inst, ["a@rate.test"])
+    send(inst, ["b@rate.test"])
+    got = rate.wait_messages(2, timeout=30)
+    assert {m.peer[0] for m in got} == {"127.0.0.2", "127.0.0.3"}
+    qid, _ = send(inst, ["c@rate.test"])
+    inst.wait_log(r"%s: .*\(queue active\)" % qid)
+    msg = wait_until(lambda: indexed(inst, qid, lambda m: m["held_by"][
+        "kind"] == "shaping"), timeout=30, what="the shaping hold")
+    held = msg["held_by"]
+    assert held["bucket"] == "rate.test", held
+    assert held["source"] in ("127.0.0.2", "127.0.0.3"), held
+    assert "shaping limit of rate.test (rule rate.test): message_rate " \
+        "1/h" in held["text"], held
+    assert "(source %s)" % held["source"] in held["text"], held
+    assert rate.received()[2:] == []
+
+
 def test_unknown_and_bad_arguments(make_instance, make_sink, tmp_path):
     """An unknown queue ID, Message-ID or recipient: one clear line, exit
     status 1, nothing on stdout; usage errors too; with the index off a
