@@ -315,3 +315,32 @@ def test_collector_gone_spans_dropped_after_max_age(make_instance, make_sink,
     wait_until(lambda: by_name(coll.got(TRACE), qid2).get("delivery"),
                timeout=30, what="the later message's spans")
     assert qid != qid2
+
+
+def test_api_traceparent(make_instance, make_sink, collectors):
+    """POST /v1/messages with a traceparent request header: the message's
+    receive span is in that trace, the given span its parent, and its
+    delivery a child of it."""
+    need()
+    from test_api import Api
+    coll = collectors()
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    parent = "b7ad6b7169203331"
+    api = Api(make_instance, make_sink,
+              params={"mynetworks": "127.0.0.0/8", "myhostname": HOST,
+                      "otel_exporter_otlp_endpoint": coll.url(),
+                      "events_webhook_max_backoff": "1s"})
+    status, reply, _ = api.post(
+        {"from": "shop@sender.test", "to": "alice@rcpt.test",
+         "subject": "traced", "text": "hello\n"},
+        headers={"traceparent": "00-%s-%s-01" % (trace, parent)})
+    assert status == 202, reply
+    spans = wait_until(
+        lambda: (s := coll.got(trace)) and
+        {x["name"] for x in s} >= {"receive", "delivery"} and s,
+        timeout=30, what="the API message's spans")
+    recv = [s for s in spans if s["name"] == "receive"][0]
+    dlv = [s for s in spans if s["name"] == "delivery"][0]
+    assert recv["parentSpanId"] == parent
+    assert dlv["parentSpanId"] == recv["spanId"]
+    assert coll.bad == []
