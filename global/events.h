@@ -52,7 +52,7 @@
 
 /* One event. Strings NULL and numbers < 0 are left out, except the
    fields every event carries (recipient, tenant, pool, source_ip,
-   provider, trace_id: null). */
+   provider, trace_id: null when unknown). */
 typedef struct EVENT {
     const char *kind; /* EVENTS_RECEIVED ... */
     const char *qid;

@@ -236,6 +236,15 @@ def test_fresh_trace_at_ratio_one(make_instance, make_sink, collectors):
     assert "parentSpanId" not in recv
     assert recv["traceId"] != TRACE and recv["traceId"] == dlv["traceId"]
     assert dlv["parentSpanId"] == recv["spanId"]
+    # A trusted client's traceparent that is not valid W3C (upper-case
+    # hex): ignored and logged, a fresh trace; the mail goes.
+    bad = "00-%s-%s-01" % (TRACE.upper(), PARENT)
+    qid2 = send(inst, ["two@dest.test"], bad)
+    spans = wait_until(
+        lambda: (n := by_name(coll.got(), qid2)) and "receive" in n and n,
+        timeout=30, what="the second message's spans")
+    assert spans["receive"][0]["traceId"] not in (TRACE, recv["traceId"])
+    inst.wait_log(r"%s: traceparent header ignored: not a W3C" % qid2)
     assert coll.bad == []
 
 
