@@ -318,6 +318,11 @@ def test_collector_gone_spans_dropped_after_max_age(make_instance, make_sink,
     wait_until(lambda: any(p.stat().st_size > 0
                            for p in dead.glob("otel-*.dead")),
                timeout=30, what="the dead letters")
+    st = [json.loads(line) for line in
+          inst.check("events", "status", "--json").splitlines()]
+    otel, = [s for s in st if s["kind"] == "otel"]
+    assert otel["target"] == coll.url() + "/v1/traces"
+    assert otel["dead_letters"] >= 1
     with coll.lock:
         coll.mode = "ok"
     qid2 = send(inst, ["two@dest.test"], "00-%s-%s-01" % (TRACE, PARENT))
