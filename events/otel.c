@@ -284,6 +284,7 @@ static json_t *otel_span(const char *line, size_t len)
     char end[32];
     json_t *span = NULL;
     json_t *attrs;
+    const char *relay;
     bool failed;
 
     if (kind == NULL || qid == NULL || id == NULL || tp == NULL ||
@@ -325,7 +326,11 @@ static json_t *otel_span(const char *line, size_t len)
              strcmp(kind, "expired") == 0;
     otel_attr(attrs, "sluice.status", kind);
     otel_attr(attrs, "sluice.recipient", otel_str(obj, "recipient"));
-    otel_attr(attrs, "server.address", otel_str(obj, "relay"));
+    /* The event's relay is the DSN Remote-MTA, "dns; HOST": the host. */
+    relay = otel_str(obj, "relay");
+    if (relay != NULL && strncasecmp(relay, "dns; ", 5) == 0)
+        relay += 5;
+    otel_attr(attrs, "server.address", relay);
     otel_attr(attrs, "sluice.reply", otel_str(obj, "reply"));
     otel_attr(attrs, "sluice.dsn", otel_str(obj, "dsn"));
     otel_attr(attrs, "sluice.provider", otel_str(obj, "provider"));
