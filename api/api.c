@@ -93,6 +93,7 @@
 #include "qid.h"
 #include "safe_file.h"
 #include "htable.h"
+#include "trace.h"
 #include "vstr.h"
 
 #define API_LISTEN_BACKLOG 128
@@ -1505,6 +1506,28 @@ static void api_batch(API_CTX *ctx, struct evhttp_request *req,
     api_error_free(&err);
 }
 
+/* api_traceparent - the request's W3C traceparent header (a valid one)
+   as the first header line of msg, where cleanup takes it as the
+   message's trace (cleanup/cleanup_trace.c: the API is trusted); an
+   invalid one is ignored, as W3C says (a fresh trace is made) */
+static void api_traceparent(struct evhttp_request *req, API_MESSAGE *msg)
+{
+    const char *value =
+        evhttp_find_header(evhttp_request_get_input_headers(req), TRACE_HEADER);
+    TRACE_CTX trace;
+    char text[TRACE_TEXT_LEN + 1];
+    VSTR *content;
+
+    if (value == NULL || !trace_parse(value, &trace))
+        return;
+    trace_format(&trace, text, sizeof(text));
+    content = vstr_alloc(vstr_len(msg->content) + sizeof(text) + 16);
+    vstr_sprintf(content, "%s: %s\n", TRACE_HEADER, text);
+    vstr_ncat(content, vstr_str(msg->content), vstr_len(msg->content));
+    vstr_free(msg->content);
+    msg->content = content;
+}
+
 /* api_messages - POST /v1/messages */
 static void api_messages(API_CTX *ctx, struct evhttp_request *req)
 {
@@ -1559,6 +1582,7 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
                  err.status, err.code, vstr_str(err.message));
         api_fail(req, &err);
     } else {
+        api_traceparent(req, msg);
         api_submit(ctx, req, &key, idem, data, len, msg);
     }
     json_decref(top);

@@ -49,6 +49,7 @@
 /* The filter seam: header/body checks and DKIM signing go here. */
 static const CLEANUP_FILTER *const cleanup_filters[] = {
     &cleanup_pool_filter, /* X-Sluice-Pool goes before anything signs */
+    &cleanup_trace_filter, /* traceparent: (kept in the message) */
     &cleanup_dkim_filter,
     NULL,
 };
@@ -468,6 +469,7 @@ static void cleanup_tables(CLEANUP_CONF *cconf, const MAIL_CONF *conf)
         mystrdup(mail_conf_str(conf, "recipient_delimiter"));
     cconf->dkim = cleanup_dkim_create(conf);
     cleanup_pool_conf(cconf, conf);
+    cleanup_trace_conf(cconf, conf);
     vstr_free(why);
 }
 
@@ -566,6 +568,7 @@ static void cleanup_ctx_release(CLEANUP_CTX *ctx)
     ctx->conf.recipient_delimiter = myfree(ctx->conf.recipient_delimiter);
     ctx->conf.dkim = cleanup_dkim_free(ctx->conf.dkim);
     cleanup_pool_conf_free(&ctx->conf);
+    cleanup_trace_conf_free(&ctx->conf);
     ctx->conf.events = events_close(ctx->conf.events);
 }
 

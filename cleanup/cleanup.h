@@ -72,6 +72,8 @@ typedef struct CLEANUP_CONF {
     const char *default_pool; /* its default pool's name (in pools) */
     MAPS *pool_maps; /* smtp_source_pool_maps, NULL: none */
     MATCH_LIST *mynetworks; /* who may name a pool by header */
+    double trace_ratio; /* otel_traces_sampler_ratio (cleanup_trace.c) */
+    MATCH_LIST *trace_mynetworks; /* who may give a traceparent header */
 } CLEANUP_CONF;
 
 /* The envelope of BEGIN: CLEANUP_BEGIN of global/cleanup_proto.h. */
@@ -158,6 +160,9 @@ struct CLEANUP_MSG {
     /* Source pool (cleanup_pool.c). */
     bool pool_trusted; /* an X-Sluice-Pool header is honoured */
     char *pool; /* the pool chosen, NULL: no pools */
+    /* Trace (cleanup_trace.c). */
+    bool trace_trusted; /* a traceparent header is honoured */
+    char *traceparent; /* the attribute written, NULL: none yet */
 };
 
 /* cleanup_message.c */
@@ -201,6 +206,19 @@ extern void cleanup_pool_conf_free(CLEANUP_CONF *cconf);
    (tenant: the message's tenant, NULL: none) */
 extern void cleanup_pool_begin(CLEANUP_MSG *msg, const CLEANUP_BEGIN *req,
                                const char *tenant);
+
+/* cleanup_trace.c */
+extern const CLEANUP_FILTER cleanup_trace_filter;
+/* cleanup_trace_ratio - otel_traces_sampler_ratio as a number, NAN (why
+   says) when it is not one from 0 to 1 */
+extern double cleanup_trace_ratio(const char *text, VSTR *why);
+/* cleanup_trace_conf - read the trace parameters (fatal when bad) */
+extern void cleanup_trace_conf(CLEANUP_CONF *cconf,
+                               const struct MAIL_CONF *conf);
+extern void cleanup_trace_conf_free(CLEANUP_CONF *cconf);
+/* cleanup_trace_begin - a fresh trace, written as the traceparent
+   attribute; who may replace it by header */
+extern void cleanup_trace_begin(CLEANUP_MSG *msg, const CLEANUP_BEGIN *req);
 
 /* cleanup_checks.c: each returns false when the item is to be dropped;
    text for before the item goes into prepend (which the caller resets) */

@@ -264,6 +264,7 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
         cleanup_msg_attr(msg, "not_before", when);
     }
     cleanup_pool_begin(msg, req, msg->tenant);
+    cleanup_trace_begin(msg, req);
     cleanup_msg_check_write(msg);
     return msg;
 }
@@ -372,6 +373,7 @@ static int cleanup_msg_event(const CLEANUP_MSG *msg, long long size)
     event.tags = msg->tags;
     event.metadata = msg->metadata;
     event.message_id = msg->message_id;
+    event.traceparent = msg->traceparent;
     return events_emit(msg->conf->events, &event);
 }
 
@@ -481,6 +483,7 @@ CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg)
     myfree(msg->helo_name);
     myfree(msg->first_rcpt);
     myfree(msg->pool);
+    myfree(msg->traceparent);
     myfree(msg);
     return NULL;
 }

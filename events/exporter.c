@@ -115,7 +115,8 @@ const char *exporter_display(const EXPORTER *exp)
 static const EXPORTER_BACKEND *exporter_backend(const char *kind)
 {
     static const EXPORTER_BACKEND *const backends[] = {
-        &webhook_backend, &stats_backend, &kafka_backend, &index_backend};
+        &webhook_backend, &stats_backend, &kafka_backend, &index_backend,
+        &otel_backend};
 
     for (size_t i = 0; i < sizeof(backends) / sizeof(backends[0]); i++)
         if (strcmp(backends[i]->kind, kind) == 0)

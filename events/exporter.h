@@ -57,5 +57,6 @@ extern const EXPORTER_BACKEND webhook_backend; /* webhook.c */
 extern const EXPORTER_BACKEND stats_backend; /* stats.c */
 extern const EXPORTER_BACKEND kafka_backend; /* kafka.c */
 extern const EXPORTER_BACKEND index_backend; /* index.c */
+extern const EXPORTER_BACKEND otel_backend; /* otel.c */
 
 #endif

@@ -58,6 +58,7 @@
 #include "msg.h"
 #include "mymalloc.h"
 #include "safe_file.h"
+#include "trace.h"
 
 struct EVENTS {
     char *dir;
@@ -146,6 +147,7 @@ int events_format(VSTR *line, const EVENT *event, const char *node,
     char ts[96];
     char *text;
     int bad = 0;
+    TRACE_CTX trace;
 
     if (obj == NULL) {
         vstr_free(id);
@@ -194,8 +196,15 @@ int events_format(VSTR *line, const EVENT *event, const char *node,
     events_set(obj, "pool", events_json_str(event->pool), &bad);
     events_set(obj, "source_ip", events_json_str(event->source_ip), &bad);
     events_set(obj, "provider", events_json_str(event->provider), &bad);
-    /* Later (#15): the message's trace ID. */
-    events_set(obj, "trace_id", json_null(), &bad);
+    if (event->traceparent && trace_parse_attr(event->traceparent, &trace)) {
+        char tp[TRACE_TEXT_LEN + 1];
+
+        trace_format(&trace, tp, sizeof(tp));
+        events_set(obj, "trace_id", json_string(trace.trace_id), &bad);
+        events_set(obj, "traceparent", json_string(tp), &bad);
+    } else {
+        events_set(obj, "trace_id", json_null(), &bad);
+    }
     events_json_text(obj, "tags", event->tags, JSON_ARRAY, &bad);
     events_json_text(obj, "metadata", event->metadata, JSON_OBJECT, &bad);
     text =

@@ -52,7 +52,7 @@
 
 /* One event. Strings NULL and numbers < 0 are left out, except the
    fields every event carries (recipient, tenant, pool, source_ip,
-   provider, trace_id: null). */
+   provider, trace_id: null when unknown). */
 typedef struct EVENT {
     const char *kind; /* EVENTS_RECEIVED ... */
     const char *qid;
@@ -77,6 +77,9 @@ typedef struct EVENT {
     /* Left out when NULL or not valid JSON of their kind: */
     const char *tags; /* JSON array text (api "tags") */
     const char *metadata; /* JSON object text (api "metadata") */
+    /* The message's trace (global/trace.h: the queue file's traceparent
+       attribute): trace_id (else null) and, when set, traceparent. */
+    const char *traceparent;
 } EVENT;
 
 /* events_event_init - an EVENT with nothing set (numbers -1) */

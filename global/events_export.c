@@ -97,6 +97,17 @@ EVENTS_EXPORT_LIST *events_export_list(const MAIL_CONF *conf)
     if (mail_conf_bool(conf, "events_index_enable"))
         events_export_add(list, &cap, EVENTS_EXPORT_INDEX,
                           mail_conf_str(conf, "events_index_database"));
+    if (*mail_conf_str(conf, "otel_exporter_otlp_endpoint")) {
+        const char *base = mail_conf_str(conf, "otel_exporter_otlp_endpoint");
+        size_t len = strlen(base);
+        VSTR *target = vstr_alloc(100);
+
+        while (len > 0 && base[len - 1] == '/')
+            len--;
+        vstr_sprintf(target, "%.*s/v1/traces", (int) len, base);
+        events_export_add(list, &cap, EVENTS_EXPORT_OTEL, vstr_str(target));
+        vstr_free(target);
+    }
     if (*mail_conf_str(conf, "events_kafka_brokers")) {
         VSTR *target = vstr_alloc(100);
 

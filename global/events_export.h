@@ -27,6 +27,7 @@
 #define EVENTS_EXPORT_STATS "stats" /* events_stats.h */
 #define EVENTS_EXPORT_KAFKA "kafka" /* target: BROKERS/TOPIC */
 #define EVENTS_EXPORT_INDEX "index" /* events_index.h: sluice why */
+#define EVENTS_EXPORT_OTEL "otel" /* target: the OTLP traces URL */
 #define EVENTS_EXPORT_POS_SUFFIX ".pos"
 #define EVENTS_EXPORT_DEAD_SUFFIX ".dead"
 

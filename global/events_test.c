@@ -130,6 +130,33 @@ static void test_format_tenant_fields(void **state)
     vstr_free(why);
 }
 
+/* The message's traceparent (the queue file's, global/trace.h) fills
+   trace_id and is kept whole; one that is not valid leaves trace_id null
+   and is left out. */
+static void test_format_trace(void **state)
+{
+    VSTR *line = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+    struct timeval now = {.tv_sec = 0, .tv_usec = 0};
+    EVENT event;
+
+    events_event_init(&event, EVENTS_RECEIVED, "Q", "0");
+    event.traceparent =
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01";
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_non_null(strstr(
+        vstr_str(line), "\"trace_id\":\"4bf92f3577b34da6a3ce929d0e0e4736\","
+                        "\"traceparent\":\"00-4bf92f3577b34da6a3ce929d0e0e4736-"
+                        "0000000000000000-01\""));
+    vstr_reset(line);
+    event.traceparent = "00-zz-0000000000000000-01";
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_non_null(strstr(vstr_str(line), "\"trace_id\":null"));
+    assert_null(strstr(vstr_str(line), "traceparent"));
+    vstr_free(line);
+    vstr_free(why);
+}
+
 static void test_segment_names(void **state)
 {
     VSTR *name = vstr_alloc(10);
@@ -427,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_format_received),
         cmocka_unit_test(test_format_delivered_escapes),
         cmocka_unit_test(test_format_tenant_fields),
+        cmocka_unit_test(test_format_trace),
         cmocka_unit_test(test_segment_names),
         cmocka_unit_test(test_need_roll),
         cmocka_unit_test(test_whole_length),

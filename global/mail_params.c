@@ -360,6 +360,15 @@ static const MAIL_PARAM mail_param_tab[] = {
      "the SQLite status index behind sluice why"},
     {"events_index_max_age", TIME_RANGE(1, NOMAX), "30d",
      "time sluice why remembers a message after its last event"},
+    {"otel_exporter_otlp_endpoint", STR, "",
+     "OTLP/HTTP base URL the events daemon POSTs trace spans to"
+     " ({URL}/v1/traces, JSON; empty: no tracing export)"},
+    {"otel_traces_sampler_ratio", STR, "0",
+     "share (0 to 1) of messages without a submitted traceparent whose"
+     " trace is sampled"},
+    {"otel_exporter_otlp_max_age", TIME_RANGE(1, NOMAX), "1h",
+     "time a batch of spans the collector refuses is retried before it is"
+     " dropped"},
     {"default_destination_concurrency_limit", INT_RANGE(1, NOMAX), "20",
      "parallel deliveries to one destination"},
     {"default_destination_recipient_limit", INT_RANGE(1, NOMAX), "50",

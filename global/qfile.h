@@ -26,7 +26,8 @@
  *                tags (JSON array) metadata (JSON object) not_before
  *                (send_at, Unix seconds: qmgr delivers nothing before);
  *                pool (cleanup's choice of
- *                source pool, global/source_pool.h)
+ *                source pool, global/source_pool.h); traceparent (the
+ *                message's trace, global/trace.h)
  *   R  RCPT      a recipient not yet done: "address\0orcpt\0notify" (three
  *                fields separated by exactly two NULs; orcpt is the DSN
  *                ORCPT= value "type;xtext" or empty, notify the DSN

@@ -138,6 +138,7 @@ static void qmgr_message_event_attrs(const QMGR_MESSAGE *msg, EVENT *event)
     event->pool = qfile_info_attr(msg->info, "pool");
     event->tags = qfile_info_attr(msg->info, "tags");
     event->metadata = qfile_info_attr(msg->info, "metadata");
+    event->traceparent = qfile_info_attr(msg->info, "traceparent");
 }
 
 /* qmgr_shape_provider - the provider a bucket stands for: a provider
@@ -438,6 +439,7 @@ static void qmgr_message_received(QMGR_MESSAGE *msg, const char *message_id)
     const char *addr = qfile_info_attr(msg->info, "client_addr");
     const char *name = qfile_info_attr(msg->info, "client_name");
     VSTR *client = vstr_alloc(64);
+    struct timeval now;
     EVENT event;
 
     if (addr != NULL && *addr != 0)
@@ -451,6 +453,12 @@ static void qmgr_message_received(QMGR_MESSAGE *msg, const char *message_id)
     event.client = vstr_str(client);
     qmgr_message_event_attrs(msg, &event);
     event.message_id = message_id;
+    /* Arrival to queued: the receive span of the trace (events/otel.c). */
+    gettimeofday(&now, NULL);
+    event.delay = (double) (now.tv_sec - msg->info->arrival.tv_sec) +
+                  (double) (now.tv_usec - msg->info->arrival.tv_usec) / 1e6;
+    if (event.delay < 0)
+        event.delay = 0;
     events_add(msg->ctx->conf.events, &event);
     vstr_free(client);
     qmgr_message_pending(msg);

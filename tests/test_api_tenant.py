@@ -69,8 +69,8 @@ def test_tenant_tags_metadata_in_events_and_stats(make_instance, make_sink,
     """An API message of tenant acme with tags and metadata: its received
     and both delivered events carry the tenant, the tags and the metadata
     (as JSON, not strings), the delivered ones the provider of the shaping
-    rule that matched (the domain rule rcpt.test) and a null source_ip and
-    trace_id. An SMTP message beside it has a null tenant and no tags.
+    rule that matched (the domain rule rcpt.test), a null source_ip and
+    a trace_id. An SMTP message beside it has a null tenant and no tags.
     `sluice stats --by tenant` counts acme's events apart, --tenant acme
     counts only them, --by provider groups the delivered ones."""
     api = tenant_api(make_instance, make_sink, tmp_path)
@@ -88,7 +88,7 @@ def test_tenant_tags_metadata_in_events_and_stats(make_instance, make_sink,
         assert e["tags"] == ["welcome", "spring 26"], e
         assert e["metadata"] == {"plan": "pro", "user_id": "42"}, e
         assert e["pool"] is None and e["source_ip"] is None, e
-        assert e["trace_id"] is None, e
+        assert len(e["trace_id"]) == 32, e  # its trace (#20): never null
     delivered = [e for e in events if e["kind"] == "delivered"]
     assert sorted(e["recipient"] for e in delivered) == ["a@rcpt.test",
                                                           "b@rcpt.test"]

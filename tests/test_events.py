@@ -22,7 +22,8 @@ from conftest import LIBEXEC, require, smtp_queue, wait_until
 
 DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "bounce")
 KINDS = ("received", "deferred", "delivered", "bounced", "expired", "returned")
-LATER = ("tenant", "pool", "source_ip", "provider", "trace_id")
+LATER = ("tenant", "pool", "source_ip", "provider")
+TRACE_ID = re.compile(r"^[0-9a-f]{32}$")  # every message has a trace (#20)
 TS = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z$")
 STATUS = re.compile(r"\]: ([0-9A-Za-z]+): to=<([^>]*)>.*, status=(\w+)")
 QID_IN_LOG = re.compile(r"\]: ([0-9A-Z]{16}): ")
@@ -117,6 +118,7 @@ def test_kinds_fields_and_cli(make_instance, make_sink):
         assert TS.match(e["ts"]), e
         for name in LATER:
             assert name in e and e[name] is None, (name, e)
+        assert TRACE_ID.match(e["trace_id"]), e
         assert "recipient" in e
 
     by_qid = {}

@@ -1,0 +1,497 @@
+/*
+ * otel - the events daemon's OpenTelemetry backend: spans from the
+ * journal, exported as OTLP/HTTP JSON (libcurl)
+ *
+ * Why here: the events daemon already follows the journal durably, in
+ * batches, off the mail path, with retries, a back-off and a max age
+ * (exporter.c). Spans made from the events inherit all of it: a collector
+ * that is down or slow holds only this exporter's position (the journal
+ * keeps the events meanwhile), never a delivery; a batch it refuses for
+ * longer than otel_exporter_otlp_max_age goes to the exporter's
+ * dead-letter file and is dropped from the export. No daemon on the mail
+ * path talks to the collector.
+ *
+ * Each event carries its message's trace (global/trace.h): trace_id and
+ * traceparent=00-TRACEID-PARENTID-FLAGS. Events of traces whose flags say
+ * "not sampled" make no span. The spans:
+ *
+ *   receive    (kind received) from arrival (ts - delay) to the moment
+ *              qmgr took the committed file (ts): the smtpd/api session,
+ *              cleanup and its commit; parent: the submitter's span
+ *              (PARENTID), none for a trace started here; span id
+ *              trace_span_id(TRACEID, QID "/receive")
+ *   delivery   one per delivery attempt and recipient (delivered,
+ *              deferred, bounced, expired) at ts, with the remote host
+ *              (server.address), the reply, the enhanced status code;
+ *              status ERROR unless delivered; parent: receive
+ *   dsn        (kind returned) the delivery status notification; parent:
+ *              receive
+ *
+ * Span ids come from the trace id and the event's id, so a batch sent
+ * again makes the same spans. One POST per batch of
+ * events_webhook_batch_size events:
+ *
+ *   POST {otel_exporter_otlp_endpoint}/v1/traces
+ *   Content-Type: application/json
+ *
+ *   {"resourceSpans":[{"resource":{...service.name "sluice"...},
+ *     "scopeSpans":[{"scope":{"name":"sluice"},"spans":[...]}]}]}
+ *
+ * A 2xx answer is success; anything else is a failure the framework
+ * retries. A batch with no sampled span is done without a POST.
+ */
+#include "sys_defs.h"
+
+#include <ctype.h>
+#include <time.h>
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <jansson.h>
+
+#include "events_stats.h"
+#include "exporter.h"
+#include "mail_conf.h"
+#include "msg.h"
+#include "mymalloc.h"
+#include "trace.h"
+#include "vstr.h"
+
+#define OTEL_REPLY_MAX 512 /* of the answer's body, for the log */
+#define OTEL_STATUS_OK 1 /* OTLP Status.code */
+#define OTEL_STATUS_ERROR 2
+#define OTEL_KIND_SERVER 2 /* OTLP Span.kind */
+#define OTEL_KIND_CLIENT 3
+#define OTEL_KIND_INTERNAL 1
+
+typedef struct OTEL {
+    EXPORTER *exp;
+    char *url;
+    char *host; /* host.name of the resource */
+    long long timeout;
+    long long max_age;
+    CURLM *multi;
+    CURL *easy; /* the POST in flight, or NULL */
+    struct curl_slist *headers;
+    struct event_base *base;
+    struct event *timer_ev; /* libcurl's timeout */
+    struct event *empty_ev; /* a batch without spans: done from the loop */
+    char *body;
+    VSTR *reply;
+    char error[CURL_ERROR_SIZE];
+} OTEL;
+
+/* otel_write - libcurl's answer body: keep the start, for the log */
+static size_t otel_write(char *data, size_t size, size_t nmemb, void *arg)
+{
+    OTEL *otel = arg;
+    size_t len = size * nmemb;
+
+    if (vstr_len(otel->reply) < OTEL_REPLY_MAX)
+        vstr_ncat(otel->reply, data,
+                  len < OTEL_REPLY_MAX - vstr_len(otel->reply)
+                      ? len
+                      : OTEL_REPLY_MAX - vstr_len(otel->reply));
+    return len;
+}
+
+/* otel_finish - the POST is over: tell the framework */
+static void otel_finish(OTEL *otel, CURLcode code)
+{
+    long status = 0;
+    VSTR *why = vstr_alloc(100);
+    bool ok = false;
+
+    (void) curl_easy_getinfo(otel->easy, CURLINFO_RESPONSE_CODE, &status);
+    if (code != CURLE_OK) {
+        vstr_sprintf(why, "%s",
+                     *otel->error ? otel->error : curl_easy_strerror(code));
+    } else if (status >= 200 && status < 300) {
+        ok = true;
+    } else {
+        for (char *cp = vstr_str(otel->reply); *cp; cp++)
+            if ((unsigned char) *cp < 0x20 || (unsigned char) *cp >= 0x7f)
+                *cp = ' ';
+        vstr_sprintf(why, "HTTP status %ld%s%.200s", status,
+                     vstr_len(otel->reply) ? ": " : "", vstr_str(otel->reply));
+    }
+    (void) curl_multi_remove_handle(otel->multi, otel->easy);
+    curl_easy_cleanup(otel->easy);
+    otel->easy = NULL;
+    curl_slist_free_all(otel->headers);
+    otel->headers = NULL;
+    free(otel->body);
+    otel->body = NULL;
+    exporter_done(otel->exp, ok, vstr_str(why));
+    vstr_free(why);
+}
+
+/* otel_check - has the POST in flight ended? */
+static void otel_check(OTEL *otel)
+{
+    CURLMsg *msg;
+    int left;
+
+    while (otel->easy != NULL &&
+           (msg = curl_multi_info_read(otel->multi, &left)) != NULL) {
+        if (msg->msg == CURLMSG_DONE && msg->easy_handle == otel->easy)
+            otel_finish(otel, msg->data.result);
+    }
+}
+
+/* otel_socket_event - a socket libcurl watches is ready */
+static void otel_socket_event(evutil_socket_t fd, short what, void *arg)
+{
+    OTEL *otel = arg;
+    int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
+                ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    int running;
+
+    (void) curl_multi_socket_action(otel->multi, fd, flags, &running);
+    otel_check(otel);
+}
+
+/* otel_socket_cb - libcurl: watch socket s for what (or stop) */
+static int otel_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
+                          void *socketp)
+{
+    OTEL *otel = userp;
+    struct event *ev = socketp;
+    short kind;
+
+    if (what == CURL_POLL_REMOVE) {
+        if (ev != NULL) {
+            event_free(ev);
+            (void) curl_multi_assign(otel->multi, s, NULL);
+        }
+        return 0;
+    }
+    kind = (short) (((what & CURL_POLL_IN) ? EV_READ : 0) |
+                    ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+    if (ev != NULL) {
+        (void) event_del(ev);
+        if (event_assign(ev, otel->base, s, kind, otel_socket_event, otel) < 0)
+            msg_fatal("cannot watch an OTLP socket");
+    } else {
+        ev = event_new(otel->base, s, kind, otel_socket_event, otel);
+        if (ev == NULL)
+            msg_fatal("cannot watch an OTLP socket");
+        (void) curl_multi_assign(otel->multi, s, ev);
+    }
+    if (event_add(ev, NULL) < 0)
+        msg_fatal("cannot watch an OTLP socket");
+    return 0;
+}
+
+/* otel_timer_event - libcurl's timeout has come */
+static void otel_timer_event(evutil_socket_t fd, short what, void *arg)
+{
+    OTEL *otel = arg;
+    int running;
+
+    (void) curl_multi_socket_action(otel->multi, CURL_SOCKET_TIMEOUT, 0,
+                                    &running);
+    otel_check(otel);
+}
+
+/* otel_timer_cb - libcurl: call back in timeout_ms (-1: never) */
+static int otel_timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    OTEL *otel = userp;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+
+    if (timeout_ms < 0)
+        (void) evtimer_del(otel->timer_ev);
+    else if (evtimer_add(otel->timer_ev, &tv) < 0)
+        msg_fatal("cannot add the OTLP timer");
+    return 0;
+}
+
+/* otel_empty_event - a batch without spans is done */
+static void otel_empty_event(evutil_socket_t fd, short what, void *arg)
+{
+    OTEL *otel = arg;
+
+    exporter_done(otel->exp, true, "");
+}
+
+/* otel_nanos - an event's ts as Unix nanoseconds (decimal text, as OTLP
+   JSON wants 64-bit numbers), minus back seconds; false when ts is bad */
+static bool otel_nanos(const char *ts, double back, char *buf, size_t len)
+{
+    long long secs = events_stats_time(ts);
+    long long usec = 0;
+    long long nanos;
+
+    if (secs < 0)
+        return false;
+    if (ts[19] == '.')
+        for (int i = 0; i < 6; i++)
+            usec = usec * 10 +
+                   (isdigit((unsigned char) ts[20 + i]) ? ts[20 + i] - '0' : 0);
+    nanos = secs * 1000000000LL + usec * 1000LL;
+    if (back > 0)
+        nanos -= (long long) (back * 1e9);
+    (void) snprintf(buf, len, "%lld", nanos);
+    return true;
+}
+
+/* otel_attr - append {key, value: {stringValue}} when value is set */
+static void otel_attr(json_t *attrs, const char *key, const char *value)
+{
+    if (value == NULL)
+        return;
+    (void) json_array_append_new(
+        attrs,
+        json_pack("{s:s,s:{s:s}}", "key", key, "value", "stringValue", value));
+}
+
+/* otel_attr_int - append {key, value: {intValue}} (decimal text) */
+static void otel_attr_int(json_t *attrs, const char *key, json_t *value)
+{
+    char text[32];
+
+    if (!json_is_integer(value))
+        return;
+    (void) snprintf(text, sizeof(text), "%lld",
+                    (long long) json_integer_value(value));
+    (void) json_array_append_new(attrs, json_pack("{s:s,s:{s:s}}", "key", key,
+                                                  "value", "intValue", text));
+}
+
+/* otel_str - obj[name] as a string, or NULL */
+static const char *otel_str(const json_t *obj, const char *name)
+{
+    return json_string_value(json_object_get(obj, name));
+}
+
+/* otel_span - the span of one event line, or NULL (no sampled trace, or
+   not an event that makes one) */
+static json_t *otel_span(const char *line, size_t len)
+{
+    json_t *obj = json_loadb(line, len, 0, NULL);
+    const char *kind = otel_str(obj, "kind");
+    const char *qid = otel_str(obj, "qid");
+    const char *id = otel_str(obj, "id");
+    const char *ts = otel_str(obj, "ts");
+    const char *tp = otel_str(obj, "traceparent");
+    double delay = json_number_value(json_object_get(obj, "delay"));
+    TRACE_CTX trace;
+    VSTR *key = vstr_alloc(64);
+    char receive_id[TRACE_SPAN_HEX + 1];
+    char span_id[TRACE_SPAN_HEX + 1];
+    char start[32];
+    char end[32];
+    json_t *span = NULL;
+    json_t *attrs;
+    const char *relay;
+    bool failed;
+
+    if (kind == NULL || qid == NULL || id == NULL || tp == NULL ||
+        !trace_parse_attr(tp, &trace) || !trace.sampled ||
+        !otel_nanos(ts, 0, end, sizeof(end)))
+        goto done;
+    vstr_sprintf(key, "%s/receive", qid);
+    trace_span_id(trace.trace_id, vstr_str(key), receive_id,
+                  sizeof(receive_id));
+    attrs = json_array();
+    otel_attr(attrs, "sluice.queue_id", qid);
+    otel_attr(attrs, "sluice.event_id", id);
+    if (strcmp(kind, "received") == 0) {
+        (void) otel_nanos(ts, delay, start, sizeof(start));
+        otel_attr(attrs, "sluice.client", otel_str(obj, "client"));
+        otel_attr(attrs, "sluice.sender", otel_str(obj, "sender"));
+        otel_attr(attrs, "sluice.message_id", otel_str(obj, "message_id"));
+        otel_attr_int(attrs, "sluice.size", json_object_get(obj, "size"));
+        otel_attr_int(attrs, "sluice.recipients",
+                      json_object_get(obj, "rcpt_count"));
+        span = json_pack("{s:s,s:s,s:s,s:i,s:s,s:s,s:o,s:{s:i}}", "traceId",
+                         trace.trace_id, "spanId", receive_id, "name",
+                         "receive", "kind", OTEL_KIND_SERVER,
+                         "startTimeUnixNano", start, "endTimeUnixNano", end,
+                         "attributes", attrs, "status", "code", OTEL_STATUS_OK);
+        if (span != NULL && trace_has_parent(&trace))
+            (void) json_object_set_new(span, "parentSpanId",
+                                       json_string(trace.parent_id));
+        goto done;
+    }
+    if (strcmp(kind, "returned") != 0 && strcmp(kind, "delivered") != 0 &&
+        strcmp(kind, "deferred") != 0 && strcmp(kind, "bounced") != 0 &&
+        strcmp(kind, "expired") != 0) {
+        json_decref(attrs);
+        goto done;
+    }
+    trace_span_id(trace.trace_id, id, span_id, sizeof(span_id));
+    failed = strcmp(kind, "deferred") == 0 || strcmp(kind, "bounced") == 0 ||
+             strcmp(kind, "expired") == 0;
+    otel_attr(attrs, "sluice.status", kind);
+    otel_attr(attrs, "sluice.recipient", otel_str(obj, "recipient"));
+    /* The event's relay is the DSN Remote-MTA, "dns; HOST": the host. */
+    relay = otel_str(obj, "relay");
+    if (relay != NULL && strncasecmp(relay, "dns; ", 5) == 0)
+        relay += 5;
+    otel_attr(attrs, "server.address", relay);
+    otel_attr(attrs, "sluice.reply", otel_str(obj, "reply"));
+    otel_attr(attrs, "sluice.dsn", otel_str(obj, "dsn"));
+    otel_attr(attrs, "sluice.provider", otel_str(obj, "provider"));
+    otel_attr(attrs, "sluice.source_ip", otel_str(obj, "source_ip"));
+    otel_attr(attrs, "sluice.pool", otel_str(obj, "pool"));
+    span = json_pack(
+        "{s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:o,s:{s:i}}", "traceId", trace.trace_id,
+        "spanId", span_id, "parentSpanId", receive_id, "name",
+        strcmp(kind, "returned") == 0 ? "dsn" : "delivery", "kind",
+        strcmp(kind, "returned") == 0 ? OTEL_KIND_INTERNAL : OTEL_KIND_CLIENT,
+        "startTimeUnixNano", end, "endTimeUnixNano", end, "attributes", attrs,
+        "status", "code", failed ? OTEL_STATUS_ERROR : OTEL_STATUS_OK);
+    if (span != NULL && failed && otel_str(obj, "reply") != NULL)
+        (void) json_object_set_new(json_object_get(span, "status"), "message",
+                                   json_string(otel_str(obj, "reply")));
+done:
+    vstr_free(key);
+    json_decref(obj);
+    return span;
+}
+
+/* otel_body - the OTLP JSON of the batch's spans; NULL when none */
+static char *otel_body(const OTEL *otel, const VSTR *lines)
+{
+    const char *cp = vstr_str((VSTR *) lines);
+    const char *end = cp + vstr_len((VSTR *) lines);
+    json_t *spans = json_array();
+    json_t *doc;
+    char *text;
+
+    while (cp < end) {
+        const char *nl = memchr(cp, '\n', (size_t) (end - cp));
+        json_t *span;
+
+        if (nl == NULL)
+            msg_panic("%s: a batch line without its LF", __func__);
+        if ((span = otel_span(cp, (size_t) (nl - cp))) != NULL)
+            (void) json_array_append_new(spans, span);
+        cp = nl + 1;
+    }
+    if (json_array_size(spans) == 0) {
+        json_decref(spans);
+        return NULL;
+    }
+    doc = json_pack(
+        "{s:[{s:{s:[{s:s,s:{s:s}},{s:s,s:{s:s}}]},s:[{s:{s:s},s:o}]}]}",
+        "resourceSpans", "resource", "attributes", "key", "service.name",
+        "value", "stringValue", "sluice", "key", "host.name", "value",
+        "stringValue", otel->host, "scopeSpans", "scope", "name", "sluice",
+        "spans", spans);
+    if (doc == NULL)
+        msg_fatal("out of memory building OTLP JSON");
+    text = json_dumps(doc, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(doc);
+    if (text == NULL)
+        msg_fatal("out of memory building OTLP JSON");
+    return text;
+}
+
+/* otel_send - POST the batch's spans */
+static void otel_send(void *state, const VSTR *lines, int count)
+{
+    OTEL *otel = state;
+    struct timeval now = {0, 0};
+
+    if (otel->easy != NULL)
+        msg_panic("%s: a POST is in flight", __func__);
+    if ((otel->body = otel_body(otel, lines)) == NULL) {
+        if (event_add(otel->empty_ev, &now) < 0)
+            msg_fatal("cannot add the OTLP timer");
+        return;
+    }
+    otel->headers =
+        curl_slist_append(otel->headers, "Content-Type: application/json");
+    otel->headers = curl_slist_append(otel->headers, "Expect:");
+    if (otel->headers == NULL)
+        msg_fatal("out of memory");
+    if ((otel->easy = curl_easy_init()) == NULL)
+        msg_fatal("curl_easy_init failed");
+    *otel->error = 0;
+    vstr_reset(otel->reply);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_URL, otel->url);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_PROTOCOLS_STR, "http,https");
+    (void) curl_easy_setopt(otel->easy, CURLOPT_NOSIGNAL, 1L);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_TIMEOUT, (long) otel->timeout);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_FOLLOWLOCATION, 0L);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_HTTPHEADER, otel->headers);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_POST, 1L);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_POSTFIELDS, otel->body);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_POSTFIELDSIZE_LARGE,
+                            (curl_off_t) strlen(otel->body));
+    (void) curl_easy_setopt(otel->easy, CURLOPT_WRITEFUNCTION, otel_write);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_WRITEDATA, otel);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_ERRORBUFFER, otel->error);
+    (void) curl_easy_setopt(otel->easy, CURLOPT_USERAGENT, "sluice-events");
+    /* The POST starts from the loop (libcurl's timeout of 0), never from
+       inside send. */
+    if (curl_multi_add_handle(otel->multi, otel->easy) != CURLM_OK)
+        msg_fatal("curl_multi_add_handle failed");
+}
+
+/* otel_max_age - otel_exporter_otlp_max_age */
+static long long otel_max_age(void *state)
+{
+    return ((OTEL *) state)->max_age;
+}
+
+/* otel_open - the OTLP endpoint */
+static void *otel_open(EXPORTER *exp, struct event_base *base,
+                       const MAIL_CONF *conf)
+{
+    OTEL *otel = mycalloc(1, sizeof(*otel));
+
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+        msg_fatal("curl_global_init failed");
+    otel->exp = exp;
+    otel->url = mystrdup(exporter_target(exp));
+    otel->host = mystrdup(mail_conf_str(conf, "myhostname"));
+    otel->timeout = mail_conf_time(conf, "events_webhook_timeout");
+    otel->max_age = mail_conf_time(conf, "otel_exporter_otlp_max_age");
+    otel->base = base;
+    if ((otel->multi = curl_multi_init()) == NULL)
+        msg_fatal("curl_multi_init failed");
+    if ((otel->timer_ev = evtimer_new(base, otel_timer_event, otel)) == NULL ||
+        (otel->empty_ev = evtimer_new(base, otel_empty_event, otel)) == NULL)
+        msg_fatal("cannot create the OTLP timers");
+    (void) curl_multi_setopt(otel->multi, CURLMOPT_SOCKETFUNCTION,
+                             otel_socket_cb);
+    (void) curl_multi_setopt(otel->multi, CURLMOPT_SOCKETDATA, otel);
+    (void) curl_multi_setopt(otel->multi, CURLMOPT_TIMERFUNCTION,
+                             otel_timer_cb);
+    (void) curl_multi_setopt(otel->multi, CURLMOPT_TIMERDATA, otel);
+    otel->reply = vstr_alloc(OTEL_REPLY_MAX + 1);
+    return otel;
+}
+
+/* otel_close - free (a POST in flight is abandoned) */
+static void otel_close(void *state)
+{
+    OTEL *otel = state;
+
+    if (otel->easy) {
+        (void) curl_multi_remove_handle(otel->multi, otel->easy);
+        curl_easy_cleanup(otel->easy);
+    }
+    curl_slist_free_all(otel->headers);
+    curl_multi_cleanup(otel->multi);
+    event_free(otel->timer_ev);
+    event_free(otel->empty_ev);
+    free(otel->body);
+    vstr_free(otel->reply);
+    myfree(otel->url);
+    myfree(otel->host);
+    myfree(otel);
+    curl_global_cleanup();
+}
+
+const EXPORTER_BACKEND otel_backend = {
+    .kind = "otel",
+    .open = otel_open,
+    .send = otel_send,
+    .close = otel_close,
+    .max_age = otel_max_age,
+};
