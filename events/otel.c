@@ -39,6 +39,10 @@
  *
  * A 2xx answer is success; anything else is a failure the framework
  * retries. A batch with no sampled span is done without a POST.
+ *
+ * libcurl runs non-blocking under the daemon's libevent loop through its
+ * multi-socket interface (global/curl_event.h), which hands the ended
+ * POST to otel_done.
  */
 #include "sys_defs.h"
 
@@ -49,6 +53,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 
+#include "curl_event.h"
 #include "events_stats.h"
 #include "exporter.h"
 #include "mail_conf.h"
@@ -70,11 +75,10 @@ typedef struct OTEL {
     char *host; /* host.name of the resource */
     long long timeout;
     long long max_age;
-    CURLM *multi;
+    CURL_EVENT *curl; /* libcurl on the daemon's loop */
+    CURLM *multi; /* its multi handle */
     CURL *easy; /* the POST in flight, or NULL */
     struct curl_slist *headers;
-    struct event_base *base;
-    struct event *timer_ev; /* libcurl's timeout */
     struct event *empty_ev; /* a batch without spans: done from the loop */
     char *body;
     VSTR *reply;
@@ -126,85 +130,13 @@ static void otel_finish(OTEL *otel, CURLcode code)
     vstr_free(why);
 }
 
-/* otel_check - has the POST in flight ended? */
-static void otel_check(OTEL *otel)
-{
-    CURLMsg *msg;
-    int left;
-
-    while (otel->easy != NULL &&
-           (msg = curl_multi_info_read(otel->multi, &left)) != NULL) {
-        if (msg->msg == CURLMSG_DONE && msg->easy_handle == otel->easy)
-            otel_finish(otel, msg->data.result);
-    }
-}
-
-/* otel_socket_event - a socket libcurl watches is ready */
-static void otel_socket_event(evutil_socket_t fd, short what, void *arg)
+/* otel_done - a transfer ended: the POST in flight? */
+static void otel_done(CURL *easy, CURLcode result, void *arg)
 {
     OTEL *otel = arg;
-    int flags = ((what & EV_READ) ? CURL_CSELECT_IN : 0) |
-                ((what & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    int running;
 
-    (void) curl_multi_socket_action(otel->multi, fd, flags, &running);
-    otel_check(otel);
-}
-
-/* otel_socket_cb - libcurl: watch socket s for what (or stop) */
-static int otel_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp,
-                          void *socketp)
-{
-    OTEL *otel = userp;
-    struct event *ev = socketp;
-    short kind;
-
-    if (what == CURL_POLL_REMOVE) {
-        if (ev != NULL) {
-            event_free(ev);
-            (void) curl_multi_assign(otel->multi, s, NULL);
-        }
-        return 0;
-    }
-    kind = (short) (((what & CURL_POLL_IN) ? EV_READ : 0) |
-                    ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (ev != NULL) {
-        (void) event_del(ev);
-        if (event_assign(ev, otel->base, s, kind, otel_socket_event, otel) < 0)
-            msg_fatal("cannot watch an OTLP socket");
-    } else {
-        ev = event_new(otel->base, s, kind, otel_socket_event, otel);
-        if (ev == NULL)
-            msg_fatal("cannot watch an OTLP socket");
-        (void) curl_multi_assign(otel->multi, s, ev);
-    }
-    if (event_add(ev, NULL) < 0)
-        msg_fatal("cannot watch an OTLP socket");
-    return 0;
-}
-
-/* otel_timer_event - libcurl's timeout has come */
-static void otel_timer_event(evutil_socket_t fd, short what, void *arg)
-{
-    OTEL *otel = arg;
-    int running;
-
-    (void) curl_multi_socket_action(otel->multi, CURL_SOCKET_TIMEOUT, 0,
-                                    &running);
-    otel_check(otel);
-}
-
-/* otel_timer_cb - libcurl: call back in timeout_ms (-1: never) */
-static int otel_timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-    OTEL *otel = userp;
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-
-    if (timeout_ms < 0)
-        (void) evtimer_del(otel->timer_ev);
-    else if (evtimer_add(otel->timer_ev, &tv) < 0)
-        msg_fatal("cannot add the OTLP timer");
-    return 0;
+    if (otel->easy != NULL && easy == otel->easy)
+        otel_finish(otel, result);
 }
 
 /* otel_empty_event - a batch without spans is done */
@@ -451,18 +383,11 @@ static void *otel_open(EXPORTER *exp, struct event_base *base,
     otel->host = mystrdup(mail_conf_str(conf, "myhostname"));
     otel->timeout = mail_conf_time(conf, "events_webhook_timeout");
     otel->max_age = mail_conf_time(conf, "otel_exporter_otlp_max_age");
-    otel->base = base;
-    if ((otel->multi = curl_multi_init()) == NULL)
-        msg_fatal("curl_multi_init failed");
-    if ((otel->timer_ev = evtimer_new(base, otel_timer_event, otel)) == NULL ||
-        (otel->empty_ev = evtimer_new(base, otel_empty_event, otel)) == NULL)
-        msg_fatal("cannot create the OTLP timers");
-    (void) curl_multi_setopt(otel->multi, CURLMOPT_SOCKETFUNCTION,
-                             otel_socket_cb);
-    (void) curl_multi_setopt(otel->multi, CURLMOPT_SOCKETDATA, otel);
-    (void) curl_multi_setopt(otel->multi, CURLMOPT_TIMERFUNCTION,
-                             otel_timer_cb);
-    (void) curl_multi_setopt(otel->multi, CURLMOPT_TIMERDATA, otel);
+    if ((otel->curl = curl_event_create(base, otel_done, otel)) == NULL)
+        msg_fatal("cannot set up libcurl's multi interface");
+    otel->multi = curl_event_multi(otel->curl);
+    if ((otel->empty_ev = evtimer_new(base, otel_empty_event, otel)) == NULL)
+        msg_fatal("cannot create the OTLP timer");
     otel->reply = vstr_alloc(OTEL_REPLY_MAX + 1);
     return otel;
 }
@@ -477,8 +402,7 @@ static void otel_close(void *state)
         curl_easy_cleanup(otel->easy);
     }
     curl_slist_free_all(otel->headers);
-    curl_multi_cleanup(otel->multi);
-    event_free(otel->timer_ev);
+    curl_event_free(otel->curl);
     event_free(otel->empty_ev);
     free(otel->body);
     vstr_free(otel->reply);
