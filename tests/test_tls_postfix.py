@@ -3,7 +3,8 @@
 
 1. Postfix's posttls-finger against sluice's smtpd (STARTTLS, the test
    CA's mx.test certificate): levels may, verify and secure report a
-   Trusted/Verified TLSv1.3 connection.
+   Trusted/Verified TLSv1.3 connection (TLSv1.2 when the client offers
+   nothing newer).
 2. sluice's smtp client (smtp_tls_security_level verify) relays to a
    private Postfix instance whose smtpd offers STARTTLS with a certificate
    of the test CA; Postfix relays on to an aiosmtpd sink: sluice logs
@@ -210,7 +211,7 @@ def tls_sluice(make_instance, ca, relayhost=None, **params):
     return inst
 
 
-def finger(port, level, *match, trust):
+def finger(port, level, *match, trust, extra=()):
     """posttls-finger at level against [127.0.0.1]:port, trusting the CA
     of trust: ["-F", CAfile] or ["-P", CApath]; its output."""
     cfg = Path(tempfile.mkdtemp(prefix="sluice-ptf-", dir="/tmp"))
@@ -220,7 +221,8 @@ def finger(port, level, *match, trust):
             "smtp_dns_support_level = disabled\n")
         env = dict(os.environ, MAIL_CONFIG=str(cfg))
         r = _run([POSTTLS_FINGER, "-c", "-h", "native", "-t", "10", "-T", "10",
-                  "-l", level] + list(trust) + ["[127.0.0.1]:%d" % port]
+                  "-l", level] + list(trust) + list(extra) +
+                 ["[127.0.0.1]:%d" % port]
                  + list(match), timeout=40, check=False, env=env)
     finally:
         shutil.rmtree(cfg, ignore_errors=True)
@@ -232,12 +234,15 @@ def test_posttls_finger_levels(make_instance, ca, tmp_path):
     may sees a Trusted TLSv1.3 connection and sluice's mx.test
     certificate from the test CA; verify (the certificate's IP SAN
     127.0.0.1 matches the next hop) and secure with match mx.test (CAfile
-    or CApath) see a Verified one; secure with a name the certificate
-    does not carry sees a hostname mismatch and an Untrusted connection."""
+    or CApath) see a Verified one, and a client limited to TLSv1.2 a
+    Verified TLSv1.2 one; secure with a name the certificate does not
+    carry sees a hostname mismatch and an Untrusted connection."""
     inst = tls_sluice(make_instance, ca)
     peer = r"127\.0\.0\.1\[127\.0\.0\.1\]:%d" % inst.port
-    est = (r"^posttls-finger: %s TLS connection established to " + peer +
-           r": TLSv1\.3 with cipher TLS_\S+ \(\d+/\d+ bits\)")
+
+    def est(kind, version=r"TLSv1\.3"):
+        return (r"^posttls-finger: %s TLS connection established to %s: %s "
+                r"with cipher \S+ \(\d+/\d+ bits\)" % (kind, peer, version))
     cafile = ["-F", str(ca.cert)]
     capath = tmp_path / "capath"
     capath.mkdir()
@@ -245,26 +250,33 @@ def test_posttls_finger_levels(make_instance, ca, tmp_path):
     _run(["openssl", "rehash", capath])
 
     out = finger(inst.port, "may", trust=cafile)
-    assert re.search(est % "Trusted", out, re.M), out
+    assert re.search(est("Trusted"), out, re.M), out
     assert re.search(r"^posttls-finger: %s: subject_CN=mx\.test, "
                      r"issuer_CN=Sluice Test CA," % peer, out, re.M), out
 
     out = finger(inst.port, "verify", trust=cafile)
-    assert re.search(est % "Verified", out, re.M), out
+    assert re.search(est("Verified"), out, re.M), out
 
     for trust in (cafile, ["-P", str(capath) + "/"]):
         out = finger(inst.port, "secure", "mx.test", trust=trust)
         assert re.search(r"^posttls-finger: %s: matched peername: mx\.test$"
                          % peer, out, re.M), out
-        assert re.search(est % "Verified", out, re.M), out
+        assert re.search(est("Verified"), out, re.M), out
+
+    # TLSv1.2 when the client offers nothing newer (a different handshake)
+    out = finger(inst.port, "secure", "mx.test", trust=cafile,
+                 extra=["-p", ">=TLSv1.2 <=TLSv1.2"])
+    assert re.search(est("Verified", r"TLSv1\.2"), out, re.M), out
 
     out = finger(inst.port, "secure", "other.test", trust=cafile)
     assert "Verified TLS connection" not in out, out
     assert re.search(r"server certificate verification failed for %s: "
                      r".*hostname mismatch" % peer, out), out
-    assert re.search(est % "Untrusted", out, re.M), out
+    assert re.search(est("Untrusted"), out, re.M), out
     inst.wait_log(r"TLS connection established from "
                   r"\S+\[127\.0\.0\.1\]: TLSv1\.3", timeout=10)
+    inst.wait_log(r"TLS connection established from "
+                  r"\S+\[127\.0\.0\.1\]: TLSv1\.2", timeout=10)
 
 
 def test_sluice_client_to_postfix_server(make_instance, postfix, ca,
