@@ -58,6 +58,10 @@ libcurl4-openssl-dev libsqlite3-dev librdkafka-dev libhiredis-dev publicsuffix"
 # opendkim-testkey checks the record `sluice dkim keygen` prints against
 # its key. python3-nacl: dkimpy's Ed25519 (RFC 8463). redis-server: the
 # shared shaping limits' tests start their own (tests/test_shaping_redis.py).
+# postfix: a TLS peer we did not write (tests/test_tls_postfix.py runs
+# posttls-finger and private Postfix instances; `make bench` too); it is
+# preseeded "No configuration" below, so it is not made the system MTA and
+# nothing of it listens on port 25.
 # prometheus: promtool checks /metrics and conf/sluice-alerts.yml, and a
 # real Prometheus scrapes an instance (tests/test_metrics.py).
 TEST="python3 python3-pytest python3-pytest-xdist python3-aiosmtpd python3-dkim python3-spf python3-authres
@@ -66,7 +70,8 @@ dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc
 logrotate systemd pflogsumm fail2ban logwatch sasl2-bin libnet-ssleay-perl
-libio-socket-ssl-perl curl kcat clickhouse-server clickhouse-client redis-server prometheus"
+libio-socket-ssl-perl curl kcat clickhouse-server clickhouse-client redis-server prometheus
+postfix"
 
 usage() {
     echo "usage: $0 [--build] [--check | --list]" >&2
@@ -113,5 +118,10 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 echo "install-deps: installing$missing"
 export DEBIAN_FRONTEND=noninteractive
+case " $missing " in
+*" postfix "*)
+    echo "postfix postfix/main_mailer_type select No configuration" |
+        debconf-set-selections ;;
+esac
 apt-get update -q || exit 1
 apt-get install -y -q --no-install-recommends $missing || exit 1
