@@ -8,7 +8,9 @@ fsync of incoming/ for all of them, then the answers. To get a group for
 certain, K SMTP sessions each start a message (cleanup has opened K
 temporary files), cleanup is stopped (SIGSTOP), the K sessions send their
 DATA (smtpd passes each END to cleanup's socket, seen in smtpd's trace),
-and cleanup is continued: it reads the K ENDs in one pass.
+and cleanup is continued: it reads the K ENDs in one pass. Before the stop
+the test waits until cleanup has read the K RCPTs and sleeps in epoll_wait,
+and after it until cleanup is stopped (see _quiet and _group).
 
 - test_one_directory_fsync_for_a_group: strace of cleanup and smtpd (the
   order checker of test_durability.py, per message): for every one of the K
@@ -75,15 +77,45 @@ def _open_sessions(inst):
     return sessions
 
 
-def _group(inst, cleanup_pid, sessions, ends_sent):
-    """Stop cleanup, send every session's DATA, wait until ends_sent()
-    says smtpd has passed all K ENDs on, continue cleanup; the K
-    (code, text) answers to DATA."""
+def _proc_state(pid):
+    """pid's state letter (/proc/PID/stat) and where it sleeps (wchan)."""
+    with open("/proc/%d/stat" % pid) as f:
+        state = f.read().rsplit(")", 1)[1].split()[0]
+    with open("/proc/%d/wchan" % pid) as f:
+        return state, f.read()
+
+
+def _quiet(pid, sm_tr):
+    """smtpd has written the K RCPTs to cleanup, and cleanup has since gone
+    to sleep in epoll_wait: it has read them, nothing waits in its input.
+    smtpd answers RCPT without waiting for cleanup, so cleanup may still be
+    woken (runnable) by the last RCPT when the client has its 250: stopped
+    then, its epoll_wait would return that one descriptor, and once
+    continued it would read that session's RCPT, DATA and END alone in a
+    pass of its own (a group of one before the others)."""
+    if sm_tr.text().count("request=4:rcpt") < K:
+        return False
+    state, wchan = _proc_state(pid)
+    return state == "S" and "epoll" in wchan
+
+
+def _group(inst, cleanup_pid, sessions, sm_tr):
+    """Once cleanup is idle (_quiet), stop it, wait until it is stopped
+    (SIGSTOP is delivered when it next runs: data sent before that could
+    wake it with some ENDs only), send every session's DATA, wait until
+    smtpd's trace (sm_tr) shows all K ENDs passed on, continue cleanup;
+    the K (code, text) answers to DATA."""
+    wait_until(lambda: _quiet(cleanup_pid, sm_tr), 10,
+               what="cleanup to read the %d RCPTs and wait" % K)
     os.kill(cleanup_pid, signal.SIGSTOP)
     try:
+        # T: stopped; t: the same under strace (a traced cleanup).
+        wait_until(lambda: _proc_state(cleanup_pid)[0] in "Tt", 10,
+                   what="cleanup to stop")
         with concurrent.futures.ThreadPoolExecutor(K) as pool:
             futures = [pool.submit(s.data, BODY) for s in sessions]
-            wait_until(ends_sent, 20, what="smtpd to pass %d ENDs on" % K)
+            wait_until(lambda: sm_tr.text().count("request=3:end") >= K, 20,
+                       what="smtpd to pass %d ENDs on" % K)
             os.kill(cleanup_pid, signal.SIGCONT)
             answers = [f.result(timeout=60) for f in futures]
     finally:
@@ -138,8 +170,7 @@ def test_one_directory_fsync_for_a_group(make_instance, tmp_path):
         sessions = _open_sessions(inst)
         wait_until(lambda: cl_tr.text().count("/.tmp.") >= K, 10,
                    what="cleanup's %d queue file opens in its trace" % K)
-        answers = _group(inst, cleanup_pid, sessions,
-                         lambda: sm_tr.text().count("request=3:end") >= K)
+        answers = _group(inst, cleanup_pid, sessions, sm_tr)
         qids = []
         for code, text in answers:
             assert code == 250, "DATA answered %d %s" % (code, text)
@@ -184,8 +215,7 @@ def test_group_directory_fsync_fault(make_instance, shim, tmp_path):  # noqa: F8
         sm_tr.wait_attached()
         sessions = _open_sessions(inst)
         switch.write_text("on")
-        answers = _group(inst, cleanup_pid, sessions,
-                         lambda: sm_tr.text().count("request=3:end") >= K)
+        answers = _group(inst, cleanup_pid, sessions, sm_tr)
     finally:
         sm_tr.stop()
     for code, text in answers:
