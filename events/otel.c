@@ -102,23 +102,10 @@ static size_t otel_write(char *data, size_t size, size_t nmemb, void *arg)
 /* otel_finish - the POST is over: tell the framework */
 static void otel_finish(OTEL *otel, CURLcode code)
 {
-    long status = 0;
     VSTR *why = vstr_alloc(100);
-    bool ok = false;
+    bool ok =
+        curl_event_post_ok(otel->easy, code, otel->error, otel->reply, why);
 
-    (void) curl_easy_getinfo(otel->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (code != CURLE_OK) {
-        vstr_sprintf(why, "%s",
-                     *otel->error ? otel->error : curl_easy_strerror(code));
-    } else if (status >= 200 && status < 300) {
-        ok = true;
-    } else {
-        for (char *cp = vstr_str(otel->reply); *cp; cp++)
-            if ((unsigned char) *cp < 0x20 || (unsigned char) *cp >= 0x7f)
-                *cp = ' ';
-        vstr_sprintf(why, "HTTP status %ld%s%.200s", status,
-                     vstr_len(otel->reply) ? ": " : "", vstr_str(otel->reply));
-    }
     (void) curl_multi_remove_handle(otel->multi, otel->easy);
     curl_easy_cleanup(otel->easy);
     otel->easy = NULL;

@@ -94,23 +94,10 @@ static void webhook_sign(VSTR *out, const char *secret, const char *ts,
 /* webhook_finish - the POST is over: tell the framework */
 static void webhook_finish(WEBHOOK *hook, CURLcode code)
 {
-    long status = 0;
     VSTR *why = vstr_alloc(100);
-    bool ok = false;
+    bool ok =
+        curl_event_post_ok(hook->easy, code, hook->error, hook->reply, why);
 
-    (void) curl_easy_getinfo(hook->easy, CURLINFO_RESPONSE_CODE, &status);
-    if (code != CURLE_OK) {
-        vstr_sprintf(why, "%s",
-                     *hook->error ? hook->error : curl_easy_strerror(code));
-    } else if (status >= 200 && status < 300) {
-        ok = true;
-    } else {
-        for (char *cp = vstr_str(hook->reply); *cp; cp++)
-            if ((unsigned char) *cp < 0x20 || (unsigned char) *cp >= 0x7f)
-                *cp = ' ';
-        vstr_sprintf(why, "HTTP status %ld%s%.200s", status,
-                     vstr_len(hook->reply) ? ": " : "", vstr_str(hook->reply));
-    }
     (void) curl_multi_remove_handle(hook->multi, hook->easy);
     curl_easy_cleanup(hook->easy);
     hook->easy = NULL;

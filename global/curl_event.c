@@ -142,3 +142,24 @@ CURL_EVENT *curl_event_free(CURL_EVENT *ce)
     myfree(ce);
     return NULL;
 }
+
+/* curl_event_post_ok - the verdict on a finished POST */
+bool curl_event_post_ok(CURL *easy, CURLcode code, const char *error,
+                        VSTR *reply, VSTR *why)
+{
+    long status = 0;
+
+    (void) curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &status);
+    if (code != CURLE_OK) {
+        vstr_sprintf(why, "%s", *error ? error : curl_easy_strerror(code));
+        return false;
+    }
+    if (status >= 200 && status < 300)
+        return true;
+    for (char *cp = vstr_str(reply); *cp; cp++)
+        if ((unsigned char) *cp < 0x20 || (unsigned char) *cp >= 0x7f)
+            *cp = ' ';
+    vstr_sprintf(why, "HTTP status %ld%s%.200s", status,
+                 vstr_len(reply) ? ": " : "", vstr_str(reply));
+    return false;
+}

@@ -10,7 +10,7 @@
  * The caller owns its easy handles: it adds them to curl_event_multi(),
  * and removes and cleans up each one (in done, or when it gives up on
  * it). mta_sts (MTA-STS policy fetches) and the events daemon's webhook
- * exporter use it.
+ * and OpenTelemetry exporters use it.
  */
 #ifndef CURL_EVENT_H
 #define CURL_EVENT_H
@@ -19,6 +19,9 @@
 
 #include <curl/curl.h>
 #include <event2/event.h>
+#include <stdbool.h>
+
+#include "vstr.h"
 
 typedef struct CURL_EVENT CURL_EVENT;
 
@@ -34,5 +37,12 @@ extern CURLM *curl_event_multi(const CURL_EVENT *ce);
 /* curl_event_free - the multi handle and its events, no callbacks (the
    caller removes its easy handles first); NULL */
 extern CURL_EVENT *curl_event_free(CURL_EVENT *ce);
+/* curl_event_post_ok - the verdict on a finished POST: true for a 2xx;
+   else false with why set to libcurl's error (error: its
+   CURLOPT_ERRORBUFFER, "" for none) or "HTTP status N: <reply>" (reply:
+   the answer's body as collected, made printable in place, at most 200
+   bytes of it quoted) */
+extern bool curl_event_post_ok(CURL *easy, CURLcode code, const char *error,
+                               VSTR *reply, VSTR *why);
 
 #endif
