@@ -54,7 +54,10 @@ libcurl4-openssl-dev libsqlite3-dev librdkafka-dev libhiredis-dev publicsuffix"
 # events/), and clickhouse-server (with clickhouse-client) consumes it with
 # the shipped DDL (conf/clickhouse-events.sql). python3-dnspython and
 # python3-cryptography: tests/dnssec_server.py signs a DNSSEC zone and
-# serves it on loopback for the DANE tests. opendkim-tools:
+# serves it on loopback for the DANE tests; nsd (a real authoritative
+# server) serves a zone that ldnsutils' ldns-signzone signed, for the same
+# tests (tests/dnssec.py NsdDns; only started by the tests, on loopback).
+# opendkim-tools:
 # opendkim-testkey checks the record `sluice dkim keygen` prints against
 # its key. python3-nacl: dkimpy's Ed25519 (RFC 8463). redis-server: the
 # shared shaping limits' tests start their own (tests/test_shaping_redis.py).
@@ -64,8 +67,8 @@ libcurl4-openssl-dev libsqlite3-dev librdkafka-dev libhiredis-dev publicsuffix"
 # nothing of it listens on port 25.
 # prometheus: promtool checks /metrics and conf/sluice-alerts.yml, and a
 # real Prometheus scrapes an instance (tests/test_metrics.py).
-TEST="python3 python3-pytest python3-pytest-xdist python3-aiosmtpd python3-dkim python3-spf python3-authres
-python3-dnspython python3-cryptography opendkim-tools python3-nacl python3-milter opendkim
+TEST="python3 python3-pytest python3-pytest-xdist python3-yaml python3-aiosmtpd python3-dkim python3-spf python3-authres
+python3-dnspython python3-cryptography nsd ldnsutils opendkim-tools python3-nacl python3-milter opendkim
 dnsmasq-base swaks strace
 valgrind clang libclang-rt-14-dev clang-format procps iproute2 util-linux passwd login
 psmisc openssl ca-certificates file lsof socat netcat-openbsd mandoc

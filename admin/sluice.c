@@ -41,7 +41,7 @@
 #define SLUICE_STOP_WAIT 60 /* seconds stop waits for master */
 
 static const char sluice_usage[] =
-    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|check|queue|cat|flush|hold|release|delete|requeue|map|dkim|events|stats|why|shaping|pool|api|tls ...";
+    "usage: sluice [-c DIR] init|start [-f]|stop|reload|status|conf|check|queue|cat|flush|hold|release|delete|requeue|map|dkim|events|stats|why|shaping|pool|suppress|api|tls ...";
 
 /* sluice_fail - print "sluice: text" on stderr; returns 1 */
 int sluice_fail(const char *fmt, ...)
@@ -395,6 +395,8 @@ int main(int argc, char **argv)
         return sluice_shaping(config_dir, argc, argv);
     if (strcmp(cmd, "pool") == 0)
         return sluice_pool(config_dir, argc, argv);
+    if (strcmp(cmd, "suppress") == 0)
+        return sluice_suppress(config_dir, argc, argv);
     if (strcmp(cmd, "why") == 0)
         return sluice_why(config_dir, argc, argv);
     if (strcmp(cmd, "api") == 0)

@@ -12,6 +12,7 @@
  * sluice_stats.c  stats: counts from the SQLite store (events_stats.h)
  * sluice_shaping.c shaping: qmgr's shaping buckets; suspend, resume
  * sluice_pool.c    pool: the source IP pools, their sources and state
+ * sluice_suppress.c suppress: the suppression list (global/suppress.h)
  * sluice_why.c    why: a message's attempts, place and hold (events_index.h)
  *
  * Each subcommand is a function that returns the process exit status and
@@ -42,6 +43,8 @@ extern int sluice_stats(const char *config_dir, int argc, char **argv);
 extern int sluice_shaping(const char *config_dir, int argc, char **argv);
 /* sluice_pool.c: `sluice pool [--json]` */
 extern int sluice_pool(const char *config_dir, int argc, char **argv);
+/* sluice_suppress.c: `sluice suppress list|add|remove|check` */
+extern int sluice_suppress(const char *config_dir, int argc, char **argv);
 extern int sluice_why(const char *config_dir, int argc, char **argv);
 extern int sluice_api(const char *config_dir, int argc, char **argv);
 /* sluice_map.c: argv[0] is map */

@@ -11,9 +11,15 @@
  *               warning that says to run `sluice map`); a word in a
  *               restriction list that smtpd does not know is an error
  *               naming the main.cf line, and so is a check in
- *               smtpd_authentication_checks that smtpd does not do
+ *               smtpd_authentication_checks that smtpd does not do;
+ *               events_webhook_routes is parsed by the events daemon's
+ *               parser (a bad entry is an error), tracking URLs as cleanup
+ *               reads them; smtp_source_pool_allow_maps entries naming a
+ *               pool that does not exist are warnings
  *   master.cf   parsed as master parses it; a service whose program is not
- *               an executable in daemon_directory is an error
+ *               an executable in daemon_directory is an error; a daemon
+ *               main.cf asks for that no service runs (metrics_listen
+ *               without metrics ...: master_unserved.h) is a warning
  *   queue       every queue directory (hash subdirectories too) exists,
  *               belongs to mail_owner and has mode 0700, as `sluice init`
  *               makes them, except pid/ when root checks an instance of
@@ -54,11 +60,15 @@
 #include "mail_queue.h"
 #include "maps.h"
 #include "maps_priv.h"
+#include "bounce_class.h"
+#include "events.h"
+#include "events_export.h"
 #include "shaping.h"
 #include "shaping_auto.h"
 #include "shaping_redis.h"
 #include "warmup.h"
 #include "master_cf.h"
+#include "master_unserved.h"
 #include "match_list.h"
 #include "milter.h"
 #include "mymalloc.h"
@@ -69,6 +79,7 @@
 #include "source_pool.h"
 #include "tls_client.h"
 #include "tls_server.h"
+#include "track_token.h"
 #include "vstr.h"
 
 #define SLUICE_CHECK_QUEUE_MODE 0700 /* as sluice init makes them */
@@ -93,10 +104,13 @@ static const SLUICE_CHECK_TABLE sluice_check_tables[] = {
     {"virtual_gid_maps", MAP_FLAG_NONE},
     {"sender_dependent_relayhost_maps", MAP_FLAG_NONE},
     {"smtp_source_pool_maps", MAP_FLAG_NONE},
+    {"smtp_source_pool_allow_maps", MAP_FLAG_NONE},
     {"header_checks", MAP_FLAG_NONE},
     {"body_checks", MAP_FLAG_NONE},
     {"smtp_tls_policy_maps", MAP_FLAG_NONE},
     {"smtp_sasl_password_maps", MAP_FLAG_NONE},
+    {"dkim_signing_maps", MAP_FLAG_NONE},
+    {"track_tenant_maps", MAP_FLAG_NONE},
 };
 
 typedef struct SLUICE_CHECK {
@@ -291,6 +305,22 @@ static void sluice_check_shaping(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     vstr_free(why);
 }
 
+/* sluice_check_bounce_classes - bounce_classes_file must parse, every
+   line (master refuses to start or reload with a malformed one; a daemon
+   that meets one all the same warns and uses the built-in rules) */
+static void sluice_check_bounce_classes(SLUICE_CHECK *chk,
+                                        const MAIL_CONF *conf)
+{
+    VSTR *why = vstr_alloc(100);
+    BOUNCE_CLASS_RULES *rules = bounce_class_rules_load(
+        mail_conf_str(conf, "bounce_classes_file"), why);
+
+    if (rules == NULL)
+        sluice_check_error(chk, "bounce_classes_file: %s", vstr_str(why));
+    bounce_class_rules_free(rules);
+    vstr_free(why);
+}
+
 /* sluice_check_pools - smtp_source_pools must parse, name a default pool
    that exists, and list only addresses this machine has (a source it
    cannot bind is refused here, with the table line; at run time smtp's
@@ -450,14 +480,15 @@ static int sluice_check_tls_policy_line(void *context, const char *path,
     return 0;
 }
 
-/* sluice_check_tls_policies - the entries of smtp_tls_policy_maps's text
-   tables (texthash, and the source files of hash and btree) */
-static void sluice_check_tls_policies(SLUICE_CHECK *chk, const MAIL_CONF *conf,
-                                      const char *digest)
+/* sluice_check_text_entries - call fn on every entry of param's text
+   tables (texthash, and the source files of hash and btree: the others
+   cannot be listed); a file that cannot be read is an error */
+static void sluice_check_text_entries(SLUICE_CHECK *chk, const MAIL_CONF *conf,
+                                      const char *param, MAP_TEXT_FN fn,
+                                      void *context)
 {
-    SLUICE_CHECK_POLICY pc = {chk, digest};
     VSTR *why = vstr_alloc(100);
-    ARGV *specs = maps_split(mail_conf_str(conf, "smtp_tls_policy_maps"), why);
+    ARGV *specs = maps_split(mail_conf_str(conf, param), why);
     struct stat st;
 
     for (size_t i = 0; specs && i < specs->argc; i++) {
@@ -473,13 +504,206 @@ static void sluice_check_tls_policies(SLUICE_CHECK *chk, const MAIL_CONF *conf,
         if (stat(colon + 1, &st) < 0)
             continue;
         vstr_reset(why);
-        if (map_text_read(colon + 1, MAP_FLAG_NONE,
-                          sluice_check_tls_policy_line, &pc, &st, why) < 0)
-            sluice_check_error(chk, "smtp_tls_policy_maps: %s", vstr_str(why));
+        if (map_text_read(colon + 1, MAP_FLAG_NONE, fn, context, &st, why) < 0)
+            sluice_check_error(chk, "%s: %s", param, vstr_str(why));
     }
     if (specs)
         argv_free(specs);
     vstr_free(why);
+}
+
+/* sluice_check_tls_policies - the entries of smtp_tls_policy_maps's text
+   tables */
+static void sluice_check_tls_policies(SLUICE_CHECK *chk, const MAIL_CONF *conf,
+                                      const char *digest)
+{
+    SLUICE_CHECK_POLICY pc = {chk, digest};
+
+    sluice_check_text_entries(chk, conf, "smtp_tls_policy_maps",
+                              sluice_check_tls_policy_line, &pc);
+}
+
+/* sluice_check_pool_allow_line - one smtp_source_pool_allow_maps entry:
+   a key that is never looked up, or a pool that smtp_source_pools does
+   not have, is a warning (context: the pools, NULL when there are none).
+   Not an error: nothing fails at run time, and an entry may be written
+   before its pool is made; but a typo there silently refuses the pool to
+   whom the entry was meant for, so it is said. */
+static int sluice_check_pool_allow_line(void *context, const char *path,
+                                        const char *key, const char *value,
+                                        int lineno, VSTR *why)
+{
+    const SOURCE_POOLS *pools = context;
+    ARGV *names = argv_split(value, " \t\r\n,");
+
+    if (!(strcmp(key, "mynetworks") == 0 || strcmp(key, "local") == 0 ||
+          (strncmp(key, "sasl:", 5) == 0 && key[5] != 0) ||
+          (strncmp(key, "tenant:", 7) == 0 && key[7] != 0)))
+        sluice_check_warn("smtp_source_pool_allow_maps: %s line %d: key "
+                          "\"%s\" is never looked up (sasl:USER, "
+                          "tenant:TENANT, mynetworks or local)",
+                          path, lineno, key);
+    for (size_t i = 0; i < names->argc; i++) {
+        const char *name = names->argv[i];
+
+        if (strcmp(name, SOURCE_POOL_ALLOW_ANY) == 0 ||
+            (pools != NULL && source_pools_find(pools, name) != NULL))
+            continue;
+        sluice_check_warn("smtp_source_pool_allow_maps: %s line %d: %s: no "
+                          "pool \"%s\" in smtp_source_pools (%s naming it is "
+                          "refused)",
+                          path, lineno, key, name, key);
+    }
+    argv_free(names);
+    return 0;
+}
+
+/* sluice_check_pool_allow - every entry of smtp_source_pool_allow_maps's
+   text tables names pools that exist (a smtp_source_pools that cannot be
+   read is sluice_check_pools's error) */
+static void sluice_check_pool_allow(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    VSTR *why = vstr_alloc(100);
+    SOURCE_POOLS *pools;
+
+    if (*mail_conf_str(conf, "smtp_source_pool_allow_maps") == 0) {
+        vstr_free(why);
+        return;
+    }
+    pools = source_pools_load("smtp_source_pools",
+                              mail_conf_str(conf, "smtp_source_pools"), why);
+    if (pools != NULL || vstr_len(why) == 0)
+        sluice_check_text_entries(chk, conf, "smtp_source_pool_allow_maps",
+                                  sluice_check_pool_allow_line, pools);
+    source_pools_free(pools);
+    vstr_free(why);
+}
+
+/* The kinds of events (global/events.h) a route's kind:KIND may name. */
+static const char *const sluice_check_event_kinds[] = {
+    EVENTS_RECEIVED,   EVENTS_DEFERRED,          EVENTS_DELIVERED,
+    EVENTS_BOUNCED,    EVENTS_EXPIRED,           EVENTS_RETURNED,
+    EVENTS_OPENED,     EVENTS_CLICKED,           EVENTS_UNSUBSCRIBED,
+    EVENTS_SUPPRESSED, EVENTS_COMPLAINED,        EVENTS_FEEDBACK_REPORT,
+    EVENTS_REJECTED,   EVENTS_FEEDBACK_UNPARSED,
+};
+
+/* sluice_check_event_routes - every events_webhook_routes entry as the
+   events daemon and `sluice events status` parse it
+   (events_export_route_parse): a malformed one is an error (the events
+   daemon will not run); a kind:KIND that no event has is a warning (that
+   term picks nothing) */
+static void sluice_check_event_routes(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    ARGV *routes = mail_conf_list(conf, "events_webhook_routes");
+    VSTR *where = vstr_alloc(100);
+    VSTR *selector = vstr_alloc(40);
+    VSTR *url = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+
+    mail_conf_origin(conf, "events_webhook_routes", where);
+    for (size_t i = 0; i < routes->argc; i++) {
+        ARGV *terms;
+
+        if (events_export_route_parse(routes->argv[i], selector, url, why) <
+            0) {
+            sluice_check_error(chk,
+                               "%s: \"%s\": %s (the events daemon will not "
+                               "run)",
+                               vstr_str(where), routes->argv[i], vstr_str(why));
+            continue;
+        }
+        terms = argv_split(vstr_str(selector), "+");
+        for (size_t j = 0; j < terms->argc; j++) {
+            const char *term = terms->argv[j];
+            bool known = false;
+
+            if (strncmp(term, "kind:", 5) != 0)
+                continue;
+            for (size_t k = 0;
+                 !known && k < SLUICE_ARRAY_LEN(sluice_check_event_kinds); k++)
+                known = strcmp(term + 5, sluice_check_event_kinds[k]) == 0;
+            if (!known)
+                sluice_check_warn("%s: \"%s\": no event is of kind \"%s\" "
+                                  "(the route picks nothing)",
+                                  vstr_str(where), routes->argv[i], term + 5);
+        }
+        argv_free(terms);
+    }
+    vstr_free(why);
+    vstr_free(url);
+    vstr_free(selector);
+    vstr_free(where);
+    argv_free(routes);
+}
+
+/* sluice_check_tracking - tracking_base_url and unsubscribe_base_url are
+   http or https URLs (track_url_ok, as cleanup reads them: cleanup will
+   not start with another, and no mail is accepted) */
+static void sluice_check_tracking(SLUICE_CHECK *chk, const MAIL_CONF *conf)
+{
+    static const char *const params[] = {"tracking_base_url",
+                                         "unsubscribe_base_url"};
+    VSTR *where = vstr_alloc(100);
+
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(params); i++) {
+        const char *value = mail_conf_str(conf, params[i]);
+
+        if (*value == 0 || track_url_ok(value))
+            continue;
+        mail_conf_origin(conf, params[i], where);
+        sluice_check_error(chk,
+                           "%s = %s: not an http or https URL (cleanup will "
+                           "not start)",
+                           vstr_str(where), value);
+    }
+    vstr_free(where);
+}
+
+/* sluice_check_webhook_secret - with webhooks configured, the events
+   daemon reads events_webhook_secret_file's first line (events/webhook.c):
+   both it and events_webhook_secret set, a file that cannot be read, or
+   an empty first line, and the daemon will not run. Read here as whoever
+   runs check; the daemon reads it as mail_owner. */
+static void sluice_check_webhook_secret(SLUICE_CHECK *chk,
+                                        const MAIL_CONF *conf)
+{
+    const char *path = mail_conf_str(conf, "events_webhook_secret_file");
+    EVENTS_EXPORT_LIST *exports;
+    bool webhooks = false;
+    char buf[1024];
+    FILE *fp;
+
+    if (*path == 0)
+        return;
+    exports = events_export_list(conf);
+    for (size_t i = 0; !webhooks && i < exports->count; i++)
+        webhooks = strcmp(exports->exports[i].kind, EVENTS_EXPORT_WEBHOOK) == 0;
+    events_export_list_free(exports);
+    if (!webhooks)
+        return;
+    if (*mail_conf_str(conf, "events_webhook_secret")) {
+        sluice_check_error(chk, "set events_webhook_secret or "
+                                "events_webhook_secret_file, not both (the "
+                                "events daemon will not run)");
+        return;
+    }
+    if ((fp = fopen(path, "r")) == NULL) {
+        sluice_check_error(chk,
+                           "events_webhook_secret_file: cannot read %s: %s "
+                           "(the events daemon will not run)",
+                           path, strerror(errno));
+        return;
+    }
+    if (fgets(buf, sizeof(buf), fp) == NULL)
+        buf[0] = 0;
+    (void) fclose(fp);
+    if (strcspn(buf, "\r\n") == 0)
+        sluice_check_error(chk,
+                           "events_webhook_secret_file: %s: the first line "
+                           "is empty (the events daemon will not run)",
+                           path);
+    explicit_bzero(buf, sizeof(buf));
 }
 
 /* sluice_check_dns_support - smtp_dns_support_level as smtp resolves it:
@@ -599,6 +823,17 @@ static void sluice_check_smtpd_tls(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     time_t end, now = time(NULL);
     char date[32];
 
+    /* The levels smtpd_tls_init (smtpd.c) takes; another is fatal there. */
+    if (*level && strcasecmp(level, "none") != 0 &&
+        strcasecmp(level, "may") != 0 && strcasecmp(level, "encrypt") != 0 &&
+        strcasecmp(level, "verify") != 0 && strcasecmp(level, "secure") != 0 &&
+        strcasecmp(level, "fingerprint") != 0) {
+        sluice_check_error(chk,
+                           "smtpd_tls_security_level: unknown level \"%s\" "
+                           "(none, may or encrypt; smtpd will not start)",
+                           level);
+        return;
+    }
     if (!wrapper && (*level == 0 || strcasecmp(level, "none") == 0))
         return;
     why = vstr_alloc(100);
@@ -628,6 +863,18 @@ static void sluice_check_smtpd_tls(SLUICE_CHECK *chk, const MAIL_CONF *conf)
     }
     tls_server_free(tls);
     vstr_free(why);
+}
+
+/* sluice_check_unserved - a daemon main.cf asks for that master.cf does
+   not run is a warning (master says the same at start) */
+static void sluice_check_unserved(const MASTER_CF *cf, const MAIL_CONF *conf)
+{
+    ARGV *warnings = argv_alloc(2);
+
+    master_unserved(cf, conf, warnings);
+    for (size_t i = 0; i < warnings->argc; i++)
+        sluice_check_warn("%s", warnings->argv[i]);
+    argv_free(warnings);
 }
 
 /* sluice_check_master_cf - parse master.cf; every program must exist */
@@ -661,6 +908,7 @@ static void sluice_check_master_cf(SLUICE_CHECK *chk, const char *config_dir,
                                    vstr_str(path), ent->line, ent->name,
                                    vstr_str(program), strerror(errno));
         }
+        sluice_check_unserved(cf, conf);
         master_cf_free(cf);
     }
     vstr_free(program);
@@ -910,7 +1158,8 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
                      strcmp(*name, MAIL_QUEUE_PUBLIC) != 0 &&
                      strcmp(*name, MAIL_QUEUE_PID) != 0 &&
                      strcmp(*name, MAIL_QUEUE_EVENTS) != 0 &&
-                     strcmp(*name, MAIL_QUEUE_API) != 0;
+                     strcmp(*name, MAIL_QUEUE_API) != 0 &&
+                     strcmp(*name, MAIL_QUEUE_STATS) != 0;
         SLUICE_CHECK_WANT want = plain;
 
         want.mode = mail_queue_dir_mode(*name, chk->drop_group != NULL);
@@ -1013,7 +1262,12 @@ int sluice_check(const char *config_dir, int argc, char **argv)
     sluice_check_open_tables(&chk, conf);
     sluice_check_both(conf);
     sluice_check_shaping(&chk, conf);
+    sluice_check_bounce_classes(&chk, conf);
     sluice_check_pools(&chk, conf);
+    sluice_check_pool_allow(&chk, conf);
+    sluice_check_event_routes(&chk, conf);
+    sluice_check_tracking(&chk, conf);
+    sluice_check_webhook_secret(&chk, conf);
     sluice_check_reputation(&chk, conf);
     sluice_check_auth(&chk, conf);
     sluice_check_milters(&chk, conf);

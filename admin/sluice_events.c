@@ -23,16 +23,23 @@
  * (global/events_export.h), its position (events_pos.h), its backlog (the
  * bytes and whole events of the journal it has not exported, and the
  * time stamp and age of the oldest of them) and how many events it gave
- * up on (the lines of its dead-letter file). --json prints one object per
- * exporter, a line each. Exit status 1 when an exporter's position file
- * cannot be read (it is shown with its error).
+ * up on (the lines of its dead-letter file). First, the journal itself:
+ * whether a writer's stall mark (events.h: qmgr could not make a batch
+ * durable, and retries) is up and how old it is, the free space of its
+ * file system against events_minfree, and so whether mail is accepted
+ * (cleanup answers 452 4.3.1 while it is not). --json prints one object a
+ * line: the journal's ("kind": "journal") first, then one per exporter.
+ * Exit status 1 when an exporter's position file cannot be read (it is
+ * shown with its error).
  */
 #include "sys_defs.h"
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <signal.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/time.h>
 #include <time.h>
 
@@ -584,6 +591,9 @@ static int sluice_events_status_one(const char *dir, const EVENTS_EXPORT *exp,
         json_object_set_new(obj, "name", json_string(exp->name));
         json_object_set_new(obj, "kind", json_string(exp->kind));
         json_object_set_new(obj, "target", json_string(exp->display));
+        json_object_set_new(obj, "routes",
+                            exp->routes ? json_string(exp->routes)
+                                        : json_null());
         json_object_set_new(obj, "floor",
                             pos->floor ? json_string(pos->floor) : json_null());
         for (size_t i = 0; i < pos->count; i++) {
@@ -616,6 +626,8 @@ static int sluice_events_status_one(const char *dir, const EVENTS_EXPORT *exp,
         json_decref(obj);
     } else {
         printf("%s: %s %s\n", exp->name, exp->kind, exp->display);
+        if (exp->routes)
+            printf("  only: %s\n", exp->routes);
         if (ret < 0) {
             printf("  error: %s\n", vstr_str(why));
         } else {
@@ -637,6 +649,89 @@ static int sluice_events_status_one(const char *dir, const EVENTS_EXPORT *exp,
     vstr_free(path);
     vstr_free(why);
     return ret;
+}
+
+/* sluice_events_journal_status - the journal's line: the stall mark, the
+   free space, and whether cleanup takes mail (as events_check decides) */
+static void sluice_events_journal_status(const char *dir, long long minfree,
+                                         bool json)
+{
+    VSTR *mark = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    struct stat st;
+    struct statvfs fs;
+    long long mark_age = -1;
+    long long avail = -1;
+    bool stalled;
+    bool low;
+    char stamp[32] = "";
+    struct tm tm;
+
+    vstr_sprintf(mark, "%s/%s", dir, EVENTS_STALL_MARK);
+    if (stat(vstr_str(mark), &st) == 0) {
+        mark_age = (long long) time(NULL) - (long long) st.st_mtime;
+        if (mark_age < 0)
+            mark_age = 0;
+        if (gmtime_r(&st.st_mtime, &tm) == NULL ||
+            strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+            stamp[0] = 0;
+    }
+    if (statvfs(dir, &fs) == 0 &&
+        (unsigned long long) fs.f_bavail <=
+            (unsigned long long) LLONG_MAX / (fs.f_frsize ? fs.f_frsize : 1))
+        avail = (long long) fs.f_bavail * (long long) fs.f_frsize;
+    stalled = mark_age >= 0 && mark_age < EVENTS_STALL_FRESH;
+    low = minfree > 0 && avail >= 0 && avail < minfree;
+    if (stalled)
+        vstr_sprintf(why,
+                     "the stall mark is up: a writer (qmgr) could not make "
+                     "a batch durable and retries; queue changes and new "
+                     "messages wait");
+    else if (low)
+        vstr_sprintf(why, "%lld bytes free, less than events_minfree (%lld)",
+                     avail, minfree);
+    if (json) {
+        json_t *obj = json_object();
+        char *text;
+
+        json_object_set_new(obj, "kind", json_string("journal"));
+        json_object_set_new(obj, "directory", json_string(dir));
+        json_object_set_new(obj, "stalled", json_boolean(stalled));
+        json_object_set_new(obj, "stall_mark",
+                            stamp[0] ? json_string(stamp) : json_null());
+        json_object_set_new(obj, "stall_mark_age_seconds",
+                            mark_age >= 0 ? json_integer(mark_age)
+                                          : json_null());
+        json_object_set_new(obj, "free_bytes",
+                            avail >= 0 ? json_integer(avail) : json_null());
+        json_object_set_new(obj, "minfree", json_integer(minfree));
+        json_object_set_new(obj, "accepting", json_boolean(!stalled && !low));
+        json_object_set_new(obj, "reason",
+                            stalled || low ? json_string(vstr_str(why))
+                                           : json_null());
+        text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                   JSON_ENSURE_ASCII);
+        if (text) {
+            printf("%s\n", text);
+            free(text);
+        }
+        json_decref(obj);
+    } else {
+        printf("journal: %s\n", dir);
+        if (stalled || low)
+            printf("  STALLED: mail is refused (452 4.3.1): %s\n",
+                   vstr_str(why));
+        else
+            printf("  accepting mail\n");
+        if (mark_age >= 0)
+            printf("  stall mark: %s (%lld s ago)%s\n", stamp, mark_age,
+                   stalled ? "" : ", stale: ignored");
+        if (avail >= 0)
+            printf("  free: %lld bytes (events_minfree %lld)\n", avail,
+                   minfree);
+    }
+    vstr_free(mark);
+    vstr_free(why);
 }
 
 /* sluice_events_status - `sluice events status [--json]` */
@@ -667,6 +762,11 @@ static int sluice_events_status(const char *config_dir, int argc, char **argv)
         NULL) {
         status = sluice_fail("events status: %s", vstr_str(why));
     } else {
+        if (exports->error != NULL)
+            status = sluice_fail("events status: %s", exports->error);
+        sluice_events_journal_status(mail_conf_str(conf, "events_directory"),
+                                     mail_conf_size(conf, "events_minfree"),
+                                     json);
         if (exports->count == 0 && !json)
             printf("no exporter configured (events_webhook_urls)\n");
         for (size_t i = 0; i < exports->count; i++)

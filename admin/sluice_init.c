@@ -1,7 +1,9 @@
 /*
  * sluice_init - `sluice init DIR`: a self-contained instance
  *
- * DIR gets main.cf, master.cf, queue/ (every queue directory), log/ and
+ * DIR gets main.cf, master.cf, bounce-classes (a copy of the built-in
+ * rules, which main.cf's bounce_classes_file names), queue/ (every queue
+ * directory), log/ and
  * data/. The instance runs entirely as the user who made it, listens on
  * 127.0.0.1:PORT (default 2525), does no DNS (disable_dns_lookups) and runs
  * the daemons that stand beside this sluice binary (../libexec of a build
@@ -29,12 +31,14 @@
 #include <sys/wait.h>
 #include <time.h>
 
+#include "bounce_class.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
 #include "maps.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "safe_file.h"
+#include "sign_token.h"
 #include "sluice.h"
 #include "vstr.h"
 
@@ -59,12 +63,17 @@ static const SLUICE_INIT_SERV sluice_init_servs[] = {
     {"spf", "unix  -       -       n       -       -       spf"},
     {"local", "unix  -       n       n       -       -       local"},
     {"virtual", "unix  -       n       n       -       -       virtual"},
+    /* DSNs to bounce_verp_domain, ARF reports to complaint_addresses,
+       mailto unsubscribes to unsubscribe_mailto_domain */
+    {"feedback", "unix  -       -       n       -       -       feedback"},
     /* public: mailq run by any local user connects to it */
     {"showq", "unix  n       -       n       -       -       showq"},
     /* follows the event journal for its exporters (events_webhook_urls) */
     {"events", "unix  -       -       n       -       1       events"},
     /* the HTTP API: idle until api_listen is set (sluice conf, reload) */
     {"api", "unix  n       -       n       -       1       api"},
+    /* the api's spooled batches, rendered and queued (api_batch.h) */
+    {"render", "unix  -       -       n       -       2       render"},
     /* Prometheus's GET /metrics: idle until metrics_listen is set */
     {"metrics", "unix  n       -       n       -       1       metrics"},
 };
@@ -264,6 +273,28 @@ static int sluice_init_give(const char *path, uid_t uid, gid_t gid)
     return 0;
 }
 
+/* sluice_init_key - data/feedback.key, made and given to uid/gid; 0, or
+   -1 after one line */
+static int sluice_init_key(const char *dir, uid_t uid, gid_t gid)
+{
+    VSTR *path = vstr_alloc(100);
+    VSTR *key = vstr_alloc(SIGN_TOKEN_KEY_LEN);
+    VSTR *why = vstr_alloc(100);
+    int ret = 0;
+
+    vstr_sprintf(path, "%s/data/feedback.key", dir);
+    if (sign_token_key_load(vstr_str(path), key, why) < 0) {
+        sluice_fail("init: %s", vstr_str(why));
+        ret = -1;
+    } else if (uid != geteuid()) {
+        ret = sluice_init_give(vstr_str(path), uid, gid);
+    }
+    vstr_free(path);
+    vstr_free(key);
+    vstr_free(why);
+    return ret;
+}
+
 /* sluice_init_give_queue - every queue folder to uid/gid, as `sluice
    check` would make them */
 static int sluice_init_give_queue(const char *queue, uid_t uid, gid_t gid)
@@ -396,12 +427,17 @@ int sluice_init(int argc, char **argv)
         sluice_init_mkdir(dir, "data") < 0 ||
         sluice_init_mkdir(dir, "data/mta-sts") < 0 ||
         sluice_init_mkdir(dir, "data/sources") < 0 ||
+        sluice_init_mkdir(dir, "data/suppression") < 0 ||
         sluice_init_mkdir(dir, "mail") < 0)
         goto out;
     if (mail_queue_create_dirs(vstr_str(queue), 0700, why) < 0) {
         sluice_fail("init: %s", vstr_str(why));
         goto out;
     }
+    /* The key of VERP and link tokens (global/sign_token.h): made now,
+       for data/ is not the daemons' to write in. */
+    if (sluice_init_key(dir, owner_uid, owner_gid) < 0)
+        goto out;
     if (owner_uid != geteuid()) {
         vstr_sprintf(why, "%s/mail", dir);
         if (sluice_init_give_queue(vstr_str(queue), owner_uid, owner_gid) < 0 ||
@@ -413,6 +449,10 @@ int sluice_init(int argc, char **argv)
             goto out;
         /* qmgr's reputation pauses and warm-up counts (qmgr_source.c) */
         vstr_sprintf(why, "%s/data/sources", dir);
+        if (sluice_init_give(vstr_str(why), owner_uid, owner_gid) < 0)
+            goto out;
+        /* the suppression list (global/suppress.h): cleanup, events, api */
+        vstr_sprintf(why, "%s/data/suppression", dir);
         if (sluice_init_give(vstr_str(why), owner_uid, owner_gid) < 0)
             goto out;
     }
@@ -477,6 +517,12 @@ int sluice_init(int argc, char **argv)
             "\n# Every message goes to this host ([] means no MX lookup).\n"
             "relayhost = %s\n",
             vstr_str(relayhost));
+    vstr_sprintf_append(
+        text,
+        "\n# How failures are classified (logs, events, DSNs): a copy of\n"
+        "# the built-in rules, yours to edit; `sluice check` checks it.\n"
+        "bounce_classes_file = %s/bounce-classes\n",
+        dir);
     if (sluice_init_write(dir, "main.cf", text) < 0)
         goto out;
 
@@ -495,6 +541,10 @@ int sluice_init(int argc, char **argv)
         "postmaster: root\n"
         "mailer-daemon: postmaster\n");
     if (sluice_init_write(dir, "aliases", text) < 0)
+        goto out;
+    /* The built-in rules (conf/bounce-classes, compiled in). */
+    vstr_cpy(text, bounce_class_builtin());
+    if (sluice_init_write(dir, "bounce-classes", text) < 0)
         goto out;
     vstr_sprintf(text, "hash:%s/aliases", dir);
     if (map_build(vstr_str(text), MAP_FLAG_ALIAS, why) < 0) {

@@ -10,12 +10,16 @@
  * provider (the shaping rule of the destination) or source IP; --tenant
  * counts only the events of that tenant's mail. Rates: delivered (and
  * bounced: bounced + expired) over the recipients that reached an end
- * (delivered + bounced + expired). --json prints one object:
+ * (delivered + bounced + expired); open and click rates: the messages
+ * opened (clicked) at least once over the recipients delivered (tracking
+ * makes one message per recipient); complaint rate: complained events
+ * over the recipients delivered. --json prints one object:
  *
  *   {"since":TS,"until":TS,"by":null|"recipient-domain"|...,
  *    "tenant":null|NAME,
  *    "counts":{"received":N,...},"delivery_rate":R|null,
- *    "bounce_rate":R|null,"groups":[{"key":DOMAIN|null,"counts":{...}},...]}
+ *    "bounce_rate":R|null,"open_rate":R|null,"click_rate":R|null,
+ *    "complaint_rate":R|null,"groups":[{"key":DOMAIN|null,"counts":{...}},...]}
  *
  * The database is opened read-only; a missing one is an error that says
  * how to make it.
@@ -46,9 +50,15 @@
 
 /* The kinds always shown, in this order; others found follow. */
 static const char *const sluice_stats_kinds[] = {
-    EVENTS_RECEIVED, EVENTS_DEFERRED, EVENTS_DELIVERED,
-    EVENTS_BOUNCED,  EVENTS_EXPIRED,  EVENTS_RETURNED,
+    EVENTS_RECEIVED,   EVENTS_DEFERRED, EVENTS_DELIVERED,
+    EVENTS_BOUNCED,    EVENTS_EXPIRED,  EVENTS_RETURNED,
+    EVENTS_COMPLAINED, EVENTS_OPENED,   EVENTS_CLICKED,
 };
+
+/* The totals query also counts the messages (distinct queue IDs) with at
+   least one open or click, as KIND SLUICE_STATS_MESSAGES rows: they are
+   taken out of the counts into open_rate and click_rate. */
+#define SLUICE_STATS_MESSAGES " messages"
 #define SLUICE_STATS_NKINDS                                                    \
     (sizeof(sluice_stats_kinds) / sizeof(sluice_stats_kinds[0]))
 
@@ -273,10 +283,14 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
     sql = vstr_alloc(200);
     totals_sql = vstr_alloc(200);
     where = tenant ? "t >= ?1 AND tenant = ?2" : "t >= ?1";
-    vstr_sprintf(totals_sql,
-                 "SELECT kind, COUNT(*) FROM events WHERE %s GROUP BY kind "
-                 "ORDER BY kind",
-                 where);
+    vstr_sprintf(
+        totals_sql,
+        "SELECT kind, COUNT(*) FROM events WHERE %s GROUP BY kind "
+        "UNION ALL SELECT kind || '" SLUICE_STATS_MESSAGES "', "
+        "COUNT(DISTINCT qid) FROM events WHERE %s AND kind IN ('" EVENTS_OPENED
+        "', '" EVENTS_CLICKED "') GROUP BY kind "
+        "ORDER BY 1",
+        where, where);
     if (by_col)
         vstr_sprintf(sql,
                      "SELECT %s, kind, COUNT(*) FROM events WHERE %s "
@@ -323,6 +337,11 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
         long long delivered = sluice_stats_get(totals, EVENTS_DELIVERED);
         long long failed = sluice_stats_get(totals, EVENTS_BOUNCED) +
                            sluice_stats_get(totals, EVENTS_EXPIRED);
+        long long complained = sluice_stats_get(totals, EVENTS_COMPLAINED);
+        long long opened =
+            sluice_stats_get(totals, EVENTS_OPENED SLUICE_STATS_MESSAGES);
+        long long clicked =
+            sluice_stats_get(totals, EVENTS_CLICKED SLUICE_STATS_MESSAGES);
         char since_ts[40];
         char until_ts[40];
 
@@ -334,11 +353,22 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
                             by_arg ? json_string(by_arg) : json_null());
         json_object_set_new(result, "tenant",
                             tenant ? json_string(tenant) : json_null());
+        json_object_del(totals, EVENTS_OPENED SLUICE_STATS_MESSAGES);
+        json_object_del(totals, EVENTS_CLICKED SLUICE_STATS_MESSAGES);
         json_object_set_new(result, "counts", json_incref(totals));
         json_object_set_new(result, "delivery_rate",
                             sluice_stats_rate(delivered, delivered + failed));
         json_object_set_new(result, "bounce_rate",
                             sluice_stats_rate(failed, delivered + failed));
+        /* Of the delivered recipients: messages opened or clicked at
+           least once (tracking makes one message per recipient), and
+           complaints. */
+        json_object_set_new(result, "open_rate",
+                            sluice_stats_rate(opened, delivered));
+        json_object_set_new(result, "click_rate",
+                            sluice_stats_rate(clicked, delivered));
+        json_object_set_new(result, "complaint_rate",
+                            sluice_stats_rate(complained, delivered));
         json_object_set_new(result, "groups", json_incref(groups));
         if (json) {
             char *text = json_dumps(result, JSON_COMPACT | JSON_PRESERVE_ORDER |
@@ -382,6 +412,13 @@ int sluice_stats(const char *config_dir, int argc, char **argv)
                            (double) (delivered + failed),
                        100.0 * (double) failed / (double) (delivered + failed),
                        delivered + failed);
+            if (delivered > 0)
+                printf("open rate %.1f%%, click rate %.1f%%, complaint rate "
+                       "%.2f%% (of %lld delivered)\n",
+                       100.0 * (double) opened / (double) delivered,
+                       100.0 * (double) clicked / (double) delivered,
+                       100.0 * (double) complained / (double) delivered,
+                       delivered);
             json_decref(kinds);
         }
     }

@@ -242,7 +242,16 @@ static void sluice_tls_failure(SLUICE_TLS_SUMMARY *sum, const char *when,
         dest->failures++;
         snprintf(dest->fail_time, sizeof(dest->fail_time), "%s", when);
         vstr_cpy(dest->last_failure, text);
-        /* The deferral's reason without the parenthesis around it. */
+        /* The deferral's reason without the failure's class after it
+           (global/deliver_log.h) and the parenthesis around it. */
+        if (deferral) {
+            const char *cls =
+                strstr(vstr_str(dest->last_failure), "), category=");
+
+            if (cls != NULL && strchr(cls + 12, ' ') == NULL)
+                vstr_truncate(dest->last_failure,
+                              cls + 1 - vstr_str(dest->last_failure));
+        }
         if (deferral && vstr_len(dest->last_failure) > 0 &&
             vstr_str(dest->last_failure)[vstr_len(dest->last_failure) - 1] ==
                 ')')

@@ -125,11 +125,21 @@ static sqlite3 *sluice_why_index_open(const MAIL_CONF *conf, VSTR *why)
     struct stat st;
 
     if (stat(path, &st) < 0) {
-        vstr_sprintf(why,
-                     "the status index %s is not there (%s): set "
-                     "events_index_enable = yes and reload; messages are "
-                     "indexed from then on",
-                     path, strerror(errno));
+        const char *err = strerror(errno);
+
+        if (!mail_conf_bool(conf, "events_index_enable"))
+            vstr_sprintf(why,
+                         "the status index %s is not there (%s): set "
+                         "events_index_enable = yes and reload; messages are "
+                         "indexed from then on",
+                         path, err);
+        else /* on (the default): the events daemon has not made it */
+            vstr_sprintf(why,
+                         "the status index %s is not there (%s): the events "
+                         "daemon makes it when it runs with events_enable and "
+                         "events_index_enable = yes (sluice start, or reload "
+                         "after a change); messages are indexed from then on",
+                         path, err);
         return NULL;
     }
     if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_NOMUTEX,
@@ -141,6 +151,31 @@ static sqlite3 *sluice_why_index_open(const MAIL_CONF *conf, VSTR *why)
     }
     (void) sqlite3_busy_timeout(db, SLUICE_WHY_BUSY_MS);
     return db;
+}
+
+/* sluice_why_readonly - why (the error text) gets what to do when SQLite
+   refused this reader a write (SQLITE_READONLY, extended code xcode). The
+   index is a write-ahead log: a reader needs PATH-wal and PATH-shm, which
+   the events daemon keeps while it runs and removes when it stops; a
+   reader makes them when they are not there (as root, the database
+   owner's: SQLite gives them to it), so one that may not write the
+   index's folder cannot read it then. */
+static void sluice_why_readonly(const char *path, int xcode, VSTR *why)
+{
+    if (xcode == SQLITE_READONLY_DIRECTORY)
+        vstr_sprintf_append(why,
+                            " (the index's %s-wal and -shm are not there and "
+                            "this user may not make them in its folder: run "
+                            "sluice why as root; the folder should be "
+                            "mail_owner's, as sluice check makes the queue's "
+                            "events/)",
+                            path);
+    else
+        vstr_sprintf_append(why,
+                            " (this user may not write the index's %s-shm or "
+                            "-wal, which its readers need: run sluice why as "
+                            "root, and give them back to mail_owner)",
+                            path);
 }
 
 /* sluice_why_qids - the queue IDs that sql (one text parameter) finds,
@@ -823,12 +858,15 @@ int sluice_why(const char *config_dir, int argc, char **argv)
         goto out;
     }
     db = sluice_why_index_open(conf, index_why);
-    /* A locked index, or one with the hot journal of a crashed events
-       daemon (a read that must write), is tried again a while: the
-       daemon rolls it back when master restarts it. */
+    /* A locked index, or a write-ahead log that needs a recovery this
+       reader may not make (it cannot write PATH-shm), is tried again a
+       while: the events daemon recovers it when master restarts it.
+       Missing -wal and -shm this user may not make do not come by
+       themselves: no wait for them. */
     for (int attempt = 0;; attempt++) {
         struct timespec pause = {0, SLUICE_WHY_RETRY_MS * 1000000L};
-        int code = SQLITE_OK;
+        int code;
+        int xcode;
 
         json_array_clear(qids);
         json_array_clear(msgs);
@@ -844,13 +882,14 @@ int sluice_why(const char *config_dir, int argc, char **argv)
         }
         if (!err)
             break;
-        code = db ? sqlite3_extended_errcode(db) & 0xff : SQLITE_OK;
+        xcode = db ? sqlite3_extended_errcode(db) : SQLITE_OK;
+        code = xcode & 0xff;
         if (attempt >= SLUICE_WHY_RETRIES ||
-            (code != SQLITE_READONLY && code != SQLITE_BUSY)) {
+            (code != SQLITE_READONLY && code != SQLITE_BUSY) ||
+            xcode == SQLITE_READONLY_DIRECTORY) {
             if (code == SQLITE_READONLY)
-                vstr_cat(why, " (a batch interrupted by a crash waits to be "
-                              "rolled back: the events daemon does it when it "
-                              "starts)");
+                sluice_why_readonly(
+                    mail_conf_str(conf, "events_index_database"), xcode, why);
             sluice_fail("why: %s", vstr_str(why));
             goto out;
         }

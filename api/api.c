@@ -18,6 +18,33 @@
  *                       [{"to", "id", "state": pending or done}]}, for
  *                       a message of the key's tenant (admin: any)
  *   GET  /v1/health     200 {"status": "ok"}, no key needed
+ *   GET  /v1/suppressions[?limit=N&after=ADDRESS]   (scope read) the
+ *                       key's tenant's suppression list (global/suppress.h)
+ *                       {"tenant", "suppressions": [{"address", "tenant",
+ *                       "reason", "source", "created", "expires"}],
+ *                       "next": ADDRESS to pass as after, or null}; an
+ *                       admin key names the list with ?tenant=T (none:
+ *                       the global list)
+ *   GET  /v1/suppressions/ADDRESS  (scope read) 200 with the entry that
+ *                       suppresses ADDRESS for the tenant (its own, else
+ *                       the global one), 404 when none does
+ *   PUT  /v1/suppressions/ADDRESS  (scope send: a sender manages its own
+ *                       list; or admin, with ?tenant=) body {"reason":
+ *                       TEXT, "expires": "7d" | seconds | null}: 200 with
+ *                       the entry (source "api")
+ *   DELETE /v1/suppressions/ADDRESS  (scope send or admin) 200
+ *                       {"deleted": true}; 404 when the tenant's list (the
+ *                       global one for admin without ?tenant) has none
+ * A POST /v1/messages whose recipients the list holds is still 202: they
+ * are dropped by cleanup and listed in the answer as "suppressed":
+ * [{"address", "reason"}] (with "suppressed_count" when there were more
+ * than fit).
+ *
+ * (and /v1/templates/NAME, below). conf/openapi.yaml describes them all;
+ * tests/test_api_openapi.py holds it to this router. A batch of
+ * api_spool_min_recipients or more is answered once it is durable in the
+ * batch spool, and rendered by the render service (render/render.c).
+ * With api_tls = yes every connection speaks TLS (api_tls_setup).
  *
  * An Idempotency-Key header makes a retry of the same request within
  * api_idempotency_ttl get the first 202 again (Idempotent-Replayed: true)
@@ -26,9 +53,16 @@
  * while the first request is still with cleanup gets 409
  * idempotency_key_in_progress (Retry-After: 1), never a second message.
  *
- * api_tenant_daily_limit caps the messages a tenant queues per UTC day:
- * beyond it, 429 rate_limited with Retry-After (the seconds to midnight).
- * The count lives in this process's memory: a restart starts it again.
+ * api_tenant_daily_limit caps the messages a tenant queues per UTC day
+ * and api_tenant_rate_limit the messages per second (global/api_limits.h):
+ * beyond either, 429 rate_limited with Retry-After (the seconds to
+ * midnight, or until the rate allows). The day's count is kept in
+ * api_idempotency_directory/usage/TENANT: a restart goes on from it.
+ *
+ * With non_smtpd_milters set, each message (direct, batched here or by
+ * the render service) is first shown to the milters by a child process
+ * (global/api_milter.h), as pickup shows sendmail's mail, so that the
+ * blocking milter client never holds up the loop.
  *
  * A message is handed to cleanup through api_handoff.h, on the event loop
  * (each request waits in its own state, as smtpd's sessions wait for
@@ -45,15 +79,20 @@
  *
  * Errors are JSON {"error": {"code", "message", "field"}}:
  *   400 invalid_json, missing_field, invalid_field   (api_request.h)
- *   401 unauthorized    no or unknown key; 403 forbidden   key lacks "send"
+ *   401 unauthorized    no or unknown key; 403 forbidden   key lacks "send",
+ *                       or "pool" names a pool the key's tenant may not
+ *                       use (smtp_source_pool_allow_maps; field "pool")
  *   404 not_found, 405 method_not_allowed
  *   409 idempotency_key_in_progress   the key's first request is still
  *                       with cleanup
  *   413 message_too_large (message_size_limit); bodies over
  *       api_max_request_size are cut off by evhttp itself with a 413
- *   422 invalid_address, too_many_recipients, rejected (cleanup said 5xx)
+ *   422 invalid_address, too_many_recipients, rejected (cleanup said 5xx),
+ *       milter_rejected, milter_discarded (non_smtpd_milters: the message
+ *       names the milter's reply; api_milter.h)
  *   503 unavailable     cleanup unreachable, timed out or said 4xx (e.g.
- *                       the queue is short of disk), with Retry-After
+ *                       the queue is short of disk), or a milter said
+ *                       try again later, with Retry-After
  * Keys are never logged: a log line names the key's ID and tenant.
  *
  * Expired Idempotency-Key records and message owners (QID -> tenant, for
@@ -72,14 +111,20 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "api_batch.h"
 #include "api_handoff.h"
 #include "api_idem.h"
 #include "api_keys.h"
+#include "api_track.h"
+#include "api_limits.h"
+#include "api_milter.h"
 #include "api_mustache.h"
 #include "api_request.h"
 #include "cleanup_proto.h"
@@ -87,13 +132,18 @@
 #include "mail_queue.h"
 #include "mail_server.h"
 #include "msg.h"
+#include "maps.h"
 #include "mymalloc.h"
 #include "own_listen.h"
 #include "qfile.h"
 #include "qid.h"
 #include "safe_file.h"
+#include "suppress.h"
+#include "source_pool.h"
+#include "tls_server.h"
 #include "htable.h"
 #include "trace.h"
+#include "trigger.h"
 #include "vstr.h"
 
 #define API_LISTEN_BACKLOG 128
@@ -103,7 +153,7 @@
 #define API_SWEEP_SLICE 500 /* directory entries one turn of a sweep reads */
 #define API_SWEEP_PAUSE_US 10000 /* between turns: the loop serves others */
 #define API_IDEM_NAME_LEN 64 /* an idempotency record: SHA-256 in hex */
-#define API_OWNERS "owners" /* under api_idempotency_directory: QID -> tenant */
+#define API_USAGE_DIR "usage" /* under it: each tenant's count of the day */
 #define API_OWNER_TTL (7 * 86400) /* seconds a message's owner is kept */
 
 /* The removal of expired records from one flat directory, a slice of
@@ -134,13 +184,21 @@ typedef struct API_CTX {
     long long idem_ttl; /* api_idempotency_ttl, seconds */
     API_LIMITS limits;
     int cleanup_timeout; /* api_cleanup_timeout, seconds */
-    long long daily_limit; /* api_tenant_daily_limit (0: none) */
-    HTABLE *usage; /* tenant -> API_USAGE, messages sent today */
+    API_LIMITS_STATE *limiter; /* api_tenant_daily_limit, _rate_limit */
+    size_t spool_min; /* api_spool_min_recipients */
+    char *render_path; /* private/render: the render service's wake-up */
     HTABLE *inflight; /* "tenant\nkey": Idempotency-Keys with cleanup */
     size_t pending; /* requests waiting for cleanup */
     bool retiring; /* exit when pending falls to 0 */
     API_SWEEP owner_sweep; /* owners/ */
     API_SWEEP idem_sweep; /* api_idempotency_directory */
+    API_SWEEP rendered_sweep; /* rendered/: batches out of the spool */
+    API_TRACK *track; /* /o/, /c/, /u/ (api_track.h) */
+    SUPPRESS *sup; /* the suppression list (lazy), NULL: unusable */
+    bool pools; /* smtp_source_pools is set: "pool" is checked */
+    MAPS *pool_allow; /* smtp_source_pool_allow_maps, NULL: none */
+    TLS_SERVER *tls; /* api_tls = yes: smtpd_tls_* certificates */
+    API_MILTERS *milters; /* non_smtpd_milters, NULL: none */
 } API_CTX;
 
 /* One POST /v1/messages while cleanup has it: the request is answered
@@ -156,11 +214,6 @@ typedef struct API_PENDING {
     char *idem_entry; /* with idem: its entry in ctx->inflight */
     long long day; /* the UTC day its message was counted against */
 } API_PENDING;
-
-typedef struct API_USAGE {
-    long long day; /* days since the epoch, UTC */
-    long long count; /* messages queued that day */
-} API_USAGE;
 
 /* api_reply - send status with a JSON body */
 static void api_reply(struct evhttp_request *req, int status,
@@ -315,8 +368,32 @@ static bool api_authorize(API_CTX *ctx, struct evhttp_request *req, int scope,
     return ok;
 }
 
+/* api_suppressed_add - the recipients cleanup dropped as suppressed
+   (its STATUS suppressed=, NULL: none) into obj: "suppressed": [{"address",
+   "reason"}], and "suppressed_count" when cleanup listed fewer than it
+   dropped */
+static void api_suppressed_add(json_t *obj, const char *suppressed)
+{
+    json_t *got;
+    json_t *list;
+    json_int_t count;
+
+    if (suppressed == NULL ||
+        (got = json_loads(suppressed, JSON_REJECT_DUPLICATES, NULL)) == NULL)
+        return;
+    list = json_object_get(got, "list");
+    count = json_integer_value(json_object_get(got, "count"));
+    if (json_is_array(list)) {
+        json_object_set(obj, "suppressed", list);
+        if (count > (json_int_t) json_array_size(list))
+            json_object_set_new(obj, "suppressed_count", json_integer(count));
+    }
+    json_decref(got);
+}
+
 /* api_accepted - the 202 body: the queue ID and one ID per recipient */
-static char *api_accepted(const char *queue_id, const API_MESSAGE *msg)
+static char *api_accepted(const char *queue_id, const API_MESSAGE *msg,
+                          const char *suppressed)
 {
     json_t *obj = json_object();
     json_t *rcpts = json_array();
@@ -333,6 +410,7 @@ static char *api_accepted(const char *queue_id, const API_MESSAGE *msg)
         json_array_append_new(rcpts, one);
     }
     json_object_set_new(obj, "recipients", rcpts);
+    api_suppressed_add(obj, suppressed);
     text = json_dumps(obj, JSON_COMPACT);
     json_decref(obj);
     vstr_free(id);
@@ -583,9 +661,6 @@ static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
     json_t *name;
     json_t *tdata;
     json_t *tmpl_obj = NULL;
-    json_t *empty = json_object();
-    int rc;
-    VSTR *out = vstr_alloc(1024);
     char *result = NULL;
     bool missing;
 
@@ -634,35 +709,9 @@ static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
         }
         goto out;
     }
-    for (size_t i = 0; i < SLUICE_ARRAY_LEN(parts); i++) {
-        json_t *part = json_object_get(tmpl_obj, parts[i]);
-        API_MUSTACHE *tmpl;
-
-        if (!json_is_string(part))
-            continue;
-        if ((tmpl = api_mustache_compile(json_string_value(part),
-                                         json_string_length(part),
-                                         err->message)) == NULL) {
-            err->status = 500;
-            err->code = "invalid_template";
-            goto out;
-        }
-        vstr_reset(out);
-        if ((rc = api_mustache_render(
-                 tmpl, tdata ? tdata : empty, strcmp(parts[i], "html") == 0,
-                 ctx->limits.max_message_size ? ctx->limits.max_message_size
-                                              : SIZE_MAX / 2,
-                 0, out, err->message)) < 0) {
-            api_mustache_free(tmpl);
-            err->status = rc == -1 ? 413 : 422;
-            err->code = rc == -1 ? "message_too_large" : "template_too_complex";
-            vstr_cpy(err->field, parts[i]);
-            goto out;
-        }
-        api_mustache_free(tmpl);
-        json_object_set_new(req, parts[i],
-                            json_stringn(vstr_str(out), vstr_len(out)));
-    }
+    if (api_batch_render_parts(req, tmpl_obj, tdata,
+                               ctx->limits.max_message_size, err) < 0)
+        goto out;
     json_object_del(req, "template");
     json_object_del(req, "data");
     if ((result = json_dumps(req, JSON_COMPACT)) == NULL) {
@@ -675,8 +724,6 @@ static char *api_render(API_CTX *ctx, const API_KEY *key, const char *data,
 out:
     json_decref(req);
     json_decref(tmpl_obj);
-    json_decref(empty);
-    vstr_free(out);
     return result;
 }
 
@@ -688,28 +735,12 @@ static void api_owner_path(const API_CTX *ctx, const char *qid, VSTR *path)
         vstr_sprintf_append(path, "/%s", qid);
 }
 
-/* api_owner_record - note which tenant queued qid, for status lookups.
-   Not fsynced: a record lost in a crash makes a lookup say 404, it
-   loses no mail. */
+/* api_owner_record - note which tenant queued qid, for status lookups
+   (api_batch_owner_record) */
 static void api_owner_record(const API_CTX *ctx, const char *qid,
                              const char *tenant)
 {
-    VSTR *path = vstr_alloc(100);
-    int fd;
-
-    api_owner_path(ctx, NULL, path);
-    if (mkdir(vstr_str(path), 0700) < 0 && errno != EEXIST) {
-        msg_warn("api: mkdir %s: %m", vstr_str(path));
-    } else {
-        api_owner_path(ctx, qid, path);
-        if ((fd = open(vstr_str(path), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC,
-                       0600)) < 0 ||
-            safe_file_write_all(fd, tenant, strlen(tenant)) < 0)
-            msg_warn("api: write %s: %m", vstr_str(path));
-        if (fd >= 0)
-            (void) close(fd);
-    }
-    vstr_free(path);
+    api_batch_owner_record(ctx->idem_dir, qid, tenant);
 }
 
 /* api_owner_is - did tenant queue qid? */
@@ -728,7 +759,120 @@ static bool api_owner_is(const API_CTX *ctx, const char *qid,
     return yes;
 }
 
-/* api_status - GET /v1/messages/QID: where the message is, per recipient */
+/* api_batch_status - when id names a batch of the key's tenant (any for
+   an admin key), answer its state per recipient from the batch and
+   render's log (render/render.c): "accepted" (not rendered yet),
+   "queued" with the message's "id", "held" (a milter's quarantine), or
+   "failed" with the "code" and "reason"; false when id is no such batch.
+   A batch still in the spool is read there; one render has finished
+   from what render kept of it (api_batch_rendered_dir: the recipients
+   and the log, for API_BATCH_RENDERED_TTL): state "done", "rendered":
+   true. */
+static bool api_batch_status(API_CTX *ctx, struct evhttp_request *req,
+                             const API_KEY *key, const char *id)
+{
+    VSTR *path = vstr_alloc(100);
+    json_error_t jerr;
+    json_t *batch;
+    json_t *rcpts;
+    json_t *list;
+    json_t *obj;
+    const char *tenant;
+    char *text;
+    char *line;
+    char *end;
+    size_t len = 0;
+    size_t marks = 0;
+    size_t count;
+    bool rendered = false;
+
+    if (!qid_valid(id)) {
+        vstr_free(path);
+        return false;
+    }
+    api_batch_dir(ctx->idem_dir, path);
+    vstr_cat(path, "/");
+    vstr_cat(path, id);
+    if ((batch = json_load_file(vstr_str(path), 0, &jerr)) == NULL) {
+        /* Rendered and gone from the spool: what render kept. */
+        api_batch_rendered_dir(ctx->idem_dir, path);
+        vstr_cat(path, "/");
+        vstr_cat(path, id);
+        rendered = (batch = json_load_file(vstr_str(path), 0, &jerr)) != NULL;
+    }
+    tenant = json_string_value(json_object_get(batch, "tenant"));
+    rcpts = json_object_get(batch, "recipients");
+    if (tenant == NULL || !json_is_array(rcpts) ||
+        (!(key->scopes & API_SCOPE_ADMIN) &&
+         strcmp(tenant, key->tenant) != 0)) {
+        json_decref(batch);
+        vstr_free(path);
+        return false;
+    }
+    count = json_array_size(rcpts);
+    list = json_array();
+    for (size_t i = 0; i < count; i++) {
+        json_t *r = json_array_get(rcpts, i);
+
+        json_array_append_new(list, json_pack("{s:O, s:s}", "to",
+                                              json_object_get(r, "to"), "state",
+                                              "accepted"));
+    }
+    vstr_cat(path, ".log");
+    text = safe_file_read(vstr_str(path), 1024L * 1024 * 1024, &len);
+    if (rendered && text == NULL) {
+        /* Its log expired first: the batch is as good as forgotten. */
+        json_decref(list);
+        json_decref(batch);
+        vstr_free(path);
+        return false;
+    }
+    for (line = text;
+         text && (end = memchr(line, '\n', len - (size_t) (line - text)));
+         line = end + 1) {
+        unsigned long long index;
+        long code;
+        char *reason;
+        int n = 0;
+        char kind;
+        json_t *r;
+
+        *end = 0;
+        if (sscanf(line, "%c %llu %n", &kind, &index, &n) < 2 || n == 0 ||
+            index >= count)
+            continue;
+        r = json_array_get(list, (size_t) index);
+        if ((kind == 'c' || kind == 'q') && qid_valid(line + n)) {
+            /* q: a milter quarantined it into hold/ */
+            json_object_set_new(r, "state",
+                                json_string(kind == 'c' ? "queued" : "held"));
+            json_object_set_new(r, "id", json_string(line + n));
+        } else if (kind == 'f' && (code = strtol(line + n, &reason, 10)) > 0) {
+            json_object_set_new(r, "state", json_string("failed"));
+            json_object_set_new(r, "code", json_integer(code));
+            while (*reason == ' ')
+                reason++;
+            if (*reason)
+                json_object_set_new(r, "reason", json_string(reason));
+        } else {
+            continue;
+        }
+        marks++;
+    }
+    myfree(text);
+    obj = json_pack("{s:s, s:s, s:s, s:b, s:o}", "id", id, "batch", id, "state",
+                    marks >= count || rendered ? "done" : "rendering",
+                    "rendered", rendered, "recipients", list);
+    if (obj == NULL || (text = json_dumps(obj, JSON_COMPACT)) == NULL)
+        msg_fatal("out of memory");
+    api_reply(req, 200, "OK", text);
+    free(text);
+    json_decref(obj);
+    json_decref(batch);
+    vstr_free(path);
+    return true;
+}
+
 static void api_status(API_CTX *ctx, struct evhttp_request *req,
                        const char *qid)
 {
@@ -742,6 +886,8 @@ static void api_status(API_CTX *ctx, struct evhttp_request *req,
     char *text;
 
     if (!api_authorize(ctx, req, API_SCOPE_READ, &key))
+        goto out;
+    if (qid_valid(qid) && api_batch_status(ctx, req, &key, qid))
         goto out;
     if (!qid_valid(qid) || (!(key.scopes & API_SCOPE_ADMIN) &&
                             !api_owner_is(ctx, qid, key.tenant))) {
@@ -799,50 +945,42 @@ out:
     vstr_free(why);
 }
 
-/* api_usage - the tenant's count for today (reset at a new UTC day) */
-static API_USAGE *api_usage(API_CTX *ctx, const char *tenant, time_t now)
+/* api_now - the time, with its fraction */
+static double api_now(void)
 {
-    API_USAGE *usage = htable_find(ctx->usage, tenant);
+    struct timespec ts;
 
-    if (usage == NULL) {
-        usage = mycalloc(1, sizeof(*usage));
-        htable_enter(ctx->usage, tenant, usage);
-    }
-    if (usage->day != (long long) (now / 86400)) {
-        usage->day = (long long) (now / 86400);
-        usage->count = 0;
-    }
-    return usage;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double) ts.tv_sec + (double) ts.tv_nsec / 1e9;
 }
 
-/* api_usage_free - release one API_USAGE (htable_free) */
-static void api_usage_free(void *usage)
-{
-    myfree(usage);
-}
-
-/* api_over_limit - answer 429 when n more messages would pass the
-   tenant's day; true then */
+/* api_over_limit - count n more messages of the key's tenant against
+   its limits (global/api_limits.h; *day gets the day they count on), or
+   answer 429 with Retry-After; true then (nothing counted) */
 static bool api_over_limit(API_CTX *ctx, struct evhttp_request *req,
-                           const API_KEY *key, long long n)
+                           const API_KEY *key, long long n, long long *day)
 {
-    time_t now = time(NULL);
-    API_USAGE *usage;
+    const char *which = "";
+    long long wait;
     char retry[32];
 
-    if (ctx->daily_limit == 0)
+    if ((wait = api_limits_take(ctx->limiter, key->tenant, n, api_now(), day,
+                                &which)) == 0)
         return false;
-    usage = api_usage(ctx, key->tenant, now);
-    if (usage->count + n <= ctx->daily_limit)
-        return false;
-    snprintf(retry, sizeof(retry), "%lld", (long long) (86400 - now % 86400));
+    snprintf(retry, sizeof(retry), "%lld", wait);
     evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After",
                       retry);
-    msg_info("api: key=%s tenant=%s: daily limit of %lld messages reached",
-             key->id, key->tenant, ctx->daily_limit);
-    api_fail_with(req, 429, "rate_limited",
-                  "this tenant has sent its api_tenant_daily_limit of "
-                  "messages today (UTC)");
+    msg_info("api: key=%s tenant=%s: %s limit reached: 429, retry after %lld "
+             "s",
+             key->id, key->tenant, which, wait);
+    if (strcmp(which, "daily") == 0)
+        api_fail_with(req, 429, "rate_limited",
+                      "this tenant has sent its api_tenant_daily_limit of "
+                      "messages today (UTC)");
+    else
+        api_fail_with(req, 429, "rate_limited",
+                      "this tenant sends faster than its "
+                      "api_tenant_rate_limit of messages per second");
     return true;
 }
 
@@ -971,7 +1109,7 @@ static void api_submit_done(const API_HANDOFF_RESULT *result, void *arg)
 
     api_error_init(&err);
     if (result->code == 0) {
-        char *text = api_accepted(result->queue_id, msg);
+        char *text = api_accepted(result->queue_id, msg, result->suppressed);
 
         msg_info("%s: api key=%s tenant=%s from=<%s> nrcpt=%zu size=%zu",
                  result->queue_id, key->id, key->tenant, msg->sender,
@@ -987,13 +1125,21 @@ static void api_submit_done(const API_HANDOFF_RESULT *result, void *arg)
         api_reply(req, 202, "Accepted", text);
         free(text);
     } else {
-        API_USAGE *usage = api_usage(ctx, key->tenant, time(NULL));
-
         /* Give back the message counted when it was handed over. */
-        if (usage->day == p->day && usage->count > 0)
-            usage->count--;
+        api_limits_give(ctx->limiter, key->tenant, 1, p->day);
         vstr_cpy(err.message, result->why);
-        if (result->code >= 500) {
+        if (result->milter != NULL && result->discarded) {
+            /* non_smtpd_milters refused it (api_milter.h) */
+            err.status = 422;
+            err.code = "milter_discarded";
+            msg_info("api: key=%s tenant=%s: %s", key->id, key->tenant,
+                     result->why);
+        } else if (result->milter != NULL && result->code >= 500) {
+            err.status = 422;
+            err.code = "milter_rejected";
+            msg_info("api: key=%s tenant=%s: %s", key->id, key->tenant,
+                     result->why);
+        } else if (result->code >= 500) {
             err.status = 422;
             err.code = "rejected";
             msg_info("api: key=%s tenant=%s: %s", key->id, key->tenant,
@@ -1015,10 +1161,19 @@ static void api_submit(API_CTX *ctx, struct evhttp_request *req,
                        const API_KEY *key, const char *idem, const char *data,
                        size_t len, API_MESSAGE *msg)
 {
-    API_PENDING *p = mycalloc(1, sizeof(*p));
-    VSTR *why = vstr_alloc(100);
-    API_USAGE *usage = api_usage(ctx, key->tenant, time(NULL));
+    API_PENDING *p;
+    VSTR *why;
+    long long day;
 
+    /* Counted now, so that requests in flight cannot pass the limit
+       together; given back when the message is not queued. */
+    if (api_over_limit(ctx, req, key, 1, &day)) {
+        api_message_free(msg);
+        return;
+    }
+    p = mycalloc(1, sizeof(*p));
+    why = vstr_alloc(100);
+    p->day = day;
     p->ctx = ctx;
     p->req = req;
     p->key = *key;
@@ -1029,20 +1184,23 @@ static void api_submit(API_CTX *ctx, struct evhttp_request *req,
         p->body_len = len;
         p->idem_entry = api_inflight_enter(ctx, key->tenant, idem);
     }
-    /* Counted now, so that requests in flight cannot pass the limit
-       together; given back when the message is not queued. */
-    usage->count++;
-    p->day = usage->day;
     ctx->pending++;
-    if (api_handoff_start(mail_server_base(ctx->server), ctx->cleanup_path,
-                          ctx->cleanup_timeout, msg, p->key.tenant,
-                          api_submit_done, p, why) == NULL) {
+    if (api_submit_start(mail_server_base(ctx->server), ctx->milters,
+                         ctx->cleanup_path, ctx->cleanup_timeout, msg,
+                         p->key.tenant, api_submit_done, p, why) < 0) {
         API_HANDOFF_RESULT result = {
             .code = -1, .queue_id = "", .why = vstr_str(why)};
 
         api_submit_done(&result, p);
     }
     vstr_free(why);
+}
+
+/* api_traceparent - the request's W3C traceparent header, or NULL */
+static const char *api_traceparent(struct evhttp_request *req)
+{
+    return evhttp_find_header(evhttp_request_get_input_headers(req),
+                              TRACE_HEADER);
 }
 
 /*
@@ -1081,6 +1239,7 @@ typedef struct API_BATCH {
     json_t *rcpts; /* "recipients" */
     json_t *results; /* one object per recipient, in order */
     json_t *tmpl; /* the stored template, read once: one version for all */
+    char *traceparent; /* the request's (valid), NULL: none */
     API_MESSAGE *first; /* recipient 0's message, built while checking */
     size_t count; /* recipients */
     size_t next; /* the next recipient to render */
@@ -1122,43 +1281,54 @@ static void api_batch_failed(API_BATCH *b, size_t i, int status,
     }
 }
 
+/* api_pool_check - may the key's tenant name msg's pool? 0; or -1 with
+   err: 403 forbidden (field "pool") when smtp_source_pool_allow_maps does
+   not allow it, 503 when the table cannot be read. Without
+   smtp_source_pools the field has no effect and is not checked. */
+static int api_pool_check(const API_CTX *ctx, const API_KEY *key,
+                          const API_MESSAGE *msg, API_ERROR *err)
+{
+    SOURCE_POOL_REQUESTER who = {.tenant = key->tenant};
+    VSTR *why;
+    int verdict;
+
+    if (msg->pool == NULL || !ctx->pools)
+        return 0;
+    why = vstr_alloc(100);
+    verdict = source_pool_allowed(ctx->pool_allow, &who, msg->pool, why);
+    if (verdict == SOURCE_POOL_ALLOWED) {
+        vstr_free(why);
+        return 0;
+    }
+    vstr_cpy(err->field, "pool");
+    if (verdict == SOURCE_POOL_ALLOW_FAIL) {
+        msg_warn("api: key=%s tenant=%s: %s", key->id, key->tenant,
+                 vstr_str(why));
+        err->status = 503;
+        err->code = "unavailable";
+        vstr_cpy(err->message, "the pool allow-list cannot be read; try "
+                               "again later");
+    } else {
+        msg_warn("api: key=%s tenant=%s: pool %s refused: %s", key->id,
+                 key->tenant, msg->pool, vstr_str(why));
+        err->status = 403;
+        err->code = "forbidden";
+        vstr_sprintf(err->message, "this tenant may not send from pool \"%s\"",
+                     msg->pool);
+    }
+    vstr_free(why);
+    return -1;
+}
+
 /* api_batch_prepare - recipient i's message, or NULL with err */
 static API_MESSAGE *api_batch_prepare(API_BATCH *b, size_t i, API_ERROR *err)
 {
-    json_t *entry = json_array_get(b->rcpts, i);
-    json_t *one = json_copy(b->base);
-    json_t *rdata = json_object_get(entry, "data");
-    API_MESSAGE *msg = NULL;
-    char *text;
-    char *rendered = NULL;
-    bool failed = false;
+    API_MESSAGE *msg =
+        api_batch_recipient(b->base, b->data, json_array_get(b->rcpts, i),
+                            b->tmpl, &b->ctx->limits, i, err);
 
-    if (one == NULL)
-        msg_fatal("out of memory");
-    json_object_set(one, "to", json_object_get(entry, "to"));
-    if (json_object_get(one, "template") != NULL) {
-        json_t *merged = b->data != NULL ? json_copy(b->data) : json_object();
-
-        if (rdata != NULL)
-            json_object_update(merged, rdata);
-        json_object_set_new(one, "data", merged);
-    }
-    if ((text = json_dumps(one, JSON_COMPACT)) == NULL)
-        msg_fatal("out of memory");
-    if ((rendered = api_render(b->ctx, &b->key, text, strlen(text), b->tmpl,
-                               &failed, err)) != NULL ||
-        !failed)
-        msg = api_request_parse(rendered ? rendered : text,
-                                strlen(rendered ? rendered : text),
-                                &b->ctx->limits, err);
-    /* The recipient's fields, as the client knows them. */
-    if (msg == NULL && strcmp(vstr_str(err->field), "to") == 0)
-        vstr_sprintf(err->field, "recipients[%zu].to", i);
-    else if (msg == NULL && strncmp(vstr_str(err->field), "data", 4) == 0)
-        vstr_sprintf(err->field, "recipients[%zu].data", i);
-    free(rendered);
-    free(text);
-    json_decref(one);
+    if (msg != NULL && api_pool_check(b->ctx, &b->key, msg, err) < 0)
+        msg = api_message_free(msg);
     return msg;
 }
 
@@ -1171,6 +1341,7 @@ static void api_batch_free(API_BATCH *b)
     b->idem_entry = api_inflight_leave(ctx, b->idem_entry);
     myfree(b->idem);
     myfree(b->body);
+    myfree(b->traceparent);
     json_decref(b->base);
     json_decref(b->data);
     json_decref(b->rcpts);
@@ -1191,13 +1362,10 @@ static void api_batch_free(API_BATCH *b)
 static void api_batch_finish(API_BATCH *b)
 {
     API_CTX *ctx = b->ctx;
-    API_USAGE *usage = api_usage(ctx, b->key.tenant, time(NULL));
     const char *first = NULL;
 
-    if (usage->day == b->day)
-        usage->count -= (long long) (b->count - b->queued);
-    if (usage->count < 0)
-        usage->count = 0;
+    api_limits_give(ctx->limiter, b->key.tenant,
+                    (long long) (b->count - b->queued), b->day);
     for (size_t i = 0; i < b->count && first == NULL; i++) {
         json_t *id = json_object_get(json_array_get(b->results, i), "id");
 
@@ -1263,13 +1431,21 @@ static void api_batch_done(const API_HANDOFF_RESULT *result, void *arg)
         vstr_sprintf(id, "%s.1", result->queue_id);
         json_object_set_new(one, "status", json_string("queued"));
         json_object_set_new(one, "id", json_string(vstr_str(id)));
+        api_suppressed_add(one, result->suppressed);
         api_owner_record(b->ctx, result->queue_id, b->key.tenant);
         b->queued++;
         vstr_free(id);
     } else if (result->code >= 500) {
         msg_info("api: key=%s tenant=%s: batch recipient %zu: %s", b->key.id,
                  b->key.tenant, item->index, result->why);
-        api_batch_failed(b, item->index, 422, "rejected", result->why);
+        if (result->milter == NULL)
+            api_batch_failed(b, item->index, 422, "rejected", result->why);
+        else if (result->discarded)
+            api_batch_failed(b, item->index, 422, "milter_discarded",
+                             result->why);
+        else
+            api_batch_failed(b, item->index, 422, "milter_rejected",
+                             result->why);
     } else {
         msg_warn("api: cannot queue a message: %s", result->why);
         api_batch_failed(b, item->index, 503, "unavailable", result->why);
@@ -1310,14 +1486,14 @@ static void api_batch_pump(API_BATCH *b)
             api_batch_failed(b, i, err.status, err.code, vstr_str(err.message));
             continue;
         }
+        api_batch_traceparent(msg, b->traceparent);
         item = mycalloc(1, sizeof(*item));
         item->batch = b;
         item->index = i;
         item->msg = msg;
-        if (api_handoff_start(mail_server_base(b->ctx->server),
-                              b->ctx->cleanup_path, b->ctx->cleanup_timeout,
-                              msg, b->key.tenant, api_batch_done, item,
-                              why) == NULL) {
+        if (api_submit_start(mail_server_base(b->ctx->server), b->ctx->milters,
+                             b->ctx->cleanup_path, b->ctx->cleanup_timeout, msg,
+                             b->key.tenant, api_batch_done, item, why) < 0) {
             msg_warn("api: cannot queue a message: %s", vstr_str(why));
             api_batch_failed(b, i, 503, "unavailable", vstr_str(why));
             b->stop = true;
@@ -1347,6 +1523,103 @@ static void api_batch_pump(API_BATCH *b)
                          "not attempted: an earlier message could not be "
                          "queued; send this recipient again later");
     api_batch_finish(b);
+}
+
+/*
+ * Spooled batches (api_spool_min_recipients and more): the checked
+ * request goes into the durable batch spool (global/api_batch.h) with
+ * the template read once, and the 202 is written only once that file
+ * and its directory are fsynced. The render service (render/render.c)
+ * renders and queues the recipients at its own pace; a crash of either
+ * side loses none and sends none twice (render.c says how). The answer:
+ * {"id": BATCH-ID, "batch": BATCH-ID, "accepted": N, "recipients":
+ * [{"to", "status": "accepted"}...]} in the request's order.
+ */
+
+/* api_render_configured - does master run a render service (its socket
+   private/render exists)? An instance made before there was one queues
+   every batch in the request, as it always did, rather than spool
+   batches nothing would render. */
+static bool api_render_configured(const API_CTX *ctx)
+{
+    struct stat st;
+
+    return stat(ctx->render_path, &st) == 0;
+}
+
+/* api_batch_spooled - spool b, answer 202 (or 503), free b */
+static void api_batch_spooled(API_BATCH *b)
+{
+    API_CTX *ctx = b->ctx;
+    json_t *batch = json_object();
+    json_t *answer = json_object();
+    VSTR *dir = vstr_alloc(100);
+    VSTR *id = vstr_alloc(32);
+    VSTR *why = vstr_alloc(100);
+    char *text;
+
+    api_batch_dir(ctx->idem_dir, dir);
+    json_object_set_new(batch, "tenant", json_string(b->key.tenant));
+    json_object_set_new(batch, "key", json_string(b->key.id));
+    json_object_set_new(batch, "created", json_integer(time(NULL)));
+    json_object_set(batch, "base", b->base);
+    json_object_set(batch, "data", b->data ? b->data : json_null());
+    json_object_set(batch, "template", b->tmpl ? b->tmpl : json_null());
+    json_object_set(batch, "recipients", b->rcpts);
+    if (b->traceparent != NULL)
+        json_object_set_new(batch, "traceparent", json_string(b->traceparent));
+    for (size_t i = 0; i < b->count; i++)
+        json_object_set_new(json_array_get(b->results, i), "status",
+                            json_string("accepted"));
+    json_object_set_new(answer, "accepted",
+                        json_integer((json_int_t) b->count));
+    json_object_set(answer, "recipients", b->results);
+    if (b->idem != NULL) {
+        json_t *request = json_stringn(b->body, b->body_len);
+
+        /* The key, the request and the answer go with the batch: a crash
+           before the record is written is mended from them (api_batch.h). */
+        if (request != NULL)
+            json_object_set_new(batch, "idem",
+                                json_pack("{s:s, s:o, s:O}", "key", b->idem,
+                                          "request", request, "answer",
+                                          answer));
+    }
+    if (api_batch_spool(vstr_str(dir), batch, id, why) < 0) {
+        msg_warn("api: cannot spool a batch: %s", vstr_str(why));
+        api_limits_give(ctx->limiter, b->key.tenant, (long long) b->count,
+                        b->day);
+        evhttp_add_header(evhttp_request_get_output_headers(b->req),
+                          "Retry-After", API_RETRY_AFTER);
+        api_fail_with(b->req, 503, "unavailable",
+                      "the batch cannot be stored; try again later");
+    } else {
+        json_t *full = json_object();
+
+        json_object_set_new(full, "id", json_string(vstr_str(id)));
+        json_object_set_new(full, "batch", json_string(vstr_str(id)));
+        json_object_update(full, answer);
+        if ((text = json_dumps(full, JSON_COMPACT)) == NULL)
+            msg_fatal("out of memory");
+        json_decref(full);
+        msg_info("api: key=%s tenant=%s: batch %s of %zu recipients spooled",
+                 b->key.id, b->key.tenant, vstr_str(id), b->count);
+        if (b->idem != NULL &&
+            api_idem_store(ctx->idem_dir, b->key.tenant, b->idem, b->body,
+                           b->body_len, 202, text, why) < 0)
+            msg_warn("api: batch: Idempotency-Key not recorded: %s",
+                     vstr_str(why));
+        api_reply(b->req, 202, "Accepted", text);
+        free(text);
+        /* A lost wake-up only waits for the service's next tick. */
+        (void) trigger_send(ctx->render_path, TRIGGER_WAKEUP);
+    }
+    json_decref(batch);
+    json_decref(answer);
+    vstr_free(dir);
+    vstr_free(id);
+    vstr_free(why);
+    api_batch_free(b);
 }
 
 /* api_batch_check - the batch's shape and every address; 0, or -1 with
@@ -1466,6 +1739,17 @@ static void api_batch(API_CTX *ctx, struct evhttp_request *req,
     b->data = json_incref(json_object_get(top, "data"));
     b->results = json_array();
     b->fail_message = vstr_alloc(100);
+    if (api_traceparent(req) != NULL) {
+        TRACE_CTX trace;
+        char text[TRACE_TEXT_LEN + 1];
+
+        /* Each message of the batch, rendered here or later by the
+           render service, is a child of the request's span. */
+        if (trace_parse(api_traceparent(req), &trace)) {
+            trace_format(&trace, text, sizeof(text));
+            b->traceparent = mystrdup(text);
+        }
+    }
     if ((b->base = json_copy(top)) == NULL)
         msg_fatal("out of memory");
     json_object_del(b->base, "recipients");
@@ -1475,23 +1759,27 @@ static void api_batch(API_CTX *ctx, struct evhttp_request *req,
         bool missing;
         VSTR *why = vstr_alloc(100);
 
-        /* When it cannot be read, recipient 0's render says why. */
+        /* Missing: recipient 0's render says so. */
         b->tmpl = api_template_load(
             ctx, key->tenant,
             json_string_value(json_object_get(top, "template")), &missing, why);
+        if (b->tmpl == NULL && !missing) {
+            msg_warn("api: %s", vstr_str(why));
+            err.status = 503;
+            err.code = "unavailable";
+            vstr_cpy(err.message, "the template cannot be read");
+        }
         vstr_free(why);
     }
-    if (api_batch_check(b, top, &err) < 0 ||
+    if (err.status != 0 || api_batch_check(b, top, &err) < 0 ||
         (b->first = api_batch_prepare(b, 0, &err)) == NULL) {
         msg_info("api: key=%s tenant=%s: %d %s: %s", key->id, key->tenant,
                  err.status, err.code, vstr_str(err.message));
         api_fail(req, &err);
         api_batch_free(b);
-    } else if (api_over_limit(ctx, req, key, (long long) b->count)) {
+    } else if (api_over_limit(ctx, req, key, (long long) b->count, &b->day)) {
         api_batch_free(b);
     } else {
-        API_USAGE *usage = api_usage(ctx, key->tenant, time(NULL));
-
         if (idem != NULL) {
             b->idem = mystrdup(idem);
             b->body = mymemdup(data, len);
@@ -1499,33 +1787,12 @@ static void api_batch(API_CTX *ctx, struct evhttp_request *req,
             b->idem_entry = api_inflight_enter(ctx, key->tenant, idem);
         }
         /* Counted now; what is not queued is given back at the end. */
-        usage->count += (long long) b->count;
-        b->day = usage->day;
-        api_batch_pump(b);
+        if (b->count >= ctx->spool_min && api_render_configured(ctx))
+            api_batch_spooled(b);
+        else
+            api_batch_pump(b);
     }
     api_error_free(&err);
-}
-
-/* api_traceparent - the request's W3C traceparent header (a valid one)
-   as the first header line of msg, where cleanup takes it as the
-   message's trace (cleanup/cleanup_trace.c: the API is trusted); an
-   invalid one is ignored, as W3C says (a fresh trace is made) */
-static void api_traceparent(struct evhttp_request *req, API_MESSAGE *msg)
-{
-    const char *value =
-        evhttp_find_header(evhttp_request_get_input_headers(req), TRACE_HEADER);
-    TRACE_CTX trace;
-    char text[TRACE_TEXT_LEN + 1];
-    VSTR *content;
-
-    if (value == NULL || !trace_parse(value, &trace))
-        return;
-    trace_format(&trace, text, sizeof(text));
-    content = vstr_alloc(vstr_len(msg->content) + sizeof(text) + 16);
-    vstr_sprintf(content, "%s: %s\n", TRACE_HEADER, text);
-    vstr_ncat(content, vstr_str(msg->content), vstr_len(msg->content));
-    vstr_free(msg->content);
-    msg->content = content;
 }
 
 /* api_messages - POST /v1/messages */
@@ -1567,8 +1834,6 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
                json_is_object(top) &&
                json_object_get(top, "recipients") != NULL) {
         api_batch(ctx, req, &key, idem, data, len, top);
-    } else if (api_over_limit(ctx, req, &key, 1)) {
-        /* answered 429 */
     } else if ((rendered = api_render(ctx, &key, data, len, NULL,
                                       &render_failed, &err)) == NULL &&
                render_failed) {
@@ -1577,17 +1842,255 @@ static void api_messages(API_CTX *ctx, struct evhttp_request *req)
         api_fail(req, &err);
     } else if ((msg = api_request_parse(rendered ? rendered : data,
                                         rendered ? strlen(rendered) : len,
-                                        &ctx->limits, &err)) == NULL) {
+                                        &ctx->limits, &err)) == NULL ||
+               api_pool_check(ctx, &key, msg, &err) < 0) {
         msg_info("api: key=%s tenant=%s: %d %s: %s", key.id, key.tenant,
                  err.status, err.code, vstr_str(err.message));
         api_fail(req, &err);
+        api_message_free(msg);
     } else {
-        api_traceparent(req, msg);
+        api_batch_traceparent(msg, api_traceparent(req));
         api_submit(ctx, req, &key, idem, data, len, msg);
     }
     json_decref(top);
     free(rendered);
     api_error_free(&err);
+}
+
+/* api_sup_entry - an entry as JSON */
+static json_t *api_sup_entry(const SUPPRESS_ENTRY *entry)
+{
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:I, s:o}", "address", entry->address, "tenant",
+        entry->tenant, "reason", entry->reason, "source", entry->source,
+        "created", (json_int_t) entry->created, "expires",
+        entry->expires ? json_integer(entry->expires) : json_null());
+}
+
+/* api_sup_collect - suppress_list's callback: append to a JSON array */
+static void api_sup_collect(const SUPPRESS_ENTRY *entry, void *arg)
+{
+    json_t *one = api_sup_entry(entry);
+
+    if (one != NULL)
+        json_array_append_new((json_t *) arg, one);
+}
+
+/* api_sup_expires - PUT's "expires": absent or null (never), seconds or
+   a duration ("7d"), more than 0; -1 when bad */
+static long long api_sup_expires(const json_t *value, long long now)
+{
+    long long secs;
+    bool ok = true;
+
+    if (value == NULL || json_is_null(value))
+        return 0;
+    if (json_is_integer(value))
+        secs = (long long) json_integer_value(value);
+    else if (json_is_string(value))
+        secs = mail_conf_parse_time(json_string_value(value), &ok);
+    else
+        return -1;
+    if (!ok || secs <= 0 || secs > 100LL * 365 * 86400)
+        return -1;
+    return now + secs;
+}
+
+/* api_suppressions - GET /v1/suppressions, GET PUT DELETE
+   /v1/suppressions/ADDRESS (address: NULL for the list) */
+static void api_suppressions(API_CTX *ctx, struct evhttp_request *req,
+                             const char *address)
+{
+    enum evhttp_cmd_type method = evhttp_request_get_command(req);
+    const char *query =
+        evhttp_uri_get_query(evhttp_request_get_evhttp_uri(req));
+    struct evkeyvalq params;
+    const char *asked;
+    const char *tenant;
+    long long now = (long long) time(NULL);
+    char *decoded = NULL;
+    VSTR *why = vstr_alloc(100);
+    VSTR *key_text = vstr_alloc(64);
+    json_t *obj = NULL;
+    char *text = NULL;
+    SUPPRESS_ENTRY entry;
+    API_KEY key;
+    int rc;
+
+    memset(&params, 0, sizeof(params)); /* parse_query_str inits it */
+    if (address == NULL
+            ? method != EVHTTP_REQ_GET
+            : method != EVHTTP_REQ_GET && method != EVHTTP_REQ_PUT &&
+                  method != EVHTTP_REQ_DELETE) {
+        api_fail_with(req, 405, "method_not_allowed",
+                      address ? "/v1/suppressions/ADDRESS takes GET, PUT and "
+                                "DELETE"
+                              : "/v1/suppressions takes GET");
+        goto out;
+    }
+    if (!api_authorize(ctx, req,
+                       method == EVHTTP_REQ_GET
+                           ? API_SCOPE_READ | API_SCOPE_ADMIN
+                           : API_SCOPE_SEND | API_SCOPE_ADMIN,
+                       &key))
+        goto out;
+    if (query != NULL && evhttp_parse_query_str(query, &params) < 0) {
+        api_fail_with(req, 400, "invalid_field", "a bad query string");
+        goto out;
+    }
+    asked = evhttp_find_header(&params, "tenant");
+    if (asked != NULL && !(key.scopes & API_SCOPE_ADMIN)) {
+        api_fail_with(req, 403, "forbidden",
+                      "only an admin key may name another tenant's list");
+        goto out;
+    }
+    if (asked != NULL && !suppress_tenant_ok(asked)) {
+        api_fail_with(req, 400, "invalid_field", "a bad tenant name");
+        goto out;
+    }
+    /* An admin key without ?tenant= works on the global list. */
+    tenant = key.scopes & API_SCOPE_ADMIN ? (asked ? asked : "") : key.tenant;
+    if (ctx->sup == NULL) {
+        api_fail_with(req, 503, "unavailable",
+                      "the suppression list cannot be opened");
+        goto out;
+    }
+    if (address != NULL) {
+        decoded = evhttp_uridecode(address, 0, NULL);
+        if (decoded == NULL || suppress_key(key_text, decoded, why) < 0) {
+            api_fail_with(req, 400, "invalid_address",
+                          decoded ? vstr_str(why) : "a bad address");
+            goto out;
+        }
+    }
+    if (address == NULL) {
+        const char *limit_text = evhttp_find_header(&params, "limit");
+        const char *after = evhttp_find_header(&params, "after");
+        long limit = 100;
+        json_t *list = json_array();
+        json_t *last;
+
+        if (limit_text != NULL) {
+            char *end;
+
+            errno = 0;
+            limit = strtol(limit_text, &end, 10);
+            if (*limit_text == 0 || *end || errno || limit < 1 ||
+                limit > 1000) {
+                json_decref(list);
+                api_fail_with(req, 400, "invalid_field",
+                              "limit is a number from 1 to 1000");
+                goto out;
+            }
+        }
+        if (suppress_list(ctx->sup, tenant, after, now, (int) limit,
+                          api_sup_collect, list, why) < 0) {
+            json_decref(list);
+            msg_warn("api: %s", vstr_str(why));
+            api_fail_with(req, 503, "unavailable",
+                          "the suppression list cannot be read");
+            goto out;
+        }
+        last = json_array_size(list) == (size_t) limit
+                   ? json_object_get(json_array_get(list, (size_t) limit - 1),
+                                     "address")
+                   : NULL;
+        obj = json_pack("{s:s, s:o, s:O}", "tenant", tenant, "suppressions",
+                        list, "next", last ? last : json_null());
+    } else if (method == EVHTTP_REQ_GET) {
+        rc = *tenant ? suppress_get(ctx->sup, tenant, decoded, now, &entry, why)
+                     : 0;
+        if (rc == 0)
+            rc = suppress_get(ctx->sup, "", decoded, now, &entry, why);
+        if (rc < 0) {
+            msg_warn("api: %s", vstr_str(why));
+            api_fail_with(req, 503, "unavailable",
+                          "the suppression list cannot be read");
+            goto out;
+        }
+        if (rc == 0) {
+            api_fail_with(req, 404, "not_found",
+                          "the address is not suppressed");
+            goto out;
+        }
+        obj = api_sup_entry(&entry);
+    } else if (method == EVHTTP_REQ_DELETE) {
+        rc = suppress_remove(ctx->sup, tenant, decoded, now, why);
+        if (rc < 0) {
+            msg_warn("api: %s", vstr_str(why));
+            api_fail_with(req, 503, "unavailable",
+                          "the suppression list cannot be written");
+            goto out;
+        }
+        if (rc == 0) {
+            api_fail_with(req, 404, "not_found",
+                          "the address is not on this list");
+            goto out;
+        }
+        msg_info("api: key=%s tenant=%s: suppression of %s removed%s%s", key.id,
+                 key.tenant, vstr_str(key_text),
+                 *tenant ? " for tenant " : " from the global list", tenant);
+        obj = json_pack("{s:b}", "deleted", 1);
+    } else {
+        struct evbuffer *body = evhttp_request_get_input_buffer(req);
+        size_t len = evbuffer_get_length(body);
+        json_t *in = len ? json_loadb(api_body(body, len), len,
+                                      JSON_REJECT_DUPLICATES, NULL)
+                         : json_object();
+        const json_t *reason = json_object_get(in, "reason");
+        SUPPRESS_ENTRY add = {.tenant = tenant,
+                              .address = decoded,
+                              .source = SUPPRESS_SRC_API,
+                              .created = now};
+
+        if (!json_is_object(in)) {
+            json_decref(in);
+            api_fail_with(req, 400, "invalid_json",
+                          "the body is not a JSON object");
+            goto out;
+        }
+        add.reason = reason == NULL ? "added through the API"
+                                    : json_string_value(reason);
+        add.expires = api_sup_expires(json_object_get(in, "expires"), now);
+        if (add.reason == NULL || !suppress_reason_ok(add.reason)) {
+            json_decref(in);
+            api_fail_with(req, 400, "invalid_field",
+                          "reason is a string of printable characters, at "
+                          "most 500 bytes");
+            goto out;
+        }
+        if (add.expires < 0) {
+            json_decref(in);
+            api_fail_with(req, 400, "invalid_field",
+                          "expires is null, a number of seconds or a "
+                          "duration like \"7d\", more than 0");
+            goto out;
+        }
+        if (suppress_add(ctx->sup, &add, now, why) < 0) {
+            json_decref(in);
+            msg_warn("api: %s", vstr_str(why));
+            api_fail_with(req, 503, "unavailable",
+                          "the suppression list cannot be written");
+            goto out;
+        }
+        add.address = vstr_str(key_text);
+        msg_info("api: key=%s tenant=%s: %s suppressed%s%s", key.id, key.tenant,
+                 add.address, *tenant ? " for tenant " : " on the global list",
+                 tenant);
+        obj = api_sup_entry(&add);
+        json_decref(in);
+    }
+    text = obj ? json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+    if (text == NULL)
+        msg_fatal("out of memory");
+    api_reply(req, 200, "OK", text);
+out:
+    free(text);
+    json_decref(obj);
+    free(decoded);
+    evhttp_clear_headers(&params);
+    vstr_free(why);
+    vstr_free(key_text);
 }
 
 /* api_request - route one complete request */
@@ -1599,6 +2102,8 @@ static void api_request(struct evhttp_request *req, void *arg)
 
     if (path == NULL)
         path = "";
+    if (ctx->track != NULL && api_track_request(ctx->track, req, path))
+        return;
     if (strncmp(path, "/v1/messages/", 13) == 0) {
         if (method == EVHTTP_REQ_GET)
             api_status(ctx, req, path + 13);
@@ -1613,6 +2118,10 @@ static void api_request(struct evhttp_request *req, void *arg)
                           "/v1/messages takes POST");
     } else if (strncmp(path, "/v1/templates/", 14) == 0) {
         api_templates(ctx, req, path + 14);
+    } else if (strcmp(path, "/v1/suppressions") == 0) {
+        api_suppressions(ctx, req, NULL);
+    } else if (strncmp(path, "/v1/suppressions/", 17) == 0) {
+        api_suppressions(ctx, req, path + 17);
     } else if (strcmp(path, "/v1/health") == 0) {
         if (method == EVHTTP_REQ_GET)
             api_reply(req, 200, "OK", "{\"status\":\"ok\"}");
@@ -1629,6 +2138,21 @@ static bool api_idem_name_ok(const char *name)
 {
     return strlen(name) == API_IDEM_NAME_LEN &&
            strspn(name, "0123456789abcdef") == API_IDEM_NAME_LEN;
+}
+
+/* api_rendered_name_ok - is name a kept batch's (ID or ID.log)? */
+static bool api_rendered_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+    char qid[QID_SIZE + 1];
+
+    if (len == QID_LEN)
+        return qid_valid(name);
+    if (len != QID_LEN + 4 || strcmp(name + QID_LEN, ".log") != 0)
+        return false;
+    memcpy(qid, name, QID_LEN);
+    qid[QID_LEN] = 0;
+    return qid_valid(qid);
 }
 
 /* api_sweep_slice - one bounded turn of a sweep: read at most
@@ -1725,6 +2249,104 @@ static void api_tick(MAIL_SERVER *server, void *arg)
 
     api_sweep_start(&ctx->idem_sweep);
     api_sweep_start(&ctx->owner_sweep);
+    api_sweep_start(&ctx->rendered_sweep);
+}
+
+/* api_pool_conf - smtp_source_pools (set or not) and
+   smtp_source_pool_allow_maps; a bad table is fatal */
+static void api_pool_conf(API_CTX *ctx, const MAIL_CONF *conf)
+{
+    const char *allow = mail_conf_str(conf, "smtp_source_pool_allow_maps");
+    VSTR *why = vstr_alloc(100);
+
+    ctx->pools = *mail_conf_str(conf, "smtp_source_pools") != 0;
+    if (*allow != 0 &&
+        (ctx->pool_allow = maps_create("smtp_source_pool_allow_maps", allow,
+                                       MAP_FLAG_NONE, why)) == NULL)
+        msg_fatal("%s", vstr_str(why));
+    vstr_free(why);
+}
+
+/* api_tls_bev - a TLS bufferevent for each new connection (evhttp) */
+static struct bufferevent *api_tls_bev(struct event_base *base, void *arg)
+{
+    API_CTX *ctx = arg;
+    SSL *ssl = tls_server_ssl(ctx->tls);
+    struct bufferevent *bev;
+
+    if (ssl == NULL) {
+        msg_warn("api: cannot start TLS for a connection: SSL_new failed");
+        return NULL;
+    }
+    if ((bev = bufferevent_openssl_socket_new(base, -1, ssl,
+                                              BUFFEREVENT_SSL_ACCEPTING,
+                                              BEV_OPT_CLOSE_ON_FREE)) == NULL)
+        SSL_free(ssl);
+    return bev;
+}
+
+/* api_tls_setup - api_tls = yes: every connection speaks TLS with the
+   certificates of smtpd_tls_chain_files (or smtpd_tls_cert_file and
+   smtpd_tls_key_file) and smtpd_tls_protocols, as smtpd's (a master.cf
+   -o gives the api others); a certificate that cannot be loaded is
+   fatal: plain HTTP is never served in its place */
+static void api_tls_setup(API_CTX *ctx, const MAIL_CONF *conf)
+{
+    VSTR *why;
+
+    if (!mail_conf_bool(conf, "api_tls"))
+        return;
+    why = vstr_alloc(100);
+    if ((ctx->tls = tls_server_create(conf, false, why)) == NULL)
+        msg_fatal("api_tls = yes: %s", vstr_str(why));
+    vstr_free(why);
+    evhttp_set_bevcb(ctx->http, api_tls_bev, ctx);
+    msg_info("HTTP API: TLS on");
+}
+
+/* api_batch_idem_mend_all - a crash between a batch's spool and its
+   idempotency record: write the records of the spooled batches that
+   lack one, before the first request (api_batch.h) */
+static void api_batch_idem_mend_all(API_CTX *ctx)
+{
+    VSTR *dir = vstr_alloc(100);
+    VSTR *path = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    struct dirent *de;
+    DIR *dp;
+
+    api_batch_dir(ctx->idem_dir, dir);
+    if ((dp = opendir(vstr_str(dir))) != NULL) {
+        while ((de = readdir(dp)) != NULL) {
+            json_error_t jerr;
+            json_t *batch;
+
+            if (!qid_valid(de->d_name))
+                continue;
+            vstr_sprintf(path, "%s/%s", vstr_str(dir), de->d_name);
+            /* Gone meanwhile (rendered), or not a batch: render says. */
+            if ((batch = json_load_file(vstr_str(path), 0, &jerr)) == NULL)
+                continue;
+            vstr_reset(why);
+            switch (
+                api_batch_idem_mend(ctx->idem_dir, ctx->idem_ttl, batch, why)) {
+            case 1:
+                msg_info("api: batch %s: its Idempotency-Key record written "
+                         "again",
+                         de->d_name);
+                break;
+            case -1:
+                msg_warn("api: batch %s: Idempotency-Key record: %s",
+                         de->d_name, vstr_str(why));
+                break;
+            }
+            json_decref(batch);
+        }
+        (void) closedir(dp);
+    }
+    vstr_free(dir);
+    vstr_free(path);
+    vstr_free(why);
 }
 
 /* api_pre_loop - read the configuration, start serving */
@@ -1747,17 +2369,37 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->limits.max_message_size =
         (size_t) mail_conf_size(conf, "message_size_limit");
     ctx->cleanup_timeout = (int) mail_conf_time(conf, "api_cleanup_timeout");
+    ctx->milters = api_milter_open(conf);
     ctx->idem_dir = mystrdup(mail_conf_str(conf, "api_idempotency_directory"));
     ctx->idem_ttl = mail_conf_time(conf, "api_idempotency_ttl");
-    ctx->daily_limit = mail_conf_int(conf, "api_tenant_daily_limit");
-    ctx->usage = htable_alloc(16);
+    path = vstr_alloc(100);
+    vstr_sprintf(path, "%s/%s", ctx->idem_dir, API_USAGE_DIR);
+    ctx->limiter = api_limits_create(
+        vstr_str(path), mail_conf_int(conf, "api_tenant_daily_limit"),
+        mail_conf_int(conf, "api_tenant_rate_limit"));
+    vstr_free(path);
+    ctx->spool_min = (size_t) mail_conf_int(conf, "api_spool_min_recipients");
+    path = vstr_alloc(100);
+    mail_queue_service(path, mail_conf_str(conf, "queue_directory"),
+                       MAIL_QUEUE_PRIVATE, API_RENDER_SERVICE);
+    ctx->render_path = vstr_export(path);
     ctx->inflight = htable_alloc(16);
     ctx->template_dir = mystrdup(mail_conf_str(conf, "api_template_directory"));
+    ctx->track = api_track_create(conf);
+    path = vstr_alloc(100);
+    ctx->sup = suppress_open(mail_conf_str(conf, "suppression_database"),
+                             SUPPRESS_LAZY, path);
+    if (ctx->sup == NULL)
+        msg_warn("%s (the /v1/suppressions endpoints answer 503)",
+                 vstr_str(path));
+    vstr_free(path);
+    api_pool_conf(ctx, conf);
     /* master makes $queue_directory/api; another place may need this. */
     if (mkdir(ctx->idem_dir, 0700) < 0 && errno != EEXIST)
         msg_warn("mkdir %s: %m (requests with an Idempotency-Key will get "
                  "503)",
                  ctx->idem_dir);
+    api_batch_idem_mend_all(ctx);
     /* The first sweeps start now: a restart catches up at once. */
     api_sweep_init(&ctx->idem_sweep, mail_server_base(server), "idempotency",
                    ctx->idem_dir, api_idem_name_ok, ctx->idem_ttl);
@@ -1765,6 +2407,10 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
     api_owner_path(ctx, NULL, path);
     api_sweep_init(&ctx->owner_sweep, mail_server_base(server), "owner",
                    vstr_str(path), qid_valid, API_OWNER_TTL);
+    api_batch_rendered_dir(ctx->idem_dir, path);
+    api_sweep_init(&ctx->rendered_sweep, mail_server_base(server),
+                   "rendered batch", vstr_str(path), api_rendered_name_ok,
+                   API_BATCH_RENDERED_TTL);
     vstr_free(path);
     api_tick(server, ctx);
     if (*listen_addr == 0) {
@@ -1783,6 +2429,7 @@ static void api_pre_loop(MAIL_SERVER *server, void *arg)
                                               EVHTTP_REQ_DELETE);
     evhttp_set_default_content_type(ctx->http, "application/json");
     evhttp_set_gencb(ctx->http, api_request, ctx);
+    api_tls_setup(ctx, conf);
     if ((ctx->bound = evhttp_accept_socket_with_handle(ctx->http, fd)) == NULL)
         msg_fatal("api_listen = %s: evhttp cannot take the socket",
                   listen_addr);
@@ -1809,11 +2456,16 @@ static void api_post_loop(MAIL_SERVER *server, void *arg)
 {
     API_CTX *ctx = arg;
 
+    api_track_stop(ctx->track);
     if (ctx->http != NULL)
         evhttp_free(ctx->http);
     ctx->http = NULL;
     api_sweep_free(&ctx->owner_sweep);
     api_sweep_free(&ctx->idem_sweep);
+    api_sweep_free(&ctx->rendered_sweep);
+    ctx->sup = suppress_close(ctx->sup);
+    ctx->tls = tls_server_free(ctx->tls);
+    ctx->milters = api_milter_close(ctx->milters);
 }
 
 /* main - the HTTP API daemon */
@@ -1836,8 +2488,11 @@ int main(int argc, char **argv)
     myfree(ctx.keys_path);
     myfree(ctx.idem_dir);
     myfree(ctx.template_dir);
-    if (ctx.usage != NULL)
-        htable_free(ctx.usage, api_usage_free);
+    ctx.track = api_track_free(ctx.track);
+    if (ctx.pool_allow != NULL)
+        maps_free(ctx.pool_allow);
+    myfree(ctx.render_path);
+    api_limits_free(ctx.limiter);
     if (ctx.inflight != NULL)
         htable_free(ctx.inflight, NULL);
     return status;

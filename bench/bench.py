@@ -40,6 +40,30 @@ One run on this machine:
      exported while mail flows, and the events/s of a backlog drained (the
      webhook answers 503 during a round, then 200) (BENCH_EXPORTER=0
      skips it);
+  7c. the HTTP API: BENCH_API_REQUESTS POST /v1/messages of 1 recipient
+     and a tenth as many of 100 recipients (100 is api_spool_min_recipients:
+     spooled for the render service) from BENCH_API_CLIENTS keep-alive
+     clients: accepted requests/s and p50/p99 latency to the 202; then
+     one templated batch of BENCH_API_BATCH recipients: the render
+     service's recipients/s from the 202 until the spool is empty
+     (BENCH_API=0 skips it);
+  7d. the cost of TLS: the main load sent over STARTTLS (smtpgen.py
+     --starttls) to a private Postfix and a sluice instance
+     (smtpd_tls_security_level = may, a certificate made by the run),
+     which relay it at smtp_tls_security_level = encrypt to a sink that
+     speaks STARTTLS (bench/tls_sink.py, which refuses mail sent without
+     it): delivered and accepted msg/s and CPU ms/msg beside the main
+     table's plain-text figures (BENCH_TLS=0 skips it). Each MTA keeps its
+     default connection reuse (Postfix does not reuse TLS connections
+     unless smtp_tls_connection_reuse is set);
+  7e. the cost of metrics and tracing: the main load through two sluice
+     instances of the same settings, one with both off, one with
+     metrics_listen on loopback (scraped every second by a thread here, as
+     Prometheus would) and otel_exporter_otlp_endpoint pointing at a tiny
+     OTLP/HTTP receiver here (POST /v1/traces answers 200; it counts the
+     spans) with otel_traces_sampler_ratio = 1.0: delivered msg/s, cpu
+     ms/msg (to the last delivery, and to 3 s without a new span so the
+     export counts) and spans received per message (BENCH_OBS=0 skips it);
   8. appends one dated line to bench/results.md, then runs
      bench/map_bench.py when it exists (BENCH_MAPS=0 skips it).
 
@@ -50,6 +74,10 @@ default 720) BENCH_PRESSURE_MESSAGES (100000) BENCH_PRESSURE_SESSIONS (50)
 BENCH_COUNT (1) BENCH_PROFILE (0) BENCH_PROFILE_MESSAGES (1000) BENCH_PROFILE_DIR
 BENCH_MAPS (1) BENCH_DKIM (1: the DKIM table; 0 skips it) BENCH_SHAPING (1: the
 shaping table; 0 skips it) BENCH_EXPORTER (1: the exporter table; 0 skips it)
+BENCH_API (1: the HTTP API table; 0 skips it) BENCH_API_REQUESTS (1000)
+BENCH_API_CLIENTS (10) BENCH_API_BATCH (2000)
+BENCH_TLS (1: the TLS table; 0 skips it) BENCH_OBS (1: the metrics and
+tracing table; 0 skips it)
 BENCH_MTAS (postfix,sluice) BENCH_KEEP=1 (keep the
 temporary folder) SLUICE_TOP (the build tree whose bin/sluice and libexec/
 run; default: the folder above this one) SLUICE_REVISION (its name in
@@ -68,6 +96,7 @@ largest sum of VmHWM over the instance's processes, sampled 4 times a
 second. Postfix needs root (its master runs as root, children as postfix).
 """
 
+import http.client
 import json
 import os
 import re
@@ -116,6 +145,14 @@ MAPS = os.environ.get("BENCH_MAPS", "1").strip() not in ("0",)
 DKIM = os.environ.get("BENCH_DKIM", "1").strip() not in ("0",)
 SHAPING = os.environ.get("BENCH_SHAPING", "1").strip() not in ("0",)
 EXPORTER = os.environ.get("BENCH_EXPORTER", "1").strip() not in ("0",)
+API = os.environ.get("BENCH_API", "1").strip() not in ("0",)
+API_REQUESTS = env_int("BENCH_API_REQUESTS", 1000)
+API_CLIENTS = env_int("BENCH_API_CLIENTS", 10)
+API_BATCH = env_int("BENCH_API_BATCH", 2000)
+TLS = os.environ.get("BENCH_TLS", "1").strip() not in ("0",)
+OBS = os.environ.get("BENCH_OBS", "1").strip() not in ("0",)
+OBS_QUIET = 3.0     # seconds without a new span that end an observability round
+TLS_SINK = HERE / "tls_sink.py"
 SLUICE_CONF = dict(kv.split("=", 1) for kv in
                    os.environ.get("BENCH_SLUICE_CONF", "").split() if "=" in kv)
 PROFILE = os.environ.get("BENCH_PROFILE", "") not in ("", "0")
@@ -315,15 +352,17 @@ class Sink:
     reading the running counter (-c: 'sess=N quit=N mesg=N' + CR) and
     remembers when each count was first reached."""
 
-    def __init__(self, port):
+    def __init__(self, port, argv=None):
+        """argv: another sink that prints the same count (tls_sink.py)."""
         self.port = port
         self.count = 0
         self.times = {}
         self.cond = threading.Condition()
-        argv = [SMTP_SINK, "-c"]
-        if os.geteuid() == 0:
-            argv += ["-u", "nobody"]
-        argv += ["127.0.0.1:%d" % port, "1000"]
+        if argv is None:
+            argv = [SMTP_SINK, "-c"]
+            if os.geteuid() == 0:
+                argv += ["-u", "nobody"]
+            argv += ["127.0.0.1:%d" % port, "1000"]
         self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
         self.thread = threading.Thread(target=self._read, daemon=True)
@@ -389,11 +428,14 @@ class Sink:
 
 # --- the generator --------------------------------------------------------
 
-def generate(port, messages, sessions=SESSIONS, size=SIZE):
-    """Run smtpgen.py against 127.0.0.1:port; its JSON result plus
-    'start' (monotonic time just before it ran)."""
+def generate(port, messages, sessions=SESSIONS, size=SIZE, starttls=False):
+    """Run smtpgen.py against 127.0.0.1:port (over STARTTLS when
+    starttls); its JSON result plus 'start' (monotonic time just before
+    it ran)."""
     argv = [PYTHON, str(SMTPGEN), "-s", str(sessions), "-m", str(messages),
-            "-l", str(size), "-f", SENDER, "-t", RCPT, "127.0.0.1:%d" % port]
+            "-l", str(size), "-f", SENDER, "-t", RCPT]
+    argv += ["--starttls"] if starttls else []
+    argv += ["127.0.0.1:%d" % port]
     start = time.monotonic()
     proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             stdin=subprocess.DEVNULL)
@@ -690,9 +732,10 @@ def wait_empty(mta, stall=STALL):
     return True
 
 
-def measure(mta, sink, messages, delivers):
-    """One round: the generator sends messages to mta; returns a dict of
-    the figures (delivered None when the sink did not get them all)."""
+def measure(mta, sink, messages, delivers, starttls=False):
+    """One round: the generator sends messages to mta (over STARTTLS
+    when starttls); returns a dict of the figures (delivered None when
+    the sink did not get them all)."""
     if delivers:
         wait_empty(mta)
     root = mta.master_pid()
@@ -701,7 +744,7 @@ def measure(mta, sink, messages, delivers):
     cpu0 = tree_cpu(root)
     base = sink.count
     with Sampler(mta) as mem:
-        g = generate_timed(mta.port, messages)
+        g = generate_timed(mta.port, messages, starttls=starttls)
         done_at = None
         if delivers and g["messages"]:
             done_at = sink.wait_for(base + g["messages"], progress=mta.queued)
@@ -1294,10 +1337,25 @@ class Bench:
             m = self.shaping
             parts.append("shaping acc %s del %s cpu %s" % (
                 fmt(m["accepted"], 0), fmt(m["delivered"], 0), fmt(m["cpu"], 3)))
+        if getattr(self, "tls", None):
+            parts.append("tls " + " ".join(
+                "%s del %s cpu %s" % (k, fmt(m["delivered"], 0), fmt(m["cpu"], 3))
+                for k, m in self.tls.items()))
         if getattr(self, "exporter", None):
             m = self.exporter
             parts.append("exporter webhook del %s ev/s %s drain ev/s %s" % (
                 fmt(m["delivered"], 0), fmt(m["exported"], 0), fmt(m["drain"], 0)))
+        if getattr(self, "obs", None):
+            parts.append("obs " + " ".join(
+                "%s del %s cpu %s" % (k, fmt(m["delivered"], 0), fmt(m["cpu_quiet"], 3))
+                for k, m in self.obs.items()) +
+                " spans/msg %s" % fmt(self.obs["on"]["spans"], 2))
+        if getattr(self, "api", None):
+            parts.append("api " + " ".join(
+                "r%d req/s %s p50 %s p99 %s" % (k, fmt(m["rps"], 0), fmt(m["p50"], 2),
+                                                fmt(m["p99"], 2))
+                for k, m in self.api["rows"].items()) +
+                " render rcpt/s %s" % fmt(self.api["render"], 0))
         path = Path(RESULTS)
         if not path.exists():
             path.write_text("# bench results\n\nOne line per recorded `make bench` "
@@ -1361,6 +1419,21 @@ class Bench:
         if EXPORTER and "sluice" in self.med:
             self.exporter_table()
             took["exporter"] = time.monotonic() - t
+        t = time.monotonic()
+        self.obs = None
+        if OBS and "sluice" in self.med:
+            self.obs_table()
+            took["metrics and tracing"] = time.monotonic() - t
+        t = time.monotonic()
+        self.api = None
+        if API and "sluice" in self.med:
+            self.api_table()
+            took["api"] = time.monotonic() - t
+        t = time.monotonic()
+        self.tls = {}
+        if TLS and self.med:
+            self.tls_table([k for k in self.med])
+            took["tls"] = time.monotonic() - t
         self.record(pressure_line)
         t = time.monotonic()
         if self.map_table():
@@ -1505,6 +1578,249 @@ class Bench:
             fmt(self.exporter["delivered"]), fmt(self.exporter["exported"]),
             fmt(self.exporter["drain"]), fmt(self.exporter["cpu"], 3)))
 
+    def obs_table(self):
+        """The main load through two sluice instances of the same settings:
+        one with metrics and tracing off (the defaults), one with
+        metrics_listen on loopback, scraped every second by a Scraper, and
+        otel_exporter_otlp_endpoint pointing at an OtlpCounter with
+        otel_traces_sampler_ratio = 1.0. Per round: delivered msg/s, cpu
+        ms/msg as measure() counts it (to the last delivery) and again to
+        OBS_QUIET s without a new span (the same wait when off), so the
+        spans exported after the last delivery are paid for; spans
+        received per message."""
+        say("## metrics and tracing: %d messages of %d bytes, %d sessions, median of %d"
+            " rounds\n" % (MESSAGES, SIZE, SESSIONS, ROUNDS))
+        self.obs = {}
+        for label in ("off", "on"):
+            recv = scraper = None
+            extra = None
+            if label == "on":
+                recv = OtlpCounter()
+                mport = free_port()
+                extra = {"metrics_listen": "127.0.0.1:%d" % mport,
+                         "otel_exporter_otlp_endpoint": recv.url,
+                         "otel_traces_sampler_ratio": "1.0"}
+            mta = self.make("sluice", "obs-" + label, extra)
+            rows = []
+            try:
+                mta.start()
+                if recv:
+                    if not wait_port(mport):
+                        raise RuntimeError("obs: metrics did not listen on %d; maillog:\n%s"
+                                           % (mport, mta.log_tail()))
+                    scraper = Scraper(mport)
+                base = self.sink.count
+                g = generate(mta.port, 20)
+                ok = bool(g["messages"]) and \
+                    sink_wait(self.sink, base + g["messages"], mta) is not None
+                if recv:
+                    recv.settle(OBS_QUIET)
+                    if not ok or not recv.spans or not scraper.ok:
+                        raise RuntimeError(
+                            "obs: the warm-up gave %d spans (%d bad POSTs) and %d good"
+                            " scrapes (%d failed: %s), delivered: %s; maillog:\n%s"
+                            % (recv.spans, recv.bad, scraper.ok, scraper.failed,
+                               scraper.last_error, ok, mta.log_tail()))
+                for _ in range(ROUNDS):
+                    if ok:
+                        wait_empty(mta)
+                    root = mta.master_pid()
+                    spans0 = recv.spans if recv else 0
+                    cpu0 = tree_cpu(root) if root else 0.0
+                    r = measure(mta, self.sink, MESSAGES, ok)
+                    if recv:
+                        recv.settle(OBS_QUIET)
+                    else:
+                        time.sleep(OBS_QUIET)
+                    n = r["messages"]
+                    r["cpu_quiet"] = (tree_cpu(mta.master_pid() or root) - cpu0) \
+                        * 1000.0 / n if n else None
+                    r["spans"] = (recv.spans - spans0) / n if recv and n else None
+                    rows.append(r)
+                    say("%s: delivered %s msg/s  cpu %s ms/msg (%s to quiet)  spans/msg %s"
+                        % (label, fmt(r["delivered"]), fmt(r["cpu"], 3),
+                           fmt(r["cpu_quiet"], 3), fmt(r["spans"], 2)))
+            finally:
+                if scraper:
+                    scraper.stop()
+                mta.stop()
+                if recv:
+                    recv.stop()
+            m = {k: median([x[k] for x in rows])
+                 for k in ("accepted", "delivered", "p50", "p99", "cpu", "cpu_quiet",
+                           "spans")}
+            m["scrapes"] = (scraper.ok, scraper.failed, scraper.size) if scraper else None
+            self.obs[label] = m
+        say("| sluice | delivered msg/s | accepted msg/s | p99 accept ms | cpu ms/msg "
+            "| cpu ms/msg to quiet | spans/msg |")
+        say("|---|---|---|---|---|---|---|")
+        for label, name in (("off", "metrics and tracing off"),
+                            ("on", "metrics scraped every 1 s, traces at ratio 1.0")):
+            m = self.obs[label]
+            say("| %s | %s | %s | %s | %s | %s | %s |" % (
+                name, fmt(m["delivered"]), fmt(m["accepted"]), fmt(m["p99"], 2),
+                fmt(m["cpu"], 3), fmt(m["cpu_quiet"], 3),
+                fmt(m["spans"], 2) if label == "on" else "n/a"))
+        on, off = self.obs["on"], self.obs["off"]
+        ok_, failed, size = on["scrapes"]
+        say("\n- on / off: delivered %s, cpu to quiet %s (%s ms/msg more); %d scrapes"
+            " answered (%d failed), the last %d bytes"
+            % (fmt(on["delivered"] / off["delivered"], 2)
+               if on["delivered"] and off["delivered"] else "n/a",
+               fmt(on["cpu_quiet"] / off["cpu_quiet"], 2)
+               if on["cpu_quiet"] and off["cpu_quiet"] else "n/a",
+               fmt(on["cpu_quiet"] - off["cpu_quiet"], 3)
+               if on["cpu_quiet"] is not None and off["cpu_quiet"] is not None else "n/a",
+               ok_, failed, size))
+        say("- cpu ms/msg: the instance's process tree from the round's start to the "
+            "sink's last message, as in the main table; to quiet: to %.0f s without a "
+            "new span at the receiver (off: %.0f s after the last message), so the "
+            "events daemon's export of the round's spans counts\n" % (OBS_QUIET, OBS_QUIET))
+
+    def api_table(self):
+        """The HTTP API (api(8), render(8)) of a sluice instance relaying to
+        the sink: API_REQUESTS requests from API_CLIENTS clients on
+        keep-alive connections, each request's time to its 202, at 1 and
+        100 recipients per request (each row's mail delivered before the
+        next), then the render service's pace on one templated batch."""
+        say("## HTTP API: %d requests of 1 recipient and %d of 100 from %d "
+            "clients; one batch of %d recipients\n"
+            % (API_REQUESTS, max(1, API_REQUESTS // 10), API_CLIENTS, API_BATCH))
+        port = free_port()
+        mta = self.make("sluice", "api", {"api_listen": "127.0.0.1:%d" % port})
+        mta.start()
+        rows = {}
+        render = None
+        try:
+            key = mta._sluice("api", "key", "create", "bench", "--scope",
+                              "send,templates").stdout.strip()
+            if not wait_port(port):
+                raise RuntimeError("api did not listen on %d; maillog:\n%s"
+                                   % (port, mta.log_tail()))
+            for nrcpt, nreq in ((1, API_REQUESTS), (100, max(1, API_REQUESTS // 10))):
+                base = self.sink.count
+                t0 = time.monotonic()
+                lat = api_load(port, key, nreq, API_CLIENTS, nrcpt)
+                took = time.monotonic() - t0
+                if len(lat) < nreq:
+                    raise RuntimeError("api: %d of %d requests got no 202; maillog:\n%s"
+                                       % (nreq - len(lat), nreq, mta.log_tail()))
+                lat.sort()
+                rows[nrcpt] = {"rps": len(lat) / took,
+                               "p50": 1000 * lat[len(lat) // 2],
+                               "p99": 1000 * lat[min(len(lat) - 1, len(lat) * 99 // 100)]}
+                if sink_wait(self.sink, base + nreq * nrcpt, mta) is None:
+                    raise RuntimeError("api: the mail of %d-recipient requests was"
+                                       " not delivered; maillog:\n%s"
+                                       % (nrcpt, mta.log_tail()))
+            status, _ = api_call(port, key, "PUT", "/v1/templates/bench",
+                                 {"subject": "Hi {{name}}",
+                                  "text": "Hello {{name}}, code {{code}}\n"})
+            if status != 200:
+                raise RuntimeError("api: PUT template: %s" % status)
+            spool = mta.queue / "api" / "batches"
+            t0 = time.monotonic()
+            status, _ = api_call(port, key, "POST", "/v1/messages", {
+                "from": "bench@sender.test", "template": "bench",
+                "recipients": [{"to": "b%d@rcpt.test" % i,
+                                "data": {"name": "N%d" % i, "code": i}}
+                               for i in range(API_BATCH)]})
+            if status != 202:
+                raise RuntimeError("api: the batch got %s" % status)
+            def spool_empty():
+                return spool.exists() and not os.listdir(spool)
+            wait_until_true(spool_empty, 600)
+            if spool_empty():
+                render = API_BATCH / (time.monotonic() - t0)
+        finally:
+            mta.stop()
+        self.api = {"rows": rows, "render": render}
+        say("| recipients per request | accepted requests/s | p50 ms to 202 "
+            "| p99 ms to 202 |")
+        say("|---|---|---|---|")
+        for nrcpt, m in rows.items():
+            say("| %d%s | %s | %s | %s |" % (
+                nrcpt, " (spooled)" if nrcpt >= 100 else "", fmt(m["rps"]),
+                fmt(m["p50"], 2), fmt(m["p99"], 2)))
+        say("\nrender service: %s recipients/s (a batch of %d, from its 202 to "
+            "the spool empty)\n" % (fmt(render), API_BATCH))
+    def tls_table(self, names):
+        """The main load sent to each MTA over STARTTLS (smtpgen
+        --starttls) and relayed over STARTTLS (level encrypt) to
+        tls_sink.py, with certificates made here; the warm-up must log TLS
+        connections in and out, and the sink refuses plain-text mail."""
+        say("## TLS: generator -> MTA -> sink all over STARTTLS (level encrypt out), %d messages"
+            " of %d bytes, %d sessions, median of %d rounds\n"
+            % (MESSAGES, SIZE, SESSIONS, ROUNDS))
+        folder = self.base / "tls"
+        folder.mkdir()
+        cert, key = folder / "sink.pem", folder / "sink.key"
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+             "/CN=sink.bench.test", "-keyout", str(key), "-out", str(cert)])
+        # The MTAs' own smtpd certificate: key and certificate in one PEM.
+        mta_key, mta_cert = folder / "mta.key", folder / "mta.pem"
+        run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt",
+             "ec_paramgen_curve:P-256", "-nodes", "-days", "2", "-subj",
+             "/CN=mta.bench.test", "-keyout", str(mta_key), "-out", str(mta_cert)])
+        chain = folder / "mta-chain.pem"
+        chain.write_text(mta_key.read_text() + mta_cert.read_text())
+        os.chmod(folder, 0o755)
+        for p in (key, cert, mta_key, mta_cert, chain):
+            os.chmod(p, 0o644)
+        port = free_port()
+        sink = Sink(port, argv=[PYTHON, str(TLS_SINK), str(cert), str(key),
+                                "127.0.0.1:%d" % port])
+        try:
+            for kind in names:
+                extra = {"smtp_tls_security_level": "encrypt",
+                         "smtpd_tls_security_level": "may",
+                         "smtpd_tls_chain_files": str(chain)}
+                if kind == "postfix":
+                    extra["smtp_tls_loglevel"] = "1"
+                    extra["smtpd_tls_loglevel"] = "1"
+                cls = Postfix if kind == "postfix" else Sluice
+                mta = cls(self.base / ("%s-tls" % kind), free_port(), sink.port, extra)
+                mta.start()
+                try:
+                    base = sink.count
+                    g = generate(mta.port, 20, starttls=True)
+                    if not g["messages"] or sink_wait(sink, base + g["messages"], mta) is None:
+                        raise RuntimeError("tls: %s did not take and deliver the warm-up over"
+                                           " TLS (%s); maillog:\n%s"
+                                           % (kind, g["last_error"], mta.log_tail()))
+                    log = mta.maillog.read_text(errors="replace")
+                    if "TLS connection established to" not in log or \
+                            "TLS connection established from" not in log:
+                        raise RuntimeError("tls: %s logged no TLS connection in and out;"
+                                           " maillog:\n%s" % (kind, mta.log_tail()))
+                    rows = [measure(mta, sink, MESSAGES, True, starttls=True)
+                            for _ in range(ROUNDS)]
+                finally:
+                    mta.stop()
+                self.tls[kind] = {k: median([x[k] for x in rows])
+                                  for k in ("accepted", "delivered", "p50", "p99", "cpu")}
+        finally:
+            sink.stop()
+        say("| MTA | delivered msg/s | accepted msg/s | cpu ms/msg | plain text (main table):"
+            " delivered msg/s | cpu ms/msg | TLS - plain cpu ms/msg |")
+        say("|---|---|---|---|---|---|---|")
+        for kind, m in self.tls.items():
+            off = self.med.get(kind, {})
+            extra = (m["cpu"] - off["cpu"]) if m["cpu"] is not None and \
+                off.get("cpu") is not None else None
+            say("| %s | %s | %s | %s | %s | %s | %s |" % (
+                kind, fmt(m["delivered"]), fmt(m["accepted"]), fmt(m["cpu"], 3),
+                fmt(off.get("delivered")), fmt(off.get("cpu"), 3), fmt(extra, 3)))
+        if "postfix" in self.tls and "sluice" in self.tls and \
+                self.tls["postfix"]["delivered"] and self.tls["sluice"]["delivered"]:
+            say("\nover TLS, sluice/postfix delivered: %s, cpu postfix/sluice: %s\n" % (
+                fmt(self.tls["sluice"]["delivered"] / self.tls["postfix"]["delivered"], 2),
+                fmt(self.tls["postfix"]["cpu"] / self.tls["sluice"]["cpu"], 2)
+                if self.tls["sluice"]["cpu"] else "n/a"))
+        else:
+            say("")
+
     def map_table(self):
         """bench/map_bench.py (lookup tables: a 1,000,000-key build), when it
         exists and BENCH_MAPS is not 0: run it and print what it prints."""
@@ -1621,6 +1937,170 @@ class HookCounter:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+class OtlpCounter:
+    """A tiny OTLP/HTTP receiver on loopback for the observability table:
+    POST /v1/traces (OTLP JSON) answers 200 and counts the spans in
+    resourceSpans -> scopeSpans -> spans; anything else is 404."""
+
+    def __init__(self):
+        import http.server
+        recv = self
+        self.spans = 0
+        self.posts = 0
+        self.bad = 0
+        self.last = None            # monotonic time of the last spans taken
+        self.lock = threading.Lock()
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.path != "/v1/traces":
+                    self.send_response(404)
+                    self.end_headers()
+                    return
+                try:
+                    n = sum(len(ss.get("spans", []))
+                            for rs in json.loads(body)["resourceSpans"]
+                            for ss in rs.get("scopeSpans", []))
+                except (ValueError, KeyError, TypeError, AttributeError):
+                    with recv.lock:
+                        recv.bad += 1
+                    self.send_response(400)
+                    self.end_headers()
+                    return
+                with recv.lock:
+                    recv.posts += 1
+                    recv.spans += n
+                    recv.last = time.monotonic()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", "2")
+                self.end_headers()
+                self.wfile.write(b"{}")
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def settle(self, quiet=2.0, limit=STALL):
+        """Wait until no span came for quiet seconds (at most limit
+        seconds in all); the span count then."""
+        deadline = time.monotonic() + limit
+        last, since = self.spans, time.monotonic()
+        while time.monotonic() < deadline:
+            time.sleep(0.05)
+            if self.spans != last:
+                last, since = self.spans, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                break
+        return self.spans
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+class Scraper:
+    """GET /metrics on 127.0.0.1:port every interval seconds in a thread,
+    as Prometheus would: counts answers 200 and failures, keeps the size
+    of the last body."""
+
+    def __init__(self, port, interval=1.0):
+        self.port, self.interval = port, interval
+        self.ok = self.failed = self.size = 0
+        self.last_error = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def scrape(self):
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", "/metrics")
+            resp = conn.getresponse()
+            body = resp.read()
+            if resp.status == 200 and b"sluice_" in body:
+                self.ok += 1
+                self.size = len(body)
+            else:
+                self.failed += 1
+                self.last_error = "status %d, %d bytes" % (resp.status, len(body))
+        except (OSError, http.client.HTTPException) as e:
+            self.failed += 1
+            self.last_error = str(e)
+        finally:
+            conn.close()
+
+    def _loop(self):
+        while not self._stop.is_set():
+            self.scrape()
+            self._stop.wait(self.interval)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+
+
+def api_call(port, key, method, path, body, conn=None):
+    """One API request; (status, seconds) (conn: a kept connection)."""
+    own = conn is None
+    if own:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    t0 = time.monotonic()
+    try:
+        conn.request(method, path, body=json.dumps(body).encode(),
+                     headers={"Authorization": "Bearer " + key,
+                              "Content-Type": "application/json"})
+        resp = conn.getresponse()
+        resp.read()
+        return resp.status, time.monotonic() - t0
+    finally:
+        if own:
+            conn.close()
+
+
+def api_load(port, key, requests, clients, nrcpt):
+    """requests POSTs of nrcpt recipients each from clients threads on
+    keep-alive connections; the latencies of those answered 202."""
+    lat, lock = [], threading.Lock()
+    pending = iter(range(requests))
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        try:
+            while True:
+                with lock:
+                    i = next(pending, None)
+                if i is None:
+                    return
+                body = {"from": "bench@sender.test", "subject": "s", "text": "t"}
+                if nrcpt == 1:
+                    body["to"] = ["a%d@rcpt.test" % i]
+                else:
+                    body["recipients"] = [{"to": "a%d.%d@rcpt.test" % (i, j)}
+                                          for j in range(nrcpt)]
+                status, took = api_call(port, key, "POST", "/v1/messages", body,
+                                        conn)
+                if status == 202:
+                    with lock:
+                        lat.append(took)
+        except (OSError, http.client.HTTPException):
+            return
+        finally:
+            conn.close()
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return lat
 
 
 def sink_wait(sink, n, mta, stall=STALL):

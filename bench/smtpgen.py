@@ -9,7 +9,12 @@ and times every message from the moment its end-of-data "." is written to
 the moment the server's reply arrives: the accept latency, which for a
 durable MTA includes its fsync.
 
-    smtpgen.py [-s SESSIONS] [-m MESSAGES] [-l SIZE] [-f FROM] [-t TO] HOST:PORT
+    smtpgen.py [-s SESSIONS] [-m MESSAGES] [-l SIZE] [-f FROM] [-t TO]
+               [--starttls] HOST:PORT
+
+--starttls: each session says STARTTLS after EHLO (the server's
+certificate is not checked), then EHLO again, and sends over TLS; a server
+that does not offer it fails the session.
 
 prints one JSON object on stdout: messages (sent and answered 2xx),
 errors, elapsed seconds (first connect to last reply), rate (messages /
@@ -23,6 +28,7 @@ import argparse
 import asyncio
 import json
 import socket
+import ssl
 import sys
 import time
 
@@ -58,8 +64,10 @@ async def read_reply(reader):
                 raise SmtpError("bad reply %r" % line)
 
 
-async def session(host, port, state, head, tail, envelope, latencies, env_lat):
-    """One SMTP session sending messages while state['left'] > 0."""
+async def session(host, port, state, head, tail, envelope, latencies, env_lat,
+                  tls=None):
+    """One SMTP session sending messages while state['left'] > 0; over
+    STARTTLS with the client context tls."""
     reader, writer = await asyncio.open_connection(host, port)
     sock = writer.get_extra_info("socket")
     if sock is not None:
@@ -72,6 +80,16 @@ async def session(host, port, state, head, tail, envelope, latencies, env_lat):
         code, text = await read_reply(reader)
         if code != 250:
             raise SmtpError("EHLO: " + text)
+        if tls is not None:
+            writer.write(b"STARTTLS\r\n")
+            code, text = await read_reply(reader)
+            if code != 220:
+                raise SmtpError("STARTTLS: " + text)
+            await writer.start_tls(tls)
+            writer.write(b"EHLO gen.bench.test\r\n")
+            code, text = await read_reply(reader)
+            if code != 250:
+                raise SmtpError("EHLO after STARTTLS: " + text)
         while state["left"] > 0:
             state["left"] -= 1
             n = state["next"]
@@ -120,7 +138,13 @@ def percentile(sorted_values, p):
     return sorted_values[k]
 
 
-async def run(host, port, sessions, messages, size, sender, rcpt):
+async def run(host, port, sessions, messages, size, sender, rcpt,
+              starttls=False):
+    tls = None
+    if starttls:
+        tls = ssl.create_default_context()
+        tls.check_hostname = False
+        tls.verify_mode = ssl.CERT_NONE
     head, tail = make_body(size, sender, rcpt)
     envelope = ("MAIL FROM:<%s>\r\nRCPT TO:<%s>\r\nDATA\r\n"
                 % (sender, rcpt)).encode()
@@ -129,7 +153,8 @@ async def run(host, port, sessions, messages, size, sender, rcpt):
     latencies, env_lat = [], []
     start = time.perf_counter()
     results = await asyncio.gather(
-        *(session(host, port, state, head, tail, envelope, latencies, env_lat)
+        *(session(host, port, state, head, tail, envelope, latencies, env_lat,
+                  tls)
           for _ in range(max(1, min(sessions, messages)))),
         return_exceptions=True)
     elapsed = time.perf_counter() - start
@@ -160,10 +185,13 @@ def main():
     ap.add_argument("-l", type=int, default=2048, help="body size in bytes")
     ap.add_argument("-f", default="from@bench.test", help="envelope sender")
     ap.add_argument("-t", default="to@bench.test", help="recipient")
+    ap.add_argument("--starttls", action="store_true",
+                    help="send over STARTTLS")
     ap.add_argument("target", help="HOST:PORT")
     a = ap.parse_args()
     host, _, port = a.target.rpartition(":")
-    out = asyncio.run(run(host or "127.0.0.1", int(port), a.s, a.m, a.l, a.f, a.t))
+    out = asyncio.run(run(host or "127.0.0.1", int(port), a.s, a.m, a.l, a.f, a.t,
+                          a.starttls))
     json.dump(out, sys.stdout)
     sys.stdout.write("\n")
     return 0 if out["messages"] > 0 else 1

@@ -239,6 +239,12 @@ static void bounce_dsn_human(VSTR *out, const BOUNCE_DSN *dsn)
         vstr_sprintf(line, "<%s>: ", rec->address);
         bounce_dsn_clean(line, why);
         vstr_sprintf_append(out, "%s\n", vstr_str(line));
+        /* The class of the failure (global/bounce_class.h), one word. */
+        if (rec->category != NULL && *rec->category) {
+            vstr_cpy(line, "    (failure class: ");
+            bounce_dsn_clean(line, rec->category);
+            vstr_sprintf_append(out, "%s)\n", vstr_str(line));
+        }
         vstr_free(line);
     }
     if (dsn->body_omitted_8bit)
@@ -271,6 +277,8 @@ static void bounce_dsn_status_part(VSTR *out, const BOUNCE_DSN *dsn)
         bounce_dsn_field(out, "Status", bounce_dsn_status(rec));
         bounce_dsn_field(out, "Remote-MTA", rec->remote_mta);
         bounce_dsn_field(out, "Diagnostic-Code", rec->diagnostic);
+        /* An extension field (RFC 3464 section 2.4: X- names are free). */
+        bounce_dsn_field(out, "X-Sluice-Category", rec->category);
         if (rec->time > 0) {
             bounce_dsn_date(date, sizeof(date), (time_t) rec->time);
             bounce_dsn_field(out, "Last-Attempt-Date", date);

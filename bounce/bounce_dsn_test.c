@@ -137,6 +137,7 @@ static void test_failure_full(void **state)
     gone.reason = "host mx.d.test said: 550 5.1.1 no such user";
     gone.diagnostic = "smtp; 550 5.1.1 no such user";
     gone.remote_mta = "dns; mx.d.test";
+    gone.category = "user_unknown";
     ok.status = "2.0.0";
     bounce_dsn_compose(out, &dsn);
     s = vstr_str(out);
@@ -159,7 +160,8 @@ static void test_failure_full(void **state)
     assert_non_null(strstr(s, "\n--B0UND/mx.here.test--\n"));
     /* Human part names each recipient with its reason. */
     assert_non_null(strstr(s, "\n<gone@d.test>: host mx.d.test said: 550 "
-                              "5.1.1 no such user\n"));
+                              "5.1.1 no such user\n"
+                              "    (failure class: user_unknown)\n"));
     assert_non_null(strstr(s, "\n<ok@d.test>: delivered\n"));
     /* Per-message fields, then one block per recipient. */
     assert_non_null(strstr(s, "Content-Type: message/delivery-status\n\n"
@@ -175,6 +177,7 @@ static void test_failure_full(void **state)
                               "Status: 5.1.1\n"
                               "Remote-MTA: dns; mx.d.test\n"
                               "Diagnostic-Code: smtp; 550 5.1.1 no such user\n"
+                              "X-Sluice-Category: user_unknown\n"
                               "Last-Attempt-Date: Tue, 14 Nov 2023 22:13:20 "
                               "+0000\n\n"
                               "Final-Recipient: rfc822; ok@d.test\n"

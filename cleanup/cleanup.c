@@ -50,7 +50,8 @@
 static const CLEANUP_FILTER *const cleanup_filters[] = {
     &cleanup_pool_filter, /* X-Sluice-Pool goes before anything signs */
     &cleanup_trace_filter, /* traceparent: (kept in the message) */
-    &cleanup_dkim_filter,
+    &cleanup_track_filter, /* links, pixel, List-Unsubscribe: then signed */
+    &cleanup_dkim_filter, /* signs the content as it stands */
     NULL,
 };
 
@@ -80,6 +81,7 @@ typedef struct CLEANUP_CTX {
     CLEANUP_CONF conf;
     MAIL_SERVER *server;
     char *trigger_path; /* queue_dir/public/qmgr */
+    TRIGGER_CONN *trigger; /* kept connection to it (one per process) */
     int timeout; /* seconds */
     int conn_count;
     int busy_connections; /* cleanup_process_connections; 0: never busy */
@@ -151,10 +153,12 @@ static void cleanup_send(CLEANUP_CONN *conn, ATTR_LIST *list)
 
 /* cleanup_reply - send a STATUS list */
 static void cleanup_reply(CLEANUP_CONN *conn, int status, const char *reason,
-                          const char *qid)
+                          const char *qid, const char *suppressed)
 {
-    CLEANUP_STATUS reply = {
-        .status = status, .reason = reason, .queue_id = qid};
+    CLEANUP_STATUS reply = {.status = status,
+                            .reason = reason,
+                            .queue_id = qid,
+                            .suppressed = suppressed};
 
     cleanup_send(conn, cleanup_status_list(&reply));
 }
@@ -165,7 +169,7 @@ static void cleanup_trigger_event(evutil_socket_t fd, short what, void *arg)
     CLEANUP_CTX *ctx = arg;
 
     ctx->trigger_pending = false;
-    if (trigger_send(ctx->trigger_path, TRIGGER_WAKEUP) < 0 &&
+    if (trigger_conn_send(ctx->trigger, TRIGGER_WAKEUP) < 0 &&
         msg_verbose_get())
         msg_info("trigger %s: %m (qmgr will scan)", ctx->trigger_path);
 }
@@ -210,7 +214,7 @@ static bool cleanup_begin(CLEANUP_CONN *conn, const ATTR_LIST *list)
     conn->msg = cleanup_msg_begin(&conn->ctx->conf, &req, cleanup_filters);
     conn->state = CLEANUP_STATE_ENVELOPE;
     cleanup_reply(conn, conn->msg->status, vstr_str(conn->msg->reason),
-                  conn->msg->qid);
+                  conn->msg->qid, NULL);
     return true;
 }
 
@@ -251,7 +255,11 @@ static bool cleanup_data(CLEANUP_CONN *conn, const ATTR_LIST *list)
 /* cleanup_answer - the message is done: answer END, forget the message */
 static void cleanup_answer(CLEANUP_CONN *conn, int status)
 {
-    cleanup_reply(conn, status, vstr_str(conn->msg->reason), conn->msg->qid);
+    char *suppressed = status ? NULL : cleanup_suppress_status(conn->msg);
+
+    cleanup_reply(conn, status, vstr_str(conn->msg->reason), conn->msg->qid,
+                  suppressed);
+    myfree(suppressed);
     if (conn->msg->committed && !conn->msg->hold)
         conn->wake_qmgr = true; /* cleanup_on_drain, after the reply */
     conn->msg = cleanup_msg_free(conn->msg);
@@ -470,6 +478,8 @@ static void cleanup_tables(CLEANUP_CONF *cconf, const MAIL_CONF *conf)
     cconf->dkim = cleanup_dkim_create(conf);
     cleanup_pool_conf(cconf, conf);
     cleanup_trace_conf(cconf, conf);
+    cleanup_track_conf(cconf, conf);
+    cleanup_suppress_conf(cconf, conf);
     vstr_free(why);
 }
 
@@ -509,10 +519,12 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->timeout = (int) mail_conf_time(conf, "daemon_timeout");
     ctx->busy_connections =
         (int) mail_conf_int(conf, "cleanup_process_connections");
-    ctx->commit = cleanup_commit_create(mail_server_base(server));
+    ctx->commit =
+        cleanup_commit_create(mail_server_base(server), ctx->conf.queue_dir);
     mail_queue_service(path, ctx->conf.queue_dir, MAIL_QUEUE_PUBLIC,
                        MAIL_QUEUE_QMGR_SERVICE);
     ctx->trigger_path = vstr_export(path);
+    ctx->trigger = trigger_conn_create(ctx->trigger_path);
     cleanup_tables(&ctx->conf, conf);
     ctx->conf.events = events_open(conf, "cleanup");
     cleanup_remove_stale(&ctx->conf, CLEANUP_STALE_AGE);
@@ -559,6 +571,7 @@ static void cleanup_ctx_release(CLEANUP_CTX *ctx)
     ctx->conf.queue_dir = myfree(ctx->conf.queue_dir);
     ctx->conf.myhostname = myfree(ctx->conf.myhostname);
     ctx->conf.myorigin = myfree(ctx->conf.myorigin);
+    ctx->trigger = trigger_conn_free(ctx->trigger);
     ctx->trigger_path = myfree(ctx->trigger_path);
     for (size_t i = 0; i < SLUICE_ARRAY_LEN(tables); i++)
         if (*tables[i] != NULL)
@@ -569,6 +582,8 @@ static void cleanup_ctx_release(CLEANUP_CTX *ctx)
     ctx->conf.dkim = cleanup_dkim_free(ctx->conf.dkim);
     cleanup_pool_conf_free(&ctx->conf);
     cleanup_trace_conf_free(&ctx->conf);
+    cleanup_track_conf_free(&ctx->conf);
+    cleanup_suppress_conf_free(&ctx->conf);
     ctx->conf.events = events_close(ctx->conf.events);
 }
 

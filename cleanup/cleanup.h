@@ -25,6 +25,14 @@
  *                   removed (a filter)
  * cleanup_dkim.c    DKIM signing at the end of the content (a filter);
  *                   cleanup_dkim_conf.c parses its parameters
+ * cleanup_track.c   open and click tracking, List-Unsubscribe (a filter
+ *                   before DKIM's: its changes are signed)
+ * cleanup_suppress.c the suppression list (global/suppress.h): each
+ *                   recipient, as it will be queued, is looked up for the
+ *                   message's tenant (the API key's; SMTP and local mail
+ *                   have none: the global list only); a suppressed one is
+ *                   never written to the queue file, and its "suppressed"
+ *                   event is made durable before the commit
  *
  * Filters are the seam for header/body checks and later DKIM signing: a
  * table of CLEANUP_FILTER, each called for every header (which it may
@@ -71,9 +79,12 @@ typedef struct CLEANUP_CONF {
     struct SOURCE_POOLS *pools; /* smtp_source_pools, NULL: none */
     const char *default_pool; /* its default pool's name (in pools) */
     MAPS *pool_maps; /* smtp_source_pool_maps, NULL: none */
+    MAPS *pool_allow_maps; /* smtp_source_pool_allow_maps, NULL: none */
     MATCH_LIST *mynetworks; /* who may name a pool by header */
     double trace_ratio; /* otel_traces_sampler_ratio (cleanup_trace.c) */
     MATCH_LIST *trace_mynetworks; /* who may give a traceparent header */
+    struct CLEANUP_TRACK *track; /* cleanup_track.c; NULL: off */
+    struct SUPPRESS *suppress; /* the suppression list, NULL: off */
 } CLEANUP_CONF;
 
 /* The envelope of BEGIN: CLEANUP_BEGIN of global/cleanup_proto.h. */
@@ -158,11 +169,21 @@ struct CLEANUP_MSG {
     VSTR *prepend; /* PREPEND text of the current header or line */
     long long body_checked; /* body bytes seen by body_checks */
     /* Source pool (cleanup_pool.c). */
-    bool pool_trusted; /* an X-Sluice-Pool header is honoured */
+    bool pool_mynetworks; /* the client is in mynetworks */
+    bool pool_local; /* local submission */
+    char *pool_sasl; /* the SASL login, NULL: none */
     char *pool; /* the pool chosen, NULL: no pools */
     /* Trace (cleanup_trace.c). */
     bool trace_trusted; /* a traceparent header is honoured */
     char *traceparent; /* the attribute written, NULL: none yet */
+    /* Tracking (cleanup_track.c): the body kept in memory to be rewritten
+       at the end instead of streamed; past body_hold_limit (0: none)
+       cleanup_content writes it out and drops the pointer. */
+    VSTR *body_hold; /* NULL: streamed (the filter owns the VSTR) */
+    long long body_hold_limit;
+    /* Suppression (cleanup_suppress.c). */
+    int queued_rcpts; /* recipient records written */
+    ARGV *suppressed; /* address, reason, address, reason ...; NULL: none */
 };
 
 /* cleanup_message.c */
@@ -220,6 +241,15 @@ extern void cleanup_trace_conf_free(CLEANUP_CONF *cconf);
    attribute; who may replace it by header */
 extern void cleanup_trace_begin(CLEANUP_MSG *msg, const CLEANUP_BEGIN *req);
 
+/* cleanup_track.c */
+typedef struct CLEANUP_TRACK CLEANUP_TRACK;
+extern const CLEANUP_FILTER cleanup_track_filter;
+/* cleanup_track_conf - read the tracking parameters (fatal when bad);
+   cconf->track stays NULL when no base URL or mailto domain is set */
+extern void cleanup_track_conf(CLEANUP_CONF *cconf,
+                               const struct MAIL_CONF *conf);
+extern void cleanup_track_conf_free(CLEANUP_CONF *cconf);
+
 /* cleanup_checks.c: each returns false when the item is to be dropped;
    text for before the item goes into prepend (which the caller resets) */
 extern bool cleanup_check_header(CLEANUP_MSG *msg, VSTR *header, VSTR *prepend);
@@ -252,6 +282,22 @@ extern bool cleanup_rewrite_header(CLEANUP_MSG *msg, VSTR *header);
    the header cannot be parsed (group syntax, unbalanced quotes) */
 extern ssize_t cleanup_rewrite_addr_spans(const char *value, size_t *spans,
                                           size_t max_pairs);
+
+/* cleanup_suppress.c */
+/* cleanup_suppress_conf - open the list (lazily) when suppression_enable */
+extern void cleanup_suppress_conf(CLEANUP_CONF *cconf,
+                                  const struct MAIL_CONF *conf);
+extern void cleanup_suppress_conf_free(CLEANUP_CONF *cconf);
+/* cleanup_suppress_rcpt - is rcpt (as it will be queued) suppressed? true:
+   recorded in msg->suppressed (and logged), not to be written; true also
+   when the message has failed (a lookup error fails it with 451 4.3.0) */
+extern bool cleanup_suppress_rcpt(CLEANUP_MSG *msg, const char *rcpt);
+/* cleanup_suppress_events - the suppressed events of msg, durable: 0, or
+   -1 (logged) when the journal could not take them */
+extern int cleanup_suppress_events(const CLEANUP_MSG *msg);
+/* cleanup_suppress_status - STATUS suppressed= of msg (caller frees), NULL
+   when none was dropped */
+extern char *cleanup_suppress_status(const CLEANUP_MSG *msg);
 
 /* cleanup_content.c */
 extern void cleanup_content_init(CLEANUP_MSG *msg);

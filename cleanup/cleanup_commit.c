@@ -11,11 +11,14 @@
 
 #include "cleanup.h"
 #include "cleanup_commit.h"
+#include "dir_sync.h"
+#include "mail_queue.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "qfile.h"
 
 #define CLEANUP_COMMIT_ERROR "4.3.0 queue file write error"
+#define CLEANUP_SYNC_STATE ".incoming-sync" /* in private/: dir_sync's file */
 
 typedef struct CLEANUP_COMMIT_ITEM {
     CLEANUP_MSG *msg;
@@ -25,6 +28,7 @@ typedef struct CLEANUP_COMMIT_ITEM {
 
 struct CLEANUP_COMMIT {
     struct event *ev; /* runs the commit */
+    DIR_SYNC *shared; /* incoming/'s fsync, shared with the other cleanups */
     CLEANUP_COMMIT_ITEM *items;
     size_t count;
     size_t cap;
@@ -37,7 +41,7 @@ int cleanup_msg_commit(CLEANUP_MSG *msg)
     msg->commit_pending = true;
     if (msg->defer_commit)
         return 0; /* cleanup_commit_add() */
-    cleanup_commit_group(&msg, 1);
+    cleanup_commit_group(&msg, 1, NULL);
     return msg->status;
 }
 
@@ -62,7 +66,7 @@ void cleanup_msg_commit_done(CLEANUP_MSG *msg, QFILE_STEP step, int err)
 }
 
 /* cleanup_commit_group - commit the pending messages together */
-void cleanup_commit_group(CLEANUP_MSG **msgs, size_t count)
+void cleanup_commit_group(CLEANUP_MSG **msgs, size_t count, DIR_SYNC *shared)
 {
     QFILE_COMMIT *items = mycalloc(count ? count : 1, sizeof(*items));
 
@@ -74,7 +78,7 @@ void cleanup_commit_group(CLEANUP_MSG **msgs, size_t count)
         msgs[i]->out = NULL;
         msgs[i]->writer = NULL;
     }
-    qfile_commit_group(items, count);
+    qfile_commit_group_shared(items, count, shared);
     for (size_t i = 0; i < count; i++)
         cleanup_msg_commit_done(msgs[i], items[i].step, items[i].error);
     myfree(items);
@@ -99,7 +103,7 @@ static void cleanup_commit_event(evutil_socket_t fd, short what, void *arg)
     msgs = mymalloc_array(count, sizeof(*msgs));
     for (size_t i = 0; i < count; i++)
         msgs[i] = items[i].msg;
-    cleanup_commit_group(msgs, count);
+    cleanup_commit_group(msgs, count, queue->shared);
     if (msg_verbose_get())
         msg_info("group commit of %zu message%s", count, count == 1 ? "" : "s");
     for (size_t i = 0; i < count; i++)
@@ -109,9 +113,25 @@ static void cleanup_commit_event(evutil_socket_t fd, short what, void *arg)
 }
 
 /* cleanup_commit_create - a commit queue run from base's loop */
-CLEANUP_COMMIT *cleanup_commit_create(struct event_base *base)
+CLEANUP_COMMIT *cleanup_commit_create(struct event_base *base,
+                                      const char *queue_dir)
 {
     CLEANUP_COMMIT *queue = mycalloc(1, sizeof(*queue));
+    VSTR *dir = vstr_alloc(100);
+    VSTR *state = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+
+    /* Not shared (each group fsyncs incoming/ itself) when the state file
+       cannot be had: slower, as safe. */
+    vstr_sprintf(dir, "%s/%s", queue_dir, MAIL_QUEUE_INCOMING);
+    vstr_sprintf(state, "%s/%s/%s", queue_dir, MAIL_QUEUE_PRIVATE,
+                 CLEANUP_SYNC_STATE);
+    if ((queue->shared = dir_sync_open(vstr_str(dir), vstr_str(state), why)) ==
+        NULL)
+        msg_warn("incoming/'s fsync is not shared: %s", vstr_str(why));
+    vstr_free(dir);
+    vstr_free(state);
+    vstr_free(why);
 
     if ((queue->ev = event_new(base, -1, 0, cleanup_commit_event, queue)) ==
         NULL)
@@ -126,6 +146,7 @@ CLEANUP_COMMIT *cleanup_commit_free(CLEANUP_COMMIT *queue)
         /* Messages still queued belong to connections abandoned at exit:
            never answered, their files are left for cleanup_remove_stale. */
         event_free(queue->ev);
+        queue->shared = dir_sync_free(queue->shared);
         myfree(queue->items);
         myfree(queue);
     }

@@ -20,6 +20,7 @@
 #include "sys_defs.h"
 
 #include "cleanup.h"
+#include "dir_sync.h"
 
 struct event_base;
 
@@ -29,8 +30,11 @@ typedef struct CLEANUP_COMMIT CLEANUP_COMMIT;
    msg->reason); the callback answers the client. */
 typedef void (*CLEANUP_COMMIT_DONE)(CLEANUP_MSG *msg, int status, void *arg);
 
-/* cleanup_commit_create - a commit queue run from base's loop */
-extern CLEANUP_COMMIT *cleanup_commit_create(struct event_base *base);
+/* cleanup_commit_create - a commit queue run from base's loop; its
+   groups share incoming/'s fsync with the other cleanup processes of
+   queue_dir (global/dir_sync.h) */
+extern CLEANUP_COMMIT *cleanup_commit_create(struct event_base *base,
+                                             const char *queue_dir);
 /* cleanup_commit_free - release the queue (messages still in it are
    forgotten, not committed); NULL */
 extern CLEANUP_COMMIT *cleanup_commit_free(CLEANUP_COMMIT *queue);
@@ -44,7 +48,9 @@ extern void cleanup_commit_add(CLEANUP_COMMIT *queue, CLEANUP_MSG *msg,
 extern void cleanup_commit_cancel(CLEANUP_COMMIT *queue, CLEANUP_MSG *msg);
 /* cleanup_commit_group - commit count messages (each left pending by
    cleanup_msg_end()) together; each one's status afterwards is
-   msg->status (0: committed) */
-extern void cleanup_commit_group(CLEANUP_MSG **msgs, size_t count);
+   msg->status (0: committed). shared (may be NULL): incoming/'s fsync
+   shared with other processes */
+extern void cleanup_commit_group(CLEANUP_MSG **msgs, size_t count,
+                                 DIR_SYNC *shared);
 
 #endif

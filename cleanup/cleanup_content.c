@@ -250,6 +250,19 @@ static void cleanup_body_out(CLEANUP_MSG *msg, const char *data, size_t len)
     for (size_t i = 0; i < msg->filter_count; i++)
         if (msg->filters[i]->body)
             msg->filters[i]->body(msg->filter_state[i], msg, data, len);
+    if (msg->body_hold != NULL) {
+        /* Kept for cleanup_track.c's rewriting, up to its limit. */
+        vstr_ncat(msg->body_hold, data, len);
+        msg->last_byte = (unsigned char) data[len - 1];
+        if (msg->body_hold_limit > 0 &&
+            (long long) vstr_len(msg->body_hold) > msg->body_hold_limit) {
+            cleanup_content_write(msg, vstr_str(msg->body_hold),
+                                  vstr_len(msg->body_hold));
+            vstr_reset(msg->body_hold);
+            msg->body_hold = NULL;
+        }
+        return;
+    }
     cleanup_content_write(msg, data, len);
 }
 

@@ -313,7 +313,10 @@ void cleanup_msg_rcpt(CLEANUP_MSG *msg, const char *address, const char *orcpt,
         orcpt = vstr_str(original);
     }
     for (size_t i = 0; i < expanded->argc; i++) {
+        if (cleanup_suppress_rcpt(msg, expanded->argv[i]))
+            continue; /* never written: cleanup_suppress.c */
         qfile_put_rcpt(msg->writer, expanded->argv[i], orcpt, notify);
+        msg->queued_rcpts++;
         if (msg->first_rcpt == NULL)
             msg->first_rcpt = mystrdup(expanded->argv[i]);
     }
@@ -444,6 +447,18 @@ int cleanup_msg_end(CLEANUP_MSG *msg, bool abort)
     if (cleanup_msg_journal_ok(msg) < 0)
         return msg->status;
 
+    /* Suppressed recipients: their events durable before the commit; a
+       message left with no recipient is not queued (cleanup_suppress.c). */
+    if (cleanup_suppress_events(msg) < 0) {
+        cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
+        return msg->status;
+    }
+    if (msg->queued_rcpts == 0 && msg->suppressed != NULL) {
+        msg_info("%s: every recipient is suppressed: not queued", msg->qid);
+        cleanup_msg_close(msg);
+        return 0;
+    }
+
     /* Durability: file, rename, directory -- and only then the answer. A
        failure leaves nothing behind (the renamed file included, when only
        the directory fsync failed), so the client's retry is no duplicate. */
@@ -483,7 +498,10 @@ CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg)
     myfree(msg->helo_name);
     myfree(msg->first_rcpt);
     myfree(msg->pool);
+    myfree(msg->pool_sasl);
     myfree(msg->traceparent);
+    if (msg->suppressed)
+        argv_free(msg->suppressed);
     myfree(msg);
     return NULL;
 }

@@ -5,17 +5,21 @@
  * attribute pool=NAME (global/qfile.h), which qmgr reads to pick the
  * source IP (qmgr/qmgr_source.c). The choice, first that applies:
  *
- *   1. an X-Sluice-Pool: NAME header, honoured only from a trusted
- *      submitter: a client in mynetworks, a SASL-authenticated client,
- *      local submission (sendmail, pickup: origin "local") and the HTTP
- *      API (origin "api");
+ *   1. an X-Sluice-Pool: NAME header, honoured only when
+ *      smtp_source_pool_allow_maps lets the submitter name that pool
+ *      (global/source_pool.h: keys "sasl:USER", "tenant:T" for the HTTP
+ *      API, "mynetworks", "local"; with no entry a client in mynetworks
+ *      and local submission may name any pool, a SASL user elsewhere and
+ *      an API tenant none, an anonymous client outside mynetworks never);
  *   2. smtp_source_pool_maps, with the keys of source_pool_rule_keys
  *      (global/source_pool.h): "sasl:USER", "tenant:T", the sender
  *      address, the sender domain;
  *   3. default_source_pool (empty: the first pool of smtp_source_pools).
  *
  * Every X-Sluice-Pool header is removed from the message, honoured or not
- * (one from an untrusted client is logged as ignored). A name that is no
+ * (one that is not allowed is logged as ignored: a warning when the
+ * submitter is authenticated, an API tenant or in mynetworks, the message
+ * keeps the pool of the rules or the default; it is not refused). A name that is no
  * pool, from the header or from a rule, is logged and the default pool
  * is used: the message is never refused or lost for it.
  *
@@ -44,13 +48,14 @@ typedef struct CLEANUP_POOL_STATE {
 } CLEANUP_POOL_STATE;
 
 /* cleanup_pool_conf - smtp_source_pools, default_source_pool,
-   smtp_source_pool_maps, mynetworks; a bad table is fatal (master retries
+   smtp_source_pool_maps, smtp_source_pool_allow_maps, mynetworks; a bad table is fatal (master retries
    with a back-off, and clients are told to try again meanwhile) */
 void cleanup_pool_conf(CLEANUP_CONF *cconf, const MAIL_CONF *conf)
 {
     VSTR *why = vstr_alloc(100);
     const char *def = mail_conf_str(conf, "default_source_pool");
     const char *maps = mail_conf_str(conf, "smtp_source_pool_maps");
+    const char *allow = mail_conf_str(conf, "smtp_source_pool_allow_maps");
 
     cconf->pools = source_pools_load(
         "smtp_source_pools", mail_conf_str(conf, "smtp_source_pools"), why);
@@ -72,6 +77,10 @@ void cleanup_pool_conf(CLEANUP_CONF *cconf, const MAIL_CONF *conf)
         (cconf->pool_maps = maps_create("smtp_source_pool_maps", maps,
                                         MAP_FLAG_NONE, why)) == NULL)
         msg_fatal("%s", vstr_str(why));
+    if (*allow != 0 && (cconf->pool_allow_maps =
+                            maps_create("smtp_source_pool_allow_maps", allow,
+                                        MAP_FLAG_NONE, why)) == NULL)
+        msg_fatal("%s", vstr_str(why));
     if ((cconf->mynetworks =
              match_list_create("mynetworks", mail_conf_str(conf, "mynetworks"),
                                MATCH_LIST_ADDR, why)) == NULL)
@@ -86,6 +95,8 @@ void cleanup_pool_conf_free(CLEANUP_CONF *cconf)
     cconf->default_pool = NULL;
     if (cconf->pool_maps)
         cconf->pool_maps = maps_free(cconf->pool_maps);
+    if (cconf->pool_allow_maps)
+        cconf->pool_allow_maps = maps_free(cconf->pool_allow_maps);
     if (cconf->mynetworks)
         cconf->mynetworks = match_list_free(cconf->mynetworks);
 }
@@ -105,8 +116,8 @@ static const char *cleanup_pool_known(const CLEANUP_MSG *msg, const char *name,
     return msg->conf->default_pool;
 }
 
-/* cleanup_pool_begin - BEGIN: who may choose by header, and the pool the
-   rules choose, written as the pool attribute */
+/* cleanup_pool_begin - BEGIN: who would choose by header, and the pool
+   the rules choose, written as the pool attribute */
 void cleanup_pool_begin(CLEANUP_MSG *msg, const CLEANUP_BEGIN *req,
                         const char *tenant)
 {
@@ -117,13 +128,13 @@ void cleanup_pool_begin(CLEANUP_MSG *msg, const CLEANUP_BEGIN *req,
 
     if (conf->pools == NULL)
         return;
-    msg->pool_trusted =
-        (req->sasl_username != NULL && *req->sasl_username != 0) ||
-        strcmp(origin, CLEANUP_ORIGIN_LOCAL) == 0 ||
-        strcmp(origin, "api") == 0 ||
-        (strcmp(origin, CLEANUP_ORIGIN_SMTP) == 0 && req->client_addr != NULL &&
-         *req->client_addr != 0 && conf->mynetworks != NULL &&
-         match_list_match(conf->mynetworks, req->client_addr) > 0);
+    msg->pool_local = strcmp(origin, CLEANUP_ORIGIN_LOCAL) == 0;
+    msg->pool_mynetworks =
+        strcmp(origin, CLEANUP_ORIGIN_SMTP) == 0 && req->client_addr != NULL &&
+        *req->client_addr != 0 && conf->mynetworks != NULL &&
+        match_list_match(conf->mynetworks, req->client_addr) > 0;
+    if (req->sasl_username != NULL && *req->sasl_username != 0)
+        msg->pool_sasl = mystrdup(req->sasl_username);
     keys = source_pool_rule_keys(req->sasl_username, tenant, msg->sender);
     for (size_t i = 0; conf->pool_maps && i < keys->argc; i++) {
         int error = 0;
@@ -181,28 +192,49 @@ static CLEANUP_FILTER_ACT cleanup_pool_header(void *arg, CLEANUP_MSG *msg,
     return CLEANUP_FILTER_DROP;
 }
 
-/* cleanup_pool_end - the content is in: apply a header's choice */
+/* cleanup_pool_end - the content is in: apply a header's choice when the
+   submitter may name that pool */
 static void cleanup_pool_end(void *arg, CLEANUP_MSG *msg)
 {
     CLEANUP_POOL_STATE *state = arg;
+    SOURCE_POOL_REQUESTER who = {.sasl_user = msg->pool_sasl,
+                                 .tenant = msg->tenant,
+                                 .mynetworks = msg->pool_mynetworks,
+                                 .local = msg->pool_local};
+    const char *name;
     const char *chosen;
+    VSTR *why;
+    int verdict;
 
     if (state == NULL || state->header == NULL || msg->pool == NULL)
         return;
-    if (!msg->pool_trusted) {
-        msg_info("%s: %s: %s ignored (client %s is neither in mynetworks "
-                 "nor authenticated) and removed",
-                 msg->qid, SOURCE_POOL_HEADER,
-                 source_pool_name_valid(state->header) ? state->header
-                                                       : "(not a pool name)",
-                 msg->client_info);
+    name = source_pool_name_valid(state->header) ? state->header
+                                                 : "(not a pool name)";
+    why = vstr_alloc(100);
+    verdict = source_pool_allowed(msg->conf->pool_allow_maps, &who, name, why);
+    if (verdict == SOURCE_POOL_ALLOW_FAIL) {
+        /* A table that fails: try again later, lose nothing. */
+        msg_warn("%s: %s", msg->qid, vstr_str(why));
+        cleanup_msg_fail(msg, 451, "4.3.0 pool table lookup failed");
+        vstr_free(why);
         return;
     }
-    chosen = cleanup_pool_known(msg,
-                                source_pool_name_valid(state->header)
-                                    ? state->header
-                                    : "(not a pool name)",
-                                SOURCE_POOL_HEADER);
+    if (verdict == SOURCE_POOL_REFUSED) {
+        if (msg->pool_sasl == NULL && msg->tenant == NULL &&
+            !msg->pool_mynetworks && !msg->pool_local)
+            msg_info("%s: %s: %s ignored (client %s is neither in mynetworks "
+                     "nor authenticated) and removed",
+                     msg->qid, SOURCE_POOL_HEADER, name, msg->client_info);
+        else
+            msg_warn("%s: %s: %s ignored (client %s: %s) and removed: the "
+                     "message keeps pool %s",
+                     msg->qid, SOURCE_POOL_HEADER, name, msg->client_info,
+                     vstr_str(why), msg->pool);
+        vstr_free(why);
+        return;
+    }
+    vstr_free(why);
+    chosen = cleanup_pool_known(msg, name, SOURCE_POOL_HEADER);
     msg_info("%s: pool=%s (%s)", msg->qid, chosen, SOURCE_POOL_HEADER);
     if (strcmp(chosen, msg->pool) == 0)
         return;

@@ -1,9 +1,11 @@
 /*
  * cleanup_pool_test - the pool written into a committed queue file: by
  * SASL user, sender address and sender domain (in that order), the
- * default; an X-Sluice-Pool header from a trusted submitter (mynetworks,
- * SASL, local, api) replaces it, one from anyone else is ignored; the
- * header is removed either way; a name that is no pool gives the default
+ * default; an X-Sluice-Pool header replaces it when the submitter may
+ * name that pool (smtp_source_pool_allow_maps; with no entry mynetworks
+ * and local submission any, SASL users elsewhere and API tenants none),
+ * else it is ignored; the header is removed either way; a name that is
+ * no pool gives the default
  */
 #include "sys_defs.h"
 
@@ -24,6 +26,7 @@
 
 typedef struct TEST_ENV {
     char dir[64];
+    const char *tenant; /* the next message's (api origin), or NULL */
     CLEANUP_CONF conf;
     VSTR *path;
 } TEST_ENV;
@@ -111,6 +114,7 @@ static char *test_pool(TEST_ENV *env, const char *origin, const char *addr,
                          .client_addr = addr,
                          .protocol = "ESMTP",
                          .sasl_username = sasl,
+                         .tenant = env->tenant,
                          .size = -1};
     CLEANUP_MSG *msg = cleanup_msg_begin(&env->conf, &req, test_filters);
     VSTR *why = vstr_alloc(10);
@@ -216,9 +220,8 @@ static void test_header(void **state)
     VSTR *got = vstr_alloc(100);
     static const char *const trusted[][3] = {
         {"smtp", "127.0.0.1", NULL}, /* mynetworks */
-        {"smtp", "192.0.2.9", "bob"}, /* authenticated */
+        {"smtp", "127.0.0.1", "bob"}, /* authenticated, in mynetworks */
         {"local", NULL, NULL}, /* sendmail, pickup */
-        {"api", NULL, NULL}, /* the HTTP API */
     };
     int count;
     char *pool;
@@ -259,11 +262,96 @@ static void test_header(void **state)
     vstr_free(got);
 }
 
+/* test_allow_defaults - no smtp_source_pool_allow_maps: a SASL user
+   outside mynetworks may name any pool (the header is honoured from
+   authenticated clients), an API tenant none (the header is removed, a
+   warning logged, the rules' pool kept) */
+static void test_allow_defaults(void **state)
+{
+    TEST_ENV *env = *state;
+    VSTR *got = vstr_alloc(100);
+    int count;
+    char *pool;
+
+    pool = test_pool(env, "smtp", "192.0.2.9", "bob", "x@other.test", HEADER,
+                     &count, got);
+    assert_string_equal(pool, "dedicated");
+    assert_null(strstr(vstr_str(got), "X-Sluice-Pool"));
+    myfree(pool);
+    env->tenant = "acme";
+    pool =
+        test_pool(env, "api", NULL, NULL, "x@other.test", HEADER, &count, got);
+    env->tenant = NULL;
+    assert_string_equal(pool, "transactional");
+    assert_int_equal(count, 1);
+    assert_null(strstr(vstr_str(got), "X-Sluice-Pool"));
+    assert_true(test_log_has(env, "tenant:acme is not in "
+                                  "smtp_source_pool_allow_maps"));
+    myfree(pool);
+    vstr_free(got);
+}
+
+/* test_allow_maps - the allow-list decides per SASL user, tenant and for
+   mynetworks; the first key found wins; "*" is any pool */
+static void test_allow_maps(void **state)
+{
+    TEST_ENV *env = *state;
+    VSTR *got = vstr_alloc(100);
+    VSTR *spec = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    static const struct {
+        const char *origin, *addr, *sasl, *tenant, *want;
+    } cases[] = {
+        {"smtp", "192.0.2.9", "bob", NULL, "dedicated"}, /* "*" */
+        {"smtp", "192.0.2.9", "alice", NULL, "marketing"}, /* its rule */
+        {"smtp", "192.0.2.9", "carol", NULL, "transactional"}, /* unlisted */
+        {"api", NULL, NULL, "acme", "dedicated"},
+        {"api", NULL, NULL, "globex", "transactional"}, /* only its own */
+        {"smtp", "127.0.0.1", NULL, NULL, "transactional"}, /* mynetworks */
+        {"smtp", "127.0.0.1", "bob", NULL, "dedicated"}, /* sasl: first */
+        {"local", NULL, NULL, NULL, "dedicated"}, /* no entry: any */
+    };
+    int count;
+    char *pool;
+
+    test_write(env, "allow",
+               "sasl:alice marketing\n"
+               "sasl:bob *\n"
+               "tenant:acme dedicated, transactional\n"
+               "tenant:globex marketing\n"
+               "mynetworks transactional marketing\n");
+    vstr_sprintf(spec, "texthash:%s", vstr_str(env->path));
+    assert_non_null(env->conf.pool_allow_maps = maps_create(
+                        "smtp_source_pool_allow_maps", vstr_str(spec), 0, why));
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        env->tenant = cases[i].tenant;
+        pool = test_pool(env, cases[i].origin, cases[i].addr, cases[i].sasl,
+                         "x@other.test", HEADER, &count, got);
+        if (strcmp(pool, cases[i].want) != 0)
+            fail_msg("case %zu: pool %s, want %s", i, pool, cases[i].want);
+        assert_int_equal(count, 1);
+        assert_null(strstr(vstr_str(got), "X-Sluice-Pool"));
+        myfree(pool);
+    }
+    env->tenant = NULL;
+    assert_true(test_log_has(env, "smtp_source_pool_allow_maps (tenant:globex) "
+                                  "allows only \"marketing\""));
+    assert_true(test_log_has(env, "smtp_source_pool_allow_maps (mynetworks) "
+                                  "allows only \"transactional marketing\""));
+    vstr_free(spec);
+    vstr_free(why);
+    vstr_free(got);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_rules, test_setup, test_teardown),
         cmocka_unit_test_setup_teardown(test_header, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_allow_defaults, test_setup,
+                                        test_teardown),
+        cmocka_unit_test_setup_teardown(test_allow_maps, test_setup,
+                                        test_teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -19,6 +19,9 @@
 
 #include "sys_defs.h"
 
+#include <jansson.h>
+
+#include "events_view.h"
 #include "mail_conf.h"
 #include "vstr.h"
 
@@ -46,6 +49,11 @@ typedef struct EXPORTER_BACKEND {
    why it failed (for the log) */
 extern void exporter_done(EXPORTER *exp, bool ok, const char *why);
 
+/* exporter_view - event i (0 .. count-1) of the batch in flight, its
+   line's members (global/events_view.h; no jansson object is built),
+   valid until the next call for exp or exporter_done */
+extern const EVENTS_VIEW *exporter_view(EXPORTER *exp, int i);
+
 /* exporter_target - the URL (or broker list ...) exp exports to */
 extern const char *exporter_target(const EXPORTER *exp);
 
@@ -58,5 +66,6 @@ extern const EXPORTER_BACKEND stats_backend; /* stats.c */
 extern const EXPORTER_BACKEND kafka_backend; /* kafka.c */
 extern const EXPORTER_BACKEND index_backend; /* index.c */
 extern const EXPORTER_BACKEND otel_backend; /* otel.c */
+extern const EXPORTER_BACKEND suppress_backend; /* suppress.c */
 
 #endif

@@ -15,15 +15,39 @@
  * traceparent=00-TRACEID-PARENTID-FLAGS. Events of traces whose flags say
  * "not sampled" make no span. The spans:
  *
- *   receive    (kind received) from arrival (ts - delay) to the moment
+ *   receive    (kind received) from arrival (ts - delay: the queue
+ *              file's T record to the microsecond) to the moment
  *              qmgr took the committed file (ts): the smtpd/api session,
  *              cleanup and its commit; parent: the submitter's span
  *              (PARENTID), none for a trace started here; span id
  *              trace_span_id(TRACEID, QID "/receive")
+ *   commit     (kind received, when it has committed_at) cleanup's work
+ *              on the message: from the arrival (ts - delay: when cleanup
+ *              began the message, the queue file's T record, which
+ *              includes receiving the content through it, the header and
+ *              body checks and DKIM signing) to committed_at (the queue
+ *              file's ctime in incoming/: cleanup's rename that made it
+ *              durable), kept inside the receive span; with the queue id,
+ *              size and recipients; INTERNAL; parent: receive; span id
+ *              from the event id + "/commit". None for a received event
+ *              without committed_at (cleanup's, of a held message; one
+ *              qmgr found in active/ at start). The rest of receive,
+ *              after commit, is the wait until qmgr took the file.
  *   delivery   one per delivery attempt and recipient (delivered,
- *              deferred, bounced, expired) at ts, with the remote host
- *              (server.address), the reply, the enhanced status code;
- *              status ERROR unless delivered; parent: receive
+ *              deferred, bounced, expired), from ts - attempt_seconds
+ *              (the agent's request; without it, a point at ts) to ts,
+ *              with the remote host (server.address), the reply, the
+ *              enhanced status code and, when the connection had TLS,
+ *              tls.protocol.name, tls.protocol.version ("1.3"),
+ *              tls.cipher and sluice.tls.level (Verified, Trusted,
+ *              Untrusted, Anonymous: the event's "tls" object); status
+ *              ERROR unless delivered; parent: receive
+ *   queue wait one before each delivery span whose event has queued_at
+ *              (delivered, deferred, bounced: global/events.h), from
+ *              queued_at (when the recipient last became eligible for
+ *              delivery) to the attempt's start, with the recipient and
+ *              the attempt's number (sluice.attempt); INTERNAL; parent:
+ *              receive; span id from the event id + "/queue_wait"
  *   dsn        (kind returned) the delivery status notification; parent:
  *              receive
  *
@@ -150,7 +174,7 @@ static bool otel_nanos(const char *ts, double back, char *buf, size_t len)
                    (isdigit((unsigned char) ts[20 + i]) ? ts[20 + i] - '0' : 0);
     nanos = secs * 1000000000LL + usec * 1000LL;
     if (back > 0)
-        nanos -= (long long) (back * 1e9);
+        nanos -= (long long) (back * 1e9 + 0.5);
     (void) snprintf(buf, len, "%lld", nanos);
     return true;
 }
@@ -178,15 +202,118 @@ static void otel_attr_int(json_t *attrs, const char *key, json_t *value)
                                                   "value", "intValue", text));
 }
 
+/* otel_attr_tls - the TLS attributes of an event's "tls" object
+   {version, cipher, level} (OpenTelemetry's tls.* names) */
+static void otel_attr_tls(json_t *attrs, const json_t *tls)
+{
+    const char *version = json_string_value(json_object_get(tls, "version"));
+
+    if (version == NULL)
+        return;
+    if (strncmp(version, "TLSv", 4) == 0) {
+        otel_attr(attrs, "tls.protocol.name", "tls");
+        otel_attr(attrs, "tls.protocol.version", version + 4);
+    } else if (strncmp(version, "SSLv", 4) == 0) {
+        otel_attr(attrs, "tls.protocol.name", "ssl");
+        otel_attr(attrs, "tls.protocol.version", version + 4);
+    } else {
+        otel_attr(attrs, "tls.protocol.version", version);
+    }
+    otel_attr(attrs, "tls.cipher",
+              json_string_value(json_object_get(tls, "cipher")));
+    otel_attr(attrs, "sluice.tls.level",
+              json_string_value(json_object_get(tls, "level")));
+}
+
 /* otel_str - obj[name] as a string, or NULL */
 static const char *otel_str(const json_t *obj, const char *name)
 {
     return json_string_value(json_object_get(obj, name));
 }
 
-/* otel_span - the span of one event line, or NULL (no sampled trace, or
-   not an event that makes one) */
-static json_t *otel_span(const char *line, size_t len)
+/* otel_queue_wait - the queue-wait span of an attempt's event obj (its
+   queued_at) ending at the attempt's start, or NULL when the event has no
+   queued_at */
+static json_t *otel_queue_wait(const json_t *obj, const TRACE_CTX *trace,
+                               const char *receive_id, const char *start)
+{
+    const char *queued = otel_str(obj, "queued_at");
+    const char *id = otel_str(obj, "id");
+    VSTR *key;
+    char span_id[TRACE_SPAN_HEX + 1];
+    char wait_start[32];
+    json_t *attrs;
+    json_t *span;
+
+    if (queued == NULL ||
+        !otel_nanos(queued, 0, wait_start, sizeof(wait_start)))
+        return NULL;
+    /* A clock that went back: a point at the attempt's start. */
+    if (strtoll(wait_start, NULL, 10) > strtoll(start, NULL, 10))
+        (void) snprintf(wait_start, sizeof(wait_start), "%s", start);
+    key = vstr_alloc(64);
+    vstr_sprintf(key, "%s/queue_wait", id);
+    trace_span_id(trace->trace_id, vstr_str(key), span_id, sizeof(span_id));
+    vstr_free(key);
+    attrs = json_array();
+    otel_attr(attrs, "sluice.queue_id", otel_str(obj, "qid"));
+    otel_attr(attrs, "sluice.event_id", id);
+    otel_attr(attrs, "sluice.recipient", otel_str(obj, "recipient"));
+    otel_attr_int(attrs, "sluice.attempt", json_object_get(obj, "attempt"));
+    otel_attr(attrs, "sluice.provider", otel_str(obj, "provider"));
+    otel_attr(attrs, "sluice.pool", otel_str(obj, "pool"));
+    span =
+        json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:o,s:{s:i}}", "traceId",
+                  trace->trace_id, "spanId", span_id, "parentSpanId",
+                  receive_id, "name", "queue wait", "kind", OTEL_KIND_INTERNAL,
+                  "startTimeUnixNano", wait_start, "endTimeUnixNano", start,
+                  "attributes", attrs, "status", "code", OTEL_STATUS_OK);
+    return span;
+}
+
+/* otel_commit - the commit span of a received event obj (its
+   committed_at): cleanup's work on the message, from start (its arrival)
+   to committed_at, inside [start, end]; NULL when the event has no
+   committed_at */
+static json_t *otel_commit(const json_t *obj, const TRACE_CTX *trace,
+                           const char *receive_id, const char *start,
+                           const char *end)
+{
+    const char *committed = otel_str(obj, "committed_at");
+    const char *id = otel_str(obj, "id");
+    VSTR *key;
+    char span_id[TRACE_SPAN_HEX + 1];
+    char commit_end[32];
+    json_t *attrs;
+
+    if (committed == NULL ||
+        !otel_nanos(committed, 0, commit_end, sizeof(commit_end)))
+        return NULL;
+    /* Inside the receive span, whatever the clocks said. */
+    if (strtoll(commit_end, NULL, 10) > strtoll(end, NULL, 10))
+        (void) snprintf(commit_end, sizeof(commit_end), "%s", end);
+    if (strtoll(commit_end, NULL, 10) < strtoll(start, NULL, 10))
+        (void) snprintf(commit_end, sizeof(commit_end), "%s", start);
+    key = vstr_alloc(64);
+    vstr_sprintf(key, "%s/commit", id);
+    trace_span_id(trace->trace_id, vstr_str(key), span_id, sizeof(span_id));
+    vstr_free(key);
+    attrs = json_array();
+    otel_attr(attrs, "sluice.queue_id", otel_str(obj, "qid"));
+    otel_attr(attrs, "sluice.event_id", id);
+    otel_attr_int(attrs, "sluice.size", json_object_get(obj, "size"));
+    otel_attr_int(attrs, "sluice.recipients",
+                  json_object_get(obj, "rcpt_count"));
+    return json_pack("{s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:o,s:{s:i}}", "traceId",
+                     trace->trace_id, "spanId", span_id, "parentSpanId",
+                     receive_id, "name", "commit", "kind", OTEL_KIND_INTERNAL,
+                     "startTimeUnixNano", start, "endTimeUnixNano", commit_end,
+                     "attributes", attrs, "status", "code", OTEL_STATUS_OK);
+}
+
+/* otel_span - append to spans those of one event line (none: no sampled
+   trace, or not an event that makes one) */
+static void otel_span(json_t *spans, const char *line, size_t len)
 {
     json_t *obj = json_loadb(line, len, 0, NULL);
     const char *kind = otel_str(obj, "kind");
@@ -202,6 +329,8 @@ static json_t *otel_span(const char *line, size_t len)
     char start[32];
     char end[32];
     json_t *span = NULL;
+    json_t *wait;
+    json_t *commit;
     json_t *attrs;
     const char *relay;
     bool failed;
@@ -232,6 +361,9 @@ static json_t *otel_span(const char *line, size_t len)
         if (span != NULL && trace_has_parent(&trace))
             (void) json_object_set_new(span, "parentSpanId",
                                        json_string(trace.parent_id));
+        /* cleanup's part of it, its child */
+        if ((commit = otel_commit(obj, &trace, receive_id, start, end)) != NULL)
+            (void) json_array_append_new(spans, commit);
         goto done;
     }
     if (strcmp(kind, "returned") != 0 && strcmp(kind, "delivered") != 0 &&
@@ -255,20 +387,31 @@ static json_t *otel_span(const char *line, size_t len)
     otel_attr(attrs, "sluice.provider", otel_str(obj, "provider"));
     otel_attr(attrs, "sluice.source_ip", otel_str(obj, "source_ip"));
     otel_attr(attrs, "sluice.pool", otel_str(obj, "pool"));
+    otel_attr_tls(attrs, json_object_get(obj, "tls"));
+    /* The attempt's latency, as the agent measured it. */
+    if (!json_is_number(json_object_get(obj, "attempt_seconds")) ||
+        !otel_nanos(ts,
+                    json_number_value(json_object_get(obj, "attempt_seconds")),
+                    start, sizeof(start)))
+        (void) snprintf(start, sizeof(start), "%s", end);
+    /* The wait before the attempt, its sibling. */
+    if ((wait = otel_queue_wait(obj, &trace, receive_id, start)) != NULL)
+        (void) json_array_append_new(spans, wait);
     span = json_pack(
         "{s:s,s:s,s:s,s:s,s:i,s:s,s:s,s:o,s:{s:i}}", "traceId", trace.trace_id,
         "spanId", span_id, "parentSpanId", receive_id, "name",
         strcmp(kind, "returned") == 0 ? "dsn" : "delivery", "kind",
         strcmp(kind, "returned") == 0 ? OTEL_KIND_INTERNAL : OTEL_KIND_CLIENT,
-        "startTimeUnixNano", end, "endTimeUnixNano", end, "attributes", attrs,
+        "startTimeUnixNano", start, "endTimeUnixNano", end, "attributes", attrs,
         "status", "code", failed ? OTEL_STATUS_ERROR : OTEL_STATUS_OK);
     if (span != NULL && failed && otel_str(obj, "reply") != NULL)
         (void) json_object_set_new(json_object_get(span, "status"), "message",
                                    json_string(otel_str(obj, "reply")));
 done:
+    if (span != NULL)
+        (void) json_array_append_new(spans, span);
     vstr_free(key);
     json_decref(obj);
-    return span;
 }
 
 /* otel_body - the OTLP JSON of the batch's spans; NULL when none */
@@ -282,12 +425,10 @@ static char *otel_body(const OTEL *otel, const VSTR *lines)
 
     while (cp < end) {
         const char *nl = memchr(cp, '\n', (size_t) (end - cp));
-        json_t *span;
 
         if (nl == NULL)
             msg_panic("%s: a batch line without its LF", __func__);
-        if ((span = otel_span(cp, (size_t) (nl - cp))) != NULL)
-            (void) json_array_append_new(spans, span);
+        otel_span(spans, cp, (size_t) (nl - cp));
         cp = nl + 1;
     }
     if (json_array_size(spans) == 0) {

@@ -16,7 +16,6 @@
 #include <limits.h>
 
 #include <event2/event.h>
-#include <jansson.h>
 #include <sqlite3.h>
 
 #include "events_stats.h"
@@ -42,24 +41,27 @@ typedef struct STATS {
     int count;
 } STATS;
 
-/* stats_text - bind obj[name] (a string) or NULL at index */
-static int stats_text(sqlite3_stmt *stmt, int index, const json_t *obj,
+/* stats_text - bind the event's name (a string) or NULL at index; the
+   view's text stays put until the statement has run (SQLITE_STATIC) */
+static int stats_text(sqlite3_stmt *stmt, int index, const EVENTS_VIEW *view,
                       const char *name)
 {
-    const char *value = json_string_value(json_object_get(obj, name));
+    const char *value = events_view_str(view, name);
 
-    return value ? sqlite3_bind_text(stmt, index, value, -1, SQLITE_TRANSIENT)
+    return value ? sqlite3_bind_text(stmt, index, value, -1, SQLITE_STATIC)
                  : sqlite3_bind_null(stmt, index);
 }
 
-/* stats_row - one event line into the store; SQLITE_OK/DONE or an error */
-static int stats_row(STATS *stats, const char *line, size_t len, VSTR *domain)
+/* stats_row - event i (its line at line) into the store; SQLITE_OK/DONE
+   or an error */
+static int stats_row(STATS *stats, const char *line, int i, VSTR *domain,
+                     VSTR *sender)
 {
     sqlite3_stmt *stmt = stats->insert;
-    json_t *obj = json_loadb(line, len, 0, NULL);
-    const char *id = json_string_value(json_object_get(obj, "id"));
-    const char *kind = json_string_value(json_object_get(obj, "kind"));
-    const char *ts = json_string_value(json_object_get(obj, "ts"));
+    const EVENTS_VIEW *view = exporter_view(stats->exp, i);
+    const char *id = events_view_str(view, "id");
+    const char *kind = events_view_str(view, "kind");
+    const char *ts = events_view_str(view, "ts");
     long long t = events_stats_time(ts);
     int rc;
 
@@ -69,31 +71,25 @@ static int stats_row(STATS *stats, const char *line, size_t len, VSTR *domain)
         msg_warn("events: stats: an event without id, kind or ts is not "
                  "counted: %.200s",
                  line);
-        json_decref(obj);
         return SQLITE_DONE;
     }
     (void) sqlite3_reset(stmt);
     (void) sqlite3_clear_bindings(stmt);
-    (void) sqlite3_bind_text(stmt, 1, id, -1, SQLITE_TRANSIENT);
+    (void) sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC);
     (void) sqlite3_bind_int64(stmt, 2, t);
-    (void) sqlite3_bind_text(stmt, 3, ts, -1, SQLITE_TRANSIENT);
-    (void) sqlite3_bind_text(stmt, 4, kind, -1, SQLITE_TRANSIENT);
-    (void) stats_text(stmt, 5, obj, "qid");
-    if (events_stats_domain(
-            json_string_value(json_object_get(obj, "recipient")), domain))
-        (void) sqlite3_bind_text(stmt, 6, vstr_str(domain), -1,
-                                 SQLITE_TRANSIENT);
-    if (events_stats_domain(json_string_value(json_object_get(obj, "sender")),
-                            domain))
-        (void) sqlite3_bind_text(stmt, 7, vstr_str(domain), -1,
-                                 SQLITE_TRANSIENT);
-    (void) stats_text(stmt, 8, obj, "tenant");
-    (void) stats_text(stmt, 9, obj, "pool");
-    (void) stats_text(stmt, 10, obj, "source_ip");
-    (void) stats_text(stmt, 11, obj, "provider");
+    (void) sqlite3_bind_text(stmt, 3, ts, -1, SQLITE_STATIC);
+    (void) sqlite3_bind_text(stmt, 4, kind, -1, SQLITE_STATIC);
+    (void) stats_text(stmt, 5, view, "qid");
+    if (events_stats_domain(events_view_str(view, "recipient"), domain))
+        (void) sqlite3_bind_text(stmt, 6, vstr_str(domain), -1, SQLITE_STATIC);
+    if (events_stats_domain(events_view_str(view, "sender"), sender))
+        (void) sqlite3_bind_text(stmt, 7, vstr_str(sender), -1, SQLITE_STATIC);
+    (void) stats_text(stmt, 8, view, "tenant");
+    (void) stats_text(stmt, 9, view, "pool");
+    (void) stats_text(stmt, 10, view, "source_ip");
+    (void) stats_text(stmt, 11, view, "provider");
     rc = sqlite3_step(stmt);
     (void) sqlite3_reset(stmt);
-    json_decref(obj);
     return rc;
 }
 
@@ -104,7 +100,9 @@ static void stats_work(evutil_socket_t fd, short what, void *arg)
     const char *cp = vstr_str((VSTR *) stats->lines);
     const char *end = cp + vstr_len((VSTR *) stats->lines);
     VSTR *domain = vstr_alloc(64);
+    VSTR *sender = vstr_alloc(64);
     VSTR *why = vstr_alloc(100);
+    int row = 0; /* of the batch: the line at cp */
     int rc = sqlite3_exec(stats->db, "BEGIN IMMEDIATE", NULL, NULL, NULL);
 
     while (rc == SQLITE_OK && cp < end) {
@@ -112,7 +110,7 @@ static void stats_work(evutil_socket_t fd, short what, void *arg)
 
         if (nl == NULL)
             msg_panic("%s: a batch line without its LF", __func__);
-        rc = stats_row(stats, cp, (size_t) (nl - cp), domain);
+        rc = stats_row(stats, cp, row++, domain, sender);
         if (rc == SQLITE_DONE)
             rc = SQLITE_OK;
         cp = nl + 1;
@@ -124,6 +122,7 @@ static void stats_work(evutil_socket_t fd, short what, void *arg)
         (void) sqlite3_exec(stats->db, "ROLLBACK", NULL, NULL, NULL);
     }
     vstr_free(domain);
+    vstr_free(sender);
     exporter_done(stats->exp, rc == SQLITE_OK, vstr_str(why));
     vstr_free(why);
 }

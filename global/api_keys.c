@@ -46,12 +46,14 @@ static void api_keys_hash(const char *key,
         snprintf(out + 2 * i, 3, "%02x", digest[i]);
 }
 
-/* api_keys_tenant_ok - 1 to API_KEYS_TENANT_MAX of [A-Za-z0-9._-] */
+/* api_keys_tenant_ok - 1 to API_KEYS_TENANT_MAX of [A-Za-z0-9._-], not "."
+   or ".." (the name is a folder: api_limits' usage/TENANT) */
 bool api_keys_tenant_ok(const char *tenant)
 {
     size_t len = strlen(tenant);
 
-    if (len == 0 || len > API_KEYS_TENANT_MAX)
+    if (len == 0 || len > API_KEYS_TENANT_MAX || strcmp(tenant, ".") == 0 ||
+        strcmp(tenant, "..") == 0)
         return false;
     for (size_t i = 0; i < len; i++)
         if (!isalnum((unsigned char) tenant[i]) && tenant[i] != '.' &&
@@ -213,7 +215,7 @@ int api_keys_create(const char *path, const char *tenant, int scopes,
     if (!api_keys_tenant_ok(tenant)) {
         vstr_sprintf(why,
                      "bad tenant name (1 to %d of letters, digits, '.', "
-                     "'_', '-')",
+                     "'_', '-'; not \".\" or \"..\")",
                      API_KEYS_TENANT_MAX);
         return -1;
     }

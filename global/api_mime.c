@@ -177,7 +177,7 @@ void api_mime_phrase(VSTR *out, const char *name, size_t len)
 }
 
 /* api_mime_b64_value - the value of a base64 character, or -1 */
-static int api_mime_b64_value(unsigned char ch)
+int api_mime_b64_value(unsigned char ch)
 {
     if (ch >= 'A' && ch <= 'Z')
         return ch - 'A';

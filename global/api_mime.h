@@ -31,6 +31,10 @@ extern void api_mime_header_text(VSTR *out, const char *text, size_t len);
    quoted string when it is printable ASCII, else encoded words */
 extern void api_mime_phrase(VSTR *out, const char *name, size_t len);
 
+/* api_mime_b64_value - the value of a base64 character (RFC 4648
+   alphabet), or -1 for any other byte */
+extern int api_mime_b64_value(unsigned char ch);
+
 /* api_mime_base64_decode - decode base64 (white space ignored, padding
    optional at the very end) into out; 0, or -1 with why saying what is
    wrong (a bad character and its offset, a bad length) */

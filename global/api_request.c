@@ -32,7 +32,6 @@
 #define API_REQUEST_META_KEY_LEN 64 /* bytes of a "metadata" key */
 #define API_REQUEST_META_MAX 4096 /* bytes of metadata keys and values */
 #define API_REQUEST_POOL_LEN 64
-#define API_REQUEST_SEND_AHEAD (30 * 86400) /* send_at: 30 days at most */
 
 /* Header fields the API writes itself: "headers" may not name them. */
 static const char *const api_request_reserved[] = {
@@ -991,6 +990,7 @@ static int api_request_extras(json_t *req, API_MESSAGE *msg, API_ERROR *err)
         vstr_ncat(content, vstr_str(msg->content), vstr_len(msg->content));
         vstr_free(msg->content);
         msg->content = content;
+        msg->pool = mystrdup(json_string_value(value));
     }
     return 0;
 }
@@ -1004,6 +1004,7 @@ API_MESSAGE *api_message_free(API_MESSAGE *msg)
         vstr_free(msg->content);
         free(msg->tags); /* jansson's */
         free(msg->metadata);
+        myfree(msg->pool);
         myfree(msg);
     }
     return NULL;

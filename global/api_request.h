@@ -26,7 +26,10 @@
  *                                 keys and values; like tags
  *   pool       string             1 to 64 of [A-Za-z0-9._-]: the message
  *                                 gets "X-Sluice-Pool: NAME" first, which
- *                                 cleanup honours for api mail
+ *                                 cleanup honours for api mail; the
+ *                                 api daemon answers 403 when the
+ *                                 tenant may not name it
+ *                                 (smtp_source_pool_allow_maps)
  *   send_at    string             an RFC 3339 time at most 30 days ahead:
  *                                 queued now, not delivered before then
  *                                 (a time past is at once)
@@ -57,6 +60,10 @@
 #include "argv.h"
 #include "vstr.h"
 
+/* How far ahead a request's send_at may be (feedback bounds its journal
+   scans by it too). */
+#define API_REQUEST_SEND_AHEAD (30 * 86400)
+
 typedef struct API_ERROR {
     int status; /* HTTP status */
     const char *code; /* stable, machine-readable */
@@ -79,6 +86,9 @@ typedef struct API_MESSAGE {
     char *tags; /* "tags" as compact JSON text, NULL: none */
     char *metadata; /* "metadata" as compact JSON text, NULL: none */
     long long not_before; /* send_at, Unix seconds; 0: send at once */
+    char *pool; /* "pool" (also the X-Sluice-Pool header), NULL: none */
+    const char *hold; /* NULL, or why cleanup commits it into hold/ (the
+                         render service's two-step commit; borrowed) */
 } API_MESSAGE;
 
 /* api_error_init - an API_ERROR with empty strings; api_error_free */

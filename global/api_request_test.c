@@ -292,6 +292,12 @@ static void test_keys(void **state)
     assert_non_null(strstr(vstr_str(list), " acme send\n"));
     assert_int_equal(
         api_keys_create(path, "bad tenant", API_SCOPE_SEND, key, why), -1);
+    /* "." and ".." would name a folder that is not the tenant's */
+    assert_int_equal(api_keys_create(path, "..", API_SCOPE_SEND, key, why), -1);
+    assert_non_null(strstr(vstr_str(why), "bad tenant name"));
+    assert_int_equal(api_keys_create(path, ".", API_SCOPE_SEND, key, why), -1);
+    assert_false(api_keys_tenant_ok(".."));
+    assert_true(api_keys_tenant_ok("..a"));
     assert_int_equal(api_keys_revoke(path, "acme", why), 1);
     assert_int_equal(api_keys_revoke(path, "acme", why), 0);
     assert_int_equal(api_keys_scopes("send,admin"),

@@ -6,6 +6,13 @@
  * connection. busy counts the callbacks running now; attr_conn_free()
  * inside one only sets closed, and the last callback to return releases
  * the memory (attr_conn_leave). attr_conn.h has the rules.
+ *
+ * The bufferevent only writes. Reading is an event of our own that reads
+ * into the bufferevent's input: libevent's own read asks the socket how
+ * much is waiting (ioctl FIONREAD) before every readv, a system call per
+ * read that tells nothing a large enough read does not; here one read
+ * into ATTR_CONN_READ_SIZE bytes of the input is all. Its idle timeout is
+ * the read timeout attr_conn_timeouts() sets, as the bufferevent's was.
  */
 #include "sys_defs.h"
 
@@ -20,12 +27,17 @@
 
 #include "attr.h"
 #include "attr_conn.h"
+#include "bev_direct.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "vstr.h"
 
+#define ATTR_CONN_READ_SIZE 16384
+
 struct ATTR_CONN {
-    struct bufferevent *bev;
+    struct bufferevent *bev; /* writes only */
+    struct event *read_ev; /* EV_READ | EV_PERSIST on the socket */
+    struct timeval read_tv; /* idle read timeout; tv_sec 0: none */
     struct event *deadline; /* made on first use */
     size_t max_len;
     size_t drain_low;
@@ -41,6 +53,7 @@ struct ATTR_CONN {
 /* attr_conn_release - free the connection for real */
 static void attr_conn_release(ATTR_CONN *conn)
 {
+    event_free(conn->read_ev);
     bufferevent_free(conn->bev);
     if (conn->deadline)
         event_free(conn->deadline);
@@ -65,6 +78,7 @@ ATTR_CONN *attr_conn_free(ATTR_CONN *conn)
         msg_panic("%s: connection freed twice", __func__);
     if (conn->busy > 0) {
         conn->closed = true;
+        (void) event_del(conn->read_ev);
         bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
     } else {
         attr_conn_release(conn);
@@ -78,6 +92,7 @@ static void attr_conn_end(ATTR_CONN *conn, ATTR_CONN_END kind, const char *why)
     if (conn->ended || conn->closed)
         return;
     conn->ended = true;
+    (void) event_del(conn->read_ev);
     bufferevent_disable(conn->bev, EV_READ | EV_WRITE);
     if (conn->deadline)
         (void) evtimer_del(conn->deadline);
@@ -163,6 +178,86 @@ static void attr_conn_event(struct bufferevent *bev, short what, void *arg)
     attr_conn_leave(conn);
 }
 
+/* attr_conn_socket_read - the socket is readable (or the idle read
+   timeout passed): one read into the input, then on as libevent's own
+   read would go (lists handed on; EOF, error or timeout reported) */
+static void attr_conn_socket_read(evutil_socket_t fd, short what, void *arg)
+{
+    ATTR_CONN *conn = arg;
+    struct evbuffer *input = bufferevent_get_input(conn->bev);
+    struct evbuffer_iovec vec;
+    ssize_t got;
+
+    /* Reading was turned off since (attr_conn_read_arm): off for real now,
+       nothing read, no timeout reported. */
+    if (!conn->reading) {
+        (void) event_del(conn->read_ev);
+        return;
+    }
+    if (what & EV_TIMEOUT) {
+        attr_conn_event(conn->bev, BEV_EVENT_READING | BEV_EVENT_TIMEOUT, conn);
+        return;
+    }
+    /* The bufferevent keeps its input's end frozen but while it reads. */
+    evbuffer_unfreeze(input, 0);
+    if (evbuffer_reserve_space(input, ATTR_CONN_READ_SIZE, &vec, 1) < 1)
+        msg_fatal("cannot buffer %d bytes", ATTR_CONN_READ_SIZE);
+    if (vec.iov_len > ATTR_CONN_READ_SIZE)
+        vec.iov_len = ATTR_CONN_READ_SIZE;
+    got = read(fd, vec.iov_base, vec.iov_len);
+    if (got > 0) {
+        vec.iov_len = (size_t) got;
+        if (evbuffer_commit_space(input, &vec, 1) < 0)
+            msg_panic("%s: cannot commit %zd bytes read", __func__, got);
+    }
+    evbuffer_freeze(input, 0);
+    if (got < 0) {
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        attr_conn_event(conn->bev, BEV_EVENT_READING | BEV_EVENT_ERROR, conn);
+        return;
+    }
+    if (got == 0) {
+        attr_conn_event(conn->bev, BEV_EVENT_READING | BEV_EVENT_EOF, conn);
+        return;
+    }
+    attr_conn_read_event(conn->bev, conn);
+}
+
+/* attr_conn_read_arm - the read event as reading and the timeout say.
+   Reading turned off stays in epoll until the socket has something to
+   read (then attr_conn_socket_read takes it out): an agent turns reading
+   off when it answers a request and on again for the next as soon as the
+   answer is out, and each turn would be an epoll_ctl. */
+static void attr_conn_read_arm(ATTR_CONN *conn)
+{
+    if (!attr_conn_live(conn)) {
+        (void) event_del(conn->read_ev);
+        return;
+    }
+    if (!conn->reading)
+        return;
+    if (conn->read_tv.tv_sec > 0) {
+        if (event_add(conn->read_ev, &conn->read_tv) < 0)
+            msg_fatal("cannot add a connection event");
+        return;
+    }
+    /* No timeout. event_add(NULL) would keep a timer set before, and a
+       persistent event keeps its timeout even out of epoll and sets it
+       again after each read: take the timer away (in epoll, whose
+       timer is then queued), or assign the event afresh (out of it). */
+    if (event_pending(conn->read_ev, EV_READ, NULL)) {
+        if (event_remove_timer(conn->read_ev) < 0)
+            msg_fatal("cannot remove a connection timeout");
+        return;
+    }
+    if (event_assign(conn->read_ev, event_get_base(conn->read_ev),
+                     event_get_fd(conn->read_ev), EV_READ | EV_PERSIST,
+                     attr_conn_socket_read, conn) < 0 ||
+        event_add(conn->read_ev, NULL) < 0)
+        msg_fatal("cannot add a connection event");
+}
+
 /* attr_conn_deadline_event - the deadline passed */
 static void attr_conn_deadline_event(evutil_socket_t fd, short what, void *arg)
 {
@@ -191,8 +286,13 @@ static ATTR_CONN *attr_conn_new(struct event_base *base, int fd, size_t max_len,
         msg_fatal("cannot create a connection event");
     bufferevent_setcb(conn->bev, attr_conn_read_event, attr_conn_write_event,
                       attr_conn_event, conn);
-    if (bufferevent_enable(conn->bev, EV_READ | EV_WRITE) < 0)
+    if (bufferevent_disable(conn->bev, EV_READ) < 0 ||
+        bufferevent_enable(conn->bev, EV_WRITE) < 0)
         msg_fatal("cannot add a connection event");
+    if ((conn->read_ev = event_new(base, fd, EV_READ | EV_PERSIST,
+                                   attr_conn_socket_read, conn)) == NULL)
+        msg_fatal("cannot create a connection event");
+    attr_conn_read_arm(conn);
     return conn;
 }
 
@@ -253,8 +353,14 @@ void attr_conn_send(ATTR_CONN *conn, const ATTR_LIST *list)
 /* attr_conn_send_wire - queue encoded lists for sending */
 void attr_conn_send_wire(ATTR_CONN *conn, const VSTR *wire)
 {
-    if (bufferevent_write(conn->bev, vstr_str(wire), vstr_len(wire)) < 0)
+    int ret = bev_direct_write(conn->bev, vstr_str(wire), vstr_len(wire));
+
+    if (ret == BEV_DIRECT_ERROR)
         msg_fatal("cannot buffer %zu bytes", vstr_len(wire));
+    /* All of it went straight out: libevent wrote nothing, so it calls no
+       on_drain; call it from the loop as if it had. */
+    if (ret == BEV_DIRECT_ALL_SENT && conn->ops->on_drain != NULL)
+        attr_conn_drain_check(conn);
 }
 
 /* attr_conn_timeval - seconds as a timeval, NULL for 0 */
@@ -270,12 +376,13 @@ static const struct timeval *attr_conn_timeval(struct timeval *tv, int sec)
 /* attr_conn_timeouts - idle timeouts for reading and writing */
 void attr_conn_timeouts(ATTR_CONN *conn, int read_sec, int write_sec)
 {
-    struct timeval read_tv;
     struct timeval write_tv;
 
-    (void) bufferevent_set_timeouts(conn->bev,
-                                    attr_conn_timeval(&read_tv, read_sec),
+    conn->read_tv.tv_sec = read_sec > 0 ? read_sec : 0;
+    conn->read_tv.tv_usec = 0;
+    (void) bufferevent_set_timeouts(conn->bev, NULL,
                                     attr_conn_timeval(&write_tv, write_sec));
+    attr_conn_read_arm(conn); /* the idle time starts again, as it did */
 }
 
 /* attr_conn_deadline - end with a timeout sec seconds from now */
@@ -300,17 +407,14 @@ void attr_conn_reading(ATTR_CONN *conn, bool on)
     conn->reading = on;
     if (!attr_conn_live(conn))
         return;
+    attr_conn_read_arm(conn);
     if (on) {
-        if (bufferevent_enable(conn->bev, EV_READ) < 0)
-            msg_fatal("cannot add a connection event");
         /* Whole lists that already wait in the input are handed on from
            the loop, not from inside the caller. */
         if (evbuffer_get_length(bufferevent_get_input(conn->bev)) > 0)
             bufferevent_trigger(conn->bev, EV_READ,
                                 BEV_TRIG_IGNORE_WATERMARKS |
                                     BEV_TRIG_DEFER_CALLBACKS);
-    } else {
-        (void) bufferevent_disable(conn->bev, EV_READ);
     }
 }
 
@@ -319,6 +423,12 @@ void attr_conn_drain_mark(ATTR_CONN *conn, size_t low)
 {
     conn->drain_low = low;
     bufferevent_setwatermark(conn->bev, EV_WRITE, low, 0);
+}
+
+/* attr_conn_rebind - a new owner's arg for the callbacks */
+void attr_conn_rebind(ATTR_CONN *conn, void *arg)
+{
+    conn->arg = arg;
 }
 
 /* attr_conn_drain_check - on_drain from the loop if output is low already */

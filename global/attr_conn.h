@@ -90,6 +90,9 @@ extern void attr_conn_reading(ATTR_CONN *conn, bool on);
 /* attr_conn_drain_mark - call on_drain when output falls to low bytes */
 extern void attr_conn_drain_mark(ATTR_CONN *conn, size_t low);
 
+/* attr_conn_rebind - callbacks from now on get arg (a connection handed
+   from one owner to the next) */
+extern void attr_conn_rebind(ATTR_CONN *conn, void *arg);
 /* attr_conn_drain_check - call on_drain soon (from the loop) if the output
    is already at the drain mark: for "free me once this is out" */
 extern void attr_conn_drain_check(ATTR_CONN *conn);

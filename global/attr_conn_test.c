@@ -337,7 +337,8 @@ static void test_free_in_end(void **state)
     assert_int_equal(st->kind, ATTR_CONN_MALFORMED);
 }
 
-/* test_free_in_drain - send, the output drains, on_drain frees; and
+/* test_free_in_drain - send (it goes straight out: bev_direct.h), on_drain
+   comes from the loop, not from inside the send, and frees; and
    attr_conn_drain_check on an empty output calls on_drain from the loop */
 static void test_free_in_drain(void **state)
 {
@@ -348,7 +349,8 @@ static void test_free_in_drain(void **state)
     attr_add_str(list, "v", "reply");
     attr_conn_send(st->conn, list);
     attr_list_free(list);
-    assert_true(attr_conn_output_len(st->conn) > 0);
+    assert_int_equal(attr_conn_output_len(st->conn), 0);
+    assert_int_equal(st->drains, 0); /* not from inside the send */
     st->free_in_drain = true;
     pump(st);
     assert_null(st->conn);
@@ -380,6 +382,42 @@ static void test_read_timeout(void **state)
     assert_int_equal(st->ends, 1);
     assert_int_equal(st->kind, ATTR_CONN_TIMEOUT);
     assert_string_equal(vstr_str(st->why), ATTR_CONN_TIMED_OUT);
+}
+
+/* run_for - run the loop for ms milliseconds (or until nothing is left) */
+static void run_for(TEST_STATE *st, long ms)
+{
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+
+    assert_int_equal(event_base_loopexit(st->base, &tv), 0);
+    assert_true(event_base_dispatch(st->base) >= 0);
+}
+
+/* test_read_timeout_off - a read timeout set back to 0 is gone: with the
+   event in epoll (a list read since), and taken out (reading was off
+   while data came) and put back when reading is on again */
+static void test_read_timeout_off(void **state)
+{
+    TEST_STATE *st = *state;
+
+    attr_conn_timeouts(st->conn, 1, 1);
+    attr_conn_timeouts(st->conn, 0, 0);
+    put(st, "v=1:a\n\n", 7);
+    run_for(st, 2500);
+    assert_int_equal(st->lists, 1);
+    assert_int_equal(st->ends, 0);
+
+    attr_conn_timeouts(st->conn, 1, 1);
+    attr_conn_reading(st->conn, false);
+    put(st, "v=1:b\n\n", 7);
+    pump(st); /* the event sees the data and leaves epoll */
+    assert_int_equal(st->lists, 1);
+    attr_conn_timeouts(st->conn, 0, 0);
+    attr_conn_reading(st->conn, true);
+    run_for(st, 2500);
+    assert_int_equal(st->lists, 2);
+    assert_int_equal(st->ends, 0);
+    assert_string_equal(vstr_str(st->seen), "a,b,");
 }
 
 /* test_deadline - the deadline ends a connection that stays busy; 0
@@ -425,6 +463,30 @@ static void test_pause(void **state)
     assert_int_equal(st->lists, 2);
     assert_string_equal(vstr_str(st->seen), "a,b,");
     assert_int_equal(attr_conn_input_len(st->conn), 0);
+    vstr_free(wire);
+}
+
+/* test_pause_then_eof - lists wait in the input with reading off and the
+   peer gone; reading back on hands them all on before the end */
+static void test_pause_then_eof(void **state)
+{
+    static const char *const values[] = {"a", "b", "c", NULL};
+    TEST_STATE *st = *state;
+    VSTR *wire = wire_of(values);
+
+    st->pause_in_list = true;
+    put(st, vstr_str(wire), vstr_len(wire));
+    (void) close(st->peer);
+    st->peer = -1;
+    pump(st);
+    assert_int_equal(st->lists, 1);
+    assert_int_equal(st->ends, 0);
+    st->pause_in_list = false;
+    attr_conn_reading(st->conn, true);
+    pump(st);
+    assert_string_equal(vstr_str(st->seen), "a,b,c,");
+    assert_int_equal(st->ends, 1);
+    assert_int_equal(st->kind, ATTR_CONN_EOF);
     vstr_free(wire);
 }
 
@@ -487,8 +549,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_free_in_end, setup, teardown),
         cmocka_unit_test_setup_teardown(test_free_in_drain, setup, teardown),
         cmocka_unit_test_setup_teardown(test_read_timeout, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_read_timeout_off, setup, teardown),
         cmocka_unit_test_setup_teardown(test_deadline, setup, teardown),
         cmocka_unit_test_setup_teardown(test_pause, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pause_then_eof, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client, setup, teardown),
     };
 

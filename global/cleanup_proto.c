@@ -254,6 +254,7 @@ int cleanup_status_take(const ATTR_LIST *list, CLEANUP_STATUS *status,
     status->status = (int) code;
     status->reason = attr_get_str(list, CLEANUP_ATTR_REASON);
     status->queue_id = attr_get_str(list, CLEANUP_ATTR_QUEUE_ID);
+    status->suppressed = attr_get_str(list, CLEANUP_ATTR_SUPPRESSED);
     if (status->queue_id != NULL && !qid_valid(status->queue_id)) {
         vstr_sprintf(why, "bad queue_id \"%s\"", status->queue_id);
         return -1;
@@ -270,5 +271,7 @@ ATTR_LIST *cleanup_status_list(const CLEANUP_STATUS *status)
     if (status->status != 0)
         cleanup_add_opt(list, CLEANUP_ATTR_REASON, status->reason);
     cleanup_add_opt(list, CLEANUP_ATTR_QUEUE_ID, status->queue_id);
+    if (status->status == 0)
+        cleanup_add_opt(list, CLEANUP_ATTR_SUPPRESSED, status->suppressed);
     return list;
 }

@@ -99,6 +99,7 @@
 #define CLEANUP_ATTR_STATUS "status"
 #define CLEANUP_ATTR_REASON "reason"
 #define CLEANUP_ATTR_QUEUE_ID "queue_id"
+#define CLEANUP_ATTR_SUPPRESSED "suppressed"
 
 static const ATTR_SPEC cleanup_hello_spec[] = {
     {CLEANUP_ATTR_REQUEST, ATTR_TYPE_STR, true, false, "\"hello\""},
@@ -169,6 +170,10 @@ static const ATTR_SPEC cleanup_status_spec[] = {
      "enhanced code and text"},
     {CLEANUP_ATTR_QUEUE_ID, ATTR_TYPE_STR, false, false,
      "the message's queue ID"},
+    {CLEANUP_ATTR_SUPPRESSED, ATTR_TYPE_STR, false, false,
+     "the recipients dropped as suppressed (global/suppress.h), a compact"
+     " JSON object {\"count\": N, \"list\": [{\"address\", \"reason\"}]}"
+     " whose list stops short of CLEANUP_SUPPRESSED_MAX bytes"},
 };
 
 /*
@@ -224,7 +229,9 @@ typedef struct CLEANUP_STATUS {
     int status; /* 0, or an SMTP reply code 400..599 */
     const char *reason; /* NULL when none */
     const char *queue_id; /* NULL when none; else qid_valid() */
+    const char *suppressed; /* NULL when none: JSON object text */
 } CLEANUP_STATUS;
+#define CLEANUP_SUPPRESSED_MAX 3000 /* bytes of STATUS suppressed= */
 
 /* cleanup_hello_take - the peer's HELLO: -1 with a reason naming both
    sides' protocol and version when it is not ours */

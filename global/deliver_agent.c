@@ -78,6 +78,17 @@ void deliver_agent_hello_wire(VSTR *out)
     attr_list_free(list);
 }
 
+/* deliver_agent_hello_reuse_wire - our HELLO, saying that we read another
+   request on the connection after DONE */
+void deliver_agent_hello_reuse_wire(VSTR *out)
+{
+    ATTR_LIST *list = deliver_hello_list();
+
+    attr_add_int(list, DELIVER_ATTR_REUSE, 1);
+    attr_list_encode(list, out);
+    attr_list_free(list);
+}
+
 /* deliver_agent_result_wire - the wire form of a RESULT */
 void deliver_agent_result_wire(const DELIVER_RESULT *result, VSTR *out)
 {

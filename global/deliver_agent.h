@@ -37,6 +37,9 @@ extern DELIVER_REQ *deliver_agent_read(ATTR_STREAM *stream, VSTR *why,
                                        char **qid_seen);
 /* deliver_agent_hello_wire - the wire form of our HELLO, appended to out */
 extern void deliver_agent_hello_wire(VSTR *out);
+/* deliver_agent_hello_reuse_wire - the same, with reuse=1: this agent
+   reads another DELIVER on the connection after DONE (no new HELLO) */
+extern void deliver_agent_hello_reuse_wire(VSTR *out);
 /* deliver_agent_result_wire - the wire form of a RESULT, appended to out */
 extern void deliver_agent_result_wire(const DELIVER_RESULT *result, VSTR *out);
 /* deliver_agent_done_wire - the wire form of a DONE, appended to out */

@@ -129,8 +129,8 @@ static void test_refused(void **state)
                                   deliver(2), NULL};
 
     refused(newer,
-            "protocol mismatch: peer speaks deliver version 4; this side "
-            "speaks deliver version 3",
+            "protocol mismatch: peer speaks deliver version 5; this side "
+            "speaks deliver version 4",
             false);
     refused(no_hello, "no greeting (first list is \"deliver\")", false);
     refused(two_hellos, "expected deliver, got \"hello\"", false);

@@ -66,6 +66,12 @@ VSTR *deliver_log_format(VSTR *out, const DELIVER_LOG *entry,
                         "status=%s (%s)",
                         entry->relay ? entry->relay : "none", total, a, b, c, d,
                         entry->dsn, entry->status, entry->reason);
+    /* Last, after the reason: pflogsumm's pattern wants "dsn=X, status=S"
+       side by side, takes a deferral's reason up to its first ')' and a
+       bounce's up to the last one, so an unparenthesized word after the
+       reason leaves every field it reads as it was. */
+    if (entry->category != NULL)
+        vstr_sprintf_append(out, ", category=%s", entry->category);
     return out;
 }
 

@@ -3,9 +3,11 @@
  *
  * smtp, local and qmgr (for what it defers or bounces itself) all log
  *   QID: to=<rcpt>, orig_to=<orig>, relay=R, delay=D, delays=a/b/c/d,
- *   dsn=X.Y.Z, status=S (reason)
+ *   dsn=X.Y.Z, status=S (reason)[, category=C]
  * through here, so the line and its numbers (global/delay_format.h) read
- * the same whoever writes them. orig_to appears only when it differs from
+ * the same whoever writes them. category (global/bounce_class.h) comes
+ * after the reason, for deferred and bounced only: where pflogsumm-like
+ * parsers do not look. orig_to appears only when it differs from
  * to (case aside). The delays are a = arrival to active, b = active to the
  * request, c = connection setup, d = transmission; none is negative.
  */
@@ -34,6 +36,8 @@ typedef struct DELIVER_LOG {
     const char *orig_to; /* NULL or same as to: not logged */
     const char *relay; /* NULL: "none" */
     const char *dsn;
+    const char *category; /* deferred, bounced: global/bounce_class.h;
+                             NULL: not logged */
     const char *status; /* sent, deferred, bounced */
     const char *reason;
 } DELIVER_LOG;

@@ -60,6 +60,12 @@ static void test_line(void **state)
           "to=<a@b.test>, orig_to=<list@b.test>, relay=none, delay=1, "
           "delays=0/0/0/1, dsn=4.3.0, status=deferred (mail transport "
           "unavailable)");
+    /* a failure's class: after the reason */
+    entry.category = "transient_network";
+    check(&entry, 0, 20000000, 21000000, 21000000, 21000000,
+          "to=<a@b.test>, orig_to=<list@b.test>, relay=none, delay=21, "
+          "delays=20/1/0/0, dsn=4.3.0, status=deferred (mail transport "
+          "unavailable), category=transient_network");
 }
 
 int main(void)

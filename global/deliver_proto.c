@@ -225,6 +225,18 @@ ATTR_LIST *deliver_rcpt_list(const DELIVER_RCPT *rcpt)
     return list;
 }
 
+/* deliver_tls_level_valid - one of tls_status_word's words? */
+static bool deliver_tls_level_valid(const char *level)
+{
+    static const char *const words[] = {"Verified", "Trusted", "Untrusted",
+                                        "Anonymous"};
+
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(words); i++)
+        if (strcmp(level, words[i]) == 0)
+            return true;
+    return false;
+}
+
 /* deliver_result_take - a RESULT list; strings borrowed from list */
 int deliver_result_take(const ATTR_LIST *list, DELIVER_RESULT *result,
                         VSTR *why)
@@ -245,6 +257,32 @@ int deliver_result_take(const ATTR_LIST *list, DELIVER_RESULT *result,
     result->diagnostic = attr_get_str(list, DELIVER_ATTR_DIAGNOSTIC);
     result->remote_mta = attr_get_str(list, DELIVER_ATTR_REMOTE_MTA);
     result->source = attr_get_str(list, DELIVER_ATTR_SOURCE);
+    result->category = attr_get_str(list, DELIVER_ATTR_CATEGORY);
+    if (result->category != NULL) {
+        long long hard = 0;
+
+        (void) attr_get_int(list, DELIVER_ATTR_HARD, &hard);
+        result->hard = hard != 0;
+    }
+    result->tls_version = attr_get_str(list, DELIVER_ATTR_TLS_VERSION);
+    result->tls_cipher = attr_get_str(list, DELIVER_ATTR_TLS_CIPHER);
+    result->tls_level = attr_get_str(list, DELIVER_ATTR_TLS_LEVEL);
+    if (result->tls_version != NULL &&
+        (result->tls_cipher == NULL || result->tls_level == NULL ||
+         !deliver_tls_level_valid(result->tls_level))) {
+        vstr_sprintf(why, "tls_version without a cipher and a known level");
+        return -1;
+    }
+    if (result->tls_version == NULL)
+        result->tls_cipher = result->tls_level = NULL;
+    result->attempt_usec = result->conn_usec = -1;
+    if ((attr_get_int(list, DELIVER_ATTR_ATTEMPT_USEC, &result->attempt_usec) &&
+         result->attempt_usec < 0) ||
+        (attr_get_int(list, DELIVER_ATTR_CONN_USEC, &result->conn_usec) &&
+         result->conn_usec < 0)) {
+        vstr_sprintf(why, "negative attempt_usec or conn_usec");
+        return -1;
+    }
     return 0;
 }
 
@@ -266,6 +304,19 @@ ATTR_LIST *deliver_result_list(const DELIVER_RESULT *result)
         attr_add_str(list, DELIVER_ATTR_REMOTE_MTA, result->remote_mta);
     if (result->source)
         attr_add_str(list, DELIVER_ATTR_SOURCE, result->source);
+    if (result->category) {
+        attr_add_str(list, DELIVER_ATTR_CATEGORY, result->category);
+        attr_add_int(list, DELIVER_ATTR_HARD, result->hard ? 1 : 0);
+    }
+    if (result->tls_version && result->tls_cipher && result->tls_level) {
+        attr_add_str(list, DELIVER_ATTR_TLS_VERSION, result->tls_version);
+        attr_add_str(list, DELIVER_ATTR_TLS_CIPHER, result->tls_cipher);
+        attr_add_str(list, DELIVER_ATTR_TLS_LEVEL, result->tls_level);
+    }
+    if (result->attempt_usec > 0)
+        attr_add_int(list, DELIVER_ATTR_ATTEMPT_USEC, result->attempt_usec);
+    if (result->conn_usec > 0)
+        attr_add_int(list, DELIVER_ATTR_CONN_USEC, result->conn_usec);
     return list;
 }
 

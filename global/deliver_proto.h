@@ -4,7 +4,11 @@
  * qmgr hands one delivery (one message, one next hop, up to
  * default_destination_recipient_limit recipients) to an agent by connecting
  * to the UNIX socket queue_directory/private/TRANSPORT (smtp, local).
- * One connection carries one request; either side closes it afterwards.
+ * One connection carries one request, unless the agent's HELLO says
+ * reuse=1: then, after DONE, the agent reads the next DELIVER on the same
+ * connection (no HELLO again), and either side may close it while it is
+ * idle (qmgr sends a request the agent closed unanswered again over a new
+ * connection: qmgr/qmgr_deliver.c).
  * Attribute lists (global/attr.h), in order:
  *
  *   agent -> qmgr    HELLO    (deliver_hello_spec), at once on accept
@@ -49,9 +53,11 @@
 
 #define DELIVER_PROTO_NAME "deliver" /* HELLO protocol= */
 #define DELIVER_PROTO_VERSION                                                  \
-    3 /* HELLO version=: bump on any change
+    4 /* HELLO version=: bump on any change
                                   (3: source_address, source_helo,
-                                  source, source_failed) */
+                                  source, source_failed; 4: category,
+                                  hard, tls_version, tls_cipher,
+                                  tls_level, attempt_usec, conn_usec) */
 
 #define DELIVER_REQ_HELLO "hello"
 #define DELIVER_REQ_DELIVER "deliver"
@@ -67,6 +73,9 @@
 #define DELIVER_ATTR_REQUEST "request"
 #define DELIVER_ATTR_PROTOCOL "protocol"
 #define DELIVER_ATTR_VERSION "version"
+/* In the agent's HELLO: 1 when it reads another DELIVER on the same
+   connection after DONE (qmgr may keep the connection for the next one). */
+#define DELIVER_ATTR_REUSE "reuse"
 #define DELIVER_ATTR_QUEUE_NAME "queue_name"
 #define DELIVER_ATTR_QUEUE_ID "queue_id"
 #define DELIVER_ATTR_NEXTHOP "nexthop"
@@ -92,6 +101,13 @@
 #define DELIVER_ATTR_SOURCE_HELO "source_helo"
 #define DELIVER_ATTR_SOURCE "source"
 #define DELIVER_ATTR_SOURCE_FAILED "source_failed"
+#define DELIVER_ATTR_CATEGORY "category"
+#define DELIVER_ATTR_HARD "hard"
+#define DELIVER_ATTR_TLS_VERSION "tls_version"
+#define DELIVER_ATTR_TLS_CIPHER "tls_cipher"
+#define DELIVER_ATTR_TLS_LEVEL "tls_level"
+#define DELIVER_ATTR_ATTEMPT_USEC "attempt_usec"
+#define DELIVER_ATTR_CONN_USEC "conn_usec"
 
 #define DELIVER_RCPT_MAX 100000 /* most recipients in one request */
 
@@ -100,6 +116,8 @@ static const ATTR_SPEC deliver_hello_spec[] = {
     {DELIVER_ATTR_PROTOCOL, ATTR_TYPE_STR, true, false, "\"deliver\""},
     {DELIVER_ATTR_VERSION, ATTR_TYPE_INT, true, false,
      "DELIVER_PROTO_VERSION of the sender"},
+    {DELIVER_ATTR_REUSE, ATTR_TYPE_INT, false, false,
+     "agent only: 1 when it takes more than one request per connection"},
 };
 
 static const ATTR_SPEC deliver_request_spec[] = {
@@ -162,6 +180,28 @@ static const ATTR_SPEC deliver_result_spec[] = {
     {DELIVER_ATTR_SOURCE, ATTR_TYPE_STR, false, false,
      "the local address of the connection that gave the result (for the "
      "events), absent: none or unknown"},
+    {DELIVER_ATTR_CATEGORY, ATTR_TYPE_STR, false, false,
+     "deferred, bounced: the failure's class (global/bounce_class.h), "
+     "classified once by the agent for its log line, qmgr's events and "
+     "the DSN"},
+    {DELIVER_ATTR_HARD, ATTR_TYPE_INT, false, false,
+     "with category: 1 the address is bad for good, 0 not"},
+    {DELIVER_ATTR_TLS_VERSION, ATTR_TYPE_STR, false, false,
+     "the TLS protocol of the connection that gave the result (for the "
+     "events: \"TLSv1.3\"); absent: plain text or no connection"},
+    {DELIVER_ATTR_TLS_CIPHER, ATTR_TYPE_STR, false, false,
+     "its cipher (\"TLS_AES_256_GCM_SHA384\"); with tls_version"},
+    {DELIVER_ATTR_TLS_LEVEL, ATTR_TYPE_STR, false, false,
+     "the peer's trust: Verified | Trusted | Untrusted | Anonymous (the "
+     "first word of the TLS log line); with tls_version"},
+    {DELIVER_ATTR_ATTEMPT_USEC, ATTR_TYPE_INT, false, false,
+     "microseconds from the agent taking the request to this result (the "
+     "delivery attempt's latency, for the events); absent: unknown"},
+    {DELIVER_ATTR_CONN_USEC, ATTR_TYPE_INT, false, false,
+     "microseconds the agent took to set up the new connection that gave "
+     "the result (DNS, connect, greeting, EHLO, TLS), with the first "
+     "result over it only; absent: a cached connection, a later result "
+     "or no connection"},
 };
 
 static const ATTR_SPEC deliver_done_spec[] = {
@@ -219,6 +259,13 @@ typedef struct DELIVER_RESULT {
     const char *diagnostic; /* NULL when none */
     const char *remote_mta; /* NULL when none */
     const char *source; /* NULL when none */
+    const char *category; /* NULL when none (sent, or an older agent) */
+    bool hard; /* with category */
+    const char *tls_version; /* NULL: plain text (then no cipher, level) */
+    const char *tls_cipher;
+    const char *tls_level; /* Verified | Trusted | Untrusted | Anonymous */
+    long long attempt_usec; /* reader: -1 absent; writer: sent when > 0 */
+    long long conn_usec; /* the same; absent: no new connection */
 } DELIVER_RESULT;
 
 typedef struct DELIVER_DONE {

@@ -207,7 +207,9 @@ static void test_result_done(void **state)
                           .reason = "host x said: 550 no",
                           .relay = NULL,
                           .diagnostic = "smtp; 550 no",
-                          .remote_mta = NULL};
+                          .remote_mta = NULL,
+                          .category = "user_unknown",
+                          .hard = true};
     DELIVER_RESULT in;
     DELIVER_DONE done_out = {
         .status = 0, .site_failed = true, .reason = "no server"};
@@ -224,6 +226,10 @@ static void test_result_done(void **state)
     assert_string_equal(in.relay, "none");
     assert_string_equal(in.diagnostic, out.diagnostic);
     assert_null(in.remote_mta);
+    assert_string_equal(in.category, "user_unknown");
+    assert_true(in.hard);
+    /* no timing given: none taken */
+    assert_true(in.attempt_usec == -1 && in.conn_usec == -1);
     /* a DONE is not a RESULT */
     assert_int_equal(deliver_done_take(list, &done_in, why), -1);
     assert_non_null(strstr(vstr_str(why), "expected done"));
@@ -246,6 +252,87 @@ static void test_result_done(void **state)
     attr_add_int(list, DELIVER_ATTR_STATUS, 0);
     assert_int_equal(deliver_done_take(list, &done_in, why), -1);
     assert_non_null(strstr(vstr_str(why), "site_failed"));
+    attr_list_free(list);
+    vstr_free(why);
+}
+
+/* The attempt's latency and its new connection's setup go and come back;
+   a negative one is refused. */
+static void test_result_timing(void **state)
+{
+    DELIVER_RESULT out = {.offset = 3,
+                          .action = DELIVER_ACTION_DEFERRED,
+                          .dsn = "4.0.0",
+                          .reason = "451 later",
+                          .attempt_usec = 250000,
+                          .conn_usec = 120000};
+    DELIVER_RESULT in;
+    VSTR *why = vstr_alloc(100);
+    ATTR_LIST *list =
+        proto_test_wire(deliver_result_list(&out), DELIVER_LIST_MAX);
+
+    assert_int_equal(deliver_result_take(list, &in, why), 0);
+    assert_true(in.attempt_usec == 250000);
+    assert_true(in.conn_usec == 120000);
+    attr_list_free(list);
+    out.conn_usec = 0;
+    list = proto_test_wire(deliver_result_list(&out), DELIVER_LIST_MAX);
+    assert_int_equal(deliver_result_take(list, &in, why), 0);
+    assert_true(in.attempt_usec == 250000 && in.conn_usec == -1);
+    attr_list_free(list);
+    list = attr_list_alloc();
+    attr_add_str(list, DELIVER_ATTR_REQUEST, DELIVER_REQ_RESULT);
+    attr_add_int(list, DELIVER_ATTR_OFFSET, 3);
+    attr_add_str(list, DELIVER_ATTR_ACTION, DELIVER_ACTION_SENT);
+    attr_add_str(list, DELIVER_ATTR_DSN, "2.0.0");
+    attr_add_str(list, DELIVER_ATTR_REASON, "250 ok");
+    attr_add_int(list, DELIVER_ATTR_CONN_USEC, -5);
+    assert_int_equal(deliver_result_take(list, &in, why), -1);
+    assert_non_null(strstr(vstr_str(why), "negative"));
+    attr_list_free(list);
+    vstr_free(why);
+}
+
+static void test_result_tls(void **state)
+{
+    DELIVER_RESULT out = {.offset = 9,
+                          .action = DELIVER_ACTION_SENT,
+                          .dsn = "2.0.0",
+                          .reason = "250 ok",
+                          .tls_version = "TLSv1.3",
+                          .tls_cipher = "TLS_AES_256_GCM_SHA384",
+                          .tls_level = "Verified"};
+    DELIVER_RESULT in;
+    VSTR *why = vstr_alloc(100);
+    ATTR_LIST *list =
+        proto_test_wire(deliver_result_list(&out), DELIVER_LIST_MAX);
+
+    assert_int_equal(deliver_result_take(list, &in, why), 0);
+    assert_string_equal(in.tls_version, "TLSv1.3");
+    assert_string_equal(in.tls_cipher, "TLS_AES_256_GCM_SHA384");
+    assert_string_equal(in.tls_level, "Verified");
+    attr_list_free(list);
+    /* plain text: none of the three */
+    out.tls_version = out.tls_cipher = out.tls_level = NULL;
+    list = proto_test_wire(deliver_result_list(&out), DELIVER_LIST_MAX);
+    assert_int_equal(deliver_result_take(list, &in, why), 0);
+    assert_null(in.tls_version);
+    assert_null(in.tls_cipher);
+    assert_null(in.tls_level);
+    attr_list_free(list);
+    /* a level that is not one of the four, or a version alone: refused */
+    list = attr_list_alloc();
+    attr_add_str(list, DELIVER_ATTR_REQUEST, DELIVER_REQ_RESULT);
+    attr_add_int(list, DELIVER_ATTR_OFFSET, 9);
+    attr_add_str(list, DELIVER_ATTR_ACTION, DELIVER_ACTION_SENT);
+    attr_add_str(list, DELIVER_ATTR_DSN, "2.0.0");
+    attr_add_str(list, DELIVER_ATTR_REASON, "250 ok");
+    attr_add_str(list, DELIVER_ATTR_TLS_VERSION, "TLSv1.2");
+    assert_int_equal(deliver_result_take(list, &in, why), -1);
+    attr_add_str(list, DELIVER_ATTR_TLS_CIPHER, "X");
+    attr_add_str(list, DELIVER_ATTR_TLS_LEVEL, "Secure");
+    assert_int_equal(deliver_result_take(list, &in, why), -1);
+    assert_non_null(strstr(vstr_str(why), "tls_version"));
     attr_list_free(list);
     vstr_free(why);
 }
@@ -296,6 +383,8 @@ static void test_source(void **state)
     list = proto_test_wire(deliver_result_list(&result), DELIVER_LIST_MAX);
     assert_int_equal(deliver_result_take(list, &result_in, why), 0);
     assert_string_equal(result_in.source, "127.0.0.2");
+    /* a success carries no category */
+    assert_null(result_in.category);
     attr_list_free(list);
     vstr_free(why);
 }
@@ -315,8 +404,8 @@ static void test_hello(void **state)
     attr_add_str(list, "newer", "x");
     assert_int_equal(deliver_hello_take(list, why), -1);
     assert_string_equal(vstr_str(why),
-                        "protocol mismatch: peer speaks deliver version 4; "
-                        "this side speaks deliver version 3");
+                        "protocol mismatch: peer speaks deliver version 5; "
+                        "this side speaks deliver version 4");
     attr_list_free(list);
     /* another protocol */
     list = attr_list_alloc();
@@ -347,6 +436,8 @@ int main(void)
         cmocka_unit_test(test_request_strict),
         cmocka_unit_test(test_rcpt_strict),
         cmocka_unit_test(test_result_done),
+        cmocka_unit_test(test_result_tls),
+        cmocka_unit_test(test_result_timing),
         cmocka_unit_test(test_source),
         cmocka_unit_test(test_hello),
     };

@@ -31,6 +31,7 @@
 #include "vstr.h"
 
 #define DNS_TYPE_A 1
+#define DNS_TYPE_CNAME 5
 #define DNS_TYPE_PTR 12
 #define DNS_TYPE_MX 15
 #define DNS_TYPE_TXT 16
@@ -58,6 +59,9 @@ typedef struct DNS_HOST {
     bool temp_fail; /* an address query failed temporarily */
     bool asked; /* address queries were sent */
     bool insecure; /* an address answer was not DNSSEC-validated */
+    char cname[DNS_NAME_SIZE]; /* the expanded name: host is an alias */
+    bool cname_asked; /* its own CNAME record was asked for */
+    bool alias_secure; /* ... and that answer was validated */
 } DNS_HOST;
 
 /* One libunbound query in flight. */
@@ -598,12 +602,13 @@ static void dns_decide(DNS_LOOKUP *lookup, DNS_STATUS status, const char *dsn,
 /* dns_type_name - for messages */
 static const char *dns_type_name(int type)
 {
-    return type == DNS_TYPE_MX     ? "MX"
-           : type == DNS_TYPE_PTR  ? "PTR"
-           : type == DNS_TYPE_TXT  ? "TXT"
-           : type == DNS_TYPE_A    ? "A"
-           : type == DNS_TYPE_TLSA ? "TLSA"
-                                   : "AAAA";
+    return type == DNS_TYPE_MX      ? "MX"
+           : type == DNS_TYPE_PTR   ? "PTR"
+           : type == DNS_TYPE_TXT   ? "TXT"
+           : type == DNS_TYPE_A     ? "A"
+           : type == DNS_TYPE_TLSA  ? "TLSA"
+           : type == DNS_TYPE_CNAME ? "CNAME"
+                                    : "AAAA";
 }
 
 /* dns_finish - hand the outcome over soon, from the loop */
@@ -654,6 +659,10 @@ static void dns_assemble(DNS_LOOKUP *lookup)
             lookup->reply.addrs[pos] = lookup->hosts[i].addrs[j];
             lookup->reply.addrs[pos].dnssec =
                 lookup->mx_secure && !lookup->hosts[i].insecure;
+            memcpy(lookup->reply.addrs[pos].cname, lookup->hosts[i].cname,
+                   sizeof(lookup->hosts[i].cname));
+            lookup->reply.addrs[pos].alias_secure =
+                lookup->mx_secure && lookup->hosts[i].alias_secure;
             lookup->hosts[i].addrs[j].host = NULL; /* moved */
             pos++;
         }
@@ -807,6 +816,26 @@ static void dns_addr_answer(DNS_LOOKUP *lookup, const DNS_QUERY *query,
 
     if (!result->secure)
         host->insecure = true;
+    if (result->canonname != NULL && host->cname[0] == 0) {
+        size_t len = strlen(result->canonname);
+
+        if (len > 1 && result->canonname[len - 1] == '.')
+            len--;
+        if (len < sizeof(host->cname) &&
+            (strncasecmp(result->canonname, host->name, len) != 0 ||
+             (host->name[len] != 0 && strcmp(host->name + len, ".") != 0))) {
+            memcpy(host->cname, result->canonname, len);
+            host->cname[len] = 0;
+        }
+    }
+    /* An alias whose chain ends unvalidated: is its own CNAME record
+       validated? (RFC 7672 2.2.2: then TLSA records are looked up at the
+       alias.) Asked once, only where answers can be validated. */
+    if (host->cname[0] && host->insecure && !host->cname_asked &&
+        lookup->ctx->dnssec && lookup->mx_secure) {
+        host->cname_asked = true;
+        (void) dns_ask(lookup, host->name, DNS_TYPE_CNAME, query->host);
+    }
     for (size_t i = 0; result->havedata && result->data[i] != NULL; i++) {
         DNS_ADDR *addr;
 
@@ -1021,6 +1050,10 @@ static void dns_answer(void *arg, int err, struct ub_result *result)
                        lookup->name, ub_strerror(err));
         else
             lookup->hosts[query->host].temp_fail = true;
+    } else if (query->type == DNS_TYPE_CNAME) {
+        /* a host's own CNAME record (dns_addr_answer) */
+        lookup->hosts[query->host].alias_secure =
+            result->secure && !result->bogus && result->havedata;
     } else if (query->type == DNS_TYPE_MX) {
         if (result->bogus)
             dns_decide(lookup, DNS_TEMP, "4.7.5",

@@ -25,6 +25,11 @@
  *   DNS_PERM  NXDOMAIN (5.1.2), null MX (RFC 7505, 5.1.10), no address
  *             record at all (5.4.4): return the mail to its sender
  *   DNS_TEMP  SERVFAIL, timeout, lookups disabled (4.4.3): try again later
+ * A host that is an alias (CNAME) gets the expanded name in
+ * DNS_ADDR.cname; when its address records are not validated but its own
+ * CNAME record is (asked for only then, and only with a trust anchor),
+ * DNS_ADDR.alias_secure says so (DANE looks for TLSA records at the
+ * host's own name in that case).
  * dns_lookup_txt() gets a name's TXT records, each record's strings
  * joined (reply->texts; none is DNS_OK with no texts, NXDOMAIN is
  * DNS_PERM).
@@ -53,6 +58,8 @@ typedef enum DNS_STATUS {
     DNS_PERM,
 } DNS_STATUS;
 
+#define DNS_NAME_SIZE 256 /* a name in text, its dot and the null */
+
 typedef struct DNS_ADDR {
     char *host; /* the MX host (or the name itself) */
     int pref; /* MX preference; 0 without MX */
@@ -60,6 +67,12 @@ typedef struct DNS_ADDR {
     char ip[INET6_ADDRSTRLEN]; /* numeric */
     bool dnssec; /* the MX records (when asked) and the host's address
                     records were DNSSEC-validated */
+    char cname[DNS_NAME_SIZE]; /* host is an alias: the name its address
+                                  records came from ("": not an alias) */
+    bool alias_secure; /* host is an alias, the MX records (when asked)
+                          and host's own CNAME record were validated, the
+                          chain's end (address records) maybe not: RFC
+                          7672 2.2.2 looks for TLSA at host then */
 } DNS_ADDR;
 
 /* One record's rdata as it came (dns_lookup_tlsa). */

@@ -56,6 +56,8 @@ static void dsn_log_encode(const DSN_LOG_REC *rec, VSTR *out)
                   strlen(STR_OR_EMPTY(rec->diagnostic)));
     attr_add_str(list, "remote_mta", STR_OR_EMPTY(rec->remote_mta));
     attr_add_int(list, "time", rec->time);
+    if (rec->category != NULL && *rec->category)
+        attr_add_str(list, "category", rec->category);
 #undef STR_OR_EMPTY
     vstr_reset(out);
     attr_list_encode(list, out);
@@ -162,6 +164,7 @@ static void dsn_log_fill(DSN_LOG_REC *rec, const ATTR_LIST *list)
     rec->diagnostic = attr_get_data(list, "diagnostic", NULL);
     rec->remote_mta = attr_get_str(list, "remote_mta");
     rec->time = attr_get_int(list, "time", &value) ? value : 0;
+    rec->category = attr_get_str(list, "category");
 }
 
 /* dsn_log_read - the whole log; see dsn_log.h */
@@ -178,6 +181,7 @@ DSN_LOG *dsn_log_read(const char *queue_dir, const char *log, const char *qid,
     dlog->recs = NULL;
     dlog->lists = NULL;
     dlog->count = 0;
+    dlog->absent = false;
     if (!dsn_log_known(log) || !qid_valid(qid)) {
         vstr_sprintf(why, "bad log name %s/%s", log, qid);
         return dsn_log_free(dlog);
@@ -187,6 +191,7 @@ DSN_LOG *dsn_log_read(const char *queue_dir, const char *log, const char *qid,
         NULL) {
         if (errno == ENOENT) {
             vstr_free(path);
+            dlog->absent = true;
             return dlog; /* no log: no records */
         }
         vstr_sprintf(why, "read %s: %m", vstr_str(path));

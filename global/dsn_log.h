@@ -50,6 +50,8 @@ typedef struct DSN_LOG_REC {
     const char *diagnostic; /* "smtp; 550 ..." or "" */
     const char *remote_mta; /* "dns; mx.test" or "" */
     long long time; /* seconds since 1970 */
+    const char *category; /* failed, delayed: global/bounce_class.h; NULL
+                             or "" when none (older logs have none) */
 } DSN_LOG_REC;
 
 static const ATTR_SPEC dsn_log_spec[] = {
@@ -65,6 +67,8 @@ static const ATTR_SPEC dsn_log_spec[] = {
     {"diagnostic", ATTR_TYPE_DATA, true, false, "DSN Diagnostic-Code"},
     {"remote_mta", ATTR_TYPE_STR, true, false, "DSN Remote-MTA"},
     {"time", ATTR_TYPE_INT, true, false, "seconds since 1970"},
+    {"category", ATTR_TYPE_STR, false, false,
+     "failed, delayed: the failure's class (global/bounce_class.h)"},
 };
 
 /* dsn_log_append - append rec to log (DSN_LOG_DEFER or DSN_LOG_BOUNCE) of
@@ -79,6 +83,7 @@ extern int dsn_log_append(const char *queue_dir, const char *log,
 typedef struct DSN_LOG {
     DSN_LOG_REC *recs;
     size_t count;
+    bool absent; /* there was no log file at all */
     ATTR_LIST **lists; /* storage behind recs */
 } DSN_LOG;
 

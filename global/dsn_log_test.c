@@ -51,6 +51,7 @@ static DSN_LOG_REC test_rec(const char *action, const char *address,
         .diagnostic = "smtp; 452 4.2.2 mailbox full",
         .remote_mta = "dns; mx.dest.test",
         .time = when,
+        .category = "mailbox_full",
     };
 
     return rec;
@@ -97,7 +98,10 @@ static void test_round_trip(void **state)
                         "smtp; 452 4.2.2 mailbox full");
     assert_string_equal(dlog->recs[0].remote_mta, "dns; mx.dest.test");
     assert_int_equal(dlog->recs[0].time, 1700000000);
+    assert_string_equal(dlog->recs[0].category, "mailbox_full");
     assert_string_equal(dlog->recs[1].action, DSN_ACTION_ATTEMPT);
+    /* No category: none written, NULL when read (older logs alike). */
+    assert_null(dlog->recs[1].category);
     assert_string_equal(dlog->recs[1].address, "");
     assert_string_equal(dlog->recs[1].reason, "");
     assert_int_equal(dlog->recs[1].offset, -1);

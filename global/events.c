@@ -48,6 +48,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -59,6 +60,7 @@
 #include "mymalloc.h"
 #include "safe_file.h"
 #include "trace.h"
+#include "utf8.h"
 
 struct EVENTS {
     char *dir;
@@ -88,138 +90,400 @@ void events_event_init(EVENT *event, const char *kind, const char *qid,
     event->size = -1;
     event->rcpt_count = -1;
     event->delay = -1;
+    event->arrival_usec = -1;
+    event->hard = -1;
+    event->async = -1;
+    event->verified = -1;
+    event->attempt_seconds = -1;
+    event->connect_seconds = -1;
+    event->queued_usec = -1;
+    event->attempt = -1;
+    event->committed_usec = -1;
 }
 
-/* events_json_str - a JSON string of text, or null for NULL; bytes that
-   are not UTF-8 (json_string refuses them) become '?' */
-static json_t *events_json_str(const char *text)
+/* events_put_digits - value as n decimal digits at cp (zero-padded) */
+static void events_put_digits(char *cp, int n, long value)
 {
-    json_t *str;
-    char *copy;
-
-    if (text == NULL)
-        return json_null();
-    if ((str = json_string(text)) != NULL)
-        return str;
-    copy = mystrdup(text);
-    for (char *cp = copy; *cp; cp++)
-        if ((unsigned char) *cp >= 0x80)
-            *cp = '?';
-    str = json_string(copy);
-    myfree(copy);
-    return str ? str : json_null();
+    while (n-- > 0) {
+        cp[n] = (char) ('0' + value % 10);
+        value /= 10;
+    }
 }
 
-/* events_set - obj[name] = value, counting failures */
-static void events_set(json_t *obj, const char *name, json_t *value, int *bad)
+/* events_stamp - when as the events' UTC time, YYYY-MM-DDTHH:MM:SS.uuuuuuZ */
+static void events_stamp(char *buf, size_t len, const struct timeval *when)
 {
-    if (value == NULL || json_object_set_new(obj, name, value) < 0)
-        (*bad)++;
+    struct tm tm;
+    time_t secs = when->tv_sec;
+    char stamp[64];
+
+    gmtime_r(&secs, &tm);
+    /* The usual case by hand: strftime and snprintf cost more than the
+       rest of a line (three stamps an event). */
+    if (len >= 28 && tm.tm_year + 1900 >= 1000 && tm.tm_year + 1900 <= 9999 &&
+        when->tv_usec >= 0 && when->tv_usec < 1000000) {
+        memcpy(buf, "0000-00-00T00:00:00.000000Z", 28);
+        events_put_digits(buf, 4, tm.tm_year + 1900L);
+        events_put_digits(buf + 5, 2, tm.tm_mon + 1L);
+        events_put_digits(buf + 8, 2, tm.tm_mday);
+        events_put_digits(buf + 11, 2, tm.tm_hour);
+        events_put_digits(buf + 14, 2, tm.tm_min);
+        events_put_digits(buf + 17, 2, tm.tm_sec);
+        events_put_digits(buf + 20, 6, (long) when->tv_usec);
+        return;
+    }
+    if (strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
+        msg_panic("%s: strftime", __func__);
+    if (snprintf(buf, len, "%s.%06ldZ", stamp, (long) when->tv_usec) >=
+        (int) len)
+        msg_panic("%s: time stamp too long", __func__);
 }
 
-/* events_json_text - obj[name] = the JSON value in text, when text is
-   JSON of type; else nothing (the queue file's copy was checked when it
-   was written: a value that is not is left out, not the event) */
-static void events_json_text(json_t *obj, const char *name, const char *text,
-                             json_type type, int *bad)
+/*
+ * The formatter. Lines are written here by hand, not built as a jansson
+ * object and dumped: that cost qmgr two dozen allocations and a hash
+ * table per event. The text is what json_dumps gave with JSON_COMPACT |
+ * JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII (events_test.c holds expected
+ * lines, and checks that jansson parses and dumps lines again to the same
+ * bytes): keys in the order below, no spaces, strings escaped as jansson
+ * escapes them (\" \\ \b \f \n \r \t, other controls and every non-ASCII
+ * character as \uXXXX, upper-case hex, surrogate pairs beyond the BMP);
+ * reals (delays, seconds) as JSON_REAL_PRECISION(15) has them
+ * (events_put_real).
+ */
+
+/* events_utf8_ok - is text valid UTF-8 (what json_string accepts)? */
+static bool events_utf8_ok(const char *text)
+{
+    const unsigned char *cp = (const unsigned char *) text;
+    const unsigned char *end = cp + strlen(text);
+    unsigned int value;
+    size_t n;
+
+    for (; cp < end; cp += n)
+        if ((n = utf8_char(cp, end, &value)) == 0)
+            return false;
+    return true;
+}
+
+/* events_put_u - one \uXXXX escape */
+static void events_put_u(VSTR *line, unsigned int unit)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    char seq[6] = {'\\',
+                   'u',
+                   hex[(unit >> 12) & 0xf],
+                   hex[(unit >> 8) & 0xf],
+                   hex[(unit >> 4) & 0xf],
+                   hex[unit & 0xf]};
+
+    vstr_ncat(line, seq, sizeof(seq));
+}
+
+/* events_put_chars - text escaped, without the quotes; ascii: it is not
+   UTF-8, every byte >= 0x80 becomes '?' */
+static void events_put_chars(VSTR *line, const char *text, bool ascii)
+{
+    const unsigned char *cp = (const unsigned char *) text;
+    const unsigned char *end = ascii ? NULL : cp + strlen(text);
+    const unsigned char *run;
+
+    while (*cp) {
+        for (run = cp; *cp >= 0x20 && *cp < 0x80 && *cp != '"' && *cp != '\\';
+             cp++)
+            /* void */;
+        if (cp > run)
+            vstr_ncat(line, (const char *) run, (size_t) (cp - run));
+        if (*cp == 0)
+            break;
+        switch (*cp) {
+        case '"':
+            vstr_ncat(line, "\\\"", 2);
+            break;
+        case '\\':
+            vstr_ncat(line, "\\\\", 2);
+            break;
+        case '\b':
+            vstr_ncat(line, "\\b", 2);
+            break;
+        case '\f':
+            vstr_ncat(line, "\\f", 2);
+            break;
+        case '\n':
+            vstr_ncat(line, "\\n", 2);
+            break;
+        case '\r':
+            vstr_ncat(line, "\\r", 2);
+            break;
+        case '\t':
+            vstr_ncat(line, "\\t", 2);
+            break;
+        default:
+            if (*cp < 0x20) {
+                events_put_u(line, *cp);
+            } else if (ascii) {
+                vstr_addch(line, '?');
+            } else {
+                /* valid UTF-8 (checked above): one code point */
+                unsigned int value;
+
+                cp += utf8_char(cp, end, &value) - 1;
+                if (value < 0x10000) {
+                    events_put_u(line, value);
+                } else {
+                    value -= 0x10000;
+                    events_put_u(line, 0xd800 | (value >> 10));
+                    events_put_u(line, 0xdc00 | (value & 0x3ff));
+                }
+            }
+            break;
+        }
+        cp++;
+    }
+}
+
+/* events_put_str - text as a JSON string, or null for NULL; bytes that
+   are not UTF-8 (jansson refuses them) become '?' */
+static void events_put_str(VSTR *line, const char *text)
+{
+    if (text == NULL) {
+        vstr_ncat(line, "null", 4);
+        return;
+    }
+    vstr_addch(line, '"');
+    events_put_chars(line, text, !events_utf8_ok(text));
+    vstr_addch(line, '"');
+}
+
+/* events_put_key - the separator and "name": of the next member */
+static void events_put_key(VSTR *line, const char *name)
+{
+    size_t len = strlen(name);
+
+    /* line ends in '{' for the first member of an object */
+    if (vstr_str(line)[vstr_len(line) - 1] != '{')
+        vstr_addch(line, ',');
+    vstr_addch(line, '"');
+    vstr_ncat(line, name, len);
+    vstr_ncat(line, "\":", 2);
+}
+
+/* events_put_field - "name":text (a string or null) */
+static void events_put_field(VSTR *line, const char *name, const char *text)
+{
+    events_put_key(line, name);
+    events_put_str(line, text);
+}
+
+/* events_put_int - "name":value */
+static void events_put_int(VSTR *line, const char *name, long long value)
+{
+    events_put_key(line, name);
+    vstr_sprintf_append(line, "%lld", value);
+}
+
+/* events_put_bool - "name":true or false */
+static void events_put_bool(VSTR *line, const char *name, int value)
+{
+    events_put_key(line, name);
+    if (value)
+        vstr_ncat(line, "true", 4);
+    else
+        vstr_ncat(line, "false", 5);
+}
+
+/* events_put_real - "name":seconds rounded to the microsecond, as
+   jansson writes a real with JSON_REAL_PRECISION(15) (Debian's libjansson
+   formats with snprintf): "%.15g" (which prints such a value exactly and
+   as briefly as it was rounded), ".0" added when that has neither point
+   nor exponent, the exponent without '+' or leading zeros (1.2e-5) */
+static void events_put_real(VSTR *line, const char *name, double seconds)
+{
+    double value = (double) (long long) (seconds * 1000000 + 0.5) / 1000000;
+    char buf[64];
+    char *exp;
+    int len;
+
+    events_put_key(line, name);
+    len = snprintf(buf, sizeof(buf), "%.15g", value);
+    if (len <= 0 || len >= (int) sizeof(buf) - 2)
+        msg_panic("%s: %g", __func__, value);
+    if ((exp = memchr(buf, 'e', (size_t) len)) != NULL) {
+        char *from = exp + 1;
+        char *to = exp + 1;
+
+        if (*from == '-')
+            *to++ = *from++;
+        else if (*from == '+')
+            from++;
+        while (*from == '0' && from[1] != 0)
+            from++;
+        memmove(to, from, strlen(from) + 1);
+        len = (int) strlen(buf);
+    } else if (memchr(buf, '.', (size_t) len) == NULL) {
+        buf[len++] = '.';
+        buf[len++] = '0';
+    }
+    vstr_ncat(line, buf, (size_t) len);
+}
+
+/* events_put_stamp - "name":"YYYY-MM-DDTHH:MM:SS.uuuuuuZ" */
+static void events_put_stamp(VSTR *line, const char *name,
+                             const struct timeval *when)
+{
+    char ts[96];
+
+    events_stamp(ts, sizeof(ts), when);
+    events_put_key(line, name);
+    vstr_addch(line, '"');
+    vstr_cat(line, ts);
+    vstr_addch(line, '"');
+}
+
+/* events_put_json - "name":the JSON value in text, when text is JSON of
+   type; else nothing (the queue file's copy was checked when it was
+   written: a value that is not is left out, not the event) */
+static void events_put_json(VSTR *line, const char *name, const char *text,
+                            json_type type)
 {
     json_t *value;
+    char *dump;
 
     if (text == NULL ||
         (value = json_loads(text, JSON_REJECT_DUPLICATES, NULL)) == NULL)
         return;
-    if (json_typeof(value) != type) {
-        json_decref(value);
-        return;
+    if (json_typeof(value) == type &&
+        (dump = json_dumps(value, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                      JSON_ENSURE_ASCII |
+                                      JSON_REAL_PRECISION(15))) != NULL) {
+        events_put_key(line, name);
+        vstr_cat(line, dump);
+        free(dump);
     }
-    events_set(obj, name, value, bad);
+    json_decref(value);
 }
 
 /* events_format - append event as one JSON line (with its LF) to line */
 int events_format(VSTR *line, const EVENT *event, const char *node,
                   const struct timeval *now, VSTR *why)
 {
-    json_t *obj = json_object();
-    VSTR *id = vstr_alloc(100);
-    struct tm tm;
-    time_t secs = now->tv_sec;
-    char stamp[64];
+    const char *id[] = {node, event->qid ? event->qid : "-", event->kind,
+                        event->seq ? event->seq : "0"};
+    bool ascii = false;
     char ts[96];
-    char *text;
-    int bad = 0;
     TRACE_CTX trace;
 
-    if (obj == NULL) {
-        vstr_free(id);
-        vstr_cpy(why, "out of memory formatting an event");
-        return -1;
+    events_stamp(ts, sizeof(ts), now);
+    /* id: NODE/QID/KIND/SEQ, one string: when a part is not UTF-8, the
+       whole id is made ASCII, as for any string */
+    for (size_t i = 0; i < sizeof(id) / sizeof(id[0]); i++)
+        ascii |= !events_utf8_ok(id[i]);
+    vstr_ncat(line, "{\"id\":\"", 7);
+    for (size_t i = 0; i < sizeof(id) / sizeof(id[0]); i++) {
+        if (i > 0)
+            vstr_addch(line, '/');
+        events_put_chars(line, id[i], ascii);
     }
-    vstr_sprintf(id, "%s/%s/%s/%s", node, event->qid, event->kind,
-                 event->seq ? event->seq : "0");
-    gmtime_r(&secs, &tm);
-    if (strftime(stamp, sizeof(stamp), "%Y-%m-%dT%H:%M:%S", &tm) == 0)
-        msg_panic("%s: strftime", __func__);
-    if (snprintf(ts, sizeof(ts), "%s.%06ldZ", stamp, (long) now->tv_usec) >=
-        (int) sizeof(ts))
-        msg_panic("%s: time stamp too long", __func__);
-    events_set(obj, "id", events_json_str(vstr_str(id)), &bad);
-    events_set(obj, "ts", json_string(ts), &bad);
-    events_set(obj, "kind", events_json_str(event->kind), &bad);
-    events_set(obj, "qid", events_json_str(event->qid), &bad);
-    events_set(obj, "recipient", events_json_str(event->recipient), &bad);
+    vstr_addch(line, '"');
+    events_put_field(line, "ts", ts);
+    events_put_field(line, "kind", event->kind);
+    events_put_field(line, "qid", event->qid);
+    events_put_field(line, "recipient", event->recipient);
     if (event->orig_recipient && *event->orig_recipient)
-        events_set(obj, "orig_recipient",
-                   events_json_str(event->orig_recipient), &bad);
+        events_put_field(line, "orig_recipient", event->orig_recipient);
     if (event->sender)
-        events_set(obj, "sender", events_json_str(event->sender), &bad);
+        events_put_field(line, "sender", event->sender);
     if (event->size >= 0)
-        events_set(obj, "size", json_integer(event->size), &bad);
+        events_put_int(line, "size", event->size);
     if (event->rcpt_count >= 0)
-        events_set(obj, "rcpt_count", json_integer(event->rcpt_count), &bad);
+        events_put_int(line, "rcpt_count", event->rcpt_count);
     if (event->client)
-        events_set(obj, "client", events_json_str(event->client), &bad);
+        events_put_field(line, "client", event->client);
     if (event->message_id && *event->message_id &&
         strlen(event->message_id) <= EVENTS_MESSAGE_ID_MAX)
-        events_set(obj, "message_id", events_json_str(event->message_id), &bad);
+        events_put_field(line, "message_id", event->message_id);
     if (event->relay)
-        events_set(obj, "relay", events_json_str(event->relay), &bad);
+        events_put_field(line, "relay", event->relay);
     if (event->dsn)
-        events_set(obj, "dsn", events_json_str(event->dsn), &bad);
+        events_put_field(line, "dsn", event->dsn);
     if (event->reply)
-        events_set(obj, "reply", events_json_str(event->reply), &bad);
+        events_put_field(line, "reply", event->reply);
+    if (event->url)
+        events_put_field(line, "url", event->url);
+    if (event->list && *event->list)
+        events_put_field(line, "list", event->list);
+    if (event->user_agent)
+        events_put_field(line, "user_agent", event->user_agent);
+    if (event->reason)
+        events_put_field(line, "reason", event->reason);
+    if (event->category)
+        events_put_field(line, "category", event->category);
+    if (event->hard >= 0)
+        events_put_bool(line, "hard", event->hard);
+    if (event->async >= 0)
+        events_put_bool(line, "async", event->async);
+    if (event->feedback_type)
+        events_put_field(line, "feedback_type", event->feedback_type);
+    if (event->verified >= 0)
+        events_put_bool(line, "verified", event->verified);
+    if (event->reported_recipient)
+        events_put_field(line, "reported_recipient", event->reported_recipient);
+    if (event->batch)
+        events_put_field(line, "batch", event->batch);
     if (event->delay >= 0)
-        events_set(
-            obj, "delay",
-            json_real((double) (long long) (event->delay * 1000 + 0.5) / 1000),
-            &bad);
-    events_set(obj, "tenant", events_json_str(event->tenant), &bad);
-    events_set(obj, "pool", events_json_str(event->pool), &bad);
-    events_set(obj, "source_ip", events_json_str(event->source_ip), &bad);
-    events_set(obj, "provider", events_json_str(event->provider), &bad);
+        events_put_real(line, "delay", event->delay);
+    events_put_field(line, "tenant", event->tenant);
+    events_put_field(line, "pool", event->pool);
+    events_put_field(line, "source_ip", event->source_ip);
+    events_put_field(line, "provider", event->provider);
     if (event->traceparent && trace_parse_attr(event->traceparent, &trace)) {
         char tp[TRACE_TEXT_LEN + 1];
 
         trace_format(&trace, tp, sizeof(tp));
-        events_set(obj, "trace_id", json_string(trace.trace_id), &bad);
-        events_set(obj, "traceparent", json_string(tp), &bad);
+        events_put_field(line, "trace_id", trace.trace_id);
+        events_put_field(line, "traceparent", tp);
     } else {
-        events_set(obj, "trace_id", json_null(), &bad);
+        events_put_field(line, "trace_id", NULL);
     }
-    events_json_text(obj, "tags", event->tags, JSON_ARRAY, &bad);
-    events_json_text(obj, "metadata", event->metadata, JSON_OBJECT, &bad);
-    text =
-        bad ? NULL
-            : json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER |
-                                  JSON_ENSURE_ASCII | JSON_REAL_PRECISION(6));
-    json_decref(obj);
-    vstr_free(id);
-    if (text == NULL) {
-        vstr_cpy(why, "out of memory formatting an event");
-        return -1;
+    if (strcmp(event->kind, EVENTS_DELIVERED) == 0 ||
+        (event->tls_version != NULL &&
+         (strcmp(event->kind, EVENTS_DEFERRED) == 0 ||
+          strcmp(event->kind, EVENTS_BOUNCED) == 0))) {
+        /* an object, or null for plain text */
+        events_put_key(line, "tls");
+        if (event->tls_version == NULL) {
+            vstr_ncat(line, "null", 4);
+        } else {
+            vstr_addch(line, '{');
+            events_put_field(line, "version", event->tls_version);
+            events_put_field(line, "cipher", event->tls_cipher);
+            events_put_field(line, "level", event->tls_level);
+            vstr_addch(line, '}');
+        }
     }
-    vstr_cat(line, text);
-    vstr_addch(line, '\n');
-    free(text);
+    if (event->attempt_seconds >= 0)
+        events_put_real(line, "attempt_seconds", event->attempt_seconds);
+    if (event->connect_seconds >= 0)
+        events_put_real(line, "connect_seconds", event->connect_seconds);
+    if (event->queued_usec >= 0) {
+        struct timeval queued = {
+            .tv_sec = (time_t) (event->queued_usec / 1000000),
+            .tv_usec = (suseconds_t) (event->queued_usec % 1000000)};
+
+        events_put_stamp(line, "queued_at", &queued);
+    }
+    if (event->attempt >= 0)
+        events_put_int(line, "attempt", event->attempt);
+    if (event->committed_usec >= 0) {
+        struct timeval committed = {
+            .tv_sec = (time_t) (event->committed_usec / 1000000),
+            .tv_usec = (suseconds_t) (event->committed_usec % 1000000)};
+
+        events_put_stamp(line, "committed_at", &committed);
+    }
+    events_put_json(line, "tags", event->tags, JSON_ARRAY);
+    events_put_json(line, "metadata", event->metadata, JSON_OBJECT);
+    vstr_ncat(line, "}\n", 2);
     return 0;
 }
 
@@ -295,6 +559,11 @@ int events_repair_file(const char *path)
             msg_warn("events: open %s: %m", path);
         return 0;
     }
+    /* Writers starting together (qmgr, feedback, ...) repair the same
+       segments: one at a time, so the later one finds the tail cut and
+       says nothing. */
+    if (flock(fd, LOCK_EX) < 0)
+        msg_warn("events: lock %s: %m", path);
     if (fstat(fd, &st) < 0 || st.st_size == 0) {
         (void) close(fd);
         return 0;
@@ -394,14 +663,23 @@ EVENTS *events_open(const MAIL_CONF *conf, const char *program)
 void events_add(EVENTS *events, const EVENT *event)
 {
     struct timeval now;
+    EVENT timed;
 
     if (events == NULL)
         return;
     gettimeofday(&now, NULL);
+    if (event->arrival_usec >= 0) {
+        long long since = (long long) now.tv_sec * 1000000 + now.tv_usec -
+                          event->arrival_usec;
+
+        timed = *event;
+        timed.delay = since > 0 ? (double) since / 1e6 : 0;
+        event = &timed;
+    }
     if (events_format(events->batch, event, events->node, &now, events->why) <
         0)
-        msg_warn("%s: %s event lost: %s", event->qid, event->kind,
-                 vstr_str(events->why));
+        msg_warn("%s: %s event lost: %s", event->qid ? event->qid : "-",
+                 event->kind, vstr_str(events->why));
 }
 
 /* events_new_segment - close the current segment, create the next */
@@ -521,8 +799,8 @@ int events_emit(EVENTS *events, const EVENT *event)
         return 0;
     events_add(events, event);
     if (events_flush(events, events->why) < 0) {
-        msg_warn("%s: %s event lost: %s", event->qid, event->kind,
-                 vstr_str(events->why));
+        msg_warn("%s: %s event lost: %s", event->qid ? event->qid : "-",
+                 event->kind, vstr_str(events->why));
         return -1;
     }
     return 0;
@@ -548,8 +826,18 @@ EVENTS *events_close(EVENTS *events)
 /* events_retain - a batch that events_flush could not write stays pending */
 void events_retain(EVENTS *events)
 {
-    if (events != NULL)
-        events->retain = true;
+    VSTR *mark;
+
+    if (events == NULL)
+        return;
+    events->retain = true;
+    /* A mark up now is a dead retainer's (there is one, qmgr): down with
+       it, or cleanup (and the bounce daemon's DSNs) go on being refused
+       until it ages; this writer's first failure puts it up again. */
+    mark = events_stall_path(vstr_alloc(100), events->dir);
+    if (unlink(vstr_str(mark)) < 0 && errno != ENOENT)
+        msg_warn("events: remove %s: %m", vstr_str(mark));
+    vstr_free(mark);
 }
 
 /* events_check - can the journal take events now? */

@@ -28,7 +28,10 @@
  * recipient's record offset in the queue
  * file for delivered, bounced and expired (each happens once per
  * recipient); OFFSET.ROUND for deferred and ROUND for returned, ROUND being
- * the microsecond the message entered active/ (one delivery round).
+ * the microsecond the message entered active/ (one delivery round);
+ * N for suppressed, the recipient's place (1, 2 ...) among those cleanup
+ * dropped from the message as suppressed (global/suppress.h), written by
+ * cleanup, durably, before the message is committed.
  */
 #ifndef EVENTS_H
 #define EVENTS_H
@@ -46,6 +49,22 @@
 #define EVENTS_BOUNCED "bounced"
 #define EVENTS_EXPIRED "expired"
 #define EVENTS_RETURNED "returned"
+/* Tracking and unsubscribe (api/api_track.c): written by the api. */
+#define EVENTS_OPENED "opened"
+#define EVENTS_CLICKED "clicked"
+#define EVENTS_UNSUBSCRIBED "unsubscribed"
+#define EVENTS_SUPPRESSED "suppressed" /* cleanup: a recipient dropped */
+#define EVENTS_COMPLAINED "complained" /* an ARF report (feedback/) */
+/* an ARF report whose Feedback-Type is no complaint (not-spam,
+   auth-failure ...): recorded, never suppresses or counts (feedback/) */
+#define EVENTS_FEEDBACK_REPORT "feedback_report"
+/* render: a spooled batch's recipient that was never queued (its message
+   could not be rendered, or cleanup refused it): qid is the batch's ID
+   (a queue ID no message has), id NODE/BATCH/rejected/I (I: the
+   recipient's index in the batch), with batch, recipient, tenant, reply */
+#define EVENTS_REJECTED "rejected"
+#define EVENTS_FEEDBACK_UNPARSED                                               \
+    "feedback_unparsed" /* a DSN or ARF report feedback/ could not use */
 
 #define EVENTS_SUFFIX ".jsonl"
 #define EVENTS_MESSAGE_ID_MAX 250 /* longest message_id kept (bytes) */
@@ -65,9 +84,31 @@ typedef struct EVENT {
     const char *relay; /* delivered, bounced: the remote MTA */
     const char *dsn; /* enhanced status code */
     const char *reply; /* the reply or reason text */
+    const char *url; /* clicked: the original URL */
+    const char *list; /* unsubscribed: the list, when known */
+    const char *user_agent; /* opened, clicked, unsubscribed */
+    const char *reason; /* suppressed: the suppression entry's reason */
+    /* deferred, bounced (and expired): global/bounce_class.h */
+    const char *category; /* the failure's category, NULL: left out */
+    int hard; /* 1 true, 0 false, -1 left out */
+    int async; /* bounced: 0 our own delivery attempt, 1 a DSN that came
+                  back later; -1 left out */
     long long size; /* received: content bytes */
     long long rcpt_count; /* received, returned */
-    double delay; /* seconds since arrival */
+    double delay; /* seconds since arrival (kept to the microsecond) */
+    /* When set (>= 0, Unix microseconds): the message's arrival; delay is
+       then taken from the same clock reading as the event's ts, so ts -
+       delay is the arrival exactly (the receive span's start,
+       events/otel.c). -1: delay as given. */
+    long long arrival_usec;
+    const char *feedback_type; /* complained: the ARF Feedback-Type */
+    /* bounced async, complained: 0 when the journal no longer tied the
+       report to the original's delivered event ("verified": false; the
+       recipient is then null and the report's claim is in
+       reported_recipient: nothing may suppress or count it); -1 left out */
+    int verified;
+    const char *reported_recipient;
+    const char *batch; /* rejected: the spooled batch's ID */
     /* Every event carries these (null when unknown): */
     const char *tenant; /* api mail: the API key's tenant */
     const char *pool; /* the message's IP pool (queue file pool=) */
@@ -80,6 +121,52 @@ typedef struct EVENT {
     /* The message's trace (global/trace.h: the queue file's traceparent
        attribute): trace_id (else null) and, when set, traceparent. */
     const char *traceparent;
+    /* delivered: the connection's TLS (tls_version NULL: plain text, the
+       event then has "tls": null), as deliver_proto.h's RESULT says:
+       "tls": {"version", "cipher", "level"}, level being Verified,
+       Trusted, Untrusted or Anonymous */
+    const char *tls_version;
+    const char *tls_cipher;
+    const char *tls_level;
+    /* delivered, deferred, bounced by an agent: the attempt's latency
+       (the agent's request to this result) and, when the attempt set up
+       a new connection, how long that took ("attempt_seconds",
+       "connect_seconds"; -1: not known, left out). deferred and bounced
+       carry "tls" too, but only when the connection had it. */
+    double attempt_seconds;
+    double connect_seconds;
+    /* delivered, deferred, bounced (qmgr's): "queued_at", when the
+       recipient's wait for this attempt began, a UTC time as "ts": the
+       moment its message last became eligible for delivery, that is when
+       its queue file entered the queue qmgr took it from (incoming/: the
+       commit, or a release from hold/ or a requeue, which go through
+       incoming/; active/, found there at start: the previous qmgr's last
+       change of it), for deferred/ not before its next try (the file's
+       mtime); never before the arrival, nor after qmgr moved it into
+       active/ (a flush or requeue takes a deferred/ file before its next
+       try: then that moment). Everything from it to the attempt's start
+       (ts - attempt_seconds) is the wait in our queue: the scan that
+       finds the message, its destination's queue (concurrency, rate
+       limits, a dead destination), an agent that died on it. One value
+       for all recipients of one round (qmgr/qmgr_sched.h). Unix
+       microseconds, -1: left out. */
+    long long queued_usec;
+    /* ... and "attempt", the delivery round's number (1: the first),
+       counted as the defer log's attempt records (rounds that ended in
+       deferred/: a round cut short by a hold counts none); -1: left out
+       (a round that only waits for send_at makes no attempt) */
+    long long attempt;
+    /* received (qmgr's, for a message it took from incoming/):
+       "committed_at", a UTC time as "ts": the queue file's ctime in
+       incoming/, i.e. when cleanup's rename made the message durable (for
+       a message released from hold/ or requeued: when it entered
+       incoming/ again), never before the arrival nor after qmgr took it
+       (ts). From the arrival (when cleanup began the message: the T
+       record) to it is cleanup's work and commit: the commit span of the
+       trace (events/otel.c). Left out of cleanup's received event of a
+       held message (durable before its commit) and of one qmgr found in
+       active/ at start. Unix microseconds, -1: left out. */
+    long long committed_usec;
 } EVENT;
 
 /* events_event_init - an EVENT with nothing set (numbers -1) */
@@ -153,7 +240,8 @@ extern int events_repair_file(const char *path);
 
 /* events_retain - from now on a batch that events_flush could not write
    stays pending, to be written by the next events_flush (qmgr: the queue
-   changes it describes wait too) instead of being dropped */
+   changes it describes wait too) instead of being dropped; removes the
+   stall mark a dead retainer left */
 extern void events_retain(EVENTS *events);
 
 /* events_check - can the journal take events now? 0 yes (or events is

@@ -40,11 +40,89 @@ static void test_other_targets_unchanged(void **state)
     check("", "");
 }
 
+static void test_route_parse(void **state)
+{
+    VSTR *sel = vstr_alloc(10);
+    VSTR *url = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+
+    assert_int_equal(
+        events_export_route_parse(
+            "tenant:acme+kind:bounced=http://h.test/x?a=b", sel, url, why),
+        0);
+    assert_string_equal(vstr_str(sel), "tenant:acme+kind:bounced");
+    assert_string_equal(vstr_str(url), "http://h.test/x?a=b");
+    assert_int_equal(
+        events_export_route_parse("http://h.test/x", sel, url, why), -1);
+    assert_int_equal(
+        events_export_route_parse("kind:=http://h.test/", sel, url, why), -1);
+    assert_int_equal(
+        events_export_route_parse("kind:a+=http://h.test/", sel, url, why), -1);
+    assert_int_equal(
+        events_export_route_parse("pool:x=http://h.test/", sel, url, why), -1);
+    assert_non_null(strstr(vstr_str(why), "\"pool:x\""));
+    assert_int_equal(
+        events_export_route_parse("kind:a=ftp://h/", sel, url, why), -1);
+    assert_int_equal(events_export_route_parse("kind:a=", sel, url, why), -1);
+    vstr_free(sel);
+    vstr_free(url);
+    vstr_free(why);
+}
+
+static void test_route_match(void **state)
+{
+    const char *routes = "kind:bounced tenant:acme+kind:delivered";
+
+    assert_true(events_export_match(NULL, "received", NULL));
+    assert_true(events_export_match(routes, "bounced", NULL));
+    assert_true(events_export_match(routes, "bounced", "beta"));
+    assert_true(events_export_match(routes, "delivered", "acme"));
+    assert_false(events_export_match(routes, "delivered", "beta"));
+    assert_false(events_export_match(routes, "delivered", NULL));
+    assert_false(events_export_match(routes, "received", "acme"));
+    /* exact names: no prefixes */
+    assert_false(events_export_match("tenant:acme", "received", "acme2"));
+    assert_false(events_export_match("tenant:acme2", "received", "acme"));
+    assert_true(events_export_match("tenant:acme", "received", "acme"));
+    assert_false(events_export_match("kind:bounce", "bounced", NULL));
+}
+
+/* test_removes - which kinds turn segment removal on */
+static void test_removes(void **state)
+{
+    static const struct {
+        const char *kind;
+        bool removes;
+        bool passive;
+    } kinds[] = {
+        {EVENTS_EXPORT_WEBHOOK, true, false},
+        {EVENTS_EXPORT_KAFKA, true, false},
+        {EVENTS_EXPORT_OTEL, true, false},
+        {EVENTS_EXPORT_STATS, true, false},
+        {EVENTS_EXPORT_INDEX, false, false},
+        {EVENTS_EXPORT_SUPPRESS, false, false},
+        {EVENTS_EXPORT_METRICS, false, true},
+        {"unheard-of", false, false},
+    };
+
+    for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+        EVENTS_EXPORT exp = {.kind = (char *) kinds[i].kind};
+
+        if (events_export_removes(&exp) != kinds[i].removes ||
+            events_export_passive(&exp) != kinds[i].passive)
+            fail_msg("%s: removes %d passive %d", kinds[i].kind,
+                     events_export_removes(&exp), events_export_passive(&exp));
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_userinfo_and_query_hidden),
         cmocka_unit_test(test_other_targets_unchanged),
+        cmocka_unit_test(test_route_parse),
+        cmocka_unit_test(test_route_match),
+        cmocka_unit_test(test_removes),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

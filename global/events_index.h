@@ -19,8 +19,8 @@
  * Message-ID (messages_mid) and by recipient (attempts_rcpt, most recent
  * first); none of them reads the spool. Rows whose message had no event
  * for events_index_max_age are removed a bounded number per batch, so
- * pruning never holds up the journal. Rollback journal, not WAL, for the
- * reason events_stats.h gives: `sluice why` (root) only reads it.
+ * pruning never holds up the journal. Write-ahead log (events/index.c
+ * says why and how readers keep working); `sluice why` only reads it.
  */
 #ifndef EVENTS_INDEX_H
 #define EVENTS_INDEX_H

@@ -7,9 +7,16 @@
  * by the event id, so an event the exporter delivers twice (at least
  * once) is counted once. A delivered, bounced, deferred ... row has no
  * sender in its event; its sender_domain is the one of the message's
- * received row. Rollback journal, not WAL: `sluice stats` (root) only
- * reads it, and a reader of a WAL database may leave root-owned -shm
- * files the daemon (mail_owner) cannot write.
+ * received row. Rollback journal (journal_mode=DELETE, events/stats.c):
+ * what the store was first written with, and nothing more. Root readers
+ * are no reason: SQLite gives the -wal and -shm files it makes as root to
+ * the database's owner (events/index.c's index is a write-ahead log that
+ * `sluice why` reads as root; tests/test_why.py,
+ * test_writer_crashed_mid_batch), so WAL would do as well and would spare
+ * each batch a journal made, synced and removed. Not switched yet: the
+ * writer would have to turn a store made in rollback mode over (as
+ * index.c does), and `sluice stats`'s wait for a hot journal's rollback
+ * (admin/sluice_stats.c) would change with it.
  */
 #ifndef EVENTS_STATS_H
 #define EVENTS_STATS_H

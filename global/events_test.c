@@ -7,12 +7,18 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/file.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
 #include <setjmp.h>
 #include <cmocka.h>
 
 #include <glob.h>
+
+#include <jansson.h>
 
 #include "events.h"
 #include "mail_conf.h"
@@ -63,6 +69,34 @@ static void test_format_received(void **state)
     vstr_free(why);
 }
 
+/* A batch recipient never queued: the batch's ID as its queue ID, and
+   as "batch" */
+static void test_format_rejected(void **state)
+{
+    VSTR *line = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+    struct timeval now = {.tv_sec = 0, .tv_usec = 1};
+    EVENT event;
+
+    events_event_init(&event, EVENTS_REJECTED, "1MH73QWC9X200WSJ", "3");
+    event.recipient = "p3@rcpt.test";
+    event.tenant = "acme";
+    event.batch = "1MH73QWC9X200WSJ";
+    event.reply = "413 message_too_large: too big";
+    event.hard = 1;
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_string_equal(
+        vstr_str(line),
+        "{\"id\":\"n/1MH73QWC9X200WSJ/rejected/3\","
+        "\"ts\":\"1970-01-01T00:00:00.000001Z\",\"kind\":\"rejected\","
+        "\"qid\":\"1MH73QWC9X200WSJ\",\"recipient\":\"p3@rcpt.test\","
+        "\"reply\":\"413 message_too_large: too big\",\"hard\":true,"
+        "\"batch\":\"1MH73QWC9X200WSJ\",\"tenant\":\"acme\",\"pool\":null,"
+        "\"source_ip\":null,\"provider\":null,\"trace_id\":null}\n");
+    vstr_free(line);
+    vstr_free(why);
+}
+
 static void test_format_delivered_escapes(void **state)
 {
     VSTR *line = vstr_alloc(10);
@@ -85,11 +119,267 @@ static void test_format_delivered_escapes(void **state)
         "\"kind\":\"delivered\",\"qid\":\"Q\","
         "\"recipient\":\"b\\\"o\\\\b@dest.test\",\"relay\":\"mx[127.0.0.1]:25\","
         "\"dsn\":\"2.0.0\",\"reply\":\"250 ok\\r\\nnext ? byte\","
-        "\"delay\":1.235,\"tenant\":null,\"pool\":null,"
-        "\"source_ip\":null,\"provider\":null,\"trace_id\":null}\n");
+        "\"delay\":1.23456,\"tenant\":null,\"pool\":null,"
+        "\"source_ip\":null,\"provider\":null,\"trace_id\":null,"
+        "\"tls\":null}\n");
     /* Exactly one LF per event: the reply's CR LF became escapes. */
     assert_int_equal(strchr(vstr_str(line) + 2, '\n') - (vstr_str(line) + 2),
                      (long) vstr_len(line) - 3);
+    vstr_free(line);
+    vstr_free(why);
+}
+
+/* Reals are kept to the microsecond however large: ts - delay is the
+   arrival (events.h), also for a message that waited minutes (six
+   significant digits made 612.345678 s 612.346); written as jansson's
+   JSON_REAL_PRECISION(15) writes them (1.2e-5, 3.0). */
+static void test_format_reals_microseconds(void **state)
+{
+    VSTR *line = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+    struct timeval now = {.tv_sec = 0, .tv_usec = 1};
+    EVENT event;
+
+    events_event_init(&event, EVENTS_DELIVERED, "Q", "1");
+    event.delay = 612.3456784;
+    event.attempt_seconds = 12.000001;
+    event.connect_seconds = 0.000012;
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_non_null(strstr(vstr_str(line), ",\"delay\":612.345678,"));
+    assert_non_null(strstr(vstr_str(line), ",\"attempt_seconds\":12.000001,"));
+    assert_non_null(strstr(vstr_str(line), ",\"connect_seconds\":1.2e-5}"));
+    vstr_reset(line);
+    event.delay = 3;
+    event.attempt_seconds = 0;
+    event.connect_seconds = 86400.5;
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_non_null(strstr(vstr_str(line), ",\"delay\":3.0,"));
+    assert_non_null(strstr(vstr_str(line), ",\"attempt_seconds\":0.0,"));
+    assert_non_null(strstr(vstr_str(line), ",\"connect_seconds\":86400.5}"));
+    vstr_free(line);
+    vstr_free(why);
+}
+
+/* test_random_text - n random bytes (never NUL) into buf, drawn from
+   pieces that exercise escaping: controls, quotes, backslashes, UTF-8 of
+   every length, and bytes that are not UTF-8 */
+static void test_random_text(char *buf, size_t size, unsigned *seed)
+{
+    static const char *const pieces[] = {"a",
+                                         "Z",
+                                         "@",
+                                         ".",
+                                         " ",
+                                         "\"",
+                                         "\\",
+                                         "/",
+                                         "\b",
+                                         "\f",
+                                         "\n",
+                                         "\r",
+                                         "\t",
+                                         "\x01",
+                                         "\x1f",
+                                         "\x7f",
+                                         "\xc3\xa9",
+                                         "\xe2\x82\xac",
+                                         "\xf0\x9f\x98\x80",
+                                         "\xef\xbf\xbf",
+                                         "\xff",
+                                         "\xc0\xaf",
+                                         "\xed\xa0\x80",
+                                         "\xe2\x82",
+                                         "\xf4\x90\x80\x80",
+                                         "\x80",
+                                         "<x@y.test>"};
+    size_t len = 0;
+    int n = (int) (rand_r(seed) % 12);
+
+    for (int i = 0; i < n; i++) {
+        const char *piece = pieces[(size_t) rand_r(seed) %
+                                   (sizeof(pieces) / sizeof(pieces[0]))];
+
+        if (len + strlen(piece) + 1 > size)
+            break;
+        memcpy(buf + len, piece, strlen(piece));
+        len += strlen(piece);
+    }
+    buf[len] = 0;
+}
+
+/* test_as_written - text as the journal must hold it: itself when it is
+   UTF-8, else every byte >= 0x80 made '?' */
+static void test_as_written(const char *text, VSTR *out)
+{
+    json_t *str = json_string(text);
+
+    vstr_cpy(out, text);
+    if (str == NULL)
+        for (char *cp = vstr_str(out); *cp; cp++)
+            if ((unsigned char) *cp >= 0x80)
+                *cp = '?';
+    json_decref(str);
+}
+
+/* The hand-written lines are jansson's: each parses, its strings are the
+   event's (or their '?' copies), and json_dumps with the flags the
+   journal was written with gives back the same bytes. */
+static void test_format_as_jansson(void **state)
+{
+    static const char *const kinds[] = {EVENTS_RECEIVED, EVENTS_DELIVERED,
+                                        EVENTS_DEFERRED, EVENTS_BOUNCED};
+    VSTR *line = vstr_alloc(100);
+    VSTR *why = vstr_alloc(10);
+    VSTR *want = vstr_alloc(100);
+    struct timeval now = {.tv_sec = 1796443200, .tv_usec = 42};
+    unsigned seed = 14;
+    char rcpt[64], reply[64], client[64], qid[32], tls[32];
+
+    for (int round = 0; round < 3000; round++) {
+        EVENT event;
+        json_t *obj;
+        char *dump;
+
+        test_random_text(rcpt, sizeof(rcpt), &seed);
+        test_random_text(reply, sizeof(reply), &seed);
+        test_random_text(client, sizeof(client), &seed);
+        test_random_text(qid, sizeof(qid), &seed);
+        test_random_text(tls, sizeof(tls), &seed);
+        events_event_init(&event, kinds[round % 4], qid, "7");
+        event.recipient = round % 5 ? rcpt : NULL;
+        event.reply = reply;
+        event.client = client;
+        event.size = round;
+        event.hard = round % 3 - 1;
+        event.tls_version = round % 2 ? tls : NULL;
+        event.tls_cipher = reply;
+        event.tags = round % 7 ? NULL : "[\"t\\u00e9\",1,{\"k\":null},0.5]";
+        /* whole microseconds up to about 35 minutes, some tiny */
+        event.delay = (double) ((unsigned) rand_r(&seed) % 10000000000ULL) /
+                      (round % 3 ? 1e6 : 1e12);
+        event.attempt_seconds = (double) (rand_r(&seed) % 100000) / 1e6;
+        vstr_reset(line);
+        assert_int_equal(events_format(line, &event, "n\xc3\xa9", &now, why),
+                         0);
+        obj = json_loadb(vstr_str(line), vstr_len(line) - 1, 0, NULL);
+        assert_non_null(obj);
+        dump = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER |
+                                   JSON_ENSURE_ASCII | JSON_REAL_PRECISION(15));
+        assert_non_null(dump);
+        vstr_cpy(want, dump);
+        vstr_addch(want, '\n');
+        assert_string_equal(vstr_str(line), vstr_str(want));
+        test_as_written(reply, want);
+        assert_string_equal(json_string_value(json_object_get(obj, "reply")),
+                            vstr_str(want));
+        test_as_written(client, want);
+        assert_string_equal(json_string_value(json_object_get(obj, "client")),
+                            vstr_str(want));
+        test_as_written(qid, want);
+        assert_string_equal(json_string_value(json_object_get(obj, "qid")),
+                            vstr_str(want));
+        if (event.recipient) {
+            test_as_written(rcpt, want);
+            assert_string_equal(
+                json_string_value(json_object_get(obj, "recipient")),
+                vstr_str(want));
+        } else {
+            assert_true(json_is_null(json_object_get(obj, "recipient")));
+        }
+        free(dump);
+        json_decref(obj);
+    }
+    vstr_free(line);
+    vstr_free(why);
+    vstr_free(want);
+}
+
+/* A bounce's class: category a string, hard and async JSON booleans;
+   left out when not set */
+static void test_format_bounced_class(void **state)
+{
+    VSTR *line = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+    struct timeval now = {.tv_sec = 0, .tv_usec = 0};
+    EVENT event;
+
+    events_event_init(&event, EVENTS_BOUNCED, "Q", "7");
+    event.dsn = "5.1.1";
+    event.category = "user_unknown";
+    event.hard = 1;
+    event.async = 0;
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_non_null(strstr(vstr_str(line),
+                           "\"dsn\":\"5.1.1\",\"category\":\"user_unknown\","
+                           "\"hard\":true,\"async\":false,"));
+    vstr_reset(line);
+    events_event_init(&event, EVENTS_DEFERRED, "Q", "7.1");
+    event.category = "mailbox_full";
+    event.hard = 0;
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_non_null(strstr(vstr_str(line),
+                           "\"category\":\"mailbox_full\",\"hard\":false,"));
+    assert_null(strstr(vstr_str(line), "async"));
+    vstr_reset(line);
+    events_event_init(&event, EVENTS_DELIVERED, "Q", "7");
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_null(strstr(vstr_str(line), "category"));
+    assert_null(strstr(vstr_str(line), "hard"));
+    vstr_free(line);
+    vstr_free(why);
+}
+
+/* queued_at: a UTC time as ts (microseconds), attempt a number; both
+   left out when not set */
+static void test_format_queued_at(void **state)
+{
+    VSTR *line = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+    struct timeval now = {.tv_sec = 1700000100, .tv_usec = 5};
+    EVENT event;
+
+    events_event_init(&event, EVENTS_DEFERRED, "Q", "7.1");
+    event.queued_usec = 1700000040LL * 1000000 + 123456;
+    event.attempt = 2;
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_non_null(
+        strstr(vstr_str(line), "\"ts\":\"2023-11-14T22:15:00.000005Z\""));
+    assert_non_null(strstr(vstr_str(line),
+                           ",\"queued_at\":\"2023-11-14T22:14:00.123456Z\","
+                           "\"attempt\":2"));
+    vstr_reset(line);
+    event.queued_usec = 0; /* the epoch is a time */
+    event.attempt = -1;
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_non_null(strstr(vstr_str(line),
+                           "\"queued_at\":\"1970-01-01T00:00:00.000000Z\""));
+    assert_null(strstr(vstr_str(line), "attempt"));
+    vstr_reset(line);
+    events_event_init(&event, EVENTS_DELIVERED, "Q", "7");
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_null(strstr(vstr_str(line), "queued_at"));
+    assert_null(strstr(vstr_str(line), "attempt"));
+    vstr_free(line);
+    vstr_free(why);
+}
+
+/* committed_at: a UTC time as ts (microseconds), left out when not set */
+static void test_format_committed_at(void **state)
+{
+    VSTR *line = vstr_alloc(10);
+    VSTR *why = vstr_alloc(10);
+    struct timeval now = {.tv_sec = 1700000100, .tv_usec = 5};
+    EVENT event;
+
+    events_event_init(&event, EVENTS_RECEIVED, "Q", "0");
+    event.committed_usec = 1700000099LL * 1000000 + 654321;
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_non_null(strstr(vstr_str(line),
+                           "\"committed_at\":\"2023-11-14T22:14:59.654321Z\""));
+    vstr_reset(line);
+    events_event_init(&event, EVENTS_RECEIVED, "Q", "0");
+    assert_int_equal(events_format(line, &event, "n", &now, why), 0);
+    assert_null(strstr(vstr_str(line), "committed_at"));
     vstr_free(line);
     vstr_free(why);
 }
@@ -112,6 +402,9 @@ static void test_format_tenant_fields(void **state)
     event.provider = "gmail";
     event.tags = "[\"welcome\",\"a b\"]";
     event.metadata = "{\"user\":\"42\"}";
+    event.tls_version = "TLSv1.3";
+    event.tls_cipher = "TLS_AES_256_GCM_SHA384";
+    event.tls_level = "Verified";
     assert_int_equal(events_format(line, &event, "n", &now, why), 0);
     assert_string_equal(
         vstr_str(line),
@@ -119,6 +412,8 @@ static void test_format_tenant_fields(void **state)
         "\"kind\":\"delivered\",\"qid\":\"Q\",\"recipient\":\"r@d.test\","
         "\"tenant\":\"acme\",\"pool\":\"bulk\",\"source_ip\":\"127.0.0.2\","
         "\"provider\":\"gmail\",\"trace_id\":null,"
+        "\"tls\":{\"version\":\"TLSv1.3\",\"cipher\":"
+        "\"TLS_AES_256_GCM_SHA384\",\"level\":\"Verified\"},"
         "\"tags\":[\"welcome\",\"a b\"],\"metadata\":{\"user\":\"42\"}}\n");
     vstr_reset(line);
     event.tags = "{\"not\":\"an array\"}";
@@ -287,6 +582,67 @@ static void test_writer_rolls(void **state)
     mail_conf_free(conf);
 }
 
+/* An event given the arrival: ts - delay is the arrival to the
+   microsecond (the receive span's start, events/otel.c), delay taken from
+   ts's own clock reading; an arrival in the future is a delay of 0. */
+static void test_arrival_delay(void **state)
+{
+    TESTLIB_DIR *tmp = *state;
+    MAIL_CONF *conf = test_conf(tmp, "");
+    EVENTS *events = events_open(conf, "unit");
+    struct timeval tv;
+    long long arrival[2];
+    EVENT event;
+    glob_t found;
+    size_t len;
+    char *data;
+    char *cp;
+
+    assert_non_null(events);
+    gettimeofday(&tv, NULL);
+    arrival[0] = (long long) tv.tv_sec * 1000000 + tv.tv_usec - 1000339;
+    arrival[1] = arrival[0] + 3600000000LL;
+    for (int i = 0; i < 2; i++) {
+        events_event_init(&event, EVENTS_RECEIVED, "QQQQ", i ? "1" : "0");
+        event.arrival_usec = arrival[i];
+        event.delay = 99; /* replaced */
+        assert_int_equal(events_emit(events, &event), 0);
+    }
+    assert_int_equal(test_segments(tmp, &found), 1);
+    data = testlib_read(found.gl_pathv[0], &len);
+    assert_non_null(data);
+    cp = data;
+    for (int i = 0; i < 2; i++) {
+        struct tm tm = {0};
+        long usec;
+        double delay;
+        char *ts = strstr(cp, "\"ts\":\"");
+        char *dp = strstr(cp, "\"delay\":");
+
+        assert_non_null(ts);
+        assert_non_null(dp);
+        assert_int_equal(sscanf(ts + 6, "%4d-%2d-%2dT%2d:%2d:%2d.%6ldZ",
+                                &tm.tm_year, &tm.tm_mon, &tm.tm_mday,
+                                &tm.tm_hour, &tm.tm_min, &tm.tm_sec, &usec),
+                         7);
+        tm.tm_year -= 1900;
+        tm.tm_mon -= 1;
+        delay = strtod(dp + 8, NULL);
+        if (i == 0)
+            assert_int_equal((long long) timegm(&tm) * 1000000 + usec -
+                                 (long long) (delay * 1e6 + 0.5),
+                             arrival[0]);
+        else
+            assert_true(delay == 0);
+        cp = strchr(dp, '\n');
+        assert_non_null(cp);
+    }
+    myfree(data);
+    globfree(&found);
+    events_close(events);
+    mail_conf_free(conf);
+}
+
 static void test_disabled(void **state)
 {
     TESTLIB_DIR *tmp = *state;
@@ -400,6 +756,37 @@ static void test_retain_and_stall_mark(void **state)
     vstr_free(mark);
 }
 
+/* Two writers repairing at once: the second waits for the first and
+   finds the tail cut (it cut and logged a second time before). The
+   parent holds the segment's lock as a first repairer would, cuts the
+   tail, and lets go; the child's repair then has nothing to cut. */
+static void test_repair_serialized(void **state)
+{
+    TESTLIB_DIR *tmp = *state;
+    const char *seg = "ev/20261204T120000.000001Z-99999999-qmgr.jsonl";
+    char *path;
+    int status;
+    pid_t pid;
+    int fd;
+
+    assert_int_equal(mkdir(testlib_path(tmp, "ev"), 0700), 0);
+    testlib_write(tmp, seg, "{\"a\":1}\n{\"c\":");
+    path = mystrdup(testlib_path(tmp, seg));
+    assert_true((fd = open(path, O_RDWR)) >= 0);
+    assert_int_equal(flock(fd, LOCK_EX), 0);
+    if ((pid = fork()) == 0)
+        _exit(events_repair_file(path) == 0 ? 0 : 1);
+    assert_true(pid > 0);
+    sleep(1); /* the child is at the lock (or, unlocked, done) */
+    assert_int_equal(ftruncate(fd, 8), 0);
+    assert_int_equal(flock(fd, LOCK_UN), 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    (void) close(fd);
+    myfree(path);
+}
+
 static void test_repair(void **state)
 {
     TESTLIB_DIR *tmp = *state;
@@ -452,7 +839,15 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_format_received),
+        cmocka_unit_test(test_format_rejected),
         cmocka_unit_test(test_format_delivered_escapes),
+        cmocka_unit_test(test_format_bounced_class),
+        cmocka_unit_test(test_format_reals_microseconds),
+        cmocka_unit_test(test_format_as_jansson),
+        cmocka_unit_test(test_format_queued_at),
+        cmocka_unit_test_setup_teardown(test_arrival_delay, test_setup,
+                                        test_teardown),
+        cmocka_unit_test(test_format_committed_at),
         cmocka_unit_test(test_format_tenant_fields),
         cmocka_unit_test(test_format_trace),
         cmocka_unit_test(test_segment_names),
@@ -463,6 +858,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_disabled, test_setup,
                                         test_teardown),
         cmocka_unit_test_setup_teardown(test_repair, test_setup, test_teardown),
+        cmocka_unit_test_setup_teardown(test_repair_serialized, test_setup,
+                                        test_teardown),
         cmocka_unit_test_setup_teardown(test_retain_and_stall_mark, test_setup,
                                         test_teardown),
     };

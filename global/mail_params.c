@@ -57,6 +57,23 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"queue_directory", STR, DEF_QUEUE_DIR, "top of the mail queue"},
     {"data_directory", STR, DEF_DATA_DIR,
      "directory for caches and other data that is not mail"},
+    {"feedback_key_file", STR, "",
+     "HMAC key of VERP return paths, tracking and unsubscribe links (empty:"
+     " data_directory/feedback.key, made with 32 random bytes on first use;"
+     " copy it to every node that should accept the others' tokens)"},
+    {"bounce_verp_domain", STR, "",
+     "when set, mail with a sender goes out with MAIL FROM"
+     " bounce+TOKEN@this domain (one recipient per transaction), and mail"
+     " to such an address is parsed as a DSN by the feedback service"},
+    {"complaint_addresses", STR, "",
+     "addresses whose incoming mail is parsed as ARF (RFC 5965) complaint"
+     " reports by the feedback service instead of being delivered"},
+    {"complaint_feedback_types", LIST, "abuse, fraud, virus",
+     "ARF Feedback-Types that are complaints (a complained event: suppressed,"
+     " counted against the source); others become feedback_report events"},
+    {"feedback_size_limit", SIZE_RANGE(1024, NOMAX), "10485760",
+     "bytes of a DSN or ARF report the feedback service reads at most"
+     " (the rest is not looked at)"},
     {"daemon_directory", STR, DEF_DAEMON_DIR,
      "directory of the programs that master runs"},
     {"command_directory", STR, DEF_COMMAND_DIR,
@@ -162,8 +179,44 @@ static const MAIL_PARAM mail_param_tab[] = {
      "where the API keeps its Idempotency-Key records"},
     {"api_tenant_daily_limit", INT_RANGE(0, INTMAX), "0",
      "messages one API tenant may send per UTC day (0: no limit)"},
+    {"api_tenant_rate_limit", INT_RANGE(0, INTMAX), "0",
+     "messages one API tenant may send per second (0: no limit)"},
+    {"api_tls", BOOL, "no",
+     "the API listener speaks HTTPS, with smtpd_tls_chain_files (or "
+     "smtpd_tls_cert_file and smtpd_tls_key_file) as its certificate"},
     {"api_template_directory", STR, "$queue_directory/api/templates",
      "where the API keeps its templates, one folder per tenant"},
+    /* Tracking and unsubscribe links (cleanup_track.c, api_track.c, #22). */
+    {"tracking_base_url", STR, "",
+     "public base URL of the api service for open and click tracking links"
+     " (https://t.example.com; empty: no tracking)"},
+    {"track_opens", BOOL, "no",
+     "add an open pixel to the HTML of every message (per message:"
+     " X-Sluice-Track, per tenant: track_tenant_maps)"},
+    {"track_clicks", BOOL, "no",
+     "rewrite http(s) links of every message's HTML to tracking links"},
+    {"track_tenant_maps", LIST, "",
+     "tables: API tenant to \"opens clicks list=NAME\" or \"none\""
+     " (overrides track_opens, track_clicks)"},
+    {"track_size_limit", SIZE_RANGE(0, NOMAX), "10m",
+     "largest body whose HTML is rewritten for tracking (0: no limit)"},
+    {"unsubscribe_base_url", STR, "$tracking_base_url",
+     "public base URL of the One-Click unsubscribe link in List-Unsubscribe"
+     " (empty: no List-Unsubscribe)"},
+    {"unsubscribe_mailto_domain", STR, "$bounce_verp_domain",
+     "domain of the unsubscribe+TOKEN mailto in List-Unsubscribe, whose"
+     " incoming mail the feedback service turns into unsubscribed events"
+     " (empty: no mailto)"},
+    {"tracking_rate_limit", INT_RANGE(0, INTMAX), "200",
+     "tracking and unsubscribe requests with a bad token one client"
+     " address may send per second, beyond that 429; good tokens are never"
+     " limited (0: no limit)"},
+    {"api_spool_min_recipients", INT_RANGE(1, INTMAX), "100",
+     "batches of at least this many recipients are spooled for the render "
+     "service and answered 202 at once (smaller ones are queued in the "
+     "request)"},
+    {"render_cleanup_timeout", TIME_RANGE(1, INTMAX), "60s",
+     "time the render service waits for cleanup before it retries later"},
 
     /* smtpd. */
     {"smtpd_banner", STR, "$myhostname ESMTP $mail_name",
@@ -232,12 +285,16 @@ static const MAIL_PARAM mail_param_tab[] = {
      "milters smtpd consults for each SMTP session: inet:host:port or"
      " unix:/path, in order"},
     {"non_smtpd_milters", LIST, "",
-     "milters pickup consults for mail from sendmail(1), as from localhost"
-     " [127.0.0.1]: inet:host:port or unix:/path, in order"},
+     "milters pickup, api and render consult for mail from sendmail(1)"
+     " and the HTTP API, as from localhost [127.0.0.1]: inet:host:port or"
+     " unix:/path, in order"},
     {"non_smtpd_milter_max_size", SIZE, "64m",
      "with message_size_limit = 0: the largest local message pickup reads"
      " into memory for non_smtpd_milters; a larger one gets"
      " milter_default_action"},
+    {"api_milter_process_limit", INT_RANGE(1, 10000), "20",
+     "the most non_smtpd_milters child processes one api or render process"
+     " runs at once; more messages wait up to 10s for one, then get 503"},
     {"milter_default_action", STR, "tempfail",
      "when a milter cannot be reached, fails or times out: tempfail (451),"
      " reject (550) or accept (go on without it)"},
@@ -328,6 +385,9 @@ static const MAIL_PARAM mail_param_tab[] = {
      " accepted (0: no check; a journal that failed refuses mail anyway)"},
     {"events_webhook_urls", LIST, "",
      "URLs the events daemon POSTs batches of journal events to"},
+    {"events_webhook_routes", LIST, "",
+     "SELECTOR=URL entries: URL gets only the events SELECTOR picks"
+     " (kind:KIND, tenant:TENANT, joined by + to ask for both)"},
     {"events_webhook_secret", STR, "",
      "key of the HMAC-SHA256 signature of each webhook POST (empty: none)"},
     {"events_webhook_secret_file", STR, "",
@@ -354,12 +414,26 @@ static const MAIL_PARAM mail_param_tab[] = {
      "feed the SQLite store behind sluice stats from the event journal"},
     {"events_stats_database", STR, "$events_directory/stats.sqlite",
      "the SQLite database behind sluice stats"},
-    {"events_index_enable", BOOL, "no",
-     "feed the SQLite status index behind sluice why from the event journal"},
+    {"events_index_enable", BOOL, "yes",
+     "feed the SQLite status index behind sluice why from the event journal"
+     " (it holds journal segments while behind, never removes them)"},
     {"events_index_database", STR, "$events_directory/index.sqlite",
      "the SQLite status index behind sluice why"},
     {"events_index_max_age", TIME_RANGE(1, NOMAX), "30d",
      "time sluice why remembers a message after its last event"},
+    {"suppression_enable", BOOL, "yes",
+     "check recipients against the suppression list in cleanup"},
+    {"suppression_feedback_enable", BOOL, "yes",
+     "add hard bounces, complaints and unsubscribes from the event journal"
+     " to the suppression list (an events exporter that holds journal"
+     " segments while behind, never removes them)"},
+    {"suppression_database", STR, "$data_directory/suppression/list.sqlite",
+     "the SQLite suppression list (sluice suppress, /v1/suppressions)"},
+    {"suppression_bounce_categories", LIST,
+     "user_unknown, domain_not_found, mailbox_disabled",
+     "bounce categories whose hard bounces suppress the recipient"},
+    {"suppression_bounce_expiry", TIME, "90d",
+     "how long a hard bounce's suppression lasts; 0: for ever"},
     {"otel_exporter_otlp_endpoint", STR, "",
      "OTLP/HTTP base URL the events daemon POSTs trace spans to"
      " ({URL}/v1/traces, JSON; empty: no tracing export)"},
@@ -558,6 +632,10 @@ static const MAIL_PARAM mail_param_tab[] = {
     {"smtp_source_pool_maps", LIST, "",
      "pool rules: sasl:USER, tenant:T, sender address or sender domain -> "
      "pool name"},
+    {"smtp_source_pool_allow_maps", LIST, "",
+     "who may name a pool (X-Sluice-Pool, the API's pool): sasl:USER, "
+     "tenant:T, mynetworks or local -> pool names or *; none found: "
+     "mynetworks and local any, others none"},
     {"smtp_source_retry_time", TIME_RANGE(1, INTMAX), "60s",
      "how long a source whose bind failed is left out of its pools"},
     {"smtp_tcp_port", INT_RANGE(1, 65535), "25",
@@ -635,6 +713,8 @@ static const MAIL_PARAM mail_param_tab[] = {
      "recipient of bounces that could not be delivered (empty: nobody)"},
     {"bounce_size_limit", SIZE, "50000",
      "most of the original message a DSN returns (headers only beyond)"},
+    {"bounce_classes_file", STR, "",
+     "rules that classify failures (conf/bounce-classes); empty: built in"},
     {"soft_bounce", BOOL, "no",
      "turn permanent delivery errors into temporary ones (testing)"},
 };

@@ -25,6 +25,7 @@
 #define MAIL_QUEUE_PID "pid"
 #define MAIL_QUEUE_EVENTS "events" /* the event journal (global/events.h) */
 #define MAIL_QUEUE_API "api" /* the HTTP API's records (global/api_idem.h) */
+#define MAIL_QUEUE_STATS "stats" /* counts for the metrics (conn_stats.h) */
 
 /* public/qmgr: the wake-up trigger of the queue manager */
 #define MAIL_QUEUE_QMGR_SERVICE "qmgr"

@@ -31,7 +31,8 @@
 #define MAIL_SERVER_STATUS_FD 3
 #define MAIL_SERVER_LISTEN_FD 4
 #define MAIL_SERVER_MAX_LISTEN 64
-#define MAIL_SERVER_TRIGGER_MAX 64 /* bytes read per trigger connection */
+#define MAIL_SERVER_TRIGGER_MAX                                                \
+    64 /* bytes read at a time per trigger connection */
 #define MAIL_SERVER_FULL_PAUSE 1 /* s without accept at the fd limit */
 #define MAIL_SERVER_FULL_WARN 10 /* s between two warnings of it */
 #define MAIL_SERVER_SHED_MAX 64 /* clients turned away per pause */
@@ -41,11 +42,10 @@ typedef struct MAIL_SERVER_LISTENER {
     struct event *ev;
 } MAIL_SERVER_LISTENER;
 
-/* One trigger connection: a few bytes, then EOF. */
+/* One trigger connection: bytes, then EOF (or the idle timeout). */
 typedef struct MAIL_SERVER_TRIGGER {
     MAIL_SERVER *server;
     int fd;
-    int count;
     struct event *ev;
     struct MAIL_SERVER_TRIGGER *prev; /* open trigger connections */
     struct MAIL_SERVER_TRIGGER *next;
@@ -188,7 +188,10 @@ static void mail_server_trigger_free(MAIL_SERVER_TRIGGER *trig)
     myfree(trig);
 }
 
-/* mail_server_trigger_event - bytes (or EOF) on a trigger connection */
+/* mail_server_trigger_event - bytes (or EOF) on a trigger connection. A
+   sender may keep its connection for many wake-ups (trigger_conn), so any
+   number of bytes is taken; one idle for 10 s is closed. Bytes that came
+   with the timeout are read first, never dropped with the connection. */
 static void mail_server_trigger_event(evutil_socket_t fd, short what, void *arg)
 {
     MAIL_SERVER_TRIGGER *trig = arg;
@@ -197,20 +200,16 @@ static void mail_server_trigger_event(evutil_socket_t fd, short what, void *arg)
     ssize_t got;
     bool done = false;
 
-    if (what & EV_TIMEOUT) {
-        done = true;
-    } else {
+    /* On a timeout too: a byte that came just then is not dropped. */
+    if (what & (EV_READ | EV_TIMEOUT)) {
         got = read(fd, buf, sizeof(buf));
-        if (got < 0 && (errno == EAGAIN || errno == EINTR))
+        if (got < 0 && (errno == EAGAIN || errno == EINTR) &&
+            !(what & EV_TIMEOUT))
             return;
-        if (got <= 0) {
+        if (got <= 0 || (what & EV_TIMEOUT))
             done = true;
-        } else {
-            for (ssize_t i = 0; i < got; i++)
-                server->ops->on_trigger(server, buf[i], server->ctx);
-            trig->count += (int) got;
-            done = trig->count >= MAIL_SERVER_TRIGGER_MAX;
-        }
+        for (ssize_t i = 0; i < got; i++)
+            server->ops->on_trigger(server, buf[i], server->ctx);
     }
     if (done)
         mail_server_trigger_free(trig);

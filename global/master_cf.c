@@ -253,3 +253,18 @@ MASTER_CF *master_cf_free(MASTER_CF *cf)
     myfree(cf);
     return NULL;
 }
+
+/* master_cf_runs - does a service run program? */
+bool master_cf_runs(const MASTER_CF *cf, const char *program)
+{
+    for (size_t i = 0; i < cf->count; i++) {
+        const char *command = cf->ents[i].argv->argv[0];
+        const char *base = strrchr(command, '/');
+
+        /* A service of that name runs it through a wrapper (valgrind). */
+        if (strcmp(base ? base + 1 : command, program) == 0 ||
+            strcmp(cf->ents[i].name, program) == 0)
+            return true;
+    }
+    return false;
+}

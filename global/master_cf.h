@@ -51,4 +51,8 @@ extern MASTER_CF *master_cf_read(const char *path, int default_maxproc,
 extern MASTER_CF *master_cf_free(MASTER_CF *cf);
 extern const char *master_serv_type_name(MASTER_SERV_TYPE type);
 
+/* master_cf_runs - does a service of cf run program (its command's last
+   path component), or is one named program (a wrapper may run it)? */
+extern bool master_cf_runs(const MASTER_CF *cf, const char *program);
+
 #endif

@@ -338,8 +338,35 @@ static void qfile_commit_fail(QFILE_COMMIT *item, QFILE_STEP step)
     qfile_remove(item->out->path);
 }
 
+/* qfile_in_dir - does path name a file directly in dir */
+static bool qfile_in_dir(const char *path, const char *dir)
+{
+    size_t len = qfile_dir_len(path);
+
+    return len == strlen(dir) && strncmp(path, dir, len) == 0;
+}
+
+/* qfile_sync_dir_of - fsync the directory of item's final name: through
+   shared when that is its directory, else here (or syncfs) */
+static int qfile_sync_dir_of(const QFILE_COMMIT *item, DIR_SYNC *shared)
+{
+    int sync_fd = (item->out->flags & QFILE_CREATE_SYNCFS) ? item->out->fd : -1;
+
+    if (shared != NULL && sync_fd < 0 &&
+        qfile_in_dir(item->path, dir_sync_dir(shared)))
+        return dir_sync(shared);
+    return safe_file_fsync_parent_or_fs(item->path, sync_fd);
+}
+
 /* qfile_commit_group - write, fsync, rename each; one fsync per directory */
 void qfile_commit_group(QFILE_COMMIT *items, size_t count)
+{
+    qfile_commit_group_shared(items, count, NULL);
+}
+
+/* qfile_commit_group_shared - the same, the directory fsync shared */
+void qfile_commit_group_shared(QFILE_COMMIT *items, size_t count,
+                               DIR_SYNC *shared)
 {
     size_t i, j;
 
@@ -376,13 +403,11 @@ void qfile_commit_group(QFILE_COMMIT *items, size_t count)
      */
     for (i = 0; i < count; i++) {
         QFILE_COMMIT *item = items + i;
-        int sync_fd =
-            (item->out->flags & QFILE_CREATE_SYNCFS) ? item->out->fd : -1;
         int err;
 
         if (item->step != QFILE_STEP_NONE || item->synced)
             continue;
-        if (safe_file_fsync_parent_or_fs(item->path, sync_fd) == 0) {
+        if (qfile_sync_dir_of(item, shared) == 0) {
             for (j = i; j < count; j++)
                 if (items[j].step == QFILE_STEP_NONE &&
                     qfile_same_dir(item->path, items[j].path))
@@ -706,6 +731,8 @@ struct QFILE_READER {
     size_t len;
     size_t cap;
     bool eof;
+    bool short_read; /* the last read() gave less than asked */
+    bool short_is_eof; /* fd is a regular file: a short read met its end */
     off_t buf_offset; /* file offset of buf[0] */
     VSTR *rec_data; /* the current record, NUL added */
     VSTR *error; /* the reason, once failed */
@@ -720,11 +747,10 @@ struct QFILE_READER {
     long long size_rcpts;
 };
 
-/* qfile_reader_alloc - read the queue file on fd */
-QFILE_READER *qfile_reader_alloc(int fd)
+/* qfile_reader_alloc_at - read the queue file on fd, now at offset start */
+static QFILE_READER *qfile_reader_alloc_at(int fd, off_t start)
 {
     QFILE_READER *reader = mycalloc(1, sizeof(*reader));
-    off_t start = lseek(fd, 0, SEEK_CUR);
 
     reader->fd = fd;
     reader->cap = QFILE_READ_BUF;
@@ -734,6 +760,12 @@ QFILE_READER *qfile_reader_alloc(int fd)
     reader->error = vstr_alloc(64);
     reader->state = QFILE_RS_SIZE;
     return reader;
+}
+
+/* qfile_reader_alloc - read the queue file on fd from its current offset */
+QFILE_READER *qfile_reader_alloc(int fd)
+{
+    return qfile_reader_alloc_at(fd, lseek(fd, 0, SEEK_CUR));
 }
 
 /* qfile_reader_free - release the reader; fd stays open */
@@ -774,6 +806,7 @@ static int qfile_fill(QFILE_READER *reader, size_t want)
                 continue;
             return -1;
         }
+        reader->short_read = (size_t) n < reader->cap - reader->len;
         if (n == 0)
             reader->eof = true;
         else
@@ -898,6 +931,18 @@ static int qfile_check_end(QFILE_READER *reader, off_t offset)
         return qfile_fail(reader, offset,
                           "size record says %lld recipients, found %lld",
                           reader->size_rcpts, reader->rcpt_count);
+    /*
+     * Nothing may follow END. A read of a regular file that gave less than
+     * asked ended at the file's end: when END is the last byte it brought,
+     * there is nothing after it, and the read that would find only EOF is
+     * not needed. (A short read for another reason, a signal, can only make
+     * this check miss trailing bytes: the records read are whole either way.)
+     */
+    if (reader->len == reader->pos && reader->short_read &&
+        reader->short_is_eof) {
+        reader->state = QFILE_RS_DONE;
+        return 0;
+    }
     if (qfile_fill(reader, 1) < 0)
         return qfile_fail(reader, offset, "read: %s", strerror(errno));
     if (reader->len > reader->pos)
@@ -1042,15 +1087,18 @@ failed:
     return -1;
 }
 
-/* qfile_info_read - read and check the whole file */
-QFILE_INFO *qfile_info_read(int fd, VSTR *why)
+/* qfile_info_read_from - read and check the whole file, fd at start;
+   regular: fd is a queue file open()ed by the caller */
+static QFILE_INFO *qfile_info_read_from(int fd, off_t start, bool regular,
+                                        VSTR *why)
 {
-    QFILE_READER *reader = qfile_reader_alloc(fd);
+    QFILE_READER *reader = qfile_reader_alloc_at(fd, start);
     QFILE_INFO *info = mycalloc(1, sizeof(*info));
     size_t attr_cap = 0, rcpt_cap = 0;
     QFILE_REC rec;
     int status;
 
+    reader->short_is_eof = regular;
     info->version = QFILE_VERSION;
     while ((status = qfile_read_rec(reader, &rec, why)) > 0) {
         switch (rec.type) {
@@ -1117,6 +1165,19 @@ QFILE_INFO *qfile_info_read(int fd, VSTR *why)
     if (status < 0)
         return qfile_info_free(info);
     return info;
+}
+
+/* qfile_info_read - read and check the whole file from fd's offset */
+QFILE_INFO *qfile_info_read(int fd, VSTR *why)
+{
+    return qfile_info_read_from(fd, lseek(fd, 0, SEEK_CUR), false, why);
+}
+
+/* qfile_info_read_new - the same for a queue file just open()ed: offset 0,
+   and a regular file (a short read is its end) */
+QFILE_INFO *qfile_info_read_new(int fd, VSTR *why)
+{
+    return qfile_info_read_from(fd, 0, true, why);
 }
 
 /* qfile_info_free - release what qfile_info_read() returned */

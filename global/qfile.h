@@ -56,6 +56,7 @@
 
 #include <sys/time.h>
 
+#include "dir_sync.h"
 #include "vstr.h"
 
 #define QFILE_VERSION 1
@@ -169,6 +170,13 @@ typedef struct QFILE_COMMIT {
 
 /* qfile_commit_group - commit count items; see above */
 extern void qfile_commit_group(QFILE_COMMIT *items, size_t count);
+/* qfile_commit_group_shared - the same, but the fsync of
+   dir_sync_dir(shared), when items went there, is shared with the other
+   processes committing into it (global/dir_sync.h): an fsync of it begun
+   after this group's renames, by any of them, stands for this group's.
+   shared may be NULL (qfile_commit_group) */
+extern void qfile_commit_group_shared(QFILE_COMMIT *items, size_t count,
+                                      DIR_SYNC *shared);
 /* qfile_abort - close and remove the temporary file, release out; NULL.
    NULL is a no-op. */
 extern QFILE_OUT *qfile_abort(QFILE_OUT *out);
@@ -250,6 +258,11 @@ typedef struct QFILE_INFO {
 /* qfile_info_read - read and check the whole file from fd's current offset
    (the content is checked, not kept); NULL with the reason in why */
 extern QFILE_INFO *qfile_info_read(int fd, VSTR *why);
+
+/* qfile_info_read_new - qfile_info_read() of a regular file just open()ed
+   (offset 0: no lseek; a read that gives less than asked is taken as the
+   end of the file, so no second read to find it) */
+extern QFILE_INFO *qfile_info_read_new(int fd, VSTR *why);
 extern QFILE_INFO *qfile_info_free(QFILE_INFO *info);
 /* qfile_info_attr - the value of attribute name, NULL when absent */
 extern const char *qfile_info_attr(const QFILE_INFO *info, const char *name);

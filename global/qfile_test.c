@@ -263,6 +263,48 @@ static void test_corrupt_records(void **state)
     close(fd);
 }
 
+/* test_info_read_new - qfile_info_read_new (a file just opened: no lseek,
+   a short read taken as its end) reads what qfile_info_read reads and
+   still refuses data after END and any cut */
+static void test_info_read_new(void **state)
+{
+    int fd = test_fd();
+    off_t len = test_write_sample(fd);
+    QFILE_INFO *info = qfile_info_read_new(fd, NULL);
+    QFILE_INFO *old;
+    VSTR *why = vstr_alloc(10);
+
+    assert_non_null(info);
+    assert_int_equal(lseek(fd, 0, SEEK_SET), 0);
+    old = qfile_info_read(fd, NULL);
+    assert_non_null(old);
+    assert_int_equal(info->rcpt_count, old->rcpt_count);
+    assert_int_equal(info->content_offset, old->content_offset);
+    assert_int_equal(info->content_size, old->content_size);
+    qfile_info_free(old);
+    qfile_info_free(info);
+    for (off_t cut = 0; cut < len; cut += 7) {
+        int copy = test_copy(fd, cut);
+
+        assert_null(qfile_info_read_new(copy, NULL));
+        close(copy);
+    }
+    /* Data after END: one byte, and many (past the first read). */
+    for (size_t extra = 1; extra <= 200000; extra += 199999) {
+        int copy = test_copy(fd, len);
+        char *junk = mycalloc(1, extra);
+
+        assert_int_equal(pwrite(copy, junk, extra, len), (ssize_t) extra);
+        vstr_reset(why);
+        assert_null(qfile_info_read_new(copy, why));
+        assert_non_null(strstr(vstr_str(why), "data after END"));
+        myfree(junk);
+        close(copy);
+    }
+    vstr_free(why);
+    close(fd);
+}
+
 /* Flipping any byte never crashes the reader (ASan build checks more). */
 static void test_flip_every_byte(void **state)
 {
@@ -1050,6 +1092,7 @@ int main(void)
         cmocka_unit_test(test_null_sender_and_big_content),
         cmocka_unit_test(test_truncated_everywhere),
         cmocka_unit_test(test_corrupt_records),
+        cmocka_unit_test(test_info_read_new),
         cmocka_unit_test(test_flip_every_byte),
         cmocka_unit_test(test_mark_done),
         cmocka_unit_test(test_write_error),

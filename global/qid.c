@@ -20,6 +20,7 @@
 
 #include "msg.h"
 #include "qid.h"
+#include "proc_pid.h"
 
 #define QID_SEC_CHARS 7
 #define QID_USEC_CHARS 4
@@ -77,7 +78,7 @@ static long long qid_clock(void)
 void qid_new(char buf[QID_SIZE])
 {
     long long now = qid_clock();
-    long long pid = (long long) getpid();
+    long long pid = (long long) proc_pid();
 
     while (now <= qid_last_usec) {
         if (qid_last_usec - now > QID_USEC_PER_SEC) {

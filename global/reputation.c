@@ -854,6 +854,69 @@ static const char *reputation_line(REPUTATION *rep, char *line, long long now)
     return NULL;
 }
 
+/* reputation_shared_value - "paused UNTIL PAUSE MANUAL" of a paused key */
+bool reputation_shared_value(REPUTATION *rep, const char *key, VSTR *out)
+{
+    REPUTATION_ENTRY *entry = reputation_entry(rep, key, false);
+
+    if (entry == NULL)
+        return false;
+    if (entry->state == REPUTATION_PAUSED)
+        vstr_sprintf(out, "paused %lld %lld 0", entry->until, entry->pause_len);
+    else if (entry->state == REPUTATION_MANUAL)
+        vstr_sprintf(out, "paused 0 %lld 1", entry->pause_len);
+    else
+        return false;
+    return true;
+}
+
+/* reputation_apply_shared - another node's pause of key */
+int reputation_apply_shared(REPUTATION *rep, const char *key, const char *value,
+                            long long now, VSTR *why)
+{
+    REPUTATION_ENTRY *entry = reputation_entry(rep, key, false);
+    REPUTATION_STATE before = entry ? entry->state : REPUTATION_ACTIVE;
+    long long until = entry ? entry->until : 0;
+    VSTR *line;
+    const char *err;
+
+    if (strncmp(value, "paused ", 7) != 0) {
+        vstr_sprintf(why, "%s: \"%s\": not a pause", key, value);
+        return -1;
+    }
+    now = reputation_clamp(rep, now);
+    line = vstr_alloc(100);
+    vstr_sprintf(line, "%s %s", key, value);
+    /* Parse into a scratch table first: a bad value changes nothing. */
+    {
+        REPUTATION *scratch = reputation_alloc(&rep->conf);
+        REPUTATION_ENTRY *got;
+
+        if ((err = reputation_line(scratch, vstr_str(line), now)) != NULL) {
+            vstr_sprintf(why, "%s: \"%s\": %s", key, value, err);
+            reputation_free(scratch);
+            vstr_free(line);
+            return -1;
+        }
+        got = reputation_entry(scratch, key, false);
+        /* Already over (a clock a little behind Redis's expiry): taking it
+           would only restart this node's probe. */
+        if ((got->state == REPUTATION_PAUSED && got->until <= now) ||
+            (got->state == before &&
+             (got->state == REPUTATION_MANUAL || got->until == until))) {
+            reputation_free(scratch);
+            vstr_free(line);
+            return 0;
+        }
+        reputation_free(scratch);
+    }
+    vstr_sprintf(line, "%s %s", key, value);
+    (void) reputation_line(rep, vstr_str(line), now);
+    rep->dirty = true;
+    vstr_free(line);
+    return 1;
+}
+
 /* reputation_parse - the state file's text into rep */
 int reputation_parse(REPUTATION *rep, const char *text, size_t len,
                      const char *origin, long long now)

@@ -224,6 +224,22 @@ typedef void (*REPUTATION_TICK_FN)(void *ctx, const char *key,
 extern int reputation_tick(REPUTATION *rep, long long now,
                            REPUTATION_TICK_FN fn, void *ctx);
 
+/*
+ * Sharing pauses between nodes (qmgr/qmgr_source.c, through Redis): the
+ * value of a paused key is the state file's line without its key,
+ * "paused UNTIL PAUSE MANUAL".
+ */
+/* reputation_shared_value - the shared value of key into out; false when
+   key is not paused (ACTIVE or PROBING: nothing to share) */
+extern bool reputation_shared_value(REPUTATION *rep, const char *key,
+                                    VSTR *out);
+/* reputation_apply_shared - another node's value of key, at now: key
+   takes that pause unless it already has it (same state and end) or it
+   is over at now. 1: it
+   changed (a pause to act on), 0: nothing to do, -1: not a value (why) */
+extern int reputation_apply_shared(REPUTATION *rep, const char *key,
+                                   const char *value, long long now, VSTR *why);
+
 /* reputation_dirty - has a state changed since the last save or load? */
 extern bool reputation_dirty(const REPUTATION *rep);
 

@@ -720,10 +720,75 @@ static void test_corrupt(void **state)
     reputation_free(rep);
 }
 
+/* test_shared - a pause as another node shares it: the value round
+   trip, taken once (a second time changes nothing), a bad value changes
+   nothing, an automatic pause keeps its end and ends by itself */
+static void test_shared(void **state)
+{
+    REPUTATION *a = test_rep();
+    REPUTATION *b = test_rep();
+    VSTR *value = vstr_alloc(50);
+    VSTR *why = vstr_alloc(100);
+    long long until;
+
+    assert_false(reputation_shared_value(a, "127.0.0.3", value));
+    reputation_pause(a, "127.0.0.3", T0);
+    assert_true(reputation_shared_value(a, "127.0.0.3", value));
+    assert_string_equal(vstr_str(value), "paused 0 0 1");
+    assert_int_equal(
+        reputation_apply_shared(b, "127.0.0.3", vstr_str(value), T0, why), 1);
+    assert_int_equal(reputation_state(b, "127.0.0.3", NULL), REPUTATION_MANUAL);
+    assert_true(reputation_dirty(b));
+    assert_int_equal(
+        reputation_apply_shared(b, "127.0.0.3", vstr_str(value), T0, why), 0);
+    /* an automatic pause of a source and provider, with its end */
+    assert_int_equal(reputation_apply_shared(b, "127.0.0.2/gmail",
+                                             "paused 1800000100 100 0", T0,
+                                             why),
+                     1);
+    assert_int_equal(reputation_state(b, "127.0.0.2/gmail", &until),
+                     REPUTATION_PAUSED);
+    assert_int_equal(until, T0 + 100);
+    assert_false(reputation_usable(b, "127.0.0.2/gmail", T0 + 50, NULL));
+    assert_true(reputation_shared_value(b, "127.0.0.2/gmail", value));
+    assert_string_equal(vstr_str(value), "paused 1800000100 100 0");
+    assert_int_equal(reputation_tick(b, T0 + 100, NULL, NULL), 1);
+    assert_int_equal(reputation_state(b, "127.0.0.2/gmail", NULL),
+                     REPUTATION_PROBING);
+    assert_false(reputation_shared_value(b, "127.0.0.2/gmail", value));
+    /* a pause already over: nothing to take */
+    assert_int_equal(reputation_apply_shared(
+                         b, "127.0.0.5", "paused 1800000000 100 0", T0, why),
+                     0);
+    assert_int_equal(reputation_state(b, "127.0.0.5", NULL), REPUTATION_ACTIVE);
+    /* bad values: nothing changes */
+    static const char *const bad[] = {
+        "probing 0 0 0",
+        "paused 0 0 0",
+        "paused x 1 0",
+        "paused 1800000100 100",
+        "paused  1800000100 100 0",
+        "",
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        assert_int_equal(
+            reputation_apply_shared(b, "127.0.0.4", bad[i], T0, why), -1);
+        assert_int_equal(reputation_state(b, "127.0.0.4", NULL),
+                         REPUTATION_ACTIVE);
+    }
+    assert_int_equal(
+        reputation_apply_shared(b, "bad key", "paused 0 0 1", T0, why), -1);
+    vstr_free(value);
+    vstr_free(why);
+    reputation_free(a);
+    reputation_free(b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_classify),
+        cmocka_unit_test(test_shared),
         cmocka_unit_test(test_conf_parse),
         cmocka_unit_test(test_min_attempts),
         cmocka_unit_test(test_block_ratio),

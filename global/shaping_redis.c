@@ -103,6 +103,38 @@ const char shaping_redis_release_lua[] =
     "                  string.format('%.0f', now + tonumber(ARGV[1])), "
     "ARGV[2])\n";
 
+const char shaping_redis_source_set_lua[] =
+    "if tonumber(ARGV[3]) > 0 then\n"
+    "  redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])\n"
+    "else\n"
+    "  redis.call('SET', KEYS[2], ARGV[2])\n"
+    "end\n"
+    "return redis.call('ZADD', KEYS[1], ARGV[4], ARGV[1])\n";
+
+const char shaping_redis_source_del_lua[] =
+    "redis.call('DEL', KEYS[2])\n"
+    "return redis.call('ZREM', KEYS[1], ARGV[1])\n";
+
+const char shaping_redis_source_poll_lua[] =
+    "local out = {}\n"
+    "for _, m in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do\n"
+    "  local v = redis.call('GET', ARGV[1] .. '{' .. m .. '}:pause')\n"
+    "  if v then\n"
+    "    out[#out + 1] = m\n"
+    "    out[#out + 1] = v\n"
+    "  else\n"
+    "    redis.call('ZREM', KEYS[1], m)\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* shaping_redis_source_key - sluice:source:{K}:pause */
+const char *shaping_redis_source_key(VSTR *buf, const char *key)
+{
+    vstr_sprintf(buf, "%s{%s}:pause", SHAPING_REDIS_SOURCE_PREFIX, key);
+    return vstr_str(buf);
+}
+
 /* shaping_redis_key - the key what of bucket */
 const char *shaping_redis_key(VSTR *buf, const char *bucket,
                               SHAPING_REDIS_KEY what)

@@ -83,6 +83,37 @@ extern const char shaping_redis_release_lua[];
 extern const char *shaping_redis_key(VSTR *buf, const char *bucket,
                                      SHAPING_REDIS_KEY what);
 
+/*
+ * Source pauses shared by the nodes (#18; qmgr/qmgr_source.c): a paused
+ * reputation key K (a source "192.0.2.10" or a source and a provider
+ * "192.0.2.10/gmail") is the string
+ *
+ *   sluice:source:{K}:pause   "paused UNTIL PAUSE MANUAL" (the line of
+ *                             global/reputation.h's state file without
+ *                             its key), PX the rest of an automatic
+ *                             pause; no expiry for the operator's
+ *
+ * and a member of the sorted set sluice:sources (score: UNTIL, 0 for the
+ * operator's), so a node finds them without SCAN. A pause is SET with
+ * ZADD, a resume DEL with ZREM (SHAPING_REDIS_SOURCE_SET / _DEL). Every
+ * node polls about once a second (SHAPING_REDIS_SOURCE_POLL: every key
+ * still there with its value; members whose key expired are removed).
+ */
+#define SHAPING_REDIS_SOURCE_PREFIX "sluice:source:"
+#define SHAPING_REDIS_SOURCE_INDEX "sluice:sources"
+
+/* shaping_redis_source_key - the key of reputation key into buf */
+extern const char *shaping_redis_source_key(VSTR *buf, const char *key);
+
+/* SHAPING_REDIS_SOURCE_SET: KEYS index, key; ARGV member, value, PX in ms
+   (0: no expiry), score */
+extern const char shaping_redis_source_set_lua[];
+/* SHAPING_REDIS_SOURCE_DEL: KEYS index, key; ARGV member */
+extern const char shaping_redis_source_del_lua[];
+/* SHAPING_REDIS_SOURCE_POLL: KEYS index; ARGV prefix: {member, value,
+   ...} of every member whose key is there */
+extern const char shaping_redis_source_poll_lua[];
+
 /* Where the Redis server is. */
 typedef struct SHAPING_REDIS_ADDR {
     char *host; /* NULL: a UNIX-domain socket */

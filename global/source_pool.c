@@ -385,6 +385,94 @@ ARGV *source_pool_rule_keys(const char *sasl_user, const char *tenant,
     return keys;
 }
 
+/* source_pool_allow_keys - the smtp_source_pool_allow_maps keys, in order */
+ARGV *source_pool_allow_keys(const SOURCE_POOL_REQUESTER *who)
+{
+    ARGV *keys = argv_alloc(4);
+    VSTR *key = vstr_alloc(100);
+
+    if (who->sasl_user != NULL && *who->sasl_user != 0) {
+        vstr_sprintf(key, "sasl:%s", who->sasl_user);
+        argv_add(keys, vstr_str(key));
+    }
+    if (who->tenant != NULL && *who->tenant != 0) {
+        vstr_sprintf(key, "tenant:%s", who->tenant);
+        argv_add(keys, vstr_str(key));
+    }
+    if (who->mynetworks)
+        argv_add(keys, "mynetworks");
+    if (who->local)
+        argv_add(keys, "local");
+    vstr_free(key);
+    return keys;
+}
+
+/* source_pool_allow_lists - does an allow-list value name pool? */
+bool source_pool_allow_lists(const char *value, const char *pool)
+{
+    ARGV *names = argv_split(value, " \t\r\n,");
+    bool found = false;
+
+    for (size_t i = 0; !found && i < names->argc; i++)
+        found = strcmp(names->argv[i], SOURCE_POOL_ALLOW_ANY) == 0 ||
+                strcasecmp(names->argv[i], pool) == 0;
+    argv_free(names);
+    return found;
+}
+
+/* source_pool_allowed - may who name pool? */
+int source_pool_allowed(MAPS *allow, const SOURCE_POOL_REQUESTER *who,
+                        const char *pool, VSTR *why)
+{
+    ARGV *keys = source_pool_allow_keys(who);
+    int ret = -1;
+
+    vstr_reset(why);
+    for (size_t i = 0; allow != NULL && ret < 0 && i < keys->argc; i++) {
+        int error = 0;
+        const char *value = maps_find(allow, keys->argv[i], &error);
+
+        if (value == NULL && error == MAP_FAIL) {
+            vstr_sprintf(why,
+                         "smtp_source_pool_allow_maps: lookup of %s "
+                         "failed",
+                         keys->argv[i]);
+            ret = SOURCE_POOL_ALLOW_FAIL;
+        } else if (value != NULL) {
+            ret = source_pool_allow_lists(value, pool) ? SOURCE_POOL_ALLOWED
+                                                       : SOURCE_POOL_REFUSED;
+            vstr_sprintf(why, "smtp_source_pool_allow_maps (%s) %s \"%s\"",
+                         keys->argv[i],
+                         ret == SOURCE_POOL_ALLOWED ? "allows" : "allows only",
+                         value);
+        }
+    }
+    if (ret < 0 && allow == NULL && who->sasl_user && *who->sasl_user) {
+        /* No table at all: an authenticated client may name any pool, as
+           the header has always been honoured (issue #13); a site whose
+           SASL users must not share pools lists them in the table. API
+           tenants need an entry: a tenant is someone else's sender. */
+        ret = SOURCE_POOL_ALLOWED;
+        vstr_cpy(why, "no smtp_source_pool_allow_maps: an authenticated "
+                      "client may name any pool");
+    } else if (ret < 0) {
+        /* No entry: mynetworks and local submission may name any pool. */
+        ret = who->mynetworks || who->local ? SOURCE_POOL_ALLOWED
+                                            : SOURCE_POOL_REFUSED;
+        if (keys->argc == 0)
+            vstr_cpy(why, "the client is neither in mynetworks nor "
+                          "authenticated");
+        else if (ret == SOURCE_POOL_ALLOWED)
+            vstr_sprintf(why, "%s may name any pool",
+                         who->mynetworks ? "mynetworks" : "local submission");
+        else
+            vstr_sprintf(why, "%s is not in smtp_source_pool_allow_maps",
+                         keys->argv[0]);
+    }
+    argv_free(keys);
+    return ret;
+}
+
 /* source_pool_addr_local - can this machine bind the source's address? */
 int source_pool_addr_local(const SOURCE_POOL_SOURCE *source, VSTR *why)
 {

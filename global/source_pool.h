@@ -35,6 +35,27 @@
  * ("alice@example.com"), then its domain ("example.com", the domain alone:
  * no parent domains); the first one found names the pool. The
  * X-Sluice-Pool header, when it is honoured, comes before all of them.
+ *
+ * Who may name a pool (the X-Sluice-Pool header, the API's "pool" field):
+ * smtp_source_pool_allow_maps, keys tried in order, the first found
+ * decides:
+ *   "sasl:USER"    an SMTP client authenticated as USER
+ *   "tenant:T"     an API request of tenant T (and its raw MIME)
+ *   "mynetworks"   an SMTP client in mynetworks (authenticated or not)
+ *   "local"        local submission (sendmail, pickup)
+ * the value a list of pool names (spaces or commas), or "*" for any pool:
+ *
+ *     sasl:alice@example.com  marketing, transactional
+ *     tenant:acme             acme-dedicated transactional
+ *     tenant:ops              *
+ *     mynetworks              transactional
+ *
+ * With no entry found (or no table): mynetworks clients and local
+ * submission may name any pool (as before the table existed); SASL users
+ * outside mynetworks, API tenants and everyone else may name none. A
+ * pool name that is not allowed is never honoured: the API answers 403
+ * (field "pool"), cleanup removes the header, logs a warning and uses the
+ * pool the rules or the default choose.
  */
 #ifndef SOURCE_POOL_H
 #define SOURCE_POOL_H
@@ -42,6 +63,7 @@
 #include "sys_defs.h"
 
 #include "argv.h"
+#include "maps.h"
 #include "vstr.h"
 
 #define SOURCE_POOL_NAME_MAX 64
@@ -102,6 +124,33 @@ extern long source_pool_wrr_next(const SOURCE_POOL *pool, long long *current,
    in the order they are tried (sasl_user, tenant may be NULL or "") */
 extern ARGV *source_pool_rule_keys(const char *sasl_user, const char *tenant,
                                    const char *sender);
+
+/* Who names a pool by header or API field. */
+typedef struct SOURCE_POOL_REQUESTER {
+    const char *sasl_user; /* the SMTP AUTH login, NULL or "": none */
+    const char *tenant; /* the API's tenant, NULL or "": none */
+    bool mynetworks; /* an SMTP client in mynetworks */
+    bool local; /* local submission (sendmail, pickup) */
+} SOURCE_POOL_REQUESTER;
+
+#define SOURCE_POOL_ALLOW_ANY "*" /* an allow-list value: any pool */
+
+/* source_pool_allow_keys - the smtp_source_pool_allow_maps keys of a
+   requester, in the order they are tried */
+extern ARGV *source_pool_allow_keys(const SOURCE_POOL_REQUESTER *who);
+/* source_pool_allow_lists - does an allow-list value name pool ("*": any;
+   names compared in any case)? */
+extern bool source_pool_allow_lists(const char *value, const char *pool);
+
+/* source_pool_allowed - may who name pool? SOURCE_POOL_ALLOWED or
+   SOURCE_POOL_REFUSED, with why saying on what ground (for logs and the
+   API's error); SOURCE_POOL_ALLOW_FAIL when a table lookup failed (why
+   names the key). allow may be NULL (no table: the defaults above). */
+#define SOURCE_POOL_ALLOWED 0
+#define SOURCE_POOL_REFUSED 1
+#define SOURCE_POOL_ALLOW_FAIL 2
+extern int source_pool_allowed(MAPS *allow, const SOURCE_POOL_REQUESTER *who,
+                               const char *pool, VSTR *why);
 
 /* source_pool_addr_local - can this machine bind address? 0 yes; -1 no,
    with why ("192.0.2.1: Cannot assign requested address") */

@@ -8,6 +8,7 @@
 #include <sys/random.h>
 
 #include "msg.h"
+#include "proc_pid.h"
 #include "trace.h"
 
 /* trace_hex - len lower-case hex digits at cp (upper case refused, as
@@ -92,12 +93,41 @@ bool trace_parse_attr(const char *text, TRACE_CTX *ctx)
     return trace_parse_any(text, ctx, true);
 }
 
+/*
+ * Random bytes for trace and span IDs come from one getrandom() per
+ * TRACE_POOL_SIZE bytes, not two per message. They only have to be unique
+ * (W3C Trace Context asks for random IDs, not secret ones), and each byte
+ * is handed out once: used bytes are wiped, and a fork()ed child (whose
+ * copy of the pool its parent will hand out too) refills before its first
+ * use, known by the pid the pool was filled under.
+ */
+#define TRACE_POOL_SIZE 256 /* getrandom() never returns short up to 256 */
+
+static unsigned char trace_pool[TRACE_POOL_SIZE];
+static size_t trace_pool_left; /* unused bytes, at the pool's end */
+static pid_t trace_pool_pid; /* the process that filled it */
+
 /* trace_random - len random bytes (getrandom; a short read is fatal:
    the kernel always has them after boot) */
 static void trace_random(unsigned char *buf, size_t len)
 {
-    if (getrandom(buf, len, 0) != (ssize_t) len)
-        msg_fatal("getrandom: %m");
+    unsigned char *from;
+
+    if (len > TRACE_POOL_SIZE)
+        msg_panic("%s: %zu bytes asked", __func__, len);
+    if (trace_pool_pid != proc_pid())
+        trace_pool_left = 0;
+    if (trace_pool_left < len) {
+        if (getrandom(trace_pool, sizeof(trace_pool), 0) !=
+            (ssize_t) sizeof(trace_pool))
+            msg_fatal("getrandom: %m");
+        trace_pool_left = sizeof(trace_pool);
+        trace_pool_pid = proc_pid();
+    }
+    from = trace_pool + sizeof(trace_pool) - trace_pool_left;
+    memcpy(buf, from, len);
+    memset(from, 0, len);
+    trace_pool_left -= len;
 }
 
 /* trace_new - a fresh trace */

@@ -5,6 +5,7 @@
 #include "sys_defs.h"
 
 #include <setjmp.h>
+#include <sys/wait.h>
 #include <cmocka.h>
 
 #include "trace.h"
@@ -84,6 +85,46 @@ static void test_new(void **state)
     assert_true(sampled > 300 && sampled < 700);
 }
 
+/* test_fork_distinct - random bytes come from a pool filled in bulk: a
+   fork()ed child must not hand out the trace IDs its parent will (it
+   refills), and many IDs in a row are all different */
+static void test_fork_distinct(void **state)
+{
+    TRACE_CTX mine;
+    TRACE_CTX seen;
+    int fds[2];
+    pid_t pid;
+    int status;
+
+    trace_new(&mine, 1.0); /* the pool is filled and partly used */
+    assert_int_equal(pipe(fds), 0);
+    pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        TRACE_CTX child;
+
+        trace_new(&child, 1.0);
+        _exit(write(fds[1], child.trace_id, TRACE_ID_HEX) == TRACE_ID_HEX ? 0
+                                                                          : 1);
+    }
+    (void) close(fds[1]);
+    memset(seen.trace_id, 0, sizeof(seen.trace_id));
+    assert_int_equal(read(fds[0], seen.trace_id, TRACE_ID_HEX), TRACE_ID_HEX);
+    (void) close(fds[0]);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    trace_new(&mine, 1.0); /* what the parent hands out next */
+    assert_string_not_equal(seen.trace_id, mine.trace_id);
+    for (int i = 0; i < 100; i++) {
+        TRACE_CTX next;
+
+        trace_new(&next, 1.0);
+        assert_string_not_equal(next.trace_id, mine.trace_id);
+        assert_string_not_equal(next.trace_id, seen.trace_id);
+        mine = next;
+    }
+}
+
 /* test_span_id - stable, 16 hex digits, different for different keys */
 static void test_span_id(void **state)
 {
@@ -107,6 +148,7 @@ int main(void)
         cmocka_unit_test(test_parse_invalid),
         cmocka_unit_test(test_new),
         cmocka_unit_test(test_span_id),
+        cmocka_unit_test(test_fork_distinct),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -615,6 +615,23 @@ void warmup_count(WARMUP *w, const char *source, const char *provider,
     }
 }
 
+/* warmup_count_provider - the message counted already: provider only */
+void warmup_count_provider(WARMUP *w, const char *source, const char *provider,
+                           long long now)
+{
+    const WARMUP_RULE *rule = warmup_rules_find(w->rules, source);
+    WARMUP_PROVIDER_SENT *slot;
+
+    if (provider == NULL || *provider == 0 || rule == NULL ||
+        warmup_list_of(rule, provider) == NULL)
+        return;
+    if ((slot = warmup_provider_slot(warmup_source(w, source, now), provider,
+                                     true)) != NULL) {
+        slot->sent++;
+        w->dirty = true;
+    }
+}
+
 /* warmup_record - an outcome of today */
 void warmup_record(WARMUP *w, const char *source, REPUTATION_OUTCOME outcome,
                    bool async, long long now)

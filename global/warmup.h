@@ -60,7 +60,10 @@
  *            warmup_over_cap(w, SRC, P, now); the message is not delayed
  *            when another source of the pool is under its cap.
  *   send     warmup_count(w, SRC, P, now) when a delivery of a message
- *            from SRC to provider P starts (P NULL or "" when none).
+ *            from SRC to provider P starts (P NULL or "" when none);
+ *            warmup_count_provider(w, SRC, Q, now) when the same message
+ *            goes from SRC to a second provider Q (qmgr chooses a source
+ *            per message, next hop and provider).
  *   result   warmup_record(w, SRC, outcome, async, now) with the same
  *            outcome reputation_record gets for SRC.
  *   tick     for each source that reputation_state() says is not ACTIVE:
@@ -157,6 +160,11 @@ extern bool warmup_over_cap(WARMUP *w, const char *source, const char *provider,
 /* warmup_count - one message goes from source to provider (may be NULL) */
 extern void warmup_count(WARMUP *w, const char *source, const char *provider,
                          long long now);
+/* warmup_count_provider - a message already counted for source (sent to
+   another provider too) goes to provider as well: that provider's count
+   only, not the source's total */
+extern void warmup_count_provider(WARMUP *w, const char *source,
+                                  const char *provider, long long now);
 /* warmup_record - an outcome of source today (async: a late bounce or
    complaint, no attempt) */
 extern void warmup_record(WARMUP *w, const char *source,

@@ -227,6 +227,33 @@ static void test_caps(void **state)
     warmup_free(w);
 }
 
+/* A message to two providers from one source (qmgr chooses per
+   provider): its second provider is counted against its own cap, the
+   source's total counts the message once. */
+static void test_count_provider(void **state)
+{
+    WARMUP *w = test_warmup();
+
+    (void) state;
+    for (int i = 0; i < 20; i++) {
+        assert_false(warmup_over_cap(w, "127.0.0.3", "gmail", AT(0)));
+        warmup_count(w, "127.0.0.3", "yahoo", AT(0));
+        warmup_count_provider(w, "127.0.0.3", "gmail", AT(0));
+    }
+    assert_true(warmup_over_cap(w, "127.0.0.3", "gmail", AT(0)));
+    assert_int_equal(warmup_sent(w, "127.0.0.3", "gmail", AT(0)), 20);
+    assert_int_equal(warmup_sent(w, "127.0.0.3", NULL, AT(0)), 20);
+    assert_true(warmup_dirty(w));
+    /* No list of its own, no schedule, no provider: nothing to count. */
+    warmup_count_provider(w, "127.0.0.3", "yahoo", AT(0));
+    warmup_count_provider(w, "127.0.0.3", NULL, AT(0));
+    warmup_count_provider(w, "127.0.0.2", "gmail", AT(0));
+    assert_int_equal(warmup_sent(w, "127.0.0.3", NULL, AT(0)), 20);
+    assert_int_equal(warmup_sent(w, "127.0.0.3", "yahoo", AT(0)), 0);
+    assert_int_equal(warmup_sent(w, "127.0.0.2", NULL, AT(0)), 0);
+    warmup_free(w);
+}
+
 /* Before its start a source sends nothing; after the last step of a list
    that list caps nothing. */
 static void test_start_and_end(void **state)
@@ -446,6 +473,7 @@ int main(void)
         cmocka_unit_test(test_start_and_end),
         cmocka_unit_test(test_held),
         cmocka_unit_test(test_clock_backwards),
+        cmocka_unit_test(test_count_provider),
         cmocka_unit_test(test_round_trip),
         cmocka_unit_test(test_save_load),
         cmocka_unit_test(test_corrupt),

@@ -156,6 +156,7 @@ static void local_pre_loop(MAIL_SERVER *server, void *arg)
     lc->default_privs = mystrdup(mail_conf_str(conf, "default_privs"));
     lc->mailbox_size_limit = mail_conf_size(conf, "mailbox_size_limit");
     lc->soft_bounce = mail_conf_bool(conf, "soft_bounce");
+    lc->bounce_classes = bounce_class_rules_conf(conf);
     if (timeout > LOCAL_TIMEOUT_MAX_MS)
         timeout = LOCAL_TIMEOUT_MAX_MS;
     lc->timeout_ms = (int) timeout;

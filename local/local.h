@@ -41,6 +41,7 @@
 #ifndef LOCAL_H
 #define LOCAL_H
 
+#include "bounce_class.h"
 #include "sys_defs.h"
 
 #include <sys/time.h>
@@ -68,6 +69,8 @@ typedef struct LOCAL_RESULT {
     LOCAL_STAT stat;
     char dsn[16];
     VSTR *text; /* the reason, or what was delivered ("mailbox") */
+    const char *category; /* bounce_class of a failure, NULL: not yet */
+    bool hard;
 } LOCAL_RESULT;
 
 extern void local_result_set(LOCAL_RESULT *res, LOCAL_STAT stat,
@@ -265,6 +268,7 @@ typedef struct LOCAL_CONF {
     char *default_privs;
     long long mailbox_size_limit;
     bool soft_bounce;
+    BOUNCE_CLASS_RULES *bounce_classes; /* bounce_classes_file */
     int timeout_ms; /* ipc_timeout */
     MAPS *aliases; /* NULL: alias_error says why */
     VSTR *alias_error;

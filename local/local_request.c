@@ -33,7 +33,8 @@
 /* local_log - one Postfix-style line for one final delivery: no
    connection setup, so delays=a/b/0/d */
 static void local_log(LOCAL_REQ *req, const char *to, const char *orig_to,
-                      const char *dsn, const char *status, const char *reason)
+                      const char *dsn, const char *category, const char *status,
+                      const char *reason)
 {
     DELIVER_TIMES times;
     DELIVER_LOG entry = {.qid = req->qid,
@@ -41,6 +42,7 @@ static void local_log(LOCAL_REQ *req, const char *to, const char *orig_to,
                          .orig_to = orig_to,
                          .relay = req->ctx->virtual ? "virtual" : "local",
                          .dsn = dsn,
+                         .category = category,
                          .status = status,
                          .reason = reason};
 
@@ -80,8 +82,14 @@ void local_outcome(LOCAL_STATE *state, const char *to, LOCAL_RESULT *res,
     const char *reason =
         res->stat == LOCAL_STAT_SENT && what ? what : vstr_str(res->text);
 
+    BOUNCE_CLASS class = {.category = NULL, .hard = false};
+
     local_soften(ctx, res);
-    local_log(state->req, to, state->rcpt->address, res->dsn,
+    /* Classified once, here, for the log line and the RESULT. */
+    if (res->stat != LOCAL_STAT_SENT)
+        bounce_class_result(ctx->conf.bounce_classes, res->dsn, NULL, reason,
+                            &class);
+    local_log(state->req, to, state->rcpt->address, res->dsn, class.category,
               local_stat_name(res->stat), reason);
     if (res->stat == LOCAL_STAT_SENT) {
         state->sent++;
@@ -89,9 +97,12 @@ void local_outcome(LOCAL_STATE *state, const char *to, LOCAL_RESULT *res,
             local_result_set(&state->outcome, LOCAL_STAT_SENT, res->dsn, "%s",
                              reason);
     } else if (res->stat == LOCAL_STAT_DEFER) {
-        if (!state->deferred)
+        if (!state->deferred) {
             local_result_set(&state->outcome, LOCAL_STAT_DEFER, res->dsn, "%s",
                              reason);
+            state->outcome.category = class.category;
+            state->outcome.hard = class.hard;
+        }
         state->deferred = true;
     } else {
         if (!state->deferred && !state->bounced) {
@@ -101,6 +112,8 @@ void local_outcome(LOCAL_STATE *state, const char *to, LOCAL_RESULT *res,
             else
                 local_result_set(&state->outcome, LOCAL_STAT_BOUNCE, res->dsn,
                                  "%s", reason);
+            state->outcome.category = class.category;
+            state->outcome.hard = class.hard;
         }
         state->bounced = true;
     }
@@ -115,8 +128,22 @@ static int local_send_result(LOCAL_REQ *req, LOCAL_RCPT *rcpt,
                              .dsn = res->dsn,
                              .reason = vstr_str(res->text),
                              .relay = req->ctx->virtual ? "virtual" : "local"};
-    ATTR_LIST *list = deliver_result_list(&result);
+    ATTR_LIST *list;
     int ret;
+
+    /* A failure decided without a final delivery (local_outcome did not
+       see it) is classified here, the one place it is known. */
+    if (res->stat != LOCAL_STAT_SENT && res->category == NULL) {
+        BOUNCE_CLASS class;
+
+        bounce_class_result(req->ctx->conf.bounce_classes, res->dsn, NULL,
+                            vstr_str(res->text), &class);
+        res->category = class.category;
+        res->hard = class.hard;
+    }
+    result.category = res->stat != LOCAL_STAT_SENT ? res->category : NULL;
+    result.hard = res->hard;
+    list = deliver_result_list(&result);
 
     ret = attr_stream_write(req->stream, list, req->why);
     attr_list_free(list);

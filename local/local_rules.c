@@ -29,6 +29,7 @@ void local_result_set(LOCAL_RESULT *res, LOCAL_STAT stat, const char *dsn,
     va_list ap;
 
     res->stat = stat;
+    res->category = NULL;
     snprintf(res->dsn, sizeof(res->dsn), "%s", dsn);
     vstr_reset(res->text);
     va_start(ap, fmt);

@@ -28,13 +28,17 @@
 
 #include <event2/event.h>
 
+#include "argv.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
 #include "master.h"
 #include "master_cf.h"
+#include "master_unserved.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "bounce_class.h"
 #include "shaping.h"
+#include "sign_token.h"
 #include "vstr.h"
 
 #define MASTER_VERSION "0.1"
@@ -48,6 +52,25 @@ static int master_check_shaping(const MAIL_CONF *conf, VSTR *why)
     if (rules == NULL && vstr_len(why) > 0)
         return -1;
     shaping_rules_free(rules);
+    return 0;
+}
+
+/* master_check_bounce_classes - bounce_classes_file parses (0), or -1
+   with why ("file:line: reason") */
+static int master_check_bounce_classes(const MAIL_CONF *conf, VSTR *why)
+{
+    BOUNCE_CLASS_RULES *rules = bounce_class_rules_load(
+        mail_conf_str(conf, "bounce_classes_file"), why);
+
+    if (rules == NULL) {
+        VSTR *text = vstr_alloc(100);
+
+        vstr_sprintf(text, "bounce_classes_file: %s", vstr_str(why));
+        vstr_cpy(why, vstr_str(text));
+        vstr_free(text);
+        return -1;
+    }
+    bounce_class_rules_free(rules);
     return 0;
 }
 
@@ -65,7 +88,8 @@ static int master_configure(MASTER_CTX *ctx, VSTR *why)
     }
     /* A malformed shaping rules file keeps the old configuration, and the
        running qmgr its rules (qmgr_shaping.c). */
-    if (master_check_shaping(conf, why) < 0) {
+    if (master_check_shaping(conf, why) < 0 ||
+        master_check_bounce_classes(conf, why) < 0) {
         mail_conf_free(conf);
         return -1;
     }
@@ -113,6 +137,18 @@ static MASTER_CF *master_read_cf(MASTER_CTX *ctx, VSTR *why)
     cf = master_cf_read(vstr_str(path), ctx->default_maxproc, why);
     vstr_free(path);
     return cf;
+}
+
+/* master_warn_unserved - a daemon main.cf asks for that master.cf does
+   not run is a warning (master_unserved), at start and reload */
+static void master_warn_unserved(const MASTER_CTX *ctx, const MASTER_CF *cf)
+{
+    ARGV *warnings = argv_alloc(2);
+
+    master_unserved(cf, ctx->conf, warnings);
+    for (size_t i = 0; i < warnings->argc; i++)
+        msg_warn("%s", warnings->argv[i]);
+    argv_free(warnings);
 }
 
 /* master_queue_dirs - create each queue folder that is missing, as
@@ -184,6 +220,92 @@ static void master_queue_dirs(MASTER_CTX *ctx)
 out:
     vstr_free(path);
     vstr_free(why);
+}
+
+/* master_data_dir - data_directory/NAME made when missing as sluice init
+   makes it (mode 0700, the mail owner's when master runs as root). Made
+   by descriptor, no symbolic link followed; one that exists is left as
+   it is. A failure is a warning (the daemons say what they then lack). */
+static void master_data_dir(MASTER_CTX *ctx, int dir_fd, const char *name)
+{
+    const char *data_dir = mail_conf_str(ctx->conf, "data_directory");
+    const struct passwd *pw;
+    VSTR *why;
+    int fd;
+
+    if (mkdirat(dir_fd, name, 0700) < 0) {
+        if (errno != EEXIST)
+            msg_warn("mkdir %s/%s: %m", data_dir, name);
+        return;
+    }
+    why = vstr_alloc(100);
+    if (geteuid() == 0 && (pw = mail_conf_owner(ctx->conf, why)) != NULL) {
+        fd = openat(dir_fd, name,
+                    O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (fd < 0 || fchown(fd, pw->pw_uid, pw->pw_gid) < 0)
+            msg_warn("chown %s/%s to %s: %m", data_dir, name,
+                     mail_conf_str(ctx->conf, "mail_owner"));
+        if (fd >= 0)
+            (void) close(fd);
+    }
+    msg_info("created missing folder %s/%s/", data_dir, name);
+    vstr_free(why);
+}
+
+/* master_feedback_key - feedback_key_file (global/sign_token.h), made
+   when missing and given to the mail owner: the daemons that sign and
+   check tokens (smtp, cleanup, api, feedback) run as the mail owner and
+   cannot make it in a data_directory that root owns */
+static void master_feedback_key(MASTER_CTX *ctx)
+{
+    const struct passwd *pw;
+    VSTR *path = vstr_alloc(100);
+    VSTR *key = vstr_alloc(SIGN_TOKEN_KEY_LEN);
+    VSTR *why = vstr_alloc(100);
+    struct stat st;
+    int fd;
+
+    sign_token_key_path(ctx->conf, path);
+    if (lstat(vstr_str(path), &st) == 0 || errno != ENOENT) {
+        /* there (or unreadable by stat: the daemons will say) */
+    } else if (sign_token_key_load(vstr_str(path), key, why) < 0) {
+        msg_warn("feedback key: %s", vstr_str(why));
+    } else {
+        if (geteuid() == 0 && (pw = mail_conf_owner(ctx->conf, why)) != NULL) {
+            fd = open(vstr_str(path), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+            if (fd < 0 || fchown(fd, pw->pw_uid, pw->pw_gid) < 0)
+                msg_warn("chown %s to %s: %m", vstr_str(path),
+                         mail_conf_str(ctx->conf, "mail_owner"));
+            if (fd >= 0)
+                (void) close(fd);
+        }
+        msg_info("created missing key %s", vstr_str(path));
+    }
+    vstr_free(path);
+    vstr_free(key);
+    vstr_free(why);
+}
+
+/* master_data_dirs - what the daemons keep under data_directory, made
+   when an instance made before it existed is started after an upgrade:
+   sources/ (qmgr's reputation pauses and warm-up counts,
+   qmgr/qmgr_source.c; without it pauses are kept in memory only),
+   suppression/ (global/suppress.h) and the feedback key */
+static void master_data_dirs(MASTER_CTX *ctx)
+{
+    const char *data_dir = mail_conf_str(ctx->conf, "data_directory");
+    int dir_fd;
+
+    if (*data_dir == 0)
+        return;
+    if ((dir_fd = open(data_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        msg_warn("open data_directory %s: %m", data_dir);
+        return;
+    }
+    master_data_dir(ctx, dir_fd, "sources");
+    master_data_dir(ctx, dir_fd, "suppression");
+    (void) close(dir_fd);
+    master_feedback_key(ctx);
 }
 
 /* master_pid_dir - open queue_directory/pid. A master run as root keeps
@@ -356,6 +478,7 @@ static void master_reload(MASTER_CTX *ctx)
                      mail_conf_str(ctx->conf, "maillog_file"));
         msg_info("reload -- version %s, configuration %s", MASTER_VERSION,
                  ctx->config_dir);
+        master_warn_unserved(ctx, cf);
         master_services_reload(ctx, cf);
         master_cf_free(cf);
     }
@@ -448,8 +571,10 @@ int main(int argc, char **argv)
         msg_warn("%s", unknown->argv[i]);
     if ((cf = master_read_cf(&ctx, why)) == NULL)
         msg_fatal("%s", vstr_str(why));
+    master_warn_unserved(&ctx, cf);
     umask(022);
     master_queue_dirs(&ctx);
+    master_data_dirs(&ctx);
     pid_fd = master_lock(&ctx);
     vstr_sprintf(pid_path, "%s/pid/master.pid", ctx.queue_dir);
     if (master_services_open(&ctx, cf, why) < 0)

@@ -37,9 +37,8 @@
  *   sluice_messages_received_total, sluice_deliveries_total{status,
  *   provider}, sluice_delivery_delay_seconds{provider} (histogram of a
  *       delivered recipient's delay since arrival)
- *       from the event journal, followed in memory from its end when this
- *       process starts (a restart resets the counters, which Prometheus
- *       expects of a counter). provider is the shaping rule's provider
+ *       from the event journal, followed from a durable position (see
+ *       "The journal's counters" below). provider is the shaping rule's provider
  *       (smtp_shaping_maps, provider:NAME, matched on the relay's host
  *       name) or "other": the label set is bounded by the rules, never by
  *       recipient domains.
@@ -68,6 +67,23 @@
  *
  * Labels of the journal's metrics are computed by metrics_event_labels[]:
  * adding one (a pool, a source IP) is one line there.
+ *
+ * The journal's counters. This daemon reads the journal itself, every
+ * METRICS_TICK seconds and at each scrape, and is a passive reader of the
+ * events framework (global/events_export.h, EVENTS_EXPORT_METRICS): its
+ * position file, events_directory/exporters/metrics-HASH.pos, holds back
+ * the events daemon's removal of segments like an exporter's, so a
+ * stopped or slow metrics daemon misses no event however far the
+ * exporters go. The counters are kept with that position in
+ * metrics-HASH.state (JSON: the position's text and every series),
+ * replaced durably at most every METRICS_TICK seconds while they change,
+ * and the .pos file after it, so the position that holds segments is
+ * never past the one the counters stand at. A restart (or a kill -9)
+ * loads the state and goes on from its position: every event is counted
+ * exactly once, and the counters never go back. With no state yet (the
+ * first start) the counters start at 0 at the journal's end; with a
+ * state that cannot be read (logged) at 0 from the .pos position, else
+ * the end.
  */
 #include "sys_defs.h"
 
@@ -88,10 +104,12 @@
 
 #include "argv.h"
 #include "attr.h"
+#include "conn_stats.h"
 #include "events.h"
 #include "events_export.h"
 #include "events_pos.h"
 #include "htable.h"
+#include "safe_file.h"
 #include "mail_queue.h"
 #include "mail_server.h"
 #include "msg.h"
@@ -116,13 +134,30 @@
 #define METRICS_MASTER_STATUS "master.status"
 #define METRICS_MASTER_MAGIC "sluice-master-status 1"
 #define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+#define METRICS_STATE_MAGIC "sluice-metrics-state 1"
+#define METRICS_STATE_SUFFIX ".state"
+#define METRICS_STATE_MAX (16 * 1024 * 1024) /* a larger file is not ours */
 
 /* Upper bounds (seconds) of the delay histogram's buckets. */
 static const double metrics_delay_buckets[] = {
     0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 14400, 86400,
 };
-#define METRICS_BUCKETS                                                        \
-    (sizeof(metrics_delay_buckets) / sizeof(metrics_delay_buckets[0]))
+/* ... of a delivery attempt (the agent's request to its result) */
+static const double metrics_attempt_buckets[] = {
+    0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300,
+};
+/* ... of a new SMTP connection's setup (DNS, connect, greeting, EHLO,
+   TLS) */
+static const double metrics_connect_buckets[] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30,
+};
+#define METRICS_BUCKETS_MAX 16 /* of any histogram */
+#define METRICS_BOUNDS(a) (a), (sizeof(a) / sizeof((a)[0]))
+
+/* The TLS versions a label may name; anything else is METRICS_OTHER. */
+static const char *const metrics_tls_versions[] = {
+    "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3",
+};
 
 /* The queues whose depth is served. */
 static const char *const metrics_queues[] = {
@@ -138,7 +173,7 @@ typedef struct METRICS_SERIES {
     double value;
     double sum;
     unsigned long long count;
-    unsigned long long buckets[METRICS_BUCKETS];
+    unsigned long long buckets[METRICS_BUCKETS_MAX];
 } METRICS_SERIES;
 
 /* One family of series, keyed by their rendered labels. */
@@ -146,6 +181,8 @@ typedef struct METRICS_FAMILY {
     const char *name;
     const char *type; /* "counter", "histogram" */
     const char *help;
+    const double *bounds; /* histogram: the buckets' upper bounds */
+    size_t nbounds; /* at most METRICS_BUCKETS_MAX */
     HTABLE *series;
 } METRICS_FAMILY;
 
@@ -171,12 +208,20 @@ typedef struct METRICS_CTX {
     METRICS_CONN *conns_head; /* oldest first */
     METRICS_CONN *conns_tail;
     int conns;
-    /* the journal, followed in memory */
+    /* the journal, followed from a durable position */
     EVENTS_POS *pos;
-    bool pos_started;
+    bool pos_started; /* false: start at the journal's end */
+    bool dirty; /* counters or position moved since the last save */
+    VSTR *pos_path; /* exporters/metrics-HASH.pos */
+    VSTR *state_path; /* exporters/metrics-HASH.state */
     METRICS_FAMILY received;
     METRICS_FAMILY deliveries;
     METRICS_FAMILY delay;
+    METRICS_FAMILY attempt;
+    METRICS_FAMILY connect;
+    METRICS_FAMILY tls;
+    METRICS_FAMILY *families[8]; /* the journal's, for the state file */
+    size_t nfamilies;
     /* the queue counts */
     METRICS_QUEUE queues[METRICS_QUEUES];
     struct timespec scanned; /* CLOCK_MONOTONIC; 0: never */
@@ -304,6 +349,65 @@ static METRICS_SERIES *metrics_series(METRICS_FAMILY *family,
     return series;
 }
 
+/* metrics_observe - one observation into a histogram's series */
+static void metrics_observe(const METRICS_FAMILY *family,
+                            METRICS_SERIES *series, double value)
+{
+    series->count++;
+    series->sum += value;
+    for (size_t i = 0; i < family->nbounds; i++)
+        if (value <= family->bounds[i])
+            series->buckets[i]++;
+}
+
+/* metrics_tls_version - the label of a TLS version: a known one, else
+   METRICS_OTHER */
+static const char *metrics_tls_version(const char *version)
+{
+    for (size_t i = 0;
+         i < sizeof(metrics_tls_versions) / sizeof(metrics_tls_versions[0]);
+         i++)
+        if (strcmp(version, metrics_tls_versions[i]) == 0)
+            return metrics_tls_versions[i];
+    return METRICS_OTHER;
+}
+
+/* metrics_event_timing - an agent's result: its attempt's latency, and
+   for the first result over a new connection (connect_seconds: once per
+   connection) the setup time and, over TLS, one outgoing TLS session */
+static void metrics_event_timing(METRICS_CTX *ctx, json_t *event)
+{
+    json_t *attempt = json_object_get(event, "attempt_seconds");
+    json_t *connect = json_object_get(event, "connect_seconds");
+    json_t *tls = json_object_get(event, "tls");
+    VSTR *labels = vstr_alloc(64);
+    VSTR *buf = vstr_alloc(64);
+
+    metrics_label_append(labels, "provider",
+                         metrics_label_provider(ctx, event, buf));
+    if (json_is_number(attempt) && json_number_value(attempt) >= 0)
+        metrics_observe(&ctx->attempt,
+                        metrics_series(&ctx->attempt, vstr_str(labels)),
+                        json_number_value(attempt));
+    if (json_is_number(connect) && json_number_value(connect) >= 0) {
+        const char *version =
+            json_string_value(json_object_get(tls, "version"));
+
+        metrics_observe(&ctx->connect,
+                        metrics_series(&ctx->connect, vstr_str(labels)),
+                        json_number_value(connect));
+        if (version != NULL) {
+            vstr_reset(labels);
+            metrics_label_append(labels, "direction", "out");
+            metrics_label_append(labels, "version",
+                                 metrics_tls_version(version));
+            metrics_series(&ctx->tls, vstr_str(labels))->value++;
+        }
+    }
+    vstr_free(buf);
+    vstr_free(labels);
+}
+
 /* metrics_event - count one journal line */
 static void metrics_event(METRICS_CTX *ctx, const char *line, size_t len)
 {
@@ -341,12 +445,9 @@ static void metrics_event(METRICS_CTX *ctx, const char *line, size_t len)
             metrics_event_label_set(ctx, event, labels);
             series = metrics_series(&ctx->delay, vstr_str(labels));
             seconds = json_is_number(delay) ? json_number_value(delay) : 0;
-            series->count++;
-            series->sum += seconds;
-            for (size_t i = 0; i < METRICS_BUCKETS; i++)
-                if (seconds <= metrics_delay_buckets[i])
-                    series->buckets[i]++;
+            metrics_observe(&ctx->delay, series, seconds);
         }
+        metrics_event_timing(ctx, event);
     }
     vstr_free(labels);
     json_decref(event);
@@ -420,15 +521,231 @@ static void metrics_journal_follow(METRICS_CTX *ctx)
 
         if (offset < 0)
             continue;
-        if (!ctx->pos_started)
+        if (!ctx->pos_started || offset > seg->size) {
+            /* The start, or a writer's failed batch cut off after we read
+               it (events.c): go on from the end. */
             events_pos_set(ctx->pos, seg->name, seg->size);
-        else if (offset < seg->size)
-            events_pos_set(ctx->pos, seg->name,
-                           metrics_segment_read(ctx, seg, offset));
+            ctx->dirty = true;
+        } else if (offset < seg->size) {
+            long long now = metrics_segment_read(ctx, seg, offset);
+
+            if (now != offset) {
+                events_pos_set(ctx->pos, seg->name, now);
+                ctx->dirty = true;
+            }
+        }
     }
+    if (!ctx->pos_started)
+        ctx->dirty = true;
     ctx->pos_started = true;
-    (void) events_pos_advance(ctx->pos, list);
+    if (events_pos_advance(ctx->pos, list))
+        ctx->dirty = true;
     events_list_free(list);
+    vstr_free(why);
+}
+
+/* metrics_series_free - htable_free's value function */
+static void metrics_series_free(void *series)
+{
+    myfree(series);
+}
+
+/* metrics_families_reset - every journal counter back to none */
+static void metrics_families_reset(METRICS_CTX *ctx)
+{
+    for (size_t f = 0; f < ctx->nfamilies; f++) {
+        htable_free(ctx->families[f]->series, metrics_series_free);
+        ctx->families[f]->series = htable_alloc(16);
+    }
+}
+
+/* metrics_state_save - replace the state file (counters and position),
+   then the position file, durably; a failure is logged and tried again
+   at the next tick (the events daemon keeps holding at the old position) */
+static void metrics_state_save(METRICS_CTX *ctx)
+{
+    json_t *root = json_object();
+    json_t *list = json_array();
+    VSTR *text = vstr_alloc(200);
+    VSTR *why = vstr_alloc(100);
+    char *data;
+
+    events_pos_format(ctx->pos, text);
+    json_object_set_new(root, "format", json_string(METRICS_STATE_MAGIC));
+    json_object_set_new(root, "position", json_string(vstr_str(text)));
+    for (size_t f = 0; f < ctx->nfamilies; f++) {
+        const METRICS_FAMILY *family = ctx->families[f];
+        HTABLE_ITER iter;
+        const char *key;
+        void *value;
+
+        htable_iter_init(&iter, family->series);
+        while (htable_iter_next(&iter, &key, &value)) {
+            const METRICS_SERIES *series = value;
+            json_t *obj = json_object();
+            json_t *buckets = json_array();
+
+            for (size_t b = 0; b < family->nbounds; b++)
+                json_array_append_new(
+                    buckets, json_integer((json_int_t) series->buckets[b]));
+            json_object_set_new(obj, "family", json_string(family->name));
+            json_object_set_new(obj, "labels", json_string(key));
+            json_object_set_new(obj, "value", json_real(series->value));
+            json_object_set_new(obj, "sum", json_real(series->sum));
+            json_object_set_new(obj, "count",
+                                json_integer((json_int_t) series->count));
+            json_object_set_new(obj, "buckets", buckets);
+            json_array_append_new(list, obj);
+        }
+    }
+    json_object_set_new(root, "series", list);
+    data = json_dumps(root, JSON_COMPACT | JSON_ENSURE_ASCII);
+    json_decref(root);
+    if (data == NULL) {
+        msg_warn("cannot make the text of %s", vstr_str(ctx->state_path));
+    } else if (safe_file_write(vstr_str(ctx->state_path), data, strlen(data),
+                               0600) < 0) {
+        msg_warn("write %s: %m; the counters are saved at the next tick",
+                 vstr_str(ctx->state_path));
+    } else if (events_pos_save(ctx->pos, vstr_str(ctx->pos_path), why) < 0) {
+        msg_warn("%s; saved again at the next tick", vstr_str(why));
+    } else {
+        ctx->dirty = false;
+    }
+    free(data);
+    vstr_free(text);
+    vstr_free(why);
+}
+
+/* metrics_state_family - the journal family called name, or NULL */
+static METRICS_FAMILY *metrics_state_family(METRICS_CTX *ctx, const char *name)
+{
+    for (size_t f = 0; f < ctx->nfamilies; f++)
+        if (strcmp(ctx->families[f]->name, name) == 0)
+            return ctx->families[f];
+    return NULL;
+}
+
+/* metrics_state_parse - counters and position from the state file's text;
+   -1 with why (the counters and position are then left empty) */
+static int metrics_state_parse(METRICS_CTX *ctx, const char *data, size_t len,
+                               VSTR *why)
+{
+    json_error_t err;
+    json_t *root = json_loadb(data, len, JSON_REJECT_DUPLICATES, &err);
+    json_t *list;
+    json_t *obj;
+    const char *pos_text;
+    size_t i;
+    int skipped = 0;
+
+    if (root == NULL) {
+        vstr_sprintf(why, "not JSON: line %d: %s", err.line, err.text);
+        return -1;
+    }
+    if (!json_is_object(root) ||
+        json_string_value(json_object_get(root, "format")) == NULL ||
+        strcmp(json_string_value(json_object_get(root, "format")),
+               METRICS_STATE_MAGIC) != 0) {
+        vstr_cpy(why, "has no format \"" METRICS_STATE_MAGIC "\"");
+        json_decref(root);
+        return -1;
+    }
+    if ((pos_text = json_string_value(json_object_get(root, "position"))) ==
+        NULL) {
+        vstr_cpy(why, "has no position");
+        json_decref(root);
+        return -1;
+    }
+    if (events_pos_parse(ctx->pos, pos_text, strlen(pos_text), why) < 0) {
+        VSTR *what = vstr_alloc(100);
+
+        vstr_sprintf(what, "position: %s", vstr_str(why));
+        vstr_cpy(why, vstr_str(what));
+        vstr_free(what);
+        json_decref(root);
+        return -1;
+    }
+    if (!json_is_array(list = json_object_get(root, "series"))) {
+        vstr_cpy(why, "has no series list");
+        events_pos_reset(ctx->pos);
+        json_decref(root);
+        return -1;
+    }
+    json_array_foreach(list, i, obj)
+    {
+        const char *name = json_string_value(json_object_get(obj, "family"));
+        const char *labels = json_string_value(json_object_get(obj, "labels"));
+        json_t *value = json_object_get(obj, "value");
+        json_t *sum = json_object_get(obj, "sum");
+        json_t *count = json_object_get(obj, "count");
+        json_t *buckets = json_object_get(obj, "buckets");
+        METRICS_FAMILY *family;
+        METRICS_SERIES *series;
+
+        if (name == NULL || labels == NULL || !json_is_number(value) ||
+            !json_is_number(sum) || !json_is_integer(count) ||
+            json_integer_value(count) < 0 || !json_is_array(buckets)) {
+            vstr_sprintf(why, "series %zu is not a series", i);
+            metrics_families_reset(ctx);
+            events_pos_reset(ctx->pos);
+            json_decref(root);
+            return -1;
+        }
+        /* A family this version no longer has, or whose buckets changed:
+           its series start again at 0. */
+        if ((family = metrics_state_family(ctx, name)) == NULL ||
+            json_array_size(buckets) != family->nbounds) {
+            skipped++;
+            continue;
+        }
+        series = metrics_series(family, labels);
+        series->value = json_number_value(value);
+        series->sum = json_number_value(sum);
+        series->count = (unsigned long long) json_integer_value(count);
+        for (size_t b = 0; b < family->nbounds; b++) {
+            json_int_t n = json_integer_value(json_array_get(buckets, b));
+
+            series->buckets[b] = n > 0 ? (unsigned long long) n : 0;
+        }
+    }
+    if (skipped > 0)
+        msg_info("%s: %d series of metrics this version does not keep (or "
+                 "with other buckets) start again at 0",
+                 vstr_str(ctx->state_path), skipped);
+    json_decref(root);
+    return 0;
+}
+
+/* metrics_state_load - the counters and position a predecessor saved */
+static void metrics_state_load(METRICS_CTX *ctx)
+{
+    VSTR *why = vstr_alloc(100);
+    size_t len;
+    char *data =
+        safe_file_read(vstr_str(ctx->state_path), METRICS_STATE_MAX, &len);
+
+    if (data == NULL && errno == ENOENT) {
+        ctx->pos_started = false; /* the first start: from the end */
+    } else if (data == NULL) {
+        msg_warn("read %s: %m", vstr_str(ctx->state_path));
+    } else if (metrics_state_parse(ctx, data, len, why) == 0) {
+        ctx->pos_started = true;
+    } else {
+        msg_warn("%s %s", vstr_str(ctx->state_path), vstr_str(why));
+    }
+    if (data != NULL && !ctx->pos_started) {
+        /* Counters lost: count again from where the segments are held. */
+        if (events_pos_load(ctx->pos, vstr_str(ctx->pos_path), why) < 0)
+            msg_warn("%s; the counters start at 0 at the journal's end",
+                     vstr_str(why));
+        else
+            ctx->pos_started = true;
+        if (ctx->pos_started)
+            msg_warn("the counters start at 0 at the position of %s",
+                     vstr_str(ctx->pos_path));
+    }
+    myfree(data);
     vstr_free(why);
 }
 
@@ -537,10 +854,10 @@ static void metrics_family_render(const METRICS_FAMILY *family, VSTR *out)
                                 *keys[i] ? "}" : "", series->value);
             continue;
         }
-        for (size_t b = 0; b < METRICS_BUCKETS; b++)
+        for (size_t b = 0; b < family->nbounds; b++)
             vstr_sprintf_append(out, "%s_bucket{%s%sle=\"%g\"} %llu\n",
-                                family->name, keys[i], sep,
-                                metrics_delay_buckets[b], series->buckets[b]);
+                                family->name, keys[i], sep, family->bounds[b],
+                                series->buckets[b]);
         vstr_sprintf_append(out, "%s_bucket{%s%sle=\"+Inf\"} %llu\n",
                             family->name, keys[i], sep, series->count);
         vstr_sprintf_append(out, "%s_sum%s%s%s %.17g\n", family->name,
@@ -943,6 +1260,49 @@ static void metrics_render_sources(METRICS_CTX *ctx, VSTR *out)
     vstr_free(path);
 }
 
+/* metrics_render_connections - smtpd sessions and smtp connections open
+   now and opened so far, from the counts every smtpd and smtp process
+   keeps in queue_directory/stats (conn_stats.h); the incoming TLS sessions go
+   into the TLS family (set, not added: the file holds the totals) */
+static void metrics_render_connections(METRICS_CTX *ctx, VSTR *out)
+{
+    static const char *const dirs[CONN_STATS_DIRS] = {"in", "out"};
+    CONN_STATS_SUM sum;
+    VSTR *why = vstr_alloc(100);
+    VSTR *labels = vstr_alloc(64);
+
+    if (conn_stats_read(ctx->queue_dir, &sum, metrics_pid_alive, why) < 0)
+        msg_warn("%s", vstr_str(why));
+    vstr_cat(out, "# HELP sluice_connections_active SMTP connections open "
+                  "now: in, smtpd sessions; out, smtp connections (cached "
+                  "idle ones too).\n"
+                  "# TYPE sluice_connections_active gauge\n");
+    for (int d = 0; d < CONN_STATS_DIRS; d++)
+        vstr_sprintf_append(out,
+                            "sluice_connections_active{direction=\"%s\"} "
+                            "%lld\n",
+                            dirs[d], sum.active[d]);
+    vstr_cat(out, "# HELP sluice_connections_total SMTP connections "
+                  "opened: in, smtpd sessions; out, smtp connections.\n"
+                  "# TYPE sluice_connections_total counter\n");
+    for (int d = 0; d < CONN_STATS_DIRS; d++)
+        vstr_sprintf_append(out,
+                            "sluice_connections_total{direction=\"%s\"} "
+                            "%llu\n",
+                            dirs[d], sum.sessions[d]);
+    for (int v = 0; v < CONN_STATS_TLS_VERSIONS; v++) {
+        if (sum.tls[CONN_STATS_IN][v] == 0)
+            continue;
+        vstr_reset(labels);
+        metrics_label_append(labels, "direction", "in");
+        metrics_label_append(labels, "version", conn_stats_tls_names[v]);
+        metrics_series(&ctx->tls, vstr_str(labels))->value =
+            (double) sum.tls[CONN_STATS_IN][v];
+    }
+    vstr_free(labels);
+    vstr_free(why);
+}
+
 /* metrics_render - the whole exposition */
 static void metrics_render(METRICS_CTX *ctx, VSTR *out)
 {
@@ -951,6 +1311,10 @@ static void metrics_render(METRICS_CTX *ctx, VSTR *out)
     metrics_family_render(&ctx->received, out);
     metrics_family_render(&ctx->deliveries, out);
     metrics_family_render(&ctx->delay, out);
+    metrics_family_render(&ctx->attempt, out);
+    metrics_family_render(&ctx->connect, out);
+    metrics_render_connections(ctx, out);
+    metrics_family_render(&ctx->tls, out);
     metrics_render_backlog(ctx, out);
     metrics_render_restarts(ctx, out);
     metrics_render_shaping(ctx, out);
@@ -1122,23 +1486,78 @@ static void metrics_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->exporters = events_export_list(conf);
     ctx->pos = events_pos_alloc();
     ctx->received = (METRICS_FAMILY){
-        "sluice_messages_received_total", "counter",
+        "sluice_messages_received_total",
+        "counter",
         "Messages the queue manager took in (journal: received).",
+        NULL,
+        0,
         htable_alloc(1)};
     ctx->deliveries = (METRICS_FAMILY){
-        "sluice_deliveries_total", "counter",
+        "sluice_deliveries_total",
+        "counter",
         "Recipients delivered, deferred, bounced or expired (journal).",
+        NULL,
+        0,
         htable_alloc(64)};
     ctx->delay = (METRICS_FAMILY){
-        "sluice_delivery_delay_seconds", "histogram",
+        "sluice_delivery_delay_seconds",
+        "histogram",
         "Time from arrival to delivery of each delivered recipient.",
+        metrics_delay_buckets,
+        sizeof(metrics_delay_buckets) / sizeof(metrics_delay_buckets[0]),
         htable_alloc(16)};
+    ctx->attempt = (METRICS_FAMILY){
+        "sluice_delivery_attempt_seconds", "histogram",
+        "Latency of each delivery attempt of an SMTP agent (its request to "
+        "the recipient's result), by provider.",
+        METRICS_BOUNDS(metrics_attempt_buckets), htable_alloc(16)};
+    ctx->connect = (METRICS_FAMILY){
+        "sluice_smtp_connect_seconds", "histogram",
+        "Setup time of each new outgoing SMTP connection (DNS, connect, "
+        "greeting, EHLO, TLS), by provider.",
+        METRICS_BOUNDS(metrics_connect_buckets), htable_alloc(16)};
+    ctx->tls = (METRICS_FAMILY){
+        "sluice_tls_sessions_total",
+        "counter",
+        "TLS sessions by direction (in: smtpd, out: smtp) and protocol "
+        "version.",
+        NULL,
+        0,
+        htable_alloc(16)};
+    ctx->families[ctx->nfamilies++] = &ctx->received;
+    ctx->families[ctx->nfamilies++] = &ctx->deliveries;
+    ctx->families[ctx->nfamilies++] = &ctx->delay;
+    ctx->families[ctx->nfamilies++] = &ctx->attempt;
+    ctx->families[ctx->nfamilies++] = &ctx->connect;
+    ctx->families[ctx->nfamilies++] = &ctx->tls;
     vstr_free(why);
     if (*listen_addr == 0) {
         msg_info("metrics_listen is empty: the metrics endpoint is off");
         return;
     }
+    {
+        VSTR *name = vstr_alloc(40);
+        VSTR *sub = vstr_alloc(100);
+
+        events_export_name(name, EVENTS_EXPORT_METRICS,
+                           EVENTS_EXPORT_METRICS_TARGET);
+        ctx->pos_path = vstr_alloc(100);
+        ctx->state_path = vstr_alloc(100);
+        events_export_path(ctx->pos_path, ctx->events_dir, vstr_str(name),
+                           EVENTS_EXPORT_POS_SUFFIX);
+        events_export_path(ctx->state_path, ctx->events_dir, vstr_str(name),
+                           METRICS_STATE_SUFFIX);
+        vstr_sprintf(sub, "%s/%s", ctx->events_dir, EVENTS_POS_DIR);
+        if (mkdir(ctx->events_dir, 0700) < 0 && errno != EEXIST)
+            msg_fatal("create %s: %m", ctx->events_dir);
+        if (mkdir(vstr_str(sub), 0700) < 0 && errno != EEXIST)
+            msg_fatal("create %s: %m", vstr_str(sub));
+        vstr_free(sub);
+        vstr_free(name);
+    }
+    metrics_state_load(ctx);
     metrics_journal_follow(ctx);
+    metrics_state_save(ctx);
     fd = own_listen("metrics_listen", listen_addr, METRICS_LISTEN_BACKLOG);
     if ((ctx->listener = evconnlistener_new(
              mail_server_base(server), metrics_accept, ctx,
@@ -1152,8 +1571,11 @@ static void metrics_tick(MAIL_SERVER *server, void *arg)
 {
     METRICS_CTX *ctx = arg;
 
-    if (ctx->listener != NULL)
+    if (ctx->listener != NULL) {
         metrics_journal_follow(ctx);
+        if (ctx->dirty)
+            metrics_state_save(ctx);
+    }
 }
 
 /* metrics_post_loop - free what lives on the event base */
@@ -1163,15 +1585,11 @@ static void metrics_post_loop(MAIL_SERVER *server, void *arg)
 
     while (ctx->conns_head != NULL)
         metrics_conn_free(ctx->conns_head);
+    if (ctx->listener != NULL && ctx->dirty)
+        metrics_state_save(ctx);
     if (ctx->listener != NULL)
         evconnlistener_free(ctx->listener);
     ctx->listener = NULL;
-}
-
-/* metrics_series_free - htable_free's value function */
-static void metrics_series_free(void *series)
-{
-    myfree(series);
 }
 
 /* main - the metrics daemon */
@@ -1199,10 +1617,11 @@ int main(int argc, char **argv)
         events_export_list_free(ctx.exporters);
     if (ctx.pos != NULL)
         events_pos_free(ctx.pos);
-    if (ctx.received.series != NULL) {
-        htable_free(ctx.received.series, metrics_series_free);
-        htable_free(ctx.deliveries.series, metrics_series_free);
-        htable_free(ctx.delay.series, metrics_series_free);
+    if (ctx.pos_path != NULL) {
+        vstr_free(ctx.pos_path);
+        vstr_free(ctx.state_path);
     }
+    for (size_t f = 0; f < ctx.nfamilies; f++)
+        htable_free(ctx.families[f]->series, metrics_series_free);
     return status;
 }

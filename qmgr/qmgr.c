@@ -334,6 +334,11 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
         mystrdup(mail_conf_str(mc, "recipient_delimiter"));
     conf->route.relayhost = mystrdup(mail_conf_str(mc, "relayhost"));
     conf->route.myhostname = mystrdup(mail_conf_str(mc, "myhostname"));
+    conf->route.verp_domain = mystrdup(mail_conf_str(mc, "bounce_verp_domain"));
+    conf->route.unsub_domain =
+        mystrdup(mail_conf_str(mc, "unsubscribe_mailto_domain"));
+    conf->route.complaint_addresses =
+        mystrdup(mail_conf_str(mc, "complaint_addresses"));
     conf->route.default_transport =
         mystrdup(mail_conf_str(mc, "default_transport"));
     conf->route.local_transport =
@@ -354,6 +359,7 @@ static void qmgr_conf_read(QMGR_CONF *conf, const MAIL_CONF *mc)
     conf->job_timeout = mail_conf_time(mc, "daemon_timeout");
     conf->ipc_timeout = mail_conf_time(mc, "ipc_timeout");
     conf->events = events_open(mc, "qmgr");
+    conf->bounce_classes = bounce_class_rules_conf(mc);
     /* A batch that cannot be written waits, with its queue changes. */
     events_retain(conf->events);
     /* The table bounds every number (the limits are at least 1, each step

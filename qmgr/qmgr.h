@@ -51,6 +51,7 @@
 #ifndef QMGR_H
 #define QMGR_H
 
+#include "bounce_class.h"
 #include "sys_defs.h"
 
 #include <dirent.h>
@@ -105,6 +106,7 @@ typedef struct QMGR_CONF {
     long long job_timeout; /* daemon_timeout: one delivery */
     long long ipc_timeout; /* ipc_timeout: one bounce request */
     struct EVENTS *events; /* the journal (global/events.h), NULL: off */
+    BOUNCE_CLASS_RULES *bounce_classes; /* bounce_classes_file */
     struct SHAPING_RULES *shaping; /* smtp_shaping_maps, NULL: none */
     char *shaping_refused; /* why smtp_shaping_maps was refused at start
                               (qmgr runs without rules), NULL: it was not */
@@ -149,6 +151,8 @@ struct QMGR_CTX {
     size_t jobs_running;
     struct QMGR_JOB *jobs; /* deliveries in flight, so that they stay
                               reachable from ctx when qmgr exits */
+    struct QMGR_IDLE *idle; /* agent connections kept for the next job */
+    size_t idle_count;
     struct event *resume_ev; /* paused destinations go on */
     bool scheduling; /* qmgr_dest_schedule runs */
     bool schedule_again; /* ... and was asked again */
@@ -175,10 +179,18 @@ struct QMGR_CTX {
     struct event *source_tick_ev; /* pauses end, state is saved */
     time_t warmup_saved; /* when the warm-up counts were last saved */
     time_t save_warned; /* when a failed save was last logged */
+    struct HTABLE *source_shared; /* keys paused in Redis at the last poll */
+    bool source_poll_out; /* a poll of the shared pauses is out */
+    unsigned long source_gen; /* pauses published (a poll sent before
+                                 one is stale) */
     QMGR_LISTENER *pool_listener; /* private/qmgr-pool, NULL: none */
     int commit_backoff; /* the journal failed: seconds to the next try of
                            the commit (no new message is taken meanwhile);
                            0: it did not */
+    /* The last transport whose private/ socket was there, and when (the
+       loop's clock, usec): within a second it is not looked at again */
+    char transport_seen[64]; /* "": none */
+    long long transport_seen_usec;
 };
 
 /* qmgr.c */
@@ -240,6 +252,11 @@ typedef struct QMGR_RCPT_MEM {
                        rule) of its destination, NULL: none */
     char *source_ip; /* for the event of its result: the source it was
                         tried from, NULL: none */
+    char *tls_version; /* ... and its connection's TLS (events.h), */
+    char *tls_cipher; /* NULL: plain text */
+    char *tls_level;
+    long long attempt_usec; /* ... and the attempt's latency, 0: unknown */
+    long long conn_usec; /* its new connection's setup, 0: none */
 } QMGR_RCPT_MEM;
 
 struct QMGR_MESSAGE {
@@ -250,6 +267,8 @@ struct QMGR_MESSAGE {
     size_t outstanding; /* recipients without a result */
     size_t refs; /* entries (and a load) using it */
     long long active_usec; /* when it entered active/ */
+    long long wait_usec; /* when its recipients' wait for this round's
+                            attempts began (qmgr_sched_wait_start) */
     int finish_step; /* qmgr_message.c */
     bool bounce_failed; /* keep it: the DSN is not out */
     struct QMGR_BOUNCE *bounce_req; /* a bounce request in flight */
@@ -258,6 +277,11 @@ struct QMGR_MESSAGE {
     int agent_deaths; /* agents that died with it in flight */
     size_t attempts; /* rounds that ended in deferred/ (qmgr_message.c) */
     bool warned; /* the delay warning went out */
+    /* A defer log may exist: it was there (or could not be read) at
+       activation, or qmgr appended to it since. false only when the
+       activation's read found none and nothing was appended: completion
+       need not unlink it (qmgr is its only writer). */
+    bool defer_log_maybe;
     time_t not_before; /* send_at (queue file not_before=): no delivery
                           before it; 0: none */
     bool scheduled; /* this round only waits for not_before */
@@ -283,14 +307,29 @@ extern void qmgr_message_provider(QMGR_MESSAGE *msg, size_t index,
    reputation keys): a provider rule's NAME, a domain rule's domain;
    NULL: none */
 extern const char *qmgr_shape_provider(const QMGR_SHAPE *shape);
+/* qmgr_rule_provider - the provider name of a shaping rule (NULL: the
+   default rule or none) */
+extern const char *qmgr_rule_provider(const SHAPING_RULE *rule);
 /* qmgr_message_source - note the source recipient index is tried from,
    for the event of its next result (NULL: none) */
 extern void qmgr_message_source(QMGR_MESSAGE *msg, size_t index,
                                 const char *source);
+/* class: the agent's classification of a failure (deliver_proto's
+   category, hard); NULL: none came, qmgr classifies it itself */
+/* qmgr_message_tls - note the TLS of the connection recipient index's
+   result came over (version NULL: plain text), for its delivered event */
+extern void qmgr_message_tls(QMGR_MESSAGE *msg, size_t index,
+                             const char *version, const char *cipher,
+                             const char *level);
+/* qmgr_message_timing - note the agent's timing of recipient index's
+   attempt (microseconds, -1: unknown) for the event of its result */
+extern void qmgr_message_timing(QMGR_MESSAGE *msg, size_t index,
+                                long long attempt_usec, long long conn_usec);
 extern void qmgr_message_result(QMGR_MESSAGE *msg, size_t index,
                                 const char *action, const char *dsn,
                                 const char *reason, const char *diagnostic,
-                                const char *remote_mta);
+                                const char *remote_mta,
+                                const BOUNCE_CLASS *class);
 extern void qmgr_message_defer_self(QMGR_MESSAGE *msg, size_t index,
                                     const char *dsn, const char *reason);
 extern void qmgr_message_check(QMGR_MESSAGE *msg);
@@ -384,6 +423,12 @@ extern void qmgr_shaping_init(QMGR_CTX *ctx, const struct MAIL_CONF *mc);
    NULL: not shaped */
 extern QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
                                      const char *address, const char *source);
+/* qmgr_shaping_provider - the provider of a recipient's bucket, known
+   before its source is (qmgr_shape_provider of what qmgr_shaping_find
+   will give, with no bucket made); NULL: none, or its MX is being looked
+   up (the lookup is started) */
+extern const char *qmgr_shaping_provider(QMGR_CTX *ctx, const char *transport,
+                                         const char *address);
 /* qmgr_shaping_may_start - false: held back (a timer wakes the scheduler
    when a rate's token is due; the end of a delivery when it is full) */
 extern bool qmgr_shaping_may_start(QMGR_CTX *ctx, QMGR_SHAPE *shape,
@@ -428,6 +473,13 @@ extern void qmgr_shaping_redis_renew(QMGR_CTX *ctx);
 typedef struct QMGR_REDIS QMGR_REDIS;
 extern QMGR_REDIS *qmgr_redis_create(QMGR_CTX *ctx, const struct MAIL_CONF *mc);
 extern bool qmgr_redis_up(const QMGR_REDIS *redis);
+/* qmgr_redis_call - any call; its answer (NULL: none) goes to fn */
+struct redisReply;
+typedef void (*QMGR_REDIS_REPLY_FN)(QMGR_CTX *ctx,
+                                    const struct redisReply *reply, void *arg);
+extern bool qmgr_redis_call(QMGR_REDIS *redis, const char *what, int argc,
+                            const char **argv, QMGR_REDIS_REPLY_FN fn,
+                            void *arg);
 extern long long qmgr_redis_nodes(const QMGR_REDIS *redis);
 extern const char *qmgr_redis_describe(const QMGR_REDIS *redis, VSTR *buf);
 extern bool qmgr_redis_take(QMGR_REDIS *redis, QMGR_SHAPE *shape,
@@ -451,9 +503,10 @@ extern bool qmgr_source_usable(QMGR_CTX *ctx, const struct SOURCE_POOL *pool,
                                size_t index);
 /* qmgr_source_pool - msg's pool, NULL: no pools configured */
 extern const struct SOURCE_POOL *qmgr_source_pool(QMGR_MESSAGE *msg);
-/* qmgr_source_choose - msg's source for (transport, nexthop), usable for
-   provider too when it is not NULL (its SOURCE/PROVIDER key, its
-   provider's warm-up cap); *fresh: chosen now, not kept from before
+/* qmgr_source_choose - msg's source for the recipients of provider (may
+   be NULL: none) at (transport, nexthop): one choice per message, next
+   hop and provider, usable for provider too when it is not NULL (its
+   SOURCE/PROVIDER key, its provider's warm-up cap); *fresh: chosen now, not kept from before
    (then qmgr_source_take it); NULL with why empty: none (no pools, local
    mail); NULL with why: no usable one */
 extern const struct SOURCE_POOL_SOURCE *qmgr_source_choose(
@@ -466,11 +519,17 @@ extern bool qmgr_source_provider_ok(QMGR_CTX *ctx, const char *address,
 /* qmgr_source_take - a fresh choice of address for provider (may be
    NULL): the probe tokens and the warm-up counts are taken */
 extern void qmgr_source_take(QMGR_CTX *ctx, const char *address,
-                             const char *provider);
-/* qmgr_source_unpick - drop msg's choice for (transport, nexthop): the
-   next qmgr_source_choose makes a fresh one */
+                             const char *provider, bool count_message);
+/* qmgr_source_shared - has another provider's choice of msg for
+   (transport, nexthop) the same source? (Then the message is counted in
+   that source's daily total already: only the provider count is taken.) */
+extern bool qmgr_source_shared(QMGR_MESSAGE *msg, const char *transport,
+                               const char *nexthop, const char *provider,
+                               const char *address);
+/* qmgr_source_unpick - drop msg's choice for (transport, nexthop,
+   provider): the next qmgr_source_choose makes a fresh one */
 extern void qmgr_source_unpick(QMGR_MESSAGE *msg, const char *transport,
-                               const char *nexthop);
+                               const char *nexthop, const char *provider);
 /* qmgr_source_forget - release msg's choices */
 extern void qmgr_source_forget(QMGR_MESSAGE *msg);
 /* qmgr_source_failed - address could not be bound (smtp's DONE) */
@@ -522,11 +581,17 @@ extern QMGR_CONN *qmgr_conn_open(struct event_base *base, const char *path,
                                  QMGR_CONN_LIST_FN on_list,
                                  QMGR_CONN_END_FN on_end, void *arg, VSTR *why);
 extern void qmgr_conn_send(QMGR_CONN *conn, const ATTR_LIST *list);
+extern void qmgr_conn_send_wire(QMGR_CONN *conn, const VSTR *wire);
+/* qmgr_conn_rebind - hand the connection to another owner, with a new
+   deadline (0: none) */
+extern void qmgr_conn_rebind(QMGR_CONN *conn, QMGR_CONN_LIST_FN on_list,
+                             QMGR_CONN_END_FN on_end, void *arg,
+                             long long timeout);
 extern QMGR_CONN *qmgr_conn_free(QMGR_CONN *conn);
 
 /* in qmgr_message.c: a recipient line qmgr writes itself (deliver_log) */
 extern void qmgr_log_status(const QMGR_MESSAGE *msg, const char *address,
-                            const char *dsn, const char *status,
-                            const char *reason);
+                            const char *dsn, const char *category,
+                            const char *status, const char *reason);
 
 #endif

@@ -91,8 +91,27 @@ QMGR_CONN *qmgr_conn_open(struct event_base *base, const char *path,
     return conn;
 }
 
+/* qmgr_conn_rebind - a new owner and deadline */
+void qmgr_conn_rebind(QMGR_CONN *conn, QMGR_CONN_LIST_FN on_list,
+                      QMGR_CONN_END_FN on_end, void *arg, long long timeout)
+{
+    conn->on_list = on_list;
+    conn->on_end = on_end;
+    conn->arg = arg;
+    attr_conn_deadline(conn->conn, timeout <= 0          ? 0
+                                   : timeout > INT32_MAX ? INT32_MAX
+                                                         : (int) timeout);
+}
+
 /* qmgr_conn_send - queue one list for sending */
 void qmgr_conn_send(QMGR_CONN *conn, const ATTR_LIST *list)
 {
     attr_conn_send(conn->conn, list);
+}
+
+/* qmgr_conn_send_wire - queue lists already encoded (attr_list_encode):
+   several lists, one write */
+void qmgr_conn_send_wire(QMGR_CONN *conn, const VSTR *wire)
+{
+    attr_conn_send_wire(conn->conn, wire);
 }

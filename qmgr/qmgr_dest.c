@@ -121,8 +121,13 @@ void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
     VSTR *why = vstr_alloc(100);
     const char *address = msg->info->rcpts[index].address;
     bool fresh = false;
+    /* The provider is known before the source (it does not depend on it):
+       the choice is per message, next hop and provider, so recipients of
+       two providers on one next hop are each counted against their own
+       provider's warm-up cap. */
+    const char *provider0 = qmgr_shaping_provider(ctx, transport, address);
     const SOURCE_POOL_SOURCE *source =
-        qmgr_source_choose(msg, transport, nexthop, NULL, &fresh, why);
+        qmgr_source_choose(msg, transport, nexthop, provider0, &fresh, why);
     const char *provider;
     QMGR_SHAPE *shape;
     QMGR_DEST *dest;
@@ -137,14 +142,16 @@ void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
     shape = qmgr_shaping_find(ctx, transport, address,
                               source ? source->address : NULL);
     /* The bucket names the provider: a source paused (or at its warm-up
-       cap) for that provider alone gives way to another one. */
+       cap) for that provider alone gives way to another one. The same
+       provider as above, unless the MX lookup ended in between. */
     provider = qmgr_shape_provider(shape);
     if (source != NULL && provider != NULL &&
-        !qmgr_source_provider_ok(ctx, source->address, provider, fresh)) {
+        (provider0 == NULL || strcmp(provider, provider0) != 0 ||
+         !qmgr_source_provider_ok(ctx, source->address, provider, fresh))) {
         /* A choice made just now and refused for the provider is not
            kept: the next one is fresh (and taken), never this one. */
         if (fresh)
-            qmgr_source_unpick(msg, transport, nexthop);
+            qmgr_source_unpick(msg, transport, nexthop, provider0);
         source =
             qmgr_source_choose(msg, transport, nexthop, provider, &fresh, why);
         if (source == NULL) {
@@ -156,15 +163,20 @@ void qmgr_dest_add(QMGR_MESSAGE *msg, const char *transport,
     }
     vstr_free(why);
     if (source != NULL && fresh)
-        qmgr_source_take(ctx, source->address, provider);
+        qmgr_source_take(ctx, source->address, provider,
+                         !qmgr_source_shared(msg, transport, nexthop, provider,
+                                             source->address));
     dest = qmgr_dest_find(ctx, transport, nexthop, shape, source);
     entry = dest->tail;
     if (qmgr_dest_dead(ctx, dest)) {
         qmgr_dest_suspended(dest, msg, index);
         return;
     }
+    /* VERP: one recipient per delivery, so that smtp's MAIL FROM token
+       names it (global/verp.h); mail with a null sender is not VERPed. */
     if (entry == NULL || entry->msg != msg ||
-        (long long) entry->count >= ctx->conf.rcpt_limit) {
+        (long long) entry->count >= ctx->conf.rcpt_limit ||
+        (*ctx->conf.route.verp_domain && *msg->info->sender)) {
         entry = mycalloc(1, sizeof(*entry));
         entry->msg = msg;
         entry->dest = dest;
@@ -226,26 +238,14 @@ void qmgr_dest_job_done(QMGR_DEST *dest, QMGR_SCHED_OUTCOME outcome,
         qmgr_dest_kill(ctx, dest);
 }
 
-/* qmgr_dest_resume_event - paused destinations may go on */
-static void qmgr_dest_resume_event(evutil_socket_t fd, short what, void *arg)
-{
-    qmgr_dest_schedule(arg);
-}
+static void qmgr_dest_resume_event(evutil_socket_t fd, short what, void *arg);
 
-/* qmgr_dest_push_back - an entry could not start (the agent is at its
-   limit): back to the head of its queue, the destination paused briefly */
-void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry)
+/* qmgr_dest_resume_arm - look at paused destinations again in
+   QMGR_DEST_PAUSE seconds, unless a look is already due */
+static void qmgr_dest_resume_arm(QMGR_CTX *ctx)
 {
-    QMGR_CTX *ctx = dest->ctx;
     struct timeval tv = {QMGR_DEST_PAUSE, 0};
 
-    if (dest->sched.busy == 0)
-        msg_panic("%s: %s: not busy", __func__, dest->nexthop);
-    qmgr_sched_dest_pause(&dest->sched, time(NULL), QMGR_DEST_PAUSE);
-    qmgr_shaping_end(dest->shape);
-    if ((entry->next = dest->head) == NULL)
-        dest->tail = entry;
-    dest->head = entry;
     if (ctx->resume_ev == NULL &&
         (ctx->resume_ev =
              evtimer_new(ctx->base, qmgr_dest_resume_event, ctx)) == NULL)
@@ -253,6 +253,42 @@ void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry)
     if (!evtimer_pending(ctx->resume_ev, NULL) &&
         evtimer_add(ctx->resume_ev, &tv) < 0)
         msg_fatal("cannot add a timer");
+}
+
+/* qmgr_dest_resume_event - paused destinations may go on. A pause ends
+   at a whole second of time(), and the one timer serves every paused
+   destination: it can fire before some pause is over (one paused after
+   the timer was set; or the loop's cached time, from which the timer
+   counts, lagging into the previous second). While a destination with
+   entries waiting is still paused, look again: nothing else would before
+   qmgr's periodic scan. */
+static void qmgr_dest_resume_event(evutil_socket_t fd, short what, void *arg)
+{
+    QMGR_CTX *ctx = arg;
+    time_t now;
+
+    qmgr_dest_schedule(ctx);
+    now = time(NULL);
+    for (QMGR_DEST *dest = ctx->dests; dest; dest = dest->next) {
+        if (dest->head != NULL && dest->sched.paused_until > now) {
+            qmgr_dest_resume_arm(ctx);
+            break;
+        }
+    }
+}
+
+/* qmgr_dest_push_back - an entry could not start (the agent is at its
+   limit): back to the head of its queue, the destination paused briefly */
+void qmgr_dest_push_back(QMGR_DEST *dest, QMGR_ENTRY *entry)
+{
+    if (dest->sched.busy == 0)
+        msg_panic("%s: %s: not busy", __func__, dest->nexthop);
+    qmgr_sched_dest_pause(&dest->sched, time(NULL), QMGR_DEST_PAUSE);
+    qmgr_shaping_end(dest->shape);
+    if ((entry->next = dest->head) == NULL)
+        dest->tail = entry;
+    dest->head = entry;
+    qmgr_dest_resume_arm(dest->ctx);
 }
 
 /* qmgr_dest_sweep - forget idle destinations (memory stays bounded by

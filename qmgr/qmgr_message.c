@@ -56,6 +56,12 @@
  *      bounce-log records (expired);
  *   2. a bounce log is turned into a DSN by the bounce daemon (async);
  *      when that fails the log stays and the message waits in deferred/;
+ *      when it worked, the returned event is written before the bounce
+ *      log goes: if it cannot be (the journal failing), the log and the
+ *      file stay until a commit writes it (QMGR_FINISH_RETURNED), so a
+ *      qmgr that dies meanwhile leaves the message to the next one, which
+ *      returns it again, with its event (a second DSN, never a lost
+ *      event);
  *   3. nothing deferred and no DSN waiting: the file and the defer log
  *      are removed ("removed");
  *   4. else maybe a delay warning (once), then an "attempt" record, the
@@ -80,6 +86,8 @@
 #include <sys/time.h>
 #include <time.h>
 
+#include <event2/event.h>
+
 #include "bounce_proto.h"
 #include "deliver_log.h"
 #include "deliver_proto.h"
@@ -98,6 +106,9 @@
 /* finish_step values */
 #define QMGR_FINISH_NONE 0 /* not complete yet */
 #define QMGR_FINISH_RUNNING 1 /* completion under way */
+/* The DSN is out; its returned event waits for a commit, then the bounce
+   log goes (qmgr_message_bounced). */
+#define QMGR_FINISH_RETURNED 2
 
 /* qmgr_now_usec - wall clock in microseconds */
 static long long qmgr_now_usec(void)
@@ -111,7 +122,8 @@ static long long qmgr_now_usec(void)
 /* qmgr_log_status - a recipient line qmgr itself writes, in the one
    format (global/deliver_log.h): nothing after qmgr, so delays=a/b/0/0 */
 void qmgr_log_status(const QMGR_MESSAGE *msg, const char *address,
-                     const char *dsn, const char *status, const char *reason)
+                     const char *dsn, const char *category, const char *status,
+                     const char *reason)
 {
     DELIVER_TIMES times;
     DELIVER_LOG entry = {.qid = msg->qid,
@@ -119,6 +131,7 @@ void qmgr_log_status(const QMGR_MESSAGE *msg, const char *address,
                          .orig_to = NULL,
                          .relay = NULL,
                          .dsn = dsn,
+                         .category = category,
                          .status = status,
                          .reason = reason};
 
@@ -146,8 +159,12 @@ static void qmgr_message_event_attrs(const QMGR_MESSAGE *msg, EVENT *event)
    no provider), a bucket whose MX is being looked up, or none */
 const char *qmgr_shape_provider(const QMGR_SHAPE *shape)
 {
-    const SHAPING_RULE *rule = shape ? shape->rule : NULL;
+    return qmgr_rule_provider(shape ? shape->rule : NULL);
+}
 
+/* qmgr_rule_provider - the provider a rule stands for (see qmgr.h) */
+const char *qmgr_rule_provider(const SHAPING_RULE *rule)
+{
     if (rule != NULL && rule->kind == SHAPING_KIND_PROVIDER)
         return rule->key + strlen(SHAPING_PROVIDER_PREFIX);
     if (rule != NULL && rule->kind == SHAPING_KIND_DOMAIN)
@@ -177,12 +194,44 @@ void qmgr_message_source(QMGR_MESSAGE *msg, size_t index, const char *source)
     mem->source_ip = source && *source ? mystrdup(source) : NULL;
 }
 
+/* qmgr_message_tls_forget - no TLS noted for mem */
+static void qmgr_message_tls_forget(QMGR_RCPT_MEM *mem)
+{
+    mem->tls_version = myfree(mem->tls_version);
+    mem->tls_cipher = myfree(mem->tls_cipher);
+    mem->tls_level = myfree(mem->tls_level);
+}
+
+/* qmgr_message_tls - note the TLS of the connection recipient index's
+   result came over (version NULL: plain text) */
+void qmgr_message_tls(QMGR_MESSAGE *msg, size_t index, const char *version,
+                      const char *cipher, const char *level)
+{
+    QMGR_RCPT_MEM *mem = &msg->rcpts[index];
+
+    qmgr_message_tls_forget(mem);
+    if (version != NULL && cipher != NULL && level != NULL) {
+        mem->tls_version = mystrdup(version);
+        mem->tls_cipher = mystrdup(cipher);
+        mem->tls_level = mystrdup(level);
+    }
+}
+
+/* qmgr_message_timing - note the agent's timing of an attempt */
+void qmgr_message_timing(QMGR_MESSAGE *msg, size_t index,
+                         long long attempt_usec, long long conn_usec)
+{
+    msg->rcpts[index].attempt_usec = attempt_usec > 0 ? attempt_usec : 0;
+    msg->rcpts[index].conn_usec = conn_usec > 0 ? conn_usec : 0;
+}
+
 /* qmgr_message_event - add a journal event about recipient index (or the
    message: index SIZE_MAX) to the batch; flush: write the batch now (the
    journal's rule: before the queue change it describes) */
 static void qmgr_message_event(QMGR_MESSAGE *msg, size_t index,
                                const char *kind, const char *dsn,
-                               const char *reply, const char *relay, bool flush)
+                               const char *reply, const char *relay,
+                               const BOUNCE_CLASS *class, bool flush)
 {
     struct EVENTS *events = msg->ctx->conf.events;
     const QFILE_RCPT *rcpt =
@@ -190,7 +239,6 @@ static void qmgr_message_event(QMGR_MESSAGE *msg, size_t index,
     VSTR *seq;
     VSTR *why;
     EVENT event;
-    struct timeval now;
 
     if (events == NULL)
         return;
@@ -210,17 +258,36 @@ static void qmgr_message_event(QMGR_MESSAGE *msg, size_t index,
         event.orig_recipient = rcpt->orcpt;
         event.provider = msg->rcpts[index].provider;
         event.source_ip = msg->rcpts[index].source_ip;
+        event.tls_version = msg->rcpts[index].tls_version;
+        event.tls_cipher = msg->rcpts[index].tls_cipher;
+        event.tls_level = msg->rcpts[index].tls_level;
+        if (msg->rcpts[index].attempt_usec > 0)
+            event.attempt_seconds =
+                (double) msg->rcpts[index].attempt_usec / 1e6;
+        if (msg->rcpts[index].conn_usec > 0)
+            event.connect_seconds = (double) msg->rcpts[index].conn_usec / 1e6;
+        /* The wait before this attempt (the queue-wait span). */
+        if (strcmp(kind, EVENTS_EXPIRED) != 0) {
+            event.queued_usec = msg->wait_usec;
+            if (!msg->scheduled)
+                event.attempt = (long long) msg->attempts + 1;
+        }
     } else {
         event.sender = msg->info->sender;
     }
     event.dsn = dsn && *dsn ? dsn : NULL;
     event.reply = reply;
     event.relay = relay && *relay ? relay : NULL;
-    gettimeofday(&now, NULL);
-    event.delay = (double) (now.tv_sec - msg->info->arrival.tv_sec) +
-                  (double) (now.tv_usec - msg->info->arrival.tv_usec) / 1e6;
-    if (event.delay < 0)
-        event.delay = 0;
+    if (class != NULL) {
+        event.category = class->category;
+        event.hard = class->hard;
+    }
+    /* Our own delivery attempt's bounce; a DSN that comes back later is
+       another writer's bounced event with async true. */
+    if (strcmp(kind, EVENTS_BOUNCED) == 0)
+        event.async = 0;
+    event.arrival_usec = (long long) msg->info->arrival.tv_sec * 1000000 +
+                         msg->info->arrival.tv_usec;
     events_add(events, &event);
     if (flush && msg->ctx->commit_backoff == 0) {
         /* A failure keeps the event pending; the commit retries it. */
@@ -433,13 +500,15 @@ static bool qmgr_message_id(int fd, const QFILE_INFO *info, VSTR *id)
 }
 
 /* qmgr_message_received - the received event, into the batch (see the
-   top); the message waits for the commit */
-static void qmgr_message_received(QMGR_MESSAGE *msg, const char *message_id)
+   top); the message waits for the commit. committed: when its file
+   entered incoming/ (Unix microseconds, clamped to [arrival, taken]), or
+   -1 when not known */
+static void qmgr_message_received(QMGR_MESSAGE *msg, const char *message_id,
+                                  long long committed)
 {
     const char *addr = qfile_info_attr(msg->info, "client_addr");
     const char *name = qfile_info_attr(msg->info, "client_name");
     VSTR *client = vstr_alloc(64);
-    struct timeval now;
     EVENT event;
 
     if (addr != NULL && *addr != 0)
@@ -453,12 +522,11 @@ static void qmgr_message_received(QMGR_MESSAGE *msg, const char *message_id)
     event.client = vstr_str(client);
     qmgr_message_event_attrs(msg, &event);
     event.message_id = message_id;
+    /* Arrival to the commit: the commit span (events/otel.c). */
+    event.committed_usec = committed;
     /* Arrival to queued: the receive span of the trace (events/otel.c). */
-    gettimeofday(&now, NULL);
-    event.delay = (double) (now.tv_sec - msg->info->arrival.tv_sec) +
-                  (double) (now.tv_usec - msg->info->arrival.tv_usec) / 1e6;
-    if (event.delay < 0)
-        event.delay = 0;
+    event.arrival_usec = (long long) msg->info->arrival.tv_sec * 1000000 +
+                         msg->info->arrival.tv_usec;
     events_add(msg->ctx->conf.events, &event);
     vstr_free(client);
     qmgr_message_pending(msg);
@@ -489,9 +557,11 @@ static void qmgr_message_log_rec(DSN_LOG_REC *rec, const QMGR_MESSAGE *msg,
 /* qmgr_message_result - record one recipient's result */
 void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
                          const char *dsn, const char *reason,
-                         const char *diagnostic, const char *remote_mta)
+                         const char *diagnostic, const char *remote_mta,
+                         const BOUNCE_CLASS *class)
 {
     QMGR_CTX *ctx = msg->ctx;
+    BOUNCE_CLASS own;
     QMGR_RCPT_MEM *mem = &msg->rcpts[index];
     const QFILE_RCPT *rcpt = &msg->info->rcpts[index];
     VSTR *why = vstr_alloc(100);
@@ -513,7 +583,7 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
     if (strcmp(action, DELIVER_ACTION_SENT) == 0) {
         mem->state = QMGR_RCPT_FINISHED;
         qmgr_message_event(msg, index, EVENTS_DELIVERED, dsn, reason,
-                           remote_mta, false);
+                           remote_mta, NULL, false);
         if (qmgr_notify_has(rcpt->notify, "SUCCESS")) {
             qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_DELIVERED, dsn,
                                  reason, diagnostic, remote_mta);
@@ -524,14 +594,23 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
                 msg_warn("%s: success notice for %s lost: %s", msg->qid,
                          rcpt->address, vstr_str(why));
         }
-    } else if (strcmp(action, DELIVER_ACTION_BOUNCED) == 0) {
+    }
+    /* A failure the agent did not classify (an agent died, an older
+       agent): classified here, once. */
+    if (class == NULL && strcmp(action, DELIVER_ACTION_SENT) != 0) {
+        bounce_class_result(ctx->conf.bounce_classes, dsn, diagnostic, reason,
+                            &own);
+        class = &own;
+    }
+    if (strcmp(action, DELIVER_ACTION_BOUNCED) == 0) {
         qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_FAILED, dsn, reason,
                              diagnostic, remote_mta);
+        rec.category = class->category;
         if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid, &rec,
                            true, why) == 0) {
             mem->state = QMGR_RCPT_FINISHED;
             qmgr_message_event(msg, index, EVENTS_BOUNCED, dsn, reason,
-                               remote_mta, false);
+                               remote_mta, class, false);
         } else {
             /* Without its bounce record the recipient must stay. */
             msg_warn("%s: bounce log for %s: %s: deferred instead", msg->qid,
@@ -542,6 +621,9 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
             action = DELIVER_ACTION_DEFERRED;
             dsn = "4.3.0";
             reason = vstr_str(text);
+            bounce_class_result(ctx->conf.bounce_classes, dsn, NULL, reason,
+                                &own);
+            class = &own;
         }
     }
     if (strcmp(action, DELIVER_ACTION_DEFERRED) == 0) {
@@ -551,9 +633,11 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
         mem->defer_dsn = mystrdup(dsn && *dsn ? dsn : "4.0.0");
         mem->defer_reason = mystrdup(reason ? reason : "");
         qmgr_message_event(msg, index, EVENTS_DEFERRED, dsn, reason, remote_mta,
-                           false);
+                           class, false);
         qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_DELAYED, dsn, reason,
                              diagnostic, remote_mta);
+        rec.category = class->category;
+        msg->defer_log_maybe = true; /* even a failed append may leave one */
         if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,
                            false, why) < 0)
             msg_warn("%s: defer log for %s: %s", msg->qid, rcpt->address,
@@ -563,6 +647,8 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
     }
     /* The source was this result's: later events (expired) have none. */
     mem->source_ip = myfree(mem->source_ip);
+    qmgr_message_tls_forget(mem);
+    mem->attempt_usec = mem->conn_usec = 0;
     if (msg->outstanding == 0)
         msg_panic("%s: %s: nothing outstanding", __func__, msg->qid);
     msg->outstanding--;
@@ -582,11 +668,16 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
 void qmgr_message_defer_self(QMGR_MESSAGE *msg, size_t index, const char *dsn,
                              const char *reason)
 {
+    BOUNCE_CLASS class;
+
+    /* qmgr's own failure: classified here, where it is decided. */
+    bounce_class_result(msg->ctx->conf.bounce_classes, dsn, NULL, reason,
+                        &class);
     if (msg->admin_op != QMGR_ADMIN_DELETE)
         qmgr_log_status(msg, msg->info->rcpts[index].address, dsn,
-                        DELIVER_ACTION_DEFERRED, reason);
+                        class.category, DELIVER_ACTION_DEFERRED, reason);
     qmgr_message_result(msg, index, DELIVER_ACTION_DEFERRED, dsn, reason, "",
-                        "");
+                        "", &class);
 }
 
 /* qmgr_message_free - forget the message; there is room for another */
@@ -607,6 +698,7 @@ static void qmgr_message_free(QMGR_MESSAGE *msg)
         myfree(msg->rcpts[i].defer_reason);
         myfree(msg->rcpts[i].provider);
         myfree(msg->rcpts[i].source_ip);
+        qmgr_message_tls_forget(&msg->rcpts[i]);
     }
     myfree(msg->rcpts);
     qmgr_source_forget(msg);
@@ -677,6 +769,7 @@ static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
     rec.reason = rec.diagnostic = rec.remote_mta = "";
     rec.offset = -1;
     rec.time = (long long) time(NULL);
+    msg->defer_log_maybe = true; /* even a failed append may leave one */
     if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,
                        false, why) < 0)
         msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
@@ -715,6 +808,7 @@ static void qmgr_message_warned(QMGR_MESSAGE *msg, bool ok)
         rec.reason = rec.diagnostic = rec.remote_mta = "";
         rec.offset = -1;
         rec.time = (long long) time(NULL);
+        msg->defer_log_maybe = true; /* even a failed append may leave one */
         if (dsn_log_append(msg->ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
                            &rec, true, why) < 0)
             msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
@@ -766,7 +860,8 @@ static void qmgr_message_settle(QMGR_MESSAGE *msg)
     if (unlink(vstr_str(path)) < 0 && errno != ENOENT) {
         msg_warn("%s: remove %s: %m", msg->qid, vstr_str(path));
     } else {
-        if (dsn_log_remove(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid) < 0)
+        if (msg->defer_log_maybe &&
+            dsn_log_remove(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid) < 0)
             msg_warn("%s: remove defer log: %m", msg->qid);
         msg_info("%s: removed", msg->qid);
     }
@@ -774,19 +869,41 @@ static void qmgr_message_settle(QMGR_MESSAGE *msg)
     qmgr_message_free(msg);
 }
 
+/* qmgr_message_returned - the DSN is out and its returned event on disk:
+   the bounce log goes, then removal or deferred/ */
+static void qmgr_message_returned(QMGR_MESSAGE *msg)
+{
+    if (dsn_log_remove(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid) < 0)
+        msg_warn("%s: remove bounce log: %m", msg->qid);
+    qmgr_message_settle(msg);
+}
+
 /* qmgr_message_bounced - the DSN request came back */
 static void qmgr_message_bounced(QMGR_MESSAGE *msg, bool ok)
 {
-    if (ok) {
-        qmgr_message_event(msg, SIZE_MAX, EVENTS_RETURNED, NULL, NULL, NULL,
-                           true);
-        if (dsn_log_remove(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid) <
-            0)
-            msg_warn("%s: remove bounce log: %m", msg->qid);
-    } else {
+    if (!ok) {
         msg->bounce_failed = true;
+        qmgr_message_settle(msg);
+        return;
     }
-    qmgr_message_settle(msg);
+    if (msg->ctx->conf.events != NULL) {
+        qmgr_message_event(msg, SIZE_MAX, EVENTS_RETURNED, NULL, NULL, NULL,
+                           NULL, false);
+        if (qmgr_message_event_flush(msg) < 0) {
+            /* Not on disk: the bounce log (and the file) stay until the
+               commit that writes it comes back (qmgr_message_check).
+               The outcomes' events are on disk: their marks may go, so
+               a next qmgr only returns the message again. */
+            msg_info("%s: returned; its event waits for the journal", msg->qid);
+            for (size_t i = 0; i < msg->info->rcpt_count; i++)
+                if (msg->rcpts[i].state == QMGR_RCPT_FINISHED)
+                    (void) qmgr_message_mark(msg, i);
+            msg->finish_step = QMGR_FINISH_RETURNED;
+            qmgr_message_pending(msg);
+            return;
+        }
+    }
+    qmgr_message_returned(msg);
 }
 
 /* qmgr_message_expire - deferred recipients past the lifetime fail; -1
@@ -798,6 +915,7 @@ static int qmgr_message_expire(QMGR_MESSAGE *msg)
     long long age = (long long) now - (long long) qmgr_message_since(msg);
     VSTR *reason;
     VSTR *why;
+    BOUNCE_CLASS class;
     bool expired = false;
 
     if (!qmgr_sched_expired(&ctx->conf.sched, qmgr_message_since(msg), now,
@@ -817,6 +935,10 @@ static int qmgr_message_expire(QMGR_MESSAGE *msg)
         qmgr_message_log_rec(&rec, msg, i, DSN_ACTION_FAILED,
                              mem->defer_dsn ? mem->defer_dsn : "4.0.0",
                              vstr_str(reason), "", "");
+        /* qmgr's own failure: classified here, where it is decided. */
+        bounce_class_result(ctx->conf.bounce_classes, rec.status, NULL,
+                            rec.reason, &class);
+        rec.category = class.category;
         if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid, &rec,
                            true, why) < 0) {
             msg_warn("%s: bounce log for %s: %s", msg->qid,
@@ -826,7 +948,7 @@ static int qmgr_message_expire(QMGR_MESSAGE *msg)
         mem->state = QMGR_RCPT_FINISHED;
         expired = true;
         qmgr_message_event(msg, i, EVENTS_EXPIRED, rec.status, rec.reason, NULL,
-                           false);
+                           &class, false);
     }
     /* One fsync for the batch, before the marks or the removal. */
     if (expired)
@@ -840,6 +962,12 @@ static int qmgr_message_expire(QMGR_MESSAGE *msg)
 /* qmgr_message_check - start completion when nothing is left to wait for */
 void qmgr_message_check(QMGR_MESSAGE *msg)
 {
+    if (msg->finish_step == QMGR_FINISH_RETURNED && !msg->commit_pending) {
+        /* Its returned event is on disk now. */
+        msg->finish_step = QMGR_FINISH_RUNNING;
+        qmgr_message_returned(msg);
+        return;
+    }
     if (msg->outstanding > 0 || msg->refs > 0 ||
         msg->finish_step != QMGR_FINISH_NONE)
         return;
@@ -1051,11 +1179,50 @@ static int qmgr_message_is_mailbox(void *context, const char *domain)
 static void qmgr_message_bounce_self(QMGR_MESSAGE *msg, size_t index,
                                      const char *dsn, const char *reason)
 {
+    BOUNCE_CLASS class;
+
+    /* qmgr's own failure: classified here, where it is decided. */
+    bounce_class_result(msg->ctx->conf.bounce_classes, dsn, NULL, reason,
+                        &class);
     if (msg->admin_op != QMGR_ADMIN_DELETE)
         qmgr_log_status(msg, msg->info->rcpts[index].address, dsn,
-                        DELIVER_ACTION_BOUNCED, reason);
-    qmgr_message_result(msg, index, DELIVER_ACTION_BOUNCED, dsn, reason, "",
-                        "");
+                        class.category, DELIVER_ACTION_BOUNCED, reason);
+    qmgr_message_result(msg, index, DELIVER_ACTION_BOUNCED, dsn, reason, "", "",
+                        &class);
+}
+
+/* qmgr_message_transport_up - does transport's private/ socket exist?
+   The last transport found is trusted for a second: one stat a second
+   while mail goes to one transport (mail that alternates between
+   transports still costs a stat per recipient), not one per recipient;
+   a socket gone
+   within that second fails the delivery's connect instead, which defers
+   the same way ("mail transport unavailable", no attempt counted). */
+static bool qmgr_message_transport_up(QMGR_CTX *ctx, const char *transport,
+                                      VSTR *sock)
+{
+    struct timeval tv;
+    long long now;
+    struct stat st;
+
+    if (event_base_gettimeofday_cached(ctx->base, &tv) < 0)
+        (void) gettimeofday(&tv, NULL);
+    now = (long long) tv.tv_sec * 1000000 + tv.tv_usec;
+    if (strcmp(ctx->transport_seen, transport) == 0 &&
+        now >= ctx->transport_seen_usec &&
+        now - ctx->transport_seen_usec < 1000000)
+        return true;
+    mail_queue_service(sock, ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
+                       transport);
+    if (stat(vstr_str(sock), &st) < 0) {
+        ctx->transport_seen[0] = 0;
+        return false;
+    }
+    if (strlen(transport) < sizeof(ctx->transport_seen)) {
+        memcpy(ctx->transport_seen, transport, strlen(transport) + 1);
+        ctx->transport_seen_usec = now;
+    }
+    return true;
 }
 
 /* qmgr_message_route - route one recipient (qmgr_route decides) and queue
@@ -1071,7 +1238,6 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
     VSTR *transport = vstr_alloc(32);
     VSTR *nexthop = vstr_alloc(64);
     VSTR *sock = vstr_alloc(100);
-    struct stat st;
 
     if (maps_count(ctx->conf.transport_maps) > 0) {
         tables.find_addr = qmgr_message_find_addr;
@@ -1113,9 +1279,7 @@ static void qmgr_message_route(QMGR_MESSAGE *msg, size_t index)
                                 " failed");
         break;
     case QMGR_ROUTE_OK:
-        mail_queue_service(sock, ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
-                           vstr_str(transport));
-        if (stat(vstr_str(sock), &st) < 0)
+        if (!qmgr_message_transport_up(ctx, vstr_str(transport), sock))
             qmgr_message_defer_self(msg, index, "4.3.0",
                                     "mail transport unavailable");
         else
@@ -1157,12 +1321,37 @@ static void qmgr_message_history(QMGR_MESSAGE *msg)
                              why)) == NULL) {
         msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
         msg->warned = true;
+        msg->defer_log_maybe = true;
     } else {
+        msg->defer_log_maybe = !dlog->absent;
         msg->attempts = dsn_log_count(dlog, DSN_ACTION_ATTEMPT);
         msg->warned = dsn_log_count(dlog, DSN_ACTION_WARNED) > 0;
         dsn_log_free(dlog);
     }
     vstr_free(why);
+}
+
+/* qmgr_message_entered - when qid's file entered from_queue, and its
+   next try (deferred/: its mtime; else 0), in Unix microseconds; entered
+   0 when it cannot be seen. A rename is a change (ctime), so this is read
+   before qmgr's own. */
+static void qmgr_message_entered(const QMGR_CTX *ctx, const char *from_queue,
+                                 const char *qid, long long *entered,
+                                 long long *due)
+{
+    VSTR *path =
+        mail_queue_path(vstr_alloc(100), ctx->conf.queue_dir, from_queue, qid);
+    struct stat st;
+
+    *entered = *due = 0;
+    if (stat(vstr_str(path), &st) == 0) {
+        *entered =
+            (long long) st.st_ctim.tv_sec * 1000000 + st.st_ctim.tv_nsec / 1000;
+        if (strcmp(from_queue, MAIL_QUEUE_DEFERRED) == 0)
+            *due = (long long) st.st_mtim.tv_sec * 1000000 +
+                   st.st_mtim.tv_nsec / 1000;
+    }
+    vstr_free(path);
 }
 
 /* qmgr_message_activate - take qid into active/ and schedule it */
@@ -1174,8 +1363,11 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
     VSTR *message_id = vstr_alloc(64);
     QFILE_INFO *info = NULL;
     QMGR_MESSAGE *msg;
+    long long entered;
+    long long due;
     int fd;
 
+    qmgr_message_entered(ctx, from_queue, qid, &entered, &due);
     if (strcmp(from_queue, MAIL_QUEUE_ACTIVE) != 0 &&
         mail_queue_rename(ctx->conf.queue_dir, from_queue, MAIL_QUEUE_ACTIVE,
                           qid) < 0) {
@@ -1190,7 +1382,7 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
             msg_warn("%s: open %s: %m", qid, vstr_str(path));
         goto out;
     }
-    info = qfile_info_read(fd, why);
+    info = qfile_info_read_new(fd, why);
     /* Only for a received event (below): one read of the headers. */
     if (info != NULL && ctx->conf.events != NULL && info->rcpt_done == 0 &&
         strcmp(from_queue, MAIL_QUEUE_DEFERRED) != 0)
@@ -1207,11 +1399,16 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
     }
     msg = mycalloc(1, sizeof(*msg));
     msg->ctx = ctx;
+    msg->defer_log_maybe = true; /* until qmgr_message_history() knows */
     memcpy(msg->qid, qid, QID_SIZE);
     msg->info = info;
     msg->rcpts =
         mycalloc(info->rcpt_count ? info->rcpt_count : 1, sizeof(*msg->rcpts));
     msg->active_usec = qmgr_now_usec();
+    msg->wait_usec = qmgr_sched_wait_start(
+        entered, due,
+        (long long) info->arrival.tv_sec * 1000000 + info->arrival.tv_usec,
+        msg->active_usec);
     msg->not_before = qmgr_message_not_before(info);
     msg->scheduled = msg->not_before > time(NULL);
     qmgr_message_history(msg);
@@ -1226,7 +1423,15 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
          strcmp(from_queue, MAIL_QUEUE_ACTIVE) == 0) &&
         msg->attempts == 0 && info->rcpt_done == 0)
         qmgr_message_received(
-            msg, vstr_len(message_id) > 0 ? vstr_str(message_id) : NULL);
+            msg, vstr_len(message_id) > 0 ? vstr_str(message_id) : NULL,
+            /* cleanup's rename into incoming/ changed its ctime */
+            strcmp(from_queue, MAIL_QUEUE_INCOMING) == 0 && entered > 0
+                ? qmgr_sched_wait_start(entered, 0,
+                                        (long long) info->arrival.tv_sec *
+                                                1000000 +
+                                            info->arrival.tv_usec,
+                                        msg->active_usec)
+                : -1);
 
     /* The load holds a reference so nothing completes half-way. */
     msg->refs = 1;

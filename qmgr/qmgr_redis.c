@@ -60,6 +60,8 @@ typedef struct QMGR_REDIS_CALL {
     char *lease; /* a take: the lease id it asks for */
     struct event *timer;
     const char *what; /* for the log */
+    QMGR_REDIS_REPLY_FN fn; /* qmgr_redis_call: told of the answer */
+    void *fn_arg;
 } QMGR_REDIS_CALL;
 
 static void qmgr_redis_connect(QMGR_REDIS *redis);
@@ -190,6 +192,11 @@ static void qmgr_redis_callback(redisAsyncContext *ac, void *r, void *arg)
         else
             qmgr_redis_ok(call->redis);
     }
+    if (call->fn != NULL)
+        call->fn(call->redis->ctx,
+                 reply != NULL && reply->type != REDIS_REPLY_ERROR ? reply
+                                                                   : NULL,
+                 call->fn_arg);
     qmgr_redis_call_free(call);
 }
 
@@ -433,6 +440,22 @@ static void qmgr_redis_simple(QMGR_REDIS *redis, const char *what, int argc,
     call = mycalloc(1, sizeof(*call));
     call->what = what;
     qmgr_redis_send_strings(redis, call, argc, argv);
+}
+
+/* qmgr_redis_call - a call whose answer goes to fn (NULL reply: none, or
+   an error; the link is then down); false: not sent (fn is not called) */
+bool qmgr_redis_call(QMGR_REDIS *redis, const char *what, int argc,
+                     const char **argv, QMGR_REDIS_REPLY_FN fn, void *arg)
+{
+    QMGR_REDIS_CALL *call;
+
+    if (!qmgr_redis_up(redis))
+        return false;
+    call = mycalloc(1, sizeof(*call));
+    call->what = what;
+    call->fn = fn;
+    call->fn_arg = arg;
+    return qmgr_redis_send_strings(redis, call, argc, argv);
 }
 
 /* qmgr_redis_release - a delivery that held lease ended */

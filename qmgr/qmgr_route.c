@@ -8,6 +8,7 @@
 
 #include "qmgr_route.h"
 #include "smtp_addr.h"
+#include "verp_addr.h"
 #include "vstr.h"
 
 /* qmgr_route_transport - transport_maps as transport(5) says: the full
@@ -81,6 +82,16 @@ QMGR_ROUTE_STATUS qmgr_route(const QMGR_ROUTE_CONF *conf,
     int mailbox = 0;
     int found;
 
+    /* DSNs, unsubscribes and complaints are parsed, never delivered
+       (feedback/). */
+    if (verp_addr_kind(address, conf->verp_domain, conf->unsub_domain,
+                       conf->complaint_addresses) != VERP_ADDR_NONE) {
+        vstr_cpy(transport, VERP_ADDR_TRANSPORT);
+        vstr_cpy(nexthop, rcpt_domain ? rcpt_domain : conf->myhostname);
+        vstr_lower(nexthop);
+        vstr_free(domain);
+        return QMGR_ROUTE_OK;
+    }
     if (rcpt_domain == NULL) {
         vstr_cpy(domain, conf->myhostname);
     } else {

@@ -45,6 +45,12 @@ typedef struct QMGR_ROUTE_CONF {
     const char *virtual_transport;
     const char *relayhost; /* "" when none */
     const char *myhostname; /* next hop of an address with no domain */
+    /* bounce_verp_domain, unsubscribe_mailto_domain and
+       complaint_addresses (NULL: none): their mail goes to the feedback
+       service (global/verp_addr.h), before any rule */
+    const char *verp_domain;
+    const char *unsub_domain;
+    const char *complaint_addresses;
 } QMGR_ROUTE_CONF;
 
 /*

@@ -114,6 +114,17 @@ static const QMGR_ROUTE_CONF conf_relay = {
     .myhostname = "mx.sluice.test",
 };
 
+static const QMGR_ROUTE_CONF conf_feedback = {
+    .local_transport = "local",
+    .default_transport = "smtp",
+    .virtual_transport = "virtual",
+    .relayhost = "[relay.test]:2525",
+    .myhostname = "mx.sluice.test",
+    .verp_domain = "verp.test",
+    .unsub_domain = "u.test",
+    .complaint_addresses = "fbl@local.test, abuse@fbl.test",
+};
+
 static const char *const no_table[] = {NULL};
 static const char *const table_wild[] = {"*", "relay:[smart.test]", NULL};
 static const char *const table_mixed[] = {
@@ -165,6 +176,23 @@ typedef struct ROUTE_CASE {
 } ROUTE_CASE;
 
 static const ROUTE_CASE route_cases[] = {
+    /* DSNs to VERP addresses and complaints go to feedback, before
+       mydestination, relayhost and transport_maps; nothing else does. */
+    {&conf_feedback, "local.test", table_wild, "bounce+abc@Verp.Test",
+     QMGR_ROUTE_OK, "feedback", "verp.test", "", NULL, NULL, NULL, NULL, NULL},
+    {&conf_feedback, "local.test", table_wild, "FBL@local.test", QMGR_ROUTE_OK,
+     "feedback", "local.test", "", NULL, NULL, NULL, NULL, NULL},
+    {&conf_feedback, "local.test", NULL, "abuse@fbl.test", QMGR_ROUTE_OK,
+     "feedback", "fbl.test", "", NULL, NULL, NULL, NULL, NULL},
+    {&conf_feedback, "local.test", table_wild, "Unsubscribe+abc@U.test",
+     QMGR_ROUTE_OK, "feedback", "u.test", "", NULL, NULL, NULL, NULL, NULL},
+    {&conf_feedback, "local.test", NULL, "unsubscribe+abc@verp.test",
+     QMGR_ROUTE_OK, "smtp", "[relay.test]:2525", "", NULL, NULL, NULL, NULL,
+     NULL},
+    {&conf_feedback, "local.test", NULL, "other@verp.test", QMGR_ROUTE_OK,
+     "smtp", "[relay.test]:2525", "", NULL, NULL, NULL, NULL, NULL},
+    {&conf_feedback, "local.test", NULL, "u@local.test", QMGR_ROUTE_OK, "local",
+     "local.test", "", NULL, NULL, NULL, NULL, NULL},
     /* The defaults. */
     {&conf_direct, "local.test", NULL, "u@remote.test", QMGR_ROUTE_OK, "smtp",
      "remote.test", "", NULL, NULL, NULL, NULL, NULL},

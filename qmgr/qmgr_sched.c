@@ -174,6 +174,21 @@ long long qmgr_sched_retry_max(const QMGR_SCHED_CONF *conf)
     return max;
 }
 
+/* qmgr_sched_wait_start - when the queue wait of a message's recipients
+   began (qmgr_sched.h) */
+long long qmgr_sched_wait_start(long long entered, long long due,
+                                long long arrival, long long taken)
+{
+    long long start;
+
+    if (entered <= 0)
+        return taken;
+    start = entered > due ? entered : due;
+    if (start < arrival)
+        start = arrival;
+    return start < taken ? start : taken;
+}
+
 /* qmgr_sched_lifetime - how long a message may stay queued */
 long long qmgr_sched_lifetime(const QMGR_SCHED_CONF *conf, bool null_sender)
 {

@@ -21,6 +21,14 @@
  * bounce_queue_lifetime for the null sender, returns what is still
  * deferred. A delay warning goes out once, when delay_warning_time (0: off)
  * has passed and something is still deferred.
+ *
+ * Queue wait (the events' queued_at, global/events.h): a recipient's wait
+ * for an attempt begins when its message last became eligible for
+ * delivery: when its file entered the queue qmgr took it from (incoming/:
+ * the commit, a release from hold/ or a requeue; active/ at start: the
+ * previous qmgr's last change), for deferred/ not before its next try;
+ * never before the arrival, and no later than the moment qmgr took it (a
+ * flush or a requeue takes a deferred/ file before its next try).
  */
 #ifndef QMGR_SCHED_H
 #define QMGR_SCHED_H
@@ -120,6 +128,14 @@ extern time_t qmgr_sched_retry_next(const QMGR_SCHED_CONF *conf,
                                     size_t attempts, time_t now, bool requeue);
 /* qmgr_sched_retry_max - the longest step of retry_schedule */
 extern long long qmgr_sched_retry_max(const QMGR_SCHED_CONF *conf);
+
+/* qmgr_sched_wait_start - when the queue wait of a message's recipients
+   began, in Unix microseconds as all the arguments: entered, when its file
+   entered the queue it was taken from (0: not known); due, its next try
+   (deferred/; 0: none); arrival, the message's arrival; taken, when qmgr
+   moved it into active/ */
+extern long long qmgr_sched_wait_start(long long entered, long long due,
+                                       long long arrival, long long taken);
 
 /* qmgr_sched_lifetime - how long a message may stay queued */
 extern long long qmgr_sched_lifetime(const QMGR_SCHED_CONF *conf,

@@ -356,6 +356,42 @@ static void test_retry(void **state)
     assert_int_equal(qmgr_sched_retry_max(&empty), 0);
 }
 
+/* Microseconds after T0. */
+#define US(s) (((long long) T0 + (s)) * 1000000LL)
+
+static void test_wait_start(void **state)
+{
+    (void) state;
+    static const struct {
+        long long entered, due, arrival, taken, want;
+    } cases[] = {
+        /* incoming/: committed 0.2s after arrival, taken 0.5s later */
+        {US(0) + 200000, 0, US(0), US(0) + 700000, US(0) + 200000},
+        /* a file time a coarse clock put before the arrival */
+        {US(0) - 3000, 0, US(0), US(1), US(0)},
+        /* deferred/ at 10, due at 70, taken at 75: waiting since 70 */
+        {US(10), US(70), US(0), US(75), US(70)},
+        /* a flush takes it at 30, before its next try: since 30 */
+        {US(10), US(70), US(0), US(30), US(30)},
+        /* due before it got there (a next try in the past): since 10 */
+        {US(10), US(5), US(0), US(75), US(10)},
+        /* released from hold/ into incoming/ at 500 */
+        {US(500), 0, US(0), US(502), US(500)},
+        /* a file time after qmgr took it (a clock that went back) */
+        {US(90), 0, US(0), US(80), US(80)},
+        /* not known (stat failed): since qmgr took it */
+        {0, US(70), US(0), US(75), US(75)},
+    };
+
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(cases); i++) {
+        long long got = qmgr_sched_wait_start(cases[i].entered, cases[i].due,
+                                              cases[i].arrival, cases[i].taken);
+
+        if (got != cases[i].want)
+            fail_msg("case %zu: %lld, want %lld", i, got, cases[i].want);
+    }
+}
+
 static void test_expired(void **state)
 {
     (void) state;
@@ -418,6 +454,7 @@ int main(void)
         cmocka_unit_test(test_outcome),
         cmocka_unit_test(test_agent_retry),
         cmocka_unit_test(test_retry),
+        cmocka_unit_test(test_wait_start),
         cmocka_unit_test(test_expired),
         cmocka_unit_test(test_warn_due),
     };

@@ -136,7 +136,8 @@ void qmgr_shaping_init(QMGR_CTX *ctx, const MAIL_CONF *mc)
             msg_warn("smtp_shaping_maps: provider rules are not matched: %s",
                      vstr_str(why));
     }
-    if (rules)
+    /* Source pauses are shared through the same link (qmgr_source.c). */
+    if (rules || *mail_conf_str(mc, "smtp_source_pools") != 0)
         ctx->redis = qmgr_redis_create(ctx, mc);
     vstr_free(why);
 }
@@ -293,6 +294,36 @@ QMGR_SHAPE *qmgr_shaping_find(QMGR_CTX *ctx, const char *transport,
         shape = NULL;
     vstr_free(name);
     return shape;
+}
+
+/* qmgr_shaping_provider - a recipient's provider, no bucket made (see
+   qmgr.h): the rule qmgr_shaping_find would pick */
+const char *qmgr_shaping_provider(QMGR_CTX *ctx, const char *transport,
+                                  const char *address)
+{
+    const char *domain = smtp_addr_domain(address);
+    const SHAPING_RULE *rule;
+    QMGR_SHAPING_MX *mx;
+    VSTR *name;
+
+    if (domain == NULL || *domain == 0 || ctx->conf.shaping == NULL ||
+        strcmp(transport, ctx->conf.route.local_transport) == 0)
+        return NULL;
+    name = vstr_lower(vstr_cpy(vstr_alloc(50), domain));
+    if ((rule = shaping_rules_exact(ctx->conf.shaping, vstr_str(name))) ==
+        NULL) {
+        if (ctx->dns != NULL && *vstr_str(name) != '[') {
+            if ((mx = qmgr_shaping_mx(ctx, vstr_str(name))) == NULL) {
+                vstr_free(name);
+                return NULL;
+            }
+            rule = mx->provider;
+        }
+        if (rule == NULL)
+            rule = shaping_rules_fallback(ctx->conf.shaping);
+    }
+    vstr_free(name);
+    return qmgr_rule_provider(rule);
 }
 
 /* qmgr_shaping_rule_of - the rule a bucket called name (lowercase) has */

@@ -14,15 +14,23 @@
  * Mail of local_transport has no source.
  *
  * Within the pool, each message gets one source per destination
- * (transport, next hop) by smooth weighted round robin, with one round
- * robin per (pool, destination): source_pool_wrr_next. Sources that are
+ * (transport, next hop) and provider (its shaping bucket's, known before
+ * the source: qmgr_shaping_provider) by smooth weighted round robin, with
+ * one round robin per (pool, destination): source_pool_wrr_next. A
+ * message with recipients at providers P and Q on one next hop so has a
+ * choice for each, and each is counted against its own provider's
+ * warm-up cap; the message counts once in a source's daily total when
+ * both choices fell on it (qmgr_source_shared). Deliveries were split per
+ * provider already (a destination is per shaping bucket); what this adds
+ * is that the Q recipients may leave from another source than the P ones
+ * (another connection, the body sent once more). Sources that are
  * not usable now are skipped; qmgr_source_usable is the one place that
  * says so: a source whose bind failed within smtp_source_retry_time, a
  * source the reputation circuit breaker paused (global/reputation.h; a
  * probing one when its probe token is there), a source at its warm-up
- * cap of the day (global/warmup.h). qmgr_dest_add asks again with the
- * recipient's provider once its shaping bucket names one
- * (qmgr_source_provider_ok: the SOURCE/PROVIDER key, the provider's cap);
+ * cap of the day (global/warmup.h). qmgr_dest_add asks with the
+ * recipient's provider (qmgr_source_provider_ok: the SOURCE/PROVIDER key,
+ * the provider's cap), and again if its bucket names another one;
  * the probe tokens and warm-up counts are taken when the choice is final
  * (qmgr_source_take). A pool with no usable source: the recipient is
  * deferred ("pool NAME has no usable source: ADDRESS paused for Ns more,
@@ -38,7 +46,20 @@
  * second ends pauses (probing); warm-up counts are saved every minute
  * and at exit. Late bounces and complaints enter through
  * qmgr_source_feedback (sluice pool feedback; nothing parses inbound DSNs
- * yet). Pauses are node-local: not shared through Redis.
+ * yet).
+ *
+ * With shaping_redis_server set (the shaping link, qmgr_redis.c), pauses
+ * are shared by every node (keys: global/shaping_redis.h): each automatic
+ * pause, operator's pause and resume taken here is published at once
+ * (qmgr_source_publish), and every tick polls what is paused in Redis
+ * (qmgr_source_poll): a pause another node took is taken here with the
+ * same end (logged, saved, what waited for the source goes elsewhere);
+ * a key that was paused in Redis at the last poll and is gone before its
+ * pause ended was resumed elsewhere: resumed here too. A pause ends by
+ * itself on every node at its end (Redis expires the key then) and each
+ * node probes on its own; a repause is published again. While Redis is
+ * away each node pauses on its own; a pause taken then is not published
+ * later (the next one is).
  *
  * A source whose bind fails (the smtp agent says source_failed in DONE:
  * the address is not this machine's) is left out for
@@ -54,6 +75,7 @@
 #include <time.h>
 
 #include <event2/event.h>
+#include <hiredis/hiredis.h>
 
 #include "deliver_proto.h"
 #include "htable.h"
@@ -62,6 +84,7 @@
 #include "mymalloc.h"
 #include "qmgr.h"
 #include "reputation.h"
+#include "shaping_redis.h"
 #include "source_pool.h"
 #include "vstr.h"
 #include "warmup.h"
@@ -74,9 +97,10 @@ typedef struct QMGR_SOURCE {
     char *reason; /* of the last bind failure, NULL: none */
 } QMGR_SOURCE;
 
-/* One message's choice for one destination. */
+/* One message's choice for one destination and provider. */
 struct QMGR_SOURCE_PICK {
     char *dest; /* "transport:nexthop" */
+    char *provider; /* "": none */
     long index; /* into its pool's sources */
 };
 
@@ -341,8 +365,10 @@ static bool qmgr_source_usable_fn(const SOURCE_POOL *pool, size_t index,
                                    ask->provider, true);
 }
 
-/* qmgr_source_take - a fresh choice: probe tokens, warm-up counts */
-void qmgr_source_take(QMGR_CTX *ctx, const char *address, const char *provider)
+/* qmgr_source_take - a fresh choice: probe tokens, warm-up counts (the
+   message in the source's daily total only when count_message) */
+void qmgr_source_take(QMGR_CTX *ctx, const char *address, const char *provider,
+                      bool count_message)
 {
     long long now = (long long) time(NULL);
 
@@ -356,7 +382,44 @@ void qmgr_source_take(QMGR_CTX *ctx, const char *address, const char *provider)
                            reputation_key(key, address, provider), now);
         vstr_free(key);
     }
-    warmup_count(ctx->warmup, address, provider, now);
+    if (count_message)
+        warmup_count(ctx->warmup, address, provider, now);
+    else
+        warmup_count_provider(ctx->warmup, address, provider, now);
+}
+
+/* qmgr_source_find_pick - msg's choice for dest and provider, or NULL */
+static struct QMGR_SOURCE_PICK *qmgr_source_find_pick(QMGR_MESSAGE *msg,
+                                                      const char *dest,
+                                                      const char *provider)
+{
+    for (size_t i = 0; i < msg->pick_count; i++)
+        if (strcmp(msg->picks[i].dest, dest) == 0 &&
+            strcmp(msg->picks[i].provider, provider ? provider : "") == 0)
+            return &msg->picks[i];
+    return NULL;
+}
+
+/* qmgr_source_shared - another provider's choice, same source? */
+bool qmgr_source_shared(QMGR_MESSAGE *msg, const char *transport,
+                        const char *nexthop, const char *provider,
+                        const char *address)
+{
+    const SOURCE_POOL *pool = qmgr_source_pool(msg);
+    VSTR *dest;
+    bool shared = false;
+
+    if (pool == NULL)
+        return false;
+    dest = vstr_alloc(100);
+    vstr_sprintf(dest, "%s:%s", transport, nexthop);
+    for (size_t i = 0; i < msg->pick_count && !shared; i++)
+        shared =
+            strcmp(msg->picks[i].dest, vstr_str(dest)) == 0 &&
+            strcmp(msg->picks[i].provider, provider ? provider : "") != 0 &&
+            strcmp(pool->sources[msg->picks[i].index].address, address) == 0;
+    vstr_free(dest);
+    return shared;
 }
 
 /* qmgr_source_pool - the pool of msg (looked up once) */
@@ -435,13 +498,10 @@ const SOURCE_POOL_SOURCE *qmgr_source_choose(QMGR_MESSAGE *msg,
     pool = qmgr_source_pool(msg);
     dest = vstr_alloc(100);
     vstr_sprintf(dest, "%s:%s", transport, nexthop);
-    for (size_t i = 0; i < msg->pick_count; i++) {
-        if (strcmp(msg->picks[i].dest, vstr_str(dest)) == 0) {
-            pick = &msg->picks[i];
-            break;
-        }
-    }
-    /* One choice per message and destination, while it stays usable. */
+    pick = qmgr_source_find_pick(msg, vstr_str(dest), provider);
+    /* One choice per message, destination and provider, while it stays
+       usable: the recipients of another provider on the same next hop
+       have their own (counted against their own provider's cap). */
     if (pick != NULL && qmgr_source_kept(ctx, pool, (size_t) pick->index) &&
         qmgr_source_provider_ok(ctx, pool->sources[pick->index].address,
                                 provider, false)) {
@@ -462,6 +522,7 @@ const SOURCE_POOL_SOURCE *qmgr_source_choose(QMGR_MESSAGE *msg,
                                      sizeof(*msg->picks));
         pick = &msg->picks[msg->pick_count++];
         pick->dest = vstr_export(dest);
+        pick->provider = mystrdup(provider ? provider : "");
     } else {
         vstr_free(dest);
     }
@@ -469,19 +530,19 @@ const SOURCE_POOL_SOURCE *qmgr_source_choose(QMGR_MESSAGE *msg,
     return &pool->sources[index];
 }
 
-/* qmgr_source_unpick - drop msg's choice for (transport, nexthop) */
+/* qmgr_source_unpick - drop msg's choice for (transport, nexthop,
+   provider) */
 void qmgr_source_unpick(QMGR_MESSAGE *msg, const char *transport,
-                        const char *nexthop)
+                        const char *nexthop, const char *provider)
 {
     VSTR *dest = vstr_alloc(100);
+    struct QMGR_SOURCE_PICK *pick;
 
     vstr_sprintf(dest, "%s:%s", transport, nexthop);
-    for (size_t i = 0; i < msg->pick_count; i++) {
-        if (strcmp(msg->picks[i].dest, vstr_str(dest)) == 0) {
-            myfree(msg->picks[i].dest);
-            msg->picks[i] = msg->picks[--msg->pick_count];
-            break;
-        }
+    if ((pick = qmgr_source_find_pick(msg, vstr_str(dest), provider)) != NULL) {
+        myfree(pick->dest);
+        myfree(pick->provider);
+        *pick = msg->picks[--msg->pick_count];
     }
     vstr_free(dest);
 }
@@ -489,8 +550,10 @@ void qmgr_source_unpick(QMGR_MESSAGE *msg, const char *transport,
 /* qmgr_source_forget - release msg's choices */
 void qmgr_source_forget(QMGR_MESSAGE *msg)
 {
-    for (size_t i = 0; i < msg->pick_count; i++)
+    for (size_t i = 0; i < msg->pick_count; i++) {
         myfree(msg->picks[i].dest);
+        myfree(msg->picks[i].provider);
+    }
     msg->picks = myfree(msg->picks);
     msg->pick_count = 0;
 }
@@ -574,26 +637,195 @@ static const SOURCE_POOL *qmgr_source_pool_of(QMGR_CTX *ctx,
     return NULL;
 }
 
-/* qmgr_source_last - would pausing address leave pool without a usable
-   source? (another source of weight above 0 that is bound, not paused
-   and under its cap keeps it going) */
+/* qmgr_source_last - would pausing address (provider not NULL: its
+   SOURCE/PROVIDER key) leave pool without a usable source (for that
+   provider)? Another source of weight above 0 that is bound, not paused
+   and under its cap keeps it going -- for a provider, one whose own key
+   for that provider is not paused and under that provider's cap too. */
 static bool qmgr_source_last(QMGR_CTX *ctx, const SOURCE_POOL *pool,
-                             const char *address)
+                             const char *address, const char *provider)
 {
     long long now = (long long) time(NULL);
 
     if (pool == NULL)
         return false;
+    if (provider != NULL && *provider == 0)
+        provider = NULL;
     for (size_t i = 0; i < pool->count; i++) {
         const char *other = pool->sources[i].address;
 
         if (pool->sources[i].weight == 0 || strcmp(other, address) == 0)
             continue;
-        if (qmgr_source_bound(ctx, other) && !qmgr_source_paused(ctx, other) &&
-            !warmup_over_cap(ctx->warmup, other, NULL, now))
-            return false;
+        if (!qmgr_source_bound(ctx, other) || qmgr_source_paused(ctx, other) ||
+            warmup_over_cap(ctx->warmup, other, NULL, now))
+            continue;
+        if (provider != NULL &&
+            (!qmgr_source_provider_ok(ctx, other, provider, false) ||
+             warmup_over_cap(ctx->warmup, other, provider, now)))
+            continue;
+        return false;
     }
     return true;
+}
+
+/* qmgr_source_publish - tell the other nodes, through Redis, of key's
+   pause (or, when it is not paused, that it has none) */
+static void qmgr_source_publish(QMGR_CTX *ctx, const char *key)
+{
+    VSTR *value;
+    VSTR *rkey;
+    VSTR *px;
+    VSTR *score;
+    long long until = 0;
+    long long now = (long long) time(NULL);
+    const char *argv[9];
+
+    if (!qmgr_redis_up(ctx->redis))
+        return;
+    value = vstr_alloc(64);
+    rkey = vstr_alloc(64);
+    px = vstr_alloc(20);
+    score = vstr_alloc(20);
+    ctx->source_gen++;
+    argv[2] = "2";
+    argv[3] = SHAPING_REDIS_SOURCE_INDEX;
+    argv[4] = shaping_redis_source_key(rkey, key);
+    argv[5] = key;
+    argv[0] = "EVAL";
+    if (reputation_shared_value(ctx->reputation, key, value)) {
+        if (reputation_state(ctx->reputation, key, &until) == REPUTATION_PAUSED)
+            vstr_sprintf(px, "%lld", (until > now ? until - now : 1) * 1000);
+        else
+            vstr_cpy(px, "0");
+        vstr_sprintf(score, "%lld", until);
+        argv[1] = shaping_redis_source_set_lua;
+        argv[6] = vstr_str(value);
+        argv[7] = vstr_str(px);
+        argv[8] = vstr_str(score);
+        (void) qmgr_redis_call(ctx->redis, "source pause", 9, argv, NULL, NULL);
+    } else {
+        argv[1] = shaping_redis_source_del_lua;
+        (void) qmgr_redis_call(ctx->redis, "source resume", 6, argv, NULL,
+                               NULL);
+        if (ctx->source_shared != NULL)
+            (void) htable_delete(ctx->source_shared, key);
+    }
+    vstr_free(value);
+    vstr_free(rkey);
+    vstr_free(px);
+    vstr_free(score);
+}
+
+/* qmgr_source_key_split - a reputation key's address and provider (NULL:
+   none) into address and provider, which the caller frees */
+static void qmgr_source_key_split(const char *key, char **address,
+                                  char **provider)
+{
+    const char *slash = strchr(key, '/');
+
+    *address = slash ? mystrndup(key, (size_t) (slash - key)) : mystrdup(key);
+    *provider = slash ? mystrdup(slash + 1) : NULL;
+}
+
+/* qmgr_source_polled - what Redis says is paused: take the pauses of
+   other nodes, resume what was resumed elsewhere */
+static void qmgr_source_polled(QMGR_CTX *ctx, const struct redisReply *r,
+                               void *arg)
+{
+    const redisReply *reply = (const redisReply *) r;
+    unsigned long gen = (unsigned long) (uintptr_t) arg;
+    long long now = (long long) time(NULL);
+    struct HTABLE *seen;
+    HTABLE_ITER iter;
+    const char *key;
+    void *value;
+    VSTR *why;
+    bool resumed = false;
+
+    ctx->source_poll_out = false;
+    /* A pause or resume published after the poll was sent: stale. */
+    if (reply == NULL || reply->type != REDIS_REPLY_ARRAY ||
+        reply->elements % 2 != 0 || gen != ctx->source_gen)
+        return;
+    seen = htable_alloc(0);
+    why = vstr_alloc(100);
+    for (size_t i = 0; i < reply->elements; i += 2) {
+        const redisReply *k = reply->element[i];
+        const redisReply *v = reply->element[i + 1];
+        char *address;
+        char *provider;
+        int changed;
+
+        if (k->type != REDIS_REPLY_STRING || v->type != REDIS_REPLY_STRING ||
+            strlen(k->str) != k->len || strlen(v->str) != v->len)
+            continue;
+        qmgr_source_key_split(k->str, &address, &provider);
+        if (qmgr_source_pool_of(ctx, address) != NULL) {
+            if (htable_find(seen, k->str) == NULL)
+                htable_enter(seen, k->str, (void *) "shared");
+            changed = reputation_apply_shared(ctx->reputation, k->str, v->str,
+                                              now, why);
+            if (changed < 0) {
+                msg_warn("redis: shared pause ignored: %s", vstr_str(why));
+            } else if (changed > 0) {
+                msg_warn("source %s paused by another node (%s)", k->str,
+                         v->str);
+                qmgr_dest_resource(ctx, address, provider);
+            }
+        }
+        myfree(address);
+        myfree(provider);
+    }
+    /* Paused in Redis at the last poll, gone now before its end: another
+       node resumed it. */
+    if (ctx->source_shared != NULL) {
+        htable_iter_init(&iter, ctx->source_shared);
+        while (htable_iter_next(&iter, &key, &value)) {
+            long long until = 0;
+            REPUTATION_STATE state;
+
+            if (htable_find(seen, key) != NULL)
+                continue;
+            state = reputation_state(ctx->reputation, key, &until);
+            if (state == REPUTATION_MANUAL ||
+                (state == REPUTATION_PAUSED && until > now + 1)) {
+                reputation_resume(ctx->reputation, key, now);
+                msg_info("source %s resumed by another node", key);
+                resumed = true;
+            }
+        }
+        htable_free(ctx->source_shared, NULL);
+    }
+    ctx->source_shared = seen;
+    vstr_free(why);
+    qmgr_source_save(ctx);
+    if (resumed)
+        qmgr_dest_schedule(ctx);
+}
+
+/* qmgr_source_poll - ask Redis what is paused (one poll at a time) */
+static void qmgr_source_poll(QMGR_CTX *ctx)
+{
+    const char *argv[5] = {"EVAL", shaping_redis_source_poll_lua, "1",
+                           SHAPING_REDIS_SOURCE_INDEX,
+                           SHAPING_REDIS_SOURCE_PREFIX};
+
+    if (ctx->source_poll_out || !qmgr_redis_up(ctx->redis))
+        return;
+    if (qmgr_redis_call(ctx->redis, "source poll", 5, argv, qmgr_source_polled,
+                        (void *) (uintptr_t) ctx->source_gen))
+        ctx->source_poll_out = true;
+}
+
+/* qmgr_source_publish_of - qmgr_source_publish of address (provider not
+   NULL: of its SOURCE/PROVIDER key) */
+static void qmgr_source_publish_of(QMGR_CTX *ctx, const char *address,
+                                   const char *provider)
+{
+    VSTR *key = vstr_alloc(100);
+
+    qmgr_source_publish(ctx, reputation_key(key, address, provider));
+    vstr_free(key);
 }
 
 /* qmgr_source_verdict - log a verdict of the circuit breaker on address
@@ -608,18 +840,24 @@ static void qmgr_source_verdict(QMGR_CTX *ctx, const SOURCE_POOL *pool,
     case REPUTATION_NOTHING:
         return;
     case REPUTATION_HELD_LAST:
-        msg_warn("%s (would leave pool %s empty)", text,
-                 pool ? pool->name : "?");
+        if (provider != NULL)
+            msg_warn("%s (would leave pool %s without a source for %s)", text,
+                     pool ? pool->name : "?", provider);
+        else
+            msg_warn("%s (would leave pool %s empty)", text,
+                     pool ? pool->name : "?");
         return;
     case REPUTATION_PAUSED_NOW:
     case REPUTATION_REPAUSED:
         msg_warn("%s", text);
         qmgr_source_save(ctx);
+        qmgr_source_publish_of(ctx, address, provider);
         qmgr_dest_resource(ctx, address, provider);
         return;
     case REPUTATION_RESUMED:
         msg_info("%s", text);
         qmgr_source_save(ctx);
+        qmgr_source_publish_of(ctx, address, provider);
         return;
     }
 }
@@ -643,7 +881,7 @@ static void qmgr_source_record(QMGR_CTX *ctx, const SOURCE_POOL *pool,
                                long long when)
 {
     long long now = (long long) time(NULL);
-    bool last = qmgr_source_last(ctx, pool, address);
+    bool last = qmgr_source_last(ctx, pool, address, NULL);
     VSTR *key = vstr_alloc(100);
     VSTR *why = vstr_alloc(100);
     REPUTATION_VERDICT verdict;
@@ -654,8 +892,11 @@ static void qmgr_source_record(QMGR_CTX *ctx, const SOURCE_POOL *pool,
     if (provider != NULL && *provider != 0) {
         reputation_key(key, address, provider);
         vstr_reset(why);
-        verdict = reputation_record(ctx->reputation, vstr_str(key), outcome,
-                                    async, when, now, last, why);
+        /* The last usable source for this provider is not paused for it
+           either: its mail would wait with nowhere to go. */
+        verdict = reputation_record(
+            ctx->reputation, vstr_str(key), outcome, async, when, now,
+            qmgr_source_last(ctx, pool, address, provider), why);
         qmgr_source_verdict(ctx, pool, address, provider, verdict,
                             vstr_str(why));
     }
@@ -714,6 +955,7 @@ int qmgr_source_pause(QMGR_CTX *ctx, const char *address, VSTR *why)
     msg_warn("source %s paused by the operator (until sluice pool resume)",
              address);
     qmgr_source_save(ctx);
+    qmgr_source_publish(ctx, address);
     qmgr_dest_resource(ctx, address, NULL);
     return 0;
 }
@@ -728,6 +970,7 @@ int qmgr_source_resume(QMGR_CTX *ctx, const char *address, VSTR *why)
     reputation_resume(ctx->reputation, address, (long long) time(NULL));
     msg_info("source %s resumed by the operator", address);
     qmgr_source_save(ctx);
+    qmgr_source_publish(ctx, address);
     qmgr_dest_schedule(ctx);
     return 0;
 }
@@ -761,6 +1004,7 @@ static void qmgr_source_tick(evutil_socket_t fd, short what, void *arg)
                 warmup_paused(ctx->warmup, address, now);
         }
     qmgr_source_save(ctx);
+    qmgr_source_poll(ctx);
     if (time(NULL) - ctx->warmup_saved >= QMGR_SOURCE_WARMUP_SAVE)
         qmgr_source_warmup_save(ctx);
 }

@@ -15,6 +15,7 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "sign_token.h"
 #include "smtp.h"
 #include "vstr.h"
 
@@ -100,6 +101,7 @@ static void smtp_conf_tls(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
                                 mail_conf_str(conf, "smtp_sasl_password_maps"),
                                 MAP_FLAG_NONE, why)) == NULL)
         msg_fatal("%s", vstr_str(why));
+    ctx->bounce_classes = bounce_class_rules_conf(conf);
 }
 
 /* smtp_conf_sts - MTA-STS: on unless smtp_mta_sts_enable = no, or no DNS
@@ -164,6 +166,32 @@ static void smtp_conf_dns(SMTP_CTX *ctx, const MAIL_CONF *conf, VSTR *why)
                      : "dane-only defers every delivery");
 }
 
+/* smtp_conf_verp - bounce_verp_domain and the key its tokens are signed
+   with; a key that cannot be had leaves the sender as it is (warned): the
+   mail goes, its late bounces are not tied back */
+static void smtp_conf_verp(SMTP_CONF *sc, const MAIL_CONF *conf)
+{
+    const char *domain = mail_conf_str(conf, "bounce_verp_domain");
+    VSTR *path;
+    VSTR *why;
+
+    if (*domain == 0)
+        return;
+    path = vstr_alloc(100);
+    why = vstr_alloc(100);
+    sc->verp_key = vstr_alloc(SIGN_TOKEN_KEY_LEN);
+    sign_token_key_path(conf, path);
+    if (sign_token_key_load(vstr_str(path), sc->verp_key, why) < 0) {
+        msg_warn("bounce_verp_domain: %s: mail goes out with its own sender",
+                 vstr_str(why));
+        sc->verp_key = vstr_free(sc->verp_key);
+    } else {
+        sc->verp_domain = mystrdup(domain);
+    }
+    vstr_free(path);
+    vstr_free(why);
+}
+
 /* smtp_pre_loop - read main.cf once, set up DNS */
 static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
 {
@@ -203,6 +231,12 @@ static void smtp_pre_loop(MAIL_SERVER *server, void *arg)
     smtp_conf_tls(ctx, conf, why);
     smtp_conf_dns(ctx, conf, why);
     smtp_conf_sts(ctx, conf, why);
+    smtp_conf_verp(sc, conf);
+    vstr_reset(why);
+    if ((ctx->conn_stats =
+             conn_stats_open(sc->queue_dir, CONN_STATS_OUT, why)) == NULL)
+        msg_warn("%s; connections are not counted for the metrics",
+                 vstr_str(why));
     vstr_free(why);
 }
 
@@ -223,6 +257,10 @@ static void smtp_ctx_release(SMTP_CTX *ctx)
     myfree(sc->queue_dir);
     myfree(sc->helo_name);
     myfree(sc->bind_address);
+    if (sc->verp_domain)
+        myfree(sc->verp_domain);
+    if (sc->verp_key)
+        sc->verp_key = vstr_free(sc->verp_key);
     myfree(sc->tls_protocols);
     myfree(sc->tls_mandatory_protocols);
     if (sc->tls_verify_match)
@@ -233,10 +271,12 @@ static void smtp_ctx_release(SMTP_CTX *ctx)
     if (sc->tls_fprint_match)
         argv_free(sc->tls_fprint_match);
     ctx->tls = tls_client_free(ctx->tls);
+    ctx->conn_stats = conn_stats_close(ctx->conn_stats);
     if (ctx->tls_policy)
         ctx->tls_policy = maps_free(ctx->tls_policy);
     if (ctx->sasl_passwd)
         ctx->sasl_passwd = maps_free(ctx->sasl_passwd);
+    ctx->bounce_classes = bounce_class_rules_free(ctx->bounce_classes);
 }
 
 /* main - the SMTP delivery agent */
@@ -247,9 +287,10 @@ int main(int argc, char **argv)
         .on_accept = smtp_accept,
         .on_retire = smtp_retire,
     };
-    /* Static storage: the DNS context, cached connections and requests
-       in flight at SIGTERM stay reachable after mail_server_main() freed
-       the event base they hang on (their events cannot be freed then). */
+    /* Static storage: the DNS context and every connection and request
+       (ctx.sessions, ctx.reqs) in whatever state a SIGTERM finds them stay
+       reachable after mail_server_main() freed the event base they hang
+       on (their events cannot be freed then). */
     static SMTP_CTX ctx;
     int status;
 

@@ -35,6 +35,8 @@
 
 #include "attr.h"
 #include "attr_conn.h"
+#include "bounce_class.h"
+#include "conn_stats.h"
 #include "dane.h"
 #include "deliver_agent.h"
 #include "dns.h"
@@ -91,6 +93,9 @@ typedef struct SMTP_CONF {
     bool sasl_enable;
     bool sasl_noplain; /* smtp_sasl_security_options has noplaintext */
     bool sasl_tls_noplain; /* ... smtp_sasl_tls_security_options */
+    /* bounce_verp_domain and the feedback key: NULL when VERP is off */
+    char *verp_domain;
+    VSTR *verp_key;
 } SMTP_CONF;
 
 typedef struct SMTP_SESS SMTP_SESS;
@@ -102,6 +107,11 @@ typedef struct SMTP_CTX {
     DNS_CTX *dns;
     int req_count;
     bool busy;
+    /* Every request and every connection, whatever its state: listed so
+       that they stay reachable at exit (a SIGTERM leaves them as they are,
+       hanging on the event base mail_server_main() frees; leak checkers) */
+    SMTP_REQ *reqs;
+    SMTP_SESS *sessions;
     SMTP_SESS *cache; /* idle connections */
     SMTP_SESS *grouped; /* every connection with a conn_group */
     SMTP_REQ *slot_reqs; /* requests holding or waiting for a slot */
@@ -110,6 +120,9 @@ typedef struct SMTP_CTX {
     MAPS *tls_policy; /* smtp_tls_policy_maps */
     MAPS *sasl_passwd; /* smtp_sasl_password_maps */
     MTA_STS_CTX *sts; /* NULL: MTA-STS off (or no DNS) */
+    BOUNCE_CLASS_RULES *bounce_classes; /* bounce_classes_file */
+    CONN_STATS *conn_stats; /* open connections for the metrics; NULL:
+                               not counted */
 } SMTP_CTX;
 
 /* One connection to a server. What the conversation stands at is in
@@ -141,13 +154,24 @@ struct SMTP_SESS {
     SMTP_ENC enc;
     VSTR *out;
     SMTP_SESS *next; /* the cache */
+    SMTP_SESS *all_prev; /* ctx->sessions */
+    SMTP_SESS *all_next;
     char *conn_group; /* its request's conn_group, NULL: none */
     SMTP_SESS *group_next; /* ctx->grouped */
     TLS_LEVEL tls_level; /* this connection's (none after a fallback) */
     bool tls_handshake; /* the handshake after STARTTLS is under way */
+    const char *tls_word; /* once TLS is up and accepted: Verified,
+                             Trusted, Untrusted or Anonymous (for the
+                             events); NULL: plain text */
+    char tls_version[32]; /* ... its protocol and cipher */
+    char tls_cipher[64];
     DANE_TLSA *tlsa; /* at TLS_LEV_DANE: the host's TLSA records */
     size_t tlsa_count;
+    char *tlsa_base; /* ... their TLSA base domain (the host, or the name
+                        its CNAME chain ends at); NULL: not DANE */
     bool auth_done; /* AUTH tried on this connection */
+    bool setup_reported; /* its setup time went with a RESULT (once) */
+    bool stats_counted; /* an open connection in ctx->conn_stats */
     const char *fail_reply; /* the reply a site failure is about (set
                                around smtp_sess_site_fail), NULL: none */
 };
@@ -182,12 +206,18 @@ typedef enum SMTP_REQ_STAGE {
 struct SMTP_REQ {
     SMTP_CTX *ctx;
     ATTR_CONN *qmgr;
+    /* A kept connection waiting for qmgr's next DELIVER (after a DONE):
+       not counted in req_count until that DELIVER comes. */
+    bool idle;
+    SMTP_REQ *all_prev; /* ctx->reqs */
+    SMTP_REQ *all_next;
     SMTP_REQ_STAGE stage;
     DELIVER_READER reader; /* the request while it is read */
     char *queue_name;
     char *qid;
     char *nexthop;
     char *sender;
+    char *verp_sender; /* MAIL FROM with VERP (global/verp.h), or NULL */
     long long active_usec;
     long long rcpt_want;
     long long conn_messages; /* messages per connection, 0: no limit */
@@ -204,6 +234,11 @@ struct SMTP_REQ {
     size_t rcpt_count;
     int fd; /* the queue file, -1 */
     QFILE_INFO *info;
+    /* The content is read through this window of the file (one pread per
+       SMTP_WINDOW_SIZE, not two per record): bytes from window_off on.
+       NULL until the content is first read. */
+    VSTR *window;
+    off_t window_off;
     VSTR *host;
     int port;
     bool mx;
@@ -219,7 +254,8 @@ struct SMTP_REQ {
     VSTR *site_diag; /* ... "smtp; REPLY" when a server said it, else "" */
     char site_dsn[16];
     VSTR *why;
-    VSTR *wire;
+    VSTR *wire; /* lists for qmgr not yet sent */
+    struct event *flush_ev; /* sends wire after this loop pass */
     /* The next hop's TLS policy (smtp_req_policy). */
     TLS_LEVEL tls_level;
     ARGV *tls_match; /* NULL: the level's default */
@@ -230,6 +266,10 @@ struct SMTP_REQ {
     /* DANE (smtp_dane.c): the TLSA records of the last MX host asked */
     DNS_LOOKUP *tlsa_lookup;
     char *tlsa_host; /* NULL: none asked yet */
+    char *tlsa_base; /* where the records came from: tlsa_host or the
+                        end of its secure CNAME chain (RFC 7672 2.2.2) */
+    bool tlsa_then_host; /* the lookup under way is at the chain's end:
+                            no records there, ask at tlsa_host */
     DANE_TLSA_STATE tlsa_state;
     DANE_TLSA *tlsa;
     size_t tlsa_count;

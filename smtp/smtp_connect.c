@@ -7,7 +7,8 @@
  * a 4xx/5xx greeting, a broken EHLO or a timeout there moves on to the
  * next address (smtp_session.c reports it back here).
  *
- * A connection that delivered is kept: RSET, then it waits idle in the
+ * A connection that delivered is kept (no RSET after a 2xx to the end of
+ * data: RFC 5321 4.1.4; RSET after any other end) and waits idle in the
  * cache (keyed by next hop) for smtp_connection_cache_time_limit, and the
  * next request for that next hop takes it instead of looking up and
  * connecting again (only when that request's TLS and MTA-STS requirements

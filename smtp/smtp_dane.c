@@ -11,6 +11,15 @@
  * unauthenticated TLS (encrypt), opportunistic TLS (may), or the host is
  * skipped and the next one tried (a bogus or failed TLSA lookup; at
  * dane-only anything without usable validated records).
+ *
+ * An MX host that is an alias (RFC 7672 2.2.2): when its whole CNAME
+ * chain and address records were validated, the TLSA records are looked
+ * up at the chain's end first, and at the host's own name when there are
+ * none there; when only the host's own CNAME record was validated
+ * (DNS_ADDR.alias_secure: the chain leads into an unsigned zone), at the
+ * host's own name only. The name they came from is the TLSA base domain:
+ * SNI, and the name a DANE-TA certificate may carry (besides the host
+ * and the next-hop domain).
  */
 #include "sys_defs.h"
 
@@ -32,6 +41,25 @@ void smtp_dane_forget(SMTP_REQ *req)
     req->tlsa_count = 0;
     myfree(req->tlsa_host);
     req->tlsa_host = NULL;
+    myfree(req->tlsa_base);
+    req->tlsa_base = NULL;
+    req->tlsa_then_host = false;
+}
+
+/* smtp_dane_ask - look up the TLSA records of base */
+static void smtp_dane_answer(const DNS_REPLY *reply, void *arg);
+
+static void smtp_dane_ask(SMTP_REQ *req, const char *base)
+{
+    VSTR *name = vstr_alloc(64);
+
+    myfree(req->tlsa_base);
+    req->tlsa_base = mystrdup(base);
+    dane_tlsa_name(name, base, req->port);
+    req->tlsa_lookup =
+        dns_lookup_tlsa(req->ctx->dns, vstr_str(name),
+                        req->ctx->conf.dns_timeout, smtp_dane_answer, req);
+    vstr_free(name);
 }
 
 /* smtp_dane_answer - the TLSA records of req->tlsa_host are in */
@@ -40,6 +68,19 @@ static void smtp_dane_answer(const DNS_REPLY *reply, void *arg)
     SMTP_REQ *req = arg;
 
     req->tlsa_lookup = NULL;
+    if (req->tlsa_then_host) {
+        req->tlsa_then_host = false;
+        /* The chain's end has no validated records: the alias's own
+           name is the base domain then (a failure there is final). */
+        if (reply->status == DNS_OK &&
+            (!reply->secure || reply->rr_count == 0)) {
+            msg_info("%s: no TLSA records at %s (the end of %s's CNAME "
+                     "chain): looking at %s",
+                     req->qid, req->tlsa_base, req->tlsa_host, req->tlsa_host);
+            smtp_dane_ask(req, req->tlsa_host);
+            return;
+        }
+    }
     if (reply->status != DNS_OK) {
         msg_info("%s: %s", req->qid, vstr_str(reply->reason));
         req->tlsa_state = DANE_TLSA_FAILED;
@@ -66,26 +107,28 @@ int smtp_dane_level(SMTP_REQ *req, const DNS_ADDR *addr, VSTR *why)
 {
     bool only = req->tls_level == TLS_LEV_DANE_ONLY;
     size_t usable = 0;
-    VSTR *name;
+    /* RFC 7672 2.2.2: validated address records, or a validated CNAME
+       record of the host whose chain leads into an unsigned zone */
+    bool secure = addr->dnssec || addr->alias_secure;
 
     if (req->tlsa_lookup != NULL)
         return 0; /* under way: its answer calls smtp_req_try_next */
-    if (addr->dnssec && (req->tlsa_host == NULL ||
-                         strcasecmp(req->tlsa_host, addr->host) != 0)) {
+    if (secure && (req->tlsa_host == NULL ||
+                   strcasecmp(req->tlsa_host, addr->host) != 0)) {
         smtp_dane_forget(req);
         req->tlsa_host = mystrdup(addr->host);
-        name = vstr_alloc(64);
-        dane_tlsa_name(name, addr->host, req->port);
-        req->tlsa_lookup =
-            dns_lookup_tlsa(req->ctx->dns, vstr_str(name),
-                            req->ctx->conf.dns_timeout, smtp_dane_answer, req);
-        vstr_free(name);
+        if (addr->dnssec && addr->cname[0]) {
+            req->tlsa_then_host = true;
+            smtp_dane_ask(req, addr->cname);
+        } else {
+            smtp_dane_ask(req, addr->host);
+        }
         return 0;
     }
     for (size_t i = 0; i < req->tlsa_count; i++)
         usable += dane_tlsa_usable(req->tlsa + i);
-    switch (dane_decide(only, addr->dnssec, req->tlsa_state, req->tlsa_count,
-                        usable, addr->host, why)) {
+    switch (dane_decide(only, secure, req->tlsa_state, req->tlsa_count, usable,
+                        req->tlsa_base ? req->tlsa_base : addr->host, why)) {
     case DANE_USE_TLSA:
         req->conn_level = TLS_LEV_DANE;
         return 1;

@@ -174,9 +174,10 @@ static void test_no_pipelining(void **state)
     smtp_proto_free(proto);
 }
 
-/* A kept connection is RSET before its next transaction; the next one
-   starts afresh (no recipient state carried over). A refused RSET makes
-   it unusable. */
+/* A transaction that ended with a 2xx to the end of data leaves none
+   open: the next MAIL follows without RSET (RFC 5321 4.1.4) and starts
+   afresh (no recipient state carried over). One whose end of data was
+   refused is RSET; a refused RSET makes the connection unusable. */
 static void test_rset_reuse(void **state)
 {
     static const SMTP_PROTO_RCPT one[] = {{"c@y.test", "", "", false}};
@@ -197,11 +198,7 @@ static void test_rset_reuse(void **state)
     smtp_proto_data_end(proto);
     assert_int_equal(feed(proto, "250 ok"), SMTP_PROTO_EV_TXN_DONE);
     decided(proto, "0,1");
-
-    smtp_proto_rset(proto);
-    sent(proto, "RSET\r\n");
-    assert_int_equal(proto->state, SMTP_PROTO_ST_RSET);
-    assert_int_equal(feed(proto, "250 2.0.0 reset"), SMTP_PROTO_EV_RSET_OK);
+    assert_true(smtp_proto_txn_closed(proto));
     assert_int_equal(proto->state, SMTP_PROTO_ST_READY);
 
     assert_int_equal(smtp_proto_mail(proto, &one_txn), SMTP_PROTO_EV_NONE);
@@ -213,9 +210,20 @@ static void test_rset_reuse(void **state)
     smtp_proto_data_end(proto);
     assert_int_equal(feed(proto, "250 ok"), SMTP_PROTO_EV_TXN_DONE);
     decided(proto, "0");
+    assert_true(smtp_proto_txn_closed(proto));
+
+    assert_int_equal(smtp_proto_mail(proto, &one_txn), SMTP_PROTO_EV_NONE);
+    sent(proto, "MAIL FROM:<> SIZE=10\r\nRCPT TO:<c@y.test>\r\nDATA\r\n");
+    assert_int_equal(feed(proto, "250 ok"), SMTP_PROTO_EV_NONE);
+    assert_int_equal(feed(proto, "250 ok"), SMTP_PROTO_EV_NONE);
+    assert_int_equal(feed(proto, "354 go"), SMTP_PROTO_EV_CONTENT);
+    smtp_proto_data_end(proto);
+    assert_int_equal(feed(proto, "451 4.3.0 later"), SMTP_PROTO_EV_TXN_DONE);
+    assert_false(smtp_proto_txn_closed(proto));
 
     smtp_proto_rset(proto);
     sent(proto, "RSET\r\n");
+    assert_int_equal(proto->state, SMTP_PROTO_ST_RSET);
     assert_int_equal(feed(proto, "421 4.4.2 bye"), SMTP_PROTO_EV_RSET_FAILED);
     assert_false(proto->reusable);
     smtp_proto_quit(proto);

@@ -723,6 +723,16 @@ void smtp_proto_data_end(SMTP_PROTO *proto)
     smtp_proto_expect(proto, SMTP_CMD_DOT, 0);
 }
 
+/* smtp_proto_txn_closed - did the last transaction end with a 2xx to the
+   end of data, with nothing awaited? RFC 5321 4.1.4: MAIL may then begin
+   the next transaction (no transaction is open), so no RSET is needed */
+bool smtp_proto_txn_closed(const SMTP_PROTO *proto)
+{
+    return proto->state == SMTP_PROTO_ST_READY && proto->expect_count == 0 &&
+           proto->cmd == SMTP_CMD_DOT && proto->code >= 200 &&
+           proto->code <= 299 && proto->reusable;
+}
+
 /* smtp_proto_rset - keep the connection: RSET */
 void smtp_proto_rset(SMTP_PROTO *proto)
 {

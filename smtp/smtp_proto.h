@@ -230,6 +230,9 @@ extern SMTP_PROTO_EVENT smtp_proto_mail(SMTP_PROTO *proto,
                                         const SMTP_PROTO_TXN *txn);
 /* smtp_proto_data_end - the caller sent the content and its end */
 extern void smtp_proto_data_end(SMTP_PROTO *proto);
+/* smtp_proto_txn_closed - the last transaction ended with a 2xx to the
+   end of data and nothing is awaited: MAIL may follow without RSET */
+extern bool smtp_proto_txn_closed(const SMTP_PROTO *proto);
 /* smtp_proto_rset - after a transaction: RSET, to keep the connection */
 extern void smtp_proto_rset(SMTP_PROTO *proto);
 /* smtp_proto_quit - QUIT; replies still awaited are forgotten */

@@ -8,11 +8,20 @@
  * as it is known, with its log line (to=<...>, relay=..., delay=...,
  * delays=a/b/c/d, dsn=..., status=...), then DONE; the request is freed
  * once DONE is out.
+ *
+ * The connection is kept for qmgr's next request (our HELLO says reuse=1):
+ * once DONE is out, a fresh idle request takes it over and waits for the
+ * next DELIVER (no HELLO again) for at most ipc_timeout. An idle request
+ * is not work in hand: it does not keep a retiring process alive, and one
+ * that gets a DELIVER while the process retires closes without a word, so
+ * that qmgr sends it again over a fresh connection (to a new process).
  */
 #include "sys_defs.h"
 
 #include <fcntl.h>
 #include <sys/time.h>
+
+#include <event2/event.h>
 
 #include "attr.h"
 #include "attr_conn.h"
@@ -25,13 +34,55 @@
 #include "mymalloc.h"
 #include "qfile.h"
 #include "smtp.h"
+#include "verp.h"
 #include "vstr.h"
 
-/* smtp_req_send - queue req->wire (one list) to qmgr */
+/* smtp_req_send - queue req->wire (one list or more) to qmgr */
 static void smtp_req_send(SMTP_REQ *req)
 {
+    if (vstr_len(req->wire) == 0 || req->qmgr == NULL)
+        return;
     attr_conn_send_wire(req->qmgr, req->wire);
     vstr_reset(req->wire);
+}
+
+/* smtp_req_flush_event - what smtp_req_send_soon kept back goes now */
+static void smtp_req_flush_event(evutil_socket_t fd, short what, void *arg)
+{
+    smtp_req_send(arg);
+}
+
+/* smtp_req_send_soon - send req->wire once this pass of the event loop
+   is over: a DONE or more results that follow in the same pass go in
+   the same write */
+static void smtp_req_send_soon(SMTP_REQ *req)
+{
+    if (req->flush_ev == NULL &&
+        (req->flush_ev = event_new(mail_server_base(req->ctx->server), -1, 0,
+                                   smtp_req_flush_event, req)) == NULL) {
+        smtp_req_send(req);
+        return;
+    }
+    event_active(req->flush_ev, EV_TIMEOUT, 1);
+}
+
+/* smtp_req_new - an empty request, reading (no connection yet), in
+   ctx->reqs */
+static SMTP_REQ *smtp_req_new(SMTP_CTX *ctx)
+{
+    SMTP_REQ *req = mycalloc(1, sizeof(*req));
+
+    req->ctx = ctx;
+    if ((req->all_next = ctx->reqs) != NULL)
+        req->all_next->all_prev = req;
+    ctx->reqs = req;
+    req->fd = -1;
+    req->host = vstr_alloc(64);
+    req->site_reason = vstr_alloc(100);
+    req->site_diag = vstr_alloc(100);
+    req->why = vstr_alloc(100);
+    req->wire = vstr_alloc(256);
+    return req;
 }
 
 /* smtp_req_free - release a request and what it holds */
@@ -51,6 +102,8 @@ static void smtp_req_free(SMTP_REQ *req)
         mta_sts_lookup_cancel(req->sts_lookup);
     if (req->sts_mx)
         argv_free(req->sts_mx);
+    if (req->flush_ev != NULL)
+        event_free(req->flush_ev);
     if (req->fd >= 0)
         (void) close(req->fd);
     if (req->info)
@@ -69,6 +122,8 @@ static void smtp_req_free(SMTP_REQ *req)
     myfree(req->qid);
     myfree(req->nexthop);
     myfree(req->sender);
+    if (req->verp_sender)
+        myfree(req->verp_sender);
     if (req->conn_group)
         myfree(req->conn_group);
     myfree(req->source_address);
@@ -80,8 +135,20 @@ static void smtp_req_free(SMTP_REQ *req)
     vstr_free(req->site_reason);
     vstr_free(req->site_diag);
     vstr_free(req->why);
+    if (req->window)
+        vstr_free(req->window);
     vstr_free(req->wire);
     attr_conn_free(req->qmgr); /* from its own callback: attr_conn's rule */
+    if (req->all_prev)
+        req->all_prev->all_next = req->all_next;
+    else
+        ctx->reqs = req->all_next;
+    if (req->all_next)
+        req->all_next->all_prev = req->all_prev;
+    if (req->idle) {
+        myfree(req);
+        return; /* never counted */
+    }
     myfree(req);
     ctx->req_count--;
     if (ctx->busy && ctx->req_count <= SMTP_BUSY_REQUESTS) {
@@ -90,6 +157,16 @@ static void smtp_req_free(SMTP_REQ *req)
     }
     if (ctx->req_count == 0 && mail_server_retiring(ctx->server))
         mail_server_exit(ctx->server, 0);
+}
+
+/* smtp_req_usec - microseconds from since to until (0 when backwards) */
+static long long smtp_req_usec(const struct timeval *since,
+                               const struct timeval *until)
+{
+    long long usec = ((long long) until->tv_sec - since->tv_sec) * 1000000 +
+                     (until->tv_usec - since->tv_usec);
+
+    return usec > 0 ? usec : 0;
 }
 
 /* smtp_req_result - one recipient's outcome: RESULT to qmgr, log line */
@@ -101,6 +178,7 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
     DELIVER_RESULT result;
     DELIVER_TIMES times;
     DELIVER_LOG entry;
+    BOUNCE_CLASS class = {.category = NULL, .hard = false};
     char dsn[16];
 
     if (rcpt->state == SMTP_RCPT_DONE)
@@ -112,6 +190,11 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
         action = DELIVER_ACTION_DEFERRED;
         smtp_soft_dsn(dsn);
     }
+    /* Classified once, here, where the reply is known: the log line,
+       qmgr's events and the DSN all carry this. */
+    if (strcmp(action, DELIVER_ACTION_SENT) != 0)
+        bounce_class_result(req->ctx->bounce_classes, dsn, diagnostic, reason,
+                            &class);
     result = (DELIVER_RESULT){.offset = rcpt->offset,
                               .action = action,
                               .dsn = dsn,
@@ -119,13 +202,30 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
                               .relay = relay,
                               .diagnostic = diagnostic,
                               .remote_mta = remote_mta,
-                              .source = req->source_address};
+                              .source = req->source_address,
+                              .category = class.category,
+                              .hard = class.hard};
+    /* The connection that gave it, when it went over TLS. */
+    if (req->sess != NULL && req->sess->tls_word != NULL) {
+        result.tls_version = req->sess->tls_version;
+        result.tls_cipher = req->sess->tls_cipher;
+        result.tls_level = req->sess->tls_word;
+    }
+    /* The attempt's latency and, for a new connection, its setup (the
+       metrics daemon's histograms): delays= c and c+d. */
+    gettimeofday(&times.now, NULL);
+    result.attempt_usec = smtp_req_usec(&req->t_request, &times.now);
+    if (req->sess != NULL && !req->from_cache && req->t_conn.tv_sec != 0 &&
+        !req->sess->setup_reported) {
+        /* Once per connection: the metrics count sessions by it. */
+        result.conn_usec = smtp_req_usec(&req->t_request, &req->t_conn);
+        req->sess->setup_reported = true;
+    }
     deliver_agent_result_wire(&result, req->wire);
-    smtp_req_send(req);
+    smtp_req_send_soon(req);
 
     /* delays=a/b/c/d: queue, qmgr, connection setup, transmission (all
        setup while no connection was made) */
-    gettimeofday(&times.now, NULL);
     times.active = deliver_log_usec(req->active_usec);
     times.arrival = req->info ? req->info->arrival : times.active;
     times.request = req->t_request;
@@ -135,6 +235,7 @@ void smtp_req_result(SMTP_REQ *req, size_t index, const char *action,
                           .orig_to = NULL,
                           .relay = relay,
                           .dsn = dsn,
+                          .category = class.category,
                           .status = action,
                           .reason = reason};
     deliver_log(&entry, &times);
@@ -200,7 +301,7 @@ static void smtp_req_start(SMTP_REQ *req)
     mail_queue_path(path, conf->queue_dir, req->queue_name, req->qid);
     if ((req->fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0) {
         vstr_sprintf(req->why, "open %s: %s", vstr_str(path), strerror(errno));
-    } else if ((req->info = qfile_info_read(req->fd, req->why)) == NULL) {
+    } else if ((req->info = qfile_info_read_new(req->fd, req->why)) == NULL) {
         VSTR *reason = vstr_alloc(100);
 
         vstr_sprintf(reason, "%s: %s", vstr_str(path), vstr_str(req->why));
@@ -267,6 +368,16 @@ static void smtp_req_adopt(SMTP_REQ *req)
         req->rcpts[i].notify = mystrdup(in->rcpts[i].notify);
     }
     req->rcpt_count = in->rcpt_count;
+    /* VERP: qmgr sends such mail one recipient per request, so the token
+       names the recipient; a null sender (a DSN) stays null. */
+    if (req->ctx->conf.verp_key != NULL && *req->sender &&
+        req->rcpt_count > 0) {
+        VSTR *verp = vstr_alloc(100);
+
+        verp_make(verp, req->ctx->conf.verp_key, req->ctx->conf.verp_domain,
+                  req->qid, req->rcpts[0].offset);
+        req->verp_sender = vstr_export(verp);
+    }
     deliver_agent_reader_free(&req->reader);
 }
 
@@ -291,7 +402,22 @@ static bool smtp_req_list(SMTP_REQ *req, ATTR_LIST *list)
 static void smtp_req_on_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
 {
     SMTP_REQ *req = arg;
+    SMTP_CTX *ctx = req->ctx;
 
+    if (req->idle) {
+        /* The next request on a kept connection. A retiring process
+           takes no new work: closing unanswered makes qmgr send it again
+           over a fresh connection. */
+        if (mail_server_retiring(ctx->server)) {
+            smtp_req_free(req);
+            return;
+        }
+        req->idle = false;
+        if (++ctx->req_count > SMTP_BUSY_REQUESTS && !ctx->busy) {
+            ctx->busy = true;
+            mail_server_busy(ctx->server, true);
+        }
+    }
     if (req->stage != SMTP_REQ_READ_DELIVER &&
         req->stage != SMTP_REQ_READ_RCPT) {
         smtp_req_fail(req, "unexpected input after the request");
@@ -312,13 +438,29 @@ static void smtp_req_on_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
     }
 }
 
-/* smtp_req_on_drain - DONE is out: the request is over */
+/* smtp_req_on_drain - DONE is out: the request is over; the connection
+   waits for the next one (unless the process retires) */
 static void smtp_req_on_drain(ATTR_CONN *conn, void *arg)
 {
     SMTP_REQ *req = arg;
+    SMTP_CTX *ctx = req->ctx;
+    SMTP_REQ *next;
 
-    if (req->stage == SMTP_REQ_DONE)
+    if (req->stage != SMTP_REQ_DONE)
+        return;
+    if (mail_server_retiring(ctx->server) || attr_conn_input_len(conn) > 0) {
         smtp_req_free(req);
+        return;
+    }
+    next = smtp_req_new(ctx);
+    next->idle = true;
+    next->reader.greeted = true; /* qmgr's HELLO came on this connection */
+    next->qmgr = conn;
+    req->qmgr = NULL;
+    attr_conn_rebind(conn, next);
+    attr_conn_reading(conn, true);
+    attr_conn_timeouts(conn, ctx->conf.ipc_timeout, ctx->conf.ipc_timeout);
+    smtp_req_free(req);
 }
 
 /* smtp_req_on_end - qmgr EOF, error, timeout or a malformed list */
@@ -327,8 +469,8 @@ static void smtp_req_on_end(ATTR_CONN *conn, ATTR_CONN_END kind,
 {
     SMTP_REQ *req = arg;
 
-    if (req->stage == SMTP_REQ_DONE) {
-        smtp_req_free(req);
+    if (req->stage == SMTP_REQ_DONE || req->idle) {
+        smtp_req_free(req); /* an idle connection's end is no failure */
         return;
     }
     smtp_req_fail(req, kind == ATTR_CONN_IO ? "I/O error" : why);
@@ -344,15 +486,8 @@ static const ATTR_CONN_OPS smtp_req_ops = {
 void smtp_accept(MAIL_SERVER *server, int fd, void *arg)
 {
     SMTP_CTX *ctx = arg;
-    SMTP_REQ *req = mycalloc(1, sizeof(*req));
+    SMTP_REQ *req = smtp_req_new(ctx);
 
-    req->ctx = ctx;
-    req->fd = -1;
-    req->host = vstr_alloc(64);
-    req->site_reason = vstr_alloc(100);
-    req->site_diag = vstr_alloc(100);
-    req->why = vstr_alloc(100);
-    req->wire = vstr_alloc(256);
     req->qmgr = attr_conn_accept(mail_server_base(server), fd, DELIVER_LIST_MAX,
                                  &smtp_req_ops, req);
     if (++ctx->req_count > SMTP_BUSY_REQUESTS && !ctx->busy) {
@@ -360,7 +495,7 @@ void smtp_accept(MAIL_SERVER *server, int fd, void *arg)
         mail_server_busy(server, true);
     }
     /* Our HELLO first, so that qmgr can tell a version mismatch too. */
-    deliver_agent_hello_wire(req->wire);
+    deliver_agent_hello_reuse_wire(req->wire);
     smtp_req_send(req);
     attr_conn_timeouts(req->qmgr, ctx->conf.ipc_timeout, ctx->conf.ipc_timeout);
 }

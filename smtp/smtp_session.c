@@ -24,6 +24,7 @@
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 
+#include "bev_direct.h"
 #include "deliver_proto.h"
 #include "mail_server.h"
 #include "msg.h"
@@ -136,6 +137,14 @@ void smtp_sess_free(SMTP_SESS *sess)
         sess->req->sess = NULL;
     smtp_cache_remove(sess);
     smtp_group_remove(sess);
+    if (sess->all_prev)
+        sess->all_prev->all_next = sess->all_next;
+    else
+        sess->ctx->sessions = sess->all_next;
+    if (sess->all_next)
+        sess->all_next->all_prev = sess->all_prev;
+    if (sess->stats_counted)
+        conn_stats_disconnect(sess->ctx->conn_stats);
     smtp_sess_tls_close(sess);
     if (sess->bev)
         bufferevent_free(sess->bev);
@@ -148,6 +157,7 @@ void smtp_sess_free(SMTP_SESS *sess)
     myfree(sess->policy_key);
     myfree(sess->host);
     dane_tlsa_free(sess->tlsa, sess->tlsa_count);
+    myfree(sess->tlsa_base);
     vstr_free(sess->label);
     vstr_free(sess->out);
     myfree(sess);
@@ -162,10 +172,13 @@ static void smtp_sess_timer_set(SMTP_SESS *sess, int seconds)
     evtimer_add(sess->timer, &tv);
 }
 
-/* smtp_sess_write - queue text for the server */
+/* smtp_sess_write - send text to the server: straight to the socket when
+   nothing is queued and the session is not TLS (bev_direct.h), else queued.
+   The content loop (smtp_content_push) does not wait for the write
+   callback: it goes on while less than SMTP_CONTENT_HIGH is queued. */
 static void smtp_sess_write(SMTP_SESS *sess, const char *data, size_t len)
 {
-    if (bufferevent_write(sess->bev, data, len) < 0)
+    if (bev_direct_write(sess->bev, data, len) == BEV_DIRECT_ERROR)
         sess->broken = true; /* the write error event follows */
 }
 
@@ -324,16 +337,52 @@ static void smtp_sess_decided(SMTP_SESS *sess, const char *text)
                                proto->cmd);
 }
 
+/* The content window's size: most messages fit whole, so one pread reads
+   all of their content */
+#define SMTP_WINDOW_SIZE (64 * 1024)
+
+/* smtp_content_window - bytes [pos, pos + len) of the queue file, read
+   through req->window; NULL when the file ends before them or cannot be
+   read. The content is never rewritten while the file is in active/ (qmgr
+   only turns R records of the envelope into D), so what the window holds
+   stays true. */
+static const char *smtp_content_window(SMTP_REQ *req, off_t pos, size_t len)
+{
+    VSTR *win;
+    size_t want;
+    ssize_t got;
+
+    if (req->window == NULL)
+        req->window = vstr_alloc(SMTP_WINDOW_SIZE);
+    win = req->window;
+    if (pos >= req->window_off &&
+        (size_t) (pos - req->window_off) + len <= vstr_len(win))
+        return vstr_str(win) + (pos - req->window_off);
+    want = len > SMTP_WINDOW_SIZE ? len : SMTP_WINDOW_SIZE;
+    vstr_reset(win);
+    vstr_reserve(win, want);
+    req->window_off = pos;
+    do {
+        got = pread(req->fd, vstr_str(win), want, pos);
+    } while (got < 0 && errno == EINTR);
+    if (got < 0)
+        return NULL;
+    win->len = (size_t) got;
+    win->data[got] = 0;
+    return (size_t) got >= len ? vstr_str(win) : NULL;
+}
+
 /* smtp_content_record - read the content record at pos: 1 data, 0 end,
    -1 error */
 static int smtp_content_record(SMTP_REQ *req, off_t pos, VSTR *buf,
                                size_t *rec_len)
 {
-    unsigned char hdr[QFILE_HDR_LEN];
+    const unsigned char *hdr;
+    const char *data;
     size_t len;
-    ssize_t got;
 
-    if (pread(req->fd, hdr, sizeof(hdr), pos) != (ssize_t) sizeof(hdr))
+    if ((hdr = (const unsigned char *) smtp_content_window(
+             req, pos, QFILE_HDR_LEN)) == NULL)
         return -1;
     len = ((size_t) hdr[1] << 24) | ((size_t) hdr[2] << 16) |
           ((size_t) hdr[3] << 8) | hdr[4];
@@ -341,11 +390,11 @@ static int smtp_content_record(SMTP_REQ *req, off_t pos, VSTR *buf,
         return 0;
     if (hdr[0] != QFILE_REC_CONT || len > QFILE_REC_MAX)
         return -1;
+    if ((data = smtp_content_window(req, pos + QFILE_HDR_LEN, len)) == NULL)
+        return -1;
     vstr_reset(buf);
     vstr_reserve(buf, len);
-    if (len > 0 && (got = pread(req->fd, vstr_str(buf), len,
-                                pos + QFILE_HDR_LEN)) != (ssize_t) len)
-        return -1;
+    memcpy(vstr_str(buf), data, len);
     buf->len = len;
     buf->data[len] = 0;
     *rec_len = QFILE_HDR_LEN + len;
@@ -369,19 +418,21 @@ static bool smtp_content_8bit(SMTP_REQ *req)
 }
 
 /* smtp_content_push - send content until enough is queued; false when
-   the session is gone */
+   the session is gone. Records are gathered into sess->out and sent a
+   batch (SMTP_CONTENT_LOW) at a time: one send per batch, not per record. */
 static bool smtp_content_push(SMTP_SESS *sess)
 {
     SMTP_REQ *req = sess->req;
     struct evbuffer *output = bufferevent_get_output(sess->bev);
     VSTR *buf = vstr_alloc(4096);
 
+    vstr_reset(sess->out);
     while (smtp_sess_in_content(sess) &&
-           evbuffer_get_length(output) < SMTP_CONTENT_HIGH) {
+           evbuffer_get_length(output) + vstr_len(sess->out) <
+               SMTP_CONTENT_HIGH) {
         size_t rec_len = 0;
         int ret = smtp_content_record(req, sess->content_pos, buf, &rec_len);
 
-        vstr_reset(sess->out);
         if (ret < 0) {
             vstr_free(buf);
             msg_warn("%s: cannot read the content at offset %lld", req->qid,
@@ -400,13 +451,21 @@ static bool smtp_content_push(SMTP_SESS *sess)
                          req->qid, vstr_str(sess->label), sess->enc.nul_count,
                          sess->enc.cr_count);
             smtp_sess_write(sess, vstr_str(sess->out), vstr_len(sess->out));
+            vstr_reset(sess->out);
             smtp_proto_data_end(sess->proto);
             smtp_sess_flush(sess, 0);
             break;
         }
         smtp_enc_feed(&sess->enc, vstr_str(buf), vstr_len(buf), sess->out);
-        smtp_sess_write(sess, vstr_str(sess->out), vstr_len(sess->out));
         sess->content_pos += (off_t) rec_len;
+        if (vstr_len(sess->out) >= SMTP_CONTENT_LOW) {
+            smtp_sess_write(sess, vstr_str(sess->out), vstr_len(sess->out));
+            vstr_reset(sess->out);
+        }
+    }
+    if (vstr_len(sess->out) > 0) {
+        smtp_sess_write(sess, vstr_str(sess->out), vstr_len(sess->out));
+        vstr_reset(sess->out);
     }
     if (smtp_sess_in_content(sess))
         smtp_sess_timer_set(sess, sess->ctx->conf.data_xfer_timeout);
@@ -437,7 +496,7 @@ static void smtp_txn_start(SMTP_SESS *sess)
         sess->txn_rcpts[i].orcpt = req->rcpts[i].orcpt;
         sess->txn_rcpts[i].done = req->rcpts[i].state == SMTP_RCPT_DONE;
     }
-    txn->sender = req->sender;
+    txn->sender = req->verp_sender ? req->verp_sender : req->sender;
     txn->size = info->content_size;
     txn->body_8bit = body_type && strcasecmp(body_type, "8BITMIME") == 0;
     /* Reading the content for 8-bit bytes only when it matters. */
@@ -512,9 +571,18 @@ static void smtp_txn_end(SMTP_SESS *sess)
         smtp_sess_quit(sess);
         return;
     }
-    /* RSET now, so a dead connection shows before anyone needs it. */
-    smtp_proto_rset(sess->proto);
-    smtp_sess_flush(sess, sess->proto->expect_count - 1);
+    /* After a 2xx to the end of data no transaction is open and the next
+       MAIL may come as it is (RFC 5321 4.1.4); Postfix too sends no RSET
+       then (it sends one only to probe a connection it takes from its
+       cache). A connection that died while idle shows when read (EOF
+       here) or at the next MAIL, which then starts afresh elsewhere
+       (smtp_sess_lost: reuse never fails a delivery). After any other
+       end (a refused end of data, nobody accepted) RSET closes what the
+       server may still hold. */
+    if (!smtp_proto_txn_closed(sess->proto)) {
+        smtp_proto_rset(sess->proto);
+        smtp_sess_flush(sess, sess->proto->expect_count - 1);
+    }
     sess->next = ctx->cache;
     ctx->cache = sess;
     smtp_sess_timer_set(sess, conf->cache_time);
@@ -654,6 +722,14 @@ static void smtp_sess_tls_done(SMTP_SESS *sess)
             ok = false;
         }
     }
+    if (ok) {
+        /* What each result of this connection reports (deliver_proto.h). */
+        sess->tls_word = tls_status_word(&status);
+        snprintf(sess->tls_version, sizeof(sess->tls_version), "%s",
+                 status.protocol);
+        snprintf(sess->tls_cipher, sizeof(sess->tls_cipher), "%s",
+                 status.cipher);
+    }
     tls_status_free(&status);
     if (names)
         argv_free(names);
@@ -700,11 +776,21 @@ static bool smtp_sess_starttls(SMTP_SESS *sess)
         return false;
     }
     if (sess->tls_level == TLS_LEV_DANE &&
-        tls_client_dane(ssl, sess->host,
+        tls_client_dane(ssl, sess->tlsa_base,
                         sess->req->mx ? vstr_str(sess->req->host) : NULL,
                         sess->tlsa, sess->tlsa_count, why) < 0) {
         SSL_free(ssl);
         smtp_sess_handshake_error(sess, vstr_str(why));
+        vstr_free(why);
+        return false;
+    }
+    /* An MX host that is an alias: its own name is a reference
+       identifier too (RFC 7672 3.2.2), besides the TLSA base domain. */
+    if (sess->tls_level == TLS_LEV_DANE &&
+        strcasecmp(sess->tlsa_base, sess->host) != 0 &&
+        SSL_add1_host(ssl, sess->host) != 1) {
+        SSL_free(ssl);
+        smtp_sess_handshake_error(sess, "SSL_add1_host failed");
         vstr_free(why);
         return false;
     }
@@ -1203,6 +1289,9 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
 
     sess = mycalloc(1, sizeof(*sess));
     sess->ctx = ctx;
+    if ((sess->all_next = ctx->sessions) != NULL)
+        sess->all_next->all_prev = sess;
+    ctx->sessions = sess;
     sess->req = req;
     sess->nexthop = mystrdup(req->nexthop);
     sess->source = mystrdup(req->source_address ? req->source_address : "");
@@ -1237,6 +1326,8 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
             memcpy(sess->tlsa[i].data, req->tlsa[i].data, req->tlsa[i].len);
         }
         sess->tlsa_count = req->tlsa_count;
+        sess->tlsa_base =
+            mystrdup(req->tlsa_base ? req->tlsa_base : sess->host);
     }
     req->tls_plain_retry = false;
     sess->proto->tls_wanted = sess->tls_level >= TLS_LEV_MAY;
@@ -1248,6 +1339,10 @@ SMTP_SESS *smtp_sess_open(SMTP_REQ *req, const DNS_ADDR *addr, int fd,
     if (sess->timer == NULL || sess->bev == NULL)
         msg_fatal("cannot create events for a connection");
     req->sess = sess;
+    if (ctx->conn_stats != NULL) {
+        conn_stats_connect(ctx->conn_stats);
+        sess->stats_counted = true;
+    }
     bufferevent_setcb(sess->bev, smtp_sess_read_event, smtp_sess_write_event,
                       smtp_sess_event, sess);
     bufferevent_setwatermark(sess->bev, EV_WRITE, SMTP_CONTENT_LOW, 0);

@@ -100,7 +100,9 @@
 #include "argv.h"
 #include "attr.h"
 #include "attr_conn.h"
+#include "bev_direct.h"
 #include "cleanup_proto.h"
+#include "conn_stats.h"
 #include "dkim_proto.h"
 #include "dns.h"
 #include "mail_conf.h"
@@ -122,6 +124,9 @@
    cleanup; resume when it has drained. */
 #define SMTPD_OUTPUT_HIGH (256 * 1024)
 #define SMTPD_CLEANUP_HIGH (4 * CLEANUP_CHUNK_MAX)
+/* Input read while cleanup answers (reading stays on then): past this,
+   reading stops until the answer */
+#define SMTPD_WAIT_INPUT_MAX (64 * 1024)
 #define SMTPD_CHUNK_FILL (CLEANUP_CHUNK_MAX - 2) /* decoder may add 2 */
 #define SMTPD_STATUS_MAX 4096 /* a cleanup STATUS list */
 #define SMTPD_CLEANUP_IDLE 2 /* s a spare cleanup connection is kept */
@@ -152,6 +157,8 @@ typedef struct SMTPD_CTX {
     long local_uid; /* smtpd -S: who ran us, before privileges dropped */
     TLS_SERVER *tls; /* NULL: no TLS (none, or no certificate) */
     int starttls_timeout; /* smtpd_starttls_timeout */
+    CONN_STATS *conn_stats; /* sessions and TLS for the metrics; NULL:
+                               none (smtpd -S, or the file failed) */
 } SMTPD_CTX;
 
 /* What the session waits for from cleanup or the spf service; while it
@@ -173,7 +180,14 @@ typedef struct SMTPD_SESS {
     /* TLS: bev is then an OpenSSL filter over raw, the socket. */
     struct bufferevent *raw;
     bool handshaking; /* the handshake has not finished */
+    bool stats_counted; /* an active connection in ctx->conn_stats */
     bool tls_pending; /* STARTTLS answered: TLS after its line */
+    /* Replies held back while the client's pipelined commands are still
+       in the input (RFC 2920 section 3.2): sent as one write when the
+       input runs out of commands (smtpd_replies_settle). Holding is
+       allowed only while hold_depth > 0 (smtpd_process, smtpd_resume). */
+    VSTR *held;
+    int hold_depth;
     struct event *close_ev; /* TLS close: frees once raw has drained */
     SMTPD_PROTO *proto;
     /* The transaction's connection to cleanup, NULL when none. */
@@ -233,6 +247,11 @@ typedef struct SMTPD_SESS {
     DNS_LOOKUP *peer_lookup;
     DNS_STATUS peer_status;
     VSTR *wire; /* scratch for attribute lists */
+    /* While cleanup_hold, lists for cleanup collect in wire
+       (cleanup_pending) and go with the next list sent: the message's
+       last DATA chunk and its END in one write */
+    bool cleanup_hold;
+    bool cleanup_pending;
     VSTR *why;
 } SMTPD_SESS;
 
@@ -300,17 +319,62 @@ static void smtpd_dkim_close(SMTPD_SESS *sess)
     sess->dkim_greeted = false;
 }
 
-/* smtpd_flush_reply - queue the protocol's reply text for the client */
+/* smtpd_replies_write - send the held replies now */
+static void smtpd_replies_write(SMTPD_SESS *sess)
+{
+    VSTR *held = sess->held;
+
+    if (vstr_len(held) == 0)
+        return;
+    /* Straight to the socket when nothing is queued (not TLS): no EPOLLOUT
+       round. Nothing waits for the write callback of a reply but a closing
+       session, and smtpd_close triggers that one itself when the output
+       is empty. */
+    if (bev_direct_write(sess->bev, vstr_str(held), vstr_len(held)) ==
+        BEV_DIRECT_ERROR)
+        msg_warn("cannot queue a reply to %s[%s]", sess->proto->client_name,
+                 sess->proto->client_addr);
+    vstr_reset(held);
+}
+
+/* smtpd_replies_may_wait - may the held replies wait for more? Only while
+   the client has a complete command waiting in the input that will be
+   answered without reading more (RFC 2920: a reply may be held only while
+   the client's pipelined commands are pending; all of it is sent before
+   smtpd waits for input). Across a wait for cleanup only (BEGIN, END: a
+   local answer); never in DATA content, under TLS, when closing, or
+   when the session has stopped reading for another reason. */
+static bool smtpd_replies_may_wait(SMTPD_SESS *sess)
+{
+    if (sess->closing || sess->raw != NULL || sess->in_data ||
+        sess->tls_pending || sess->handshaking || sess->output_full ||
+        sess->cleanup_full || sess->sleeping || sess->skipping)
+        return false;
+    if (sess->wait != SMTPD_WAIT_NONE && sess->wait != SMTPD_WAIT_BEGIN &&
+        sess->wait != SMTPD_WAIT_END)
+        return false;
+    return evbuffer_search(bufferevent_get_input(sess->bev), "\n", 1, NULL)
+               .pos >= 0;
+}
+
+/* smtpd_replies_settle - send the held replies unless they may wait */
+static void smtpd_replies_settle(SMTPD_SESS *sess)
+{
+    if (vstr_len(sess->held) > 0 &&
+        (sess->wait == SMTPD_WAIT_NONE || !smtpd_replies_may_wait(sess)))
+        smtpd_replies_write(sess);
+}
+
+/* smtpd_flush_reply - queue the protocol's reply text for the client:
+   held (smtpd_process or smtpd_resume settle it) or sent now */
 static void smtpd_flush_reply(SMTPD_SESS *sess)
 {
     VSTR *reply = sess->proto->reply;
 
-    if (vstr_len(reply) == 0)
-        return;
-    if (bufferevent_write(sess->bev, vstr_str(reply), vstr_len(reply)) < 0)
-        msg_warn("cannot queue a reply to %s[%s]", sess->proto->client_name,
-                 sess->proto->client_addr);
+    vstr_ncat(sess->held, vstr_str(reply), vstr_len(reply));
     vstr_reset(reply);
+    if (sess->hold_depth == 0 || !smtpd_replies_may_wait(sess))
+        smtpd_replies_write(sess);
 }
 
 /* smtpd_cleanup_close - drop the cleanup connection (cleanup then removes
@@ -320,6 +384,7 @@ static void smtpd_cleanup_close(SMTPD_SESS *sess)
     /* maybe from the connection's own callback: attr_conn.h's rule */
     sess->cleanup = attr_conn_free(sess->cleanup);
     sess->cleanup_greeted = false;
+    sess->cleanup_hold = sess->cleanup_pending = false;
     smtpd_dkim_close(sess); /* the transaction is over */
     sess->dkim_on = false;
     if (sess->wait == SMTPD_WAIT_BEGIN || sess->wait == SMTPD_WAIT_END ||
@@ -356,11 +421,28 @@ static void smtpd_cleanup_unpark(SMTPD_SESS *sess)
 /* smtpd_cleanup_send - encode and queue one list to cleanup */
 static void smtpd_cleanup_send(SMTPD_SESS *sess, ATTR_LIST *list)
 {
-    vstr_reset(sess->wire);
+    if (!sess->cleanup_pending)
+        vstr_reset(sess->wire);
     attr_list_encode(list, sess->wire);
+    attr_list_free(list);
+    if (sess->cleanup_hold && sess->cleanup != NULL) {
+        sess->cleanup_pending = true;
+        return;
+    }
+    sess->cleanup_pending = false;
     if (sess->cleanup != NULL)
         attr_conn_send_wire(sess->cleanup, sess->wire);
-    attr_list_free(list);
+}
+
+/* smtpd_cleanup_release - send what cleanup_hold kept back */
+static void smtpd_cleanup_release(SMTPD_SESS *sess)
+{
+    sess->cleanup_hold = false;
+    if (sess->cleanup_pending) {
+        sess->cleanup_pending = false;
+        if (sess->cleanup != NULL)
+            attr_conn_send_wire(sess->cleanup, sess->wire);
+    }
 }
 
 /* smtpd_client_find - the entry of addr, made when absent; stale entries
@@ -476,6 +558,8 @@ static void smtpd_session_free(SMTPD_SESS *sess)
         dns_lookup_cancel(sess->peer_lookup);
     if (sess->counted)
         smtpd_client_release(ctx, sess->proto->client_addr);
+    if (sess->stats_counted)
+        conn_stats_disconnect(ctx->conn_stats);
     smtpd_proto_counts(sess->proto, counts);
     msg_info("disconnect from %s[%s]%s", sess->proto->client_name,
              sess->proto->client_addr, vstr_str(counts));
@@ -504,6 +588,7 @@ static void smtpd_session_free(SMTPD_SESS *sess)
     vstr_free(sess->milter_hold_why);
     vstr_free(sess->wire);
     vstr_free(sess->why);
+    vstr_free(sess->held);
     myfree(sess);
     if (ctx->conn_count-- == ctx->conf.process_connection_limit)
         mail_server_busy(ctx->server, false);
@@ -516,6 +601,7 @@ static void smtpd_session_free(SMTPD_SESS *sess)
    from the write callback, never here, so callers may still use it. */
 static void smtpd_close(SMTPD_SESS *sess)
 {
+    smtpd_replies_write(sess);
     sess->closing = true;
     smtpd_cleanup_close(sess);
     smtpd_cleanup_unpark(sess);
@@ -542,11 +628,15 @@ static void smtpd_read_on(SMTPD_SESS *sess)
     smtpd_process(sess);
 }
 
-/* smtpd_wait - stop reading the client until cleanup answers */
+/* smtpd_wait - process no input until cleanup answers. Reading stays on
+   (no epoll_ctl per wait) on a plain socket: what arrives meanwhile waits
+   in the input (smtpd_read_event bounds it), an EOF or error is noticed
+   again when reading goes on (smtpd_event). Under TLS reading stops. */
 static void smtpd_wait(SMTPD_SESS *sess, SMTPD_WAIT what)
 {
     sess->wait = what;
-    bufferevent_disable(sess->bev, EV_READ);
+    if (sess->raw != NULL)
+        bufferevent_disable(sess->bev, EV_READ);
     attr_conn_timeouts(sess->cleanup, sess->ctx->conf.timeout,
                        sess->ctx->conf.timeout);
 }
@@ -557,12 +647,16 @@ static void smtpd_resume(SMTPD_SESS *sess, SMTPD_ACT act)
     sess->wait = SMTPD_WAIT_NONE;
     if (sess->cleanup != NULL)
         attr_conn_timeouts(sess->cleanup, 0, sess->ctx->conf.timeout);
+    sess->hold_depth++; /* the commands in hand are answered together */
     smtpd_flush_reply(sess);
     if (act == SMTPD_ACT_CLOSE) {
+        sess->hold_depth--;
         smtpd_close(sess);
         return;
     }
     smtpd_read_on(sess);
+    sess->hold_depth--;
+    smtpd_replies_settle(sess);
 }
 
 /* smtpd_cleanup_begin - connect to cleanup and send BEGIN; false when
@@ -623,7 +717,16 @@ static void smtpd_cleanup_rcpt(SMTPD_SESS *sess)
         .notify = vstr_str(proto->notify),
     };
 
+    bool hold = sess->cleanup_hold;
+
+    /* cleanup answers no RCPT: it goes with the next list (the content,
+       END, or an abort), so cleanup wakes once for the recipients and the
+       content, not once more per recipient. Whatever ends the transaction
+       first either sends a list (which takes it) or closes the
+       connection (which drops it with the transaction). */
+    sess->cleanup_hold = true;
     smtpd_cleanup_send(sess, cleanup_rcpt_list(&rcpt));
+    sess->cleanup_hold = hold;
 }
 
 /* smtpd_content_refused - the content will not be queued, whatever comes */
@@ -729,6 +832,7 @@ static void smtpd_data_commit(SMTPD_SESS *sess)
         end.prepend = vstr_str(sess->auth_results);
     if (vstr_len(sess->milter_hold_why) > 0)
         end.hold = vstr_str(sess->milter_hold_why);
+    sess->cleanup_hold = false; /* END goes, with any chunk kept back */
     smtpd_cleanup_send(sess, cleanup_end_list(&end));
     vstr_reset(sess->auth_results);
     vstr_reset(sess->milter_hold_why);
@@ -786,6 +890,11 @@ static void smtpd_data_end(SMTPD_SESS *sess)
     SMTPD_ACT act;
 
     sess->in_data = false;
+    /* The plain case (no milter, no DKIM verdict, nothing refused): the
+       last chunk waits for END, one write for both (smtpd_data_commit) */
+    sess->cleanup_hold = !sess->data.too_big && !smtpd_content_refused(sess) &&
+                         !sess->milter_discard && !sess->milter_hold &&
+                         !sess->dkim_on;
     smtpd_chunk_flush(sess);
     if (sess->data.too_big) {
         status = SMTPD_DATA_TOO_BIG;
@@ -815,6 +924,7 @@ static void smtpd_data_end(SMTPD_SESS *sess)
         return;
     }
     smtpd_data_finish(sess, false);
+    smtpd_cleanup_release(sess); /* END took it, unless another way */
 }
 
 /* smtpd_data_finish - the content is with cleanup: the DKIM verdict if
@@ -957,6 +1067,7 @@ static void smtpd_tls_done(SMTPD_SESS *sess)
 
     sess->handshaking = false;
     tls_server_summary(ssl, sess->why);
+    conn_stats_tls(sess->ctx->conn_stats, SSL_get_version(ssl));
     msg_info("Anonymous TLS connection %s from %s[%s]: %s",
              SSL_session_reused(ssl) ? "reused" : "established",
              proto->client_name, proto->client_addr, vstr_str(sess->why));
@@ -1520,9 +1631,9 @@ static void smtpd_deadline_event(evutil_socket_t fd, short what, void *arg)
     smtpd_close(sess);
 }
 
-/* smtpd_process - handle every complete command line and content byte in
-   the input, in order, until the session must wait */
-static void smtpd_process(SMTPD_SESS *sess)
+/* smtpd_process_input - handle every complete command line and content
+   byte in the input, in order, until the session must wait */
+static void smtpd_process_input(SMTPD_SESS *sess)
 {
     size_t limit = (size_t) sess->ctx->conf.line_length_limit;
 
@@ -1580,15 +1691,33 @@ static void smtpd_process(SMTPD_SESS *sess)
         evbuffer_drain(input, len + 1);
         if (sess->tls_pending) {
             sess->tls_pending = false;
+            smtpd_replies_write(sess); /* 220 in plain text */
             smtpd_tls_start(sess); /* the rest of the input is dropped */
         }
     }
 }
 
+/* smtpd_process - smtpd_process_input, its replies held while more
+   commands are in hand and sent as one write at the end */
+static void smtpd_process(SMTPD_SESS *sess)
+{
+    sess->hold_depth++;
+    smtpd_process_input(sess);
+    sess->hold_depth--;
+    smtpd_replies_settle(sess);
+}
+
 /* smtpd_read_event - client input */
 static void smtpd_read_event(struct bufferevent *bev, void *arg)
 {
-    smtpd_process(arg);
+    SMTPD_SESS *sess = arg;
+
+    /* Input that came while cleanup answers waits; past a bound, reading
+       stops until smtpd_read_on. */
+    if ((sess->wait == SMTPD_WAIT_BEGIN || sess->wait == SMTPD_WAIT_END) &&
+        evbuffer_get_length(bufferevent_get_input(bev)) > SMTPD_WAIT_INPUT_MAX)
+        bufferevent_disable(bev, EV_READ);
+    smtpd_process(sess);
 }
 
 /* smtpd_write_event - client output drained */
@@ -1634,6 +1763,15 @@ static void smtpd_event(struct bufferevent *bev, short what, void *arg)
     }
     if (sess->closing) {
         smtpd_session_free(sess);
+        return;
+    }
+    if (sess->raw == NULL && (what & BEV_EVENT_READING) &&
+        (sess->wait == SMTPD_WAIT_BEGIN || sess->wait == SMTPD_WAIT_END)) {
+        /* EOF, error or timeout while cleanup answers (reading stays on
+           then: smtpd_wait): libevent stopped reading; the input in hand
+           is answered first and smtpd_read_on finds the EOF again (an
+           idle client's timer starts over). */
+        bufferevent_disable(bev, EV_READ);
         return;
     }
     if (sess->handshaking) {
@@ -2012,9 +2150,14 @@ static void smtpd_session_new(SMTPD_CTX *ctx, int fd, const char *name,
     sess->milter_hold_why = vstr_alloc(100);
     sess->wire = vstr_alloc(CLEANUP_CHUNK_MAX + 64);
     sess->why = vstr_alloc(64);
+    sess->held = vstr_alloc(256);
     sess->peer_status = DNS_PERM;
     if (++ctx->conn_count == ctx->conf.process_connection_limit)
         mail_server_busy(server, true);
+    if (!local && ctx->conn_stats != NULL) {
+        conn_stats_connect(ctx->conn_stats);
+        sess->stats_counted = true;
+    }
     bufferevent_setcb(sess->bev, smtpd_read_event, smtpd_write_event,
                       smtpd_event, sess);
     bufferevent_set_timeouts(sess->bev, &timeout, &timeout);
@@ -2151,6 +2294,11 @@ static void smtpd_access_init(SMTPD_CONF *sc, const MAIL_CONF *conf)
     VSTR *why = vstr_alloc(64);
 
     sc->myorigin = mystrdup(mail_conf_str(conf, "myorigin"));
+    sc->verp_domain = mystrdup(mail_conf_str(conf, "bounce_verp_domain"));
+    sc->unsub_domain =
+        mystrdup(mail_conf_str(conf, "unsubscribe_mailto_domain"));
+    sc->complaint_addresses =
+        mystrdup(mail_conf_str(conf, "complaint_addresses"));
     sc->mydestination =
         smtpd_match_list(conf, "mydestination", MATCH_LIST_DOMAIN);
     sc->relay_domains =
@@ -2330,6 +2478,8 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
     smtpd_access_init(sc, conf);
     sc->message_size_limit = mail_conf_size(conf, "message_size_limit");
     sc->queue_minfree = mail_conf_size(conf, "queue_minfree");
+    sc->space = mymalloc(sizeof(*sc->space));
+    sc->space->when_usec = -1;
     /* Room for one more message of the largest size, and then some
        (Postfix's rule), whatever queue_minfree says; 0 said "no check". */
     if (sc->message_size_limit > 0 &&
@@ -2372,6 +2522,15 @@ static void smtpd_pre_loop(MAIL_SERVER *server, void *arg)
     smtpd_tls_init(ctx, conf);
     smtpd_sasl_setup(ctx, conf);
     sc->milters = smtpd_milter_conf(conf);
+    if (!ctx->stand_alone) {
+        VSTR *why = vstr_alloc(100);
+
+        if ((ctx->conn_stats =
+                 conn_stats_open(sc->queue_dir, CONN_STATS_IN, why)) == NULL)
+            msg_warn("%s; sessions are not counted for the metrics",
+                     vstr_str(why));
+        vstr_free(why);
+    }
     if (ctx->stand_alone)
         smtpd_stand_alone(ctx);
 }
@@ -2392,6 +2551,7 @@ static void smtpd_post_loop(MAIL_SERVER *server, void *arg)
 
     while (ctx->sessions)
         smtpd_session_free(ctx->sessions);
+    ctx->conn_stats = conn_stats_close(ctx->conn_stats);
     if (ctx->dns != NULL)
         ctx->dns = dns_ctx_free(ctx->dns);
 }
@@ -2405,7 +2565,11 @@ static void smtpd_ctx_release(SMTPD_CTX *ctx)
     myfree((char *) sc->mail_name);
     myfree((char *) sc->banner);
     myfree((char *) sc->queue_dir);
+    sc->space = myfree(sc->space);
     myfree((char *) sc->myorigin);
+    myfree((char *) sc->verp_domain);
+    myfree((char *) sc->unsub_domain);
+    myfree((char *) sc->complaint_addresses);
     sc->mydestination = match_list_free(sc->mydestination);
     sc->relay_domains = match_list_free(sc->relay_domains);
     sc->mynetworks = match_list_free(sc->mynetworks);

@@ -67,6 +67,15 @@ typedef enum SMTPD_TLS_LEVEL {
 } SMTPD_TLS_LEVEL;
 
 /* What the daemon reads from main.cf once. */
+/* The last look at the queue file system's free space (queue_minfree):
+   one statvfs() a second per process, not one per MAIL. */
+typedef struct SMTPD_SPACE_CACHE {
+    unsigned long long avail; /* bytes free to us */
+    long long when_usec; /* CLOCK_MONOTONIC of the look; -1: none yet */
+} SMTPD_SPACE_CACHE;
+
+#define SMTPD_SPACE_CACHE_USEC 1000000 /* how long a look is good for */
+
 typedef struct SMTPD_CONF {
     const char *myhostname;
     const char *mail_name; /* "sluice", for the Received: header */
@@ -74,6 +83,12 @@ typedef struct SMTPD_CONF {
     const char *queue_dir;
     const char *myorigin; /* cleanup's domain for an address without one */
     MATCH_LIST *mydestination; /* domains we are the final destination for */
+    /* bounce_verp_domain, unsubscribe_mailto_domain, complaint_addresses
+       (global/verp_addr.h): their recipients are ours, whatever the other
+       lists say; NULL: none */
+    const char *verp_domain;
+    const char *unsub_domain;
+    const char *complaint_addresses;
     MATCH_LIST *relay_domains; /* domains (and subdomains) we relay to */
     MATCH_LIST *mynetworks;
     /* Access control (smtpd_check.c); NULL lists are empty. */
@@ -85,6 +100,7 @@ typedef struct SMTPD_CONF {
     long long message_size_limit; /* bytes; 0: none */
     long long queue_minfree; /* bytes; 0: no check (smtpd keeps at least
                                 1.5 x message_size_limit) */
+    SMTPD_SPACE_CACHE *space; /* the process's last look; NULL: none kept */
     long long line_length_limit; /* command line bytes */
     int timeout; /* smtpd_timeout, seconds */
     int recipient_limit; /* smtpd_recipient_limit; 0: none */

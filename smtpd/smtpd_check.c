@@ -64,6 +64,7 @@
 #include "smtpd.h"
 #include "smtpd_words.h"
 #include "spf_proto.h"
+#include "verp_addr.h"
 #include "vstr.h"
 
 /* Postfix's smtpd_null_access_lookup_key: how "MAIL FROM:<>" is asked. */
@@ -715,6 +716,9 @@ int smtpd_check_auth_destination(const SMTPD_CONF *conf, const char *address)
 
     if (domain == NULL)
         return 1; /* no myorigin, or "postmaster": local */
+    if (verp_addr_kind(address, conf->verp_domain, conf->unsub_domain,
+                       conf->complaint_addresses) != VERP_ADDR_NONE)
+        return 1; /* DSNs, unsubscribes, complaints: the feedback service's */
     if (conf->mydestination != NULL &&
         (match = match_list_match(conf->mydestination, domain)) != 0)
         return match;
@@ -798,6 +802,9 @@ static SMTPD_DECISION smtpd_check_rcptmap(SMTPD_CHECK *chk)
     int error = MAP_OK;
     int local;
 
+    if (verp_addr_kind(chk->rcpt, conf->verp_domain, conf->unsub_domain,
+                       conf->complaint_addresses) != VERP_ADDR_NONE)
+        return SMTPD_DUNNO; /* no mailbox: the feedback service's */
     if (domain != NULL) {
         local = conf->mydestination != NULL
                     ? match_list_match(conf->mydestination, domain)

@@ -26,6 +26,7 @@
 #include "sys_defs.h"
 
 #include <ctype.h>
+#include <limits.h>
 #include <strings.h>
 #include <sys/statvfs.h>
 #include <time.h>
@@ -345,14 +346,31 @@ static int smtpd_proto_space_ok(SMTPD_PROTO *proto)
     struct statvfs fs;
     unsigned long long avail;
 
+    struct timespec ts;
+    long long now = -1;
+
     if (conf->queue_minfree <= 0)
         return 1;
-    if (statvfs(conf->queue_dir, &fs) < 0) {
-        msg_warn("statvfs %s: %m", conf->queue_dir);
-        return -1;
+    if (conf->space && clock_gettime(CLOCK_MONOTONIC, &ts) == 0)
+        now = (long long) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+    if (now >= 0 && conf->space->when_usec >= 0 &&
+        now >= conf->space->when_usec &&
+        now - conf->space->when_usec < SMTPD_SPACE_CACHE_USEC) {
+        avail = conf->space->avail; /* looked at within the second */
+    } else {
+        if (statvfs(conf->queue_dir, &fs) < 0) {
+            msg_warn("statvfs %s: %m", conf->queue_dir);
+            return -1;
+        }
+        if (__builtin_mul_overflow((unsigned long long) fs.f_bavail,
+                                   (unsigned long long) fs.f_frsize, &avail))
+            avail = ULLONG_MAX;
+        if (now >= 0) {
+            conf->space->avail = avail;
+            conf->space->when_usec = now;
+        }
     }
-    if (__builtin_mul_overflow((unsigned long long) fs.f_bavail,
-                               (unsigned long long) fs.f_frsize, &avail))
+    if (avail == ULLONG_MAX)
         return 1;
     if (avail < (unsigned long long) conf->queue_minfree) {
         msg_warn("not enough free space in %s: %llu bytes, queue_minfree"

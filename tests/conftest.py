@@ -72,9 +72,11 @@ def free_port(udp=False):
     return ports.free_port(udp=udp)
 
 
-def wait_until(predicate, timeout=10.0, interval=0.05, what=None):
+def wait_until(predicate, timeout=30.0, interval=0.05, what=None):
     """Poll predicate until it returns something true; return that value.
-    Raises AssertionError after timeout seconds."""
+    Raises AssertionError after timeout seconds (30 unless told: make
+    check runs 4 workers on 2 cores, where daemon work that takes
+    milliseconds alone may wait seconds for a CPU)."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
@@ -84,6 +86,48 @@ def wait_until(predicate, timeout=10.0, interval=0.05, what=None):
             raise AssertionError("timed out after %.1fs waiting for %s"
                                  % (timeout, what or getattr(predicate, "__name__", predicate)))
         time.sleep(interval)
+
+
+class EventsFollower:
+    """`sluice events --follow ARGS` writing to a file, so a test can wait
+    for what it printed instead of sleeping."""
+
+    def __init__(self, inst, *args):
+        self.out = tempfile.TemporaryFile(mode="w+")
+        self.err = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [str(inst.sluice), "-c", str(inst.dir), "events", "--follow"]
+            + list(args), stdout=self.out, stderr=self.err, text=True)
+
+    def wait_ready(self, timeout=20):
+        """Wait until it has read the journal once and sleeps between looks
+        (its first look decides what "from now" means)."""
+        def sleeping():
+            if self.proc.poll() is not None:
+                return "exited"
+            try:
+                with open("/proc/%d/wchan" % self.proc.pid) as f:
+                    return "nanosleep" in f.read()
+            except OSError:
+                return False
+        state = wait_until(sleeping, timeout, what="events --follow to look")
+        assert state != "exited", self.errors()
+
+    def lines(self):
+        self.out.seek(0)
+        return self.out.read().splitlines()
+
+    def errors(self):
+        self.err.seek(0)
+        return self.err.read()
+
+    def stop(self):
+        """SIGTERM; returns every line it printed (it must exit 0)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(timeout=10)
+        assert self.proc.returncode == 0, self.errors()
+        return self.lines()
 
 
 def smtp_banner(port, host="127.0.0.1", timeout=10):
@@ -400,8 +444,28 @@ class Instance:
     def stop(self, timeout=CMD_TIMEOUT):
         return self.command("stop", timeout=timeout)
 
-    def reload(self):
+    # master's answer to SIGHUP, in maillog: the new configuration is in
+    # effect (or was refused) once one of these is written.
+    _RELOADED = re.compile(r"/master\[\d+\]: (reload -- version |warning: "
+                           r"reload: .*; keeping the old )")
+
+    def _reloads(self):
+        """How many reloads master has answered in maillog, or None when
+        master does not log there."""
+        log = self.log()
+        if not re.search(r"/master\[\d+\]: daemon started", log):
+            return None
+        return sum(1 for line in log.splitlines() if self._RELOADED.search(line))
+
+    def reload(self, timeout=20.0):
+        """`sluice reload`, which only signals master, then wait until
+        master has read the configuration again (a service it starts
+        from then on runs the new one)."""
+        before = self._reloads()
         self.check("reload")
+        if before is not None:
+            wait_until(lambda: self._reloads() > before, timeout,
+                       what="master to answer the reload in %s" % self.maillog)
 
     def status(self):
         return self.command("status").returncode
@@ -467,7 +531,7 @@ class Instance:
     def log_tail(self, n=LOG_TAIL_LINES):
         return "\n".join(self.log().splitlines()[-n:])
 
-    def wait_log(self, pattern, timeout=10.0, count=1):
+    def wait_log(self, pattern, timeout=30.0, count=1):
         """Wait until maillog has count lines matching regex pattern; returns
         the list of match objects."""
         rx = re.compile(pattern)
@@ -493,7 +557,7 @@ class Instance:
         pid = self.master_pid()
         return child_pids(pid) if pid else {}
 
-    def child(self, name, timeout=10.0):
+    def child(self, name, timeout=30.0):
         """The pid of a child of master running program name (waits)."""
         def find():
             pids = [p for p, n in self.children().items() if n == name]

@@ -18,6 +18,8 @@ in bogus bogus (the signatures of their records are corrupted, but for
 the zone's own DNSKEY, SOA, NS and the NSEC chain: the rest of the zone
 stays secure).
 
+A name with a CNAME record is answered with that record alone (for
+any other type): the resolver follows it.
 Every answer of the signed zone carries its RRSIG when the query has the
 DO bit; a name without the asked type gets NODATA with the name's NSEC,
 a name that does not exist NXDOMAIN with the NSEC that covers it (the
@@ -168,6 +170,10 @@ class SignedDns:
         sets = data.get(qname)
         if sets is not None and qtype in sets:
             self._signed(resp.answer, sets[qtype], want)
+            return resp
+        if sets is not None and dns.rdatatype.CNAME in sets:
+            # an alias: its CNAME alone; the resolver follows it
+            self._signed(resp.answer, sets[dns.rdatatype.CNAME], want)
             return resp
         if sets is not None or any(n.is_subdomain(qname) for n in data):
             # NODATA (an empty non-terminal too: its NSEC is the one before)

@@ -9,6 +9,9 @@ What it does is chosen by the addresses of each message:
   MAIL FROM hang@...      -> sleeps 12 s, then CONTINUE (a hung milter)
   RCPT TO   reject@...    -> REJECT with "550 5.7.1 rejected by the test milter"
   RCPT TO   discard@...   -> DISCARD
+  RCPT TO   stall@...     -> at the end of the message, never a verdict:
+                             a progress packet every 0.5 s (each starts
+                             the MTA's timeout over), for 3 minutes
 At the end of each message that gets there it adds "X-Milter-Seen: <the
 Subject it saw> / <body lines>", inserts "X-Milter-Top: first" as the first
 header, changes the first Subject: to "changed by milter" and deletes the
@@ -51,6 +54,7 @@ class TestMilter(Milter.Base):
         self.hold = False
         self.newbody = None
         self.replace_body = False
+        self.stall = False
         self.mail_addr = self.getsymval("{mail_addr}")
         self.rcpt_addr = None
         if mailfrom.lower().startswith("<tempfail@"):
@@ -72,6 +76,8 @@ class TestMilter(Milter.Base):
             return Milter.REJECT
         if to.lower().startswith("<discard@"):
             return Milter.DISCARD
+        if to.lower().startswith("<stall@"):
+            self.stall = True
         if to.lower().startswith("<bcc-me@"):
             self.bcc = True
         if to.lower().startswith("<quarantine@"):
@@ -96,6 +102,13 @@ class TestMilter(Milter.Base):
         return Milter.CONTINUE
 
     def eom(self):
+        if self.stall:
+            for _ in range(360):
+                try:
+                    self.progress()
+                except Exception:
+                    break  # the MTA is gone
+                time.sleep(0.5)
         self.addheader("X-Milter-Seen",
                        "%s / %d" % (self.subject, self.body_lines))
         self.addheader("X-Milter-Top", "first", 0)

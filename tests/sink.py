@@ -56,6 +56,8 @@ class _Handler:
 
     async def handle_DATA(self, server, session, envelope):
         sink = self.sink
+        with sink.lock:
+            sink.data_ends += 1
         if sink.data_delay:
             await asyncio.sleep(sink.data_delay)
         with sink.lock:
@@ -112,7 +114,9 @@ class Sink:
     answering DATA's end (a slow server). All may be changed while it runs.
 
     Each Received has its time (time.monotonic()); sessions_now and
-    sessions_max count the SMTP sessions open at once.
+    sessions_max count the SMTP sessions open at once; data_ends counts the
+    ends of DATA received, when they arrive (a client then waits for the
+    reply, data_delay seconds).
     """
 
     handler_class = _Handler        # a subclass may record more per message
@@ -129,6 +133,7 @@ class Sink:
         self.data_reply = data_reply
         self.data_delay = data_delay
         self.messages = []
+        self.data_ends = 0              # ends of DATA seen (before any delay)
         self.sessions_now = 0
         self.sessions_max = 0
         self.lock = threading.Lock()

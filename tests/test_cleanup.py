@@ -241,7 +241,7 @@ def begin(conn, sender="alice@example.com", flags=0, **extra):
     return conn.read()
 
 
-def wait_for(predicate, timeout=5):
+def wait_for(predicate, timeout=20):
     deadline = time.time() + timeout
     while time.time() < deadline:
         if predicate():

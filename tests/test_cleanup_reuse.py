@@ -134,3 +134,27 @@ def test_retiring_cleanup_closes_spares(make_instance):
         ids.append(send(client, n))
     wait_until(lambda: sorted(queued_ids(inst)) == sorted(ids), 10,
                what="each message queued once: %s" % ids)
+
+
+def test_slow_transaction_outlives_smtpd_timeout(make_instance):
+    """smtpd waits for cleanup's answer to BEGIN with smtpd_timeout, then
+    turns that read timeout off for the rest of the transaction (cleanup
+    says nothing until END). A transaction whose RCPT to end of DATA takes
+    longer than smtpd_timeout, the client never idle that long, is queued:
+    a timeout turned off once stayed armed in attr_conn (review finding)
+    and ended the cleanup connection, so DATA got 451."""
+    inst = make_instance(start=True, params=dict(
+        PARAMS, defer_transports="smtp", smtpd_timeout="3s"))
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as client:
+        client.ehlo("client.test")
+        code, text = client.mail("slow@example.test")
+        assert code == 250, text
+        code, text = client.rcpt("r@example.test")
+        assert code == 250, text
+        for _ in range(3):  # 6 s in all, 2 s at a time
+            time.sleep(2)
+            assert client.noop()[0] == 250
+        code, text = client.data(BODY)
+        assert code == 250, text
+        qid = text.decode().split()[-1]
+    assert qid in queued_ids(inst)

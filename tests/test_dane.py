@@ -7,6 +7,9 @@ signs "dane.test" with a fresh key at start; "plain.test" is served
 unsigned; names listed as bogus get corrupted signatures). The instance
 gets the zone's trust anchor (dns_trust_anchor_file), so libunbound
 validates: dane.test answers are secure, plain.test ones insecure.
+The matching, mismatching, insecure and bogus cases and the CNAME'd MX
+hosts run against NSD too (tests/dnssec.py NsdDns: the same zones in zone
+files signed by ldns-signzone and served by a real authoritative server).
 smtp_tcp_port is the sink's port, so the TLSA records sit at
 _PORT._tcp.<mx host>. The 3 1 1 record is the SHA-256 of the sink
 certificate's public key, computed here with the openssl command.
@@ -18,7 +21,7 @@ import time
 import pytest
 
 from conftest import LIBEXEC, require, smtp_queue
-from dnssec import SignedDns, require_dnspython
+from dnssec import NsdDns, SignedDns, require_dnspython, require_nsd
 from test_smtp_tls import TlsSink, server_context
 from tlsca import make_ca
 
@@ -78,14 +81,21 @@ def zones(port, tlsa=None, bogus=()):
                 unsigned=unsigned, bogus=bogus)
 
 
+# The zone served by dnspython (tests/dnssec_server.py) or by NSD.
+SERVERS = [pytest.param(SignedDns, id="dnspython"),
+           pytest.param(NsdDns, id="nsd")]
+
+
 def dane_instance(make_instance, peers, sink, level="dane", policy=None,
-                  **zone):
+                  server=SignedDns, **zone):
     inst = make_instance(params={
         "mynetworks": "127.0.0.0/8",
         "smtp_tcp_port": str(sink.port), "smtp_dns_timeout": "10s",
         "smtp_tls_security_level": level, "smtp_mta_sts_enable": "no"})
+    if server is NsdDns:
+        require_nsd()
     # Beside the instance: the daemons (nobody) read the trust anchor.
-    dns = SignedDns(inst.dir / "dnssec", **zone)
+    dns = server(inst.dir / "dnssec", **zone)
     peers.append(dns)
     conf = {"disable_dns_lookups": "no", "dns_servers": dns.server,
             "dns_trust_anchor_file": dns.anchor}
@@ -116,14 +126,15 @@ def deferred(inst, qid, rcpt, reason, dsn="4.7.5"):
     assert list(inst.queue_dir.rglob(qid)), "message left the queue"
 
 
-def test_tlsa_match_verified(make_instance, peers, cert):
+@pytest.mark.parametrize("server", SERVERS)
+def test_tlsa_match_verified(make_instance, peers, cert, server):
     """A signed MX whose TLSA 3 1 1 record matches the server's key:
     delivered over TLS, logged Verified (no CA is configured: only the
     TLSA match can make it so), after a TLSA query to our server."""
     sink = TlsSink(tls_context=server_context(cert))
     peers.append(sink)
     inst, dns = dane_instance(
-        make_instance, peers, sink,
+        make_instance, peers, sink, server=server,
         **zones(sink.port, tlsa=["3 1 1 " + spki_sha256(cert.cert)]))
     qid = send(inst, "u@dane.test")
     sink.wait_messages(1)
@@ -132,10 +143,12 @@ def test_tlsa_match_verified(make_instance, peers, cert):
                   % relay("mx.dane.test", sink))
     inst.wait_log(r"%s: to=<u@dane\.test>, relay=%s, .*status=sent"
                   % (qid, relay("mx.dane.test", sink)))
-    assert ("_%d._tcp.mx.dane.test" % sink.port, "TLSA") in dns.queries()
+    if server is SignedDns:
+        assert ("_%d._tcp.mx.dane.test" % sink.port, "TLSA") in dns.queries()
 
 
-def test_tlsa_mismatch_defers(make_instance, peers, cert):
+@pytest.mark.parametrize("server", SERVERS)
+def test_tlsa_mismatch_defers(make_instance, peers, cert, server):
     """dane from smtp_tls_policy_maps (the global level is may), and the
     only TLSA record names another key: the handshake is made, the
     certificate is not trusted, the mail is deferred 4.7.5 and never
@@ -143,7 +156,7 @@ def test_tlsa_mismatch_defers(make_instance, peers, cert):
     sink = TlsSink(tls_context=server_context(cert))
     peers.append(sink)
     inst, _ = dane_instance(make_instance, peers, sink, level="may",
-                            policy="dane.test dane\n",
+                            policy="dane.test dane\n", server=server,
                             **zones(sink.port, tlsa=["3 1 1 " + "ab" * 32]))
     qid = send(inst, "u@dane.test")
     deferred(inst, qid, "u@dane.test",
@@ -152,20 +165,23 @@ def test_tlsa_mismatch_defers(make_instance, peers, cert):
     assert sink.messages == []
 
 
-def test_insecure_zone_falls_back_to_may(make_instance, peers, cert):
+@pytest.mark.parametrize("server", SERVERS)
+def test_insecure_zone_falls_back_to_may(make_instance, peers, cert, server):
     """dane, and the recipient domain's zone is not signed: DANE does not
     apply (its TLSA record, though wrong, is not even asked for), the
     mail goes with opportunistic TLS, Untrusted."""
     sink = TlsSink(tls_context=server_context(cert))
     peers.append(sink)
-    inst, dns = dane_instance(make_instance, peers, sink, **zones(sink.port))
+    inst, dns = dane_instance(make_instance, peers, sink, server=server,
+                              **zones(sink.port))
     qid = send(inst, "u@plain.test")
     sink.wait_messages(1)
     assert sink.tls_seen == [True]
     inst.wait_log(r"Untrusted TLS connection established to %s"
                   % relay("mx.plain.test", sink))
     inst.wait_log(r"%s: to=<u@plain\.test>, .*status=sent" % qid)
-    assert not [q for q in dns.queries() if q[1] == "TLSA"]
+    if server is SignedDns:
+        assert not [q for q in dns.queries() if q[1] == "TLSA"]
 
 
 def test_dane_only_insecure_zone_defers(make_instance, peers, cert):
@@ -182,13 +198,14 @@ def test_dane_only_insecure_zone_defers(make_instance, peers, cert):
     assert "connection established" not in inst.log()
 
 
-def test_bogus_tlsa_defers(make_instance, peers, cert):
+@pytest.mark.parametrize("server", SERVERS)
+def test_bogus_tlsa_defers(make_instance, peers, cert, server):
     """The TLSA record matches, but its signature is bad: the lookup is
     bogus, the host is not used, the mail is deferred."""
     sink = TlsSink(tls_context=server_context(cert))
     peers.append(sink)
     inst, _ = dane_instance(
-        make_instance, peers, sink,
+        make_instance, peers, sink, server=server,
         **zones(sink.port, tlsa=["3 1 1 " + spki_sha256(cert.cert)],
                 bogus=["_%d._tcp.mx.dane.test" % sink.port]))
     qid = send(inst, "u@dane.test")
@@ -344,4 +361,105 @@ def test_missing_trust_anchor_file_is_fatal(make_instance, peers, cert):
                   r"such file or directory" % str(missing).replace(".", r"\."),
                   timeout=30)
     assert list(inst.queue_dir.rglob(qid))
+    assert sink.messages == []
+
+
+def cname_zones(port, good, alias_target, alias_tlsa, end_tlsa):
+    """dane.test's MX host mx.dane.test is an alias (CNAME) of
+    alias_target, whose A record is 127.0.0.1: either host.dane.test
+    (signed: the whole chain is secure) or host.plain.test (unsigned: only
+    mx.dane.test's own CNAME record is). alias_tlsa / end_tlsa: the TLSA
+    record (3 1 1 of the good key, or of another one, or none) at the
+    alias and at the chain's end."""
+    def rec(which):
+        return "3 1 1 " + (good if which == "good" else "ab" * 32)
+    signed = [("dane.test", "MX", "10 mx.dane.test"),
+              ("mx.dane.test", "CNAME", alias_target),
+              ("host.dane.test", "A", "127.0.0.1")]
+    unsigned = [("host.plain.test", "A", "127.0.0.1")]
+    if alias_tlsa:
+        signed.append(("_%d._tcp.mx.dane.test" % port, "TLSA",
+                       rec(alias_tlsa)))
+    if end_tlsa:
+        end = "_%d._tcp.%s" % (port, alias_target)
+        (signed if alias_target.endswith("dane.test") else unsigned).append(
+            (end, "TLSA", rec(end_tlsa)))
+    return dict(zone="dane.test", records=signed, unsigned_zone="plain.test",
+                unsigned=unsigned)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_cname_secure_chain_uses_expanded_name(make_instance, peers, cert,
+                                               server):
+    """RFC 7672 2.2.2: the MX host is an alias and its whole CNAME chain
+    is signed: the TLSA records at the chain's end (host.dane.test, they
+    match) are the ones used, not those at the alias (which name another
+    key): Verified and sent."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, _ = dane_instance(
+        make_instance, peers, sink, server=server,
+        **cname_zones(sink.port, spki_sha256(cert.cert), "host.dane.test",
+                      alias_tlsa="bad", end_tlsa="good"))
+    qid = send(inst, "u@dane.test")
+    sink.wait_messages(1)
+    inst.wait_log(r"Verified TLS connection established to %s"
+                  % relay("mx.dane.test", sink))
+    inst.wait_log(r"%s: to=<u@dane\.test>, .*status=sent" % qid)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_cname_secure_chain_no_records_at_end(make_instance, peers, cert,
+                                              server):
+    """A signed chain whose end has securely no TLSA records: the alias's
+    own name is the TLSA base domain then; its record names another key,
+    so the mail is deferred (it would have gone Untrusted had the alias
+    not been asked)."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, _ = dane_instance(
+        make_instance, peers, sink, server=server,
+        **cname_zones(sink.port, spki_sha256(cert.cert), "host.dane.test",
+                      alias_tlsa="bad", end_tlsa=None))
+    qid = send(inst, "u@dane.test")
+    inst.wait_log(r"no TLSA records at host\.dane\.test \(the end of "
+                  r"mx\.dane\.test's CNAME chain\): looking at mx\.dane\.test")
+    deferred(inst, qid, "u@dane.test", r"no matching DANE TLSA records")
+    assert sink.messages == []
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_cname_insecure_chain_uses_original_name(make_instance, peers, cert,
+                                                 server):
+    """The alias's own CNAME record is signed, but it leads into the
+    unsigned zone (host.plain.test, whose TLSA record is wrong and not
+    validated): the TLSA base domain is the original MX host name, whose
+    record matches: Verified. Without DANE here it would go Untrusted."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, _ = dane_instance(
+        make_instance, peers, sink, server=server,
+        **cname_zones(sink.port, spki_sha256(cert.cert), "host.plain.test",
+                      alias_tlsa="good", end_tlsa="bad"))
+    qid = send(inst, "u@dane.test")
+    sink.wait_messages(1)
+    inst.wait_log(r"Verified TLS connection established to %s"
+                  % relay("mx.dane.test", sink))
+    inst.wait_log(r"%s: to=<u@dane\.test>, .*status=sent" % qid)
+
+
+@pytest.mark.parametrize("server", SERVERS)
+def test_cname_insecure_chain_mismatch_defers(make_instance, peers, cert,
+                                              server):
+    """The same insecure chain, the original name's record names another
+    key (the chain's end, unvalidated, has the matching one): deferred,
+    the unvalidated record is not used."""
+    sink = TlsSink(tls_context=server_context(cert))
+    peers.append(sink)
+    inst, _ = dane_instance(
+        make_instance, peers, sink, server=server,
+        **cname_zones(sink.port, spki_sha256(cert.cert), "host.plain.test",
+                      alias_tlsa="bad", end_tlsa="good"))
+    qid = send(inst, "u@dane.test")
+    deferred(inst, qid, "u@dane.test", r"no matching DANE TLSA records")
     assert sink.messages == []

@@ -117,6 +117,28 @@ def _describe(ev):
 
 # --- the order checks -------------------------------------------------------
 
+def end_answer_traced(events, qid):
+    """True once cleanup's trace (events, parse_trace of one tracer) holds
+    its answer to the END of qid: a success naming qid, written on the
+    connection after the END was read. strace prints a call when it
+    returns, and the client may read that answer (and acknowledge) before
+    cleanup's tracer has printed it: wait for this before stopping the
+    tracer. The answer to BEGIN reads the same (status=1:0, queue_id=QID)
+    and comes first: it does not count."""
+    begun = [e for e in events if e.name in WRITES and
+             any("queue_id=" in s and qid in s for s in _strings(e))]
+    if not begun:
+        return False
+    conn = begun[0]
+    ends = [e for e in events[conn.index + 1:] if e.name in READS and
+            e.pid == conn.pid and e.fd == conn.fd and
+            any("request=3:end" in s for s in _strings(e))]
+    return bool(ends) and any(
+        e.name in WRITES and e.pid == conn.pid and e.fd == conn.fd and
+        any("status=1:0" in s and qid in s for s in _strings(e))
+        for e in events[ends[0].index + 1:])
+
+
 def check_cleanup_order(events, qid):
     """Assert invariant 1's order in cleanup's trace for queue ID qid;
     returns {step: Event} of open, file_sync, rename, dir_sync, reply."""
@@ -217,6 +239,34 @@ def check_publish_order(events, qid):
     dsync = dir_syncs[0]
     return {"open": op, "file_sync": file_sync, "rename": rn,
             "dir_sync": dsync}
+
+
+def check_shared_dir_sync(rename, others, incoming):
+    """The fsync of incoming/ that makes rename durable when another
+    process may have done it (global/dir_sync.c: the cleanups share one):
+    the first successful fsync of incoming/, in any of the traces others
+    (lists of Events; strace -ttt wall-clock times are comparable across
+    tracers), that BEGAN after the rename returned: only that one covers
+    it. One that was already running when the rename returned does not.
+    A FAILED fsync of incoming/ that began after the rename returned and
+    before that success returned rejects the trace: the first fsync to
+    cover the rename failed (or may have come first), and a later one may
+    succeed without writing what it could not."""
+    renamed = _done(rename)
+    covering = [e for events in others for e in events
+                if e.name in SYNCS and e.path is not None and
+                os.path.normpath(os.path.realpath(e.path)) == incoming and
+                e.ts > renamed and e.ret != "?"]
+    syncs = [e for e in covering if e.ret == "0"]
+    assert syncs, "no fsync of %s begun after the rename %s returned" % (
+        incoming, _describe(rename))
+    first = min(syncs, key=lambda e: _done(e))
+    failed = [e for e in covering if e.ret != "0" and e.ts < _done(first)]
+    assert not failed, \
+        "the fsync %s covering the rename %s failed before (or while) " \
+        "%s succeeded" % (_describe(failed[0]), _describe(rename),
+                          _describe(first))
+    return first
 
 
 def check_smtpd_after(events, qid, dir_sync):
@@ -356,6 +406,11 @@ def test_nothing_acknowledged_before_stable_storage(make_instance, tmp_path):
             qid = m.group(1)
             wait_until(lambda: "queued as " + qid in sm_tr.text(), 10,
                        what="the 250 in smtpd's trace")
+            # strace prints a call after it returns: smtpd may have answered
+            # before cleanup's tracer printed the answer smtpd read.
+            wait_until(lambda: end_answer_traced(parse_trace(cl_tr.text()),
+                                                 qid), 10,
+                       what="cleanup's END answer in its trace")
         finally:
             for t in tracers:
                 t.stop()
@@ -450,6 +505,68 @@ BAD_CLEANUP = {
     # no rename
     "no_rename": _drop(GOOD_CLEANUP, 7),
 }
+
+
+# Two processes: 100 renames, then waits while 300 fsyncs incoming/.
+_Q2 = "1MGPC5K261700TQB"
+SHARED_100 = """\
+100 10.000100 rename("{d}/.tmp.{q}", "{d}/{q}") = 0 <0.000010>
+""".format(d=_D, q=_Q)
+SHARED_300 = """\
+300 10.000050 rename("{d}/.tmp.{q}", "{d}/{q}") = 0 <0.000010>
+300 10.000200 openat(AT_FDCWD</>, "{d}", O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 7<{d}> <0.000010>
+300 10.000300 fsync(7<{d}>) = 0 <0.000400>
+""".format(d=_D, q=_Q2)
+
+
+def test_end_answer_wait_is_not_fooled_by_the_begin_answer():
+    """The wait before the tracers stop needs the END answer: with it
+    missing (not printed yet), the BEGIN answer, which reads the same,
+    does not do (the wait that looked for any such write returned at once
+    and the tracer was stopped before the END answer was printed)."""
+    events = parse_trace(GOOD_CLEANUP)
+    assert end_answer_traced(events, _Q)
+    begin_only = parse_trace(_drop(GOOD_CLEANUP, 12, 13))
+    assert any(e.name in WRITES and any("status=1:0" in s and _Q in s
+                                        for s in _strings(e))
+               for e in begin_only)
+    assert not end_answer_traced(begin_only, _Q)
+    assert not end_answer_traced(parse_trace(_drop(GOOD_CLEANUP, 1)), _Q)
+
+
+def test_checker_takes_another_process_dir_fsync():
+    rn = parse_trace(SHARED_100)[0]
+    other = parse_trace(SHARED_300)
+    assert check_shared_dir_sync(rn, [parse_trace(SHARED_100), other],
+                                 _D) is other[2]
+    # Begun before the rename returned (10.000110): it need not cover it.
+    early = SHARED_300.replace("10.000300 fsync", "10.000105 fsync")
+    with pytest.raises(AssertionError, match="begun after the rename"):
+        check_shared_dir_sync(rn, [parse_trace(early)], _D)
+    failed = SHARED_300.replace(") = 0 <0.000400>", ") = -1 EIO <0.000400>")
+    with pytest.raises(AssertionError):
+        check_shared_dir_sync(rn, [parse_trace(failed)], _D)
+    # The first fsync covering the rename failed; a later one (another
+    # process's) succeeded: that success does not make the rename durable.
+    fail_then_ok = SHARED_300.replace(
+        ") = 0 <0.000400>", ") = -1 EIO (Input/output error) <0.000400>")
+    later_ok = """\
+400 10.000800 openat(AT_FDCWD</>, "{d}", O_RDONLY|O_CLOEXEC|O_DIRECTORY) = 5<{d}> <0.000010>
+400 10.000900 fsync(5<{d}>) = 0 <0.000400>
+""".format(d=_D)
+    assert check_shared_dir_sync(rn, [parse_trace(later_ok)],
+                                 _D).ts == 10.0009
+    with pytest.raises(AssertionError, match="failed before"):
+        check_shared_dir_sync(
+            rn, [parse_trace(fail_then_ok), parse_trace(later_ok)], _D)
+    # A failure after the success returned does not undo it.
+    assert check_shared_dir_sync(
+        rn, [other, parse_trace(later_ok.replace(") = 0 <", ") = -1 EIO <"))],
+        _D) is other[2]
+    other_dir = SHARED_300.replace("7<%s>" % _D, "7</q/active>").replace(
+        '"%s", O_RDONLY' % _D, '"/q/active", O_RDONLY')
+    with pytest.raises(AssertionError):
+        check_shared_dir_sync(rn, [parse_trace(other_dir)], _D)
 
 
 @pytest.mark.parametrize("case", sorted(BAD_CLEANUP))

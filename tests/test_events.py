@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from conftest import LIBEXEC, require, smtp_queue, wait_until
+from conftest import LIBEXEC, EventsFollower, require, smtp_queue, wait_until
 
 DAEMONS = ("smtpd", "cleanup", "qmgr", "smtp", "bounce")
 KINDS = ("received", "deferred", "delivered", "bounced", "expired", "returned")
@@ -187,22 +187,17 @@ def test_follow_sees_new_events(make_instance, make_sink):
     need_daemons()
     sink = make_sink()
     inst = relay_instance(make_instance, sink)
-    import subprocess
-    proc = subprocess.Popen([str(inst.sluice), "-c", str(inst.dir), "events",
-                             "--follow", "--kind", "delivered"],
-                            stdout=subprocess.PIPE, text=True)
+    follower = EventsFollower(inst, "--kind", "delivered")
     try:
-        time.sleep(0.5)                 # it has read the (empty) journal
+        follower.wait_ready()           # it has read the (empty) journal
         qid = send(inst, ["ok@dest.test"])
         inst.wait_log(r"%s: removed" % qid, timeout=20)
-        time.sleep(1)                   # it looks five times a second
+        wait_until(follower.lines, 20, what="the delivered event printed")
+        time.sleep(0.5)                 # nothing more comes (5 looks a second)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        out, _ = proc.communicate(timeout=10)
-    lines = out.splitlines()
+        lines = follower.stop()
     assert len(lines) == 1 and " %s delivered to=<ok@dest.test>" % qid in \
-        lines[0], out
-    assert proc.returncode == 0
+        lines[0], lines
 
 
 def test_disabled_writes_nothing(make_instance, make_sink):

@@ -176,8 +176,11 @@ def journal_ids(inst):
 
 
 def status(inst):
+    """The exporters' objects of `sluice events status --json` (the
+    journal's own first line left out)."""
     out = inst.check("events", "status", "--json")
-    return [json.loads(line) for line in out.splitlines()]
+    return [o for o in map(json.loads, out.splitlines())
+            if o["kind"] != "journal"]
 
 
 def wait_delivered(inst, n):
@@ -206,7 +209,8 @@ def test_every_event_arrives_signed(make_instance, make_sink, receivers):
                     and s, timeout=10, what="no backlog in status")
     assert st[0]["kind"] == "webhook" and st[0]["target"] == recv.url()
     assert st[0]["dead_letters"] == 0 and st[0]["error"] is None
-    pos = list((events_dir(inst) / "exporters").glob("*.pos"))
+    # Its position file (the index's and the feed's, on by default, beside)
+    pos = list((events_dir(inst) / "exporters").glob("webhook-*.pos"))
     assert len(pos) == 1 and pos[0].stem == st[0]["name"]
     text = inst.check("events", "status")
     assert st[0]["name"] in text and "backlog: 0 events" in text
@@ -321,8 +325,11 @@ def test_slow_webhook_does_not_stall_another(make_instance, make_sink,
                journal_ids(inst) <= fast.got(), timeout=30,
                what="every event at the fast receiver")
     assert slow.requests >= 1 and slow.got() == set()
-    by_target = {s["target"]: s for s in status(inst)}
-    assert by_target[fast.url()]["backlog_events"] == 0
+    # The fast one's position file follows within a second or so.
+    by_target = wait_until(
+        lambda: (b := {s["target"]: s for s in status(inst)}) and
+        b[fast.url()]["backlog_events"] == 0 and b, timeout=10,
+        what="the fast exporter's position saved")
     assert by_target[slow.url()]["backlog_events"] == 6
     # Neither exporter has passed a segment the other has not: none gone.
     assert journal_ids(inst) >= fast.got()
@@ -394,7 +401,9 @@ def test_torn_tail_and_bad_line_of_finished_segment(make_instance, receivers):
     inst.wait_log(r"is not an event .*put in .*\.dead", timeout=10)
     wait_until(lambda: not seg.exists(), timeout=10,
                what="the segment removed once exported")
-    deads = list((d / "exporters").glob("*.dead"))
+    # The webhook's dead letters (the index and the suppression feed, on
+    # by default, read the journal too and keep their own)
+    deads = list((d / "exporters").glob("webhook-*.dead"))
     assert [p.read_text() for p in deads] == ["not json at all\n"]
     assert "fake/Q3/received/0" not in recv.got()
     assert recv.bad == []
@@ -444,8 +453,10 @@ def test_partial_line_waits_and_live_segment_stays(make_instance, receivers):
 
 def test_removal_waits_for_every_exporter(make_instance, receivers):
     """Two exporters, one failing: a finished segment stays while one of
-    them is behind, and goes once both are past it. With no exporter
-    configured, nothing is removed."""
+    them is behind, and goes once both are past it (and the status index
+    and suppression feed, on by default). With only those two (the
+    defaults), they read the segment but nothing is removed; with no
+    exporter configured, nothing is removed either."""
     require(LIBEXEC / "events")
     ok = receivers()
     down = receivers(mode="fail")
@@ -471,17 +482,38 @@ def test_removal_waits_for_every_exporter(make_instance, receivers):
     wait_until(lambda: not seg.exists(), timeout=10,
                what="the segment removed")
 
-    bare = make_instance()
-    d2 = events_dir(bare)
+    # The defaults: the index and the suppression feed are past the
+    # segment, and it stays.
+    dflt = make_instance()
+    d2 = events_dir(dflt)
     d2.mkdir(exist_ok=True)
     seg2 = d2 / ("20260101T000000.000000Z-%d-gone.jsonl" % dead_pid())
     seg2.write_text(fake_event(1))
     os.chown(seg2, *owner(d2))
+    dflt.start()
+    dflt.wait_log(r"events: no exporter ships events elsewhere", timeout=10)
+    wait_until(lambda: [(o["kind"], o["backlog_events"],
+                         (o["floor"] or "") >= seg2.name)
+                        for o in status(dflt)] ==
+               [("index", 0, True), ("suppress", 0, True)],
+               timeout=20, what="the index and the feed past the segment")
+    time.sleep(1.5)
+    assert seg2.exists()
+
+    bare = make_instance(params={"events_index_enable": "no",
+                                 "suppression_feedback_enable": "no"})
+    d3 = events_dir(bare)
+    d3.mkdir(exist_ok=True)
+    seg3 = d3 / ("20260101T000000.000000Z-%d-gone.jsonl" % dead_pid())
+    seg3.write_text(fake_event(1))
+    os.chown(seg3, *owner(d3))
     bare.start()
     bare.wait_log(r"events: no exporter configured", timeout=10)
     time.sleep(1.5)
-    assert seg2.exists()
-    assert bare.check("events", "status", "--json") == ""
+    assert seg3.exists()
+    assert [json.loads(l)["kind"] for l in
+            bare.check("events", "status", "--json").splitlines()] == \
+        ["journal"]
 
 
 def test_bad_position_file_stops_the_exporter(make_instance, receivers):
@@ -499,7 +531,7 @@ def test_bad_position_file_stops_the_exporter(make_instance, receivers):
     seg = d / ("20260101T000000.000000Z-%d-gone.jsonl" % dead_pid())
     seg.write_text(fake_event(1))
     os.chown(seg, *owner(d))
-    name = json.loads(inst.check("events", "status", "--json"))["name"]
+    name = status(inst)[0]["name"]
     pos = d / "exporters" / (name + ".pos")
     pos.write_text("sluice-events-position 1\nfloor -\nsegment x 12\n")
     inst.start()
@@ -509,7 +541,8 @@ def test_bad_position_file_stops_the_exporter(make_instance, receivers):
     assert recv.requests == 0 and seg.exists()
     r = inst.command("events", "status", "--json")
     assert r.returncode == 1
-    assert "line 3 names no segment" in json.loads(r.stdout)["error"]
+    assert "line 3 names no segment" in \
+        json.loads(r.stdout.splitlines()[1])["error"]
     # Removed by the administrator: the exporter goes on from the start.
     pos.unlink()
     inst.wait_log(r"events: %s: %s can be read again" % (name, pos),

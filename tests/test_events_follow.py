@@ -10,11 +10,9 @@ it started is printed once, in one line each, and nothing from before
 
 import datetime
 import json
-import signal
-import subprocess
 import time
 
-from conftest import LIBEXEC, require, smtp_queue, wait_until
+from conftest import LIBEXEC, EventsFollower, require, smtp_queue, wait_until
 
 HOST = "node1.follow.test"
 
@@ -45,36 +43,25 @@ def segments(inst):
     return sorted((inst.queue_dir / "events").glob("*.jsonl"))
 
 
-def follow(inst, *args):
-    return subprocess.Popen([str(inst.sluice), "-c", str(inst.dir), "events",
-                             "--follow"] + list(args),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-
-
-def stop(proc):
-    proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=10)
-    assert proc.returncode == 0, err
-    return out.splitlines()
-
-
 def test_follow_from_now_across_rolls(make_instance, make_sink):
     inst = start(make_instance, make_sink)
     old = send(inst, 2)
     segs_before = segments(inst)
-    proc = follow(inst)
-    jproc = follow(inst, "--json", "--kind", "delivered")
+    proc = EventsFollower(inst)
+    jproc = EventsFollower(inst, "--json", "--kind", "delivered")
     try:
-        time.sleep(0.6)                 # both have looked at the journal
+        proc.wait_ready()               # both have looked at the journal
+        jproc.wait_ready()
         new = send(inst, 12)
-        # Every event is there before they are stopped (5 looks a second).
+        # Every event is there before they are stopped.
         wait_until(lambda: sum(len(s.read_bytes().splitlines())
                                for s in segments(inst)) == 28, timeout=10)
-        time.sleep(0.6)
+        wait_until(lambda: len(proc.lines()) >= 24 and
+                   len(jproc.lines()) >= 12, 20, what="the followers to print")
+        time.sleep(0.5)                 # nothing more comes (5 looks a second)
     finally:
-        lines = stop(proc)
-        jlines = stop(jproc)
+        lines = proc.stop()
+        jlines = jproc.stop()
     # The journal rolled while they followed.
     assert len(segments(inst)) >= len(segs_before) + 2, segments(inst)
     # Readable: "TS QID KIND ...", one line an event, each new one once.
@@ -105,13 +92,14 @@ def test_since(make_instance, make_sink):
     assert sorted(line.split()[1] for line in out) == mid * 2, out
     assert len(inst.check("events", "--since", "1h").splitlines()) == 4
     # --follow --since: the events since then, then what comes.
-    proc = follow(inst, "--since", mark, "--kind", "received")
+    proc = EventsFollower(inst, "--since", mark, "--kind", "received")
     try:
-        time.sleep(0.6)
+        proc.wait_ready()
         new = send(inst, 1)
-        time.sleep(0.6)
+        wait_until(lambda: len(proc.lines()) >= 2, 20, what="two lines")
+        time.sleep(0.5)                 # nothing more comes
     finally:
-        lines = stop(proc)
+        lines = proc.stop()
     assert [line.split()[1] for line in lines] == mid + new, lines
     assert not any(old[0] in line for line in lines)
     for bad in ("yesterday", "2026-13-01T00:00:00Z", "5y", "-3m", ""):

@@ -101,6 +101,15 @@ def data_reply(inst, rcpt="r@dest.test"):
                          b"\r\nbody\r\n" % time.monotonic_ns())
 
 
+def journal_status(inst):
+    """The journal's object of `sluice events status --json` (its first
+    line), and the text form."""
+    out = inst.check("events", "status", "--json").splitlines()
+    first = json.loads(out[0])
+    assert first["kind"] == "journal", out
+    return first, inst.check("events", "status")
+
+
 def start(make_instance, sink, small_fs, size_kib, **params):
     require(*(LIBEXEC / d for d in ("smtpd", "cleanup", "qmgr", "smtp")))
     inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
@@ -145,6 +154,13 @@ def test_full_journal_holds_changes_and_refuses_mail(make_instance, make_sink,
     assert (top / ".stalled").exists()
     code, text = data_reply(inst)
     assert code == 452 and b"4.3.1" in text, (code, text)
+    # `sluice events status` shows the stall mark and the refusal.
+    st, text = journal_status(inst)
+    assert st["directory"] == str(top) and st["stalled"] is True
+    assert st["accepting"] is False and "stall mark is up" in st["reason"]
+    assert 0 <= st["stall_mark_age_seconds"] < 30 and st["stall_mark"]
+    assert "STALLED: mail is refused (452 4.3.1)" in text, text
+    assert "stall mark: %s" % st["stall_mark"] in text, text
     (top / "filler").unlink()
     inst.wait_log(r"%s: removed" % held, timeout=30)
     inst.wait_log(r"qmgr.*events: the journal is written again")
@@ -152,6 +168,10 @@ def test_full_journal_holds_changes_and_refuses_mail(make_instance, make_sink,
                        b"Subject: after\r\n\r\nbody\r\n")
     inst.wait_log(r"%s: removed" % after, timeout=20)
     assert not (top / ".stalled").exists()
+    st, text = journal_status(inst)
+    assert st["stalled"] is False and st["accepting"] is True
+    assert st["stall_mark"] is None and st["reason"] is None
+    assert "accepting mail" in text and "STALLED" not in text
     got = journal(top)
     for qid in (before, held, after):
         assert sorted(k for k in got if k[0] == qid) == \
@@ -177,6 +197,11 @@ def test_minfree_refuses_before_the_journal_fails(make_instance, make_sink,
     assert code == 452 and b"4.3.1" in text, (code, text)
     inst.wait_log(r"cleanup.*warning: \w+: reject: not enough free space for"
                   r" the event journal in %s" % top)
+    st, text = journal_status(inst)
+    assert st["stalled"] is False and st["accepting"] is False
+    assert st["minfree"] == 1024 * 1024 and st["free_bytes"] < 1024 * 1024
+    assert "less than events_minfree" in st["reason"], st
+    assert "STALLED: mail is refused" in text, text
     assert not any(p.is_file() for q in ("incoming", "active")
                    for p in (inst.queue_dir / q).rglob("*"))
     (top / "filler").unlink()

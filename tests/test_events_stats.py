@@ -149,8 +149,8 @@ def test_kill9_counts_each_event_once(make_instance, make_sink):
     pos[0].unlink()
     inst.start()
     wait_until(lambda: pos[0].exists() and
-               json.loads(inst.check("events", "status", "--json"))
-               ["backlog_events"] == 0, timeout=30,
+               json.loads(inst.check("events", "status", "--json")
+                          .splitlines()[1])["backlog_events"] == 0, timeout=30,
                what="the store to read the journal again")
     assert nonzero(stats(inst)["counts"]) == {"received": 15, "delivered": 15}
 
@@ -208,3 +208,35 @@ def test_crash_mid_batch_is_rolled_back(make_instance, make_sink):
     assert nonzero(stats(inst, "--since", "100w")["counts"]) == \
         {"received": 1, "delivered": 1}
     assert not journal_file.exists()
+
+
+def test_open_click_complaint_rates(make_instance, make_sink):
+    """Four recipients delivered, then (as a finished journal segment the
+    api and the feedback agent would write) two opens of one message and
+    one of another, a click, a complaint: `sluice stats` counts every
+    event and gives the open rate by message (2 of 4 delivered), the
+    click rate (1 of 4) and the complaint rate (1 of 4)."""
+    need()
+    from test_suppress import event, write_segment
+    sink = make_sink()
+    inst = stats_instance(make_instance, sink)
+    qids = [send(inst, "a@one.test", ["r%d@dest.test" % i]) for i in range(4)]
+    wait_until(lambda: nonzero(stats(inst)["counts"]).get("delivered") == 4,
+               timeout=30, what="four delivered in the store")
+    write_segment(inst, [
+        event("opened", qids[0], "o1", "r0@dest.test"),
+        event("opened", qids[0], "o2", "r0@dest.test"),
+        event("opened", qids[1], "o3", "r1@dest.test"),
+        event("clicked", qids[1], "c1", "r1@dest.test",
+              url="https://shop.test/"),
+        event("complained", qids[2], "0", "r2@dest.test")])
+    s = wait_until(lambda: (lambda s: s if s["counts"].get("opened") == 3
+                            and s["counts"].get("complained") == 1 else None)(
+                                stats(inst)),
+                   timeout=20, what="the store to take the segment")
+    assert s["counts"]["clicked"] == 1
+    assert "opened messages" not in s["counts"]
+    assert s["open_rate"] == 2 / 4 and s["click_rate"] == 1 / 4
+    assert s["complaint_rate"] == 1 / 4
+    text = inst.check("stats")
+    assert "open rate 50.0%, click rate 25.0%, complaint rate 25.00%" in text

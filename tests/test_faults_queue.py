@@ -312,7 +312,8 @@ def test_peer_answers_garbage(make_instance, make_sink, kind):
         inst = relay_instance(make_instance, raw.port, retry_schedule="1h")
         qid = send(inst, ["bob@dest.test"])
         (hit,) = inst.wait_log(r"%s: to=<bob@dest.test>, .*dsn=(4\.\d+\.\d+), "
-                               r"status=deferred \((.*)\)$" % qid, timeout=20)
+                               r"status=deferred \((.*)\), category=\w+$" % qid,
+                               timeout=20)
         assert re.search(why, hit.group(2)), hit.group(2)
         assert raw.connections >= 1
         wait_until(lambda: qid in queue_files(inst, "deferred"), 10,

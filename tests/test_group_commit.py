@@ -9,7 +9,7 @@ certain, K SMTP sessions each start a message (cleanup has opened K
 temporary files), cleanup is stopped (SIGSTOP), the K sessions send their
 DATA (smtpd passes each END to cleanup's socket, seen in smtpd's trace),
 and cleanup is continued: it reads the K ENDs in one pass. Before the stop
-the test waits until cleanup has read the K RCPTs and sleeps in epoll_wait,
+the test waits until cleanup has read the K BEGINs and sleeps in epoll_wait,
 and after it until cleanup is stopped (see _quiet and _group).
 
 - test_one_directory_fsync_for_a_group: strace of cleanup and smtpd (the
@@ -24,10 +24,18 @@ and after it until cleanup is stopped (see _quiet and _group).
   and once the fault clears a message is queued. Committed one at a time
   (before group commit) the first messages got 250 and later ones failed
   at their file fsync instead.
+- test_directory_fsync_shared_by_cleanups: K cleanup processes, one
+  message each; while the test holds the lock of their shared fsync state
+  (private/.incoming-sync, global/dir_sync.c), as one of them in its fsync
+  would, all K rename their files; once it is released ONE fsync of
+  incoming/ stands for all K, and for each message it began after the
+  rename returned and ended before the END answer and the 250 (before the
+  sharing, each process fsynced incoming/ itself: K fsyncs).
 """
 
 import concurrent.futures
 import errno
+import fcntl
 import os
 import re
 import signal
@@ -37,9 +45,10 @@ import socket
 import pytest
 
 from conftest import LIBEXEC, require, wait_until
-from test_durability import (READS, SYNCS, WRITES, Tracer, _describe, _done,
-                             _strace_usable, _strings, check_publish_order,
-                             parse_trace)
+from test_durability import (READS, RENAMES, SYNCS, WRITES, Tracer,
+                             _describe, _done, _strace_usable, _strings,
+                             check_publish_order, check_shared_dir_sync,
+                             end_answer_traced, parse_trace)
 from test_faults import _faulty_cleanup, shim  # noqa: F401 (a fixture)
 
 SMTPD = LIBEXEC / "smtpd"
@@ -86,14 +95,12 @@ def _proc_state(pid):
 
 
 def _quiet(pid, sm_tr):
-    """smtpd has written the K RCPTs to cleanup, and cleanup has since gone
-    to sleep in epoll_wait: it has read them, nothing waits in its input.
-    smtpd answers RCPT without waiting for cleanup, so cleanup may still be
-    woken (runnable) by the last RCPT when the client has its 250: stopped
-    then, its epoll_wait would return that one descriptor, and once
-    continued it would read that session's RCPT, DATA and END alone in a
-    pass of its own (a group of one before the others)."""
-    if sm_tr.text().count("request=4:rcpt") < K:
+    """smtpd has written the K BEGINs to cleanup (each client's RCPT was
+    answered after cleanup answered its BEGIN), and cleanup has since gone
+    to sleep in epoll_wait: nothing waits in its input. (smtpd holds each
+    RCPT back and sends it with the DATA and END, so cleanup reads a
+    session's RCPT, DATA and END together once continued.)"""
+    if sm_tr.text().count("request=5:begin") < K:
         return False
     state, wchan = _proc_state(pid)
     return state == "S" and "epoll" in wchan
@@ -106,7 +113,7 @@ def _group(inst, cleanup_pid, sessions, sm_tr):
     smtpd's trace (sm_tr) shows all K ENDs passed on, continue cleanup;
     the K (code, text) answers to DATA."""
     wait_until(lambda: _quiet(cleanup_pid, sm_tr), 10,
-               what="cleanup to read the %d RCPTs and wait" % K)
+               what="cleanup to read the %d BEGINs and wait" % K)
     os.kill(cleanup_pid, signal.SIGSTOP)
     try:
         # T: stopped; t: the same under strace (a traced cleanup).
@@ -177,6 +184,11 @@ def test_one_directory_fsync_for_a_group(make_instance, tmp_path):
             qids.append(re.search(r"queued as (\S+)", text).group(1))
         wait_until(lambda: all("queued as " + q in sm_tr.text() for q in qids),
                    10, what="the 250s in smtpd's trace")
+        # strace prints a call when it returns: smtpd may have read an
+        # answer (and acknowledged) before cleanup's tracer printed it.
+        wait_until(lambda: all(end_answer_traced(parse_trace(cl_tr.text()), q)
+                               for q in qids), 10,
+                   what="cleanup's END answers in its trace")
     finally:
         for t in tracers:
             t.stop()
@@ -256,3 +268,108 @@ def test_more_cleanup_processes_when_busy(make_instance):
                 s.quit()
             except (smtplib.SMTPException, OSError):
                 pass
+
+
+def _end_answer(events, qid):
+    """cleanup's answer to the END of qid: on the connection whose BEGIN
+    answer named qid, the first write after the END was read."""
+    begun = [e for e in events if e.name in WRITES and
+             any("queue_id=" in x and qid in x for x in _strings(e))]
+    assert begun, "no BEGIN answer naming %s" % qid
+    conn = begun[0]
+    ends = [e for e in events[conn.index + 1:] if e.name in READS and
+            e.pid == conn.pid and e.fd == conn.fd and
+            any("request=3:end" in x for x in _strings(e))]
+    assert ends, "no END read for %s" % qid
+    replies = [e for e in events[ends[0].index + 1:] if e.name in WRITES and
+               e.pid == conn.pid and e.fd == conn.fd]
+    assert replies and any("status=1:0" in x and qid in x
+                           for x in _strings(replies[0])), \
+        "END of %s not answered with success" % qid
+    return replies[0]
+
+
+def test_directory_fsync_shared_by_cleanups(make_instance, tmp_path):
+    require(SMTPD, CLEANUP)
+    _strace_usable()
+    inst = make_instance(params=dict(PARAMS, cleanup_process_connections="1"))
+    cleanup_pid, smtpd_pid = _started(inst)
+    state = inst.queue_dir / "private" / ".incoming-sync"
+    tracers = []
+    sessions = []
+    lock_fd = None
+    try:
+        # master followed (-f): the cleanups it starts for the sessions.
+        for name, pid in (("master", inst.master_pid()),
+                          ("cleanup", cleanup_pid), ("smtpd", smtpd_pid)):
+            tracers.append(Tracer(pid, tmp_path / (name + ".trace"),
+                                  tmp_path / (name + ".err")))
+        for t in tracers:
+            t.wait_attached()
+        ma_tr, cl_tr, sm_tr = tracers
+        sessions = _open_sessions(inst)
+        cleanups = [p for p, n in inst.children().items() if n == "cleanup"]
+        assert len(cleanups) >= K, "%d cleanups for %d sessions" % (
+            len(cleanups), K)
+        # Made by each cleanup at its start; made here when it is not (the
+        # tree before the sharing), so that the lock is taken either way.
+        lock_fd = os.open(str(state), os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        with concurrent.futures.ThreadPoolExecutor(K) as pool:
+            futures = [pool.submit(s.data, BODY) for s in sessions]
+
+            def renamed():
+                text = ma_tr.text() + cl_tr.text()
+                return len(re.findall(r"rename\(\"[^\"]*/\.tmp\.", text)) >= K
+            wait_until(renamed, 20, what="%d renames into incoming/" % K)
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
+            answers = [f.result(timeout=60) for f in futures]
+        qids = []
+        for code, text in answers:
+            assert code == 250, "DATA answered %d %r" % (code, text)
+            qids.append(re.search(r"queued as (\S+)", text.decode()).group(1))
+        wait_until(lambda: all("queued as " + q in sm_tr.text() for q in qids),
+                   10, what="the 250s in smtpd's trace")
+        # ... and each END answer in its cleanup's trace (printed when the
+        # write returned, maybe after smtpd read it and acknowledged).
+        wait_until(lambda: all(any(end_answer_traced(parse_trace(t.text()), q)
+                                   for t in (ma_tr, cl_tr)) for q in qids),
+                   10, what="the cleanups' END answers in their traces")
+    finally:
+        if lock_fd is not None:
+            os.close(lock_fd)
+        for s in sessions:
+            try:
+                s.quit()
+            except (smtplib.SMTPException, OSError):
+                pass
+        for t in tracers:
+            t.stop()
+
+    cl_events = [parse_trace(ma_tr.text()), parse_trace(cl_tr.text())]
+    sm_events = parse_trace(sm_tr.text())
+    incoming = os.path.normpath(os.path.realpath(inst.queue_dir / "incoming"))
+    for qid in qids:
+        renames = [e for events in cl_events for e in events
+                   if e.name in RENAMES and e.ret == "0" and
+                   any(x.endswith("/.tmp." + qid) for x in _strings(e))]
+        assert len(renames) == 1, "want one rename of %s" % qid
+        dsync = check_shared_dir_sync(renames[0], cl_events, incoming)
+        reply = [_end_answer(events, qid) for events in cl_events
+                 if any(e.name in WRITES and
+                        any("queue_id=" in x and qid in x
+                            for x in _strings(e)) for e in events)][0]
+        assert _done(dsync) <= reply.ts, \
+            "END of %s answered %s before the directory fsync %s" % (
+                qid, _describe(reply), _describe(dsync))
+        acks = [e for e in sm_events if e.name in WRITES and
+                any("250 2.0.0 Ok: queued as " + qid in x
+                    for x in _strings(e))]
+        assert len(acks) == 1 and acks[0].ts > _done(dsync), \
+            "smtpd acknowledged %s before the directory fsync" % qid
+    dir_syncs = [e for events in cl_events for e in events
+                 if e.name in SYNCS and e.ret == "0" and e.path is not None and
+                 os.path.normpath(os.path.realpath(e.path)) == incoming]
+    assert 1 <= len(dir_syncs) < len(qids), \
+        "%d fsyncs of incoming/ for %d messages renamed while one was " \
+        "due" % (len(dir_syncs), len(qids))

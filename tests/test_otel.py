@@ -15,6 +15,7 @@ untrusted client's traceparent is ignored (a fresh trace); a collector that
 is down holds no mail, and its spans are retried until it is back.
 """
 
+import calendar
 import http.server
 import json
 import re
@@ -358,3 +359,134 @@ def test_api_traceparent(make_instance, make_sink, collectors):
     assert recv["parentSpanId"] == parent
     assert dlv["parentSpanId"] == recv["spanId"]
     assert coll.bad == []
+
+
+def nanos(ts):
+    """An event's UTC time (YYYY-MM-DDTHH:MM:SS.uuuuuuZ) as Unix ns."""
+    secs = calendar.timegm(time.strptime(ts[:19], "%Y-%m-%dT%H:%M:%S"))
+    return secs * 10**9 + int(ts[20:26]) * 1000
+
+
+def journal(inst, qid):
+    return [e for seg in (inst.queue_dir / "events").glob("*.jsonl")
+            for e in map(json.loads, seg.read_text().splitlines())
+            if e["qid"] == qid]
+
+
+def test_queue_wait_spans(make_instance, make_sink, collectors):
+    """A recipient deferred once (451, then 250 on the retry): each attempt
+    has a "queue wait" span before it, child of the receive span, from the
+    event's queued_at to the attempt's start: the first from the commit
+    (within the receive span), the second from the retry time, after the
+    first attempt ended; attempt numbers 1 and 2. A trace not sampled
+    makes no queue-wait span either."""
+    need()
+    sink = make_sink()
+    sink.set_rcpt_reply("later@dest.test", "451 4.7.1 try again later")
+    coll = collectors()
+    inst = otel_instance(make_instance, sink, coll, retry_schedule="1s",
+                         otel_traces_sampler_ratio="1")
+    qid = send(inst, ["later@dest.test"])
+    wait_until(lambda: any(e["kind"] == "deferred" for e in journal(inst, qid)),
+               timeout=20, what="the first attempt's deferral")
+    # A trusted client's traceparent that says "not sampled": no span.
+    quiet = send(inst, ["ok@dest.test"],
+                 "00-%s-%s-00" % ("1" * 32, PARENT))
+    sink.wait_messages(1)
+    wait_until(lambda: any(e["kind"] == "delivered"
+                           for e in journal(inst, quiet)),
+               timeout=20, what="the unsampled message's delivery")
+    sink.set_rcpt_reply("later@dest.test", None)
+    spans = wait_until(
+        lambda: (n := by_name(coll.got(), qid)) and "receive" in n and
+        len(n.get("delivery", [])) >= 2 and len(n.get("queue wait", [])) >= 2
+        and n, timeout=30, what="two attempts and their queue waits")
+    assert coll.bad == []
+    recv, = spans["receive"]
+    dlv = sorted(spans["delivery"], key=lambda s: int(s["startTimeUnixNano"]))
+    waits = sorted(spans["queue wait"],
+                   key=lambda s: int(s["startTimeUnixNano"]))
+    assert len(dlv) == 2 and len(waits) == 2, spans
+    assert [d["attrs"]["sluice.status"] for d in dlv] == ["deferred",
+                                                         "delivered"]
+    for n, (w, d) in enumerate(zip(waits, dlv), 1):
+        assert w["traceId"] == recv["traceId"]
+        assert w["parentSpanId"] == recv["spanId"]
+        assert w["kind"] == 1 and w["status"]["code"] == 1
+        assert w["spanId"] not in (recv["spanId"], d["spanId"])
+        assert w["attrs"]["sluice.recipient"] == "later@dest.test"
+        assert w["attrs"]["sluice.attempt"] == str(n)
+        # It ends where its attempt starts.
+        assert w["endTimeUnixNano"] == d["startTimeUnixNano"], (w, d)
+        assert int(w["startTimeUnixNano"]) <= int(w["endTimeUnixNano"])
+    # The first wait starts at receipt: the commit, within the receive
+    # span; the second after the first attempt ended (its retry time).
+    assert int(recv["startTimeUnixNano"]) <= \
+        int(waits[0]["startTimeUnixNano"]) <= int(recv["endTimeUnixNano"])
+    assert int(waits[1]["startTimeUnixNano"]) >= int(dlv[0]["endTimeUnixNano"])
+    # The journal has the field the spans came from.
+    ev = {e["kind"]: e for e in journal(inst, qid)}
+    for kind, w, n in (("deferred", waits[0], 1), ("delivered", waits[1], 2)):
+        assert nanos(ev[kind]["queued_at"]) == int(w["startTimeUnixNano"])
+        assert ev[kind]["attempt"] == n
+    assert "queued_at" not in ev["received"]
+    assert by_name(coll.got(), quiet) == {}
+    assert all(e["trace_id"] == "1" * 32 and "queued_at" in e
+               for e in journal(inst, quiet) if e["kind"] == "delivered")
+
+
+def test_commit_spans(make_instance, make_sink, collectors):
+    """The received event carries committed_at (when cleanup's rename into
+    incoming/ made the message durable: between arrival and qmgr taking
+    it); the trace has a "commit" span, child of the receive span, from
+    the arrival to committed_at, inside the receive span, with the queue
+    id, size and recipients. A trace not sampled makes none."""
+    need()
+    sink = make_sink()
+    coll = collectors()
+    inst = otel_instance(make_instance, sink, coll,
+                         otel_traces_sampler_ratio="1")
+    # First a trusted client's traceparent that says "not sampled".
+    quiet = send(inst, ["quiet@dest.test"],
+                 "00-%s-%s-00" % ("2" * 32, PARENT))
+    sink.wait_messages(1)
+    wait_until(lambda: any(e["kind"] == "delivered"
+                           for e in journal(inst, quiet)),
+               timeout=20, what="the unsampled message's delivery")
+    qid = send(inst, ["a@dest.test", "b@dest.test"])
+    spans = wait_until(
+        lambda: (n := by_name(coll.got(), qid)) and "receive" in n and
+        "commit" in n and "delivery" in n and n, timeout=30,
+        what="the receive, commit and delivery spans")
+    assert coll.bad == []
+    recv, = {s["spanId"]: s for s in spans["receive"]}.values()
+    commit, = {s["spanId"]: s for s in spans["commit"]}.values()
+    assert commit["traceId"] == recv["traceId"]
+    assert commit["parentSpanId"] == recv["spanId"]
+    assert commit["spanId"] != recv["spanId"]
+    assert commit["kind"] == 1 and commit["status"]["code"] == 1
+    # From the arrival (the receive span's start) to committed_at, inside
+    # the receive span.
+    assert commit["startTimeUnixNano"] == recv["startTimeUnixNano"]
+    assert int(recv["startTimeUnixNano"]) <= int(commit["endTimeUnixNano"]) \
+        <= int(recv["endTimeUnixNano"])
+    ev = {e["kind"]: e for e in journal(inst, qid)}
+    got = ev["received"]
+    # The receive span starts at ts - delay, the arrival to the
+    # microsecond; committed_at is the file's ctime, which the kernel takes
+    # from its coarse clock (up to a tick behind): a commit that seems to
+    # come before the arrival is clamped to the span's start (otel.c:
+    # inside the receive span, whatever the clocks).
+    committed = nanos(got["committed_at"])
+    start = int(recv["startTimeUnixNano"])
+    assert start == nanos(got["ts"]) - round(got["delay"] * 1e6) * 1000
+    assert committed >= start - 10**7, (committed, start)
+    assert int(commit["endTimeUnixNano"]) == max(committed, start)
+    assert committed <= nanos(got["ts"])
+    assert commit["attrs"]["sluice.queue_id"] == qid
+    assert commit["attrs"]["sluice.size"] == str(got["size"])
+    assert commit["attrs"]["sluice.recipients"] == "2"
+    # Not sampled: the journal has committed_at, the collector no span.
+    q = [e for e in journal(inst, quiet) if e["kind"] == "received"]
+    assert q and all("committed_at" in e for e in q)
+    assert by_name(coll.got(), quiet) == {}

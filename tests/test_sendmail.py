@@ -241,7 +241,8 @@ def test_signal_during_commit_is_all_or_nothing(make_instance, tmp_path):
             text = trace.read_text() if trace.exists() else ""
             m = re.search(r"^(\d+) +rename\(.*/maildrop/.* = 0", text, re.M)
             return int(m.group(1)) if m else None
-        pid = wait_until(renamed, 10, what="sendmail's rename in the trace")
+        # (the file fsync before the rename is held back 3 s too)
+        pid = wait_until(renamed, 30, what="sendmail's rename in the trace")
         os.kill(pid, signal.SIGTERM)
         rc = proc.wait(30)
     finally:

@@ -24,7 +24,10 @@ from sink import RawServer, Sink
 
 SMTP_AGENT = LIBEXEC / "smtp"
 # The greeting each side of the delivery protocol sends first.
-HELLO = [("request", "hello"), ("protocol", "deliver"), ("version", "3")]
+HELLO = [("request", "hello"), ("protocol", "deliver"), ("version", "4")]
+# The smtp agent's own HELLO also says it takes another request on the
+# connection after DONE.
+AGENT_HELLO = dict(HELLO, reuse="1")
 
 
 @pytest.fixture(autouse=True)
@@ -88,7 +91,7 @@ class Agent:
         conn = proto.Conn.connect(self.socket, timeout=timeout)
         try:
             conn.send(HELLO)
-            assert conn.recv() == dict(HELLO)
+            assert conn.recv() == AGENT_HELLO
             conn.send([("request", "deliver"), ("queue_name", "active"),
                        ("queue_id", qid), ("nexthop", nexthop),
                        ("sender", sender), ("active_usec", proto.now_usec()),
@@ -375,15 +378,15 @@ def test_protocol_version_mismatch(make_agent):
     agent = make_agent()
     conn = proto.Conn.connect(agent.socket, timeout=30)
     try:
-        assert conn.recv() == dict(HELLO)
+        assert conn.recv() == AGENT_HELLO
         conn.send([("request", "hello"), ("protocol", "deliver"),
-                   ("version", "4")])
+                   ("version", "5")])
         assert conn.recv() is None
     finally:
         conn.close()
     agent.inst.wait_log(r"sluice/smtp\[\d+\]: warning: qmgr connection: "
-                        r"protocol mismatch: peer speaks deliver version 4; "
-                        r"this side speaks deliver version 3$")
+                        r"protocol mismatch: peer speaks deliver version 5; "
+                        r"this side speaks deliver version 4$")
 
 
 def test_request_outside_the_queue(make_agent):
@@ -396,7 +399,7 @@ def test_request_outside_the_queue(make_agent):
                             r'bad queue_name "private"')):
         conn = proto.Conn.connect(agent.socket, timeout=30)
         try:
-            assert conn.recv() == dict(HELLO)
+            assert conn.recv() == AGENT_HELLO
             conn.send(HELLO)
             conn.send([("request", "deliver"), ("queue_name", name),
                        ("queue_id", qid), ("nexthop", "[127.0.0.1]:25"),
@@ -423,7 +426,8 @@ def test_log_line_format(make_agent, peers):
     agent.inst.wait_log(
         r"%s: to=<bad@dest\.test>, relay=%s, delay=%s, delays=%s/%s/%s/%s, "
         r"dsn=5\.1\.1, status=bounced \(host 127\.0\.0\.1\[127\.0\.0\.1\] said: "
-        r"550 5\.1\.1 no such user \(in reply to RCPT TO command\)\)$"
+        r"550 5\.1\.1 no such user \(in reply to RCPT TO command\)\), "
+        r"category=user_unknown$"
         % (qid, relay, num, num, num, num, num))
 
 
@@ -639,6 +643,28 @@ def test_dead_cached_connection_is_replaced(make_agent, peers):
     assert results["b@dest.test"]["action"] == "sent", results
     assert [m[0] for m in server.messages] == [1, 2]
     assert server.connections == 2
+
+
+def test_no_rset_after_a_delivered_message(make_agent, peers):
+    """A transaction that ended with a 250 to the end of data leaves none
+    open, so the next MAIL on the kept connection follows at once, with no
+    RSET round trip between (RFC 5321 4.1.4; Postfix sends RSET only to
+    probe a connection it takes from its cache): three deliveries on one
+    connection, its commands MAIL, RCPT, DATA three times and no RSET."""
+    server = PipeServer()
+    peers.append(server)
+    agent = make_agent(smtp_connection_cache_time_limit="10s")
+    hop = "[127.0.0.1]:%d" % server.port
+    for n in range(3):
+        qid, offsets = agent.queue(["r%d@dest.test" % n], BODY)
+        results, _ = agent.deliver(qid, offsets, hop)
+        assert results["r%d@dest.test" % n]["action"] == "sent", results
+    assert [m[0] for m in server.messages] == [1, 1, 1]
+    assert server.connections == 1
+    with server.lock:
+        verbs = [cmd.split(" ")[0].split(":")[0].upper()
+                 for number, cmd in server.commands if number == 1]
+    assert verbs == ["EHLO"] + ["MAIL", "RCPT", "DATA"] * 3, verbs
 
 
 def test_reuse_count_limit(make_agent, peers):

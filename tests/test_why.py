@@ -149,7 +149,7 @@ def test_delivered_by_qid_message_id_and_recipient(make_instance, make_sink,
     assert "now: no longer queued: delivered to bob@dest.test" in text, text
     kinds = [json.loads(line)["kind"] for line in
              inst.check("events", "status", "--json").splitlines()]
-    assert kinds == ["index"]
+    assert kinds == ["journal", "index", "suppress"]
     # by Message-ID, with and without its <>
     assert one(inst, mid)["queue_id"] == qid
     out = why(inst, mid[1:-1])
@@ -161,6 +161,27 @@ def test_delivered_by_qid_message_id_and_recipient(make_instance, make_sink,
     assert [m["queue_id"] for m in out["messages"]] == [qid, first]
     assert [m["queue_id"] for m in why(inst, "<carol@dest.test>")["messages"]
             ] == [qid]
+
+
+def test_default_instance_answers(make_instance, make_sink):
+    """Issue 20: `sluice why` answers on any instance. One made by `sluice
+    init` with no parameter set (relaying to a sink through its
+    relayhost) indexes from the start: a delivered message is found by
+    queue ID and told delivered, with its relay and 250."""
+    need()
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port, start=True)
+    qid, mid = send(inst, ["dora@dest.test"])
+    sink.wait_messages(1, timeout=30)
+    msg = wait_until(lambda: indexed(inst, qid, lambda m: m["queue"] is None
+                                     and m["attempts"]),
+                     timeout=30, what="the delivery in the index")
+    assert msg["message_id"] == mid
+    [rcpt] = msg["recipients"]
+    assert rcpt["recipient"] == "dora@dest.test"
+    assert rcpt["status"] == "delivered" and rcpt["reply"].startswith("250")
+    text = inst.check("why", qid)
+    assert "now: no longer queued: delivered to dora@dest.test" in text, text
 
 
 def test_held_by_a_shaping_limit_and_a_suspension(make_instance, make_sink,
@@ -327,7 +348,7 @@ def test_message_id_folded_late_or_too_long(make_instance, make_sink,
     assert r.returncode == 1, r
 
 
-HOT_JOURNAL = r"""
+CRASHED_WRITER = r"""
 import os, sqlite3, sys
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
 db.execute("PRAGMA cache_size=1")
@@ -339,11 +360,13 @@ os._exit(0)   # dies in the middle of the transaction, as kill -9 would
 """
 
 
-def test_hot_journal_of_a_crash(make_instance, make_sink, tmp_path):
-    """A writer that died in a transaction leaves a hot journal: with the
-    events daemon down, why (read-only) says so clearly and exits 1; once
-    the instance runs again the daemon rolls it back and why answers,
-    with nothing of the lost batch."""
+def test_writer_crashed_mid_batch(make_instance, make_sink, tmp_path):
+    """The index is a write-ahead log: a writer that died in a transaction
+    (its pages spilled into index.sqlite-wal, never committed) holds no
+    reader up. With the events daemon down, why (read-only, as root)
+    answers at once with nothing of the lost batch; the -wal and -shm
+    files root's reader uses stay the mail owner's, so the daemon, started
+    again, goes on indexing into the same file."""
     need()
     sink = make_sink()
     inst = why_instance(make_instance, {"dest.test": sink}, tmp_path)
@@ -352,20 +375,32 @@ def test_hot_journal_of_a_crash(make_instance, make_sink, tmp_path):
                timeout=30, what="the delivery indexed")
     assert inst.stop().returncode == 0
     db = inst.queue_dir / "events" / "index.sqlite"
-    subprocess.run([sys.executable, "-c", HOT_JOURNAL, str(db)], check=True,
-                   timeout=60)
-    journal_file = Path(str(db) + "-journal")
-    assert journal_file.exists() and journal_file.stat().st_size > 0
-    r = inst.command("why", qid)
-    assert r.returncode == 1
-    assert "rolled back" in r.stderr, r.stderr
-    inst.start()
-    wait_until(lambda: inst.command("why", qid).returncode == 0, timeout=30,
-               what="the journal rolled back")
+    owner = db.stat().st_uid
+    assert owner != 0
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
+    assert con.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    con.close()
+    subprocess.run([sys.executable, "-c", CRASHED_WRITER, str(db)],
+                   check=True, timeout=60)
+    wal = Path(str(db) + "-wal")
+    assert wal.stat().st_size > 100 * 4096    # the spilled, uncommitted pages
     msg = one(inst, qid)
     assert [a["kind"] for a in msg["attempts"]] == ["delivered"]
-    assert not journal_file.exists()
     assert inst.command("why", "X@none.test").returncode == 1
+    for suffix in ("-wal", "-shm"):
+        f = Path(str(db) + suffix)
+        assert not f.exists() or f.stat().st_uid == owner, suffix
+    inst.start()
+    qid2, _ = send(inst, ["ok2@dest.test"])
+    msg = wait_until(lambda: indexed(inst, qid2, lambda m: m["queue"] is None),
+                     timeout=30, what="a delivery after the restart indexed")
+    assert [a["kind"] for a in msg["attempts"]] == ["delivered"]
+    assert [a["kind"] for a in one(inst, qid)["attempts"]] == ["delivered"]
+    con = sqlite3.connect("file:%s?mode=ro" % db, uri=True, timeout=10)
+    assert con.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    assert con.execute("SELECT COUNT(*) FROM attempts WHERE qid = 'X'"
+                       ).fetchone() == (0,)
+    con.close()
 
 
 def test_pruned_after_max_age(make_instance, make_sink, tmp_path):

@@ -11,6 +11,7 @@
 #include <time.h>
 
 #include "msg.h"
+#include "proc_pid.h"
 
 #define MSG_LINE_MAX 4096
 
@@ -94,6 +95,48 @@ int msg_verbose_get(void)
 void msg_copy_fd(int fd)
 {
     msg_state.copy_fd = fd;
+}
+
+/* msg_close_range - close first..last; close_range(2), else one by one */
+static void msg_close_range(int first, int last)
+{
+    if (first > last)
+        return;
+    if (close_range((unsigned) first, (unsigned) last, 0) == 0)
+        return;
+    for (int fd = first; fd <= last; fd++)
+        (void) close(fd);
+}
+
+/* msg_close_fds - close all but 0-2, keep and the log's descriptors */
+void msg_close_fds(int keep)
+{
+    int fds[3] = {keep, msg_state.log_fd, msg_state.copy_fd};
+    long open_max = sysconf(_SC_OPEN_MAX);
+    int max = open_max > 3 && open_max < INT32_MAX ? (int) open_max - 1 : 1023;
+    int from = 3;
+
+    /* syslog's socket is libc's: closed by its owner, opened again. */
+    if (msg_state.syslog_open)
+        closelog();
+    for (int i = 0; i < 3; i++) /* ascending */
+        for (int j = i + 1; j < 3; j++)
+            if (fds[j] < fds[i]) {
+                int t = fds[i];
+
+                fds[i] = fds[j];
+                fds[j] = t;
+            }
+    for (int i = 0; i < 3; i++) {
+        if (fds[i] < from)
+            continue;
+        msg_close_range(from, fds[i] - 1);
+        from = fds[i] + 1;
+    }
+    if (close_range((unsigned) from, ~0U, 0) < 0)
+        msg_close_range(from, max);
+    if (msg_state.syslog_open)
+        openlog(msg_state.tag, LOG_PID | LOG_NDELAY, LOG_MAIL);
 }
 
 /* msg_exit_hook - tests replace exit(1) of msg_fatal() */
@@ -188,7 +231,7 @@ void msg_vlog(int level, const char *fmt, va_list ap)
         if (*cp == '\n' || *cp == '\r')
             *cp = ' ';
     len = msg_format_line(line, sizeof(line), time(NULL), msg_state.host,
-                          msg_state.tag, (long) getpid(), level, text);
+                          msg_state.tag, (long) proc_pid(), level, text);
     if (msg_state.log_fd >= 0) {
         if (write(msg_state.log_fd, line, len) < 0) {
             /* Nowhere better to say so. */

@@ -29,6 +29,10 @@ extern const char *msg_progname(void);
    warn and above, without time stamp) to fd; -1 stops. master uses it to
    tell `sluice start` why it could not start. */
 extern void msg_copy_fd(int fd);
+/* msg_close_fds - in a child forked without exec: close every descriptor
+   from 3 up but keep (-1: none) and the log's own (a syslog connection is
+   opened anew), so that the child holds no socket of its parent's */
+extern void msg_close_fds(int keep);
 
 extern void msg_info(const char *fmt, ...) SLUICE_PRINTF(1, 2);
 extern void msg_warn(const char *fmt, ...) SLUICE_PRINTF(1, 2);

@@ -231,6 +231,53 @@ static void test_trigger_arrives(void **state)
     close(lfd);
 }
 
+/* test_trigger_conn_kept - a kept trigger connection: many bytes on one
+   connection; when the receiver closes it (restart, idle timeout) the
+   next byte goes on a new one; nobody listening is an error, and the
+   connection is made again once a receiver is back */
+static void test_trigger_conn_kept(void **state)
+{
+    SOCK_TEST *t = *state;
+    struct pollfd pfd;
+    TRIGGER_CONN *conn = trigger_conn_create(t->path);
+    char buf[8];
+    int lfd;
+    int afd;
+
+    errno = 0;
+    assert_int_equal(trigger_conn_send(conn, TRIGGER_WAKEUP), -1);
+    assert_int_equal(errno, ENOENT);
+    lfd = sock_unix_listen(t->path, 10, 0600);
+    assert_true(lfd >= 0);
+    assert_int_equal(trigger_conn_send(conn, 'a'), 0);
+    assert_int_equal(trigger_conn_send(conn, 'b'), 0);
+    assert_int_equal(trigger_conn_send(conn, 'c'), 0);
+    afd = accept_wait(lfd);
+    assert_true(afd >= 0);
+    assert_int_equal(read(afd, buf, sizeof(buf)), 3);
+    assert_memory_equal(buf, "abc", 3);
+    /* One connection only: nothing else waits to be accepted. */
+    pfd = (struct pollfd){.fd = lfd, .events = POLLIN};
+    assert_int_equal(poll(&pfd, 1, 0), 0);
+
+    /* The receiver closes it: the next byte arrives on a new connection. */
+    close(afd);
+    assert_int_equal(trigger_conn_send(conn, 'd'), 0);
+    afd = accept_wait(lfd);
+    assert_true(afd >= 0);
+    assert_int_equal(read(afd, buf, sizeof(buf)), 1);
+    assert_int_equal(buf[0], 'd');
+    assert_int_equal(trigger_conn_send(conn, 256), -1);
+    assert_int_equal(errno, EINVAL);
+
+    /* The sender goes: the receiver sees end of file. */
+    conn = trigger_conn_free(conn);
+    assert_null(conn);
+    assert_int_equal(read(afd, buf, sizeof(buf)), 0);
+    close(afd);
+    close(lfd);
+}
+
 static void test_trigger_nobody_listening(void **state)
 {
     SOCK_TEST *t = *state;
@@ -463,6 +510,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_unix_not_a_socket, sock_test_setup,
                                         sock_test_teardown),
         cmocka_unit_test_setup_teardown(test_unix_errors, sock_test_setup,
+                                        sock_test_teardown),
+        cmocka_unit_test_setup_teardown(test_trigger_conn_kept, sock_test_setup,
                                         sock_test_teardown),
         cmocka_unit_test_setup_teardown(test_trigger_arrives, sock_test_setup,
                                         sock_test_teardown),

@@ -32,6 +32,14 @@ typedef struct API_HANDOFF_RESULT {
     const char *queue_id; /* the message's ID (code 0), else "" or the ID
                              cleanup had given it */
     const char *why; /* when code is not 0 */
+    const char *suppressed; /* code 0: cleanup's STATUS suppressed= (the
+                               recipients dropped as suppressed, JSON
+                               text: cleanup_proto.h), else NULL */
+    const char *milter; /* a milter decided (api_milter.h): its reply,
+                           "5.7.1 text"; NULL: cleanup's verdict */
+    bool discarded; /* a milter discarded the message */
+    const char *quarantine; /* code 0: a milter quarantined the message
+                               into hold/ (the hold reason), else NULL */
 } API_HANDOFF_RESULT;
 
 typedef void (*API_HANDOFF_DONE)(const API_HANDOFF_RESULT *result, void *arg);

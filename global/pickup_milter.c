@@ -203,6 +203,14 @@ size_t pickup_milter_limit(const PICKUP_MILTER_CONF *pmc)
     return pmc->limit;
 }
 
+/* pickup_milter_time_limit - the timeouts of every milter, added up */
+long long pickup_milter_time_limit(const PICKUP_MILTER_CONF *pmc)
+{
+    return (long long) pmc->count *
+           ((long long) pmc->connect_timeout + pmc->command_timeout +
+            pmc->content_timeout);
+}
+
 /* pickup_milter_too_big - a message larger than the limit when that is
    non_smtpd_milter_max_size (message_size_limit = 0, so cleanup would
    take it): milter_default_action, as for a milter that failed, into

@@ -8,6 +8,9 @@
  * localhost, MAIL, each RCPT, DATA, the headers, the body, the end of
  * the message). The changes each milter asks for are applied before the
  * next one sees the message.
+ *
+ * The api and render daemons use it too, in a child process of their own
+ * (global/api_milter.h), for the API's mail.
  */
 #ifndef PICKUP_MILTER_H
 #define PICKUP_MILTER_H
@@ -25,6 +28,10 @@ extern PICKUP_MILTER_CONF *pickup_milter_conf_free(PICKUP_MILTER_CONF *pmc);
 /* pickup_milter_limit - the most content the milters are shown
    (message_size_limit) */
 extern size_t pickup_milter_limit(const PICKUP_MILTER_CONF *pmc);
+/* pickup_milter_time_limit - seconds a whole run may fairly take: each
+   milter's connect, command and content timeouts, added up (each wait is
+   bounded alone, and a milter's progress starts it over) */
+extern long long pickup_milter_time_limit(const PICKUP_MILTER_CONF *pmc);
 
 typedef enum PICKUP_MILTER_STATUS {
     PICKUP_MILTER_ACCEPT, /* go on: the changes are applied */

@@ -37,6 +37,7 @@ struct API_HANDOFF {
     size_t sent; /* content bytes sent */
     VSTR *wire;
     VSTR *queue_id;
+    const char *suppressed; /* the final STATUS's, while it is handled */
     VSTR *why;
 };
 
@@ -58,6 +59,7 @@ static void api_handoff_finish(API_HANDOFF *h, int code, const char *why)
         .code = code,
         .queue_id = vstr_str(h->queue_id),
         .why = why ? why : "",
+        .suppressed = code == 0 ? h->suppressed : NULL,
     };
 
     /* Maybe from the connection's own callback: attr_conn.h's rule. */
@@ -92,7 +94,7 @@ static void api_handoff_pump(API_HANDOFF *h)
         h->sent += take;
     }
     if (h->next_rcpt == msg->rcpts->argc && h->sent == len) {
-        CLEANUP_END end = {.abort = false};
+        CLEANUP_END end = {.abort = false, .hold = msg->hold};
 
         api_handoff_send(h, cleanup_end_list(&end));
         h->state = API_HANDOFF_END;
@@ -131,6 +133,7 @@ static void api_handoff_on_list(ATTR_CONN *conn, ATTR_LIST *list, void *arg)
         return;
     }
     if (h->state == API_HANDOFF_END) {
+        h->suppressed = reply.suppressed; /* lives with list, for the call */
         api_handoff_finish(h, 0, NULL);
         return;
     }

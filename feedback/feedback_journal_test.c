@@ -1,0 +1,207 @@
+/*
+ * feedback_journal_test - unit tests for the journal window of a short
+ * mailto unsubscribe (feedback_journal_rcpts): the window main.cf makes
+ * (the longer queue lifetime, 30 days of send_at, the longest retry
+ * step, queue_run_delay), a delivered event in a segment begun at its far
+ * edge found, one begun a second beyond it never read, and at the near
+ * edge a segment last written just before the arrival less the slack
+ * passed over
+ */
+#include "sys_defs.h"
+
+#include <setjmp.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <time.h>
+#include <cmocka.h>
+
+#include "argv.h"
+#include "events.h"
+#include "feedback.h"
+#include "mail_conf.h"
+#include "qid.h"
+#include "testlib.h"
+#include "vstr.h"
+
+#define DAY 86400LL
+
+static const char qid_chars[] = "0123456789ABCDEFGHJKLMNPQRSTVWXY";
+
+/* journal_test_qid - a queue ID that arrived at sec (qid.h's layout:
+   7 characters of seconds, 4 of microseconds, 5 of pid) */
+static void journal_test_qid(char buf[QID_SIZE], long long sec)
+{
+    unsigned long long fields[3] = {(unsigned long long) sec, 12345, 4242};
+    static const int widths[3] = {7, 4, 5};
+    char *cp = buf;
+
+    for (int f = 0; f < 3; cp += widths[f], f++)
+        for (int i = widths[f] - 1; i >= 0; i--) {
+            cp[i] = qid_chars[fields[f] & 31];
+            fields[f] >>= 5;
+        }
+    buf[QID_LEN] = 0;
+}
+
+/* journal_test_segment - a segment begun at start, written at mtime,
+   with a delivered event of qid to rcpt and an unrelated line */
+static void journal_test_segment(TESTLIB_DIR *dir, long long start,
+                                 long long mtime, long pid, const char *qid,
+                                 const char *rcpt)
+{
+    struct timeval tv = {(time_t) start, 500};
+    struct timeval times[2] = {{(time_t) mtime, 0}, {(time_t) mtime, 0}};
+    VSTR *name = vstr_alloc(64);
+    VSTR *text = vstr_alloc(200);
+    const char *path;
+
+    events_segment_name(name, &tv, pid, "qmgr");
+    vstr_sprintf(text,
+                 "{\"id\":\"n/00000000000000AA/queued/0\",\"kind\":\"queued\","
+                 "\"qid\":\"00000000000000AA\"}\n"
+                 "{\"id\":\"n/%s/delivered/280\",\"kind\":\"%s\","
+                 "\"qid\":\"%s\",\"recipient\":\"%s\",\"tenant\":\"t1\"}\n",
+                 qid, EVENTS_DELIVERED, qid, rcpt);
+    path = testlib_write(dir, vstr_str(name), vstr_str(text));
+    assert_int_equal(utimes(path, times), 0);
+    vstr_free(name);
+    vstr_free(text);
+}
+
+/* journal_test_conf - main.cf text read */
+static MAIL_CONF *journal_test_conf(TESTLIB_DIR *dir, const char *text)
+{
+    VSTR *why = vstr_alloc(100);
+    MAIL_CONF *conf;
+
+    (void) testlib_write(dir, "main.cf", text);
+    if ((conf = mail_conf_read(dir->path, why)) == NULL)
+        fail_msg("main.cf: %s", vstr_str(why));
+    vstr_free(why);
+    return conf;
+}
+
+/* test_window - what main.cf makes of it */
+static void test_window(void **state)
+{
+    TESTLIB_DIR *dir = testlib_dir_create("fbwindow");
+    MAIL_CONF *conf;
+
+    assert_non_null(dir);
+    conf = journal_test_conf(dir, "");
+    /* 24h lifetimes, 1h the longest of 1m 5m 15m 1h, 300s scans */
+    assert_int_equal(feedback_journal_window(conf),
+                     DAY + 30 * DAY + 3600 + 300);
+    mail_conf_free(conf);
+    conf = journal_test_conf(dir, "maximal_queue_lifetime = 5d\n"
+                                  "bounce_queue_lifetime = 2d\n"
+                                  "retry_schedule = 10m 8h 2h\n"
+                                  "queue_run_delay = 120s\n");
+    assert_int_equal(feedback_journal_window(conf),
+                     5 * DAY + 30 * DAY + 8 * 3600 + 120);
+    mail_conf_free(conf);
+    /* The null sender's lifetime when it is the longer one. */
+    conf = journal_test_conf(dir, "maximal_queue_lifetime = 1d\n"
+                                  "bounce_queue_lifetime = 3d\n");
+    assert_int_equal(feedback_journal_window(conf),
+                     3 * DAY + 30 * DAY + 3600 + 300);
+    mail_conf_free(conf);
+    assert_int_equal(testlib_dir_remove(dir), 0);
+}
+
+/* journal_test_rcpts - feedback_journal_rcpts of qid: the recipients
+   found, space-separated, into out; its answer */
+static bool journal_test_rcpts(TESTLIB_DIR *dir, const char *qid,
+                               long long window, VSTR *out)
+{
+    ARGV *rcpts = argv_alloc(2);
+    ARGV *tenants = argv_alloc(2);
+    bool found = feedback_journal_rcpts(dir->path, qid, window, rcpts, tenants);
+
+    vstr_cpy(out, "");
+    for (size_t i = 0; i < rcpts->argc; i++) {
+        vstr_sprintf_append(out, "%s%s", i ? " " : "", rcpts->argv[i]);
+        assert_string_equal(tenants->argv[i], "t1");
+    }
+    argv_free(rcpts);
+    argv_free(tenants);
+    return found;
+}
+
+/* test_far_edge - the message arrived long ago (default main.cf's
+   window and more); its delivered event in a segment begun exactly at
+   the far edge (arrival + window + the slack) is found, while a newer
+   segment begun a second later, which names another recipient and would
+   be read first, is never read */
+static void test_far_edge(void **state)
+{
+    TESTLIB_DIR *dir = testlib_dir_create("fbedge");
+    long long now = (long long) time(NULL);
+    MAIL_CONF *conf;
+    long long window;
+    long long arrival;
+    long long edge;
+    char qid[QID_SIZE];
+    VSTR *got = vstr_alloc(100);
+
+    assert_non_null(dir);
+    conf = journal_test_conf(dir, "");
+    window = feedback_journal_window(conf);
+    mail_conf_free(conf);
+    arrival = now - window - 10 * DAY;
+    journal_test_qid(qid, arrival);
+    assert_true(qid_valid(qid));
+    edge = arrival + window + FEEDBACK_JOURNAL_SLACK;
+
+    /* Beyond the edge only: nothing of the message is read. */
+    journal_test_segment(dir, edge + 1, now, 101, qid, "late@beyond.test");
+    assert_false(journal_test_rcpts(dir, qid, window, got));
+    assert_string_equal(vstr_str(got), "");
+
+    /* At the edge: found; the newer one beyond still passed over. */
+    journal_test_segment(dir, edge, edge + 60, 102, qid, "edge@within.test");
+    assert_true(journal_test_rcpts(dir, qid, window, got));
+    assert_string_equal(vstr_str(got), "edge@within.test");
+
+    /* A shorter window (a smaller main.cf) leaves the edge one out too. */
+    assert_false(journal_test_rcpts(dir, qid, window - 1, got));
+    vstr_free(got);
+    assert_int_equal(testlib_dir_remove(dir), 0);
+}
+
+/* test_near_edge - a segment begun before the arrival is read when last
+   written no earlier than the arrival less the slack, passed over when
+   written before that */
+static void test_near_edge(void **state)
+{
+    TESTLIB_DIR *dir = testlib_dir_create("fbnear");
+    long long now = (long long) time(NULL);
+    long long arrival = now - 3 * DAY;
+    char qid[QID_SIZE];
+    VSTR *got = vstr_alloc(100);
+
+    assert_non_null(dir);
+    journal_test_qid(qid, arrival);
+    journal_test_segment(dir, arrival - DAY,
+                         arrival - FEEDBACK_JOURNAL_SLACK - 1, 201, qid,
+                         "stale@before.test");
+    assert_false(journal_test_rcpts(dir, qid, 31 * DAY, got));
+    journal_test_segment(dir, arrival - DAY + 1,
+                         arrival - FEEDBACK_JOURNAL_SLACK, 202, qid,
+                         "early@within.test");
+    assert_true(journal_test_rcpts(dir, qid, 31 * DAY, got));
+    assert_string_equal(vstr_str(got), "early@within.test");
+    vstr_free(got);
+    assert_int_equal(testlib_dir_remove(dir), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_window),
+        cmocka_unit_test(test_far_edge),
+        cmocka_unit_test(test_near_edge),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
