@@ -309,6 +309,7 @@ static void feedback_dsn(FEEDBACK_REQ *req, const DELIVER_RCPT *rcpt,
     long long offset;
     const char *category;
     bool hard;
+    int lock = -1;
     EVENT event;
 
     if (verp_check(ctx->key, rcpt->address, qid, &offset, req->why) < 0) {
@@ -324,6 +325,7 @@ static void feedback_dsn(FEEDBACK_REQ *req, const DELIVER_RCPT *rcpt,
        read is the one on the recipient the token ties to, else the first
        that failed. */
     vstr_sprintf(seq, "%lld.async", offset);
+    lock = feedback_journal_lock(ctx->conf.events_dir);
     feedback_journal_find(ctx->conf.events_dir, qid, offset, EVENTS_BOUNCED,
                           vstr_str(seq), orig);
     (void) dsn_parsed_pick(dsn, orig->found ? vstr_str(orig->recipient) : NULL,
@@ -368,6 +370,8 @@ static void feedback_dsn(FEEDBACK_REQ *req, const DELIVER_RCPT *rcpt,
         vstr_cpy(out->text, "cannot write the bounced event");
         goto out;
     }
+    feedback_journal_unlock(lock);
+    lock = -1;
     msg_info("%s: late bounce of %s to=<%s>%s, dsn=%s, category=%s, "
              "hard=%s%s (%s)",
              req->in->queue_id, qid,
@@ -381,6 +385,7 @@ static void feedback_dsn(FEEDBACK_REQ *req, const DELIVER_RCPT *rcpt,
     if (hard && orig->found && !orig->repeated)
         feedback_pool_report(ctx, qid, orig, false);
 out:
+    feedback_journal_unlock(lock);
     dsn_parsed_free(dsn);
     feedback_orig_free(orig);
     vstr_free(seq);
@@ -437,6 +442,7 @@ static void feedback_arf(FEEDBACK_REQ *req, const DELIVER_RCPT *rcpt,
     long long offset;
     bool complaint;
     const char *kind;
+    int lock = -1;
     EVENT event;
 
     if (arf_parse(vstr_str(req->content), vstr_len(req->content), &limits, arf,
@@ -448,6 +454,7 @@ static void feedback_arf(FEEDBACK_REQ *req, const DELIVER_RCPT *rcpt,
     complaint = feedback_complaint_type(ctx, vstr_str(arf->feedback_type));
     kind = complaint ? EVENTS_COMPLAINED : EVENTS_FEEDBACK_REPORT;
     vstr_sprintf(seq, "%lld", offset);
+    lock = feedback_journal_lock(ctx->conf.events_dir);
     feedback_journal_find(ctx->conf.events_dir, qid, offset, kind,
                           vstr_str(seq), orig);
     /* The reporter's Source-IP is never believed: the source counted is
@@ -472,6 +479,8 @@ static void feedback_arf(FEEDBACK_REQ *req, const DELIVER_RCPT *rcpt,
         vstr_sprintf(out->text, "cannot write the %s event", kind);
         goto out;
     }
+    feedback_journal_unlock(lock);
+    lock = -1;
     msg_info("%s: %s about %s to=<%s>%s, feedback_type=%s, source=%s%s",
              req->in->queue_id,
              complaint ? "complaint" : "feedback report (no complaint)", qid,
@@ -487,6 +496,7 @@ static void feedback_arf(FEEDBACK_REQ *req, const DELIVER_RCPT *rcpt,
     if (complaint && orig->found && !orig->repeated)
         feedback_pool_report(ctx, qid, orig, true);
 out:
+    feedback_journal_unlock(lock);
     arf_parsed_free(arf);
     feedback_orig_free(orig);
     vstr_free(seq);

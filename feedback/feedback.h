@@ -45,6 +45,16 @@ extern void feedback_journal_find(const char *dir, const char *qid,
                                   long long offset, const char *repeat_kind,
                                   const char *repeat_seq, FEEDBACK_ORIG *orig);
 
+/* feedback_journal_lock - an exclusive lock of the journal directory dir
+   (flock on the directory itself), held by one report from its search
+   (feedback_journal_find) until its event is written: two copies of one
+   report handled at once by two feedback processes would otherwise both
+   find no earlier copy and both be counted. Returns the descriptor to
+   give feedback_journal_unlock, or -1 (warned: the report goes on
+   unlocked) */
+extern int feedback_journal_lock(const char *dir);
+extern void feedback_journal_unlock(int fd);
+
 /* feedback_journal_rcpts - every recipient (and original recipient) that
    events of message qid in the journal in dir name, each paired with the
    tenant of the same event: rcpts[i] with tenants[i] (at most

@@ -15,15 +15,21 @@
  * for a message, each with its event's tenant (a short mailto
  * unsubscribe's candidates); as anyone can name any queue ID, it opens
  * only the segments that may hold the message's delivery (see feedback.h).
+ * A report holds the journal directory locked (feedback_journal_lock)
+ * from its search until its own event is written, so that of two copies
+ * handled at once the later one sees the earlier one's event.
  * The events index (events/index.c) is no shortcut: its attempts
  * rows have no tenant, pool or source address, and it lags the journal.
  */
 #include "sys_defs.h"
 
 #include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -160,6 +166,33 @@ static int feedback_journal_line(const char *line, const char *want_id_tail,
     }
     json_decref(obj);
     return best;
+}
+
+/* feedback_journal_lock - see feedback.h */
+int feedback_journal_lock(const char *dir)
+{
+    int fd;
+
+    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+        if (errno != ENOENT)
+            msg_warn("feedback: open %s: %m", dir);
+        return -1;
+    }
+    while (flock(fd, LOCK_EX) < 0) {
+        if (errno != EINTR) {
+            msg_warn("feedback: lock %s: %m", dir);
+            (void) close(fd);
+            return -1;
+        }
+    }
+    return fd;
+}
+
+/* feedback_journal_unlock - let it go (-1: nothing held) */
+void feedback_journal_unlock(int fd)
+{
+    if (fd >= 0)
+        (void) close(fd);
 }
 
 /* feedback_journal_find - the recipient's event (see feedback.h) */

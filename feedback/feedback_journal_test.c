@@ -5,11 +5,16 @@
  * step, queue_run_delay), a delivered event in a segment begun at its far
  * edge found, one begun a second beyond it never read, and at the near
  * edge a segment last written just before the arrival less the slack
- * passed over
+ * passed over; and the journal lock (feedback_journal_lock): a second
+ * copy of a report searches only once the first has written its event,
+ * so it finds the repeat
  */
 #include "sys_defs.h"
 
 #include <setjmp.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
@@ -195,12 +200,72 @@ static void test_near_edge(void **state)
     assert_int_equal(testlib_dir_remove(dir), 0);
 }
 
+/* test_lock_orders_repeats - the first copy of a report holds the lock
+   while the second waits for it; the first's complained event is written
+   (a segment of another feedback process), the lock let go: only then
+   does the second search, and it finds the event a repeat */
+static void test_lock_orders_repeats(void **state)
+{
+    TESTLIB_DIR *dir = testlib_dir_create("fblock");
+    long long now = (long long) time(NULL);
+    struct timeval tv = {(time_t) now, 600};
+    struct timespec pause = {0, 200 * 1000000L};
+    VSTR *name = vstr_alloc(64);
+    VSTR *text = vstr_alloc(200);
+    char qid[QID_SIZE];
+    int ready[2];
+    int status;
+    char byte;
+    pid_t pid;
+    int lock;
+
+    assert_non_null(dir);
+    journal_test_qid(qid, now - 5);
+    journal_test_segment(dir, now - 10, now, 301, qid, "rep@dest.test");
+    assert_true((lock = feedback_journal_lock(dir->path)) >= 0);
+    assert_int_equal(pipe(ready), 0);
+    if ((pid = fork()) == 0) {
+        FEEDBACK_ORIG *orig = feedback_orig_alloc();
+        int fd;
+
+        (void) alarm(20); /* a lock never let go fails the test */
+        /* The parent's descriptor (and its lock) is not ours to keep. */
+        (void) close(lock);
+        (void) close(ready[0]);
+        (void) write(ready[1], "x", 1);
+        fd = feedback_journal_lock(dir->path);
+        feedback_journal_find(dir->path, qid, 280, EVENTS_COMPLAINED, "280",
+                              orig);
+        _exit(fd >= 0 && orig->found && orig->repeated ? 0 : 1);
+    }
+    assert_true(pid > 0);
+    (void) close(ready[1]);
+    assert_int_equal(read(ready[0], &byte, 1), 1);
+    (void) nanosleep(&pause, NULL);
+    assert_int_equal(waitpid(pid, &status, WNOHANG), 0); /* it waits */
+    events_segment_name(name, &tv, 302, "feedback");
+    vstr_sprintf(text,
+                 "{\"id\":\"n/%s/complained/280\",\"kind\":\"%s\","
+                 "\"qid\":\"%s\",\"recipient\":\"rep@dest.test\"}\n",
+                 qid, EVENTS_COMPLAINED, qid);
+    (void) testlib_write(dir, vstr_str(name), vstr_str(text));
+    feedback_journal_unlock(lock);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    (void) close(ready[0]);
+    vstr_free(name);
+    vstr_free(text);
+    assert_int_equal(testlib_dir_remove(dir), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_window),
         cmocka_unit_test(test_far_edge),
         cmocka_unit_test(test_near_edge),
+        cmocka_unit_test(test_lock_orders_repeats),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

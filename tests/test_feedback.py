@@ -414,14 +414,20 @@ def test_event_durable_before_consumed(make_instance, make_sink, tmp_path,
 
 def test_arf_replayed_counts_once(fb):
     """The same ARF report sent 5 times (one token is enough to send it
-    again and again): 5 complained events with the same id (consumers
-    deduplicate), but the source's reputation window counts one block."""
+    again and again), all at once: 5 complained events with the same id
+    (consumers deduplicate), but the source's reputation window counts one
+    block, also when several feedback processes handle copies at the same
+    time (each holds the journal from its search until its event is
+    written)."""
+    from concurrent.futures import ThreadPoolExecutor
     inst, sink = fb
     sent = send_original(inst, sink, ["rep@dest.test"])
     verp, qid = sent["rep@dest.test"]
-    for _ in range(5):
-        code, text = send_feedback(inst, "fbl@fbl.test",
-                                   arf(verp, "rep@dest.test"))
+    report = arf(verp, "rep@dest.test")
+    with ThreadPoolExecutor(5) as pool:
+        replies = list(pool.map(
+            lambda _: send_feedback(inst, "fbl@fbl.test", report), range(5)))
+    for code, text in replies:
         assert code == 250, text
     wait_until(lambda: len(of_kind(inst, "complained")) >= 5 and
                queue_empty(inst), timeout=60, what="5 reports consumed")
