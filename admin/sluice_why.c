@@ -21,6 +21,13 @@
  *     X at T by relay R (250 ...)"), for as long as the index keeps it
  *     (events_index_max_age).
  *
+ * The index follows the journal a second or so behind it, and a message
+ * leaves the queue once its last event is in the journal: for that
+ * moment neither knows it. An ARG found nowhere is so looked up once
+ * more after the index has read every journal byte there was when the
+ * lookup missed (the index exporter's position, events_pos.h), waiting
+ * at most SLUICE_WHY_CATCH_UP_MS; "no such" is said only then.
+ *
  * ARG is taken as a queue ID when it is one; as a Message-ID when it is
  * in angle brackets or when "<ARG>" is a Message-ID in the index; else as
  * a recipient address (<> optional): its SLUICE_WHY_MAX_MESSAGES most
@@ -47,6 +54,8 @@
 
 #include "attr.h"
 #include "events.h"
+#include "events_export.h"
+#include "events_pos.h"
 #include "events_stats.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
@@ -66,6 +75,9 @@
 #define SLUICE_WHY_BUSY_MS 5000 /* for the daemon's write lock */
 #define SLUICE_WHY_RETRY_MS 100 /* between tries of an index to roll back */
 #define SLUICE_WHY_RETRIES 50
+#define SLUICE_WHY_CATCH_UP_MS                                                 \
+    5000 /* longest wait for the index to read
+                                     what the journal held */
 
 /* sluice_why_col - column col of the row as a JSON string, or null */
 static json_t *sluice_why_col(sqlite3_stmt *stmt, int col)
@@ -820,6 +832,118 @@ out:
     return ret;
 }
 
+/* sluice_why_index_pos - the index exporter's position file into path;
+   false when conf has no index exporter */
+static bool sluice_why_index_pos(const MAIL_CONF *conf, VSTR *path)
+{
+    EVENTS_EXPORT_LIST *exports = events_export_list(conf);
+    bool found = false;
+
+    for (size_t i = 0; i < exports->count && !found; i++) {
+        if (strcmp(exports->exports[i].kind, EVENTS_EXPORT_INDEX) == 0) {
+            events_export_path(path, mail_conf_str(conf, "events_directory"),
+                               exports->exports[i].name,
+                               EVENTS_EXPORT_POS_SUFFIX);
+            found = true;
+        }
+    }
+    events_export_list_free(exports);
+    return found;
+}
+
+/* sluice_why_read_past - has the position in pos_path read every segment
+   of list to the size list gave it? */
+static bool sluice_why_read_past(const char *pos_path, const EVENTS_LIST *list)
+{
+    EVENTS_POS *pos = events_pos_alloc();
+    VSTR *why = vstr_alloc(100);
+    bool past = events_pos_load(pos, pos_path, why) == 0;
+
+    for (size_t i = 0; past && i < list->count; i++) {
+        long long offset = events_pos_offset(pos, list->segs[i].name);
+
+        if (offset >= 0 && offset < list->segs[i].size)
+            past = false;
+    }
+    events_pos_free(pos);
+    vstr_free(why);
+    return past;
+}
+
+/* sluice_why_catch_up - wait (at most SLUICE_WHY_CATCH_UP_MS) until the
+   index has read what the journal holds now; true when it was behind
+   (another lookup may find what this one missed) */
+static bool sluice_why_catch_up(const MAIL_CONF *conf)
+{
+    struct timespec pause = {0, SLUICE_WHY_RETRY_MS * 1000000L};
+    VSTR *path = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    EVENTS_LIST *list = NULL;
+    bool behind = false;
+
+    if (sluice_why_index_pos(conf, path) &&
+        (list = events_list(mail_conf_str(conf, "events_directory"), why)) &&
+        !sluice_why_read_past(vstr_str(path), list)) {
+        behind = true;
+        for (int waited = 0; waited < SLUICE_WHY_CATCH_UP_MS &&
+                             !sluice_why_read_past(vstr_str(path), list);
+             waited += SLUICE_WHY_RETRY_MS)
+            (void) nanosleep(&pause, NULL);
+    }
+    if (list)
+        events_list_free(list);
+    vstr_free(path);
+    vstr_free(why);
+    return behind;
+}
+
+/* sluice_why_lookup - the messages arg names into msgs (none: not
+   found); -1 when the index failed (said on stderr) */
+static int sluice_why_lookup(const MAIL_CONF *conf, sqlite3 *db,
+                             const char *arg, json_t *qids, json_t *msgs,
+                             const char **found_by, json_t **buckets,
+                             bool *asked, VSTR *why)
+{
+    /* A locked index, or a write-ahead log that needs a recovery this
+       reader may not make (it cannot write PATH-shm), is tried again a
+       while: the events daemon recovers it when master restarts it.
+       Missing -wal and -shm this user may not make do not come by
+       themselves: no wait for them. */
+    for (int attempt = 0;; attempt++) {
+        struct timespec pause = {0, SLUICE_WHY_RETRY_MS * 1000000L};
+        int code;
+        int xcode;
+        int err;
+
+        json_array_clear(qids);
+        json_array_clear(msgs);
+        err = sluice_why_find(db, arg, qids, found_by, why) < 0;
+        for (size_t i = 0; !err && i < json_array_size(qids); i++) {
+            json_t *msg =
+                sluice_why_message(db, mail_conf_str(conf, "queue_directory"),
+                                   json_string_value(json_array_get(qids, i)),
+                                   buckets, asked, why, &err);
+
+            if (msg)
+                json_array_append_new(msgs, msg);
+        }
+        if (!err)
+            return 0;
+        xcode = db ? sqlite3_extended_errcode(db) : SQLITE_OK;
+        code = xcode & 0xff;
+        if (attempt >= SLUICE_WHY_RETRIES ||
+            (code != SQLITE_READONLY && code != SQLITE_BUSY) ||
+            xcode == SQLITE_READONLY_DIRECTORY) {
+            if (code == SQLITE_READONLY)
+                sluice_why_readonly(
+                    mail_conf_str(conf, "events_index_database"), xcode, why);
+            sluice_fail("why: %s", vstr_str(why));
+            return -1;
+        }
+        (void) nanosleep(&pause, NULL);
+    }
+}
+
 /* sluice_why - the subcommand */
 int sluice_why(const char *config_dir, int argc, char **argv)
 {
@@ -836,7 +960,6 @@ int sluice_why(const char *config_dir, int argc, char **argv)
     json_t *buckets = NULL;
     bool asked = false;
     int status = 1;
-    int err = 0;
     size_t i;
     json_t *q;
 
@@ -858,43 +981,13 @@ int sluice_why(const char *config_dir, int argc, char **argv)
         goto out;
     }
     db = sluice_why_index_open(conf, index_why);
-    /* A locked index, or a write-ahead log that needs a recovery this
-       reader may not make (it cannot write PATH-shm), is tried again a
-       while: the events daemon recovers it when master restarts it.
-       Missing -wal and -shm this user may not make do not come by
-       themselves: no wait for them. */
-    for (int attempt = 0;; attempt++) {
-        struct timespec pause = {0, SLUICE_WHY_RETRY_MS * 1000000L};
-        int code;
-        int xcode;
-
-        json_array_clear(qids);
-        json_array_clear(msgs);
-        err = sluice_why_find(db, arg, qids, &found_by, why) < 0;
-        for (i = 0; !err && i < json_array_size(qids); i++) {
-            json_t *msg =
-                sluice_why_message(db, mail_conf_str(conf, "queue_directory"),
-                                   json_string_value(json_array_get(qids, i)),
-                                   &buckets, &asked, why, &err);
-
-            if (msg)
-                json_array_append_new(msgs, msg);
-        }
-        if (!err)
-            break;
-        xcode = db ? sqlite3_extended_errcode(db) : SQLITE_OK;
-        code = xcode & 0xff;
-        if (attempt >= SLUICE_WHY_RETRIES ||
-            (code != SQLITE_READONLY && code != SQLITE_BUSY) ||
-            xcode == SQLITE_READONLY_DIRECTORY) {
-            if (code == SQLITE_READONLY)
-                sluice_why_readonly(
-                    mail_conf_str(conf, "events_index_database"), xcode, why);
-            sluice_fail("why: %s", vstr_str(why));
-            goto out;
-        }
-        (void) nanosleep(&pause, NULL);
-    }
+    if (sluice_why_lookup(conf, db, arg, qids, msgs, &found_by, &buckets,
+                          &asked, why) < 0)
+        goto out;
+    if (json_array_size(msgs) == 0 && db != NULL && sluice_why_catch_up(conf) &&
+        sluice_why_lookup(conf, db, arg, qids, msgs, &found_by, &buckets,
+                          &asked, why) < 0)
+        goto out;
     if (json_array_size(msgs) == 0) {
         if (db == NULL)
             sluice_fail("why: %s: not in the queue, and %s", arg,

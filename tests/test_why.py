@@ -277,6 +277,36 @@ def test_unknown_and_bad_arguments(make_instance, make_sink, tmp_path):
     assert "events_index_enable = yes" in r.stderr, r.stderr
 
 
+def test_gone_before_indexed_waits_for_the_index(make_instance, make_sink,
+                                                tmp_path):
+    """A message delivered and removed while the index has not read its
+    events yet (here: the events daemon stopped) is neither queued nor
+    indexed: why waits for the index to read what the journal held
+    (the daemon goes on after a second) and answers with the delivery,
+    instead of "no such queue ID"."""
+    import threading
+    need()
+    sink = make_sink()
+    inst = why_instance(make_instance, {"dest.test": sink}, tmp_path)
+    pid = inst.child("events")
+    os.kill(pid, signal.SIGSTOP)
+    resume = threading.Timer(1.0, os.kill, (pid, signal.SIGCONT))
+    try:
+        qid, _ = send(inst, ["late@dest.test"])
+        sink.wait_messages(1, timeout=30)
+        inst.wait_log(r"%s: removed" % qid)
+        resume.start()
+        started = time.monotonic()
+        msg = one(inst, qid)
+        assert time.monotonic() - started >= 0.5    # it did wait
+        assert msg["queue"] is None
+        assert msg["recipients"][0]["recipient"] == "late@dest.test"
+        assert msg["recipients"][0]["status"] == "delivered", msg
+    finally:
+        resume.cancel()
+        os.kill(pid, signal.SIGCONT)
+
+
 def test_index_survives_kill9(make_instance, make_sink, tmp_path):
     """kill -9 of the events daemon while it indexes one event a batch:
     afterwards every message is in the index, each attempt once, and the
