@@ -45,7 +45,7 @@ import socket
 import pytest
 
 from conftest import LIBEXEC, require, wait_until
-from test_durability import (READS, RENAMES, SYNCS, WRITES, Tracer,
+from test_durability import (READS, RENAMES, SYNCS, WRITES, Tracer, ack_traced,
                              _describe, _done, _strace_usable, _strings,
                              check_publish_order, check_shared_dir_sync,
                              end_answer_traced, parse_trace)
@@ -182,7 +182,8 @@ def test_one_directory_fsync_for_a_group(make_instance, tmp_path):
         for code, text in answers:
             assert code == 250, "DATA answered %d %s" % (code, text)
             qids.append(re.search(r"queued as (\S+)", text).group(1))
-        wait_until(lambda: all("queued as " + q in sm_tr.text() for q in qids),
+        wait_until(lambda: all(ack_traced(parse_trace(sm_tr.text()), q)
+                               for q in qids),
                    10, what="the 250s in smtpd's trace")
         # strace prints a call when it returns: smtpd may have read an
         # answer (and acknowledged) before cleanup's tracer printed it.
@@ -328,7 +329,8 @@ def test_directory_fsync_shared_by_cleanups(make_instance, tmp_path):
         for code, text in answers:
             assert code == 250, "DATA answered %d %r" % (code, text)
             qids.append(re.search(r"queued as (\S+)", text.decode()).group(1))
-        wait_until(lambda: all("queued as " + q in sm_tr.text() for q in qids),
+        wait_until(lambda: all(ack_traced(parse_trace(sm_tr.text()), q)
+                               for q in qids),
                    10, what="the 250s in smtpd's trace")
         # ... and each END answer in its cleanup's trace (printed when the
         # write returned, maybe after smtpd read it and acknowledged).
