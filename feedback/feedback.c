@@ -325,7 +325,9 @@ static void feedback_dsn(FEEDBACK_REQ *req, const DELIVER_RCPT *rcpt,
        read is the one on the recipient the token ties to, else the first
        that failed. */
     vstr_sprintf(seq, "%lld.async", offset);
-    lock = feedback_journal_lock(ctx->conf.events_dir);
+    /* Nothing is written without events: nothing to order. */
+    if (ctx->events != NULL)
+        lock = feedback_journal_lock(ctx->conf.events_dir, qid);
     feedback_journal_find(ctx->conf.events_dir, qid, offset, EVENTS_BOUNCED,
                           vstr_str(seq), orig);
     (void) dsn_parsed_pick(dsn, orig->found ? vstr_str(orig->recipient) : NULL,
@@ -454,7 +456,9 @@ static void feedback_arf(FEEDBACK_REQ *req, const DELIVER_RCPT *rcpt,
     complaint = feedback_complaint_type(ctx, vstr_str(arf->feedback_type));
     kind = complaint ? EVENTS_COMPLAINED : EVENTS_FEEDBACK_REPORT;
     vstr_sprintf(seq, "%lld", offset);
-    lock = feedback_journal_lock(ctx->conf.events_dir);
+    /* Nothing is written without events: nothing to order. */
+    if (ctx->events != NULL)
+        lock = feedback_journal_lock(ctx->conf.events_dir, qid);
     feedback_journal_find(ctx->conf.events_dir, qid, offset, kind,
                           vstr_str(seq), orig);
     /* The reporter's Source-IP is never believed: the source counted is

@@ -45,14 +45,16 @@ extern void feedback_journal_find(const char *dir, const char *qid,
                                   long long offset, const char *repeat_kind,
                                   const char *repeat_seq, FEEDBACK_ORIG *orig);
 
-/* feedback_journal_lock - an exclusive lock of the journal directory dir
-   (flock on the directory itself), held by one report from its search
-   (feedback_journal_find) until its event is written: two copies of one
-   report handled at once by two feedback processes would otherwise both
-   find no earlier copy and both be counted. Returns the descriptor to
-   give feedback_journal_unlock, or -1 (warned: the report goes on
-   unlocked) */
-extern int feedback_journal_lock(const char *dir);
+/* feedback_journal_lock - an exclusive lock on message qid's reports,
+   held by one report from its search (feedback_journal_find) until its
+   event is written: two copies of one report handled at once by two
+   feedback processes would otherwise both find no earlier copy and both
+   be counted. One byte (by a hash of qid) of dir's
+   FEEDBACK_JOURNAL_LOCK_FILE, an open file description lock, so reports
+   on other messages rarely wait. Returns the descriptor to give
+   feedback_journal_unlock, or -1 (the report goes on unlocked; warned,
+   unless dir does not exist yet: no journal, nothing to find) */
+extern int feedback_journal_lock(const char *dir, const char *qid);
 extern void feedback_journal_unlock(int fd);
 
 /* feedback_journal_rcpts - every recipient (and original recipient) that
@@ -76,6 +78,8 @@ extern bool feedback_journal_rcpts(const char *dir, const char *qid,
    and queue_run_delay (an attempt that ends past the lifetime) */
 extern long long feedback_journal_window(const MAIL_CONF *conf);
 
+#define FEEDBACK_JOURNAL_LOCK_FILE "feedback.lock" /* in the journal's dir */
+#define FEEDBACK_JOURNAL_LOCK_SLOTS 65536 /* bytes a qid hashes to */
 #define FEEDBACK_JOURNAL_MAX_BYTES (512LL * 1024 * 1024)
 #define FEEDBACK_JOURNAL_MAX_NAMES 100
 #define FEEDBACK_JOURNAL_SLACK 300 /* seconds: clock steps */

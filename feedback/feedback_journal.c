@@ -15,9 +15,10 @@
  * for a message, each with its event's tenant (a short mailto
  * unsubscribe's candidates); as anyone can name any queue ID, it opens
  * only the segments that may hold the message's delivery (see feedback.h).
- * A report holds the journal directory locked (feedback_journal_lock)
- * from its search until its own event is written, so that of two copies
- * handled at once the later one sees the earlier one's event.
+ * A report holds its message's lock (feedback_journal_lock) from its
+ * search until its own event is written, so that of two copies handled
+ * at once the later one sees the earlier one's event; reports on other
+ * messages go on meanwhile.
  * The events index (events/index.c) is no shortcut: its attempts
  * rows have no tenant, pool or source address, and it lags the journal.
  */
@@ -27,9 +28,10 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <sys/file.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -169,26 +171,41 @@ static int feedback_journal_line(const char *line, const char *want_id_tail,
 }
 
 /* feedback_journal_lock - see feedback.h */
-int feedback_journal_lock(const char *dir)
+int feedback_journal_lock(const char *dir, const char *qid)
 {
+    struct flock lk;
+    uint32_t hash = 2166136261u; /* FNV-1a */
+    VSTR *path = vstr_alloc(100);
     int fd;
 
-    if ((fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+    for (const char *cp = qid; *cp; cp++)
+        hash = (hash ^ (unsigned char) *cp) * 16777619u;
+    vstr_sprintf(path, "%s/%s", dir, FEEDBACK_JOURNAL_LOCK_FILE);
+    if ((fd = open(vstr_str(path), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
         if (errno != ENOENT)
-            msg_warn("feedback: open %s: %m", dir);
+            msg_warn("feedback: open %s: %m", vstr_str(path));
+        vstr_free(path);
         return -1;
     }
-    while (flock(fd, LOCK_EX) < 0) {
+    memset(&lk, 0, sizeof(lk));
+    lk.l_type = F_WRLCK;
+    lk.l_whence = SEEK_SET;
+    lk.l_start = (off_t) (hash % FEEDBACK_JOURNAL_LOCK_SLOTS);
+    lk.l_len = 1;
+    while (fcntl(fd, F_OFD_SETLKW, &lk) < 0) {
         if (errno != EINTR) {
-            msg_warn("feedback: lock %s: %m", dir);
+            msg_warn("feedback: lock %s: %m", vstr_str(path));
             (void) close(fd);
-            return -1;
+            fd = -1;
+            break;
         }
     }
+    vstr_free(path);
     return fd;
 }
 
-/* feedback_journal_unlock - let it go (-1: nothing held) */
+/* feedback_journal_unlock - let it go (-1: nothing held); closing the
+   descriptor ends its lock */
 void feedback_journal_unlock(int fd)
 {
     if (fd >= 0)

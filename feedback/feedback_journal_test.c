@@ -200,8 +200,9 @@ static void test_near_edge(void **state)
     assert_int_equal(testlib_dir_remove(dir), 0);
 }
 
-/* test_lock_orders_repeats - the first copy of a report holds the lock
-   while the second waits for it; the first's complained event is written
+/* test_lock_orders_repeats - the first copy of a report holds its
+   message's lock (a report on another message takes its own at once)
+   while the second copy waits for it; the first's complained event is written
    (a segment of another feedback process), the lock let go: only then
    does the second search, and it finds the event a repeat */
 static void test_lock_orders_repeats(void **state)
@@ -213,6 +214,7 @@ static void test_lock_orders_repeats(void **state)
     VSTR *name = vstr_alloc(64);
     VSTR *text = vstr_alloc(200);
     char qid[QID_SIZE];
+    char other[QID_SIZE];
     int ready[2];
     int status;
     char byte;
@@ -222,7 +224,18 @@ static void test_lock_orders_repeats(void **state)
     assert_non_null(dir);
     journal_test_qid(qid, now - 5);
     journal_test_segment(dir, now - 10, now, 301, qid, "rep@dest.test");
-    assert_true((lock = feedback_journal_lock(dir->path)) >= 0);
+    assert_true((lock = feedback_journal_lock(dir->path, qid)) >= 0);
+    /* Another message's reports do not wait for this one's. */
+    journal_test_qid(other, now - 6);
+    if ((pid = fork()) == 0) {
+        (void) alarm(5);
+        (void) close(lock);
+        _exit(feedback_journal_lock(dir->path, other) >= 0 ? 0 : 1);
+    }
+    assert_true(pid > 0);
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
     assert_int_equal(pipe(ready), 0);
     if ((pid = fork()) == 0) {
         FEEDBACK_ORIG *orig = feedback_orig_alloc();
@@ -233,7 +246,7 @@ static void test_lock_orders_repeats(void **state)
         (void) close(lock);
         (void) close(ready[0]);
         (void) write(ready[1], "x", 1);
-        fd = feedback_journal_lock(dir->path);
+        fd = feedback_journal_lock(dir->path, qid);
         feedback_journal_find(dir->path, qid, 280, EVENTS_COMPLAINED, "280",
                               orig);
         _exit(fd >= 0 && orig->found && orig->repeated ? 0 : 1);
