@@ -26,7 +26,8 @@
  * moment neither knows it. An ARG found nowhere is so looked up once
  * more after the index has read every journal byte there was when the
  * lookup missed (the index exporter's position, events_pos.h), waiting
- * at most SLUICE_WHY_CATCH_UP_MS; "no such" is said only then.
+ * at most SLUICE_WHY_CATCH_UP_MS (not at all while master is down or
+ * the position cannot be read); "no such" is said only then.
  *
  * ARG is taken as a queue ID when it is one; as a Message-ID when it is
  * in angle brackets or when "<ARG>" is a Message-ID in the index; else as
@@ -75,9 +76,7 @@
 #define SLUICE_WHY_BUSY_MS 5000 /* for the daemon's write lock */
 #define SLUICE_WHY_RETRY_MS 100 /* between tries of an index to roll back */
 #define SLUICE_WHY_RETRIES 50
-#define SLUICE_WHY_CATCH_UP_MS                                                 \
-    5000 /* longest wait for the index to read
-                                     what the journal held */
+#define SLUICE_WHY_CATCH_UP_MS 5000 /* longest wait for the index */
 
 /* sluice_why_col - column col of the row as a JSON string, or null */
 static json_t *sluice_why_col(sqlite3_stmt *stmt, int col)
@@ -852,42 +851,54 @@ static bool sluice_why_index_pos(const MAIL_CONF *conf, VSTR *path)
 }
 
 /* sluice_why_read_past - has the position in pos_path read every segment
-   of list to the size list gave it? */
-static bool sluice_why_read_past(const char *pos_path, const EVENTS_LIST *list)
+   of list to the size list gave it? 1 yes, 0 not yet, -1 the position
+   cannot be read (the exporter is stuck on it: nothing to wait for) */
+static int sluice_why_read_past(const char *pos_path, const EVENTS_LIST *list)
 {
     EVENTS_POS *pos = events_pos_alloc();
     VSTR *why = vstr_alloc(100);
-    bool past = events_pos_load(pos, pos_path, why) == 0;
+    int past = events_pos_load(pos, pos_path, why) == 0 ? 1 : -1;
 
-    for (size_t i = 0; past && i < list->count; i++) {
+    for (size_t i = 0; past == 1 && i < list->count; i++) {
         long long offset = events_pos_offset(pos, list->segs[i].name);
 
         if (offset >= 0 && offset < list->segs[i].size)
-            past = false;
+            past = 0;
     }
     events_pos_free(pos);
     vstr_free(why);
     return past;
 }
 
+/* sluice_why_ms - CLOCK_MONOTONIC in milliseconds */
+static long long sluice_why_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* sluice_why_catch_up - wait (at most SLUICE_WHY_CATCH_UP_MS) until the
    index has read what the journal holds now; true when it was behind
-   (another lookup may find what this one missed) */
+   (another lookup may find what this one missed). No wait while master
+   is down (nothing reads the journal) */
 static bool sluice_why_catch_up(const MAIL_CONF *conf)
 {
     struct timespec pause = {0, SLUICE_WHY_RETRY_MS * 1000000L};
+    long long deadline = sluice_why_ms() + SLUICE_WHY_CATCH_UP_MS;
     VSTR *path = vstr_alloc(100);
     VSTR *why = vstr_alloc(100);
     EVENTS_LIST *list = NULL;
     bool behind = false;
 
-    if (sluice_why_index_pos(conf, path) &&
+    if (!sluice_admin_master_down(mail_conf_str(conf, "queue_directory")) &&
+        sluice_why_index_pos(conf, path) &&
         (list = events_list(mail_conf_str(conf, "events_directory"), why)) &&
-        !sluice_why_read_past(vstr_str(path), list)) {
+        sluice_why_read_past(vstr_str(path), list) == 0) {
         behind = true;
-        for (int waited = 0; waited < SLUICE_WHY_CATCH_UP_MS &&
-                             !sluice_why_read_past(vstr_str(path), list);
-             waited += SLUICE_WHY_RETRY_MS)
+        while (sluice_why_ms() < deadline &&
+               sluice_why_read_past(vstr_str(path), list) == 0)
             (void) nanosleep(&pause, NULL);
     }
     if (list)
