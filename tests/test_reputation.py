@@ -314,7 +314,11 @@ def test_pause_per_source_and_provider(make_instance, tmp_path):
 
     Each domain has a sink (a next hop) of its own, so each has its own
     round robin: whatever order qmgr takes the messages from incoming/ in
-    (readdir's), 127.0.0.3 gets every other dest.test message."""
+    (readdir's), 127.0.0.3 gets every other dest.test message. The
+    other.test mail goes first, so that the source's own window never
+    holds a prefix of mostly bounces (2 in its first 20 attempts would
+    be 10% and pause the whole source); the window is long enough to keep
+    all of it."""
     sink = PeerRejectSink(reject_from={"127.0.0.3"})
     other = PeerRejectSink()
     shaping = tmp_path / "shaping"
@@ -324,24 +328,29 @@ def test_pause_per_source_and_provider(make_instance, tmp_path):
         inst = rep_instance(
             make_instance, tmp_path, sink, "tx 127.0.0.2 127.0.0.3\n",
             params={"reputation_pause_time": "1h",
+                    "reputation_window": "10m",
                     "smtp_shaping_maps": "texthash:%s" % shaping,
                     "transport_maps":
                         "inline:{ dest.test=smtp:[127.0.0.1]:%d, "
                         "other.test=smtp:[127.0.0.1]:%d }"
                         % (sink.port, other.port)})
+        # 48 other.test messages, 24 from 127.0.0.3 (120 attempts, no
+        # bounce); then 12 dest.test messages, 6 from 127.0.0.3 (30
+        # attempts, 6 bounces) unless its key is paused sooner.
         with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
             client.ehlo("client.test")
-            # 12 dest.test messages, 6 from 127.0.0.3 (30 attempts, 6
-            # bounces) unless its key is paused sooner; 48 other.test
-            # messages, 24 from 127.0.0.3 (120 attempts, no bounce).
             for i in range(12):
-                to = ["ta%d-%d@dest.test" % (i, n) for n in range(4)]
-                client.sendmail("", to + ["badta%d@dest.test" % i],
-                                b"Subject: d\r\n\r\nbody\r\n")
                 for k in range(4):
                     client.sendmail("", ["to%d-%d-%d@other.test" % (i, k, n)
                                          for n in range(5)],
                                     b"Subject: o\r\n\r\nbody\r\n")
+        other.wait_messages(48, timeout=40)
+        with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
+            client.ehlo("client.test")
+            for i in range(12):
+                to = ["ta%d-%d@dest.test" % (i, n) for n in range(4)]
+                client.sendmail("", to + ["badta%d@dest.test" % i],
+                                b"Subject: d\r\n\r\nbody\r\n")
         inst.wait_log(r"source 127\.0\.0\.3/dest\.test paused for 3600s: "
                       r"hard-bounce", timeout=40)
         _, src = pool_json(inst)
@@ -351,7 +360,6 @@ def test_pause_per_source_and_provider(make_instance, tmp_path):
         assert keys["127.0.0.3/other.test"]["paused"] is None
         assert "127.0.0.3/dest.test" in inst.check("pool")
         sink.wait_messages(12, timeout=40)
-        other.wait_messages(48, timeout=40)
         before, before_other = len(sink.received()), len(other.received())
         with smtplib.SMTP("127.0.0.1", inst.port, timeout=60) as client:
             client.ehlo("client.test")
