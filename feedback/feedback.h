@@ -38,9 +38,11 @@ extern FEEDBACK_ORIG *feedback_orig_free(FEEDBACK_ORIG *orig);
    of recipient offset of message qid in the journal in dir, into orig;
    orig->repeated when an event KIND with seq repeat_seq of that message
    (the one this report makes: an earlier copy of the same report) is
-   there too. The segments are read newest first; the search stops at the
-   end of the segment with the delivered event (a repeat is newer), bounded
-   by FEEDBACK_JOURNAL_MAX_BYTES read */
+   there too. The segments are read newest first; past the end of the
+   segment with the delivered event only segments last written since
+   that one began are read, and only while no repeat is found (a repeat
+   is newer than the delivery, but may be in a segment its writer began
+   earlier); bounded by FEEDBACK_JOURNAL_MAX_BYTES read */
 extern void feedback_journal_find(const char *dir, const char *qid,
                                   long long offset, const char *repeat_kind,
                                   const char *repeat_seq, FEEDBACK_ORIG *orig);

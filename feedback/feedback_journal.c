@@ -43,6 +43,8 @@
 #include "mymalloc.h"
 #include "qid.h"
 
+static time_t feedback_journal_start(const char *name);
+
 /* feedback_orig_alloc - an empty FEEDBACK_ORIG */
 FEEDBACK_ORIG *feedback_orig_alloc(void)
 {
@@ -225,6 +227,8 @@ void feedback_journal_find(const char *dir, const char *qid, long long offset,
     char *line = NULL;
     size_t cap = 0;
     ssize_t got;
+    time_t delivered_start = -1;
+    struct stat st;
     int best = 0;
 
     if (!feedback_journal_segments(dir, names))
@@ -232,11 +236,21 @@ void feedback_journal_find(const char *dir, const char *qid, long long offset,
     vstr_sprintf(needle, "\"qid\":\"%s\"", qid);
     vstr_sprintf(tail, "/%lld", offset);
     for (size_t i = 0;
-         i < names->argc && best < 3 && read_bytes < FEEDBACK_JOURNAL_MAX_BYTES;
-         i++) {
+         i < names->argc && read_bytes < FEEDBACK_JOURNAL_MAX_BYTES; i++) {
         FILE *fp;
 
         vstr_sprintf(path, "%s/%s", dir, names->argv[i]);
+        if (best == 3) {
+            /* Past the delivered event's segment only for a repeat: in a
+               segment begun earlier (its writer, a long-lived feedback
+               process, opened it before) but written to since. */
+            if (orig->repeated || repeat_kind == NULL)
+                break;
+            if (stat(vstr_str(path), &st) < 0 ||
+                (long long) st.st_mtime <
+                    (long long) delivered_start - FEEDBACK_JOURNAL_SLACK)
+                continue;
+        }
         if ((fp = fopen(vstr_str(path), "r")) == NULL)
             continue; /* removed meanwhile */
         /* The whole segment with the delivered event: a repeat made
@@ -251,6 +265,9 @@ void feedback_journal_find(const char *dir, const char *qid, long long offset,
                                           repeat_kind, repeat_seq, orig, best);
         }
         fclose(fp);
+        if (best == 3 && delivered_start < 0 &&
+            (delivered_start = feedback_journal_start(names->argv[i])) < 0)
+            delivered_start = 0; /* not known: any segment may hold it */
     }
 out:
     free(line);

@@ -5,7 +5,8 @@
  * step, queue_run_delay), a delivered event in a segment begun at its far
  * edge found, one begun a second beyond it never read, and at the near
  * edge a segment last written just before the arrival less the slack
- * passed over; and the journal lock (feedback_journal_lock): a second
+ * passed over; a repeat in a segment begun before the delivered event's
+ * found; and the journal lock (feedback_journal_lock): a second
  * copy of a report searches only once the first has written its event,
  * so it finds the repeat
  */
@@ -67,6 +68,29 @@ static void journal_test_segment(TESTLIB_DIR *dir, long long start,
                  "{\"id\":\"n/%s/delivered/280\",\"kind\":\"%s\","
                  "\"qid\":\"%s\",\"recipient\":\"%s\",\"tenant\":\"t1\"}\n",
                  qid, EVENTS_DELIVERED, qid, rcpt);
+    path = testlib_write(dir, vstr_str(name), vstr_str(text));
+    assert_int_equal(utimes(path, times), 0);
+    vstr_free(name);
+    vstr_free(text);
+}
+
+/* journal_test_complaint - a segment of a feedback process begun at
+   start, written at mtime, with a complained event for recipient offset
+   280 of qid (an earlier copy of a report) */
+static void journal_test_complaint(TESTLIB_DIR *dir, long long start,
+                                   long long mtime, long pid, const char *qid)
+{
+    struct timeval tv = {(time_t) start, 700};
+    struct timeval times[2] = {{(time_t) mtime, 0}, {(time_t) mtime, 0}};
+    VSTR *name = vstr_alloc(64);
+    VSTR *text = vstr_alloc(200);
+    const char *path;
+
+    events_segment_name(name, &tv, pid, "feedback");
+    vstr_sprintf(text,
+                 "{\"id\":\"n/%s/complained/280\",\"kind\":\"%s\","
+                 "\"qid\":\"%s\",\"recipient\":\"rep@dest.test\"}\n",
+                 qid, EVENTS_COMPLAINED, qid);
     path = testlib_write(dir, vstr_str(name), vstr_str(text));
     assert_int_equal(utimes(path, times), 0);
     vstr_free(name);
@@ -200,6 +224,37 @@ static void test_near_edge(void **state)
     assert_int_equal(testlib_dir_remove(dir), 0);
 }
 
+/* test_repeat_in_an_older_segment - the earlier copy's event is in a
+   segment begun before the one with the delivered event (its feedback
+   process opened it first) but written since: found, a repeat; one
+   written last before the delivered event's segment began (less the
+   slack) is not read */
+static void test_repeat_in_an_older_segment(void **state)
+{
+    long long now = (long long) time(NULL);
+    char qid[QID_SIZE];
+
+    for (int recent = 1; recent >= 0; recent--) {
+        TESTLIB_DIR *dir = testlib_dir_create("fbolder");
+        FEEDBACK_ORIG *orig = feedback_orig_alloc();
+
+        assert_non_null(dir);
+        journal_test_qid(qid, now - 100);
+        journal_test_complaint(
+            dir, now - 2000,
+            recent ? now : now - 90 - FEEDBACK_JOURNAL_SLACK - 1, 303, qid);
+        journal_test_segment(dir, now - 90, now - 80, 301, qid,
+                             "rep@dest.test");
+        feedback_journal_find(dir->path, qid, 280, EVENTS_COMPLAINED, "280",
+                              orig);
+        assert_true(orig->found);
+        assert_string_equal(vstr_str(orig->recipient), "rep@dest.test");
+        assert_int_equal(orig->repeated, recent);
+        feedback_orig_free(orig);
+        assert_int_equal(testlib_dir_remove(dir), 0);
+    }
+}
+
 /* test_lock_orders_repeats - the first copy of a report holds its
    message's lock (a report on another message takes its own at once)
    while the second copy waits for it; the first's complained event is written
@@ -278,6 +333,7 @@ int main(void)
         cmocka_unit_test(test_window),
         cmocka_unit_test(test_far_edge),
         cmocka_unit_test(test_near_edge),
+        cmocka_unit_test(test_repeat_in_an_older_segment),
         cmocka_unit_test(test_lock_orders_repeats),
     };
 
