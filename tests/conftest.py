@@ -516,6 +516,17 @@ class Instance:
                 self._queue_dir = self.dir / "queue"
         return self._queue_dir
 
+    def queue_empty(self):
+        """No file in incoming/, active/, deferred/ or hold/: nothing is in
+        flight (wait for this before a stop when a test counts copies at
+        a sink: a stop between the sink's 250 and qmgr's result sends the
+        message again after the start)."""
+        for sub in ("incoming", "active", "deferred", "hold"):
+            for _, _, files in os.walk(self.queue_dir / sub):
+                if files:
+                    return False
+        return True
+
     # logs
 
     @property

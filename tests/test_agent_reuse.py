@@ -89,8 +89,10 @@ def test_agent_killed_between_reused_requests(relay):
     the message is delivered at once, not deferred, and no agent death is
     counted."""
     inst, sink = relay()
-    smtp_queue(inst, "a@src.test", ["one@far.test"], BODY)
+    q1 = smtp_queue(inst, "a@src.test", ["one@far.test"], BODY)
     sink.wait_messages(1, timeout=30)
+    # qmgr has the agent's result (and the agent is idle) before the kill.
+    inst.wait_log(r"%s: removed" % q1, timeout=30)
     qmgr = inst.child("qmgr")
     agent = inst.child("smtp")
     os.kill(qmgr, signal.SIGSTOP)
