@@ -121,8 +121,13 @@ def _group(inst, cleanup_pid, sessions, sm_tr):
                    what="cleanup to stop")
         with concurrent.futures.ThreadPoolExecutor(K) as pool:
             futures = [pool.submit(s.data, BODY) for s in sessions]
-            wait_until(lambda: sm_tr.text().count("request=3:end") >= K, 20,
-                       what="smtpd to pass %d ENDs on" % K)
+            # Finished writes: strace prints a call when it starts, and
+            # cleanup must find every END in its input when continued.
+            wait_until(lambda: sum(
+                1 for e in parse_trace(sm_tr.text()) if e.name in WRITES and
+                e.ret not in (None, "-1") and
+                any("request=3:end" in a for a in _strings(e))) >= K, 20,
+                what="smtpd to pass %d ENDs on" % K)
             os.kill(cleanup_pid, signal.SIGCONT)
             answers = [f.result(timeout=60) for f in futures]
     finally:
@@ -320,8 +325,12 @@ def test_directory_fsync_shared_by_cleanups(make_instance, tmp_path):
             futures = [pool.submit(s.data, BODY) for s in sessions]
 
             def renamed():
-                text = ma_tr.text() + cl_tr.text()
-                return len(re.findall(r"rename\(\"[^\"]*/\.tmp\.", text)) >= K
+                """K renames out of .tmp. names have returned (strace
+                prints a call's start first: counted once finished)."""
+                done = [e for t in (ma_tr, cl_tr) for e in parse_trace(t.text())
+                        if e.name in RENAMES and e.ret == "0" and
+                        any("/.tmp." in a for a in _strings(e)[:1])]
+                return len(done) >= K
             wait_until(renamed, 20, what="%d renames into incoming/" % K)
             fcntl.flock(lock_fd, fcntl.LOCK_UN)
             answers = [f.result(timeout=60) for f in futures]
