@@ -60,6 +60,7 @@
 #include "events_stats.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
+#include "mono_ms.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "qfile.h"
@@ -870,15 +871,6 @@ static int sluice_why_read_past(const char *pos_path, const EVENTS_LIST *list)
     return past;
 }
 
-/* sluice_why_ms - CLOCK_MONOTONIC in milliseconds */
-static long long sluice_why_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* sluice_why_catch_up - wait (at most SLUICE_WHY_CATCH_UP_MS) until the
    index has read what the journal holds now; true when it was behind
    (another lookup may find what this one missed). No wait while master
@@ -886,7 +878,7 @@ static long long sluice_why_ms(void)
 static bool sluice_why_catch_up(const MAIL_CONF *conf)
 {
     struct timespec pause = {0, SLUICE_WHY_RETRY_MS * 1000000L};
-    long long deadline = sluice_why_ms() + SLUICE_WHY_CATCH_UP_MS;
+    long long deadline = mono_ms() + SLUICE_WHY_CATCH_UP_MS;
     VSTR *path = vstr_alloc(100);
     VSTR *why = vstr_alloc(100);
     EVENTS_LIST *list = NULL;
@@ -897,7 +889,7 @@ static bool sluice_why_catch_up(const MAIL_CONF *conf)
         (list = events_list(mail_conf_str(conf, "events_directory"), why)) &&
         sluice_why_read_past(vstr_str(path), list) == 0) {
         behind = true;
-        while (sluice_why_ms() < deadline &&
+        while (mono_ms() < deadline &&
                sluice_why_read_past(vstr_str(path), list) == 0)
             (void) nanosleep(&pause, NULL);
     }

@@ -24,6 +24,7 @@
 #include <time.h>
 
 #include "attr.h"
+#include "mono_ms.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "vstr.h"
@@ -476,16 +477,6 @@ int attr_stream_fd(const ATTR_STREAM *stream)
     return stream->fd;
 }
 
-/* attr_now_ms - monotonic clock in milliseconds */
-static long long attr_now_ms(void)
-{
-    struct timespec ts;
-
-    if (clock_gettime(CLOCK_MONOTONIC, &ts) < 0)
-        msg_fatal("clock_gettime: %m");
-    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* attr_stream_wait - poll for events until the deadline; 0, or -1 with why */
 static int attr_stream_wait(ATTR_STREAM *stream, short events,
                             long long deadline, VSTR *why)
@@ -498,7 +489,7 @@ static int attr_stream_wait(ATTR_STREAM *stream, short events,
         if (stream->timeout_ms <= 0) {
             wait_ms = -1;
         } else {
-            long long left = deadline - attr_now_ms();
+            long long left = deadline - mono_ms();
 
             if (left <= 0) {
                 attr_why(why, "timeout");
@@ -533,7 +524,7 @@ static int attr_stream_wait(ATTR_STREAM *stream, short events,
 int attr_stream_write(ATTR_STREAM *stream, const ATTR_LIST *list, VSTR *why)
 {
     VSTR *wire = vstr_alloc(256);
-    long long deadline = attr_now_ms() + stream->timeout_ms;
+    long long deadline = mono_ms() + stream->timeout_ms;
     const char *data;
     size_t left;
     bool is_socket = true;
@@ -579,7 +570,7 @@ done:
 /* attr_stream_read - read one list, within the timeout */
 int attr_stream_read(ATTR_STREAM *stream, ATTR_LIST **out, VSTR *why)
 {
-    long long deadline = attr_now_ms() + stream->timeout_ms;
+    long long deadline = mono_ms() + stream->timeout_ms;
     VSTR *in = stream->inbuf;
 
     *out = NULL;

@@ -22,6 +22,7 @@
 #include <time.h>
 
 #include "local.h"
+#include "mono_ms.h"
 #include "mymalloc.h"
 #include "vstr.h"
 
@@ -45,15 +46,6 @@ static void local_command_child(const LOCAL_CMD *cmd, int in_fd, int out_fd)
     execle(cmd->shell, cmd->shell, "-c", cmd->command, (char *) NULL,
            (char *const *) cmd->env);
     _exit(127);
-}
-
-/* local_now_ms - monotonic milliseconds */
-static long long local_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* local_command_reason - the command's first output line, cut */
@@ -111,7 +103,7 @@ void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
     close(in_pipe[0]);
     close(out_pipe[1]);
     (void) fcntl(in_pipe[1], F_SETFL, O_NONBLOCK);
-    deadline = local_now_ms() + (long long) cmd->time_limit * 1000;
+    deadline = mono_ms() + (long long) cmd->time_limit * 1000;
 
     /* Feed stdin until all of it is written or the command stopped
        reading (EPIPE), and drain its output until it closes: a command
@@ -120,7 +112,7 @@ void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
         struct pollfd pfd[2];
         int out_slot = -1, in_slot = -1;
         int nfds = 0;
-        long long left = deadline - local_now_ms();
+        long long left = deadline - mono_ms();
         int n;
 
         if (left <= 0) {
@@ -180,7 +172,7 @@ void local_command_deliver(const LOCAL_CMD *cmd, const LOCAL_MSG *msg,
         if (got == pid || (got < 0 && errno != EINTR))
             break;
         if (got == 0) {
-            if (local_now_ms() > deadline) {
+            if (mono_ms() > deadline) {
                 (void) kill(-pid, SIGKILL);
                 timed_out = true;
             } else {

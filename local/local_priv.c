@@ -26,6 +26,7 @@
 #include "argv.h"
 #include "local.h"
 #include "mail_conf.h"
+#include "mono_ms.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "safe_file.h"
@@ -93,15 +94,6 @@ const LOCAL_PRIV *local_priv_unroot(const LOCAL_CTX *ctx,
     if (priv->uid == 0 && ctx->mode == LOCAL_MODE_SYSTEM)
         priv = &ctx->alias_owner;
     return priv->uid == 0 ? NULL : priv;
-}
-
-/* local_now_ms - monotonic milliseconds */
-static long long local_now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long) ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* local_as_child - in the child: become priv, act, report through fd */
@@ -180,11 +172,11 @@ void local_as(LOCAL_CTX *ctx, const LOCAL_PRIV *priv, LOCAL_ACTION action,
     /* The child's own limits (command_time_limit, LOCAL_LOCK_WAIT) should
        end it first; this one keeps a stuck child from stalling us. */
     deadline =
-        local_now_ms() +
+        mono_ms() +
         ((long long) ctx->conf.command_time_limit + LOCAL_CHILD_MARGIN) * 1000;
     for (;;) {
         struct pollfd pfd = {.fd = fds[0], .events = POLLIN};
-        long long left = deadline - local_now_ms();
+        long long left = deadline - mono_ms();
         int n;
 
         if (left <= 0) {
