@@ -39,6 +39,7 @@
 #include "mail_conf.h"
 #include "events.h"
 #include "feedback.h"
+#include "htable.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "qid.h"
@@ -175,13 +176,13 @@ static int feedback_journal_line(const char *line, const char *want_id_tail,
 /* feedback_journal_lock - see feedback.h */
 int feedback_journal_lock(const char *dir, const char *qid)
 {
+    /* Every feedback process must pick the same byte: a fixed key. */
+    static const unsigned char key[16];
+    uint64_t hash = htable_siphash(key, qid, strlen(qid));
     struct flock lk;
-    uint32_t hash = 2166136261u; /* FNV-1a */
     VSTR *path = vstr_alloc(100);
     int fd;
 
-    for (const char *cp = qid; *cp; cp++)
-        hash = (hash ^ (unsigned char) *cp) * 16777619u;
     vstr_sprintf(path, "%s/%s", dir, FEEDBACK_JOURNAL_LOCK_FILE);
     if ((fd = open(vstr_str(path), O_RDWR | O_CREAT | O_CLOEXEC, 0600)) < 0) {
         if (errno != ENOENT)
