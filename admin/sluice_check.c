@@ -1159,7 +1159,8 @@ static void sluice_check_queue(SLUICE_CHECK *chk)
                      strcmp(*name, MAIL_QUEUE_PID) != 0 &&
                      strcmp(*name, MAIL_QUEUE_EVENTS) != 0 &&
                      strcmp(*name, MAIL_QUEUE_API) != 0 &&
-                     strcmp(*name, MAIL_QUEUE_STATS) != 0;
+                     strcmp(*name, MAIL_QUEUE_STATS) != 0 &&
+                     strcmp(*name, MAIL_QUEUE_REUSE) != 0;
         SLUICE_CHECK_WANT want = plain;
 
         want.mode = mail_queue_dir_mode(*name, chk->drop_group != NULL);

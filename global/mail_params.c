@@ -449,6 +449,10 @@ static const MAIL_PARAM mail_param_tab[] = {
      "recipients per delivery to one destination"},
     {"qmgr_message_active_limit", INT_RANGE(1, NOMAX), "20000",
      "messages the queue manager holds in memory at once"},
+    {"queue_file_reuse_limit", INT_RANGE(0, 100000), "1000",
+     "finished queue files kept in reuse/ to be written again with new "
+     "messages instead of creating a file per message; 0: none kept "
+     "(global/qfile_reuse.h)"},
     {"initial_destination_concurrency", INT_RANGE(1, NOMAX), "5",
      "parallel deliveries to a destination before slow start raises it"},
     {"smtp_shaping_maps", LIST, "",

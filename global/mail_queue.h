@@ -26,6 +26,11 @@
 #define MAIL_QUEUE_EVENTS "events" /* the event journal (global/events.h) */
 #define MAIL_QUEUE_API "api" /* the HTTP API's records (global/api_idem.h) */
 #define MAIL_QUEUE_STATS "stats" /* counts for the metrics (conn_stats.h) */
+#define MAIL_QUEUE_REUSE                                                       \
+    "reuse" /* queue files to write again (qfile_reuse.h) */
+/* In private/: the shared state of incoming/'s fsync (global/dir_sync.h),
+   of cleanup's commits and qmgr's reuse of finished files */
+#define MAIL_QUEUE_INCOMING_SYNC ".incoming-sync"
 
 /* public/qmgr: the wake-up trigger of the queue manager */
 #define MAIL_QUEUE_QMGR_SERVICE "qmgr"

@@ -49,7 +49,7 @@ static void test_names_and_paths(void **state)
     static const char *const expect[] = {
         "maildrop", "incoming", "active", "deferred", "hold",
         "corrupt",  "defer",    "bounce", "private",  "public",
-        "pid",      "events",   "api",    "stats",
+        "pid",      "events",   "api",    "stats",    "reuse",
     };
 
     while (mail_queue_names[count] != NULL)

@@ -17,6 +17,7 @@
 #include "msg.h"
 #include "mymalloc.h"
 #include "qfile.h"
+#include "qfile_reuse.h"
 #include "safe_file.h"
 #include "vstr.h"
 
@@ -257,6 +258,8 @@ struct QFILE_OUT {
     char *path; /* the temporary name */
     int flags; /* QFILE_CREATE_* */
     QFILE_WRITER *writer;
+    bool reused; /* a free file of reuse/ (qfile_reuse.h), locked */
+    off_t old_size; /* ... and its length when taken */
 };
 
 /* qfile_create - create path exclusively and start its records */
@@ -267,10 +270,34 @@ QFILE_OUT *qfile_create(const char *path, mode_t mode, int flags)
 
     if ((fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode)) < 0)
         return NULL;
-    out = mymalloc(sizeof(*out));
+    out = mycalloc(1, sizeof(*out));
     out->fd = fd;
     out->path = mystrdup(path);
     out->flags = flags;
+    out->writer = qfile_writer_alloc(fd);
+    return out;
+}
+
+/* qfile_create_reuse - a free file of reuse, else qfile_create(path) */
+QFILE_OUT *qfile_create_reuse(QFILE_REUSE *reuse, const char *path, mode_t mode)
+{
+    QFILE_OUT *out;
+    VSTR *taken;
+    off_t size;
+    int fd;
+
+    if (reuse == NULL || mode != QFILE_REUSE_MODE)
+        return qfile_create(path, mode, 0);
+    taken = vstr_alloc(100);
+    if ((fd = qfile_reuse_take(reuse, taken, &size)) < 0) {
+        vstr_free(taken);
+        return qfile_create(path, mode, 0);
+    }
+    out = mycalloc(1, sizeof(*out));
+    out->fd = fd;
+    out->path = vstr_export(taken);
+    out->reused = true;
+    out->old_size = size;
     out->writer = qfile_writer_alloc(fd);
     return out;
 }
@@ -335,7 +362,9 @@ static void qfile_commit_fail(QFILE_COMMIT *item, QFILE_STEP step)
 {
     item->step = step;
     item->error = errno ? errno : EIO;
-    qfile_remove(item->out->path);
+    /* A taken free file stays free (its content means nothing there). */
+    if (!item->out->reused)
+        qfile_remove(item->out->path);
 }
 
 /* qfile_in_dir - does path name a file directly in dir */
@@ -356,6 +385,19 @@ static int qfile_sync_dir_of(const QFILE_COMMIT *item, DIR_SYNC *shared)
         qfile_in_dir(item->path, dir_sync_dir(shared)))
         return dir_sync(shared);
     return safe_file_fsync_parent_or_fs(item->path, sync_fd);
+}
+
+/* qfile_cut_old - a reused file longer than its new records: cut what the
+   old message left after them (before the fsync, which makes the length
+   durable with the data) */
+static int qfile_cut_old(QFILE_OUT *out)
+{
+    if (!out->reused || out->old_size <= out->writer->flushed)
+        return 0;
+    if (ftruncate(out->fd, out->writer->flushed) < 0)
+        return -1;
+    out->old_size = out->writer->flushed;
+    return 0;
 }
 
 /* qfile_commit_group - write, fsync, rename each; one fsync per directory */
@@ -382,7 +424,8 @@ void qfile_commit_group_shared(QFILE_COMMIT *items, size_t count,
 
         item->step = QFILE_STEP_NONE;
         item->error = 0;
-        if (qfile_writer_end(item->out->writer) < 0)
+        if (qfile_writer_end(item->out->writer) < 0 ||
+            qfile_cut_old(item->out) < 0)
             qfile_commit_fail(item, QFILE_STEP_WRITE);
         else if (count > 1)
             safe_file_start_writeback(item->out->fd);
@@ -449,7 +492,8 @@ int qfile_commit(QFILE_OUT *out, const char *path, QFILE_STEP *failed_step)
 QFILE_OUT *qfile_abort(QFILE_OUT *out)
 {
     if (out) {
-        qfile_remove(out->path);
+        if (!out->reused)
+            qfile_remove(out->path);
         qfile_out_free(out);
     }
     return NULL;
@@ -576,6 +620,7 @@ int qfile_out_prepend_content(QFILE_OUT *out, const void *data, size_t len)
     if (fstat(out->fd, &st) < 0 ||
         (wfd = open(vstr_str(new_path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
                     st.st_mode & 07777)) < 0 ||
+        (out->reused && qfile_reuse_lock(wfd) < 0) ||
         qfile_copy_range(rfd, wfd, 0, writer->content_offset) < 0 ||
         safe_file_write_all(wfd, hdr, sizeof(hdr)) < 0 ||
         (len > 0 && safe_file_write_all(wfd, data, len) < 0) ||
@@ -596,6 +641,7 @@ int qfile_out_prepend_content(QFILE_OUT *out, const void *data, size_t len)
     vstr_free(new_path);
     (void) close(out->fd);
     out->fd = wfd;
+    out->old_size = 0; /* a new file: nothing old to cut */
     writer->fd = wfd;
     writer->flushed += QFILE_HDR_LEN + (off_t) len;
     writer->content_size += (long long) len;
@@ -657,6 +703,7 @@ int qfile_out_set_attr(QFILE_OUT *out, const char *name, const char *value)
     if (fstat(out->fd, &st) < 0 ||
         (wfd = open(vstr_str(new_path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
                     st.st_mode & 07777)) < 0 ||
+        (out->reused && qfile_reuse_lock(wfd) < 0) ||
         qfile_copy_range(rfd, wfd, 0, old_at) < 0 ||
         safe_file_write_all(wfd, hdr, sizeof(hdr)) < 0 ||
         safe_file_write_all(wfd, vstr_str(rec), vstr_len(rec)) < 0 ||
@@ -674,6 +721,7 @@ int qfile_out_set_attr(QFILE_OUT *out, const char *name, const char *value)
     vstr_free(new_path);
     (void) close(out->fd);
     out->fd = wfd;
+    out->old_size = 0; /* a new file: nothing old to cut */
     writer->fd = wfd;
     delta = QFILE_HDR_LEN + (off_t) vstr_len(rec) - old_size;
     writer->flushed += delta;
@@ -693,6 +741,15 @@ fail:
         writer->error = errno ? errno : EIO;
     errno = writer->error;
     return -1;
+}
+
+/* qfile_still_named - the same inode under path now */
+bool qfile_still_named(int fd, const char *path)
+{
+    struct stat by_fd, by_name;
+
+    return fstat(fd, &by_fd) == 0 && stat(path, &by_name) == 0 &&
+           by_fd.st_ino == by_name.st_ino && by_fd.st_dev == by_name.st_dev;
 }
 
 /* qfile_step_name - a step's name for log lines */

@@ -140,6 +140,14 @@ typedef enum QFILE_STEP {
 /* qfile_create - create path exclusively (O_EXCL) with mode (less the
    umask) and start its records; NULL with errno when the open fails */
 extern QFILE_OUT *qfile_create(const char *path, mode_t mode, int flags);
+struct QFILE_REUSE;
+
+/* qfile_create_reuse - like qfile_create(path, mode, 0), but writing a free
+   file of reuse (global/qfile_reuse.h) when it has one, under that file's
+   name (qfile_out_path); reuse NULL: qfile_create. A reused file is never
+   removed on failure: it stays free */
+extern QFILE_OUT *qfile_create_reuse(struct QFILE_REUSE *reuse,
+                                     const char *path, mode_t mode);
 /* qfile_out_writer - the writer for the records (qfile_put_*); it belongs
    to out and goes with it */
 extern QFILE_WRITER *qfile_out_writer(QFILE_OUT *out);
@@ -258,6 +266,13 @@ typedef struct QFILE_INFO {
 /* qfile_info_read - read and check the whole file from fd's current offset
    (the content is checked, not kept); NULL with the reason in why */
 extern QFILE_INFO *qfile_info_read(int fd, VSTR *why);
+
+/* qfile_still_named - does path still lead to the file open on fd? A
+   reader outside qmgr (a listing, `sluice why`, the API) asks after its
+   read: a file that left its queue meanwhile may already hold another
+   message (global/qfile_reuse.h), so what was read is not this one's; the
+   message is gone from that queue, as if the open had failed */
+extern bool qfile_still_named(int fd, const char *path);
 
 /* qfile_info_read_new - qfile_info_read() of a regular file just open()ed
    (offset 0: no lseek; a read that gives less than asked is taken as the

@@ -98,6 +98,13 @@ void qid_new(char buf[QID_SIZE])
     buf[QID_LEN] = 0;
 }
 
+/* qid_mine - the pid part is this process's */
+bool qid_mine(const char *qid)
+{
+    return qid_get(qid + QID_PID_OFFSET, QID_PID_CHARS) ==
+           (unsigned long long) proc_pid();
+}
+
 /* qid_valid - is name a well-formed queue ID (and nothing else)? */
 bool qid_valid(const char *name)
 {

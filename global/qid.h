@@ -23,6 +23,8 @@
 extern void qid_new(char buf[QID_SIZE]);
 /* qid_valid - is name a well-formed queue ID (and nothing else)? */
 extern bool qid_valid(const char *name);
+/* qid_mine - was the valid ID qid made by this process (its pid part)? */
+extern bool qid_mine(const char *qid);
 /* qid_time - arrival time encoded in a valid ID (seconds, microseconds) */
 extern void qid_time(const char *qid, time_t *sec, long *usec);
 /* qid_hash_char - the character that names its hash subdirectory: the

@@ -59,6 +59,9 @@ static void test_fork(void **state)
     assert_string_not_equal(parent_id, child_id);
     /* The pid part differs. */
     assert_memory_not_equal(parent_id + 11, child_id + 11, 5);
+    /* Each process knows its own IDs (qfile_reuse.c prefers their files). */
+    assert_true(qid_mine(parent_id));
+    assert_false(qid_mine(child_id));
 }
 
 static void test_valid(void **state)
