@@ -41,6 +41,7 @@
 #include "mail_server.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "qfile_reuse.h"
 #include "trigger.h"
 #include "vstr.h"
 
@@ -527,6 +528,8 @@ static void cleanup_pre_loop(MAIL_SERVER *server, void *arg)
     ctx->trigger = trigger_conn_create(ctx->trigger_path);
     cleanup_tables(&ctx->conf, conf);
     ctx->conf.events = events_open(conf, "cleanup");
+    if (mail_conf_int(conf, "queue_file_reuse_limit") > 0)
+        ctx->conf.reuse = qfile_reuse_open(ctx->conf.queue_dir);
     cleanup_remove_stale(&ctx->conf, CLEANUP_STALE_AGE);
 }
 
@@ -569,6 +572,7 @@ static void cleanup_ctx_release(CLEANUP_CTX *ctx)
     };
 
     ctx->conf.queue_dir = myfree(ctx->conf.queue_dir);
+    ctx->conf.reuse = qfile_reuse_free(ctx->conf.reuse);
     ctx->conf.myhostname = myfree(ctx->conf.myhostname);
     ctx->conf.myorigin = myfree(ctx->conf.myorigin);
     ctx->trigger = trigger_conn_free(ctx->trigger);

@@ -85,6 +85,8 @@ typedef struct CLEANUP_CONF {
     MATCH_LIST *trace_mynetworks; /* who may give a traceparent header */
     struct CLEANUP_TRACK *track; /* cleanup_track.c; NULL: off */
     struct SUPPRESS *suppress; /* the suppression list, NULL: off */
+    struct QFILE_REUSE *reuse; /* free queue files (global/qfile_reuse.h),
+                                  NULL: queue_file_reuse_limit is 0 */
 } CLEANUP_CONF;
 
 /* The envelope of BEGIN: CLEANUP_BEGIN of global/cleanup_proto.h. */

@@ -18,7 +18,6 @@
 #include "qfile.h"
 
 #define CLEANUP_COMMIT_ERROR "4.3.0 queue file write error"
-#define CLEANUP_SYNC_STATE ".incoming-sync" /* in private/: dir_sync's file */
 
 typedef struct CLEANUP_COMMIT_ITEM {
     CLEANUP_MSG *msg;
@@ -125,7 +124,7 @@ CLEANUP_COMMIT *cleanup_commit_create(struct event_base *base,
        cannot be had: slower, as safe. */
     vstr_sprintf(dir, "%s/%s", queue_dir, MAIL_QUEUE_INCOMING);
     vstr_sprintf(state, "%s/%s/%s", queue_dir, MAIL_QUEUE_PRIVATE,
-                 CLEANUP_SYNC_STATE);
+                 MAIL_QUEUE_INCOMING_SYNC);
     if ((queue->shared = dir_sync_open(vstr_str(dir), vstr_str(state), why)) ==
         NULL)
         msg_warn("incoming/'s fsync is not shared: %s", vstr_str(why));

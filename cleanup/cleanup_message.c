@@ -1,8 +1,10 @@
 /*
  * cleanup_message - one message: create, fill, commit or remove its file
  *
- * The queue file is created as incoming/.tmp.QID, which qmgr never takes
- * for a queue file (not a valid queue ID). On commit (qfile_commit) the
+ * The queue file is a free file of reuse/ written again (global/
+ * qfile_reuse.h), or, when there is none, created as incoming/.tmp.QID,
+ * which qmgr never takes for a queue file (not a valid queue ID); either
+ * way it is invisible to every reader of the queue. On commit (qfile_commit) the
  * file is fsynced, renamed to incoming/QID and incoming/ is fsynced; only
  * then does the caller answer. Every failure removes the file at once, so
  * nothing half-written is ever visible, and is remembered in the message so
@@ -228,10 +230,16 @@ CLEANUP_MSG *cleanup_msg_begin(const CLEANUP_CONF *conf,
     }
     if (cleanup_msg_api_attrs(msg, req) < 0)
         return msg;
-    if ((msg->out = qfile_create(msg->tmp_path, 0600, 0)) == NULL) {
+    if ((msg->out = qfile_create_reuse(msg->conf->reuse, msg->tmp_path,
+                                       0600)) == NULL) {
         msg_warn("%s: create %s: %m", msg->qid, msg->tmp_path);
         cleanup_msg_fail(msg, 451, CLEANUP_WRITE_ERROR);
         return msg;
+    }
+    /* A reused file keeps its name in reuse/ until the commit. */
+    if (strcmp(qfile_out_path(msg->out), msg->tmp_path) != 0) {
+        myfree(msg->tmp_path);
+        msg->tmp_path = mystrdup(qfile_out_path(msg->out));
     }
     msg->writer = qfile_out_writer(msg->out);
     qfile_put_time(msg->writer, &msg->arrival);
@@ -506,8 +514,21 @@ CLEANUP_MSG *cleanup_msg_free(CLEANUP_MSG *msg)
     return NULL;
 }
 
-/* cleanup_remove_stale - remove temporary files a crash left behind */
-void cleanup_remove_stale(const CLEANUP_CONF *conf, time_t max_age)
+/* cleanup_stale_name - a temporary file's name in queue: incoming/.tmp.*,
+   or in reuse/ a copy being made of a taken file (free.QID+) */
+static bool cleanup_stale_name(const char *queue, const char *name)
+{
+    size_t len = strlen(name);
+
+    if (strcmp(queue, MAIL_QUEUE_INCOMING) == 0)
+        return strncmp(name, CLEANUP_TMP_PREFIX,
+                       sizeof(CLEANUP_TMP_PREFIX) - 1) == 0;
+    return len > 0 && name[len - 1] == '+';
+}
+
+/* cleanup_remove_stale_in - remove the stale temporary files of queue */
+static void cleanup_remove_stale_in(const CLEANUP_CONF *conf, const char *queue,
+                                    time_t max_age)
 {
     VSTR *path = vstr_alloc(100);
     time_t now = time(NULL);
@@ -515,17 +536,17 @@ void cleanup_remove_stale(const CLEANUP_CONF *conf, time_t max_age)
     struct stat st;
     DIR *dir;
 
-    vstr_sprintf(path, "%s/incoming", conf->queue_dir);
+    vstr_sprintf(path, "%s/%s", conf->queue_dir, queue);
     if ((dir = opendir(vstr_str(path))) == NULL) {
-        msg_warn("open directory %s: %m", vstr_str(path));
+        if (errno != ENOENT || strcmp(queue, MAIL_QUEUE_INCOMING) == 0)
+            msg_warn("open directory %s: %m", vstr_str(path));
         vstr_free(path);
         return;
     }
     while ((entry = readdir(dir)) != NULL) {
-        if (strncmp(entry->d_name, CLEANUP_TMP_PREFIX,
-                    sizeof(CLEANUP_TMP_PREFIX) - 1) != 0)
+        if (!cleanup_stale_name(queue, entry->d_name))
             continue;
-        vstr_sprintf(path, "%s/incoming/%s", conf->queue_dir, entry->d_name);
+        vstr_sprintf(path, "%s/%s/%s", conf->queue_dir, queue, entry->d_name);
         if (lstat(vstr_str(path), &st) == 0 && S_ISREG(st.st_mode) &&
             st.st_mtime + max_age < now) {
             if (unlink(vstr_str(path)) == 0)
@@ -536,4 +557,11 @@ void cleanup_remove_stale(const CLEANUP_CONF *conf, time_t max_age)
     }
     closedir(dir);
     vstr_free(path);
+}
+
+/* cleanup_remove_stale - remove temporary files a crash left behind */
+void cleanup_remove_stale(const CLEANUP_CONF *conf, time_t max_age)
+{
+    cleanup_remove_stale_in(conf, MAIL_QUEUE_INCOMING, max_age);
+    cleanup_remove_stale_in(conf, MAIL_QUEUE_REUSE, max_age);
 }

@@ -379,6 +379,7 @@ static void qmgr_pre_loop(MAIL_SERVER *server, void *arg)
     qmgr_conf_read(&ctx->conf, mail_server_conf(server));
     qmgr_shaping_init(ctx, mail_server_conf(server));
     qmgr_source_init(ctx, mail_server_conf(server));
+    qmgr_reuse_init(ctx, mail_server_conf(server));
     ctx->active_scan.queue_name = MAIL_QUEUE_ACTIVE;
     ctx->incoming_scan.queue_name = MAIL_QUEUE_INCOMING;
     ctx->deferred_scan.queue_name = MAIL_QUEUE_DEFERRED;
@@ -407,6 +408,7 @@ static void qmgr_post_loop(MAIL_SERVER *server, void *arg)
 {
     qmgr_message_commit(arg, true);
     qmgr_source_exit(arg);
+    qmgr_reuse_exit(arg);
 }
 
 /* qmgr_trigger - a wake-up arrived */

@@ -85,6 +85,7 @@ typedef struct QMGR_ENTRY QMGR_ENTRY;
 typedef struct QMGR_CONN QMGR_CONN;
 typedef struct QMGR_SHAPE QMGR_SHAPE;
 typedef struct QMGR_LISTENER QMGR_LISTENER;
+typedef struct QMGR_REUSE QMGR_REUSE;
 
 /* Configuration, read once at start. */
 typedef struct QMGR_CONF {
@@ -184,6 +185,8 @@ struct QMGR_CTX {
     unsigned long source_gen; /* pauses published (a poll sent before
                                  one is stale) */
     QMGR_LISTENER *pool_listener; /* private/qmgr-pool, NULL: none */
+    QMGR_REUSE *reuse; /* finished files to reuse/ (qmgr_reuse.c), NULL:
+                          they are removed */
     int commit_backoff; /* the journal failed: seconds to the next try of
                            the commit (no new message is taken meanwhile);
                            0: it did not */
@@ -192,6 +195,11 @@ struct QMGR_CTX {
     char transport_seen[64]; /* "": none */
     long long transport_seen_usec;
 };
+
+/* qmgr_reuse.c */
+extern void qmgr_reuse_init(QMGR_CTX *ctx, const struct MAIL_CONF *conf);
+extern bool qmgr_reuse_return(QMGR_MESSAGE *msg);
+extern void qmgr_reuse_exit(QMGR_CTX *ctx);
 
 /* qmgr.c */
 extern void qmgr_scan_kick(QMGR_CTX *ctx);
@@ -285,6 +293,8 @@ struct QMGR_MESSAGE {
     time_t not_before; /* send_at (queue file not_before=): no delivery
                           before it; 0: none */
     bool scheduled; /* this round only waits for not_before */
+    bool from_incoming; /* taken from incoming/ (qmgr_reuse.c may reuse its
+                           file) */
     bool commit_pending; /* on ctx->commit_list: its events are not on
                             disk yet, so its queue changes wait */
     QMGR_MESSAGE *commit_next; /* ctx->commit_list */

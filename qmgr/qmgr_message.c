@@ -855,9 +855,11 @@ static void qmgr_message_settle(QMGR_MESSAGE *msg)
         return;
     }
     /* Invariant 2: every recipient is delivered, or bounced with its DSN
-       queued. The unlink stands in for the done marks. */
+       queued. The removal (or the move to reuse/) stands in for the done
+       marks. */
     path = qmgr_message_path(vstr_alloc(100), msg);
-    if (unlink(vstr_str(path)) < 0 && errno != ENOENT) {
+    if (!qmgr_reuse_return(msg) && unlink(vstr_str(path)) < 0 &&
+        errno != ENOENT) {
         msg_warn("%s: remove %s: %m", msg->qid, vstr_str(path));
     } else {
         if (msg->defer_log_maybe &&
@@ -1411,6 +1413,7 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
         msg->active_usec);
     msg->not_before = qmgr_message_not_before(info);
     msg->scheduled = msg->not_before > time(NULL);
+    msg->from_incoming = strcmp(from_queue, MAIL_QUEUE_INCOMING) == 0;
     qmgr_message_history(msg);
     if ((msg->next = ctx->messages) != NULL)
         msg->next->prev = msg;
