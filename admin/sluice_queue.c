@@ -275,6 +275,13 @@ int sluice_cat(const char *config_dir, int argc, char **argv)
         } else {
             sluice_fail("cat: %s: the queue file is corrupt", vstr_str(path));
         }
+        if (!qfile_still_named(fd, vstr_str(path))) {
+            /* Its file may hold another message by now (qfile_reuse.h). */
+            fflush(stdout);
+            status = sluice_fail("cat: %s: the message left the queue while "
+                                 "it was read: what was shown may not be it",
+                                 qid);
+        }
         (void) close(fd);
     }
     myfree(queue_dir);

@@ -904,7 +904,10 @@ static void api_status(API_CTX *ctx, struct evhttp_request *req,
             mail_queue_path(path, ctx->queue_dir, queues[i], qid);
             if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0)
                 continue;
-            if ((info = qfile_info_read(fd, why)) != NULL)
+            if ((info = qfile_info_read(fd, why)) != NULL &&
+                !qfile_still_named(fd, vstr_str(path)))
+                info = qfile_info_free(info); /* done meanwhile */
+            if (info != NULL)
                 where = queues[i];
             (void) close(fd);
         }
