@@ -23,6 +23,7 @@ import shutil
 import smtplib
 import socket
 import subprocess
+import time
 from collections import namedtuple
 
 import pytest
@@ -150,10 +151,11 @@ def end_answer_traced(events, qid):
         for e in events[ends[0].index + 1:])
 
 
-def check_cleanup_order(events, qid):
+def check_cleanup_order(events, qid, reused=None):
     """Assert invariant 1's order in cleanup's trace for queue ID qid;
-    returns {step: Event} of open, file_sync, rename, dir_sync, reply."""
-    steps = check_publish_order(events, qid)
+    returns {step: Event} of open, file_sync, rename, dir_sync, reply.
+    reused: as check_publish_order's."""
+    steps = check_publish_order(events, qid, reused)
     op, dsync = steps["open"], steps["dir_sync"]
 
     # The answer to END: the first write on the connection after cleanup
@@ -195,31 +197,53 @@ def check_sendmail_order(events, qid):
     return steps
 
 
-def check_publish_order(events, qid):
-    """Assert DIR/.tmp.QID was opened, written, fsynced, renamed to DIR/QID
+def _reused_name(path, final):
+    """Is path a free file of reuse/ beside final's queue (QUEUE/../reuse/
+    free.QID: global/qfile_reuse.h)?"""
+    d = os.path.dirname(path)
+    return os.path.basename(d) == "reuse" and \
+        os.path.dirname(d) == os.path.dirname(os.path.dirname(final)) and \
+        re.fullmatch(r"free\.[0-9A-Z]{16}", os.path.basename(path)) is not None
+
+
+def check_publish_order(events, qid, reused=None):
+    """Assert the queue file of qid, DIR/.tmp.QID (or a free file of
+    reuse/ written again), was opened, written, fsynced, renamed to DIR/QID
     and DIR fsynced, in that order; returns {step: Event} of open,
-    file_sync, rename, dir_sync."""
+    file_sync, rename, dir_sync. reused: True/False asserts which kind of
+    file it was."""
     tmp_tail, final_tail = "/.tmp." + qid, "/" + qid
 
-    opens = [e for e in events if e.name in ("open", "openat") and
-             _strings(e) and _strings(e)[0].endswith(tmp_tail) and
-             e.ret != "?" and int(e.ret) >= 0]
-    assert len(opens) == 1, "want one open of DIR/.tmp.%s, saw %d" % (
-        qid, len(opens))
-    op = opens[0]
-    tmp_path, tmp_fd = _strings(op)[0], int(op.ret)
-
     renames = [e for e in events if e.name in RENAMES and
-               tmp_path in _strings(e)]
-    assert len(renames) == 1, "want one rename of %s, saw %d" % (
-        tmp_path, len(renames))
+               len(_strings(e)) >= 2 and _strings(e)[-1].endswith(final_tail)]
+    assert len(renames) == 1, "want one rename to DIR/%s, saw %d" % (
+        qid, len(renames))
     rn = renames[0]
-    final = _strings(rn)[-1]
+    tmp_path, final = _strings(rn)[0], _strings(rn)[-1]
     assert rn.ret == "0", "rename failed: %s" % _describe(rn)
-    assert final.endswith(final_tail) and \
-        os.path.dirname(final) == os.path.dirname(tmp_path), \
-        "rename target %r is not DIR/%s" % (final, qid)
+    from_reuse = _reused_name(tmp_path, final)
+    assert from_reuse or (
+        tmp_path.endswith(tmp_tail) and
+        os.path.dirname(final) == os.path.dirname(tmp_path)), \
+        "rename %s is not DIR/.tmp.%s (or a free file of reuse/) to DIR/%s" % (
+            _describe(rn), qid, qid)
+    if reused is not None:
+        assert from_reuse == reused, "file reused: %s, want %s (%s)" % (
+            from_reuse, reused, _describe(rn))
     incoming = os.path.normpath(os.path.dirname(final))
+
+    opens = [e for e in events[:rn.index] if e.name in ("open", "openat") and
+             _strings(e) and _strings(e)[0] == tmp_path and
+             e.ret != "?" and int(e.ret) >= 0 and e.pid == rn.pid]
+    if not from_reuse:
+        assert len(opens) == 1, "want one open of DIR/.tmp.%s, saw %d" % (
+            qid, len(opens))
+    assert opens, "no open of %s before %s" % (tmp_path, _describe(rn))
+    op = opens[-1]
+    tmp_fd = int(op.ret)
+    if from_reuse:
+        assert "O_CREAT" not in op.args and "O_TRUNC" not in op.args, \
+            "a free file is opened as it is: %s" % _describe(op)
 
     # The queue file's fd: fsynced after its last write, before the rename.
     file_sync, last_write = None, op
@@ -378,18 +402,53 @@ def _can_connect(port):
         return False
 
 
+def _free_files(inst):
+    """The free files of reuse/ (global/qfile_reuse.h)."""
+    return [p for p in (inst.queue_dir / "reuse").iterdir()
+            if p.name.startswith("free.")]
+
+
 def test_nothing_acknowledged_before_stable_storage(make_instance, tmp_path):
     require(SMTPD, CLEANUP)
     _strace_usable()
     inst = make_instance(params={"mynetworks": "127.0.0.1/32",
                                  "myhostname": "mx.test"})
     inst.start()
+    _check_second_message(inst, tmp_path, reused=False)
+
+
+def test_reused_file_acknowledged_after_stable_storage(make_instance,
+                                                       make_sink, tmp_path):
+    """The same order when the second message is written into the file
+    the first one left (issue 14 item 3): the free file is opened as it
+    is, written, fsynced, renamed from reuse/ into incoming/, incoming/
+    fsynced, then the 250."""
+    require(SMTPD, CLEANUP)
+    _strace_usable()
+    sink = make_sink()
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
+                         params={"mynetworks": "127.0.0.1/32",
+                                 "myhostname": "mx.test"})
+    inst.start()
+    _check_second_message(inst, tmp_path, reused=True)
+
+
+def _check_second_message(inst, tmp_path, reused):
+    """Send a first message, trace cleanup and smtpd through a second one,
+    check invariant 1's order for it. reused: the first is delivered and
+    its file made free before the second, which must be written into it."""
     wait_until(lambda: _can_connect(inst.port), 10, what="smtpd to listen")
 
     tracers = []
     with smtplib.SMTP("127.0.0.1", inst.port, timeout=10) as smtp:
         smtp.sendmail("first@example.test", ["rcpt@example.test"],
                       "Subject: first\r\n\r\nwarm up\r\n")
+        if reused:
+            wait_until(lambda: _free_files(inst), 20,
+                       what="the first message's file free in reuse/")
+            # A producer that found reuse/ empty (at the first message)
+            # does not look again for 200 ms (QFILE_REUSE_EMPTY_MS).
+            time.sleep(0.3)
         cleanup_pid, smtpd_pid = inst.child("cleanup"), inst.child("smtpd")
         try:
             for name, pid in (("cleanup", cleanup_pid), ("smtpd", smtpd_pid)):
@@ -407,7 +466,8 @@ def test_nothing_acknowledged_before_stable_storage(make_instance, tmp_path):
             # first RCPT, and cleanup then opens the queue file.
             assert smtp.mail("second@example.test")[0] == 250
             assert smtp.rcpt("rcpt@example.test")[0] == 250
-            wait_until(lambda: "/.tmp." in cl_tr.text(), 10,
+            marker = "/reuse/free." if reused else "/.tmp."
+            wait_until(lambda: marker in cl_tr.text(), 10,
                        what="cleanup's queue file open in its trace")
             code, text = smtp.data(b"Subject: second\r\n\r\nmust be durable\r\n")
             text = text.decode()
@@ -428,7 +488,7 @@ def test_nothing_acknowledged_before_stable_storage(make_instance, tmp_path):
 
     cl_events = parse_trace(cl_tr.text())
     sm_events = parse_trace(sm_tr.text())
-    steps = check_cleanup_order(cl_events, qid)
+    steps = check_cleanup_order(cl_events, qid, reused)
     ack = check_smtpd_after(sm_events, qid, steps["dir_sync"])
 
     incoming = os.path.realpath(os.path.dirname(_strings(steps["rename"])[-1]))
@@ -516,6 +576,44 @@ BAD_CLEANUP = {
     # no rename
     "no_rename": _drop(GOOD_CLEANUP, 7),
 }
+
+
+# The same message written into a free file of reuse/ (qfile_reuse.h).
+_FREE = "/q/reuse/free.1MGPC5K261700TQZ"
+GOOD_REUSED = GOOD_CLEANUP.replace(_D + "/.tmp." + _Q, _FREE).replace(
+    "O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0600", "O_WRONLY|O_CLOEXEC|O_NOFOLLOW")
+
+
+def test_checker_accepts_a_reused_file():
+    steps = check_cleanup_order(parse_trace(GOOD_REUSED), _Q, reused=True)
+    assert _strings(steps["open"])[0] == _FREE
+    assert steps["dir_sync"].index == 9
+    with pytest.raises(AssertionError):
+        check_cleanup_order(parse_trace(GOOD_REUSED), _Q, reused=False)
+    with pytest.raises(AssertionError):
+        check_cleanup_order(parse_trace(GOOD_CLEANUP), _Q, reused=True)
+
+
+@pytest.mark.parametrize("case", [
+    "reply_before_dir_fsync", "rename_before_file_fsync", "no_file_fsync",
+    "no_dir_fsync", "write_after_fsync", "free_file_elsewhere",
+    "free_file_truncated"])
+def test_checker_rejects_a_wrong_reused_order(case):
+    text = {
+        "reply_before_dir_fsync": _move(GOOD_REUSED, 12, 9),
+        "rename_before_file_fsync": _move(GOOD_REUSED, 7, 5),
+        "no_file_fsync": _drop(GOOD_REUSED, 5),
+        "no_dir_fsync": _drop(GOOD_REUSED, 9, 10),
+        "write_after_fsync": _move(GOOD_REUSED, 4, 5),
+        # a "free" file that is no file of reuse/
+        "free_file_elsewhere": GOOD_REUSED.replace(
+            "/q/reuse/", "/q/active/"),
+        # opened so that its content went before anything was durable
+        "free_file_truncated": GOOD_REUSED.replace(
+            "O_WRONLY|O_CLOEXEC|O_NOFOLLOW", "O_WRONLY|O_TRUNC|O_CLOEXEC"),
+    }[case]
+    with pytest.raises(AssertionError):
+        check_cleanup_order(parse_trace(text), _Q)
 
 
 # Two processes: 100 renames, then waits while 300 fsyncs incoming/.

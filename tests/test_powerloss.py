@@ -5,7 +5,9 @@ Method. A whole instance (master, smtpd, cleanup, qmgr, smtp) runs under
 and a copy of its queue directory is taken before it starts. Three
 messages go through it to a Sink: one to a recipient that is accepted, one
 to an accepted and a 451 recipient (so it is marked done in place for one,
-moved to deferred/ and gets a defer log), one more accepted. From the trace
+moved to deferred/ and gets a defer log), one more accepted, and once a
+finished file is free in reuse/, a fourth that is written into it (issue
+14 item 3: the file of a delivered message, global/qfile_reuse.h). From the trace
 spooltrace rebuilds every spool operation in order (create, write extent,
 truncate, fsync of a file or directory, rename, unlink, mkdir) with the
 bytes written, and for every crash point between two operations the state
@@ -51,6 +53,7 @@ import shutil
 import smtplib
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -67,6 +70,7 @@ MESSAGES = [
     ("m2", ["ok2@dest.test", "ok3@dest.test"]),
 ]
 SLOW = {"slow@dest.test": "451 4.3.2 try again later"}
+REUSED = ("m3", ["ok4@dest.test"])     # sent once a file is free to reuse
 
 
 # --- the strict reader, cached by content -----------------------------------
@@ -171,13 +175,13 @@ def _recover(inst, sink, state, due, subjects):
     """Start inst on a rebuilt spool; every due message must arrive."""
     qdir = inst.queue_dir
     for q in ("incoming", "active", "deferred", "hold", "defer", "bounce",
-              "corrupt", "maildrop"):
+              "corrupt", "maildrop", "reuse"):
         shutil.rmtree(qdir / q, ignore_errors=True)
     spooltrace.write_state(state, str(qdir))
     # the spool is mail_owner's (nobody, when root made the instance)
     owner = (qdir / "private").stat()
     for q in ("incoming", "active", "deferred", "hold", "defer", "bounce",
-              "corrupt", "maildrop"):
+              "corrupt", "maildrop", "reuse"):
         (qdir / q).mkdir(exist_ok=True)
         for path in [qdir / q] + list((qdir / q).rglob("*")):
             os.lchown(path, owner.st_uid, owner.st_gid)
@@ -236,6 +240,17 @@ def test_power_loss_at_every_point(make_instance, make_sink, tmp_path):
                    20, what="m1 in deferred/")
         wait_until(lambda: _queue_qids(inst.queue_dir) == [slow_qid], 20,
                    what="m0 and m2 removed")
+        # m3 is written into a file a finished message left (issue 14
+        # item 3: qmgr made it free in reuse/ after fsyncs of active/ and
+        # incoming/; a producer that found none waits 200 ms to look again).
+        wait_until(lambda: any(p.name.startswith("free.") for p in
+                               (inst.queue_dir / "reuse").iterdir()),
+                   20, what="a free file in reuse/")
+        time.sleep(0.3)
+        subjects[_send(inst.port, REUSED[0], REUSED[1])] = REUSED[0]
+        sink.wait_messages(len(MESSAGES) + 1)
+        wait_until(lambda: _queue_qids(inst.queue_dir) == [slow_qid], 20,
+                   what="m3 removed")
     finally:
         inst.stop()
         try:
@@ -251,6 +266,10 @@ def test_power_loss_at_every_point(make_instance, make_sink, tmp_path):
     assert set(trace.delivered) == set(subjects), trace.delivered
     kinds = {op.kind for op in trace.ops}
     assert {"create", "write", "fsync", "rename", "unlink"} <= kinds, kinds
+    m3 = [q for q, s in subjects.items() if s == REUSED[0]][0]
+    assert any(op.kind == "rename" and op.a.startswith(b"reuse/free.") and
+               op.b == b"incoming/" + m3.encode() for op in trace.ops), \
+        "m3 was not written into a reused file"
     complete = {q for q, s in subjects.items() if s != "m1"}
 
     checker = make_instance()

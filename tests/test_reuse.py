@@ -1,0 +1,167 @@
+"""test_reuse - finished queue files are written again (issue 14, item 3)
+
+A message that is done leaves active/ for reuse/ret.QID; qmgr makes it
+reuse/free.QID once active/ and incoming/ are fsynced, and cleanup writes
+the next message into it instead of creating a file (global/qfile_reuse.h).
+
+- test_finished_file_written_again: the file of a delivered 60 KB message
+  becomes free, and the next (small) message is written into that very
+  inode, cut to its own length: the strict reader takes it and the sink
+  gets the new message, nothing of the old one.
+- test_reuse_off: queue_file_reuse_limit = 0: no file is kept, free files
+  left from before are removed at start.
+- test_limit_caps_free_files: never more free files than the limit.
+- test_foreign_files_not_written: a free name with a second link, or of a
+  file with another mode, is never written: the name goes, the other
+  file keeps its bytes, the message is delivered.
+- test_returned_files_removed_at_start: a reuse/ret.* (its old names not
+  known to be durably gone, as after a crash) is removed when qmgr starts,
+  never made free.
+"""
+
+import os
+import smtplib
+import time
+
+from conftest import wait_until
+
+PARAMS = {"mynetworks": "127.0.0.0/8", "myhostname": "mx.test",
+          "retry_schedule": "1h"}
+QID_A = "1MGPC5K261700TQA"
+QID_B = "1MGPC5K261700TQB"
+QID_C = "1MGPC5K261700TQC"
+
+
+def names(inst, prefix):
+    d = inst.queue_dir / "reuse"
+    return sorted(p.name for p in d.iterdir() if p.name.startswith(prefix))
+
+
+def send(inst, rcpt, subject, body=b"body\r\n"):
+    """One message; its queue ID."""
+    with smtplib.SMTP("127.0.0.1", inst.port, timeout=30) as c:
+        assert c.mail("sender@src.test")[0] == 250
+        assert c.rcpt(rcpt)[0] == 250
+        code, text = c.data(b"Subject: " + subject.encode() + b"\r\n\r\n" + body)
+        assert code == 250, text
+        return text.decode().split()[-1]
+
+
+def find_queued(inst, qid):
+    for sub in ("incoming", "active", "deferred", "hold"):
+        for root, _dirs, files in os.walk(inst.queue_dir / sub):
+            if qid in files:
+                return os.path.join(root, qid)
+    return None
+
+
+def instance(make_instance, make_sink, **params):
+    sink = make_sink(rcpt_replies={"later@dest.test": "451 4.3.2 not now"})
+    inst = make_instance(relayhost="[127.0.0.1]:%d" % sink.port,
+                         params=dict(PARAMS, **params))
+    return inst, sink
+
+
+def test_finished_file_written_again(make_instance, make_sink):
+    inst, sink = instance(make_instance, make_sink)
+    inst.start()
+    big = (b"x" * 998 + b"\r\n") * 60
+    first = send(inst, "ok@dest.test", "first", big)
+    sink.wait_messages(1)
+    wait_until(lambda: names(inst, "free.") == ["free." + first], 20,
+               what="the first message's file free in reuse/")
+    st = os.stat(inst.queue_dir / "reuse" / ("free." + first))
+    assert st.st_size > 60000 and st.st_nlink == 1
+    # A producer that found reuse/ empty does not look again for 200 ms.
+    time.sleep(0.3)
+    second = send(inst, "later@dest.test", "second")
+    # 451 from the sink: the message waits in deferred/, in the old inode.
+    wait_until(lambda: (find_queued(inst, second) or "").find("/deferred/") > 0,
+               20, what="the second message in deferred/")
+    path = find_queued(inst, second)
+    st2 = os.stat(path)
+    assert st2.st_ino == st.st_ino, "the second message got a new file"
+    assert st2.st_size < 2000, st2.st_size
+    assert names(inst, "free.") == []
+    shown = inst.check("cat", second)
+    assert "Subject: second" in shown and "xxxx" not in shown
+    # Delivered as itself.
+    sink.rcpt_replies.clear()
+    inst.check("flush")
+    sink.wait_messages(2)
+    got = sink.received()[1]
+    assert b"Subject: second" in got.data and b"xxxx" not in got.data
+
+
+def test_reuse_off(make_instance, make_sink):
+    inst, sink = instance(make_instance, make_sink,
+                          queue_file_reuse_limit="0")
+    (inst.queue_dir / "reuse" / ("free." + QID_A)).write_bytes(b"old")
+    os.chmod(inst.queue_dir / "reuse" / ("free." + QID_A), 0o600)
+    inst.start()
+    wait_until(lambda: names(inst, "free.") == [], 20,
+               what="the free file removed at start")
+    for i in range(3):
+        send(inst, "ok%d@dest.test" % i, "m%d" % i)
+    sink.wait_messages(3)
+    wait_until(inst.queue_empty, 20, what="the queue to empty")
+    inst.wait_log(r": removed$", count=3)
+    time.sleep(0.5)     # past a publish delay (200 ms)
+    assert os.listdir(inst.queue_dir / "reuse") == []
+
+
+def test_limit_caps_free_files(make_instance, make_sink):
+    inst, sink = instance(make_instance, make_sink, queue_file_reuse_limit="2")
+    inst.start()
+    for i in range(6):
+        send(inst, "ok%d@dest.test" % i, "m%d" % i)
+    sink.wait_messages(6)
+    wait_until(inst.queue_empty, 20, what="the queue to empty")
+    inst.wait_log(r": removed$", count=6)
+    wait_until(lambda: names(inst, "ret.") == [], 20,
+               what="every returned file made free or removed")
+    assert len(names(inst, "free.")) == 2
+
+
+def test_foreign_files_not_written(make_instance, make_sink):
+    inst, sink = instance(make_instance, make_sink)
+    reuse = inst.queue_dir / "reuse"
+    owner = os.stat(reuse)
+    # The daemons' own files (their owner, mode 0600), but one with a
+    # second link, one of another mode; and one of another owner.
+    keep = inst.dir / "keep"
+    keep.write_bytes(b"not a queue file\n")
+    os.chmod(keep, 0o600)
+    os.link(keep, reuse / ("free." + QID_A))
+    (reuse / ("free." + QID_B)).write_bytes(b"other mode\n")
+    os.chmod(reuse / ("free." + QID_B), 0o644)
+    for p in (keep, reuse / ("free." + QID_B)):
+        os.chown(p, owner.st_uid, owner.st_gid)
+    other = reuse / ("free." + QID_C)
+    other.write_bytes(b"someone else's\n")
+    os.chmod(other, 0o600)
+    os.chown(other, owner.st_uid + 1, owner.st_gid)
+    os.link(other, inst.dir / "other")
+    inst.start()
+    send(inst, "ok@dest.test", "fine")
+    sink.wait_messages(1)
+    assert b"Subject: fine" in sink.received()[0].data
+    inst.wait_log(r"free\.%s: not a file to reuse \(links 2" % QID_A)
+    inst.wait_log(r"free\.%s: not a file to reuse \(links 1, owner \d+, "
+                  r"mode 0644" % QID_B)
+    inst.wait_log(r"free\.%s: not a file to reuse: " % QID_C)
+    assert keep.read_bytes() == b"not a queue file\n"
+    assert os.stat(keep).st_nlink == 1
+    assert (inst.dir / "other").read_bytes() == b"someone else's\n"
+    assert names(inst, "free.") == [] or \
+        all(n[5:] not in (QID_A, QID_B, QID_C) for n in names(inst, "free."))
+
+
+def test_returned_files_removed_at_start(make_instance, make_sink):
+    inst, sink = instance(make_instance, make_sink)
+    ret = inst.queue_dir / "reuse" / ("ret." + QID_A)
+    ret.write_bytes(b"old")
+    os.chmod(ret, 0o600)
+    inst.start()
+    wait_until(lambda: not ret.exists(), 20, what="ret.* removed at start")
+    assert names(inst, "free.") == []
