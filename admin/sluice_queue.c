@@ -183,8 +183,9 @@ int sluice_queue(const char *config_dir, int argc, char **argv)
 }
 
 /* sluice_cat_content - the content only: headers (-h), body (-b), or
-   both; 0, or -1 with the reason in why */
-static int sluice_cat_content(int fd, bool headers, bool body, VSTR *why)
+   both, to out; 0, or -1 with the reason in why */
+static int sluice_cat_content(int fd, bool headers, bool body, FILE *out,
+                              VSTR *why)
 {
     QFILE_READER *reader = qfile_reader_alloc(fd);
     QFILE_REC rec;
@@ -201,19 +202,19 @@ static int sluice_cat_content(int fd, bool headers, bool body, VSTR *why)
             if (rec.data[i] == '\n' && at_line_start) {
                 /* The empty line ends the headers; it belongs to neither. */
                 if (headers)
-                    fwrite(rec.data + start, 1, i - start, stdout);
+                    fwrite(rec.data + start, 1, i - start, out);
                 in_header = false;
                 start = i + 1;
                 if (headers && body)
-                    fputc('\n', stdout);
+                    fputc('\n', out);
                 break;
             }
             at_line_start = rec.data[i] == '\n';
         }
         if (in_header ? headers : body)
-            fwrite(rec.data + start, 1, rec.len - start, stdout);
+            fwrite(rec.data + start, 1, rec.len - start, out);
     }
-    fflush(stdout);
+    fflush(out);
     qfile_reader_free(reader);
     return status;
 }
@@ -228,7 +229,11 @@ int sluice_cat(const char *config_dir, int argc, char **argv)
     bool headers = false;
     bool body = false;
     int status = 1;
+    int read_status;
     int fd = -1;
+    char *text = NULL;
+    size_t text_len = 0;
+    FILE *out;
 
     for (int i = 1; i < argc; i++) {
         if (argv[i][0] == '-' && argv[i][1] && qid == NULL) {
@@ -262,26 +267,36 @@ int sluice_cat(const char *config_dir, int argc, char **argv)
         }
     if (fd < 0) {
         sluice_fail("cat: %s: no such message in the queue", qid);
+    } else if ((out = open_memstream(&text, &text_len)) == NULL) {
+        sluice_fail("cat: %s", strerror(errno));
+        (void) close(fd);
     } else {
-        fflush(stdout);
-        if (headers || body) {
-            if (sluice_cat_content(fd, headers, body, why) == 0)
+        /* Shown only once known to be this message's: a file that left
+           the queue meanwhile may hold another by now (qfile_reuse.h). */
+        if (headers || body)
+            read_status = sluice_cat_content(fd, headers, body, out, why);
+        else
+            read_status = qfile_dump(fd, out) == 0 ? 0 : -1;
+        if (fclose(out) != 0) {
+            sluice_fail("cat: %s", strerror(errno));
+        } else if (!mail_queue_holds(queue_dir, qid, fd)) {
+            sluice_fail("cat: %s: no such message in the queue (it left "
+                        "while it was read)",
+                        qid);
+        } else {
+            fflush(stdout);
+            fwrite(text, 1, text_len, stdout);
+            fflush(stdout);
+            if (read_status == 0)
                 status = 0;
-            else
+            else if (headers || body)
                 sluice_fail("cat: %s: the queue file is corrupt: %s",
                             vstr_str(path), vstr_str(why));
-        } else if (qfile_dump(fd, stdout) == 0) {
-            status = 0;
-        } else {
-            sluice_fail("cat: %s: the queue file is corrupt", vstr_str(path));
+            else
+                sluice_fail("cat: %s: the queue file is corrupt",
+                            vstr_str(path));
         }
-        if (!qfile_still_named(fd, vstr_str(path))) {
-            /* Its file may hold another message by now (qfile_reuse.h). */
-            fflush(stdout);
-            status = sluice_fail("cat: %s: the message left the queue while "
-                                 "it was read: what was shown may not be it",
-                                 qid);
-        }
+        free(text);
         (void) close(fd);
     }
     myfree(queue_dir);

@@ -343,12 +343,12 @@ static void sluice_why_queued(const char *queue_dir, const char *qid,
     if (fstat(fd, &st) == 0 && strcmp(queue, MAIL_QUEUE_DEFERRED) == 0)
         json_object_set_new(msg, "next_attempt", sluice_why_ts(st.st_mtime));
     if ((info = qfile_info_read(fd, why)) == NULL &&
-        qfile_still_named(fd, vstr_str(path))) {
+        mail_queue_holds(queue_dir, qid, fd)) {
         json_object_set_new(msg, "queue_file_error",
                             json_string(vstr_str(why)));
         goto out;
     }
-    if (info == NULL || !qfile_still_named(fd, vstr_str(path))) {
+    if (info == NULL || !mail_queue_holds(queue_dir, qid, fd)) {
         /* Done meanwhile: what was read may be another message's. */
         json_object_set_new(msg, "queue", json_null());
         goto out;

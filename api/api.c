@@ -905,7 +905,7 @@ static void api_status(API_CTX *ctx, struct evhttp_request *req,
             if ((fd = open(vstr_str(path), O_RDONLY | O_CLOEXEC)) < 0)
                 continue;
             if ((info = qfile_info_read(fd, why)) != NULL &&
-                !qfile_still_named(fd, vstr_str(path)))
+                !mail_queue_holds(ctx->queue_dir, qid, fd))
                 info = qfile_info_free(info); /* done meanwhile */
             if (info != NULL)
                 where = queues[i];

@@ -123,6 +123,29 @@ done:
     return ret;
 }
 
+/* mail_queue_holds - the same inode under one of qid's queue names */
+bool mail_queue_holds(const char *queue_dir, const char *qid, int fd)
+{
+    static const char *const places[] = {
+        MAIL_QUEUE_INCOMING, MAIL_QUEUE_ACTIVE,   MAIL_QUEUE_DEFERRED,
+        MAIL_QUEUE_HOLD,     MAIL_QUEUE_MAILDROP, MAIL_QUEUE_CORRUPT};
+    struct stat by_fd, by_name;
+    VSTR *path;
+    bool found = false;
+
+    if (fstat(fd, &by_fd) < 0)
+        return false;
+    path = vstr_alloc(100);
+    for (size_t i = 0; !found && i < SLUICE_ARRAY_LEN(places); i++) {
+        mail_queue_path(path, queue_dir, places[i], qid);
+        found = stat(vstr_str(path), &by_name) == 0 &&
+                by_name.st_ino == by_fd.st_ino &&
+                by_name.st_dev == by_fd.st_dev;
+    }
+    vstr_free(path);
+    return found;
+}
+
 /* mail_queue_do_rename - rename(2), with the directory fsyncs or not */
 static int mail_queue_do_rename(const VSTR *from_path, const VSTR *to_path,
                                 bool durable)
@@ -149,6 +172,13 @@ static int mail_queue_rename_how(const char *queue_dir, const char *from_queue,
     }
     from_path = mail_queue_path(vstr_alloc(100), queue_dir, from_queue, qid);
     to_path = mail_queue_path(vstr_alloc(100), queue_dir, to_queue, qid);
+    /* Back into incoming/ (release, requeue, flush): marked, so that its
+       file is not reused while its old name may come back after a crash.
+       A file that is not ours (a user's maildrop file) is not reused
+       anyway: that chmod may fail. */
+    if (strcmp(to_queue, MAIL_QUEUE_INCOMING) == 0 &&
+        strcmp(from_queue, MAIL_QUEUE_INCOMING) != 0)
+        (void) chmod(vstr_str(from_path), MAIL_QUEUE_MOVED_MODE);
     ret = mail_queue_do_rename(from_path, to_path, durable);
     /* A hash subdirectory is made only when missing: rarely. */
     if (ret < 0 && errno == ENOENT && mail_queue_hashed(to_queue) &&

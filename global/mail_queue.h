@@ -29,8 +29,13 @@
 #define MAIL_QUEUE_REUSE                                                       \
     "reuse" /* queue files to write again (qfile_reuse.h) */
 /* In private/: the shared state of incoming/'s fsync (global/dir_sync.h),
-   of cleanup's commits and qmgr's reuse of finished files */
+   cleanup's group commits */
 #define MAIL_QUEUE_INCOMING_SYNC ".incoming-sync"
+/* A file moved into incoming/ from another queue gets this mode: it may
+   still have an old name in a folder nobody fsynced, so its file is never
+   written again with another message (global/qfile_reuse.h, which takes
+   only cleanup's 0600 files) */
+#define MAIL_QUEUE_MOVED_MODE 0640
 
 /* public/qmgr: the wake-up trigger of the queue manager */
 #define MAIL_QUEUE_QMGR_SERVICE "qmgr"
@@ -50,6 +55,12 @@ extern bool mail_queue_known(const char *queue_name);
 extern bool mail_queue_of_messages(const char *queue_name);
 /* mail_queue_hashed - is this queue hashed one level deep? */
 extern bool mail_queue_hashed(const char *queue_name);
+/* mail_queue_holds - is the file open on fd still a queue file of qid
+   (in incoming/, active/, deferred/, hold/, maildrop/ or corrupt/)? A reader outside qmgr asks
+   after its read: a message that left the queue meanwhile may have its
+   file written again with another message (global/qfile_reuse.h), so
+   what was read is not this one's; one that only moved is still it */
+extern bool mail_queue_holds(const char *queue_dir, const char *qid, int fd);
 /* mail_queue_path - buf = queue_dir/queue_name[/H]/qid; returns buf */
 extern VSTR *mail_queue_path(VSTR *buf, const char *queue_dir,
                              const char *queue_name, const char *qid);

@@ -235,6 +235,34 @@ static void test_move(void **state)
     assert_true(
         test_file_is(vstr_str(mail_queue_path(path, q, "hold", qid)), "m1"));
 
+    /* Back into incoming/: marked (its file is never reused); moves
+       elsewhere keep the mode. And a reader can tell it is still there. */
+    {
+        struct stat st;
+        int fd;
+
+        assert_int_equal(
+            chmod(vstr_str(mail_queue_path(path, q, "hold", qid)), 0600), 0);
+        fd = open(vstr_str(path), O_RDONLY);
+        assert_true(fd >= 0);
+        assert_true(mail_queue_holds(q, qid, fd));
+        assert_int_equal(mail_queue_rename(q, "hold", "incoming", qid), 0);
+        assert_int_equal(
+            stat(vstr_str(mail_queue_path(path, q, "incoming", qid)), &st), 0);
+        assert_int_equal(st.st_mode & 07777, MAIL_QUEUE_MOVED_MODE);
+        assert_true(mail_queue_holds(q, qid, fd));
+        assert_int_equal(chmod(vstr_str(path), 0600), 0);
+        assert_int_equal(mail_queue_rename(q, "incoming", "active", qid), 0);
+        assert_int_equal(
+            stat(vstr_str(mail_queue_path(path, q, "active", qid)), &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0600);
+        assert_true(mail_queue_holds(q, qid, fd));
+        /* Out of every queue (to reuse/, say): no longer this message. */
+        assert_int_equal(unlink(vstr_str(path)), 0);
+        assert_false(mail_queue_holds(q, qid, fd));
+        (void) close(fd);
+    }
+
     vstr_free(queue_dir);
     vstr_free(path);
     vstr_free(why);

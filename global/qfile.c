@@ -598,6 +598,28 @@ static int qfile_copy_range(int rfd, int wfd, off_t from, off_t to)
     return 0;
 }
 
+/* qfile_copy_open - create the copy of out at path (its name and "+"),
+   locked like out when out is a reused file: a "+" file left by a holder
+   of that free file that died is removed first (only the holder of its
+   lock makes one) */
+static int qfile_copy_open(const QFILE_OUT *out, const char *path, mode_t mode)
+{
+    int fd;
+
+    fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd < 0 && errno == EEXIST && out->reused && unlink(path) == 0)
+        fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+    if (fd >= 0 && out->reused && qfile_reuse_lock(fd) < 0) {
+        int saved_errno = errno;
+
+        (void) close(fd);
+        (void) unlink(path);
+        errno = saved_errno;
+        return -1;
+    }
+    return fd;
+}
+
 /* qfile_out_prepend_content - a C record before the content so far */
 int qfile_out_prepend_content(QFILE_OUT *out, const void *data, size_t len)
 {
@@ -618,9 +640,8 @@ int qfile_out_prepend_content(QFILE_OUT *out, const void *data, size_t len)
     hdr[0] = QFILE_REC_CONT;
     qfile_put_len(hdr + 1, len);
     if (fstat(out->fd, &st) < 0 ||
-        (wfd = open(vstr_str(new_path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                    st.st_mode & 07777)) < 0 ||
-        (out->reused && qfile_reuse_lock(wfd) < 0) ||
+        (wfd = qfile_copy_open(out, vstr_str(new_path), st.st_mode & 07777)) <
+            0 ||
         qfile_copy_range(rfd, wfd, 0, writer->content_offset) < 0 ||
         safe_file_write_all(wfd, hdr, sizeof(hdr)) < 0 ||
         (len > 0 && safe_file_write_all(wfd, data, len) < 0) ||
@@ -701,9 +722,8 @@ int qfile_out_set_attr(QFILE_OUT *out, const char *name, const char *value)
     new_path = vstr_alloc(100);
     vstr_sprintf(new_path, "%s+", out->path);
     if (fstat(out->fd, &st) < 0 ||
-        (wfd = open(vstr_str(new_path), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC,
-                    st.st_mode & 07777)) < 0 ||
-        (out->reused && qfile_reuse_lock(wfd) < 0) ||
+        (wfd = qfile_copy_open(out, vstr_str(new_path), st.st_mode & 07777)) <
+            0 ||
         qfile_copy_range(rfd, wfd, 0, old_at) < 0 ||
         safe_file_write_all(wfd, hdr, sizeof(hdr)) < 0 ||
         safe_file_write_all(wfd, vstr_str(rec), vstr_len(rec)) < 0 ||
@@ -741,15 +761,6 @@ fail:
         writer->error = errno ? errno : EIO;
     errno = writer->error;
     return -1;
-}
-
-/* qfile_still_named - the same inode under path now */
-bool qfile_still_named(int fd, const char *path)
-{
-    struct stat by_fd, by_name;
-
-    return fstat(fd, &by_fd) == 0 && stat(path, &by_name) == 0 &&
-           by_fd.st_ino == by_name.st_ino && by_fd.st_dev == by_name.st_dev;
 }
 
 /* qfile_step_name - a step's name for log lines */

@@ -267,13 +267,6 @@ typedef struct QFILE_INFO {
    (the content is checked, not kept); NULL with the reason in why */
 extern QFILE_INFO *qfile_info_read(int fd, VSTR *why);
 
-/* qfile_still_named - does path still lead to the file open on fd? A
-   reader outside qmgr (a listing, `sluice why`, the API) asks after its
-   read: a file that left its queue meanwhile may already hold another
-   message (global/qfile_reuse.h), so what was read is not this one's; the
-   message is gone from that queue, as if the open had failed */
-extern bool qfile_still_named(int fd, const char *path);
-
 /* qfile_info_read_new - qfile_info_read() of a regular file just open()ed
    (offset 0: no lseek; a read that gives less than asked is taken as the
    end of the file, so no second read to find it) */

@@ -165,7 +165,8 @@ int qfile_reuse_lock(int fd)
     return fcntl(fd, F_OFD_SETLK, &lock);
 }
 
-/* qfile_reuse_try - take the free file name; its fd or -1 */
+/* qfile_reuse_try - take the free file name; its fd, -1 when not that
+   one, -2 when none can be taken now */
 static int qfile_reuse_try(QFILE_REUSE *reuse, const char *name, VSTR *path,
                            off_t *size)
 {
@@ -173,15 +174,27 @@ static int qfile_reuse_try(QFILE_REUSE *reuse, const char *name, VSTR *path,
     int fd;
 
     vstr_sprintf(path, "%s/%s", reuse->dir, name);
-    if ((fd = open(vstr_str(path), O_WRONLY | O_CLOEXEC | O_NOFOLLOW)) < 0) {
-        if (errno == ENOENT) /* another producer wrote it into a queue */
+    if ((fd = open(vstr_str(path),
+                   O_WRONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK)) < 0) {
+        switch (errno) {
+        case EACCES:
+        case EPERM:
+        case ELOOP:
+        case EISDIR:
+        case ENXIO:
+        case ETXTBSY:
+            /* Not ours to write (another owner, a symbolic link, a FIFO):
+               the name goes, whatever it leads to stays. */
+            msg_warn("%s: not a file to reuse: %m: removed", vstr_str(path));
+            if (unlink(vstr_str(path)) < 0 && errno != ENOENT)
+                msg_warn("remove %s: %m", vstr_str(path));
             return -1;
-        /* Not ours to write (another owner, a symbolic link): the name
-           goes, whatever it leads to stays. */
-        msg_warn("%s: not a file to reuse: %m: removed", vstr_str(path));
-        if (unlink(vstr_str(path)) < 0 && errno != ENOENT)
-            msg_warn("remove %s: %m", vstr_str(path));
-        return -1;
+        case EMFILE:
+        case ENFILE:
+            return -2; /* no descriptor for any: create as before */
+        default:
+            return -1; /* ENOENT: another producer wrote it into a queue */
+        }
     }
     if (qfile_reuse_lock(fd) < 0 || fstat(fd, &st) < 0 ||
         lstat(vstr_str(path), &named) < 0 || named.st_ino != st.st_ino ||
@@ -227,6 +240,8 @@ int qfile_reuse_take(QFILE_REUSE *reuse, VSTR *path, off_t *size)
 
             if ((fd = qfile_reuse_try(reuse, name, path, size)) >= 0)
                 return fd;
+            if (fd == -2)
+                return -1;
         }
         if (fresh) {
             reuse->empty_until = mono_ms() + QFILE_REUSE_EMPTY_MS;
@@ -254,30 +269,42 @@ static long qfile_reuse_count_free(const char *dir)
     return count;
 }
 
-/* qfile_reuse_publish - fsyncs first, then free names */
-size_t qfile_reuse_publish(const char *queue_dir, int active_fd,
-                           DIR_SYNC *incoming_sync, const ARGV *qids,
-                           long limit)
+/* qfile_reuse_count - free files of queue_dir/reuse/ */
+long qfile_reuse_count(const char *queue_dir)
 {
+    VSTR *dir = vstr_alloc(100);
+    long count;
+
+    vstr_sprintf(dir, "%s/%s", queue_dir, QFILE_REUSE_DIR);
+    count = qfile_reuse_count_free(vstr_str(dir));
+    vstr_free(dir);
+    return count;
+}
+
+/* qfile_reuse_publish - fsyncs first, then free names */
+size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids, long limit,
+                           long *free_now)
+{
+    static const char *const old_places[] = {MAIL_QUEUE_ACTIVE,
+                                             MAIL_QUEUE_INCOMING};
     VSTR *dir = vstr_alloc(100);
     VSTR *from = vstr_alloc(100);
     VSTR *to = vstr_alloc(100);
-    VSTR *incoming = vstr_alloc(100);
     size_t made = 0;
     long count;
-    bool synced;
+    bool synced = true;
 
-    vstr_sprintf(dir, "%s/%s", queue_dir, QFILE_REUSE_DIR);
-    vstr_sprintf(incoming, "%s/incoming", queue_dir);
-    synced = safe_file_fsync(active_fd) == 0;
-    if (!synced)
-        msg_warn("fsync %s/active: %m", queue_dir);
-    if (synced &&
-        (incoming_sync ? dir_sync(incoming_sync)
-                       : safe_file_fsync_dir(vstr_str(incoming))) < 0) {
-        msg_warn("fsync %s: %m", vstr_str(incoming));
-        synced = false;
+    /* Every old name of the batch's files durably gone: their folders'
+       fsyncs begin after the renames out of them. */
+    for (size_t i = 0; synced && i < SLUICE_ARRAY_LEN(old_places); i++) {
+        vstr_sprintf(dir, "%s/%s", queue_dir, old_places[i]);
+        if (safe_file_fsync_dir(vstr_str(dir)) < 0) {
+            msg_warn("fsync %s: %m: finished queue files are removed",
+                     vstr_str(dir));
+            synced = false;
+        }
     }
+    vstr_sprintf(dir, "%s/%s", queue_dir, QFILE_REUSE_DIR);
     count = synced ? qfile_reuse_count_free(vstr_str(dir)) : -1;
     for (size_t i = 0; i < qids->argc; i++) {
         vstr_sprintf(from, "%s/%s%s", vstr_str(dir), QFILE_REUSE_RETURNED,
@@ -297,10 +324,11 @@ size_t qfile_reuse_publish(const char *queue_dir, int active_fd,
         if (unlink(vstr_str(from)) < 0 && errno != ENOENT)
             msg_warn("remove %s: %m", vstr_str(from));
     }
+    if (free_now)
+        *free_now = count;
     vstr_free(dir);
     vstr_free(from);
     vstr_free(to);
-    vstr_free(incoming);
     return made;
 }
 

@@ -47,7 +47,6 @@
 #include <sys/types.h>
 
 #include "argv.h"
-#include "dir_sync.h"
 #include "mail_queue.h"
 #include "vstr.h"
 
@@ -84,14 +83,16 @@ extern QFILE_REUSE *qfile_reuse_free(QFILE_REUSE *reuse);
  */
 
 /* qfile_reuse_publish - make the returned files of qids (ret.QID) free:
-   fsync active/ (active_fd, open on it), then incoming/ through
-   incoming_sync (NULL: fsynced here), then rename each ret.QID to
-   free.QID while fewer than limit free files are there; the rest are
-   removed. On a failed fsync every one is removed. Returns how many were
-   made free */
-extern size_t qfile_reuse_publish(const char *queue_dir, int active_fd,
-                                  DIR_SYNC *incoming_sync, const ARGV *qids,
-                                  long limit);
+   fsync active/, then incoming/, then rename each ret.QID to free.QID
+   while fewer than limit free files are there; the rest are removed. On a
+   failed fsync every one is removed. Returns how many were made free;
+   *free_now (may be NULL) the free files there are after, -1 when
+   unknown */
+extern size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids,
+                                  long limit, long *free_now);
+/* qfile_reuse_count - the free files of queue_dir/reuse/ now, -1 when it
+   cannot be read */
+extern long qfile_reuse_count(const char *queue_dir);
 /* qfile_reuse_sweep - remove every ret.* (at start: a crash may have left
    some whose old names are not known to be gone), and with all every
    free.* too (reuse turned off); returns how many free files are left,

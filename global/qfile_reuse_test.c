@@ -315,6 +315,8 @@ static void test_copy_stays_taken(void **state)
     int fd;
 
     test_file(tq, "reuse/free." QID_A, 5000, 0600);
+    /* A copy a holder of that file left when it died. */
+    test_file(tq, "reuse/free." QID_A "+", 10, 0600);
     (void) snprintf(tmp, sizeof(tmp), "%s",
                     test_path(tq, "incoming/.tmp." QID_B));
     (void) snprintf(final, sizeof(final), "%s",
@@ -335,6 +337,7 @@ static void test_copy_stays_taken(void **state)
     assert_int_equal(qfile_reuse_take(two, path, &size), -1);
     assert_int_equal(qfile_commit(out, final, NULL), 0);
     assert_false(test_exists(tq, "reuse/free." QID_A));
+    assert_false(test_exists(tq, "reuse/free." QID_A "+"));
     fd = open(final, O_RDONLY);
     assert_true(fd >= 0);
     info = qfile_info_read(fd, why);
@@ -355,7 +358,6 @@ static void test_publish_and_sweep(void **state)
 {
     TEST_Q *tq = *state;
     ARGV *qids = argv_alloc(3);
-    int active_fd;
 
     test_file(tq, "reuse/free." QID_A, 10, 0600);
     test_file(tq, "reuse/ret." QID_B, 10, 0600);
@@ -363,10 +365,11 @@ static void test_publish_and_sweep(void **state)
     argv_add(qids, QID_B);
     argv_add(qids, QID_C);
     argv_add(qids, "0123456789ABCDEJ"); /* gone meanwhile: passed over */
-    active_fd = open(test_path(tq, "active"), O_RDONLY | O_DIRECTORY);
-    assert_true(active_fd >= 0);
-    assert_int_equal(qfile_reuse_publish(tq->queue, active_fd, NULL, qids, 2),
-                     1);
+    long free_now = 0;
+
+    assert_int_equal(qfile_reuse_publish(tq->queue, qids, 2, &free_now), 1);
+    assert_int_equal(free_now, 2);
+    assert_int_equal(qfile_reuse_count(tq->queue), 2);
     assert_true(test_exists(tq, "reuse/free." QID_A));
     assert_true(test_exists(tq, "reuse/free." QID_B));
     assert_false(test_exists(tq, "reuse/ret." QID_B));
@@ -381,7 +384,6 @@ static void test_publish_and_sweep(void **state)
     assert_int_equal(qfile_reuse_sweep(tq->queue, true), 0);
     assert_false(test_exists(tq, "reuse/free." QID_A));
     assert_false(test_exists(tq, "reuse/free." QID_B));
-    (void) close(active_fd);
     argv_free(qids);
 }
 

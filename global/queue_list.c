@@ -427,9 +427,9 @@ static bool queue_list_one(QUEUE_LIST *list, const char *qid, VSTR *out)
             queue_list_warn(list, "open %s: %s", vstr_str(path),
                             strerror(errno));
     } else if ((info = qfile_info_read(fd, why)) == NULL ||
-               !qfile_still_named(fd, vstr_str(path))) {
+               !mail_queue_holds(list->queue_dir, qid, fd)) {
         /* Gone meanwhile (delivered): what was read may be another's. */
-        if (info == NULL && qfile_still_named(fd, vstr_str(path)))
+        if (info == NULL && mail_queue_holds(list->queue_dir, qid, fd))
             queue_list_warn(list, "%s: %s", vstr_str(path), vstr_str(why));
     } else {
         /* The reasons are a help, not the listing: a log that cannot be

@@ -293,8 +293,8 @@ struct QMGR_MESSAGE {
     time_t not_before; /* send_at (queue file not_before=): no delivery
                           before it; 0: none */
     bool scheduled; /* this round only waits for not_before */
-    bool from_incoming; /* taken from incoming/ (qmgr_reuse.c may reuse its
-                           file) */
+    bool reusable; /* cleanup's file taken from incoming/: qmgr_reuse.c
+                      may have it written again */
     bool commit_pending; /* on ctx->commit_list: its events are not on
                             disk yet, so its queue changes wait */
     QMGR_MESSAGE *commit_next; /* ctx->commit_list */

@@ -85,6 +85,7 @@
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
@@ -98,6 +99,7 @@
 #include "match_list.h"
 #include "msg.h"
 #include "mymalloc.h"
+#include "qfile_reuse.h"
 #include "qmgr.h"
 #include "vstr.h"
 
@@ -1336,17 +1338,23 @@ static void qmgr_message_history(QMGR_MESSAGE *msg)
 /* qmgr_message_entered - when qid's file entered from_queue, and its
    next try (deferred/: its mtime; else 0), in Unix microseconds; entered
    0 when it cannot be seen. A rename is a change (ctime), so this is read
-   before qmgr's own. */
+   before qmgr's own. reusable: may its file be written again once the
+   message is done (qmgr_reuse.c)? */
 static void qmgr_message_entered(const QMGR_CTX *ctx, const char *from_queue,
                                  const char *qid, long long *entered,
-                                 long long *due)
+                                 long long *due, bool *reusable)
 {
     VSTR *path =
         mail_queue_path(vstr_alloc(100), ctx->conf.queue_dir, from_queue, qid);
     struct stat st;
 
     *entered = *due = 0;
+    *reusable = false;
     if (stat(vstr_str(path), &st) == 0) {
+        /* Only cleanup's own files, straight from it (qfile_reuse.h). */
+        *reusable = strcmp(from_queue, MAIL_QUEUE_INCOMING) == 0 &&
+                    (st.st_mode & 07777) == QFILE_REUSE_MODE &&
+                    st.st_uid == geteuid();
         *entered =
             (long long) st.st_ctim.tv_sec * 1000000 + st.st_ctim.tv_nsec / 1000;
         if (strcmp(from_queue, MAIL_QUEUE_DEFERRED) == 0)
@@ -1367,9 +1375,10 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
     QMGR_MESSAGE *msg;
     long long entered;
     long long due;
+    bool reusable;
     int fd;
 
-    qmgr_message_entered(ctx, from_queue, qid, &entered, &due);
+    qmgr_message_entered(ctx, from_queue, qid, &entered, &due, &reusable);
     if (strcmp(from_queue, MAIL_QUEUE_ACTIVE) != 0 &&
         mail_queue_rename(ctx->conf.queue_dir, from_queue, MAIL_QUEUE_ACTIVE,
                           qid) < 0) {
@@ -1413,7 +1422,7 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
         msg->active_usec);
     msg->not_before = qmgr_message_not_before(info);
     msg->scheduled = msg->not_before > time(NULL);
-    msg->from_incoming = strcmp(from_queue, MAIL_QUEUE_INCOMING) == 0;
+    msg->reusable = reusable;
     qmgr_message_history(msg);
     if ((msg->next = ctx->messages) != NULL)
         msg->next->prev = msg;

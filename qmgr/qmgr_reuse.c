@@ -3,30 +3,32 @@
  *
  * A message that is done (every recipient delivered, or bounced with its
  * DSN out) leaves active/ by a rename to reuse/ret.QID instead of an
- * unlink, when its file came from incoming/ in this qmgr's life: its names
- * were then incoming/.tmp.QID or a free file's, incoming/QID and
- * active/QID, all known. Files that came back from deferred/ or hold/, or
- * that a start found in active/, are removed as before.
+ * unlink, when its file is cleanup's (mode 0600, qmgr's owner) and came
+ * from incoming/ in this qmgr's life: its names were then a free file's
+ * or incoming/.tmp.QID, incoming/QID and active/QID, all known. A file
+ * moved back into incoming/ from another queue (release, requeue, flush)
+ * has mode 0640 (global/mail_queue.h): an old name of it in a folder
+ * nobody fsynced may come back after a crash. Those, files that came
+ * from deferred/ or hold/, and files a start found in active/ are removed
+ * as before; so is every finished file while reuse/ holds the limit.
  *
  * The returned files are made free in batches (global/qfile_reuse.h): at
  * most QMGR_REUSE_DELAY_MS after the first of a batch, or at once when
- * QMGR_REUSE_BATCH are waiting, qmgr fsyncs active/ and incoming/
- * (incoming/'s through the fsync cleanup shares, which under load has
- * usually begun since) and renames each to free.QID. The fsyncs are the
- * price: two per batch, not per message. At start every ret.* left by a
- * crash is removed; at exit the batch in hand is made free.
+ * QMGR_REUSE_BATCH are waiting, qmgr fsyncs active/ and incoming/ and
+ * renames each to free.QID. The fsyncs are the price: two per batch, not
+ * per message (qmgr's own, not shared with cleanup's through dir_sync: a
+ * qmgr killed in its fsync would fail the cleanup commits waiting on it).
+ * At start every ret.* left by a crash is removed; at exit the batch in
+ * hand is made free.
  */
 #include "sys_defs.h"
-
-#include <fcntl.h>
-#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "argv.h"
-#include "dir_sync.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
+#include "mono_ms.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "qfile_reuse.h"
@@ -38,11 +40,30 @@
 
 struct QMGR_REUSE {
     long limit; /* queue_file_reuse_limit */
-    int active_fd; /* open on active/ */
-    DIR_SYNC *incoming_sync; /* shared with cleanup; NULL: fsync here */
     ARGV *returned; /* queue IDs of reuse/ret.* not yet free */
     struct event *publish_ev;
+    bool full; /* the last count found limit free files or more */
+    long long full_checked; /* ... at (mono_ms) */
 };
+
+/* qmgr_reuse_note - what a count of the free files says */
+static void qmgr_reuse_note(QMGR_REUSE *reuse, long free_now)
+{
+    reuse->full = free_now >= reuse->limit;
+    reuse->full_checked = mono_ms();
+}
+
+/* qmgr_reuse_full - are there limit free files already? Then a finished
+   file is removed at once, not moved and removed at the publish (a queue
+   that drains with nothing arriving). Counted again at most every
+   QMGR_REUSE_DELAY_MS while full. */
+static bool qmgr_reuse_full(QMGR_CTX *ctx, QMGR_REUSE *reuse)
+{
+    if (!reuse->full || mono_ms() < reuse->full_checked + QMGR_REUSE_DELAY_MS)
+        return reuse->full;
+    qmgr_reuse_note(reuse, qfile_reuse_count(ctx->conf.queue_dir));
+    return reuse->full;
+}
 
 /* qmgr_reuse_publish - the batch in hand becomes free */
 static void qmgr_reuse_publish(QMGR_CTX *ctx)
@@ -51,9 +72,11 @@ static void qmgr_reuse_publish(QMGR_CTX *ctx)
 
     if (reuse->returned->argc == 0)
         return;
-    (void) qfile_reuse_publish(ctx->conf.queue_dir, reuse->active_fd,
-                               reuse->incoming_sync, reuse->returned,
-                               reuse->limit);
+    long free_now;
+
+    (void) qfile_reuse_publish(ctx->conf.queue_dir, reuse->returned,
+                               reuse->limit, &free_now);
+    qmgr_reuse_note(reuse, free_now);
     argv_free(reuse->returned);
     reuse->returned = argv_alloc(QMGR_REUSE_BATCH);
 }
@@ -70,58 +93,27 @@ static void qmgr_reuse_event(evutil_socket_t fd, short what, void *arg)
 void qmgr_reuse_init(QMGR_CTX *ctx, const MAIL_CONF *conf)
 {
     QMGR_REUSE *reuse;
-    VSTR *path;
-    VSTR *state;
-    VSTR *why;
     long limit = (long) mail_conf_int(conf, "queue_file_reuse_limit");
+    long count;
 
     if (limit <= 0) {
         /* No free file outlives the setting that made it. */
         (void) qfile_reuse_sweep(ctx->conf.queue_dir, true);
         return;
     }
-    path = vstr_alloc(100);
-    state = vstr_alloc(100);
-    why = vstr_alloc(100);
+    if ((count = qfile_reuse_sweep(ctx->conf.queue_dir, false)) < 0) {
+        msg_warn("no %s/ folder: finished queue files are removed",
+                 MAIL_QUEUE_REUSE);
+        return;
+    }
     reuse = mycalloc(1, sizeof(*reuse));
     reuse->limit = limit;
     reuse->returned = argv_alloc(QMGR_REUSE_BATCH);
-    vstr_sprintf(path, "%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_ACTIVE);
-    if ((reuse->active_fd =
-             open(vstr_str(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-        msg_warn("open %s: %m: finished queue files are removed",
-                 vstr_str(path));
-        goto fail;
-    }
     if ((reuse->publish_ev = evtimer_new(ctx->base, qmgr_reuse_event, ctx)) ==
         NULL)
         msg_fatal("cannot create the reuse event");
-    vstr_sprintf(path, "%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_INCOMING);
-    vstr_sprintf(state, "%s/%s/%s", ctx->conf.queue_dir, MAIL_QUEUE_PRIVATE,
-                 MAIL_QUEUE_INCOMING_SYNC);
-    if ((reuse->incoming_sync =
-             dir_sync_open(vstr_str(path), vstr_str(state), why)) == NULL)
-        msg_warn("incoming/'s fsync is not shared: %s", vstr_str(why));
-    if (qfile_reuse_sweep(ctx->conf.queue_dir, false) < 0) {
-        msg_warn("no %s/ folder: finished queue files are removed",
-                 MAIL_QUEUE_REUSE);
-        goto fail;
-    }
+    qmgr_reuse_note(reuse, count);
     ctx->reuse = reuse;
-    goto out;
-
-fail:
-    if (reuse->active_fd >= 0)
-        (void) close(reuse->active_fd);
-    if (reuse->publish_ev)
-        event_free(reuse->publish_ev);
-    reuse->incoming_sync = dir_sync_free(reuse->incoming_sync);
-    argv_free(reuse->returned);
-    myfree(reuse);
-out:
-    vstr_free(path);
-    vstr_free(state);
-    vstr_free(why);
 }
 
 /* qmgr_reuse_return - move the finished file of msg to reuse/; false when
@@ -134,7 +126,7 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
     VSTR *to;
     bool moved;
 
-    if (reuse == NULL || !msg->from_incoming)
+    if (reuse == NULL || !msg->reusable || qmgr_reuse_full(ctx, reuse))
         return false;
     from = mail_queue_path(vstr_alloc(100), ctx->conf.queue_dir,
                            MAIL_QUEUE_ACTIVE, msg->qid);
@@ -170,8 +162,6 @@ void qmgr_reuse_exit(QMGR_CTX *ctx)
         return;
     qmgr_reuse_publish(ctx);
     event_free(reuse->publish_ev);
-    (void) close(reuse->active_fd);
-    reuse->incoming_sync = dir_sync_free(reuse->incoming_sync);
     argv_free(reuse->returned);
     myfree(reuse);
     ctx->reuse = NULL;

@@ -34,10 +34,11 @@ SMTPD = LIBEXEC / "smtpd"
 CLEANUP = LIBEXEC / "cleanup"
 
 TRACE_SET = ("openat,open,close,read,readv,recvfrom,recvmsg,write,writev,"
-             "pwrite64,sendto,sendmsg,fsync,fdatasync,rename,renameat,renameat2")
+             "pwrite64,ftruncate,sendto,sendmsg,fsync,fdatasync,rename,renameat,"
+             "renameat2")
 STRACE_OPTS = ["-f", "-ttt", "-T", "-y", "-s", "65536", "-e", "trace=" + TRACE_SET]
 
-WRITES = ("write", "writev", "pwrite64", "sendto", "sendmsg")
+WRITES = ("write", "writev", "pwrite64", "ftruncate", "sendto", "sendmsg")
 READS = ("read", "readv", "recvfrom", "recvmsg")
 SYNCS = ("fsync", "fdatasync")
 RENAMES = ("rename", "renameat", "renameat2")
@@ -234,6 +235,7 @@ def check_publish_order(events, qid, reused=None):
 
     opens = [e for e in events[:rn.index] if e.name in ("open", "openat") and
              _strings(e) and _strings(e)[0] == tmp_path and
+             ("O_WRONLY" in e.args or "O_RDWR" in e.args) and
              e.ret != "?" and int(e.ret) >= 0 and e.pid == rn.pid]
     if not from_reuse:
         assert len(opens) == 1, "want one open of DIR/.tmp.%s, saw %d" % (
@@ -441,8 +443,9 @@ def _check_second_message(inst, tmp_path, reused):
 
     tracers = []
     with smtplib.SMTP("127.0.0.1", inst.port, timeout=10) as smtp:
+        # Longer than the second: a reused file is cut to the second.
         smtp.sendmail("first@example.test", ["rcpt@example.test"],
-                      "Subject: first\r\n\r\nwarm up\r\n")
+                      "Subject: first\r\n\r\nwarm up\r\n" + "x" * 4000 + "\r\n")
         if reused:
             wait_until(lambda: _free_files(inst), 20,
                        what="the first message's file free in reuse/")
@@ -490,6 +493,12 @@ def _check_second_message(inst, tmp_path, reused):
     sm_events = parse_trace(sm_tr.text())
     steps = check_cleanup_order(cl_events, qid, reused)
     ack = check_smtpd_after(sm_events, qid, steps["dir_sync"])
+    if reused:
+        op = steps["open"]
+        cuts = [e for e in cl_events[op.index:steps["file_sync"].index]
+                if e.name == "ftruncate" and e.pid == op.pid and
+                e.fd == int(op.ret)]
+        assert len(cuts) == 1, "the reused file was not cut: %s" % cuts
 
     incoming = os.path.realpath(os.path.dirname(_strings(steps["rename"])[-1]))
     assert incoming == os.path.realpath(str(inst.queue_dir / "incoming"))
@@ -582,12 +591,16 @@ BAD_CLEANUP = {
 _FREE = "/q/reuse/free.1MGPC5K261700TQZ"
 GOOD_REUSED = GOOD_CLEANUP.replace(_D + "/.tmp." + _Q, _FREE).replace(
     "O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC, 0600", "O_WRONLY|O_CLOEXEC|O_NOFOLLOW")
+# ... longer before: the old message's tail is cut before the fsync.
+_CUT = "100 10.000550 ftruncate(10<{f}>, 556) = 0 <0.000010>\n".format(f=_FREE)
+GOOD_REUSED = GOOD_REUSED.replace(
+    "100 10.000600 fsync(", _CUT + "100 10.000600 fsync(")
 
 
 def test_checker_accepts_a_reused_file():
     steps = check_cleanup_order(parse_trace(GOOD_REUSED), _Q, reused=True)
     assert _strings(steps["open"])[0] == _FREE
-    assert steps["dir_sync"].index == 9
+    assert steps["dir_sync"].index == 10
     with pytest.raises(AssertionError):
         check_cleanup_order(parse_trace(GOOD_REUSED), _Q, reused=False)
     with pytest.raises(AssertionError):
@@ -596,15 +609,17 @@ def test_checker_accepts_a_reused_file():
 
 @pytest.mark.parametrize("case", [
     "reply_before_dir_fsync", "rename_before_file_fsync", "no_file_fsync",
-    "no_dir_fsync", "write_after_fsync", "free_file_elsewhere",
-    "free_file_truncated"])
+    "no_dir_fsync", "write_after_fsync", "cut_after_fsync",
+    "free_file_elsewhere", "free_file_truncated"])
 def test_checker_rejects_a_wrong_reused_order(case):
     text = {
-        "reply_before_dir_fsync": _move(GOOD_REUSED, 12, 9),
-        "rename_before_file_fsync": _move(GOOD_REUSED, 7, 5),
-        "no_file_fsync": _drop(GOOD_REUSED, 5),
-        "no_dir_fsync": _drop(GOOD_REUSED, 9, 10),
-        "write_after_fsync": _move(GOOD_REUSED, 4, 5),
+        "reply_before_dir_fsync": _move(GOOD_REUSED, 13, 10),
+        "rename_before_file_fsync": _move(GOOD_REUSED, 8, 6),
+        "no_file_fsync": _drop(GOOD_REUSED, 6),
+        "no_dir_fsync": _drop(GOOD_REUSED, 10, 11),
+        "write_after_fsync": _move(GOOD_REUSED, 4, 6),
+        # the old tail cut after the fsync: the length is not durable
+        "cut_after_fsync": _move(GOOD_REUSED, 5, 6),
         # a "free" file that is no file of reuse/
         "free_file_elsewhere": GOOD_REUSED.replace(
             "/q/reuse/", "/q/active/"),

@@ -7,7 +7,9 @@ the next message into it instead of creating a file (global/qfile_reuse.h).
 - test_finished_file_written_again: the file of a delivered 60 KB message
   becomes free, and the next (small) message is written into that very
   inode, cut to its own length: the strict reader takes it and the sink
-  gets the new message, nothing of the old one.
+  gets the new message, nothing of the old one. That one, deferred and
+  flushed back into incoming/, is not reused (an old name of it in
+  deferred/ was never fsynced).
 - test_reuse_off: queue_file_reuse_limit = 0: no file is kept, free files
   left from before are removed at start.
 - test_limit_caps_free_files: never more free files than the limit.
@@ -91,6 +93,11 @@ def test_finished_file_written_again(make_instance, make_sink):
     sink.wait_messages(2)
     got = sink.received()[1]
     assert b"Subject: second" in got.data and b"xxxx" not in got.data
+    # It came back from deferred/ (flush: mode 0640), where a crash could
+    # bring back its old name: its file is removed, never reused.
+    inst.wait_log(r"%s: removed$" % second)
+    time.sleep(0.5)     # past a publish delay (200 ms)
+    assert names(inst, "free.") == [] and names(inst, "ret.") == []
 
 
 def test_reuse_off(make_instance, make_sink):
