@@ -36,8 +36,19 @@
  * producer that fails leaves the file where it was, free, its content
  * of no meaning.
  *
+ * Only cleanup's own files (mode 0600, its owner) that went straight from
+ * it through incoming/ and active/ are returned: a file moved back into
+ * incoming/ from another queue has mode 0640 (global/mail_queue.h), since
+ * its old name there may not be durably gone.
+ *
  * Nothing here holds a message that was acknowledged: a crash at any point
- * loses at most a file of reuse/ (qmgr removes every ret.* at start).
+ * loses at most a file of reuse/ (qmgr removes every ret.* at start). On a
+ * file system with a journal (ext4's default, XFS) a rename is one
+ * change and an fsync commits every change before it, so no old name can
+ * come back. Without a journal the two folders of a rename reach the disk
+ * separately and after a crash a file may have two names; fsck (which
+ * Debian runs at boot on such a file system) counts its links, and the
+ * one-link check above refuses it.
  */
 #ifndef QFILE_REUSE_H
 #define QFILE_REUSE_H
