@@ -286,8 +286,9 @@ int sluice_cat(const char *config_dir, int argc, char **argv)
         } else {
             fflush(stdout);
             fwrite(text, 1, text_len, stdout);
-            fflush(stdout);
-            if (read_status == 0)
+            if (fflush(stdout) != 0 || ferror(stdout))
+                sluice_fail("cat: write to the output: %s", strerror(errno));
+            else if (read_status == 0)
                 status = 0;
             else if (headers || body)
                 sluice_fail("cat: %s: the queue file is corrupt: %s",

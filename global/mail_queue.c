@@ -136,11 +136,14 @@ bool mail_queue_holds(const char *queue_dir, const char *qid, int fd)
     if (fstat(fd, &by_fd) < 0)
         return false;
     path = vstr_alloc(100);
-    for (size_t i = 0; !found && i < SLUICE_ARRAY_LEN(places); i++) {
-        mail_queue_path(path, queue_dir, places[i], qid);
-        found = stat(vstr_str(path), &by_name) == 0 &&
-                by_name.st_ino == by_fd.st_ino &&
-                by_name.st_dev == by_fd.st_dev;
+    /* Twice: a move to a queue looked at before, between two looks. */
+    for (int pass = 0; !found && pass < 2; pass++) {
+        for (size_t i = 0; !found && i < SLUICE_ARRAY_LEN(places); i++) {
+            mail_queue_path(path, queue_dir, places[i], qid);
+            found = stat(vstr_str(path), &by_name) == 0 &&
+                    by_name.st_ino == by_fd.st_ino &&
+                    by_name.st_dev == by_fd.st_dev;
+        }
     }
     vstr_free(path);
     return found;
@@ -160,6 +163,7 @@ static int mail_queue_rename_how(const char *queue_dir, const char *from_queue,
                                  const char *to_queue, const char *qid,
                                  bool durable)
 {
+    struct stat st;
     VSTR *from_path;
     VSTR *to_path;
     int ret;
@@ -174,10 +178,14 @@ static int mail_queue_rename_how(const char *queue_dir, const char *from_queue,
     to_path = mail_queue_path(vstr_alloc(100), queue_dir, to_queue, qid);
     /* Back into incoming/ (release, requeue, flush): marked, so that its
        file is not reused while its old name may come back after a crash.
-       A file that is not ours (a user's maildrop file) is not reused
-       anyway: that chmod may fail. */
+       Only a file that could be reused, cleanup's 0600, is marked, and
+       the mark only adds a bit: a file of another mode (a user's maildrop
+       file, read by qmgr through its "other" bits) is never reused and
+       keeps what it has. */
     if (strcmp(to_queue, MAIL_QUEUE_INCOMING) == 0 &&
-        strcmp(from_queue, MAIL_QUEUE_INCOMING) != 0)
+        strcmp(from_queue, MAIL_QUEUE_INCOMING) != 0 &&
+        lstat(vstr_str(from_path), &st) == 0 && S_ISREG(st.st_mode) &&
+        (st.st_mode & 07777) == 0600)
         (void) chmod(vstr_str(from_path), MAIL_QUEUE_MOVED_MODE);
     ret = mail_queue_do_rename(from_path, to_path, durable);
     /* A hash subdirectory is made only when missing: rarely. */

@@ -257,6 +257,14 @@ static void test_move(void **state)
             stat(vstr_str(mail_queue_path(path, q, "active", qid)), &st), 0);
         assert_int_equal(st.st_mode & 07777, 0600);
         assert_true(mail_queue_holds(q, qid, fd));
+        /* A file of another mode (a user's maildrop file, read through
+           its "other" bits) keeps its mode. */
+        assert_int_equal(chmod(vstr_str(path), 0644), 0);
+        assert_int_equal(mail_queue_rename(q, "active", "hold", qid), 0);
+        assert_int_equal(mail_queue_move(q, "hold", "incoming", qid), 0);
+        assert_int_equal(
+            stat(vstr_str(mail_queue_path(path, q, "incoming", qid)), &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0644);
         /* Out of every queue (to reuse/, say): no longer this message. */
         assert_int_equal(unlink(vstr_str(path)), 0);
         assert_false(mail_queue_holds(q, qid, fd));

@@ -37,6 +37,7 @@
 
 #define QMGR_REUSE_DELAY_MS 200 /* a returned file waits at most this */
 #define QMGR_REUSE_BATCH 256 /* ... or until this many wait */
+#define QMGR_REUSE_RECOUNT_MS 20 /* while full, a readdir at most this often */
 
 struct QMGR_REUSE {
     long limit; /* queue_file_reuse_limit */
@@ -56,10 +57,10 @@ static void qmgr_reuse_note(QMGR_REUSE *reuse, long free_now)
 /* qmgr_reuse_full - are there limit free files already? Then a finished
    file is removed at once, not moved and removed at the publish (a queue
    that drains with nothing arriving). Counted again at most every
-   QMGR_REUSE_DELAY_MS while full. */
+   QMGR_REUSE_RECOUNT_MS while full (cleanup may take them meanwhile). */
 static bool qmgr_reuse_full(QMGR_CTX *ctx, QMGR_REUSE *reuse)
 {
-    if (!reuse->full || mono_ms() < reuse->full_checked + QMGR_REUSE_DELAY_MS)
+    if (!reuse->full || mono_ms() < reuse->full_checked + QMGR_REUSE_RECOUNT_MS)
         return reuse->full;
     qmgr_reuse_note(reuse, qfile_reuse_count(ctx->conf.queue_dir));
     return reuse->full;

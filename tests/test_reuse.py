@@ -127,7 +127,8 @@ def test_limit_caps_free_files(make_instance, make_sink):
     inst.wait_log(r": removed$", count=6)
     wait_until(lambda: names(inst, "ret.") == [], 20,
                what="every returned file made free or removed")
-    assert len(names(inst, "free.")) == 2
+    # At most the limit (cleanup may have taken one again meanwhile).
+    assert 1 <= len(names(inst, "free.")) <= 2
 
 
 def test_foreign_files_not_written(make_instance, make_sink):
