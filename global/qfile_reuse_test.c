@@ -211,14 +211,25 @@ static void test_not_ours_is_refused(void **state)
     vstr_free(path);
 }
 
+/* test_records - one small message's records into out */
+static void test_records(QFILE_OUT *out)
+{
+    QFILE_WRITER *writer = qfile_out_writer(out);
+    struct timeval tv = {1700000000, 5};
+
+    qfile_put_time(writer, &tv);
+    qfile_put_sender(writer, "a@b.test");
+    qfile_put_rcpt(writer, "c@d.test", NULL, NULL);
+    qfile_put_content_begin(writer);
+    qfile_put_content(writer, "Subject: t\n\nhi\n", 15);
+}
+
 /* test_write - one small message through the producer: reuse or create */
 static int test_write(TEST_Q *tq, QFILE_REUSE *reuse, const char *qid,
                       bool fail_before_commit)
 {
     char tmp[300], final[300];
-    struct timeval tv = {1700000000, 5};
     QFILE_OUT *out;
-    QFILE_WRITER *writer;
 
     (void) snprintf(tmp, sizeof(tmp), "%s",
                     test_path(tq, "incoming/.tmp.%s", qid));
@@ -226,12 +237,7 @@ static int test_write(TEST_Q *tq, QFILE_REUSE *reuse, const char *qid,
                     test_path(tq, "incoming/%s", qid));
     out = qfile_create_reuse(reuse, tmp, 0600);
     assert_non_null(out);
-    writer = qfile_out_writer(out);
-    qfile_put_time(writer, &tv);
-    qfile_put_sender(writer, "a@b.test");
-    qfile_put_rcpt(writer, "c@d.test", NULL, NULL);
-    qfile_put_content_begin(writer);
-    qfile_put_content(writer, "Subject: t\n\nhi\n", 15);
+    test_records(out);
     if (fail_before_commit) {
         qfile_abort(out);
         return 0;
@@ -306,9 +312,7 @@ static void test_copy_stays_taken(void **state)
     QFILE_REUSE *two;
     VSTR *path = vstr_alloc(100);
     VSTR *why = vstr_alloc(100);
-    struct timeval tv = {1700000000, 5};
     char tmp[300], final[300];
-    QFILE_WRITER *writer;
     QFILE_INFO *info;
     QFILE_OUT *out;
     off_t size;
@@ -325,12 +329,7 @@ static void test_copy_stays_taken(void **state)
     assert_non_null(out);
     assert_string_equal(qfile_out_path(out),
                         test_path(tq, "reuse/free." QID_A));
-    writer = qfile_out_writer(out);
-    qfile_put_time(writer, &tv);
-    qfile_put_sender(writer, "a@b.test");
-    qfile_put_rcpt(writer, "c@d.test", NULL, NULL);
-    qfile_put_content_begin(writer);
-    qfile_put_content(writer, "Subject: t\n\nhi\n", 15);
+    test_records(out);
     assert_int_equal(qfile_out_prepend_content(out, "X-Sig: 1\n", 9), 0);
     assert_int_equal(qfile_out_set_attr(out, "pool", "p1"), 0);
     two = qfile_reuse_open(tq->queue);
