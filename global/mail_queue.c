@@ -185,8 +185,15 @@ static int mail_queue_rename_how(const char *queue_dir, const char *from_queue,
     if (strcmp(to_queue, MAIL_QUEUE_INCOMING) == 0 &&
         strcmp(from_queue, MAIL_QUEUE_INCOMING) != 0 &&
         lstat(vstr_str(from_path), &st) == 0 && S_ISREG(st.st_mode) &&
-        (st.st_mode & 07777) == 0600)
-        (void) chmod(vstr_str(from_path), MAIL_QUEUE_MOVED_MODE);
+        (st.st_mode & 07777) == 0600 &&
+        chmod(vstr_str(from_path), MAIL_QUEUE_MOVED_MODE) < 0) {
+        /* Unmarked, it would pass for a new message of cleanup's. */
+        saved_errno = errno;
+        vstr_free(from_path);
+        vstr_free(to_path);
+        errno = saved_errno;
+        return -1;
+    }
     ret = mail_queue_do_rename(from_path, to_path, durable);
     /* A hash subdirectory is made only when missing: rarely. */
     if (ret < 0 && errno == ENOENT && mail_queue_hashed(to_queue) &&

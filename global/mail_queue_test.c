@@ -4,6 +4,7 @@
  */
 #include "sys_defs.h"
 
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <setjmp.h>
@@ -158,6 +159,23 @@ static void test_create_dirs(void **state)
     vstr_free(why);
 }
 
+/* chmod - the C library's, or a failure while test_chmod_fails is set */
+static bool test_chmod_fails;
+
+int chmod(const char *path, mode_t mode)
+{
+    static __typeof__(&chmod) real;
+
+    if (test_chmod_fails) {
+        errno = EPERM;
+        return -1;
+    }
+    if (real == NULL &&
+        (real = (__typeof__(&chmod)) dlsym(RTLD_NEXT, "chmod")) == NULL)
+        abort();
+    return real(path, mode);
+}
+
 /* test_make_file - create path with content */
 static void test_make_file(const char *path, const char *content)
 {
@@ -246,6 +264,18 @@ static void test_move(void **state)
         fd = open(vstr_str(path), O_RDONLY);
         assert_true(fd >= 0);
         assert_true(mail_queue_holds(q, qid, fd));
+        /* A file that cannot be marked stays where it is: unmarked in
+           incoming/, it would pass for a new message of cleanup's (whose
+           file qmgr may reuse, and reads no defer or bounce log of). */
+        test_chmod_fails = true;
+        errno = 0;
+        assert_int_equal(mail_queue_rename(q, "hold", "incoming", qid), -1);
+        assert_int_equal(errno, EPERM);
+        test_chmod_fails = false;
+        assert_int_equal(
+            stat(vstr_str(mail_queue_path(path, q, "hold", qid)), &st), 0);
+        assert_int_equal(st.st_mode & 07777, 0600);
+        mail_queue_path(path, q, "hold", qid);
         assert_int_equal(mail_queue_rename(q, "hold", "incoming", qid), 0);
         assert_int_equal(
             stat(vstr_str(mail_queue_path(path, q, "incoming", qid)), &st), 0);

@@ -554,8 +554,12 @@ int mail_server_main(int argc, char **argv, const char *progname,
     server = mycalloc(1, sizeof(*server));
     why = vstr_alloc(100);
     msg_init("sluice", progname);
-    if (getenv("SLUICE_LOG_STDERR"))
-        msg_log_stderr(true);
+    /* Every line to stderr when asked (master -f) or on a terminal; else
+       stderr is master's /dev/null, and only warnings and worse go there
+       (a write and a format per log line saved). */
+    msg_log_stderr_from(getenv("SLUICE_LOG_STDERR") || isatty(STDERR_FILENO)
+                            ? MSG_INFO
+                            : MSG_WARN);
     overrides = argv_alloc(2);
     while ((ch = getopt(argc, argv, "c:o:v")) != -1) {
         switch (ch) {

@@ -287,9 +287,14 @@ struct QMGR_MESSAGE {
     bool warned; /* the delay warning went out */
     /* A defer log may exist: it was there (or could not be read) at
        activation, or qmgr appended to it since. false only when the
-       activation's read found none and nothing was appended: completion
+       activation's read found none (or the file came straight from
+       cleanup: bounce_log_maybe) and nothing was appended: completion
        need not unlink it (qmgr is its only writer). */
     bool defer_log_maybe;
+    /* A bounce log may exist: false only for a file straight from cleanup
+       (reusable, no done mark) until qmgr appends to it; completion then
+       need not look for one. */
+    bool bounce_log_maybe;
     time_t not_before; /* send_at (queue file not_before=): no delivery
                           before it; 0: none */
     bool scheduled; /* this round only waits for not_before */

@@ -556,6 +556,16 @@ static void qmgr_message_log_rec(DSN_LOG_REC *rec, const QMGR_MESSAGE *msg,
     rec->time = (long long) time(NULL);
 }
 
+/* qmgr_message_bounce_log - append rec to msg's bounce log (even a failed
+   append may leave one: qmgr_message_finish then looks for it) */
+static int qmgr_message_bounce_log(QMGR_MESSAGE *msg, const DSN_LOG_REC *rec,
+                                   bool sync, VSTR *why)
+{
+    msg->bounce_log_maybe = true;
+    return dsn_log_append(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid,
+                          rec, sync, why);
+}
+
 /* qmgr_message_result - record one recipient's result */
 void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
                          const char *dsn, const char *reason,
@@ -591,8 +601,7 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
                                  reason, diagnostic, remote_mta);
             /* Delivered is delivered: a lost success notice is no reason
                to deliver twice. */
-            if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid,
-                               &rec, true, why) < 0)
+            if (qmgr_message_bounce_log(msg, &rec, true, why) < 0)
                 msg_warn("%s: success notice for %s lost: %s", msg->qid,
                          rcpt->address, vstr_str(why));
         }
@@ -608,8 +617,7 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
         qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_FAILED, dsn, reason,
                              diagnostic, remote_mta);
         rec.category = class->category;
-        if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid, &rec,
-                           true, why) == 0) {
+        if (qmgr_message_bounce_log(msg, &rec, true, why) == 0) {
             mem->state = QMGR_RCPT_FINISHED;
             qmgr_message_event(msg, index, EVENTS_BOUNCED, dsn, reason,
                                remote_mta, class, false);
@@ -943,8 +951,7 @@ static int qmgr_message_expire(QMGR_MESSAGE *msg)
         bounce_class_result(ctx->conf.bounce_classes, rec.status, NULL,
                             rec.reason, &class);
         rec.category = class.category;
-        if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid, &rec,
-                           true, why) < 0) {
+        if (qmgr_message_bounce_log(msg, &rec, true, why) < 0) {
             msg_warn("%s: bounce log for %s: %s", msg->qid,
                      msg->info->rcpts[i].address, vstr_str(why));
             continue;
@@ -1000,7 +1007,8 @@ void qmgr_message_check(QMGR_MESSAGE *msg)
         qmgr_message_pending(msg);
         return;
     }
-    if (dsn_log_exists(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid))
+    if (msg->bounce_log_maybe &&
+        dsn_log_exists(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid))
         qmgr_bounce_request(msg, BOUNCE_KIND_BOUNCE, qmgr_message_bounced);
     else
         qmgr_message_settle(msg);
@@ -1335,6 +1343,17 @@ static void qmgr_message_history(QMGR_MESSAGE *msg)
     vstr_free(why);
 }
 
+/* qmgr_message_euid - qmgr's effective uid, asked once (it is set for
+   good before the first message) */
+static uid_t qmgr_message_euid(void)
+{
+    static uid_t euid = (uid_t) -1;
+
+    if (euid == (uid_t) -1)
+        euid = geteuid();
+    return euid;
+}
+
 /* qmgr_message_entered - when qid's file entered from_queue, and its
    next try (deferred/: its mtime; else 0), in Unix microseconds; entered
    0 when it cannot be seen. A rename is a change (ctime), so this is read
@@ -1354,7 +1373,7 @@ static void qmgr_message_entered(const QMGR_CTX *ctx, const char *from_queue,
         /* Only cleanup's own files, straight from it (qfile_reuse.h). */
         *reusable = strcmp(from_queue, MAIL_QUEUE_INCOMING) == 0 &&
                     (st.st_mode & 07777) == QFILE_REUSE_MODE &&
-                    st.st_uid == geteuid();
+                    st.st_uid == qmgr_message_euid();
         *entered =
             (long long) st.st_ctim.tv_sec * 1000000 + st.st_ctim.tv_nsec / 1000;
         if (strcmp(from_queue, MAIL_QUEUE_DEFERRED) == 0)
@@ -1423,7 +1442,15 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
     msg->not_before = qmgr_message_not_before(info);
     msg->scheduled = msg->not_before > time(NULL);
     msg->reusable = reusable;
-    qmgr_message_history(msg);
+    /* A file straight from cleanup (the test of reusable, and no done
+       mark) has no defer or bounce log: qmgr writes both, and only for
+       messages it has taken. Files moved back into incoming/ are marked
+       (global/mail_queue.c), so they are not taken for such. */
+    msg->bounce_log_maybe = !reusable || info->rcpt_done > 0;
+    if (msg->bounce_log_maybe)
+        qmgr_message_history(msg);
+    else
+        msg->defer_log_maybe = false;
     if ((msg->next = ctx->messages) != NULL)
         msg->next->prev = msg;
     ctx->messages = msg;

@@ -96,6 +96,10 @@ def test_finished_file_written_again(make_instance, make_sink):
     # It came back from deferred/ (flush: mode 0640), where a crash could
     # bring back its old name: its file is removed, never reused.
     inst.wait_log(r"%s: removed$" % second)
+    # ... and, being no new message of cleanup's, its defer log was read
+    # and goes with it (qmgr skips both logs only for cleanup's own).
+    assert not [n for _, _, ns in os.walk(inst.queue_dir / "defer")
+                for n in ns if n == second]
     time.sleep(0.5)     # past a publish delay (200 ms)
     assert names(inst, "free.") == [] and names(inst, "ret.") == []
 

@@ -19,13 +19,13 @@ static struct {
     char tag[128]; /* "sluice/smtpd" */
     const char *progname;
     int log_fd; /* -1: syslog */
-    bool to_stderr;
+    int stderr_from; /* lines of this level and worse go to stderr too */
     bool syslog_open;
     int verbose;
     MSG_EXIT_HOOK exit_hook;
     char host[256];
     int copy_fd;
-} msg_state = {"sluice", "sluice", -1, true, false, 0, NULL, "", -1};
+} msg_state = {"sluice", "sluice", -1, MSG_INFO, false, 0, NULL, "", -1};
 
 /* msg_init - name the program for every line that follows */
 void msg_init(const char *syslog_name, const char *progname)
@@ -78,7 +78,13 @@ int msg_log_file(const char *path)
 /* msg_log_stderr - also (or no longer) copy lines to stderr */
 void msg_log_stderr(bool on)
 {
-    msg_state.to_stderr = on;
+    msg_state.stderr_from = on ? MSG_INFO : MSG_PANIC + 1;
+}
+
+/* msg_log_stderr_from - copy lines of level and worse to stderr */
+void msg_log_stderr_from(int level)
+{
+    msg_state.stderr_from = level;
 }
 
 void msg_verbose_set(int level)
@@ -239,7 +245,7 @@ void msg_vlog(int level, const char *fmt, va_list ap)
     } else if (msg_state.syslog_open) {
         syslog(syslog_level[level], "%s%s", msg_level_prefix[level], text);
     }
-    if (msg_state.to_stderr) {
+    if (level >= msg_state.stderr_from) {
         /* stderr gets "sluice/prog: text", as Postfix's commands print. */
         char short_line[MSG_LINE_MAX + 200];
         int slen = snprintf(short_line, sizeof(short_line), "%s: %s%s\n",

@@ -21,6 +21,9 @@ typedef void (*MSG_EXIT_HOOK)(int status);
 extern void msg_init(const char *syslog_name, const char *progname);
 extern int msg_log_file(const char *path); /* "" or NULL: syslog */
 extern void msg_log_stderr(bool on);
+/* msg_log_stderr_from - copy only lines of level (MSG_INFO ...) and worse
+   to stderr */
+extern void msg_log_stderr_from(int level);
 extern void msg_verbose_set(int level);
 extern int msg_verbose_get(void);
 extern void msg_exit_hook(MSG_EXIT_HOOK hook); /* tests: replaces exit(1) */

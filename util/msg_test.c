@@ -126,6 +126,40 @@ static void test_file_mode(void **state)
     assert_int_equal(testlib_dir_remove(tmp), 0);
 }
 
+/* stderr_from: only lines of that level and worse are copied to stderr
+   (a daemon under a detached master: its stderr is /dev/null) */
+static void test_stderr_from(void **state)
+{
+    char path[] = "/tmp/msg_test.XXXXXX";
+    int fd = mkstemp(path);
+    int saved = dup(STDERR_FILENO);
+    char buf[1024];
+    ssize_t len;
+
+    assert_true(fd >= 0 && saved >= 0);
+    msg_init("sluice", "tester");
+    assert_int_equal(msg_log_file("/dev/null"), 0);
+    assert_int_equal(dup2(fd, STDERR_FILENO), STDERR_FILENO);
+    msg_log_stderr_from(MSG_WARN);
+    msg_info("quiet line");
+    msg_warn("loud line");
+    msg_log_stderr(true);
+    msg_info("asked line");
+    msg_log_stderr(false);
+    msg_warn("silent line");
+    assert_int_equal(dup2(saved, STDERR_FILENO), STDERR_FILENO);
+    (void) close(saved);
+    len = pread(fd, buf, sizeof(buf) - 1, 0);
+    assert_true(len > 0);
+    buf[len] = 0;
+    assert_null(strstr(buf, "quiet line"));
+    assert_non_null(strstr(buf, "sluice/tester: warning: loud line\n"));
+    assert_non_null(strstr(buf, "sluice/tester: asked line\n"));
+    assert_null(strstr(buf, "silent line"));
+    close(fd);
+    unlink(path);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -134,6 +168,7 @@ int main(void)
         cmocka_unit_test(test_file_target),
         cmocka_unit_test(test_no_newline_injection),
         cmocka_unit_test(test_file_mode),
+        cmocka_unit_test(test_stderr_from),
     };
 
     return cmocka_run_group_tests_name("msg", tests, NULL, NULL);
