@@ -283,7 +283,7 @@ long qfile_reuse_count(const char *queue_dir)
 
 /* qfile_reuse_publish - fsyncs first, then free names */
 size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids, long limit,
-                           long *free_now)
+                           long *free_now, ARGV *surplus)
 {
     static const char *const old_places[] = {MAIL_QUEUE_ACTIVE,
                                              MAIL_QUEUE_INCOMING};
@@ -321,7 +321,9 @@ size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids, long limit,
                 continue;
             msg_warn("rename %s to %s: %m", vstr_str(from), vstr_str(to));
         }
-        if (unlink(vstr_str(from)) < 0 && errno != ENOENT)
+        if (surplus != NULL)
+            argv_add(surplus, vstr_str(from));
+        else if (unlink(vstr_str(from)) < 0 && errno != ENOENT)
             msg_warn("remove %s: %m", vstr_str(from));
     }
     if (free_now)

@@ -95,12 +95,13 @@ extern QFILE_REUSE *qfile_reuse_free(QFILE_REUSE *reuse);
 
 /* qfile_reuse_publish - make the returned files of qids (ret.QID) free:
    fsync active/, then incoming/, then rename each ret.QID to free.QID
-   while fewer than limit free files are there; the rest are removed. On a
-   failed fsync every one is removed. Returns how many were made free;
-   *free_now (may be NULL) the free files there are after, -1 when
-   unknown */
+   while fewer than limit free files are there; the rest are removed, or,
+   with surplus not NULL, their paths added to it for the caller to
+   remove. On a failed fsync every one is removed so. Returns how many
+   were made free; *free_now (may be NULL) the free files there are after,
+   -1 when unknown */
 extern size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids,
-                                  long limit, long *free_now);
+                                  long limit, long *free_now, ARGV *surplus);
 /* qfile_reuse_count - the free files of queue_dir/reuse/ now, -1 when it
    cannot be read */
 extern long qfile_reuse_count(const char *queue_dir);

@@ -366,7 +366,8 @@ static void test_publish_and_sweep(void **state)
     argv_add(qids, "0123456789ABCDEJ"); /* gone meanwhile: passed over */
     long free_now = 0;
 
-    assert_int_equal(qfile_reuse_publish(tq->queue, qids, 2, &free_now), 1);
+    assert_int_equal(qfile_reuse_publish(tq->queue, qids, 2, &free_now, NULL),
+                     1);
     assert_int_equal(free_now, 2);
     assert_int_equal(qfile_reuse_count(tq->queue), 2);
     assert_true(test_exists(tq, "reuse/free." QID_A));
@@ -374,6 +375,22 @@ static void test_publish_and_sweep(void **state)
     assert_false(test_exists(tq, "reuse/ret." QID_B));
     assert_false(test_exists(tq, "reuse/ret." QID_C));
     assert_false(test_exists(tq, "reuse/free." QID_C));
+    /* Past the limit with a surplus list: left for the caller, named. */
+    {
+        ARGV *one = argv_alloc(1);
+        ARGV *surplus = argv_alloc(1);
+
+        test_file(tq, "reuse/ret." QID_C, 10, 0600);
+        argv_add(one, QID_C);
+        assert_int_equal(
+            qfile_reuse_publish(tq->queue, one, 2, &free_now, surplus), 0);
+        assert_int_equal(surplus->argc, 1);
+        assert_non_null(strstr(surplus->argv[0], "/reuse/ret." QID_C));
+        assert_true(test_exists(tq, "reuse/ret." QID_C));
+        assert_int_equal(unlink(surplus->argv[0]), 0);
+        argv_free(one);
+        argv_free(surplus);
+    }
     /* A start removes every ret.*, counts the free ones. */
     test_file(tq, "reuse/ret." QID_C, 10, 0600);
     assert_int_equal(qfile_reuse_sweep(tq->queue, false), 2);

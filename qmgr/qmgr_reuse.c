@@ -20,8 +20,19 @@
  * qmgr killed in its fsync would fail the cleanup commits waiting on it).
  * At start every ret.* left by a crash is removed; at exit the batch in
  * hand is made free.
+ *
+ * While reuse/ holds the limit (a queue that drains with nothing
+ * arriving) a finished file is still renamed to ret.QID, which settles
+ * the message at once, and its removal is left to a thread of its own:
+ * an unlink costs a file system more than a rename (the inode and its
+ * blocks freed), and the event loop need not wait for it. The thread
+ * does nothing but unlink those ret.* names; what it could not remove
+ * is logged from the loop and swept at the next start.
  */
 #include "sys_defs.h"
+
+#include <pthread.h>
+#include <signal.h>
 
 #include <event2/event.h>
 
@@ -39,13 +50,133 @@
 #define QMGR_REUSE_BATCH 256 /* ... or until this many wait */
 #define QMGR_REUSE_RECOUNT_MS 20 /* while full, a readdir at most this often */
 
+/* The remover thread's share: everything below lock is guarded by it. */
+typedef struct QMGR_REMOVER {
+    pthread_t thread;
+    bool running; /* the thread was started */
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    ARGV *paths; /* reuse/ret.* to unlink */
+    bool stop; /* exit once paths is empty */
+    long failed; /* unlinks that failed (not ENOENT) since the last look */
+    int failed_errno; /* ... the last one's errno */
+} QMGR_REMOVER;
+
 struct QMGR_REUSE {
     long limit; /* queue_file_reuse_limit */
     ARGV *returned; /* queue IDs of reuse/ret.* not yet free */
     struct event *publish_ev;
     bool full; /* the last count found limit free files or more */
     long long full_checked; /* ... at (mono_ms) */
+    QMGR_REMOVER remover;
 };
+
+/* qmgr_remover_main - the thread: unlink what is handed over */
+static void *qmgr_remover_main(void *arg)
+{
+    QMGR_REMOVER *rm = arg;
+
+    for (;;) {
+        ARGV *paths;
+        long failed = 0;
+        int failed_errno = 0;
+
+        (void) pthread_mutex_lock(&rm->lock);
+        while (rm->paths->argc == 0 && !rm->stop)
+            (void) pthread_cond_wait(&rm->wake, &rm->lock);
+        if (rm->paths->argc == 0) {
+            (void) pthread_mutex_unlock(&rm->lock);
+            return NULL;
+        }
+        paths = rm->paths;
+        rm->paths = argv_alloc(QMGR_REUSE_BATCH);
+        (void) pthread_mutex_unlock(&rm->lock);
+        for (size_t i = 0; i < paths->argc; i++) {
+            if (unlink(paths->argv[i]) < 0 && errno != ENOENT) {
+                failed++;
+                failed_errno = errno;
+            }
+        }
+        argv_free(paths);
+        if (failed > 0) {
+            (void) pthread_mutex_lock(&rm->lock);
+            rm->failed += failed;
+            rm->failed_errno = failed_errno;
+            (void) pthread_mutex_unlock(&rm->lock);
+        }
+    }
+}
+
+/* qmgr_remover_add - hand the paths of surplus over (copied) */
+static void qmgr_remover_add(QMGR_REMOVER *rm, ARGV *surplus)
+{
+    long failed;
+    int failed_errno;
+
+    if (surplus->argc == 0)
+        return;
+    if (!rm->running) {
+        for (size_t i = 0; i < surplus->argc; i++)
+            if (unlink(surplus->argv[i]) < 0 && errno != ENOENT)
+                msg_warn("remove %s: %m", surplus->argv[i]);
+        return;
+    }
+    (void) pthread_mutex_lock(&rm->lock);
+    for (size_t i = 0; i < surplus->argc; i++)
+        argv_add(rm->paths, surplus->argv[i]);
+    failed = rm->failed;
+    failed_errno = rm->failed_errno;
+    rm->failed = 0;
+    (void) pthread_cond_signal(&rm->wake);
+    (void) pthread_mutex_unlock(&rm->lock);
+    if (failed > 0)
+        msg_warn("%ld finished queue file%s could not be removed from %s/: "
+                 "%s (removed at the next start)",
+                 failed, failed == 1 ? "" : "s", MAIL_QUEUE_REUSE,
+                 strerror(failed_errno));
+}
+
+/* qmgr_remover_start - the thread, or none (the loop unlinks) */
+static void qmgr_remover_start(QMGR_REMOVER *rm)
+{
+    sigset_t all;
+    sigset_t old;
+    int ret;
+
+    rm->paths = argv_alloc(QMGR_REUSE_BATCH);
+    if (pthread_mutex_init(&rm->lock, NULL) != 0 ||
+        pthread_cond_init(&rm->wake, NULL) != 0) {
+        msg_warn("no thread to remove finished queue files: the loop does");
+        return;
+    }
+    /* Signals stay the loop's: the thread starts with every one blocked. */
+    (void) sigfillset(&all);
+    (void) pthread_sigmask(SIG_SETMASK, &all, &old);
+    ret = pthread_create(&rm->thread, NULL, qmgr_remover_main, rm);
+    (void) pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (ret != 0) {
+        msg_warn("no thread to remove finished queue files: %s: the loop "
+                 "does",
+                 strerror(ret));
+        return;
+    }
+    rm->running = true;
+}
+
+/* qmgr_remover_stop - let the thread finish what it has, and end */
+static void qmgr_remover_stop(QMGR_REMOVER *rm)
+{
+    if (rm->running) {
+        (void) pthread_mutex_lock(&rm->lock);
+        rm->stop = true;
+        (void) pthread_cond_signal(&rm->wake);
+        (void) pthread_mutex_unlock(&rm->lock);
+        (void) pthread_join(rm->thread, NULL);
+        rm->running = false;
+    }
+    argv_free(rm->paths);
+    rm->paths = NULL;
+}
 
 /* qmgr_reuse_note - what a count of the free files says */
 static void qmgr_reuse_note(QMGR_REUSE *reuse, long free_now)
@@ -74,9 +205,12 @@ static void qmgr_reuse_publish(QMGR_CTX *ctx)
     if (reuse->returned->argc == 0)
         return;
     long free_now;
+    ARGV *surplus = argv_alloc(QMGR_REUSE_BATCH);
 
     (void) qfile_reuse_publish(ctx->conf.queue_dir, reuse->returned,
-                               reuse->limit, &free_now);
+                               reuse->limit, &free_now, surplus);
+    qmgr_remover_add(&reuse->remover, surplus);
+    argv_free(surplus);
     qmgr_reuse_note(reuse, free_now);
     argv_free(reuse->returned);
     reuse->returned = argv_alloc(QMGR_REUSE_BATCH);
@@ -114,6 +248,7 @@ void qmgr_reuse_init(QMGR_CTX *ctx, const MAIL_CONF *conf)
         NULL)
         msg_fatal("cannot create the reuse event");
     qmgr_reuse_note(reuse, count);
+    qmgr_remover_start(&reuse->remover);
     ctx->reuse = reuse;
 }
 
@@ -126,8 +261,12 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
     VSTR *from;
     VSTR *to;
     bool moved;
+    bool full;
 
-    if (reuse == NULL || !msg->reusable || qmgr_reuse_full(ctx, reuse))
+    if (reuse == NULL || !msg->reusable)
+        return false;
+    full = qmgr_reuse_full(ctx, reuse);
+    if (full && !reuse->remover.running)
         return false;
     from = mail_queue_path(vstr_alloc(100), ctx->conf.queue_dir,
                            MAIL_QUEUE_ACTIVE, msg->qid);
@@ -138,10 +277,20 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
     if (!moved && errno != ENOENT)
         msg_warn("%s: rename %s to %s: %m", msg->qid, vstr_str(from),
                  vstr_str(to));
+    if (moved && full) {
+        /* Settled by the rename; the thread removes it. */
+        ARGV *one = argv_alloc(1);
+
+        argv_add(one, vstr_str(to));
+        qmgr_remover_add(&reuse->remover, one);
+        argv_free(one);
+    }
     vstr_free(from);
     vstr_free(to);
     if (!moved)
         return false;
+    if (full)
+        return true;
     argv_add(reuse->returned, msg->qid);
     if (reuse->returned->argc >= QMGR_REUSE_BATCH) {
         event_del(reuse->publish_ev);
@@ -162,6 +311,7 @@ void qmgr_reuse_exit(QMGR_CTX *ctx)
     if (reuse == NULL)
         return;
     qmgr_reuse_publish(ctx);
+    qmgr_remover_stop(&reuse->remover);
     event_free(reuse->publish_ev);
     argv_free(reuse->returned);
     myfree(reuse);

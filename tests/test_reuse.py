@@ -133,6 +133,11 @@ def test_limit_caps_free_files(make_instance, make_sink):
                what="every returned file made free or removed")
     # At most the limit (cleanup may have taken one again meanwhile).
     assert 1 <= len(names(inst, "free.")) <= 2
+    # Files past the limit are removed by qmgr's remover thread, not by
+    # its loop (qmgr/qmgr_reuse.c): the thread runs.
+    qmgr = inst.child("qmgr")
+    assert len(os.listdir("/proc/%d/task" % qmgr)) == 2, \
+        "qmgr runs no remover thread"
 
 
 def test_foreign_files_not_written(make_instance, make_sink):
