@@ -291,21 +291,27 @@ size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids, long limit,
     VSTR *from = vstr_alloc(100);
     VSTR *to = vstr_alloc(100);
     size_t made = 0;
+    long found;
     long count;
-    bool synced = true;
+    bool synced;
+
+    /* Counted first: none to make free, no fsync (qmgr alone makes free
+       files; cleanup's takes meanwhile only leave room unused). */
+    vstr_sprintf(dir, "%s/%s", queue_dir, QFILE_REUSE_DIR);
+    found = qfile_reuse_count_free(vstr_str(dir));
+    synced = found >= 0 && found < limit;
 
     /* Every old name of the batch's files durably gone: their folders'
        fsyncs begin after the renames out of them. */
     for (size_t i = 0; synced && i < SLUICE_ARRAY_LEN(old_places); i++) {
-        vstr_sprintf(dir, "%s/%s", queue_dir, old_places[i]);
-        if (safe_file_fsync_dir(vstr_str(dir)) < 0) {
+        vstr_sprintf(from, "%s/%s", queue_dir, old_places[i]);
+        if (safe_file_fsync_dir(vstr_str(from)) < 0) {
             msg_warn("fsync %s: %m: finished queue files are removed",
-                     vstr_str(dir));
+                     vstr_str(from));
             synced = false;
         }
     }
-    vstr_sprintf(dir, "%s/%s", queue_dir, QFILE_REUSE_DIR);
-    count = synced ? qfile_reuse_count_free(vstr_str(dir)) : -1;
+    count = synced ? found : -1;
     for (size_t i = 0; i < qids->argc; i++) {
         vstr_sprintf(from, "%s/%s%s", vstr_str(dir), QFILE_REUSE_RETURNED,
                      qids->argv[i]);
@@ -327,7 +333,7 @@ size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids, long limit,
             msg_warn("remove %s: %m", vstr_str(from));
     }
     if (free_now)
-        *free_now = count;
+        *free_now = synced ? count : found;
     vstr_free(dir);
     vstr_free(from);
     vstr_free(to);

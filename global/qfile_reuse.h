@@ -94,8 +94,9 @@ extern QFILE_REUSE *qfile_reuse_free(QFILE_REUSE *reuse);
  */
 
 /* qfile_reuse_publish - make the returned files of qids (ret.QID) free:
-   fsync active/, then incoming/, then rename each ret.QID to free.QID
-   while fewer than limit free files are there; the rest are removed, or,
+   when fewer than limit free files are there, fsync active/, then
+   incoming/, then rename each ret.QID to free.QID while fewer than limit
+   are; the rest are removed, or,
    with surplus not NULL, their paths added to it for the caller to
    remove. On a failed fsync every one is removed so. Returns how many
    were made free; *free_now (may be NULL) the free files there are after,

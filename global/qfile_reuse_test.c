@@ -384,6 +384,7 @@ static void test_publish_and_sweep(void **state)
         argv_add(one, QID_C);
         assert_int_equal(
             qfile_reuse_publish(tq->queue, one, 2, &free_now, surplus), 0);
+        assert_int_equal(free_now, 2);
         assert_int_equal(surplus->argc, 1);
         assert_non_null(strstr(surplus->argv[0], "/reuse/ret." QID_C));
         assert_true(test_exists(tq, "reuse/ret." QID_C));

@@ -10,24 +10,25 @@
  * has mode 0640 (global/mail_queue.h): an old name of it in a folder
  * nobody fsynced may come back after a crash. Those, files that came
  * from deferred/ or hold/, and files a start found in active/ are removed
- * as before; so is every finished file while reuse/ holds the limit.
+ * as before.
  *
  * The returned files are made free in batches (global/qfile_reuse.h): at
  * most QMGR_REUSE_DELAY_MS after the first of a batch, or at once when
  * QMGR_REUSE_BATCH are waiting, qmgr fsyncs active/ and incoming/ and
- * renames each to free.QID. The fsyncs are the price: two per batch, not
- * per message (qmgr's own, not shared with cleanup's through dir_sync: a
- * qmgr killed in its fsync would fail the cleanup commits waiting on it).
- * At start every ret.* left by a crash is removed; at exit the batch in
- * hand is made free.
+ * renames each to free.QID while reuse/ holds fewer than
+ * queue_file_reuse_limit free files. The fsyncs are the price: two per
+ * batch, not per message (qmgr's own, not shared with cleanup's through
+ * dir_sync: a qmgr killed in its fsync would fail the cleanup commits
+ * waiting on it); none when reuse/ is full already. At start every ret.*
+ * left by a crash is removed; at exit the batch in hand is published.
  *
- * While reuse/ holds the limit (a queue that drains with nothing
- * arriving) a finished file is still renamed to ret.QID, which settles
- * the message at once, and its removal is left to a thread of its own:
- * an unlink costs a file system more than a rename (the inode and its
- * blocks freed), and the event loop need not wait for it. The thread
- * does nothing but unlink those ret.* names; what it could not remove
- * is logged from the loop and swept at the next start.
+ * What a batch leaves over (reuse/ full: a queue that drains with nothing
+ * arriving) is removed by a thread of its own: an unlink costs a file
+ * system more than a rename (the inode and its blocks freed), and the
+ * event loop need not wait for it; the rename to ret.QID has settled the
+ * message already. The thread does nothing but unlink those ret.* names;
+ * what it could not remove is logged from the loop and swept at the next
+ * start. Without the thread (it could not be started) the loop unlinks.
  */
 #include "sys_defs.h"
 
@@ -39,7 +40,6 @@
 #include "argv.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
-#include "mono_ms.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "qfile_reuse.h"
@@ -48,7 +48,6 @@
 
 #define QMGR_REUSE_DELAY_MS 200 /* a returned file waits at most this */
 #define QMGR_REUSE_BATCH 256 /* ... or until this many wait */
-#define QMGR_REUSE_RECOUNT_MS 20 /* while full, a readdir at most this often */
 
 /* The remover thread's share: everything below lock is guarded by it. */
 typedef struct QMGR_REMOVER {
@@ -66,8 +65,6 @@ struct QMGR_REUSE {
     long limit; /* queue_file_reuse_limit */
     ARGV *returned; /* queue IDs of reuse/ret.* not yet free */
     struct event *publish_ev;
-    bool full; /* the last count found limit free files or more */
-    long long full_checked; /* ... at (mono_ms) */
     QMGR_REMOVER remover;
 };
 
@@ -178,25 +175,6 @@ static void qmgr_remover_stop(QMGR_REMOVER *rm)
     rm->paths = NULL;
 }
 
-/* qmgr_reuse_note - what a count of the free files says */
-static void qmgr_reuse_note(QMGR_REUSE *reuse, long free_now)
-{
-    reuse->full = free_now >= reuse->limit;
-    reuse->full_checked = mono_ms();
-}
-
-/* qmgr_reuse_full - are there limit free files already? Then a finished
-   file is removed at once, not moved and removed at the publish (a queue
-   that drains with nothing arriving). Counted again at most every
-   QMGR_REUSE_RECOUNT_MS while full (cleanup may take them meanwhile). */
-static bool qmgr_reuse_full(QMGR_CTX *ctx, QMGR_REUSE *reuse)
-{
-    if (!reuse->full || mono_ms() < reuse->full_checked + QMGR_REUSE_RECOUNT_MS)
-        return reuse->full;
-    qmgr_reuse_note(reuse, qfile_reuse_count(ctx->conf.queue_dir));
-    return reuse->full;
-}
-
 /* qmgr_reuse_publish - the batch in hand becomes free */
 static void qmgr_reuse_publish(QMGR_CTX *ctx)
 {
@@ -204,14 +182,12 @@ static void qmgr_reuse_publish(QMGR_CTX *ctx)
 
     if (reuse->returned->argc == 0)
         return;
-    long free_now;
     ARGV *surplus = argv_alloc(QMGR_REUSE_BATCH);
 
     (void) qfile_reuse_publish(ctx->conf.queue_dir, reuse->returned,
-                               reuse->limit, &free_now, surplus);
+                               reuse->limit, NULL, surplus);
     qmgr_remover_add(&reuse->remover, surplus);
     argv_free(surplus);
-    qmgr_reuse_note(reuse, free_now);
     argv_free(reuse->returned);
     reuse->returned = argv_alloc(QMGR_REUSE_BATCH);
 }
@@ -229,14 +205,13 @@ void qmgr_reuse_init(QMGR_CTX *ctx, const MAIL_CONF *conf)
 {
     QMGR_REUSE *reuse;
     long limit = (long) mail_conf_int(conf, "queue_file_reuse_limit");
-    long count;
 
     if (limit <= 0) {
         /* No free file outlives the setting that made it. */
         (void) qfile_reuse_sweep(ctx->conf.queue_dir, true);
         return;
     }
-    if ((count = qfile_reuse_sweep(ctx->conf.queue_dir, false)) < 0) {
+    if (qfile_reuse_sweep(ctx->conf.queue_dir, false) < 0) {
         msg_warn("no %s/ folder: finished queue files are removed",
                  MAIL_QUEUE_REUSE);
         return;
@@ -247,7 +222,6 @@ void qmgr_reuse_init(QMGR_CTX *ctx, const MAIL_CONF *conf)
     if ((reuse->publish_ev = evtimer_new(ctx->base, qmgr_reuse_event, ctx)) ==
         NULL)
         msg_fatal("cannot create the reuse event");
-    qmgr_reuse_note(reuse, count);
     qmgr_remover_start(&reuse->remover);
     ctx->reuse = reuse;
 }
@@ -261,12 +235,8 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
     VSTR *from;
     VSTR *to;
     bool moved;
-    bool full;
 
     if (reuse == NULL || !msg->reusable)
-        return false;
-    full = qmgr_reuse_full(ctx, reuse);
-    if (full && !reuse->remover.running)
         return false;
     from = mail_queue_path(vstr_alloc(100), ctx->conf.queue_dir,
                            MAIL_QUEUE_ACTIVE, msg->qid);
@@ -277,20 +247,10 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
     if (!moved && errno != ENOENT)
         msg_warn("%s: rename %s to %s: %m", msg->qid, vstr_str(from),
                  vstr_str(to));
-    if (moved && full) {
-        /* Settled by the rename; the thread removes it. */
-        ARGV *one = argv_alloc(1);
-
-        argv_add(one, vstr_str(to));
-        qmgr_remover_add(&reuse->remover, one);
-        argv_free(one);
-    }
     vstr_free(from);
     vstr_free(to);
     if (!moved)
         return false;
-    if (full)
-        return true;
     argv_add(reuse->returned, msg->qid);
     if (reuse->returned->argc >= QMGR_REUSE_BATCH) {
         event_del(reuse->publish_ev);
