@@ -158,12 +158,37 @@ static int mail_queue_do_rename(const VSTR *from_path, const VSTR *to_path,
     return rename(vstr_str(from_path), vstr_str(to_path));
 }
 
+/* mail_queue_mark_moved - give a 0600 regular file at path the mode of
+   a file moved back into incoming/, durably; 0 also when there is nothing
+   to mark (another mode, not a regular file, gone: the rename decides) */
+static int mail_queue_mark_moved(const char *path)
+{
+    struct stat st;
+    int ret = 0;
+    int fd;
+
+    if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
+        return 0;
+    if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+        (st.st_mode & 07777) == 0600 &&
+        (fchmod(fd, MAIL_QUEUE_MOVED_MODE) < 0 || fsync(fd) < 0))
+        ret = -1;
+    if (ret < 0) {
+        int saved_errno = errno;
+
+        (void) close(fd);
+        errno = saved_errno;
+        return -1;
+    }
+    (void) close(fd);
+    return 0;
+}
+
 /* mail_queue_rename_how - rename qid between queues, durably or not */
 static int mail_queue_rename_how(const char *queue_dir, const char *from_queue,
                                  const char *to_queue, const char *qid,
                                  bool durable)
 {
-    struct stat st;
     VSTR *from_path;
     VSTR *to_path;
     int ret;
@@ -177,17 +202,17 @@ static int mail_queue_rename_how(const char *queue_dir, const char *from_queue,
     from_path = mail_queue_path(vstr_alloc(100), queue_dir, from_queue, qid);
     to_path = mail_queue_path(vstr_alloc(100), queue_dir, to_queue, qid);
     /* Back into incoming/ (release, requeue, flush): marked, so that its
-       file is not reused while its old name may come back after a crash.
-       Only a file that could be reused, cleanup's 0600, is marked, and
-       the mark only adds a bit: a file of another mode (a user's maildrop
-       file, read by qmgr through its "other" bits) is never reused and
-       keeps what it has. */
+       file is not reused while its old name may come back after a crash,
+       nor taken by qmgr for a new message of cleanup's (whose defer and
+       bounce logs it does not read). Only a file that could be reused,
+       cleanup's 0600, is marked, and the mark only adds a bit: a file of
+       another mode (a user's maildrop file, read by qmgr through its
+       "other" bits) is never reused and keeps what it has. The mark is
+       fsynced before the move (a power cut must not keep the move and
+       lose the mode), and a file that cannot be marked is not moved. */
     if (strcmp(to_queue, MAIL_QUEUE_INCOMING) == 0 &&
         strcmp(from_queue, MAIL_QUEUE_INCOMING) != 0 &&
-        lstat(vstr_str(from_path), &st) == 0 && S_ISREG(st.st_mode) &&
-        (st.st_mode & 07777) == 0600 &&
-        chmod(vstr_str(from_path), MAIL_QUEUE_MOVED_MODE) < 0) {
-        /* Unmarked, it would pass for a new message of cleanup's. */
+        mail_queue_mark_moved(vstr_str(from_path)) < 0) {
         saved_errno = errno;
         vstr_free(from_path);
         vstr_free(to_path);

@@ -159,21 +159,34 @@ static void test_create_dirs(void **state)
     vstr_free(why);
 }
 
-/* chmod - the C library's, or a failure while test_chmod_fails is set */
+/* fchmod - the C library's, or a failure while test_chmod_fails is set;
+   fsync - counted, to see the mark made durable */
 static bool test_chmod_fails;
+static int test_fsyncs;
 
-int chmod(const char *path, mode_t mode)
+int fchmod(int fd, mode_t mode)
 {
-    static __typeof__(&chmod) real;
+    static __typeof__(&fchmod) real;
 
     if (test_chmod_fails) {
         errno = EPERM;
         return -1;
     }
     if (real == NULL &&
-        (real = (__typeof__(&chmod)) dlsym(RTLD_NEXT, "chmod")) == NULL)
+        (real = (__typeof__(&fchmod)) dlsym(RTLD_NEXT, "fchmod")) == NULL)
         abort();
-    return real(path, mode);
+    return real(fd, mode);
+}
+
+int fsync(int fd)
+{
+    static __typeof__(&fsync) real;
+
+    if (real == NULL &&
+        (real = (__typeof__(&fsync)) dlsym(RTLD_NEXT, "fsync")) == NULL)
+        abort();
+    test_fsyncs++;
+    return real(fd);
 }
 
 /* test_make_file - create path with content */
@@ -257,6 +270,7 @@ static void test_move(void **state)
        elsewhere keep the mode. And a reader can tell it is still there. */
     {
         struct stat st;
+        int marked_fsyncs;
         int fd;
 
         assert_int_equal(
@@ -276,13 +290,18 @@ static void test_move(void **state)
             stat(vstr_str(mail_queue_path(path, q, "hold", qid)), &st), 0);
         assert_int_equal(st.st_mode & 07777, 0600);
         mail_queue_path(path, q, "hold", qid);
+        test_fsyncs = 0;
         assert_int_equal(mail_queue_rename(q, "hold", "incoming", qid), 0);
+        marked_fsyncs = test_fsyncs;
         assert_int_equal(
             stat(vstr_str(mail_queue_path(path, q, "incoming", qid)), &st), 0);
         assert_int_equal(st.st_mode & 07777, MAIL_QUEUE_MOVED_MODE);
         assert_true(mail_queue_holds(q, qid, fd));
         assert_int_equal(chmod(vstr_str(path), 0600), 0);
+        test_fsyncs = 0;
         assert_int_equal(mail_queue_rename(q, "incoming", "active", qid), 0);
+        /* The same durable move, plus the mark's own fsync. */
+        assert_int_equal(marked_fsyncs, test_fsyncs + 1);
         assert_int_equal(
             stat(vstr_str(mail_queue_path(path, q, "active", qid)), &st), 0);
         assert_int_equal(st.st_mode & 07777, 0600);

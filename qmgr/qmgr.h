@@ -185,6 +185,11 @@ struct QMGR_CTX {
     unsigned long source_gen; /* pauses published (a poll sent before
                                  one is stale) */
     QMGR_LISTENER *pool_listener; /* private/qmgr-pool, NULL: none */
+    /* Files taken as new from cleanup (their logs not read), counted;
+       takes up to takes_synced are durable (active/ and incoming/
+       fsynced after them): qmgr_message_take_durable() */
+    unsigned long long takes;
+    unsigned long long takes_synced;
     QMGR_REUSE *reuse; /* finished files to reuse/ (qmgr_reuse.c), NULL:
                           they are removed */
     int commit_backoff; /* the journal failed: seconds to the next try of
@@ -295,6 +300,7 @@ struct QMGR_MESSAGE {
        (reusable, no done mark) until qmgr appends to it; completion then
        need not look for one. */
     bool bounce_log_maybe;
+    unsigned long long take_seq; /* ctx->takes when taken as new, else 0 */
     time_t not_before; /* send_at (queue file not_before=): no delivery
                           before it; 0: none */
     bool scheduled; /* this round only waits for not_before */

@@ -101,6 +101,7 @@
 #include "mymalloc.h"
 #include "qfile_reuse.h"
 #include "qmgr.h"
+#include "safe_file.h"
 #include "vstr.h"
 
 #define QMGR_MESSAGE_ID_SCAN 8192 /* content bytes read for Message-ID */
@@ -556,14 +557,47 @@ static void qmgr_message_log_rec(DSN_LOG_REC *rec, const QMGR_MESSAGE *msg,
     rec->time = (long long) time(NULL);
 }
 
-/* qmgr_message_bounce_log - append rec to msg's bounce log (even a failed
-   append may leave one: qmgr_message_finish then looks for it) */
-static int qmgr_message_bounce_log(QMGR_MESSAGE *msg, const DSN_LOG_REC *rec,
-                                   bool sync, VSTR *why)
+/* qmgr_message_take_durable - a file taken as new from cleanup (its logs
+   not read: qmgr_message_activate): make its take (the rename out of
+   incoming/) durable before anything is written to its logs, so that a
+   power cut never leaves a log beside the file back in incoming/, where
+   it would pass for new again. One fsync of active/ and of incoming/
+   covers every take before it. */
+static void qmgr_message_take_durable(QMGR_MESSAGE *msg)
 {
-    msg->bounce_log_maybe = true;
-    return dsn_log_append(msg->ctx->conf.queue_dir, DSN_LOG_BOUNCE, msg->qid,
-                          rec, sync, why);
+    static const char *const dirs[] = {MAIL_QUEUE_ACTIVE, MAIL_QUEUE_INCOMING};
+    QMGR_CTX *ctx = msg->ctx;
+    unsigned long long upto = ctx->takes;
+    VSTR *dir;
+
+    if (msg->take_seq == 0 || msg->take_seq <= ctx->takes_synced)
+        return;
+    dir = vstr_alloc(100);
+    for (size_t i = 0; i < SLUICE_ARRAY_LEN(dirs); i++) {
+        vstr_sprintf(dir, "%s/%s", ctx->conf.queue_dir, dirs[i]);
+        if (safe_file_fsync_dir(vstr_str(dir)) < 0) {
+            msg_warn("%s: fsync %s: %m", msg->qid, vstr_str(dir));
+            vstr_free(dir);
+            return;
+        }
+    }
+    vstr_free(dir);
+    ctx->takes_synced = upto;
+}
+
+/* qmgr_message_log - append rec to msg's log (DSN_LOG_DEFER or
+   DSN_LOG_BOUNCE); even a failed append may leave one, so completion
+   looks for it */
+static int qmgr_message_log(QMGR_MESSAGE *msg, const char *log,
+                            const DSN_LOG_REC *rec, bool sync, VSTR *why)
+{
+    qmgr_message_take_durable(msg);
+    if (strcmp(log, DSN_LOG_BOUNCE) == 0)
+        msg->bounce_log_maybe = true;
+    else
+        msg->defer_log_maybe = true;
+    return dsn_log_append(msg->ctx->conf.queue_dir, log, msg->qid, rec, sync,
+                          why);
 }
 
 /* qmgr_message_result - record one recipient's result */
@@ -601,7 +635,7 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
                                  reason, diagnostic, remote_mta);
             /* Delivered is delivered: a lost success notice is no reason
                to deliver twice. */
-            if (qmgr_message_bounce_log(msg, &rec, true, why) < 0)
+            if (qmgr_message_log(msg, DSN_LOG_BOUNCE, &rec, true, why) < 0)
                 msg_warn("%s: success notice for %s lost: %s", msg->qid,
                          rcpt->address, vstr_str(why));
         }
@@ -617,7 +651,7 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
         qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_FAILED, dsn, reason,
                              diagnostic, remote_mta);
         rec.category = class->category;
-        if (qmgr_message_bounce_log(msg, &rec, true, why) == 0) {
+        if (qmgr_message_log(msg, DSN_LOG_BOUNCE, &rec, true, why) == 0) {
             mem->state = QMGR_RCPT_FINISHED;
             qmgr_message_event(msg, index, EVENTS_BOUNCED, dsn, reason,
                                remote_mta, class, false);
@@ -647,9 +681,7 @@ void qmgr_message_result(QMGR_MESSAGE *msg, size_t index, const char *action,
         qmgr_message_log_rec(&rec, msg, index, DSN_ACTION_DELAYED, dsn, reason,
                              diagnostic, remote_mta);
         rec.category = class->category;
-        msg->defer_log_maybe = true; /* even a failed append may leave one */
-        if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,
-                           false, why) < 0)
+        if (qmgr_message_log(msg, DSN_LOG_DEFER, &rec, false, why) < 0)
             msg_warn("%s: defer log for %s: %s", msg->qid, rcpt->address,
                      vstr_str(why));
     } else if (mem->state != QMGR_RCPT_FINISHED) {
@@ -779,9 +811,7 @@ static void qmgr_message_to_deferred(QMGR_MESSAGE *msg)
     rec.reason = rec.diagnostic = rec.remote_mta = "";
     rec.offset = -1;
     rec.time = (long long) time(NULL);
-    msg->defer_log_maybe = true; /* even a failed append may leave one */
-    if (dsn_log_append(ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid, &rec,
-                       false, why) < 0)
+    if (qmgr_message_log(msg, DSN_LOG_DEFER, &rec, false, why) < 0)
         msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
     /* Counted even when the record was not written: this round's step is
        still right; only the next load counts one attempt fewer. */
@@ -818,9 +848,7 @@ static void qmgr_message_warned(QMGR_MESSAGE *msg, bool ok)
         rec.reason = rec.diagnostic = rec.remote_mta = "";
         rec.offset = -1;
         rec.time = (long long) time(NULL);
-        msg->defer_log_maybe = true; /* even a failed append may leave one */
-        if (dsn_log_append(msg->ctx->conf.queue_dir, DSN_LOG_DEFER, msg->qid,
-                           &rec, true, why) < 0)
+        if (qmgr_message_log(msg, DSN_LOG_DEFER, &rec, true, why) < 0)
             msg_warn("%s: defer log: %s", msg->qid, vstr_str(why));
         else
             msg->warned = true;
@@ -951,7 +979,7 @@ static int qmgr_message_expire(QMGR_MESSAGE *msg)
         bounce_class_result(ctx->conf.bounce_classes, rec.status, NULL,
                             rec.reason, &class);
         rec.category = class.category;
-        if (qmgr_message_bounce_log(msg, &rec, true, why) < 0) {
+        if (qmgr_message_log(msg, DSN_LOG_BOUNCE, &rec, true, why) < 0) {
             msg_warn("%s: bounce log for %s: %s", msg->qid,
                      msg->info->rcpts[i].address, vstr_str(why));
             continue;
@@ -1447,10 +1475,12 @@ void qmgr_message_activate(QMGR_CTX *ctx, const char *from_queue,
        messages it has taken. Files moved back into incoming/ are marked
        (global/mail_queue.c), so they are not taken for such. */
     msg->bounce_log_maybe = !reusable || info->rcpt_done > 0;
-    if (msg->bounce_log_maybe)
+    if (msg->bounce_log_maybe) {
         qmgr_message_history(msg);
-    else
+    } else {
         msg->defer_log_maybe = false;
+        msg->take_seq = ++ctx->takes;
+    }
     if ((msg->next = ctx->messages) != NULL)
         msg->next->prev = msg;
     ctx->messages = msg;

@@ -12,13 +12,17 @@ the next message into it instead of creating a file (global/qfile_reuse.h).
   deferred/ was never fsynced).
 - test_reuse_off: queue_file_reuse_limit = 0: no file is kept, free files
   left from before are removed at start.
-- test_limit_caps_free_files: never more free files than the limit.
+- test_limit_caps_free_files: never more free files than the limit; what
+  goes past it is removed by qmgr's remover thread.
 - test_foreign_files_not_written: a free name with a second link, or of a
   file with another mode, is never written: the name goes, the other
   file keeps its bytes, the message is delivered.
 - test_returned_files_removed_at_start: a reuse/ret.* (its old names not
   known to be durably gone, as after a crash) is removed when qmgr starts,
   never made free.
+- test_take_durable_before_its_first_log: qmgr, which reads no defer or
+  bounce log of a file straight from cleanup, fsyncs active/ and incoming/
+  after taking it and before the first log it writes for it (strace).
 """
 
 import os
@@ -182,3 +186,47 @@ def test_returned_files_removed_at_start(make_instance, make_sink):
     inst.start()
     wait_until(lambda: not ret.exists(), 20, what="ret.* removed at start")
     assert names(inst, "free.") == []
+
+
+def test_take_durable_before_its_first_log(make_instance, make_sink, tmp_path):
+    """qmgr reads no defer or bounce log of a file straight from cleanup
+    (it writes them only for messages it has taken), so before it writes
+    the first one for such a message it makes its take durable: an fsync
+    of active/ and of incoming/, begun after the rename out of incoming/
+    returned, ends before the defer log is opened. Else a power cut could
+    leave the log beside the file back in incoming/, taken for new again
+    (its log never read, the retry count and the delay warning lost)."""
+    from test_durability import (RENAMES, SYNCS, Tracer, _done,
+                                 _strace_usable, _strings, parse_trace)
+    _strace_usable()
+    inst, sink = instance(make_instance, make_sink)
+    inst.start()
+    wait_until(lambda: inst.child("qmgr"), 10, what="qmgr")
+    tracer = Tracer(inst.child("qmgr"), tmp_path / "qmgr.trace",
+                    tmp_path / "qmgr.err")
+    try:
+        tracer.wait_attached()
+        qid = send(inst, "later@dest.test", "deferred")
+
+        def moved():
+            return any(e.name in RENAMES and e.ret == "0" and
+                       any("/deferred/" in s for s in _strings(e)[1:])
+                       for e in parse_trace(tracer.text()))
+        wait_until(moved, 20, what="the move to deferred/ in qmgr's trace")
+    finally:
+        tracer.stop()
+    events = parse_trace(tracer.text())
+    takes = [e for e in events if e.name in RENAMES and e.ret == "0" and
+             _strings(e)[0].endswith("/incoming/" + qid)]
+    assert len(takes) == 1, "want one take of %s, saw %d" % (qid, len(takes))
+    logs = [e for e in events if e.name in ("open", "openat") and
+            _strings(e) and "/defer/" in _strings(e)[0] and
+            _strings(e)[0].endswith("/" + qid)]
+    assert logs, "no open of %s's defer log" % qid
+    for queue in ("active", "incoming"):
+        folder = os.path.realpath(inst.queue_dir / queue)
+        syncs = [e for e in events if e.name in SYNCS and e.ret == "0" and
+                 e.path and os.path.realpath(e.path) == folder and
+                 e.ts > _done(takes[0]) and _done(e) <= logs[0].ts]
+        assert syncs, "no fsync of %s/ between the take and the first " \
+            "log of %s" % (queue, qid)
