@@ -165,6 +165,7 @@ static int mail_queue_mark_moved(const char *path)
 {
     struct stat st;
     int ret = 0;
+    int saved_errno;
     int fd;
 
     if ((fd = open(path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC)) < 0)
@@ -173,15 +174,10 @@ static int mail_queue_mark_moved(const char *path)
         (st.st_mode & 07777) == 0600 &&
         (fchmod(fd, MAIL_QUEUE_MOVED_MODE) < 0 || fsync(fd) < 0))
         ret = -1;
-    if (ret < 0) {
-        int saved_errno = errno;
-
-        (void) close(fd);
-        errno = saved_errno;
-        return -1;
-    }
+    saved_errno = errno;
     (void) close(fd);
-    return 0;
+    errno = saved_errno;
+    return ret;
 }
 
 /* mail_queue_rename_how - rename qid between queues, durably or not */
@@ -230,6 +226,28 @@ static int mail_queue_rename_how(const char *queue_dir, const char *from_queue,
     vstr_free(to_path);
     errno = saved_errno;
     return ret;
+}
+
+/* mail_queue_sync - fsync the folders of the queues named, in order */
+int mail_queue_sync(const char *queue_dir, const char *const *queues,
+                    size_t count, VSTR *failed)
+{
+    VSTR *dir = vstr_alloc(100);
+    int saved_errno;
+
+    for (size_t i = 0; i < count; i++) {
+        vstr_sprintf(dir, "%s/%s", queue_dir, queues[i]);
+        if (safe_file_fsync_dir(vstr_str(dir)) < 0) {
+            saved_errno = errno;
+            if (failed)
+                vstr_cpy(failed, vstr_str(dir));
+            vstr_free(dir);
+            errno = saved_errno;
+            return -1;
+        }
+    }
+    vstr_free(dir);
+    return 0;
 }
 
 /* mail_queue_move - durably rename qid from one queue to another */

@@ -69,6 +69,11 @@ extern VSTR *mail_queue_path(VSTR *buf, const char *queue_dir,
    is a panic: a bug of ours); returns buf */
 extern VSTR *mail_queue_service(VSTR *buf, const char *queue_dir,
                                 const char *service_class, const char *name);
+/* mail_queue_sync - fsync the folders of the count queues named, in that
+   order (every rename into or out of them done before is then durable);
+   0, or -1 with errno and the folder that failed in failed (may be NULL) */
+extern int mail_queue_sync(const char *queue_dir, const char *const *queues,
+                           size_t count, VSTR *failed);
 /* mail_queue_move - durably rename qid from one queue to another (creating
    the hash subdirectory when needed); 0 or -1 with errno */
 extern int mail_queue_move(const char *queue_dir, const char *from_queue,

@@ -22,7 +22,6 @@
 #include "mymalloc.h"
 #include "qfile_reuse.h"
 #include "qid.h"
-#include "safe_file.h"
 
 #define QFILE_REUSE_BATCH 256 /* names read at once */
 #define QFILE_REUSE_EMPTY_MS 200 /* after an empty read, none for this long */
@@ -269,18 +268,6 @@ static long qfile_reuse_count_free(const char *dir)
     return count;
 }
 
-/* qfile_reuse_count - free files of queue_dir/reuse/ */
-long qfile_reuse_count(const char *queue_dir)
-{
-    VSTR *dir = vstr_alloc(100);
-    long count;
-
-    vstr_sprintf(dir, "%s/%s", queue_dir, QFILE_REUSE_DIR);
-    count = qfile_reuse_count_free(vstr_str(dir));
-    vstr_free(dir);
-    return count;
-}
-
 /* qfile_reuse_publish - fsyncs first, then free names */
 size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids, long limit,
                            long *free_now, ARGV *surplus)
@@ -303,13 +290,11 @@ size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids, long limit,
 
     /* Every old name of the batch's files durably gone: their folders'
        fsyncs begin after the renames out of them. */
-    for (size_t i = 0; synced && i < SLUICE_ARRAY_LEN(old_places); i++) {
-        vstr_sprintf(from, "%s/%s", queue_dir, old_places[i]);
-        if (safe_file_fsync_dir(vstr_str(from)) < 0) {
-            msg_warn("fsync %s: %m: finished queue files are removed",
-                     vstr_str(from));
-            synced = false;
-        }
+    if (synced && mail_queue_sync(queue_dir, old_places,
+                                  SLUICE_ARRAY_LEN(old_places), from) < 0) {
+        msg_warn("fsync %s: %m: finished queue files are removed",
+                 vstr_str(from));
+        synced = false;
     }
     count = synced ? found : -1;
     for (size_t i = 0; i < qids->argc; i++) {

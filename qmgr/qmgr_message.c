@@ -101,7 +101,6 @@
 #include "mymalloc.h"
 #include "qfile_reuse.h"
 #include "qmgr.h"
-#include "safe_file.h"
 #include "vstr.h"
 
 #define QMGR_MESSAGE_ID_SCAN 8192 /* content bytes read for Message-ID */
@@ -568,21 +567,17 @@ static void qmgr_message_take_durable(QMGR_MESSAGE *msg)
     static const char *const dirs[] = {MAIL_QUEUE_ACTIVE, MAIL_QUEUE_INCOMING};
     QMGR_CTX *ctx = msg->ctx;
     unsigned long long upto = ctx->takes;
-    VSTR *dir;
+    VSTR *failed;
 
     if (msg->take_seq == 0 || msg->take_seq <= ctx->takes_synced)
         return;
-    dir = vstr_alloc(100);
-    for (size_t i = 0; i < SLUICE_ARRAY_LEN(dirs); i++) {
-        vstr_sprintf(dir, "%s/%s", ctx->conf.queue_dir, dirs[i]);
-        if (safe_file_fsync_dir(vstr_str(dir)) < 0) {
-            msg_warn("%s: fsync %s: %m", msg->qid, vstr_str(dir));
-            vstr_free(dir);
-            return;
-        }
-    }
-    vstr_free(dir);
-    ctx->takes_synced = upto;
+    failed = vstr_alloc(100);
+    if (mail_queue_sync(ctx->conf.queue_dir, dirs, SLUICE_ARRAY_LEN(dirs),
+                        failed) < 0)
+        msg_warn("%s: fsync %s: %m", msg->qid, vstr_str(failed));
+    else
+        ctx->takes_synced = upto;
+    vstr_free(failed);
 }
 
 /* qmgr_message_log - append rec to msg's log (DSN_LOG_DEFER or

@@ -112,12 +112,6 @@ static void qmgr_remover_add(QMGR_REMOVER *rm, ARGV *surplus)
 
     if (surplus->argc == 0)
         return;
-    if (!rm->running) {
-        for (size_t i = 0; i < surplus->argc; i++)
-            if (unlink(surplus->argv[i]) < 0 && errno != ENOENT)
-                msg_warn("remove %s: %m", surplus->argv[i]);
-        return;
-    }
     (void) pthread_mutex_lock(&rm->lock);
     for (size_t i = 0; i < surplus->argc; i++)
         argv_add(rm->paths, surplus->argv[i]);
@@ -182,12 +176,16 @@ static void qmgr_reuse_publish(QMGR_CTX *ctx)
 
     if (reuse->returned->argc == 0)
         return;
-    ARGV *surplus = argv_alloc(QMGR_REUSE_BATCH);
+    /* Without the thread, the publish removes what it leaves over. */
+    ARGV *surplus =
+        reuse->remover.running ? argv_alloc(QMGR_REUSE_BATCH) : NULL;
 
     (void) qfile_reuse_publish(ctx->conf.queue_dir, reuse->returned,
                                reuse->limit, NULL, surplus);
-    qmgr_remover_add(&reuse->remover, surplus);
-    argv_free(surplus);
+    if (surplus != NULL) {
+        qmgr_remover_add(&reuse->remover, surplus);
+        argv_free(surplus);
+    }
     argv_free(reuse->returned);
     reuse->returned = argv_alloc(QMGR_REUSE_BATCH);
 }
