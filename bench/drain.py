@@ -83,15 +83,9 @@ def main():
               % (depth, load["elapsed"], done - t0, depth / (done - t0),
                  (cpu1 - cpu0) * 1000.0 / depth))
         per = {}
-        tick = os.sysconf("SC_CLK_TCK")
-        for pid in B.tree(mta.master_pid() or root):
-            try:
-                with open("/proc/%d/stat" % pid) as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
+        for pid, (_, own, _) in B.tree(mta.master_pid() or root).items():
             name = B.daemon_of(B.proc_name(pid))
-            per[name] = per.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+            per[name] = per.get(name, 0.0) + own / B.TICK
         print("cpu seconds since start: " + ", ".join(
             "%s %.2f" % kv for kv in sorted(per.items(), key=lambda kv: -kv[1])
             if kv[1] >= 0.01))
