@@ -22,13 +22,25 @@
  * waiting on it); none when reuse/ is full already. At start every ret.*
  * left by a crash is removed; at exit the batch in hand is published.
  *
- * What a batch leaves over (reuse/ full: a queue that drains with nothing
- * arriving) is removed by a thread of its own: an unlink costs a file
- * system more than a rename (the inode and its blocks freed), and the
- * event loop need not wait for it; the rename to ret.QID has settled the
- * message already. The thread does nothing but unlink those ret.* names;
- * what it could not remove is logged from the loop and swept at the next
- * start. Without the thread (it could not be started) the loop unlinks.
+ * The renames out of active/ and the unlinks are a thread's (QMGR_REMOVER
+ * below), so that the event loop, which decides the whole drain's pace,
+ * waits for neither: a rename between two large folders and an unlink
+ * (the inode and its blocks freed) cost the file system more than all the
+ * loop does for a message besides. The loop hands the thread the queue ID
+ * of each finished file (its events are committed, so the message is
+ * settled whether the rename is done or not: a crash before it leaves the
+ * file in active/, and the next qmgr delivers it again, as a crash between
+ * the commit and the removal always did: at least once, never lost); the
+ * thread renames it to reuse/ret.QID and reports it back, and the loop's
+ * publish makes the reported ones free. What a publish leaves over
+ * (reuse/ full: a queue that drains with nothing arriving) goes back to
+ * the thread to be unlinked. At most QMGR_SETTLE_BACKLOG files wait for
+ * the thread; past that (or without the thread) the loop renames itself.
+ * A file whose defer log is to go with it is the loop's (the log must not
+ * go first). The thread logs nothing: its failures are counted and logged
+ * from the loop; a finished file it can neither rename nor unlink stays
+ * in active/ and is delivered again at the next start, ret.* names it
+ * cannot unlink are swept at the next start.
  */
 #include "sys_defs.h"
 
@@ -48,96 +60,215 @@
 
 #define QMGR_REUSE_DELAY_MS 200 /* a returned file waits at most this */
 #define QMGR_REUSE_BATCH 256 /* ... or until this many wait */
+#define QMGR_REUSE_AGAIN_MS 20 /* a publish that found the thread busy */
+#define QMGR_SETTLE_BACKLOG 256 /* most finished files the thread holds */
 
-/* The remover thread's share: everything below lock is guarded by it. */
+/* The thread's share: everything below lock is guarded by it. */
 typedef struct QMGR_REMOVER {
     pthread_t thread;
     bool running; /* the thread was started */
+    const char *queue_dir;
     pthread_mutex_t lock;
     pthread_cond_t wake;
+    ARGV *settle; /* queue IDs of finished files in active/ */
+    size_t busy; /* settles the thread has taken and not reported */
+    ARGV *renamed; /* ... now reuse/ret.QID: for the loop's publish */
     ARGV *paths; /* reuse/ret.* to unlink */
-    bool stop; /* exit once paths is empty */
-    long failed; /* unlinks that failed (not ENOENT) since the last look */
+    bool stop; /* exit once settle and paths are empty */
+    long failed; /* unlinks of ret.* that failed (not ENOENT) */
     int failed_errno; /* ... the last one's errno */
+    long stuck; /* finished files left in active/ (rename and unlink failed) */
+    int stuck_errno;
 } QMGR_REMOVER;
 
 struct QMGR_REUSE {
     long limit; /* queue_file_reuse_limit */
     ARGV *returned; /* queue IDs of reuse/ret.* not yet free */
+    size_t handed; /* settles handed to the thread since the last publish */
+    ARGV *handing; /* queue IDs for the thread, handed together at the
+                      end of the loop pass that settled them (hand_ev):
+                      one wake-up, not one per file */
+    struct event *hand_ev;
     struct event *publish_ev;
     QMGR_REMOVER remover;
 };
 
-/* qmgr_remover_main - the thread: unlink what is handed over */
+/* qmgr_remover_settle - finished file qid out of active/: to ret.QID
+   (added to done), or removed; false when it stays (errno set) */
+static bool qmgr_remover_settle(QMGR_REMOVER *rm, const char *qid, VSTR *from,
+                                VSTR *to, ARGV *done)
+{
+    (void) mail_queue_path(from, rm->queue_dir, MAIL_QUEUE_ACTIVE, qid);
+    vstr_sprintf(to, "%s/%s/%s%s", rm->queue_dir, MAIL_QUEUE_REUSE,
+                 QFILE_REUSE_RETURNED, qid);
+    if (rename(vstr_str(from), vstr_str(to)) == 0) {
+        argv_add(done, qid);
+        return true;
+    }
+    if (errno == ENOENT)
+        return true;
+    /* Not reused, then: removed, as without reuse. */
+    return unlink(vstr_str(from)) == 0 || errno == ENOENT;
+}
+
+/* qmgr_remover_main - the thread: settle and unlink what is handed over */
 static void *qmgr_remover_main(void *arg)
 {
     QMGR_REMOVER *rm = arg;
+    VSTR *from = vstr_alloc(100);
+    VSTR *to = vstr_alloc(100);
 
     for (;;) {
+        ARGV *settle;
         ARGV *paths;
+        ARGV *done;
         long failed = 0;
         int failed_errno = 0;
+        long stuck = 0;
+        int stuck_errno = 0;
 
         (void) pthread_mutex_lock(&rm->lock);
-        while (rm->paths->argc == 0 && !rm->stop)
+        while (rm->settle->argc == 0 && rm->paths->argc == 0 && !rm->stop)
             (void) pthread_cond_wait(&rm->wake, &rm->lock);
-        if (rm->paths->argc == 0) {
+        if (rm->settle->argc == 0 && rm->paths->argc == 0) {
             (void) pthread_mutex_unlock(&rm->lock);
-            return NULL;
+            break;
         }
+        settle = rm->settle;
+        rm->settle = argv_alloc(QMGR_REUSE_BATCH);
+        rm->busy = settle->argc;
         paths = rm->paths;
         rm->paths = argv_alloc(QMGR_REUSE_BATCH);
         (void) pthread_mutex_unlock(&rm->lock);
+
+        done = argv_alloc(settle->argc + 1);
+        for (size_t i = 0; i < settle->argc; i++) {
+            if (!qmgr_remover_settle(rm, settle->argv[i], from, to, done)) {
+                stuck++;
+                stuck_errno = errno;
+            }
+        }
         for (size_t i = 0; i < paths->argc; i++) {
             if (unlink(paths->argv[i]) < 0 && errno != ENOENT) {
                 failed++;
                 failed_errno = errno;
             }
         }
+        argv_free(settle);
         argv_free(paths);
+
+        (void) pthread_mutex_lock(&rm->lock);
+        for (size_t i = 0; i < done->argc; i++)
+            argv_add(rm->renamed, done->argv[i]);
+        rm->busy = 0;
         if (failed > 0) {
-            (void) pthread_mutex_lock(&rm->lock);
             rm->failed += failed;
             rm->failed_errno = failed_errno;
-            (void) pthread_mutex_unlock(&rm->lock);
         }
+        if (stuck > 0) {
+            rm->stuck += stuck;
+            rm->stuck_errno = stuck_errno;
+        }
+        (void) pthread_mutex_unlock(&rm->lock);
+        argv_free(done);
     }
+    vstr_free(from);
+    vstr_free(to);
+    return NULL;
 }
 
-/* qmgr_remover_add - hand the paths of surplus over (copied) */
-static void qmgr_remover_add(QMGR_REMOVER *rm, ARGV *surplus)
+/* qmgr_remover_report - log the thread's failures since the last look */
+static void qmgr_remover_report(long failed, int failed_errno, long stuck,
+                                int stuck_errno)
 {
-    long failed;
-    int failed_errno;
-
-    if (surplus->argc == 0)
-        return;
-    (void) pthread_mutex_lock(&rm->lock);
-    for (size_t i = 0; i < surplus->argc; i++)
-        argv_add(rm->paths, surplus->argv[i]);
-    failed = rm->failed;
-    failed_errno = rm->failed_errno;
-    rm->failed = 0;
-    (void) pthread_cond_signal(&rm->wake);
-    (void) pthread_mutex_unlock(&rm->lock);
     if (failed > 0)
         msg_warn("%ld finished queue file%s could not be removed from %s/: "
                  "%s (removed at the next start)",
                  failed, failed == 1 ? "" : "s", MAIL_QUEUE_REUSE,
                  strerror(failed_errno));
+    if (stuck > 0)
+        msg_warn("%ld finished queue file%s could be neither moved to %s/ nor "
+                 "removed from %s/: %s (delivered again at the next start)",
+                 stuck, stuck == 1 ? "" : "s", MAIL_QUEUE_REUSE,
+                 MAIL_QUEUE_ACTIVE, strerror(stuck_errno));
 }
 
-/* qmgr_remover_start - the thread, or none (the loop unlinks) */
-static void qmgr_remover_start(QMGR_REMOVER *rm)
+/* qmgr_remover_collect - what the thread has renamed, into returned;
+   true while it still holds settles */
+static bool qmgr_remover_collect(QMGR_REMOVER *rm, ARGV *returned)
+{
+    long failed;
+    int failed_errno;
+    long stuck;
+    int stuck_errno;
+    bool pending;
+    ARGV *renamed;
+
+    (void) pthread_mutex_lock(&rm->lock);
+    renamed = rm->renamed;
+    rm->renamed = argv_alloc(QMGR_REUSE_BATCH);
+    failed = rm->failed;
+    failed_errno = rm->failed_errno;
+    stuck = rm->stuck;
+    stuck_errno = rm->stuck_errno;
+    rm->failed = rm->stuck = 0;
+    pending = rm->settle->argc + rm->busy > 0;
+    (void) pthread_mutex_unlock(&rm->lock);
+    for (size_t i = 0; i < renamed->argc; i++)
+        argv_add(returned, renamed->argv[i]);
+    argv_free(renamed);
+    qmgr_remover_report(failed, failed_errno, stuck, stuck_errno);
+    return pending;
+}
+
+/* qmgr_remover_add - hand the paths of surplus over (copied) */
+static void qmgr_remover_add(QMGR_REMOVER *rm, ARGV *surplus)
+{
+    if (surplus->argc == 0)
+        return;
+    (void) pthread_mutex_lock(&rm->lock);
+    for (size_t i = 0; i < surplus->argc; i++)
+        argv_add(rm->paths, surplus->argv[i]);
+    (void) pthread_cond_signal(&rm->wake);
+    (void) pthread_mutex_unlock(&rm->lock);
+}
+
+/* qmgr_remover_room - whether the thread holds fewer than
+   QMGR_SETTLE_BACKLOG files, with waiting more to come */
+static bool qmgr_remover_room(QMGR_REMOVER *rm, size_t waiting)
+{
+    bool room;
+
+    (void) pthread_mutex_lock(&rm->lock);
+    room = rm->settle->argc + rm->busy + waiting < QMGR_SETTLE_BACKLOG;
+    (void) pthread_mutex_unlock(&rm->lock);
+    return room;
+}
+
+/* qmgr_remover_hand - the finished files of qids to the thread */
+static void qmgr_remover_hand(QMGR_REMOVER *rm, const ARGV *qids)
+{
+    (void) pthread_mutex_lock(&rm->lock);
+    for (size_t i = 0; i < qids->argc; i++)
+        argv_add(rm->settle, qids->argv[i]);
+    (void) pthread_cond_signal(&rm->wake);
+    (void) pthread_mutex_unlock(&rm->lock);
+}
+
+/* qmgr_remover_start - the thread, or none (the loop does its work) */
+static void qmgr_remover_start(QMGR_REMOVER *rm, const char *queue_dir)
 {
     sigset_t all;
     sigset_t old;
     int ret;
 
+    rm->queue_dir = queue_dir;
+    rm->settle = argv_alloc(QMGR_REUSE_BATCH);
+    rm->renamed = argv_alloc(QMGR_REUSE_BATCH);
     rm->paths = argv_alloc(QMGR_REUSE_BATCH);
     if (pthread_mutex_init(&rm->lock, NULL) != 0 ||
         pthread_cond_init(&rm->wake, NULL) != 0) {
-        msg_warn("no thread to remove finished queue files: the loop does");
+        msg_warn("no thread to settle finished queue files: the loop does");
         return;
     }
     /* Signals stay the loop's: the thread starts with every one blocked. */
@@ -146,7 +277,7 @@ static void qmgr_remover_start(QMGR_REMOVER *rm)
     ret = pthread_create(&rm->thread, NULL, qmgr_remover_main, rm);
     (void) pthread_sigmask(SIG_SETMASK, &old, NULL);
     if (ret != 0) {
-        msg_warn("no thread to remove finished queue files: %s: the loop "
+        msg_warn("no thread to settle finished queue files: %s: the loop "
                  "does",
                  strerror(ret));
         return;
@@ -154,8 +285,9 @@ static void qmgr_remover_start(QMGR_REMOVER *rm)
     rm->running = true;
 }
 
-/* qmgr_remover_stop - let the thread finish what it has, and end */
-static void qmgr_remover_stop(QMGR_REMOVER *rm)
+/* qmgr_remover_stop - let the thread finish what it has, and end; what it
+   renamed goes into returned */
+static void qmgr_remover_stop(QMGR_REMOVER *rm, ARGV *returned)
 {
     if (rm->running) {
         (void) pthread_mutex_lock(&rm->lock);
@@ -164,16 +296,29 @@ static void qmgr_remover_stop(QMGR_REMOVER *rm)
         (void) pthread_mutex_unlock(&rm->lock);
         (void) pthread_join(rm->thread, NULL);
         rm->running = false;
+        (void) qmgr_remover_collect(rm, returned);
     }
+    argv_free(rm->settle);
+    argv_free(rm->renamed);
     argv_free(rm->paths);
-    rm->paths = NULL;
+    rm->settle = rm->renamed = rm->paths = NULL;
 }
 
-/* qmgr_reuse_publish - the batch in hand becomes free */
+/* qmgr_reuse_publish - what is returned becomes free */
 static void qmgr_reuse_publish(QMGR_CTX *ctx)
 {
     QMGR_REUSE *reuse = ctx->reuse;
+    bool pending = false;
 
+    reuse->handed = 0;
+    if (reuse->remover.running)
+        pending = qmgr_remover_collect(&reuse->remover, reuse->returned);
+    if (pending) {
+        /* Those the thread still holds are published soon after. */
+        struct timeval again = {0, QMGR_REUSE_AGAIN_MS * 1000};
+
+        evtimer_add(reuse->publish_ev, &again);
+    }
     if (reuse->returned->argc == 0)
         return;
     /* Without the thread, the publish removes what it leaves over. */
@@ -198,6 +343,44 @@ static void qmgr_reuse_event(evutil_socket_t fd, short what, void *arg)
     qmgr_reuse_publish(arg);
 }
 
+/* qmgr_reuse_wait - one more returned (or handed over): publish at once
+   when a batch is full, else make sure the timer runs */
+static void qmgr_reuse_wait(QMGR_CTX *ctx, size_t waiting)
+{
+    QMGR_REUSE *reuse = ctx->reuse;
+
+    if (waiting >= QMGR_REUSE_BATCH) {
+        event_del(reuse->publish_ev);
+        qmgr_reuse_publish(ctx);
+    } else if (!evtimer_pending(reuse->publish_ev, NULL)) {
+        struct timeval delay = {0, QMGR_REUSE_DELAY_MS * 1000};
+
+        evtimer_add(reuse->publish_ev, &delay);
+    }
+}
+
+/* qmgr_reuse_hand - what this loop pass settled, to the thread at once */
+static void qmgr_reuse_hand(QMGR_CTX *ctx)
+{
+    QMGR_REUSE *reuse = ctx->reuse;
+
+    if (reuse == NULL || reuse->handing->argc == 0)
+        return;
+    qmgr_remover_hand(&reuse->remover, reuse->handing);
+    reuse->handed += reuse->handing->argc;
+    argv_free(reuse->handing);
+    reuse->handing = argv_alloc(QMGR_REUSE_BATCH);
+    qmgr_reuse_wait(ctx, reuse->handed);
+}
+
+/* qmgr_reuse_hand_event - the end of the loop pass */
+static void qmgr_reuse_hand_event(evutil_socket_t fd, short what, void *arg)
+{
+    (void) fd;
+    (void) what;
+    qmgr_reuse_hand(arg);
+}
+
 /* qmgr_reuse_init - read the limit, open what the batches need, sweep */
 void qmgr_reuse_init(QMGR_CTX *ctx, const MAIL_CONF *conf)
 {
@@ -217,15 +400,19 @@ void qmgr_reuse_init(QMGR_CTX *ctx, const MAIL_CONF *conf)
     reuse = mycalloc(1, sizeof(*reuse));
     reuse->limit = limit;
     reuse->returned = argv_alloc(QMGR_REUSE_BATCH);
+    reuse->handing = argv_alloc(QMGR_REUSE_BATCH);
     if ((reuse->publish_ev = evtimer_new(ctx->base, qmgr_reuse_event, ctx)) ==
-        NULL)
-        msg_fatal("cannot create the reuse event");
-    qmgr_remover_start(&reuse->remover);
+            NULL ||
+        (reuse->hand_ev =
+             event_new(ctx->base, -1, 0, qmgr_reuse_hand_event, ctx)) == NULL)
+        msg_fatal("cannot create the reuse events");
+    qmgr_remover_start(&reuse->remover, ctx->conf.queue_dir);
     ctx->reuse = reuse;
 }
 
-/* qmgr_reuse_return - move the finished file of msg to reuse/; false when
-   it is not to be reused or cannot be (the caller removes it) */
+/* qmgr_reuse_return - the finished file of msg to reuse/ (by the thread,
+   or here); false when it is not to be reused or cannot be (the caller
+   removes it) */
 bool qmgr_reuse_return(QMGR_MESSAGE *msg)
 {
     QMGR_CTX *ctx = msg->ctx;
@@ -236,6 +423,15 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
 
     if (reuse == NULL || !msg->reusable)
         return false;
+    if (reuse->remover.running && !msg->defer_log_maybe &&
+        qmgr_remover_room(&reuse->remover, reuse->handing->argc)) {
+        /* event_active puts the hand-over behind every callback the
+           loop has in hand (the commit that settled the file among
+           them); waking it again meanwhile is a no-op. */
+        argv_add(reuse->handing, msg->qid);
+        event_active(reuse->hand_ev, EV_TIMEOUT, 0);
+        return true;
+    }
     from = mail_queue_path(vstr_alloc(100), ctx->conf.queue_dir,
                            MAIL_QUEUE_ACTIVE, msg->qid);
     to = vstr_alloc(100);
@@ -250,26 +446,23 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
     if (!moved)
         return false;
     argv_add(reuse->returned, msg->qid);
-    if (reuse->returned->argc >= QMGR_REUSE_BATCH) {
-        event_del(reuse->publish_ev);
-        qmgr_reuse_publish(ctx);
-    } else if (reuse->returned->argc == 1) {
-        struct timeval delay = {0, QMGR_REUSE_DELAY_MS * 1000};
-
-        evtimer_add(reuse->publish_ev, &delay);
-    }
+    qmgr_reuse_wait(ctx, reuse->returned->argc + reuse->handed);
     return true;
 }
 
-/* qmgr_reuse_exit - the batch in hand becomes free; release */
+/* qmgr_reuse_exit - the thread's work done, what is returned becomes free;
+   release */
 void qmgr_reuse_exit(QMGR_CTX *ctx)
 {
     QMGR_REUSE *reuse = ctx->reuse;
 
     if (reuse == NULL)
         return;
+    qmgr_reuse_hand(ctx);
+    qmgr_remover_stop(&reuse->remover, reuse->returned);
     qmgr_reuse_publish(ctx);
-    qmgr_remover_stop(&reuse->remover);
+    argv_free(reuse->handing);
+    event_free(reuse->hand_ev);
     event_free(reuse->publish_ev);
     argv_free(reuse->returned);
     myfree(reuse);
