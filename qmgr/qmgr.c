@@ -42,6 +42,7 @@
 #define QMGR_TICK 60 /* seconds between incoming/ scans */
 #define QMGR_SCAN_BATCH 100 /* files moved per loop pass */
 #define QMGR_COMMIT_DELAY 1 /* seconds a received event may wait alone */
+#define QMGR_COMMIT_GAP_USEC 5000 /* least time between two commits */
 #define QMGR_COMMIT_MAX_BACKOFF 8 /* seconds between tries of a failed one */
 
 /* qmgr_scan_want - ask for a scan of this queue (again, if it runs);
@@ -82,21 +83,48 @@ void qmgr_scan_kick(QMGR_CTX *ctx)
     event_active(ctx->scan_ev, EV_TIMEOUT, 0);
 }
 
+/* qmgr_commit_clock - monotonic microseconds */
+static long long qmgr_commit_clock(void)
+{
+    struct timespec ts;
+
+    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (long long) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 /* qmgr_commit_event - the journal's group commit (qmgr_message.c) */
 static void qmgr_commit_event(evutil_socket_t fd, short what, void *arg)
 {
-    qmgr_message_commit(arg, false);
+    QMGR_CTX *ctx = arg;
+
+    ctx->commit_last_usec = qmgr_commit_clock();
+    qmgr_message_commit(ctx, false);
 }
 
 /* qmgr_commit_soon - a commit at the end of this loop pass: event_active
    puts it behind every callback the loop already has in hand (the results
-   that came in together), and waking it again meanwhile is a no-op */
+   that came in together), and waking it again meanwhile is a no-op. Two
+   commits are QMGR_COMMIT_GAP_USEC apart at least: under load a pass
+   holds few results, and a commit per pass would have the loop wait for
+   an fdatasync every few messages; the results meanwhile wait in the
+   batch (agents do not: they are free once their result is read). */
 void qmgr_commit_soon(QMGR_CTX *ctx)
 {
+    long long wait;
+
     /* After a failure the back-off timer brings the next try. */
-    if (ctx->commit_backoff > 0)
+    if (ctx->commit_backoff > 0 ||
+        event_pending(ctx->commit_ev, EV_TIMEOUT, NULL))
         return;
-    event_active(ctx->commit_ev, EV_TIMEOUT, 0);
+    wait = ctx->commit_last_usec + QMGR_COMMIT_GAP_USEC - qmgr_commit_clock();
+    if (wait <= 0 || wait > QMGR_COMMIT_GAP_USEC) {
+        event_active(ctx->commit_ev, EV_TIMEOUT, 0);
+    } else {
+        struct timeval tv = {.tv_sec = 0, .tv_usec = (suseconds_t) wait};
+
+        if (event_add(ctx->commit_ev, &tv) < 0)
+            msg_fatal("cannot add the journal commit event");
+    }
 }
 
 /* qmgr_commit_later - a commit within QMGR_COMMIT_DELAY: a received event

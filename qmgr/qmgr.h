@@ -167,6 +167,7 @@ struct QMGR_CTX {
     QMGR_LISTENER *shape_listener; /* private/qmgr-shaping, NULL: none */
     struct QMGR_REDIS *redis; /* shaping_redis_server, NULL: node-local */
     struct event *commit_ev; /* the journal's group commit, once per pass */
+    long long commit_last_usec; /* when the last one began (monotonic) */
     struct event *commit_timer_ev; /* ... or at the latest this soon after
                                       a received event */
     QMGR_MESSAGE *commit_list; /* messages whose queue changes wait for it */
