@@ -371,7 +371,9 @@ static int exporter_take_line(EXPORTER **grp, size_t n, const char *seg,
 static bool exporter_full(EXPORTER **grp, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (grp[i]->count >= grp[i]->ctx->batch_size ||
+        if (grp[i]->count >= (grp[i]->backend->batch_size > 0
+                                  ? grp[i]->backend->batch_size
+                                  : grp[i]->ctx->batch_size) ||
             vstr_len(grp[i]->lines) >= EXPORTER_BATCH_BYTES)
             return true;
     return false;

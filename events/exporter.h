@@ -43,6 +43,9 @@ typedef struct EXPORTER_BACKEND {
     void (*close)(void *state);
     /* How long a failing batch is retried before its dead letters. */
     long long (*max_age)(void *state);
+    /* Most events of one batch; 0: events_webhook_batch_size. (Either way
+       at most EXPORTER_BATCH_BYTES of lines.) */
+    int batch_size;
 } EXPORTER_BACKEND;
 
 /* exporter_done - the backend's answer to the batch in flight: ok, or
