@@ -278,8 +278,20 @@ static void events_put_field(VSTR *line, const char *name, const char *text)
 /* events_put_int - "name":value */
 static void events_put_int(VSTR *line, const char *name, long long value)
 {
+    char buf[24];
+    char *cp = buf + sizeof(buf);
+    unsigned long long mag = value < 0 ? 0ULL - (unsigned long long) value
+                                       : (unsigned long long) value;
+
+    /* By hand: printf costs more than the rest of the field. */
+    do {
+        *--cp = (char) ('0' + mag % 10);
+        mag /= 10;
+    } while (mag > 0);
+    if (value < 0)
+        *--cp = '-';
     events_put_key(line, name);
-    vstr_sprintf_append(line, "%lld", value);
+    vstr_ncat(line, cp, (size_t) (buf + sizeof(buf) - cp));
 }
 
 /* events_put_bool - "name":true or false */
@@ -299,12 +311,43 @@ static void events_put_bool(VSTR *line, const char *name, int value)
    nor exponent, the exponent without '+' or leading zeros (1.2e-5) */
 static void events_put_real(VSTR *line, const char *name, double seconds)
 {
-    double value = (double) (long long) (seconds * 1000000 + 0.5) / 1000000;
+    long long usec = (long long) (seconds * 1000000 + 0.5);
+    double value = (double) usec / 1000000;
     char buf[64];
     char *exp;
     int len;
 
     events_put_key(line, name);
+    /* From 100 us to below 10^9 s "%.15g" writes the digits of usec / 10^6
+       exactly (at most 15 significant digits: DBL_DIG), in fixed notation,
+       trailing zeros dropped: done by hand, as printf of a double costs
+       more than the rest of the line. */
+    if (usec >= 100 && usec < 1000000000000000LL) {
+        long long whole = usec / 1000000;
+        long frac = (long) (usec % 1000000);
+        int digits = 6;
+        char *cp = buf + 24;
+
+        do {
+            *--cp = (char) ('0' + whole % 10);
+            whole /= 10;
+        } while (whole > 0);
+        len = (int) (buf + 24 - cp);
+        memmove(buf, cp, (size_t) len);
+        buf[len++] = '.';
+        if (frac == 0) {
+            buf[len++] = '0';
+        } else {
+            while (frac % 10 == 0) {
+                frac /= 10;
+                digits--;
+            }
+            events_put_digits(buf + len, digits, frac);
+            len += digits;
+        }
+        vstr_ncat(line, buf, (size_t) len);
+        return;
+    }
     len = snprintf(buf, sizeof(buf), "%.15g", value);
     if (len <= 0 || len >= (int) sizeof(buf) - 2)
         msg_panic("%s: %g", __func__, value);

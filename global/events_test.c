@@ -257,7 +257,13 @@ static void test_format_as_jansson(void **state)
         /* whole microseconds up to about 35 minutes, some tiny */
         event.delay = (double) ((unsigned) rand_r(&seed) % 10000000000ULL) /
                       (round % 3 ? 1e6 : 1e12);
-        event.attempt_seconds = (double) (rand_r(&seed) % 100000) / 1e6;
+        /* ... and across the range written by hand (100 us to 10^9 s)
+           and past it */
+        event.attempt_seconds =
+            round % 4 ? (double) (rand_r(&seed) % 100000) / 1e6
+                      : (double) ((long long) rand_r(&seed) * rand_r(&seed) %
+                                  2000000000000000LL) /
+                            1e6;
         vstr_reset(line);
         assert_int_equal(events_format(line, &event, "n\xc3\xa9", &now, why),
                          0);
