@@ -268,6 +268,18 @@ static long qfile_reuse_count_free(const char *dir)
     return count;
 }
 
+/* qfile_reuse_free_count - count_free of queue_dir's reuse/ */
+long qfile_reuse_free_count(const char *queue_dir)
+{
+    VSTR *dir = vstr_alloc(100);
+    long count;
+
+    vstr_sprintf(dir, "%s/%s", queue_dir, QFILE_REUSE_DIR);
+    count = qfile_reuse_count_free(vstr_str(dir));
+    vstr_free(dir);
+    return count;
+}
+
 /* qfile_reuse_publish - fsyncs first, then free names */
 size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids, long limit,
                            long *free_now, ARGV *surplus)

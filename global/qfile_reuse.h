@@ -103,6 +103,9 @@ extern QFILE_REUSE *qfile_reuse_free(QFILE_REUSE *reuse);
    -1 when unknown */
 extern size_t qfile_reuse_publish(const char *queue_dir, const ARGV *qids,
                                   long limit, long *free_now, ARGV *surplus);
+/* qfile_reuse_free_count - the free files in queue_dir's reuse/ now; -1
+   when it cannot be read */
+extern long qfile_reuse_free_count(const char *queue_dir);
 /* qfile_reuse_sweep - remove every ret.* (at start: a crash may have left
    some whose old names are not known to be gone), and with all every
    free.* too (reuse turned off); returns how many free files are left,

@@ -34,8 +34,13 @@
  * thread renames it to reuse/ret.QID and reports it back, and the loop's
  * publish makes the reported ones free. What a publish leaves over
  * (reuse/ full: a queue that drains with nothing arriving) goes back to
- * the thread to be unlinked. At most QMGR_SETTLE_BACKLOG files wait for
- * the thread; past that (or without the thread) the loop renames itself.
+ * the thread to be unlinked; and while the last count found reuse/ full
+ * (a publish's, or a count every QMGR_REUSE_DELAY_MS while files are
+ * handed over and none comes back), the thread unlinks finished files
+ * from active/ at once: a return would only be surplus (one unlink, not a
+ * rename, a count of reuse/ and an unlink). At most QMGR_SETTLE_BACKLOG
+ * files wait for the thread; past that (or without the thread) the loop
+ * renames itself.
  * A file whose defer log is to go with it is the loop's (the log must not
  * go first). The thread logs nothing: its failures are counted and logged
  * from the loop; a finished file it can neither rename nor unlink stays
@@ -46,6 +51,7 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <time.h>
 
 #include <event2/event.h>
 
@@ -74,6 +80,7 @@ typedef struct QMGR_REMOVER {
     size_t busy; /* settles the thread has taken and not reported */
     ARGV *renamed; /* ... now reuse/ret.QID: for the loop's publish */
     ARGV *paths; /* reuse/ret.* to unlink */
+    bool full; /* reuse/ was full at the last count: settle unlinks */
     bool stop; /* exit once settle and paths are empty */
     long failed; /* unlinks of ret.* that failed (not ENOENT) */
     int failed_errno; /* ... the last one's errno */
@@ -85,6 +92,8 @@ struct QMGR_REUSE {
     long limit; /* queue_file_reuse_limit */
     ARGV *returned; /* queue IDs of reuse/ret.* not yet free */
     size_t handed; /* settles handed to the thread since the last publish */
+    bool full; /* the last count found limit free files or more */
+    struct timespec counted; /* when (CLOCK_MONOTONIC) */
     ARGV *handing; /* queue IDs for the thread, handed together at the
                       end of the loop pass that settled them (hand_ev):
                       one wake-up, not one per file */
@@ -94,11 +103,14 @@ struct QMGR_REUSE {
 };
 
 /* qmgr_remover_settle - finished file qid out of active/: to ret.QID
-   (added to done), or removed; false when it stays (errno set) */
-static bool qmgr_remover_settle(QMGR_REMOVER *rm, const char *qid, VSTR *from,
-                                VSTR *to, ARGV *done)
+   (added to done), or removed (reuse/ full); false when it stays (errno
+   set) */
+static bool qmgr_remover_settle(QMGR_REMOVER *rm, const char *qid, bool full,
+                                VSTR *from, VSTR *to, ARGV *done)
 {
     (void) mail_queue_path(from, rm->queue_dir, MAIL_QUEUE_ACTIVE, qid);
+    if (full)
+        return unlink(vstr_str(from)) == 0 || errno == ENOENT;
     vstr_sprintf(to, "%s/%s/%s%s", rm->queue_dir, MAIL_QUEUE_REUSE,
                  QFILE_REUSE_RETURNED, qid);
     if (rename(vstr_str(from), vstr_str(to)) == 0) {
@@ -122,6 +134,7 @@ static void *qmgr_remover_main(void *arg)
         ARGV *settle;
         ARGV *paths;
         ARGV *done;
+        bool full;
         long failed = 0;
         int failed_errno = 0;
         long stuck = 0;
@@ -137,13 +150,15 @@ static void *qmgr_remover_main(void *arg)
         settle = rm->settle;
         rm->settle = argv_alloc(QMGR_REUSE_BATCH);
         rm->busy = settle->argc;
+        full = rm->full;
         paths = rm->paths;
         rm->paths = argv_alloc(QMGR_REUSE_BATCH);
         (void) pthread_mutex_unlock(&rm->lock);
 
         done = argv_alloc(settle->argc + 1);
         for (size_t i = 0; i < settle->argc; i++) {
-            if (!qmgr_remover_settle(rm, settle->argv[i], from, to, done)) {
+            if (!qmgr_remover_settle(rm, settle->argv[i], full, from, to,
+                                     done)) {
                 stuck++;
                 stuck_errno = errno;
             }
@@ -304,6 +319,20 @@ static void qmgr_remover_stop(QMGR_REMOVER *rm, ARGV *returned)
     rm->settle = rm->renamed = rm->paths = NULL;
 }
 
+/* qmgr_reuse_full - count free files (-1: unknown) were found in reuse/:
+   at the limit, the thread removes finished files rather than return them
+   (a return would be removed as surplus at the next publish anyway) */
+static void qmgr_reuse_full(QMGR_REUSE *reuse, long count)
+{
+    (void) clock_gettime(CLOCK_MONOTONIC, &reuse->counted);
+    reuse->full = count >= reuse->limit;
+    if (reuse->remover.running) {
+        (void) pthread_mutex_lock(&reuse->remover.lock);
+        reuse->remover.full = reuse->full;
+        (void) pthread_mutex_unlock(&reuse->remover.lock);
+    }
+}
+
 /* qmgr_reuse_publish - what is returned becomes free */
 static void qmgr_reuse_publish(QMGR_CTX *ctx)
 {
@@ -319,14 +348,27 @@ static void qmgr_reuse_publish(QMGR_CTX *ctx)
 
         evtimer_add(reuse->publish_ev, &again);
     }
-    if (reuse->returned->argc == 0)
+    if (reuse->returned->argc == 0) {
+        /* While full the thread removes, nothing comes back: look again
+           whether cleanup has taken free files meanwhile. */
+        struct timespec now;
+
+        (void) clock_gettime(CLOCK_MONOTONIC, &now);
+        if (reuse->full &&
+            (now.tv_sec - reuse->counted.tv_sec) * 1000 +
+                    (now.tv_nsec - reuse->counted.tv_nsec) / 1000000 >=
+                QMGR_REUSE_DELAY_MS)
+            qmgr_reuse_full(reuse, qfile_reuse_free_count(ctx->conf.queue_dir));
         return;
+    }
     /* Without the thread, the publish removes what it leaves over. */
     ARGV *surplus =
         reuse->remover.running ? argv_alloc(QMGR_REUSE_BATCH) : NULL;
+    long free_now;
 
     (void) qfile_reuse_publish(ctx->conf.queue_dir, reuse->returned,
-                               reuse->limit, NULL, surplus);
+                               reuse->limit, &free_now, surplus);
+    qmgr_reuse_full(reuse, free_now);
     if (surplus != NULL) {
         qmgr_remover_add(&reuse->remover, surplus);
         argv_free(surplus);
@@ -370,7 +412,9 @@ static void qmgr_reuse_hand(QMGR_CTX *ctx)
     reuse->handed += reuse->handing->argc;
     argv_free(reuse->handing);
     reuse->handing = argv_alloc(QMGR_REUSE_BATCH);
-    qmgr_reuse_wait(ctx, reuse->handed);
+    /* While full only the timer counts reuse/ again (once a delay, not
+       once a batch). */
+    qmgr_reuse_wait(ctx, reuse->full ? 0 : reuse->handed);
 }
 
 /* qmgr_reuse_hand_event - the end of the loop pass */

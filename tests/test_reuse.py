@@ -230,3 +230,27 @@ def test_take_durable_before_its_first_log(make_instance, make_sink, tmp_path):
                  e.ts > _done(takes[0]) and _done(e) <= logs[0].ts]
         assert syncs, "no fsync of %s/ between the take and the first " \
             "log of %s" % (queue, qid)
+
+
+def test_full_reuse_fills_again(make_instance, make_sink):
+    """While reuse/ is full qmgr's thread removes finished files instead of
+    returning them (qmgr/qmgr_reuse.c); once cleanup has taken free files
+    again, the next count (at most 200 ms after a hand-over) sees room and
+    finished files are returned again: here each message takes a free file
+    and gives its own back, so reuse/ keeps one rather than running dry
+    (the file removed while the count was stale is not made again)."""
+    inst, sink = instance(make_instance, make_sink, queue_file_reuse_limit="2")
+    inst.start()
+    for i in range(6):
+        send(inst, "ok%d@dest.test" % i, "m%d" % i)
+    sink.wait_messages(6)
+    wait_until(lambda: len(names(inst, "free.")) == 2 and
+               names(inst, "ret.") == [], 20, what="reuse/ full")
+    for i in range(6, 12):
+        time.sleep(0.3)     # past a producer's and a count's 200 ms
+        send(inst, "ok%d@dest.test" % i, "m%d" % i)
+        sink.wait_messages(i + 1)
+        inst.wait_log(r": removed$", count=i + 1)
+    wait_until(lambda: names(inst, "ret.") == [], 20,
+               what="every returned file made free or removed")
+    assert len(names(inst, "free.")) >= 1, "reuse/ ran dry: still taken full"
