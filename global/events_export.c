@@ -6,6 +6,7 @@
 #include <openssl/sha.h>
 
 #include "argv.h"
+#include "events.h"
 #include "events_export.h"
 #include "events_pos.h"
 #include "mymalloc.h"
@@ -153,9 +154,13 @@ EVENTS_EXPORT_LIST *events_export_list(const MAIL_CONF *conf)
     if (mail_conf_bool(conf, "events_index_enable"))
         events_export_add(list, &cap, EVENTS_EXPORT_INDEX,
                           mail_conf_str(conf, "events_index_database"), NULL);
+    /* The suppression feed uses only these (events/suppress.c): the others
+       are passed over unparsed, not read into its batches. */
     if (mail_conf_bool(conf, "suppression_feedback_enable"))
         events_export_add(list, &cap, EVENTS_EXPORT_SUPPRESS,
-                          mail_conf_str(conf, "suppression_database"), NULL);
+                          mail_conf_str(conf, "suppression_database"),
+                          "kind:" EVENTS_BOUNCED " kind:" EVENTS_COMPLAINED
+                          " kind:" EVENTS_UNSUBSCRIBED);
     if (*mail_conf_str(conf, "otel_exporter_otlp_endpoint")) {
         const char *base = mail_conf_str(conf, "otel_exporter_otlp_endpoint");
         size_t len = strlen(base);

@@ -7,7 +7,10 @@
 #include <setjmp.h>
 #include <cmocka.h>
 
+#include "events.h"
 #include "events_export.h"
+#include "mail_conf.h"
+#include "testlib.h"
 
 /* check - target shows as want */
 static void check(const char *target, const char *want)
@@ -115,6 +118,42 @@ static void test_removes(void **state)
     }
 }
 
+/* test_suppress_routes - the suppression feed takes only the kinds it
+   uses (bounced, complained, unsubscribed): every other line is passed
+   over unparsed by the events daemon */
+static void test_suppress_routes(void **state)
+{
+    TESTLIB_DIR *tmp = testlib_dir_create("events_export_test");
+    VSTR *text = vstr_alloc(100);
+    VSTR *why = vstr_alloc(100);
+    EVENTS_EXPORT_LIST *list;
+    const EVENTS_EXPORT *feed = NULL;
+    MAIL_CONF *conf;
+
+    assert_non_null(tmp);
+    vstr_sprintf(text, "queue_directory = %s\nmyhostname = n.test\n",
+                 tmp->path);
+    testlib_write(tmp, "main.cf", vstr_str(text));
+    if ((conf = mail_conf_read(tmp->path, why)) == NULL)
+        fail_msg("%s", vstr_str(why));
+    list = events_export_list(conf);
+    for (size_t i = 0; i < list->count; i++)
+        if (strcmp(list->exports[i].kind, EVENTS_EXPORT_SUPPRESS) == 0)
+            feed = &list->exports[i];
+    assert_non_null(feed);
+    assert_true(events_export_match(feed->routes, EVENTS_BOUNCED, NULL));
+    assert_true(events_export_match(feed->routes, EVENTS_COMPLAINED, "t"));
+    assert_true(events_export_match(feed->routes, EVENTS_UNSUBSCRIBED, NULL));
+    assert_false(events_export_match(feed->routes, EVENTS_DELIVERED, NULL));
+    assert_false(events_export_match(feed->routes, EVENTS_RECEIVED, NULL));
+    assert_false(events_export_match(feed->routes, EVENTS_DEFERRED, NULL));
+    events_export_list_free(list);
+    mail_conf_free(conf);
+    vstr_free(text);
+    vstr_free(why);
+    testlib_dir_remove(tmp);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -123,6 +162,7 @@ int main(void)
         cmocka_unit_test(test_route_parse),
         cmocka_unit_test(test_route_match),
         cmocka_unit_test(test_removes),
+        cmocka_unit_test(test_suppress_routes),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
