@@ -148,6 +148,8 @@ void qmgr_commit_failed(QMGR_CTX *ctx, const char *why)
 {
     struct timeval tv = {.tv_sec = 0, .tv_usec = 0};
 
+    /* The back-off timer alone brings the next try. */
+    (void) event_del(ctx->commit_ev);
     if (ctx->commit_backoff == 0) {
         msg_warn("events: the journal cannot be written: %s: queue changes"
                  " and new messages wait until it can",

@@ -166,7 +166,9 @@ struct QMGR_CTX {
     int mx_timeout; /* smtp_dns_timeout */
     QMGR_LISTENER *shape_listener; /* private/qmgr-shaping, NULL: none */
     struct QMGR_REDIS *redis; /* shaping_redis_server, NULL: node-local */
-    struct event *commit_ev; /* the journal's group commit, once per pass */
+    struct event *commit_ev; /* the journal's group commit: at the end of
+                                a pass, QMGR_COMMIT_GAP_USEC after the last
+                                at the earliest */
     long long commit_last_usec; /* when the last one began (monotonic) */
     struct event *commit_timer_ev; /* ... or at the latest this soon after
                                       a received event */
@@ -205,6 +207,7 @@ struct QMGR_CTX {
 /* qmgr_reuse.c */
 extern void qmgr_reuse_init(QMGR_CTX *ctx, const struct MAIL_CONF *conf);
 extern bool qmgr_reuse_return(QMGR_MESSAGE *msg);
+extern void qmgr_reuse_settled(QMGR_CTX *ctx);
 extern void qmgr_reuse_exit(QMGR_CTX *ctx);
 
 /* qmgr.c */

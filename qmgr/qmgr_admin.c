@@ -8,7 +8,10 @@
  * gets the request through qmgr_message_admin(), which acts at a safe
  * point. A file in active/ that is not in memory (the scan that takes
  * back active/ at start has not reached it, or a move out of active/
- * failed) has nothing in flight: it is moved or removed here at once.
+ * failed) has nothing in flight: it is moved or removed here at once,
+ * after the files of finished messages that wait for qmgr_reuse.c's
+ * thread have left active/ (one of those is done with, not a file to
+ * requeue or hold).
  * Anything else is "not in active/", and the admin command looks again.
  *
  * Each connection starts with the greetings: ours goes out on accept, and
@@ -65,6 +68,9 @@ static int qmgr_admin_unloaded(QMGR_CTX *ctx, const char *qid, QMGR_ADMIN_OP op,
     struct stat st;
     int status = QMGR_ADMIN_STAT_OK;
 
+    /* A finished file may still wait in active/ for qmgr_reuse.c's
+       thread: not one to act on. */
+    qmgr_reuse_settled(ctx);
     if (lstat(vstr_str(path), &st) < 0) {
         status = QMGR_ADMIN_STAT_NOTHERE;
     } else if (op == QMGR_ADMIN_DELETE) {

@@ -63,7 +63,8 @@
  *      returns it again, with its event (a second DSN, never a lost
  *      event);
  *   3. nothing deferred and no DSN waiting: the file and the defer log
- *      are removed ("removed");
+ *      are removed ("removed"; a file of cleanup's leaves active/ on
+ *      qmgr_reuse.c's thread, soon after);
  *   4. else maybe a delay warning (once), then an "attempt" record, the
  *      next try as the file's mtime (retry_schedule step k for the k-th
  *      attempt, the last step repeating), and a rename into deferred/.
@@ -1006,7 +1007,8 @@ void qmgr_message_check(QMGR_MESSAGE *msg)
         msg->finish_step != QMGR_FINISH_NONE)
         return;
     /* Complete, but its events are not on disk yet: the commit (at the
-       end of this pass) comes back here. */
+       end of this pass, or QMGR_COMMIT_GAP_USEC after the last) comes
+       back here. */
     if (msg->commit_pending) {
         qmgr_commit_soon(msg->ctx);
         return;

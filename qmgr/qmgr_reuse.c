@@ -66,7 +66,6 @@
 
 #define QMGR_REUSE_DELAY_MS 200 /* a returned file waits at most this */
 #define QMGR_REUSE_BATCH 256 /* ... or until this many wait */
-#define QMGR_REUSE_AGAIN_MS 20 /* a publish that found the thread busy */
 #define QMGR_SETTLE_BACKLOG 256 /* most finished files the thread holds */
 
 /* The thread's share: everything below lock is guarded by it. */
@@ -75,7 +74,8 @@ typedef struct QMGR_REMOVER {
     bool running; /* the thread was started */
     const char *queue_dir;
     pthread_mutex_t lock;
-    pthread_cond_t wake;
+    pthread_cond_t wake; /* work for the thread, or stop */
+    pthread_cond_t idle; /* the thread holds no settle any more */
     ARGV *settle; /* queue IDs of finished files in active/ */
     size_t busy; /* settles the thread has taken and not reported */
     ARGV *renamed; /* ... now reuse/ret.QID: for the loop's publish */
@@ -176,6 +176,8 @@ static void *qmgr_remover_main(void *arg)
         for (size_t i = 0; i < done->argc; i++)
             argv_add(rm->renamed, done->argv[i]);
         rm->busy = 0;
+        if (rm->settle->argc == 0)
+            (void) pthread_cond_broadcast(&rm->idle);
         if (failed > 0) {
             rm->failed += failed;
             rm->failed_errno = failed_errno;
@@ -282,7 +284,8 @@ static void qmgr_remover_start(QMGR_REMOVER *rm, const char *queue_dir)
     rm->renamed = argv_alloc(QMGR_REUSE_BATCH);
     rm->paths = argv_alloc(QMGR_REUSE_BATCH);
     if (pthread_mutex_init(&rm->lock, NULL) != 0 ||
-        pthread_cond_init(&rm->wake, NULL) != 0) {
+        pthread_cond_init(&rm->wake, NULL) != 0 ||
+        pthread_cond_init(&rm->idle, NULL) != 0) {
         msg_warn("no thread to settle finished queue files: the loop does");
         return;
     }
@@ -343,8 +346,8 @@ static void qmgr_reuse_publish(QMGR_CTX *ctx)
     if (reuse->remover.running)
         pending = qmgr_remover_collect(&reuse->remover, reuse->returned);
     if (pending) {
-        /* Those the thread still holds are published soon after. */
-        struct timeval again = {0, QMGR_REUSE_AGAIN_MS * 1000};
+        /* Those the thread still holds go with the next publish. */
+        struct timeval again = {0, QMGR_REUSE_DELAY_MS * 1000};
 
         evtimer_add(reuse->publish_ev, &again);
     }
@@ -354,10 +357,11 @@ static void qmgr_reuse_publish(QMGR_CTX *ctx)
         struct timespec now;
 
         (void) clock_gettime(CLOCK_MONOTONIC, &now);
+        /* (half the delay: the timer that brings this may run early) */
         if (reuse->full &&
             (now.tv_sec - reuse->counted.tv_sec) * 1000 +
                     (now.tv_nsec - reuse->counted.tv_nsec) / 1000000 >=
-                QMGR_REUSE_DELAY_MS)
+                QMGR_REUSE_DELAY_MS / 2)
             qmgr_reuse_full(reuse, qfile_reuse_free_count(ctx->conf.queue_dir));
         return;
     }
@@ -412,9 +416,10 @@ static void qmgr_reuse_hand(QMGR_CTX *ctx)
     reuse->handed += reuse->handing->argc;
     argv_free(reuse->handing);
     reuse->handing = argv_alloc(QMGR_REUSE_BATCH);
-    /* While full only the timer counts reuse/ again (once a delay, not
-       once a batch). */
-    qmgr_reuse_wait(ctx, reuse->full ? 0 : reuse->handed);
+    /* The thread's renames are published by the timer, every
+       QMGR_REUSE_DELAY_MS (a publish at a full hand-over would find few
+       of them done yet); while full the timer counts reuse/ again. */
+    qmgr_reuse_wait(ctx, 0);
 }
 
 /* qmgr_reuse_hand_event - the end of the loop pass */
@@ -490,8 +495,27 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
     if (!moved)
         return false;
     argv_add(reuse->returned, msg->qid);
-    qmgr_reuse_wait(ctx, reuse->returned->argc + reuse->handed);
+    qmgr_reuse_wait(ctx, reuse->returned->argc);
     return true;
+}
+
+/* qmgr_reuse_settled - every finished file handed over is out of active/:
+   the loop waits for the thread (an admin request about a file in active/
+   that is not in memory must not meet one that waits to go, delivered
+   already) */
+void qmgr_reuse_settled(QMGR_CTX *ctx)
+{
+    QMGR_REUSE *reuse = ctx->reuse;
+    QMGR_REMOVER *rm;
+
+    if (reuse == NULL || !reuse->remover.running)
+        return;
+    qmgr_reuse_hand(ctx);
+    rm = &reuse->remover;
+    (void) pthread_mutex_lock(&rm->lock);
+    while (rm->settle->argc > 0 || rm->busy > 0)
+        (void) pthread_cond_wait(&rm->idle, &rm->lock);
+    (void) pthread_mutex_unlock(&rm->lock);
 }
 
 /* qmgr_reuse_exit - the thread's work done, what is returned becomes free;

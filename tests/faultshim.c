@@ -12,6 +12,9 @@
  *   FAULT_AFTER  let this many matching calls succeed first (default 0)
  *   FAULT_FILE   if set, faults fire only while this file exists (lets a
  *                test clear the fault in a long-running daemon)
+ *   FAULT_DELAY_MS  if set, a fault is a wait of this many milliseconds,
+ *                after which the call is made (a slow disk, not a broken
+ *                one)
  *
  * Descriptors are tracked from open/openat/creat of paths under FAULT_DIR.
  */
@@ -24,6 +27,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/types.h>
+#include <time.h>
 #include <unistd.h>
 
 #define FAULT_MAXFD 4096
@@ -65,6 +69,14 @@ static int fault_fire(const char *op)
         return 0;
     if (fault_calls++ < (after ? strtol(after, NULL, 10) : 0))
         return 0;
+    if (getenv("FAULT_DELAY_MS") != NULL) {
+        long ms = strtol(getenv("FAULT_DELAY_MS"), NULL, 10);
+        struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+        while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+            ;
+        return 0;
+    }
     errno = (err && strcmp(err, "EIO") == 0) ? EIO : ENOSPC;
     return 1;
 }

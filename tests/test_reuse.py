@@ -30,6 +30,7 @@ import smtplib
 import time
 
 from conftest import wait_until
+from test_events import shim  # noqa: F401 (the fixture)
 
 PARAMS = {"mynetworks": "127.0.0.0/8", "myhostname": "mx.test",
           "retry_schedule": "1h"}
@@ -254,3 +255,42 @@ def test_full_reuse_fills_again(make_instance, make_sink):
     wait_until(lambda: names(inst, "ret.") == [], 20,
                what="every returned file made free or removed")
     assert len(names(inst, "free.")) >= 1, "reuse/ ran dry: still taken full"
+
+
+def test_admin_waits_for_the_thread(make_instance, make_sink, shim, tmp_path):
+    """A finished message's file can still be in active/ for a moment after
+    qmgr has logged it removed (its thread moves it out); an administrator's
+    requeue in that moment must not take it for a message nobody holds:
+    qmgr waits for the thread, then answers that there is no such message.
+    Here the thread's rename into reuse/ is made to take 3 s
+    (tests/faultshim.c, FAULT_DELAY_MS): the message reaches the sink once."""
+    from conftest import LIBEXEC
+    inst, sink = instance(make_instance, make_sink)
+    switch = tmp_path / "slow-on"
+    wrapper = tmp_path / "qmgr-slow"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        "LD_PRELOAD='%s' FAULT_DIR=%s FAULT_OP=rename FAULT_DELAY_MS=3000 "
+        "FAULT_FILE=%s\n"
+        "export LD_PRELOAD FAULT_DIR FAULT_OP FAULT_DELAY_MS FAULT_FILE\n"
+        "exec %s \"$@\"\n" % (shim, inst.queue_dir / "reuse", switch,
+                              LIBEXEC / "qmgr"))
+    wrapper.chmod(0o755)
+    inst.remove_service("qmgr")
+    inst.add_service("qmgr       unix  n       -       n       300     1       %s"
+                     % wrapper)
+    inst.start()
+    switch.write_text("on")
+    qid = send(inst, "ok@dest.test", "once")
+    sink.wait_messages(1)
+    inst.wait_log(r"%s: removed$" % qid)
+    assert find_queued(inst, qid) is not None, "the thread was not slowed"
+    started = time.monotonic()
+    inst.command("requeue", qid)
+    waited = time.monotonic() - started
+    switch.unlink()
+    assert find_queued(inst, qid) is None
+    time.sleep(1.0)
+    assert "%s: requeued" % qid not in inst.log()
+    assert len(sink.received()) == 1, "delivered again after the requeue"
+    assert waited > 0.5, "qmgr answered before its thread was done"
