@@ -44,7 +44,9 @@ typedef struct EXPORTER_BACKEND {
     /* How long a failing batch is retried before its dead letters. */
     long long (*max_age)(void *state);
     /* Most events of one batch; 0: events_webhook_batch_size. (Either way
-       at most EXPORTER_BATCH_BYTES of lines.) */
+       at most EXPORTER_BATCH_BYTES of lines; and exporters at the same
+       position read together, so a group's batches end when the first of
+       them is full: beside a webhook the index gets the webhook's size.) */
     int batch_size;
 } EXPORTER_BACKEND;
 
