@@ -91,7 +91,6 @@ typedef struct QMGR_REMOVER {
 struct QMGR_REUSE {
     long limit; /* queue_file_reuse_limit */
     ARGV *returned; /* queue IDs of reuse/ret.* not yet free */
-    size_t handed; /* settles handed to the thread since the last publish */
     bool full; /* the last count found limit free files or more */
     struct timespec counted; /* when (CLOCK_MONOTONIC) */
     ARGV *handing; /* queue IDs for the thread, handed together at the
@@ -342,7 +341,6 @@ static void qmgr_reuse_publish(QMGR_CTX *ctx)
     QMGR_REUSE *reuse = ctx->reuse;
     bool pending = false;
 
-    reuse->handed = 0;
     if (reuse->remover.running)
         pending = qmgr_remover_collect(&reuse->remover, reuse->returned);
     if (pending) {
@@ -413,7 +411,6 @@ static void qmgr_reuse_hand(QMGR_CTX *ctx)
     if (reuse == NULL || reuse->handing->argc == 0)
         return;
     qmgr_remover_hand(&reuse->remover, reuse->handing);
-    reuse->handed += reuse->handing->argc;
     argv_free(reuse->handing);
     reuse->handing = argv_alloc(QMGR_REUSE_BATCH);
     /* The thread's renames are published by the timer, every
