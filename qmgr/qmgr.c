@@ -43,6 +43,7 @@
 #define QMGR_SCAN_BATCH 100 /* files moved per loop pass */
 #define QMGR_COMMIT_DELAY 1 /* seconds a received event may wait alone */
 #define QMGR_COMMIT_GAP_USEC 5000 /* least time between two commits */
+#define QMGR_SCAN_SETTLE_USEC 2000 /* a scan held up by unsettled files */
 #define QMGR_COMMIT_MAX_BACKOFF 8 /* seconds between tries of a failed one */
 
 /* qmgr_scan_want - ask for a scan of this queue (again, if it runs);
@@ -267,7 +268,8 @@ static bool qmgr_scan_run(QMGR_CTX *ctx, QMGR_SCAN *scan, int *budget)
     if (!scan->pending)
         return true;
     while (*budget > 0 &&
-           (long long) ctx->active_count < ctx->conf.active_limit) {
+           (long long) (ctx->active_count + qmgr_reuse_unsettled(ctx)) <
+               ctx->conf.active_limit) {
         if (!scan->running) {
             scan->running = true;
             scan->hash_index = 0;
@@ -321,8 +323,20 @@ static void qmgr_scan_event(evutil_socket_t fd, short what, void *arg)
     }
     qmgr_dest_schedule(ctx);
     /* More to do: yield to the loop (results, triggers), then go on. */
-    if (budget == 0)
+    if (budget == 0) {
         qmgr_scan_kick(ctx);
+    } else if ((ctx->active_scan.pending || ctx->incoming_scan.pending ||
+                ctx->deferred_scan.pending) &&
+               (long long) ctx->active_count < ctx->conf.active_limit &&
+               (long long) (ctx->active_count + qmgr_reuse_unsettled(ctx)) >=
+                   ctx->conf.active_limit) {
+        /* Stopped by finished files still on their way out of active/
+           (qmgr_reuse.c's thread, which tells nobody when it is done):
+           look again shortly. */
+        struct timeval soon = {0, QMGR_SCAN_SETTLE_USEC};
+
+        (void) event_add(ctx->scan_ev, &soon);
+    }
 }
 
 /* qmgr_deferred_event - time for a deferred/ scan */

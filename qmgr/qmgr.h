@@ -206,8 +206,12 @@ struct QMGR_CTX {
 
 /* qmgr_reuse.c */
 extern void qmgr_reuse_init(QMGR_CTX *ctx, const struct MAIL_CONF *conf);
-extern bool qmgr_reuse_return(QMGR_MESSAGE *msg);
+#define QMGR_REUSE_NO 0 /* not to be reused: the caller removes it */
+#define QMGR_REUSE_MOVED 1 /* moved to reuse/: the caller logs "removed" */
+#define QMGR_REUSE_HANDED 2 /* the thread moves it, and logs "removed" */
+extern int qmgr_reuse_return(QMGR_MESSAGE *msg);
 extern void qmgr_reuse_settled(QMGR_CTX *ctx);
+extern size_t qmgr_reuse_unsettled(QMGR_CTX *ctx);
 extern void qmgr_reuse_exit(QMGR_CTX *ctx);
 
 /* qmgr.c */

@@ -64,7 +64,7 @@
  *      event);
  *   3. nothing deferred and no DSN waiting: the file and the defer log
  *      are removed ("removed"; a file of cleanup's leaves active/ on
- *      qmgr_reuse.c's thread, soon after);
+ *      qmgr_reuse.c's thread, and "removed" is logged once it has);
  *   4. else maybe a delay warning (once), then an "attempt" record, the
  *      next try as the file's mtime (retry_schedule step k for the k-th
  *      attempt, the last step repeating), and a rename into deferred/.
@@ -876,6 +876,7 @@ static void qmgr_message_settle(QMGR_MESSAGE *msg)
 {
     QMGR_CTX *ctx = msg->ctx;
     VSTR *path;
+    int reused;
 
     if (msg->admin_op == QMGR_ADMIN_DELETE) {
         qmgr_message_free(msg);
@@ -892,8 +893,11 @@ static void qmgr_message_settle(QMGR_MESSAGE *msg)
        queued. The removal (or the move to reuse/) stands in for the done
        marks. */
     path = qmgr_message_path(vstr_alloc(100), msg);
-    if (!qmgr_reuse_return(msg) && unlink(vstr_str(path)) < 0 &&
-        errno != ENOENT) {
+    reused = qmgr_reuse_return(msg);
+    if (reused == QMGR_REUSE_HANDED) {
+        /* qmgr_reuse.c's thread takes it out of active/ and logs it. */
+    } else if (reused == QMGR_REUSE_NO && unlink(vstr_str(path)) < 0 &&
+               errno != ENOENT) {
         msg_warn("%s: remove %s: %m", msg->qid, vstr_str(path));
     } else {
         if (msg->defer_log_maybe &&

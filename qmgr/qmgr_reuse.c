@@ -31,8 +31,10 @@
  * settled whether the rename is done or not: a crash before it leaves the
  * file in active/, and the next qmgr delivers it again, as a crash between
  * the commit and the removal always did: at least once, never lost); the
- * thread renames it to reuse/ret.QID and reports it back, and the loop's
- * publish makes the reported ones free. What a publish leaves over
+ * thread renames it to reuse/ret.QID and reports it back, the loop logs
+ * it "removed" then (at the next hand-over or publish: the line comes
+ * when the file has left active/, as it does for a removal in the loop),
+ * and the loop's publish makes the reported ones free. What a publish leaves over
  * (reuse/ full: a queue that drains with nothing arriving) goes back to
  * the thread to be unlinked; and while the last count found reuse/ full
  * (a publish's, or a count every QMGR_REUSE_DELAY_MS while files are
@@ -79,6 +81,7 @@ typedef struct QMGR_REMOVER {
     ARGV *settle; /* queue IDs of finished files in active/ */
     size_t busy; /* settles the thread has taken and not reported */
     ARGV *renamed; /* ... now reuse/ret.QID: for the loop's publish */
+    ARGV *gone; /* ... out of active/ (renamed or removed): logged */
     ARGV *paths; /* reuse/ret.* to unlink */
     bool full; /* reuse/ was full at the last count: settle unlinks */
     bool stop; /* exit once settle and paths are empty */
@@ -133,6 +136,7 @@ static void *qmgr_remover_main(void *arg)
         ARGV *settle;
         ARGV *paths;
         ARGV *done;
+        ARGV *out;
         bool full;
         long failed = 0;
         int failed_errno = 0;
@@ -155,11 +159,14 @@ static void *qmgr_remover_main(void *arg)
         (void) pthread_mutex_unlock(&rm->lock);
 
         done = argv_alloc(settle->argc + 1);
+        out = argv_alloc(settle->argc + 1);
         for (size_t i = 0; i < settle->argc; i++) {
             if (!qmgr_remover_settle(rm, settle->argv[i], full, from, to,
                                      done)) {
                 stuck++;
                 stuck_errno = errno;
+            } else {
+                argv_add(out, settle->argv[i]);
             }
         }
         for (size_t i = 0; i < paths->argc; i++) {
@@ -174,6 +181,8 @@ static void *qmgr_remover_main(void *arg)
         (void) pthread_mutex_lock(&rm->lock);
         for (size_t i = 0; i < done->argc; i++)
             argv_add(rm->renamed, done->argv[i]);
+        for (size_t i = 0; i < out->argc; i++)
+            argv_add(rm->gone, out->argv[i]);
         rm->busy = 0;
         if (rm->settle->argc == 0)
             (void) pthread_cond_broadcast(&rm->idle);
@@ -187,6 +196,7 @@ static void *qmgr_remover_main(void *arg)
         }
         (void) pthread_mutex_unlock(&rm->lock);
         argv_free(done);
+        argv_free(out);
     }
     vstr_free(from);
     vstr_free(to);
@@ -219,10 +229,13 @@ static bool qmgr_remover_collect(QMGR_REMOVER *rm, ARGV *returned)
     int stuck_errno;
     bool pending;
     ARGV *renamed;
+    ARGV *gone;
 
     (void) pthread_mutex_lock(&rm->lock);
     renamed = rm->renamed;
     rm->renamed = argv_alloc(QMGR_REUSE_BATCH);
+    gone = rm->gone;
+    rm->gone = argv_alloc(QMGR_REUSE_BATCH);
     failed = rm->failed;
     failed_errno = rm->failed_errno;
     stuck = rm->stuck;
@@ -233,6 +246,9 @@ static bool qmgr_remover_collect(QMGR_REMOVER *rm, ARGV *returned)
     for (size_t i = 0; i < renamed->argc; i++)
         argv_add(returned, renamed->argv[i]);
     argv_free(renamed);
+    for (size_t i = 0; i < gone->argc; i++)
+        msg_info("%s: removed", gone->argv[i]);
+    argv_free(gone);
     qmgr_remover_report(failed, failed_errno, stuck, stuck_errno);
     return pending;
 }
@@ -281,6 +297,7 @@ static void qmgr_remover_start(QMGR_REMOVER *rm, const char *queue_dir)
     rm->queue_dir = queue_dir;
     rm->settle = argv_alloc(QMGR_REUSE_BATCH);
     rm->renamed = argv_alloc(QMGR_REUSE_BATCH);
+    rm->gone = argv_alloc(QMGR_REUSE_BATCH);
     rm->paths = argv_alloc(QMGR_REUSE_BATCH);
     if (pthread_mutex_init(&rm->lock, NULL) != 0 ||
         pthread_cond_init(&rm->wake, NULL) != 0 ||
@@ -317,8 +334,9 @@ static void qmgr_remover_stop(QMGR_REMOVER *rm, ARGV *returned)
     }
     argv_free(rm->settle);
     argv_free(rm->renamed);
+    argv_free(rm->gone);
     argv_free(rm->paths);
-    rm->settle = rm->renamed = rm->paths = NULL;
+    rm->settle = rm->renamed = rm->gone = rm->paths = NULL;
 }
 
 /* qmgr_reuse_full - count free files (-1: unknown) were found in reuse/:
@@ -413,6 +431,8 @@ static void qmgr_reuse_hand(QMGR_CTX *ctx)
     qmgr_remover_hand(&reuse->remover, reuse->handing);
     argv_free(reuse->handing);
     reuse->handing = argv_alloc(QMGR_REUSE_BATCH);
+    /* What the thread finished meanwhile is logged now. */
+    (void) qmgr_remover_collect(&reuse->remover, reuse->returned);
     /* The thread's renames are published by the timer, every
        QMGR_REUSE_DELAY_MS (a publish at a full hand-over would find few
        of them done yet); while full the timer counts reuse/ again. */
@@ -456,10 +476,10 @@ void qmgr_reuse_init(QMGR_CTX *ctx, const MAIL_CONF *conf)
     ctx->reuse = reuse;
 }
 
-/* qmgr_reuse_return - the finished file of msg to reuse/ (by the thread,
-   or here); false when it is not to be reused or cannot be (the caller
-   removes it) */
-bool qmgr_reuse_return(QMGR_MESSAGE *msg)
+/* qmgr_reuse_return - the finished file of msg to reuse/: handed to the
+   thread, or moved here; QMGR_REUSE_NO when it is not to be reused or
+   cannot be (the caller removes it) */
+int qmgr_reuse_return(QMGR_MESSAGE *msg)
 {
     QMGR_CTX *ctx = msg->ctx;
     QMGR_REUSE *reuse = ctx->reuse;
@@ -468,7 +488,7 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
     bool moved;
 
     if (reuse == NULL || !msg->reusable)
-        return false;
+        return QMGR_REUSE_NO;
     if (reuse->remover.running && !msg->defer_log_maybe &&
         qmgr_remover_room(&reuse->remover, reuse->handing->argc)) {
         /* event_active puts the hand-over behind every callback the
@@ -476,7 +496,7 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
            them); waking it again meanwhile is a no-op. */
         argv_add(reuse->handing, msg->qid);
         event_active(reuse->hand_ev, EV_TIMEOUT, 0);
-        return true;
+        return QMGR_REUSE_HANDED;
     }
     from = mail_queue_path(vstr_alloc(100), ctx->conf.queue_dir,
                            MAIL_QUEUE_ACTIVE, msg->qid);
@@ -490,10 +510,10 @@ bool qmgr_reuse_return(QMGR_MESSAGE *msg)
     vstr_free(from);
     vstr_free(to);
     if (!moved)
-        return false;
+        return QMGR_REUSE_NO;
     argv_add(reuse->returned, msg->qid);
     qmgr_reuse_wait(ctx, reuse->returned->argc);
-    return true;
+    return QMGR_REUSE_MOVED;
 }
 
 /* qmgr_reuse_settled - every finished file handed over is out of active/:
@@ -513,6 +533,22 @@ void qmgr_reuse_settled(QMGR_CTX *ctx)
     while (rm->settle->argc > 0 || rm->busy > 0)
         (void) pthread_cond_wait(&rm->idle, &rm->lock);
     (void) pthread_mutex_unlock(&rm->lock);
+    (void) qmgr_remover_collect(rm, reuse->returned);
+}
+
+/* qmgr_reuse_unsettled - finished files handed over and not yet out of
+   active/ (they count against qmgr_message_active_limit: files in active/) */
+size_t qmgr_reuse_unsettled(QMGR_CTX *ctx)
+{
+    QMGR_REUSE *reuse = ctx->reuse;
+    size_t count;
+
+    if (reuse == NULL || !reuse->remover.running)
+        return 0;
+    (void) pthread_mutex_lock(&reuse->remover.lock);
+    count = reuse->remover.settle->argc + reuse->remover.busy;
+    (void) pthread_mutex_unlock(&reuse->remover.lock);
+    return count + reuse->handing->argc;
 }
 
 /* qmgr_reuse_exit - the thread's work done, what is returned becomes free;
