@@ -84,21 +84,12 @@ void qmgr_scan_kick(QMGR_CTX *ctx)
     event_active(ctx->scan_ev, EV_TIMEOUT, 0);
 }
 
-/* qmgr_commit_clock - monotonic microseconds */
-static long long qmgr_commit_clock(void)
-{
-    struct timespec ts;
-
-    (void) clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long) ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 /* qmgr_commit_event - the journal's group commit (qmgr_message.c) */
 static void qmgr_commit_event(evutil_socket_t fd, short what, void *arg)
 {
     QMGR_CTX *ctx = arg;
 
-    ctx->commit_last_usec = qmgr_commit_clock();
+    ctx->commit_last_usec = qmgr_shaping_now();
     qmgr_message_commit(ctx, false);
 }
 
@@ -117,7 +108,7 @@ void qmgr_commit_soon(QMGR_CTX *ctx)
     if (ctx->commit_backoff > 0 ||
         event_pending(ctx->commit_ev, EV_TIMEOUT, NULL))
         return;
-    wait = ctx->commit_last_usec + QMGR_COMMIT_GAP_USEC - qmgr_commit_clock();
+    wait = ctx->commit_last_usec + QMGR_COMMIT_GAP_USEC - qmgr_shaping_now();
     if (wait <= 0 || wait > QMGR_COMMIT_GAP_USEC) {
         event_active(ctx->commit_ev, EV_TIMEOUT, 0);
     } else {

@@ -53,13 +53,13 @@
 
 #include <pthread.h>
 #include <signal.h>
-#include <time.h>
 
 #include <event2/event.h>
 
 #include "argv.h"
 #include "mail_conf.h"
 #include "mail_queue.h"
+#include "mono_ms.h"
 #include "msg.h"
 #include "mymalloc.h"
 #include "qfile_reuse.h"
@@ -95,7 +95,7 @@ struct QMGR_REUSE {
     long limit; /* queue_file_reuse_limit */
     ARGV *returned; /* queue IDs of reuse/ret.* not yet free */
     bool full; /* the last count found limit free files or more */
-    struct timespec counted; /* when (CLOCK_MONOTONIC) */
+    long long counted_ms; /* when (mono_ms) */
     ARGV *handing; /* queue IDs for the thread, handed together at the
                       end of the loop pass that settled them (hand_ev):
                       one wake-up, not one per file */
@@ -344,7 +344,7 @@ static void qmgr_remover_stop(QMGR_REMOVER *rm, ARGV *returned)
    (a return would be removed as surplus at the next publish anyway) */
 static void qmgr_reuse_full(QMGR_REUSE *reuse, long count)
 {
-    (void) clock_gettime(CLOCK_MONOTONIC, &reuse->counted);
+    reuse->counted_ms = mono_ms();
     reuse->full = count >= reuse->limit;
     if (reuse->remover.running) {
         (void) pthread_mutex_lock(&reuse->remover.lock);
@@ -370,14 +370,9 @@ static void qmgr_reuse_publish(QMGR_CTX *ctx)
     if (reuse->returned->argc == 0) {
         /* While full the thread removes, nothing comes back: look again
            whether cleanup has taken free files meanwhile. */
-        struct timespec now;
-
-        (void) clock_gettime(CLOCK_MONOTONIC, &now);
         /* (half the delay: the timer that brings this may run early) */
         if (reuse->full &&
-            (now.tv_sec - reuse->counted.tv_sec) * 1000 +
-                    (now.tv_nsec - reuse->counted.tv_nsec) / 1000000 >=
-                QMGR_REUSE_DELAY_MS / 2)
+            mono_ms() - reuse->counted_ms >= QMGR_REUSE_DELAY_MS / 2)
             qmgr_reuse_full(reuse, qfile_reuse_free_count(ctx->conf.queue_dir));
         return;
     }
