@@ -1112,6 +1112,39 @@ static inline void smtpd_data_emit(SMTPD_DATA *data, VSTR *out, int ch)
     vstr_addch(out, ch);
 }
 
+/* smtpd_data_emit_run - len decoded bytes at once, as len calls of
+   smtpd_data_emit would: those past the size limit are dropped */
+static void smtpd_data_emit_run(SMTPD_DATA *data, VSTR *out, const char *run,
+                                size_t len)
+{
+    if (data->too_big)
+        return;
+    if (data->limit > 0) {
+        size_t room =
+            data->size >= data->limit ? 0 : (size_t) (data->limit - data->size);
+
+        if (len > room) {
+            len = room;
+            data->too_big = true;
+        }
+    }
+    data->size += (long long) len;
+    vstr_ncat(out, run, len);
+}
+
+/* smtpd_data_plain - the length of buf[0..len)'s first run of bytes that
+   are neither CR nor LF */
+static size_t smtpd_data_plain(const char *buf, size_t len)
+{
+    const char *lf = memchr(buf, '\n', len);
+    const char *cr;
+
+    if (lf != NULL)
+        len = (size_t) (lf - buf);
+    cr = memchr(buf, '\r', len);
+    return cr != NULL ? (size_t) (cr - buf) : len;
+}
+
 /* smtpd_data_newline - a line ended (crlf: with CR LF) */
 static inline void smtpd_data_newline(SMTPD_DATA *data, VSTR *out, bool crlf)
 {
@@ -1131,6 +1164,19 @@ size_t smtpd_data_feed(SMTPD_DATA *data, const char *buf, size_t len, VSTR *out,
     for (i = 0; i < len && !data->done && vstr_len(out) < max; i++) {
         int ch = (unsigned char) buf[i];
 
+        /* Inside a line, the bytes up to its CR or LF are content as
+           they are: append them at once (most of a message). */
+        if (!data->pending_cr && !data->dot_cr && !data->after_dot &&
+            ch != '\r' && ch != '\n' && !(data->bol && ch == '.')) {
+            size_t room = max - vstr_len(out);
+            size_t run =
+                smtpd_data_plain(buf + i, len - i < room ? len - i : room);
+
+            data->bol = false;
+            smtpd_data_emit_run(data, out, buf + i, run);
+            i += run - 1;
+            continue;
+        }
         if (data->pending_cr) {
             data->pending_cr = false;
             if (ch == '\n') {

@@ -770,6 +770,139 @@ static void test_data_limit_and_chunks(void **state)
     vstr_free(out);
 }
 
+/* ref_emit, ref_newline, ref_feed - the decoder one byte at a time, as
+   it was before runs of plain bytes were appended at once: the oracle of
+   test_data_runs_match_bytes */
+static void ref_emit(SMTPD_DATA *data, VSTR *out, int ch)
+{
+    if (data->too_big)
+        return;
+    if (data->limit > 0 && data->size >= data->limit) {
+        data->too_big = true;
+        return;
+    }
+    data->size++;
+    vstr_addch(out, ch);
+}
+
+static void ref_newline(SMTPD_DATA *data, VSTR *out, bool crlf)
+{
+    ref_emit(data, out, '\n');
+    if (!crlf)
+        data->bare_lf = true;
+    data->bol = true;
+    data->last_crlf = crlf;
+}
+
+static size_t ref_feed(SMTPD_DATA *data, const char *buf, size_t len, VSTR *out,
+                       size_t max)
+{
+    size_t i;
+
+    for (i = 0; i < len && !data->done && vstr_len(out) < max; i++) {
+        int ch = (unsigned char) buf[i];
+
+        if (data->pending_cr) {
+            data->pending_cr = false;
+            if (ch == '\n') {
+                ref_newline(data, out, true);
+                continue;
+            }
+            ref_emit(data, out, '\r');
+        } else if (data->dot_cr) {
+            data->dot_cr = false;
+            data->after_dot = false;
+            if (ch == '\n') {
+                if (data->last_crlf)
+                    data->done = true;
+                else
+                    ref_newline(data, out, true);
+                continue;
+            }
+            ref_emit(data, out, '\r');
+        } else if (data->after_dot) {
+            if (ch == '\r') {
+                data->dot_cr = true;
+                continue;
+            }
+            data->after_dot = false;
+            if (ch == '\n') {
+                ref_newline(data, out, false);
+                continue;
+            }
+        } else if (data->bol && ch == '.') {
+            data->bol = false;
+            data->after_dot = true;
+            continue;
+        }
+        data->bol = false;
+        if (ch == '\r')
+            data->pending_cr = true;
+        else if (ch == '\n')
+            ref_newline(data, out, false);
+        else
+            ref_emit(data, out, ch);
+    }
+    return i;
+}
+
+/* test_data_runs_match_bytes - random content (mostly CR, LF, dots and a
+   few letters), cut in random pieces, with random size limits and chunk
+   sizes: the decoder consumes, emits and ends exactly as the byte-at-a-
+   time oracle does */
+static void test_data_runs_match_bytes(void **state)
+{
+    static const char alphabet[] = "\r\n..abc\r\n\0\xff";
+    unsigned seed = 14;
+    char in[600];
+    VSTR *got = vstr_alloc(10);
+    VSTR *want = vstr_alloc(10);
+
+    for (int round = 0; round < 20000; round++) {
+        size_t len = (size_t) rand_r(&seed) % sizeof(in);
+        long long limit = rand_r(&seed) % 3 ? 0 : rand_r(&seed) % 300;
+        size_t max = 1 + (size_t) rand_r(&seed) % 400;
+        SMTPD_DATA a, b;
+        size_t pos = 0;
+
+        for (size_t k = 0; k < len; k++)
+            in[k] =
+                rand_r(&seed) % 4
+                    ? alphabet[(size_t) rand_r(&seed) % (sizeof(alphabet) - 1)]
+                    : (char) ('d' + rand_r(&seed) % 20);
+        smtpd_data_init(&a, limit);
+        smtpd_data_init(&b, limit);
+        vstr_reset(got);
+        vstr_reset(want);
+        while (pos < len && !a.done) {
+            size_t n = 1 + (size_t) rand_r(&seed) % 64;
+            size_t used_a, used_b;
+
+            if (n > len - pos)
+                n = len - pos;
+            used_a = smtpd_data_feed(&a, in + pos, n, got, vstr_len(got) + max);
+            used_b = ref_feed(&b, in + pos, n, want, vstr_len(want) + max);
+            if (used_a != used_b)
+                fail_msg("round %d: consumed %zu, the oracle %zu", round,
+                         used_a, used_b);
+            pos += used_a;
+        }
+        assert_int_equal(vstr_len(got), vstr_len(want));
+        assert_memory_equal(vstr_str(got), vstr_str(want), vstr_len(want));
+        assert_int_equal(a.done, b.done);
+        assert_int_equal(a.bare_lf, b.bare_lf);
+        assert_int_equal(a.too_big, b.too_big);
+        assert_int_equal(a.size, b.size);
+        assert_int_equal(a.bol, b.bol);
+        assert_int_equal(a.pending_cr, b.pending_cr);
+        assert_int_equal(a.after_dot, b.after_dot);
+        assert_int_equal(a.dot_cr, b.dot_cr);
+        assert_int_equal(a.last_crlf, b.last_crlf);
+    }
+    vstr_free(got);
+    vstr_free(want);
+}
+
 /* set_list - compile one restriction list into the configuration */
 static void set_list(TEST_ENV *env, SMTPD_LIST list, const char *value)
 {
@@ -1309,6 +1442,7 @@ int main(void)
         cmocka_unit_test(test_data_decode),
         cmocka_unit_test(test_data_smuggling),
         cmocka_unit_test(test_data_limit_and_chunks),
+        cmocka_unit_test(test_data_runs_match_bytes),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
