@@ -40,6 +40,35 @@ static void test_line_format(void **state)
     assert_int_equal(len, strlen(buf));
 }
 
+/* The stamp is kept from one line to the next: it must follow the time. */
+static void test_line_stamp_follows_time(void **state)
+{
+    struct tm tm = {.tm_year = 126,
+                    .tm_mon = 11,
+                    .tm_mday = 31,
+                    .tm_hour = 23,
+                    .tm_min = 59,
+                    .tm_sec = 59,
+                    .tm_isdst = -1};
+    time_t when = mktime(&tm);
+    char buf[256];
+    size_t len;
+
+    msg_format_line(buf, sizeof(buf), when, "h", "t", 7, MSG_INFO, "a");
+    assert_string_equal(buf, "Dec 31 23:59:59 h t[7]: a\n");
+    msg_format_line(buf, sizeof(buf), when + 1, "h", "t", 7, MSG_INFO, "b");
+    assert_string_equal(buf, "Jan  1 00:00:00 h t[7]: b\n");
+    msg_format_line(buf, sizeof(buf), when, "h", "t", -42, MSG_PANIC, "c");
+    assert_string_equal(buf, "Dec 31 23:59:59 h t[-42]: panic: c\n");
+    /* A line that just fits, and one a byte longer. */
+    len = msg_format_line(buf, 29, when, "h", "t", 7, MSG_INFO, "abc");
+    assert_int_equal(len, 28);
+    assert_string_equal(buf, "Dec 31 23:59:59 h t[7]: abc\n");
+    len = msg_format_line(buf, 28, when, "h", "t", 7, MSG_INFO, "abc");
+    assert_int_equal(len, 27);
+    assert_string_equal(buf, "Dec 31 23:59:59 h t[7]: ab\n");
+}
+
 static void test_line_truncated(void **state)
 {
     char buf[40];
@@ -66,6 +95,7 @@ static void test_file_target(void **state)
     assert_int_equal(msg_log_file(path), 0);
     errno = ENOENT;
     msg_info("hello %s", "world");
+    msg_info("100%% sure, %%m stays");
     msg_warn("open %s: %m", "x");
     msg_exit_hook(fatal_hook);
     if (setjmp(fatal_jmp) == 0) {
@@ -81,6 +111,7 @@ static void test_file_target(void **state)
     assert_non_null(
         strstr(buf, "]: warning: open x: No such file or directory\n"));
     assert_non_null(strstr(buf, "]: fatal: cannot go on\n"));
+    assert_non_null(strstr(buf, "]: 100% sure, %m stays\n"));
     assert_string_equal(msg_progname(), "tester");
     close(fd);
     unlink(path);
@@ -165,6 +196,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_line_format),
         cmocka_unit_test(test_line_truncated),
+        cmocka_unit_test(test_line_stamp_follows_time),
         cmocka_unit_test(test_file_target),
         cmocka_unit_test(test_no_newline_injection),
         cmocka_unit_test(test_file_mode),
