@@ -158,86 +158,29 @@ static const char *const msg_level_prefix[] = {
     "panic: ",
 };
 
-/* msg_line_put - append len bytes of src at *used, as far as buflen - 1
-   allows (the rest is dropped) */
-static void msg_line_put(char *buf, size_t buflen, size_t *used,
-                         const char *src, size_t len)
-{
-    size_t room = buflen - 1 - *used;
-
-    if (len > room)
-        len = room;
-    memcpy(buf + *used, src, len);
-    *used += len;
-}
-
-/* msg_pid_part - "[pid]: " into num (32 bytes); returns its length */
-static size_t msg_pid_part(char *num, long pid)
-{
-    char digits[24];
-    unsigned long value =
-        pid < 0 ? 0UL - (unsigned long) pid : (unsigned long) pid;
-    size_t n = 0;
-    size_t len = 0;
-
-    do {
-        digits[n++] = (char) ('0' + value % 10);
-        value /= 10;
-    } while (value > 0);
-    num[len++] = '[';
-    if (pid < 0)
-        num[len++] = '-';
-    while (n > 0)
-        num[len++] = digits[--n];
-    memcpy(num + len, "]: ", 3);
-    return len + 3;
-}
-
 /* msg_format_line - one complete line with its newline; returns its length */
 size_t msg_format_line(char *buf, size_t buflen, time_t when, const char *host,
                        const char *tag, long pid, int level, const char *text)
 {
-    /* Lines come many a second: the stamp is made once per second (per
-       thread: qmgr logs from two). */
-    static __thread time_t stamp_when;
-    static __thread char stamp[32];
-    static __thread size_t stamp_len;
-    char num[32];
-    size_t used = 0;
-    size_t nlen;
+    struct tm tm;
+    char stamp[32];
+    int len;
 
-    if (buflen < 2) {
-        if (buflen == 1)
-            buf[0] = 0;
-        return 0;
-    }
     if (level < MSG_INFO || level > MSG_PANIC)
         level = MSG_PANIC;
-    if (stamp_len == 0 || when != stamp_when) {
-        struct tm tm;
-
-        localtime_r(&when, &tm);
-        stamp_len = strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm);
-        stamp_when = when;
+    localtime_r(&when, &tm);
+    if (strftime(stamp, sizeof(stamp), "%b %e %H:%M:%S", &tm) == 0)
+        stamp[0] = 0;
+    len = snprintf(buf, buflen, "%s %s %s[%ld]: %s%s\n", stamp, host, tag, pid,
+                   msg_level_prefix[level], text);
+    if (len < 0)
+        len = 0;
+    if ((size_t) len >= buflen) {
+        /* Truncated: still end the line. */
+        len = (int) buflen - 1;
+        buf[len - 1] = '\n';
     }
-    nlen = msg_pid_part(num, pid);
-    msg_line_put(buf, buflen, &used, stamp, stamp_len);
-    msg_line_put(buf, buflen, &used, " ", 1);
-    msg_line_put(buf, buflen, &used, host, strlen(host));
-    msg_line_put(buf, buflen, &used, " ", 1);
-    msg_line_put(buf, buflen, &used, tag, strlen(tag));
-    msg_line_put(buf, buflen, &used, num, nlen);
-    msg_line_put(buf, buflen, &used, msg_level_prefix[level],
-                 strlen(msg_level_prefix[level]));
-    msg_line_put(buf, buflen, &used, text, strlen(text));
-    if (used == buflen - 1) {
-        /* Full, maybe truncated: still end the line. */
-        buf[used - 1] = '\n';
-    } else {
-        buf[used++] = '\n';
-    }
-    buf[used] = 0;
-    return used;
+    return (size_t) len;
 }
 
 /* msg_expand_m - replace %m with strerror(errno) */
@@ -284,8 +227,10 @@ void msg_vlog(int level, const char *fmt, va_list ap)
         LOG_CRIT,
     };
 
-    /* Without a %m, expanding would copy fmt as it is. */
-    if (strstr(fmt, "%m") != NULL) {
+    /* Without a %m, and short enough not to be cut, the format would be
+       copied as it is: strerror (a message catalog lookup) is then not
+       worth calling, five or more times a message. */
+    if (strstr(fmt, "%m") != NULL || strlen(fmt) >= sizeof(expanded_fmt) - 1) {
         msg_expand_m(expanded_fmt, sizeof(expanded_fmt), fmt, saved_errno);
         fmt = expanded_fmt;
     }

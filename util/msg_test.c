@@ -139,6 +139,38 @@ static void test_no_newline_injection(void **state)
     unlink(path);
 }
 
+/* A format too long for the line is cut as it always was: a "%%" that
+   does not fit whole is dropped, not left as a lone '%'. */
+static void test_long_format_cut(void **state)
+{
+    char path[] = "/tmp/msg_test.XXXXXX";
+    int fd = mkstemp(path);
+    static char fmt[4094 + 3];
+    static char buf[8192];
+    ssize_t len;
+    char *text;
+
+    assert_true(fd >= 0);
+    memset(fmt, 'x', 4094);
+    memcpy(fmt + 4094, "%%", 3);
+    msg_log_stderr(false);
+    assert_int_equal(msg_log_file(path), 0);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-security"
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    msg_info(fmt);
+#pragma GCC diagnostic pop
+    len = read(fd, buf, sizeof(buf) - 1);
+    assert_true(len > 0);
+    buf[len] = 0;
+    assert_non_null(text = strstr(buf, "]: x"));
+    text += 3;
+    assert_int_equal(strspn(text, "x"), 4094);
+    assert_string_equal(text + 4094, "\n");
+    close(fd);
+    unlink(path);
+}
+
 /* The log names clients, senders and recipients: not for every user. */
 static void test_file_mode(void **state)
 {
@@ -197,6 +229,7 @@ int main(void)
         cmocka_unit_test(test_line_format),
         cmocka_unit_test(test_line_truncated),
         cmocka_unit_test(test_line_stamp_follows_time),
+        cmocka_unit_test(test_long_format_cut),
         cmocka_unit_test(test_file_target),
         cmocka_unit_test(test_no_newline_injection),
         cmocka_unit_test(test_file_mode),
