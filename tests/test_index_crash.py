@@ -57,6 +57,18 @@ def journal(inst):
     return received, attempts
 
 
+def indexed(inst, qid):
+    """qid's entry of `sluice why --json` once it shows an attempt, else
+    None. One call: why answers from the queue while the message is there
+    and from the index after, and the index may not be made yet when the
+    message leaves (the events daemon starts after the delivery)."""
+    r = inst.command("why", "--json", qid)
+    if r.returncode != 0:
+        return None
+    msgs = json.loads(r.stdout)["messages"]
+    return msgs[0] if msgs and msgs[0]["attempts"] else None
+
+
 def index_rows(db):
     """(messages qids, attempts rows) of the index, or None while it
     cannot be read."""
@@ -143,9 +155,8 @@ def test_damaged_index_is_made_anew(make_instance, make_sink):
     inst = index_instance(make_instance, sink)
     db = inst.queue_dir / "events" / "index.sqlite"
     first = send(inst, "first@dest.test")
-    wait_until(lambda: inst.command("why", first).returncode == 0 and
-               json.loads(inst.check("why", "--json", first))["messages"][0]
-               ["attempts"], timeout=30, what="the first delivery indexed")
+    wait_until(lambda: indexed(inst, first), timeout=30,
+               what="the first delivery indexed")
     assert inst.stop().returncode == 0
     garbage = b"this is no SQLite database " * 1000
     db.write_bytes(garbage)
@@ -153,13 +164,7 @@ def test_damaged_index_is_made_anew(make_instance, make_sink):
     second = send(inst, "second@dest.test")
     sink.wait_messages(2, timeout=30)
 
-    def answered():
-        r = inst.command("why", "--json", second)
-        if r.returncode != 0:
-            return None
-        [msg] = json.loads(r.stdout)["messages"]
-        return msg if msg["attempts"] else None
-    msg = wait_until(answered, timeout=30,
+    msg = wait_until(lambda: indexed(inst, second), timeout=30,
                      what="why to answer from the new index")
     assert [a["kind"] for a in msg["attempts"]] == ["delivered"]
     inst.wait_log(r"events\[\d+\]: warning: events: index: .*index\.sqlite "
@@ -183,9 +188,8 @@ def test_stale_log_is_not_applied_to_a_new_index(make_instance, make_sink):
     db = inst.queue_dir / "events" / "index.sqlite"
     wal = db.parent / "index.sqlite-wal"
     first = send(inst, "first@dest.test")
-    wait_until(lambda: inst.command("why", first).returncode == 0 and
-               json.loads(inst.check("why", "--json", first))["messages"][0]
-               ["attempts"], timeout=30, what="the first delivery indexed")
+    wait_until(lambda: indexed(inst, first), timeout=30,
+               what="the first delivery indexed")
     # The live log holds the committed pages (no checkpoint yet).
     stale = wait_until(lambda: wal.exists() and wal.stat().st_size > 32 and
                        wal.read_bytes(), timeout=10, what="a -wal with frames")
@@ -195,9 +199,8 @@ def test_stale_log_is_not_applied_to_a_new_index(make_instance, make_sink):
     inst.start()
     second = send(inst, "second@dest.test")
     sink.wait_messages(2, timeout=30)
-    wait_until(lambda: inst.command("why", second).returncode == 0 and
-               json.loads(inst.check("why", "--json", second))["messages"][0]
-               ["attempts"], timeout=30, what="the second delivery indexed")
+    wait_until(lambda: indexed(inst, second), timeout=30,
+               what="the second delivery indexed")
     # Not the old log: its header (salts, checksums) is gone ...
     assert not (wal.exists() and wal.read_bytes()[:32] == stale[:32])
     # ... and the new file is sound, without the old log's rows.
