@@ -1099,21 +1099,8 @@ void smtpd_data_init(SMTPD_DATA *data, long long limit)
     data->limit = limit;
 }
 
-/* smtpd_data_emit - one decoded byte, unless the message is too big */
-static inline void smtpd_data_emit(SMTPD_DATA *data, VSTR *out, int ch)
-{
-    if (data->too_big)
-        return;
-    if (data->limit > 0 && data->size >= data->limit) {
-        data->too_big = true;
-        return;
-    }
-    data->size++;
-    vstr_addch(out, ch);
-}
-
-/* smtpd_data_emit_run - len decoded bytes at once, as len calls of
-   smtpd_data_emit would: those past the size limit are dropped */
+/* smtpd_data_emit_run - len decoded bytes; those past the size limit
+   are dropped (and the message is too big) */
 static void smtpd_data_emit_run(SMTPD_DATA *data, VSTR *out, const char *run,
                                 size_t len)
 {
@@ -1130,6 +1117,14 @@ static void smtpd_data_emit_run(SMTPD_DATA *data, VSTR *out, const char *run,
     }
     data->size += (long long) len;
     vstr_ncat(out, run, len);
+}
+
+/* smtpd_data_emit - one decoded byte, unless the message is too big */
+static inline void smtpd_data_emit(SMTPD_DATA *data, VSTR *out, int ch)
+{
+    char byte = (char) ch;
+
+    smtpd_data_emit_run(data, out, &byte, 1);
 }
 
 /* smtpd_data_plain - the length of buf[0..len)'s first run of bytes that
