@@ -219,6 +219,19 @@ static void qmgr_remover_report(long failed, int failed_errno, long stuck,
                  MAIL_QUEUE_ACTIVE, strerror(stuck_errno));
 }
 
+/* qmgr_remover_take - under rm's lock: the list for the caller, a new
+   empty one in its place; NULL when it is empty (it stays: collect runs
+   at every hand-over, mostly to find nothing) */
+static ARGV *qmgr_remover_take(ARGV **list)
+{
+    ARGV *taken = *list;
+
+    if (taken->argc == 0)
+        return NULL;
+    *list = argv_alloc(QMGR_REUSE_BATCH);
+    return taken;
+}
+
 /* qmgr_remover_collect - what the thread has renamed, into returned;
    true while it still holds settles */
 static bool qmgr_remover_collect(QMGR_REMOVER *rm, ARGV *returned)
@@ -232,10 +245,8 @@ static bool qmgr_remover_collect(QMGR_REMOVER *rm, ARGV *returned)
     ARGV *gone;
 
     (void) pthread_mutex_lock(&rm->lock);
-    renamed = rm->renamed;
-    rm->renamed = argv_alloc(QMGR_REUSE_BATCH);
-    gone = rm->gone;
-    rm->gone = argv_alloc(QMGR_REUSE_BATCH);
+    renamed = qmgr_remover_take(&rm->renamed);
+    gone = qmgr_remover_take(&rm->gone);
     failed = rm->failed;
     failed_errno = rm->failed_errno;
     stuck = rm->stuck;
@@ -243,10 +254,10 @@ static bool qmgr_remover_collect(QMGR_REMOVER *rm, ARGV *returned)
     rm->failed = rm->stuck = 0;
     pending = rm->settle->argc + rm->busy > 0;
     (void) pthread_mutex_unlock(&rm->lock);
-    for (size_t i = 0; i < renamed->argc; i++)
+    for (size_t i = 0; renamed != NULL && i < renamed->argc; i++)
         argv_add(returned, renamed->argv[i]);
     argv_free(renamed);
-    for (size_t i = 0; i < gone->argc; i++)
+    for (size_t i = 0; gone != NULL && i < gone->argc; i++)
         msg_info("%s: removed", gone->argv[i]);
     argv_free(gone);
     qmgr_remover_report(failed, failed_errno, stuck, stuck_errno);
