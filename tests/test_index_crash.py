@@ -65,8 +65,8 @@ def indexed(inst, qid):
     r = inst.command("why", "--json", qid)
     if r.returncode != 0:
         return None
-    msgs = json.loads(r.stdout)["messages"]
-    return msgs[0] if msgs and msgs[0]["attempts"] else None
+    [msg] = json.loads(r.stdout)["messages"]
+    return msg if msg["attempts"] else None
 
 
 def index_rows(db):
